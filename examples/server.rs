@@ -1,0 +1,69 @@
+//! The tutorial's `server.py`, line for line, on `socketkit::socket`: listen on port 12345 of
+//! this host, and send `你好` to each client that connects.
+//!
+//! Run it, then the client in a second terminal:
+//!
+//! ```text
+//! cargo run --example server            # or: cargo run --example server -- 127.0.0.1 12345
+//! cargo run --example client
+//! ```
+//!
+//! | server.py | here |
+//! |---|---|
+//! | `s = socket.socket()` | `let s = Socket::new(Family::Inet, Type::Stream)?;` |
+//! | `host = socket.gethostname()` | `let host = socket::gethostname()?;` |
+//! | `s.bind((host, port))` | `s.bind((host.as_str(), port))?;` |
+//! | `s.listen(5)` | `s.listen(5)?;` |
+//! | `c, addr = s.accept()` | `let (c, addr) = s.accept()?;` |
+//! | `c.send('你好')` | `c.sendall("你好".as_bytes())?;` |
+//! | `c.close()` | `c.close();` |
+
+use std::process::ExitCode;
+
+use socketkit::socket::{self, Family, Socket, Type};
+
+fn main() -> ExitCode {
+    match serve() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> socketkit::Result<()> {
+    let (host, port) = host_and_port()?;
+
+    let s = Socket::new(Family::Inet, Type::Stream)?; // 创建 socket 对象
+    s.bind((host.as_str(), port))?; // 绑定端口
+    s.listen(5)?; // 等待客户端连接
+    // Not in the tutorial: say where we listen, so that port 0 can be used and found.
+    eprintln!("listening on tcp:{}", s.local_addr()?);
+    loop {
+        let (c, addr) = s.accept()?; // 建立客户端连接
+        println!("连接地址： {addr}");
+        // send() could send part of a long message; sendall() sends it all.
+        c.sendall("你好".as_bytes())?;
+        c.close(); // 关闭连接
+    }
+}
+
+/// `HOST PORT` from the command line, or the tutorial's `gethostname()` and 12345.
+fn host_and_port() -> socketkit::Result<(String, u16)> {
+    let mut args = std::env::args().skip(1);
+    let host = match args.next() {
+        Some(host) => host,
+        None => socket::gethostname()?, // 获取本地主机名
+    };
+    let port = match args.next() {
+        Some(text) => text.parse().map_err(|_| bad_port(&text))?,
+        None => 12345, // 设置端口
+    };
+    Ok((host, port))
+}
+
+fn bad_port(text: &str) -> socketkit::Error {
+    let reason = std::io::Error::new(std::io::ErrorKind::InvalidInput, "port must be 0-65535");
+    socketkit::Error::new(socketkit::error::Op::Bind, format!("port '{text}'"), reason)
+}

@@ -1,0 +1,69 @@
+//! Exit codes (SPEC §2.3) and the one `error:` line: only the CLI decides either.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// 0 success, 1 runtime failure, 2 bad usage.
+pub(crate) const FAILURE: u8 = 1;
+pub(crate) const USAGE: u8 = 2;
+
+/// Why a command failed, which decides its exit code.
+#[derive(Debug)]
+pub(crate) enum CliError {
+    /// The command line was wrong: exit 2.
+    Usage(String),
+    /// The work failed: exit 1.
+    Runtime(socketkit::Error),
+}
+
+impl From<socketkit::Error> for CliError {
+    fn from(err: socketkit::Error) -> CliError {
+        CliError::Runtime(err)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(text) => f.write_str(text),
+            CliError::Runtime(err) => err.fmt(f),
+        }
+    }
+}
+
+impl CliError {
+    /// Prints the `error:` line to stderr and gives the exit code.
+    pub(crate) fn report(&self) -> ExitCode {
+        eprintln!("error: {}", sanitize(&self.to_string()));
+        ExitCode::from(match self {
+            CliError::Usage(_) => USAGE,
+            CliError::Runtime(_) => FAILURE,
+        })
+    }
+}
+
+/// Keeps the error one printable line whatever the input held: control characters (a newline
+/// or an escape sequence in an endpoint someone typed) are shown escaped.
+pub(crate) fn sanitize(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(sanitize("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(sanitize("你好"), "你好");
+    }
+}

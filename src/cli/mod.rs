@@ -1,0 +1,76 @@
+//! The command line: parse → resolve → call the library → map the outcome to an exit code.
+//! One file per subcommand; nothing here does network work of its own.
+
+mod args;
+mod connect;
+mod exit;
+mod ready;
+mod resolve;
+mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use args::{Cli, Command, LogArgs};
+use exit::CliError;
+
+/// Runs the command line and returns the process's exit code.
+pub(crate) fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return clap_exit(&err),
+    };
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => err.report(),
+    }
+}
+
+/// `--help` and `--version` print and succeed; a bare `socketkit` prints help and is a usage
+/// error; every other parse failure is clap's first line (`error: …`), exit 2.
+fn clap_exit(err: &clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // Printing help can only fail if stdout is gone, and then nobody reads it.
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::from(exit::USAGE)
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            let line = first.strip_prefix("error: ").unwrap_or(first);
+            CliError::Usage(line.to_owned()).report()
+        }
+    }
+}
+
+/// Sends the library's `tracing` events to stderr at the level `-v`/`-q` ask for.
+fn init_logging(log: &LogArgs) {
+    let level = match (log.quiet, log.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .init();
+}

@@ -1,0 +1,448 @@
+//! [`Endpoint`]: the one syntax every `socketkit` command uses to name a socket (SPEC §2.1).
+//!
+//! | written | means |
+//! |---|---|
+//! | `HOST:PORT`, `tcp:HOST:PORT` | TCP; HOST is a name, an IPv4 address or `[IPv6]` |
+//! | `:PORT` | TCP on every local address, IPv4 and IPv6 |
+//! | `udp:HOST:PORT` | UDP |
+//! | `unix:PATH` | a Unix stream socket |
+//! | `unixgram:PATH` | a Unix datagram socket |
+//!
+//! Port `0` asks the system for a free port. An endpoint prints in the canonical form with
+//! its scheme (`tcp:127.0.0.1:80`), and that form parses back to the same endpoint.
+//!
+//! # Examples
+//!
+//! ```
+//! use socketkit::endpoint::{Endpoint, Host};
+//!
+//! let ep: Endpoint = "[::1]:8080".parse()?;
+//! assert_eq!(ep.to_string(), "tcp:[::1]:8080");
+//! assert_eq!(ep.host_port().map(|hp| &hp.host), Some(&Host::Ip("::1".parse().unwrap())));
+//! let err = "localhost:99999".parse::<Endpoint>().unwrap_err();
+//! assert_eq!(err.to_string(), "invalid endpoint 'localhost:99999': port must be 0-65535");
+//! # Ok::<(), socketkit::endpoint::EndpointError>(())
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The longest Unix socket path Linux accepts: `sun_path` is 108 bytes with the final NUL.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// Where a socket listens or connects: transport plus address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP host and port.
+    Tcp(HostPort),
+    /// A UDP host and port.
+    Udp(HostPort),
+    /// A Unix stream socket path.
+    Unix(PathBuf),
+    /// A Unix datagram socket path.
+    Unixgram(PathBuf),
+}
+
+/// The four transports an [`Endpoint`] can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP (`SOCK_STREAM` over IP).
+    Tcp,
+    /// UDP (`SOCK_DGRAM` over IP).
+    Udp,
+    /// Unix stream (`SOCK_STREAM` over `AF_UNIX`).
+    Unix,
+    /// Unix datagram (`SOCK_DGRAM` over `AF_UNIX`).
+    Unixgram,
+}
+
+impl Transport {
+    /// The scheme that names this transport in an endpoint (`tcp`, `udp`, `unix`, `unixgram`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Unix => "unix",
+            Transport::Unixgram => "unixgram",
+        }
+    }
+
+    /// Whether the transport carries a byte stream (TCP, Unix stream) rather than datagrams.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Unix)
+    }
+}
+
+/// The host part of an IP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// Empty host (`:PORT`): every local address, IPv4 and IPv6.
+    Any,
+    /// A literal IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// A name to resolve.
+    Name(String),
+}
+
+/// A host and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// The host.
+    pub host: Host,
+    /// The port; `0` asks the system for a free one.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The transport this endpoint names.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Endpoint::Tcp(_) => Transport::Tcp,
+            Endpoint::Udp(_) => Transport::Udp,
+            Endpoint::Unix(_) => Transport::Unix,
+            Endpoint::Unixgram(_) => Transport::Unixgram,
+        }
+    }
+
+    /// The host and port of a TCP or UDP endpoint.
+    pub fn host_port(&self) -> Option<&HostPort> {
+        match self {
+            Endpoint::Tcp(hp) | Endpoint::Udp(hp) => Some(hp),
+            Endpoint::Unix(_) | Endpoint::Unixgram(_) => None,
+        }
+    }
+
+    /// The path of a Unix endpoint.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Endpoint::Unix(path) | Endpoint::Unixgram(path) => Some(path),
+            Endpoint::Tcp(_) | Endpoint::Udp(_) => None,
+        }
+    }
+
+    /// The endpoint of `transport` at a concrete socket address, as a listener reports it
+    /// once bound (`tcp:127.0.0.1:41234`).
+    pub fn at(transport: Transport, address: &crate::socket::Address) -> Endpoint {
+        if let Some(addr) = address.as_socket_addr() {
+            let hp = HostPort {
+                host: Host::Ip(addr.ip()),
+                port: addr.port(),
+            };
+            return match transport {
+                Transport::Udp | Transport::Unixgram => Endpoint::Udp(hp),
+                Transport::Tcp | Transport::Unix => Endpoint::Tcp(hp),
+            };
+        }
+        let path = address.as_path().map(Path::to_path_buf).unwrap_or_default();
+        match transport {
+            Transport::Udp | Transport::Unixgram => Endpoint::Unixgram(path),
+            Transport::Tcp | Transport::Unix => Endpoint::Unix(path),
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Any => Ok(()),
+            Host::Ip(IpAddr::V4(v4)) => v4.fmt(f),
+            Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.transport().scheme();
+        match self {
+            Endpoint::Tcp(hp) | Endpoint::Udp(hp) => write!(f, "{scheme}:{hp}"),
+            Endpoint::Unix(path) | Endpoint::Unixgram(path) => {
+                write!(f, "{scheme}:{}", path.display())
+            }
+        }
+    }
+}
+
+/// A string that is not an endpoint, with the reason in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid endpoint '{input}': {reason}")]
+pub struct EndpointError {
+    input: String,
+    reason: String,
+}
+
+impl EndpointError {
+    /// What was wrong, without the input (`port must be 0-65535`).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(input: &str) -> Result<Endpoint, EndpointError> {
+        parse(input).map_err(|reason| EndpointError {
+            input: input.to_owned(),
+            reason,
+        })
+    }
+}
+
+const SCHEMES: [Transport; 4] = [
+    Transport::Tcp,
+    Transport::Udp,
+    Transport::Unix,
+    Transport::Unixgram,
+];
+
+fn parse(input: &str) -> Result<Endpoint, String> {
+    if input.is_empty() {
+        return Err("empty endpoint (expected HOST:PORT, udp:HOST:PORT or unix:PATH)".into());
+    }
+    let Some((prefix, rest)) = input.split_once(':') else {
+        return Err("missing port (expected HOST:PORT)".into());
+    };
+    if let Some(transport) = SCHEMES.into_iter().find(|t| t.scheme() == prefix) {
+        return parse_with_scheme(transport, rest);
+    }
+    // "name:port" has one colon after the name; a word followed by something that itself
+    // holds a colon ("sctp:host:80", "http://host:80") can only be a scheme.
+    let word = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphabetic());
+    if word && rest.contains(':') {
+        return Err(format!(
+            "unknown scheme '{prefix}' (expected tcp, udp, unix or unixgram)"
+        ));
+    }
+    parse_host_port(input).map(Endpoint::Tcp)
+}
+
+fn parse_with_scheme(transport: Transport, rest: &str) -> Result<Endpoint, String> {
+    match transport {
+        Transport::Tcp => parse_host_port(rest).map(Endpoint::Tcp),
+        Transport::Udp => parse_host_port(rest).map(Endpoint::Udp),
+        Transport::Unix => parse_path(rest).map(Endpoint::Unix),
+        Transport::Unixgram => parse_path(rest).map(Endpoint::Unixgram),
+    }
+}
+
+fn parse_path(path: &str) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err("empty socket path".into());
+    }
+    if path.contains('\0') {
+        return Err("socket path contains a NUL byte".into());
+    }
+    if path.len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "socket path is {} bytes, longer than the {MAX_UNIX_PATH} the system allows",
+            path.len()
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn parse_host_port(text: &str) -> Result<HostPort, String> {
+    if text.is_empty() {
+        return Err("missing HOST:PORT".into());
+    }
+    if let Some(bracketed) = text.strip_prefix('[') {
+        return parse_bracketed(bracketed);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("missing port (expected HOST:PORT)".into());
+    };
+    if host.contains(':') {
+        return Err(format!(
+            "an IPv6 address must be in brackets, as [{host}]:{port}"
+        ));
+    }
+    Ok(HostPort {
+        host: parse_host(host)?,
+        port: parse_port(port)?,
+    })
+}
+
+fn parse_bracketed(text: &str) -> Result<HostPort, String> {
+    let Some((inside, after)) = text.split_once(']') else {
+        return Err("unclosed '[' (expected [IPv6]:PORT)".into());
+    };
+    if inside.is_empty() {
+        return Err("empty IPv6 address in brackets".into());
+    }
+    let ip: Ipv6Addr = inside
+        .parse()
+        .map_err(|_| format!("invalid IPv6 address '{inside}'"))?;
+    let port = match after.strip_prefix(':') {
+        Some(port) => parse_port(port)?,
+        None if after.is_empty() => return Err("missing port after ']'".into()),
+        None => return Err(format!("expected ':' after ']', found '{after}'")),
+    };
+    Ok(HostPort {
+        host: Host::Ip(IpAddr::V6(ip)),
+        port,
+    })
+}
+
+fn parse_host(host: &str) -> Result<Host, String> {
+    if host.is_empty() {
+        return Ok(Host::Any);
+    }
+    if let Ok(v4) = host.parse::<Ipv4Addr>() {
+        return Ok(Host::Ip(IpAddr::V4(v4)));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("invalid IPv4 address '{host}'"));
+    }
+    if host.len() > 253 {
+        return Err("host name is longer than 253 characters".into());
+    }
+    for label in host.split('.') {
+        if label.is_empty() && host != "." {
+            return Err(format!("empty label in host name '{host}'"));
+        }
+        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if let Some(bad) = label.bytes().find(|&b| !valid(b)) {
+            return Err(format!(
+                "host name '{host}' contains '{}'",
+                (bad as char).escape_default()
+            ));
+        }
+    }
+    Ok(Host::Name(host.to_owned()))
+}
+
+fn parse_port(port: &str) -> Result<u16, String> {
+    if port.is_empty() {
+        return Err("missing port (expected HOST:PORT)".into());
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port '{port}' is not a number"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| "port must be 0-65535".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> Endpoint {
+        input.parse().unwrap_or_else(|err| panic!("{input}: {err}"))
+    }
+
+    fn reason(input: &str) -> String {
+        match input.parse::<Endpoint>() {
+            Ok(ep) => panic!("{input} parsed as {ep}"),
+            Err(err) => err.reason().to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_grammar_and_its_canonical_form() {
+        let cases = [
+            ("127.0.0.1:80", "tcp:127.0.0.1:80"),
+            ("tcp:127.0.0.1:80", "tcp:127.0.0.1:80"),
+            ("localhost:0", "tcp:localhost:0"),
+            (":12345", "tcp::12345"),
+            ("tcp::12345", "tcp::12345"),
+            ("[::1]:65535", "tcp:[::1]:65535"),
+            ("udp:[::]:53", "udp:[::]:53"),
+            ("udp:example.com:7", "udp:example.com:7"),
+            ("udp::7", "udp::7"),
+            ("unix:/run/app.sock", "unix:/run/app.sock"),
+            ("unix:relative.sock", "unix:relative.sock"),
+            ("unixgram:/tmp/d.sock", "unixgram:/tmp/d.sock"),
+            ("unix:/path:with:colons", "unix:/path:with:colons"),
+            ("my-host_1.lan:22", "tcp:my-host_1.lan:22"),
+        ];
+        for (input, canonical) in cases {
+            let ep = ok(input);
+            assert_eq!(ep.to_string(), canonical, "{input}");
+            assert_eq!(ok(canonical), ep, "{canonical} must parse back");
+        }
+    }
+
+    #[test]
+    fn parts_are_reachable() {
+        let ep = ok(":0");
+        assert_eq!(ep.transport(), Transport::Tcp);
+        assert_eq!(ep.host_port().map(|hp| &hp.host), Some(&Host::Any));
+        assert_eq!(ok("unixgram:/x").path(), Some(Path::new("/x")));
+        assert!(!Transport::Unixgram.is_stream());
+    }
+
+    #[test]
+    fn bad_ports() {
+        assert_eq!(reason("localhost:99999"), "port must be 0-65535");
+        assert_eq!(reason("localhost:65536"), "port must be 0-65535");
+        assert_eq!(
+            reason("udp:h:123456789012345678901"),
+            "port must be 0-65535"
+        );
+        assert_eq!(reason("localhost:http"), "port 'http' is not a number");
+        assert_eq!(reason("localhost:-1"), "port '-1' is not a number");
+        assert_eq!(reason("localhost:+80"), "port '+80' is not a number");
+        assert_eq!(reason("localhost:"), "missing port (expected HOST:PORT)");
+        assert_eq!(reason("localhost"), "missing port (expected HOST:PORT)");
+        assert_eq!(reason("[::1]"), "missing port after ']'");
+        assert_eq!(reason("[::1]80"), "expected ':' after ']', found '80'");
+    }
+
+    #[test]
+    fn bad_hosts() {
+        assert_eq!(reason("[::1:80"), "unclosed '[' (expected [IPv6]:PORT)");
+        assert_eq!(reason("[]:80"), "empty IPv6 address in brackets");
+        assert_eq!(reason("[zz]:80"), "invalid IPv6 address 'zz'");
+        assert_eq!(reason("[127.0.0.1]:80"), "invalid IPv6 address '127.0.0.1'");
+        assert_eq!(
+            reason("::1:80"),
+            "an IPv6 address must be in brackets, as [::1]:80"
+        );
+        assert_eq!(reason("1.2.3.256:80"), "invalid IPv4 address '1.2.3.256'");
+        assert_eq!(reason("a..b:80"), "empty label in host name 'a..b'");
+        assert_eq!(reason(".a:80"), "empty label in host name '.a'");
+        assert_eq!(reason("a b:80"), "host name 'a b' contains ' '");
+        assert_eq!(reason("tcp:"), "missing HOST:PORT");
+        assert_eq!(reason("udp:"), "missing HOST:PORT");
+    }
+
+    #[test]
+    fn bad_schemes_and_paths() {
+        assert_eq!(
+            reason("sctp:host:80"),
+            "unknown scheme 'sctp' (expected tcp, udp, unix or unixgram)"
+        );
+        assert_eq!(
+            reason("http://host:80"),
+            "unknown scheme 'http' (expected tcp, udp, unix or unixgram)"
+        );
+        assert!(reason("").starts_with("empty endpoint"));
+        assert_eq!(reason("unix:"), "empty socket path");
+        assert_eq!(reason("unixgram:"), "empty socket path");
+        let long = format!("unix:/{}", "x".repeat(107));
+        assert_eq!(
+            reason(&long),
+            "socket path is 108 bytes, longer than the 107 the system allows"
+        );
+        assert_eq!(reason("unix:/a\0b"), "socket path contains a NUL byte");
+    }
+
+    #[test]
+    fn error_names_the_input() {
+        let err = "tcp:[::1".parse::<Endpoint>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid endpoint 'tcp:[::1': unclosed '[' (expected [IPv6]:PORT)"
+        );
+    }
+}

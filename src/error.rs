@@ -1,0 +1,254 @@
+//! The library's error type: what was attempted, on which address, and what the OS said.
+//!
+//! Every failure that reaches a user reads as one lower-case sentence, for example
+//! `cannot bind 0.0.0.0:80: permission denied`, never a bare `os error 13`. The type
+//! converts into [`std::io::Error`] so that callers who live on `io::Result` keep the context.
+
+use std::fmt;
+use std::io;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The operation that failed, as the first half of an error sentence.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `socket(2)`: creating a socket.
+    Create,
+    /// `bind(2)`.
+    Bind,
+    /// `listen(2)`, or the whole of setting up a listener (socket, bind, listen).
+    Listen,
+    /// `accept(2)`.
+    Accept,
+    /// `connect(2)`, or the whole of opening a connection.
+    Connect,
+    /// `send(2)` / `sendto(2)`.
+    Send,
+    /// `recv(2)` / `recvfrom(2)`.
+    Receive,
+    /// `shutdown(2)`.
+    Shutdown,
+    /// `setsockopt(2)` with the named option.
+    SetOption(&'static str),
+    /// `getsockopt(2)` with the named option.
+    GetOption(&'static str),
+    /// `getsockname(2)`.
+    LocalAddress,
+    /// `getpeername(2)`.
+    PeerAddress,
+    /// `getaddrinfo(3)`: turning a host name into addresses.
+    Resolve,
+    /// `gethostname(2)`.
+    HostName,
+    /// Reading or writing a stream that is not a socket (stdin, stdout, a file).
+    Io,
+    /// Starting a program (the `exec` service).
+    Spawn,
+}
+
+impl Op {
+    /// The verb of the error sentence and the preposition that leads to the target:
+    /// `("cannot connect", "to")` reads "cannot connect to 127.0.0.1:9".
+    fn phrase(self) -> (&'static str, &'static str) {
+        match self {
+            Op::Create => ("cannot create socket", "for"),
+            Op::Bind => ("cannot bind", ""),
+            Op::Listen => ("cannot listen", "on"),
+            Op::Accept => ("cannot accept", "on"),
+            Op::Connect => ("cannot connect", "to"),
+            Op::Send => ("cannot send", "to"),
+            Op::Receive => ("cannot receive", "from"),
+            Op::Shutdown => ("cannot shut down", ""),
+            Op::SetOption(_) => ("cannot set", "on"),
+            Op::GetOption(_) => ("cannot read", "of"),
+            Op::LocalAddress => ("cannot get the local address", "of"),
+            Op::PeerAddress => ("cannot get the peer address", "of"),
+            Op::Resolve => ("cannot resolve", ""),
+            Op::HostName => ("cannot get the host name", ""),
+            Op::Io => ("i/o error", "on"),
+            Op::Spawn => ("cannot start", ""),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, _) = self.phrase();
+        match self {
+            Op::SetOption(name) | Op::GetOption(name) => write!(f, "{verb} {name}"),
+            _ => f.write_str(verb),
+        }
+    }
+}
+
+/// A failed socket operation: the operation, the address it was aimed at, and the OS error.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{Family, Socket, Type};
+///
+/// let first = Socket::new(Family::Inet, Type::Stream)?;
+/// first.bind(("127.0.0.1", 0))?;
+/// first.listen(1)?;
+/// let taken = first.local_addr()?;
+///
+/// let second = Socket::new(Family::Inet, Type::Stream)?;
+/// let err = second.bind(&taken).unwrap_err();
+/// assert_eq!(err.to_string(), format!("cannot bind {taken}: address already in use"));
+/// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    op: Op,
+    target: Option<String>,
+    #[source]
+    source: io::Error,
+}
+
+impl Error {
+    /// An error for `op` on `target` (an address or endpoint as the user wrote or sees it).
+    pub fn new(op: Op, target: impl fmt::Display, source: io::Error) -> Error {
+        Error {
+            op,
+            target: Some(target.to_string()),
+            source,
+        }
+    }
+
+    /// An error for `op` with no address to name (an unconnected socket, the host name).
+    pub fn without_target(op: Op, source: io::Error) -> Error {
+        Error {
+            op,
+            target: None,
+            source,
+        }
+    }
+
+    /// The operation that failed.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The address or endpoint the operation was aimed at, if there was one.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    /// The kind of the underlying OS error (`ConnectionRefused`, `AddrInUse`, `TimedOut`…).
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+
+    /// The underlying OS error.
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
+
+    /// The underlying OS error, by value, for re-labelling it under another operation.
+    pub fn into_io_error(self) -> io::Error {
+        self.source
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.op)?;
+        if let Some(target) = &self.target {
+            match self.op.phrase().1 {
+                "" => write!(f, " {target}")?,
+                preposition => write!(f, " {preposition} {target}")?,
+            }
+        }
+        write!(f, ": {}", describe(&self.source))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        io::Error::new(err.kind(), err)
+    }
+}
+
+/// The reason in an OS error as words a user reads: `address already in use`, not
+/// `Address already in use (os error 98)`.
+///
+/// # Examples
+///
+/// ```
+/// let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+/// assert_eq!(socketkit::error::describe(&refused), "connection refused");
+/// ```
+pub fn describe(err: &io::Error) -> String {
+    let text = match err.raw_os_error() {
+        Some(code) => {
+            let full = err.to_string();
+            let suffix = format!(" (os error {code})");
+            full.strip_suffix(&suffix).unwrap_or(&full).to_owned()
+        }
+        None if err.get_ref().is_some() => err.to_string(),
+        None => err.kind().to_string(),
+    };
+    lower_first(&text)
+}
+
+fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        // Only lower a capital that starts an ordinary word ("Connection refused"), not an
+        // acronym such as "IPv6", whose second letter is also upper case.
+        Some(first) if !chars.next().is_some_and(char::is_uppercase) => first
+            .to_lowercase()
+            .chain(text[first.len_utf8()..].chars())
+            .collect(),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_as_lower_case_words() {
+        let err = Error::new(
+            Op::Bind,
+            "0.0.0.0:80",
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(err.to_string(), "cannot bind 0.0.0.0:80: permission denied");
+    }
+
+    #[test]
+    fn custom_errors_keep_their_text() {
+        let err = Error::without_target(
+            Op::Receive,
+            io::Error::new(io::ErrorKind::TimedOut, "timed out"),
+        );
+        assert_eq!(err.to_string(), "cannot receive: timed out");
+    }
+
+    #[test]
+    fn acronyms_are_not_lowered() {
+        assert_eq!(lower_first("IPv6 is off"), "IPv6 is off");
+        assert_eq!(lower_first("Name unknown"), "name unknown");
+    }
+
+    #[test]
+    fn converts_into_io_error_keeping_kind_and_text() {
+        let err = Error::new(
+            Op::Connect,
+            "127.0.0.1:9",
+            io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        );
+        let io: io::Error = err.into();
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            io.to_string(),
+            "cannot connect to 127.0.0.1:9: connection refused"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! socketkit makes network programming in Rust simple and correct, at the two levels the
+//! classic tutorial names: a BSD socket layer ([`socket`]) that a reader of Python's `socket`
+//! module recognises, and a server framework ([`server`]) with which a server is a few lines.
+//!
+//! # Organization
+//! - [`socket`]: `Socket::new(Family, Type)`, `bind`, `listen`, `accept`, `connect`,
+//!   `send`/`sendall`/`recv`, options, `gethostname`, `getaddrinfo`, `create_connection`,
+//!   `create_server`, `socketpair`.
+//! - [`endpoint`]: the `tcp:HOST:PORT` / `udp:` / `unix:` / `unixgram:` syntax.
+//! - [`server`]: listeners, handlers, limits and graceful shutdown on tokio.
+//! - [`services`]: the classic internet services (greeting, echo, …).
+//! - [`client`]: a netcat-style bridge between standard input/output and a socket.
+//! - [`error`]: the error type every operation returns.
+//!
+//! # Examples
+//!
+//! The tutorial's exchange, a greeting of `你好`, over the low-level layer:
+//!
+//! ```
+//! use socketkit::socket::{create_connection, create_server};
+//!
+//! let server = create_server(("127.0.0.1", 0), 5, false)?;
+//! let client = create_connection(&server.local_addr()?, None)?;
+//! let (conn, _addr) = server.accept()?;
+//! conn.sendall("你好".as_bytes())?;
+//! conn.close();
+//! assert_eq!(String::from_utf8_lossy(&client.recv(1024)?), "你好");
+//! # Ok::<(), socketkit::Error>(())
+//! ```
+
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+
+#[cfg(not(unix))]
+compile_error!("socketkit supports Unix-like systems (Linux first) only");
+
+pub mod client;
+pub mod endpoint;
+pub mod error;
+pub mod server;
+pub mod services;
+pub mod socket;
+
+pub use error::{Error, Result};

@@ -1,0 +1,111 @@
+//! [`Builder`]: a server's listeners and limits, set with `&mut self` setters, then bound.
+
+use std::time::Duration;
+
+use super::listener::{ListenOptions, StreamListener};
+use super::{Limits, Server};
+use crate::endpoint::Endpoint;
+use crate::error::Result;
+
+/// Collects a server's endpoints and limits; [`Builder::bind`] makes the listeners.
+///
+/// Every setting has a default fit for a public service: no connection limit, no idle
+/// timeout, a backlog of 1024, 5 seconds of drain.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> socketkit::Result<()> {
+/// use std::time::Duration;
+/// use socketkit::server::Server;
+///
+/// let mut builder = Server::builder();
+/// builder
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .max_connections(100)
+///     .idle_timeout(Duration::from_secs(30));
+/// let server = builder.bind().await?;
+/// assert_eq!(server.local_endpoints().len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    endpoints: Vec<Endpoint>,
+    limits: Limits,
+    backlog: i32,
+    unix_mode: Option<u32>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            endpoints: Vec::new(),
+            limits: Limits {
+                max_connections: None,
+                idle_timeout: None,
+                drain_timeout: Duration::from_secs(5),
+            },
+            backlog: 1024,
+            unix_mode: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Adds a listener; call once per endpoint.
+    pub fn listen(&mut self, endpoint: Endpoint) -> &mut Builder {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// At most `max` connections at once: past it the server stops accepting (clients wait in
+    /// the kernel's backlog) until one ends. It never accepts a connection only to drop it.
+    pub fn max_connections(&mut self, max: usize) -> &mut Builder {
+        self.limits.max_connections = Some(max.max(1));
+        self
+    }
+
+    /// Closes a connection when no byte has moved either way for `timeout`.
+    pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Builder {
+        self.limits.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The `listen(2)` backlog: connections the kernel completes before we accept them.
+    pub fn backlog(&mut self, backlog: u32) -> &mut Builder {
+        self.backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// How long a graceful shutdown lets in-flight connections run before closing them.
+    pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Builder {
+        self.limits.drain_timeout = timeout;
+        self
+    }
+
+    /// The permission bits of Unix socket files this server creates (e.g. `0o660`).
+    pub fn unix_mode(&mut self, mode: u32) -> &mut Builder {
+        self.unix_mode = Some(mode);
+        self
+    }
+
+    /// Binds every endpoint, in order. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The first endpoint that cannot be bound, as `cannot listen on ENDPOINT: REASON`;
+    /// listeners already bound are closed again.
+    pub async fn bind(&self) -> Result<Server> {
+        let options = ListenOptions {
+            backlog: self.backlog,
+            unix_mode: self.unix_mode,
+        };
+        let listeners = self
+            .endpoints
+            .iter()
+            .map(|endpoint| StreamListener::bind(endpoint, options))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Server::new(listeners, self.limits))
+    }
+}

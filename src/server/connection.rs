@@ -1,0 +1,161 @@
+//! [`Connection`]: one accepted stream (TCP or Unix) with its peer and local address, read and
+//! written through tokio's `AsyncRead`/`AsyncWrite`, with the server's idle timeout built in.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::listener::AcceptedStream;
+use crate::socket::Address;
+
+/// An accepted connection, handed to a server's handler.
+///
+/// Read and write it with `tokio::io::{AsyncReadExt, AsyncWriteExt}`; split it with
+/// [`tokio::io::split`] to read and write from two tasks. When the server has an idle
+/// timeout, a read or write that waits longer than it with no bytes moving either way fails
+/// with [`io::ErrorKind::TimedOut`].
+#[derive(Debug)]
+pub struct Connection {
+    stream: AcceptedStream,
+    peer: Address,
+    local: Address,
+    idle: Option<IdleTimer>,
+}
+
+/// The idle deadline, re-armed lazily: progress only records the time, and the sleep is
+/// moved to the new deadline when it fires, so a busy connection never touches the timer.
+#[derive(Debug)]
+struct IdleTimer {
+    limit: Duration,
+    last_progress: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> IdleTimer {
+        let now = Instant::now();
+        IdleTimer {
+            limit,
+            last_progress: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    /// Called when an operation is pending: `Ready(Err)` once the connection has been idle
+    /// for the whole limit.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let deadline = self.last_progress + self.limit;
+            if Instant::now() >= deadline {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("idle for {}", humantime::format_duration(self.limit)),
+                ));
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        stream: AcceptedStream,
+        peer: Address,
+        local: Address,
+        idle_timeout: Option<Duration>,
+    ) -> Connection {
+        Connection {
+            stream,
+            peer,
+            local,
+            idle: idle_timeout.map(IdleTimer::new),
+        }
+    }
+
+    /// The address of the client.
+    pub fn peer_addr(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The address the client connected to.
+    pub fn local_addr(&self) -> &Address {
+        &self.local
+    }
+
+    fn progress(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.last_progress = Instant::now();
+        }
+    }
+
+    /// Maps a poll result: progress re-arms the idle timer, pending checks it.
+    fn account<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                if result.is_ok() {
+                    self.progress();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match &mut self.idle {
+                Some(idle) => idle.poll_expired(cx).map(Err),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = match &mut this.stream {
+            AcceptedStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            AcceptedStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        this.account(cx, poll)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = match &mut this.stream {
+            AcceptedStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            AcceptedStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        };
+        this.account(cx, poll)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            AcceptedStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            AcceptedStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    /// Half-closes the connection (`shutdown(SHUT_WR)`): the client reads end of stream and
+    /// may go on sending.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            AcceptedStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            AcceptedStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Stream listeners (TCP and Unix) behind one private enum: binding an [`Endpoint`] with the
+//! socket options a server wants, the Unix socket-file rules, and an accept call that turns
+//! resource exhaustion into a back-off instead of a spin or an exit.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::endpoint::{Endpoint, Host, HostPort, Transport};
+use crate::error::{Error, Op, Result};
+use crate::socket::{Address, Family, Socket, ToAddress, Type};
+
+/// Options that shape how a listener is created.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenOptions {
+    pub(crate) backlog: i32,
+    pub(crate) unix_mode: Option<u32>,
+}
+
+/// A bound, listening stream socket.
+#[derive(Debug)]
+pub(crate) enum StreamListener {
+    Tcp(TcpListener),
+    Unix(UnixListener, UnixFile),
+}
+
+/// An accepted stream of either transport.
+#[derive(Debug)]
+pub(crate) enum AcceptedStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// The socket file a Unix listener created; removed when the listener goes, if the file at
+/// the path is still the one we made (another server may have replaced it since).
+#[derive(Debug)]
+pub(crate) struct UnixFile {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+impl Drop for UnixFile {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path)
+            .map(|meta| Some((meta.dev(), meta.ino())) == self.identity)
+            .unwrap_or(false);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl StreamListener {
+    /// Binds and listens on a TCP or Unix stream endpoint; must run inside a tokio runtime.
+    pub(crate) fn bind(endpoint: &Endpoint, options: ListenOptions) -> Result<StreamListener> {
+        match endpoint {
+            Endpoint::Tcp(hp) => bind_tcp(hp, options).map(StreamListener::Tcp),
+            Endpoint::Unix(path) => bind_unix(path, options),
+            Endpoint::Udp(_) | Endpoint::Unixgram(_) => {
+                let reason = io::Error::new(io::ErrorKind::InvalidInput, "not a stream endpoint");
+                Err(Error::new(Op::Listen, endpoint, reason))
+            }
+        }
+    }
+
+    /// The endpoint this listener really listens on (the port the system chose for `:0`).
+    pub(crate) fn local_endpoint(&self) -> Endpoint {
+        match self {
+            StreamListener::Tcp(listener) => match listener.local_addr() {
+                Ok(addr) => Endpoint::at(Transport::Tcp, &addr.into()),
+                Err(_) => Endpoint::Tcp(HostPort {
+                    host: Host::Any,
+                    port: 0,
+                }),
+            },
+            StreamListener::Unix(_, file) => Endpoint::Unix(file.path.clone()),
+        }
+    }
+
+    /// Accepts one connection, with the peer's and our own address.
+    pub(crate) async fn accept(&self) -> io::Result<(AcceptedStream, Address, Address)> {
+        match self {
+            StreamListener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                let local = stream.local_addr()?;
+                Ok((AcceptedStream::Tcp(stream), peer.into(), local.into()))
+            }
+            StreamListener::Unix(listener, file) => {
+                let (stream, peer) = listener.accept().await?;
+                let peer = Address::unix(peer.as_pathname().unwrap_or(Path::new("")));
+                let local = Address::unix(&file.path);
+                Ok((AcceptedStream::Unix(stream), peer, local))
+            }
+        }
+    }
+}
+
+fn bind_tcp(hp: &HostPort, options: ListenOptions) -> Result<TcpListener> {
+    let addresses: Vec<Address> = match &hp.host {
+        // One dual-stack socket serves IPv4 and IPv6 on one port (port 0 must stay one port);
+        // where the kernel has no IPv6, fall back to IPv4 alone.
+        Host::Any => vec![
+            Address::from(std::net::SocketAddr::from(([0u16; 8], hp.port))),
+            Address::from(std::net::SocketAddr::from(([0u8; 4], hp.port))),
+        ],
+        Host::Ip(ip) => vec![Address::from(std::net::SocketAddr::new(*ip, hp.port))],
+        Host::Name(name) => {
+            let found = (name.as_str(), hp.port).to_addresses(None);
+            vec![
+                found
+                    .map_err(|err| relabel(err, &Endpoint::Tcp(hp.clone())))?
+                    .remove(0),
+            ]
+        }
+    };
+    let mut last = None;
+    for address in &addresses {
+        match listen_tcp_on(address, options) {
+            Ok(listener) => return Ok(listener),
+            Err(err) if ipv6_missing(&err) && addresses.len() > 1 => last = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::without_target(Op::Listen, io::ErrorKind::NotFound.into())))
+}
+
+fn ipv6_missing(err: &Error) -> bool {
+    matches!(
+        err.io_error().raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+    )
+}
+
+fn listen_tcp_on(address: &Address, options: ListenOptions) -> Result<TcpListener> {
+    let endpoint = Endpoint::at(Transport::Tcp, address);
+    let setup = || -> Result<TcpListener> {
+        let socket = Socket::new(address.family(), Type::Stream)?;
+        // SO_REUSEADDR: a restarted server binds its port even with old connections in
+        // TIME_WAIT, as Python's create_server does on POSIX.
+        socket.set_reuse_address(true)?;
+        if address.family() == Family::Inet6 {
+            let dual = address.ip().is_some_and(|ip| ip.is_unspecified());
+            socket.set_only_v6(!dual)?;
+        }
+        socket.bind(address)?;
+        socket.listen(options.backlog)?;
+        socket.set_blocking(false)?;
+        let std_listener = std::net::TcpListener::from(OwnedFd::from(socket));
+        TcpListener::from_std(std_listener).map_err(|err| Error::without_target(Op::Listen, err))
+    };
+    setup().map_err(|err| relabel(err, &endpoint))
+}
+
+/// The user asked to listen on an endpoint; whichever step failed, they read it as that.
+fn relabel(err: Error, endpoint: &Endpoint) -> Error {
+    match err.op() {
+        Op::Resolve => err,
+        _ => Error::new(Op::Listen, endpoint, err.into_io_error()),
+    }
+}
+
+fn bind_unix(path: &Path, options: ListenOptions) -> Result<StreamListener> {
+    let endpoint = Endpoint::Unix(path.to_path_buf());
+    let fail = |err: io::Error| Error::new(Op::Listen, &endpoint, err);
+    clear_stale_socket(path).map_err(fail)?;
+    let listener = {
+        let socket = Socket::new(Family::Unix, Type::Stream)?;
+        socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
+        let identity = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        // From here on the file is ours: the guard removes it if a later step fails.
+        let file = UnixFile {
+            path: path.to_path_buf(),
+            identity,
+        };
+        if let Some(mode) = options.unix_mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
+        }
+        socket
+            .listen(options.backlog)
+            .map_err(|err| fail(err.into_io_error()))?;
+        socket
+            .set_blocking(false)
+            .map_err(|err| fail(err.into_io_error()))?;
+        let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
+        (UnixListener::from_std(std_listener).map_err(fail)?, file)
+    };
+    Ok(StreamListener::Unix(listener.0, listener.1))
+}
+
+/// A socket file nobody listens on is left over from a server that died: replace it. A live
+/// socket or anything that is not a socket is refused and left untouched.
+pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; not replacing it",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another server is listening on this socket",
+        )),
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
+        // A datagram socket file answers EPROTOTYPE to a stream connect: nobody serves
+        // streams there, but it may be live; leave it.
+        Err(err) => Err(err),
+    }
+}
+
+/// Accept errors that mean "out of a resource for now": wait for it to come back.
+pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accept errors about one connection that died in the queue: skip it and go on at once.
+pub(crate) fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(err.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}
+
+/// How long the accept loop sleeps after resource exhaustion: long enough not to spin,
+/// short enough that a freed descriptor is used soon.
+pub(crate) const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);

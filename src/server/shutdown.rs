@@ -1,0 +1,139 @@
+//! Graceful shutdown as a small type with a contract: a [`ShutdownHandle`] asks the server to
+//! stop; listeners close at once; connections get until the drain deadline to finish; what is
+//! left is then closed. A second request (or [`ShutdownHandle::force`]) closes them at once.
+//!
+//! Every connection task holds a [`Watcher`]; the drain is over when all of them are dropped
+//! (the shape of hyper-util's `GracefulShutdown`, on a `watch` channel).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Accepting and serving.
+    Running,
+    /// Listeners closed; in-flight connections may finish.
+    Draining,
+    /// Every connection is being closed now.
+    Forced,
+}
+
+/// Asks a running server to shut down. Cheap to clone; any clone can ask.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> socketkit::Result<()> {
+/// use socketkit::server::Server;
+///
+/// let mut builder = Server::builder();
+/// builder.listen("127.0.0.1:0".parse().unwrap());
+/// let server = builder.bind().await?;
+/// let handle = server.shutdown_handle();
+/// handle.shutdown(); // before serving: serve returns at once
+/// server.serve(|_conn| async { Ok(()) }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: watch::Sender<Phase>,
+}
+
+impl ShutdownHandle {
+    pub(crate) fn new() -> ShutdownHandle {
+        ShutdownHandle {
+            tx: watch::channel(Phase::Running).0,
+        }
+    }
+
+    /// Stops accepting, closes the listeners, and lets in-flight connections finish until
+    /// the drain deadline. Asking again while draining forces the close.
+    pub fn shutdown(&self) {
+        self.tx.send_modify(|phase| {
+            *phase = match *phase {
+                Phase::Running => Phase::Draining,
+                Phase::Draining | Phase::Forced => Phase::Forced,
+            }
+        });
+    }
+
+    /// Closes every connection now, without waiting for the drain deadline.
+    pub fn force(&self) {
+        self.tx.send_replace(Phase::Forced);
+    }
+
+    /// Whether a shutdown has been asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.tx.borrow() != Phase::Running
+    }
+
+    pub(crate) fn watcher(&self) -> Watcher {
+        Watcher {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    /// Waits until every watcher is dropped, or `deadline` passes; then forces the rest and
+    /// waits for them. Returns how many connections had to be forced closed.
+    pub(crate) async fn drain(&self, deadline: Duration) -> usize {
+        if tokio::time::timeout(deadline, self.tx.closed())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.tx.receiver_count();
+        self.force();
+        self.tx.closed().await;
+        left
+    }
+}
+
+/// Held by each connection task: tells it when to stop, and its drop tells the server that
+/// the connection is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Watcher {
+    rx: watch::Receiver<Phase>,
+}
+
+impl Watcher {
+    /// Resolves once the phase reaches `phase` (or the handle is gone).
+    pub(crate) async fn reached(&mut self, phase: Phase) {
+        // An error means every handle was dropped, which can only mean the server is gone.
+        let _ = self.rx.wait_for(|now| *now >= phase).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_watchers_then_forces() {
+        let handle = ShutdownHandle::new();
+        let finishes = handle.watcher();
+        let mut stubborn = handle.watcher();
+        let stubborn_task = tokio::spawn(async move {
+            stubborn.reached(Phase::Forced).await;
+        });
+        handle.shutdown();
+        drop(finishes);
+        let forced = handle.drain(Duration::from_secs(10)).await;
+        assert_eq!(forced, 1);
+        assert!(stubborn_task.await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_request_forces() {
+        let handle = ShutdownHandle::new();
+        let mut watcher = handle.watcher();
+        handle.shutdown();
+        handle.shutdown();
+        tokio::time::timeout(Duration::from_millis(1), watcher.reached(Phase::Forced))
+            .await
+            .expect("the second shutdown forces");
+    }
+}

@@ -1,0 +1,288 @@
+//! [`Address`]: where a socket is, for IPv4, IPv6 and Unix sockets alike, and [`ToAddress`],
+//! the ways a caller may name one (`("127.0.0.1", 80)`, `"[::1]:80"`, a path for Unix).
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::path::{Path, PathBuf};
+
+use socket2::SockAddr;
+
+use super::Family;
+use super::resolve::lookup;
+use crate::error::{Error, Op, Result};
+
+/// A socket address: an IPv4 or IPv6 address with a port, or a Unix socket path.
+///
+/// It prints the way a user expects: `127.0.0.1:54321`, `[::1]:54321`, `/run/app.sock`; an
+/// unnamed Unix socket (one end of a [`socketpair`](super::socketpair), an unbound client)
+/// prints as `(unnamed)`.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::Address;
+///
+/// let v4: Address = "127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into();
+/// assert_eq!(v4.to_string(), "127.0.0.1:8080");
+/// let v6: Address = "[::1]:8080".parse::<std::net::SocketAddr>().unwrap().into();
+/// assert_eq!(v6.to_string(), "[::1]:8080");
+/// assert_eq!(Address::unix("/run/app.sock").to_string(), "/run/app.sock");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An IPv4 address and port (`AF_INET`).
+    Inet(SocketAddrV4),
+    /// An IPv6 address and port (`AF_INET6`).
+    Inet6(SocketAddrV6),
+    /// A Unix socket path (`AF_UNIX`); an empty path is an unnamed socket.
+    ///
+    /// Linux abstract-namespace names are not modelled and read as unnamed.
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// A Unix socket address for `path`.
+    pub fn unix(path: impl Into<PathBuf>) -> Address {
+        Address::Unix(path.into())
+    }
+
+    /// The address family this address belongs to.
+    pub fn family(&self) -> Family {
+        match self {
+            Address::Inet(_) => Family::Inet,
+            Address::Inet6(_) => Family::Inet6,
+            Address::Unix(_) => Family::Unix,
+        }
+    }
+
+    /// The IP address and port, or `None` for a Unix address.
+    pub fn as_socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Inet(v4) => Some(SocketAddr::V4(*v4)),
+            Address::Inet6(v6) => Some(SocketAddr::V6(*v6)),
+            Address::Unix(_) => None,
+        }
+    }
+
+    /// The path of a Unix address, or `None` for an IP address or an unnamed Unix socket.
+    pub fn as_path(&self) -> Option<&Path> {
+        match self {
+            Address::Unix(path) if !path.as_os_str().is_empty() => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The IP address, or `None` for a Unix address.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.as_socket_addr().map(|addr| addr.ip())
+    }
+
+    /// The port, or `None` for a Unix address.
+    pub fn port(&self) -> Option<u16> {
+        self.as_socket_addr().map(|addr| addr.port())
+    }
+
+    pub(crate) fn to_sockaddr(&self) -> io::Result<SockAddr> {
+        match self {
+            Address::Inet(v4) => Ok(SockAddr::from(*v4)),
+            Address::Inet6(v6) => Ok(SockAddr::from(*v6)),
+            Address::Unix(path) => SockAddr::unix(path),
+        }
+    }
+
+    pub(crate) fn from_sockaddr(addr: &SockAddr) -> Address {
+        if let Some(v4) = addr.as_socket_ipv4() {
+            return Address::Inet(v4);
+        }
+        if let Some(v6) = addr.as_socket_ipv6() {
+            return Address::Inet6(v6);
+        }
+        Address::Unix(
+            addr.as_pathname()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(v4) => v4.fmt(f),
+            Address::Inet6(v6) => v6.fmt(f),
+            Address::Unix(path) if path.as_os_str().is_empty() => f.write_str("(unnamed)"),
+            Address::Unix(path) => path.display().fmt(f),
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Address {
+        match addr {
+            SocketAddr::V4(v4) => Address::Inet(v4),
+            SocketAddr::V6(v6) => Address::Inet6(v6),
+        }
+    }
+}
+
+impl From<SocketAddrV4> for Address {
+    fn from(addr: SocketAddrV4) -> Address {
+        Address::Inet(addr)
+    }
+}
+
+impl From<SocketAddrV6> for Address {
+    fn from(addr: SocketAddrV6) -> Address {
+        Address::Inet6(addr)
+    }
+}
+
+/// Things that name a socket address, the way Python's `bind((host, port))` and
+/// `bind("/path")` do.
+///
+/// A `(host, port)` pair is resolved with `getaddrinfo(3)`; a `&str` is a path when the socket
+/// is a Unix one and `HOST:PORT` otherwise; a [`Path`] is always a Unix path. When a socket
+/// of a known family asks, only addresses of that family are returned.
+pub trait ToAddress {
+    /// Every address this names, in resolver order, keeping only `family` when it is given.
+    ///
+    /// # Errors
+    ///
+    /// [`Op::Resolve`] when a host name does not resolve or has no address of `family`.
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>>;
+}
+
+impl<T: ToAddress + ?Sized> ToAddress for &T {
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        (**self).to_addresses(family)
+    }
+}
+
+impl ToAddress for Address {
+    fn to_addresses(&self, _family: Option<Family>) -> Result<Vec<Address>> {
+        Ok(vec![self.clone()])
+    }
+}
+
+impl ToAddress for SocketAddr {
+    fn to_addresses(&self, _family: Option<Family>) -> Result<Vec<Address>> {
+        Ok(vec![Address::from(*self)])
+    }
+}
+
+impl ToAddress for (&str, u16) {
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        lookup(self.0, self.1, family)
+    }
+}
+
+impl ToAddress for (String, u16) {
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        lookup(&self.0, self.1, family)
+    }
+}
+
+impl ToAddress for (IpAddr, u16) {
+    fn to_addresses(&self, _family: Option<Family>) -> Result<Vec<Address>> {
+        Ok(vec![SocketAddr::from(*self).into()])
+    }
+}
+
+impl ToAddress for (Ipv4Addr, u16) {
+    fn to_addresses(&self, _family: Option<Family>) -> Result<Vec<Address>> {
+        Ok(vec![SocketAddr::from(*self).into()])
+    }
+}
+
+impl ToAddress for (Ipv6Addr, u16) {
+    fn to_addresses(&self, _family: Option<Family>) -> Result<Vec<Address>> {
+        Ok(vec![SocketAddr::from(*self).into()])
+    }
+}
+
+impl ToAddress for Path {
+    fn to_addresses(&self, _family: Option<Family>) -> Result<Vec<Address>> {
+        Ok(vec![Address::unix(self)])
+    }
+}
+
+impl ToAddress for PathBuf {
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        self.as_path().to_addresses(family)
+    }
+}
+
+impl ToAddress for str {
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        if family == Some(Family::Unix) {
+            return Ok(vec![Address::unix(self)]);
+        }
+        if let Ok(addr) = self.parse::<SocketAddr>() {
+            return Ok(vec![addr.into()]);
+        }
+        let invalid = || {
+            let reason = io::Error::new(io::ErrorKind::InvalidInput, "expected HOST:PORT");
+            Error::new(Op::Resolve, format!("'{self}'"), reason)
+        };
+        let (host, port) = self.rsplit_once(':').ok_or_else(invalid)?;
+        let port = port.parse::<u16>().map_err(|_| invalid())?;
+        lookup(host, port, family)
+    }
+}
+
+impl ToAddress for String {
+    fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        self.as_str().to_addresses(family)
+    }
+}
+
+/// The first of `addresses`; an implementation of [`ToAddress`] outside this crate could
+/// return none, which reads as a name with no address.
+pub(crate) fn first(addresses: Vec<Address>) -> Result<Address> {
+    addresses.into_iter().next().ok_or_else(|| {
+        let reason = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+        Error::without_target(Op::Resolve, reason)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_unix_prints_as_unnamed() {
+        assert_eq!(Address::unix("").to_string(), "(unnamed)");
+        assert_eq!(Address::unix("").as_path(), None);
+    }
+
+    #[test]
+    fn str_is_a_path_for_unix_sockets_and_host_port_otherwise() -> Result<()> {
+        let unix = "/tmp/x.sock".to_addresses(Some(Family::Unix))?;
+        assert_eq!(unix, vec![Address::unix("/tmp/x.sock")]);
+        let inet = "127.0.0.1:80".to_addresses(Some(Family::Inet))?;
+        assert_eq!(inet[0].to_string(), "127.0.0.1:80");
+        Ok(())
+    }
+
+    #[test]
+    fn str_without_port_is_an_error() {
+        let err = "localhost".to_addresses(None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot resolve 'localhost': expected HOST:PORT"
+        );
+    }
+
+    #[test]
+    fn sockaddr_round_trip() -> io::Result<()> {
+        for addr in [
+            Address::from("127.0.0.1:1".parse::<SocketAddr>().unwrap()),
+            Address::from("[::1]:2".parse::<SocketAddr>().unwrap()),
+            Address::unix("/tmp/a.sock"),
+        ] {
+            assert_eq!(Address::from_sockaddr(&addr.to_sockaddr()?), addr);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The convenience constructors of Python's `socket` module: `create_connection`,
+//! `create_server` and `socketpair`.
+
+use std::time::Duration;
+
+use super::address::first;
+use super::{Address, Family, Socket, ToAddress, Type};
+use crate::error::{Error, Op, Result};
+
+/// Connects a TCP socket to `address`, trying every resolved address in order until one
+/// answers (Python: `socket.create_connection((host, port), timeout)`).
+///
+/// `timeout` bounds each attempt and stays set on the returned socket. A Unix path connects a
+/// Unix stream socket.
+///
+/// # Errors
+///
+/// The last attempt's error (`cannot connect to 127.0.0.1:9: connection refused`), or a
+/// resolution error.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{create_connection, create_server};
+/// let server = create_server(("127.0.0.1", 0), 5, false)?;
+/// let client = create_connection(&server.local_addr()?, None)?;
+/// assert_eq!(client.peer_addr()?, server.local_addr()?);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn create_connection(address: impl ToAddress, timeout: Option<Duration>) -> Result<Socket> {
+    let mut last = None;
+    for candidate in address.to_addresses(None)? {
+        match connect_to(&candidate, timeout) {
+            Ok(socket) => return Ok(socket),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| Error::without_target(Op::Connect, std::io::ErrorKind::NotFound.into())))
+}
+
+fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
+    let mut socket = Socket::new(address.family(), Type::Stream)?;
+    if timeout.is_some() {
+        socket.set_timeout(timeout)?;
+    }
+    socket.connect(address)?;
+    Ok(socket)
+}
+
+/// A listening TCP socket bound to `address` with `SO_REUSEADDR` set (Python:
+/// `socket.create_server(address, backlog=backlog, dualstack_ipv6=dualstack)`).
+///
+/// With `dualstack` and an IPv6 address, `IPV6_V6ONLY` is cleared so the one socket also
+/// accepts IPv4 clients (as IPv4-mapped addresses). A Unix path gives a Unix stream listener.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{create_connection, create_server};
+/// let server = create_server(("::", 0), 5, true)?;
+/// let port = server.local_addr()?.port().unwrap();
+/// create_connection(("127.0.0.1", port), None)?; // IPv4 reaches the IPv6 socket
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn create_server(address: impl ToAddress, backlog: i32, dualstack: bool) -> Result<Socket> {
+    let address = first(address.to_addresses(None)?)?;
+    let socket = Socket::new(address.family(), Type::Stream)?;
+    if address.family() != Family::Unix {
+        socket.set_reuse_address(true)?;
+    }
+    if address.family() == Family::Inet6 {
+        socket.set_only_v6(!dualstack)?;
+    }
+    socket.bind(&address)?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+/// A pair of connected Unix stream sockets (Python: `socket.socketpair()`).
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = socketkit::socket::socketpair()?;
+/// a.sendall(b"over the pair")?;
+/// assert_eq!(b.recv(64)?, b"over the pair");
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn socketpair() -> Result<(Socket, Socket)> {
+    let (a, b) = socket2::Socket::pair(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+        .map_err(|err| Error::without_target(Op::Create, err))?;
+    Ok((
+        Socket::from_parts(a, Family::Unix),
+        Socket::from_parts(b, Family::Unix),
+    ))
+}

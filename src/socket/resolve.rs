@@ -1,0 +1,133 @@
+//! Names to addresses: `gethostname(2)` and `getaddrinfo(3)`, the tutorial's
+//! `socket.gethostname()` and `socket.getaddrinfo()`.
+
+use std::ffi::CStr;
+use std::io;
+use std::net::ToSocketAddrs;
+
+use super::{Address, Family};
+use crate::error::{Error, Op, Result};
+
+/// The name of this host, as `gethostname(2)` reports it (Python: `socket.gethostname()`).
+///
+/// # Errors
+///
+/// [`Op::HostName`] if the system call fails.
+///
+/// # Examples
+///
+/// ```
+/// let name = socketkit::socket::gethostname()?;
+/// assert!(!name.is_empty());
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn gethostname() -> Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; the kernel
+    // writes at most `len` bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(Error::without_target(
+            Op::HostName,
+            io::Error::last_os_error(),
+        ));
+    }
+    // A name that fills the buffer has no NUL; the last byte is then cut off, as glibc does.
+    let last = buf.len() - 1;
+    buf[last] = 0;
+    let name = CStr::from_bytes_until_nul(&buf).map_err(|_| {
+        let reason = io::Error::new(io::ErrorKind::InvalidData, "no terminating NUL");
+        Error::without_target(Op::HostName, reason)
+    })?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// Every address of `host` for `port`, in the resolver's order (Python:
+/// `socket.getaddrinfo(host, port)`, keeping the socket addresses).
+///
+/// `host` may be a name or a literal IPv4 or IPv6 address (without brackets).
+///
+/// # Errors
+///
+/// [`Op::Resolve`] when the name does not resolve, in the resolver's words:
+/// `cannot resolve no-such-host.invalid: name or service not known`.
+///
+/// # Examples
+///
+/// ```
+/// let addrs = socketkit::socket::getaddrinfo("127.0.0.1", 80)?;
+/// assert_eq!(addrs[0].to_string(), "127.0.0.1:80");
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn getaddrinfo(host: &str, port: u16) -> Result<Vec<Address>> {
+    lookup(host, port, None)
+}
+
+/// Resolves `host:port`, keeping only addresses of `family` when it is an IP family.
+pub(crate) fn lookup(host: &str, port: u16, family: Option<Family>) -> Result<Vec<Address>> {
+    if family == Some(Family::Unix) {
+        let reason = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a (host, port) address needs an Inet or Inet6 socket, not a Unix one",
+        );
+        return Err(Error::new(Op::Resolve, host, reason));
+    }
+    let found = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| Error::new(Op::Resolve, host, resolver_words(err)))?;
+    let wanted: Vec<Address> = found
+        .map(Address::from)
+        .filter(|addr| family.is_none_or(|family| addr.family() == family))
+        .collect();
+    if wanted.is_empty() {
+        let what = match family {
+            Some(Family::Inet6) => "the name has no IPv6 address",
+            Some(_) => "the name has no IPv4 address",
+            None => "the name has no address",
+        };
+        let reason = io::Error::new(io::ErrorKind::NotFound, what);
+        return Err(Error::new(Op::Resolve, host, reason));
+    }
+    Ok(wanted)
+}
+
+/// std prefixes resolver failures with "failed to lookup address information: "; the
+/// error sentence already says "cannot resolve", so keep only the resolver's own words.
+fn resolver_words(err: io::Error) -> io::Error {
+    let text = err.to_string();
+    match text.strip_prefix("failed to lookup address information: ") {
+        Some(words) => io::Error::new(err.kind(), words.to_owned()),
+        None => err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_addresses_resolve_without_dns() -> Result<()> {
+        assert_eq!(getaddrinfo("::1", 7)?[0].to_string(), "[::1]:7");
+        Ok(())
+    }
+
+    #[test]
+    fn family_filter_reports_a_missing_family() {
+        let err = lookup("127.0.0.1", 7, Some(Family::Inet6)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot resolve 127.0.0.1: the name has no IPv6 address"
+        );
+    }
+
+    #[test]
+    fn unknown_names_say_so_in_words() {
+        let err = getaddrinfo("no-such-host.invalid", 80).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot resolve no-such-host.invalid: "),
+            "{text}"
+        );
+        assert!(!text.contains("os error"), "{text}");
+    }
+}

@@ -1,0 +1,181 @@
+//! `socketkit connect`: the stdio bridge, its EOF rules and its failures, against servers
+//! written in the test.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, payload};
+use crate::support::process::{DEADLINE, Running, run, socketkit, wait_bounded};
+
+fn connect_cmd(endpoint: &str) -> std::process::Command {
+    let mut cmd = socketkit();
+    cmd.args(["connect", endpoint]);
+    cmd
+}
+
+/// A one-shot server thread on 127.0.0.1:0 running `serve` on the first connection.
+fn one_shot<F>(serve: F) -> (String, thread::JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        serve(stream);
+    });
+    (addr, handle)
+}
+
+#[test]
+fn prints_the_greeting_and_exits_zero() {
+    let mut serve = socketkit();
+    serve.args(["serve", "-l", "127.0.0.1:0"]);
+    let server = Running::start(serve, 1);
+    let out = run(connect_cmd(&server.addr()), Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "你好".as_bytes());
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn stdin_eof_half_closes_and_output_continues() {
+    // The server reads to end of stream first, then answers: only a half-close lets it.
+    let (addr, server) = one_shot(|mut stream| {
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).expect("read to EOF");
+        thread::sleep(Duration::from_millis(100));
+        stream
+            .write_all(format!("got {} bytes", got.len()).as_bytes())
+            .expect("write");
+    });
+    let out = run(connect_cmd(&addr), payload(100_000), DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"got 100000 bytes");
+}
+
+#[test]
+fn four_mebibytes_echo_intact() {
+    let (addr, server) = one_shot(|mut stream| {
+        let mut reader = stream.try_clone().expect("clone");
+        std::io::copy(&mut reader, &mut stream).expect("echo");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+    });
+    let data = payload(4 * 1024 * 1024);
+    let out = run(connect_cmd(&addr), data.clone(), DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert!(out.stdout == data, "echoed bytes differ");
+}
+
+#[test]
+fn peer_closing_first_ends_with_zero_even_if_stdin_stays_open() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream.write_all(b"bye").expect("write");
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let _stdin_kept_open = child.stdin.take();
+    let status = wait_bounded(&mut child, DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(status.code(), Some(0));
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    assert_eq!(out, b"bye");
+    Ok(())
+}
+
+#[test]
+fn reset_by_peer_is_an_error() {
+    let (addr, server) = one_shot(|stream| {
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        thread::sleep(Duration::from_millis(50));
+        drop(stream); // close with linger 0: RST
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped());
+    let out = run(connect_cmd(&addr), Vec::new(), DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: cannot receive from 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("connection reset by peer"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1);
+}
+
+#[test]
+fn closed_stdout_ends_quietly_with_zero() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        let chunk = vec![b'z'; 64 * 1024];
+        // Stream until the client goes away (bounded: at most 1 GiB).
+        for _ in 0..16 * 1024 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdout = child.stdout.take().ok_or("stdout")?;
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first)?;
+    drop(stdout); // like `| head -c 10`
+    let status = wait_bounded(&mut child, DEADLINE);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    server.join().expect("server thread");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(err, "");
+    Ok(())
+}
+
+#[test]
+fn unix_stream_endpoint() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("c.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).expect("read");
+        got.reverse();
+        stream.write_all(&got).expect("write");
+    });
+    let out = run(
+        connect_cmd(&format!("unix:{}", path.display())),
+        b"abc".to_vec(),
+        DEADLINE,
+    );
+    server.join().expect("server thread");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"cba");
+    Ok(())
+}

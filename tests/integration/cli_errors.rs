@@ -1,0 +1,136 @@
+//! SPEC §2.3: exit codes and the one `error:` line, for every error we can cause.
+
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+/// Runs `socketkit ARGS` and returns (exit code, stderr), checking that stderr is exactly one
+/// `error:` line and stdout is empty.
+fn fails(args: &[&str]) -> (i32, String) {
+    let mut cmd = socketkit();
+    cmd.args(args);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert!(out.stdout.is_empty(), "no partial output: {:?}", out.stdout);
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
+    assert!(out.stderr.starts_with("error: "), "{:?}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    (out.code(), out.stderr.trim_end().to_owned())
+}
+
+#[test]
+fn port_in_use_is_exit_1() {
+    let mut serve = socketkit();
+    serve.args(["serve", "-l", "127.0.0.1:0"]);
+    let server = Running::start(serve, 1);
+    let addr = server.addr();
+    let (code, line) = fails(&["serve", "-l", &addr]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        line,
+        format!("error: cannot listen on tcp:{addr}: address already in use")
+    );
+}
+
+#[test]
+fn refused_is_exit_1() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let (code, line) = fails(&["connect", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        line,
+        format!("error: cannot connect to tcp:127.0.0.1:{port}: connection refused")
+    );
+}
+
+#[test]
+fn malformed_endpoints_are_exit_2() {
+    let cases = [
+        (
+            "localhost:99999",
+            "error: invalid endpoint 'localhost:99999': port must be 0-65535",
+        ),
+        (
+            "[::1:80",
+            "error: invalid endpoint '[::1:80': unclosed '[' (expected [IPv6]:PORT)",
+        ),
+        (
+            "sctp:h:1",
+            "error: invalid endpoint 'sctp:h:1': unknown scheme 'sctp' (expected tcp, udp, unix or unixgram)",
+        ),
+        (
+            "",
+            "error: invalid endpoint '': empty endpoint (expected HOST:PORT, udp:HOST:PORT or unix:PATH)",
+        ),
+        (
+            "a\nb:1",
+            "error: invalid endpoint 'a\\nb:1': host name 'a\\nb' contains '\\n'",
+        ),
+    ];
+    for (endpoint, expected) in cases {
+        for command in ["serve", "connect"] {
+            let args: Vec<&str> = match command {
+                "serve" => vec!["serve", "-l", endpoint],
+                _ => vec!["connect", endpoint],
+            };
+            let (code, line) = fails(&args);
+            assert_eq!(code, 2, "{command} {endpoint:?}");
+            assert_eq!(line, expected, "{command} {endpoint:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_durations_are_exit_2() {
+    let (code, line) = fails(&["connect", "--timeout", "5x", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(
+        line.starts_with("error: invalid duration '5x' for --timeout: "),
+        "{line}"
+    );
+    let (code, line) = fails(&["serve", "--idle-timeout", "soon", "-l", "127.0.0.1:0"]);
+    assert_eq!(code, 2);
+    assert!(
+        line.starts_with("error: invalid duration 'soon' for --idle-timeout: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn unknown_options_services_and_values_are_exit_2() {
+    assert_eq!(
+        fails(&["serve", "--bogus"]),
+        (2, "error: unexpected argument '--bogus' found".into())
+    );
+    let (code, line) = fails(&["serve", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        line.starts_with("error: unknown service 'nope' (expected one of: greeting"),
+        "{line}"
+    );
+    let (code, _) = fails(&["serve", "--max-connections", "lots"]);
+    assert_eq!(code, 2);
+    let (code, _) = fails(&["frobnicate"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn unresolvable_host_is_exit_1_in_words() {
+    let (code, line) = fails(&["connect", "no-such-host.invalid:80"]);
+    assert_eq!(code, 1);
+    assert!(
+        line.starts_with("error: cannot resolve no-such-host.invalid: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for flag in ["--help", "--version"] {
+        let mut cmd = socketkit();
+        cmd.arg(flag);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 0);
+        assert!(!out.stdout.is_empty());
+    }
+}

@@ -1,0 +1,112 @@
+//! `socketkit serve` (greeting): readiness lines, concurrency, signals, restarts.
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::{connect, read_to_end};
+use crate::support::process::{Running, socketkit};
+
+fn serve(args: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.arg("serve").args(args);
+    let count = args.iter().filter(|a| **a == "-l").count().max(1);
+    Running::start(cmd, count)
+}
+
+#[test]
+fn readiness_line_names_the_real_port() {
+    let server = serve(&["-l", "127.0.0.1:0"]);
+    assert!(server.endpoints()[0].starts_with("tcp:127.0.0.1:"));
+    assert_ne!(server.port(), 0);
+    assert!(
+        server.stderr().contains(" (greeting)"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn greets_with_nihao_and_closes() {
+    let server = serve(&["-l", "127.0.0.1:0"]);
+    let mut client = connect(&server.addr());
+    assert_eq!(read_to_end(&mut client), "你好".as_bytes());
+}
+
+#[test]
+fn message_option_replaces_the_greeting() {
+    let server = serve(&["-l", "127.0.0.1:0", "--message", "hello, world\n"]);
+    assert_eq!(read_to_end(&mut connect(&server.addr())), b"hello, world\n");
+}
+
+#[test]
+fn several_listeners_including_ipv6_and_unix() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sock = dir.path().join("greet.sock");
+    let unix = format!("unix:{}", sock.display());
+    let server = serve(&["-l", "127.0.0.1:0", "-l", "[::1]:0", "-l", &unix]);
+    let endpoints = server.endpoints().to_vec();
+    assert!(endpoints[1].starts_with("tcp:[::1]:"), "{endpoints:?}");
+    assert_eq!(endpoints[2], unix);
+    let v6 = endpoints[1].trim_start_matches("tcp:");
+    assert_eq!(read_to_end(&mut connect(v6)), "你好".as_bytes());
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock)?;
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got)?;
+    assert_eq!(got, "你好".as_bytes());
+    drop(server);
+    Ok(())
+}
+
+#[test]
+fn empty_host_listens_on_ipv4_and_ipv6() {
+    let server = serve(&["-l", ":0"]);
+    let port = server.port();
+    assert_eq!(
+        read_to_end(&mut connect(&format!("127.0.0.1:{port}"))),
+        "你好".as_bytes()
+    );
+    assert_eq!(
+        read_to_end(&mut connect(&format!("[::1]:{port}"))),
+        "你好".as_bytes()
+    );
+}
+
+#[test]
+fn many_clients_at_once_are_all_greeted() {
+    let server = serve(&["-l", "127.0.0.1:0"]);
+    let addr = server.addr();
+    // Connect them all first, then read: a server that served one client at a time would
+    // still pass, but one that lost or mixed up connections under a burst would not.
+    let mut clients: Vec<_> = (0..200).map(|_| connect(&addr)).collect();
+    for client in &mut clients {
+        assert_eq!(read_to_end(client), "你好".as_bytes());
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero_and_the_port_is_free_again() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut server = serve(&["-l", "127.0.0.1:0"]);
+        let addr = server.addr();
+        // A connection in TIME_WAIT on the server side must not stop the restart.
+        assert_eq!(read_to_end(&mut connect(&addr)), "你好".as_bytes());
+        server.signal(signal);
+        let status = server.wait(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "{}", server.stderr());
+        let again = serve(&["-l", &addr]);
+        assert_eq!(again.addr(), addr);
+    }
+}
+
+#[test]
+fn unix_socket_file_is_removed_on_exit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sock = dir.path().join("gone.sock");
+    let mut server = serve(&["-l", &format!("unix:{}", sock.display())]);
+    assert!(sock.exists());
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(!sock.exists(), "the socket file is removed on exit");
+    Ok(())
+}

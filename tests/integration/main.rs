@@ -1,0 +1,22 @@
+//! socketkit's integration tests: one binary (so the suite links once), one module per area.
+//! Every test binds port 0 or a Unix socket in a temp dir, talks only over loopback, bounds
+//! its waits, and kills and reaps what it starts.
+
+// A test binary has no public API: `pub` in `support` only shares items between modules.
+#![allow(unreachable_pub)]
+
+/// Shared pieces: spawning binaries, loopback helpers, external-tool probes.
+mod support;
+
+/// `socketkit connect`: the stdio bridge and its EOF rules.
+mod cli_connect;
+/// Exit codes and `error:` lines of SPEC §2.3.
+mod cli_errors;
+/// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
+mod cli_serve;
+/// Against other people's tools: OpenBSD nc, socat.
+mod interop;
+/// `socketkit::socket`: the BSD layer over TCP v4/v6, UDP, Unix stream and datagram.
+mod socket;
+/// The tutorial's server and client, against Python ports of each other.
+mod tutorial;

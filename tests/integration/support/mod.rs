@@ -1,0 +1,8 @@
+//! Shared pieces of the integration tests, split by what they do.
+
+pub mod net;
+pub mod process;
+pub mod tools;
+
+/// The result type tests return, so that `?` works on any error.
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;

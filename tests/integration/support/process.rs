@@ -1,0 +1,224 @@
+//! Running the real binaries: a clean environment, a bounded wait, the `listening on` line
+//! parsed for the real address, and every child killed and reaped when its guard drops.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one child may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `socketkit` binary under test.
+pub fn socketkit() -> Command {
+    command(Path::new(env!("CARGO_BIN_EXE_socketkit")))
+}
+
+/// An example binary (`cargo test` builds them next to the test binary's directory).
+pub fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path: PathBuf = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "example {name} is not built at {}",
+        path.display()
+    );
+    command(&path)
+}
+
+/// A command with a cleared environment (only PATH kept), so no variable of the developer's
+/// changes what the test sees.
+pub fn command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+/// A running child, killed and reaped on drop; its stderr is collected in the background
+/// once the readiness lines have been read.
+pub struct Running {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    endpoints: Vec<String>,
+}
+
+impl Running {
+    /// Starts `cmd` with piped stdio and waits for `count` `listening on` lines on stderr.
+    pub fn start(mut cmd: Command, count: usize) -> Running {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the program starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let collected = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        spawn_stderr_reader(stderr, Arc::clone(&collected), tx);
+        let mut endpoints = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while endpoints.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(endpoint) => endpoints.push(endpoint),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = collected.lock().map(|s| s.clone()).unwrap_or_default();
+                    panic!("no `listening on` line in time; stderr:\n{text}");
+                }
+            }
+        }
+        Running {
+            child,
+            stderr: collected,
+            endpoints,
+        }
+    }
+
+    /// The endpoints from the readiness lines (`tcp:127.0.0.1:41234`).
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The first endpoint without its `tcp:` scheme: `127.0.0.1:41234`.
+    pub fn addr(&self) -> String {
+        self.endpoints[0].trim_start_matches("tcp:").to_owned()
+    }
+
+    /// The port of the first endpoint.
+    pub fn port(&self) -> u16 {
+        let endpoint = &self.endpoints[0];
+        endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pids fit i32")
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped, so it is still ours.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Takes the child's stdout pipe.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.stdout.take().expect("stdout is piped")
+    }
+
+    /// Waits for the child to exit, failing the test past `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        wait_bounded(&mut self.child, limit)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_stderr_reader(
+    stderr: ChildStderr,
+    collected: Arc<Mutex<String>>,
+    ready: mpsc::Sender<String>,
+) {
+    thread::spawn(move || {
+        let reader = BufReader::new(stderr);
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut all) = collected.lock() {
+                all.push_str(&line);
+                all.push('\n');
+            }
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let endpoint = rest.split_whitespace().next().unwrap_or("").to_owned();
+                let _ = ready.send(endpoint);
+            }
+        }
+    });
+}
+
+/// Waits for `child`, killing it and failing the test if it runs past `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait works") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child ran past {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a finished command printed and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The exit code (a signal death fails the test).
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+    }
+}
+
+/// Runs `cmd` to completion with `input` on stdin, bounded by `limit`.
+pub fn run(mut cmd: Command, input: Vec<u8>, limit: Duration) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the program starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = thread::spawn(move || {
+        // The child may exit before reading everything; that is its business.
+        let _ = stdin.write_all(&input);
+    });
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let status = wait_bounded(&mut child, limit);
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+pub fn drain<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        all
+    })
+}
