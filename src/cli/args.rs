@@ -14,7 +14,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a service (default: greeting, the tutorial's server on port 12345).
+    /// Run a service: greeting (default, the tutorial's server on port 12345), echo, discard,
+    /// chargen, daytime, qotd, time, exec.
     Serve(ServeArgs),
     /// Connect to ENDPOINT and bridge it with stdin/stdout, like nc.
     Connect(ConnectArgs),
@@ -42,6 +43,12 @@ pub(crate) struct ServeArgs {
     /// The greeting's message.
     #[arg(long, value_name = "TEXT")]
     pub(crate) message: Option<String>,
+    /// qotd: quotes from FILE (separated by blank lines or '%' lines), each < 512 bytes.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) quotes: Option<std::path::PathBuf>,
+    /// exec: run the program with `sh -c` (its words joined by spaces).
+    #[arg(long)]
+    pub(crate) shell: bool,
     /// At most N connections at once; past it, new clients wait in the backlog.
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
@@ -59,6 +66,9 @@ pub(crate) struct ServeArgs {
     pub(crate) unix_mode: Option<String>,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+    /// exec: the program and its arguments, after `--`.
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub(crate) program: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

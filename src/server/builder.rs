@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::listener::{ListenOptions, StreamListener};
+use super::listener::{ListenOptions, Listener};
 use super::{Limits, Server};
 use crate::endpoint::Endpoint;
 use crate::error::Result;
@@ -10,7 +10,7 @@ use crate::error::Result;
 /// Collects a server's endpoints and limits; [`Builder::bind`] makes the listeners.
 ///
 /// Every setting has a default fit for a public service: no connection limit, no idle
-/// timeout, a backlog of 1024, 5 seconds of drain.
+/// timeout, a backlog of 1024, 5 seconds of drain, 64 blocking threads.
 ///
 /// # Examples
 ///
@@ -45,6 +45,7 @@ impl Default for Builder {
                 max_connections: None,
                 idle_timeout: None,
                 drain_timeout: Duration::from_secs(5),
+                blocking_threads: 64,
             },
             backlog: 1024,
             unix_mode: None,
@@ -84,6 +85,13 @@ impl Builder {
         self
     }
 
+    /// At most `threads` blocking handlers run at once ([`Server::serve_blocking`]); further
+    /// connections wait, accepted, for a thread. Default 64; tokio caps it at 512.
+    pub fn blocking_threads(&mut self, threads: usize) -> &mut Builder {
+        self.limits.blocking_threads = threads.clamp(1, 512);
+        self
+    }
+
     /// The permission bits of Unix socket files this server creates (e.g. `0o660`).
     pub fn unix_mode(&mut self, mode: u32) -> &mut Builder {
         self.unix_mode = Some(mode);
@@ -104,7 +112,7 @@ impl Builder {
         let listeners = self
             .endpoints
             .iter()
-            .map(|endpoint| StreamListener::bind(endpoint, options))
+            .map(|endpoint| Listener::bind(endpoint, options))
             .collect::<Result<Vec<_>>>()?;
         Ok(Server::new(listeners, self.limits))
     }

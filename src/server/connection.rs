@@ -87,6 +87,20 @@ impl Connection {
         &self.local
     }
 
+    /// Waits until the client has sent something (or closed), without reading it: a handler
+    /// can then allocate its buffer only for connections that have data, so an idle
+    /// connection costs no buffer.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let poll = match &self.stream {
+                AcceptedStream::Tcp(s) => s.poll_read_ready(cx),
+                AcceptedStream::Unix(s) => s.poll_read_ready(cx),
+            };
+            self.account(cx, poll)
+        })
+        .await
+    }
+
     fn progress(&mut self) {
         if let Some(idle) = &mut self.idle {
             idle.last_progress = Instant::now();

@@ -1,6 +1,5 @@
-//! Stream listeners (TCP and Unix) behind one private enum: binding an [`Endpoint`] with the
-//! socket options a server wants, the Unix socket-file rules, and an accept call that turns
-//! resource exhaustion into a back-off instead of a spin or an exit.
+//! Binding listeners for every transport behind private enums: the socket options a server
+//! wants, the Unix socket-file rules, and accept errors sorted into "skip" and "back off".
 
 use std::fs;
 use std::io;
@@ -9,7 +8,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+
+use super::datagram::DatagramListener;
 
 use crate::endpoint::{Endpoint, Host, HostPort, Transport};
 use crate::error::{Error, Op, Result};
@@ -20,6 +21,57 @@ use crate::socket::{Address, Family, Socket, ToAddress, Type};
 pub(crate) struct ListenOptions {
     pub(crate) backlog: i32,
     pub(crate) unix_mode: Option<u32>,
+}
+
+/// A bound listener of any transport.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Stream(StreamListener),
+    Datagram(DatagramListener),
+}
+
+impl Listener {
+    /// Binds `endpoint`; must run inside a tokio runtime.
+    pub(crate) fn bind(endpoint: &Endpoint, options: ListenOptions) -> Result<Listener> {
+        match endpoint {
+            Endpoint::Tcp(hp) => {
+                let socket = bind_ip(hp, Type::Stream, options, endpoint)?;
+                let std_listener = std::net::TcpListener::from(OwnedFd::from(socket));
+                let listener = TcpListener::from_std(std_listener)
+                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
+                Ok(Listener::Stream(StreamListener::Tcp(listener)))
+            }
+            Endpoint::Udp(hp) => {
+                let socket = bind_ip(hp, Type::Datagram, options, endpoint)?;
+                let std_socket = std::net::UdpSocket::from(OwnedFd::from(socket));
+                let socket = UdpSocket::from_std(std_socket)
+                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
+                Ok(Listener::Datagram(DatagramListener::Udp(socket)))
+            }
+            Endpoint::Unix(path) => {
+                let (socket, file) = bind_unix(path, Type::Stream, options, endpoint)?;
+                let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
+                let listener = UnixListener::from_std(std_listener)
+                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
+                Ok(Listener::Stream(StreamListener::Unix(listener, file)))
+            }
+            Endpoint::Unixgram(path) => {
+                let (socket, file) = bind_unix(path, Type::Datagram, options, endpoint)?;
+                let std_socket = std::os::unix::net::UnixDatagram::from(OwnedFd::from(socket));
+                let socket = UnixDatagram::from_std(std_socket)
+                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
+                Ok(Listener::Datagram(DatagramListener::Unixgram(socket, file)))
+            }
+        }
+    }
+
+    /// The endpoint really listened on (the port the system chose for `:0`).
+    pub(crate) fn local_endpoint(&self) -> Endpoint {
+        match self {
+            Listener::Stream(listener) => listener.local_endpoint(),
+            Listener::Datagram(listener) => listener.local_endpoint(),
+        }
+    }
 }
 
 /// A bound, listening stream socket.
@@ -44,6 +96,12 @@ pub(crate) struct UnixFile {
     identity: Option<(u64, u64)>,
 }
 
+impl UnixFile {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for UnixFile {
     fn drop(&mut self) {
         let ours = fs::symlink_metadata(&self.path)
@@ -56,18 +114,6 @@ impl Drop for UnixFile {
 }
 
 impl StreamListener {
-    /// Binds and listens on a TCP or Unix stream endpoint; must run inside a tokio runtime.
-    pub(crate) fn bind(endpoint: &Endpoint, options: ListenOptions) -> Result<StreamListener> {
-        match endpoint {
-            Endpoint::Tcp(hp) => bind_tcp(hp, options).map(StreamListener::Tcp),
-            Endpoint::Unix(path) => bind_unix(path, options),
-            Endpoint::Udp(_) | Endpoint::Unixgram(_) => {
-                let reason = io::Error::new(io::ErrorKind::InvalidInput, "not a stream endpoint");
-                Err(Error::new(Op::Listen, endpoint, reason))
-            }
-        }
-    }
-
     /// The endpoint this listener really listens on (the port the system chose for `:0`).
     pub(crate) fn local_endpoint(&self) -> Endpoint {
         match self {
@@ -100,7 +146,8 @@ impl StreamListener {
     }
 }
 
-fn bind_tcp(hp: &HostPort, options: ListenOptions) -> Result<TcpListener> {
+/// A bound (and, for streams, listening) non-blocking IP socket for `hp`.
+fn bind_ip(hp: &HostPort, ty: Type, options: ListenOptions, endpoint: &Endpoint) -> Result<Socket> {
     let addresses: Vec<Address> = match &hp.host {
         // One dual-stack socket serves IPv4 and IPv6 on one port (port 0 must stay one port);
         // where the kernel has no IPv6, fall back to IPv4 alone.
@@ -110,23 +157,19 @@ fn bind_tcp(hp: &HostPort, options: ListenOptions) -> Result<TcpListener> {
         ],
         Host::Ip(ip) => vec![Address::from(std::net::SocketAddr::new(*ip, hp.port))],
         Host::Name(name) => {
-            let found = (name.as_str(), hp.port).to_addresses(None);
-            vec![
-                found
-                    .map_err(|err| relabel(err, &Endpoint::Tcp(hp.clone())))?
-                    .remove(0),
-            ]
+            let found = (name.as_str(), hp.port).to_addresses(None)?;
+            found.into_iter().take(1).collect()
         }
     };
     let mut last = None;
     for address in &addresses {
-        match listen_tcp_on(address, options) {
-            Ok(listener) => return Ok(listener),
+        match bind_ip_on(address, ty, options, endpoint.transport()) {
+            Ok(socket) => return Ok(socket),
             Err(err) if ipv6_missing(&err) && addresses.len() > 1 => last = Some(err),
             Err(err) => return Err(err),
         }
     }
-    Err(last.unwrap_or_else(|| Error::without_target(Op::Listen, io::ErrorKind::NotFound.into())))
+    Err(last.unwrap_or_else(|| Error::new(Op::Listen, endpoint, io::ErrorKind::NotFound.into())))
 }
 
 fn ipv6_missing(err: &Error) -> bool {
@@ -136,10 +179,14 @@ fn ipv6_missing(err: &Error) -> bool {
     )
 }
 
-fn listen_tcp_on(address: &Address, options: ListenOptions) -> Result<TcpListener> {
-    let endpoint = Endpoint::at(Transport::Tcp, address);
-    let setup = || -> Result<TcpListener> {
-        let socket = Socket::new(address.family(), Type::Stream)?;
+fn bind_ip_on(
+    address: &Address,
+    ty: Type,
+    options: ListenOptions,
+    transport: Transport,
+) -> Result<Socket> {
+    let setup = || -> Result<Socket> {
+        let socket = Socket::new(address.family(), ty)?;
         // SO_REUSEADDR: a restarted server binds its port even with old connections in
         // TIME_WAIT, as Python's create_server does on POSIX.
         socket.set_reuse_address(true)?;
@@ -148,53 +195,55 @@ fn listen_tcp_on(address: &Address, options: ListenOptions) -> Result<TcpListene
             socket.set_only_v6(!dual)?;
         }
         socket.bind(address)?;
-        socket.listen(options.backlog)?;
-        socket.set_blocking(false)?;
-        let std_listener = std::net::TcpListener::from(OwnedFd::from(socket));
-        TcpListener::from_std(std_listener).map_err(|err| Error::without_target(Op::Listen, err))
-    };
-    setup().map_err(|err| relabel(err, &endpoint))
-}
-
-/// The user asked to listen on an endpoint; whichever step failed, they read it as that.
-fn relabel(err: Error, endpoint: &Endpoint) -> Error {
-    match err.op() {
-        Op::Resolve => err,
-        _ => Error::new(Op::Listen, endpoint, err.into_io_error()),
-    }
-}
-
-fn bind_unix(path: &Path, options: ListenOptions) -> Result<StreamListener> {
-    let endpoint = Endpoint::Unix(path.to_path_buf());
-    let fail = |err: io::Error| Error::new(Op::Listen, &endpoint, err);
-    clear_stale_socket(path).map_err(fail)?;
-    let listener = {
-        let socket = Socket::new(Family::Unix, Type::Stream)?;
-        socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
-        let identity = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
-        // From here on the file is ours: the guard removes it if a later step fails.
-        let file = UnixFile {
-            path: path.to_path_buf(),
-            identity,
-        };
-        if let Some(mode) = options.unix_mode {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
+        if ty == Type::Stream {
+            socket.listen(options.backlog)?;
         }
+        socket.set_blocking(false)?;
+        Ok(socket)
+    };
+    setup().map_err(|err| {
+        Error::new(
+            Op::Listen,
+            Endpoint::at(transport, address),
+            err.into_io_error(),
+        )
+    })
+}
+
+/// A bound Unix socket at `path` and the guard that removes its file.
+fn bind_unix(
+    path: &Path,
+    ty: Type,
+    options: ListenOptions,
+    endpoint: &Endpoint,
+) -> Result<(Socket, UnixFile)> {
+    let fail = |err: io::Error| Error::new(Op::Listen, endpoint, err);
+    clear_stale_socket(path, ty).map_err(fail)?;
+    let socket = Socket::new(Family::Unix, ty)?;
+    socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
+    let identity = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    // From here on the file is ours: the guard removes it if a later step fails.
+    let file = UnixFile {
+        path: path.to_path_buf(),
+        identity,
+    };
+    if let Some(mode) = options.unix_mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
+    }
+    if ty == Type::Stream {
         socket
             .listen(options.backlog)
             .map_err(|err| fail(err.into_io_error()))?;
-        socket
-            .set_blocking(false)
-            .map_err(|err| fail(err.into_io_error()))?;
-        let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
-        (UnixListener::from_std(std_listener).map_err(fail)?, file)
-    };
-    Ok(StreamListener::Unix(listener.0, listener.1))
+    }
+    socket
+        .set_blocking(false)
+        .map_err(|err| fail(err.into_io_error()))?;
+    Ok((socket, file))
 }
 
 /// A socket file nobody listens on is left over from a server that died: replace it. A live
 /// socket or anything that is not a socket is refused and left untouched.
-pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
+pub(crate) fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -206,15 +255,16 @@ pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket; not replacing it",
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
+    // Connecting is the only way to ask whether anybody is bound there; a socket of the
+    // other type answers EPROTOTYPE, and may be live, so it is left alone.
+    let probe = Socket::new(Family::Unix, ty).map_err(Error::into_io_error)?;
+    match probe.connect(path) {
+        Ok(()) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             "another server is listening on this socket",
         )),
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
-        // A datagram socket file answers EPROTOTYPE to a stream connect: nobody serves
-        // streams there, but it may be live; leave it.
-        Err(err) => Err(err),
+        Err(err) => Err(err.into_io_error()),
     }
 }
 

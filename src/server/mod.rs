@@ -39,8 +39,11 @@
 //! # Ok(()) }
 //! ```
 
+mod acceptor;
+mod blocking;
 mod builder;
 mod connection;
+mod datagram;
 mod listener;
 mod shutdown;
 
@@ -49,16 +52,19 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
+pub use blocking::{BlockingConnection, BlockingHandler};
 pub use builder::Builder;
 pub use connection::Connection;
+pub use datagram::{DatagramHandler, Reply};
 pub use shutdown::ShutdownHandle;
 
 use crate::endpoint::Endpoint;
-use crate::error::Result;
-use listener::{EXHAUSTION_BACKOFF, StreamListener};
-use shutdown::{Phase, Watcher};
+use crate::error::{Error, Op, Result};
+use acceptor::{Acceptor, AsyncSpawner, BlockingSpawner, Spawner};
+use listener::Listener;
+use shutdown::Phase;
 
 /// Handles one connection. Any `Fn(Connection) -> impl Future<Output = io::Result<()>>`
 /// closure is a handler; implement the trait on a type to carry state.
@@ -86,12 +92,18 @@ pub(crate) struct Limits {
     pub(crate) max_connections: Option<usize>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) blocking_threads: usize,
 }
 
-/// A server with its listeners bound, ready to [`serve`](Server::serve).
+/// A server with its listeners bound, ready to serve.
+///
+/// Stream listeners (TCP, Unix) need a stream handler ([`Server::serve`],
+/// [`Server::serve_blocking`]); datagram listeners (UDP, Unix datagram) a
+/// [`DatagramHandler`] ([`Server::serve_datagrams`]); [`Server::serve_both`] takes one of
+/// each for a server with both kinds.
 #[derive(Debug)]
 pub struct Server {
-    listeners: Vec<StreamListener>,
+    listeners: Vec<Listener>,
     limits: Limits,
     shutdown: ShutdownHandle,
 }
@@ -102,7 +114,7 @@ impl Server {
         Builder::default()
     }
 
-    fn new(listeners: Vec<StreamListener>, limits: Limits) -> Server {
+    fn new(listeners: Vec<Listener>, limits: Limits) -> Server {
         Server {
             listeners,
             limits,
@@ -114,44 +126,111 @@ impl Server {
     pub fn local_endpoints(&self) -> Vec<Endpoint> {
         self.listeners
             .iter()
-            .map(StreamListener::local_endpoint)
+            .map(Listener::local_endpoint)
             .collect()
     }
 
-    /// A handle that shuts this server down; take it before calling `serve`.
+    /// A handle that shuts this server down; take it before calling a `serve` method.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
-    /// Accepts and serves connections until shut down through a [`ShutdownHandle`], then
-    /// drains. Returns once every connection is closed.
+    /// Serves every stream listener with an async `handler`, a task per connection, until
+    /// shut down; then drains. Returns once every connection is closed.
     ///
     /// # Errors
     ///
-    /// None today: accept errors are logged and waited out, handler errors end only their
-    /// own connection. The `Result` leaves room for failures of the server as a whole.
+    /// `InvalidInput` if the server has datagram listeners, which need a
+    /// [`DatagramHandler`]. Accept errors are logged and waited out; handler errors end only
+    /// their own connection.
     pub async fn serve<H: Handler>(self, handler: H) -> Result<()> {
-        let handler = Arc::new(handler);
+        self.run(Some(Arc::new(AsyncSpawner(Arc::new(handler)))), None)
+            .await
+    }
+
+    /// Serves every stream listener with a blocking `handler` on a pool of at most
+    /// [`Builder::blocking_threads`] threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::serve`].
+    pub async fn serve_blocking<B: BlockingHandler>(self, handler: B) -> Result<()> {
+        let spawner = BlockingSpawner {
+            handler: Arc::new(handler),
+            pool: blocking::pool(self.limits.blocking_threads),
+        };
+        self.run(Some(Arc::new(spawner)), None).await
+    }
+
+    /// Serves every datagram listener with `handler`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the server has stream listeners.
+    pub async fn serve_datagrams<D: DatagramHandler>(self, handler: D) -> Result<()> {
+        self.run(None, Some(Arc::new(handler))).await
+    }
+
+    /// Serves stream listeners with `stream` and datagram listeners with `datagram`.
+    ///
+    /// # Errors
+    ///
+    /// None of its own; see [`Server::serve`].
+    pub async fn serve_both<H: Handler, D: DatagramHandler>(
+        self,
+        stream: H,
+        datagram: D,
+    ) -> Result<()> {
+        self.run(
+            Some(Arc::new(AsyncSpawner(Arc::new(stream)))),
+            Some(Arc::new(datagram)),
+        )
+        .await
+    }
+
+    async fn run(
+        self,
+        spawner: Option<Arc<dyn Spawner>>,
+        datagram: Option<Arc<dyn DatagramHandler>>,
+    ) -> Result<()> {
         let slots = self
             .limits
             .max_connections
             .map(|max| Arc::new(Semaphore::new(max)));
         let mut tasks = Vec::with_capacity(self.listeners.len());
         for listener in self.listeners {
-            let acceptor = Acceptor {
-                listener,
-                handler: Arc::clone(&handler),
-                slots: slots.clone(),
-                idle_timeout: self.limits.idle_timeout,
-                shutdown: self.shutdown.clone(),
+            let endpoint = listener.local_endpoint();
+            let unfit = |what: &str| {
+                let reason = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("no {what} handler was given"),
+                );
+                Error::new(Op::Listen, &endpoint, reason)
             };
-            tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
+            let watcher = self.shutdown.watcher();
+            match listener {
+                Listener::Stream(listener) => {
+                    let spawner = spawner.clone().ok_or_else(|| unfit("stream"))?;
+                    let acceptor = Acceptor {
+                        listener,
+                        spawner,
+                        slots: slots.clone(),
+                        idle_timeout: self.limits.idle_timeout,
+                        shutdown: self.shutdown.clone(),
+                    };
+                    tasks.push(tokio::spawn(acceptor.run(watcher)));
+                }
+                Listener::Datagram(listener) => {
+                    let handler = datagram.clone().ok_or_else(|| unfit("datagram"))?;
+                    tasks.push(tokio::spawn(listener.run(handler, watcher)));
+                }
+            }
         }
         let mut watcher = self.shutdown.watcher();
         watcher.reached(Phase::Draining).await;
         drop(watcher);
         for task in tasks {
-            // The accept loops return as soon as draining starts, closing their listeners.
+            // The loops return as soon as draining starts, closing their listeners.
             let _ = task.await;
         }
         let forced = self.shutdown.drain(self.limits.drain_timeout).await;
@@ -159,91 +238,5 @@ impl Server {
             tracing::info!("closed {forced} connection(s) still open at the drain deadline");
         }
         Ok(())
-    }
-}
-
-/// One listener's accept loop.
-struct Acceptor<H> {
-    listener: StreamListener,
-    handler: Arc<H>,
-    slots: Option<Arc<Semaphore>>,
-    idle_timeout: Option<Duration>,
-    shutdown: ShutdownHandle,
-}
-
-impl<H: Handler> Acceptor<H> {
-    async fn run(self, mut watcher: Watcher) {
-        let mut exhausted = false;
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = watcher.reached(Phase::Draining) => return,
-                permit = self.slot() => permit,
-            };
-            let accepted = tokio::select! {
-                biased;
-                () = watcher.reached(Phase::Draining) => return,
-                accepted = self.listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer, local)) => {
-                    if exhausted {
-                        tracing::info!("accepting again on {}", self.listener.local_endpoint());
-                        exhausted = false;
-                    }
-                    tracing::debug!(%peer, "accepted");
-                    let conn = Connection::new(stream, peer, local, self.idle_timeout);
-                    self.spawn(conn, permit);
-                }
-                Err(err) if listener::is_connection_error(&err) => {}
-                Err(err) => {
-                    // Log once per burst: a full descriptor table fails every accept until
-                    // something closes, and a line per attempt would flood the log.
-                    if !exhausted || !listener::is_resource_exhaustion(&err) {
-                        tracing::warn!(
-                            "accept on {} failed: {}; backing off",
-                            self.listener.local_endpoint(),
-                            crate::error::describe(&err)
-                        );
-                    }
-                    exhausted = true;
-                    drop(permit);
-                    tokio::select! {
-                        () = watcher.reached(Phase::Draining) => return,
-                        () = tokio::time::sleep(EXHAUSTION_BACKOFF) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for a free connection slot; with no limit there is always one.
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        let slots = self.slots.as_ref()?;
-        // The semaphore is never closed, so acquiring cannot fail.
-        Arc::clone(slots).acquire_owned().await.ok()
-    }
-
-    fn spawn(&self, conn: Connection, permit: Option<OwnedSemaphorePermit>) {
-        let handler = Arc::clone(&self.handler);
-        let mut watcher = self.shutdown.watcher();
-        tokio::spawn(async move {
-            let peer = conn.peer_addr().clone();
-            tokio::select! {
-                biased;
-                result = handler.call(conn) => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, "connection ended: {}", crate::error::describe(&err));
-                    } else {
-                        tracing::debug!(%peer, "closed");
-                    }
-                }
-                () = watcher.reached(Phase::Forced) => {
-                    tracing::debug!(%peer, "closed by shutdown");
-                }
-            }
-            drop(permit);
-            drop(watcher);
-        });
     }
 }

@@ -1,12 +1,11 @@
 //! The tutorial's service: send a fixed message (default `你好`, UTF-8, no newline) to each
-//! client, then close.
+//! client, then close. Over UDP, the message answers each datagram.
 
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-
-use crate::server::{Connection, Handler};
+use crate::server::{Connection, DatagramHandler, Handler, Reply};
+use crate::socket::Address;
 
 /// The message the tutorial's server sends.
 pub const DEFAULT_MESSAGE: &str = "你好";
@@ -46,11 +45,14 @@ impl Default for Greeting {
 }
 
 impl Handler for Greeting {
-    fn call(&self, mut conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let message = Arc::clone(&self.message);
-        async move {
-            conn.write_all(&message).await?;
-            conn.shutdown().await
-        }
+    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        super::answer_and_close(conn, Arc::clone(&self.message))
+    }
+}
+
+impl DatagramHandler for Greeting {
+    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
+        reply.send(&self.message);
+        Ok(())
     }
 }

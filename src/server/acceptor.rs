@@ -1,0 +1,178 @@
+//! A stream listener's accept loop and the two ways a connection is run: as an async task,
+//! or on the blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::blocking::{BlockingHandler, into_blocking};
+use super::listener::{self, AcceptedStream, EXHAUSTION_BACKOFF, StreamListener};
+use super::shutdown::{Phase, ShutdownHandle, Watcher};
+use super::{Connection, Handler};
+use crate::error::describe;
+use crate::socket::Address;
+
+/// Starts one accepted connection; object-safe so one accept loop serves either kind.
+pub(crate) trait Spawner: Send + Sync + 'static {
+    fn spawn(&self, accepted: Accepted, watcher: Watcher);
+}
+
+/// What the accept loop hands to a [`Spawner`].
+pub(crate) struct Accepted {
+    pub(crate) stream: AcceptedStream,
+    pub(crate) peer: Address,
+    pub(crate) local: Address,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Runs an async [`Handler`] as a task per connection.
+pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
+
+impl<H: Handler> Spawner for AsyncSpawner<H> {
+    fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
+        let handler = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let Accepted {
+                stream,
+                peer,
+                local,
+                idle_timeout,
+                permit,
+            } = accepted;
+            let conn = Connection::new(stream, peer, local, idle_timeout);
+            tokio::select! {
+                biased;
+                result = handler.call(conn) => {
+                    if let Err(err) = result {
+                        tracing::debug!("connection ended: {}", describe(&err));
+                    }
+                }
+                () = watcher.reached(Phase::Forced) => {
+                    tracing::debug!("connection closed by shutdown");
+                }
+            }
+            drop(permit);
+            drop(watcher);
+        });
+    }
+}
+
+/// Runs a [`BlockingHandler`] on the blocking pool, at most `pool` at once.
+pub(crate) struct BlockingSpawner<B> {
+    pub(crate) handler: Arc<B>,
+    pub(crate) pool: Arc<Semaphore>,
+}
+
+impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
+    fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
+        let handler = Arc::clone(&self.handler);
+        let pool = Arc::clone(&self.pool);
+        tokio::spawn(async move {
+            let Accepted {
+                stream,
+                peer,
+                local,
+                idle_timeout,
+                permit,
+            } = accepted;
+            let (conn, closer) = match into_blocking(stream, peer, local, idle_timeout) {
+                Ok(pair) => pair,
+                Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
+            };
+            let thread = tokio::select! {
+                // The pool is never closed, so acquiring cannot fail.
+                thread = pool.acquire_owned() => thread.ok(),
+                () = watcher.reached(Phase::Draining) => None,
+            };
+            let Some(thread) = thread else { return };
+            let mut job = tokio::task::spawn_blocking(move || {
+                let result = handler.call(conn);
+                drop(thread);
+                result
+            });
+            tokio::select! {
+                result = &mut job => match result {
+                    Ok(Err(err)) => tracing::debug!("connection ended: {}", describe(&err)),
+                    Err(err) => tracing::warn!("a blocking handler panicked: {err}"),
+                    Ok(Ok(())) => {}
+                },
+                () = watcher.reached(Phase::Forced) => closer.close(),
+            }
+            drop(permit);
+            drop(watcher);
+        });
+    }
+}
+
+/// One stream listener's accept loop.
+pub(crate) struct Acceptor {
+    pub(crate) listener: StreamListener,
+    pub(crate) spawner: Arc<dyn Spawner>,
+    pub(crate) slots: Option<Arc<Semaphore>>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) shutdown: ShutdownHandle,
+}
+
+impl Acceptor {
+    pub(crate) async fn run(self, mut watcher: Watcher) {
+        let mut exhausted = false;
+        loop {
+            // Take the slot before accepting: past max_connections the server leaves new
+            // clients in the kernel's backlog instead of accepting and dropping them.
+            let permit = tokio::select! {
+                biased;
+                () = watcher.reached(Phase::Draining) => return,
+                permit = self.slot() => permit,
+            };
+            let accepted = tokio::select! {
+                biased;
+                () = watcher.reached(Phase::Draining) => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer, local)) => {
+                    if exhausted {
+                        tracing::info!("accepting again on {}", self.listener.local_endpoint());
+                        exhausted = false;
+                    }
+                    tracing::debug!(%peer, "accepted");
+                    let accepted = Accepted {
+                        stream,
+                        peer,
+                        local,
+                        idle_timeout: self.idle_timeout,
+                        permit,
+                    };
+                    self.spawner.spawn(accepted, self.shutdown.watcher());
+                }
+                Err(err) if listener::is_connection_error(&err) => {}
+                Err(err) => {
+                    // Log once per burst: a full descriptor table fails every accept until
+                    // something closes, and a line per attempt would flood the log.
+                    if !exhausted {
+                        tracing::warn!(
+                            "accept on {} failed: {}; backing off until it succeeds",
+                            self.listener.local_endpoint(),
+                            describe(&err)
+                        );
+                    }
+                    exhausted = true;
+                    drop(permit);
+                    tokio::select! {
+                        () = watcher.reached(Phase::Draining) => return,
+                        () = tokio::time::sleep(EXHAUSTION_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a free connection slot; with no limit there is always one.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slots = self.slots.as_ref()?;
+        // The semaphore is never closed, so acquiring cannot fail.
+        Arc::clone(slots).acquire_owned().await.ok()
+    }
+}

@@ -1,0 +1,144 @@
+//! Blocking handlers: code written the way the tutorial writes it, over `std::io::Read +
+//! Write`, run on a bounded pool of threads so that a slow handler never stalls the server.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::listener::AcceptedStream;
+use crate::socket::Address;
+
+/// Handles one connection on a thread of the server's blocking pool. Any
+/// `Fn(BlockingConnection) -> io::Result<()>` closure is one.
+pub trait BlockingHandler: Send + Sync + 'static {
+    /// Serves `conn` until done; the connection closes when this returns.
+    fn call(&self, conn: BlockingConnection) -> io::Result<()>;
+}
+
+impl<F> BlockingHandler for F
+where
+    F: Fn(BlockingConnection) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn call(&self, conn: BlockingConnection) -> io::Result<()> {
+        self(conn)
+    }
+}
+
+/// An accepted connection in blocking mode: `std::io::Read + Write`, like a socket in the
+/// tutorial. With an idle timeout on the server, a read or write that waits longer fails
+/// with [`io::ErrorKind::WouldBlock`] (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
+#[derive(Debug)]
+pub struct BlockingConnection {
+    stream: BlockingStream,
+    peer: Address,
+    local: Address,
+}
+
+#[derive(Debug)]
+enum BlockingStream {
+    Tcp(std::net::TcpStream),
+    Unix(UnixStream),
+}
+
+impl BlockingConnection {
+    /// The address of the client.
+    pub fn peer_addr(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The address the client connected to.
+    pub fn local_addr(&self) -> &Address {
+        &self.local
+    }
+
+    /// Shuts down one or both directions (`Shutdown::Write` is a half-close).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match &self.stream {
+            BlockingStream::Tcp(s) => s.shutdown(how),
+            BlockingStream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for BlockingConnection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.stream {
+            BlockingStream::Tcp(s) => s.read(buf),
+            BlockingStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for BlockingConnection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.stream {
+            BlockingStream::Tcp(s) => s.write(buf),
+            BlockingStream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Converts an accepted async stream for a blocking handler, and returns a second handle that
+/// the server keeps to shut the connection down if a forced shutdown comes.
+pub(crate) fn into_blocking(
+    stream: AcceptedStream,
+    peer: Address,
+    local: Address,
+    idle: Option<std::time::Duration>,
+) -> io::Result<(BlockingConnection, Closer)> {
+    let (stream, closer) = match stream {
+        AcceptedStream::Tcp(s) => {
+            let s = s.into_std()?;
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(idle)?;
+            s.set_write_timeout(idle)?;
+            let closer = Closer::Tcp(s.try_clone()?);
+            (BlockingStream::Tcp(s), closer)
+        }
+        AcceptedStream::Unix(s) => {
+            let s = s.into_std()?;
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(idle)?;
+            s.set_write_timeout(idle)?;
+            let closer = Closer::Unix(s.try_clone()?);
+            (BlockingStream::Unix(s), closer)
+        }
+    };
+    Ok((
+        BlockingConnection {
+            stream,
+            peer,
+            local,
+        },
+        closer,
+    ))
+}
+
+/// Shuts a blocking connection down from outside its thread, which makes its pending read
+/// or write return at once.
+#[derive(Debug)]
+pub(crate) enum Closer {
+    Tcp(std::net::TcpStream),
+    Unix(UnixStream),
+}
+
+impl Closer {
+    pub(crate) fn close(&self) {
+        let _ = match self {
+            Closer::Tcp(s) => s.shutdown(Shutdown::Both),
+            Closer::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+/// The pool's bound: at most this many handlers run at once; the rest wait their turn.
+pub(crate) fn pool(threads: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(threads.max(1)))
+}

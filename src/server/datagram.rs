@@ -1,0 +1,200 @@
+//! Datagram serving (UDP and Unix datagram): a [`DatagramHandler`] gets each payload with its
+//! sender and answers through a [`Reply`]; the receive loop sends what it collected.
+
+use std::io;
+
+use tokio::net::{UdpSocket, UnixDatagram};
+
+use super::listener::{EXHAUSTION_BACKOFF, UnixFile, is_resource_exhaustion};
+use super::shutdown::{Phase, Watcher};
+use crate::endpoint::{Endpoint, Transport};
+use crate::socket::Address;
+
+/// The largest datagram the receive loop accepts (the UDP maximum); the buffer is one per
+/// listener, not per datagram.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Answers datagrams. Any `Fn(&[u8], &Address, &mut Reply) -> io::Result<()>` closure is one.
+///
+/// The handler runs on the listener's receive loop, so it must not block: compute the answer
+/// and hand it to [`Reply::send`]. An `Err` is logged at debug level and the loop goes on.
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// Handles one datagram of `payload` from `peer`; answers go into `reply`.
+    fn datagram(&self, payload: &[u8], peer: &Address, reply: &mut Reply) -> io::Result<()>;
+}
+
+impl<F> DatagramHandler for F
+where
+    F: Fn(&[u8], &Address, &mut Reply) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn datagram(&self, payload: &[u8], peer: &Address, reply: &mut Reply) -> io::Result<()> {
+        self(payload, peer, reply)
+    }
+}
+
+/// The datagrams to send back to the peer of the datagram being handled, in order.
+///
+/// It reuses one buffer for the life of the listener, so answering does not allocate.
+#[derive(Debug, Default)]
+pub struct Reply {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Reply {
+    /// Queues one datagram of `data` to the peer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut reply = socketkit::server::Reply::default();
+    /// reply.send(b"one");
+    /// reply.send(b"two");
+    /// assert_eq!(reply.len(), 2);
+    /// ```
+    pub fn send(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// How many datagrams are queued.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.bytes[start..end])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// A bound datagram socket of either transport.
+#[derive(Debug)]
+pub(crate) enum DatagramListener {
+    Udp(UdpSocket),
+    Unixgram(UnixDatagram, UnixFile),
+}
+
+impl DatagramListener {
+    pub(crate) fn local_endpoint(&self) -> Endpoint {
+        match self {
+            DatagramListener::Udp(socket) => match socket.local_addr() {
+                Ok(addr) => Endpoint::at(Transport::Udp, &addr.into()),
+                Err(_) => Endpoint::Unixgram(Default::default()),
+            },
+            DatagramListener::Unixgram(_, file) => Endpoint::Unixgram(file.path().to_path_buf()),
+        }
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+        match self {
+            DatagramListener::Udp(socket) => {
+                let (n, peer) = socket.recv_from(buf).await?;
+                Ok((n, peer.into()))
+            }
+            DatagramListener::Unixgram(socket, _) => {
+                let (n, peer) = socket.recv_from(buf).await?;
+                let path = peer
+                    .as_pathname()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default();
+                Ok((n, Address::Unix(path)))
+            }
+        }
+    }
+
+    async fn send_to(&self, data: &[u8], peer: &Address) -> io::Result<()> {
+        match (self, peer) {
+            (DatagramListener::Udp(socket), _) => match peer.as_socket_addr() {
+                Some(addr) => socket.send_to(data, addr).await.map(drop),
+                None => Err(io::ErrorKind::InvalidInput.into()),
+            },
+            (DatagramListener::Unixgram(socket, _), Address::Unix(path)) => {
+                if path.as_os_str().is_empty() {
+                    // An unbound Unix client has no address to answer to.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the client's socket is unnamed (bind it to receive replies)",
+                    ));
+                }
+                socket.send_to(data, path).await.map(drop)
+            }
+            (DatagramListener::Unixgram(..), _) => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+
+    /// Receives and answers datagrams until the server starts draining.
+    pub(crate) async fn run(
+        self,
+        handler: std::sync::Arc<dyn DatagramHandler>,
+        mut watcher: Watcher,
+    ) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut reply = Reply::default();
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = watcher.reached(Phase::Draining) => return,
+                received = self.recv_from(&mut buf) => received,
+            };
+            let (n, peer) = match received {
+                Ok(received) => received,
+                Err(err) if is_resource_exhaustion(&err) => {
+                    tracing::warn!(
+                        "receive failed: {}; backing off",
+                        crate::error::describe(&err)
+                    );
+                    tokio::time::sleep(EXHAUSTION_BACKOFF).await;
+                    continue;
+                }
+                // ICMP errors from earlier sends surface here (ECONNREFUSED): not ours to fix.
+                Err(err) => {
+                    tracing::debug!("receive failed: {}", crate::error::describe(&err));
+                    continue;
+                }
+            };
+            tracing::debug!(%peer, bytes = n, "datagram");
+            if let Err(err) = handler.datagram(&buf[..n], &peer, &mut reply) {
+                tracing::debug!(%peer, "handler failed: {}", crate::error::describe(&err));
+            }
+            for datagram in reply.datagrams() {
+                if let Err(err) = self.send_to(datagram, &peer).await {
+                    tracing::debug!(%peer, "reply failed: {}", crate::error::describe(&err));
+                }
+            }
+            reply.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_keeps_datagram_boundaries_and_reuses_its_buffer() {
+        let mut reply = Reply::default();
+        reply.send(b"ab");
+        reply.send(b"");
+        reply.send(b"cde");
+        let all: Vec<&[u8]> = reply.datagrams().collect();
+        assert_eq!(all, vec![&b"ab"[..], &b""[..], &b"cde"[..]]);
+        let capacity = reply.bytes.capacity();
+        reply.clear();
+        assert!(reply.is_empty());
+        reply.send(b"x");
+        assert_eq!(reply.bytes.capacity(), capacity);
+    }
+}

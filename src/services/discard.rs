@@ -1,0 +1,33 @@
+//! Discard, [RFC 863](https://www.rfc-editor.org/rfc/rfc863): read and drop everything until
+//! the client closes; datagrams are dropped without an answer.
+
+use std::io;
+
+use tokio::io::AsyncReadExt;
+
+use super::echo::BUFFER;
+use crate::server::{Connection, DatagramHandler, Handler, Reply};
+use crate::socket::Address;
+
+/// The discard service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Discard;
+
+impl Handler for Discard {
+    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        discard(conn)
+    }
+}
+
+async fn discard(mut conn: Connection) -> io::Result<()> {
+    conn.readable().await?;
+    let mut buf = vec![0u8; BUFFER];
+    while conn.read(&mut buf).await? > 0 {}
+    Ok(())
+}
+
+impl DatagramHandler for Discard {
+    fn datagram(&self, _payload: &[u8], _peer: &Address, _reply: &mut Reply) -> io::Result<()> {
+        Ok(())
+    }
+}

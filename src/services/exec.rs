@@ -1,0 +1,217 @@
+//! Exec: run a program per connection with its standard input and output on the socket, as
+//! inetd and `ncat --exec` do.
+//!
+//! - The program runs without a shell (argv as given) unless [`Exec::shell`] asks for
+//!   `sh -c`.
+//! - Its environment has `SOCKETKIT_PEER_ADDR`, `SOCKETKIT_PEER_PORT`,
+//!   `SOCKETKIT_LOCAL_ADDR` and `SOCKETKIT_LOCAL_PORT` (a Unix socket gives paths and no ports).
+//! - The client's end of stream closes the program's stdin; the program closing its stdout
+//!   (normally, by exiting) half-closes the connection; when the program has exited and its
+//!   output is sent, the connection ends. A connection that ends first (reset, idle timeout,
+//!   shutdown) kills the program. Every program is waited for: no zombie is left.
+//! - Its stderr is the server's.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+use crate::error::{Error, Op};
+use crate::server::{Connection, Handler};
+use crate::socket::Address;
+
+/// How long a program that closed its output may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// The exec service: a program and its arguments.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    spec: Arc<Spec>,
+}
+
+#[derive(Debug)]
+struct Spec {
+    program: OsString,
+    args: Vec<OsString>,
+}
+
+/// Why a program cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No program was given.
+    #[error("exec needs a program: socketkit serve exec -- PROGRAM [ARGS...]")]
+    Missing,
+    /// The program is not a file, or not on `PATH`.
+    #[error("program '{0}' not found")]
+    NotFound(String),
+}
+
+impl Exec {
+    /// Runs `argv[0]` with the rest as its arguments, found on `PATH` unless it has a `/`.
+    ///
+    /// # Errors
+    ///
+    /// An empty `argv`, or a program that is not there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::services::exec::Exec;
+    /// assert!(Exec::new(["cat"]).is_ok());
+    /// assert!(Exec::new(["no-such-program-here"]).is_err());
+    /// ```
+    pub fn new<I, S>(argv: I) -> Result<Exec, ExecError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut argv = argv.into_iter().map(Into::into);
+        let program = argv.next().ok_or(ExecError::Missing)?;
+        if find_program(Path::new(&program)).is_none() {
+            return Err(ExecError::NotFound(program.to_string_lossy().into_owned()));
+        }
+        Ok(Exec {
+            spec: Arc::new(Spec {
+                program,
+                args: argv.collect(),
+            }),
+        })
+    }
+
+    /// Runs `command` (its words joined by spaces) with `sh -c`, for pipes and redirections.
+    ///
+    /// # Errors
+    ///
+    /// An empty `command`.
+    pub fn shell<I, S>(command: I) -> Result<Exec, ExecError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let words: Vec<OsString> = command.into_iter().map(Into::into).collect();
+        if words.is_empty() {
+            return Err(ExecError::Missing);
+        }
+        let line = words.join(&OsString::from(" "));
+        Exec::new([OsString::from("sh"), OsString::from("-c"), line])
+    }
+
+    fn command(&self, peer: &Address, local: &Address) -> Command {
+        let mut cmd = Command::new(&self.spec.program);
+        cmd.args(&self.spec.args)
+            .env("SOCKETKIT_PEER_ADDR", host_of(peer))
+            .env("SOCKETKIT_PEER_PORT", port_of(peer))
+            .env("SOCKETKIT_LOCAL_ADDR", host_of(local))
+            .env("SOCKETKIT_LOCAL_PORT", port_of(local))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+fn host_of(address: &Address) -> String {
+    match (address.ip(), address.as_path()) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+fn port_of(address: &Address) -> String {
+    address.port().map(|p| p.to_string()).unwrap_or_default()
+}
+
+/// The file that would run for `program`: itself if it has a `/`, else the first match on
+/// `PATH`.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 || program.is_absolute() {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+impl Handler for Exec {
+    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let exec = self.clone();
+        async move { exec.run(conn).await }
+    }
+}
+
+impl Exec {
+    async fn run(&self, conn: Connection) -> io::Result<()> {
+        let mut child = self
+            .command(conn.peer_addr(), conn.local_addr())
+            .spawn()
+            .map_err(|err| {
+                io::Error::other(Error::new(
+                    Op::Spawn,
+                    self.spec.program.to_string_lossy(),
+                    err,
+                ))
+            })?;
+        let result = bridge(&mut child, conn).await;
+        match result {
+            Ok(()) => reap(&mut child).await,
+            // The connection is gone: the program has nobody left to talk to.
+            Err(_) => {
+                let _ = child.kill().await;
+            }
+        }
+        result
+    }
+}
+
+/// Copies the socket to the program's stdin and its stdout to the socket, until its output
+/// ends or the connection fails.
+async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("the program's stdio was not piped"));
+    };
+    let (mut from_client, mut to_client) = tokio::io::split(conn);
+    let input = async move {
+        let copied = tokio::io::copy(&mut from_client, &mut stdin).await;
+        drop(stdin); // the client's end of stream is the program's
+        copied
+    };
+    let output = async move {
+        tokio::io::copy(&mut stdout, &mut to_client).await?;
+        to_client.shutdown().await
+    };
+    tokio::pin!(input, output);
+    let mut input_done = false;
+    loop {
+        tokio::select! {
+            result = &mut input, if !input_done => {
+                input_done = true;
+                match result {
+                    // The program stopped reading (closed stdin or exited): not an error
+                    // for the connection; its output decides the end.
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+                    Err(err) => return Err(err),
+                    Ok(_) => {}
+                }
+            }
+            result = &mut output => return result,
+        }
+    }
+}
+
+/// Waits for the program after its output ended, killing it if it lingers; never leaves a
+/// zombie.
+async fn reap(child: &mut Child) {
+    if tokio::time::timeout(EXIT_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}

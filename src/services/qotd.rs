@@ -1,0 +1,206 @@
+//! Quote of the day, [RFC 865](https://www.rfc-editor.org/rfc/rfc865): one short message
+//! (under 512 bytes, as the RFC asks), then the connection closes. Over UDP, the same as the
+//! answer. Quotes come from a built-in list or a file, and are served in turn.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::server::{Connection, DatagramHandler, Handler, Reply};
+use crate::socket::Address;
+
+/// The RFC's limit on a quote, in bytes (a quote must be shorter).
+pub const MAX_QUOTE: usize = 512;
+
+const BUILT_IN: [&str; 6] = [
+    "Be conservative in what you do, be liberal in what you accept from others.\n  -- Jon Postel, RFC 793",
+    "Premature optimization is the root of all evil.\n  -- Donald Knuth",
+    "Simplicity is prerequisite for reliability.\n  -- Edsger W. Dijkstra",
+    "The network is reliable. The network is secure. Latency is zero.\n  -- the first fallacies of distributed computing",
+    "Make it work, make it right, make it fast.\n  -- Kent Beck",
+    "If you can't measure it, you can't improve it.\n  -- attributed to Lord Kelvin",
+];
+
+/// A quote file that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotesError {
+    /// The file could not be read.
+    #[error("cannot read quotes from {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A quote is 512 bytes or longer.
+    #[error("quote {number} in {path} is {len} bytes; RFC 865 wants fewer than 512")]
+    TooLong {
+        /// The file.
+        path: String,
+        /// Which quote, from 1.
+        number: usize,
+        /// Its length in bytes, with the line end.
+        len: usize,
+    },
+    /// The file holds no quote.
+    #[error("{path} holds no quotes (separate quotes with a blank line or a line '%')")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+}
+
+/// The qotd service: hands out its quotes in turn.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::services::qotd::Qotd;
+/// let qotd = Qotd::from_text("first\n\nsecond\n", "inline").unwrap();
+/// assert_eq!(qotd.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Qotd {
+    quotes: Arc<[Arc<[u8]>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Default for Qotd {
+    fn default() -> Qotd {
+        Qotd::from_quotes(BUILT_IN.iter().map(|q| format!("{q}\r\n").into_bytes()))
+    }
+}
+
+impl Qotd {
+    /// The quotes of a file: separated by blank lines or by lines of `%` (the fortune format).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, holds no quote, or holds one of 512 bytes or more.
+    pub fn from_file(path: &Path) -> Result<Qotd, QuotesError> {
+        let text = std::fs::read_to_string(path).map_err(|err| QuotesError::Read {
+            path: path.display().to_string(),
+            reason: crate::error::describe(&err),
+        })?;
+        Qotd::from_text(&text, &path.display().to_string())
+    }
+
+    /// The quotes in `text`, which came from `origin` (named in errors).
+    ///
+    /// # Errors
+    ///
+    /// As [`Qotd::from_file`].
+    pub fn from_text(text: &str, origin: &str) -> Result<Qotd, QuotesError> {
+        let mut quotes = Vec::new();
+        let mut current: Vec<&str> = Vec::new();
+        for line in text.lines().chain(std::iter::once("")) {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim() == "%" {
+                if !current.is_empty() {
+                    quotes.push(format!("{}\r\n", current.join("\n")).into_bytes());
+                    current.clear();
+                }
+            } else {
+                current.push(line);
+            }
+        }
+        if quotes.is_empty() {
+            return Err(QuotesError::Empty {
+                path: origin.to_owned(),
+            });
+        }
+        if let Some((i, quote)) = quotes
+            .iter()
+            .enumerate()
+            .find(|(_, q)| q.len() >= MAX_QUOTE)
+        {
+            return Err(QuotesError::TooLong {
+                path: origin.to_owned(),
+                number: i + 1,
+                len: quote.len(),
+            });
+        }
+        Ok(Qotd::from_quotes(quotes))
+    }
+
+    fn from_quotes(quotes: impl IntoIterator<Item = Vec<u8>>) -> Qotd {
+        Qotd {
+            quotes: quotes.into_iter().map(Arc::from).collect(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// How many quotes there are.
+    pub fn len(&self) -> usize {
+        self.quotes.len()
+    }
+
+    /// Whether there are none (never true for a constructed `Qotd`).
+    pub fn is_empty(&self) -> bool {
+        self.quotes.is_empty()
+    }
+
+    /// The next quote, in turn.
+    pub fn next_quote(&self) -> &[u8] {
+        &self.quotes[self.next_index()]
+    }
+
+    fn next_index(&self) -> usize {
+        // Every constructor refuses an empty list, so the modulus is never zero.
+        self.next.fetch_add(1, Ordering::Relaxed) % self.quotes.len()
+    }
+}
+
+impl Handler for Qotd {
+    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let quote = Arc::clone(&self.quotes[self.next_index()]);
+        super::answer_and_close(conn, quote)
+    }
+}
+
+impl DatagramHandler for Qotd {
+    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
+        reply.send(self.next_quote());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_quotes_fit_the_rfc() {
+        let qotd = Qotd::default();
+        for _ in 0..qotd.len() {
+            let quote = qotd.next_quote();
+            assert!(quote.len() < MAX_QUOTE && quote.ends_with(b"\r\n"));
+        }
+    }
+
+    #[test]
+    fn fortune_and_paragraph_separators() -> Result<(), QuotesError> {
+        let qotd = Qotd::from_text("one\ntwo lines\n%\nthree\n\n\nfour\n", "t")?;
+        assert_eq!(qotd.len(), 3);
+        assert_eq!(qotd.next_quote(), b"one\ntwo lines\r\n");
+        assert_eq!(qotd.next_quote(), b"three\r\n");
+        assert_eq!(qotd.next_quote(), b"four\r\n");
+        assert_eq!(qotd.next_quote(), b"one\ntwo lines\r\n");
+        Ok(())
+    }
+
+    #[test]
+    fn long_and_empty_files_are_refused() {
+        let long = "x".repeat(600);
+        let err = Qotd::from_text(&format!("ok\n\n{long}\n"), "q.txt").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "quote 2 in q.txt is 602 bytes; RFC 865 wants fewer than 512"
+        );
+        assert!(matches!(
+            Qotd::from_text("\n%\n", "e"),
+            Err(QuotesError::Empty { .. })
+        ));
+    }
+}
