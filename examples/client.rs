@@ -18,7 +18,11 @@
 
 use std::process::ExitCode;
 
-use socketkit::socket::{self, Family, Socket, Type};
+use socketkit::socket::{Family, Socket, Type};
+
+#[path = "shared/tutorial_args.rs"]
+mod tutorial_args;
+use tutorial_args::host_and_port;
 
 fn main() -> ExitCode {
     match talk() {
@@ -38,27 +42,4 @@ fn talk() -> socketkit::Result<()> {
     println!("{}", String::from_utf8_lossy(&s.recv(1024)?));
     s.close();
     Ok(())
-}
-
-/// `HOST PORT` from the command line, or the tutorial's `gethostname()` and 12345.
-fn host_and_port() -> socketkit::Result<(String, u16)> {
-    let mut args = std::env::args().skip(1);
-    let host = match args.next() {
-        Some(host) => host,
-        None => socket::gethostname()?, // 获取本地主机名
-    };
-    let port = match args.next() {
-        Some(text) => text.parse().map_err(|_| bad_port(&text))?,
-        None => 12345, // 设置端口
-    };
-    Ok((host, port))
-}
-
-fn bad_port(text: &str) -> socketkit::Error {
-    let reason = std::io::Error::new(std::io::ErrorKind::InvalidInput, "port must be 0-65535");
-    socketkit::Error::new(
-        socketkit::error::Op::Connect,
-        format!("port '{text}'"),
-        reason,
-    )
 }

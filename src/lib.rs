@@ -11,6 +11,7 @@
 //! - [`services`]: the classic internet services (greeting, echo, …).
 //! - [`client`]: a netcat-style bridge between standard input/output and a socket.
 //! - [`error`]: the error type every operation returns.
+//! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
 //!
 //! # Examples
 //!
@@ -35,6 +36,8 @@
 compile_error!("socketkit supports Unix-like systems (Linux first) only");
 
 pub mod client;
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}
 pub mod endpoint;
 pub mod error;
 pub mod server;

@@ -2,11 +2,21 @@
 //! a handler, and the limits every serious server needs, built in.
 //!
 //! # Organization
-//! - [`Builder`]: endpoints and limits (`max_connections`, `idle_timeout`, `backlog`,
-//!   `drain_timeout`, `unix_mode`), then [`Builder::bind`].
-//! - [`Server`]: the bound listeners; [`Server::serve`] runs a [`Handler`] per connection.
-//! - [`Connection`]: one accepted TCP or Unix stream with its addresses.
+//! - [`Builder`]: endpoints (TCP, UDP, Unix, Unix datagram) and limits (`max_connections`,
+//!   `idle_timeout`, `backlog`, `drain_timeout`, `blocking_threads`, `unix_mode`), then
+//!   [`Builder::bind`].
+//! - [`Server`]: the bound listeners. [`Server::serve`] runs an async [`Handler`] per stream
+//!   connection, [`Server::serve_blocking`] a [`BlockingHandler`] on a thread pool,
+//!   [`Server::serve_datagrams`] a [`DatagramHandler`] per datagram; [`Server::serve_both`]
+//!   takes a stream and a datagram handler.
+//! - [`Connection`] (async) and [`BlockingConnection`] (`Read + Write`): one accepted TCP or
+//!   Unix stream with its addresses. [`Reply`]: a datagram handler's answers.
 //! - [`ShutdownHandle`]: graceful shutdown with a drain deadline.
+//!
+//! Every transport honours the same limits: past `max_connections` the accept loop stops
+//! accepting until a connection ends; `idle_timeout` closes a connection with no bytes moving
+//! either way; accept errors from exhausted resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) are
+//! logged once per burst and waited out, never spun on. The tour is in [`crate::guide`].
 //!
 //! # Examples
 //!

@@ -28,7 +28,7 @@ pub const MAX_DATAGRAM: usize = 512;
 /// ```
 /// let first = socketkit::services::chargen::line(0);
 /// assert!(first.starts_with(b" !\"#$%&'()*+,-./0123456789"));
-/// assert!(first.ends_with(b"ghi\r\n"));
+/// assert!(first.ends_with(b"efg\r\n"));
 /// assert_eq!(first.len(), 74);
 /// ```
 pub fn line(n: usize) -> [u8; LINE_CHARS + 2] {

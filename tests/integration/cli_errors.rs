@@ -134,3 +134,58 @@ fn help_and_version_exit_0() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn serve_options_are_checked_against_the_service() {
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["serve", "exec"],
+            "error: exec needs a program: socketkit serve exec -- PROGRAM [ARGS...]",
+        ),
+        (
+            &["serve", "exec", "--", "no-such-program-here"],
+            "error: program 'no-such-program-here' not found",
+        ),
+        (
+            &["serve", "exec", "-l", "udp:127.0.0.1:0", "--", "cat"],
+            "error: exec serves streams only; udp:127.0.0.1:0 is a datagram endpoint",
+        ),
+        (
+            &["serve", "echo", "--message", "x"],
+            "error: --message applies to the greeting service only",
+        ),
+        (
+            &["serve", "echo", "--", "cat"],
+            "error: a program after -- applies to the exec service only",
+        ),
+        (
+            &["serve", "--max-connections", "0"],
+            "error: --max-connections must be at least 1",
+        ),
+        (
+            &["serve", "--unix-mode", "9"],
+            "error: invalid mode '9' for --unix-mode: expected octal permission bits such as 660",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(fails(args), (2, expected.to_owned()), "{args:?}");
+    }
+}
+
+#[test]
+fn unusable_quote_files_are_exit_2() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, "x".repeat(600))?;
+    let (code, line) = fails(&["serve", "qotd", "--quotes", long.to_str().ok_or("path")?]);
+    assert_eq!(code, 2);
+    assert!(
+        line.ends_with("is 602 bytes; RFC 865 wants fewer than 512"),
+        "{line}"
+    );
+    let missing = dir.path().join("missing.txt");
+    let (code, line) = fails(&["serve", "qotd", "--quotes", missing.to_str().ok_or("path")?]);
+    assert_eq!(code, 2);
+    assert!(line.ends_with("no such file or directory"), "{line}");
+    Ok(())
+}

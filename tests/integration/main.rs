@@ -14,8 +14,16 @@ mod cli_connect;
 mod cli_errors;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
+/// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown).
+mod examples;
 /// Against other people's tools: OpenBSD nc, socat.
 mod interop;
+/// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
+mod server_faults;
+/// Unix socket files: stale, foreign, live, permissions, removal.
+mod server_unix;
+/// Every built-in service, per RFC, over TCP, UDP and Unix sockets.
+mod services;
 /// `socketkit::socket`: the BSD layer over TCP v4/v6, UDP, Unix stream and datagram.
 mod socket;
 /// The tutorial's server and client, against Python ports of each other.

@@ -1,0 +1,48 @@
+//! Graceful shutdown: on Ctrl-C the server stops accepting at once, lets the connections in
+//! flight finish for up to the drain deadline, then closes the rest. A second Ctrl-C closes
+//! everything now.
+//!
+//! Each connection here is slow on purpose (it answers after two seconds), so there is
+//! something to drain:
+//!
+//! ```text
+//! cargo run --example graceful_shutdown              # listens on 127.0.0.1:12345
+//! nc 127.0.0.1 12345 &  sleep 0.5; kill -INT <server pid>   # nc still gets its answer
+//! ```
+
+use std::time::Duration;
+
+use socketkit::server::{Connection, Server};
+use tokio::io::AsyncWriteExt;
+
+#[path = "shared/endpoint_arg.rs"]
+mod endpoint_arg;
+use endpoint_arg::endpoint_arg;
+
+#[tokio::main]
+async fn main() -> socketkit::Result<()> {
+    let endpoint = endpoint_arg("127.0.0.1:12345");
+    let mut builder = Server::builder();
+    builder
+        .listen(endpoint)
+        .drain_timeout(Duration::from_secs(10));
+    let server = builder.bind().await?;
+    let handle = server.shutdown_handle();
+    tokio::spawn(async move {
+        // Each Ctrl-C asks again: the first drains, the second forces.
+        while tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("shutting down");
+            handle.shutdown();
+        }
+    });
+    eprintln!("listening on {}", server.local_endpoints()[0]);
+
+    server
+        .serve(|mut conn: Connection| async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            conn.write_all(b"finished\n").await
+        })
+        .await?;
+    eprintln!("every connection is closed");
+    Ok(())
+}

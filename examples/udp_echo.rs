@@ -1,0 +1,31 @@
+//! A UDP echo server: each datagram is answered with itself. Datagram handlers are plain
+//! closures that get the payload, the sender, and a `Reply` to answer through.
+//!
+//! ```text
+//! cargo run --example udp_echo                  # listens on udp:127.0.0.1:12345
+//! echo hello | nc -u -w1 127.0.0.1 12345        # prints hello
+//! ```
+
+use socketkit::server::{Reply, Server};
+use socketkit::socket::Address;
+
+#[path = "shared/endpoint_arg.rs"]
+mod endpoint_arg;
+use endpoint_arg::endpoint_arg;
+
+#[tokio::main]
+async fn main() -> socketkit::Result<()> {
+    let endpoint = endpoint_arg("udp:127.0.0.1:12345");
+    let mut builder = Server::builder();
+    builder.listen(endpoint);
+    let server = builder.bind().await?;
+    eprintln!("listening on {}", server.local_endpoints()[0]);
+
+    server
+        .serve_datagrams(|payload: &[u8], peer: &Address, reply: &mut Reply| {
+            println!("{} bytes from {peer}", payload.len());
+            reply.send(payload);
+            Ok(())
+        })
+        .await
+}

@@ -1,0 +1,69 @@
+//! The framework examples under `examples/`, run as a user would and spoken to over loopback.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, UdpSocket};
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, connect, read_to_end};
+use crate::support::process::{Running, example};
+
+fn start(name: &str, endpoint: &str) -> Running {
+    let mut cmd = example(name);
+    cmd.arg(endpoint);
+    Running::start(cmd, 1)
+}
+
+#[test]
+fn echo_server_echoes_until_the_client_closes() -> TestResult {
+    let server = start("echo_server", "127.0.0.1:0");
+    let mut stream = connect(&server.addr());
+    stream.write_all(b"echo me")?;
+    stream.shutdown(Shutdown::Write)?;
+    assert_eq!(read_to_end(&mut stream), b"echo me");
+    Ok(())
+}
+
+#[test]
+fn udp_echo_answers_each_datagram() -> TestResult {
+    let server = start("udp_echo", "udp:127.0.0.1:0");
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.send_to(b"dgram", server.endpoints()[0].trim_start_matches("udp:"))?;
+    let mut buf = [0u8; 16];
+    let n = socket.recv(&mut buf)?;
+    assert_eq!(&buf[..n], b"dgram");
+    Ok(())
+}
+
+#[test]
+fn blocking_handler_serves_clients_concurrently() -> TestResult {
+    let server = start("blocking_handler", "127.0.0.1:0");
+    // The first client holds its thread (it never closes) while the second is answered.
+    let mut first = connect(&server.addr());
+    first.write_all(b"held open\n")?;
+    let mut second = connect(&server.addr());
+    second.write_all("hello\n你好\n".as_bytes())?;
+    second.shutdown(Shutdown::Write)?;
+    assert_eq!(read_to_end(&mut second), b"5\n2\n");
+    let mut answer = [0u8; 2];
+    first.read_exact(&mut answer)?;
+    assert_eq!(&answer, b"9\n");
+    Ok(())
+}
+
+#[test]
+fn graceful_shutdown_lets_the_connection_finish() -> TestResult {
+    let mut server = start("graceful_shutdown", "127.0.0.1:0");
+    let mut stream = connect(&server.addr());
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGINT);
+    assert_eq!(read_to_end(&mut stream), b"finished\n");
+    assert_eq!(server.wait(Duration::from_secs(15)).code(), Some(0));
+    assert!(
+        server.stderr().contains("every connection is closed"),
+        "{}",
+        server.stderr()
+    );
+    Ok(())
+}
