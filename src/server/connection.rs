@@ -14,8 +14,8 @@ use crate::socket::Address;
 
 /// An accepted connection, handed to a server's handler.
 ///
-/// Read and write it with `tokio::io::{AsyncReadExt, AsyncWriteExt}`; split it with
-/// [`tokio::io::split`] to read and write from two tasks. When the server has an idle
+/// Read and write it with `tokio::io::{AsyncReadExt, AsyncWriteExt}`; [`Connection::split`]
+/// gives separate read and write halves. When the server has an idle
 /// timeout, a read or write that waits longer than it with no bytes moving either way fails
 /// with [`io::ErrorKind::TimedOut`].
 #[derive(Debug)]
@@ -85,6 +85,22 @@ impl Connection {
     /// The address the client connected to.
     pub fn local_addr(&self) -> &Address {
         &self.local
+    }
+
+    /// Splits the connection into a read half and a write half, to read and write from two
+    /// tasks or two futures at once (a thin wrapper over [`tokio::io::split`]).
+    ///
+    /// # Caveats
+    ///
+    /// With an idle timeout, the timer wakes only the half that polled it last; keep both
+    /// halves in one task (for example in a `join!`) for the timeout to reach both.
+    pub fn split(
+        self,
+    ) -> (
+        tokio::io::ReadHalf<Connection>,
+        tokio::io::WriteHalf<Connection>,
+    ) {
+        tokio::io::split(self)
     }
 
     /// Waits until the client has sent something (or closed), without reading it: a handler

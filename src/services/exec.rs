@@ -176,7 +176,7 @@ async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the program's stdio was not piped"));
     };
-    let (mut from_client, mut to_client) = tokio::io::split(conn);
+    let (mut from_client, mut to_client) = conn.split();
     let input = async move {
         let copied = tokio::io::copy(&mut from_client, &mut stdin).await;
         drop(stdin); // the client's end of stream is the program's

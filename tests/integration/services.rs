@@ -339,3 +339,60 @@ fn python_nc_and_socat_clients() -> TestResult {
     }
     Ok(())
 }
+
+/// Python's socket module, nc and socat as clients of every service that answers at once
+/// (greeting, daytime, qotd, time over TCP and UDP; chargen's first bytes).
+#[test]
+fn every_answering_service_to_python_nc_and_socat() -> TestResult {
+    const PY: &str = "import socket,sys\nkind,port=sys.argv[1],int(sys.argv[2])\nif kind=='tcp':\n    s=socket.create_connection(('127.0.0.1',port),timeout=10)\n    data=b''\n    while len(data)<512:\n        chunk=s.recv(4096)\n        if not chunk: break\n        data+=chunk\nelse:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(10)\n    s.sendto(b'?',('127.0.0.1',port));data=s.recv(65536)\nsys.stdout.buffer.write(data[:512])\n";
+    let python = tools::available("python3");
+    let nc = tools::available("nc");
+    let socat = tools::available("socat");
+    for service in ["greeting", "daytime", "qotd", "time", "chargen"] {
+        let server = serve(service, &["127.0.0.1:0", "udp:127.0.0.1:0"], &[]);
+        let tcp_port = server.port().to_string();
+        let udp_port = server.endpoints()[1]
+            .rsplit(':')
+            .next()
+            .ok_or("port")?
+            .to_owned();
+        let mut answers = Vec::new();
+        if python {
+            for (kind, port) in [("tcp", &tcp_port), ("udp", &udp_port)] {
+                let mut py = command(std::path::Path::new("python3"));
+                py.args(["-c", PY, kind, port]);
+                answers.push((
+                    format!("python {kind}"),
+                    run(py, Vec::new(), DEADLINE).stdout,
+                ));
+            }
+        }
+        if nc && service != "chargen" {
+            let mut cmd = command(std::path::Path::new("nc"));
+            cmd.args(["-N", "127.0.0.1", &tcp_port]);
+            answers.push(("nc tcp".into(), run(cmd, Vec::new(), DEADLINE).stdout));
+        }
+        if socat {
+            let mut cmd = command(std::path::Path::new("socat"));
+            cmd.args(["-t", "1", "-", &format!("UDP:127.0.0.1:{udp_port}")]);
+            answers.push(("socat udp".into(), run(cmd, b"?".to_vec(), DEADLINE).stdout));
+        }
+        for (client, answer) in answers {
+            let ok = match service {
+                "greeting" => answer == "你好".as_bytes(),
+                "daytime" => answer.ends_with(b"-UTC\r\n"),
+                "qotd" => answer.len() < 512 && answer.ends_with(b"\r\n"),
+                "time" => answer.len() == 4,
+                _ => answer
+                    .iter()
+                    .all(|b| (b' '..=b'~').contains(b) || b"\r\n".contains(b)),
+            };
+            assert!(
+                ok,
+                "{service} to {client}: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+    Ok(())
+}
