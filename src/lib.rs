@@ -9,7 +9,8 @@
 //! - [`endpoint`]: the `tcp:HOST:PORT` / `udp:` / `unix:` / `unixgram:` syntax.
 //! - [`server`]: listeners, handlers, limits and graceful shutdown on tokio.
 //! - [`services`]: the classic internet services (greeting, echo, …).
-//! - [`client`]: a netcat-style bridge between standard input/output and a socket.
+//! - [`client`]: netcat: connect or listen, and bridge the socket with input and output.
+//! - [`forward`]: a relay from every accepted connection to a target endpoint.
 //! - [`error`]: the error type every operation returns.
 //! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
 //!
@@ -40,6 +41,7 @@ pub mod client;
 pub mod guide {}
 pub mod endpoint;
 pub mod error;
+pub mod forward;
 pub mod server;
 pub mod services;
 pub mod socket;

@@ -2,6 +2,9 @@
 //! checking (endpoints, durations, services) stay strings here and are checked in
 //! [`super::resolve`], so that every such failure becomes exit 2 with our own words.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 /// socketkit: network programming made simple and correct.
@@ -19,9 +22,13 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Connect to ENDPOINT and bridge it with stdin/stdout, like nc.
     Connect(ConnectArgs),
+    /// Wait for one peer on ENDPOINT and bridge it with stdin/stdout, like nc -l.
+    Listen(ListenArgs),
+    /// Relay every connection accepted on -l to --to.
+    Forward(ForwardArgs),
 }
 
-/// Options shared by every command that runs a server.
+/// Log verbosity, shared by every command.
 #[derive(Debug, Args)]
 pub(crate) struct LogArgs {
     /// More log lines on stderr (-v: one per connection, -vv: everything).
@@ -32,23 +39,12 @@ pub(crate) struct LogArgs {
     pub(crate) quiet: bool,
 }
 
+/// Options of every command that runs a server (serve, forward).
 #[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
-    /// The service to run.
-    #[arg(value_name = "SERVICE", default_value = "greeting")]
-    pub(crate) service: String,
+pub(crate) struct ServerArgs {
     /// Where to listen (repeatable): HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH…
     #[arg(short = 'l', long = "listen", value_name = "ENDPOINT")]
     pub(crate) listen: Vec<String>,
-    /// The greeting's message.
-    #[arg(long, value_name = "TEXT")]
-    pub(crate) message: Option<String>,
-    /// qotd: quotes from FILE (separated by blank lines or '%' lines), each < 512 bytes.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) quotes: Option<std::path::PathBuf>,
-    /// exec: run the program with `sh -c` (its words joined by spaces).
-    #[arg(long)]
-    pub(crate) shell: bool,
     /// At most N connections at once; past it, new clients wait in the backlog.
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
@@ -64,21 +60,86 @@ pub(crate) struct ServeArgs {
     /// Permission bits of Unix socket files, in octal (e.g. 660).
     #[arg(long, value_name = "MODE")]
     pub(crate) unix_mode: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The service to run.
+    #[arg(value_name = "SERVICE", default_value = "greeting")]
+    pub(crate) service: String,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    /// The greeting's message.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) message: Option<String>,
+    /// qotd: quotes from FILE (separated by blank lines or '%' lines), each < 512 bytes.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) quotes: Option<PathBuf>,
+    /// exec: run the program with `sh -c` (its words joined by spaces).
+    #[arg(long)]
+    pub(crate) shell: bool,
     #[command(flatten)]
     pub(crate) log: LogArgs,
     /// exec: the program and its arguments, after `--`.
     #[arg(last = true, value_name = "PROGRAM")]
-    pub(crate) program: Vec<std::ffi::OsString>,
+    pub(crate) program: Vec<OsString>,
+}
+
+/// Options of the stdio bridge (connect, listen).
+#[derive(Debug, Args)]
+pub(crate) struct BridgeArgs {
+    /// Give up when no byte has moved either way for this long (exit 1).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) idle_timeout: Option<String>,
+    /// UDP and unixgram: after stdin ends, wait this long for further replies.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub(crate) wait: String,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// Where to connect: HOST:PORT, [IPv6]:PORT or unix:PATH.
+    /// Where to connect: HOST:PORT, [IPv6]:PORT, udp:HOST:PORT, unix:PATH, unixgram:PATH.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
-    /// Give up connecting after this long (e.g. 3s).
+    /// Give up each connection attempt after this long (e.g. 3s).
     #[arg(long, value_name = "DURATION")]
     pub(crate) timeout: Option<String>,
+    /// Use IPv4 addresses only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub(crate) ipv4: bool,
+    /// Use IPv6 addresses only.
+    #[arg(short = '6')]
+    pub(crate) ipv6: bool,
+    #[command(flatten)]
+    pub(crate) bridge: BridgeArgs,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// Where to listen: HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH, unixgram:PATH.
+    #[arg(value_name = "ENDPOINT")]
+    pub(crate) endpoint: String,
+    /// After a connection ends, accept the next one (streams only).
+    #[arg(short = 'k', long = "keep-open")]
+    pub(crate) keep_open: bool,
+    #[command(flatten)]
+    pub(crate) bridge: BridgeArgs,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForwardArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    /// Where to relay each connection: HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub(crate) to: String,
+    /// Give up each connection attempt to the target after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) timeout: String,
     #[command(flatten)]
     pub(crate) log: LogArgs,
 }

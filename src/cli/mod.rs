@@ -4,9 +4,13 @@
 mod args;
 mod connect;
 mod exit;
+mod forward;
+mod listen;
 mod ready;
 mod resolve;
 mod serve;
+mod server;
+mod stdio;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -26,6 +30,8 @@ pub(crate) fn run() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Listen(args) => listen::run(args),
+        Command::Forward(args) => forward::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

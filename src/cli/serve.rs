@@ -1,8 +1,7 @@
-//! `socketkit serve`: check the options, bind the listeners, announce them, serve until
-//! SIGINT/SIGTERM.
+//! `socketkit serve`: check the options against the service, then run it (see
+//! [`super::server`] for binding, signals and readiness).
 
-use socketkit::endpoint::Endpoint;
-use socketkit::server::{DatagramHandler, Handler, Server, ShutdownHandle};
+use socketkit::server::{DatagramHandler, Handler, Server};
 use socketkit::services::Service;
 use socketkit::services::chargen::Chargen;
 use socketkit::services::daytime::Daytime;
@@ -12,11 +11,10 @@ use socketkit::services::exec::Exec;
 use socketkit::services::greeting::{DEFAULT_MESSAGE, Greeting};
 use socketkit::services::qotd::Qotd;
 use socketkit::services::time::Time;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::args::ServeArgs;
 use super::exit::CliError;
-use super::{init_logging, ready, resolve};
+use super::{init_logging, server};
 
 /// The tutorial's port, used when no `-l` is given.
 const DEFAULT_LISTEN: &str = ":12345";
@@ -38,7 +36,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         .service
         .parse()
         .map_err(|err: socketkit::services::UnknownService| CliError::Usage(err.to_string()))?;
-    let endpoints = endpoints(&args)?;
+    let endpoints = server::endpoints(&args.server, DEFAULT_LISTEN)?;
     if !service.serves_datagrams() {
         if let Some(datagram) = endpoints.iter().find(|e| !e.transport().is_stream()) {
             return Err(CliError::Usage(format!(
@@ -47,34 +45,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         }
     }
     let configured = configure(service, &args)?;
-    let mut builder = builder(&args)?;
-    for endpoint in endpoints {
-        builder.listen(endpoint);
-    }
+    let builder = server::builder(&args.server, endpoints)?;
     init_logging(&args.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| runtime_error("tokio runtime", err))?;
-    runtime.block_on(async move {
-        let server = builder.bind().await?;
-        // Signals are caught before the readiness lines, so a SIGTERM sent as soon as
-        // a script reads them is a graceful shutdown, never the default death.
-        watch_signals(server.shutdown_handle())?;
-        ready::announce(&server.local_endpoints(), service.name());
-        serve(server, configured).await?;
-        Ok(())
-    })
-}
-
-fn endpoints(args: &ServeArgs) -> Result<Vec<Endpoint>, CliError> {
-    if args.listen.is_empty() {
-        return Ok(vec![resolve::endpoint(DEFAULT_LISTEN)?]);
-    }
-    args.listen
-        .iter()
-        .map(|text| resolve::endpoint(text))
-        .collect()
+    server::run(builder, service.name(), |server| serve(server, configured))
 }
 
 /// Checks that each option belongs to the service, and builds the service.
@@ -141,57 +114,4 @@ async fn both<S: Handler + DatagramHandler + Clone>(
     service: S,
 ) -> socketkit::Result<()> {
     server.serve_both(service.clone(), service).await
-}
-
-fn builder(args: &ServeArgs) -> Result<socketkit::server::Builder, CliError> {
-    let mut builder = Server::builder();
-    if let Some(max) = args.max_connections {
-        if max == 0 {
-            return Err(CliError::Usage(
-                "--max-connections must be at least 1".into(),
-            ));
-        }
-        builder.max_connections(max);
-    }
-    if let Some(idle) = resolve::optional_duration("--idle-timeout", args.idle_timeout.as_deref())?
-    {
-        builder.idle_timeout(idle);
-    }
-    builder
-        .backlog(args.backlog)
-        .drain_timeout(resolve::duration("--drain-timeout", &args.drain_timeout)?);
-    if let Some(mode) = &args.unix_mode {
-        builder.unix_mode(resolve::octal_mode("--unix-mode", mode)?);
-    }
-    Ok(builder)
-}
-
-fn runtime_error(what: &str, err: std::io::Error) -> CliError {
-    CliError::Runtime(socketkit::Error::new(
-        socketkit::error::Op::Create,
-        what,
-        err,
-    ))
-}
-
-/// First SIGINT/SIGTERM: graceful shutdown. A second one: close everything now.
-fn watch_signals(handle: ShutdownHandle) -> Result<(), CliError> {
-    let install = |kind| signal(kind).map_err(|err| runtime_error("signal handler", err));
-    let mut interrupt = install(SignalKind::interrupt())?;
-    let mut terminate = install(SignalKind::terminate())?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            if handle.is_shutting_down() {
-                tracing::info!("second signal: closing every connection now");
-            } else {
-                tracing::info!("shutting down: listeners closed, draining connections");
-            }
-            handle.shutdown();
-        }
-    });
-    Ok(())
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::blocking::{BlockingHandler, into_blocking};
-use super::listener::{self, AcceptedStream, EXHAUSTION_BACKOFF, StreamListener};
+use super::listener::{self, EXHAUSTION_BACKOFF, StreamListener};
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
+use super::stream::Stream;
 use super::{Connection, Handler};
 use crate::error::describe;
 use crate::socket::Address;
@@ -20,7 +21,7 @@ pub(crate) trait Spawner: Send + Sync + 'static {
 
 /// What the accept loop hands to a [`Spawner`].
 pub(crate) struct Accepted {
-    pub(crate) stream: AcceptedStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: Address,
     pub(crate) local: Address,
     pub(crate) idle_timeout: Option<Duration>,

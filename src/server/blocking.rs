@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::listener::AcceptedStream;
+use super::stream::Stream;
 use crate::socket::Address;
 
 /// Handles one connection on a thread of the server's blocking pool. Any
@@ -88,13 +88,13 @@ impl Write for BlockingConnection {
 /// Converts an accepted async stream for a blocking handler, and returns a second handle that
 /// the server keeps to shut the connection down if a forced shutdown comes.
 pub(crate) fn into_blocking(
-    stream: AcceptedStream,
+    stream: Stream,
     peer: Address,
     local: Address,
     idle: Option<std::time::Duration>,
 ) -> io::Result<(BlockingConnection, Closer)> {
     let (stream, closer) = match stream {
-        AcceptedStream::Tcp(s) => {
+        Stream::Tcp(s) => {
             let s = s.into_std()?;
             s.set_nonblocking(false)?;
             s.set_read_timeout(idle)?;
@@ -102,7 +102,7 @@ pub(crate) fn into_blocking(
             let closer = Closer::Tcp(s.try_clone()?);
             (BlockingStream::Tcp(s), closer)
         }
-        AcceptedStream::Unix(s) => {
+        Stream::Unix(s) => {
             let s = s.into_std()?;
             s.set_nonblocking(false)?;
             s.set_read_timeout(idle)?;

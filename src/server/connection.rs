@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::listener::AcceptedStream;
+use super::stream::Stream;
 use crate::socket::Address;
 
 /// An accepted connection, handed to a server's handler.
@@ -20,7 +20,7 @@ use crate::socket::Address;
 /// with [`io::ErrorKind::TimedOut`].
 #[derive(Debug)]
 pub struct Connection {
-    stream: AcceptedStream,
+    stream: Stream,
     peer: Address,
     local: Address,
     idle: Option<IdleTimer>,
@@ -64,7 +64,7 @@ impl IdleTimer {
 
 impl Connection {
     pub(crate) fn new(
-        stream: AcceptedStream,
+        stream: Stream,
         peer: Address,
         local: Address,
         idle_timeout: Option<Duration>,
@@ -108,10 +108,7 @@ impl Connection {
     /// connection costs no buffer.
     pub async fn readable(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| {
-            let poll = match &self.stream {
-                AcceptedStream::Tcp(s) => s.poll_read_ready(cx),
-                AcceptedStream::Unix(s) => s.poll_read_ready(cx),
-            };
+            let poll = self.stream.poll_read_ready(cx);
             self.account(cx, poll)
         })
         .await
@@ -151,10 +148,7 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = match &mut this.stream {
-            AcceptedStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            AcceptedStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        };
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
         this.account(cx, poll)
     }
 }
@@ -166,26 +160,17 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = match &mut this.stream {
-            AcceptedStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            AcceptedStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        };
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
         this.account(cx, poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            AcceptedStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            AcceptedStream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     /// Half-closes the connection (`shutdown(SHUT_WR)`): the client reads end of stream and
     /// may go on sending.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            AcceptedStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            AcceptedStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }

@@ -8,9 +8,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 
 use super::datagram::DatagramListener;
+use super::stream::Stream;
 
 use crate::endpoint::{Endpoint, Host, HostPort, Transport};
 use crate::error::{Error, Op, Result};
@@ -33,36 +34,34 @@ pub(crate) enum Listener {
 impl Listener {
     /// Binds `endpoint`; must run inside a tokio runtime.
     pub(crate) fn bind(endpoint: &Endpoint, options: ListenOptions) -> Result<Listener> {
-        match endpoint {
-            Endpoint::Tcp(hp) => {
-                let socket = bind_ip(hp, Type::Stream, options, endpoint)?;
-                let std_listener = std::net::TcpListener::from(OwnedFd::from(socket));
-                let listener = TcpListener::from_std(std_listener)
-                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
-                Ok(Listener::Stream(StreamListener::Tcp(listener)))
+        let (socket, file) = bind_endpoint(endpoint, options)?;
+        let fail = |err| Error::new(Op::Listen, endpoint, err);
+        socket
+            .set_blocking(false)
+            .map_err(|err| fail(err.into_io_error()))?;
+        let fd = OwnedFd::from(socket);
+        Ok(match (endpoint, file) {
+            (Endpoint::Tcp(_), _) => {
+                let listener = TcpListener::from_std(fd.into()).map_err(fail)?;
+                Listener::Stream(StreamListener::Tcp(listener))
             }
-            Endpoint::Udp(hp) => {
-                let socket = bind_ip(hp, Type::Datagram, options, endpoint)?;
-                let std_socket = std::net::UdpSocket::from(OwnedFd::from(socket));
-                let socket = UdpSocket::from_std(std_socket)
-                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
-                Ok(Listener::Datagram(DatagramListener::Udp(socket)))
+            (Endpoint::Udp(_), _) => {
+                let socket = UdpSocket::from_std(fd.into()).map_err(fail)?;
+                Listener::Datagram(DatagramListener::Udp(socket))
             }
-            Endpoint::Unix(path) => {
-                let (socket, file) = bind_unix(path, Type::Stream, options, endpoint)?;
-                let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
-                let listener = UnixListener::from_std(std_listener)
-                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
-                Ok(Listener::Stream(StreamListener::Unix(listener, file)))
+            (Endpoint::Unix(_), Some(file)) => {
+                let listener = UnixListener::from_std(fd.into()).map_err(fail)?;
+                Listener::Stream(StreamListener::Unix(listener, file))
             }
-            Endpoint::Unixgram(path) => {
-                let (socket, file) = bind_unix(path, Type::Datagram, options, endpoint)?;
-                let std_socket = std::os::unix::net::UnixDatagram::from(OwnedFd::from(socket));
-                let socket = UnixDatagram::from_std(std_socket)
-                    .map_err(|err| Error::new(Op::Listen, endpoint, err))?;
-                Ok(Listener::Datagram(DatagramListener::Unixgram(socket, file)))
+            (Endpoint::Unixgram(_), Some(file)) => {
+                let socket = UnixDatagram::from_std(fd.into()).map_err(fail)?;
+                Listener::Datagram(DatagramListener::Unixgram(socket, file))
             }
-        }
+            // bind_endpoint returns the file guard for every Unix endpoint.
+            (Endpoint::Unix(_) | Endpoint::Unixgram(_), None) => {
+                return Err(fail(io::ErrorKind::NotFound.into()));
+            }
+        })
     }
 
     /// The endpoint really listened on (the port the system chose for `:0`).
@@ -79,13 +78,6 @@ impl Listener {
 pub(crate) enum StreamListener {
     Tcp(TcpListener),
     Unix(UnixListener, UnixFile),
-}
-
-/// An accepted stream of either transport.
-#[derive(Debug)]
-pub(crate) enum AcceptedStream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
 }
 
 /// The socket file a Unix listener created; removed when the listener goes, if the file at
@@ -129,24 +121,44 @@ impl StreamListener {
     }
 
     /// Accepts one connection, with the peer's and our own address.
-    pub(crate) async fn accept(&self) -> io::Result<(AcceptedStream, Address, Address)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, Address, Address)> {
         match self {
             StreamListener::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
                 let local = stream.local_addr()?;
-                Ok((AcceptedStream::Tcp(stream), peer.into(), local.into()))
+                Ok((Stream::Tcp(stream), peer.into(), local.into()))
             }
             StreamListener::Unix(listener, file) => {
                 let (stream, peer) = listener.accept().await?;
                 let peer = Address::unix(peer.as_pathname().unwrap_or(Path::new("")));
                 let local = Address::unix(&file.path);
-                Ok((AcceptedStream::Unix(stream), peer, local))
+                Ok((Stream::Unix(stream), peer, local))
             }
         }
     }
 }
 
-/// A bound (and, for streams, listening) non-blocking IP socket for `hp`.
+/// A bound socket for `endpoint` (listening, for streams), in blocking mode, with the guard
+/// that removes a Unix socket file. The server and `socketkit listen` both bind through it.
+pub(crate) fn bind_endpoint(
+    endpoint: &Endpoint,
+    options: ListenOptions,
+) -> Result<(Socket, Option<UnixFile>)> {
+    match endpoint {
+        Endpoint::Tcp(hp) => Ok((bind_ip(hp, Type::Stream, options, endpoint)?, None)),
+        Endpoint::Udp(hp) => Ok((bind_ip(hp, Type::Datagram, options, endpoint)?, None)),
+        Endpoint::Unix(path) => bind_unix(path, Type::Stream, options, endpoint).map(wrap_file),
+        Endpoint::Unixgram(path) => {
+            bind_unix(path, Type::Datagram, options, endpoint).map(wrap_file)
+        }
+    }
+}
+
+fn wrap_file((socket, file): (Socket, UnixFile)) -> (Socket, Option<UnixFile>) {
+    (socket, Some(file))
+}
+
+/// A bound (and, for streams, listening) IP socket for `hp`.
 fn bind_ip(hp: &HostPort, ty: Type, options: ListenOptions, endpoint: &Endpoint) -> Result<Socket> {
     let addresses: Vec<Address> = match &hp.host {
         // One dual-stack socket serves IPv4 and IPv6 on one port (port 0 must stay one port);
@@ -198,7 +210,6 @@ fn bind_ip_on(
         if ty == Type::Stream {
             socket.listen(options.backlog)?;
         }
-        socket.set_blocking(false)?;
         Ok(socket)
     };
     setup().map_err(|err| {

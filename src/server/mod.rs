@@ -54,8 +54,9 @@ mod blocking;
 mod builder;
 mod connection;
 mod datagram;
-mod listener;
+pub(crate) mod listener;
 mod shutdown;
+pub(crate) mod stream;
 
 use std::future::Future;
 use std::io;

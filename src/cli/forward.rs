@@ -1,0 +1,30 @@
+//! `socketkit forward`: relay every accepted connection to a target.
+
+use socketkit::forward::Forward;
+
+use super::args::ForwardArgs;
+use super::exit::CliError;
+use super::{init_logging, resolve, server};
+
+pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
+    if args.server.listen.is_empty() {
+        return Err(CliError::Usage(
+            "forward needs at least one -l ENDPOINT".into(),
+        ));
+    }
+    let target = resolve::endpoint(&args.to)?;
+    let timeout = resolve::duration("--timeout", &args.timeout)?;
+    let endpoints = server::endpoints(&args.server, "")?;
+    if let Some(datagram) = endpoints.iter().find(|e| !e.transport().is_stream()) {
+        return Err(CliError::Usage(format!(
+            "forward relays streams only; {datagram} is a datagram endpoint"
+        )));
+    }
+    let relay = Forward::new(target)
+        .map_err(|err| CliError::Usage(err.to_string()))?
+        .connect_timeout(timeout);
+    let what = format!("forward to {}", relay.target());
+    let builder = server::builder(&args.server, endpoints)?;
+    init_logging(&args.log);
+    server::run(builder, &what, |server| server.serve(relay))
+}

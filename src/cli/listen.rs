@@ -1,0 +1,49 @@
+//! `socketkit listen`: a netcat listener on standard input and output.
+
+use std::io::Write;
+
+use socketkit::client::{self, BridgeEnd};
+
+use super::args::ListenArgs;
+use super::exit::CliError;
+use super::{init_logging, ready, resolve, stdio};
+
+pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
+    let endpoint = resolve::endpoint(&args.endpoint)?;
+    let datagrams = !endpoint.transport().is_stream();
+    if datagrams && args.keep_open {
+        return Err(CliError::Usage(
+            "-k applies to stream endpoints only".into(),
+        ));
+    }
+    let options = stdio::options(&args.bridge)?;
+    init_logging(&args.log);
+    let listening = client::listen(&endpoint)?;
+    ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
+    let input = stdio::input(datagrams)?;
+    if datagrams {
+        let (mut socket, first, peer) = listening.first_datagram()?;
+        tracing::debug!(%peer, "first datagram");
+        if stdio::output()?.write_all(&first).is_err() {
+            return Ok(()); // stdout is gone: nothing more is wanted
+        }
+        stdio::run(&mut socket, true, &input, options)?;
+        return Ok(());
+    }
+    loop {
+        let (mut socket, peer) = listening.accept()?;
+        tracing::debug!(%peer, "accepted");
+        if !args.keep_open {
+            // Close the listener before bridging, so a second client is refused rather
+            // than left waiting in the backlog.
+            drop(listening);
+            stdio::run(&mut socket, false, &input, options)?;
+            return Ok(());
+        }
+        match stdio::run(&mut socket, false, &input, options) {
+            Ok(BridgeEnd::OutputClosed) => return Ok(()),
+            Ok(BridgeEnd::PeerClosed) => {}
+            Err(err) => tracing::warn!("{err}"),
+        }
+    }
+}

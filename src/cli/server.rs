@@ -1,0 +1,102 @@
+//! What `serve` and `forward` share: the server's options, the runtime, signals, and the
+//! readiness lines.
+
+use std::future::Future;
+
+use socketkit::endpoint::Endpoint;
+use socketkit::server::{Builder, Server, ShutdownHandle};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::args::ServerArgs;
+use super::exit::CliError;
+use super::{ready, resolve};
+
+/// The endpoints of `-l`, or `default` when none is given.
+pub(crate) fn endpoints(args: &ServerArgs, default: &str) -> Result<Vec<Endpoint>, CliError> {
+    if args.listen.is_empty() {
+        return Ok(vec![resolve::endpoint(default)?]);
+    }
+    args.listen
+        .iter()
+        .map(|text| resolve::endpoint(text))
+        .collect()
+}
+
+/// A builder with the options of `args` and the given endpoints.
+pub(crate) fn builder(args: &ServerArgs, endpoints: Vec<Endpoint>) -> Result<Builder, CliError> {
+    let mut builder = Server::builder();
+    for endpoint in endpoints {
+        builder.listen(endpoint);
+    }
+    if let Some(max) = args.max_connections {
+        if max == 0 {
+            return Err(CliError::Usage(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        builder.max_connections(max);
+    }
+    let idle = resolve::optional_duration("--idle-timeout", args.idle_timeout.as_deref())?;
+    if let Some(idle) = idle {
+        builder.idle_timeout(idle);
+    }
+    builder
+        .backlog(args.backlog)
+        .drain_timeout(resolve::duration("--drain-timeout", &args.drain_timeout)?);
+    if let Some(mode) = &args.unix_mode {
+        builder.unix_mode(resolve::octal_mode("--unix-mode", mode)?);
+    }
+    Ok(builder)
+}
+
+/// Binds, installs the signal handlers, announces `listening on … (what)`, and runs `serve`
+/// on a multi-threaded runtime until a signal shuts the server down.
+pub(crate) fn run<F, Fut>(builder: Builder, what: &str, serve: F) -> Result<(), CliError>
+where
+    F: FnOnce(Server) -> Fut,
+    Fut: Future<Output = socketkit::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| runtime_error("tokio runtime", err))?;
+    runtime.block_on(async move {
+        let server = builder.bind().await?;
+        // Signals are caught before the readiness lines, so a SIGTERM sent as soon as
+        // a script reads them is a graceful shutdown, never the default death.
+        watch_signals(server.shutdown_handle())?;
+        ready::announce(&server.local_endpoints(), what);
+        serve(server).await?;
+        Ok(())
+    })
+}
+
+fn runtime_error(what: &str, err: std::io::Error) -> CliError {
+    CliError::Runtime(socketkit::Error::new(
+        socketkit::error::Op::Create,
+        what,
+        err,
+    ))
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. A second one: close everything now.
+fn watch_signals(handle: ShutdownHandle) -> Result<(), CliError> {
+    let install = |kind| signal(kind).map_err(|err| runtime_error("signal handler", err));
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            if handle.is_shutting_down() {
+                tracing::info!("second signal: closing every connection now");
+            } else {
+                tracing::info!("shutting down: listeners closed, draining connections");
+            }
+            handle.shutdown();
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! What `connect` and `listen` share: standard input and output as the two ends of a bridge,
+//! and the bridge's options.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+
+use socketkit::client::{BridgeEnd, BridgeOptions, Input, MAX_DATAGRAM, bridge, bridge_datagrams};
+use socketkit::socket::Socket;
+
+use super::args::BridgeArgs;
+use super::exit::CliError;
+use super::resolve;
+
+/// The bridge options of `--idle-timeout` and `--wait`.
+pub(crate) fn options(args: &BridgeArgs) -> Result<BridgeOptions, CliError> {
+    Ok(BridgeOptions {
+        idle_timeout: resolve::optional_duration("--idle-timeout", args.idle_timeout.as_deref())?,
+        wait: resolve::duration("--wait", &args.wait)?,
+    })
+}
+
+/// Standard input, read on its own thread; for datagrams each read is at most one datagram.
+pub(crate) fn input(datagrams: bool) -> Result<Input, CliError> {
+    let max_chunk = if datagrams { MAX_DATAGRAM } else { 64 * 1024 };
+    let stdin = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(stdio_error)?;
+    Input::spawn(File::from(stdin), max_chunk).map_err(stdio_error)
+}
+
+/// Standard output as a plain file: unbuffered, so binary data moves in large writes rather
+/// than through std's line-buffered stdout.
+pub(crate) fn output() -> Result<File, CliError> {
+    let stdout = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(stdio_error)?;
+    Ok(File::from(stdout))
+}
+
+/// Bridges `socket` with stdin and stdout by its type.
+pub(crate) fn run(
+    socket: &mut Socket,
+    datagrams: bool,
+    input: &Input,
+    options: BridgeOptions,
+) -> Result<BridgeEnd, CliError> {
+    let output = output()?;
+    let end = if datagrams {
+        bridge_datagrams(socket, input, output, options)?
+    } else {
+        bridge(socket, input, output, options)?
+    };
+    Ok(end)
+}
+
+fn stdio_error(err: io::Error) -> CliError {
+    CliError::Runtime(socketkit::Error::new(
+        socketkit::error::Op::Io,
+        "stdio",
+        err,
+    ))
+}

@@ -1,0 +1,198 @@
+//! The stream bridge: input to socket on one thread, socket to output on the caller's, with
+//! the half-close and idle rules of the module documentation.
+
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::input::{CHUNK, Input, Next};
+use crate::error::{Error, Op, Result};
+use crate::socket::Socket;
+
+/// How often a waiting side looks up from its wait to see whether the bridge is over.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// How a bridge ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeEnd {
+    /// The peer closed the connection (or, for datagrams, went quiet after the input ended)
+    /// and everything it sent was written out.
+    PeerClosed,
+    /// The output was closed (a broken pipe); the rest of the peer's bytes were not wanted.
+    OutputClosed,
+}
+
+/// Limits of a bridge.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BridgeOptions {
+    /// Give up when no byte has moved either way for this long (an error).
+    pub idle_timeout: Option<Duration>,
+    /// Datagrams only: after the input ends, how long to wait for further replies.
+    pub wait: Duration,
+}
+
+/// When bytes last moved, shared by both directions of a bridge.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Bridges a connected stream `socket` with `input` and `output` until the peer closes.
+///
+/// # Errors
+///
+/// A reset or failed read from the socket (`cannot receive from ADDRESS: connection reset
+/// by peer`), the idle timeout, or an output that fails other than by closing.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::client::{BridgeEnd, BridgeOptions, Input, bridge};
+/// let (mut ours, theirs) = socketkit::socket::socketpair()?;
+/// let peer = std::thread::spawn(move || {
+///     let got = theirs.recv(64).unwrap();   // "ping", then our half-close
+///     theirs.sendall(b"pong").unwrap();
+///     got
+/// });
+/// let input = Input::spawn(&b"ping"[..], 1024)?;
+/// let mut output = Vec::new();
+/// let end = bridge(&mut ours, &input, &mut output, BridgeOptions::default())?;
+/// assert_eq!(end, BridgeEnd::PeerClosed);
+/// assert_eq!(output, b"pong");
+/// assert_eq!(peer.join().unwrap(), b"ping");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn bridge<W: Write>(
+    socket: &mut Socket,
+    input: &Input,
+    output: W,
+    options: BridgeOptions,
+) -> Result<BridgeEnd> {
+    let activity = Activity::new();
+    let done = AtomicBool::new(false);
+    if let Some(idle) = options.idle_timeout {
+        socket.set_timeout(Some(tick(idle)))?;
+    }
+    let socket = &*socket;
+    thread::scope(|scope| {
+        scope.spawn(|| send_input(input, socket, &done, &activity));
+        let end = receive(socket, output, &activity, options.idle_timeout);
+        done.store(true, Ordering::Relaxed);
+        // The sender may be blocked on a peer that stopped reading: shutting the socket
+        // down wakes it, so the scope can end.
+        let _ = socket.shutdown(Shutdown::Both);
+        end
+    })
+}
+
+/// The interval at which a receive wakes to check an idle limit: a quarter of it, so the
+/// limit is kept to within 25%.
+pub(crate) fn tick(limit: Duration) -> Duration {
+    (limit / 4).max(Duration::from_millis(10))
+}
+
+fn send_input(input: &Input, socket: &Socket, done: &AtomicBool, activity: &Activity) {
+    while !done.load(Ordering::Relaxed) {
+        match input.next(POLL) {
+            Next::Data(buf) => {
+                if socket.sendall(&buf).is_err() {
+                    return; // the peer is gone; the receiving side reports how
+                }
+                activity.touch();
+                input.recycle(buf);
+            }
+            Next::Pending => {}
+            Next::End => {
+                let _ = socket.shutdown(Shutdown::Write);
+                return;
+            }
+        }
+    }
+}
+
+fn receive<W: Write>(
+    socket: &Socket,
+    mut output: W,
+    activity: &Activity,
+    idle: Option<Duration>,
+) -> Result<BridgeEnd> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match socket.recv_into(&mut buf) {
+            Ok(0) => return finish(&mut output),
+            Ok(n) => {
+                activity.touch();
+                if let Err(err) = output.write_all(&buf[..n]) {
+                    return output_failed(err);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                check_idle(socket, activity, idle, err)?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Turns a receive timeout into the idle error once the whole limit has passed quietly.
+pub(crate) fn check_idle(
+    socket: &Socket,
+    activity: &Activity,
+    idle: Option<Duration>,
+    timeout: Error,
+) -> Result<()> {
+    let Some(limit) = idle else {
+        return Err(timeout);
+    };
+    if activity.quiet_for() < limit {
+        return Ok(());
+    }
+    let reason = io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no data either way for {}",
+            humantime::format_duration(limit)
+        ),
+    );
+    Err(match socket.peer_addr() {
+        Ok(peer) => Error::new(Op::Receive, peer, reason),
+        Err(_) => Error::without_target(Op::Receive, reason),
+    })
+}
+
+pub(crate) fn finish<W: Write>(output: &mut W) -> Result<BridgeEnd> {
+    match output.flush() {
+        Ok(()) => Ok(BridgeEnd::PeerClosed),
+        Err(err) => output_failed(err),
+    }
+}
+
+pub(crate) fn output_failed(err: io::Error) -> Result<BridgeEnd> {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        Ok(BridgeEnd::OutputClosed)
+    } else {
+        Err(Error::new(Op::Io, "output", err))
+    }
+}

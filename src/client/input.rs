@@ -1,0 +1,96 @@
+//! Standard input as a stream of chunks, read on a thread of its own and handed over a
+//! bounded channel: constant memory, and one input can serve connection after connection
+//! (`socketkit listen -k`) without a byte read for a finished connection going astray.
+
+use std::io::{self, Read};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::thread;
+use std::time::Duration;
+
+/// How many chunks may wait between the reader and the socket; with [`CHUNK`]-sized chunks
+/// this bounds the bytes in flight inside the process.
+const QUEUED_CHUNKS: usize = 2;
+
+/// The size of each read from the input.
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// What the input has for a consumer.
+#[derive(Debug)]
+pub enum Next {
+    /// Bytes to send (never empty). Hand the buffer back with [`Input::recycle`].
+    Data(Vec<u8>),
+    /// Nothing arrived within the wait; ask again.
+    Pending,
+    /// The input has ended (EOF, or a read error that was logged).
+    End,
+}
+
+/// An input read by a background thread.
+#[derive(Debug)]
+pub struct Input {
+    chunks: Mutex<Receiver<Vec<u8>>>,
+    spare: SyncSender<Vec<u8>>,
+}
+
+impl Input {
+    /// Starts a thread reading `reader` in chunks of up to 64 KiB (or `max_chunk`, for
+    /// datagram transports where each read becomes one datagram).
+    pub fn spawn<R: Read + Send + 'static>(reader: R, max_chunk: usize) -> io::Result<Input> {
+        let (chunk_tx, chunk_rx) = sync_channel(QUEUED_CHUNKS);
+        let (spare_tx, spare_rx) = sync_channel(QUEUED_CHUNKS + 2);
+        thread::Builder::new()
+            .name("socketkit-input".into())
+            .spawn(move || read_loop(reader, max_chunk, &chunk_tx, &spare_rx))?;
+        Ok(Input {
+            chunks: Mutex::new(chunk_rx),
+            spare: spare_tx,
+        })
+    }
+
+    /// The next chunk, waiting at most `wait`.
+    pub fn next(&self, wait: Duration) -> Next {
+        // A poisoned lock means a consumer panicked while holding it; the channel itself is
+        // still sound, so keep using it.
+        let chunks = self
+            .chunks
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match chunks.recv_timeout(wait) {
+            Ok(chunk) => Next::Data(chunk),
+            Err(RecvTimeoutError::Timeout) => Next::Pending,
+            Err(RecvTimeoutError::Disconnected) => Next::End,
+        }
+    }
+
+    /// Returns a buffer for the reader to fill again, saving an allocation per chunk.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let _ = self.spare.try_send(buf);
+    }
+}
+
+fn read_loop<R: Read>(
+    mut reader: R,
+    max_chunk: usize,
+    chunks: &SyncSender<Vec<u8>>,
+    spare: &Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(max_chunk, 0);
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if chunks.send(buf).is_err() {
+                    return; // nobody consumes any more
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                tracing::warn!("reading input failed: {}", crate::error::describe(&err));
+                return;
+            }
+        }
+    }
+}

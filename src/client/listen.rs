@@ -1,0 +1,94 @@
+//! `listen`: the netcat listener. Bind an endpoint, then hand out its peers one at a time —
+//! accepted connections for streams, the first sender for datagrams.
+
+use std::io;
+
+use crate::endpoint::{Endpoint, Transport};
+use crate::error::{Error, Op, Result};
+use crate::server::listener::{ListenOptions, UnixFile, bind_endpoint};
+use crate::socket::{Address, Socket};
+
+/// A bound listening endpoint, waiting for peers.
+#[derive(Debug)]
+pub struct Listening {
+    socket: Socket,
+    endpoint: Endpoint,
+    // Declared after the socket: fields drop in order, so the socket closes before its file
+    // is removed.
+    _file: Option<UnixFile>,
+}
+
+/// Binds `endpoint` for [`Listening::accept`] (streams) or [`Listening::first_datagram`]
+/// (datagrams), with the socket-file rules of `serve` for Unix paths.
+///
+/// # Errors
+///
+/// `cannot listen on ENDPOINT: REASON`.
+///
+/// # Examples
+///
+/// ```
+/// let listening = socketkit::client::listen(&"127.0.0.1:0".parse().unwrap())?;
+/// let addr = listening.local_endpoint().to_string();
+/// assert!(addr.starts_with("tcp:127.0.0.1:"));
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn listen(endpoint: &Endpoint) -> Result<Listening> {
+    let options = ListenOptions {
+        backlog: 16,
+        unix_mode: None,
+    };
+    let (socket, file) = bind_endpoint(endpoint, options)?;
+    let local = socket.local_addr()?;
+    let endpoint = match endpoint {
+        Endpoint::Unix(_) | Endpoint::Unixgram(_) => endpoint.clone(),
+        Endpoint::Tcp(_) | Endpoint::Udp(_) => Endpoint::at(endpoint.transport(), &local),
+    };
+    Ok(Listening {
+        socket,
+        endpoint,
+        _file: file,
+    })
+}
+
+impl Listening {
+    /// The endpoint really listened on (with the port the system chose for port 0).
+    pub fn local_endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Waits for the next connection on a stream endpoint.
+    ///
+    /// # Errors
+    ///
+    /// `cannot accept on ENDPOINT: REASON`.
+    pub fn accept(&self) -> Result<(Socket, Address)> {
+        self.socket
+            .accept()
+            .map_err(|err| Error::new(Op::Accept, &self.endpoint, err.into_io_error()))
+    }
+
+    /// Waits for the first datagram on a datagram endpoint and connects the socket to its
+    /// sender, so that replies go there and only its datagrams arrive after it. Returns the
+    /// socket, the datagram and the sender.
+    ///
+    /// # Errors
+    ///
+    /// `cannot receive from ENDPOINT: REASON`; for Unix datagrams, a sender without an
+    /// address (it cannot be answered).
+    pub fn first_datagram(self) -> Result<(Socket, Vec<u8>, Address)> {
+        let fail = |err: io::Error| Error::new(Op::Receive, &self.endpoint, err);
+        let (data, peer) = self
+            .socket
+            .recvfrom(super::MAX_DATAGRAM)
+            .map_err(|e| fail(e.into_io_error()))?;
+        if self.endpoint.transport() == Transport::Unixgram && peer.as_path().is_none() {
+            let reason = "the first sender's socket is unnamed, so it cannot be answered";
+            return Err(fail(io::Error::new(io::ErrorKind::InvalidInput, reason)));
+        }
+        self.socket
+            .connect(&peer)
+            .map_err(|e| fail(e.into_io_error()))?;
+        Ok((self.socket, data, peer))
+    }
+}

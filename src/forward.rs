@@ -1,0 +1,137 @@
+//! The relay behind `socketkit forward`: every accepted connection is joined to a new
+//! connection to the target, TCP and Unix in any combination.
+//!
+//! Both directions are copied at once. A FIN from either side becomes a `shutdown(SHUT_WR)`
+//! towards the other, so half-closed protocols work through the relay; the relay ends when
+//! both directions have ended, or when either side fails (then both are closed). A target
+//! that cannot be reached closes that one client, with the reason logged, and the server
+//! goes on.
+//!
+//! As a [`Handler`], a [`Forward`] gets the server's limits for free: `max_connections`,
+//! `idle_timeout` (no bytes either way on the client side) and graceful shutdown.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::endpoint::{Endpoint, Host};
+use crate::server::stream::Stream;
+use crate::server::{Connection, Handler};
+
+/// The size of each direction's copy buffer.
+const BUFFER: usize = 64 * 1024;
+
+/// Forwards each connection to a target endpoint.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::forward::Forward;
+/// let relay = Forward::new("127.0.0.1:8080".parse().unwrap()).unwrap();
+/// assert_eq!(relay.target().to_string(), "tcp:127.0.0.1:8080");
+/// assert!(Forward::new("udp:127.0.0.1:53".parse().unwrap()).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Forward {
+    target: Arc<Endpoint>,
+    connect_timeout: Option<Duration>,
+}
+
+/// A target that a stream relay cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsupportedTarget {
+    /// UDP or Unix datagram.
+    #[error("cannot forward to {0}: only TCP and Unix stream targets are supported")]
+    Datagram(Endpoint),
+    /// `:PORT`, which names every local address rather than one to connect to.
+    #[error("cannot forward to {0}: the target needs a host (as in 127.0.0.1:PORT)")]
+    NoHost(Endpoint),
+}
+
+impl Forward {
+    /// A relay to `target` (TCP or Unix stream).
+    ///
+    /// # Errors
+    ///
+    /// A datagram target.
+    pub fn new(target: Endpoint) -> Result<Forward, UnsupportedTarget> {
+        if !target.transport().is_stream() {
+            return Err(UnsupportedTarget::Datagram(target));
+        }
+        if target.host_port().is_some_and(|hp| hp.host == Host::Any) {
+            return Err(UnsupportedTarget::NoHost(target));
+        }
+        Ok(Forward {
+            target: Arc::new(target),
+            connect_timeout: None,
+        })
+    }
+
+    /// Bounds each connection attempt to the target.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Forward {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The target endpoint.
+    pub fn target(&self) -> &Endpoint {
+        &self.target
+    }
+}
+
+impl Handler for Forward {
+    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let relay = self.clone();
+        async move { relay.relay(conn).await }
+    }
+}
+
+impl Forward {
+    async fn relay(&self, mut client: Connection) -> io::Result<()> {
+        let mut upstream = match self.connect().await {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                tracing::warn!(
+                    peer = %client.peer_addr(),
+                    "cannot reach {}: {}; closing the client",
+                    self.target,
+                    crate::error::describe(&err)
+                );
+                return Ok(());
+            }
+        };
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER)
+            .await
+            .map(drop)
+    }
+
+    async fn connect(&self) -> io::Result<Stream> {
+        let attempt = async {
+            match &*self.target {
+                Endpoint::Tcp(hp) => {
+                    let stream = match &hp.host {
+                        Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
+                        Host::Name(name) => TcpStream::connect((name.as_str(), hp.port)).await?,
+                        // Refused by Forward::new.
+                        Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
+                    };
+                    stream.set_nodelay(true)?;
+                    Ok(Stream::Tcp(stream))
+                }
+                Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+                Endpoint::Udp(_) | Endpoint::Unixgram(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a stream target",
+                )),
+            }
+        };
+        match self.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+            None => attempt.await,
+        }
+    }
+}
