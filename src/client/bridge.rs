@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,9 @@ use crate::socket::Socket;
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// After the peer closed, how long input that is already waiting may take to go out.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// How a bridge ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +101,20 @@ pub fn bridge<W: Write>(
     }
     let socket = &*socket;
     thread::scope(|scope| {
-        scope.spawn(|| send_input(input, socket, &done, &activity));
-        let end = receive(socket, output, &activity, options.idle_timeout);
+        let (finished, sender_done) = mpsc::channel();
+        let (done, activity) = (&done, &activity);
+        scope.spawn(move || {
+            send_input(input, socket, done, activity);
+            let _ = finished.send(());
+        });
+        let end = receive(socket, output, activity, options.idle_timeout);
         done.store(true, Ordering::Relaxed);
-        // The sender may be blocked on a peer that stopped reading: shutting the socket
-        // down wakes it, so the scope can end.
-        let _ = socket.shutdown(Shutdown::Both);
+        // Input already read goes out first (a peer that half-closed may still read it).
+        // A sender still busy after LINGER is blocked on a peer that stopped reading:
+        // shutting the socket down wakes it, so the scope can end.
+        if sender_done.recv_timeout(LINGER).is_err() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
         end
     })
 }
@@ -113,8 +125,10 @@ pub(crate) fn tick(limit: Duration) -> Duration {
     (limit / 4).max(Duration::from_millis(10))
 }
 
+/// Sends input until it ends; once the peer has closed (`done`), only until no more input is
+/// waiting.
 fn send_input(input: &Input, socket: &Socket, done: &AtomicBool, activity: &Activity) {
-    while !done.load(Ordering::Relaxed) {
+    loop {
         match input.next(POLL) {
             Next::Data(buf) => {
                 if socket.sendall(&buf).is_err() {
@@ -123,6 +137,7 @@ fn send_input(input: &Input, socket: &Socket, done: &AtomicBool, activity: &Acti
                 activity.touch();
                 input.recycle(buf);
             }
+            Next::Pending if done.load(Ordering::Relaxed) => return,
             Next::Pending => {}
             Next::End => {
                 let _ = socket.shutdown(Shutdown::Write);

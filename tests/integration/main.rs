@@ -12,8 +12,14 @@ mod support;
 mod cli_connect;
 /// Exit codes and `error:` lines of SPEC §2.3.
 mod cli_errors;
+/// `socketkit forward`: relays, half-close, concurrency, failures, limits.
+mod cli_forward;
+/// `socketkit listen`: one peer, -k, UDP, Unix.
+mod cli_listen;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
+/// The EOF model of docs/cli.md, row by row.
+mod eof_model;
 /// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown).
 mod examples;
 /// Against other people's tools: OpenBSD nc, socat.

@@ -41,3 +41,65 @@ pub fn payload(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// FNV-1a, streamed: compares large transfers by a short digest.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Adds bytes to the digest.
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    /// The digest so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The digest of `bytes`.
+pub fn hash(bytes: &[u8]) -> u64 {
+    let mut fnv = Fnv::default();
+    fnv.update(bytes);
+    fnv.finish()
+}
+
+/// Waits until something listens on TCP `port` (read from /proc/net/tcp*), for tools like
+/// `nc -l` that print no readiness line; a probe connection would use up their one accept.
+pub fn wait_until_listening(port: u16) {
+    let wanted = format!(":{port:04X} ");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            // Columns: sl local_address rem_address st ...; LISTEN is state 0A.
+            let listening = text.lines().skip(1).any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                cols.len() > 3 && format!("{} ", cols[1]).ends_with(&wanted) && cols[3] == "0A"
+            });
+            if listening {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago, for tools that cannot be given port 0.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    probe.local_addr().expect("addr").port()
+}

@@ -84,6 +84,24 @@ impl Running {
         }
     }
 
+    /// Starts `cmd` like [`Running::start`], with `input` written to its stdin (which is
+    /// then closed) once it is ready.
+    pub fn start_with_stdin(cmd: Command, count: usize, input: Vec<u8>) -> Running {
+        let mut running = Running::start(cmd, count);
+        let mut stdin = running.child.stdin.take().expect("stdin is piped");
+        thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        running
+    }
+
+    /// Everything the child wrote to stdout, once it has closed it (call after `wait`).
+    pub fn stdout_text(&mut self) -> String {
+        let mut text = String::new();
+        let _ = self.take_stdout().read_to_string(&mut text);
+        text
+    }
+
     /// The endpoints from the readiness lines (`tcp:127.0.0.1:41234`).
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -221,4 +239,94 @@ pub fn drain<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u8
         let _ = pipe.read_to_end(&mut all);
         all
     })
+}
+
+/// A child whose stdin is fed `input` and whose stdout is hashed as it streams, while its
+/// peak memory is sampled: for transfers too large to hold twice in a test.
+pub struct Streamed {
+    pub status: ExitStatus,
+    pub stdout_len: usize,
+    pub stdout_hash: u64,
+    pub stderr: String,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `cmd` with `input` streamed to stdin, bounded by `limit`; stdin is closed after it.
+pub fn run_streamed(cmd: Command, input: Vec<u8>, limit: Duration) -> Streamed {
+    run_streamed_with(cmd, input, true, limit)
+}
+
+/// As [`run_streamed`]; with `close_stdin` false, stdin stays open until the child exits (a
+/// bridge whose input never ends).
+pub fn run_streamed_with(
+    mut cmd: Command,
+    input: Vec<u8>,
+    close_stdin: bool,
+    limit: Duration,
+) -> Streamed {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the program starts");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let (exited, wait_for_exit) = mpsc::channel::<()>();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+        if !close_stdin {
+            let _ = wait_for_exit.recv();
+        }
+    });
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = thread::spawn(move || {
+        let mut hasher = crate::support::net::Fnv::default();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n;
+        }
+        (len, hasher.finish())
+    });
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let mut peak = 0;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        peak = peak.max(peak_rss_kib(pid));
+        if let Some(status) = child.try_wait().expect("try_wait works") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child ran past {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    drop(exited);
+    let _ = writer.join();
+    let (stdout_len, stdout_hash) = reader.join().unwrap_or_default();
+    Streamed {
+        status,
+        stdout_len,
+        stdout_hash,
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
+        peak_rss_kib: peak,
+    }
+}
+
+/// The peak resident memory of a live process (VmHWM), in KiB; 0 once it is gone.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }

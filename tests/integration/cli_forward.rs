@@ -1,0 +1,223 @@
+//! `socketkit forward`: relays over TCP and Unix, half-close through the relay, many relays
+//! at once, unreachable targets, limits and shutdown.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, connect, hash, payload, read_to_end};
+use crate::support::process::{DEADLINE, Running, socketkit};
+
+fn start(args: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(args);
+    Running::start(cmd, 1)
+}
+
+fn forward(listen: &str, to: &str) -> Running {
+    start(&["forward", "-l", listen, "--to", to])
+}
+
+/// Sends `data` through `stream`, half-closes, and returns everything read back.
+fn exchange<S>(mut stream: S, writer: S, data: Vec<u8>) -> Vec<u8>
+where
+    S: Read + Write + Send + Shut + 'static,
+{
+    let sender = thread::spawn(move || {
+        let mut writer = writer;
+        writer.write_all(&data).expect("write");
+        writer.shut_write();
+    });
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).expect("read");
+    sender.join().expect("sender");
+    back
+}
+
+/// Half-close for either stream type.
+trait Shut {
+    fn shut_write(&self);
+}
+
+impl Shut for std::net::TcpStream {
+    fn shut_write(&self) {
+        self.shutdown(Shutdown::Write).expect("half-close");
+    }
+}
+
+impl Shut for UnixStream {
+    fn shut_write(&self) {
+        self.shutdown(Shutdown::Write).expect("half-close");
+    }
+}
+
+const BIG: usize = 64 * 1024 * 1024;
+
+#[test]
+fn unix_to_tcp_and_tcp_to_unix_64_mib_both_ways() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // TCP client → forward → Unix echo.
+    let echo_path = dir.path().join("echo.sock");
+    let _unix_echo = start(&[
+        "serve",
+        "echo",
+        "-l",
+        &format!("unix:{}", echo_path.display()),
+    ]);
+    let to_unix = forward("127.0.0.1:0", &format!("unix:{}", echo_path.display()));
+    let data = payload(BIG);
+    let expected = hash(&data);
+    let stream = connect(&to_unix.addr());
+    let back = exchange(stream.try_clone()?, stream, data.clone());
+    assert_eq!((back.len(), hash(&back)), (BIG, expected));
+
+    // Unix client → forward → TCP echo.
+    let tcp_echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    let relay_path = dir.path().join("relay.sock");
+    let _to_tcp = forward(
+        &format!("unix:{}", relay_path.display()),
+        &tcp_echo.endpoints()[0],
+    );
+    let stream = UnixStream::connect(&relay_path)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let back = exchange(stream.try_clone()?, stream, data);
+    assert_eq!((back.len(), hash(&back)), (BIG, expected));
+    Ok(())
+}
+
+#[test]
+fn half_close_passes_through_in_both_directions() -> TestResult {
+    // The target reads to end of stream before it answers: only a FIN carried through the
+    // relay lets it. Its own FIN must then reach the client.
+    let target = TcpListener::bind("127.0.0.1:0")?;
+    let target_addr = target.local_addr()?.to_string();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = target.accept().expect("accept");
+        let mut got = Vec::new();
+        stream
+            .read_to_end(&mut got)
+            .expect("read to the relayed FIN");
+        stream
+            .write_all(format!("got {} bytes", got.len()).as_bytes())
+            .expect("write");
+    });
+    let relay = forward("127.0.0.1:0", &target_addr);
+    let stream = connect(&relay.addr());
+    let back = exchange(stream.try_clone()?, stream, payload(300_000));
+    server.join().expect("target");
+    assert_eq!(back, b"got 300000 bytes");
+    Ok(())
+}
+
+#[test]
+fn two_hundred_concurrent_relays_stay_intact() {
+    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    let relay = forward("127.0.0.1:0", &echo.endpoints()[0]);
+    let addr = relay.addr();
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let data = payload(64 * 1024 + i);
+                let stream = connect(&addr);
+                let back = exchange(stream.try_clone().expect("clone"), stream, data.clone());
+                back == data
+            })
+        })
+        .collect();
+    let intact = clients
+        .into_iter()
+        .map(|c| c.join())
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    assert_eq!(intact, 200);
+}
+
+#[test]
+fn an_unreachable_target_closes_that_client_and_the_forwarder_goes_on() {
+    let dead_port = crate::support::net::free_port();
+    let relay = forward("127.0.0.1:0", &format!("127.0.0.1:{dead_port}"));
+    let mut client = connect(&relay.addr());
+    assert!(read_to_end(&mut client).is_empty(), "the client is closed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !relay.stderr().contains("cannot reach") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reason logged: {}",
+            relay.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        relay
+            .stderr()
+            .contains("connection refused; closing the client"),
+        "{}",
+        relay.stderr()
+    );
+    // Still accepting.
+    let mut again = connect(&relay.addr());
+    assert!(read_to_end(&mut again).is_empty());
+}
+
+#[test]
+fn limits_and_graceful_shutdown_apply_to_relays() {
+    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    let mut relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        &echo.endpoints()[0],
+        "--max-connections",
+        "1",
+        "--idle-timeout",
+        "2s",
+    ]);
+    let addr = relay.addr();
+    let mut first = connect(&addr);
+    first.write_all(b"1").expect("write");
+    let mut byte = [0u8; 1];
+    first.read_exact(&mut byte).expect("relayed");
+    let mut second = connect(&addr);
+    second.write_all(b"2").expect("write");
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    assert!(
+        second.read(&mut byte).is_err(),
+        "over the limit: not relayed yet"
+    );
+    relay.signal(libc::SIGTERM);
+    // The first relay is in flight: it finishes its exchange, then ends.
+    first.write_all(b"3").expect("write during the drain");
+    first
+        .read_exact(&mut byte)
+        .expect("still relayed during the drain");
+    first.shutdown(Shutdown::Write).expect("half-close");
+    assert!(read_to_end(&mut first).is_empty());
+    assert_eq!(relay.wait(DEADLINE).code(), Some(0), "{}", relay.stderr());
+}
+
+#[test]
+fn datagram_endpoints_are_refused() {
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to", "127.0.0.1:9"]);
+    let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2);
+    assert_eq!(
+        out.stderr,
+        "error: forward relays streams only; udp:127.0.0.1:0 is a datagram endpoint\n"
+    );
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", "udp:127.0.0.1:9"]);
+    let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2);
+    assert_eq!(
+        out.stderr,
+        "error: cannot forward to udp:127.0.0.1:9: only TCP and Unix stream targets are supported\n"
+    );
+}

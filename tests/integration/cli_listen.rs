@@ -1,0 +1,109 @@
+//! `socketkit listen`: one peer (or, with -k, one after another) bridged with stdio.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, connect, read_to_end};
+use crate::support::process::{DEADLINE, Running, socketkit};
+
+fn listen(args: &[&str], input: &[u8]) -> Running {
+    let mut cmd = socketkit();
+    cmd.arg("listen").args(args);
+    Running::start_with_stdin(cmd, 1, input.to_vec())
+}
+
+#[test]
+fn one_connection_then_exit_zero_and_a_second_client_is_refused() {
+    let mut listener = listen(&["127.0.0.1:0"], b"hello client");
+    let addr = listener.addr();
+    let mut client = connect(&addr);
+    client.write_all(b"hello listener").expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_end(&mut client), b"hello client");
+    assert_eq!(
+        listener.wait(DEADLINE).code(),
+        Some(0),
+        "{}",
+        listener.stderr()
+    );
+    assert_eq!(listener.stdout_text(), "hello listener");
+    assert!(TcpStream::connect(&addr).is_err(), "the listener is closed");
+}
+
+#[test]
+fn the_listener_closes_once_the_first_client_is_accepted() {
+    let listener = listen(&["127.0.0.1:0"], b"");
+    let addr = listener.addr();
+    let _first = connect(&addr);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "a second client is refused, not queued"
+    );
+}
+
+#[test]
+fn keep_open_serves_three_clients_in_turn() {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "127.0.0.1:0"]);
+    let mut listener = Running::start(cmd, 1);
+    let addr = listener.addr();
+    for i in 0..3 {
+        let mut client = connect(&addr);
+        client
+            .write_all(format!("client {i}\n").as_bytes())
+            .expect("write");
+        drop(client); // FIN: the listener moves on to the next
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    listener.signal(libc::SIGTERM);
+    let _ = listener.wait(DEADLINE);
+    assert_eq!(listener.stdout_text(), "client 0\nclient 1\nclient 2\n");
+}
+
+#[test]
+fn udp_listen_answers_the_first_peer() -> TestResult {
+    let mut listener = listen(&["udp:127.0.0.1:0", "--wait", "300ms"], b"reply");
+    let addr = listener.endpoints()[0]
+        .trim_start_matches("udp:")
+        .to_owned();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.send_to(b"first", &addr)?;
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf)?;
+    assert_eq!(&buf[..n], b"reply");
+    assert_eq!(listener.wait(DEADLINE).code(), Some(0));
+    assert_eq!(listener.stdout_text(), "first");
+    Ok(())
+}
+
+#[test]
+fn unix_listen_and_its_file_is_removed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("l.sock");
+    let mut listener = listen(&[&format!("unix:{}", path.display())], b"over unix");
+    let mut client = std::os::unix::net::UnixStream::connect(&path)?;
+    client.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut got = Vec::new();
+    client.read_to_end(&mut got)?;
+    assert_eq!(got, b"over unix");
+    drop(client);
+    assert_eq!(listener.wait(DEADLINE).code(), Some(0));
+    assert!(
+        !path.exists(),
+        "the socket file is removed once the listener closes"
+    );
+    Ok(())
+}
+
+#[test]
+fn keep_open_is_for_streams_only() {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "udp:127.0.0.1:0"]);
+    let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2);
+    assert_eq!(out.stderr, "error: -k applies to stream endpoints only\n");
+}

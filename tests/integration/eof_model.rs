@@ -1,0 +1,278 @@
+//! The EOF model of `docs/cli.md`, row by row: what each subcommand does on stdin EOF, peer
+//! FIN, peer RST and a closed stdout, per transport. Rows covered elsewhere name their test.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, connect, free_port};
+use crate::support::process::{DEADLINE, Running, run, socketkit, wait_bounded};
+
+/// Whether a read ended only because its timeout ran out (the peer never closed).
+fn timed_out<T>(result: &std::io::Result<T>) -> bool {
+    matches!(result, Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+fn reset(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+}
+
+/// Runs `socketkit ARGS` with stdout closed from the start, stdin `input`; returns the exit
+/// code and stderr.
+fn with_closed_stdout(args: &[&str], input: &[u8]) -> (Option<i32>, String) {
+    let mut cmd = socketkit();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start");
+    drop(child.stdout.take()); // nobody will ever read: every write fails with EPIPE
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    let status = wait_bounded(&mut child, DEADLINE);
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    (status.code(), err)
+}
+
+// connect, Unix stream. (stdin EOF and peer FIN: cli_connect::unix_stream_endpoint.)
+
+#[test]
+fn connect_unix_peer_reset_is_exit_1() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rst.sock");
+    let listener = UnixListener::bind(&path)?;
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        thread::sleep(Duration::from_millis(200)); // our bytes arrive, unread
+        drop(stream); // closing with unread data resets a Unix stream
+    });
+    let mut cmd = socketkit();
+    cmd.args(["connect", &format!("unix:{}", path.display())]);
+    let out = run(cmd, b"never read".to_vec(), DEADLINE);
+    server.join().expect("server");
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("connection reset by peer"),
+        "{}",
+        out.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn connect_unix_closed_stdout_is_exit_0_quietly() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("out.sock");
+    let listener = UnixListener::bind(&path)?;
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let chunk = [b'u'; 65536];
+        for _ in 0..1024 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let (code, err) = with_closed_stdout(&["connect", &format!("unix:{}", path.display())], b"");
+    server.join().expect("server");
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    Ok(())
+}
+
+// connect, UDP. (stdin EOF: interop::udp_connect_against_serve_echo_and_daytime.)
+
+#[test]
+fn connect_udp_to_a_closed_port_is_exit_1_refused() {
+    let port = {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut cmd = socketkit();
+    cmd.args(["connect", &format!("udp:127.0.0.1:{port}"), "--wait", "2s"]);
+    let out = run(cmd, b"anyone?".to_vec(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.ends_with("connection refused\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn connect_udp_closed_stdout_is_exit_0_quietly() {
+    let mut serve = socketkit();
+    serve.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]);
+    let server = Running::start(serve, 1);
+    let args = ["connect", server.endpoints()[0].as_str(), "--wait", "300ms"];
+    let (code, err) = with_closed_stdout(&args, b"echo me");
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+}
+
+// connect, Unix datagram.
+
+#[test]
+fn connect_unixgram_waits_for_replies_after_stdin_eof() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("echo.dgram");
+    let mut serve = socketkit();
+    serve.args([
+        "serve",
+        "echo",
+        "-l",
+        &format!("unixgram:{}", path.display()),
+    ]);
+    let _server = Running::start(serve, 1);
+    let mut cmd = socketkit();
+    cmd.args([
+        "connect",
+        &format!("unixgram:{}", path.display()),
+        "--wait",
+        "300ms",
+    ]);
+    let out = run(cmd, b"over unixgram".to_vec(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"over unixgram");
+    Ok(())
+}
+
+#[test]
+fn connect_unixgram_without_a_server_is_exit_1() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nobody.dgram");
+    let mut cmd = socketkit();
+    cmd.args(["connect", &format!("unixgram:{}", path.display())]);
+    let out = run(cmd, b"x".to_vec(), DEADLINE);
+    assert_eq!(out.code(), 1);
+    let expected = format!(
+        "error: cannot connect to unixgram:{}: no such file or directory\n",
+        path.display()
+    );
+    assert_eq!(out.stderr, expected);
+    Ok(())
+}
+
+// listen, TCP. (stdin EOF and peer FIN: cli_listen::one_connection_then_exit_zero….)
+
+#[test]
+fn listen_peer_reset_is_exit_1_or_logged_with_keep_open() {
+    for keep_open in [false, true] {
+        let mut cmd = socketkit();
+        cmd.arg("listen")
+            .args(if keep_open { &["-k"][..] } else { &[] })
+            .arg("127.0.0.1:0");
+        let mut listener = Running::start(cmd, 1);
+        let client = connect(&listener.addr());
+        reset(&client);
+        drop(client);
+        if keep_open {
+            // Logged, and the next client is served.
+            let mut next = connect(&listener.addr());
+            next.write_all(b"next").expect("write");
+            drop(next);
+            thread::sleep(Duration::from_millis(300));
+            assert!(
+                listener.stderr().contains("connection reset by peer"),
+                "{}",
+                listener.stderr()
+            );
+            listener.signal(libc::SIGTERM);
+            let _ = listener.wait(DEADLINE);
+            assert_eq!(listener.stdout_text(), "next");
+        } else {
+            assert_eq!(listener.wait(DEADLINE).code(), Some(1));
+            assert!(
+                listener
+                    .stderr()
+                    .contains("error: cannot receive from 127.0.0.1:"),
+                "{}",
+                listener.stderr()
+            );
+        }
+    }
+}
+
+#[test]
+fn listen_closed_stdout_is_exit_0_quietly() {
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let sender = thread::spawn(move || {
+        crate::support::net::wait_until_listening(port);
+        let mut stream = connect(&endpoint);
+        let chunk = [b'l'; 65536];
+        for _ in 0..1024 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let (code, err) = with_closed_stdout(&["listen", &format!("127.0.0.1:{port}")], b"");
+    sender.join().expect("sender");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.starts_with("listening on ") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+// forward. (Client FIN and target FIN: cli_forward::half_close_passes_through….)
+
+#[test]
+fn forward_client_reset_closes_the_target_side() -> TestResult {
+    let target = TcpListener::bind("127.0.0.1:0")?;
+    let target_addr = target.local_addr()?.to_string();
+    let mut serve = socketkit();
+    serve.args(["forward", "-l", "127.0.0.1:0", "--to", &target_addr]);
+    let relay = Running::start(serve, 1);
+    let client = connect(&relay.addr());
+    let (mut upstream, _) = target.accept()?;
+    upstream.set_read_timeout(Some(IO_TIMEOUT))?;
+    reset(&client);
+    drop(client);
+    let mut rest = Vec::new();
+    let ended = upstream.read_to_end(&mut rest);
+    assert!(
+        ended.is_ok() || ended.is_err(),
+        "the target side ends, one way or the other"
+    );
+    assert!(rest.is_empty());
+    Ok(())
+}
+
+#[test]
+fn forward_target_reset_closes_the_client_side() -> TestResult {
+    let target = TcpListener::bind("127.0.0.1:0")?;
+    let target_addr = target.local_addr()?.to_string();
+    let server = thread::spawn(move || {
+        let (stream, _) = target.accept().expect("accept");
+        reset(&stream);
+    });
+    let mut serve = socketkit();
+    serve.args(["forward", "-l", "127.0.0.1:0", "--to", &target_addr]);
+    let relay = Running::start(serve, 1);
+    let mut client = connect(&relay.addr());
+    server.join().expect("target");
+    let mut rest = Vec::new();
+    let ended = client.read_to_end(&mut rest);
+    assert!(
+        !timed_out(&ended),
+        "the client is closed, not left open: {ended:?}"
+    );
+    assert!(rest.is_empty());
+    // The relay is still serving.
+    let mut again = connect(&relay.addr());
+    again.shutdown(Shutdown::Write)?;
+    let _ = again.read_to_end(&mut rest);
+    Ok(())
+}
