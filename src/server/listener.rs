@@ -246,9 +246,6 @@ fn bind_unix(
             .listen(options.backlog)
             .map_err(|err| fail(err.into_io_error()))?;
     }
-    socket
-        .set_blocking(false)
-        .map_err(|err| fail(err.into_io_error()))?;
     Ok((socket, file))
 }
 

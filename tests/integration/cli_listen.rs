@@ -85,6 +85,8 @@ fn unix_listen_and_its_file_is_removed() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("l.sock");
     let mut listener = listen(&[&format!("unix:{}", path.display())], b"over unix");
+    // Give the listener time to block in accept: a non-blocking listener would fail here.
+    std::thread::sleep(Duration::from_millis(200));
     let mut client = std::os::unix::net::UnixStream::connect(&path)?;
     client.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut got = Vec::new();
