@@ -45,5 +45,6 @@ pub mod forward;
 pub mod server;
 pub mod services;
 pub mod socket;
+mod sys;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use socketkit::client::{self, BridgeEnd};
+use socketkit::client::{self, BridgeEnd, BridgeOptions};
 
 use super::args::ListenArgs;
 use super::exit::CliError;
@@ -27,12 +27,20 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         if stdio::output()?.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
         }
+        let options = BridgeOptions {
+            peer: Some(peer),
+            ..options
+        };
         stdio::run(&mut socket, true, &input, options)?;
         return Ok(());
     }
     loop {
         let (mut socket, peer) = listening.accept()?;
         tracing::debug!(%peer, "accepted");
+        let options = BridgeOptions {
+            peer: Some(peer),
+            ..options.clone()
+        };
         if !args.keep_open {
             // Close the listener before bridging, so a second client is refused rather
             // than left waiting in the backlog.

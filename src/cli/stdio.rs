@@ -5,7 +5,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 
-use socketkit::client::{BridgeEnd, BridgeOptions, Input, MAX_DATAGRAM, bridge, bridge_datagrams};
+use socketkit::client::{
+    BridgeEnd, BridgeOptions, CHUNK, Input, MAX_DATAGRAM, Output, bridge, bridge_datagrams,
+};
 use socketkit::socket::Socket;
 
 use super::args::BridgeArgs;
@@ -17,12 +19,13 @@ pub(crate) fn options(args: &BridgeArgs) -> Result<BridgeOptions, CliError> {
     Ok(BridgeOptions {
         idle_timeout: resolve::optional_duration("--idle-timeout", args.idle_timeout.as_deref())?,
         wait: resolve::duration("--wait", &args.wait)?,
+        peer: None,
     })
 }
 
 /// Standard input, read on its own thread; for datagrams each read is at most one datagram.
 pub(crate) fn input(datagrams: bool) -> Result<Input, CliError> {
-    let max_chunk = if datagrams { MAX_DATAGRAM } else { 64 * 1024 };
+    let max_chunk = if datagrams { MAX_DATAGRAM } else { CHUNK };
     let stdin = io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -47,7 +50,7 @@ pub(crate) fn run(
     input: &Input,
     options: BridgeOptions,
 ) -> Result<BridgeEnd, CliError> {
-    let output = output()?;
+    let output = Output::file(output()?);
     let end = if datagrams {
         bridge_datagrams(socket, input, output, options)?
     } else {

@@ -1,8 +1,10 @@
 //! The stream bridge: input to socket on one thread, socket to output on the caller's, with
 //! the half-close and idle rules of the module documentation.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::input::{CHUNK, Input, Next};
 use crate::error::{Error, Op, Result};
-use crate::socket::Socket;
+use crate::socket::{Address, Socket};
+use crate::sys;
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -29,8 +32,12 @@ pub enum BridgeEnd {
 }
 
 /// Limits of a bridge.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BridgeOptions {
+    /// The peer, as errors name it; by default the socket is asked when the bridge starts
+    /// (give it when it is known from `accept`: a peer that reset at once has no address
+    /// left to ask for).
+    pub peer: Option<Address>,
     /// Give up when no byte has moved either way for this long (an error).
     pub idle_timeout: Option<Duration>,
     /// Datagrams only: after the input ends, how long to wait for further replies.
@@ -63,6 +70,48 @@ impl Activity {
     }
 }
 
+/// Where a bridge writes what the peer sends: any writer, or a file, which is written with
+/// `splice(2)` — no copy through user space — when it is a blocking pipe.
+pub struct Output<'a> {
+    writer: Box<dyn Write + 'a>,
+    pipe: Option<RawFd>,
+}
+
+impl std::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("pipe", &self.pipe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Output<'a> {
+    /// Writes through `writer`.
+    pub fn writer(writer: impl Write + 'a) -> Output<'a> {
+        Output {
+            writer: Box::new(writer),
+            pipe: None,
+        }
+    }
+
+    pub(crate) fn into_writer<'b>(self) -> Box<dyn Write + 'b>
+    where
+        'a: 'b,
+    {
+        self.writer
+    }
+
+    /// Writes to `file`, splicing into it when it is a blocking pipe.
+    pub fn file(file: File) -> Output<'static> {
+        let fd = file.as_raw_fd();
+        let pipe = sys::is_blocking_pipe(fd).then_some(fd);
+        Output {
+            writer: Box::new(file),
+            pipe,
+        }
+    }
+}
+
 /// Bridges a connected stream `socket` with `input` and `output` until the peer closes.
 ///
 /// # Errors
@@ -73,7 +122,7 @@ impl Activity {
 /// # Examples
 ///
 /// ```
-/// use socketkit::client::{BridgeEnd, BridgeOptions, Input, bridge};
+/// use socketkit::client::{BridgeEnd, BridgeOptions, Input, Output, bridge};
 /// let (mut ours, theirs) = socketkit::socket::socketpair()?;
 /// let peer = std::thread::spawn(move || {
 ///     let got = theirs.recv(64).unwrap();   // "ping", then our half-close
@@ -82,16 +131,16 @@ impl Activity {
 /// });
 /// let input = Input::spawn(&b"ping"[..], 1024)?;
 /// let mut output = Vec::new();
-/// let end = bridge(&mut ours, &input, &mut output, BridgeOptions::default())?;
+/// let end = bridge(&mut ours, &input, Output::writer(&mut output), BridgeOptions::default())?;
 /// assert_eq!(end, BridgeEnd::PeerClosed);
 /// assert_eq!(output, b"pong");
 /// assert_eq!(peer.join().unwrap(), b"ping");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn bridge<W: Write>(
+pub fn bridge(
     socket: &mut Socket,
     input: &Input,
-    output: W,
+    output: Output<'_>,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
     let activity = Activity::new();
@@ -100,6 +149,8 @@ pub fn bridge<W: Write>(
         socket.set_timeout(Some(tick(idle)))?;
     }
     let socket = &*socket;
+    // Remembered now: after a reset the kernel no longer knows who the peer was.
+    let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
     thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity) = (&done, &activity);
@@ -107,7 +158,7 @@ pub fn bridge<W: Write>(
             send_input(input, socket, done, activity);
             let _ = finished.send(());
         });
-        let end = receive(socket, output, activity, options.idle_timeout);
+        let end = receive(socket, &peer, output, activity, options.idle_timeout);
         done.store(true, Ordering::Relaxed);
         // Input already read goes out first (a peer that half-closed may still read it).
         // A sender still busy after LINGER is blocked on a peer that stopped reading:
@@ -147,12 +198,20 @@ fn send_input(input: &Input, socket: &Socket, done: &AtomicBool, activity: &Acti
     }
 }
 
-fn receive<W: Write>(
+fn receive(
     socket: &Socket,
-    mut output: W,
+    peer: &Peer,
+    output: Output<'_>,
     activity: &Activity,
     idle: Option<Duration>,
 ) -> Result<BridgeEnd> {
+    if let Some(pipe) = output.pipe {
+        match receive_spliced(socket, peer, pipe, activity, idle) {
+            Spliced::Done(end) => return end,
+            Spliced::Unsupported => tracing::debug!("splice to stdout unsupported; copying"),
+        }
+    }
+    let mut output = output.writer;
     let mut buf = vec![0u8; CHUNK];
     loop {
         match socket.recv_into(&mut buf) {
@@ -164,16 +223,70 @@ fn receive<W: Write>(
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                check_idle(socket, activity, idle, err)?;
+                check_idle(peer, activity, idle, err)?;
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(peer.error(Op::Receive, err.into_io_error())),
+        }
+    }
+}
+
+/// How a spliced receive ended: done, or refused by the kernel before any byte moved.
+enum Spliced {
+    Done(Result<BridgeEnd>),
+    Unsupported,
+}
+
+/// Receives straight into the output pipe with `splice(2)`.
+fn receive_spliced(
+    socket: &Socket,
+    peer: &Peer,
+    pipe: RawFd,
+    activity: &Activity,
+    idle: Option<Duration>,
+) -> Spliced {
+    let mut moved_any = false;
+    loop {
+        match sys::splice(socket.fileno(), pipe, CHUNK, false) {
+            Ok(0) => return Spliced::Done(Ok(BridgeEnd::PeerClosed)),
+            Ok(_) => {
+                moved_any = true;
+                activity.touch();
+            }
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                return Spliced::Done(Ok(BridgeEnd::OutputClosed));
+            }
+            Err(err) if !moved_any && sys::splice_unsupported(&err) => return Spliced::Unsupported,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                let err = peer.error(Op::Receive, err);
+                if err.kind() != io::ErrorKind::WouldBlock {
+                    return Spliced::Done(Err(err));
+                }
+                // SO_RCVTIMEO ran out: the idle tick.
+                if let Err(err) = check_idle(peer, activity, idle, err) {
+                    return Spliced::Done(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// The peer of a bridge, as it was when the bridge started, for naming it in errors.
+#[derive(Debug)]
+pub(crate) struct Peer(pub(crate) Option<Address>);
+
+impl Peer {
+    pub(crate) fn error(&self, op: Op, err: io::Error) -> Error {
+        match &self.0 {
+            Some(peer) => Error::new(op, peer, err),
+            None => Error::without_target(op, err),
         }
     }
 }
 
 /// Turns a receive timeout into the idle error once the whole limit has passed quietly.
 pub(crate) fn check_idle(
-    socket: &Socket,
+    peer: &Peer,
     activity: &Activity,
     idle: Option<Duration>,
     timeout: Error,
@@ -191,13 +304,10 @@ pub(crate) fn check_idle(
             humantime::format_duration(limit)
         ),
     );
-    Err(match socket.peer_addr() {
-        Ok(peer) => Error::new(Op::Receive, peer, reason),
-        Err(_) => Error::without_target(Op::Receive, reason),
-    })
+    Err(peer.error(Op::Receive, reason))
 }
 
-pub(crate) fn finish<W: Write>(output: &mut W) -> Result<BridgeEnd> {
+pub(crate) fn finish<W: Write + ?Sized>(output: &mut W) -> Result<BridgeEnd> {
     match output.flush() {
         Ok(()) => Ok(BridgeEnd::PeerClosed),
         Err(err) => output_failed(err),

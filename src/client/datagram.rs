@@ -8,10 +8,10 @@ use std::thread;
 
 use super::MAX_DATAGRAM;
 use super::bridge::{
-    Activity, BridgeEnd, BridgeOptions, POLL, check_idle, finish, output_failed, tick,
+    Activity, BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
 };
 use super::input::{Input, Next};
-use crate::error::Result;
+use crate::error::{Op, Result};
 use crate::socket::Socket;
 
 /// Bridges a connected datagram `socket` with `input` and `output`.
@@ -26,7 +26,7 @@ use crate::socket::Socket;
 ///
 /// ```
 /// use std::time::Duration;
-/// use socketkit::client::{BridgeOptions, Input, bridge_datagrams};
+/// use socketkit::client::{BridgeOptions, Input, Output, bridge_datagrams};
 /// use socketkit::socket::{Family, Socket, Type};
 ///
 /// let server = Socket::new(Family::Inet, Type::Datagram)?;
@@ -40,15 +40,15 @@ use crate::socket::Socket;
 /// let input = Input::spawn(&b"hello"[..], 512)?;
 /// let mut output = Vec::new();
 /// let options = BridgeOptions { wait: Duration::from_millis(200), ..Default::default() };
-/// bridge_datagrams(&mut client, &input, &mut output, options)?;
+/// bridge_datagrams(&mut client, &input, Output::writer(&mut output), options)?;
 /// assert_eq!(output, b"hello");
 /// # echo.join().unwrap();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn bridge_datagrams<W: Write>(
+pub fn bridge_datagrams(
     socket: &mut Socket,
     input: &Input,
-    output: W,
+    output: Output<'_>,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
     let shortest = options
@@ -61,7 +61,15 @@ pub fn bridge_datagrams<W: Write>(
     let socket = &*socket;
     thread::scope(|scope| {
         scope.spawn(|| send_datagrams(input, socket, &done, &input_ended, &activity));
-        let end = receive(socket, output, &activity, &input_ended, options);
+        let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
+        let end = receive(
+            socket,
+            &peer,
+            output.into_writer(),
+            &activity,
+            &input_ended,
+            options,
+        );
         done.store(true, Ordering::Relaxed);
         end
     })
@@ -92,9 +100,10 @@ fn send_datagrams(
     }
 }
 
-fn receive<W: Write>(
+fn receive(
     socket: &Socket,
-    mut output: W,
+    peer: &Peer,
+    mut output: Box<dyn Write + '_>,
     activity: &Activity,
     input_ended: &AtomicBool,
     options: BridgeOptions,
@@ -113,10 +122,10 @@ fn receive<W: Write>(
                     return finish(&mut output);
                 }
                 if options.idle_timeout.is_some() {
-                    check_idle(socket, activity, options.idle_timeout, err)?;
+                    check_idle(peer, activity, options.idle_timeout, err)?;
                 }
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(peer.error(Op::Receive, err.into_io_error())),
         }
     }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 /// this bounds the bytes in flight inside the process.
 const QUEUED_CHUNKS: usize = 2;
 
-/// The size of each read from the input.
-pub(crate) const CHUNK: usize = 64 * 1024;
+/// The size of each read from a stream input (and of the receive buffer): large reads keep
+/// the system calls per byte low; with two chunks queued the bridge holds about 1 MiB.
+pub const CHUNK: usize = 256 * 1024;
 
 /// What the input has for a consumer.
 #[derive(Debug)]

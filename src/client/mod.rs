@@ -19,9 +19,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use bridge::{BridgeEnd, BridgeOptions, bridge};
+pub use bridge::{BridgeEnd, BridgeOptions, Output, bridge};
 pub use datagram::bridge_datagrams;
-pub use input::{Input, Next};
+pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, listen};
 
 use crate::endpoint::{Endpoint, Host};

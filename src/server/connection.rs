@@ -77,6 +77,12 @@ impl Connection {
         }
     }
 
+    /// The stream and the idle limit, for code that drives the socket itself (the splice
+    /// relay of `forward`).
+    pub(crate) fn into_parts(self) -> (Stream, Option<Duration>) {
+        (self.stream, self.idle.map(|idle| idle.limit))
+    }
+
     /// The address of the client.
     pub fn peer_addr(&self) -> &Address {
         &self.peer

@@ -5,7 +5,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A connected stream of either transport.
@@ -21,6 +24,43 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Runs `op` (a non-blocking system call on the descriptor) once the stream is ready for
+    /// `interest`, waiting again whenever it answers `EAGAIN` (tokio's `async_io`).
+    pub(crate) async fn async_io<R>(
+        &self,
+        interest: Interest,
+        op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Stream::Tcp(s) => s.async_io(interest, op).await,
+            Stream::Unix(s) => s.async_io(interest, op).await,
+        }
+    }
+
+    /// Half-closes the stream (`shutdown(SHUT_WR)`) without going through `AsyncWrite`.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        let result = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).shutdown(Shutdown::Write),
+            Stream::Unix(s) => socket2::SockRef::from(s).shutdown(Shutdown::Write),
+        };
+        // The peer may already be gone; there is nobody left to tell.
+        match result {
+            Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 }

@@ -579,11 +579,12 @@ impl Socket {
         }
     }
 
-    /// An error naming the peer when there is one (the failure path pays for `getpeername`).
+    /// An error naming the peer when there is one (the failure path pays for `getpeername`;
+    /// after a reset there is none any more, and naming our own address would mislead).
     fn error_at_peer(&self, op: Op, err: io::Error) -> Error {
         match self.inner.peer_addr() {
             Ok(raw) => Error::new(op, Address::from_sockaddr(&raw), err),
-            Err(_) => self.error_at_local(op, err),
+            Err(_) => Error::without_target(op, err),
         }
     }
 

@@ -179,3 +179,25 @@ fn unix_stream_endpoint() -> TestResult {
     assert_eq!(out.stdout, b"cba");
     Ok(())
 }
+
+#[test]
+fn output_to_a_regular_file_is_copied_not_spliced() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream.write_all(&payload(1024 * 1024)).expect("write");
+    });
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("out.bin");
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(&path)?)
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let status = wait_bounded(&mut child, DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        std::fs::read(&path)? == payload(1024 * 1024),
+        "the file holds every byte"
+    );
+    Ok(())
+}

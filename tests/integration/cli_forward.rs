@@ -21,6 +21,15 @@ fn forward(listen: &str, to: &str) -> Running {
     start(&["forward", "-l", listen, "--to", to])
 }
 
+/// `forward` with the splice relay turned off, so the copy fallback is tested on machines
+/// where splice works.
+fn forward_copying(listen: &str, to: &str) -> Running {
+    let mut cmd = socketkit();
+    cmd.env("SOCKETKIT_NO_SPLICE", "1")
+        .args(["forward", "-l", listen, "--to", to]);
+    Running::start(cmd, 1)
+}
+
 /// Sends `data` through `stream`, half-closes, and returns everything read back.
 fn exchange<S>(mut stream: S, writer: S, data: Vec<u8>) -> Vec<u8>
 where
@@ -85,6 +94,17 @@ fn unix_to_tcp_and_tcp_to_unix_64_mib_both_ways() -> TestResult {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let back = exchange(stream.try_clone()?, stream, data);
     assert_eq!((back.len(), hash(&back)), (BIG, expected));
+    Ok(())
+}
+
+#[test]
+fn the_copy_fallback_relays_intact_with_half_close() -> TestResult {
+    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    let relay = forward_copying("127.0.0.1:0", &echo.endpoints()[0]);
+    let data = payload(8 * 1024 * 1024);
+    let stream = connect(&relay.addr());
+    let back = exchange(stream.try_clone()?, stream, data.clone());
+    assert!(back == data, "the copy relay changed the bytes");
     Ok(())
 }
 
@@ -220,4 +240,26 @@ fn datagram_endpoints_are_refused() {
         out.stderr,
         "error: cannot forward to udp:127.0.0.1:9: only TCP and Unix stream targets are supported\n"
     );
+}
+
+#[test]
+fn idle_relays_are_closed_in_both_relay_modes() {
+    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    for copying in [false, true] {
+        let mut cmd = socketkit();
+        if copying {
+            cmd.env("SOCKETKIT_NO_SPLICE", "1");
+        }
+        cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &echo.endpoints()[0]]);
+        cmd.args(["--idle-timeout", "300ms"]);
+        let relay = Running::start(cmd, 1);
+        let started = std::time::Instant::now();
+        let mut silent = connect(&relay.addr());
+        assert!(read_to_end(&mut silent).is_empty());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+    }
 }

@@ -8,7 +8,13 @@
 //! goes on.
 //!
 //! As a [`Handler`], a [`Forward`] gets the server's limits for free: `max_connections`,
-//! `idle_timeout` (no bytes either way on the client side) and graceful shutdown.
+//! `idle_timeout` (no bytes either way) and graceful shutdown.
+//!
+//! Where the kernel supports it, bytes are moved with `splice(2)` through a pipe and never
+//! copied into user space ([`splice`]); elsewhere, or with `SOCKETKIT_NO_SPLICE=1`, a copy
+//! loop with 64 KiB buffers does the same job.
+
+pub mod splice;
 
 use std::io;
 use std::sync::Arc;
@@ -89,7 +95,7 @@ impl Handler for Forward {
 }
 
 impl Forward {
-    async fn relay(&self, mut client: Connection) -> io::Result<()> {
+    async fn relay(&self, client: Connection) -> io::Result<()> {
         let mut upstream = match self.connect().await {
             Ok(upstream) => upstream,
             Err(err) => {
@@ -102,6 +108,11 @@ impl Forward {
                 return Ok(());
             }
         };
+        if splice::available() {
+            let (client, idle) = client.into_parts();
+            return splice::relay(&client, &upstream, idle).await;
+        }
+        let mut client = client;
         tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER)
             .await
             .map(drop)

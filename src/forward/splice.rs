@@ -1,0 +1,140 @@
+//! The zero-copy relay: bytes go socket → pipe → socket with `splice(2)`, never through user
+//! space. Linux only, and only where the kernel (or sandbox) supports splicing sockets:
+//! [`available`] probes once, and `SOCKETKIT_NO_SPLICE=1` turns it off on purpose so that the
+//! copy fallback can be run and tested on any machine. See `docs/platform-notes.md`.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+
+use crate::server::stream::Stream;
+use crate::sys::{Pipe, splice};
+
+/// The pipe size asked for, and so the most one `splice(2)` call moves: larger than the
+/// 64 KiB default, to halve the calls per byte. Kernels may refuse (`/proc/sys/fs/pipe-max-size`,
+/// per-user pipe quotas); the relay then runs with what the pipe has.
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// The environment variable that forces the copy fallback.
+pub const DISABLE_VAR: &str = "SOCKETKIT_NO_SPLICE";
+
+/// Whether the splice relay is used: not disabled by [`DISABLE_VAR`], and a probe of a
+/// loopback TCP connection spliced into a pipe worked. Decided once per process.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var_os(DISABLE_VAR).is_some_and(|v| v != "0") {
+            tracing::debug!("splice disabled by {DISABLE_VAR}; relaying with a copy loop");
+            return false;
+        }
+        match probe() {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::info!(
+                    "splice(2) is not available here ({}); relaying with a copy loop",
+                    crate::error::describe(&err)
+                );
+                false
+            }
+        }
+    })
+}
+
+/// Splices one byte from a loopback TCP connection into a pipe.
+fn probe() -> io::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    std::io::Write::write_all(&mut client, b"x")?;
+    let pipe = Pipe::new(PIPE_SIZE)?;
+    let moved = splice(server.as_raw_fd(), pipe.write.as_raw_fd(), 1, true)?;
+    if moved == 1 {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::UnexpectedEof.into())
+    }
+}
+
+/// When bytes last moved, shared by both directions for the idle limit.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn deadline(&self, limit: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + limit
+    }
+}
+
+/// Relays `client` and `upstream` both ways until both directions end (each end of stream
+/// passed on as a half-close), either side fails, or nothing moves for `idle`.
+pub(crate) async fn relay(
+    client: &Stream,
+    upstream: &Stream,
+    idle: Option<Duration>,
+) -> io::Result<()> {
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let (to_upstream, to_client) = (Pipe::new(PIPE_SIZE)?, Pipe::new(PIPE_SIZE)?);
+    let both = async {
+        tokio::try_join!(
+            one_way(client, upstream, &to_upstream, &activity),
+            one_way(upstream, client, &to_client, &activity),
+        )
+        .map(drop)
+    };
+    let Some(limit) = idle else { return both.await };
+    tokio::select! {
+        result = both => result,
+        err = watchdog(&activity, limit) => Err(err),
+    }
+}
+
+async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -> io::Result<()> {
+    let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
+    loop {
+        let filled = from
+            .async_io(Interest::READABLE, || {
+                splice(from.as_raw_fd(), pipe_in, pipe.capacity, true)
+            })
+            .await?;
+        if filled == 0 {
+            return to.shutdown_write();
+        }
+        activity.touch();
+        let mut left = filled;
+        while left > 0 {
+            left -= to
+                .async_io(Interest::WRITABLE, || {
+                    splice(pipe_out, to.as_raw_fd(), left, true)
+                })
+                .await?;
+            activity.touch();
+        }
+    }
+}
+
+async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
+    loop {
+        let deadline = activity.deadline(limit);
+        if Instant::now() >= deadline {
+            return io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("idle for {}", humantime::format_duration(limit)),
+            );
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}

@@ -1,0 +1,85 @@
+//! The few raw Linux calls socketkit makes beyond `socket2` and `std`: `splice(2)`, pipes,
+//! and asking what kind of file a descriptor is. Callers detect failure (a kernel or sandbox
+//! without splice answers `EINVAL` or `ENOSYS`) and fall back to copying; see
+//! `docs/platform-notes.md`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// A pipe, closed on drop.
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    pub(crate) read: OwnedFd,
+    pub(crate) write: OwnedFd,
+    /// How many bytes the pipe holds (after asking for `size`).
+    pub(crate) capacity: usize,
+}
+
+impl Pipe {
+    /// A non-blocking pipe, resized to `size` bytes if the kernel allows (it may refuse:
+    /// `/proc/sys/fs/pipe-max-size`, per-user pipe quotas; the default 64 KiB is used then).
+    pub(crate) fn new(size: usize) -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let asked = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: F_SETPIPE_SZ takes an int argument and only resizes the pipe's buffer.
+        let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, asked) };
+        let capacity = usize::try_from(got).unwrap_or(64 * 1024);
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
+    }
+}
+
+/// One `splice(2)` call moving up to `len` bytes from `from` to `to` (one must be a pipe).
+/// With `nonblocking`, the pipe side does not wait; a socket side waits or not by its own
+/// `O_NONBLOCK`.
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize, nonblocking: bool) -> io::Result<usize> {
+    let mut flags = libc::SPLICE_F_MOVE;
+    if nonblocking {
+        flags |= libc::SPLICE_F_NONBLOCK;
+    }
+    // SAFETY: null offsets are allowed for pipes and sockets; the descriptors are borrowed
+    // from live owners for the duration of the call.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Whether an error from `splice` means "not supported for these files" (fall back to a
+/// copy) rather than a failure of the connection.
+pub(crate) fn splice_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// Whether `fd` is a pipe (or FIFO) in blocking mode: one a blocking `splice` may fill.
+pub(crate) fn is_blocking_pipe(fd: RawFd) -> bool {
+    // SAFETY: fstat only writes into the zeroed struct we pass, and F_GETFL only reads the
+    // flags; a bad fd makes both fail, which reads as "no".
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        let fifo =
+            libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO;
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        fifo && flags >= 0 && flags & libc::O_NONBLOCK == 0
+    }
+}
