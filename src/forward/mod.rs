@@ -108,9 +108,13 @@ impl Forward {
                 return Ok(());
             }
         };
-        if splice::available() {
+        // Pipes cost four descriptors a relay: near the descriptor limit, copy instead.
+        if let Some(pipes) = splice::available()
+            .then(splice::Pipes::new)
+            .and_then(Result::ok)
+        {
             let (client, idle) = client.into_parts();
-            return splice::relay(&client, &upstream, idle).await;
+            return splice::relay(&client, &upstream, pipes, idle).await;
         }
         let mut client = client;
         tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER)

@@ -76,18 +76,39 @@ impl Activity {
     }
 }
 
+/// The two pipes of one relay (four descriptors: the price of zero copy).
+pub(crate) struct Pipes {
+    to_upstream: Pipe,
+    to_client: Pipe,
+}
+
+impl Pipes {
+    /// Both pipes, or an error (`EMFILE` near the descriptor limit) on which the caller
+    /// relays by copying instead.
+    pub(crate) fn new() -> io::Result<Pipes> {
+        Ok(Pipes {
+            to_upstream: Pipe::new(PIPE_SIZE)?,
+            to_client: Pipe::new(PIPE_SIZE)?,
+        })
+    }
+}
+
 /// Relays `client` and `upstream` both ways until both directions end (each end of stream
 /// passed on as a half-close), either side fails, or nothing moves for `idle`.
 pub(crate) async fn relay(
     client: &Stream,
     upstream: &Stream,
+    pipes: Pipes,
     idle: Option<Duration>,
 ) -> io::Result<()> {
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let (to_upstream, to_client) = (Pipe::new(PIPE_SIZE)?, Pipe::new(PIPE_SIZE)?);
+    let Pipes {
+        to_upstream,
+        to_client,
+    } = pipes;
     let both = async {
         tokio::try_join!(
             one_way(client, upstream, &to_upstream, &activity),
