@@ -201,3 +201,114 @@ fn output_to_a_regular_file_is_copied_not_spliced() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn idle_timeout_ends_a_silent_connection_with_an_error() {
+    let (addr, server) = one_shot(|mut stream| {
+        // Say nothing, read until the client goes.
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.args(["--idle-timeout", "300ms"]).stdin(Stdio::piped());
+    let mut cmd_out = cmd;
+    cmd_out.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd_out.spawn().expect("start");
+    let _stdin_open = child.stdin.take();
+    let started = std::time::Instant::now();
+    let status = wait_bounded(&mut child, DEADLINE);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    server.join().expect("server thread");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.starts_with("error: cannot receive from 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with("no data either way for 300ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn connect_timeout_bounds_a_connect_that_gets_no_answer() -> TestResult {
+    // A listener that never accepts, with a full queue: further SYNs are dropped, so a
+    // connect waits for an answer that does not come.
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>()?.into())?;
+    listener.listen(0)?;
+    let addr = listener
+        .local_addr()?
+        .as_socket()
+        .ok_or("an IP address")?
+        .to_string();
+    let _fillers: Vec<TcpStream> = (0..4)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.set_nonblocking(true).ok()?;
+            let _ = s.connect(&addr.parse::<std::net::SocketAddr>().ok()?.into());
+            Some(TcpStream::from(s))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let mut cmd = connect_cmd(&addr);
+    cmd.args(["--timeout", "500ms"]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!("error: cannot connect to tcp:{addr}: timed out\n")
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    Ok(())
+}
+
+#[test]
+fn family_flags_choose_the_address_family() {
+    let mut serve = socketkit();
+    serve.args(["serve", "-l", "[::1]:0"]);
+    let server = Running::start(serve, 1);
+    let port = server.port();
+    let v6 = run(
+        {
+            let mut c = socketkit();
+            c.args(["connect", "-6", &format!("[::1]:{port}")]);
+            c
+        },
+        Vec::new(),
+        DEADLINE,
+    );
+    assert_eq!(
+        (v6.code(), v6.stdout.as_slice()),
+        (0, "你好".as_bytes()),
+        "{}",
+        v6.stderr
+    );
+    let refused = run(
+        {
+            let mut c = socketkit();
+            c.args(["connect", "-4", &format!("[::1]:{port}")]);
+            c
+        },
+        Vec::new(),
+        DEADLINE,
+    );
+    assert_eq!(refused.code(), 1);
+    assert_eq!(
+        refused.stderr,
+        format!("error: cannot connect to tcp:[::1]:{port}: no IPv4 address (-4 was given)\n")
+    );
+}
