@@ -80,6 +80,8 @@ def main():
     echo_bin = os.path.join(benchlib.BUILD, "echo_epoll")
     relays = {
         "socketkit forward": [SOCKETKIT, "forward", "-q", "-l", "127.0.0.1:{port}", "--to", "{target}"],
+        "socketkit forward (copy)": ["env", "SOCKETKIT_NO_SPLICE=1", SOCKETKIT, "forward", "-q",
+                                     "-l", "127.0.0.1:{port}", "--to", "{target}"],
         "socat fork": ["socat", "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=1024", "TCP:{target}"],
     }
     clients = {
@@ -114,6 +116,11 @@ def main():
     print(f"| forward (loadgen echo, {args.conc} conns, 64 KiB blocks) | {result['forward']['socketkit forward']['mb_per_s']} "
           f"| socat {result['forward']['socat fork']['mb_per_s']} | {result['ratio']['forward_vs_socat']} "
           f"| {result['forward']['socketkit forward']['cpu_s_per_gb']} vs {result['forward']['socat fork']['cpu_s_per_gb']} s/GB |")
+    copy = result["forward"]["socketkit forward (copy)"]
+    print(f"| forward, copy fallback (SOCKETKIT_NO_SPLICE=1) | {copy['mb_per_s']} "
+          f"| socat {result['forward']['socat fork']['mb_per_s']} | "
+          f"{round(statistics.median([a['mb_per_s'] / b['mb_per_s'] for a, b in zip(fwd['socketkit forward (copy)'], fwd['socat fork'])]), 2)} "
+          f"| {copy['cpu_s_per_gb']} vs {result['forward']['socat fork']['cpu_s_per_gb']} s/GB |")
     print(f"| connect ({args.mib} MiB round trip via echo_epoll) | {result['connect']['socketkit connect']['mb_per_s']} "
           f"| nc {result['connect']['nc -N']['mb_per_s']} | {result['ratio']['connect_vs_nc']} "
           f"| {result['connect']['socketkit connect']['cpu_s']} vs {result['connect']['nc -N']['cpu_s']} s |")
