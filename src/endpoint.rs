@@ -33,6 +33,15 @@ use std::str::FromStr;
 pub const MAX_UNIX_PATH: usize = 107;
 
 /// Where a socket listens or connects: transport plus address.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::endpoint::{Endpoint, Transport};
+/// let ep: Endpoint = "udp:[::1]:53".parse().unwrap();
+/// assert_eq!(ep.transport(), Transport::Udp);
+/// assert_eq!(ep.to_string(), "udp:[::1]:53");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     /// A TCP host and port.
@@ -46,6 +55,14 @@ pub enum Endpoint {
 }
 
 /// The four transports an [`Endpoint`] can name.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::endpoint::Transport;
+/// assert_eq!(Transport::Unixgram.scheme(), "unixgram");
+/// assert!(Transport::Tcp.is_stream());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// TCP (`SOCK_STREAM` over IP).
@@ -60,6 +77,13 @@ pub enum Transport {
 
 impl Transport {
     /// The scheme that names this transport in an endpoint (`tcp`, `udp`, `unix`, `unixgram`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::endpoint::Transport;
+    /// assert_eq!(Transport::Tcp.scheme(), "tcp");
+    /// ```
     pub fn scheme(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
@@ -70,12 +94,28 @@ impl Transport {
     }
 
     /// Whether the transport carries a byte stream (TCP, Unix stream) rather than datagrams.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::endpoint::Transport;
+    /// assert!(Transport::Unix.is_stream());
+    /// assert!(!Transport::Udp.is_stream());
+    /// ```
     pub fn is_stream(self) -> bool {
         matches!(self, Transport::Tcp | Transport::Unix)
     }
 }
 
 /// The host part of an IP endpoint.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::endpoint::{Endpoint, Host};
+/// let ep: Endpoint = ":8080".parse().unwrap();
+/// assert_eq!(ep.host_port().map(|hp| &hp.host), Some(&Host::Any));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
     /// Empty host (`:PORT`): every local address, IPv4 and IPv6.
@@ -87,6 +127,14 @@ pub enum Host {
 }
 
 /// A host and a port.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::endpoint::{Host, HostPort};
+/// let hp = HostPort { host: Host::Name("example.com".into()), port: 80 };
+/// assert_eq!(hp.to_string(), "example.com:80");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPort {
     /// The host.
@@ -97,6 +145,14 @@ pub struct HostPort {
 
 impl Endpoint {
     /// The transport this endpoint names.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::endpoint::{Endpoint, Transport};
+    /// let ep: Endpoint = "unix:/run/app.sock".parse().unwrap();
+    /// assert_eq!(ep.transport(), Transport::Unix);
+    /// ```
     pub fn transport(&self) -> Transport {
         match self {
             Endpoint::Tcp(_) => Transport::Tcp,
@@ -107,6 +163,14 @@ impl Endpoint {
     }
 
     /// The host and port of a TCP or UDP endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::endpoint::Endpoint;
+    /// let ep: Endpoint = "127.0.0.1:80".parse().unwrap();
+    /// assert_eq!(ep.host_port().map(|hp| hp.port), Some(80));
+    /// ```
     pub fn host_port(&self) -> Option<&HostPort> {
         match self {
             Endpoint::Tcp(hp) | Endpoint::Udp(hp) => Some(hp),
@@ -115,6 +179,14 @@ impl Endpoint {
     }
 
     /// The path of a Unix endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::endpoint::Endpoint;
+    /// let ep: Endpoint = "unixgram:/tmp/d.sock".parse().unwrap();
+    /// assert_eq!(ep.path(), Some(std::path::Path::new("/tmp/d.sock")));
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         match self {
             Endpoint::Unix(path) | Endpoint::Unixgram(path) => Some(path),
@@ -124,6 +196,14 @@ impl Endpoint {
 
     /// The endpoint of `transport` at a concrete socket address, as a listener reports it
     /// once bound (`tcp:127.0.0.1:41234`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::endpoint::{Endpoint, Transport};
+    /// let addr = socketkit::socket::Address::from("127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap());
+    /// assert_eq!(Endpoint::at(Transport::Udp, &addr).to_string(), "udp:127.0.0.1:4000");
+    /// ```
     pub fn at(transport: Transport, address: &crate::socket::Address) -> Endpoint {
         if let Some(addr) = address.as_socket_addr() {
             let hp = HostPort {
@@ -173,6 +253,13 @@ impl fmt::Display for Endpoint {
 }
 
 /// A string that is not an endpoint, with the reason in words.
+///
+/// # Examples
+///
+/// ```
+/// let err = "localhost:http".parse::<socketkit::endpoint::Endpoint>().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid endpoint 'localhost:http': port 'http' is not a number");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid endpoint '{input}': {reason}")]
 pub struct EndpointError {
@@ -182,6 +269,13 @@ pub struct EndpointError {
 
 impl EndpointError {
     /// What was wrong, without the input (`port must be 0-65535`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = "tcp:".parse::<socketkit::endpoint::Endpoint>().unwrap_err();
+    /// assert_eq!(err.reason(), "missing HOST:PORT");
+    /// ```
     pub fn reason(&self) -> &str {
         &self.reason
     }

@@ -11,6 +11,14 @@ use std::io;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The operation that failed, as the first half of an error sentence.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::error::Op;
+/// assert_eq!(Op::Bind.to_string(), "cannot bind");
+/// assert_eq!(Op::SetOption("TCP_NODELAY").to_string(), "cannot set TCP_NODELAY");
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -111,6 +119,14 @@ pub struct Error {
 
 impl Error {
     /// An error for `op` on `target` (an address or endpoint as the user wrote or sees it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::new(Op::Connect, "127.0.0.1:9", std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    /// assert_eq!(err.to_string(), "cannot connect to 127.0.0.1:9: connection refused");
+    /// ```
     pub fn new(op: Op, target: impl fmt::Display, source: io::Error) -> Error {
         Error {
             op,
@@ -120,6 +136,14 @@ impl Error {
     }
 
     /// An error for `op` with no address to name (an unconnected socket, the host name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::without_target(Op::HostName, std::io::ErrorKind::PermissionDenied.into());
+    /// assert_eq!(err.to_string(), "cannot get the host name: permission denied");
+    /// ```
     pub fn without_target(op: Op, source: io::Error) -> Error {
         Error {
             op,
@@ -129,26 +153,67 @@ impl Error {
     }
 
     /// The operation that failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::new(Op::Connect, "127.0.0.1:9", std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    /// assert_eq!(err.op(), Op::Connect);
+    /// ```
     pub fn op(&self) -> Op {
         self.op
     }
 
     /// The address or endpoint the operation was aimed at, if there was one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::new(Op::Connect, "127.0.0.1:9", std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    /// assert_eq!(err.target(), Some("127.0.0.1:9"));
+    /// ```
     pub fn target(&self) -> Option<&str> {
         self.target.as_deref()
     }
 
     /// The kind of the underlying OS error (`ConnectionRefused`, `AddrInUse`, `TimedOut`…).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::new(Op::Connect, "127.0.0.1:9", std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    /// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    /// ```
     pub fn kind(&self) -> io::ErrorKind {
         self.source.kind()
     }
 
     /// The underlying OS error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::new(Op::Connect, "127.0.0.1:9", std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    /// assert_eq!(err.io_error().raw_os_error(), Some(libc::ECONNREFUSED));
+    /// ```
     pub fn io_error(&self) -> &io::Error {
         &self.source
     }
 
     /// The underlying OS error, by value, for re-labelling it under another operation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::new(Op::Connect, "127.0.0.1:9", std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+    /// let io = err.into_io_error();
+    /// assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    /// ```
     pub fn into_io_error(self) -> io::Error {
         self.source
     }

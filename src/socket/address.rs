@@ -43,11 +43,27 @@ pub enum Address {
 
 impl Address {
     /// A Unix socket address for `path`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Address, Family};
+    /// let a = Address::unix("/run/app.sock");
+    /// assert_eq!(a.family(), Family::Unix);
+    /// ```
     pub fn unix(path: impl Into<PathBuf>) -> Address {
         Address::Unix(path.into())
     }
 
     /// The address family this address belongs to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Address, Family};
+    /// let a: Address = "[::1]:80".parse::<std::net::SocketAddr>().unwrap().into();
+    /// assert_eq!(a.family(), Family::Inet6);
+    /// ```
     pub fn family(&self) -> Family {
         match self {
             Address::Inet(_) => Family::Inet,
@@ -57,6 +73,15 @@ impl Address {
     }
 
     /// The IP address and port, or `None` for a Unix address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::Address;
+    /// let a: Address = "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into();
+    /// assert_eq!(a.as_socket_addr().map(|s| s.port()), Some(80));
+    /// assert_eq!(Address::unix("/x").as_socket_addr(), None);
+    /// ```
     pub fn as_socket_addr(&self) -> Option<SocketAddr> {
         match self {
             Address::Inet(v4) => Some(SocketAddr::V4(*v4)),
@@ -66,6 +91,13 @@ impl Address {
     }
 
     /// The path of a Unix address, or `None` for an IP address or an unnamed Unix socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::Address;
+    /// assert_eq!(Address::unix("/x.sock").as_path(), Some(std::path::Path::new("/x.sock")));
+    /// ```
     pub fn as_path(&self) -> Option<&Path> {
         match self {
             Address::Unix(path) if !path.as_os_str().is_empty() => Some(path),
@@ -74,11 +106,27 @@ impl Address {
     }
 
     /// The IP address, or `None` for a Unix address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::Address;
+    /// let a: Address = "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into();
+    /// assert_eq!(a.ip(), Some("127.0.0.1".parse().unwrap()));
+    /// ```
     pub fn ip(&self) -> Option<IpAddr> {
         self.as_socket_addr().map(|addr| addr.ip())
     }
 
     /// The port, or `None` for a Unix address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::Address;
+    /// let a: Address = "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into();
+    /// assert_eq!(a.port(), Some(80));
+    /// ```
     pub fn port(&self) -> Option<u16> {
         self.as_socket_addr().map(|addr| addr.port())
     }
@@ -144,12 +192,32 @@ impl From<SocketAddrV6> for Address {
 /// A `(host, port)` pair is resolved with `getaddrinfo(3)`; a `&str` is a path when the socket
 /// is a Unix one and `HOST:PORT` otherwise; a [`Path`] is always a Unix path. When a socket
 /// of a known family asks, only addresses of that family are returned.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{Family, ToAddress};
+/// let found = ("127.0.0.1", 80).to_addresses(Some(Family::Inet))?;
+/// assert_eq!(found[0].to_string(), "127.0.0.1:80");
+/// let path = "/run/app.sock".to_addresses(Some(Family::Unix))?;
+/// assert_eq!(path[0].to_string(), "/run/app.sock");
+/// # Ok::<(), socketkit::Error>(())
+/// ```
 pub trait ToAddress {
     /// Every address this names, in resolver order, keeping only `family` when it is given.
     ///
     /// # Errors
     ///
     /// [`Op::Resolve`] when a host name does not resolve or has no address of `family`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::ToAddress;
+    /// let any = "[::1]:7".to_addresses(None)?;
+    /// assert_eq!(any[0].port(), Some(7));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>>;
 }
 

@@ -53,6 +53,15 @@ pub use resolve::{getaddrinfo, gethostname};
 use crate::error::{Error, Op, Result};
 
 /// The address family: `AF_UNIX`, `AF_INET` or `AF_INET6`.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{Family, Socket, Type};
+/// let v6 = Socket::new(Family::Inet6, Type::Stream)?;
+/// assert_eq!(v6.family(), Family::Inet6);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Unix domain sockets (`AF_UNIX`), addressed by a path.
@@ -74,6 +83,15 @@ impl Family {
 }
 
 /// The socket type: a byte stream (`SOCK_STREAM`, TCP) or datagrams (`SOCK_DGRAM`, UDP).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{Family, Socket, Type};
+/// let udp = Socket::new(Family::Inet, Type::Datagram)?;
+/// udp.bind(("127.0.0.1", 0))?;
+/// # Ok::<(), socketkit::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Type {
     /// A connected, reliable byte stream (`SOCK_STREAM`).
@@ -95,6 +113,17 @@ impl Type {
 ///
 /// Created close-on-exec, in blocking mode, with no timeout. See the [module
 /// documentation](self) for a complete server and client.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::socket::{Family, Socket, Type};
+/// let s = Socket::new(Family::Inet, Type::Stream)?; // socket.socket()
+/// s.bind(("127.0.0.1", 0))?;
+/// s.listen(5)?;
+/// assert!(s.local_addr()?.port().is_some());
+/// # Ok::<(), socketkit::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Socket {
     inner: socket2::Socket,
@@ -147,6 +176,15 @@ impl Socket {
     }
 
     /// The address family the socket was created with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Unix, Type::Datagram)?;
+    /// assert_eq!(s.family(), Family::Unix);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn family(&self) -> Family {
         self.family
     }
@@ -395,7 +433,15 @@ impl Socket {
     ///
     /// # Examples
     ///
-    /// See [`Socket::sendto`].
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Datagram)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// s.sendto(b"to myself", s.local_addr()?)?;
+    /// let (data, from) = s.recvfrom(4)?; // the rest of the datagram is dropped
+    /// assert_eq!((data.as_slice(), from), (&b"to m"[..], s.local_addr()?));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     #[doc(alias = "recv_from")]
     pub fn recvfrom(&self, bufsize: usize) -> Result<(Vec<u8>, Address)> {
         let mut buf = Vec::with_capacity(bufsize);
@@ -433,6 +479,15 @@ impl Socket {
     }
 
     /// Closes the socket (Python: `s.close()`). Dropping it does the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.close();
+    /// assert!(b.recv(16)?.is_empty()); // the peer sees end of stream
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn close(self) {
         drop(self);
     }
@@ -468,6 +523,16 @@ impl Socket {
     }
 
     /// The timeout set by [`Socket::set_timeout`] (Python: `s.gettimeout()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut a, _b) = socketkit::socket::socketpair()?;
+    /// assert_eq!(a.timeout(), None);
+    /// a.set_timeout(Some(std::time::Duration::from_secs(1)))?;
+    /// assert_eq!(a.timeout(), Some(std::time::Duration::from_secs(1)));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     #[doc(alias = "gettimeout")]
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
@@ -515,7 +580,11 @@ impl Socket {
     ///
     /// # Examples
     ///
-    /// See [`Socket::connect`].
+    /// ```
+    /// let (a, _b) = socketkit::socket::socketpair()?;
+    /// assert_eq!(a.peer_addr()?.to_string(), "(unnamed)");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     #[doc(alias = "getpeername")]
     pub fn peer_addr(&self) -> Result<Address> {
         self.inner

@@ -17,11 +17,31 @@ macro_rules! option_call {
 /// `SOL_SOCKET` options, see [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html).
 impl Socket {
     /// Whether `SO_BROADCAST` is set (datagrams to broadcast addresses allowed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Datagram)?;
+    /// s.set_broadcast(true)?;
+    /// assert!(s.broadcast()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn broadcast(&self) -> Result<bool> {
         option_call!(self, GetOption("SO_BROADCAST"), self.inner.broadcast())
     }
 
     /// Sets `SO_BROADCAST`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Datagram)?;
+    /// s.set_broadcast(true)?;
+    /// assert!(s.broadcast()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn set_broadcast(&self, on: bool) -> Result<()> {
         option_call!(
             self,
@@ -31,6 +51,16 @@ impl Socket {
     }
 
     /// Whether `SO_KEEPALIVE` is set (the kernel probes idle connections).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_keepalive(true)?;
+    /// assert!(s.keepalive()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn keepalive(&self) -> Result<bool> {
         option_call!(self, GetOption("SO_KEEPALIVE"), self.inner.keepalive())
     }
@@ -55,22 +85,62 @@ impl Socket {
     }
 
     /// `SO_LINGER`: how long `close` waits for unsent data; `Some(0)` resets the connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_linger(Some(std::time::Duration::from_secs(2)))?;
+    /// assert_eq!(s.linger()?, Some(std::time::Duration::from_secs(2)));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn linger(&self) -> Result<Option<Duration>> {
         option_call!(self, GetOption("SO_LINGER"), self.inner.linger())
     }
 
     /// Sets `SO_LINGER`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_linger(None)?;
+    /// assert_eq!(s.linger()?, None);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
         option_call!(self, SetOption("SO_LINGER"), self.inner.set_linger(linger))
     }
 
     /// `SO_RCVBUF`: the kernel's receive buffer size in bytes (Linux reports twice the
     /// value set, to account for its bookkeeping).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_recv_buffer_size(65536)?;
+    /// assert!(s.recv_buffer_size()? >= 65536);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn recv_buffer_size(&self) -> Result<usize> {
         option_call!(self, GetOption("SO_RCVBUF"), self.inner.recv_buffer_size())
     }
 
     /// Sets `SO_RCVBUF`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_recv_buffer_size(65536)?;
+    /// assert!(s.recv_buffer_size()? >= 65536);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn set_recv_buffer_size(&self, size: usize) -> Result<()> {
         option_call!(
             self,
@@ -81,6 +151,16 @@ impl Socket {
 
     /// Whether `SO_REUSEADDR` is set (a listener may bind a port with connections still in
     /// `TIME_WAIT`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_reuse_address(false)?;
+    /// assert!(!s.reuse_address()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn reuse_address(&self) -> Result<bool> {
         option_call!(self, GetOption("SO_REUSEADDR"), self.inner.reuse_address())
     }
@@ -107,6 +187,16 @@ impl Socket {
 
     /// Whether `SO_REUSEPORT` is set (several sockets share a port, the kernel spreads
     /// connections among them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_reuse_port(true)?;
+    /// assert!(s.reuse_port()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn reuse_port(&self) -> Result<bool> {
         option_call!(self, GetOption("SO_REUSEPORT"), self.inner.reuse_port())
     }
@@ -116,6 +206,16 @@ impl Socket {
     /// # Errors
     ///
     /// Kernels before 3.9 lack it and fail with `ENOPROTOOPT`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_reuse_port(true)?;
+    /// assert!(s.reuse_port()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn set_reuse_port(&self, on: bool) -> Result<()> {
         option_call!(
             self,
@@ -125,11 +225,31 @@ impl Socket {
     }
 
     /// `SO_SNDBUF`: the kernel's send buffer size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_send_buffer_size(65536)?;
+    /// assert!(s.send_buffer_size()? >= 65536);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn send_buffer_size(&self) -> Result<usize> {
         option_call!(self, GetOption("SO_SNDBUF"), self.inner.send_buffer_size())
     }
 
     /// Sets `SO_SNDBUF`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_send_buffer_size(65536)?;
+    /// assert!(s.send_buffer_size()? >= 65536);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn set_send_buffer_size(&self, size: usize) -> Result<()> {
         option_call!(
             self,
@@ -142,6 +262,16 @@ impl Socket {
 /// `IPPROTO_TCP` options, see [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html).
 impl Socket {
     /// Whether `TCP_NODELAY` is set (Nagle's algorithm off: small writes go out at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.set_nodelay(false)?;
+    /// assert!(!s.nodelay()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn nodelay(&self) -> Result<bool> {
         option_call!(self, GetOption("TCP_NODELAY"), self.inner.tcp_nodelay())
     }
@@ -169,6 +299,16 @@ impl Socket {
 /// `IPPROTO_IPV6` options, see [`ipv6(7)`](https://man7.org/linux/man-pages/man7/ipv6.7.html).
 impl Socket {
     /// Whether `IPV6_V6ONLY` is set (an IPv6 socket refuses IPv4-mapped peers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet6, Type::Stream)?;
+    /// s.set_only_v6(true)?;
+    /// assert!(s.only_v6()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
     pub fn only_v6(&self) -> Result<bool> {
         option_call!(self, GetOption("IPV6_V6ONLY"), self.inner.only_v6())
     }
