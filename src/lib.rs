@@ -11,6 +11,7 @@
 //! - [`services`]: the classic internet services (greeting, echo, …).
 //! - [`client`]: netcat: connect or listen, and bridge the socket with input and output.
 //! - [`forward`]: a relay from every accepted connection to a target endpoint.
+//! - [`bench`]: the load generator behind `socketkit bench`.
 //! - [`error`]: the error type every operation returns.
 //! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
 //!
@@ -36,6 +37,7 @@
 #[cfg(not(unix))]
 compile_error!("socketkit supports Unix-like systems (Linux first) only");
 
+pub mod bench;
 pub mod client;
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}

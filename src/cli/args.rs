@@ -26,6 +26,8 @@ pub(crate) enum Command {
     Listen(ListenArgs),
     /// Relay every connection accepted on -l to --to.
     Forward(ForwardArgs),
+    /// Load-test ENDPOINT: greeting (a connection per operation), echo, or idle.
+    Bench(BenchArgs),
 }
 
 /// Log verbosity, shared by every command.
@@ -140,6 +142,59 @@ pub(crate) struct ForwardArgs {
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub(crate) timeout: String,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The server under test: HOST:PORT, unix:PATH, udp:HOST:PORT, unixgram:PATH.
+    #[arg(value_name = "ENDPOINT")]
+    pub(crate) endpoint: String,
+    /// greeting: connect, read to end, close; echo: stream verified blocks; idle: hold
+    /// connections open.
+    #[arg(long, value_name = "MODE", default_value = "greeting")]
+    pub(crate) mode: String,
+    /// Concurrent operations (greeting, echo) or connections to hold (idle).
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 64)]
+    pub(crate) connections: usize,
+    /// How long to measure (after the warm-up).
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "5s")]
+    pub(crate) duration: String,
+    /// How long to run before measuring.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub(crate) warmup: String,
+    /// Open loop: start N operations per second (at most -c at once) instead of keeping -c
+    /// busy.
+    #[arg(long, value_name = "N")]
+    pub(crate) rate: Option<f64>,
+    /// Stop after N completed operations.
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
+    /// greeting: the text every answer must be.
+    #[arg(long, value_name = "TEXT", conflicts_with = "expect_hex")]
+    pub(crate) expect: Option<String>,
+    /// greeting: the bytes every answer must be, in hex (e4bda0e5a5bd).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) expect_hex: Option<String>,
+    /// echo: block size in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub(crate) size: usize,
+    /// echo: bytes in flight per connection (default: one block).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) window: Option<usize>,
+    /// Give up on one operation after this long.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub(crate) timeout: String,
+    /// Threads generating load (the default leaves the other cores to the server).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Also write a picture of the run: FILE.svg or FILE.html.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) log: LogArgs,
 }

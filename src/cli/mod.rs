@@ -2,6 +2,7 @@
 //! One file per subcommand; nothing here does network work of its own.
 
 mod args;
+mod bench;
 mod connect;
 mod exit;
 mod forward;
@@ -32,6 +33,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Connect(args) => connect::run(args),
         Command::Listen(args) => listen::run(args),
         Command::Forward(args) => forward::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

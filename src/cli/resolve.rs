@@ -13,8 +13,14 @@ pub(crate) fn endpoint(text: &str) -> Result<Endpoint, CliError> {
         .map_err(|err: socketkit::endpoint::EndpointError| CliError::Usage(err.to_string()))
 }
 
-/// A humane duration (`500ms`, `30s`, `2m`) for the option `flag`.
+/// A humane duration (`500ms`, `30s`, `2m`; a bare number is seconds, as `timeout 5` and
+/// `nc -w 5` take it) for the option `flag`.
 pub(crate) fn duration(flag: &str, text: &str) -> Result<Duration, CliError> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if let Ok(duration) = Duration::try_from_secs_f64(seconds) {
+            return Ok(duration);
+        }
+    }
     humantime::parse_duration(text)
         .map_err(|err| CliError::Usage(format!("invalid duration '{text}' for {flag}: {err}")))
 }
@@ -48,6 +54,11 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert_eq!(duration("--x", "2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(
+            duration("--x", "1.5").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(duration("--x", "-1").is_err());
         let err = duration("--timeout", "5x").unwrap_err().to_string();
         assert!(
             err.starts_with("invalid duration '5x' for --timeout: "),

@@ -98,7 +98,7 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
     Err(fail(last))
 }
 
-fn candidates(endpoint: &Endpoint, family: Option<Family>) -> Result<Vec<Address>> {
+pub(crate) fn candidates(endpoint: &Endpoint, family: Option<Family>) -> Result<Vec<Address>> {
     let fail = |reason: &str| {
         let err = io::Error::new(io::ErrorKind::InvalidInput, reason.to_owned());
         Error::new(Op::Connect, endpoint, err)

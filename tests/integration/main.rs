@@ -8,6 +8,8 @@
 /// Shared pieces: spawning binaries, loopback helpers, external-tool probes.
 mod support;
 
+/// `socketkit bench`: counts and errors of short runs against `serve`.
+mod cli_bench;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
 /// Exit codes and `error:` lines of SPEC §2.3.

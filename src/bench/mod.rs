@@ -1,0 +1,378 @@
+//! The load generator behind `socketkit bench`, in the shape of quinn's `perf`: a fixed
+//! number of concurrent workers (closed loop) or a fixed arrival rate (open loop, for latency
+//! under a known load), bounded by duration, count and Ctrl-C, with a warm-up that is not
+//! counted; statistics in [`stats`], the picture in [`plot`].
+//!
+//! # Modes
+//! - `greeting`: each operation is a connection — connect, read to end, compare with
+//!   `expect`, close. On a datagram endpoint: send one datagram, compare the answer.
+//! - `echo`: each connection streams `size`-byte blocks with at most `window` bytes
+//!   unanswered and checks every byte; each block's round trip is one operation. On a
+//!   datagram endpoint: send `size` bytes, expect them back.
+//! - `idle`: open `connections` connections, hold them for the duration, report how many the
+//!   server still holds at the end.
+
+mod mode;
+pub mod plot;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::endpoint::Endpoint;
+use crate::error::Result;
+use mode::{Datagram, Target};
+pub use stats::{Failure, Report, Stats};
+
+/// Extra payload bytes past one block, so that consecutive echo blocks differ.
+const PAYLOAD_SLACK: usize = 251;
+
+/// A one-way flag that tasks can wait on: set once, seen by every clone, before or after
+/// they start waiting (unlike `Notify::notify_waiters`, nothing is missed).
+#[derive(Debug, Clone)]
+pub struct Signal {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Default for Signal {
+    fn default() -> Signal {
+        let (tx, rx) = watch::channel(false);
+        Signal {
+            tx: Arc::new(tx),
+            rx,
+        }
+    }
+}
+
+impl Signal {
+    /// Sets the flag.
+    pub fn set(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Waits until the flag is set.
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        // An error means the sender is gone, which cannot happen while `self` holds it.
+        let _ = rx.wait_for(|set| *set).await;
+    }
+}
+
+/// What kind of load to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A connection per operation, read to end.
+    Greeting,
+    /// Verified blocks streamed through long-lived connections.
+    Echo,
+    /// Connections opened and held.
+    Idle,
+}
+
+impl Mode {
+    /// The mode's name, as `--mode` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Greeting => "greeting",
+            Mode::Echo => "echo",
+            Mode::Idle => "idle",
+        }
+    }
+}
+
+/// A load test's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What kind of load.
+    pub mode: Mode,
+    /// Concurrent workers (greeting, echo) or connections to hold (idle).
+    pub connections: usize,
+    /// How long to measure, after the warm-up.
+    pub duration: Duration,
+    /// How long to run before counting.
+    pub warmup: Duration,
+    /// Open loop: start this many operations per second (at most `connections` at once)
+    /// instead of keeping `connections` busy.
+    pub rate: Option<f64>,
+    /// Stop after this many completed operations.
+    pub count: Option<u64>,
+    /// Greeting: the bytes every answer must be.
+    pub expect: Option<Vec<u8>>,
+    /// Echo: block size in bytes.
+    pub size: usize,
+    /// Echo: bytes in flight per connection.
+    pub window: usize,
+    /// Give up on one operation after this long without finishing it.
+    pub timeout: Duration,
+    /// Timeline bucket width (for the report).
+    pub interval: Duration,
+    payload: Vec<u8>,
+    echo: bool,
+}
+
+impl Config {
+    /// A configuration with defaults: 64 connections, 5 s, 1 s warm-up, 4 KiB blocks.
+    pub fn new(mode: Mode) -> Config {
+        Config {
+            mode,
+            connections: 64,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            rate: None,
+            count: None,
+            expect: None,
+            size: 4096,
+            window: 4096,
+            timeout: Duration::from_secs(5),
+            interval: Duration::from_millis(250),
+            payload: Vec::new(),
+            echo: false,
+        }
+    }
+
+    fn prepared(mut self) -> Config {
+        if self.mode == Mode::Idle {
+            // Idle connections are opened once: there is nothing to warm up, and opening
+            // them is what is counted.
+            self.warmup = Duration::ZERO;
+        }
+        self.size = self.size.max(1);
+        self.window = self.window.max(self.size);
+        self.echo = self.mode == Mode::Echo;
+        // Deterministic pseudo-random bytes (xorshift): a corrupted byte shows.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        self.payload = (0..self.size + PAYLOAD_SLACK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        self
+    }
+}
+
+/// Runs a load test against `endpoint` and returns its report; `stop` ends it early (Ctrl-C),
+/// after which in-flight operations get up to the operation timeout to finish.
+///
+/// # Errors
+///
+/// The endpoint cannot be resolved.
+pub async fn run(
+    endpoint: &Endpoint,
+    config: Config,
+    stats: Arc<Stats>,
+    stop: Signal,
+) -> Result<Report> {
+    let target = Target::resolve(endpoint)?;
+    let config = Arc::new(config.prepared());
+    let ending = Signal::default();
+    let started = Instant::now();
+    let driver = drive(
+        target,
+        Arc::clone(&config),
+        Arc::clone(&stats),
+        ending.clone(),
+    );
+    let clock = async {
+        if !config.warmup.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(config.warmup) => {}
+                () = stop.wait() => return,
+            }
+        }
+        stats.start_recording();
+        let deadline = tokio::time::sleep(config.duration);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                () = stop.wait() => return,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {
+                    if config.count.is_some_and(|count| stats.completed() >= count) {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(driver);
+    let mut held = None;
+    tokio::select! {
+        result = &mut driver => held = result,
+        () = clock => {}
+    }
+    let measured = started.elapsed().saturating_sub(config.warmup);
+    ending.set();
+    // Let in-flight work end (bounded by the operation timeout), then count idle holders.
+    if let Ok(result) = tokio::time::timeout(config.timeout + Duration::from_secs(1), driver).await
+    {
+        held = held.or(result);
+    }
+    Ok(stats.report(endpoint.to_string(), config.mode.name(), measured, held))
+}
+
+/// Runs the workers until `ending`; for idle mode returns how many connections were held.
+async fn drive(
+    target: Target,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    ending: Signal,
+) -> Option<u64> {
+    match (config.mode, config.rate) {
+        (Mode::Idle, _) => Some(hold(&target, &config, &stats, &ending).await),
+        (Mode::Echo, _) if !target.is_datagram() => {
+            let workers = (0..config.connections).map(|_| {
+                let (target, config, stats, ending) = (
+                    target.clone(),
+                    Arc::clone(&config),
+                    Arc::clone(&stats),
+                    ending.clone(),
+                );
+                tokio::spawn(async move { mode::echo(&target, config, stats, ending).await })
+            });
+            let workers: Vec<_> = workers.collect();
+            for worker in workers {
+                let _ = worker.await;
+            }
+            None
+        }
+        (_, Some(rate)) => {
+            open_loop(target, config, stats, ending, rate).await;
+            None
+        }
+        (_, None) => {
+            closed_loop(target, config, stats, ending).await;
+            None
+        }
+    }
+}
+
+/// `connections` workers, each starting its next operation when the last one ends.
+async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, ending: Signal) {
+    let workers: Vec<_> = (0..config.connections)
+        .map(|id| {
+            let (target, config, stats, done) = (
+                target.clone(),
+                Arc::clone(&config),
+                Arc::clone(&stats),
+                ending.clone(),
+            );
+            tokio::spawn(async move {
+                let socket = match target.is_datagram() {
+                    true => match Datagram::open(&target, id).await {
+                        Ok(socket) => Some(socket),
+                        Err(err) => return stats.fail(Failure::of(&err)),
+                    },
+                    false => None,
+                };
+                while !done.is_set() {
+                    one(&target, socket.as_ref(), &config, &stats).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+/// Operations started at a fixed rate, at most `connections` in flight; an arrival that finds
+/// every slot busy waits for one (and the latency it then sees includes the wait).
+async fn open_loop(
+    target: Target,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    ending: Signal,
+    rate: f64,
+) {
+    let slots = Arc::new(Semaphore::new(config.connections.max(1)));
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let sockets: Arc<Vec<Datagram>> = Arc::new(if target.is_datagram() {
+        let mut all = Vec::new();
+        for id in 0..config.connections {
+            match Datagram::open(&target, id).await {
+                Ok(socket) => all.push(socket),
+                Err(err) => stats.fail(Failure::of(&err)),
+            }
+        }
+        all
+    } else {
+        Vec::new()
+    });
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            () = ending.wait() => break,
+            _ = ticker.tick() => {}
+        }
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let (target, config, stats, sockets) = (
+            target.clone(),
+            Arc::clone(&config),
+            Arc::clone(&stats),
+            Arc::clone(&sockets),
+        );
+        let index = next;
+        next = next.wrapping_add(1);
+        tokio::spawn(async move {
+            let socket = (!sockets.is_empty()).then(|| &sockets[index % sockets.len()]);
+            one(&target, socket, &config, &stats).await;
+            drop(permit);
+        });
+    }
+    // Wait for what is in flight.
+    let _ = slots
+        .acquire_many(u32::try_from(config.connections.max(1)).unwrap_or(u32::MAX))
+        .await;
+}
+
+async fn one(target: &Target, socket: Option<&Datagram>, config: &Config, stats: &Stats) {
+    match socket {
+        Some(socket) => mode::request(target, socket, config, stats).await,
+        None => mode::greeting(target, config, stats).await,
+    }
+}
+
+/// Opens `connections` connections (at most 64 connecting at once) and holds them until
+/// `ending`; returns how many the server still held then.
+async fn hold(target: &Target, config: &Arc<Config>, stats: &Arc<Stats>, ending: &Signal) -> u64 {
+    let connecting = Arc::new(Semaphore::new(64));
+    let opens: Vec<_> = (0..config.connections)
+        .map(|_| {
+            let (target, config, stats, connecting) = (
+                target.clone(),
+                Arc::clone(config),
+                Arc::clone(stats),
+                Arc::clone(&connecting),
+            );
+            tokio::spawn(async move {
+                let _permit = connecting.acquire_owned().await.ok()?;
+                mode::idle(&target, &config, &stats).await
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(opens.len());
+    for open in opens {
+        if let Ok(Some(stream)) = open.await {
+            held.push(stream);
+        }
+    }
+    ending.wait().await;
+    held.iter()
+        .filter(|stream| mode::still_open(stream))
+        .count() as u64
+}

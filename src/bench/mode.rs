@@ -1,0 +1,283 @@
+//! The three kinds of load, each one operation at a time: `greeting` (connect, read to end,
+//! check, close), `echo` (stream verified blocks through one connection) and `idle` (open and
+//! hold). Datagram endpoints do request/reply.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
+
+use super::Config;
+use super::stats::{Failure, Stats};
+use crate::endpoint::Endpoint;
+use crate::server::stream::Stream;
+use crate::socket::Address;
+
+/// Where the load goes, resolved once before the run.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+    Udp(std::net::SocketAddr),
+    Unixgram(std::path::PathBuf),
+}
+
+impl Target {
+    pub(crate) fn resolve(endpoint: &Endpoint) -> crate::Result<Target> {
+        let connect = crate::client::ConnectOptions::default();
+        if let Some(path) = endpoint.path() {
+            return Ok(if endpoint.transport().is_stream() {
+                Target::Unix(path.to_path_buf())
+            } else {
+                Target::Unixgram(path.to_path_buf())
+            });
+        }
+        // Resolve through the client's rules (a host is needed; names are looked up).
+        let candidates = crate::client::candidates(endpoint, connect.family)?;
+        let addr = candidates
+            .into_iter()
+            .find_map(|a: Address| a.as_socket_addr())
+            .ok_or_else(|| {
+                crate::Error::without_target(
+                    crate::error::Op::Resolve,
+                    io::ErrorKind::NotFound.into(),
+                )
+            })?;
+        Ok(if endpoint.transport().is_stream() {
+            Target::Tcp(addr)
+        } else {
+            Target::Udp(addr)
+        })
+    }
+
+    pub(crate) fn is_datagram(&self) -> bool {
+        matches!(self, Target::Udp(_) | Target::Unixgram(_))
+    }
+
+    async fn connect(&self) -> io::Result<Stream> {
+        match self {
+            Target::Tcp(addr) => Ok(Stream::Tcp(TcpStream::connect(addr).await?)),
+            Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+}
+
+/// A greeting connection: connect, read to end of stream, compare, close.
+pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) {
+    let started = Instant::now();
+    let result = bounded(config.timeout, async {
+        let mut stream = target.connect().await?;
+        let mut got = Vec::with_capacity(config.expect.as_ref().map_or(64, Vec::len));
+        stream.read_to_end(&mut got).await?;
+        check(config, &got)?;
+        Ok(got.len() as u64)
+    })
+    .await;
+    record(stats, started, result);
+}
+
+/// Request/reply over a datagram socket: send one datagram, wait for the answer, compare.
+pub(crate) async fn request(target: &Target, socket: &Datagram, config: &Config, stats: &Stats) {
+    let started = Instant::now();
+    let payload = &config.payload[..config.size];
+    let result = bounded(config.timeout, async {
+        socket.send(payload).await?;
+        let mut buf = vec![0u8; 65_536];
+        let n = socket.recv(&mut buf).await?;
+        let got = &buf[..n];
+        if config.echo && got != payload {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
+        }
+        check(config, got)?;
+        Ok(n as u64)
+    })
+    .await;
+    let _ = target;
+    record(stats, started, result);
+}
+
+/// A connected datagram socket for request/reply.
+#[derive(Debug)]
+pub(crate) enum Datagram {
+    Udp(UdpSocket),
+    Unix {
+        socket: UnixDatagram,
+        // Held for its Drop: the client's socket file goes with the socket.
+        _path: TempPath,
+    },
+}
+
+/// A bound client path, removed on drop.
+#[derive(Debug)]
+pub(crate) struct TempPath(std::path::PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Datagram {
+    pub(crate) async fn open(target: &Target, id: usize) -> io::Result<Datagram> {
+        match target {
+            Target::Udp(addr) => {
+                let local: std::net::SocketAddr = if addr.is_ipv6() {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                }
+                .parse()
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let socket = UdpSocket::bind(local).await?;
+                socket.connect(addr).await?;
+                Ok(Datagram::Udp(socket))
+            }
+            Target::Unixgram(path) => {
+                let name = format!("socketkit-bench-{}-{id}.sock", std::process::id());
+                let local = std::env::temp_dir().join(name);
+                let _ = std::fs::remove_file(&local);
+                let socket = UnixDatagram::bind(&local)?;
+                let guard = TempPath(local);
+                socket.connect(path)?;
+                Ok(Datagram::Unix {
+                    socket,
+                    _path: guard,
+                })
+            }
+            Target::Tcp(_) | Target::Unix(_) => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+
+    async fn send(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Datagram::Udp(s) => s.send(data).await,
+            Datagram::Unix { socket, .. } => socket.send(data).await,
+        }
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Datagram::Udp(s) => s.recv(buf).await,
+            Datagram::Unix { socket, .. } => socket.recv(buf).await,
+        }
+    }
+}
+
+/// One echo connection, streaming blocks of `size` bytes with at most `window` unanswered,
+/// checking every byte that comes back, until `stop` says so. Each block's round trip is
+/// one completed operation.
+pub(crate) async fn echo(
+    target: &Target,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    stop: super::Signal,
+) {
+    let stream = match bounded(config.timeout, target.connect()).await {
+        Ok(stream) => stream,
+        Err(err) => return stats.fail(Failure::of(&err)),
+    };
+    if let Stream::Tcp(tcp) = &stream {
+        // Echo blocks must go out at once, not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+    }
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let blocks_in_flight = (config.window / config.size.max(1)).max(1);
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<(Instant, usize)>(blocks_in_flight);
+    let size = config.size;
+    let writer_config = Arc::clone(&config);
+    let stopper = stop.clone();
+    let write_side = async move {
+        for n in 0usize.. {
+            let permit = tokio::select! {
+                permit = sent_tx.reserve() => permit,
+                () = stopper.wait() => break,
+            };
+            let Ok(permit) = permit else { break };
+            permit.send((Instant::now(), n));
+            if writer.write_all(block(&writer_config, n)).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    let read_side = async {
+        let mut buf = vec![0u8; size];
+        while let Some((sent_at, n)) = sent_rx.recv().await {
+            let read = bounded(config.timeout, reader.read_exact(&mut buf)).await;
+            match read {
+                Ok(_) if buf == block(&config, n) => stats.complete(sent_at.elapsed(), size as u64),
+                Ok(_) => return stats.fail(Failure::WrongBytes),
+                Err(err) => return stats.fail(Failure::of(&err)),
+            }
+        }
+    };
+    tokio::join!(write_side, read_side);
+}
+
+/// Block `n` of an echo stream: `size` bytes of the payload from an offset that changes
+/// from block to block (the payload is `size` + [`super::PAYLOAD_SLACK`] bytes), so a block
+/// echoed twice or out of order does not compare equal.
+fn block(config: &Config, n: usize) -> &[u8] {
+    let start = (n * 7) % super::PAYLOAD_SLACK;
+    &config.payload[start..start + config.size]
+}
+
+/// One idle connection: open it and hand it over to be held.
+pub(crate) async fn idle(target: &Target, config: &Config, stats: &Stats) -> Option<Stream> {
+    let started = Instant::now();
+    match bounded(config.timeout, target.connect()).await {
+        Ok(stream) => {
+            stats.complete(started.elapsed(), 0);
+            Some(stream)
+        }
+        Err(err) => {
+            stats.fail(Failure::of(&err));
+            None
+        }
+    }
+}
+
+/// Whether the server still holds `stream` open: whatever it sent is read, and what is left
+/// is "nothing yet" rather than end of stream or an error.
+pub(crate) fn still_open(stream: &Stream) -> bool {
+    // Asked of the socket itself (it is non-blocking), not of tokio's cached readiness,
+    // which an unpolled connection never updated.
+    let socket = match stream {
+        Stream::Tcp(s) => socket2::SockRef::from(s),
+        Stream::Unix(s) => socket2::SockRef::from(s),
+    };
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(err) => return err.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+fn check(config: &Config, got: &[u8]) -> io::Result<()> {
+    match &config.expect {
+        Some(expected) if got != expected.as_slice() => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected bytes",
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn bounded<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+fn record(stats: &Stats, started: Instant, result: io::Result<u64>) {
+    match result {
+        Ok(bytes) => stats.complete(started.elapsed(), bytes),
+        Err(err) => stats.fail(Failure::of(&err)),
+    }
+}

@@ -1,0 +1,303 @@
+//! The numbers of a load test: live counters the progress display reads, one latency
+//! histogram, a per-interval timeline for the report, errors by kind, and the final
+//! [`Report`] as a table or JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Why one operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The connection was refused.
+    Refused,
+    /// The connection was reset.
+    Reset,
+    /// No progress within the timeout.
+    Timeout,
+    /// The bytes received were not the ones expected.
+    WrongBytes,
+    /// Any other error.
+    Other,
+}
+
+impl Failure {
+    /// Sorts an I/O error into a kind.
+    pub fn of(err: &io::Error) -> Failure {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Failure::Reset,
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout,
+            io::ErrorKind::InvalidData => Failure::WrongBytes,
+            _ => Failure::Other,
+        }
+    }
+
+    const ALL: [Failure; 5] = [
+        Failure::Refused,
+        Failure::Reset,
+        Failure::Timeout,
+        Failure::WrongBytes,
+        Failure::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Reset => "reset",
+            Failure::Timeout => "timeout",
+            Failure::WrongBytes => "wrong bytes",
+            Failure::Other => "other",
+        }
+    }
+}
+
+/// Counters and histograms shared by every task of a run.
+#[derive(Debug)]
+pub struct Stats {
+    start: Instant,
+    interval: Duration,
+    recording: AtomicU64,
+    completed: AtomicU64,
+    bytes: AtomicU64,
+    failures: [AtomicU64; 5],
+    latency: Mutex<Histogram<u64>>,
+    timeline: Mutex<Vec<u64>>,
+}
+
+impl Stats {
+    /// Empty statistics; `interval` is the width of one timeline bucket.
+    pub fn new(interval: Duration) -> Stats {
+        Stats {
+            start: Instant::now(),
+            interval,
+            recording: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failures: Default::default(),
+            // 1 µs to 1 hour at 3 significant digits. new_with_bounds fails only for low < 1,
+            // high < 2·low or more than 5 digits; these constants are none of those.
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid constant bounds"),
+            ),
+            timeline: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts counting (after the warm-up): everything before is forgotten.
+    pub(crate) fn start_recording(&self) {
+        self.completed.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        for failure in &self.failures {
+            failure.store(0, Ordering::Relaxed);
+        }
+        lock(&self.latency).reset();
+        lock(&self.timeline).clear();
+        let since = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.recording.store(since.max(1), Ordering::Relaxed);
+    }
+
+    fn is_recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed) != 0
+    }
+
+    /// One operation done, with its latency and the bytes it moved.
+    pub(crate) fn complete(&self, latency: Duration, bytes: u64) {
+        if !self.is_recording() {
+            return;
+        }
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        lock(&self.latency).saturating_record(micros);
+        let bucket = self.bucket();
+        let mut timeline = lock(&self.timeline);
+        if timeline.len() <= bucket {
+            timeline.resize(bucket + 1, 0);
+        }
+        timeline[bucket] += 1;
+    }
+
+    /// One operation failed.
+    pub(crate) fn fail(&self, failure: Failure) {
+        if self.is_recording() {
+            self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn bucket(&self) -> usize {
+        let since = self.recording.load(Ordering::Relaxed);
+        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let interval = u64::try_from(self.interval.as_micros()).unwrap_or(1).max(1);
+        usize::try_from(now.saturating_sub(since) / interval).unwrap_or(usize::MAX)
+    }
+
+    /// Completed operations so far (for the progress display).
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Failed operations so far.
+    pub fn failed(&self) -> u64 {
+        self.failures
+            .iter()
+            .map(|f| f.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The report for a measured span of `elapsed` (`held`: idle mode's count).
+    pub fn report(
+        &self,
+        endpoint: String,
+        mode: &str,
+        elapsed: Duration,
+        held: Option<u64>,
+    ) -> Report {
+        let latency = lock(&self.latency);
+        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+        let completed = self.completed();
+        let secs = elapsed.as_secs_f64().max(f64::EPSILON);
+        let errors = Failure::ALL
+            .iter()
+            .map(|f| {
+                (
+                    f.name().to_owned(),
+                    self.failures[*f as usize].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let interval = self.interval.as_secs_f64();
+        let timeline = lock(&self.timeline)
+            .iter()
+            .map(|n| *n as f64 / interval)
+            .collect();
+        Report {
+            endpoint,
+            mode: mode.to_owned(),
+            seconds: round(secs, 3),
+            completed,
+            rate_per_s: round(completed as f64 / secs, 1),
+            mb_per_s: round(self.bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs, 2),
+            latency_ms: Latency {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                p999: ms(0.999),
+                max: latency.max() as f64 / 1000.0,
+            },
+            errors,
+            held,
+            interval_s: interval,
+            rate_timeline: timeline,
+        }
+    }
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// A poisoned statistics lock only means a task panicked mid-update; the numbers are still
+/// the best there are.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The endpoint under test.
+    pub endpoint: String,
+    /// `greeting`, `echo` or `idle`.
+    pub mode: String,
+    /// The measured span (warm-up excluded).
+    pub seconds: f64,
+    /// Operations completed: connections (greeting), round trips (echo), requests (UDP).
+    pub completed: u64,
+    /// Completed per second.
+    pub rate_per_s: f64,
+    /// Payload throughput (10⁶ bytes per second), echo mode.
+    pub mb_per_s: f64,
+    /// Latency percentiles of completed operations.
+    pub latency_ms: Latency,
+    /// Failures by kind (only kinds that happened).
+    pub errors: BTreeMap<String, u64>,
+    /// Idle mode: connections the server still held at the end.
+    pub held: Option<u64>,
+    /// Width of one timeline bucket, in seconds.
+    pub interval_s: f64,
+    /// Completed per second, bucket by bucket.
+    pub rate_timeline: Vec<f64>,
+}
+
+impl Report {
+    /// Failed operations, all kinds.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} {} for {:.1}s",
+            self.mode, self.endpoint, self.seconds
+        )?;
+        writeln!(f, "  completed   {:>12}", self.completed)?;
+        writeln!(f, "  rate        {:>12.1} /s", self.rate_per_s)?;
+        if self.mb_per_s > 0.0 {
+            writeln!(f, "  throughput  {:>12.2} MB/s", self.mb_per_s)?;
+        }
+        if let Some(held) = self.held {
+            writeln!(f, "  held        {held:>12}")?;
+        }
+        let l = &self.latency_ms;
+        writeln!(
+            f,
+            "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        )?;
+        if self.errors.is_empty() {
+            writeln!(f, "  errors      {:>12}", 0)
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            writeln!(
+                f,
+                "  errors      {:>12}  ({})",
+                self.failed(),
+                list.join(", ")
+            )
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `socketkit bench`: run the load generator, show progress on a terminal, print the report.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use socketkit::bench::{self, Config, Mode, Report, Signal, Stats};
+
+use super::args::BenchArgs;
+use super::exit::CliError;
+use super::{init_logging, resolve};
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
+    let endpoint = resolve::endpoint(&args.endpoint)?;
+    let config = config(&args)?;
+    if let Some(path) = &args.report {
+        report_kind(path)?;
+    }
+    init_logging(&args.log);
+    // One thread runs everything on the calling thread, with no cross-thread wake-ups.
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .map_err(|err| io_error("tokio runtime", err))?;
+    let stats = Arc::new(Stats::new(config.interval));
+    let show_progress = std::io::stderr().is_terminal() && !args.json && !args.log.quiet;
+    let total = config.warmup + config.duration;
+    let report = runtime.block_on(async {
+        let stop = Signal::default();
+        let ctrl_c = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                ctrl_c.set();
+            }
+        });
+        let progress = show_progress.then(|| progress(Arc::clone(&stats), total));
+        let report = bench::run(&endpoint, config, Arc::clone(&stats), stop).await;
+        if let Some((bar, task)) = progress {
+            task.abort();
+            bar.finish_and_clear();
+        }
+        report
+    })?;
+    output(&args, &report)?;
+    if report.completed == 0 && report.failed() > 0 {
+        let errors: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        return Err(CliError::Runtime(socketkit::Error::new(
+            socketkit::error::Op::Connect,
+            &endpoint,
+            std::io::Error::other(format!("nothing completed ({})", errors.join(", "))),
+        )));
+    }
+    Ok(())
+}
+
+fn config(args: &BenchArgs) -> Result<Config, CliError> {
+    let mode = match args.mode.as_str() {
+        "greeting" => Mode::Greeting,
+        "echo" => Mode::Echo,
+        "idle" => Mode::Idle,
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown mode '{other}' (expected greeting, echo or idle)"
+            )));
+        }
+    };
+    let mut config = Config::new(mode);
+    config.connections = args.connections.max(1);
+    config.duration = resolve::duration("--duration", &args.duration)?;
+    config.warmup = resolve::duration("--warmup", &args.warmup)?;
+    config.timeout = resolve::duration("--timeout", &args.timeout)?;
+    config.count = args.count;
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(CliError::Usage(format!(
+                "invalid rate '{rate}': must be above 0"
+            )));
+        }
+        config.rate = Some(rate);
+    }
+    config.size = args.size.max(1);
+    config.window = args.window.unwrap_or(config.size);
+    config.expect = match (&args.expect, &args.expect_hex) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (None, Some(hex)) => Some(decode_hex(hex)?),
+        (None, None) => None,
+    };
+    Ok(config)
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, CliError> {
+    let bad = || CliError::Usage(format!("invalid hex '{hex}' for --expect-hex"));
+    if hex.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect()
+}
+
+/// SVG or HTML, by the report file's extension.
+fn report_kind(path: &std::path::Path) -> Result<bool, CliError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => Ok(false),
+        Some("html" | "htm") => Ok(true),
+        _ => Err(CliError::Usage(format!(
+            "--report {}: the file name must end in .svg or .html",
+            path.display()
+        ))),
+    }
+}
+
+fn output(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
+    let text = if args.json {
+        serde_json::to_string(report)
+            .map_err(|err| io_error("report", std::io::Error::other(err)))?
+            + "\n"
+    } else {
+        report.to_string()
+    };
+    // A closed stdout (`| head`) is not the run's failure.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    if let Some(path) = &args.report {
+        let body = if report_kind(path)? {
+            bench::plot::html(report)
+        } else {
+            bench::plot::svg(report)
+        };
+        std::fs::write(path, body).map_err(|err| io_error(&path.display().to_string(), err))?;
+    }
+    Ok(())
+}
+
+/// A progress bar over the run's length with the live rate and errors, refreshed 10 times a
+/// second; only on a terminal.
+fn progress(stats: Arc<Stats>, total: Duration) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = ProgressBar::new(total.as_millis() as u64);
+    let style = ProgressStyle::with_template("{bar:30} {elapsed:>4} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    let shown = bar.clone();
+    let task = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut last = (started, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let now = tokio::time::Instant::now();
+            let done = stats.completed();
+            let rate = done.saturating_sub(last.1) as f64
+                / now.duration_since(last.0).as_secs_f64().max(0.001);
+            last = (now, done);
+            shown.set_position(now.duration_since(started).as_millis() as u64);
+            shown.set_message(format!(
+                "{rate:>9.0}/s  {done} done  {} errors",
+                stats.failed()
+            ));
+        }
+    });
+    (bar, task)
+}
+
+fn io_error(what: &str, err: std::io::Error) -> CliError {
+    CliError::Runtime(socketkit::Error::new(socketkit::error::Op::Io, what, err))
+}
