@@ -11,7 +11,7 @@
 //! - [`services`]: the classic internet services (greeting, echo, …).
 //! - [`client`]: netcat: connect or listen, and bridge the socket with input and output.
 //! - [`forward`]: a relay from every accepted connection to a target endpoint.
-//! - [`bench`]: the load generator behind `socketkit bench`.
+//! - [`bench`](mod@bench): the load generator behind `socketkit bench`.
 //! - [`error`]: the error type every operation returns.
 //! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
 //!
