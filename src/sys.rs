@@ -83,3 +83,23 @@ pub(crate) fn is_blocking_pipe(fd: RawFd) -> bool {
         fifo && flags >= 0 && flags & libc::O_NONBLOCK == 0
     }
 }
+
+/// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: a new connection's descriptor, ready for
+/// either a direct write or registration with tokio, and the peer's address.
+pub(crate) fn accept_nonblocking(listener: RawFd) -> io::Result<(OwnedFd, socket2::SockAddr)> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: try_init hands accept4 a zeroed sockaddr_storage and its length, which is the
+    // contract accept4 needs; the returned descriptor is checked before it is owned.
+    let (fd, peer) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(listener, storage.cast(), len, flags);
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })
+    }?;
+    // SAFETY: accept4 succeeded, so `fd` is a new open descriptor that nothing else owns.
+    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, peer))
+}

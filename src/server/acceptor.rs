@@ -1,13 +1,17 @@
 //! A stream listener's accept loop and the two ways a connection is run: as an async task,
 //! or on the blocking pool.
 
+use std::borrow::Cow;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::blocking::{BlockingHandler, into_blocking};
-use super::listener::{self, EXHAUSTION_BACKOFF, StreamListener};
+use super::listener::{self, EXHAUSTION_BACKOFF, RawConnection, StreamListener};
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
 use super::stream::Stream;
 use super::{Connection, Handler};
@@ -17,6 +21,11 @@ use crate::socket::Address;
 /// Starts one accepted connection; object-safe so one accept loop serves either kind.
 pub(crate) trait Spawner: Send + Sync + 'static {
     fn spawn(&self, accepted: Accepted, watcher: Watcher);
+
+    /// The handler's immediate reply, if it has one (see [`Handler::immediate_reply`]).
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        None
+    }
 }
 
 /// What the accept loop hands to a [`Spawner`].
@@ -32,6 +41,10 @@ pub(crate) struct Accepted {
 pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
 
 impl<H: Handler> Spawner for AsyncSpawner<H> {
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        self.0.immediate_reply()
+    }
+
     fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
         let handler = Arc::clone(&self.0);
         tokio::spawn(async move {
@@ -130,23 +143,15 @@ impl Acceptor {
             let accepted = tokio::select! {
                 biased;
                 () = watcher.reached(Phase::Draining) => return,
-                accepted = self.listener.accept() => accepted,
+                accepted = self.listener.accept_raw() => accepted,
             };
             match accepted {
-                Ok((stream, peer, local)) => {
+                Ok(raw) => {
                     if exhausted {
                         tracing::info!("accepting again on {}", self.listener.local_endpoint());
                         exhausted = false;
                     }
-                    tracing::debug!(%peer, "accepted");
-                    let accepted = Accepted {
-                        stream,
-                        peer,
-                        local,
-                        idle_timeout: self.idle_timeout,
-                        permit,
-                    };
-                    self.spawner.spawn(accepted, self.shutdown.watcher());
+                    self.serve(raw, permit);
                 }
                 Err(err) if listener::is_connection_error(&err) => {}
                 Err(err) => {
@@ -170,10 +175,74 @@ impl Acceptor {
         }
     }
 
+    /// Serves one accepted connection: answered on the spot when the handler has an
+    /// immediate reply that fits the socket buffer (no task, no registration, no
+    /// allocation), otherwise handed to tokio and a task.
+    fn serve(&self, raw: RawConnection, permit: Option<OwnedSemaphorePermit>) {
+        let reply = self.spawner.immediate_reply();
+        let mut sent = 0;
+        if let Some(reply) = &reply {
+            match raw.send_now(reply) {
+                Ok(n) if n == reply.len() => {
+                    tracing::debug!(peer = %raw.peer(), "answered at once");
+                    return; // dropping `raw` closes the connection
+                }
+                Ok(n) => sent = n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return tracing::debug!("answer failed: {}", describe(&err)),
+            }
+        }
+        let (stream, peer, local) = match raw.into_stream(&self.listener) {
+            Ok(parts) => parts,
+            Err(err) => return tracing::debug!("cannot register a connection: {}", describe(&err)),
+        };
+        tracing::debug!(%peer, "accepted");
+        let accepted = Accepted {
+            stream,
+            peer,
+            local,
+            idle_timeout: self.idle_timeout,
+            permit,
+        };
+        let watcher = self.shutdown.watcher();
+        match reply {
+            Some(reply) => finish_reply(accepted, reply[sent..].to_vec(), watcher),
+            None => self.spawner.spawn(accepted, watcher),
+        }
+    }
+
     /// Waits for a free connection slot; with no limit there is always one.
     async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         let slots = self.slots.as_ref()?;
         // The semaphore is never closed, so acquiring cannot fail.
         Arc::clone(slots).acquire_owned().await.ok()
     }
+}
+
+/// The rest of an immediate reply that did not fit the socket buffer, sent from a task.
+fn finish_reply(accepted: Accepted, rest: Vec<u8>, mut watcher: Watcher) {
+    tokio::spawn(async move {
+        let Accepted {
+            stream,
+            peer,
+            local,
+            idle_timeout,
+            permit,
+        } = accepted;
+        let mut conn = Connection::new(stream, peer, local, idle_timeout);
+        tokio::select! {
+            biased;
+            result = async {
+                conn.write_all(&rest).await?;
+                conn.shutdown().await
+            } => {
+                if let Err(err) = result {
+                    tracing::debug!("connection ended: {}", describe(&err));
+                }
+            }
+            () = watcher.reached(Phase::Forced) => {}
+        }
+        drop(permit);
+        drop(watcher);
+    });
 }

@@ -8,7 +8,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::datagram::DatagramListener;
 use super::stream::Stream;
@@ -16,6 +20,7 @@ use super::stream::Stream;
 use crate::endpoint::{Endpoint, Host, HostPort, Transport};
 use crate::error::{Error, Op, Result};
 use crate::socket::{Address, Family, Socket, ToAddress, Type};
+use crate::sys;
 
 /// Options that shape how a listener is created.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +47,7 @@ impl Listener {
         let fd = OwnedFd::from(socket);
         Ok(match (endpoint, file) {
             (Endpoint::Tcp(_), _) => {
-                let listener = TcpListener::from_std(fd.into()).map_err(fail)?;
+                let listener = register(fd.into()).map_err(fail)?;
                 Listener::Stream(StreamListener::Tcp(listener))
             }
             (Endpoint::Udp(_), _) => {
@@ -50,7 +55,7 @@ impl Listener {
                 Listener::Datagram(DatagramListener::Udp(socket))
             }
             (Endpoint::Unix(_), Some(file)) => {
-                let listener = UnixListener::from_std(fd.into()).map_err(fail)?;
+                let listener = register(fd.into()).map_err(fail)?;
                 Listener::Stream(StreamListener::Unix(listener, file))
             }
             (Endpoint::Unixgram(_), Some(file)) => {
@@ -76,8 +81,10 @@ impl Listener {
 /// A bound, listening stream socket.
 #[derive(Debug)]
 pub(crate) enum StreamListener {
-    Tcp(TcpListener),
-    Unix(UnixListener, UnixFile),
+    // AsyncFd rather than tokio's listeners: accepting through it yields bare descriptors
+    // (see `accept_raw`), where tokio's `accept` registers every connection at once.
+    Tcp(AsyncFd<std::net::TcpListener>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>, UnixFile),
 }
 
 /// The socket file a Unix listener created; removed when the listener goes, if the file at
@@ -109,7 +116,7 @@ impl StreamListener {
     /// The endpoint this listener really listens on (the port the system chose for `:0`).
     pub(crate) fn local_endpoint(&self) -> Endpoint {
         match self {
-            StreamListener::Tcp(listener) => match listener.local_addr() {
+            StreamListener::Tcp(listener) => match listener.get_ref().local_addr() {
                 Ok(addr) => Endpoint::at(Transport::Tcp, &addr.into()),
                 Err(_) => Endpoint::Tcp(HostPort {
                     host: Host::Any,
@@ -120,21 +127,84 @@ impl StreamListener {
         }
     }
 
-    /// Accepts one connection, with the peer's and our own address.
-    pub(crate) async fn accept(&self) -> io::Result<(Stream, Address, Address)> {
+    /// Waits for the next connection and takes it as a bare non-blocking descriptor,
+    /// not yet known to tokio: a handler with an immediate reply answers it without the
+    /// cost of registering it.
+    pub(crate) async fn accept_raw(&self) -> io::Result<RawConnection> {
+        let (fd, peer) = match self {
+            StreamListener::Tcp(listener) => accept_ready(listener).await?,
+            StreamListener::Unix(listener, _) => accept_ready(listener).await?,
+        };
+        Ok(RawConnection {
+            fd,
+            peer,
+            unix: matches!(self, StreamListener::Unix(..)),
+        })
+    }
+
+    /// The local address of connections to a Unix listener (its path).
+    fn unix_path(&self) -> Option<&Path> {
         match self {
-            StreamListener::Tcp(listener) => {
-                let (stream, peer) = listener.accept().await?;
-                let local = stream.local_addr()?;
-                Ok((Stream::Tcp(stream), peer.into(), local.into()))
-            }
-            StreamListener::Unix(listener, file) => {
-                let (stream, peer) = listener.accept().await?;
-                let peer = Address::unix(peer.as_pathname().unwrap_or(Path::new("")));
-                let local = Address::unix(&file.path);
-                Ok((Stream::Unix(stream), peer, local))
-            }
+            StreamListener::Unix(_, file) => Some(&file.path),
+            StreamListener::Tcp(_) => None,
         }
+    }
+}
+
+/// Registers a listener with the reactor for readability.
+fn register<T: AsRawFd>(listener: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `listener` is a std listener that owns its descriptor: it stays open, and
+    // `as_raw_fd` returns the same one, for as long as the AsyncFd owns the listener.
+    unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
+}
+
+/// Waits for readiness, then accepts; `EAGAIN` clears the readiness and waits again.
+async fn accept_ready<T: AsRawFd>(
+    listener: &AsyncFd<T>,
+) -> io::Result<(OwnedFd, socket2::SockAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|inner| sys::accept_nonblocking(inner.as_raw_fd())) {
+            Ok(result) => return result,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// An accepted connection that tokio does not know yet.
+#[derive(Debug)]
+pub(crate) struct RawConnection {
+    fd: OwnedFd,
+    peer: socket2::SockAddr,
+    unix: bool,
+}
+
+impl RawConnection {
+    /// Sends what it can of `data` without waiting; returns how much went out.
+    pub(crate) fn send_now(&self, data: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.fd).send(data)
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> Address {
+        Address::from_sockaddr(&self.peer)
+    }
+
+    /// Registers the connection with tokio, with its peer and local addresses.
+    pub(crate) fn into_stream(
+        self,
+        listener: &StreamListener,
+    ) -> io::Result<(Stream, Address, Address)> {
+        let peer = self.peer();
+        if self.unix {
+            let local = Address::unix(listener.unix_path().unwrap_or(Path::new("")));
+            let stream = tokio::net::UnixStream::from_std(self.fd.into())?;
+            return Ok((Stream::Unix(stream), peer, local));
+        }
+        let stream = tokio::net::TcpStream::from_std(self.fd.into())?;
+        let local = stream.local_addr()?.into();
+        Ok((Stream::Tcp(stream), peer, local))
     }
 }
 

@@ -58,6 +58,7 @@ pub(crate) mod listener;
 mod shutdown;
 pub(crate) mod stream;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -85,6 +86,15 @@ use shutdown::Phase;
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until done; the connection is closed when the future completes.
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static;
+
+    /// For a handler whose whole job is to send some bytes and close (a greeting, the
+    /// time): those bytes. The server then answers each connection on the spot in its accept
+    /// loop — one `send(2)` and a close, with no task, no registration with the reactor and
+    /// no allocation — and only falls back to a task when the reply does not fit the socket
+    /// buffer. `call` is not used for such a handler. The default is `None`.
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        None
+    }
 }
 
 impl<F, Fut> Handler for F

@@ -4,6 +4,7 @@
 //! The line follows the RFC's suggested syntax, in UTC:
 //! `Tuesday, November 24, 2026 22:44:11-UTC` followed by CR LF.
 
+use std::borrow::Cow;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -83,6 +84,10 @@ pub struct Daytime;
 impl Handler for Daytime {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         super::answer_and_close(conn, line(SystemTime::now()))
+    }
+
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Owned(line(SystemTime::now()).into_bytes()))
     }
 }
 

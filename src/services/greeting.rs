@@ -1,6 +1,7 @@
 //! The tutorial's service: send a fixed message (default `你好`, UTF-8, no newline) to each
 //! client, then close. Over UDP, the message answers each datagram.
 
+use std::borrow::Cow;
 use std::io;
 use std::sync::Arc;
 
@@ -47,6 +48,10 @@ impl Default for Greeting {
 impl Handler for Greeting {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         super::answer_and_close(conn, Arc::clone(&self.message))
+    }
+
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(&self.message))
     }
 }
 

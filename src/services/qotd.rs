@@ -2,6 +2,7 @@
 //! (under 512 bytes, as the RFC asks), then the connection closes. Over UDP, the same as the
 //! answer. Quotes come from a built-in list or a file, and are served in turn.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -156,6 +157,10 @@ impl Handler for Qotd {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let quote = Arc::clone(&self.quotes[self.next_index()]);
         super::answer_and_close(conn, quote)
+    }
+
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(self.next_quote()))
     }
 }
 

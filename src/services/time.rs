@@ -1,6 +1,7 @@
 //! Time, [RFC 868](https://www.rfc-editor.org/rfc/rfc868): 4 bytes, big-endian, the seconds
 //! since 1900-01-01 00:00 UTC; then the connection closes. Over UDP, the same as the answer.
 
+use std::borrow::Cow;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,10 @@ pub struct Time;
 impl Handler for Time {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         super::answer_and_close(conn, rfc868(SystemTime::now()))
+    }
+
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Owned(rfc868(SystemTime::now()).to_vec()))
     }
 }
 
