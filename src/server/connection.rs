@@ -120,6 +120,14 @@ impl Connection {
         .await
     }
 
+    /// Reads what has arrived without waiting: `Ok(0)` is end of stream, `WouldBlock`
+    /// means nothing is there yet (wait with [`Connection::readable`]).
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.try_read(buf)?;
+        self.progress();
+        Ok(n)
+    }
+
     fn progress(&mut self) {
         if let Some(idle) = &mut self.idle {
             idle.last_progress = Instant::now();

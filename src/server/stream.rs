@@ -42,6 +42,15 @@ impl Stream {
         }
     }
 
+    /// Reads what is there without waiting; `WouldBlock` (and tokio's readiness cleared)
+    /// when nothing is.
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Unix(s) => s.try_read(buf),
+        }
+    }
+
     /// Half-closes the stream (`shutdown(SHUT_WR)`) without going through `AsyncWrite`.
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         let result = match self {

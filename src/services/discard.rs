@@ -3,9 +3,7 @@
 
 use std::io;
 
-use tokio::io::AsyncReadExt;
-
-use super::echo::BUFFER;
+use super::buffers;
 use crate::server::{Connection, DatagramHandler, Handler, Reply};
 use crate::socket::Address;
 
@@ -20,10 +18,22 @@ impl Handler for Discard {
 }
 
 async fn discard(mut conn: Connection) -> io::Result<()> {
-    conn.readable().await?;
-    let mut buf = vec![0u8; BUFFER];
-    while conn.read(&mut buf).await? > 0 {}
-    Ok(())
+    loop {
+        conn.readable().await?;
+        let mut buf = buffers::take();
+        loop {
+            match conn.try_read(&mut buf) {
+                Ok(0) => {
+                    buffers::give(buf);
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+        buffers::give(buf);
+    }
 }
 
 impl DatagramHandler for Discard {

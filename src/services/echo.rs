@@ -4,17 +4,17 @@
 //! Half-close is honoured: when the client shuts down its side, everything it sent is echoed
 //! and then the server shuts down its own. The echo never buffers without bound: it writes
 //! each chunk before reading the next, so a client that does not read its echoes stops the
-//! server from reading, and TCP flow control holds the client back.
+//! server from reading, and TCP flow control holds the client back. A connection holds a
+//! read buffer only while bytes are moving (see `buffers`), so idle ones cost almost nothing.
 
 use std::io;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+use super::buffers;
 
 use crate::server::{Connection, DatagramHandler, Handler, Reply};
 use crate::socket::Address;
-
-/// The buffer of one echoing connection, allocated when its first bytes arrive.
-pub(crate) const BUFFER: usize = 16 * 1024;
 
 /// The echo service.
 ///
@@ -39,15 +39,24 @@ impl Handler for Echo {
     }
 }
 
+/// Waits for bytes holding no buffer; echoes them with a buffer from the thread's spares
+/// until nothing more is there; gives the buffer back and waits again.
 async fn echo(mut conn: Connection) -> io::Result<()> {
-    conn.readable().await?;
-    let mut buf = vec![0u8; BUFFER];
     loop {
-        let n = conn.read(&mut buf).await?;
-        if n == 0 {
-            return conn.shutdown().await;
+        conn.readable().await?;
+        let mut buf = buffers::take();
+        loop {
+            match conn.try_read(&mut buf) {
+                Ok(0) => {
+                    buffers::give(buf);
+                    return conn.shutdown().await;
+                }
+                Ok(n) => conn.write_all(&buf[..n]).await?,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
         }
-        conn.write_all(&buf[..n]).await?;
+        buffers::give(buf);
     }
 }
 

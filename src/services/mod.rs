@@ -11,6 +11,7 @@
 //! | [`time`] (RFC 868) | 4 bytes, seconds since 1900, then close | the same |
 //! | [`exec`] | a program per connection on the socket | — |
 
+mod buffers;
 pub mod chargen;
 pub mod daytime;
 pub mod discard;
