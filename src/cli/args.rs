@@ -62,6 +62,10 @@ pub(crate) struct ServerArgs {
     /// Permission bits of Unix socket files, in octal (e.g. 660).
     #[arg(long, value_name = "MODE")]
     pub(crate) unix_mode: Option<String>,
+    /// Threads serving connections, each with its own SO_REUSEPORT listener per TCP
+    /// endpoint where the kernel supports it (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub(crate) workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]

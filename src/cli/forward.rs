@@ -26,5 +26,6 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     let what = format!("forward to {}", relay.target());
     let builder = server::builder(&args.server, endpoints)?;
     init_logging(&args.log);
-    server::run(builder, &what, |server| server.serve(relay))
+    let workers = server::workers(&args.server)?;
+    server::run(builder, workers, &what, |server| server.serve(relay))
 }

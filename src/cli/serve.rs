@@ -47,7 +47,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     let configured = configure(service, &args)?;
     let builder = server::builder(&args.server, endpoints)?;
     init_logging(&args.log);
-    server::run(builder, service.name(), |server| serve(server, configured))
+    let workers = server::workers(&args.server)?;
+    server::run(builder, workers, service.name(), |server| {
+        serve(server, configured)
+    })
 }
 
 /// Checks that each option belongs to the service, and builds the service.

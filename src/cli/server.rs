@@ -46,17 +46,33 @@ pub(crate) fn builder(args: &ServerArgs, endpoints: Vec<Endpoint>) -> Result<Bui
     if let Some(mode) = &args.unix_mode {
         builder.unix_mode(resolve::octal_mode("--unix-mode", mode)?);
     }
+    builder.workers(workers(args)?);
     Ok(builder)
+}
+
+/// `--workers`, or the cores this process may use.
+pub(crate) fn workers(args: &ServerArgs) -> Result<usize, CliError> {
+    match args.workers {
+        Some(0) => Err(CliError::Usage("--workers must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+    }
 }
 
 /// Binds, installs the signal handlers, announces `listening on … (what)`, and runs `serve`
 /// on a multi-threaded runtime until a signal shuts the server down.
-pub(crate) fn run<F, Fut>(builder: Builder, what: &str, serve: F) -> Result<(), CliError>
+pub(crate) fn run<F, Fut>(
+    builder: Builder,
+    workers: usize,
+    what: &str,
+    serve: F,
+) -> Result<(), CliError>
 where
     F: FnOnce(Server) -> Fut,
     Fut: Future<Output = socketkit::Result<()>>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()
         .map_err(|err| runtime_error("tokio runtime", err))?;

@@ -37,6 +37,7 @@ pub fn listen(endpoint: &Endpoint) -> Result<Listening> {
     let options = ListenOptions {
         backlog: 16,
         unix_mode: None,
+        reuse_port: false,
     };
     let (socket, file) = bind_endpoint(endpoint, options)?;
     let local = socket.local_addr()?;

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -122,7 +123,9 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
 
 /// One stream listener's accept loop.
 pub(crate) struct Acceptor {
-    pub(crate) listener: StreamListener,
+    pub(crate) listener: Arc<StreamListener>,
+    /// Shared by every accept loop of a server: out of descriptors, already logged.
+    pub(crate) exhausted: Arc<AtomicBool>,
     pub(crate) spawner: Arc<dyn Spawner>,
     pub(crate) slots: Option<Arc<Semaphore>>,
     pub(crate) idle_timeout: Option<Duration>,
@@ -131,41 +134,47 @@ pub(crate) struct Acceptor {
 
 impl Acceptor {
     pub(crate) async fn run(self, mut watcher: Watcher) {
-        let mut exhausted = false;
         loop {
-            // Take the slot before accepting: past max_connections the server leaves new
-            // clients in the kernel's backlog instead of accepting and dropping them.
+            let pending = tokio::select! {
+                biased;
+                () = watcher.reached(Phase::Draining) => return,
+                pending = self.listener.pending() => pending,
+            };
+            let mut pending = match pending {
+                Ok(pending) => pending,
+                Err(err) => {
+                    tracing::warn!("listener failed: {}", describe(&err));
+                    return;
+                }
+            };
+            // A slot only once a client waits: past max_connections clients stay in the
+            // kernel's backlog rather than being accepted and dropped, and a loop idling on
+            // a quiet listener holds no slot another listener's client could use.
             let permit = tokio::select! {
                 biased;
                 () = watcher.reached(Phase::Draining) => return,
                 permit = self.slot() => permit,
             };
-            let accepted = tokio::select! {
-                biased;
-                () = watcher.reached(Phase::Draining) => return,
-                accepted = self.listener.accept_raw() => accepted,
-            };
-            match accepted {
-                Ok(raw) => {
-                    if exhausted {
+            match pending.accept() {
+                None => {} // another loop took it
+                Some(Ok(raw)) => {
+                    if self.exhausted.swap(false, Ordering::Relaxed) {
                         tracing::info!("accepting again on {}", self.listener.local_endpoint());
-                        exhausted = false;
                     }
                     self.serve(raw, permit);
                 }
-                Err(err) if listener::is_connection_error(&err) => {}
-                Err(err) => {
-                    // Log once per burst: a full descriptor table fails every accept until
-                    // something closes, and a line per attempt would flood the log.
-                    if !exhausted {
+                Some(Err(err)) if listener::is_connection_error(&err) => {}
+                Some(Err(err)) => {
+                    drop(permit);
+                    // Log once per burst, for the whole server: a full descriptor table
+                    // fails every accept until something closes.
+                    if !self.exhausted.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             "accept on {} failed: {}; backing off until it succeeds",
                             self.listener.local_endpoint(),
                             describe(&err)
                         );
                     }
-                    exhausted = true;
-                    drop(permit);
                     tokio::select! {
                         () = watcher.reached(Phase::Draining) => return,
                         () = tokio::time::sleep(EXHAUSTION_BACKOFF) => {}

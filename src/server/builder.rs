@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::listener::{ListenOptions, Listener};
+use super::listener::{ListenOptions, ListenerGroup};
 use super::{Limits, Server};
 use crate::endpoint::Endpoint;
 use crate::error::Result;
@@ -35,6 +35,7 @@ pub struct Builder {
     limits: Limits,
     backlog: i32,
     unix_mode: Option<u32>,
+    workers: usize,
 }
 
 impl Default for Builder {
@@ -49,6 +50,7 @@ impl Default for Builder {
             },
             backlog: 1024,
             unix_mode: None,
+            workers: 1,
         }
     }
 }
@@ -92,6 +94,15 @@ impl Builder {
         self
     }
 
+    /// Accept loops per TCP endpoint, to use `workers` cores: each gets its own
+    /// `SO_REUSEPORT` listener where the kernel supports it (connections are then spread by
+    /// the kernel), or all share one listener where it does not. Default 1. The runtime
+    /// needs as many worker threads for the loops to run in parallel.
+    pub fn workers(&mut self, workers: usize) -> &mut Builder {
+        self.workers = workers.max(1);
+        self
+    }
+
     /// The permission bits of Unix socket files this server creates (e.g. `0o660`).
     pub fn unix_mode(&mut self, mode: u32) -> &mut Builder {
         self.unix_mode = Some(mode);
@@ -108,12 +119,13 @@ impl Builder {
         let options = ListenOptions {
             backlog: self.backlog,
             unix_mode: self.unix_mode,
+            reuse_port: false,
         };
-        let listeners = self
+        let groups = self
             .endpoints
             .iter()
-            .map(|endpoint| Listener::bind(endpoint, options))
+            .map(|endpoint| ListenerGroup::bind(endpoint, options, self.workers))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Server::new(listeners, self.limits))
+        Ok(Server::new(groups, self.limits))
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::datagram::DatagramListener;
@@ -27,6 +27,66 @@ use crate::sys;
 pub(crate) struct ListenOptions {
     pub(crate) backlog: i32,
     pub(crate) unix_mode: Option<u32>,
+    /// Set `SO_REUSEPORT`, so that sibling listeners can share the port.
+    pub(crate) reuse_port: bool,
+}
+
+/// The listeners of one endpoint: with `workers` > 1 on TCP, one `SO_REUSEPORT` listener per
+/// worker where the kernel allows it (it then spreads connections over them), else one
+/// listener that every worker's accept loop shares.
+#[derive(Debug)]
+pub(crate) struct ListenerGroup {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) listeners: Vec<Listener>,
+    /// Accept loops to run: one per listener, or `workers` on a shared one.
+    pub(crate) loops: usize,
+}
+
+impl ListenerGroup {
+    pub(crate) fn bind(
+        endpoint: &Endpoint,
+        options: ListenOptions,
+        workers: usize,
+    ) -> Result<ListenerGroup> {
+        let workers = workers.max(1);
+        let sharded = workers > 1 && matches!(endpoint, Endpoint::Tcp(_));
+        let endpoint = if sharded {
+            // SO_REUSEPORT would let us share a port another server of the same user holds.
+            // Claim it alone first, so "address already in use" is still an error, then let
+            // the shared listeners take the port the probe got.
+            let probe = Listener::bind(endpoint, options)?;
+            probe.local_endpoint()
+        } else {
+            endpoint.clone()
+        };
+        let options = ListenOptions {
+            reuse_port: sharded,
+            ..options
+        };
+        let first = Listener::bind(&endpoint, options)?;
+        let local = first.local_endpoint();
+        let mut listeners = vec![first];
+        if sharded {
+            // Siblings bind the port the first one got; a kernel without SO_REUSEPORT (or
+            // one that refuses it) answers EADDRINUSE, and the first listener is shared.
+            while listeners.len() < workers {
+                match Listener::bind(&local, options) {
+                    Ok(sibling) => listeners.push(sibling),
+                    Err(_) => break,
+                }
+            }
+        }
+        let loops = if listeners.len() > 1 {
+            listeners.len()
+        } else {
+            workers
+        };
+        Ok(ListenerGroup {
+            endpoint: local,
+            listeners,
+            loops,
+        })
+    }
 }
 
 /// A bound listener of any transport.
@@ -127,18 +187,12 @@ impl StreamListener {
         }
     }
 
-    /// Waits for the next connection and takes it as a bare non-blocking descriptor,
-    /// not yet known to tokio: a handler with an immediate reply answers it without the
-    /// cost of registering it.
-    pub(crate) async fn accept_raw(&self) -> io::Result<RawConnection> {
-        let (fd, peer) = match self {
-            StreamListener::Tcp(listener) => accept_ready(listener).await?,
-            StreamListener::Unix(listener, _) => accept_ready(listener).await?,
-        };
-        Ok(RawConnection {
-            fd,
-            peer,
-            unix: matches!(self, StreamListener::Unix(..)),
+    /// Waits until a connection is pending, without taking it: the caller reserves a
+    /// connection slot first, then accepts with [`Pending::accept`].
+    pub(crate) async fn pending(&self) -> io::Result<Pending<'_>> {
+        Ok(match self {
+            StreamListener::Tcp(listener) => Pending::Tcp(listener.readable().await?),
+            StreamListener::Unix(listener, _) => Pending::Unix(listener.readable().await?),
         })
     }
 
@@ -159,16 +213,29 @@ fn register<T: AsRawFd>(listener: T) -> io::Result<AsyncFd<T>> {
         .map_err(|err| err.into_parts().1)
 }
 
-/// Waits for readiness, then accepts; `EAGAIN` clears the readiness and waits again.
-async fn accept_ready<T: AsRawFd>(
-    listener: &AsyncFd<T>,
-) -> io::Result<(OwnedFd, socket2::SockAddr)> {
-    loop {
-        let mut ready = listener.readable().await?;
-        match ready.try_io(|inner| sys::accept_nonblocking(inner.as_raw_fd())) {
-            Ok(result) => return result,
-            Err(_would_block) => continue,
-        }
+/// A listener that has a connection waiting (or had: another accept loop may take it first).
+pub(crate) enum Pending<'a> {
+    Tcp(AsyncFdReadyGuard<'a, std::net::TcpListener>),
+    Unix(AsyncFdReadyGuard<'a, std::os::unix::net::UnixListener>),
+}
+
+impl Pending<'_> {
+    /// Takes the connection as a bare non-blocking descriptor, not yet known to tokio (a
+    /// handler with an immediate reply answers it without the cost of registering it).
+    /// `None`: it was gone (`EAGAIN`); the listener's readiness is cleared.
+    pub(crate) fn accept(&mut self) -> Option<io::Result<RawConnection>> {
+        let (accepted, unix) = match self {
+            Pending::Tcp(ready) => (
+                ready.try_io(|l| sys::accept_nonblocking(l.as_raw_fd())),
+                false,
+            ),
+            Pending::Unix(ready) => (
+                ready.try_io(|l| sys::accept_nonblocking(l.as_raw_fd())),
+                true,
+            ),
+        };
+        let accepted = accepted.ok()?;
+        Some(accepted.map(|(fd, peer)| RawConnection { fd, peer, unix }))
     }
 }
 
@@ -272,6 +339,11 @@ fn bind_ip_on(
         // SO_REUSEADDR: a restarted server binds its port even with old connections in
         // TIME_WAIT, as Python's create_server does on POSIX.
         socket.set_reuse_address(true)?;
+        if options.reuse_port {
+            // Where the option is missing the siblings fail to bind and the listener is
+            // shared instead; that is the fallback, so the error itself is not one.
+            let _ = socket.set_reuse_port(true);
+        }
         if address.family() == Family::Inet6 {
             let dual = address.ip().is_some_and(|ip| ip.is_unspecified());
             socket.set_only_v6(!dual)?;

@@ -75,7 +75,7 @@ pub use shutdown::ShutdownHandle;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use acceptor::{Acceptor, AsyncSpawner, BlockingSpawner, Spawner};
-use listener::Listener;
+use listener::{Listener, ListenerGroup};
 use shutdown::Phase;
 
 /// Handles one connection. Any `Fn(Connection) -> impl Future<Output = io::Result<()>>`
@@ -124,7 +124,7 @@ pub(crate) struct Limits {
 /// each for a server with both kinds.
 #[derive(Debug)]
 pub struct Server {
-    listeners: Vec<Listener>,
+    groups: Vec<ListenerGroup>,
     limits: Limits,
     shutdown: ShutdownHandle,
 }
@@ -135,9 +135,9 @@ impl Server {
         Builder::default()
     }
 
-    fn new(listeners: Vec<Listener>, limits: Limits) -> Server {
+    fn new(groups: Vec<ListenerGroup>, limits: Limits) -> Server {
         Server {
-            listeners,
+            groups,
             limits,
             shutdown: ShutdownHandle::new(),
         }
@@ -145,9 +145,9 @@ impl Server {
 
     /// The endpoints really listened on, in the order they were added (port 0 resolved).
     pub fn local_endpoints(&self) -> Vec<Endpoint> {
-        self.listeners
+        self.groups
             .iter()
-            .map(Listener::local_endpoint)
+            .map(|group| group.endpoint.clone())
             .collect()
     }
 
@@ -218,8 +218,16 @@ impl Server {
             .limits
             .max_connections
             .map(|max| Arc::new(Semaphore::new(max)));
-        let mut tasks = Vec::with_capacity(self.listeners.len());
-        for listener in self.listeners {
+        let mut tasks = Vec::new();
+        let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let listeners = self.groups.into_iter().flat_map(|group| {
+            let shared_by = group.loops / group.listeners.len().max(1);
+            group
+                .listeners
+                .into_iter()
+                .map(move |listener| (listener, shared_by))
+        });
+        for (listener, loops) in listeners {
             let endpoint = listener.local_endpoint();
             let unfit = |what: &str| {
                 let reason = io::Error::new(
@@ -232,14 +240,19 @@ impl Server {
             match listener {
                 Listener::Stream(listener) => {
                     let spawner = spawner.clone().ok_or_else(|| unfit("stream"))?;
-                    let acceptor = Acceptor {
-                        listener,
-                        spawner,
-                        slots: slots.clone(),
-                        idle_timeout: self.limits.idle_timeout,
-                        shutdown: self.shutdown.clone(),
-                    };
-                    tasks.push(tokio::spawn(acceptor.run(watcher)));
+                    let listener = Arc::new(listener);
+                    for _ in 0..loops.max(1) {
+                        let acceptor = Acceptor {
+                            listener: Arc::clone(&listener),
+                            exhausted: Arc::clone(&exhausted),
+                            spawner: Arc::clone(&spawner),
+                            slots: slots.clone(),
+                            idle_timeout: self.limits.idle_timeout,
+                            shutdown: self.shutdown.clone(),
+                        };
+                        tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
+                    }
+                    drop(watcher);
                 }
                 Listener::Datagram(listener) => {
                     let handler = datagram.clone().ok_or_else(|| unfit("datagram"))?;

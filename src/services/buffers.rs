@@ -42,7 +42,11 @@ mod tests {
         let address = first.as_ptr();
         give(first);
         let again = take();
-        assert_eq!(again.as_ptr(), address, "a given-back buffer is the next one taken");
+        assert_eq!(
+            again.as_ptr(),
+            address,
+            "a given-back buffer is the next one taken"
+        );
         give(again);
         let many: Vec<_> = (0..KEPT + 10).map(|_| take()).collect();
         many.into_iter().for_each(give);

@@ -189,3 +189,11 @@ fn unusable_quote_files_are_exit_2() -> Result<(), Box<dyn std::error::Error>> {
     assert!(line.ends_with("no such file or directory"), "{line}");
     Ok(())
 }
+
+#[test]
+fn zero_workers_is_exit_2() {
+    assert_eq!(
+        fails(&["serve", "--workers", "0"]),
+        (2, "error: --workers must be at least 1".to_owned())
+    );
+}

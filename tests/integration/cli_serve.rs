@@ -110,3 +110,37 @@ fn unix_socket_file_is_removed_on_exit() -> TestResult {
     assert!(!sock.exists(), "the socket file is removed on exit");
     Ok(())
 }
+
+/// LISTEN sockets on TCP `port` (from /proc/net/tcp and tcp6).
+fn listeners_on(port: u16) -> usize {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|table| {
+            std::fs::read_to_string(table)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3 && cols[1].ends_with(&wanted) && cols[3] == "0A"
+        })
+        .count()
+}
+
+#[test]
+fn workers_get_a_reuseport_listener_each_and_serve_every_client() {
+    let server = serve(&["-l", "127.0.0.1:0", "--workers", "3"]);
+    // This kernel has SO_REUSEPORT: one listener per worker (docs/platform-notes.md).
+    assert_eq!(listeners_on(server.port()), 3);
+    let addr = server.addr();
+    let mut clients: Vec<_> = (0..200).map(|_| connect(&addr)).collect();
+    for client in &mut clients {
+        assert_eq!(read_to_end(client), "你好".as_bytes());
+    }
+    let single = serve(&["-l", "127.0.0.1:0", "--workers", "1"]);
+    assert_eq!(listeners_on(single.port()), 1);
+}
