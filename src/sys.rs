@@ -103,3 +103,24 @@ pub(crate) fn accept_nonblocking(listener: RawFd) -> io::Result<(OwnedFd, socket
     // SAFETY: accept4 succeeded, so `fd` is a new open descriptor that nothing else owns.
     Ok((unsafe { OwnedFd::from_raw_fd(fd) }, peer))
 }
+
+/// `IP_BIND_ADDRESS_NO_PORT`: a `bind` to port 0 leaves the port to `connect`, which can
+/// share it across destinations (Linux 4.2+; older kernels refuse, and binding still works).
+pub(crate) fn set_bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a c_int that lives across the call, with its size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

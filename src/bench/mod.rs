@@ -12,6 +12,7 @@
 //! - `idle`: open `connections` connections, hold them for the duration, report how many the
 //!   server still holds at the end.
 
+mod fast;
 mod mode;
 pub mod plot;
 pub mod stats;
@@ -114,6 +115,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Timeline bucket width (for the report).
     pub interval: Duration,
+    /// Threads generating load (closed-loop stream greeting runs one readiness loop each).
+    pub threads: usize,
     payload: Vec<u8>,
     echo: bool,
 }
@@ -133,6 +136,7 @@ impl Config {
             window: 4096,
             timeout: Duration::from_secs(5),
             interval: Duration::from_millis(250),
+            threads: 1,
             payload: Vec::new(),
             echo: false,
         }
@@ -250,10 +254,40 @@ async fn drive(
             open_loop(target, config, stats, ending, rate).await;
             None
         }
+        (Mode::Greeting, None) if !target.is_datagram() => {
+            readiness_loops(target, config, stats, ending).await;
+            None
+        }
         (_, None) => {
             closed_loop(target, config, stats, ending).await;
             None
         }
+    }
+}
+
+/// Closed-loop greeting over TCP or Unix on bare readiness loops ([`fast`]), one thread per
+/// `threads`, the connections split between them.
+async fn readiness_loops(target: Target, config: Arc<Config>, stats: Arc<Stats>, ending: Signal) {
+    let threads = config.threads.clamp(1, config.connections.max(1));
+    let loops: Vec<_> = (0..threads)
+        .map(|i| {
+            let share =
+                config.connections / threads + usize::from(i < config.connections % threads);
+            let (target, config, stats, ending) = (
+                target.clone(),
+                Arc::clone(&config),
+                Arc::clone(&stats),
+                ending.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = fast::greeting_loop(&target, &config, share, &stats, &ending) {
+                    tracing::warn!("load loop failed: {}", crate::error::describe(&err));
+                }
+            })
+        })
+        .collect();
+    for handle in loops {
+        let _ = handle.await;
     }
 }
 

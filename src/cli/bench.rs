@@ -77,6 +77,7 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     };
     let mut config = Config::new(mode);
     config.connections = args.connections.max(1);
+    config.threads = args.threads.max(1);
     config.duration = resolve::duration("--duration", &args.duration)?;
     config.warmup = resolve::duration("--warmup", &args.warmup)?;
     config.timeout = resolve::duration("--timeout", &args.timeout)?;

@@ -1,0 +1,248 @@
+//! The greeting engine for closed-loop TCP and Unix runs: a bare readiness loop on mio, one
+//! per thread, in the shape of the C `loadgen`. Per connection it costs `socket`, `connect`,
+//! one `epoll_ctl`, the reads and `close` — no task, no deregistration, no timer entry (the
+//! per-operation timeout is a scan of a queue ordered by start time).
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+
+use super::mode::Target;
+use super::stats::{Failure, Stats};
+use super::{Config, Signal};
+
+/// How long one `epoll_wait` may block before the loop checks the end and the timeouts.
+const TICK: Duration = Duration::from_millis(10);
+
+enum Socket {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Socket {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Socket::Tcp(s) => s,
+            Socket::Unix(s) => s,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+struct Conn {
+    socket: Socket,
+    started: Instant,
+    received: usize,
+    matches: bool,
+    /// Bumped every time the slot is reused, so a stale timeout entry is recognised.
+    generation: u64,
+}
+
+/// Keeps `connections` greeting connections in flight until `ending`.
+pub(crate) fn greeting_loop(
+    target: &Target,
+    config: &Config,
+    connections: usize,
+    stats: &Stats,
+    ending: &Signal,
+) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut slots: Vec<Option<Conn>> = Vec::with_capacity(connections);
+    let mut generations = vec![0u64; connections];
+    let mut started: VecDeque<(Instant, usize, u64)> = VecDeque::with_capacity(connections);
+    let mut buf = [0u8; 4096];
+    for slot in 0..connections {
+        slots.push(None);
+        open(
+            &mut poll,
+            target,
+            &mut slots,
+            &mut generations,
+            &mut started,
+            slot,
+            stats,
+        );
+    }
+    while !ending.is_set() {
+        poll.poll(&mut events, Some(TICK))?;
+        for event in events.iter() {
+            let slot = event.token().0;
+            let finished = match slots.get_mut(slot).and_then(Option::as_mut) {
+                Some(conn) => drain(conn, &mut buf, config),
+                None => continue,
+            };
+            if let Some(outcome) = finished {
+                if let Some(conn) = slots[slot].take() {
+                    match outcome {
+                        Ok(()) => stats.complete(conn.started.elapsed(), conn.received as u64),
+                        Err(failure) => stats.fail(failure),
+                    }
+                }
+                open(
+                    &mut poll,
+                    target,
+                    &mut slots,
+                    &mut generations,
+                    &mut started,
+                    slot,
+                    stats,
+                );
+            }
+        }
+        expire(
+            &mut poll,
+            target,
+            &mut slots,
+            &mut generations,
+            &mut started,
+            config.timeout,
+            stats,
+        );
+    }
+    Ok(())
+}
+
+/// Reads what arrived; `Some` once the connection is over (end of stream or an error).
+fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<Result<(), Failure>> {
+    loop {
+        match conn.socket.read(buf) {
+            Ok(0) => {
+                let complete = config
+                    .expect
+                    .as_ref()
+                    .is_none_or(|e| conn.received == e.len());
+                return Some(if conn.matches && complete {
+                    Ok(())
+                } else {
+                    Err(Failure::WrongBytes)
+                });
+            }
+            Ok(n) => {
+                if let Some(expected) = &config.expect {
+                    let end = conn.received + n;
+                    conn.matches &= expected.get(conn.received..end) == Some(&buf[..n]);
+                }
+                conn.received += n;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Some(Err(Failure::of(&err))),
+        }
+    }
+}
+
+/// Opens a new connection in `slot`; a failure to even start one is counted and the slot
+/// is retried on the next expiry scan.
+fn open(
+    poll: &mut Poll,
+    target: &Target,
+    slots: &mut [Option<Conn>],
+    generations: &mut [u64],
+    started: &mut VecDeque<(Instant, usize, u64)>,
+    slot: usize,
+    stats: &Stats,
+) {
+    let now = Instant::now();
+    let socket = match target {
+        Target::Tcp(addr) => connect_tcp(*addr, slot).map(Socket::Tcp),
+        Target::Unix(path) => mio::net::UnixStream::connect(path).map(Socket::Unix),
+        Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
+    };
+    let mut socket = match socket {
+        Ok(socket) => socket,
+        Err(err) => {
+            stats.fail(Failure::of(&err));
+            // Try again once the timeout scan reaches this entry, not in a tight loop.
+            generations[slot] += 1;
+            started.push_back((now, slot, generations[slot]));
+            return;
+        }
+    };
+    if let Err(err) = poll
+        .registry()
+        .register(socket.source(), Token(slot), Interest::READABLE)
+    {
+        stats.fail(Failure::of(&err));
+        return;
+    }
+    generations[slot] += 1;
+    started.push_back((now, slot, generations[slot]));
+    slots[slot] = Some(Conn {
+        socket,
+        started: now,
+        received: 0,
+        matches: true,
+        generation: generations[slot],
+    });
+}
+
+/// How many loopback source addresses (127.0.0.1 to 127.0.0.8) connections to an IPv4
+/// loopback target are spread over, as `loadgen --src 8` does.
+const SOURCES: u8 = 8;
+
+/// A non-blocking TCP connect. Towards IPv4 loopback the source address rotates over
+/// [`SOURCES`] addresses (with `IP_BIND_ADDRESS_NO_PORT`, so the port is still picked at
+/// connect time): the server's TIME_WAIT entries then leave the kernel more free 4-tuples,
+/// and picking a port stays cheap at tens of thousands of connections a second.
+fn connect_tcp(addr: std::net::SocketAddr, slot: usize) -> io::Result<mio::net::TcpStream> {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        return mio::net::TcpStream::connect(addr);
+    };
+    if !v4.ip().is_loopback() {
+        return mio::net::TcpStream::connect(addr);
+    }
+    // SOCK_NONBLOCK at creation: no fcntl round trip per connection.
+    let ty = socket2::Type::STREAM.nonblocking();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, ty, None)?;
+    let octet = 1 + (slot % usize::from(SOURCES)) as u8;
+    let source = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, octet), 0);
+    // Best effort: without the option the bind still works, it just picks the port early.
+    let _ = crate::sys::set_bind_address_no_port(&socket);
+    socket.bind(&source.into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+/// Fails connections older than `timeout` and reopens their slots (and empty slots whose
+/// retry time has come).
+fn expire(
+    poll: &mut Poll,
+    target: &Target,
+    slots: &mut [Option<Conn>],
+    generations: &mut [u64],
+    started: &mut VecDeque<(Instant, usize, u64)>,
+    timeout: Duration,
+    stats: &Stats,
+) {
+    while let Some(&(at, slot, generation)) = started.front() {
+        if at.elapsed() < timeout {
+            break;
+        }
+        started.pop_front();
+        if generation != generations[slot] {
+            continue; // that connection already ended; its slot was reused
+        }
+        match &slots[slot] {
+            Some(conn) if conn.generation == generation => {
+                slots[slot] = None;
+                stats.fail(Failure::Timeout);
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        open(poll, target, slots, generations, started, slot, stats);
+    }
+}
