@@ -33,7 +33,6 @@ pub(crate) trait Spawner: Send + Sync + 'static {
 pub(crate) struct Accepted {
     pub(crate) stream: Stream,
     pub(crate) peer: Address,
-    pub(crate) local: Address,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
@@ -47,19 +46,19 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
     }
 
     fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
-        let handler = Arc::clone(&self.0);
+        let Accepted {
+            stream,
+            peer,
+            idle_timeout,
+            permit,
+        } = accepted;
+        // The handler's future is made here, so the task holds it once, not beside the
+        // pieces it was made from.
+        let work = self.0.call(Connection::new(stream, peer, idle_timeout));
         tokio::spawn(async move {
-            let Accepted {
-                stream,
-                peer,
-                local,
-                idle_timeout,
-                permit,
-            } = accepted;
-            let conn = Connection::new(stream, peer, local, idle_timeout);
             tokio::select! {
                 biased;
-                result = handler.call(conn) => {
+                result = work => {
                     if let Err(err) = result {
                         tracing::debug!("connection ended: {}", describe(&err));
                     }
@@ -88,11 +87,10 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
             let Accepted {
                 stream,
                 peer,
-                local,
                 idle_timeout,
                 permit,
             } = accepted;
-            let (conn, closer) = match into_blocking(stream, peer, local, idle_timeout) {
+            let (conn, closer) = match into_blocking(stream, peer, idle_timeout) {
                 Ok(pair) => pair,
                 Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
             };
@@ -201,7 +199,7 @@ impl Acceptor {
                 Err(err) => return tracing::debug!("answer failed: {}", describe(&err)),
             }
         }
-        let (stream, peer, local) = match raw.into_stream(&self.listener) {
+        let (stream, peer) = match raw.into_stream() {
             Ok(parts) => parts,
             Err(err) => return tracing::debug!("cannot register a connection: {}", describe(&err)),
         };
@@ -209,7 +207,6 @@ impl Acceptor {
         let accepted = Accepted {
             stream,
             peer,
-            local,
             idle_timeout: self.idle_timeout,
             permit,
         };
@@ -234,11 +231,10 @@ fn finish_reply(accepted: Accepted, rest: Vec<u8>, mut watcher: Watcher) {
         let Accepted {
             stream,
             peer,
-            local,
             idle_timeout,
             permit,
         } = accepted;
-        let mut conn = Connection::new(stream, peer, local, idle_timeout);
+        let mut conn = Connection::new(stream, peer, idle_timeout);
         tokio::select! {
             biased;
             result = async {

@@ -90,9 +90,9 @@ impl Write for BlockingConnection {
 pub(crate) fn into_blocking(
     stream: Stream,
     peer: Address,
-    local: Address,
     idle: Option<std::time::Duration>,
 ) -> io::Result<(BlockingConnection, Closer)> {
+    let local = stream.local_addr()?;
     let (stream, closer) = match stream {
         Stream::Tcp(s) => {
             let s = s.into_std()?;

@@ -195,14 +195,6 @@ impl StreamListener {
             StreamListener::Unix(listener, _) => Pending::Unix(listener.readable().await?),
         })
     }
-
-    /// The local address of connections to a Unix listener (its path).
-    fn unix_path(&self) -> Option<&Path> {
-        match self {
-            StreamListener::Unix(_, file) => Some(&file.path),
-            StreamListener::Tcp(_) => None,
-        }
-    }
 }
 
 /// Registers a listener with the reactor for readability.
@@ -258,20 +250,15 @@ impl RawConnection {
         Address::from_sockaddr(&self.peer)
     }
 
-    /// Registers the connection with tokio, with its peer and local addresses.
-    pub(crate) fn into_stream(
-        self,
-        listener: &StreamListener,
-    ) -> io::Result<(Stream, Address, Address)> {
+    /// Registers the connection with tokio; returns it with its peer's address.
+    pub(crate) fn into_stream(self) -> io::Result<(Stream, Address)> {
         let peer = self.peer();
         if self.unix {
-            let local = Address::unix(listener.unix_path().unwrap_or(Path::new("")));
             let stream = tokio::net::UnixStream::from_std(self.fd.into())?;
-            return Ok((Stream::Unix(stream), peer, local));
+            return Ok((Stream::Unix(stream), peer));
         }
         let stream = tokio::net::TcpStream::from_std(self.fd.into())?;
-        let local = stream.local_addr()?.into();
-        Ok((Stream::Tcp(stream), peer, local))
+        Ok((Stream::Tcp(stream), peer))
     }
 }
 

@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::socket::Address;
+
 /// A connected stream of either transport.
 #[derive(Debug)]
 pub(crate) enum Stream {
@@ -49,6 +51,15 @@ impl Stream {
             Stream::Tcp(s) => s.try_read(buf),
             Stream::Unix(s) => s.try_read(buf),
         }
+    }
+
+    /// The local address, from `getsockname(2)`.
+    pub(crate) fn local_addr(&self) -> io::Result<Address> {
+        let raw = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).local_addr()?,
+            Stream::Unix(s) => socket2::SockRef::from(s).local_addr()?,
+        };
+        Ok(Address::from_sockaddr(&raw))
     }
 
     /// Half-closes the stream (`shutdown(SHUT_WR)`) without going through `AsyncWrite`.

@@ -149,7 +149,10 @@ impl Handler for Exec {
 impl Exec {
     async fn run(&self, conn: Connection) -> io::Result<()> {
         let mut child = self
-            .command(conn.peer_addr(), conn.local_addr())
+            .command(
+                conn.peer_addr(),
+                &conn.local_addr().unwrap_or_else(|_| Address::unix("")),
+            )
             .spawn()
             .map_err(|err| {
                 io::Error::other(Error::new(
