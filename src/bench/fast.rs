@@ -42,8 +42,19 @@ struct Conn {
     started: Instant,
     received: usize,
     matches: bool,
-    /// Bumped every time the slot is reused, so a stale timeout entry is recognised.
-    generation: u64,
+}
+
+/// One thread's connections: their slots, and the order in which they started (for the
+/// timeout scan).
+struct Engine<'a> {
+    poll: Poll,
+    target: &'a Target,
+    stats: &'a Stats,
+    slots: Vec<Option<Conn>>,
+    /// Per slot, bumped every time the slot is (re)opened, so a stale entry of `started`
+    /// (a connection that already ended) is recognised.
+    generations: Vec<u64>,
+    started: VecDeque<(Instant, usize, u64)>,
 }
 
 /// Keeps `connections` greeting connections in flight until `ending`.
@@ -54,59 +65,38 @@ pub(crate) fn greeting_loop(
     stats: &Stats,
     ending: &Signal,
 ) -> io::Result<()> {
-    let mut poll = Poll::new()?;
+    let mut engine = Engine {
+        poll: Poll::new()?,
+        target,
+        stats,
+        slots: (0..connections).map(|_| None).collect(),
+        generations: vec![0; connections],
+        started: VecDeque::with_capacity(connections),
+    };
     let mut events = Events::with_capacity(1024);
-    let mut slots: Vec<Option<Conn>> = Vec::with_capacity(connections);
-    let mut generations = vec![0u64; connections];
-    let mut started: VecDeque<(Instant, usize, u64)> = VecDeque::with_capacity(connections);
     let mut buf = [0u8; 4096];
     for slot in 0..connections {
-        slots.push(None);
-        open(
-            &mut poll,
-            target,
-            &mut slots,
-            &mut generations,
-            &mut started,
-            slot,
-            stats,
-        );
+        engine.open(slot);
     }
     while !ending.is_set() {
-        poll.poll(&mut events, Some(TICK))?;
+        engine.poll.poll(&mut events, Some(TICK))?;
         for event in events.iter() {
             let slot = event.token().0;
-            let finished = match slots.get_mut(slot).and_then(Option::as_mut) {
+            let finished = match engine.slots.get_mut(slot).and_then(Option::as_mut) {
                 Some(conn) => drain(conn, &mut buf, config),
                 None => continue,
             };
             if let Some(outcome) = finished {
-                if let Some(conn) = slots[slot].take() {
+                if let Some(conn) = engine.slots[slot].take() {
                     match outcome {
                         Ok(()) => stats.complete(conn.started.elapsed(), conn.received as u64),
                         Err(failure) => stats.fail(failure),
                     }
                 }
-                open(
-                    &mut poll,
-                    target,
-                    &mut slots,
-                    &mut generations,
-                    &mut started,
-                    slot,
-                    stats,
-                );
+                engine.open(slot);
             }
         }
-        expire(
-            &mut poll,
-            target,
-            &mut slots,
-            &mut generations,
-            &mut started,
-            config.timeout,
-            stats,
-        );
+        engine.expire(config.timeout);
     }
     Ok(())
 }
@@ -140,49 +130,57 @@ fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<Result<(), 
     }
 }
 
-/// Opens a new connection in `slot`; a failure to even start one is counted and the slot
-/// is retried on the next expiry scan.
-fn open(
-    poll: &mut Poll,
-    target: &Target,
-    slots: &mut [Option<Conn>],
-    generations: &mut [u64],
-    started: &mut VecDeque<(Instant, usize, u64)>,
-    slot: usize,
-    stats: &Stats,
-) {
-    let now = Instant::now();
-    let socket = match target {
-        Target::Tcp(addr) => connect_tcp(*addr, slot).map(Socket::Tcp),
-        Target::Unix(path) => mio::net::UnixStream::connect(path).map(Socket::Unix),
-        Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
-    };
-    let mut socket = match socket {
-        Ok(socket) => socket,
-        Err(err) => {
-            stats.fail(Failure::of(&err));
-            // Try again once the timeout scan reaches this entry, not in a tight loop.
-            generations[slot] += 1;
-            started.push_back((now, slot, generations[slot]));
-            return;
+impl Engine<'_> {
+    /// Opens a new connection in `slot`; a failure to even start one is counted and the
+    /// slot is retried on the timeout scan, not in a tight loop.
+    fn open(&mut self, slot: usize) {
+        let now = Instant::now();
+        self.generations[slot] += 1;
+        let generation = self.generations[slot];
+        self.started.push_back((now, slot, generation));
+        let socket = match self.target {
+            Target::Tcp(addr) => connect_tcp(*addr, slot).map(Socket::Tcp),
+            Target::Unix(path) => mio::net::UnixStream::connect(path).map(Socket::Unix),
+            Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
+        };
+        let registered = socket.and_then(|mut socket| {
+            let token = Token(slot);
+            self.poll
+                .registry()
+                .register(socket.source(), token, Interest::READABLE)?;
+            Ok(socket)
+        });
+        match registered {
+            Ok(socket) => {
+                let conn = Conn {
+                    socket,
+                    started: now,
+                    received: 0,
+                    matches: true,
+                };
+                self.slots[slot] = Some(conn);
+            }
+            Err(err) => self.stats.fail(Failure::of(&err)),
         }
-    };
-    if let Err(err) = poll
-        .registry()
-        .register(socket.source(), Token(slot), Interest::READABLE)
-    {
-        stats.fail(Failure::of(&err));
-        return;
     }
-    generations[slot] += 1;
-    started.push_back((now, slot, generations[slot]));
-    slots[slot] = Some(Conn {
-        socket,
-        started: now,
-        received: 0,
-        matches: true,
-        generation: generations[slot],
-    });
+
+    /// Fails connections older than `timeout` and reopens their slots (and empty slots
+    /// whose retry time has come).
+    fn expire(&mut self, timeout: Duration) {
+        while let Some(&(at, slot, generation)) = self.started.front() {
+            if at.elapsed() < timeout {
+                break;
+            }
+            self.started.pop_front();
+            if generation != self.generations[slot] {
+                continue; // that connection already ended; its slot was reused
+            }
+            if self.slots[slot].take().is_some() {
+                self.stats.fail(Failure::Timeout);
+            }
+            self.open(slot);
+        }
+    }
 }
 
 /// How many loopback source addresses (127.0.0.1 to 127.0.0.8) connections to an IPv4
@@ -214,35 +212,4 @@ fn connect_tcp(addr: std::net::SocketAddr, slot: usize) -> io::Result<mio::net::
         Err(err) => return Err(err),
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
-}
-
-/// Fails connections older than `timeout` and reopens their slots (and empty slots whose
-/// retry time has come).
-fn expire(
-    poll: &mut Poll,
-    target: &Target,
-    slots: &mut [Option<Conn>],
-    generations: &mut [u64],
-    started: &mut VecDeque<(Instant, usize, u64)>,
-    timeout: Duration,
-    stats: &Stats,
-) {
-    while let Some(&(at, slot, generation)) = started.front() {
-        if at.elapsed() < timeout {
-            break;
-        }
-        started.pop_front();
-        if generation != generations[slot] {
-            continue; // that connection already ended; its slot was reused
-        }
-        match &slots[slot] {
-            Some(conn) if conn.generation == generation => {
-                slots[slot] = None;
-                stats.fail(Failure::Timeout);
-            }
-            Some(_) => continue,
-            None => {}
-        }
-        open(poll, target, slots, generations, started, slot, stats);
-    }
 }

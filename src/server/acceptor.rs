@@ -37,6 +37,14 @@ pub(crate) struct Accepted {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
 
+impl Accepted {
+    /// The connection for an async handler, and the slot it holds.
+    fn into_connection(self) -> (Connection, Option<OwnedSemaphorePermit>) {
+        let conn = Connection::new(self.stream, self.peer, self.idle_timeout);
+        (conn, self.permit)
+    }
+}
+
 /// Runs an async [`Handler`] as a task per connection.
 pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
 
@@ -46,15 +54,10 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
     }
 
     fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
-        let Accepted {
-            stream,
-            peer,
-            idle_timeout,
-            permit,
-        } = accepted;
+        let (conn, permit) = accepted.into_connection();
         // The handler's future is made here, so the task holds it once, not beside the
         // pieces it was made from.
-        let work = self.0.call(Connection::new(stream, peer, idle_timeout));
+        let work = self.0.call(conn);
         tokio::spawn(async move {
             tokio::select! {
                 biased;
@@ -228,13 +231,7 @@ impl Acceptor {
 /// The rest of an immediate reply that did not fit the socket buffer, sent from a task.
 fn finish_reply(accepted: Accepted, rest: Vec<u8>, mut watcher: Watcher) {
     tokio::spawn(async move {
-        let Accepted {
-            stream,
-            peer,
-            idle_timeout,
-            permit,
-        } = accepted;
-        let mut conn = Connection::new(stream, peer, idle_timeout);
+        let (mut conn, permit) = accepted.into_connection();
         tokio::select! {
             biased;
             result = async {

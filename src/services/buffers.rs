@@ -1,9 +1,14 @@
-//! Per-thread spare read buffers for the streaming services (echo, discard): a connection
-//! holds a buffer only while it has bytes to move, and gives it back when it goes quiet, so
+//! Reading what streaming services receive (echo, discard) with per-thread spare read buffers:
+//! a connection holds a buffer only while it has bytes to move, and gives it back when it goes quiet, so
 //! ten thousand idle connections hold no buffer at all, and a busy one does not pay an
 //! allocation per burst.
 
 use std::cell::RefCell;
+use std::io;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::server::Connection;
 
 /// The size of each buffer.
 pub(crate) const SIZE: usize = 16 * 1024;
@@ -30,6 +35,42 @@ pub(crate) fn give(buf: Box<[u8]>) {
             spare.push(buf);
         }
     });
+}
+
+/// What [`consume`] does with the bytes it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bytes {
+    /// Write them back (echo); at end of stream, half-close after the last of them.
+    Echo,
+    /// Drop them (discard).
+    Drop,
+}
+
+/// Reads everything the client sends until it closes: waits for bytes holding no buffer,
+/// handles them with a buffer from this thread's spares until nothing more is there, gives
+/// the buffer back, and waits again. Echoing writes each chunk before reading the next, so
+/// a client that does not read its echoes is held back by TCP flow control.
+pub(crate) async fn consume(mut conn: Connection, bytes: Bytes) -> io::Result<()> {
+    loop {
+        conn.readable().await?;
+        let mut buf = take();
+        loop {
+            match conn.try_read(&mut buf) {
+                Ok(0) => {
+                    give(buf);
+                    return match bytes {
+                        Bytes::Echo => conn.shutdown().await,
+                        Bytes::Drop => Ok(()),
+                    };
+                }
+                Ok(n) if bytes == Bytes::Echo => conn.write_all(&buf[..n]).await?,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+        give(buf);
+    }
 }
 
 #[cfg(test)]

@@ -13,26 +13,7 @@ pub struct Discard;
 
 impl Handler for Discard {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        discard(conn)
-    }
-}
-
-async fn discard(mut conn: Connection) -> io::Result<()> {
-    loop {
-        conn.readable().await?;
-        let mut buf = buffers::take();
-        loop {
-            match conn.try_read(&mut buf) {
-                Ok(0) => {
-                    buffers::give(buf);
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) => return Err(err),
-            }
-        }
-        buffers::give(buf);
+        buffers::consume(conn, buffers::Bytes::Drop)
     }
 }
 

@@ -9,8 +9,6 @@
 
 use std::io;
 
-use tokio::io::AsyncWriteExt;
-
 use super::buffers;
 
 use crate::server::{Connection, DatagramHandler, Handler, Reply};
@@ -35,28 +33,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        echo(conn)
-    }
-}
-
-/// Waits for bytes holding no buffer; echoes them with a buffer from the thread's spares
-/// until nothing more is there; gives the buffer back and waits again.
-async fn echo(mut conn: Connection) -> io::Result<()> {
-    loop {
-        conn.readable().await?;
-        let mut buf = buffers::take();
-        loop {
-            match conn.try_read(&mut buf) {
-                Ok(0) => {
-                    buffers::give(buf);
-                    return conn.shutdown().await;
-                }
-                Ok(n) => conn.write_all(&buf[..n]).await?,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) => return Err(err),
-            }
-        }
-        buffers::give(buf);
+        buffers::consume(conn, buffers::Bytes::Echo)
     }
 }
 
