@@ -55,12 +55,16 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
             ExitCode::from(exit::USAGE)
         }
         _ => {
+            // clap's message runs until the first blank line (a missing argument is named
+            // on the line after "not provided:"); the usage and tips after it are dropped.
             let rendered = err.render().to_string();
-            let first = rendered
+            let message: Vec<&str> = rendered
                 .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
-            let line = first.strip_prefix("error: ").unwrap_or(first);
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let joined = message.join(" ");
+            let line = joined.strip_prefix("error: ").unwrap_or(&joined);
             CliError::Usage(line.to_owned()).report()
         }
     }

@@ -197,3 +197,13 @@ fn zero_workers_is_exit_2() {
         (2, "error: --workers must be at least 1".to_owned())
     );
 }
+
+#[test]
+fn a_missing_required_option_is_named_on_the_one_line() {
+    let (code, line) = fails(&["forward", "-l", "127.0.0.1:0"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        line,
+        "error: the following required arguments were not provided: --to <ENDPOINT>"
+    );
+}
