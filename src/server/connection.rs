@@ -123,7 +123,9 @@ impl Connection {
     }
 
     /// Reads what has arrived without waiting: `Ok(0)` is end of stream, `WouldBlock`
-    /// means nothing is there yet (wait with [`Connection::readable`]).
+    /// means nothing is there yet (wait with [`Connection::readable`]). A read shorter than
+    /// `buf` is taken to have emptied the socket, so the next call answers `WouldBlock`
+    /// without a system call until the kernel reports more.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.stream.try_read(buf)?;
         self.progress();

@@ -47,10 +47,25 @@ impl Stream {
     /// Reads what is there without waiting; `WouldBlock` (and tokio's readiness cleared)
     /// when nothing is.
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read(buf),
-            Stream::Unix(s) => s.try_read(buf),
+        let n = match self {
+            Stream::Tcp(s) => s.try_read(buf)?,
+            Stream::Unix(s) => s.try_read(buf)?,
+        };
+        if n > 0 && n < buf.len() {
+            // A short read emptied the socket: forget the readiness now, so the next read
+            // waits for the kernel's next event instead of asking it for an EAGAIN. Data
+            // that arrived meanwhile is a newer event, which tokio does not clear.
+            self.clear_read_readiness();
         }
+        Ok(n)
+    }
+
+    fn clear_read_readiness(&self) {
+        let would_block = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = match self {
+            Stream::Tcp(s) => s.try_io(Interest::READABLE, would_block),
+            Stream::Unix(s) => s.try_io(Interest::READABLE, would_block),
+        };
     }
 
     /// The local address, from `getsockname(2)`.
