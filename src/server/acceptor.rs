@@ -53,7 +53,7 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
         self.0.immediate_reply()
     }
 
-    fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
+    fn spawn(&self, accepted: Accepted, watcher: Watcher) {
         let (conn, permit) = accepted.into_connection();
         // The handler's future is made here, so the task holds it once, not beside the
         // pieces it was made from.
@@ -66,7 +66,7 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
                         tracing::debug!("connection ended: {}", describe(&err));
                     }
                 }
-                () = watcher.reached(Phase::Forced) => {
+                () = watcher.forced() => {
                     tracing::debug!("connection closed by shutdown");
                 }
             }
@@ -114,7 +114,7 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
                     Err(err) => tracing::warn!("a blocking handler panicked: {err}"),
                     Ok(Ok(())) => {}
                 },
-                () = watcher.reached(Phase::Forced) => closer.close(),
+                () = watcher.forced() => closer.close(),
             }
             drop(permit);
             drop(watcher);
@@ -229,7 +229,7 @@ impl Acceptor {
 }
 
 /// The rest of an immediate reply that did not fit the socket buffer, sent from a task.
-fn finish_reply(accepted: Accepted, rest: Vec<u8>, mut watcher: Watcher) {
+fn finish_reply(accepted: Accepted, rest: Vec<u8>, watcher: Watcher) {
     tokio::spawn(async move {
         let (mut conn, permit) = accepted.into_connection();
         tokio::select! {
@@ -242,7 +242,7 @@ fn finish_reply(accepted: Accepted, rest: Vec<u8>, mut watcher: Watcher) {
                     tracing::debug!("connection ended: {}", describe(&err));
                 }
             }
-            () = watcher.reached(Phase::Forced) => {}
+            () = watcher.forced() => {}
         }
         drop(permit);
         drop(watcher);

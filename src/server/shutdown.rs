@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,12 +42,16 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     tx: watch::Sender<Phase>,
+    // Connection tasks wait on this rather than on the watch channel: a `Notified` future
+    // is a third the size of `wait_for`'s, and there is one in every connection's task.
+    forced: Arc<Notify>,
 }
 
 impl ShutdownHandle {
     pub(crate) fn new() -> ShutdownHandle {
         ShutdownHandle {
             tx: watch::channel(Phase::Running).0,
+            forced: Arc::new(Notify::new()),
         }
     }
 
@@ -58,11 +64,15 @@ impl ShutdownHandle {
                 Phase::Draining | Phase::Forced => Phase::Forced,
             }
         });
+        if *self.tx.borrow() == Phase::Forced {
+            self.forced.notify_waiters();
+        }
     }
 
     /// Closes every connection now, without waiting for the drain deadline.
     pub fn force(&self) {
         self.tx.send_replace(Phase::Forced);
+        self.forced.notify_waiters();
     }
 
     /// Whether a shutdown has been asked for.
@@ -73,6 +83,7 @@ impl ShutdownHandle {
     pub(crate) fn watcher(&self) -> Watcher {
         Watcher {
             rx: self.tx.subscribe(),
+            forced: Arc::clone(&self.forced),
         }
     }
 
@@ -97,9 +108,23 @@ impl ShutdownHandle {
 #[derive(Debug, Clone)]
 pub(crate) struct Watcher {
     rx: watch::Receiver<Phase>,
+    forced: Arc<Notify>,
 }
 
 impl Watcher {
+    /// Resolves once every connection is to be closed now (the small future connection
+    /// tasks hold).
+    pub(crate) async fn forced(&self) {
+        let notified = self.forced.notified();
+        tokio::pin!(notified);
+        // Registered before the phase is read, so a force in between is not missed.
+        notified.as_mut().enable();
+        if *self.rx.borrow() == Phase::Forced {
+            return;
+        }
+        notified.await;
+    }
+
     /// Resolves once the phase reaches `phase` (or the handle is gone).
     pub(crate) async fn reached(&mut self, phase: Phase) {
         // An error means every handle was dropped, which can only mean the server is gone.
