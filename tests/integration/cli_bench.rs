@@ -13,9 +13,12 @@ fn serve(args: &[&str]) -> Running {
     Running::start(cmd, count)
 }
 
-fn bench(args: &[&str]) -> Output {
+/// `socketkit bench ENDPOINT OPTIONS…`, the options written as one line (no value has a
+/// space in these tests).
+fn bench(endpoint: &str, options: &str) -> Output {
     let mut cmd = socketkit();
-    cmd.arg("bench").args(args);
+    cmd.args(["bench", endpoint])
+        .args(options.split_whitespace());
     run(cmd, Vec::new(), DEADLINE)
 }
 
@@ -23,17 +26,20 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|err| panic!("{err}: {out:?}"))
 }
 
+fn completed(out: &Output) -> u64 {
+    json(out)["completed"].as_u64().unwrap_or(0)
+}
+
 #[test]
 fn greeting_counts_connections_and_checks_the_bytes() {
     let server = serve(&["-l", "127.0.0.1:0"]);
-    let endpoint = &server.endpoints()[0];
-    let out = bench(&[
-        endpoint, "--count", "300", "-c", "8", "-d", "20s", "--warmup", "0", "--expect", "你好",
-        "--json",
-    ]);
+    let out = bench(
+        &server.endpoints()[0],
+        "--count 300 -c 8 -d 20s --warmup 0 --expect 你好 --json",
+    );
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let report = json(&out);
-    assert!(report["completed"].as_u64().unwrap_or(0) >= 300, "{report}");
+    assert!(completed(&out) >= 300, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}));
     assert!(report["latency_ms"]["p50"].as_f64().unwrap_or(0.0) > 0.0);
 }
@@ -41,18 +47,10 @@ fn greeting_counts_connections_and_checks_the_bytes() {
 #[test]
 fn wrong_bytes_and_refused_are_counted_by_kind() {
     let server = serve(&["-l", "127.0.0.1:0"]);
-    let out = bench(&[
+    let out = bench(
         &server.endpoints()[0],
-        "-d",
-        "300ms",
-        "--warmup",
-        "0",
-        "-c",
-        "2",
-        "--expect-hex",
-        "00ff",
-        "--json",
-    ]);
+        "-d 300ms --warmup 0 -c 2 --expect-hex 00ff --json",
+    );
     assert_eq!(out.code(), 1);
     let report = json(&out);
     assert_eq!(report["completed"], 0);
@@ -74,16 +72,10 @@ fn wrong_bytes_and_refused_are_counted_by_kind() {
     drop(server);
 
     let port = crate::support::net::free_port();
-    let out = bench(&[
+    let out = bench(
         &format!("127.0.0.1:{port}"),
-        "-d",
-        "300ms",
-        "--warmup",
-        "0",
-        "-c",
-        "2",
-        "--json",
-    ]);
+        "-d 300ms --warmup 0 -c 2 --json",
+    );
     assert_eq!(out.code(), 1);
     assert!(json(&out)["errors"]["refused"].as_u64().unwrap_or(0) > 0);
 }
@@ -91,25 +83,11 @@ fn wrong_bytes_and_refused_are_counted_by_kind() {
 #[test]
 fn echo_streams_verified_blocks() {
     let server = serve(&["echo", "-l", "127.0.0.1:0"]);
-    let out = bench(&[
-        &server.endpoints()[0],
-        "--mode",
-        "echo",
-        "-c",
-        "2",
-        "--size",
-        "1000",
-        "--window",
-        "4000",
-        "-d",
-        "500ms",
-        "--warmup",
-        "0",
-        "--json",
-    ]);
+    let options = "--mode echo -c 2 --size 1000 --window 4000 -d 500ms --warmup 0 --json";
+    let out = bench(&server.endpoints()[0], options);
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let report = json(&out);
-    assert!(report["completed"].as_u64().unwrap_or(0) > 10, "{report}");
+    assert!(completed(&out) > 10, "{report}");
     assert!(report["mb_per_s"].as_f64().unwrap_or(0.0) > 0.0);
     assert_eq!(report["errors"], serde_json::json!({}));
 }
@@ -117,30 +95,15 @@ fn echo_streams_verified_blocks() {
 #[test]
 fn idle_reports_how_many_connections_the_server_held() {
     let echo = serve(&["echo", "-l", "127.0.0.1:0"]);
-    let out = bench(&[
-        &echo.endpoints()[0],
-        "--mode",
-        "idle",
-        "-c",
-        "50",
-        "-d",
-        "300ms",
-        "--json",
-    ]);
+    let out = bench(&echo.endpoints()[0], "--mode idle -c 50 -d 300ms --json");
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(json(&out)["held"], 50);
     // A greeting server closes every connection at once: none is held.
     let greeting = serve(&["-l", "127.0.0.1:0"]);
-    let out = bench(&[
+    let out = bench(
         &greeting.endpoints()[0],
-        "--mode",
-        "idle",
-        "-c",
-        "20",
-        "-d",
-        "300ms",
-        "--json",
-    ]);
+        "--mode idle -c 20 -d 300ms --json",
+    );
     assert_eq!(json(&out)["held"], 0, "{}", out.stderr);
 }
 
@@ -150,33 +113,16 @@ fn udp_and_unix_endpoints() -> TestResult {
     let unix = format!("unix:{}", dir.path().join("g.sock").display());
     let server = serve(&["-l", "udp:127.0.0.1:0", "-l", &unix]);
     for endpoint in server.endpoints() {
-        let out = bench(&[
-            endpoint, "--count", "100", "-c", "4", "-d", "20s", "--warmup", "0", "--expect",
-            "你好", "--json",
-        ]);
-        assert_eq!(out.code(), 0, "{endpoint}: {}", out.stderr);
-        assert!(
-            json(&out)["completed"].as_u64().unwrap_or(0) >= 100,
-            "{endpoint}"
+        let out = bench(
+            endpoint,
+            "--count 100 -c 4 -d 20s --warmup 0 --expect 你好 --json",
         );
+        assert_eq!(out.code(), 0, "{endpoint}: {}", out.stderr);
+        assert!(completed(&out) >= 100, "{endpoint}");
     }
     let echo = serve(&["echo", "-l", "udp:127.0.0.1:0"]);
-    let out = bench(&[
-        &echo.endpoints()[0],
-        "--mode",
-        "echo",
-        "--size",
-        "512",
-        "--count",
-        "100",
-        "-c",
-        "2",
-        "-d",
-        "20s",
-        "--warmup",
-        "0",
-        "--json",
-    ]);
+    let options = "--mode echo --size 512 --count 100 -c 2 -d 20s --warmup 0 --json";
+    let out = bench(&echo.endpoints()[0], options);
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(json(&out)["errors"], serde_json::json!({}));
     Ok(())
@@ -185,23 +131,15 @@ fn udp_and_unix_endpoints() -> TestResult {
 #[test]
 fn rate_opens_connections_at_the_asked_pace() {
     let server = serve(&["-l", "127.0.0.1:0"]);
-    let out = bench(&[
+    let out = bench(
         &server.endpoints()[0],
-        "--rate",
-        "200",
-        "-c",
-        "16",
-        "-d",
-        "1s",
-        "--warmup",
-        "0",
-        "--json",
-    ]);
+        "--rate 200 -c 16 -d 1s --warmup 0 --json",
+    );
     assert_eq!(out.code(), 0, "{}", out.stderr);
-    let completed = json(&out)["completed"].as_u64().unwrap_or(0);
+    let done = completed(&out);
     assert!(
-        (150..=260).contains(&completed),
-        "{completed} connections at 200/s for 1s"
+        (150..=260).contains(&done),
+        "{done} connections at 200/s for 1s"
     );
 }
 
@@ -211,15 +149,8 @@ fn report_files_and_the_table() -> TestResult {
     let dir = tempfile::tempdir()?;
     for name in ["run.svg", "run.html"] {
         let path = dir.path().join(name);
-        let out = bench(&[
-            &server.endpoints()[0],
-            "-d",
-            "300ms",
-            "--warmup",
-            "0",
-            "--report",
-            path.to_str().ok_or("path")?,
-        ]);
+        let options = format!("-d 300ms --warmup 0 --report {}", path.display());
+        let out = bench(&server.endpoints()[0], &options);
         assert_eq!(out.code(), 0, "{}", out.stderr);
         let text = String::from_utf8(out.stdout)?;
         assert!(
@@ -232,8 +163,7 @@ fn report_files_and_the_table() -> TestResult {
             "{name}"
         );
     }
-    let out = bench(&[&server.endpoints()[0], "--report", "run.png"]);
-    assert_eq!(out.code(), 2);
+    assert_eq!(bench(&server.endpoints()[0], "--report run.png").code(), 2);
     Ok(())
 }
 
@@ -269,8 +199,7 @@ fn ctrl_c_ends_a_long_run_with_its_report() {
 
 #[test]
 fn bad_options_are_exit_2() {
-    assert_eq!(bench(&["127.0.0.1:1", "--mode", "storm"]).code(), 2);
-    assert_eq!(bench(&["127.0.0.1:1", "--expect-hex", "zz"]).code(), 2);
-    assert_eq!(bench(&["127.0.0.1:1", "--rate", "0"]).code(), 2);
-    assert_eq!(bench(&["127.0.0.1:1", "-d", "soon"]).code(), 2);
+    for options in ["--mode storm", "--expect-hex zz", "--rate 0", "-d soon"] {
+        assert_eq!(bench("127.0.0.1:1", options).code(), 2, "{options}");
+    }
 }
