@@ -2,12 +2,16 @@
 //! or on the blocking pool.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
+use tokio::sync::futures::OwnedNotified;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -58,21 +62,58 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
         // The handler's future is made here, so the task holds it once, not beside the
         // pieces it was made from.
         let work = self.0.call(conn);
-        tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                result = work => {
-                    if let Err(err) = result {
-                        tracing::debug!("connection ended: {}", describe(&err));
-                    }
-                }
-                () = watcher.forced() => {
-                    tracing::debug!("connection closed by shutdown");
-                }
+        let forced = watcher.forced_owned();
+        let task = ConnTask {
+            work,
+            forced,
+            armed: false,
+            watcher,
+            permit,
+        };
+        tokio::spawn(task);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task: the handler's future, cut short by a forced shutdown; its
+    /// slot and watcher go when it does. Written out rather than as `select!` in an async
+    /// block, which held the handler's future twice: this is most of an idle connection's
+    /// memory.
+    struct ConnTask<F> {
+        #[pin]
+        work: F,
+        #[pin]
+        forced: OwnedNotified,
+        armed: bool,
+        watcher: Watcher,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if !*this.armed {
+            // Registered before the phase is read, so a force in between is not missed.
+            this.forced.as_mut().enable();
+            *this.armed = true;
+            if this.watcher.is_forced() {
+                return Poll::Ready(());
             }
-            drop(permit);
-            drop(watcher);
-        });
+        }
+        if let Poll::Ready(result) = this.work.poll(cx) {
+            if let Err(err) = result {
+                tracing::debug!("connection ended: {}", describe(&err));
+            }
+            return Poll::Ready(());
+        }
+        if this.forced.poll(cx).is_ready() {
+            tracing::debug!("connection closed by shutdown");
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 

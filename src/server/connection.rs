@@ -115,11 +115,13 @@ impl Connection {
     /// can then allocate its buffer only for connections that have data, so an idle
     /// connection costs no buffer.
     pub async fn readable(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| {
-            let poll = self.stream.poll_read_ready(cx);
-            self.account(cx, poll)
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// [`Connection::readable`] as a poll function, for hand-written futures.
+    pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = self.stream.poll_read_ready(cx);
+        self.account(cx, poll)
     }
 
     /// Reads what has arrived without waiting: `Ok(0)` is end of stream, `WouldBlock`

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
 
 /// Where the server is in its life.
@@ -123,6 +124,17 @@ impl Watcher {
             return;
         }
         notified.await;
+    }
+
+    /// The forced-shutdown signal as an owned future, for a connection task that stores it
+    /// next to its handler's future ([`Watcher::is_forced`] covers a force that came first).
+    pub(crate) fn forced_owned(&self) -> OwnedNotified {
+        Arc::clone(&self.forced).notified_owned()
+    }
+
+    /// Whether every connection is to be closed now.
+    pub(crate) fn is_forced(&self) -> bool {
+        *self.rx.borrow() == Phase::Forced
     }
 
     /// Resolves once the phase reaches `phase` (or the handle is gone).

@@ -4,9 +4,12 @@
 //! allocation per burst.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 
 use crate::server::Connection;
 
@@ -50,26 +53,79 @@ pub(crate) enum Bytes {
 /// handles them with a buffer from this thread's spares until nothing more is there, gives
 /// the buffer back, and waits again. Echoing writes each chunk before reading the next, so
 /// a client that does not read its echoes is held back by TCP flow control.
-pub(crate) async fn consume(mut conn: Connection, bytes: Bytes) -> io::Result<()> {
-    loop {
-        conn.readable().await?;
-        let mut buf = take();
+pub(crate) fn consume(conn: Connection, bytes: Bytes) -> Consume {
+    Consume {
+        conn,
+        bytes,
+        buf: None,
+        filled: 0,
+        written: 0,
+        closing: false,
+    }
+}
+
+/// The future of [`consume`], written out: it lives in every idle connection's task, and
+/// the compiler's version of the same loop was twice the size.
+pub(crate) struct Consume {
+    conn: Connection,
+    bytes: Bytes,
+    buf: Option<Box<[u8]>>,
+    /// Echo: bytes of `buf` read and not yet all written back.
+    filled: usize,
+    written: usize,
+    /// Echo: the client has finished; half-close after the last echo.
+    closing: bool,
+}
+
+impl Future for Consume {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         loop {
-            match conn.try_read(&mut buf) {
-                Ok(0) => {
-                    give(buf);
-                    return match bytes {
-                        Bytes::Echo => conn.shutdown().await,
-                        Bytes::Drop => Ok(()),
-                    };
+            if this.written < this.filled {
+                let Some(buf) = this.buf.as_deref() else {
+                    return Poll::Ready(Err(io::ErrorKind::Other.into()));
+                };
+                let pending = &buf[this.written..this.filled];
+                let n = ready!(Pin::new(&mut this.conn).poll_write(cx, pending))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                Ok(n) if bytes == Bytes::Echo => conn.write_all(&buf[..n]).await?,
+                this.written += n;
+                continue;
+            }
+            if this.closing {
+                return Pin::new(&mut this.conn).poll_shutdown(cx);
+            }
+            let buf = match &mut this.buf {
+                Some(buf) => buf,
+                None => {
+                    ready!(this.conn.poll_readable(cx))?;
+                    this.buf.insert(take())
+                }
+            };
+            match this.conn.try_read(buf) {
+                Ok(0) => {
+                    if let Some(buf) = this.buf.take() {
+                        give(buf);
+                    }
+                    match this.bytes {
+                        Bytes::Echo => this.closing = true,
+                        Bytes::Drop => return Poll::Ready(Ok(())),
+                    }
+                }
+                Ok(n) if this.bytes == Bytes::Echo => (this.filled, this.written) = (n, 0),
                 Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) => return Err(err),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(buf) = this.buf.take() {
+                        give(buf);
+                    }
+                    this.filled = 0;
+                }
+                Err(err) => return Poll::Ready(Err(err)),
             }
         }
-        give(buf);
     }
 }
 
