@@ -216,6 +216,9 @@ pub async fn run(
         () = clock => {}
     }
     let measured = started.elapsed().saturating_sub(config.warmup);
+    if config.mode != Mode::Idle {
+        stats.stop_recording();
+    }
     ending.set();
     // Let in-flight work end (bounded by the operation timeout), then count idle holders.
     if let Ok(result) = tokio::time::timeout(config.timeout + Duration::from_secs(1), driver).await

@@ -22,7 +22,7 @@ const RIGHT: f64 = 20.0;
 /// assert!(svg.starts_with("<svg") && svg.contains("p99"));
 /// ```
 pub fn svg(report: &Report) -> String {
-    let height = 2.0 * CHART_HEIGHT + 150.0;
+    let height = 2.0 * CHART_HEIGHT + 170.0;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -30,19 +30,23 @@ pub fn svg(report: &Report) -> String {
     );
     out.push_str(r##"<rect width="100%" height="100%" fill="#fff"/>"##);
     let title = format!(
-        "socketkit bench {} {} — {:.0}/s, {} completed, {} failed",
+        "socketkit bench {} {}",
         report.mode,
-        escape(&report.endpoint),
+        escape(&report.endpoint)
+    );
+    let summary = format!(
+        "{:.0} /s over {:.1} s — {} completed, {} failed",
         report.rate_per_s,
+        report.seconds,
         report.completed,
         report.failed()
     );
     let _ = write!(
         out,
-        r#"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">{title}</text>"#
+        r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">{title}</text><text x="{LEFT}" y="38">{summary}</text>"#
     );
-    rate_chart(&mut out, report, 50.0);
-    latency_chart(&mut out, report, 50.0 + CHART_HEIGHT + 60.0);
+    rate_chart(&mut out, report, 70.0);
+    latency_chart(&mut out, report, 70.0 + CHART_HEIGHT + 60.0);
     out.push_str("</svg>\n");
     out
 }
@@ -152,6 +156,7 @@ fn short(value: f64) -> String {
         v if v >= 10_000.0 => format!("{:.0}k", v / 1000.0),
         v if v >= 100.0 => format!("{v:.0}"),
         v if v >= 1.0 => format!("{v:.1}"),
+        0.0 => "0".to_owned(),
         v => format!("{v:.3}"),
     }
 }

@@ -104,6 +104,12 @@ impl Stats {
         self.recording.store(since.max(1), Ordering::Relaxed);
     }
 
+    /// Stops counting (at the end of the measured span): operations that finish while the
+    /// run drains are not part of it.
+    pub(crate) fn stop_recording(&self) {
+        self.recording.store(0, Ordering::Relaxed);
+    }
+
     fn is_recording(&self) -> bool {
         self.recording.load(Ordering::Relaxed) != 0
     }
@@ -177,8 +183,11 @@ impl Stats {
             .filter(|(_, n)| *n > 0)
             .collect();
         let interval = self.interval.as_secs_f64();
+        // Whole buckets only: a last, partly filled one would read as a drop in rate.
+        let buckets = (secs / interval).floor() as usize;
         let timeline = lock(&self.timeline)
             .iter()
+            .take(buckets.max(1))
             .map(|n| *n as f64 / interval)
             .collect();
         Report {
