@@ -37,6 +37,7 @@
 #[cfg(not(unix))]
 compile_error!("socketkit supports Unix-like systems (Linux first) only");
 
+mod activity;
 pub mod bench;
 pub mod client;
 #[doc = include_str!("../docs/guide.md")]

@@ -5,12 +5,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::input::{CHUNK, Input, Next};
+use crate::activity::Activity;
 use crate::error::{Error, Op, Result};
 use crate::socket::{Address, Socket};
 use crate::sys;
@@ -42,32 +43,6 @@ pub struct BridgeOptions {
     pub idle_timeout: Option<Duration>,
     /// Datagrams only: after the input ends, how long to wait for further replies.
     pub wait: Duration,
-}
-
-/// When bytes last moved, shared by both directions of a bridge.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    pub(crate) fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    pub(crate) fn quiet_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
 }
 
 /// Where a bridge writes what the peer sends: any writer, or a file, which is written with

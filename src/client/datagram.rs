@@ -8,9 +8,10 @@ use std::thread;
 
 use super::MAX_DATAGRAM;
 use super::bridge::{
-    Activity, BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
+    BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
 };
 use super::input::{Input, Next};
+use crate::activity::Activity;
 use crate::error::{Op, Result};
 use crate::socket::Socket;
 

@@ -6,11 +6,11 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 
+use crate::activity::Activity;
 use crate::server::stream::Stream;
 use crate::sys::{Pipe, splice};
 
@@ -59,23 +59,6 @@ fn probe() -> io::Result<()> {
     }
 }
 
-/// When bytes last moved, shared by both directions for the idle limit.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn deadline(&self, limit: Duration) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + limit
-    }
-}
-
 /// The two pipes of one relay (four descriptors: the price of zero copy).
 pub(crate) struct Pipes {
     to_upstream: Pipe,
@@ -101,10 +84,7 @@ pub(crate) async fn relay(
     pipes: Pipes,
     idle: Option<Duration>,
 ) -> io::Result<()> {
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
+    let activity = Activity::new();
     let Pipes {
         to_upstream,
         to_client,

@@ -1,0 +1,59 @@
+//! [`Activity`]: when bytes last moved through something with two directions (the stdio
+//! bridge, the splice relay), shared by the threads or futures that move them, for an idle
+//! limit over both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The time of the last progress, as milliseconds since creation in an atomic.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    /// Counts as progress now.
+    pub(crate) fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records progress now.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the last progress was.
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long nothing has moved.
+    pub(crate) fn quiet_for(&self) -> Duration {
+        self.last().elapsed()
+    }
+
+    /// When an idle `limit` runs out, if nothing moves before.
+    pub(crate) fn deadline(&self, limit: Duration) -> Instant {
+        self.last() + limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touching_moves_the_deadline() {
+        let activity = Activity::new();
+        let first = activity.deadline(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(5));
+        activity.touch();
+        assert!(activity.deadline(Duration::from_secs(1)) > first);
+        assert!(activity.quiet_for() < Duration::from_secs(1));
+    }
+}
