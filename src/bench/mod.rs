@@ -297,7 +297,7 @@ async fn readiness_loops(target: Target, config: Arc<Config>, stats: Arc<Stats>,
 /// `connections` workers, each starting its next operation when the last one ends.
 async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, ending: Signal) {
     let workers: Vec<_> = (0..config.connections)
-        .map(|id| {
+        .map(|_| {
             let (target, config, stats, done) = (
                 target.clone(),
                 Arc::clone(&config),
@@ -306,7 +306,7 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
             );
             tokio::spawn(async move {
                 let socket = match target.is_datagram() {
-                    true => match Datagram::open(&target, id).await {
+                    true => match Datagram::open(&target).await {
                         Ok(socket) => Some(socket),
                         Err(err) => return stats.fail(Failure::of(&err)),
                     },
@@ -338,8 +338,8 @@ async fn open_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let sockets: Arc<Vec<Datagram>> = Arc::new(if target.is_datagram() {
         let mut all = Vec::new();
-        for id in 0..config.connections {
-            match Datagram::open(&target, id).await {
+        for _ in 0..config.connections {
+            match Datagram::open(&target).await {
                 Ok(socket) => all.push(socket),
                 Err(err) => stats.fail(Failure::of(&err)),
             }

@@ -11,6 +11,7 @@ use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 
 use super::Config;
 use super::stats::{Failure, Stats};
+use crate::client::TempSocketPath;
 use crate::endpoint::Endpoint;
 use crate::server::stream::Stream;
 use crate::socket::Address;
@@ -106,22 +107,12 @@ pub(crate) enum Datagram {
     Unix {
         socket: UnixDatagram,
         // Held for its Drop: the client's socket file goes with the socket.
-        _path: TempPath,
+        _path: TempSocketPath,
     },
 }
 
-/// A bound client path, removed on drop.
-#[derive(Debug)]
-pub(crate) struct TempPath(std::path::PathBuf);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 impl Datagram {
-    pub(crate) async fn open(target: &Target, id: usize) -> io::Result<Datagram> {
+    pub(crate) async fn open(target: &Target) -> io::Result<Datagram> {
         match target {
             Target::Udp(addr) => {
                 let local: std::net::SocketAddr = if addr.is_ipv6() {
@@ -136,15 +127,12 @@ impl Datagram {
                 Ok(Datagram::Udp(socket))
             }
             Target::Unixgram(path) => {
-                let name = format!("socketkit-bench-{}-{id}.sock", std::process::id());
-                let local = std::env::temp_dir().join(name);
-                let _ = std::fs::remove_file(&local);
-                let socket = UnixDatagram::bind(&local)?;
-                let guard = TempPath(local);
+                let local = TempSocketPath::unique();
+                let socket = UnixDatagram::bind(local.path())?;
                 socket.connect(path)?;
                 Ok(Datagram::Unix {
                     socket,
-                    _path: guard,
+                    _path: local,
                 })
             }
             Target::Tcp(_) | Target::Unix(_) => Err(io::ErrorKind::InvalidInput.into()),

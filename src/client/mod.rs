@@ -132,7 +132,11 @@ fn connect_one(address: &Address, ty: Type, timeout: Option<Duration>) -> Result
         // Interactive use: each line typed goes out at once rather than waiting for Nagle.
         (Family::Inet | Family::Inet6, Type::Stream) => socket.set_nodelay(true)?,
         // A Unix datagram server can only answer a client that has an address.
-        (Family::Unix, Type::Datagram) => bound = Some(TempSocketPath::bind(&socket)?),
+        (Family::Unix, Type::Datagram) => {
+            let path = TempSocketPath::unique();
+            socket.bind(path.path())?;
+            bound = Some(path);
+        }
         _ => {}
     }
     socket.set_timeout(timeout)?;
@@ -146,22 +150,24 @@ fn connect_one(address: &Address, ty: Type, timeout: Option<Duration>) -> Result
     })
 }
 
-/// A socket file in the temporary directory, removed on drop.
+/// A unique socket file name in the temporary directory, removed on drop: the address a
+/// Unix datagram client binds so that its server can answer it.
 #[derive(Debug)]
-struct TempSocketPath(PathBuf);
+pub(crate) struct TempSocketPath(PathBuf);
 
 impl TempSocketPath {
-    fn bind(socket: &Socket) -> Result<TempSocketPath> {
+    /// A name no other socket of this process uses (`socketkit-PID-N.sock`).
+    pub(crate) fn unique() -> TempSocketPath {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "socketkit-{}-{}.sock",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        socket.bind(path.as_path())?;
-        Ok(TempSocketPath(path))
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("socketkit-{}-{n}.sock", std::process::id());
+        TempSocketPath(std::env::temp_dir().join(name))
+    }
+
+    /// The path.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
     }
 }
 
