@@ -312,8 +312,9 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
                     },
                     false => None,
                 };
+                let mut buf = Vec::new();
                 while !done.is_set() {
-                    one(&target, socket.as_ref(), &config, &stats).await;
+                    one(&target, socket.as_ref(), &mut buf, &config, &stats).await;
                 }
             })
         })
@@ -367,7 +368,7 @@ async fn open_loop(
         next = next.wrapping_add(1);
         tokio::spawn(async move {
             let socket = (!sockets.is_empty()).then(|| &sockets[index % sockets.len()]);
-            one(&target, socket, &config, &stats).await;
+            one(&target, socket, &mut Vec::new(), &config, &stats).await;
             drop(permit);
         });
     }
@@ -377,9 +378,17 @@ async fn open_loop(
         .await;
 }
 
-async fn one(target: &Target, socket: Option<&Datagram>, config: &Config, stats: &Stats) {
+/// One operation: a request/reply on `socket` (into `buf`) when there is one, else a greeting
+/// connection.
+async fn one(
+    target: &Target,
+    socket: Option<&Datagram>,
+    buf: &mut Vec<u8>,
+    config: &Config,
+    stats: &Stats,
+) {
     match socket {
-        Some(socket) => mode::request(target, socket, config, stats).await,
+        Some(socket) => mode::request(socket, buf, config, stats).await,
         None => mode::greeting(target, config, stats).await,
     }
 }

@@ -27,7 +27,6 @@ pub(crate) enum Target {
 
 impl Target {
     pub(crate) fn resolve(endpoint: &Endpoint) -> crate::Result<Target> {
-        let connect = crate::client::ConnectOptions::default();
         if let Some(path) = endpoint.path() {
             return Ok(if endpoint.transport().is_stream() {
                 Target::Unix(path.to_path_buf())
@@ -36,7 +35,7 @@ impl Target {
             });
         }
         // Resolve through the client's rules (a host is needed; names are looked up).
-        let candidates = crate::client::candidates(endpoint, connect.family)?;
+        let candidates = crate::client::candidates(endpoint, None)?;
         let addr = candidates
             .into_iter()
             .find_map(|a: Address| a.as_socket_addr())
@@ -81,13 +80,21 @@ pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) {
 }
 
 /// Request/reply over a datagram socket: send one datagram, wait for the answer, compare.
-pub(crate) async fn request(target: &Target, socket: &Datagram, config: &Config, stats: &Stats) {
+///
+/// `buf` is the caller's, reused from request to request; it is sized to hold one byte more
+/// than the longest right answer, so that a longer one shows as wrong rather than truncated.
+pub(crate) async fn request(socket: &Datagram, buf: &mut Vec<u8>, config: &Config, stats: &Stats) {
     let started = Instant::now();
     let payload = &config.payload[..config.size];
+    let longest = match (&config.expect, config.echo) {
+        (_, true) => config.size,
+        (Some(expected), false) => expected.len(),
+        (None, false) => 65_535,
+    };
+    buf.resize(longest + 1, 0);
     let result = bounded(config.timeout, async {
         socket.send(payload).await?;
-        let mut buf = vec![0u8; 65_536];
-        let n = socket.recv(&mut buf).await?;
+        let n = socket.recv(buf).await?;
         let got = &buf[..n];
         if config.echo && got != payload {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
@@ -96,7 +103,6 @@ pub(crate) async fn request(target: &Target, socket: &Datagram, config: &Config,
         Ok(n as u64)
     })
     .await;
-    let _ = target;
     record(stats, started, result);
 }
 
