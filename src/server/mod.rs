@@ -218,45 +218,49 @@ impl Server {
             .limits
             .max_connections
             .map(|max| Arc::new(Semaphore::new(max)));
-        let mut tasks = Vec::new();
-        let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let listeners = self.groups.into_iter().flat_map(|group| {
-            let shared_by = group.loops / group.listeners.len().max(1);
-            group
-                .listeners
-                .into_iter()
-                .map(move |listener| (listener, shared_by))
-        });
-        for (listener, loops) in listeners {
-            let endpoint = listener.local_endpoint();
-            let unfit = |what: &str| {
+        // Every listener must have its handler before any accept loop starts: a loop
+        // spawned before an error would go on serving after `run` had failed.
+        for group in &self.groups {
+            for listener in &group.listeners {
+                let missing = match listener {
+                    Listener::Stream(_) if spawner.is_none() => "stream",
+                    Listener::Datagram(_) if datagram.is_none() => "datagram",
+                    _ => continue,
+                };
                 let reason = io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("no {what} handler was given"),
+                    format!("no {missing} handler was given"),
                 );
-                Error::new(Op::Listen, &endpoint, reason)
-            };
-            let watcher = self.shutdown.watcher();
-            match listener {
-                Listener::Stream(listener) => {
-                    let spawner = spawner.clone().ok_or_else(|| unfit("stream"))?;
-                    let listener = Arc::new(listener);
-                    for _ in 0..loops.max(1) {
-                        let acceptor = Acceptor {
-                            listener: Arc::clone(&listener),
-                            exhausted: Arc::clone(&exhausted),
-                            spawner: Arc::clone(&spawner),
-                            slots: slots.clone(),
-                            idle_timeout: self.limits.idle_timeout,
-                            shutdown: self.shutdown.clone(),
-                        };
-                        tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
+                return Err(Error::new(Op::Listen, &group.endpoint, reason));
+            }
+        }
+        let mut tasks = Vec::new();
+        let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for group in self.groups {
+            // Listeners beyond one each get a loop; a single shared listener gets them all.
+            let loops = group.loops / group.listeners.len().max(1);
+            for listener in group.listeners {
+                match (listener, &spawner, &datagram) {
+                    (Listener::Stream(listener), Some(spawner), _) => {
+                        let listener = Arc::new(listener);
+                        for _ in 0..loops.max(1) {
+                            let acceptor = Acceptor {
+                                listener: Arc::clone(&listener),
+                                exhausted: Arc::clone(&exhausted),
+                                spawner: Arc::clone(spawner),
+                                slots: slots.clone(),
+                                idle_timeout: self.limits.idle_timeout,
+                                shutdown: self.shutdown.clone(),
+                            };
+                            tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
+                        }
                     }
-                    drop(watcher);
-                }
-                Listener::Datagram(listener) => {
-                    let handler = datagram.clone().ok_or_else(|| unfit("datagram"))?;
-                    tasks.push(tokio::spawn(listener.run(handler, watcher)));
+                    (Listener::Datagram(listener), _, Some(handler)) => {
+                        let watcher = self.shutdown.watcher();
+                        tasks.push(tokio::spawn(listener.run(Arc::clone(handler), watcher)));
+                    }
+                    // Checked above: every listener has its handler.
+                    _ => {}
                 }
             }
         }
@@ -271,6 +275,33 @@ impl Server {
         if forced > 0 {
             tracing::info!("closed {forced} connection(s) still open at the drain deadline");
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_without_its_handler_fails_before_anything_is_served() -> Result<()> {
+        let mut builder = Server::builder();
+        builder
+            .listen("127.0.0.1:0".parse().expect("valid endpoint"))
+            .listen("udp:127.0.0.1:0".parse().expect("valid endpoint"));
+        let server = builder.bind().await?;
+        let tcp = server.local_endpoints()[0].to_string();
+        let err = server
+            .serve(|_conn: Connection| async { Ok(()) })
+            .await
+            .expect_err("a UDP listener needs a datagram handler");
+        assert!(
+            err.to_string().ends_with("no datagram handler was given"),
+            "{err}"
+        );
+        // The TCP listener was not left serving: it is closed with the server.
+        let addr = tcp.trim_start_matches("tcp:").to_owned();
+        assert!(std::net::TcpStream::connect(addr).is_err());
         Ok(())
     }
 }
