@@ -22,7 +22,8 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     }
     let relay = Forward::new(target)
         .map_err(|err| CliError::Usage(err.to_string()))?
-        .connect_timeout(timeout);
+        .connect_timeout(timeout)
+        .relay_threads(args.relay_threads);
     let what = format!("forward to {}", relay.target());
     let builder = server::builder(&args.server, endpoints)?;
     init_logging(&args.log);

@@ -15,6 +15,7 @@
 //! loop with 64 KiB buffers does the same job.
 
 pub mod splice;
+mod threaded;
 
 use std::io;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::endpoint::{Endpoint, Host};
 use crate::server::stream::Stream;
 use crate::server::{Connection, Handler};
+use threaded::RelayThreads;
 
 /// The size of each direction's copy buffer.
 const BUFFER: usize = 64 * 1024;
@@ -43,7 +45,11 @@ const BUFFER: usize = 64 * 1024;
 pub struct Forward {
     target: Arc<Endpoint>,
     connect_timeout: Option<Duration>,
+    threads: Arc<RelayThreads>,
 }
+
+/// How many relays run on their own threads at once by default ([`Forward::relay_threads`]).
+pub const DEFAULT_RELAY_THREADS: usize = 256;
 
 /// A target that a stream relay cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,7 @@ impl Forward {
         Ok(Forward {
             target: Arc::new(target),
             connect_timeout: None,
+            threads: Arc::new(RelayThreads::new(DEFAULT_RELAY_THREADS)),
         })
     }
 
@@ -79,6 +86,28 @@ impl Forward {
     pub fn connect_timeout(mut self, timeout: Duration) -> Forward {
         self.connect_timeout = Some(timeout);
         self
+    }
+
+    /// At most `limit` relays at a time run on two threads of their own (one per
+    /// direction, blocked in the kernel: the fastest way through on a busy link); the others
+    /// run as tasks on the runtime, which scale to any number of connections. 0 runs every
+    /// relay as a task. The default is [`DEFAULT_RELAY_THREADS`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// let relay = Forward::new("127.0.0.1:8080".parse().unwrap()).unwrap().relay_threads(0);
+    /// assert_eq!(relay.threads_limit(), 0);
+    /// ```
+    pub fn relay_threads(mut self, limit: usize) -> Forward {
+        self.threads = Arc::new(RelayThreads::new(limit));
+        self
+    }
+
+    /// How many relays may run on their own threads at once.
+    pub fn threads_limit(&self) -> usize {
+        self.threads.limit()
     }
 
     /// The target endpoint.
@@ -108,6 +137,13 @@ impl Forward {
                 return Ok(());
             }
         };
+        // A relay passes on writes as they come; holding a partial segment back for an ACK
+        // (Nagle) would only add a round trip the sender did not ask for.
+        client.stream().set_nodelay()?;
+        if let Some(threads) = self.threads.reserve() {
+            let (client, idle) = client.into_parts();
+            return threaded::relay(threads, client, upstream, idle).await;
+        }
         // Pipes cost four descriptors a relay: near the descriptor limit, copy instead.
         if let Some(pipes) = splice::available()
             .then(splice::Pipes::new)

@@ -17,7 +17,7 @@ use crate::sys::{Pipe, splice};
 /// The pipe size asked for, and so the most one `splice(2)` call moves: larger than the
 /// 64 KiB default, to halve the calls per byte. Kernels may refuse (`/proc/sys/fs/pipe-max-size`,
 /// per-user pipe quotas); the relay then runs with what the pipe has.
-const PIPE_SIZE: usize = 256 * 1024;
+pub(crate) const PIPE_SIZE: usize = 256 * 1024;
 
 /// The environment variable that forces the copy fallback.
 pub const DISABLE_VAR: &str = "SOCKETKIT_NO_SPLICE";
@@ -127,7 +127,7 @@ async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -
     }
 }
 
-async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
+pub(crate) async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
     loop {
         let deadline = activity.deadline(limit);
         if Instant::now() >= deadline {

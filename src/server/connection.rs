@@ -72,6 +72,11 @@ impl Connection {
         }
     }
 
+    /// The stream, for socket options the handler sets on it.
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
     /// The stream and the idle limit, for code that drives the socket itself (the splice
     /// relay of `forward`).
     pub(crate) fn into_parts(self) -> (Stream, Option<Duration>) {

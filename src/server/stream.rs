@@ -91,6 +91,28 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Turns Nagle's algorithm off on a TCP stream (a Unix stream has none).
+    pub(crate) fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
+    /// The socket taken off the runtime and put in blocking mode, for a thread to drive
+    /// (the threaded relay of `forward`).
+    pub(crate) fn into_blocking(self) -> io::Result<socket2::Socket> {
+        let fd: std::os::fd::OwnedFd = match self {
+            Stream::Tcp(s) => s.into_std()?.into(),
+            Stream::Unix(s) => s.into_std()?.into(),
+        };
+        let socket = socket2::Socket::from(fd);
+        socket.set_nonblocking(false)?;
+        Ok(socket)
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
