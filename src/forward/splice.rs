@@ -108,7 +108,12 @@ async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -
     loop {
         let filled = from
             .async_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe_in, pipe.capacity, true)
+                splice(
+                    from.as_raw_fd(),
+                    pipe_in,
+                    pipe.capacity.min(64 * 1024),
+                    true,
+                )
             })
             .await?;
         if filled == 0 {
