@@ -3,6 +3,8 @@
 
 * forward: loadgen (echo mode, bulk) -> relay -> echo_epoll, for `socketkit forward` and
   `socat TCP-LISTEN:...,fork TCP:...`; MB/s echoed through the relay and the relay's CPU.
+* forward, one way: iperf3 -c through the relay to iperf3 -s (one bulk connection, the
+  way relays are usually measured); skipped with a printed reason when iperf3 is missing.
 * connect: N MiB from stdin through echo_epoll and back to stdout, for `socketkit connect`
   and `nc -N`; MB/s of the round trip (wall clock) and the client's CPU.
 
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +37,21 @@ def forward_round(name, argv_for, echo_port, args):
                                   warmup=1, block=65536, window=262144)
     return {"mb_per_s": r["mb_per_s"], "cpu_s_per_gb": r["server_cpu_s_per_gb"],
             "errors": r.get("errors", 0)}
+
+
+def oneway_round(name, argv_for, sink_port, duration):
+    """One iperf3 client through the relay to the iperf3 server: MB/s received, relay CPU."""
+    argv = [a.replace("{target}", f"127.0.0.1:{sink_port}") for a in argv_for]
+    with benchlib.Server(name, argv) as relay:
+        relay.wait_ready()
+        cpu0 = relay.cpu_s()
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(relay.port), "-t", str(duration), "-J"],
+                             capture_output=True, timeout=duration + 30)
+        cpu = relay.cpu_s() - cpu0
+    received = json.loads(out.stdout)["end"]["sum_received"]
+    gb = received["bytes"] / 1e9
+    return {"mb_per_s": round(received["bytes"] / 1e6 / received["seconds"], 1),
+            "cpu_s_per_gb": round(cpu / gb, 3) if gb else None}
 
 
 def connect_round(name, argv, echo_port, mib):
@@ -84,15 +102,30 @@ def main():
                                      "-l", "127.0.0.1:{port}", "--to", "{target}"],
         "socat fork": ["socat", "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=1024", "TCP:{target}"],
     }
+    oneway_relays = ["socketkit forward", "socat fork"]
+    iperf3 = shutil.which("iperf3")
+    if not iperf3:
+        benchlib.log("skipping the one-way forward test: iperf3 is not installed (apt install iperf3)")
     clients = {
         "socketkit connect": [SOCKETKIT, "connect", "127.0.0.1:{port}"],
         "nc -N": ["nc", "-N", "127.0.0.1", "{port}"],
     }
     fwd = {k: [] for k in relays}
+    one = {k: [] for k in oneway_relays}
     con = {k: [] for k in clients}
-    with benchlib.Server("echo_epoll", [echo_bin, "--listen", "127.0.0.1:{port}"]) as echo:
+    sink_argv = [iperf3 or "iperf3", "-s", "-B", "127.0.0.1", "-p", "{port}"]
+    with benchlib.Server("echo_epoll", [echo_bin, "--listen", "127.0.0.1:{port}"]) as echo, \
+            benchlib.Server("iperf3_sink", sink_argv if iperf3 else ["sleep", "3600"]) as sink:
         echo.wait_ready()
+        if iperf3:
+            sink.wait_ready()
         for rnd in range(args.rounds):
+            if iperf3:
+                order = oneway_relays if rnd % 2 == 0 else list(reversed(oneway_relays))
+                for name in order:
+                    benchlib.log(f"round {rnd + 1}: one way, {name}")
+                    one[name].append(oneway_round(name.replace(" ", "_") + "_oneway", relays[name],
+                                                  sink.port, args.duration))
             order = list(relays) if rnd % 2 == 0 else list(reversed(relays))
             for name in order:
                 benchlib.log(f"round {rnd + 1}: {name}")
@@ -107,6 +140,10 @@ def main():
                                    "cpu_s_per_gb": median(runs, "cpu_s_per_gb"), "runs": runs}
     for name, runs in con.items():
         result["connect"][name] = {"mb_per_s": median(runs, "mb_per_s"), "cpu_s": median(runs, "cpu_s"), "runs": runs}
+    for name, runs in one.items():
+        result["forward_one_way"] = result.get("forward_one_way", {})
+        result["forward_one_way"][name] = {"mb_per_s": median(runs, "mb_per_s"),
+                                           "cpu_s_per_gb": median(runs, "cpu_s_per_gb"), "runs": runs}
     f_ratio = [a["mb_per_s"] / b["mb_per_s"] for a, b in zip(fwd["socketkit forward"], fwd["socat fork"])]
     c_ratio = [a["mb_per_s"] / b["mb_per_s"] for a, b in zip(con["socketkit connect"], con["nc -N"])]
     result["ratio"] = {"forward_vs_socat": round(statistics.median(f_ratio), 2),
@@ -116,11 +153,17 @@ def main():
     print(f"| forward (loadgen echo, {args.conc} conns, 64 KiB blocks) | {result['forward']['socketkit forward']['mb_per_s']} "
           f"| socat {result['forward']['socat fork']['mb_per_s']} | {result['ratio']['forward_vs_socat']} "
           f"| {result['forward']['socketkit forward']['cpu_s_per_gb']} vs {result['forward']['socat fork']['cpu_s_per_gb']} s/GB |")
-    copy = result["forward"]["socketkit forward (copy)"]
-    print(f"| forward, copy fallback (SOCKETKIT_NO_SPLICE=1) | {copy['mb_per_s']} "
-          f"| socat {result['forward']['socat fork']['mb_per_s']} | "
-          f"{round(statistics.median([a['mb_per_s'] / b['mb_per_s'] for a, b in zip(fwd['socketkit forward (copy)'], fwd['socat fork'])]), 2)} "
-          f"| {copy['cpu_s_per_gb']} vs {result['forward']['socat fork']['cpu_s_per_gb']} s/GB |")
+    runs = fwd["socketkit forward (copy)"]
+    ratio = statistics.median([a["mb_per_s"] / b["mb_per_s"] for a, b in zip(runs, fwd["socat fork"])])
+    print(f"| forward, copy fallback (SOCKETKIT_NO_SPLICE=1) | {median(runs, 'mb_per_s')} "
+          f"| socat {result['forward']['socat fork']['mb_per_s']} | {round(ratio, 2)} "
+          f"| {median(runs, 'cpu_s_per_gb')} vs {result['forward']['socat fork']['cpu_s_per_gb']} s/GB |")
+    if iperf3:
+        ours, theirs = one["socketkit forward"], one["socat fork"]
+        ratio = statistics.median([a["mb_per_s"] / b["mb_per_s"] for a, b in zip(ours, theirs)])
+        result["ratio"]["forward_one_way_vs_socat"] = round(ratio, 2)
+        print(f"| forward, one way (iperf3, 1 conn) | {median(ours, 'mb_per_s')} | socat {median(theirs, 'mb_per_s')} "
+              f"| {round(ratio, 2)} | {median(ours, 'cpu_s_per_gb')} vs {median(theirs, 'cpu_s_per_gb')} s/GB |")
     print(f"| connect ({args.mib} MiB round trip via echo_epoll) | {result['connect']['socketkit connect']['mb_per_s']} "
           f"| nc {result['connect']['nc -N']['mb_per_s']} | {result['ratio']['connect_vs_nc']} "
           f"| {result['connect']['socketkit connect']['cpu_s']} vs {result['connect']['nc -N']['cpu_s']} s |")

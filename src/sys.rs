@@ -19,19 +19,9 @@ impl Pipe {
     /// A non-blocking pipe, resized to `size` bytes if the kernel allows (it may refuse:
     /// `/proc/sys/fs/pipe-max-size`, per-user pipe quotas; the default 64 KiB is used then).
     pub(crate) fn new(size: usize) -> io::Result<Pipe> {
-        Pipe::open(size, libc::O_NONBLOCK)
-    }
-
-    /// A blocking pipe of `size` bytes (as [`Pipe::new`]), for a thread that waits in
-    /// `splice(2)`: the kernel treats a splice touching a non-blocking pipe as non-blocking.
-    pub(crate) fn blocking(size: usize) -> io::Result<Pipe> {
-        Pipe::open(size, 0)
-    }
-
-    fn open(size: usize, flags: libc::c_int) -> io::Result<Pipe> {
         let mut fds = [0; 2];
         // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) };
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -146,10 +146,6 @@ pub(crate) struct ForwardArgs {
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub(crate) timeout: String,
-    /// At most N relays at a time get two threads of their own (the fastest way through);
-    /// the rest share the runtime. 0: every relay shares it.
-    #[arg(long, value_name = "N", default_value_t = socketkit::forward::DEFAULT_RELAY_THREADS)]
-    pub(crate) relay_threads: usize,
     #[command(flatten)]
     pub(crate) log: LogArgs,
 }

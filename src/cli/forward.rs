@@ -22,8 +22,7 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     }
     let relay = Forward::new(target)
         .map_err(|err| CliError::Usage(err.to_string()))?
-        .connect_timeout(timeout)
-        .relay_threads(args.relay_threads);
+        .connect_timeout(timeout);
     let what = format!("forward to {}", relay.target());
     let builder = server::builder(&args.server, endpoints)?;
     init_logging(&args.log);

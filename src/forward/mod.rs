@@ -12,10 +12,9 @@
 //!
 //! Where the kernel supports it, bytes are moved with `splice(2)` through a pipe and never
 //! copied into user space ([`splice`]); elsewhere, or with `SOCKETKIT_NO_SPLICE=1`, a copy
-//! loop with 64 KiB buffers does the same job.
+//! loop with 32 KiB buffers does the same job.
 
 pub mod splice;
-mod threaded;
 
 use std::io;
 use std::sync::Arc;
@@ -26,10 +25,20 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::endpoint::{Endpoint, Host};
 use crate::server::stream::Stream;
 use crate::server::{Connection, Handler};
-use threaded::RelayThreads;
 
-/// The size of each direction's copy buffer.
-const BUFFER: usize = 64 * 1024;
+/// The most one splice or copy takes in before passing it on (and so the size of a copy
+/// buffer). Two things bound it, both measured with `bench/client_bench.py` (4 connections,
+/// 3 rounds, 2026-11-30):
+///
+/// - A `splice` from a socket takes all that has arrived, up to the bound, before any of it
+///   goes on, so with a large bound the bytes of a fast sender wait in large batches: in the
+///   echo test, 32 KiB chunks moved 1.6× the bytes of 64 KiB or 256 KiB ones.
+/// - Each chunk is sent as it comes (no Nagle), and a loopback segment holds less than
+///   64 KiB (the 65,536-byte MTU less headers; `TCP_MAXSEG` read 47,616 here), so a 64 KiB
+///   chunk goes out as two segments, one of them a small remainder: in the one-way test
+///   64 KiB chunks cost 0.58 s of CPU per GB against 0.41 for 32 KiB, which fits one
+///   segment. (256 KiB chunks cost 0.32 one way, but hold echo traffic back.)
+pub(crate) const CHUNK: usize = 32 * 1024;
 
 /// Forwards each connection to a target endpoint.
 ///
@@ -45,11 +54,7 @@ const BUFFER: usize = 64 * 1024;
 pub struct Forward {
     target: Arc<Endpoint>,
     connect_timeout: Option<Duration>,
-    threads: Arc<RelayThreads>,
 }
-
-/// How many relays run on their own threads at once by default ([`Forward::relay_threads`]).
-pub const DEFAULT_RELAY_THREADS: usize = 256;
 
 /// A target that a stream relay cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +83,6 @@ impl Forward {
         Ok(Forward {
             target: Arc::new(target),
             connect_timeout: None,
-            threads: Arc::new(RelayThreads::new(DEFAULT_RELAY_THREADS)),
         })
     }
 
@@ -86,28 +90,6 @@ impl Forward {
     pub fn connect_timeout(mut self, timeout: Duration) -> Forward {
         self.connect_timeout = Some(timeout);
         self
-    }
-
-    /// At most `limit` relays at a time run on two threads of their own (one per
-    /// direction, blocked in the kernel: the fastest way through on a busy link); the others
-    /// run as tasks on the runtime, which scale to any number of connections. 0 runs every
-    /// relay as a task. The default is [`DEFAULT_RELAY_THREADS`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use socketkit::forward::Forward;
-    /// let relay = Forward::new("127.0.0.1:8080".parse().unwrap()).unwrap().relay_threads(0);
-    /// assert_eq!(relay.threads_limit(), 0);
-    /// ```
-    pub fn relay_threads(mut self, limit: usize) -> Forward {
-        self.threads = Arc::new(RelayThreads::new(limit));
-        self
-    }
-
-    /// How many relays may run on their own threads at once.
-    pub fn threads_limit(&self) -> usize {
-        self.threads.limit()
     }
 
     /// The target endpoint.
@@ -140,10 +122,6 @@ impl Forward {
         // A relay passes on writes as they come; holding a partial segment back for an ACK
         // (Nagle) would only add a round trip the sender did not ask for.
         client.stream().set_nodelay()?;
-        if let Some(threads) = self.threads.reserve() {
-            let (client, idle) = client.into_parts();
-            return threaded::relay(threads, client, upstream, idle).await;
-        }
         // Pipes cost four descriptors a relay: near the descriptor limit, copy instead.
         if let Some(pipes) = splice::available()
             .then(splice::Pipes::new)
@@ -153,7 +131,7 @@ impl Forward {
             return splice::relay(&client, &upstream, pipes, idle).await;
         }
         let mut client = client;
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER)
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, CHUNK, CHUNK)
             .await
             .map(drop)
     }

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 
+use super::CHUNK;
 use crate::activity::Activity;
 use crate::server::stream::Stream;
 use crate::sys::{Pipe, splice};
 
-/// The pipe size asked for, and so the most one `splice(2)` call moves: larger than the
-/// 64 KiB default, to halve the calls per byte. Kernels may refuse (`/proc/sys/fs/pipe-max-size`,
-/// per-user pipe quotas); the relay then runs with what the pipe has.
-pub(crate) const PIPE_SIZE: usize = 256 * 1024;
+/// The pipe size asked for: larger than the [`CHUNK`] one `splice(2)` call takes in, because
+/// a socket's bytes arrive in pieces smaller than a page and each takes one of the pipe's
+/// slots. Kernels may refuse (`/proc/sys/fs/pipe-max-size`, per-user pipe quotas); the relay
+/// then runs with what the pipe has.
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// The environment variable that forces the copy fallback.
 pub const DISABLE_VAR: &str = "SOCKETKIT_NO_SPLICE";
@@ -108,12 +110,7 @@ async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -
     loop {
         let filled = from
             .async_io(Interest::READABLE, || {
-                splice(
-                    from.as_raw_fd(),
-                    pipe_in,
-                    pipe.capacity.min(64 * 1024),
-                    true,
-                )
+                splice(from.as_raw_fd(), pipe_in, pipe.capacity.min(CHUNK), true)
             })
             .await?;
         if filled == 0 {
@@ -132,7 +129,7 @@ async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -
     }
 }
 
-pub(crate) async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
+async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
     loop {
         let deadline = activity.deadline(limit);
         if Instant::now() >= deadline {

@@ -99,18 +99,6 @@ impl Stream {
             Stream::Unix(_) => Ok(()),
         }
     }
-
-    /// The socket taken off the runtime and put in blocking mode, for a thread to drive
-    /// (the threaded relay of `forward`).
-    pub(crate) fn into_blocking(self) -> io::Result<socket2::Socket> {
-        let fd: std::os::fd::OwnedFd = match self {
-            Stream::Tcp(s) => s.into_std()?.into(),
-            Stream::Unix(s) => s.into_std()?.into(),
-        };
-        let socket = socket2::Socket::from(fd);
-        socket.set_nonblocking(false)?;
-        Ok(socket)
-    }
 }
 
 impl AsRawFd for Stream {

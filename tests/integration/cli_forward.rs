@@ -21,33 +21,18 @@ fn forward(listen: &str, to: &str) -> Running {
     start(&["forward", "-l", listen, "--to", to])
 }
 
-/// The four ways a relay runs: on its own threads or as a task, splicing or copying (the
-/// copy fallback, forced so that it is tested on machines where splice works).
-const ENGINES: [(&str, &[&str], bool); 4] = [
-    ("threads, splice", &[], false),
-    ("threads, copy", &[], true),
-    ("tasks, splice", &["--relay-threads", "0"], false),
-    ("tasks, copy", &["--relay-threads", "0"], true),
-];
+/// The two ways a relay moves bytes: splice, and the copy fallback (forced, so that it is
+/// tested on machines where splice works).
+const MODES: [(&str, bool); 2] = [("splice", false), ("copy", true)];
 
-/// `forward` run by one of [`ENGINES`], with `extra` options.
-fn forward_by(engine: &(&str, &[&str], bool), listen: &str, to: &str, extra: &[&str]) -> Running {
-    let (_, args, copying) = engine;
+/// `forward` relaying by one of [`MODES`], with `extra` options.
+fn forward_by(mode: &(&str, bool), listen: &str, to: &str, extra: &[&str]) -> Running {
     let mut cmd = socketkit();
-    if *copying {
+    if mode.1 {
         cmd.env("SOCKETKIT_NO_SPLICE", "1");
     }
-    cmd.args(["forward", "-l", listen, "--to", to])
-        .args(*args)
-        .args(extra);
+    cmd.args(["forward", "-l", listen, "--to", to]).args(extra);
     Running::start(cmd, 1)
-}
-
-/// How many threads process `pid` has now.
-fn threads_of(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| tasks.count())
-        .unwrap_or(0)
 }
 
 /// Sends `data` through `stream`, half-closes, and returns everything read back.
@@ -118,64 +103,15 @@ fn unix_to_tcp_and_tcp_to_unix_64_mib_both_ways() -> TestResult {
 }
 
 #[test]
-fn every_relay_engine_is_intact_with_half_close() -> TestResult {
+fn both_relay_modes_are_intact_with_half_close() -> TestResult {
     let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
-    for engine in &ENGINES {
-        let relay = forward_by(engine, "127.0.0.1:0", &echo.endpoints()[0], &[]);
+    for mode in &MODES {
+        let relay = forward_by(mode, "127.0.0.1:0", &echo.endpoints()[0], &[]);
         let data = payload(8 * 1024 * 1024);
         let stream = connect(&relay.addr());
         let back = exchange(stream.try_clone()?, stream, data.clone());
-        assert!(back == data, "the relay ({}) changed the bytes", engine.0);
+        assert!(back == data, "the relay ({}) changed the bytes", mode.0);
     }
-    Ok(())
-}
-
-#[test]
-fn relay_threads_are_bounded_and_end_with_their_connections() -> TestResult {
-    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
-    let relay = start(&[
-        "forward",
-        "-l",
-        "127.0.0.1:0",
-        "--to",
-        &echo.endpoints()[0],
-        "--relay-threads",
-        "3",
-    ]);
-    let before = threads_of(relay.pid());
-    // Ten relays at once: three get two threads each, seven run as tasks.
-    let mut open: Vec<_> = (0..10).map(|_| connect(&relay.addr())).collect();
-    for (i, stream) in open.iter_mut().enumerate() {
-        let byte = u8::try_from(i)?;
-        stream.write_all(&[byte])?;
-        let mut back = [0u8; 1];
-        stream.read_exact(&mut back)?;
-        assert_eq!(back, [byte], "relay {i}");
-    }
-    assert_eq!(threads_of(relay.pid()), before + 6, "3 relays × 2 threads");
-    for stream in &open {
-        stream.shutdown(Shutdown::Write)?;
-    }
-    for stream in &mut open {
-        assert!(read_to_end(stream).is_empty());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while threads_of(relay.pid()) != before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "relay threads outlived their connections: {} threads, {before} before",
-            threads_of(relay.pid())
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    // The budget is whole again: three new relays get threads.
-    let mut again: Vec<_> = (0..3).map(|_| connect(&relay.addr())).collect();
-    for stream in &mut again {
-        stream.write_all(b"x")?;
-        let mut back = [0u8; 1];
-        stream.read_exact(&mut back)?;
-    }
-    assert_eq!(threads_of(relay.pid()), before + 6);
     Ok(())
 }
 
@@ -206,16 +142,7 @@ fn half_close_passes_through_in_both_directions() -> TestResult {
 #[test]
 fn two_hundred_concurrent_relays_stay_intact() {
     let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
-    // Half of them on threads, half as tasks.
-    let relay = start(&[
-        "forward",
-        "-l",
-        "127.0.0.1:0",
-        "--to",
-        &echo.endpoints()[0],
-        "--relay-threads",
-        "100",
-    ]);
+    let relay = forward("127.0.0.1:0", &echo.endpoints()[0]);
     let addr = relay.addr();
     let clients: Vec<_> = (0..200)
         .map(|i| {
@@ -323,23 +250,23 @@ fn datagram_endpoints_are_refused() {
 }
 
 #[test]
-fn idle_relays_are_closed_by_every_engine() {
+fn idle_relays_are_closed_in_both_modes() {
     let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
-    for engine in &ENGINES {
+    for mode in &MODES {
         let relay = forward_by(
-            engine,
+            mode,
             "127.0.0.1:0",
             &echo.endpoints()[0],
             &["--idle-timeout", "300ms"],
         );
         let started = std::time::Instant::now();
         let mut silent = connect(&relay.addr());
-        assert!(read_to_end(&mut silent).is_empty(), "{}", engine.0);
+        assert!(read_to_end(&mut silent).is_empty(), "{}", mode.0);
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
             "{}: {waited:?}",
-            engine.0
+            mode.0
         );
     }
 }
@@ -347,9 +274,9 @@ fn idle_relays_are_closed_by_every_engine() {
 #[test]
 fn the_drain_deadline_closes_relays_still_streaming() {
     let chargen = start(&["serve", "chargen", "-l", "127.0.0.1:0"]);
-    for engine in &ENGINES {
+    for mode in &MODES {
         let mut relay = forward_by(
-            engine,
+            mode,
             "127.0.0.1:0",
             &chargen.endpoints()[0],
             &["--drain-timeout", "300ms"],
@@ -359,8 +286,8 @@ fn the_drain_deadline_closes_relays_still_streaming() {
         endless.read_exact(&mut some).expect("streaming");
         relay.signal(libc::SIGTERM);
         let started = std::time::Instant::now();
-        assert_eq!(relay.wait(DEADLINE).code(), Some(0), "{}", engine.0);
-        assert!(started.elapsed() < Duration::from_secs(5), "{}", engine.0);
+        assert_eq!(relay.wait(DEADLINE).code(), Some(0), "{}", mode.0);
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", mode.0);
         // Whatever was in flight arrives, then the stream ends.
         let _ = read_to_end(&mut endless);
     }
