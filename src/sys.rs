@@ -27,15 +27,38 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let asked = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-        // SAFETY: F_SETPIPE_SZ takes an int argument and only resizes the pipe's buffer.
-        let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, asked) };
-        let capacity = usize::try_from(got).unwrap_or(64 * 1024);
+        let capacity = grow_pipe(write.as_raw_fd(), size).unwrap_or(64 * 1024);
         Ok(Pipe {
             read,
             write,
             capacity,
         })
+    }
+}
+
+/// Asks for the pipe (or FIFO) `fd` to hold at least `size` bytes (`F_SETPIPE_SZ`), never
+/// shrinking it: the size it has then, or `None` when `fd` is no pipe or the kernel refuses
+/// (`/proc/sys/fs/pipe-max-size`, per-user pipe quotas).
+pub(crate) fn grow_pipe(fd: RawFd, size: usize) -> Option<usize> {
+    // SAFETY: F_GETPIPE_SZ only reads the pipe's size; on a descriptor that is not a pipe it
+    // fails (EBADF or EINVAL).
+    let has = usize::try_from(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) }).ok()?;
+    if has >= size {
+        return Some(has);
+    }
+    let asked = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: F_SETPIPE_SZ takes an int argument and only resizes the pipe's buffer.
+    let got = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, asked) };
+    usize::try_from(got).ok().or(Some(has))
+}
+
+/// Whether `fd` is a pipe or FIFO.
+pub(crate) fn is_pipe(fd: RawFd) -> bool {
+    // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd makes it fail,
+    // which reads as "no".
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO
     }
 }
 
@@ -73,15 +96,9 @@ pub(crate) fn splice_unsupported(err: &io::Error) -> bool {
 
 /// Whether `fd` is a pipe (or FIFO) in blocking mode: one a blocking `splice` may fill.
 pub(crate) fn is_blocking_pipe(fd: RawFd) -> bool {
-    // SAFETY: fstat only writes into the zeroed struct we pass, and F_GETFL only reads the
-    // flags; a bad fd makes both fail, which reads as "no".
-    unsafe {
-        let mut stat: libc::stat = std::mem::zeroed();
-        let fifo =
-            libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO;
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        fifo && flags >= 0 && flags & libc::O_NONBLOCK == 0
-    }
+    // SAFETY: F_GETFL only reads the flags; a bad fd makes it fail, which reads as "no".
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    is_pipe(fd) && flags >= 0 && flags & libc::O_NONBLOCK == 0
 }
 
 /// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: a new connection's descriptor, ready for

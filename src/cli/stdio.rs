@@ -30,7 +30,7 @@ pub(crate) fn input(datagrams: bool) -> Result<Input, CliError> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(stdio_error)?;
-    Input::spawn(File::from(stdin), max_chunk).map_err(stdio_error)
+    Input::file(File::from(stdin), max_chunk).map_err(stdio_error)
 }
 
 /// Standard output as a plain file: unbuffered, so binary data moves in large writes rather

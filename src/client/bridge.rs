@@ -76,10 +76,15 @@ impl<'a> Output<'a> {
         self.writer
     }
 
-    /// Writes to `file`, splicing into it when it is a blocking pipe.
+    /// Writes to `file`, splicing into it when it is a blocking pipe. Such a pipe is asked
+    /// to hold a whole [`CHUNK`] (the kernel's default is 64 KiB in 16 slots, and each
+    /// spliced piece of a socket's bytes takes a slot), so one `splice` moves a chunk.
     pub fn file(file: File) -> Output<'static> {
         let fd = file.as_raw_fd();
         let pipe = sys::is_blocking_pipe(fd).then_some(fd);
+        if let Some(pipe) = pipe {
+            let _ = sys::grow_pipe(pipe, CHUNK);
+        }
         Output {
             writer: Box::new(file),
             pipe,

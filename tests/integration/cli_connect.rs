@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
@@ -311,4 +312,63 @@ fn family_flags_choose_the_address_family() {
         refused.stderr,
         format!("error: cannot connect to tcp:[::1]:{port}: no IPv4 address (-4 was given)\n")
     );
+}
+
+/// The size of the pipe behind `fd` (`F_GETPIPE_SZ`).
+fn pipe_size(fd: &impl AsRawFd) -> i32 {
+    // SAFETY: F_GETPIPE_SZ only reads the size of the pipe behind a live descriptor.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }
+}
+
+/// A pipe of `size` bytes: (read end, write end).
+fn pipe_of(size: i32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array with two new descriptors we then own, and
+    // F_SETPIPE_SZ only resizes the new pipe.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ends = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        if libc::fcntl(fds[1], libc::F_SETPIPE_SZ, size) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ends)
+    }
+}
+
+#[test]
+fn stdio_pipes_are_grown_to_a_whole_chunk_and_never_shrunk() -> TestResult {
+    for (given, expected) in [(64 * 1024, 256 * 1024), (1024 * 1024, 1024 * 1024)] {
+        let (addr, server) = one_shot(|mut stream| {
+            let mut got = [0u8; 4];
+            stream.read_exact(&mut got).expect("read");
+            stream.write_all(&got).expect("write");
+        });
+        let (stdin_read, stdin_write) = pipe_of(given)?;
+        let (stdout_read, stdout_write) = pipe_of(given)?;
+        let mut cmd = connect_cmd(&addr);
+        cmd.stdin(Stdio::from(stdin_read))
+            .stdout(Stdio::from(stdout_write))
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn()?;
+        // The child holds its ends now; ours would keep the pipes from ending.
+        drop(cmd);
+        let mut stdin = std::fs::File::from(stdin_write);
+        let mut stdout = std::fs::File::from(stdout_read);
+        stdin.write_all(b"ping")?;
+        let mut back = [0u8; 4];
+        stdout.read_exact(&mut back)?;
+        assert_eq!(&back, b"ping");
+        // Both pipes were seen to before the first byte moved.
+        assert_eq!(
+            (pipe_size(&stdin), pipe_size(&stdout)),
+            (expected, expected),
+            "a pipe of {given} bytes"
+        );
+        drop(stdin);
+        assert_eq!(wait_bounded(&mut child, DEADLINE).code(), Some(0));
+        server.join().expect("server thread");
+    }
+    Ok(())
 }
