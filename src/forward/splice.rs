@@ -6,6 +6,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -65,16 +66,64 @@ fn probe() -> io::Result<()> {
 pub(crate) struct Pipes {
     to_upstream: Pipe,
     to_client: Pipe,
+    _share: PipeShare,
 }
 
 impl Pipes {
-    /// Both pipes, or an error (`EMFILE` near the descriptor limit) on which the caller
-    /// relays by copying instead.
+    /// Both pipes, or an error on which the caller relays by copying instead: the pipes'
+    /// share of the descriptor limit is used up ([`pipe_share`]), or the pipes cannot be
+    /// made (`EMFILE`).
     pub(crate) fn new() -> io::Result<Pipes> {
+        let share = PipeShare::take().ok_or_else(|| {
+            io::Error::other("the relays' pipes hold their share of the descriptor limit")
+        })?;
         Ok(Pipes {
             to_upstream: Pipe::new(PIPE_SIZE)?,
             to_client: Pipe::new(PIPE_SIZE)?,
+            _share: share,
         })
+    }
+}
+
+/// How many descriptors the relays' pipes may hold at once: a third of the process's
+/// descriptor limit. A spliced relay holds six descriptors and a copying one two, so
+/// without a bound, near the limit, the pipes of the first relays would take the
+/// descriptors that later clients need for their sockets (and those clients would be
+/// closed); with it, the relays past the share copy and the sockets keep two thirds.
+fn pipe_share() -> usize {
+    static SHARE: OnceLock<usize> = OnceLock::new();
+    *SHARE.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct we pass.
+        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        let soft = if known { limit.rlim_cur } else { 1024 };
+        usize::try_from(soft / 3).unwrap_or(usize::MAX)
+    })
+}
+
+/// Four descriptors of the pipes' share, given back on drop.
+struct PipeShare;
+
+/// Descriptors the relays' pipes hold now.
+static PIPE_DESCRIPTORS: AtomicUsize = AtomicUsize::new(0);
+
+impl PipeShare {
+    fn take() -> Option<PipeShare> {
+        PIPE_DESCRIPTORS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + 4 <= pipe_share()).then_some(held + 4)
+            })
+            .ok()
+            .map(|_| PipeShare)
+    }
+}
+
+impl Drop for PipeShare {
+    fn drop(&mut self) {
+        PIPE_DESCRIPTORS.fetch_sub(4, Ordering::AcqRel);
     }
 }
 
@@ -87,9 +136,11 @@ pub(crate) async fn relay(
     idle: Option<Duration>,
 ) -> io::Result<()> {
     let activity = Activity::new();
+    // `_share` stays bound to the end: the share is given back with the pipes.
     let Pipes {
         to_upstream,
         to_client,
+        _share,
     } = pipes;
     let both = async {
         tokio::try_join!(

@@ -292,3 +292,45 @@ fn the_drain_deadline_closes_relays_still_streaming() {
         let _ = read_to_end(&mut endless);
     }
 }
+
+#[test]
+fn near_the_descriptor_limit_relays_copy_instead_of_splicing() -> TestResult {
+    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    // Pipes may hold a third of the 60 descriptors: five spliced relays (four pipe ends
+    // each). Ten relays spliced would need 60 descriptors besides the server's own, so the
+    // last five must copy, and every one of them must still get its sockets.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env_clear().arg("-c").arg(format!(
+        "ulimit -n 60 && exec {} forward -l 127.0.0.1:0 --to {}",
+        env!("CARGO_BIN_EXE_socketkit"),
+        echo.endpoints()[0]
+    ));
+    let relay = Running::start(cmd, 1);
+    let pipe_ends = || -> std::io::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))?
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+            .count())
+    };
+    // Its stdio and signal pipes.
+    let before = pipe_ends()?;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let mut stream = connect(&relay.addr());
+        stream.write_all(b"x")?;
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back)?;
+        open.push(stream);
+    }
+    assert_eq!(
+        pipe_ends()? - before,
+        5 * 4,
+        "five relays spliced, five copy"
+    );
+    for (i, stream) in open.into_iter().enumerate() {
+        let data = payload(256 * 1024 + i);
+        let back = exchange(stream.try_clone()?, stream, data.clone());
+        assert!(back == data, "relay {i} changed the bytes");
+    }
+    Ok(())
+}
