@@ -54,10 +54,8 @@ impl Input {
     /// so that a read can take a whole chunk rather than the 64 KiB a pipe holds by default:
     /// a quarter of the reads and hand-overs per byte.
     pub fn file(file: std::fs::File, max_chunk: usize) -> io::Result<Input> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-        if crate::sys::is_pipe(fd) {
-            let _ = crate::sys::grow_pipe(fd, max_chunk.min(CHUNK));
-        }
+        // Anything but a pipe is left as it is (grow_pipe answers None).
+        let _ = crate::sys::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(&file), max_chunk.min(CHUNK));
         Input::spawn(file, max_chunk)
     }
 
