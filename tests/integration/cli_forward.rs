@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, connect, hash, payload, read_to_end};
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::{DEADLINE, Running, socketkit, socketkit_with_fd_limit};
 
 fn start(args: &[&str]) -> Running {
     let mut cmd = socketkit();
@@ -299,12 +299,8 @@ fn near_the_descriptor_limit_relays_copy_instead_of_splicing() -> TestResult {
     // Pipes may hold a third of the 60 descriptors: five spliced relays (four pipe ends
     // each). Ten relays spliced would need 60 descriptors besides the server's own, so the
     // last five must copy, and every one of them must still get its sockets.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.env_clear().arg("-c").arg(format!(
-        "ulimit -n 60 && exec {} forward -l 127.0.0.1:0 --to {}",
-        env!("CARGO_BIN_EXE_socketkit"),
-        echo.endpoints()[0]
-    ));
+    let mut cmd = socketkit_with_fd_limit(60);
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &echo.endpoints()[0]]);
     let relay = Running::start(cmd, 1);
     let pipe_ends = || -> std::io::Result<usize> {
         Ok(std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))?

@@ -3,12 +3,11 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::net::{IO_TIMEOUT, connect, payload, read_to_end};
-use crate::support::process::{Running, socketkit};
+use crate::support::process::{Running, socketkit, socketkit_with_fd_limit};
 
 fn serve(args: &[&str]) -> Running {
     let mut cmd = socketkit();
@@ -172,12 +171,8 @@ fn max_connections_holds_new_clients_in_the_backlog() {
 
 #[test]
 fn out_of_descriptors_backs_off_logs_once_and_recovers() {
-    let mut cmd = Command::new("sh");
-    cmd.env_clear();
-    cmd.arg("-c").arg(format!(
-        "ulimit -n 64 && exec {} serve echo -l 127.0.0.1:0",
-        env!("CARGO_BIN_EXE_socketkit")
-    ));
+    let mut cmd = socketkit_with_fd_limit(64);
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
     let server = Running::start(cmd, 1);
     let addr = server.addr();
     // Far more clients than descriptors: accept fails with EMFILE until some close.

@@ -17,6 +17,16 @@ pub fn socketkit() -> Command {
     command(Path::new(env!("CARGO_BIN_EXE_socketkit")))
 }
 
+/// The `socketkit` binary under test, run with at most `max_fds` open descriptors
+/// (`ulimit -n` in a shell that then execs it, so the pid is socketkit's own).
+pub fn socketkit_with_fd_limit(max_fds: u32) -> Command {
+    let mut cmd = command(Path::new("/bin/sh"));
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {max_fds} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_socketkit"));
+    cmd
+}
+
 /// An example binary (`cargo test` builds them next to the test binary's directory).
 pub fn example(name: &str) -> Command {
     let exe = std::env::current_exe().expect("the test binary has a path");
