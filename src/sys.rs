@@ -85,6 +85,38 @@ pub(crate) fn splice(from: RawFd, to: RawFd, len: usize, nonblocking: bool) -> i
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Waits until `fd` has something to read (data, end of stream or an error) or `timeout`
+/// passes (`None`: no limit), with `poll(2)`: true when readable, false on timeout.
+///
+/// A blocking `splice` from a socket into a pipe holds the pipe's lock while it waits for
+/// the socket, so whoever reads the pipe cannot take the bytes already in it. Waiting here
+/// first means the splice that follows finds data and never sleeps holding the pipe.
+pub(crate) fn wait_readable(fd: RawFd, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+    let millis = timeout.map_or(-1, |t| {
+        // Round up, so a short non-zero timeout does not become a busy poll.
+        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+    });
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, its count given; poll writes only its revents.
+        let rc = unsafe { libc::poll(&mut pollfd, 1, millis) };
+        match rc {
+            0 => return Ok(false),
+            1.. => return Ok(true),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
 /// Whether an error from `splice` means "not supported for these files" (fall back to a
 /// copy) rather than a failure of the connection.
 pub(crate) fn splice_unsupported(err: &io::Error) -> bool {

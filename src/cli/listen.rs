@@ -18,11 +18,11 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     }
     let options = stdio::options(&args.bridge)?;
     init_logging(&args.log);
-    let listening = client::listen(&endpoint)?;
+    let mut listening = client::listen(&endpoint)?;
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
     let input = stdio::input(datagrams)?;
     if datagrams {
-        let (mut socket, first, peer) = listening.first_datagram()?;
+        let (first, peer) = listening.first_datagram()?;
         tracing::debug!(%peer, "first datagram");
         if stdio::output()?.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
@@ -31,7 +31,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             peer: Some(peer),
             ..options
         };
-        stdio::run(&mut socket, true, &input, options)?;
+        stdio::run(listening.socket_mut(), true, &input, options)?;
         return Ok(());
     }
     loop {

@@ -225,7 +225,21 @@ fn receive_spliced(
     idle: Option<Duration>,
 ) -> Spliced {
     let mut moved_any = false;
+    let wait = idle.map(tick);
     loop {
+        // Never splice before the socket has bytes: a splice waiting for the socket would
+        // hold the output pipe, and its reader could not take what is already there.
+        match sys::wait_readable(socket.fileno(), wait) {
+            Ok(true) => {}
+            Ok(false) => {
+                let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
+                if let Err(err) = check_idle(peer, activity, idle, timeout) {
+                    return Spliced::Done(Err(err));
+                }
+                continue;
+            }
+            Err(err) => return Spliced::Done(Err(peer.error(Op::Receive, err))),
+        }
         match sys::splice(socket.fileno(), pipe, CHUNK, false) {
             Ok(0) => return Spliced::Done(Ok(BridgeEnd::PeerClosed)),
             Ok(_) => {

@@ -71,13 +71,14 @@ impl Listening {
 
     /// Waits for the first datagram on a datagram endpoint and connects the socket to its
     /// sender, so that replies go there and only its datagrams arrive after it. Returns the
-    /// socket, the datagram and the sender.
+    /// datagram and the sender; the connected socket is [`Listening::socket_mut`], and a Unix
+    /// socket file stays in place (the sender keeps sending to it) until the `Listening` drops.
     ///
     /// # Errors
     ///
     /// `cannot receive from ENDPOINT: REASON`; for Unix datagrams, a sender without an
     /// address (it cannot be answered).
-    pub fn first_datagram(self) -> Result<(Socket, Vec<u8>, Address)> {
+    pub fn first_datagram(&mut self) -> Result<(Vec<u8>, Address)> {
         let fail = |err: io::Error| Error::new(Op::Receive, &self.endpoint, err);
         let (data, peer) = self
             .socket
@@ -90,6 +91,12 @@ impl Listening {
         self.socket
             .connect(&peer)
             .map_err(|e| fail(e.into_io_error()))?;
-        Ok((self.socket, data, peer))
+        Ok((data, peer))
+    }
+
+    /// The listening socket itself; after [`Listening::first_datagram`], connected to the
+    /// first sender.
+    pub fn socket_mut(&mut self) -> &mut Socket {
+        &mut self.socket
     }
 }

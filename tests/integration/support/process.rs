@@ -148,6 +148,11 @@ impl Running {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Takes the child's stdin pipe (dropping it closes the child's input).
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.child.stdin.take().expect("stdin is piped")
+    }
+
     /// Takes the child's stdout pipe.
     pub fn take_stdout(&mut self) -> std::process::ChildStdout {
         self.child.stdout.take().expect("stdout is piped")
