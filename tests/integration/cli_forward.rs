@@ -116,6 +116,45 @@ fn both_relay_modes_are_intact_with_half_close() -> TestResult {
 }
 
 #[test]
+fn each_request_and_answer_crosses_the_relay_at_once_in_both_modes() -> TestResult {
+    // Client and target each wait for the other's line before sending theirs: a relay that
+    // held a piece back until more came would stall the first round.
+    for mode in &MODES {
+        let target = TcpListener::bind("127.0.0.1:0")?;
+        let relay = forward_by(mode, "127.0.0.1:0", &target.local_addr()?.to_string(), &[]);
+        let mut client = connect(&relay.addr());
+        let (mut server, _) = target.accept()?;
+        server.set_read_timeout(Some(IO_TIMEOUT))?;
+        for round in 0..100 {
+            let question = format!("question {round}\n");
+            client.write_all(question.as_bytes())?;
+            assert_eq!(
+                read_exactly(&mut server, question.len()),
+                question.as_bytes()
+            );
+            let answer = format!("answer {round}\n");
+            server.write_all(answer.as_bytes())?;
+            assert_eq!(
+                read_exactly(&mut client, answer.len()),
+                answer.as_bytes(),
+                "relay ({}), round {round}",
+                mode.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes, failing the test at the stream's read timeout.
+fn read_exactly(stream: &mut impl Read, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    stream
+        .read_exact(&mut buf)
+        .expect("the bytes arrive in time");
+    buf
+}
+
+#[test]
 fn half_close_passes_through_in_both_directions() -> TestResult {
     // The target reads to end of stream before it answers: only a FIN carried through the
     // relay lets it. Its own FIN must then reach the client.
