@@ -1,4 +1,5 @@
 //! Micro-benchmarks of the hot paths (divan): endpoint parsing, chargen line generation,
+//! access-rule lookups with 0 to 100,000 rules, per-source admission,
 //! the accept-and-greet path and the echo copy, the last two over real loopback sockets.
 //!
 //! ```text
@@ -11,6 +12,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use socketkit::access::{AccessRules, SourceLimits};
 use socketkit::endpoint::Endpoint;
 use socketkit::server::Server;
 use socketkit::services::chargen;
@@ -34,6 +36,36 @@ fn chargen_line(bencher: divan::Bencher<'_, '_>) {
         n = n.wrapping_add(1);
         chargen::line(divan::black_box(n))
     });
+}
+
+/// Deny rules as a large blocklist has them: `count` single hosts spread over 10.0.0.0/8,
+/// plus a few networks of other lengths.
+fn deny_rules(count: u32) -> AccessRules {
+    let hosts = (0..count).map(|i| {
+        let host =
+            std::net::Ipv4Addr::from(0x0a00_0000 + i.wrapping_mul(2_654_435_761) % 0x0100_0000);
+        ipnet::IpNet::from(std::net::IpAddr::from(host))
+    });
+    let networks = ["192.168.0.0/16", "172.16.0.0/12", "2001:db8::/32"]
+        .into_iter()
+        .map(|n| n.parse().expect("a valid network"));
+    AccessRules::new([], hosts.chain(networks))
+}
+
+/// One access decision for an admitted IPv4 source (the worst case: every length is probed).
+#[divan::bench(args = [0, 10, 1_000, 100_000])]
+fn access_rule_lookup(bencher: divan::Bencher<'_, '_>, rules: u32) {
+    let rules = deny_rules(rules);
+    let source: std::net::IpAddr = "127.0.0.2".parse().expect("an address");
+    bencher.bench_local(|| rules.admits(divan::black_box(source)));
+}
+
+/// Admitting and releasing one connection under both per-source limits.
+#[divan::bench]
+fn per_source_admit(bencher: divan::Bencher<'_, '_>) {
+    let limits = SourceLimits::new(Some(64), Some("1000000/1s".parse().expect("a rate")));
+    let source: std::net::IpAddr = "127.0.0.2".parse().expect("an address");
+    bencher.bench_local(|| drop(limits.admit(divan::black_box(source))));
 }
 
 /// A server on 127.0.0.1:0 running in its own runtime thread; returns its address.

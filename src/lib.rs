@@ -6,6 +6,7 @@
 //! - [`socket`]: `Socket::new(Family, Type)`, `bind`, `listen`, `accept`, `connect`,
 //!   `send`/`sendall`/`recv`, options, `gethostname`, `getaddrinfo`, `create_connection`,
 //!   `create_server`, `socketpair`.
+//! - [`access`]: allow/deny rules and per-source limits for accepted connections.
 //! - [`endpoint`]: the `tcp:HOST:PORT` / `udp:` / `unix:` / `unixgram:` syntax.
 //! - [`server`]: listeners, handlers, limits and graceful shutdown on tokio.
 //! - [`services`]: the classic internet services (greeting, echo, …).
@@ -37,6 +38,7 @@
 #[cfg(not(unix))]
 compile_error!("socketkit supports Unix-like systems (Linux first) only");
 
+pub mod access;
 mod activity;
 pub mod bench;
 pub mod client;

@@ -1,0 +1,361 @@
+//! Allow and deny rules: parsed from options and files, held as two [`CidrSet`]s, swapped
+//! whole on reload so that a connection sees either the old rules or the new, never a mix.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use super::cidr_set::{CidrSet, host_network};
+
+/// A rule set's verdict on one source address.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::access::AccessRules;
+/// let rules = AccessRules::new(
+///     ["127.0.0.0/8".parse().unwrap()],
+///     ["127.0.0.3".parse().unwrap()],
+/// );
+/// assert!(rules.admits("127.0.0.2".parse().unwrap()));
+/// assert!(!rules.admits("127.0.0.3".parse().unwrap()), "a deny always wins");
+/// assert!(!rules.admits("10.0.0.1".parse().unwrap()), "with allow rules, only they get in");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct AccessRules {
+    allow: CidrSet,
+    deny: CidrSet,
+}
+
+impl AccessRules {
+    /// Rules from allowed and denied networks.
+    pub fn new(
+        allow: impl IntoIterator<Item = IpNet>,
+        deny: impl IntoIterator<Item = IpNet>,
+    ) -> AccessRules {
+        AccessRules {
+            allow: allow.into_iter().collect(),
+            deny: deny.into_iter().collect(),
+        }
+    }
+
+    /// Whether `source` may connect: not denied, and allowed when there are allow rules.
+    pub fn admits(&self, source: IpAddr) -> bool {
+        !self.deny.contains(source) && (self.allow.is_empty() || self.allow.contains(source))
+    }
+
+    /// How many allow and deny networks the rules hold.
+    pub fn len(&self) -> (usize, usize) {
+        (self.allow.len(), self.deny.len())
+    }
+
+    /// Whether there is no rule at all (everyone is admitted).
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+/// Where rules come from: networks given directly and files read (and re-read) by path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSources {
+    /// `--allow` networks.
+    pub allow: Vec<IpNet>,
+    /// `--deny` networks.
+    pub deny: Vec<IpNet>,
+    /// `--allow-file` paths.
+    pub allow_files: Vec<PathBuf>,
+    /// `--deny-file` paths.
+    pub deny_files: Vec<PathBuf>,
+}
+
+impl RuleSources {
+    /// Whether no rule source is given.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.allow_files.is_empty()
+            && self.deny_files.is_empty()
+    }
+
+    /// Reads the files and builds the rules.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read, or a line that is not a network (named by file and line).
+    pub fn load(&self) -> Result<AccessRules, RuleError> {
+        let mut allow = self.allow.clone();
+        let mut deny = self.deny.clone();
+        for path in &self.allow_files {
+            allow.extend(read_rule_file(path)?);
+        }
+        for path in &self.deny_files {
+            deny.extend(read_rule_file(path)?);
+        }
+        Ok(AccessRules::new(allow, deny))
+    }
+}
+
+/// A rule that could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// A rule file could not be read.
+    #[error("cannot read rule file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A line of a rule file is not a network.
+    #[error("{path}:{line}: invalid network '{text}': {reason}")]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+        /// The line as written (trimmed).
+        text: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Parses a network: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128).
+///
+/// # Errors
+///
+/// A reason in words: not an address, or a prefix length too long for the family.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::access::parse_network;
+/// assert_eq!(parse_network("10.1.0.0/16").unwrap().to_string(), "10.1.0.0/16");
+/// assert_eq!(parse_network("::1").unwrap().to_string(), "::1/128");
+/// assert!(parse_network("10.0.0.0/33").is_err());
+/// ```
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Some((address, length)) = text.split_once('/') {
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("'{address}' is not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let length: u8 = length
+            .parse()
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or_else(|| format!("prefix length must be 0-{max}"))?;
+        IpNet::new(address, length).map_err(|_| format!("prefix length must be 0-{max}"))
+    } else {
+        text.parse::<IpAddr>()
+            .map(host_network)
+            .map_err(|_| "not an IP address or network (ADDRESS or ADDRESS/LENGTH)".to_owned())
+    }
+}
+
+/// Reads a rule file: one network per line; blank lines and `#` comments (whole lines or
+/// the rest of a line) are skipped.
+///
+/// # Errors
+///
+/// The file cannot be read, or a line is not a network: [`RuleError::Line`] names the file
+/// and the line.
+pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
+    let text = std::fs::read_to_string(path).map_err(|err| RuleError::Read {
+        path: path.to_owned(),
+        reason: crate::error::describe(&err),
+    })?;
+    let mut networks = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let rule = line.split('#').next().unwrap_or("").trim();
+        if rule.is_empty() {
+            continue;
+        }
+        let network = parse_network(rule).map_err(|reason| RuleError::Line {
+            path: path.to_owned(),
+            line: index + 1,
+            text: rule.to_owned(),
+            reason,
+        })?;
+        networks.push(network);
+    }
+    Ok(networks)
+}
+
+/// Access control as a server runs it: the rules in force, read without a lock on every
+/// connection, and the sources to read them again from on reload (SIGHUP).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::access::{AccessControl, RuleSources};
+/// let sources = RuleSources { deny: vec!["127.0.0.3".parse().unwrap()], ..Default::default() };
+/// let control = AccessControl::new(sources)?;
+/// assert!(control.admits("127.0.0.2".parse().unwrap()));
+/// assert!(!control.admits("127.0.0.3".parse().unwrap()));
+/// # Ok::<(), socketkit::access::RuleError>(())
+/// ```
+#[derive(Debug)]
+pub struct AccessControl {
+    sources: RuleSources,
+    current: ArcSwap<AccessRules>,
+}
+
+impl AccessControl {
+    /// Loads the rules of `sources`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuleSources::load`].
+    pub fn new(sources: RuleSources) -> Result<AccessControl, RuleError> {
+        let rules = sources.load()?;
+        Ok(AccessControl {
+            sources,
+            current: ArcSwap::from_pointee(rules),
+        })
+    }
+
+    /// Whether `source` may connect under the rules in force.
+    pub fn admits(&self, source: IpAddr) -> bool {
+        self.current.load().admits(source)
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<AccessRules> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the files and swaps the new rules in whole. On an error the rules in force
+    /// stay as they were.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuleSources::load`]; nothing changed.
+    pub fn reload(&self) -> Result<(), RuleError> {
+        let rules = self.sources.load()?;
+        self.current.store(Arc::new(rules));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admits(rules: &AccessRules, address: &str) -> bool {
+        rules.admits(address.parse().expect("an address"))
+    }
+
+    fn networks(list: &[&str]) -> Vec<IpNet> {
+        list.iter()
+            .map(|n| parse_network(n).expect("a network"))
+            .collect()
+    }
+
+    #[test]
+    fn no_rules_admit_everyone() {
+        let rules = AccessRules::default();
+        assert!(admits(&rules, "1.2.3.4") && admits(&rules, "::1"));
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_slash_zero() {
+        let rules = AccessRules::new(networks(&["0.0.0.0/0", "::/0"]), networks(&["127.0.0.3"]));
+        assert!(admits(&rules, "127.0.0.2"));
+        assert!(!admits(&rules, "127.0.0.3"));
+        assert!(
+            !admits(&rules, "::ffff:127.0.0.3"),
+            "mapped peers match IPv4 rules"
+        );
+        assert!(admits(&rules, "::1"));
+    }
+
+    #[test]
+    fn allow_rules_shut_out_the_rest_including_the_other_family() {
+        let rules = AccessRules::new(networks(&["127.0.0.2/32"]), []);
+        assert!(admits(&rules, "127.0.0.2"));
+        assert!(admits(&rules, "::ffff:127.0.0.2"));
+        assert!(!admits(&rules, "127.0.0.1"));
+        assert!(!admits(&rules, "::1"));
+    }
+
+    #[test]
+    fn networks_parse_with_reasons() {
+        assert_eq!(
+            parse_network("127.0.0.1").unwrap().to_string(),
+            "127.0.0.1/32"
+        );
+        assert_eq!(parse_network(" ::/0 ").unwrap().to_string(), "::/0");
+        assert_eq!(
+            parse_network("::/129").unwrap_err(),
+            "prefix length must be 0-128"
+        );
+        assert_eq!(
+            parse_network("1.2.3.4/-1").unwrap_err(),
+            "prefix length must be 0-32"
+        );
+        assert!(
+            parse_network("example.com")
+                .unwrap_err()
+                .contains("not an IP address")
+        );
+        assert!(parse_network("").is_err());
+        assert!(parse_network("1.2.3.4/").is_err());
+    }
+
+    #[test]
+    fn files_skip_comments_and_blank_lines_and_name_a_bad_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("good.txt");
+        std::fs::write(&good, "# office\n10.0.0.0/8   # all of it\n\n  ::1\n").expect("write");
+        assert_eq!(
+            read_rule_file(&good).unwrap(),
+            networks(&["10.0.0.0/8", "::1"])
+        );
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "10.0.0.0/8\n# fine\n10.0.0.0/40\n").expect("write");
+        let err = read_rule_file(&bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:3: invalid network '10.0.0.0/40': prefix length must be 0-32",
+                bad.display()
+            )
+        );
+        let missing = dir.path().join("missing.txt");
+        assert!(
+            read_rule_file(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("no such file")
+        );
+    }
+
+    #[test]
+    fn a_reload_that_fails_keeps_the_rules_in_force() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("deny.txt");
+        std::fs::write(&file, "127.0.0.3\n").expect("write");
+        let sources = RuleSources {
+            deny_files: vec![file.clone()],
+            ..Default::default()
+        };
+        let control = AccessControl::new(sources).expect("rules load");
+        assert!(!control.admits("127.0.0.3".parse().unwrap()));
+        std::fs::write(&file, "127.0.0.4\n").expect("write");
+        control.reload().expect("reload");
+        assert!(control.admits("127.0.0.3".parse().unwrap()));
+        assert!(!control.admits("127.0.0.4".parse().unwrap()));
+        std::fs::write(&file, "not a network\n").expect("write");
+        assert!(control.reload().is_err());
+        assert!(
+            !control.admits("127.0.0.4".parse().unwrap()),
+            "old rules kept"
+        );
+    }
+}
