@@ -13,6 +13,7 @@
 //! - [`client`]: netcat: connect or listen, and bridge the socket with input and output.
 //! - [`forward`]: a relay from every accepted connection to a target endpoint.
 //! - [`bench`](mod@bench): the load generator behind `socketkit bench`.
+//! - [`proxy_protocol`]: HAProxy's PROXY v1/v2 headers, parsed and written.
 //! - [`error`]: the error type every operation returns.
 //! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
 //!
@@ -47,6 +48,7 @@ pub mod guide {}
 pub mod endpoint;
 pub mod error;
 pub mod forward;
+pub mod proxy_protocol;
 pub mod server;
 pub mod services;
 pub mod socket;

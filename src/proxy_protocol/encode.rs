@@ -1,0 +1,87 @@
+//! Writing PROXY headers, for a relay that speaks for its clients (`forward --send-proxy`).
+
+use std::net::SocketAddr;
+
+/// A v1 (text) header for a connection from `source` to `destination`. Mixed families (an
+/// IPv4 client of an IPv6 address) are written as IPv6, with the IPv4 side mapped.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::proxy_protocol::encode_v1;
+/// let header = encode_v1("192.0.2.1:5000".parse().unwrap(), "192.0.2.2:80".parse().unwrap());
+/// assert_eq!(header, b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n");
+/// ```
+pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let text = match same_family(source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            format!(
+                "PROXY TCP4 {} {} {} {}\r\n",
+                s.ip(),
+                d.ip(),
+                s.port(),
+                d.port()
+            )
+        }
+        (s, d) => format!(
+            "PROXY TCP6 {} {} {} {}\r\n",
+            v6(s),
+            v6(d),
+            s.port(),
+            d.port()
+        ),
+    };
+    text.into_bytes()
+}
+
+/// A v2 (binary) header, command PROXY, transport TCP, for a connection from `source` to
+/// `destination` (mixed families as for [`encode_v1`]).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::proxy_protocol::{Parsed, encode_v2, parse};
+/// let (from, to) = ("[2001:db8::1]:5000".parse().unwrap(), "[2001:db8::2]:443".parse().unwrap());
+/// let header = encode_v2(from, to);
+/// assert_eq!(header.len(), 16 + 36);
+/// assert!(matches!(parse(&header), Ok(Parsed::Complete { len: 52, .. })));
+/// ```
+pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21".to_vec();
+    match same_family(source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            header.push(0x11);
+            header.extend_from_slice(&12u16.to_be_bytes());
+            header.extend_from_slice(&s.ip().octets());
+            header.extend_from_slice(&d.ip().octets());
+        }
+        (s, d) => {
+            header.push(0x21);
+            header.extend_from_slice(&36u16.to_be_bytes());
+            header.extend_from_slice(&v6(s).octets());
+            header.extend_from_slice(&v6(d).octets());
+        }
+    }
+    header.extend_from_slice(&source.port().to_be_bytes());
+    header.extend_from_slice(&destination.port().to_be_bytes());
+    header
+}
+
+/// Both addresses in one family: as they are when they agree, else both as IPv6.
+fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a.is_ipv4() == b.is_ipv4() {
+        (a, b)
+    } else {
+        (
+            SocketAddr::new(v6(a).into(), a.port()),
+            SocketAddr::new(v6(b).into(), b.port()),
+        )
+    }
+}
+
+fn v6(addr: SocketAddr) -> std::net::Ipv6Addr {
+    match addr {
+        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped(),
+        SocketAddr::V6(v6) => *v6.ip(),
+    }
+}

@@ -1,0 +1,63 @@
+//! The PROXY protocol of HAProxy (v1 text and v2 binary headers): what a load balancer puts
+//! before a connection's bytes to say who the client really is.
+//!
+//! [`parse`] reads a header from the start of a buffer and says how many bytes it took, or
+//! that more are needed, without ever looking past the header's end: the bytes after it are
+//! the service's. [`encode_v1`] and [`encode_v2`] write headers for `forward --send-proxy`.
+//! The specification is HAProxy's `doc/proxy-protocol.txt`.
+
+mod encode;
+mod parse;
+
+pub use encode::{encode_v1, encode_v2};
+pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse};
+
+use std::net::SocketAddr;
+
+/// What a complete header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// The connection was proxied: the real client and the address it connected to.
+    Proxied {
+        /// The client.
+        source: SocketAddr,
+        /// The address the client connected to, at the proxy.
+        destination: SocketAddr,
+    },
+    /// The proxy speaks for itself (a v2 `LOCAL` command, as in health checks; a v1
+    /// `UNKNOWN`; or an address family that carries no IP address): the connection's own
+    /// peer address stands.
+    Local,
+}
+
+/// What [`parse`] found at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole header of `len` bytes; the service's bytes start after it.
+    Complete {
+        /// The header.
+        header: ProxyHeader,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// So far a valid beginning: read more. Every byte seen belongs to the header.
+    Incomplete,
+}
+
+/// Why bytes are not a PROXY header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// Neither signature: not a PROXY header at all.
+    #[error("no PROXY protocol header")]
+    Missing,
+    /// A v1 header that breaks the grammar.
+    #[error("invalid PROXY v1 header: {0}")]
+    V1(&'static str),
+    /// A v2 header that breaks the format.
+    #[error("invalid PROXY v2 header: {0}")]
+    V2(&'static str),
+    /// A header longer than this implementation accepts.
+    #[error("PROXY header longer than {0} bytes")]
+    TooLong(usize),
+}

@@ -1,0 +1,337 @@
+//! Access control, per-source limits and privilege drop (SPEC §3.2) through the real binary.
+//! Linux routes all of 127.0.0.0/8 to loopback, so a client that binds 127.0.0.2 or
+//! 127.0.0.3 before connecting is a different source to the server.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::support::TestResult;
+use crate::support::net::IO_TIMEOUT;
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+fn serve(args: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.arg("serve").args(args);
+    Running::start(cmd, 1)
+}
+
+/// The server's address as a socket address (the `tcp:`/`udp:` scheme stripped).
+fn target(server: &Running) -> SocketAddr {
+    let endpoint = &server.endpoints()[0];
+    let addr = endpoint.split_once(':').map_or(endpoint.as_str(), |(_, rest)| rest);
+    let addr = addr.replace("[::]", "[::1]").replace("0.0.0.0", "127.0.0.1");
+    addr.parse().expect("a socket address")
+}
+
+/// A TCP connection to `to` from the source address `from`.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: std::net::IpAddr = from.parse().expect("an address");
+    let to = match (from, to) {
+        // An IPv6 client reaches a dual-stack listener on ::1.
+        (std::net::IpAddr::V6(_), SocketAddr::V4(v4)) => {
+            SocketAddr::new("::1".parse().expect("::1"), v4.port())
+        }
+        _ => to,
+    };
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .expect("bind the source address");
+    socket
+        .connect_timeout(&to.into(), IO_TIMEOUT)
+        .unwrap_or_else(|err| panic!("connect {from} -> {to}: {err}"));
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+}
+
+/// What a source gets from a greeting server: `Some(bytes)` or `None` when refused (reset
+/// before any byte).
+fn greeting_from(from: &str, to: SocketAddr) -> Option<Vec<u8>> {
+    let mut stream = connect_from(from, to);
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) if got.is_empty() => panic!("{from}: closed without a byte but not reset"),
+        Ok(_) => Some(got),
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => {
+            assert!(got.is_empty(), "{from}: a refused source got bytes: {got:?}");
+            None
+        }
+        Err(err) => panic!("{from}: {err}"),
+    }
+}
+
+fn admitted(from: &str, to: SocketAddr) -> bool {
+    match greeting_from(from, to) {
+        Some(bytes) => {
+            assert_eq!(bytes, "你好".as_bytes(), "{from}");
+            true
+        }
+        None => false,
+    }
+}
+
+#[test]
+fn allow_and_deny_rules_with_host_and_zero_length_networks() {
+    let cases: [(&[&str], [bool; 3]); 5] = [
+        // (options, admitted? for 127.0.0.1, 127.0.0.2, 127.0.0.3)
+        (&["--allow", "127.0.0.2"], [false, true, false]),
+        (&["--deny", "127.0.0.3/32"], [true, true, false]),
+        (&["--allow", "127.0.0.0/8", "--deny", "127.0.0.3"], [true, true, false]),
+        (&["--allow", "0.0.0.0/0", "--deny", "127.0.0.2/31"], [true, false, false]),
+        (&["--deny", "0.0.0.0/0", "--allow", "127.0.0.1"], [false, false, false]),
+    ];
+    for (options, expected) in cases {
+        let mut args = vec!["-l", "127.0.0.1:0"];
+        args.extend_from_slice(options);
+        let server = serve(&args);
+        let to = target(&server);
+        for (source, want) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().zip(expected) {
+            assert_eq!(admitted(source, to), want, "{options:?}, source {source}");
+        }
+    }
+}
+
+#[test]
+fn a_dual_stack_listener_matches_mapped_peers_against_ipv4_rules() {
+    let server = serve(&["-l", ":0", "--deny", "127.0.0.3", "--deny", "::1/128"]);
+    let to = target(&server);
+    assert!(admitted("127.0.0.2", to));
+    assert!(!admitted("127.0.0.3", to), "::ffff:127.0.0.3 matches 127.0.0.3");
+    assert!(!admitted("::1", to));
+    let only_v6 = serve(&["-l", ":0", "--allow", "::1"]);
+    let to = target(&only_v6);
+    assert!(admitted("::1", to));
+    assert!(!admitted("127.0.0.1", to), "allow rules for IPv6 only shut IPv4 out");
+}
+
+#[test]
+fn rule_files_take_comments_and_blank_lines() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, "# the test's sources\n\n127.0.0.2   # one\n127.0.0.4/31\n")?;
+    let deny = dir.path().join("deny.txt");
+    std::fs::write(&deny, "127.0.0.5\n")?;
+    let server = serve(&[
+        "-l",
+        "127.0.0.1:0",
+        "--allow-file",
+        allow.to_str().ok_or("utf-8 path")?,
+        "--deny-file",
+        deny.to_str().ok_or("utf-8 path")?,
+    ]);
+    let to = target(&server);
+    assert!(admitted("127.0.0.2", to));
+    assert!(!admitted("127.0.0.3", to));
+    assert!(admitted("127.0.0.4", to));
+    assert!(!admitted("127.0.0.5", to), "deny wins over the allowed /31");
+    Ok(())
+}
+
+#[test]
+fn a_bad_rule_is_a_usage_error_naming_it_before_listening() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rules.txt");
+    std::fs::write(&file, "127.0.0.1\n# fine\n10.0.0.0/33\n")?;
+    let path = file.to_str().ok_or("utf-8 path")?;
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--deny-file", path]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("listening on"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("{path}:3")) && out.stderr.contains("10.0.0.0/33"),
+        "{}",
+        out.stderr
+    );
+    for bad in ["10.0.0.0/33", "example.com", "::/129", ""] {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "-l", "127.0.0.1:0", "--allow", bad]);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "--allow {bad:?}: {}", out.stderr);
+        assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.stderr);
+        assert!(out.stderr.contains("--allow"), "{}", out.stderr);
+    }
+    Ok(())
+}
+
+#[test]
+fn sighup_reloads_the_files_under_load_without_failing_an_allowed_client() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("deny.txt");
+    std::fs::write(&file, "127.0.0.3\n")?;
+    let path = file.to_str().ok_or("utf-8 path")?;
+    let server = serve(&["-l", "127.0.0.1:0", "--deny-file", path, "-v"]);
+    let to = target(&server);
+    assert!(!admitted("127.0.0.3", to));
+    let load = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut served = 0;
+        while Instant::now() < deadline && served < 2_000 {
+            assert!(admitted("127.0.0.2", to), "an allowed client was refused");
+            served += 1;
+        }
+        served
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&file, "127.0.0.4\n")?;
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !admitted_quietly("127.0.0.3", to) {
+        assert!(Instant::now() < deadline, "the new rules never took effect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!admitted("127.0.0.4", to));
+    // A file that no longer parses: the rules in force stay, and the log says why.
+    std::fs::write(&file, "127.0.0.4\nnot-a-network\n")?;
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr().contains(":2") {
+        assert!(Instant::now() < deadline, "no log line: {}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stderr().contains("not-a-network"), "{}", server.stderr());
+    assert!(!admitted("127.0.0.4", to), "the old rules stay");
+    assert!(admitted("127.0.0.3", to));
+    let served = load.join().map_err(|_| "load thread panicked")?;
+    assert!(served > 10, "the load ran ({served} connections)");
+    Ok(())
+}
+
+/// As [`admitted`], without asserting on the greeting (for polling).
+fn admitted_quietly(from: &str, to: SocketAddr) -> bool {
+    greeting_from(from, to).is_some()
+}
+
+/// Whether an echo connection from `from` is open and served: a byte goes and comes back.
+fn echo_open(stream: &mut TcpStream) -> bool {
+    if stream.write_all(b"x").is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(1))
+}
+
+#[test]
+fn max_per_source_caps_one_source_and_not_another() {
+    let server = serve(&["echo", "-l", "127.0.0.1:0", "--max-per-source", "2"]);
+    let to = target(&server);
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.2", to)).collect();
+    for stream in &mut held {
+        assert!(echo_open(stream));
+    }
+    let mut third = connect_from("127.0.0.2", to);
+    assert!(!echo_open(&mut third), "a third connection from one source is refused at once");
+    let mut others: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.3", to)).collect();
+    for stream in &mut others {
+        assert!(echo_open(stream), "another source is not affected");
+    }
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect_from("127.0.0.2", to);
+        if echo_open(&mut again) {
+            break; // the closed connection's place came back
+        }
+        assert!(Instant::now() < deadline, "the place never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rate_per_source_refuses_the_excess_of_one_source_only() {
+    let server = serve(&["-l", "127.0.0.1:0", "--rate-per-source", "3/1m", "-v"]);
+    let to = target(&server);
+    for _ in 0..3 {
+        assert!(admitted("127.0.0.2", to));
+    }
+    assert!(!admitted("127.0.0.2", to), "the fourth within a minute is refused");
+    for _ in 0..3 {
+        assert!(admitted("127.0.0.3", to), "another source has its own budget");
+    }
+    let log = server.stderr();
+    assert!(log.contains("127.0.0.2") && log.contains("rate"), "{log}");
+}
+
+#[test]
+fn udp_datagrams_from_refused_sources_are_dropped() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0", "--deny", "127.0.0.3"]);
+    let server = Running::start(cmd, 1);
+    let to = target(&server);
+    let ask = |from: &str| -> std::io::Result<Vec<u8>> {
+        let socket = UdpSocket::bind((from, 0))?;
+        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+        socket.send_to(b"ping", to)?;
+        let mut buf = [0u8; 64];
+        let n = socket.recv(&mut buf)?;
+        Ok(buf[..n].to_vec())
+    };
+    assert_eq!(ask("127.0.0.2")?, b"ping");
+    assert!(ask("127.0.0.3").is_err(), "no answer to a denied source");
+    Ok(())
+}
+
+#[test]
+fn forward_and_listen_keep_open_take_the_same_rules() -> TestResult {
+    let echo = serve(&["echo", "-l", "127.0.0.1:0"]);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &echo.endpoints()[0], "--deny", "127.0.0.3"]);
+    let relay = Running::start(cmd, 1);
+    let to = target(&relay);
+    assert!(echo_open(&mut connect_from("127.0.0.2", to)));
+    assert!(!echo_open(&mut connect_from("127.0.0.3", to)));
+
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "127.0.0.1:0", "--allow", "127.0.0.2"]);
+    let mut listener = Running::start(cmd, 1);
+    let to = target(&listener);
+    let mut refused = connect_from("127.0.0.3", to);
+    let mut buf = Vec::new();
+    assert!(refused.read_to_end(&mut buf).is_err() || buf.is_empty());
+    let mut allowed = connect_from("127.0.0.2", to);
+    allowed.write_all(b"from an allowed source\n")?;
+    drop(allowed);
+    drop(listener.take_stdin());
+    listener.signal(libc::SIGTERM);
+    let _ = listener.wait(DEADLINE);
+    let text = listener.stdout_text();
+    assert_eq!(text, "from an allowed source\n");
+    Ok(())
+}
+
+#[test]
+fn user_and_group_drop_root_before_serving() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI runs as root: the privilege drop must be tested there"
+        );
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    let server = serve(&["-l", "127.0.0.1:0", "--user", "nobody", "--group", "nogroup"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .expect("the server's status");
+    let ids = |field: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|rest| rest.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(ids("Uid:"), ["65534"; 4], "{status}");
+    assert_eq!(ids("Gid:"), ["65534"; 4], "{status}");
+    assert_eq!(ids("Groups:"), ["65534"], "{status}");
+    assert!(admitted("127.0.0.1", target(&server)), "it still serves");
+
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--user", "no-such-user-here"]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no-such-user-here"), "{}", out.stderr);
+}
