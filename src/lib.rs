@@ -14,6 +14,7 @@
 //! - [`forward`]: a relay from every accepted connection to a target endpoint.
 //! - [`bench`](mod@bench): the load generator behind `socketkit bench`.
 //! - [`proxy_protocol`]: HAProxy's PROXY v1/v2 headers, parsed and written.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` + `/health` endpoint.
 //! - [`error`]: the error type every operation returns.
 //! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
 //!
@@ -48,6 +49,7 @@ pub mod guide {}
 pub mod endpoint;
 pub mod error;
 pub mod forward;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod server;
 pub mod services;

@@ -1,0 +1,280 @@
+//! The server's numbers for Prometheus (SPEC §3.5): connections accepted, active and refused
+//! by reason, bytes each way, accept errors by errno, and how long connections last, each
+//! with a `listener` label; and the HTTP endpoint that serves them with `/health`.
+//!
+//! The hot path touches only atomics: each listener takes its own handles
+//! ([`ListenerMetrics`]) once, at start-up, and a connection adds to them without a lock or
+//! a lookup. Only the rare paths (an accept error's errno) look a label up.
+
+mod histogram;
+mod http;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use histogram::DurationHistogram;
+pub use http::serve_http;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric of one process, and whether it is draining (for `/health`).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<Labels, Counter>,
+    active: Family<Labels, Gauge>,
+    refused: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    received: Family<Labels, Counter>,
+    sent: Family<Labels, Counter>,
+    accept_errors: Family<Labels, Counter>,
+    durations: Family<Labels, DurationHistogram>,
+    draining: AtomicBool,
+}
+
+/// One listener's handles: clones of the metrics' atomics, so that counting is an atomic
+/// add.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    name: String,
+    metrics: Arc<Metrics>,
+    /// Connections accepted (admitted or not).
+    pub accepted: Counter,
+    /// Connections open now.
+    pub active: Gauge,
+    /// Bytes received from peers.
+    pub received: Counter,
+    /// Bytes sent to peers.
+    pub sent: Counter,
+    /// How long connections lasted.
+    pub duration: DurationHistogram,
+    refused: [Counter; RefusalReason::ALL.len()],
+    dropped: [Counter; RefusalReason::ALL.len()],
+}
+
+impl Metrics {
+    /// An empty set of metrics, every family registered.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let accepted = Family::<Labels, Counter>::default();
+        let active = Family::<Labels, Gauge>::default();
+        let refused = Family::<Labels, Counter>::default();
+        let dropped = Family::<Labels, Counter>::default();
+        let received = Family::<Labels, Counter>::default();
+        let sent = Family::<Labels, Counter>::default();
+        let accept_errors = Family::<Labels, Counter>::default();
+        let durations = Family::<Labels, DurationHistogram>::default();
+        registry.register(
+            "socketkit_connections_accepted",
+            "Connections accepted, admitted or not",
+            accepted.clone(),
+        );
+        registry.register(
+            "socketkit_connections_active",
+            "Connections open now",
+            active.clone(),
+        );
+        registry.register(
+            "socketkit_connections_refused",
+            "Connections refused before the service, by reason",
+            refused.clone(),
+        );
+        registry.register(
+            "socketkit_datagrams_dropped",
+            "Datagrams dropped from refused sources, by reason",
+            dropped.clone(),
+        );
+        registry.register(
+            "socketkit_bytes_received",
+            "Bytes received from peers",
+            received.clone(),
+        );
+        registry.register("socketkit_bytes_sent", "Bytes sent to peers", sent.clone());
+        registry.register(
+            "socketkit_accept_errors",
+            "Failed accepts, by errno",
+            accept_errors.clone(),
+        );
+        registry.register(
+            "socketkit_connection_duration_seconds",
+            "How long connections lasted",
+            durations.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            accepted,
+            active,
+            refused,
+            dropped,
+            received,
+            sent,
+            accept_errors,
+            durations,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The handles of the listener called `name` (its endpoint, as `listening on` prints it).
+    pub fn listener(self: &Arc<Self>, name: &str) -> ListenerMetrics {
+        let labels: Labels = vec![("listener", name.to_owned())];
+        let by_reason = |family: &Family<Labels, Counter>| {
+            RefusalReason::ALL.map(|reason| {
+                let labels = vec![
+                    ("listener", name.to_owned()),
+                    ("reason", reason.as_str().to_owned()),
+                ];
+                family.get_or_create(&labels).clone()
+            })
+        };
+        ListenerMetrics {
+            name: name.to_owned(),
+            metrics: Arc::clone(self),
+            accepted: self.accepted.get_or_create(&labels).clone(),
+            active: self.active.get_or_create(&labels).clone(),
+            received: self.received.get_or_create(&labels).clone(),
+            sent: self.sent.get_or_create(&labels).clone(),
+            duration: self.durations.get_or_create(&labels).clone(),
+            refused: by_reason(&self.refused),
+            dropped: by_reason(&self.dropped),
+        }
+    }
+
+    /// Says the server is draining: `/health` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Every metric in the OpenMetrics text format (which Prometheus scrapes as its own).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl ListenerMetrics {
+    /// Counts a connection refused for `reason`.
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refused[reason as usize].inc();
+    }
+
+    /// Counts a datagram dropped for `reason`.
+    pub fn dropped(&self, reason: RefusalReason) {
+        self.dropped[reason as usize].inc();
+    }
+
+    /// Counts a failed accept (a rare path: the errno's label is looked up).
+    pub fn accept_error(&self, err: &std::io::Error) {
+        let errno = err
+            .raw_os_error()
+            .map_or_else(|| "other".to_owned(), errno_name);
+        let labels = vec![("listener", self.name.clone()), ("errno", errno)];
+        self.metrics.accept_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts a connection's end after `lasted`.
+    pub fn closed(&self, lasted: Duration) {
+        self.active.dec();
+        self.duration.observe(lasted);
+    }
+}
+
+/// Why a connection was refused before the service (SPEC §3: the stages in their order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// No valid PROXY header, or one from an untrusted source.
+    Proxy,
+    /// The access rules.
+    Acl,
+    /// `--max-per-source`.
+    MaxPerSource,
+    /// `--rate-per-source`.
+    Rate,
+    /// The TLS handshake failed or timed out.
+    Tls,
+}
+
+impl RefusalReason {
+    /// Every reason, in pipeline order.
+    pub const ALL: [RefusalReason; 5] = [
+        RefusalReason::Proxy,
+        RefusalReason::Acl,
+        RefusalReason::MaxPerSource,
+        RefusalReason::Rate,
+        RefusalReason::Tls,
+    ];
+
+    /// The reason's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Proxy => "proxy",
+            RefusalReason::Acl => "acl",
+            RefusalReason::MaxPerSource => "max_per_source",
+            RefusalReason::Rate => "rate",
+            RefusalReason::Tls => "tls",
+        }
+    }
+}
+
+/// The symbolic name of an errno (`EMFILE`), or its number.
+fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ENOMEM => "ENOMEM",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EPERM => "EPERM",
+        libc::EPROTO => "EPROTO",
+        _ => return errno.to_string(),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_its_listener_label() {
+        let metrics = Metrics::new();
+        let listener = metrics.listener("tcp:127.0.0.1:7");
+        listener.accepted.inc();
+        listener.active.inc();
+        listener.received.inc_by(5);
+        listener.sent.inc_by(6);
+        listener.refused(RefusalReason::Rate);
+        listener.accept_error(&std::io::Error::from_raw_os_error(libc::EMFILE));
+        listener.closed(Duration::from_millis(20));
+        let text = metrics.render();
+        for line in [
+            "socketkit_connections_accepted_total{listener=\"tcp:127.0.0.1:7\"} 1",
+            "socketkit_connections_active{listener=\"tcp:127.0.0.1:7\"} 0",
+            "socketkit_connections_refused_total{listener=\"tcp:127.0.0.1:7\",reason=\"rate\"} 1",
+            "socketkit_connections_refused_total{listener=\"tcp:127.0.0.1:7\",reason=\"acl\"} 0",
+            "socketkit_bytes_received_total{listener=\"tcp:127.0.0.1:7\"} 5",
+            "socketkit_bytes_sent_total{listener=\"tcp:127.0.0.1:7\"} 6",
+            "socketkit_accept_errors_total{listener=\"tcp:127.0.0.1:7\",errno=\"EMFILE\"} 1",
+            "socketkit_connection_duration_seconds_count{listener=\"tcp:127.0.0.1:7\"} 1",
+            "socketkit_connection_duration_seconds_bucket{le=\"0.01\",listener=\"tcp:127.0.0.1:7\"} 0",
+            "socketkit_connection_duration_seconds_bucket{le=\"0.05\",listener=\"tcp:127.0.0.1:7\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+}
