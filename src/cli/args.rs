@@ -39,6 +39,18 @@ pub(crate) struct LogArgs {
     /// Only errors on stderr (the `listening on` lines still appear).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
+    /// How log lines look: text, or one JSON object per line (`listening on` stays text).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// The `--log-format` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Plain lines.
+    Text,
+    /// One JSON object per line: ts, level, msg and the event's fields.
+    Json,
 }
 
 /// Options of every command that runs a server (serve, forward).

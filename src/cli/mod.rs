@@ -7,13 +7,13 @@ mod connect;
 mod exit;
 mod forward;
 mod listen;
+mod log;
 mod ready;
 mod resolve;
 mod serve;
 mod server;
 mod stdio;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -70,19 +70,7 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
     }
 }
 
-/// Sends the library's `tracing` events to stderr at the level `-v`/`-q` ask for.
-fn init_logging(log: &LogArgs) {
-    let level = match (log.quiet, log.verbose) {
-        (true, _) => tracing::Level::ERROR,
-        (false, 0) => tracing::Level::INFO,
-        (false, 1) => tracing::Level::DEBUG,
-        (false, _) => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .init();
+/// Sends the library's `tracing` events to stderr (see [`log::init`]).
+fn init_logging(log_args: &LogArgs) {
+    log::init(log_args);
 }

@@ -144,3 +144,38 @@ fn workers_get_a_reuseport_listener_each_and_serve_every_client() {
     let single = serve(&["-l", "127.0.0.1:0", "--workers", "1"]);
     assert_eq!(listeners_on(single.port()), 1);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_after_the_plain_listening_line() {
+    let mut server = serve(&["echo", "-l", "127.0.0.1:0", "-v", "--log-format", "json"]);
+    let mut client = connect(&server.addr());
+    std::io::Write::write_all(&mut client, b"x").expect("write");
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));
+    let log = server.stderr();
+    let mut lines = log.lines();
+    let first = lines.next().expect("a first line");
+    assert!(first.contains("listening on tcp:127.0.0.1:"), "{log}");
+    let objects: Vec<serde_json::Value> = lines
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert!(!objects.is_empty(), "-v logs the connection: {log}");
+    for object in &objects {
+        assert!(
+            object["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')),
+            "{object}"
+        );
+        assert!(
+            object["level"].is_string() && object["msg"].is_string(),
+            "{object}"
+        );
+    }
+    assert!(
+        objects.iter().any(|o| o["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))),
+        "a connection's line names its peer: {log}"
+    );
+}

@@ -1,0 +1,107 @@
+//! Where the library's `tracing` events go: stderr, as plain lines or (`--log-format json`)
+//! one JSON object per line with the fields of SPEC §3.5 (`ts`, `level`, `msg`, then the
+//! event's own fields such as `peer`, `listener`, `bytes_in`, `duration_ms`).
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::args::{LogArgs, LogFormat};
+
+/// Sends the library's events to stderr at the level `-v`/`-q` ask for, in the chosen format.
+pub(crate) fn init(log: &LogArgs) {
+    let level = match (log.quiet, log.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level);
+    match log.log_format {
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .without_time()
+            .init(),
+        LogFormat::Json => builder.event_format(JsonLines).init(),
+    }
+}
+
+/// One JSON object per event, fields flattened beside `ts`, `level` and `msg`.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        writeln!(writer, "{}", json_line(event))
+    }
+}
+
+fn json_line(event: &Event<'_>) -> Value {
+    let mut object = Map::new();
+    let now = std::time::SystemTime::now();
+    object.insert(
+        "ts".into(),
+        humantime::format_rfc3339_millis(now).to_string().into(),
+    );
+    let level = event.metadata().level().as_str().to_ascii_lowercase();
+    object.insert("level".into(), level.into());
+    object.insert("msg".into(), Value::String(String::new()));
+    event.record(&mut Fields(&mut object));
+    Value::Object(object)
+}
+
+/// Collects an event's fields; `message` becomes `msg`.
+struct Fields<'a>(&'a mut Map<String, Value>);
+
+impl Fields<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = match field.name() {
+            "message" => "msg",
+            name => name,
+        };
+        self.0.insert(name.to_owned(), value);
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::String(format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+}
