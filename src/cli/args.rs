@@ -28,6 +28,18 @@ pub(crate) enum Command {
     Forward(ForwardArgs),
     /// Load-test ENDPOINT: greeting (a connection per operation), echo, or idle.
     Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout: `socketkit man | man -l -`.
+    Man,
+}
+
+/// Options of `completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// Log verbosity, shared by every command.

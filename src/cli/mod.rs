@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod completions;
 mod connect;
 mod exit;
 mod forward;
@@ -34,6 +35,8 @@ pub(crate) fn run() -> ExitCode {
         Command::Listen(args) => listen::run(args),
         Command::Forward(args) => forward::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Completions(args) => completions::print_completions(args.shell),
+        Command::Man => completions::print_man_page(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,8 @@ mod support;
 mod cli_bench;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
+/// Completions, the man page, and docs/cli.md against `--help`.
+mod cli_discover;
 /// Exit codes and `error:` lines of SPEC §2.3.
 mod cli_errors;
 /// `socketkit forward`: relays, half-close, concurrency, failures, limits.

@@ -1,0 +1,56 @@
+//! `socketkit completions SHELL` and `socketkit man`: both generated from the same clap
+//! definitions as the parser, so they cannot drift from what the program accepts.
+
+use std::io::{self, Write};
+
+use clap::CommandFactory;
+
+use super::args::Cli;
+use super::exit::CliError;
+
+/// Writes the completion script for `shell` to stdout.
+pub(crate) fn print_completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "socketkit", &mut script);
+    write_stdout(&script)
+}
+
+/// Writes the manual page (roff) to stdout, every subcommand as a section of its own.
+pub(crate) fn print_man_page() -> Result<(), CliError> {
+    let command = Cli::command();
+    let mut page = Vec::new();
+    render(&clap_mangen::Man::new(command.clone()), &mut page)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let heading = format!("SOCKETKIT {}", sub.get_name().to_uppercase());
+        writeln!(page, ".SH \"{heading}\"").map_err(stdout_error)?;
+        let man = clap_mangen::Man::new(sub.clone());
+        man.render_description_section(&mut page)
+            .map_err(stdout_error)?;
+        man.render_synopsis_section(&mut page)
+            .map_err(stdout_error)?;
+        man.render_options_section(&mut page)
+            .map_err(stdout_error)?;
+    }
+    write_stdout(&page)
+}
+
+fn render(man: &clap_mangen::Man, out: &mut Vec<u8>) -> Result<(), CliError> {
+    man.render(out).map_err(stdout_error)
+}
+
+/// Writes all of `bytes`; a closed stdout (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    match io::stdout().lock().write_all(bytes) {
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(stdout_error(err)),
+        _ => Ok(()),
+    }
+}
+
+fn stdout_error(err: io::Error) -> CliError {
+    CliError::Runtime(socketkit::Error::new(
+        socketkit::error::Op::Io,
+        "stdout",
+        err,
+    ))
+}
