@@ -193,34 +193,6 @@ impl Endpoint {
             Endpoint::Tcp(_) | Endpoint::Udp(_) => None,
         }
     }
-
-    /// The endpoint of `transport` at a concrete socket address, as a listener reports it
-    /// once bound (`tcp:127.0.0.1:41234`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use socketkit::endpoint::{Endpoint, Transport};
-    /// let addr = socketkit::socket::Address::from("127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap());
-    /// assert_eq!(Endpoint::at(Transport::Udp, &addr).to_string(), "udp:127.0.0.1:4000");
-    /// ```
-    pub fn at(transport: Transport, address: &crate::socket::Address) -> Endpoint {
-        if let Some(addr) = address.as_socket_addr() {
-            let hp = HostPort {
-                host: Host::Ip(addr.ip()),
-                port: addr.port(),
-            };
-            return match transport {
-                Transport::Udp | Transport::Unixgram => Endpoint::Udp(hp),
-                Transport::Tcp | Transport::Unix => Endpoint::Tcp(hp),
-            };
-        }
-        let path = address.as_path().map(Path::to_path_buf).unwrap_or_default();
-        match transport {
-            Transport::Udp | Transport::Unixgram => Endpoint::Unixgram(path),
-            Transport::Tcp | Transport::Unix => Endpoint::Unix(path),
-        }
-    }
 }
 
 impl fmt::Display for Host {

@@ -41,7 +41,6 @@
 compile_error!("socketkit supports Unix-like systems (Linux first) only");
 
 pub mod access;
-mod activity;
 pub mod bench;
 pub mod client;
 #[doc = include_str!("../docs/guide.md")]
@@ -50,6 +49,7 @@ pub mod endpoint;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+mod net;
 pub mod proxy_protocol;
 pub mod server;
 pub mod services;

@@ -4,6 +4,8 @@
 use std::ffi::CString;
 use std::io;
 
+use crate::sys;
+
 /// Who the process becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -43,8 +45,7 @@ pub fn resolve_identity(
     user: Option<&str>,
     group: Option<&str>,
 ) -> Result<Identity, PrivilegeError> {
-    // SAFETY: getuid and getgid cannot fail.
-    let (mut uid, mut gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (mut uid, mut gid) = sys::current_ids();
     if let Some(user) = user {
         (uid, gid) = lookup_user(user).ok_or_else(|| PrivilegeError::NoUser(user.to_owned()))?;
     }
@@ -62,25 +63,17 @@ pub fn resolve_identity(
 ///
 /// [`PrivilegeError::Refused`] naming the step.
 pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
-    let refused = |step| PrivilegeError::Refused {
-        step,
-        reason: crate::error::describe(&io::Error::last_os_error()),
+    let refused = |step| {
+        move |err: io::Error| PrivilegeError::Refused {
+            step,
+            reason: crate::error::describe(&err),
+        }
     };
-    let groups = [identity.gid];
-    // SAFETY: setgroups reads one gid from a live array whose length is given.
-    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
-        return Err(refused("setgroups"));
-    }
-    // SAFETY: plain system calls on ids.
-    if unsafe { libc::setgid(identity.gid) } != 0 {
-        return Err(refused("setgid"));
-    }
-    // SAFETY: as above.
-    if unsafe { libc::setuid(identity.uid) } != 0 {
-        return Err(refused("setuid"));
-    }
-    // SAFETY: as above; a setuid(0) that succeeds would mean the drop did not hold.
-    if identity.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+    sys::set_groups(identity.gid).map_err(refused("setgroups"))?;
+    sys::set_gid(identity.gid).map_err(refused("setgid"))?;
+    sys::set_uid(identity.uid).map_err(refused("setuid"))?;
+    // A setuid(0) that succeeds would mean the drop did not hold.
+    if identity.uid != 0 && sys::set_uid(0).is_ok() {
         return Err(PrivilegeError::Refused {
             step: "drop root",
             reason: "root could be regained".into(),
@@ -90,48 +83,18 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
 }
 
 fn lookup_user(user: &str) -> Option<(u32, u32)> {
-    let name = CString::new(user).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: passwd is plain data; zeroed is a valid value for getpwnam_r to fill.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is live for the call and the buffer's length is given.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc == 0 && !found.is_null() {
-        return Some((entry.pw_uid, entry.pw_gid));
-    }
+    let found = CString::new(user)
+        .ok()
+        .and_then(|name| sys::user_ids(&name));
     // A number names the id itself (as chown and install do); its group is the same number.
-    user.parse().ok().map(|id| (id, id))
+    found.or_else(|| user.parse().ok().map(|id| (id, id)))
 }
 
 fn lookup_group(group: &str) -> Option<u32> {
-    let name = CString::new(group).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: group is plain data; zeroed is a valid value for getgrnam_r to fill.
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is live for the call and the buffer's length is given.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc == 0 && !found.is_null() {
-        return Some(entry.gr_gid);
-    }
-    group.parse().ok()
+    let found = CString::new(group)
+        .ok()
+        .and_then(|name| sys::group_id(&name));
+    found.or_else(|| group.parse().ok())
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ fn connect_tcp(addr: std::net::SocketAddr, slot: usize) -> io::Result<mio::net::
     let octet = 1 + (slot % usize::from(SOURCES)) as u8;
     let source = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, octet), 0);
     // Best effort: without the option the bind still works, it just picks the port early.
-    let _ = crate::sys::set_bind_address_no_port(&socket);
+    let _ = crate::net::set_bind_address_no_port(&socket);
     socket.bind(&source.into())?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}

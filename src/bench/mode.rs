@@ -11,9 +11,8 @@ use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 
 use super::Config;
 use super::stats::{Failure, Stats};
-use crate::client::TempSocketPath;
 use crate::endpoint::Endpoint;
-use crate::server::stream::Stream;
+use crate::net::{self, Stream, TempSocketPath};
 use crate::socket::Address;
 
 /// Where the load goes, resolved once before the run.
@@ -34,8 +33,8 @@ impl Target {
                 Target::Unixgram(path.to_path_buf())
             });
         }
-        // Resolve through the client's rules (a host is needed; names are looked up).
-        let candidates = crate::client::candidates(endpoint, None)?;
+        // Resolve as a client would (a host is needed; names are looked up).
+        let candidates = net::candidates(endpoint, None)?;
         let addr = candidates
             .into_iter()
             .find_map(|a: Address| a.as_socket_addr())

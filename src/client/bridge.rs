@@ -11,10 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use super::input::{CHUNK, Input, Next};
-use crate::activity::Activity;
 use crate::error::{Error, Op, Result};
+use crate::net::{self, Activity};
 use crate::socket::{Address, Socket};
-use crate::sys;
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -81,9 +80,9 @@ impl<'a> Output<'a> {
     /// spliced piece of a socket's bytes takes a slot), so one `splice` moves a chunk.
     pub fn file(file: File) -> Output<'static> {
         let fd = file.as_raw_fd();
-        let pipe = sys::is_blocking_pipe(fd).then_some(fd);
+        let pipe = net::is_blocking_pipe(fd).then_some(fd);
         if let Some(pipe) = pipe {
-            let _ = sys::grow_pipe(pipe, CHUNK);
+            let _ = net::grow_pipe(pipe, CHUNK);
         }
         Output {
             writer: Box::new(file),
@@ -229,7 +228,7 @@ fn receive_spliced(
     loop {
         // Never splice before the socket has bytes: a splice waiting for the socket would
         // hold the output pipe, and its reader could not take what is already there.
-        match sys::wait_readable(socket.fileno(), wait) {
+        match net::wait_readable(socket.fileno(), wait) {
             Ok(true) => {}
             Ok(false) => {
                 let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
@@ -240,7 +239,7 @@ fn receive_spliced(
             }
             Err(err) => return Spliced::Done(Err(peer.error(Op::Receive, err))),
         }
-        match sys::splice(socket.fileno(), pipe, CHUNK, false) {
+        match net::splice(socket.fileno(), pipe, CHUNK, false) {
             Ok(0) => return Spliced::Done(Ok(BridgeEnd::PeerClosed)),
             Ok(_) => {
                 moved_any = true;
@@ -249,7 +248,7 @@ fn receive_spliced(
             Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
                 return Spliced::Done(Ok(BridgeEnd::OutputClosed));
             }
-            Err(err) if !moved_any && sys::splice_unsupported(&err) => return Spliced::Unsupported,
+            Err(err) if !moved_any && net::splice_unsupported(&err) => return Spliced::Unsupported,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
                 let err = peer.error(Op::Receive, err);

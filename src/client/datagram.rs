@@ -11,8 +11,8 @@ use super::bridge::{
     BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
 };
 use super::input::{Input, Next};
-use crate::activity::Activity;
 use crate::error::{Op, Result};
+use crate::net::Activity;
 use crate::socket::Socket;
 
 /// Bridges a connected datagram `socket` with `input` and `output`.

@@ -55,7 +55,7 @@ impl Input {
     /// a quarter of the reads and hand-overs per byte.
     pub fn file(file: std::fs::File, max_chunk: usize) -> io::Result<Input> {
         // Anything but a pipe is left as it is (grow_pipe answers None).
-        let _ = crate::sys::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(&file), max_chunk.min(CHUNK));
+        let _ = crate::net::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(&file), max_chunk.min(CHUNK));
         Input::spawn(file, max_chunk)
     }
 

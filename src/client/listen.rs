@@ -5,7 +5,7 @@ use std::io;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
-use crate::server::listener::{ListenOptions, UnixFile, bind_endpoint};
+use crate::net::{Bound, ListenOptions, UnixFile, bind_endpoint};
 use crate::socket::{Address, Socket};
 
 /// A bound listening endpoint, waiting for peers.
@@ -39,12 +39,11 @@ pub fn listen(endpoint: &Endpoint) -> Result<Listening> {
         unix_mode: None,
         reuse_port: false,
     };
-    let (socket, file) = bind_endpoint(endpoint, options)?;
-    let local = socket.local_addr()?;
-    let endpoint = match endpoint {
-        Endpoint::Unix(_) | Endpoint::Unixgram(_) => endpoint.clone(),
-        Endpoint::Tcp(_) | Endpoint::Udp(_) => Endpoint::at(endpoint.transport(), &local),
-    };
+    let Bound {
+        socket,
+        endpoint,
+        file,
+    } = bind_endpoint(endpoint, options)?;
     Ok(Listening {
         socket,
         endpoint,

@@ -16,7 +16,6 @@ mod input;
 mod listen;
 
 use std::io;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bridge::{BridgeEnd, BridgeOptions, Output, bridge};
@@ -24,9 +23,10 @@ pub use datagram::bridge_datagrams;
 pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, listen};
 
-use crate::endpoint::{Endpoint, Host};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
-use crate::socket::{Address, Family, Socket, ToAddress, Type};
+use crate::net::{self, TempSocketPath};
+use crate::socket::{Family, Socket, Type};
 
 /// The largest payload of one UDP datagram; each input read for a datagram transport is
 /// at most this long.
@@ -87,92 +87,21 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
     } else {
         Type::Datagram
     };
-    let candidates = candidates(endpoint, options.family)?;
+    let candidates = net::candidates(endpoint, options.family)?;
     let mut last = io::Error::from(io::ErrorKind::NotFound);
     for address in candidates {
-        match connect_one(&address, ty, options.timeout) {
-            Ok(connected) => return Ok(connected),
+        // TCP_NODELAY: in interactive use each line typed goes out at once rather than
+        // waiting for Nagle.
+        match net::connect_socket(&address, ty, options.timeout, true) {
+            Ok((socket, bound)) => {
+                return Ok(Connected {
+                    socket,
+                    datagram: ty == Type::Datagram,
+                    _bound: bound,
+                });
+            }
             Err(err) => last = err.into_io_error(),
         }
     }
     Err(fail(last))
-}
-
-pub(crate) fn candidates(endpoint: &Endpoint, family: Option<Family>) -> Result<Vec<Address>> {
-    let fail = |reason: &str| {
-        let err = io::Error::new(io::ErrorKind::InvalidInput, reason.to_owned());
-        Error::new(Op::Connect, endpoint, err)
-    };
-    let all = match (endpoint.host_port(), endpoint.path()) {
-        (Some(hp), _) => match &hp.host {
-            Host::Any => return Err(fail("a host is needed to connect (as in 127.0.0.1:PORT)")),
-            Host::Ip(ip) => vec![Address::from(std::net::SocketAddr::new(*ip, hp.port))],
-            Host::Name(name) => (name.as_str(), hp.port).to_addresses(None)?,
-        },
-        (None, Some(path)) => return Ok(vec![Address::unix(path)]),
-        (None, None) => return Err(fail("no address")),
-    };
-    let wanted: Vec<Address> = all
-        .into_iter()
-        .filter(|a| family.is_none_or(|f| a.family() == f))
-        .collect();
-    if wanted.is_empty() {
-        return Err(fail(match family {
-            Some(Family::Inet6) => "no IPv6 address (-6 was given)",
-            _ => "no IPv4 address (-4 was given)",
-        }));
-    }
-    Ok(wanted)
-}
-
-fn connect_one(address: &Address, ty: Type, timeout: Option<Duration>) -> Result<Connected> {
-    let mut socket = Socket::new(address.family(), ty)?;
-    let mut bound = None;
-    match (address.family(), ty) {
-        // Interactive use: each line typed goes out at once rather than waiting for Nagle.
-        (Family::Inet | Family::Inet6, Type::Stream) => socket.set_nodelay(true)?,
-        // A Unix datagram server can only answer a client that has an address.
-        (Family::Unix, Type::Datagram) => {
-            let path = TempSocketPath::unique();
-            socket.bind(path.path())?;
-            bound = Some(path);
-        }
-        _ => {}
-    }
-    socket.set_timeout(timeout)?;
-    socket.connect(address)?;
-    socket.set_timeout(None)?;
-    let datagram = ty == Type::Datagram;
-    Ok(Connected {
-        socket,
-        datagram,
-        _bound: bound,
-    })
-}
-
-/// A unique socket file name in the temporary directory, removed on drop: the address a
-/// Unix datagram client binds so that its server can answer it.
-#[derive(Debug)]
-pub(crate) struct TempSocketPath(PathBuf);
-
-impl TempSocketPath {
-    /// A name no other socket of this process uses (`socketkit-PID-N.sock`).
-    pub(crate) fn unique() -> TempSocketPath {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("socketkit-{}-{n}.sock", std::process::id());
-        TempSocketPath(std::env::temp_dir().join(name))
-    }
-
-    /// The path.
-    pub(crate) fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempSocketPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -20,10 +20,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpStream, UnixStream};
-
 use crate::endpoint::{Endpoint, Host};
-use crate::server::stream::Stream;
+use crate::net::{self, Stream};
 use crate::server::{Connection, Handler};
 
 /// The most one splice or copy takes in before passing it on (and so the size of a copy
@@ -137,30 +135,6 @@ impl Forward {
     }
 
     async fn connect(&self) -> io::Result<Stream> {
-        let attempt = async {
-            match &*self.target {
-                Endpoint::Tcp(hp) => {
-                    let stream = match &hp.host {
-                        Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
-                        Host::Name(name) => TcpStream::connect((name.as_str(), hp.port)).await?,
-                        // Refused by Forward::new.
-                        Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
-                    };
-                    stream.set_nodelay(true)?;
-                    Ok(Stream::Tcp(stream))
-                }
-                Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-                Endpoint::Udp(_) | Endpoint::Unixgram(_) => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "not a stream target",
-                )),
-            }
-        };
-        match self.connect_timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
-            None => attempt.await,
-        }
+        net::connect_stream(&self.target, self.connect_timeout).await
     }
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 
 use super::CHUNK;
-use crate::activity::Activity;
-use crate::server::stream::Stream;
-use crate::sys::{Pipe, splice};
+use crate::net::{Activity, Pipe, Stream, descriptor_limit, splice};
 
 /// The pipe size asked for: larger than the [`CHUNK`] one `splice(2)` call takes in, because
 /// a socket's bytes arrive in pieces smaller than a page and each takes one of the pipe's
@@ -93,13 +91,7 @@ impl Pipes {
 fn pipe_share() -> usize {
     static SHARE: OnceLock<usize> = OnceLock::new();
     *SHARE.get_or_init(|| {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct we pass.
-        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-        let soft = if known { limit.rlim_cur } else { 1024 };
+        let soft = descriptor_limit().unwrap_or(1024);
         usize::try_from(soft / 3).unwrap_or(usize::MAX)
     })
 }

@@ -16,11 +16,11 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::blocking::{BlockingHandler, into_blocking};
-use super::listener::{self, EXHAUSTION_BACKOFF, RawConnection, StreamListener};
+use super::listener::StreamListener;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
-use super::stream::Stream;
-use super::{Connection, Handler};
+use super::{Connection, EXHAUSTION_BACKOFF, Handler};
 use crate::error::describe;
+use crate::net::{RawStream, Stream, is_connection_error};
 use crate::socket::Address;
 
 /// Starts one accepted connection; object-safe so one accept loop serves either kind.
@@ -205,7 +205,7 @@ impl Acceptor {
                     }
                     self.serve(raw, permit);
                 }
-                Some(Err(err)) if listener::is_connection_error(&err) => {}
+                Some(Err(err)) if is_connection_error(&err) => {}
                 Some(Err(err)) => {
                     drop(permit);
                     // Log once per burst, for the whole server: a full descriptor table
@@ -229,7 +229,7 @@ impl Acceptor {
     /// Serves one accepted connection: answered on the spot when the handler has an
     /// immediate reply that fits the socket buffer (no task, no registration, no
     /// allocation), otherwise handed to tokio and a task.
-    fn serve(&self, raw: RawConnection, permit: Option<OwnedSemaphorePermit>) {
+    fn serve(&self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) {
         let reply = self.spawner.immediate_reply();
         let mut sent = 0;
         if let Some(reply) = &reply {

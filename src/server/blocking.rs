@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::stream::Stream;
+use crate::net::Stream;
 use crate::socket::Address;
 
 /// Handles one connection on a thread of the server's blocking pool. Any

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use super::listener::{ListenOptions, ListenerGroup};
+use super::listener::ListenerGroup;
 use super::{Limits, Server};
 use crate::endpoint::Endpoint;
 use crate::error::Result;
+use crate::net::ListenOptions;
 
 /// Collects a server's endpoints and limits; [`Builder::bind`] makes the listeners.
 ///

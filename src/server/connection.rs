@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::stream::Stream;
+use crate::net::Stream;
 use crate::socket::Address;
 
 /// An accepted connection, handed to a server's handler.

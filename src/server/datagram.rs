@@ -5,9 +5,9 @@ use std::io;
 
 use tokio::net::{UdpSocket, UnixDatagram};
 
-use super::listener::{EXHAUSTION_BACKOFF, UnixFile, is_resource_exhaustion};
+use super::EXHAUSTION_BACKOFF;
 use super::shutdown::{Phase, Watcher};
-use crate::endpoint::{Endpoint, Transport};
+use crate::net::{UnixFile, is_resource_exhaustion};
 use crate::socket::Address;
 
 /// The largest datagram the receive loop accepts (the UDP maximum); the buffer is one per
@@ -84,27 +84,21 @@ impl Reply {
 #[derive(Debug)]
 pub(crate) enum DatagramListener {
     Udp(UdpSocket),
-    Unixgram(UnixDatagram, UnixFile),
+    Unixgram {
+        socket: UnixDatagram,
+        // Held for its Drop: the socket file goes with the listener.
+        _file: UnixFile,
+    },
 }
 
 impl DatagramListener {
-    pub(crate) fn local_endpoint(&self) -> Endpoint {
-        match self {
-            DatagramListener::Udp(socket) => match socket.local_addr() {
-                Ok(addr) => Endpoint::at(Transport::Udp, &addr.into()),
-                Err(_) => Endpoint::Unixgram(Default::default()),
-            },
-            DatagramListener::Unixgram(_, file) => Endpoint::Unixgram(file.path().to_path_buf()),
-        }
-    }
-
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         match self {
             DatagramListener::Udp(socket) => {
                 let (n, peer) = socket.recv_from(buf).await?;
                 Ok((n, peer.into()))
             }
-            DatagramListener::Unixgram(socket, _) => {
+            DatagramListener::Unixgram { socket, .. } => {
                 let (n, peer) = socket.recv_from(buf).await?;
                 let path = peer
                     .as_pathname()
@@ -121,7 +115,7 @@ impl DatagramListener {
                 Some(addr) => socket.send_to(data, addr).await.map(drop),
                 None => Err(io::ErrorKind::InvalidInput.into()),
             },
-            (DatagramListener::Unixgram(socket, _), Address::Unix(path)) => {
+            (DatagramListener::Unixgram { socket, .. }, Address::Unix(path)) => {
                 if path.as_os_str().is_empty() {
                     // An unbound Unix client has no address to answer to.
                     return Err(io::Error::new(
@@ -131,7 +125,7 @@ impl DatagramListener {
                 }
                 socket.send_to(data, path).await.map(drop)
             }
-            (DatagramListener::Unixgram(..), _) => Err(io::ErrorKind::InvalidInput.into()),
+            (DatagramListener::Unixgram { .. }, _) => Err(io::ErrorKind::InvalidInput.into()),
         }
     }
 

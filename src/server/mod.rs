@@ -54,9 +54,8 @@ mod blocking;
 mod builder;
 mod connection;
 mod datagram;
-pub(crate) mod listener;
+mod listener;
 mod shutdown;
-pub(crate) mod stream;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -106,6 +105,10 @@ where
         self(conn)
     }
 }
+
+/// How long an accept or receive loop sleeps after resource exhaustion (`EMFILE`…): long
+/// enough not to spin, short enough that a freed descriptor is used soon.
+const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The limits every listener of a server honours.
 #[derive(Debug, Clone, Copy)]

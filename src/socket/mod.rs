@@ -175,6 +175,40 @@ impl Socket {
         }
     }
 
+    /// A socket made of a descriptor this process was handed (an inherited listening
+    /// socket, `fd:N`), with its type (`SO_TYPE`) and family (`getsockname(2)`) asked of the
+    /// kernel, and its blocking mode left as it is: the open file may be shared with the
+    /// process that passed it on.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the descriptor is no socket, or a socket of another type than
+    /// stream or datagram, or of another family than IPv4, IPv6 and Unix.
+    pub(crate) fn from_inherited(fd: OwnedFd) -> io::Result<(Socket, Type)> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+        let probe = socket2::SockRef::from(&fd);
+        let ty = match probe.r#type() {
+            Ok(socket2::Type::STREAM) => Type::Stream,
+            Ok(socket2::Type::DGRAM) => Type::Datagram,
+            Ok(_) => return Err(invalid("a socket that is neither stream nor datagram")),
+            Err(err) if err.raw_os_error() == Some(libc::ENOTSOCK) => {
+                return Err(invalid("not a socket"));
+            }
+            Err(err) => return Err(err),
+        };
+        let family = match probe.local_addr()?.domain() {
+            socket2::Domain::IPV4 => Family::Inet,
+            socket2::Domain::IPV6 => Family::Inet6,
+            socket2::Domain::UNIX => Family::Unix,
+            _ => {
+                return Err(invalid(
+                    "a socket of another family than IPv4, IPv6 and Unix",
+                ));
+            }
+        };
+        Ok((Socket::from_parts(socket2::Socket::from(fd), family), ty))
+    }
+
     /// The address family the socket was created with.
     ///
     /// # Examples

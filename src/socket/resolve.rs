@@ -1,7 +1,6 @@
 //! Names to addresses: `gethostname(2)` and `getaddrinfo(3)`, the tutorial's
 //! `socket.gethostname()` and `socket.getaddrinfo()`.
 
-use std::ffi::CStr;
 use std::io;
 use std::net::ToSocketAddrs;
 
@@ -22,24 +21,7 @@ use crate::error::{Error, Op, Result};
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn gethostname() -> Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the pointer and length describe `buf`, which outlives the call; the kernel
-    // writes at most `len` bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return Err(Error::without_target(
-            Op::HostName,
-            io::Error::last_os_error(),
-        ));
-    }
-    // A name that fills the buffer has no NUL; the last byte is then cut off, as glibc does.
-    let last = buf.len() - 1;
-    buf[last] = 0;
-    let name = CStr::from_bytes_until_nul(&buf).map_err(|_| {
-        let reason = io::Error::new(io::ErrorKind::InvalidData, "no terminating NUL");
-        Error::without_target(Op::HostName, reason)
-    })?;
-    Ok(name.to_string_lossy().into_owned())
+    crate::sys::hostname().map_err(|err| Error::without_target(Op::HostName, err))
 }
 
 /// Every address of `host` for `port`, in the resolver's order (Python:

@@ -1,0 +1,69 @@
+//! Taking a connection off a listening socket as a bare descriptor ([`RawStream`]), and
+//! sorting `accept(2)` errors into "skip this one" and "out of a resource for now".
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::Stream;
+use crate::endpoint::Transport;
+use crate::socket::Address;
+
+/// An accepted connection that tokio does not know yet: a server can answer it with one
+/// `send` and close it without ever registering it with the reactor.
+#[derive(Debug)]
+pub(crate) struct RawStream {
+    fd: OwnedFd,
+    peer: socket2::SockAddr,
+    unix: bool,
+}
+
+impl RawStream {
+    /// `accept4(2)` on the listening socket `listener` of `transport` (TCP or Unix): the
+    /// connection, non-blocking and close-on-exec, in one system call on Linux.
+    pub(crate) fn accept(listener: impl AsFd, transport: Transport) -> io::Result<RawStream> {
+        let (fd, peer) = crate::sys::accept_nonblocking(listener)?;
+        let unix = transport == Transport::Unix;
+        Ok(RawStream { fd, peer, unix })
+    }
+
+    /// Sends what it can of `data` without waiting; returns how much went out.
+    pub(crate) fn send_now(&self, data: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.fd).send(data)
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> Address {
+        Address::from_sockaddr(&self.peer)
+    }
+
+    /// Registers the connection with tokio; returns it with its peer's address.
+    pub(crate) fn into_stream(self) -> io::Result<(Stream, Address)> {
+        let peer = self.peer();
+        if self.unix {
+            let stream = tokio::net::UnixStream::from_std(self.fd.into())?;
+            return Ok((Stream::Unix(stream), peer));
+        }
+        let stream = tokio::net::TcpStream::from_std(self.fd.into())?;
+        Ok((Stream::Tcp(stream), peer))
+    }
+}
+
+/// Accept (or receive) errors that mean "out of a resource for now": wait for it to come
+/// back rather than try again at once.
+pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accept errors about one connection that died in the queue: skip it and go on at once.
+pub(crate) fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(err.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}

@@ -1,0 +1,108 @@
+//! Connecting to an endpoint: the addresses to try, a blocking socket connected within a
+//! timeout (the netcat client), and an async [`Stream`] (the relay's upstream).
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UnixStream};
+
+use super::{Stream, TempSocketPath};
+use crate::endpoint::{Endpoint, Host};
+use crate::error::{Error, Op, Result};
+use crate::socket::{Address, Family, Socket, ToAddress, Type};
+
+/// The addresses to try, in order, to reach `endpoint` (names resolved), only those of
+/// `family` when one is given.
+///
+/// # Errors
+///
+/// `:PORT` (no host to connect to), no address of `family`, or a name that does not resolve.
+pub(crate) fn candidates(endpoint: &Endpoint, family: Option<Family>) -> Result<Vec<Address>> {
+    let fail = |reason: &str| {
+        let err = io::Error::new(io::ErrorKind::InvalidInput, reason.to_owned());
+        Error::new(Op::Connect, endpoint, err)
+    };
+    let all = match (endpoint.host_port(), endpoint.path()) {
+        (Some(hp), _) => match &hp.host {
+            Host::Any => return Err(fail("a host is needed to connect (as in 127.0.0.1:PORT)")),
+            Host::Ip(ip) => vec![Address::from(std::net::SocketAddr::new(*ip, hp.port))],
+            Host::Name(name) => (name.as_str(), hp.port).to_addresses(None)?,
+        },
+        (None, Some(path)) => return Ok(vec![Address::unix(path)]),
+        (None, None) => return Err(fail("no address")),
+    };
+    let wanted: Vec<Address> = all
+        .into_iter()
+        .filter(|a| family.is_none_or(|f| a.family() == f))
+        .collect();
+    if wanted.is_empty() {
+        return Err(fail(match family {
+            Some(Family::Inet6) => "no IPv6 address (-6 was given)",
+            _ => "no IPv4 address (-4 was given)",
+        }));
+    }
+    Ok(wanted)
+}
+
+/// A blocking socket of type `ty` connected to `address` within `timeout`, with no timeout
+/// left on it. A Unix datagram socket is first bound to a [`TempSocketPath`] (returned: the
+/// file goes when it is dropped), since its server can only answer a client with an
+/// address; with `nodelay`, a TCP socket sends each write at once.
+pub(crate) fn connect_socket(
+    address: &Address,
+    ty: Type,
+    timeout: Option<Duration>,
+    nodelay: bool,
+) -> Result<(Socket, Option<TempSocketPath>)> {
+    let mut socket = Socket::new(address.family(), ty)?;
+    let mut bound = None;
+    match (address.family(), ty) {
+        (Family::Inet | Family::Inet6, Type::Stream) if nodelay => socket.set_nodelay(true)?,
+        (Family::Unix, Type::Datagram) => {
+            let path = TempSocketPath::unique();
+            socket.bind(path.path())?;
+            bound = Some(path);
+        }
+        _ => {}
+    }
+    socket.set_timeout(timeout)?;
+    socket.connect(address)?;
+    socket.set_timeout(None)?;
+    Ok((socket, bound))
+}
+
+/// A stream connected to `endpoint` (TCP with `TCP_NODELAY`, or Unix), names resolved
+/// without blocking the runtime, the whole attempt bounded by `timeout`.
+///
+/// # Errors
+///
+/// A datagram endpoint or `:PORT` (`InvalidInput`), `TimedOut`, or the connect's own error.
+pub(crate) async fn connect_stream(
+    endpoint: &Endpoint,
+    timeout: Option<Duration>,
+) -> io::Result<Stream> {
+    let attempt = async {
+        match endpoint {
+            Endpoint::Tcp(hp) => {
+                let stream = match &hp.host {
+                    Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
+                    Host::Name(name) => TcpStream::connect((name.as_str(), hp.port)).await?,
+                    Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
+                };
+                stream.set_nodelay(true)?;
+                Ok(Stream::Tcp(stream))
+            }
+            Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            Endpoint::Udp(_) | Endpoint::Unixgram(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a stream target",
+            )),
+        }
+    };
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+        None => attempt.await,
+    }
+}

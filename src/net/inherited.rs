@@ -1,0 +1,127 @@
+//! Inherited descriptors (`fd:N`, SPEC §3.4): a socket that a parent process — systemd's
+//! socket activation, or an older socketkit handing over on restart — passed down, adopted
+//! only after checking that it is one a server can serve.
+//!
+//! This is the groundwork of socket activation: the `fd:N` endpoint and `LISTEN_FDS` come
+//! with it.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::Bound;
+use crate::endpoint::Transport;
+use crate::error::{Error, Op, Result};
+use crate::socket::{Family, Socket, Type};
+
+/// Adopts `fd` as a listener if it is one: a listening TCP or Unix stream socket, or a
+/// bound UDP or Unix datagram socket. `name` (`fd:3`, `fd:web`) is what errors call it.
+/// The socket file of an inherited Unix socket is not ours, so it is never removed.
+///
+/// # Errors
+///
+/// `cannot listen on NAME: REASON`, where the reason says what the descriptor is instead:
+/// not a socket, a stream socket that is not listening, a socket bound to no address.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the fd:N endpoint of socket activation will call it"
+    )
+)]
+pub(crate) fn adopt(fd: OwnedFd, name: &str) -> Result<Bound> {
+    let fail = |err: io::Error| Error::new(Op::Listen, name, err);
+    let invalid = |what: &str| fail(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
+    let (socket, ty) = Socket::from_inherited(fd).map_err(fail)?;
+    if ty == Type::Stream && !crate::sys::is_listening(socket.as_raw_fd()).map_err(fail)? {
+        return Err(invalid("a stream socket that is not listening"));
+    }
+    let local = socket.local_addr()?;
+    let bound = local.port().is_some_and(|port| port != 0)
+        || local
+            .as_path()
+            .is_some_and(|path| !path.as_os_str().is_empty());
+    if !bound {
+        return Err(invalid("a socket bound to no address"));
+    }
+    let transport = match (socket.family(), ty) {
+        (Family::Unix, Type::Stream) => Transport::Unix,
+        (Family::Unix, Type::Datagram) => Transport::Unixgram,
+        (_, Type::Stream) => Transport::Tcp,
+        (_, Type::Datagram) => Transport::Udp,
+    };
+    Ok(Bound {
+        endpoint: super::endpoint_at(transport, &local),
+        socket,
+        file: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adopted(socket: &impl std::os::fd::AsFd) -> Result<Bound> {
+        let fd = socket.as_fd().try_clone_to_owned().map_err(fail_io)?;
+        adopt(fd, "fd:3")
+    }
+
+    fn fail_io(err: io::Error) -> Error {
+        Error::without_target(Op::Listen, err)
+    }
+
+    #[test]
+    fn listening_and_bound_sockets_are_adopted_with_their_endpoint() -> Result<()> {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail_io)?;
+        let port = tcp.local_addr().map_err(fail_io)?.port();
+        let bound = adopted(&tcp)?;
+        assert_eq!(bound.endpoint.to_string(), format!("tcp:127.0.0.1:{port}"));
+        assert!(bound.file.is_none());
+
+        let udp = std::net::UdpSocket::bind("[::1]:0").map_err(fail_io)?;
+        let port = udp.local_addr().map_err(fail_io)?.port();
+        assert_eq!(
+            adopted(&udp)?.endpoint.to_string(),
+            format!("udp:[::1]:{port}")
+        );
+
+        let dir = tempfile::tempdir().map_err(fail_io)?;
+        let path = dir.path().join("s.sock");
+        let unix = std::os::unix::net::UnixListener::bind(&path).map_err(fail_io)?;
+        let bound = adopted(&unix)?;
+        assert_eq!(
+            bound.endpoint.to_string(),
+            format!("unix:{}", path.display())
+        );
+        drop(bound);
+        assert!(
+            path.exists(),
+            "an inherited socket's file is not ours to remove"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn anything_else_is_refused_naming_what_it_is() -> Result<()> {
+        let expect = |result: Result<Bound>, reason: &str| match result {
+            Ok(bound) => panic!("adopted {}", bound.endpoint),
+            Err(err) => assert_eq!(err.to_string(), format!("cannot listen on fd:3: {reason}")),
+        };
+        let file = tempfile::tempfile().map_err(fail_io)?;
+        expect(adopted(&file), "not a socket");
+
+        let unlistened = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .map_err(fail_io)?;
+        unlistened
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .map_err(fail_io)?;
+        expect(
+            adopted(&unlistened),
+            "a stream socket that is not listening",
+        );
+
+        let unbound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map_err(fail_io)?;
+        expect(adopted(&unbound), "a socket bound to no address");
+        Ok(())
+    }
+}

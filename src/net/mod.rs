@@ -1,0 +1,104 @@
+//! The floor every networking part of socketkit stands on: the one place where an
+//! [`Endpoint`] becomes sockets, and sockets become endpoints again. The server, the netcat
+//! client, the relay and the load generator all go through it, and none of them reaches
+//! into another.
+//!
+//! # Organization
+//! - `bind`: [`bind_endpoint`] for every transport (`SO_REUSEADDR`, one dual-stack socket
+//!   for `:PORT`), [`bind_reuse_port_set`] for `SO_REUSEPORT` sets, [`ListenOptions`],
+//!   [`Bound`].
+//! - `unix_file`: the Unix socket-file rules (stale files replaced, anything else left
+//!   alone) and [`UnixFile`], the guard that removes a listener's file.
+//! - `inherited`: `adopt`, a descriptor passed down by a parent (`fd:N`), checked.
+//! - `accept`: [`RawStream`], a connection taken off a listener and not yet given to tokio,
+//!   and the sorting of accept errors.
+//! - `stream`: [`Stream`], a connected TCP or Unix stream behind one type.
+//! - `connect`: [`candidates`], [`connect_socket`] (blocking, with a timeout) and
+//!   [`connect_stream`] (async).
+//! - `temp_path`: [`TempSocketPath`], the address a Unix datagram client binds.
+//! - `activity`: [`Activity`], when bytes last moved through a two-way mover.
+//! - the platform calls the layers above need, from the crate's `sys` module (splice, pipes,
+//!   `poll`, `IP_BIND_ADDRESS_NO_PORT`): nothing above `net` calls `libc` itself.
+//!
+//! This module is the crate's own: its types are not part of the public API, which
+//! `socket`, `server`, `client` and `forward` give.
+
+mod accept;
+mod activity;
+mod bind;
+mod connect;
+mod inherited;
+mod stream;
+mod temp_path;
+mod unix_file;
+
+pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
+pub(crate) use activity::Activity;
+pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
+pub(crate) use connect::{candidates, connect_socket, connect_stream};
+#[expect(
+    unused_imports,
+    reason = "the fd:N endpoint of socket activation will use it"
+)]
+pub(crate) use inherited::adopt;
+pub(crate) use stream::Stream;
+pub(crate) use temp_path::TempSocketPath;
+pub(crate) use unix_file::UnixFile;
+
+pub(crate) use crate::sys::{
+    Pipe, descriptor_limit, grow_pipe, is_blocking_pipe, set_bind_address_no_port, splice,
+    splice_unsupported, wait_readable,
+};
+
+use std::path::Path;
+
+use crate::endpoint::{Endpoint, Host, HostPort, Transport};
+use crate::socket::Address;
+
+/// The endpoint of `transport` at a concrete socket address, as a listener reports it once
+/// bound (`tcp:127.0.0.1:41234`). The transport decides stream or datagram; the address
+/// decides IP or Unix.
+pub(crate) fn endpoint_at(transport: Transport, address: &Address) -> Endpoint {
+    if let Some(addr) = address.as_socket_addr() {
+        let hp = HostPort {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        };
+        return match transport {
+            Transport::Udp | Transport::Unixgram => Endpoint::Udp(hp),
+            Transport::Tcp | Transport::Unix => Endpoint::Tcp(hp),
+        };
+    }
+    let path = address.as_path().map(Path::to_path_buf).unwrap_or_default();
+    match transport {
+        Transport::Udp | Transport::Unixgram => Endpoint::Unixgram(path),
+        Transport::Tcp | Transport::Unix => Endpoint::Unix(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_of_addresses_keep_the_transport_kind() {
+        let ip = Address::from(std::net::SocketAddr::from(([127, 0, 0, 1], 4000)));
+        assert_eq!(
+            endpoint_at(Transport::Udp, &ip).to_string(),
+            "udp:127.0.0.1:4000"
+        );
+        assert_eq!(
+            endpoint_at(Transport::Unix, &ip).to_string(),
+            "tcp:127.0.0.1:4000"
+        );
+        let path = Address::unix("/run/app.sock");
+        assert_eq!(
+            endpoint_at(Transport::Tcp, &path).to_string(),
+            "unix:/run/app.sock"
+        );
+        assert_eq!(
+            endpoint_at(Transport::Unixgram, &path).to_string(),
+            "unixgram:/run/app.sock"
+        );
+    }
+}

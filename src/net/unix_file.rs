@@ -1,0 +1,95 @@
+//! The Unix socket-file rules (SPEC §2.2): a socket file nobody listens on is stale and
+//! replaced; a live socket or anything that is not a socket is an error and left untouched;
+//! the file a listener made is removed when it goes, if it is still the one it made.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::ListenOptions;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Op, Result};
+use crate::socket::{Family, Socket, Type};
+
+/// The socket file a Unix listener created; removed when the listener goes, if the file at
+/// the path is still the one we made (another server may have replaced it since).
+#[derive(Debug)]
+pub(crate) struct UnixFile {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+impl UnixFile {
+    /// Where the socket file is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for UnixFile {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path)
+            .map(|meta| Some((meta.dev(), meta.ino())) == self.identity)
+            .unwrap_or(false);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A bound Unix socket at `path` (listening, for a stream) and the guard that removes its
+/// file.
+pub(super) fn bind_unix(
+    path: &Path,
+    ty: Type,
+    options: ListenOptions,
+    endpoint: &Endpoint,
+) -> Result<(Socket, UnixFile)> {
+    let fail = |err: io::Error| Error::new(Op::Listen, endpoint, err);
+    clear_stale_socket(path, ty).map_err(fail)?;
+    let socket = Socket::new(Family::Unix, ty)?;
+    socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
+    let identity = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    // From here on the file is ours: the guard removes it if a later step fails.
+    let file = UnixFile {
+        path: path.to_path_buf(),
+        identity,
+    };
+    if let Some(mode) = options.unix_mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
+    }
+    if ty == Type::Stream {
+        socket
+            .listen(options.backlog)
+            .map_err(|err| fail(err.into_io_error()))?;
+    }
+    Ok((socket, file))
+}
+
+/// A socket file nobody listens on is left over from a server that died: replace it. A live
+/// socket or anything that is not a socket is refused and left untouched.
+fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; not replacing it",
+        ));
+    }
+    // Connecting is the only way to ask whether anybody is bound there; a socket of the
+    // other type answers EPROTOTYPE, and may be live, so it is left alone.
+    let probe = Socket::new(Family::Unix, ty).map_err(Error::into_io_error)?;
+    match probe.connect(path) {
+        Ok(()) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another server is listening on this socket",
+        )),
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
+        Err(err) => Err(err.into_io_error()),
+    }
+}

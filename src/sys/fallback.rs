@@ -1,0 +1,69 @@
+//! The Linux-only calls of `linux.rs`, for every other Unix (and for Linux itself when
+//! built with `--cfg socketkit_sys_fallback`, which is how this file is tested):
+//!
+//! - no `splice(2)`: [`splice`] answers `ENOSYS`, which every caller already takes as "not
+//!   supported here" and relays or writes by copying instead;
+//! - pipes keep the size the system gives them;
+//! - accepting costs two or three calls (`accept` or `accept4`, then `O_NONBLOCK`, and
+//!   `FD_CLOEXEC` where there is no `accept4`) where Linux's `accept4` takes one;
+//! - `IP_BIND_ADDRESS_NO_PORT` is missing: `bind` picks the port early, as it always did.
+
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+
+use super::Pipe;
+
+/// The size assumed for a pipe whose size cannot be asked (POSIX guarantees only
+/// `PIPE_BUF`; common systems give 16–64 KiB, and nothing here relies on the figure while
+/// splicing is unavailable).
+const ASSUMED_PIPE: usize = 16 * 1024;
+
+/// A non-blocking pipe of the system's default size; `size` cannot be asked for here.
+pub(crate) fn pipe(_size: usize) -> io::Result<Pipe> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two descriptors for pipe to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe succeeded, so both descriptors are open and owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&read, &write] {
+        let socket = socket2::SockRef::from(fd);
+        // socket2's flag setters are plain fcntl calls, valid on any descriptor.
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
+    }
+    Ok(Pipe {
+        read,
+        write,
+        capacity: ASSUMED_PIPE,
+    })
+}
+
+/// The size of a pipe cannot be asked for or changed here: always `None`.
+pub(crate) fn grow_pipe(_fd: RawFd, _size: usize) -> Option<usize> {
+    None
+}
+
+/// No `splice(2)`: always `ENOSYS`, the error callers take as "copy instead".
+pub(crate) fn splice(
+    _from: RawFd,
+    _to: RawFd,
+    _len: usize,
+    _nonblocking: bool,
+) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// socket2's `accept` (with `FD_CLOEXEC`, set atomically where the system has `accept4`),
+/// then `O_NONBLOCK`.
+pub(crate) fn accept_nonblocking(listener: impl AsFd) -> io::Result<(OwnedFd, socket2::SockAddr)> {
+    let (socket, peer) = socket2::SockRef::from(&listener.as_fd()).accept()?;
+    socket.set_nonblocking(true)?;
+    Ok((socket.into(), peer))
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT` is Linux's: always `Unsupported` (callers bind anyway).
+pub(crate) fn set_bind_address_no_port(_socket: &socket2::Socket) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}

@@ -1,0 +1,76 @@
+//! User and group ids (POSIX): who the process is, who a name is, and becoming someone else
+//! (`--user`/`--group` after binding).
+
+use std::ffi::CStr;
+use std::io;
+
+/// The process's real user and group ids (`getuid`, `getgid`).
+pub(crate) fn current_ids() -> (u32, u32) {
+    // SAFETY: getuid and getgid cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// The user and primary group ids of the user called `name` (`getpwnam_r`), if there is one.
+pub(crate) fn user_ids(name: &CStr) -> Option<(u32, u32)> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; zeroed is a valid value for getpwnam_r to fill.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call and the buffer's length is given.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some((entry.pw_uid, entry.pw_gid))
+}
+
+/// The id of the group called `name` (`getgrnam_r`), if there is one.
+pub(crate) fn group_id(name: &CStr) -> Option<u32> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: group is plain data; zeroed is a valid value for getgrnam_r to fill.
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call and the buffer's length is given.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some(entry.gr_gid)
+}
+
+/// Sets the supplementary groups to the one group `gid` (`setgroups`).
+pub(crate) fn set_groups(gid: u32) -> io::Result<()> {
+    let groups = [gid];
+    // SAFETY: setgroups reads one gid from a live array whose length is given.
+    check(unsafe { libc::setgroups(1, groups.as_ptr()) })
+}
+
+/// Sets the group id (`setgid`).
+pub(crate) fn set_gid(gid: u32) -> io::Result<()> {
+    // SAFETY: a plain system call on an id.
+    check(unsafe { libc::setgid(gid) })
+}
+
+/// Sets the user id (`setuid`).
+pub(crate) fn set_uid(uid: u32) -> io::Result<()> {
+    // SAFETY: a plain system call on an id.
+    check(unsafe { libc::setuid(uid) })
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

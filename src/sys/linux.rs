@@ -1,0 +1,107 @@
+//! The Linux-only calls: `splice(2)`, `pipe2(2)` and `F_SETPIPE_SZ`, `accept4(2)`,
+//! `IP_BIND_ADDRESS_NO_PORT`. `fallback.rs` has the same functions for other systems.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::Pipe;
+
+/// A non-blocking pipe, resized to `size` bytes if the kernel allows (it may refuse:
+/// `/proc/sys/fs/pipe-max-size`, per-user pipe quotas; the default 64 KiB is used then).
+pub(crate) fn pipe(size: usize) -> io::Result<Pipe> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let capacity = grow_pipe(write.as_raw_fd(), size).unwrap_or(64 * 1024);
+    Ok(Pipe {
+        read,
+        write,
+        capacity,
+    })
+}
+
+/// Asks for the pipe (or FIFO) `fd` to hold at least `size` bytes (`F_SETPIPE_SZ`), never
+/// shrinking it: the size it has then, or `None` when `fd` is no pipe or the kernel refuses
+/// (`/proc/sys/fs/pipe-max-size`, per-user pipe quotas).
+pub(crate) fn grow_pipe(fd: RawFd, size: usize) -> Option<usize> {
+    // SAFETY: F_GETPIPE_SZ only reads the pipe's size; on a descriptor that is not a pipe it
+    // fails (EBADF or EINVAL).
+    let has = usize::try_from(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) }).ok()?;
+    if has >= size {
+        return Some(has);
+    }
+    let asked = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: F_SETPIPE_SZ takes an int argument and only resizes the pipe's buffer.
+    let got = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, asked) };
+    usize::try_from(got).ok().or(Some(has))
+}
+
+/// One `splice(2)` call moving up to `len` bytes from `from` to `to` (one must be a pipe).
+/// With `nonblocking`, the pipe side does not wait; a socket side waits or not by its own
+/// `O_NONBLOCK`.
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize, nonblocking: bool) -> io::Result<usize> {
+    let mut flags = libc::SPLICE_F_MOVE;
+    if nonblocking {
+        flags |= libc::SPLICE_F_NONBLOCK;
+    }
+    // SAFETY: null offsets are allowed for pipes and sockets; the descriptors are borrowed
+    // from live owners for the duration of the call.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: a new connection's descriptor, ready for
+/// either a direct write or registration with tokio, and the peer's address — in one call.
+pub(crate) fn accept_nonblocking(listener: impl AsFd) -> io::Result<(OwnedFd, socket2::SockAddr)> {
+    let listener = listener.as_fd().as_raw_fd();
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: try_init hands accept4 a zeroed sockaddr_storage and its length, which is the
+    // contract accept4 needs; the returned descriptor is checked before it is owned.
+    let (fd, peer) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(listener, storage.cast(), len, flags);
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })
+    }?;
+    // SAFETY: accept4 succeeded, so `fd` is a new open descriptor that nothing else owns.
+    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, peer))
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: a `bind` to port 0 leaves the port to `connect`, which can
+/// share it across destinations (Linux 4.2+; older kernels refuse, and binding still works).
+pub(crate) fn set_bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a c_int that lives across the call, with its size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

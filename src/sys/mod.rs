@@ -1,0 +1,127 @@
+//! The platform floor: every raw `libc` call socketkit makes beyond `socket2`, `std` and
+//! tokio, in one place, so that the `unsafe` blocks and the systems they assume can be read
+//! together. Everything above reaches it through `socket` and `net` (the `net` layer
+//! re-exports what the client, relay and load generator need).
+//!
+//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`,
+//!   `gethostname`, `getrlimit`); `ids.rs`: user and group ids (`getpwnam_r`,
+//!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
+//! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
+//!   `IP_BIND_ADDRESS_NO_PORT`); `fallback.rs` has the same functions for other Unix
+//!   systems, each with the fallback it documents (no splice: copy; `accept` and `fcntl`
+//!   for `accept4`). `--cfg socketkit_sys_fallback` builds the fallback on Linux too, so
+//!   that it is compiled and tested here (`.ci/run` does).
+//!
+//! Callers detect failure (a kernel or sandbox without splice answers `EINVAL` or `ENOSYS`)
+//! and fall back; see `docs/platform-notes.md`.
+
+#[cfg(not(unix))]
+compile_error!("socketkit's platform layer (src/sys) needs a Unix-like system");
+
+#[cfg_attr(
+    all(target_os = "linux", not(socketkit_sys_fallback)),
+    path = "linux.rs"
+)]
+#[cfg_attr(
+    any(not(target_os = "linux"), socketkit_sys_fallback),
+    path = "fallback.rs"
+)]
+mod platform;
+
+mod ids;
+mod posix;
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
+pub(crate) use platform::{accept_nonblocking, grow_pipe, set_bind_address_no_port, splice};
+pub(crate) use posix::{
+    descriptor_limit, hostname, is_blocking_pipe, is_listening, splice_unsupported, wait_readable,
+};
+
+/// A non-blocking pipe, closed on drop.
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    pub(crate) read: OwnedFd,
+    pub(crate) write: OwnedFd,
+    /// How many bytes the pipe holds (after asking for the size given to [`Pipe::new`]).
+    pub(crate) capacity: usize,
+}
+
+impl Pipe {
+    /// A non-blocking pipe, resized to `size` bytes where the system allows (Linux may
+    /// refuse: `/proc/sys/fs/pipe-max-size`, per-user pipe quotas; the default is kept then).
+    pub(crate) fn new(size: usize) -> io::Result<Pipe> {
+        platform::pipe(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Run against whichever platform file is built: `cargo test` tests `linux.rs`, and
+    //! `.ci/run` builds these again with `--cfg socketkit_sys_fallback`.
+
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn accepted_descriptors_are_non_blocking_and_close_on_exec() -> io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (fd, peer) = accept_nonblocking(&listener)?;
+        assert_eq!(peer.as_socket(), Some(client.local_addr()?));
+        let socket = socket2::SockRef::from(&fd);
+        assert!(socket.nonblocking()?);
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0);
+        Ok(())
+    }
+
+    #[test]
+    fn pipes_are_non_blocking_and_carry_bytes() -> io::Result<()> {
+        let pipe = Pipe::new(128 * 1024)?;
+        assert!(pipe.capacity > 0);
+        assert!(!is_blocking_pipe(pipe.read.as_raw_fd()));
+        let mut write = std::fs::File::from(pipe.write);
+        let mut read = std::fs::File::from(pipe.read);
+        assert!(!wait_readable(
+            read.as_raw_fd(),
+            Some(Duration::from_millis(1))
+        )?);
+        write.write_all(b"x")?;
+        assert!(wait_readable(
+            read.as_raw_fd(),
+            Some(Duration::from_secs(5))
+        )?);
+        let mut got = [0u8; 1];
+        read.read_exact(&mut got)?;
+        assert_eq!(&got, b"x");
+        Ok(())
+    }
+
+    #[test]
+    fn splice_works_or_says_it_is_unsupported() -> io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        client.write_all(b"x")?;
+        let pipe = Pipe::new(64 * 1024)?;
+        match splice(server.as_raw_fd(), pipe.write.as_raw_fd(), 1, false) {
+            Ok(moved) => assert_eq!(moved, 1),
+            Err(err) => assert!(splice_unsupported(&err), "{err}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn host_name_and_descriptor_limit() -> io::Result<()> {
+        assert!(!hostname()?.is_empty());
+        assert!(descriptor_limit().is_some_and(|n| n > 0));
+        Ok(())
+    }
+}

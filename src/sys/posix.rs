@@ -1,0 +1,116 @@
+//! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
+//! `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`, `getrlimit(2)`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Waits until `fd` has something to read (data, end of stream or an error) or `timeout`
+/// passes (`None`: no limit), with `poll(2)`: true when readable, false on timeout.
+///
+/// A blocking `splice` from a socket into a pipe holds the pipe's lock while it waits for
+/// the socket, so whoever reads the pipe cannot take the bytes already in it. Waiting here
+/// first means the splice that follows finds data and never sleeps holding the pipe.
+pub(crate) fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let millis = timeout.map_or(-1, |t| {
+        // Round up, so a short non-zero timeout does not become a busy poll.
+        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+    });
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, its count given; poll writes only its revents.
+        let rc = unsafe { libc::poll(&mut pollfd, 1, millis) };
+        match rc {
+            0 => return Ok(false),
+            1.. => return Ok(true),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `fd` is a pipe or FIFO.
+pub(crate) fn is_pipe(fd: RawFd) -> bool {
+    // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd makes it fail,
+    // which reads as "no".
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO
+    }
+}
+
+/// Whether `fd` is a pipe (or FIFO) in blocking mode: one a blocking `splice` may fill.
+pub(crate) fn is_blocking_pipe(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL only reads the flags; a bad fd makes it fail, which reads as "no".
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    is_pipe(fd) && flags >= 0 && flags & libc::O_NONBLOCK == 0
+}
+
+/// Whether an error from `splice` means "not supported for these files" (fall back to a
+/// copy) rather than a failure of the connection.
+pub(crate) fn splice_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// Whether the socket `fd` is listening for connections (`SO_ACCEPTCONN`).
+pub(crate) fn is_listening(fd: RawFd) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the value is a c_int that lives across the call, with its size given; the
+    // kernel writes at most `len` bytes into it.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut on as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(on != 0)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The name of this host, as `gethostname(2)` reports it.
+pub(crate) fn hostname() -> io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; the kernel
+    // writes at most `len` bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A name that fills the buffer has no NUL; the last byte is then cut off, as glibc does.
+    let last = buf.len() - 1;
+    buf[last] = 0;
+    let name = CStr::from_bytes_until_nul(&buf)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "no terminating NUL"))?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`), if the system says.
+pub(crate) fn descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    #[allow(clippy::unnecessary_cast, reason = "rlim_t is not u64 on every system")]
+    known.then_some(limit.rlim_cur as u64)
+}
