@@ -192,7 +192,18 @@ impl ListenerMetrics {
 }
 
 /// Why a connection was refused before the service (SPEC §3: the stages in their order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// The order of the variants is the order in which the rules apply: a server's admission
+/// stages run sorted by it.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::metrics::RefusalReason;
+/// assert_eq!(RefusalReason::MaxPerSource.as_str(), "max_per_source");
+/// assert!(RefusalReason::Proxy < RefusalReason::Acl && RefusalReason::Rate < RefusalReason::Tls);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RefusalReason {
     /// No valid PROXY header, or one from an untrusted source.
     Proxy,

@@ -1,167 +1,21 @@
-//! A stream listener's accept loop and the two ways a connection is run: as an async task,
-//! or on the blocking pool.
+//! A stream listener's accept loop: wait for a pending connection, take a connection slot,
+//! accept, then answer it on the spot or hand it to a task (see `task.rs`) — through the
+//! admission stages when the server has any.
 
-use std::borrow::Cow;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
-use tokio::sync::futures::OwnedNotified;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::blocking::{BlockingHandler, into_blocking};
+use super::EXHAUSTION_BACKOFF;
+use super::admission::Pipeline;
 use super::listener::StreamListener;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
-use super::{Connection, EXHAUSTION_BACKOFF, Handler};
+use super::task::{Accepted, Spawner, finish_reply};
 use crate::error::describe;
-use crate::net::{RawStream, Stream, is_connection_error};
-use crate::socket::Address;
-
-/// Starts one accepted connection; object-safe so one accept loop serves either kind.
-pub(crate) trait Spawner: Send + Sync + 'static {
-    fn spawn(&self, accepted: Accepted, watcher: Watcher);
-
-    /// The handler's immediate reply, if it has one (see [`Handler::immediate_reply`]).
-    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
-        None
-    }
-}
-
-/// What the accept loop hands to a [`Spawner`].
-pub(crate) struct Accepted {
-    pub(crate) stream: Stream,
-    pub(crate) peer: Address,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Accepted {
-    /// The connection for an async handler, and the slot it holds.
-    fn into_connection(self) -> (Connection, Option<OwnedSemaphorePermit>) {
-        let conn = Connection::new(self.stream, self.peer, self.idle_timeout);
-        (conn, self.permit)
-    }
-}
-
-/// Runs an async [`Handler`] as a task per connection.
-pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
-
-impl<H: Handler> Spawner for AsyncSpawner<H> {
-    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
-        self.0.immediate_reply()
-    }
-
-    fn spawn(&self, accepted: Accepted, watcher: Watcher) {
-        let (conn, permit) = accepted.into_connection();
-        // The handler's future is made here, so the task holds it once, not beside the
-        // pieces it was made from.
-        let work = self.0.call(conn);
-        let forced = watcher.forced_owned();
-        let task = ConnTask {
-            work,
-            forced,
-            armed: false,
-            watcher,
-            permit,
-        };
-        tokio::spawn(task);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection's task: the handler's future, cut short by a forced shutdown; its
-    /// slot and watcher go when it does. Written out rather than as `select!` in an async
-    /// block, which held the handler's future twice: this is most of an idle connection's
-    /// memory.
-    struct ConnTask<F> {
-        #[pin]
-        work: F,
-        #[pin]
-        forced: OwnedNotified,
-        armed: bool,
-        watcher: Watcher,
-        permit: Option<OwnedSemaphorePermit>,
-    }
-}
-
-impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        if !*this.armed {
-            // Registered before the phase is read, so a force in between is not missed.
-            this.forced.as_mut().enable();
-            *this.armed = true;
-            if this.watcher.is_forced() {
-                return Poll::Ready(());
-            }
-        }
-        if let Poll::Ready(result) = this.work.poll(cx) {
-            if let Err(err) = result {
-                tracing::debug!("connection ended: {}", describe(&err));
-            }
-            return Poll::Ready(());
-        }
-        if this.forced.poll(cx).is_ready() {
-            tracing::debug!("connection closed by shutdown");
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
-/// Runs a [`BlockingHandler`] on the blocking pool, at most `pool` at once.
-pub(crate) struct BlockingSpawner<B> {
-    pub(crate) handler: Arc<B>,
-    pub(crate) pool: Arc<Semaphore>,
-}
-
-impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
-    fn spawn(&self, accepted: Accepted, mut watcher: Watcher) {
-        let handler = Arc::clone(&self.handler);
-        let pool = Arc::clone(&self.pool);
-        tokio::spawn(async move {
-            let Accepted {
-                stream,
-                peer,
-                idle_timeout,
-                permit,
-            } = accepted;
-            let (conn, closer) = match into_blocking(stream, peer, idle_timeout) {
-                Ok(pair) => pair,
-                Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
-            };
-            let thread = tokio::select! {
-                // The pool is never closed, so acquiring cannot fail.
-                thread = pool.acquire_owned() => thread.ok(),
-                () = watcher.reached(Phase::Draining) => None,
-            };
-            let Some(thread) = thread else { return };
-            let mut job = tokio::task::spawn_blocking(move || {
-                let result = handler.call(conn);
-                drop(thread);
-                result
-            });
-            tokio::select! {
-                result = &mut job => match result {
-                    Ok(Err(err)) => tracing::debug!("connection ended: {}", describe(&err)),
-                    Err(err) => tracing::warn!("a blocking handler panicked: {err}"),
-                    Ok(Ok(())) => {}
-                },
-                () = watcher.forced() => closer.close(),
-            }
-            drop(permit);
-            drop(watcher);
-        });
-    }
-}
+use crate::net::{RawStream, is_connection_error};
 
 /// One stream listener's accept loop.
 pub(crate) struct Acceptor {
@@ -170,6 +24,9 @@ pub(crate) struct Acceptor {
     pub(crate) exhausted: Arc<AtomicBool>,
     pub(crate) spawner: Arc<dyn Spawner>,
     pub(crate) slots: Option<Arc<Semaphore>>,
+    /// The admission stages; `None` when the server has none, which keeps the path below
+    /// exactly as it is without them: no allocation, no dynamic call, no system call.
+    pub(crate) pipeline: Option<Arc<Pipeline>>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) shutdown: ShutdownHandle,
 }
@@ -230,6 +87,9 @@ impl Acceptor {
     /// immediate reply that fits the socket buffer (no task, no registration, no
     /// allocation), otherwise handed to tokio and a task.
     fn serve(&self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) {
+        if let Some(pipeline) = &self.pipeline {
+            return self.admit(raw, permit, pipeline);
+        }
         let reply = self.spawner.immediate_reply();
         let mut sent = 0;
         if let Some(reply) = &reply {
@@ -243,16 +103,8 @@ impl Acceptor {
                 Err(err) => return tracing::debug!("answer failed: {}", describe(&err)),
             }
         }
-        let (stream, peer) = match raw.into_stream() {
-            Ok(parts) => parts,
-            Err(err) => return tracing::debug!("cannot register a connection: {}", describe(&err)),
-        };
-        tracing::debug!(%peer, "accepted");
-        let accepted = Accepted {
-            stream,
-            peer,
-            idle_timeout: self.idle_timeout,
-            permit,
+        let Some(accepted) = self.register(raw, permit) else {
+            return;
         };
         let watcher = self.shutdown.watcher();
         match reply {
@@ -261,31 +113,43 @@ impl Acceptor {
         }
     }
 
+    /// Hands the connection to a task that takes it through the admission stages first:
+    /// nothing is sent before they pass, so not even an immediate reply is sent from here.
+    fn admit(
+        &self,
+        raw: RawStream,
+        permit: Option<OwnedSemaphorePermit>,
+        pipeline: &Arc<Pipeline>,
+    ) {
+        if let Some(accepted) = self.register(raw, permit) {
+            let watcher = self.shutdown.watcher();
+            self.spawner
+                .spawn_admitting(accepted, watcher, Arc::clone(pipeline));
+        }
+    }
+
+    /// Registers the connection with tokio, for a task to run it.
+    fn register(&self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) -> Option<Accepted> {
+        let (stream, peer) = match raw.into_stream() {
+            Ok(parts) => parts,
+            Err(err) => {
+                tracing::debug!("cannot register a connection: {}", describe(&err));
+                return None;
+            }
+        };
+        tracing::debug!(%peer, "accepted");
+        Some(Accepted {
+            stream,
+            peer,
+            idle_timeout: self.idle_timeout,
+            permit,
+        })
+    }
+
     /// Waits for a free connection slot; with no limit there is always one.
     async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         let slots = self.slots.as_ref()?;
         // The semaphore is never closed, so acquiring cannot fail.
         Arc::clone(slots).acquire_owned().await.ok()
     }
-}
-
-/// The rest of an immediate reply that did not fit the socket buffer, sent from a task.
-fn finish_reply(accepted: Accepted, rest: Vec<u8>, watcher: Watcher) {
-    tokio::spawn(async move {
-        let (mut conn, permit) = accepted.into_connection();
-        tokio::select! {
-            biased;
-            result = async {
-                conn.write_all(&rest).await?;
-                conn.shutdown().await
-            } => {
-                if let Err(err) = result {
-                    tracing::debug!("connection ended: {}", describe(&err));
-                }
-            }
-            () = watcher.forced() => {}
-        }
-        drop(permit);
-        drop(watcher);
-    });
 }

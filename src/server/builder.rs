@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use super::admission::{Admission, Stages};
 use super::listener::ListenerGroup;
 use super::{Limits, Server};
 use crate::endpoint::Endpoint;
@@ -37,6 +40,7 @@ pub struct Builder {
     backlog: i32,
     unix_mode: Option<u32>,
     workers: usize,
+    stages: Stages,
 }
 
 impl Default for Builder {
@@ -52,6 +56,7 @@ impl Default for Builder {
             backlog: 1024,
             unix_mode: None,
             workers: 1,
+            stages: Stages::default(),
         }
     }
 }
@@ -110,6 +115,16 @@ impl Builder {
         self
     }
 
+    /// Adds an admission stage: a check every new stream connection must pass before the
+    /// handler sees it (see [`Admission`]). Stages run in SPEC §3's order — PROXY header,
+    /// access control, per-source limits, TLS handshake — whatever order they are added
+    /// in; stages of the same rule run in the order added. They apply to stream
+    /// listeners; datagrams are not affected.
+    pub fn stage(&mut self, stage: impl Admission) -> &mut Builder {
+        self.stages.add(Arc::new(stage));
+        self
+    }
+
     /// Binds every endpoint, in order. Must be called inside a tokio runtime.
     ///
     /// # Errors
@@ -127,6 +142,6 @@ impl Builder {
             .iter()
             .map(|endpoint| ListenerGroup::bind(endpoint, options, self.workers))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Server::new(groups, self.limits))
+        Ok(Server::new(groups, self.limits, self.stages.clone()))
     }
 }

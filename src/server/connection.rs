@@ -88,6 +88,13 @@ impl Connection {
         &self.peer
     }
 
+    /// Replaces the client's address with the one an admission stage learned (the PROXY
+    /// protocol's header names the real client behind a load balancer): the stages after
+    /// it, the handler and the logs see this one.
+    pub fn set_peer_addr(&mut self, peer: Address) {
+        self.peer = peer;
+    }
+
     /// The address the client connected to.
     ///
     /// Asked of the socket (`getsockname(2)`) when called, rather than stored for every

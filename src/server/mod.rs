@@ -12,6 +12,9 @@
 //! - [`Connection`] (async) and [`BlockingConnection`] (`Read + Write`): one accepted TCP or
 //!   Unix stream with its addresses. [`Reply`]: a datagram handler's answers.
 //! - [`ShutdownHandle`]: graceful shutdown with a drain deadline.
+//! - [`Admission`]: a stage of the connection pipeline, which may refuse a new connection
+//!   before the handler sees it ([`Builder::stage`]); a [`Refusal`] carries its
+//!   [`RefusalReason`], and [`Server::refusals`] counts them.
 //!
 //! Every transport honours the same limits: past `max_connections` the accept loop stops
 //! accepting until a connection ends; `idle_timeout` closes a connection with no bytes moving
@@ -50,12 +53,14 @@
 //! ```
 
 mod acceptor;
+mod admission;
 mod blocking;
 mod builder;
 mod connection;
 mod datagram;
 mod listener;
 mod shutdown;
+mod task;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -65,17 +70,23 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+pub use admission::{Admission, Admit, Admitted, Refusal, Refusals};
 pub use blocking::{BlockingConnection, BlockingHandler};
 pub use builder::Builder;
 pub use connection::Connection;
 pub use datagram::{DatagramHandler, Reply};
 pub use shutdown::ShutdownHandle;
 
+/// Why a connection was refused; the metrics' reason, re-exported for admission stages.
+pub use crate::metrics::RefusalReason;
+
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
-use acceptor::{Acceptor, AsyncSpawner, BlockingSpawner, Spawner};
+use acceptor::Acceptor;
+use admission::Stages;
 use listener::{Listener, ListenerGroup};
 use shutdown::Phase;
+use task::{AsyncSpawner, BlockingSpawner, Spawner};
 
 /// Handles one connection. Any `Fn(Connection) -> impl Future<Output = io::Result<()>>`
 /// closure is a handler; implement the trait on a type to carry state.
@@ -129,6 +140,8 @@ pub(crate) struct Limits {
 pub struct Server {
     groups: Vec<ListenerGroup>,
     limits: Limits,
+    stages: Stages,
+    refusals: Refusals,
     shutdown: ShutdownHandle,
 }
 
@@ -138,10 +151,12 @@ impl Server {
         Builder::default()
     }
 
-    fn new(groups: Vec<ListenerGroup>, limits: Limits) -> Server {
+    fn new(groups: Vec<ListenerGroup>, limits: Limits, stages: Stages) -> Server {
         Server {
             groups,
             limits,
+            stages,
+            refusals: Refusals::default(),
             shutdown: ShutdownHandle::new(),
         }
     }
@@ -152,6 +167,12 @@ impl Server {
             .iter()
             .map(|group| group.endpoint.clone())
             .collect()
+    }
+
+    /// The counts of connections the admission stages ([`Builder::stage`]) refused, by
+    /// reason; take it before calling a `serve` method, and read it at any time.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals.clone()
     }
 
     /// A handle that shuts this server down; take it before calling a `serve` method.
@@ -237,6 +258,7 @@ impl Server {
                 return Err(Error::new(Op::Listen, &group.endpoint, reason));
             }
         }
+        let pipeline = self.stages.pipeline(&self.refusals);
         let mut tasks = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
@@ -252,6 +274,7 @@ impl Server {
                                 exhausted: Arc::clone(&exhausted),
                                 spawner: Arc::clone(spawner),
                                 slots: slots.clone(),
+                                pipeline: pipeline.clone(),
                                 idle_timeout: self.limits.idle_timeout,
                                 shutdown: self.shutdown.clone(),
                             };

@@ -33,6 +33,8 @@ mod examples;
 mod interop;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
+/// Admission stages between accept and the service: refusals, order, deadlines, shutdown.
+mod server_pipeline;
 /// Unix socket files: stale, foreign, live, permissions, removal.
 mod server_unix;
 /// Every built-in service, per RFC, over TCP, UDP and Unix sockets.

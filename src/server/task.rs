@@ -1,0 +1,258 @@
+//! The ways an accepted connection is run: as an async task ([`AsyncSpawner`]), on the
+//! blocking pool ([`BlockingSpawner`]), or as the rest of an immediate reply ([`answer`]);
+//! each either straight away or after the admission stages.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::admission::{Held, Pipeline};
+use super::blocking::{BlockingHandler, into_blocking};
+use super::shutdown::{Phase, Watcher};
+use super::{Connection, Handler};
+use crate::error::describe;
+use crate::net::Stream;
+use crate::socket::Address;
+
+/// Starts one accepted connection; object-safe so one accept loop serves either kind.
+pub(crate) trait Spawner: Send + Sync + 'static {
+    /// Runs the connection in a task of its own.
+    fn spawn(&self, accepted: Accepted, watcher: Watcher);
+
+    /// Runs the connection in a task of its own that first takes it through `pipeline`.
+    fn spawn_admitting(&self, accepted: Accepted, watcher: Watcher, pipeline: Arc<Pipeline>);
+
+    /// The handler's immediate reply, if it has one (see [`Handler::immediate_reply`]).
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        None
+    }
+}
+
+/// What the accept loop hands to a [`Spawner`].
+pub(crate) struct Accepted {
+    pub(crate) stream: Stream,
+    pub(crate) peer: Address,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Accepted {
+    /// The connection for an async handler, and the slot it holds.
+    fn into_connection(self) -> (Connection, Option<OwnedSemaphorePermit>) {
+        let conn = Connection::new(self.stream, self.peer, self.idle_timeout);
+        (conn, self.permit)
+    }
+}
+
+/// Takes `conn` through `pipeline`, cut short by a forced shutdown: what the stages keep
+/// for the connection's life, or `None` when it is not to go on.
+async fn admitted(pipeline: &Pipeline, conn: &mut Connection, watcher: &Watcher) -> Option<Held> {
+    tokio::select! {
+        biased;
+        () = watcher.forced() => None,
+        held = pipeline.admit(conn) => held,
+    }
+}
+
+/// Runs an async [`Handler`] as a task per connection.
+pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
+
+impl<H: Handler> Spawner for AsyncSpawner<H> {
+    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        self.0.immediate_reply()
+    }
+
+    fn spawn(&self, accepted: Accepted, watcher: Watcher) {
+        let (conn, permit) = accepted.into_connection();
+        // The handler's future is made here, so the task holds it once, not beside the
+        // pieces it was made from.
+        let work = self.0.call(conn);
+        tokio::spawn(ConnTask::new(work, watcher, permit));
+    }
+
+    fn spawn_admitting(&self, accepted: Accepted, watcher: Watcher, pipeline: Arc<Pipeline>) {
+        let handler = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let (mut conn, permit) = accepted.into_connection();
+            let Some(held) = admitted(&pipeline, &mut conn, &watcher).await else {
+                return; // dropping `conn` closes the connection
+            };
+            match handler.immediate_reply() {
+                Some(reply) => answer(conn, &reply, watcher, permit).await,
+                None => ConnTask::new(handler.call(conn), watcher, permit).await,
+            }
+            drop(held);
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task: the handler's future, cut short by a forced shutdown; its
+    /// slot and watcher go when it does. Written out rather than as `select!` in an async
+    /// block, which held the handler's future twice: this is most of an idle connection's
+    /// memory.
+    struct ConnTask<F> {
+        #[pin]
+        work: F,
+        #[pin]
+        forced: OwnedNotified,
+        armed: bool,
+        watcher: Watcher,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<F> ConnTask<F> {
+    fn new(work: F, watcher: Watcher, permit: Option<OwnedSemaphorePermit>) -> ConnTask<F> {
+        ConnTask {
+            work,
+            forced: watcher.forced_owned(),
+            armed: false,
+            watcher,
+            permit,
+        }
+    }
+}
+
+impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if !*this.armed {
+            // Registered before the phase is read, so a force in between is not missed.
+            this.forced.as_mut().enable();
+            *this.armed = true;
+            if this.watcher.is_forced() {
+                return Poll::Ready(());
+            }
+        }
+        if let Poll::Ready(result) = this.work.poll(cx) {
+            if let Err(err) = result {
+                tracing::debug!("connection ended: {}", describe(&err));
+            }
+            return Poll::Ready(());
+        }
+        if this.forced.poll(cx).is_ready() {
+            tracing::debug!("connection closed by shutdown");
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// Sends `reply` (the rest of an immediate reply, or all of it after the admission stages)
+/// and half-closes, unless a forced shutdown comes first.
+pub(crate) async fn answer(
+    mut conn: Connection,
+    reply: &[u8],
+    watcher: Watcher,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    tokio::select! {
+        biased;
+        result = async {
+            conn.write_all(reply).await?;
+            conn.shutdown().await
+        } => {
+            if let Err(err) = result {
+                tracing::debug!("connection ended: {}", describe(&err));
+            }
+        }
+        () = watcher.forced() => {}
+    }
+    drop(permit);
+    drop(watcher);
+}
+
+/// The rest of an immediate reply that did not fit the socket buffer, sent from a task.
+pub(crate) fn finish_reply(accepted: Accepted, rest: Vec<u8>, watcher: Watcher) {
+    tokio::spawn(async move {
+        let (conn, permit) = accepted.into_connection();
+        answer(conn, &rest, watcher, permit).await;
+    });
+}
+
+/// Runs a [`BlockingHandler`] on the blocking pool, at most `pool` at once.
+pub(crate) struct BlockingSpawner<B> {
+    pub(crate) handler: Arc<B>,
+    pub(crate) pool: Arc<Semaphore>,
+}
+
+impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
+    fn spawn(&self, accepted: Accepted, watcher: Watcher) {
+        let handler = Arc::clone(&self.handler);
+        let pool = Arc::clone(&self.pool);
+        tokio::spawn(run_blocking(handler, pool, accepted, watcher));
+    }
+
+    fn spawn_admitting(&self, accepted: Accepted, watcher: Watcher, pipeline: Arc<Pipeline>) {
+        let handler = Arc::clone(&self.handler);
+        let pool = Arc::clone(&self.pool);
+        tokio::spawn(async move {
+            let (mut conn, permit) = accepted.into_connection();
+            let Some(held) = admitted(&pipeline, &mut conn, &watcher).await else {
+                return;
+            };
+            let peer = conn.peer_addr().clone();
+            let (stream, idle_timeout) = conn.into_parts();
+            let accepted = Accepted {
+                stream,
+                peer,
+                idle_timeout,
+                permit,
+            };
+            run_blocking(handler, pool, accepted, watcher).await;
+            drop(held);
+        });
+    }
+}
+
+/// Waits for a thread of the pool, then runs `handler` on it; a forced shutdown shuts the
+/// connection down under the handler, which makes its pending read or write return.
+async fn run_blocking<B: BlockingHandler>(
+    handler: Arc<B>,
+    pool: Arc<Semaphore>,
+    accepted: Accepted,
+    mut watcher: Watcher,
+) {
+    let Accepted {
+        stream,
+        peer,
+        idle_timeout,
+        permit,
+    } = accepted;
+    let (conn, closer) = match into_blocking(stream, peer, idle_timeout) {
+        Ok(pair) => pair,
+        Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
+    };
+    let thread = tokio::select! {
+        // The pool is never closed, so acquiring cannot fail.
+        thread = pool.acquire_owned() => thread.ok(),
+        () = watcher.reached(Phase::Draining) => None,
+    };
+    let Some(thread) = thread else { return };
+    let mut job = tokio::task::spawn_blocking(move || {
+        let result = handler.call(conn);
+        drop(thread);
+        result
+    });
+    tokio::select! {
+        result = &mut job => match result {
+            Ok(Err(err)) => tracing::debug!("connection ended: {}", describe(&err)),
+            Err(err) => tracing::warn!("a blocking handler panicked: {err}"),
+            Ok(Ok(())) => {}
+        },
+        () = watcher.forced() => closer.close(),
+    }
+    drop(permit);
+    drop(watcher);
+}
