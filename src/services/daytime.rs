@@ -5,11 +5,9 @@
 //! `Tuesday, November 24, 2026 22:44:11-UTC` followed by CR LF.
 
 use std::borrow::Cow;
-use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::server::{Connection, DatagramHandler, Handler, Reply};
-use crate::socket::Address;
+use super::answer::{Answer, answer_service};
 
 const WEEKDAYS: [&str; 7] = [
     "Thursday",
@@ -81,22 +79,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Daytime;
 
-impl Handler for Daytime {
-    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        super::answer_and_close(conn, line(SystemTime::now()))
-    }
-
-    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
-        Some(Cow::Owned(line(SystemTime::now()).into_bytes()))
+impl Answer for Daytime {
+    fn answer(&self) -> impl AsRef<[u8]> + Into<Cow<'_, [u8]>> {
+        line(SystemTime::now()).into_bytes()
     }
 }
 
-impl DatagramHandler for Daytime {
-    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
-        reply.send(line(SystemTime::now()).as_bytes());
-        Ok(())
-    }
-}
+answer_service!(Daytime);
 
 #[cfg(test)]
 mod tests {

@@ -2,11 +2,9 @@
 //! client, then close. Over UDP, the message answers each datagram.
 
 use std::borrow::Cow;
-use std::io;
 use std::sync::Arc;
 
-use crate::server::{Connection, DatagramHandler, Handler, Reply};
-use crate::socket::Address;
+use super::answer::{Answer, answer_service};
 
 /// The message the tutorial's server sends.
 pub const DEFAULT_MESSAGE: &str = "你好";
@@ -45,19 +43,10 @@ impl Default for Greeting {
     }
 }
 
-impl Handler for Greeting {
-    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        super::answer_and_close(conn, Arc::clone(&self.message))
-    }
-
-    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
-        Some(Cow::Borrowed(&self.message))
+impl Answer for Greeting {
+    fn answer(&self) -> impl AsRef<[u8]> + Into<Cow<'_, [u8]>> {
+        &self.message[..]
     }
 }
 
-impl DatagramHandler for Greeting {
-    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
-        reply.send(&self.message);
-        Ok(())
-    }
-}
+answer_service!(Greeting);

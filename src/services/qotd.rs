@@ -3,13 +3,11 @@
 //! answer. Quotes come from a built-in list or a file, and are served in turn.
 
 use std::borrow::Cow;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::server::{Connection, DatagramHandler, Handler, Reply};
-use crate::socket::Address;
+use super::answer::{Answer, answer_service};
 
 /// The RFC's limit on a quote, in bytes (a quote must be shorter).
 pub const MAX_QUOTE: usize = 512;
@@ -144,32 +142,19 @@ impl Qotd {
 
     /// The next quote, in turn.
     pub fn next_quote(&self) -> &[u8] {
-        &self.quotes[self.next_index()]
-    }
-
-    fn next_index(&self) -> usize {
         // Every constructor refuses an empty list, so the modulus is never zero.
-        self.next.fetch_add(1, Ordering::Relaxed) % self.quotes.len()
+        let next = self.next.fetch_add(1, Ordering::Relaxed) % self.quotes.len();
+        &self.quotes[next]
     }
 }
 
-impl Handler for Qotd {
-    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let quote = Arc::clone(&self.quotes[self.next_index()]);
-        super::answer_and_close(conn, quote)
-    }
-
-    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
-        Some(Cow::Borrowed(self.next_quote()))
+impl Answer for Qotd {
+    fn answer(&self) -> impl AsRef<[u8]> + Into<Cow<'_, [u8]>> {
+        self.next_quote()
     }
 }
 
-impl DatagramHandler for Qotd {
-    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
-        reply.send(self.next_quote());
-        Ok(())
-    }
-}
+answer_service!(Qotd);
 
 #[cfg(test)]
 mod tests {

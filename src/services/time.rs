@@ -2,11 +2,9 @@
 //! since 1900-01-01 00:00 UTC; then the connection closes. Over UDP, the same as the answer.
 
 use std::borrow::Cow;
-use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::server::{Connection, DatagramHandler, Handler, Reply};
-use crate::socket::Address;
+use super::answer::{Answer, answer_service};
 
 /// Seconds from 1900-01-01 to 1970-01-01 (RFC 868: 2,208,988,800).
 pub const EPOCH_OFFSET: u64 = 2_208_988_800;
@@ -32,19 +30,25 @@ pub fn rfc868(now: SystemTime) -> [u8; 4] {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Time;
 
-impl Handler for Time {
-    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        super::answer_and_close(conn, rfc868(SystemTime::now()))
-    }
-
-    fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
-        Some(Cow::Owned(rfc868(SystemTime::now()).to_vec()))
+impl Answer for Time {
+    fn answer(&self) -> impl AsRef<[u8]> + Into<Cow<'_, [u8]>> {
+        Stamp(rfc868(SystemTime::now()))
     }
 }
 
-impl DatagramHandler for Time {
-    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
-        reply.send(&rfc868(SystemTime::now()));
-        Ok(())
+answer_service!(Time);
+
+/// Four bytes of answer, kept off the heap: only the immediate reply copies them into one.
+struct Stamp([u8; 4]);
+
+impl AsRef<[u8]> for Stamp {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Stamp> for Cow<'_, [u8]> {
+    fn from(stamp: Stamp) -> Self {
+        Cow::Owned(stamp.0.to_vec())
     }
 }
