@@ -8,8 +8,9 @@
 //!   `create_server`, `socketpair`.
 //! - [`access`]: allow/deny rules and per-source limits for accepted connections.
 //! - [`endpoint`]: the `tcp:HOST:PORT` / `udp:` / `unix:` / `unixgram:` syntax.
-//! - [`server`]: listeners, handlers, limits and graceful shutdown on tokio.
-//! - [`services`]: the classic internet services (greeting, echo, …).
+//! - [`server`]: listeners, the connection pipeline (admission stages), handlers, limits and
+//!   graceful shutdown on tokio.
+//! - [`services`]: the classic internet services (greeting, echo, …) and their catalog.
 //! - [`client`]: netcat: connect or listen, and bridge the socket with input and output.
 //! - [`forward`]: a relay from every accepted connection to a target endpoint.
 //! - [`bench`](mod@bench): the load generator behind `socketkit bench`.
@@ -17,6 +18,10 @@
 //! - [`metrics`]: Prometheus metrics and the `/metrics` + `/health` endpoint.
 //! - [`error`]: the error type every operation returns.
 //! - [`guide`]: a walk from the tutorial's raw-socket server to `socketkit::server`.
+//!
+//! Beneath them, two private modules: `net`, where an endpoint becomes sockets for every
+//! part above, and `sys`, the raw system calls. `docs/architecture.md` draws the layers and
+//! what each may import; a test holds the code to it.
 //!
 //! # Examples
 //!

@@ -31,6 +31,8 @@ mod eof_model;
 mod examples;
 /// Against other people's tools: OpenBSD nc, socat.
 mod interop;
+/// The layering of docs/architecture.md: allowed imports, private internals, circles.
+mod layers;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.
