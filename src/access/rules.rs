@@ -18,7 +18,7 @@ use super::cidr_set::{CidrSet, host_network};
 /// use socketkit::access::AccessRules;
 /// let rules = AccessRules::new(
 ///     ["127.0.0.0/8".parse().unwrap()],
-///     ["127.0.0.3".parse().unwrap()],
+///     ["127.0.0.3/32".parse().unwrap()],
 /// );
 /// assert!(rules.admits("127.0.0.2".parse().unwrap()));
 /// assert!(!rules.admits("127.0.0.3".parse().unwrap()), "a deny always wins");
@@ -194,7 +194,7 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
 ///
 /// ```
 /// use socketkit::access::{AccessControl, RuleSources};
-/// let sources = RuleSources { deny: vec!["127.0.0.3".parse().unwrap()], ..Default::default() };
+/// let sources = RuleSources { deny: vec!["127.0.0.3/32".parse().unwrap()], ..Default::default() };
 /// let control = AccessControl::new(sources)?;
 /// assert!(control.admits("127.0.0.2".parse().unwrap()));
 /// assert!(!control.admits("127.0.0.3".parse().unwrap()));
