@@ -90,6 +90,38 @@ pub(crate) struct ServerArgs {
     /// endpoint where the kernel supports it (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub(crate) workers: Option<usize>,
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
+}
+
+/// Who may connect, how often and how many at once, and as whom the server runs (SPEC
+/// §3.2); on serve, forward and listen -k.
+#[derive(Debug, Args, Default)]
+pub(crate) struct AccessArgs {
+    /// Admit only sources in CIDR (repeatable; a bare address is a /32 or /128).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) allow: Vec<String>,
+    /// Refuse sources in CIDR (repeatable); a deny always wins over an allow.
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) deny: Vec<String>,
+    /// Allow rules from FILE, one CIDR per line, `#` comments; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) allow_file: Vec<PathBuf>,
+    /// Deny rules from FILE, as --allow-file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) deny_file: Vec<PathBuf>,
+    /// At most N connections at once from one source (an IPv4 address or an IPv6 /64).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_per_source: Option<u32>,
+    /// New connections per source, as N/DURATION (e.g. 20/1s, 100/1m); excess refused.
+    #[arg(long, value_name = "RATE")]
+    pub(crate) rate_per_source: Option<String>,
+    /// After binding, drop root and run as USER (a name or a number).
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// After binding, run with GROUP (default: the user's primary group).
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +186,8 @@ pub(crate) struct ListenArgs {
     /// After a connection ends, accept the next one (streams only).
     #[arg(short = 'k', long = "keep-open")]
     pub(crate) keep_open: bool,
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
     #[command(flatten)]
     pub(crate) bridge: BridgeArgs,
     #[command(flatten)]

@@ -24,8 +24,11 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
         .map_err(|err| CliError::Usage(err.to_string()))?
         .connect_timeout(timeout);
     let what = format!("forward to {}", relay.target());
-    let builder = server::builder(&args.server, endpoints)?;
+    let mut builder = server::builder(&args.server, endpoints)?;
+    let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server)?;
-    server::run(builder, workers, &what, |server| server.serve(relay))
+    server::run(builder, &access, workers, &what, |server| {
+        server.serve(relay)
+    })
 }

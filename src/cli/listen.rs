@@ -4,6 +4,7 @@ use std::io::Write;
 
 use socketkit::client::{self, BridgeEnd, BridgeOptions};
 
+use super::access;
 use super::args::ListenArgs;
 use super::exit::CliError;
 use super::{init_logging, ready, resolve, stdio};
@@ -17,12 +18,20 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         ));
     }
     let options = stdio::options(&args.bridge)?;
+    let access = access::resolve(&args.access)?;
     init_logging(&args.log);
     let mut listening = client::listen(&endpoint)?;
+    access.drop_privileges()?;
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
     let input = stdio::input(datagrams)?;
     if datagrams {
-        let (first, peer) = listening.first_datagram()?;
+        let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {
+            Ok(_) => true,
+            Err(reason) => {
+                tracing::debug!(%peer, reason = reason.as_str(), "dropped a datagram");
+                false
+            }
+        })?;
         tracing::debug!(%peer, "first datagram");
         if stdio::output()?.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
@@ -36,6 +45,15 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     }
     loop {
         let (mut socket, peer) = listening.accept()?;
+        let _place = match access.check(&peer) {
+            Ok(place) => place,
+            Err(reason) => {
+                tracing::debug!(%peer, reason = reason.as_str(), "refused");
+                // A reset: the client is told at once and we keep no TIME_WAIT.
+                let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+                continue;
+            }
+        };
         tracing::debug!(%peer, "accepted");
         let options = BridgeOptions {
             peer: Some(peer),

@@ -1,6 +1,7 @@
 //! The command line: parse → resolve → call the library → map the outcome to an exit code.
 //! One file per subcommand; nothing here does network work of its own.
 
+mod access;
 mod args;
 mod bench;
 mod completions;

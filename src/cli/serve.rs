@@ -32,10 +32,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         program: args.program,
     };
     let configured = service.configure(options).map_err(usage)?;
-    let builder = server::builder(&args.server, endpoints)?;
+    let mut builder = server::builder(&args.server, endpoints)?;
+    let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server)?;
-    server::run(builder, workers, service.name(), |server| {
+    server::run(builder, &access, workers, service.name(), |server| {
         configured.serve(server)
     })
 }

@@ -7,6 +7,7 @@ use socketkit::endpoint::Endpoint;
 use socketkit::server::{Builder, Server, ShutdownHandle};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::access::{self, Access};
 use super::args::ServerArgs;
 use super::exit::CliError;
 use super::{ready, resolve};
@@ -50,6 +51,13 @@ pub(crate) fn builder(args: &ServerArgs, endpoints: Vec<Endpoint>) -> Result<Bui
     Ok(builder)
 }
 
+/// The access settings of `args`, checked (exit 2 on any fault), added to `builder`.
+pub(crate) fn access(args: &ServerArgs, builder: &mut Builder) -> Result<Access, CliError> {
+    let access = access::resolve(&args.access)?;
+    access.apply(builder);
+    Ok(access)
+}
+
 /// `--workers`, or the cores this process may use.
 pub(crate) fn workers(args: &ServerArgs) -> Result<usize, CliError> {
     match args.workers {
@@ -63,6 +71,7 @@ pub(crate) fn workers(args: &ServerArgs) -> Result<usize, CliError> {
 /// on a multi-threaded runtime until a signal shuts the server down.
 pub(crate) fn run<F, Fut>(
     builder: Builder,
+    access: &Access,
     workers: usize,
     what: &str,
     serve: F,
@@ -78,9 +87,12 @@ where
         .map_err(|err| runtime_error("tokio runtime", err))?;
     runtime.block_on(async move {
         let server = builder.bind().await?;
+        // Bound (so ports below 1024 work as root), nothing accepted yet.
+        access.drop_privileges()?;
         // Signals are caught before the readiness lines, so a SIGTERM sent as soon as
         // a script reads them is a graceful shutdown, never the default death.
         watch_signals(server.shutdown_handle())?;
+        access.reload_on_hangup()?;
         ready::announce(&server.local_endpoints(), what);
         serve(server).await?;
         Ok(())

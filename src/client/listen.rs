@@ -78,11 +78,29 @@ impl Listening {
     /// `cannot receive from ENDPOINT: REASON`; for Unix datagrams, a sender without an
     /// address (it cannot be answered).
     pub fn first_datagram(&mut self) -> Result<(Vec<u8>, Address)> {
+        self.first_datagram_from(|_| true)
+    }
+
+    /// As [`Listening::first_datagram`], skipping (dropping) datagrams from senders that
+    /// `admit` refuses.
+    ///
+    /// # Errors
+    ///
+    /// As [`Listening::first_datagram`].
+    pub fn first_datagram_from(
+        &mut self,
+        mut admit: impl FnMut(&Address) -> bool,
+    ) -> Result<(Vec<u8>, Address)> {
         let fail = |err: io::Error| Error::new(Op::Receive, &self.endpoint, err);
-        let (data, peer) = self
-            .socket
-            .recvfrom(super::MAX_DATAGRAM)
-            .map_err(|e| fail(e.into_io_error()))?;
+        let (data, peer) = loop {
+            let (data, peer) = self
+                .socket
+                .recvfrom(super::MAX_DATAGRAM)
+                .map_err(|e| fail(e.into_io_error()))?;
+            if admit(&peer) {
+                break (data, peer);
+            }
+        };
         if self.endpoint.transport() == Transport::Unixgram && peer.as_path().is_none() {
             let reason = "the first sender's socket is unnamed, so it cannot be answered";
             return Err(fail(io::Error::new(io::ErrorKind::InvalidInput, reason)));

@@ -99,6 +99,16 @@ impl Stream {
             Stream::Unix(_) => Ok(()),
         }
     }
+
+    /// Makes the close a reset (`SO_LINGER` 0): for a connection refused after accept.
+    pub(crate) fn reset_on_close(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)),
+            Stream::Unix(s) => {
+                socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO))
+            }
+        };
+    }
 }
 
 impl AsRawFd for Stream {

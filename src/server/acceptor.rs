@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EXHAUSTION_BACKOFF;
-use super::admission::Pipeline;
+use super::admission::{Held, Pipeline};
 use super::listener::StreamListener;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
-use super::task::{Accepted, Spawner, finish_reply};
+use super::task::{Accepted, Holds, Spawner, finish_reply};
 use crate::error::describe;
 use crate::net::{RawStream, is_connection_error};
 
@@ -87,8 +87,18 @@ impl Acceptor {
     /// immediate reply that fits the socket buffer (no task, no registration, no
     /// allocation), otherwise handed to tokio and a task.
     fn serve(&self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) {
+        let mut holds = Holds {
+            permit,
+            kept: Held::new(),
+        };
         if let Some(pipeline) = &self.pipeline {
-            return self.admit(raw, permit, pipeline);
+            let Some(kept) = pipeline.check_early(&raw.peer()) else {
+                return raw.reset(); // refused: no byte of the service
+            };
+            holds.kept = kept;
+            if pipeline.has_late() {
+                return self.admit(raw, holds, pipeline);
+            }
         }
         let reply = self.spawner.immediate_reply();
         let mut sent = 0;
@@ -103,7 +113,7 @@ impl Acceptor {
                 Err(err) => return tracing::debug!("answer failed: {}", describe(&err)),
             }
         }
-        let Some(accepted) = self.register(raw, permit) else {
+        let Some(accepted) = self.register(raw, holds) else {
             return;
         };
         let watcher = self.shutdown.watcher();
@@ -115,13 +125,8 @@ impl Acceptor {
 
     /// Hands the connection to a task that takes it through the admission stages first:
     /// nothing is sent before they pass, so not even an immediate reply is sent from here.
-    fn admit(
-        &self,
-        raw: RawStream,
-        permit: Option<OwnedSemaphorePermit>,
-        pipeline: &Arc<Pipeline>,
-    ) {
-        if let Some(accepted) = self.register(raw, permit) {
+    fn admit(&self, raw: RawStream, holds: Holds, pipeline: &Arc<Pipeline>) {
+        if let Some(accepted) = self.register(raw, holds) {
             let watcher = self.shutdown.watcher();
             self.spawner
                 .spawn_admitting(accepted, watcher, Arc::clone(pipeline));
@@ -129,7 +134,7 @@ impl Acceptor {
     }
 
     /// Registers the connection with tokio, for a task to run it.
-    fn register(&self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) -> Option<Accepted> {
+    fn register(&self, raw: RawStream, holds: Holds) -> Option<Accepted> {
         let (stream, peer) = match raw.into_stream() {
             Ok(parts) => parts,
             Err(err) => {
@@ -142,7 +147,7 @@ impl Acceptor {
             stream,
             peer,
             idle_timeout: self.idle_timeout,
-            permit,
+            holds,
         })
     }
 

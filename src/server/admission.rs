@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::Connection;
 use crate::metrics::RefusalReason;
+use crate::socket::Address;
 
 /// A stage's "no" to a connection: the reason it is counted under, and what exactly was
 /// wrong, for the log.
@@ -156,6 +157,22 @@ pub trait Admission: Send + Sync + 'static {
     /// the service does — what it reads, the service does not see — and may set the peer
     /// address that everything after it sees ([`Connection::set_peer_addr`]).
     fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a>;
+
+    /// Whether the stage decides from the peer's address alone, with no I/O (access rules,
+    /// per-source limits). Such stages at the head of the chain (no stage that reads from
+    /// the connection before them) run on the accept loop through
+    /// [`Admission::check_peer`], before the connection is registered with tokio: a refused
+    /// connection costs no task, and an admitted one keeps the immediate-reply path.
+    fn peer_only(&self) -> bool {
+        false
+    }
+
+    /// The decision of a [`peer_only`](Admission::peer_only) stage on `peer`; it must be
+    /// the one [`Admission::admit`] would make. Stages that are not peer-only are never
+    /// asked.
+    fn check_peer(&self, _peer: &Address) -> Result<Admitted, Refusal> {
+        Ok(Admitted::new())
+    }
 }
 
 /// The ordered stages of a server, as the builder collects them.
@@ -171,11 +188,17 @@ impl Stages {
     }
 
     /// The chain to run on each connection, or `None` when there is no stage (the fast path).
-    pub(crate) fn pipeline(&self, refusals: &Refusals) -> Option<Arc<Pipeline>> {
+    pub(crate) fn pipeline(
+        &self,
+        refusals: &Refusals,
+        dropped: &Refusals,
+    ) -> Option<Arc<Pipeline>> {
         (!self.0.is_empty()).then(|| {
             Arc::new(Pipeline {
+                early: self.0.iter().take_while(|stage| stage.peer_only()).count(),
                 stages: self.0.clone().into_boxed_slice(),
                 refusals: refusals.clone(),
+                dropped: dropped.clone(),
             })
         })
     }
@@ -192,15 +215,63 @@ impl fmt::Debug for Stages {
 /// The admission stages in the order they run, and where their refusals are counted.
 pub(crate) struct Pipeline {
     stages: Box<[Arc<dyn Admission>]>,
+    /// How many stages at the head are [peer-only](Admission::peer_only): they run on the
+    /// accept loop ([`Pipeline::check_early`]), the rest in the connection's task.
+    early: usize,
     refusals: Refusals,
+    /// Datagrams dropped by the peer-only stages, by reason.
+    dropped: Refusals,
 }
 
 impl Pipeline {
-    /// Runs every stage on `conn` in order: what they keep for the connection's life, or
-    /// `None` (counted and logged) at the first that refuses it.
+    /// Runs the peer-only stages at the head of the chain on `peer`, on the accept loop:
+    /// what they keep, or `None` (counted and logged) when one refuses.
+    pub(crate) fn check_early(&self, peer: &Address) -> Option<Held> {
+        let mut held = Held::new();
+        for stage in &self.stages[..self.early] {
+            match stage.check_peer(peer) {
+                Ok(Admitted(None)) => {}
+                Ok(kept) => held.push(kept),
+                Err(refusal) => {
+                    self.count(peer, &refusal);
+                    return None;
+                }
+            }
+        }
+        Some(held)
+    }
+
+    /// Whether a datagram from `peer` may reach the handler: every peer-only stage is
+    /// asked (the others, such as PROXY headers and TLS, do not apply to datagrams), and
+    /// what it keeps is let go at once (a datagram holds no place). A refused datagram is
+    /// counted as dropped and logged.
+    pub(crate) fn admits_datagram(&self, peer: &Address) -> bool {
+        for stage in self.stages.iter().filter(|stage| stage.peer_only()) {
+            if let Err(refusal) = stage.check_peer(peer) {
+                self.dropped.count(refusal.reason);
+                tracing::debug!(
+                    peer = %peer,
+                    reason = refusal.reason.as_str(),
+                    "dropped a datagram: {}",
+                    refusal.detail
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether any stage must run in the connection's task (one that reads from it, or
+    /// comes after one that does).
+    pub(crate) fn has_late(&self) -> bool {
+        self.early < self.stages.len()
+    }
+
+    /// Runs the stages after the early ones on `conn` in order: what they keep for the
+    /// connection's life, or `None` (counted and logged) at the first that refuses it.
     pub(crate) async fn admit(&self, conn: &mut Connection) -> Option<Held> {
         let mut held = Held::new();
-        for stage in &self.stages {
+        for stage in &self.stages[self.early..] {
             let verdict = match stage.deadline() {
                 Some(limit) => tokio::time::timeout(limit, stage.admit(conn))
                     .await
@@ -219,11 +290,17 @@ impl Pipeline {
         Some(held)
     }
 
-    /// Counts and logs a refusal: the one place every refused connection passes.
+    /// Counts and logs a refusal in the task; the connection is reset when it closes.
     fn refused(&self, conn: &Connection, refusal: &Refusal) {
+        conn.reset_on_close();
+        self.count(conn.peer_addr(), refusal);
+    }
+
+    /// Counts and logs a refusal: the one place every refused connection passes.
+    fn count(&self, peer: &Address, refusal: &Refusal) {
         self.refusals.count(refusal.reason);
         tracing::debug!(
-            peer = %conn.peer_addr(),
+            peer = %peer,
             reason = refusal.reason.as_str(),
             "refused: {}",
             refusal.detail
@@ -309,7 +386,11 @@ mod tests {
 
     #[test]
     fn no_stage_means_no_pipeline() {
-        assert!(Stages::default().pipeline(&Refusals::default()).is_none());
+        assert!(
+            Stages::default()
+                .pipeline(&Refusals::default(), &Refusals::default())
+                .is_none()
+        );
     }
 
     #[test]

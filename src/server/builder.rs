@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use super::access_stages::{AccessStage, SourceStage};
 use super::admission::{Admission, Stages};
 use super::listener::ListenerGroup;
 use super::{Limits, Server};
+use crate::access::{AccessControl, SourceLimits};
 use crate::endpoint::Endpoint;
 use crate::error::Result;
 use crate::net::ListenOptions;
@@ -113,6 +115,37 @@ impl Builder {
     pub fn unix_mode(&mut self, mode: u32) -> &mut Builder {
         self.unix_mode = Some(mode);
         self
+    }
+
+    /// Admits only the sources `control`'s rules allow (SPEC §3.2), checked on every new
+    /// connection and every datagram; `control` can be reloaded while the server runs
+    /// ([`AccessControl::reload`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use socketkit::access::{AccessControl, RuleSources};
+    /// let rules = RuleSources { deny: vec!["192.0.2.0/24".parse().unwrap()], ..Default::default() };
+    /// let mut builder = socketkit::server::Server::builder();
+    /// builder.access_control(Arc::new(AccessControl::new(rules).unwrap()));
+    /// ```
+    pub fn access_control(&mut self, control: Arc<AccessControl>) -> &mut Builder {
+        self.stage(AccessStage(control))
+    }
+
+    /// Limits each source's connections at once and its rate of new ones (SPEC §3.2); a
+    /// datagram counts against the rate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::access::SourceLimits;
+    /// let mut builder = socketkit::server::Server::builder();
+    /// builder.source_limits(SourceLimits::new(Some(10), Some("20/1s".parse().unwrap())));
+    /// ```
+    pub fn source_limits(&mut self, limits: Arc<SourceLimits>) -> &mut Builder {
+        self.stage(SourceStage(limits))
     }
 
     /// Adds an admission stage: a check every new stream connection must pass before the

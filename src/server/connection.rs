@@ -79,6 +79,11 @@ impl Connection {
 
     /// The stream and the idle limit, for code that drives the socket itself (the splice
     /// relay of `forward`).
+    /// Makes the close a reset, for a connection refused by an admission stage.
+    pub(crate) fn reset_on_close(&self) {
+        self.stream.reset_on_close();
+    }
+
     pub(crate) fn into_parts(self) -> (Stream, Option<Duration>) {
         (self.stream, self.idle.map(|idle| idle.limit))
     }

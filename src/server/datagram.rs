@@ -6,6 +6,7 @@ use std::io;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::EXHAUSTION_BACKOFF;
+use super::admission::Pipeline;
 use super::shutdown::{Phase, Watcher};
 use crate::net::{UnixFile, is_resource_exhaustion};
 use crate::socket::Address;
@@ -133,6 +134,7 @@ impl DatagramListener {
     pub(crate) async fn run(
         self,
         handler: std::sync::Arc<dyn DatagramHandler>,
+        pipeline: Option<std::sync::Arc<Pipeline>>,
         mut watcher: Watcher,
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -160,6 +162,9 @@ impl DatagramListener {
                 }
             };
             tracing::debug!(%peer, bytes = n, "datagram");
+            if pipeline.as_ref().is_some_and(|p| !p.admits_datagram(&peer)) {
+                continue;
+            }
             if let Err(err) = handler.datagram(&buf[..n], &peer, &mut reply) {
                 tracing::debug!(%peer, "handler failed: {}", crate::error::describe(&err));
             }

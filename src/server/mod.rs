@@ -53,6 +53,7 @@
 //! ```
 
 mod acceptor;
+mod access_stages;
 mod admission;
 mod blocking;
 mod builder;
@@ -142,6 +143,7 @@ pub struct Server {
     limits: Limits,
     stages: Stages,
     refusals: Refusals,
+    dropped: Refusals,
     shutdown: ShutdownHandle,
 }
 
@@ -157,6 +159,7 @@ impl Server {
             limits,
             stages,
             refusals: Refusals::default(),
+            dropped: Refusals::default(),
             shutdown: ShutdownHandle::new(),
         }
     }
@@ -173,6 +176,12 @@ impl Server {
     /// reason; take it before calling a `serve` method, and read it at any time.
     pub fn refusals(&self) -> Refusals {
         self.refusals.clone()
+    }
+
+    /// The counts of datagrams the peer-only admission stages (access rules, per-source
+    /// rate) dropped, by reason; take it before calling a `serve` method.
+    pub fn dropped_datagrams(&self) -> Refusals {
+        self.dropped.clone()
     }
 
     /// A handle that shuts this server down; take it before calling a `serve` method.
@@ -258,7 +267,7 @@ impl Server {
                 return Err(Error::new(Op::Listen, &group.endpoint, reason));
             }
         }
-        let pipeline = self.stages.pipeline(&self.refusals);
+        let pipeline = self.stages.pipeline(&self.refusals, &self.dropped);
         let mut tasks = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
@@ -283,7 +292,8 @@ impl Server {
                     }
                     (Listener::Datagram(listener), _, Some(handler)) => {
                         let watcher = self.shutdown.watcher();
-                        tasks.push(tokio::spawn(listener.run(Arc::clone(handler), watcher)));
+                        let run = listener.run(Arc::clone(handler), pipeline.clone(), watcher);
+                        tasks.push(tokio::spawn(run));
                     }
                     // Checked above: every listener has its handler.
                     _ => {}

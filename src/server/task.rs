@@ -41,14 +41,26 @@ pub(crate) struct Accepted {
     pub(crate) stream: Stream,
     pub(crate) peer: Address,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) holds: Holds,
+}
+
+/// What a connection holds until it closes: its `max_connections` slot, and what the
+/// admission stages kept for it (a per-source place). Both go when it is dropped.
+#[derive(Default)]
+pub(crate) struct Holds {
+    #[expect(
+        dead_code,
+        reason = "held only to be dropped with the connection: frees the slot"
+    )]
     pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) kept: Held,
 }
 
 impl Accepted {
-    /// The connection for an async handler, and the slot it holds.
-    fn into_connection(self) -> (Connection, Option<OwnedSemaphorePermit>) {
+    /// The connection for an async handler, and what it holds.
+    fn into_connection(self) -> (Connection, Holds) {
         let conn = Connection::new(self.stream, self.peer, self.idle_timeout);
-        (conn, self.permit)
+        (conn, self.holds)
     }
 }
 
@@ -71,25 +83,25 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
     }
 
     fn spawn(&self, accepted: Accepted, watcher: Watcher) {
-        let (conn, permit) = accepted.into_connection();
+        let (conn, holds) = accepted.into_connection();
         // The handler's future is made here, so the task holds it once, not beside the
         // pieces it was made from.
         let work = self.0.call(conn);
-        tokio::spawn(ConnTask::new(work, watcher, permit));
+        tokio::spawn(ConnTask::new(work, watcher, holds));
     }
 
     fn spawn_admitting(&self, accepted: Accepted, watcher: Watcher, pipeline: Arc<Pipeline>) {
         let handler = Arc::clone(&self.0);
         tokio::spawn(async move {
-            let (mut conn, permit) = accepted.into_connection();
+            let (mut conn, mut holds) = accepted.into_connection();
             let Some(held) = admitted(&pipeline, &mut conn, &watcher).await else {
                 return; // dropping `conn` closes the connection
             };
+            holds.kept.extend(held);
             match handler.immediate_reply() {
-                Some(reply) => answer(conn, &reply, watcher, permit).await,
-                None => ConnTask::new(handler.call(conn), watcher, permit).await,
+                Some(reply) => answer(conn, &reply, watcher, holds).await,
+                None => ConnTask::new(handler.call(conn), watcher, holds).await,
             }
-            drop(held);
         });
     }
 }
@@ -106,18 +118,18 @@ pin_project_lite::pin_project! {
         forced: OwnedNotified,
         armed: bool,
         watcher: Watcher,
-        permit: Option<OwnedSemaphorePermit>,
+        holds: Holds,
     }
 }
 
 impl<F> ConnTask<F> {
-    fn new(work: F, watcher: Watcher, permit: Option<OwnedSemaphorePermit>) -> ConnTask<F> {
+    fn new(work: F, watcher: Watcher, holds: Holds) -> ConnTask<F> {
         ConnTask {
             work,
             forced: watcher.forced_owned(),
             armed: false,
             watcher,
-            permit,
+            holds,
         }
     }
 }
@@ -151,12 +163,7 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
 
 /// Sends `reply` (the rest of an immediate reply, or all of it after the admission stages)
 /// and half-closes, unless a forced shutdown comes first.
-pub(crate) async fn answer(
-    mut conn: Connection,
-    reply: &[u8],
-    watcher: Watcher,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+pub(crate) async fn answer(mut conn: Connection, reply: &[u8], watcher: Watcher, holds: Holds) {
     tokio::select! {
         biased;
         result = async {
@@ -169,15 +176,15 @@ pub(crate) async fn answer(
         }
         () = watcher.forced() => {}
     }
-    drop(permit);
+    drop(holds);
     drop(watcher);
 }
 
 /// The rest of an immediate reply that did not fit the socket buffer, sent from a task.
 pub(crate) fn finish_reply(accepted: Accepted, rest: Vec<u8>, watcher: Watcher) {
     tokio::spawn(async move {
-        let (conn, permit) = accepted.into_connection();
-        answer(conn, &rest, watcher, permit).await;
+        let (conn, holds) = accepted.into_connection();
+        answer(conn, &rest, watcher, holds).await;
     });
 }
 
@@ -198,20 +205,20 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
         let handler = Arc::clone(&self.handler);
         let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
-            let (mut conn, permit) = accepted.into_connection();
+            let (mut conn, mut holds) = accepted.into_connection();
             let Some(held) = admitted(&pipeline, &mut conn, &watcher).await else {
                 return;
             };
+            holds.kept.extend(held);
             let peer = conn.peer_addr().clone();
             let (stream, idle_timeout) = conn.into_parts();
             let accepted = Accepted {
                 stream,
                 peer,
                 idle_timeout,
-                permit,
+                holds,
             };
             run_blocking(handler, pool, accepted, watcher).await;
-            drop(held);
         });
     }
 }
@@ -228,7 +235,7 @@ async fn run_blocking<B: BlockingHandler>(
         stream,
         peer,
         idle_timeout,
-        permit,
+        holds,
     } = accepted;
     let (conn, closer) = match into_blocking(stream, peer, idle_timeout) {
         Ok(pair) => pair,
@@ -253,6 +260,6 @@ async fn run_blocking<B: BlockingHandler>(
         },
         () = watcher.forced() => closer.close(),
     }
-    drop(permit);
+    drop(holds);
     drop(watcher);
 }

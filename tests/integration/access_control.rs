@@ -21,43 +21,57 @@ fn serve(args: &[&str]) -> Running {
 /// The server's address as a socket address (the `tcp:`/`udp:` scheme stripped).
 fn target(server: &Running) -> SocketAddr {
     let endpoint = &server.endpoints()[0];
-    let addr = endpoint.split_once(':').map_or(endpoint.as_str(), |(_, rest)| rest);
-    let addr = addr.replace("[::]", "[::1]").replace("0.0.0.0", "127.0.0.1");
+    let addr = endpoint
+        .split_once(':')
+        .map_or(endpoint.as_str(), |(_, rest)| rest);
+    let addr = addr
+        .replace("[::]", "[::1]")
+        .replace("0.0.0.0", "127.0.0.1");
     addr.parse().expect("a socket address")
 }
 
-/// A TCP connection to `to` from the source address `from`.
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+/// A TCP connection to `to` from the source address `from`, or the error of the connect
+/// (a refused source may be reset before the connect call has returned).
+fn try_connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let from: std::net::IpAddr = from.parse().expect("an address");
-    let to = match (from, to) {
-        // An IPv6 client reaches a dual-stack listener on ::1.
-        (std::net::IpAddr::V6(_), SocketAddr::V4(v4)) => {
-            SocketAddr::new("::1".parse().expect("::1"), v4.port())
+    // A dual-stack listener is reached on 127.0.0.1 by IPv4 sources and ::1 by IPv6 ones.
+    let to = match from {
+        std::net::IpAddr::V6(_) => SocketAddr::new("::1".parse().expect("::1"), to.port()),
+        std::net::IpAddr::V4(_) if to.is_ipv6() => {
+            SocketAddr::new("127.0.0.1".parse().expect("127.0.0.1"), to.port())
         }
-        _ => to,
+        std::net::IpAddr::V4(_) => to,
     };
-    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .expect("bind the source address");
-    socket
-        .connect_timeout(&to.into(), IO_TIMEOUT)
-        .unwrap_or_else(|err| panic!("connect {from} -> {to}: {err}"));
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&to.into(), IO_TIMEOUT)?;
     let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// As [`try_connect_from`], failing the test if the connect fails.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    try_connect_from(from, to).unwrap_or_else(|err| panic!("connect {from} -> {to}: {err}"))
 }
 
 /// What a source gets from a greeting server: `Some(bytes)` or `None` when refused (reset
 /// before any byte).
 fn greeting_from(from: &str, to: SocketAddr) -> Option<Vec<u8>> {
-    let mut stream = connect_from(from, to);
+    let mut stream = match try_connect_from(from, to) {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => return None,
+        Err(err) => panic!("connect {from} -> {to}: {err}"),
+    };
     let mut got = Vec::new();
     match stream.read_to_end(&mut got) {
         Ok(_) if got.is_empty() => panic!("{from}: closed without a byte but not reset"),
         Ok(_) => Some(got),
         Err(err) if err.kind() == ErrorKind::ConnectionReset => {
-            assert!(got.is_empty(), "{from}: a refused source got bytes: {got:?}");
+            assert!(
+                got.is_empty(),
+                "{from}: a refused source got bytes: {got:?}"
+            );
             None
         }
         Err(err) => panic!("{from}: {err}"),
@@ -80,9 +94,18 @@ fn allow_and_deny_rules_with_host_and_zero_length_networks() {
         // (options, admitted? for 127.0.0.1, 127.0.0.2, 127.0.0.3)
         (&["--allow", "127.0.0.2"], [false, true, false]),
         (&["--deny", "127.0.0.3/32"], [true, true, false]),
-        (&["--allow", "127.0.0.0/8", "--deny", "127.0.0.3"], [true, true, false]),
-        (&["--allow", "0.0.0.0/0", "--deny", "127.0.0.2/31"], [true, false, false]),
-        (&["--deny", "0.0.0.0/0", "--allow", "127.0.0.1"], [false, false, false]),
+        (
+            &["--allow", "127.0.0.0/8", "--deny", "127.0.0.3"],
+            [true, true, false],
+        ),
+        (
+            &["--allow", "0.0.0.0/0", "--deny", "127.0.0.2/31"],
+            [true, false, false],
+        ),
+        (
+            &["--deny", "0.0.0.0/0", "--allow", "127.0.0.1"],
+            [false, false, false],
+        ),
     ];
     for (options, expected) in cases {
         let mut args = vec!["-l", "127.0.0.1:0"];
@@ -100,19 +123,28 @@ fn a_dual_stack_listener_matches_mapped_peers_against_ipv4_rules() {
     let server = serve(&["-l", ":0", "--deny", "127.0.0.3", "--deny", "::1/128"]);
     let to = target(&server);
     assert!(admitted("127.0.0.2", to));
-    assert!(!admitted("127.0.0.3", to), "::ffff:127.0.0.3 matches 127.0.0.3");
+    assert!(
+        !admitted("127.0.0.3", to),
+        "::ffff:127.0.0.3 matches 127.0.0.3"
+    );
     assert!(!admitted("::1", to));
     let only_v6 = serve(&["-l", ":0", "--allow", "::1"]);
     let to = target(&only_v6);
     assert!(admitted("::1", to));
-    assert!(!admitted("127.0.0.1", to), "allow rules for IPv6 only shut IPv4 out");
+    assert!(
+        !admitted("127.0.0.1", to),
+        "allow rules for IPv6 only shut IPv4 out"
+    );
 }
 
 #[test]
 fn rule_files_take_comments_and_blank_lines() -> TestResult {
     let dir = tempfile::tempdir()?;
     let allow = dir.path().join("allow.txt");
-    std::fs::write(&allow, "# the test's sources\n\n127.0.0.2   # one\n127.0.0.4/31\n")?;
+    std::fs::write(
+        &allow,
+        "# the test's sources\n\n127.0.0.2   # one\n127.0.0.4/31\n",
+    )?;
     let deny = dir.path().join("deny.txt");
     std::fs::write(&deny, "127.0.0.5\n")?;
     let server = serve(&[
@@ -190,10 +222,18 @@ fn sighup_reloads_the_files_under_load_without_failing_an_allowed_client() -> Te
     server.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !server.stderr().contains(":2") {
-        assert!(Instant::now() < deadline, "no log line: {}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no log line: {}",
+            server.stderr()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(server.stderr().contains("not-a-network"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("not-a-network"),
+        "{}",
+        server.stderr()
+    );
     assert!(!admitted("127.0.0.4", to), "the old rules stay");
     assert!(admitted("127.0.0.3", to));
     let served = load.join().map_err(|_| "load thread panicked")?;
@@ -206,7 +246,34 @@ fn admitted_quietly(from: &str, to: SocketAddr) -> bool {
     greeting_from(from, to).is_some()
 }
 
-/// Whether an echo connection from `from` is open and served: a byte goes and comes back.
+/// Whether a new echo connection from `from` is open and served (a byte goes and comes
+/// back): the connection, or `None` when it was refused.
+fn echo_from(from: &str, to: SocketAddr) -> Option<TcpStream> {
+    let mut stream = match try_connect_from(from, to) {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => return None,
+        Err(err) => panic!("connect {from} -> {to}: {err}"),
+    };
+    echo_open(&mut stream).then_some(stream)
+}
+
+/// Whether a connection from `from` that writes a line is reset (refused) rather than
+/// served; a served one sees no reset within a second.
+fn reset_after_writing(from: &str, to: SocketAddr) -> bool {
+    let mut stream = match try_connect_from(from, to) {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => return true,
+        Err(err) => panic!("connect {from} -> {to}: {err}"),
+    };
+    let _ = stream.write_all(b"from a denied source\n");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Err(err) if err.kind() == ErrorKind::ConnectionReset)
+}
+
+/// Whether an echo connection is open and served: a byte goes and comes back.
 fn echo_open(stream: &mut TcpStream) -> bool {
     if stream.write_all(b"x").is_err() {
         return false;
@@ -219,26 +286,26 @@ fn echo_open(stream: &mut TcpStream) -> bool {
 fn max_per_source_caps_one_source_and_not_another() {
     let server = serve(&["echo", "-l", "127.0.0.1:0", "--max-per-source", "2"]);
     let to = target(&server);
-    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.2", to)).collect();
-    for stream in &mut held {
-        assert!(echo_open(stream));
-    }
-    let mut third = connect_from("127.0.0.2", to);
-    assert!(!echo_open(&mut third), "a third connection from one source is refused at once");
-    let mut others: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.3", to)).collect();
-    for stream in &mut others {
-        assert!(echo_open(stream), "another source is not affected");
-    }
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| echo_from("127.0.0.2", to).expect("within the cap"))
+        .collect();
+    assert!(
+        echo_from("127.0.0.2", to).is_none(),
+        "a third connection from one source is refused at once"
+    );
+    let others: Vec<TcpStream> = (0..2)
+        .map(|_| echo_from("127.0.0.3", to).expect("another source is not affected"))
+        .collect();
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut again = connect_from("127.0.0.2", to);
-        if echo_open(&mut again) {
-            break; // the closed connection's place came back
-        }
-        assert!(Instant::now() < deadline, "the place never came back");
+    while echo_from("127.0.0.2", to).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place never came back"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
+    drop(others);
 }
 
 #[test]
@@ -248,9 +315,15 @@ fn rate_per_source_refuses_the_excess_of_one_source_only() {
     for _ in 0..3 {
         assert!(admitted("127.0.0.2", to));
     }
-    assert!(!admitted("127.0.0.2", to), "the fourth within a minute is refused");
+    assert!(
+        !admitted("127.0.0.2", to),
+        "the fourth within a minute is refused"
+    );
     for _ in 0..3 {
-        assert!(admitted("127.0.0.3", to), "another source has its own budget");
+        assert!(
+            admitted("127.0.0.3", to),
+            "another source has its own budget"
+        );
     }
     let log = server.stderr();
     assert!(log.contains("127.0.0.2") && log.contains("rate"), "{log}");
@@ -259,7 +332,14 @@ fn rate_per_source_refuses_the_excess_of_one_source_only() {
 #[test]
 fn udp_datagrams_from_refused_sources_are_dropped() -> TestResult {
     let mut cmd = socketkit();
-    cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0", "--deny", "127.0.0.3"]);
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--deny",
+        "127.0.0.3",
+    ]);
     let server = Running::start(cmd, 1);
     let to = target(&server);
     let ask = |from: &str| -> std::io::Result<Vec<u8>> {
@@ -279,27 +359,41 @@ fn udp_datagrams_from_refused_sources_are_dropped() -> TestResult {
 fn forward_and_listen_keep_open_take_the_same_rules() -> TestResult {
     let echo = serve(&["echo", "-l", "127.0.0.1:0"]);
     let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &echo.endpoints()[0], "--deny", "127.0.0.3"]);
+    cmd.args([
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        &echo.endpoints()[0],
+        "--deny",
+        "127.0.0.3",
+    ]);
     let relay = Running::start(cmd, 1);
     let to = target(&relay);
-    assert!(echo_open(&mut connect_from("127.0.0.2", to)));
-    assert!(!echo_open(&mut connect_from("127.0.0.3", to)));
+    assert!(echo_from("127.0.0.2", to).is_some());
+    assert!(echo_from("127.0.0.3", to).is_none());
 
-    let mut cmd = socketkit();
-    cmd.args(["listen", "-k", "127.0.0.1:0", "--allow", "127.0.0.2"]);
-    let mut listener = Running::start(cmd, 1);
-    let to = target(&listener);
-    let mut refused = connect_from("127.0.0.3", to);
-    let mut buf = Vec::new();
-    assert!(refused.read_to_end(&mut buf).is_err() || buf.is_empty());
-    let mut allowed = connect_from("127.0.0.2", to);
-    allowed.write_all(b"from an allowed source\n")?;
-    drop(allowed);
-    drop(listener.take_stdin());
-    listener.signal(libc::SIGTERM);
-    let _ = listener.wait(DEADLINE);
-    let text = listener.stdout_text();
-    assert_eq!(text, "from an allowed source\n");
+    // listen (with or without -k) resets a refused peer and waits for the next.
+    for keep_open in [false, true] {
+        let mut cmd = socketkit();
+        cmd.args(["listen", "127.0.0.1:0", "--allow", "127.0.0.2"]);
+        if keep_open {
+            cmd.arg("-k");
+        }
+        let mut listener = Running::start(cmd, 1);
+        let to = target(&listener);
+        assert!(reset_after_writing("127.0.0.3", to), "refused");
+        let mut allowed = connect_from("127.0.0.2", to);
+        allowed.write_all(b"from an allowed source\n")?;
+        drop(allowed);
+        if keep_open {
+            std::thread::sleep(Duration::from_millis(300));
+            listener.signal(libc::SIGTERM);
+        }
+        let status = listener.wait(DEADLINE);
+        assert!(keep_open || status.success(), "{}", listener.stderr());
+        assert_eq!(listener.stdout_text(), "from an allowed source\n");
+    }
     Ok(())
 }
 
@@ -314,7 +408,14 @@ fn user_and_group_drop_root_before_serving() {
         eprintln!("skipped: dropping privileges needs root");
         return;
     }
-    let server = serve(&["-l", "127.0.0.1:0", "--user", "nobody", "--group", "nogroup"]);
+    let server = serve(&[
+        "-l",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--group",
+        "nogroup",
+    ]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
         .expect("the server's status");
     let ids = |field: &str| -> Vec<String> {

@@ -8,6 +8,9 @@
 /// Shared pieces: spawning binaries, loopback helpers, external-tool probes.
 mod support;
 
+/// Access control, per-source limits and privilege drop (SPEC §3.2), sources 127.0.0.2, .3 …
+mod access_control;
+
 /// `socketkit bench`: counts and errors of short runs against `serve`.
 mod cli_bench;
 /// `socketkit connect`: the stdio bridge and its EOF rules.

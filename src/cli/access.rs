@@ -1,0 +1,151 @@
+//! `--allow`, `--deny`, their files, the per-source limits and `--user`/`--group`: checked
+//! before anything is bound (every fault is exit 2), applied by the server, re-read on
+//! SIGHUP, and the privilege drop made once the listeners are bound.
+
+use std::sync::Arc;
+
+use socketkit::access::{
+    AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceRefusal, SourceSlot, drop_to,
+    parse_network, resolve_identity,
+};
+use socketkit::server::{Builder, RefusalReason};
+use socketkit::socket::Address;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::args::AccessArgs;
+use super::exit::CliError;
+
+/// The access settings of one command, checked.
+#[derive(Debug, Default)]
+pub(crate) struct Access {
+    /// The rules, when any was given (reloaded on SIGHUP).
+    pub(crate) control: Option<Arc<AccessControl>>,
+    /// The per-source limits, when any was given.
+    pub(crate) limits: Option<Arc<SourceLimits>>,
+    /// Who to become after binding.
+    pub(crate) identity: Option<Identity>,
+}
+
+/// Checks every access option: networks, rule files (read now), the rate, the user and group.
+pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
+    let networks = |flag: &str, list: &[String]| {
+        list.iter()
+            .map(|text| {
+                parse_network(text).map_err(|reason| {
+                    CliError::Usage(format!("invalid network '{text}' for {flag}: {reason}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let sources = RuleSources {
+        allow: networks("--allow", &args.allow)?,
+        deny: networks("--deny", &args.deny)?,
+        allow_files: args.allow_file.clone(),
+        deny_files: args.deny_file.clone(),
+    };
+    let control = if sources.is_empty() {
+        None
+    } else {
+        let control =
+            AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(Arc::new(control))
+    };
+    if args.max_per_source == Some(0) {
+        return Err(CliError::Usage(
+            "--max-per-source must be 1-4294967295".into(),
+        ));
+    }
+    let rate = args
+        .rate_per_source
+        .as_deref()
+        .map(|text| {
+            text.parse::<Rate>().map_err(|reason| {
+                CliError::Usage(format!(
+                    "invalid rate '{text}' for --rate-per-source: {reason}"
+                ))
+            })
+        })
+        .transpose()?;
+    let limits = (args.max_per_source.is_some() || rate.is_some())
+        .then(|| SourceLimits::new(args.max_per_source, rate));
+    let identity = if args.user.is_some() || args.group.is_some() {
+        let identity = resolve_identity(args.user.as_deref(), args.group.as_deref())
+            .map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(identity)
+    } else {
+        None
+    };
+    Ok(Access {
+        control,
+        limits,
+        identity,
+    })
+}
+
+impl Access {
+    /// Adds the access stages to a server.
+    pub(crate) fn apply(&self, builder: &mut Builder) {
+        if let Some(control) = &self.control {
+            builder.access_control(Arc::clone(control));
+        }
+        if let Some(limits) = &self.limits {
+            builder.source_limits(Arc::clone(limits));
+        }
+    }
+
+    /// Becomes `--user`/`--group`, if given: call once the listeners are bound and before
+    /// the first accept. A failure is exit 2: the server must not run as root by mistake.
+    pub(crate) fn drop_privileges(&self) -> Result<(), CliError> {
+        match self.identity {
+            Some(identity) => drop_to(identity)
+                .map_err(|err| CliError::Usage(format!("cannot drop privileges: {err}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The rules and limits for one peer of `listen`, which runs no server: its place in
+    /// the source's count (kept while bridging), or the reason it is refused.
+    pub(crate) fn check(&self, peer: &Address) -> Result<Option<SourceSlot>, RefusalReason> {
+        let Some(ip) = peer.ip() else {
+            return Ok(None); // a Unix peer: outside every rule
+        };
+        if self.control.as_ref().is_some_and(|c| !c.admits(ip)) {
+            return Err(RefusalReason::Acl);
+        }
+        match &self.limits {
+            None => Ok(None),
+            Some(limits) => match limits.admit(ip) {
+                Ok(slot) => Ok(Some(slot)),
+                Err(SourceRefusal::MaxPerSource) => Err(RefusalReason::MaxPerSource),
+                Err(SourceRefusal::Rate) => Err(RefusalReason::Rate),
+            },
+        }
+    }
+
+    /// Re-reads the rule files on every SIGHUP, on the current tokio runtime. A file that no
+    /// longer parses keeps the rules in force, and the log says which line and why.
+    pub(crate) fn reload_on_hangup(&self) -> Result<(), CliError> {
+        let Some(control) = self.control.clone() else {
+            return Ok(());
+        };
+        let mut hangups = signal(SignalKind::hangup()).map_err(|err| {
+            CliError::Runtime(socketkit::Error::new(
+                socketkit::error::Op::Create,
+                "signal handler",
+                err,
+            ))
+        })?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match control.reload() {
+                    Ok(()) => {
+                        let (allow, deny) = control.rules().len();
+                        tracing::info!("rules reloaded: {allow} allow, {deny} deny");
+                    }
+                    Err(err) => tracing::warn!("rules not reloaded, the old ones stay: {err}"),
+                }
+            }
+        });
+        Ok(())
+    }
+}

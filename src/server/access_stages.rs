@@ -1,0 +1,77 @@
+//! The access-control and per-source stages of the pipeline (SPEC §3.2), on
+//! [`socketkit::access`](crate::access). Both decide from the peer's address alone, so at the
+//! head of the chain they run on the accept loop; after a PROXY stage they run in the
+//! connection's task on the address the header gave. A peer with no IP address (a Unix
+//! socket's) is outside every rule: it is admitted.
+
+use std::sync::Arc;
+
+use super::Connection;
+use super::RefusalReason;
+use super::admission::{Admission, Admit, Admitted, Refusal};
+use crate::access::{AccessControl, SourceLimits, SourceRefusal};
+use crate::socket::Address;
+
+/// Refuses sources the allow/deny rules do not admit.
+pub(crate) struct AccessStage(pub(crate) Arc<AccessControl>);
+
+impl Admission for AccessStage {
+    fn reason(&self) -> RefusalReason {
+        RefusalReason::Acl
+    }
+
+    fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
+        let verdict = self.check_peer(conn.peer_addr());
+        Box::pin(async move { verdict })
+    }
+
+    fn peer_only(&self) -> bool {
+        true
+    }
+
+    fn check_peer(&self, peer: &Address) -> Result<Admitted, Refusal> {
+        match peer.ip() {
+            Some(ip) if !self.0.admits(ip) => Err(Refusal::new(
+                RefusalReason::Acl,
+                "the source is not allowed",
+            )),
+            _ => Ok(Admitted::new()),
+        }
+    }
+}
+
+/// Refuses a source past its connections at once or its rate of new ones; an admitted
+/// connection keeps its place in the source's count until it closes.
+pub(crate) struct SourceStage(pub(crate) Arc<SourceLimits>);
+
+impl Admission for SourceStage {
+    fn reason(&self) -> RefusalReason {
+        RefusalReason::MaxPerSource
+    }
+
+    fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
+        let verdict = self.check_peer(conn.peer_addr());
+        Box::pin(async move { verdict })
+    }
+
+    fn peer_only(&self) -> bool {
+        true
+    }
+
+    fn check_peer(&self, peer: &Address) -> Result<Admitted, Refusal> {
+        let Some(ip) = peer.ip() else {
+            return Ok(Admitted::new());
+        };
+        match self.0.admit(ip) {
+            Ok(slot) => Ok(Admitted::holding(slot)),
+            Err(SourceRefusal::MaxPerSource) => Err(Refusal::new(
+                RefusalReason::MaxPerSource,
+                "the source has its maximum of connections open",
+            )),
+            Err(SourceRefusal::Rate) => Err(Refusal::new(
+                RefusalReason::Rate,
+                "the source opens connections faster than its rate",
+            )),
+        }
+    }
+}
