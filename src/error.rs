@@ -54,6 +54,13 @@ pub enum Op {
     Io,
     /// Starting a program (the `exec` service).
     Spawn,
+    /// Reading configuration from a file: `Load("TLS certificate")` reads "cannot load TLS
+    /// certificate FILE".
+    Load(&'static str),
+    /// Making something that is not read from anywhere (a self-signed certificate).
+    Generate(&'static str),
+    /// A TLS handshake with a peer that connected to us.
+    Handshake,
 }
 
 impl Op {
@@ -77,6 +84,9 @@ impl Op {
             Op::HostName => ("cannot get the host name", ""),
             Op::Io => ("i/o error", "on"),
             Op::Spawn => ("cannot start", ""),
+            Op::Load(_) => ("cannot load", ""),
+            Op::Generate(_) => ("cannot generate", ""),
+            Op::Handshake => ("TLS handshake failed", "with"),
         }
     }
 }
@@ -85,7 +95,9 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (verb, _) = self.phrase();
         match self {
-            Op::SetOption(name) | Op::GetOption(name) => write!(f, "{verb} {name}"),
+            Op::SetOption(name) | Op::GetOption(name) | Op::Load(name) | Op::Generate(name) => {
+                write!(f, "{verb} {name}")
+            }
             _ => f.write_str(verb),
         }
     }

@@ -11,6 +11,7 @@
 //! - [`server`]: listeners, the connection pipeline (admission stages), handlers, limits and
 //!   graceful shutdown on tokio.
 //! - [`services`]: the classic internet services (greeting, echo, …) and their catalog.
+//! - [`tls`]: TLS on rustls: server and client configurations, the client's handshake.
 //! - [`client`]: netcat: connect or listen, and bridge the socket with input and output.
 //! - [`forward`]: a relay from every accepted connection to a target endpoint.
 //! - [`bench`](mod@bench): the load generator behind `socketkit bench`.
@@ -60,5 +61,6 @@ pub mod server;
 pub mod services;
 pub mod socket;
 mod sys;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -1,0 +1,260 @@
+//! The client side: a `rustls::ClientConfig` that verifies servers against the system's CA
+//! store or a given CA file (or, on request, not at all), and a [`Connector`] that runs the
+//! handshake over any async stream with the right server name.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::server::{Identity, identity_error, root_store};
+use super::{describe, pem, provider};
+use crate::endpoint::Host;
+use crate::error::{Error, Op, Result};
+
+/// How a client verifies servers and presents itself.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Trust only the CA certificates in this PEM file; without it, the system's store
+    /// (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate. The handshake still proves the server holds the key of
+    /// the certificate it sent, but nothing says whose certificate that is.
+    pub insecure: bool,
+    /// Application protocols (ALPN) to offer, in order of preference.
+    pub alpn: Vec<Vec<u8>>,
+    /// A client certificate chain and its key, for servers that ask for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Never resume a session: every connection makes a full handshake (what a benchmark of
+    /// handshakes measures).
+    pub full_handshakes: bool,
+}
+
+/// Builds a client configuration from `options`.
+///
+/// # Errors
+///
+/// A CA, certificate or key file that cannot be read or is not what it should be; a system
+/// store with no certificate in it.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::tls::{ClientOptions, client_config};
+/// let options = ClientOptions { insecure: true, ..ClientOptions::default() };
+/// let config = client_config(&options)?;
+/// assert!(config.alpn_protocols.is_empty());
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn client_config(options: &ClientOptions) -> Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| {
+            Error::without_target(
+                Op::Load("TLS configuration"),
+                io::Error::other(describe(&err)),
+            )
+        })?;
+    let builder = if options.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+    } else {
+        let roots = match &options.ca {
+            Some(path) => root_store(path)?,
+            None => system_roots()?,
+        };
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match &options.identity {
+        Some((cert, key)) => {
+            let chain = pem::load_certificates(cert)?;
+            let private = pem::load_private_key(key)?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|err| {
+                    let identity = Identity::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    };
+                    identity_error(&identity, &err)
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols.clone_from(&options.alpn);
+    if options.full_handshakes {
+        config.resumption = Resumption::disabled();
+    }
+    Ok(Arc::new(config))
+}
+
+/// The system's trusted CA certificates.
+fn system_roots() -> Result<Arc<RootCertStore>> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let reason = match found.errors.first() {
+            Some(err) => format!("no CA certificate could be read ({err})"),
+            None => "no CA certificate found (is ca-certificates installed?)".to_owned(),
+        };
+        return Err(Error::new(
+            Op::Load("TLS CA certificates"),
+            "of the system",
+            io::Error::new(io::ErrorKind::NotFound, reason),
+        ));
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Runs client handshakes: a configuration, and the server name to ask for when it is not
+/// the host connected to.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::tls::{ClientOptions, Connector, client_config};
+/// let config = client_config(&ClientOptions { insecure: true, ..Default::default() })?;
+/// let connector = Connector::new(config).with_server_name("example.com").unwrap();
+/// let name = connector.server_name(&socketkit::endpoint::Host::Any).unwrap();
+/// assert_eq!(name.to_str(), "example.com");
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Connector {
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Connector {
+    /// A connector with `config` that asks each server for the host it connects to.
+    pub fn new(config: Arc<ClientConfig>) -> Connector {
+        Connector {
+            config,
+            server_name: None,
+        }
+    }
+
+    /// Asks for `name` (SNI) and verifies the certificate against it, whatever host the
+    /// connection goes to.
+    ///
+    /// # Errors
+    ///
+    /// `name` is neither a DNS name nor an IP address.
+    pub fn with_server_name(mut self, name: &str) -> io::Result<Connector> {
+        self.server_name = Some(parse_name(name)?);
+        Ok(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+
+    /// The name asked for on a connection to `host`: the one given to
+    /// [`Connector::with_server_name`], or the host itself.
+    ///
+    /// # Errors
+    ///
+    /// `host` is empty (`tls::443`) and no name was given.
+    pub fn server_name(&self, host: &Host) -> io::Result<ServerName<'static>> {
+        if let Some(name) = &self.server_name {
+            return Ok(name.clone());
+        }
+        match host {
+            Host::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+            Host::Name(name) => parse_name(name),
+            Host::Any => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a host is needed to name the TLS server",
+            )),
+        }
+    }
+
+    /// Runs the handshake over `io` to `host`. Errors are in words: `certificate has
+    /// expired: …`, `the peer does not speak TLS …`.
+    ///
+    /// # Errors
+    ///
+    /// The handshake failed, or `io` did.
+    pub async fn connect<IO>(
+        &self,
+        host: &Host,
+        io: IO,
+    ) -> io::Result<tokio_rustls::client::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = self.server_name(host)?;
+        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+            .connect(name, io)
+            .await
+            .map_err(describe::handshake_failure)
+    }
+}
+
+fn parse_name(name: &str) -> io::Result<ServerName<'static>> {
+    ServerName::try_from(name.to_owned()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{name}' is not a valid TLS server name"),
+        )
+    })
+}
+
+/// The verifier of `insecure`: any certificate is taken, but handshake signatures are still
+/// checked, so the peer must at least hold the key of the certificate it sent.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,73 @@
+//! TLS on [rustls](https://docs.rs/rustls) (SPEC §3.1): server and client configurations
+//! from PEM files, throwaway self-signed certificates, mutual TLS, ALPN, and errors in words.
+//!
+//! # Organization
+//! - [`server_config`] and [`ServerOptions`]: a `rustls::ServerConfig` from a certificate and
+//!   key ([`Identity::Files`]) or a self-signed certificate ([`Identity::SelfSigned`]), with
+//!   client certificates required when a CA file is given.
+//! - [`client_config`], [`ClientOptions`] and [`Connector`]: a `rustls::ClientConfig` that
+//!   verifies servers against the system's CA store, a CA file, or (insecure) nothing, and
+//!   the handshake over any async stream.
+//! - [`load_certificates`], [`load_private_key`]: PEM files, with reasons in words.
+//! - [`describe`]: a TLS error as a sentence (`certificate has expired: …`).
+//!
+//! The cryptography is *ring*'s ([`provider`]): it builds with a C compiler alone, where
+//! aws-lc-rs also wants CMake or a pre-built library and takes several times longer to build.
+//! No OpenSSL is linked.
+//!
+//! # Examples
+//!
+//! A self-signed server and a client that trusts its certificate, over a pipe in memory:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use socketkit::endpoint::Host;
+//! use socketkit::tls::{ClientOptions, Connector, Identity, ServerOptions, client_config, server_config};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let server = server_config(&ServerOptions::new(Identity::SelfSigned(vec!["localhost".into()])))?;
+//! let dir = tempfile::tempdir()?;
+//! let ca = dir.path().join("ca.pem");
+//! std::fs::write(&ca, &server.self_signed.as_ref().unwrap().pem)?;
+//! let client = client_config(&ClientOptions { ca: Some(ca), ..ClientOptions::default() })?;
+//!
+//! let (near, far) = tokio::io::duplex(64 * 1024);
+//! let acceptor = tokio_rustls::TlsAcceptor::from(server.config);
+//! let serving = tokio::spawn(async move {
+//!     let mut tls = acceptor.accept(far).await?;
+//!     tls.write_all("你好".as_bytes()).await?;
+//!     tls.shutdown().await // close_notify, then the end of the stream
+//! });
+//! let mut tls = Connector::new(client).connect(&Host::Name("localhost".into()), near).await?;
+//! let mut got = String::new();
+//! tls.read_to_string(&mut got).await?;
+//! assert_eq!(got, "你好");
+//! serving.await??;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod describe;
+mod pem;
+mod server;
+
+use std::sync::{Arc, OnceLock};
+
+pub use client::{ClientOptions, Connector, client_config};
+pub use describe::describe;
+pub(crate) use describe::{TRUNCATED, handshake_failure, in_words};
+pub use pem::{load_ca_certificates, load_certificates, load_private_key};
+pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, fingerprint, server_config};
+
+/// The rustls version socketkit is built with, for configurations made by hand.
+pub use rustls;
+/// The tokio-rustls version socketkit is built with: the stream types of handshakes.
+pub use tokio_rustls;
+
+/// The cryptography every configuration here uses: *ring*, with rustls's default cipher
+/// suites (TLS 1.3 and 1.2, AES-GCM and ChaCha20-Poly1305, ECDHE only).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}

@@ -1,0 +1,203 @@
+//! The server side: a `rustls::ServerConfig` from PEM files or a throwaway self-signed
+//! certificate, with optional client authentication (mutual TLS) and ALPN.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use super::pem::{self, load_ca_certificates, load_certificates, load_private_key};
+use super::provider;
+use crate::error::{Error, Op, Result};
+
+/// Where a TLS server's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A certificate chain (the server's own first) and its private key, in PEM files.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key: PKCS#8, PKCS#1 or SEC1.
+        key: PathBuf,
+    },
+    /// A throwaway self-signed certificate (ECDSA P-256) for these names: DNS names or IP
+    /// addresses.
+    SelfSigned(Vec<String>),
+}
+
+/// What a TLS server is made of.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The server's certificate and key.
+    pub identity: Identity,
+    /// With a file of CA certificates, every client must present a certificate signed by
+    /// one of them (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// Application protocols (ALPN) the server accepts, in order of preference; a client
+    /// that offers ALPN but none of these is refused.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl ServerOptions {
+    /// A server with `identity`, no client authentication and no ALPN.
+    pub fn new(identity: Identity) -> ServerOptions {
+        ServerOptions {
+            identity,
+            client_ca: None,
+            alpn: Vec::new(),
+        }
+    }
+}
+
+/// A server configuration ready to use, and what a self-signed one is.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The configuration, for the server builder or a `tokio_rustls::TlsAcceptor`.
+    pub config: Arc<ServerConfig>,
+    /// For [`Identity::SelfSigned`]: the certificate that was made.
+    pub self_signed: Option<SelfSigned>,
+}
+
+/// A certificate made on the spot, for clients that pin it rather than verify it.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    /// The names it is valid for.
+    pub names: Vec<String>,
+    /// Its SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it
+    /// (`AB:CD:…`).
+    pub fingerprint: String,
+    /// The certificate in PEM, for a client to trust (`--tls-ca`).
+    pub pem: String,
+}
+
+/// Builds a server configuration from `options`.
+///
+/// # Errors
+///
+/// A certificate, key or CA file that cannot be read or is not what it should be, and a key
+/// that does not belong to the certificate: `cannot load TLS private key KEY: it does not
+/// match the certificate in CERT`.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::tls::{Identity, ServerOptions, server_config};
+/// let tls = server_config(&ServerOptions::new(Identity::SelfSigned(vec!["localhost".into()])))?;
+/// assert_eq!(tls.self_signed.unwrap().fingerprint.len(), 32 * 3 - 1);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn server_config(options: &ServerOptions) -> Result<ServerTls> {
+    let (chain, key, self_signed) = match &options.identity {
+        Identity::Files { cert, key } => (load_certificates(cert)?, load_private_key(key)?, None),
+        Identity::SelfSigned(names) => {
+            let (cert, key, made) = self_signed(names)?;
+            (vec![cert], key, Some(made))
+        }
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?;
+    let builder = match &options.client_ca {
+        Some(path) => {
+            let roots = root_store(path)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|err| {
+                    pem::invalid(path, "TLS CA certificates", format!("unusable: {err}"))
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|err| identity_error(&options.identity, &err))?;
+    config.alpn_protocols.clone_from(&options.alpn);
+    Ok(ServerTls {
+        config: Arc::new(config),
+        self_signed,
+    })
+}
+
+/// Trusted CA certificates from a PEM file.
+pub(crate) fn root_store(path: &Path) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_ca_certificates(path)? {
+        roots.add(cert).map_err(|err| {
+            let reason = format!(
+                "a certificate is unusable as a CA: {}",
+                super::describe(&err)
+            );
+            pem::invalid(path, "TLS CA certificates", reason)
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Why a certificate and key were refused together, as the error on the key file.
+pub(crate) fn identity_error(identity: &Identity, err: &rustls::Error) -> Error {
+    let reason = match err {
+        rustls::Error::InconsistentKeys(_) => match identity {
+            Identity::Files { cert, .. } => {
+                format!("it does not match the certificate in {}", cert.display())
+            }
+            Identity::SelfSigned(_) => "it does not match the certificate".to_owned(),
+        },
+        other => format!("unusable: {}", super::describe(other)),
+    };
+    match identity {
+        Identity::Files { key, .. } => pem::invalid(key, "TLS private key", reason),
+        Identity::SelfSigned(_) => generate_error(reason),
+    }
+}
+
+fn config_error(err: rustls::Error) -> Error {
+    let reason = std::io::Error::other(super::describe(&err));
+    Error::without_target(Op::Load("TLS configuration"), reason)
+}
+
+fn generate_error(reason: String) -> Error {
+    Error::without_target(
+        Op::Generate("a self-signed TLS certificate"),
+        std::io::Error::other(reason),
+    )
+}
+
+/// A self-signed ECDSA P-256 certificate for `names`.
+fn self_signed(
+    names: &[String],
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>, SelfSigned)> {
+    let fail = |err: rcgen::Error| generate_error(err.to_string());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
+    let cert = rcgen::CertificateParams::new(names.to_vec())
+        .and_then(|params| params.self_signed(&key))
+        .map_err(fail)?;
+    let made = SelfSigned {
+        names: names.to_vec(),
+        fingerprint: fingerprint(cert.der()),
+        pem: cert.pem(),
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Ok((cert.der().clone(), key, made))
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as OpenSSL prints it: upper-case hex pairs
+/// joined by colons.
+///
+/// # Examples
+///
+/// ```
+/// let fp = socketkit::tls::fingerprint(b"");
+/// assert!(fp.starts_with("E3:B0:C4:42:98:FC"));
+/// ```
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
