@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `HOST:PORT`, `tcp:HOST:PORT` | TCP; HOST is a name, an IPv4 address or `[IPv6]` |
 //! | `:PORT` | TCP on every local address, IPv4 and IPv6 |
+//! | `tls:HOST:PORT` | TCP carrying TLS ([`crate::tls`]); `tls::PORT` listens everywhere |
 //! | `udp:HOST:PORT` | UDP |
 //! | `unix:PATH` | a Unix stream socket |
 //! | `unixgram:PATH` | a Unix datagram socket |
@@ -46,6 +47,8 @@ pub const MAX_UNIX_PATH: usize = 107;
 pub enum Endpoint {
     /// A TCP host and port.
     Tcp(HostPort),
+    /// A TCP host and port that speaks TLS on top (SPEC §3.1).
+    Tls(HostPort),
     /// A UDP host and port.
     Udp(HostPort),
     /// A Unix stream socket path.
@@ -54,7 +57,7 @@ pub enum Endpoint {
     Unixgram(PathBuf),
 }
 
-/// The four transports an [`Endpoint`] can name.
+/// The five transports an [`Endpoint`] can name.
 ///
 /// # Examples
 ///
@@ -67,6 +70,8 @@ pub enum Endpoint {
 pub enum Transport {
     /// TCP (`SOCK_STREAM` over IP).
     Tcp,
+    /// TLS over TCP.
+    Tls,
     /// UDP (`SOCK_DGRAM` over IP).
     Udp,
     /// Unix stream (`SOCK_STREAM` over `AF_UNIX`).
@@ -76,7 +81,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The scheme that names this transport in an endpoint (`tcp`, `udp`, `unix`, `unixgram`).
+    /// The scheme that names this transport in an endpoint (`tcp`, `tls`, `udp`, `unix`,
+    /// `unixgram`).
     ///
     /// # Examples
     ///
@@ -87,13 +93,15 @@ impl Transport {
     pub fn scheme(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
             Transport::Udp => "udp",
             Transport::Unix => "unix",
             Transport::Unixgram => "unixgram",
         }
     }
 
-    /// Whether the transport carries a byte stream (TCP, Unix stream) rather than datagrams.
+    /// Whether the transport carries a byte stream (TCP, TLS, Unix stream) rather than
+    /// datagrams.
     ///
     /// # Examples
     ///
@@ -103,7 +111,7 @@ impl Transport {
     /// assert!(!Transport::Udp.is_stream());
     /// ```
     pub fn is_stream(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Unix)
+        matches!(self, Transport::Tcp | Transport::Tls | Transport::Unix)
     }
 }
 
@@ -156,13 +164,14 @@ impl Endpoint {
     pub fn transport(&self) -> Transport {
         match self {
             Endpoint::Tcp(_) => Transport::Tcp,
+            Endpoint::Tls(_) => Transport::Tls,
             Endpoint::Udp(_) => Transport::Udp,
             Endpoint::Unix(_) => Transport::Unix,
             Endpoint::Unixgram(_) => Transport::Unixgram,
         }
     }
 
-    /// The host and port of a TCP or UDP endpoint.
+    /// The host and port of a TCP, TLS or UDP endpoint.
     ///
     /// # Examples
     ///
@@ -173,7 +182,7 @@ impl Endpoint {
     /// ```
     pub fn host_port(&self) -> Option<&HostPort> {
         match self {
-            Endpoint::Tcp(hp) | Endpoint::Udp(hp) => Some(hp),
+            Endpoint::Tcp(hp) | Endpoint::Tls(hp) | Endpoint::Udp(hp) => Some(hp),
             Endpoint::Unix(_) | Endpoint::Unixgram(_) => None,
         }
     }
@@ -190,7 +199,7 @@ impl Endpoint {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Endpoint::Unix(path) | Endpoint::Unixgram(path) => Some(path),
-            Endpoint::Tcp(_) | Endpoint::Udp(_) => None,
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_) => None,
         }
     }
 }
@@ -216,7 +225,9 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = self.transport().scheme();
         match self {
-            Endpoint::Tcp(hp) | Endpoint::Udp(hp) => write!(f, "{scheme}:{hp}"),
+            Endpoint::Tcp(hp) | Endpoint::Tls(hp) | Endpoint::Udp(hp) => {
+                write!(f, "{scheme}:{hp}")
+            }
             Endpoint::Unix(path) | Endpoint::Unixgram(path) => {
                 write!(f, "{scheme}:{}", path.display())
             }
@@ -264,8 +275,9 @@ impl FromStr for Endpoint {
     }
 }
 
-const SCHEMES: [Transport; 4] = [
+const SCHEMES: [Transport; 5] = [
     Transport::Tcp,
+    Transport::Tls,
     Transport::Udp,
     Transport::Unix,
     Transport::Unixgram,
@@ -273,7 +285,9 @@ const SCHEMES: [Transport; 4] = [
 
 fn parse(input: &str) -> Result<Endpoint, String> {
     if input.is_empty() {
-        return Err("empty endpoint (expected HOST:PORT, udp:HOST:PORT or unix:PATH)".into());
+        return Err(
+            "empty endpoint (expected HOST:PORT, tls:HOST:PORT, udp:HOST:PORT or unix:PATH)".into(),
+        );
     }
     let Some((prefix, rest)) = input.split_once(':') else {
         return Err("missing port (expected HOST:PORT)".into());
@@ -286,7 +300,7 @@ fn parse(input: &str) -> Result<Endpoint, String> {
     let word = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphabetic());
     if word && rest.contains(':') {
         return Err(format!(
-            "unknown scheme '{prefix}' (expected tcp, udp, unix or unixgram)"
+            "unknown scheme '{prefix}' (expected tcp, tls, udp, unix or unixgram)"
         ));
     }
     parse_host_port(input).map(Endpoint::Tcp)
@@ -295,6 +309,7 @@ fn parse(input: &str) -> Result<Endpoint, String> {
 fn parse_with_scheme(transport: Transport, rest: &str) -> Result<Endpoint, String> {
     match transport {
         Transport::Tcp => parse_host_port(rest).map(Endpoint::Tcp),
+        Transport::Tls => parse_host_port(rest).map(Endpoint::Tls),
         Transport::Udp => parse_host_port(rest).map(Endpoint::Udp),
         Transport::Unix => parse_path(rest).map(Endpoint::Unix),
         Transport::Unixgram => parse_path(rest).map(Endpoint::Unixgram),
@@ -428,6 +443,9 @@ mod tests {
             ("unix:/run/app.sock", "unix:/run/app.sock"),
             ("unix:relative.sock", "unix:relative.sock"),
             ("unixgram:/tmp/d.sock", "unixgram:/tmp/d.sock"),
+            ("tls:example.com:443", "tls:example.com:443"),
+            ("tls:[::1]:0", "tls:[::1]:0"),
+            ("tls::8443", "tls::8443"),
             ("unix:/path:with:colons", "unix:/path:with:colons"),
             ("my-host_1.lan:22", "tcp:my-host_1.lan:22"),
         ];
@@ -445,6 +463,9 @@ mod tests {
         assert_eq!(ep.host_port().map(|hp| &hp.host), Some(&Host::Any));
         assert_eq!(ok("unixgram:/x").path(), Some(Path::new("/x")));
         assert!(!Transport::Unixgram.is_stream());
+        assert!(Transport::Tls.is_stream());
+        assert_eq!(ok("tls:127.0.0.1:443").transport(), Transport::Tls);
+        assert_eq!(ok("tls:h:443").host_port().map(|hp| hp.port), Some(443));
     }
 
     #[test]
@@ -480,17 +501,20 @@ mod tests {
         assert_eq!(reason("a b:80"), "host name 'a b' contains ' '");
         assert_eq!(reason("tcp:"), "missing HOST:PORT");
         assert_eq!(reason("udp:"), "missing HOST:PORT");
+        assert_eq!(reason("tls:"), "missing HOST:PORT");
+        assert_eq!(reason("tls:host"), "missing port (expected HOST:PORT)");
+        assert_eq!(reason("tls:h:99999"), "port must be 0-65535");
     }
 
     #[test]
     fn bad_schemes_and_paths() {
         assert_eq!(
             reason("sctp:host:80"),
-            "unknown scheme 'sctp' (expected tcp, udp, unix or unixgram)"
+            "unknown scheme 'sctp' (expected tcp, tls, udp, unix or unixgram)"
         );
         assert_eq!(
             reason("http://host:80"),
-            "unknown scheme 'http' (expected tcp, udp, unix or unixgram)"
+            "unknown scheme 'http' (expected tcp, tls, udp, unix or unixgram)"
         );
         assert!(reason("").starts_with("empty endpoint"));
         assert_eq!(reason("unix:"), "empty socket path");

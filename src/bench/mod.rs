@@ -117,8 +117,14 @@ pub struct Config {
     pub interval: Duration,
     /// Threads generating load (closed-loop stream greeting runs one readiness loop each).
     pub threads: usize,
+    /// `tls:` endpoints: how servers are verified (default: against the system's CA
+    /// store). Every connection makes its handshake before its operation, and the handshake
+    /// counts in its latency.
+    pub tls: Option<crate::tls::Connector>,
     payload: Vec<u8>,
     echo: bool,
+    /// `tls:` endpoints: the server's host, for the server name.
+    tls_host: Option<crate::endpoint::Host>,
 }
 
 impl Config {
@@ -137,9 +143,16 @@ impl Config {
             timeout: Duration::from_secs(5),
             interval: Duration::from_millis(250),
             threads: 1,
+            tls: None,
             payload: Vec::new(),
             echo: false,
+            tls_host: None,
         }
+    }
+
+    /// The TLS client and server host of a `tls:` run.
+    fn tls_target(&self) -> Option<(&crate::tls::Connector, &crate::endpoint::Host)> {
+        self.tls.as_ref().zip(self.tls_host.as_ref())
     }
 
     fn prepared(mut self) -> Config {
@@ -170,14 +183,27 @@ impl Config {
 ///
 /// # Errors
 ///
-/// The endpoint cannot be resolved.
+/// The endpoint cannot be resolved; a `tls:` endpoint without [`Config::tls`] and no system
+/// CA store.
 pub async fn run(
     endpoint: &Endpoint,
-    config: Config,
+    mut config: Config,
     stats: Arc<Stats>,
     stop: Signal,
 ) -> Result<Report> {
     let target = Target::resolve(endpoint)?;
+    match endpoint {
+        Endpoint::Tls(hp) => {
+            if config.tls.is_none() {
+                let options = crate::tls::ClientOptions::default();
+                config.tls = Some(crate::tls::Connector::new(crate::tls::client_config(
+                    &options,
+                )?));
+            }
+            config.tls_host = Some(hp.host.clone());
+        }
+        _ => config.tls = None,
+    }
     let config = Arc::new(config.prepared());
     let ending = Signal::default();
     let started = Instant::now();
@@ -257,7 +283,8 @@ async fn drive(
             open_loop(target, config, stats, ending, rate).await;
             None
         }
-        (Mode::Greeting, None) if !target.is_datagram() => {
+        // The readiness loops read raw sockets: a TLS run goes through the tasks.
+        (Mode::Greeting, None) if !target.is_datagram() && config.tls.is_none() => {
             readiness_loops(target, config, stats, ending).await;
             None
         }

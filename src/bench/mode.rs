@@ -6,11 +6,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 
 use super::Config;
-use super::stats::{Failure, Stats};
+use super::stats::{Failure, HandshakeFailed, Stats};
 use crate::endpoint::Endpoint;
 use crate::net::{self, Stream, TempSocketPath};
 use crate::socket::Address;
@@ -64,18 +64,45 @@ impl Target {
     }
 }
 
-/// A greeting connection: connect, read to end of stream, compare, close.
+/// A greeting connection: connect (and make the TLS handshake), read to end of stream,
+/// compare, close.
 pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) {
     let started = Instant::now();
     let result = bounded(config.timeout, async {
-        let mut stream = target.connect().await?;
+        let stream = target.connect().await?;
         let mut got = Vec::with_capacity(config.expect.as_ref().map_or(64, Vec::len));
-        stream.read_to_end(&mut got).await?;
+        match config.tls_target() {
+            // The answer must end with close_notify: a cut one is an error.
+            Some(_) => {
+                handshake(config, stream)
+                    .await?
+                    .read_to_end(&mut got)
+                    .await?
+            }
+            None => {
+                let mut stream = stream;
+                stream.read_to_end(&mut got).await?
+            }
+        };
         check(config, &got)?;
         Ok(got.len() as u64)
     })
     .await;
     record(stats, started, result);
+}
+
+/// The client's TLS handshake on `stream`, its failure marked as one ([`Failure::Tls`]).
+async fn handshake(
+    config: &Config,
+    stream: Stream,
+) -> io::Result<tokio_rustls::client::TlsStream<Stream>> {
+    let Some((connector, host)) = config.tls_target() else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    connector
+        .connect(host, stream)
+        .await
+        .map_err(HandshakeFailed::wrap)
 }
 
 /// Request/reply over a datagram socket: send one datagram, wait for the answer, compare.
@@ -176,6 +203,22 @@ pub(crate) async fn echo(
         // Echo blocks must go out at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
     }
+    match config.tls_target() {
+        Some(_) => match bounded(config.timeout, handshake(&config, stream)).await {
+            Ok(tls) => echo_over(tls, config, stats, stop).await,
+            Err(err) => stats.fail(Failure::of(&err)),
+        },
+        None => echo_over(stream, config, stats, stop).await,
+    }
+}
+
+/// The echo stream of [`echo`] over a connection, plain or TLS.
+async fn echo_over<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    stop: super::Signal,
+) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let blocks_in_flight = (config.window / config.size.max(1)).max(1);
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<(Instant, usize)>(blocks_in_flight);
@@ -190,7 +233,10 @@ pub(crate) async fn echo(
             };
             let Ok(permit) = permit else { break };
             permit.send((Instant::now(), n));
-            if writer.write_all(block(&writer_config, n)).await.is_err() {
+            // The flush matters under TLS: a record the socket did not take at once
+            // would otherwise wait for the next block.
+            let sent = writer.write_all(block(&writer_config, n)).await;
+            if sent.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -218,10 +264,18 @@ fn block(config: &Config, n: usize) -> &[u8] {
     &config.payload[start..start + config.size]
 }
 
-/// One idle connection: open it and hand it over to be held.
+/// One idle connection: open it (through the TLS handshake for `tls:`) and hand it over to
+/// be held; a TLS session's state is dropped, and its socket held as it is.
 pub(crate) async fn idle(target: &Target, config: &Config, stats: &Stats) -> Option<Stream> {
     let started = Instant::now();
-    match bounded(config.timeout, target.connect()).await {
+    let open = async {
+        let stream = target.connect().await?;
+        match config.tls_target() {
+            Some(_) => Ok(handshake(config, stream).await?.into_inner().0),
+            None => Ok(stream),
+        }
+    };
+    match bounded(config.timeout, open).await {
         Ok(stream) => {
             stats.complete(started.elapsed(), 0);
             Some(stream)

@@ -24,13 +24,40 @@ pub enum Failure {
     Timeout,
     /// The bytes received were not the ones expected.
     WrongBytes,
+    /// The TLS handshake failed (`tls:` endpoints).
+    Tls,
     /// Any other error.
     Other,
+}
+
+/// Marks an I/O error as a failed TLS handshake, for [`Failure::of`].
+#[derive(Debug)]
+pub(crate) struct HandshakeFailed(pub(crate) io::Error);
+
+impl fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for HandshakeFailed {}
+
+impl HandshakeFailed {
+    /// `err`, marked.
+    pub(crate) fn wrap(err: io::Error) -> io::Error {
+        io::Error::new(err.kind(), HandshakeFailed(err))
+    }
 }
 
 impl Failure {
     /// Sorts an I/O error into a kind.
     pub fn of(err: &io::Error) -> Failure {
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<HandshakeFailed>())
+        {
+            return Failure::Tls;
+        }
         match err.kind() {
             io::ErrorKind::ConnectionRefused => Failure::Refused,
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Failure::Reset,
@@ -40,11 +67,12 @@ impl Failure {
         }
     }
 
-    const ALL: [Failure; 5] = [
+    const ALL: [Failure; 6] = [
         Failure::Refused,
         Failure::Reset,
         Failure::Timeout,
         Failure::WrongBytes,
+        Failure::Tls,
         Failure::Other,
     ];
 
@@ -54,6 +82,7 @@ impl Failure {
             Failure::Reset => "reset",
             Failure::Timeout => "timeout",
             Failure::WrongBytes => "wrong bytes",
+            Failure::Tls => "tls",
             Failure::Other => "other",
         }
     }
@@ -67,7 +96,7 @@ pub struct Stats {
     recording: AtomicU64,
     completed: AtomicU64,
     bytes: AtomicU64,
-    failures: [AtomicU64; 5],
+    failures: [AtomicU64; Failure::ALL.len()],
     latency: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<u64>>,
 }

@@ -8,12 +8,16 @@
 //!   reset is an error;
 //! - datagrams: each input read is one datagram; after end of input the bridge waits for
 //!   replies until none has come for the `wait` duration;
-//! - an output that goes away (`| head -c 10`) ends the bridge quietly.
+//! - an output that goes away (`| head -c 10`) ends the bridge quietly;
+//! - TLS ([`bridge_tls`]): end of input sends close_notify before the half-close, the peer's
+//!   close_notify is its end, and a peer that hangs up without one is an error (the data may
+//!   be truncated).
 
 mod bridge;
 mod datagram;
 mod input;
 mod listen;
+mod tls;
 
 use std::io;
 use std::time::Duration;
@@ -22,6 +26,7 @@ pub use bridge::{BridgeEnd, BridgeOptions, Output, bridge};
 pub use datagram::bridge_datagrams;
 pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, listen};
+pub use tls::{Handshake, bridge_tls};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};

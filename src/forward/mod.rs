@@ -1,5 +1,5 @@
 //! The relay behind `socketkit forward`: every accepted connection is joined to a new
-//! connection to the target, TCP and Unix in any combination.
+//! connection to the target, TCP, TLS and Unix in any combination.
 //!
 //! Both directions are copied at once. A FIN from either side becomes a `shutdown(SHUT_WR)`
 //! towards the other, so half-closed protocols work through the relay; the relay ends when
@@ -12,7 +12,9 @@
 //!
 //! Where the kernel supports it, bytes are moved with `splice(2)` through a pipe and never
 //! copied into user space ([`splice`]); elsewhere, or with `SOCKETKIT_NO_SPLICE=1`, a copy
-//! loop with 32 KiB buffers does the same job.
+//! loop with 32 KiB buffers does the same job. A `tls:` target is always copied (the bytes
+//! are encrypted in user space); its close_notify and the half-close of the other side map
+//! onto each other.
 
 pub mod splice;
 
@@ -23,6 +25,7 @@ use std::time::Duration;
 use crate::endpoint::{Endpoint, Host};
 use crate::net::{self, Stream};
 use crate::server::{Connection, Handler};
+use crate::tls::{ClientOptions, Connector, client_config};
 
 /// The most one splice or copy takes in before passing it on (and so the size of a copy
 /// buffer). Two things bound it, both measured with `bench/client_bench.py` (4 connections,
@@ -52,6 +55,7 @@ pub(crate) const CHUNK: usize = 32 * 1024;
 pub struct Forward {
     target: Arc<Endpoint>,
     connect_timeout: Option<Duration>,
+    tls: Option<Connector>,
 }
 
 /// A target that a stream relay cannot use.
@@ -63,15 +67,41 @@ pub enum UnsupportedTarget {
     /// `:PORT`, which names every local address rather than one to connect to.
     #[error("cannot forward to {0}: the target needs a host (as in 127.0.0.1:PORT)")]
     NoHost(Endpoint),
+    /// A `tls:` target, and the system's CA store cannot be loaded to verify it.
+    #[error("{0}")]
+    Tls(crate::Error),
 }
 
 impl Forward {
-    /// A relay to `target` (TCP or Unix stream).
+    /// A relay to `target` (TCP, TLS or Unix stream). A `tls:` target is verified against
+    /// the system's CA store; [`Forward::tls`] takes a connector of your own.
     ///
     /// # Errors
     ///
-    /// A datagram target.
+    /// A datagram target, a target without a host, or (`tls:`) no system CA store.
     pub fn new(target: Endpoint) -> Result<Forward, UnsupportedTarget> {
+        let tls = match target {
+            Endpoint::Tls(_) => {
+                let config =
+                    client_config(&ClientOptions::default()).map_err(UnsupportedTarget::Tls)?;
+                Some(Connector::new(config))
+            }
+            _ => None,
+        };
+        Forward::with(target, tls)
+    }
+
+    /// A relay to `target` whose `tls:` connections are made by `connector` (its CA, client
+    /// certificate, server name and ALPN); for other targets the connector is not used.
+    ///
+    /// # Errors
+    ///
+    /// A datagram target, or a target without a host.
+    pub fn tls(target: Endpoint, connector: Connector) -> Result<Forward, UnsupportedTarget> {
+        Forward::with(target, Some(connector))
+    }
+
+    fn with(target: Endpoint, tls: Option<Connector>) -> Result<Forward, UnsupportedTarget> {
         if !target.transport().is_stream() {
             return Err(UnsupportedTarget::Datagram(target));
         }
@@ -81,6 +111,7 @@ impl Forward {
         Ok(Forward {
             target: Arc::new(target),
             connect_timeout: None,
+            tls,
         })
     }
 
@@ -105,7 +136,7 @@ impl Handler for Forward {
 
 impl Forward {
     async fn relay(&self, client: Connection) -> io::Result<()> {
-        let mut upstream = match self.connect().await {
+        let upstream = match self.connect().await {
             Ok(upstream) => upstream,
             Err(err) => {
                 tracing::warn!(
@@ -119,22 +150,70 @@ impl Forward {
         };
         // A relay passes on writes as they come; holding a partial segment back for an ACK
         // (Nagle) would only add a round trip the sender did not ask for.
-        client.stream().set_nodelay()?;
-        // Pipes cost four descriptors a relay: near the descriptor limit, copy instead.
-        if let Some(pipes) = splice::available()
-            .then(splice::Pipes::new)
-            .and_then(Result::ok)
-        {
-            let (client, idle) = client.into_parts();
-            return splice::relay(&client, &upstream, pipes, idle).await;
+        if let Some(stream) = client.stream() {
+            stream.set_nodelay()?;
         }
+        let mut upstream = match upstream {
+            Upstream::Plain(stream) => stream,
+            Upstream::Tls(mut tls) => {
+                let mut client = client;
+                return copy_both_ways(&mut client, &mut tls).await;
+            }
+        };
+        // Pipes cost four descriptors a relay: near the descriptor limit, copy instead. A
+        // TLS client's bytes are the session's, not the socket's: copied too.
         let mut client = client;
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, CHUNK, CHUNK)
-            .await
-            .map(drop)
+        if splice::available() && !client.is_tls() {
+            if let Ok(pipes) = splice::Pipes::new() {
+                match client.into_plain_parts() {
+                    Ok((plain, idle)) => {
+                        return splice::relay(&plain, &upstream, pipes, idle).await;
+                    }
+                    Err(conn) => client = conn,
+                }
+            }
+        }
+        copy_both_ways(&mut client, &mut upstream).await
     }
 
-    async fn connect(&self) -> io::Result<Stream> {
-        net::connect_stream(&self.target, self.connect_timeout).await
+    /// The connection to the target, through the TLS handshake for a `tls:` target; the
+    /// timeout bounds the whole of it.
+    async fn connect(&self) -> io::Result<Upstream> {
+        let attempt = async {
+            let stream = net::connect_stream(&self.target, None).await?;
+            match (&*self.target, &self.tls) {
+                (Endpoint::Tls(hp), Some(connector)) => {
+                    let tls = connector.connect(&hp.host, stream).await?;
+                    Ok(Upstream::Tls(Box::new(tls)))
+                }
+                _ => Ok(Upstream::Plain(stream)),
+            }
+        };
+        match self.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+            None => attempt.await,
+        }
     }
+}
+
+/// The target's side of a relay.
+enum Upstream {
+    Plain(Stream),
+    // Boxed: a TLS session is about 1 KiB, which a plain relay should not carry.
+    Tls(Box<tokio_rustls::client::TlsStream<Stream>>),
+}
+
+/// Copies both ways until both have ended; the end of one direction (a FIN, or a TLS
+/// close_notify) is passed on as a half-close (`shutdown`, which on TLS sends close_notify).
+async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, CHUNK, CHUNK)
+        .await
+        .map(drop)
+        .map_err(crate::tls::in_words)
 }

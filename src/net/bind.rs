@@ -34,7 +34,10 @@ pub(crate) struct Bound {
 /// Binds `endpoint`. The server and `socketkit listen` both bind through it.
 pub(crate) fn bind_endpoint(endpoint: &Endpoint, options: ListenOptions) -> Result<Bound> {
     let (socket, file) = match endpoint {
-        Endpoint::Tcp(hp) => (bind_ip(hp, Type::Stream, options, endpoint)?, None),
+        // TLS is TCP at this floor: the session is the server's or client's business.
+        Endpoint::Tcp(hp) | Endpoint::Tls(hp) => {
+            (bind_ip(hp, Type::Stream, options, endpoint)?, None)
+        }
         Endpoint::Udp(hp) => (bind_ip(hp, Type::Datagram, options, endpoint)?, None),
         Endpoint::Unix(path) | Endpoint::Unixgram(path) => {
             let ty = if endpoint.transport().is_stream() {
@@ -48,7 +51,7 @@ pub(crate) fn bind_endpoint(endpoint: &Endpoint, options: ListenOptions) -> Resu
     };
     let endpoint = match endpoint {
         Endpoint::Unix(_) | Endpoint::Unixgram(_) => endpoint.clone(),
-        Endpoint::Tcp(_) | Endpoint::Udp(_) => {
+        Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_) => {
             super::endpoint_at(endpoint.transport(), &socket.local_addr()?)
         }
     };
@@ -67,7 +70,7 @@ pub(crate) fn bind_reuse_port_set(
     options: ListenOptions,
     count: usize,
 ) -> Result<Vec<Bound>> {
-    if count <= 1 || !matches!(endpoint, Endpoint::Tcp(_)) {
+    if count <= 1 || !matches!(endpoint, Endpoint::Tcp(_) | Endpoint::Tls(_)) {
         return Ok(vec![bind_endpoint(endpoint, options)?]);
     }
     // SO_REUSEPORT would let us share a port another server of the same user holds. Claim

@@ -83,7 +83,8 @@ pub(crate) async fn connect_stream(
 ) -> io::Result<Stream> {
     let attempt = async {
         match endpoint {
-            Endpoint::Tcp(hp) => {
+            // A tls: endpoint's TCP connection; the caller runs the handshake on it.
+            Endpoint::Tcp(hp) | Endpoint::Tls(hp) => {
                 let stream = match &hp.host {
                     Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
                     Host::Name(name) => TcpStream::connect((name.as_str(), hp.port)).await?,

@@ -66,13 +66,14 @@ pub(crate) fn endpoint_at(transport: Transport, address: &Address) -> Endpoint {
         };
         return match transport {
             Transport::Udp | Transport::Unixgram => Endpoint::Udp(hp),
+            Transport::Tls => Endpoint::Tls(hp),
             Transport::Tcp | Transport::Unix => Endpoint::Tcp(hp),
         };
     }
     let path = address.as_path().map(Path::to_path_buf).unwrap_or_default();
     match transport {
         Transport::Udp | Transport::Unixgram => Endpoint::Unixgram(path),
-        Transport::Tcp | Transport::Unix => Endpoint::Unix(path),
+        Transport::Tcp | Transport::Tls | Transport::Unix => Endpoint::Unix(path),
     }
 }
 
@@ -90,6 +91,10 @@ mod tests {
         assert_eq!(
             endpoint_at(Transport::Unix, &ip).to_string(),
             "tcp:127.0.0.1:4000"
+        );
+        assert_eq!(
+            endpoint_at(Transport::Tls, &ip).to_string(),
+            "tls:127.0.0.1:4000"
         );
         let path = Address::unix("/run/app.sock");
         assert_eq!(

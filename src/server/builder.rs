@@ -1,16 +1,17 @@
 //! [`Builder`]: a server's listeners and limits, set with `&mut self` setters, then bound.
 
-use std::time::Duration;
-
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::access_stages::{AccessStage, SourceStage};
 use super::admission::{Admission, Stages};
 use super::listener::ListenerGroup;
+use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsHandshake};
 use super::{Limits, Server};
 use crate::access::{AccessControl, SourceLimits};
-use crate::endpoint::Endpoint;
-use crate::error::Result;
+use crate::endpoint::{Endpoint, Transport};
+use crate::error::{Error, Op, Result};
 use crate::net::ListenOptions;
 
 /// Collects a server's endpoints and limits; [`Builder::bind`] makes the listeners.
@@ -43,6 +44,8 @@ pub struct Builder {
     unix_mode: Option<u32>,
     workers: usize,
     stages: Stages,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tls_handshake_timeout: Duration,
 }
 
 impl Default for Builder {
@@ -59,6 +62,8 @@ impl Default for Builder {
             unix_mode: None,
             workers: 1,
             stages: Stages::default(),
+            tls: None,
+            tls_handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -158,13 +163,51 @@ impl Builder {
         self
     }
 
+    /// The TLS configuration of every `tls:` listener (see [`crate::tls::server_config`]):
+    /// on those listeners the TLS handshake is the last admission stage. It runs in each
+    /// connection's own task, never on the accept loop, holds the connection's slot, and
+    /// refuses (reason `tls`) a handshake that fails or misses
+    /// [`Builder::tls_handshake_timeout`]; the handler sees only established sessions.
+    pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Builder {
+        self.tls = Some(config);
+        self
+    }
+
+    /// How long a client of a `tls:` listener has to finish its handshake. Default 10 s.
+    pub fn tls_handshake_timeout(&mut self, timeout: Duration) -> &mut Builder {
+        self.tls_handshake_timeout = timeout;
+        self
+    }
+
     /// Binds every endpoint, in order. Must be called inside a tokio runtime.
     ///
     /// # Errors
     ///
     /// The first endpoint that cannot be bound, as `cannot listen on ENDPOINT: REASON`;
-    /// listeners already bound are closed again.
+    /// listeners already bound are closed again. A `tls:` endpoint without
+    /// [`Builder::tls`].
     pub async fn bind(&self) -> Result<Server> {
+        let tls_stages = match &self.tls {
+            Some(config) => {
+                let mut stages = self.stages.clone();
+                let handshake = TlsHandshake::new(Arc::clone(config), self.tls_handshake_timeout);
+                stages.add(Arc::new(handshake));
+                Some(stages)
+            }
+            None => None,
+        };
+        if let (None, Some(endpoint)) = (
+            &tls_stages,
+            self.endpoints
+                .iter()
+                .find(|e| e.transport() == Transport::Tls),
+        ) {
+            let reason = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no TLS configuration was given (Builder::tls)",
+            );
+            return Err(Error::new(Op::Listen, endpoint, reason));
+        }
         let options = ListenOptions {
             backlog: self.backlog,
             unix_mode: self.unix_mode,
@@ -175,6 +218,11 @@ impl Builder {
             .iter()
             .map(|endpoint| ListenerGroup::bind(endpoint, options, self.workers))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Server::new(groups, self.limits, self.stages.clone()))
+        Ok(Server::new(
+            groups,
+            self.limits,
+            self.stages.clone(),
+            tls_stages,
+        ))
     }
 }

@@ -1,5 +1,6 @@
-//! [`Connection`]: one accepted stream (TCP or Unix) with its peer and local address, read and
-//! written through tokio's `AsyncRead`/`AsyncWrite`, with the server's idle timeout built in.
+//! [`Connection`]: one accepted stream (TCP or Unix, plain or TLS) with its peer and local
+//! address, read and written through tokio's `AsyncRead`/`AsyncWrite`, with the server's idle
+//! timeout built in.
 
 use std::io;
 use std::pin::Pin;
@@ -9,18 +10,40 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::tls::{self, TlsStream};
 use crate::net::Stream;
 use crate::socket::Address;
+
+/// What a connection reads and writes: the accepted stream, or a TLS session over it.
+#[derive(Debug)]
+enum Io {
+    Plain(Stream),
+    // Boxed: a session is about 1 KiB that plain connections should not carry.
+    Tls(Box<TlsStream>),
+    /// The stream is in the TLS stage's handshake; nothing else may use it meanwhile.
+    Handshaking,
+}
+
+/// What every operation on a connection in its handshake answers.
+fn in_handshake() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection is in its TLS handshake",
+    )
+}
 
 /// An accepted connection, handed to a server's handler.
 ///
 /// Read and write it with `tokio::io::{AsyncReadExt, AsyncWriteExt}`; [`Connection::split`]
-/// gives separate read and write halves. When the server has an idle
+/// gives separate read and write halves. On a `tls:` listener the bytes are the TLS
+/// session's: shutting down sends close_notify before the half-close, and a client that
+/// hangs up without close_notify is a read error ([`io::ErrorKind::UnexpectedEof`]), not an
+/// end of stream. When the server has an idle
 /// timeout, a read or write that waits longer than it with no bytes moving either way fails
 /// with [`io::ErrorKind::TimedOut`].
 #[derive(Debug)]
 pub struct Connection {
-    stream: Stream,
+    io: Io,
     peer: Address,
     // Boxed: most servers set no idle timeout, and a None costs 8 bytes instead of 48 in
     // every connection's task.
@@ -66,26 +89,67 @@ impl IdleTimer {
 impl Connection {
     pub(crate) fn new(stream: Stream, peer: Address, idle_timeout: Option<Duration>) -> Connection {
         Connection {
-            stream,
+            io: Io::Plain(stream),
             peer,
             idle: idle_timeout.map(|limit| Box::new(IdleTimer::new(limit))),
         }
     }
 
-    /// The stream, for socket options the handler sets on it.
-    pub(crate) fn stream(&self) -> &Stream {
-        &self.stream
+    /// The stream (under TLS, the one the session runs over), for socket options the
+    /// handler sets on it; `None` during the TLS handshake.
+    pub(crate) fn stream(&self) -> Option<&Stream> {
+        match &self.io {
+            Io::Plain(stream) => Some(stream),
+            Io::Tls(tls) => Some(tls.get_ref().0),
+            Io::Handshaking => None,
+        }
+    }
+
+    /// Takes the plain stream for the TLS stage's handshake ([`Connection::set_tls`] puts
+    /// the session in its place); `None` if it is not plain.
+    pub(crate) fn take_plain(&mut self) -> Option<Stream> {
+        match std::mem::replace(&mut self.io, Io::Handshaking) {
+            Io::Plain(stream) => Some(stream),
+            other => {
+                self.io = other;
+                None
+            }
+        }
+    }
+
+    /// The session the TLS stage made: from now on the connection's bytes are its.
+    pub(crate) fn set_tls(&mut self, session: TlsStream) {
+        self.io = Io::Tls(Box::new(session));
     }
 
     /// The stream and the idle limit, for code that drives the socket itself (the splice
-    /// relay of `forward`).
-    /// Makes the close a reset, for a connection refused by an admission stage.
-    pub(crate) fn reset_on_close(&self) {
-        self.stream.reset_on_close();
+    /// relay of `forward`); a TLS connection comes back as it is, for its bytes are not the
+    /// socket's.
+    pub(crate) fn into_plain_parts(self) -> Result<(Stream, Option<Duration>), Connection> {
+        match self.io {
+            Io::Plain(stream) => Ok((stream, self.idle.map(|idle| idle.limit))),
+            Io::Tls(_) | Io::Handshaking => Err(self),
+        }
     }
 
-    pub(crate) fn into_parts(self) -> (Stream, Option<Duration>) {
-        (self.stream, self.idle.map(|idle| idle.limit))
+    /// Makes the close a reset, for a connection refused by an admission stage.
+    pub(crate) fn reset_on_close(&self) {
+        if let Some(stream) = self.stream() {
+            stream.reset_on_close();
+        }
+    }
+
+    /// Whether the connection speaks TLS (it came in on a `tls:` listener).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
+    }
+
+    /// The application protocol (ALPN) the client and server agreed on, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.io {
+            Io::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            Io::Plain(_) | Io::Handshaking => None,
+        }
     }
 
     /// The address of the client.
@@ -109,7 +173,7 @@ impl Connection {
     ///
     /// The socket is no longer connected.
     pub fn local_addr(&self) -> io::Result<Address> {
-        self.stream.local_addr()
+        self.stream().ok_or_else(in_handshake)?.local_addr()
     }
 
     /// Splits the connection into a read half and a write half, to read and write from two
@@ -137,7 +201,11 @@ impl Connection {
 
     /// [`Connection::readable`] as a poll function, for hand-written futures.
     pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = self.stream.poll_read_ready(cx);
+        let poll = match &mut self.io {
+            Io::Plain(stream) => stream.poll_read_ready(cx),
+            Io::Tls(session) => tls::poll_readable(session, cx),
+            Io::Handshaking => Poll::Ready(Err(in_handshake())),
+        };
         self.account(cx, poll)
     }
 
@@ -146,7 +214,11 @@ impl Connection {
     /// `buf` is taken to have emptied the socket, so the next call answers `WouldBlock`
     /// without a system call until the kernel reports more.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.stream.try_read(buf)?;
+        let n = match &mut self.io {
+            Io::Plain(stream) => stream.try_read(buf)?,
+            Io::Tls(session) => tls::try_read(session, buf)?,
+            Io::Handshaking => return Err(in_handshake()),
+        };
         self.progress();
         Ok(n)
     }
@@ -185,7 +257,16 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let poll = match &mut this.io {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(session) => match tls::push_pending(session, cx) {
+                Ok(()) => Pin::new(&mut **session)
+                    .poll_read(cx, buf)
+                    .map_err(tls::read_error),
+                Err(err) => Poll::Ready(Err(err)),
+            },
+            Io::Handshaking => Poll::Ready(Err(in_handshake())),
+        };
         this.account(cx, poll)
     }
 }
@@ -197,17 +278,33 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let poll = match &mut this.io {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            // Written bytes go out as far as the socket takes them now, as on a plain
+            // socket; what it cannot take yet goes with the next read, write or flush.
+            Io::Tls(session) => Pin::new(&mut **session)
+                .poll_write(cx, buf)
+                .map(|written| Ok((written?, tls::push_pending(session, cx)?).0)),
+            Io::Handshaking => Poll::Ready(Err(in_handshake())),
+        };
         this.account(cx, poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(session) => Pin::new(&mut **session).poll_flush(cx),
+            Io::Handshaking => Poll::Ready(Err(in_handshake())),
+        }
     }
 
-    /// Half-closes the connection (`shutdown(SHUT_WR)`): the client reads end of stream and
-    /// may go on sending.
+    /// Half-closes the connection (`shutdown(SHUT_WR)`, after a TLS close_notify): the
+    /// client reads end of stream and may go on sending.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(session) => Pin::new(&mut **session).poll_shutdown(cx),
+            Io::Handshaking => Poll::Ready(Err(in_handshake())),
+        }
     }
 }

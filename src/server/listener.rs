@@ -45,6 +45,11 @@ impl ListenerGroup {
             loops,
         })
     }
+
+    /// Whether connections of this group speak TLS (a `tls:` endpoint).
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Tls(_))
+    }
 }
 
 /// A bound listener of any transport.
@@ -68,7 +73,7 @@ impl Listener {
             .map_err(|err| fail(err.into_io_error()))?;
         let fd = OwnedFd::from(socket);
         Ok(match (&endpoint, file) {
-            (Endpoint::Tcp(_), _) => {
+            (Endpoint::Tcp(_) | Endpoint::Tls(_), _) => {
                 let listener = register(fd.into()).map_err(fail)?;
                 Listener::Stream(StreamListener::Tcp(listener))
             }

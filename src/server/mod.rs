@@ -2,7 +2,7 @@
 //! a handler, and the limits every serious server needs, built in.
 //!
 //! # Organization
-//! - [`Builder`]: endpoints (TCP, UDP, Unix, Unix datagram) and limits (`max_connections`,
+//! - [`Builder`]: endpoints (TCP, TLS, UDP, Unix, Unix datagram) and limits (`max_connections`,
 //!   `idle_timeout`, `backlog`, `drain_timeout`, `blocking_threads`, `unix_mode`), then
 //!   [`Builder::bind`].
 //! - [`Server`]: the bound listeners. [`Server::serve`] runs an async [`Handler`] per stream
@@ -62,6 +62,7 @@ mod datagram;
 mod listener;
 mod shutdown;
 mod task;
+mod tls;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -142,6 +143,8 @@ pub struct Server {
     groups: Vec<ListenerGroup>,
     limits: Limits,
     stages: Stages,
+    /// The stages of `tls:` listeners: `stages` and the TLS handshake last.
+    tls_stages: Option<Stages>,
     refusals: Refusals,
     dropped: Refusals,
     shutdown: ShutdownHandle,
@@ -153,11 +156,17 @@ impl Server {
         Builder::default()
     }
 
-    fn new(groups: Vec<ListenerGroup>, limits: Limits, stages: Stages) -> Server {
+    fn new(
+        groups: Vec<ListenerGroup>,
+        limits: Limits,
+        stages: Stages,
+        tls_stages: Option<Stages>,
+    ) -> Server {
         Server {
             groups,
             limits,
             stages,
+            tls_stages,
             refusals: Refusals::default(),
             dropped: Refusals::default(),
             shutdown: ShutdownHandle::new(),
@@ -207,8 +216,16 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// As [`Server::serve`].
+    /// As [`Server::serve`]; and `InvalidInput` for a `tls:` listener, whose session a
+    /// blocking handler cannot drive.
     pub async fn serve_blocking<B: BlockingHandler>(self, handler: B) -> Result<()> {
+        if let Some(group) = self.groups.iter().find(|group| group.is_tls()) {
+            let reason = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a blocking handler cannot serve TLS; use an async handler",
+            );
+            return Err(Error::new(Op::Listen, &group.endpoint, reason));
+        }
         let spawner = BlockingSpawner {
             handler: Arc::new(handler),
             pool: blocking::pool(self.limits.blocking_threads),
@@ -268,11 +285,21 @@ impl Server {
             }
         }
         let pipeline = self.stages.pipeline(&self.refusals, &self.dropped);
+        let tls_pipeline = self
+            .tls_stages
+            .as_ref()
+            .and_then(|stages| stages.pipeline(&self.refusals, &self.dropped));
         let mut tasks = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
             // Listeners beyond one each get a loop; a single shared listener gets them all.
             let loops = group.loops / group.listeners.len().max(1);
+            // A tls: listener's connections also go through the handshake.
+            let pipeline = if group.is_tls() {
+                &tls_pipeline
+            } else {
+                &pipeline
+            };
             for listener in group.listeners {
                 match (listener, &spawner, &datagram) {
                     (Listener::Stream(listener), Some(spawner), _) => {

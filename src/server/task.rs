@@ -211,7 +211,10 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
             };
             holds.kept.extend(held);
             let peer = conn.peer_addr().clone();
-            let (stream, idle_timeout) = conn.into_parts();
+            let Ok((stream, idle_timeout)) = conn.into_plain_parts() else {
+                // Server::serve_blocking refuses tls: listeners before serving.
+                return tracing::debug!("a blocking handler cannot serve a TLS session");
+            };
             let accepted = Accepted {
                 stream,
                 peer,

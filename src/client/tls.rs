@@ -1,0 +1,234 @@
+//! The stream bridge over TLS: the same contract as the plain bridge (bytes both ways at
+//! once, end of input half-closes, the peer closing ends it), with the TLS meaning of each
+//! end: end of input sends close_notify and then the TCP half-close; the peer's close_notify
+//! is its end; a peer whose connection ends *without* close_notify has cut the stream short,
+//! and that is an error, never a clean end.
+//!
+//! rustls needs one session for both directions, so the bridge runs on a small tokio runtime
+//! of its own on the calling thread (the session split in two halves that share it); input
+//! still comes from the [`Input`] thread, handed over a channel of one chunk, and output is
+//! written as soon as each read returns, so every byte that arrived is readable at once.
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::bridge::{
+    BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
+};
+use super::input::{Input, Next};
+use crate::endpoint::{Endpoint, Host};
+use crate::error::{Error, Op, Result};
+use crate::net::Activity;
+use crate::socket::Socket;
+use crate::tls::{Connector, TRUNCATED, handshake_failure, in_words};
+
+/// After the peer closed, how long input that is already waiting may take to go out (as in
+/// the plain bridge).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The most one read takes from the session: a TLS record holds at most 16 KiB of data.
+const READ_SIZE: usize = 64 * 1024;
+
+/// How the TLS session of a bridge begins.
+#[derive(Debug)]
+pub enum Handshake<'a> {
+    /// We connected: verify the server as `connector` says, naming `host`. A failure is
+    /// `cannot connect to ENDPOINT: REASON`.
+    Client {
+        /// Verification, client certificate, ALPN, server name.
+        connector: &'a Connector,
+        /// The host connected to (the server name unless the connector names another).
+        host: &'a Host,
+        /// The endpoint, as errors name it.
+        endpoint: &'a Endpoint,
+        /// Bound on the handshake.
+        timeout: Option<Duration>,
+    },
+    /// We accepted: run the server's side with `config`, within `timeout`.
+    Server {
+        /// The server's configuration.
+        config: Arc<rustls::ServerConfig>,
+        /// Bound on the handshake.
+        timeout: Duration,
+    },
+}
+
+/// Makes the TLS handshake on a connected TCP `socket`, then bridges the session with
+/// `input` and `output` until the peer closes.
+///
+/// # Errors
+///
+/// A failed handshake (`cannot connect to tls:HOST:PORT: certificate has expired: …`), a
+/// stream the peer ended without close_notify (`… may be truncated`), a reset, the idle
+/// timeout, or an output that fails other than by closing.
+pub fn bridge_tls(
+    socket: Socket,
+    handshake: Handshake<'_>,
+    input: &Input,
+    output: Output<'_>,
+    options: BridgeOptions,
+) -> Result<BridgeEnd> {
+    let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::without_target(Op::Io, err))?;
+    socket.set_blocking(false)?;
+    let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
+    let done = AtomicBool::new(false);
+    let (chunks, receiver) = mpsc::channel(1);
+    thread::scope(|scope| {
+        let done = &done;
+        scope.spawn(move || pump(input, &chunks, done));
+        let result = runtime.block_on(async {
+            let tcp = TcpStream::from_std(tcp).map_err(|err| peer.error(Op::Io, err))?;
+            match handshake {
+                Handshake::Client {
+                    connector,
+                    host,
+                    endpoint,
+                    timeout,
+                } => {
+                    let tls = within(timeout, connector.connect(host, tcp))
+                        .await
+                        .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
+                    run(tls, receiver, input, output, &options, &peer).await
+                }
+                Handshake::Server { config, timeout } => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+                    let tls = within(Some(timeout), async {
+                        accept.await.map_err(handshake_failure)
+                    })
+                    .await
+                    .map_err(|err| peer.error(Op::Handshake, err))?;
+                    run(tls, receiver, input, output, &options, &peer).await
+                }
+            }
+        });
+        // The input thread may still wait for input: it stops at its next look.
+        done.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// Awaits `work`, failing with `timed out` after `limit`.
+async fn within<T>(
+    limit: Option<Duration>,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+        None => work.await,
+    }
+}
+
+/// Hands input chunks to the runtime until the input ends (dropping the sender tells the
+/// bridge to close its side) or the bridge is over.
+fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool) {
+    loop {
+        match input.next(POLL) {
+            Next::Data(buf) => {
+                if chunks.blocking_send(buf).is_err() {
+                    return; // the bridge is over
+                }
+            }
+            Next::Pending if done.load(Ordering::Relaxed) || chunks.is_closed() => return,
+            Next::Pending => {}
+            Next::End => return,
+        }
+    }
+}
+
+/// Moves bytes both ways over an established session.
+async fn run<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    input: &Input,
+    output: Output<'_>,
+    options: &BridgeOptions,
+    peer: &Peer,
+) -> Result<BridgeEnd> {
+    let activity = Activity::new();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let activity = &activity;
+    let mut send = Box::pin(async {
+        while let Some(buf) = chunks.recv().await {
+            writer.write_all(&buf).await?;
+            writer.flush().await?;
+            activity.touch();
+            input.recycle(buf);
+        }
+        // End of input: close_notify, then the TCP half-close; the peer may go on sending.
+        writer.shutdown().await
+    });
+    let mut receive = Box::pin(receive(&mut reader, output, activity, options, peer));
+    let mut sent = false;
+    let end = loop {
+        tokio::select! {
+            end = &mut receive => break end,
+            result = &mut send, if !sent => {
+                sent = true;
+                if let Err(err) = result {
+                    // The receiving side reports what happened to the connection.
+                    tracing::debug!("sending stopped: {}", crate::error::describe(&err));
+                }
+            }
+        }
+    };
+    if !sent {
+        // Input already read goes out first (a peer that half-closed may still read it).
+        let _ = tokio::time::timeout(LINGER, &mut send).await;
+        drop(send);
+        let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
+    }
+    end
+}
+
+async fn receive<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    output: Output<'_>,
+    activity: &Activity,
+    options: &BridgeOptions,
+    peer: &Peer,
+) -> Result<BridgeEnd> {
+    let mut output = output.into_writer();
+    let mut buf = vec![0u8; READ_SIZE];
+    loop {
+        let read = match options.idle_timeout {
+            Some(limit) => match tokio::time::timeout(tick(limit), reader.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
+                    check_idle(peer, activity, Some(limit), timeout)?;
+                    continue;
+                }
+            },
+            None => reader.read(&mut buf).await,
+        };
+        match read {
+            Ok(0) => return finish(&mut output),
+            Ok(n) => {
+                activity.touch();
+                if let Err(err) = output.write_all(&buf[..n]) {
+                    return output_failed(err);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                let truncated = io::Error::new(io::ErrorKind::UnexpectedEof, TRUNCATED);
+                return Err(peer.error(Op::Receive, truncated));
+            }
+            Err(err) => return Err(peer.error(Op::Receive, in_words(err))),
+        }
+    }
+}

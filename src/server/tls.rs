@@ -1,0 +1,124 @@
+//! The TLS stage of a `tls:` listener (SPEC §3.1): an admission stage ([`Admission`]) that
+//! runs the server's handshake on the connection in the connection's own task — never on
+//! the accept loop, so a client that connects and sends nothing delays nobody — under the
+//! handshake deadline, holding the connection's `max_connections` slot. It comes last in
+//! the pipeline (after PROXY, access control and per-source limits, SPEC §3), and only on
+//! `tls:` listeners. A handshake that fails or runs out of time refuses the connection with
+//! reason `tls`; one that succeeds turns the [`Connection`] into a TLS session, which is
+//! what the handler then reads and writes.
+//!
+//! Below the stage: how a connection reads and writes through its session.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+
+use super::Connection;
+use super::admission::{Admission, Admit, Admitted, Refusal};
+use crate::metrics::RefusalReason;
+use crate::net::Stream;
+
+/// A server-side TLS session over an accepted stream.
+pub(crate) type TlsStream = tokio_rustls::server::TlsStream<Stream>;
+
+/// The handshake deadline when none is set (`--tls-handshake-timeout`).
+pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS handshake as an admission stage.
+pub(crate) struct TlsHandshake {
+    acceptor: TlsAcceptor,
+    deadline: Duration,
+}
+
+impl TlsHandshake {
+    pub(crate) fn new(config: Arc<rustls::ServerConfig>, deadline: Duration) -> TlsHandshake {
+        TlsHandshake {
+            acceptor: TlsAcceptor::from(config),
+            deadline,
+        }
+    }
+}
+
+impl Admission for TlsHandshake {
+    fn reason(&self) -> RefusalReason {
+        RefusalReason::Tls
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        Some(self.deadline)
+    }
+
+    fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
+        Box::pin(async move {
+            let Some(stream) = conn.take_plain() else {
+                return Err(Refusal::new(
+                    RefusalReason::Tls,
+                    "the connection is not plain TCP",
+                ));
+            };
+            match self.acceptor.accept(stream).await {
+                Ok(session) => {
+                    conn.set_tls(session);
+                    Ok(Admitted::new())
+                }
+                // The stream went with the failed handshake, closed after the alert rustls
+                // sent: the client learns why, where the reset other refusals get would
+                // hide it.
+                Err(err) => {
+                    let why = crate::error::describe(&crate::tls::handshake_failure(err));
+                    Err(Refusal::new(
+                        RefusalReason::Tls,
+                        format!("TLS handshake failed: {why}"),
+                    ))
+                }
+            }
+        })
+    }
+}
+
+/// Waits until the session has plaintext (or its end) to read. TLS bytes still waiting to
+/// go out are pushed first: a handler that wrote and now waits for an answer must not sit
+/// on its own unsent bytes.
+pub(crate) fn poll_readable(
+    tls: &mut TlsStream,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<io::Result<()>> {
+    push_pending(tls, cx)?;
+    std::pin::Pin::new(tls)
+        .poll_fill_buf(cx)
+        .map(|filled| filled.map(drop).map_err(read_error))
+}
+
+/// A failed read in words; an end without close_notify says the data may be truncated.
+pub(crate) fn read_error(err: io::Error) -> io::Error {
+    match err.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            io::Error::new(io::ErrorKind::UnexpectedEof, crate::tls::TRUNCATED)
+        }
+        _ => crate::tls::in_words(err),
+    }
+}
+
+/// Takes plaintext the session already holds, without waiting: `WouldBlock` when there is
+/// none, `Ok(0)` after the client's close_notify, `UnexpectedEof` when its connection ended
+/// without one.
+pub(crate) fn try_read(tls: &mut TlsStream, buf: &mut [u8]) -> io::Result<usize> {
+    io::Read::read(&mut tls.get_mut().1.reader(), buf).map_err(|err| match err.kind() {
+        io::ErrorKind::WouldBlock => err,
+        _ => read_error(err),
+    })
+}
+
+/// Sends what the session holds for the client, as far as the socket takes it now; the
+/// rest waits for the next write, read or flush (the waker is registered for it).
+pub(crate) fn push_pending(tls: &mut TlsStream, cx: &mut std::task::Context<'_>) -> io::Result<()> {
+    if tls.get_ref().1.wants_write() {
+        if let std::task::Poll::Ready(Err(err)) = std::pin::Pin::new(tls).poll_flush(cx) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
