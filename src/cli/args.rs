@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::tls::{TlsAlpnArgs, TlsClientArgs, TlsConnectArgs, TlsServerArgs, TlsTargetCertArgs};
+
 /// socketkit: network programming made simple and correct.
 #[derive(Debug, Parser)]
 #[command(name = "socketkit", version, about, max_term_width = 100)]
@@ -141,6 +143,10 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) shell: bool,
     #[command(flatten)]
+    pub(crate) tls: TlsServerArgs,
+    #[command(flatten)]
+    pub(crate) tls_alpn: TlsAlpnArgs,
+    #[command(flatten)]
     pub(crate) log: LogArgs,
     /// exec: the program and its arguments, after `--`.
     #[arg(last = true, value_name = "PROGRAM")]
@@ -160,7 +166,8 @@ pub(crate) struct BridgeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// Where to connect: HOST:PORT, [IPv6]:PORT, udp:HOST:PORT, unix:PATH, unixgram:PATH.
+    /// Where to connect: HOST:PORT, [IPv6]:PORT, tls:HOST:PORT, udp:HOST:PORT, unix:PATH,
+    /// unixgram:PATH.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
     /// Give up each connection attempt after this long (e.g. 3s).
@@ -175,12 +182,15 @@ pub(crate) struct ConnectArgs {
     #[command(flatten)]
     pub(crate) bridge: BridgeArgs,
     #[command(flatten)]
+    pub(crate) tls: TlsConnectArgs,
+    #[command(flatten)]
     pub(crate) log: LogArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
-    /// Where to listen: HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH, unixgram:PATH.
+    /// Where to listen: HOST:PORT, :PORT, tls:HOST:PORT, udp:HOST:PORT, unix:PATH,
+    /// unixgram:PATH.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
     /// After a connection ends, accept the next one (streams only).
@@ -191,6 +201,10 @@ pub(crate) struct ListenArgs {
     #[command(flatten)]
     pub(crate) bridge: BridgeArgs,
     #[command(flatten)]
+    pub(crate) tls: TlsServerArgs,
+    #[command(flatten)]
+    pub(crate) tls_alpn: TlsAlpnArgs,
+    #[command(flatten)]
     pub(crate) log: LogArgs,
 }
 
@@ -198,19 +212,28 @@ pub(crate) struct ListenArgs {
 pub(crate) struct ForwardArgs {
     #[command(flatten)]
     pub(crate) server: ServerArgs,
-    /// Where to relay each connection: HOST:PORT or unix:PATH.
+    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH.
     #[arg(long, value_name = "ENDPOINT")]
     pub(crate) to: String,
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub(crate) timeout: String,
     #[command(flatten)]
+    pub(crate) tls: TlsServerArgs,
+    #[command(flatten)]
+    pub(crate) to_tls: TlsClientArgs,
+    #[command(flatten)]
+    pub(crate) to_tls_cert: TlsTargetCertArgs,
+    #[command(flatten)]
+    pub(crate) tls_alpn: TlsAlpnArgs,
+    #[command(flatten)]
     pub(crate) log: LogArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// The server under test: HOST:PORT, unix:PATH, udp:HOST:PORT, unixgram:PATH.
+    /// The server under test: HOST:PORT, tls:HOST:PORT, unix:PATH, udp:HOST:PORT,
+    /// unixgram:PATH.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
     /// greeting: connect, read to end, close; echo: stream verified blocks; idle: hold
@@ -257,6 +280,8 @@ pub(crate) struct BenchArgs {
     /// Also write a picture of the run: FILE.svg or FILE.html.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) tls: TlsConnectArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
 }

@@ -9,15 +9,18 @@ use socketkit::bench::{self, Config, Mode, Report, Signal, Stats};
 
 use super::args::BenchArgs;
 use super::exit::CliError;
-use super::{init_logging, resolve};
+use super::{init_logging, resolve, tls};
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     let endpoint = resolve::endpoint(&args.endpoint)?;
-    let config = config(&args)?;
+    let mut config = config(&args)?;
+    // Every connection makes a full handshake: resumption would measure something else.
+    config.tls = args.tls.connector(&endpoint, true)?;
     if let Some(path) = &args.report {
         report_kind(path)?;
     }
     init_logging(&args.log);
+    tls::warn_if_insecure(&args.tls.verify);
     // One thread runs everything on the calling thread, with no cross-thread wake-ups.
     let runtime = match args.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()

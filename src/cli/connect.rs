@@ -1,11 +1,12 @@
 //! `socketkit connect`: a netcat client on standard input and output.
 
-use socketkit::client::{self, ConnectOptions};
+use socketkit::client::{self, ConnectOptions, Handshake};
+use socketkit::endpoint::Endpoint;
 use socketkit::socket::Family;
 
 use super::args::ConnectArgs;
 use super::exit::CliError;
-use super::{init_logging, resolve, stdio};
+use super::{init_logging, resolve, stdio, tls};
 
 pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     let endpoint = resolve::endpoint(&args.endpoint)?;
@@ -18,9 +19,22 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         timeout: resolve::optional_duration("--timeout", args.timeout.as_deref())?,
         family,
     };
+    let connector = args.tls.connector(&endpoint, false)?;
     let bridge = stdio::options(&args.bridge)?;
     init_logging(&args.log);
     let mut connected = client::connect(&endpoint, options)?;
+    if let (Some(connector), Endpoint::Tls(hp)) = (&connector, &endpoint) {
+        tls::warn_if_insecure(&args.tls.verify);
+        let handshake = Handshake::Client {
+            connector,
+            host: &hp.host,
+            endpoint: &endpoint,
+            timeout: options.timeout,
+        };
+        let input = stdio::input(false)?;
+        stdio::run_tls(connected.socket, handshake, &input, bridge)?;
+        return Ok(());
+    }
     let datagrams = connected.is_datagram();
     let input = stdio::input(datagrams)?;
     stdio::run(&mut connected.socket, datagrams, &input, bridge)?;

@@ -2,12 +2,14 @@
 
 use std::io::Write;
 
-use socketkit::client::{self, BridgeEnd, BridgeOptions};
+use socketkit::client::{self, BridgeEnd, BridgeOptions, Handshake, Input};
+use socketkit::socket::Socket;
 
 use super::access;
 use super::args::ListenArgs;
 use super::exit::CliError;
-use super::{init_logging, ready, resolve, stdio};
+use super::tls::ServerSetup;
+use super::{init_logging, ready, resolve, stdio, tls};
 
 pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let endpoint = resolve::endpoint(&args.endpoint)?;
@@ -17,12 +19,17 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             "-k applies to stream endpoints only".into(),
         ));
     }
+    let tls = tls::server(&args.tls, &args.tls_alpn, std::slice::from_ref(&endpoint))?;
+    tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
     let options = stdio::options(&args.bridge)?;
     let access = access::resolve(&args.access)?;
     init_logging(&args.log);
     let mut listening = client::listen(&endpoint)?;
     access.drop_privileges()?;
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
+    if let Some(tls) = &tls {
+        tls.announce();
+    }
     let input = stdio::input(datagrams)?;
     if datagrams {
         let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {
@@ -44,7 +51,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         return Ok(());
     }
     loop {
-        let (mut socket, peer) = listening.accept()?;
+        let (socket, peer) = listening.accept()?;
         let _place = match access.check(&peer) {
             Ok(place) => place,
             Err(reason) => {
@@ -63,13 +70,32 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             // Close the listener before bridging, so a second client is refused rather
             // than left waiting in the backlog.
             drop(listening);
-            stdio::run(&mut socket, false, &input, options)?;
+            bridge(socket, tls.as_ref(), &input, options)?;
             return Ok(());
         }
-        match stdio::run(&mut socket, false, &input, options) {
+        match bridge(socket, tls.as_ref(), &input, options) {
             Ok(BridgeEnd::OutputClosed) => return Ok(()),
             Ok(BridgeEnd::PeerClosed) => {}
             Err(err) => tracing::warn!("{err}"),
         }
+    }
+}
+
+/// Bridges one accepted stream, through a TLS handshake on a `tls:` listener.
+fn bridge(
+    mut socket: Socket,
+    tls: Option<&ServerSetup>,
+    input: &Input,
+    options: BridgeOptions,
+) -> Result<BridgeEnd, CliError> {
+    match tls {
+        Some(tls) => {
+            let handshake = Handshake::Server {
+                config: std::sync::Arc::clone(&tls.tls.config),
+                timeout: tls.handshake_timeout,
+            };
+            stdio::run_tls(socket, handshake, input, options)
+        }
+        None => stdio::run(&mut socket, false, input, options),
     }
 }

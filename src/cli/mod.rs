@@ -15,6 +15,7 @@ mod resolve;
 mod serve;
 mod server;
 mod stdio;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -7,7 +7,7 @@ use socketkit::services::{Service, ServiceError, ServiceOption, ServiceOptions, 
 
 use super::args::ServeArgs;
 use super::exit::CliError;
-use super::{init_logging, server};
+use super::{init_logging, server, tls};
 
 /// The tutorial's port, used when no `-l` is given.
 const DEFAULT_LISTEN: &str = ":12345";
@@ -32,11 +32,19 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         program: args.program,
     };
     let configured = service.configure(options).map_err(usage)?;
+    let tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
+    tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
     let mut builder = server::builder(&args.server, endpoints)?;
+    if let Some(tls) = &tls {
+        tls.apply(&mut builder);
+    }
     let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server)?;
     server::run(builder, &access, workers, service.name(), |server| {
+        if let Some(tls) = &tls {
+            tls.announce();
+        }
         configured.serve(server)
     })
 }

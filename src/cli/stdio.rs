@@ -6,7 +6,8 @@ use std::io;
 use std::os::fd::AsFd;
 
 use socketkit::client::{
-    BridgeEnd, BridgeOptions, CHUNK, Input, MAX_DATAGRAM, Output, bridge, bridge_datagrams,
+    BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, MAX_DATAGRAM, Output, bridge,
+    bridge_datagrams, bridge_tls,
 };
 use socketkit::socket::Socket;
 
@@ -57,6 +58,17 @@ pub(crate) fn run(
         bridge(socket, input, output, options)?
     };
     Ok(end)
+}
+
+/// Makes the TLS handshake on `socket`, then bridges the session with stdin and stdout.
+pub(crate) fn run_tls(
+    socket: Socket,
+    handshake: Handshake<'_>,
+    input: &Input,
+    options: BridgeOptions,
+) -> Result<BridgeEnd, CliError> {
+    let output = Output::writer(output()?);
+    Ok(bridge_tls(socket, handshake, input, output, options)?)
 }
 
 fn stdio_error(err: io::Error) -> CliError {

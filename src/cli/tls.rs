@@ -1,0 +1,300 @@
+//! The TLS options (SPEC §3.1): their clap structs, kept here rather than in `args` so each
+//! command flattens the groups it takes, and their checks against the endpoints they apply
+//! to. A file that cannot be loaded is a usage error (exit 2), found before anything is bound.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use socketkit::endpoint::{Endpoint, Host};
+use socketkit::server::Builder;
+use socketkit::tls::{
+    ClientOptions, Connector, Identity, ServerOptions, ServerTls, client_config, server_config,
+};
+
+use super::exit::CliError;
+use super::resolve;
+
+/// A listener's TLS: its certificate, client authentication, and handshake deadline.
+#[derive(Debug, Args)]
+pub(crate) struct TlsServerArgs {
+    /// tls: listeners: the certificate chain, PEM (the server's own certificate first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// tls: listeners: the private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// tls: listeners: make a throwaway certificate for localhost and the listen addresses
+    /// (its SHA-256 fingerprint is printed on stderr).
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub(crate) tls_self_signed: bool,
+    /// tls: listeners: require a client certificate signed by a CA in FILE (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// tls: listeners: close a connection whose handshake has not finished in this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) tls_handshake_timeout: String,
+}
+
+/// How a client verifies a tls: server.
+#[derive(Debug, Args)]
+pub(crate) struct TlsClientArgs {
+    /// tls: targets: trust the CA certificates in FILE instead of the system's store.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// tls: targets: the server name to ask for and verify (default: the endpoint's host).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) tls_sni: Option<String>,
+    /// tls: targets: do not verify the server's certificate (says so on stderr).
+    #[arg(long)]
+    pub(crate) tls_insecure: bool,
+}
+
+/// A client certificate for `connect` and `bench`.
+#[derive(Debug, Args)]
+pub(crate) struct TlsClientCertArgs {
+    /// tls: present this client certificate chain, PEM, to servers that ask for one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// tls: the private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+/// A client certificate that `forward` presents to a tls: target.
+#[derive(Debug, Args)]
+pub(crate) struct TlsTargetCertArgs {
+    /// tls: targets: present this client certificate chain, PEM.
+    #[arg(long, value_name = "FILE", requires = "to_tls_key")]
+    pub(crate) to_tls_cert: Option<PathBuf>,
+    /// tls: targets: the private key of --to-tls-cert, PEM.
+    #[arg(long, value_name = "FILE", requires = "to_tls_cert")]
+    pub(crate) to_tls_key: Option<PathBuf>,
+}
+
+/// Everything a TLS client takes (`connect`, `bench`).
+#[derive(Debug, Args)]
+pub(crate) struct TlsConnectArgs {
+    #[command(flatten)]
+    pub(crate) verify: TlsClientArgs,
+    #[command(flatten)]
+    pub(crate) cert: TlsClientCertArgs,
+    #[command(flatten)]
+    pub(crate) alpn: TlsAlpnArgs,
+}
+
+impl TlsConnectArgs {
+    /// The connector for a `tls:` `target` (see [`client`]), with ALPN checked to apply.
+    pub(crate) fn connector(
+        &self,
+        target: &Endpoint,
+        full_handshakes: bool,
+    ) -> Result<Option<Connector>, CliError> {
+        let identity = self.cert.tls_cert.clone().zip(self.cert.tls_key.clone());
+        let connector = client(&self.verify, identity, &self.alpn, target, full_handshakes)?;
+        check_alpn_applies(&self.alpn, connector.is_some())?;
+        Ok(connector)
+    }
+}
+
+/// Application protocols, on whichever side is TLS.
+#[derive(Debug, Args)]
+pub(crate) struct TlsAlpnArgs {
+    /// Offer (client) or accept (server) this application protocol over TLS, e.g. h2 or
+    /// http/1.1 (repeatable, in order of preference).
+    #[arg(long, value_name = "PROTO")]
+    pub(crate) tls_alpn: Vec<String>,
+}
+
+/// A checked server TLS setup.
+pub(crate) struct ServerSetup {
+    pub(crate) tls: ServerTls,
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl ServerSetup {
+    /// Gives the builder the configuration and the handshake deadline.
+    pub(crate) fn apply(&self, builder: &mut Builder) {
+        builder
+            .tls(std::sync::Arc::clone(&self.tls.config))
+            .tls_handshake_timeout(self.handshake_timeout);
+    }
+
+    /// Says what a self-signed certificate is, once the readiness lines are out.
+    pub(crate) fn announce(&self) {
+        if let Some(made) = &self.tls.self_signed {
+            eprintln!(
+                "tls: self-signed certificate for {}; SHA-256 fingerprint {}",
+                made.names.join(", "),
+                made.fingerprint
+            );
+        }
+    }
+}
+
+/// The TLS of the listeners among `endpoints`, or `None` when none is `tls:`; options
+/// given without a `tls:` listener are a usage error.
+pub(crate) fn server(
+    args: &TlsServerArgs,
+    alpn: &TlsAlpnArgs,
+    endpoints: &[Endpoint],
+) -> Result<Option<ServerSetup>, CliError> {
+    let tls: Vec<&Endpoint> = endpoints
+        .iter()
+        .filter(|e| matches!(e, Endpoint::Tls(_)))
+        .collect();
+    let Some(first) = tls.first() else {
+        let given = [
+            (args.tls_cert.is_some(), "--tls-cert"),
+            (args.tls_self_signed, "--tls-self-signed"),
+            (args.tls_client_ca.is_some(), "--tls-client-ca"),
+        ];
+        return match given.iter().find(|(set, _)| *set) {
+            Some((_, flag)) => Err(only_for_tls(flag, "listener")),
+            None => Ok(None),
+        };
+    };
+    let identity = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => Identity::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, true) => Identity::SelfSigned(self_signed_names(&tls)),
+        _ => {
+            return Err(CliError::Usage(format!(
+                "{first} needs --tls-cert FILE and --tls-key FILE (or --tls-self-signed)"
+            )));
+        }
+    };
+    let options = ServerOptions {
+        identity,
+        client_ca: args.tls_client_ca.clone(),
+        alpn: protocols(alpn)?,
+    };
+    let handshake_timeout =
+        resolve::duration("--tls-handshake-timeout", &args.tls_handshake_timeout)?;
+    if handshake_timeout.is_zero() {
+        return Err(CliError::Usage(
+            "--tls-handshake-timeout must be above 0".into(),
+        ));
+    }
+    let tls = server_config(&options).map_err(|err| CliError::Usage(err.to_string()))?;
+    Ok(Some(ServerSetup {
+        tls,
+        handshake_timeout,
+    }))
+}
+
+/// The connector for a `tls:` target, or `None` for another target; verification options
+/// given for another target are a usage error. `full_handshakes` turns session resumption
+/// off (bench).
+pub(crate) fn client(
+    args: &TlsClientArgs,
+    identity: Option<(PathBuf, PathBuf)>,
+    alpn: &TlsAlpnArgs,
+    target: &Endpoint,
+    full_handshakes: bool,
+) -> Result<Option<Connector>, CliError> {
+    if !matches!(target, Endpoint::Tls(_)) {
+        let given = [
+            (args.tls_ca.is_some(), "--tls-ca"),
+            (args.tls_sni.is_some(), "--tls-sni"),
+            (args.tls_insecure, "--tls-insecure"),
+            (identity.is_some(), "a client certificate"),
+        ];
+        return match given.iter().find(|(set, _)| *set) {
+            Some((_, flag)) => Err(only_for_tls(flag, "target")),
+            None => Ok(None),
+        };
+    }
+    let options = ClientOptions {
+        ca: args.tls_ca.clone(),
+        insecure: args.tls_insecure,
+        alpn: protocols(alpn)?,
+        identity,
+        full_handshakes,
+    };
+    let config = client_config(&options).map_err(|err| CliError::Usage(err.to_string()))?;
+    let connector = Connector::new(config);
+    let connector = match &args.tls_sni {
+        Some(name) => connector
+            .with_server_name(name)
+            .map_err(|err| CliError::Usage(format!("invalid --tls-sni: {err}")))?,
+        None => connector,
+    };
+    Ok(Some(connector))
+}
+
+/// Says once that certificates go unchecked, when `--tls-insecure` is in force.
+pub(crate) fn warn_if_insecure(args: &TlsClientArgs) {
+    if args.tls_insecure {
+        tracing::warn!("--tls-insecure: the server's certificate is not verified");
+    }
+}
+
+/// Whether any ALPN protocol was given, for commands with no TLS side to use it.
+pub(crate) fn check_alpn_applies(alpn: &TlsAlpnArgs, any_tls: bool) -> Result<(), CliError> {
+    if !alpn.tls_alpn.is_empty() && !any_tls {
+        return Err(only_for_tls("--tls-alpn", "endpoint"));
+    }
+    Ok(())
+}
+
+fn only_for_tls(flag: &str, what: &str) -> CliError {
+    CliError::Usage(format!("{flag} applies to a tls: {what} only"))
+}
+
+fn protocols(alpn: &TlsAlpnArgs) -> Result<Vec<Vec<u8>>, CliError> {
+    alpn.tls_alpn
+        .iter()
+        .map(|proto| {
+            if proto.is_empty() || proto.len() > 255 {
+                Err(CliError::Usage(format!(
+                    "invalid --tls-alpn '{proto}': a protocol name is 1-255 bytes"
+                )))
+            } else {
+                Ok(proto.as_bytes().to_vec())
+            }
+        })
+        .collect()
+}
+
+/// `localhost`, the loopback addresses, and every concrete host a `tls:` listener names.
+fn self_signed_names(endpoints: &[&Endpoint]) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    let mut add = |name: String| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    for endpoint in endpoints {
+        match endpoint.host_port().map(|hp| &hp.host) {
+            Some(Host::Ip(ip)) if !ip.is_unspecified() => add(ip.to_string()),
+            Some(Host::Name(name)) => add(name.clone()),
+            // Every local address: the loopback ones are those a certificate can name.
+            _ => {
+                add("127.0.0.1".to_owned());
+                add("::1".to_owned());
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_names_cover_localhost_and_the_listen_hosts() {
+        let eps: Vec<Endpoint> = ["tls:127.0.0.2:0", "tls::0", "tls:myhost:1"]
+            .iter()
+            .map(|s| s.parse().expect("endpoint"))
+            .collect();
+        let refs: Vec<&Endpoint> = eps.iter().collect();
+        assert_eq!(
+            self_signed_names(&refs),
+            ["localhost", "127.0.0.2", "127.0.0.1", "::1", "myhost"]
+        );
+    }
+}
