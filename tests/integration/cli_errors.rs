@@ -56,11 +56,11 @@ fn malformed_endpoints_are_exit_2() {
         ),
         (
             "sctp:h:1",
-            "error: invalid endpoint 'sctp:h:1': unknown scheme 'sctp' (expected tcp, udp, unix or unixgram)",
+            "error: invalid endpoint 'sctp:h:1': unknown scheme 'sctp' (expected tcp, tls, udp, unix or unixgram)",
         ),
         (
             "",
-            "error: invalid endpoint '': empty endpoint (expected HOST:PORT, udp:HOST:PORT or unix:PATH)",
+            "error: invalid endpoint '': empty endpoint (expected HOST:PORT, tls:HOST:PORT, udp:HOST:PORT or unix:PATH)",
         ),
         (
             "a\nb:1",

@@ -4,7 +4,7 @@
 //! whatever is still to come; a bridge that holds bytes back until more arrive deadlocks here
 //! and the test fails at its first round rather than hanging.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::net::{IO_TIMEOUT, hash, payload};
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::{DEADLINE, Running, lines_of, socketkit};
 
 /// How long an answer may take to come through the bridge. Generous for a loaded CI
 /// machine; a held-back byte never comes at all.
@@ -82,27 +82,6 @@ fn read_line(stream: &mut impl Read) -> Vec<u8> {
         }
     }
     line
-}
-
-/// The program's stdout, read line by line on a thread as a program would, each line handed
-/// over a channel so that the test can bound its wait.
-fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        loop {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    rx
 }
 
 fn expect_line(lines: &Receiver<Vec<u8>>, want: &[u8], round: usize, child: &Running) {

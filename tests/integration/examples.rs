@@ -67,3 +67,31 @@ fn graceful_shutdown_lets_the_connection_finish() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn tls_echo_echoes_over_tls_with_its_self_signed_certificate() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut cmd = example("tls_echo");
+    cmd.arg("tls:127.0.0.1:0").env("TMPDIR", tmp.path());
+    let server = Running::start(cmd, 1);
+    let ca = tmp.path().join("tls_echo.pem");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("written to") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = crate::support::process::socketkit();
+    client
+        .arg("connect")
+        .arg(format!("tls:localhost:{}", server.port()))
+        .arg("--tls-ca")
+        .arg(&ca);
+    let out = crate::support::process::run(
+        client,
+        b"echo me, encrypted".to_vec(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"echo me, encrypted");
+    Ok(())
+}

@@ -30,7 +30,8 @@ mod cli_serve;
 mod cli_stdio_pipes;
 /// The EOF model of docs/cli.md, row by row.
 mod eof_model;
-/// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown).
+/// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown,
+/// tls_echo).
 mod examples;
 /// Against other people's tools: OpenBSD nc, socat.
 mod interop;
@@ -46,5 +47,11 @@ mod server_unix;
 mod services;
 /// `socketkit::socket`: the BSD layer over TCP v4/v6, UDP, Unix stream and datagram.
 mod socket;
+/// TLS clients (connect, forward --to) against OpenSSL, socat and Python servers.
+mod tls_client;
+/// TLS under stalled and garbage clients, the handshake deadline, and start-up errors.
+mod tls_faults;
+/// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
+mod tls_server;
 /// The tutorial's server and client, against Python ports of each other.
 mod tutorial;

@@ -1,7 +1,9 @@
 //! Shared pieces of the integration tests, split by what they do.
 
+pub mod certs;
 pub mod net;
 pub mod process;
+pub mod tls_peers;
 pub mod tools;
 
 /// The result type tests return, so that `?` works on any error.

@@ -1,0 +1,145 @@
+//! Test certificates, made fresh by each test with rcgen in a temp dir: a CA, a server
+//! certificate for localhost/127.0.0.1/::1, a client certificate, an expired one, one for
+//! the wrong name, and one from a CA nobody trusts. All ECDSA P-256, all PEM.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+
+/// A certificate and its key, as files.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Pair {
+    /// The certificate path as a string, for command lines.
+    pub fn cert(&self) -> &str {
+        self.cert.to_str().expect("temp paths are UTF-8")
+    }
+
+    /// The key path as a string.
+    pub fn key(&self) -> &str {
+        self.key.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+/// Everything a TLS test needs, in one temp dir removed on drop.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    /// The CA that signed `server`, `client`, `expired` and `wrong_name`.
+    pub ca: PathBuf,
+    pub server: Pair,
+    pub client: Pair,
+    pub expired: Pair,
+    pub wrong_name: Pair,
+    /// Valid for localhost, but signed by a CA that is not `ca`.
+    pub stranger: Pair,
+}
+
+impl Pki {
+    /// Makes the CA and every certificate.
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca, ca_key) = authority("socketkit test CA");
+        let ca_path = write(dir.path(), "ca.pem", &ca.pem());
+        let leaf = |name: &str, names: &[&str], eku, expired: bool| {
+            issue(dir.path(), name, names, eku, expired, &ca, &ca_key)
+        };
+        let local = ["localhost", "127.0.0.1", "::1"];
+        let server = leaf("server", &local, ExtendedKeyUsagePurpose::ServerAuth, false);
+        let client = leaf(
+            "client",
+            &["client.test"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            false,
+        );
+        let expired = leaf("expired", &local, ExtendedKeyUsagePurpose::ServerAuth, true);
+        let wrong_name = leaf(
+            "wrong-name",
+            &["wrong.example"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+        );
+        let (other_ca, other_key) = authority("someone else's CA");
+        let stranger = issue(
+            dir.path(),
+            "stranger",
+            &local,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+            &other_ca,
+            &other_key,
+        );
+        Pki {
+            dir,
+            ca: ca_path,
+            server,
+            client,
+            expired,
+            wrong_name,
+            stranger,
+        }
+    }
+
+    /// The CA file as a string.
+    pub fn ca(&self) -> &str {
+        self.ca.to_str().expect("temp paths are UTF-8")
+    }
+
+    /// A file in the temp dir with `content`.
+    pub fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("write a test file");
+        path
+    }
+}
+
+fn authority(name: &str) -> (Certificate, KeyPair) {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("a CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    (params.self_signed(&key).expect("a CA certificate"), key)
+}
+
+fn issue(
+    dir: &Path,
+    name: &str,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+    expired: bool,
+    ca: &Certificate,
+    ca_key: &KeyPair,
+) -> Pair {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("a key");
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let mut params = CertificateParams::new(names).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![usage];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    }
+    let cert = params.signed_by(&key, ca, ca_key).expect("a certificate");
+    Pair {
+        cert: write(dir, &format!("{name}.pem"), &cert.pem()),
+        key: write(dir, &format!("{name}.key"), &key.serialize_pem()),
+    }
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write a PEM file");
+    path
+}

@@ -1,0 +1,362 @@
+//! TLS servers under bad clients and bad configuration: a thousand clients that never finish
+//! a handshake, the handshake deadline, handshakes counted against --max-connections,
+//! garbage instead of a ClientHello, plain TCP to a tls: listener, and every start-up
+//! error (exit 2, before listening).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socketkit::tls::{ClientOptions, client_config, rustls};
+
+use crate::support::certs::Pki;
+use crate::support::net::connect;
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+/// The first bytes of a ClientHello that promises 512 bytes and sends 6 of them.
+const HALF_A_CLIENT_HELLO: [u8; 11] = [
+    0x16, 0x03, 0x01, 0x02, 0x00, // handshake record, 512 bytes
+    0x01, 0x00, 0x01, 0xfc, // ClientHello, 508 bytes
+    0x03, 0x03, // client version
+];
+
+fn serve_greeting(pki: &Pki, extra: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(extra);
+    Running::start(cmd, 1)
+}
+
+/// A full TLS exchange with the greeting server, timed from the TCP connect to the
+/// greeting's close_notify.
+fn greet(pki: &Pki, addr: &str) -> (Vec<u8>, Duration) {
+    let options = ClientOptions {
+        ca: Some(pki.ca.clone()),
+        ..ClientOptions::default()
+    };
+    let config = client_config(&options).expect("client config");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let started = Instant::now();
+    let mut conn = rustls::ClientConnection::new(Arc::clone(&config), name).expect("session");
+    let mut tcp = connect(addr);
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got)
+        .expect("the greeting, ended by close_notify");
+    (got, started.elapsed())
+}
+
+/// Raises this process's descriptor limit (children inherit it) to hold `wanted` sockets.
+fn allow_descriptors(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+        assert!(
+            limit.rlim_cur >= wanted,
+            "the hard descriptor limit {} is below {wanted}",
+            limit.rlim_max
+        );
+    }
+}
+
+/// Which of `sockets` the server has closed (readable with end of stream or an error).
+fn closed(sockets: &mut [TcpStream]) -> usize {
+    let mut fds: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: poll(2) on a valid array of pollfd of the given length, without waiting.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    assert!(ready >= 0, "poll failed");
+    let mut count = 0;
+    for (socket, fd) in sockets.iter_mut().zip(&fds) {
+        if fd.revents == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 512];
+        // Readable: an alert, then the end; either way the server is done with it.
+        socket.set_nonblocking(true).expect("set non-blocking");
+        let ended = loop {
+            match socket.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        count += usize::from(ended);
+    }
+    count
+}
+
+#[test]
+fn a_thousand_stalled_handshakes_delay_nobody_and_end_at_the_deadline() {
+    allow_descriptors(4096);
+    let pki = Pki::new();
+    let deadline = Duration::from_secs(3);
+    let server = serve_greeting(&pki, &["--tls-handshake-timeout", "3s"]);
+    let addr = server.addr().replace("tls:", "");
+    let opened = Instant::now();
+    let mut stalled: Vec<TcpStream> = (0..1000)
+        .map(|i| {
+            let mut socket = connect(&addr);
+            if i % 2 == 1 {
+                socket.write_all(&HALF_A_CLIENT_HELLO).expect("send");
+            }
+            socket
+        })
+        .collect();
+    let all_open = opened.elapsed();
+
+    // A real client is served at once, whatever the thousand are doing.
+    for _ in 0..3 {
+        let (got, took) = greet(&pki, &addr);
+        assert_eq!(got, "你好".as_bytes());
+        assert!(took < Duration::from_millis(200), "served in {took:?}");
+    }
+
+    // None is closed early...
+    let early = (opened + deadline).saturating_duration_since(Instant::now());
+    std::thread::sleep(early.saturating_sub(Duration::from_millis(500)));
+    assert_eq!(closed(&mut stalled), 0, "closed before the deadline");
+    // ...and every one is closed at it.
+    let waited = Instant::now();
+    let mut ended = 0;
+    while ended < stalled.len() && waited.elapsed() < all_open + Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        ended = closed(&mut stalled);
+    }
+    assert_eq!(ended, 1000, "after {:?}", opened.elapsed());
+    assert!(
+        opened.elapsed() < deadline + all_open + Duration::from_secs(3),
+        "took {:?}",
+        opened.elapsed()
+    );
+}
+
+#[test]
+fn handshakes_hold_a_connection_slot_until_their_deadline() {
+    let pki = Pki::new();
+    let server = serve_greeting(
+        &pki,
+        &["--max-connections", "2", "--tls-handshake-timeout", "1s"],
+    );
+    let addr = server.addr().replace("tls:", "");
+    let _silent: Vec<TcpStream> = (0..2).map(|_| connect(&addr)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Both slots are held by handshakes: this client waits in the backlog until they end.
+    let (got, took) = greet(&pki, &addr);
+    assert_eq!(got, "你好".as_bytes());
+    assert!(took >= Duration::from_millis(700), "served after {took:?}");
+    assert!(took < Duration::from_secs(5), "served after {took:?}");
+}
+
+#[test]
+fn garbage_instead_of_a_client_hello_is_refused_at_once_and_the_server_goes_on() {
+    let pki = Pki::new();
+    let server = serve_greeting(&pki, &["-v"]);
+    let addr = server.addr().replace("tls:", "");
+    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xffu8; 64][..]] {
+        let started = Instant::now();
+        let mut socket = connect(&addr);
+        socket.write_all(garbage).expect("send");
+        let mut got = Vec::new();
+        let _ = socket.read_to_end(&mut got);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "closed only after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !got.windows(6).any(|w| w == "你好".as_bytes()),
+            "the service answered garbage"
+        );
+    }
+    let (got, _) = greet(&pki, &addr);
+    assert_eq!(got, "你好".as_bytes());
+    let log = server.stderr();
+    assert!(
+        log.contains("refused: TLS handshake failed: the peer does not speak TLS"),
+        "{log}"
+    );
+    assert!(log.contains("reason=\"tls\""), "{log}");
+}
+
+#[test]
+fn plain_tcp_to_a_tls_listener_gets_no_service() {
+    let pki = Pki::new();
+    let server = serve_greeting(&pki, &[]);
+    let mut socket = connect(&server.addr().replace("tls:", ""));
+    socket.write_all(b"hello\n").expect("send");
+    let mut got = Vec::new();
+    let _ = socket.read_to_end(&mut got);
+    // At most a TLS alert record (content type 21), never the greeting.
+    assert!(got.is_empty() || got[0] == 21, "{got:?}");
+}
+
+#[test]
+fn start_up_errors_are_exit_2_before_listening() {
+    let pki = Pki::new();
+    let not_pem = pki.file("not.pem", b"this is not a certificate\n");
+    let not_pem = not_pem.to_str().expect("utf-8");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--tls-cert", not_pem, "--tls-key", pki.server.key()],
+            format!("error: cannot load TLS certificate {not_pem}: not a PEM file (no -----BEGIN line)"),
+        ),
+        (
+            vec!["--tls-cert", pki.server.cert(), "--tls-key", pki.client.key()],
+            format!(
+                "error: cannot load TLS private key {}: it does not match the certificate in {}",
+                pki.client.key(),
+                pki.server.cert()
+            ),
+        ),
+        (
+            vec!["--tls-cert", "/nonexistent/cert.pem", "--tls-key", pki.server.key()],
+            "error: cannot load TLS certificate /nonexistent/cert.pem: no such file or directory"
+                .to_owned(),
+        ),
+        (
+            vec!["--tls-cert", pki.server.cert(), "--tls-key", pki.server.cert()],
+            format!("error: cannot load TLS private key {}: no private key", pki.server.cert()),
+        ),
+        (
+            vec![],
+            "error: tls:127.0.0.1:0 needs --tls-cert FILE and --tls-key FILE (or --tls-self-signed)"
+                .to_owned(),
+        ),
+        (
+            vec!["--tls-self-signed", "--tls-client-ca", "/nonexistent/ca.pem"],
+            "error: cannot load TLS CA certificates /nonexistent/ca.pem: no such file".to_owned(),
+        ),
+        (
+            vec!["--tls-self-signed", "--tls-alpn", ""],
+            "error: invalid --tls-alpn '': a protocol name is 1-255 bytes".to_owned(),
+        ),
+    ];
+    for (args, want) in cases {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+            .args(&args);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&want),
+            "{args:?}\nwant {want}\ngot  {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(!out.stderr.contains("listening on"));
+    }
+    // TLS options with nothing TLS to apply to.
+    let misplaced: [(&str, &[&str], &str); 4] = [
+        (
+            "serve",
+            &["-l", "127.0.0.1:0", "--tls-self-signed"],
+            "--tls-self-signed applies to a tls: listener only",
+        ),
+        (
+            "connect",
+            &["127.0.0.1:9", "--tls-insecure"],
+            "--tls-insecure applies to a tls: target only",
+        ),
+        (
+            "forward",
+            &[
+                "-l",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--tls-ca",
+                pki.ca(),
+            ],
+            "--tls-ca applies to a tls: target only",
+        ),
+        (
+            "bench",
+            &["127.0.0.1:9", "--tls-alpn", "h2"],
+            "--tls-alpn applies to a tls: endpoint only",
+        ),
+    ];
+    for (command, args, want) in misplaced {
+        let mut cmd = socketkit();
+        cmd.arg(command).args(args);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{command} {args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.trim_end(), format!("error: {want}"));
+    }
+}
+
+#[tokio::test]
+async fn the_library_counts_failed_handshakes_as_tls_refusals_and_serves_plain_listeners_as_before()
+-> crate::support::TestResult {
+    use socketkit::server::{Connection, RefusalReason, Server};
+    use socketkit::tls::{Identity, ServerOptions, server_config};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let tls = server_config(&ServerOptions::new(Identity::SelfSigned(vec![
+        "localhost".into(),
+    ])))?;
+    let mut builder = Server::builder();
+    builder
+        .listen("tls:127.0.0.1:0".parse()?)
+        .listen("127.0.0.1:0".parse()?)
+        .tls(tls.config)
+        .tls_handshake_timeout(Duration::from_millis(300));
+    let server = builder.bind().await?;
+    let endpoints = server.local_endpoints();
+    assert!(endpoints[0].to_string().starts_with("tls:127.0.0.1:"));
+    assert!(endpoints[1].to_string().starts_with("tcp:127.0.0.1:"));
+    let port = |i: usize| endpoints[i].host_port().map_or(0, |hp| hp.port);
+    let (tls_port, plain_port) = (port(0), port(1));
+    let refusals = server.refusals();
+    let handle = server.shutdown_handle();
+    let serving = tokio::spawn(server.serve(|mut conn: Connection| async move {
+        let answer: &[u8] = if conn.is_tls() { b"tls" } else { b"plain" };
+        conn.write_all(answer).await?;
+        conn.shutdown().await
+    }));
+    // The plain listener answers without a handshake.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", plain_port)).await?;
+    let mut got = Vec::new();
+    plain.read_to_end(&mut got).await?;
+    assert_eq!(got, b"plain");
+    // Garbage, then silence past the deadline: two tls refusals, and no answer to either.
+    let mut garbage = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await?;
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await?;
+    for stream in [&mut garbage, &mut silent] {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await?;
+        assert!(!got.windows(3).any(|w| w == b"tls"), "{got:?}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while refusals.get(RefusalReason::Tls) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refusals.get(RefusalReason::Tls), 2);
+    handle.shutdown();
+    serving.await??;
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! The server side of TLS against real clients that are not socketkit: `serve`, `listen`
+//! and `forward -l` on `tls:` with OpenSSL's s_client (TLS 1.2 and 1.3, ALPN, client
+//! certificates), socat's OPENSSL address, Python's ssl module, and curl through
+//! `forward -l tls: --to` an HTTP server; keys in PKCS#8, PKCS#1 and SEC1.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::certs::{Pair, Pki};
+use crate::support::net::{free_port, wait_until_listening};
+use crate::support::process::{DEADLINE, Running, command, lines_of, run, socketkit};
+use crate::support::tls_peers::{python_client, s_client};
+use crate::support::tools;
+
+/// How long an answer may take on a loaded machine.
+const ANSWER: Duration = Duration::from_secs(5);
+
+/// `socketkit serve SERVICE -l tls:127.0.0.1:0` with `pair` and `extra` options.
+fn serve_tls(service: &str, pair: &Pair, extra: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", service, "-l", "tls:127.0.0.1:0"])
+        .args(["--tls-cert", pair.cert(), "--tls-key", pair.key()])
+        .args(extra);
+    Running::start(cmd, 1)
+}
+
+/// Runs `cmd` with no input to its end.
+fn output_of(cmd: Command) -> crate::support::process::Output {
+    run(cmd, Vec::new(), DEADLINE)
+}
+
+#[test]
+fn s_client_gets_the_greeting_over_tls13_and_tls12() {
+    let pki = Pki::new();
+    let server = serve_tls("greeting", &pki.server, &[]);
+    for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let Some(mut cmd) = s_client(&pki, server.port(), &[flag, "-brief", "-ign_eof"]) else {
+            return;
+        };
+        cmd.arg("-quiet");
+        let out = output_of(cmd);
+        assert_eq!(out.code(), 0, "{}", out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好", "{version}");
+        assert!(
+            out.stderr.contains(&format!("Protocol version: {version}")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("Verification: OK"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn s_client_echoes_line_by_line() {
+    let pki = Pki::new();
+    let server = serve_tls("echo", &pki.server, &[]);
+    let Some(mut cmd) = s_client(&pki, server.port(), &["-quiet"]) else {
+        return;
+    };
+    cmd.arg("-ign_eof");
+    let mut client = Running::start(cmd, 0);
+    let lines = lines_of(client.take_stdout());
+    let mut stdin = client.take_stdin();
+    for round in 0..20 {
+        let line = format!("line {round} through TLS\n");
+        stdin.write_all(line.as_bytes()).expect("s_client stdin");
+        let got = lines.recv_timeout(ANSWER).unwrap_or_else(|_| {
+            panic!(
+                "round {round}: no echo; s_client stderr:\n{}",
+                client.stderr()
+            )
+        });
+        assert_eq!(got, line.as_bytes());
+    }
+}
+
+#[test]
+fn alpn_is_chosen_from_the_servers_list() {
+    let pki = Pki::new();
+    let server = serve_tls(
+        "greeting",
+        &pki.server,
+        &["--tls-alpn", "h2", "--tls-alpn", "http/1.1", "-v"],
+    );
+    let Some(cmd) = s_client(&pki, server.port(), &["-alpn", "http/1.1", "-ign_eof"]) else {
+        return;
+    };
+    let out = output_of(cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ALPN protocol: http/1.1"), "{text}");
+    assert!(text.contains("你好"), "{text}");
+    // A client offering none of them is refused, and the log says why.
+    let Some(cmd) = s_client(&pki, server.port(), &["-alpn", "gopher", "-ign_eof"]) else {
+        return;
+    };
+    let out = output_of(cmd);
+    assert_ne!(out.code(), 0);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("你好"));
+    wait_for_log(&server, "no application protocol (ALPN) in common");
+}
+
+/// Waits until the server's stderr contains `text`.
+fn wait_for_log(server: &Running, text: &str) {
+    let deadline = std::time::Instant::now() + ANSWER;
+    while !server.stderr().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{text:?} never logged:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    let pki = Pki::new();
+    let server = serve_tls(
+        "greeting",
+        &pki.server,
+        &["--tls-client-ca", pki.ca(), "-v"],
+    );
+    let with = [
+        "-cert",
+        pki.client.cert(),
+        "-key",
+        pki.client.key(),
+        "-ign_eof",
+    ];
+    let Some(cmd) = s_client(&pki, server.port(), &with) else {
+        return;
+    };
+    let out = output_of(cmd);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("你好"),
+        "{}",
+        out.stderr
+    );
+
+    // A certificate from another CA, and none at all, are refused with reason tls.
+    let stranger = [
+        "-cert",
+        pki.stranger.cert(),
+        "-key",
+        pki.stranger.key(),
+        "-ign_eof",
+    ];
+    for args in [&stranger[..], &["-ign_eof"][..]] {
+        let Some(cmd) = s_client(&pki, server.port(), args) else {
+            return;
+        };
+        let out = output_of(cmd);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("你好"),
+            "{args:?}"
+        );
+    }
+    wait_for_log(&server, "refused: TLS handshake failed: certificate");
+    wait_for_log(&server, "the peer sent no certificate, and one is required");
+    wait_for_log(&server, "reason=\"tls\"");
+}
+
+#[test]
+fn python_ssl_clients_see_close_notify_from_greeting_and_echo() {
+    let pki = Pki::new();
+    let greeting = serve_tls("greeting", &pki.server, &[]);
+    let Some(cmd) = python_client(&pki, greeting.port(), "read", "") else {
+        return;
+    };
+    // The script reads to close_notify and fails on a ragged EOF.
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+
+    let echo = serve_tls("echo", &pki.server, &[]);
+    let Some(cmd) = python_client(&pki, echo.port(), "echo", "echo me over TLS") else {
+        return;
+    };
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo me over TLS");
+}
+
+#[test]
+fn socat_openssl_client_half_closes_and_gets_every_byte_back() {
+    let pki = Pki::new();
+    if !tools::available("socat") {
+        return;
+    }
+    let server = serve_tls("echo", &pki.server, &[]);
+    let mut cmd = command(Path::new("socat"));
+    cmd.args(["-t", "5", "-"]).arg(format!(
+        "OPENSSL:127.0.0.1:{},cafile={},commonname=localhost",
+        server.port(),
+        pki.ca()
+    ));
+    let data = crate::support::net::payload(200_000);
+    let out = run(cmd, data.clone(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "every byte came back in order");
+}
+
+#[test]
+fn forward_terminating_tls_passes_close_notify_on_as_a_half_close() {
+    let pki = Pki::new();
+    if !tools::available("socat") {
+        return;
+    }
+    // socat (TLS) → forward -l tls: → serve echo (plain): socat's close_notify must reach the
+    // echo server as a FIN, and the echo server's FIN come back as close_notify.
+    let mut echo = socketkit();
+    echo.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    let echo = Running::start(echo, 1);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0", "--to", &echo.addr()])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ]);
+    let relay = Running::start(cmd, 1);
+    let mut socat = command(Path::new("socat"));
+    socat.args(["-t", "5", "-"]).arg(format!(
+        "OPENSSL:127.0.0.1:{},cafile={},commonname=localhost",
+        relay.port(),
+        pki.ca()
+    ));
+    let data = crate::support::net::payload(300_000);
+    let out = run(socat, data.clone(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}\nrelay:\n{}", out.stderr, relay.stderr());
+    assert!(
+        out.stdout == data,
+        "every byte came back ({} of {})",
+        out.stdout.len(),
+        data.len()
+    );
+}
+
+#[test]
+fn curl_fetches_through_forward_terminating_tls() {
+    let pki = Pki::new();
+    if !tools::available("curl") || !tools::available("python3") {
+        return;
+    }
+    let site = tempfile::tempdir().expect("temp dir");
+    std::fs::write(site.path().join("hello.txt"), "hello over https\n").expect("write");
+    let port = free_port();
+    let mut http = command(Path::new("python3"));
+    http.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .arg("--directory")
+    .arg(site.path());
+    let _http = Running::start(http, 0);
+    wait_until_listening(port);
+
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0", "--to"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-alpn", "http/1.1"]);
+    let relay = Running::start(cmd, 1);
+    let mut curl = command(Path::new("curl"));
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "10",
+        "--cacert",
+        pki.ca(),
+    ])
+    .arg("--resolve")
+    .arg(format!("localhost:{}:127.0.0.1", relay.port()))
+    .arg(format!("https://localhost:{}/hello.txt", relay.port()));
+    let out = output_of(curl);
+    assert_eq!(out.code(), 0, "{}\nrelay:\n{}", out.stderr, relay.stderr());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over https\n");
+}
+
+#[test]
+fn listen_tls_answers_s_client_both_ways() {
+    let pki = Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["listen", "tls:127.0.0.1:0"]).args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    let mut listener = Running::start(cmd, 1);
+    let Some(mut cmd) = s_client(&pki, listener.port(), &["-quiet", "-ign_eof"]) else {
+        return;
+    };
+    cmd.arg("-tls1_2");
+    let mut client = Running::start(cmd, 0);
+    let from_client = lines_of(listener.take_stdout());
+    let from_listener = lines_of(client.take_stdout());
+    let mut client_in = client.take_stdin();
+    let mut listener_in = listener.take_stdin();
+    client_in.write_all(b"to the listener\n").expect("write");
+    assert_eq!(
+        from_client
+            .recv_timeout(ANSWER)
+            .expect("the listener printed it"),
+        b"to the listener\n"
+    );
+    listener_in.write_all(b"to the client\n").expect("write");
+    assert_eq!(
+        from_listener
+            .recv_timeout(ANSWER)
+            .expect("s_client printed it"),
+        b"to the client\n"
+    );
+    // The listener's end of input: close_notify; s_client then closes, and listen exits 0.
+    drop(listener_in);
+    assert_eq!(
+        listener.wait(DEADLINE).code(),
+        Some(0),
+        "{}",
+        listener.stderr()
+    );
+}
+
+#[test]
+fn keys_in_pkcs1_and_sec1_load_as_well_as_pkcs8() {
+    let pki = Pki::new();
+    if !tools::available("openssl") || !tools::available("python3") {
+        return;
+    }
+    // SEC1 ("EC PRIVATE KEY") from the PKCS#8 key of the server certificate.
+    let sec1 = pki.dir.path().join("server-sec1.key");
+    openssl(&["ec", "-in", pki.server.key(), "-out", path(&sec1)]);
+    let text = std::fs::read_to_string(&sec1).expect("read");
+    assert!(text.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{text}");
+    let sec1_pair = Pair {
+        cert: pki.server.cert.clone(),
+        key: sec1,
+    };
+    // PKCS#1 ("RSA PRIVATE KEY") with a certificate signed by the test CA.
+    let rsa = rsa_pair(&pki);
+    for pair in [&pki.server, &sec1_pair, &rsa] {
+        let server = serve_tls("greeting", pair, &[]);
+        let Some(cmd) = python_client(&pki, server.port(), "read", "") else {
+            return;
+        };
+        let out = output_of(cmd);
+        assert_eq!(out.code(), 0, "{}: {}", pair.key(), out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+    }
+}
+
+/// An RSA key in PKCS#1 and a certificate for localhost from the test CA, made by openssl.
+fn rsa_pair(pki: &Pki) -> Pair {
+    let dir = pki.dir.path();
+    let key = dir.join("rsa.key");
+    let csr = dir.join("rsa.csr");
+    let cert = dir.join("rsa.pem");
+    let ext = dir.join("rsa.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .expect("write");
+    openssl(&["genrsa", "-traditional", "-out", path(&key), "2048"]);
+    let text = std::fs::read_to_string(&key).expect("read");
+    assert!(
+        text.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "{text}"
+    );
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        path(&key),
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        path(&csr),
+    ]);
+    // The test CA's key never leaves memory, so this certificate gets a CA of its own,
+    // trusted by adding it to the CA file.
+    let own_ca_key = dir.join("rsa-ca.key");
+    let own_ca = dir.join("rsa-ca.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        path(&own_ca_key),
+        "-out",
+        path(&own_ca),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=rsa test CA",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path(&csr),
+        "-CA",
+        path(&own_ca),
+        "-CAkey",
+        path(&own_ca_key),
+        "-CAcreateserial",
+        "-out",
+        path(&cert),
+        "-days",
+        "1",
+        "-extfile",
+        path(&ext),
+    ]);
+    let mut cas = std::fs::read_to_string(&pki.ca).expect("read CA");
+    cas.push_str(&std::fs::read_to_string(&own_ca).expect("read CA"));
+    std::fs::write(&pki.ca, cas).expect("write CA");
+    Pair { cert, key }
+}
+
+fn openssl(args: &[&str]) {
+    let mut cmd = command(Path::new("openssl"));
+    cmd.args(args);
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 0, "openssl {args:?}: {}", out.stderr);
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+#[test]
+fn a_self_signed_certificate_is_announced_with_its_fingerprint() {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "greeting",
+        "-l",
+        "tls:127.0.0.1:0",
+        "--tls-self-signed",
+    ]);
+    let server = Running::start(cmd, 1);
+    wait_for_log(&server, "SHA-256 fingerprint");
+    let line = server
+        .stderr()
+        .lines()
+        .find(|l| l.contains("fingerprint"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("tls: self-signed certificate for localhost, 127.0.0.1;"),
+        "{line}"
+    );
+    let fingerprint = line.rsplit(' ').next().unwrap_or("").to_owned();
+    assert_eq!(fingerprint.len(), 32 * 3 - 1, "{line}");
+    // The certificate the server presents is the one announced.
+    if !tools::available("openssl") {
+        return;
+    }
+    let mut sh = command(Path::new("sh"));
+    sh.arg("-c").arg(format!(
+        "openssl s_client -connect 127.0.0.1:{} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+        server.port()
+    ));
+    let out = output_of(sh);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = printed.trim().rsplit('=').next().unwrap_or("");
+    assert_eq!(printed, fingerprint, "{}", out.stderr);
+}
