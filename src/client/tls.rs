@@ -186,7 +186,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
             }
         }
     };
-    if !sent {
+    if !sent && end.is_ok() {
         // Input already read goes out first (a peer that half-closed may still read it).
         let _ = tokio::time::timeout(LINGER, &mut send).await;
         drop(send);
