@@ -55,6 +55,9 @@ struct Engine<'a> {
     /// (a connection that already ended) is recognised.
     generations: Vec<u64>,
     started: VecDeque<(Instant, usize, u64)>,
+    /// Slots whose connection could not even be started, with when they failed: each is
+    /// retried [`super::RETRY_PAUSE`] later.
+    retry: VecDeque<(Instant, usize)>,
 }
 
 /// Keeps `connections` greeting connections in flight until `ending`.
@@ -72,10 +75,15 @@ pub(crate) fn greeting_loop(
         slots: (0..connections).map(|_| None).collect(),
         generations: vec![0; connections],
         started: VecDeque::with_capacity(connections),
+        retry: VecDeque::new(),
     };
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 4096];
     for slot in 0..connections {
+        // Opening many thousands takes a while: the end of the run may come first.
+        if slot % 1024 == 0 && ending.is_set() {
+            return Ok(());
+        }
         engine.open(slot);
     }
     let mut free = Vec::with_capacity(connections);
@@ -91,7 +99,7 @@ pub(crate) fn greeting_loop(
                 if let Some(conn) = engine.slots[slot].take() {
                     match outcome {
                         Ok(()) => stats.complete(conn.started.elapsed(), conn.received as u64),
-                        Err(failure) => stats.fail(failure),
+                        Err(err) => stats.fail_io(&err),
                     }
                 }
                 free.push(slot);
@@ -104,12 +112,14 @@ pub(crate) fn greeting_loop(
             engine.open(slot);
         }
         engine.expire(config.timeout);
+        engine.retry_due();
     }
     Ok(())
 }
 
-/// Reads what arrived; `Some` once the connection is over (end of stream or an error).
-fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<Result<(), Failure>> {
+/// Reads what arrived; `Some` once the connection is over (end of stream or an error;
+/// wrong bytes are an `InvalidData` error).
+fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<io::Result<()>> {
     loop {
         match conn.socket.read(buf) {
             Ok(0) => {
@@ -120,7 +130,7 @@ fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<Result<(), 
                 return Some(if conn.matches && complete {
                     Ok(())
                 } else {
-                    Err(Failure::WrongBytes)
+                    Err(io::ErrorKind::InvalidData.into())
                 });
             }
             Ok(n) => {
@@ -132,14 +142,14 @@ fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<Result<(), 
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Some(Err(Failure::of(&err))),
+            Err(err) => return Some(Err(err)),
         }
     }
 }
 
 impl Engine<'_> {
     /// Opens a new connection in `slot`; a failure to even start one is counted and the
-    /// slot is retried on the timeout scan, not in a tight loop.
+    /// slot is retried after a pause, not in a tight loop.
     fn open(&mut self, slot: usize) {
         let now = Instant::now();
         self.generations[slot] += 1;
@@ -167,12 +177,27 @@ impl Engine<'_> {
                 };
                 self.slots[slot] = Some(conn);
             }
-            Err(err) => self.stats.fail(Failure::of(&err)),
+            Err(err) => {
+                self.stats.fail_io(&err);
+                self.retry.push_back((now, slot));
+            }
         }
     }
 
-    /// Fails connections older than `timeout` and reopens their slots (and empty slots
-    /// whose retry time has come).
+    /// Reopens the slots whose retry pause is over.
+    fn retry_due(&mut self) {
+        while let Some(&(failed, slot)) = self.retry.front() {
+            if failed.elapsed() < super::RETRY_PAUSE {
+                break;
+            }
+            self.retry.pop_front();
+            if self.slots[slot].is_none() {
+                self.open(slot);
+            }
+        }
+    }
+
+    /// Fails connections older than `timeout` and reopens their slots.
     fn expire(&mut self, timeout: Duration) {
         while let Some(&(at, slot, generation)) = self.started.front() {
             if at.elapsed() < timeout {
@@ -182,10 +207,11 @@ impl Engine<'_> {
             if generation != self.generations[slot] {
                 continue; // that connection already ended; its slot was reused
             }
+            // A slot left empty by a failed open is on the retry queue instead.
             if self.slots[slot].take().is_some() {
                 self.stats.fail(Failure::Timeout);
+                self.open(slot);
             }
-            self.open(slot);
         }
     }
 }

@@ -178,6 +178,30 @@ impl Config {
     }
 }
 
+/// Descriptors a run needs besides its connections: the runtime's, the readiness loops'
+/// epoll instances, stdio.
+fn descriptor_headroom(config: &Config) -> u64 {
+    64 + 2 * config.threads as u64
+}
+
+/// Makes room for the descriptors a run of `config` needs (one per connection, plus the
+/// runtime's): raises the soft open-file limit towards the hard one if need be.
+///
+/// # Errors
+///
+/// When even the hard limit is too low (the run would spend itself on `EMFILE`): the most
+/// connections the limit allows.
+pub fn reserve_descriptors(config: &Config) -> std::result::Result<(), u64> {
+    let headroom = descriptor_headroom(config);
+    let wanted = config.connections as u64 + headroom;
+    let limit = crate::net::raise_descriptor_limit(wanted);
+    if limit >= wanted {
+        Ok(())
+    } else {
+        Err(limit.saturating_sub(headroom))
+    }
+}
+
 /// Runs a load test against `endpoint` and returns its report; `stop` ends it early (Ctrl-C),
 /// after which in-flight operations get up to the operation timeout to finish.
 ///
@@ -205,6 +229,7 @@ pub async fn run(
         _ => config.tls = None,
     }
     let config = Arc::new(config.prepared());
+    stats.set_limit(config.count);
     let ending = Signal::default();
     let started = Instant::now();
     let driver = drive(
@@ -213,45 +238,52 @@ pub async fn run(
         Arc::clone(&stats),
         ending.clone(),
     );
-    let clock = async {
-        if !config.warmup.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(config.warmup) => {}
-                () = stop.wait() => return,
-            }
+    let timed = async {
+        clock(&config, &stats, &stop).await;
+        if config.mode != Mode::Idle {
+            stats.stop_recording();
         }
-        stats.start_recording();
-        let deadline = tokio::time::sleep(config.duration);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => return,
-                () = stop.wait() => return,
-                () = tokio::time::sleep(Duration::from_millis(20)) => {
-                    if config.count.is_some_and(|count| stats.completed() >= count) {
-                        return;
-                    }
+        ending.set();
+        // Let in-flight work end (bounded by the operation timeout), then count idle holders.
+        tokio::time::sleep(config.timeout + Duration::from_secs(1)).await;
+    };
+    // The driver is polled here and nowhere else, so it is never polled again once done (a
+    // future polled after completion panics: `async fn resumed after completion`). It ends
+    // on its own only after `ending`: workers retry rather than give up.
+    let held = tokio::select! {
+        held = driver => held,
+        () = timed => None,
+    };
+    stats.stop_recording();
+    let measured = stats
+        .measured()
+        .unwrap_or_else(|| started.elapsed().saturating_sub(config.warmup));
+    Ok(stats.report(endpoint.to_string(), config.mode.name(), measured, held))
+}
+
+/// Waits out the warm-up (then starts recording) and the measured span, which ends at the
+/// duration, at `stop`, or once `count` operations have completed.
+async fn clock(config: &Config, stats: &Stats, stop: &Signal) {
+    if !config.warmup.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(config.warmup) => {}
+            () = stop.wait() => return,
+        }
+    }
+    stats.start_recording();
+    let deadline = tokio::time::sleep(config.duration);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return,
+            () = stop.wait() => return,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                if config.count.is_some_and(|count| stats.completed() >= count) {
+                    return;
                 }
             }
         }
-    };
-    tokio::pin!(driver);
-    let mut held = None;
-    tokio::select! {
-        result = &mut driver => held = result,
-        () = clock => {}
     }
-    let measured = started.elapsed().saturating_sub(config.warmup);
-    if config.mode != Mode::Idle {
-        stats.stop_recording();
-    }
-    ending.set();
-    // Let in-flight work end (bounded by the operation timeout), then count idle holders.
-    if let Ok(result) = tokio::time::timeout(config.timeout + Duration::from_secs(1), driver).await
-    {
-        held = held.or(result);
-    }
-    Ok(stats.report(endpoint.to_string(), config.mode.name(), measured, held))
 }
 
 /// Runs the workers until `ending`; for idle mode returns how many connections were held.
@@ -264,19 +296,16 @@ async fn drive(
     match (config.mode, config.rate) {
         (Mode::Idle, _) => Some(hold(&target, &config, &stats, &ending).await),
         (Mode::Echo, _) if !target.is_datagram() => {
-            let workers = (0..config.connections).map(|_| {
+            let workers = spawn_all(config.connections, &ending, || {
                 let (target, config, stats, ending) = (
                     target.clone(),
                     Arc::clone(&config),
                     Arc::clone(&stats),
                     ending.clone(),
                 );
-                tokio::spawn(async move { mode::echo(&target, config, stats, ending).await })
+                async move { mode::echo(&target, config, stats, ending).await }
             });
-            let workers: Vec<_> = workers.collect();
-            for worker in workers {
-                let _ = worker.await;
-            }
+            join_all(workers.await).await;
             None
         }
         (_, Some(rate)) => {
@@ -292,6 +321,55 @@ async fn drive(
             closed_loop(target, config, stats, ending).await;
             None
         }
+    }
+}
+
+/// How many tasks are spawned between two looks at the clock.
+const SPAWN_BATCH: usize = 256;
+
+/// Spawns `count` tasks made by `make`, in batches, yielding in between so that the clock
+/// keeps time on a one-thread runtime; stops spawning at `ending` (a million workers take
+/// seconds to start).
+async fn spawn_all<F, Fut>(
+    count: usize,
+    ending: &Signal,
+    mut make: F,
+) -> Vec<tokio::task::JoinHandle<Fut::Output>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let mut handles = Vec::with_capacity(count.min(SPAWN_BATCH * 64));
+    for i in 0..count {
+        if i % SPAWN_BATCH == 0 {
+            tokio::task::yield_now().await;
+            if ending.is_set() {
+                break;
+            }
+        }
+        handles.push(tokio::spawn(make()));
+    }
+    handles
+}
+
+/// Waits for every task (a task that panicked is already reported by tokio).
+async fn join_all<T>(handles: Vec<tokio::task::JoinHandle<T>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+/// How long a worker whose connection or socket could not be set up waits before it tries
+/// again: retried, not given up, so that the failures are counted in the measured span and a
+/// server that comes back is used; paused, so that a refused port is not a busy loop.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// Waits [`RETRY_PAUSE`], or less if the run ends.
+pub(crate) async fn pause(ending: &Signal) {
+    tokio::select! {
+        () = tokio::time::sleep(RETRY_PAUSE) => {}
+        () = ending.wait() => {}
     }
 }
 
@@ -316,39 +394,37 @@ async fn readiness_loops(target: Target, config: Arc<Config>, stats: Arc<Stats>,
             })
         })
         .collect();
-    for handle in loops {
-        let _ = handle.await;
-    }
+    join_all(loops).await;
 }
 
 /// `connections` workers, each starting its next operation when the last one ends.
 async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, ending: Signal) {
-    let workers: Vec<_> = (0..config.connections)
-        .map(|_| {
-            let (target, config, stats, done) = (
-                target.clone(),
-                Arc::clone(&config),
-                Arc::clone(&stats),
-                ending.clone(),
-            );
-            tokio::spawn(async move {
-                let socket = match target.is_datagram() {
-                    true => match Datagram::open(&target).await {
-                        Ok(socket) => Some(socket),
-                        Err(err) => return stats.fail(Failure::of(&err)),
-                    },
-                    false => None,
-                };
-                let mut buf = Vec::new();
-                while !done.is_set() {
-                    one(&target, socket.as_ref(), &mut buf, &config, &stats).await;
+    let workers = spawn_all(config.connections, &ending, || {
+        let (target, config, stats, done) = (
+            target.clone(),
+            Arc::clone(&config),
+            Arc::clone(&stats),
+            ending.clone(),
+        );
+        async move {
+            let mut socket = None;
+            let mut buf = Vec::new();
+            while !done.is_set() {
+                if target.is_datagram() && socket.is_none() {
+                    match Datagram::open(&target).await {
+                        Ok(opened) => socket = Some(opened),
+                        Err(err) => {
+                            stats.fail_io(&err);
+                            pause(&done).await;
+                            continue;
+                        }
+                    }
                 }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
-    }
+                one(&target, socket.as_ref(), &mut buf, &config, &stats).await;
+            }
+        }
+    });
+    join_all(workers.await).await;
 }
 
 /// Operations started at a fixed rate, at most `connections` in flight; an arrival that finds
@@ -360,22 +436,12 @@ async fn open_loop(
     ending: Signal,
     rate: f64,
 ) {
-    let slots = Arc::new(Semaphore::new(config.connections.max(1)));
-    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    let mut ticker = tokio::time::interval(period);
+    let slots = Arc::new(Semaphore::new(
+        config.connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut ticker = tokio::time::interval(period(rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let sockets: Arc<Vec<Datagram>> = Arc::new(if target.is_datagram() {
-        let mut all = Vec::new();
-        for _ in 0..config.connections {
-            match Datagram::open(&target).await {
-                Ok(socket) => all.push(socket),
-                Err(err) => stats.fail(Failure::of(&err)),
-            }
-        }
-        all
-    } else {
-        Vec::new()
-    });
+    let sockets = Arc::new(datagram_sockets(&target, &config, &stats, &ending).await);
     let mut next = 0usize;
     loop {
         tokio::select! {
@@ -405,6 +471,38 @@ async fn open_loop(
         .await;
 }
 
+/// The time between two arrivals at `rate` per second: never zero, which `interval` refuses
+/// (a rate past a billion a second, or not a number, is as fast as the timer goes).
+fn period(rate: f64) -> Duration {
+    Duration::try_from_secs_f64(1.0 / rate.max(0.001))
+        .unwrap_or(Duration::ZERO)
+        .max(Duration::from_nanos(1))
+}
+
+/// For a datagram target, the open loop's sockets (one per connection, until `ending`);
+/// none for a stream target.
+async fn datagram_sockets(
+    target: &Target,
+    config: &Config,
+    stats: &Stats,
+    ending: &Signal,
+) -> Vec<Datagram> {
+    let mut all = Vec::new();
+    if !target.is_datagram() {
+        return all;
+    }
+    for _ in 0..config.connections {
+        if ending.is_set() {
+            break;
+        }
+        match Datagram::open(target).await {
+            Ok(socket) => all.push(socket),
+            Err(err) => stats.fail_io(&err),
+        }
+    }
+    all
+}
+
 /// One operation: a request/reply on `socket` (into `buf`) when there is one, else a greeting
 /// connection.
 async fn one(
@@ -424,27 +522,37 @@ async fn one(
 /// `ending`; returns how many the server still held then.
 async fn hold(target: &Target, config: &Arc<Config>, stats: &Arc<Stats>, ending: &Signal) -> u64 {
     let connecting = Arc::new(Semaphore::new(64));
-    let opens: Vec<_> = (0..config.connections)
-        .map(|_| {
-            let (target, config, stats, connecting) = (
-                target.clone(),
-                Arc::clone(config),
-                Arc::clone(stats),
-                Arc::clone(&connecting),
-            );
-            tokio::spawn(async move {
-                let _permit = connecting.acquire_owned().await.ok()?;
-                mode::idle(&target, &config, &stats).await
-            })
-        })
-        .collect();
-    let mut held = Vec::with_capacity(opens.len());
-    for open in opens {
-        if let Ok(Some(stream)) = open.await {
-            held.push(stream);
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let opens = spawn_all(config.connections, ending, || {
+        let (target, config, stats, connecting, held, ending) = (
+            target.clone(),
+            Arc::clone(config),
+            Arc::clone(stats),
+            Arc::clone(&connecting),
+            Arc::clone(&held),
+            ending.clone(),
+        );
+        async move {
+            let Ok(_permit) = connecting.acquire_owned().await else {
+                return;
+            };
+            if ending.is_set() {
+                return;
+            }
+            if let Some(stream) = mode::idle(&target, &config, &stats).await {
+                held.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(stream);
+            }
         }
-    }
+    })
+    .await;
     ending.wait().await;
+    // Connections still being opened now are not counted; their tasks end with the run.
+    drop(opens);
+    let held = held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     held.iter()
         .filter(|stream| mode::still_open(stream))
         .count() as u64

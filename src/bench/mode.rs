@@ -186,44 +186,66 @@ impl Datagram {
     }
 }
 
-/// One echo connection, streaming blocks of `size` bytes with at most `window` unanswered,
-/// checking every byte that comes back, until `stop` says so. Each block's round trip is
-/// one completed operation.
+/// One echo worker: a connection streaming blocks until `stop`, and a new connection (after
+/// a pause) whenever one fails.
 pub(crate) async fn echo(
     target: &Target,
     config: Arc<Config>,
     stats: Arc<Stats>,
     stop: super::Signal,
 ) {
-    let stream = match bounded(config.timeout, target.connect()).await {
-        Ok(stream) => stream,
-        Err(err) => return stats.fail(Failure::of(&err)),
-    };
+    while !stop.is_set() {
+        match bounded(config.timeout, target.connect()).await {
+            Ok(stream) => {
+                let failed = echo_stream(stream, &config, &stats, &stop).await;
+                if !failed {
+                    return;
+                }
+            }
+            Err(err) => stats.fail_io(&err),
+        }
+        super::pause(&stop).await;
+    }
+}
+
+/// One echo connection, streaming blocks of `size` bytes with at most `window` unanswered,
+/// checking every byte that comes back, until `stop` says so. Each block's round trip is
+/// one completed operation. Returns whether it ended by a failure (already counted).
+async fn echo_stream(
+    stream: Stream,
+    config: &Arc<Config>,
+    stats: &Stats,
+    stop: &super::Signal,
+) -> bool {
     if let Stream::Tcp(tcp) = &stream {
         // Echo blocks must go out at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
     }
     match config.tls_target() {
-        Some(_) => match bounded(config.timeout, handshake(&config, stream)).await {
+        Some(_) => match bounded(config.timeout, handshake(config, stream)).await {
             Ok(tls) => echo_over(tls, config, stats, stop).await,
-            Err(err) => stats.fail(Failure::of(&err)),
+            Err(err) => {
+                stats.fail_io(&err);
+                true
+            }
         },
         None => echo_over(stream, config, stats, stop).await,
     }
 }
 
-/// The echo stream of [`echo`] over a connection, plain or TLS.
+/// The echo stream of [`echo_stream`] over a connection, plain or TLS; whether it ended by a
+/// failure.
 async fn echo_over<S: AsyncRead + AsyncWrite>(
     stream: S,
-    config: Arc<Config>,
-    stats: Arc<Stats>,
-    stop: super::Signal,
-) {
+    config: &Arc<Config>,
+    stats: &Stats,
+    stop: &super::Signal,
+) -> bool {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let blocks_in_flight = (config.window / config.size.max(1)).max(1);
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<(Instant, usize)>(blocks_in_flight);
     let size = config.size;
-    let writer_config = Arc::clone(&config);
+    let writer_config = Arc::clone(config);
     let stopper = stop.clone();
     let write_side = async move {
         for n in 0usize.. {
@@ -243,17 +265,45 @@ async fn echo_over<S: AsyncRead + AsyncWrite>(
         let _ = writer.shutdown().await;
     };
     let read_side = async {
-        let mut buf = vec![0u8; size];
+        // At most 64 KiB at a time, compared piece by piece: the memory of a worker does
+        // not grow with the block size.
+        let mut buf = vec![0u8; size.min(64 * 1024)];
         while let Some((sent_at, n)) = sent_rx.recv().await {
-            let read = bounded(config.timeout, reader.read_exact(&mut buf)).await;
-            match read {
-                Ok(_) if buf == block(&config, n) => stats.complete(sent_at.elapsed(), size as u64),
-                Ok(_) => return stats.fail(Failure::WrongBytes),
-                Err(err) => return stats.fail(Failure::of(&err)),
+            let expected = block(config, n);
+            let read = bounded(
+                config.timeout,
+                read_and_compare(&mut reader, &mut buf, expected),
+            );
+            match read.await {
+                Ok(true) => stats.complete(sent_at.elapsed(), size as u64),
+                Ok(false) => {
+                    stats.fail(Failure::WrongBytes);
+                    return true;
+                }
+                Err(err) => {
+                    stats.fail_io(&err);
+                    return true;
+                }
             }
         }
+        false
     };
-    tokio::join!(write_side, read_side);
+    tokio::join!(write_side, read_side).1
+}
+
+/// Reads `expected.len()` bytes through `buf` and says whether they are `expected`.
+async fn read_and_compare(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut [u8],
+    expected: &[u8],
+) -> io::Result<bool> {
+    let mut same = true;
+    for piece in expected.chunks(buf.len().max(1)) {
+        let got = &mut buf[..piece.len()];
+        reader.read_exact(got).await?;
+        same &= got == piece;
+    }
+    Ok(same)
 }
 
 /// Block `n` of an echo stream: `size` bytes of the payload from an offset that changes
@@ -281,7 +331,7 @@ pub(crate) async fn idle(target: &Target, config: &Config, stats: &Stats) -> Opt
             Some(stream)
         }
         Err(err) => {
-            stats.fail(Failure::of(&err));
+            stats.fail_io(&err);
             None
         }
     }
@@ -325,6 +375,6 @@ async fn bounded<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) 
 fn record(stats: &Stats, started: Instant, result: io::Result<u64>) {
     match result {
         Ok(bytes) => stats.complete(started.elapsed(), bytes),
-        Err(err) => stats.fail(Failure::of(&err)),
+        Err(err) => stats.fail_io(&err),
     }
 }

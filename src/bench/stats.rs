@@ -93,12 +93,18 @@ impl Failure {
 pub struct Stats {
     start: Instant,
     interval: Duration,
+    /// Microseconds since `start` at which recording started; 0 while not recording.
     recording: AtomicU64,
+    /// The measured span in microseconds, once recording has stopped; 0 before.
+    measured: AtomicU64,
+    /// Completed operations past which nothing is counted (`--count`); `u64::MAX`: none.
+    limit: AtomicU64,
     completed: AtomicU64,
     bytes: AtomicU64,
     failures: [AtomicU64; Failure::ALL.len()],
     latency: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<u64>>,
+    first_error: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -108,6 +114,8 @@ impl Stats {
             start: Instant::now(),
             interval,
             recording: AtomicU64::new(0),
+            measured: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
             completed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failures: Default::default(),
@@ -117,7 +125,28 @@ impl Stats {
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid constant bounds"),
             ),
             timeline: Mutex::new(Vec::new()),
+            first_error: Mutex::new(None),
         }
+    }
+
+    /// Ends the measured span at the `limit`th completed operation (`None`: no limit).
+    pub(crate) fn set_limit(&self, limit: Option<u64>) {
+        self.limit
+            .store(limit.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The measured span, once recording has stopped (at the end of the run, or at the
+    /// operation that reached the limit).
+    pub fn measured(&self) -> Option<Duration> {
+        match self.measured.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    /// The first I/O error of the measured span, in words, if any.
+    pub fn first_error(&self) -> Option<String> {
+        lock(&self.first_error).clone()
     }
 
     /// Starts counting (after the warm-up): everything before is forgotten.
@@ -129,26 +158,47 @@ impl Stats {
         }
         lock(&self.latency).reset();
         lock(&self.timeline).clear();
-        let since = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.recording.store(since.max(1), Ordering::Relaxed);
+        *lock(&self.first_error) = None;
+        self.measured.store(0, Ordering::Relaxed);
+        self.recording.store(self.now().max(1), Ordering::Relaxed);
     }
 
     /// Stops counting (at the end of the measured span): operations that finish while the
-    /// run drains are not part of it.
+    /// run drains are not part of it. The first call fixes the measured span.
     pub(crate) fn stop_recording(&self) {
-        self.recording.store(0, Ordering::Relaxed);
+        let since = self.recording.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let span = self.now().saturating_sub(since).max(1);
+            self.measured.store(span, Ordering::Relaxed);
+        }
+    }
+
+    /// Microseconds since `start`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     fn is_recording(&self) -> bool {
         self.recording.load(Ordering::Relaxed) != 0
     }
 
-    /// One operation done, with its latency and the bytes it moved.
+    /// One operation done, with its latency and the bytes it moved. The one that reaches
+    /// the limit ends the measured span; none after it counts.
     pub(crate) fn complete(&self, latency: Duration, bytes: u64) {
         if !self.is_recording() {
             return;
         }
-        self.completed.fetch_add(1, Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
+        let counted = self
+            .completed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match counted {
+            Err(_) => return,
+            Ok(before) if before + 1 == limit => self.stop_recording(),
+            Ok(_) => {}
+        }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
@@ -166,6 +216,18 @@ impl Stats {
     pub(crate) fn fail(&self, failure: Failure) {
         if self.is_recording() {
             self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One operation failed with an I/O error; the first one is kept to be shown.
+    pub(crate) fn fail_io(&self, err: &io::Error) {
+        if !self.is_recording() {
+            return;
+        }
+        self.fail(Failure::of(err));
+        let mut first = lock(&self.first_error);
+        if first.is_none() {
+            *first = Some(crate::error::describe(err));
         }
     }
 
@@ -305,7 +367,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} {} for {:.1}s",
+            "{} {} for {:.3}s",
             self.mode, self.endpoint, self.seconds
         )?;
         writeln!(f, "  completed   {:>12}", self.completed)?;

@@ -46,8 +46,8 @@ pub(crate) use temp_path::TempSocketPath;
 pub(crate) use unix_file::UnixFile;
 
 pub(crate) use crate::sys::{
-    Pipe, descriptor_limit, grow_pipe, is_blocking_pipe, set_bind_address_no_port, splice,
-    splice_unsupported, wait_readable,
+    Pipe, descriptor_limit, grow_pipe, is_blocking_pipe, raise_descriptor_limit,
+    set_bind_address_no_port, splice, splice_unsupported, wait_readable,
 };
 
 use std::path::Path;

@@ -37,7 +37,8 @@ use std::os::fd::OwnedFd;
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 pub(crate) use platform::{accept_nonblocking, grow_pipe, set_bind_address_no_port, splice};
 pub(crate) use posix::{
-    descriptor_limit, hostname, is_blocking_pipe, is_listening, splice_unsupported, wait_readable,
+    descriptor_limit, hostname, is_blocking_pipe, is_listening, raise_descriptor_limit,
+    splice_unsupported, wait_readable,
 };
 
 /// A non-blocking pipe, closed on drop.

@@ -103,14 +103,43 @@ pub(crate) fn hostname() -> io::Result<String> {
     Ok(name.to_string_lossy().into_owned())
 }
 
-/// The soft limit on open descriptors (`RLIMIT_NOFILE`), if the system says.
-pub(crate) fn descriptor_limit() -> Option<u64> {
+/// The limits on open descriptors (`RLIMIT_NOFILE`): soft and hard, if the system says.
+fn descriptor_limits() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct we pass.
     let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    known.then_some(limit)
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`), if the system says.
+pub(crate) fn descriptor_limit() -> Option<u64> {
     #[allow(clippy::unnecessary_cast, reason = "rlim_t is not u64 on every system")]
-    known.then_some(limit.rlim_cur as u64)
+    descriptor_limits().map(|limit| limit.rlim_cur as u64)
+}
+
+/// Raises the soft limit on open descriptors towards `wanted`, as far as the hard limit
+/// allows (an unprivileged process may, as Go programs do at start-up); returns the soft
+/// limit then (1024, the usual default, if the system does not say).
+#[allow(clippy::unnecessary_cast, reason = "rlim_t is not u64 on every system")]
+pub(crate) fn raise_descriptor_limit(wanted: u64) -> u64 {
+    let Some(limit) = descriptor_limits() else {
+        return 1024;
+    };
+    let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+    if soft >= wanted {
+        return soft;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted.min(hard) as libc::rlim_t,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        raised.rlim_cur as u64
+    } else {
+        soft
+    }
 }
