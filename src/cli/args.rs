@@ -1,13 +1,24 @@
-//! The raw command line, as close to the flags as possible (clap derive). Values that need
-//! checking (endpoints, durations, services) stay strings here and are checked in
-//! [`super::resolve`], so that every such failure becomes exit 2 with our own words.
+//! The raw command line, as close to the flags as possible (clap derive). Numbers and
+//! durations are range-checked here by the parsers of [`super::values`]; endpoints and
+//! services stay strings and are checked in [`super::resolve`]. Every such failure is exit 2
+//! with one line in our own words.
+//!
+//! Every numeric option takes values that start with `-` (`allow_hyphen_values`), so that
+//! `--timeout -1s` is refused for its range rather than read as an unknown flag.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use super::tls::{TlsAlpnArgs, TlsClientArgs, TlsConnectArgs, TlsServerArgs, TlsTargetCertArgs};
+use super::values;
+
+/// The most threads `--workers` and `--threads` may ask for: more than any machine has cores,
+/// and few enough that starting them is quick (tens of thousands take seconds, and may
+/// fail half way inside the runtime).
+const MAX_THREADS: u64 = 1024;
 
 /// socketkit: network programming made simple and correct.
 #[derive(Debug, Parser)]
@@ -73,24 +84,30 @@ pub(crate) struct ServerArgs {
     /// Where to listen (repeatable): HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH…
     #[arg(short = 'l', long = "listen", value_name = "ENDPOINT")]
     pub(crate) listen: Vec<String>,
-    /// At most N connections at once; past it, new clients wait in the backlog.
-    #[arg(long, value_name = "N")]
+    /// At most N connections at once (1-1000000000); past it, new clients wait in the
+    /// backlog.
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = values::whole::<usize>(1, 1_000_000_000))]
     pub(crate) max_connections: Option<usize>,
     /// Close a connection after this long with no bytes either way (e.g. 30s, 5m).
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) idle_timeout: Option<String>,
-    /// The listen(2) backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) idle_timeout: Option<Duration>,
+    /// The listen(2) backlog (0-65535; the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_hyphen_values = true,
+          value_parser = values::whole::<u32>(0, 65_535))]
     pub(crate) backlog: u32,
-    /// On SIGINT/SIGTERM, how long in-flight connections may finish.
-    #[arg(long, value_name = "DURATION", default_value = "5s")]
-    pub(crate) drain_timeout: String,
-    /// Permission bits of Unix socket files, in octal (e.g. 660).
-    #[arg(long, value_name = "MODE")]
-    pub(crate) unix_mode: Option<String>,
-    /// Threads serving connections, each with its own SO_REUSEPORT listener per TCP
-    /// endpoint where the kernel supports it (default: the number of cores).
-    #[arg(long, value_name = "N")]
+    /// On SIGINT/SIGTERM, how long in-flight connections may finish (0: close them at once).
+    #[arg(long, value_name = "DURATION", default_value = "5s", allow_hyphen_values = true,
+          value_parser = values::duration_or_zero())]
+    pub(crate) drain_timeout: Duration,
+    /// Permission bits of Unix socket files, in octal (e.g. 660); needs a unix: listener.
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_parser = values::Mode)]
+    pub(crate) unix_mode: Option<u32>,
+    /// Threads serving connections (1-1024), each with its own SO_REUSEPORT listener per
+    /// TCP endpoint where the kernel supports it (default: the number of cores).
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = values::whole::<usize>(1, MAX_THREADS))]
     pub(crate) workers: Option<usize>,
     #[command(flatten)]
     pub(crate) access: AccessArgs,
@@ -157,11 +174,13 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BridgeArgs {
     /// Give up when no byte has moved either way for this long (exit 1).
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) idle_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) idle_timeout: Option<Duration>,
     /// UDP and unixgram: after stdin ends, wait this long for further replies.
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
-    pub(crate) wait: String,
+    #[arg(long, value_name = "DURATION", default_value = "1s", allow_hyphen_values = true,
+          value_parser = values::duration_or_zero())]
+    pub(crate) wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -171,8 +190,9 @@ pub(crate) struct ConnectArgs {
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
     /// Give up each connection attempt after this long (e.g. 3s).
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) timeout: Option<Duration>,
     /// Use IPv4 addresses only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub(crate) ipv4: bool,
@@ -216,8 +236,9 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub(crate) to: String,
     /// Give up each connection attempt to the target after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub(crate) timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) timeout: Duration,
     #[command(flatten)]
     pub(crate) tls: TlsServerArgs,
     #[command(flatten)]
@@ -240,21 +261,27 @@ pub(crate) struct BenchArgs {
     /// connections open.
     #[arg(long, value_name = "MODE", default_value = "greeting")]
     pub(crate) mode: String,
-    /// Concurrent operations (greeting, echo) or connections to hold (idle).
-    #[arg(short = 'c', long, value_name = "N", default_value_t = 64)]
+    /// Concurrent operations (greeting, echo) or connections to hold (idle), 1-1000000.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 64,
+          allow_hyphen_values = true, value_parser = values::whole::<usize>(1, 1_000_000))]
     pub(crate) connections: usize,
     /// How long to measure (after the warm-up).
-    #[arg(short = 'd', long, value_name = "DURATION", default_value = "5s")]
-    pub(crate) duration: String,
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "5s",
+          allow_hyphen_values = true, value_parser = values::duration())]
+    pub(crate) duration: Duration,
     /// How long to run before measuring.
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
-    pub(crate) warmup: String,
-    /// Open loop: start N operations per second (at most -c at once) instead of keeping -c
-    /// busy.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", allow_hyphen_values = true,
+          value_parser = values::duration_or_zero())]
+    pub(crate) warmup: Duration,
+    /// Open loop: start N operations per second (0.001-1000000, at most -c at once)
+    /// instead of keeping -c busy.
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = values::decimal(0.001, 1e6))]
     pub(crate) rate: Option<f64>,
-    /// Stop after N completed operations.
-    #[arg(long, value_name = "N")]
+    /// Stop after exactly N completed operations (or at the end of --duration, whichever
+    /// comes first).
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = values::whole::<u64>(1, 1_000_000_000_000))]
     pub(crate) count: Option<u64>,
     /// greeting: the text every answer must be.
     #[arg(long, value_name = "TEXT", conflicts_with = "expect_hex")]
@@ -262,17 +289,21 @@ pub(crate) struct BenchArgs {
     /// greeting: the bytes every answer must be, in hex (e4bda0e5a5bd).
     #[arg(long, value_name = "HEX")]
     pub(crate) expect_hex: Option<String>,
-    /// echo: block size in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    /// echo: block size in bytes (1-67108864; a datagram holds at most 65507).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, allow_hyphen_values = true,
+          value_parser = values::whole::<usize>(1, 64 << 20))]
     pub(crate) size: usize,
-    /// echo: bytes in flight per connection (default: one block).
-    #[arg(long, value_name = "BYTES")]
+    /// echo: bytes in flight per connection (1-1073741824; default: one block).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = values::whole::<usize>(1, 1 << 30))]
     pub(crate) window: Option<usize>,
     /// Give up on one operation after this long.
-    #[arg(long, value_name = "DURATION", default_value = "5s")]
-    pub(crate) timeout: String,
-    /// Threads generating load (the default leaves the other cores to the server).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) timeout: Duration,
+    /// Threads generating load (1-1024; the default leaves the other cores to the server).
+    #[arg(long, value_name = "N", default_value_t = 1, allow_hyphen_values = true,
+          value_parser = values::whole::<usize>(1, MAX_THREADS))]
     pub(crate) threads: usize,
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]

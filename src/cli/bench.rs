@@ -6,16 +6,31 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use socketkit::bench::{self, Config, Mode, Report, Signal, Stats};
+use socketkit::client::MAX_DATAGRAM;
 
 use super::args::BenchArgs;
 use super::exit::CliError;
 use super::{init_logging, resolve, tls};
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
-    let endpoint = resolve::endpoint(&args.endpoint)?;
+    let endpoint = resolve::target("bench", &args.endpoint)?;
     let mut config = config(&args)?;
     // Every connection makes a full handshake: resumption would measure something else.
     config.tls = args.tls.connector(&endpoint, true)?;
+    if !endpoint.transport().is_stream() && config.size > MAX_DATAGRAM {
+        return Err(CliError::Usage(format!(
+            "invalid value '{}' for --size: a datagram to {endpoint} holds at most \
+             {MAX_DATAGRAM} bytes",
+            config.size
+        )));
+    }
+    bench::reserve_descriptors(&config).map_err(|most| {
+        CliError::Usage(format!(
+            "invalid value '{}' for --connections: the open-file limit (ulimit -n) allows at \
+             most {most}",
+            config.connections
+        ))
+    })?;
     if let Some(path) = &args.report {
         report_kind(path)?;
     }
@@ -23,7 +38,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     tls::warn_if_insecure(&args.tls.verify);
     // One thread runs everything on the calling thread, with no cross-thread wake-ups.
     let runtime = match args.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
+        1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         n => tokio::runtime::Builder::new_multi_thread()
@@ -52,19 +67,39 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         report
     })?;
     output(&args, &report)?;
-    if report.completed == 0 && report.failed() > 0 {
-        let errors: Vec<String> = report
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        return Err(CliError::Runtime(socketkit::Error::new(
-            socketkit::error::Op::Connect,
-            &endpoint,
-            std::io::Error::other(format!("nothing completed ({})", errors.join(", "))),
-        )));
+    if report.completed == 0 {
+        return Err(CliError::Failed(nothing_completed(&args, &report, &stats)));
     }
     Ok(())
+}
+
+/// Why a run completed nothing, in words: the failures by kind and what the first one was.
+fn nothing_completed(args: &BenchArgs, report: &Report, stats: &Stats) -> String {
+    let head = format!(
+        "nothing completed against {} in {:.3}s",
+        report.endpoint, report.seconds
+    );
+    if report.errors.is_empty() {
+        return format!("{head}: no operation finished within the run");
+    }
+    let kinds: Vec<String> = report
+        .errors
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    let wrong = report.errors.contains_key("wrong bytes");
+    let why = match (wrong, args.mode.as_str()) {
+        (true, "echo") => "; the echoes differ from what was sent".to_owned(),
+        (true, _) if args.expect.is_some() => "; the answers differ from --expect".to_owned(),
+        (true, _) if args.expect_hex.is_some() => {
+            "; the answers differ from --expect-hex".to_owned()
+        }
+        _ => stats
+            .first_error()
+            .map(|first| format!(" (first: {first})"))
+            .unwrap_or_default(),
+    };
+    format!("{head}: {}{why}", kinds.join(", "))
 }
 
 fn config(args: &BenchArgs) -> Result<Config, CliError> {
@@ -79,21 +114,14 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
         }
     };
     let mut config = Config::new(mode);
-    config.connections = args.connections.max(1);
-    config.threads = args.threads.max(1);
-    config.duration = resolve::duration("--duration", &args.duration)?;
-    config.warmup = resolve::duration("--warmup", &args.warmup)?;
-    config.timeout = resolve::duration("--timeout", &args.timeout)?;
+    config.connections = args.connections;
+    config.threads = args.threads;
+    config.duration = args.duration;
+    config.warmup = args.warmup;
+    config.timeout = args.timeout;
     config.count = args.count;
-    if let Some(rate) = args.rate {
-        if !(rate > 0.0 && rate.is_finite()) {
-            return Err(CliError::Usage(format!(
-                "invalid rate '{rate}': must be above 0"
-            )));
-        }
-        config.rate = Some(rate);
-    }
-    config.size = args.size.max(1);
+    config.rate = args.rate;
+    config.size = args.size;
     config.window = args.window.unwrap_or(config.size);
     config.expect = match (&args.expect, &args.expect_hex) {
         (Some(text), _) => Some(text.as_bytes().to_vec()),

@@ -9,20 +9,24 @@ use super::exit::CliError;
 use super::{init_logging, resolve, stdio, tls};
 
 pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
-    let endpoint = resolve::endpoint(&args.endpoint)?;
+    let endpoint = resolve::target("connect", &args.endpoint)?;
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => Some(Family::Inet),
         (_, true) => Some(Family::Inet6),
         _ => None,
     };
     let options = ConnectOptions {
-        timeout: resolve::optional_duration("--timeout", args.timeout.as_deref())?,
+        timeout: args.timeout,
         family,
     };
     let connector = args.tls.connector(&endpoint, false)?;
-    let bridge = stdio::options(&args.bridge)?;
+    let bridge = stdio::options(&args.bridge);
     init_logging(&args.log);
     let mut connected = client::connect(&endpoint, options)?;
+    if let Ok(peer) = connected.socket.peer_addr() {
+        // ncat -v's "Connected to": the address actually reached, of the names tried.
+        tracing::debug!("connected to {}:{peer}", endpoint.transport().scheme());
+    }
     if let (Some(connector), Endpoint::Tls(hp)) = (&connector, &endpoint) {
         tls::warn_if_insecure(&args.tls.verify);
         let handshake = Handshake::Client {

@@ -1,6 +1,7 @@
 //! Exit codes (SPEC §2.3) and the one `error:` line: only the CLI decides either.
 
 use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// 0 success, 1 runtime failure, 2 bad usage.
@@ -14,6 +15,9 @@ pub(crate) enum CliError {
     Usage(String),
     /// The work failed: exit 1.
     Runtime(socketkit::Error),
+    /// The work ran but did not succeed (a load test that completed nothing), in words:
+    /// exit 1.
+    Failed(String),
 }
 
 impl From<socketkit::Error> for CliError {
@@ -27,6 +31,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Usage(text) => f.write_str(text),
             CliError::Runtime(err) => err.fmt(f),
+            CliError::Failed(text) => f.write_str(text),
         }
     }
 }
@@ -34,10 +39,16 @@ impl fmt::Display for CliError {
 impl CliError {
     /// Prints the `error:` line to stderr and gives the exit code.
     pub(crate) fn report(&self) -> ExitCode {
-        eprintln!("error: {}", sanitize(&self.to_string()));
+        // Not `eprintln!`, which panics when stderr is closed (`2>&1 | true`): then there
+        // is nobody to tell, and the exit code still says it.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "error: {}",
+            sanitize(&self.to_string())
+        );
         ExitCode::from(match self {
             CliError::Usage(_) => USAGE,
-            CliError::Runtime(_) => FAILURE,
+            CliError::Runtime(_) | CliError::Failed(_) => FAILURE,
         })
     }
 }

@@ -12,8 +12,8 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
             "forward needs at least one -l ENDPOINT".into(),
         ));
     }
-    let target = resolve::endpoint(&args.to)?;
-    let timeout = resolve::duration("--timeout", &args.timeout)?;
+    let target = resolve::target("forward --to", &args.to)?;
+    let timeout = args.timeout;
     let endpoints = server::endpoints(&args.server, "")?;
     if let Some(datagram) = endpoints.iter().find(|e| !e.transport().is_stream()) {
         return Err(CliError::Usage(format!(
@@ -44,7 +44,7 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     }
     let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
-    let workers = server::workers(&args.server)?;
+    let workers = server::workers(&args.server);
     server::run(builder, &access, workers, &what, |server| {
         if let Some(tls) = &listener_tls {
             tls.announce();

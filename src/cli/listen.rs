@@ -21,7 +21,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     }
     let tls = tls::server(&args.tls, &args.tls_alpn, std::slice::from_ref(&endpoint))?;
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
-    let options = stdio::options(&args.bridge)?;
+    let options = stdio::options(&args.bridge);
     let access = access::resolve(&args.access)?;
     init_logging(&args.log);
     let mut listening = client::listen(&endpoint)?;
@@ -39,7 +39,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
                 false
             }
         })?;
-        tracing::debug!(%peer, "first datagram");
+        tracing::debug!("datagram from {peer}");
         if stdio::output()?.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
         }
@@ -61,7 +61,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
                 continue;
             }
         };
-        tracing::debug!(%peer, "accepted");
+        tracing::debug!("connection from {peer}");
         let options = BridgeOptions {
             peer: Some(peer),
             ..options.clone()

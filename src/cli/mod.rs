@@ -16,6 +16,7 @@ mod serve;
 mod server;
 mod stdio;
 mod tls;
+mod values;
 
 use std::process::ExitCode;
 

@@ -40,7 +40,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
-    let workers = server::workers(&args.server)?;
+    let workers = server::workers(&args.server);
     server::run(builder, &access, workers, service.name(), |server| {
         if let Some(tls) = &tls {
             tls.announce();

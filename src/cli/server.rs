@@ -26,28 +26,29 @@ pub(crate) fn endpoints(args: &ServerArgs, default: &str) -> Result<Vec<Endpoint
 /// A builder with the options of `args` and the given endpoints.
 pub(crate) fn builder(args: &ServerArgs, endpoints: Vec<Endpoint>) -> Result<Builder, CliError> {
     let mut builder = Server::builder();
-    for endpoint in endpoints {
-        builder.listen(endpoint);
-    }
     if let Some(max) = args.max_connections {
-        if max == 0 {
-            return Err(CliError::Usage(
-                "--max-connections must be at least 1".into(),
-            ));
-        }
         builder.max_connections(max);
     }
-    let idle = resolve::optional_duration("--idle-timeout", args.idle_timeout.as_deref())?;
-    if let Some(idle) = idle {
+    if let Some(idle) = args.idle_timeout {
         builder.idle_timeout(idle);
     }
     builder
         .backlog(args.backlog)
-        .drain_timeout(resolve::duration("--drain-timeout", &args.drain_timeout)?);
-    if let Some(mode) = &args.unix_mode {
-        builder.unix_mode(resolve::octal_mode("--unix-mode", mode)?);
+        .drain_timeout(args.drain_timeout);
+    if let Some(mode) = args.unix_mode {
+        if !endpoints.iter().any(|e| e.path().is_some()) {
+            return Err(CliError::Usage(
+                "--unix-mode applies to Unix socket files, and no -l is a unix: or unixgram: \
+                 endpoint"
+                    .into(),
+            ));
+        }
+        builder.unix_mode(mode);
     }
-    builder.workers(workers(args)?);
+    for endpoint in endpoints {
+        builder.listen(endpoint);
+    }
+    builder.workers(workers(args));
     Ok(builder)
 }
 
@@ -59,12 +60,9 @@ pub(crate) fn access(args: &ServerArgs, builder: &mut Builder) -> Result<Access,
 }
 
 /// `--workers`, or the cores this process may use.
-pub(crate) fn workers(args: &ServerArgs) -> Result<usize, CliError> {
-    match args.workers {
-        Some(0) => Err(CliError::Usage("--workers must be at least 1".into())),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
-    }
+pub(crate) fn workers(args: &ServerArgs) -> usize {
+    args.workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Binds, installs the signal handlers, announces `listening on … (what)`, and runs `serve`

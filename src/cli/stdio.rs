@@ -13,15 +13,14 @@ use socketkit::socket::Socket;
 
 use super::args::BridgeArgs;
 use super::exit::CliError;
-use super::resolve;
 
 /// The bridge options of `--idle-timeout` and `--wait`.
-pub(crate) fn options(args: &BridgeArgs) -> Result<BridgeOptions, CliError> {
-    Ok(BridgeOptions {
-        idle_timeout: resolve::optional_duration("--idle-timeout", args.idle_timeout.as_deref())?,
-        wait: resolve::duration("--wait", &args.wait)?,
+pub(crate) fn options(args: &BridgeArgs) -> BridgeOptions {
+    BridgeOptions {
+        idle_timeout: args.idle_timeout,
+        wait: args.wait,
         peer: None,
-    })
+    }
 }
 
 /// Standard input, read on its own thread; for datagrams each read is at most one datagram.

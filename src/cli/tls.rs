@@ -13,7 +13,6 @@ use socketkit::tls::{
 };
 
 use super::exit::CliError;
-use super::resolve;
 
 /// A listener's TLS: its certificate, client authentication, and handshake deadline.
 #[derive(Debug, Args)]
@@ -32,8 +31,9 @@ pub(crate) struct TlsServerArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_client_ca: Option<PathBuf>,
     /// tls: listeners: close a connection whose handshake has not finished in this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub(crate) tls_handshake_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
+          value_parser = super::values::duration())]
+    pub(crate) tls_handshake_timeout: std::time::Duration,
 }
 
 /// How a client verifies a tls: server.
@@ -171,13 +171,7 @@ pub(crate) fn server(
         client_ca: args.tls_client_ca.clone(),
         alpn: protocols(alpn)?,
     };
-    let handshake_timeout =
-        resolve::duration("--tls-handshake-timeout", &args.tls_handshake_timeout)?;
-    if handshake_timeout.is_zero() {
-        return Err(CliError::Usage(
-            "--tls-handshake-timeout must be above 0".into(),
-        ));
-    }
+    let handshake_timeout = args.tls_handshake_timeout;
     let tls = server_config(&options).map_err(|err| CliError::Usage(err.to_string()))?;
     Ok(Some(ServerSetup {
         tls,

@@ -44,6 +44,26 @@ fn prints_the_greeting_and_exits_zero() {
     assert_eq!(out.stderr, "");
 }
 
+/// Issue 9: `-v` names what was reached, as `ncat -v` does ("Connected to").
+#[test]
+fn verbose_says_where_it_connected() {
+    let mut serve = socketkit();
+    serve.args(["serve", "-l", "127.0.0.1:0"]);
+    let server = Running::start(serve, 1);
+    let mut cmd = connect_cmd(&server.addr());
+    cmd.arg("-v");
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "你好".as_bytes());
+    assert!(
+        out.stderr
+            .lines()
+            .any(|line| line.ends_with(&format!("connected to {}", server.endpoints()[0]))),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn stdin_eof_half_closes_and_output_continues() {
     // The server reads to end of stream first, then answers: only a half-close lets it.

@@ -85,13 +85,13 @@ fn bad_durations_are_exit_2() {
     let (code, line) = fails(&["connect", "--timeout", "5x", "127.0.0.1:1"]);
     assert_eq!(code, 2);
     assert!(
-        line.starts_with("error: invalid duration '5x' for --timeout: "),
+        line.starts_with("error: invalid duration '5x' for --timeout: expected a duration"),
         "{line}"
     );
     let (code, line) = fails(&["serve", "--idle-timeout", "soon", "-l", "127.0.0.1:0"]);
     assert_eq!(code, 2);
     assert!(
-        line.starts_with("error: invalid duration 'soon' for --idle-timeout: "),
+        line.starts_with("error: invalid duration 'soon' for --idle-timeout: expected a duration"),
         "{line}"
     );
 }
@@ -137,7 +137,7 @@ fn help_and_version_exit_0() {
 
 #[test]
 fn serve_options_are_checked_against_the_service() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["serve", "exec"],
             "error: exec needs a program: socketkit serve exec -- PROGRAM [ARGS...]",
@@ -151,6 +151,10 @@ fn serve_options_are_checked_against_the_service() {
             "error: exec serves streams only; udp:127.0.0.1:0 is a datagram endpoint",
         ),
         (
+            &["serve", "exec", "--", "/"],
+            "error: program '/' is not an executable file (chmod +x?)",
+        ),
+        (
             &["serve", "echo", "--message", "x"],
             "error: --message applies to the greeting service only",
         ),
@@ -160,11 +164,11 @@ fn serve_options_are_checked_against_the_service() {
         ),
         (
             &["serve", "--max-connections", "0"],
-            "error: --max-connections must be at least 1",
+            "error: invalid value '0' for --max-connections: must be a whole number from 1 to 1000000000",
         ),
         (
             &["serve", "--unix-mode", "9"],
-            "error: invalid mode '9' for --unix-mode: expected octal permission bits such as 660",
+            "error: invalid mode '9' for --unix-mode: expected octal permission bits from 0 to 7777, such as 660",
         ),
     ];
     for (args, expected) in cases {
@@ -194,7 +198,11 @@ fn unusable_quote_files_are_exit_2() -> Result<(), Box<dyn std::error::Error>> {
 fn zero_workers_is_exit_2() {
     assert_eq!(
         fails(&["serve", "--workers", "0"]),
-        (2, "error: --workers must be at least 1".to_owned())
+        (
+            2,
+            "error: invalid value '0' for --workers: must be a whole number from 1 to 1024"
+                .to_owned()
+        )
     );
 }
 
@@ -206,4 +214,96 @@ fn a_missing_required_option_is_named_on_the_one_line() {
         line,
         "error: the following required arguments were not provided: --to <ENDPOINT>"
     );
+}
+
+/// Issue 9: the `error:` line written to a closed stderr (`2>&1 | true`) panicked, exit 101.
+/// The exit code must still say what happened.
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let cases: [(&[&str], i32); 3] = [
+        (&["connect", "127.0.0.1:1"], 1),
+        (&["connect", ":80"], 2),
+        (&["serve", "--bogus"], 2),
+    ];
+    for (args, expected) in cases {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two new descriptors into the array we pass.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors are new and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read); // nobody will read stderr: writing to it fails with EPIPE
+        let mut cmd = socketkit();
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(write));
+        let mut child = cmd.spawn()?;
+        let status = crate::support::process::wait_bounded(&mut child, DEADLINE);
+        assert_eq!(status.code(), Some(expected), "{args:?}");
+    }
+    Ok(())
+}
+
+/// Issue 9: usage errors of `connect` are exit 2 with the option and its range: a missing
+/// host was exit 1, `--timeout 0` timed out at once, `--timeout -1s` got clap's words
+/// about an unknown `-1`.
+#[test]
+fn connect_usage_errors_are_exit_2_in_words() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["connect", ":80"],
+            "error: invalid endpoint ':80': connect needs a host (as in 127.0.0.1:80)",
+        ),
+        (
+            &["connect", "127.0.0.1:0"],
+            "error: invalid endpoint '127.0.0.1:0': connect needs a port from 1 to 65535",
+        ),
+        (
+            &["connect", "--timeout", "0", "127.0.0.1:1"],
+            "error: invalid duration '0' for --timeout: must be from 1ms to 365d",
+        ),
+        (
+            &["connect", "--timeout", "-1s", "127.0.0.1:1"],
+            "error: invalid duration '-1s' for --timeout: must be from 1ms to 365d",
+        ),
+        (
+            &["connect", "--wait", "-1", "127.0.0.1:1"],
+            "error: invalid duration '-1' for --wait: must be from 0 to 365d",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(fails(args), (2, expected.to_owned()), "{args:?}");
+    }
+}
+
+/// Issue 9: server options out of range (`--workers 100000` panicked inside tokio) and
+/// `--unix-mode` with no Unix listener (silently ignored) are exit 2.
+#[test]
+fn server_options_out_of_range_are_exit_2() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["serve", "--workers", "100000", "-l", "127.0.0.1:0"],
+            "error: invalid value '100000' for --workers: must be a whole number from 1 to 1024",
+        ),
+        (
+            &["serve", "--backlog", "-1", "-l", "127.0.0.1:0"],
+            "error: invalid value '-1' for --backlog: must be a whole number from 0 to 65535",
+        ),
+        (
+            &["serve", "--drain-timeout", "400d", "-l", "127.0.0.1:0"],
+            "error: invalid duration '400d' for --drain-timeout: must be from 0 to 365d",
+        ),
+        (
+            &["serve", "--unix-mode", "660", "-l", "127.0.0.1:0"],
+            "error: --unix-mode applies to Unix socket files, and no -l is a unix: or unixgram: endpoint",
+        ),
+        (
+            &["forward", "-l", "127.0.0.1:0", "--to", ":80"],
+            "error: invalid endpoint ':80': forward --to needs a host (as in 127.0.0.1:80)",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(fails(args), (2, expected.to_owned()), "{args:?}");
+    }
 }

@@ -32,6 +32,25 @@ fn one_connection_then_exit_zero_and_a_second_client_is_refused() {
     assert!(TcpStream::connect(&addr).is_err(), "the listener is closed");
 }
 
+/// Issue 9: `-v` names the peer, as `ncat -v` does ("Connection from").
+#[test]
+fn verbose_says_where_the_connection_came_from() {
+    let mut listener = listen(&["127.0.0.1:0", "-v"], b"");
+    let mut client = connect(&listener.addr());
+    let from = client.local_addr().expect("addr").to_string();
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_end(&mut client), b"");
+    assert_eq!(listener.wait(DEADLINE).code(), Some(0));
+    assert!(
+        listener
+            .stderr()
+            .lines()
+            .any(|line| line.ends_with(&format!("connection from {from}"))),
+        "{}",
+        listener.stderr()
+    );
+}
+
 #[test]
 fn the_listener_closes_once_the_first_client_is_accepted() {
     let listener = listen(&["127.0.0.1:0"], b"");
