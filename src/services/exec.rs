@@ -49,6 +49,10 @@ pub enum ExecError {
     /// The program is not a file, or not on `PATH`.
     #[error("program '{0}' not found")]
     NotFound(String),
+    /// The program is a file this process may not execute (no `x` bit for us, or a
+    /// directory).
+    #[error("program '{0}' is not an executable file (chmod +x?)")]
+    NotExecutable(String),
 }
 
 impl Exec {
@@ -56,7 +60,7 @@ impl Exec {
     ///
     /// # Errors
     ///
-    /// An empty `argv`, or a program that is not there.
+    /// An empty `argv`, a program that is not there, or one that may not be executed.
     ///
     /// # Examples
     ///
@@ -72,8 +76,11 @@ impl Exec {
     {
         let mut argv = argv.into_iter().map(Into::into);
         let program = argv.next().ok_or(ExecError::Missing)?;
-        if find_program(Path::new(&program)).is_none() {
-            return Err(ExecError::NotFound(program.to_string_lossy().into_owned()));
+        let name = || program.to_string_lossy().into_owned();
+        match find_program(Path::new(&program)) {
+            Found::Executable => {}
+            Found::NotExecutable => return Err(ExecError::NotExecutable(name())),
+            Found::Nothing => return Err(ExecError::NotFound(name())),
         }
         Ok(Exec {
             spec: Arc::new(Spec {
@@ -127,16 +134,47 @@ fn port_of(address: &Address) -> String {
     address.port().map(|p| p.to_string()).unwrap_or_default()
 }
 
-/// The file that would run for `program`: itself if it has a `/`, else the first match on
-/// `PATH`.
-fn find_program(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 || program.is_absolute() {
-        return program.is_file().then(|| program.to_path_buf());
+/// What looking for a program found.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// A file this process may execute.
+    Executable,
+    /// Only files it may not execute (or directories).
+    NotExecutable,
+    /// Nothing by that name.
+    Nothing,
+}
+
+/// Looks for `program` as `execvp(3)` does: itself if it has a `/`, else each directory of
+/// `PATH` in turn, skipping what has no execute bit.
+fn find_program(program: &Path) -> Found {
+    let candidates: Vec<PathBuf> = if program.components().count() > 1 || program.is_absolute() {
+        vec![program.to_path_buf()]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .collect()
+    };
+    let mut found = Found::Nothing;
+    for candidate in candidates {
+        if candidate.is_file() && executable(&candidate) {
+            return Found::Executable;
+        }
+        if candidate.exists() {
+            found = Found::NotExecutable;
+        }
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+    found
+}
+
+/// Whether `path` has an execute bit. (Not `access(2)`, which would also know our user and
+/// groups: raw calls live in `sys`, out of the services' reach. A file executable by others
+/// only passes here and fails at spawn, which is logged.)
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|meta| meta.permissions().mode() & 0o111 != 0)
 }
 
 impl Handler for Exec {
@@ -155,11 +193,11 @@ impl Exec {
             )
             .spawn()
             .map_err(|err| {
-                io::Error::other(Error::new(
-                    Op::Spawn,
-                    self.spec.program.to_string_lossy(),
-                    err,
-                ))
+                let err = Error::new(Op::Spawn, self.spec.program.to_string_lossy(), err);
+                // Checked at start-up, so this is new (the file was removed or changed):
+                // every client is being turned away, which the operator must hear of.
+                tracing::warn!("{err}; closing the connection");
+                io::Error::other(err)
             })?;
         let result = bridge(&mut child, conn).await;
         match result {

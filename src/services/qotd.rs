@@ -12,6 +12,9 @@ use super::answer::{Answer, answer_service};
 /// The RFC's limit on a quote, in bytes (a quote must be shorter).
 pub const MAX_QUOTE: usize = 512;
 
+/// The largest quotes file read, in bytes: far more than any fortune file.
+pub const MAX_QUOTES_FILE: u64 = 16 << 20;
+
 const BUILT_IN: [&str; 6] = [
     "Be conservative in what you do, be liberal in what you accept from others.\n  -- Jon Postel, RFC 793",
     "Premature optimization is the root of all evil.\n  -- Donald Knuth",
@@ -41,6 +44,12 @@ pub enum QuotesError {
         number: usize,
         /// Its length in bytes, with the line end.
         len: usize,
+    },
+    /// The file is larger than [`MAX_QUOTES_FILE`] (`/dev/zero` would never end).
+    #[error("{path} is larger than {} MiB; a quotes file is text", MAX_QUOTES_FILE >> 20)]
+    TooLarge {
+        /// The file.
+        path: String,
     },
     /// The file holds no quote.
     #[error("{path} holds no quotes (separate quotes with a blank line or a line '%')")]
@@ -76,13 +85,23 @@ impl Qotd {
     ///
     /// # Errors
     ///
-    /// The file cannot be read, holds no quote, or holds one of 512 bytes or more.
+    /// The file cannot be read, is larger than [`MAX_QUOTES_FILE`], holds no quote, or holds
+    /// one of 512 bytes or more.
     pub fn from_file(path: &Path) -> Result<Qotd, QuotesError> {
-        let text = std::fs::read_to_string(path).map_err(|err| QuotesError::Read {
-            path: path.display().to_string(),
+        use std::io::Read;
+        let name = path.display().to_string();
+        let read_error = |err: std::io::Error| QuotesError::Read {
+            path: name.clone(),
             reason: crate::error::describe(&err),
-        })?;
-        Qotd::from_text(&text, &path.display().to_string())
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_QUOTES_FILE + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_QUOTES_FILE {
+            return Err(QuotesError::TooLarge { path: name });
+        }
+        Qotd::from_text(&text, &name)
     }
 
     /// The quotes in `text`, which came from `origin` (named in errors).

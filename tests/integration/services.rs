@@ -283,6 +283,59 @@ fn exec_leaves_no_zombie_and_kills_programs_of_vanished_clients() -> TestResult 
     }
 }
 
+/// Issue 9: a program without its execute bit started the server, which then reset every
+/// client and said why only at `-v`. Now it is refused at start-up (exit 2, named).
+#[test]
+fn exec_refuses_a_program_it_may_not_run_at_start_up() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let program = dir.path().join("no-exec-bit.sh");
+    std::fs::write(&program, "#!/bin/sh\necho hi\n")?;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644))?;
+    let mut cmd = socketkit();
+    cmd.current_dir(dir.path()).args([
+        "serve",
+        "exec",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "./no-exec-bit.sh",
+    ]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "error: program './no-exec-bit.sh' is not an executable file (chmod +x?)\n"
+    );
+    Ok(())
+}
+
+/// Issue 9: a program that cannot be started once the server runs (its execute bit was
+/// taken away) is logged at the default level, not only at `-v`.
+#[test]
+fn exec_logs_a_failed_start_at_the_default_level() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let program = dir.path().join("greet.sh");
+    std::fs::write(&program, "#!/bin/sh\necho hi\n")?;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))?;
+    let path = program.to_str().ok_or("path")?;
+    let server = serve("exec", &["127.0.0.1:0"], &["--", path]);
+    assert_eq!(read_to_end(&mut connect(&server.addr())), b"hi\n");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644))?;
+    let mut stream = connect(&server.addr());
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest); // closed or reset: either way, no "hi"
+    assert!(rest.is_empty(), "{rest:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let expected = format!("WARN cannot start {path}: permission denied; closing the connection");
+    while !server.stderr().contains(&expected) {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// The (pid, state) of every process whose parent is `pid`, zombies included.
 fn children_of(pid: i32) -> Vec<(String, String)> {
     let mut found = Vec::new();
