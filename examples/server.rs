@@ -11,6 +11,7 @@
 //! | server.py | here |
 //! |---|---|
 //! | `s = socket.socket()` | `let s = Socket::new(Family::Inet, Type::Stream)?;` |
+//! | (not in the tutorial) `s.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)` | `s.set_reuse_address(true)?;` |
 //! | `host = socket.gethostname()` | `let host = socket::gethostname()?;` |
 //! | `s.bind((host, port))` | `s.bind((host.as_str(), port))?;` |
 //! | `s.listen(5)` | `s.listen(5)?;` |
@@ -40,6 +41,10 @@ fn serve() -> socketkit::Result<()> {
     let (host, port) = host_and_port()?;
 
     let s = Socket::new(Family::Inet, Type::Stream)?; // 创建 socket 对象
+    // Not in the tutorial: the server closes each connection first, so its side of it waits
+    // in TIME_WAIT for a minute, and without SO_REUSEADDR a server started again in that
+    // minute fails with "address already in use".
+    s.set_reuse_address(true)?;
     s.bind((host.as_str(), port))?; // 绑定端口
     s.listen(5)?; // 等待客户端连接
     // Not in the tutorial: say where we listen, so that port 0 can be used and found.

@@ -95,6 +95,28 @@ fn example_server_against_python_client() -> TestResult {
     Ok(())
 }
 
+/// Issue 9: the example server closes each connection first, so its port sits in TIME_WAIT;
+/// started again at once on the same port it must still bind (SO_REUSEADDR).
+#[test]
+fn example_server_can_be_run_again_at_once_on_the_same_port() -> TestResult {
+    let mut cmd = example("server");
+    cmd.args(["127.0.0.1", "0"]);
+    let server = Running::start(cmd, 1);
+    let port = server.port().to_string();
+    let mut stream = crate::support::net::connect(&server.addr());
+    assert_eq!(
+        crate::support::net::read_to_end(&mut stream),
+        "你好".as_bytes()
+    );
+    drop(stream);
+    drop(server);
+    let mut again = example("server");
+    again.args(["127.0.0.1", &port]);
+    let again = Running::start(again, 1);
+    assert_eq!(again.port().to_string(), port);
+    Ok(())
+}
+
 #[test]
 fn example_client_says_when_the_host_does_not_resolve() {
     let mut client = example("client");
