@@ -21,6 +21,8 @@ mod cli_discover;
 mod cli_errors;
 /// `socketkit forward`: relays, half-close, concurrency, failures, limits.
 mod cli_forward;
+/// Generated argument vectors for every subcommand: exit 0, 1 or 2, one `error:` line at most.
+mod cli_fuzz;
 /// `socketkit listen`: one peer, -k, UDP, Unix.
 mod cli_listen;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
@@ -37,6 +39,8 @@ mod examples;
 mod interop;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
+/// Property tests of the library's parsers: no panic on any input, printing round-trips.
+mod parsers;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.

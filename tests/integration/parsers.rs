@@ -1,0 +1,124 @@
+//! Property tests of the library's parsers (endpoints, quote files): they never panic on any
+//! input, and what they print parses back to the same value. 4096 cases a test by default;
+//! `PROPTEST_CASES=1000000 cargo test --test integration prop_` for a long hunt (see
+//! docs/testing.md). The CLI's number and duration parsers have theirs in src/cli/values.rs.
+
+use proptest::prelude::*;
+use socketkit::endpoint::{Endpoint, Host, HostPort};
+use socketkit::services::qotd::{MAX_QUOTE, Qotd};
+
+/// 4096 cases a run unless `PROPTEST_CASES` says otherwise.
+fn cases() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 4096;
+    }
+    config
+}
+
+/// Text shaped like endpoints (schemes, brackets, colons, digits, names), where the
+/// parser's branches are, rather than mostly-random characters.
+fn endpoint_like() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![
+        Just(""),
+        Just("tcp:"),
+        Just("udp:"),
+        Just("unix:"),
+        Just("unixgram:"),
+        Just("sctp:"),
+        Just("TCP:"),
+    ];
+    let host = prop_oneof![
+        Just(String::new()),
+        "[a-z0-9.-]{1,20}",
+        "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+        "\\[[0-9a-f:.%]{0,40}\\]?",
+        "[ -~]{0,12}",
+    ];
+    let port = prop_oneof!["[0-9]{0,7}", "-?[0-9]{1,3}", "[ -~]{0,4}"];
+    (scheme, host, prop::option::of(port)).prop_map(|(scheme, host, port)| match port {
+        Some(port) => format!("{scheme}{host}:{port}"),
+        None => format!("{scheme}{host}"),
+    })
+}
+
+/// Any endpoint, built from its parts.
+fn endpoint() -> impl Strategy<Value = Endpoint> {
+    let host = prop_oneof![
+        Just(Host::Any),
+        any::<std::net::IpAddr>().prop_map(Host::Ip),
+        "[a-z][a-z0-9-]{0,15}(\\.[a-z][a-z0-9-]{0,15}){0,3}".prop_map(Host::Name),
+    ];
+    let host_port = (host, any::<u16>()).prop_map(|(host, port)| HostPort { host, port });
+    let path = "/?[a-zA-Z0-9_./ -]{1,40}".prop_map(std::path::PathBuf::from);
+    prop_oneof![
+        host_port.clone().prop_map(Endpoint::Tcp),
+        host_port.prop_map(Endpoint::Udp),
+        path.clone().prop_map(Endpoint::Unix),
+        path.prop_map(Endpoint::Unixgram),
+    ]
+}
+
+/// One quote as a file holds it: lines that are neither blank nor a lone `%`.
+fn quote() -> impl Strategy<Value = Vec<String>> {
+    let line = "[^\\n\\r]{0,40}".prop_filter("a quote line is not blank and not %", |line| {
+        !line.trim().is_empty() && line.trim() != "%"
+    });
+    prop::collection::vec(line, 1..5)
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn prop_endpoints_never_panic_on_any_text(text in any::<String>()) {
+        let _ = text.parse::<Endpoint>();
+    }
+
+    #[test]
+    fn prop_endpoints_never_panic_on_any_bytes(bytes in any::<Vec<u8>>()) {
+        let _ = String::from_utf8_lossy(&bytes).parse::<Endpoint>();
+    }
+
+    #[test]
+    fn prop_endpoint_like_text_parses_to_what_it_prints(text in endpoint_like()) {
+        if let Ok(endpoint) = text.parse::<Endpoint>() {
+            let printed = endpoint.to_string();
+            prop_assert_eq!(printed.parse::<Endpoint>(), Ok(endpoint), "{} printed as {}", text, printed);
+        }
+    }
+
+    #[test]
+    fn prop_every_endpoint_round_trips(endpoint in endpoint()) {
+        let printed = endpoint.to_string();
+        prop_assert_eq!(printed.parse::<Endpoint>(), Ok(endpoint), "{}", printed);
+    }
+
+    #[test]
+    fn prop_quote_files_never_panic(text in any::<String>()) {
+        let _ = Qotd::from_text(&text, "fuzz");
+    }
+
+    #[test]
+    fn prop_quote_files_round_trip(
+        quotes in prop::collection::vec(quote(), 1..8),
+        fortune in any::<bool>(),
+    ) {
+        let separator = if fortune { "\n%\n" } else { "\n\n" };
+        let file: Vec<String> = quotes.iter().map(|lines| lines.join("\n")).collect();
+        let text = file.join(separator);
+        let served: Vec<Vec<u8>> = quotes
+            .iter()
+            .map(|lines| format!("{}\r\n", lines.join("\n")).into_bytes())
+            .collect();
+        match Qotd::from_text(&text, "fuzz") {
+            Ok(qotd) => {
+                prop_assert_eq!(qotd.len(), served.len());
+                for quote in &served {
+                    prop_assert_eq!(qotd.next_quote(), quote.as_slice());
+                }
+            }
+            Err(_) => prop_assert!(served.iter().any(|q| q.len() >= MAX_QUOTE)),
+        }
+    }
+}
