@@ -1,10 +1,16 @@
-//! Property tests of the library's parsers (endpoints, quote files): they never panic on any
-//! input, and what they print parses back to the same value. 4096 cases a test by default;
+//! Property tests of the library's parsers (endpoints, quote files, CIDR networks, rates,
+//! PROXY headers): they never panic on any input, and what they print parses back to the
+//! same value. 4096 cases a test by default;
 //! `PROPTEST_CASES=1000000 cargo test --test integration prop_` for a long hunt (see
 //! docs/testing.md). The CLI's number and duration parsers have theirs in src/cli/values.rs.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
 use proptest::prelude::*;
+use socketkit::access::{Rate, parse_network};
 use socketkit::endpoint::{Endpoint, Host, HostPort};
+use socketkit::proxy_protocol::{Parsed, ProxyHeader, encode_v1, encode_v2, parse};
 use socketkit::services::qotd::{MAX_QUOTE, Qotd};
 
 /// 4096 cases a run unless `PROPTEST_CASES` says otherwise.
@@ -119,6 +125,86 @@ proptest! {
                 }
             }
             Err(_) => prop_assert!(served.iter().any(|q| q.len() >= MAX_QUOTE)),
+        }
+    }
+
+    #[test]
+    fn prop_networks_never_panic(text in any::<String>()) {
+        let _ = parse_network(&text);
+    }
+
+    #[test]
+    fn prop_networks_round_trip(ip in any::<IpAddr>(), length in 0u8..=128, bare in any::<bool>()) {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let text = if bare { ip.to_string() } else { format!("{ip}/{length}") };
+        match parse_network(&text) {
+            Ok(net) => {
+                prop_assert!(bare || length <= max, "{} accepted", text);
+                let printed = net.to_string();
+                prop_assert_eq!(parse_network(&printed), Ok(net), "{} printed as {}", text, printed);
+            }
+            Err(_) => prop_assert!(!bare && length > max, "{} refused", text),
+        }
+    }
+
+    #[test]
+    fn prop_rates_never_panic(text in any::<String>()) {
+        let _ = text.parse::<Rate>();
+    }
+
+    #[test]
+    fn prop_rates_round_trip(count in 1u32.., secs in 0u64..=10 * 365 * 86_400, nanos in 0u32..1_000_000_000) {
+        let per = Duration::new(secs, nanos);
+        prop_assume!(!per.is_zero());
+        let rate = Rate { count, per };
+        let printed = rate.to_string();
+        prop_assert_eq!(printed.parse::<Rate>(), Ok(rate), "{}", printed);
+    }
+
+    #[test]
+    fn prop_proxy_headers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2100)) {
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn prop_proxy_header_like_bytes_never_panic(
+        tail in prop::collection::vec(any::<u8>(), 0..300),
+        v2 in any::<bool>(),
+    ) {
+        let mut bytes = if v2 {
+            b"\r\n\r\n\0\r\nQUIT\n".to_vec()
+        } else {
+            b"PROXY ".to_vec()
+        };
+        bytes.extend(tail);
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn prop_proxy_headers_round_trip(
+        (source, destination) in prop_oneof![
+            (any::<std::net::Ipv4Addr>(), any::<std::net::Ipv4Addr>())
+                .prop_map(|(a, b)| (IpAddr::V4(a), IpAddr::V4(b))),
+            (any::<std::net::Ipv6Addr>(), any::<std::net::Ipv6Addr>())
+                .prop_map(|(a, b)| (IpAddr::V6(a), IpAddr::V6(b))),
+        ],
+        ports in any::<(u16, u16)>(),
+        v2 in any::<bool>(),
+        after in prop::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let source = SocketAddr::new(source, ports.0);
+        let destination = SocketAddr::new(destination, ports.1);
+        let header = if v2 { encode_v2(source, destination) } else { encode_v1(source, destination) };
+        let mut bytes = header.clone();
+        bytes.extend(&after);
+        let expected = Parsed::Complete {
+            header: ProxyHeader::Proxied { source, destination },
+            len: header.len(),
+        };
+        prop_assert_eq!(parse(&bytes), Ok(expected));
+        // Every proper beginning of a header asks for more, never fails.
+        for cut in 0..header.len() {
+            prop_assert_eq!(parse(&header[..cut]), Ok(Parsed::Incomplete), "cut at {}", cut);
         }
     }
 }

@@ -62,7 +62,14 @@ pub const SERVER: [(&str, Kind); 7] = [
     ("--workers", Kind::Whole(1024)),
 ];
 /// Log options: `-v` and `-q` conflict, so a vector of accepted values has one at most.
-pub const LOG: [(&str, Kind); 3] = [("-v", Kind::Flag), ("-vv", Kind::Flag), ("-q", Kind::Flag)];
+pub const LOG: [(&str, Kind); 4] = [
+    ("-v", Kind::Flag),
+    ("-vv", Kind::Flag),
+    ("-q", Kind::Flag),
+    ("--log-format", Kind::Word(&["text", "json", "xml", ""])),
+];
+/// The shells of `completions`, the last two unknown.
+const SHELLS: [&str; 7] = ["bash", "zsh", "fish", "elvish", "powershell", "tcsh", ""];
 pub const SERVE: [(&str, Kind); 3] = [
     ("--message", Kind::Text),
     ("--quotes", Kind::InFile),
@@ -342,7 +349,7 @@ impl World {
         argv: &mut Vec<OsString>,
     ) {
         for &(name, kind) in table {
-            let once = valid && std::ptr::eq(table, LOG.as_slice());
+            let once = valid && (name.starts_with("-v") || name == "-q");
             if !rng.chance(if valid { 20 } else { 30 })
                 || (once && argv.iter().any(|a| a == "-q" || a == "-v" || a == "-vv"))
             {
@@ -360,7 +367,20 @@ impl World {
     pub fn vector(&self, rng: &mut Rng, case: &Path) -> Vec<OsString> {
         let valid = rng.chance(50);
         let mut argv = Vec::new();
-        let command = rng.pick(&["serve", "connect", "listen", "forward", "bench"]);
+        let command = rng.pick(&[
+            "serve",
+            "connect",
+            "listen",
+            "forward",
+            "bench",
+            "serve",
+            "connect",
+            "listen",
+            "forward",
+            "bench",
+            "completions",
+            "man",
+        ]);
         argv.push(os(command));
         match command {
             "serve" => {
@@ -405,6 +425,11 @@ impl World {
                     argv.push(self.value(Kind::Target { streams: true }, valid, rng, case));
                 }
             }
+            "completions" => {
+                self.options(&LOG, valid, rng, case, &mut argv);
+                argv.push(self.value(Kind::Word(&SHELLS), valid, rng, case));
+            }
+            "man" => self.options(&LOG, valid, rng, case, &mut argv),
             _ => {
                 self.options(&BENCH, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
