@@ -50,11 +50,6 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
             AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
         Some(Arc::new(control))
     };
-    if args.max_per_source == Some(0) {
-        return Err(CliError::Usage(
-            "--max-per-source must be 1-4294967295".into(),
-        ));
-    }
     let rate = args
         .rate_per_source
         .as_deref()

@@ -129,11 +129,13 @@ pub(crate) struct AccessArgs {
     /// Deny rules from FILE, as --allow-file.
     #[arg(long, value_name = "FILE")]
     pub(crate) deny_file: Vec<PathBuf>,
-    /// At most N connections at once from one source (an IPv4 address or an IPv6 /64).
-    #[arg(long, value_name = "N")]
+    /// At most N connections at once from one source (an IPv4 address or an IPv6 /64),
+    /// 1-4294967295.
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = values::whole::<u32>(1, u32::MAX.into()))]
     pub(crate) max_per_source: Option<u32>,
     /// New connections per source, as N/DURATION (e.g. 20/1s, 100/1m); excess refused.
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub(crate) rate_per_source: Option<String>,
     /// After binding, drop root and run as USER (a name or a number).
     #[arg(long, value_name = "USER")]

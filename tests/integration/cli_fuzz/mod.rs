@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::net::free_port;
 use crate::support::process::{Running, socketkit};
-use vectors::{BENCH, CONNECT, FORWARD, Kind, LISTEN, LOG, Rng, SERVE, SERVER, World};
+use vectors::{ACCESS, BENCH, CONNECT, FORWARD, Kind, LISTEN, LOG, Rng, SERVE, SERVER, World};
 
 /// How long one generated run may take, servers included, before the test fails.
 const CASE_DEADLINE: Duration = Duration::from_secs(10);
@@ -82,7 +82,8 @@ fn run_case(argv: &[OsString], case: &Path) -> Result<Ended, String> {
 }
 
 /// Waits for `child` within [`CASE_DEADLINE`]; once it says it is listening, a `listen`
-/// gets a peer (and is stopped after it if `-k` keeps it open), a server is stopped.
+/// gets a peer, and a server is stopped with SIGTERM — a `listen` too if it is still there a
+/// second later (`-k` keeps it open; access rules may have refused our peer).
 fn supervise(
     child: &mut Child,
     argv: &[OsString],
@@ -90,7 +91,7 @@ fn supervise(
 ) -> Result<(std::process::ExitStatus, bool), String> {
     let started = Instant::now();
     let listen = argv[0] == "listen";
-    let keep_open = argv.iter().any(|a| a == "-k");
+    let mut stop_at = None;
     let mut stopped = false;
     loop {
         if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
@@ -105,12 +106,13 @@ fn supervise(
             if listen {
                 poke(&endpoint);
             }
-            if !listen || keep_open {
-                thread::sleep(Duration::from_millis(50));
-                // SAFETY: kill(2) on our own child, not yet reaped.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                stopped = true;
-            }
+            let grace = if listen { 1000 } else { 50 };
+            stop_at = Some(Instant::now() + Duration::from_millis(grace));
+        }
+        if !stopped && stop_at.is_some_and(|at| Instant::now() >= at) {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            stopped = true;
         }
     }
 }
@@ -179,6 +181,12 @@ fn generated_argument_vectors_never_crash() {
         .unwrap_or(400);
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("quotes.txt"), "one\n%\ntwo\n").expect("quotes");
+    std::fs::write(dir.path().join("rules.txt"), "127.0.0.0/8 # here\n::1\n").expect("rules");
+    std::fs::write(
+        dir.path().join("bad-rules.txt"),
+        "10.0.0.0/8\nnot a network\n",
+    )
+    .expect("rules");
     let mut serve = socketkit();
     let greeting = dir.path().join("g.sock");
     serve.args(["serve", "-l", "127.0.0.1:0", "-l", "udp:127.0.0.1:0", "-l"]);
@@ -246,10 +254,10 @@ type Table = [(&'static str, Kind)];
 #[test]
 fn every_option_of_the_help_is_fuzzed() {
     let tables: [(&str, Vec<&Table>); 7] = [
-        ("serve", vec![&SERVER, &SERVE, &LOG]),
+        ("serve", vec![&SERVER, &SERVE, &ACCESS, &LOG]),
         ("connect", vec![&CONNECT, &LOG]),
-        ("listen", vec![&LISTEN, &LOG]),
-        ("forward", vec![&SERVER, &FORWARD, &LOG]),
+        ("listen", vec![&LISTEN, &ACCESS, &LOG]),
+        ("forward", vec![&SERVER, &FORWARD, &ACCESS, &LOG]),
         ("bench", vec![&BENCH, &LOG]),
         ("completions", vec![&LOG]),
         ("man", vec![&LOG]),

@@ -32,6 +32,12 @@ pub enum Kind {
     Target { streams: bool },
     /// A file to read (`--quotes`).
     InFile,
+    /// A network (`--allow`, `--deny`).
+    Cidr,
+    /// A file of networks (`--allow-file`).
+    RuleFile,
+    /// N/DURATION (`--rate-per-source`).
+    Rate,
     /// A file to write (`--report`).
     OutFile,
     /// A service or bench mode name, from the list.
@@ -60,6 +66,18 @@ pub const SERVER: [(&str, Kind); 7] = [
     ),
     ("--unix-mode", Kind::Mode),
     ("--workers", Kind::Whole(1024)),
+];
+/// Access options of serve, forward and listen. `--user`/`--group` only ever name root (we
+/// run as root in CI, so that is no change) or no one.
+pub const ACCESS: [(&str, Kind); 8] = [
+    ("--allow", Kind::Cidr),
+    ("--deny", Kind::Cidr),
+    ("--allow-file", Kind::RuleFile),
+    ("--deny-file", Kind::RuleFile),
+    ("--max-per-source", Kind::Whole(4_294_967_295)),
+    ("--rate-per-source", Kind::Rate),
+    ("--user", Kind::Word(&["root", "no-such-user-xq", ""])),
+    ("--group", Kind::Word(&["root", "no-such-group-xq", ""])),
 ];
 /// Log options: `-v` and `-q` conflict, so a vector of accepted values has one at most.
 pub const LOG: [(&str, Kind); 4] = [
@@ -307,6 +325,39 @@ impl World {
                 vec![self.dir.path().join("quotes.txt").into_os_string()],
                 vec![os("/dev/null"), os("/"), path("missing.txt")],
             ),
+            Kind::Cidr => (
+                vec![
+                    os("127.0.0.0/8"),
+                    os("10.0.0.0/8"),
+                    os("::1"),
+                    os("0.0.0.0/0"),
+                ],
+                vec![
+                    os("10.0.0.0/33"),
+                    os("::1/129"),
+                    os("300.1.1.1"),
+                    os("10.0.0.0/"),
+                ],
+            ),
+            Kind::RuleFile => (
+                vec![self.dir.path().join("rules.txt").into_os_string()],
+                vec![
+                    self.dir.path().join("bad-rules.txt").into_os_string(),
+                    os("/"),
+                    path("none.txt"),
+                ],
+            ),
+            Kind::Rate => (
+                vec![os("20/1s"), os("100/m"), os("4294967295/1ms"), os("1/365d")],
+                vec![
+                    os("0/1s"),
+                    os("5/0s"),
+                    os("4294967296/1s"),
+                    os("-1/1s"),
+                    os("5/1x"),
+                    os("5"),
+                ],
+            ),
             Kind::OutFile => (
                 vec![path("r.svg"), path("r.html")],
                 vec![os("r.png"), path("no-such-dir/r.svg")],
@@ -390,6 +441,7 @@ impl World {
                 argv.push(self.value(Kind::Listen { streams: false }, valid, rng, case));
                 self.options(&SERVER, valid, rng, case, &mut argv);
                 self.options(&SERVE, valid, rng, case, &mut argv);
+                self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
                 if argv[1] == "exec" || rng.chance(10) {
                     argv.push(os("--"));
@@ -410,6 +462,7 @@ impl World {
             }
             "listen" => {
                 self.options(&LISTEN, valid, rng, case, &mut argv);
+                self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
                 bound(&mut argv, &[("--wait", "100ms")]);
                 argv.push(self.value(Kind::Listen { streams: false }, valid, rng, case));
@@ -419,6 +472,7 @@ impl World {
                 argv.push(self.value(Kind::Listen { streams: true }, valid, rng, case));
                 self.options(&SERVER, valid, rng, case, &mut argv);
                 self.options(&FORWARD, valid, rng, case, &mut argv);
+                self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
                 if !argv.iter().any(|arg| arg == "--to") {
                     argv.push(os("--to"));
