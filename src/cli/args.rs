@@ -102,7 +102,7 @@ pub(crate) struct ServerArgs {
           value_parser = values::duration_or_zero())]
     pub(crate) drain_timeout: Duration,
     /// Permission bits of Unix socket files, in octal (e.g. 660); needs a unix: listener.
-    #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_parser = values::Mode)]
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_parser = values::mode())]
     pub(crate) unix_mode: Option<u32>,
     /// Threads serving connections (1-1024), each with its own SO_REUSEPORT listener per
     /// TCP endpoint where the kernel supports it (default: the number of cores).

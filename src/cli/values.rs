@@ -4,7 +4,8 @@
 //! and ab do: `invalid value '0' for --connections: must be a whole number from 1 to 1000000`.
 //!
 //! The text parsers ([`parse_whole`], [`parse_decimal`], [`parse_duration`], [`parse_mode`])
-//! are plain functions, so the property tests below feed them arbitrary strings.
+//! are plain functions, so the property tests below feed them arbitrary strings; [`Checked`]
+//! makes each a clap value parser with the same message shape.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -20,6 +21,20 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// [`MAX_DURATION`] as the messages write it (and as the parser reads it back).
 const MAX_DURATION_TEXT: &str = "365d";
+
+/// An option's check: what kind of value it takes (for the message) and its parser.
+pub(crate) trait Check: Clone + Send + Sync + 'static {
+    /// What the value is converted to.
+    type Value: Clone + Send + Sync + 'static;
+    /// The kind of value, as the message names it: `value`, `duration`, `mode`.
+    const WHAT: &'static str;
+    /// The value of `text`, or why not.
+    fn check(&self, text: &str) -> Result<Self::Value, Refused>;
+}
+
+/// A [`Check`] as a clap value parser: every option's refusal has the same shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked<C>(C);
 
 /// A whole number from `min` to `max`, converted to `T`.
 #[derive(Debug)]
@@ -38,16 +53,25 @@ impl<T> Clone for Whole<T> {
 
 impl<T> Copy for Whole<T> {}
 
-/// A whole-number option from `min` to `max` (both included); `max` must fit `T`.
-pub(crate) fn whole<T>(min: u64, max: u64) -> Whole<T> {
-    Whole {
+/// A whole-number option from `min` to `max` (both included).
+///
+/// # Panics
+///
+/// If `max` does not fit `T`: a mistake in `args.rs`, which the `every_option_parses`
+/// test (it builds every option) catches.
+pub(crate) fn whole<T: TryFrom<u64>>(min: u64, max: u64) -> Checked<Whole<T>> {
+    assert!(
+        T::try_from(max).is_ok(),
+        "{max} does not fit the option's type"
+    );
+    Checked(Whole {
         min,
         max,
         into: PhantomData,
-    }
+    })
 }
 
-/// A decimal option from `min` to `max` (both included).
+/// A decimal number from `min` to `max` (both included).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Decimal {
     min: f64,
@@ -55,33 +79,38 @@ pub(crate) struct Decimal {
 }
 
 /// A decimal-number option from `min` to `max`.
-pub(crate) fn decimal(min: f64, max: f64) -> Decimal {
-    Decimal { min, max }
+pub(crate) fn decimal(min: f64, max: f64) -> Checked<Decimal> {
+    Checked(Decimal { min, max })
 }
 
-/// A duration option from `min` to [`MAX_DURATION`].
+/// A duration from `min` to [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Span {
     min: Duration,
 }
 
-/// A duration that may be zero (`--wait 0`: do not wait).
-pub(crate) fn duration_or_zero() -> Span {
-    Span {
+/// A duration option that may be zero (`--wait 0`: do not wait).
+pub(crate) fn duration_or_zero() -> Checked<Span> {
+    Checked(Span {
         min: Duration::ZERO,
-    }
+    })
 }
 
-/// A duration of at least a millisecond (a timeout of zero would give up at once).
-pub(crate) fn duration() -> Span {
-    Span {
+/// A duration option of at least a millisecond (a timeout of zero would give up at once).
+pub(crate) fn duration() -> Checked<Span> {
+    Checked(Span {
         min: Duration::from_millis(1),
-    }
+    })
 }
 
 /// File permission bits in octal, as chmod takes them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mode;
+
+/// An octal-mode option.
+pub(crate) fn mode() -> Checked<Mode> {
+    Checked(Mode)
+}
 
 /// Why a value was refused: what kind of value it should be, and its range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,103 +179,70 @@ pub(crate) fn parse_mode(text: &str) -> Result<u32, Refused> {
     }
 }
 
-/// The clap error for `value` of `arg`: one line, `invalid WHAT 'VALUE' for --OPTION: WHY`.
-fn refuse(what: &str, arg: Option<&clap::Arg>, value: &OsStr, why: &Refused) -> clap::Error {
-    let name = arg.map_or_else(
-        || "the option".to_owned(),
-        |arg| match (arg.get_long(), arg.get_short()) {
-            (Some(long), _) => format!("--{long}"),
-            (None, Some(short)) => format!("-{short}"),
-            (None, None) => arg.get_id().to_string(),
-        },
-    );
-    let value = value.to_string_lossy();
-    clap::Error::raw(
-        ErrorKind::ValueValidation,
-        format!("invalid {what} '{value}' for {name}: {why}\n"),
-    )
-}
-
-/// The value as text; a value that is not UTF-8 cannot be a number of any kind.
-fn text<'a>(
-    what: &str,
-    arg: Option<&clap::Arg>,
-    value: &'a OsStr,
-    why: impl FnOnce() -> Refused,
-) -> Result<&'a str, clap::Error> {
-    value
-        .to_str()
-        .ok_or_else(|| refuse(what, arg, value, &why()))
-}
-
-impl<T> TypedValueParser for Whole<T>
-where
-    T: TryFrom<u64> + Clone + Send + Sync + 'static,
-{
+impl<T: TryFrom<u64> + Clone + Send + Sync + 'static> Check for Whole<T> {
     type Value = T;
+    const WHAT: &'static str = "value";
 
-    fn parse_ref(
-        &self,
-        _cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<T, clap::Error> {
-        let (min, max) = (self.min, self.max);
-        let refused = |why: Refused| refuse("value", arg, value, &why);
-        let text = text("value", arg, value, || {
-            parse_whole("", min, max).unwrap_err()
-        })?;
-        let n = parse_whole(text, min, max).map_err(refused)?;
-        // `max` fits `T` for every option (checked by the `ranges_fit_their_types` test).
-        T::try_from(n).map_err(|_| refused(parse_whole("", min, max).unwrap_err()))
+    fn check(&self, text: &str) -> Result<T, Refused> {
+        let n = parse_whole(text, self.min, self.max)?;
+        // `whole` made sure `max` fits `T`, and `n` is at most `max`; the error is moot.
+        T::try_from(n).map_err(|_| Refused(String::new()))
     }
 }
 
-impl TypedValueParser for Decimal {
+impl Check for Decimal {
     type Value = f64;
+    const WHAT: &'static str = "value";
 
-    fn parse_ref(
-        &self,
-        _cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<f64, clap::Error> {
-        let (min, max) = (self.min, self.max);
-        let text = text("value", arg, value, || {
-            parse_decimal("", min, max).unwrap_err()
-        })?;
-        parse_decimal(text, min, max).map_err(|why| refuse("value", arg, value, &why))
+    fn check(&self, text: &str) -> Result<f64, Refused> {
+        parse_decimal(text, self.min, self.max)
     }
 }
 
-impl TypedValueParser for Span {
+impl Check for Span {
     type Value = Duration;
+    const WHAT: &'static str = "duration";
 
-    fn parse_ref(
-        &self,
-        _cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<Duration, clap::Error> {
-        let min = self.min;
-        let text = text("duration", arg, value, || {
-            parse_duration("", min).unwrap_err()
-        })?;
-        parse_duration(text, min).map_err(|why| refuse("duration", arg, value, &why))
+    fn check(&self, text: &str) -> Result<Duration, Refused> {
+        parse_duration(text, self.min)
     }
 }
 
-impl TypedValueParser for Mode {
+impl Check for Mode {
     type Value = u32;
+    const WHAT: &'static str = "mode";
 
+    fn check(&self, text: &str) -> Result<u32, Refused> {
+        parse_mode(text)
+    }
+}
+
+impl<C: Check> TypedValueParser for Checked<C> {
+    type Value = C::Value;
+
+    /// One line, `invalid WHAT 'VALUE' for --OPTION: WHY`. A value that is not UTF-8 is
+    /// checked as its lossy text, which no parser accepts, so it gets the same message.
     fn parse_ref(
         &self,
         _cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &OsStr,
-    ) -> Result<u32, clap::Error> {
-        let text = text("mode", arg, value, || parse_mode("").unwrap_err())?;
-        parse_mode(text).map_err(|why| refuse("mode", arg, value, &why))
+    ) -> Result<C::Value, clap::Error> {
+        let text = value.to_string_lossy();
+        self.0.check(&text).map_err(|why| {
+            let name = arg.map_or_else(
+                || "the option".to_owned(),
+                |arg| match (arg.get_long(), arg.get_short()) {
+                    (Some(long), _) => format!("--{long}"),
+                    (None, Some(short)) => format!("-{short}"),
+                    (None, None) => arg.get_id().to_string(),
+                },
+            );
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid {} '{text}' for {name}: {why}\n", C::WHAT),
+            )
+        })
     }
 }
 
@@ -292,6 +288,14 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// Builds every option of the command line (so every `whole` range is checked against
+    /// its type) and runs clap's own consistency checks.
+    #[test]
+    fn every_option_parses() {
+        use clap::CommandFactory;
+        super::super::args::Cli::command().debug_assert();
     }
 
     #[test]

@@ -283,15 +283,19 @@ fn exec_leaves_no_zombie_and_kills_programs_of_vanished_clients() -> TestResult 
     }
 }
 
+/// A shell script at `path` that prints `hi`, with permission bits `mode`.
+fn say_hi_script(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, "#!/bin/sh\necho hi\n")?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 /// Issue 9: a program without its execute bit started the server, which then reset every
 /// client and said why only at `-v`. Now it is refused at start-up (exit 2, named).
 #[test]
 fn exec_refuses_a_program_it_may_not_run_at_start_up() -> TestResult {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;
-    let program = dir.path().join("no-exec-bit.sh");
-    std::fs::write(&program, "#!/bin/sh\necho hi\n")?;
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644))?;
+    say_hi_script(&dir.path().join("no-exec-bit.sh"), 0o644)?;
     let mut cmd = socketkit();
     cmd.current_dir(dir.path()).args([
         "serve",
@@ -317,8 +321,7 @@ fn exec_logs_a_failed_start_at_the_default_level() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;
     let program = dir.path().join("greet.sh");
-    std::fs::write(&program, "#!/bin/sh\necho hi\n")?;
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))?;
+    say_hi_script(&program, 0o755)?;
     let path = program.to_str().ok_or("path")?;
     let server = serve("exec", &["127.0.0.1:0"], &["--", path]);
     assert_eq!(read_to_end(&mut connect(&server.addr())), b"hi\n");

@@ -44,26 +44,19 @@ pub enum Kind {
     Word(&'static [&'static str]),
 }
 
+/// A duration option's kind: `zero` if 0 is accepted, `long` if 365d is harmless.
+const fn span(zero: bool, long: bool) -> Kind {
+    Kind::Duration { zero, long }
+}
+
 /// The options of each subcommand: name and kind. `every_option_of_the_help_is_fuzzed`
 /// checks this against `--help`, so a new option cannot be forgotten here.
 pub const SERVER: [(&str, Kind); 7] = [
     ("-l", Kind::Listen { streams: false }),
     ("--max-connections", Kind::Whole(1_000_000_000)),
-    (
-        "--idle-timeout",
-        Kind::Duration {
-            zero: false,
-            long: true,
-        },
-    ),
+    ("--idle-timeout", span(false, true)),
     ("--backlog", Kind::Whole(65_535)),
-    (
-        "--drain-timeout",
-        Kind::Duration {
-            zero: true,
-            long: true,
-        },
-    ),
+    ("--drain-timeout", span(true, true)),
     ("--unix-mode", Kind::Mode),
     ("--workers", Kind::Whole(1024)),
 ];
@@ -94,56 +87,20 @@ pub const SERVE: [(&str, Kind); 3] = [
     ("--shell", Kind::Flag),
 ];
 pub const CONNECT: [(&str, Kind); 5] = [
-    (
-        "--timeout",
-        Kind::Duration {
-            zero: false,
-            long: true,
-        },
-    ),
+    ("--timeout", span(false, true)),
     ("-4", Kind::Flag),
     ("-6", Kind::Flag),
-    (
-        "--idle-timeout",
-        Kind::Duration {
-            zero: false,
-            long: true,
-        },
-    ),
-    (
-        "--wait",
-        Kind::Duration {
-            zero: true,
-            long: false,
-        },
-    ),
+    ("--idle-timeout", span(false, true)),
+    ("--wait", span(true, false)),
 ];
 pub const LISTEN: [(&str, Kind); 3] = [
     ("-k", Kind::Flag),
-    (
-        "--idle-timeout",
-        Kind::Duration {
-            zero: false,
-            long: true,
-        },
-    ),
-    (
-        "--wait",
-        Kind::Duration {
-            zero: true,
-            long: false,
-        },
-    ),
+    ("--idle-timeout", span(false, true)),
+    ("--wait", span(true, false)),
 ];
 pub const FORWARD: [(&str, Kind); 2] = [
     ("--to", Kind::Target { streams: true }),
-    (
-        "--timeout",
-        Kind::Duration {
-            zero: false,
-            long: true,
-        },
-    ),
+    ("--timeout", span(false, true)),
 ];
 pub const BENCH: [(&str, Kind); 15] = [
     // The last two words of a `Word` list are the refused ones.
@@ -152,33 +109,15 @@ pub const BENCH: [(&str, Kind); 15] = [
         Kind::Word(&["greeting", "echo", "idle", "storm", ""]),
     ),
     ("-c", Kind::Whole(1_000_000)),
-    (
-        "-d",
-        Kind::Duration {
-            zero: false,
-            long: false,
-        },
-    ),
-    (
-        "--warmup",
-        Kind::Duration {
-            zero: true,
-            long: false,
-        },
-    ),
+    ("-d", span(false, false)),
+    ("--warmup", span(true, false)),
     ("--rate", Kind::Decimal),
     ("--count", Kind::Whole(1_000_000_000_000)),
     ("--expect", Kind::Text),
     ("--expect-hex", Kind::Hex),
     ("--size", Kind::Whole(64 << 20)),
     ("--window", Kind::Whole(1 << 30)),
-    (
-        "--timeout",
-        Kind::Duration {
-            zero: false,
-            long: false,
-        },
-    ),
+    ("--timeout", span(false, false)),
     ("--threads", Kind::Whole(1024)),
     ("--json", Kind::Flag),
     ("--report", Kind::OutFile),
