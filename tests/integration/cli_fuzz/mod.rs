@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::net::free_port;
 use crate::support::process::{Running, socketkit};
-use vectors::{ACCESS, BENCH, CONNECT, FORWARD, Kind, LISTEN, LOG, Rng, SERVE, SERVER, World};
+use vectors::{
+    ACCESS, BENCH, CONNECT, FORWARD, Kind, LISTEN, LOG, Rng, SERVE, SERVER, TLS_CLIENT, TLS_SERVER,
+    TLS_TARGET, World,
+};
 
 /// How long one generated run may take, servers included, before the test fails.
 const CASE_DEADLINE: Duration = Duration::from_secs(10);
@@ -254,11 +257,22 @@ type Table = [(&'static str, Kind)];
 #[test]
 fn every_option_of_the_help_is_fuzzed() {
     let tables: [(&str, Vec<&Table>); 7] = [
-        ("serve", vec![&SERVER, &SERVE, &ACCESS, &LOG]),
-        ("connect", vec![&CONNECT, &LOG]),
-        ("listen", vec![&LISTEN, &ACCESS, &LOG]),
-        ("forward", vec![&SERVER, &FORWARD, &ACCESS, &LOG]),
-        ("bench", vec![&BENCH, &LOG]),
+        ("serve", vec![&SERVER, &SERVE, &ACCESS, &TLS_SERVER, &LOG]),
+        ("connect", vec![&CONNECT, &TLS_CLIENT, &TLS_SERVER, &LOG]),
+        ("listen", vec![&LISTEN, &ACCESS, &TLS_SERVER, &LOG]),
+        (
+            "forward",
+            vec![
+                &SERVER,
+                &FORWARD,
+                &ACCESS,
+                &TLS_SERVER,
+                &TLS_CLIENT,
+                &TLS_TARGET,
+                &LOG,
+            ],
+        ),
+        ("bench", vec![&BENCH, &TLS_CLIENT, &TLS_SERVER, &LOG]),
         ("completions", vec![&LOG]),
         ("man", vec![&LOG]),
     ];

@@ -72,6 +72,34 @@ pub const ACCESS: [(&str, Kind); 8] = [
     ("--user", Kind::Word(&["root", "no-such-user-xq", ""])),
     ("--group", Kind::Word(&["root", "no-such-group-xq", ""])),
 ];
+/// TLS options of the listeners (serve, listen, forward -l); most vectors of accepted
+/// values leave TLS out, since these files are refused and a TLS option with no `tls:`
+/// endpoint is too. Files are ones that exist but
+/// hold no PEM, or none at all; `--tls-self-signed` is the way to a working listener.
+pub const TLS_SERVER: [(&str, Kind); 6] = [
+    ("--tls-cert", Kind::InFile),
+    ("--tls-key", Kind::InFile),
+    ("--tls-self-signed", Kind::Flag),
+    ("--tls-client-ca", Kind::InFile),
+    ("--tls-handshake-timeout", span(false, true)),
+    ("--tls-alpn", Kind::Word(&["h2", "http/1.1", "", "x"])),
+];
+/// TLS options of the clients (connect, bench, forward --to).
+pub const TLS_CLIENT: [(&str, Kind); 5] = [
+    ("--tls-ca", Kind::InFile),
+    (
+        "--tls-sni",
+        Kind::Word(&["localhost", "example.com", "", "a b"]),
+    ),
+    ("--tls-insecure", Kind::Flag),
+    ("--tls-cert", Kind::InFile),
+    ("--tls-key", Kind::InFile),
+];
+/// forward's client certificate towards a `tls:` target.
+pub const TLS_TARGET: [(&str, Kind); 2] = [
+    ("--to-tls-cert", Kind::InFile),
+    ("--to-tls-key", Kind::InFile),
+];
 /// Log options: `-v` and `-q` conflict, so a vector of accepted values has one at most.
 pub const LOG: [(&str, Kind); 4] = [
     ("-v", Kind::Flag),
@@ -242,6 +270,7 @@ impl World {
                     os(&format!("unix:{sock}")),
                     os(&format!("unixgram:{sock}")),
                     os("udp:127.0.0.1:0"),
+                    os("tls:127.0.0.1:0"),
                 ],
                 vec![
                     os("localhost:99999"),
@@ -256,6 +285,7 @@ impl World {
                     os(&format!("udp:127.0.0.1:{}", self.closed_port)),
                     os(&format!("unix:{missing}")),
                     os(&format!("unixgram:{missing}")),
+                    os(&format!("tls:127.0.0.1:{}", self.closed_port)),
                 ];
                 valid.extend(self.server.endpoints().iter().map(|e| os(e)));
                 (valid, vec![os(":80"), os("127.0.0.1:0"), os("[::1]:99999")])
@@ -380,6 +410,9 @@ impl World {
                 argv.push(self.value(Kind::Listen { streams: false }, valid, rng, case));
                 self.options(&SERVER, valid, rng, case, &mut argv);
                 self.options(&SERVE, valid, rng, case, &mut argv);
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_SERVER, valid, rng, case, &mut argv);
+                }
                 self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
                 if argv[1] == "exec" || rng.chance(10) {
@@ -395,12 +428,21 @@ impl World {
             }
             "connect" => {
                 self.options(&CONNECT, valid, rng, case, &mut argv);
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_CLIENT, valid, rng, case, &mut argv);
+                }
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_SERVER[5..], valid, rng, case, &mut argv);
+                }
                 self.options(&LOG, valid, rng, case, &mut argv);
                 bound(&mut argv, &[("--timeout", "1s"), ("--wait", "100ms")]);
                 argv.push(self.value(Kind::Target { streams: false }, valid, rng, case));
             }
             "listen" => {
                 self.options(&LISTEN, valid, rng, case, &mut argv);
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_SERVER, valid, rng, case, &mut argv);
+                }
                 self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
                 bound(&mut argv, &[("--wait", "100ms")]);
@@ -411,6 +453,15 @@ impl World {
                 argv.push(self.value(Kind::Listen { streams: true }, valid, rng, case));
                 self.options(&SERVER, valid, rng, case, &mut argv);
                 self.options(&FORWARD, valid, rng, case, &mut argv);
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_SERVER, valid, rng, case, &mut argv);
+                }
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_CLIENT[..3], valid, rng, case, &mut argv);
+                }
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_TARGET, valid, rng, case, &mut argv);
+                }
                 self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
                 if !argv.iter().any(|arg| arg == "--to") {
@@ -425,6 +476,12 @@ impl World {
             "man" => self.options(&LOG, valid, rng, case, &mut argv),
             _ => {
                 self.options(&BENCH, valid, rng, case, &mut argv);
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_CLIENT, valid, rng, case, &mut argv);
+                }
+                if !valid || rng.chance(15) {
+                    self.options(&TLS_SERVER[5..], valid, rng, case, &mut argv);
+                }
                 self.options(&LOG, valid, rng, case, &mut argv);
                 bound(
                     &mut argv,
