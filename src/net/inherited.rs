@@ -2,16 +2,16 @@
 //! socket activation, or an older socketkit handing over on restart — passed down, adopted
 //! only after checking that it is one a server can serve.
 //!
-//! This is the groundwork of socket activation: the `fd:N` endpoint and `LISTEN_FDS` come
-//! with it.
+//! Where the descriptors come from (the environment's `LISTEN_FDS` or a handover) is
+//! `passed.rs`; this file checks one and makes it a [`Bound`] listener.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::Bound;
+use super::{Bound, Stream, UnixFile};
 use crate::endpoint::Transport;
 use crate::error::{Error, Op, Result};
-use crate::socket::{Family, Socket, Type};
+use crate::socket::{Address, Family, Socket, Type};
 
 /// Adopts `fd` as a listener if it is one: a listening TCP or Unix stream socket, or a
 /// bound UDP or Unix datagram socket. `name` (`fd:3`, `fd:web`) is what errors call it.
@@ -21,13 +21,6 @@ use crate::socket::{Family, Socket, Type};
 ///
 /// `cannot listen on NAME: REASON`, where the reason says what the descriptor is instead:
 /// not a socket, a stream socket that is not listening, a socket bound to no address.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the fd:N endpoint of socket activation will call it"
-    )
-)]
 pub(crate) fn adopt(fd: OwnedFd, name: &str) -> Result<Bound> {
     let fail = |err: io::Error| Error::new(Op::Listen, name, err);
     let invalid = |what: &str| fail(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
@@ -54,6 +47,52 @@ pub(crate) fn adopt(fd: OwnedFd, name: &str) -> Result<Bound> {
         socket,
         file: None,
     })
+}
+
+/// Adopts `fd` as a connection already accepted — inetd's `nowait`, systemd's `Accept=yes`
+/// put it on standard input — non-blocking and registered with tokio (so it must run
+/// inside a runtime). Returns it with its peer's address.
+///
+/// # Errors
+///
+/// `cannot accept on NAME: REASON`, where the reason says what the descriptor is instead:
+/// not a socket, a datagram or listening socket, a socket that is not connected.
+pub(crate) fn adopt_connection(fd: OwnedFd, name: &str) -> Result<(Stream, Address)> {
+    let fail = |err: io::Error| Error::new(Op::Accept, name, err);
+    let invalid = |what: &str| fail(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
+    let (socket, ty) = Socket::from_inherited(fd).map_err(fail)?;
+    if ty != Type::Stream {
+        return Err(invalid("a datagram socket, not a connection"));
+    }
+    if crate::sys::is_listening(socket.as_raw_fd()).map_err(fail)? {
+        return Err(invalid("a listening socket, not a connection"));
+    }
+    let peer = socket
+        .peer_addr()
+        .map_err(|_| invalid("a socket that is not connected"))?;
+    socket.set_blocking(false)?;
+    let unix = socket.family() == Family::Unix;
+    let fd = OwnedFd::from(socket);
+    let stream = if unix {
+        Stream::Unix(tokio::net::UnixStream::from_std(fd.into()).map_err(fail)?)
+    } else {
+        Stream::Tcp(tokio::net::TcpStream::from_std(fd.into()).map_err(fail)?)
+    };
+    Ok((stream, peer))
+}
+
+/// Adopts a listener that an older socketkit handed over ([`adopt`]'s checks): its Unix
+/// socket file is ours now, to remove when the last process serving it is done.
+///
+/// # Errors
+///
+/// As [`adopt`].
+pub(crate) fn adopt_handed_over(fd: OwnedFd, name: &str) -> Result<Bound> {
+    let mut bound = adopt(fd, name)?;
+    if let Some(path) = bound.endpoint.path() {
+        bound.file = Some(UnixFile::at(path));
+    }
+    Ok(bound)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //!   [`Bound`].
 //! - `unix_file`: the Unix socket-file rules (stale files replaced, anything else left
 //!   alone) and [`UnixFile`], the guard that removes a listener's file.
-//! - `inherited`: `adopt`, a descriptor passed down by a parent (`fd:N`), checked.
+//! - `inherited`: `adopt`, a descriptor passed down by a parent (`fd:N`), checked;
+//!   `passed`: where such descriptors come from (`LISTEN_FDS`, a restart's handover).
 //! - `accept`: [`RawStream`], a connection taken off a listener and not yet given to tokio,
 //!   and the sorting of accept errors.
 //! - `stream`: [`Stream`], a connected TCP or Unix stream behind one type.
@@ -28,6 +29,7 @@ mod activity;
 mod bind;
 mod connect;
 mod inherited;
+mod passed;
 mod stream;
 mod temp_path;
 mod unix_file;
@@ -36,17 +38,14 @@ pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
 pub(crate) use activity::Activity;
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use connect::{candidates, connect_socket, connect_stream};
-#[expect(
-    unused_imports,
-    reason = "the fd:N endpoint of socket activation will use it"
-)]
-pub(crate) use inherited::adopt;
+pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over};
+pub(crate) use passed::{handover_env, take_passed};
 pub(crate) use stream::Stream;
 pub(crate) use temp_path::TempSocketPath;
 pub(crate) use unix_file::UnixFile;
 
 pub(crate) use crate::sys::{
-    Pipe, descriptor_limit, grow_pipe, is_blocking_pipe, raise_descriptor_limit,
+    Pipe, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe, raise_descriptor_limit,
     set_bind_address_no_port, splice, splice_unsupported, wait_readable,
 };
 

@@ -6,6 +6,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ListenOptions;
 use crate::endpoint::Endpoint;
@@ -13,25 +15,50 @@ use crate::error::{Error, Op, Result};
 use crate::socket::{Family, Socket, Type};
 
 /// The socket file a Unix listener created; removed when the listener goes, if the file at
-/// the path is still the one we made (another server may have replaced it since).
+/// the path is still the one we made (another server may have replaced it since) and the
+/// socket was not handed to another process, which serves it on ([`UnixFile::keeper`]).
 #[derive(Debug)]
 pub(crate) struct UnixFile {
     path: PathBuf,
     identity: Option<(u64, u64)>,
+    handed_over: Arc<AtomicBool>,
 }
 
 impl UnixFile {
+    /// The guard of the socket file now at `path`: one this process just bound, or one a
+    /// socketkit it replaces handed over with the socket.
+    pub(crate) fn at(path: &Path) -> UnixFile {
+        UnixFile {
+            path: path.to_path_buf(),
+            identity: identity(path),
+            handed_over: Arc::default(),
+        }
+    }
+
     /// Where the socket file is.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A flag that, once set, keeps the file when the listener goes: its socket has been
+    /// handed to a new process, which still listens on it.
+    pub(crate) fn keeper(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.handed_over)
+    }
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 impl Drop for UnixFile {
     fn drop(&mut self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .map(|meta| Some((meta.dev(), meta.ino())) == self.identity)
-            .unwrap_or(false);
+        if self.handed_over.load(Ordering::Acquire) {
+            return;
+        }
+        let ours = identity(&self.path).is_some_and(|now| Some(now) == self.identity);
         if ours {
             let _ = fs::remove_file(&self.path);
         }
@@ -50,12 +77,8 @@ pub(super) fn bind_unix(
     clear_stale_socket(path, ty).map_err(fail)?;
     let socket = Socket::new(Family::Unix, ty)?;
     socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
-    let identity = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
     // From here on the file is ours: the guard removes it if a later step fails.
-    let file = UnixFile {
-        path: path.to_path_buf(),
-        identity,
-    };
+    let file = UnixFile::at(path);
     if let Some(mode) = options.unix_mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
     }

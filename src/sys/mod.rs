@@ -37,7 +37,8 @@ use std::os::fd::OwnedFd;
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 pub(crate) use platform::{accept_nonblocking, grow_pipe, set_bind_address_no_port, splice};
 pub(crate) use posix::{
-    descriptor_limit, hostname, is_blocking_pipe, is_listening, raise_descriptor_limit,
+    descriptor_limit, hostname, inherit_on_exec, is_blocking_pipe, is_listening,
+    raise_descriptor_limit, set_close_on_exec,
     splice_unsupported, wait_readable,
 };
 

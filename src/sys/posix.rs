@@ -1,5 +1,6 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
-//! `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`, `getrlimit(2)`.
+//! `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`, `getrlimit(2)`; and `fcntl(F_SETFD)` for
+//! the descriptors a process hands to the program it starts.
 
 use std::ffi::CStr;
 use std::io;
@@ -141,5 +142,45 @@ pub(crate) fn raise_descriptor_limit(wanted: u64) -> u64 {
         raised.rlim_cur as u64
     } else {
         soft
+    }
+}
+
+/// Sets `FD_CLOEXEC` on `fd`, so that programs this process runs do not inherit it.
+///
+/// # Errors
+///
+/// `EBADF` when `fd` is not an open descriptor.
+pub(crate) fn set_close_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD and F_SETFD only read and write the descriptor's flags; a descriptor
+    // that is not open makes them fail with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Makes the program `cmd` runs inherit `fds`, which stay close-on-exec in this process:
+/// the flag is cleared in the child only, between `fork` and `exec`, so no other program
+/// this process starts meanwhile gets them.
+pub(crate) fn inherit_on_exec(cmd: &mut std::process::Command, fds: Vec<RawFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and calls only fcntl, which is
+    // async-signal-safe; it allocates nothing (`fds` was built before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }

@@ -1,0 +1,140 @@
+//! Where inherited sockets come from: the environment a parent sets for this process.
+//!
+//! - **Socket activation** (systemd's `sd_listen_fds(3)`): `LISTEN_FDS` descriptors from 3
+//!   on, for this process only when `LISTEN_PID` is our pid, named by `LISTEN_FDNAMES`.
+//!   Read with the `sd-notify` crate, which checks the pid and sets close-on-exec.
+//! - **Handover** (a socketkit restarting on `SIGUSR2`, `server::Handover`): the
+//!   listening sockets of each listener, in the order of the listeners,
+//!   as `SOCKETKIT_HANDOVER_FDS=3,4;5` (`;` between listeners, `,` between the
+//!   `SO_REUSEPORT` sockets of one), a pipe to report readiness on
+//!   (`SOCKETKIT_HANDOVER_READY_FD`), and the pid of the process handing over
+//!   (`SOCKETKIT_HANDOVER_FROM`), which must be our parent: a program we run later sees
+//!   none of it anyway, as every variable is removed once read.
+//!
+//! Both are read once, before any thread runs, and the variables removed, so that programs
+//! the `exec` service runs inherit neither the variables nor (close-on-exec) the sockets.
+
+use std::env;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::error::{Error, Op, Result};
+
+/// The variable naming the handed-over listening sockets.
+pub(crate) const HANDOVER_FDS: &str = "SOCKETKIT_HANDOVER_FDS";
+/// The variable naming the pipe the new process reports readiness on.
+pub(crate) const HANDOVER_READY_FD: &str = "SOCKETKIT_HANDOVER_READY_FD";
+/// The variable naming the process that hands over.
+pub(crate) const HANDOVER_FROM: &str = "SOCKETKIT_HANDOVER_FROM";
+
+/// The sockets passed to this process.
+#[derive(Debug, Default)]
+pub(crate) struct Passed {
+    /// Socket activation's descriptors with their names, in order (fd 3, 4, …).
+    pub(crate) activated: Vec<(OwnedFd, String)>,
+    /// What a socketkit handing over passed.
+    pub(crate) handover: Option<HandedOver>,
+}
+
+/// The listening sockets of an older socketkit, one group per listener.
+#[derive(Debug)]
+pub(crate) struct HandedOver {
+    /// Each listener's sockets (several with `SO_REUSEPORT`).
+    pub(crate) groups: Vec<Vec<OwnedFd>>,
+    /// Where to report readiness.
+    pub(crate) ready: OwnedFd,
+}
+
+/// Takes the sockets passed to this process and removes the variables that named them.
+///
+/// # Safety
+///
+/// Removes environment variables: no other thread may run (call it before starting a
+/// runtime), as for [`std::env::remove_var`].
+///
+/// # Errors
+///
+/// Variables that are set for this process but malformed (`LISTEN_FDNAMES` not matching
+/// `LISTEN_FDS`, a handover list that names no open descriptor).
+pub(crate) unsafe fn take_passed() -> Result<Passed> {
+    let fail = |what: &str, err: io::Error| Error::new(Op::Listen, what, err);
+    // SAFETY: the caller guarantees no other thread runs.
+    let activated = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }
+        .map_err(|err| fail("LISTEN_FDS", err))?
+        // SAFETY: sd-notify checked that LISTEN_PID is ours and set close-on-exec on each
+        // descriptor (which fails on one that is not open): they were passed to this
+        // process, and nothing else in it owns them.
+        .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
+        .collect();
+    let fds = env::var(HANDOVER_FDS).ok();
+    let ready = env::var(HANDOVER_READY_FD).ok();
+    let from = env::var(HANDOVER_FROM).ok();
+    // SAFETY: as above.
+    unsafe {
+        env::remove_var(HANDOVER_FDS);
+        env::remove_var(HANDOVER_READY_FD);
+        env::remove_var(HANDOVER_FROM);
+    }
+    let ours =
+        from.and_then(|pid| pid.parse::<u32>().ok()) == Some(std::os::unix::process::parent_id());
+    let handover = match (fds, ready) {
+        (Some(fds), Some(ready)) if ours => {
+            Some(handed_over(&fds, &ready).map_err(|err| fail(HANDOVER_FDS, err))?)
+        }
+        _ => None,
+    };
+    Ok(Passed {
+        activated,
+        handover,
+    })
+}
+
+/// Parses and claims the handover's descriptors.
+fn handed_over(fds: &str, ready: &str) -> io::Result<HandedOver> {
+    let groups = fds
+        .split(';')
+        .map(|group| group.split(',').map(claim).collect::<io::Result<Vec<_>>>())
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(HandedOver {
+        groups,
+        ready: claim(ready)?,
+    })
+}
+
+/// Takes ownership of the inherited descriptor `text` names, close-on-exec from now on.
+fn claim(text: &str) -> io::Result<OwnedFd> {
+    let invalid = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{text}' is not an inherited descriptor"),
+        )
+    };
+    let fd: RawFd = text.parse().map_err(|_| invalid())?;
+    if fd <= 2 {
+        return Err(invalid());
+    }
+    crate::sys::set_close_on_exec(fd).map_err(|_| invalid())?;
+    // SAFETY: the descriptor is open (fcntl succeeded), above the standard three, and was
+    // passed to this process by its parent for it to own; it is claimed once, at start-up.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The variables that hand `groups` over to a child, with `ready` the pipe's write end.
+pub(crate) fn handover_env(groups: &[Vec<RawFd>], ready: RawFd) -> [(&'static str, String); 3] {
+    let fds = groups
+        .iter()
+        .map(|group| {
+            group
+                .iter()
+                .map(RawFd::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    [
+        (HANDOVER_FDS, fds),
+        (HANDOVER_READY_FD, ready.to_string()),
+        (HANDOVER_FROM, std::process::id().to_string()),
+    ]
+}
