@@ -1,11 +1,13 @@
 //! [`Builder`]: a server's listeners and limits, set with `&mut self` setters, then bound.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::access_stages::{AccessStage, SourceStage};
 use super::admission::{Admission, Stages};
+use super::inherited::InheritedSocket;
 use super::listener::ListenerGroup;
 use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsHandshake};
 use super::{Limits, Server};
@@ -38,7 +40,7 @@ use crate::net::ListenOptions;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
-    endpoints: Vec<Endpoint>,
+    sources: Vec<Source>,
     limits: Limits,
     backlog: i32,
     unix_mode: Option<u32>,
@@ -51,7 +53,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            endpoints: Vec::new(),
+            sources: Vec::new(),
             limits: Limits {
                 max_connections: None,
                 idle_timeout: None,
@@ -71,7 +73,15 @@ impl Default for Builder {
 impl Builder {
     /// Adds a listener; call once per endpoint.
     pub fn listen(&mut self, endpoint: Endpoint) -> &mut Builder {
-        self.endpoints.push(endpoint);
+        self.sources.push(Source::Bind(endpoint));
+        self
+    }
+
+    /// Adds a listener on a socket this process inherited (`fd:N`, socket activation, a
+    /// restart's handover; see [`Inherited`](super::Inherited)), in the order of the
+    /// listeners. Its backlog, permissions and address are as its parent made them.
+    pub fn listen_inherited(&mut self, socket: InheritedSocket) -> &mut Builder {
+        self.sources.push(Source::Inherited(socket));
         self
     }
 
@@ -198,9 +208,10 @@ impl Builder {
         };
         if let (None, Some(endpoint)) = (
             &tls_stages,
-            self.endpoints
-                .iter()
-                .find(|e| e.transport() == Transport::Tls),
+            self.sources.iter().find_map(|source| match source {
+                Source::Bind(endpoint) if endpoint.transport() == Transport::Tls => Some(endpoint),
+                _ => None,
+            }),
         ) {
             let reason = io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -214,9 +225,12 @@ impl Builder {
             reuse_port: false,
         };
         let groups = self
-            .endpoints
+            .sources
             .iter()
-            .map(|endpoint| ListenerGroup::bind(endpoint, options, self.workers))
+            .map(|source| match source {
+                Source::Bind(endpoint) => ListenerGroup::bind(endpoint, options, self.workers),
+                Source::Inherited(socket) => ListenerGroup::register(socket.take()?, self.workers),
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Server::new(
             groups,
@@ -225,4 +239,38 @@ impl Builder {
             tls_stages,
         ))
     }
+
+    /// A server for the one connection already accepted on `conn` — what inetd (`nowait`)
+    /// and systemd (`Accept=yes`) pass on standard input — with this builder's limits and
+    /// stages and no listener. Serving it returns when the connection ends, or after the
+    /// drain when it is shut down first. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `cannot accept on NAME: REASON` when `conn` is not a connected stream socket
+    /// (`name` is what the message calls it, such as `stdin`); `InvalidInput` when the
+    /// builder has listeners.
+    pub async fn bind_connection(&self, conn: OwnedFd, name: &str) -> Result<Server> {
+        if !self.sources.is_empty() {
+            let reason = "a server for one connection has no listeners";
+            return Err(Error::new(
+                Op::Accept,
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, reason),
+            ));
+        }
+        let connection = crate::net::adopt_connection(conn, name)?;
+        let mut server = Server::new(Vec::new(), self.limits, self.stages.clone(), None);
+        server.connection = Some(connection);
+        Ok(server)
+    }
+}
+
+/// Where a listener's sockets come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Bound by the server.
+    Bind(Endpoint),
+    /// Passed down by a parent.
+    Inherited(InheritedSocket),
 }

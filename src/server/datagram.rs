@@ -2,6 +2,9 @@
 //! sender and answers through a [`Reply`]; the receive loop sends what it collected.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::net::{UdpSocket, UnixDatagram};
 
@@ -87,12 +90,23 @@ pub(crate) enum DatagramListener {
     Udp(UdpSocket),
     Unixgram {
         socket: UnixDatagram,
-        // Held for its Drop: the socket file goes with the listener.
-        _file: UnixFile,
+        // Held for its Drop: the socket file goes with the listener (none when inherited).
+        _file: Option<UnixFile>,
     },
 }
 
 impl DatagramListener {
+    /// The socket, and the flag that keeps its Unix socket file when it closes.
+    pub(crate) fn handover_parts(&self) -> (BorrowedFd<'_>, Option<Arc<AtomicBool>>) {
+        match self {
+            DatagramListener::Udp(socket) => (socket.as_fd(), None),
+            DatagramListener::Unixgram {
+                socket,
+                _file: file,
+            } => (socket.as_fd(), file.as_ref().map(UnixFile::keeper)),
+        }
+    }
+
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         match self {
             DatagramListener::Udp(socket) => {

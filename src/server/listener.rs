@@ -2,7 +2,9 @@
 //! group per endpoint; and taking a connection off a stream listener.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::io::Interest;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
@@ -31,9 +33,19 @@ impl ListenerGroup {
         options: ListenOptions,
         workers: usize,
     ) -> Result<ListenerGroup> {
+        let set = net::bind_reuse_port_set(endpoint, options, workers.max(1))?;
+        ListenerGroup::register(set, workers)
+    }
+
+    /// Serves sockets bound elsewhere (inherited: `fd:N`, a handover) for `workers` accept
+    /// loops; must run inside a tokio runtime.
+    pub(crate) fn register(set: Vec<Bound>, workers: usize) -> Result<ListenerGroup> {
         let workers = workers.max(1);
-        let set = net::bind_reuse_port_set(endpoint, options, workers)?;
-        let local = set[0].endpoint.clone();
+        let Some(first) = set.first() else {
+            let none = io::Error::new(io::ErrorKind::InvalidInput, "no socket to listen on");
+            return Err(Error::without_target(Op::Listen, none));
+        };
+        let local = first.endpoint.clone();
         let loops = if set.len() > 1 { set.len() } else { workers };
         let listeners = set
             .into_iter()
@@ -81,22 +93,31 @@ impl Listener {
                 let socket = UdpSocket::from_std(fd.into()).map_err(fail)?;
                 Listener::Datagram(DatagramListener::Udp(socket))
             }
-            (Endpoint::Unix(_), Some(file)) => {
+            // No file guard: an inherited socket whose file is its manager's to remove.
+            (Endpoint::Unix(_), file) => {
                 let listener = register(fd.into()).map_err(fail)?;
                 Listener::Stream(StreamListener::Unix(listener, file))
             }
-            (Endpoint::Unixgram(_), Some(file)) => {
+            (Endpoint::Unixgram(_), file) => {
                 let socket = UnixDatagram::from_std(fd.into()).map_err(fail)?;
                 Listener::Datagram(DatagramListener::Unixgram {
                     socket,
                     _file: file,
                 })
             }
-            // bind_endpoint returns the file guard for every Unix endpoint.
-            (Endpoint::Unix(_) | Endpoint::Unixgram(_), None) => {
-                return Err(fail(io::ErrorKind::NotFound.into()));
-            }
         })
+    }
+
+    /// The listening socket, and the flag that keeps its Unix socket file when it closes.
+    pub(crate) fn handover_parts(&self) -> (BorrowedFd<'_>, Option<Arc<AtomicBool>>) {
+        match self {
+            Listener::Stream(StreamListener::Tcp(listener)) => (listener.get_ref().as_fd(), None),
+            Listener::Stream(StreamListener::Unix(listener, file)) => (
+                listener.get_ref().as_fd(),
+                file.as_ref().map(UnixFile::keeper),
+            ),
+            Listener::Datagram(listener) => listener.handover_parts(),
+        }
     }
 }
 
@@ -106,7 +127,8 @@ pub(crate) enum StreamListener {
     // AsyncFd rather than tokio's listeners: accepting through it yields bare descriptors
     // (see `RawStream`), where tokio's `accept` registers every connection at once.
     Tcp(AsyncFd<std::net::TcpListener>),
-    Unix(AsyncFd<std::os::unix::net::UnixListener>, UnixFile),
+    /// With the guard of its socket file, unless the file is not ours (inherited).
+    Unix(AsyncFd<std::os::unix::net::UnixListener>, Option<UnixFile>),
 }
 
 impl StreamListener {
@@ -120,7 +142,12 @@ impl StreamListener {
                     port: 0,
                 }),
             },
-            StreamListener::Unix(_, file) => Endpoint::Unix(file.path().to_path_buf()),
+            StreamListener::Unix(_, Some(file)) => Endpoint::Unix(file.path().to_path_buf()),
+            StreamListener::Unix(listener, None) => {
+                let path = listener.get_ref().local_addr().ok();
+                let path = path.as_ref().and_then(|addr| addr.as_pathname());
+                Endpoint::Unix(path.map(Into::into).unwrap_or_default())
+            }
         }
     }
 

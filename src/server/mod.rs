@@ -12,6 +12,10 @@
 //! - [`Connection`] (async) and [`BlockingConnection`] (`Read + Write`): one accepted TCP or
 //!   Unix stream with its addresses. [`Reply`]: a datagram handler's answers.
 //! - [`ShutdownHandle`]: graceful shutdown with a drain deadline.
+//! - Under a service manager: [`Inherited`] sockets (socket activation's `LISTEN_FDS`,
+//!   `fd:N`), served with [`Builder::listen_inherited`]; a restart's [`Handover`] of the
+//!   listening sockets to a new process, which reports with a [`ReadyReport`];
+//!   [`notify_manager`] for systemd's `READY=1` and `STOPPING=1`.
 //! - [`Admission`]: a stage of the connection pipeline, which may refuse a new connection
 //!   before the handler sees it ([`Builder::stage`]); a [`Refusal`] carries its
 //!   [`RefusalReason`], and [`Server::refusals`] counts them.
@@ -59,7 +63,10 @@ mod blocking;
 mod builder;
 mod connection;
 mod datagram;
+mod handover;
+mod inherited;
 mod listener;
+mod notify;
 mod shutdown;
 mod task;
 mod tls;
@@ -77,6 +84,9 @@ pub use blocking::{BlockingConnection, BlockingHandler};
 pub use builder::Builder;
 pub use connection::Connection;
 pub use datagram::{DatagramHandler, Reply};
+pub use handover::{Handover, Successor};
+pub use inherited::{Inherited, InheritedSocket, ReadyReport};
+pub use notify::{ManagerState, notify_manager};
 pub use shutdown::ShutdownHandle;
 
 /// Why a connection was refused; the metrics' reason, re-exported for admission stages.
@@ -141,6 +151,8 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub struct Server {
     groups: Vec<ListenerGroup>,
+    /// The one connection of an inetd-style server ([`Builder::bind_connection`]).
+    connection: Option<(crate::net::Stream, crate::socket::Address)>,
     limits: Limits,
     stages: Stages,
     /// The stages of `tls:` listeners: `stages` and the TLS handshake last.
@@ -164,6 +176,7 @@ impl Server {
     ) -> Server {
         Server {
             groups,
+            connection: None,
             limits,
             stages,
             tls_stages,
@@ -289,6 +302,23 @@ impl Server {
             .tls_stages
             .as_ref()
             .and_then(|stages| stages.pipeline(&self.refusals, &self.dropped));
+        if let Some((stream, peer)) = self.connection {
+            let Some(spawner) = &spawner else {
+                let reason = io::Error::new(io::ErrorKind::InvalidInput, "no stream handler");
+                return Err(Error::new(Op::Accept, peer, reason));
+            };
+            let accepted = task::Accepted {
+                stream,
+                peer,
+                idle_timeout: self.limits.idle_timeout,
+                holds: task::Holds::default(),
+            };
+            serve_accepted(accepted, spawner, pipeline.clone(), self.shutdown.watcher());
+            // Done when the connection is, unless a signal asks for a shutdown first.
+            if self.shutdown.done_unless_asked().await {
+                return Ok(());
+            }
+        }
         let mut tasks = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
@@ -339,6 +369,21 @@ impl Server {
             tracing::info!("closed {forced} connection(s) still open at the drain deadline");
         }
         Ok(())
+    }
+}
+
+/// Runs a connection accepted elsewhere: through the admission stages, as an immediate
+/// reply sent from a task, or with the handler.
+fn serve_accepted(
+    accepted: task::Accepted,
+    spawner: &Arc<dyn Spawner>,
+    pipeline: Option<Arc<admission::Pipeline>>,
+    watcher: shutdown::Watcher,
+) {
+    match (pipeline, spawner.immediate_reply()) {
+        (Some(pipeline), _) => spawner.spawn_admitting(accepted, watcher, pipeline),
+        (None, Some(reply)) => task::finish_reply(accepted, reply.to_vec(), watcher),
+        (None, None) => spawner.spawn(accepted, watcher),
     }
 }
 

@@ -45,7 +45,9 @@ pub struct ShutdownHandle {
     tx: watch::Sender<Phase>,
     // Connection tasks wait on this rather than on the watch channel: a `Notified` future
     // is a third the size of `wait_for`'s, and there is one in every connection's task.
-    forced: Arc<Notify>,
+    forced: Arc<Notify>, // Rung on every request; lets the server wait for one without holding a receiver, whose
+    // count is how it knows that every connection is gone.
+    asked: Arc<Notify>,
 }
 
 impl ShutdownHandle {
@@ -53,6 +55,7 @@ impl ShutdownHandle {
         ShutdownHandle {
             tx: watch::channel(Phase::Running).0,
             forced: Arc::new(Notify::new()),
+            asked: Arc::new(Notify::new()),
         }
     }
 
@@ -68,6 +71,7 @@ impl ShutdownHandle {
         if *self.tx.borrow() == Phase::Forced {
             self.forced.notify_waiters();
         }
+        self.asked.notify_waiters();
     }
 
     /// Closes every connection now, without waiting for the drain deadline.
@@ -79,6 +83,22 @@ impl ShutdownHandle {
     /// Whether a shutdown has been asked for.
     pub fn is_shutting_down(&self) -> bool {
         *self.tx.borrow() != Phase::Running
+    }
+
+    /// Waits until every watcher is gone (true) or a shutdown is asked for (false),
+    /// whichever comes first; the caller must hold no watcher.
+    pub(crate) async fn done_unless_asked(&self) -> bool {
+        let asked = self.asked.notified();
+        tokio::pin!(asked);
+        // Registered before the phase is read, so a request in between is not missed.
+        asked.as_mut().enable();
+        if self.is_shutting_down() {
+            return false;
+        }
+        tokio::select! {
+            () = self.tx.closed() => true,
+            () = asked => false,
+        }
     }
 
     pub(crate) fn watcher(&self) -> Watcher {

@@ -1,0 +1,175 @@
+//! Restart without a refused connection (SPEC §3.4): a running server hands its listening
+//! sockets to a new process — the same sockets, inherited as descriptors, so connections
+//! already queued on them are accepted by the new process rather than reset, as a second
+//! `SO_REUSEPORT` bind would do to those queued on the old socket — waits until the new
+//! process reports that it serves, and only then stops accepting and drains.
+//!
+//! The new process finds the sockets with [`Inherited::from_env`](super::Inherited::from_env)
+//! and reports with [`ReadyReport`](super::ReadyReport); the variables between the two are
+//! `net`'s (`passed.rs`).
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::unix::pipe;
+
+use super::Server;
+use crate::error::{Error, Op, Result};
+use crate::net::{self, Pipe};
+
+/// How long a stopped new process gets to be reaped before it is killed.
+const REAP_GRACE: Duration = Duration::from_secs(1);
+
+/// Duplicates of a server's listening sockets, ready to hand to a new process
+/// ([`Server::handover`]). Holding it keeps the sockets open: drop it (or
+/// [`Handover::complete`] it) before shutting the server down, or clients keep being
+/// queued on sockets nobody accepts on any more.
+#[derive(Debug)]
+pub struct Handover {
+    groups: Vec<Vec<OwnedFd>>,
+    keepers: Vec<Arc<AtomicBool>>,
+}
+
+/// A new process that reported it serves the handed-over sockets.
+#[derive(Debug)]
+pub struct Successor {
+    pid: u32,
+}
+
+impl Successor {
+    /// The process id the new process reported.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl Server {
+    /// Duplicates of every listening socket, grouped by listener in order, to hand to a new
+    /// process on restart (see [`Handover::start`]). Take it before calling a `serve`
+    /// method.
+    ///
+    /// # Errors
+    ///
+    /// The system is out of descriptors.
+    pub fn handover(&self) -> Result<Handover> {
+        let mut groups = Vec::with_capacity(self.groups.len());
+        let mut keepers = Vec::new();
+        for group in &self.groups {
+            let mut fds = Vec::with_capacity(group.listeners.len());
+            for listener in &group.listeners {
+                let (fd, keeper) = listener.handover_parts();
+                // The duplicate is close-on-exec: only the new process gets it, and only
+                // because `start` clears the flag in that child alone.
+                let dup = fd
+                    .try_clone_to_owned()
+                    .map_err(|err| Error::new(Op::Listen, &group.endpoint, err))?;
+                fds.push(dup);
+                keepers.extend(keeper);
+            }
+            groups.push(fds);
+        }
+        Ok(Handover { groups, keepers })
+    }
+}
+
+impl Handover {
+    /// Starts `program` with `args` and the listening sockets, and waits up to `timeout`
+    /// for it to report that it serves them. Its stdin is `/dev/null`; stdout and stderr
+    /// are this process's, so its `listening on` lines go where ours went.
+    ///
+    /// # Errors
+    ///
+    /// `cannot start PROGRAM: REASON` — it cannot be run, it exited before it was ready
+    /// (its own `error:` line is on the shared stderr), or it did not report in time (it
+    /// is then killed). This server is untouched and goes on serving either way.
+    pub async fn start(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        timeout: Duration,
+    ) -> Result<Successor> {
+        let fail = |err: io::Error| Error::new(Op::Spawn, program.display(), err);
+        let ready = Pipe::new(0).map_err(fail)?;
+        let raw: Vec<Vec<RawFd>> = self
+            .groups
+            .iter()
+            .map(|group| group.iter().map(AsRawFd::as_raw_fd).collect())
+            .collect();
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).stdin(Stdio::null());
+        cmd.envs(net::handover_env(&raw, ready.write.as_raw_fd()));
+        let mut inherit: Vec<RawFd> = raw.into_iter().flatten().collect();
+        inherit.push(ready.write.as_raw_fd());
+        net::inherit_on_exec(&mut cmd, inherit);
+        // A std child, not tokio's: tokio reaps a child whose handle is dropped, and the
+        // new process is not ours to reap — whoever adopts it when we exit waits for it.
+        let mut child = cmd.spawn().map_err(fail)?;
+        // Our copy of the write end goes, so the pipe ends when the child's does.
+        drop(ready.write);
+        let report = pipe::Receiver::from_owned_fd(ready.read).map_err(fail)?;
+        let reported = tokio::time::timeout(timeout, read_line(report)).await;
+        let failure = match reported {
+            Ok(Ok(line)) => match line.trim().parse::<u32>() {
+                Ok(pid) => return Ok(Successor { pid }),
+                Err(_) if line.is_empty() => match reap(&mut child).await {
+                    Some(status) => format!("it exited ({status}) before it was ready"),
+                    None => "it closed its readiness pipe without reporting; stopped it".into(),
+                },
+                Err(_) => format!("it reported '{}' instead of its pid", line.trim()),
+            },
+            Ok(Err(err)) => format!("reading its readiness report: {err}"),
+            Err(_) => format!(
+                "it did not report ready within {}; stopped it",
+                humantime::format_duration(timeout)
+            ),
+        };
+        // A child that failed is stopped and reaped here, so none is left behind.
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = child.kill();
+            let _ = reap(&mut child).await;
+        }
+        Err(fail(io::Error::other(failure)))
+    }
+
+    /// The new process serves now: closes the duplicates and keeps the Unix socket files
+    /// when this server's listeners close (the new process listens on them).
+    pub fn complete(self) {
+        for keeper in &self.keepers {
+            keeper.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Reads up to the first newline or the end of the pipe.
+async fn read_line(mut pipe: pipe::Receiver) -> io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 64];
+    while !line.contains(&b'\n') {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// The child's exit status once it has exited (within a grace period), or `None` if it is
+/// still running.
+async fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let step = Duration::from_millis(10);
+    for _ in 0..REAP_GRACE.as_millis() / step.as_millis() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        tokio::time::sleep(step).await;
+    }
+    None
+}
