@@ -81,7 +81,8 @@ pub(crate) enum LogFormat {
 /// Options of every command that runs a server (serve, forward).
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
-    /// Where to listen (repeatable): HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH…
+    /// Where to listen (repeatable): HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH…, or an
+    /// inherited socket: fd:N, fd:NAME (systemd's LISTEN_FDS; with none given, all of them).
     #[arg(short = 'l', long = "listen", value_name = "ENDPOINT")]
     pub(crate) listen: Vec<String>,
     /// At most N connections at once (1-1000000000); past it, new clients wait in the
@@ -111,6 +112,8 @@ pub(crate) struct ServerArgs {
     pub(crate) workers: Option<usize>,
     #[command(flatten)]
     pub(crate) access: AccessArgs,
+    #[command(flatten)]
+    pub(crate) managed: ManagedArgs,
 }
 
 /// Who may connect, how often and how many at once, and as whom the server runs (SPEC
@@ -143,6 +146,18 @@ pub(crate) struct AccessArgs {
     /// After binding, run with GROUP (default: the user's primary group).
     #[arg(long, value_name = "GROUP")]
     pub(crate) group: Option<String>,
+}
+
+/// Options for running under a service manager (systemd, inetd, s6, runit).
+#[derive(Debug, Args)]
+pub(crate) struct ManagedArgs {
+    /// Serve the one connection on stdin/stdout, then exit (inetd nowait, systemd
+    /// Accept=yes).
+    #[arg(long, conflicts_with_all = ["listen", "pid_file"])]
+    pub(crate) inetd: bool,
+    /// Write the pid of the serving process to FILE (after a SIGUSR2 restart, the new one).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

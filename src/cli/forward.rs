@@ -4,18 +4,23 @@ use socketkit::forward::Forward;
 
 use super::args::ForwardArgs;
 use super::exit::CliError;
+use super::managed::Managed;
 use super::{init_logging, resolve, server, tls};
 
 pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
-    if args.server.listen.is_empty() {
+    let mut managed = Managed::start(&args.server.managed)?;
+    let listeners = managed.listeners(&args.server.listen, None)?;
+    if listeners.is_empty() && !managed.inetd() {
         return Err(CliError::Usage(
             "forward needs at least one -l ENDPOINT".into(),
         ));
     }
     let target = resolve::target("forward --to", &args.to)?;
     let timeout = args.timeout;
-    let endpoints = server::endpoints(&args.server, "")?;
-    if let Some(datagram) = endpoints.iter().find(|e| !e.transport().is_stream()) {
+    if let Some(datagram) = listeners
+        .iter()
+        .find(|l| !l.endpoint().transport().is_stream())
+    {
         return Err(CliError::Usage(format!(
             "forward relays streams only; {datagram} is a datagram endpoint"
         )));
@@ -26,6 +31,7 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
         .clone()
         .zip(args.to_tls_cert.to_tls_key.clone());
     let connector = tls::client(&args.to_tls, identity, &args.tls_alpn, &target, false)?;
+    let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(
         &args.tls_alpn,
@@ -38,14 +44,14 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     .map_err(|err| CliError::Usage(err.to_string()))?
     .connect_timeout(timeout);
     let what = format!("forward to {}", relay.target());
-    let mut builder = server::builder(&args.server, endpoints)?;
+    let mut builder = server::builder(&args.server, listeners)?;
     if let Some(tls) = &listener_tls {
         tls.apply(&mut builder);
     }
     let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server);
-    server::run(builder, &access, workers, &what, |server| {
+    server::run(builder, &access, workers, &what, managed, |server| {
         if let Some(tls) = &listener_tls {
             tls.announce();
         }

@@ -10,6 +10,7 @@ mod exit;
 mod forward;
 mod listen;
 mod log;
+mod managed;
 mod ready;
 mod resolve;
 mod serve;

@@ -7,6 +7,7 @@ use socketkit::services::{Service, ServiceError, ServiceOption, ServiceOptions, 
 
 use super::args::ServeArgs;
 use super::exit::CliError;
+use super::managed::Managed;
 use super::{init_logging, server, tls};
 
 /// The tutorial's port, used when no `-l` is given.
@@ -17,9 +18,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         .service
         .parse()
         .map_err(|err: UnknownService| CliError::Usage(err.to_string()))?;
-    let endpoints = server::endpoints(&args.server, DEFAULT_LISTEN)?;
+    let mut managed = Managed::start(&args.server.managed)?;
+    let listeners = managed.listeners(&args.server.listen, Some(DEFAULT_LISTEN))?;
     if !service.serves_datagrams() {
-        if let Some(datagram) = endpoints.iter().find(|e| !e.transport().is_stream()) {
+        if let Some(datagram) = listeners
+            .iter()
+            .find(|l| !l.endpoint().transport().is_stream())
+        {
             return Err(CliError::Usage(format!(
                 "{service} serves streams only; {datagram} is a datagram endpoint"
             )));
@@ -32,21 +37,29 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         program: args.program,
     };
     let configured = service.configure(options).map_err(usage)?;
+    let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
-    let mut builder = server::builder(&args.server, endpoints)?;
+    let mut builder = server::builder(&args.server, listeners)?;
     if let Some(tls) = &tls {
         tls.apply(&mut builder);
     }
     let access = server::access(&args.server, &mut builder)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server);
-    server::run(builder, &access, workers, service.name(), |server| {
-        if let Some(tls) = &tls {
-            tls.announce();
-        }
-        configured.serve(server)
-    })
+    server::run(
+        builder,
+        &access,
+        workers,
+        service.name(),
+        managed,
+        |server| {
+            if let Some(tls) = &tls {
+                tls.announce();
+            }
+            configured.serve(server)
+        },
+    )
 }
 
 /// A service that cannot be configured is bad usage; an option of another service is named

@@ -1,0 +1,340 @@
+//! Running under a service manager (SPEC §3.4): the sockets this process inherited (`fd:N`,
+//! `fd:NAME`, all of `LISTEN_FDS` when no `-l` is given, or the listeners of the socketkit
+//! it replaces), `--inetd`, `--pid-file`, systemd's `READY=1`/`STOPPING=1`, and the signals:
+//! SIGINT/SIGTERM drain, SIGUSR2 restarts without refusing a connection.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use socketkit::endpoint::{Endpoint, InheritedName};
+use socketkit::server::{
+    Handover, Inherited, InheritedSocket, ManagerState, ReadyReport, Server, ShutdownHandle,
+    notify_manager,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::access::Access;
+use super::args::ManagedArgs;
+use super::exit::CliError;
+use super::resolve;
+
+/// How long a new process started by SIGUSR2 may take to report ready before it is stopped
+/// and the old one goes on serving.
+const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a server command knows about the process it runs in.
+#[derive(Debug)]
+pub(crate) struct Managed {
+    inherited: Inherited,
+    pid_file: Option<PathBuf>,
+    inetd: bool,
+    /// This program as started, to start again on SIGUSR2 (`None`: unknown, no restart).
+    program: Option<PathBuf>,
+    args: Vec<OsString>,
+}
+
+/// A listener as `-l` (or socket activation) gives it.
+#[derive(Debug)]
+pub(crate) enum Listen {
+    /// An endpoint to bind.
+    Bind(Endpoint),
+    /// A socket this process inherited.
+    Inherited(InheritedSocket),
+}
+
+impl Listen {
+    /// The endpoint it serves: as written, or the inherited socket's real one.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        match self {
+            Listen::Bind(endpoint) => endpoint,
+            Listen::Inherited(socket) => socket.endpoint(),
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Bind(endpoint) => endpoint.fmt(f),
+            Listen::Inherited(socket) => write!(f, "{} ({})", socket.name(), socket.endpoint()),
+        }
+    }
+}
+
+impl Managed {
+    /// Takes the sockets this process inherited, first thing: the variables that named
+    /// them are removed, which is safe only while no other thread runs (the runtime starts
+    /// later), and no program `exec` runs sees them.
+    pub(crate) fn start(args: &ManagedArgs) -> Result<Managed, CliError> {
+        // SAFETY: called by the server commands before the runtime (or any thread) starts.
+        let inherited =
+            unsafe { Inherited::from_env() }.map_err(|err| CliError::Usage(err.to_string()))?;
+        Ok(Managed {
+            inherited,
+            pid_file: args.pid_file.clone(),
+            inetd: args.inetd,
+            program: std::env::current_exe().ok(),
+            args: std::env::args_os().skip(1).collect(),
+        })
+    }
+
+    /// Whether the connection is on stdin (`--inetd`): there is nothing to listen on.
+    pub(crate) fn inetd(&self) -> bool {
+        self.inetd
+    }
+
+    /// The listeners: those an older socketkit handed over (a restart keeps its sockets,
+    /// whatever `-l` says, so `-l :0` keeps its port), else each `-l` (an endpoint or an
+    /// inherited socket), else every socket of socket activation, else `default`. An `fd:`
+    /// that names no inherited listening socket is a usage error.
+    pub(crate) fn listeners(
+        &mut self,
+        listen: &[String],
+        default: Option<&str>,
+    ) -> Result<Vec<Listen>, CliError> {
+        let usage = |err: socketkit::Error| CliError::Usage(err.to_string());
+        let inherited = |sockets: Vec<InheritedSocket>| {
+            sockets
+                .into_iter()
+                .map(Listen::Inherited)
+                .collect::<Vec<_>>()
+        };
+        if self.inetd {
+            return Ok(Vec::new());
+        }
+        if self.inherited.is_handover() {
+            return Ok(inherited(self.inherited.take_all().map_err(usage)?));
+        }
+        if listen.is_empty() {
+            if self.inherited.has_activated() {
+                return Ok(inherited(self.inherited.take_all().map_err(usage)?));
+            }
+            return Ok(default
+                .map(resolve::endpoint)
+                .transpose()?
+                .map(Listen::Bind)
+                .into_iter()
+                .collect());
+        }
+        let mut listeners = Vec::new();
+        for text in listen {
+            match InheritedName::parse(text) {
+                None => listeners.push(Listen::Bind(resolve::endpoint(text)?)),
+                Some(Err(err)) => return Err(CliError::Usage(err.to_string())),
+                Some(Ok(InheritedName::Number(fd))) => listeners.push(Listen::Inherited(
+                    self.inherited.take_number(fd).map_err(usage)?,
+                )),
+                Some(Ok(InheritedName::Name(name))) => {
+                    listeners.extend(inherited(self.inherited.take_name(&name).map_err(usage)?));
+                }
+            }
+        }
+        Ok(listeners)
+    }
+
+    /// Binds and serves: `serve` runs until a signal drains the server (or, `--inetd`,
+    /// until the connection ends). Once bound it announces, writes the pid file, reports to
+    /// the process it replaces, and tells the service manager `READY=1`.
+    pub(crate) async fn serve<Fut>(
+        mut self,
+        builder: socketkit::server::Builder,
+        access: &Access,
+        announce: impl FnOnce(&[Endpoint]),
+        serve: impl FnOnce(Server) -> Fut,
+    ) -> Result<(), CliError>
+    where
+        Fut: std::future::Future<Output = socketkit::Result<()>>,
+    {
+        if self.inetd {
+            let server = builder.bind_connection(stdin()?, "stdin").await?;
+            access.drop_privileges()?;
+            watch_signals(server.shutdown_handle(), None)?;
+            access.reload_on_hangup()?;
+            serve(server).await?;
+            return Ok(());
+        }
+        let server = builder.bind().await?;
+        // Bound (so ports below 1024 work as root), nothing accepted yet.
+        access.drop_privileges()?;
+        let restart = match self.program.take() {
+            Some(program) => Some(Restart {
+                handover: Some(server.handover()?),
+                program,
+                args: std::mem::take(&mut self.args),
+            }),
+            None => None,
+        };
+        // Signals are caught before the readiness lines, so a SIGTERM sent as soon as
+        // a script reads them is a graceful shutdown, never the default death.
+        watch_signals(server.shutdown_handle(), restart)?;
+        access.reload_on_hangup()?;
+        // The pid file before the readiness lines: whoever waits for them finds it written.
+        let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
+        announce(&server.local_endpoints());
+        if let Some(ready) = self.inherited.take_ready() {
+            report_ready(ready);
+        }
+        tell_manager(ManagerState::Ready);
+        let served = serve(server).await;
+        drop(pid_file);
+        Ok(served?)
+    }
+}
+
+/// Tells the process that handed over that this one serves now. It may have given up
+/// waiting; then both serve until one is told to stop, which loses nothing either.
+fn report_ready(ready: ReadyReport) {
+    if let Err(err) = ready.report() {
+        tracing::warn!("cannot tell the process that handed over that this one is ready: {err}");
+    }
+}
+
+/// Sends `state` to the service manager, if there is one; failing to is worth a warning,
+/// never a stop.
+fn tell_manager(state: ManagerState) {
+    if let Err(err) = notify_manager(state) {
+        tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {err}");
+    }
+}
+
+/// The connection inetd or systemd put on stdin, duplicated (stdin and stdout stay open
+/// on it, and are closed at exit).
+fn stdin() -> Result<OwnedFd, CliError> {
+    std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|err| {
+            CliError::Runtime(socketkit::Error::new(
+                socketkit::error::Op::Accept,
+                "stdin",
+                err,
+            ))
+        })
+}
+
+/// `--pid-file`: holds this process's pid while it serves; removed at exit unless it names
+/// another process by then (the one a restart handed over to).
+#[derive(Debug)]
+struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Writes the pid atomically (a temporary file renamed over the path), so a reader never
+    /// sees half a pid, nor an empty file between two restarts.
+    fn write(path: &Path) -> Result<PidFile, CliError> {
+        let pid = std::process::id();
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{pid}.tmp"));
+        let fail = |err| {
+            CliError::Runtime(socketkit::Error::new(
+                socketkit::error::Op::Io,
+                path.display(),
+                err,
+            ))
+        };
+        std::fs::write(&temporary, format!("{pid}\n")).map_err(fail)?;
+        std::fs::rename(&temporary, path).map_err(|err| {
+            let _ = std::fs::remove_file(&temporary);
+            fail(err)
+        })?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What SIGUSR2 needs: this program and its arguments, and the listening sockets to hand
+/// over (dropped as soon as the server drains, so that no socket outlives its listeners).
+struct Restart {
+    handover: Option<Handover>,
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Restart {
+    /// Starts the new process; once it serves, this one keeps its socket files for it,
+    /// tells the service manager the new main pid, and drains.
+    async fn run(&mut self, handle: &ShutdownHandle) {
+        let Some(handover) = &self.handover else {
+            return;
+        };
+        tracing::info!("restarting: starting {}", self.program.display());
+        match handover
+            .start(&self.program, &self.args, RESTART_READY_TIMEOUT)
+            .await
+        {
+            Ok(successor) => {
+                tracing::info!(
+                    "restarted: process {} serves now; draining connections",
+                    successor.pid()
+                );
+                if let Some(handover) = self.handover.take() {
+                    handover.complete();
+                }
+                tell_manager(ManagerState::MainPid(successor.pid()));
+                handle.shutdown();
+            }
+            Err(err) => tracing::warn!("restart failed, still serving: {err}"),
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown (`STOPPING=1`). A second one: close everything
+/// now. SIGUSR2: restart (see [`Restart`]); one at a time, and signals that come meanwhile
+/// are handled when it is over, which takes at most the readiness timeout.
+fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result<(), CliError> {
+    let install = |kind| {
+        signal(kind).map_err(|err| {
+            CliError::Runtime(socketkit::Error::new(
+                socketkit::error::Op::Create,
+                "signal handler",
+                err,
+            ))
+        })
+    };
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    let mut user2 = install(SignalKind::user_defined2())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = user2.recv() => {
+                    match &mut restart {
+                        Some(restart) if !handle.is_shutting_down() => restart.run(&handle).await,
+                        _ => tracing::info!("SIGUSR2: nothing to restart"),
+                    }
+                    continue;
+                }
+            }
+            if handle.is_shutting_down() {
+                tracing::info!("second signal: closing every connection now");
+            } else {
+                tracing::info!("shutting down: listeners closed, draining connections");
+                tell_manager(ManagerState::Stopping);
+            }
+            // The duplicates kept for a restart go first: a listener that closes must not
+            // stay open through them, or new clients would wait instead of being refused.
+            if let Some(restart) = &mut restart {
+                restart.handover = None;
+            }
+            handle.shutdown();
+        }
+    });
+    Ok(())
+}
