@@ -39,6 +39,8 @@ mod examples;
 mod interop;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
+/// SIGUSR2: restart without a refused connection, under load, for serve and forward.
+mod managed_restart;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.

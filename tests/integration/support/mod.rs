@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod net;
 pub mod process;
+pub mod restart;
 pub mod tls_peers;
 pub mod tools;
 

@@ -60,6 +60,7 @@ pub struct Running {
     child: Child,
     stderr: Arc<Mutex<String>>,
     endpoints: Vec<String>,
+    announced: mpsc::Receiver<String>,
 }
 
 impl Running {
@@ -73,24 +74,31 @@ impl Running {
         let collected = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         spawn_stderr_reader(stderr, Arc::clone(&collected), tx);
-        let mut endpoints = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while endpoints.len() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(endpoint) => endpoints.push(endpoint),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let text = collected.lock().map(|s| s.clone()).unwrap_or_default();
-                    panic!("no `listening on` line in time; stderr:\n{text}");
-                }
-            }
-        }
-        Running {
+        let mut running = Running {
             child,
             stderr: collected,
-            endpoints,
+            endpoints: Vec::new(),
+            announced: rx,
+        };
+        running.wait_for_listening(count);
+        running
+    }
+
+    /// Waits for `count` more `listening on` lines (of the child, or of a process it
+    /// started that writes to the same stderr), adding their endpoints to
+    /// [`Running::endpoints`]; kills the child and fails the test if they do not come.
+    pub fn wait_for_listening(&mut self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for _ in 0..count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.announced.recv_timeout(left) {
+                Ok(endpoint) => self.endpoints.push(endpoint),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("no `listening on` line in time; stderr:\n{}", self.stderr());
+                }
+            }
         }
     }
 
