@@ -20,6 +20,10 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Op, Result};
 
+const LISTEN_PID: &str = "LISTEN_PID";
+const LISTEN_FDS: &str = "LISTEN_FDS";
+const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+
 /// The variable naming the handed-over listening sockets.
 pub(crate) const HANDOVER_FDS: &str = "SOCKETKIT_HANDOVER_FDS";
 /// The variable naming the pipe the new process reports readiness on.
@@ -58,14 +62,28 @@ pub(crate) struct HandedOver {
 /// `LISTEN_FDS`, a handover list that names no open descriptor).
 pub(crate) unsafe fn take_passed() -> Result<Passed> {
     let fail = |what: &str, err: io::Error| Error::new(Op::Listen, what, err);
-    // SAFETY: the caller guarantees no other thread runs.
-    let activated = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }
-        .map_err(|err| fail("LISTEN_FDS", err))?
-        // SAFETY: sd-notify checked that LISTEN_PID is ours and set close-on-exec on each
-        // descriptor (which fails on one that is not open): they were passed to this
-        // process, and nothing else in it owns them.
-        .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
-        .collect();
+    let pid = env::var(LISTEN_PID).ok();
+    let activated = if pid.and_then(|pid| pid.parse::<u32>().ok()) == Some(std::process::id()) {
+        // SAFETY: the caller guarantees no other thread runs.
+        unsafe { sd_notify::listen_fds_with_names_and_unset_env() }
+            .map_err(|err| fail("LISTEN_FDS", err))?
+            // SAFETY: sd-notify checked that LISTEN_PID is ours and set close-on-exec on
+            // each descriptor (which fails on one that is not open): they were passed to
+            // this process, and nothing else in it owns them.
+            .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
+            .collect()
+    } else {
+        // Not ours (sd-notify would take the names of another process's sockets for a
+        // malformed LISTEN_FDNAMES, so the pid is checked here first).
+        close_on_exec_unclaimed(env::var(LISTEN_FDS).ok().as_deref());
+        // SAFETY: as above.
+        unsafe {
+            for name in [LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES] {
+                env::remove_var(name);
+            }
+        }
+        Vec::new()
+    };
     let fds = env::var(HANDOVER_FDS).ok();
     let ready = env::var(HANDOVER_READY_FD).ok();
     let from = env::var(HANDOVER_FROM).ok();
@@ -87,6 +105,17 @@ pub(crate) unsafe fn take_passed() -> Result<Passed> {
         activated,
         handover,
     })
+}
+
+/// Descriptors `LISTEN_FDS` announced for another process (`LISTEN_PID` is not ours) are
+/// not ours to serve, but they are open here: made close-on-exec, so that no program we run
+/// inherits a listening socket either. At most a thousand, whatever the variable says.
+fn close_on_exec_unclaimed(announced: Option<&str>) {
+    let count: RawFd = announced.and_then(|n| n.parse().ok()).unwrap_or(0);
+    for fd in 3..3 + count.clamp(0, 1000) {
+        // A descriptor that is not open has nothing to leak.
+        let _ = crate::sys::set_close_on_exec(fd);
+    }
 }
 
 /// Parses and claims the handover's descriptors.

@@ -22,8 +22,8 @@ const FIRST_ACTIVATED: RawFd = 3;
 /// The sockets passed down to this process, not yet taken.
 #[derive(Debug, Default)]
 pub struct Inherited {
-    /// Socket activation's, by position: fd 3, 4, …; `None` once taken.
-    activated: Vec<Option<(OwnedFd, String)>>,
+    /// Socket activation's, by position (fd 3, 4, …), with their names; `None` once taken.
+    activated: Vec<(Option<OwnedFd>, String)>,
     /// An older socketkit's listeners, in its order.
     handed_over: Option<Vec<Vec<OwnedFd>>>,
     ready: Option<OwnedFd>,
@@ -53,7 +53,11 @@ impl Inherited {
             None => (None, None),
         };
         Ok(Inherited {
-            activated: passed.activated.into_iter().map(Some).collect(),
+            activated: passed
+                .activated
+                .into_iter()
+                .map(|(fd, name)| (Some(fd), name))
+                .collect(),
             handed_over,
             ready,
         })
@@ -66,7 +70,7 @@ impl Inherited {
 
     /// Whether socket activation passed sockets that are not taken yet.
     pub fn has_activated(&self) -> bool {
-        self.activated.iter().any(Option::is_some)
+        self.activated.iter().any(|(fd, _)| fd.is_some())
     }
 
     /// The activated socket `fd:N`.
@@ -81,7 +85,7 @@ impl Inherited {
         let slot = usize::try_from(fd - FIRST_ACTIVATED)
             .ok()
             .and_then(|index| self.activated.get_mut(index));
-        let Some(slot) = slot else {
+        let Some((slot, _)) = slot else {
             let reason = match count {
                 0 => "no socket was passed to this process (LISTEN_FDS is not set for it)".into(),
                 1 => "the service manager passed one socket, fd:3".into(),
@@ -92,7 +96,7 @@ impl Inherited {
             };
             return Err(invalid(&name, reason));
         };
-        let Some((fd, _)) = slot.take() else {
+        let Some(fd) = slot.take() else {
             return Err(invalid(&name, "it is given twice".into()));
         };
         InheritedSocket::adopt(vec![fd], &name, net::adopt)
@@ -107,24 +111,24 @@ impl Inherited {
     /// listening socket.
     pub fn take_name(&mut self, wanted: &str) -> Result<Vec<InheritedSocket>> {
         let label = format!("fd:{wanted}");
-        let mut names = Vec::new();
         let mut found = Vec::new();
-        for slot in &mut self.activated {
-            match slot {
-                Some((_, name)) if name == wanted => {
-                    if let Some((fd, _)) = slot.take() {
-                        found.push(InheritedSocket::adopt(vec![fd], &label, net::adopt)?);
-                    }
+        for (slot, name) in &mut self.activated {
+            if name == wanted {
+                if let Some(fd) = slot.take() {
+                    found.push(InheritedSocket::adopt(vec![fd], &label, net::adopt)?);
                 }
-                Some((_, name)) => names.push(name.clone()),
-                None => {}
             }
         }
         if found.is_empty() {
-            let reason = if self.activated.is_empty() {
+            let names: Vec<&str> = self
+                .activated
+                .iter()
+                .map(|(_, name)| name.as_str())
+                .collect();
+            let reason = if names.is_empty() {
                 "no socket was passed to this process (LISTEN_FDS is not set for it)".into()
-            } else if names.is_empty() {
-                "no socket of that name is left".into()
+            } else if names.contains(&wanted) {
+                "it is given twice".into()
             } else {
                 format!(
                     "no socket has that name (LISTEN_FDNAMES has {})",
@@ -154,8 +158,8 @@ impl Inherited {
                 .collect();
         }
         let mut all = Vec::new();
-        for (i, slot) in self.activated.iter_mut().enumerate() {
-            if let Some((fd, _)) = slot.take() {
+        for (i, (slot, _)) in self.activated.iter_mut().enumerate() {
+            if let Some(fd) = slot.take() {
                 let number = FIRST_ACTIVATED + RawFd::try_from(i).unwrap_or(RawFd::MAX - 3);
                 all.push(InheritedSocket::adopt(
                     vec![fd],

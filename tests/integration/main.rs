@@ -39,6 +39,8 @@ mod examples;
 mod interop;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
+/// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.
+mod managed_activation;
 /// SIGUSR2: restart without a refused connection, under load, for serve and forward.
 mod managed_restart;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
