@@ -382,7 +382,7 @@ fn a_listen_pid_of_another_process_passes_no_socket() -> TestResult {
     );
     assert_eq!(
         server.endpoints(),
-        [own_arg.clone()],
+        std::slice::from_ref(&own_arg),
         "only its own listener"
     );
     assert_nothing_inherited(&exec_output(&own));
