@@ -26,6 +26,14 @@ impl From<socketkit::Error> for CliError {
     }
 }
 
+impl CliError {
+    /// A failure of `op` on `target` that is no socket error of the library's (a runtime,
+    /// a signal handler, stdin): exit 1 with the library's wording.
+    pub(crate) fn runtime(op: socketkit::error::Op, target: &str, err: std::io::Error) -> CliError {
+        CliError::Runtime(socketkit::Error::new(op, target, err))
+    }
+}
+
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

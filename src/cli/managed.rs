@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use socketkit::endpoint::{Endpoint, InheritedName};
+use socketkit::error::Op;
 use socketkit::server::{
     Handover, Inherited, InheritedSocket, ManagerState, ReadyReport, Server, ShutdownHandle,
     notify_manager,
@@ -206,13 +207,7 @@ fn stdin() -> Result<OwnedFd, CliError> {
     std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|err| {
-            CliError::Runtime(socketkit::Error::new(
-                socketkit::error::Op::Accept,
-                "stdin",
-                err,
-            ))
-        })
+        .map_err(|err| CliError::runtime(Op::Accept, "stdin", err))
 }
 
 /// `--pid-file`: holds this process's pid while it serves; removed at exit unless it names
@@ -229,13 +224,7 @@ impl PidFile {
         let pid = std::process::id();
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(format!(".{pid}.tmp"));
-        let fail = |err| {
-            CliError::Runtime(socketkit::Error::new(
-                socketkit::error::Op::Io,
-                path.display(),
-                err,
-            ))
-        };
+        let fail = |err| CliError::Runtime(socketkit::Error::new(Op::Io, path.display(), err));
         std::fs::write(&temporary, format!("{pid}\n")).map_err(fail)?;
         std::fs::rename(&temporary, path).map_err(|err| {
             let _ = std::fs::remove_file(&temporary);
@@ -297,15 +286,8 @@ impl Restart {
 /// now. SIGUSR2: restart (see [`Restart`]); one at a time, and signals that come meanwhile
 /// are handled when it is over, which takes at most the readiness timeout.
 fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result<(), CliError> {
-    let install = |kind| {
-        signal(kind).map_err(|err| {
-            CliError::Runtime(socketkit::Error::new(
-                socketkit::error::Op::Create,
-                "signal handler",
-                err,
-            ))
-        })
-    };
+    let install =
+        |kind| signal(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
     let mut interrupt = install(SignalKind::interrupt())?;
     let mut terminate = install(SignalKind::terminate())?;
     let mut user2 = install(SignalKind::user_defined2())?;

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use socketkit::error::Op;
 use socketkit::server::{Builder, Server};
 
 use super::access::{self, Access};
@@ -75,13 +76,7 @@ where
         .worker_threads(workers.max(1))
         .enable_all()
         .build()
-        .map_err(|err| {
-            CliError::Runtime(socketkit::Error::new(
-                socketkit::error::Op::Create,
-                "tokio runtime",
-                err,
-            ))
-        })?;
+        .map_err(|err| CliError::runtime(Op::Create, "tokio runtime", err))?;
     runtime.block_on(managed.serve(
         builder,
         access,
