@@ -38,8 +38,7 @@ pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_i
 pub(crate) use platform::{accept_nonblocking, grow_pipe, set_bind_address_no_port, splice};
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, is_blocking_pipe, is_listening,
-    raise_descriptor_limit, set_close_on_exec,
-    splice_unsupported, wait_readable,
+    raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
 };
 
 /// A non-blocking pipe, closed on drop.

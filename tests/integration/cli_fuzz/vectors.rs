@@ -51,7 +51,7 @@ const fn span(zero: bool, long: bool) -> Kind {
 
 /// The options of each subcommand: name and kind. `every_option_of_the_help_is_fuzzed`
 /// checks this against `--help`, so a new option cannot be forgotten here.
-pub const SERVER: [(&str, Kind); 7] = [
+pub const SERVER: [(&str, Kind); 9] = [
     ("-l", Kind::Listen { streams: false }),
     ("--max-connections", Kind::Whole(1_000_000_000)),
     ("--idle-timeout", span(false, true)),
@@ -59,6 +59,9 @@ pub const SERVER: [(&str, Kind); 7] = [
     ("--drain-timeout", span(true, true)),
     ("--unix-mode", Kind::Mode),
     ("--workers", Kind::Whole(1024)),
+    // With no connection on stdin, --inetd fails at once (exit 1).
+    ("--inetd", Kind::Flag),
+    ("--pid-file", Kind::OutFile),
 ];
 /// Access options of serve, forward and listen. `--user`/`--group` only ever name root (we
 /// run as root in CI, so that is no change) or no one.

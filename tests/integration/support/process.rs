@@ -60,7 +60,9 @@ pub struct Running {
     child: Child,
     stderr: Arc<Mutex<String>>,
     endpoints: Vec<String>,
-    announced: mpsc::Receiver<String>,
+    // In a Mutex so that a Running can be shared between threads (it is only read by
+    // `wait_for_listening`, which takes `&mut self`).
+    announced: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Running {
@@ -78,7 +80,7 @@ impl Running {
             child,
             stderr: collected,
             endpoints: Vec::new(),
-            announced: rx,
+            announced: Mutex::new(rx),
         };
         running.wait_for_listening(count);
         running
@@ -91,7 +93,11 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(15);
         for _ in 0..count {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.announced.recv_timeout(left) {
+            let announced = self
+                .announced
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match announced.recv_timeout(left) {
                 Ok(endpoint) => self.endpoints.push(endpoint),
                 Err(_) => {
                     let _ = self.child.kill();
