@@ -69,6 +69,12 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
             reason: crate::error::describe(&err),
         }
     };
+    // Already that user and group, and not root: nothing to drop (a server restarted by
+    // SIGUSR2 starts its new copy as the user the old one became, which may not call
+    // setgroups).
+    if sys::current_ids() == (identity.uid, identity.gid) && identity.uid != 0 {
+        return Ok(());
+    }
     sys::set_groups(identity.gid).map_err(refused("setgroups"))?;
     sys::set_gid(identity.gid).map_err(refused("setgid"))?;
     sys::set_uid(identity.uid).map_err(refused("setuid"))?;
