@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::access_stages::{AccessStage, SourceStage};
+use super::access_stages::{AccessRule, PeerStage, SourceRule};
 use super::admission::{Admission, Stages};
 use super::inherited::InheritedSocket;
 use super::listener::ListenerGroup;
@@ -146,7 +146,7 @@ impl Builder {
     /// builder.access_control(Arc::new(AccessControl::new(rules).unwrap()));
     /// ```
     pub fn access_control(&mut self, control: Arc<AccessControl>) -> &mut Builder {
-        self.stage(AccessStage(control))
+        self.stage(PeerStage(AccessRule(control)))
     }
 
     /// Limits each source's connections at once and its rate of new ones (SPEC §3.2); a
@@ -160,7 +160,7 @@ impl Builder {
     /// builder.source_limits(SourceLimits::new(Some(10), Some("20/1s".parse().unwrap())));
     /// ```
     pub fn source_limits(&mut self, limits: Arc<SourceLimits>) -> &mut Builder {
-        self.stage(SourceStage(limits))
+        self.stage(PeerStage(SourceRule(limits)))
     }
 
     /// Adds an admission stage: a check every new stream connection must pass before the
