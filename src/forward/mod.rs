@@ -10,6 +10,11 @@
 //! As a [`Handler`], a [`Forward`] gets the server's limits for free: `max_connections`,
 //! `idle_timeout` (no bytes either way) and graceful shutdown.
 //!
+//! With [`Forward::send_proxy`], each relayed connection starts with a PROXY protocol header
+//! naming the client (as the server sees it, so possibly from a PROXY header of its own), so
+//! a target behind the relay still knows who connected; to a `tls:` target the header goes
+//! first, in the clear, as HAProxy expects it.
+//!
 //! Where the kernel supports it, bytes are moved with `splice(2)` through a pipe and never
 //! copied into user space ([`splice`]); elsewhere, or with `SOCKETKIT_NO_SPLICE=1`, a copy
 //! loop with 32 KiB buffers does the same job. A `tls:` target is always copied (the bytes
@@ -22,8 +27,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::endpoint::{Endpoint, Host};
 use crate::net::{self, Stream};
+use crate::proxy_protocol::{self, Version};
 use crate::server::{Connection, Handler};
 use crate::tls::{ClientOptions, Connector, client_config};
 
@@ -56,6 +64,7 @@ pub struct Forward {
     target: Arc<Endpoint>,
     connect_timeout: Option<Duration>,
     tls: Option<Connector>,
+    send_proxy: Option<Version>,
 }
 
 /// A target that a stream relay cannot use.
@@ -112,12 +121,31 @@ impl Forward {
             target: Arc::new(target),
             connect_timeout: None,
             tls,
+            send_proxy: None,
         })
     }
 
     /// Bounds each connection attempt to the target.
     pub fn connect_timeout(mut self, timeout: Duration) -> Forward {
         self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts each connection to the target with a PROXY protocol header of `version`
+    /// (SPEC §3.3: `forward --send-proxy v1|v2`): the client's address and the address it
+    /// connected to. A client of a Unix socket has no IP address to name; its header says so
+    /// (v1 `UNKNOWN`, v2 `LOCAL`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// use socketkit::proxy_protocol::Version;
+    /// let relay = Forward::new("127.0.0.1:8080".parse().unwrap()).unwrap().send_proxy(Version::V2);
+    /// # let _ = relay;
+    /// ```
+    pub fn send_proxy(mut self, version: Version) -> Forward {
+        self.send_proxy = Some(version);
         self
     }
 
@@ -136,7 +164,14 @@ impl Handler for Forward {
 
 impl Forward {
     async fn relay(&self, client: Connection) -> io::Result<()> {
-        let upstream = match self.connect().await {
+        let header = self.send_proxy.map(|version| {
+            proxy_protocol::encode(
+                version,
+                client.peer_addr().as_socket_addr(),
+                client.local_addr().ok().and_then(|at| at.as_socket_addr()),
+            )
+        });
+        let upstream = match self.connect(header.as_deref()).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 tracing::warn!(
@@ -165,22 +200,22 @@ impl Forward {
         let mut client = client;
         if splice::available() && !client.is_tls() {
             if let Ok(pipes) = splice::Pipes::new() {
-                match client.into_plain_parts() {
-                    Ok((plain, idle)) => {
-                        return splice::relay(&plain, &upstream, pipes, idle).await;
-                    }
-                    Err(conn) => client = conn,
+                if let Some((plain, idle, tallies)) = client.plain_parts() {
+                    return splice::relay(plain, &upstream, pipes, idle, tallies).await;
                 }
             }
         }
         copy_both_ways(&mut client, &mut upstream).await
     }
 
-    /// The connection to the target, through the TLS handshake for a `tls:` target; the
-    /// timeout bounds the whole of it.
-    async fn connect(&self) -> io::Result<Upstream> {
+    /// The connection to the target, with `header` (a PROXY header) sent first, then
+    /// through the TLS handshake for a `tls:` target; the timeout bounds the whole of it.
+    async fn connect(&self, header: Option<&[u8]>) -> io::Result<Upstream> {
         let attempt = async {
-            let stream = net::connect_stream(&self.target, None).await?;
+            let mut stream = net::connect_stream(&self.target, None).await?;
+            if let Some(header) = header {
+                stream.write_all(header).await?;
+            }
             match (&*self.target, &self.tls) {
                 (Endpoint::Tls(hp), Some(connector)) => {
                     let tls = connector.connect(&hp.host, stream).await?;

@@ -13,6 +13,7 @@ use tokio::io::Interest;
 
 use super::CHUNK;
 use crate::net::{Activity, Pipe, Stream, descriptor_limit, splice};
+use crate::server::Tally;
 
 /// The pipe size asked for: larger than the [`CHUNK`] one `splice(2)` call takes in, because
 /// a socket's bytes arrive in pieces smaller than a page and each takes one of the pipe's
@@ -120,13 +121,16 @@ impl Drop for PipeShare {
 }
 
 /// Relays `client` and `upstream` both ways until both directions end (each end of stream
-/// passed on as a half-close), either side fails, or nothing moves for `idle`.
+/// passed on as a half-close), either side fails, or nothing moves for `idle`. The bytes
+/// are counted into `tallies` (received from the client, sent to it) as they are passed on.
 pub(crate) async fn relay(
     client: &Stream,
     upstream: &Stream,
     pipes: Pipes,
     idle: Option<Duration>,
+    tallies: (Tally<'_>, Tally<'_>),
 ) -> io::Result<()> {
+    let (received, sent) = tallies;
     let activity = Activity::new();
     // `_share` stays bound to the end: the share is given back with the pipes.
     let Pipes {
@@ -136,8 +140,8 @@ pub(crate) async fn relay(
     } = pipes;
     let both = async {
         tokio::try_join!(
-            one_way(client, upstream, &to_upstream, &activity),
-            one_way(upstream, client, &to_client, &activity),
+            one_way(client, upstream, &to_upstream, &activity, received),
+            one_way(upstream, client, &to_client, &activity, sent),
         )
         .map(drop)
     };
@@ -148,7 +152,13 @@ pub(crate) async fn relay(
     }
 }
 
-async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -> io::Result<()> {
+async fn one_way(
+    from: &Stream,
+    to: &Stream,
+    pipe: &Pipe,
+    activity: &Activity,
+    mut tally: Tally<'_>,
+) -> io::Result<()> {
     let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
     loop {
         let filled = from
@@ -162,11 +172,13 @@ async fn one_way(from: &Stream, to: &Stream, pipe: &Pipe, activity: &Activity) -
         activity.touch();
         let mut left = filled;
         while left > 0 {
-            left -= to
+            let moved = to
                 .async_io(Interest::WRITABLE, || {
                     splice(pipe_out, to.as_raw_fd(), left, true)
                 })
                 .await?;
+            left -= moved;
+            tally.add(moved);
             activity.touch();
         }
     }

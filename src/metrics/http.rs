@@ -2,6 +2,8 @@
 //! (200 while accepting, 503 once draining, so a balancer stops sending before the listener
 //! closes). One short HTTP/1.1 exchange per connection, then close.
 
+use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +11,78 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Metrics;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Op, Result};
+use crate::net::{Bound, ListenOptions, bind_endpoint};
 
 /// The longest request head read; scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The metrics endpoint's socket: bound, with the port the system chose, ready to serve.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> socketkit::Result<()> {
+/// use socketkit::metrics::{HttpListener, Metrics};
+/// let http = HttpListener::bind(&"127.0.0.1:0".parse().unwrap())?;
+/// assert!(http.local_endpoint().to_string().starts_with("tcp:127.0.0.1:"));
+/// let serving = tokio::spawn(http.serve(Metrics::new()));
+/// serving.abort();
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HttpListener {
+    listener: TcpListener,
+    endpoint: Endpoint,
+}
+
+impl HttpListener {
+    /// Binds `endpoint` (TCP; `:0` picks a port) as the server binds its own listeners.
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `cannot listen on ENDPOINT: REASON`, also for an endpoint that is not TCP.
+    pub fn bind(endpoint: &Endpoint) -> Result<HttpListener> {
+        if !matches!(endpoint, Endpoint::Tcp(_)) {
+            let reason = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the metrics endpoint is HTTP over TCP (HOST:PORT)",
+            );
+            return Err(Error::new(Op::Listen, endpoint, reason));
+        }
+        let options = ListenOptions {
+            backlog: 128,
+            unix_mode: None,
+            reuse_port: false,
+        };
+        let Bound {
+            socket, endpoint, ..
+        } = bind_endpoint(endpoint, options)?;
+        let fail = |err| Error::new(Op::Listen, &endpoint, err);
+        socket
+            .set_blocking(false)
+            .map_err(|err| fail(err.into_io_error()))?;
+        let listener = std::net::TcpListener::from(OwnedFd::from(socket));
+        let listener = TcpListener::from_std(listener).map_err(fail)?;
+        Ok(HttpListener { listener, endpoint })
+    }
+
+    /// The endpoint really listened on.
+    pub fn local_endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Serves `metrics` until the task is dropped (see [`serve_http`]).
+    pub async fn serve(self, metrics: Arc<Metrics>) {
+        serve_http(self.listener, metrics).await;
+    }
+}
 
 /// Serves `metrics` on `listener` until the task is dropped.
 pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use histogram::DurationHistogram;
-pub use http::serve_http;
+pub use http::{HttpListener, serve_http};
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -42,6 +42,12 @@ impl RawStream {
         Address::from_sockaddr(&self.peer)
     }
 
+    /// The address the peer connected to (`getsockname(2)`), if the socket can say.
+    pub(crate) fn local(&self) -> Option<Address> {
+        let local = socket2::SockRef::from(&self.fd).local_addr().ok()?;
+        Some(Address::from_sockaddr(&local))
+    }
+
     /// Registers the connection with tokio; returns it with its peer's address.
     pub(crate) fn into_stream(self) -> io::Result<(Stream, Address)> {
         let peer = self.peer();

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::socket::Address;
+use crate::socket::{Address, as_uninit};
 
 /// A connected stream of either transport.
 #[derive(Debug)]
@@ -58,6 +58,18 @@ impl Stream {
             self.clear_read_readiness();
         }
         Ok(n)
+    }
+
+    /// Waits until bytes have arrived (or the end of stream), then copies them into `buf`
+    /// without taking them off the socket (`recv(2)` with `MSG_PEEK`). `Ok(0)` is the end
+    /// of stream. A peek that finds nothing clears tokio's readiness, so waiting again
+    /// sleeps until the kernel reports new bytes rather than spinning.
+    pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.async_io(Interest::READABLE, || match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).peek(as_uninit(buf)),
+            Stream::Unix(s) => socket2::SockRef::from(s).peek(as_uninit(buf)),
+        })
+        .await
     }
 
     fn clear_read_readiness(&self) {

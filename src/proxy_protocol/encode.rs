@@ -2,6 +2,36 @@
 
 use std::net::SocketAddr;
 
+use super::{V2_SIGNATURE, Version};
+
+/// The header `version` writes for a connection from `source` to `destination`; when either
+/// is not an IP socket address (a Unix socket client), the header that says "no address"
+/// (v1 `UNKNOWN`, v2 `LOCAL`), after which the receiver keeps the connection's own address.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::proxy_protocol::{Version, encode};
+/// let from = "192.0.2.1:5000".parse().ok();
+/// let to = "192.0.2.2:80".parse().ok();
+/// assert_eq!(encode(Version::V1, from, to), b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n");
+/// assert_eq!(encode(Version::V1, from, None), b"PROXY UNKNOWN\r\n");
+/// assert_eq!(encode(Version::V2, None, None).len(), 16);
+/// ```
+pub fn encode(
+    version: Version,
+    source: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+) -> Vec<u8> {
+    match (version, source.zip(destination)) {
+        (Version::V1, Some((s, d))) => encode_v1(s, d),
+        (Version::V2, Some((s, d))) => encode_v2(s, d),
+        (Version::V1, None) => b"PROXY UNKNOWN\r\n".to_vec(),
+        // Command LOCAL, family and transport UNSPEC, no address block.
+        (Version::V2, None) => [&V2_SIGNATURE[..], &[0x20, 0x00, 0, 0]].concat(),
+    }
+}
+
 /// A v1 (text) header for a connection from `source` to `destination`. Mixed families (an
 /// IPv4 client of an IPv6 address) are written as IPv6, with the IPv4 side mapped.
 ///
@@ -47,7 +77,8 @@ pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
 /// assert!(matches!(parse(&header), Ok(Parsed::Complete { len: 52, .. })));
 /// ```
 pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
-    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21".to_vec();
+    let mut header = V2_SIGNATURE.to_vec();
+    header.push(0x21); // version 2, command PROXY
     match same_family(source, destination) {
         (SocketAddr::V4(s), SocketAddr::V4(d)) => {
             header.push(0x11);

@@ -3,16 +3,29 @@
 //!
 //! [`parse`] reads a header from the start of a buffer and says how many bytes it took, or
 //! that more are needed, without ever looking past the header's end: the bytes after it are
-//! the service's. [`encode_v1`] and [`encode_v2`] write headers for `forward --send-proxy`.
+//! the service's. [`encode`] (or [`encode_v1`] and [`encode_v2`]) writes headers for
+//! `forward --send-proxy`.
 //! The specification is HAProxy's `doc/proxy-protocol.txt`.
 
 mod encode;
 mod parse;
 
-pub use encode::{encode_v1, encode_v2};
+pub use encode::{encode, encode_v1, encode_v2};
 pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse};
 
 use std::net::SocketAddr;
+
+/// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Which of the two header formats to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The text header: `PROXY TCP4 SOURCE DESTINATION SPORT DPORT\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
 
 /// What a complete header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

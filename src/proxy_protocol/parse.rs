@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{Parsed, ProxyError, ProxyHeader};
+use super::{Parsed, ProxyError, ProxyHeader, V2_SIGNATURE};
 
 /// The longest v1 header the specification allows, CR LF included.
 pub const MAX_V1_LEN: usize = 107;
@@ -11,9 +11,6 @@ pub const MAX_V1_LEN: usize = 107;
 /// and TLVs. The format allows 64 KiB; HAProxy's own TLVs fit easily, and a bound keeps a
 /// peer from parking 64 KiB per connection before it is even admitted.
 pub const MAX_V2_LEN: usize = 2048;
-
-/// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
-const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
 const V1_PREFIX: &[u8; 6] = b"PROXY ";
 

@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::EXHAUSTION_BACKOFF;
 use super::admission::{Held, Pipeline};
 use super::listener::StreamListener;
+use super::meter::{ListenerMeter, Meter};
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
 use super::task::{Accepted, Holds, Spawner, finish_reply};
 use crate::error::describe;
@@ -29,6 +30,8 @@ pub(crate) struct Acceptor {
     pub(crate) pipeline: Option<Arc<Pipeline>>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) shutdown: ShutdownHandle,
+    /// The listener's name and counters, shared by its loops and its connections.
+    pub(crate) meter: Arc<ListenerMeter>,
 }
 
 impl Acceptor {
@@ -57,13 +60,19 @@ impl Acceptor {
             match pending.accept() {
                 None => {} // another loop took it
                 Some(Ok(raw)) => {
+                    self.meter.accepted();
                     if self.exhausted.swap(false, Ordering::Relaxed) {
                         tracing::info!("accepting again on {}", self.listener.local_endpoint());
                     }
                     self.serve(raw, permit);
                 }
-                Some(Err(err)) if is_connection_error(&err) => {}
+                // Only an accept that gave nothing (EAGAIN, EINTR) is not an error.
+                Some(Err(err)) if is_connection_error(&err) => match err.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+                    _ => self.meter.accept_error(&err),
+                },
                 Some(Err(err)) => {
+                    self.meter.accept_error(&err);
                     drop(permit);
                     // Log once per burst, for the whole server: a full descriptor table
                     // fails every accept until something closes.
@@ -92,7 +101,7 @@ impl Acceptor {
             kept: Held::new(),
         };
         if let Some(pipeline) = &self.pipeline {
-            let Some(kept) = pipeline.check_early(&raw.peer()) else {
+            let Some(kept) = pipeline.check_early(&raw.peer(), &self.meter) else {
                 return raw.reset(); // refused: no byte of the service
             };
             holds.kept = kept;
@@ -103,9 +112,13 @@ impl Acceptor {
         let reply = self.spawner.immediate_reply();
         let mut sent = 0;
         if let Some(reply) = &reply {
+            let started = self.meter.clock();
             match raw.send_now(reply) {
                 Ok(n) if n == reply.len() => {
-                    tracing::debug!(peer = %raw.peer(), "answered at once");
+                    if let Some(started) = started {
+                        self.meter
+                            .answered(|| raw.peer(), || raw.local(), n, started);
+                    }
                     return; // dropping `raw` closes the connection
                 }
                 Ok(n) => sent = n,
@@ -143,9 +156,10 @@ impl Acceptor {
             }
         };
         tracing::debug!(%peer, "accepted");
+        let meter = Meter::start(peer, &self.meter, || stream.local_addr().ok());
         Some(Accepted {
             stream,
-            peer,
+            meter,
             idle_timeout: self.idle_timeout,
             holds,
         })

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Connection;
+use super::meter::ListenerMeter;
 use crate::metrics::RefusalReason;
 use crate::socket::Address;
 
@@ -226,13 +227,14 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// Runs the peer-only stages at the head of the chain on `peer`, on the accept loop:
     /// what they keep, or `None` (counted and logged) when one refuses.
-    pub(crate) fn check_early(&self, peer: &Address) -> Option<Held> {
+    pub(crate) fn check_early(&self, peer: &Address, listener: &ListenerMeter) -> Option<Held> {
         let mut held = Held::new();
         for stage in &self.stages[..self.early] {
             match stage.check_peer(peer) {
                 Ok(Admitted(None)) => {}
                 Ok(kept) => held.push(kept),
                 Err(refusal) => {
+                    listener.refused(refusal.reason);
                     self.count(peer, &refusal);
                     return None;
                 }
@@ -245,10 +247,11 @@ impl Pipeline {
     /// asked (the others, such as PROXY headers and TLS, do not apply to datagrams), and
     /// what it keeps is let go at once (a datagram holds no place). A refused datagram is
     /// counted as dropped and logged.
-    pub(crate) fn admits_datagram(&self, peer: &Address) -> bool {
+    pub(crate) fn admits_datagram(&self, peer: &Address, listener: &ListenerMeter) -> bool {
         for stage in self.stages.iter().filter(|stage| stage.peer_only()) {
             if let Err(refusal) = stage.check_peer(peer) {
                 self.dropped.count(refusal.reason);
+                listener.dropped(refusal.reason);
                 tracing::debug!(
                     peer = %peer,
                     reason = refusal.reason.as_str(),
@@ -293,6 +296,7 @@ impl Pipeline {
     /// Counts and logs a refusal in the task; the connection is reset when it closes.
     fn refused(&self, conn: &Connection, refusal: &Refusal) {
         conn.reset_on_close();
+        conn.meter().refused(refusal.reason);
         self.count(conn.peer_addr(), refusal);
     }
 

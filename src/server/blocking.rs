@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::meter::Meter;
 use crate::net::Stream;
 use crate::socket::Address;
 
@@ -33,7 +34,8 @@ where
 #[derive(Debug)]
 pub struct BlockingConnection {
     stream: BlockingStream,
-    peer: Address,
+    // The peer, and what the connection counts until it closes.
+    meter: Meter,
     local: Address,
 }
 
@@ -46,7 +48,7 @@ enum BlockingStream {
 impl BlockingConnection {
     /// The address of the client.
     pub fn peer_addr(&self) -> &Address {
-        &self.peer
+        self.meter.peer()
     }
 
     /// The address the client connected to.
@@ -65,19 +67,23 @@ impl BlockingConnection {
 
 impl Read for BlockingConnection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.stream {
+        let n = match &mut self.stream {
             BlockingStream::Tcp(s) => s.read(buf),
             BlockingStream::Unix(s) => s.read(buf),
-        }
+        }?;
+        self.meter.received(n);
+        Ok(n)
     }
 }
 
 impl Write for BlockingConnection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.stream {
+        let n = match &mut self.stream {
             BlockingStream::Tcp(s) => s.write(buf),
             BlockingStream::Unix(s) => s.write(buf),
-        }
+        }?;
+        self.meter.sent(n);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -89,7 +95,7 @@ impl Write for BlockingConnection {
 /// the server keeps to shut the connection down if a forced shutdown comes.
 pub(crate) fn into_blocking(
     stream: Stream,
-    peer: Address,
+    meter: Meter,
     idle: Option<std::time::Duration>,
 ) -> io::Result<(BlockingConnection, Closer)> {
     let local = stream.local_addr()?;
@@ -114,7 +120,7 @@ pub(crate) fn into_blocking(
     Ok((
         BlockingConnection {
             stream,
-            peer,
+            meter,
             local,
         },
         closer,

@@ -9,11 +9,13 @@ use super::access_stages::{AccessRule, PeerStage, SourceRule};
 use super::admission::{Admission, Stages};
 use super::inherited::InheritedSocket;
 use super::listener::ListenerGroup;
+use super::proxy::ProxyStage;
 use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsHandshake};
 use super::{Limits, Server};
-use crate::access::{AccessControl, SourceLimits};
+use crate::access::{AccessControl, CidrSet, SourceLimits};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
+use crate::metrics::Metrics;
 use crate::net::ListenOptions;
 
 /// Collects a server's endpoints and limits; [`Builder::bind`] makes the listeners.
@@ -48,6 +50,7 @@ pub struct Builder {
     stages: Stages,
     tls: Option<Arc<rustls::ServerConfig>>,
     tls_handshake_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for Builder {
@@ -58,6 +61,7 @@ impl Default for Builder {
                 max_connections: None,
                 idle_timeout: None,
                 drain_timeout: Duration::from_secs(5),
+                shutdown_delay: Duration::ZERO,
                 blocking_threads: 64,
             },
             backlog: 1024,
@@ -66,6 +70,7 @@ impl Default for Builder {
             stages: Stages::default(),
             tls: None,
             tls_handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            metrics: None,
         }
     }
 }
@@ -108,6 +113,47 @@ impl Builder {
     pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Builder {
         self.limits.drain_timeout = timeout;
         self
+    }
+
+    /// On shutdown, go on accepting for `delay` before closing the listeners, while the
+    /// metrics' `/health` answers 503 (see [`Builder::metrics`]): a load balancer that
+    /// checks it stops sending new clients here, so none is refused when the listeners
+    /// close. Default zero: the listeners close at once. A second shutdown request ends
+    /// the delay.
+    pub fn shutdown_delay(&mut self, delay: Duration) -> &mut Builder {
+        self.limits.shutdown_delay = delay;
+        self
+    }
+
+    /// Counts into `metrics` (SPEC §3.5): per listener, connections accepted, open and
+    /// refused by reason, bytes each way, accept errors by errno, and how long connections
+    /// last; datagrams dropped by reason. A shutdown marks `metrics` as draining, so its
+    /// `/health` answers 503 ([`crate::metrics::serve_http`]). Counting is atomic adds on
+    /// handles each listener takes once: no lock, no allocation per connection.
+    pub fn metrics(&mut self, metrics: Arc<Metrics>) -> &mut Builder {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Expects a PROXY protocol header (v1 or v2, SPEC §3.3) at the start of every stream
+    /// connection, from the sources in `trusted` only, within `header_timeout`; the header's
+    /// client address then becomes the connection's peer address for everything after it
+    /// (access rules, limits, the handler, logs, metrics). A connection from anywhere else,
+    /// or without a valid header in time, is refused (reason `proxy`). A v2 `LOCAL` header
+    /// (a balancer's health check) keeps the proxy's own address. Clients of a Unix socket
+    /// are local and trusted (the socket file's permissions say who may connect).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use socketkit::access::{CidrSet, parse_network};
+    /// let trusted: CidrSet = [parse_network("10.0.0.0/8").unwrap()].into_iter().collect();
+    /// let mut builder = socketkit::server::Server::builder();
+    /// builder.proxy_protocol(trusted, Duration::from_secs(5));
+    /// ```
+    pub fn proxy_protocol(&mut self, trusted: CidrSet, header_timeout: Duration) -> &mut Builder {
+        self.stage(ProxyStage::new(trusted, header_timeout))
     }
 
     /// At most `threads` blocking handlers run at once ([`Server::serve_blocking`]); further
@@ -237,6 +283,7 @@ impl Builder {
             self.limits,
             self.stages.clone(),
             tls_stages,
+            self.metrics.clone(),
         ))
     }
 
@@ -260,7 +307,13 @@ impl Builder {
             ));
         }
         let connection = crate::net::adopt_connection(conn, name)?;
-        let mut server = Server::new(Vec::new(), self.limits, self.stages.clone(), None);
+        let mut server = Server::new(
+            Vec::new(),
+            self.limits,
+            self.stages.clone(),
+            None,
+            self.metrics.clone(),
+        );
         server.connection = Some(connection);
         Ok(server)
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::meter::{Meter, Tally};
 use super::tls::{self, TlsStream};
 use crate::net::Stream;
 use crate::socket::Address;
@@ -44,7 +45,8 @@ fn in_handshake() -> io::Error {
 #[derive(Debug)]
 pub struct Connection {
     io: Io,
-    peer: Address,
+    // The peer, and what the connection counts for the metrics and its closing log line.
+    meter: Meter,
     // Boxed: most servers set no idle timeout, and a None costs 8 bytes instead of 48 in
     // every connection's task.
     idle: Option<Box<IdleTimer>>,
@@ -87,10 +89,10 @@ impl IdleTimer {
 }
 
 impl Connection {
-    pub(crate) fn new(stream: Stream, peer: Address, idle_timeout: Option<Duration>) -> Connection {
+    pub(crate) fn new(stream: Stream, meter: Meter, idle_timeout: Option<Duration>) -> Connection {
         Connection {
             io: Io::Plain(stream),
-            peer,
+            meter,
             idle: idle_timeout.map(|limit| Box::new(IdleTimer::new(limit))),
         }
     }
@@ -122,14 +124,33 @@ impl Connection {
         self.io = Io::Tls(Box::new(session));
     }
 
-    /// The stream and the idle limit, for code that drives the socket itself (the splice
-    /// relay of `forward`); a TLS connection comes back as it is, for its bytes are not the
-    /// socket's.
-    pub(crate) fn into_plain_parts(self) -> Result<(Stream, Option<Duration>), Connection> {
+    /// The stream, the idle limit and the meter, for a blocking handler's connection; a TLS
+    /// connection comes back as it is, for its bytes are not the socket's.
+    pub(crate) fn into_plain_parts(
+        self,
+    ) -> Result<(Stream, Option<Duration>, Meter), Connection> {
         match self.io {
-            Io::Plain(stream) => Ok((stream, self.idle.map(|idle| idle.limit))),
+            Io::Plain(stream) => Ok((stream, self.idle.map(|idle| idle.limit), self.meter)),
             Io::Tls(_) | Io::Handshaking => Err(self),
         }
+    }
+
+    /// The stream, the idle limit and the byte counters (received, sent), for code that
+    /// moves the bytes itself (the splice relay of `forward`); `None` for a TLS connection,
+    /// whose bytes are not the socket's.
+    pub(crate) fn plain_parts(
+        &mut self,
+    ) -> Option<(&Stream, Option<Duration>, (Tally<'_>, Tally<'_>))> {
+        let idle = self.idle.as_ref().map(|idle| idle.limit);
+        match &self.io {
+            Io::Plain(stream) => Some((stream, idle, self.meter.tallies())),
+            Io::Tls(_) | Io::Handshaking => None,
+        }
+    }
+
+    /// The meter, for an admission stage's refusal.
+    pub(crate) fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// Makes the close a reset, for a connection refused by an admission stage.
@@ -154,14 +175,14 @@ impl Connection {
 
     /// The address of the client.
     pub fn peer_addr(&self) -> &Address {
-        &self.peer
+        self.meter.peer()
     }
 
     /// Replaces the client's address with the one an admission stage learned (the PROXY
     /// protocol's header names the real client behind a load balancer): the stages after
-    /// it, the handler and the logs see this one.
+    /// it, the handler, the logs and the metrics see this one.
     pub fn set_peer_addr(&mut self, peer: Address) {
-        self.peer = peer;
+        self.meter.set_peer(peer);
     }
 
     /// The address the client connected to.
@@ -220,6 +241,23 @@ impl Connection {
             Io::Handshaking => return Err(in_handshake()),
         };
         self.progress();
+        self.meter.received(n);
+        Ok(n)
+    }
+
+    /// Waits until the client has sent something (or closed), then copies what has
+    /// arrived into `buf` without taking it off the socket (`MSG_PEEK`): the next read or
+    /// peek sees the same bytes. `Ok(0)` is end of stream. For the stages before TLS (the
+    /// PROXY header): on a TLS session it is an error.
+    pub(crate) async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Io::Plain(stream) = &self.io else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "peeking is for the plain stream before TLS",
+            ));
+        };
+        let n = stream.peek(buf).await?;
+        self.progress();
         Ok(n)
     }
 
@@ -257,6 +295,7 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let poll = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Io::Tls(session) => match tls::push_pending(session, cx) {
@@ -267,6 +306,9 @@ impl AsyncRead for Connection {
             },
             Io::Handshaking => Poll::Ready(Err(in_handshake())),
         };
+        if let Poll::Ready(Ok(())) = poll {
+            this.meter.received(buf.filled().len() - before);
+        }
         this.account(cx, poll)
     }
 }
@@ -287,6 +329,9 @@ impl AsyncWrite for Connection {
                 .map(|written| Ok((written?, tls::push_pending(session, cx)?).0)),
             Io::Handshaking => Poll::Ready(Err(in_handshake())),
         };
+        if let Poll::Ready(Ok(n)) = poll {
+            this.meter.sent(n);
+        }
         this.account(cx, poll)
     }
 

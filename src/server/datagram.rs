@@ -10,6 +10,7 @@ use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::EXHAUSTION_BACKOFF;
 use super::admission::Pipeline;
+use super::meter::ListenerMeter;
 use super::shutdown::{Phase, Watcher};
 use crate::net::{UnixFile, is_resource_exhaustion};
 use crate::socket::Address;
@@ -149,6 +150,7 @@ impl DatagramListener {
         self,
         handler: std::sync::Arc<dyn DatagramHandler>,
         pipeline: Option<std::sync::Arc<Pipeline>>,
+        meter: std::sync::Arc<ListenerMeter>,
         mut watcher: Watcher,
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -176,17 +178,25 @@ impl DatagramListener {
                 }
             };
             tracing::debug!(%peer, bytes = n, "datagram");
-            if pipeline.as_ref().is_some_and(|p| !p.admits_datagram(&peer)) {
+            if pipeline
+                .as_ref()
+                .is_some_and(|p| !p.admits_datagram(&peer, &meter))
+            {
                 continue;
             }
             if let Err(err) = handler.datagram(&buf[..n], &peer, &mut reply) {
                 tracing::debug!(%peer, "handler failed: {}", crate::error::describe(&err));
             }
+            let mut sent = 0;
             for datagram in reply.datagrams() {
-                if let Err(err) = self.send_to(datagram, &peer).await {
-                    tracing::debug!(%peer, "reply failed: {}", crate::error::describe(&err));
+                match self.send_to(datagram, &peer).await {
+                    Ok(()) => sent += datagram.len(),
+                    Err(err) => {
+                        tracing::debug!(%peer, "reply failed: {}", crate::error::describe(&err));
+                    }
                 }
             }
+            meter.datagram(n, sent);
             reply.clear();
         }
     }

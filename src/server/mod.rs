@@ -66,7 +66,9 @@ mod datagram;
 mod handover;
 mod inherited;
 mod listener;
+mod meter;
 mod notify;
+mod proxy;
 mod shutdown;
 mod task;
 mod tls;
@@ -92,11 +94,15 @@ pub use shutdown::ShutdownHandle;
 /// Why a connection was refused; the metrics' reason, re-exported for admission stages.
 pub use crate::metrics::RefusalReason;
 
+pub(crate) use meter::Tally;
+
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use acceptor::Acceptor;
 use admission::Stages;
+use crate::metrics::Metrics;
 use listener::{Listener, ListenerGroup};
+use meter::{ListenerMeter, Meter};
 use shutdown::Phase;
 use task::{AsyncSpawner, BlockingSpawner, Spawner};
 
@@ -139,6 +145,7 @@ pub(crate) struct Limits {
     pub(crate) max_connections: Option<usize>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) shutdown_delay: Duration,
     pub(crate) blocking_threads: usize,
 }
 
@@ -159,6 +166,7 @@ pub struct Server {
     tls_stages: Option<Stages>,
     refusals: Refusals,
     dropped: Refusals,
+    metrics: Option<Arc<Metrics>>,
     shutdown: ShutdownHandle,
 }
 
@@ -173,6 +181,7 @@ impl Server {
         limits: Limits,
         stages: Stages,
         tls_stages: Option<Stages>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Server {
         Server {
             groups,
@@ -182,6 +191,7 @@ impl Server {
             tls_stages,
             refusals: Refusals::default(),
             dropped: Refusals::default(),
+            metrics,
             shutdown: ShutdownHandle::new(),
         }
     }
@@ -307,9 +317,12 @@ impl Server {
                 let reason = io::Error::new(io::ErrorKind::InvalidInput, "no stream handler");
                 return Err(Error::new(Op::Accept, peer, reason));
             };
+            let meter = ListenerMeter::new("inetd".to_owned(), self.metrics.as_ref());
+            meter.accepted();
+            let meter = Meter::start(peer, &meter, || stream.local_addr().ok());
             let accepted = task::Accepted {
                 stream,
-                peer,
+                meter,
                 idle_timeout: self.limits.idle_timeout,
                 holds: task::Holds::default(),
             };
@@ -322,6 +335,7 @@ impl Server {
         let mut tasks = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
+            let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
             // Listeners beyond one each get a loop; a single shared listener gets them all.
             let loops = group.loops / group.listeners.len().max(1);
             // A tls: listener's connections also go through the handshake.
@@ -343,13 +357,19 @@ impl Server {
                                 pipeline: pipeline.clone(),
                                 idle_timeout: self.limits.idle_timeout,
                                 shutdown: self.shutdown.clone(),
+                                meter: Arc::clone(&meter),
                             };
                             tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
                         }
                     }
                     (Listener::Datagram(listener), _, Some(handler)) => {
                         let watcher = self.shutdown.watcher();
-                        let run = listener.run(Arc::clone(handler), pipeline.clone(), watcher);
+                        let run = listener.run(
+                            Arc::clone(handler),
+                            pipeline.clone(),
+                            Arc::clone(&meter),
+                            watcher,
+                        );
                         tasks.push(tokio::spawn(run));
                     }
                     // Checked above: every listener has its handler.
@@ -358,7 +378,23 @@ impl Server {
             }
         }
         let mut watcher = self.shutdown.watcher();
-        watcher.reached(Phase::Draining).await;
+        watcher.reached(Phase::Stopping).await;
+        // From now on `/health` answers 503; the listeners go on accepting for the delay,
+        // so that a load balancer polling it stops sending before they close.
+        if let Some(metrics) = &self.metrics {
+            metrics.set_draining();
+        }
+        if !self.limits.shutdown_delay.is_zero() {
+            tracing::info!(
+                "accepting for {} more while /health answers 503",
+                humantime::format_duration(self.limits.shutdown_delay)
+            );
+            tokio::select! {
+                () = tokio::time::sleep(self.limits.shutdown_delay) => {}
+                () = watcher.reached(Phase::Forced) => {}
+            }
+        }
+        self.shutdown.close_listeners();
         drop(watcher);
         for task in tasks {
             // The loops return as soon as draining starts, closing their listeners.

@@ -1,6 +1,8 @@
 //! Graceful shutdown as a small type with a contract: a [`ShutdownHandle`] asks the server to
-//! stop; listeners close at once; connections get until the drain deadline to finish; what is
-//! left is then closed. A second request (or [`ShutdownHandle::force`]) closes them at once.
+//! stop; listeners close at once (or after the server's shutdown delay, during which they
+//! go on accepting while `/health` tells load balancers to stop sending); connections get
+//! until the drain deadline to finish; what is left is then closed. A second request (or
+//! [`ShutdownHandle::force`]) closes them at once.
 //!
 //! Every connection task holds a [`Watcher`]; the drain is over when all of them are dropped
 //! (the shape of hyper-util's `GracefulShutdown`, on a `watch` channel).
@@ -17,6 +19,9 @@ use tokio::sync::{Notify, watch};
 pub(crate) enum Phase {
     /// Accepting and serving.
     Running,
+    /// Asked to stop: still accepting for the shutdown delay, while the health endpoint
+    /// says the server is going, so that a load balancer stops sending first.
+    Stopping,
     /// Listeners closed; in-flight connections may finish.
     Draining,
     /// Every connection is being closed now.
@@ -59,13 +64,14 @@ impl ShutdownHandle {
         }
     }
 
-    /// Stops accepting, closes the listeners, and lets in-flight connections finish until
-    /// the drain deadline. Asking again while draining forces the close.
+    /// Stops accepting (after the server's shutdown delay, if it has one), closes the
+    /// listeners, and lets in-flight connections finish until the drain deadline. Asking
+    /// again forces the close.
     pub fn shutdown(&self) {
         self.tx.send_modify(|phase| {
             *phase = match *phase {
-                Phase::Running => Phase::Draining,
-                Phase::Draining | Phase::Forced => Phase::Forced,
+                Phase::Running => Phase::Stopping,
+                Phase::Stopping | Phase::Draining | Phase::Forced => Phase::Forced,
             }
         });
         if *self.tx.borrow() == Phase::Forced {
@@ -99,6 +105,18 @@ impl ShutdownHandle {
             () = self.tx.closed() => true,
             () = asked => false,
         }
+    }
+
+    /// Ends the shutdown delay: the listeners close and the drain begins (unless the close
+    /// was forced meanwhile).
+    pub(crate) fn close_listeners(&self) {
+        self.tx.send_if_modified(|phase| {
+            let stopping = *phase == Phase::Stopping;
+            if stopping {
+                *phase = Phase::Draining;
+            }
+            stopping
+        });
     }
 
     pub(crate) fn watcher(&self) -> Watcher {
@@ -177,10 +195,30 @@ mod tests {
             stubborn.reached(Phase::Forced).await;
         });
         handle.shutdown();
+        handle.close_listeners();
         drop(finishes);
         let forced = handle.drain(Duration::from_secs(10)).await;
         assert_eq!(forced, 1);
         assert!(stubborn_task.await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn listeners_close_only_when_the_delay_ends_unless_forced() {
+        let handle = ShutdownHandle::new();
+        let mut listener = handle.watcher();
+        handle.shutdown();
+        assert!(handle.is_shutting_down());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), listener.reached(Phase::Draining))
+                .await
+                .is_err(),
+            "still accepting during the delay"
+        );
+        handle.close_listeners();
+        listener.reached(Phase::Draining).await;
+        handle.force();
+        handle.close_listeners();
+        assert!(listener.is_forced(), "a forced close stays forced");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,11 +16,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Held, Pipeline};
 use super::blocking::{BlockingHandler, into_blocking};
+use super::meter::Meter;
 use super::shutdown::{Phase, Watcher};
 use super::{Connection, Handler};
 use crate::error::describe;
 use crate::net::Stream;
-use crate::socket::Address;
 
 /// Starts one accepted connection; object-safe so one accept loop serves either kind.
 pub(crate) trait Spawner: Send + Sync + 'static {
@@ -39,7 +39,8 @@ pub(crate) trait Spawner: Send + Sync + 'static {
 /// What the accept loop hands to a [`Spawner`].
 pub(crate) struct Accepted {
     pub(crate) stream: Stream,
-    pub(crate) peer: Address,
+    /// The peer, and what the connection counts until it closes.
+    pub(crate) meter: Meter,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) holds: Holds,
 }
@@ -59,7 +60,7 @@ pub(crate) struct Holds {
 impl Accepted {
     /// The connection for an async handler, and what it holds.
     fn into_connection(self) -> (Connection, Holds) {
-        let conn = Connection::new(self.stream, self.peer, self.idle_timeout);
+        let conn = Connection::new(self.stream, self.meter, self.idle_timeout);
         (conn, self.holds)
     }
 }
@@ -210,14 +211,13 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
                 return;
             };
             holds.kept.extend(held);
-            let peer = conn.peer_addr().clone();
-            let Ok((stream, idle_timeout)) = conn.into_plain_parts() else {
+            let Ok((stream, idle_timeout, meter)) = conn.into_plain_parts() else {
                 // Server::serve_blocking refuses tls: listeners before serving.
                 return tracing::debug!("a blocking handler cannot serve a TLS session");
             };
             let accepted = Accepted {
                 stream,
-                peer,
+                meter,
                 idle_timeout,
                 holds,
             };
@@ -236,11 +236,11 @@ async fn run_blocking<B: BlockingHandler>(
 ) {
     let Accepted {
         stream,
-        peer,
+        meter,
         idle_timeout,
         holds,
     } = accepted;
-    let (conn, closer) = match into_blocking(stream, peer, idle_timeout) {
+    let (conn, closer) = match into_blocking(stream, meter, idle_timeout) {
         Ok(pair) => pair,
         Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
     };

@@ -707,7 +707,7 @@ impl Socket {
 }
 
 /// Views initialised bytes as possibly-uninitialised ones, for `recv(2)`.
-fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel only writes
     // initialised bytes into the buffer, so no uninitialised value can be observed through
     // the original `&mut [u8]` afterwards (socket2's documentation gives this conversion).

@@ -1,0 +1,314 @@
+//! What a listener and each of its connections count, and the line a connection leaves in
+//! the log when it closes.
+//!
+//! A [`ListenerMeter`] is made once per listener when the server starts: its name (the
+//! endpoint, as `listening on` prints it) and, with metrics on, the listener's handles
+//! ([`ListenerMetrics`]). Each connection then carries a [`Meter`]: its peer, and — only
+//! when metrics are on or the debug log (`-v`) is enabled — a clock and its bytes each way.
+//! Counting is a plain add to the connection's own totals and an atomic add to the
+//! listener's; nothing takes a lock or allocates. When the `Meter` drops (the connection
+//! closes), the listener's active count goes down, the duration goes into the histogram,
+//! and at `-v` one `closed` line carries `peer`, `local`, `listener`, `bytes_in`,
+//! `bytes_out` and `duration_ms` as fields (the JSON log format makes them keys).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::{ListenerMetrics, Metrics, RefusalReason};
+use crate::socket::Address;
+
+/// One listener's name and metric handles, shared by its accept loops and connections.
+#[derive(Debug)]
+pub(crate) struct ListenerMeter {
+    name: String,
+    metrics: Option<ListenerMetrics>,
+}
+
+impl ListenerMeter {
+    /// The meter of the listener called `name`, with its handles taken from `metrics`.
+    pub(crate) fn new(name: String, metrics: Option<&Arc<Metrics>>) -> Arc<ListenerMeter> {
+        let metrics = metrics.map(|metrics| metrics.listener(&name));
+        Arc::new(ListenerMeter { name, metrics })
+    }
+
+    /// Counts a connection taken off the listener, before any admission stage.
+    pub(crate) fn accepted(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.accepted.inc();
+        }
+    }
+
+    /// Counts a failed `accept(2)` by its errno.
+    pub(crate) fn accept_error(&self, err: &std::io::Error) {
+        if let Some(metrics) = &self.metrics {
+            metrics.accept_error(err);
+        }
+    }
+
+    /// Counts a connection an admission stage refused.
+    pub(crate) fn refused(&self, reason: RefusalReason) {
+        if let Some(metrics) = &self.metrics {
+            metrics.refused(reason);
+        }
+    }
+
+    /// Counts a datagram dropped before the handler (the peer-only stages refused its
+    /// source).
+    pub(crate) fn dropped(&self, reason: RefusalReason) {
+        if let Some(metrics) = &self.metrics {
+            metrics.dropped(reason);
+        }
+    }
+
+    /// Counts the bytes of a datagram received or of the replies sent to it.
+    pub(crate) fn datagram(&self, received: usize, sent: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.received.inc_by(as_u64(received));
+            if sent > 0 {
+                metrics.sent.inc_by(as_u64(sent));
+            }
+        }
+    }
+
+    /// The time a connection was accepted, when anything will want it (metrics on, or the
+    /// debug log): the start of an immediate reply, for [`ListenerMeter::answered`].
+    pub(crate) fn clock(&self) -> Option<Instant> {
+        (self.metrics.is_some() || tracing::enabled!(tracing::Level::DEBUG)).then(Instant::now)
+    }
+
+    /// Records a connection answered on the accept loop and closed at once (an immediate
+    /// reply): `sent` bytes, accepted at `started`. `local` is asked only at `-v`.
+    pub(crate) fn answered(
+        &self,
+        peer: impl FnOnce() -> Address,
+        local: impl FnOnce() -> Option<Address>,
+        sent: usize,
+        started: Instant,
+    ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.sent.inc_by(as_u64(sent));
+            metrics.duration.observe(started.elapsed());
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let local = local();
+            let summary = Summary {
+                peer: &peer(),
+                local: local.as_ref(),
+                bytes_in: 0,
+                bytes_out: as_u64(sent),
+                started,
+            };
+            summary.log(self, "answered at once");
+        }
+    }
+}
+
+/// A connection's peer, and while it is open, what it counts (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Meter {
+    peer: Address,
+    open: Option<Open>,
+}
+
+/// What a metered connection counts. Absent when neither metrics nor the debug log want it,
+/// so that such a connection pays for none of it.
+#[derive(Debug)]
+struct Open {
+    listener: Arc<ListenerMeter>,
+    started: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    // Boxed: it is only there at `-v`, and every connection's task would carry it inline.
+    local: Option<Box<Address>>,
+}
+
+impl Meter {
+    /// Starts metering a connection from `peer` accepted on `listener`; `local` is asked
+    /// only when the debug log is on (for the closing line).
+    pub(crate) fn start(
+        peer: Address,
+        listener: &Arc<ListenerMeter>,
+        local: impl FnOnce() -> Option<Address>,
+    ) -> Meter {
+        let logged = tracing::enabled!(tracing::Level::DEBUG);
+        if listener.metrics.is_none() && !logged {
+            return Meter { peer, open: None };
+        }
+        if let Some(metrics) = &listener.metrics {
+            metrics.active.inc();
+        }
+        let local = if logged { local().map(Box::new) } else { None };
+        Meter {
+            peer,
+            open: Some(Open {
+                listener: Arc::clone(listener),
+                started: Instant::now(),
+                bytes_in: 0,
+                bytes_out: 0,
+                local,
+            }),
+        }
+    }
+
+    /// The client's address (as the PROXY header gave it, if one did).
+    pub(crate) fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Replaces the client's address: what every later stage, the handler, the metrics and
+    /// the closing line see.
+    pub(crate) fn set_peer(&mut self, peer: Address) {
+        self.peer = peer;
+    }
+
+    /// Counts `n` bytes received from the client.
+    pub(crate) fn received(&mut self, n: usize) {
+        self.tallies().0.add(n);
+    }
+
+    /// Counts `n` bytes sent to the client.
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.tallies().1.add(n);
+    }
+
+    /// Counters for the two directions, received and sent, to be used at once by code that
+    /// moves both (the splice relay of `forward`).
+    pub(crate) fn tallies(&mut self) -> (Tally<'_>, Tally<'_>) {
+        let Some(open) = &mut self.open else {
+            return (Tally(None), Tally(None));
+        };
+        let metrics = open.listener.metrics.as_ref();
+        (
+            Tally(Some((&mut open.bytes_in, metrics, Direction::Received))),
+            Tally(Some((&mut open.bytes_out, metrics, Direction::Sent))),
+        )
+    }
+
+    /// Counts the connection as refused for `reason`, in its listener's metrics.
+    pub(crate) fn refused(&self, reason: RefusalReason) {
+        if let Some(open) = &self.open {
+            open.listener.refused(reason);
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let Some(open) = &self.open else { return };
+        if let Some(metrics) = &open.listener.metrics {
+            metrics.closed(open.started.elapsed());
+        }
+        let summary = Summary {
+            peer: &self.peer,
+            local: open.local.as_deref(),
+            bytes_in: open.bytes_in,
+            bytes_out: open.bytes_out,
+            started: open.started,
+        };
+        summary.log(&open.listener, "closed");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Received,
+    Sent,
+}
+
+/// One direction's counter of a metered connection: its own total and its listener's.
+#[derive(Debug)]
+pub(crate) struct Tally<'a>(Option<(&'a mut u64, Option<&'a ListenerMetrics>, Direction)>);
+
+impl Tally<'_> {
+    /// Counts `n` bytes moved in this direction.
+    pub(crate) fn add(&mut self, n: usize) {
+        let Some((total, metrics, direction)) = &mut self.0 else {
+            return;
+        };
+        let n = as_u64(n);
+        **total += n;
+        if let Some(metrics) = metrics {
+            match direction {
+                Direction::Received => metrics.received.inc_by(n),
+                Direction::Sent => metrics.sent.inc_by(n),
+            };
+        }
+    }
+}
+
+/// The fields of a connection's closing line.
+struct Summary<'a> {
+    peer: &'a Address,
+    local: Option<&'a Address>,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: Instant,
+}
+
+impl Summary<'_> {
+    fn log(&self, listener: &ListenerMeter, what: &'static str) {
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(
+            peer = %self.peer,
+            local = %self.local.map_or_else(String::new, ToString::to_string),
+            listener = listener.name.as_str(),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            duration_ms,
+            "{what}"
+        );
+    }
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Address {
+        Address::from(std::net::SocketAddr::from(([192, 0, 2, 7], 4000)))
+    }
+
+    #[test]
+    fn a_connection_counts_its_bytes_and_its_life_into_its_listener() {
+        let metrics = Metrics::new();
+        let listener = ListenerMeter::new("tcp:127.0.0.1:9".into(), Some(&metrics));
+        listener.accepted();
+        let mut meter = Meter::start(peer(), &listener, || None);
+        let text = metrics.render();
+        assert!(text.contains("socketkit_connections_active{listener=\"tcp:127.0.0.1:9\"} 1"));
+        meter.received(10);
+        meter.sent(3);
+        {
+            let (mut received, mut sent) = meter.tallies();
+            received.add(5);
+            sent.add(4);
+        }
+        meter.refused(RefusalReason::Proxy);
+        drop(meter);
+        let text = metrics.render();
+        for line in [
+            "socketkit_connections_accepted_total{listener=\"tcp:127.0.0.1:9\"} 1",
+            "socketkit_connections_active{listener=\"tcp:127.0.0.1:9\"} 0",
+            "socketkit_bytes_received_total{listener=\"tcp:127.0.0.1:9\"} 15",
+            "socketkit_bytes_sent_total{listener=\"tcp:127.0.0.1:9\"} 7",
+            "socketkit_connections_refused_total{listener=\"tcp:127.0.0.1:9\",reason=\"proxy\"} 1",
+            "socketkit_connection_duration_seconds_count{listener=\"tcp:127.0.0.1:9\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_metrics_or_debug_log_a_connection_counts_nothing() {
+        let listener = ListenerMeter::new("tcp:127.0.0.1:9".into(), None);
+        let mut meter = Meter::start(peer(), &listener, || None);
+        meter.received(10);
+        assert!(meter.open.is_none());
+        meter.set_peer(Address::unix("/run/x"));
+        assert_eq!(meter.peer(), &Address::unix("/run/x"));
+    }
+}

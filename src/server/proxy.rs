@@ -1,0 +1,230 @@
+//! The PROXY protocol stage (SPEC §3.3): the first admission stage of a server behind a load
+//! balancer. It takes the balancer's header off the connection and makes the client it names
+//! the connection's peer, for every stage after it, the handler, the logs and the metrics.
+//!
+//! The header is read without ever taking a byte of the service's: the stage peeks
+//! (`MSG_PEEK`) at what has arrived and asks [`proxy_protocol::parse`] about it. While the
+//! header is incomplete, every byte seen belongs to it, so those bytes are taken off the
+//! socket and the stage waits for more; once it is complete, exactly its length is taken.
+//! What the client sent after the header stays in the socket for the service.
+
+use std::time::Duration;
+
+use super::{Admission, Admit, Admitted, Connection, Refusal, RefusalReason};
+use crate::access::CidrSet;
+use crate::proxy_protocol::{self, MAX_V1_LEN, MAX_V2_LEN, Parsed, ProxyHeader};
+use crate::socket::Address;
+
+/// Expects a PROXY header from trusted sources (see [`super::Builder::proxy_protocol`]).
+pub(crate) struct ProxyStage {
+    trusted: CidrSet,
+    timeout: Duration,
+}
+
+impl ProxyStage {
+    pub(crate) fn new(trusted: CidrSet, timeout: Duration) -> ProxyStage {
+        ProxyStage { trusted, timeout }
+    }
+
+    /// Whether `peer` may send a header: an address of the trusted networks, or a client of
+    /// a Unix socket (local; the socket file's permissions decide who connects).
+    fn trusts(&self, peer: &Address) -> bool {
+        match peer.ip() {
+            Some(ip) => self.trusted.contains(ip),
+            None => true,
+        }
+    }
+}
+
+impl Admission for ProxyStage {
+    fn reason(&self) -> RefusalReason {
+        RefusalReason::Proxy
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
+    fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
+        Box::pin(async move {
+            if !self.trusts(conn.peer_addr()) {
+                return Err(refuse("not a trusted proxy"));
+            }
+            match read_header(conn).await? {
+                ProxyHeader::Proxied { source, .. } => conn.set_peer_addr(source.into()),
+                ProxyHeader::Local => {}
+            }
+            Ok(Admitted::new())
+        })
+    }
+}
+
+/// Takes one PROXY header off `conn` and not a byte more.
+async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
+    // Enough for any v1 header and a v2 one with IPv6 addresses and a few TLVs; grown (up
+    // to the longest accepted) only for a v2 header that says it is longer.
+    let mut buf = vec![0u8; MAX_V1_LEN + 1];
+    let mut taken = 0;
+    loop {
+        let seen = conn.peek(&mut buf[taken..]).await.map_err(|err| {
+            refuse(format!(
+                "reading the header: {}",
+                crate::error::describe(&err)
+            ))
+        })?;
+        if seen == 0 {
+            return Err(refuse("the connection ended before a complete header"));
+        }
+        let known = taken + seen;
+        match proxy_protocol::parse(&buf[..known]) {
+            Ok(Parsed::Complete { header, len }) => {
+                consume(conn, &mut buf[taken..len]).await?;
+                return Ok(header);
+            }
+            Ok(Parsed::Incomplete) => {
+                // Every byte seen so far is the header's: take them off the socket, so that
+                // the next peek waits for new ones instead of seeing these again.
+                consume(conn, &mut buf[taken..known]).await?;
+                taken = known;
+                if taken == buf.len() {
+                    buf.resize((buf.len() * 2).min(MAX_V2_LEN), 0);
+                }
+            }
+            Err(err) => return Err(refuse(err.to_string())),
+        }
+    }
+}
+
+/// Takes `buf.len()` bytes off the socket that a peek has shown are there.
+async fn consume(conn: &mut Connection, buf: &mut [u8]) -> Result<(), Refusal> {
+    use tokio::io::AsyncReadExt;
+    conn.read_exact(buf).await.map(drop).map_err(|err| {
+        refuse(format!(
+            "reading the header: {}",
+            crate::error::describe(&err)
+        ))
+    })
+}
+
+fn refuse(detail: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+    Refusal::new(RefusalReason::Proxy, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::access::parse_network;
+    use crate::server::Server;
+
+    /// Serves a stage-guarded server that records each admitted connection's peer and the
+    /// bytes its handler read; returns its address, the records and the refusals.
+    async fn server(
+        trusted: &str,
+    ) -> (
+        SocketAddr,
+        Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+        crate::server::Refusals,
+        crate::server::ShutdownHandle,
+    ) {
+        let mut builder = Server::builder();
+        builder
+            .listen("127.0.0.1:0".parse().expect("endpoint"))
+            .proxy_protocol(
+                [parse_network(trusted).expect("network")]
+                    .into_iter()
+                    .collect(),
+                Duration::from_millis(300),
+            );
+        let server = builder.bind().await.expect("bind");
+        let addr = server.local_endpoints()[0]
+            .to_string()
+            .trim_start_matches("tcp:")
+            .parse()
+            .expect("address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (refusals, shutdown) = (server.refusals(), server.shutdown_handle());
+        let record = Arc::clone(&seen);
+        tokio::spawn(server.serve(move |mut conn: Connection| {
+            let record = Arc::clone(&record);
+            async move {
+                let mut got = Vec::new();
+                conn.read_to_end(&mut got).await?;
+                let peer = conn.peer_addr().to_string();
+                record.lock().expect("not poisoned").push((peer, got));
+                Ok(())
+            }
+        }));
+        (addr, seen, refusals, shutdown)
+    }
+
+    async fn send(addr: SocketAddr, pieces: &[&[u8]]) {
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for piece in pieces {
+            if client.write_all(piece).await.is_err() {
+                return; // refused and reset: fine for the tests that expect it
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = client.shutdown().await;
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
+    }
+
+    #[tokio::test]
+    async fn header_bytes_are_taken_and_the_service_gets_the_rest_even_one_byte_at_a_time() {
+        let (addr, seen, refusals, shutdown) = server("127.0.0.0/8").await;
+        let v1 = b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\nhello";
+        let bytes: Vec<&[u8]> = v1.chunks(1).collect();
+        send(addr, &bytes).await;
+        let v2 = proxy_protocol::encode_v2(
+            "[2001:db8::5]:6000".parse().expect("addr"),
+            "[2001:db8::1]:443".parse().expect("addr"),
+        );
+        send(addr, &[&[v2.as_slice(), b"world"].concat()]).await;
+        let mut local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+        local.extend_from_slice(b"check");
+        send(addr, &[&local]).await;
+        shutdown.shutdown();
+        let seen = seen.lock().expect("not poisoned").clone();
+        assert_eq!(
+            seen,
+            [
+                ("192.0.2.9:5000".to_owned(), b"hello".to_vec()),
+                ("[2001:db8::5]:6000".to_owned(), b"world".to_vec()),
+                (seen[2].0.clone(), b"check".to_vec()),
+            ]
+        );
+        assert!(seen[2].0.starts_with("127.0.0.1:"), "LOCAL keeps the proxy");
+        assert_eq!(refusals.total(), 0);
+    }
+
+    #[tokio::test]
+    async fn untrusted_missing_garbage_oversized_and_late_headers_are_refused() {
+        let (addr, seen, refusals, shutdown) = server("10.0.0.0/8").await;
+        send(addr, &[b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\nx"]).await;
+        shutdown.shutdown();
+        let (addr, seen2, refusals2, shutdown2) = server("127.0.0.1").await;
+        send(addr, &[b"GET / HTTP/1.1\r\n\r\n"]).await;
+        send(addr, &[b"\x00\x01\x02garbage"]).await;
+        let mut huge = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+        huge.extend_from_slice(&60_000u16.to_be_bytes());
+        huge.extend_from_slice(&[0; 64]);
+        send(addr, &[&huge]).await;
+        // Half a header, then nothing until the deadline has passed.
+        let mut late = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        late.write_all(b"PROXY TCP4 192.0.2.9").await.expect("send");
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(3), late.read_to_end(&mut rest)).await;
+        assert!(ended.is_ok(), "closed at the deadline");
+        shutdown2.shutdown();
+        assert!(seen.lock().expect("not poisoned").is_empty());
+        assert!(seen2.lock().expect("not poisoned").is_empty());
+        assert_eq!(refusals.get(RefusalReason::Proxy), 1);
+        assert_eq!(refusals2.get(RefusalReason::Proxy), 4);
+    }
+}
