@@ -102,6 +102,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", allow_hyphen_values = true,
           value_parser = values::duration_or_zero())]
     pub(crate) drain_timeout: Duration,
+    /// On SIGINT/SIGTERM, keep accepting this long while /health answers 503, so a load
+    /// balancer stops sending before the listeners close.
+    #[arg(long, value_name = "DURATION", default_value = "0s", allow_hyphen_values = true,
+          value_parser = values::duration_or_zero())]
+    pub(crate) shutdown_delay: Duration,
     /// Permission bits of Unix socket files, in octal (e.g. 660); needs a unix: listener.
     #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_parser = values::mode())]
     pub(crate) unix_mode: Option<u32>,
@@ -113,7 +118,35 @@ pub(crate) struct ServerArgs {
     #[command(flatten)]
     pub(crate) access: AccessArgs,
     #[command(flatten)]
+    pub(crate) proxy: ProxyArgs,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
+    #[command(flatten)]
     pub(crate) managed: ManagedArgs,
+}
+
+/// The PROXY protocol options of a server behind a load balancer (SPEC §3.3).
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    /// Expect a PROXY protocol header (v1 or v2) on every connection; its client address
+    /// becomes the peer. Needs --trusted-proxy.
+    #[arg(long, requires = "trusted_proxy")]
+    pub(crate) proxy_protocol: bool,
+    /// A network allowed to send PROXY headers (repeatable): ADDRESS or ADDRESS/LENGTH.
+    #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
+    pub(crate) trusted_proxy: Vec<String>,
+    /// How long a connection may take to send its PROXY header [default: 5s].
+    #[arg(long, value_name = "DURATION", requires = "proxy_protocol",
+          allow_hyphen_values = true, value_parser = values::duration())]
+    pub(crate) proxy_header_timeout: Option<Duration>,
+}
+
+/// The metrics endpoint (SPEC §3.5).
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on /health.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics: Option<String>,
 }
 
 /// Who may connect, how often and how many at once, and as whom the server runs (SPEC
@@ -238,6 +271,8 @@ pub(crate) struct ListenArgs {
     #[command(flatten)]
     pub(crate) bridge: BridgeArgs,
     #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
+    #[command(flatten)]
     pub(crate) tls: TlsServerArgs,
     #[command(flatten)]
     pub(crate) tls_alpn: TlsAlpnArgs,
@@ -256,6 +291,9 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) timeout: Duration,
+    /// Start each connection to the target with a PROXY protocol header naming the client.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub(crate) send_proxy: Option<ProxyVersion>,
     #[command(flatten)]
     pub(crate) tls: TlsServerArgs,
     #[command(flatten)]
@@ -266,6 +304,15 @@ pub(crate) struct ForwardArgs {
     pub(crate) tls_alpn: TlsAlpnArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+}
+
+/// The `--send-proxy` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProxyVersion {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 #[derive(Debug, Args)]

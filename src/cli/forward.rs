@@ -1,8 +1,9 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
 use socketkit::forward::Forward;
+use socketkit::proxy_protocol::Version;
 
-use super::args::ForwardArgs;
+use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
 use super::managed::Managed;
 use super::{init_logging, resolve, server, tls};
@@ -43,19 +44,33 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     }
     .map_err(|err| CliError::Usage(err.to_string()))?
     .connect_timeout(timeout);
+    let relay = match args.send_proxy {
+        Some(ProxyVersion::V1) => relay.send_proxy(Version::V1),
+        Some(ProxyVersion::V2) => relay.send_proxy(Version::V2),
+        None => relay,
+    };
     let what = format!("forward to {}", relay.target());
     let mut builder = server::builder(&args.server, listeners)?;
     if let Some(tls) = &listener_tls {
         tls.apply(&mut builder);
     }
     let access = server::access(&args.server, &mut builder)?;
+    let metrics = server::metrics(&args.server, &managed)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server);
-    server::run(builder, &access, workers, &what, managed, |server| {
-        if let Some(tls) = &listener_tls {
-            tls.announce();
-        }
-        tls::warn_if_insecure(&args.to_tls);
-        server.serve(relay)
-    })
+    server::run(
+        builder,
+        &access,
+        workers,
+        &what,
+        managed,
+        metrics,
+        |server| {
+            if let Some(tls) = &listener_tls {
+                tls.announce();
+            }
+            tls::warn_if_insecure(&args.to_tls);
+            server.serve(relay)
+        },
+    )
 }

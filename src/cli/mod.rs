@@ -11,6 +11,7 @@ mod forward;
 mod listen;
 mod log;
 mod managed;
+mod metrics;
 mod ready;
 mod resolve;
 mod serve;

@@ -45,6 +45,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         tls.apply(&mut builder);
     }
     let access = server::access(&args.server, &mut builder)?;
+    let metrics = server::metrics(&args.server, &managed)?;
     init_logging(&args.log);
     let workers = server::workers(&args.server);
     server::run(
@@ -53,6 +54,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         workers,
         service.name(),
         managed,
+        metrics,
         |server| {
             if let Some(tls) = &tls {
                 tls.announce();

@@ -2,14 +2,17 @@
 //! lines (signals and inherited sockets: [`super::managed`]).
 
 use std::future::Future;
+use std::time::Duration;
 
+use socketkit::access::{CidrSet, parse_network};
 use socketkit::error::Op;
 use socketkit::server::{Builder, Server};
 
 use super::access::{self, Access};
-use super::args::ServerArgs;
+use super::args::{ProxyArgs, ServerArgs};
 use super::exit::CliError;
 use super::managed::{Listen, Managed};
+use super::metrics::MetricsPlan;
 use super::ready;
 
 /// A builder with the options of `args` and the given endpoints.
@@ -23,7 +26,11 @@ pub(crate) fn builder(args: &ServerArgs, listeners: Vec<Listen>) -> Result<Build
     }
     builder
         .backlog(args.backlog)
-        .drain_timeout(args.drain_timeout);
+        .drain_timeout(args.drain_timeout)
+        .shutdown_delay(args.shutdown_delay);
+    if let Some((trusted, timeout)) = proxy_protocol(&args.proxy)? {
+        builder.proxy_protocol(trusted, timeout);
+    }
     if let Some(mode) = args.unix_mode {
         if !listeners.iter().any(|l| l.endpoint().path().is_some()) {
             return Err(CliError::Usage(
@@ -51,21 +58,63 @@ pub(crate) fn access(args: &ServerArgs, builder: &mut Builder) -> Result<Access,
     Ok(access)
 }
 
+/// `--proxy-protocol`: the trusted networks and the header timeout, or `None` without it.
+fn proxy_protocol(args: &ProxyArgs) -> Result<Option<(CidrSet, Duration)>, CliError> {
+    if !args.proxy_protocol {
+        return Ok(None);
+    }
+    let trusted = args
+        .trusted_proxy
+        .iter()
+        .map(|text| {
+            parse_network(text).map_err(|why| {
+                CliError::Usage(format!(
+                    "invalid network '{text}' for --trusted-proxy: {why}"
+                ))
+            })
+        })
+        .collect::<Result<CidrSet, CliError>>()?;
+    if trusted.is_empty() {
+        return Err(CliError::Usage(
+            "--proxy-protocol needs --trusted-proxy CIDR (the load balancers' addresses)".into(),
+        ));
+    }
+    let timeout = args.proxy_header_timeout.unwrap_or(Duration::from_secs(5));
+    Ok(Some((trusted, timeout)))
+}
+
+/// `--metrics` of a server: checked (exit 2), and not with `--inetd`, where every
+/// connection is a process of its own.
+pub(crate) fn metrics(
+    args: &ServerArgs,
+    managed: &Managed,
+) -> Result<Option<MetricsPlan>, CliError> {
+    let plan = MetricsPlan::from_args(&args.metrics)?;
+    if plan.is_some() && managed.inetd() {
+        return Err(CliError::Usage(
+            "--metrics does not apply to --inetd (each connection is a process of its own)".into(),
+        ));
+    }
+    Ok(plan)
+}
+
 /// `--workers`, or the cores this process may use.
 pub(crate) fn workers(args: &ServerArgs) -> usize {
     args.workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
-/// Binds (or, `--inetd`, takes the connection on stdin), installs the signal handlers,
-/// announces `listening on … (what)`, and runs `serve` on a multi-threaded runtime until a
-/// signal shuts the server down (see [`Managed::serve`]).
+/// Binds (or, `--inetd`, takes the connection on stdin) and the metrics endpoint, installs
+/// the signal handlers, announces `listening on … (what)` and then `metrics on …`, and runs
+/// `serve` on a multi-threaded runtime until a signal shuts the server down (see
+/// [`Managed::serve`]).
 pub(crate) fn run<F, Fut>(
-    builder: Builder,
+    mut builder: Builder,
     access: &Access,
     workers: usize,
     what: &str,
     managed: Managed,
+    metrics: Option<MetricsPlan>,
     serve: F,
 ) -> Result<(), CliError>
 where
@@ -77,10 +126,19 @@ where
         .enable_all()
         .build()
         .map_err(|err| CliError::runtime(Op::Create, "tokio runtime", err))?;
-    runtime.block_on(managed.serve(
-        builder,
-        access,
-        |endpoints| ready::announce(endpoints, what),
-        serve,
-    ))
+    if let Some(plan) = &metrics {
+        builder.metrics(plan.metrics());
+    }
+    runtime.block_on(async move {
+        // Bound first: before the privileges are dropped, like the listeners.
+        let metrics = metrics.as_ref().map(MetricsPlan::bind).transpose()?;
+        let announce = |endpoints: &[_]| {
+            ready::announce(endpoints, what);
+            if let Some(metrics) = metrics {
+                metrics.announce();
+                tokio::spawn(metrics.serve());
+            }
+        };
+        managed.serve(builder, access, announce, serve).await
+    })
 }

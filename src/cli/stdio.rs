@@ -20,6 +20,7 @@ pub(crate) fn options(args: &BridgeArgs) -> BridgeOptions {
         idle_timeout: args.idle_timeout,
         wait: args.wait,
         peer: None,
+        counts: None,
     }
 }
 

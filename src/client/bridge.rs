@@ -5,7 +5,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -42,6 +43,26 @@ pub struct BridgeOptions {
     pub idle_timeout: Option<Duration>,
     /// Datagrams only: after the input ends, how long to wait for further replies.
     pub wait: Duration,
+    /// Streams only: where to count the bytes received from and sent to the peer, as they
+    /// move (for a listener's metrics).
+    pub counts: Option<Arc<ByteCounts>>,
+}
+
+/// Bytes a bridge moved each way; see [`BridgeOptions::counts`].
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    /// Bytes received from the peer.
+    pub received: AtomicU64,
+    /// Bytes sent to the peer.
+    pub sent: AtomicU64,
+}
+
+impl ByteCounts {
+    pub(crate) fn add(counter: Option<&AtomicU64>, n: usize) {
+        if let Some(counter) = counter {
+            counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where a bridge writes what the peer sends: any writer, or a file, which is written with
@@ -130,14 +151,23 @@ pub fn bridge(
     let socket = &*socket;
     // Remembered now: after a reset the kernel no longer knows who the peer was.
     let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
+    let counts = options.counts.as_deref();
+    let (received, sent) = (counts.map(|c| &c.received), counts.map(|c| &c.sent));
     thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity) = (&done, &activity);
         scope.spawn(move || {
-            send_input(input, socket, done, activity);
+            send_input(input, socket, done, activity, sent);
             let _ = finished.send(());
         });
-        let end = receive(socket, &peer, output, activity, options.idle_timeout);
+        let end = receive(
+            socket,
+            &peer,
+            output,
+            activity,
+            options.idle_timeout,
+            received,
+        );
         done.store(true, Ordering::Relaxed);
         // Input already read goes out first (a peer that half-closed may still read it).
         // A sender still busy after LINGER is blocked on a peer that stopped reading:
@@ -157,13 +187,20 @@ pub(crate) fn tick(limit: Duration) -> Duration {
 
 /// Sends input until it ends; once the peer has closed (`done`), only until no more input is
 /// waiting.
-fn send_input(input: &Input, socket: &Socket, done: &AtomicBool, activity: &Activity) {
+fn send_input(
+    input: &Input,
+    socket: &Socket,
+    done: &AtomicBool,
+    activity: &Activity,
+    sent: Option<&AtomicU64>,
+) {
     loop {
         match input.next(POLL) {
             Next::Data(buf) => {
                 if socket.sendall(&buf).is_err() {
                     return; // the peer is gone; the receiving side reports how
                 }
+                ByteCounts::add(sent, buf.len());
                 activity.touch();
                 input.recycle(buf);
             }
@@ -183,9 +220,10 @@ fn receive(
     output: Output<'_>,
     activity: &Activity,
     idle: Option<Duration>,
+    received: Option<&AtomicU64>,
 ) -> Result<BridgeEnd> {
     if let Some(pipe) = output.pipe {
-        match receive_spliced(socket, peer, pipe, activity, idle) {
+        match receive_spliced(socket, peer, pipe, activity, idle, received) {
             Spliced::Done(end) => return end,
             Spliced::Unsupported => tracing::debug!("splice to stdout unsupported; copying"),
         }
@@ -197,6 +235,7 @@ fn receive(
             Ok(0) => return finish(&mut output),
             Ok(n) => {
                 activity.touch();
+                ByteCounts::add(received, n);
                 if let Err(err) = output.write_all(&buf[..n]) {
                     return output_failed(err);
                 }
@@ -222,6 +261,7 @@ fn receive_spliced(
     pipe: RawFd,
     activity: &Activity,
     idle: Option<Duration>,
+    received: Option<&AtomicU64>,
 ) -> Spliced {
     let mut moved_any = false;
     let wait = idle.map(tick);
@@ -241,9 +281,10 @@ fn receive_spliced(
         }
         match net::splice(socket.fileno(), pipe, CHUNK, false) {
             Ok(0) => return Spliced::Done(Ok(BridgeEnd::PeerClosed)),
-            Ok(_) => {
+            Ok(n) => {
                 moved_any = true;
                 activity.touch();
+                ByteCounts::add(received, n);
             }
             Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
                 return Spliced::Done(Ok(BridgeEnd::OutputClosed));

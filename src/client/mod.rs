@@ -22,7 +22,7 @@ mod tls;
 use std::io;
 use std::time::Duration;
 
-pub use bridge::{BridgeEnd, BridgeOptions, Output, bridge};
+pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Output, bridge};
 pub use datagram::bridge_datagrams;
 pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, listen};

@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::bridge::{
-    BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
+    BridgeEnd, BridgeOptions, ByteCounts, Output, POLL, Peer, check_idle, finish, output_failed,
+    tick,
 };
 use super::input::{Input, Next};
 use crate::endpoint::{Endpoint, Host};
@@ -162,10 +163,12 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let activity = Activity::new();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let activity = &activity;
+    let sent_bytes = options.counts.as_deref().map(|counts| &counts.sent);
     let mut send = Box::pin(async {
         while let Some(buf) = chunks.recv().await {
             writer.write_all(&buf).await?;
             writer.flush().await?;
+            ByteCounts::add(sent_bytes, buf.len());
             activity.touch();
             input.recycle(buf);
         }
@@ -220,6 +223,7 @@ async fn receive<R: AsyncRead + Unpin>(
             Ok(0) => return finish(&mut output),
             Ok(n) => {
                 activity.touch();
+                ByteCounts::add(options.counts.as_deref().map(|c| &c.received), n);
                 if let Err(err) = output.write_all(&buf[..n]) {
                     return output_failed(err);
                 }

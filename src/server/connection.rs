@@ -126,9 +126,7 @@ impl Connection {
 
     /// The stream, the idle limit and the meter, for a blocking handler's connection; a TLS
     /// connection comes back as it is, for its bytes are not the socket's.
-    pub(crate) fn into_plain_parts(
-        self,
-    ) -> Result<(Stream, Option<Duration>, Meter), Connection> {
+    pub(crate) fn into_plain_parts(self) -> Result<(Stream, Option<Duration>, Meter), Connection> {
         match self.io {
             Io::Plain(stream) => Ok((stream, self.idle.map(|idle| idle.limit), self.meter)),
             Io::Tls(_) | Io::Handshaking => Err(self),

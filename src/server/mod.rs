@@ -98,9 +98,9 @@ pub(crate) use meter::Tally;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
+use crate::metrics::Metrics;
 use acceptor::Acceptor;
 use admission::Stages;
-use crate::metrics::Metrics;
 use listener::{Listener, ListenerGroup};
 use meter::{ListenerMeter, Meter};
 use shutdown::Phase;
