@@ -12,7 +12,9 @@
 //! `bytes_out` and `duration_ms` as fields (the JSON log format makes them keys).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::{ListenerMetrics, Metrics, RefusalReason};
 use crate::socket::Address;
@@ -22,13 +24,24 @@ use crate::socket::Address;
 pub(crate) struct ListenerMeter {
     name: String,
     metrics: Option<ListenerMetrics>,
+    /// What connections' start times count from.
+    epoch: Instant,
 }
 
 impl ListenerMeter {
     /// The meter of the listener called `name`, with its handles taken from `metrics`.
     pub(crate) fn new(name: String, metrics: Option<&Arc<Metrics>>) -> Arc<ListenerMeter> {
         let metrics = metrics.map(|metrics| metrics.listener(&name));
-        Arc::new(ListenerMeter { name, metrics })
+        Arc::new(ListenerMeter {
+            name,
+            metrics,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Microseconds since the listener's epoch.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Counts a connection taken off the listener, before any admission stage.
@@ -96,7 +109,7 @@ impl ListenerMeter {
                 local: local.as_ref(),
                 bytes_in: 0,
                 bytes_out: as_u64(sent),
-                started,
+                lasted: started.elapsed(),
             };
             summary.log(self, "answered at once");
         }
@@ -110,16 +123,25 @@ pub(crate) struct Meter {
     open: Option<Open>,
 }
 
-/// What a metered connection counts. Absent when neither metrics nor the debug log want it,
-/// so that such a connection pays for none of it.
+/// What a metered connection keeps: 24 bytes in every connection's task, so that an idle
+/// connection stays small. Absent when neither metrics nor the debug log want it.
 #[derive(Debug)]
 struct Open {
     listener: Arc<ListenerMeter>,
-    started: Instant,
+    /// When the connection was accepted, in microseconds since the listener's epoch (8
+    /// bytes where an `Instant` takes 16).
+    started: u64,
+    /// Only at `-v`: the closing line's numbers, boxed so that a connection counted only
+    /// for the metrics carries none of them.
+    log: Option<Box<Closing>>,
+}
+
+/// The closing line's own numbers.
+#[derive(Debug)]
+struct Closing {
     bytes_in: u64,
     bytes_out: u64,
-    // Boxed: it is only there at `-v`, and every connection's task would carry it inline.
-    local: Option<Box<Address>>,
+    local: Option<Address>,
 }
 
 impl Meter {
@@ -137,15 +159,19 @@ impl Meter {
         if let Some(metrics) = &listener.metrics {
             metrics.active.inc();
         }
-        let local = if logged { local().map(Box::new) } else { None };
+        let log = logged.then(|| {
+            Box::new(Closing {
+                bytes_in: 0,
+                bytes_out: 0,
+                local: local(),
+            })
+        });
         Meter {
             peer,
             open: Some(Open {
                 listener: Arc::clone(listener),
-                started: Instant::now(),
-                bytes_in: 0,
-                bytes_out: 0,
-                local,
+                started: listener.now(),
+                log,
             }),
         }
     }
@@ -175,12 +201,26 @@ impl Meter {
     /// moves both (the splice relay of `forward`).
     pub(crate) fn tallies(&mut self) -> (Tally<'_>, Tally<'_>) {
         let Some(open) = &mut self.open else {
-            return (Tally(None), Tally(None));
+            return (Tally::default(), Tally::default());
         };
         let metrics = open.listener.metrics.as_ref();
+        let (bytes_in, bytes_out) = match open.log.as_deref_mut() {
+            Some(Closing {
+                bytes_in,
+                bytes_out,
+                ..
+            }) => (Some(bytes_in), Some(bytes_out)),
+            None => (None, None),
+        };
         (
-            Tally(Some((&mut open.bytes_in, metrics, Direction::Received))),
-            Tally(Some((&mut open.bytes_out, metrics, Direction::Sent))),
+            Tally {
+                total: bytes_in,
+                metrics: metrics.map(|m| &m.received),
+            },
+            Tally {
+                total: bytes_out,
+                metrics: metrics.map(|m| &m.sent),
+            },
         )
     }
 
@@ -195,43 +235,40 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         let Some(open) = &self.open else { return };
+        let lasted = Duration::from_micros(open.listener.now().saturating_sub(open.started));
         if let Some(metrics) = &open.listener.metrics {
-            metrics.closed(open.started.elapsed());
+            metrics.closed(lasted);
         }
-        let summary = Summary {
-            peer: &self.peer,
-            local: open.local.as_deref(),
-            bytes_in: open.bytes_in,
-            bytes_out: open.bytes_out,
-            started: open.started,
-        };
-        summary.log(&open.listener, "closed");
+        if let Some(log) = &open.log {
+            let summary = Summary {
+                peer: &self.peer,
+                local: log.local.as_ref(),
+                bytes_in: log.bytes_in,
+                bytes_out: log.bytes_out,
+                lasted,
+            };
+            summary.log(&open.listener, "closed");
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Direction {
-    Received,
-    Sent,
+/// One direction's counter of a metered connection: its own total (at `-v`) and its
+/// listener's.
+#[derive(Debug, Default)]
+pub(crate) struct Tally<'a> {
+    total: Option<&'a mut u64>,
+    metrics: Option<&'a Counter>,
 }
-
-/// One direction's counter of a metered connection: its own total and its listener's.
-#[derive(Debug)]
-pub(crate) struct Tally<'a>(Option<(&'a mut u64, Option<&'a ListenerMetrics>, Direction)>);
 
 impl Tally<'_> {
     /// Counts `n` bytes moved in this direction.
     pub(crate) fn add(&mut self, n: usize) {
-        let Some((total, metrics, direction)) = &mut self.0 else {
-            return;
-        };
         let n = as_u64(n);
-        **total += n;
-        if let Some(metrics) = metrics {
-            match direction {
-                Direction::Received => metrics.received.inc_by(n),
-                Direction::Sent => metrics.sent.inc_by(n),
-            };
+        if let Some(total) = &mut self.total {
+            **total += n;
+        }
+        if let Some(counter) = self.metrics {
+            counter.inc_by(n);
         }
     }
 }
@@ -242,12 +279,12 @@ struct Summary<'a> {
     local: Option<&'a Address>,
     bytes_in: u64,
     bytes_out: u64,
-    started: Instant,
+    lasted: Duration,
 }
 
 impl Summary<'_> {
     fn log(&self, listener: &ListenerMeter, what: &'static str) {
-        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let duration_ms = u64::try_from(self.lasted.as_millis()).unwrap_or(u64::MAX);
         tracing::debug!(
             peer = %self.peer,
             local = %self.local.map_or_else(String::new, ToString::to_string),
@@ -309,6 +346,10 @@ mod tests {
         meter.received(10);
         assert!(meter.open.is_none());
         meter.set_peer(Address::unix("/run/x"));
+        assert!(
+            std::mem::size_of::<Open>() <= 24,
+            "an idle connection stays small"
+        );
         assert_eq!(meter.peer(), &Address::unix("/run/x"));
     }
 }
