@@ -6,10 +6,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
-
 use crate::support::TestResult;
-use crate::support::net::IO_TIMEOUT;
+use crate::support::net::{connect_from, try_connect_from};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 
 fn serve(args: &[&str]) -> Running {
@@ -28,31 +26,6 @@ fn target(server: &Running) -> SocketAddr {
         .replace("[::]", "[::1]")
         .replace("0.0.0.0", "127.0.0.1");
     addr.parse().expect("a socket address")
-}
-
-/// A TCP connection to `to` from the source address `from`, or the error of the connect
-/// (a refused source may be reset before the connect call has returned).
-fn try_connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let from: std::net::IpAddr = from.parse().expect("an address");
-    // A dual-stack listener is reached on 127.0.0.1 by IPv4 sources and ::1 by IPv6 ones.
-    let to = match from {
-        std::net::IpAddr::V6(_) => SocketAddr::new("::1".parse().expect("::1"), to.port()),
-        std::net::IpAddr::V4(_) if to.is_ipv6() => {
-            SocketAddr::new("127.0.0.1".parse().expect("127.0.0.1"), to.port())
-        }
-        std::net::IpAddr::V4(_) => to,
-    };
-    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
-    socket.bind(&SocketAddr::new(from, 0).into())?;
-    socket.connect_timeout(&to.into(), IO_TIMEOUT)?;
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    Ok(stream)
-}
-
-/// As [`try_connect_from`], failing the test if the connect fails.
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    try_connect_from(from, to).unwrap_or_else(|err| panic!("connect {from} -> {to}: {err}"))
 }
 
 /// What a source gets from a greeting server: `Some(bytes)` or `None` when refused (reset

@@ -10,7 +10,8 @@ mod support;
 
 /// Access control, per-source limits and privilege drop (SPEC §3.2), sources 127.0.0.2, .3 …
 mod access_control;
-
+/// Behind a load balancer: HAProxy, PROXY protocol both ways, metrics and health.
+mod balancer;
 /// `socketkit bench`: counts and errors of short runs against `serve`.
 mod cli_bench;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
@@ -43,8 +44,13 @@ mod layers;
 mod managed_activation;
 /// SIGUSR2: restart without a refused connection, under load, for serve and forward.
 mod managed_restart;
+/// `--metrics` and `/health`: every path a connection takes counts what it did.
+mod metrics;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
+/// The PROXY protocol through the binary: curl's and HAProxy's headers, ours into
+/// HAProxy, and the refusals.
+mod proxy_protocol;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests, split by what they do.
 
 pub mod certs;
+pub mod haproxy;
 pub mod net;
 pub mod process;
 pub mod restart;

@@ -103,3 +103,49 @@ pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     probe.local_addr().expect("addr").port()
 }
+
+/// A TCP connection to `to` from the source address `from` (Linux routes all of 127/8 to
+/// loopback, so 127.0.0.2 and 127.0.0.3 are other clients to the server), with timeouts.
+pub fn connect_from(from: &str, to: std::net::SocketAddr) -> TcpStream {
+    try_connect_from(from, to).unwrap_or_else(|err| panic!("connect {from} -> {to}: {err}"))
+}
+
+/// [`connect_from`], with a failed connect as an error rather than a panic (a refused
+/// source may be reset before the connect call has returned).
+pub fn try_connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    use std::net::{IpAddr, SocketAddr};
+    let from: IpAddr = from.parse().expect("an address");
+    // A dual-stack listener is reached on 127.0.0.1 by IPv4 sources and ::1 by IPv6 ones.
+    let to = match from {
+        IpAddr::V6(_) => SocketAddr::new("::1".parse().expect("::1"), to.port()),
+        IpAddr::V4(_) if to.is_ipv6() => {
+            SocketAddr::new("127.0.0.1".parse().expect("127.0.0.1"), to.port())
+        }
+        IpAddr::V4(_) => to,
+    };
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&to.into(), IO_TIMEOUT)?;
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// `GET path` over HTTP/1.0 from `addr`: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = connect(addr);
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .expect("send the request");
+    let answer = String::from_utf8(read_to_end(&mut stream)).expect("a text answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    (status, body.to_owned())
+}

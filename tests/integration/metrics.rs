@@ -1,0 +1,208 @@
+//! `--metrics` and `/health` (SPEC §3.5) through the real binary: each path a connection
+//! can take counts what the test did (an immediate reply, a relay spliced or copied, a
+//! datagram, `listen -k`), and a shutdown with a delay answers 503 while it still accepts.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::balancer::{sample, start_with_metrics};
+use crate::support::TestResult;
+use crate::support::net::{connect, http_get, payload, read_to_end};
+use crate::support::process::{DEADLINE, Running, socketkit};
+
+#[test]
+fn greetings_are_counted_and_a_delayed_shutdown_says_503_while_it_still_accepts() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--shutdown-delay", "1s"]);
+    let (mut server, metrics) = start_with_metrics(cmd);
+    assert_eq!(http_get(&metrics, "/health"), (200, "ok\n".to_owned()));
+    for _ in 0..3 {
+        assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
+    }
+    let listener = format!("listener=\"tcp:{}\"", server.addr());
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_accepted_total", &listener),
+        3
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_sent_total", &listener),
+        18
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "socketkit_connection_duration_seconds_count",
+            &listener
+        ),
+        3
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_active", &listener),
+        0
+    );
+
+    let asked = Instant::now();
+    server.signal(libc::SIGTERM);
+    let deadline = asked + DEADLINE;
+    while http_get(&metrics, "/health").0 != 503 {
+        assert!(Instant::now() < deadline, "/health never said 503");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Still accepting during the delay, then closed.
+    assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "the check ran within the delay"
+    );
+    let status = server.wait(DEADLINE);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "exited before the delay ended"
+    );
+    assert!(std::net::TcpStream::connect(server.addr()).is_err());
+    Ok(())
+}
+
+/// A `forward` with metrics to an echo server; `no_splice` forces the copy relay.
+fn relay_counts(no_splice: bool) -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    let echo = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    if no_splice {
+        cmd.env("SOCKETKIT_NO_SPLICE", "1");
+    }
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &echo.addr()])
+        .args(["--metrics", "127.0.0.1:0"]);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let data = payload(100_000);
+    let mut client = connect(&relay.addr());
+    let writer = {
+        let mut client = client.try_clone()?;
+        let data = data.clone();
+        thread::spawn(move || {
+            client.write_all(&data)?;
+            client.shutdown(Shutdown::Write)
+        })
+    };
+    let mut back = Vec::new();
+    client.read_to_end(&mut back)?;
+    writer.join().expect("the writer")?;
+    assert!(back == data, "the echo came back whole");
+    drop(client);
+    let listener = format!("listener=\"tcp:{}\"", relay.addr());
+    let deadline = Instant::now() + DEADLINE;
+    while sample(&metrics, "socketkit_connections_active", &listener) != 0 {
+        assert!(Instant::now() < deadline, "the relay never closed");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        100_000
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_sent_total", &listener),
+        100_000
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_accepted_total", &listener),
+        1
+    );
+    Ok(())
+}
+
+#[test]
+fn a_spliced_relay_counts_its_bytes() -> TestResult {
+    relay_counts(false)
+}
+
+#[test]
+fn a_copying_relay_counts_its_bytes() -> TestResult {
+    relay_counts(true)
+}
+
+#[test]
+fn datagrams_count_their_bytes_both_ways() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let (server, metrics) = start_with_metrics(cmd);
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let target = server.endpoints()[0].trim_start_matches("udp:").to_owned();
+    let mut buf = [0u8; 64];
+    for word in [&b"one"[..], b"three"] {
+        socket.send_to(word, &target)?;
+        let (n, _) = socket.recv_from(&mut buf)?;
+        assert_eq!(&buf[..n], word);
+    }
+    let listener = format!("listener=\"udp:{target}\"");
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        8
+    );
+    assert_eq!(sample(&metrics, "socketkit_bytes_sent_total", &listener), 8);
+    let dropped = format!("{listener},reason=\"acl\"");
+    assert_eq!(
+        sample(&metrics, "socketkit_datagrams_dropped_total", &dropped),
+        0
+    );
+    Ok(())
+}
+
+#[test]
+fn listen_keep_open_counts_each_connection() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let (mut listen, metrics) = start_with_metrics(cmd);
+    drop(listen.take_stdin()); // nothing to send: each connection gets an end of stream
+    for word in ["abc", "defgh"] {
+        let mut client = connect(&listen.addr());
+        client.write_all(word.as_bytes())?;
+        client.shutdown(Shutdown::Write)?;
+        assert!(read_to_end(&mut client).is_empty());
+    }
+    let listener = format!("listener=\"tcp:{}\"", listen.addr());
+    let deadline = Instant::now() + DEADLINE;
+    while sample(
+        &metrics,
+        "socketkit_connection_duration_seconds_count",
+        &listener,
+    ) < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second connection never ended"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_accepted_total", &listener),
+        2
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        8
+    );
+    assert_eq!(sample(&metrics, "socketkit_bytes_sent_total", &listener), 0);
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_active", &listener),
+        0
+    );
+    assert_eq!(http_get(&metrics, "/health").0, 200);
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The PROXY protocol through the real binary (SPEC §3.3): headers from other people's
+//! writers (curl, HAProxy) accepted, ours (`forward --send-proxy`) accepted by HAProxy, and
+//! every bad case refused, counted, and kept from the service.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::balancer::{sample, start_with_metrics};
+use crate::support::TestResult;
+use crate::support::haproxy::HaProxy;
+use crate::support::net::{connect_from, free_port};
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::tools::available;
+
+/// `serve exec` behind a PROXY-speaking client: answers `PEER_ADDR PEER_PORT` after reading
+/// an HTTP request head (so that nothing is left unread when it closes), as HTTP/1.0.
+fn http_peer_echo(trusted: &str) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "-l", "127.0.0.1:0", "-v"])
+        .args([
+            "--proxy-protocol",
+            "--trusted-proxy",
+            trusted,
+            "--shell",
+            "--",
+        ])
+        .arg(concat!(
+            r#"while read -r line && [ "$line" != "$(printf '\r')" ]; do :; done; "#,
+            r#"printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n%s %s\n' "#,
+            r#""$SOCKETKIT_PEER_ADDR" "$SOCKETKIT_PEER_PORT""#
+        ));
+    Running::start(cmd, 1)
+}
+
+#[test]
+fn curl_haproxy_protocol_names_the_client_to_exec() -> TestResult {
+    if !available("curl") {
+        return Ok(());
+    }
+    let server = http_peer_echo("127.0.0.0/8");
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--haproxy-protocol",
+            "--interface",
+            "127.0.0.3",
+        ])
+        .arg(format!("http://{}/", server.addr()))
+        .output()?;
+    let body = String::from_utf8(output.stdout)?;
+    assert!(
+        output.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let words: Vec<&str> = body.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"127.0.0.3"), "{body:?}");
+    let port: u16 = words.get(1).and_then(|p| p.parse().ok()).expect("a port");
+    assert!(port > 0);
+    // The -v log's closing line names the same client.
+    let deadline = Instant::now() + DEADLINE;
+    while !server
+        .stderr()
+        .contains(&format!("closed peer=127.0.0.3:{port}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no closed line:\n{}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[test]
+fn forward_send_proxy_v1_and_v2_are_read_by_haproxy_which_writes_headers_we_read() -> TestResult {
+    // client (127.0.0.2) → forward --send-proxy vN → HAProxy accept-proxy → the other
+    // version of header → serve exec --proxy-protocol: the client's address survives both
+    // hops only if each side parses the other's header.
+    let server = http_peer_echo("127.0.0.1");
+    let (v2_in, v1_in) = (free_port(), free_port());
+    let config = format!(
+        "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         listen v2_in\n  bind 127.0.0.1:{v2_in} accept-proxy\n  server s {0} send-proxy\n\
+         listen v1_in\n  bind 127.0.0.1:{v1_in} accept-proxy\n  server s {0} send-proxy-v2\n",
+        server.addr()
+    );
+    let Some(_haproxy) = HaProxy::start(&config, &[v2_in, v1_in]) else {
+        return Ok(());
+    };
+    for (version, port) in [("v2", v2_in), ("v1", v1_in)] {
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", "127.0.0.1:0", "--send-proxy", version])
+            .arg("--to")
+            .arg(format!("127.0.0.1:{port}"));
+        let relay = Running::start(cmd, 1);
+        let mut client = connect_from("127.0.0.2", relay.addr().parse()?);
+        let own = client.local_addr()?;
+        client.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut answer = String::new();
+        client.read_to_string(&mut answer)?;
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert_eq!(
+            body,
+            format!("127.0.0.2 {}\n", own.port()),
+            "{version}: {answer:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_headers_are_refused_counted_and_never_reach_the_service() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("service.log");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.2"])
+        .args(["--proxy-header-timeout", "500ms", "--shell", "--"])
+        .arg(format!(
+            r#"printf '%s:%s ' "$SOCKETKIT_PEER_ADDR" "$SOCKETKIT_PEER_PORT" >> {0}; cat >> {0}; echo >> {0}"#,
+            log.display()
+        ));
+    let (server, metrics) = start_with_metrics(cmd);
+    let addr: std::net::SocketAddr = server.addr().parse()?;
+    let header = b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\n";
+
+    // An untrusted source, though its header is valid.
+    assert_refused(connect_from("127.0.0.3", addr), &[header, b"untrusted"]);
+    // A trusted source without a header.
+    assert_refused(
+        connect_from("127.0.0.2", addr),
+        &[b"GET / HTTP/1.1\r\n\r\n"],
+    );
+    // Garbage after a v2 signature.
+    assert_refused(
+        connect_from("127.0.0.2", addr),
+        &[b"\r\n\r\n\0\r\nQUIT\n\x99garbage"],
+    );
+    // A v2 header that claims 60,000 bytes of addresses.
+    let mut huge = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    huge.extend_from_slice(&60_000u16.to_be_bytes());
+    huge.extend_from_slice(&[0; 512]);
+    assert_refused(connect_from("127.0.0.2", addr), &[&huge]);
+    // Half a header, then silence: closed at the deadline, not before.
+    let mut late = connect_from("127.0.0.2", addr);
+    late.write_all(&header[..20])?;
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = late.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+
+    // A good header, one byte per write: admitted, and the service gets exactly the bytes
+    // after it, with the header's client as its peer.
+    let mut split = connect_from("127.0.0.2", addr);
+    for byte in header.iter().chain(b"payload") {
+        split.write_all(&[*byte])?;
+        thread::sleep(Duration::from_millis(1));
+    }
+    split.shutdown(std::net::Shutdown::Write)?;
+    let _ = split.read_to_end(&mut Vec::new());
+    // A v2 header and the service's bytes in one write: the header is taken, not the rest.
+    let mut whole = connect_from("127.0.0.2", addr);
+    let v2 = socketkit::proxy_protocol::encode_v2(
+        "198.51.100.7:6000".parse()?,
+        "198.51.100.1:443".parse()?,
+    );
+    whole.write_all(&[v2.as_slice(), b"second"].concat())?;
+    whole.shutdown(std::net::Shutdown::Write)?;
+    let _ = whole.read_to_end(&mut Vec::new());
+
+    let listener = format!("listener=\"tcp:{addr}\"");
+    let refused = format!("{listener},reason=\"proxy\"");
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_refused_total", &refused),
+        5
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_accepted_total", &listener),
+        7
+    );
+    let received = sample(&metrics, "socketkit_bytes_received_total", &listener);
+    // Only header bytes were taken from refused clients (the 20 of the late one), besides
+    // the admitted ones' headers and payloads.
+    assert_eq!(received, 20 + (header.len() + 7 + v2.len() + 6) as u64);
+    assert_eq!(
+        service_log(&log, 2),
+        ["192.0.2.9:5000 payload", "198.51.100.7:6000 second"]
+    );
+    Ok(())
+}
+
+/// Sends `pieces` and checks the server closes without a byte of the service.
+fn assert_refused(mut stream: std::net::TcpStream, pieces: &[&[u8]]) {
+    for piece in pieces {
+        if stream.write_all(piece).is_err() {
+            break; // reset already: refused
+        }
+    }
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    assert!(got.is_empty(), "a refused client got {got:?}");
+}
+
+/// The exec service's log once it holds `lines` whole lines (or the deadline passed),
+/// sorted.
+fn service_log(path: &Path, lines: usize) -> Vec<String> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches('\n').count() >= lines || Instant::now() > deadline {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            return lines;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn proxy_options_are_checked_before_anything_is_bound() {
+    for (args, words) in [
+        (&["--proxy-protocol"][..], "--trusted-proxy"),
+        (&["--trusted-proxy", "10.0.0.0/8"][..], "--proxy-protocol"),
+        (
+            &["--proxy-protocol", "--trusted-proxy", "10.0.0.0/33"][..],
+            "invalid network '10.0.0.0/33' for --trusted-proxy: prefix length must be 0-32",
+        ),
+        (
+            &[
+                "--proxy-protocol",
+                "--trusted-proxy",
+                "::1",
+                "--proxy-header-timeout",
+                "soon",
+            ][..],
+            "invalid duration 'soon' for --proxy-header-timeout",
+        ),
+        (
+            &["--metrics", "udp:127.0.0.1:0"][..],
+            "--metrics takes HOST:PORT",
+        ),
+    ] {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "-l", "127.0.0.1:0"]).args(args);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("error: ") && out.stderr.contains(words),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        "127.0.0.1:9",
+        "--send-proxy",
+        "v3",
+    ]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+}
