@@ -33,9 +33,10 @@ where
 /// with [`io::ErrorKind::WouldBlock`] (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
 #[derive(Debug)]
 pub struct BlockingConnection {
-    stream: BlockingStream,
-    // The peer, and what the connection counts until it closes.
+    // The peer, and what the connection counts until it closes; dropped before the
+    // stream, so counted as closed before the client sees the close.
     meter: Meter,
+    stream: BlockingStream,
     local: Address,
 }
 
