@@ -151,6 +151,13 @@ fn datagrams_count_their_bytes_both_ways() -> TestResult {
         assert_eq!(&buf[..n], word);
     }
     let listener = format!("listener=\"udp:{target}\"");
+    // The server counts a reply once its send returned, which may be just after the client
+    // has it.
+    let deadline = Instant::now() + DEADLINE;
+    while sample(&metrics, "socketkit_bytes_sent_total", &listener) < 8 {
+        assert!(Instant::now() < deadline, "the replies were never counted");
+        thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(
         sample(&metrics, "socketkit_bytes_received_total", &listener),
         8
