@@ -42,7 +42,8 @@ pub struct HttpListener {
 }
 
 impl HttpListener {
-    /// Binds `endpoint` (TCP; `:0` picks a port) as the server binds its own listeners.
+    /// Binds `endpoint` (TCP; `:0` picks a port) as the server binds its own listeners, with
+    /// `SO_REUSEPORT` so that a restarted server can bind it before the old one is gone.
     /// Must be called inside a tokio runtime.
     ///
     /// # Errors
@@ -56,10 +57,12 @@ impl HttpListener {
             );
             return Err(Error::new(Op::Listen, endpoint, reason));
         }
+        // SO_REUSEPORT: the process a SIGUSR2 restart starts binds the same port while the
+        // old one still drains (and answers 503 until it exits).
         let options = ListenOptions {
             backlog: 128,
             unix_mode: None,
-            reuse_port: false,
+            reuse_port: true,
         };
         let Bound {
             socket, endpoint, ..

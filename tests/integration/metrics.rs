@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
 use crate::support::TestResult;
-use crate::support::net::{connect, http_get, payload, read_to_end};
+use crate::support::net::{connect, free_port, http_get, payload, read_to_end};
 use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::restart::{
+    Descendants, become_subreaper, read_pid, send_signal, wait_for_new_pid,
+};
 
 #[test]
 fn greetings_are_counted_and_a_delayed_shutdown_says_503_while_it_still_accepts() -> TestResult {
@@ -211,5 +214,46 @@ fn listen_keep_open_counts_each_connection() -> TestResult {
         0
     );
     assert_eq!(http_get(&metrics, "/health").0, 200);
+    Ok(())
+}
+
+#[test]
+fn a_sigusr2_restart_takes_the_metrics_port_over() -> TestResult {
+    become_subreaper();
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("serve.pid");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "-l",
+        "127.0.0.1:0",
+        "--metrics",
+        &metrics,
+        "--pid-file",
+    ])
+    .arg(&pid_file);
+    let (mut old, _) = start_with_metrics(cmd);
+    let first = read_pid(&pid_file).expect("the pid file is written once ready");
+    let mut adopted = Descendants::default();
+    send_signal(first, libc::SIGUSR2);
+    let second = wait_for_new_pid(&pid_file, first, DEADLINE);
+    adopted.add(second);
+    let status = old.wait(DEADLINE);
+    assert!(
+        status.success(),
+        "the old process drains and exits 0: {}",
+        old.stderr()
+    );
+    // The new process serves the same metrics endpoint, and counts what it serves.
+    assert_eq!(http_get(&metrics, "/health").0, 200, "{}", old.stderr());
+    assert_eq!(read_to_end(&mut connect(&old.addr())), "你好".as_bytes());
+    let listener = format!("listener=\"tcp:{}\"", old.addr());
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_accepted_total", &listener),
+        1
+    );
+    send_signal(second, libc::SIGTERM);
+    assert_eq!(adopted.reap(second, DEADLINE), 0);
     Ok(())
 }
