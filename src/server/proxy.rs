@@ -61,12 +61,10 @@ impl Admission for ProxyStage {
 
 /// Takes one PROXY header off `conn` and not a byte more.
 async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
-    // Enough for any v1 header and a v2 one with IPv6 addresses and a few TLVs; grown (up
-    // to the longest accepted) only for a v2 header that says it is longer.
-    let mut buf = vec![0u8; MAX_V1_LEN + 1];
+    let mut buf = HeaderBuf::new();
     let mut taken = 0;
     loop {
-        let seen = conn.peek(&mut buf[taken..]).await.map_err(|err| {
+        let seen = conn.peek(&mut buf.as_mut()[taken..]).await.map_err(|err| {
             refuse(format!(
                 "reading the header: {}",
                 crate::error::describe(&err)
@@ -76,22 +74,59 @@ async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
             return Err(refuse("the connection ended before a complete header"));
         }
         let known = taken + seen;
-        match proxy_protocol::parse(&buf[..known]) {
+        match proxy_protocol::parse(&buf.as_mut()[..known]) {
             Ok(Parsed::Complete { header, len }) => {
-                consume(conn, &mut buf[taken..len]).await?;
+                consume(conn, &mut buf.as_mut()[taken..len]).await?;
                 return Ok(header);
             }
             Ok(Parsed::Incomplete) => {
                 // Every byte seen so far is the header's: take them off the socket, so that
                 // the next peek waits for new ones instead of seeing these again.
-                consume(conn, &mut buf[taken..known]).await?;
+                consume(conn, &mut buf.as_mut()[taken..known]).await?;
                 taken = known;
-                if taken == buf.len() {
-                    buf.resize((buf.len() * 2).min(MAX_V2_LEN), 0);
+                if taken == buf.as_mut().len() {
+                    buf.grow();
                 }
             }
             Err(err) => return Err(refuse(err.to_string())),
         }
+    }
+}
+
+/// Where a header is gathered: inline in the stage's future (which is boxed anyway, so this
+/// costs no allocation of its own), enough for any v1 header and a v2 one with IPv6
+/// addresses and some TLVs; on the heap, up to the longest accepted, only for a v2 header
+/// that says it is longer.
+struct HeaderBuf {
+    inline: [u8; INLINE],
+    heap: Vec<u8>,
+}
+
+const INLINE: usize = 256;
+
+impl HeaderBuf {
+    fn new() -> HeaderBuf {
+        HeaderBuf {
+            inline: [0; INLINE],
+            heap: Vec::new(),
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        if self.heap.is_empty() {
+            &mut self.inline
+        } else {
+            &mut self.heap
+        }
+    }
+
+    /// Doubles the room, up to [`MAX_V2_LEN`] (the parser refuses longer headers before
+    /// the room runs out).
+    fn grow(&mut self) {
+        let len = self.as_mut().len();
+        let mut bigger = vec![0; (len * 2).clamp(MAX_V1_LEN, MAX_V2_LEN)];
+        bigger[..len].copy_from_slice(self.as_mut());
+        self.heap = bigger;
     }
 }
 
@@ -186,6 +221,16 @@ mod tests {
             "[2001:db8::1]:443".parse().expect("addr"),
         );
         send(addr, &[&[v2.as_slice(), b"world"].concat()]).await;
+        // A v2 header with 600 bytes of TLVs: longer than the inline room.
+        let mut long = proxy_protocol::encode_v2(
+            "192.0.2.44:7000".parse().expect("addr"),
+            "192.0.2.1:443".parse().expect("addr"),
+        );
+        let body = u16::from_be_bytes([long[14], long[15]]) + 603;
+        long[14..16].copy_from_slice(&body.to_be_bytes());
+        long.extend_from_slice(&[0xEE, 0x02, 0x58]);
+        long.extend_from_slice(&[7; 600]);
+        send(addr, &[&long[..100], &long[100..], b"tlv"]).await;
         let mut local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
         local.extend_from_slice(b"check");
         send(addr, &[&local]).await;
@@ -196,10 +241,11 @@ mod tests {
             [
                 ("192.0.2.9:5000".to_owned(), b"hello".to_vec()),
                 ("[2001:db8::5]:6000".to_owned(), b"world".to_vec()),
-                (seen[2].0.clone(), b"check".to_vec()),
+                ("192.0.2.44:7000".to_owned(), b"tlv".to_vec()),
+                (seen[3].0.clone(), b"check".to_vec()),
             ]
         );
-        assert!(seen[2].0.starts_with("127.0.0.1:"), "LOCAL keeps the proxy");
+        assert!(seen[3].0.starts_with("127.0.0.1:"), "LOCAL keeps the proxy");
         assert_eq!(refusals.total(), 0);
     }
 
