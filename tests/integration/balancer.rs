@@ -112,18 +112,12 @@ fn haproxy_spreads_clients_over_two_instances_that_see_the_real_client_and_drain
     let (mut a, metrics_a) = instance("a");
     let (b, metrics_b) = instance("b");
     let front = free_port();
-    let config = format!(
-        "global\n  maxconn 2000\n\
-         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n  retries 3\n  option redispatch 1\n\
-         frontend fe\n  bind 127.0.0.1:{front}\n  default_backend be\n\
-         backend be\n  balance roundrobin\n  option httpchk GET /health\n  default-server inter 100ms fall 1 rise 1\n\
-         \x20 server a {} send-proxy-v2 check port {}\n\
-         \x20 server b {} send-proxy-v2 check port {}\n",
-        a.addr(),
-        port_of(&metrics_a),
-        b.addr(),
-        port_of(&metrics_b),
-    );
+    let config = documented_config()
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{front}"))
+        .replace("127.0.0.1:7001", &a.addr())
+        .replace("127.0.0.1:7002", &b.addr())
+        .replace("port 9101", &format!("port {}", port_of(&metrics_a)))
+        .replace("port 9102", &format!("port {}", port_of(&metrics_b)));
     let Some(_haproxy) = HaProxy::start(&config, &[front]) else {
         return Ok(());
     };
@@ -247,6 +241,31 @@ fn haproxy_spreads_clients_over_two_instances_that_see_the_real_client_and_drain
     assert!(!after.is_empty() && after.iter().all(|o| answered_by(o, "b")));
     drop(b);
     Ok(())
+}
+
+/// The HAProxy configuration of docs/scale-out.md ("N instances behind HAProxy"), so that
+/// the documented one is the one that works.
+fn documented_config() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/scale-out.md"))
+        .expect("docs/scale-out.md");
+    let block = doc
+        .split("```haproxy\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a haproxy block in docs/scale-out.md");
+    for placeholder in [
+        "127.0.0.1:8000",
+        "127.0.0.1:7001",
+        "127.0.0.1:7002",
+        "port 9101",
+        "port 9102",
+    ] {
+        assert!(
+            block.contains(placeholder),
+            "the documented config names {placeholder}"
+        );
+    }
+    block.to_owned()
 }
 
 fn port_of(addr: &str) -> &str {
