@@ -133,20 +133,26 @@ fn a_copying_relay_counts_its_bytes() -> TestResult {
 }
 
 #[test]
-fn datagrams_count_their_bytes_both_ways() -> TestResult {
+fn datagrams_count_their_bytes_and_denied_ones_count_as_dropped() -> TestResult {
     let mut cmd = socketkit();
     cmd.args([
         "serve",
         "echo",
         "-l",
         "udp:127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+        "--deny",
+        "127.0.0.3",
+    ])
+    .args(["--metrics", "127.0.0.1:0"]);
     let (server, metrics) = start_with_metrics(cmd);
+    let target = server.endpoints()[0].trim_start_matches("udp:").to_owned();
+    // Two datagrams from a denied source first: the server handles datagrams in order, so
+    // once the allowed ones are answered these have been dropped.
+    let denied = UdpSocket::bind("127.0.0.3:0")?;
+    denied.send_to(b"no", &target)?;
+    denied.send_to(b"never", &target)?;
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let target = server.endpoints()[0].trim_start_matches("udp:").to_owned();
     let mut buf = [0u8; 64];
     for word in [&b"one"[..], b"three"] {
         socket.send_to(word, &target)?;
@@ -166,10 +172,16 @@ fn datagrams_count_their_bytes_both_ways() -> TestResult {
         8
     );
     assert_eq!(sample(&metrics, "socketkit_bytes_sent_total", &listener), 8);
+    // Dropped datagrams reach no service: their bytes are not counted as received.
     let dropped = format!("{listener},reason=\"acl\"");
     assert_eq!(
         sample(&metrics, "socketkit_datagrams_dropped_total", &dropped),
-        0
+        2
+    );
+    denied.set_nonblocking(true)?;
+    assert!(
+        denied.recv_from(&mut buf).is_err(),
+        "a denied source got an answer"
     );
     Ok(())
 }
