@@ -51,7 +51,7 @@ const fn span(zero: bool, long: bool) -> Kind {
 
 /// The options of each subcommand: name and kind. `every_option_of_the_help_is_fuzzed`
 /// checks this against `--help`, so a new option cannot be forgotten here.
-pub const SERVER: [(&str, Kind); 9] = [
+pub const SERVER: [(&str, Kind); 14] = [
     ("-l", Kind::Listen { streams: false }),
     ("--max-connections", Kind::Whole(1_000_000_000)),
     ("--idle-timeout", span(false, true)),
@@ -62,6 +62,13 @@ pub const SERVER: [(&str, Kind); 9] = [
     // With no connection on stdin, --inetd fails at once (exit 1).
     ("--inetd", Kind::Flag),
     ("--pid-file", Kind::OutFile),
+    // Zero or short: a server stopped with SIGTERM waits this long before it closes.
+    ("--shutdown-delay", span(true, false)),
+    ("--proxy-protocol", Kind::Flag),
+    ("--trusted-proxy", Kind::Cidr),
+    ("--proxy-header-timeout", span(false, true)),
+    // HTTP over TCP only: the other schemes of the listen values are refused.
+    ("--metrics", Kind::Listen { streams: true }),
 ];
 /// Access options of serve, forward and listen. `--user`/`--group` only ever name root (we
 /// run as root in CI, so that is no change) or no one.
@@ -124,14 +131,16 @@ pub const CONNECT: [(&str, Kind); 5] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const LISTEN: [(&str, Kind); 3] = [
+pub const LISTEN: [(&str, Kind); 4] = [
     ("-k", Kind::Flag),
+    ("--metrics", Kind::Listen { streams: true }),
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 2] = [
+pub const FORWARD: [(&str, Kind); 3] = [
     ("--to", Kind::Target { streams: true }),
     ("--timeout", span(false, true)),
+    ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
 ];
 pub const BENCH: [(&str, Kind); 15] = [
     // The last two words of a `Word` list are the refused ones.
