@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::balancer::{sample, start_with_metrics};
 use crate::support::TestResult;
 use crate::support::net::{connect, free_port, http_get, payload, read_to_end};
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::{DEADLINE, Running, socketkit, socketkit_with_fd_limit};
 use crate::support::restart::{
     Descendants, become_subreaper, read_pid, send_signal, wait_for_new_pid,
 };
@@ -267,5 +267,30 @@ fn a_sigusr2_restart_takes_the_metrics_port_over() -> TestResult {
     );
     send_signal(second, libc::SIGTERM);
     assert_eq!(adopted.reap(second, DEADLINE), 0);
+    Ok(())
+}
+
+#[test]
+fn accepts_out_of_descriptors_are_counted_by_errno() -> TestResult {
+    let mut cmd = socketkit_with_fd_limit(64);
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let (server, metrics) = start_with_metrics(cmd);
+    // More clients than descriptors: accept fails with EMFILE until some close.
+    let clients: Vec<_> = (0..100).map(|_| connect(&server.addr())).collect();
+    thread::sleep(Duration::from_millis(300));
+    drop(clients);
+    let listener = format!("listener=\"tcp:{}\"", server.addr());
+    let emfile = format!("{listener},errno=\"EMFILE\"");
+    // The metrics endpoint needs a descriptor too: it answers once the clients are gone
+    // (the kernel holds the scrape's connection in its backlog meanwhile).
+    let errors = sample(&metrics, "socketkit_accept_errors_total", &emfile);
+    assert!(errors >= 1, "{errors} EMFILE counted");
     Ok(())
 }
