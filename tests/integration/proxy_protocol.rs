@@ -116,6 +116,40 @@ fn forward_send_proxy_v1_and_v2_are_read_by_haproxy_which_writes_headers_we_read
 }
 
 #[test]
+fn a_chain_of_relays_passes_the_first_client_on() -> TestResult {
+    // client (127.0.0.2) → forward --send-proxy v2 → forward --proxy-protocol
+    // --send-proxy v1 → serve exec --proxy-protocol: the last hop names the first client.
+    let server = http_peer_echo("127.0.0.1");
+    let relay = |args: &[&str], to: &str| {
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", "127.0.0.1:0", "--to", to])
+            .args(args);
+        Running::start(cmd, 1)
+    };
+    let inner = relay(
+        &[
+            "--proxy-protocol",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--send-proxy",
+            "v1",
+        ],
+        &server.addr(),
+    );
+    let outer = relay(&["--send-proxy", "v2"], &inner.addr());
+    let mut client = connect_from("127.0.0.2", outer.addr().parse()?);
+    let own = client.local_addr()?;
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut answer = String::new();
+    client.read_to_string(&mut answer)?;
+    assert!(
+        answer.ends_with(&format!("\r\n\r\n127.0.0.2 {}\n", own.port())),
+        "{answer:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn bad_headers_are_refused_counted_and_never_reach_the_service() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("service.log");
