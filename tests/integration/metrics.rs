@@ -135,15 +135,12 @@ fn a_copying_relay_counts_its_bytes() -> TestResult {
 #[test]
 fn datagrams_count_their_bytes_and_denied_ones_count_as_dropped() -> TestResult {
     let mut cmd = socketkit();
-    cmd.args([
-        "serve",
-        "echo",
-        "-l",
-        "udp:127.0.0.1:0",
+    cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]).args([
         "--deny",
         "127.0.0.3",
-    ])
-    .args(["--metrics", "127.0.0.1:0"]);
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
     let (server, metrics) = start_with_metrics(cmd);
     let target = server.endpoints()[0].trim_start_matches("udp:").to_owned();
     // Two datagrams from a denied source first: the server handles datagrams in order, so

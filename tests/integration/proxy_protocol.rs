@@ -298,15 +298,8 @@ fn proxy_options_are_checked_before_anything_is_bound() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
     let mut cmd = socketkit();
-    cmd.args([
-        "forward",
-        "-l",
-        "127.0.0.1:0",
-        "--to",
-        "127.0.0.1:9",
-        "--send-proxy",
-        "v3",
-    ]);
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", "127.0.0.1:9"])
+        .args(["--send-proxy", "v3"]);
     let out = run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 2, "{}", out.stderr);
 }
