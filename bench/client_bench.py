@@ -26,7 +26,8 @@ SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
 sys.path.insert(0, os.path.join(SHARED, "lib"))
 import benchlib  # noqa: E402
 
-SOCKETKIT = os.path.join(HERE, "..", "target", "release", "socketkit")
+# SOCKETKIT_BIN measures another build (e.g. the one before a change) with the same script.
+SOCKETKIT = os.environ.get("SOCKETKIT_BIN") or os.path.join(HERE, "..", "target", "release", "socketkit")
 
 
 def forward_round(name, argv_for, echo_port, args):
@@ -90,6 +91,9 @@ def main():
     ap.add_argument("--conc", type=int, default=4, help="loadgen connections through the relay")
     ap.add_argument("--mib", type=int, default=512, help="MiB per connect transfer")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--only-connect", action="store_true", help="skip the forward tests")
+    ap.add_argument("--other-bin", default=None,
+                    help="also measure `connect` of this socketkit binary (e.g. the build before a change)")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(HERE, ".."), check=True)
@@ -110,6 +114,10 @@ def main():
         "socketkit connect": [SOCKETKIT, "connect", "127.0.0.1:{port}"],
         "nc -N": ["nc", "-N", "127.0.0.1", "{port}"],
     }
+    if args.other_bin:
+        clients["socketkit connect (other build)"] = [args.other_bin, "connect", "127.0.0.1:{port}"]
+    if args.only_connect:
+        relays, oneway_relays, iperf3 = {}, [], None
     fwd = {k: [] for k in relays}
     one = {k: [] for k in oneway_relays}
     con = {k: [] for k in clients}
@@ -144,12 +152,24 @@ def main():
         result["forward_one_way"] = result.get("forward_one_way", {})
         result["forward_one_way"][name] = {"mb_per_s": median(runs, "mb_per_s"),
                                            "cpu_s_per_gb": median(runs, "cpu_s_per_gb"), "runs": runs}
-    f_ratio = [a["mb_per_s"] / b["mb_per_s"] for a, b in zip(fwd["socketkit forward"], fwd["socat fork"])]
     c_ratio = [a["mb_per_s"] / b["mb_per_s"] for a, b in zip(con["socketkit connect"], con["nc -N"])]
-    result["ratio"] = {"forward_vs_socat": round(statistics.median(f_ratio), 2),
-                       "connect_vs_nc": round(statistics.median(c_ratio), 2)}
+    result["ratio"] = {"connect_vs_nc": round(statistics.median(c_ratio), 2)}
     print("| test | socketkit MB/s | peer MB/s | ratio (median of paired rounds) | CPU |")
     print("|---|---|---|---|---|")
+    if args.other_bin:
+        other = con["socketkit connect (other build)"]
+        o_ratio = statistics.median([a["mb_per_s"] / b["mb_per_s"] for a, b in zip(other, con["nc -N"])])
+        result["ratio"]["other_build_connect_vs_nc"] = round(o_ratio, 2)
+        print(f"| connect, other build ({args.mib} MiB round trip) | {median(other, 'mb_per_s')} "
+              f"| nc {result['connect']['nc -N']['mb_per_s']} | {round(o_ratio, 2)} | {median(other, 'cpu_s')} s |")
+    if args.only_connect:
+        print(f"| connect ({args.mib} MiB round trip via echo_epoll) | {result['connect']['socketkit connect']['mb_per_s']} "
+              f"| nc {result['connect']['nc -N']['mb_per_s']} | {result['ratio']['connect_vs_nc']} "
+              f"| {result['connect']['socketkit connect']['cpu_s']} vs {result['connect']['nc -N']['cpu_s']} s |")
+        print(json.dumps(result), file=sys.stderr)
+        return
+    f_ratio = [a["mb_per_s"] / b["mb_per_s"] for a, b in zip(fwd["socketkit forward"], fwd["socat fork"])]
+    result["ratio"]["forward_vs_socat"] = round(statistics.median(f_ratio), 2)
     print(f"| forward (loadgen echo, {args.conc} conns, 64 KiB blocks) | {result['forward']['socketkit forward']['mb_per_s']} "
           f"| socat {result['forward']['socat fork']['mb_per_s']} | {result['ratio']['forward_vs_socat']} "
           f"| {result['forward']['socketkit forward']['cpu_s_per_gb']} vs {result['forward']['socat fork']['cpu_s_per_gb']} s/GB |")
