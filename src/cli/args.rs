@@ -236,11 +236,14 @@ pub(crate) struct BridgeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
     /// Where to connect: HOST:PORT, [IPv6]:PORT, tls:HOST:PORT, udp:HOST:PORT, unix:PATH,
-    /// unixgram:PATH.
+    /// unixgram:PATH; or HOST with PORT after it, as nc takes them.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
+    /// The port, when ENDPOINT is a bare host (`connect example.com 80`).
+    #[arg(value_name = "PORT", value_parser = values::whole::<u16>(1, 65_535))]
+    pub(crate) port: Option<u16>,
     /// Give up each connection attempt after this long (e.g. 3s).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+    #[arg(short = 'w', long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) timeout: Option<Duration>,
     /// Use IPv4 addresses only.
@@ -249,6 +252,18 @@ pub(crate) struct ConnectArgs {
     /// Use IPv6 addresses only.
     #[arg(short = '6')]
     pub(crate) ipv6: bool,
+    /// Probe: exit 0 if the connection succeeds, 1 if not; send nothing.
+    #[arg(short = 'z', conflicts_with_all = ["exec", "shell_command", "send_only", "recv_only"])]
+    pub(crate) probe: bool,
+    /// Connect from this local address.
+    #[arg(short = 's', long = "source", value_name = "ADDR")]
+    pub(crate) source: Option<std::net::IpAddr>,
+    /// Connect from this local port (1-65535).
+    #[arg(short = 'p', long = "source-port", value_name = "PORT", allow_hyphen_values = true,
+          value_parser = values::whole::<u16>(1, 65_535))]
+    pub(crate) source_port: Option<u16>,
+    #[command(flatten)]
+    pub(crate) netcat: NetcatArgs,
     #[command(flatten)]
     pub(crate) bridge: BridgeArgs,
     #[command(flatten)]
@@ -257,15 +272,63 @@ pub(crate) struct ConnectArgs {
     pub(crate) log: LogArgs,
 }
 
+/// What `connect` and `listen` take from netcat (SPEC §3.6).
+#[derive(Debug, Args)]
+pub(crate) struct NetcatArgs {
+    /// UDP: a HOST:PORT endpoint becomes udp:HOST:PORT, unix:PATH becomes unixgram:PATH.
+    #[arg(short = 'u', long = "udp")]
+    pub(crate) udp: bool,
+    /// Run PROG (split at spaces, no shell) with its stdin and stdout on the socket, in the
+    /// environment of `serve exec` (SOCKETKIT_PEER_ADDR…).
+    #[arg(
+        short = 'e',
+        long = "exec",
+        value_name = "PROG",
+        conflicts_with = "shell_command"
+    )]
+    pub(crate) exec: Option<String>,
+    /// As --exec, through `sh -c CMD`.
+    #[arg(short = 'c', long = "sh-exec", value_name = "CMD")]
+    pub(crate) shell_command: Option<String>,
+    /// Only send: what the peer sends is dropped, and the end of stdin ends the run.
+    #[arg(long, conflicts_with_all = ["recv_only", "exec", "shell_command"])]
+    pub(crate) send_only: bool,
+    /// Only receive: stdin is not read and the socket is not half-closed.
+    #[arg(long, conflicts_with_all = ["exec", "shell_command"])]
+    pub(crate) recv_only: bool,
+    /// Send each LF of stdin as CRLF (for line protocols: SMTP, HTTP by hand).
+    #[arg(short = 'C', long = "crlf", conflicts_with_all = ["exec", "shell_command"])]
+    pub(crate) crlf: bool,
+    /// Write a copy of the bytes of both directions to FILE.
+    #[arg(short = 'o', long = "output", value_name = "FILE",
+          conflicts_with_all = ["exec", "shell_command", "hex_dump"])]
+    pub(crate) output: Option<PathBuf>,
+    /// Write a hex dump of both directions to FILE: `>` sent, `<` received, with offsets.
+    #[arg(short = 'x', long = "hex-dump", value_name = "FILE",
+          conflicts_with_all = ["exec", "shell_command"])]
+    pub(crate) hex_dump: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
-    /// Where to listen: HOST:PORT, :PORT, tls:HOST:PORT, udp:HOST:PORT, unix:PATH,
-    /// unixgram:PATH.
+    /// Where to listen: HOST:PORT, :PORT, PORT, tls:HOST:PORT, udp:HOST:PORT, unix:PATH,
+    /// unixgram:PATH; or HOST with PORT after it, as nc takes them.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
+    /// The port, when ENDPOINT is a bare host (`listen 127.0.0.1 8080`).
+    #[arg(value_name = "PORT", value_parser = values::whole::<u16>(0, 65_535))]
+    pub(crate) port: Option<u16>,
     /// After a connection ends, accept the next one (streams only).
     #[arg(short = 'k', long = "keep-open")]
     pub(crate) keep_open: bool,
+    /// Listen on IPv4 only (a bare port: 0.0.0.0).
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub(crate) ipv4: bool,
+    /// Listen on IPv6 only (a bare port: [::], IPv6 alone).
+    #[arg(short = '6')]
+    pub(crate) ipv6: bool,
+    #[command(flatten)]
+    pub(crate) netcat: NetcatArgs,
     #[command(flatten)]
     pub(crate) access: AccessArgs,
     #[command(flatten)]

@@ -6,26 +6,47 @@ use socketkit::socket::Family;
 
 use super::args::ConnectArgs;
 use super::exit::CliError;
+use super::netcat::{self, Netcat};
 use super::{init_logging, resolve, stdio, tls};
 
 pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
-    let endpoint = resolve::target("connect", &args.endpoint)?;
+    let text = netcat::endpoint_text(&args.endpoint, args.port, args.netcat.udp, None)?;
+    let endpoint = resolve::target("connect", &text)?;
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => Some(Family::Inet),
         (_, true) => Some(Family::Inet6),
         _ => None,
     };
+    if (args.source.is_some() || args.source_port.is_some()) && endpoint.host_port().is_none() {
+        return Err(CliError::Usage(
+            "-s and -p apply to IP endpoints only".into(),
+        ));
+    }
+    if args.probe && !endpoint.transport().is_stream() {
+        return Err(CliError::Usage(
+            "-z probes stream endpoints only: a datagram has no connection to succeed".into(),
+        ));
+    }
     let options = ConnectOptions {
         timeout: args.timeout,
         family,
+        source_ip: args.source,
+        source_port: args.source_port,
     };
     let connector = args.tls.connector(&endpoint, false)?;
-    let bridge = stdio::options(&args.bridge);
+    let nc = Netcat::resolve(&args.netcat, &endpoint)?;
+    let bridge = stdio::options(&args.bridge, &nc);
     init_logging(&args.log);
     let mut connected = client::connect(&endpoint, options)?;
     if let Ok(peer) = connected.socket.peer_addr() {
         // ncat -v's "Connected to": the address actually reached, of the names tried.
         tracing::debug!("connected to {}:{peer}", endpoint.transport().scheme());
+    }
+    if args.probe {
+        return Ok(());
+    }
+    if let Some(exec) = &nc.exec {
+        return netcat::run_exec(exec, connected.socket);
     }
     if let (Some(connector), Endpoint::Tls(hp)) = (&connector, &endpoint) {
         tls::warn_if_insecure(&args.tls.verify);
@@ -35,12 +56,12 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
             endpoint: &endpoint,
             timeout: options.timeout,
         };
-        let input = stdio::input(false)?;
-        stdio::run_tls(connected.socket, handshake, &input, bridge)?;
+        let input = nc.input(false)?;
+        stdio::run_tls(connected.socket, handshake, &input, bridge, nc.log())?;
         return Ok(());
     }
     let datagrams = connected.is_datagram();
-    let input = stdio::input(datagrams)?;
-    stdio::run(&mut connected.socket, datagrams, &input, bridge)?;
+    let input = nc.input(datagrams)?;
+    stdio::run(&mut connected.socket, datagrams, &input, bridge, nc.log())?;
     Ok(())
 }

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use socketkit::client::{self, BridgeEnd, BridgeOptions, ByteCounts, Handshake, Input};
+use socketkit::client::traffic::{TrafficLog, Way};
+use socketkit::client::{self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input};
+use socketkit::endpoint::{Endpoint, Host};
 use socketkit::metrics::ListenerMetrics;
 use socketkit::socket::Socket;
 
@@ -12,12 +14,26 @@ use super::access;
 use super::args::ListenArgs;
 use super::exit::CliError;
 use super::metrics::MetricsPlan;
+use super::netcat::{self, Netcat};
 use super::tls::ServerSetup;
 use super::{init_logging, ready, resolve, stdio, tls};
 
 pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
-    let endpoint = resolve::endpoint(&args.endpoint)?;
+    let any_host = match (args.ipv4, args.ipv6) {
+        (true, _) => "0.0.0.0",
+        (_, true) => "[::]",
+        _ => "",
+    };
+    let text = netcat::endpoint_text(&args.endpoint, args.port, args.netcat.udp, Some(any_host))?;
+    let endpoint = resolve::endpoint(&text)?;
+    check_family(&endpoint, args.ipv4, args.ipv6)?;
     let datagrams = !endpoint.transport().is_stream();
+    if datagrams && (args.netcat.exec.is_some() || args.netcat.shell_command.is_some()) {
+        // The peer is known only from its first datagram, which the program would miss.
+        return Err(CliError::Usage(
+            "-e/-c on listen take stream endpoints (connect -u -e works for UDP)".into(),
+        ));
+    }
     if datagrams && args.keep_open {
         return Err(CliError::Usage(
             "-k applies to stream endpoints only".into(),
@@ -31,10 +47,11 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             "--metrics applies to stream endpoints only".into(),
         ));
     }
-    let options = stdio::options(&args.bridge);
+    let nc = Netcat::resolve(&args.netcat, &endpoint)?;
+    let options = stdio::options(&args.bridge, &nc);
     let access = access::resolve(&args.access)?;
     init_logging(&args.log);
-    let mut listening = client::listen(&endpoint)?;
+    let mut listening = client::listen_only_v6(&endpoint, args.ipv6)?;
     let serving = metrics
         .as_ref()
         .map(MetricsPlan::bind_standalone)
@@ -51,7 +68,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     if let Some(tls) = &tls {
         tls.announce();
     }
-    let input = stdio::input(datagrams)?;
+    let input = nc.input(datagrams)?;
     if datagrams {
         let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {
             Ok(_) => true,
@@ -61,14 +78,17 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             }
         })?;
         tracing::debug!("datagram from {peer}");
-        if stdio::output()?.write_all(&first).is_err() {
+        if nc.direction != Direction::SendOnly && stdio::output()?.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
         }
         let options = BridgeOptions {
             peer: Some(peer),
             ..options
         };
-        stdio::run(listening.socket_mut(), true, &input, options)?;
+        if let Some(log) = nc.log() {
+            log.record(Way::Received, &first);
+        }
+        stdio::run(listening.socket_mut(), true, &input, options, nc.log())?;
         return Ok(());
     }
     loop {
@@ -89,6 +109,17 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             }
         };
         tracing::debug!("connection from {peer}");
+        if let Some(exec) = &nc.exec {
+            if !args.keep_open {
+                drop(listening);
+                return netcat::run_exec(exec, socket);
+            }
+            // One program at a time, as listen bridges one peer at a time.
+            if let Err(err) = netcat::run_exec(exec, socket) {
+                tracing::warn!("{err}");
+            }
+            continue;
+        }
         let metered = counters.as_ref().map(Metered::start);
         let options = BridgeOptions {
             peer: Some(peer),
@@ -99,10 +130,10 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             // Close the listener before bridging, so a second client is refused rather
             // than left waiting in the backlog.
             drop(listening);
-            bridge(socket, tls.as_ref(), &input, options)?;
+            bridge(socket, tls.as_ref(), &input, options, nc.log())?;
             return Ok(());
         }
-        let end = bridge(socket, tls.as_ref(), &input, options);
+        let end = bridge(socket, tls.as_ref(), &input, options, nc.log());
         drop(metered);
         match end {
             Ok(BridgeEnd::OutputClosed) => return Ok(()),
@@ -118,6 +149,7 @@ fn bridge(
     tls: Option<&ServerSetup>,
     input: &Input,
     options: BridgeOptions,
+    log: Option<&TrafficLog>,
 ) -> Result<BridgeEnd, CliError> {
     match tls {
         Some(tls) => {
@@ -125,9 +157,27 @@ fn bridge(
                 config: std::sync::Arc::clone(&tls.tls.config),
                 timeout: tls.handshake_timeout,
             };
-            stdio::run_tls(socket, handshake, input, options)
+            stdio::run_tls(socket, handshake, input, options, log)
         }
-        None => stdio::run(&mut socket, false, input, options),
+        None => stdio::run(&mut socket, false, input, options, log),
+    }
+}
+
+/// `-4`/`-6` with an address of the other family is a contradiction.
+fn check_family(endpoint: &Endpoint, ipv4: bool, ipv6: bool) -> Result<(), CliError> {
+    let Some(hp) = endpoint.host_port() else {
+        if ipv4 || ipv6 {
+            return Err(CliError::Usage(
+                "-4 and -6 apply to IP endpoints only".into(),
+            ));
+        }
+        return Ok(());
+    };
+    match &hp.host {
+        Host::Ip(ip) if (ipv4 && ip.is_ipv6()) || (ipv6 && ip.is_ipv4()) => Err(CliError::Usage(
+            format!("{endpoint} is not of the family -4/-6 asks for"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -12,6 +12,7 @@ mod listen;
 mod log;
 mod managed;
 mod metrics;
+mod netcat;
 mod ready;
 mod resolve;
 mod serve;
@@ -30,6 +31,10 @@ use exit::CliError;
 
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(hint) = netcat::hint(&argv) {
+        return CliError::Usage(hint).report();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),

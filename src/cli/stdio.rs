@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 
+use socketkit::client::traffic::{TappedWriter, TrafficLog};
 use socketkit::client::{
     BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, MAX_DATAGRAM, Output, bridge,
     bridge_datagrams, bridge_tls,
@@ -13,25 +14,36 @@ use socketkit::socket::Socket;
 
 use super::args::BridgeArgs;
 use super::exit::CliError;
+use super::netcat::Netcat;
 
-/// The bridge options of `--idle-timeout` and `--wait`.
-pub(crate) fn options(args: &BridgeArgs) -> BridgeOptions {
+/// The bridge options of `--idle-timeout`, `--wait`, `--send-only` and `--recv-only`.
+pub(crate) fn options(args: &BridgeArgs, netcat: &Netcat) -> BridgeOptions {
     BridgeOptions {
         idle_timeout: args.idle_timeout,
         wait: args.wait,
         peer: None,
         counts: None,
+        direction: netcat.direction,
     }
 }
 
-/// Standard input, read on its own thread; for datagrams each read is at most one datagram.
-pub(crate) fn input(datagrams: bool) -> Result<Input, CliError> {
-    let max_chunk = if datagrams { MAX_DATAGRAM } else { CHUNK };
+/// The largest read from standard input: one datagram's worth for datagram transports.
+pub(crate) fn max_chunk(datagrams: bool) -> usize {
+    if datagrams { MAX_DATAGRAM } else { CHUNK }
+}
+
+/// Standard input as a plain file.
+pub(crate) fn stdin() -> Result<File, CliError> {
     let stdin = io::stdin()
         .as_fd()
         .try_clone_to_owned()
         .map_err(stdio_error)?;
-    Input::file(File::from(stdin), max_chunk).map_err(stdio_error)
+    Ok(File::from(stdin))
+}
+
+/// Standard input, read on its own thread; for datagrams each read is at most one datagram.
+pub(crate) fn input(datagrams: bool) -> Result<Input, CliError> {
+    Input::file(stdin()?, max_chunk(datagrams)).map_err(stdio_error)
 }
 
 /// Standard output as a plain file: unbuffered, so binary data moves in large writes rather
@@ -44,14 +56,24 @@ pub(crate) fn output() -> Result<File, CliError> {
     Ok(File::from(stdout))
 }
 
+/// Standard output for a bridge: spliced into when it is a pipe, unless the received bytes
+/// have to be seen for a traffic log.
+fn bridge_output(log: Option<&TrafficLog>) -> Result<Output<'static>, CliError> {
+    Ok(match log {
+        Some(log) => Output::writer(TappedWriter::new(output()?, log.clone())),
+        None => Output::file(output()?),
+    })
+}
+
 /// Bridges `socket` with stdin and stdout by its type.
 pub(crate) fn run(
     socket: &mut Socket,
     datagrams: bool,
     input: &Input,
     options: BridgeOptions,
+    log: Option<&TrafficLog>,
 ) -> Result<BridgeEnd, CliError> {
-    let output = Output::file(output()?);
+    let output = bridge_output(log)?;
     let end = if datagrams {
         bridge_datagrams(socket, input, output, options)?
     } else {
@@ -66,12 +88,16 @@ pub(crate) fn run_tls(
     handshake: Handshake<'_>,
     input: &Input,
     options: BridgeOptions,
+    log: Option<&TrafficLog>,
 ) -> Result<BridgeEnd, CliError> {
-    let output = Output::writer(output()?);
+    let output = match log {
+        Some(log) => Output::writer(TappedWriter::new(output()?, log.clone())),
+        None => Output::writer(output()?),
+    };
     Ok(bridge_tls(socket, handshake, input, output, options)?)
 }
 
-fn stdio_error(err: io::Error) -> CliError {
+pub(crate) fn stdio_error(err: io::Error) -> CliError {
     CliError::Runtime(socketkit::Error::new(
         socketkit::error::Op::Io,
         "stdio",

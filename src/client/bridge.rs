@@ -46,6 +46,22 @@ pub struct BridgeOptions {
     /// Streams only: where to count the bytes received from and sent to the peer, as they
     /// move (for a listener's metrics).
     pub counts: Option<Arc<ByteCounts>>,
+    /// Which ways bytes move (`--send-only`, `--recv-only`).
+    pub direction: Direction,
+}
+
+/// Which ways a bridge moves bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Input to the peer and the peer to the output.
+    #[default]
+    Both,
+    /// Input to the peer only: what the peer sends is read and dropped, and the end of the
+    /// input ends the bridge (`ncat --send-only`).
+    SendOnly,
+    /// The peer to the output only: the input is never read, and the socket is not
+    /// half-closed (`ncat --recv-only`).
+    ReceiveOnly,
 }
 
 /// Bytes a bridge moved each way; see [`BridgeOptions::counts`].
@@ -149,6 +165,10 @@ pub fn bridge(
         socket.set_timeout(Some(tick(idle)))?;
     }
     let socket = &*socket;
+    let output = match options.direction {
+        Direction::SendOnly => Output::writer(io::sink()),
+        _ => output,
+    };
     // Remembered now: after a reset the kernel no longer knows who the peer was.
     let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
     let counts = options.counts.as_deref();
@@ -156,8 +176,9 @@ pub fn bridge(
     thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity) = (&done, &activity);
+        let direction = options.direction;
         scope.spawn(move || {
-            send_input(input, socket, done, activity, sent);
+            send_input(input, socket, done, activity, sent, direction);
             let _ = finished.send(());
         });
         let end = receive(
@@ -193,7 +214,11 @@ fn send_input(
     done: &AtomicBool,
     activity: &Activity,
     sent: Option<&AtomicU64>,
+    direction: Direction,
 ) {
+    if direction == Direction::ReceiveOnly {
+        return;
+    }
     loop {
         match input.next(POLL) {
             Next::Data(buf) => {
@@ -207,7 +232,12 @@ fn send_input(
             Next::Pending if done.load(Ordering::Relaxed) => return,
             Next::Pending => {}
             Next::End => {
-                let _ = socket.shutdown(Shutdown::Write);
+                // Send-only: shutting the reading side down too ends the receive at once.
+                let how = match direction {
+                    Direction::SendOnly => Shutdown::Both,
+                    _ => Shutdown::Write,
+                };
+                let _ = socket.shutdown(how);
                 return;
             }
         }

@@ -8,7 +8,8 @@ use std::thread;
 
 use super::MAX_DATAGRAM;
 use super::bridge::{
-    BridgeEnd, BridgeOptions, Output, POLL, Peer, check_idle, finish, output_failed, tick,
+    BridgeEnd, BridgeOptions, Direction, Output, POLL, Peer, check_idle, finish, output_failed,
+    tick,
 };
 use super::input::{Input, Next};
 use crate::error::{Op, Result};
@@ -61,7 +62,13 @@ pub fn bridge_datagrams(
     let done = AtomicBool::new(false);
     let socket = &*socket;
     thread::scope(|scope| {
-        scope.spawn(|| send_datagrams(input, socket, &done, &input_ended, &activity));
+        if options.direction != Direction::ReceiveOnly {
+            scope.spawn(|| send_datagrams(input, socket, &done, &input_ended, &activity));
+        }
+        let output = match options.direction {
+            Direction::SendOnly => Output::writer(io::sink()),
+            _ => output,
+        };
         let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
         let end = receive(
             socket,
@@ -119,7 +126,9 @@ fn receive(
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                if input_ended.load(Ordering::Relaxed) && activity.quiet_for() >= options.wait {
+                let waited = options.direction == Direction::SendOnly
+                    || activity.quiet_for() >= options.wait;
+                if input_ended.load(Ordering::Relaxed) && waited {
                     return finish(&mut output);
                 }
                 if options.idle_timeout.is_some() {

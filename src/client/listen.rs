@@ -34,10 +34,21 @@ pub struct Listening {
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn listen(endpoint: &Endpoint) -> Result<Listening> {
+    listen_only_v6(endpoint, false)
+}
+
+/// As [`listen`]; with `only_v6`, an unspecified IPv6 address (`[::]`) takes IPv6 alone
+/// rather than IPv4 as well (`nc -6 -l`).
+///
+/// # Errors
+///
+/// As [`listen`].
+pub fn listen_only_v6(endpoint: &Endpoint, only_v6: bool) -> Result<Listening> {
     let options = ListenOptions {
         backlog: 16,
         unix_mode: None,
         reuse_port: false,
+        only_v6,
     };
     let Bound {
         socket,

@@ -18,20 +18,22 @@ mod datagram;
 mod input;
 mod listen;
 mod tls;
+pub mod traffic;
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Output, bridge};
+pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, bridge};
 pub use datagram::bridge_datagrams;
 pub use input::{CHUNK, Input, Next};
-pub use listen::{Listening, listen};
+pub use listen::{Listening, listen, listen_only_v6};
 pub use tls::{Handshake, bridge_tls};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::net::{self, TempSocketPath};
-use crate::socket::{Family, Socket, Type};
+use crate::socket::{Address, Family, Socket, Type};
 
 /// The largest payload of one UDP datagram; each input read for a datagram transport is
 /// at most this long.
@@ -44,6 +46,10 @@ pub struct ConnectOptions {
     pub timeout: Option<Duration>,
     /// Only addresses of this family (`-4`: [`Family::Inet`], `-6`: [`Family::Inet6`]).
     pub family: Option<Family>,
+    /// The local address to connect from (`-s`); only candidates of its family are tried.
+    pub source_ip: Option<IpAddr>,
+    /// The local port to connect from (`-p`).
+    pub source_port: Option<u16>,
 }
 
 /// An open client socket, and for Unix datagrams the temporary path it is bound to (so that
@@ -92,12 +98,18 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
     } else {
         Type::Datagram
     };
-    let candidates = net::candidates(endpoint, options.family)?;
+    let family = match options.source_ip {
+        Some(IpAddr::V4(_)) => Some(Family::Inet),
+        Some(IpAddr::V6(_)) => Some(Family::Inet6),
+        None => options.family,
+    };
+    let candidates = net::candidates(endpoint, family)?;
     let mut last = io::Error::from(io::ErrorKind::NotFound);
     for address in candidates {
         // TCP_NODELAY: in interactive use each line typed goes out at once rather than
         // waiting for Nagle.
-        match net::connect_socket(&address, ty, options.timeout, true) {
+        let source = source_for(&address, options);
+        match net::connect_socket(&address, ty, options.timeout, true, source) {
             Ok((socket, bound)) => {
                 return Ok(Connected {
                     socket,
@@ -109,4 +121,21 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
         }
     }
     Err(fail(last))
+}
+
+/// The local address `-s`/`-p` ask for when connecting to `address`, or `None` (the system
+/// chooses); without `-s` the port goes with the unspecified address of `address`'s family.
+fn source_for(address: &Address, options: ConnectOptions) -> Option<Address> {
+    if options.source_ip.is_none() && options.source_port.is_none() {
+        return None;
+    }
+    let ip = options.source_ip.or_else(|| match address.family() {
+        Family::Inet => Some(IpAddr::from([0u8; 4])),
+        Family::Inet6 => Some(IpAddr::from([0u16; 8])),
+        Family::Unix => None,
+    })?;
+    Some(Address::from(SocketAddr::new(
+        ip,
+        options.source_port.unwrap_or(0),
+    )))
 }

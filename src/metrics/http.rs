@@ -63,6 +63,7 @@ impl HttpListener {
             backlog: 128,
             unix_mode: None,
             reuse_port: true,
+            only_v6: false,
         };
         let Bound {
             socket, endpoint, ..

@@ -17,6 +17,8 @@ pub(crate) struct ListenOptions {
     pub(crate) unix_mode: Option<u32>,
     /// Set `SO_REUSEPORT`, so that sibling sockets can share the port.
     pub(crate) reuse_port: bool,
+    /// An unspecified IPv6 address (`[::]`) takes IPv6 alone, not IPv4 too (`nc -6 -l`).
+    pub(crate) only_v6: bool,
 }
 
 /// A bound socket (listening, for streams), in blocking mode, with the endpoint it really
@@ -144,7 +146,7 @@ fn bind_ip_on(
             let _ = socket.set_reuse_port(true);
         }
         if address.family() == Family::Inet6 {
-            let dual = address.ip().is_some_and(|ip| ip.is_unspecified());
+            let dual = !options.only_v6 && address.ip().is_some_and(|ip| ip.is_unspecified());
             socket.set_only_v6(!dual)?;
         }
         socket.bind(address)?;

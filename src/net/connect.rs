@@ -47,15 +47,22 @@ pub(crate) fn candidates(endpoint: &Endpoint, family: Option<Family>) -> Result<
 /// A blocking socket of type `ty` connected to `address` within `timeout`, with no timeout
 /// left on it. A Unix datagram socket is first bound to a [`TempSocketPath`] (returned: the
 /// file goes when it is dropped), since its server can only answer a client with an
-/// address; with `nodelay`, a TCP socket sends each write at once.
+/// address; with `nodelay`, a TCP socket sends each write at once; with `source`, the socket
+/// is bound there first (`nc -s ADDR -p PORT`).
 pub(crate) fn connect_socket(
     address: &Address,
     ty: Type,
     timeout: Option<Duration>,
     nodelay: bool,
+    source: Option<Address>,
 ) -> Result<(Socket, Option<TempSocketPath>)> {
     let mut socket = Socket::new(address.family(), ty)?;
     let mut bound = None;
+    if let Some(source) = source {
+        // A fixed source port is often one a previous run left in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.bind(source)?;
+    }
     match (address.family(), ty) {
         (Family::Inet | Family::Inet6, Type::Stream) if nodelay => socket.set_nodelay(true)?,
         (Family::Unix, Type::Datagram) => {

@@ -269,6 +269,7 @@ impl Builder {
             backlog: self.backlog,
             unix_mode: self.unix_mode,
             reuse_port: false,
+            only_v6: false,
         };
         let groups = self
             .sources

@@ -108,17 +108,44 @@ impl Exec {
         Exec::new([OsString::from("sh"), OsString::from("-c"), line])
     }
 
-    fn command(&self, peer: &Address, local: &Address) -> Command {
-        let mut cmd = Command::new(&self.spec.program);
+    /// The program's command line and environment, stdio not yet set.
+    fn std_command(&self, peer: &Address, local: &Address) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.spec.program);
         cmd.args(&self.spec.args)
             .env("SOCKETKIT_PEER_ADDR", host_of(peer))
             .env("SOCKETKIT_PEER_PORT", port_of(peer))
             .env("SOCKETKIT_LOCAL_ADDR", host_of(local))
-            .env("SOCKETKIT_LOCAL_PORT", port_of(local))
-            .stdin(Stdio::piped())
+            .env("SOCKETKIT_LOCAL_PORT", port_of(local));
+        cmd
+    }
+
+    fn command(&self, peer: &Address, local: &Address) -> Command {
+        let mut cmd = Command::from(self.std_command(peer, local));
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
         cmd
+    }
+
+    /// Starts the program with `socket` itself as its standard input and output (`nc -e`),
+    /// in the environment the service gives it. The socket closes for good when both this
+    /// process and the program have closed it.
+    ///
+    /// # Errors
+    ///
+    /// `cannot spawn PROGRAM: REASON`, or the socket's descriptor could not be duplicated.
+    pub fn spawn_on(&self, socket: &crate::socket::Socket) -> crate::Result<std::process::Child> {
+        use std::os::fd::AsFd;
+        let fail = |err: io::Error| Error::new(Op::Spawn, self.spec.program.to_string_lossy(), err);
+        let peer = socket.peer_addr().unwrap_or_else(|_| Address::unix(""));
+        let local = socket.local_addr().unwrap_or_else(|_| Address::unix(""));
+        let stdin = socket.as_fd().try_clone_to_owned().map_err(fail)?;
+        let stdout = socket.as_fd().try_clone_to_owned().map_err(fail)?;
+        self.std_command(&peer, &local)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .spawn()
+            .map_err(fail)
     }
 }
 

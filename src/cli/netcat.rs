@@ -1,0 +1,225 @@
+//! What `connect` and `listen` take from netcat (SPEC §3.6): nc's two-argument endpoint forms,
+//! `-u`, `-e`/`-c`, `--send-only`/`--recv-only`, `-C`, `-o`/`-x`, and a hint for the nc flags
+//! socketkit spells differently.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::Path;
+
+use socketkit::client::traffic::{LogFormat, TrafficLog};
+use socketkit::client::{Direction, Input};
+use socketkit::endpoint::Endpoint;
+use socketkit::services::exec::Exec;
+use socketkit::socket::Socket;
+
+use super::args::NetcatArgs;
+use super::exit::CliError;
+
+/// The endpoint text of `ENDPOINT [PORT]`: with a port, ENDPOINT is a bare host
+/// (`example.com 80`, `::1 80`); a lone number is a port to listen on (`listen 12399`). `-u`
+/// turns the stream forms into their datagram ones.
+pub(crate) fn endpoint_text(
+    endpoint: &str,
+    port: Option<u16>,
+    udp: bool,
+    any_host: Option<&str>,
+) -> Result<String, CliError> {
+    let mut text = match port {
+        Some(port) if endpoint.contains(':') && !endpoint.starts_with('[') => {
+            if endpoint.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(CliError::Usage(format!(
+                    "'{endpoint} {port}': with a separate PORT, the first argument is a bare host"
+                )));
+            }
+            format!("[{endpoint}]:{port}")
+        }
+        Some(port) => format!("{endpoint}:{port}"),
+        None if any_host.is_some() && endpoint.bytes().all(|b| b.is_ascii_digit()) => {
+            format!(":{endpoint}")
+        }
+        None => endpoint.to_owned(),
+    };
+    if let Some(host) = any_host
+        && let Some(port) = text.strip_prefix(':')
+    {
+        text = format!("{host}:{port}");
+    }
+    if !udp {
+        return Ok(text);
+    }
+    let (scheme, rest) = match text.split_once(':') {
+        Some((scheme @ ("tcp" | "udp" | "unix" | "unixgram" | "tls"), rest)) => (scheme, rest),
+        _ => ("tcp", text.as_str()),
+    };
+    match scheme {
+        "tcp" | "udp" => Ok(format!("udp:{rest}")),
+        "unix" | "unixgram" => Ok(format!("unixgram:{rest}")),
+        _ => Err(CliError::Usage(format!(
+            "-u does not apply to '{text}': TLS runs over streams"
+        ))),
+    }
+}
+
+/// The netcat options, checked and opened.
+#[derive(Debug)]
+pub(crate) struct Netcat {
+    /// `-e`/`-c`: the program to hand the socket to, instead of bridging stdio.
+    pub(crate) exec: Option<Exec>,
+    pub(crate) direction: Direction,
+    crlf: bool,
+    log: Option<TrafficLog>,
+}
+
+impl Netcat {
+    /// Checks the options against `endpoint` and opens the log file.
+    pub(crate) fn resolve(args: &NetcatArgs, endpoint: &Endpoint) -> Result<Netcat, CliError> {
+        let is_tls = matches!(endpoint, Endpoint::Tls(_));
+        let exec = match (&args.exec, &args.shell_command) {
+            (Some(line), _) => Some(Exec::new(line.split_whitespace())),
+            (None, Some(command)) => Some(Exec::shell([command])),
+            (None, None) => None,
+        };
+        let exec = exec
+            .transpose()
+            .map_err(|err| CliError::Usage(err.to_string()))?;
+        if is_tls && exec.is_some() {
+            return Err(CliError::Usage(
+                "-e/-c hand the raw socket to the program, so they do not apply to tls:".into(),
+            ));
+        }
+        let direction = match (args.send_only, args.recv_only) {
+            (true, _) => Direction::SendOnly,
+            (_, true) => Direction::ReceiveOnly,
+            _ => Direction::Both,
+        };
+        if is_tls && direction != Direction::Both {
+            return Err(CliError::Usage(
+                "--send-only and --recv-only do not apply to tls: endpoints yet".into(),
+            ));
+        }
+        let log = match (&args.output, &args.hex_dump) {
+            (Some(path), _) => Some(TrafficLog::new(create(path)?, LogFormat::Text)),
+            (None, Some(path)) => Some(TrafficLog::new(create(path)?, LogFormat::Hex)),
+            (None, None) => None,
+        };
+        Ok(Netcat {
+            exec,
+            direction,
+            crlf: args.crlf,
+            log,
+        })
+    }
+
+    /// Standard input with `-C` and the log applied (each read still at most one datagram).
+    pub(crate) fn input(&self, datagrams: bool) -> Result<Input, CliError> {
+        if !self.crlf && self.log.is_none() {
+            return super::stdio::input(datagrams);
+        }
+        let reader = socketkit::client::traffic::TappedReader::new(
+            super::stdio::stdin()?,
+            self.crlf,
+            self.log.clone(),
+        );
+        let max_chunk = super::stdio::max_chunk(datagrams);
+        Input::spawn(reader, max_chunk).map_err(super::stdio::stdio_error)
+    }
+
+    /// The log of received bytes, if one was asked for.
+    pub(crate) fn log(&self) -> Option<&TrafficLog> {
+        self.log.as_ref()
+    }
+}
+
+fn create(path: &Path) -> Result<File, CliError> {
+    File::create(path).map_err(|err| {
+        CliError::Runtime(socketkit::Error::new(
+            socketkit::error::Op::Io,
+            path.display(),
+            err,
+        ))
+    })
+}
+
+/// Runs `exec` on `socket` and waits for it; the socket is ours no more once this returns.
+pub(crate) fn run_exec(exec: &Exec, socket: Socket) -> Result<(), CliError> {
+    let mut child = exec.spawn_on(&socket)?;
+    // The program holds the socket now; our copy would keep the connection open after it
+    // exits.
+    drop(socket);
+    let status = child.wait().map_err(|err| {
+        CliError::Runtime(socketkit::Error::new(
+            socketkit::error::Op::Spawn,
+            "program",
+            err,
+        ))
+    })?;
+    tracing::debug!("the program exited: {status}");
+    Ok(())
+}
+
+/// A hint for an nc flag that socketkit spells differently, when `argv` (after the program
+/// name) has one; `None` leaves the line to the parser.
+pub(crate) fn hint(argv: &[OsString]) -> Option<String> {
+    let words: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    let command = *words.first()?;
+    if command != "connect" && command != "listen" {
+        return None;
+    }
+    let options = words[1..].iter().take_while(|w| **w != "--");
+    let mut previous = "";
+    for &word in options {
+        // `-q 1` / `-q1`: socketkit's -q is --quiet, so a number after it is nc's -q.
+        let quit_after_eof = (previous == "-q" && word.parse::<f64>().is_ok())
+            || word
+                .strip_prefix("-q")
+                .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok());
+        if quit_after_eof {
+            return Some(
+                "nc's -q SECONDS is not needed: socketkit half-closes at stdin EOF and exits \
+                 when the peer closes (for UDP, --wait DURATION waits for replies)"
+                    .into(),
+            );
+        }
+        if word == "-N" {
+            return Some("-N is not needed: socketkit always half-closes at stdin EOF".into());
+        }
+        if word == "-l" && command == "connect" {
+            return Some("-l: use socketkit listen ENDPOINT to wait for a peer".into());
+        }
+        if word == "-l" && command == "listen" {
+            return Some("-l is not needed: socketkit listen always listens".into());
+        }
+        previous = word;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netcat_forms_make_endpoints() {
+        let text = |e, p, u, any| endpoint_text(e, p, u, any).unwrap();
+        assert_eq!(text("example.com", Some(80), false, None), "example.com:80");
+        assert_eq!(text("::1", Some(80), false, None), "[::1]:80");
+        assert_eq!(text("127.0.0.1", Some(53), true, None), "udp:127.0.0.1:53");
+        assert_eq!(text("unix:/tmp/s", None, true, None), "unixgram:/tmp/s");
+        assert_eq!(text("12399", None, false, Some("")), ":12399");
+        assert_eq!(text("12399", None, false, Some("0.0.0.0")), "0.0.0.0:12399");
+        assert_eq!(text(":12399", None, false, Some("[::]")), "[::]:12399");
+        assert!(endpoint_text("tls:h:1", None, true, None).is_err());
+    }
+
+    #[test]
+    fn nc_flags_get_hints() {
+        let argv = |words: &[&str]| words.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(hint(&argv(&["connect", "h", "1", "-q", "1"])).is_some());
+        assert!(hint(&argv(&["connect", "-q1", "h:1"])).is_some());
+        assert!(hint(&argv(&["connect", "-q", "h:1"])).is_none());
+        assert!(hint(&argv(&["connect", "-N", "h:1"])).is_some());
+        assert!(hint(&argv(&["connect", "-l", "h:1"])).is_some());
+        assert!(hint(&argv(&["serve", "-l", ":1"])).is_none());
+        assert!(hint(&argv(&["connect", "h:1", "--", "-N"])).is_none());
+    }
+}
