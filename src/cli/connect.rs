@@ -1,7 +1,7 @@
 //! `socketkit connect`: a netcat client on standard input and output.
 
 use socketkit::client::{self, ConnectOptions, Handshake};
-use socketkit::endpoint::Endpoint;
+use socketkit::endpoint::{Endpoint, Transport};
 use socketkit::socket::Family;
 
 use super::args::ConnectArgs;
@@ -46,7 +46,10 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         return Ok(());
     }
     if let Some(exec) = &nc.exec {
-        return netcat::run_exec(exec, connected.socket);
+        // A unixgram client's temporary socket file must outlive the program and then go:
+        // this process stays to remove it.
+        let wait = endpoint.transport() == Transport::Unixgram;
+        return netcat::run_exec(exec, connected.socket, wait);
     }
     if let (Some(connector), Endpoint::Tls(hp)) = (&connector, &endpoint) {
         tls::warn_if_insecure(&args.tls.verify);

@@ -112,10 +112,10 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         if let Some(exec) = &nc.exec {
             if !args.keep_open {
                 drop(listening);
-                return netcat::run_exec(exec, socket);
+                return netcat::run_exec(exec, socket, false);
             }
             // One program at a time, as listen bridges one peer at a time.
-            if let Err(err) = netcat::run_exec(exec, socket) {
+            if let Err(err) = netcat::run_exec(exec, socket, true) {
                 tracing::warn!("{err}");
             }
             continue;

@@ -140,8 +140,13 @@ fn create(path: &Path) -> Result<File, CliError> {
     })
 }
 
-/// Runs `exec` on `socket` and waits for it; the socket is ours no more once this returns.
-pub(crate) fn run_exec(exec: &Exec, socket: Socket) -> Result<(), CliError> {
+/// Hands `socket` to the program of `-e`/`-c`: with `wait`, runs it and waits for it (the
+/// next peer of `listen -k` comes after); otherwise becomes it, as nc does, so its exit
+/// status is ours and a signal to us reaches it.
+pub(crate) fn run_exec(exec: &Exec, socket: Socket, wait: bool) -> Result<(), CliError> {
+    if !wait {
+        return Err(exec.exec_on(&socket).into());
+    }
     let mut child = exec.spawn_on(&socket)?;
     // The program holds the socket now; our copy would keep the connection open after it
     // exits.

@@ -135,17 +135,49 @@ impl Exec {
     ///
     /// `cannot spawn PROGRAM: REASON`, or the socket's descriptor could not be duplicated.
     pub fn spawn_on(&self, socket: &crate::socket::Socket) -> crate::Result<std::process::Child> {
+        self.on_socket(socket)?
+            .spawn()
+            .map_err(|err| self.spawn_error(err))
+    }
+
+    /// Replaces this process with the program, `socket` as its standard input and output, as
+    /// `nc -e` does: the program's exit status is the process's, and a signal to the process
+    /// reaches the program.
+    ///
+    /// # Errors
+    ///
+    /// Only when the program could not be started (the process is gone otherwise).
+    pub fn exec_on(&self, socket: &crate::socket::Socket) -> Error {
+        use std::os::unix::process::CommandExt;
+        match self.on_socket(socket) {
+            Ok(mut command) => self.spawn_error(command.exec()),
+            Err(err) => err,
+        }
+    }
+
+    fn spawn_error(&self, err: io::Error) -> Error {
+        Error::new(Op::Spawn, self.spec.program.to_string_lossy(), err)
+    }
+
+    /// The command with `socket` as its stdin and stdout, and the addresses in its
+    /// environment.
+    fn on_socket(&self, socket: &crate::socket::Socket) -> crate::Result<std::process::Command> {
         use std::os::fd::AsFd;
-        let fail = |err: io::Error| Error::new(Op::Spawn, self.spec.program.to_string_lossy(), err);
         let peer = socket.peer_addr().unwrap_or_else(|_| Address::unix(""));
         let local = socket.local_addr().unwrap_or_else(|_| Address::unix(""));
-        let stdin = socket.as_fd().try_clone_to_owned().map_err(fail)?;
-        let stdout = socket.as_fd().try_clone_to_owned().map_err(fail)?;
-        self.std_command(&peer, &local)
+        let stdin = socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| self.spawn_error(e))?;
+        let stdout = socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| self.spawn_error(e))?;
+        let mut command = self.std_command(&peer, &local);
+        command
             .stdin(Stdio::from(stdin))
-            .stdout(Stdio::from(stdout))
-            .spawn()
-            .map_err(fail)
+            .stdout(Stdio::from(stdout));
+        Ok(command)
     }
 }
 

@@ -26,6 +26,9 @@ mod cli_forward;
 mod cli_fuzz;
 /// `socketkit listen`: one peer, -k, UDP, Unix.
 mod cli_listen;
+/// The netcat habits of SPEC §3.6: nc's forms and flags, and hints for the ones spelled
+/// differently.
+mod cli_netcat;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:

@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 use crate::support::net::free_port;
 use crate::support::process::{Running, socketkit};
 use vectors::{
-    ACCESS, BENCH, CONNECT, FORWARD, Kind, LISTEN, LOG, Rng, SERVE, SERVER, TLS_CLIENT, TLS_SERVER,
-    TLS_TARGET, World,
+    ACCESS, BENCH, CONNECT, FORWARD, Kind, LISTEN, LOG, NETCAT, Rng, SERVE, SERVER, TLS_CLIENT,
+    TLS_SERVER, TLS_TARGET, World,
 };
+
+/// How long a `connect` may run before it is stopped with SIGTERM.
+const CONNECT_GRACE: Duration = Duration::from_secs(3);
 
 /// How long one generated run may take, servers included, before the test fails.
 const CASE_DEADLINE: Duration = Duration::from_secs(10);
@@ -112,6 +115,11 @@ fn supervise(
             let grace = if listen { 1000 } else { 50 };
             stop_at = Some(Instant::now() + Duration::from_millis(grace));
         }
+        // A connect that only receives (--recv-only, -u -e cat) waits for a peer that
+        // never speaks, as nc does: stopped like a server.
+        if argv[0] == "connect" && stop_at.is_none() && started.elapsed() > CONNECT_GRACE {
+            stop_at = Some(Instant::now());
+        }
         if !stopped && stop_at.is_some_and(|at| Instant::now() >= at) {
             // SAFETY: kill(2) on our own child, not yet reaped.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -148,8 +156,9 @@ fn outcome(argv: &[OsString], ended: &Ended) -> String {
 /// What a run must never do, whatever its arguments.
 fn check(argv: &[OsString], ended: &Ended) -> Result<(), String> {
     let code = ended.status.code();
-    let by_us =
-        ended.stopped && ended.status.signal() == Some(libc::SIGTERM) && argv[0] == "listen";
+    let by_us = ended.stopped
+        && ended.status.signal() == Some(libc::SIGTERM)
+        && (argv[0] == "listen" || argv[0] == "connect");
     if !(matches!(code, Some(0..=2)) || by_us) {
         return Err(format!("exit status {:?}", ended.status));
     }
@@ -258,8 +267,11 @@ type Table = [(&'static str, Kind)];
 fn every_option_of_the_help_is_fuzzed() {
     let tables: [(&str, Vec<&Table>); 7] = [
         ("serve", vec![&SERVER, &SERVE, &ACCESS, &TLS_SERVER, &LOG]),
-        ("connect", vec![&CONNECT, &TLS_CLIENT, &TLS_SERVER, &LOG]),
-        ("listen", vec![&LISTEN, &ACCESS, &TLS_SERVER, &LOG]),
+        (
+            "connect",
+            vec![&CONNECT, &NETCAT, &TLS_CLIENT, &TLS_SERVER, &LOG],
+        ),
+        ("listen", vec![&LISTEN, &NETCAT, &ACCESS, &TLS_SERVER, &LOG]),
         (
             "forward",
             vec![

@@ -124,16 +124,35 @@ pub const SERVE: [(&str, Kind); 3] = [
     ("--quotes", Kind::InFile),
     ("--shell", Kind::Flag),
 ];
-pub const CONNECT: [(&str, Kind); 5] = [
+pub const CONNECT: [(&str, Kind); 9] = [
     ("--timeout", span(false, true)),
     ("-4", Kind::Flag),
     ("-6", Kind::Flag),
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
+    ("-w", span(false, true)),
+    ("-z", Kind::Flag),
+    ("-s", Kind::Word(&["127.0.0.1", "::1", "localhost", ""])),
+    ("-p", Kind::Whole(65_535)),
 ];
-pub const LISTEN: [(&str, Kind); 4] = [
+/// The netcat options of connect and listen. `-e`/`-c` name harmless programs (the last two
+/// words of a `Word` list are the refused ones).
+pub const NETCAT: [(&str, Kind); 8] = [
+    ("-u", Kind::Flag),
+    ("-e", Kind::Word(&["cat", "true", "no-such-program", ""])),
+    // The exit status of -e/-c is the program's, so they run only programs exiting 0-2.
+    ("-c", Kind::Word(&["cat", "exit 1", "", ""])),
+    ("--send-only", Kind::Flag),
+    ("--recv-only", Kind::Flag),
+    ("-C", Kind::Flag),
+    ("-o", Kind::OutFile),
+    ("-x", Kind::OutFile),
+];
+pub const LISTEN: [(&str, Kind); 6] = [
     ("-k", Kind::Flag),
     ("--metrics", Kind::Listen { streams: true }),
+    ("-4", Kind::Flag),
+    ("-6", Kind::Flag),
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
@@ -440,6 +459,7 @@ impl World {
             }
             "connect" => {
                 self.options(&CONNECT, valid, rng, case, &mut argv);
+                self.options(&NETCAT, valid, rng, case, &mut argv);
                 if !valid || rng.chance(15) {
                     self.options(&TLS_CLIENT, valid, rng, case, &mut argv);
                 }
@@ -452,6 +472,7 @@ impl World {
             }
             "listen" => {
                 self.options(&LISTEN, valid, rng, case, &mut argv);
+                self.options(&NETCAT, valid, rng, case, &mut argv);
                 if !valid || rng.chance(15) {
                     self.options(&TLS_SERVER, valid, rng, case, &mut argv);
                 }

@@ -1,0 +1,335 @@
+//! The netcat habits of SPEC §3.6, through the real binary with pipes on both ends: nc's
+//! two-argument forms, -u, -w, -z, -e/-c, --send-only/--recv-only, -C, -o/-x, -s/-p,
+//! -4/-6 on listen, and the hints for nc flags socketkit spells differently.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use crate::support::net::IO_TIMEOUT;
+use crate::support::process::{DEADLINE, Running, lines_of, run, socketkit};
+
+/// How long an answer may take through the bridge on a loaded machine.
+const ANSWER: Duration = Duration::from_secs(5);
+
+fn start(args: &[&str], listening: usize) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(args);
+    Running::start(cmd, listening)
+}
+
+fn tcp_peer() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    (listener, port)
+}
+
+fn accept(listener: &TcpListener) -> TcpStream {
+    let (stream, _) = listener.accept().expect("accept");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+}
+
+fn read_exact(stream: &mut impl Read, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).expect("the peer receives");
+    buf
+}
+
+fn expect_line(child: &mut Running, lines: &std::sync::mpsc::Receiver<Vec<u8>>, want: &[u8]) {
+    match lines.recv_timeout(ANSWER) {
+        Ok(line) => assert_eq!(line, want),
+        Err(_) => panic!("stdout showed nothing; stderr:\n{}", child.stderr()),
+    }
+}
+
+fn connect_to(listener_addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(listener_addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+}
+
+#[test]
+fn connect_takes_host_and_port_as_two_arguments() {
+    let (listener, port) = tcp_peer();
+    let mut child = start(&["connect", "127.0.0.1", &port], 0);
+    let mut peer = accept(&listener);
+    let lines = lines_of(child.take_stdout());
+    let mut stdin = child.take_stdin();
+    peer.write_all(b"hello\n").expect("send");
+    expect_line(&mut child, &lines, b"hello\n");
+    stdin.write_all(b"back\n").expect("stdin");
+    assert_eq!(read_exact(&mut peer, 5), b"back\n");
+    drop(stdin);
+    drop(peer);
+    assert!(child.wait(DEADLINE).success());
+}
+
+#[test]
+fn listen_takes_a_bare_port_and_host_port() {
+    for args in [&["listen", "0"][..], &["listen", "127.0.0.1", "0"]] {
+        let mut child = start(args, 1);
+        let mut peer = connect_to(&format!("127.0.0.1:{}", child.port()));
+        let lines = lines_of(child.take_stdout());
+        peer.write_all(b"hi\n").expect("send");
+        expect_line(&mut child, &lines, b"hi\n");
+        drop(child.take_stdin());
+        assert_eq!(read_to_end(&mut peer), b"");
+        drop(peer);
+        assert!(child.wait(DEADLINE).success(), "{args:?}");
+    }
+}
+
+fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).expect("read to end");
+    all
+}
+
+#[test]
+fn dash_u_turns_host_port_into_udp() {
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    peer.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let port = peer.local_addr().expect("addr").port().to_string();
+    let mut child = start(&["connect", "-u", "127.0.0.1", &port, "--wait", "5s"], 0);
+    let lines = lines_of(child.take_stdout());
+    let mut stdin = child.take_stdin();
+    stdin.write_all(b"ping\n").expect("stdin");
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).expect("a datagram");
+    assert_eq!(&buf[..n], b"ping\n");
+    peer.send_to(b"pong\n", from).expect("reply");
+    expect_line(&mut child, &lines, b"pong\n");
+}
+
+#[test]
+fn dash_w_is_the_connect_timeout() {
+    let out = run_args(&["connect", "-w", "0s", "127.0.0.1:1"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
+    let (listener, port) = tcp_peer();
+    let mut child = start(&["connect", "-w", "2s", "127.0.0.1", &port], 0);
+    let mut peer = accept(&listener);
+    drop(child.take_stdin());
+    assert_eq!(read_to_end(&mut peer), b"");
+    drop(peer);
+    assert!(child.wait(DEADLINE).success());
+}
+
+fn run_args(args: &[&str]) -> crate::support::process::Output {
+    let mut cmd = socketkit();
+    cmd.args(args);
+    run(cmd, Vec::new(), DEADLINE)
+}
+
+#[test]
+fn dash_z_probes_and_sends_nothing() {
+    let (listener, port) = tcp_peer();
+    let out = run_args(&["connect", "-z", "127.0.0.1", &port]);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    let mut peer = accept(&listener);
+    assert_eq!(read_to_end(&mut peer), b"", "a probe sends nothing");
+    drop(listener);
+    let out = run_args(&["connect", "-z", "127.0.0.1", &port]);
+    assert_eq!(out.code(), 1, "a refused probe fails: {}", out.stderr);
+}
+
+#[test]
+fn dash_e_runs_a_program_on_the_connection() {
+    let (listener, port) = tcp_peer();
+    let mut child = start(&["connect", "127.0.0.1", &port, "-e", "cat"], 0);
+    let mut peer = accept(&listener);
+    peer.write_all(b"echoed by cat\n").expect("send");
+    assert_eq!(read_exact(&mut peer, 14), b"echoed by cat\n");
+    peer.shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    assert_eq!(
+        read_to_end(&mut peer),
+        b"",
+        "cat exits at EOF: the connection ends"
+    );
+    assert!(child.wait(DEADLINE).success());
+}
+
+#[test]
+fn dash_c_on_listen_gets_the_exec_environment() {
+    let mut child = start(
+        &[
+            "listen",
+            "127.0.0.1:0",
+            "-c",
+            "echo $SOCKETKIT_PEER_ADDR $SOCKETKIT_PEER_PORT",
+        ],
+        1,
+    );
+    let mut peer = connect_to(&child.addr());
+    let ours = peer.local_addr().expect("addr");
+    let got = String::from_utf8(read_to_end(&mut peer)).expect("text");
+    assert_eq!(got, format!("{} {}\n", ours.ip(), ours.port()));
+    assert!(child.wait(DEADLINE).success());
+}
+
+#[test]
+fn send_only_drops_what_arrives_and_ends_with_stdin() {
+    let (listener, port) = tcp_peer();
+    let mut child = start(&["connect", "--send-only", "127.0.0.1", &port], 0);
+    let mut peer = accept(&listener);
+    peer.write_all(b"not for stdout\n").expect("send");
+    let mut stdin = child.take_stdin();
+    stdin.write_all(b"sent\n").expect("stdin");
+    assert_eq!(read_exact(&mut peer, 5), b"sent\n");
+    drop(stdin);
+    // The peer keeps the connection open: the end of stdin alone ends the run.
+    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+    assert_eq!(child.stdout_text(), "");
+    drop(peer);
+}
+
+#[test]
+fn recv_only_never_sends_stdin() {
+    let (listener, port) = tcp_peer();
+    let mut child = start(&["connect", "--recv-only", "127.0.0.1", &port], 0);
+    let mut peer = accept(&listener);
+    let mut stdin = child.take_stdin();
+    stdin.write_all(b"must not be sent\n").expect("stdin");
+    drop(stdin);
+    peer.write_all(b"to stdout\n").expect("send");
+    peer.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match peer.read(&mut buf) {
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("expected no bytes and no half-close, got {other:?}"),
+    }
+    drop(peer);
+    assert!(child.wait(DEADLINE).success());
+    assert_eq!(child.stdout_text(), "to stdout\n");
+}
+
+#[test]
+fn dash_capital_c_sends_crlf() {
+    let (listener, port) = tcp_peer();
+    let mut cmd = socketkit();
+    cmd.args(["connect", "-C", "127.0.0.1", &port]);
+    let mut child = Running::start_with_stdin(cmd, 0, b"a\nb\r\n".to_vec());
+    let mut peer = accept(&listener);
+    assert_eq!(read_to_end(&mut peer), b"a\r\nb\r\n");
+    drop(peer);
+    assert!(child.wait(DEADLINE).success());
+}
+
+#[test]
+fn dash_o_and_dash_x_log_both_directions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = dir.path().join("traffic.txt");
+    let hex = dir.path().join("traffic.hex");
+    for (flag, path) in [("-o", &text), ("-x", &hex)] {
+        let (listener, port) = tcp_peer();
+        let mut cmd = socketkit();
+        cmd.args(["connect", "127.0.0.1", &port, flag]).arg(path);
+        let mut child = Running::start(cmd, 0);
+        let mut peer = accept(&listener);
+        let lines = lines_of(child.take_stdout());
+        let mut stdin = child.take_stdin();
+        stdin.write_all(b"question\n").expect("stdin");
+        assert_eq!(read_exact(&mut peer, 9), b"question\n");
+        peer.write_all(b"answer\n").expect("send");
+        expect_line(&mut child, &lines, b"answer\n");
+        drop(stdin);
+        drop(peer);
+        assert!(child.wait(DEADLINE).success());
+    }
+    assert_eq!(
+        std::fs::read(&text).expect("the text log"),
+        b"question\nanswer\n"
+    );
+    let dump = std::fs::read_to_string(&hex).expect("the hex log");
+    let lines: Vec<&str> = dump.lines().collect();
+    assert_eq!(lines.len(), 2, "{dump}");
+    assert!(
+        lines[0].starts_with("> 00000000  71 75 65 73 74 69 6f 6e  0a"),
+        "{dump}"
+    );
+    assert!(lines[0].ends_with("|question.|"), "{dump}");
+    assert!(
+        lines[1].starts_with("< 00000000  61 6e 73 77 65 72 0a"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn dash_s_and_dash_p_choose_the_source() {
+    let (listener, port) = tcp_peer();
+    let source_port = {
+        // A port free right now (bound and released); another process taking it in between
+        // is unlikely on loopback, and would fail the test with "address in use".
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = start(
+        &[
+            "connect",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &source_port.to_string(),
+            "127.0.0.1",
+            &port,
+        ],
+        0,
+    );
+    let (peer, from) = listener.accept().expect("accept");
+    assert_eq!(from.port(), source_port);
+    assert_eq!(from.ip().to_string(), "127.0.0.1");
+    drop(child.take_stdin());
+    drop(peer);
+    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+}
+
+#[test]
+fn listen_dash_4_and_dash_6_pick_the_family() {
+    let child = start(&["listen", "-4", "0"], 1);
+    assert!(
+        child.endpoints()[0].starts_with("tcp:0.0.0.0:"),
+        "{:?}",
+        child.endpoints()
+    );
+    drop(child);
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped the -6 half: no IPv6 loopback here");
+        return;
+    }
+    let child = start(&["listen", "-6", "0"], 1);
+    assert!(
+        child.endpoints()[0].starts_with("tcp:[::]:"),
+        "{:?}",
+        child.endpoints()
+    );
+    // IPv6 alone: an IPv4 client is refused.
+    assert!(TcpStream::connect(("127.0.0.1", child.port())).is_err());
+    let peer = TcpStream::connect(("::1", child.port()));
+    assert!(peer.is_ok(), "an IPv6 client is served");
+}
+
+#[test]
+fn nc_flags_spelled_differently_get_a_hint() {
+    for (args, words) in [
+        (
+            &["connect", "-q", "1", "127.0.0.1", "80"][..],
+            "half-closes at stdin EOF",
+        ),
+        (&["connect", "-N", "127.0.0.1", "80"], "always half-closes"),
+        (&["connect", "-l", "80"], "socketkit listen"),
+    ] {
+        let out = run_args(args);
+        assert_eq!(out.code(), 2, "{args:?}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", out.stderr);
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(words),
+            "{}",
+            out.stderr
+        );
+    }
+}
