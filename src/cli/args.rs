@@ -37,7 +37,7 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     /// Wait for one peer on ENDPOINT and bridge it with stdin/stdout, like nc -l.
     Listen(ListenArgs),
-    /// Relay every connection accepted on -l to --to.
+    /// Relay every connection accepted on -l (or every UDP client) to --to.
     Forward(ForwardArgs),
     /// Load-test ENDPOINT: greeting (a connection per operation), echo, or idle.
     Bench(BenchArgs),
@@ -344,10 +344,14 @@ pub(crate) struct ListenArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("listen", |arg| arg.help(
+    "Where to listen (repeatable): HOST:PORT, :PORT, tls:HOST:PORT, unix:PATH, or \
+     udp:HOST:PORT (with a udp: --to)")))]
 pub(crate) struct ForwardArgs {
     #[command(flatten)]
     pub(crate) server: ServerArgs,
-    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH.
+    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH; from udp:
+    /// listeners, udp:HOST:PORT.
     #[arg(long, value_name = "ENDPOINT")]
     pub(crate) to: String,
     /// Give up each connection attempt to the target after this long.

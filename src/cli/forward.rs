@@ -1,12 +1,13 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
+use socketkit::endpoint::Transport;
 use socketkit::forward::Forward;
 use socketkit::proxy_protocol::Version;
 
 use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
-use super::managed::Managed;
-use super::{init_logging, resolve, server, tls};
+use super::managed::{Listen, Managed};
+use super::{forward_udp, init_logging, resolve, server, tls};
 
 pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     let mut managed = Managed::start(&args.server.managed)?;
@@ -18,12 +19,31 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
     }
     let target = resolve::target("forward --to", &args.to)?;
     let timeout = args.timeout;
+    if listeners
+        .iter()
+        .any(|l| l.endpoint().transport() == Transport::Udp)
+    {
+        let mut endpoints = Vec::new();
+        for listener in &listeners {
+            match listener {
+                Listen::Bind(endpoint) => endpoints.push(endpoint.clone()),
+                Listen::Inherited(_) => {
+                    return Err(CliError::Usage(
+                        "a udp: relay binds its own sockets; inherited sockets are relayed as \
+                         streams only"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        return forward_udp::run(&args, &endpoints, target);
+    }
     if let Some(datagram) = listeners
         .iter()
         .find(|l| !l.endpoint().transport().is_stream())
     {
         return Err(CliError::Usage(format!(
-            "forward relays streams only; {datagram} is a datagram endpoint"
+            "forward relays streams and udp:, not {datagram}"
         )));
     }
     let identity = args

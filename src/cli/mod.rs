@@ -8,6 +8,7 @@ mod completions;
 mod connect;
 mod exit;
 mod forward;
+mod forward_udp;
 mod listen;
 mod log;
 mod managed;

@@ -21,6 +21,7 @@
 //! are encrypted in user space); its close_notify and the half-close of the other side map
 //! onto each other.
 
+pub mod datagram;
 pub mod splice;
 
 use std::io;

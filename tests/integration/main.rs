@@ -22,6 +22,8 @@ mod cli_discover;
 mod cli_errors;
 /// `socketkit forward`: relays, half-close, concurrency, failures, limits.
 mod cli_forward;
+/// `socketkit forward` over UDP: one upstream socket per client, idle timeout.
+mod cli_forward_udp;
 /// Generated argument vectors for every subcommand: exit 0, 1 or 2, one `error:` line at most.
 mod cli_fuzz;
 /// `socketkit listen`: one peer, -k, UDP, Unix.

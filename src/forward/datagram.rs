@@ -1,0 +1,294 @@
+//! The UDP relay behind `socketkit forward -l udp:… --to udp:…`, as socat's
+//! `UDP-LISTEN:…,fork UDP:…`: each client (source address) gets its own upstream socket,
+//! connected to the target, so the target sees one peer per client and its answers go back
+//! to the right one. A client's upstream socket is closed after `idle_timeout` with no
+//! datagram either way; the next datagram from that client opens a fresh one.
+//!
+//! A datagram from a new client while `max_clients` are being relayed is dropped (and
+//! logged at debug level): UDP has no way to refuse, and the sender retries if it cares.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::endpoint::{Endpoint, Transport};
+use crate::error::{Error, Op, Result};
+use crate::net::{self, ListenOptions};
+use crate::socket::Address;
+
+/// The largest datagram relayed (the most a UDP datagram over IPv4 can carry).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// How long a client's upstream socket lives without traffic, unless told otherwise.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+
+/// A UDP relay to one target.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::forward::datagram::DatagramForward;
+/// assert!(DatagramForward::new("udp:127.0.0.1:53".parse().unwrap()).is_ok());
+/// assert!(DatagramForward::new("127.0.0.1:53".parse().unwrap()).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct DatagramForward {
+    target: Endpoint,
+    idle_timeout: Duration,
+    max_clients: usize,
+}
+
+/// A relay bound to its listening socket, ready to [`BoundDatagramForward::run`].
+#[derive(Debug)]
+pub struct BoundDatagramForward {
+    relay: DatagramForward,
+    socket: Arc<UdpSocket>,
+    local: Endpoint,
+}
+
+/// One client's upstream socket and when traffic last passed either way.
+#[derive(Debug)]
+struct Client {
+    upstream: UdpSocket,
+    last: Mutex<Instant>,
+}
+
+impl Client {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Clients = Arc<Mutex<HashMap<SocketAddr, Arc<Client>>>>;
+
+impl DatagramForward {
+    /// A relay to `target`, which must be a `udp:` endpoint with a host and a port.
+    ///
+    /// # Errors
+    ///
+    /// Any other kind of target, in words for the command line.
+    pub fn new(target: Endpoint) -> std::result::Result<DatagramForward, String> {
+        if target.transport() != Transport::Udp {
+            return Err(format!(
+                "a udp: listener relays to a udp: target, not {target}"
+            ));
+        }
+        Ok(DatagramForward {
+            target,
+            idle_timeout: DEFAULT_IDLE,
+            max_clients: usize::MAX,
+        })
+    }
+
+    /// Closes a client's upstream socket after this long without a datagram either way.
+    pub fn idle_timeout(mut self, idle: Duration) -> DatagramForward {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Relays at most this many clients at once.
+    pub fn max_clients(mut self, max: usize) -> DatagramForward {
+        self.max_clients = max.max(1);
+        self
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Endpoint {
+        &self.target
+    }
+
+    /// Binds `listen` (a `udp:` endpoint) inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `cannot listen on ENDPOINT: REASON`.
+    pub fn bind(&self, listen: &Endpoint) -> Result<BoundDatagramForward> {
+        let options = ListenOptions {
+            backlog: 0,
+            unix_mode: None,
+            reuse_port: false,
+            only_v6: false,
+        };
+        let bound = net::bind_endpoint(listen, options)?;
+        let fail = |err: io::Error| Error::new(Op::Listen, &bound.endpoint, err);
+        let fd = std::os::fd::OwnedFd::from(bound.socket);
+        let std_socket = std::net::UdpSocket::from(fd);
+        std_socket.set_nonblocking(true).map_err(fail)?;
+        let socket = UdpSocket::from_std(std_socket).map_err(fail)?;
+        Ok(BoundDatagramForward {
+            relay: self.clone(),
+            socket: Arc::new(socket),
+            local: bound.endpoint,
+        })
+    }
+}
+
+impl BoundDatagramForward {
+    /// The endpoint really listened on (with the port the system chose for port 0).
+    pub fn local_endpoint(&self) -> &Endpoint {
+        &self.local
+    }
+
+    /// Relays until `shutdown` completes; every upstream socket is closed then.
+    ///
+    /// # Errors
+    ///
+    /// The target does not resolve, or receiving on the listening socket fails for good.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let target = resolve_target(&self.relay.target).await?;
+        let clients: Clients = Arc::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        tokio::pin!(shutdown);
+        loop {
+            let (len, from) = tokio::select! {
+                () = &mut shutdown => break,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok(got) => got,
+                    // An ICMP error for an earlier send_to a client that has gone: not ours.
+                    Err(err) if transient(&err) => continue,
+                    Err(err) => return Err(Error::new(Op::Receive, &self.local, err)),
+                },
+            };
+            // Reap finished relays so the set does not grow without bound.
+            while tasks.try_join_next().is_some() {}
+            let client = match self.client(&clients, from, target, &mut tasks).await {
+                Some(client) => client,
+                None => continue,
+            };
+            client.touch();
+            if let Err(err) = client.upstream.send(&buf[..len]).await {
+                tracing::debug!(client = %from, "relaying to {target} failed: {err}");
+            }
+        }
+        tasks.shutdown().await;
+        Ok(())
+    }
+
+    /// The client of `from`, opening its upstream socket if it is new (and there is room).
+    async fn client(
+        &self,
+        clients: &Clients,
+        from: SocketAddr,
+        target: SocketAddr,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Option<Arc<Client>> {
+        {
+            let map = clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(client) = map.get(&from) {
+                return Some(Arc::clone(client));
+            }
+            if map.len() >= self.relay.max_clients {
+                tracing::debug!(client = %from, "dropped a datagram: --max-connections clients");
+                return None;
+            }
+        }
+        let upstream = match open_upstream(target).await {
+            Ok(socket) => socket,
+            Err(err) => {
+                tracing::warn!(client = %from, "cannot relay to {target}: {err}");
+                return None;
+            }
+        };
+        tracing::debug!(client = %from, "new client, relayed to {target}");
+        let client = Arc::new(Client {
+            upstream,
+            last: Mutex::new(Instant::now()),
+        });
+        clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from, Arc::clone(&client));
+        tasks.spawn(answer(
+            Arc::clone(&self.socket),
+            Arc::clone(&client),
+            from,
+            Arc::clone(clients),
+            self.relay.idle_timeout,
+        ));
+        Some(client)
+    }
+}
+
+/// Sends the target's answers back to the client until the pair has been idle.
+async fn answer(
+    listener: Arc<UdpSocket>,
+    client: Arc<Client>,
+    from: SocketAddr,
+    clients: Clients,
+    idle: Duration,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = client.last() + idle;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                // Checked again under the lock: a datagram may have come in meanwhile.
+                let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+                if client.last() + idle <= Instant::now() {
+                    map.remove(&from);
+                    tracing::debug!(client = %from, "idle: closed its upstream socket");
+                    return;
+                }
+            }
+            received = client.upstream.recv(&mut buf) => match received {
+                Ok(len) => {
+                    client.touch();
+                    if let Err(err) = listener.send_to(&buf[..len], from).await {
+                        tracing::debug!(client = %from, "answering failed: {err}");
+                    }
+                }
+                // Nothing listens at the target (ICMP port unreachable): the client's
+                // datagram is lost, as it would be without the relay.
+                Err(err) if transient(&err) => {}
+                Err(err) => {
+                    tracing::debug!(client = %from, "upstream receive failed: {err}");
+                    clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&from);
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Errors a UDP socket reports for an earlier datagram (ICMP), which leave it usable.
+fn transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+async fn resolve_target(target: &Endpoint) -> Result<SocketAddr> {
+    let target = target.clone();
+    let found = tokio::task::spawn_blocking(move || net::candidates(&target, None))
+        .await
+        .map_err(|err| Error::without_target(Op::Connect, io::Error::other(err)))??;
+    found
+        .into_iter()
+        .find_map(|address: Address| address.as_socket_addr())
+        .ok_or_else(|| Error::without_target(Op::Connect, io::ErrorKind::AddrNotAvailable.into()))
+}
+
+async fn open_upstream(target: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if target.is_ipv4() {
+        ([0u8; 4], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(target).await?;
+    Ok(socket)
+}
