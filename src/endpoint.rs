@@ -6,8 +6,9 @@
 //! | `:PORT` | TCP on every local address, IPv4 and IPv6 |
 //! | `tls:HOST:PORT` | TCP carrying TLS ([`crate::tls`]); `tls::PORT` listens everywhere |
 //! | `udp:HOST:PORT` | UDP |
-//! | `unix:PATH` | a Unix stream socket |
-//! | `unixgram:PATH` | a Unix datagram socket |
+//! | `unix:PATH` | a Unix stream socket (`unix:@NAME`: Linux's abstract namespace, no file) |
+//! | `unixgram:PATH` | a Unix datagram socket (`unixgram:@NAME` too) |
+//! | `[fe80::1%lo]:PORT` | an IPv6 address with its zone (interface name or number) |
 //! | `fd:N`, `fd:NAME` | an inherited listening socket ([`InheritedName`]; listeners only) |
 //!
 //! Port `0` asks the system for a free port. An endpoint prints in the canonical form with
@@ -131,7 +132,8 @@ pub enum Host {
     Any,
     /// A literal IPv4 or IPv6 address.
     Ip(IpAddr),
-    /// A name to resolve.
+    /// A name to resolve; also a scoped IPv6 literal (`fe80::1%lo`), whose zone the resolver
+    /// turns into a scope id.
     Name(String),
 }
 
@@ -211,6 +213,9 @@ impl fmt::Display for Host {
             Host::Any => Ok(()),
             Host::Ip(IpAddr::V4(v4)) => v4.fmt(f),
             Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            // A scoped IPv6 literal (`fe80::1%lo`) is kept as a name, and written back in the
+            // brackets it came in.
+            Host::Name(name) if name.contains(':') => write!(f, "[{name}]"),
             Host::Name(name) => f.write_str(name),
         }
     }
@@ -431,18 +436,33 @@ fn parse_bracketed(text: &str) -> Result<HostPort, String> {
     if inside.is_empty() {
         return Err("empty IPv6 address in brackets".into());
     }
-    let ip: Ipv6Addr = inside
+    let (address, scope) = match inside.split_once('%') {
+        Some((address, scope)) => (address, Some(scope)),
+        None => (inside, None),
+    };
+    let ip: Ipv6Addr = address
         .parse()
-        .map_err(|_| format!("invalid IPv6 address '{inside}'"))?;
+        .map_err(|_| format!("invalid IPv6 address '{address}'"))?;
+    let host = match scope {
+        // A zone (`fe80::1%eth0`, `%2`) is the resolver's to turn into a scope id, so the
+        // scoped literal stays a name: getaddrinfo(3) knows interface names and numbers.
+        Some(scope) => {
+            let valid = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+            if scope.is_empty() || !scope.bytes().all(valid) {
+                return Err(format!(
+                    "invalid IPv6 zone '{scope}' (expected an interface, as %lo)"
+                ));
+            }
+            Host::Name(inside.to_owned())
+        }
+        None => Host::Ip(IpAddr::V6(ip)),
+    };
     let port = match after.strip_prefix(':') {
         Some(port) => parse_port(port)?,
         None if after.is_empty() => return Err("missing port after ']'".into()),
         None => return Err(format!("expected ':' after ']', found '{after}'")),
     };
-    Ok(HostPort {
-        host: Host::Ip(IpAddr::V6(ip)),
-        port,
-    })
+    Ok(HostPort { host, port })
 }
 
 fn parse_host(host: &str) -> Result<Host, String> {
@@ -487,6 +507,24 @@ fn parse_port(port: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_ipv6_literals_parse_and_print_back() {
+        let ep = ok("[fe80::1%lo]:80");
+        assert_eq!(ep.to_string(), "tcp:[fe80::1%lo]:80");
+        assert_eq!(ok(&ep.to_string()), ep);
+        assert!(ok("udp:[fe80::1%2]:53").host_port().is_some());
+        assert!("[fe80::1%]:80".parse::<Endpoint>().is_err());
+        assert!("[fe80::1%a b]:80".parse::<Endpoint>().is_err());
+        assert!("[zz%lo]:80".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn abstract_unix_names_round_trip() {
+        let ep = ok("unix:@socketkit-test");
+        assert_eq!(ep.to_string(), "unix:@socketkit-test");
+        assert_eq!(ep.path().map(|p| p.to_str()), Some(Some("@socketkit-test")));
+    }
 
     fn ok(input: &str) -> Endpoint {
         input.parse().unwrap_or_else(|err| panic!("{input}: {err}"))

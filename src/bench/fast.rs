@@ -157,7 +157,9 @@ impl Engine<'_> {
         self.started.push_back((now, slot, generation));
         let socket = match self.target {
             Target::Tcp(addr) => connect_tcp(*addr, slot).map(Socket::Tcp),
-            Target::Unix(path) => mio::net::UnixStream::connect(path).map(Socket::Unix),
+            Target::Unix(path) => crate::net::unix_address(path)
+                .and_then(|address| mio::net::UnixStream::connect_addr(&address))
+                .map(Socket::Unix),
             Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
         };
         let registered = socket.and_then(|mut socket| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
+use tokio::net::{TcpStream, UdpSocket, UnixDatagram};
 
 use super::Config;
 use super::stats::{Failure, HandshakeFailed, Stats};
@@ -58,7 +58,7 @@ impl Target {
     async fn connect(&self) -> io::Result<Stream> {
         match self {
             Target::Tcp(addr) => Ok(Stream::Tcp(TcpStream::connect(addr).await?)),
-            Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            Target::Unix(path) => Ok(Stream::Unix(net::connect_unix(path).await?)),
             Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
         }
     }

@@ -100,7 +100,7 @@ pub(crate) async fn connect_stream(
                 stream.set_nodelay(true)?;
                 Ok(Stream::Tcp(stream))
             }
-            Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            Endpoint::Unix(path) => Ok(Stream::Unix(connect_unix(path).await?)),
             Endpoint::Udp(_) | Endpoint::Unixgram(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a stream target",
@@ -112,5 +112,34 @@ pub(crate) async fn connect_stream(
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
         None => attempt.await,
+    }
+}
+
+/// A tokio stream connected to the Unix socket at `path`, or to `@NAME` in the abstract
+/// namespace (which tokio's path-based connect would take for a file).
+pub(crate) async fn connect_unix(path: &std::path::Path) -> io::Result<UnixStream> {
+    if crate::socket::abstract_name(path).is_none() {
+        return UnixStream::connect(path).await;
+    }
+    // A Unix connect does not wait on the network: it succeeds (or fails) at once.
+    let stream = std::os::unix::net::UnixStream::connect_addr(&unix_address(path)?)?;
+    stream.set_nonblocking(true)?;
+    UnixStream::from_std(stream)
+}
+
+/// The std address of `path`, or of `@NAME` in the abstract namespace.
+pub(crate) fn unix_address(path: &std::path::Path) -> io::Result<std::os::unix::net::SocketAddr> {
+    match crate::socket::abstract_name(path) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the abstract socket namespace is Linux's own",
+        )),
+        None => std::os::unix::net::SocketAddr::from_pathname(path),
     }
 }

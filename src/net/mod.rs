@@ -37,7 +37,7 @@ mod unix_file;
 pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
 pub(crate) use activity::Activity;
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
-pub(crate) use connect::{candidates, connect_socket, connect_stream};
+pub(crate) use connect::{candidates, connect_socket, connect_stream, connect_unix, unix_address};
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over};
 pub(crate) use passed::{handover_env, take_passed};
 pub(crate) use stream::Stream;
@@ -59,8 +59,18 @@ use crate::socket::Address;
 /// decides IP or Unix.
 pub(crate) fn endpoint_at(transport: Transport, address: &Address) -> Endpoint {
     if let Some(addr) = address.as_socket_addr() {
+        let host = match addr {
+            // A link-local address means nothing without its zone: keep it, so that the
+            // `listening on` line can be used as it is written.
+            std::net::SocketAddr::V6(v6)
+                if v6.scope_id() != 0 && v6.ip().is_unicast_link_local() =>
+            {
+                Host::Name(format!("{}%{}", v6.ip(), v6.scope_id()))
+            }
+            _ => Host::Ip(addr.ip()),
+        };
         let hp = HostPort {
-            host: Host::Ip(addr.ip()),
+            host,
             port: addr.port(),
         };
         return match transport {

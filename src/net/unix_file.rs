@@ -47,7 +47,12 @@ impl UnixFile {
     }
 }
 
+/// The file at `path`, to know it again; none for an abstract name (`@NAME`), which has no
+/// file, so that its guard never removes one.
 fn identity(path: &Path) -> Option<(u64, u64)> {
+    if crate::socket::abstract_name(path).is_some() {
+        return None;
+    }
     fs::symlink_metadata(path)
         .ok()
         .map(|meta| (meta.dev(), meta.ino()))
@@ -74,6 +79,9 @@ pub(super) fn bind_unix(
     endpoint: &Endpoint,
 ) -> Result<(Socket, UnixFile)> {
     let fail = |err: io::Error| Error::new(Op::Listen, endpoint, err);
+    if crate::socket::abstract_name(path).is_some() {
+        return bind_abstract(path, ty, options, endpoint);
+    }
     clear_stale_socket(path, ty).map_err(fail)?;
     let socket = Socket::new(Family::Unix, ty)?;
     socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
@@ -88,6 +96,24 @@ pub(super) fn bind_unix(
             .map_err(|err| fail(err.into_io_error()))?;
     }
     Ok((socket, file))
+}
+
+/// A Unix socket in the abstract namespace (`@NAME`): no file to clear, chmod or remove.
+/// Its guard has no file identity, so it never removes anything (not even a file that
+/// happens to be called `@NAME`); the name goes when the socket closes.
+fn bind_abstract(
+    path: &Path,
+    ty: Type,
+    options: ListenOptions,
+    endpoint: &Endpoint,
+) -> Result<(Socket, UnixFile)> {
+    let fail = |err: Error| Error::new(Op::Listen, endpoint, err.into_io_error());
+    let socket = Socket::new(Family::Unix, ty)?;
+    socket.bind(path).map_err(fail)?;
+    if ty == Type::Stream {
+        socket.listen(options.backlog).map_err(fail)?;
+    }
+    Ok((socket, UnixFile::at(path)))
 }
 
 /// A socket file nobody listens on is left over from a server that died: replace it. A live

@@ -1,9 +1,11 @@
 //! [`Address`]: where a socket is, for IPv4, IPv6 and Unix sockets alike, and [`ToAddress`],
 //! the ways a caller may name one (`("127.0.0.1", 80)`, `"[::1]:80"`, a path for Unix).
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use socket2::SockAddr;
@@ -135,7 +137,11 @@ impl Address {
         match self {
             Address::Inet(v4) => Ok(SockAddr::from(*v4)),
             Address::Inet6(v6) => Ok(SockAddr::from(*v6)),
-            Address::Unix(path) => SockAddr::unix(path),
+            Address::Unix(path) => match abstract_name(path) {
+                // socket2 reads a leading NUL as the abstract namespace.
+                Some(name) => SockAddr::unix(OsStr::from_bytes(&[&[0u8], name].concat())),
+                None => SockAddr::unix(path),
+            },
         }
     }
 
@@ -146,12 +152,31 @@ impl Address {
         if let Some(v6) = addr.as_socket_ipv6() {
             return Address::Inet6(v6);
         }
+        if let Some(name) = addr.as_abstract_namespace() {
+            return Address::Unix(PathBuf::from(OsStr::from_bytes(&[b"@", name].concat())));
+        }
         Address::Unix(
             addr.as_pathname()
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
         )
     }
+}
+
+/// The name of a Unix socket in Linux's abstract namespace, written `@NAME` (as `ss` and
+/// systemd write it): no file is created for it, and none removed. `None` for a path (a file
+/// really named `@x` is `./@x`).
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use socketkit::socket::abstract_name;
+/// assert_eq!(abstract_name(Path::new("@app")), Some(&b"app"[..]));
+/// assert_eq!(abstract_name(Path::new("./@app")), None);
+/// ```
+pub fn abstract_name(path: &Path) -> Option<&[u8]> {
+    path.as_os_str().as_bytes().strip_prefix(b"@")
 }
 
 impl fmt::Display for Address {

@@ -46,7 +46,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-pub use address::{Address, ToAddress};
+pub use address::{Address, ToAddress, abstract_name};
 pub use create::{create_connection, create_server, socketpair};
 pub use resolve::{getaddrinfo, gethostname};
 

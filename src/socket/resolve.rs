@@ -54,6 +54,10 @@ pub(crate) fn lookup(host: &str, port: u16, family: Option<Family>) -> Result<Ve
         );
         return Err(Error::new(Op::Resolve, host, reason));
     }
+    if let Some(scoped) = scoped_ipv6(host, port) {
+        let scoped = scoped.map_err(|err| Error::new(Op::Resolve, host, err))?;
+        return Ok(vec![Address::from(std::net::SocketAddr::V6(scoped))]);
+    }
     let found = (host, port)
         .to_socket_addrs()
         .map_err(|err| Error::new(Op::Resolve, host, resolver_words(err)))?;
@@ -71,6 +75,19 @@ pub(crate) fn lookup(host: &str, port: u16, family: Option<Family>) -> Result<Ve
         return Err(Error::new(Op::Resolve, host, reason));
     }
     Ok(wanted)
+}
+
+/// An IPv6 literal with a zone (`fe80::1%lo`, `fe80::1%2`): the zone is an interface name or
+/// index. Done here rather than by getaddrinfo(3), which glibc refuses for addresses that are
+/// not link-local (`::1%lo`). `None` if `host` is not such a literal.
+fn scoped_ipv6(host: &str, port: u16) -> Option<io::Result<std::net::SocketAddrV6>> {
+    let (address, zone) = host.split_once('%')?;
+    let ip: std::net::Ipv6Addr = address.parse().ok()?;
+    let scope = match zone.parse::<u32>() {
+        Ok(index) => Ok(index),
+        Err(_) => crate::sys::interface_index(zone),
+    };
+    Some(scope.map(|scope| std::net::SocketAddrV6::new(ip, port, 0, scope)))
 }
 
 /// std prefixes resolver failures with "failed to lookup address information: "; the

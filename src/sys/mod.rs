@@ -4,7 +4,7 @@
 //! re-exports what the client, relay and load generator need).
 //!
 //! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`,
-//!   `gethostname`, `getrlimit`); `ids.rs`: user and group ids (`getpwnam_r`,
+//!   `gethostname`, `getrlimit`, `if_nametoindex`); `ids.rs`: user and group ids (`getpwnam_r`,
 //!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
 //!   `IP_BIND_ADDRESS_NO_PORT`); `fallback.rs` has the same functions for other Unix
@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 pub(crate) use platform::{accept_nonblocking, grow_pipe, set_bind_address_no_port, splice};
 pub(crate) use posix::{
-    descriptor_limit, hostname, inherit_on_exec, is_blocking_pipe, is_listening,
+    descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
     raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
 };
 

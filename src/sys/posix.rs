@@ -104,6 +104,21 @@ pub(crate) fn hostname() -> io::Result<String> {
     Ok(name.to_string_lossy().into_owned())
 }
 
+/// The index of the network interface `name` (`if_nametoindex(3)`), for IPv6 zones.
+pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in an interface name"))?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call, which only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no network interface by that name",
+        ));
+    }
+    Ok(index)
+}
+
 /// The limits on open descriptors (`RLIMIT_NOFILE`): soft and hard, if the system says.
 fn descriptor_limits() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {

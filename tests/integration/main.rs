@@ -36,6 +36,8 @@ mod cli_serve;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:
 /// request/response rounds, byte-at-a-time readers, both directions at once.
 mod cli_stdio_pipes;
+/// Endpoint forms: abstract Unix sockets, IPv6 zones.
+mod endpoint_forms;
 /// The EOF model of docs/cli.md, row by row.
 mod eof_model;
 /// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown,
