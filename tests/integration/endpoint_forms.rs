@@ -2,7 +2,7 @@
 //! Unix namespace (`unix:@NAME`: no file created, none removed) and IPv6 zones
 //! (`[::1%lo]:PORT`).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Duration;
 
 use crate::support::process::{DEADLINE, Running, run, socketkit};
