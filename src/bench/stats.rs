@@ -105,6 +105,8 @@ pub struct Stats {
     latency: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<u64>>,
     first_error: Mutex<Option<String>>,
+    /// [`Failure::Other`] errors by errno name (`EMFILE`), so that the report names them.
+    others: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -126,6 +128,7 @@ impl Stats {
             ),
             timeline: Mutex::new(Vec::new()),
             first_error: Mutex::new(None),
+            others: Mutex::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl Stats {
         lock(&self.latency).reset();
         lock(&self.timeline).clear();
         *lock(&self.first_error) = None;
+        lock(&self.others).clear();
         self.measured.store(0, Ordering::Relaxed);
         self.recording.store(self.now().max(1), Ordering::Relaxed);
     }
@@ -224,7 +228,11 @@ impl Stats {
         if !self.is_recording() {
             return;
         }
-        self.fail(Failure::of(err));
+        let failure = Failure::of(err);
+        self.fail(failure);
+        if failure == Failure::Other {
+            *lock(&self.others).entry(errno_name(err)).or_default() += 1;
+        }
         let mut first = lock(&self.first_error);
         if first.is_none() {
             *first = Some(crate::error::describe(err));
@@ -263,7 +271,7 @@ impl Stats {
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
         let completed = self.completed();
         let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-        let errors = Failure::ALL
+        let mut errors: BTreeMap<String, u64> = Failure::ALL
             .iter()
             .map(|f| {
                 (
@@ -273,6 +281,18 @@ impl Stats {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
+        // The errors of no known kind, by errno name: what is left without one stays
+        // "other".
+        if let Some(other) = errors.remove(Failure::Other.name()) {
+            let mut named = 0;
+            for (name, n) in lock(&self.others).iter() {
+                errors.insert((*name).to_owned(), *n);
+                named += n;
+            }
+            if other > named {
+                errors.insert(Failure::Other.name().to_owned(), other - named);
+            }
+        }
         let interval = self.interval.as_secs_f64();
         // Whole buckets only: a last, partly filled one would read as a drop in rate.
         let buckets = (secs / interval).floor() as usize;
@@ -288,6 +308,7 @@ impl Stats {
             completed,
             rate_per_s: round(completed as f64 / secs, 1),
             mb_per_s: round(self.bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs, 2),
+            bytes: self.bytes.load(Ordering::Relaxed),
             latency_ms: Latency {
                 p50: ms(0.5),
                 p90: ms(0.9),
@@ -301,6 +322,41 @@ impl Stats {
             rate_timeline: timeline,
         }
     }
+}
+
+/// The errno of `err` by its C name (`EMFILE`), or `other` when it has none we know.
+fn errno_name(err: &io::Error) -> &'static str {
+    let Some(code) = err.raw_os_error() else {
+        return "other";
+    };
+    const NAMES: [(i32, &str); 22] = [
+        (libc::EMFILE, "EMFILE"),
+        (libc::ENFILE, "ENFILE"),
+        (libc::ENOBUFS, "ENOBUFS"),
+        (libc::ENOMEM, "ENOMEM"),
+        (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+        (libc::EADDRINUSE, "EADDRINUSE"),
+        (libc::ENETUNREACH, "ENETUNREACH"),
+        (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+        (libc::ENETDOWN, "ENETDOWN"),
+        (libc::ECONNABORTED, "ECONNABORTED"),
+        (libc::ECONNREFUSED, "ECONNREFUSED"),
+        (libc::ECONNRESET, "ECONNRESET"),
+        (libc::EPIPE, "EPIPE"),
+        (libc::ETIMEDOUT, "ETIMEDOUT"),
+        (libc::ENOTCONN, "ENOTCONN"),
+        (libc::EACCES, "EACCES"),
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::EPROTO, "EPROTO"),
+        (libc::EMSGSIZE, "EMSGSIZE"),
+        (libc::EAGAIN, "EAGAIN"),
+    ];
+    NAMES
+        .iter()
+        .find(|(errno, _)| *errno == code)
+        .map_or("other", |(_, name)| name)
 }
 
 fn round(x: f64, places: i32) -> f64 {
@@ -344,6 +400,8 @@ pub struct Report {
     pub rate_per_s: f64,
     /// Payload throughput (10⁶ bytes per second), echo mode.
     pub mb_per_s: f64,
+    /// Payload bytes moved in the measured span (echo: sent and verified back), echo mode.
+    pub bytes: u64,
     /// Latency percentiles of completed operations.
     pub latency_ms: Latency,
     /// Failures by kind (only kinds that happened).
@@ -370,13 +428,16 @@ impl fmt::Display for Report {
             "{} {} for {:.3}s",
             self.mode, self.endpoint, self.seconds
         )?;
-        writeln!(f, "  completed   {:>12}", self.completed)?;
-        writeln!(f, "  rate        {:>12.1} /s", self.rate_per_s)?;
-        if self.mb_per_s > 0.0 {
-            writeln!(f, "  throughput  {:>12.2} MB/s", self.mb_per_s)?;
-        }
         if let Some(held) = self.held {
-            writeln!(f, "  held        {held:>12}")?;
+            // Idle mode holds connections; a rate of operations means nothing there.
+            writeln!(f, "  held        {held:>12} connections")?;
+        } else {
+            writeln!(f, "  completed   {:>12}", self.completed)?;
+            writeln!(f, "  rate        {:>12.1} /s", self.rate_per_s)?;
+        }
+        if self.bytes > 0 {
+            writeln!(f, "  throughput  {:>12.2} MB/s", self.mb_per_s)?;
+            writeln!(f, "  bytes       {:>12}", self.bytes)?;
         }
         let l = &self.latency_ms;
         writeln!(
@@ -399,5 +460,25 @@ impl fmt::Display for Report {
                 list.join(", ")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_of_no_known_kind_are_named_by_errno() {
+        let stats = Stats::new(Duration::from_secs(1));
+        stats.start_recording();
+        stats.fail_io(&io::Error::from_raw_os_error(libc::EMFILE));
+        stats.fail_io(&io::Error::from_raw_os_error(libc::EMFILE));
+        stats.fail_io(&io::Error::other("no errno"));
+        stats.fail_io(&io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        let report = stats.report(String::new(), "greeting", Duration::from_secs(1), None);
+        assert_eq!(report.errors.get("EMFILE"), Some(&2));
+        assert_eq!(report.errors.get("other"), Some(&1));
+        assert_eq!(report.errors.get("refused"), Some(&1));
+        assert_eq!(report.failed(), 4);
     }
 }

@@ -49,7 +49,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     .map_err(|err| io_error("tokio runtime", err))?;
     let stats = Arc::new(Stats::new(config.interval));
     let show_progress = std::io::stderr().is_terminal() && !args.json && !args.log.quiet;
-    let total = config.warmup + config.duration;
+    if !args.json {
+        // A closed stdout (`| head`) is not the run's failure.
+        let _ = std::io::stdout().write_all(header(&args, &endpoint).as_bytes());
+    }
+    let (warmup, duration) = (config.warmup, config.duration);
     let report = runtime.block_on(async {
         let stop = Signal::default();
         let ctrl_c = stop.clone();
@@ -58,7 +62,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                 ctrl_c.set();
             }
         });
-        let progress = show_progress.then(|| progress(Arc::clone(&stats), total));
+        let progress = show_progress.then(|| progress(Arc::clone(&stats), warmup, duration));
         let report = bench::run(&endpoint, config, Arc::clone(&stats), stop).await;
         if let Some((bar, task)) = progress {
             task.abort();
@@ -179,11 +183,56 @@ fn output(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A progress bar over the run's length with the live rate and errors, refreshed 10 times a
-/// second; only on a terminal.
-fn progress(stats: Arc<Stats>, total: Duration) -> (ProgressBar, tokio::task::JoinHandle<()>) {
-    let bar = ProgressBar::new(total.as_millis() as u64);
-    let style = ProgressStyle::with_template("{bar:30} {elapsed:>4} {msg}")
+/// The run's configuration before it starts, as wrk opens: what is measured, for how long,
+/// and with what load.
+fn header(args: &BenchArgs, endpoint: &socketkit::endpoint::Endpoint) -> String {
+    let span = humantime::format_duration(args.duration);
+    let warmup = if args.warmup.is_zero() {
+        "no warm-up".to_owned()
+    } else {
+        format!(
+            "after a {} warm-up",
+            humantime::format_duration(args.warmup)
+        )
+    };
+    let mut load = vec![
+        format!("mode {}", args.mode),
+        format!("{} connections", args.connections),
+    ];
+    if args.mode == "echo" {
+        let window = args.window.unwrap_or(args.size);
+        load.push(format!(
+            "{}-byte blocks, {window} bytes in flight",
+            args.size
+        ));
+    }
+    load.push(match args.threads {
+        1 => "1 thread".to_owned(),
+        n => format!("{n} threads"),
+    });
+    load.push(match args.rate {
+        Some(rate) => format!("open loop at {rate}/s"),
+        None => "closed loop".to_owned(),
+    });
+    if let Some(count) = args.count {
+        load.push(format!("stopping at {count} operations"));
+    }
+    format!(
+        "Running {span} bench @ {endpoint}, {warmup}\n  {}\n",
+        load.join(", ")
+    )
+}
+
+/// A progress bar over the measured span with the live rate and errors, refreshed 10 times a
+/// second; only on a terminal. The warm-up is labelled as such and not counted in the
+/// elapsed time.
+fn progress(
+    stats: Arc<Stats>,
+    warmup: Duration,
+    duration: Duration,
+) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    let style = ProgressStyle::with_template("{prefix:>8} {bar:30} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     let shown = bar.clone();
@@ -194,11 +243,23 @@ fn progress(stats: Arc<Stats>, total: Duration) -> (ProgressBar, tokio::task::Jo
         loop {
             tick.tick().await;
             let now = tokio::time::Instant::now();
+            let since = now.duration_since(started);
+            if since < warmup {
+                shown.set_prefix("warm-up");
+                shown.set_message(format!(
+                    "{:.1}s of {:.1}s, not counted",
+                    since.as_secs_f64(),
+                    warmup.as_secs_f64()
+                ));
+                continue;
+            }
+            let measured = since - warmup;
             let done = stats.completed();
             let rate = done.saturating_sub(last.1) as f64
                 / now.duration_since(last.0).as_secs_f64().max(0.001);
             last = (now, done);
-            shown.set_position(now.duration_since(started).as_millis() as u64);
+            shown.set_prefix(format!("{:.1}s", measured.as_secs_f64()));
+            shown.set_position(measured.as_millis() as u64);
             shown.set_message(format!(
                 "{rate:>9.0}/s  {done} done  {} errors",
                 stats.failed()

@@ -279,7 +279,11 @@ fn count_completes_exactly_n_in_the_time_it_took() -> TestResult {
     }
     let out = bench(endpoint, "--count 500 -c 8 --warmup 0");
     let text = String::from_utf8(out.stdout)?;
-    let first = text.lines().next().unwrap_or_default();
+    // After the header, the report's first line: "greeting tcp:… for 0.123s".
+    let first = text
+        .lines()
+        .find(|line| line.starts_with("greeting "))
+        .unwrap_or_default();
     let shown: f64 = first
         .rsplit(" for ")
         .next()
@@ -374,4 +378,49 @@ fn many_connections_still_stop_on_time() {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(4), "{mode} took {took:?}");
     }
+}
+
+/// The table opens with the run's configuration (as wrk does); echo reports bytes and MB/s;
+/// idle reports the connections held rather than a rate.
+#[test]
+fn the_table_says_what_was_run_and_what_each_mode_measures() -> TestResult {
+    let server = serve(&["echo", "-l", "127.0.0.1:0"]);
+    let endpoint = &server.endpoints()[0];
+    let out = bench(
+        endpoint,
+        "--mode echo -c 2 --size 1000 -d 300ms --warmup 100ms",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let text = String::from_utf8(out.stdout)?;
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("Running 300ms bench @ {endpoint}, after a 100ms warm-up").as_str()),
+        "{text}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(
+            "  mode echo, 2 connections, 1000-byte blocks, 1000 bytes in flight, 1 thread, closed loop"
+        ),
+        "{text}"
+    );
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bytes"))
+        .ok_or(format!("no bytes line: {text}"))?
+        .trim()
+        .parse()?;
+    assert!(bytes > 0 && bytes % 1000 == 0, "{text}");
+    assert!(text.contains(" MB/s"), "{text}");
+
+    let out = bench(endpoint, "--mode idle -c 3 -d 200ms --warmup 0");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let text = String::from_utf8(out.stdout)?;
+    assert!(
+        text.contains("  held                   3 connections"),
+        "{text}"
+    );
+    assert!(!text.contains("  rate "), "idle has no rate: {text}");
+    Ok(())
 }

@@ -50,6 +50,9 @@ fn run_case(argv: &[OsString], case: &Path) -> Result<Ended, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A group of its own: a program `-e`/`-c` started (sh forking cat) outlives a stopped
+    // socketkit, and holds the pipes below open until the whole group is gone.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|err| err.to_string())?;
     let stdout = child.stdout.take().ok_or("stdout")?;
     let stderr = child.stderr.take().ok_or("stderr")?;
@@ -77,6 +80,9 @@ fn run_case(argv: &[OsString], case: &Path) -> Result<Ended, String> {
         all
     });
     let outcome = supervise(&mut child, argv, &rx);
+    // SAFETY: kill(2) on the process group this case started (its leader is our child);
+    // ESRCH when nothing of it is left, which is fine.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     let _ = drained.join();
     let stderr = reader.join().unwrap_or_default();
     let (status, stopped) = outcome.map_err(|why| format!("{why}; stderr:\n{stderr}"))?;
