@@ -99,6 +99,8 @@ async fn handshake(
     let Some((connector, host)) = config.tls_target() else {
         return Err(io::ErrorKind::InvalidInput.into());
     };
+    // The handshake's small flights go out at once rather than wait on a delayed ACK.
+    let _ = stream.set_nodelay();
     connector
         .connect(host, stream)
         .await

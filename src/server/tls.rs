@@ -59,6 +59,10 @@ impl Admission for TlsHandshake {
                     "the connection is not plain TCP",
                 ));
             };
+            // A TLS server writes in several pieces (the handshake's flights, session
+            // tickets, then the application's records and close_notify); with Nagle on, each
+            // piece after the first waits for the client's delayed ACK: 40 ms a connection.
+            let _ = stream.set_nodelay();
             match self.acceptor.accept(stream).await {
                 Ok(session) => {
                     conn.set_tls(session);
