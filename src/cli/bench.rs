@@ -70,7 +70,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         }
         report
     })?;
-    output(&args, &report)?;
+    let setup = format!(
+        "{}, {}",
+        humantime::format_duration(args.duration),
+        load(&args)
+    );
+    output(&args, &report, &setup)?;
     if report.completed == 0 {
         return Err(CliError::Failed(nothing_completed(&args, &report, &stats)));
     }
@@ -162,7 +167,8 @@ fn report_kind(path: &std::path::Path) -> Result<bool, CliError> {
     }
 }
 
-fn output(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
+/// `setup` is the run's configuration in words, for the picture's title.
+fn output(args: &BenchArgs, report: &Report, setup: &str) -> Result<(), CliError> {
     let text = if args.json {
         serde_json::to_string(report)
             .map_err(|err| io_error("report", std::io::Error::other(err)))?
@@ -174,9 +180,9 @@ fn output(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
     let _ = std::io::stdout().write_all(text.as_bytes());
     if let Some(path) = &args.report {
         let body = if report_kind(path)? {
-            bench::plot::html(report)
+            bench::plot::html(report, setup)
         } else {
-            bench::plot::svg(report)
+            bench::plot::svg(report, setup)
         };
         std::fs::write(path, body).map_err(|err| io_error(&path.display().to_string(), err))?;
     }
@@ -195,6 +201,14 @@ fn header(args: &BenchArgs, endpoint: &socketkit::endpoint::Endpoint) -> String 
             humantime::format_duration(args.warmup)
         )
     };
+    format!(
+        "Running {span} bench @ {endpoint}, {warmup}\n  {}\n",
+        load(args)
+    )
+}
+
+/// The load in words: mode, connections, block size, threads, rate, count.
+fn load(args: &BenchArgs) -> String {
     let mut load = vec![
         format!("mode {}", args.mode),
         format!("{} connections", args.connections),
@@ -217,10 +231,7 @@ fn header(args: &BenchArgs, endpoint: &socketkit::endpoint::Endpoint) -> String 
     if let Some(count) = args.count {
         load.push(format!("stopping at {count} operations"));
     }
-    format!(
-        "Running {span} bench @ {endpoint}, {warmup}\n  {}\n",
-        load.join(", ")
-    )
+    load.join(", ")
 }
 
 /// A progress bar over the measured span with the live rate and errors, refreshed 10 times a

@@ -164,6 +164,65 @@ fn report_files_and_the_table() -> TestResult {
     Ok(())
 }
 
+/// The picture names the run's configuration, has a time axis with round ticks in seconds,
+/// the percentiles on a log scale in decades, and (echo only) a throughput chart.
+#[test]
+fn the_svg_report_shows_configuration_time_axis_and_log_latency() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let greeting = serve(&["-l", "127.0.0.1:0"]);
+    let echo = serve(&["echo", "-l", "127.0.0.1:0"]);
+    let runs = [
+        (&greeting, "greeting", "-c 3 --rate 500"),
+        (&echo, "echo", "--mode echo -c 2 --size 512"),
+    ];
+    for (server, mode, load) in runs {
+        let path = dir.path().join(format!("{mode}.svg"));
+        let options = format!("{load} -d 1s --warmup 0 --report {}", path.display());
+        let endpoint = &server.endpoints()[0];
+        let out = bench(endpoint, &options);
+        assert_eq!(out.code(), 0, "{}", out.stderr);
+        let svg = std::fs::read_to_string(&path)?;
+        let title = format!("socketkit bench {mode} {endpoint}");
+        assert!(svg.contains(&title), "{mode}: no title {title}: {svg}");
+        for part in ["1s, ", &format!("mode {mode}"), "1 thread"] {
+            assert!(svg.contains(part), "{mode}: configuration lacks {part}");
+        }
+        if mode == "echo" {
+            assert!(svg.contains("2 connections") && svg.contains("512-byte blocks"));
+            assert!(svg.contains("closed loop") && svg.contains("throughput, MB/s"));
+        } else {
+            assert!(svg.contains("3 connections") && svg.contains("open loop at 500/s"));
+            assert!(
+                !svg.contains("throughput, MB/s"),
+                "greeting has no payload chart"
+            );
+        }
+        // Time axis: labelled, ticks from 0s to the run's end in round steps.
+        assert!(svg.contains("time, s"), "{mode}");
+        for tick in [">0s<", ">0.2s<", ">0.4s<"] {
+            assert!(svg.contains(tick), "{mode}: no time tick {tick}");
+        }
+        // Latency in decades: every y tick of that chart is a power of ten, and there are at
+        // least two (the decade below the lowest percentile and the one above the max).
+        let (_, latency) = svg
+            .split_once("latency, ms (log scale)")
+            .ok_or(format!("{mode}: no log-scale latency chart"))?;
+        let decades = ["0.001", "0.01", "0.1", "1", "10", "100", "1000"]
+            .iter()
+            .filter(|d| latency.contains(&format!(r#"text-anchor="end">{d}</text>"#)))
+            .count();
+        let ticks = latency.matches(r#"text-anchor="end">"#).count();
+        assert!(
+            decades >= 2 && decades == ticks,
+            "{mode}: latency ticks are not all decades: {latency}"
+        );
+        for name in ["p50", "p90", "p99", "p99.9", "max"] {
+            assert!(svg.contains(&format!(">{name}<")), "{mode}: no {name} bar");
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn ctrl_c_ends_a_long_run_with_its_report() {
     let server = serve(&["-l", "127.0.0.1:0"]);
