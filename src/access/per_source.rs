@@ -85,6 +85,16 @@ pub enum SourceRefusal {
     Rate,
 }
 
+impl SourceRefusal {
+    /// The refusal in words, for the log (static: a flood of refusals allocates nothing).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceRefusal::MaxPerSource => "the source has its maximum of connections open",
+            SourceRefusal::Rate => "the source opens connections faster than its rate",
+        }
+    }
+}
+
 /// The per-source limits of one server, shared by its accept loops.
 ///
 /// # Examples

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use socketkit::access::{
-    AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceRefusal, SourceSlot, drop_to,
-    parse_network, resolve_identity,
+    AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceSlot, drop_to, parse_network,
+    resolve_identity,
 };
 use socketkit::server::{Builder, RefusalReason};
 use socketkit::socket::Address;
@@ -109,11 +109,7 @@ impl Access {
         }
         match &self.limits {
             None => Ok(None),
-            Some(limits) => match limits.admit(ip) {
-                Ok(slot) => Ok(Some(slot)),
-                Err(SourceRefusal::MaxPerSource) => Err(RefusalReason::MaxPerSource),
-                Err(SourceRefusal::Rate) => Err(RefusalReason::Rate),
-            },
+            Some(limits) => limits.admit(ip).map(Some).map_err(RefusalReason::from),
         }
     }
 

@@ -73,14 +73,17 @@ impl PeerRule for SourceRule {
         };
         match self.0.admit(ip) {
             Ok(slot) => Ok(Admitted::holding(slot)),
-            Err(SourceRefusal::MaxPerSource) => Err(Refusal::new(
-                RefusalReason::MaxPerSource,
-                "the source has its maximum of connections open",
-            )),
-            Err(SourceRefusal::Rate) => Err(Refusal::new(
-                RefusalReason::Rate,
-                "the source opens connections faster than its rate",
-            )),
+            Err(refusal) => Err(Refusal::new(refusal.into(), refusal.as_str())),
+        }
+    }
+}
+
+/// The metrics' reason for a per-source refusal.
+impl From<SourceRefusal> for RefusalReason {
+    fn from(refusal: SourceRefusal) -> RefusalReason {
+        match refusal {
+            SourceRefusal::MaxPerSource => RefusalReason::MaxPerSource,
+            SourceRefusal::Rate => RefusalReason::Rate,
         }
     }
 }
