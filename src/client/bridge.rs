@@ -320,17 +320,14 @@ fn receive_spliced(
                 return Spliced::Done(Ok(BridgeEnd::OutputClosed));
             }
             Err(err) if !moved_any && net::splice_unsupported(&err) => return Spliced::Unsupported,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                let err = peer.error(Op::Receive, err);
-                if err.kind() != io::ErrorKind::WouldBlock {
-                    return Spliced::Done(Err(err));
-                }
-                // SO_RCVTIMEO ran out: the idle tick.
-                if let Err(err) = check_idle(peer, activity, idle, err) {
-                    return Spliced::Done(Err(err));
-                }
-            }
+            // Readable, yet nothing to take after all: wait again (the wait keeps the idle
+            // limit).
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
+            Err(err) => return Spliced::Done(Err(peer.error(Op::Receive, err))),
         }
     }
 }
