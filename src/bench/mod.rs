@@ -10,11 +10,17 @@
 //!   unanswered and checks every byte; each block's round trip is one operation. On a
 //!   datagram endpoint: send `size` bytes, expect them back.
 //! - `idle`: open `connections` connections, hold them for the duration, report how many the
-//!   server still holds at the end.
+//!   server still holds at the end and what holding them cost in memory ([`memory`]).
+//!
+//! The [`report`] of a run carries its configuration and time series, so that a saved one
+//! (`--json`) can be read back and compared with another ([`compare`], [`plot`]).
 
+pub mod compare;
 mod fast;
+pub mod memory;
 mod mode;
 pub mod plot;
+pub mod report;
 pub mod stats;
 
 use std::sync::Arc;
@@ -25,7 +31,8 @@ use tokio::sync::{Semaphore, watch};
 use crate::endpoint::Endpoint;
 use crate::error::Result;
 use mode::{Datagram, Target};
-pub use stats::{Failure, Report, Stats};
+pub use report::{Report, Setup};
+pub use stats::{Failure, Stats};
 
 /// Extra payload bytes past one block, so that consecutive echo blocks differ.
 const PAYLOAD_SLACK: usize = 251;
@@ -121,6 +128,9 @@ pub struct Config {
     /// store). Every connection makes its handshake before its operation, and the handshake
     /// counts in its latency.
     pub tls: Option<crate::tls::Connector>,
+    /// Idle: the server's process, whose memory is read before and while the connections
+    /// are held.
+    pub server_pid: Option<u32>,
     payload: Vec<u8>,
     echo: bool,
     /// `tls:` endpoints: the server's host, for the server name.
@@ -144,9 +154,29 @@ impl Config {
             interval: Duration::from_millis(250),
             threads: 1,
             tls: None,
+            server_pid: None,
             payload: Vec::new(),
             echo: false,
             tls_host: None,
+        }
+    }
+
+    /// The configuration as the report records it (and the table's header shows it).
+    pub fn setup(&self) -> Setup {
+        let echo = self.mode == Mode::Echo;
+        Setup {
+            connections: self.connections,
+            size: echo.then_some(self.size.max(1)),
+            window: echo.then_some(self.window.max(self.size.max(1))),
+            duration_s: self.duration.as_secs_f64(),
+            // Idle runs open their connections once, with no warm-up (see `prepared`).
+            warmup_s: match self.mode {
+                Mode::Idle => 0.0,
+                _ => self.warmup.as_secs_f64(),
+            },
+            rate: self.rate,
+            count: self.count,
+            threads: self.threads,
         }
     }
 
@@ -228,6 +258,7 @@ pub async fn run(
         }
         _ => config.tls = None,
     }
+    let setup = config.setup();
     let config = Arc::new(config.prepared());
     stats.set_limit(config.count);
     let ending = Signal::default();
@@ -258,7 +289,12 @@ pub async fn run(
     let measured = stats
         .measured()
         .unwrap_or_else(|| started.elapsed().saturating_sub(config.warmup));
-    Ok(stats.report(endpoint.to_string(), config.mode.name(), measured, held))
+    let mut report = stats.report(endpoint.to_string(), config.mode.name(), setup, measured);
+    if let Some(held) = held {
+        report.held = Some(held.count);
+        report.memory = Some(held.memory);
+    }
+    Ok(report)
 }
 
 /// Waits out the warm-up (then starts recording) and the measured span, which ends at the
@@ -286,13 +322,13 @@ async fn clock(config: &Config, stats: &Stats, stop: &Signal) {
     }
 }
 
-/// Runs the workers until `ending`; for idle mode returns how many connections were held.
+/// Runs the workers until `ending`; for idle mode returns what was held.
 async fn drive(
     target: Target,
     config: Arc<Config>,
     stats: Arc<Stats>,
     ending: Signal,
-) -> Option<u64> {
+) -> Option<Held> {
     match (config.mode, config.rate) {
         (Mode::Idle, _) => Some(hold(&target, &config, &stats, &ending).await),
         (Mode::Echo, _) if !target.is_datagram() => {
@@ -518,9 +554,22 @@ async fn one(
     }
 }
 
+/// What an idle run held at its end.
+struct Held {
+    /// Connections the server still held.
+    count: u64,
+    /// What they cost.
+    memory: memory::HeldMemory,
+}
+
 /// Opens `connections` connections (at most 64 connecting at once) and holds them until
-/// `ending`; returns how many the server still held then.
-async fn hold(target: &Target, config: &Arc<Config>, stats: &Arc<Stats>, ending: &Signal) -> u64 {
+/// `ending`; returns how many the server still held then, and the memory they took.
+async fn hold(target: &Target, config: &Arc<Config>, stats: &Arc<Stats>, ending: &Signal) -> Held {
+    // Before any connection exists: the growth from here is what holding them costs.
+    let bench_before = memory::Baseline::take(None);
+    let server_before = config
+        .server_pid
+        .and_then(|pid| memory::Baseline::take(Some(pid)));
     let connecting = Arc::new(Semaphore::new(64));
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
     let opens = spawn_all(config.connections, ending, || {
@@ -553,7 +602,18 @@ async fn hold(target: &Target, config: &Arc<Config>, stats: &Arc<Stats>, ending:
     let held = held
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    held.iter()
+    let count = held
+        .iter()
         .filter(|stream| mode::still_open(stream))
-        .count() as u64
+        .count() as u64;
+    // Read while the connections are still open, at the end of the run: by then the server
+    // has accepted them (a connect completes before the server's accept does).
+    // The bench's figure is per connection it opened, the server's per one it still held.
+    let opened = held.len() as u64;
+    let memory = memory::HeldMemory {
+        bench: bench_before.and_then(|before| before.growth(opened)),
+        server: server_before.and_then(|before| before.growth(count)),
+        server_pid: config.server_pid,
+    };
+    Held { count, memory }
 }

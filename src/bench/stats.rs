@@ -10,23 +10,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
-/// Why one operation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+use super::report::{Latency, Report, Setup};
+
+/// Why one operation failed: by errno where the error had one, else in a word of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Failure {
-    /// The connection was refused.
-    Refused,
-    /// The connection was reset.
-    Reset,
-    /// No progress within the timeout.
+    /// An operating-system error, by its errno (`ECONNREFUSED`, `EMFILE`, …).
+    Errno(i32),
+    /// No progress within the operation's timeout (our own deadline: no errno).
     Timeout,
     /// The bytes received were not the ones expected.
     WrongBytes,
-    /// The TLS handshake failed (`tls:` endpoints).
+    /// The TLS handshake or a TLS record failed, with no errno (`tls:` endpoints).
     Tls,
-    /// Any other error.
+    /// The peer ended the stream before the answer was complete.
+    Eof,
+    /// Any other error without an errno.
     Other,
 }
 
@@ -50,40 +50,39 @@ impl HandshakeFailed {
 }
 
 impl Failure {
-    /// Sorts an I/O error into a kind.
+    /// Sorts an I/O error: its errno if it has one (a failed handshake's too), else the
+    /// word for what went wrong.
     pub fn of(err: &io::Error) -> Failure {
-        if err
+        let handshake = err
             .get_ref()
-            .is_some_and(|inner| inner.is::<HandshakeFailed>())
-        {
-            return Failure::Tls;
+            .and_then(|inner| inner.downcast_ref::<HandshakeFailed>());
+        let cause = handshake.map_or(err, |failed| &failed.0);
+        if let Some(code) = cause.raw_os_error() {
+            return Failure::Errno(code);
         }
-        match err.kind() {
-            io::ErrorKind::ConnectionRefused => Failure::Refused,
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Failure::Reset,
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout,
+        // tokio-rustls reports a bad record as InvalidData carrying the rustls error.
+        let tls = handshake.is_some()
+            || cause
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+        match cause.kind() {
+            io::ErrorKind::TimedOut => Failure::Timeout,
+            _ if tls => Failure::Tls,
             io::ErrorKind::InvalidData => Failure::WrongBytes,
+            io::ErrorKind::UnexpectedEof => Failure::Eof,
             _ => Failure::Other,
         }
     }
 
-    const ALL: [Failure; 6] = [
-        Failure::Refused,
-        Failure::Reset,
-        Failure::Timeout,
-        Failure::WrongBytes,
-        Failure::Tls,
-        Failure::Other,
-    ];
-
-    fn name(self) -> &'static str {
+    /// The name the report counts it under: the errno's C name, or a word.
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
         match self {
-            Failure::Refused => "refused",
-            Failure::Reset => "reset",
-            Failure::Timeout => "timeout",
-            Failure::WrongBytes => "wrong bytes",
-            Failure::Tls => "tls",
-            Failure::Other => "other",
+            Failure::Errno(code) => errno_name(code),
+            Failure::Timeout => "timeout".into(),
+            Failure::WrongBytes => "wrong-bytes".into(),
+            Failure::Tls => "tls".into(),
+            Failure::Eof => "eof".into(),
+            Failure::Other => "other".into(),
         }
     }
 }
@@ -101,12 +100,12 @@ pub struct Stats {
     limit: AtomicU64,
     completed: AtomicU64,
     bytes: AtomicU64,
-    failures: [AtomicU64; Failure::ALL.len()],
+    /// Failed operations, all kinds (read by the progress display without a lock).
+    failed: AtomicU64,
+    failures: Mutex<BTreeMap<Failure, u64>>,
     latency: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<u64>>,
     first_error: Mutex<Option<String>>,
-    /// [`Failure::Other`] errors by errno name (`EMFILE`), so that the report names them.
-    others: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -120,7 +119,8 @@ impl Stats {
             limit: AtomicU64::new(u64::MAX),
             completed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            failures: Default::default(),
+            failed: AtomicU64::new(0),
+            failures: Mutex::default(),
             // 1 µs to 1 hour at 3 significant digits. new_with_bounds fails only for low < 1,
             // high < 2·low or more than 5 digits; these constants are none of those.
             latency: Mutex::new(
@@ -128,7 +128,6 @@ impl Stats {
             ),
             timeline: Mutex::new(Vec::new()),
             first_error: Mutex::new(None),
-            others: Mutex::default(),
         }
     }
 
@@ -156,13 +155,11 @@ impl Stats {
     pub(crate) fn start_recording(&self) {
         self.completed.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
-        for failure in &self.failures {
-            failure.store(0, Ordering::Relaxed);
-        }
+        self.failed.store(0, Ordering::Relaxed);
+        lock(&self.failures).clear();
         lock(&self.latency).reset();
         lock(&self.timeline).clear();
         *lock(&self.first_error) = None;
-        lock(&self.others).clear();
         self.measured.store(0, Ordering::Relaxed);
         self.recording.store(self.now().max(1), Ordering::Relaxed);
     }
@@ -219,7 +216,8 @@ impl Stats {
     /// One operation failed.
     pub(crate) fn fail(&self, failure: Failure) {
         if self.is_recording() {
-            self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.failures).entry(failure).or_default() += 1;
         }
     }
 
@@ -228,11 +226,7 @@ impl Stats {
         if !self.is_recording() {
             return;
         }
-        let failure = Failure::of(err);
-        self.fail(failure);
-        if failure == Failure::Other {
-            *lock(&self.others).entry(errno_name(err)).or_default() += 1;
-        }
+        self.fail(Failure::of(err));
         let mut first = lock(&self.first_error);
         if first.is_none() {
             *first = Some(crate::error::describe(err));
@@ -253,45 +247,21 @@ impl Stats {
 
     /// Failed operations so far.
     pub fn failed(&self) -> u64 {
-        self.failures
-            .iter()
-            .map(|f| f.load(Ordering::Relaxed))
-            .sum()
+        self.failed.load(Ordering::Relaxed)
     }
 
-    /// The report for a measured span of `elapsed` (`held`: idle mode's count).
-    pub fn report(
-        &self,
-        endpoint: String,
-        mode: &str,
-        elapsed: Duration,
-        held: Option<u64>,
-    ) -> Report {
+    /// The report of a run of `mode` against `endpoint`, configured as `config`, for a
+    /// measured span of `elapsed` (idle runs fill in [`Report::held`] and
+    /// [`Report::memory`] afterwards).
+    pub fn report(&self, endpoint: String, mode: &str, config: Setup, elapsed: Duration) -> Report {
         let latency = lock(&self.latency);
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
         let completed = self.completed();
         let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-        let mut errors: BTreeMap<String, u64> = Failure::ALL
-            .iter()
-            .map(|f| {
-                (
-                    f.name().to_owned(),
-                    self.failures[*f as usize].load(Ordering::Relaxed),
-                )
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        // The errors of no known kind, by errno name: what is left without one stays
-        // "other".
-        if let Some(other) = errors.remove(Failure::Other.name()) {
-            let mut named = 0;
-            for (name, n) in lock(&self.others).iter() {
-                errors.insert((*name).to_owned(), *n);
-                named += n;
-            }
-            if other > named {
-                errors.insert(Failure::Other.name().to_owned(), other - named);
-            }
+        let mut errors = BTreeMap::new();
+        for (failure, n) in lock(&self.failures).iter() {
+            // Two unknown errnos never share a name ("errno N"), so no count is lost.
+            *errors.entry(failure.name().into_owned()).or_default() += n;
         }
         let interval = self.interval.as_secs_f64();
         // Whole buckets only: a last, partly filled one would read as a drop in rate.
@@ -304,6 +274,7 @@ impl Stats {
         Report {
             endpoint,
             mode: mode.to_owned(),
+            config,
             seconds: round(secs, 3),
             completed,
             rate_per_s: round(completed as f64 / secs, 1),
@@ -317,19 +288,17 @@ impl Stats {
                 max: latency.max() as f64 / 1000.0,
             },
             errors,
-            held,
+            held: None,
+            memory: None,
             interval_s: interval,
             rate_timeline: timeline,
         }
     }
 }
 
-/// The errno of `err` by its C name (`EMFILE`), or `other` when it has none we know.
-fn errno_name(err: &io::Error) -> &'static str {
-    let Some(code) = err.raw_os_error() else {
-        return "other";
-    };
-    const NAMES: [(i32, &str); 22] = [
+/// An errno by its C name (`EMFILE`); one we do not list as `errno N`.
+fn errno_name(code: i32) -> std::borrow::Cow<'static, str> {
+    const NAMES: [(i32, &str); 36] = [
         (libc::EMFILE, "EMFILE"),
         (libc::ENFILE, "ENFILE"),
         (libc::ENOBUFS, "ENOBUFS"),
@@ -339,24 +308,38 @@ fn errno_name(err: &io::Error) -> &'static str {
         (libc::ENETUNREACH, "ENETUNREACH"),
         (libc::EHOSTUNREACH, "EHOSTUNREACH"),
         (libc::ENETDOWN, "ENETDOWN"),
+        (libc::EHOSTDOWN, "EHOSTDOWN"),
         (libc::ECONNABORTED, "ECONNABORTED"),
         (libc::ECONNREFUSED, "ECONNREFUSED"),
         (libc::ECONNRESET, "ECONNRESET"),
         (libc::EPIPE, "EPIPE"),
         (libc::ETIMEDOUT, "ETIMEDOUT"),
         (libc::ENOTCONN, "ENOTCONN"),
+        (libc::ESHUTDOWN, "ESHUTDOWN"),
+        (libc::EISCONN, "EISCONN"),
+        (libc::EALREADY, "EALREADY"),
+        (libc::EINPROGRESS, "EINPROGRESS"),
         (libc::EACCES, "EACCES"),
         (libc::EPERM, "EPERM"),
         (libc::ENOENT, "ENOENT"),
+        (libc::ENOTDIR, "ENOTDIR"),
         (libc::EINVAL, "EINVAL"),
         (libc::EPROTO, "EPROTO"),
+        (libc::EPROTONOSUPPORT, "EPROTONOSUPPORT"),
+        (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
         (libc::EMSGSIZE, "EMSGSIZE"),
         (libc::EAGAIN, "EAGAIN"),
+        (libc::EINTR, "EINTR"),
+        (libc::EBADF, "EBADF"),
+        (libc::ENOTSOCK, "ENOTSOCK"),
+        (libc::ENOSPC, "ENOSPC"),
+        (libc::EIO, "EIO"),
+        (libc::ENOSYS, "ENOSYS"),
     ];
-    NAMES
-        .iter()
-        .find(|(errno, _)| *errno == code)
-        .map_or("other", |(_, name)| name)
+    NAMES.iter().find(|(errno, _)| *errno == code).map_or_else(
+        || format!("errno {code}").into(),
+        |(_, name)| (*name).into(),
+    )
 }
 
 fn round(x: f64, places: i32) -> f64 {
@@ -370,115 +353,57 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Slowest.
-    pub max: f64,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The endpoint under test.
-    pub endpoint: String,
-    /// `greeting`, `echo` or `idle`.
-    pub mode: String,
-    /// The measured span (warm-up excluded).
-    pub seconds: f64,
-    /// Operations completed: connections (greeting), round trips (echo), requests (UDP).
-    pub completed: u64,
-    /// Completed per second.
-    pub rate_per_s: f64,
-    /// Payload throughput (10⁶ bytes per second), echo mode.
-    pub mb_per_s: f64,
-    /// Payload bytes moved in the measured span (echo: sent and verified back), echo mode.
-    pub bytes: u64,
-    /// Latency percentiles of completed operations.
-    pub latency_ms: Latency,
-    /// Failures by kind (only kinds that happened).
-    pub errors: BTreeMap<String, u64>,
-    /// Idle mode: connections the server still held at the end.
-    pub held: Option<u64>,
-    /// Width of one timeline bucket, in seconds.
-    pub interval_s: f64,
-    /// Completed per second, bucket by bucket.
-    pub rate_timeline: Vec<f64>,
-}
-
-impl Report {
-    /// Failed operations, all kinds.
-    pub fn failed(&self) -> u64 {
-        self.errors.values().sum()
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} {} for {:.3}s",
-            self.mode, self.endpoint, self.seconds
-        )?;
-        if let Some(held) = self.held {
-            // Idle mode holds connections; a rate of operations means nothing there.
-            writeln!(f, "  held        {held:>12} connections")?;
-        } else {
-            writeln!(f, "  completed   {:>12}", self.completed)?;
-            writeln!(f, "  rate        {:>12.1} /s", self.rate_per_s)?;
-        }
-        if self.bytes > 0 {
-            writeln!(f, "  throughput  {:>12.2} MB/s", self.mb_per_s)?;
-            writeln!(f, "  bytes       {:>12}", self.bytes)?;
-        }
-        let l = &self.latency_ms;
-        writeln!(
-            f,
-            "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        )?;
-        if self.errors.is_empty() {
-            writeln!(f, "  errors      {:>12}", 0)
-        } else {
-            let list: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            writeln!(
-                f,
-                "  errors      {:>12}  ({})",
-                self.failed(),
-                list.join(", ")
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn errors_of_no_known_kind_are_named_by_errno() {
+    fn errors_are_named_by_errno_or_by_a_word_when_they_have_none() {
         let stats = Stats::new(Duration::from_secs(1));
         stats.start_recording();
         stats.fail_io(&io::Error::from_raw_os_error(libc::EMFILE));
         stats.fail_io(&io::Error::from_raw_os_error(libc::EMFILE));
         stats.fail_io(&io::Error::other("no errno"));
         stats.fail_io(&io::Error::from_raw_os_error(libc::ECONNREFUSED));
-        let report = stats.report(String::new(), "greeting", Duration::from_secs(1), None);
-        assert_eq!(report.errors.get("EMFILE"), Some(&2));
-        assert_eq!(report.errors.get("other"), Some(&1));
-        assert_eq!(report.errors.get("refused"), Some(&1));
-        assert_eq!(report.failed(), 4);
+        stats.fail_io(&io::Error::from_raw_os_error(libc::EPIPE));
+        stats.fail_io(&io::Error::from_raw_os_error(4095));
+        stats.fail_io(&io::ErrorKind::TimedOut.into());
+        stats.fail_io(&io::ErrorKind::UnexpectedEof.into());
+        stats.fail_io(&HandshakeFailed::wrap(io::Error::from_raw_os_error(
+            libc::ECONNRESET,
+        )));
+        stats.fail_io(&HandshakeFailed::wrap(io::ErrorKind::InvalidData.into()));
+        stats.fail(Failure::WrongBytes);
+        let setup = Setup {
+            connections: 1,
+            size: None,
+            window: None,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            rate: None,
+            count: None,
+            threads: 1,
+        };
+        let report = stats.report(String::new(), "greeting", setup, Duration::from_secs(1));
+        let expected = [
+            ("ECONNREFUSED", 1),
+            ("ECONNRESET", 1),
+            ("EMFILE", 2),
+            ("EPIPE", 1),
+            ("eof", 1),
+            ("errno 4095", 1),
+            ("other", 1),
+            ("timeout", 1),
+            ("tls", 1),
+            ("wrong-bytes", 1),
+        ];
+        let got: Vec<(&str, u64)> = report
+            .errors
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(report.failed(), 11);
+        assert_eq!(stats.failed(), 11);
     }
 }

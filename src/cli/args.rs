@@ -385,9 +385,13 @@ pub(crate) enum ProxyVersion {
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// The server under test: HOST:PORT, tls:HOST:PORT, unix:PATH, udp:HOST:PORT,
-    /// unixgram:PATH.
+    /// unixgram:PATH (none with --compare).
     #[arg(value_name = "ENDPOINT")]
-    pub(crate) endpoint: String,
+    pub(crate) endpoint: Option<String>,
+    /// Run nothing: read two saved runs (--json output) and show them side by side, each
+    /// figure of A and B and the ratio B/A; with --report, draw both in one picture.
+    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with = "json")]
+    pub(crate) compare: Option<Vec<PathBuf>>,
     /// greeting: connect, read to end, close; echo: stream verified blocks; idle: hold
     /// connections open.
     #[arg(long, value_name = "MODE", default_value = "greeting")]
@@ -439,9 +443,15 @@ pub(crate) struct BenchArgs {
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Also write a picture of the run: FILE.svg or FILE.html.
+    /// Also write a picture of the run (or of the two runs of --compare): FILE.svg or
+    /// FILE.html.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
+    /// idle: also read this server process's memory (PSS, else RSS) before the connections
+    /// are opened and while they are held, and report it per connection.
+    #[arg(long, value_name = "PID", allow_hyphen_values = true,
+          value_parser = values::whole::<u32>(1, 4_194_304))]
+    pub(crate) server_pid: Option<u32>,
     #[command(flatten)]
     pub(crate) tls: TlsConnectArgs,
     #[command(flatten)]

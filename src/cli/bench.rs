@@ -1,6 +1,8 @@
-//! `socketkit bench`: run the load generator, show progress on a terminal, print the report.
+//! `socketkit bench`: run the load generator, show progress on a terminal, print the report;
+//! or, with `--compare`, read two saved reports and show them side by side.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +15,68 @@ use super::exit::CliError;
 use super::{init_logging, resolve, tls};
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
-    let endpoint = resolve::target("bench", &args.endpoint)?;
-    let mut config = config(&args)?;
+    match (&args.compare, &args.endpoint) {
+        (None, Some(endpoint)) => measure(&args, endpoint),
+        (Some(files), None) => compare(&args, files),
+        (Some(_), Some(endpoint)) => Err(CliError::Usage(format!(
+            "--compare reads two saved runs and runs nothing: give it no ENDPOINT (got \
+             '{endpoint}')"
+        ))),
+        (None, None) => Err(CliError::Usage(
+            "bench needs an ENDPOINT to load (or --compare A.json B.json)".to_owned(),
+        )),
+    }
+}
+
+/// `--compare A B`: the two saved runs as a table, and drawn if `--report` asks.
+fn compare(args: &BenchArgs, files: &[PathBuf]) -> Result<(), CliError> {
+    let [a, b] = files else {
+        // clap takes exactly two values (num_args = 2).
+        return Err(CliError::Usage(
+            "--compare takes two files: A.json B.json".to_owned(),
+        ));
+    };
+    if let Some(path) = &args.report {
+        report_kind(path)?;
+    }
+    let (a_report, b_report) = (saved_run(a)?, saved_run(b)?);
+    let (a_name, b_name) = (a.display().to_string(), b.display().to_string());
+    let runs = ((a_name.as_str(), &a_report), (b_name.as_str(), &b_report));
+    // A closed stdout (`| head`) is not a failure.
+    let _ = std::io::stdout().write_all(bench::compare::table(runs.0, runs.1).as_bytes());
+    if let Some(path) = &args.report {
+        let body = if report_kind(path)? {
+            bench::plot::compare_html(runs.0, runs.1)
+        } else {
+            bench::plot::compare_svg(runs.0, runs.1)
+        };
+        std::fs::write(path, body).map_err(|err| io_error(&path.display().to_string(), err))?;
+    }
+    Ok(())
+}
+
+/// A run saved with `--json`; a file that cannot be read or holds something else is bad
+/// usage, named.
+fn saved_run(path: &Path) -> Result<Report, CliError> {
+    let text = std::fs::read(path).map_err(|err| {
+        CliError::Usage(format!(
+            "cannot read {}: {}",
+            path.display(),
+            socketkit::error::describe(&err)
+        ))
+    })?;
+    serde_json::from_slice(&text).map_err(|err| {
+        CliError::Usage(format!(
+            "{} is not a saved bench run (the --json output of socketkit bench): {err}",
+            path.display()
+        ))
+    })
+}
+
+/// One load test against `endpoint`.
+fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
+    let endpoint = resolve::target("bench", endpoint)?;
+    let mut config = config(args)?;
     // Every connection makes a full handshake: resumption would measure something else.
     config.tls = args.tls.connector(&endpoint, true)?;
     if !endpoint.transport().is_stream() && config.size > MAX_DATAGRAM {
@@ -34,6 +96,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     if let Some(path) = &args.report {
         report_kind(path)?;
     }
+    if let Some(pid) = args.server_pid {
+        server_pid(pid, config.mode)?;
+        config.server_pid = Some(pid);
+    }
     init_logging(&args.log);
     tls::warn_if_insecure(&args.tls.verify);
     // One thread runs everything on the calling thread, with no cross-thread wake-ups.
@@ -51,7 +117,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     let show_progress = std::io::stderr().is_terminal() && !args.json && !args.log.quiet;
     if !args.json {
         // A closed stdout (`| head`) is not the run's failure.
-        let _ = std::io::stdout().write_all(header(&args, &endpoint).as_bytes());
+        let _ = std::io::stdout().write_all(header(&config, &endpoint).as_bytes());
     }
     let (warmup, duration) = (config.warmup, config.duration);
     let report = runtime.block_on(async {
@@ -70,14 +136,25 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         }
         report
     })?;
-    let setup = format!(
-        "{}, {}",
-        humantime::format_duration(args.duration),
-        load(&args)
-    );
-    output(&args, &report, &setup)?;
+    output(args, &report)?;
     if report.completed == 0 {
-        return Err(CliError::Failed(nothing_completed(&args, &report, &stats)));
+        return Err(CliError::Failed(nothing_completed(args, &report, &stats)));
+    }
+    Ok(())
+}
+
+/// `--server-pid` is for idle runs, and names a process that exists.
+fn server_pid(pid: u32, mode: Mode) -> Result<(), CliError> {
+    if mode != Mode::Idle {
+        return Err(CliError::Usage(format!(
+            "--server-pid measures memory per held connection: it needs --mode idle, not {}",
+            mode.name()
+        )));
+    }
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(CliError::Usage(format!(
+            "invalid value '{pid}' for --server-pid: no such process"
+        )));
     }
     Ok(())
 }
@@ -96,7 +173,7 @@ fn nothing_completed(args: &BenchArgs, report: &Report, stats: &Stats) -> String
         .iter()
         .map(|(kind, n)| format!("{n} {kind}"))
         .collect();
-    let wrong = report.errors.contains_key("wrong bytes");
+    let wrong = report.errors.contains_key("wrong-bytes");
     let why = match (wrong, args.mode.as_str()) {
         (true, "echo") => "; the echoes differ from what was sent".to_owned(),
         (true, _) if args.expect.is_some() => "; the answers differ from --expect".to_owned(),
@@ -167,8 +244,7 @@ fn report_kind(path: &std::path::Path) -> Result<bool, CliError> {
     }
 }
 
-/// `setup` is the run's configuration in words, for the picture's title.
-fn output(args: &BenchArgs, report: &Report, setup: &str) -> Result<(), CliError> {
+fn output(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
     let text = if args.json {
         serde_json::to_string(report)
             .map_err(|err| io_error("report", std::io::Error::other(err)))?
@@ -180,9 +256,9 @@ fn output(args: &BenchArgs, report: &Report, setup: &str) -> Result<(), CliError
     let _ = std::io::stdout().write_all(text.as_bytes());
     if let Some(path) = &args.report {
         let body = if report_kind(path)? {
-            bench::plot::html(report, setup)
+            bench::plot::html(report)
         } else {
-            bench::plot::svg(report, setup)
+            bench::plot::svg(report)
         };
         std::fs::write(path, body).map_err(|err| io_error(&path.display().to_string(), err))?;
     }
@@ -191,47 +267,18 @@ fn output(args: &BenchArgs, report: &Report, setup: &str) -> Result<(), CliError
 
 /// The run's configuration before it starts, as wrk opens: what is measured, for how long,
 /// and with what load.
-fn header(args: &BenchArgs, endpoint: &socketkit::endpoint::Endpoint) -> String {
-    let span = humantime::format_duration(args.duration);
-    let warmup = if args.warmup.is_zero() {
+fn header(config: &Config, endpoint: &socketkit::endpoint::Endpoint) -> String {
+    let setup = config.setup();
+    let warmup = if setup.warmup_s == 0.0 {
         "no warm-up".to_owned()
     } else {
-        format!(
-            "after a {} warm-up",
-            humantime::format_duration(args.warmup)
-        )
+        format!("after a {} warm-up", setup.warmup_text())
     };
     format!(
-        "Running {span} bench @ {endpoint}, {warmup}\n  {}\n",
-        load(args)
+        "Running {} bench @ {endpoint}, {warmup}\n  {}\n",
+        setup.duration_text(),
+        setup.load(config.mode.name())
     )
-}
-
-/// The load in words: mode, connections, block size, threads, rate, count.
-fn load(args: &BenchArgs) -> String {
-    let mut load = vec![
-        format!("mode {}", args.mode),
-        format!("{} connections", args.connections),
-    ];
-    if args.mode == "echo" {
-        let window = args.window.unwrap_or(args.size);
-        load.push(format!(
-            "{}-byte blocks, {window} bytes in flight",
-            args.size
-        ));
-    }
-    load.push(match args.threads {
-        1 => "1 thread".to_owned(),
-        n => format!("{n} threads"),
-    });
-    load.push(match args.rate {
-        Some(rate) => format!("open loop at {rate}/s"),
-        None => "closed loop".to_owned(),
-    });
-    if let Some(count) = args.count {
-        load.push(format!("stopping at {count} operations"));
-    }
-    load.join(", ")
 }
 
 /// A progress bar over the measured span with the live rate and errors, refreshed 10 times a

@@ -55,14 +55,14 @@ fn wrong_bytes_and_refused_are_counted_by_kind() {
     let report = json(&out);
     assert_eq!(report["completed"], 0);
     assert!(
-        report["errors"]["wrong bytes"].as_u64().unwrap_or(0) > 0,
+        report["errors"]["wrong-bytes"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
     // It connected: the error says what went wrong instead (issue 9).
     let line = out.stderr.trim_end();
     assert!(
         line.starts_with("error: nothing completed against tcp:127.0.0.1:")
-            && line.contains(" wrong bytes; the answers differ from --expect-hex"),
+            && line.contains(" wrong-bytes; the answers differ from --expect-hex"),
         "{line}"
     );
     assert_eq!(line.lines().count(), 1, "{line}");
@@ -74,7 +74,7 @@ fn wrong_bytes_and_refused_are_counted_by_kind() {
         "-d 300ms --warmup 0 -c 2 --json",
     );
     assert_eq!(out.code(), 1);
-    assert!(json(&out)["errors"]["refused"].as_u64().unwrap_or(0) > 0);
+    assert!(json(&out)["errors"]["ECONNREFUSED"].as_u64().unwrap_or(0) > 0);
 }
 
 #[test]
@@ -431,7 +431,7 @@ fn many_connections_still_stop_on_time() {
         let out = bench(&endpoint, &options);
         assert_eq!(out.code(), 1, "{mode}: {}", out.stderr);
         assert!(
-            json(&out)["errors"]["refused"].as_u64().unwrap_or(0) > 0,
+            json(&out)["errors"]["ECONNREFUSED"].as_u64().unwrap_or(0) > 0,
             "{mode}"
         );
         let took = started.elapsed();
