@@ -14,6 +14,8 @@ mod access_control;
 mod balancer;
 /// `socketkit bench`: counts and errors of short runs against `serve`.
 mod cli_bench;
+/// `socketkit bench --compare`, errors by errno, idle memory per connection (issue 15 §3).
+mod cli_bench_compare;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
 /// Completions, the man page, and docs/cli.md against `--help`.

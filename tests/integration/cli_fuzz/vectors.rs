@@ -161,7 +161,7 @@ pub const FORWARD: [(&str, Kind); 3] = [
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
 ];
-pub const BENCH: [(&str, Kind); 15] = [
+pub const BENCH: [(&str, Kind); 17] = [
     // The last two words of a `Word` list are the refused ones.
     (
         "--mode",
@@ -181,6 +181,10 @@ pub const BENCH: [(&str, Kind); 15] = [
     ("--json", Kind::Flag),
     ("--report", Kind::OutFile),
     ("--connections", Kind::Whole(1_000_000)),
+    // Two files; given one here, the next argument (often the endpoint) is the second.
+    ("--compare", Kind::InFile),
+    // Any pid but an idle run's live one is refused; a live one is only read.
+    ("--server-pid", Kind::Whole(4_194_304)),
 ];
 /// The services, the last two unknown.
 pub const SERVICES: [&str; 10] = [

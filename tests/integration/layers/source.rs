@@ -85,7 +85,8 @@ pub fn paths(text: &str) -> Vec<(usize, Vec<String>)> {
                 || bytes[i - 1] == b':');
         let head = ["crate::", "super::", "self::", "socketkit::"]
             .into_iter()
-            .find(|head| text[i..].starts_with(head));
+            // `get`: `i` walks bytes, and may stand inside a character of a raw string.
+            .find(|head| text.get(i..).is_some_and(|rest| rest.starts_with(head)));
         if let (true, Some(_)) = (starts_word, head) {
             let line = 1 + text[..i].matches('\n').count();
             let (trees, end) = tree(text, i);
