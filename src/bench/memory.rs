@@ -1,9 +1,12 @@
 //! What holding idle connections costs in memory: the load generator's own, and (given its
 //! pid) the server's, read from `/proc` before the connections are opened and while they
 //! are held. PSS (`/proc/PID/smaps_rollup`, Linux 4.14) counts shared pages once per sharer,
-//! so a forked server's workers add up; where it cannot be read (an older kernel, another
-//! user's process) the resident set (`VmRSS` of `/proc/PID/status`) stands in, and the
-//! report says which. Socket buffers are kernel memory and count in neither.
+//! so a forked server's workers add up. Its anonymous part (`Pss_Anon`, Linux 5.9) is read
+//! where there is one: the file-backed part moves whenever another process maps the same
+//! binary or libraries (a second `socketkit` starting halves the server's share of its
+//! code), which is not what connections cost. Where PSS cannot be read (an older kernel,
+//! another user's process) the resident set (`VmRSS` of `/proc/PID/status`) stands in; the
+//! report says which was read. Socket buffers are kernel memory and count in none.
 
 use std::fmt;
 
@@ -11,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// Which figure of a process's memory was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Measure {
+    /// The anonymous part of the proportional set size (`Pss_Anon:` of `smaps_rollup`).
+    PssAnon,
     /// Proportional set size (`Pss:` of `smaps_rollup`).
     Pss,
     /// Resident set size (`VmRSS:` of `status`).
@@ -22,6 +27,7 @@ pub enum Measure {
 impl Measure {
     fn name(self) -> &'static str {
         match self {
+            Measure::PssAnon => "PSS anon",
             Measure::Pss => "PSS",
             Measure::Rss => "RSS",
         }
@@ -31,6 +37,7 @@ impl Measure {
     fn read(self, pid: Option<u32>) -> Option<u64> {
         let proc = pid.map_or_else(|| "self".to_owned(), |pid| pid.to_string());
         let (file, field) = match self {
+            Measure::PssAnon => ("smaps_rollup", "Pss_Anon:"),
             Measure::Pss => ("smaps_rollup", "Pss:"),
             Measure::Rss => ("status", "VmRSS:"),
         };
@@ -55,10 +62,10 @@ pub(crate) struct Baseline {
 }
 
 impl Baseline {
-    /// Reads the memory of `pid` (`None`: this process): PSS, or RSS if PSS cannot be read;
-    /// `None` if neither can (no `/proc`, the process is gone).
+    /// Reads the memory of `pid` (`None`: this process): anonymous PSS, else PSS, else RSS;
+    /// `None` if none can be read (no `/proc`, the process is gone).
     pub(crate) fn take(pid: Option<u32>) -> Option<Baseline> {
-        [Measure::Pss, Measure::Rss]
+        [Measure::PssAnon, Measure::Pss, Measure::Rss]
             .into_iter()
             .find_map(|measure| {
                 measure.read(pid).map(|before| Baseline {

@@ -447,8 +447,8 @@ pub(crate) struct BenchArgs {
     /// FILE.html.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
-    /// idle: also read this server process's memory (PSS, else RSS) before the connections
-    /// are opened and while they are held, and report it per connection.
+    /// idle: also read this server process's memory (anonymous PSS, else RSS) before the
+    /// connections are opened and while they are held, and report it per connection.
     #[arg(long, value_name = "PID", allow_hyphen_values = true,
           value_parser = values::whole::<u32>(1, 4_194_304))]
     pub(crate) server_pid: Option<u32>,
