@@ -92,11 +92,6 @@ impl Netcat {
             (_, true) => Direction::ReceiveOnly,
             _ => Direction::Both,
         };
-        if is_tls && direction != Direction::Both {
-            return Err(CliError::Usage(
-                "--send-only and --recv-only do not apply to tls: endpoints yet".into(),
-            ));
-        }
         let log = match (&args.output, &args.hex_dump) {
             (Some(path), _) => Some(TrafficLog::new(create(path)?, LogFormat::Text)),
             (None, Some(path)) => Some(TrafficLog::new(create(path)?, LogFormat::Hex)),

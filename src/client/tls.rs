@@ -8,6 +8,10 @@
 //! of its own on the calling thread (the session split in two halves that share it); input
 //! still comes from the [`Input`] thread, handed over a channel of one chunk, and output is
 //! written as soon as each read returns, so every byte that arrived is readable at once.
+//!
+//! One way only ([`Direction`]), as the plain bridge: send-only drops what the peer sends
+//! and ends once the input has ended and close_notify has gone out; receive-only never reads
+//! the input and never closes its side before the peer has.
 
 use std::future::Future;
 use std::io::{self, Write};
@@ -22,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::bridge::{
-    BridgeEnd, BridgeOptions, ByteCounts, Output, POLL, Peer, check_idle, finish, output_failed,
-    tick,
+    BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, POLL, Peer, check_idle, finish,
+    output_failed, tick,
 };
 use super::input::{Input, Next};
 use crate::endpoint::{Endpoint, Host};
@@ -85,11 +89,17 @@ pub fn bridge_tls(
         .map_err(|err| Error::without_target(Op::Io, err))?;
     socket.set_blocking(false)?;
     let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
+    let output = match options.direction {
+        Direction::SendOnly => Output::writer(io::sink()),
+        _ => output,
+    };
     let done = AtomicBool::new(false);
     let (chunks, receiver) = mpsc::channel(1);
     thread::scope(|scope| {
         let done = &done;
-        scope.spawn(move || pump(input, &chunks, done));
+        if options.direction != Direction::ReceiveOnly {
+            scope.spawn(move || pump(input, &chunks, done));
+        }
         let result = runtime.block_on(async {
             let tcp = TcpStream::from_std(tcp).map_err(|err| peer.error(Op::Io, err))?;
             match handshake {
@@ -164,7 +174,12 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let activity = &activity;
     let sent_bytes = options.counts.as_deref().map(|counts| &counts.sent);
+    let direction = options.direction;
     let mut send = Box::pin(async {
+        if direction == Direction::ReceiveOnly {
+            // The input is not ours to read, and our side stays open until the peer's ends.
+            std::future::pending::<()>().await;
+        }
         while let Some(buf) = chunks.recv().await {
             writer.write_all(&buf).await?;
             writer.flush().await?;
@@ -182,14 +197,26 @@ async fn run<S: AsyncRead + AsyncWrite>(
             end = &mut receive => break end,
             result = &mut send, if !sent => {
                 sent = true;
-                if let Err(err) = result {
+                match result {
+                    // Send-only: the input has ended and close_notify is out; what the
+                    // peer would still send is not wanted.
+                    Ok(()) if direction == Direction::SendOnly => {
+                        break Ok(BridgeEnd::PeerClosed);
+                    }
+                    Ok(()) => {}
                     // The receiving side reports what happened to the connection.
-                    tracing::debug!("sending stopped: {}", crate::error::describe(&err));
+                    Err(err) => {
+                        tracing::debug!("sending stopped: {}", crate::error::describe(&err));
+                    }
                 }
             }
         }
     };
-    if !sent && end.is_ok() {
+    if direction == Direction::ReceiveOnly {
+        drop(send);
+        // The peer has closed: answer its close_notify with ours.
+        let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
+    } else if !sent && end.is_ok() {
         // Input already read goes out first (a peer that half-closed may still read it).
         let _ = tokio::time::timeout(LINGER, &mut send).await;
         drop(send);

@@ -1,6 +1,6 @@
 //! The netcat habits of SPEC §3.6, through the real binary with pipes on both ends: nc's
-//! two-argument forms, -u, -w, -z, -e/-c, --send-only/--recv-only, -C, -o/-x, -s/-p,
-//! -4/-6 on listen, and the hints for nc flags socketkit spells differently.
+//! two-argument forms, -u, -w, -z, -e/-c, --send-only/--recv-only (over TLS too), -C,
+//! -o/-x, -s/-p, -4/-6 on listen, and the hints for nc flags socketkit spells differently.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -332,4 +332,54 @@ fn nc_flags_spelled_differently_get_a_hint() {
             out.stderr
         );
     }
+}
+
+/// A `listen tls:` peer with a throwaway certificate, its stdin and stdout the other end.
+fn tls_peer() -> Running {
+    start(&["listen", "tls:127.0.0.1:0", "--tls-self-signed"], 1)
+}
+
+#[test]
+fn send_only_over_tls_drops_what_arrives_and_ends_with_stdin() {
+    let mut peer = tls_peer();
+    let endpoint = peer.endpoints()[0].clone();
+    let mut child = start(&["connect", &endpoint, "--tls-insecure", "--send-only"], 0);
+    let from_client = lines_of(peer.take_stdout());
+    let mut peer_in = peer.take_stdin();
+    peer_in.write_all(b"not for stdout\n").expect("peer stdin");
+    let mut stdin = child.take_stdin();
+    stdin.write_all(b"sent\n").expect("stdin");
+    match from_client.recv_timeout(ANSWER) {
+        Ok(line) => assert_eq!(line, b"sent\n"),
+        Err(_) => panic!("nothing arrived; stderr:\n{}", child.stderr()),
+    }
+    drop(stdin);
+    // The peer keeps its side open: the end of stdin (and close_notify) ends the run.
+    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+    assert_eq!(child.stdout_text(), "");
+    drop(peer_in);
+    assert!(peer.wait(DEADLINE).success(), "{}", peer.stderr());
+}
+
+#[test]
+fn recv_only_over_tls_never_sends_stdin_nor_closes_first() {
+    let mut peer = tls_peer();
+    let endpoint = peer.endpoints()[0].clone();
+    let mut child = start(&["connect", &endpoint, "--tls-insecure", "--recv-only"], 0);
+    let from_client = lines_of(peer.take_stdout());
+    let mut stdin = child.take_stdin();
+    stdin.write_all(b"must not be sent\n").expect("stdin");
+    drop(stdin);
+    let mut peer_in = peer.take_stdin();
+    peer_in.write_all(b"to stdout\n").expect("peer stdin");
+    // Neither bytes nor close_notify come from the client: the peer's output stays open.
+    match from_client.recv_timeout(Duration::from_millis(500)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("expected nothing from the client, got {other:?}"),
+    }
+    // The peer's end of input is its close_notify: the client's run ends with it.
+    drop(peer_in);
+    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+    assert_eq!(child.stdout_text(), "to stdout\n");
+    assert!(peer.wait(DEADLINE).success(), "{}", peer.stderr());
 }
