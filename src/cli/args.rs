@@ -332,6 +332,8 @@ pub(crate) struct ListenArgs {
     #[command(flatten)]
     pub(crate) access: AccessArgs,
     #[command(flatten)]
+    pub(crate) proxy: ProxyArgs,
+    #[command(flatten)]
     pub(crate) bridge: BridgeArgs,
     #[command(flatten)]
     pub(crate) metrics: MetricsArgs,

@@ -49,7 +49,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         // A unixgram client's temporary socket file must outlive the program and then go:
         // this process stays to remove it.
         let wait = endpoint.transport() == Transport::Unixgram;
-        return netcat::run_exec(exec, connected.socket, wait);
+        return netcat::run_exec(exec, connected.socket, None, wait);
     }
     if let (Some(connector), Endpoint::Tls(hp)) = (&connector, &endpoint) {
         tls::warn_if_insecure(&args.tls.verify);

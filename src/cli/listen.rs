@@ -4,11 +4,13 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use socketkit::access::CidrSet;
 use socketkit::client::traffic::{TrafficLog, Way};
 use socketkit::client::{self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input};
 use socketkit::endpoint::{Endpoint, Host};
-use socketkit::metrics::ListenerMetrics;
-use socketkit::socket::Socket;
+use socketkit::metrics::{ListenerMetrics, RefusalReason};
+use socketkit::proxy_protocol::{self, ProxyHeader};
+use socketkit::socket::{Address, Socket};
 
 use super::access;
 use super::args::ListenArgs;
@@ -16,7 +18,7 @@ use super::exit::CliError;
 use super::metrics::MetricsPlan;
 use super::netcat::{self, Netcat};
 use super::tls::ServerSetup;
-use super::{init_logging, ready, resolve, stdio, tls};
+use super::{init_logging, ready, resolve, server, stdio, tls};
 
 pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let any_host = match (args.ipv4, args.ipv6) {
@@ -45,6 +47,13 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     if datagrams && metrics.is_some() {
         return Err(CliError::Usage(
             "--metrics applies to stream endpoints only".into(),
+        ));
+    }
+    let proxy = server::proxy_protocol(&args.proxy)?
+        .map(|(trusted, timeout)| ProxyPlan { trusted, timeout });
+    if datagrams && proxy.is_some() {
+        return Err(CliError::Usage(
+            "--proxy-protocol applies to stream endpoints only".into(),
         ));
     }
     let nc = Netcat::resolve(&args.netcat, &endpoint)?;
@@ -92,19 +101,31 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         return Ok(());
     }
     loop {
-        let (socket, peer) = listening.accept()?;
+        let (mut socket, peer) = listening.accept()?;
         if let Some(counters) = &counters {
             counters.accepted.inc();
         }
+        // SPEC §3's order: the PROXY header names the peer every rule after it sees.
+        let peer = match &proxy {
+            None => peer,
+            Some(proxy) => match proxy.peer(&mut socket, peer.clone()) {
+                Ok(client) => client,
+                Err(detail) => {
+                    refuse(
+                        &socket,
+                        &peer,
+                        RefusalReason::Proxy,
+                        &detail,
+                        counters.as_ref(),
+                    );
+                    continue;
+                }
+            },
+        };
         let _place = match access.check(&peer) {
             Ok(place) => place,
             Err(reason) => {
-                if let Some(counters) = &counters {
-                    counters.refused(reason);
-                }
-                tracing::debug!(%peer, reason = reason.as_str(), "refused");
-                // A reset: the client is told at once and we keep no TIME_WAIT.
-                let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+                refuse(&socket, &peer, reason, "", counters.as_ref());
                 continue;
             }
         };
@@ -112,10 +133,10 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         if let Some(exec) = &nc.exec {
             if !args.keep_open {
                 drop(listening);
-                return netcat::run_exec(exec, socket, false);
+                return netcat::run_exec(exec, socket, Some(&peer), false);
             }
             // One program at a time, as listen bridges one peer at a time.
-            if let Err(err) = netcat::run_exec(exec, socket, true) {
+            if let Err(err) = netcat::run_exec(exec, socket, Some(&peer), true) {
                 tracing::warn!("{err}");
             }
             continue;
@@ -139,6 +160,44 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             Ok(BridgeEnd::OutputClosed) => return Ok(()),
             Ok(BridgeEnd::PeerClosed) => {}
             Err(err) => tracing::warn!("{err}"),
+        }
+    }
+}
+
+/// Counts and logs a refused connection and resets it: the client is told at once and we
+/// keep no TIME_WAIT.
+fn refuse(
+    socket: &Socket,
+    peer: &Address,
+    reason: RefusalReason,
+    detail: &str,
+    counters: Option<&ListenerMetrics>,
+) {
+    if let Some(counters) = counters {
+        counters.refused(reason);
+    }
+    tracing::debug!(%peer, reason = reason.as_str(), "refused{}{detail}", if detail.is_empty() { "" } else { ": " });
+    let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// `--proxy-protocol` on `listen`: who may send a header, and how long it may take.
+struct ProxyPlan {
+    trusted: CidrSet,
+    timeout: std::time::Duration,
+}
+
+impl ProxyPlan {
+    /// The client the PROXY header on `socket` names (or `peer` itself for a v2 `LOCAL`
+    /// header), with the header taken off the socket; or why the connection is refused. A
+    /// Unix peer is trusted: the socket file's permissions decide who connects.
+    fn peer(&self, socket: &mut Socket, peer: Address) -> Result<Address, String> {
+        if peer.ip().is_some_and(|ip| !self.trusted.contains(ip)) {
+            return Err("not a trusted proxy".into());
+        }
+        match proxy_protocol::read_header(socket, self.timeout) {
+            Ok(ProxyHeader::Proxied { source, .. }) => Ok(source.into()),
+            Ok(ProxyHeader::Local) => Ok(peer),
+            Err(err) => Err(err.to_string()),
         }
     }
 }

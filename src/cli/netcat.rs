@@ -10,7 +10,7 @@ use socketkit::client::traffic::{LogFormat, TrafficLog};
 use socketkit::client::{Direction, Input};
 use socketkit::endpoint::Endpoint;
 use socketkit::services::exec::Exec;
-use socketkit::socket::Socket;
+use socketkit::socket::{Address, Socket};
 
 use super::args::NetcatArgs;
 use super::exit::CliError;
@@ -135,14 +135,28 @@ fn create(path: &Path) -> Result<File, CliError> {
     })
 }
 
-/// Hands `socket` to the program of `-e`/`-c`: with `wait`, runs it and waits for it (the
-/// next peer of `listen -k` comes after); otherwise becomes it, as nc does, so its exit
-/// status is ours and a signal to us reaches it.
-pub(crate) fn run_exec(exec: &Exec, socket: Socket, wait: bool) -> Result<(), CliError> {
+/// Hands `socket` to the program of `-e`/`-c`, `peer` in its environment (the socket's own
+/// peer when `None`): with `wait`, runs it and waits for it (the next peer of `listen -k`
+/// comes after); otherwise becomes it, as nc does, so its exit status is ours and a signal
+/// to us reaches it.
+pub(crate) fn run_exec(
+    exec: &Exec,
+    socket: Socket,
+    peer: Option<&Address>,
+    wait: bool,
+) -> Result<(), CliError> {
+    let own;
+    let peer = match peer {
+        Some(peer) => peer,
+        None => {
+            own = socket.peer_addr().unwrap_or_else(|_| Address::unix(""));
+            &own
+        }
+    };
     if !wait {
-        return Err(exec.exec_on(&socket).into());
+        return Err(exec.exec_on(&socket, peer).into());
     }
-    let mut child = exec.spawn_on(&socket)?;
+    let mut child = exec.spawn_on(&socket, peer)?;
     // The program holds the socket now; our copy would keep the connection open after it
     // exits.
     drop(socket);

@@ -58,8 +58,9 @@ pub(crate) fn access(args: &ServerArgs, builder: &mut Builder) -> Result<Access,
     Ok(access)
 }
 
-/// `--proxy-protocol`: the trusted networks and the header timeout, or `None` without it.
-fn proxy_protocol(args: &ProxyArgs) -> Result<Option<(CidrSet, Duration)>, CliError> {
+/// `--proxy-protocol`: the trusted networks and the header timeout, or `None` without it
+/// (also `listen`'s, which runs no server).
+pub(crate) fn proxy_protocol(args: &ProxyArgs) -> Result<Option<(CidrSet, Duration)>, CliError> {
     if !args.proxy_protocol {
         return Ok(None);
     }

@@ -4,14 +4,16 @@
 //! [`parse`] reads a header from the start of a buffer and says how many bytes it took, or
 //! that more are needed, without ever looking past the header's end: the bytes after it are
 //! the service's. [`encode`] (or [`encode_v1`] and [`encode_v2`]) writes headers for
-//! `forward --send-proxy`.
+//! `forward --send-proxy`. [`read_header`] takes a header off a blocking socket (`listen`).
 //! The specification is HAProxy's `doc/proxy-protocol.txt`.
 
 mod encode;
 mod parse;
+mod read;
 
 pub use encode::{encode, encode_v1, encode_v2};
 pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse};
+pub use read::read_header;
 
 use std::net::SocketAddr;
 

@@ -128,14 +128,19 @@ impl Exec {
     }
 
     /// Starts the program with `socket` itself as its standard input and output (`nc -e`),
-    /// in the environment the service gives it. The socket closes for good when both this
-    /// process and the program have closed it.
+    /// in the environment the service gives it, `peer` as `SOCKETKIT_PEER_ADDR`/`_PORT` (the
+    /// socket's own peer, or the client a PROXY header named). The socket closes for good
+    /// when both this process and the program have closed it.
     ///
     /// # Errors
     ///
     /// `cannot spawn PROGRAM: REASON`, or the socket's descriptor could not be duplicated.
-    pub fn spawn_on(&self, socket: &crate::socket::Socket) -> crate::Result<std::process::Child> {
-        self.on_socket(socket)?
+    pub fn spawn_on(
+        &self,
+        socket: &crate::socket::Socket,
+        peer: &Address,
+    ) -> crate::Result<std::process::Child> {
+        self.on_socket(socket, peer)?
             .spawn()
             .map_err(|err| self.spawn_error(err))
     }
@@ -144,12 +149,14 @@ impl Exec {
     /// `nc -e` does: the program's exit status is the process's, and a signal to the process
     /// reaches the program.
     ///
+    /// `peer` is the program's `SOCKETKIT_PEER_ADDR`/`_PORT`, as for [`Exec::spawn_on`].
+    ///
     /// # Errors
     ///
     /// Only when the program could not be started (the process is gone otherwise).
-    pub fn exec_on(&self, socket: &crate::socket::Socket) -> Error {
+    pub fn exec_on(&self, socket: &crate::socket::Socket, peer: &Address) -> Error {
         use std::os::unix::process::CommandExt;
-        match self.on_socket(socket) {
+        match self.on_socket(socket, peer) {
             Ok(mut command) => self.spawn_error(command.exec()),
             Err(err) => err,
         }
@@ -161,9 +168,12 @@ impl Exec {
 
     /// The command with `socket` as its stdin and stdout, and the addresses in its
     /// environment.
-    fn on_socket(&self, socket: &crate::socket::Socket) -> crate::Result<std::process::Command> {
+    fn on_socket(
+        &self,
+        socket: &crate::socket::Socket,
+        peer: &Address,
+    ) -> crate::Result<std::process::Command> {
         use std::os::fd::AsFd;
-        let peer = socket.peer_addr().unwrap_or_else(|_| Address::unix(""));
         let local = socket.local_addr().unwrap_or_else(|_| Address::unix(""));
         let stdin = socket
             .as_fd()
@@ -173,7 +183,7 @@ impl Exec {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| self.spawn_error(e))?;
-        let mut command = self.std_command(&peer, &local);
+        let mut command = self.std_command(peer, &local);
         command
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout));

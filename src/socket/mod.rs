@@ -436,6 +436,27 @@ impl Socket {
             .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))
     }
 
+    /// Copies into `buf` what has arrived without taking it off the socket: `recv(2)` with
+    /// `MSG_PEEK` (Python: `s.recv(n, socket.MSG_PEEK)`). The next receive sees the same
+    /// bytes again; `0` is end of stream. It waits as [`Socket::recv_into`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.send(b"abc")?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(b.peek(&mut buf)?, 3);
+    /// assert_eq!(b.recv(8)?, b"abc");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "MSG_PEEK")]
+    pub fn peek(&self, buf: &mut [u8]) -> Result<usize> {
+        self.inner
+            .peek(as_uninit(buf))
+            .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))
+    }
+
     /// Sends one datagram to `address` with `sendto(2)` (Python: `s.sendto(data, addr)`).
     ///
     /// # Examples

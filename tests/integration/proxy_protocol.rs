@@ -231,7 +231,7 @@ fn bad_headers_are_refused_counted_and_never_reach_the_service() -> TestResult {
 
 /// Connects from `source`, sends `pieces` and checks the server closes without a byte of
 /// the service (a refusal is a reset, which may come before the connect has returned).
-fn assert_refused(source: &str, addr: std::net::SocketAddr, pieces: &[&[u8]]) {
+pub(crate) fn assert_refused(source: &str, addr: std::net::SocketAddr, pieces: &[&[u8]]) {
     let mut stream = match try_connect_from(source, addr) {
         Ok(stream) => stream,
         Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return,

@@ -148,9 +148,12 @@ pub const NETCAT: [(&str, Kind); 8] = [
     ("-o", Kind::OutFile),
     ("-x", Kind::OutFile),
 ];
-pub const LISTEN: [(&str, Kind); 6] = [
+pub const LISTEN: [(&str, Kind); 9] = [
     ("-k", Kind::Flag),
     ("--metrics", Kind::Listen { streams: true }),
+    ("--proxy-protocol", Kind::Flag),
+    ("--trusted-proxy", Kind::Cidr),
+    ("--proxy-header-timeout", span(false, true)),
     ("-4", Kind::Flag),
     ("-6", Kind::Flag),
     ("--idle-timeout", span(false, true)),

@@ -1,0 +1,167 @@
+//! Taking one PROXY header off a blocking [`Socket`] (`listen`, which runs no server), within
+//! a deadline and without a byte of what follows it.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::{MAX_V2_LEN, Parsed, ProxyHeader, parse};
+use crate::error::{Error, Op};
+use crate::socket::Socket;
+
+/// Reads the PROXY header at the start of `socket` within `within`, and leaves every byte
+/// after it in the socket for the service.
+///
+/// It peeks (`MSG_PEEK`) at what has arrived and parses it; while the header is
+/// incomplete, every byte seen belongs to it, so those are taken off the socket and the
+/// next peek waits for new ones; once it is complete, exactly its length is taken. The
+/// socket's own timeout is put back as it was before returning.
+///
+/// # Errors
+///
+/// The bytes are not a valid header (`InvalidData`, with the parser's reason), the peer
+/// closed before a complete header (`UnexpectedEof`), `within` passed (`TimedOut`), or a
+/// receive failed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use socketkit::proxy_protocol::{ProxyHeader, read_header};
+/// let (a, mut b) = socketkit::socket::socketpair()?;
+/// a.sendall(b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\nhello")?;
+/// let header = read_header(&mut b, Duration::from_secs(1))?;
+/// assert!(matches!(header, ProxyHeader::Proxied { source, .. } if source.port() == 5000));
+/// assert_eq!(b.recv(16)?, b"hello");
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn read_header(socket: &mut Socket, within: Duration) -> crate::Result<ProxyHeader> {
+    let before = socket.timeout();
+    let result = read_until(socket, Instant::now() + within);
+    let restored = socket.set_timeout(before);
+    let header = result?;
+    restored?;
+    Ok(header)
+}
+
+fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<ProxyHeader> {
+    // Enough for any v1 header and the usual v2 ones; grown up to the longest accepted.
+    let mut buf = vec![0u8; 256];
+    let mut taken = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(failed(
+                io::ErrorKind::TimedOut,
+                "no complete header in time",
+            ));
+        }
+        socket.set_timeout(Some(left))?;
+        let seen = socket.peek(&mut buf[taken..])?;
+        if seen == 0 {
+            return Err(failed(
+                io::ErrorKind::UnexpectedEof,
+                "the connection ended before a complete header",
+            ));
+        }
+        let known = taken + seen;
+        match parse(&buf[..known]) {
+            Ok(Parsed::Complete { header, len }) => {
+                take(socket, &mut buf[taken..len])?;
+                return Ok(header);
+            }
+            Ok(Parsed::Incomplete) => {
+                take(socket, &mut buf[taken..known])?;
+                taken = known;
+                if taken == buf.len() {
+                    // The parser refuses a header longer than MAX_V2_LEN before this
+                    // room runs out.
+                    buf.resize((buf.len() * 2).min(MAX_V2_LEN), 0);
+                }
+            }
+            Err(err) => return Err(failed(io::ErrorKind::InvalidData, err.to_string())),
+        }
+    }
+}
+
+/// Takes `buf.len()` bytes that a peek has shown are there.
+fn take(socket: &Socket, mut buf: &mut [u8]) -> crate::Result<()> {
+    while !buf.is_empty() {
+        let n = socket.recv_into(buf)?;
+        if n == 0 {
+            return Err(failed(io::ErrorKind::UnexpectedEof, "the header was cut"));
+        }
+        buf = &mut buf[n..];
+    }
+    Ok(())
+}
+
+fn failed(kind: io::ErrorKind, why: impl Into<String>) -> Error {
+    Error::new(
+        Op::Receive,
+        "a PROXY header",
+        io::Error::new(kind, why.into()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::socketpair;
+
+    #[test]
+    fn a_header_in_pieces_is_taken_and_the_rest_stays() -> crate::Result<()> {
+        let (a, mut b) = socketpair()?;
+        let v2 = crate::proxy_protocol::encode_v2(
+            "[2001:db8::5]:6000".parse().expect("addr"),
+            "[2001:db8::1]:443".parse().expect("addr"),
+        );
+        let sender = std::thread::spawn(move || {
+            for byte in &v2 {
+                a.sendall(&[*byte]).expect("send");
+            }
+            a.sendall(b"rest").expect("send");
+            a
+        });
+        let header = read_header(&mut b, Duration::from_secs(5))?;
+        let a = sender.join().expect("the sender ends");
+        let ProxyHeader::Proxied { source, .. } = header else {
+            panic!("{header:?}");
+        };
+        assert_eq!(source.to_string(), "[2001:db8::5]:6000");
+        drop(a);
+        let mut rest = [0u8; 8];
+        let mut got = Vec::new();
+        loop {
+            let n = b.recv_into(&mut rest)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&rest[..n]);
+        }
+        assert_eq!(got, b"rest");
+        assert_eq!(b.timeout(), None, "the timeout is put back");
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_silence_and_an_early_end_are_errors() -> crate::Result<()> {
+        let (a, mut b) = socketpair()?;
+        a.sendall(b"GET / HTTP/1.1\r\n")?;
+        let err = read_header(&mut b, Duration::from_secs(1)).expect_err("garbage");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+        let (a, mut b) = socketpair()?;
+        a.sendall(b"PROXY TCP4 1.2.3.4")?;
+        let started = Instant::now();
+        let err = read_header(&mut b, Duration::from_millis(200)).expect_err("late");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+
+        let (a, mut b) = socketpair()?;
+        a.sendall(b"PROXY TCP4")?;
+        drop(a);
+        let err = read_header(&mut b, Duration::from_secs(1)).expect_err("ended");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        Ok(())
+    }
+}
