@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::Stream;
 use crate::endpoint::Transport;
-use crate::socket::Address;
+use crate::socket::{Address, as_uninit};
 
 /// An accepted connection that tokio does not know yet: a server can answer it with one
 /// `send` and close it without ever registering it with the reactor.
@@ -29,6 +29,18 @@ impl RawStream {
     /// Sends what it can of `data` without waiting; returns how much went out.
     pub(crate) fn send_now(&self, data: &[u8]) -> io::Result<usize> {
         socket2::SockRef::from(&self.fd).send(data)
+    }
+
+    /// Copies what has arrived into `buf` without taking it off the socket and without
+    /// waiting (`recv(2)` with `MSG_PEEK | MSG_DONTWAIT`): `WouldBlock` when nothing has.
+    pub(crate) fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.fd)
+            .recv_with_flags(as_uninit(buf), libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    }
+
+    /// Takes up to `buf.len()` bytes off the socket without waiting (`recv(2)`).
+    pub(crate) fn take_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.fd).recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT)
     }
 
     /// Closes the connection with a reset (`SO_LINGER` 0): for a refused client, which is

@@ -13,10 +13,12 @@ use super::EXHAUSTION_BACKOFF;
 use super::admission::{Held, Pipeline};
 use super::listener::StreamListener;
 use super::meter::{ListenerMeter, Meter};
+use super::proxy::Now;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
 use super::task::{Accepted, Holds, Spawner, finish_reply};
 use crate::error::describe;
 use crate::net::{RawStream, is_connection_error};
+use crate::socket::Address;
 
 /// One stream listener's accept loop.
 pub(crate) struct Acceptor {
@@ -100,24 +102,28 @@ impl Acceptor {
             permit,
             kept: Held::new(),
         };
+        let reply = self.spawner.immediate_reply();
+        // The client a PROXY header read here named, and the header's length.
+        let mut proxied = Proxied::default();
         if let Some(pipeline) = &self.pipeline {
-            let Some(kept) = pipeline.check_early(&raw.peer(), &self.meter) else {
-                return raw.reset(); // refused: no byte of the service
-            };
-            holds.kept = kept;
-            if pipeline.has_late() {
-                return self.admit(raw, holds, pipeline);
+            match self.admit_now(&raw, pipeline, reply.is_some()) {
+                Early::Admitted { kept, proxied: p } => {
+                    holds.kept = kept;
+                    proxied = p;
+                }
+                Early::Refused => return raw.reset(), // no byte of the service
+                Early::Later => return self.admit(raw, holds, pipeline),
             }
         }
-        let reply = self.spawner.immediate_reply();
         let mut sent = 0;
         if let Some(reply) = &reply {
             let started = self.meter.clock();
             match raw.send_now(reply) {
                 Ok(n) if n == reply.len() => {
                     if let Some(started) = started {
-                        self.meter
-                            .answered(|| raw.peer(), || raw.local(), n, started);
+                        let peer = || proxied.peer.clone().unwrap_or_else(|| raw.peer());
+                        let bytes = (proxied.header_len, n);
+                        self.meter.answered(peer, || raw.local(), bytes, started);
                     }
                     return; // dropping `raw` closes the connection
                 }
@@ -126,9 +132,12 @@ impl Acceptor {
                 Err(err) => return tracing::debug!("answer failed: {}", describe(&err)),
             }
         }
-        let Some(accepted) = self.register(raw, holds) else {
+        let Some(mut accepted) = self.register(raw, holds, proxied.peer) else {
             return;
         };
+        if proxied.header_len > 0 {
+            accepted.meter.received(proxied.header_len);
+        }
         let watcher = self.shutdown.watcher();
         match reply {
             Some(reply) => finish_reply(accepted, reply[sent..].to_vec(), watcher),
@@ -136,25 +145,66 @@ impl Acceptor {
         }
     }
 
+    /// The admission stages that can run here, on the accept loop: the peer-only ones at
+    /// the head of the chain; or, for a handler with an immediate reply, a PROXY header
+    /// that has fully arrived and the peer-only stages after it. `Later` when the rest
+    /// must run in the connection's task (nothing was taken off the socket then).
+    fn admit_now(&self, raw: &RawStream, pipeline: &Pipeline, replies_at_once: bool) -> Early {
+        let proxy = pipeline.proxy_now().filter(|_| replies_at_once);
+        let Some(proxy) = proxy else {
+            let Some(kept) = pipeline.check_early(&raw.peer(), &self.meter) else {
+                return Early::Refused;
+            };
+            if pipeline.has_late() {
+                return Early::Later;
+            }
+            return Early::Admitted {
+                kept,
+                proxied: Proxied::default(),
+            };
+        };
+        let (peer, header_len) = match proxy.try_now(raw) {
+            Now::Header { peer, len } => (peer, len),
+            Now::Refused(refusal) => {
+                pipeline.refused_early(&raw.peer(), &refusal, &self.meter);
+                return Early::Refused;
+            }
+            Now::Later => return Early::Later,
+        };
+        let checked = match &peer {
+            Some(peer) => pipeline.check_after_proxy(peer, &self.meter),
+            None => pipeline.check_after_proxy(&raw.peer(), &self.meter),
+        };
+        match checked {
+            Some(kept) => Early::Admitted {
+                kept,
+                proxied: Proxied { peer, header_len },
+            },
+            None => Early::Refused,
+        }
+    }
+
     /// Hands the connection to a task that takes it through the admission stages first:
     /// nothing is sent before they pass, so not even an immediate reply is sent from here.
     fn admit(&self, raw: RawStream, holds: Holds, pipeline: &Arc<Pipeline>) {
-        if let Some(accepted) = self.register(raw, holds) {
+        if let Some(accepted) = self.register(raw, holds, None) {
             let watcher = self.shutdown.watcher();
             self.spawner
                 .spawn_admitting(accepted, watcher, Arc::clone(pipeline));
         }
     }
 
-    /// Registers the connection with tokio, for a task to run it.
-    fn register(&self, raw: RawStream, holds: Holds) -> Option<Accepted> {
-        let (stream, peer) = match raw.into_stream() {
+    /// Registers the connection with tokio, for a task to run it; `proxied` is its peer
+    /// when a PROXY header named one.
+    fn register(&self, raw: RawStream, holds: Holds, proxied: Option<Address>) -> Option<Accepted> {
+        let (stream, own) = match raw.into_stream() {
             Ok(parts) => parts,
             Err(err) => {
                 tracing::debug!("cannot register a connection: {}", describe(&err));
                 return None;
             }
         };
+        let peer = proxied.unwrap_or(own);
         tracing::debug!(%peer, "accepted");
         let meter = Meter::start(peer, &self.meter, || stream.local_addr().ok());
         Some(Accepted {
@@ -171,4 +221,22 @@ impl Acceptor {
         // The semaphore is never closed, so acquiring cannot fail.
         Arc::clone(slots).acquire_owned().await.ok()
     }
+}
+
+/// What the admission stages decided on the accept loop.
+enum Early {
+    /// Admitted: what the stages keep, and the PROXY header read, if one was.
+    Admitted { kept: Held, proxied: Proxied },
+    /// Refused (counted and logged): reset it.
+    Refused,
+    /// The rest is for the connection's task.
+    Later,
+}
+
+/// A PROXY header read on the accept loop: the client it named (`None`: none, or `LOCAL`)
+/// and its length, counted as bytes received.
+#[derive(Default)]
+struct Proxied {
+    peer: Option<Address>,
+    header_len: usize,
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::Connection;
 use super::meter::ListenerMeter;
+use super::proxy::ProxyStage;
 use crate::metrics::RefusalReason;
 use crate::socket::Address;
 
@@ -178,14 +179,25 @@ pub trait Admission: Send + Sync + 'static {
 
 /// The ordered stages of a server, as the builder collects them.
 #[derive(Clone, Default)]
-pub(crate) struct Stages(Vec<Arc<dyn Admission>>);
+pub(crate) struct Stages {
+    list: Vec<Arc<dyn Admission>>,
+    /// The server's own PROXY stage, if it has one: it may be tried on the accept loop.
+    proxy: Option<Arc<ProxyStage>>,
+}
 
 impl Stages {
     /// Adds `stage` after every stage whose rule applies before or with its own.
     pub(crate) fn add(&mut self, stage: Arc<dyn Admission>) {
         let reason = stage.reason();
-        let at = self.0.partition_point(|other| other.reason() <= reason);
-        self.0.insert(at, stage);
+        let at = self.list.partition_point(|other| other.reason() <= reason);
+        self.list.insert(at, stage);
+    }
+
+    /// Adds the server's PROXY stage (see [`Pipeline::proxy_now`]).
+    pub(crate) fn add_proxy(&mut self, stage: ProxyStage) {
+        let stage = Arc::new(stage);
+        self.proxy = Some(Arc::clone(&stage));
+        self.add(stage);
     }
 
     /// The chain to run on each connection, or `None` when there is no stage (the fast path).
@@ -194,10 +206,22 @@ impl Stages {
         refusals: &Refusals,
         dropped: &Refusals,
     ) -> Option<Arc<Pipeline>> {
-        (!self.0.is_empty()).then(|| {
+        (!self.list.is_empty()).then(|| {
+            // Our PROXY stage at the head and only peer-only stages after it: the whole
+            // chain can be decided on the accept loop when the header is there at once.
+            let proxy_now = self.proxy.clone().filter(|proxy| {
+                let head = self.list[0].as_ref() as *const dyn Admission as *const ();
+                std::ptr::eq(head, Arc::as_ptr(proxy).cast())
+                    && self.list[1..].iter().all(|stage| stage.peer_only())
+            });
             Arc::new(Pipeline {
-                early: self.0.iter().take_while(|stage| stage.peer_only()).count(),
-                stages: self.0.clone().into_boxed_slice(),
+                early: self
+                    .list
+                    .iter()
+                    .take_while(|stage| stage.peer_only())
+                    .count(),
+                stages: self.list.clone().into_boxed_slice(),
+                proxy_now,
                 refusals: refusals.clone(),
                 dropped: dropped.clone(),
             })
@@ -208,7 +232,7 @@ impl Stages {
 impl fmt::Debug for Stages {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|stage| stage.reason()))
+            .entries(self.list.iter().map(|stage| stage.reason()))
             .finish()
     }
 }
@@ -219,6 +243,8 @@ pub(crate) struct Pipeline {
     /// How many stages at the head are [peer-only](Admission::peer_only): they run on the
     /// accept loop ([`Pipeline::check_early`]), the rest in the connection's task.
     early: usize,
+    /// The PROXY stage, when it heads a chain of otherwise peer-only stages.
+    proxy_now: Option<Arc<ProxyStage>>,
     refusals: Refusals,
     /// Datagrams dropped by the peer-only stages, by reason.
     dropped: Refusals,
@@ -228,14 +254,50 @@ impl Pipeline {
     /// Runs the peer-only stages at the head of the chain on `peer`, on the accept loop:
     /// what they keep, or `None` (counted and logged) when one refuses.
     pub(crate) fn check_early(&self, peer: &Address, listener: &ListenerMeter) -> Option<Held> {
+        self.check_peer_only(&self.stages[..self.early], peer, listener)
+    }
+
+    /// The PROXY stage to try on the accept loop, when the stages after it are all
+    /// peer-only (see [`Pipeline::check_after_proxy`]); `None` otherwise.
+    pub(crate) fn proxy_now(&self) -> Option<&ProxyStage> {
+        self.proxy_now.as_deref()
+    }
+
+    /// Once [`Pipeline::proxy_now`]'s stage has admitted a connection on the accept loop,
+    /// runs every stage after it on `peer` (the header's client): what they keep, or
+    /// `None` (counted and logged) when one refuses.
+    pub(crate) fn check_after_proxy(
+        &self,
+        peer: &Address,
+        listener: &ListenerMeter,
+    ) -> Option<Held> {
+        self.check_peer_only(&self.stages[1..], peer, listener)
+    }
+
+    /// Counts and logs a refusal made on the accept loop.
+    pub(crate) fn refused_early(
+        &self,
+        peer: &Address,
+        refusal: &Refusal,
+        listener: &ListenerMeter,
+    ) {
+        listener.refused(refusal.reason);
+        self.count(peer, refusal);
+    }
+
+    fn check_peer_only(
+        &self,
+        stages: &[Arc<dyn Admission>],
+        peer: &Address,
+        listener: &ListenerMeter,
+    ) -> Option<Held> {
         let mut held = Held::new();
-        for stage in &self.stages[..self.early] {
+        for stage in stages {
             match stage.check_peer(peer) {
                 Ok(Admitted(None)) => {}
                 Ok(kept) => held.push(kept),
                 Err(refusal) => {
-                    listener.refused(refusal.reason);
-                    self.count(peer, &refusal);
+                    self.refused_early(peer, &refusal, listener);
                     return None;
                 }
             }
@@ -386,6 +448,46 @@ mod tests {
             format!("{stages:?}"),
             "[Proxy, Acl, Acl, MaxPerSource, Rate, Tls]"
         );
+    }
+
+    /// A peer-only rule that admits everyone.
+    struct PeerRule(RefusalReason);
+
+    impl Admission for PeerRule {
+        fn reason(&self) -> RefusalReason {
+            self.0
+        }
+
+        fn admit<'a>(&'a self, _conn: &'a mut Connection) -> Admit<'a> {
+            Box::pin(std::future::ready(Ok(Admitted::new())))
+        }
+
+        fn peer_only(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn the_proxy_stage_is_tried_on_the_accept_loop_only_ahead_of_peer_only_stages() {
+        let proxy = || ProxyStage::new(crate::access::CidrSet::default(), Duration::from_secs(1));
+        let tried = |stages: &Stages| {
+            let pipeline = stages.pipeline(&Refusals::default(), &Refusals::default());
+            pipeline.is_some_and(|p| p.proxy_now().is_some())
+        };
+        let mut stages = Stages::default();
+        stages.add_proxy(proxy());
+        assert!(tried(&stages), "PROXY alone");
+        stages.add(Arc::new(PeerRule(RefusalReason::Acl)));
+        stages.add(Arc::new(PeerRule(RefusalReason::Rate)));
+        assert!(tried(&stages), "PROXY, then peer-only rules");
+        let mut with_tls = stages.clone();
+        with_tls.add(Arc::new(Rule(RefusalReason::Tls)));
+        assert!(!tried(&with_tls), "a TLS handshake must run in a task");
+        // A stage of the user's own with the PROXY reason, added first, heads the chain.
+        let mut theirs = Stages::default();
+        theirs.add(Arc::new(Rule(RefusalReason::Proxy)));
+        theirs.add_proxy(proxy());
+        assert!(!tried(&theirs));
     }
 
     #[test]

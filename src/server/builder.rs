@@ -153,7 +153,9 @@ impl Builder {
     /// builder.proxy_protocol(trusted, Duration::from_secs(5));
     /// ```
     pub fn proxy_protocol(&mut self, trusted: CidrSet, header_timeout: Duration) -> &mut Builder {
-        self.stage(ProxyStage::new(trusted, header_timeout))
+        self.stages
+            .add_proxy(ProxyStage::new(trusted, header_timeout));
+        self
     }
 
     /// At most `threads` blocking handlers run at once ([`Server::serve_blocking`]); further

@@ -90,26 +90,32 @@ impl ListenerMeter {
     }
 
     /// Records a connection answered on the accept loop and closed at once (an immediate
-    /// reply): `sent` bytes, accepted at `started`. `local` is asked only at `-v`.
+    /// reply): `(received, sent)` bytes (received: a PROXY header's), accepted at `started`.
+    /// `local` is asked only at `-v`.
     pub(crate) fn answered(
         &self,
         peer: impl FnOnce() -> Address,
         local: impl FnOnce() -> Option<Address>,
-        sent: usize,
+        (received, sent): (usize, usize),
         started: Instant,
     ) {
+        // One clock read at the end serves the histogram and the log line.
+        let lasted = started.elapsed();
         if let Some(metrics) = &self.metrics {
+            if received > 0 {
+                metrics.received.inc_by(as_u64(received));
+            }
             metrics.sent.inc_by(as_u64(sent));
-            metrics.duration.observe(started.elapsed());
+            metrics.duration.observe(lasted);
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let local = local();
             let summary = Summary {
                 peer: &peer(),
                 local: local.as_ref(),
-                bytes_in: 0,
+                bytes_in: as_u64(received),
                 bytes_out: as_u64(sent),
-                lasted: started.elapsed(),
+                lasted,
             };
             summary.log(self, "answered at once");
         }

@@ -7,11 +7,17 @@
 //! header is incomplete, every byte seen belongs to it, so those bytes are taken off the
 //! socket and the stage waits for more; once it is complete, exactly its length is taken.
 //! What the client sent after the header stays in the socket for the service.
+//!
+//! A server whose handler has an immediate reply first tries the header on the accept loop
+//! ([`ProxyStage::try_now`]): one peek that does not wait. When the whole header is already
+//! there, the connection is answered on the spot as it would be without PROXY; anything
+//! else goes to the connection's task and the stage above, as if the try had not been.
 
 use std::time::Duration;
 
 use super::{Admission, Admit, Admitted, Connection, Refusal, RefusalReason};
 use crate::access::CidrSet;
+use crate::net::RawStream;
 use crate::proxy_protocol::{self, MAX_V1_LEN, MAX_V2_LEN, Parsed, ProxyHeader};
 use crate::socket::Address;
 
@@ -32,6 +38,51 @@ impl ProxyStage {
         match peer.ip() {
             Some(ip) => self.trusted.contains(ip),
             None => true,
+        }
+    }
+}
+
+/// What one try on the accept loop found (see [`ProxyStage::try_now`]).
+pub(crate) enum Now {
+    /// A whole header, taken off the socket: `len` bytes, naming `peer` (`None`: a `LOCAL`
+    /// header, the connection's own peer stands).
+    Header { peer: Option<Address>, len: usize },
+    /// Refused, as the stage would refuse it.
+    Refused(Refusal),
+    /// Not decided without waiting (nothing yet, a partial header, end of stream, an
+    /// error): nothing was taken, and the stage must run in the connection's task.
+    Later,
+}
+
+impl ProxyStage {
+    /// Tries the stage on a connection just accepted, without waiting: the peer's trust,
+    /// then one non-blocking peek. Only a complete, valid header is taken off the socket —
+    /// exactly its bytes — and only a decision the stage would make the same way (an
+    /// untrusted source, bytes that cannot begin a header) is a refusal.
+    pub(crate) fn try_now(&self, raw: &RawStream) -> Now {
+        if !self.trusts(&raw.peer()) {
+            return Now::Refused(refuse("not a trusted proxy"));
+        }
+        let mut buf = [0u8; INLINE];
+        let seen = match raw.peek_now(&mut buf) {
+            Ok(seen) if seen > 0 => seen,
+            _ => return Now::Later,
+        };
+        match proxy_protocol::parse(&buf[..seen]) {
+            Ok(Parsed::Complete { header, len }) => {
+                // The peek showed these bytes are there, so one receive takes them all.
+                match raw.take_now(&mut buf[..len]) {
+                    Ok(n) if n == len => {}
+                    _ => return Now::Refused(refuse("reading the header: cut short")),
+                }
+                let peer = match header {
+                    ProxyHeader::Proxied { source, .. } => Some(source.into()),
+                    ProxyHeader::Local => None,
+                };
+                Now::Header { peer, len }
+            }
+            Ok(Parsed::Incomplete) => Now::Later,
+            Err(err) => Now::Refused(refuse(err.to_string())),
         }
     }
 }

@@ -303,3 +303,112 @@ fn proxy_options_are_checked_before_anything_is_bound() {
     let out = run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 2, "{}", out.stderr);
 }
+
+/// Connects a client that sends `bytes` while the server's one connection slot is held by
+/// another client, so that the server accepts it only once the bytes have all arrived;
+/// then frees the slot (the holder sends a v1 header for 192.0.2.8:4001 and takes its
+/// greeting) and returns the client, to be accepted next.
+fn arrived_before_accept(addr: std::net::SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
+    let mut holder = connect_from("127.0.0.1", addr);
+    thread::sleep(Duration::from_millis(100)); // accepted, waiting for its header
+    let mut client = connect_from("127.0.0.1", addr);
+    client.write_all(bytes).expect("send");
+    thread::sleep(Duration::from_millis(50));
+    holder
+        .write_all(b"PROXY TCP4 192.0.2.8 192.0.2.1 4001 80\r\n")
+        .expect("send");
+    let mut greeting = Vec::new();
+    holder
+        .read_to_end(&mut greeting)
+        .expect("the holder's greeting");
+    assert_eq!(greeting, "你好".as_bytes());
+    client
+}
+
+#[test]
+fn a_header_there_at_accept_is_answered_on_the_spot_and_a_split_one_in_a_task() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "-v",
+        "-l",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.1"])
+    .args(["--max-connections", "1", "--workers", "2"]);
+    let (server, metrics) = start_with_metrics(cmd);
+    let addr: std::net::SocketAddr = server.addr().parse()?;
+    let v2 =
+        socketkit::proxy_protocol::encode_v2("192.0.2.7:4000".parse()?, "192.0.2.1:80".parse()?);
+    // The header is all there when the server accepts: answered by the accept loop.
+    let mut at_once = arrived_before_accept(addr, &v2);
+    let mut greeting = Vec::new();
+    at_once
+        .read_to_end(&mut greeting)
+        .unwrap_or_else(|err| panic!("{err}:\n{}", server.stderr()));
+    assert_eq!(greeting, "你好".as_bytes());
+    // One byte at a time: the header is incomplete at accept, so a task reads it.
+    let v1 = b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\n";
+    let mut split = connect_from("127.0.0.1", addr);
+    for byte in v1 {
+        split.write_all(&[*byte])?;
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut greeting = Vec::new();
+    split.read_to_end(&mut greeting)?;
+    assert_eq!(greeting, "你好".as_bytes());
+    // Garbage there at accept: refused on the accept loop, counted as before.
+    let mut garbage = arrived_before_accept(addr, b"GET / HTTP/1.1\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = garbage.read_to_end(&mut got);
+    assert!(got.is_empty(), "{got:?}");
+
+    let deadline = Instant::now() + DEADLINE;
+    let wanted = [
+        "answered at once peer=192.0.2.7:4000",
+        "closed peer=192.0.2.9:5000",
+        "closed peer=192.0.2.8:4001",
+    ];
+    while !wanted.iter().all(|line| server.stderr().contains(line)) {
+        assert!(
+            Instant::now() < deadline,
+            "{wanted:?} in:\n{}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let listener = format!("listener=\"tcp:{addr}\"");
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_accepted_total", &listener),
+        5
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "socketkit_connections_refused_total",
+            &format!("{listener},reason=\"proxy\"")
+        ),
+        1
+    );
+    // Every header's bytes were received, whichever path took them off.
+    let holder_header = 40;
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        (v2.len() + v1.len() + 2 * holder_header) as u64
+    );
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_sent_total", &listener),
+        4 * "你好".len() as u64
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "socketkit_connection_duration_seconds_count",
+            &listener
+        ),
+        4
+    );
+    Ok(())
+}
