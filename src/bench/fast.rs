@@ -4,7 +4,7 @@
 //! per-operation timeout is a scan of a queue ordered by start time).
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -35,6 +35,13 @@ impl Socket {
             Socket::Unix(s) => s.read(buf),
         }
     }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
 }
 
 struct Conn {
@@ -42,6 +49,32 @@ struct Conn {
     started: Instant,
     received: usize,
     matches: bool,
+    /// `--send-proxy`: the PROXY header still to send, once the connect completes.
+    header: Option<Vec<u8>>,
+}
+
+impl Conn {
+    /// Sends what is left of the PROXY header, if the connection can take it now; an error
+    /// ends the connection.
+    fn send_header(&mut self) -> io::Result<()> {
+        let Some(header) = &mut self.header else {
+            return Ok(());
+        };
+        match self.socket.write(header) {
+            Ok(n) if n == header.len() => self.header = None,
+            Ok(n) => {
+                header.drain(..n);
+            }
+            // Still connecting: the writable event of the completed connect comes later.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                ) => {}
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
 }
 
 /// One thread's connections: their slots, and the order in which they started (for the
@@ -49,6 +82,7 @@ struct Conn {
 struct Engine<'a> {
     poll: Poll,
     target: &'a Target,
+    config: &'a Config,
     stats: &'a Stats,
     slots: Vec<Option<Conn>>,
     /// Per slot, bumped every time the slot is (re)opened, so a stale entry of `started`
@@ -71,6 +105,7 @@ pub(crate) fn greeting_loop(
     let mut engine = Engine {
         poll: Poll::new()?,
         target,
+        config,
         stats,
         slots: (0..connections).map(|_| None).collect(),
         generations: vec![0; connections],
@@ -92,7 +127,10 @@ pub(crate) fn greeting_loop(
         for event in events.iter() {
             let slot = event.token().0;
             let finished = match engine.slots.get_mut(slot).and_then(Option::as_mut) {
-                Some(conn) => drain(conn, &mut buf, config),
+                Some(conn) => match conn.send_header() {
+                    Ok(()) => drain(conn, &mut buf, config),
+                    Err(err) => Some(Err(err)),
+                },
                 None => continue,
             };
             if let Some(outcome) = finished {
@@ -163,20 +201,37 @@ impl Engine<'_> {
             Target::Udp(_) | Target::Unixgram(_) => Err(io::ErrorKind::InvalidInput.into()),
         };
         let registered = socket.and_then(|mut socket| {
-            let token = Token(slot);
+            let header = match (&socket, self.target) {
+                (Socket::Tcp(tcp), Target::Tcp(addr)) => {
+                    super::mode::proxy_header(self.config, tcp.local_addr(), Ok(*addr))?
+                }
+                _ => None,
+            };
+            // With a header to send, the completed connect's writable event says when.
+            let interest = match header {
+                Some(_) => Interest::READABLE | Interest::WRITABLE,
+                None => Interest::READABLE,
+            };
             self.poll
                 .registry()
-                .register(socket.source(), token, Interest::READABLE)?;
-            Ok(socket)
+                .register(socket.source(), Token(slot), interest)?;
+            Ok((socket, header))
         });
         match registered {
-            Ok(socket) => {
-                let conn = Conn {
+            Ok((socket, header)) => {
+                let mut conn = Conn {
                     socket,
                     started: now,
                     received: 0,
                     matches: true,
+                    header,
                 };
+                // On loopback the connect has usually completed already.
+                if let Err(err) = conn.send_header() {
+                    self.stats.fail_io(&err);
+                    self.retry.push_back((now, slot));
+                    return;
+                }
                 self.slots[slot] = Some(conn);
             }
             Err(err) => {

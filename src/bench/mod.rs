@@ -131,6 +131,11 @@ pub struct Config {
     /// Idle: the server's process, whose memory is read before and while the connections
     /// are held.
     pub server_pid: Option<u32>,
+    /// TCP targets: start every connection with a PROXY protocol header of this version,
+    /// carrying the connection's real source and destination — in the same send as the
+    /// first request bytes where the mode sends any (echo), else on its own right after
+    /// connect (greeting, idle; before a `tls:` handshake).
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
     payload: Vec<u8>,
     echo: bool,
     /// `tls:` endpoints: the server's host, for the server name.
@@ -155,6 +160,7 @@ impl Config {
             threads: 1,
             tls: None,
             server_pid: None,
+            send_proxy: None,
             payload: Vec::new(),
             echo: false,
             tls_host: None,

@@ -64,12 +64,46 @@ impl Target {
     }
 }
 
+/// The PROXY header a connection of `config` starts with (see [`Config::send_proxy`]):
+/// its own source and destination, which only the connected socket knows.
+pub(crate) fn proxy_header(
+    config: &Config,
+    local: io::Result<std::net::SocketAddr>,
+    peer: io::Result<std::net::SocketAddr>,
+) -> io::Result<Option<Vec<u8>>> {
+    let Some(version) = config.send_proxy else {
+        return Ok(None);
+    };
+    Ok(Some(crate::proxy_protocol::encode(
+        version,
+        Some(local?),
+        Some(peer?),
+    )))
+}
+
+/// The PROXY header for `stream`, if `config` sends one (TCP only).
+fn header_of(config: &Config, stream: &Stream) -> io::Result<Option<Vec<u8>>> {
+    match stream {
+        Stream::Tcp(tcp) => proxy_header(config, tcp.local_addr(), tcp.peer_addr()),
+        Stream::Unix(_) => Ok(None),
+    }
+}
+
+/// Connects to `target` and sends the PROXY header on its own, if `config` asks for one.
+async fn connect_with_header(target: &Target, config: &Config) -> io::Result<Stream> {
+    let mut stream = target.connect().await?;
+    if let Some(header) = header_of(config, &stream)? {
+        stream.write_all(&header).await?;
+    }
+    Ok(stream)
+}
+
 /// A greeting connection: connect (and make the TLS handshake), read to end of stream,
 /// compare, close.
 pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) {
     let started = Instant::now();
     let result = bounded(config.timeout, async {
-        let stream = target.connect().await?;
+        let stream = connect_with_header(target, config).await?;
         let mut got = Vec::with_capacity(config.expect.as_ref().map_or(64, Vec::len));
         match config.tls_target() {
             // The answer must end with close_notify: a cut one is an error.
@@ -199,7 +233,15 @@ pub(crate) async fn echo(
     while !stop.is_set() {
         match bounded(config.timeout, target.connect()).await {
             Ok(stream) => {
-                let failed = echo_stream(stream, &config, &stats, &stop).await;
+                let header = match header_of(&config, &stream) {
+                    Ok(header) => header,
+                    Err(err) => {
+                        stats.fail_io(&err);
+                        super::pause(&stop).await;
+                        continue;
+                    }
+                };
+                let failed = echo_stream(stream, header, &config, &stats, &stop).await;
                 if !failed {
                     return;
                 }
@@ -214,7 +256,8 @@ pub(crate) async fn echo(
 /// checking every byte that comes back, until `stop` says so. Each block's round trip is
 /// one completed operation. Returns whether it ended by a failure (already counted).
 async fn echo_stream(
-    stream: Stream,
+    mut stream: Stream,
+    header: Option<Vec<u8>>,
     config: &Arc<Config>,
     stats: &Stats,
     stop: &super::Signal,
@@ -224,14 +267,24 @@ async fn echo_stream(
         let _ = tcp.set_nodelay(true);
     }
     match config.tls_target() {
-        Some(_) => match bounded(config.timeout, handshake(config, stream)).await {
-            Ok(tls) => echo_over(tls, config, stats, stop).await,
-            Err(err) => {
-                stats.fail_io(&err);
-                true
+        Some(_) => {
+            // Before the handshake, in the clear: the handshake's bytes are not ours to
+            // join it to.
+            if let Some(header) = &header {
+                if let Err(err) = bounded(config.timeout, stream.write_all(header)).await {
+                    stats.fail_io(&err);
+                    return true;
+                }
             }
-        },
-        None => echo_over(stream, config, stats, stop).await,
+            match bounded(config.timeout, handshake(config, stream)).await {
+                Ok(tls) => echo_over(tls, None, config, stats, stop).await,
+                Err(err) => {
+                    stats.fail_io(&err);
+                    true
+                }
+            }
+        }
+        None => echo_over(stream, header, config, stats, stop).await,
     }
 }
 
@@ -239,6 +292,7 @@ async fn echo_stream(
 /// failure.
 async fn echo_over<S: AsyncRead + AsyncWrite>(
     stream: S,
+    header: Option<Vec<u8>>,
     config: &Arc<Config>,
     stats: &Stats,
     stop: &super::Signal,
@@ -250,6 +304,7 @@ async fn echo_over<S: AsyncRead + AsyncWrite>(
     let writer_config = Arc::clone(config);
     let stopper = stop.clone();
     let write_side = async move {
+        let mut header = header;
         for n in 0usize.. {
             let permit = tokio::select! {
                 permit = sent_tx.reserve() => permit,
@@ -259,7 +314,14 @@ async fn echo_over<S: AsyncRead + AsyncWrite>(
             permit.send((Instant::now(), n));
             // The flush matters under TLS: a record the socket did not take at once
             // would otherwise wait for the next block.
-            let sent = writer.write_all(block(&writer_config, n)).await;
+            let sent = match header.take() {
+                // The header and the first block in one send, as a proxy's client would.
+                Some(mut first) => {
+                    first.extend_from_slice(block(&writer_config, n));
+                    writer.write_all(&first).await
+                }
+                None => writer.write_all(block(&writer_config, n)).await,
+            };
             if sent.is_err() || writer.flush().await.is_err() {
                 break;
             }
@@ -321,7 +383,7 @@ fn block(config: &Config, n: usize) -> &[u8] {
 pub(crate) async fn idle(target: &Target, config: &Config, stats: &Stats) -> Option<Stream> {
     let started = Instant::now();
     let open = async {
-        let stream = target.connect().await?;
+        let stream = connect_with_header(target, config).await?;
         match config.tls_target() {
             Some(_) => Ok(handshake(config, stream).await?.into_inner().0),
             None => Ok(stream),

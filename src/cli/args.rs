@@ -442,6 +442,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, allow_hyphen_values = true,
           value_parser = values::whole::<usize>(1, MAX_THREADS))]
     pub(crate) threads: usize,
+    /// TCP: start every connection with a PROXY protocol header (v1 or v2) naming its
+    /// real source and destination, for a server run with --proxy-protocol.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub(crate) send_proxy: Option<ProxyVersion>,
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub(crate) json: bool,

@@ -9,8 +9,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use socketkit::bench::{self, Config, Mode, Report, Signal, Stats};
 use socketkit::client::MAX_DATAGRAM;
+use socketkit::endpoint::{Endpoint, Transport};
+use socketkit::proxy_protocol::Version;
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, ProxyVersion};
 use super::exit::CliError;
 use super::{init_logging, resolve, tls};
 
@@ -79,6 +81,11 @@ fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
     let mut config = config(args)?;
     // Every connection makes a full handshake: resumption would measure something else.
     config.tls = args.tls.connector(&endpoint, true)?;
+    if config.send_proxy.is_some() && !is_tcp(&endpoint) {
+        return Err(CliError::Usage(format!(
+            "--send-proxy applies to tcp: and tls: endpoints, not {endpoint}"
+        )));
+    }
     if !endpoint.transport().is_stream() && config.size > MAX_DATAGRAM {
         return Err(CliError::Usage(format!(
             "invalid value '{}' for --size: a datagram to {endpoint} holds at most \
@@ -209,6 +216,10 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     config.rate = args.rate;
     config.size = args.size;
     config.window = args.window.unwrap_or(config.size);
+    config.send_proxy = args.send_proxy.map(|version| match version {
+        ProxyVersion::V1 => Version::V1,
+        ProxyVersion::V2 => Version::V2,
+    });
     config.expect = match (&args.expect, &args.expect_hex) {
         (Some(text), _) => Some(text.as_bytes().to_vec()),
         (None, Some(hex)) => Some(decode_hex(hex)?),
@@ -329,4 +340,9 @@ fn progress(
 
 fn io_error(what: &str, err: std::io::Error) -> CliError {
     CliError::Runtime(socketkit::Error::new(socketkit::error::Op::Io, what, err))
+}
+
+/// Whether `endpoint` is TCP (plain or under TLS): where a PROXY header can go.
+fn is_tcp(endpoint: &Endpoint) -> bool {
+    matches!(endpoint.transport(), Transport::Tcp | Transport::Tls)
 }

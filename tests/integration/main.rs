@@ -57,6 +57,8 @@ mod managed_restart;
 mod metrics;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
+/// `bench --send-proxy`: headers the PROXY servers admit, and a plain echo sends back.
+mod proxy_bench;
 /// `listen --proxy-protocol`: behind HAProxy and a v1 client, and its refusals.
 mod proxy_listen;
 /// The PROXY protocol through the binary: curl's and HAProxy's headers, ours into

@@ -164,7 +164,7 @@ pub const FORWARD: [(&str, Kind); 3] = [
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
 ];
-pub const BENCH: [(&str, Kind); 17] = [
+pub const BENCH: [(&str, Kind); 18] = [
     // The last two words of a `Word` list are the refused ones.
     (
         "--mode",
@@ -188,6 +188,7 @@ pub const BENCH: [(&str, Kind); 17] = [
     ("--compare", Kind::InFile),
     // Any pid but an idle run's live one is refused; a live one is only read.
     ("--server-pid", Kind::Whole(4_194_304)),
+    ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
 ];
 /// The services, the last two unknown.
 pub const SERVICES: [&str; 10] = [
