@@ -1,47 +1,122 @@
 //! [`DurationHistogram`]: connection durations in fixed buckets of atomics. The crate's own
-//! histogram takes a lock on every observation; this one only adds.
+//! histogram takes a lock on every observation; this one only adds — and an accept loop
+//! adds to a shard of its own ([`HistogramShard`], see `sharded.rs`), summed at scrape time.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Upper bounds of the buckets, in seconds: from a quick request (1 ms) to a long session
-/// (1 h).
-const BOUNDS: [f64; 14] = [
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+use super::sharded::Padded;
+
+/// Upper bounds of the buckets, in microseconds: from a quick request (1 ms) to a long
+/// session (1 h). Whole microseconds, so that placing a duration needs no float.
+const BOUNDS_US: [u64; 14] = [
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    1_800_000_000,
+    3_600_000_000,
 ];
 
 /// A histogram of durations; clones share the counts.
 #[derive(Debug, Clone, Default)]
 pub struct DurationHistogram {
-    inner: Arc<Inner>,
+    inner: Arc<Parts>,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    /// Per bucket, not cumulative; the last is +Inf.
-    buckets: [AtomicU64; BOUNDS.len() + 1],
-    count: AtomicU64,
+struct Parts {
+    shared: Padded<Counts>,
+    shards: RwLock<Vec<Arc<Padded<Counts>>>>,
+}
+
+/// Per bucket (not cumulative; the last is +Inf), and the sum. The count is the buckets'
+/// sum, so an observation is two adds.
+#[derive(Debug, Default)]
+struct Counts {
+    buckets: [AtomicU64; BOUNDS_US.len() + 1],
     sum_micros: AtomicU64,
 }
 
+fn micros_and_bucket(lasted: Duration) -> (u64, usize) {
+    let micros = u64::try_from(lasted.as_micros()).unwrap_or(u64::MAX);
+    (micros, BOUNDS_US.partition_point(|&bound| bound < micros))
+}
+
 impl DurationHistogram {
-    /// Records one duration.
+    /// Records one duration, in the shared part.
     pub fn observe(&self, lasted: Duration) {
-        let seconds = lasted.as_secs_f64();
-        let index = BOUNDS.partition_point(|&bound| bound < seconds);
-        self.inner.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.inner.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(lasted.as_micros()).unwrap_or(u64::MAX);
-        self.inner.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        let (micros, index) = micros_and_bucket(lasted);
+        let counts = &self.inner.shared.0;
+        counts.buckets[index].fetch_add(1, Ordering::Relaxed);
+        counts.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// How many durations were recorded.
     pub fn count(&self) -> u64 {
-        self.inner.count.load(Ordering::Relaxed)
+        self.totals().0.iter().sum()
+    }
+
+    /// A new shard of this histogram, for one writer (an accept loop) to own.
+    pub fn shard(&self) -> HistogramShard {
+        let shard = Arc::new(Padded(Counts::default()));
+        self.inner
+            .shards
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&shard));
+        HistogramShard(shard)
+    }
+
+    /// Every part's buckets and sum, added up.
+    fn totals(&self) -> ([u64; BOUNDS_US.len() + 1], u64) {
+        let mut buckets = [0u64; BOUNDS_US.len() + 1];
+        let mut sum = 0u64;
+        let shards = self
+            .inner
+            .shards
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for counts in std::iter::once(&self.inner.shared.0).chain(shards.iter().map(|s| &s.0)) {
+            for (total, bucket) in buckets.iter_mut().zip(&counts.buckets) {
+                *total = total.wrapping_add(bucket.load(Ordering::Relaxed));
+            }
+            sum = sum.wrapping_add(counts.sum_micros.load(Ordering::Relaxed));
+        }
+        (buckets, sum)
+    }
+}
+
+/// One writer's part of a [`DurationHistogram`]; like a counter's shard, written through
+/// `&mut` by its one owner.
+#[derive(Debug)]
+pub struct HistogramShard(Arc<Padded<Counts>>);
+
+impl HistogramShard {
+    /// Records one duration.
+    pub fn observe(&mut self, lasted: Duration) {
+        let (micros, index) = micros_and_bucket(lasted);
+        let counts = &self.0.0;
+        // Single writer (see `CounterShard::inc_by`): a load and a store make an add.
+        let bucket = &counts.buckets[index];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = &counts.sum_micros;
+        sum.store(
+            sum.load(Ordering::Relaxed).wrapping_add(micros),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -51,21 +126,43 @@ impl TypedMetric for DurationHistogram {
 
 impl EncodeMetric for DurationHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (totals, sum_micros) = self.totals();
         // Per bucket: the encoder sums them into Prometheus' cumulative `le` buckets.
-        let buckets: Vec<(f64, u64)> = BOUNDS
+        #[allow(clippy::cast_precision_loss)] // the bounds are exact in f64
+        let buckets: Vec<(f64, u64)> = BOUNDS_US
             .iter()
-            .copied()
+            .map(|&bound| bound as f64 / 1e6)
             .chain(std::iter::once(f64::INFINITY))
-            .zip(&self.inner.buckets)
-            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .zip(totals)
             .collect();
-        let count = buckets.iter().map(|&(_, n)| n).sum();
+        let count = totals.iter().sum();
         #[allow(clippy::cast_precision_loss)] // microseconds fit f64 exactly for 285 years
-        let sum = self.inner.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = sum_micros as f64 / 1e6;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_and_the_shared_part_add_up_in_the_right_buckets() {
+        let histogram = DurationHistogram::default();
+        histogram.observe(Duration::from_micros(1_000)); // le 0.001
+        let mut shard = histogram.shard();
+        shard.observe(Duration::from_micros(1_001)); // le 0.005
+        shard.observe(Duration::from_secs(7_200)); // +Inf
+        let (buckets, sum) = histogram.totals();
+        assert_eq!(
+            (buckets[0], buckets[1], buckets[BOUNDS_US.len()]),
+            (1, 1, 1)
+        );
+        assert_eq!(sum, 1_000 + 1_001 + 7_200_000_000);
+        assert_eq!(histogram.count(), 3);
     }
 }

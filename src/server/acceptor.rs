@@ -17,6 +17,7 @@ use super::proxy::Now;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
 use super::task::{Accepted, Holds, Spawner, finish_reply};
 use crate::error::describe;
+use crate::metrics::LoopCounts;
 use crate::net::{RawStream, is_connection_error};
 use crate::socket::Address;
 
@@ -34,15 +35,20 @@ pub(crate) struct Acceptor {
     pub(crate) shutdown: ShutdownHandle,
     /// The listener's name and counters, shared by its loops and its connections.
     pub(crate) meter: Arc<ListenerMeter>,
+    /// This loop's own shards of the listener's counters (with metrics on).
+    pub(crate) counts: Option<LoopCounts>,
 }
 
 impl Acceptor {
-    pub(crate) async fn run(self, mut watcher: Watcher) {
+    pub(crate) async fn run(mut self, mut watcher: Watcher) {
+        // Its own handle, so that a pending accept (which borrows the listener) and serving
+        // (which counts into `self`) do not overlap as borrows of `self`.
+        let listener = Arc::clone(&self.listener);
         loop {
             let pending = tokio::select! {
                 biased;
                 () = watcher.reached(Phase::Draining) => return,
-                pending = self.listener.pending() => pending,
+                pending = listener.pending() => pending,
             };
             let mut pending = match pending {
                 Ok(pending) => pending,
@@ -62,7 +68,7 @@ impl Acceptor {
             match pending.accept() {
                 None => {} // another loop took it
                 Some(Ok(raw)) => {
-                    self.meter.accepted();
+                    self.meter.accepted_by(self.counts.as_mut());
                     if self.exhausted.swap(false, Ordering::Relaxed) {
                         tracing::info!("accepting again on {}", self.listener.local_endpoint());
                     }
@@ -97,7 +103,7 @@ impl Acceptor {
     /// Serves one accepted connection: answered on the spot when the handler has an
     /// immediate reply that fits the socket buffer (no task, no registration, no
     /// allocation), otherwise handed to tokio and a task.
-    fn serve(&self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) {
+    fn serve(&mut self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) {
         let mut holds = Holds {
             permit,
             kept: Held::new(),
@@ -123,7 +129,9 @@ impl Acceptor {
                     if let Some(started) = started {
                         let peer = || proxied.peer.clone().unwrap_or_else(|| raw.peer());
                         let bytes = (proxied.header_len, n);
-                        self.meter.answered(peer, || raw.local(), bytes, started);
+                        let counts = self.counts.as_mut();
+                        self.meter
+                            .answered(counts, peer, || raw.local(), bytes, started);
                     }
                     return; // dropping `raw` closes the connection
                 }

@@ -14,9 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-
-use crate::metrics::{ListenerMetrics, Metrics, RefusalReason};
+use crate::metrics::{ListenerMetrics, LoopCounts, Metrics, RefusalReason, ShardedCounter};
 use crate::socket::Address;
 
 /// One listener's name and metric handles, shared by its accept loops and connections.
@@ -42,6 +40,19 @@ impl ListenerMeter {
     /// Microseconds since the listener's epoch.
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Shards of the listener's counters for one accept loop (`None` without metrics).
+    pub(crate) fn loop_counts(&self) -> Option<LoopCounts> {
+        self.metrics.as_ref().map(ListenerMetrics::loop_counts)
+    }
+
+    /// Counts a connection taken off the listener, before any admission stage, in the
+    /// accept loop's own shard.
+    pub(crate) fn accepted_by(&self, counts: Option<&mut LoopCounts>) {
+        if let Some(counts) = counts {
+            counts.accepted.inc_by(1);
+        }
     }
 
     /// Counts a connection taken off the listener, before any admission stage.
@@ -90,10 +101,11 @@ impl ListenerMeter {
     }
 
     /// Records a connection answered on the accept loop and closed at once (an immediate
-    /// reply): `(received, sent)` bytes (received: a PROXY header's), accepted at `started`.
-    /// `local` is asked only at `-v`.
+    /// reply): `(received, sent)` bytes (received: a PROXY header's), accepted at `started`,
+    /// in the loop's own shards `counts`. `local` is asked only at `-v`.
     pub(crate) fn answered(
         &self,
+        counts: Option<&mut LoopCounts>,
         peer: impl FnOnce() -> Address,
         local: impl FnOnce() -> Option<Address>,
         (received, sent): (usize, usize),
@@ -101,12 +113,12 @@ impl ListenerMeter {
     ) {
         // One clock read at the end serves the histogram and the log line.
         let lasted = started.elapsed();
-        if let Some(metrics) = &self.metrics {
+        if let Some(counts) = counts {
             if received > 0 {
-                metrics.received.inc_by(as_u64(received));
+                counts.received.inc_by(as_u64(received));
             }
-            metrics.sent.inc_by(as_u64(sent));
-            metrics.duration.observe(lasted);
+            counts.sent.inc_by(as_u64(sent));
+            counts.duration.observe(lasted);
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let local = local();
@@ -263,7 +275,7 @@ impl Drop for Meter {
 #[derive(Debug, Default)]
 pub(crate) struct Tally<'a> {
     total: Option<&'a mut u64>,
-    metrics: Option<&'a Counter>,
+    metrics: Option<&'a ShardedCounter>,
 }
 
 impl Tally<'_> {

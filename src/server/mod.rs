@@ -357,6 +357,7 @@ impl Server {
                                 pipeline: pipeline.clone(),
                                 idle_timeout: self.limits.idle_timeout,
                                 shutdown: self.shutdown.clone(),
+                                counts: meter.loop_counts(),
                                 meter: Arc::clone(&meter),
                             };
                             tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
