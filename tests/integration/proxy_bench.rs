@@ -93,7 +93,7 @@ fn a_plain_echo_server_sends_the_header_back_and_the_echo_check_fails() {
     assert_eq!(out.code(), 1, "{}", out.stderr);
     let report = parsed(&out);
     assert!(
-        report["errors"]["wrong bytes"].as_u64().unwrap_or(0) > 0,
+        report["errors"]["wrong-bytes"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
 }
