@@ -48,6 +48,9 @@ trap stop_server EXIT
 # from its `listening on` line.
 start_server() {
   local log="$out/server.log"
+  # Emptied here, not by the child's redirection: that may come after the first look
+  # below, which would then read the last server's address.
+  : >"$log"
   "$sk" serve "$@" -l 127.0.0.1:0 2>"$log" &
   server_pid=$!
   server_addr=
