@@ -11,7 +11,7 @@ use super::inherited::InheritedSocket;
 use super::listener::ListenerGroup;
 use super::proxy::ProxyStage;
 use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsHandshake};
-use super::{Limits, Server};
+use super::{IoEngine, Limits, Server};
 use crate::access::{AccessControl, CidrSet, SourceLimits};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
@@ -63,6 +63,8 @@ impl Default for Builder {
                 drain_timeout: Duration::from_secs(5),
                 shutdown_delay: Duration::ZERO,
                 blocking_threads: 64,
+                // A bad value is the CLI's to report; the library falls back to auto.
+                engine: IoEngine::from_env().unwrap_or_default(),
             },
             backlog: 1024,
             unix_mode: None,
@@ -100,6 +102,15 @@ impl Builder {
     /// Closes a connection when no byte has moved either way for `timeout`.
     pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Builder {
         self.limits.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How the server waits for its stream listeners and connections: io_uring where the
+    /// kernel has it and the listener qualifies, else tokio's epoll reactor (see
+    /// [`IoEngine`]). The default is what the `SOCKETKIT_IO_ENGINE` variable says, else
+    /// [`IoEngine::Auto`].
+    pub fn io_engine(&mut self, engine: IoEngine) -> &mut Builder {
+        self.limits.engine = engine;
         self
     }
 
@@ -266,6 +277,16 @@ impl Builder {
                 "no TLS configuration was given (Builder::tls)",
             );
             return Err(Error::new(Op::Listen, endpoint, reason));
+        }
+        #[cfg(target_os = "linux")]
+        if let Err(reason) = super::ring::wanted(self.limits.engine) {
+            let reason = io::Error::new(io::ErrorKind::Unsupported, reason);
+            return Err(Error::without_target(Op::Listen, reason));
+        }
+        #[cfg(not(target_os = "linux"))]
+        if self.limits.engine == IoEngine::IoUring {
+            let reason = io::Error::new(io::ErrorKind::Unsupported, "io_uring is Linux's");
+            return Err(Error::without_target(Op::Listen, reason));
         }
         let options = ListenOptions {
             backlog: self.backlog,

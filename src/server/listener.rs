@@ -161,6 +161,17 @@ impl StreamListener {
     }
 }
 
+impl StreamListener {
+    /// The listening socket taken back from tokio's reactor, with the guard of its socket
+    /// file (for the io_uring engine, which accepts on it itself).
+    pub(crate) fn into_parts(self) -> io::Result<(OwnedFd, Option<UnixFile>)> {
+        Ok(match self {
+            StreamListener::Tcp(listener) => (listener.into_inner().into(), None),
+            StreamListener::Unix(listener, file) => (listener.into_inner().into(), file),
+        })
+    }
+}
+
 /// Registers a listener with the reactor for readability.
 fn register<T: AsRawFd>(listener: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: `listener` is a std listener that owns its descriptor: it stays open, and

@@ -63,12 +63,15 @@ mod blocking;
 mod builder;
 mod connection;
 mod datagram;
+mod engine;
 mod handover;
 mod inherited;
 mod listener;
 mod meter;
 mod notify;
 mod proxy;
+#[cfg(target_os = "linux")]
+mod ring;
 mod shutdown;
 mod task;
 mod tls;
@@ -86,6 +89,7 @@ pub use blocking::{BlockingConnection, BlockingHandler};
 pub use builder::Builder;
 pub use connection::Connection;
 pub use datagram::{DatagramHandler, Reply};
+pub use engine::{IO_ENGINE_VAR, IoEngine, Routine, UnknownEngine};
 pub use handover::{Handover, Successor};
 pub use inherited::{Inherited, InheritedSocket, ReadyReport};
 pub use notify::{ManagerState, notify_manager};
@@ -123,6 +127,14 @@ pub trait Handler: Send + Sync + 'static {
     fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
         None
     }
+
+    /// For a handler that only echoes or only discards: which, so that the io_uring engine
+    /// ([`IoEngine`]) can run it in the kernel's queue instead of calling it. The epoll
+    /// engine calls the handler as always, so it must do exactly what it declares. The
+    /// default is `None`.
+    fn routine(&self) -> Option<Routine> {
+        None
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -147,6 +159,7 @@ pub(crate) struct Limits {
     pub(crate) drain_timeout: Duration,
     pub(crate) shutdown_delay: Duration,
     pub(crate) blocking_threads: usize,
+    pub(crate) engine: IoEngine,
 }
 
 /// A server with its listeners bound, ready to serve.
@@ -344,8 +357,31 @@ impl Server {
             } else {
                 &pipeline
             };
+            #[cfg(target_os = "linux")]
+            let ring_routine = spawner.as_ref().and_then(|spawner| {
+                ring_routine(&self.limits, spawner, pipeline, group.is_tls())
+            });
             for listener in group.listeners {
                 match (listener, &spawner, &datagram) {
+                    #[cfg(target_os = "linux")]
+                    (Listener::Stream(listener), Some(_), _)
+                        if let Some(routine) = ring_routine.clone() =>
+                    {
+                        let started = match ring::RingListener::take(listener) {
+                            Ok(listener) => {
+                                ring::start(listener, loops, routine, &meter, &self.shutdown).await
+                            }
+                            Err(err) => Err(err),
+                        };
+                        match started {
+                            Ok(handles) => tasks.extend(handles),
+                            Err(err) => {
+                                // What already runs must not go on serving after an error.
+                                self.shutdown.force();
+                                return Err(Error::new(Op::Listen, &group.endpoint, err));
+                            }
+                        }
+                    }
                     (Listener::Stream(listener), Some(spawner), _) => {
                         let listener = Arc::new(listener);
                         for _ in 0..loops.max(1) {
@@ -407,6 +443,24 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The io_uring routine for a stream listener, when the server's engine is io_uring (or
+/// auto, on a kernel that has it) and the listener qualifies (see [`IoEngine`]).
+#[cfg(target_os = "linux")]
+fn ring_routine(
+    limits: &Limits,
+    spawner: &Arc<dyn Spawner>,
+    pipeline: &Option<Arc<admission::Pipeline>>,
+    tls: bool,
+) -> Option<ring::RingRoutine> {
+    if pipeline.is_some() || tls || limits.max_connections.is_some() {
+        return None;
+    }
+    if !ring::wanted(limits.engine).unwrap_or(false) {
+        return None;
+    }
+    ring::RingRoutine::of(spawner, limits.idle_timeout.is_some())
 }
 
 /// Runs a connection accepted elsewhere: through the admission stages, as an immediate

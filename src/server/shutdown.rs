@@ -126,6 +126,19 @@ impl ShutdownHandle {
         }
     }
 
+    /// Resolves once every connection is to be closed now, without holding a watcher (for
+    /// the io_uring engine's relay, which must not hold up the drain).
+    pub(crate) async fn forced(&self) {
+        let notified = self.forced.notified();
+        tokio::pin!(notified);
+        // Registered before the phase is read, so a force in between is not missed.
+        notified.as_mut().enable();
+        if *self.tx.borrow() == Phase::Forced {
+            return;
+        }
+        notified.await;
+    }
+
     /// Waits until every watcher is dropped, or `deadline` passes; then forces the rest and
     /// waits for them. Returns how many connections had to be forced closed.
     pub(crate) async fn drain(&self, deadline: Duration) -> usize {

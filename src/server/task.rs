@@ -18,7 +18,7 @@ use super::admission::{Held, Pipeline};
 use super::blocking::{BlockingHandler, into_blocking};
 use super::meter::Meter;
 use super::shutdown::{Phase, Watcher};
-use super::{Connection, Handler};
+use super::{Connection, Handler, Routine};
 use crate::error::describe;
 use crate::net::Stream;
 
@@ -32,6 +32,11 @@ pub(crate) trait Spawner: Send + Sync + 'static {
 
     /// The handler's immediate reply, if it has one (see [`Handler::immediate_reply`]).
     fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
+        None
+    }
+
+    /// The handler's routine, if it declares one (see [`Handler::routine`]).
+    fn routine(&self) -> Option<Routine> {
         None
     }
 }
@@ -81,6 +86,10 @@ pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
 impl<H: Handler> Spawner for AsyncSpawner<H> {
     fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
         self.0.immediate_reply()
+    }
+
+    fn routine(&self) -> Option<Routine> {
+        self.0.routine()
     }
 
     fn spawn(&self, accepted: Accepted, watcher: Watcher) {

@@ -4,7 +4,7 @@
 use std::io;
 
 use super::buffers;
-use crate::server::{Connection, DatagramHandler, Handler, Reply};
+use crate::server::{Connection, DatagramHandler, Handler, Reply, Routine};
 use crate::socket::Address;
 
 /// The discard service.
@@ -14,6 +14,10 @@ pub struct Discard;
 impl Handler for Discard {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         buffers::consume(conn, buffers::Bytes::Drop)
+    }
+
+    fn routine(&self) -> Option<Routine> {
+        Some(Routine::Discard)
     }
 }
 

@@ -11,7 +11,7 @@ use std::io;
 
 use super::buffers;
 
-use crate::server::{Connection, DatagramHandler, Handler, Reply};
+use crate::server::{Connection, DatagramHandler, Handler, Reply, Routine};
 use crate::socket::Address;
 
 /// The echo service.
@@ -34,6 +34,10 @@ pub struct Echo;
 impl Handler for Echo {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         buffers::consume(conn, buffers::Bytes::Echo)
+    }
+
+    fn routine(&self) -> Option<Routine> {
+        Some(Routine::Echo)
     }
 }
 

@@ -1,0 +1,110 @@
+//! A ring of provided buffers (`IORING_REGISTER_PBUF_RING`): the kernel picks a free buffer
+//! when a receive has bytes, so a connection waiting for its client holds no buffer at all —
+//! ten thousand idle connections share the few buffers that bytes are moving through.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::{IoUring, cqueue, squeue};
+
+/// The buffers of one ring, and the shared ring of entries that offers them to the kernel.
+pub(super) struct BufferRing {
+    /// `count` entries, page-aligned as the kernel requires.
+    entries: NonNull<BufRingEntry>,
+    entries_layout: Layout,
+    /// `count` buffers of `size` bytes, one after another.
+    memory: Box<[u8]>,
+    size: usize,
+    count: u16,
+    /// Our copy of the tail: where the next returned buffer goes.
+    tail: u16,
+}
+
+// SAFETY: the ring is used only by the worker thread that owns it; the raw pointer is to
+// memory the ring owns (allocated in `new`, freed in `drop`).
+unsafe impl Send for BufferRing {}
+
+impl BufferRing {
+    /// `count` (a power of two) buffers of `size` bytes, registered with `ring` as `group`.
+    pub(super) fn new<S: squeue::EntryMarker, C: cqueue::EntryMarker>(
+        ring: &IoUring<S, C>,
+        group: u16,
+        count: u16,
+        size: usize,
+    ) -> io::Result<BufferRing> {
+        assert!(
+            count.is_power_of_two(),
+            "a buffer ring's size is a power of two"
+        );
+        let entries_layout = Layout::from_size_align(
+            usize::from(count) * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        )
+        .map_err(io::Error::other)?;
+        // SAFETY: the layout has a non-zero size (count ≥ 1, entries are 16 bytes).
+        let raw = unsafe { alloc::alloc_zeroed(entries_layout) };
+        let Some(entries) = NonNull::new(raw.cast::<BufRingEntry>()) else {
+            alloc::handle_alloc_error(entries_layout);
+        };
+        let mut buffers = BufferRing {
+            entries,
+            entries_layout,
+            memory: vec![0; usize::from(count) * size].into_boxed_slice(),
+            size,
+            count,
+            tail: 0,
+        };
+        // SAFETY: the entries stay valid and page-aligned until `drop`, which comes after
+        // the ring is unregistered (the ring's drop closes it: `BufferRing` is declared after
+        // the ring in its owner, and unregisters itself first in `unregister`).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                group,
+                0,
+            )?;
+        }
+        for bid in 0..count {
+            buffers.give_back(bid);
+        }
+        Ok(buffers)
+    }
+
+    /// The bytes of buffer `bid`, the first `len` of which a receive filled.
+    pub(super) fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * self.size;
+        &self.memory[start..start + len.min(self.size)]
+    }
+
+    /// Offers buffer `bid` to the kernel again.
+    pub(super) fn give_back(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        let addr = self.memory.as_ptr() as u64 + (usize::from(bid) * self.size) as u64;
+        // SAFETY: `index` < count, inside the entries allocation; the kernel reads an entry
+        // only once the tail (published below, with release ordering) has passed it.
+        unsafe {
+            let entry = &mut *self.entries.as_ptr().add(index);
+            entry.set_addr(addr);
+            entry.set_len(u32::try_from(self.size).unwrap_or(u32::MAX));
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail field overlays the first entry's reserved field, as the kernel
+        // defines it; it is a u16 the kernel only reads.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            (*tail.cast::<AtomicU16>()).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the ring that read it is closed.
+        unsafe { alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout) };
+    }
+}

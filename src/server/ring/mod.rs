@@ -1,0 +1,227 @@
+//! The io_uring engine: which listeners it serves, whether this kernel has what it needs
+//! (probed once), and starting its workers (`worker.rs`) beside the tokio runtime, which
+//! keeps everything else — signals, the metrics endpoint, the shutdown's clock.
+//!
+//! Each worker is a thread with its own ring. The server talks to it through one end of a
+//! socket pair, on which the worker always has a receive posted: a byte asks it to stop
+//! accepting (draining) or to close everything (the drain deadline passed).
+
+mod buffers;
+mod worker;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, OnceLock};
+
+use tokio::task::JoinHandle;
+
+use super::engine::{IoEngine, Routine};
+use super::listener::StreamListener;
+use super::meter::ListenerMeter;
+use super::shutdown::{Phase, ShutdownHandle};
+use super::task::Spawner;
+use crate::net::UnixFile;
+
+/// What a ring worker runs on each connection.
+#[derive(Clone)]
+pub(crate) enum RingRoutine {
+    /// The handler's immediate reply, asked per connection (daytime changes).
+    Reply(Arc<dyn Spawner>),
+    Echo,
+    Discard,
+}
+
+impl RingRoutine {
+    /// The routine for connections of `spawner`, if the ring can run it: `idle` is whether
+    /// the server has an idle timeout, which the ring does not keep.
+    pub(crate) fn of(spawner: &Arc<dyn Spawner>, idle: bool) -> Option<RingRoutine> {
+        if spawner.immediate_reply().is_some() {
+            return Some(RingRoutine::Reply(Arc::clone(spawner)));
+        }
+        match spawner.routine() {
+            _ if idle => None,
+            Some(Routine::Echo) => Some(RingRoutine::Echo),
+            Some(Routine::Discard) => Some(RingRoutine::Discard),
+            None => None,
+        }
+    }
+}
+
+/// A byte on a worker's wake-up socket.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+pub(crate) enum Wake {
+    Drain = b'd',
+    Force = b'f',
+}
+
+impl Wake {
+    fn from_byte(byte: u8) -> Option<Wake> {
+        match byte {
+            b'd' => Some(Wake::Drain),
+            b'f' => Some(Wake::Force),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the engine `engine` asks for io_uring here: `Ok(true)` to use it, `Ok(false)`
+/// for epoll.
+///
+/// # Errors
+///
+/// `IoUring` was asked for and this kernel cannot run it: why, in words.
+pub(crate) fn wanted(engine: IoEngine) -> Result<bool, String> {
+    match engine {
+        IoEngine::Epoll => Ok(false),
+        IoEngine::Auto => Ok(probe().is_ok()),
+        IoEngine::IoUring => probe().clone().map(|()| true),
+    }
+}
+
+/// Whether this kernel has what the workers use: a ring with the flags they ask for, a
+/// ring of provided buffers (5.19, the same release as multishot accept) and the opcodes.
+/// Asked once per process.
+fn probe() -> &'static Result<(), String> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED.get_or_init(|| {
+        let ring = worker::ring().map_err(|err| format!("io_uring is not available: {err}"))?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|err| format!("io_uring cannot be probed: {err}"))?;
+        for (code, name) in [
+            (io_uring::opcode::AcceptMulti::CODE, "accept"),
+            (io_uring::opcode::Send::CODE, "send"),
+            (io_uring::opcode::Recv::CODE, "recv"),
+            (io_uring::opcode::Close::CODE, "close"),
+            (io_uring::opcode::AsyncCancel::CODE, "cancel"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(format!("io_uring lacks the {name} operation"));
+            }
+        }
+        if !ring.params().is_feature_skip_cqe_on_success() {
+            return Err("io_uring cannot skip completions (Linux 5.17)".to_owned());
+        }
+        buffers::BufferRing::new(&ring, 0, 1, 64)
+            .map_err(|err| format!("io_uring lacks provided-buffer rings (Linux 5.19): {err}"))?;
+        Ok(())
+    })
+}
+
+/// A listening socket taken from tokio for the workers, with the guard of its socket file.
+pub(crate) struct RingListener {
+    pub(super) fd: OwnedFd,
+    _file: Option<UnixFile>,
+}
+
+impl RingListener {
+    /// Takes `listener` out of tokio's reactor (it must not be woken for every connection
+    /// the ring accepts).
+    pub(crate) fn take(listener: StreamListener) -> io::Result<RingListener> {
+        let (fd, file) = listener.into_parts()?;
+        Ok(RingListener { fd, _file: file })
+    }
+}
+
+/// Starts `loops` workers on `listener`. The handles returned end once every worker has
+/// stopped accepting (the server closes its listeners only then); the workers themselves
+/// run on until their last connection ends, each holding a watcher of `shutdown`.
+///
+/// # Errors
+///
+/// A worker could not make its ring: none is left running.
+pub(crate) async fn start(
+    listener: RingListener,
+    loops: usize,
+    routine: RingRoutine,
+    meter: &Arc<ListenerMeter>,
+    shutdown: &ShutdownHandle,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    let listener = Arc::new(listener);
+    let mut wakers = Vec::with_capacity(loops);
+    let mut handles = Vec::with_capacity(loops);
+    let mut ready = Vec::with_capacity(loops);
+    let mut finished = Vec::with_capacity(loops);
+    for index in 0..loops.max(1) {
+        let (ours, theirs) = UnixStream::pair()?;
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        // Dropped when the thread ends, which is all the server's relay waits for.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let routine = routine.clone();
+        let meter = Arc::clone(meter);
+        let watcher = shutdown.watcher();
+        let listener = Arc::clone(&listener);
+        std::thread::Builder::new()
+            .name(format!("socketkit-uring-{index}"))
+            .spawn(move || {
+                let _done = done_tx;
+                let made = worker::ring().and_then(|ring| {
+                    worker::Worker::new(ring, listener, routine, theirs, meter, watcher, stopped_tx)
+                });
+                match made {
+                    Ok(worker) => {
+                        let _ = ready_tx.send(Ok(()));
+                        worker.run();
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                    }
+                }
+            })?;
+        wakers.push(ours);
+        finished.push(done_rx);
+        ready.push(ready_rx);
+        handles.push(tokio::spawn(async move {
+            let _ = stopped_rx.await;
+        }));
+    }
+    for ready in ready {
+        let made = ready
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("an io_uring worker died")));
+        if let Err(err) = made {
+            for mut waker in wakers {
+                worker::wake(&mut waker, Wake::Force);
+            }
+            return Err(err);
+        }
+    }
+    tokio::spawn(relay_shutdown(wakers, finished, shutdown.clone()));
+    Ok(handles)
+}
+
+/// Tells the workers when the server drains and when it closes everything; ends with the
+/// last worker.
+async fn relay_shutdown(
+    mut wakers: Vec<UnixStream>,
+    finished: Vec<tokio::sync::oneshot::Receiver<()>>,
+    shutdown: ShutdownHandle,
+) {
+    let all_finished = async {
+        for done in finished {
+            let _ = done.await;
+        }
+    };
+    tokio::pin!(all_finished);
+    let mut watcher = shutdown.watcher();
+    tokio::select! {
+        () = watcher.reached(Phase::Draining) => {}
+        () = &mut all_finished => return,
+    }
+    // Not held while the connections drain: the server waits for every watcher.
+    drop(watcher);
+    for waker in &mut wakers {
+        worker::wake(waker, Wake::Drain);
+    }
+    tokio::select! {
+        () = shutdown.forced() => {}
+        () = &mut all_finished => return,
+    }
+    for waker in &mut wakers {
+        worker::wake(waker, Wake::Force);
+    }
+}

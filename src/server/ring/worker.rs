@@ -1,0 +1,585 @@
+//! One io_uring worker: a thread with its own ring that accepts on one listener (a multishot
+//! accept: one request, a completion per client) and runs a [`Routine`] on each connection
+//! with the kernel doing the waiting.
+//!
+//! - An immediate reply is a send hard-linked to a close, queued together: the send's
+//!   completion is skipped when it succeeds, so a greeting costs one accept completion and one
+//!   close completion, and no system call of its own — the loop's one `io_uring_enter` per
+//!   turn submits every connection's pair and reaps every completion.
+//! - Echo and discard post one receive at a time per connection, with no buffer of its own:
+//!   the kernel picks one from the shared [`BufferRing`] when bytes arrive. Echo sends the
+//!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
+//!   read its echoes holds the server back through TCP flow control, as on the epoll path.
+//!
+//! Every connection has at most one request in flight (a linked send and close count as
+//! one), so a slot is reused only after its last completion. The worker holds a
+//! [`Watcher`] while it runs and each long-lived connection one of its own: draining waits
+//! for them exactly as for the epoll path's tasks.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::types::{Fd, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use slab::Slab;
+
+use super::buffers::BufferRing;
+use super::{RingListener, RingRoutine, Wake};
+use crate::server::EXHAUSTION_BACKOFF;
+use crate::server::meter::{ListenerMeter, Meter};
+use crate::server::shutdown::Watcher;
+use crate::socket::Address;
+
+/// What a completion is for: the low bits of its user data; the rest is the slot.
+const ACCEPT: u64 = 0;
+const WAKE: u64 = 1;
+const RETRY_ACCEPT: u64 = 2;
+const CANCEL: u64 = 3;
+const RECV: u64 = 4;
+const SEND: u64 = 5;
+const CLOSE: u64 = 6;
+const KIND_BITS: u32 = 3;
+
+/// The buffer group of the worker's [`BufferRing`].
+const GROUP: u16 = 0;
+
+/// The send flags: no `SIGPIPE` for a client that went away, and all of the bytes before the
+/// request completes (the kernel retries a short send itself).
+const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+
+/// One accepted connection.
+struct Conn {
+    fd: RawFd,
+    job: Job,
+    /// Counted for the metrics and the `-v` log, when either is on.
+    meter: Option<Meter>,
+    /// Held by long-lived connections, so that draining waits for them.
+    _watcher: Option<Watcher>,
+}
+
+/// What a connection is doing.
+enum Job {
+    /// Its reply and close are queued: the bytes stay here until the close completes.
+    Reply {
+        bytes: Arc<[u8]>,
+        /// When metered: the peer and the time, asked before the close.
+        metered: Option<Box<Answered>>,
+        failed: bool,
+    },
+    /// A receive is in flight (or waits for a free buffer, in `starved`).
+    Receiving,
+    /// Buffer `bid`'s `len` bytes are being sent back.
+    Echoing { bid: u16, len: usize },
+    /// Its close is queued.
+    Closing,
+}
+
+/// What a metered immediate reply records once its close completes.
+struct Answered {
+    peer: Address,
+    local: Option<Address>,
+    started: Instant,
+}
+
+/// The worker's state; runs on its own thread until its listener is closed and its last
+/// connection is gone.
+pub(super) struct Worker {
+    // Declared first: dropped (closed) before the buffers it may still point at.
+    ring: IoUring,
+    buffers: Option<BufferRing>,
+    listener: Option<Arc<RingListener>>,
+    routine: RingRoutine,
+    conns: Slab<Conn>,
+    /// Connections whose receive found no free buffer: receive again when one comes back.
+    starved: Vec<usize>,
+    wake: UnixStream,
+    wake_buf: Box<[u8; 16]>,
+    retry_after: Box<Timespec>,
+    meter: Arc<ListenerMeter>,
+    watcher: Watcher,
+    accepting: bool,
+    /// The multishot accept is in flight (it ends with a completion without `MORE`).
+    accept_armed: bool,
+    forced: bool,
+    /// Told once the listener is closed: the server's shutdown waits for it.
+    stopped: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Logged once per burst of resource exhaustion.
+    exhausted: bool,
+    /// The last immediate reply, shared by every connection that gets the same bytes.
+    last_reply: Option<Arc<[u8]>>,
+}
+
+/// The ring's size: room for a loop turn's requests under load.
+const RING_ENTRIES: u32 = 1024;
+/// Provided buffers per worker: enough for every connection moving bytes at once in the
+/// benchmarks' shapes (16–64 echo clients), few enough to stay small.
+const BUFFER_COUNT: u16 = 64;
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// Makes the ring, on the thread that will use it (a single-issuer ring must be).
+pub(super) fn ring() -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(RING_ENTRIES * 4);
+    match builder.build(RING_ENTRIES) {
+        Ok(ring) => Ok(ring),
+        // Kernels before 6.1 lack deferred task running: plain cooperative task running.
+        Err(_) => IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_cqsize(RING_ENTRIES * 4)
+            .build(RING_ENTRIES),
+    }
+}
+
+impl Worker {
+    pub(super) fn new(
+        ring: IoUring,
+        listener: Arc<RingListener>,
+        routine: RingRoutine,
+        wake: UnixStream,
+        meter: Arc<ListenerMeter>,
+        watcher: Watcher,
+        stopped: tokio::sync::oneshot::Sender<()>,
+    ) -> io::Result<Worker> {
+        let buffers = match routine {
+            RingRoutine::Reply(_) => None,
+            RingRoutine::Echo | RingRoutine::Discard => {
+                Some(BufferRing::new(&ring, GROUP, BUFFER_COUNT, BUFFER_SIZE)?)
+            }
+        };
+        Ok(Worker {
+            ring,
+            buffers,
+            listener: Some(listener),
+            routine,
+            conns: Slab::new(),
+            starved: Vec::new(),
+            wake,
+            wake_buf: Box::new([0; 16]),
+            retry_after: Box::new(Timespec::from(EXHAUSTION_BACKOFF)),
+            meter,
+            watcher,
+            accepting: true,
+            accept_armed: false,
+            forced: false,
+            stopped: Some(stopped),
+            exhausted: false,
+            last_reply: None,
+        })
+    }
+
+    /// Runs until the listener is closed and every connection has ended.
+    pub(super) fn run(mut self) {
+        self.arm_accept();
+        self.arm_wake();
+        let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
+        while self.accepting || self.accept_armed || !self.conns.is_empty() {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // EBUSY: the completion queue is full; reaping below makes room.
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(err) => {
+                    tracing::warn!("io_uring worker stopped: {err}");
+                    break;
+                }
+            }
+            completions.clear();
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+            );
+            for &(user_data, result, flags) in &completions {
+                self.complete(user_data, result, flags);
+            }
+        }
+        self.close_everything();
+    }
+
+    /// Queues `entry`, submitting what is queued first if the queue is full.
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an entry points at lives in the worker (the reply bytes in
+            // the connection's slot, provided buffers in `buffers`, the wake buffer and the
+            // timespec boxed) until the request's last completion.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(err) = self.ring.submit() {
+                tracing::debug!("io_uring submit: {err}");
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let entry = opcode::AcceptMulti::new(Fd(listener.fd.as_raw_fd()))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ACCEPT);
+        self.push(&entry);
+        self.accept_armed = true;
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::Recv::new(
+            Fd(self.wake.as_raw_fd()),
+            self.wake_buf.as_mut_ptr(),
+            self.wake_buf.len() as u32,
+        )
+        .build()
+        .user_data(WAKE);
+        self.push(&entry);
+    }
+
+    fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
+        let slot = (user_data >> KIND_BITS) as usize;
+        match user_data & ((1 << KIND_BITS) - 1) {
+            ACCEPT => self.accepted(result, flags),
+            WAKE => self.woken(result),
+            RETRY_ACCEPT if self.accepting => self.arm_accept(),
+            RECV => self.received(slot, result, flags),
+            SEND => self.sent(slot, result),
+            CLOSE => self.closed(slot, result),
+            _ => {} // a cancel's own completion, or a retry after the listener closed
+        }
+    }
+
+    fn accepted(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if result >= 0 {
+            self.meter.accepted();
+            if std::mem::take(&mut self.exhausted) {
+                tracing::info!("accepting again");
+            }
+            // SAFETY: a successful accept's result is a new descriptor that only we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(result) };
+            self.serve(fd);
+        } else {
+            let err = io::Error::from_raw_os_error(-result);
+            self.accept_failed(&err);
+        }
+        if self.accept_armed {
+            return;
+        }
+        if !self.accepting {
+            // The cancel took it: the listener is ours to close now.
+            self.listener = None;
+            if let Some(stopped) = self.stopped.take() {
+                let _ = stopped.send(());
+            }
+        } else if !self.exhausted {
+            self.arm_accept();
+        }
+    }
+
+    fn accept_failed(&mut self, err: &io::Error) {
+        if crate::net::is_connection_error(err) || err.raw_os_error() == Some(libc::ECANCELED) {
+            if err.kind() != io::ErrorKind::WouldBlock
+                && err.raw_os_error() != Some(libc::ECANCELED)
+            {
+                self.meter.accept_error(err);
+            }
+            return;
+        }
+        self.meter.accept_error(err);
+        if !self.exhausted {
+            self.exhausted = true;
+            tracing::warn!(
+                "accept failed: {}; backing off until it succeeds",
+                crate::error::describe(err)
+            );
+        }
+        if !self.accept_armed && self.accepting {
+            let entry = opcode::Timeout::new(&*self.retry_after as *const Timespec)
+                .build()
+                .user_data(RETRY_ACCEPT);
+            self.push(&entry);
+        }
+    }
+
+    /// Starts the routine on a new connection.
+    fn serve(&mut self, fd: OwnedFd) {
+        let started = self.meter.clock();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        match &self.routine {
+            RingRoutine::Reply(spawner) => {
+                let metered = started.map(|started| {
+                    Box::new(Answered {
+                        peer: peer_of(raw).unwrap_or_else(|| Address::unix("")),
+                        local: tracing::enabled!(tracing::Level::DEBUG)
+                            .then(|| local_of(raw))
+                            .flatten(),
+                        started,
+                    })
+                });
+                let bytes = match spawner.immediate_reply() {
+                    Some(reply) => match &self.last_reply {
+                        Some(last) if **last == *reply => Arc::clone(last),
+                        _ => {
+                            let bytes: Arc<[u8]> = Arc::from(&*reply);
+                            self.last_reply = Some(Arc::clone(&bytes));
+                            bytes
+                        }
+                    },
+                    None => Arc::from(&[][..]),
+                };
+                let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+                let slot = self.conns.insert(Conn {
+                    fd: raw,
+                    job: Job::Reply {
+                        bytes,
+                        metered,
+                        failed: false,
+                    },
+                    meter: None,
+                    _watcher: None,
+                });
+                let send = opcode::Send::new(Fd(raw), ptr, len)
+                    .flags(SEND_FLAGS)
+                    .build()
+                    .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+                    .user_data(token(slot, SEND));
+                let close = opcode::Close::new(Fd(raw))
+                    .build()
+                    .user_data(token(slot, CLOSE));
+                self.push(&send);
+                self.push(&close);
+            }
+            RingRoutine::Echo | RingRoutine::Discard => {
+                let meter = started
+                    .and_then(|_| peer_of(raw))
+                    .map(|peer| Meter::start(peer, &self.meter, || local_of(raw)));
+                let slot = self.conns.insert(Conn {
+                    fd: raw,
+                    job: Job::Receiving,
+                    meter,
+                    _watcher: Some(self.watcher.clone()),
+                });
+                self.receive(slot);
+            }
+        }
+    }
+
+    /// Posts a receive into a provided buffer.
+    fn receive(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.job = Job::Receiving;
+        let entry = opcode::Recv::new(Fd(conn.fd), std::ptr::null_mut(), 0)
+            .buf_group(GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(token(slot, RECV));
+        self.push(&entry);
+    }
+
+    fn received(&mut self, slot: usize, result: i32, flags: u32) {
+        if result == -libc::ENOBUFS && !self.forced {
+            return self.starved.push(slot);
+        }
+        let Ok(len @ 1..) = usize::try_from(result) else {
+            // End of stream (everything was echoed: one request at a time), or an error.
+            return self.close(slot);
+        };
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return self.close(slot);
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(meter) = &mut conn.meter {
+            meter.received(len);
+        }
+        match self.routine {
+            RingRoutine::Echo if !self.forced => {
+                let Some(buffers) = &self.buffers else {
+                    return;
+                };
+                let bytes = buffers.bytes(bid, len);
+                let entry = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
+                    .flags(SEND_FLAGS)
+                    .build()
+                    .user_data(token(slot, SEND));
+                conn.job = Job::Echoing { bid, len };
+                self.push(&entry);
+            }
+            _ => {
+                self.give_back(bid);
+                if self.forced {
+                    self.close(slot);
+                } else {
+                    self.receive(slot);
+                }
+            }
+        }
+    }
+
+    fn sent(&mut self, slot: usize, result: i32) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match &mut conn.job {
+            // Only a failed reply completes its send (success is skipped); the hard link
+            // closes the connection all the same.
+            Job::Reply { failed, .. } => {
+                *failed = true;
+                tracing::debug!(
+                    "answer failed: {}",
+                    io::Error::from_raw_os_error(-result.min(-1))
+                );
+            }
+            &mut Job::Echoing { bid, len } => {
+                let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
+                if complete && let Some(meter) = &mut conn.meter {
+                    meter.sent(len);
+                }
+                self.give_back(bid);
+                if complete && !self.forced {
+                    self.receive(slot);
+                } else {
+                    self.close(slot);
+                }
+            }
+            Job::Receiving | Job::Closing => {}
+        }
+    }
+
+    /// Returns a buffer to the kernel, and a starved connection its chance at it.
+    fn give_back(&mut self, bid: u16) {
+        if let Some(buffers) = &mut self.buffers {
+            buffers.give_back(bid);
+        }
+        if let Some(slot) = self.starved.pop() {
+            self.receive(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.job = Job::Closing;
+        let entry = opcode::Close::new(Fd(conn.fd))
+            .build()
+            .user_data(token(slot, CLOSE));
+        self.push(&entry);
+    }
+
+    fn closed(&mut self, slot: usize, _result: i32) {
+        let Some(conn) = self.conns.try_remove(slot) else {
+            return;
+        };
+        if let Job::Reply {
+            bytes,
+            metered: Some(answered),
+            failed: false,
+        } = conn.job
+        {
+            let Answered {
+                peer,
+                local,
+                started,
+            } = *answered;
+            self.meter.answered(|| peer, || local, bytes.len(), started);
+        }
+    }
+
+    fn woken(&mut self, result: i32) {
+        let Ok(len @ 1..) = usize::try_from(result) else {
+            // The server's end of the wake-up socket is gone: it wants everything closed.
+            return self.force();
+        };
+        let bytes = *self.wake_buf;
+        for &byte in &bytes[..len.min(bytes.len())] {
+            match Wake::from_byte(byte) {
+                Some(Wake::Drain) => self.stop_accepting(),
+                Some(Wake::Force) => self.force(),
+                None => {}
+            }
+        }
+        self.arm_wake();
+    }
+
+    fn stop_accepting(&mut self) {
+        if !self.accepting {
+            return;
+        }
+        self.accepting = false;
+        if self.accept_armed {
+            let entry = opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL);
+            self.push(&entry);
+        } else {
+            self.listener = None;
+            if let Some(stopped) = self.stopped.take() {
+                let _ = stopped.send(());
+            }
+        }
+    }
+
+    /// Closes every connection now (the drain deadline passed): receives and sends in
+    /// flight end as soon as their socket is shut down.
+    fn force(&mut self) {
+        self.stop_accepting();
+        if self.forced {
+            return;
+        }
+        self.forced = true;
+        for slot in std::mem::take(&mut self.starved) {
+            self.close(slot);
+        }
+        for (_, conn) in &self.conns {
+            // SAFETY: the descriptor is open until its close completes, which has not
+            // happened while the connection is in the slab.
+            let fd = unsafe { BorrowedFd::borrow_raw(conn.fd) };
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// After the loop: what is left if the ring failed.
+    fn close_everything(&mut self) {
+        for conn in self.conns.drain() {
+            // SAFETY: the slab held the only copy of each open descriptor.
+            drop(unsafe { OwnedFd::from_raw_fd(conn.fd) });
+        }
+        self.listener = None;
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.send(());
+        }
+    }
+}
+
+/// The user data of a connection's request.
+fn token(slot: usize, kind: u64) -> u64 {
+    ((slot as u64) << KIND_BITS) | kind
+}
+
+fn peer_of(fd: RawFd) -> Option<Address> {
+    // SAFETY: `fd` is open for the duration of this call (the caller owns it).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let peer = socket2::SockRef::from(&fd).peer_addr().ok()?;
+    Some(Address::from_sockaddr(&peer))
+}
+
+fn local_of(fd: RawFd) -> Option<Address> {
+    // SAFETY: as in `peer_of`.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let local = socket2::SockRef::from(&fd).local_addr().ok()?;
+    Some(Address::from_sockaddr(&local))
+}
+
+/// Writes a wake-up byte to a worker.
+pub(super) fn wake(socket: &mut UnixStream, wake: Wake) {
+    let _ = socket.write_all(&[wake as u8]);
+}
