@@ -115,6 +115,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = values::whole::<usize>(1, MAX_THREADS))]
     pub(crate) workers: Option<usize>,
+    /// How to wait for connections: io_uring, epoll, or auto (io_uring where the kernel has
+    /// it and the service is greeting, daytime, qotd, time, echo or discard with no
+    /// per-connection rules; default: $SOCKETKIT_IO_ENGINE, else auto).
+    #[arg(long, value_name = "ENGINE", value_parser = ["auto", "epoll", "io_uring"])]
+    pub(crate) io_engine: Option<String>,
     #[command(flatten)]
     pub(crate) access: AccessArgs,
     #[command(flatten)]

@@ -81,6 +81,7 @@ fn refuse_stream_only_options(args: &ForwardArgs) -> Result<(), CliError> {
         ("--user", access.user.is_some()),
         ("--group", access.group.is_some()),
         ("--workers", args.server.workers.is_some()),
+        ("--io-engine", args.server.io_engine.is_some()),
         ("--unix-mode", args.server.unix_mode.is_some()),
         ("--pid-file", args.server.managed.pid_file.is_some()),
         ("--tls-cert", args.tls.tls_cert.is_some()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use socketkit::access::{CidrSet, parse_network};
 use socketkit::error::Op;
-use socketkit::server::{Builder, Server};
+use socketkit::server::{Builder, IO_ENGINE_VAR, IoEngine, Server, UnknownEngine};
 
 use super::access::{self, Access};
 use super::args::{ProxyArgs, ServerArgs};
@@ -48,7 +48,21 @@ pub(crate) fn builder(args: &ServerArgs, listeners: Vec<Listen>) -> Result<Build
         };
     }
     builder.workers(workers(args));
+    builder.io_engine(io_engine(args)?);
     Ok(builder)
+}
+
+/// `--io-engine`, or what `SOCKETKIT_IO_ENGINE` says (exit 2 if it says nonsense), or auto.
+fn io_engine(args: &ServerArgs) -> Result<IoEngine, CliError> {
+    match &args.io_engine {
+        // clap allows only the three names.
+        Some(name) => name
+            .parse()
+            .map_err(|err: UnknownEngine| CliError::Usage(err.to_string())),
+        None => {
+            IoEngine::from_env().map_err(|err| CliError::Usage(format!("{IO_ENGINE_VAR}: {err}")))
+        }
+    }
 }
 
 /// The access settings of `args`, checked (exit 2 on any fault), added to `builder`.

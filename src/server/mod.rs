@@ -128,6 +128,14 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Handler::immediate_reply`] has bytes for every connection, asked once when
+    /// the server starts (the io_uring engine then answers in the kernel's queue). The
+    /// default asks `immediate_reply` itself; override it when asking has a cost or a side
+    /// effect (a quote that changes with each call).
+    fn replies_immediately(&self) -> bool {
+        self.immediate_reply().is_some()
+    }
+
     /// For a handler that only echoes or only discards: which, so that the io_uring engine
     /// ([`IoEngine`]) can run it in the kernel's queue instead of calling it. The epoll
     /// engine calls the handler as always, so it must do exactly what it declares. The
@@ -346,6 +354,8 @@ impl Server {
             }
         }
         let mut tasks = Vec::new();
+        #[cfg(target_os = "linux")]
+        let mut rings: Vec<ring::Ready> = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
             let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
@@ -358,9 +368,9 @@ impl Server {
                 &pipeline
             };
             #[cfg(target_os = "linux")]
-            let ring_routine = spawner.as_ref().and_then(|spawner| {
-                ring_routine(&self.limits, spawner, pipeline, group.is_tls())
-            });
+            let ring_routine = spawner
+                .as_ref()
+                .and_then(|spawner| ring_routine(&self.limits, spawner, pipeline, group.is_tls()));
             for listener in group.listeners {
                 match (listener, &spawner, &datagram) {
                     #[cfg(target_os = "linux")]
@@ -369,12 +379,20 @@ impl Server {
                     {
                         let started = match ring::RingListener::take(listener) {
                             Ok(listener) => {
-                                ring::start(listener, loops, routine, &meter, &self.shutdown).await
+                                let workers = ring::Workers {
+                                    loops,
+                                    routine,
+                                    meter: &meter,
+                                    shutdown: &self.shutdown,
+                                    exhausted: &exhausted,
+                                    endpoint: &group.endpoint,
+                                };
+                                workers.start(listener).await
                             }
                             Err(err) => Err(err),
                         };
                         match started {
-                            Ok(handles) => tasks.extend(handles),
+                            Ok(ready) => rings.push(ready),
                             Err(err) => {
                                 // What already runs must not go on serving after an error.
                                 self.shutdown.force();
@@ -413,6 +431,10 @@ impl Server {
                     _ => {}
                 }
             }
+        }
+        #[cfg(target_os = "linux")]
+        for ready in rings {
+            tasks.extend(ready.go());
         }
         let mut watcher = self.shutdown.watcher();
         watcher.reached(Phase::Stopping).await;

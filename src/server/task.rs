@@ -35,6 +35,11 @@ pub(crate) trait Spawner: Send + Sync + 'static {
         None
     }
 
+    /// Whether the handler has an immediate reply (see [`Handler::replies_immediately`]).
+    fn replies_immediately(&self) -> bool {
+        false
+    }
+
     /// The handler's routine, if it declares one (see [`Handler::routine`]).
     fn routine(&self) -> Option<Routine> {
         None
@@ -86,6 +91,10 @@ pub(crate) struct AsyncSpawner<H>(pub(crate) Arc<H>);
 impl<H: Handler> Spawner for AsyncSpawner<H> {
     fn immediate_reply(&self) -> Option<Cow<'_, [u8]>> {
         self.0.immediate_reply()
+    }
+
+    fn replies_immediately(&self) -> bool {
+        self.0.replies_immediately()
     }
 
     fn routine(&self) -> Option<Routine> {

@@ -41,6 +41,11 @@ macro_rules! answer_service {
             fn immediate_reply(&self) -> Option<::std::borrow::Cow<'_, [u8]>> {
                 Some($crate::services::answer::Answer::answer(self).into())
             }
+
+            // Without computing an answer: qotd's turn would move on.
+            fn replies_immediately(&self) -> bool {
+                true
+            }
         }
 
         impl $crate::server::DatagramHandler for $service {

@@ -12,6 +12,7 @@ mod worker;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use tokio::task::JoinHandle;
@@ -21,6 +22,7 @@ use super::listener::StreamListener;
 use super::meter::ListenerMeter;
 use super::shutdown::{Phase, ShutdownHandle};
 use super::task::Spawner;
+use crate::endpoint::Endpoint;
 use crate::net::UnixFile;
 
 /// What a ring worker runs on each connection.
@@ -36,7 +38,7 @@ impl RingRoutine {
     /// The routine for connections of `spawner`, if the ring can run it: `idle` is whether
     /// the server has an idle timeout, which the ring does not keep.
     pub(crate) fn of(spawner: &Arc<dyn Spawner>, idle: bool) -> Option<RingRoutine> {
-        if spawner.immediate_reply().is_some() {
+        if spawner.replies_immediately() {
             return Some(RingRoutine::Reply(Arc::clone(spawner)));
         }
         match spawner.routine() {
@@ -126,72 +128,115 @@ impl RingListener {
     }
 }
 
-/// Starts `loops` workers on `listener`. The handles returned end once every worker has
-/// stopped accepting (the server closes its listeners only then); the workers themselves
-/// run on until their last connection ends, each holding a watcher of `shutdown`.
-///
-/// # Errors
-///
-/// A worker could not make its ring: none is left running.
-pub(crate) async fn start(
-    listener: RingListener,
-    loops: usize,
-    routine: RingRoutine,
-    meter: &Arc<ListenerMeter>,
-    shutdown: &ShutdownHandle,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    let listener = Arc::new(listener);
-    let mut wakers = Vec::with_capacity(loops);
-    let mut handles = Vec::with_capacity(loops);
-    let mut ready = Vec::with_capacity(loops);
-    let mut finished = Vec::with_capacity(loops);
-    for index in 0..loops.max(1) {
-        let (ours, theirs) = UnixStream::pair()?;
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        // Dropped when the thread ends, which is all the server's relay waits for.
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let routine = routine.clone();
-        let meter = Arc::clone(meter);
-        let watcher = shutdown.watcher();
-        let listener = Arc::clone(&listener);
-        std::thread::Builder::new()
-            .name(format!("socketkit-uring-{index}"))
-            .spawn(move || {
-                let _done = done_tx;
-                let made = worker::ring().and_then(|ring| {
-                    worker::Worker::new(ring, listener, routine, theirs, meter, watcher, stopped_tx)
-                });
-                match made {
-                    Ok(worker) => {
-                        let _ = ready_tx.send(Ok(()));
-                        worker.run();
+/// What the workers of one listener share.
+pub(crate) struct Workers<'a> {
+    pub(crate) loops: usize,
+    pub(crate) routine: RingRoutine,
+    pub(crate) meter: &'a Arc<ListenerMeter>,
+    pub(crate) shutdown: &'a ShutdownHandle,
+    /// Shared by every accept loop of a server: out of descriptors, already logged.
+    pub(crate) exhausted: &'a Arc<AtomicBool>,
+    pub(crate) endpoint: &'a Endpoint,
+}
+
+impl Workers<'_> {
+    /// Starts `loops` workers on `listener`. The handles returned end once every worker has
+    /// stopped accepting (the server closes its listeners only then); the workers themselves
+    /// run on until their last connection ends, each holding a watcher of `shutdown`.
+    ///
+    /// # Errors
+    ///
+    /// A worker could not make its ring: none is left running.
+    pub(crate) async fn start(self, listener: RingListener) -> io::Result<Ready> {
+        let Workers {
+            loops,
+            routine,
+            meter,
+            shutdown,
+            exhausted,
+            endpoint,
+        } = self;
+        let listener = Arc::new(listener);
+        let mut wakers = Vec::with_capacity(loops);
+        let mut handles = Vec::with_capacity(loops);
+        let mut ready = Vec::with_capacity(loops);
+        let mut finished = Vec::with_capacity(loops);
+        let mut go = Vec::with_capacity(loops);
+        for index in 0..loops.max(1) {
+            let (ours, theirs) = UnixStream::pair()?;
+            let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            // Dropped when the thread ends, which is all the server's relay waits for.
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            // See `Ready`.
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
+            let routine = routine.clone();
+            let shared = worker::Shared {
+                meter: Arc::clone(meter),
+                exhausted: Arc::clone(exhausted),
+                endpoint: endpoint.to_string(),
+            };
+            let watcher = shutdown.watcher();
+            let listener = Arc::clone(&listener);
+            std::thread::Builder::new()
+                .name(format!("socketkit-uring-{index}"))
+                .spawn(move || {
+                    let _done = done_tx;
+                    let made = worker::ring().and_then(|ring| {
+                        worker::Worker::new(
+                            ring, listener, routine, theirs, shared, watcher, stopped_tx,
+                        )
+                    });
+                    match made {
+                        Ok(worker) => {
+                            let _ = ready_tx.send(Ok(()));
+                            // A dropped sender says no as well.
+                            if go_rx.recv() == Ok(true) {
+                                worker.run();
+                            }
+                        }
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                        }
                     }
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err));
-                    }
-                }
-            })?;
-        wakers.push(ours);
-        finished.push(done_rx);
-        ready.push(ready_rx);
-        handles.push(tokio::spawn(async move {
-            let _ = stopped_rx.await;
-        }));
-    }
-    for ready in ready {
-        let made = ready
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("an io_uring worker died")));
-        if let Err(err) = made {
-            for mut waker in wakers {
-                worker::wake(&mut waker, Wake::Force);
-            }
-            return Err(err);
+                })?;
+            wakers.push(ours);
+            finished.push(done_rx);
+            go.push(go_tx);
+            ready.push(ready_rx);
+            handles.push(tokio::spawn(async move {
+                let _ = stopped_rx.await;
+            }));
         }
+        for ready in ready {
+            let made = ready
+                .await
+                .unwrap_or_else(|_| Err(io::Error::other("an io_uring worker died")));
+            if let Err(err) = made {
+                return Err(err); // the others end without accepting
+            }
+        }
+        tokio::spawn(relay_shutdown(wakers, finished, shutdown.clone()));
+        Ok(Ready { handles, go })
     }
-    tokio::spawn(relay_shutdown(wakers, finished, shutdown.clone()));
-    Ok(handles)
+}
+
+/// Workers with their rings, waiting to accept: every ring of a server is made before any
+/// worker accepts, for one that accepted at once could take the last descriptor another
+/// needs for its ring. Dropped without [`Ready::go`], the workers end.
+pub(crate) struct Ready {
+    handles: Vec<JoinHandle<()>>,
+    go: Vec<std::sync::mpsc::Sender<bool>>,
+}
+
+impl Ready {
+    /// Lets the workers accept; the handles end once they have stopped.
+    pub(crate) fn go(self) -> Vec<JoinHandle<()>> {
+        for go in self.go {
+            let _ = go.send(true);
+        }
+        self.handles
+    }
 }
 
 /// Tells the workers when the server drains and when it closes everything; ends with the

@@ -20,6 +20,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use io_uring::types::{Fd, Timespec};
@@ -84,6 +85,15 @@ struct Answered {
     started: Instant,
 }
 
+/// What the workers of one listener share.
+pub(super) struct Shared {
+    pub(super) meter: Arc<ListenerMeter>,
+    /// Shared by every accept loop of the server: out of descriptors, already logged.
+    pub(super) exhausted: Arc<AtomicBool>,
+    /// The listener, as the log names it.
+    pub(super) endpoint: String,
+}
+
 /// The worker's state; runs on its own thread until its listener is closed and its last
 /// connection is gone.
 pub(super) struct Worker {
@@ -99,6 +109,8 @@ pub(super) struct Worker {
     wake_buf: Box<[u8; 16]>,
     retry_after: Box<Timespec>,
     meter: Arc<ListenerMeter>,
+    exhausted_logged: Arc<AtomicBool>,
+    endpoint: String,
     watcher: Watcher,
     accepting: bool,
     /// The multishot accept is in flight (it ends with a completion without `MORE`).
@@ -106,7 +118,7 @@ pub(super) struct Worker {
     forced: bool,
     /// Told once the listener is closed: the server's shutdown waits for it.
     stopped: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Logged once per burst of resource exhaustion.
+    /// Out of a resource: accepting again after a pause.
     exhausted: bool,
     /// The last immediate reply, shared by every connection that gets the same bytes.
     last_reply: Option<Arc<[u8]>>,
@@ -142,7 +154,7 @@ impl Worker {
         listener: Arc<RingListener>,
         routine: RingRoutine,
         wake: UnixStream,
-        meter: Arc<ListenerMeter>,
+        shared: Shared,
         watcher: Watcher,
         stopped: tokio::sync::oneshot::Sender<()>,
     ) -> io::Result<Worker> {
@@ -162,7 +174,9 @@ impl Worker {
             wake,
             wake_buf: Box::new([0; 16]),
             retry_after: Box::new(Timespec::from(EXHAUSTION_BACKOFF)),
-            meter,
+            meter: shared.meter,
+            exhausted_logged: shared.exhausted,
+            endpoint: shared.endpoint,
             watcher,
             accepting: true,
             accept_armed: false,
@@ -259,8 +273,12 @@ impl Worker {
         }
         if result >= 0 {
             self.meter.accepted();
-            if std::mem::take(&mut self.exhausted) {
-                tracing::info!("accepting again");
+            // Only a worker that backed off says so: another may still have taken the last
+            // descriptor while the first ran out.
+            if std::mem::take(&mut self.exhausted)
+                && self.exhausted_logged.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!("accepting again on {}", self.endpoint);
             }
             // SAFETY: a successful accept's result is a new descriptor that only we own.
             let fd = unsafe { OwnedFd::from_raw_fd(result) };
@@ -293,10 +311,12 @@ impl Worker {
             return;
         }
         self.meter.accept_error(err);
-        if !self.exhausted {
-            self.exhausted = true;
+        self.exhausted = true;
+        // Logged once per burst, for the whole server.
+        if !self.exhausted_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "accept failed: {}; backing off until it succeeds",
+                "accept on {} failed: {}; backing off until it succeeds",
+                self.endpoint,
                 crate::error::describe(err)
             );
         }

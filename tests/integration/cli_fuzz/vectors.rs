@@ -51,7 +51,7 @@ const fn span(zero: bool, long: bool) -> Kind {
 
 /// The options of each subcommand: name and kind. `every_option_of_the_help_is_fuzzed`
 /// checks this against `--help`, so a new option cannot be forgotten here.
-pub const SERVER: [(&str, Kind); 14] = [
+pub const SERVER: [(&str, Kind); 15] = [
     ("-l", Kind::Listen { streams: false }),
     ("--max-connections", Kind::Whole(1_000_000_000)),
     ("--idle-timeout", span(false, true)),
@@ -59,6 +59,10 @@ pub const SERVER: [(&str, Kind); 14] = [
     ("--drain-timeout", span(true, true)),
     ("--unix-mode", Kind::Mode),
     ("--workers", Kind::Whole(1024)),
+    (
+        "--io-engine",
+        Kind::Word(&["auto", "epoll", "io_uring", "kqueue", ""]),
+    ),
     // With no connection on stdin, --inetd fails at once (exit 1).
     ("--inetd", Kind::Flag),
     ("--pid-file", Kind::OutFile),
