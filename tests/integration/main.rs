@@ -47,6 +47,8 @@ mod eof_model;
 mod examples;
 /// Against other people's tools: OpenBSD nc, socat.
 mod interop;
+/// `--io-engine`: which engine serves, and the io_uring engine's bytes and shutdowns.
+mod io_engine;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
 /// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.

@@ -111,7 +111,10 @@ pub(super) struct Worker {
     meter: Arc<ListenerMeter>,
     exhausted_logged: Arc<AtomicBool>,
     endpoint: String,
-    watcher: Watcher,
+    /// Held while the worker accepts or has replies in flight (they have no watcher of
+    /// their own); dropped after, so that the drain counts only open connections.
+    watcher: Option<Watcher>,
+    replies_in_flight: usize,
     accepting: bool,
     /// The multishot accept is in flight (it ends with a completion without `MORE`).
     accept_armed: bool,
@@ -177,7 +180,8 @@ impl Worker {
             meter: shared.meter,
             exhausted_logged: shared.exhausted,
             endpoint: shared.endpoint,
-            watcher,
+            watcher: Some(watcher),
+            replies_in_flight: 0,
             accepting: true,
             accept_armed: false,
             forced: false,
@@ -355,6 +359,7 @@ impl Worker {
                     None => Arc::from(&[][..]),
                 };
                 let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+                self.replies_in_flight += 1;
                 let slot = self.conns.insert(Conn {
                     fd: raw,
                     job: Job::Reply {
@@ -384,7 +389,7 @@ impl Worker {
                     fd: raw,
                     job: Job::Receiving,
                     meter,
-                    _watcher: Some(self.watcher.clone()),
+                    _watcher: self.watcher.clone(),
                 });
                 self.receive(slot);
             }
@@ -501,6 +506,10 @@ impl Worker {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
+        if matches!(conn.job, Job::Reply { .. }) {
+            self.replies_in_flight -= 1;
+            self.release_watcher();
+        }
         if let Job::Reply {
             bytes,
             metered: Some(answered),
@@ -532,11 +541,19 @@ impl Worker {
         self.arm_wake();
     }
 
+    /// Drops the worker's own watcher once nothing but open connections needs it.
+    fn release_watcher(&mut self) {
+        if !self.accepting && self.replies_in_flight == 0 {
+            self.watcher = None;
+        }
+    }
+
     fn stop_accepting(&mut self) {
         if !self.accepting {
             return;
         }
         self.accepting = false;
+        self.release_watcher();
         if self.accept_armed {
             let entry = opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL);
             self.push(&entry);

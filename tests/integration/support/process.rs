@@ -44,12 +44,15 @@ pub fn example(name: &str) -> Command {
 }
 
 /// A command with a cleared environment (only PATH kept), so no variable of the developer's
-/// changes what the test sees.
+/// changes what the test sees — but for `SOCKETKIT_IO_ENGINE`, which `.ci/run` sets to run
+/// the whole suite on each engine.
 pub fn command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
+    for kept in ["PATH", "SOCKETKIT_IO_ENGINE"] {
+        if let Some(value) = std::env::var_os(kept) {
+            cmd.env(kept, value);
+        }
     }
     cmd
 }
