@@ -44,6 +44,9 @@ impl Acceptor {
         // Its own handle, so that a pending accept (which borrows the listener) and serving
         // (which counts into `self`) do not overlap as borrows of `self`.
         let listener = Arc::clone(&self.listener);
+        // This loop is backing off: only such a loop says it is accepting again, for another
+        // may still take the last descriptor while the first runs out (one line per burst).
+        let mut backing_off = false;
         loop {
             let pending = tokio::select! {
                 biased;
@@ -69,7 +72,9 @@ impl Acceptor {
                 None => {} // another loop took it
                 Some(Ok(raw)) => {
                     self.meter.accepted_by(self.counts.as_mut());
-                    if self.exhausted.swap(false, Ordering::Relaxed) {
+                    if std::mem::take(&mut backing_off)
+                        && self.exhausted.swap(false, Ordering::Relaxed)
+                    {
                         tracing::info!("accepting again on {}", self.listener.local_endpoint());
                     }
                     self.serve(raw, permit);
@@ -82,6 +87,7 @@ impl Acceptor {
                 Some(Err(err)) => {
                     self.meter.accept_error(&err);
                     drop(permit);
+                    backing_off = true;
                     // Log once per burst, for the whole server: a full descriptor table
                     // fails every accept until something closes.
                     if !self.exhausted.swap(true, Ordering::Relaxed) {
