@@ -55,8 +55,9 @@ const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
 struct Conn {
     fd: RawFd,
     job: Job,
-    /// Counted for the metrics and the `-v` log, when either is on.
-    meter: Option<Meter>,
+    /// Counted for the metrics and the `-v` log, when either is on (boxed: an idle
+    /// connection costs its slot, and most servers count nothing per connection).
+    meter: Option<Box<Meter>>,
     /// Held by long-lived connections, so that draining waits for them.
     _watcher: Option<Watcher>,
 }
@@ -126,6 +127,9 @@ pub(super) struct Worker {
     /// The last immediate reply, shared by every connection that gets the same bytes.
     last_reply: Option<Arc<[u8]>>,
 }
+
+// An idle connection's whole cost in this process is its slot.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 80);
 
 /// The ring's size: room for a loop turn's requests under load.
 const RING_ENTRIES: u32 = 1024;
@@ -384,7 +388,7 @@ impl Worker {
             RingRoutine::Echo | RingRoutine::Discard => {
                 let meter = started
                     .and_then(|_| peer_of(raw))
-                    .map(|peer| Meter::start(peer, &self.meter, || local_of(raw)));
+                    .map(|peer| Box::new(Meter::start(peer, &self.meter, || local_of(raw))));
                 let slot = self.conns.insert(Conn {
                     fd: raw,
                     job: Job::Receiving,
