@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # socketkit against the C epoll references of ../shared/bench, in the same run, rounds
-# interleaved (measure.sh), and `socketkit bench` against the C load generator. Prints one
-# line of ratios per test and leaves the raw JSON in $OUT (default /tmp/socketkit-compare).
+# interleaved (measure.sh), on each I/O engine (--io-engine epoll and io_uring), and
+# `socketkit bench` against the C load generator. Prints one table of ratios and leaves the
+# raw JSON in $OUT (default /tmp/socketkit-compare).
 #
-#   bench/compare.sh                 # ~5 minutes
+#   bench/compare.sh                 # ~10 minutes
 #   ROUNDS=5 DURATION=3 bench/compare.sh
+#   ENGINES=io_uring bench/compare.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -12,6 +14,7 @@ shared=$(cd "$root/../shared/bench" && pwd)
 out=${OUT:-/tmp/socketkit-compare}
 rounds=${ROUNDS:-3}
 duration=${DURATION:-3}
+engines=${ENGINES:-epoll io_uring}
 mkdir -p "$out"
 
 (cd "$root" && cargo build --release --quiet)
@@ -19,42 +22,56 @@ NO_APT=${NO_APT:-1} "$shared/build.sh" >/dev/null
 sk="$root/target/release/socketkit"
 build=${BENCH_BUILD:-/tmp/bench-build}
 export NO_BUILD=1
+cores=$(nproc)
 
-measure() { # name mode json-out args...
-  local name=$1 mode=$2 json=$3; shift 3
+measure() { # name mode args...
+  local name=$1 mode=$2; shift 2
   "$shared/measure.sh" --mode "$mode" --rounds "$rounds" --duration "$duration" --name "$name" \
-    --json-out "$json" "$@" >/dev/null 2>"$out/$name.log" || true
+    --json-out "$out/$name.json" "$@" >/dev/null 2>"$out/$name.log" || true
 }
 
-measure greeting-w1 greeting "$out/greeting-w1.json" --cmd "$sk serve -q --workers 1 -l {addr}"
-measure greeting-w2 greeting "$out/greeting-w2.json" --cmd "$sk serve -q --workers 2 -l {addr}" \
-  --limit-cmd "$build/greet_epoll -t 2 --listen {addr}"
-measure echo-w1 echo "$out/echo-w1.json" --cmd "$sk serve echo -q --workers 1 -l {addr}"
+for engine in $engines; do
+  e="--io-engine $engine"
+  measure "greeting-w1-$engine" greeting --cmd "$sk serve -q --workers 1 $e -l {addr}"
+  # The default worker count (the cores) against the C server with as many threads.
+  measure "greeting-default-$engine" greeting --cmd "$sk serve -q $e -l {addr}" \
+    --limit-cmd "$build/greet_epoll -t $cores --listen {addr}"
+  measure "echo-w1-$engine" echo --cmd "$sk serve echo -q --workers 1 $e -l {addr}"
+done
 python3 "$here/driver_bench.py" --rounds "$rounds" --duration "$duration" > "$out/driver.json"
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$engines" "$cores" <<'PY'
 import json, sys, os
-out = sys.argv[1]
+out, engines, cores = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 def load(name):
     path = os.path.join(out, name)
     return json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else None
-for name, label in (("greeting-w1.json", "greeting, --workers 1 vs greet_epoll"),
-                    ("greeting-w2.json", "greeting, --workers 2 vs greet_epoll -t 2")):
-    d = load(name)
+rows = []
+for engine in engines:
+    for name, label in ((f"greeting-w1-{engine}.json", f"greeting --workers 1 vs greet_epoll"),
+                        (f"greeting-default-{engine}.json", f"greeting default workers vs greet_epoll -t {cores}")):
+        d = load(name)
+        if d:
+            r, t = d["conn"]["ratio"], d["conn"]["target"]
+            rows.append((engine, label, f"conn/s {r['conn_per_s']}x", f"CPU/conn {r['server_cpu_us_per_conn']}x",
+                         f"p99 {r['p99_us']}x",
+                         f"{t['conn_per_s']['median']:.0f} conn/s, {t['server_cpu_us_per_conn']['median']} us/conn"))
+    d = load(f"echo-w1-{engine}.json")
     if d:
-        r, t = d["conn"]["ratio"], d["conn"]["target"]
-        print(f"{label}: conn/s {r['conn_per_s']}x, server CPU/conn {r['server_cpu_us_per_conn']}x, "
-              f"p99 {r['p99_us']}x  ({t['conn_per_s']['median']:.0f} conn/s, {t['server_cpu_us_per_conn']['median']} us/conn)")
-d = load("echo-w1.json")
-if d:
-    r, t = d["echo"]["ratio"], d["echo"]["target"]
-    print(f"echo, --workers 1 vs echo_epoll: MB/s {r['mb_per_s']}x, CPU/GB {r['server_cpu_s_per_gb']}x "
-          f"({t['mb_per_s']['median']:.0f} MB/s, {t['server_cpu_s_per_gb']['median']} s/GB)")
-    i = d.get("idle", {}).get("target", {})
-    if i:
-        print(f"idle, 10k echo connections: {i['pss_kb_per_conn']['median']} KiB/conn PSS, held {i['held_min']}")
+        r, t = d["echo"]["ratio"], d["echo"]["target"]
+        rows.append((engine, "echo 16 x 4 KiB --workers 1 vs echo_epoll", f"MB/s {r['mb_per_s']}x",
+                     f"CPU/GB {r['server_cpu_s_per_gb']}x", "",
+                     f"{t['mb_per_s']['median']:.0f} MB/s, {t['server_cpu_s_per_gb']['median']} s/GB"))
+        i = d.get("idle", {}).get("target", {})
+        if i:
+            rows.append((engine, "idle, 10k echo connections", f"{i['pss_kb_per_conn']['median']} KiB/conn", "",
+                         "", f"held {i['held_min']}"))
 d = load("driver.json")
 if d:
     r = d["ratio_bench_vs_loadgen"]
-    print(f"socketkit bench vs loadgen (greet_epoll): conn/s {r['conn_per_s']}x, client CPU/conn {r['cpu_us_per_conn']}x")
+    rows.append(("-", "socketkit bench vs loadgen (greet_epoll)", f"conn/s {r['conn_per_s']}x",
+                 f"client CPU/conn {r['cpu_us_per_conn']}x", "", ""))
+widths = [max(len(row[i]) for row in rows) for i in range(6)] if rows else []
+for row in rows:
+    print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 PY

@@ -8,7 +8,8 @@
 //!   turn submits every connection's pair and reaps every completion.
 //! - Echo and discard post one receive at a time per connection, with no buffer of its own:
 //!   the kernel picks one from the shared [`BufferRing`] when bytes arrive. Echo sends the
-//!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
+//!   buffer back (all of it: `MSG_WAITALL`) before receiving again (the receive linked after
+//!   the send, so the kernel posts it with no trip through the loop): a client that does not
 //!   read its echoes holds the server back through TCP flow control, as on the epoll path.
 //!
 //! Every connection has at most one request in flight (a linked send and close count as
@@ -29,6 +30,7 @@ use slab::Slab;
 
 use super::buffers::BufferRing;
 use super::{RingListener, RingRoutine, Wake};
+use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
 use crate::server::meter::{ListenerMeter, Meter};
 use crate::server::shutdown::Watcher;
@@ -73,7 +75,8 @@ enum Job {
     },
     /// A receive is in flight (or waits for a free buffer, in `starved`).
     Receiving,
-    /// Buffer `bid`'s `len` bytes are being sent back.
+    /// Buffer `bid`'s `len` bytes are being sent back, and the next receive is linked
+    /// after them.
     Echoing { bid: u16, len: usize },
     /// Its close is queued.
     Closing,
@@ -110,6 +113,8 @@ pub(super) struct Worker {
     wake_buf: Box<[u8; 16]>,
     retry_after: Box<Timespec>,
     meter: Arc<ListenerMeter>,
+    /// The worker's own shard of the listener's counters (with metrics on).
+    counts: Option<LoopCounts>,
     exhausted_logged: Arc<AtomicBool>,
     endpoint: String,
     /// Held while the worker accepts or has replies in flight (they have no watcher of
@@ -181,6 +186,7 @@ impl Worker {
             wake,
             wake_buf: Box::new([0; 16]),
             retry_after: Box::new(Timespec::from(EXHAUSTION_BACKOFF)),
+            counts: shared.meter.loop_counts(),
             meter: shared.meter,
             exhausted_logged: shared.exhausted,
             endpoint: shared.endpoint,
@@ -280,7 +286,7 @@ impl Worker {
             self.accept_armed = false;
         }
         if result >= 0 {
-            self.meter.accepted();
+            self.meter.accepted_by(self.counts.as_mut());
             // Only a worker that backed off says so: another may still have taken the last
             // descriptor while the first ran out.
             if std::mem::take(&mut self.exhausted)
@@ -406,6 +412,14 @@ impl Worker {
             return;
         };
         conn.job = Job::Receiving;
+        self.post_receive(slot);
+    }
+
+    /// Posts the receive of `slot` (after a linked send, or on its own).
+    fn post_receive(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         let entry = opcode::Recv::new(Fd(conn.fd), std::ptr::null_mut(), 0)
             .buf_group(GROUP)
             .build()
@@ -415,6 +429,7 @@ impl Worker {
     }
 
     fn received(&mut self, slot: usize, result: i32, flags: u32) {
+        self.echo_sent(slot, result);
         if result == -libc::ENOBUFS && !self.forced {
             return self.starved.push(slot);
         }
@@ -437,12 +452,17 @@ impl Worker {
                     return;
                 };
                 let bytes = buffers.bytes(bid, len);
-                let entry = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
+                // The next receive is linked to the send: the kernel posts it as soon as the
+                // echo is out, with no round trip through this loop, and the send's own
+                // completion is skipped unless it fails (which cancels the receive).
+                let send = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
                     .flags(SEND_FLAGS)
                     .build()
+                    .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
                     .user_data(token(slot, SEND));
                 conn.job = Job::Echoing { bid, len };
-                self.push(&entry);
+                self.push(&send);
+                self.post_receive(slot);
             }
             _ => {
                 self.give_back(bid);
@@ -455,32 +475,39 @@ impl Worker {
         }
     }
 
+    /// A receive that completes after an echo's send (linked to it) means the send is
+    /// over: its buffer is free again, and counted unless the send failed and cancelled
+    /// the receive.
+    fn echo_sent(&mut self, slot: usize, result: i32) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Job::Echoing { bid, len } = conn.job else {
+            return;
+        };
+        conn.job = Job::Receiving;
+        if result != -libc::ECANCELED
+            && let Some(meter) = &mut conn.meter
+        {
+            meter.sent(len);
+        }
+        self.give_back(bid);
+    }
+
     fn sent(&mut self, slot: usize, result: i32) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let error = io::Error::from_raw_os_error(-result.min(-1));
         match &mut conn.job {
-            // Only a failed reply completes its send (success is skipped); the hard link
-            // closes the connection all the same.
+            // Only a failed send completes (success is skipped). A reply's hard link closes
+            // the connection all the same; an echo's failure cancels the linked receive,
+            // whose completion closes it.
             Job::Reply { failed, .. } => {
                 *failed = true;
-                tracing::debug!(
-                    "answer failed: {}",
-                    io::Error::from_raw_os_error(-result.min(-1))
-                );
+                tracing::debug!("answer failed: {error}");
             }
-            &mut Job::Echoing { bid, len } => {
-                let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
-                if complete && let Some(meter) = &mut conn.meter {
-                    meter.sent(len);
-                }
-                self.give_back(bid);
-                if complete && !self.forced {
-                    self.receive(slot);
-                } else {
-                    self.close(slot);
-                }
-            }
+            Job::Echoing { .. } => tracing::debug!("echo failed: {error}"),
             Job::Receiving | Job::Closing => {}
         }
     }
@@ -525,7 +552,9 @@ impl Worker {
                 local,
                 started,
             } = *answered;
-            self.meter.answered(|| peer, || local, bytes.len(), started);
+            let counts = self.counts.as_mut();
+            self.meter
+                .answered(counts, || peer, || local, (0, bytes.len()), started);
         }
     }
 
