@@ -8,8 +8,7 @@
 //!   turn submits every connection's pair and reaps every completion.
 //! - Echo and discard post one receive at a time per connection, with no buffer of its own:
 //!   the kernel picks one from the shared [`BufferRing`] when bytes arrive. Echo sends the
-//!   buffer back (all of it: `MSG_WAITALL`) before receiving again (the receive linked after
-//!   the send, so the kernel posts it with no trip through the loop): a client that does not
+//!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
 //!   read its echoes holds the server back through TCP flow control, as on the epoll path.
 //!
 //! Every connection has at most one request in flight (a linked send and close count as
@@ -75,8 +74,7 @@ enum Job {
     },
     /// A receive is in flight (or waits for a free buffer, in `starved`).
     Receiving,
-    /// Buffer `bid`'s `len` bytes are being sent back, and the next receive is linked
-    /// after them.
+    /// Buffer `bid`'s `len` bytes are being sent back.
     Echoing { bid: u16, len: usize },
     /// Its close is queued.
     Closing,
@@ -113,7 +111,6 @@ pub(super) struct Worker {
     wake_buf: Box<[u8; 16]>,
     retry_after: Box<Timespec>,
     meter: Arc<ListenerMeter>,
-    /// The worker's own shard of the listener's counters (with metrics on).
     counts: Option<LoopCounts>,
     exhausted_logged: Arc<AtomicBool>,
     endpoint: String,
@@ -412,14 +409,6 @@ impl Worker {
             return;
         };
         conn.job = Job::Receiving;
-        self.post_receive(slot);
-    }
-
-    /// Posts the receive of `slot` (after a linked send, or on its own).
-    fn post_receive(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get(slot) else {
-            return;
-        };
         let entry = opcode::Recv::new(Fd(conn.fd), std::ptr::null_mut(), 0)
             .buf_group(GROUP)
             .build()
@@ -429,7 +418,6 @@ impl Worker {
     }
 
     fn received(&mut self, slot: usize, result: i32, flags: u32) {
-        self.echo_sent(slot, result);
         if result == -libc::ENOBUFS && !self.forced {
             return self.starved.push(slot);
         }
@@ -452,17 +440,12 @@ impl Worker {
                     return;
                 };
                 let bytes = buffers.bytes(bid, len);
-                // The next receive is linked to the send: the kernel posts it as soon as the
-                // echo is out, with no round trip through this loop, and the send's own
-                // completion is skipped unless it fails (which cancels the receive).
-                let send = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
+                let entry = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
                     .flags(SEND_FLAGS)
                     .build()
-                    .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
                     .user_data(token(slot, SEND));
                 conn.job = Job::Echoing { bid, len };
-                self.push(&send);
-                self.post_receive(slot);
+                self.push(&entry);
             }
             _ => {
                 self.give_back(bid);
@@ -475,39 +458,32 @@ impl Worker {
         }
     }
 
-    /// A receive that completes after an echo's send (linked to it) means the send is
-    /// over: its buffer is free again, and counted unless the send failed and cancelled
-    /// the receive.
-    fn echo_sent(&mut self, slot: usize, result: i32) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let Job::Echoing { bid, len } = conn.job else {
-            return;
-        };
-        conn.job = Job::Receiving;
-        if result != -libc::ECANCELED
-            && let Some(meter) = &mut conn.meter
-        {
-            meter.sent(len);
-        }
-        self.give_back(bid);
-    }
-
     fn sent(&mut self, slot: usize, result: i32) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let error = io::Error::from_raw_os_error(-result.min(-1));
         match &mut conn.job {
-            // Only a failed send completes (success is skipped). A reply's hard link closes
-            // the connection all the same; an echo's failure cancels the linked receive,
-            // whose completion closes it.
+            // Only a failed reply completes its send (success is skipped); the hard link
+            // closes the connection all the same.
             Job::Reply { failed, .. } => {
                 *failed = true;
-                tracing::debug!("answer failed: {error}");
+                tracing::debug!(
+                    "answer failed: {}",
+                    io::Error::from_raw_os_error(-result.min(-1))
+                );
             }
-            Job::Echoing { .. } => tracing::debug!("echo failed: {error}"),
+            &mut Job::Echoing { bid, len } => {
+                let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
+                if complete && let Some(meter) = &mut conn.meter {
+                    meter.sent(len);
+                }
+                self.give_back(bid);
+                if complete && !self.forced {
+                    self.receive(slot);
+                } else {
+                    self.close(slot);
+                }
+            }
             Job::Receiving | Job::Closing => {}
         }
     }
