@@ -19,6 +19,8 @@ mkdir -p "$out"
 NO_APT=${NO_APT:-1} "$shared/build.sh" >/dev/null
 export NO_BUILD=1
 sk="$root/target/release/socketkit"
+# ENGINE=epoll|io_uring runs both servers of each pair on that engine (default: auto).
+engine=${ENGINE:+--io-engine $ENGINE}
 
 pair() { # name mode target-cmd baseline-cmd
   local name=$1 mode=$2 target=$3 baseline=$4
@@ -58,21 +60,21 @@ with open(sys.argv[1], "w") as f:
     for net in ("192.168.0.0/16", "172.16.0.0/12", "203.0.113.0/24", "2001:db8::/32", "fd00::/8"):
         f.write(net + "\n")
 PY
-    pair access-100k-deny greeting "$sk serve -q --workers 1 --deny-file $rules -l {addr}" \
-      "$sk serve -q --workers 1 -l {addr}"
+    pair access-100k-deny greeting "$sk serve -q --workers 1 $engine --deny-file $rules -l {addr}" \
+      "$sk serve -q --workers 1 $engine -l {addr}"
     ;;
   metrics)
-    pair metrics-greeting greeting "$sk serve -q --workers 1 --metrics 127.0.0.1:0 -l {addr}" \
-      "$sk serve -q --workers 1 -l {addr}"
-    pair metrics-echo echo "$sk serve echo -q --workers 1 --metrics 127.0.0.1:0 -l {addr}" \
-      "$sk serve echo -q --workers 1 -l {addr}"
+    pair metrics-greeting greeting "$sk serve -q --workers 1 $engine --metrics 127.0.0.1:0 -l {addr}" \
+      "$sk serve -q --workers 1 $engine -l {addr}"
+    pair metrics-echo echo "$sk serve echo -q --workers 1 $engine --metrics 127.0.0.1:0 -l {addr}" \
+      "$sk serve echo -q --workers 1 $engine -l {addr}"
     ;;
   before)
     old=${2:?usage: bench/pairs.sh before OLD_BINARY}
-    pair after-vs-before-greeting greeting "$sk serve -q --workers 1 -l {addr}" \
-      "$old serve -q --workers 1 -l {addr}"
-    pair after-vs-before-echo echo "$sk serve echo -q --workers 1 -l {addr}" \
-      "$old serve echo -q --workers 1 -l {addr}"
+    pair after-vs-before-greeting greeting "$sk serve -q --workers 1 $engine -l {addr}" \
+      "$old serve -q --workers 1 $engine -l {addr}"
+    pair after-vs-before-echo echo "$sk serve echo -q --workers 1 $engine -l {addr}" \
+      "$old serve echo -q --workers 1 $engine -l {addr}"
     ;;
   *) echo "usage: bench/pairs.sh access|metrics|before OLD_BINARY" >&2; exit 2 ;;
 esac

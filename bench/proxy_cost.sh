@@ -15,6 +15,7 @@
 #
 #   bench/proxy_cost.sh
 #   ROUNDS=5 DURATION=3 CONNECTIONS=64 bench/proxy_cost.sh
+#   ENGINE=epoll bench/proxy_cost.sh    # both servers on one engine (default: each its own)
 #   SK=target/debug/socketkit DURATION=1 ROUNDS=1 bench/proxy_cost.sh   # a smoke run
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -71,7 +72,7 @@ cpu_ticks() { # utime + stime of PID (fields 14 and 15; socketkit's comm has no 
 one_run() {
   local label=$1 mode=$2 server_args=$3 bench_args=$4
   # shellcheck disable=SC2086 # the argument lists are split on purpose
-  start_server -q --workers 1 $server_args
+  start_server -q --workers 1 ${ENGINE:+--io-engine $ENGINE} $server_args
   local before after report
   before=$(cpu_ticks "$server_pid")
   # shellcheck disable=SC2086

@@ -19,21 +19,25 @@ build=${BENCH_BUILD:-/tmp/bench-build}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-port_of() { # pid: the port the process listens on, from ss
-  for _ in $(seq 50); do
-    port=$(ss -Hltnp 2>/dev/null | awk -v pid="pid=$1," 'index($0, pid) { n = split($4, a, ":"); print a[n]; exit }')
-    [ -n "$port" ] && { echo "$port"; return; }
-    sleep 0.1
-  done
-  echo "no listening port for pid $1" >&2; exit 2
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# name mode ops server-command... : prints system calls per operation.
+wait_listening() { # port
+  for _ in $(seq 50); do
+    python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" \
+      2>/dev/null && return
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; exit 2
+}
+
+# name mode ops port server-command... : prints system calls per operation.
 count_one() {
-  local name=$1 mode=$2 ops=$3; shift 3
+  local name=$1 mode=$2 ops=$3 port=$4; shift 4
   "$@" >/dev/null 2>&1 &
   local pid=$!
-  local port; port=$(port_of "$pid")
+  wait_listening "$port"
   local load=(--count "$ops" -c 16)
   [ "$mode" = echo ] && load=(--count "$ops" -c 16 --size 4096)
   # Warm up, so that the count does not include start-up.
@@ -49,9 +53,12 @@ count_one() {
 
 for mode in greeting echo; do
   ops=$count; [ "$mode" = echo ] && ops=$blocks
-  if [ "$mode" = greeting ]; then c=("$build/greet_epoll" --listen 127.0.0.1:0); s=(serve); else
-    c=("$build/echo_epoll" --listen 127.0.0.1:0); s=(serve echo); fi
-  count_one "C epoll ($mode)" "$mode" "$ops" "${c[@]}"
-  count_one "socketkit --io-engine epoll" "$mode" "$ops" "$sk" "${s[@]}" -q --workers 1 --io-engine epoll -l 127.0.0.1:0
-  count_one "socketkit --io-engine io_uring" "$mode" "$ops" "$sk" "${s[@]}" -q --workers 1 --io-engine io_uring -l 127.0.0.1:0
+  c=greet_epoll; s=(serve); [ "$mode" = echo ] && { c=echo_epoll; s=(serve echo); }
+  port=$(free_port)
+  count_one "C epoll ($c)" "$mode" "$ops" "$port" "$build/$c" --listen "127.0.0.1:$port"
+  for engine in epoll io_uring; do
+    port=$(free_port)
+    count_one "socketkit --io-engine $engine" "$mode" "$ops" "$port" \
+      "$sk" "${s[@]}" -q --workers 1 --io-engine "$engine" -l "127.0.0.1:$port"
+  done
 done

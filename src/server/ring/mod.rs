@@ -212,9 +212,8 @@ impl Workers<'_> {
             let made = ready
                 .await
                 .unwrap_or_else(|_| Err(io::Error::other("an io_uring worker died")));
-            if let Err(err) = made {
-                return Err(err); // the others end without accepting
-            }
+            // On an error the others end without accepting (their `go` senders drop).
+            made?;
         }
         tokio::spawn(relay_shutdown(wakers, finished, shutdown.clone()));
         Ok(Ready { handles, go })

@@ -16,24 +16,25 @@
 //! [`Watcher`] while it runs and each long-lived connection one of its own: draining waits
 //! for them exactly as for the epoll path's tasks.
 
+mod connection;
+
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use io_uring::types::{Fd, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
+use self::connection::Conn;
 use super::buffers::BufferRing;
 use super::{RingListener, RingRoutine, Wake};
 use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
-use crate::server::meter::{ListenerMeter, Meter};
+use crate::server::meter::ListenerMeter;
 use crate::server::shutdown::Watcher;
-use crate::socket::Address;
 
 /// What a completion is for: the low bits of its user data; the rest is the slot.
 const ACCEPT: u64 = 0;
@@ -51,41 +52,6 @@ const GROUP: u16 = 0;
 /// The send flags: no `SIGPIPE` for a client that went away, and all of the bytes before the
 /// request completes (the kernel retries a short send itself).
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
-
-/// One accepted connection.
-struct Conn {
-    fd: RawFd,
-    job: Job,
-    /// Counted for the metrics and the `-v` log, when either is on (boxed: an idle
-    /// connection costs its slot, and most servers count nothing per connection).
-    meter: Option<Box<Meter>>,
-    /// Held by long-lived connections, so that draining waits for them.
-    _watcher: Option<Watcher>,
-}
-
-/// What a connection is doing.
-enum Job {
-    /// Its reply and close are queued: the bytes stay here until the close completes.
-    Reply {
-        bytes: Arc<[u8]>,
-        /// When metered: the peer and the time, asked before the close.
-        metered: Option<Box<Answered>>,
-        failed: bool,
-    },
-    /// A receive is in flight (or waits for a free buffer, in `starved`).
-    Receiving,
-    /// Buffer `bid`'s `len` bytes are being sent back.
-    Echoing { bid: u16, len: usize },
-    /// Its close is queued.
-    Closing,
-}
-
-/// What a metered immediate reply records once its close completes.
-struct Answered {
-    peer: Address,
-    local: Option<Address>,
-    started: Instant,
-}
 
 /// What the workers of one listener share.
 pub(super) struct Shared {
@@ -339,201 +305,6 @@ impl Worker {
         }
     }
 
-    /// Starts the routine on a new connection.
-    fn serve(&mut self, fd: OwnedFd) {
-        let started = self.meter.clock();
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
-        match &self.routine {
-            RingRoutine::Reply(spawner) => {
-                let metered = started.map(|started| {
-                    Box::new(Answered {
-                        peer: peer_of(raw).unwrap_or_else(|| Address::unix("")),
-                        local: tracing::enabled!(tracing::Level::DEBUG)
-                            .then(|| local_of(raw))
-                            .flatten(),
-                        started,
-                    })
-                });
-                let bytes = match spawner.immediate_reply() {
-                    Some(reply) => match &self.last_reply {
-                        Some(last) if **last == *reply => Arc::clone(last),
-                        _ => {
-                            let bytes: Arc<[u8]> = Arc::from(&*reply);
-                            self.last_reply = Some(Arc::clone(&bytes));
-                            bytes
-                        }
-                    },
-                    None => Arc::from(&[][..]),
-                };
-                let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
-                self.replies_in_flight += 1;
-                let slot = self.conns.insert(Conn {
-                    fd: raw,
-                    job: Job::Reply {
-                        bytes,
-                        metered,
-                        failed: false,
-                    },
-                    meter: None,
-                    _watcher: None,
-                });
-                let send = opcode::Send::new(Fd(raw), ptr, len)
-                    .flags(SEND_FLAGS)
-                    .build()
-                    .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
-                    .user_data(token(slot, SEND));
-                let close = opcode::Close::new(Fd(raw))
-                    .build()
-                    .user_data(token(slot, CLOSE));
-                self.push(&send);
-                self.push(&close);
-            }
-            RingRoutine::Echo | RingRoutine::Discard => {
-                let meter = started
-                    .and_then(|_| peer_of(raw))
-                    .map(|peer| Box::new(Meter::start(peer, &self.meter, || local_of(raw))));
-                let slot = self.conns.insert(Conn {
-                    fd: raw,
-                    job: Job::Receiving,
-                    meter,
-                    _watcher: self.watcher.clone(),
-                });
-                self.receive(slot);
-            }
-        }
-    }
-
-    /// Posts a receive into a provided buffer.
-    fn receive(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        conn.job = Job::Receiving;
-        let entry = opcode::Recv::new(Fd(conn.fd), std::ptr::null_mut(), 0)
-            .buf_group(GROUP)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(token(slot, RECV));
-        self.push(&entry);
-    }
-
-    fn received(&mut self, slot: usize, result: i32, flags: u32) {
-        if result == -libc::ENOBUFS && !self.forced {
-            return self.starved.push(slot);
-        }
-        let Ok(len @ 1..) = usize::try_from(result) else {
-            // End of stream (everything was echoed: one request at a time), or an error.
-            return self.close(slot);
-        };
-        let Some(bid) = cqueue::buffer_select(flags) else {
-            return self.close(slot);
-        };
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if let Some(meter) = &mut conn.meter {
-            meter.received(len);
-        }
-        match self.routine {
-            RingRoutine::Echo if !self.forced => {
-                let Some(buffers) = &self.buffers else {
-                    return;
-                };
-                let bytes = buffers.bytes(bid, len);
-                let entry = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
-                    .flags(SEND_FLAGS)
-                    .build()
-                    .user_data(token(slot, SEND));
-                conn.job = Job::Echoing { bid, len };
-                self.push(&entry);
-            }
-            _ => {
-                self.give_back(bid);
-                if self.forced {
-                    self.close(slot);
-                } else {
-                    self.receive(slot);
-                }
-            }
-        }
-    }
-
-    fn sent(&mut self, slot: usize, result: i32) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        match &mut conn.job {
-            // Only a failed reply completes its send (success is skipped); the hard link
-            // closes the connection all the same.
-            Job::Reply { failed, .. } => {
-                *failed = true;
-                tracing::debug!(
-                    "answer failed: {}",
-                    io::Error::from_raw_os_error(-result.min(-1))
-                );
-            }
-            &mut Job::Echoing { bid, len } => {
-                let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
-                if complete && let Some(meter) = &mut conn.meter {
-                    meter.sent(len);
-                }
-                self.give_back(bid);
-                if complete && !self.forced {
-                    self.receive(slot);
-                } else {
-                    self.close(slot);
-                }
-            }
-            Job::Receiving | Job::Closing => {}
-        }
-    }
-
-    /// Returns a buffer to the kernel, and a starved connection its chance at it.
-    fn give_back(&mut self, bid: u16) {
-        if let Some(buffers) = &mut self.buffers {
-            buffers.give_back(bid);
-        }
-        if let Some(slot) = self.starved.pop() {
-            self.receive(slot);
-        }
-    }
-
-    fn close(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        conn.job = Job::Closing;
-        let entry = opcode::Close::new(Fd(conn.fd))
-            .build()
-            .user_data(token(slot, CLOSE));
-        self.push(&entry);
-    }
-
-    fn closed(&mut self, slot: usize, _result: i32) {
-        let Some(conn) = self.conns.try_remove(slot) else {
-            return;
-        };
-        if matches!(conn.job, Job::Reply { .. }) {
-            self.replies_in_flight -= 1;
-            self.release_watcher();
-        }
-        if let Job::Reply {
-            bytes,
-            metered: Some(answered),
-            failed: false,
-        } = conn.job
-        {
-            let Answered {
-                peer,
-                local,
-                started,
-            } = *answered;
-            let counts = self.counts.as_mut();
-            self.meter
-                .answered(counts, || peer, || local, (0, bytes.len()), started);
-        }
-    }
-
     fn woken(&mut self, result: i32) {
         let Ok(len @ 1..) = usize::try_from(result) else {
             // The server's end of the wake-up socket is gone: it wants everything closed.
@@ -604,25 +375,6 @@ impl Worker {
             let _ = stopped.send(());
         }
     }
-}
-
-/// The user data of a connection's request.
-fn token(slot: usize, kind: u64) -> u64 {
-    ((slot as u64) << KIND_BITS) | kind
-}
-
-fn peer_of(fd: RawFd) -> Option<Address> {
-    // SAFETY: `fd` is open for the duration of this call (the caller owns it).
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let peer = socket2::SockRef::from(&fd).peer_addr().ok()?;
-    Some(Address::from_sockaddr(&peer))
-}
-
-fn local_of(fd: RawFd) -> Option<Address> {
-    // SAFETY: as in `peer_of`.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let local = socket2::SockRef::from(&fd).local_addr().ok()?;
-    Some(Address::from_sockaddr(&local))
 }
 
 /// Writes a wake-up byte to a worker.
