@@ -93,7 +93,7 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--only-connect", action="store_true", help="skip the forward tests")
     ap.add_argument("--other-bin", default=None,
-                    help="also measure `connect` of this socketkit binary (e.g. the build before a change)")
+                    help="also measure `connect` and `forward` of this socketkit binary (e.g. the build before a change)")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(HERE, ".."), check=True)
@@ -107,6 +107,9 @@ def main():
         "socat fork": ["socat", "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=1024", "TCP:{target}"],
     }
     oneway_relays = ["socketkit forward", "socat fork"]
+    if args.other_bin:
+        relays["other forward"] = [args.other_bin, "forward", "-q", "-l", "127.0.0.1:{port}", "--to", "{target}"]
+        oneway_relays.append("other forward")
     iperf3 = shutil.which("iperf3")
     if not iperf3:
         benchlib.log("skipping the one-way forward test: iperf3 is not installed (apt install iperf3)")

@@ -44,6 +44,19 @@ impl Stream {
         }
     }
 
+    /// Runs `op` once if the stream is ready for `interest` (tokio's `try_io`): `WouldBlock`
+    /// without calling it when it is not, and readiness cleared when `op` says `EAGAIN`.
+    pub(crate) fn try_io<R>(
+        &self,
+        interest: Interest,
+        op: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Stream::Tcp(s) => s.try_io(interest, op),
+            Stream::Unix(s) => s.try_io(interest, op),
+        }
+    }
+
     /// Reads what is there without waiting; `WouldBlock` (and tokio's readiness cleared)
     /// when nothing is.
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -298,7 +298,15 @@ fn rate_per_source_refuses_the_excess_of_one_source_only() {
             "another source has its own budget"
         );
     }
-    let log = server.stderr();
+    // The refusal's line is written as the client is reset: give the log a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut log = server.stderr();
+    while !(log.contains("127.0.0.2") && log.contains("rate"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = server.stderr();
+    }
     assert!(log.contains("127.0.0.2") && log.contains("rate"), "{log}");
 }
 

@@ -57,11 +57,21 @@ fn threads(pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// The io_uring workers of `server`: they start just after its `listening on` line, so
+/// this waits up to 5 s for at least one (an epoll server has none: it waits in vain, and
+/// is asked last in each test).
 fn uring_workers(server: &Running) -> usize {
-    threads(server.pid())
-        .iter()
-        .filter(|name| name.starts_with("socketkit-uring"))
-        .count()
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let workers = threads(server.pid())
+            .iter()
+            .filter(|name| name.starts_with("socketkit-uring"))
+            .count();
+        if workers > 0 || Instant::now() >= deadline {
+            return workers;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn serve(args: &[&str]) -> Running {

@@ -62,6 +62,9 @@ pub fn command(program: &Path) -> Command {
 pub struct Running {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// Disconnected once the child's stderr is at its end (everything is collected).
+    // In a Mutex, as `announced`, so that a Running can be shared between threads.
+    stderr_done: Mutex<mpsc::Receiver<()>>,
     endpoints: Vec<String>,
     // In a Mutex so that a Running can be shared between threads (it is only read by
     // `wait_for_listening`, which takes `&mut self`).
@@ -78,10 +81,12 @@ impl Running {
         let stderr = child.stderr.take().expect("stderr is piped");
         let collected = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        spawn_stderr_reader(stderr, Arc::clone(&collected), tx);
+        let (done_tx, done_rx) = mpsc::channel();
+        spawn_stderr_reader(stderr, Arc::clone(&collected), tx, done_tx);
         let mut running = Running {
             child,
             stderr: collected,
+            stderr_done: Mutex::new(done_rx),
             endpoints: Vec::new(),
             announced: Mutex::new(rx),
         };
@@ -175,9 +180,17 @@ impl Running {
         self.child.stdout.take().expect("stdout is piped")
     }
 
-    /// Waits for the child to exit, failing the test past `limit`.
+    /// Waits for the child to exit, failing the test past `limit`; then for its stderr to
+    /// be read to the end (a little longer at most: a grandchild may hold it open), so that
+    /// [`Running::stderr`] has all of it.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
-        wait_bounded(&mut self.child, limit)
+        let status = wait_bounded(&mut self.child, limit);
+        let done = self
+            .stderr_done
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = done.recv_timeout(Duration::from_secs(2));
+        status
     }
 }
 
@@ -192,8 +205,11 @@ fn spawn_stderr_reader(
     stderr: ChildStderr,
     collected: Arc<Mutex<String>>,
     ready: mpsc::Sender<String>,
+    done: mpsc::Sender<()>,
 ) {
     thread::spawn(move || {
+        // Dropped at the end of stderr: tells `wait` that everything is collected.
+        let _done = done;
         let reader = BufReader::new(stderr);
         for line in reader.lines() {
             let Ok(line) = line else { break };
