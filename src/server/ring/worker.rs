@@ -94,6 +94,8 @@ pub(super) struct Worker {
     exhausted: bool,
     /// The last immediate reply, shared by every connection that gets the same bytes.
     last_reply: Option<Arc<[u8]>>,
+    /// Provided buffers taken by receives and not given back yet.
+    buffers_out: usize,
 }
 
 // An idle connection's whole cost in this process is its slot.
@@ -161,6 +163,7 @@ impl Worker {
             stopped: Some(stopped),
             exhausted: false,
             last_reply: None,
+            buffers_out: 0,
         })
     }
 
@@ -189,6 +192,7 @@ impl Worker {
             for &(user_data, result, flags) in &completions {
                 self.complete(user_data, result, flags);
             }
+            self.feed_starved();
         }
         self.close_everything();
     }
@@ -361,6 +365,18 @@ impl Worker {
             // happened while the connection is in the slab.
             let fd = unsafe { BorrowedFd::borrow_raw(conn.fd) };
             let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Receives again for starved connections while buffers are free: a receive may have
+    /// found the ring empty just before this turn gave buffers back, and no later give-back
+    /// would come for it if nothing else moves.
+    fn feed_starved(&mut self) {
+        let free = usize::from(BUFFER_COUNT).saturating_sub(self.buffers_out);
+        for _ in 0..free.min(self.starved.len()) {
+            if let Some(slot) = self.starved.pop() {
+                self.receive(slot);
+            }
         }
     }
 

@@ -117,7 +117,7 @@ impl Worker {
     }
 
     /// Posts a receive into a provided buffer.
-    fn receive(&mut self, slot: usize) {
+    pub(super) fn receive(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -141,8 +141,9 @@ impl Worker {
         let Some(bid) = cqueue::buffer_select(flags) else {
             return self.close(slot);
         };
+        self.buffers_out += 1;
         let Some(conn) = self.conns.get_mut(slot) else {
-            return;
+            return self.give_back(bid);
         };
         if let Some(meter) = &mut conn.meter {
             meter.received(len);
@@ -206,6 +207,7 @@ impl Worker {
         if let Some(buffers) = &mut self.buffers {
             buffers.give_back(bid);
         }
+        self.buffers_out -= 1;
         if let Some(slot) = self.starved.pop() {
             self.receive(slot);
         }
