@@ -98,6 +98,7 @@ fn probe() -> &'static Result<(), String> {
             (io_uring::opcode::Send::CODE, "send"),
             (io_uring::opcode::Recv::CODE, "recv"),
             (io_uring::opcode::Close::CODE, "close"),
+            (io_uring::opcode::Shutdown::CODE, "shutdown"),
             (io_uring::opcode::AsyncCancel::CODE, "cancel"),
         ] {
             if !probe.is_supported(code) {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue};
 
-use super::{CLOSE, GROUP, KIND_BITS, RECV, SEND, SEND_FLAGS, Worker};
+use super::{CLOSE, GROUP, KIND_BITS, RECV, REPLY_FLAGS, SEND, SEND_FLAGS, Worker};
 use crate::server::meter::Meter;
 use crate::server::ring::RingRoutine;
 use crate::server::shutdown::Watcher;
@@ -91,7 +91,14 @@ impl Worker {
                     _watcher: None,
                 });
                 let send = opcode::Send::new(Fd(raw), ptr, len)
-                    .flags(SEND_FLAGS)
+                    .flags(REPLY_FLAGS)
+                    .build()
+                    .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+                    .user_data(token(slot, SEND));
+                // The FIN is sent by a shutdown rather than left to the close: a close with
+                // unread bytes from the client resets the connection, and would throw away a
+                // reply that `MSG_MORE` still holds back.
+                let fin = opcode::Shutdown::new(Fd(raw), libc::SHUT_WR)
                     .build()
                     .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
                     .user_data(token(slot, SEND));
@@ -99,6 +106,7 @@ impl Worker {
                     .build()
                     .user_data(token(slot, CLOSE));
                 self.push(&send);
+                self.push(&fin);
                 self.push(&close);
             }
             RingRoutine::Echo | RingRoutine::Discard => {
