@@ -2,10 +2,12 @@
 //! accept: one request, a completion per client) and runs a [`Routine`] on each connection
 //! with the kernel doing the waiting.
 //!
-//! - An immediate reply is a send hard-linked to a close, queued together: the send's
-//!   completion is skipped when it succeeds, so a greeting costs one accept completion and one
-//!   close completion, and no system call of its own — the loop's one `io_uring_enter` per
-//!   turn submits every connection's pair and reaps every completion.
+//! - An immediate reply is a send (`MSG_MORE`), a `shutdown(SHUT_WR)` and a close,
+//!   hard-linked and queued together, so that the reply and the FIN leave in one segment:
+//!   the send's and the shutdown's completions are skipped when they succeed, so a greeting
+//!   costs one accept completion and one close completion, and no system call of its own —
+//!   the loop's one `io_uring_enter` per turn submits every connection's chain and reaps
+//!   every completion.
 //! - Echo and discard post one receive at a time per connection, with no buffer of its own:
 //!   the kernel picks one from the shared [`BufferRing`] when bytes arrive. Echo sends the
 //!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
