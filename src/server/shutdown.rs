@@ -129,14 +129,7 @@ impl ShutdownHandle {
     /// Resolves once every connection is to be closed now, without holding a watcher (for
     /// the io_uring engine's relay, which must not hold up the drain).
     pub(crate) async fn forced(&self) {
-        let notified = self.forced.notified();
-        tokio::pin!(notified);
-        // Registered before the phase is read, so a force in between is not missed.
-        notified.as_mut().enable();
-        if *self.tx.borrow() == Phase::Forced {
-            return;
-        }
-        notified.await;
+        until_forced(&self.forced, || *self.tx.borrow() == Phase::Forced).await;
     }
 
     /// Waits until every watcher is dropped, or `deadline` passes; then forces the rest and
@@ -167,14 +160,7 @@ impl Watcher {
     /// Resolves once every connection is to be closed now (the small future connection
     /// tasks hold).
     pub(crate) async fn forced(&self) {
-        let notified = self.forced.notified();
-        tokio::pin!(notified);
-        // Registered before the phase is read, so a force in between is not missed.
-        notified.as_mut().enable();
-        if *self.rx.borrow() == Phase::Forced {
-            return;
-        }
-        notified.await;
+        until_forced(&self.forced, || *self.rx.borrow() == Phase::Forced).await;
     }
 
     /// The forced-shutdown signal as an owned future, for a connection task that stores it
@@ -192,6 +178,17 @@ impl Watcher {
     pub(crate) async fn reached(&mut self, phase: Phase) {
         // An error means every handle was dropped, which can only mean the server is gone.
         let _ = self.rx.wait_for(|now| *now >= phase).await;
+    }
+}
+
+/// Resolves once `forced` rings, or at once if `is_forced` already says so.
+async fn until_forced(forced: &Notify, is_forced: impl Fn() -> bool) {
+    let notified = forced.notified();
+    tokio::pin!(notified);
+    // Registered before the phase is read, so a force in between is not missed.
+    notified.as_mut().enable();
+    if !is_forced() {
+        notified.await;
     }
 }
 
