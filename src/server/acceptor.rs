@@ -4,13 +4,14 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EXHAUSTION_BACKOFF;
 use super::admission::{Held, Pipeline};
+use super::exhaustion::Backoff;
 use super::listener::StreamListener;
 use super::meter::{ListenerMeter, Meter};
 use super::proxy::Now;
@@ -44,9 +45,7 @@ impl Acceptor {
         // Its own handle, so that a pending accept (which borrows the listener) and serving
         // (which counts into `self`) do not overlap as borrows of `self`.
         let listener = Arc::clone(&self.listener);
-        // This loop is backing off: only such a loop says it is accepting again, for another
-        // may still take the last descriptor while the first runs out (one line per burst).
-        let mut backing_off = false;
+        let mut backoff = Backoff::new(&self.exhausted);
         loop {
             let pending = tokio::select! {
                 biased;
@@ -72,11 +71,7 @@ impl Acceptor {
                 None => {} // another loop took it
                 Some(Ok(raw)) => {
                     self.meter.accepted_by(self.counts.as_mut());
-                    if std::mem::take(&mut backing_off)
-                        && self.exhausted.swap(false, Ordering::Relaxed)
-                    {
-                        tracing::info!("accepting again on {}", self.listener.local_endpoint());
-                    }
+                    backoff.succeeded(|| listener.local_endpoint());
                     self.serve(raw, permit);
                 }
                 // Only an accept that gave nothing (EAGAIN, EINTR) is not an error.
@@ -87,16 +82,8 @@ impl Acceptor {
                 Some(Err(err)) => {
                     self.meter.accept_error(&err);
                     drop(permit);
-                    backing_off = true;
-                    // Log once per burst, for the whole server: a full descriptor table
-                    // fails every accept until something closes.
-                    if !self.exhausted.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            "accept on {} failed: {}; backing off until it succeeds",
-                            self.listener.local_endpoint(),
-                            describe(&err)
-                        );
-                    }
+                    // A full descriptor table fails every accept until something closes.
+                    backoff.failed(|| listener.local_endpoint(), &err);
                     tokio::select! {
                         () = watcher.reached(Phase::Draining) => return,
                         () = tokio::time::sleep(EXHAUSTION_BACKOFF) => {}

@@ -164,11 +164,11 @@ impl StreamListener {
 impl StreamListener {
     /// The listening socket taken back from tokio's reactor, with the guard of its socket
     /// file (for the io_uring engine, which accepts on it itself).
-    pub(crate) fn into_parts(self) -> io::Result<(OwnedFd, Option<UnixFile>)> {
-        Ok(match self {
+    pub(crate) fn into_parts(self) -> (OwnedFd, Option<UnixFile>) {
+        match self {
             StreamListener::Tcp(listener) => (listener.into_inner().into(), None),
             StreamListener::Unix(listener, file) => (listener.into_inner().into(), file),
-        })
+        }
     }
 }
 

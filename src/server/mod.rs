@@ -64,6 +64,7 @@ mod builder;
 mod connection;
 mod datagram;
 mod engine;
+mod exhaustion;
 mod handover;
 mod inherited;
 mod listener;
@@ -377,21 +378,15 @@ impl Server {
                     (Listener::Stream(listener), Some(_), _)
                         if let Some(routine) = ring_routine.clone() =>
                     {
-                        let started = match ring::RingListener::take(listener) {
-                            Ok(listener) => {
-                                let workers = ring::Workers {
-                                    loops,
-                                    routine,
-                                    meter: &meter,
-                                    shutdown: &self.shutdown,
-                                    exhausted: &exhausted,
-                                    endpoint: &group.endpoint,
-                                };
-                                workers.start(listener).await
-                            }
-                            Err(err) => Err(err),
+                        let workers = ring::Workers {
+                            loops,
+                            routine,
+                            meter: &meter,
+                            shutdown: &self.shutdown,
+                            exhausted: &exhausted,
+                            endpoint: &group.endpoint,
                         };
-                        match started {
+                        match workers.start(ring::RingListener::take(listener)).await {
                             Ok(ready) => rings.push(ready),
                             Err(err) => {
                                 // What already runs must not go on serving after an error.

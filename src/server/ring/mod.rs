@@ -123,9 +123,9 @@ pub(crate) struct RingListener {
 impl RingListener {
     /// Takes `listener` out of tokio's reactor (it must not be woken for every connection
     /// the ring accepts).
-    pub(crate) fn take(listener: StreamListener) -> io::Result<RingListener> {
-        let (fd, file) = listener.into_parts()?;
-        Ok(RingListener { fd, _file: file })
+    pub(crate) fn take(listener: StreamListener) -> RingListener {
+        let (fd, file) = listener.into_parts();
+        RingListener { fd, _file: file }
     }
 }
 
@@ -141,9 +141,9 @@ pub(crate) struct Workers<'a> {
 }
 
 impl Workers<'_> {
-    /// Starts `loops` workers on `listener`. The handles returned end once every worker has
-    /// stopped accepting (the server closes its listeners only then); the workers themselves
-    /// run on until their last connection ends, each holding a watcher of `shutdown`.
+    /// Makes `loops` workers for `listener`, each with its ring; they accept once told to
+    /// ([`Ready::go`]), and run on until their last connection ends, each holding a watcher
+    /// of `shutdown`.
     ///
     /// # Errors
     ///

@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use io_uring::types::{Fd, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
@@ -35,6 +35,7 @@ use super::buffers::BufferRing;
 use super::{RingListener, RingRoutine, Wake};
 use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
+use crate::server::exhaustion::Backoff;
 use crate::server::meter::ListenerMeter;
 use crate::server::shutdown::Watcher;
 
@@ -85,7 +86,8 @@ pub(super) struct Worker {
     retry_after: Box<Timespec>,
     meter: Arc<ListenerMeter>,
     counts: Option<LoopCounts>,
-    exhausted_logged: Arc<AtomicBool>,
+    /// Out of a resource: accepting again after a pause (logged once per burst).
+    backoff: Backoff,
     endpoint: String,
     /// Held while the worker accepts or has replies in flight (they have no watcher of
     /// their own); dropped after, so that the drain counts only open connections.
@@ -97,8 +99,6 @@ pub(super) struct Worker {
     forced: bool,
     /// Told once the listener is closed: the server's shutdown waits for it.
     stopped: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Out of a resource: accepting again after a pause.
-    exhausted: bool,
     /// The last immediate reply, shared by every connection that gets the same bytes.
     last_reply: Option<Arc<[u8]>>,
     /// Provided buffers taken by receives and not given back yet.
@@ -160,7 +160,7 @@ impl Worker {
             retry_after: Box::new(Timespec::from(EXHAUSTION_BACKOFF)),
             counts: shared.meter.loop_counts(),
             meter: shared.meter,
-            exhausted_logged: shared.exhausted,
+            backoff: Backoff::new(&shared.exhausted),
             endpoint: shared.endpoint,
             watcher: Some(watcher),
             replies_in_flight: 0,
@@ -168,7 +168,6 @@ impl Worker {
             accept_armed: false,
             forced: false,
             stopped: Some(stopped),
-            exhausted: false,
             last_reply: None,
             buffers_out: 0,
         })
@@ -261,13 +260,7 @@ impl Worker {
         }
         if result >= 0 {
             self.meter.accepted_by(self.counts.as_mut());
-            // Only a worker that backed off says so: another may still have taken the last
-            // descriptor while the first ran out.
-            if std::mem::take(&mut self.exhausted)
-                && self.exhausted_logged.swap(false, Ordering::Relaxed)
-            {
-                tracing::info!("accepting again on {}", self.endpoint);
-            }
+            self.backoff.succeeded(|| &self.endpoint);
             // SAFETY: a successful accept's result is a new descriptor that only we own.
             let fd = unsafe { OwnedFd::from_raw_fd(result) };
             self.serve(fd);
@@ -280,34 +273,23 @@ impl Worker {
         }
         if !self.accepting {
             // The cancel took it: the listener is ours to close now.
-            self.listener = None;
-            if let Some(stopped) = self.stopped.take() {
-                let _ = stopped.send(());
-            }
-        } else if !self.exhausted {
+            self.close_listener();
+        } else if !self.backoff.is_backing_off() {
             self.arm_accept();
         }
     }
 
     fn accept_failed(&mut self, err: &io::Error) {
-        if crate::net::is_connection_error(err) || err.raw_os_error() == Some(libc::ECANCELED) {
-            if err.kind() != io::ErrorKind::WouldBlock
-                && err.raw_os_error() != Some(libc::ECANCELED)
-            {
-                self.meter.accept_error(err);
-            }
+        // Nothing to take, or the cancel of a draining worker: not errors.
+        if err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::ECANCELED) {
             return;
         }
         self.meter.accept_error(err);
-        self.exhausted = true;
-        // Logged once per burst, for the whole server.
-        if !self.exhausted_logged.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "accept on {} failed: {}; backing off until it succeeds",
-                self.endpoint,
-                crate::error::describe(err)
-            );
+        // A connection that died in the queue is skipped; what remains is exhaustion.
+        if crate::net::is_connection_error(err) {
+            return;
         }
+        self.backoff.failed(|| &self.endpoint, err);
         if !self.accept_armed && self.accepting {
             let entry = opcode::Timeout::new(&*self.retry_after as *const Timespec)
                 .build()
@@ -349,10 +331,16 @@ impl Worker {
             let entry = opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL);
             self.push(&entry);
         } else {
-            self.listener = None;
-            if let Some(stopped) = self.stopped.take() {
-                let _ = stopped.send(());
-            }
+            self.close_listener();
+        }
+    }
+
+    /// Closes the listener, its accept over, and tells the server (which waits for every
+    /// worker's before it goes on shutting down).
+    fn close_listener(&mut self) {
+        self.listener = None;
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.send(());
         }
     }
 
@@ -393,10 +381,7 @@ impl Worker {
             // SAFETY: the slab held the only copy of each open descriptor.
             drop(unsafe { OwnedFd::from_raw_fd(conn.fd) });
         }
-        self.listener = None;
-        if let Some(stopped) = self.stopped.take() {
-            let _ = stopped.send(());
-        }
+        self.close_listener();
     }
 }
 

@@ -236,16 +236,17 @@ impl Worker {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
-        if matches!(conn.job, Job::Reply { .. }) {
-            self.replies_in_flight -= 1;
-            self.release_watcher();
-        }
-        if let Job::Reply {
+        let Job::Reply {
             bytes,
-            metered: Some(answered),
-            failed: false,
+            metered,
+            failed,
         } = conn.job
-        {
+        else {
+            return;
+        };
+        self.replies_in_flight -= 1;
+        self.release_watcher();
+        if let (Some(answered), false) = (metered, failed) {
             let Answered {
                 peer,
                 local,
