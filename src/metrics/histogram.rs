@@ -2,14 +2,14 @@
 //! histogram takes a lock on every observation; this one only adds — and an accept loop
 //! adds to a shard of its own ([`HistogramShard`], see `sharded.rs`), summed at scrape time.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use super::sharded::Padded;
+use super::sharded::{Padded, Sharded, add_as_only_writer};
 
 /// Upper bounds of the buckets, in microseconds: from a quick request (1 ms) to a long
 /// session (1 h). Whole microseconds, so that placing a duration needs no float.
@@ -33,13 +33,7 @@ const BOUNDS_US: [u64; 14] = [
 /// A histogram of durations; clones share the counts.
 #[derive(Debug, Clone, Default)]
 pub struct DurationHistogram {
-    inner: Arc<Parts>,
-}
-
-#[derive(Debug, Default)]
-struct Parts {
-    shared: Padded<Counts>,
-    shards: RwLock<Vec<Arc<Padded<Counts>>>>,
+    inner: Arc<Sharded<Counts>>,
 }
 
 /// Per bucket (not cumulative; the last is +Inf), and the sum. The count is the buckets'
@@ -59,7 +53,7 @@ impl DurationHistogram {
     /// Records one duration, in the shared part.
     pub fn observe(&self, lasted: Duration) {
         let (micros, index) = micros_and_bucket(lasted);
-        let counts = &self.inner.shared.0;
+        let counts = self.inner.shared();
         counts.buckets[index].fetch_add(1, Ordering::Relaxed);
         counts.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
@@ -71,30 +65,19 @@ impl DurationHistogram {
 
     /// A new shard of this histogram, for one writer (an accept loop) to own.
     pub fn shard(&self) -> HistogramShard {
-        let shard = Arc::new(Padded(Counts::default()));
-        self.inner
-            .shards
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&shard));
-        HistogramShard(shard)
+        HistogramShard(self.inner.new_shard())
     }
 
     /// Every part's buckets and sum, added up.
     fn totals(&self) -> ([u64; BOUNDS_US.len() + 1], u64) {
         let mut buckets = [0u64; BOUNDS_US.len() + 1];
         let mut sum = 0u64;
-        let shards = self
-            .inner
-            .shards
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        for counts in std::iter::once(&self.inner.shared.0).chain(shards.iter().map(|s| &s.0)) {
+        self.inner.for_each(|counts| {
             for (total, bucket) in buckets.iter_mut().zip(&counts.buckets) {
                 *total = total.wrapping_add(bucket.load(Ordering::Relaxed));
             }
             sum = sum.wrapping_add(counts.sum_micros.load(Ordering::Relaxed));
-        }
+        });
         (buckets, sum)
     }
 }
@@ -109,14 +92,8 @@ impl HistogramShard {
     pub fn observe(&mut self, lasted: Duration) {
         let (micros, index) = micros_and_bucket(lasted);
         let counts = &self.0.0;
-        // Single writer (see `CounterShard::inc_by`): a load and a store make an add.
-        let bucket = &counts.buckets[index];
-        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let sum = &counts.sum_micros;
-        sum.store(
-            sum.load(Ordering::Relaxed).wrapping_add(micros),
-            Ordering::Relaxed,
-        );
+        add_as_only_writer(&counts.buckets[index], 1);
+        add_as_only_writer(&counts.sum_micros, micros);
     }
 }
 

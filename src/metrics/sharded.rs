@@ -17,16 +17,54 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
+/// The parts of a sharded metric: the shared one, which anyone adds to atomically, and one
+/// per writer that took a shard, each written by its owner alone; a scrape reads them all.
+#[derive(Debug, Default)]
+pub(crate) struct Sharded<T> {
+    shared: Padded<T>,
+    shards: RwLock<Vec<Arc<Padded<T>>>>,
+}
+
+impl<T: Default> Sharded<T> {
+    /// The shared part.
+    pub(crate) fn shared(&self) -> &T {
+        &self.shared.0
+    }
+
+    /// A new part, registered for the scrape, for one writer to own.
+    pub(crate) fn new_shard(&self) -> Arc<Padded<T>> {
+        let shard = Arc::new(Padded(T::default()));
+        self.shards
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&shard));
+        shard
+    }
+
+    /// Calls `read` on every part: the shared one, then each shard.
+    pub(crate) fn for_each(&self, mut read: impl FnMut(&T)) {
+        read(&self.shared.0);
+        let shards = self.shards.read().unwrap_or_else(PoisonError::into_inner);
+        for shard in shards.iter() {
+            read(&shard.0);
+        }
+    }
+}
+
+/// Adds `n` to a shard's cell. Only the shard's owner writes it (through `&mut`, and a
+/// shard is not `Clone`), so no other add can come between the load and the store; scrapes
+/// only read it.
+pub(crate) fn add_as_only_writer(cell: &AtomicU64, n: u64) {
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
 /// A counter whose total is its shared part plus every shard; clones share it.
 #[derive(Debug, Clone, Default)]
 pub struct ShardedCounter {
-    inner: Arc<CounterParts>,
-}
-
-#[derive(Debug, Default)]
-struct CounterParts {
-    shared: Padded<AtomicU64>,
-    shards: RwLock<Vec<Arc<Padded<AtomicU64>>>>,
+    inner: Arc<Sharded<AtomicU64>>,
 }
 
 impl ShardedCounter {
@@ -37,32 +75,20 @@ impl ShardedCounter {
 
     /// Adds `n`, to the shared part.
     pub fn inc_by(&self, n: u64) {
-        self.inner.shared.0.fetch_add(n, Ordering::Relaxed);
+        self.inner.shared().fetch_add(n, Ordering::Relaxed);
     }
 
     /// The total: the shared part and every shard.
     pub fn get(&self) -> u64 {
-        let shards = self
-            .inner
-            .shards
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        shards
-            .iter()
-            .fold(self.inner.shared.0.load(Ordering::Relaxed), |sum, shard| {
-                sum.wrapping_add(shard.0.load(Ordering::Relaxed))
-            })
+        let mut total = 0u64;
+        self.inner
+            .for_each(|part| total = total.wrapping_add(part.load(Ordering::Relaxed)));
+        total
     }
 
     /// A new shard of this counter, for one writer (an accept loop) to own.
     pub fn shard(&self) -> CounterShard {
-        let shard = Arc::new(Padded(AtomicU64::new(0)));
-        self.inner
-            .shards
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&shard));
-        CounterShard(shard)
+        CounterShard(self.inner.new_shard())
     }
 }
 
@@ -74,13 +100,7 @@ pub struct CounterShard(Arc<Padded<AtomicU64>>);
 impl CounterShard {
     /// Adds `n`.
     pub fn inc_by(&mut self, n: u64) {
-        let cell = &self.0.0;
-        // Only this shard's owner writes the cell (it is `&mut` here and not `Clone`), so
-        // no other add can come between the load and the store; scrapes only read it.
-        cell.store(
-            cell.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        add_as_only_writer(&self.0.0, n);
     }
 }
 
