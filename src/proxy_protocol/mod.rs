@@ -8,12 +8,15 @@
 //! The specification is HAProxy's `doc/proxy-protocol.txt`.
 
 mod encode;
+mod gather;
 mod parse;
 mod read;
 
 pub use encode::{encode, encode_v1, encode_v2};
 pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse};
 pub use read::read_header;
+
+pub(crate) use gather::{Gather, Seen};
 
 use std::net::SocketAddr;
 

@@ -4,7 +4,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::{MAX_V2_LEN, Parsed, ProxyHeader, parse};
+use super::{Gather, ProxyHeader, Seen};
 use crate::error::{Error, Op};
 use crate::socket::Socket;
 
@@ -44,9 +44,7 @@ pub fn read_header(socket: &mut Socket, within: Duration) -> crate::Result<Proxy
 }
 
 fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<ProxyHeader> {
-    // Enough for any v1 header and the usual v2 ones; grown up to the longest accepted.
-    let mut buf = vec![0u8; 256];
-    let mut taken = 0;
+    let mut gather = Gather::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -56,29 +54,19 @@ fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<ProxyHead
             ));
         }
         socket.set_timeout(Some(left))?;
-        let seen = socket.peek(&mut buf[taken..])?;
+        let seen = socket.peek(gather.room())?;
         if seen == 0 {
             return Err(failed(
                 io::ErrorKind::UnexpectedEof,
                 "the connection ended before a complete header",
             ));
         }
-        let known = taken + seen;
-        match parse(&buf[..known]) {
-            Ok(Parsed::Complete { header, len }) => {
-                take(socket, &mut buf[taken..len])?;
-                return Ok(header);
-            }
-            Ok(Parsed::Incomplete) => {
-                take(socket, &mut buf[taken..known])?;
-                taken = known;
-                if taken == buf.len() {
-                    // The parser refuses a header longer than MAX_V2_LEN before this
-                    // room runs out.
-                    buf.resize((buf.len() * 2).min(MAX_V2_LEN), 0);
-                }
-            }
-            Err(err) => return Err(failed(io::ErrorKind::InvalidData, err.to_string())),
+        let (seen, header_bytes) = gather
+            .seen(seen)
+            .map_err(|err| failed(io::ErrorKind::InvalidData, err.to_string()))?;
+        take(socket, header_bytes)?;
+        if let Seen::Complete(header) = seen {
+            return Ok(header);
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{Admission, Admit, Admitted, Connection, Refusal, RefusalReason};
 use crate::access::CidrSet;
 use crate::net::RawStream;
-use crate::proxy_protocol::{self, MAX_V1_LEN, MAX_V2_LEN, Parsed, ProxyHeader};
+use crate::proxy_protocol::{Gather, ProxyHeader, Seen};
 use crate::socket::Address;
 
 /// Expects a PROXY header from trusted sources (see [`super::Builder::proxy_protocol`]).
@@ -63,15 +63,16 @@ impl ProxyStage {
         if !self.trusts(&raw.peer()) {
             return Now::Refused(refuse("not a trusted proxy"));
         }
-        let mut buf = [0u8; INLINE];
-        let seen = match raw.peek_now(&mut buf) {
+        let mut gather = Gather::new();
+        let seen = match raw.peek_now(gather.room()) {
             Ok(seen) if seen > 0 => seen,
             _ => return Now::Later,
         };
-        match proxy_protocol::parse(&buf[..seen]) {
-            Ok(Parsed::Complete { header, len }) => {
+        match gather.seen(seen) {
+            Ok((Seen::Complete(header), bytes)) => {
                 // The peek showed these bytes are there, so one receive takes them all.
-                match raw.take_now(&mut buf[..len]) {
+                let len = bytes.len();
+                match raw.take_now(bytes) {
                     Ok(n) if n == len => {}
                     _ => return Now::Refused(refuse("reading the header: cut short")),
                 }
@@ -81,7 +82,8 @@ impl ProxyStage {
                 };
                 Now::Header { peer, len }
             }
-            Ok(Parsed::Incomplete) => Now::Later,
+            // Nothing is taken: the connection's task starts the header over.
+            Ok((Seen::More, _)) => Now::Later,
             Err(err) => Now::Refused(refuse(err.to_string())),
         }
     }
@@ -112,10 +114,9 @@ impl Admission for ProxyStage {
 
 /// Takes one PROXY header off `conn` and not a byte more.
 async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
-    let mut buf = HeaderBuf::new();
-    let mut taken = 0;
+    let mut gather = Gather::new();
     loop {
-        let seen = conn.peek(&mut buf.as_mut()[taken..]).await.map_err(|err| {
+        let seen = conn.peek(gather.room()).await.map_err(|err| {
             refuse(format!(
                 "reading the header: {}",
                 crate::error::describe(&err)
@@ -124,60 +125,11 @@ async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
         if seen == 0 {
             return Err(refuse("the connection ended before a complete header"));
         }
-        let known = taken + seen;
-        match proxy_protocol::parse(&buf.as_mut()[..known]) {
-            Ok(Parsed::Complete { header, len }) => {
-                consume(conn, &mut buf.as_mut()[taken..len]).await?;
-                return Ok(header);
-            }
-            Ok(Parsed::Incomplete) => {
-                // Every byte seen so far is the header's: take them off the socket, so that
-                // the next peek waits for new ones instead of seeing these again.
-                consume(conn, &mut buf.as_mut()[taken..known]).await?;
-                taken = known;
-                if taken == buf.as_mut().len() {
-                    buf.grow();
-                }
-            }
-            Err(err) => return Err(refuse(err.to_string())),
+        let (seen, header_bytes) = gather.seen(seen).map_err(|err| refuse(err.to_string()))?;
+        consume(conn, header_bytes).await?;
+        if let Seen::Complete(header) = seen {
+            return Ok(header);
         }
-    }
-}
-
-/// Where a header is gathered: inline in the stage's future (which is boxed anyway, so this
-/// costs no allocation of its own), enough for any v1 header and a v2 one with IPv6
-/// addresses and some TLVs; on the heap, up to the longest accepted, only for a v2 header
-/// that says it is longer.
-struct HeaderBuf {
-    inline: [u8; INLINE],
-    heap: Vec<u8>,
-}
-
-const INLINE: usize = 256;
-
-impl HeaderBuf {
-    fn new() -> HeaderBuf {
-        HeaderBuf {
-            inline: [0; INLINE],
-            heap: Vec::new(),
-        }
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        if self.heap.is_empty() {
-            &mut self.inline
-        } else {
-            &mut self.heap
-        }
-    }
-
-    /// Doubles the room, up to [`MAX_V2_LEN`] (the parser refuses longer headers before
-    /// the room runs out).
-    fn grow(&mut self) {
-        let len = self.as_mut().len();
-        let mut bigger = vec![0; (len * 2).clamp(MAX_V1_LEN, MAX_V2_LEN)];
-        bigger[..len].copy_from_slice(self.as_mut());
-        self.heap = bigger;
     }
 }
 
@@ -267,13 +219,13 @@ mod tests {
         let v1 = b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\nhello";
         let bytes: Vec<&[u8]> = v1.chunks(1).collect();
         send(addr, &bytes).await;
-        let v2 = proxy_protocol::encode_v2(
+        let v2 = crate::proxy_protocol::encode_v2(
             "[2001:db8::5]:6000".parse().expect("addr"),
             "[2001:db8::1]:443".parse().expect("addr"),
         );
         send(addr, &[&[v2.as_slice(), b"world"].concat()]).await;
         // A v2 header with 600 bytes of TLVs: longer than the inline room.
-        let mut long = proxy_protocol::encode_v2(
+        let mut long = crate::proxy_protocol::encode_v2(
             "192.0.2.44:7000".parse().expect("addr"),
             "192.0.2.1:443".parse().expect("addr"),
         );
