@@ -46,7 +46,7 @@ pub(crate) use unix_file::UnixFile;
 
 pub(crate) use crate::sys::{
     Pipe, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe, raise_descriptor_limit,
-    set_bind_address_no_port, splice, splice_unsupported, wait_readable,
+    set_bind_address_no_port, set_defer_accept, splice, splice_unsupported, wait_readable,
 };
 
 use std::path::Path;

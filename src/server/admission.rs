@@ -200,6 +200,11 @@ impl Stages {
         self.add(stage);
     }
 
+    /// The server's PROXY stage, if it has one.
+    pub(crate) fn proxy(&self) -> Option<&ProxyStage> {
+        self.proxy.as_deref()
+    }
+
     /// The chain to run on each connection, or `None` when there is no stage (the fast path).
     pub(crate) fn pipeline(
         &self,
@@ -374,7 +379,8 @@ impl Pipeline {
     }
 }
 
-fn late(reason: RefusalReason, limit: Duration) -> Refusal {
+/// The refusal of a stage that did not decide within `limit`.
+pub(crate) fn late(reason: RefusalReason, limit: Duration) -> Refusal {
     let limit = humantime::format_duration(limit);
     Refusal::new(reason, format!("no decision within {limit}"))
 }

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
@@ -162,6 +163,26 @@ impl StreamListener {
 }
 
 impl StreamListener {
+    /// Asks the kernel to hand over a TCP connection only once its first bytes are there
+    /// (`TCP_DEFER_ACCEPT`): for a listener whose clients always speak first (a balancer's
+    /// PROXY header), so that the header is read at once on accept instead of waited for.
+    /// The kernel's shortest wait, one second (one SYN-ACK retransmission), is asked: a
+    /// client that stays silent is then accepted and given `header_timeout` as before, so
+    /// it is refused a second later than without the option. With a `header_timeout` under
+    /// a second that would more than double it, so the option is left off. Where the
+    /// option is missing, connections are accepted at once, as without it.
+    pub(crate) fn defer_accept(&self, header_timeout: Duration) {
+        let StreamListener::Tcp(listener) = self else {
+            return;
+        };
+        if header_timeout < Duration::from_secs(1) {
+            return;
+        }
+        if let Err(err) = net::set_defer_accept(listener.get_ref().as_fd(), 1) {
+            tracing::debug!("TCP_DEFER_ACCEPT is not available: {err}");
+        }
+    }
+
     /// The listening socket taken back from tokio's reactor, with the guard of its socket
     /// file (for the io_uring engine, which accepts on it itself).
     pub(crate) fn into_parts(self) -> (OwnedFd, Option<UnixFile>) {

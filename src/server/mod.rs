@@ -354,6 +354,16 @@ impl Server {
                 return Ok(());
             }
         }
+        if let Some(proxy) = self.stages.proxy() {
+            // Balancers send the header at once: accept only once it is there.
+            for group in &self.groups {
+                for listener in &group.listeners {
+                    if let Listener::Stream(listener) = listener {
+                        listener.defer_accept(proxy.timeout());
+                    }
+                }
+            }
+        }
         let mut tasks = Vec::new();
         #[cfg(target_os = "linux")]
         let mut rings: Vec<ring::Ready> = Vec::new();
@@ -381,6 +391,7 @@ impl Server {
                         let workers = ring::Workers {
                             loops,
                             routine,
+                            admission: pipeline.clone(),
                             meter: &meter,
                             shutdown: &self.shutdown,
                             exhausted: &exhausted,
@@ -471,7 +482,13 @@ fn ring_routine(
     pipeline: &Option<Arc<admission::Pipeline>>,
     tls: bool,
 ) -> Option<ring::RingRoutine> {
-    if pipeline.is_some() || tls || limits.max_connections.is_some() {
+    if tls || limits.max_connections.is_some() {
+        return None;
+    }
+    if pipeline
+        .as_deref()
+        .is_some_and(|pipeline| !ring::RingRoutine::admits(pipeline))
+    {
         return None;
     }
     if !ring::wanted(limits.engine).unwrap_or(false) {

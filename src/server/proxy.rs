@@ -32,9 +32,14 @@ impl ProxyStage {
         ProxyStage { trusted, timeout }
     }
 
+    /// How long a client has to send its whole header.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether `peer` may send a header: an address of the trusted networks, or a client of
     /// a Unix socket (local; the socket file's permissions decide who connects).
-    fn trusts(&self, peer: &Address) -> bool {
+    pub(crate) fn trusts(&self, peer: &Address) -> bool {
         match peer.ip() {
             Some(ip) => self.trusted.contains(ip),
             None => true,
@@ -61,7 +66,7 @@ impl ProxyStage {
     /// untrusted source, bytes that cannot begin a header) is a refusal.
     pub(crate) fn try_now(&self, raw: &RawStream) -> Now {
         if !self.trusts(&raw.peer()) {
-            return Now::Refused(refuse("not a trusted proxy"));
+            return Now::Refused(refusal("not a trusted proxy"));
         }
         let mut gather = Gather::new();
         let seen = match raw.peek_now(gather.room()) {
@@ -74,7 +79,7 @@ impl ProxyStage {
                 let len = bytes.len();
                 match raw.take_now(bytes) {
                     Ok(n) if n == len => {}
-                    _ => return Now::Refused(refuse("reading the header: cut short")),
+                    _ => return Now::Refused(refusal("reading the header: cut short")),
                 }
                 let peer = match header {
                     ProxyHeader::Proxied { source, .. } => Some(source.into()),
@@ -84,7 +89,7 @@ impl ProxyStage {
             }
             // Nothing is taken: the connection's task starts the header over.
             Ok((Seen::More, _)) => Now::Later,
-            Err(err) => Now::Refused(refuse(err.to_string())),
+            Err(err) => Now::Refused(refusal(err.to_string())),
         }
     }
 }
@@ -101,7 +106,7 @@ impl Admission for ProxyStage {
     fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
         Box::pin(async move {
             if !self.trusts(conn.peer_addr()) {
-                return Err(refuse("not a trusted proxy"));
+                return Err(refusal("not a trusted proxy"));
             }
             match read_header(conn).await? {
                 ProxyHeader::Proxied { source, .. } => conn.set_peer_addr(source.into()),
@@ -117,15 +122,15 @@ async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
     let mut gather = Gather::new();
     loop {
         let seen = conn.peek(gather.room()).await.map_err(|err| {
-            refuse(format!(
+            refusal(format!(
                 "reading the header: {}",
                 crate::error::describe(&err)
             ))
         })?;
         if seen == 0 {
-            return Err(refuse("the connection ended before a complete header"));
+            return Err(refusal("the connection ended before a complete header"));
         }
-        let (seen, header_bytes) = gather.seen(seen).map_err(|err| refuse(err.to_string()))?;
+        let (seen, header_bytes) = gather.seen(seen).map_err(|err| refusal(err.to_string()))?;
         consume(conn, header_bytes).await?;
         if let Seen::Complete(header) = seen {
             return Ok(header);
@@ -137,14 +142,15 @@ async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
 async fn consume(conn: &mut Connection, buf: &mut [u8]) -> Result<(), Refusal> {
     use tokio::io::AsyncReadExt;
     conn.read_exact(buf).await.map(drop).map_err(|err| {
-        refuse(format!(
+        refusal(format!(
             "reading the header: {}",
             crate::error::describe(&err)
         ))
     })
 }
 
-fn refuse(detail: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+/// A refusal by the PROXY stage, for `detail`.
+pub(crate) fn refusal(detail: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
     Refusal::new(RefusalReason::Proxy, detail)
 }
 

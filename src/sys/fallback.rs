@@ -6,10 +6,11 @@
 //! - pipes keep the size the system gives them;
 //! - accepting costs two or three calls (`accept` or `accept4`, then `O_NONBLOCK`, and
 //!   `FD_CLOEXEC` where there is no `accept4`) where Linux's `accept4` takes one;
-//! - `IP_BIND_ADDRESS_NO_PORT` is missing: `bind` picks the port early, as it always did.
+//! - `IP_BIND_ADDRESS_NO_PORT` is missing: `bind` picks the port early, as it always did;
+//! - `TCP_DEFER_ACCEPT` is missing: a connection is accepted before its first bytes.
 
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::Pipe;
 
@@ -65,5 +66,11 @@ pub(crate) fn accept_nonblocking(listener: impl AsFd) -> io::Result<(OwnedFd, so
 
 /// `IP_BIND_ADDRESS_NO_PORT` is Linux's: always `Unsupported` (callers bind anyway).
 pub(crate) fn set_bind_address_no_port(_socket: &socket2::Socket) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// `TCP_DEFER_ACCEPT` is Linux's: always `Unsupported` (listeners hand over connections
+/// at once, and a PROXY header is waited for after the accept).
+pub(crate) fn set_defer_accept(_listener: BorrowedFd<'_>, _seconds: u32) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }

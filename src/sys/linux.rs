@@ -1,8 +1,8 @@
 //! The Linux-only calls: `splice(2)`, `pipe2(2)` and `F_SETPIPE_SZ`, `accept4(2)`,
-//! `IP_BIND_ADDRESS_NO_PORT`. `fallback.rs` has the same functions for other systems.
+//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`. `fallback.rs` has the same functions for other systems.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::Pipe;
 
@@ -88,14 +88,40 @@ pub(crate) fn accept_nonblocking(listener: impl AsFd) -> io::Result<(OwnedFd, so
 /// `IP_BIND_ADDRESS_NO_PORT`: a `bind` to port 0 leaves the port to `connect`, which can
 /// share it across destinations (Linux 4.2+; older kernels refuse, and binding still works).
 pub(crate) fn set_bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_int_option(
+        socket.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        1,
+    )
+}
+
+/// `TCP_DEFER_ACCEPT`: the listener hands over a connection only once its first bytes have
+/// arrived, waiting up to about `seconds` (the kernel counts it in SYN-ACK retransmissions:
+/// 1 s is one, at 1 s); a client still silent then is handed over all the same.
+pub(crate) fn set_defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
+    let seconds = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    set_int_option(
+        listener.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        seconds,
+    )
+}
+
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the option value is a c_int that lives across the call, with its size given.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

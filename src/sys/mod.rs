@@ -3,13 +3,13 @@
 //! together. Everything above reaches it through `socket` and `net` (the `net` layer
 //! re-exports what the client, relay and load generator need).
 //!
-//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`,
+//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`, `clock_gettime`,
 //!   `gethostname`, `getrlimit`, `if_nametoindex`); `ids.rs`: user and group ids (`getpwnam_r`,
 //!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
-//!   `IP_BIND_ADDRESS_NO_PORT`); `fallback.rs` has the same functions for other Unix
-//!   systems, each with the fallback it documents (no splice: copy; `accept` and `fcntl`
-//!   for `accept4`). `--cfg socketkit_sys_fallback` builds the fallback on Linux too, so
+//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`); `fallback.rs` has the same functions
+//!   for other Unix systems, each with the fallback it documents (no splice: copy;
+//!   `accept` and `fcntl` for `accept4`). `--cfg socketkit_sys_fallback` builds the fallback on Linux too, so
 //!   that it is compiled and tested here (`.ci/run` does).
 //!
 //! Callers detect failure (a kernel or sandbox without splice answers `EINVAL` or `ENOSYS`)
@@ -35,10 +35,12 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
-pub(crate) use platform::{accept_nonblocking, grow_pipe, set_bind_address_no_port, splice};
+pub(crate) use platform::{
+    accept_nonblocking, grow_pipe, set_bind_address_no_port, set_defer_accept, splice,
+};
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
-    raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
+    monotonic_now, raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
 };
 
 /// A non-blocking pipe, closed on drop.

@@ -17,7 +17,7 @@ use crate::support::process::{DEADLINE, Running, run, socketkit};
 
 /// Whether this kernel runs io_uring for us: `serve --io-engine io_uring` binds (its first
 /// line is `listening on`), or says why not (exit 1). Under CI it must.
-fn io_uring_available() -> bool {
+pub(crate) fn io_uring_available() -> bool {
     let mut cmd = socketkit();
     cmd.args(["serve", "--io-engine", "io_uring", "-l", "127.0.0.1:0"])
         .stdin(Stdio::null())
@@ -46,7 +46,7 @@ fn io_uring_available() -> bool {
 }
 
 /// The names of the server's threads.
-fn threads(pid: i32) -> Vec<String> {
+pub(crate) fn threads(pid: i32) -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -60,7 +60,7 @@ fn threads(pid: i32) -> Vec<String> {
 /// The io_uring workers of `server`: they start just after its `listening on` line, so
 /// this waits up to 5 s for at least one (an epoll server has none: it waits in vain, and
 /// is asked last in each test).
-fn uring_workers(server: &Running) -> usize {
+pub(crate) fn uring_workers(server: &Running) -> usize {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let workers = threads(server.pid())

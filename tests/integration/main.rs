@@ -49,6 +49,8 @@ mod examples;
 mod interop;
 /// `--io-engine`: which engine serves, and the io_uring engine's bytes and shutdowns.
 mod io_engine;
+/// The io_uring engine's own admission: PROXY headers, access rules, refusals.
+mod io_engine_admission;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
 /// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.

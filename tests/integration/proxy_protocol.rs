@@ -310,12 +310,14 @@ fn proxy_options_are_checked_before_anything_is_bound() {
 /// greeting) and returns the client, to be accepted next.
 fn arrived_before_accept(addr: std::net::SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
     let mut holder = connect_from("127.0.0.1", addr);
-    thread::sleep(Duration::from_millis(100)); // accepted, waiting for its header
+    // A first byte gets it accepted (a PROXY listener defers accepts until bytes come).
+    holder.write_all(b"P").expect("send");
+    thread::sleep(Duration::from_millis(100)); // accepted, waiting for the rest of its header
     let mut client = connect_from("127.0.0.1", addr);
     client.write_all(bytes).expect("send");
     thread::sleep(Duration::from_millis(50));
     holder
-        .write_all(b"PROXY TCP4 192.0.2.8 192.0.2.1 4001 80\r\n")
+        .write_all(b"ROXY TCP4 192.0.2.8 192.0.2.1 4001 80\r\n")
         .expect("send");
     let mut greeting = Vec::new();
     holder

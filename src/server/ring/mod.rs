@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::task::JoinHandle;
 
+use super::admission::Pipeline;
 use super::engine::{IoEngine, Routine};
 use super::listener::StreamListener;
 use super::meter::ListenerMeter;
@@ -47,6 +48,14 @@ impl RingRoutine {
             Some(Routine::Discard) => Some(RingRoutine::Discard),
             None => None,
         }
+    }
+}
+
+impl RingRoutine {
+    /// Whether the workers can run every stage of `pipeline` themselves: stages that decide
+    /// on the client's address alone, behind the server's PROXY stage or not.
+    pub(crate) fn admits(pipeline: &Pipeline) -> bool {
+        pipeline.proxy_now().is_some() || !pipeline.has_late()
     }
 }
 
@@ -133,6 +142,9 @@ impl RingListener {
 pub(crate) struct Workers<'a> {
     pub(crate) loops: usize,
     pub(crate) routine: RingRoutine,
+    /// The server's admission stages, when the workers can run them all (see
+    /// [`RingRoutine::admits`]).
+    pub(crate) admission: Option<Arc<Pipeline>>,
     pub(crate) meter: &'a Arc<ListenerMeter>,
     pub(crate) shutdown: &'a ShutdownHandle,
     /// Shared by every accept loop of a server: out of descriptors, already logged.
@@ -152,6 +164,7 @@ impl Workers<'_> {
         let Workers {
             loops,
             routine,
+            admission,
             meter,
             shutdown,
             exhausted,
@@ -176,6 +189,7 @@ impl Workers<'_> {
                 meter: Arc::clone(meter),
                 exhausted: Arc::clone(exhausted),
                 endpoint: endpoint.to_string(),
+                admission: admission.clone(),
             };
             let watcher = shutdown.watcher();
             let listener = Arc::clone(&listener);

@@ -18,6 +18,7 @@
 //! [`Watcher`] while it runs and each long-lived connection one of its own: draining waits
 //! for them exactly as for the epoll path's tasks.
 
+mod admission;
 mod connection;
 
 use std::io::{self, Write};
@@ -25,6 +26,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use io_uring::types::{Fd, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
@@ -35,6 +37,7 @@ use super::buffers::BufferRing;
 use super::{RingListener, RingRoutine, Wake};
 use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
+use crate::server::admission::Pipeline;
 use crate::server::exhaustion::Backoff;
 use crate::server::meter::ListenerMeter;
 use crate::server::shutdown::Watcher;
@@ -47,7 +50,9 @@ const CANCEL: u64 = 3;
 const RECV: u64 = 4;
 const SEND: u64 = 5;
 const CLOSE: u64 = 6;
-const KIND_BITS: u32 = 3;
+const HEADER: u64 = 7;
+const HEADER_TIMEOUT: u64 = 8;
+const KIND_BITS: u32 = 4;
 
 /// The buffer group of the worker's [`BufferRing`].
 const GROUP: u16 = 0;
@@ -68,6 +73,9 @@ pub(super) struct Shared {
     pub(super) exhausted: Arc<AtomicBool>,
     /// The listener, as the log names it.
     pub(super) endpoint: String,
+    /// The server's admission stages, when they can all decide on the worker (see
+    /// `admission.rs`).
+    pub(super) admission: Option<Arc<Pipeline>>,
 }
 
 /// The worker's state; runs on its own thread until its listener is closed and its last
@@ -78,6 +86,9 @@ pub(super) struct Worker {
     buffers: Option<BufferRing>,
     listener: Option<Arc<RingListener>>,
     routine: RingRoutine,
+    admission: Option<Arc<Pipeline>>,
+    /// The PROXY stage's deadline for a whole header.
+    header_timeout: Duration,
     conns: Slab<Conn>,
     /// Connections whose receive found no free buffer: receive again when one comes back.
     starved: Vec<usize>,
@@ -148,11 +159,18 @@ impl Worker {
                 Some(BufferRing::new(&ring, GROUP, BUFFER_COUNT, BUFFER_SIZE)?)
             }
         };
+        let header_timeout = shared
+            .admission
+            .as_ref()
+            .and_then(|pipeline| pipeline.proxy_now())
+            .map_or(Duration::ZERO, |proxy| proxy.timeout());
         Ok(Worker {
             ring,
             buffers,
             listener: Some(listener),
             routine,
+            admission: shared.admission,
+            header_timeout,
             conns: Slab::new(),
             starved: Vec::new(),
             wake,
@@ -250,7 +268,10 @@ impl Worker {
             RECV => self.received(slot, result, flags),
             SEND => self.sent(slot, result),
             CLOSE => self.closed(slot, result),
-            _ => {} // a cancel's own completion, or a retry after the listener closed
+            HEADER => self.header_received(slot, result),
+            // A cancel's own completion, a header timeout's, or a retry after the listener
+            // closed.
+            _ => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! A ring worker's connections: what each is doing, and the routine's steps — the reply,
 //! the receive into a provided buffer, the echo's send, the close — each posted as one
-//! request and finished by its completion.
+//! request and finished by its completion. Admission (a PROXY header, access rules) comes
+//! before, in `admission.rs`.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -10,7 +11,9 @@ use std::time::Instant;
 use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue};
 
+use super::admission::HeaderRead;
 use super::{CLOSE, GROUP, KIND_BITS, RECV, REPLY_FLAGS, SEND, SEND_FLAGS, Worker};
+use crate::server::admission::Held;
 use crate::server::meter::Meter;
 use crate::server::ring::RingRoutine;
 use crate::server::shutdown::Watcher;
@@ -19,16 +22,20 @@ use crate::socket::Address;
 /// One accepted connection.
 pub(super) struct Conn {
     pub(super) fd: RawFd,
-    job: Job,
+    pub(super) job: Job,
     /// Counted for the metrics and the `-v` log, when either is on (boxed: an idle
     /// connection costs its slot, and most servers count nothing per connection).
     meter: Option<Box<Meter>>,
     /// Held by long-lived connections, so that draining waits for them.
     _watcher: Option<Watcher>,
+    /// What the admission stages keep for the connection's life (a per-source count).
+    _held: Option<Box<Held>>,
 }
 
 /// What a connection is doing.
 pub(super) enum Job {
+    /// Its PROXY header is being received (`admission.rs`).
+    Header(Box<HeaderRead>),
     /// Its reply and close are queued: the bytes stay here until the close completes.
     Reply {
         bytes: Arc<[u8]>,
@@ -40,6 +47,8 @@ pub(super) enum Job {
     Receiving,
     /// Buffer `bid`'s `len` bytes are being sent back.
     Echoing { bid: u16, len: usize },
+    /// The bytes that came in with the PROXY header are being sent back.
+    EchoingFirst(Box<[u8]>),
     /// Its close is queued.
     Closing,
 }
@@ -49,22 +58,71 @@ pub(super) struct Answered {
     peer: Address,
     local: Option<Address>,
     started: Instant,
+    /// Bytes received: the PROXY header's.
+    received: usize,
+}
+
+/// A connection the admission stages let in.
+pub(super) struct Admitted {
+    /// Its client, when admission asked (or a PROXY header named it); otherwise the
+    /// socket is asked, only if the connection is metered.
+    pub(super) peer: Option<Address>,
+    /// When it was accepted, if metered.
+    pub(super) started: Option<Instant>,
+    pub(super) held: Held,
+    /// The PROXY header's length, counted as received.
+    pub(super) header_len: usize,
 }
 
 impl Worker {
-    /// Starts the routine on a new connection.
+    /// Takes a new connection: admits it, then starts the routine.
     pub(super) fn serve(&mut self, fd: OwnedFd) {
         let started = self.meter.clock();
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        let replies = matches!(self.routine, RingRoutine::Reply(_));
+        let slot = self.conns.insert(Conn {
+            fd: std::os::fd::IntoRawFd::into_raw_fd(fd),
+            job: Job::Closing,
+            meter: None,
+            _watcher: if replies { None } else { self.watcher.clone() },
+            _held: None,
+        });
+        if replies {
+            // Counted until the close completes, whatever admission decides.
+            self.replies_in_flight += 1;
+        }
+        if let Some(admitted) = self.admit(slot, started) {
+            self.begin(slot, admitted, Box::default());
+        }
+    }
+
+    /// Starts the routine on an admitted connection; `first` holds the bytes that came in
+    /// with its PROXY header (the service's).
+    pub(super) fn begin(&mut self, slot: usize, admitted: Admitted, first: Box<[u8]>) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let raw = conn.fd;
+        let Admitted {
+            peer,
+            started,
+            held,
+            header_len,
+        } = admitted;
+        if !held.is_empty() {
+            conn._held = Some(Box::new(held));
+        }
         match &self.routine {
             RingRoutine::Reply(spawner) => {
                 let metered = started.map(|started| {
                     Box::new(Answered {
-                        peer: peer_of(raw).unwrap_or_else(|| Address::unix("")),
+                        peer: peer
+                            .or_else(|| peer_of(raw))
+                            .unwrap_or_else(|| Address::unix("")),
                         local: tracing::enabled!(tracing::Level::DEBUG)
                             .then(|| local_of(raw))
                             .flatten(),
                         started,
+                        received: header_len,
                     })
                 });
                 let bytes = match spawner.immediate_reply() {
@@ -79,17 +137,11 @@ impl Worker {
                     None => Arc::from(&[][..]),
                 };
                 let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
-                self.replies_in_flight += 1;
-                let slot = self.conns.insert(Conn {
-                    fd: raw,
-                    job: Job::Reply {
-                        bytes,
-                        metered,
-                        failed: false,
-                    },
-                    meter: None,
-                    _watcher: None,
-                });
+                conn.job = Job::Reply {
+                    bytes,
+                    metered,
+                    failed: false,
+                };
                 let send = opcode::Send::new(Fd(raw), ptr, len)
                     .flags(REPLY_FLAGS)
                     .build()
@@ -110,16 +162,22 @@ impl Worker {
                 self.push(&close);
             }
             RingRoutine::Echo | RingRoutine::Discard => {
-                let meter = started
-                    .and_then(|_| peer_of(raw))
-                    .map(|peer| Box::new(Meter::start(peer, &self.meter, || local_of(raw))));
-                let slot = self.conns.insert(Conn {
-                    fd: raw,
-                    job: Job::Receiving,
-                    meter,
-                    _watcher: self.watcher.clone(),
-                });
-                self.receive(slot);
+                conn.meter = started
+                    .and_then(|_| peer.or_else(|| peer_of(raw)))
+                    .map(|peer| {
+                        let mut meter = Meter::start(peer, &self.meter, || local_of(raw));
+                        meter.received(header_len + first.len());
+                        Box::new(meter)
+                    });
+                if first.is_empty() || matches!(self.routine, RingRoutine::Discard) {
+                    return self.receive(slot);
+                }
+                let entry = opcode::Send::new(Fd(raw), first.as_ptr(), first.len() as u32)
+                    .flags(SEND_FLAGS)
+                    .build()
+                    .user_data(token(slot, SEND));
+                conn.job = Job::EchoingFirst(first);
+                self.push(&entry);
             }
         }
     }
@@ -195,18 +253,25 @@ impl Worker {
                 );
             }
             &mut Job::Echoing { bid, len } => {
-                let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
-                if complete && let Some(meter) = &mut conn.meter {
-                    meter.sent(len);
-                }
+                let complete = echoed(conn, result, len);
                 self.give_back(bid);
-                if complete && !self.forced {
-                    self.receive(slot);
-                } else {
-                    self.close(slot);
-                }
+                self.echo_done(slot, complete);
             }
-            Job::Receiving | Job::Closing => {}
+            Job::EchoingFirst(first) => {
+                let len = first.len();
+                let complete = echoed(conn, result, len);
+                self.echo_done(slot, complete);
+            }
+            Job::Header(_) | Job::Receiving | Job::Closing => {}
+        }
+    }
+
+    /// After an echo's send: receive again, or close.
+    fn echo_done(&mut self, slot: usize, complete: bool) {
+        if complete && !self.forced {
+            self.receive(slot);
+        } else {
+            self.close(slot);
         }
     }
 
@@ -236,27 +301,38 @@ impl Worker {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
-        let Job::Reply {
-            bytes,
-            metered,
-            failed,
-        } = conn.job
-        else {
+        if !matches!(self.routine, RingRoutine::Reply(_)) {
             return;
-        };
+        }
         self.replies_in_flight -= 1;
         self.release_watcher();
-        if let (Some(answered), false) = (metered, failed) {
+        if let Job::Reply {
+            bytes,
+            metered: Some(answered),
+            failed: false,
+        } = conn.job
+        {
             let Answered {
                 peer,
                 local,
                 started,
+                received,
             } = *answered;
             let counts = self.counts.as_mut();
             self.meter
-                .answered(counts, || peer, || local, (0, bytes.len()), started);
+                .answered(counts, || peer, || local, (received, bytes.len()), started);
         }
     }
+}
+
+/// Counts an echo's send of `len` bytes that completed with `result`; whether it sent
+/// them all.
+fn echoed(conn: &mut Conn, result: i32, len: usize) -> bool {
+    let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
+    if complete && let Some(meter) = &mut conn.meter {
+        meter.sent(len);
+    }
+    complete
 }
 
 /// The user data of a connection's request.
@@ -264,7 +340,7 @@ pub(super) fn token(slot: usize, kind: u64) -> u64 {
     ((slot as u64) << KIND_BITS) | kind
 }
 
-fn peer_of(fd: RawFd) -> Option<Address> {
+pub(super) fn peer_of(fd: RawFd) -> Option<Address> {
     // SAFETY: `fd` is open for the duration of this call (the caller owns it).
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let peer = socket2::SockRef::from(&fd).peer_addr().ok()?;

@@ -1,0 +1,195 @@
+//! A ring worker's admission: the server's stages that decide on what the accept gives —
+//! the client's address (access rules, per-source limits) and a PROXY header — run here,
+//! on the worker, with the same outcomes, counts and log lines as on the epoll path.
+//!
+//! The PROXY header is received, not peeked at: a PROXY listener defers its accepts until
+//! the client's first bytes are in (`TCP_DEFER_ACCEPT`), so the first receive, which does
+//! not wait, nearly always holds the whole header. Bytes that came after it in the same
+//! receive are the service's: echo sends them back first, discard counts them, and an
+//! immediate reply never reads its client. Only a header not there at once is waited for,
+//! with a timeout linked to each receive at the stage's deadline.
+
+use std::time::Duration;
+
+use io_uring::opcode;
+use io_uring::squeue;
+use io_uring::types::{Fd, TimeoutFlags, Timespec};
+
+use super::connection::{Admitted, Job, peer_of, token};
+use super::{HEADER, HEADER_TIMEOUT, Worker};
+use crate::proxy_protocol::{Gather, ProxyHeader};
+use crate::server::admission::late;
+use crate::server::proxy::refusal;
+use crate::server::{Refusal, RefusalReason};
+use crate::socket::Address;
+
+/// A PROXY header on its way in.
+pub(super) struct HeaderRead {
+    gather: Gather,
+    /// The balancer that connected.
+    proxy: Address,
+    started: Option<std::time::Instant>,
+    /// When the whole header must be in, on the monotonic clock: set when the first
+    /// receive found it incomplete (the receives after it wait, up to this).
+    deadline: Option<Timespec>,
+}
+
+impl Worker {
+    /// Runs the admission stages that can decide now: what the routine begins with, or
+    /// `None` when the connection was refused (its close queued) or its PROXY header is
+    /// being received.
+    pub(super) fn admit(
+        &mut self,
+        slot: usize,
+        started: Option<std::time::Instant>,
+    ) -> Option<Admitted> {
+        let Some(pipeline) = self.admission.clone() else {
+            return Some(Admitted {
+                peer: None,
+                started,
+                held: Vec::new(),
+                header_len: 0,
+            });
+        };
+        let fd = self.conns.get(slot)?.fd;
+        let peer = peer_of(fd).unwrap_or_else(|| Address::unix(""));
+        let Some(proxy) = pipeline.proxy_now() else {
+            let Some(held) = pipeline.check_early(&peer, &self.meter) else {
+                self.reset(slot);
+                return None;
+            };
+            return Some(Admitted {
+                peer: Some(peer),
+                started,
+                held,
+                header_len: 0,
+            });
+        };
+        if !proxy.trusts(&peer) {
+            self.refuse(slot, &peer, &refusal("not a trusted proxy"));
+            return None;
+        }
+        let conn = self.conns.get_mut(slot)?;
+        conn.job = Job::Header(Box::new(HeaderRead {
+            gather: Gather::new(),
+            proxy: peer,
+            started,
+            deadline: None,
+        }));
+        self.receive_header(slot);
+        None
+    }
+
+    /// Posts a receive of the header's next bytes: the first does not wait; the others
+    /// wait up to the deadline.
+    fn receive_header(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let fd = conn.fd;
+        let Job::Header(read) = &mut conn.job else {
+            return;
+        };
+        let room = read.gather.room();
+        let recv = opcode::Recv::new(Fd(fd), room.as_mut_ptr(), room.len() as u32);
+        let Some(deadline) = &read.deadline else {
+            // Set before the next receive; see `header_received`.
+            let entry = recv
+                .flags(libc::MSG_DONTWAIT)
+                .build()
+                .user_data(token(slot, HEADER));
+            return self.push(&entry);
+        };
+        let recv = recv
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(token(slot, HEADER));
+        // The timespec lives in the boxed read until the receive's completion, which comes
+        // after the timeout's.
+        let timer = opcode::LinkTimeout::new(deadline)
+            .flags(TimeoutFlags::ABS)
+            .build()
+            .user_data(token(slot, HEADER_TIMEOUT));
+        self.push(&recv);
+        self.push(&timer);
+    }
+
+    /// A receive of header bytes completed with `result`.
+    pub(super) fn header_received(&mut self, slot: usize, result: i32) {
+        if self.forced {
+            return self.close(slot);
+        }
+        let timeout = self.header_timeout;
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Job::Header(read) = &mut conn.job else {
+            return;
+        };
+        if read.deadline.is_none() {
+            // The first receive is done; from now on the header is waited for.
+            read.deadline = Some(deadline_after(timeout));
+        }
+        let decided = match result {
+            n @ 1.. => match read.gather.received(n as usize) {
+                Ok(None) => return self.receive_header(slot),
+                Ok(Some(got)) => Ok((got.header, got.len, Box::<[u8]>::from(got.after))),
+                Err(err) => Err(refusal(err.to_string())),
+            },
+            0 => Err(refusal("the connection ended before a complete header")),
+            _ if result == -libc::EAGAIN => return self.receive_header(slot),
+            _ if result == -libc::ECANCELED => Err(late(RefusalReason::Proxy, timeout)),
+            _ => Err(refusal(format!(
+                "reading the header: {}",
+                crate::error::describe(&std::io::Error::from_raw_os_error(-result))
+            ))),
+        };
+        let proxy = read.proxy.clone();
+        let started = read.started;
+        let (header, header_len, first) = match decided {
+            Ok(taken) => taken,
+            Err(refused) => return self.refuse(slot, &proxy, &refused),
+        };
+        let peer = match header {
+            ProxyHeader::Proxied { source, .. } => source.into(),
+            ProxyHeader::Local => proxy,
+        };
+        let Some(pipeline) = self.admission.clone() else {
+            return;
+        };
+        let Some(held) = pipeline.check_after_proxy(&peer, &self.meter) else {
+            return self.reset(slot);
+        };
+        let admitted = Admitted {
+            peer: Some(peer),
+            started,
+            held,
+            header_len,
+        };
+        self.begin(slot, admitted, first);
+    }
+
+    /// Counts and logs a refusal, and resets the connection.
+    fn refuse(&mut self, slot: usize, peer: &Address, refused: &Refusal) {
+        if let Some(pipeline) = &self.admission {
+            pipeline.refused_early(peer, refused, &self.meter);
+        }
+        self.reset(slot);
+    }
+
+    /// Closes a refused connection with a reset (`SO_LINGER` 0), as the epoll path does.
+    fn reset(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get(slot) {
+            // SAFETY: the descriptor is open until its close, queued just below, completes.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.fd) };
+            let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+        }
+        self.close(slot);
+    }
+}
+
+/// `timeout` from now on the monotonic clock, the one io_uring's timeouts count on.
+fn deadline_after(timeout: Duration) -> Timespec {
+    let at = crate::sys::monotonic_now().saturating_add(timeout);
+    Timespec::new().sec(at.as_secs()).nsec(at.subsec_nanos())
+}
