@@ -3,7 +3,7 @@
 //! together. Everything above reaches it through `socket` and `net` (the `net` layer
 //! re-exports what the client, relay and load generator need).
 //!
-//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`, `clock_gettime`,
+//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`,
 //!   `gethostname`, `getrlimit`, `if_nametoindex`); `ids.rs`: user and group ids (`getpwnam_r`,
 //!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
@@ -40,7 +40,7 @@ pub(crate) use platform::{
 };
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
-    monotonic_now, raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
+    raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
 };
 
 /// A non-blocking pipe, closed on drop.

@@ -199,18 +199,3 @@ pub(crate) fn inherit_on_exec(cmd: &mut std::process::Command, fds: Vec<RawFd>) 
         });
     }
 }
-
-/// The monotonic clock's time (`CLOCK_MONOTONIC`), the clock `Instant` reads and io_uring's
-/// absolute timeouts count on.
-pub(crate) fn monotonic_now() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    Duration::new(
-        u64::try_from(now.tv_sec).unwrap_or(0),
-        u32::try_from(now.tv_nsec).unwrap_or(0),
-    )
-}

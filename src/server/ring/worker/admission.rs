@@ -7,15 +7,15 @@
 //! not wait, nearly always holds the whole header. Bytes that came after it in the same
 //! receive are the service's: echo sends them back first, discard counts them, and an
 //! immediate reply never reads its client. Only a header not there at once is waited for,
-//! with a timeout linked to each receive at the stage's deadline.
+//! with a timeout linked to each receive for what is left until the stage's deadline.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::opcode;
 use io_uring::squeue;
-use io_uring::types::{Fd, TimeoutFlags, Timespec};
+use io_uring::types::{Fd, Timespec};
 
-use super::connection::{Admitted, Job, peer_of, token};
+use super::connection::{Admitted, HeaderRead, Job, peer_of, token};
 use super::{HEADER, HEADER_TIMEOUT, Worker};
 use crate::proxy_protocol::{Gather, ProxyHeader};
 use crate::server::admission::late;
@@ -23,26 +23,11 @@ use crate::server::proxy::refusal;
 use crate::server::{Refusal, RefusalReason};
 use crate::socket::Address;
 
-/// A PROXY header on its way in.
-pub(super) struct HeaderRead {
-    gather: Gather,
-    /// The balancer that connected.
-    proxy: Address,
-    started: Option<std::time::Instant>,
-    /// When the whole header must be in, on the monotonic clock: set when the first
-    /// receive found it incomplete (the receives after it wait, up to this).
-    deadline: Option<Timespec>,
-}
-
 impl Worker {
     /// Runs the admission stages that can decide now: what the routine begins with, or
     /// `None` when the connection was refused (its close queued) or its PROXY header is
     /// being received.
-    pub(super) fn admit(
-        &mut self,
-        slot: usize,
-        started: Option<std::time::Instant>,
-    ) -> Option<Admitted> {
+    pub(super) fn admit(&mut self, slot: usize, started: Option<Instant>) -> Option<Admitted> {
         let Some(pipeline) = self.admission.clone() else {
             return Some(Admitted {
                 peer: None,
@@ -75,6 +60,7 @@ impl Worker {
             proxy: peer,
             started,
             deadline: None,
+            wait: Timespec::new(),
         }));
         self.receive_header(slot);
         None
@@ -92,7 +78,7 @@ impl Worker {
         };
         let room = read.gather.room();
         let recv = opcode::Recv::new(Fd(fd), room.as_mut_ptr(), room.len() as u32);
-        let Some(deadline) = &read.deadline else {
+        let Some(deadline) = read.deadline else {
             // Set before the next receive; see `header_received`.
             let entry = recv
                 .flags(libc::MSG_DONTWAIT)
@@ -100,14 +86,15 @@ impl Worker {
                 .user_data(token(slot, HEADER));
             return self.push(&entry);
         };
+        let left = deadline.saturating_duration_since(Instant::now());
+        read.wait = Timespec::from(left);
         let recv = recv
             .build()
             .flags(squeue::Flags::IO_LINK)
             .user_data(token(slot, HEADER));
         // The timespec lives in the boxed read until the receive's completion, which comes
         // after the timeout's.
-        let timer = opcode::LinkTimeout::new(deadline)
-            .flags(TimeoutFlags::ABS)
+        let timer = opcode::LinkTimeout::new(&read.wait)
             .build()
             .user_data(token(slot, HEADER_TIMEOUT));
         self.push(&recv);
@@ -128,7 +115,7 @@ impl Worker {
         };
         if read.deadline.is_none() {
             // The first receive is done; from now on the header is waited for.
-            read.deadline = Some(deadline_after(timeout));
+            read.deadline = Some(Instant::now() + timeout);
         }
         let decided = match result {
             n @ 1.. => match read.gather.received(n as usize) {
@@ -186,10 +173,4 @@ impl Worker {
         }
         self.close(slot);
     }
-}
-
-/// `timeout` from now on the monotonic clock, the one io_uring's timeouts count on.
-fn deadline_after(timeout: Duration) -> Timespec {
-    let at = crate::sys::monotonic_now().saturating_add(timeout);
-    Timespec::new().sec(at.as_secs()).nsec(at.subsec_nanos())
 }

@@ -8,11 +8,11 @@ use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use io_uring::types::Fd;
+use io_uring::types::{Fd, Timespec};
 use io_uring::{cqueue, opcode, squeue};
 
-use super::admission::HeaderRead;
 use super::{CLOSE, GROUP, KIND_BITS, RECV, REPLY_FLAGS, SEND, SEND_FLAGS, Worker};
+use crate::proxy_protocol::Gather;
 use crate::server::admission::Held;
 use crate::server::meter::Meter;
 use crate::server::ring::RingRoutine;
@@ -60,6 +60,19 @@ pub(super) struct Answered {
     started: Instant,
     /// Bytes received: the PROXY header's.
     received: usize,
+}
+
+/// A PROXY header on its way in (`admission.rs`).
+pub(super) struct HeaderRead {
+    pub(super) gather: Gather,
+    /// The balancer that connected.
+    pub(super) proxy: Address,
+    pub(super) started: Option<Instant>,
+    /// When the whole header must be in: set once the first receive, which does not
+    /// wait, found it incomplete.
+    pub(super) deadline: Option<Instant>,
+    /// The wait of the receive in flight, for its linked timeout.
+    pub(super) wait: Timespec,
 }
 
 /// A connection the admission stages let in.
