@@ -6,11 +6,11 @@
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::balancer::{sample, start_with_metrics};
 use crate::io_engine::{io_uring_available, threads, uring_workers};
-use crate::proxy_protocol::assert_refused;
+use crate::proxy_protocol::{assert_closed_at_deadline, assert_refused};
 use crate::support::TestResult;
 use crate::support::net::connect_from;
 use crate::support::process::{Running, socketkit};
@@ -41,19 +41,6 @@ fn exchange(addr: std::net::SocketAddr, pieces: &[&[u8]]) -> Vec<u8> {
     got
 }
 
-/// Waits until the server's log holds every line of `wanted`.
-fn wait_for_log(server: &Running, wanted: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !wanted.iter().all(|line| server.stderr().contains(line)) {
-        assert!(
-            Instant::now() < deadline,
-            "{wanted:?} in:\n{}",
-            server.stderr()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn io_uring_echo_takes_the_header_and_echoes_every_byte_after_it() -> TestResult {
     if !io_uring_available() {
@@ -76,21 +63,9 @@ fn io_uring_echo_takes_the_header_and_echoes_every_byte_after_it() -> TestResult
     // Refused: untrusted, garbage, a header that never ends, a client that says nothing.
     assert_refused("127.0.0.3", addr, &[v1, b"untrusted"]);
     assert_refused("127.0.0.2", addr, &[b"GET / HTTP/1.1\r\n\r\n"]);
-    for half in [&v1[..20], &[][..]] {
-        let mut late = connect_from("127.0.0.2", addr);
-        late.write_all(half)?;
-        let started = Instant::now();
-        let mut rest = Vec::new();
-        let _ = late.read_to_end(&mut rest);
-        let waited = started.elapsed();
-        assert!(rest.is_empty(), "{rest:?}");
-        assert!(
-            waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
-            "closed after {waited:?}"
-        );
-    }
-    wait_for_log(
-        &server,
+    assert_closed_at_deadline("127.0.0.2", addr, &v1[..20]);
+    assert_closed_at_deadline("127.0.0.2", addr, b"");
+    server.wait_for_stderr(
         &[
             "closed peer=198.51.100.7:6000",
             "closed peer=192.0.2.9:5000",
@@ -98,6 +73,7 @@ fn io_uring_echo_takes_the_header_and_echoes_every_byte_after_it() -> TestResult
             "refused: no PROXY protocol header peer=127.0.0.2:",
             "refused: no decision within 500ms peer=127.0.0.2:",
         ],
+        Duration::from_secs(5),
     );
     let listener = format!("listener=\"tcp:{addr}\"");
     let refused = format!("{listener},reason=\"proxy\"");
@@ -141,13 +117,13 @@ fn io_uring_greeting_answers_behind_proxy_and_under_access_rules() -> TestResult
     assert_eq!(exchange(addr, &[&with_more]), "你好".as_bytes());
     // The header's client is the one the access rules judge.
     assert_refused("127.0.0.2", addr, &[&header("192.0.2.66:4002")]);
-    wait_for_log(
-        &server,
+    server.wait_for_stderr(
         &[
             "answered at once peer=192.0.2.7:4000",
             "answered at once peer=192.0.2.8:4001",
             "refused: ",
         ],
+        Duration::from_secs(5),
     );
     let listener = format!("listener=\"tcp:{addr}\"");
     assert_eq!(

@@ -156,19 +156,6 @@ fn still_greets(addr: &str) {
     assert_eq!(got, "你好".as_bytes());
 }
 
-/// Waits until the old process's stderr holds `text`.
-fn wait_for_log(old: &Running, text: &str) {
-    let deadline = std::time::Instant::now() + RESTART;
-    while !old.stderr().contains(text) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no '{text}' in:\n{}",
-            old.stderr()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_broken_new_binary_leaves_the_old_one_serving() -> TestResult {
     become_subreaper();
@@ -189,7 +176,7 @@ fn a_broken_new_binary_leaves_the_old_one_serving() -> TestResult {
         0o755,
     )?;
     send_signal(pid, libc::SIGUSR2);
-    wait_for_log(&old, "restart failed, still serving");
+    old.wait_for_stderr(&["restart failed, still serving"], RESTART);
     let log = old.stderr();
     assert!(log.contains("error: broken build"), "{log}");
     assert!(log.contains("exit status: 3"), "{log}");

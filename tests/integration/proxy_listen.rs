@@ -23,19 +23,6 @@ fn next_line(lines: &Receiver<Vec<u8>>) -> String {
     String::from_utf8(line).expect("text")
 }
 
-/// Waits until `listen`'s stderr holds `words`.
-fn wait_for_log(listener: &Running, words: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while !listener.stderr().contains(words) {
-        assert!(
-            Instant::now() < deadline,
-            "no {words:?} in:\n{}",
-            listener.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn listen_keep_open_behind_haproxy_send_proxy_v2_names_each_client() -> TestResult {
     let mut cmd = socketkit();
@@ -63,7 +50,7 @@ fn listen_keep_open_behind_haproxy_send_proxy_v2_names_each_client() -> TestResu
         // The header's bytes are taken off: stdout holds the client's bytes only.
         assert_eq!(next_line(&lines), format!("through haproxy {i}\n"));
         let _ = client.read_to_end(&mut Vec::new());
-        wait_for_log(&listener, &format!("connection from {own}"));
+        listener.wait_for_stderr(&[&format!("connection from {own}")], DEADLINE);
     }
     Ok(())
 }
@@ -162,7 +149,7 @@ fn untrusted_missing_late_and_denied_clients_are_refused_and_counted() -> TestRe
     good.shutdown(Shutdown::Write)?;
     assert_eq!(next_line(&lines), "admitted\n");
     let _ = good.read_to_end(&mut Vec::new());
-    wait_for_log(&listener, "connection from 192.0.2.9:5000");
+    listener.wait_for_stderr(&["connection from 192.0.2.9:5000"], DEADLINE);
     let listener_label = format!("listener=\"tcp:{addr}\"");
     let reason = |reason: &str| format!("{listener_label},reason=\"{reason}\"");
     let refused = sample(

@@ -177,17 +177,7 @@ fn bad_headers_are_refused_counted_and_never_reach_the_service() -> TestResult {
     huge.extend_from_slice(&[0; 512]);
     assert_refused("127.0.0.2", addr, &[&huge]);
     // Half a header, then silence: closed at the deadline, not before.
-    let mut late = connect_from("127.0.0.2", addr);
-    late.write_all(&header[..20])?;
-    let started = Instant::now();
-    let mut rest = Vec::new();
-    let _ = late.read_to_end(&mut rest);
-    let waited = started.elapsed();
-    assert!(rest.is_empty(), "{rest:?}");
-    assert!(
-        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
-        "closed after {waited:?}"
-    );
+    assert_closed_at_deadline("127.0.0.2", addr, &header[..20]);
 
     // A good header, one byte per write: admitted, and the service gets exactly the bytes
     // after it, with the header's client as its peer.
@@ -245,6 +235,22 @@ pub(crate) fn assert_refused(source: &str, addr: std::net::SocketAddr, pieces: &
     let mut got = Vec::new();
     let _ = stream.read_to_end(&mut got);
     assert!(got.is_empty(), "a refused client got {got:?}");
+}
+
+/// Connects from `source`, sends `bytes` (part of a header, or nothing) and checks that the
+/// server closes at a 500 ms header deadline, not before, without a byte of the service.
+pub(crate) fn assert_closed_at_deadline(source: &str, addr: std::net::SocketAddr, bytes: &[u8]) {
+    let mut late = connect_from(source, addr);
+    late.write_all(bytes).expect("send");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = late.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
 }
 
 /// The exec service's log once it holds `lines` whole lines (or the deadline passed),
@@ -367,20 +373,14 @@ fn a_header_there_at_accept_is_answered_on_the_spot_and_a_split_one_in_a_task() 
     let _ = garbage.read_to_end(&mut got);
     assert!(got.is_empty(), "{got:?}");
 
-    let deadline = Instant::now() + DEADLINE;
-    let wanted = [
-        "answered at once peer=192.0.2.7:4000",
-        "closed peer=192.0.2.9:5000",
-        "closed peer=192.0.2.8:4001",
-    ];
-    while !wanted.iter().all(|line| server.stderr().contains(line)) {
-        assert!(
-            Instant::now() < deadline,
-            "{wanted:?} in:\n{}",
-            server.stderr()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_stderr(
+        &[
+            "answered at once peer=192.0.2.7:4000",
+            "closed peer=192.0.2.9:5000",
+            "closed peer=192.0.2.8:4001",
+        ],
+        DEADLINE,
+    );
     let listener = format!("listener=\"tcp:{addr}\"");
     assert_eq!(
         sample(&metrics, "socketkit_connections_accepted_total", &listener),

@@ -98,20 +98,7 @@ fn alpn_is_chosen_from_the_servers_list() {
     let out = output_of(cmd);
     assert_ne!(out.code(), 0);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("你好"));
-    wait_for_log(&server, "no application protocol (ALPN) in common");
-}
-
-/// Waits until the server's stderr contains `text`.
-fn wait_for_log(server: &Running, text: &str) {
-    let deadline = std::time::Instant::now() + ANSWER;
-    while !server.stderr().contains(text) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{text:?} never logged:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_stderr(&["no application protocol (ALPN) in common"], ANSWER);
 }
 
 #[test]
@@ -157,9 +144,12 @@ fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
             "{args:?}"
         );
     }
-    wait_for_log(&server, "refused: TLS handshake failed: certificate");
-    wait_for_log(&server, "the peer sent no certificate, and one is required");
-    wait_for_log(&server, "reason=\"tls\"");
+    server.wait_for_stderr(&["refused: TLS handshake failed: certificate"], ANSWER);
+    server.wait_for_stderr(
+        &["the peer sent no certificate, and one is required"],
+        ANSWER,
+    );
+    server.wait_for_stderr(&["reason=\"tls\""], ANSWER);
 }
 
 #[test]
@@ -456,7 +446,7 @@ fn a_self_signed_certificate_is_announced_with_its_fingerprint() {
         "--tls-self-signed",
     ]);
     let server = Running::start(cmd, 1);
-    wait_for_log(&server, "SHA-256 fingerprint");
+    server.wait_for_stderr(&["SHA-256 fingerprint"], ANSWER);
     let line = server
         .stderr()
         .lines()

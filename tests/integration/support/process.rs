@@ -170,6 +170,20 @@ impl Running {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Waits until stderr holds every one of `wanted`; fails the test, showing stderr, if
+    /// `limit` passes first.
+    pub fn wait_for_stderr(&self, wanted: &[&str], limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !wanted.iter().all(|text| self.stderr().contains(text)) {
+            assert!(
+                Instant::now() < deadline,
+                "{wanted:?} not all in:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Takes the child's stdin pipe (dropping it closes the child's input).
     pub fn take_stdin(&mut self) -> std::process::ChildStdin {
         self.child.stdin.take().expect("stdin is piped")
