@@ -1,0 +1,158 @@
+//! Where a socket is and whom it talks to: `bind`, `listen`, `accept` and `connect` set a
+//! connection up (or give a datagram socket its addresses); `shutdown` and `close` end it.
+
+use std::io;
+use std::net::Shutdown;
+
+use super::{Address, Socket, ToAddress};
+use crate::error::{Error, Op, Result};
+
+impl Socket {
+    /// Binds the socket to a local address with `bind(2)` (Python: `s.bind((host, port))`).
+    ///
+    /// A host name is resolved and the first address of the socket's family is used; for a
+    /// Unix socket a `&str` is a path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// assert_ne!(s.local_addr()?.port(), Some(0));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn bind(&self, address: impl ToAddress) -> Result<()> {
+        let address = self.first_address(&address)?;
+        let raw = address.to_sockaddr();
+        raw.and_then(|raw| self.inner.bind(&raw))
+            .map_err(|err| Error::new(Op::Bind, &address, err))
+    }
+
+    /// Marks the socket as accepting connections with `listen(2)` (Python: `s.listen(5)`).
+    ///
+    /// `backlog` bounds the queue of connections that completed the handshake but were not yet
+    /// accepted; the kernel caps it at `net.core.somaxconn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// s.listen(5)?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn listen(&self, backlog: i32) -> Result<()> {
+        self.inner
+            .listen(backlog)
+            .map_err(|err| self.error_at_local(Op::Listen, err))
+    }
+
+    /// Waits for a connection with `accept4(2)` and returns it with the peer's address
+    /// (Python: `c, addr = s.accept()`).
+    ///
+    /// The new socket is blocking with no timeout, whatever the listener's settings. With a
+    /// timeout set on the listener, waiting longer fails with [`io::ErrorKind::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type, create_connection};
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// s.listen(5)?;
+    /// let client = create_connection(&s.local_addr()?, None)?;
+    /// let (c, addr) = s.accept()?;
+    /// assert_eq!(addr, client.local_addr()?);
+    /// assert_eq!(c.peer_addr()?, addr);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn accept(&self) -> Result<(Socket, Address)> {
+        let (inner, raw) = self
+            .inner
+            .accept()
+            .map_err(|err| self.error_at_local(Op::Accept, self.timed_out(err)))?;
+        Ok((
+            Socket::from_parts(inner, self.family),
+            Address::from_sockaddr(&raw),
+        ))
+    }
+
+    /// Connects to a remote address with `connect(2)` (Python: `s.connect((host, port))`).
+    ///
+    /// With a timeout set ([`Socket::set_timeout`]) the connect gives up after it. A host name
+    /// is resolved and its addresses of the socket's family are tried in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let server = Socket::new(Family::Inet, Type::Stream)?;
+    /// server.bind(("127.0.0.1", 0))?;
+    /// server.listen(1)?;
+    /// let s = Socket::new(Family::Inet, Type::Stream)?;
+    /// s.connect(server.local_addr()?)?;
+    /// assert_eq!(s.peer_addr()?, server.local_addr()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn connect(&self, address: impl ToAddress) -> Result<()> {
+        let candidates = address.to_addresses(Some(self.family))?;
+        let mut last = None;
+        for candidate in candidates {
+            match self.connect_one(&candidate) {
+                Ok(()) => return Ok(()),
+                Err(err) => last = Some(err),
+            }
+        }
+        // `to_addresses` returns at least one address or an error, so `last` is set.
+        Err(last
+            .unwrap_or_else(|| Error::without_target(Op::Connect, io::ErrorKind::NotFound.into())))
+    }
+
+    fn connect_one(&self, address: &Address) -> Result<()> {
+        let result = address.to_sockaddr().and_then(|raw| match self.timeout {
+            Some(timeout) => self.inner.connect_timeout(&raw, timeout),
+            None => self.inner.connect(&raw),
+        });
+        result.map_err(|err| Error::new(Op::Connect, address, err))
+    }
+
+    /// Shuts down one or both directions with `shutdown(2)` (Python: `s.shutdown(how)`).
+    ///
+    /// # Caveats
+    ///
+    /// `Shutdown::Write` sends a FIN: the peer reads end of stream, while this side may go on
+    /// receiving (a half-close). `Shutdown::Read` only stops this side's reads; the peer is
+    /// not told.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.shutdown(std::net::Shutdown::Write)?;
+    /// assert!(b.recv(16)?.is_empty()); // b sees end of stream
+    /// b.send(b"still open")?;           // but may still send to a
+    /// assert_eq!(a.recv(16)?, b"still open");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn shutdown(&self, how: Shutdown) -> Result<()> {
+        self.inner
+            .shutdown(how)
+            .map_err(|err| self.error_at_peer(Op::Shutdown, err))
+    }
+
+    /// Closes the socket (Python: `s.close()`). Dropping it does the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.close();
+    /// assert!(b.recv(16)?.is_empty()); // the peer sees end of stream
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn close(self) {
+        drop(self);
+    }
+}

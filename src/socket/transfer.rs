@@ -1,0 +1,226 @@
+//! Moving bytes: `send`, `sendall`, `recv`, `recv_into` and `peek` on a connected socket,
+//! `sendto` and `recvfrom` for datagrams, and `Read`/`Write` over the same calls.
+
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+
+use super::{Address, Socket, ToAddress};
+use crate::error::{Error, Op, Result};
+
+impl Socket {
+    /// Sends bytes with `send(2)` and returns how many were sent (Python: `s.send(data)`).
+    ///
+    /// # Caveats
+    ///
+    /// A stream socket may send fewer bytes than given; use [`Socket::sendall`] to send all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// assert_eq!(a.send(b"hi")?, 2);
+    /// assert_eq!(b.recv(16)?, b"hi");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn send(&self, data: &[u8]) -> Result<usize> {
+        self.inner
+            .send(data)
+            .map_err(|err| self.error_at_peer(Op::Send, self.timed_out(err)))
+    }
+
+    /// Sends every byte of `data`, calling `send(2)` until done (Python: `s.sendall(data)`).
+    ///
+    /// # Caveats
+    ///
+    /// On an error some prefix of `data` may already have been sent; how much is not known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.sendall(&[7u8; 1000])?;
+    /// a.shutdown(std::net::Shutdown::Write)?;
+    /// let mut got = Vec::new();
+    /// loop {
+    ///     let chunk = b.recv(4096)?;
+    ///     if chunk.is_empty() { break; }
+    ///     got.extend(chunk);
+    /// }
+    /// assert_eq!(got.len(), 1000);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "write_all")]
+    pub fn sendall(&self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            match self.inner.send(data) {
+                Ok(0) => {
+                    let err = io::Error::from(io::ErrorKind::WriteZero);
+                    return Err(self.error_at_peer(Op::Send, err));
+                }
+                Ok(sent) => data = &data[sent..],
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(self.error_at_peer(Op::Send, self.timed_out(err))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives up to `bufsize` bytes with `recv(2)` (Python: `s.recv(1024)`).
+    ///
+    /// An empty vector means the peer closed its side (end of stream). With a timeout set
+    /// and nothing arriving in time, fails with [`io::ErrorKind::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.send(b"ping")?;
+    /// drop(a);
+    /// assert_eq!(b.recv(1024)?, b"ping");
+    /// assert!(b.recv(1024)?.is_empty());
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn recv(&self, bufsize: usize) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(bufsize);
+        let n = self
+            .inner
+            .recv(buf.spare_capacity_mut())
+            .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))?;
+        // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(n) };
+        Ok(buf)
+    }
+
+    /// Receives into `buf` with `recv(2)` and returns how many bytes arrived (Python:
+    /// `s.recv_into(buf)`); `0` is end of stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.send(b"abc")?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(b.recv_into(&mut buf)?, 3);
+    /// assert_eq!(&buf[..3], b"abc");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "read")]
+    pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.inner
+            .recv(as_uninit(buf))
+            .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))
+    }
+
+    /// Copies into `buf` what has arrived without taking it off the socket: `recv(2)` with
+    /// `MSG_PEEK` (Python: `s.recv(n, socket.MSG_PEEK)`). The next receive sees the same
+    /// bytes again; `0` is end of stream. It waits as [`Socket::recv_into`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = socketkit::socket::socketpair()?;
+    /// a.send(b"abc")?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(b.peek(&mut buf)?, 3);
+    /// assert_eq!(b.recv(8)?, b"abc");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "MSG_PEEK")]
+    pub fn peek(&self, buf: &mut [u8]) -> Result<usize> {
+        self.inner
+            .peek(as_uninit(buf))
+            .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))
+    }
+
+    /// Sends one datagram to `address` with `sendto(2)` (Python: `s.sendto(data, addr)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let server = Socket::new(Family::Inet, Type::Datagram)?;
+    /// server.bind(("127.0.0.1", 0))?;
+    /// let client = Socket::new(Family::Inet, Type::Datagram)?;
+    /// client.sendto(b"hello", server.local_addr()?)?;
+    /// let (data, from) = server.recvfrom(512)?;
+    /// assert_eq!((data.as_slice(), from.port()), (&b"hello"[..], client.local_addr()?.port()));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "send_to")]
+    pub fn sendto(&self, data: &[u8], address: impl ToAddress) -> Result<usize> {
+        let address = self.first_address(&address)?;
+        let raw = address.to_sockaddr();
+        raw.and_then(|raw| self.inner.send_to(data, &raw))
+            .map_err(|err| Error::new(Op::Send, &address, self.timed_out(err)))
+    }
+
+    /// Receives one datagram of at most `bufsize` bytes with `recvfrom(2)`, with its sender
+    /// (Python: `data, addr = s.recvfrom(1024)`).
+    ///
+    /// # Caveats
+    ///
+    /// The part of a datagram longer than `bufsize` is discarded by the kernel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Datagram)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// s.sendto(b"to myself", s.local_addr()?)?;
+    /// let (data, from) = s.recvfrom(4)?; // the rest of the datagram is dropped
+    /// assert_eq!((data.as_slice(), from), (&b"to m"[..], s.local_addr()?));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "recv_from")]
+    pub fn recvfrom(&self, bufsize: usize) -> Result<(Vec<u8>, Address)> {
+        let mut buf = Vec::with_capacity(bufsize);
+        let (n, raw) = self
+            .inner
+            .recv_from(buf.spare_capacity_mut())
+            .map_err(|err| self.error_at_local(Op::Receive, self.timed_out(err)))?;
+        // SAFETY: recvfrom(2) initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(n) };
+        Ok((buf, Address::from_sockaddr(&raw)))
+    }
+}
+
+/// Views initialised bytes as possibly-uninitialised ones, for `recv(2)`.
+pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel only writes
+    // initialised bytes into the buffer, so no uninitialised value can be observed through
+    // the original `&mut [u8]` afterwards (socket2's documentation gives this conversion).
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.recv_into(buf)?)
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.recv_into(buf)?)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(self.send(buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(self.send(buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
