@@ -90,7 +90,7 @@ struct Engine<'a> {
     generations: Vec<u64>,
     started: VecDeque<(Instant, usize, u64)>,
     /// Slots whose connection could not even be started, with when they failed: each is
-    /// retried [`super::RETRY_PAUSE`] later.
+    /// retried [`super::signal::RETRY_PAUSE`] later.
     retry: VecDeque<(Instant, usize)>,
 }
 
@@ -244,7 +244,7 @@ impl Engine<'_> {
     /// Reopens the slots whose retry pause is over.
     fn retry_due(&mut self) {
         while let Some(&(failed, slot)) = self.retry.front() {
-            if failed.elapsed() < super::RETRY_PAUSE {
+            if failed.elapsed() < super::signal::RETRY_PAUSE {
                 break;
             }
             self.retry.pop_front();

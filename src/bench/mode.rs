@@ -237,7 +237,7 @@ pub(crate) async fn echo(
                     Ok(header) => header,
                     Err(err) => {
                         stats.fail_io(&err);
-                        super::pause(&stop).await;
+                        super::signal::pause(&stop).await;
                         continue;
                     }
                 };
@@ -248,7 +248,7 @@ pub(crate) async fn echo(
             }
             Err(err) => stats.fail_io(&err),
         }
-        super::pause(&stop).await;
+        super::signal::pause(&stop).await;
     }
 }
 
@@ -371,10 +371,10 @@ async fn read_and_compare(
 }
 
 /// Block `n` of an echo stream: `size` bytes of the payload from an offset that changes
-/// from block to block (the payload is `size` + [`super::PAYLOAD_SLACK`] bytes), so a block
+/// from block to block (the payload is `size` + [`super::config::PAYLOAD_SLACK`] bytes), so a block
 /// echoed twice or out of order does not compare equal.
 fn block(config: &Config, n: usize) -> &[u8] {
-    let start = (n * 7) % super::PAYLOAD_SLACK;
+    let start = (n * 7) % super::config::PAYLOAD_SLACK;
     &config.payload[start..start + config.size]
 }
 
