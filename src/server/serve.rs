@@ -1,0 +1,259 @@
+//! Serving, once the listeners are bound: [`Server::run`] checks that every listener has
+//! its handler, serves an inetd-style connection, starts each listener's accept loops,
+//! io_uring workers ([`ring_routine`] says when a listener gets them) or datagram loop, and
+//! then drives the shutdown — the delay while `/health` answers 503, closing the listeners,
+//! draining the connections.
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::acceptor::Acceptor;
+use super::admission;
+use super::listener::Listener;
+use super::meter::{ListenerMeter, Meter};
+#[cfg(target_os = "linux")]
+use super::ring;
+use super::shutdown::{self, Phase};
+use super::task::{self, Spawner};
+use super::{DatagramHandler, Limits, Server};
+use crate::error::{Error, Op, Result};
+
+impl Server {
+    pub(super) async fn run(
+        self,
+        spawner: Option<Arc<dyn Spawner>>,
+        datagram: Option<Arc<dyn DatagramHandler>>,
+    ) -> Result<()> {
+        let slots = self
+            .limits
+            .max_connections
+            .map(|max| Arc::new(Semaphore::new(max)));
+        // Every listener must have its handler before any accept loop starts: a loop
+        // spawned before an error would go on serving after `run` had failed.
+        for group in &self.groups {
+            for listener in &group.listeners {
+                let missing = match listener {
+                    Listener::Stream(_) if spawner.is_none() => "stream",
+                    Listener::Datagram(_) if datagram.is_none() => "datagram",
+                    _ => continue,
+                };
+                let reason = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("no {missing} handler was given"),
+                );
+                return Err(Error::new(Op::Listen, &group.endpoint, reason));
+            }
+        }
+        let pipeline = self.stages.pipeline(&self.refusals, &self.dropped);
+        let tls_pipeline = self
+            .tls_stages
+            .as_ref()
+            .and_then(|stages| stages.pipeline(&self.refusals, &self.dropped));
+        if let Some((stream, peer)) = self.connection {
+            let Some(spawner) = &spawner else {
+                let reason = io::Error::new(io::ErrorKind::InvalidInput, "no stream handler");
+                return Err(Error::new(Op::Accept, peer, reason));
+            };
+            let meter = ListenerMeter::new("inetd".to_owned(), self.metrics.as_ref());
+            meter.accepted();
+            let meter = Meter::start(peer, &meter, || stream.local_addr().ok());
+            let accepted = task::Accepted {
+                stream,
+                meter,
+                idle_timeout: self.limits.idle_timeout,
+                holds: task::Holds::default(),
+            };
+            serve_accepted(accepted, spawner, pipeline.clone(), self.shutdown.watcher());
+            // Done when the connection is, unless a signal asks for a shutdown first.
+            if self.shutdown.done_unless_asked().await {
+                return Ok(());
+            }
+        }
+        if let Some(proxy) = self.stages.proxy() {
+            // Balancers send the header at once: accept only once it is there.
+            for group in &self.groups {
+                for listener in &group.listeners {
+                    if let Listener::Stream(listener) = listener {
+                        listener.defer_accept(proxy.timeout());
+                    }
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        #[cfg(target_os = "linux")]
+        let mut rings: Vec<ring::Ready> = Vec::new();
+        let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for group in self.groups {
+            let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
+            // Listeners beyond one each get a loop; a single shared listener gets them all.
+            let loops = group.loops / group.listeners.len().max(1);
+            // A tls: listener's connections also go through the handshake.
+            let pipeline = if group.is_tls() {
+                &tls_pipeline
+            } else {
+                &pipeline
+            };
+            #[cfg(target_os = "linux")]
+            let ring_routine = spawner
+                .as_ref()
+                .and_then(|spawner| ring_routine(&self.limits, spawner, pipeline, group.is_tls()));
+            for listener in group.listeners {
+                match (listener, &spawner, &datagram) {
+                    #[cfg(target_os = "linux")]
+                    (Listener::Stream(listener), Some(_), _)
+                        if let Some(routine) = ring_routine.clone() =>
+                    {
+                        let workers = ring::Workers {
+                            loops,
+                            routine,
+                            admission: pipeline.clone(),
+                            meter: &meter,
+                            shutdown: &self.shutdown,
+                            exhausted: &exhausted,
+                            endpoint: &group.endpoint,
+                        };
+                        match workers.start(ring::RingListener::take(listener)).await {
+                            Ok(ready) => rings.push(ready),
+                            Err(err) => {
+                                // What already runs must not go on serving after an error.
+                                self.shutdown.force();
+                                return Err(Error::new(Op::Listen, &group.endpoint, err));
+                            }
+                        }
+                    }
+                    (Listener::Stream(listener), Some(spawner), _) => {
+                        let listener = Arc::new(listener);
+                        for _ in 0..loops.max(1) {
+                            let acceptor = Acceptor {
+                                listener: Arc::clone(&listener),
+                                exhausted: Arc::clone(&exhausted),
+                                spawner: Arc::clone(spawner),
+                                slots: slots.clone(),
+                                pipeline: pipeline.clone(),
+                                idle_timeout: self.limits.idle_timeout,
+                                shutdown: self.shutdown.clone(),
+                                counts: meter.loop_counts(),
+                                meter: Arc::clone(&meter),
+                            };
+                            tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
+                        }
+                    }
+                    (Listener::Datagram(listener), _, Some(handler)) => {
+                        let watcher = self.shutdown.watcher();
+                        let run = listener.run(
+                            Arc::clone(handler),
+                            pipeline.clone(),
+                            Arc::clone(&meter),
+                            watcher,
+                        );
+                        tasks.push(tokio::spawn(run));
+                    }
+                    // Checked above: every listener has its handler.
+                    _ => {}
+                }
+            }
+        }
+        #[cfg(target_os = "linux")]
+        for ready in rings {
+            tasks.extend(ready.go());
+        }
+        let mut watcher = self.shutdown.watcher();
+        watcher.reached(Phase::Stopping).await;
+        // From now on `/health` answers 503; the listeners go on accepting for the delay,
+        // so that a load balancer polling it stops sending before they close.
+        if let Some(metrics) = &self.metrics {
+            metrics.set_draining();
+        }
+        if !self.limits.shutdown_delay.is_zero() {
+            tracing::info!(
+                "accepting for {} more while /health answers 503",
+                humantime::format_duration(self.limits.shutdown_delay)
+            );
+            tokio::select! {
+                () = tokio::time::sleep(self.limits.shutdown_delay) => {}
+                () = watcher.reached(Phase::Forced) => {}
+            }
+        }
+        self.shutdown.close_listeners();
+        drop(watcher);
+        for task in tasks {
+            // The loops return as soon as draining starts, closing their listeners.
+            let _ = task.await;
+        }
+        let forced = self.shutdown.drain(self.limits.drain_timeout).await;
+        if forced > 0 {
+            tracing::info!("closed {forced} connection(s) still open at the drain deadline");
+        }
+        Ok(())
+    }
+}
+
+/// The io_uring routine for a stream listener, when the server's engine is io_uring (or
+/// auto, on a kernel that has it) and the listener qualifies (see
+/// [`IoEngine`](super::IoEngine)).
+#[cfg(target_os = "linux")]
+fn ring_routine(
+    limits: &Limits,
+    spawner: &Arc<dyn Spawner>,
+    pipeline: &Option<Arc<admission::Pipeline>>,
+    tls: bool,
+) -> Option<ring::RingRoutine> {
+    if tls || limits.max_connections.is_some() {
+        return None;
+    }
+    if pipeline
+        .as_deref()
+        .is_some_and(|pipeline| !ring::RingRoutine::admits(pipeline))
+    {
+        return None;
+    }
+    if !ring::wanted(limits.engine).unwrap_or(false) {
+        return None;
+    }
+    ring::RingRoutine::of(spawner, limits.idle_timeout.is_some())
+}
+
+/// Runs a connection accepted elsewhere: through the admission stages, as an immediate
+/// reply sent from a task, or with the handler.
+fn serve_accepted(
+    accepted: task::Accepted,
+    spawner: &Arc<dyn Spawner>,
+    pipeline: Option<Arc<admission::Pipeline>>,
+    watcher: shutdown::Watcher,
+) {
+    match (pipeline, spawner.immediate_reply()) {
+        (Some(pipeline), _) => spawner.spawn_admitting(accepted, watcher, pipeline),
+        (None, Some(reply)) => task::finish_reply(accepted, reply.to_vec(), watcher),
+        (None, None) => spawner.spawn(accepted, watcher),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Connection;
+
+    #[tokio::test]
+    async fn a_listener_without_its_handler_fails_before_anything_is_served() -> Result<()> {
+        let mut builder = Server::builder();
+        builder
+            .listen("127.0.0.1:0".parse().expect("valid endpoint"))
+            .listen("udp:127.0.0.1:0".parse().expect("valid endpoint"));
+        let server = builder.bind().await?;
+        let tcp = server.local_endpoints()[0].to_string();
+        let err = server
+            .serve(|_conn: Connection| async { Ok(()) })
+            .await
+            .expect_err("a UDP listener needs a datagram handler");
+        assert!(
+            err.to_string().ends_with("no datagram handler was given"),
+            "{err}"
+        );
+        // The TCP listener was not left serving: it is closed with the server.
+        let addr = tcp.trim_start_matches("tcp:").to_owned();
+        assert!(std::net::TcpStream::connect(addr).is_err());
+        Ok(())
+    }
+}
