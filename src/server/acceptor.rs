@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EXHAUSTION_BACKOFF;
-use super::admission::{Held, Pipeline};
+use super::admission::Held;
 use super::exhaustion::Backoff;
 use super::listener::StreamListener;
 use super::meter::{ListenerMeter, Meter};
+use super::pipeline::Pipeline;
 use super::proxy::Now;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
 use super::task::{Accepted, Holds, Spawner, finish_reply};

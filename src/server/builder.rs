@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::access_stages::{AccessRule, PeerStage, SourceRule};
-use super::admission::{Admission, Stages};
+use super::admission::Admission;
 use super::inherited::InheritedSocket;
 use super::listener::ListenerGroup;
+use super::pipeline::Stages;
 use super::proxy::ProxyStage;
 use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsHandshake};
 use super::{IoEngine, Limits, Server};

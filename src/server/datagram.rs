@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::EXHAUSTION_BACKOFF;
-use super::admission::Pipeline;
 use super::meter::ListenerMeter;
+use super::pipeline::Pipeline;
 use super::shutdown::{Phase, Watcher};
 use crate::net::{UnixFile, is_resource_exhaustion};
 use crate::socket::Address;

@@ -70,6 +70,7 @@ mod inherited;
 mod listener;
 mod meter;
 mod notify;
+mod pipeline;
 mod proxy;
 #[cfg(target_os = "linux")]
 mod ring;
@@ -103,8 +104,8 @@ pub(crate) use meter::Tally;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::metrics::Metrics;
-use admission::Stages;
 use listener::ListenerGroup;
+use pipeline::Stages;
 use task::{AsyncSpawner, BlockingSpawner};
 
 /// Handles one connection. Any `Fn(Connection) -> impl Future<Output = io::Result<()>>`

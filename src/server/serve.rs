@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::acceptor::Acceptor;
-use super::admission;
 use super::listener::Listener;
 use super::meter::{ListenerMeter, Meter};
+use super::pipeline::Pipeline;
 #[cfg(target_os = "linux")]
 use super::ring;
 use super::shutdown::{self, Phase};
@@ -197,7 +197,7 @@ impl Server {
 fn ring_routine(
     limits: &Limits,
     spawner: &Arc<dyn Spawner>,
-    pipeline: &Option<Arc<admission::Pipeline>>,
+    pipeline: &Option<Arc<Pipeline>>,
     tls: bool,
 ) -> Option<ring::RingRoutine> {
     if tls || limits.max_connections.is_some() {
@@ -220,7 +220,7 @@ fn ring_routine(
 fn serve_accepted(
     accepted: task::Accepted,
     spawner: &Arc<dyn Spawner>,
-    pipeline: Option<Arc<admission::Pipeline>>,
+    pipeline: Option<Arc<Pipeline>>,
     watcher: shutdown::Watcher,
 ) {
     match (pipeline, spawner.immediate_reply()) {

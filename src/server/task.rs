@@ -14,9 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::admission::{Held, Pipeline};
+use super::admission::Held;
 use super::blocking::{BlockingHandler, into_blocking};
 use super::meter::Meter;
+use super::pipeline::Pipeline;
 use super::shutdown::{Phase, Watcher};
 use super::{Connection, Handler, Routine};
 use crate::error::describe;

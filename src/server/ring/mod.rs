@@ -17,10 +17,10 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::task::JoinHandle;
 
-use super::admission::Pipeline;
 use super::engine::{IoEngine, Routine};
 use super::listener::StreamListener;
 use super::meter::ListenerMeter;
+use super::pipeline::Pipeline;
 use super::shutdown::{Phase, ShutdownHandle};
 use super::task::Spawner;
 use crate::endpoint::Endpoint;

@@ -37,9 +37,9 @@ use super::buffers::BufferRing;
 use super::{RingListener, RingRoutine, Wake};
 use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
-use crate::server::admission::Pipeline;
 use crate::server::exhaustion::Backoff;
 use crate::server::meter::ListenerMeter;
+use crate::server::pipeline::Pipeline;
 use crate::server::shutdown::Watcher;
 
 /// What a completion is for: the low bits of its user data; the rest is the slot.
