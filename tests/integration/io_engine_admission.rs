@@ -12,7 +12,8 @@ use crate::balancer::{sample, start_with_metrics};
 use crate::io_engine::{io_uring_available, threads, uring_workers};
 use crate::proxy_protocol::{assert_closed_at_deadline, assert_refused};
 use crate::support::TestResult;
-use crate::support::net::connect_from;
+use crate::support::haproxy::HaProxy;
+use crate::support::net::{connect_from, free_port};
 use crate::support::process::{Running, socketkit};
 
 /// `serve SERVICE` on the io_uring engine behind PROXY from 127.0.0.2, with metrics, `-v`
@@ -144,5 +145,39 @@ fn io_uring_greeting_answers_behind_proxy_and_under_access_rules() -> TestResult
     let addr: std::net::SocketAddr = ruled.addr().parse()?;
     assert_eq!(exchange(addr, &[]), "你好".as_bytes());
     assert_refused("127.0.0.3", addr, &[]);
+    Ok(())
+}
+
+#[test]
+fn io_uring_echo_behind_a_real_haproxy_names_each_client() -> TestResult {
+    if !io_uring_available() {
+        return Ok(());
+    }
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "--io-engine", "io_uring"])
+        .args(["-l", "127.0.0.1:0"])
+        .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.1"]);
+    let server = Running::start(cmd, 1);
+    assert!(uring_workers(&server) >= 1, "{:?}", threads(server.pid()));
+    let (v2_front, v1_front) = (free_port(), free_port());
+    let config = format!(
+        "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         listen v2\n  bind 127.0.0.1:{v2_front}\n  server s {0} send-proxy-v2\n\
+         listen v1\n  bind 127.0.0.1:{v1_front}\n  server s {0} send-proxy\n",
+        server.addr()
+    );
+    let Some(_haproxy) = HaProxy::start(&config, &[v2_front, v1_front]) else {
+        return Ok(());
+    };
+    for (front, source) in [(v2_front, "127.0.0.2"), (v1_front, "127.0.0.3")] {
+        let mut client = connect_from(source, format!("127.0.0.1:{front}").parse()?);
+        let own = client.local_addr()?;
+        client.write_all(b"through haproxy")?;
+        client.shutdown(Shutdown::Write)?;
+        let mut echoed = Vec::new();
+        client.read_to_end(&mut echoed)?;
+        assert_eq!(echoed, b"through haproxy");
+        server.wait_for_stderr(&[&format!("closed peer={own}")], Duration::from_secs(5));
+    }
     Ok(())
 }
