@@ -62,13 +62,14 @@ impl Worker {
             deadline: None,
             wait: Timespec::new(),
         }));
-        self.receive_header(slot);
+        self.receive_header(slot, false);
         None
     }
 
-    /// Posts a receive of the header's next bytes: the first does not wait; the others
-    /// wait up to the deadline.
-    fn receive_header(&mut self, slot: usize) {
+    /// Posts a receive of the header's next bytes: one that does not wait, or (`wait`) one
+    /// that waits up to the deadline, which the first such receive sets.
+    fn receive_header(&mut self, slot: usize, wait: bool) {
+        let timeout = self.header_timeout;
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -78,14 +79,16 @@ impl Worker {
         };
         let room = read.gather.room();
         let recv = opcode::Recv::new(Fd(fd), room.as_mut_ptr(), room.len() as u32);
-        let Some(deadline) = read.deadline else {
-            // Set before the next receive; see `header_received`.
+        if !wait {
             let entry = recv
                 .flags(libc::MSG_DONTWAIT)
                 .build()
                 .user_data(token(slot, HEADER));
             return self.push(&entry);
-        };
+        }
+        let deadline = *read
+            .deadline
+            .get_or_insert_with(|| Instant::now() + timeout);
         let left = deadline.saturating_duration_since(Instant::now());
         read.wait = Timespec::from(left);
         let recv = recv
@@ -113,18 +116,14 @@ impl Worker {
         let Job::Header(read) = &mut conn.job else {
             return;
         };
-        if read.deadline.is_none() {
-            // The first receive is done; from now on the header is waited for.
-            read.deadline = Some(Instant::now() + timeout);
-        }
         let decided = match result {
             n @ 1.. => match read.gather.received(n as usize) {
-                Ok(None) => return self.receive_header(slot),
+                Ok(None) => return self.receive_header(slot, true),
                 Ok(Some(got)) => Ok((got.header, got.len, Box::<[u8]>::from(got.after))),
                 Err(err) => Err(refusal(err.to_string())),
             },
             0 => Err(refusal("the connection ended before a complete header")),
-            _ if result == -libc::EAGAIN => return self.receive_header(slot),
+            _ if result == -libc::EAGAIN => return self.receive_header(slot, true),
             _ if result == -libc::ECANCELED => Err(late(RefusalReason::Proxy, timeout)),
             _ => Err(refusal(format!(
                 "reading the header: {}",

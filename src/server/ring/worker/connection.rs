@@ -68,8 +68,8 @@ pub(super) struct HeaderRead {
     /// The balancer that connected.
     pub(super) proxy: Address,
     pub(super) started: Option<Instant>,
-    /// When the whole header must be in: set once the first receive, which does not
-    /// wait, found it incomplete.
+    /// When the whole header must be in: set by the first receive that waits (the first
+    /// receive of all does not).
     pub(super) deadline: Option<Instant>,
     /// The wait of the receive in flight, for its linked timeout.
     pub(super) wait: Timespec,
