@@ -140,6 +140,10 @@ impl Acceptor {
         if proxied.header_len > 0 {
             accepted.meter.received(proxied.header_len);
         }
+        // The start of a reply the socket took here; the task counts the rest it sends.
+        if sent > 0 {
+            accepted.meter.sent(sent);
+        }
         let watcher = self.shutdown.watcher();
         match reply {
             Some(reply) => finish_reply(accepted, reply[sent..].to_vec(), watcher),
