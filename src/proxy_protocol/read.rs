@@ -54,7 +54,13 @@ fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<ProxyHead
             ));
         }
         socket.set_timeout(Some(left))?;
-        let seen = socket.peek(gather.room())?;
+        let seen = match socket.peek(gather.room()) {
+            Ok(seen) => seen,
+            // The socket's timeout counts in clock ticks and can end a little before the
+            // deadline: the loop waits out what is left of it.
+            Err(err) if err.io_error().kind() == io::ErrorKind::TimedOut => continue,
+            Err(err) => return Err(err),
+        };
         if seen == 0 {
             return Err(failed(
                 io::ErrorKind::UnexpectedEof,
