@@ -37,12 +37,18 @@ impl ProxyStage {
         self.timeout
     }
 
-    /// Whether `peer` may send a header: an address of the trusted networks, or a client of
-    /// a Unix socket (local; the socket file's permissions decide who connects).
-    pub(crate) fn trusts(&self, peer: &Address) -> bool {
-        match peer.ip() {
+    /// Whether `peer` may send a header — an address of the trusted networks, or a client
+    /// of a Unix socket (local; the socket file's permissions decide who connects) — or
+    /// the stage's refusal.
+    pub(crate) fn check_trust(&self, peer: &Address) -> Result<(), Refusal> {
+        let trusted = match peer.ip() {
             Some(ip) => self.trusted.contains(ip),
             None => true,
+        };
+        if trusted {
+            Ok(())
+        } else {
+            Err(refusal("not a trusted proxy"))
         }
     }
 }
@@ -65,8 +71,8 @@ impl ProxyStage {
     /// exactly its bytes — and only a decision the stage would make the same way (an
     /// untrusted source, bytes that cannot begin a header) is a refusal.
     pub(crate) fn try_now(&self, raw: &RawStream) -> Now {
-        if !self.trusts(&raw.peer()) {
-            return Now::Refused(refusal("not a trusted proxy"));
+        if let Err(refused) = self.check_trust(&raw.peer()) {
+            return Now::Refused(refused);
         }
         let mut gather = Gather::new();
         let seen = match raw.peek_now(gather.room()) {
@@ -105,9 +111,7 @@ impl Admission for ProxyStage {
 
     fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
         Box::pin(async move {
-            if !self.trusts(conn.peer_addr()) {
-                return Err(refusal("not a trusted proxy"));
-            }
+            self.check_trust(conn.peer_addr())?;
             match read_header(conn).await? {
                 ProxyHeader::Proxied { source, .. } => conn.set_peer_addr(source.into()),
                 ProxyHeader::Local => {}

@@ -26,7 +26,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use io_uring::types::{Fd, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
@@ -87,8 +86,6 @@ pub(super) struct Worker {
     listener: Option<Arc<RingListener>>,
     routine: RingRoutine,
     admission: Option<Arc<Pipeline>>,
-    /// The PROXY stage's deadline for a whole header.
-    header_timeout: Duration,
     conns: Slab<Conn>,
     /// Connections whose receive found no free buffer: receive again when one comes back.
     starved: Vec<usize>,
@@ -159,18 +156,12 @@ impl Worker {
                 Some(BufferRing::new(&ring, GROUP, BUFFER_COUNT, BUFFER_SIZE)?)
             }
         };
-        let header_timeout = shared
-            .admission
-            .as_ref()
-            .and_then(|pipeline| pipeline.proxy_now())
-            .map_or(Duration::ZERO, |proxy| proxy.timeout());
         Ok(Worker {
             ring,
             buffers,
             listener: Some(listener),
             routine,
             admission: shared.admission,
-            header_timeout,
             conns: Slab::new(),
             starved: Vec::new(),
             wake,

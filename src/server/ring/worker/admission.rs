@@ -28,7 +28,7 @@ impl Worker {
     /// `None` when the connection was refused (its close queued) or its PROXY header is
     /// being received.
     pub(super) fn admit(&mut self, slot: usize, started: Option<Instant>) -> Option<Admitted> {
-        let Some(pipeline) = self.admission.clone() else {
+        let Some(pipeline) = &self.admission else {
             return Some(Admitted {
                 peer: None,
                 started,
@@ -50,8 +50,8 @@ impl Worker {
                 header_len: 0,
             });
         };
-        if !proxy.trusts(&peer) {
-            self.refuse(slot, &peer, &refusal("not a trusted proxy"));
+        if let Err(refused) = proxy.check_trust(&peer) {
+            self.refuse(slot, &peer, &refused);
             return None;
         }
         let conn = self.conns.get_mut(slot)?;
@@ -66,10 +66,19 @@ impl Worker {
         None
     }
 
+    /// The PROXY stage's deadline for a whole header.
+    fn header_timeout(&self) -> Duration {
+        let proxy = self
+            .admission
+            .as_ref()
+            .and_then(|pipeline| pipeline.proxy_now());
+        proxy.map_or(Duration::ZERO, |proxy| proxy.timeout())
+    }
+
     /// Posts a receive of the header's next bytes: one that does not wait, or (`wait`) one
     /// that waits up to the deadline, which the first such receive sets.
     fn receive_header(&mut self, slot: usize, wait: bool) {
-        let timeout = self.header_timeout;
+        let timeout = self.header_timeout();
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -109,7 +118,7 @@ impl Worker {
         if self.forced {
             return self.close(slot);
         }
-        let timeout = self.header_timeout;
+        let timeout = self.header_timeout();
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -140,10 +149,11 @@ impl Worker {
             ProxyHeader::Proxied { source, .. } => source.into(),
             ProxyHeader::Local => proxy,
         };
-        let Some(pipeline) = self.admission.clone() else {
-            return;
-        };
-        let Some(held) = pipeline.check_after_proxy(&peer, &self.meter) else {
+        let held = self.admission.as_ref().and_then(|pipeline| {
+            // Only a worker with admission stages receives headers: `None` is a refusal.
+            pipeline.check_after_proxy(&peer, &self.meter)
+        });
+        let Some(held) = held else {
             return self.reset(slot);
         };
         let admitted = Admitted {
