@@ -135,6 +135,12 @@ fn io_uring_greeting_answers_behind_proxy_and_under_access_rules() -> TestResult
         ),
         1
     );
+    // The two answered clients' headers, and the bytes one sent with its header.
+    let header_len = header("192.0.2.7:4000").len();
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        (2 * header_len + b"ignored".len()) as u64
+    );
 
     // Access rules alone, without PROXY, are the ring's too.
     let mut cmd = socketkit();

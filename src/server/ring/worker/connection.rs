@@ -58,7 +58,7 @@ pub(super) struct Answered {
     peer: Address,
     local: Option<Address>,
     started: Instant,
-    /// Bytes received: the PROXY header's.
+    /// Bytes received: the PROXY header's, and any that came with it.
     received: usize,
 }
 
@@ -135,7 +135,8 @@ impl Worker {
                             .then(|| local_of(raw))
                             .flatten(),
                         started,
-                        received: header_len,
+                        // The bytes that came with the header were received too.
+                        received: header_len + first.len(),
                     })
                 });
                 let bytes = match spawner.immediate_reply() {
