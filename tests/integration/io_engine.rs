@@ -122,6 +122,47 @@ fn each_engine_serves_the_greeting_and_only_io_uring_starts_workers() {
     assert_eq!(uring_workers(&limited), 0);
 }
 
+/// Reads what a server sends until it closes; a reset after bytes ends the read like a
+/// close (a server's close with the client's bytes unread resets the connection, after
+/// the reply it sent).
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut chunk = [0; 64];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return all,
+            Err(err) => panic!("read after {} bytes: {err}", all.len()),
+        }
+    }
+}
+
+#[test]
+fn each_engine_greets_a_client_that_writes_before_it_reads() {
+    if !io_uring_available() {
+        return;
+    }
+    // The ring holds the greeting back (`MSG_MORE`) for the FIN to go with it: a close
+    // that found the client's bytes unread then would reset the connection and throw the
+    // greeting away. The client writes at once, so its bytes arrive while the server
+    // answers.
+    for engine in ["io_uring", "epoll"] {
+        let server = serve(&["--io-engine", engine, "--workers", "1", "-l", "127.0.0.1:0"]);
+        for round in 0..200 {
+            let mut stream = connect(&server.addr());
+            stream
+                .write_all(&[b'x'; 100])
+                .expect("write before reading");
+            assert_eq!(
+                read_until_closed(&mut stream),
+                "你好".as_bytes(),
+                "{engine}, client {round}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_bad_engine_name_is_a_usage_error_from_the_flag_and_from_the_variable() {
     let out = run(

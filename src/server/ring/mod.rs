@@ -107,15 +107,11 @@ fn probe() -> &'static Result<(), String> {
             (io_uring::opcode::Send::CODE, "send"),
             (io_uring::opcode::Recv::CODE, "recv"),
             (io_uring::opcode::Close::CODE, "close"),
-            (io_uring::opcode::Shutdown::CODE, "shutdown"),
             (io_uring::opcode::AsyncCancel::CODE, "cancel"),
         ] {
             if !probe.is_supported(code) {
                 return Err(format!("io_uring lacks the {name} operation"));
             }
-        }
-        if !ring.params().is_feature_skip_cqe_on_success() {
-            return Err("io_uring cannot skip completions (Linux 5.17)".to_owned());
         }
         buffers::BufferRing::new(&ring, 0, 1, 64)
             .map_err(|err| format!("io_uring lacks provided-buffer rings (Linux 5.19): {err}"))?;

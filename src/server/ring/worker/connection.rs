@@ -156,24 +156,14 @@ impl Worker {
                     metered,
                     failed: false,
                 };
+                // The send's completion shuts the connection down and closes it
+                // (`sent`): io_uring would run a shutdown on its thread pool, a thread
+                // wake-up per connection.
                 let send = opcode::Send::new(Fd(raw), ptr, len)
                     .flags(REPLY_FLAGS)
                     .build()
-                    .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
                     .user_data(token(slot, SEND));
-                // The FIN is sent by a shutdown rather than left to the close: a close with
-                // unread bytes from the client resets the connection, and would throw away a
-                // reply that `MSG_MORE` still holds back.
-                let fin = opcode::Shutdown::new(Fd(raw), libc::SHUT_WR)
-                    .build()
-                    .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
-                    .user_data(token(slot, SEND));
-                let close = opcode::Close::new(Fd(raw))
-                    .build()
-                    .user_data(token(slot, CLOSE));
                 self.push(&send);
-                self.push(&fin);
-                self.push(&close);
             }
             RingRoutine::Echo | RingRoutine::Discard => {
                 conn.meter = started
@@ -257,14 +247,21 @@ impl Worker {
             return;
         };
         match &mut conn.job {
-            // Only a failed reply completes its send (success is skipped); the hard link
-            // closes the connection all the same.
-            Job::Reply { failed, .. } => {
-                *failed = true;
-                tracing::debug!(
-                    "answer failed: {}",
-                    io::Error::from_raw_os_error(-result.min(-1))
-                );
+            Job::Reply { bytes, failed, .. } => {
+                let outcome = match usize::try_from(result) {
+                    // The FIN, by a shutdown rather than left to the close: `MSG_MORE` held
+                    // the reply back so that both leave in one segment, and a close with
+                    // unread bytes from the client would reset the connection and throw
+                    // the reply away.
+                    Ok(sent) if sent == bytes.len() => shut_down(conn.fd),
+                    Ok(_) => Err(io::ErrorKind::WriteZero.into()),
+                    Err(_) => Err(io::Error::from_raw_os_error(-result)),
+                };
+                if let Err(err) = outcome {
+                    *failed = true;
+                    tracing::debug!("answer failed: {err}");
+                }
+                self.push_close(slot);
             }
             &mut Job::Echoing { bid, len } => {
                 let complete = echoed(conn, result, len);
@@ -305,6 +302,15 @@ impl Worker {
             return;
         };
         conn.job = Job::Closing;
+        self.push_close(slot);
+    }
+
+    /// Queues the close of a connection, leaving its job as it is (a reply's is read once
+    /// the close completes).
+    fn push_close(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         let entry = opcode::Close::new(Fd(conn.fd))
             .build()
             .user_data(token(slot, CLOSE));
@@ -347,6 +353,13 @@ fn echoed(conn: &mut Conn, result: i32, len: usize) -> bool {
         meter.sent(len);
     }
     complete
+}
+
+/// Sends a connection's FIN (what `MSG_MORE` held back goes with it).
+fn shut_down(fd: RawFd) -> io::Result<()> {
+    // SAFETY: as in `peer_of`.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
 }
 
 /// The user data of a connection's request.
