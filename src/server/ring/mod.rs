@@ -113,6 +113,9 @@ fn probe() -> &'static Result<(), String> {
                 return Err(format!("io_uring lacks the {name} operation"));
             }
         }
+        if !ring.params().is_feature_skip_cqe_on_success() {
+            return Err("io_uring cannot skip completions (Linux 5.17)".to_owned());
+        }
         buffers::BufferRing::new(&ring, 0, 1, 64)
             .map_err(|err| format!("io_uring lacks provided-buffer rings (Linux 5.19): {err}"))?;
         Ok(())

@@ -2,8 +2,9 @@
 //! accept: one request, a completion per client) and runs a [`Routine`] on each connection
 //! with the kernel doing the waiting.
 //!
-//! - An immediate reply is a send (`MSG_MORE`); its completion makes a `shutdown(SHUT_WR)`
-//!   and queues the close, so that the reply and the FIN leave in one segment. The shutdown
+//! - An immediate reply is a send (`MSG_MORE`); its completion makes a `shutdown(SHUT_WR)`,
+//!   frees the slot and queues the close (its completion skipped), so that the reply and
+//!   the FIN leave in one segment and the close costs no trip of its own through the loop. The shutdown
 //!   is the greeting's one system call of its own: as a ring request it would run on
 //!   io_uring's thread pool (the kernel cannot shut a socket down without blocking), which
 //!   cost a thread wake-up per connection and ~1.2× the CPU. The loop's one
@@ -14,8 +15,8 @@
 //!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
 //!   read its echoes holds the server back through TCP flow control, as on the epoll path.
 //!
-//! Every connection has at most one request in flight (a linked send and close count as
-//! one), so a slot is reused only after its last completion. The worker holds a
+//! Every connection has at most one request in flight, so a slot is reused only after its
+//! last completion. The worker holds a
 //! [`Watcher`] while it runs and each long-lived connection one of its own: draining waits
 //! for them exactly as for the epoll path's tasks.
 
@@ -52,6 +53,8 @@ const SEND: u64 = 5;
 const CLOSE: u64 = 6;
 const HEADER: u64 = 7;
 const HEADER_TIMEOUT: u64 = 8;
+/// A close whose connection is already freed (its completion is skipped unless it fails).
+const UNTRACKED_CLOSE: u64 = 9;
 const KIND_BITS: u32 = 4;
 
 /// The buffer group of the worker's [`BufferRing`].
@@ -261,8 +264,8 @@ impl Worker {
             SEND => self.sent(slot, result),
             CLOSE => self.closed(slot, result),
             HEADER => self.header_received(slot, result),
-            // A cancel's own completion, a header timeout's, or a retry after the listener
-            // closed.
+            // A cancel's own completion, a header timeout's, a retry after the listener
+            // closed, or a failed close of a connection already freed.
             _ => {}
         }
     }
@@ -388,8 +391,12 @@ impl Worker {
         }
     }
 
-    /// After the loop: what is left if the ring failed.
+    /// After the loop: the closes still queued (a reply's connection is freed before its
+    /// close is submitted) go in, and what is left if the ring failed is closed.
     fn close_everything(&mut self) {
+        if let Err(err) = self.ring.submit() {
+            tracing::debug!("io_uring submit: {err}");
+        }
         for conn in self.conns.drain() {
             // SAFETY: the slab held the only copy of each open descriptor.
             drop(unsafe { OwnedFd::from_raw_fd(conn.fd) });

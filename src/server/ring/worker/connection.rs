@@ -11,7 +11,9 @@ use std::time::Instant;
 use io_uring::types::{Fd, Timespec};
 use io_uring::{cqueue, opcode, squeue};
 
-use super::{CLOSE, GROUP, KIND_BITS, RECV, REPLY_FLAGS, SEND, SEND_FLAGS, Worker};
+use super::{
+    CLOSE, GROUP, KIND_BITS, RECV, REPLY_FLAGS, SEND, SEND_FLAGS, UNTRACKED_CLOSE, Worker,
+};
 use crate::proxy_protocol::Gather;
 use crate::server::admission::Held;
 use crate::server::meter::Meter;
@@ -261,7 +263,7 @@ impl Worker {
                     *failed = true;
                     tracing::debug!("answer failed: {err}");
                 }
-                self.push_close(slot);
+                self.finish_reply(slot);
             }
             &mut Job::Echoing { bid, len } => {
                 let complete = echoed(conn, result, len);
@@ -302,28 +304,40 @@ impl Worker {
             return;
         };
         conn.job = Job::Closing;
-        self.push_close(slot);
-    }
-
-    /// Queues the close of a connection, leaving its job as it is (a reply's is read once
-    /// the close completes).
-    fn push_close(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get(slot) else {
-            return;
-        };
         let entry = opcode::Close::new(Fd(conn.fd))
             .build()
             .user_data(token(slot, CLOSE));
         self.push(&entry);
     }
 
+    /// Frees a connection whose reply's send has completed, and queues its close, which
+    /// needs nothing of the slot: the close's completion is skipped (one that fails has no
+    /// slot to name), so the loop can go back to waiting in the same `io_uring_enter` that
+    /// submits it.
+    fn finish_reply(&mut self, slot: usize) {
+        let Some(conn) = self.conns.try_remove(slot) else {
+            return;
+        };
+        let entry = opcode::Close::new(Fd(conn.fd))
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(UNTRACKED_CLOSE);
+        self.push(&entry);
+        self.reply_done(conn);
+    }
+
     pub(super) fn closed(&mut self, slot: usize, _result: i32) {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
-        if !matches!(self.routine, RingRoutine::Reply(_)) {
-            return;
+        if matches!(self.routine, RingRoutine::Reply(_)) {
+            self.reply_done(conn);
         }
+    }
+
+    /// A reply's connection is gone (answered, failed or refused): counted, and recorded if
+    /// metered and answered.
+    fn reply_done(&mut self, conn: Conn) {
         self.replies_in_flight -= 1;
         self.release_watcher();
         if let Job::Reply {
