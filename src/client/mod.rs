@@ -1,4 +1,4 @@
-//! The netcat side: connect to an [`Endpoint`] (or wait for one peer with [`listen`]) and
+//! The netcat side: connect to an [`Endpoint`] (or wait for one peer with [`listen()`]) and
 //! bridge the socket with an input and an output — standard input and output in the CLI.
 //!
 //! The bridge's contract, written down in `docs/cli.md` and tested row by row:

@@ -1,9 +1,9 @@
 //! The PROXY protocol of HAProxy (v1 text and v2 binary headers): what a load balancer puts
 //! before a connection's bytes to say who the client really is.
 //!
-//! [`parse`] reads a header from the start of a buffer and says how many bytes it took, or
+//! [`parse()`] reads a header from the start of a buffer and says how many bytes it took, or
 //! that more are needed, without ever looking past the header's end: the bytes after it are
-//! the service's. [`encode`] (or [`encode_v1`] and [`encode_v2`]) writes headers for
+//! the service's. [`encode()`] (or [`encode_v1`] and [`encode_v2`]) writes headers for
 //! `forward --send-proxy`. [`read_header`] takes a header off a blocking socket (`listen`).
 //! The specification is HAProxy's `doc/proxy-protocol.txt`.
 
@@ -48,7 +48,7 @@ pub enum ProxyHeader {
     Local,
 }
 
-/// What [`parse`] found at the start of a buffer.
+/// What [`parse()`] found at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
     /// A whole header of `len` bytes; the service's bytes start after it.

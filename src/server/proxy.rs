@@ -3,9 +3,10 @@
 //! the connection's peer, for every stage after it, the handler, the logs and the metrics.
 //!
 //! The header is read without ever taking a byte of the service's: the stage peeks
-//! (`MSG_PEEK`) at what has arrived and asks [`proxy_protocol::parse`] about it. While the
-//! header is incomplete, every byte seen belongs to it, so those bytes are taken off the
-//! socket and the stage waits for more; once it is complete, exactly its length is taken.
+//! (`MSG_PEEK`) at what has arrived and asks [`crate::proxy_protocol::parse()`] about it.
+//! While the header is incomplete, every byte seen belongs to it, so those bytes are taken
+//! off the socket and the stage waits for more; once it is complete, exactly its length is
+//! taken.
 //! What the client sent after the header stays in the socket for the service.
 //!
 //! A server whose handler has an immediate reply first tries the header on the accept loop

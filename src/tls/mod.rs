@@ -9,7 +9,7 @@
 //!   verifies servers against the system's CA store, a CA file, or (insecure) nothing, and
 //!   the handshake over any async stream.
 //! - [`load_certificates`], [`load_private_key`]: PEM files, with reasons in words.
-//! - [`describe`]: a TLS error as a sentence (`certificate has expired: …`).
+//! - [`describe()`]: a TLS error as a sentence (`certificate has expired: …`).
 //!
 //! The cryptography is *ring*'s ([`provider`]): it builds with a C compiler alone, where
 //! aws-lc-rs also wants CMake or a pre-built library and takes several times longer to build.

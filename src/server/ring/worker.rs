@@ -1,15 +1,15 @@
 //! One io_uring worker: a thread with its own ring that accepts on one listener (a multishot
-//! accept: one request, a completion per client) and runs a [`Routine`] on each connection
+//! accept: one request, a completion per client) and runs a [`RingRoutine`] on each connection
 //! with the kernel doing the waiting.
 //!
 //! - An immediate reply is a send (`MSG_MORE`); its completion makes a `shutdown(SHUT_WR)`,
 //!   frees the slot and queues the close (its completion skipped), so that the reply and
-//!   the FIN leave in one segment and the close costs no trip of its own through the loop. The shutdown
-//!   is the greeting's one system call of its own: as a ring request it would run on
-//!   io_uring's thread pool (the kernel cannot shut a socket down without blocking), which
-//!   cost a thread wake-up per connection and ~1.2× the CPU. The loop's one
-//!   `io_uring_enter` per turn submits every connection's requests and reaps every
-//!   completion.
+//!   the FIN leave in one segment and the close costs no trip of its own through the loop.
+//!   The shutdown is the greeting's one system call of its own: as a ring request it would
+//!   run on io_uring's thread pool (the kernel cannot shut a socket down without the chance
+//!   of blocking), which cost a thread wake-up per connection and ~1.2× the CPU. The
+//!   loop's one `io_uring_enter` per turn submits every connection's requests and reaps
+//!   every completion.
 //! - Echo and discard post one receive at a time per connection, with no buffer of its own:
 //!   the kernel picks one from the shared [`BufferRing`] when bytes arrive. Echo sends the
 //!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
