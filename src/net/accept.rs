@@ -26,9 +26,17 @@ impl RawStream {
         Ok(RawStream { fd, peer, unix })
     }
 
-    /// Sends what it can of `data` without waiting; returns how much went out.
-    pub(crate) fn send_now(&self, data: &[u8]) -> io::Result<usize> {
-        socket2::SockRef::from(&self.fd).send(data)
+    /// Sends what it can of `data` without waiting, and returns how much went out; if the
+    /// socket took all of it, the FIN goes after it in the same segment (`MSG_MORE`, then
+    /// `shutdown(SHUT_WR)`): what an immediate reply does before the close. A part the
+    /// socket took short of all is held back until the rest is written.
+    pub(crate) fn send_now_and_finish(&self, data: &[u8]) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(&self.fd);
+        let sent = socket.send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)?;
+        if sent == data.len() {
+            socket.shutdown(std::net::Shutdown::Write)?;
+        }
+        Ok(sent)
     }
 
     /// Copies what has arrived into `buf` without taking it off the socket and without

@@ -118,7 +118,7 @@ impl Acceptor {
         let mut sent = 0;
         if let Some(reply) = &reply {
             let started = self.meter.clock();
-            match raw.send_now(reply) {
+            match raw.send_now_and_finish(reply) {
                 Ok(n) if n == reply.len() => {
                     if let Some(started) = started {
                         let peer = || proxied.peer.clone().unwrap_or_else(|| raw.peer());
