@@ -41,7 +41,7 @@ pub(super) enum Job {
     /// Its reply and close are queued: the bytes stay here until the close completes.
     Reply {
         bytes: Arc<[u8]>,
-        /// When metered: the peer and the time, asked before the close.
+        /// When metered: the time, and for the `-v` log the addresses (asked before the close).
         metered: Option<Box<Answered>>,
         failed: bool,
     },
@@ -57,7 +57,8 @@ pub(super) enum Job {
 
 /// What a metered immediate reply records once its close completes.
 pub(super) struct Answered {
-    peer: Address,
+    /// The client and the local address, when the `-v` log is on.
+    peer: Option<Address>,
     local: Option<Address>,
     started: Instant,
     /// Bytes received: the PROXY header's, and any that came with it.
@@ -128,14 +129,15 @@ impl Worker {
         }
         match &self.routine {
             RingRoutine::Reply(spawner) => {
+                // The addresses are for the `-v` log line only: asked of the socket (two
+                // system calls) only when it is on.
+                let logged = tracing::enabled!(tracing::Level::DEBUG);
                 let metered = started.map(|started| {
                     Box::new(Answered {
                         peer: peer
-                            .or_else(|| peer_of(raw))
-                            .unwrap_or_else(|| Address::unix("")),
-                        local: tracing::enabled!(tracing::Level::DEBUG)
-                            .then(|| local_of(raw))
-                            .flatten(),
+                            .filter(|_| logged)
+                            .or_else(|| logged.then(|| peer_of(raw)).flatten()),
+                        local: logged.then(|| local_of(raw)).flatten(),
                         started,
                         // The bytes that came with the header were received too.
                         received: header_len + first.len(),
@@ -353,8 +355,9 @@ impl Worker {
                 received,
             } = *answered;
             let counts = self.counts.as_mut();
+            let peer = || peer.unwrap_or_else(|| Address::unix(""));
             self.meter
-                .answered(counts, || peer, || local, (received, bytes.len()), started);
+                .answered(counts, peer, || local, (received, bytes.len()), started);
         }
     }
 }
