@@ -16,9 +16,10 @@
 //!   read its echoes holds the server back through TCP flow control, as on the epoll path.
 //!
 //! Every connection has at most one request in flight, so a slot is reused only after its
-//! last completion. The worker holds a
-//! [`Watcher`] while it runs and each long-lived connection one of its own: draining waits
-//! for them exactly as for the epoll path's tasks.
+//! last completion (a reply's close, which needs nothing of the slot, is queued after the
+//! slot is freed). The worker holds a [`Watcher`] while it runs and each long-lived
+//! connection one of its own: draining waits for them exactly as for the epoll path's
+//! tasks.
 
 mod admission;
 mod connection;

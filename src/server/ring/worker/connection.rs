@@ -38,12 +38,11 @@ pub(super) struct Conn {
 pub(super) enum Job {
     /// Its PROXY header is being received (`admission.rs`).
     Header(Box<HeaderRead>),
-    /// Its reply and close are queued: the bytes stay here until the close completes.
+    /// Its reply's send is queued: the bytes stay here until it completes.
     Reply {
         bytes: Arc<[u8]>,
-        /// When metered: the time, and for the `-v` log the addresses (asked before the close).
+        /// When metered: the time, and for the `-v` log the addresses.
         metered: Option<Box<Answered>>,
-        failed: bool,
     },
     /// A receive is in flight (or waits for a free buffer, in `starved`).
     Receiving,
@@ -55,7 +54,7 @@ pub(super) enum Job {
     Closing,
 }
 
-/// What a metered immediate reply records once its close completes.
+/// What a metered immediate reply records once its send completes.
 pub(super) struct Answered {
     /// The client and the local address, when the `-v` log is on.
     peer: Option<Address>,
@@ -133,11 +132,14 @@ impl Worker {
                 // system calls) only when it is on.
                 let logged = tracing::enabled!(tracing::Level::DEBUG);
                 let metered = started.map(|started| {
+                    let (peer, local) = if logged {
+                        (peer.or_else(|| peer_of(raw)), local_of(raw))
+                    } else {
+                        (None, None)
+                    };
                     Box::new(Answered {
-                        peer: peer
-                            .filter(|_| logged)
-                            .or_else(|| logged.then(|| peer_of(raw)).flatten()),
-                        local: logged.then(|| local_of(raw)).flatten(),
+                        peer,
+                        local,
                         started,
                         // The bytes that came with the header were received too.
                         received: header_len + first.len(),
@@ -155,11 +157,7 @@ impl Worker {
                     None => Arc::from(&[][..]),
                 };
                 let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
-                conn.job = Job::Reply {
-                    bytes,
-                    metered,
-                    failed: false,
-                };
+                conn.job = Job::Reply { bytes, metered };
                 // The send's completion shuts the connection down and closes it
                 // (`sent`): io_uring would run a shutdown on its thread pool, a thread
                 // wake-up per connection.
@@ -251,7 +249,7 @@ impl Worker {
             return;
         };
         match &mut conn.job {
-            Job::Reply { bytes, failed, .. } => {
+            Job::Reply { bytes, .. } => {
                 let outcome = match usize::try_from(result) {
                     // The FIN, by a shutdown rather than left to the close: `MSG_MORE` held
                     // the reply back so that both leave in one segment, and a close with
@@ -261,11 +259,10 @@ impl Worker {
                     Ok(_) => Err(io::ErrorKind::WriteZero.into()),
                     Err(_) => Err(io::Error::from_raw_os_error(-result)),
                 };
-                if let Err(err) = outcome {
-                    *failed = true;
+                if let Err(err) = &outcome {
                     tracing::debug!("answer failed: {err}");
                 }
-                self.finish_reply(slot);
+                self.finish_reply(slot, outcome.is_ok());
             }
             &mut Job::Echoing { bid, len } => {
                 let complete = echoed(conn, result, len);
@@ -316,7 +313,7 @@ impl Worker {
     /// needs nothing of the slot: the close's completion is skipped (one that fails has no
     /// slot to name), so the loop can go back to waiting in the same `io_uring_enter` that
     /// submits it.
-    fn finish_reply(&mut self, slot: usize) {
+    fn finish_reply(&mut self, slot: usize, delivered: bool) {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
@@ -325,28 +322,29 @@ impl Worker {
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(UNTRACKED_CLOSE);
         self.push(&entry);
-        self.reply_done(conn);
+        self.reply_done(conn, delivered);
     }
 
     pub(super) fn closed(&mut self, slot: usize, _result: i32) {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
+        // Only a connection that never got its reply (refused, or its admission failed)
+        // comes here: an answered one is freed when its send completes.
         if matches!(self.routine, RingRoutine::Reply(_)) {
-            self.reply_done(conn);
+            self.reply_done(conn, false);
         }
     }
 
-    /// A reply's connection is gone (answered, failed or refused): counted, and recorded if
-    /// metered and answered.
-    fn reply_done(&mut self, conn: Conn) {
+    /// A reply's connection is gone: counted, and recorded if metered and `delivered`.
+    fn reply_done(&mut self, conn: Conn, delivered: bool) {
         self.replies_in_flight -= 1;
         self.release_watcher();
-        if let Job::Reply {
-            bytes,
-            metered: Some(answered),
-            failed: false,
-        } = conn.job
+        if delivered
+            && let Job::Reply {
+                bytes,
+                metered: Some(answered),
+            } = conn.job
         {
             let Answered {
                 peer,
