@@ -21,6 +21,27 @@ pub(super) struct BufferRing {
     count: u16,
     /// Our copy of the tail: where the next returned buffer goes.
     tail: u16,
+    /// Per buffer: the bytes a receive put in it, and the next buffer of the same
+    /// connection's [`Queue`].
+    filled: Box<[u32]>,
+    next: Box<[u16]>,
+}
+
+/// The buffers a connection received and has not sent back yet, oldest first: a list
+/// threaded through its ring's per-buffer links, so that a connection keeps two indices and
+/// no queue of its own.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Queue {
+    head: Option<u16>,
+    tail: Option<u16>,
+    len: u8,
+}
+
+impl Queue {
+    /// How many buffers are queued.
+    pub(super) fn len(&self) -> usize {
+        usize::from(self.len)
+    }
 }
 
 // SAFETY: the ring is used only by the worker thread that owns it; the raw pointer is to
@@ -56,6 +77,8 @@ impl BufferRing {
             size,
             count,
             tail: 0,
+            filled: vec![0; usize::from(count)].into_boxed_slice(),
+            next: vec![0; usize::from(count)].into_boxed_slice(),
         };
         // SAFETY: the entries stay valid and page-aligned until `drop`, which comes after
         // the ring is unregistered (the ring's drop closes it: `BufferRing` is declared after
@@ -78,6 +101,37 @@ impl BufferRing {
     pub(super) fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid) * self.size;
         &self.memory[start..start + len.min(self.size)]
+    }
+
+    /// Puts buffer `bid`, which a receive filled with `len` bytes, at the end of `queue`.
+    pub(super) fn enqueue(&mut self, queue: &mut Queue, bid: u16, len: usize) {
+        let index = usize::from(bid);
+        self.filled[index] = u32::try_from(len.min(self.size)).unwrap_or(u32::MAX);
+        match queue.tail {
+            Some(tail) => self.next[usize::from(tail)] = bid,
+            None => queue.head = Some(bid),
+        }
+        queue.tail = Some(bid);
+        queue.len = queue.len.saturating_add(1);
+    }
+
+    /// The oldest buffer of `queue` and the bytes in it.
+    pub(super) fn front(&self, queue: &Queue) -> Option<(u16, &[u8])> {
+        let bid = queue.head?;
+        let len = self.filled[usize::from(bid)] as usize;
+        Some((bid, self.bytes(bid, len)))
+    }
+
+    /// Takes the oldest buffer off `queue` (the caller gives it back).
+    pub(super) fn dequeue(&mut self, queue: &mut Queue) -> Option<u16> {
+        let bid = queue.head?;
+        if queue.tail == Some(bid) {
+            *queue = Queue::default();
+        } else {
+            queue.head = Some(self.next[usize::from(bid)]);
+            queue.len -= 1;
+        }
+        Some(bid)
     }
 
     /// Offers buffer `bid` to the kernel again.

@@ -10,19 +10,22 @@
 //!   of blocking), which cost a thread wake-up per connection and ~1.2× the CPU. The
 //!   loop's one `io_uring_enter` per turn submits every connection's requests and reaps
 //!   every completion.
-//! - Echo and discard post one receive at a time per connection, with no buffer of its own:
-//!   the kernel picks one from the shared [`BufferRing`] when bytes arrive. Echo sends the
-//!   buffer back (all of it: `MSG_WAITALL`) before receiving again, so a client that does not
-//!   read its echoes holds the server back through TCP flow control, as on the epoll path.
+//! - Echo and discard receive into the shared [`BufferRing`] with no buffer of their own:
+//!   the kernel picks one when bytes arrive. A TCP connection has one multishot receive for
+//!   its life; echo sends each buffer back (all of it: `MSG_WAITALL`) in order while it
+//!   receives, and stops receiving while it holds its share of buffers, so a client that
+//!   does not read its echoes holds the server back through TCP flow control, as on the
+//!   epoll path (`worker/stream.rs`).
 //!
-//! Every connection has at most one request in flight, so a slot is reused only after its
-//! last completion (a reply's close, which needs nothing of the slot, is queued after the
-//! slot is freed). The worker holds a [`Watcher`] while it runs and each long-lived
-//! connection one of its own: draining waits for them exactly as for the epoll path's
-//! tasks.
+//! A slot is freed only after the last completion of every request of its connection (a
+//! stream's close is queued once its receive and send have both ended; a reply's close,
+//! which needs nothing of the slot, is queued after the slot is freed). The worker holds a [`Watcher`]
+//! while it runs and each long-lived connection one of its own: draining waits for them
+//! exactly as for the epoll path's tasks.
 
 mod admission;
 mod connection;
+mod stream;
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -57,6 +60,11 @@ const HEADER_TIMEOUT: u64 = 8;
 /// A close whose connection is already freed (its completion is skipped unless it fails).
 const UNTRACKED_CLOSE: u64 = 9;
 const KIND_BITS: u32 = 4;
+
+/// The user data of a connection's request.
+pub(super) fn token(slot: usize, kind: u64) -> u64 {
+    ((slot as u64) << KIND_BITS) | kind
+}
 
 /// The buffer group of the worker's [`BufferRing`].
 const GROUP: u16 = 0;
@@ -116,6 +124,8 @@ pub(super) struct Worker {
     last_reply: Option<Arc<[u8]>>,
     /// Provided buffers taken by receives and not given back yet.
     buffers_out: usize,
+    /// Receives are multishot: on TCP, until the kernel refuses one (before Linux 6.0).
+    multishot: bool,
 }
 
 // An idle connection's whole cost in this process is its slot.
@@ -161,6 +171,7 @@ impl Worker {
                 Some(BufferRing::new(&ring, GROUP, BUFFER_COUNT, BUFFER_SIZE)?)
             }
         };
+        let multishot = stream::multishot_suits(&listener.fd);
         Ok(Worker {
             ring,
             buffers,
@@ -184,6 +195,7 @@ impl Worker {
             stopped: Some(stopped),
             last_reply: None,
             buffers_out: 0,
+            multishot,
         })
     }
 

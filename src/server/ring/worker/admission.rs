@@ -15,8 +15,8 @@ use io_uring::opcode;
 use io_uring::squeue;
 use io_uring::types::{Fd, Timespec};
 
-use super::connection::{Admitted, HeaderRead, Job, peer_of, token};
-use super::{HEADER, HEADER_TIMEOUT, Worker};
+use super::connection::{Admitted, HeaderRead, Job, peer_of};
+use super::{HEADER, HEADER_TIMEOUT, Worker, token};
 use crate::proxy_protocol::{Gather, ProxyHeader};
 use crate::server::admission::late;
 use crate::server::proxy::refusal;

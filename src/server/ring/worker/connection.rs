@@ -1,5 +1,5 @@
 //! A ring worker's connections: what each is doing, and the routine's steps — the reply,
-//! the receive into a provided buffer, the echo's send, the close — each posted as one
+//! the start of an echo or discard stream (`stream.rs`), the close — each posted as one
 //! request and finished by its completion. Admission (a PROXY header, access rules) comes
 //! before, in `admission.rs`.
 
@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use io_uring::types::{Fd, Timespec};
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::{opcode, squeue};
 
-use super::{
-    CLOSE, GROUP, KIND_BITS, RECV, REPLY_FLAGS, SEND, SEND_FLAGS, UNTRACKED_CLOSE, Worker,
-};
+use super::stream::Stream;
+use super::{CLOSE, REPLY_FLAGS, SEND, SEND_FLAGS, UNTRACKED_CLOSE, Worker, token};
 use crate::proxy_protocol::Gather;
 use crate::server::admission::Held;
 use crate::server::meter::Meter;
@@ -27,11 +26,26 @@ pub(super) struct Conn {
     pub(super) job: Job,
     /// Counted for the metrics and the `-v` log, when either is on (boxed: an idle
     /// connection costs its slot, and most servers count nothing per connection).
-    meter: Option<Box<Meter>>,
+    pub(super) meter: Option<Box<Meter>>,
     /// Held by long-lived connections, so that draining waits for them.
     _watcher: Option<Watcher>,
     /// What the admission stages keep for the connection's life (a per-source count).
     _held: Option<Box<Held>>,
+}
+
+impl Conn {
+    /// Its stream, if it is an echo or discard connection past its start.
+    pub(super) fn stream_mut(&mut self) -> Option<&mut Stream> {
+        match &mut self.job {
+            Job::Stream(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// Whether it is an echo or discard connection past its start.
+    pub(super) fn is_stream(&self) -> bool {
+        matches!(self.job, Job::Stream(_))
+    }
 }
 
 /// What a connection is doing.
@@ -44,12 +58,10 @@ pub(super) enum Job {
         /// When metered: the time, and for the `-v` log the addresses.
         metered: Option<Box<Answered>>,
     },
-    /// A receive is in flight (or waits for a free buffer, in `starved`).
-    Receiving,
-    /// Buffer `bid`'s `len` bytes are being sent back.
-    Echoing { bid: u16, len: usize },
     /// The bytes that came in with the PROXY header are being sent back.
     EchoingFirst(Box<[u8]>),
+    /// Echo or discard: receiving, and sending back (`stream.rs`).
+    Stream(Stream),
     /// Its close is queued.
     Closing,
 }
@@ -176,7 +188,8 @@ impl Worker {
                         Box::new(meter)
                     });
                 if first.is_empty() || matches!(self.routine, RingRoutine::Discard) {
-                    return self.receive(slot);
+                    conn.job = Job::Stream(Stream::default());
+                    return self.advance(slot);
                 }
                 let entry = opcode::Send::new(Fd(raw), first.as_ptr(), first.len() as u32)
                     .flags(SEND_FLAGS)
@@ -184,62 +197,6 @@ impl Worker {
                     .user_data(token(slot, SEND));
                 conn.job = Job::EchoingFirst(first);
                 self.push(&entry);
-            }
-        }
-    }
-
-    /// Posts a receive into a provided buffer.
-    pub(super) fn receive(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        conn.job = Job::Receiving;
-        let entry = opcode::Recv::new(Fd(conn.fd), std::ptr::null_mut(), 0)
-            .buf_group(GROUP)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(token(slot, RECV));
-        self.push(&entry);
-    }
-
-    pub(super) fn received(&mut self, slot: usize, result: i32, flags: u32) {
-        if result == -libc::ENOBUFS && !self.forced {
-            return self.starved.push(slot);
-        }
-        let Ok(len @ 1..) = usize::try_from(result) else {
-            // End of stream (everything was echoed: one request at a time), or an error.
-            return self.close(slot);
-        };
-        let Some(bid) = cqueue::buffer_select(flags) else {
-            return self.close(slot);
-        };
-        self.buffers_out += 1;
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return self.give_back(bid);
-        };
-        if let Some(meter) = &mut conn.meter {
-            meter.received(len);
-        }
-        match self.routine {
-            RingRoutine::Echo if !self.forced => {
-                let Some(buffers) = &self.buffers else {
-                    return;
-                };
-                let bytes = buffers.bytes(bid, len);
-                let entry = opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
-                    .flags(SEND_FLAGS)
-                    .build()
-                    .user_data(token(slot, SEND));
-                conn.job = Job::Echoing { bid, len };
-                self.push(&entry);
-            }
-            _ => {
-                self.give_back(bid);
-                if self.forced {
-                    self.close(slot);
-                } else {
-                    self.receive(slot);
-                }
             }
         }
     }
@@ -264,31 +221,26 @@ impl Worker {
                 }
                 self.finish_reply(slot, outcome.is_ok());
             }
-            &mut Job::Echoing { bid, len } => {
-                let complete = echoed(conn, result, len);
-                self.give_back(bid);
-                self.echo_done(slot, complete);
-            }
             Job::EchoingFirst(first) => {
                 let len = first.len();
-                let complete = echoed(conn, result, len);
-                self.echo_done(slot, complete);
+                let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
+                if let (true, Some(meter)) = (complete, &mut conn.meter) {
+                    meter.sent(len);
+                }
+                if complete && !self.forced {
+                    conn.job = Job::Stream(Stream::default());
+                    self.advance(slot);
+                } else {
+                    self.close_now(slot);
+                }
             }
-            Job::Header(_) | Job::Receiving | Job::Closing => {}
-        }
-    }
-
-    /// After an echo's send: receive again, or close.
-    fn echo_done(&mut self, slot: usize, complete: bool) {
-        if complete && !self.forced {
-            self.receive(slot);
-        } else {
-            self.close(slot);
+            Job::Stream(_) => self.stream_sent(slot, result),
+            Job::Header(_) | Job::Closing => {}
         }
     }
 
     /// Returns a buffer to the kernel, and a starved connection its chance at it.
-    fn give_back(&mut self, bid: u16) {
+    pub(super) fn give_back(&mut self, bid: u16) {
         if let Some(buffers) = &mut self.buffers {
             buffers.give_back(bid);
         }
@@ -298,7 +250,17 @@ impl Worker {
         }
     }
 
+    /// Closes a connection: at once, or for a stream once nothing of it is in flight.
     pub(super) fn close(&mut self, slot: usize) {
+        if self.conns.get(slot).is_some_and(Conn::is_stream) {
+            self.fail(slot)
+        } else {
+            self.close_now(slot)
+        }
+    }
+
+    /// Queues a connection's close; nothing of it may be in flight.
+    pub(super) fn close_now(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -360,26 +322,11 @@ impl Worker {
     }
 }
 
-/// Counts an echo's send of `len` bytes that completed with `result`; whether it sent
-/// them all.
-fn echoed(conn: &mut Conn, result: i32, len: usize) -> bool {
-    let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
-    if complete && let Some(meter) = &mut conn.meter {
-        meter.sent(len);
-    }
-    complete
-}
-
 /// Sends a connection's FIN (what `MSG_MORE` held back goes with it).
 fn shut_down(fd: RawFd) -> io::Result<()> {
     // SAFETY: as in `peer_of`.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
-}
-
-/// The user data of a connection's request.
-pub(super) fn token(slot: usize, kind: u64) -> u64 {
-    ((slot as u64) << KIND_BITS) | kind
 }
 
 pub(super) fn peer_of(fd: RawFd) -> Option<Address> {

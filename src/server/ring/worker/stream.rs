@@ -1,0 +1,229 @@
+//! Echo and discard on the ring: a connection's byte stream, received into the worker's
+//! provided buffers and, for echo, sent back in order.
+//!
+//! One multishot receive serves a connection for as long as it moves bytes (one request for
+//! the connection's life, not one per block): each completion names the buffer the kernel
+//! filled. Echo queues the buffers (`buffers::Queue`) and sends the oldest back while the
+//! receive goes on; a connection that holds [`HELD_MAX`] buffers — its client sends and does
+//! not read — has its receive cancelled until its sends drain them, so that one client
+//! cannot take the buffers every other connection shares.
+//!
+//! Unix sockets, and kernels without the multishot receive (before Linux 6.0), get one
+//! receive per block instead. On a Unix socket the multishot receive can miss the client's
+//! end of stream: seen on Linux 6.18, when the bytes and the shutdown came together, the
+//! receive took the bytes and no completion came for the end (as we read it, the socket
+//! said nothing was left to read, so io_uring waited for a wake-up already spent), and the
+//! connection hung until the client gave up (1 in ~10 runs of
+//! `managed_restart::sigusr2_under_load_keeps_every_echo_on_tcp_and_unix`). TCP counts a
+//! pending FIN as a byte still to read (`tcp_inq_hint`), so its receive goes on to find it.
+//!
+//! A connection is closed only once nothing of it is in flight: its receive has ended (a
+//! cancel asks it to) and its send has completed, so that no completion comes for a slot
+//! after it is freed.
+
+use std::os::fd::OwnedFd;
+
+use io_uring::types::Fd;
+use io_uring::{cqueue, opcode, squeue};
+
+use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, Worker, token};
+use crate::server::ring::RingRoutine;
+use crate::server::ring::buffers::Queue;
+
+/// The buffers one connection may hold before its receive is cancelled: 64 KiB, a TCP
+/// window's worth, of the worker's 64 × 16 KiB.
+pub(super) const HELD_MAX: usize = 4;
+
+/// Whether connections accepted on `listener` get a multishot receive: TCP ones (see the
+/// module's notes on Unix sockets).
+pub(super) fn multishot_suits(listener: &OwnedFd) -> bool {
+    socket2::SockRef::from(listener)
+        .local_addr()
+        .is_ok_and(|addr| addr.is_ipv4() || addr.is_ipv6())
+}
+
+/// An echo or discard connection's state.
+#[derive(Debug, Default)]
+pub(super) struct Stream {
+    /// Received, not yet sent back (echo only): the oldest is the one being sent.
+    queue: Queue,
+    /// A receive is in flight: its last completion has not come (it lacks `MORE`).
+    receiving: bool,
+    /// That receive's cancel is queued.
+    cancelling: bool,
+    /// The oldest buffer's send is in flight.
+    sending: bool,
+    /// The receive found no free buffer: the slot waits in the worker's `starved` list.
+    starved: bool,
+    /// The client's end of stream came: send back what is queued, then close.
+    ended: bool,
+    /// Close as soon as nothing is in flight (an error, or the server is closing).
+    failed: bool,
+}
+
+impl Worker {
+    /// Receives again for a connection that waited for a free buffer.
+    pub(super) fn receive(&mut self, slot: usize) {
+        if let Some(stream) = self.conns.get_mut(slot).and_then(|conn| conn.stream_mut()) {
+            stream.starved = false;
+            self.advance(slot);
+        }
+    }
+
+    /// Ends a connection's stream: it closes once nothing of it is in flight.
+    pub(super) fn fail(&mut self, slot: usize) {
+        if let Some(stream) = self.conns.get_mut(slot).and_then(|conn| conn.stream_mut()) {
+            stream.failed = true;
+            if stream.starved {
+                stream.starved = false;
+                self.starved.retain(|&starved| starved != slot);
+            }
+            self.advance(slot);
+        }
+    }
+
+    /// A receive completed with `result`.
+    pub(super) fn received(&mut self, slot: usize, result: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.buffers_out += 1;
+        }
+        let forced = self.forced;
+        let echo = matches!(self.routine, RingRoutine::Echo);
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return self.give_back_opt(bid);
+        };
+        if let (Ok(len @ 1..), Some(meter)) = (usize::try_from(result), &mut conn.meter) {
+            meter.received(len);
+        }
+        let Some(stream) = conn.stream_mut() else {
+            return self.give_back_opt(bid);
+        };
+        if !cqueue::more(flags) {
+            stream.receiving = false;
+            stream.cancelling = false;
+        }
+        let mut returned = None;
+        match (usize::try_from(result), bid) {
+            (Ok(len @ 1..), Some(bid)) => {
+                match (&mut self.buffers, echo && !stream.failed && !forced) {
+                    (Some(buffers), true) => buffers.enqueue(&mut stream.queue, bid, len),
+                    _ => returned = Some(bid),
+                }
+            }
+            (Ok(0), _) => stream.ended = true,
+            _ if result == -libc::ENOBUFS && !forced => {
+                stream.starved = true;
+                self.starved.push(slot);
+            }
+            // The cancel of a connection holding its share of buffers, or of one closing.
+            _ if result == -libc::ECANCELED => {}
+            // A kernel without the multishot receive: one receive per block from now on.
+            _ if result == -libc::EINVAL && self.multishot => {
+                tracing::debug!("io_uring: no multishot receive here; one receive per block");
+                self.multishot = false;
+            }
+            _ => stream.failed = true,
+        }
+        if forced {
+            stream.failed = true;
+        }
+        self.give_back_opt(returned);
+        self.advance(slot);
+    }
+
+    /// The send of a connection's oldest buffer completed with `result`.
+    pub(super) fn stream_sent(&mut self, slot: usize, result: i32) {
+        let (Some(conn), Some(buffers)) = (self.conns.get_mut(slot), &mut self.buffers) else {
+            return;
+        };
+        let Some(stream) = conn.stream_mut() else {
+            return;
+        };
+        stream.sending = false;
+        let len = buffers
+            .front(&stream.queue)
+            .map_or(0, |(_, bytes)| bytes.len());
+        let Some(bid) = buffers.dequeue(&mut stream.queue) else {
+            return;
+        };
+        let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
+        stream.failed |= !complete;
+        if let (true, Some(meter)) = (complete, &mut conn.meter) {
+            meter.sent(len);
+        }
+        self.give_back(bid);
+        self.advance(slot);
+    }
+
+    /// Posts what a connection's stream needs next: the oldest buffer's send, a receive,
+    /// the receive's cancel, or, once nothing is in flight and the stream is over, the close.
+    pub(super) fn advance(&mut self, slot: usize) {
+        let multishot = self.multishot;
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let fd = conn.fd;
+        let Some(stream) = conn.stream_mut() else {
+            return;
+        };
+        let mut entries: [Option<squeue::Entry>; 2] = [None, None];
+        if !stream.sending
+            && !stream.failed
+            && let Some((_, bytes)) = self.buffers.as_ref().and_then(|b| b.front(&stream.queue))
+        {
+            entries[0] = Some(
+                opcode::Send::new(Fd(fd), bytes.as_ptr(), bytes.len() as u32)
+                    .flags(SEND_FLAGS)
+                    .build()
+                    .user_data(token(slot, SEND)),
+            );
+            stream.sending = true;
+        }
+        let over = stream.failed || (stream.ended && stream.queue.len() == 0);
+        let full = stream.queue.len() >= HELD_MAX;
+        if stream.receiving {
+            if (over || full) && !stream.cancelling {
+                stream.cancelling = true;
+                entries[1] = Some(
+                    opcode::AsyncCancel::new(token(slot, RECV))
+                        .build()
+                        .user_data(CANCEL),
+                );
+            }
+        } else if over {
+            if !stream.sending {
+                let queue = std::mem::take(&mut stream.queue);
+                self.release(queue);
+                return self.close_now(slot);
+            }
+        } else if !stream.ended && !stream.starved && !full {
+            stream.receiving = true;
+            let entry = if multishot {
+                opcode::RecvMulti::new(Fd(fd), GROUP).build()
+            } else {
+                opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
+                    .buf_group(GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            };
+            entries[1] = Some(entry.user_data(token(slot, RECV)));
+        }
+        for entry in entries.iter().flatten() {
+            self.push(entry);
+        }
+    }
+
+    /// Gives back every buffer of a closing connection's queue.
+    fn release(&mut self, mut queue: Queue) {
+        while let Some(bid) = self.buffers.as_mut().and_then(|b| b.dequeue(&mut queue)) {
+            self.give_back(bid);
+        }
+    }
+
+    fn give_back_opt(&mut self, bid: Option<u16>) {
+        if let Some(bid) = bid {
+            self.give_back(bid);
+        }
+    }
+}
