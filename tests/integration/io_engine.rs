@@ -80,6 +80,20 @@ fn serve(args: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
+/// `service` (the greeting when empty) on io_uring with one worker.
+fn serve_on_one_ring(service: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.arg("serve").args(service).args([
+        "--io-engine",
+        "io_uring",
+        "--workers",
+        "1",
+        "-l",
+        "127.0.0.1:0",
+    ]);
+    Running::start(cmd, 1)
+}
+
 #[test]
 fn each_engine_serves_the_greeting_and_only_io_uring_starts_workers() {
     if !io_uring_available() {
@@ -175,14 +189,7 @@ fn io_uring_closes_every_greeted_connection() {
     }
     // A reply's slot is freed before its close is submitted (the close's completion is
     // skipped): the descriptors must all be closed all the same.
-    let server = serve(&[
-        "--io-engine",
-        "io_uring",
-        "--workers",
-        "1",
-        "-l",
-        "127.0.0.1:0",
-    ]);
+    let server = serve_on_one_ring(&[]);
     assert_eq!(uring_workers(&server), 1);
     assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
     let before = open_descriptors(server.pid());
@@ -285,15 +292,7 @@ fn io_uring_echo_client_that_does_not_read_holds_back_only_itself() {
     if !io_uring_available() {
         return;
     }
-    let server = serve(&[
-        "echo",
-        "--io-engine",
-        "io_uring",
-        "--workers",
-        "1",
-        "-l",
-        "127.0.0.1:0",
-    ]);
+    let server = serve_on_one_ring(&["echo"]);
     let addr = server.addr();
     // A client that sends until both ends' buffers are full and reads nothing: its receive
     // must stop at its share of the worker's buffers, not take them all.
