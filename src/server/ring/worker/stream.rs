@@ -74,10 +74,6 @@ impl Worker {
     pub(super) fn fail(&mut self, slot: usize) {
         if let Some(stream) = self.conns.get_mut(slot).and_then(|conn| conn.stream_mut()) {
             stream.failed = true;
-            if stream.starved {
-                stream.starved = false;
-                self.starved.retain(|&starved| starved != slot);
-            }
             self.advance(slot);
         }
     }
@@ -103,12 +99,15 @@ impl Worker {
             stream.receiving = false;
             stream.cancelling = false;
         }
-        let mut returned = None;
+        // A buffer not queued for the echo goes back at once.
+        let mut returned = bid;
         match (usize::try_from(result), bid) {
             (Ok(len @ 1..), Some(bid)) => {
-                match (&mut self.buffers, echo && !stream.failed && !forced) {
-                    (Some(buffers), true) => buffers.enqueue(&mut stream.queue, bid, len),
-                    _ => returned = Some(bid),
+                if let (Some(buffers), true) =
+                    (&mut self.buffers, echo && !stream.failed && !forced)
+                {
+                    buffers.enqueue(&mut stream.queue, bid, len);
+                    returned = None;
                 }
             }
             (Ok(0), _) => stream.ended = true,
@@ -194,6 +193,9 @@ impl Worker {
         } else if over {
             if !stream.sending {
                 let queue = std::mem::take(&mut stream.queue);
+                if stream.starved {
+                    self.starved.retain(|&starved| starved != slot);
+                }
                 self.release(queue);
                 return self.close_now(slot);
             }
