@@ -336,6 +336,49 @@ fn io_uring_echo_client_that_does_not_read_holds_back_only_itself() {
 }
 
 #[test]
+fn io_uring_echo_serves_more_connections_than_it_registers_descriptors() {
+    if !io_uring_available() {
+        return;
+    }
+    // The worker registers the first 1,024 streams' descriptors; the rest use plain ones.
+    const OPEN: usize = 1_100;
+    let soft = descriptor_soft_limit();
+    if soft < OPEN as u64 + 200 {
+        eprintln!(
+            "the descriptor limit ({soft}) is under {}: skipped",
+            OPEN + 200
+        );
+        return;
+    }
+    let server = serve_on_one_ring(&["echo"]);
+    let addr = server.addr();
+    let mut open: Vec<TcpStream> = (0..OPEN).map(|_| connect(&addr)).collect();
+    for (i, stream) in open.iter_mut().enumerate().rev() {
+        let data = format!("connection {i}\n").into_bytes();
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("read timeout");
+        stream.write_all(&data).expect("send");
+        let mut echoed = vec![0; data.len()];
+        stream.read_exact(&mut echoed).expect("echo");
+        assert_eq!(echoed, data, "connection {i}");
+    }
+}
+
+/// The soft limit on this process's open descriptors.
+fn descriptor_soft_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    limit.rlim_cur
+}
+
+#[test]
 fn io_uring_discard_reads_everything_and_closes_at_the_clients_end() {
     if !io_uring_available() {
         return;

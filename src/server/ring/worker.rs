@@ -126,6 +126,8 @@ pub(super) struct Worker {
     buffers_out: usize,
     /// Receives are multishot: on TCP, until the kernel refuses one (before Linux 6.0).
     multishot: bool,
+    /// Streams' registered descriptors.
+    files: stream::FileTable,
 }
 
 // An idle connection's whole cost in this process is its slot.
@@ -196,6 +198,7 @@ impl Worker {
             last_reply: None,
             buffers_out: 0,
             multishot,
+            files: stream::FileTable::Unset,
         })
     }
 

@@ -42,6 +42,11 @@ impl Conn {
         }
     }
 
+    /// Makes it an echo or discard connection.
+    pub(super) fn set_stream(&mut self, stream: Stream) {
+        self.job = Job::Stream(stream);
+    }
+
     /// Whether it is an echo or discard connection past its start.
     pub(super) fn is_stream(&self) -> bool {
         matches!(self.job, Job::Stream(_))
@@ -188,8 +193,7 @@ impl Worker {
                         Box::new(meter)
                     });
                 if first.is_empty() || matches!(self.routine, RingRoutine::Discard) {
-                    conn.job = Job::Stream(Stream::default());
-                    return self.advance(slot);
+                    return self.start_stream(slot);
                 }
                 let entry = opcode::Send::new(Fd(raw), first.as_ptr(), first.len() as u32)
                     .flags(SEND_FLAGS)
@@ -228,8 +232,7 @@ impl Worker {
                     meter.sent(len);
                 }
                 if complete && !self.forced {
-                    conn.job = Job::Stream(Stream::default());
-                    self.advance(slot);
+                    self.start_stream(slot);
                 } else {
                     self.close_now(slot);
                 }

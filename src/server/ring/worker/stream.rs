@@ -23,7 +23,7 @@
 
 use std::os::fd::OwnedFd;
 
-use io_uring::types::Fd;
+use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, Worker, token};
@@ -59,9 +59,78 @@ pub(super) struct Stream {
     ended: bool,
     /// Close as soon as nothing is in flight (an error, or the server is closing).
     failed: bool,
+    /// Its index in the worker's table of registered descriptors, if it has one.
+    fixed: Option<u32>,
 }
 
+/// The worker's table of registered descriptors (`IORING_REGISTER_FILES`): a request on a
+/// registered descriptor skips the lookup and reference count (`fget`/`fput`) that a plain
+/// descriptor costs on every send.
+pub(super) enum FileTable {
+    /// Not asked for yet: registered on the first stream.
+    Unset,
+    /// The free indices.
+    Ready(Vec<u32>),
+    /// The kernel refused the table: plain descriptors.
+    Unavailable,
+}
+
+/// Registered descriptors per worker; streams beyond them use plain ones.
+const FIXED_SLOTS: u32 = 1024;
+
 impl Worker {
+    /// Starts the stream of an admitted echo or discard connection.
+    pub(super) fn start_stream(&mut self, slot: usize) {
+        let Some(fd) = self.conns.get(slot).map(|conn| conn.fd) else {
+            return;
+        };
+        let fixed = self.register_fixed(fd);
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.set_stream(Stream {
+                fixed,
+                ..Stream::default()
+            });
+        }
+        self.advance(slot);
+    }
+
+    /// Puts `fd` in the table of registered descriptors, if there is room.
+    fn register_fixed(&mut self, fd: std::os::fd::RawFd) -> Option<u32> {
+        if matches!(self.files, FileTable::Unset) {
+            self.files = match self.ring.submitter().register_files_sparse(FIXED_SLOTS) {
+                Ok(()) => FileTable::Ready((0..FIXED_SLOTS).rev().collect()),
+                Err(err) => {
+                    tracing::debug!("io_uring: no registered descriptors: {err}");
+                    FileTable::Unavailable
+                }
+            };
+        }
+        let FileTable::Ready(free) = &mut self.files else {
+            return None;
+        };
+        let index = free.pop()?;
+        match self.ring.submitter().register_files_update(index, &[fd]) {
+            Ok(_) => Some(index),
+            Err(_) => {
+                free.push(index);
+                None
+            }
+        }
+    }
+
+    /// Takes a closing stream's descriptor out of the table.
+    fn unregister_fixed(&mut self, index: u32) {
+        if self
+            .ring
+            .submitter()
+            .register_files_update(index, &[-1])
+            .is_ok()
+            && let FileTable::Ready(free) = &mut self.files
+        {
+            free.push(index);
+        }
+    }
+
     /// Receives again for a connection that waited for a free buffer.
     pub(super) fn receive(&mut self, slot: usize) {
         if let Some(stream) = self.conns.get_mut(slot).and_then(|conn| conn.stream_mut()) {
@@ -171,12 +240,12 @@ impl Worker {
             && !stream.failed
             && let Some((_, bytes)) = self.buffers.as_ref().and_then(|b| b.front(&stream.queue))
         {
-            entries[0] = Some(
-                opcode::Send::new(Fd(fd), bytes.as_ptr(), bytes.len() as u32)
-                    .flags(SEND_FLAGS)
-                    .build()
-                    .user_data(token(slot, SEND)),
-            );
+            let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+            let send = match stream.fixed {
+                Some(index) => opcode::Send::new(Fixed(index), ptr, len),
+                None => opcode::Send::new(Fd(fd), ptr, len),
+            };
+            entries[0] = Some(send.flags(SEND_FLAGS).build().user_data(token(slot, SEND)));
             stream.sending = true;
         }
         let over = stream.failed || (stream.ended && stream.queue.len() == 0);
@@ -196,18 +265,27 @@ impl Worker {
                 if stream.starved {
                     self.starved.retain(|&starved| starved != slot);
                 }
+                let fixed = stream.fixed.take();
+                if let Some(index) = fixed {
+                    self.unregister_fixed(index);
+                }
                 self.release(queue);
                 return self.close_now(slot);
             }
         } else if !stream.ended && !stream.starved && !full {
             stream.receiving = true;
-            let entry = if multishot {
-                opcode::RecvMulti::new(Fd(fd), GROUP).build()
-            } else {
-                opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
-                    .buf_group(GROUP)
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
+            let entry = match (multishot, stream.fixed) {
+                (true, Some(index)) => opcode::RecvMulti::new(Fixed(index), GROUP).build(),
+                (true, None) => opcode::RecvMulti::new(Fd(fd), GROUP).build(),
+                (false, fixed) => {
+                    let recv = match fixed {
+                        Some(index) => opcode::Recv::new(Fixed(index), std::ptr::null_mut(), 0),
+                        None => opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0),
+                    };
+                    recv.buf_group(GROUP)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT)
+                }
             };
             entries[1] = Some(entry.user_data(token(slot, RECV)));
         }
