@@ -19,9 +19,9 @@
 //!
 //! A slot is freed only after the last completion of every request of its connection (a
 //! stream's close is queued once its receive and send have both ended; a reply's close,
-//! which needs nothing of the slot, is queued after the slot is freed). The worker holds a [`Watcher`]
-//! while it runs and each long-lived connection one of its own: draining waits for them
-//! exactly as for the epoll path's tasks.
+//! which needs nothing of the slot, is queued after the slot is freed). The worker holds a
+//! [`Watcher`] while it runs and each long-lived connection one of its own: draining waits
+//! for them exactly as for the epoll path's tasks.
 
 mod admission;
 mod connection;

@@ -61,13 +61,15 @@ pub(super) struct Stream {
     failed: bool,
     /// Its index in the worker's table of registered descriptors, if it has one.
     fixed: Option<u32>,
+    /// Sends completed, counted up to [`REGISTER_AFTER`].
+    sent: u8,
 }
 
 /// The worker's table of registered descriptors (`IORING_REGISTER_FILES`): a request on a
 /// registered descriptor skips the lookup and reference count (`fget`/`fput`) that a plain
 /// descriptor costs on every send.
 pub(super) enum FileTable {
-    /// Not asked for yet: registered on the first stream.
+    /// Not asked for yet: made when a stream first registers.
     Unset,
     /// The free indices.
     Ready(Vec<u32>),
@@ -78,20 +80,18 @@ pub(super) enum FileTable {
 /// Registered descriptors per worker; streams beyond them use plain ones.
 const FIXED_SLOTS: u32 = 1024;
 
+/// The sends after which a stream's descriptor is registered: registering and
+/// unregistering are a system call each, which a connection that echoes a line and goes
+/// would pay for nothing; one that keeps sending saves a file lookup on every send after.
+const REGISTER_AFTER: u8 = 4;
+
 impl Worker {
     /// Starts the stream of an admitted echo or discard connection.
     pub(super) fn start_stream(&mut self, slot: usize) {
-        let Some(fd) = self.conns.get(slot).map(|conn| conn.fd) else {
-            return;
-        };
-        let fixed = self.register_fixed(fd);
         if let Some(conn) = self.conns.get_mut(slot) {
-            conn.set_stream(Stream {
-                fixed,
-                ..Stream::default()
-            });
+            conn.set_stream(Stream::default());
+            self.advance(slot);
         }
-        self.advance(slot);
     }
 
     /// Puts `fd` in the table of registered descriptors, if there is room.
@@ -217,10 +217,19 @@ impl Worker {
         };
         let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
         stream.failed |= !complete;
+        stream.sent = stream.sent.saturating_add(1);
+        let register = stream.fixed.is_none() && stream.sent == REGISTER_AFTER;
         if let (true, Some(meter)) = (complete, &mut conn.meter) {
             meter.sent(len);
         }
+        let fd = conn.fd;
         self.give_back(bid);
+        if register {
+            let fixed = self.register_fixed(fd);
+            if let Some(stream) = self.conns.get_mut(slot).and_then(|conn| conn.stream_mut()) {
+                stream.fixed = fixed;
+            }
+        }
         self.advance(slot);
     }
 
