@@ -3,7 +3,7 @@
 //! event's own fields such as `peer`, `listener`, `bytes_in`, `duration_ms`).
 
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -23,7 +23,7 @@ pub(crate) fn init(log: &LogArgs) {
         (false, _) => tracing::Level::TRACE,
     };
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_max_level(level);
     match log.log_format {
         LogFormat::Text => builder
@@ -32,6 +32,26 @@ pub(crate) fn init(log: &LogArgs) {
             .without_time()
             .init(),
         LogFormat::Json => builder.event_format(JsonLines).init(),
+    }
+}
+
+/// Standard error that drops what it cannot write. A server whose log reader has gone
+/// (`serve 2>&1 | head -1`, a supervisor that closed the pipe) must go on serving and still
+/// shut down on SIGTERM; given the error, tracing-subscriber reports it with `eprintln!`,
+/// which panics on a closed stderr, in whichever task was logging (the shutdown's own,
+/// once: the server then never stopped).
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // tracing-subscriber hands over one whole event per call; with nobody reading, there
+        // is nobody to tell that it was lost.
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

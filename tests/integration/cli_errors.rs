@@ -245,6 +245,53 @@ fn a_closed_stderr_keeps_the_exit_code() -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+/// A server whose log reader went away (`serve -v 2>&1 | head -1`, a supervisor that closed
+/// the pipe): the first log line written to the closed pipe panicked the task that wrote it,
+/// the shutdown's own among them, and SIGTERM no longer stopped the server. It must go on
+/// serving, and stop on SIGTERM with exit 0.
+#[test]
+fn a_server_whose_log_reader_left_serves_on_and_stops_on_sigterm()
+-> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let cases: [(&[&str], &[u8]); 2] = [
+        (&["serve", "echo", "-v"], b"hello\n"),
+        (&["serve", "-v"], "你好".as_bytes()),
+    ];
+    for (args, expected) in cases {
+        let mut cmd = socketkit();
+        cmd.args(args)
+            .args(["-l", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let mut stderr = BufReader::new(child.stderr.take().ok_or("stderr is piped")?);
+        let mut line = String::new();
+        stderr.read_line(&mut line)?;
+        drop(stderr); // the reader goes: every later write to stderr fails with EPIPE
+        let endpoint = line
+            .split_whitespace()
+            .nth(2)
+            .ok_or("a `listening on` line")?;
+        let port: u16 = endpoint.rsplit(':').next().unwrap_or_default().parse()?;
+        for _ in 0..2 {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(DEADLINE))?;
+            stream.write_all(b"hello\n")?;
+            stream.shutdown(std::net::Shutdown::Write)?;
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got)?;
+            assert_eq!(got, expected, "{args:?}");
+        }
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        unsafe { libc::kill(i32::try_from(child.id())?, libc::SIGTERM) };
+        let status = crate::support::process::wait_bounded(&mut child, DEADLINE);
+        assert_eq!(status.code(), Some(0), "{args:?}: {status:?}");
+    }
+    Ok(())
+}
+
 /// Issue 9: usage errors of `connect` are exit 2 with the option and its range: a missing
 /// host was exit 1, `--timeout 0` timed out at once, `--timeout -1s` got clap's words
 /// about an unknown `-1`.
