@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -14,8 +15,12 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::args::{LogArgs, LogFormat};
 
+/// The format `init` chose, for the notices written beside the library's events.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
 /// Sends the library's events to stderr at the level `-v`/`-q` ask for, in the chosen format.
 pub(crate) fn init(log: &LogArgs) {
+    let _ = FORMAT.set(log.log_format);
     let level = match (log.quiet, log.verbose) {
         (true, _) => tracing::Level::ERROR,
         (false, 0) => tracing::Level::INFO,
@@ -33,6 +38,30 @@ pub(crate) fn init(log: &LogArgs) {
             .init(),
         LogFormat::Json => builder.event_format(JsonLines).init(),
     }
+}
+
+/// Writes a notice the user needs whatever the level (`-q` included), as the readiness lines
+/// are: a plain line, or with `--log-format json` an object like an event's, with `fields`
+/// beside `msg`, so that every line but `listening on` parses.
+pub(crate) fn notice(msg: &str, fields: &[(&str, Value)]) {
+    let line = match FORMAT.get() {
+        Some(LogFormat::Json) => {
+            let mut object = Map::new();
+            object.insert("ts".into(), now_rfc3339().into());
+            object.insert("level".into(), "info".into());
+            object.insert("msg".into(), msg.into());
+            for (name, value) in fields {
+                object.insert((*name).to_owned(), value.clone());
+            }
+            Value::Object(object).to_string()
+        }
+        _ => msg.to_owned(),
+    };
+    let _ = LossyStderr.write_all(format!("{line}\n").as_bytes());
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 /// Standard error that drops what it cannot write. A server whose log reader has gone
@@ -75,11 +104,7 @@ where
 
 fn json_line(event: &Event<'_>) -> Value {
     let mut object = Map::new();
-    let now = std::time::SystemTime::now();
-    object.insert(
-        "ts".into(),
-        humantime::format_rfc3339_millis(now).to_string().into(),
-    );
+    object.insert("ts".into(), now_rfc3339().into());
     let level = event.metadata().level().as_str().to_ascii_lowercase();
     object.insert("level".into(), level.into());
     object.insert("msg".into(), Value::String(String::new()));

@@ -123,10 +123,18 @@ impl ServerSetup {
     /// Says what a self-signed certificate is, once the readiness lines are out.
     pub(crate) fn announce(&self) {
         if let Some(made) = &self.tls.self_signed {
-            eprintln!(
+            let msg = format!(
                 "tls: self-signed certificate for {}; SHA-256 fingerprint {}",
                 made.names.join(", "),
                 made.fingerprint
+            );
+            let names = made.names.iter().map(|name| name.as_str().into()).collect();
+            super::log::notice(
+                &msg,
+                &[
+                    ("fingerprint", made.fingerprint.as_str().into()),
+                    ("names", serde_json::Value::Array(names)),
+                ],
             );
         }
     }

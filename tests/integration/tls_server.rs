@@ -435,6 +435,36 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
 
+/// With `--log-format json` the announcement is an object like the log's (it was the one
+/// plain line besides `listening on`), shown at `-q` as in text.
+#[test]
+fn a_self_signed_certificate_is_announced_as_json_in_json_mode() {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "tls:127.0.0.1:0", "--tls-self-signed"])
+        .args(["-q", "--log-format", "json"]);
+    let server = Running::start(cmd, 1);
+    server.wait_for_stderr(&["fingerprint"], ANSWER);
+    let log = server.stderr();
+    let notice: serde_json::Value = log
+        .lines()
+        .filter(|line| !line.starts_with("listening on "))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .find(|object: &serde_json::Value| object.get("fingerprint").is_some())
+        .unwrap_or_else(|| panic!("no announcement: {log}"));
+    let fingerprint = notice["fingerprint"].as_str().unwrap_or_default();
+    assert_eq!(fingerprint.len(), 32 * 3 - 1, "{notice}");
+    assert!(
+        notice["msg"]
+            .as_str()
+            .is_some_and(|msg| msg.ends_with(fingerprint)),
+        "{notice}"
+    );
+    assert_eq!(
+        notice["names"],
+        serde_json::json!(["localhost", "127.0.0.1"])
+    );
+}
+
 #[test]
 fn a_self_signed_certificate_is_announced_with_its_fingerprint() {
     let mut cmd = socketkit();
