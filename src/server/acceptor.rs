@@ -158,7 +158,7 @@ impl Acceptor {
     fn admit_now(&self, raw: &RawStream, pipeline: &Pipeline, replies_at_once: bool) -> Early {
         let proxy = pipeline.proxy_now().filter(|_| replies_at_once);
         let Some(proxy) = proxy else {
-            let Some(kept) = pipeline.check_early(&raw.peer(), &self.meter) else {
+            let Some(kept) = pipeline.check_early(&raw.peer(), &self.meter, &|| raw.local()) else {
                 return Early::Refused;
             };
             if pipeline.has_late() {
@@ -172,14 +172,14 @@ impl Acceptor {
         let (peer, header_len) = match proxy.try_now(raw) {
             Now::Header { peer, len } => (peer, len),
             Now::Refused(refusal) => {
-                pipeline.refused_early(&raw.peer(), &refusal, &self.meter);
+                pipeline.refused_early(&raw.peer(), &refusal, &self.meter, &|| raw.local());
                 return Early::Refused;
             }
             Now::Later => return Early::Later,
         };
         let checked = match &peer {
-            Some(peer) => pipeline.check_after_proxy(peer, &self.meter),
-            None => pipeline.check_after_proxy(&raw.peer(), &self.meter),
+            Some(peer) => pipeline.check_after_proxy(peer, &self.meter, &|| raw.local()),
+            None => pipeline.check_after_proxy(&raw.peer(), &self.meter, &|| raw.local()),
         };
         match checked {
             Some(kept) => Early::Admitted {

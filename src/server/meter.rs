@@ -69,6 +69,11 @@ impl ListenerMeter {
         }
     }
 
+    /// The listener's name (its endpoint, as `listening on` prints it).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Counts a connection an admission stage refused.
     pub(crate) fn refused(&self, reason: RefusalReason) {
         if let Some(metrics) = &self.metrics {
@@ -240,6 +245,11 @@ impl Meter {
                 metrics: metrics.map(|m| &m.sent),
             },
         )
+    }
+
+    /// The name of the connection's listener, when it is metered or logged.
+    pub(crate) fn listener_name(&self) -> Option<&str> {
+        self.open.as_ref().map(|open| open.listener.name())
     }
 
     /// Counts the connection as refused for `reason`, in its listener's metrics.

@@ -98,9 +98,15 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     /// Runs the peer-only stages at the head of the chain on `peer`, on the accept loop:
-    /// what they keep, or `None` (counted and logged) when one refuses.
-    pub(crate) fn check_early(&self, peer: &Address, listener: &ListenerMeter) -> Option<Held> {
-        self.check_peer_only(&self.stages[..self.early], peer, listener)
+    /// what they keep, or `None` (counted and logged) when one refuses. `local` is asked
+    /// only for a refusal's log line at `-v`.
+    pub(crate) fn check_early(
+        &self,
+        peer: &Address,
+        listener: &ListenerMeter,
+        local: &dyn Fn() -> Option<Address>,
+    ) -> Option<Held> {
+        self.check_peer_only(&self.stages[..self.early], peer, listener, local)
     }
 
     /// The PROXY stage to try on the accept loop, when the stages after it are all
@@ -116,8 +122,9 @@ impl Pipeline {
         &self,
         peer: &Address,
         listener: &ListenerMeter,
+        local: &dyn Fn() -> Option<Address>,
     ) -> Option<Held> {
-        self.check_peer_only(&self.stages[1..], peer, listener)
+        self.check_peer_only(&self.stages[1..], peer, listener, local)
     }
 
     /// Counts and logs a refusal made on the accept loop.
@@ -126,9 +133,10 @@ impl Pipeline {
         peer: &Address,
         refusal: &Refusal,
         listener: &ListenerMeter,
+        local: &dyn Fn() -> Option<Address>,
     ) {
         listener.refused(refusal.reason);
-        self.count(peer, refusal);
+        self.count(peer, refusal, Some(listener.name()), local);
     }
 
     fn check_peer_only(
@@ -136,6 +144,7 @@ impl Pipeline {
         stages: &[Arc<dyn Admission>],
         peer: &Address,
         listener: &ListenerMeter,
+        local: &dyn Fn() -> Option<Address>,
     ) -> Option<Held> {
         let mut held = Held::new();
         for stage in stages {
@@ -143,7 +152,7 @@ impl Pipeline {
                 Ok(Admitted(None)) => {}
                 Ok(kept) => held.push(kept),
                 Err(refusal) => {
-                    self.refused_early(peer, &refusal, listener);
+                    self.refused_early(peer, &refusal, listener, local);
                     return None;
                 }
             }
@@ -162,6 +171,7 @@ impl Pipeline {
                 listener.dropped(refusal.reason);
                 tracing::debug!(
                     peer = %peer,
+                    listener = listener.name(),
                     reason = refusal.reason.as_str(),
                     "dropped a datagram: {}",
                     refusal.detail
@@ -205,14 +215,32 @@ impl Pipeline {
     fn refused(&self, conn: &Connection, refusal: &Refusal) {
         conn.reset_on_close();
         conn.meter().refused(refusal.reason);
-        self.count(conn.peer_addr(), refusal);
+        let local = || conn.local_addr().ok();
+        self.count(
+            conn.peer_addr(),
+            refusal,
+            conn.meter().listener_name(),
+            &local,
+        );
     }
 
-    /// Counts and logs a refusal: the one place every refused connection passes.
-    fn count(&self, peer: &Address, refusal: &Refusal) {
+    /// Counts and logs a refusal: the one place every refused connection passes. The log
+    /// line has the fields of a connection's closing line that a refusal has.
+    fn count(
+        &self,
+        peer: &Address,
+        refusal: &Refusal,
+        listener: Option<&str>,
+        local: &dyn Fn() -> Option<Address>,
+    ) {
         self.refusals.count(refusal.reason);
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
         tracing::debug!(
             peer = %peer,
+            local = %local().map_or_else(String::new, |local| local.to_string()),
+            listener = listener.unwrap_or_default(),
             reason = refusal.reason.as_str(),
             "refused: {}",
             refusal.detail

@@ -179,3 +179,51 @@ fn json_logs_are_one_object_per_line_after_the_plain_listening_line() {
         "a connection's line names its peer: {log}"
     );
 }
+
+/// A refusal's line at `-v` has the fields of a closing line that a refusal has: the peer,
+/// the local address and the listener (it had only the peer), on both engines.
+#[test]
+fn a_refusal_logs_its_peer_local_address_and_listener() {
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
+    }
+    for engine in engines {
+        let mut server = serve(&[
+            "echo",
+            "-l",
+            "127.0.0.1:0",
+            "-v",
+            "--log-format",
+            "json",
+            "--deny",
+            "127.0.0.1",
+            "--io-engine",
+            engine,
+        ]);
+        let mut client = connect(&server.addr());
+        let _ = std::io::Write::write_all(&mut client, b"x");
+        server.wait_for_stderr(&["refused"], Duration::from_secs(10));
+        server.signal(libc::SIGTERM);
+        assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));
+        let log = server.stderr();
+        let refusal: serde_json::Value = log
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .find(|o: &serde_json::Value| o["reason"] == "acl")
+            .unwrap_or_else(|| panic!("{engine}: no refusal line: {log}"));
+        let addr = server.addr();
+        assert_eq!(
+            refusal["listener"],
+            format!("tcp:{addr}"),
+            "{engine}: {refusal}"
+        );
+        assert_eq!(refusal["local"], addr, "{engine}: {refusal}");
+        assert!(
+            refusal["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{engine}: {refusal}"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use io_uring::opcode;
 use io_uring::squeue;
 use io_uring::types::{Fd, Timespec};
 
-use super::connection::{Admitted, HeaderRead, Job, peer_of};
+use super::connection::{Admitted, HeaderRead, Job, local_of, peer_of};
 use super::{HEADER, HEADER_TIMEOUT, Worker, token};
 use crate::proxy_protocol::{Gather, ProxyHeader};
 use crate::server::admission::late;
@@ -39,7 +39,7 @@ impl Worker {
         let fd = self.conns.get(slot)?.fd;
         let peer = peer_of(fd).unwrap_or_else(|| Address::unix(""));
         let Some(proxy) = pipeline.proxy_now() else {
-            let Some(held) = pipeline.check_early(&peer, &self.meter) else {
+            let Some(held) = pipeline.check_early(&peer, &self.meter, &|| local_of(fd)) else {
                 self.reset(slot);
                 return None;
             };
@@ -122,6 +122,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let fd = conn.fd;
         let Job::Header(read) = &mut conn.job else {
             return;
         };
@@ -151,7 +152,7 @@ impl Worker {
         };
         let held = self.admission.as_ref().and_then(|pipeline| {
             // Only a worker with admission stages receives headers: `None` is a refusal.
-            pipeline.check_after_proxy(&peer, &self.meter)
+            pipeline.check_after_proxy(&peer, &self.meter, &|| local_of(fd))
         });
         let Some(held) = held else {
             return self.reset(slot);
@@ -167,8 +168,10 @@ impl Worker {
 
     /// Counts and logs a refusal, and resets the connection.
     fn refuse(&mut self, slot: usize, peer: &Address, refused: &Refusal) {
+        let fd = self.conns.get(slot).map(|conn| conn.fd);
         if let Some(pipeline) = &self.admission {
-            pipeline.refused_early(peer, refused, &self.meter);
+            let local = || fd.and_then(local_of);
+            pipeline.refused_early(peer, refused, &self.meter, &local);
         }
         self.reset(slot);
     }

@@ -339,7 +339,7 @@ pub(super) fn peer_of(fd: RawFd) -> Option<Address> {
     Some(Address::from_sockaddr(&peer))
 }
 
-fn local_of(fd: RawFd) -> Option<Address> {
+pub(super) fn local_of(fd: RawFd) -> Option<Address> {
     // SAFETY: as in `peer_of`.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let local = socket2::SockRef::from(&fd).local_addr().ok()?;
