@@ -14,13 +14,16 @@ use std::time::Duration;
 use super::input::{CHUNK, Input, Next};
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
-use crate::socket::{Address, Socket};
+use crate::socket::{Address, Family, Socket};
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// After the peer closed, how long input that is already waiting may take to go out.
 const LINGER: Duration = Duration::from_secs(1);
+
+/// The longest pause between two looks at what the peer has acknowledged (send-only).
+pub(crate) const ACK_POLL: Duration = Duration::from_millis(20);
 
 /// How a bridge ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +60,10 @@ pub enum Direction {
     #[default]
     Both,
     /// Input to the peer only: what the peer sends is read and dropped, and the end of the
-    /// input ends the bridge (`ncat --send-only`).
+    /// input ends the bridge (`ncat --send-only`) once the peer has every byte: the
+    /// half-close is made, and over TCP the bridge waits for the peer's kernel to
+    /// acknowledge all of it (closing earlier, with the peer's replies unread, would reset
+    /// the connection and drop what was still on its way).
     SendOnly,
     /// The peer to the output only: the input is never read, and the socket is not
     /// half-closed (`ncat --recv-only`).
@@ -173,12 +179,19 @@ pub fn bridge(
     let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
     let counts = options.counts.as_deref();
     let (received, sent) = (counts.map(|c| &c.received), counts.map(|c| &c.sent));
-    thread::scope(|scope| {
+    let delivered = AtomicBool::new(false);
+    let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
-        let (done, activity) = (&done, &activity);
+        let (done, activity, delivered) = (&done, &activity, &delivered);
         let direction = options.direction;
         scope.spawn(move || {
-            send_input(input, socket, done, activity, sent, direction);
+            let ended = send_input(input, socket, done, activity, sent, direction);
+            if ended && direction == Direction::SendOnly && deliver(socket, done) {
+                delivered.store(true, Ordering::Release);
+                // Wakes the receive. The peer's bytes that still arrive make the kernel
+                // reset the connection, which is no failure any more: ours are all there.
+                let _ = socket.shutdown(Shutdown::Read);
+            }
             let _ = finished.send(());
         });
         let end = receive(
@@ -197,7 +210,48 @@ pub fn bridge(
             let _ = socket.shutdown(Shutdown::Both);
         }
         end
-    })
+    });
+    // Send-only: once the peer holds every byte, how the receiving side ended is not ours
+    // to report.
+    if delivered.load(Ordering::Acquire) {
+        return Ok(BridgeEnd::PeerClosed);
+    }
+    end
+}
+
+/// Send-only, after the input ended and was half-closed: waits until the peer's kernel has
+/// acknowledged every byte (TCP; a Unix socket's bytes are in the peer's queue once
+/// written, and where the system cannot tell they are taken as delivered). False when the
+/// input did not end that way or the bridge ended first with bytes unacknowledged (the peer
+/// reset, or the idle limit passed).
+fn deliver(socket: &Socket, done: &AtomicBool) -> bool {
+    if !matches!(socket.family(), Family::Inet | Family::Inet6) {
+        return true;
+    }
+    // On loopback the acknowledgement takes microseconds; across a network, a round trip.
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if all_acknowledged(socket.fileno()) {
+            return true;
+        }
+        if done.load(Ordering::Relaxed) {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(ACK_POLL);
+    }
+}
+
+/// Whether the peer's kernel has acknowledged every byte written to the TCP socket `fd`,
+/// and its FIN; where the system cannot tell, yes.
+pub(crate) fn all_acknowledged(fd: RawFd) -> bool {
+    match net::unacknowledged(fd) {
+        Ok(queued) => queued == 0,
+        Err(err) => {
+            tracing::debug!("cannot tell what the peer acknowledged ({err}); taken as all");
+            true
+        }
+    }
 }
 
 /// The interval at which a receive wakes to check an idle limit: a quarter of it, so the
@@ -207,7 +261,7 @@ pub(crate) fn tick(limit: Duration) -> Duration {
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only until no more input is
-/// waiting.
+/// waiting. True when the input ended and the half-close was made.
 fn send_input(
     input: &Input,
     socket: &Socket,
@@ -215,30 +269,27 @@ fn send_input(
     activity: &Activity,
     sent: Option<&AtomicU64>,
     direction: Direction,
-) {
+) -> bool {
     if direction == Direction::ReceiveOnly {
-        return;
+        return false;
     }
     loop {
         match input.next(POLL) {
             Next::Data(buf) => {
                 if socket.sendall(&buf).is_err() {
-                    return; // the peer is gone; the receiving side reports how
+                    return false; // the peer is gone; the receiving side reports how
                 }
                 ByteCounts::add(sent, buf.len());
                 activity.touch();
                 input.recycle(buf);
             }
-            Next::Pending if done.load(Ordering::Relaxed) => return,
+            Next::Pending if done.load(Ordering::Relaxed) => return false,
             Next::Pending => {}
             Next::End => {
-                // Send-only: shutting the reading side down too ends the receive at once.
-                let how = match direction {
-                    Direction::SendOnly => Shutdown::Both,
-                    _ => Shutdown::Write,
-                };
-                let _ = socket.shutdown(how);
-                return;
+                // Only the writing side, send-only too: shutting the reading side down
+                // while the peer's bytes still arrive resets the connection (Linux answers
+                // data after SHUT_RD with a reset) before ours are all delivered.
+                return socket.shutdown(Shutdown::Write).is_ok();
             }
         }
     }

@@ -10,12 +10,13 @@
 //! written as soon as each read returns, so every byte that arrived is readable at once.
 //!
 //! One way only ([`Direction`]), as the plain bridge: send-only drops what the peer sends
-//! and ends once the input has ended and close_notify has gone out; receive-only never reads
-//! the input and never closes its side before the peer has.
+//! and ends once the input has ended, close_notify and the half-close have gone out, and the
+//! peer's kernel has acknowledged all of it; receive-only never reads the input and never
+//! closes its side before the peer has.
 
 use std::future::Future;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -26,8 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::bridge::{
-    BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, POLL, Peer, check_idle, finish,
-    output_failed, tick,
+    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, POLL, Peer,
+    all_acknowledged, check_idle, finish, output_failed, tick,
 };
 use super::input::{Input, Next};
 use crate::endpoint::{Endpoint, Host};
@@ -88,6 +89,8 @@ pub fn bridge_tls(
         .build()
         .map_err(|err| Error::without_target(Op::Io, err))?;
     socket.set_blocking(false)?;
+    // Asked of the kernel while the stream below owns it (send-only: what is acknowledged).
+    let fd = socket.fileno();
     let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
     let output = match options.direction {
         Direction::SendOnly => Output::writer(io::sink()),
@@ -112,7 +115,7 @@ pub fn bridge_tls(
                     let tls = within(timeout, connector.connect(host, tcp))
                         .await
                         .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
-                    run(tls, receiver, input, output, &options, &peer).await
+                    run(tls, fd, receiver, input, output, &options, &peer).await
                 }
                 Handshake::Server { config, timeout } => {
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
@@ -121,7 +124,7 @@ pub fn bridge_tls(
                     })
                     .await
                     .map_err(|err| peer.error(Op::Handshake, err))?;
-                    run(tls, receiver, input, output, &options, &peer).await
+                    run(tls, fd, receiver, input, output, &options, &peer).await
                 }
             }
         });
@@ -164,6 +167,7 @@ fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool) {
 /// Moves bytes both ways over an established session.
 async fn run<S: AsyncRead + AsyncWrite>(
     stream: S,
+    fd: RawFd,
     mut chunks: mpsc::Receiver<Vec<u8>>,
     input: &Input,
     output: Output<'_>,
@@ -192,17 +196,24 @@ async fn run<S: AsyncRead + AsyncWrite>(
     });
     let mut receive = Box::pin(receive(&mut reader, output, activity, options, peer));
     let mut sent = false;
+    // Send-only, once the input has ended and close_notify is out: what the peer would
+    // still send is not wanted, but closing with it unread resets the connection and drops
+    // what the peer has not acknowledged yet. So reading goes on until it has.
+    let mut delivering = false;
     let end = loop {
         tokio::select! {
-            end = &mut receive => break end,
+            end = &mut receive => {
+                // However the peer ended (a reset, no close_notify), it holds all of ours.
+                if delivering && all_acknowledged(fd) {
+                    break Ok(BridgeEnd::PeerClosed);
+                }
+                break end;
+            }
+            () = acknowledged(fd), if delivering => break Ok(BridgeEnd::PeerClosed),
             result = &mut send, if !sent => {
                 sent = true;
                 match result {
-                    // Send-only: the input has ended and close_notify is out; what the
-                    // peer would still send is not wanted.
-                    Ok(()) if direction == Direction::SendOnly => {
-                        break Ok(BridgeEnd::PeerClosed);
-                    }
+                    Ok(()) if direction == Direction::SendOnly => delivering = true,
                     Ok(()) => {}
                     // The receiving side reports what happened to the connection.
                     Err(err) => {
@@ -223,6 +234,15 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
     }
     end
+}
+
+/// Returns once the peer's kernel has acknowledged every byte written to `fd`.
+async fn acknowledged(fd: RawFd) {
+    let mut pause = Duration::from_millis(1);
+    while !all_acknowledged(fd) {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(ACK_POLL);
+    }
 }
 
 async fn receive<R: AsyncRead + Unpin>(

@@ -19,7 +19,7 @@
 //! - `temp_path`: [`TempSocketPath`], the address a Unix datagram client binds.
 //! - `activity`: [`Activity`], when bytes last moved through a two-way mover.
 //! - the platform calls the layers above need, from the crate's `sys` module (splice, pipes,
-//!   `poll`, `IP_BIND_ADDRESS_NO_PORT`): nothing above `net` calls `libc` itself.
+//!   `poll`, `IP_BIND_ADDRESS_NO_PORT`, `SIOCOUTQ`): nothing above `net` calls `libc` itself.
 //!
 //! This module is the crate's own: its types are not part of the public API, which
 //! `socket`, `server`, `client` and `forward` give.
@@ -46,7 +46,8 @@ pub(crate) use unix_file::UnixFile;
 
 pub(crate) use crate::sys::{
     Pipe, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe, raise_descriptor_limit,
-    set_bind_address_no_port, set_defer_accept, splice, splice_unsupported, wait_readable,
+    set_bind_address_no_port, set_defer_accept, splice, splice_unsupported, unacknowledged,
+    wait_readable,
 };
 
 use std::path::Path;

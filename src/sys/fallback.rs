@@ -7,7 +7,10 @@
 //! - accepting costs two or three calls (`accept` or `accept4`, then `O_NONBLOCK`, and
 //!   `FD_CLOEXEC` where there is no `accept4`) where Linux's `accept4` takes one;
 //! - `IP_BIND_ADDRESS_NO_PORT` is missing: `bind` picks the port early, as it always did;
-//! - `TCP_DEFER_ACCEPT` is missing: a connection is accepted before its first bytes.
+//! - `TCP_DEFER_ACCEPT` is missing: a connection is accepted before its first bytes;
+//! - `SIOCOUTQ` is missing (BSDs have other calls for it): [`unacknowledged`] answers
+//!   `Unsupported`, and `--send-only` takes its bytes as delivered once written and
+//!   half-closed, without waiting for the peer's acknowledgement.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -72,5 +75,10 @@ pub(crate) fn set_bind_address_no_port(_socket: &socket2::Socket) -> io::Result<
 /// `TCP_DEFER_ACCEPT` is Linux's: always `Unsupported` (listeners hand over connections
 /// at once, and a PROXY header is waited for after the accept).
 pub(crate) fn set_defer_accept(_listener: BorrowedFd<'_>, _seconds: u32) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// `SIOCOUTQ` is Linux's: always `Unsupported` (callers take the bytes as delivered).
+pub(crate) fn unacknowledged(_fd: RawFd) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }

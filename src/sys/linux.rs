@@ -1,5 +1,5 @@
 //! The Linux-only calls: `splice(2)`, `pipe2(2)` and `F_SETPIPE_SZ`, `accept4(2)`,
-//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`. `fallback.rs` has the same functions for other systems.
+//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`. `fallback.rs` has the same functions for other systems.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -107,6 +107,21 @@ pub(crate) fn set_defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Re
         libc::TCP_DEFER_ACCEPT,
         seconds,
     )
+}
+
+/// How many bytes written to the TCP socket `fd` the peer has not acknowledged yet
+/// (`ioctl(SIOCOUTQ)`: sent or not, and counting a queued FIN as one), so 0 means the
+/// peer's kernel holds every byte and the end of stream.
+pub(crate) fn unacknowledged(fd: RawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ on a socket) writes one int through the pointer, which
+    // points at a live c_int.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The kernel never reports a negative queue; a negative value would be its bug.
+    usize::try_from(queued).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
 fn set_int_option(

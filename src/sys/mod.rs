@@ -7,7 +7,7 @@
 //!   `gethostname`, `getrlimit`, `if_nametoindex`); `ids.rs`: user and group ids (`getpwnam_r`,
 //!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
-//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`); `fallback.rs` has the same functions
+//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`); `fallback.rs` has the same functions
 //!   for other Unix systems, each with the fallback it documents (no splice: copy;
 //!   `accept` and `fcntl` for `accept4`). `--cfg socketkit_sys_fallback` builds the fallback on Linux too, so
 //!   that it is compiled and tested here (`.ci/run` does).
@@ -37,6 +37,7 @@ use std::os::fd::OwnedFd;
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 pub(crate) use platform::{
     accept_nonblocking, grow_pipe, set_bind_address_no_port, set_defer_accept, splice,
+    unacknowledged,
 };
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
@@ -117,6 +118,41 @@ mod tests {
         match splice(server.as_raw_fd(), pipe.write.as_raw_fd(), 1, false) {
             Ok(moved) => assert_eq!(moved, 1),
             Err(err) => assert!(splice_unsupported(&err), "{err}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn unacknowledged_bytes_are_counted_until_the_peer_takes_them() -> io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (mut server, _) = listener.accept()?;
+        // The server reads nothing yet: once its window is full, what the client still
+        // holds is unacknowledged.
+        client.set_nonblocking(true)?;
+        let mut written = 0usize;
+        loop {
+            match client.write(&[7u8; 65536]) {
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+        match unacknowledged(client.as_raw_fd()) {
+            Ok(n) => assert!(n > 0 && n <= written, "{n} of {written} unacknowledged"),
+            Err(err) => {
+                assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+                return Ok(());
+            }
+        }
+        client.shutdown(std::net::Shutdown::Write)?;
+        let mut taken = Vec::new();
+        server.read_to_end(&mut taken)?;
+        assert_eq!(taken.len(), written);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while unacknowledged(client.as_raw_fd())? != 0 {
+            assert!(std::time::Instant::now() < deadline, "never acknowledged");
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }

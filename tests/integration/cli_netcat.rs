@@ -186,6 +186,61 @@ fn send_only_drops_what_arrives_and_ends_with_stdin() {
     drop(peer);
 }
 
+/// Reads `peer` to its end, echoing every chunk back (until an echo fails: the read goes on),
+/// and closes: a peer whose replies pile up unread on the send-only side. What it read.
+fn echo_until_end(mut peer: TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut echoing = true;
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                echoing = echoing && peer.write_all(&buf[..n]).is_ok();
+            }
+            // A reset: what arrived is all there is; the comparison tells the rest.
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(err) => panic!("the echo peer failed: {err}"),
+        }
+    }
+}
+
+#[test]
+fn send_only_delivers_everything_and_exits_0_against_an_echoing_peer() {
+    // The peer's echoes arrive while and after stdin ends; reading none of them must
+    // neither reset the connection before the peer has every byte nor be reported.
+    let started = std::time::Instant::now();
+    let (listener, port) = tcp_peer();
+    for round in 0..50 {
+        // Small inputs (nc's usual one line) and large ones, whose echoes pile up.
+        let input = match round % 4 {
+            0 => b"x\n".to_vec(),
+            1 => crate::support::net::payload(64 * 1024),
+            _ => crate::support::net::payload(1024 * 1024),
+        };
+        let mut cmd = socketkit();
+        cmd.args(["connect", "--send-only", "127.0.0.1", &port]);
+        let mut child = Running::start_with_stdin(cmd, 0, input.clone());
+        let got = echo_until_end(accept(&listener));
+        let status = child.wait(DEADLINE);
+        assert!(
+            status.success(),
+            "round {round} ({} bytes): {status}; stderr:\n{}",
+            input.len(),
+            child.stderr()
+        );
+        assert!(
+            got == input,
+            "round {round}: the peer got {} of {} bytes",
+            got.len(),
+            input.len()
+        );
+        assert_eq!(child.stdout_text(), "", "round {round}");
+        assert!(started.elapsed() < DEADLINE * 2, "50 rounds take too long");
+    }
+}
+
 #[test]
 fn recv_only_never_sends_stdin() {
     let (listener, port) = tcp_peer();

@@ -44,6 +44,23 @@ def serve(conn, behaviour, arg):
     elif behaviour == "echo":
         conn.sendall(read_to_close_notify(conn))
         conn.unwrap()
+    elif behaviour == "echo_count":
+        # Each chunk back at once (until that fails), and, on stdout, how many bytes came
+        # before close_notify (or before the stream broke: then the exit is an error too).
+        got, echoing = 0, True
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if echoing:
+                    try:
+                        conn.sendall(chunk)
+                    except OSError:
+                        echoing = False
+        finally:
+            print(got, flush=True)
     elif behaviour == "alpn":
         conn.sendall(("alpn=%s\n" % conn.selected_alpn_protocol()).encode())
         read_to_close_notify(conn)
@@ -104,7 +121,8 @@ main()
 "#;
 
 /// A Python TLS server with `pair`'s certificate doing `behaviour` (`clean TEXT`,
-/// `truncate TEXT`, `echo`, `alpn`, `ask N`) for one connection; `None` without python3.
+/// `truncate TEXT`, `echo`, `echo_count`, `alpn`, `ask N`) for one connection; `None`
+/// without python3.
 pub fn python_server(pair: &Pair, behaviour: &str, arg: &str) -> Option<Running> {
     let cmd = python_peer(["server", pair.cert(), pair.key(), behaviour, arg])?;
     Some(Running::start(cmd, 1))
