@@ -18,7 +18,7 @@ use super::exit::CliError;
 use super::metrics::MetricsPlan;
 use super::netcat::{self, Netcat};
 use super::tls::ServerSetup;
-use super::{init_logging, ready, resolve, server, stdio, tls};
+use super::{init_logging, ready, resolve, server, socket_file, stdio, tls};
 
 pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let any_host = match (args.ipv4, args.ipv6) {
@@ -66,6 +66,9 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         .map(MetricsPlan::bind_standalone)
         .transpose()?;
     access.drop_privileges()?;
+    if let Some(file) = listening.socket_file() {
+        socket_file::remove_on_ending_signal(file)?;
+    }
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
     let counters = metrics.map(|plan| {
         let name = listening.local_endpoint().to_string();

@@ -18,6 +18,7 @@ mod ready;
 mod resolve;
 mod serve;
 mod server;
+mod socket_file;
 mod stdio;
 mod tls;
 mod values;

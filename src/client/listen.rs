@@ -2,10 +2,11 @@
 //! accepted connections for streams, the first sender for datagrams.
 
 use std::io;
+use std::path::Path;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
-use crate::net::{Bound, ListenOptions, UnixFile, bind_endpoint};
+use crate::net::{self, Bound, ListenOptions, UnixFile, UnixFileRemover, bind_endpoint};
 use crate::socket::{Address, Socket};
 
 /// A bound listening endpoint, waiting for peers.
@@ -15,7 +16,7 @@ pub struct Listening {
     endpoint: Endpoint,
     // Declared after the socket: fields drop in order, so the socket closes before its file
     // is removed.
-    _file: Option<UnixFile>,
+    file: Option<UnixFile>,
 }
 
 /// Binds `endpoint` for [`Listening::accept`] (streams) or [`Listening::first_datagram`]
@@ -58,7 +59,7 @@ pub fn listen_only_v6(endpoint: &Endpoint, only_v6: bool) -> Result<Listening> {
     Ok(Listening {
         socket,
         endpoint,
-        _file: file,
+        file,
     })
 }
 
@@ -127,4 +128,58 @@ impl Listening {
     pub fn socket_mut(&mut self) -> &mut Socket {
         &mut self.socket
     }
+
+    /// The socket file this listener made (`unix:` and `unixgram:` paths; not an abstract
+    /// name), for removing it where dropping the listener cannot: from a thread that caught
+    /// the signal ending the process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("l.sock");
+    /// let endpoint = format!("unix:{}", path.display()).parse()?;
+    /// let listening = socketkit::client::listen(&endpoint)?;
+    /// let file = listening.socket_file().expect("a unix: path has a file");
+    /// file.remove();
+    /// assert!(!path.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn socket_file(&self) -> Option<SocketFile> {
+        self.file
+            .as_ref()
+            .and_then(UnixFile::remover)
+            .map(SocketFile)
+    }
+}
+
+/// The socket file of a Unix [`Listening`], removable from any thread; see
+/// [`Listening::socket_file`].
+#[derive(Debug, Clone)]
+pub struct SocketFile(UnixFileRemover);
+
+impl SocketFile {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Removes the file if it is still the one the listener made (another server may have
+    /// replaced it since); nothing when the listener has already removed it.
+    pub fn remove(&self) {
+        self.0.remove();
+    }
+}
+
+/// Ends the process the way `signal` would have had nothing caught it: its default action
+/// is restored and the signal raised, so that the parent sees a death by the signal (a
+/// shell's `$?` is 128 + N, and a shell loop stops on SIGINT as it does for nc). For a
+/// program that catches SIGINT or SIGTERM only to clean up first ([`SocketFile::remove`]).
+/// Should the signal not end the process (one whose default action is to be ignored), it
+/// exits with 128 + N.
+pub fn die_by_signal(signal: i32) -> ! {
+    if let Err(err) = net::raise_with_default_action(signal) {
+        tracing::debug!("cannot raise signal {signal}: {err}");
+    }
+    std::process::exit(128 + signal)
 }

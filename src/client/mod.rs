@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, bridge};
 pub use datagram::bridge_datagrams;
 pub use input::{CHUNK, Input, Next};
-pub use listen::{Listening, listen, listen_only_v6};
+pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6};
 pub use tls::{Handshake, bridge_tls};
 
 use crate::endpoint::Endpoint;

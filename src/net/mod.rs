@@ -42,12 +42,12 @@ pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over};
 pub(crate) use passed::{handover_env, take_passed};
 pub(crate) use stream::Stream;
 pub(crate) use temp_path::TempSocketPath;
-pub(crate) use unix_file::UnixFile;
+pub(crate) use unix_file::{UnixFile, UnixFileRemover};
 
 pub(crate) use crate::sys::{
     Pipe, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe, raise_descriptor_limit,
-    set_bind_address_no_port, set_defer_accept, splice, splice_unsupported, unacknowledged,
-    wait_readable,
+    raise_with_default_action, set_bind_address_no_port, set_defer_accept, splice,
+    splice_unsupported, unacknowledged, wait_readable,
 };
 
 use std::path::Path;

@@ -45,6 +45,55 @@ impl UnixFile {
     pub(crate) fn keeper(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.handed_over)
     }
+
+    /// A handle that removes the file from elsewhere, under this guard's rules: for a
+    /// thread that catches the signal ending the process, when no destructor will run.
+    /// `None` for an abstract name, which has no file.
+    pub(crate) fn remover(&self) -> Option<UnixFileRemover> {
+        self.identity.map(|identity| UnixFileRemover {
+            path: self.path.clone(),
+            identity,
+            handed_over: Arc::clone(&self.handed_over),
+        })
+    }
+
+    fn remove(&self) {
+        if let Some(identity) = self.identity {
+            remove_if_ours(&self.path, identity, &self.handed_over);
+        }
+    }
+}
+
+/// See [`UnixFile::remover`].
+#[derive(Debug, Clone)]
+pub(crate) struct UnixFileRemover {
+    path: PathBuf,
+    identity: (u64, u64),
+    handed_over: Arc<AtomicBool>,
+}
+
+impl UnixFileRemover {
+    /// Where the socket file is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file if it is still the one the listener made and was not handed over;
+    /// harmless when the listener's guard has already removed it.
+    pub(crate) fn remove(&self) {
+        remove_if_ours(&self.path, self.identity, &self.handed_over);
+    }
+}
+
+/// Removes the socket file at `path` unless its socket was handed over or the file is no
+/// longer the one known by `identity` (another server may have replaced it since).
+fn remove_if_ours(path: &Path, identity: (u64, u64), handed_over: &AtomicBool) {
+    if handed_over.load(Ordering::Acquire) {
+        return;
+    }
+    if self::identity(path) == Some(identity) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// The file at `path`, to know it again; none for an abstract name (`@NAME`), which has no
@@ -60,13 +109,7 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 
 impl Drop for UnixFile {
     fn drop(&mut self) {
-        if self.handed_over.load(Ordering::Acquire) {
-            return;
-        }
-        let ours = identity(&self.path).is_some_and(|now| Some(now) == self.identity);
-        if ours {
-            let _ = fs::remove_file(&self.path);
-        }
+        self.remove();
     }
 }
 

@@ -4,7 +4,7 @@
 //! re-exports what the client, relay and load generator need).
 //!
 //! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`,
-//!   `gethostname`, `getrlimit`, `if_nametoindex`); `ids.rs`: user and group ids (`getpwnam_r`,
+//!   `gethostname`, `getrlimit`, `if_nametoindex`, `sigaction` and `raise`); `ids.rs`: user and group ids (`getpwnam_r`,
 //!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
 //!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`); `fallback.rs` has the same functions
@@ -41,7 +41,8 @@ pub(crate) use platform::{
 };
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
-    raise_descriptor_limit, set_close_on_exec, splice_unsupported, wait_readable,
+    raise_descriptor_limit, raise_with_default_action, set_close_on_exec, splice_unsupported,
+    wait_readable,
 };
 
 /// A non-blocking pipe, closed on drop.

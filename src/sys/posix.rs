@@ -1,6 +1,7 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
-//! `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`, `getrlimit(2)`; and `fcntl(F_SETFD)` for
-//! the descriptors a process hands to the program it starts.
+//! `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`, `getrlimit(2)`; `fcntl(F_SETFD)` for
+//! the descriptors a process hands to the program it starts; and `sigaction(2)` with
+//! `raise(3)` for a process that caught a signal only to clean up before dying by it.
 
 use std::ffi::CStr;
 use std::io;
@@ -198,4 +199,29 @@ pub(crate) fn inherit_on_exec(cmd: &mut std::process::Command, fds: Vec<RawFd>) 
             Ok(())
         });
     }
+}
+
+/// Restores the default action of `signal`, unblocks it in the calling thread and raises it
+/// there: for a terminating signal the process dies by it before this returns. It returns
+/// only when that did not happen (a signal whose default is to be ignored, or a failed call).
+pub(crate) fn raise_with_default_action(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction with SIG_DFL and an empty mask is a valid action for any
+    // signal; sigemptyset, sigaddset, pthread_sigmask and raise only read and write the
+    // sets passed, which live across the calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        if libc::raise(signal) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, connect, read_to_end};
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::{DEADLINE, Running, lines_of, socketkit};
 
 fn listen(args: &[&str], input: &[u8]) -> Running {
     let mut cmd = socketkit();
@@ -127,4 +127,80 @@ fn keep_open_is_for_streams_only() {
     let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 2);
     assert_eq!(out.stderr, "error: -k applies to stream endpoints only\n");
+}
+
+#[test]
+fn a_signal_removes_the_socket_file_and_still_ends_listen_by_that_signal() -> TestResult {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir()?;
+    let cases: [(&str, &[&str], i32); 5] = [
+        ("unix", &[], libc::SIGTERM),
+        ("unix", &["-k"], libc::SIGINT),
+        ("unixgram", &[], libc::SIGTERM),
+        ("unixgram", &[], libc::SIGINT),
+        ("unix", &[], libc::SIGHUP),
+    ];
+    for (n, (scheme, extra, signal)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("{n}.sock"));
+        let mut cmd = socketkit();
+        cmd.arg("listen")
+            .arg(format!("{scheme}:{}", path.display()))
+            .args(extra);
+        // Stdin stays open: only the signal ends the listener.
+        let mut listener = Running::start(cmd, 1);
+        assert!(
+            path.exists(),
+            "{scheme} {extra:?}: no socket file to begin with"
+        );
+        listener.signal(signal);
+        let status = listener.wait(DEADLINE);
+        // As nc: the signal ends the process (a shell shows 128 + N), not an exit code.
+        assert_eq!(
+            status.signal(),
+            Some(signal),
+            "{scheme} {extra:?}: {status}; stderr:\n{}",
+            listener.stderr()
+        );
+        assert!(
+            !path.exists(),
+            "{scheme} {extra:?} signal {signal}: the file is left"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_signal_during_a_connection_removes_the_socket_file() -> TestResult {
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir()?;
+    // -k: the listening socket, and its file, stay while a peer is bridged.
+    let path = dir.path().join("k.sock");
+    let mut cmd = socketkit();
+    cmd.arg("listen")
+        .arg(format!("unix:{}", path.display()))
+        .arg("-k");
+    let mut listener = Running::start(cmd, 1);
+    let mut peer = UnixStream::connect(&path)?;
+    let lines = lines_of(listener.take_stdout());
+    peer.write_all(b"bridged\n")?;
+    assert_eq!(lines.recv_timeout(IO_TIMEOUT)?, b"bridged\n");
+    listener.signal(libc::SIGTERM);
+    assert_eq!(listener.wait(DEADLINE).signal(), Some(libc::SIGTERM));
+    assert!(!path.exists(), "listen -k: the file is left");
+    // unixgram: the file stays for the first sender, who keeps sending to it.
+    let path = dir.path().join("g.sock");
+    let mut cmd = socketkit();
+    cmd.arg("listen")
+        .arg(format!("unixgram:{}", path.display()));
+    let mut listener = Running::start(cmd, 1);
+    let sender_path = dir.path().join("sender.sock");
+    let sender = UnixDatagram::bind(&sender_path)?;
+    let lines = lines_of(listener.take_stdout());
+    sender.send_to(b"first\n", &path)?;
+    assert_eq!(lines.recv_timeout(IO_TIMEOUT)?, b"first\n");
+    listener.signal(libc::SIGINT);
+    assert_eq!(listener.wait(DEADLINE).signal(), Some(libc::SIGINT));
+    assert!(!path.exists(), "listen unixgram: the file is left");
+    Ok(())
 }
