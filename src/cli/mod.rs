@@ -13,6 +13,7 @@ mod listen;
 mod log;
 mod managed;
 mod metrics;
+mod nc_hints;
 mod netcat;
 mod ready;
 mod resolve;
@@ -34,7 +35,7 @@ use exit::CliError;
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if let Some(hint) = netcat::hint(&argv) {
+    if let Some(hint) = nc_hints::hint(&argv) {
         return CliError::Usage(hint).report();
     }
     let cli = match Cli::try_parse() {

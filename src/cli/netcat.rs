@@ -1,8 +1,7 @@
 //! What `connect` and `listen` take from netcat (SPEC §3.6): nc's two-argument endpoint forms,
-//! `-u`, `-e`/`-c`, `--send-only`/`--recv-only`, `-C`, `-o`/`-x`, and a hint for the nc flags
-//! socketkit spells differently.
+//! `-u`, `-e`/`-c`, `--send-only`/`--recv-only`, `-C`, `-o`/`-x`. The hints for the nc flags
+//! socketkit spells differently are in `nc_hints`.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::path::Path;
 
@@ -171,43 +170,6 @@ pub(crate) fn run_exec(
     Ok(())
 }
 
-/// A hint for an nc flag that socketkit spells differently, when `argv` (after the program
-/// name) has one; `None` leaves the line to the parser.
-pub(crate) fn hint(argv: &[OsString]) -> Option<String> {
-    let words: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap_or("")).collect();
-    let command = *words.first()?;
-    if command != "connect" && command != "listen" {
-        return None;
-    }
-    let options = words[1..].iter().take_while(|w| **w != "--");
-    let mut previous = "";
-    for &word in options {
-        // `-q 1` / `-q1`: socketkit's -q is --quiet, so a number after it is nc's -q.
-        let quit_after_eof = (previous == "-q" && word.parse::<f64>().is_ok())
-            || word
-                .strip_prefix("-q")
-                .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok());
-        if quit_after_eof {
-            return Some(
-                "nc's -q SECONDS is not needed: socketkit half-closes at stdin EOF and exits \
-                 when the peer closes (for UDP, --wait DURATION waits for replies)"
-                    .into(),
-            );
-        }
-        if word == "-N" {
-            return Some("-N is not needed: socketkit always half-closes at stdin EOF".into());
-        }
-        if word == "-l" && command == "connect" {
-            return Some("-l: use socketkit listen ENDPOINT to wait for a peer".into());
-        }
-        if word == "-l" && command == "listen" {
-            return Some("-l is not needed: socketkit listen always listens".into());
-        }
-        previous = word;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,17 +185,5 @@ mod tests {
         assert_eq!(text("12399", None, false, Some("0.0.0.0")), "0.0.0.0:12399");
         assert_eq!(text(":12399", None, false, Some("[::]")), "[::]:12399");
         assert!(endpoint_text("tls:h:1", None, true, None).is_err());
-    }
-
-    #[test]
-    fn nc_flags_get_hints() {
-        let argv = |words: &[&str]| words.iter().map(OsString::from).collect::<Vec<_>>();
-        assert!(hint(&argv(&["connect", "h", "1", "-q", "1"])).is_some());
-        assert!(hint(&argv(&["connect", "-q1", "h:1"])).is_some());
-        assert!(hint(&argv(&["connect", "-q", "h:1"])).is_none());
-        assert!(hint(&argv(&["connect", "-N", "h:1"])).is_some());
-        assert!(hint(&argv(&["connect", "-l", "h:1"])).is_some());
-        assert!(hint(&argv(&["serve", "-l", ":1"])).is_none());
-        assert!(hint(&argv(&["connect", "h:1", "--", "-N"])).is_none());
     }
 }

@@ -376,6 +376,18 @@ fn nc_flags_spelled_differently_get_a_hint() {
         ),
         (&["connect", "-N", "127.0.0.1", "80"], "always half-closes"),
         (&["connect", "-l", "80"], "socketkit listen"),
+        (&["listen", "-l", "80"], "always listens"),
+        // nc's -l -p PORT in its usual spellings; -p stays connect's source port.
+        (&["listen", "-p", "1234"], "socketkit listen PORT"),
+        (&["listen", "-lp", "1234"], "socketkit listen PORT"),
+        (&["listen", "-l", "-p", "1234"], "socketkit listen PORT"),
+        (&["listen", "-lvnp", "4444"], "socketkit listen PORT"),
+        (&["connect", "-U", "/tmp/s.sock"], "unix:PATH"),
+        (&["listen", "-lU", "/tmp/s.sock"], "unix:PATH"),
+        (&["connect", "-d", "127.0.0.1", "80"], "--recv-only"),
+        (&["listen", "-d", "80"], "--recv-only"),
+        (&["connect", "--ssl", "127.0.0.1", "443"], "tls:HOST:PORT"),
+        (&["listen", "--ssl", "443"], "tls:HOST:PORT"),
     ] {
         let out = run_args(args);
         assert_eq!(out.code(), 2, "{args:?}");

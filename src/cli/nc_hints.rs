@@ -1,0 +1,239 @@
+//! Hints for the nc and ncat flags that socketkit spells differently (SPEC §3.6): instead of
+//! clap's "unexpected argument", one `error:` line naming the socketkit way (exit 2).
+//!
+//! The command line is read before clap parses it, as clap would read it: short flags may be
+//! clustered (`-lvnp 4444`), and the values of options that take one (`-o FILE`,
+//! `--output=FILE`, `-oFILE`) are skipped, so that a file named `-d` is no flag. Which
+//! options take a value is asked of the parser's own definition.
+
+use std::ffi::OsString;
+
+use clap::CommandFactory;
+
+use super::args::Cli;
+
+/// A hint for an nc flag that socketkit spells differently, when `argv` (after the program
+/// name) has one; `None` leaves the line to the parser. With several, the most telling (see
+/// [`Flag::rank`]), else the first.
+pub(crate) fn hint(argv: &[OsString]) -> Option<String> {
+    let words: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    let command = *words.first()?;
+    if command != "connect" && command != "listen" {
+        return None;
+    }
+    let options = ValueOptions::of(command);
+    let mut found: Vec<Flag> = Vec::new();
+    let mut previous = "";
+    let mut words = words[1..].iter().copied().take_while(|w| *w != "--");
+    while let Some(word) = words.next() {
+        // `-q 1` / `-q1`: socketkit's -q is --quiet, so a number after it is nc's -q.
+        let quit_after_eof = (previous == "-q" && word.parse::<f64>().is_ok())
+            || word
+                .strip_prefix("-q")
+                .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok());
+        previous = word;
+        if quit_after_eof {
+            found.push(Flag::QuitAfterEof);
+        } else if let Some(long) = word.strip_prefix("--") {
+            let (name, inline_value) = match long.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (long, false),
+            };
+            if name == "ssl" || name.starts_with("ssl-") {
+                found.push(Flag::Ssl);
+            } else if !inline_value && options.long.iter().any(|l| l == name) {
+                words.next(); // its value
+            }
+        } else if let Some(cluster) = word.strip_prefix('-').filter(|c| !c.is_empty()) {
+            for (at, short) in cluster.char_indices() {
+                if options.short.contains(&short) {
+                    // The rest of the word is its value, or else the next word is.
+                    if at + short.len_utf8() == cluster.len() {
+                        words.next();
+                    }
+                    break;
+                }
+                found.extend(Flag::short(short, command));
+            }
+        }
+    }
+    let first = found.into_iter().min_by_key(|flag| flag.rank())?;
+    Some(first.hint().into())
+}
+
+/// An nc flag socketkit has another way for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    /// `-q SECONDS`: quit that long after stdin's end.
+    QuitAfterEof,
+    /// `-N`: shut the socket down at stdin's end.
+    Shutdown,
+    /// `-l` on `connect`.
+    ListenOnConnect,
+    /// `-l` on `listen`.
+    ListenOnListen,
+    /// `-p PORT` on `listen` (on `connect`, `-p` is the source port, as nc's).
+    ListenPort,
+    /// `-U`: the endpoint is a Unix socket path.
+    Unix,
+    /// `-d`: do not read stdin.
+    NoStdin,
+    /// ncat's `--ssl` and `--ssl-*`.
+    Ssl,
+}
+
+impl Flag {
+    /// The flag a short option letter of `command` is, if nc's and not socketkit's.
+    fn short(letter: char, command: &str) -> Option<Flag> {
+        match (letter, command) {
+            ('N', _) => Some(Flag::Shutdown),
+            ('l', "connect") => Some(Flag::ListenOnConnect),
+            ('l', _) => Some(Flag::ListenOnListen),
+            ('p', "listen") => Some(Flag::ListenPort),
+            ('U', _) => Some(Flag::Unix),
+            ('d', _) => Some(Flag::NoStdin),
+            _ => None,
+        }
+    }
+
+    /// Which hint to give when a line has several: nc's `-l -p PORT` (in any spelling) is
+    /// the whole of what such a line wants; `-l` on `listen` alone changes nothing else
+    /// (`-lU PATH` wants the `-U` hint).
+    fn rank(self) -> u8 {
+        match self {
+            Flag::ListenPort => 0,
+            Flag::ListenOnListen => 2,
+            _ => 1,
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Flag::QuitAfterEof => {
+                "nc's -q SECONDS is not needed: socketkit half-closes at stdin EOF and exits \
+                 when the peer closes (for UDP, --wait DURATION waits for replies)"
+            }
+            Flag::Shutdown => "-N is not needed: socketkit always half-closes at stdin EOF",
+            Flag::ListenOnConnect => "-l: use socketkit listen ENDPOINT to wait for a peer",
+            Flag::ListenOnListen => "-l is not needed: socketkit listen always listens",
+            Flag::ListenPort => {
+                "nc's -l -p PORT is socketkit listen PORT (or listen HOST PORT): the port is \
+                 the endpoint, and -l is not needed"
+            }
+            Flag::Unix => {
+                "nc's -U: name the Unix socket in the endpoint, unix:PATH (unixgram:PATH for \
+                 datagrams)"
+            }
+            Flag::NoStdin => "nc's -d (do not read stdin) is --recv-only in socketkit",
+            Flag::Ssl => {
+                "ncat's --ssl: use a tls:HOST:PORT endpoint (the --tls-* options set \
+                 certificates and verification)"
+            }
+        }
+    }
+}
+
+/// The options of a subcommand that take a value, by short letter and by long name
+/// (aliases included).
+struct ValueOptions {
+    short: Vec<char>,
+    long: Vec<String>,
+}
+
+impl ValueOptions {
+    fn of(command: &str) -> ValueOptions {
+        let mut options = ValueOptions {
+            short: Vec::new(),
+            long: Vec::new(),
+        };
+        let cli = Cli::command();
+        let Some(sub) = cli.find_subcommand(command) else {
+            return options;
+        };
+        for arg in sub.get_arguments() {
+            if arg.is_positional() || !arg.get_action().takes_values() {
+                continue;
+            }
+            options
+                .short
+                .extend(arg.get_short_and_visible_aliases().unwrap_or_default());
+            options.long.extend(
+                arg.get_long_and_visible_aliases()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_owned),
+            );
+            options.long.extend(
+                arg.get_all_aliases()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_owned),
+            );
+        }
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint_of(words: &[&str]) -> Option<String> {
+        hint(&words.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn nc_flags_get_hints() {
+        assert!(hint_of(&["connect", "h", "1", "-q", "1"]).is_some());
+        assert!(hint_of(&["connect", "-q1", "h:1"]).is_some());
+        assert!(hint_of(&["connect", "-q", "h:1"]).is_none());
+        assert!(hint_of(&["connect", "-N", "h:1"]).is_some());
+        assert!(hint_of(&["connect", "-l", "h:1"]).is_some());
+        assert!(hint_of(&["serve", "-l", ":1"]).is_none());
+        assert!(hint_of(&["connect", "h:1", "--", "-N"]).is_none());
+    }
+
+    #[test]
+    fn listen_port_in_every_spelling_names_listen_port() {
+        for words in [
+            &["listen", "-p", "1234"][..],
+            &["listen", "-lp", "1234"],
+            &["listen", "-l", "-p", "1234"],
+            &["listen", "-lvnp", "1234"],
+            &["listen", "-vp1234"],
+        ] {
+            let hint = hint_of(words).unwrap_or_default();
+            assert!(hint.contains("socketkit listen PORT"), "{words:?}: {hint}");
+        }
+        // On connect, -p is the source port.
+        assert!(hint_of(&["connect", "-p", "1234", "h:1"]).is_none());
+        assert!(hint_of(&["connect", "-vp1234", "h:1"]).is_none());
+    }
+
+    #[test]
+    fn unix_no_stdin_and_ssl_get_hints() {
+        let has = |words: &[&str], text: &str| {
+            let hint = hint_of(words).unwrap_or_default();
+            assert!(hint.contains(text), "{words:?}: {hint}");
+        };
+        has(&["connect", "-U", "/tmp/s"], "unix:PATH");
+        has(&["listen", "-lU", "/tmp/s"], "unix:PATH");
+        has(&["connect", "-d", "h:1"], "--recv-only");
+        has(&["listen", "-kd", "0"], "--recv-only");
+        has(&["connect", "--ssl", "h:1"], "tls:HOST:PORT");
+        has(&["connect", "--ssl-verify", "h:1"], "tls:HOST:PORT");
+        has(&["listen", "--ssl-cert=c.pem", "0"], "tls:HOST:PORT");
+    }
+
+    #[test]
+    fn values_of_options_are_not_flags() {
+        // A file named -d, a program with its own flags, a cluster ending in a value.
+        assert!(hint_of(&["connect", "-o", "-d", "h:1"]).is_none());
+        assert!(hint_of(&["connect", "--output", "-U", "h:1"]).is_none());
+        assert!(hint_of(&["listen", "-e", "-p", "0"]).is_none());
+        assert!(hint_of(&["listen", "-c", "-lp", "0"]).is_none());
+        assert!(hint_of(&["listen", "-o/tmp/dump.p", "0"]).is_none());
+        assert!(hint_of(&["listen", "-ko", "-N", "0"]).is_none());
+        assert!(hint_of(&["listen", "--output=-d", "0"]).is_none());
+    }
+}
