@@ -220,7 +220,9 @@ pub(crate) struct ServeArgs {
     pub(crate) tls_alpn: TlsAlpnArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
-    /// exec: the program and its arguments, after `--`.
+    /// exec: the program and its arguments, after `--`. Its stdin and stdout are the
+    /// connection's socket itself (pipes on tls: listeners); socketkit, which then does not
+    /// see the bytes, leaves them out of the metrics and the -v closing line.
     #[arg(last = true, value_name = "PROGRAM")]
     pub(crate) program: Vec<OsString>,
 }

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::socket::{Address, as_uninit};
+use crate::socket::{Address, Socket, as_uninit};
 
 /// A connected stream of either transport.
 #[derive(Debug)]
@@ -133,6 +134,50 @@ impl Stream {
                 socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO))
             }
         };
+    }
+}
+
+/// What a stream whose bytes another process moves (an exec program with the socket as its
+/// stdin and stdout) still answers, without a byte read here.
+impl Stream {
+    /// A second descriptor of the stream (`dup(2)`, close-on-exec), as a socket.
+    pub(crate) fn duplicate(&self) -> io::Result<Socket> {
+        let fd = match self {
+            Stream::Tcp(s) => s.as_fd().try_clone_to_owned()?,
+            Stream::Unix(s) => s.as_fd().try_clone_to_owned()?,
+        };
+        Ok(Socket::from_inherited(fd)?.0)
+    }
+
+    /// Waits until the connection fails — a reset, a keepalive that went unanswered: the
+    /// kernel's `EPOLLERR`, which epoll reports whatever was asked — and answers its error
+    /// (`SO_ERROR`, taken). A client's end of stream is not a failure: it waits on then.
+    pub(crate) async fn failure(&self) -> io::Error {
+        let ready = match self {
+            Stream::Tcp(s) => s.ready(Interest::ERROR).await,
+            Stream::Unix(s) => s.ready(Interest::ERROR).await,
+        };
+        if let Err(err) = ready {
+            return err;
+        }
+        let pending = match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        };
+        match pending {
+            Ok(Some(err)) | Err(err) => err,
+            // Taken by the other process's read or write in between.
+            Ok(None) => io::Error::new(io::ErrorKind::ConnectionReset, "the connection failed"),
+        }
+    }
+
+    /// How long no data has moved either way, by the kernel's clocks (`TCP_INFO`):
+    /// `Unsupported` for a Unix stream, which has none, and off Linux.
+    pub(crate) fn idle_time(&self) -> io::Result<Duration> {
+        match self {
+            Stream::Tcp(s) => crate::sys::tcp_idle_time(s.as_fd()),
+            Stream::Unix(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
     }
 }
 

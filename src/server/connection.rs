@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::meter::{Meter, Tally};
+use super::program::ProgramConnection;
 use super::tls::{self, TlsStream};
 use crate::net::Stream;
 use crate::socket::Address;
@@ -133,6 +134,24 @@ impl Connection {
             Io::Plain(stream) => Ok((stream, self.idle.map(|idle| idle.limit), self.meter)),
             Io::Tls(_) | Io::Handshaking => Err(self),
         }
+    }
+
+    /// The connection with its socket handed to a program as its stdin and stdout (the
+    /// exec service; see [`ProgramConnection`]). It comes back as it is when its bytes
+    /// are not the socket's (TLS), or when the server's idle timeout could not be kept
+    /// without reading it (a Unix stream).
+    pub(crate) fn into_program(self) -> Result<ProgramConnection, Connection> {
+        let Connection { meter, io, idle } = self;
+        let stream = match io {
+            Io::Plain(stream) => stream,
+            io => return Err(Connection { meter, io, idle }),
+        };
+        let limit = idle.as_ref().map(|idle| idle.limit);
+        ProgramConnection::new(stream, meter, limit).map_err(|(stream, meter)| Connection {
+            meter,
+            io: Io::Plain(stream),
+            idle,
+        })
     }
 
     /// The stream, the idle limit and the byte counters (received, sent), for code that

@@ -9,7 +9,9 @@
 //! listener's; nothing takes a lock or allocates. When the `Meter` drops (the connection
 //! closes), the listener's active count goes down, the duration goes into the histogram,
 //! and at `-v` one `closed` line carries `peer`, `local`, `listener`, `bytes_in`,
-//! `bytes_out` and `duration_ms` as fields (the JSON log format makes them keys).
+//! `bytes_out` and `duration_ms` as fields (the JSON log format makes them keys) — without
+//! the bytes when they did not pass through this process (a socket handed to an exec
+//! program), rather than a count that would be wrong.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,8 +132,8 @@ impl ListenerMeter {
             let summary = Summary {
                 peer: &peer(),
                 local: local.as_ref(),
-                bytes_in: as_u64(received),
-                bytes_out: as_u64(sent),
+                bytes_in: Some(as_u64(received)),
+                bytes_out: Some(as_u64(sent)),
                 lasted,
             };
             summary.log(self, "answered at once");
@@ -164,6 +166,9 @@ struct Open {
 struct Closing {
     bytes_in: u64,
     bytes_out: u64,
+    /// False once the bytes stopped passing through this process: the line leaves them
+    /// out.
+    bytes_known: bool,
     local: Option<Address>,
 }
 
@@ -186,6 +191,7 @@ impl Meter {
             Box::new(Closing {
                 bytes_in: 0,
                 bytes_out: 0,
+                bytes_known: true,
                 local: local(),
             })
         });
@@ -208,6 +214,14 @@ impl Meter {
     /// the closing line see.
     pub(crate) fn set_peer(&mut self, peer: Address) {
         self.peer = peer;
+    }
+
+    /// From now on the connection's bytes pass elsewhere (its socket was handed to another
+    /// process): nothing more is counted, and the closing line leaves the bytes out.
+    pub(crate) fn stop_counting_bytes(&mut self) {
+        if let Some(log) = self.open.as_mut().and_then(|open| open.log.as_deref_mut()) {
+            log.bytes_known = false;
+        }
     }
 
     /// Counts `n` bytes received from the client.
@@ -271,8 +285,8 @@ impl Drop for Meter {
             let summary = Summary {
                 peer: &self.peer,
                 local: log.local.as_ref(),
-                bytes_in: log.bytes_in,
-                bytes_out: log.bytes_out,
+                bytes_in: log.bytes_known.then_some(log.bytes_in),
+                bytes_out: log.bytes_known.then_some(log.bytes_out),
                 lasted,
             };
             summary.log(&open.listener, "closed");
@@ -305,8 +319,9 @@ impl Tally<'_> {
 struct Summary<'a> {
     peer: &'a Address,
     local: Option<&'a Address>,
-    bytes_in: u64,
-    bytes_out: u64,
+    /// `None`: not known here, and left out of the line.
+    bytes_in: Option<u64>,
+    bytes_out: Option<u64>,
     lasted: Duration,
 }
 

@@ -71,6 +71,7 @@ mod listener;
 mod meter;
 mod notify;
 mod pipeline;
+mod program;
 mod proxy;
 #[cfg(target_os = "linux")]
 mod ring;
@@ -100,6 +101,7 @@ pub use shutdown::ShutdownHandle;
 pub use crate::metrics::RefusalReason;
 
 pub(crate) use meter::Tally;
+pub(crate) use program::ProgramConnection;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};

@@ -5,10 +5,20 @@
 //!   `sh -c`.
 //! - Its environment has `SOCKETKIT_PEER_ADDR`, `SOCKETKIT_PEER_PORT`,
 //!   `SOCKETKIT_LOCAL_ADDR` and `SOCKETKIT_LOCAL_PORT` (a Unix socket gives paths and no ports).
-//! - The client's end of stream closes the program's stdin; the program closing its stdout
-//!   (normally, by exiting) half-closes the connection; when the program has exited and its
-//!   output is sent, the connection ends. A connection that ends first (reset, idle timeout,
-//!   shutdown) kills the program. Every program is waited for: no zombie is left.
+//! - Its stdin and stdout are the connection's socket itself, as inetd gives them: the
+//!   program can ask `getpeername`, half-close with `shutdown`, or be an inetd-mode server
+//!   (`socketkit serve echo --inetd`). The socket is in blocking mode, as a program expects
+//!   of its stdio. The client's end of stream is the program's to read; the connection ends
+//!   when the program has exited (and closed its copies). A connection that fails first (a
+//!   reset, an idle timeout, a forced shutdown) kills the program. Every program is waited
+//!   for: no zombie is left.
+//! - The bytes do not pass through socketkit then, so it does not count them: the `-v`
+//!   closing line has no `bytes_in`/`bytes_out`, and the byte metrics leave them out.
+//! - Where the socket cannot be handed over — a TLS session, whose bytes are not the
+//!   socket's; a Unix connection under an idle timeout, whose idle time only socketkit can
+//!   see — the program gets pipes, which socketkit copies to and from the connection: the
+//!   client's end of stream closes its stdin, its closing stdout (normally, by exiting)
+//!   half-closes the connection, and the bytes are counted.
 //! - Its stderr is the server's.
 
 use std::ffi::OsString;
@@ -22,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 use crate::error::{Error, Op};
-use crate::server::{Connection, Handler};
+use crate::server::{Connection, Handler, ProgramConnection};
 use crate::socket::Address;
 
 /// How long a program that closed its output may take to exit before it is killed.
@@ -167,13 +177,17 @@ impl Exec {
     }
 
     /// The command with `socket` as its stdin and stdout, and the addresses in its
-    /// environment.
+    /// environment. The socket is put in blocking mode, which a program expects of its
+    /// stdio (the mode belongs to the open socket, which this process's copies share: they
+    /// must not be read or written here any more). The duplicates made here are
+    /// close-on-exec; only the program's own, on descriptors 0 and 1, are inherited.
     fn on_socket(
         &self,
         socket: &crate::socket::Socket,
         peer: &Address,
     ) -> crate::Result<std::process::Command> {
         use std::os::fd::AsFd;
+        socket.set_blocking(true)?;
         let local = socket.local_addr().unwrap_or_else(|_| Address::unix(""));
         let stdin = socket
             .as_fd()
@@ -255,19 +269,56 @@ impl Handler for Exec {
 
 impl Exec {
     async fn run(&self, conn: Connection) -> io::Result<()> {
+        match conn.into_program() {
+            Ok(conn) => self.run_on_socket(conn).await,
+            Err(conn) => self.run_on_pipes(conn).await,
+        }
+    }
+
+    /// Runs the program with the connection's socket as its stdin and stdout, until it
+    /// exits, or kills it when the connection fails first.
+    async fn run_on_socket(&self, conn: ProgramConnection) -> io::Result<()> {
+        let mut child = {
+            let socket = conn.socket().map_err(|err| self.spawn_error(err))?;
+            // Dropped with this block once spawned: the duplicates of the socket it holds
+            // would keep the connection open after the program exits.
+            let mut command = Command::from(self.on_socket(&socket, conn.peer_addr())?);
+            command.kill_on_drop(true);
+            command.spawn().map_err(|err| self.cannot_start(err))?
+        };
+        tokio::select! {
+            status = child.wait() => {
+                let status = status?;
+                tracing::debug!(peer = %conn.peer_addr(), "the program exited: {status}");
+                Ok(())
+            }
+            err = conn.ended() => {
+                // Its client is gone: the program has nobody left to talk to.
+                let _ = child.kill().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// A failed start, for a connection's log: checked at start-up, so this is new (the
+    /// file was removed or changed): every client is being turned away, which the operator
+    /// must hear of.
+    fn cannot_start(&self, err: io::Error) -> io::Error {
+        let err = self.spawn_error(err);
+        tracing::warn!("{err}; closing the connection");
+        io::Error::other(err)
+    }
+
+    /// Runs the program on pipes that this process copies to and from the connection (a
+    /// TLS session, or a connection whose idle time only this process can see).
+    async fn run_on_pipes(&self, conn: Connection) -> io::Result<()> {
         let mut child = self
             .command(
                 conn.peer_addr(),
                 &conn.local_addr().unwrap_or_else(|_| Address::unix("")),
             )
             .spawn()
-            .map_err(|err| {
-                let err = Error::new(Op::Spawn, self.spec.program.to_string_lossy(), err);
-                // Checked at start-up, so this is new (the file was removed or changed):
-                // every client is being turned away, which the operator must hear of.
-                tracing::warn!("{err}; closing the connection");
-                io::Error::other(err)
-            })?;
+            .map_err(|err| self.cannot_start(err))?;
         let result = bridge(&mut child, conn).await;
         match result {
             Ok(()) => reap(&mut child).await,

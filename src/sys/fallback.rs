@@ -11,6 +11,8 @@
 //! - `SIOCOUTQ` is missing (BSDs have other calls for it): [`unacknowledged`] answers
 //!   `Unsupported`, and `--send-only` takes its bytes as delivered once written and
 //!   half-closed, without waiting for the peer's acknowledgement.
+//! - `TCP_INFO` is missing: a connection whose bytes another process moves has no idle time
+//!   (exec keeps it on pipes under an idle timeout).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -80,5 +82,11 @@ pub(crate) fn set_defer_accept(_listener: BorrowedFd<'_>, _seconds: u32) -> io::
 
 /// `SIOCOUTQ` is Linux's: always `Unsupported` (callers take the bytes as delivered).
 pub(crate) fn unacknowledged(_fd: RawFd) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// `TCP_INFO` is Linux's: always `Unsupported` (callers keep moving the bytes themselves,
+/// and time the connection out as they do).
+pub(crate) fn tcp_idle_time(_socket: BorrowedFd<'_>) -> io::Result<std::time::Duration> {
     Err(io::ErrorKind::Unsupported.into())
 }

@@ -1,5 +1,6 @@
 //! The Linux-only calls: `splice(2)`, `pipe2(2)` and `F_SETPIPE_SZ`, `accept4(2)`,
-//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`. `fallback.rs` has the same functions for other systems.
+//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`. `fallback.rs` has
+//! the same functions for other systems.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -122,6 +123,31 @@ pub(crate) fn unacknowledged(fd: RawFd) -> io::Result<usize> {
     }
     // The kernel never reports a negative queue; a negative value would be its bug.
     usize::try_from(queued).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// How long a TCP connection has moved no data either way, from the kernel's own clocks
+/// (`TCP_INFO`'s `tcpi_last_data_recv` and `tcpi_last_data_sent`, in milliseconds): what
+/// tells a connection's idle time when another process reads and writes it.
+pub(crate) fn tcp_idle_time(socket: BorrowedFd<'_>) -> io::Result<std::time::Duration> {
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the buffer is a tcp_info that lives across the call, with its size given; the
+    // kernel writes at most `len` bytes of it.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let idle_ms = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
+    Ok(std::time::Duration::from_millis(u64::from(idle_ms)))
 }
 
 fn set_int_option(

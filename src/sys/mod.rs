@@ -7,10 +7,10 @@
 //!   `gethostname`, `getrlimit`, `if_nametoindex`, `sigaction` and `raise`); `ids.rs`: user and group ids (`getpwnam_r`,
 //!   `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
-//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`); `fallback.rs` has the same functions
-//!   for other Unix systems, each with the fallback it documents (no splice: copy;
-//!   `accept` and `fcntl` for `accept4`). `--cfg socketkit_sys_fallback` builds the fallback on Linux too, so
-//!   that it is compiled and tested here (`.ci/run` does).
+//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`); `fallback.rs` has the same
+//!   functions for other Unix systems, each with the fallback it documents (no splice: copy;
+//!   `accept` and `fcntl` for `accept4`). `--cfg socketkit_sys_fallback` builds the fallback
+//!   on Linux too, so that it is compiled and tested here (`.ci/run` does).
 //!
 //! Callers detect failure (a kernel or sandbox without splice answers `EINVAL` or `ENOSYS`)
 //! and fall back; see `docs/platform-notes.md`.
@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 pub(crate) use platform::{
     accept_nonblocking, grow_pipe, set_bind_address_no_port, set_defer_accept, splice,
-    unacknowledged,
+    tcp_idle_time, unacknowledged,
 };
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,

@@ -74,6 +74,9 @@ mod server_faults;
 mod server_pipeline;
 /// Unix socket files: stale, foreign, live, permissions, removal.
 mod server_unix;
+/// The exec service: the socket handed to the program, pipes only under TLS, what the
+/// server still does around it.
+mod service_exec;
 /// Every built-in service, per RFC, over TCP, UDP and Unix sockets.
 mod services;
 /// `socketkit::socket`: the BSD layer over TCP v4/v6, UDP, Unix stream and datagram.

@@ -1,0 +1,109 @@
+//! [`ProgramConnection`]: a connection whose socket is handed to another program as its
+//! standard input and output (the exec service, as inetd does it), so that the program
+//! has the socket itself — `getpeername`, `shutdown`, socket options, `--inetd` — and not
+//! pipes.
+//!
+//! The bytes no longer pass through this process, so it cannot count them: the closing
+//! log line leaves `bytes_in` and `bytes_out` out, and the metrics' byte totals count none
+//! of them (a PROXY header read before the handover is counted). What the server still
+//! does, without reading a byte: it notices a connection that fails (a reset: the kernel
+//! reports it to every holder of the socket), and with an idle timeout it asks the kernel
+//! when data last moved (`TCP_INFO`; a Unix stream has no such clock, so under an idle
+//! timeout a Unix connection stays a [`Connection`](super::Connection), and its program
+//! gets pipes). The connection's slot, its per-source place and its watcher are held by
+//! its task as for every other connection; a forced shutdown drops the task, which kills
+//! the program.
+
+use std::io;
+use std::time::Duration;
+
+use super::meter::Meter;
+use crate::net::Stream;
+use crate::socket::{Address, Socket};
+
+/// The shortest wait between two looks at the kernel's idle clock: it counts in ticks of a
+/// few milliseconds, so a deadline a tick away is not chased with shorter and shorter
+/// sleeps.
+const IDLE_RECHECK: Duration = Duration::from_millis(5);
+
+/// A connection handed to a program (see the [module docs](self)); dropping it closes this
+/// process's descriptor of the socket, and the connection ends once the program's are
+/// closed too.
+#[derive(Debug)]
+pub(crate) struct ProgramConnection {
+    // First, so dropped first: counted as closed before the socket closes (as Connection).
+    meter: Meter,
+    stream: Stream,
+    idle_timeout: Option<Duration>,
+}
+
+impl ProgramConnection {
+    /// A plain connection's parts, when the server's limits can be kept without reading
+    /// it: `None` when an idle timeout applies and the kernel keeps no idle clock for the
+    /// stream (Unix streams; systems without `TCP_INFO`).
+    pub(crate) fn new(
+        stream: Stream,
+        mut meter: Meter,
+        idle_timeout: Option<Duration>,
+    ) -> Result<ProgramConnection, (Stream, Meter)> {
+        if idle_timeout.is_some() && stream.idle_time().is_err() {
+            return Err((stream, meter));
+        }
+        meter.stop_counting_bytes();
+        Ok(ProgramConnection {
+            meter,
+            stream,
+            idle_timeout,
+        })
+    }
+
+    /// The client's address (as the PROXY header gave it, if one did).
+    pub(crate) fn peer_addr(&self) -> &Address {
+        self.meter.peer()
+    }
+
+    /// A second descriptor of the socket (close-on-exec), for the program's stdin and
+    /// stdout.
+    ///
+    /// # Errors
+    ///
+    /// `dup(2)` failed (the descriptor table is full).
+    pub(crate) fn socket(&self) -> io::Result<Socket> {
+        self.stream.duplicate()
+    }
+
+    /// Waits until the connection fails (a reset) or, with an idle timeout, until no data
+    /// has moved either way for that long, and answers why. A client's end of stream is
+    /// neither: the program reads it and decides.
+    pub(crate) async fn ended(&self) -> io::Error {
+        let idle = async {
+            let Some(limit) = self.idle_timeout else {
+                return std::future::pending().await;
+            };
+            let mut wait = limit;
+            loop {
+                tokio::time::sleep(wait.max(IDLE_RECHECK)).await;
+                match self.stream.idle_time() {
+                    Ok(idle) if idle >= limit => return idle_error(limit),
+                    Ok(idle) => wait = limit - idle,
+                    Err(err) => return err,
+                }
+            }
+        };
+        tokio::select! {
+            err = self.stream.failure() => err,
+            err = idle => err,
+        }
+    }
+}
+
+/// The error of a connection idle for `limit`, in the words of [`Connection`]'s own idle
+/// timer.
+///
+/// [`Connection`]: super::Connection
+fn idle_error(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("idle for {}", humantime::format_duration(limit)),
+    )
+}
