@@ -190,7 +190,8 @@ pub(crate) struct AccessArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ManagedArgs {
     /// Serve the one connection on stdin/stdout, then exit (inetd nowait, systemd
-    /// Accept=yes).
+    /// Accept=yes). Access rules apply as on a listener: a refused connection is reset
+    /// unserved, and the exit status is 0.
     #[arg(long, conflicts_with_all = ["listen", "pid_file"])]
     pub(crate) inetd: bool,
     /// Write the pid of the serving process to FILE (after a SIGUSR2 restart, the new one).

@@ -56,16 +56,31 @@ impl Server {
                 let reason = io::Error::new(io::ErrorKind::InvalidInput, "no stream handler");
                 return Err(Error::new(Op::Accept, peer, reason));
             };
-            let meter = ListenerMeter::new("inetd".to_owned(), self.metrics.as_ref());
-            meter.accepted();
-            let meter = Meter::start(peer, &meter, || stream.local_addr().ok());
+            let listener = ListenerMeter::new("inetd".to_owned(), self.metrics.as_ref());
+            listener.accepted();
+            // The stages a listener's accept loop runs on the peer alone (access rules,
+            // per-source limits) run here as there; the rest, in the connection's task.
+            let kept = match &pipeline {
+                Some(pipeline) => {
+                    pipeline.check_early(&peer, &listener, &|| stream.local_addr().ok())
+                }
+                None => Some(Vec::new()),
+            };
+            let Some(kept) = kept else {
+                // Refused (counted and logged): no byte of the service, and a reset once
+                // the last descriptor of the socket (stdin, stdout) closes, at exit.
+                stream.reset_on_close();
+                return Ok(());
+            };
+            let meter = Meter::start(peer, &listener, || stream.local_addr().ok());
             let accepted = task::Accepted {
                 stream,
                 meter,
                 idle_timeout: self.limits.idle_timeout,
-                holds: task::Holds::default(),
+                holds: task::Holds { permit: None, kept },
             };
-            serve_accepted(accepted, spawner, pipeline.clone(), self.shutdown.watcher());
+            let late = pipeline.clone().filter(|pipeline| pipeline.has_late());
+            serve_accepted(accepted, spawner, late, self.shutdown.watcher());
             // Done when the connection is, unless a signal asks for a shutdown first.
             if self.shutdown.done_unless_asked().await {
                 return Ok(());

@@ -45,6 +45,8 @@ mod eof_model;
 /// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown,
 /// tls_echo).
 mod examples;
+/// `--inetd` with a connection made by the test: admission as on a listener.
+mod inetd;
 /// Against other people's tools: OpenBSD nc, socat.
 mod interop;
 /// `--io-engine`: which engine serves, and the io_uring engine's bytes and shutdowns.
