@@ -7,7 +7,7 @@ use socketkit::socket::Family;
 use super::args::ConnectArgs;
 use super::exit::CliError;
 use super::netcat::{self, Netcat};
-use super::{init_logging, resolve, stdio, tls};
+use super::{init_logging, resolve, socket_file, stdio, tls};
 
 pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     let text = netcat::endpoint_text(&args.endpoint, args.port, args.netcat.udp, None)?;
@@ -44,6 +44,9 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     }
     if args.probe {
         return Ok(());
+    }
+    if let Some(file) = connected.socket_file() {
+        socket_file::remove_on_ending_signal(file)?;
     }
     if let Some(exec) = &nc.exec {
         // A unixgram client's temporary socket file must outlive the program and then go:

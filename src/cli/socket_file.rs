@@ -1,7 +1,8 @@
-//! `listen` on a Unix socket, ended by a signal. nc dies by SIGINT, SIGTERM and SIGHUP, and
-//! so does `listen` (a shell sees 130, 143 or 129, and a shell loop stops on Ctrl-C); but
-//! the default action would leave the socket file behind, where `serve` and `forward`
-//! remove theirs. So while a socket file exists these signals are caught, the file is
+//! `listen` on a Unix socket, or `connect` to a Unix datagram one (its temporary socket
+//! file), ended by a signal. nc dies by SIGINT, SIGTERM and SIGHUP, and so do `listen` and
+//! `connect` (a shell sees 130, 143 or 129, and a shell loop stops on Ctrl-C); but the
+//! default action would leave the socket file behind, where `serve` and `forward` remove
+//! theirs. So while a socket file exists these signals are caught, the file is
 //! removed, and the signal is raised again with its default action.
 
 use std::thread;
@@ -31,7 +32,7 @@ pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> 
         }
     };
     thread::Builder::new()
-        .name("listen-signals".into())
+        .name("ending-signals".into())
         .spawn(move || {
             let caught = runtime.block_on(ending.first());
             tracing::debug!("signal {caught}: removing {}", file.path().display());

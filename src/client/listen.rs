@@ -153,10 +153,11 @@ impl Listening {
     }
 }
 
-/// The socket file of a Unix [`Listening`], removable from any thread; see
-/// [`Listening::socket_file`].
+/// The socket file of a Unix [`Listening`] or of a Unix datagram client
+/// ([`Connected::socket_file`](super::Connected::socket_file)), removable from any thread;
+/// see [`Listening::socket_file`].
 #[derive(Debug, Clone)]
-pub struct SocketFile(UnixFileRemover);
+pub struct SocketFile(pub(super) UnixFileRemover);
 
 impl SocketFile {
     /// Where the file is.

@@ -60,13 +60,21 @@ pub struct Connected {
     pub socket: Socket,
     datagram: bool,
     // Held for its Drop: the temporary socket file goes when the connection does.
-    _bound: Option<TempSocketPath>,
+    bound: Option<TempSocketPath>,
 }
 
 impl Connected {
     /// Whether the socket carries datagrams rather than a stream.
     pub fn is_datagram(&self) -> bool {
         self.datagram
+    }
+
+    /// The temporary socket file a Unix datagram client is bound to, for a signal handler
+    /// to remove (dropping `Connected` removes it, but a process killed by a signal never
+    /// drops it); `None` for every other kind of connection.
+    pub fn socket_file(&self) -> Option<SocketFile> {
+        let bound = self.bound.as_ref()?;
+        net::UnixFileRemover::for_bound(bound.path()).map(SocketFile)
     }
 }
 
@@ -114,7 +122,7 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
                 return Ok(Connected {
                     socket,
                     datagram: ty == Type::Datagram,
-                    _bound: bound,
+                    bound,
                 });
             }
             Err(err) => last = err.into_io_error(),

@@ -73,6 +73,16 @@ pub(crate) struct UnixFileRemover {
 }
 
 impl UnixFileRemover {
+    /// A remover for the socket file a socket of this process has just bound at `path`
+    /// (none for an abstract name, or when the file is already gone).
+    pub(crate) fn for_bound(path: &Path) -> Option<UnixFileRemover> {
+        identity(path).map(|identity| UnixFileRemover {
+            path: path.to_path_buf(),
+            identity,
+            handed_over: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
     /// Where the socket file is.
     pub(crate) fn path(&self) -> &Path {
         &self.path

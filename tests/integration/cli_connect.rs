@@ -392,3 +392,40 @@ fn stdio_pipes_are_grown_to_a_whole_chunk_and_never_shrunk() -> TestResult {
     }
     Ok(())
 }
+
+/// A Unix datagram client binds a temporary socket file so that its server can answer; a
+/// signal that ends `connect` (as it ends nc) must not leave that file behind.
+#[test]
+fn a_signal_removes_a_unixgram_clients_temporary_socket_file() -> TestResult {
+    use std::os::unix::net::UnixDatagram;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let server_path = dir.path().join("server.sock");
+    let server = UnixDatagram::bind(&server_path)?;
+    server.set_read_timeout(Some(IO_TIMEOUT))?;
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut cmd = socketkit();
+        cmd.arg("connect")
+            .arg(format!("unixgram:{}", server_path.display()))
+            .env("TMPDIR", temp.path());
+        let mut client = Running::start(cmd, 0);
+        // Stdin stays open: only the signal ends the client.
+        let mut stdin = client.take_stdin();
+        stdin.write_all(b"hello\n")?;
+        let mut buf = [0; 64];
+        let (n, from) = server.recv_from(&mut buf)?;
+        assert_eq!(&buf[..n], b"hello\n");
+        let file = from
+            .as_pathname()
+            .ok_or("the client has a socket file")?
+            .to_path_buf();
+        assert!(file.starts_with(temp.path()), "{file:?}");
+        assert!(file.exists());
+        client.signal(signal);
+        let status = client.wait(DEADLINE);
+        assert_eq!(status.signal(), Some(signal), "{status}");
+        assert!(!file.exists(), "signal {signal}: {file:?} is left");
+    }
+    Ok(())
+}
