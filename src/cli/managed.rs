@@ -82,6 +82,11 @@ impl Managed {
         })
     }
 
+    /// Whether an older socketkit handed its listeners to this process (a SIGUSR2 restart).
+    pub(crate) fn is_restart(&self) -> bool {
+        self.inherited.is_handover()
+    }
+
     /// Whether the connection is on stdin (`--inetd`): there is nothing to listen on.
     pub(crate) fn inetd(&self) -> bool {
         self.inetd

@@ -43,10 +43,16 @@ impl MetricsPlan {
     }
 
     /// Binds the endpoint (inside the runtime); serve it with [`Bound::serve`] once the
-    /// readiness lines are out.
-    pub(crate) fn bind(&self) -> Result<Bound, CliError> {
+    /// readiness lines are out. A `restart` (SIGUSR2's new process) binds beside the old
+    /// process's endpoint; otherwise a port another process holds is an error.
+    pub(crate) fn bind(&self, restart: bool) -> Result<Bound, CliError> {
+        let http = if restart {
+            HttpListener::bind_beside_predecessor(&self.endpoint)?
+        } else {
+            HttpListener::bind(&self.endpoint)?
+        };
         Ok(Bound {
-            http: HttpListener::bind(&self.endpoint)?,
+            http,
             metrics: self.metrics(),
         })
     }
@@ -61,7 +67,7 @@ impl MetricsPlan {
             .map_err(|err| CliError::runtime(socketkit::error::Op::Create, "tokio runtime", err))?;
         let bound = {
             let _entered = runtime.enter();
-            self.bind()?
+            self.bind(false)?
         };
         Ok(Standalone { runtime, bound })
     }

@@ -146,7 +146,11 @@ where
     }
     runtime.block_on(async move {
         // Bound first: before the privileges are dropped, like the listeners.
-        let metrics = metrics.as_ref().map(MetricsPlan::bind).transpose()?;
+        let restart = managed.is_restart();
+        let metrics = metrics
+            .as_ref()
+            .map(|plan| plan.bind(restart))
+            .transpose()?;
         let announce = |endpoints: &[_]| {
             ready::announce(endpoints, what);
             if let Some(metrics) = metrics {

@@ -43,13 +43,35 @@ pub struct HttpListener {
 
 impl HttpListener {
     /// Binds `endpoint` (TCP; `:0` picks a port) as the server binds its own listeners, with
-    /// `SO_REUSEPORT` so that a restarted server can bind it before the old one is gone.
-    /// Must be called inside a tokio runtime.
+    /// `SO_REUSEPORT` so that a restarted server can bind it before the old one is gone
+    /// ([`HttpListener::bind_beside_predecessor`]); but the port is claimed alone first, so
+    /// that a port another process holds is "address already in use", not shared (scrapes
+    /// and health checks would go to either process). Must be called inside a tokio
+    /// runtime.
     ///
     /// # Errors
     ///
     /// `cannot listen on ENDPOINT: REASON`, also for an endpoint that is not TCP.
     pub fn bind(endpoint: &Endpoint) -> Result<HttpListener> {
+        let claimed = bind_endpoint(
+            endpoint,
+            ListenOptions {
+                reuse_port: false,
+                ..Self::options()
+            },
+        )?
+        .endpoint;
+        Self::bind_beside_predecessor(&claimed)
+    }
+
+    /// Binds `endpoint` with `SO_REUSEPORT` beside the listener of the server this process
+    /// restarts (SIGUSR2), which still drains and answers 503 until it exits. Must be called
+    /// inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`HttpListener::bind`].
+    pub fn bind_beside_predecessor(endpoint: &Endpoint) -> Result<HttpListener> {
         if !matches!(endpoint, Endpoint::Tcp(_)) {
             let reason = io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -57,17 +79,9 @@ impl HttpListener {
             );
             return Err(Error::new(Op::Listen, endpoint, reason));
         }
-        // SO_REUSEPORT: the process a SIGUSR2 restart starts binds the same port while the
-        // old one still drains (and answers 503 until it exits).
-        let options = ListenOptions {
-            backlog: 128,
-            unix_mode: None,
-            reuse_port: true,
-            only_v6: false,
-        };
         let Bound {
             socket, endpoint, ..
-        } = bind_endpoint(endpoint, options)?;
+        } = bind_endpoint(endpoint, Self::options())?;
         let fail = |err| Error::new(Op::Listen, &endpoint, err);
         socket
             .set_blocking(false)
@@ -75,6 +89,17 @@ impl HttpListener {
         let listener = std::net::TcpListener::from(OwnedFd::from(socket));
         let listener = TcpListener::from_std(listener).map_err(fail)?;
         Ok(HttpListener { listener, endpoint })
+    }
+
+    /// `SO_REUSEPORT`: the process a SIGUSR2 restart starts binds the same port while the old
+    /// one still drains.
+    fn options() -> ListenOptions {
+        ListenOptions {
+            backlog: 128,
+            unix_mode: None,
+            reuse_port: true,
+            only_v6: false,
+        }
     }
 
     /// The endpoint really listened on.

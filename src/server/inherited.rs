@@ -24,9 +24,11 @@ const FIRST_ACTIVATED: RawFd = 3;
 pub struct Inherited {
     /// Socket activation's, by position (fd 3, 4, …), with their names; `None` once taken.
     activated: Vec<(Option<OwnedFd>, String)>,
-    /// An older socketkit's listeners, in its order.
+    /// An older socketkit's listeners, in its order; `None` once taken.
     handed_over: Option<Vec<Vec<OwnedFd>>>,
     ready: Option<OwnedFd>,
+    /// Whether an older socketkit handed its listeners over, taken or not.
+    restart: bool,
 }
 
 impl Inherited {
@@ -53,6 +55,7 @@ impl Inherited {
             None => (None, None),
         };
         Ok(Inherited {
+            restart: handed_over.is_some(),
             activated: passed
                 .activated
                 .into_iter()
@@ -63,9 +66,10 @@ impl Inherited {
         })
     }
 
-    /// Whether an older socketkit handed its listeners to this process (a restart).
+    /// Whether an older socketkit handed its listeners to this process (a restart), before
+    /// and after they are taken.
     pub fn is_handover(&self) -> bool {
-        self.handed_over.is_some()
+        self.restart
     }
 
     /// Whether socket activation passed sockets that are not taken yet.

@@ -226,6 +226,30 @@ fn listen_keep_open_counts_each_connection() -> TestResult {
     Ok(())
 }
 
+/// The metrics socket has `SO_REUSEPORT` for a restart; a second server (not a restart)
+/// given the same `--metrics` port shared it, and the two split the scrapes and health
+/// checks between them. It must fail as a taken listening port does.
+#[test]
+fn a_metrics_port_another_server_holds_is_address_in_use() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let (first, metrics) = start_with_metrics(cmd);
+    let mut second = socketkit();
+    second.args(["serve", "echo", "-l", "127.0.0.1:0", "--metrics", &metrics]);
+    let out = crate::support::process::run(second, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: cannot listen on ")
+            && out.stderr.trim_end().ends_with("address already in use"),
+        "{}",
+        out.stderr
+    );
+    // The first server still answers its scrapes alone.
+    assert_eq!(http_get(&metrics, "/health").0, 200);
+    drop(first);
+    Ok(())
+}
+
 #[test]
 fn a_sigusr2_restart_takes_the_metrics_port_over() -> TestResult {
     become_subreaper();
