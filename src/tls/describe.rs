@@ -126,11 +126,88 @@ fn certificate(err: &CertificateError) -> String {
              (make it with basicConstraints CA:FALSE)"
                 .to_owned()
         }
+        // webpki tries each trusted certificate whose subject is the issuer's name; one with
+        // the name but another kind of key (a system store's `localhost` snakeoil, say)
+        // ends the search with this rather than "unknown issuer".
+        C::UnsupportedSignatureAlgorithmForPublicKeyContext {
+            signature_algorithm_id,
+            public_key_algorithm_id,
+        } => format!(
+            "certificate is signed with {} but the trusted certificate named as its issuer has \
+             {} key: it is not signed by a trusted CA",
+            algorithm(signature_algorithm_id),
+            with_article(&algorithm(public_key_algorithm_id)),
+        ),
+        C::UnsupportedSignatureAlgorithmContext {
+            signature_algorithm_id,
+            ..
+        } => format!(
+            "certificate is signed with an algorithm this side does not support ({})",
+            algorithm(signature_algorithm_id)
+        ),
+        C::UnhandledCriticalExtension => {
+            "certificate has a critical extension this side does not understand".to_owned()
+        }
         other => format!(
             "certificate rejected: {}",
             lower_first(&rustls::Error::InvalidCertificate(other.clone()).to_string())
         ),
     }
+}
+
+/// The name of the algorithm an `AlgorithmIdentifier`'s DER (its OID first) names, or the
+/// OID in dotted form.
+fn algorithm(der: &[u8]) -> String {
+    let Some(dotted) = oid(der) else {
+        return "an unreadable identifier".to_owned();
+    };
+    let name = match dotted.as_str() {
+        "1.2.840.113549.1.1.1" => "RSA",
+        "1.2.840.113549.1.1.10" => "RSA-PSS",
+        "1.2.840.113549.1.1.11" => "RSA with SHA-256",
+        "1.2.840.113549.1.1.12" => "RSA with SHA-384",
+        "1.2.840.113549.1.1.13" => "RSA with SHA-512",
+        "1.2.840.10045.2.1" => "EC",
+        "1.2.840.10045.4.3.2" => "ECDSA with SHA-256",
+        "1.2.840.10045.4.3.3" => "ECDSA with SHA-384",
+        "1.2.840.10045.4.3.4" => "ECDSA with SHA-512",
+        "1.3.101.112" => "Ed25519",
+        "1.3.101.113" => "Ed448",
+        _ => return format!("OID {dotted}"),
+    };
+    name.to_owned()
+}
+
+/// The dotted form of the OID a DER TLV (tag 6) at the start of `der` holds.
+fn oid(der: &[u8]) -> Option<String> {
+    let (&6, rest) = der.split_first()? else {
+        return None;
+    };
+    let (&len, rest) = rest.split_first()?;
+    let body = rest.get(..usize::from(len))?;
+    let (&first, tail) = body.split_first()?;
+    let mut arcs = vec![u64::from(first / 40).min(2), 0];
+    arcs[1] = u64::from(first) - arcs[0] * 40;
+    let mut value: u64 = 0;
+    for &byte in tail {
+        value = value.checked_mul(128)? | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            arcs.push(value);
+            value = 0;
+        }
+    }
+    Some(
+        arcs.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+/// "an RSA", "an EC", "an Ed25519": the article the name's sound takes.
+fn with_article(name: &str) -> String {
+    let vowel_sound = name.starts_with(['A', 'E', 'I', 'O', 'R', 'S']) || name.starts_with("OID");
+    format!("{} {name}", if vowel_sound { "an" } else { "a" })
 }
 
 fn incompatible(why: &PeerIncompatible) -> String {
@@ -277,6 +354,24 @@ mod tests {
             )),
             "no cipher suite in common with the peer"
         );
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_kind_under_the_issuers_name_reads_as_words() {
+        let mismatch = CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext {
+            // ecdsa-with-SHA256; rsaEncryption with its NULL parameters.
+            signature_algorithm_id: vec![6, 8, 0x2a, 0x86, 0x48, 0xce, 0x3d, 4, 3, 2],
+            public_key_algorithm_id: vec![6, 9, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 1, 5, 0],
+        };
+        assert_eq!(
+            certificate(&mismatch),
+            "certificate is signed with ECDSA with SHA-256 but the trusted certificate named \
+             as its issuer has an RSA key: it is not signed by a trusted CA"
+        );
+        assert_eq!(algorithm(&[6, 3, 0x2b, 0x65, 0x70]), "Ed25519");
+        assert_eq!(algorithm(&[6, 3, 0x2b, 0x65, 0x6f]), "OID 1.3.101.111");
+        assert_eq!(algorithm(&[4, 1, 0]), "an unreadable identifier");
+        assert_eq!(algorithm(&[6, 9, 1]), "an unreadable identifier");
     }
 
     #[test]

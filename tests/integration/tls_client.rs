@@ -165,6 +165,28 @@ fn each_bad_certificate_is_one_error_line_in_words() {
     }
 }
 
+/// A trusted certificate with the issuer's name but another kind of key (as a system
+/// store's `localhost` snakeoil can be) was reported as rustls's debug text.
+#[test]
+fn an_issuer_namesake_with_another_key_is_named_in_words() {
+    let pki = Pki::new();
+    let namesake = pki.namesake_ca();
+    let Some((_server, port)) = s_server(&pki.server, &[]) else {
+        return;
+    };
+    let ca = namesake.to_str().expect("temp paths are UTF-8");
+    let out = run_connect(port, &["--tls-ca", ca], b"");
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: cannot connect to tls:127.0.0.1:{port}: certificate is signed with ECDSA \
+             with SHA-256 but the trusted certificate named as its issuer has an Ed25519 key: \
+             it is not signed by a trusted CA\n"
+        )
+    );
+}
+
 #[test]
 fn the_server_name_can_differ_from_the_host() {
     let pki = Pki::new();

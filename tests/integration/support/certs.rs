@@ -45,7 +45,7 @@ impl Pki {
     /// Makes the CA and every certificate.
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (ca, ca_key) = authority("socketkit test CA");
+        let (ca, ca_key) = authority(CA_NAME);
         let ca_path = write(dir.path(), "ca.pem", &ca.pem());
         let leaf = |name: &str, names: &[&str], eku, expired: bool| {
             issue(dir.path(), name, names, eku, expired, &ca, &ca_key)
@@ -91,6 +91,14 @@ impl Pki {
         self.ca.to_str().expect("temp paths are UTF-8")
     }
 
+    /// A CA certificate with the name of `ca` but an Ed25519 key, which signed nothing: a
+    /// client that trusts it finds it as the server's issuer and cannot verify with it.
+    pub fn namesake_ca(&self) -> PathBuf {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("an Ed25519 key");
+        let ca = authority_with(CA_NAME, &key);
+        write(self.dir.path(), "namesake-ca.pem", &ca.pem())
+    }
+
     /// A file in the temp dir with `content`.
     pub fn file(&self, name: &str, content: &[u8]) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -99,8 +107,15 @@ impl Pki {
     }
 }
 
+/// The name of the CA that signs the test certificates.
+const CA_NAME: &str = "socketkit test CA";
+
 fn authority(name: &str) -> (Certificate, KeyPair) {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("a CA key");
+    (authority_with(name, &key), key)
+}
+
+fn authority_with(name: &str, key: &KeyPair) -> Certificate {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -109,7 +124,7 @@ fn authority(name: &str) -> (Certificate, KeyPair) {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    (params.self_signed(&key).expect("a CA certificate"), key)
+    params.self_signed(key).expect("a CA certificate")
 }
 
 fn issue(
