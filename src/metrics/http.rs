@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use super::Metrics;
 use crate::endpoint::Endpoint;
@@ -20,6 +21,11 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most scrapes served at once; more wait in the listen backlog. Without a bound, idle
+/// connections to the metrics port would each hold a descriptor for `REQUEST_TIMEOUT` and
+/// could take the ones the service needs to accept its clients.
+const MAX_CONNECTIONS: usize = 32;
 
 /// The metrics endpoint's socket: bound, with the port the system chose, ready to serve.
 ///
@@ -115,7 +121,12 @@ impl HttpListener {
 
 /// Serves `metrics` on `listener` until the task is dropped.
 pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             // Out of descriptors and the like: the scrape is retried; do not spin.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -124,6 +135,7 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics)).await;
+            drop(slot);
         });
     }
 }
@@ -169,7 +181,12 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         )
         .await;
     }
-    // The query string does not matter to either page.
+    // The query string does not matter to either page; a proxy's absolute form
+    // (`http://host:port/metrics`) names the same path.
+    let path = match path.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => &path,
+    };
     match path.split('?').next().unwrap_or("") {
         "/metrics" => {
             let text = metrics.render();
@@ -207,8 +224,14 @@ async fn respond(
     body: &[u8],
     with_body: bool,
 ) -> std::io::Result<()> {
+    // RFC 9110: a 405 names the methods the resource has.
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -254,11 +277,13 @@ mod tests {
                 .await
                 .starts_with("HTTP/1.1 404")
         );
+        let post = get(addr, b"POST /health HTTP/1.1\r\n\r\n").await;
         assert!(
-            get(addr, b"POST /health HTTP/1.1\r\n\r\n")
-                .await
-                .starts_with("HTTP/1.1 405")
+            post.starts_with("HTTP/1.1 405") && post.contains("\r\nAllow: GET, HEAD\r\n"),
+            "{post}"
         );
+        let absolute = get(addr, b"GET http://127.0.0.1:9/health HTTP/1.1\r\n\r\n").await;
+        assert!(absolute.starts_with("HTTP/1.1 200 OK\r\n"), "{absolute}");
         assert!(
             get(addr, b"\x00\x01garbage\r\n\r\n")
                 .await

@@ -22,8 +22,13 @@ fn greetings_are_counted_and_a_delayed_shutdown_says_503_while_it_still_accepts(
         .args(["--shutdown-delay", "1s"]);
     let (mut server, metrics) = start_with_metrics(cmd);
     assert_eq!(http_get(&metrics, "/health"), (200, "ok\n".to_owned()));
+    // Answered at once, not once the idle scrapers time out (5 s).
     for _ in 0..3 {
-        assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
+        let mut client = connect(&server.addr());
+        client.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got)?;
+        assert_eq!(got, "你好".as_bytes());
     }
     let listener = format!("listener=\"tcp:{}\"", server.addr());
     assert_eq!(
@@ -313,5 +318,29 @@ fn accepts_out_of_descriptors_are_counted_by_errno() -> TestResult {
     // (the kernel holds the scrape's connection in its backlog meanwhile).
     let errors = sample(&metrics, "socketkit_accept_errors_total", &emfile);
     assert!(errors >= 1, "{errors} EMFILE counted");
+    Ok(())
+}
+
+/// Idle connections to the metrics port each held a descriptor until their request timed
+/// out, with no bound: sixty of them under `ulimit -n 64` left the service none to accept
+/// its clients with. The endpoint serves a bounded number at once; the rest wait in the
+/// kernel's backlog.
+#[test]
+fn idle_scrapers_cannot_take_the_services_descriptors() -> TestResult {
+    let mut cmd = socketkit_with_fd_limit(64);
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let (server, metrics) = start_with_metrics(cmd);
+    let idle: Vec<_> = (0..60).map(|_| connect(&metrics)).collect();
+    thread::sleep(Duration::from_millis(300));
+    // Answered at once, not once the idle scrapers time out (5 s).
+    for _ in 0..3 {
+        let mut client = connect(&server.addr());
+        client.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got)?;
+        assert_eq!(got, "你好".as_bytes());
+    }
+    drop(idle);
+    assert_eq!(http_get(&metrics, "/health").0, 200);
     Ok(())
 }
