@@ -309,10 +309,11 @@ fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result
                     continue;
                 }
             }
+            // The first signal's line is the server's, written when its listeners do close
+            // (after `--shutdown-delay`, if there is one).
             if handle.is_shutting_down() {
                 tracing::info!("second signal: closing every connection now");
             } else {
-                tracing::info!("shutting down: listeners closed, draining connections");
                 tell_manager(ManagerState::Stopping);
             }
             // The duplicates kept for a restart go first: a listener that closes must not

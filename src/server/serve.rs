@@ -192,6 +192,7 @@ impl Server {
             }
         }
         self.shutdown.close_listeners();
+        tracing::info!("shutting down: listeners closed, draining connections");
         drop(watcher);
         for task in tasks {
             // The loops return as soon as draining starts, closing their listeners.
