@@ -227,3 +227,19 @@ fn a_refusal_logs_its_peer_local_address_and_listener() {
         );
     }
 }
+
+/// With `--shutdown-delay` the listeners close after the delay, and the log says so then:
+/// the signal's line used to claim them closed while they still accepted.
+#[test]
+fn a_delayed_shutdown_logs_the_listeners_closing_after_the_delay() {
+    let mut server = serve(&["-l", "127.0.0.1:0", "--shutdown-delay", "300ms"]);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));
+    let log = server.stderr();
+    let delay = log.find("accepting for 300ms more");
+    let closed = log.find("listeners closed, draining connections");
+    assert!(
+        delay.is_some() && closed.is_some() && delay < closed,
+        "{log}"
+    );
+}
