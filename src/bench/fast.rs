@@ -89,8 +89,8 @@ struct Engine<'a> {
     /// (a connection that already ended) is recognised.
     generations: Vec<u64>,
     started: VecDeque<(Instant, usize, u64)>,
-    /// Slots whose connection could not even be started, with when they failed: each is
-    /// retried [`super::signal::RETRY_PAUSE`] later.
+    /// Slots whose connection failed (could not start, was refused or reset, timed out,
+    /// answered wrong), with when: each is retried [`super::signal::RETRY_PAUSE`] later.
     retry: VecDeque<(Instant, usize)>,
 }
 
@@ -134,13 +134,21 @@ pub(crate) fn greeting_loop(
                 None => continue,
             };
             if let Some(outcome) = finished {
-                if let Some(conn) = engine.slots[slot].take() {
-                    match outcome {
-                        Ok(()) => stats.complete(conn.started.elapsed(), conn.received as u64),
-                        Err(err) => stats.fail_io(&err),
+                let Some(conn) = engine.slots[slot].take() else {
+                    continue;
+                };
+                match outcome {
+                    Ok(()) => {
+                        stats.complete(conn.started.elapsed(), conn.received as u64);
+                        free.push(slot);
+                    }
+                    // A refused, reset or wrong answer: the slot pauses before its next
+                    // try, as every failed operation does, or a refused port is a busy loop.
+                    Err(err) => {
+                        stats.fail_io(&err);
+                        engine.retry.push_back((Instant::now(), slot));
                     }
                 }
-                free.push(slot);
             }
         }
         // Refill in one burst after the events, as loadgen does: the server then wakes
@@ -254,7 +262,7 @@ impl Engine<'_> {
         }
     }
 
-    /// Fails connections older than `timeout` and reopens their slots.
+    /// Fails connections older than `timeout`; their slots are reopened after the pause.
     fn expire(&mut self, timeout: Duration) {
         while let Some(&(at, slot, generation)) = self.started.front() {
             if at.elapsed() < timeout {
@@ -267,7 +275,7 @@ impl Engine<'_> {
             // A slot left empty by a failed open is on the retry queue instead.
             if self.slots[slot].take().is_some() {
                 self.stats.fail(Failure::Timeout);
-                self.open(slot);
+                self.retry.push_back((Instant::now(), slot));
             }
         }
     }

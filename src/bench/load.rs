@@ -4,9 +4,10 @@
 //! ([`hold`]) — then turns the statistics into the report.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::config::{Config, Mode};
 use super::fast;
@@ -229,7 +230,9 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
                         }
                     }
                 }
-                one(&target, socket.as_ref(), &mut buf, &config, &stats).await;
+                if !one(&target, socket.as_ref(), &mut buf, &config, &stats).await {
+                    pause(&done).await;
+                }
             }
         }
     });
@@ -238,6 +241,11 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
 
 /// Operations started at a fixed rate, at most `connections` in flight; an arrival that finds
 /// every slot busy waits for one (and the latency it then sees includes the wait).
+///
+/// A failed operation is counted once (it is not retried: the next one is the next arrival)
+/// and keeps its slot through the retry pause, so that a refused port is not a busy loop at
+/// `-c` times the speed of a refusal. Arrivals that fall due while the slots are held that
+/// way are dropped, not made up in a burst once they free.
 async fn open_loop(
     target: Target,
     config: Arc<Config>,
@@ -251,26 +259,49 @@ async fn open_loop(
     let mut ticker = tokio::time::interval(period(rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let sockets = Arc::new(datagram_sockets(&target, &config, &stats, &ending).await);
+    // Set by an operation that failed and holds its slot through the pause; cleared at
+    // every arrival.
+    let paused = Arc::new(AtomicBool::new(false));
     let mut next = 0usize;
     loop {
         tokio::select! {
             () = ending.wait() => break,
             _ = ticker.tick() => {}
         }
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break;
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => {
+                paused.store(false, Ordering::Relaxed);
+                permit
+            }
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                    break;
+                };
+                if paused.swap(false, Ordering::Relaxed) {
+                    // The wait was (at least partly) failures pausing: the arrivals missed
+                    // meanwhile are dropped rather than sent in a burst now.
+                    ticker.reset();
+                }
+                permit
+            }
         };
-        let (target, config, stats, sockets) = (
+        let (target, config, stats, sockets, paused, ending) = (
             target.clone(),
             Arc::clone(&config),
             Arc::clone(&stats),
             Arc::clone(&sockets),
+            Arc::clone(&paused),
+            ending.clone(),
         );
         let index = next;
         next = next.wrapping_add(1);
         tokio::spawn(async move {
             let socket = (!sockets.is_empty()).then(|| &sockets[index % sockets.len()]);
-            one(&target, socket, &mut Vec::new(), &config, &stats).await;
+            if !one(&target, socket, &mut Vec::new(), &config, &stats).await {
+                paused.store(true, Ordering::Relaxed);
+                pause(&ending).await;
+            }
             drop(permit);
         });
     }
@@ -313,14 +344,14 @@ async fn datagram_sockets(
 }
 
 /// One operation: a request/reply on `socket` (into `buf`) when there is one, else a greeting
-/// connection.
+/// connection. Returns whether it succeeded (a failure is already counted).
 async fn one(
     target: &Target,
     socket: Option<&Datagram>,
     buf: &mut Vec<u8>,
     config: &Config,
     stats: &Stats,
-) {
+) -> bool {
     match socket {
         Some(socket) => mode::request(socket, buf, config, stats).await,
         None => mode::greeting(target, config, stats).await,

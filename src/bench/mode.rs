@@ -99,8 +99,8 @@ async fn connect_with_header(target: &Target, config: &Config) -> io::Result<Str
 }
 
 /// A greeting connection: connect (and make the TLS handshake), read to end of stream,
-/// compare, close.
-pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) {
+/// compare, close. Returns whether it succeeded (a failure is already counted).
+pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) -> bool {
     let started = Instant::now();
     let result = bounded(config.timeout, async {
         let stream = connect_with_header(target, config).await?;
@@ -122,7 +122,7 @@ pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) {
         Ok(got.len() as u64)
     })
     .await;
-    record(stats, started, result);
+    record(stats, started, result)
 }
 
 /// The client's TLS handshake on `stream`, its failure marked as one ([`Failure::Tls`]).
@@ -145,7 +145,13 @@ async fn handshake(
 ///
 /// `buf` is the caller's, reused from request to request; it is sized to hold one byte more
 /// than the longest right answer, so that a longer one shows as wrong rather than truncated.
-pub(crate) async fn request(socket: &Datagram, buf: &mut Vec<u8>, config: &Config, stats: &Stats) {
+/// Returns whether it succeeded (a failure is already counted).
+pub(crate) async fn request(
+    socket: &Datagram,
+    buf: &mut Vec<u8>,
+    config: &Config,
+    stats: &Stats,
+) -> bool {
     let started = Instant::now();
     let payload = &config.payload[..config.size];
     let longest = match (&config.expect, config.echo) {
@@ -165,7 +171,7 @@ pub(crate) async fn request(socket: &Datagram, buf: &mut Vec<u8>, config: &Confi
         Ok(n as u64)
     })
     .await;
-    record(stats, started, result);
+    record(stats, started, result)
 }
 
 /// A connected datagram socket for request/reply.
@@ -436,9 +442,16 @@ async fn bounded<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) 
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
-fn record(stats: &Stats, started: Instant, result: io::Result<u64>) {
+/// Counts the outcome of an operation begun at `started`; whether it succeeded.
+fn record(stats: &Stats, started: Instant, result: io::Result<u64>) -> bool {
     match result {
-        Ok(bytes) => stats.complete(started.elapsed(), bytes),
-        Err(err) => stats.fail_io(&err),
+        Ok(bytes) => {
+            stats.complete(started.elapsed(), bytes);
+            true
+        }
+        Err(err) => {
+            stats.fail_io(&err);
+            false
+        }
     }
 }

@@ -16,6 +16,8 @@ mod balancer;
 mod cli_bench;
 /// `socketkit bench --compare`, errors by errno, idle memory per connection (issue 15 §3).
 mod cli_bench_compare;
+/// `socketkit bench` when operations fail: refused, wrong answers; the retry pause.
+mod cli_bench_failures;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
 /// Completions, the man page, and docs/cli.md against `--help`.
