@@ -14,7 +14,7 @@ use socketkit::proxy_protocol::Version;
 
 use super::args::{BenchArgs, ProxyVersion};
 use super::exit::CliError;
-use super::{init_logging, resolve, tls};
+use super::{bench_options, init_logging, resolve, tls};
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     match (&args.compare, &args.endpoint) {
@@ -79,6 +79,7 @@ fn saved_run(path: &Path) -> Result<Report, CliError> {
 fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
     let endpoint = resolve::target("bench", endpoint)?;
     let mut config = config(args)?;
+    bench_options::check(config.mode, &endpoint)?;
     // Every connection makes a full handshake: resumption would measure something else.
     config.tls = args.tls.connector(&endpoint, true)?;
     if config.send_proxy.is_some() && !is_tcp(&endpoint) {

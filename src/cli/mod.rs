@@ -4,6 +4,7 @@
 mod access;
 mod args;
 mod bench;
+mod bench_options;
 mod completions;
 mod connect;
 mod exit;

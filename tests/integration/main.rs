@@ -18,6 +18,8 @@ mod cli_bench;
 mod cli_bench_compare;
 /// `socketkit bench` when operations fail: refused, wrong answers; the retry pause.
 mod cli_bench_failures;
+/// `socketkit bench`: what each mode can load and which options it takes.
+mod cli_bench_usage;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
 /// Completions, the man page, and docs/cli.md against `--help`.
