@@ -59,11 +59,20 @@ impl Setup {
     }
 
     /// The load in words, as the table's header shows it: mode, connections, block size,
-    /// threads, rate, count.
+    /// threads, rate (an idle run has none: it holds its connections), count.
     pub fn load(&self, mode: &str) -> String {
+        let connections = match self.connections {
+            1 => "1 connection".to_owned(),
+            n => format!("{n} connections"),
+        };
+        let idle = mode == "idle";
         let mut load = vec![
             format!("mode {mode}"),
-            format!("{} connections", self.connections),
+            if idle {
+                format!("holding {connections}")
+            } else {
+                connections
+            },
         ];
         if let (Some(size), Some(window)) = (self.size, self.window) {
             load.push(format!("{size}-byte blocks, {window} bytes in flight"));
@@ -72,10 +81,12 @@ impl Setup {
             1 => "1 thread".to_owned(),
             n => format!("{n} threads"),
         });
-        load.push(match self.rate {
-            Some(rate) => format!("open loop at {rate}/s"),
-            None => "closed loop".to_owned(),
-        });
+        if !idle {
+            load.push(match self.rate {
+                Some(rate) => format!("open loop at {rate}/s"),
+                None => "closed loop".to_owned(),
+            });
+        }
         if let Some(count) = self.count {
             load.push(format!("stopping at {count} operations"));
         }

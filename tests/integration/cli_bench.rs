@@ -445,6 +445,10 @@ fn many_connections_still_stop_on_time() {
 fn the_table_says_what_was_run_and_what_each_mode_measures() -> TestResult {
     let server = serve(&["echo", "-l", "127.0.0.1:0"]);
     let endpoint = &server.endpoints()[0];
+    let out = bench(endpoint, "--mode echo -c 1 --size 10 -d 100ms --warmup 0");
+    let text = String::from_utf8(out.stdout)?;
+    let load = text.lines().nth(1).unwrap_or_default();
+    assert!(load.starts_with("  mode echo, 1 connection, "), "{text}");
     let out = bench(
         endpoint,
         "--mode echo -c 2 --size 1000 -d 300ms --warmup 100ms",
@@ -476,6 +480,13 @@ fn the_table_says_what_was_run_and_what_each_mode_measures() -> TestResult {
     let out = bench(endpoint, "--mode idle -c 3 -d 200ms --warmup 0");
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let text = String::from_utf8(out.stdout)?;
+    // An idle run holds its connections: no loop, closed or open.
+    let load = text.lines().nth(1);
+    assert_eq!(
+        load,
+        Some("  mode idle, holding 3 connections, 1 thread"),
+        "{text}"
+    );
     assert!(
         text.contains("  held                   3 connections"),
         "{text}"

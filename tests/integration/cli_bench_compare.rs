@@ -112,7 +112,7 @@ fn compare_with_report_draws_both_runs_in_one_picture() -> TestResult {
     assert!(svg.starts_with("<svg") && svg.contains("socketkit bench: A vs B"));
     // The legend names each run and its configuration.
     for (letter, path, load) in [
-        ("A", &a, "1 connections, 500-byte blocks"),
+        ("A", &a, "1 connection, 500-byte blocks"),
         ("B", &b, "2 connections, 2000-byte blocks"),
     ] {
         assert!(
