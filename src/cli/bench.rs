@@ -79,7 +79,7 @@ fn saved_run(path: &Path) -> Result<Report, CliError> {
 fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
     let endpoint = resolve::target("bench", endpoint)?;
     let mut config = config(args)?;
-    bench_options::check(config.mode, &endpoint)?;
+    bench_options::check(args, config.mode, &endpoint)?;
     // Every connection makes a full handshake: resumption would measure something else.
     config.tls = args.tls.connector(&endpoint, true)?;
     if config.send_proxy.is_some() && !is_tcp(&endpoint) {
@@ -105,7 +105,7 @@ fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
         report_kind(path)?;
     }
     if let Some(pid) = args.server_pid {
-        server_pid(pid, config.mode)?;
+        server_pid(pid)?;
         config.server_pid = Some(pid);
     }
     init_logging(&args.log);
@@ -151,14 +151,8 @@ fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--server-pid` is for idle runs, and names a process that exists.
-fn server_pid(pid: u32, mode: Mode) -> Result<(), CliError> {
-    if mode != Mode::Idle {
-        return Err(CliError::Usage(format!(
-            "--server-pid measures memory per held connection: it needs --mode idle, not {}",
-            mode.name()
-        )));
-    }
+/// `--server-pid` (of an idle run: see [`bench_options`]) names a process that exists.
+fn server_pid(pid: u32) -> Result<(), CliError> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CliError::Usage(format!(
             "invalid value '{pid}' for --server-pid: no such process"
@@ -211,11 +205,15 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     config.connections = args.connections;
     config.threads = args.threads;
     config.duration = args.duration;
-    config.warmup = args.warmup;
+    if let Some(warmup) = args.warmup {
+        config.warmup = warmup;
+    }
     config.timeout = args.timeout;
     config.count = args.count;
     config.rate = args.rate;
-    config.size = args.size;
+    if let Some(size) = args.size {
+        config.size = size;
+    }
     config.window = args.window.unwrap_or(config.size);
     config.send_proxy = args.send_proxy.map(|version| match version {
         ProxyVersion::V1 => Version::V1,

@@ -308,7 +308,7 @@ fn server_pid_is_for_idle_runs_of_a_live_process() {
     let cases = [
         (
             "127.0.0.1:9 --server-pid 1",
-            "error: --server-pid measures memory per held connection: it needs --mode idle, not greeting",
+            "error: --server-pid does not apply to --mode greeting: it measures the server's memory per held connection",
         ),
         (
             "127.0.0.1:9 --mode idle --server-pid 4194304",
