@@ -4,12 +4,14 @@ use socketkit::endpoint::Transport;
 use socketkit::forward::Forward;
 use socketkit::proxy_protocol::Version;
 
-use super::args::{ForwardArgs, ProxyVersion};
+use super::args::{ForwardArgs, Given, ProxyVersion};
 use super::exit::CliError;
 use super::managed::{Listen, Managed};
 use super::{forward_udp, init_logging, resolve, server, tls};
 
-pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
+/// Runs `forward`; `given` names the options written on the command line (a udp: relay
+/// refuses those it cannot apply, defaults or not).
+pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     let mut managed = Managed::start(&args.server.managed)?;
     let listeners = managed.listeners(&args.server.listen, None)?;
     if listeners.is_empty() && !managed.inetd() {
@@ -36,7 +38,7 @@ pub(crate) fn run(args: ForwardArgs) -> Result<(), CliError> {
                 }
             }
         }
-        return forward_udp::run(&args, &endpoints, target);
+        return forward_udp::run(&args, given, &endpoints, target);
     }
     if let Some(datagram) = listeners
         .iter()

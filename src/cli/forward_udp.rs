@@ -1,18 +1,23 @@
 //! `socketkit forward -l udp:… --to udp:…`: the UDP relay, one upstream socket per client
-//! (see [`socketkit::forward::datagram`]). Its own small runtime: the stream server's
-//! connection limits, TLS and access rules have no datagram meaning here yet, and are refused.
+//! (see [`socketkit::forward::datagram`]). Its own small runtime, with the server options
+//! that have a datagram meaning — `--idle-timeout`, `--max-connections`, `--metrics`,
+//! `--shutdown-delay` — and every other one refused by name (exit 2), never ignored.
+
+use std::time::Duration;
 
 use socketkit::endpoint::Endpoint;
 use socketkit::forward::datagram::{BoundDatagramForward, DatagramForward};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::args::ForwardArgs;
+use super::args::{ForwardArgs, Given};
 use super::exit::CliError;
+use super::metrics::MetricsPlan;
 use super::{init_logging, ready};
 
 /// Relays datagrams from every `endpoints` (all `udp:`) to `target` until SIGINT/SIGTERM.
 pub(crate) fn run(
     args: &ForwardArgs,
+    given: &Given,
     endpoints: &[Endpoint],
     target: Endpoint,
 ) -> Result<(), CliError> {
@@ -22,7 +27,7 @@ pub(crate) fn run(
              listener"
         )));
     }
-    refuse_stream_only_options(args)?;
+    refuse_stream_only_options(args, given)?;
     let mut relay = DatagramForward::new(target).map_err(CliError::Usage)?;
     if let Some(idle) = args.server.idle_timeout {
         relay = relay.idle_timeout(idle);
@@ -30,6 +35,11 @@ pub(crate) fn run(
     if let Some(max) = args.server.max_connections {
         relay = relay.max_clients(max);
     }
+    let metrics = MetricsPlan::from_args(&args.server.metrics)?;
+    if let Some(plan) = &metrics {
+        relay = relay.metrics(plan.metrics());
+    }
+    let shutdown_delay = args.server.shutdown_delay;
     init_logging(&args.log);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -40,11 +50,15 @@ pub(crate) fn run(
             .iter()
             .map(|endpoint| relay.bind(endpoint))
             .collect::<socketkit::Result<_>>()?;
-        let install = |kind| signal(kind).map_err(|err| runtime_error("signal handler", err));
-        let mut interrupt = install(SignalKind::interrupt())?;
-        let mut terminate = install(SignalKind::terminate())?;
+        // Not a restart: a UDP relay hands nothing over on SIGUSR2.
+        let http = metrics.as_ref().map(|plan| plan.bind(false)).transpose()?;
+        let mut signals = Signals::install()?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
         ready::announce(&locals, &format!("forward to {}", relay.target()));
+        if let Some(http) = http {
+            http.announce();
+            tokio::spawn(http.serve());
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut relays = tokio::task::JoinSet::new();
         for relay in bound {
@@ -54,51 +68,138 @@ pub(crate) fn run(
             }));
         }
         let outcome = tokio::select! {
-            _ = interrupt.recv() => Ok(()),
-            _ = terminate.recv() => Ok(()),
+            () = signals.next() => Ok(()),
             Some(ended) = relays.join_next() => match ended {
                 Ok(result) => result.map_err(CliError::from),
                 Err(err) => Err(runtime_error("relay", std::io::Error::other(err))),
             },
         };
+        if outcome.is_ok() {
+            // As `serve`'s UDP listeners: `/health` says 503 at once, and the relay goes on
+            // for the delay (a second signal cuts it short) so a balancer stops sending first.
+            if let Some(plan) = &metrics {
+                plan.metrics().set_draining();
+            }
+            if !shutdown_delay.is_zero() {
+                relay_for(shutdown_delay, &mut signals).await;
+            }
+            tracing::info!("shutting down: the udp: relay stops");
+        }
         let _ = stop.send(true);
         while relays.join_next().await.is_some() {}
         outcome
     })
 }
 
-/// The options of a stream `forward` that mean nothing for the UDP relay yet: refused rather
-/// than silently ignored.
-fn refuse_stream_only_options(args: &ForwardArgs) -> Result<(), CliError> {
+/// SIGINT and SIGTERM, either of which stops the relay.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        let install = |kind| signal(kind).map_err(|err| runtime_error("signal handler", err));
+        Ok(Signals {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Waits out `--shutdown-delay` while the relays go on, or until a second signal.
+async fn relay_for(delay: Duration, signals: &mut Signals) {
+    tracing::info!(
+        "relaying for {} more while /health answers 503",
+        humantime::format_duration(delay)
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = signals.next() => tracing::info!("second signal: stopping now"),
+    }
+}
+
+/// The options of a stream `forward` that mean nothing for the UDP relay: refused, with
+/// why, rather than silently ignored. `given` catches those that have a default.
+fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), CliError> {
     let access = &args.server.access;
+    let no_tls = "a udp: relay has no TLS";
     let given = [
-        ("--allow", !access.allow.is_empty()),
-        ("--deny", !access.deny.is_empty()),
-        ("--allow-file", !access.allow_file.is_empty()),
-        ("--deny-file", !access.deny_file.is_empty()),
-        ("--max-per-source", access.max_per_source.is_some()),
-        ("--rate-per-source", access.rate_per_source.is_some()),
-        ("--user", access.user.is_some()),
-        ("--group", access.group.is_some()),
-        ("--workers", args.server.workers.is_some()),
-        ("--io-engine", args.server.io_engine.is_some()),
-        ("--unix-mode", args.server.unix_mode.is_some()),
-        ("--pid-file", args.server.managed.pid_file.is_some()),
-        ("--tls-cert", args.tls.tls_cert.is_some()),
-        ("--tls-key", args.tls.tls_key.is_some()),
-        ("--tls-self-signed", args.tls.tls_self_signed),
-        ("--tls-client-ca", args.tls.tls_client_ca.is_some()),
-        ("--tls-ca", args.to_tls.tls_ca.is_some()),
-        ("--tls-sni", args.to_tls.tls_sni.is_some()),
-        ("--tls-insecure", args.to_tls.tls_insecure),
-        ("--to-tls-cert", args.to_tls_cert.to_tls_cert.is_some()),
-        ("--to-tls-key", args.to_tls_cert.to_tls_key.is_some()),
-        ("--tls-alpn", !args.tls_alpn.tls_alpn.is_empty()),
+        ("--allow", !access.allow.is_empty(), ""),
+        ("--deny", !access.deny.is_empty(), ""),
+        ("--allow-file", !access.allow_file.is_empty(), ""),
+        ("--deny-file", !access.deny_file.is_empty(), ""),
+        ("--max-per-source", access.max_per_source.is_some(), ""),
+        ("--rate-per-source", access.rate_per_source.is_some(), ""),
+        ("--user", access.user.is_some(), ""),
+        ("--group", access.group.is_some(), ""),
+        ("--workers", args.server.workers.is_some(), ""),
+        ("--io-engine", args.server.io_engine.is_some(), ""),
+        ("--unix-mode", args.server.unix_mode.is_some(), ""),
+        ("--pid-file", args.server.managed.pid_file.is_some(), ""),
+        (
+            "--backlog",
+            given.contains("backlog"),
+            "a UDP socket has no listen(2) backlog",
+        ),
+        (
+            "--drain-timeout",
+            given.contains("drain_timeout"),
+            "a udp: relay has no connections to drain and stops at once",
+        ),
+        (
+            "--timeout",
+            given.contains("timeout"),
+            "a udp: target is not connected to, datagrams are just sent",
+        ),
+        (
+            "--proxy-protocol",
+            args.server.proxy.proxy_protocol,
+            "PROXY headers start stream connections",
+        ),
+        (
+            "--send-proxy",
+            args.send_proxy.is_some(),
+            "PROXY headers start stream connections",
+        ),
+        ("--tls-cert", args.tls.tls_cert.is_some(), no_tls),
+        ("--tls-key", args.tls.tls_key.is_some(), no_tls),
+        ("--tls-self-signed", args.tls.tls_self_signed, no_tls),
+        ("--tls-client-ca", args.tls.tls_client_ca.is_some(), no_tls),
+        ("--tls-ca", args.to_tls.tls_ca.is_some(), no_tls),
+        ("--tls-sni", args.to_tls.tls_sni.is_some(), no_tls),
+        ("--tls-insecure", args.to_tls.tls_insecure, no_tls),
+        (
+            "--to-tls-cert",
+            args.to_tls_cert.to_tls_cert.is_some(),
+            no_tls,
+        ),
+        (
+            "--to-tls-key",
+            args.to_tls_cert.to_tls_key.is_some(),
+            no_tls,
+        ),
+        ("--tls-alpn", !args.tls_alpn.tls_alpn.is_empty(), no_tls),
     ];
-    match given.iter().find(|(_, given)| *given) {
-        Some((name, _)) => Err(CliError::Usage(format!(
-            "{name} applies to stream forwarding only, not to a udp: listener"
-        ))),
+    match given.iter().find(|(_, given, _)| *given) {
+        Some((name, _, why)) => {
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            };
+            Err(CliError::Usage(format!(
+                "{name} applies to stream forwarding only, not to a udp: listener{why}"
+            )))
+        }
         None => Ok(()),
     }
 }

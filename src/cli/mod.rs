@@ -27,10 +27,10 @@ mod values;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches};
 
-use args::{Cli, Command, LogArgs};
+use args::{Cli, Command, Given, LogArgs};
 use exit::CliError;
 
 /// Runs the command line and returns the process's exit code.
@@ -39,7 +39,13 @@ pub(crate) fn run() -> ExitCode {
     if let Some(hint) = nc_hints::hint(&argv) {
         return CliError::Usage(hint).report();
     }
-    let cli = match Cli::try_parse() {
+    // Parsed in two steps (what `Cli::try_parse` does), keeping the matches: `forward`
+    // needs to know which options were written, not only their values.
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => return clap_exit(&err),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
     };
@@ -47,7 +53,9 @@ pub(crate) fn run() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Listen(args) => listen::run(args),
-        Command::Forward(args) => forward::run(args),
+        Command::Forward(args) => {
+            forward::run(args, &Given::of(matches.subcommand_matches("forward")))
+        }
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => completions::print_completions(args.shell),
         Command::Man => completions::print_man_page(),

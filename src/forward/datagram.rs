@@ -6,6 +6,12 @@
 //!
 //! A datagram from a new client while `max_clients` are being relayed is dropped (and
 //! logged at debug level): UDP has no way to refuse, and the sender retries if it cares.
+//!
+//! With [`DatagramForward::metrics`], each listener counts under its own `listener` label
+//! as a stream listener does, a client standing for a connection: its first datagram is a
+//! connection accepted, it is active while its upstream socket is open, and its duration
+//! runs until that socket closes; the bytes received are the clients' datagrams, the bytes
+//! sent the answers relayed back to them.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::{self, ListenOptions};
 use crate::socket::Address;
 
@@ -41,6 +48,7 @@ pub struct DatagramForward {
     target: Endpoint,
     idle_timeout: Duration,
     max_clients: usize,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A relay bound to its listening socket, ready to [`BoundDatagramForward::run`].
@@ -49,6 +57,7 @@ pub struct BoundDatagramForward {
     relay: DatagramForward,
     socket: Arc<UdpSocket>,
     local: Endpoint,
+    metrics: Option<ListenerMetrics>,
 }
 
 /// One client's upstream socket and when traffic last passed either way.
@@ -56,6 +65,17 @@ pub struct BoundDatagramForward {
 struct Client {
     upstream: UdpSocket,
     last: Mutex<Instant>,
+    /// The listener's metrics, and when the client came: its "connection" ends when the
+    /// last reference to it drops (idle, failed, or the relay stopped).
+    metered: Option<(ListenerMetrics, Instant)>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some((metrics, opened)) = &self.metered {
+            metrics.closed(opened.elapsed());
+        }
+    }
 }
 
 impl Client {
@@ -86,6 +106,7 @@ impl DatagramForward {
             target,
             idle_timeout: DEFAULT_IDLE,
             max_clients: usize::MAX,
+            metrics: None,
         })
     }
 
@@ -98,6 +119,12 @@ impl DatagramForward {
     /// Relays at most this many clients at once.
     pub fn max_clients(mut self, max: usize) -> DatagramForward {
         self.max_clients = max.max(1);
+        self
+    }
+
+    /// Counts each listener's clients and bytes into `metrics` (see the module docs).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> DatagramForward {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -124,10 +151,15 @@ impl DatagramForward {
         let std_socket = std::net::UdpSocket::from(fd);
         std_socket.set_nonblocking(true).map_err(fail)?;
         let socket = UdpSocket::from_std(std_socket).map_err(fail)?;
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.listener(&bound.endpoint.to_string()));
         Ok(BoundDatagramForward {
             relay: self.clone(),
             socket: Arc::new(socket),
             local: bound.endpoint,
+            metrics,
         })
     }
 }
@@ -159,6 +191,9 @@ impl BoundDatagramForward {
                     Err(err) => return Err(Error::new(Op::Receive, &self.local, err)),
                 },
             };
+            if let Some(metrics) = &self.metrics {
+                metrics.received.inc_by(len as u64);
+            }
             // Reap finished relays so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
             let client = match self.client(&clients, from, target, &mut tasks).await {
@@ -200,9 +235,15 @@ impl BoundDatagramForward {
             }
         };
         tracing::debug!(client = %from, "new client, relayed to {target}");
+        let metered = self.metrics.as_ref().map(|metrics| {
+            metrics.accepted.inc();
+            metrics.active.inc();
+            (metrics.clone(), Instant::now())
+        });
         let client = Arc::new(Client {
             upstream,
             last: Mutex::new(Instant::now()),
+            metered,
         });
         clients
             .lock()
@@ -243,8 +284,13 @@ async fn answer(
             received = client.upstream.recv(&mut buf) => match received {
                 Ok(len) => {
                     client.touch();
-                    if let Err(err) = listener.send_to(&buf[..len], from).await {
-                        tracing::debug!(client = %from, "answering failed: {err}");
+                    match listener.send_to(&buf[..len], from).await {
+                        Ok(sent) => {
+                            if let Some((metrics, _)) = &client.metered {
+                                metrics.sent.inc_by(sent as u64);
+                            }
+                        }
+                        Err(err) => tracing::debug!(client = %from, "answering failed: {err}"),
                     }
                 }
                 // Nothing listens at the target (ICMP port unreachable): the client's

@@ -1,13 +1,15 @@
 //! `forward -l udp:… --to udp:…` against a Python UDP server that answers each datagram with
 //! the sender's port, so the test sees which upstream socket carried it: one per client, a
-//! fresh one after the idle timeout. Clients are Rust sockets and socat.
+//! fresh one after the idle timeout. Clients are Rust sockets and socat. The metrics and
+//! shutdown tests relay to `socketkit serve echo` instead, and need no external tool.
 
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::net::IO_TIMEOUT;
+use crate::balancer::{sample, start_with_metrics};
+use crate::support::net::{IO_TIMEOUT, http_get};
 use crate::support::process::{DEADLINE, Running, command, run, socketkit};
 use crate::support::tools;
 
@@ -137,5 +139,152 @@ fn udp_forwarding_refuses_what_it_cannot_do() {
         let out = run(cmd, Vec::new(), DEADLINE);
         assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(words), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// The stream options a datagram relay has no use for are refused by name, those with a
+/// default too, when they are written: never accepted and ignored.
+#[test]
+fn udp_forwarding_refuses_stream_options_even_with_defaults() {
+    for (extra, why) in [
+        (&["--backlog", "1024"][..], "no listen(2) backlog"),
+        (&["--timeout", "10s"][..], "not connected to"),
+        (&["--drain-timeout", "5s"][..], "no connections to drain"),
+        (&["--send-proxy", "v2"][..], "PROXY headers"),
+        (
+            &["--proxy-protocol", "--trusted-proxy", "127.0.0.1"][..],
+            "PROXY headers",
+        ),
+    ] {
+        let mut cmd = socketkit();
+        cmd.args([
+            "forward",
+            "-l",
+            "udp:127.0.0.1:0",
+            "--to",
+            "udp:127.0.0.1:9",
+        ])
+        .args(extra);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{extra:?}: {}", out.stderr);
+        let line = out.stderr.trim_end();
+        assert!(
+            line.starts_with(&format!(
+                "error: {} applies to stream forwarding only",
+                extra[0]
+            )) && line.contains(why)
+                && !line.contains('\n'),
+            "{extra:?}: {line}"
+        );
+    }
+}
+
+/// `socketkit serve echo` on a UDP port of its own.
+fn echo_upstream() -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]);
+    Running::start(cmd, 1)
+}
+
+/// Sends `data` through the relay at `port` and returns the answer.
+fn echo_through(client: &UdpSocket, port: u16, data: &[u8]) -> Vec<u8> {
+    client.send_to(data, ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = client
+        .recv_from(&mut buf)
+        .expect("an answer through the relay");
+    buf[..n].to_vec()
+}
+
+#[test]
+fn udp_forward_metrics_count_clients_and_bytes_per_listener() {
+    let upstream = echo_upstream();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
+        .arg(&upstream.endpoints()[0])
+        .args(["--metrics", "127.0.0.1:0"]);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let (a, b) = (client(), client());
+    assert_eq!(echo_through(&a, relay.port(), b"hello"), b"hello");
+    assert_eq!(echo_through(&a, relay.port(), b"again!"), b"again!");
+    assert_eq!(echo_through(&b, relay.port(), b"abc"), b"abc");
+    let listener = format!("listener=\"{}\"", relay.endpoints()[0]);
+    let count = |name| sample(&metrics, name, &listener);
+    assert_eq!(
+        count("socketkit_connections_accepted_total"),
+        2,
+        "two clients"
+    );
+    assert_eq!(count("socketkit_connections_active"), 2);
+    assert_eq!(count("socketkit_bytes_received_total"), 14);
+    assert_eq!(count("socketkit_bytes_sent_total"), 14);
+    assert_eq!(http_get(&metrics, "/health").0, 200);
+}
+
+#[test]
+fn udp_forward_closes_an_idle_client_in_its_metrics() {
+    let upstream = echo_upstream();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
+        .arg(&upstream.endpoints()[0])
+        .args(["--metrics", "127.0.0.1:0", "--idle-timeout", "200ms"]);
+    let (relay, metrics) = start_with_metrics(cmd);
+    assert_eq!(echo_through(&client(), relay.port(), b"x"), b"x");
+    let listener = format!("listener=\"{}\"", relay.endpoints()[0]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sample(&metrics, "socketkit_connections_active", &listener) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle client stays active"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let name = "socketkit_connection_duration_seconds_count";
+    assert_eq!(sample(&metrics, name, &listener), 1);
+}
+
+/// `--shutdown-delay` as `serve`'s UDP listeners have it: after SIGTERM `/health` answers
+/// 503 at once, the relay goes on for the delay, then the process exits 0.
+#[test]
+fn udp_forward_relays_through_the_shutdown_delay() {
+    let upstream = echo_upstream();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
+        .arg(&upstream.endpoints()[0])
+        .args(["--metrics", "127.0.0.1:0", "--shutdown-delay", "2s"]);
+    let (mut relay, metrics) = start_with_metrics(cmd);
+    let a = client();
+    assert_eq!(echo_through(&a, relay.port(), b"before"), b"before");
+    let signalled = std::time::Instant::now();
+    relay.signal(libc::SIGTERM);
+    relay.wait_for_stderr(&["/health answers 503"], Duration::from_secs(10));
+    assert_eq!(http_get(&metrics, "/health").0, 503);
+    assert_eq!(echo_through(&a, relay.port(), b"during"), b"during");
+    let status = relay.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", relay.stderr());
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1900),
+        "stopped before the delay: {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn udp_forward_refuses_a_stream_listener_beside_a_udp_one() {
+    for listeners in [
+        ["udp:127.0.0.1:0", "127.0.0.1:0"],
+        ["127.0.0.1:0", "udp:127.0.0.1:0"],
+    ] {
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", listeners[0], "-l", listeners[1]])
+            .args(["--to", "udp:127.0.0.1:9"]);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{listeners:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with("error: forward relays streams to streams and udp: to udp:"),
+            "{}",
+            out.stderr
+        );
     }
 }
