@@ -62,12 +62,12 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
             endpoint: &endpoint,
             timeout: options.timeout,
         };
-        let input = nc.input(false)?;
+        let input = nc.input(None)?;
         stdio::run_tls(connected.socket, handshake, &input, bridge, nc.log())?;
         return Ok(());
     }
     let datagrams = connected.is_datagram();
-    let input = nc.input(datagrams)?;
+    let input = nc.input(datagrams.then_some(&connected.socket))?;
     stdio::run(&mut connected.socket, datagrams, &input, bridge, nc.log())?;
     Ok(())
 }

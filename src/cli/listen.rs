@@ -80,7 +80,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     if let Some(tls) = &tls {
         tls.announce();
     }
-    let input = nc.input(datagrams)?;
+    let input = nc.input(datagrams.then_some(&*listening.socket_mut()))?;
     if datagrams {
         let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {
             Ok(_) => true,

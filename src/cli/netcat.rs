@@ -104,17 +104,18 @@ impl Netcat {
         })
     }
 
-    /// Standard input with `-C` and the log applied (each read still at most one datagram).
-    pub(crate) fn input(&self, datagrams: bool) -> Result<Input, CliError> {
+    /// Standard input with `-C` and the log applied (for a datagram socket, `Some`, each
+    /// read still at most one datagram).
+    pub(crate) fn input(&self, datagram: Option<&Socket>) -> Result<Input, CliError> {
         if !self.crlf && self.log.is_none() {
-            return super::stdio::input(datagrams);
+            return super::stdio::input(datagram);
         }
         let reader = socketkit::client::traffic::TappedReader::new(
             super::stdio::stdin()?,
             self.crlf,
             self.log.clone(),
         );
-        let max_chunk = super::stdio::max_chunk(datagrams);
+        let max_chunk = super::stdio::max_chunk(datagram);
         Input::spawn(reader, max_chunk).map_err(super::stdio::stdio_error)
     }
 

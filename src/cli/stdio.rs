@@ -7,8 +7,8 @@ use std::os::fd::AsFd;
 
 use socketkit::client::traffic::{TappedWriter, TrafficLog};
 use socketkit::client::{
-    BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, MAX_DATAGRAM, Output, bridge,
-    bridge_datagrams, bridge_tls,
+    BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, Output, bridge, bridge_datagrams,
+    bridge_tls, max_datagram,
 };
 use socketkit::socket::Socket;
 
@@ -27,9 +27,10 @@ pub(crate) fn options(args: &BridgeArgs, netcat: &Netcat) -> BridgeOptions {
     }
 }
 
-/// The largest read from standard input: one datagram's worth for datagram transports.
-pub(crate) fn max_chunk(datagrams: bool) -> usize {
-    if datagrams { MAX_DATAGRAM } else { CHUNK }
+/// The largest read from standard input: for a datagram socket (`Some`), the most one
+/// datagram on it can carry.
+pub(crate) fn max_chunk(datagram: Option<&Socket>) -> usize {
+    datagram.map_or(CHUNK, max_datagram)
 }
 
 /// Standard input as a plain file.
@@ -41,9 +42,10 @@ pub(crate) fn stdin() -> Result<File, CliError> {
     Ok(File::from(stdin))
 }
 
-/// Standard input, read on its own thread; for datagrams each read is at most one datagram.
-pub(crate) fn input(datagrams: bool) -> Result<Input, CliError> {
-    Input::file(stdin()?, max_chunk(datagrams)).map_err(stdio_error)
+/// Standard input, read on its own thread; for a datagram socket (`Some`) each read is at
+/// most one datagram.
+pub(crate) fn input(datagram: Option<&Socket>) -> Result<Input, CliError> {
+    Input::file(stdin()?, max_chunk(datagram)).map_err(stdio_error)
 }
 
 /// Standard output as a plain file: unbuffered, so binary data moves in large writes rather

@@ -1,12 +1,17 @@
 //! The datagram bridge (UDP, Unix datagram): each input read is one datagram to the peer,
 //! each datagram from the peer is written out; after the input ends, replies are awaited
 //! until none has come for the `wait` duration.
+//!
+//! Sizes. A send carries at most [`max_datagram`] bytes: the protocol's limit for UDP, the
+//! socket's send buffer for a Unix datagram (Linux refuses more with `EMSGSIZE`). A receive
+//! never cuts a datagram silently ([`recv_whole`]): its buffer holds any UDP payload, grows
+//! to the length of a longer Unix datagram before taking it, and a datagram the kernel cut
+//! anyway (a kernel that cannot tell the length first) is warned about on the log.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use super::MAX_DATAGRAM;
 use super::bridge::{
     BridgeEnd, BridgeOptions, Direction, Output, POLL, Peer, check_idle, finish, output_failed,
     tick,
@@ -14,7 +19,101 @@ use super::bridge::{
 use super::input::{Input, Next};
 use crate::error::{Op, Result};
 use crate::net::Activity;
-use crate::socket::Socket;
+use crate::socket::{Address, Family, Socket};
+
+/// The largest UDP payload over IPv4: 65,535 bytes less the IPv4 (20) and UDP (8) headers.
+pub const MAX_UDP_V4: usize = 65_507;
+
+/// The largest UDP payload over IPv6 (no jumbograms): 65,535 bytes less the UDP header; the
+/// IPv6 header is not counted in its payload length.
+pub const MAX_UDP_V6: usize = 65_527;
+
+/// The largest datagram every datagram transport carries (UDP over IPv4's limit): what a
+/// sender that does not look at its socket may count on. A given socket may carry more:
+/// see [`max_datagram`].
+pub const MAX_DATAGRAM: usize = MAX_UDP_V4;
+
+/// A receive buffer that holds any UDP payload, whatever the family.
+const UDP_RECEIVE: usize = 65_535;
+
+/// What Linux keeps of a Unix datagram socket's send buffer for its own use: a datagram may
+/// be at most `SO_SNDBUF` less this (`unix_dgram_sendmsg`).
+const UNIX_SEND_OVERHEAD: usize = 32;
+
+/// The largest datagram one send on `socket` can carry, and so the most one input read
+/// takes: [`MAX_UDP_V4`] or [`MAX_UDP_V6`] by the socket's family (an IPv6 socket sending
+/// to an IPv4-mapped peer is held to IPv4's, and a longer send fails with `EMSGSIZE`,
+/// which the bridge warns about), and for a Unix datagram socket its `SO_SNDBUF` less what
+/// the kernel keeps (about 208 KiB by default).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::client::{MAX_UDP_V6, max_datagram};
+/// use socketkit::socket::{Family, Socket, Type};
+/// # if let Ok(s) = Socket::new(Family::Inet6, Type::Datagram) {
+/// assert_eq!(max_datagram(&s), MAX_UDP_V6);
+/// # }
+/// let unix = Socket::new(Family::Unix, Type::Datagram)?;
+/// assert!(max_datagram(&unix) > MAX_UDP_V6);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn max_datagram(socket: &Socket) -> usize {
+    match socket.family() {
+        Family::Inet => MAX_UDP_V4,
+        Family::Inet6 => MAX_UDP_V6,
+        Family::Unix => socket.send_buffer_size().map_or(MAX_UDP_V4, |size| {
+            size.saturating_sub(UNIX_SEND_OVERHEAD).max(1)
+        }),
+    }
+}
+
+/// Receives the next datagram whole into `buf`, growing it as needed, and returns its
+/// length and sender: the buffer holds any UDP payload, and is grown to a longer Unix
+/// datagram's length ([`Socket::peek_datagram_len`]) before it is taken. A datagram cut
+/// all the same (a kernel that does not tell the length first) is returned cut, with a
+/// warning on the log naming both lengths: never silently.
+///
+/// # Errors
+///
+/// The receive's (a timeout, or an ICMP error reported for an earlier send).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::client::recv_whole;
+/// use socketkit::socket::{Family, Socket, Type};
+/// let a = Socket::new(Family::Unix, Type::Datagram)?;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("b.sock");
+/// let b = Socket::new(Family::Unix, Type::Datagram)?;
+/// b.bind(path.as_path())?;
+/// a.set_send_buffer_size(400_000)?;
+/// a.sendto(&vec![1u8; 100_000], path.as_path())?;
+/// let mut buf = Vec::new();
+/// assert_eq!(recv_whole(&b, &mut buf)?.0, 100_000);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn recv_whole(socket: &Socket, buf: &mut Vec<u8>) -> Result<(usize, Address)> {
+    if buf.len() < UDP_RECEIVE {
+        buf.resize(UDP_RECEIVE, 0);
+    }
+    if socket.family() == Family::Unix {
+        let next = socket.peek_datagram_len()?;
+        if next > buf.len() {
+            buf.resize(next, 0);
+        }
+    }
+    let (len, from) = socket.recvfrom_trunc(buf)?;
+    if len > buf.len() {
+        tracing::warn!(
+            "a datagram of {len} bytes was cut to its first {} bytes (the system kept no more)",
+            buf.len()
+        );
+        return Ok((buf.len(), from));
+    }
+    Ok((len, from))
+}
 
 /// Bridges a connected datagram `socket` with `input` and `output`.
 ///
@@ -93,8 +192,17 @@ fn send_datagrams(
     while !done.load(Ordering::Relaxed) {
         match input.next(POLL) {
             Next::Data(buf) => {
-                // A refused send is reported again by the receiving side.
-                let _ = socket.send(&buf);
+                match socket.send(&buf) {
+                    Ok(_) => {}
+                    // An ICMP error for an earlier datagram: the receiving side reports it.
+                    Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {}
+                    // Anything else loses this datagram: said, never silent.
+                    Err(err) => tracing::warn!(
+                        "a datagram of {} bytes was not sent: {}",
+                        buf.len(),
+                        crate::error::describe(&err.into_io_error())
+                    ),
+                }
                 activity.touch();
                 input.recycle(buf);
             }
@@ -116,10 +224,10 @@ fn receive(
     input_ended: &AtomicBool,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = Vec::new();
     loop {
-        match socket.recv_into(&mut buf) {
-            Ok(n) => {
+        match recv_whole(socket, &mut buf) {
+            Ok((n, _)) => {
                 activity.touch();
                 if let Err(err) = output.write_all(&buf[..n]).and_then(|()| output.flush()) {
                     return output_failed(err);

@@ -104,13 +104,12 @@ impl Listening {
         mut admit: impl FnMut(&Address) -> bool,
     ) -> Result<(Vec<u8>, Address)> {
         let fail = |err: io::Error| Error::new(Op::Receive, &self.endpoint, err);
+        let mut buf = Vec::new();
         let (data, peer) = loop {
-            let (data, peer) = self
-                .socket
-                .recvfrom(super::MAX_DATAGRAM)
-                .map_err(|e| fail(e.into_io_error()))?;
+            let (len, peer) =
+                super::recv_whole(&self.socket, &mut buf).map_err(|e| fail(e.into_io_error()))?;
             if admit(&peer) {
-                break (data, peer);
+                break (buf[..len].to_vec(), peer);
             }
         };
         if self.endpoint.transport() == Transport::Unixgram && peer.as_path().is_none() {

@@ -6,8 +6,10 @@
 //! - streams: end of input half-closes the socket (`shutdown(SHUT_WR)`) and output goes on;
 //!   the peer closing ends the bridge successfully once everything it sent is written; a
 //!   reset is an error;
-//! - datagrams: each input read is one datagram; after end of input the bridge waits for
-//!   replies until none has come for the `wait` duration;
+//! - datagrams: each input read is one datagram (at most [`max_datagram`] bytes); each
+//!   datagram received is written whole, and one the system cut anyway is warned about;
+//!   after end of input the bridge waits for replies until none has come for the `wait`
+//!   duration;
 //! - an output that goes away (`| head -c 10`) ends the bridge quietly;
 //! - TLS ([`bridge_tls`]): end of input sends close_notify before the half-close, the peer's
 //!   close_notify is its end, and a peer that hangs up without one is an error (the data may
@@ -25,7 +27,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, bridge};
-pub use datagram::bridge_datagrams;
+pub use datagram::{
+    MAX_DATAGRAM, MAX_UDP_V4, MAX_UDP_V6, bridge_datagrams, max_datagram, recv_whole,
+};
 pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6};
 pub use tls::{Handshake, bridge_tls};
@@ -34,10 +38,6 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::net::{self, TempSocketPath};
 use crate::socket::{Address, Family, Socket, Type};
-
-/// The largest payload of one UDP datagram; each input read for a datagram transport is
-/// at most this long.
-pub const MAX_DATAGRAM: usize = 65_507;
 
 /// How to open a connection.
 #[derive(Debug, Clone, Copy, Default)]

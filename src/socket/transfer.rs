@@ -1,5 +1,6 @@
 //! Moving bytes: `send`, `sendall`, `recv`, `recv_into` and `peek` on a connected socket,
-//! `sendto` and `recvfrom` for datagrams, and `Read`/`Write` over the same calls.
+//! `sendto` and `recvfrom` for datagrams (with `peek_datagram_len` and `recvfrom_trunc`
+//! to receive them whole, or know they were cut), and `Read`/`Write` over the same calls.
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -182,6 +183,62 @@ impl Socket {
         // SAFETY: recvfrom(2) initialised the first `n` bytes of the spare capacity.
         unsafe { buf.set_len(n) };
         Ok((buf, Address::from_sockaddr(&raw)))
+    }
+}
+
+impl Socket {
+    /// Waits for the next datagram and returns its whole length without taking it off the
+    /// socket: `recv(2)` with `MSG_PEEK | MSG_TRUNC` and an empty buffer, so nothing is
+    /// copied. Size the buffer of the next receive by it, and no datagram is cut.
+    ///
+    /// # Caveats
+    ///
+    /// Linux reports the whole length for UDP (since 2.6.8) and Unix datagram sockets
+    /// (since 3.4); where the kernel does not, this returns 0, and
+    /// [`Socket::recvfrom_trunc`] still tells a cut datagram.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Datagram)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// s.sendto(&[7u8; 3000], s.local_addr()?)?;
+    /// assert_eq!(s.peek_datagram_len()?, 3000);
+    /// assert_eq!(s.recvfrom(4096)?.0.len(), 3000);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "MSG_TRUNC")]
+    pub fn peek_datagram_len(&self) -> Result<usize> {
+        self.inner
+            .recv_with_flags(&mut [], libc::MSG_PEEK | libc::MSG_TRUNC)
+            .map_err(|err| self.error_at_local(Op::Receive, self.timed_out(err)))
+    }
+
+    /// Receives one datagram into `buf` with `recvfrom(2)` and `MSG_TRUNC`: the length the
+    /// datagram *had* (where the kernel reports it, see [`Socket::peek_datagram_len`]), and
+    /// its sender. A length over `buf.len()` means the datagram was cut to fit and its end
+    /// is lost; the first `buf.len()` bytes are in `buf`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, Socket, Type};
+    /// let s = Socket::new(Family::Inet, Type::Datagram)?;
+    /// s.bind(("127.0.0.1", 0))?;
+    /// s.sendto(b"to myself", s.local_addr()?)?;
+    /// let mut buf = [0u8; 4];
+    /// let (len, from) = s.recvfrom_trunc(&mut buf)?;
+    /// assert_eq!((len, &buf, from), (9, b"to m", s.local_addr()?));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "recvfrom_into")]
+    pub fn recvfrom_trunc(&self, buf: &mut [u8]) -> Result<(usize, Address)> {
+        let (n, raw) = self
+            .inner
+            .recv_from_with_flags(as_uninit(buf), libc::MSG_TRUNC)
+            .map_err(|err| self.error_at_local(Op::Receive, self.timed_out(err)))?;
+        Ok((n, Address::from_sockaddr(&raw)))
     }
 }
 

@@ -42,6 +42,8 @@ mod cli_serve;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:
 /// request/response rounds, byte-at-a-time readers, both directions at once.
 mod cli_stdio_pipes;
+/// Datagrams at their transports' size limits through `connect` and `listen`, whole.
+mod datagram_sizes;
 /// Endpoint forms: abstract Unix sockets, IPv6 zones.
 mod endpoint_forms;
 /// The EOF model of docs/cli.md, row by row.
