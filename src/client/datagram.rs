@@ -99,12 +99,12 @@ pub fn recv_whole(socket: &Socket, buf: &mut Vec<u8>) -> Result<(usize, Address)
         buf.resize(UDP_RECEIVE, 0);
     }
     if socket.family() == Family::Unix {
-        let next = socket.peek_datagram_len()?;
+        let next = retry_interrupted(|| socket.peek_datagram_len())?;
         if next > buf.len() {
             buf.resize(next, 0);
         }
     }
-    let (len, from) = socket.recvfrom_trunc(buf)?;
+    let (len, from) = retry_interrupted(|| socket.recvfrom_trunc(buf))?;
     if len > buf.len() {
         tracing::warn!(
             "a datagram of {len} bytes was cut to its first {} bytes (the system kept no more)",
@@ -180,6 +180,19 @@ pub fn bridge_datagrams(
         done.store(true, Ordering::Relaxed);
         end
     })
+}
+
+/// Runs `receive` again when a signal interrupted it: with a receive timeout set, the
+/// kernel does not restart the call (signal(7)), and a signal whose handler only removes a
+/// file before the process dies by it must not turn into an `interrupted system call`
+/// error (exit 1) first.
+fn retry_interrupted<T>(mut receive: impl FnMut() -> Result<T>) -> Result<T> {
+    loop {
+        match receive() {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
 }
 
 fn send_datagrams(
