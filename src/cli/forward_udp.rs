@@ -91,10 +91,13 @@ pub(crate) fn run(
     })
 }
 
-/// SIGINT and SIGTERM, either of which stops the relay.
+/// SIGINT and SIGTERM, either of which stops the relay; and SIGUSR2, which asks a server
+/// to restart and whose default action would kill the relay: it has no listeners to hand
+/// over, so it says so and goes on.
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    user2: Signal,
 }
 
 impl Signals {
@@ -103,14 +106,20 @@ impl Signals {
         Ok(Signals {
             interrupt: install(SignalKind::interrupt())?,
             terminate: install(SignalKind::terminate())?,
+            user2: install(SignalKind::user_defined2())?,
         })
     }
 
     /// The next SIGINT or SIGTERM.
     async fn next(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.user2.recv() => {
+                    tracing::info!("SIGUSR2: a udp: relay has no listeners to hand over; it goes on");
+                }
+            }
         }
     }
 }

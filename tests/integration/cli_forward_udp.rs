@@ -288,3 +288,20 @@ fn udp_forward_refuses_a_stream_listener_beside_a_udp_one() {
         );
     }
 }
+
+/// SIGUSR2 asks a server to restart; its default action killed the udp: relay, which has no
+/// listeners to hand over. It says so and relays on.
+#[test]
+fn udp_forward_survives_sigusr2() {
+    let upstream = echo_upstream();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
+        .arg(&upstream.endpoints()[0]);
+    let mut relay = Running::start(cmd, 1);
+    let a = client();
+    relay.signal(libc::SIGUSR2);
+    relay.wait_for_stderr(&["SIGUSR2"], Duration::from_secs(10));
+    assert_eq!(echo_through(&a, relay.port(), b"after"), b"after");
+    relay.signal(libc::SIGTERM);
+    assert_eq!(relay.wait(Duration::from_secs(10)).code(), Some(0));
+}
