@@ -50,7 +50,7 @@ pub(crate) fn run() -> ExitCode {
         Err(err) => return clap_exit(&err),
     };
     let outcome = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, &Given::of(matches.subcommand_matches("serve"))),
         Command::Connect(args) => connect::run(args),
         Command::Listen(args) => listen::run(args),
         Command::Forward(args) => {

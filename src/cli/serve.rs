@@ -5,7 +5,7 @@
 
 use socketkit::services::{Service, ServiceError, ServiceOption, ServiceOptions, UnknownService};
 
-use super::args::ServeArgs;
+use super::args::{Given, ServeArgs};
 use super::exit::CliError;
 use super::managed::Managed;
 use super::{init_logging, server, tls};
@@ -13,7 +13,7 @@ use super::{init_logging, server, tls};
 /// The tutorial's port, used when no `-l` is given.
 const DEFAULT_LISTEN: &str = ":12345";
 
-pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     let service: Service = args
         .service
         .parse()
@@ -28,6 +28,14 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
             return Err(CliError::Usage(format!(
                 "{service} serves streams only; {datagram} is a datagram endpoint"
             )));
+        }
+    }
+    if let [first, ..] = listeners.as_slice() {
+        if listeners
+            .iter()
+            .all(|l| !l.endpoint().transport().is_stream())
+        {
+            refuse_stream_only_options(&args, given, &first.endpoint().to_string())?;
         }
     }
     let options = ServiceOptions {
@@ -62,6 +70,31 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
             configured.serve(server)
         },
     )
+}
+
+/// The options that shape connections, refused when every listener is a datagram one
+/// (they would be silently ignored); `given` catches those that have a default. With a
+/// stream listener beside, they apply to it.
+fn refuse_stream_only_options(
+    args: &ServeArgs,
+    given: &Given,
+    first: &str,
+) -> Result<(), CliError> {
+    let server = &args.server;
+    let stream_only = [
+        ("--backlog", given.contains("backlog")),
+        ("--max-connections", server.max_connections.is_some()),
+        ("--idle-timeout", server.idle_timeout.is_some()),
+        ("--drain-timeout", given.contains("drain_timeout")),
+        ("--proxy-protocol", server.proxy.proxy_protocol),
+    ];
+    match stream_only.iter().find(|(_, given)| *given) {
+        Some((name, _)) => Err(CliError::Usage(format!(
+            "{name} applies to stream listeners only, and every listener here is a datagram \
+             one (such as {first})"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A service that cannot be configured is bad usage; an option of another service is named

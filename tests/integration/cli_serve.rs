@@ -243,3 +243,42 @@ fn a_delayed_shutdown_logs_the_listeners_closing_after_the_delay() {
         "{log}"
     );
 }
+
+/// Options that shape connections mean nothing to a server with only datagram listeners:
+/// refused (exit 2) rather than silently ignored; beside a stream listener they apply to it.
+#[test]
+fn stream_only_options_are_refused_when_every_listener_takes_datagrams() {
+    let cases: [&[&str]; 5] = [
+        &["--backlog", "5"],
+        &["--max-connections", "3"],
+        &["--idle-timeout", "1s"],
+        &["--drain-timeout", "1s"],
+        &["--proxy-protocol", "--trusted-proxy", "127.0.0.1"],
+    ];
+    for extra in cases {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0"])
+            .args(extra);
+        let out = crate::support::process::run(cmd, Vec::new(), Duration::from_secs(10));
+        assert_eq!(out.code(), 2, "{extra:?}: {}", out.stderr);
+        assert_eq!(
+            out.stderr,
+            format!(
+                "error: {} applies to stream listeners only, and every listener here is a \
+                 datagram one (such as udp:127.0.0.1:0)\n",
+                extra[0]
+            )
+        );
+    }
+    let mut mixed = serve(&[
+        "echo",
+        "-l",
+        "udp:127.0.0.1:0",
+        "-l",
+        "127.0.0.1:0",
+        "--backlog",
+        "5",
+    ]);
+    mixed.signal(libc::SIGTERM);
+    assert_eq!(mixed.wait(Duration::from_secs(10)).code(), Some(0));
+}
