@@ -139,6 +139,15 @@ fn exec_logs_a_failed_start_at_the_default_level() -> TestResult {
     Ok(())
 }
 
+/// Waits (up to 10 s) until `server` has no child process left.
+fn wait_for_no_children(server: &Running) {
+    wait_until(
+        Duration::from_secs(10),
+        || format!("children left: {:?}", children_of(server.pid())),
+        || children_of(server.pid()).is_empty(),
+    );
+}
+
 /// The (pid, state) of every process whose parent is `pid`, zombies included.
 fn children_of(pid: i32) -> Vec<(String, String)> {
     let mut found = Vec::new();
@@ -290,11 +299,7 @@ fn a_program_that_never_reads_is_killed_when_its_client_resets() -> TestResult {
     assert_eq!(children_of(server.pid()).len(), 1);
     socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
     drop(stream); // a reset
-    wait_until(
-        Duration::from_secs(10),
-        || format!("children left: {:?}", children_of(server.pid())),
-        || children_of(server.pid()).is_empty(),
-    );
+    wait_for_no_children(&server);
     Ok(())
 }
 
@@ -325,11 +330,7 @@ fn an_idle_timeout_ends_a_handed_over_tcp_connection_and_a_unix_one_on_pipes() -
     local.read_to_end(&mut out)?;
     assert_eq!(out, b"pipe\n");
     assert!(started.elapsed() < Duration::from_secs(5));
-    wait_until(
-        Duration::from_secs(10),
-        || format!("children left: {:?}", children_of(server.pid())),
-        || children_of(server.pid()).is_empty(),
-    );
+    wait_for_no_children(&server);
     Ok(())
 }
 
