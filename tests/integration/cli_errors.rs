@@ -245,6 +245,16 @@ fn a_closed_stderr_keeps_the_exit_code() -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+/// A child killed and reaped when the test ends, early (a failed `?`) or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A server whose log reader went away (`serve -v 2>&1 | head -1`, a supervisor that closed
 /// the pipe): the first log line written to the closed pipe panicked the task that wrote it,
 /// the shutdown's own among them, and SIGTERM no longer stopped the server. It must go on
@@ -267,8 +277,8 @@ fn a_server_whose_log_reader_left_serves_on_and_stops_on_sigterm()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let mut stderr = BufReader::new(child.stderr.take().ok_or("stderr is piped")?);
+        let mut child = Reaped(cmd.spawn()?);
+        let mut stderr = BufReader::new(child.0.stderr.take().ok_or("stderr is piped")?);
         let mut line = String::new();
         stderr.read_line(&mut line)?;
         drop(stderr); // the reader goes: every later write to stderr fails with EPIPE
@@ -289,8 +299,8 @@ fn a_server_whose_log_reader_left_serves_on_and_stops_on_sigterm()
             assert_eq!(got, expected, "{args:?}");
         }
         // SAFETY: kill(2) on the child we spawned and have not reaped.
-        unsafe { libc::kill(i32::try_from(child.id())?, libc::SIGTERM) };
-        let status = crate::support::process::wait_bounded(&mut child, DEADLINE);
+        unsafe { libc::kill(i32::try_from(child.0.id())?, libc::SIGTERM) };
+        let status = crate::support::process::wait_bounded(&mut child.0, DEADLINE);
         assert_eq!(status.code(), Some(0), "{args:?}: {status:?}");
     }
     Ok(())
