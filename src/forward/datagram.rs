@@ -294,8 +294,12 @@ async fn answer(
                     }
                 }
                 // Nothing listens at the target (ICMP port unreachable): the client's
-                // datagram is lost, as it would be without the relay.
-                Err(err) if transient(&err) => {}
+                // datagram is lost, as it would be without the relay; said at -v.
+                Err(err) if transient(&err) => tracing::debug!(
+                    client = %from,
+                    "the target did not take a datagram: {}",
+                    crate::error::describe(&err)
+                ),
                 Err(err) => {
                     tracing::debug!(client = %from, "upstream receive failed: {err}");
                     clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&from);

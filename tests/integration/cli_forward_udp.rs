@@ -305,3 +305,26 @@ fn udp_forward_survives_sigusr2() {
     relay.signal(libc::SIGTERM);
     assert_eq!(relay.wait(Duration::from_secs(10)).code(), Some(0));
 }
+
+/// A target where nothing listens answers with ICMP port unreachable; the relay said
+/// nothing of it even at `-vv`. At `-v` it says the target did not take the datagram, and
+/// goes on.
+#[test]
+fn udp_forward_says_at_v_that_the_target_took_no_datagram() {
+    let closed = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let target = format!("udp:{}", closed.local_addr().expect("addr"));
+    drop(closed); // nothing listens there now
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-v", "-l", "udp:127.0.0.1:0", "--to", &target]);
+    let relay = Running::start(cmd, 1);
+    let a = client();
+    for _ in 0..3 {
+        a.send_to(b"anyone?", ("127.0.0.1", relay.port()))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    relay.wait_for_stderr(
+        &["the target did not take a datagram"],
+        Duration::from_secs(10),
+    );
+}
