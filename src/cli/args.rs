@@ -414,11 +414,10 @@ pub(crate) struct BenchArgs {
     #[arg(short = 'd', long, value_name = "DURATION", default_value = "5s",
           allow_hyphen_values = true, value_parser = values::duration())]
     pub(crate) duration: Duration,
-    /// How long to run before measuring (not idle, which opens its connections once)
-    /// [default: 1s].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+    /// How long to run before measuring (not idle, which opens its connections once).
+    #[arg(long, value_name = "DURATION", default_value = "1s", allow_hyphen_values = true,
           value_parser = values::duration_or_zero())]
-    pub(crate) warmup: Option<Duration>,
+    pub(crate) warmup: Duration,
     /// Open loop: start N operations per second (0.001-1000000, at most -c at once)
     /// instead of keeping -c busy; greeting, and echo on a datagram endpoint.
     #[arg(long, value_name = "N", allow_hyphen_values = true,
@@ -436,10 +435,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "HEX")]
     pub(crate) expect_hex: Option<String>,
     /// echo: block size in bytes; greeting on udp:/unixgram: the request datagram's size
-    /// (1-67108864; a datagram holds at most 65507) [default: 4096].
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
+    /// (1-67108864; a datagram holds at most 65507).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, allow_hyphen_values = true,
           value_parser = values::whole::<usize>(1, 64 << 20))]
-    pub(crate) size: Option<usize>,
+    pub(crate) size: usize,
     /// echo on a stream: bytes in flight per connection (1-1073741824; default: one
     /// block).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,

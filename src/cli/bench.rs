@@ -12,13 +12,13 @@ use socketkit::client::MAX_DATAGRAM;
 use socketkit::endpoint::{Endpoint, Transport};
 use socketkit::proxy_protocol::Version;
 
-use super::args::{BenchArgs, ProxyVersion};
+use super::args::{BenchArgs, Given, ProxyVersion};
 use super::exit::CliError;
 use super::{bench_options, init_logging, resolve, tls};
 
-pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: BenchArgs, given: &Given) -> Result<(), CliError> {
     match (&args.compare, &args.endpoint) {
-        (None, Some(endpoint)) => measure(&args, endpoint),
+        (None, Some(endpoint)) => measure(&args, given, endpoint),
         (Some(files), None) => compare(&args, files),
         (Some(_), Some(endpoint)) => Err(CliError::Usage(format!(
             "--compare reads two saved runs and runs nothing: give it no ENDPOINT (got \
@@ -76,10 +76,10 @@ fn saved_run(path: &Path) -> Result<Report, CliError> {
 }
 
 /// One load test against `endpoint`.
-fn measure(args: &BenchArgs, endpoint: &str) -> Result<(), CliError> {
+fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliError> {
     let endpoint = resolve::target("bench", endpoint)?;
     let mut config = config(args)?;
-    bench_options::check(args, config.mode, &endpoint)?;
+    bench_options::check(args, given, config.mode, &endpoint)?;
     // Every connection makes a full handshake: resumption would measure something else.
     config.tls = args.tls.connector(&endpoint, true)?;
     if config.send_proxy.is_some() && !is_tcp(&endpoint) {
@@ -205,15 +205,11 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     config.connections = args.connections;
     config.threads = args.threads;
     config.duration = args.duration;
-    if let Some(warmup) = args.warmup {
-        config.warmup = warmup;
-    }
+    config.warmup = args.warmup;
     config.timeout = args.timeout;
     config.count = args.count;
     config.rate = args.rate;
-    if let Some(size) = args.size {
-        config.size = size;
-    }
+    config.size = args.size;
     config.window = args.window.unwrap_or(config.size);
     config.send_proxy = args.send_proxy.map(|version| match version {
         ProxyVersion::V1 => Version::V1,

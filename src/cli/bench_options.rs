@@ -5,12 +5,17 @@
 use socketkit::bench::Mode;
 use socketkit::endpoint::Endpoint;
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, Given};
 use super::exit::CliError;
 
 /// Refuses a mode the endpoint cannot carry and any option given (on the command line:
 /// defaults are not given) that `mode` does not use on `endpoint`.
-pub(crate) fn check(args: &BenchArgs, mode: Mode, endpoint: &Endpoint) -> Result<(), CliError> {
+pub(crate) fn check(
+    args: &BenchArgs,
+    given: &Given,
+    mode: Mode,
+    endpoint: &Endpoint,
+) -> Result<(), CliError> {
     let datagram = !endpoint.transport().is_stream();
     if mode == Mode::Idle && datagram {
         return Err(CliError::Usage(format!(
@@ -18,7 +23,7 @@ pub(crate) fn check(args: &BenchArgs, mode: Mode, endpoint: &Endpoint) -> Result
              datagram endpoint"
         )));
     }
-    for (option, given) in given(args) {
+    for (option, given) in given_options(args, given) {
         if let Some(why) = unused(option, mode, datagram).filter(|_| given) {
             // Named only where the endpoint's kind decides.
             let on = match (unused(option, mode, !datagram).is_none(), datagram) {
@@ -36,9 +41,9 @@ pub(crate) fn check(args: &BenchArgs, mode: Mode, endpoint: &Endpoint) -> Result
 }
 
 /// The mode-specific options, each with whether it was given.
-fn given(args: &BenchArgs) -> [(&'static str, bool); 7] {
+fn given_options(args: &BenchArgs, given: &Given) -> [(&'static str, bool); 7] {
     [
-        ("--size", args.size.is_some()),
+        ("--size", given.contains("size")),
         ("--window", args.window.is_some()),
         ("--expect", args.expect.is_some()),
         ("--expect-hex", args.expect_hex.is_some()),
@@ -46,7 +51,7 @@ fn given(args: &BenchArgs) -> [(&'static str, bool); 7] {
         // `--warmup 0` asks for what idle does anyway.
         (
             "--warmup",
-            args.warmup.is_some_and(|warmup| !warmup.is_zero()),
+            given.contains("warmup") && !args.warmup.is_zero(),
         ),
         ("--server-pid", args.server_pid.is_some()),
     ]

@@ -36,12 +36,13 @@ use exit::CliError;
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if let Some(hint) = nc_hints::hint(&argv) {
+    let command = Cli::command();
+    if let Some(hint) = nc_hints::hint(&argv, &command) {
         return CliError::Usage(hint).report();
     }
-    // Parsed in two steps (what `Cli::try_parse` does), keeping the matches: `forward`
-    // needs to know which options were written, not only their values.
-    let matches = match Cli::command().try_get_matches() {
+    // Parsed in two steps (what `Cli::try_parse` does), keeping the matches: `serve`,
+    // `forward` and `bench` need to know which options were written, not only their values.
+    let matches = match command.try_get_matches() {
         Ok(matches) => matches,
         Err(err) => return clap_exit(&err),
     };
@@ -56,7 +57,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Forward(args) => {
             forward::run(args, &Given::of(matches.subcommand_matches("forward")))
         }
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args, &Given::of(matches.subcommand_matches("bench"))),
         Command::Completions(args) => completions::print_completions(args.shell),
         Command::Man => completions::print_man_page(),
     };

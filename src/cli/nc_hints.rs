@@ -4,24 +4,20 @@
 //! The command line is read before clap parses it, as clap would read it: short flags may be
 //! clustered (`-lvnp 4444`), and the values of options that take one (`-o FILE`,
 //! `--output=FILE`, `-oFILE`) are skipped, so that a file named `-d` is no flag. Which
-//! options take a value is asked of the parser's own definition.
+//! options take a value is asked of the parser's own definition, the one that then parses.
 
 use std::ffi::OsString;
 
-use clap::CommandFactory;
-
-use super::args::Cli;
-
 /// A hint for an nc flag that socketkit spells differently, when `argv` (after the program
-/// name) has one; `None` leaves the line to the parser. With several, the most telling (see
-/// [`Flag::rank`]), else the first.
-pub(crate) fn hint(argv: &[OsString]) -> Option<String> {
+/// name) has one; `None` leaves the line to `cli`, the parser. With several, the most
+/// telling (see [`Flag::rank`]), else the first.
+pub(crate) fn hint(argv: &[OsString], cli: &clap::Command) -> Option<String> {
     let words: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap_or("")).collect();
     let command = *words.first()?;
     if command != "connect" && command != "listen" {
         return None;
     }
-    let options = ValueOptions::of(command);
+    let options = ValueOptions::of(cli, command);
     let mut found: Vec<Flag> = Vec::new();
     let mut previous = "";
     let mut words = words[1..].iter().copied().take_while(|w| *w != "--");
@@ -141,12 +137,11 @@ struct ValueOptions {
 }
 
 impl ValueOptions {
-    fn of(command: &str) -> ValueOptions {
+    fn of(cli: &clap::Command, command: &str) -> ValueOptions {
         let mut options = ValueOptions {
             short: Vec::new(),
             long: Vec::new(),
         };
-        let cli = Cli::command();
         let Some(sub) = cli.find_subcommand(command) else {
             return options;
         };
@@ -157,18 +152,11 @@ impl ValueOptions {
             options
                 .short
                 .extend(arg.get_short_and_visible_aliases().unwrap_or_default());
-            options.long.extend(
-                arg.get_long_and_visible_aliases()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(str::to_owned),
-            );
-            options.long.extend(
-                arg.get_all_aliases()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(str::to_owned),
-            );
+            // The long name and every alias, visible or not.
+            let aliases = arg.get_all_aliases().unwrap_or_default();
+            options
+                .long
+                .extend(arg.get_long().into_iter().chain(aliases).map(str::to_owned));
         }
         options
     }
@@ -179,7 +167,9 @@ mod tests {
     use super::*;
 
     fn hint_of(words: &[&str]) -> Option<String> {
-        hint(&words.iter().map(OsString::from).collect::<Vec<_>>())
+        use clap::CommandFactory;
+        let argv: Vec<OsString> = words.iter().map(OsString::from).collect();
+        hint(&argv, &super::super::args::Cli::command())
     }
 
     #[test]
