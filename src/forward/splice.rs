@@ -215,10 +215,7 @@ async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
     loop {
         let deadline = activity.deadline(limit);
         if Instant::now() >= deadline {
-            return io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("idle for {}", humantime::format_duration(limit)),
-            );
+            return crate::net::idle_error(limit);
         }
         tokio::time::sleep_until(deadline.into()).await;
     }

@@ -1,7 +1,8 @@
 //! [`Activity`]: when bytes last moved through something with two directions (the stdio
 //! bridge, the splice relay), shared by the threads or futures that move them, for an idle
-//! limit over both.
+//! limit over both; and [`idle_error`], what an idle limit ends a connection with.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,15 @@ impl Activity {
     pub(crate) fn deadline(&self, limit: Duration) -> Instant {
         self.last() + limit
     }
+}
+
+/// The error of a connection that moved no data for `limit`, the same words wherever an
+/// idle timeout ends one (a served connection, a relay, a program's socket).
+pub(crate) fn idle_error(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("idle for {}", humantime::format_duration(limit)),
+    )
 }
 
 #[cfg(test)]

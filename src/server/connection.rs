@@ -81,10 +81,7 @@ impl IdleTimer {
             ready!(self.sleep.as_mut().poll(cx));
             let deadline = self.last_progress + self.limit;
             if Instant::now() >= deadline {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("idle for {}", humantime::format_duration(self.limit)),
-                ));
+                return Poll::Ready(crate::net::idle_error(self.limit));
             }
             self.sleep.as_mut().reset(deadline);
         }

@@ -84,7 +84,7 @@ impl ProgramConnection {
             loop {
                 tokio::time::sleep(wait.max(IDLE_RECHECK)).await;
                 match self.stream.idle_time() {
-                    Ok(idle) if idle >= limit => return idle_error(limit),
+                    Ok(idle) if idle >= limit => return crate::net::idle_error(limit),
                     Ok(idle) => wait = limit - idle,
                     Err(err) => return err,
                 }
@@ -95,15 +95,4 @@ impl ProgramConnection {
             err = idle => err,
         }
     }
-}
-
-/// The error of a connection idle for `limit`, in the words of [`Connection`]'s own idle
-/// timer.
-///
-/// [`Connection`]: super::Connection
-fn idle_error(limit: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("idle for {}", humantime::format_duration(limit)),
-    )
 }
