@@ -3,9 +3,10 @@
 //!
 //! Both directions are copied at once. A FIN from either side becomes a `shutdown(SHUT_WR)`
 //! towards the other, so half-closed protocols work through the relay; the relay ends when
-//! both directions have ended, or when either side fails (then both are closed). A target
-//! that cannot be reached closes that one client, with the reason logged, and the server
-//! goes on.
+//! both directions have ended, or when either side fails: then both are reset, so that
+//! neither takes a cut stream for a whole one (an idle timeout, which lost nothing, closes
+//! them). A target that cannot be reached resets that one client, with the reason logged,
+//! and the server goes on.
 //!
 //! As a [`Handler`], a [`Forward`] gets the server's limits for free: `max_connections`,
 //! `idle_timeout` (no bytes either way) and graceful shutdown.
@@ -177,10 +178,13 @@ impl Forward {
             Err(err) => {
                 tracing::warn!(
                     peer = %client.peer_addr(),
-                    "cannot reach {}: {}; closing the client",
+                    "cannot reach {}: {}; resetting the client",
                     self.target,
                     crate::error::describe(&err)
                 );
+                // Whatever the client sent is lost: a FIN would read as a target that
+                // took it and had nothing to say.
+                client.reset_on_close();
                 return Ok(());
             }
         };
@@ -189,24 +193,23 @@ impl Forward {
         if let Some(stream) = client.stream() {
             stream.set_nodelay()?;
         }
-        let mut upstream = match upstream {
-            Upstream::Plain(stream) => stream,
-            Upstream::Tls(mut tls) => {
-                let mut client = client;
-                return copy_both_ways(&mut client, &mut tls).await;
-            }
-        };
-        // Pipes cost four descriptors a relay: near the descriptor limit, copy instead. A
-        // TLS client's bytes are the session's, not the socket's: copied too.
         let mut client = client;
-        if splice::available() && !client.is_tls() {
-            if let Ok(pipes) = splice::Pipes::new() {
-                if let Some((plain, idle, tallies)) = client.plain_parts() {
-                    return splice::relay(plain, &upstream, pipes, idle, tallies).await;
-                }
+        let mut upstream = upstream;
+        let result = match &mut upstream {
+            Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
+            Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
+        };
+        if let Err(err) = &result {
+            if !net::is_idle_timeout(err) {
+                // One side failed (a reset, a write to a peer that left, a TLS alert), so
+                // not every byte reached the other: it hears that as a reset, as it would
+                // from the failed peer itself, rather than a FIN that reads as a clean end.
+                // An idle timeout lost nothing and closes quietly.
+                client.reset_on_close();
+                upstream.reset_on_close();
             }
         }
-        copy_both_ways(&mut client, &mut upstream).await
+        result
     }
 
     /// The connection to the target, with `header` (a PROXY header) sent first, then
@@ -239,6 +242,30 @@ enum Upstream {
     Plain(Stream),
     // Boxed: a TLS session is about 1 KiB, which a plain relay should not carry.
     Tls(Box<tokio_rustls::client::TlsStream<Stream>>),
+}
+
+impl Upstream {
+    /// Makes the close a reset (see [`Stream::reset_on_close`]).
+    fn reset_on_close(&self) {
+        match self {
+            Upstream::Plain(stream) => stream.reset_on_close(),
+            Upstream::Tls(tls) => tls.get_ref().0.reset_on_close(),
+        }
+    }
+}
+
+/// Relays a plain target: by `splice` where it can, else by copying. Pipes cost four
+/// descriptors a relay: near the descriptor limit, copy instead. A TLS client's bytes are
+/// the session's, not the socket's: copied too.
+async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Result<()> {
+    if splice::available() && !client.is_tls() {
+        if let Ok(pipes) = splice::Pipes::new() {
+            if let Some((plain, idle, tallies)) = client.plain_parts() {
+                return splice::relay(plain, upstream, pipes, idle, tallies).await;
+            }
+        }
+    }
+    copy_both_ways(client, upstream).await
 }
 
 /// Copies both ways until both have ended; the end of one direction (a FIN, or a TLS

@@ -47,15 +47,45 @@ impl Activity {
 /// The error of a connection that moved no data for `limit`, the same words wherever an
 /// idle timeout ends one (a served connection, a relay, a program's socket).
 pub(crate) fn idle_error(limit: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("idle for {}", humantime::format_duration(limit)),
-    )
+    io::Error::new(io::ErrorKind::TimedOut, IdleTimeout(limit))
 }
+
+/// Whether `err` is an idle timeout's ([`idle_error`]), not a failure of the connection:
+/// its kind alone cannot say, for the kernel's `ETIMEDOUT` (a peer that stopped
+/// acknowledging) has the same.
+pub(crate) fn is_idle_timeout(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<IdleTimeout>())
+}
+
+/// The payload of [`idle_error`], so that [`is_idle_timeout`] can tell it apart.
+#[derive(Debug)]
+struct IdleTimeout(Duration);
+
+impl std::fmt::Display for IdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "idle for {}", humantime::format_duration(self.0))
+    }
+}
+
+impl std::error::Error for IdleTimeout {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_idle_limit_is_an_idle_timeout() {
+        let idle = idle_error(Duration::from_millis(1500));
+        assert!(is_idle_timeout(&idle));
+        assert_eq!(idle.to_string(), "idle for 1s 500ms");
+        assert!(!is_idle_timeout(&io::Error::from_raw_os_error(
+            libc::ETIMEDOUT
+        )));
+        assert!(!is_idle_timeout(&io::Error::new(
+            io::ErrorKind::TimedOut,
+            "timed out"
+        )));
+    }
 
     #[test]
     fn touching_moves_the_deadline() {

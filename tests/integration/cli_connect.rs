@@ -120,11 +120,8 @@ fn peer_closing_first_ends_with_zero_even_if_stdin_stays_open() -> TestResult {
 #[test]
 fn reset_by_peer_is_an_error() {
     let (addr, server) = one_shot(|stream| {
-        socket2::SockRef::from(&stream)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
         thread::sleep(Duration::from_millis(50));
-        drop(stream); // close with linger 0: RST
+        crate::support::net::reset(stream);
     });
     let mut cmd = connect_cmd(&addr);
     cmd.stdin(Stdio::piped());

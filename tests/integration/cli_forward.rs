@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{IO_TIMEOUT, connect, hash, payload, read_to_end};
+use crate::support::net::{IO_TIMEOUT, connect, hash, payload, read_to_end, read_to_reset, reset};
 use crate::support::process::{DEADLINE, Running, socketkit, socketkit_with_fd_limit};
 
 fn start(args: &[&str]) -> Running {
@@ -203,11 +203,11 @@ fn two_hundred_concurrent_relays_stay_intact() {
 }
 
 #[test]
-fn an_unreachable_target_closes_that_client_and_the_forwarder_goes_on() {
+fn an_unreachable_target_resets_that_client_and_the_forwarder_goes_on() {
     let dead_port = crate::support::net::free_port();
     let relay = forward("127.0.0.1:0", &format!("127.0.0.1:{dead_port}"));
     let mut client = connect(&relay.addr());
-    assert!(read_to_end(&mut client).is_empty(), "the client is closed");
+    assert!(read_to_reset(&mut client, "client").is_empty());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !relay.stderr().contains("cannot reach") {
         assert!(
@@ -220,13 +220,45 @@ fn an_unreachable_target_closes_that_client_and_the_forwarder_goes_on() {
     assert!(
         relay
             .stderr()
-            .contains("connection refused; closing the client"),
+            .contains("connection refused; resetting the client"),
         "{}",
         relay.stderr()
     );
     // Still accepting.
     let mut again = connect(&relay.addr());
-    assert!(read_to_end(&mut again).is_empty());
+    assert!(read_to_reset(&mut again, "second client").is_empty());
+}
+
+#[test]
+fn a_reset_on_either_side_reaches_the_other_as_a_reset_in_both_modes() -> TestResult {
+    for mode in &MODES {
+        let target = TcpListener::bind("127.0.0.1:0")?;
+        let to = format!("127.0.0.1:{}", target.local_addr()?.port());
+        let relay = forward_by(mode, "127.0.0.1:0", &to, &[]);
+
+        // The target fails mid-answer: the client must not take the part for the whole.
+        let mut client = connect(&relay.addr());
+        let (mut upstream, _) = target.accept()?;
+        upstream.write_all(b"partial")?;
+        reset(upstream);
+        let got = read_to_reset(&mut client, mode.0);
+        assert!(b"partial".starts_with(&got), "{}: {got:?}", mode.0);
+
+        // The client fails mid-request: the target hears it the same way.
+        let mut client = connect(&relay.addr());
+        let (mut upstream, _) = target.accept()?;
+        upstream.set_read_timeout(Some(IO_TIMEOUT))?;
+        client.write_all(b"request")?;
+        let mut first = [0u8; 7];
+        upstream.read_exact(&mut first)?;
+        reset(client);
+        assert!(
+            read_to_reset(&mut upstream, mode.0).is_empty(),
+            "{}",
+            mode.0
+        );
+    }
+    Ok(())
 }
 
 #[test]

@@ -2,26 +2,15 @@
 //! FIN, peer RST and a closed stdout, per transport. Rows covered elsewhere name their test.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{IO_TIMEOUT, connect, free_port};
+use crate::support::net::{connect, free_port, reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit, wait_bounded};
-
-/// Whether a read ended only because its timeout ran out (the peer never closed).
-fn timed_out<T>(result: &std::io::Result<T>) -> bool {
-    matches!(result, Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
-}
-
-fn reset(stream: &TcpStream) {
-    socket2::SockRef::from(stream)
-        .set_linger(Some(Duration::ZERO))
-        .expect("linger");
-}
 
 /// Runs `socketkit ARGS` with stdout closed from the start, stdin `input`; returns the exit
 /// code and stderr.
@@ -174,8 +163,7 @@ fn listen_peer_reset_is_exit_1_or_logged_with_keep_open() {
             .arg("127.0.0.1:0");
         let mut listener = Running::start(cmd, 1);
         let client = connect(&listener.addr());
-        reset(&client);
-        drop(client);
+        reset(client);
         if keep_open {
             // Logged, and the next client is served.
             let mut next = connect(&listener.addr());
@@ -226,53 +214,4 @@ fn listen_closed_stdout_is_exit_0_quietly() {
     );
 }
 
-// forward. (Client FIN and target FIN: cli_forward::half_close_passes_through….)
-
-#[test]
-fn forward_client_reset_closes_the_target_side() -> TestResult {
-    let target = TcpListener::bind("127.0.0.1:0")?;
-    let target_addr = target.local_addr()?.to_string();
-    let mut serve = socketkit();
-    serve.args(["forward", "-l", "127.0.0.1:0", "--to", &target_addr]);
-    let relay = Running::start(serve, 1);
-    let client = connect(&relay.addr());
-    let (mut upstream, _) = target.accept()?;
-    upstream.set_read_timeout(Some(IO_TIMEOUT))?;
-    reset(&client);
-    drop(client);
-    let mut rest = Vec::new();
-    let ended = upstream.read_to_end(&mut rest);
-    assert!(
-        ended.is_ok() || ended.is_err(),
-        "the target side ends, one way or the other"
-    );
-    assert!(rest.is_empty());
-    Ok(())
-}
-
-#[test]
-fn forward_target_reset_closes_the_client_side() -> TestResult {
-    let target = TcpListener::bind("127.0.0.1:0")?;
-    let target_addr = target.local_addr()?.to_string();
-    let server = thread::spawn(move || {
-        let (stream, _) = target.accept().expect("accept");
-        reset(&stream);
-    });
-    let mut serve = socketkit();
-    serve.args(["forward", "-l", "127.0.0.1:0", "--to", &target_addr]);
-    let relay = Running::start(serve, 1);
-    let mut client = connect(&relay.addr());
-    server.join().expect("target");
-    let mut rest = Vec::new();
-    let ended = client.read_to_end(&mut rest);
-    assert!(
-        !timed_out(&ended),
-        "the client is closed, not left open: {ended:?}"
-    );
-    assert!(rest.is_empty());
-    // The relay is still serving.
-    let mut again = connect(&relay.addr());
-    again.shutdown(Shutdown::Write)?;
-    let _ = again.read_to_end(&mut rest);
-    Ok(())
-}
+// forward: FIN and RST both ways are in cli_forward.

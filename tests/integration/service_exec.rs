@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::support::TestResult;
-use crate::support::net::{IO_TIMEOUT, connect, read_to_end};
+use crate::support::net::{IO_TIMEOUT, connect, read_to_end, reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::tools;
 
@@ -66,8 +66,7 @@ fn exec_leaves_no_zombie_and_kills_programs_of_vanished_clients() -> TestResult 
         stream.write_all(b"x")?;
         let mut one = [0u8; 1];
         stream.read_exact(&mut one)?;
-        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
-        drop(stream); // reset: cat's output has nowhere to go
+        reset(stream); // cat's output has nowhere to go
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -297,8 +296,7 @@ fn a_program_that_never_reads_is_killed_when_its_client_resets() -> TestResult {
     stream.read_exact(&mut line)?;
     assert_eq!(&line, b"started\n");
     assert_eq!(children_of(server.pid()).len(), 1);
-    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
-    drop(stream); // a reset
+    reset(stream);
     wait_for_no_children(&server);
     Ok(())
 }

@@ -19,6 +19,14 @@ pub fn connect(addr: &str) -> TcpStream {
     stream
 }
 
+/// Closes `stream` with a reset (`SO_LINGER` 0, then close): the peer's next read or
+/// write fails with "connection reset".
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER on a connected TCP socket");
+}
+
 /// Everything `stream` sends until it closes, bounded by the read timeout.
 pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
@@ -26,6 +34,16 @@ pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
         .read_to_end(&mut all)
         .expect("read to end within the timeout");
     all
+}
+
+/// Reads `stream` to its end, which must be a reset; returns what came before it.
+pub fn read_to_reset(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(err) => panic!("{what}: {err}, not a reset"),
+        Ok(_) => panic!("{what}: a clean end after {got:?}, not a reset"),
+    }
 }
 
 /// A deterministic pseudo-random payload of `len` bytes (xorshift), so a corrupted or
