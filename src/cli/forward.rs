@@ -72,27 +72,13 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => relay,
     };
     let what = format!("forward to {}", relay.target());
-    let mut builder = server::builder(&args.server, listeners)?;
-    if let Some(tls) = &listener_tls {
-        tls.apply(&mut builder);
-    }
-    let access = server::access(&args.server, &mut builder)?;
-    let metrics = server::metrics(&args.server, &managed)?;
+    let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
     init_logging(&args.log);
-    let workers = server::workers(&args.server);
-    server::run(
-        builder,
-        &access,
-        workers,
-        &what,
-        managed,
-        metrics,
-        |server| {
-            if let Some(tls) = &listener_tls {
-                tls.announce();
-            }
-            tls::warn_if_insecure(&args.to_tls);
-            server.serve(relay)
-        },
-    )
+    server::run(prepared, &what, managed, |server| {
+        if let Some(tls) = &listener_tls {
+            tls.announce();
+        }
+        tls::warn_if_insecure(&args.to_tls);
+        server.serve(relay)
+    })
 }

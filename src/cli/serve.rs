@@ -48,28 +48,14 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
-    let mut builder = server::builder(&args.server, listeners)?;
-    if let Some(tls) = &tls {
-        tls.apply(&mut builder);
-    }
-    let access = server::access(&args.server, &mut builder)?;
-    let metrics = server::metrics(&args.server, &managed)?;
+    let prepared = server::prepare(&args.server, listeners, tls.as_ref(), &managed)?;
     init_logging(&args.log);
-    let workers = server::workers(&args.server);
-    server::run(
-        builder,
-        &access,
-        workers,
-        service.name(),
-        managed,
-        metrics,
-        |server| {
-            if let Some(tls) = &tls {
-                tls.announce();
-            }
-            configured.serve(server)
-        },
-    )
+    server::run(prepared, service.name(), managed, |server| {
+        if let Some(tls) = &tls {
+            tls.announce();
+        }
+        configured.serve(server)
+    })
 }
 
 /// The options that shape connections, refused when every listener is a datagram one

@@ -14,9 +14,40 @@ use super::exit::CliError;
 use super::managed::{Listen, Managed};
 use super::metrics::MetricsPlan;
 use super::ready;
+use super::tls::ServerSetup;
+
+/// A server made from a command's options, checked, waiting for [`run`].
+pub(crate) struct Prepared {
+    builder: Builder,
+    access: Access,
+    metrics: Option<MetricsPlan>,
+    workers: usize,
+}
+
+/// Checks the server options of `args` (exit 2 on any fault) and makes the server of
+/// `listeners` with them, terminating TLS with `tls` if given.
+pub(crate) fn prepare(
+    args: &ServerArgs,
+    listeners: Vec<Listen>,
+    tls: Option<&ServerSetup>,
+    managed: &Managed,
+) -> Result<Prepared, CliError> {
+    let mut builder = builder(args, listeners)?;
+    if let Some(tls) = tls {
+        tls.apply(&mut builder);
+    }
+    let access = access(args, &mut builder)?;
+    let metrics = metrics(args, managed)?;
+    Ok(Prepared {
+        builder,
+        access,
+        metrics,
+        workers: workers(args),
+    })
+}
 
 /// A builder with the options of `args` and the given endpoints.
-pub(crate) fn builder(args: &ServerArgs, listeners: Vec<Listen>) -> Result<Builder, CliError> {
+fn builder(args: &ServerArgs, listeners: Vec<Listen>) -> Result<Builder, CliError> {
     let mut builder = Server::builder();
     if let Some(max) = args.max_connections {
         builder.max_connections(max);
@@ -66,7 +97,7 @@ fn io_engine(args: &ServerArgs) -> Result<IoEngine, CliError> {
 }
 
 /// The access settings of `args`, checked (exit 2 on any fault), added to `builder`.
-pub(crate) fn access(args: &ServerArgs, builder: &mut Builder) -> Result<Access, CliError> {
+fn access(args: &ServerArgs, builder: &mut Builder) -> Result<Access, CliError> {
     let access = access::resolve(&args.access)?;
     access.apply(builder);
     Ok(access)
@@ -100,10 +131,7 @@ pub(crate) fn proxy_protocol(args: &ProxyArgs) -> Result<Option<(CidrSet, Durati
 
 /// `--metrics` of a server: checked (exit 2), and not with `--inetd`, where every
 /// connection is a process of its own.
-pub(crate) fn metrics(
-    args: &ServerArgs,
-    managed: &Managed,
-) -> Result<Option<MetricsPlan>, CliError> {
+fn metrics(args: &ServerArgs, managed: &Managed) -> Result<Option<MetricsPlan>, CliError> {
     let plan = MetricsPlan::from_args(&args.metrics)?;
     if plan.is_some() && managed.inetd() {
         return Err(CliError::Usage(
@@ -124,18 +152,21 @@ pub(crate) fn workers(args: &ServerArgs) -> usize {
 /// `serve` on a multi-threaded runtime until a signal shuts the server down (see
 /// [`Managed::serve`]).
 pub(crate) fn run<F, Fut>(
-    mut builder: Builder,
-    access: &Access,
-    workers: usize,
+    prepared: Prepared,
     what: &str,
     managed: Managed,
-    metrics: Option<MetricsPlan>,
     serve: F,
 ) -> Result<(), CliError>
 where
     F: FnOnce(Server) -> Fut,
     Fut: Future<Output = socketkit::Result<()>>,
 {
+    let Prepared {
+        mut builder,
+        access,
+        metrics,
+        workers,
+    } = prepared;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()
@@ -158,6 +189,6 @@ where
                 tokio::spawn(metrics.serve());
             }
         };
-        managed.serve(builder, access, announce, serve).await
+        managed.serve(builder, &access, announce, serve).await
     })
 }
