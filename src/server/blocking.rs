@@ -5,11 +5,12 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use super::meter::Meter;
-use crate::net::Stream;
+use crate::net::{self, Stream};
 use crate::socket::Address;
 
 /// Handles one connection on a thread of the server's blocking pool. Any
@@ -30,7 +31,7 @@ where
 
 /// An accepted connection in blocking mode: `std::io::Read + Write`, like a socket in the
 /// tutorial. With an idle timeout on the server, a read or write that waits longer fails
-/// with [`io::ErrorKind::WouldBlock`] (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
+/// with [`io::ErrorKind::TimedOut`] ("idle for 30s"), as an async handler's does.
 #[derive(Debug)]
 pub struct BlockingConnection {
     // The peer, and what the connection counts until it closes; dropped before the
@@ -38,6 +39,7 @@ pub struct BlockingConnection {
     meter: Meter,
     stream: BlockingStream,
     local: Address,
+    idle: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,15 @@ impl BlockingConnection {
         &self.local
     }
 
+    /// The kernel ends a blocking call that waited out `SO_RCVTIMEO`/`SO_SNDTIMEO` with
+    /// `EAGAIN`; the socket is blocking, so that can only be the idle limit.
+    fn idle_error(&self, err: io::Error) -> io::Error {
+        match self.idle {
+            Some(limit) if err.kind() == io::ErrorKind::WouldBlock => net::idle_error(limit),
+            _ => err,
+        }
+    }
+
     /// Shuts down one or both directions (`Shutdown::Write` is a half-close).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match &self.stream {
@@ -71,7 +82,8 @@ impl Read for BlockingConnection {
         let n = match &mut self.stream {
             BlockingStream::Tcp(s) => s.read(buf),
             BlockingStream::Unix(s) => s.read(buf),
-        }?;
+        }
+        .map_err(|err| self.idle_error(err))?;
         self.meter.received(n);
         Ok(n)
     }
@@ -82,7 +94,8 @@ impl Write for BlockingConnection {
         let n = match &mut self.stream {
             BlockingStream::Tcp(s) => s.write(buf),
             BlockingStream::Unix(s) => s.write(buf),
-        }?;
+        }
+        .map_err(|err| self.idle_error(err))?;
         self.meter.sent(n);
         Ok(n)
     }
@@ -97,7 +110,7 @@ impl Write for BlockingConnection {
 pub(crate) fn into_blocking(
     stream: Stream,
     meter: Meter,
-    idle: Option<std::time::Duration>,
+    idle: Option<Duration>,
 ) -> io::Result<(BlockingConnection, Closer)> {
     let local = stream.local_addr()?;
     let (stream, closer) = match stream {
@@ -123,6 +136,7 @@ pub(crate) fn into_blocking(
             stream,
             meter,
             local,
+            idle,
         },
         closer,
     ))

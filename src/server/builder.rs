@@ -171,7 +171,8 @@ impl Builder {
     }
 
     /// At most `threads` blocking handlers run at once ([`Server::serve_blocking`]); further
-    /// connections wait, accepted, for a thread. Default 64; tokio caps it at 512.
+    /// connections wait, accepted, for a thread (in a graceful shutdown too, until the drain
+    /// deadline). Default 64; tokio caps it at 512.
     pub fn blocking_threads(&mut self, threads: usize) -> &mut Builder {
         self.limits.blocking_threads = threads.clamp(1, 512);
         self

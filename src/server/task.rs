@@ -18,7 +18,7 @@ use super::admission::Held;
 use super::blocking::{BlockingHandler, into_blocking};
 use super::meter::Meter;
 use super::pipeline::Pipeline;
-use super::shutdown::{Phase, Watcher};
+use super::shutdown::Watcher;
 use super::{Connection, Handler, Routine};
 use crate::error::describe;
 use crate::net::Stream;
@@ -247,11 +247,15 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
 
 /// Waits for a thread of the pool, then runs `handler` on it; a forced shutdown shuts the
 /// connection down under the handler, which makes its pending read or write return.
+///
+/// A connection still waiting for a thread when the server starts draining is in flight
+/// like any other (its client may have sent its request): it keeps waiting, and only the
+/// drain deadline ends the wait.
 async fn run_blocking<B: BlockingHandler>(
     handler: Arc<B>,
     pool: Arc<Semaphore>,
     accepted: Accepted,
-    mut watcher: Watcher,
+    watcher: Watcher,
 ) {
     let Accepted {
         stream,
@@ -266,7 +270,7 @@ async fn run_blocking<B: BlockingHandler>(
     let thread = tokio::select! {
         // The pool is never closed, so acquiring cannot fail.
         thread = pool.acquire_owned() => thread.ok(),
-        () = watcher.reached(Phase::Draining) => None,
+        () = watcher.forced() => None,
     };
     let Some(thread) = thread else { return };
     let mut job = tokio::task::spawn_blocking(move || {

@@ -76,6 +76,8 @@ mod proxy_listen;
 /// The PROXY protocol through the binary: curl's and HAProxy's headers, ours into
 /// HAProxy, and the refusals.
 mod proxy_protocol;
+/// Blocking handlers on the server's thread pool: the drain, the idle limit.
+mod server_blocking;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.

@@ -1,0 +1,147 @@
+//! Blocking handlers (`Server::serve_blocking`) through real loopback sockets: connections
+//! waiting for a thread of the pool at shutdown are in flight like the others, and the
+//! idle limit ends a blocking read in words.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use socketkit::server::{BlockingConnection, Builder, Server, ShutdownHandle};
+use tokio::task::JoinHandle;
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, connect};
+
+/// A server of `handler` on 127.0.0.1, configured by `configure`: its address, the handle
+/// that stops it, and its task.
+async fn start<F>(
+    configure: impl FnOnce(&mut Builder),
+    handler: F,
+) -> (String, ShutdownHandle, JoinHandle<socketkit::Result<()>>)
+where
+    F: Fn(BlockingConnection) -> std::io::Result<()> + Send + Sync + 'static,
+{
+    let mut builder = Server::builder();
+    builder.listen("127.0.0.1:0".parse().expect("valid endpoint"));
+    configure(&mut builder);
+    let server = builder.bind().await.expect("binds 127.0.0.1:0");
+    let addr = server.local_endpoints()[0].to_string();
+    let handle = server.shutdown_handle();
+    let task = tokio::spawn(server.serve_blocking(handler));
+    (addr.trim_start_matches("tcp:").to_owned(), handle, task)
+}
+
+/// Sends `byte` on a new connection and returns the connection.
+fn ask(addr: &str, byte: u8) -> TcpStream {
+    let mut stream = connect(addr);
+    stream.write_all(&[byte]).expect("send");
+    stream
+}
+
+/// The one byte the server answers on `stream`, then the end of stream.
+fn answer(mut stream: TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_for_a_thread_at_shutdown_is_still_served() -> TestResult {
+    let (started_tx, started) = mpsc::channel();
+    let started_tx = std::sync::Mutex::new(started_tx);
+    let (addr, handle, task) = start(
+        |b| {
+            b.blocking_threads(1).drain_timeout(Duration::from_secs(5));
+        },
+        move |mut conn| {
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            let _ = started_tx.lock().expect("not poisoned").send(byte[0]);
+            std::thread::sleep(Duration::from_millis(400));
+            conn.write_all(&byte)
+        },
+    )
+    .await;
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let first = ask(&addr, b'1');
+        assert_eq!(started.recv_timeout(IO_TIMEOUT), Ok(b'1'));
+        // The only thread is busy: this one is accepted and waits for it.
+        let second = ask(&addr, b'2');
+        std::thread::sleep(Duration::from_millis(100));
+        handle.shutdown();
+        (answer(first), answer(second))
+    })
+    .await?;
+    assert_eq!(first?, b"1");
+    assert_eq!(
+        second?, b"2",
+        "the waiting connection is served in the drain"
+    );
+    tokio::time::timeout(IO_TIMEOUT, task).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_ends_the_wait_for_a_thread() -> TestResult {
+    let (addr, handle, task) = start(
+        |b| {
+            b.blocking_threads(1)
+                .drain_timeout(Duration::from_millis(300));
+        },
+        |mut conn| {
+            // Holds the only thread until the forced shutdown closes the connection.
+            let mut rest = Vec::new();
+            conn.read_to_end(&mut rest).map(drop)
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let first = ask(&addr, b'1');
+        let second = ask(&addr, b'2');
+        std::thread::sleep(Duration::from_millis(100));
+        handle.shutdown();
+        (answer(first), answer(second))
+    })
+    .await?;
+    tokio::time::timeout(IO_TIMEOUT, task).await???;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Neither got a byte: the busy one was shut down, the waiting one closed unserved.
+    assert!(first.unwrap_or_default().is_empty());
+    assert!(second.unwrap_or_default().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_limit_ends_a_blocking_read_as_timed_out_in_words() -> TestResult {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let (addr, handle, task) = start(
+        |b| {
+            b.idle_timeout(Duration::from_millis(200));
+        },
+        move |mut conn| {
+            let mut byte = [0u8; 1];
+            let err = conn.read(&mut byte).expect_err("nothing comes");
+            let _ = tx
+                .lock()
+                .expect("not poisoned")
+                .send((err.kind(), err.to_string()));
+            Ok(())
+        },
+    )
+    .await;
+    let silent = tokio::task::spawn_blocking(move || connect(&addr)).await?;
+    let (kind, text) = tokio::task::spawn_blocking(move || rx.recv_timeout(IO_TIMEOUT)).await??;
+    assert_eq!(kind, std::io::ErrorKind::TimedOut, "{text}");
+    assert_eq!(text, "idle for 200ms");
+    drop(silent);
+    handle.shutdown();
+    tokio::time::timeout(IO_TIMEOUT, task).await???;
+    Ok(())
+}
