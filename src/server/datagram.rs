@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::EXHAUSTION_BACKOFF;
@@ -15,8 +16,8 @@ use super::shutdown::{Phase, Watcher};
 use crate::net::{UnixFile, is_resource_exhaustion};
 use crate::socket::Address;
 
-/// The largest datagram the receive loop accepts (the UDP maximum); the buffer is one per
-/// listener, not per datagram.
+/// The receive buffer of a listener, one per listener: any UDP datagram fits. A longer Unix
+/// datagram grows it to its length first, and once answered the buffer shrinks back.
 const MAX_DATAGRAM: usize = 65_536;
 
 /// Answers datagrams. Any `Fn(&[u8], &Address, &mut Reply) -> io::Result<()>` closure is one.
@@ -108,13 +109,27 @@ impl DatagramListener {
         }
     }
 
-    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+    /// The next datagram, whole, in `buf`: a Unix datagram can be longer than any UDP one
+    /// (up to the sender's buffer), so its length is asked first (`MSG_PEEK | MSG_TRUNC`)
+    /// and `buf` grown to it, not cut to fit.
+    async fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Address)> {
         match self {
             DatagramListener::Udp(socket) => {
                 let (n, peer) = socket.recv_from(buf).await?;
                 Ok((n, peer.into()))
             }
             DatagramListener::Unixgram { socket, .. } => {
+                let next = socket
+                    .async_io(Interest::READABLE, || {
+                        socket2::SockRef::from(socket).recv_with_flags(
+                            &mut [],
+                            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                        )
+                    })
+                    .await?;
+                if next > buf.len() {
+                    buf.resize(next, 0);
+                }
                 let (n, peer) = socket.recv_from(buf).await?;
                 let path = peer
                     .as_pathname()
@@ -198,6 +213,9 @@ impl DatagramListener {
             }
             meter.datagram(n, sent);
             reply.clear();
+            if buf.len() > MAX_DATAGRAM {
+                buf = vec![0u8; MAX_DATAGRAM];
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Datagrams at their transports' limits through `connect` and `listen`: a 65,527-byte UDP
-//! datagram over IPv6 (the largest there is) and Unix datagrams past 64 KiB pass whole both
-//! ways, never cut to IPv4's 65,507 bytes. Inputs come from files, so that one read is one
-//! datagram whatever the pipe would have split.
+//! Datagrams at their transports' limits through `connect`, `listen` and `serve`: a
+//! 65,527-byte UDP datagram over IPv6 (the largest there is) and Unix datagrams past 64 KiB
+//! pass whole both ways, never cut to IPv4's 65,507 bytes. Inputs come from files, so that
+//! one read is one datagram whatever the pipe would have split.
 
 use std::fs::File;
 use std::net::UdpSocket;
@@ -170,4 +170,22 @@ fn connect_unixgram_sends_and_receives_datagrams_past_64_kib_whole() {
     let back = payload(150_000);
     server.sendto(&back, &from).expect("answer");
     assert_whole(&client.finish(), &back, "received by connect unixgram:");
+}
+
+#[test]
+fn serve_echo_on_unixgram_answers_datagrams_past_64_kib_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("echo.sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l"])
+        .arg(format!("unixgram:{}", path.display()));
+    let _server = Running::start(cmd, 1);
+    let client = unix_socket(&dir.path().join("c.sock"));
+    // Past 64 KiB, then small again (the server's buffer shrinks back), then empty.
+    for len in [UNIX_BIG, 10, 0, UNIX_BIG + 1] {
+        let data = payload(len);
+        client.sendto(&data, path.as_path()).expect("send");
+        let (got, _) = client.recvfrom(400_000).expect("the echo");
+        assert_whole(&got, &data, &format!("echo of {len} bytes"));
+    }
 }
