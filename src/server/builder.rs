@@ -100,9 +100,10 @@ impl Builder {
         self
     }
 
-    /// Closes a connection when no byte has moved either way for `timeout`.
+    /// Closes a connection when no byte has moved either way for `timeout` (at least 1 ms:
+    /// a blocking handler's socket timeout cannot be zero).
     pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Builder {
-        self.limits.idle_timeout = Some(timeout);
+        self.limits.idle_timeout = Some(timeout.max(Duration::from_millis(1)));
         self
     }
 
