@@ -13,6 +13,9 @@ impl Socket {
     /// It applies to `connect`, `accept`, `send*` and `recv*`; a call that waits longer
     /// fails with [`io::ErrorKind::TimedOut`].
     ///
+    /// The kernel counts in microseconds: a timeout under 1 µs is rounded up to 1 µs (as
+    /// `std` does), rather than truncated to the zero that means "wait forever".
+    ///
     /// # Errors
     ///
     /// A zero duration is refused (`InvalidInput`): use [`Socket::set_blocking`]`(false)`
@@ -29,6 +32,18 @@ impl Socket {
     /// ```
     #[doc(alias = "settimeout")]
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let timeout = match timeout {
+            Some(zero) if zero.is_zero() => {
+                let err = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a zero timeout is refused (set_blocking(false) makes calls that never wait)",
+                );
+                return Err(self.error_at_local(Op::SetOption("a timeout"), err));
+            }
+            // socket2 truncates to whole microseconds, and a zero timeval means no timeout.
+            Some(short) => Some(short.max(Duration::from_micros(1))),
+            None => None,
+        };
         let set = |name, result: io::Result<()>| {
             result.map_err(|err| self.error_at_local(Op::SetOption(name), err))
         };
@@ -82,5 +97,47 @@ impl Socket {
         } else {
             err
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::socket::socketpair;
+
+    #[test]
+    fn a_zero_timeout_is_refused_in_words() -> Result<()> {
+        let (mut a, _b) = socketpair()?;
+        let err = a.set_timeout(Some(Duration::ZERO)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            err.to_string(),
+            "cannot set a timeout: a zero timeout is refused \
+             (set_blocking(false) makes calls that never wait)"
+        );
+        assert_eq!(a.timeout(), None, "the refused timeout is not kept");
+        Ok(())
+    }
+
+    #[test]
+    fn a_timeout_under_a_microsecond_still_times_out() -> Result<()> {
+        let (mut a, b) = socketpair()?;
+        a.set_timeout(Some(Duration::from_nanos(500)))?;
+        // Should the timeout read as "forever", this byte ends the wait and the test fails.
+        let late = thread::spawn(move || {
+            thread::sleep(Duration::from_secs(1));
+            b.send(b"late")
+        });
+        let started = Instant::now();
+        let err = a
+            .recv(16)
+            .expect_err("nothing arrives within a microsecond");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        late.join().expect("the sender ends")?;
+        Ok(())
     }
 }
