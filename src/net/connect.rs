@@ -56,7 +56,7 @@ pub(crate) fn connect_socket(
     nodelay: bool,
     source: Option<Address>,
 ) -> Result<(Socket, Option<TempSocketPath>)> {
-    let mut socket = Socket::new(address.family(), ty)?;
+    let socket = Socket::new(address.family(), ty)?;
     let mut bound = None;
     if let Some(source) = source {
         // A fixed source port is often one a previous run left in TIME_WAIT.

@@ -111,7 +111,8 @@ impl Socket {
     }
 
     fn connect_one(&self, address: &Address) -> Result<()> {
-        let result = address.to_sockaddr().and_then(|raw| match self.timeout {
+        // The timeout is read when it is needed: it may have been set through another handle.
+        let result = address.to_sockaddr().and_then(|raw| match self.timeout() {
             Some(timeout) => self.inner.connect_timeout(&raw, timeout),
             None => self.inner.connect(&raw),
         });

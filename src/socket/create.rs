@@ -40,7 +40,7 @@ pub fn create_connection(address: impl ToAddress, timeout: Option<Duration>) -> 
 }
 
 fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
-    let mut socket = Socket::new(address.family(), Type::Stream)?;
+    let socket = Socket::new(address.family(), Type::Stream)?;
     if timeout.is_some() {
         socket.set_timeout(timeout)?;
     }

@@ -47,7 +47,6 @@ mod transfer;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 pub use address::{Address, ToAddress, abstract_name};
 pub use create::{create_connection, create_server, socketpair};
@@ -132,7 +131,6 @@ impl Type {
 pub struct Socket {
     inner: socket2::Socket,
     family: Family,
-    timeout: Option<Duration>,
 }
 
 impl Socket {
@@ -172,11 +170,7 @@ impl Socket {
     }
 
     fn from_parts(inner: socket2::Socket, family: Family) -> Socket {
-        Socket {
-            inner,
-            family,
-            timeout: None,
-        }
+        Socket { inner, family }
     }
 
     /// A socket made of a descriptor this process was handed (an inherited listening
@@ -285,7 +279,6 @@ impl Socket {
         Ok(Socket {
             inner,
             family: self.family,
-            timeout: self.timeout,
         })
     }
 

@@ -13,8 +13,12 @@ impl Socket {
     /// It applies to `connect`, `accept`, `send*` and `recv*`; a call that waits longer
     /// fails with [`io::ErrorKind::TimedOut`].
     ///
-    /// The kernel counts in microseconds: a timeout under 1 µs is rounded up to 1 µs (as
-    /// `std` does), rather than truncated to the zero that means "wait forever".
+    /// The timeout is the kernel's (`SO_RCVTIMEO` and `SO_SNDTIMEO`), kept with the socket
+    /// rather than with this handle: every handle from [`Socket::try_clone`] sees it, and
+    /// setting it on one sets it for all, which is why `&self` is enough. The kernel counts
+    /// it in microseconds, and waits in clock ticks (see [`Socket::timeout`]): a timeout
+    /// under 1 µs is rounded up to 1 µs (as `std` does), rather than truncated to the zero
+    /// that means "wait forever".
     ///
     /// # Errors
     ///
@@ -25,13 +29,13 @@ impl Socket {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (mut a, _b) = socketkit::socket::socketpair()?;
+    /// let (a, _b) = socketkit::socket::socketpair()?;
     /// a.set_timeout(Some(Duration::from_millis(20)))?;
     /// assert_eq!(a.recv(16).unwrap_err().kind(), std::io::ErrorKind::TimedOut);
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     #[doc(alias = "settimeout")]
-    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         let timeout = match timeout {
             Some(zero) if zero.is_zero() => {
                 let err = io::Error::new(
@@ -44,21 +48,27 @@ impl Socket {
             Some(short) => Some(short.max(Duration::from_micros(1))),
             None => None,
         };
+        self.set_kernel_timeout(timeout)
+    }
+
+    /// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO`, which the kernel reads `None` as "forever".
+    fn set_kernel_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         let set = |name, result: io::Result<()>| {
             result.map_err(|err| self.error_at_local(Op::SetOption(name), err))
         };
         set("SO_RCVTIMEO", self.inner.set_read_timeout(timeout))?;
-        set("SO_SNDTIMEO", self.inner.set_write_timeout(timeout))?;
-        self.timeout = timeout;
-        Ok(())
+        set("SO_SNDTIMEO", self.inner.set_write_timeout(timeout))
     }
 
-    /// The timeout set by [`Socket::set_timeout`] (Python: `s.gettimeout()`).
+    /// The timeout of blocking calls (Python: `s.gettimeout()`), as the kernel keeps it
+    /// (`SO_RCVTIMEO`): shared by every handle on the socket, and read back in the kernel's
+    /// clock ticks, so a timeout that is no whole number of ticks reads back rounded up to
+    /// one (with a 250 Hz clock, 50 ms reads back as 52 ms: how long calls really wait).
     ///
     /// # Examples
     ///
     /// ```
-    /// let (mut a, _b) = socketkit::socket::socketpair()?;
+    /// let (a, _b) = socketkit::socket::socketpair()?;
     /// assert_eq!(a.timeout(), None);
     /// a.set_timeout(Some(std::time::Duration::from_secs(1)))?;
     /// assert_eq!(a.timeout(), Some(std::time::Duration::from_secs(1)));
@@ -66,7 +76,10 @@ impl Socket {
     /// ```
     #[doc(alias = "gettimeout")]
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        // getsockopt(2) fails only on a bad descriptor (EBADF, ENOTSOCK), an unknown option
+        // (ENOPROTOOPT) or a bad buffer (EFAULT): an owned socket, SO_RCVTIMEO and socket2's
+        // own buffer rule all of them out, so there is no error to lose here.
+        self.inner.read_timeout().unwrap_or(None)
     }
 
     /// Switches between blocking and non-blocking mode with `O_NONBLOCK` (Python:
@@ -89,10 +102,12 @@ impl Socket {
     }
 
     /// Python raises `socket.timeout` when a call with a timeout runs out; the kernel says
-    /// `EAGAIN`. Only a socket with a timeout set gets the translation: in non-blocking mode
-    /// `WouldBlock` is the truth.
+    /// `EAGAIN`, as it does for a call that would wait in non-blocking mode, where
+    /// `WouldBlock` is the truth. A socket in blocking mode only says it when its timeout
+    /// ran out, so the mode (`fcntl(2)`, asked only on this failure path) tells the two
+    /// apart.
     pub(super) fn timed_out(&self, err: io::Error) -> io::Error {
-        if self.timeout.is_some() && err.kind() == io::ErrorKind::WouldBlock {
+        if err.kind() == io::ErrorKind::WouldBlock && self.inner.nonblocking().is_ok_and(|on| !on) {
             io::Error::new(io::ErrorKind::TimedOut, "timed out")
         } else {
             err
@@ -110,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_zero_timeout_is_refused_in_words() -> Result<()> {
-        let (mut a, _b) = socketpair()?;
+        let (a, _b) = socketpair()?;
         let err = a.set_timeout(Some(Duration::ZERO)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(
@@ -124,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_timeout_under_a_microsecond_still_times_out() -> Result<()> {
-        let (mut a, b) = socketpair()?;
+        let (a, b) = socketpair()?;
         a.set_timeout(Some(Duration::from_nanos(500)))?;
         // Should the timeout read as "forever", this byte ends the wait and the test fails.
         let late = thread::spawn(move || {
@@ -138,6 +153,19 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_millis(500));
         late.join().expect("the sender ends")?;
+        Ok(())
+    }
+
+    #[test]
+    fn every_handle_sees_the_timeout_set_through_another() -> Result<()> {
+        let (a, _b) = socketpair()?;
+        let a2 = a.try_clone()?;
+        a.set_timeout(Some(Duration::from_secs(1)))?;
+        assert_eq!(a2.timeout(), Some(Duration::from_secs(1)));
+        a2.set_timeout(Some(Duration::from_millis(40)))?;
+        let err = a.recv(1).expect_err("nothing arrives");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().ends_with(": timed out"), "{err}");
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ fn v6_socket() -> Option<UdpSocket> {
 
 /// A Unix datagram socket bound at `path`, able to send `UNIX_BIG`-byte datagrams and more.
 fn unix_socket(path: &Path) -> Socket {
-    let mut socket = Socket::new(Family::Unix, Type::Datagram).expect("a unix socket");
+    let socket = Socket::new(Family::Unix, Type::Datagram).expect("a unix socket");
     socket.set_send_buffer_size(400_000).expect("SO_SNDBUF");
     socket.set_timeout(Some(IO_TIMEOUT)).expect("timeout");
     socket.bind(path).expect("bind");

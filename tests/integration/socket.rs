@@ -138,7 +138,7 @@ fn socketpair_is_connected_both_ways() -> TestResult {
 
 #[test]
 fn recv_with_a_timeout_and_no_data_times_out() -> TestResult {
-    let (mut a, _b) = socketpair()?;
+    let (a, _b) = socketpair()?;
     a.set_timeout(Some(Duration::from_millis(100)))?;
     assert_eq!(a.timeout(), Some(Duration::from_millis(100)));
     let started = Instant::now();
@@ -151,7 +151,7 @@ fn recv_with_a_timeout_and_no_data_times_out() -> TestResult {
 
 #[test]
 fn accept_with_a_timeout_times_out() -> TestResult {
-    let mut server = listener(Family::Inet, "127.0.0.1")?;
+    let server = listener(Family::Inet, "127.0.0.1")?;
     server.set_timeout(Some(Duration::from_millis(50)))?;
     let err = server.accept().expect_err("nobody connects");
     assert_eq!(err.kind(), ErrorKind::TimedOut);
