@@ -11,7 +11,9 @@ impl Socket {
     /// Sets a timeout for blocking calls (Python: `s.settimeout(t)`): `None` waits forever.
     ///
     /// It applies to `connect`, `accept`, `send*` and `recv*`; a call that waits longer
-    /// fails with [`io::ErrorKind::TimedOut`].
+    /// fails with [`io::ErrorKind::TimedOut`]. As in Python, it puts a socket in
+    /// non-blocking mode back in blocking mode: `set_timeout(None)` is
+    /// [`Socket::set_blocking`]`(true)`.
     ///
     /// The timeout is the kernel's (`SO_RCVTIMEO` and `SO_SNDTIMEO`), kept with the socket
     /// rather than with this handle: every handle from [`Socket::try_clone`] sees it, and
@@ -48,7 +50,8 @@ impl Socket {
             Some(short) => Some(short.max(Duration::from_micros(1))),
             None => None,
         };
-        self.set_kernel_timeout(timeout)
+        self.set_kernel_timeout(timeout)?;
+        self.set_nonblocking(false)
     }
 
     /// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO`, which the kernel reads `None` as "forever".
@@ -64,6 +67,8 @@ impl Socket {
     /// (`SO_RCVTIMEO`): shared by every handle on the socket, and read back in the kernel's
     /// clock ticks, so a timeout that is no whole number of ticks reads back rounded up to
     /// one (with a 250 Hz clock, 50 ms reads back as 52 ms: how long calls really wait).
+    /// `None` in blocking mode means calls wait forever; in non-blocking mode, where calls do
+    /// not wait, it is `None` too (Python says `0.0`): [`Socket::blocking`] tells them apart.
     ///
     /// # Examples
     ///
@@ -82,22 +87,54 @@ impl Socket {
         self.inner.read_timeout().unwrap_or(None)
     }
 
-    /// Switches between blocking and non-blocking mode with `O_NONBLOCK` (Python:
-    /// `s.setblocking(flag)`). In non-blocking mode a call that would wait fails with
-    /// [`io::ErrorKind::WouldBlock`].
+    /// Whether the socket is in blocking mode: no `O_NONBLOCK`, read with `fcntl(2)`
+    /// (Python: `s.getblocking()`). A blocking socket may have a timeout; a non-blocking one
+    /// never has one, its calls do not wait.
     ///
     /// # Examples
     ///
     /// ```
     /// let (a, _b) = socketkit::socket::socketpair()?;
+    /// assert!(a.blocking()?);
     /// a.set_blocking(false)?;
+    /// assert!(!a.blocking()?);
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "getblocking")]
+    pub fn blocking(&self) -> Result<bool> {
+        self.inner
+            .nonblocking()
+            .map(|nonblocking| !nonblocking)
+            .map_err(|err| self.error_at_local(Op::GetOption("O_NONBLOCK"), err))
+    }
+
+    /// Switches between blocking and non-blocking mode with `O_NONBLOCK` (Python:
+    /// `s.setblocking(flag)`), and removes any timeout: as in Python, `set_blocking(true)`
+    /// is `set_timeout(None)` (calls wait forever), and `set_blocking(false)` is Python's
+    /// `settimeout(0.0)` (calls do not wait; a call that would fails with
+    /// [`io::ErrorKind::WouldBlock`]). [`Socket::set_timeout`] puts a non-blocking socket
+    /// back in blocking mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = socketkit::socket::socketpair()?;
+    /// a.set_timeout(Some(Duration::from_secs(5)))?;
+    /// a.set_blocking(false)?;
+    /// assert_eq!(a.timeout(), None);
     /// assert_eq!(a.recv(16).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     #[doc(alias = "setblocking")]
     pub fn set_blocking(&self, blocking: bool) -> Result<()> {
+        self.set_kernel_timeout(None)?;
+        self.set_nonblocking(!blocking)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
         self.inner
-            .set_nonblocking(!blocking)
+            .set_nonblocking(nonblocking)
             .map_err(|err| self.error_at_local(Op::SetOption("O_NONBLOCK"), err))
     }
 
@@ -166,6 +203,47 @@ mod tests {
         let err = a.recv(1).expect_err("nothing arrives");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().ends_with(": timed out"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn set_blocking_removes_the_timeout_either_way() -> Result<()> {
+        let (a, b) = socketpair()?;
+        a.set_timeout(Some(Duration::from_millis(100)))?;
+        a.set_blocking(false)?;
+        assert_eq!(a.timeout(), None);
+        let err = a.recv(1).expect_err("nothing arrived");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+
+        a.set_timeout(Some(Duration::from_millis(100)))?;
+        a.set_blocking(true)?;
+        assert_eq!(a.timeout(), None);
+        // With the timeout left in place the receive fails before this byte arrives.
+        let late = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(400));
+            b.send(b"x")
+        });
+        assert_eq!(a.recv(1)?, b"x");
+        late.join().expect("the sender ends")?;
+        Ok(())
+    }
+
+    #[test]
+    fn set_timeout_puts_a_non_blocking_socket_back_in_blocking_mode() -> Result<()> {
+        let (a, _b) = socketpair()?;
+        a.set_blocking(false)?;
+        a.set_timeout(Some(Duration::from_millis(40)))?;
+        assert!(a.blocking()?);
+        let started = Instant::now();
+        let err = a.recv(1).expect_err("nothing arrives");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        a.set_blocking(false)?;
+        a.set_timeout(None)?;
+        assert!(
+            a.blocking()?,
+            "set_timeout(None) is blocking mode, with no timeout"
+        );
         Ok(())
     }
 }
