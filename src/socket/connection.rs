@@ -73,10 +73,13 @@ impl Socket {
             .inner
             .accept()
             .map_err(|err| self.error_at_local(Op::Accept, self.timed_out(err)))?;
-        Ok((
-            Socket::from_parts(inner, self.family),
-            Address::from_sockaddr(&raw),
-        ))
+        let accepted = Socket::from_parts(inner, self.family);
+        // Linux copies SO_RCVTIMEO and SO_SNDTIMEO to the new socket (accept4 does not copy
+        // O_NONBLOCK): a listener's timeout is no timeout of its connections.
+        if self.timeout().is_some() {
+            accepted.set_kernel_timeout(None)?;
+        }
+        Ok((accepted, Address::from_sockaddr(&raw)))
     }
 
     /// Connects to a remote address with `connect(2)` (Python: `s.connect((host, port))`).
@@ -155,5 +158,35 @@ impl Socket {
     /// ```
     pub fn close(self) {
         drop(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::socket::{Family, Type};
+
+    #[test]
+    fn an_accepted_socket_has_no_timeout_whatever_the_listener_has() -> Result<()> {
+        let listener = Socket::new(Family::Inet, Type::Stream)?;
+        listener.bind(("127.0.0.1", 0))?;
+        listener.listen(1)?;
+        listener.set_timeout(Some(Duration::from_millis(100)))?;
+        let client = Socket::new(Family::Inet, Type::Stream)?;
+        client.connect(listener.local_addr()?)?;
+        let (accepted, _) = listener.accept()?;
+        assert_eq!(accepted.timeout(), None);
+        assert!(accepted.blocking()?);
+        // With the listener's timeout inherited, the receive fails before this byte arrives.
+        let late = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(400));
+            client.send(b"x")
+        });
+        assert_eq!(accepted.recv(1)?, b"x");
+        late.join().expect("the sender ends")?;
+        Ok(())
     }
 }

@@ -55,7 +55,7 @@ impl Socket {
     }
 
     /// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO`, which the kernel reads `None` as "forever".
-    fn set_kernel_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+    pub(super) fn set_kernel_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         let set = |name, result: io::Result<()>| {
             result.map_err(|err| self.error_at_local(Op::SetOption(name), err))
         };
