@@ -71,6 +71,11 @@ impl Socket {
     /// An empty vector means the peer closed its side (end of stream). With a timeout set
     /// and nothing arriving in time, fails with [`io::ErrorKind::TimedOut`].
     ///
+    /// # Errors
+    ///
+    /// Besides the kernel's, [`io::ErrorKind::OutOfMemory`] when no buffer of `bufsize`
+    /// bytes can be allocated (`recv(usize::MAX)`).
+    ///
     /// # Examples
     ///
     /// ```
@@ -82,7 +87,8 @@ impl Socket {
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     pub fn recv(&self, bufsize: usize) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(bufsize);
+        let mut buf =
+            receive_buffer(bufsize).map_err(|err| self.error_at_peer(Op::Receive, err))?;
         let n = self
             .inner
             .recv(buf.spare_capacity_mut())
@@ -162,6 +168,11 @@ impl Socket {
     ///
     /// The part of a datagram longer than `bufsize` is discarded by the kernel.
     ///
+    /// # Errors
+    ///
+    /// Besides the kernel's, [`io::ErrorKind::OutOfMemory`] when no buffer of `bufsize`
+    /// bytes can be allocated.
+    ///
     /// # Examples
     ///
     /// ```
@@ -175,7 +186,8 @@ impl Socket {
     /// ```
     #[doc(alias = "recv_from")]
     pub fn recvfrom(&self, bufsize: usize) -> Result<(Vec<u8>, Address)> {
-        let mut buf = Vec::with_capacity(bufsize);
+        let mut buf =
+            receive_buffer(bufsize).map_err(|err| self.error_at_local(Op::Receive, err))?;
         let (n, raw) = self
             .inner
             .recv_from(buf.spare_capacity_mut())
@@ -242,6 +254,17 @@ impl Socket {
     }
 }
 
+/// An empty buffer with room for `bufsize` bytes. The size is the caller's input: one that
+/// cannot be allocated (`usize::MAX`) is an `OutOfMemory` error naming it, not a panic.
+fn receive_buffer(bufsize: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(bufsize).map_err(|_| {
+        let why = format!("out of memory for a buffer of {bufsize} bytes");
+        io::Error::new(io::ErrorKind::OutOfMemory, why)
+    })?;
+    Ok(buf)
+}
+
 /// Views initialised bytes as possibly-uninitialised ones, for `recv(2)`.
 pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel only writes
@@ -278,6 +301,40 @@ impl Write for &Socket {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::{Family, Type, socketpair};
+
+    #[test]
+    fn a_buffer_too_big_to_allocate_is_an_error_naming_its_size() -> Result<()> {
+        let (a, b) = socketpair()?;
+        b.send(b"x")?;
+        let err = a.recv(usize::MAX).expect_err("no such buffer");
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot receive from (unnamed): out of memory for a buffer of {} bytes",
+                usize::MAX
+            )
+        );
+        assert_eq!(a.recv(16)?, b"x", "nothing was taken off the socket");
+
+        let udp = Socket::new(Family::Inet, Type::Datagram)?;
+        udp.bind(("127.0.0.1", 0))?;
+        let err = udp.recvfrom(usize::MAX).expect_err("no such buffer");
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        let local = udp.local_addr()?;
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot receive from {local}: ")),
+            "{err}"
+        );
         Ok(())
     }
 }
