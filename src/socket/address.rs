@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use socket2::SockAddr;
 
 use super::Family;
-use super::resolve::lookup;
+use super::resolve::{lookup, lookup_to_bind};
 use crate::error::{Error, Op, Result};
 
 /// A socket address: an IPv4 or IPv6 address with a port, or a Unix socket path.
@@ -216,7 +216,8 @@ impl From<SocketAddrV6> for Address {
 ///
 /// A `(host, port)` pair is resolved with `getaddrinfo(3)`; a `&str` is a path when the socket
 /// is a Unix one and `HOST:PORT` otherwise; a [`Path`] is always a Unix path. When a socket
-/// of a known family asks, only addresses of that family are returned.
+/// of a known family asks, only addresses of that family are returned. An empty host
+/// (`("", 8080)`, `":8080"`) is every interface to bind to, and no address to connect to.
 ///
 /// # Examples
 ///
@@ -244,11 +245,38 @@ pub trait ToAddress {
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>>;
+
+    /// The addresses to bind to: those of [`ToAddress::to_addresses`], except that an empty
+    /// host is every interface (Python's `bind(("", port))`): `0.0.0.0` or `::` for a socket
+    /// of that family, both (IPv4 first) when no family is given.
+    ///
+    /// The default returns [`ToAddress::to_addresses`], for forms that have no empty host.
+    ///
+    /// # Errors
+    ///
+    /// As [`ToAddress::to_addresses`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::socket::{Family, ToAddress};
+    /// let any = ("", 8080).to_bind_addresses(Some(Family::Inet6))?;
+    /// assert_eq!(any[0].to_string(), "[::]:8080");
+    /// assert!(("", 8080).to_addresses(Some(Family::Inet6)).is_err());
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    fn to_bind_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        self.to_addresses(family)
+    }
 }
 
 impl<T: ToAddress + ?Sized> ToAddress for &T {
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
         (**self).to_addresses(family)
+    }
+
+    fn to_bind_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        (**self).to_bind_addresses(family)
     }
 }
 
@@ -268,11 +296,19 @@ impl ToAddress for (&str, u16) {
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
         lookup(self.0, self.1, family)
     }
+
+    fn to_bind_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        lookup_to_bind(self.0, self.1, family)
+    }
 }
 
 impl ToAddress for (String, u16) {
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
         lookup(&self.0, self.1, family)
+    }
+
+    fn to_bind_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        lookup_to_bind(&self.0, self.1, family)
     }
 }
 
@@ -308,19 +344,11 @@ impl ToAddress for PathBuf {
 
 impl ToAddress for str {
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
-        if family == Some(Family::Unix) {
-            return Ok(vec![Address::unix(self)]);
-        }
-        if let Ok(addr) = self.parse::<SocketAddr>() {
-            return Ok(vec![addr.into()]);
-        }
-        let invalid = || {
-            let reason = io::Error::new(io::ErrorKind::InvalidInput, "expected HOST:PORT");
-            Error::new(Op::Resolve, format!("'{self}'"), reason)
-        };
-        let (host, port) = self.rsplit_once(':').ok_or_else(invalid)?;
-        let port = port.parse::<u16>().map_err(|_| invalid())?;
-        lookup(host, port, family)
+        text_addresses(self, family, lookup)
+    }
+
+    fn to_bind_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        text_addresses(self, family, lookup_to_bind)
     }
 }
 
@@ -328,6 +356,32 @@ impl ToAddress for String {
     fn to_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
         self.as_str().to_addresses(family)
     }
+
+    fn to_bind_addresses(&self, family: Option<Family>) -> Result<Vec<Address>> {
+        self.as_str().to_bind_addresses(family)
+    }
+}
+
+/// The addresses `text` names: a path for a Unix socket, else `HOST:PORT`, the host
+/// resolved by `resolve` (for connecting or for binding).
+fn text_addresses(
+    text: &str,
+    family: Option<Family>,
+    resolve: fn(&str, u16, Option<Family>) -> Result<Vec<Address>>,
+) -> Result<Vec<Address>> {
+    if family == Some(Family::Unix) {
+        return Ok(vec![Address::unix(text)]);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr.into()]);
+    }
+    let invalid = || {
+        let reason = io::Error::new(io::ErrorKind::InvalidInput, "expected HOST:PORT");
+        Error::new(Op::Resolve, format!("'{text}'"), reason)
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(invalid)?;
+    let port = port.parse::<u16>().map_err(|_| invalid())?;
+    resolve(host, port, family)
 }
 
 /// The first of `addresses`; an implementation of [`ToAddress`] outside this crate could
@@ -365,6 +419,21 @@ mod tests {
             err.to_string(),
             "cannot resolve 'localhost': expected HOST:PORT"
         );
+    }
+
+    #[test]
+    fn an_empty_host_in_text_is_every_interface_to_bind_only() -> Result<()> {
+        assert_eq!(
+            ":8080".to_bind_addresses(Some(Family::Inet))?,
+            vec![Address::from("0.0.0.0:8080".parse::<SocketAddr>().unwrap())]
+        );
+        assert_eq!(
+            String::from(":8080").to_bind_addresses(Some(Family::Inet6))?,
+            vec![Address::from("[::]:8080".parse::<SocketAddr>().unwrap())]
+        );
+        let err = ":8080".to_addresses(Some(Family::Inet)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        Ok(())
     }
 
     #[test]

@@ -11,7 +11,9 @@ impl Socket {
     /// Binds the socket to a local address with `bind(2)` (Python: `s.bind((host, port))`).
     ///
     /// A host name is resolved and the first address of the socket's family is used; for a
-    /// Unix socket a `&str` is a path.
+    /// Unix socket a `&str` is a path. An empty host is every interface, as in Python:
+    /// `s.bind(("", 8080))` (or `":8080"`) binds `0.0.0.0:8080` on an IPv4 socket,
+    /// `[::]:8080` on an IPv6 one.
     ///
     /// # Examples
     ///
@@ -23,7 +25,7 @@ impl Socket {
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     pub fn bind(&self, address: impl ToAddress) -> Result<()> {
-        let address = self.first_address(&address)?;
+        let address = super::address::first(address.to_bind_addresses(Some(self.family))?)?;
         let raw = address.to_sockaddr();
         raw.and_then(|raw| self.inner.bind(&raw))
             .map_err(|err| Error::new(Op::Bind, &address, err))
@@ -86,6 +88,13 @@ impl Socket {
     ///
     /// With a timeout set ([`Socket::set_timeout`]) the connect gives up after it. A host name
     /// is resolved and its addresses of the socket's family are tried in order.
+    ///
+    /// # Errors
+    ///
+    /// Besides the kernel's, an [`Op::Resolve`] error for a name that does not resolve, and
+    /// for an empty host, which names every interface to bind to but no address to connect
+    /// to (Python connects to `0.0.0.0`, which Linux takes for this host: write
+    /// `127.0.0.1` or `localhost` for that).
     ///
     /// # Examples
     ///
@@ -168,6 +177,27 @@ mod tests {
 
     use super::*;
     use crate::socket::{Family, Type};
+
+    #[test]
+    fn an_empty_host_binds_every_interface_and_connects_nowhere() -> Result<()> {
+        for (family, wildcard) in [(Family::Inet, "0.0.0.0"), (Family::Inet6, "::")] {
+            let s = Socket::new(family, Type::Stream)?;
+            s.bind(("", 0))?;
+            assert_eq!(s.local_addr()?.ip(), Some(wildcard.parse().unwrap()));
+            let s = Socket::new(family, Type::Datagram)?;
+            s.bind(":0")?;
+            assert_eq!(s.local_addr()?.ip(), Some(wildcard.parse().unwrap()));
+        }
+        let s = Socket::new(Family::Inet, Type::Stream)?;
+        let err = s.connect(("", 80)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string()
+                .starts_with("cannot resolve '': an empty host names no address to connect"),
+            "{err}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn an_accepted_socket_has_no_timeout_whatever_the_listener_has() -> Result<()> {

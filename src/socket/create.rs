@@ -51,8 +51,11 @@ fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
 /// A listening TCP socket bound to `address` with `SO_REUSEADDR` set (Python:
 /// `socket.create_server(address, backlog=backlog, dualstack_ipv6=dualstack)`).
 ///
-/// With `dualstack` and an IPv6 address, `IPV6_V6ONLY` is cleared so the one socket also
-/// accepts IPv4 clients (as IPv4-mapped addresses). A Unix path gives a Unix stream listener.
+/// The first address `address` names is bound; with `dualstack`, the first IPv6 one, and
+/// `IPV6_V6ONLY` is cleared so the one socket also accepts IPv4 clients (as IPv4-mapped
+/// addresses). An empty host is every interface, as in Python: `("", 8080)` binds
+/// `0.0.0.0:8080`, or `[::]:8080` with `dualstack`. A Unix path gives a Unix stream
+/// listener.
 ///
 /// # Examples
 ///
@@ -64,7 +67,11 @@ fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn create_server(address: impl ToAddress, backlog: i32, dualstack: bool) -> Result<Socket> {
-    let address = first(address.to_addresses(None)?)?;
+    let mut addresses = address.to_bind_addresses(None)?;
+    if dualstack && let Some(v6) = addresses.iter().position(|a| a.family() == Family::Inet6) {
+        addresses.swap(0, v6);
+    }
+    let address = first(addresses)?;
     let socket = Socket::new(address.family(), Type::Stream)?;
     if address.family() != Family::Unix {
         socket.set_reuse_address(true)?;
@@ -94,4 +101,21 @@ pub fn socketpair() -> Result<(Socket, Socket)> {
         Socket::from_parts(a, Family::Unix),
         Socket::from_parts(b, Family::Unix),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_host_serves_every_interface() -> Result<()> {
+        let v4 = create_server(("", 0), 5, false)?;
+        assert_eq!(v4.local_addr()?.ip(), Some("0.0.0.0".parse().unwrap()));
+        let both = create_server(":0", 5, true)?;
+        assert_eq!(both.local_addr()?.ip(), Some("::".parse().unwrap()));
+        assert!(!both.only_v6()?);
+        let port = both.local_addr()?.port().unwrap_or_default();
+        create_connection(("127.0.0.1", port), Some(Duration::from_secs(5)))?;
+        Ok(())
+    }
 }

@@ -295,7 +295,7 @@ impl Socket {
         self.inner.as_raw_fd()
     }
 
-    /// The one address `bind`/`sendto` use: the first of the socket's family.
+    /// The one address `sendto` sends to: the first of the socket's family.
     fn first_address(&self, address: &impl ToAddress) -> Result<Address> {
         address::first(address.to_addresses(Some(self.family))?)
     }

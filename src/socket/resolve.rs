@@ -2,7 +2,7 @@
 //! `socket.gethostname()` and `socket.getaddrinfo()`.
 
 use std::io;
-use std::net::ToSocketAddrs;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use super::{Address, Family};
 use crate::error::{Error, Op, Result};
@@ -32,7 +32,10 @@ pub fn gethostname() -> Result<String> {
 /// # Errors
 ///
 /// [`Op::Resolve`] when the name does not resolve, in the resolver's words:
-/// `cannot resolve no-such-host.invalid: name or service not known`.
+/// `cannot resolve no-such-host.invalid: name or service not known`; an empty host, which
+/// names an address only to bind to (see
+/// [`ToAddress::to_bind_addresses`](super::ToAddress::to_bind_addresses)), is refused in
+/// words too.
 ///
 /// # Examples
 ///
@@ -45,6 +48,27 @@ pub fn getaddrinfo(host: &str, port: u16) -> Result<Vec<Address>> {
     lookup(host, port, None)
 }
 
+/// Resolves `host:port` to bind to: as [`lookup`] does, except that the empty host is every
+/// interface (Python's `bind(("", port))`), the wildcard address of `family`, or of both
+/// families, IPv4 first, when none is given (as `getaddrinfo(3)` with `AI_PASSIVE` and no
+/// host answers on Linux).
+pub(crate) fn lookup_to_bind(
+    host: &str,
+    port: u16,
+    family: Option<Family>,
+) -> Result<Vec<Address>> {
+    if !host.is_empty() || family == Some(Family::Unix) {
+        return lookup(host, port, family);
+    }
+    let v4 = Address::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    let v6 = Address::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
+    Ok(match family {
+        Some(Family::Inet) => vec![v4],
+        Some(Family::Inet6) => vec![v6],
+        _ => vec![v4, v6],
+    })
+}
+
 /// Resolves `host:port`, keeping only addresses of `family` when it is an IP family.
 pub(crate) fn lookup(host: &str, port: u16, family: Option<Family>) -> Result<Vec<Address>> {
     if family == Some(Family::Unix) {
@@ -53,6 +77,16 @@ pub(crate) fn lookup(host: &str, port: u16, family: Option<Family>) -> Result<Ve
             "a (host, port) address needs an Inet or Inet6 socket, not a Unix one",
         );
         return Err(Error::new(Op::Resolve, host, reason));
+    }
+    if host.is_empty() {
+        // Python connects to 0.0.0.0 (which Linux takes for this host): a surprise, and
+        // the resolver's own "name or service not known" would not say what is wrong.
+        let reason = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an empty host names no address to connect or send to \
+             (to bind, it means every interface)",
+        );
+        return Err(Error::new(Op::Resolve, "''", reason));
     }
     if let Some(scoped) = scoped_ipv6(host, port) {
         let scoped = scoped.map_err(|err| Error::new(Op::Resolve, host, err))?;
@@ -117,6 +151,31 @@ mod tests {
             err.to_string(),
             "cannot resolve 127.0.0.1: the name has no IPv6 address"
         );
+    }
+
+    #[test]
+    fn an_empty_host_is_every_interface_to_bind_and_nothing_to_connect_to() -> Result<()> {
+        let all = |family| -> Result<Vec<String>> {
+            let found = lookup_to_bind("", 7, family)?;
+            Ok(found.iter().map(Address::to_string).collect())
+        };
+        assert_eq!(all(Some(Family::Inet))?, ["0.0.0.0:7"]);
+        assert_eq!(all(Some(Family::Inet6))?, ["[::]:7"]);
+        assert_eq!(all(None)?, ["0.0.0.0:7", "[::]:7"]);
+        assert_eq!(
+            lookup_to_bind("127.0.0.1", 7, None)?[0].to_string(),
+            "127.0.0.1:7"
+        );
+        for family in [None, Some(Family::Inet), Some(Family::Inet6)] {
+            let err = lookup("", 7, family).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(
+                err.to_string(),
+                "cannot resolve '': an empty host names no address to connect or send to \
+                 (to bind, it means every interface)"
+            );
+        }
+        Ok(())
     }
 
     #[test]
