@@ -81,7 +81,9 @@ impl Socket {
         if self.timeout().is_some() {
             accepted.set_kernel_timeout(None)?;
         }
-        Ok((accepted, Address::from_sockaddr(&raw)))
+        let peer = Address::from_sockaddr(&raw);
+        accepted.remember_peer(&peer);
+        Ok((accepted, peer))
     }
 
     /// Connects to a remote address with `connect(2)` (Python: `s.connect((host, port))`).
@@ -128,7 +130,9 @@ impl Socket {
             Some(timeout) => self.inner.connect_timeout(&raw, timeout),
             None => self.inner.connect(&raw),
         });
-        result.map_err(|err| Error::new(Op::Connect, address, err))
+        result.map_err(|err| Error::new(Op::Connect, address, err))?;
+        self.remember_peer(address);
+        Ok(())
     }
 
     /// Shuts down one or both directions with `shutdown(2)` (Python: `s.shutdown(how)`).
@@ -195,6 +199,47 @@ mod tests {
             err.to_string()
                 .starts_with("cannot resolve '': an empty host names no address to connect"),
             "{err}"
+        );
+        Ok(())
+    }
+
+    /// Resets the connection of `socket` (`SO_LINGER` 0, then close).
+    fn reset(socket: Socket) -> Result<()> {
+        socket.set_linger(Some(Duration::ZERO))?;
+        socket.close();
+        Ok(())
+    }
+
+    #[test]
+    fn errors_after_a_reset_name_the_peer_on_every_handle() -> Result<()> {
+        let listener = Socket::new(Family::Inet, Type::Stream)?;
+        listener.bind(("127.0.0.1", 0))?;
+        listener.listen(2)?;
+        let server = listener.local_addr()?;
+
+        let client = Socket::new(Family::Inet, Type::Stream)?;
+        let reader = client.try_clone()?; // a handle made before the peer was known
+        client.connect(&server)?;
+        reset(listener.accept()?.0)?;
+        reader.set_timeout(Some(Duration::from_secs(5)))?;
+        let err = reader.recv(1).expect_err("the server reset the connection");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot receive from {server}: connection reset by peer")
+        );
+
+        let client = Socket::new(Family::Inet, Type::Stream)?;
+        client.connect(&server)?;
+        let (accepted, peer) = listener.accept()?;
+        reset(client)?;
+        accepted.set_timeout(Some(Duration::from_secs(5)))?;
+        let err = accepted
+            .recv(1)
+            .expect_err("the client reset the connection");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot receive from {peer}: connection reset by peer")
         );
         Ok(())
     }

@@ -47,6 +47,7 @@ mod transfer;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use address::{Address, ToAddress, abstract_name};
 pub use create::{create_connection, create_server, socketpair};
@@ -131,6 +132,10 @@ impl Type {
 pub struct Socket {
     inner: socket2::Socket,
     family: Family,
+    /// The peer once known (connect, accept, getpeername), to name it in errors after a
+    /// reset, when the kernel no longer does; shared by the handles of [`Socket::try_clone`],
+    /// as the socket is.
+    known_peer: Arc<Mutex<Option<Address>>>,
 }
 
 impl Socket {
@@ -170,7 +175,11 @@ impl Socket {
     }
 
     fn from_parts(inner: socket2::Socket, family: Family) -> Socket {
-        Socket { inner, family }
+        Socket {
+            inner,
+            family,
+            known_peer: Arc::default(),
+        }
     }
 
     /// A socket made of a descriptor this process was handed (an inherited listening
@@ -251,10 +260,13 @@ impl Socket {
     /// ```
     #[doc(alias = "getpeername")]
     pub fn peer_addr(&self) -> Result<Address> {
-        self.inner
+        let peer = self
+            .inner
             .peer_addr()
             .map(|raw| Address::from_sockaddr(&raw))
-            .map_err(|err| Error::without_target(Op::PeerAddress, err))
+            .map_err(|err| Error::without_target(Op::PeerAddress, err))?;
+        self.remember_peer(&peer);
+        Ok(peer)
     }
 
     /// A second handle on the same socket, with `dup(2)` (Python: `s.dup()`), for reading on
@@ -279,6 +291,7 @@ impl Socket {
         Ok(Socket {
             inner,
             family: self.family,
+            known_peer: Arc::clone(&self.known_peer),
         })
     }
 
@@ -300,12 +313,36 @@ impl Socket {
         address::first(address.to_addresses(Some(self.family))?)
     }
 
-    /// An error naming the peer when there is one (the failure path pays for `getpeername`;
-    /// after a reset there is none any more, and naming our own address would mislead).
+    /// Keeps `peer` for [`Socket::error_at_peer`].
+    fn remember_peer(&self, peer: &Address) {
+        // The lock is only held to copy an address, which does not panic: no poison to fear.
+        let mut known = self
+            .known_peer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *known = Some(peer.clone());
+    }
+
+    /// An error naming the peer when there is one. The failure path pays for `getpeername`,
+    /// which is the truth; after a reset the kernel knows no peer any more, and the one
+    /// remembered from connect, accept or an earlier `getpeername` is named (never our own
+    /// address, which would mislead).
     fn error_at_peer(&self, op: Op, err: io::Error) -> Error {
-        match self.inner.peer_addr() {
-            Ok(raw) => Error::new(op, Address::from_sockaddr(&raw), err),
-            Err(_) => Error::without_target(op, err),
+        let peer = match self.inner.peer_addr() {
+            Ok(raw) => {
+                let peer = Address::from_sockaddr(&raw);
+                self.remember_peer(&peer);
+                Some(peer)
+            }
+            Err(_) => self
+                .known_peer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        };
+        match peer {
+            Some(peer) => Error::new(op, peer, err),
+            None => Error::without_target(op, err),
         }
     }
 
