@@ -16,7 +16,8 @@ use crate::error::{Error, Op, Result};
 /// # Errors
 ///
 /// The last attempt's error (`cannot connect to 127.0.0.1:9: connection refused`), or a
-/// resolution error.
+/// resolution error; a zero `timeout` is refused (`InvalidInput`), as
+/// [`Socket::set_timeout`] refuses it.
 ///
 /// # Examples
 ///
@@ -117,5 +118,15 @@ mod tests {
         let port = both.local_addr()?.port().unwrap_or_default();
         create_connection(("127.0.0.1", port), Some(Duration::from_secs(5)))?;
         Ok(())
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused_without_naming_an_unbound_address() {
+        let err = create_connection(("127.0.0.1", 9), Some(Duration::ZERO)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().starts_with("cannot set a timeout: "),
+            "{err}"
+        );
     }
 }

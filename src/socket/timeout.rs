@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use super::Socket;
-use crate::error::{Op, Result};
+use crate::error::{Error, Op, Result};
 
 impl Socket {
     /// Sets a timeout for blocking calls (Python: `s.settimeout(t)`): `None` waits forever.
@@ -44,7 +44,8 @@ impl Socket {
                     io::ErrorKind::InvalidInput,
                     "a zero timeout is refused (set_blocking(false) makes calls that never wait)",
                 );
-                return Err(self.error_at_local(Op::SetOption("a timeout"), err));
+                // The input is wrong, not the socket: its address would only distract.
+                return Err(Error::without_target(Op::SetOption("a timeout"), err));
             }
             // socket2 truncates to whole microseconds, and a zero timeval means no timeout.
             Some(short) => Some(short.max(Duration::from_micros(1))),
