@@ -14,7 +14,7 @@ use crate::socket::Socket;
 /// It peeks (`MSG_PEEK`) at what has arrived and parses it; while the header is
 /// incomplete, every byte seen belongs to it, so those are taken off the socket and the
 /// next peek waits for new ones; once it is complete, exactly its length is taken. The
-/// socket's own timeout is put back as it was before returning.
+/// socket's own timeout and blocking mode are put back as they were before returning.
 ///
 /// # Errors
 ///
@@ -36,8 +36,13 @@ use crate::socket::Socket;
 /// ```
 pub fn read_header(socket: &mut Socket, within: Duration) -> crate::Result<ProxyHeader> {
     let before = socket.timeout();
+    // The deadline's timeouts put the socket in blocking mode (Socket::set_timeout).
+    let blocking = socket.blocking()?;
     let result = read_until(socket, Instant::now() + within);
-    let restored = socket.set_timeout(before);
+    let restored = match blocking {
+        true => socket.set_timeout(before),
+        false => socket.set_blocking(false),
+    };
     let header = result?;
     restored?;
     Ok(header)
@@ -134,6 +139,20 @@ mod tests {
         }
         assert_eq!(got, b"rest");
         assert_eq!(b.timeout(), None, "the timeout is put back");
+        Ok(())
+    }
+
+    #[test]
+    fn a_non_blocking_socket_stays_non_blocking() -> crate::Result<()> {
+        let (a, mut b) = socketpair()?;
+        a.sendall(b"PROXY UNKNOWN\r\nrest")?;
+        b.set_blocking(false)?;
+        assert_eq!(
+            read_header(&mut b, Duration::from_secs(1))?,
+            ProxyHeader::Local
+        );
+        assert!(!b.blocking()?);
+        assert_eq!(b.recv(16)?, b"rest");
         Ok(())
     }
 
