@@ -48,6 +48,7 @@ mod transfer;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 pub use address::{Address, ToAddress, abstract_name};
 pub use create::{create_connection, create_server, socketpair};
@@ -132,10 +133,32 @@ impl Type {
 pub struct Socket {
     inner: socket2::Socket,
     family: Family,
+    shared: Arc<Shared>,
+}
+
+/// What the handles of one socket ([`Socket::try_clone`]) share besides the descriptor,
+/// as they share the socket.
+#[derive(Debug, Default)]
+struct Shared {
     /// The peer once known (connect, accept, getpeername), to name it in errors after a
-    /// reset, when the kernel no longer does; shared by the handles of [`Socket::try_clone`],
-    /// as the socket is.
-    known_peer: Arc<Mutex<Option<Address>>>,
+    /// reset, when the kernel no longer does.
+    peer: Mutex<Option<Address>>,
+    /// The timeout as set: the kernel keeps it in clock ticks, and would read 50 ms back as
+    /// 52 ms on a 250 Hz kernel.
+    timeout: Mutex<Option<Duration>>,
+}
+
+impl Shared {
+    /// One of the values; the locks are only held to copy a value, which does not panic,
+    /// so there is no poison to fear.
+    fn get<T: Clone>(value: &Mutex<T>) -> T {
+        value.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Sets one of the values (see [`Shared::get`] on the lock).
+    fn set<T>(value: &Mutex<T>, new: T) {
+        *value.lock().unwrap_or_else(PoisonError::into_inner) = new;
+    }
 }
 
 impl Socket {
@@ -178,7 +201,7 @@ impl Socket {
         Socket {
             inner,
             family,
-            known_peer: Arc::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -291,7 +314,7 @@ impl Socket {
         Ok(Socket {
             inner,
             family: self.family,
-            known_peer: Arc::clone(&self.known_peer),
+            shared: Arc::clone(&self.shared),
         })
     }
 
@@ -315,12 +338,7 @@ impl Socket {
 
     /// Keeps `peer` for [`Socket::error_at_peer`].
     fn remember_peer(&self, peer: &Address) {
-        // The lock is only held to copy an address, which does not panic: no poison to fear.
-        let mut known = self
-            .known_peer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *known = Some(peer.clone());
+        Shared::set(&self.shared.peer, Some(peer.clone()));
     }
 
     /// An error naming the peer when there is one. The failure path pays for `getpeername`,
@@ -334,11 +352,7 @@ impl Socket {
                 self.remember_peer(&peer);
                 Some(peer)
             }
-            Err(_) => self
-                .known_peer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            Err(_) => Shared::get(&self.shared.peer),
         };
         match peer {
             Some(peer) => Error::new(op, peer, err),

@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::Socket;
+use super::{Shared, Socket};
 use crate::error::{Error, Op, Result};
 
 impl Socket {
@@ -61,15 +61,16 @@ impl Socket {
             result.map_err(|err| self.error_at_local(Op::SetOption(name), err))
         };
         set("SO_RCVTIMEO", self.inner.set_read_timeout(timeout))?;
-        set("SO_SNDTIMEO", self.inner.set_write_timeout(timeout))
+        set("SO_SNDTIMEO", self.inner.set_write_timeout(timeout))?;
+        Shared::set(&self.shared.timeout, timeout);
+        Ok(())
     }
 
-    /// The timeout of blocking calls (Python: `s.gettimeout()`), as the kernel keeps it
-    /// (`SO_RCVTIMEO`): shared by every handle on the socket, and read back in the kernel's
-    /// clock ticks, so a timeout that is no whole number of ticks reads back rounded up to
-    /// one (with a 250 Hz clock, 50 ms reads back as 52 ms: how long calls really wait).
-    /// `None` in blocking mode means calls wait forever; in non-blocking mode, where calls do
-    /// not wait, it is `None` too (Python says `0.0`): [`Socket::blocking`] tells them apart.
+    /// The timeout of blocking calls as set (Python: `s.gettimeout()`), shared by every
+    /// handle on the socket. (The kernel waits in whole clock ticks: on a 250 Hz kernel a
+    /// 50 ms timeout waits 52 ms.) `None` in blocking mode means calls wait forever; in
+    /// non-blocking mode, where calls do not wait, it is `None` too (Python says `0.0`):
+    /// [`Socket::blocking`] tells them apart.
     ///
     /// # Examples
     ///
@@ -82,10 +83,7 @@ impl Socket {
     /// ```
     #[doc(alias = "gettimeout")]
     pub fn timeout(&self) -> Option<Duration> {
-        // getsockopt(2) fails only on a bad descriptor (EBADF, ENOTSOCK), an unknown option
-        // (ENOPROTOOPT) or a bad buffer (EFAULT): an owned socket, SO_RCVTIMEO and socket2's
-        // own buffer rule all of them out, so there is no error to lose here.
-        self.inner.read_timeout().unwrap_or(None)
+        Shared::get(&self.shared.timeout)
     }
 
     /// Whether the socket is in blocking mode: no `O_NONBLOCK`, read with `fcntl(2)`
@@ -200,7 +198,9 @@ mod tests {
         let a2 = a.try_clone()?;
         a.set_timeout(Some(Duration::from_secs(1)))?;
         assert_eq!(a2.timeout(), Some(Duration::from_secs(1)));
-        a2.set_timeout(Some(Duration::from_millis(40)))?;
+        a2.set_timeout(Some(Duration::from_millis(50)))?;
+        // As set, not as the kernel's clock ticks would read it back (52 ms at 250 Hz).
+        assert_eq!(a.timeout(), Some(Duration::from_millis(50)));
         let err = a.recv(1).expect_err("nothing arrives");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().ends_with(": timed out"), "{err}");
