@@ -115,10 +115,12 @@ impl Access {
 
     /// Re-reads the rule files on every SIGHUP, on the current tokio runtime. A file that no
     /// longer parses keeps the rules in force, and the log says which line and why.
+    ///
+    /// Without rules SIGHUP is caught all the same, and changes nothing: a server is told
+    /// to reload by it, as daemons are, and its default action would kill the server
+    /// without the shutdown that removes its socket files and pid file.
     pub(crate) fn reload_on_hangup(&self) -> Result<(), CliError> {
-        let Some(control) = self.control.clone() else {
-            return Ok(());
-        };
+        let control = self.control.clone();
         let mut hangups = signal(SignalKind::hangup()).map_err(|err| {
             CliError::Runtime(socketkit::Error::new(
                 socketkit::error::Op::Create,
@@ -128,6 +130,10 @@ impl Access {
         })?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                let Some(control) = &control else {
+                    tracing::info!("SIGHUP: no rules to reload (no --allow or --deny)");
+                    continue;
+                };
                 match control.reload() {
                     Ok(()) => {
                         let (allow, deny) = control.rules().len();

@@ -282,3 +282,38 @@ fn stream_only_options_are_refused_when_every_listener_takes_datagrams() {
     mixed.signal(libc::SIGTERM);
     assert_eq!(mixed.wait(Duration::from_secs(10)).code(), Some(0));
 }
+
+#[test]
+fn sighup_without_rules_changes_nothing_and_the_files_go_at_exit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sock = dir.path().join("hup.sock");
+    let pid_file = dir.path().join("hup.pid");
+    for command in ["serve", "forward"] {
+        let mut cmd = socketkit();
+        cmd.arg(command)
+            .args(["-l", &format!("unix:{}", sock.display())])
+            .arg("--pid-file")
+            .arg(&pid_file);
+        if command == "forward" {
+            cmd.args(["--to", "127.0.0.1:9"]);
+        }
+        let mut server = Running::start(cmd, 1);
+        server.signal(libc::SIGHUP);
+        // Its default action would have killed the server: it still answers.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock)?;
+        stream.set_read_timeout(Some(crate::support::net::IO_TIMEOUT))?;
+        let _ = stream.read_to_end(&mut Vec::new());
+        server.signal(libc::SIGTERM);
+        assert_eq!(
+            server.wait(Duration::from_secs(10)).code(),
+            Some(0),
+            "{command}"
+        );
+        assert!(
+            !sock.exists() && !pid_file.exists(),
+            "{command}: files left"
+        );
+    }
+    Ok(())
+}
