@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use socketkit::access::CidrSet;
 use socketkit::client::traffic::{TrafficLog, Way};
-use socketkit::client::{self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input};
+use socketkit::client::{
+    self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input, WaitingFile,
+};
 use socketkit::endpoint::{Endpoint, Host};
 use socketkit::metrics::{ListenerMetrics, RefusalReason};
 use socketkit::proxy_protocol::{self, ProxyHeader};
@@ -90,7 +92,8 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             }
         })?;
         tracing::debug!("datagram from {peer}");
-        if nc.direction != Direction::SendOnly && stdio::output()?.write_all(&first).is_err() {
+        let mut stdout = WaitingFile::new(stdio::output()?);
+        if nc.direction != Direction::SendOnly && stdout.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
         }
         let options = BridgeOptions {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use socketkit::client::traffic::{LogFormat, TrafficLog};
-use socketkit::client::{Direction, Input};
+use socketkit::client::{Direction, Input, WaitingFile};
 use socketkit::endpoint::Endpoint;
 use socketkit::services::exec::Exec;
 use socketkit::socket::{Address, Socket};
@@ -111,7 +111,7 @@ impl Netcat {
             return super::stdio::input(datagram);
         }
         let reader = socketkit::client::traffic::TappedReader::new(
-            super::stdio::stdin()?,
+            WaitingFile::new(super::stdio::stdin()?),
             self.crlf,
             self.log.clone(),
         );

@@ -7,8 +7,8 @@ use std::os::fd::AsFd;
 
 use socketkit::client::traffic::{TappedWriter, TrafficLog};
 use socketkit::client::{
-    BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, Output, bridge, bridge_datagrams,
-    bridge_tls, max_datagram,
+    BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, Output, WaitingFile, bridge,
+    bridge_datagrams, bridge_tls, max_datagram,
 };
 use socketkit::socket::Socket;
 
@@ -62,7 +62,7 @@ pub(crate) fn output() -> Result<File, CliError> {
 /// have to be seen for a traffic log.
 fn bridge_output(log: Option<&TrafficLog>) -> Result<Output<'static>, CliError> {
     Ok(match log {
-        Some(log) => Output::writer(TappedWriter::new(output()?, log.clone())),
+        Some(log) => Output::writer(TappedWriter::new(WaitingFile::new(output()?), log.clone())),
         None => Output::file(output()?),
     })
 }
@@ -93,8 +93,8 @@ pub(crate) fn run_tls(
     log: Option<&TrafficLog>,
 ) -> Result<BridgeEnd, CliError> {
     let output = match log {
-        Some(log) => Output::writer(TappedWriter::new(output()?, log.clone())),
-        None => Output::writer(output()?),
+        Some(log) => Output::writer(TappedWriter::new(WaitingFile::new(output()?), log.clone())),
+        None => Output::writer(WaitingFile::new(output()?)),
     };
     Ok(bridge_tls(socket, handshake, input, output, options)?)
 }

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::input::{CHUNK, Input, Next};
+use super::waiting_file::WaitingFile;
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
 use crate::socket::{Address, Family, Socket};
@@ -120,7 +121,8 @@ impl<'a> Output<'a> {
 
     /// Writes to `file`, splicing into it when it is a blocking pipe. Such a pipe is asked
     /// to hold a whole [`CHUNK`] (the kernel's default is 64 KiB in 16 slots, and each
-    /// spliced piece of a socket's bytes takes a slot), so one `splice` moves a chunk.
+    /// spliced piece of a socket's bytes takes a slot), so one `splice` moves a chunk. A
+    /// file left non-blocking is written as [`WaitingFile`] writes it.
     pub fn file(file: File) -> Output<'static> {
         let fd = file.as_raw_fd();
         let pipe = net::is_blocking_pipe(fd).then_some(fd);
@@ -128,7 +130,7 @@ impl<'a> Output<'a> {
             let _ = net::grow_pipe(pipe, CHUNK);
         }
         Output {
-            writer: Box::new(file),
+            writer: Box::new(WaitingFile::new(file)),
             pipe,
         }
     }

@@ -8,6 +8,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread;
 use std::time::Duration;
 
+use super::waiting_file::WaitingFile;
+
 /// How many chunks may wait between the reader and the socket; with [`CHUNK`]-sized chunks
 /// this bounds the bytes in flight inside the process.
 const QUEUED_CHUNKS: usize = 2;
@@ -52,11 +54,12 @@ impl Input {
     /// Starts a thread reading `file` in chunks of up to `max_chunk` bytes, as
     /// [`Input::spawn`]. A pipe is first asked to hold `max_chunk` bytes (up to [`CHUNK`]),
     /// so that a read can take a whole chunk rather than the 64 KiB a pipe holds by default:
-    /// a quarter of the reads and hand-overs per byte.
+    /// a quarter of the reads and hand-overs per byte. A file left non-blocking is read as
+    /// [`WaitingFile`] reads it: its `EAGAIN` is waited out, never taken for an error.
     pub fn file(file: std::fs::File, max_chunk: usize) -> io::Result<Input> {
         // Anything but a pipe is left as it is (grow_pipe answers None).
         let _ = crate::net::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(&file), max_chunk.min(CHUNK));
-        Input::spawn(file, max_chunk)
+        Input::spawn(WaitingFile::new(file), max_chunk)
     }
 
     /// The next chunk, waiting at most `wait`.

@@ -11,6 +11,8 @@
 //!   after end of input the bridge waits for replies until none has come for the `wait`
 //!   duration;
 //! - an output that goes away (`| head -c 10`) ends the bridge quietly;
+//! - standard input and output left non-blocking by the parent are waited for, never
+//!   failed on ([`WaitingFile`]);
 //! - TLS ([`bridge_tls`]): end of input sends close_notify before the half-close, the peer's
 //!   close_notify is its end, and a peer that hangs up without one is an error (the data may
 //!   be truncated).
@@ -21,6 +23,7 @@ mod input;
 mod listen;
 mod tls;
 pub mod traffic;
+mod waiting_file;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +36,7 @@ pub use datagram::{
 pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6};
 pub use tls::{Handshake, bridge_tls};
+pub use waiting_file::WaitingFile;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};

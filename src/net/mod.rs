@@ -47,7 +47,7 @@ pub(crate) use unix_file::{UnixFile, UnixFileRemover};
 pub(crate) use crate::sys::{
     Pipe, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe, raise_descriptor_limit,
     raise_with_default_action, set_bind_address_no_port, set_defer_accept, splice,
-    splice_unsupported, unacknowledged, wait_readable,
+    splice_unsupported, unacknowledged, wait_readable, wait_writable,
 };
 
 use std::path::Path;

@@ -43,7 +43,7 @@ pub(crate) use platform::{
 pub(crate) use posix::{
     descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
     raise_descriptor_limit, raise_with_default_action, set_close_on_exec, splice_unsupported,
-    wait_readable,
+    wait_readable, wait_writable,
 };
 
 /// A non-blocking pipe, closed on drop.
@@ -107,6 +107,23 @@ mod tests {
         let mut got = [0u8; 1];
         read.read_exact(&mut got)?;
         assert_eq!(&got, b"x");
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_non_blocking_pipe_is_waited_for_until_its_reader_takes_some() -> io::Result<()> {
+        let pipe = Pipe::new(64 * 1024)?;
+        let mut write = std::fs::File::from(pipe.write);
+        while write.write(&[0u8; 4096]).is_ok() {}
+        let mut read = std::fs::File::from(pipe.read);
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let mut buf = vec![0u8; 8192];
+            read.read_exact(&mut buf).map(|()| read)
+        });
+        wait_writable(write.as_raw_fd())?;
+        assert!(write.write(&[1u8; 16])? > 0);
+        let _read = reader.join().expect("the reader")?;
         Ok(())
     }
 

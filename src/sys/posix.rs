@@ -40,6 +40,26 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<
     }
 }
 
+/// Waits until `fd` can take bytes (or has failed, which the write that follows reports),
+/// with no limit: for a write that a non-blocking descriptor refused with `EAGAIN`.
+pub(crate) fn wait_writable(fd: RawFd) -> io::Result<()> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, its count given; poll writes only its revents.
+        if unsafe { libc::poll(&mut pollfd, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Whether `fd` is a pipe or FIFO.
 pub(crate) fn is_pipe(fd: RawFd) -> bool {
     // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd makes it fail,

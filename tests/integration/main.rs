@@ -39,6 +39,8 @@ mod cli_listen;
 mod cli_netcat;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
+/// Standard input and output left non-blocking by the parent: waited for, every byte passes.
+mod cli_stdio_nonblocking;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:
 /// request/response rounds, byte-at-a-time readers, both directions at once.
 mod cli_stdio_pipes;
