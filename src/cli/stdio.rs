@@ -61,10 +61,17 @@ pub(crate) fn output() -> Result<File, CliError> {
 /// Standard output for a bridge: spliced into when it is a pipe, unless the received bytes
 /// have to be seen for a traffic log.
 fn bridge_output(log: Option<&TrafficLog>) -> Result<Output<'static>, CliError> {
-    Ok(match log {
-        Some(log) => Output::writer(TappedWriter::new(WaitingFile::new(output()?), log.clone())),
-        None => Output::file(output()?),
-    })
+    match log {
+        Some(log) => tapped_output(log),
+        None => Ok(Output::file(output()?)),
+    }
+}
+
+/// Standard output through the traffic log's tap; as [`Output::file`], waited for when left
+/// non-blocking, and watched for its reader leaving when it is a pipe or socket.
+fn tapped_output(log: &TrafficLog) -> Result<Output<'static>, CliError> {
+    let tap = TappedWriter::new(WaitingFile::new(output()?), log.clone());
+    Ok(Output::writer(tap).watching(&io::stdout()))
 }
 
 /// Bridges `socket` with stdin and stdout by its type.
@@ -93,8 +100,8 @@ pub(crate) fn run_tls(
     log: Option<&TrafficLog>,
 ) -> Result<BridgeEnd, CliError> {
     let output = match log {
-        Some(log) => Output::writer(TappedWriter::new(WaitingFile::new(output()?), log.clone())),
-        None => Output::writer(WaitingFile::new(output()?)),
+        Some(log) => tapped_output(log)?,
+        None => Output::writer(WaitingFile::new(output()?)).watching(&io::stdout()),
     };
     Ok(bridge_tls(socket, handshake, input, output, options)?)
 }

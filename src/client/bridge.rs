@@ -1,7 +1,6 @@
 //! The stream bridge: input to socket on one thread, socket to output on the caller's, with
 //! the half-close and idle rules of the module documentation.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,9 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use super::input::{CHUNK, Input, Next};
-use super::waiting_file::WaitingFile;
+use super::output::Output;
 use crate::error::{Error, Op, Result};
-use crate::net::{self, Activity};
+use crate::net::{self, Activity, Readiness};
 use crate::socket::{Address, Family, Socket};
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
@@ -84,54 +83,6 @@ impl ByteCounts {
     pub(crate) fn add(counter: Option<&AtomicU64>, n: usize) {
         if let Some(counter) = counter {
             counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-        }
-    }
-}
-
-/// Where a bridge writes what the peer sends: any writer, or a file, which is written with
-/// `splice(2)` — no copy through user space — when it is a blocking pipe.
-pub struct Output<'a> {
-    writer: Box<dyn Write + 'a>,
-    pipe: Option<RawFd>,
-}
-
-impl std::fmt::Debug for Output<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Output")
-            .field("pipe", &self.pipe)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a> Output<'a> {
-    /// Writes through `writer`.
-    pub fn writer(writer: impl Write + 'a) -> Output<'a> {
-        Output {
-            writer: Box::new(writer),
-            pipe: None,
-        }
-    }
-
-    pub(crate) fn into_writer<'b>(self) -> Box<dyn Write + 'b>
-    where
-        'a: 'b,
-    {
-        self.writer
-    }
-
-    /// Writes to `file`, splicing into it when it is a blocking pipe. Such a pipe is asked
-    /// to hold a whole [`CHUNK`] (the kernel's default is 64 KiB in 16 slots, and each
-    /// spliced piece of a socket's bytes takes a slot), so one `splice` moves a chunk. A
-    /// file left non-blocking is written as [`WaitingFile`] writes it.
-    pub fn file(file: File) -> Output<'static> {
-        let fd = file.as_raw_fd();
-        let pipe = net::is_blocking_pipe(fd).then_some(fd);
-        if let Some(pipe) = pipe {
-            let _ = net::grow_pipe(pipe, CHUNK);
-        }
-        Output {
-            writer: Box::new(WaitingFile::new(file)),
-            pipe,
         }
     }
 }
@@ -305,16 +256,30 @@ fn receive(
     idle: Option<Duration>,
     received: Option<&AtomicU64>,
 ) -> Result<BridgeEnd> {
-    if let Some(pipe) = output.pipe {
-        match receive_spliced(socket, peer, pipe, activity, idle, received) {
+    let Output {
+        writer: mut output,
+        pipe,
+        watch,
+    } = output;
+    let watch = watch.as_ref().map(AsRawFd::as_raw_fd);
+    let waiting = Waiting {
+        socket,
+        peer,
+        watch,
+        activity,
+        idle,
+    };
+    if let Some(pipe) = pipe {
+        match receive_spliced(&waiting, pipe, received) {
             Spliced::Done(end) => return end,
             Spliced::Unsupported => tracing::debug!("splice to stdout unsupported; copying"),
         }
     }
-    let mut output = output.writer;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        match socket.recv_into(&mut buf) {
+        // Not waiting in the receive: the wait below watches the output too, and costs a
+        // call only when there is nothing to take.
+        match net::recv_nowait(socket.fileno(), &mut buf) {
             Ok(0) => return finish(&mut output),
             Ok(n) => {
                 activity.touch();
@@ -323,10 +288,42 @@ fn receive(
                     return output_failed(err);
                 }
             }
-            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                check_idle(peer, activity, idle, err)?;
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                if !waiting.for_the_peer()? {
+                    return Ok(BridgeEnd::OutputClosed);
+                }
             }
-            Err(err) => return Err(peer.error(Op::Receive, err.into_io_error())),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(peer.error(Op::Receive, err)),
+        }
+    }
+}
+
+/// What a receive waits on: the socket, and the output's reader leaving.
+struct Waiting<'a> {
+    socket: &'a Socket,
+    peer: &'a Peer,
+    /// The output, when it is a pipe or socket that tells when its reader has gone.
+    watch: Option<RawFd>,
+    activity: &'a Activity,
+    idle: Option<Duration>,
+}
+
+impl Waiting<'_> {
+    /// Waits until the socket has something to read (true) or the output's reader has gone
+    /// (false), keeping the idle limit.
+    fn for_the_peer(&self) -> Result<bool> {
+        let wait = self.idle.map(tick);
+        loop {
+            match net::wait_readable_watching(self.socket.fileno(), self.watch, wait) {
+                Ok(Readiness::Readable) => return Ok(true),
+                Ok(Readiness::ReaderGone) => return Ok(false),
+                Ok(Readiness::TimedOut) => {
+                    let timeout = self.peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
+                    check_idle(self.peer, self.activity, self.idle, timeout)?;
+                }
+                Err(err) => return Err(self.peer.error(Op::Receive, err)),
+            }
         }
     }
 }
@@ -338,35 +335,21 @@ enum Spliced {
 }
 
 /// Receives straight into the output pipe with `splice(2)`.
-fn receive_spliced(
-    socket: &Socket,
-    peer: &Peer,
-    pipe: RawFd,
-    activity: &Activity,
-    idle: Option<Duration>,
-    received: Option<&AtomicU64>,
-) -> Spliced {
+fn receive_spliced(waiting: &Waiting<'_>, pipe: RawFd, received: Option<&AtomicU64>) -> Spliced {
     let mut moved_any = false;
-    let wait = idle.map(tick);
     loop {
         // Never splice before the socket has bytes: a splice waiting for the socket would
         // hold the output pipe, and its reader could not take what is already there.
-        match net::wait_readable(socket.fileno(), wait) {
+        match waiting.for_the_peer() {
             Ok(true) => {}
-            Ok(false) => {
-                let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
-                if let Err(err) = check_idle(peer, activity, idle, timeout) {
-                    return Spliced::Done(Err(err));
-                }
-                continue;
-            }
-            Err(err) => return Spliced::Done(Err(peer.error(Op::Receive, err))),
+            Ok(false) => return Spliced::Done(Ok(BridgeEnd::OutputClosed)),
+            Err(err) => return Spliced::Done(Err(err)),
         }
-        match net::splice(socket.fileno(), pipe, CHUNK, false) {
+        match net::splice(waiting.socket.fileno(), pipe, CHUNK, false) {
             Ok(0) => return Spliced::Done(Ok(BridgeEnd::PeerClosed)),
             Ok(n) => {
                 moved_any = true;
-                activity.touch();
+                waiting.activity.touch();
                 ByteCounts::add(received, n);
             }
             Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
@@ -380,7 +363,7 @@ fn receive_spliced(
                     err.kind(),
                     io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                 ) => {}
-            Err(err) => return Spliced::Done(Err(peer.error(Op::Receive, err))),
+            Err(err) => return Spliced::Done(Err(waiting.peer.error(Op::Receive, err))),
         }
     }
 }

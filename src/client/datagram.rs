@@ -9,16 +9,17 @@
 //! anyway (a kernel that cannot tell the length first) is warned about on the log.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use super::bridge::{
-    BridgeEnd, BridgeOptions, Direction, Output, POLL, Peer, check_idle, finish, output_failed,
-    tick,
+    BridgeEnd, BridgeOptions, Direction, POLL, Peer, check_idle, finish, output_failed, tick,
 };
 use super::input::{Input, Next};
+use super::output::Output;
 use crate::error::{Op, Result};
-use crate::net::Activity;
+use crate::net::{self, Activity};
 use crate::socket::{Address, Family, Socket};
 
 /// The largest UDP payload over IPv4: 65,535 bytes less the IPv4 (20) and UDP (8) headers.
@@ -169,14 +170,7 @@ pub fn bridge_datagrams(
             _ => output,
         };
         let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
-        let end = receive(
-            socket,
-            &peer,
-            output.into_writer(),
-            &activity,
-            &input_ended,
-            options,
-        );
+        let end = receive(socket, &peer, output, &activity, &input_ended, options);
         done.store(true, Ordering::Relaxed);
         end
     })
@@ -232,11 +226,16 @@ fn send_datagrams(
 fn receive(
     socket: &Socket,
     peer: &Peer,
-    mut output: Box<dyn Write + '_>,
+    output: Output<'_>,
     activity: &Activity,
     input_ended: &AtomicBool,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
+    let Output {
+        writer: mut output,
+        watch,
+        ..
+    } = output;
     let mut buf = Vec::new();
     loop {
         match recv_whole(socket, &mut buf) {
@@ -247,6 +246,14 @@ fn receive(
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                // Looked at only when the peer is quiet: while datagrams come, the write
+                // tells.
+                if watch
+                    .as_ref()
+                    .is_some_and(|fd| net::reader_gone(fd.as_raw_fd()))
+                {
+                    return Ok(BridgeEnd::OutputClosed);
+                }
                 let waited = options.direction == Direction::SendOnly
                     || activity.quiet_for() >= options.wait;
                 if input_ended.load(Ordering::Relaxed) && waited {

@@ -10,7 +10,8 @@
 //!   datagram received is written whole, and one the system cut anyway is warned about;
 //!   after end of input the bridge waits for replies until none has come for the `wait`
 //!   duration;
-//! - an output that goes away (`| head -c 10`) ends the bridge quietly;
+//! - an output that goes away (`| head -c 10`) ends the bridge quietly, at once when it is
+//!   a pipe or socket even if the peer sends nothing more (`| head -1` after a banner);
 //! - standard input and output left non-blocking by the parent are waited for, never
 //!   failed on ([`WaitingFile`]);
 //! - TLS ([`bridge_tls`]): end of input sends close_notify before the half-close, the peer's
@@ -21,6 +22,7 @@ mod bridge;
 mod datagram;
 mod input;
 mod listen;
+mod output;
 mod tls;
 pub mod traffic;
 mod waiting_file;
@@ -29,12 +31,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, bridge};
+pub use bridge::{BridgeEnd, BridgeOptions, ByteCounts, Direction, bridge};
 pub use datagram::{
     MAX_DATAGRAM, MAX_UDP_V4, MAX_UDP_V6, bridge_datagrams, max_datagram, recv_whole,
 };
 pub use input::{CHUNK, Input, Next};
 pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6};
+pub use output::Output;
 pub use tls::{Handshake, bridge_tls};
 pub use waiting_file::WaitingFile;
 

@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::io::{self, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -24,16 +24,17 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, Output, POLL, Peer,
-    all_acknowledged, check_idle, finish, output_failed, tick,
+    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, POLL, Peer, all_acknowledged,
+    check_idle, finish, output_failed, tick,
 };
 use super::input::{Input, Next};
+use super::output::Output;
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
-use crate::net::Activity;
+use crate::net::{self, Activity, Pipe, Readiness};
 use crate::socket::Socket;
 use crate::tls::{Connector, TRUNCATED, handshake_failure, in_words};
 
@@ -92,10 +93,20 @@ pub fn bridge_tls(
     // Asked of the kernel while the stream below owns it (send-only: what is acknowledged).
     let fd = socket.fileno();
     let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
-    let output = match options.direction {
+    let mut output = match options.direction {
         Direction::SendOnly => Output::writer(io::sink()),
         _ => output,
     };
+    // The output to watch, and a pipe whose write end, closed, wakes the watcher when the
+    // bridge is over.
+    let watcher = match output.watch.take() {
+        Some(watch) => {
+            let wake = Pipe::new(1).map_err(|err| Error::without_target(Op::Io, err))?;
+            Some((watch, wake))
+        }
+        None => None,
+    };
+    let (gone, output_gone) = oneshot::channel();
     let done = AtomicBool::new(false);
     let (chunks, receiver) = mpsc::channel(1);
     thread::scope(|scope| {
@@ -103,6 +114,15 @@ pub fn bridge_tls(
         if options.direction != Direction::ReceiveOnly {
             scope.spawn(move || pump(input, &chunks, done));
         }
+        let wake = watcher.map(|(watch, Pipe { read, write, .. })| {
+            scope.spawn(move || watch_output(&read, &watch, gone));
+            write
+        });
+        let sending = Sending {
+            chunks: receiver,
+            input,
+            done,
+        };
         let result = runtime.block_on(async {
             let tcp = TcpStream::from_std(tcp).map_err(|err| peer.error(Op::Io, err))?;
             match handshake {
@@ -115,7 +135,7 @@ pub fn bridge_tls(
                     let tls = within(timeout, connector.connect(host, tcp))
                         .await
                         .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
-                    run(tls, fd, receiver, input, output, &options, &peer).await
+                    run(tls, fd, sending, output, output_gone, &options, &peer).await
                 }
                 Handshake::Server { config, timeout } => {
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
@@ -124,14 +144,38 @@ pub fn bridge_tls(
                     })
                     .await
                     .map_err(|err| peer.error(Op::Handshake, err))?;
-                    run(tls, fd, receiver, input, output, &options, &peer).await
+                    run(tls, fd, sending, output, output_gone, &options, &peer).await
                 }
             }
         });
         // The input thread may still wait for input: it stops at its next look.
         done.store(true, Ordering::Relaxed);
+        drop(wake);
         result
     })
+}
+
+/// Waits, on a thread of its own, until the output's reader has gone (then says so over
+/// `gone`) or `wake` reports its write end closed (the bridge is over). The plain bridge
+/// watches the output in the wait it makes for the socket; here tokio waits for the socket,
+/// and tokio has no readiness for "the reader of this pipe left".
+fn watch_output(wake: &OwnedFd, watch: &OwnedFd, gone: oneshot::Sender<()>) {
+    match net::wait_readable_watching(wake.as_raw_fd(), Some(watch.as_raw_fd()), None) {
+        Ok(Readiness::ReaderGone) => {
+            let _ = gone.send(());
+        }
+        Ok(_) => {}
+        Err(err) => tracing::debug!("cannot watch the output ({err}); not watched"),
+    }
+}
+
+/// The input's side of a session: the chunks [`pump`] hands over, and the input that takes
+/// their buffers back.
+struct Sending<'a> {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    input: &'a Input,
+    /// Tells the pump the bridge is over.
+    done: &'a AtomicBool,
 }
 
 /// Awaits `work`, failing with `timed out` after `limit`.
@@ -168,12 +212,23 @@ fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool) {
 async fn run<S: AsyncRead + AsyncWrite>(
     stream: S,
     fd: RawFd,
-    mut chunks: mpsc::Receiver<Vec<u8>>,
-    input: &Input,
+    sending: Sending<'_>,
     output: Output<'_>,
+    output_gone: oneshot::Receiver<()>,
     options: &BridgeOptions,
     peer: &Peer,
 ) -> Result<BridgeEnd> {
+    let Sending {
+        mut chunks,
+        input,
+        done,
+    } = sending;
+    // Done only when the reader has gone; a watcher that stopped (or none) never ends it.
+    let mut output_gone = Box::pin(async {
+        if output_gone.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
     let activity = Activity::new();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let activity = &activity;
@@ -210,6 +265,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 break end;
             }
             () = acknowledged(fd), if delivering => break Ok(BridgeEnd::PeerClosed),
+            // Nobody reads the output any more: ended as a write to it would have ended.
+            () = &mut output_gone => break Ok(BridgeEnd::OutputClosed),
             result = &mut send, if !sent => {
                 sent = true;
                 match result {
@@ -229,6 +286,9 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
     } else if !sent && end.is_ok() {
         // Input already read goes out first (a peer that half-closed may still read it).
+        // The pump stops once no more is waiting (an open, quiet stdin), which ends the
+        // sending here, as in the plain bridge, rather than after the whole linger.
+        done.store(true, Ordering::Relaxed);
         let _ = tokio::time::timeout(LINGER, &mut send).await;
         drop(send);
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;

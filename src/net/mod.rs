@@ -45,9 +45,10 @@ pub(crate) use temp_path::TempSocketPath;
 pub(crate) use unix_file::{UnixFile, UnixFileRemover};
 
 pub(crate) use crate::sys::{
-    Pipe, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe, raise_descriptor_limit,
-    raise_with_default_action, set_bind_address_no_port, set_defer_accept, splice,
-    splice_unsupported, unacknowledged, wait_readable, wait_writable,
+    Pipe, Readiness, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe,
+    is_pipe_or_socket, raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait,
+    set_bind_address_no_port, set_defer_accept, splice, splice_unsupported, unacknowledged,
+    wait_readable, wait_readable_watching, wait_writable,
 };
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! together. Everything above reaches it through `socket` and `net` (the `net` layer
 //! re-exports what the client, relay and load generator need).
 //!
-//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `getsockopt`,
+//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`,
 //!   `gethostname`, `getrlimit`, `if_nametoindex`, `sigaction` and `raise`); `ids.rs`: user
 //!   and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
@@ -41,9 +41,10 @@ pub(crate) use platform::{
     tcp_idle_time, unacknowledged,
 };
 pub(crate) use posix::{
-    descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
-    raise_descriptor_limit, raise_with_default_action, set_close_on_exec, splice_unsupported,
-    wait_readable, wait_writable,
+    Readiness, descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe,
+    is_listening, is_pipe_or_socket, raise_descriptor_limit, raise_with_default_action,
+    reader_gone, recv_nowait, set_close_on_exec, splice_unsupported, wait_readable,
+    wait_readable_watching, wait_writable,
 };
 
 /// A non-blocking pipe, closed on drop.
@@ -107,6 +108,52 @@ mod tests {
         let mut got = [0u8; 1];
         read.read_exact(&mut got)?;
         assert_eq!(&got, b"x");
+        Ok(())
+    }
+
+    #[test]
+    fn a_reader_leaving_is_seen_while_waiting_for_a_socket() -> io::Result<()> {
+        let (socket, mut peer) = std::os::unix::net::UnixStream::pair()?;
+        let pipe = Pipe::new(64 * 1024)?;
+        let watched = pipe.write.as_raw_fd();
+        let short = Some(Duration::from_millis(1));
+        assert!(!reader_gone(watched));
+        assert_eq!(
+            wait_readable_watching(socket.as_raw_fd(), Some(watched), short)?,
+            Readiness::TimedOut
+        );
+        drop(pipe.read);
+        assert!(reader_gone(watched));
+        assert_eq!(
+            wait_readable_watching(socket.as_raw_fd(), Some(watched), None)?,
+            Readiness::ReaderGone
+        );
+        // A socket's reader: gone once its peer has closed.
+        let (out, out_peer) = std::os::unix::net::UnixStream::pair()?;
+        assert!(!reader_gone(out.as_raw_fd()));
+        drop(out_peer);
+        assert!(reader_gone(out.as_raw_fd()));
+        // Nothing to take without waiting; then what arrived.
+        let mut buf = [0u8; 8];
+        let nothing = recv_nowait(socket.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+        peer.write_all(b"x")?;
+        assert_eq!(
+            wait_readable_watching(socket.as_raw_fd(), None, Some(Duration::from_secs(5)))?,
+            Readiness::Readable
+        );
+        assert_eq!(recv_nowait(socket.as_raw_fd(), &mut buf)?, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn pipes_and_sockets_can_be_watched_files_cannot() -> io::Result<()> {
+        let pipe = Pipe::new(64 * 1024)?;
+        assert!(is_pipe_or_socket(pipe.write.as_raw_fd()));
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair()?;
+        assert!(is_pipe_or_socket(socket.as_raw_fd()));
+        let file = tempfile::tempfile()?;
+        assert!(!is_pipe_or_socket(file.as_raw_fd()));
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
-//! `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`, `getrlimit(2)`; `fcntl(F_SETFD)` for
-//! the descriptors a process hands to the program it starts; and `sigaction(2)` with
-//! `raise(3)` for a process that caught a signal only to clean up before dying by it.
+//! `recv(2)` with `MSG_DONTWAIT`, `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`,
+//! `getrlimit(2)`; `fcntl(F_SETFD)` for the descriptors a process hands to the program it
+//! starts; and `sigaction(2)` with `raise(3)` for a process that caught a signal only to
+//! clean up before dying by it.
 
 use std::ffi::CStr;
 use std::io;
@@ -15,29 +16,80 @@ use std::time::Duration;
 /// the socket, so whoever reads the pipe cannot take the bytes already in it. Waiting here
 /// first means the splice that follows finds data and never sleeps holding the pipe.
 pub(crate) fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(wait_readable_watching(fd, None, timeout)? == Readiness::Readable)
+}
+
+/// What [`wait_readable_watching`] saw first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// The descriptor waited on has something to read (data, end of stream or an error).
+    Readable,
+    /// The timeout passed first.
+    TimedOut,
+    /// The watched descriptor's reader has gone.
+    ReaderGone,
+}
+
+/// As [`wait_readable`], also ending when `watched` — a pipe or socket this process writes
+/// to — has lost its reader: a pipe's write end reports `POLLERR` once no process holds
+/// the read end, a socket `POLLHUP` once its peer has closed both ways. `poll(2)` reports
+/// both without being asked (`events` is 0), so the wait costs no more than one on `fd`
+/// alone. A regular file or a terminal never reports either: watching one waits for `fd`
+/// only. When both are ready at once, the reader's leaving is the answer.
+pub(crate) fn wait_readable_watching(
+    fd: RawFd,
+    watched: Option<RawFd>,
+    timeout: Option<Duration>,
+) -> io::Result<Readiness> {
     let millis = timeout.map_or(-1, |t| {
         // Round up, so a short non-zero timeout does not become a busy poll.
         libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
     });
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: watched.unwrap_or(-1),
+            events: 0,
+            revents: 0,
+        },
+    ];
+    let count: libc::nfds_t = if watched.is_some() { 2 } else { 1 };
     loop {
-        // SAFETY: one valid pollfd, its count given; poll writes only its revents.
-        let rc = unsafe { libc::poll(&mut pollfd, 1, millis) };
-        match rc {
-            0 => return Ok(false),
-            1.. => return Ok(true),
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
+        // SAFETY: `count` valid pollfds (at most the array's two); poll writes only their
+        // revents.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
+        if rc > 0 {
+            let gone = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+            if watched.is_some() && fds[1].revents & gone != 0 {
+                return Ok(Readiness::ReaderGone);
             }
+            return Ok(Readiness::Readable);
+        }
+        if rc == 0 {
+            return Ok(Readiness::TimedOut);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
         }
     }
+}
+
+/// Whether the pipe or socket `fd`, which this process writes to, has lost its reader (see
+/// [`wait_readable_watching`]); asked without waiting.
+pub(crate) fn reader_gone(fd: RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, its count given; poll writes only its revents.
+    let rc = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    rc > 0 && pollfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
 }
 
 /// Waits until `fd` can take bytes (or has failed, which the write that follows reports),
@@ -60,14 +112,35 @@ pub(crate) fn wait_writable(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// Whether `fd` is a pipe or FIFO.
-pub(crate) fn is_pipe(fd: RawFd) -> bool {
-    // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd makes it fail,
-    // which reads as "no".
+/// One `recv(2)` on the socket `fd` that never waits (`MSG_DONTWAIT`), whatever the
+/// socket's own mode: `WouldBlock` when nothing has arrived. For a reader that waits with
+/// `poll(2)` only when there is nothing to take, so that the wait can watch more than the
+/// socket, while another thread sends on the same socket in blocking mode.
+pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; the kernel
+    // writes at most `len` bytes into it.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// The kind of file `fd` is (the `S_IFMT` bits of its mode), or `None` when `fstat` fails.
+fn file_kind(fd: RawFd) -> Option<libc::mode_t> {
+    // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd makes it fail.
     unsafe {
         let mut stat: libc::stat = std::mem::zeroed();
-        libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO
+        (libc::fstat(fd, &mut stat) == 0).then_some(stat.st_mode & libc::S_IFMT)
     }
+}
+
+/// Whether `fd` is a pipe or FIFO.
+pub(crate) fn is_pipe(fd: RawFd) -> bool {
+    file_kind(fd) == Some(libc::S_IFIFO)
+}
+
+/// Whether `fd` is a pipe, FIFO or socket: a descriptor that reports its reader leaving
+/// (see [`wait_readable_watching`]).
+pub(crate) fn is_pipe_or_socket(fd: RawFd) -> bool {
+    matches!(file_kind(fd), Some(libc::S_IFIFO | libc::S_IFSOCK))
 }
 
 /// Whether `fd` is a pipe (or FIFO) in blocking mode: one a blocking `splice` may fill.

@@ -44,6 +44,8 @@ mod cli_stdio_nonblocking;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:
 /// request/response rounds, byte-at-a-time readers, both directions at once.
 mod cli_stdio_pipes;
+/// A reader of stdout that leaves while the peer is quiet (`| head -1` after a greeting).
+mod cli_stdio_reader_gone;
 /// Datagrams at their transports' size limits through `connect` and `listen`, whole.
 mod datagram_sizes;
 /// Endpoint forms: abstract Unix sockets, IPv6 zones.
