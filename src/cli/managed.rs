@@ -280,7 +280,7 @@ impl Restart {
                     handover.complete();
                 }
                 tell_manager(ManagerState::MainPid(successor.pid()));
-                handle.shutdown();
+                handle.hand_over();
             }
             Err(err) => tracing::warn!("restart failed, still serving: {err}"),
         }

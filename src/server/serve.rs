@@ -177,11 +177,13 @@ impl Server {
         let mut watcher = self.shutdown.watcher();
         watcher.reached(Phase::Stopping).await;
         // From now on `/health` answers 503; the listeners go on accepting for the delay,
-        // so that a load balancer polling it stops sending before they close.
-        if let Some(metrics) = &self.metrics {
+        // so that a load balancer polling it stops sending before they close. Not when a
+        // successor serves the listeners: the service goes on (ShutdownHandle::hand_over).
+        let handed_over = self.shutdown.is_handed_over();
+        if let Some(metrics) = self.metrics.as_ref().filter(|_| !handed_over) {
             metrics.set_draining();
         }
-        if !self.limits.shutdown_delay.is_zero() {
+        if !self.limits.shutdown_delay.is_zero() && !handed_over {
             tracing::info!(
                 "accepting for {} more while /health answers 503",
                 humantime::format_duration(self.limits.shutdown_delay)
@@ -192,7 +194,9 @@ impl Server {
             }
         }
         self.shutdown.close_listeners();
-        tracing::info!("shutting down: listeners closed, draining connections");
+        if !handed_over {
+            tracing::info!("shutting down: listeners closed, draining connections");
+        }
         drop(watcher);
         for task in tasks {
             // The loops return as soon as draining starts, closing their listeners.

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
@@ -53,6 +54,8 @@ pub struct ShutdownHandle {
     forced: Arc<Notify>, // Rung on every request; lets the server wait for one without holding a receiver, whose
     // count is how it knows that every connection is gone.
     asked: Arc<Notify>,
+    // Set by `hand_over`: another process serves the listeners now.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl ShutdownHandle {
@@ -61,6 +64,7 @@ impl ShutdownHandle {
             tx: watch::channel(Phase::Running).0,
             forced: Arc::new(Notify::new()),
             asked: Arc::new(Notify::new()),
+            handed_over: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -78,6 +82,22 @@ impl ShutdownHandle {
             self.forced.notify_waiters();
         }
         self.asked.notify_waiters();
+    }
+
+    /// Shuts down for a successor that serves the same listening sockets now (a restart's
+    /// new process, see [`Handover`](super::Handover)): the listeners close at once, with no
+    /// shutdown delay, and `/health` goes on answering 200, for the service at this address
+    /// goes on. (A balancer that saw 503 from this process while the successor answered 200
+    /// on the same port would take the instance out and back in during every restart.) Then
+    /// the in-flight connections drain as after [`ShutdownHandle::shutdown`].
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Release);
+        self.shutdown();
+    }
+
+    /// Whether the shutdown is a [`ShutdownHandle::hand_over`].
+    pub(crate) fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
     }
 
     /// Closes every connection now, without waiting for the drain deadline.

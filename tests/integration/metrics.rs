@@ -291,6 +291,45 @@ fn a_sigusr2_restart_takes_the_metrics_port_over() -> TestResult {
     Ok(())
 }
 
+/// The old process of a restart drains while the new one serves the same port and the
+/// same metrics port: a balancer's health checks reach both. The old one answered 503,
+/// and HAProxy took the instance out and back in several times per restart.
+#[test]
+fn health_stays_200_from_both_processes_of_a_restart() -> TestResult {
+    become_subreaper();
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("serve.pid");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--metrics", &metrics])
+        .args(["--shutdown-delay", "5s", "--pid-file"])
+        .arg(&pid_file);
+    let (mut old, _) = start_with_metrics(cmd);
+    // A connection in flight keeps the old process draining.
+    let mut held = connect(&old.addr());
+    held.write_all(b"x")?;
+    held.read_exact(&mut [0u8; 1])?;
+    let first = read_pid(&pid_file).expect("the pid file is written once ready");
+    let mut adopted = Descendants::default();
+    send_signal(first, libc::SIGUSR2);
+    let second = wait_for_new_pid(&pid_file, first, DEADLINE);
+    adopted.add(second);
+    // Both processes answer on the metrics port (SO_REUSEPORT); every answer is 200.
+    let answers: Vec<u16> = (0..30).map(|_| http_get(&metrics, "/health").0).collect();
+    assert!(answers.iter().all(|&code| code == 200), "{answers:?}");
+    // No shutdown delay either: the new process serves the listeners already.
+    held.shutdown(Shutdown::Write)?;
+    let status = old.wait(DEADLINE);
+    assert!(status.success(), "{}", old.stderr());
+    assert!(!old.stderr().contains("503"), "{}", old.stderr());
+    // The new process does keep the shutdown delay; a second signal skips it.
+    send_signal(second, libc::SIGTERM);
+    thread::sleep(Duration::from_millis(100));
+    send_signal(second, libc::SIGTERM);
+    assert_eq!(adopted.reap(second, DEADLINE), 0);
+    Ok(())
+}
+
 #[test]
 fn accepts_out_of_descriptors_are_counted_by_errno() -> TestResult {
     let mut cmd = socketkit_with_fd_limit(64);
