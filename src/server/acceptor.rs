@@ -211,7 +211,8 @@ impl Acceptor {
             }
         };
         let peer = proxied.unwrap_or(own);
-        tracing::debug!(%peer, "accepted");
+        // At -vv only: -v promises one line per connection, the closing one with its bytes.
+        tracing::trace!(%peer, "accepted");
         let meter = Meter::start(peer, &self.meter, || stream.local_addr().ok());
         Some(Accepted {
             stream,

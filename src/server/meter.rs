@@ -210,6 +210,12 @@ impl Meter {
         &self.peer
     }
 
+    /// The address the client connected to, kept for the closing line: known only when
+    /// the debug log is on, as the lines that name it are.
+    pub(crate) fn local(&self) -> Option<&Address> {
+        self.open.as_ref()?.log.as_ref()?.local.as_ref()
+    }
+
     /// Replaces the client's address: what every later stage, the handler, the metrics and
     /// the closing line see.
     pub(crate) fn set_peer(&mut self, peer: Address) {

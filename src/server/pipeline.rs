@@ -215,7 +215,12 @@ impl Pipeline {
     fn refused(&self, conn: &Connection, refusal: &Refusal) {
         conn.reset_on_close();
         conn.meter().refused(refusal.reason);
-        let local = || conn.local_addr().ok();
+        // During a TLS handshake the stream is the handshake's: the meter kept the address.
+        let local = || {
+            conn.local_addr()
+                .ok()
+                .or_else(|| conn.meter().local().cloned())
+        };
         self.count(
             conn.peer_addr(),
             refusal,

@@ -200,6 +200,14 @@ fn garbage_instead_of_a_client_hello_is_refused_at_once_and_the_server_goes_on()
         "{log}"
     );
     assert!(log.contains("reason=\"tls\""), "{log}");
+    // The refusal names the address the client connected to, as the closing line does.
+    let local = format!("local={}", addr.trim_start_matches("tls:"));
+    assert!(
+        log.lines()
+            .filter(|line| line.contains("refused: TLS"))
+            .all(|line| line.contains(&local)),
+        "{local}: {log}"
+    );
 }
 
 #[test]
