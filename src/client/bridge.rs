@@ -129,7 +129,7 @@ pub fn bridge(
         _ => output,
     };
     // Remembered now: after a reset the kernel no longer knows who the peer was.
-    let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
+    let peer = Peer::of(socket, options.peer.as_ref());
     let counts = options.counts.as_deref();
     let (received, sent) = (counts.map(|c| &c.received), counts.map(|c| &c.sent));
     let delivered = AtomicBool::new(false);
@@ -137,8 +137,9 @@ pub fn bridge(
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
         let direction = options.direction;
-        scope.spawn(move || {
-            let ended = send_input(input, socket, done, activity, sent, direction);
+        let sender = scope.spawn(move || {
+            let sending = send_input(input, socket, done, activity, sent, direction);
+            let ended = matches!(sending, Sending::Ended);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
@@ -146,6 +147,7 @@ pub fn bridge(
                 let _ = socket.shutdown(Shutdown::Read);
             }
             let _ = finished.send(());
+            sending
         });
         let end = receive(
             socket,
@@ -162,7 +164,12 @@ pub fn bridge(
         if sender_done.recv_timeout(LINGER).is_err() {
             let _ = socket.shutdown(Shutdown::Both);
         }
-        end
+        match (end, sender.join()) {
+            // The kernel reports a reset once, to whichever call comes first: when it was
+            // the send's, the receive found a plain end of stream.
+            (Ok(BridgeEnd::PeerClosed), Ok(Sending::Reset(err))) => Err(err),
+            (end, _) => end,
+        }
     });
     // Send-only: once the peer holds every byte, how the receiving side ended is not ours
     // to report.
@@ -213,8 +220,19 @@ pub(crate) fn tick(limit: Duration) -> Duration {
     (limit / 4).max(Duration::from_millis(10))
 }
 
+/// How the sending side of a bridge ended.
+enum Sending {
+    /// The input ended, and the half-close was made.
+    Ended,
+    /// The peer reset the connection without closing it first (`ECONNRESET`; a reset
+    /// after the peer's FIN, for bytes it no longer wanted, is `EPIPE`).
+    Reset(Error),
+    /// Anything else: the receiving side knows how the connection ended.
+    Stopped,
+}
+
 /// Sends input until it ends; once the peer has closed (`done`), only until no more input is
-/// waiting. True when the input ended and the half-close was made.
+/// waiting.
 fn send_input(
     input: &Input,
     socket: &Socket,
@@ -222,27 +240,35 @@ fn send_input(
     activity: &Activity,
     sent: Option<&AtomicU64>,
     direction: Direction,
-) -> bool {
+) -> Sending {
     if direction == Direction::ReceiveOnly {
-        return false;
+        return Sending::Stopped;
     }
     loop {
         match input.next(POLL) {
             Next::Data(buf) => {
-                if socket.sendall(&buf).is_err() {
-                    return false; // the peer is gone; the receiving side reports how
+                match socket.sendall(&buf) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
+                        return Sending::Reset(err);
+                    }
+                    // The peer is gone; the receiving side reports how.
+                    Err(_) => return Sending::Stopped,
                 }
                 ByteCounts::add(sent, buf.len());
                 activity.touch();
                 input.recycle(buf);
             }
-            Next::Pending if done.load(Ordering::Relaxed) => return false,
+            Next::Pending if done.load(Ordering::Relaxed) => return Sending::Stopped,
             Next::Pending => {}
             Next::End => {
                 // Only the writing side, send-only too: shutting the reading side down
                 // while the peer's bytes still arrive resets the connection (Linux answers
                 // data after SHUT_RD with a reset) before ours are all delivered.
-                return socket.shutdown(Shutdown::Write).is_ok();
+                return match socket.shutdown(Shutdown::Write) {
+                    Ok(()) => Sending::Ended,
+                    Err(_) => Sending::Stopped,
+                };
             }
         }
     }
@@ -373,6 +399,19 @@ fn receive_spliced(waiting: &Waiting<'_>, pipe: RawFd, received: Option<&AtomicU
 pub(crate) struct Peer(pub(crate) Option<Address>);
 
 impl Peer {
+    /// The peer a bridge names in its errors: `given`, else the socket's. The socket
+    /// remembers it from its connect, for a reset that came first leaves `getpeername`
+    /// nothing to say.
+    pub(crate) fn of(socket: &Socket, given: Option<&Address>) -> Peer {
+        let asked = || socket.peer_addr().ok();
+        Peer(
+            given
+                .cloned()
+                .or_else(asked)
+                .or_else(|| socket.known_peer()),
+        )
+    }
+
     pub(crate) fn error(&self, op: Op, err: io::Error) -> Error {
         match &self.0 {
             Some(peer) => Error::new(op, peer, err),

@@ -84,7 +84,7 @@ pub fn bridge_tls(
     output: Output<'_>,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
-    let peer = Peer(options.peer.clone().or_else(|| socket.peer_addr().ok()));
+    let peer = Peer::of(&socket, options.peer.as_ref());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

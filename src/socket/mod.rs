@@ -336,6 +336,12 @@ impl Socket {
         address::first(address.to_addresses(Some(self.family))?)
     }
 
+    /// The peer remembered from connect, accept or `getpeername`, for code that names it
+    /// after the kernel may have forgotten it (a reset before the first look).
+    pub(crate) fn known_peer(&self) -> Option<Address> {
+        Shared::get(&self.shared.peer)
+    }
+
     /// Keeps `peer` for [`Socket::error_at_peer`].
     fn remember_peer(&self, peer: &Address) {
         Shared::set(&self.shared.peer, Some(peer.clone()));

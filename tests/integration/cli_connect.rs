@@ -123,8 +123,6 @@ fn reset_by_peer_is_an_error() {
         thread::sleep(Duration::from_millis(50));
         crate::support::net::reset(stream);
     });
-    let mut cmd = connect_cmd(&addr);
-    cmd.stdin(Stdio::piped());
     let out = run(connect_cmd(&addr), Vec::new(), DEADLINE);
     server.join().expect("server thread");
     assert_eq!(out.code(), 1, "{}", out.stderr);
@@ -140,6 +138,51 @@ fn reset_by_peer_is_an_error() {
         out.stderr
     );
     assert_eq!(out.stderr.lines().count(), 1);
+}
+
+/// A peer that resets at once, while input is being sent: the kernel reports the reset to
+/// the first call that asks, and when that was the send, the receive found a plain end of
+/// stream and the run ended with exit 0.
+#[test]
+fn a_reset_is_an_error_whichever_side_of_the_bridge_meets_it() -> TestResult {
+    const RUNS: usize = 20;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let server = thread::spawn(move || {
+        for _ in 0..RUNS {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            // The client's send is blocked on a full window by now, and its receive waits
+            // too: the reset wakes both, and either may be the one told.
+            thread::sleep(Duration::from_millis(30));
+            crate::support::net::reset(stream);
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("input");
+    std::fs::write(&input, vec![b'x'; 8 << 20])?;
+    for run_number in 0..RUNS {
+        let mut cmd = connect_cmd(&addr);
+        cmd.stdin(std::fs::File::open(&input)?)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let stderr = crate::support::process::drain(child.stderr.take().ok_or("stderr")?);
+        let status = wait_bounded(&mut child, DEADLINE);
+        let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+        assert_eq!(status.code(), Some(1), "run {run_number}: {stderr}");
+        let line = stderr.trim_end();
+        assert!(
+            (line.starts_with(&format!("error: cannot receive from {addr}: "))
+                || line.starts_with(&format!("error: cannot send to {addr}: ")))
+                && line.ends_with("connection reset by peer")
+                && stderr.lines().count() == 1,
+            "run {run_number}: {stderr}"
+        );
+    }
+    server.join().expect("server thread");
+    Ok(())
 }
 
 #[test]
