@@ -164,7 +164,8 @@ pub(crate) struct AccessArgs {
     /// Refuse sources in CIDR (repeatable); a deny always wins over an allow.
     #[arg(long, value_name = "CIDR")]
     pub(crate) deny: Vec<String>,
-    /// Allow rules from FILE, one CIDR per line, `#` comments; re-read on SIGHUP.
+    /// Allow rules from FILE, one CIDR per line, `#` comments; serve and forward re-read it
+    /// on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub(crate) allow_file: Vec<PathBuf>,
     /// Deny rules from FILE, as --allow-file.
@@ -206,7 +207,7 @@ pub(crate) struct ServeArgs {
     pub(crate) service: String,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
-    /// The greeting's message.
+    /// The greeting's message [default: 你好].
     #[arg(long, value_name = "TEXT")]
     pub(crate) message: Option<String>,
     /// qotd: quotes from FILE (separated by blank lines or '%' lines), each < 512 bytes.

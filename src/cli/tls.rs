@@ -261,7 +261,8 @@ fn protocols(alpn: &TlsAlpnArgs) -> Result<Vec<Vec<u8>>, CliError> {
         .collect()
 }
 
-/// `localhost`, the loopback addresses, and every concrete host a `tls:` listener names.
+/// `localhost`, every concrete host a `tls:` listener names, and for a wildcard listener
+/// (every local address) the loopback addresses.
 fn self_signed_names(endpoints: &[&Endpoint]) -> Vec<String> {
     let mut names = vec!["localhost".to_owned()];
     let mut add = |name: String| {
