@@ -138,8 +138,8 @@ pub fn bridge(
         let (done, activity, delivered) = (&done, &activity, &delivered);
         let direction = options.direction;
         let sender = scope.spawn(move || {
-            let sending = send_input(input, socket, done, activity, sent, direction);
-            let ended = matches!(sending, Sending::Ended);
+            let send_end = send_input(input, socket, done, activity, sent, direction);
+            let ended = matches!(send_end, SendEnd::Ended);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
@@ -147,7 +147,7 @@ pub fn bridge(
                 let _ = socket.shutdown(Shutdown::Read);
             }
             let _ = finished.send(());
-            sending
+            send_end
         });
         let end = receive(
             socket,
@@ -167,7 +167,7 @@ pub fn bridge(
         match (end, sender.join()) {
             // The kernel reports a reset once, to whichever call comes first: when it was
             // the send's, the receive found a plain end of stream.
-            (Ok(BridgeEnd::PeerClosed), Ok(Sending::Reset(err))) => Err(err),
+            (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => Err(err),
             (end, _) => end,
         }
     });
@@ -221,7 +221,7 @@ pub(crate) fn tick(limit: Duration) -> Duration {
 }
 
 /// How the sending side of a bridge ended.
-enum Sending {
+enum SendEnd {
     /// The input ended, and the half-close was made.
     Ended,
     /// The peer reset the connection without closing it first (`ECONNRESET`; a reset
@@ -240,9 +240,9 @@ fn send_input(
     activity: &Activity,
     sent: Option<&AtomicU64>,
     direction: Direction,
-) -> Sending {
+) -> SendEnd {
     if direction == Direction::ReceiveOnly {
-        return Sending::Stopped;
+        return SendEnd::Stopped;
     }
     loop {
         match input.next(POLL) {
@@ -250,24 +250,24 @@ fn send_input(
                 match socket.sendall(&buf) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                        return Sending::Reset(err);
+                        return SendEnd::Reset(err);
                     }
                     // The peer is gone; the receiving side reports how.
-                    Err(_) => return Sending::Stopped,
+                    Err(_) => return SendEnd::Stopped,
                 }
                 ByteCounts::add(sent, buf.len());
                 activity.touch();
                 input.recycle(buf);
             }
-            Next::Pending if done.load(Ordering::Relaxed) => return Sending::Stopped,
+            Next::Pending if done.load(Ordering::Relaxed) => return SendEnd::Stopped,
             Next::Pending => {}
             Next::End => {
                 // Only the writing side, send-only too: shutting the reading side down
                 // while the peer's bytes still arrive resets the connection (Linux answers
                 // data after SHUT_RD with a reset) before ours are all delivered.
                 return match socket.shutdown(Shutdown::Write) {
-                    Ok(()) => Sending::Ended,
-                    Err(_) => Sending::Stopped,
+                    Ok(()) => SendEnd::Ended,
+                    Err(_) => SendEnd::Stopped,
                 };
             }
         }

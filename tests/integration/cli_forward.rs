@@ -208,21 +208,9 @@ fn an_unreachable_target_resets_that_client_and_the_forwarder_goes_on() {
     let relay = forward("127.0.0.1:0", &format!("127.0.0.1:{dead_port}"));
     let mut client = connect(&relay.addr());
     assert!(read_to_reset(&mut client, "client").is_empty());
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !relay.stderr().contains("cannot reach") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reason logged: {}",
-            relay.stderr()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        relay
-            .stderr()
-            .contains("connection refused; resetting the client"),
-        "{}",
-        relay.stderr()
+    relay.wait_for_stderr(
+        &["cannot reach", "connection refused; resetting the client"],
+        Duration::from_secs(5),
     );
     // Still accepting.
     let mut again = connect(&relay.addr());

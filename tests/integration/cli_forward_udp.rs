@@ -231,14 +231,11 @@ fn udp_forward_closes_an_idle_client_in_its_metrics() {
     let (relay, metrics) = start_with_metrics(cmd);
     assert_eq!(echo_through(&client(), relay.port(), b"x"), b"x");
     let listener = format!("listener=\"{}\"", relay.endpoints()[0]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sample(&metrics, "socketkit_connections_active", &listener) != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle client stays active"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_until(
+        Duration::from_secs(10),
+        || "the idle client stays active".into(),
+        || sample(&metrics, "socketkit_connections_active", &listener) == 0,
+    );
     let name = "socketkit_connection_duration_seconds_count";
     assert_eq!(sample(&metrics, name, &listener), 1);
 }

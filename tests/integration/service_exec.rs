@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, connect, read_to_end, reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::tools;
+use crate::support::{TestResult, wait_until};
 
 /// `socketkit serve exec -l L... EXTRA...` (EXTRA ends with `-- PROGRAM...`).
 fn exec(listen: &[&str], extra: &[&str]) -> Running {
@@ -22,15 +22,6 @@ fn exec(listen: &[&str], extra: &[&str]) -> Running {
     }
     cmd.args(extra);
     Running::start(cmd, listen.len())
-}
-
-/// Waits until `done` holds, failing with `what` past `limit`.
-fn wait_until(limit: Duration, what: impl Fn() -> String, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{}", what());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -68,18 +59,8 @@ fn exec_leaves_no_zombie_and_kills_programs_of_vanished_clients() -> TestResult 
         stream.read_exact(&mut one)?;
         reset(stream); // cat's output has nowhere to go
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let children = children_of(server.pid());
-        if children.is_empty() {
-            return Ok(());
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "children left: {children:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_no_children(&server);
+    Ok(())
 }
 
 /// A shell script at `path` that prints `hi`, with permission bits `mode`.
@@ -129,12 +110,8 @@ fn exec_logs_a_failed_start_at_the_default_level() -> TestResult {
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest); // closed or reset: either way, no "hi"
     assert!(rest.is_empty(), "{rest:?}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let expected = format!("WARN cannot start {path}: permission denied; closing the connection");
-    while !server.stderr().contains(&expected) {
-        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_stderr(&[&expected], Duration::from_secs(10));
     Ok(())
 }
 

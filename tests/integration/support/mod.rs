@@ -10,3 +10,12 @@ pub mod tools;
 
 /// The result type tests return, so that `?` works on any error.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Waits until `done` holds, looking every 20 ms; past `limit`, fails with `what`.
+pub fn wait_until(limit: std::time::Duration, what: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{}", what());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
