@@ -169,6 +169,11 @@ impl Connection {
         &self.meter
     }
 
+    /// The connection's counts, to change.
+    pub(crate) fn meter_mut(&mut self) -> &mut Meter {
+        &mut self.meter
+    }
+
     /// Makes the close a reset, for a connection refused by an admission stage.
     pub(crate) fn reset_on_close(&self) {
         if let Some(stream) = self.stream() {

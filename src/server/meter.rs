@@ -272,10 +272,12 @@ impl Meter {
         self.open.as_ref().map(|open| open.listener.name())
     }
 
-    /// Counts the connection as refused for `reason`, in its listener's metrics.
-    pub(crate) fn refused(&self, reason: RefusalReason) {
-        if let Some(open) = &self.open {
+    /// Counts the connection as refused for `reason`, in its listener's metrics. Its
+    /// `refused` line is its only one at `-v`: no `closed` line follows.
+    pub(crate) fn refused(&mut self, reason: RefusalReason) {
+        if let Some(open) = &mut self.open {
             open.listener.refused(reason);
+            open.log = None;
         }
     }
 }

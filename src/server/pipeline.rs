@@ -212,9 +212,8 @@ impl Pipeline {
     }
 
     /// Counts and logs a refusal in the task; the connection is reset when it closes.
-    fn refused(&self, conn: &Connection, refusal: &Refusal) {
+    fn refused(&self, conn: &mut Connection, refusal: &Refusal) {
         conn.reset_on_close();
-        conn.meter().refused(refusal.reason);
         // During a TLS handshake the stream is the handshake's: the meter kept the address.
         let local = || {
             conn.local_addr()
@@ -227,6 +226,7 @@ impl Pipeline {
             conn.meter().listener_name(),
             &local,
         );
+        conn.meter_mut().refused(refusal.reason);
     }
 
     /// Counts and logs a refusal: the one place every refused connection passes. The log

@@ -415,3 +415,45 @@ fn a_header_there_at_accept_is_answered_on_the_spot_and_a_split_one_in_a_task() 
     );
     Ok(())
 }
+
+/// At `-v` a connection leaves one line: a refused one its `refused` line and no `closed`
+/// line after it, on either engine (the epoll engine's in-task stages once logged both).
+#[test]
+fn a_refused_connection_leaves_one_line_at_v() -> TestResult {
+    for engine in ["epoll", "io_uring"] {
+        if engine == "io_uring" && !crate::io_engine::io_uring_available() {
+            continue;
+        }
+        let mut cmd = socketkit();
+        cmd.args(["serve", "echo", "-v", "--io-engine", engine])
+            .args(["-l", "127.0.0.1:0", "--proxy-protocol"])
+            .args(["--trusted-proxy", "127.0.0.0/8"]);
+        let server = Running::start(cmd, 1);
+        let addr: std::net::SocketAddr = server.addr().parse()?;
+        // Garbage, and a header cut short, each from its own port.
+        for bytes in [&b"garbage\r\n"[..], b"PROX"] {
+            let mut client = connect_from("127.0.0.1", addr);
+            let port = client.local_addr()?.port();
+            let _ = client.write_all(bytes);
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let _ = client.read_to_end(&mut Vec::new());
+            let peer = format!("peer=127.0.0.1:{port} ");
+            server.wait_for_stderr(&["refused: ", &peer], Duration::from_secs(5));
+            // An admitted connection after it closes with its own line: by then any line
+            // of the refused one has been written.
+            let header = format!("PROXY TCP4 192.0.2.9 192.0.2.1 {port} 80\r\nx");
+            let mut admitted = connect_from("127.0.0.1", addr);
+            admitted.write_all(header.as_bytes())?;
+            admitted.shutdown(std::net::Shutdown::Write)?;
+            let mut echoed = Vec::new();
+            admitted.read_to_end(&mut echoed)?;
+            assert_eq!(echoed, b"x");
+            let closed = format!("closed peer=192.0.2.9:{port} ");
+            server.wait_for_stderr(&[&closed], Duration::from_secs(5));
+            let log = server.stderr();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(&peer)).collect();
+            assert_eq!(lines.len(), 1, "{engine}: {lines:#?}");
+        }
+    }
+    Ok(())
+}
