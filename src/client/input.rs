@@ -38,7 +38,9 @@ pub struct Input {
 
 impl Input {
     /// Starts a thread reading `reader` in chunks of up to 64 KiB (or `max_chunk`, for
-    /// datagram transports where each read becomes one datagram).
+    /// datagram transports where each read becomes one datagram). The reader must block:
+    /// a `WouldBlock` from it ends the input as any other error does (there is nothing
+    /// generic to wait on) — a non-blocking file goes through [`Input::file`], which waits.
     pub fn spawn<R: Read + Send + 'static>(reader: R, max_chunk: usize) -> io::Result<Input> {
         let (chunk_tx, chunk_rx) = sync_channel(QUEUED_CHUNKS);
         let (spare_tx, spare_rx) = sync_channel(QUEUED_CHUNKS + 2);
