@@ -125,6 +125,8 @@ impl fmt::Display for Op {
 pub struct Error {
     op: Op,
     target: Option<String>,
+    /// The target is our own socket's address, not the peer the operation was aimed at.
+    local: bool,
     #[source]
     source: io::Error,
 }
@@ -143,7 +145,27 @@ impl Error {
         Error {
             op,
             target: Some(target.to_string()),
+            local: false,
             source,
+        }
+    }
+
+    /// An error for `op` on our own socket at `local`, where the operation's target would
+    /// be a peer that is not known (a receive on an unconnected datagram socket): it reads
+    /// "on" the address rather than "from" or "to" it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::error::{Error, Op};
+    /// let err = Error::at_local(Op::Receive, "127.0.0.1:5000", std::io::ErrorKind::TimedOut.into());
+    /// assert_eq!(err.to_string(), "cannot receive on 127.0.0.1:5000: timed out");
+    /// assert_eq!((err.op(), err.target()), (Op::Receive, Some("127.0.0.1:5000")));
+    /// ```
+    pub fn at_local(op: Op, local: impl fmt::Display, source: io::Error) -> Error {
+        Error {
+            local: true,
+            ..Error::new(op, local, source)
         }
     }
 
@@ -160,6 +182,7 @@ impl Error {
         Error {
             op,
             target: None,
+            local: false,
             source,
         }
     }
@@ -237,6 +260,7 @@ impl fmt::Display for Error {
         if let Some(target) = &self.target {
             match self.op.phrase().1 {
                 "" => write!(f, " {target}")?,
+                "to" | "from" if self.local => write!(f, " on {target}")?,
                 preposition => write!(f, " {preposition} {target}")?,
             }
         }

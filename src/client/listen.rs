@@ -87,7 +87,7 @@ impl Listening {
     ///
     /// # Errors
     ///
-    /// `cannot receive from ENDPOINT: REASON`; for Unix datagrams, a sender without an
+    /// `cannot receive on ENDPOINT: REASON`; for Unix datagrams, a sender without an
     /// address (it cannot be answered).
     pub fn first_datagram(&mut self) -> Result<(Vec<u8>, Address)> {
         self.first_datagram_from(|_| true)
@@ -103,7 +103,7 @@ impl Listening {
         &mut self,
         mut admit: impl FnMut(&Address) -> bool,
     ) -> Result<(Vec<u8>, Address)> {
-        let fail = |err: io::Error| Error::new(Op::Receive, &self.endpoint, err);
+        let fail = |err: io::Error| Error::at_local(Op::Receive, &self.endpoint, err);
         let mut buf = Vec::new();
         let (data, peer) = loop {
             let (len, peer) =

@@ -188,7 +188,7 @@ impl BoundDatagramForward {
                     Ok(got) => got,
                     // An ICMP error for an earlier send_to a client that has gone: not ours.
                     Err(err) if transient(&err) => continue,
-                    Err(err) => return Err(Error::new(Op::Receive, &self.local, err)),
+                    Err(err) => return Err(Error::at_local(Op::Receive, &self.local, err)),
                 },
             };
             if let Some(metrics) = &self.metrics {

@@ -374,7 +374,7 @@ impl Socket {
             .map(|raw| Address::from_sockaddr(&raw))
         {
             Ok(local) if local.as_socket_addr().is_some() || local.as_path().is_some() => {
-                Error::new(op, local, err)
+                Error::at_local(op, local, err)
             }
             _ => Error::without_target(op, err),
         }

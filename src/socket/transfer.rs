@@ -332,7 +332,7 @@ mod tests {
         let local = udp.local_addr()?;
         assert!(
             err.to_string()
-                .starts_with(&format!("cannot receive from {local}: ")),
+                .starts_with(&format!("cannot receive on {local}: ")),
             "{err}"
         );
         Ok(())
