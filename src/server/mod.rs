@@ -204,6 +204,14 @@ impl Server {
         tls_stages: Option<Stages>,
         metrics: Option<Arc<Metrics>>,
     ) -> Server {
+        // Each listener's series exist (at 0) from the bind on, not from when its accept
+        // loops start: a scrape between the readiness lines and `serve` — a restart's new
+        // process serves its metrics socket from then on — shows every listener.
+        if let Some(metrics) = &metrics {
+            for group in &groups {
+                metrics.listener(&group.endpoint.to_string());
+            }
+        }
         Server {
             groups,
             connection: None,
