@@ -11,7 +11,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::args::{ForwardArgs, Given};
 use super::exit::CliError;
-use super::metrics::MetricsPlan;
+use super::metrics::{MetricsPlan, MetricsSocket};
 use super::{init_logging, ready};
 
 /// Relays datagrams from every `endpoints` (all `udp:`) to `target` until SIGINT/SIGTERM.
@@ -51,7 +51,10 @@ pub(crate) fn run(
             .map(|endpoint| relay.bind(endpoint))
             .collect::<socketkit::Result<_>>()?;
         // Not a restart: a UDP relay hands nothing over on SIGUSR2.
-        let http = metrics.as_ref().map(|plan| plan.bind(false)).transpose()?;
+        let http = metrics
+            .as_ref()
+            .map(|plan| plan.bind(MetricsSocket::Bind))
+            .transpose()?;
         let mut signals = Signals::install()?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
         ready::announce(&locals, &format!("forward to {}", relay.target()));

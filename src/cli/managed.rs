@@ -1,7 +1,8 @@
 //! Running under a service manager (SPEC §3.4): the sockets this process inherited (`fd:N`,
 //! `fd:NAME`, all of `LISTEN_FDS` when no `-l` is given, or the listeners of the socketkit
 //! it replaces), `--inetd`, `--pid-file`, systemd's `READY=1`/`STOPPING=1`, and the signals:
-//! SIGINT/SIGTERM drain, SIGUSR2 restarts without refusing a connection.
+//! SIGINT/SIGTERM drain, SIGUSR2 restarts without refusing a connection — nor a scrape of
+//! the metrics endpoint, whose socket is handed over with the listeners.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -20,6 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::access::Access;
 use super::args::ManagedArgs;
 use super::exit::CliError;
+use super::metrics::{self, MetricsSocket, StopServing};
 use super::resolve;
 
 /// How long a new process started by SIGUSR2 may take to report ready before it is stopped
@@ -82,9 +84,15 @@ impl Managed {
         })
     }
 
-    /// Whether an older socketkit handed its listeners to this process (a SIGUSR2 restart).
-    pub(crate) fn is_restart(&self) -> bool {
-        self.inherited.is_handover()
+    /// Where the metrics endpoint's socket comes from: the one the older socketkit handed
+    /// over (a SIGUSR2 restart), or — from an older socketkit that handed none over — a
+    /// socket bound beside its own, or else a new bind.
+    pub(crate) fn metrics_socket(&mut self) -> MetricsSocket {
+        match self.inherited.take_metrics() {
+            Some(fd) => MetricsSocket::HandedOver(fd),
+            None if self.inherited.is_handover() => MetricsSocket::BesidePredecessor,
+            None => MetricsSocket::Bind,
+        }
     }
 
     /// Whether the connection is on stdin (`--inetd`): there is nothing to listen on.
@@ -142,12 +150,14 @@ impl Managed {
     }
 
     /// Binds and serves: `serve` runs until a signal drains the server (or, `--inetd`,
-    /// until the connection ends). Once bound it announces, writes the pid file, reports to
-    /// the process it replaces, and tells the service manager `READY=1`.
+    /// until the connection ends). Once bound it announces, then the `metrics` endpoint
+    /// (bound already, served from then on), writes the pid file, reports to the process it
+    /// replaces, and tells the service manager `READY=1`.
     pub(crate) async fn serve<Fut>(
         mut self,
         builder: socketkit::server::Builder,
         access: &Access,
+        metrics: Option<metrics::Bound>,
         announce: impl FnOnce(&[Endpoint]),
         serve: impl FnOnce(Server) -> Fut,
     ) -> Result<(), CliError>
@@ -165,14 +175,24 @@ impl Managed {
         let server = builder.bind().await?;
         // Bound (so ports below 1024 work as root), nothing accepted yet.
         access.drop_privileges()?;
-        let restart = match self.program.take() {
-            Some(program) => Some(Restart {
-                handover: Some(server.handover()?),
-                program,
-                args: std::mem::take(&mut self.args),
-            }),
-            None => None,
+        // What a restart hands over: duplicates of the listeners and the metrics socket.
+        let handover = match (&self.program, &metrics) {
+            (None, _) => None,
+            (Some(_), None) => Some(server.handover()?),
+            (Some(_), Some(metrics)) => {
+                let mut handover = server.handover()?;
+                handover.add_metrics_socket(metrics.handover_socket()?);
+                Some(handover)
+            }
         };
+        // Without a restart the handle goes unused, and the metrics are served to the end.
+        let (metrics, stop_metrics) = metrics.map(metrics::Bound::stoppable).unzip();
+        let restart = self.program.take().map(|program| Restart {
+            handover,
+            stop_metrics,
+            program,
+            args: std::mem::take(&mut self.args),
+        });
         // Signals are caught before the readiness lines, so a SIGTERM sent as soon as
         // a script reads them is a graceful shutdown, never the default death.
         watch_signals(server.shutdown_handle(), restart)?;
@@ -180,6 +200,9 @@ impl Managed {
         // The pid file before the readiness lines: whoever waits for them finds it written.
         let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
         announce(&server.local_endpoints());
+        if let Some(metrics) = metrics {
+            metrics.start();
+        }
         if let Some(ready) = self.inherited.take_ready() {
             report_ready(ready);
         }
@@ -251,17 +274,20 @@ impl Drop for PidFile {
     }
 }
 
-/// What SIGUSR2 needs: this program and its arguments, and the listening sockets to hand
-/// over (dropped as soon as the server drains, so that no socket outlives its listeners).
+/// What SIGUSR2 needs: this program and its arguments, the listening sockets to hand
+/// over (dropped as soon as the server drains, so that no socket outlives its listeners),
+/// and the metrics endpoint's serving, which stops once the new process serves its socket.
 struct Restart {
     handover: Option<Handover>,
+    stop_metrics: Option<StopServing>,
     program: PathBuf,
     args: Vec<OsString>,
 }
 
 impl Restart {
-    /// Starts the new process; once it serves, this one keeps its socket files for it,
-    /// tells the service manager the new main pid, and drains.
+    /// Starts the new process; once it serves, this one stops serving the metrics endpoint,
+    /// keeps its socket files for it, tells the service manager the new main pid, and
+    /// drains. If it fails, this one goes on serving everything.
     async fn run(&mut self, handle: &ShutdownHandle) {
         let Some(handover) = &self.handover else {
             return;
@@ -272,6 +298,12 @@ impl Restart {
             .await
         {
             Ok(successor) => {
+                // Every scrape and health check is the new process's from now on: it accepts
+                // on the same socket, and takes those queued on it. Stopped before the line
+                // below, so that a scrape sent once it is out cannot reach this process.
+                if let Some(metrics) = self.stop_metrics.take() {
+                    metrics.stop().await;
+                }
                 tracing::info!(
                     "restarted: process {} serves now; draining connections",
                     successor.pid()

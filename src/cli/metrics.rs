@@ -1,7 +1,9 @@
 //! `--metrics HOST:PORT` (SPEC §3.5): the endpoint checked with the other options, bound
-//! with the listeners, announced after their `listening on` lines, then served beside them.
+//! with the listeners (or, on a SIGUSR2 restart, taken over from the old process), announced
+//! after their `listening on` lines, then served beside them.
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use socketkit::endpoint::Endpoint;
@@ -42,14 +44,16 @@ impl MetricsPlan {
         Arc::clone(&self.metrics)
     }
 
-    /// Binds the endpoint (inside the runtime); serve it with [`Bound::serve`] once the
-    /// readiness lines are out. A `restart` (SIGUSR2's new process) binds beside the old
-    /// process's endpoint; otherwise a port another process holds is an error.
-    pub(crate) fn bind(&self, restart: bool) -> Result<Bound, CliError> {
-        let http = if restart {
-            HttpListener::bind_beside_predecessor(&self.endpoint)?
-        } else {
-            HttpListener::bind(&self.endpoint)?
+    /// Binds the endpoint, or takes the socket the old process handed over (inside the
+    /// runtime); serve it with [`Bound::serve`] or [`Bound::stoppable`] once the readiness lines
+    /// are out. Bound anew, a port another process holds is an error.
+    pub(crate) fn bind(&self, source: MetricsSocket) -> Result<Bound, CliError> {
+        let http = match source {
+            MetricsSocket::Bind => HttpListener::bind(&self.endpoint)?,
+            MetricsSocket::HandedOver(fd) => HttpListener::adopt(fd)?,
+            MetricsSocket::BesidePredecessor => {
+                HttpListener::bind_beside_predecessor(&self.endpoint)?
+            }
         };
         Ok(Bound {
             http,
@@ -67,10 +71,22 @@ impl MetricsPlan {
             .map_err(|err| CliError::runtime(socketkit::error::Op::Create, "tokio runtime", err))?;
         let bound = {
             let _entered = runtime.enter();
-            self.bind(false)?
+            self.bind(MetricsSocket::Bind)?
         };
         Ok(Standalone { runtime, bound })
     }
+}
+
+/// Where the metrics endpoint's socket comes from.
+#[derive(Debug)]
+pub(crate) enum MetricsSocket {
+    /// Bound anew: a process that replaces none.
+    Bind,
+    /// The socket the process this one replaces (SIGUSR2) handed over.
+    HandedOver(OwnedFd),
+    /// Bound with `SO_REUSEPORT` beside the socket of the process this one replaces, which
+    /// handed over none: a socketkit older than the handing over of the metrics socket.
+    BesidePredecessor,
 }
 
 /// The metrics endpoint of a command without a runtime, bound on a runtime of its own.
@@ -110,5 +126,56 @@ impl Bound {
     /// Serves the endpoint until the runtime ends.
     pub(crate) async fn serve(self) {
         self.http.serve(self.metrics).await;
+    }
+
+    /// A duplicate of the listening socket, for a restart to hand over.
+    pub(crate) fn handover_socket(&self) -> Result<OwnedFd, CliError> {
+        Ok(self.http.handover_socket()?)
+    }
+
+    /// The endpoint, to [`Stoppable::start`] once the readiness lines are out, and the
+    /// handle that stops its serving.
+    pub(crate) fn stoppable(self) -> (Stoppable, StopServing) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Stoppable { bound: self, rx }, StopServing(tx))
+    }
+}
+
+/// The metrics endpoint, bound, served until its [`StopServing`] says stop.
+#[derive(Debug)]
+pub(crate) struct Stoppable {
+    bound: Bound,
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stoppable {
+    /// Announces the endpoint and serves it from a task until the runtime ends or
+    /// [`StopServing::stop`].
+    pub(crate) fn start(self) {
+        let Stoppable { bound, mut rx } = self;
+        bound.announce();
+        let stop = async move {
+            // An error is the handle dropped unused: nothing stops the serving then.
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::spawn(bound.http.serve_until(bound.metrics, stop));
+    }
+}
+
+/// Stops the serving of a [`Bound::stoppable`]: a restart's old process, once the new one (which
+/// inherited the socket) serves.
+#[derive(Debug)]
+pub(crate) struct StopServing(tokio::sync::watch::Sender<bool>);
+
+impl StopServing {
+    /// Stops accepting and returns once no scrape can reach this process any more: those
+    /// queued on the socket are the new process's. Requests already accepted are answered.
+    pub(crate) async fn stop(self) {
+        // No receiver: the serving already ended.
+        let _ = self.0.send(true);
+        // The receiver goes with the serving future, once it has returned.
+        self.0.closed().await;
     }
 }

@@ -154,7 +154,7 @@ pub(crate) fn workers(args: &ServerArgs) -> usize {
 pub(crate) fn run<F, Fut>(
     prepared: Prepared,
     what: &str,
-    managed: Managed,
+    mut managed: Managed,
     serve: F,
 ) -> Result<(), CliError>
 where
@@ -177,18 +177,13 @@ where
     }
     runtime.block_on(async move {
         // Bound first: before the privileges are dropped, like the listeners.
-        let restart = managed.is_restart();
         let metrics = metrics
             .as_ref()
-            .map(|plan| plan.bind(restart))
+            .map(|plan| plan.bind(managed.metrics_socket()))
             .transpose()?;
-        let announce = |endpoints: &[_]| {
-            ready::announce(endpoints, what);
-            if let Some(metrics) = metrics {
-                metrics.announce();
-                tokio::spawn(metrics.serve());
-            }
-        };
-        managed.serve(builder, &access, announce, serve).await
+        let announce = |endpoints: &[_]| ready::announce(endpoints, what);
+        managed
+            .serve(builder, &access, metrics, announce, serve)
+            .await
     })
 }

@@ -6,7 +6,8 @@
 //! - **Handover** (a socketkit restarting on `SIGUSR2`, `server::Handover`): the
 //!   listening sockets of each listener, in the order of the listeners,
 //!   as `SOCKETKIT_HANDOVER_FDS=3,4;5` (`;` between listeners, `,` between the
-//!   `SO_REUSEPORT` sockets of one), a pipe to report readiness on
+//!   `SO_REUSEPORT` sockets of one), the metrics endpoint's listening socket when it has
+//!   one (`SOCKETKIT_HANDOVER_METRICS_FD`), a pipe to report readiness on
 //!   (`SOCKETKIT_HANDOVER_READY_FD`), and the pid of the process handing over
 //!   (`SOCKETKIT_HANDOVER_FROM`), which must be our parent: a program we run later sees
 //!   none of it anyway, as every variable is removed once read.
@@ -26,6 +27,8 @@ const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 
 /// The variable naming the handed-over listening sockets.
 pub(crate) const HANDOVER_FDS: &str = "SOCKETKIT_HANDOVER_FDS";
+/// The variable naming the metrics endpoint's listening socket, when it is handed over.
+pub(crate) const HANDOVER_METRICS_FD: &str = "SOCKETKIT_HANDOVER_METRICS_FD";
 /// The variable naming the pipe the new process reports readiness on.
 pub(crate) const HANDOVER_READY_FD: &str = "SOCKETKIT_HANDOVER_READY_FD";
 /// The variable naming the process that hands over.
@@ -45,6 +48,9 @@ pub(crate) struct Passed {
 pub(crate) struct HandedOver {
     /// Each listener's sockets (several with `SO_REUSEPORT`).
     pub(crate) groups: Vec<Vec<OwnedFd>>,
+    /// The metrics endpoint's listening socket (`None` from a socketkit that handed over
+    /// none: it had no `--metrics`, or it is older than the handing over of that socket).
+    pub(crate) metrics: Option<OwnedFd>,
     /// Where to report readiness.
     pub(crate) ready: OwnedFd,
 }
@@ -85,20 +91,22 @@ pub(crate) unsafe fn take_passed() -> Result<Passed> {
         Vec::new()
     };
     let fds = env::var(HANDOVER_FDS).ok();
+    let metrics = env::var(HANDOVER_METRICS_FD).ok();
     let ready = env::var(HANDOVER_READY_FD).ok();
     let from = env::var(HANDOVER_FROM).ok();
     // SAFETY: as above.
     unsafe {
         env::remove_var(HANDOVER_FDS);
+        env::remove_var(HANDOVER_METRICS_FD);
         env::remove_var(HANDOVER_READY_FD);
         env::remove_var(HANDOVER_FROM);
     }
     let ours =
         from.and_then(|pid| pid.parse::<u32>().ok()) == Some(std::os::unix::process::parent_id());
     let handover = match (fds, ready) {
-        (Some(fds), Some(ready)) if ours => {
-            Some(handed_over(&fds, &ready).map_err(|err| fail(HANDOVER_FDS, err))?)
-        }
+        (Some(fds), Some(ready)) if ours => Some(
+            handed_over(&fds, metrics.as_deref(), &ready).map_err(|err| fail(HANDOVER_FDS, err))?,
+        ),
         _ => None,
     };
     Ok(Passed {
@@ -119,13 +127,14 @@ fn close_on_exec_unclaimed(announced: Option<&str>) {
 }
 
 /// Parses and claims the handover's descriptors.
-fn handed_over(fds: &str, ready: &str) -> io::Result<HandedOver> {
+fn handed_over(fds: &str, metrics: Option<&str>, ready: &str) -> io::Result<HandedOver> {
     let groups = fds
         .split(';')
         .map(|group| group.split(',').map(claim).collect::<io::Result<Vec<_>>>())
         .collect::<io::Result<Vec<_>>>()?;
     Ok(HandedOver {
         groups,
+        metrics: metrics.map(claim).transpose()?,
         ready: claim(ready)?,
     })
 }
@@ -148,8 +157,13 @@ fn claim(text: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The variables that hand `groups` over to a child, with `ready` the pipe's write end.
-pub(crate) fn handover_env(groups: &[Vec<RawFd>], ready: RawFd) -> [(&'static str, String); 3] {
+/// The variables that hand `groups` and the metrics endpoint's socket `metrics` over to a
+/// child, with `ready` the pipe's write end.
+pub(crate) fn handover_env(
+    groups: &[Vec<RawFd>],
+    metrics: Option<RawFd>,
+    ready: RawFd,
+) -> Vec<(&'static str, String)> {
     let fds = groups
         .iter()
         .map(|group| {
@@ -161,9 +175,13 @@ pub(crate) fn handover_env(groups: &[Vec<RawFd>], ready: RawFd) -> [(&'static st
         })
         .collect::<Vec<_>>()
         .join(";");
-    [
+    let mut env = vec![
         (HANDOVER_FDS, fds),
         (HANDOVER_READY_FD, ready.to_string()),
         (HANDOVER_FROM, std::process::id().to_string()),
-    ]
+    ];
+    if let Some(metrics) = metrics {
+        env.push((HANDOVER_METRICS_FD, metrics.to_string()));
+    }
+    env
 }

@@ -2,7 +2,8 @@
 //! sockets to a new process — the same sockets, inherited as descriptors, so connections
 //! already queued on them are accepted by the new process rather than reset, as a second
 //! `SO_REUSEPORT` bind would do to those queued on the old socket — waits until the new
-//! process reports that it serves, and only then stops accepting and drains.
+//! process reports that it serves, and only then stops accepting and drains. The metrics
+//! endpoint's socket goes along ([`Handover::add_metrics_socket`]), for the same reason.
 //!
 //! The new process finds the sockets with [`Inherited::from_env`](super::Inherited::from_env)
 //! and reports with [`ReadyReport`](super::ReadyReport); the variables between the two are
@@ -33,6 +34,8 @@ const REAP_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Handover {
     groups: Vec<Vec<OwnedFd>>,
+    /// The metrics endpoint's listening socket, handed over beside the listeners.
+    metrics: Option<OwnedFd>,
     keepers: Vec<Arc<AtomicBool>>,
 }
 
@@ -74,11 +77,25 @@ impl Server {
             }
             groups.push(fds);
         }
-        Ok(Handover { groups, keepers })
+        Ok(Handover {
+            groups,
+            metrics: None,
+            keepers,
+        })
     }
 }
 
 impl Handover {
+    /// Hands the metrics endpoint's listening socket over too (a duplicate of it, such as
+    /// [`HttpListener::handover_socket`](crate::metrics::HttpListener::handover_socket)
+    /// gives): the new process finds it with
+    /// [`Inherited::take_metrics`](super::Inherited::take_metrics) and serves the same
+    /// socket, so a scrape queued on it when this process stops serving it is the new
+    /// process's to answer, not reset as a second `SO_REUSEPORT` socket's queue would be.
+    pub fn add_metrics_socket(&mut self, socket: OwnedFd) {
+        self.metrics = Some(socket);
+    }
+
     /// Starts `program` with `args` and the listening sockets, and waits up to `timeout`
     /// for it to report that it serves them. Its stdin is `/dev/null`; stdout and stderr
     /// are this process's, so its `listening on` lines go where ours went.
@@ -103,8 +120,10 @@ impl Handover {
             .collect();
         let mut cmd = std::process::Command::new(program);
         cmd.args(args).stdin(Stdio::null());
-        cmd.envs(net::handover_env(&raw, ready.write.as_raw_fd()));
+        let metrics = self.metrics.as_ref().map(AsRawFd::as_raw_fd);
+        cmd.envs(net::handover_env(&raw, metrics, ready.write.as_raw_fd()));
         let mut inherit: Vec<RawFd> = raw.into_iter().flatten().collect();
+        inherit.extend(metrics);
         inherit.push(ready.write.as_raw_fd());
         net::inherit_on_exec(&mut cmd, inherit);
         // A std child, not tokio's: tokio reaps a child whose handle is dropped, and the

@@ -26,6 +26,9 @@ pub struct Inherited {
     activated: Vec<(Option<OwnedFd>, String)>,
     /// An older socketkit's listeners, in its order; `None` once taken.
     handed_over: Option<Vec<Vec<OwnedFd>>>,
+    /// An older socketkit's metrics endpoint's socket; `None` once taken, or if it handed
+    /// none over.
+    metrics: Option<OwnedFd>,
     ready: Option<OwnedFd>,
     /// Whether an older socketkit handed its listeners over, taken or not.
     restart: bool,
@@ -50,9 +53,13 @@ impl Inherited {
     pub unsafe fn from_env() -> Result<Inherited> {
         // SAFETY: the caller guarantees no other thread runs.
         let passed = unsafe { net::take_passed() }?;
-        let (handed_over, ready) = match passed.handover {
-            Some(handover) => (Some(handover.groups), Some(handover.ready)),
-            None => (None, None),
+        let (handed_over, metrics, ready) = match passed.handover {
+            Some(handover) => (
+                Some(handover.groups),
+                handover.metrics,
+                Some(handover.ready),
+            ),
+            None => (None, None, None),
         };
         Ok(Inherited {
             restart: handed_over.is_some(),
@@ -62,6 +69,7 @@ impl Inherited {
                 .map(|(fd, name)| (Some(fd), name))
                 .collect(),
             handed_over,
+            metrics,
             ready,
         })
     }
@@ -173,6 +181,15 @@ impl Inherited {
             }
         }
         Ok(all)
+    }
+
+    /// The listening socket of the metrics endpoint that an older socketkit handed over
+    /// with its listeners ([`Handover::add_metrics_socket`](super::Handover::add_metrics_socket)),
+    /// once; serve it with
+    /// [`HttpListener::adopt`](crate::metrics::HttpListener::adopt). `None` when this is
+    /// no handover, or the older socketkit handed over no metrics socket.
+    pub fn take_metrics(&mut self) -> Option<OwnedFd> {
+        self.metrics.take()
     }
 
     /// The way to tell the older socketkit that handed over that this process serves now

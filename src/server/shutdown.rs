@@ -88,8 +88,10 @@ impl ShutdownHandle {
     /// new process, see [`Handover`](super::Handover)): the listeners close at once, with no
     /// shutdown delay, and `/health` goes on answering 200, for the service at this address
     /// goes on. (A balancer that saw 503 from this process while the successor answered 200
-    /// on the same port would take the instance out and back in during every restart.) Then
-    /// the in-flight connections drain as after [`ShutdownHandle::shutdown`].
+    /// on the same port would take the instance out and back in during every restart. The
+    /// socketkit CLI hands its metrics socket over as well and stops answering on it at
+    /// this point.) Then the in-flight connections drain as after
+    /// [`ShutdownHandle::shutdown`].
     pub fn hand_over(&self) {
         self.handed_over.store(true, Ordering::Release);
         self.shutdown();

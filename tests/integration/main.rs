@@ -69,6 +69,9 @@ mod layers;
 mod managed_activation;
 /// SIGUSR2: restart without a refused connection, under load, for serve and forward.
 mod managed_restart;
+/// SIGUSR2 with `--metrics`: the metrics socket handed over, no scrape reset or answered by
+/// the old process once the new one is ready.
+mod managed_restart_metrics;
 /// `--metrics` and `/health`: every path a connection takes counts what it did.
 mod metrics;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.

@@ -335,6 +335,9 @@ fn exec_children_inherit_no_listen_variables_and_no_listening_socket() -> TestRe
                 "exec",
                 "--pid-file",
                 &pid_file.display().to_string(),
+                // Handed over on restart too: no more inherited by programs than the rest.
+                "--metrics",
+                "127.0.0.1:0",
                 "--",
                 "sh",
                 "-c",

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+use crate::balancer::start_with_metrics;
 use crate::support::TestResult;
-use crate::support::net::{Fnv, connect, payload};
+use crate::support::net::{Fnv, connect, http_get, payload};
 use crate::support::process::{Running, command, socketkit};
 use crate::support::restart::{
     Descendants, Mode, Target, become_subreaper, load, read_pid, send_signal, wait_for_new_pid,
@@ -163,9 +164,11 @@ fn a_broken_new_binary_leaves_the_old_one_serving() -> TestResult {
     let binary = own_binary(dir.path())?;
     let pid_file = dir.path().join("s.pid");
     let mut cmd = command(&binary);
-    cmd.args(["serve", "-l", "127.0.0.1:0", "--pid-file"])
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--pid-file")
         .arg(&pid_file);
-    let mut old = Running::start(cmd, 1);
+    // The metrics socket is handed over too: the old process goes on serving it.
+    let (mut old, metrics) = start_with_metrics(cmd);
     let addr = old.addr();
     let pid = old.pid();
 
@@ -181,6 +184,7 @@ fn a_broken_new_binary_leaves_the_old_one_serving() -> TestResult {
     assert!(log.contains("error: broken build"), "{log}");
     assert!(log.contains("exit status: 3"), "{log}");
     still_greets(&addr);
+    assert_eq!(http_get(&metrics, "/health"), (200, "ok\n".to_owned()));
     assert_eq!(read_pid(&pid_file), Some(pid));
 
     // No binary at all.
@@ -197,6 +201,7 @@ fn a_broken_new_binary_leaves_the_old_one_serving() -> TestResult {
         old.stderr()
     );
     still_greets(&addr);
+    assert_eq!(http_get(&metrics, "/health"), (200, "ok\n".to_owned()));
     assert_eq!(read_pid(&pid_file), Some(pid));
 
     send_signal(pid, libc::SIGTERM);

@@ -226,7 +226,8 @@ fn listen_keep_open_counts_each_connection() -> TestResult {
     Ok(())
 }
 
-/// The metrics socket has `SO_REUSEPORT` for a restart; a second server (not a restart)
+/// The metrics socket has `SO_REUSEPORT` (for a restart from or to a socketkit that binds
+/// beside its predecessor rather than inheriting it); a second server (not a restart)
 /// given the same `--metrics` port shared it, and the two split the scrapes and health
 /// checks between them. It must fail as a taken listening port does.
 #[test]
@@ -292,8 +293,9 @@ fn a_sigusr2_restart_takes_the_metrics_port_over() -> TestResult {
 }
 
 /// The old process of a restart drains while the new one serves the same port and the
-/// same metrics port: a balancer's health checks reach both. The old one answered 503,
-/// and HAProxy took the instance out and back in several times per restart.
+/// same metrics port. The old one answered 503 to the health checks that reached it, and
+/// HAProxy took the instance out and back in several times per restart; now the metrics
+/// socket is handed over and only the new process answers (managed_restart_metrics.rs).
 #[test]
 fn health_stays_200_from_both_processes_of_a_restart() -> TestResult {
     become_subreaper();
@@ -314,7 +316,7 @@ fn health_stays_200_from_both_processes_of_a_restart() -> TestResult {
     send_signal(first, libc::SIGUSR2);
     let second = wait_for_new_pid(&pid_file, first, DEADLINE);
     adopted.add(second);
-    // Both processes answer on the metrics port (SO_REUSEPORT); every answer is 200.
+    // The old process drains its held connection meanwhile; every answer is 200.
     let answers: Vec<u16> = (0..30).map(|_| http_get(&metrics, "/health").0).collect();
     assert!(answers.iter().all(|&code| code == 200), "{answers:?}");
     // No shutdown delay either: the new process serves the listeners already.
