@@ -257,3 +257,75 @@ fn scrapes_across_restarts_are_never_reset_and_reach_only_the_new_process() -> T
 fn a_metrics_port_0_is_kept_across_restarts() -> TestResult {
     scrape_through_restarts("127.0.0.1:0")
 }
+
+/// An older socketkit, played by Python: it hands over its listener but no metrics socket,
+/// holds the metrics port with `SO_REUSEPORT`, and closes it once the new process reports
+/// ready; then it waits for the new process and exits with its code.
+const OLDER_SOCKETKIT: &str = r#"
+import os, socket, subprocess, sys
+service = socket.socket()
+service.bind(("127.0.0.1", 0))
+service.listen()
+metrics = socket.socket()
+metrics.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+metrics.bind(("127.0.0.1", 0))
+metrics.listen()
+port = metrics.getsockname()[1]
+read, write = os.pipe()
+env = dict(os.environ, SOCKETKIT_HANDOVER_FDS=str(service.fileno()),
+           SOCKETKIT_HANDOVER_READY_FD=str(write), SOCKETKIT_HANDOVER_FROM=str(os.getpid()))
+child = subprocess.Popen(
+    [sys.argv[1], "serve", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:%d" % port],
+    env=env, pass_fds=(service.fileno(), write))
+os.close(write)
+pid = os.read(read, 64).decode().strip()
+metrics.close()
+sys.stderr.write("older: port %d, new process %s ready\n" % (port, pid or "never"))
+sys.stderr.flush()
+sys.exit(child.wait())
+"#;
+
+/// From a socketkit older than the handing over of the metrics socket, a restart still
+/// works: the new process binds the port beside the old one's, as every restart did.
+#[test]
+fn a_predecessor_that_hands_over_no_metrics_socket_is_joined_on_its_port() -> TestResult {
+    if !crate::support::tools::available("python3") {
+        return Ok(());
+    }
+    let mut cmd = crate::support::process::command(std::path::Path::new("/usr/bin/env"));
+    cmd.args([
+        "python3",
+        "-c",
+        OLDER_SOCKETKIT,
+        env!("CARGO_BIN_EXE_socketkit"),
+    ]);
+    let mut older = crate::support::process::Running::start(cmd, 1);
+    older.wait_for_stderr(&["older: port "], DEADLINE);
+    let log = older.stderr();
+    let (port, pid) = log
+        .split("older: port ")
+        .nth(1)
+        .and_then(|rest| {
+            let mut words = rest.split_whitespace();
+            let port = words.next()?.trim_end_matches(',').to_owned();
+            let pid = words.nth(2)?.parse::<i32>().ok()?;
+            Some((port, pid))
+        })
+        .ok_or_else(|| format!("the new process never reported ready:\n{log}"))?;
+    let metrics = format!("127.0.0.1:{port}");
+    // Asked before the new process is stopped, so that it is stopped whatever it answers.
+    let health = get(&metrics, "/health", "");
+    send_signal(pid, libc::SIGTERM);
+    let status = older.wait(DEADLINE);
+    let log = older.stderr();
+    assert!(
+        matches!(&health, Answer::Health(200, body) if body == "ok\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("metrics on http://{metrics}/metrics")),
+        "{log}"
+    );
+    assert!(status.success(), "{log}");
+    Ok(())
+}
