@@ -8,12 +8,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
-use crate::support::TestResult;
 use crate::support::net::{connect, free_port, http_get, payload, read_to_end};
 use crate::support::process::{DEADLINE, Running, socketkit, socketkit_with_fd_limit};
 use crate::support::restart::{
     Descendants, become_subreaper, read_pid, send_signal, wait_for_new_pid,
 };
+use crate::support::{TestResult, wait_until};
 
 #[test]
 fn greetings_are_counted_and_a_delayed_shutdown_says_503_while_it_still_accepts() -> TestResult {
@@ -26,29 +26,25 @@ fn greetings_are_counted_and_a_delayed_shutdown_says_503_while_it_still_accepts(
         assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
     }
     let listener = format!("listener=\"tcp:{}\"", server.addr());
-    assert_eq!(
-        sample(&metrics, "socketkit_connections_accepted_total", &listener),
-        3
-    );
-    assert_eq!(
-        sample(&metrics, "socketkit_bytes_sent_total", &listener),
-        18
-    );
-    assert_eq!(
-        sample(&metrics, "socketkit_bytes_received_total", &listener),
-        0
-    );
-    assert_eq!(
-        sample(
-            &metrics,
-            "socketkit_connection_duration_seconds_count",
-            &listener
-        ),
-        3
-    );
-    assert_eq!(
-        sample(&metrics, "socketkit_connections_active", &listener),
-        0
+    // What a connection's close records (its bytes, its duration, the active count) is
+    // recorded as it closes, which the client may see first: waited for, not raced.
+    let expected = [
+        ("socketkit_connections_accepted_total", 3),
+        ("socketkit_bytes_sent_total", 18),
+        ("socketkit_bytes_received_total", 0),
+        ("socketkit_connection_duration_seconds_count", 3),
+        ("socketkit_connections_active", 0),
+    ];
+    let read = || {
+        expected
+            .iter()
+            .map(|(name, _)| (*name, sample(&metrics, name, &listener)))
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{:?} != {expected:?}", read()),
+        || read() == expected,
     );
 
     let asked = Instant::now();
