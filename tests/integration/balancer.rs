@@ -152,6 +152,13 @@ fn haproxy_spreads_clients_over_two_instances_that_see_the_real_client_and_drain
         "socketkit_connections_accepted_total",
         &listener,
     );
+    // A connection's close is recorded as it closes, which its client may see first.
+    let ended = "socketkit_connection_duration_seconds_count";
+    crate::support::wait_until(
+        PATIENCE,
+        || format!("{served} connections, not all ended"),
+        || sample(&metrics_a, ended, &listener) == served,
+    );
     assert_eq!(served, from_a.len() as u64);
     let refused = format!("{listener},reason=\"proxy\"");
     assert_eq!(
@@ -166,8 +173,6 @@ fn haproxy_spreads_clients_over_two_instances_that_see_the_real_client_and_drain
     );
     let active = sample(&metrics_a, "socketkit_connections_active", &listener);
     assert_eq!(active, 0);
-    let ended = "socketkit_connection_duration_seconds_count";
-    assert_eq!(sample(&metrics_a, ended, &listener), served);
     let log = a.stderr();
     let closed = log
         .lines()
