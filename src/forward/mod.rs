@@ -5,7 +5,8 @@
 //! towards the other, so half-closed protocols work through the relay; the relay ends when
 //! both directions have ended, or when either side fails: then both are reset, so that
 //! neither takes a cut stream for a whole one (an idle timeout, which lost nothing, closes
-//! them). A target that cannot be reached resets that one client, with the reason logged,
+//! them). A relay still open at the server's drain deadline is cut too, and resets both
+//! sides. A target that cannot be reached resets that one client, with the reason logged,
 //! and the server goes on.
 //!
 //! As a [`Handler`], a [`Forward`] gets the server's limits for free: `max_connections`,
@@ -250,6 +251,17 @@ impl Upstream {
         match self {
             Upstream::Plain(stream) => stream.reset_on_close(),
             Upstream::Tls(tls) => tls.get_ref().0.reset_on_close(),
+        }
+    }
+}
+
+/// A relay cut short by a forced shutdown resets its target too, as it does when one side
+/// fails: the target must not take the cut for the client's clean end. (The client's side,
+/// a [`Connection`], resets itself.)
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if crate::server::is_dropping_forced() {
+            self.reset_on_close();
         }
     }
 }

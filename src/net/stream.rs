@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -126,7 +126,9 @@ impl Stream {
         }
     }
 
-    /// Makes the close a reset (`SO_LINGER` 0): for a connection refused after accept.
+    /// Makes the close a reset (`SO_LINGER` 0): for a connection refused after accept, or
+    /// cut short by a forced shutdown. A Unix stream has no reset: its peer reads end of
+    /// stream (`ECONNRESET` only if this side left bytes unread).
     pub(crate) fn reset_on_close(&self) {
         let _ = match self {
             Stream::Tcp(s) => socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)),
@@ -134,6 +136,21 @@ impl Stream {
                 socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO))
             }
         };
+    }
+}
+
+/// Resets the connection of `socket` now, under whoever waits in a read or write of it (a
+/// blocking handler on another thread, an io_uring request): `SO_LINGER` 0, so that its
+/// close is a reset whatever comes next, then a disconnect (`connect(2)` to `AF_UNSPEC`),
+/// which sends the reset at once and fails every call waiting in it. A Unix stream has no
+/// reset, and some kernels refuse the disconnect while a thread waits in the socket: then it
+/// is shut down both ways, so the waiting calls still return; its peer reads end of stream
+/// (a TCP peer then meets the reset at the close).
+pub(crate) fn reset_now(socket: BorrowedFd<'_>) {
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_linger(Some(Duration::ZERO));
+    if crate::sys::disconnect(socket.as_raw_fd()).is_err() {
+        let _ = sock.shutdown(Shutdown::Both);
     }
 }
 

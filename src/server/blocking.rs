@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,8 +143,8 @@ pub(crate) fn into_blocking(
     ))
 }
 
-/// Shuts a blocking connection down from outside its thread, which makes its pending read
-/// or write return at once.
+/// Resets a blocking connection from outside its thread (a forced shutdown), which makes
+/// its pending read or write fail at once.
 #[derive(Debug)]
 pub(crate) enum Closer {
     Tcp(std::net::TcpStream),
@@ -151,11 +152,13 @@ pub(crate) enum Closer {
 }
 
 impl Closer {
-    pub(crate) fn close(&self) {
-        let _ = match self {
-            Closer::Tcp(s) => s.shutdown(Shutdown::Both),
-            Closer::Unix(s) => s.shutdown(Shutdown::Both),
-        };
+    /// Resets the connection now (see [`net::reset_now`]; a Unix stream, which has no
+    /// reset, is shut down both ways).
+    pub(crate) fn reset(&self) {
+        match self {
+            Closer::Tcp(s) => net::reset_now(s.as_fd()),
+            Closer::Unix(s) => net::reset_now(s.as_fd()),
+        }
     }
 }
 

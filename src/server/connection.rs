@@ -126,23 +126,32 @@ impl Connection {
 
     /// The stream, the idle limit and the meter, for a blocking handler's connection; a TLS
     /// connection comes back as it is, for its bytes are not the socket's.
-    pub(crate) fn into_plain_parts(self) -> Result<(Stream, Option<Duration>, Meter), Connection> {
-        match self.io {
-            Io::Plain(stream) => Ok((stream, self.idle.map(|idle| idle.limit), self.meter)),
-            Io::Tls(_) | Io::Handshaking => Err(self),
-        }
+    pub(crate) fn into_plain_parts(
+        mut self,
+    ) -> Result<(Stream, Option<Duration>, Meter), Connection> {
+        let Some(stream) = self.take_plain() else {
+            return Err(self);
+        };
+        let (meter, idle) = self.take_rest();
+        Ok((stream, idle.map(|idle| idle.limit), meter))
+    }
+
+    /// The meter and the idle timer, taken out of a connection whose stream is gone (so
+    /// that dropping what is left closes nothing).
+    fn take_rest(&mut self) -> (Meter, Option<Box<IdleTimer>>) {
+        let meter = std::mem::replace(&mut self.meter, Meter::detached());
+        (meter, self.idle.take())
     }
 
     /// The connection with its socket handed to a program as its stdin and stdout (the
     /// exec service; see [`ProgramConnection`]). It comes back as it is when its bytes
     /// are not the socket's (TLS), or when the server's idle timeout could not be kept
     /// without reading it (a Unix stream).
-    pub(crate) fn into_program(self) -> Result<ProgramConnection, Connection> {
-        let Connection { meter, io, idle } = self;
-        let stream = match io {
-            Io::Plain(stream) => stream,
-            io => return Err(Connection { meter, io, idle }),
+    pub(crate) fn into_program(mut self) -> Result<ProgramConnection, Connection> {
+        let Some(stream) = self.take_plain() else {
+            return Err(self);
         };
+        let (meter, idle) = self.take_rest();
         let limit = idle.as_ref().map(|idle| idle.limit);
         ProgramConnection::new(stream, meter, limit).map_err(|(stream, meter)| Connection {
             meter,
@@ -305,6 +314,17 @@ impl Connection {
                 Some(idle) => idle.poll_expired(cx).map(Err),
                 None => Poll::Pending,
             },
+        }
+    }
+}
+
+/// A connection dropped by a forced shutdown was cut short: it closes with a reset (see
+/// `shutdown.rs`), so that its client does not take the close for the end of a complete
+/// exchange. Dropped any other way, it closes as it always does.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if super::shutdown::is_dropping_forced() {
+            self.reset_on_close();
         }
     }
 }

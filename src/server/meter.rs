@@ -205,6 +205,15 @@ impl Meter {
         }
     }
 
+    /// A meter that counts nothing and records nothing when dropped: the stand-in left in a
+    /// connection whose meter was taken out.
+    pub(crate) fn detached() -> Meter {
+        Meter {
+            peer: Address::unix(""),
+            open: None,
+        }
+    }
+
     /// The client's address (as the PROXY header gave it, if one did).
     pub(crate) fn peer(&self) -> &Address {
         &self.peer

@@ -102,6 +102,7 @@ pub use crate::metrics::RefusalReason;
 
 pub(crate) use meter::Tally;
 pub(crate) use program::ProgramConnection;
+pub(crate) use shutdown::is_dropping_forced;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};

@@ -12,7 +12,8 @@
 //! timeout a Unix connection stays a [`Connection`](super::Connection), and its program
 //! gets pipes). The connection's slot, its per-source place and its watcher are held by
 //! its task as for every other connection; a forced shutdown drops the task, which kills
-//! the program.
+//! the program, and makes the socket's close a reset (`SO_LINGER` 0 is the socket's, so the
+//! reset goes out when the program's copies close as it dies).
 
 use std::io;
 use std::time::Duration;
@@ -35,6 +36,15 @@ pub(crate) struct ProgramConnection {
     meter: Meter,
     stream: Stream,
     idle_timeout: Option<Duration>,
+}
+
+/// Cut short by a forced shutdown: the socket closes with a reset (see `shutdown.rs`).
+impl Drop for ProgramConnection {
+    fn drop(&mut self) {
+        if super::shutdown::is_dropping_forced() {
+            self.stream.reset_on_close();
+        }
+    }
 }
 
 impl ProgramConnection {

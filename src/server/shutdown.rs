@@ -6,7 +6,17 @@
 //!
 //! Every connection task holds a [`Watcher`]; the drain is over when all of them are dropped
 //! (the shape of hyper-util's `GracefulShutdown`, on a `watch` channel).
+//!
+//! A connection closed by force was cut short: its peer must not read that as a complete
+//! exchange. So what a forced close drops, it drops inside [`dropping_forced`], and the
+//! sockets that see [`is_dropping_forced`] in their `Drop` (a [`Connection`], a
+//! relay's target, an exec program's socket) set `SO_LINGER` 0 first: the close is a
+//! reset, and the peer's next read or write fails with `ECONNRESET`. A connection that
+//! ends on its own during the drain closes as it always does (a FIN).
+//!
+//! [`Connection`]: super::Connection
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -201,6 +211,32 @@ impl Watcher {
         // An error means every handle was dropped, which can only mean the server is gone.
         let _ = self.rx.wait_for(|now| *now >= phase).await;
     }
+}
+
+thread_local! {
+    /// Set while [`dropping_forced`] runs on this thread.
+    static DROPPING_FORCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `drop` (which drops what a forced close cuts short: a handler's future, a
+/// connection) so that every socket dropped meanwhile on this thread closes with a reset
+/// (see the [module docs](self)). A thread-local rather than a flag in every connection:
+/// the drop is synchronous, and an idle connection should not carry a byte more for it.
+pub(crate) fn dropping_forced<R>(drop: impl FnOnce() -> R) -> R {
+    /// Restores the flag even if a `Drop` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DROPPING_FORCED.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(DROPPING_FORCED.with(|flag| flag.replace(true)));
+    drop()
+}
+
+/// Whether this thread is inside [`dropping_forced`]: a socket's `Drop` resets if so.
+pub(crate) fn is_dropping_forced() -> bool {
+    DROPPING_FORCED.with(Cell::get)
 }
 
 /// Resolves once `forced` rings, or at once if `is_forced` already says so.

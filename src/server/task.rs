@@ -18,7 +18,7 @@ use super::admission::Held;
 use super::blocking::{BlockingHandler, into_blocking};
 use super::meter::Meter;
 use super::pipeline::Pipeline;
-use super::shutdown::Watcher;
+use super::shutdown::{self, Watcher};
 use super::{Connection, Handler, Routine};
 use crate::error::describe;
 use crate::net::Stream;
@@ -76,14 +76,19 @@ impl Accepted {
     }
 }
 
-/// Takes `conn` through `pipeline`, cut short by a forced shutdown: what the stages keep
-/// for the connection's life, or `None` when it is not to go on.
+/// Takes `conn` through `pipeline`, cut short by a forced shutdown (which makes the
+/// connection's close a reset): what the stages keep for the connection's life, or `None`
+/// when it is not to go on.
 async fn admitted(pipeline: &Pipeline, conn: &mut Connection, watcher: &Watcher) -> Option<Held> {
-    tokio::select! {
+    let held = tokio::select! {
         biased;
         () = watcher.forced() => None,
         held = pipeline.admit(conn) => held,
+    };
+    if held.is_none() && watcher.is_forced() {
+        conn.reset_on_close();
     }
+    held
 }
 
 /// Runs an async [`Handler`] as a task per connection.
@@ -127,13 +132,14 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
 }
 
 pin_project_lite::pin_project! {
-    /// A connection's task: the handler's future, cut short by a forced shutdown; its
-    /// slot and watcher go when it does. Written out rather than as `select!` in an async
-    /// block, which held the handler's future twice: this is most of an idle connection's
-    /// memory.
+    /// A connection's task: the handler's future, cut short by a forced shutdown (which
+    /// drops it at once, so that its sockets close with a reset); its slot and watcher go
+    /// when it does. Written out rather than as `select!` in an async block, which held
+    /// the handler's future twice: this is most of an idle connection's memory.
     struct ConnTask<F> {
+        // `None` once dropped by a forced shutdown.
         #[pin]
-        work: F,
+        work: Option<F>,
         #[pin]
         forced: OwnedNotified,
         armed: bool,
@@ -145,7 +151,7 @@ pin_project_lite::pin_project! {
 impl<F> ConnTask<F> {
     fn new(work: F, watcher: Watcher, holds: Holds) -> ConnTask<F> {
         ConnTask {
-            work,
+            work: Some(work),
             forced: watcher.forced_owned(),
             armed: false,
             watcher,
@@ -164,10 +170,14 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
             this.forced.as_mut().enable();
             *this.armed = true;
             if this.watcher.is_forced() {
+                shutdown::dropping_forced(|| this.work.set(None));
                 return Poll::Ready(());
             }
         }
-        if let Poll::Ready(result) = this.work.poll(cx) {
+        let Some(work) = this.work.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        if let Poll::Ready(result) = work.poll(cx) {
             if let Err(err) = result {
                 tracing::debug!("connection ended: {}", describe(&err));
             }
@@ -175,6 +185,8 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
         }
         if this.forced.poll(cx).is_ready() {
             tracing::debug!("connection closed by shutdown");
+            // Dropped here, not with the task: inside `dropping_forced`, its sockets reset.
+            shutdown::dropping_forced(|| this.work.set(None));
             return Poll::Ready(());
         }
         Poll::Pending
@@ -182,9 +194,9 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
 }
 
 /// Sends `reply` (the rest of an immediate reply, or all of it after the admission stages)
-/// and half-closes, unless a forced shutdown comes first.
+/// and half-closes, unless a forced shutdown comes first: then the close is a reset.
 pub(crate) async fn answer(mut conn: Connection, reply: &[u8], watcher: Watcher, holds: Holds) {
-    tokio::select! {
+    let forced = tokio::select! {
         biased;
         result = async {
             conn.write_all(reply).await?;
@@ -193,9 +205,14 @@ pub(crate) async fn answer(mut conn: Connection, reply: &[u8], watcher: Watcher,
             if let Err(err) = result {
                 tracing::debug!("connection ended: {}", describe(&err));
             }
+            false
         }
-        () = watcher.forced() => {}
+        () = watcher.forced() => true,
+    };
+    if forced {
+        conn.reset_on_close();
     }
+    drop(conn);
     drop(holds);
     drop(watcher);
 }
@@ -245,8 +262,8 @@ impl<B: BlockingHandler> Spawner for BlockingSpawner<B> {
     }
 }
 
-/// Waits for a thread of the pool, then runs `handler` on it; a forced shutdown shuts the
-/// connection down under the handler, which makes its pending read or write return.
+/// Waits for a thread of the pool, then runs `handler` on it; a forced shutdown resets the
+/// connection under the handler, which makes its pending read or write fail.
 ///
 /// A connection still waiting for a thread when the server starts draining is in flight
 /// like any other (its client may have sent its request): it keeps waiting, and only the
@@ -272,7 +289,10 @@ async fn run_blocking<B: BlockingHandler>(
         thread = pool.acquire_owned() => thread.ok(),
         () = watcher.forced() => None,
     };
-    let Some(thread) = thread else { return };
+    let Some(thread) = thread else {
+        // Forced while waiting for a thread: cut short like the rest.
+        return closer.reset();
+    };
     let mut job = tokio::task::spawn_blocking(move || {
         let result = handler.call(conn);
         drop(thread);
@@ -284,7 +304,7 @@ async fn run_blocking<B: BlockingHandler>(
             Err(err) => tracing::warn!("a blocking handler panicked: {err}"),
             Ok(Ok(())) => {}
         },
-        () = watcher.forced() => closer.close(),
+        () = watcher.forced() => closer.reset(),
     }
     drop(holds);
     drop(watcher);

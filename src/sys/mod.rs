@@ -41,10 +41,10 @@ pub(crate) use platform::{
     tcp_idle_time, unacknowledged,
 };
 pub(crate) use posix::{
-    Readiness, descriptor_limit, hostname, inherit_on_exec, interface_index, is_blocking_pipe,
-    is_listening, is_pipe_or_socket, raise_descriptor_limit, raise_with_default_action,
-    reader_gone, recv_nowait, set_close_on_exec, splice_unsupported, wait_readable,
-    wait_readable_watching, wait_writable,
+    Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,
+    is_blocking_pipe, is_listening, is_pipe_or_socket, raise_descriptor_limit,
+    raise_with_default_action, reader_gone, recv_nowait, set_close_on_exec, splice_unsupported,
+    wait_readable, wait_readable_watching, wait_writable,
 };
 
 /// A non-blocking pipe, closed on drop.

@@ -1,6 +1,6 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
-//! `recv(2)` with `MSG_DONTWAIT`, `getsockopt(SO_ACCEPTCONN)`, `gethostname(2)`,
-//! `getrlimit(2)`; `fcntl(F_SETFD)` for the descriptors a process hands to the program it
+//! `recv(2)` with `MSG_DONTWAIT`, `connect(2)` to `AF_UNSPEC`, `getsockopt(SO_ACCEPTCONN)`,
+//! `gethostname(2)`, `getrlimit(2)`; `fcntl(F_SETFD)` for the descriptors a process hands to the program it
 //! starts; and `sigaction(2)` with `raise(3)` for a process that caught a signal only to
 //! clean up before dying by it.
 
@@ -121,6 +121,22 @@ pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // writes at most `len` bytes into it.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Dissolves the connection of the socket `fd` (`connect(2)` to an `AF_UNSPEC` address, as
+/// connect(2) documents): on a TCP socket the kernel sends a reset and fails every call
+/// waiting in it. Unix streams refuse it.
+pub(crate) fn disconnect(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zeroed sockaddr is a valid value of the type, and its family is AF_UNSPEC.
+    let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `unspec`, which outlives the call.
+    if unsafe { libc::connect(fd, &unspec, len) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The kind of file `fd` is (the `S_IFMT` bits of its mode), or `None` when `fstat` fails.

@@ -28,7 +28,7 @@ mod connection;
 mod stream;
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -295,7 +295,13 @@ impl Worker {
             self.backoff.succeeded(|| &self.endpoint);
             // SAFETY: a successful accept's result is a new descriptor that only we own.
             let fd = unsafe { OwnedFd::from_raw_fd(result) };
-            self.serve(fd);
+            if self.forced {
+                // Taken off the queue after the deadline (the accept's cancel had not come
+                // yet): nothing is served any more; reset like the rest.
+                crate::net::reset_now(fd.as_fd());
+            } else {
+                self.serve(fd);
+            }
         } else {
             let err = io::Error::from_raw_os_error(-result);
             self.accept_failed(&err);
@@ -376,22 +382,29 @@ impl Worker {
         }
     }
 
-    /// Closes every connection now (the drain deadline passed): receives and sends in
-    /// flight end as soon as their socket is shut down.
+    /// Closes every connection now (the drain deadline passed), each with a reset: it was
+    /// cut short, and its client must not take the close for a complete exchange. The
+    /// reset (`net::reset_now`) fails the receives and sends in flight, whose completions
+    /// then close the connections as any failure does: nothing changes in how a slot is
+    /// freed, so no completion comes for a freed one.
     fn force(&mut self) {
         self.stop_accepting();
         if self.forced {
             return;
         }
         self.forced = true;
-        for slot in std::mem::take(&mut self.starved) {
-            self.close(slot);
-        }
         for (_, conn) in &self.conns {
+            // A reply's close is already queued, its send done: it ends as it is.
+            if matches!(conn.job, connection::Job::Closing) {
+                continue;
+            }
             // SAFETY: the descriptor is open until its close completes, which has not
             // happened while the connection is in the slab.
-            let fd = unsafe { BorrowedFd::borrow_raw(conn.fd) };
-            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+            crate::net::reset_now(unsafe { BorrowedFd::borrow_raw(conn.fd) });
+        }
+        // After the resets: a starved stream has nothing in flight and closes at once.
+        for slot in std::mem::take(&mut self.starved) {
+            self.close(slot);
         }
     }
 
