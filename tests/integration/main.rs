@@ -48,6 +48,9 @@ mod cli_stdio_pipes;
 mod cli_stdio_reader_gone;
 /// Datagrams at their transports' size limits through `connect` and `listen`, whole.
 mod datagram_sizes;
+/// The drain's end as a client sees it: a reset for a connection cut at the deadline, a
+/// FIN for one that ended on its own.
+mod drain_reset;
 /// Endpoint forms: abstract Unix sockets, IPv6 zones.
 mod endpoint_forms;
 /// The EOF model of docs/cli.md, row by row.
