@@ -123,6 +123,9 @@ impl Builder {
     }
 
     /// How long a graceful shutdown lets in-flight connections run before closing them.
+    /// Those still open then were cut short and close with a reset (`SO_LINGER` 0), so that
+    /// their clients read `ECONNRESET` rather than a clean end (a Unix stream, which has no
+    /// reset, ends as usual).
     pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Builder {
         self.limits.drain_timeout = timeout;
         self

@@ -112,7 +112,10 @@ impl ShutdownHandle {
         self.handed_over.load(Ordering::Acquire)
     }
 
-    /// Closes every connection now, without waiting for the drain deadline.
+    /// Closes every connection now, without waiting for the drain deadline: each was cut
+    /// short, so it closes with a reset (`SO_LINGER` 0) and its client's next read or
+    /// write fails with `ECONNRESET` (a Unix stream has no reset: its client reads end of
+    /// stream).
     pub fn force(&self) {
         self.tx.send_replace(Phase::Forced);
         self.forced.notify_waiters();
