@@ -394,12 +394,13 @@ impl Worker {
         }
         self.forced = true;
         for (_, conn) in &self.conns {
-            // A reply's close is already queued, its send done: it ends as it is.
+            // Its close is queued, nothing else of it is in flight, and the close may
+            // have run already (its descriptor gone, perhaps reused): it ends as it is.
             if matches!(conn.job, connection::Job::Closing) {
                 continue;
             }
-            // SAFETY: the descriptor is open until its close completes, which has not
-            // happened while the connection is in the slab.
+            // SAFETY: no close of this descriptor is queued (above), so it is open: a
+            // connection's only close is queued once nothing else of it is in flight.
             crate::net::reset_now(unsafe { BorrowedFd::borrow_raw(conn.fd) });
         }
         // After the resets: a starved stream has nothing in flight and closes at once.
