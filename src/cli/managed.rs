@@ -176,12 +176,13 @@ impl Managed {
         // Bound (so ports below 1024 work as root), nothing accepted yet.
         access.drop_privileges()?;
         // What a restart hands over: duplicates of the listeners and the metrics socket.
-        let handover = match (&self.program, &metrics) {
-            (None, _) => None,
-            (Some(_), None) => Some(server.handover()?),
-            (Some(_), Some(metrics)) => {
+        let handover = match &self.program {
+            None => None,
+            Some(_) => {
                 let mut handover = server.handover()?;
-                handover.add_metrics_socket(metrics.handover_socket()?);
+                if let Some(metrics) = &metrics {
+                    handover.add_metrics_socket(metrics.handover_socket()?);
+                }
                 Some(handover)
             }
         };

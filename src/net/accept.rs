@@ -54,7 +54,7 @@ impl RawStream {
     /// Closes the connection with a reset (`SO_LINGER` 0): for a refused client, which is
     /// told at once and leaves no `TIME_WAIT` behind on our side.
     pub(crate) fn reset(self) {
-        let _ = socket2::SockRef::from(&self.fd).set_linger(Some(std::time::Duration::ZERO));
+        super::close_with_reset(self.fd.as_fd());
     }
 
     /// The peer's address.

@@ -40,7 +40,7 @@ pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use connect::{candidates, connect_socket, connect_stream, connect_unix, unix_address};
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over};
 pub(crate) use passed::{handover_env, take_passed};
-pub(crate) use stream::{Stream, reset_now};
+pub(crate) use stream::{Stream, close_with_reset, reset_now};
 pub(crate) use temp_path::TempSocketPath;
 pub(crate) use unix_file::{UnixFile, UnixFileRemover};
 

@@ -130,13 +130,17 @@ impl Stream {
     /// cut short by a forced shutdown. A Unix stream has no reset: its peer reads end of
     /// stream (`ECONNRESET` only if this side left bytes unread).
     pub(crate) fn reset_on_close(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)),
-            Stream::Unix(s) => {
-                socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO))
-            }
-        };
+        match self {
+            Stream::Tcp(s) => close_with_reset(s.as_fd()),
+            Stream::Unix(s) => close_with_reset(s.as_fd()),
+        }
     }
+}
+
+/// Makes the close of `socket` a reset (`SO_LINGER` 0); a Unix stream's close stays an end
+/// of stream. Failing, the close is a FIN, which is all there is left to do.
+pub(crate) fn close_with_reset(socket: BorrowedFd<'_>) {
+    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
 }
 
 /// Resets the connection of `socket` now, under whoever waits in a read or write of it (a
@@ -147,10 +151,9 @@ impl Stream {
 /// is shut down both ways, so the waiting calls still return; its peer reads end of stream
 /// (a TCP peer then meets the reset at the close).
 pub(crate) fn reset_now(socket: BorrowedFd<'_>) {
-    let sock = socket2::SockRef::from(&socket);
-    let _ = sock.set_linger(Some(Duration::ZERO));
+    close_with_reset(socket);
     if crate::sys::disconnect(socket.as_raw_fd()).is_err() {
-        let _ = sock.shutdown(Shutdown::Both);
+        let _ = socket2::SockRef::from(&socket).shutdown(Shutdown::Both);
     }
 }
 

@@ -180,8 +180,7 @@ impl Worker {
     fn reset(&mut self, slot: usize) {
         if let Some(conn) = self.conns.get(slot) {
             // SAFETY: the descriptor is open until its close, queued just below, completes.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.fd) };
-            let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+            crate::net::close_with_reset(unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.fd) });
         }
         self.close(slot);
     }
