@@ -5,6 +5,8 @@
 //! draining the connections.
 
 use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -114,12 +116,21 @@ impl Server {
             let ring_routine = spawner
                 .as_ref()
                 .and_then(|spawner| ring_routine(&self.limits, spawner, pipeline, group.is_tls()));
-            for listener in group.listeners {
+            let count = group.listeners.len();
+            #[cfg(target_os = "linux")]
+            let mut steering = None;
+            for (position, listener) in group.listeners.into_iter().enumerate() {
                 match (listener, &spawner, &datagram) {
                     #[cfg(target_os = "linux")]
                     (Listener::Stream(listener), Some(_), _)
                         if let Some(routine) = ring_routine.clone() =>
                     {
+                        let listener = ring::RingListener::take(listener);
+                        // An immediate reply's connections gather on one listener while
+                        // its worker keeps up (see `ring::Steering`).
+                        if position == 0 && matches!(routine, ring::RingRoutine::Reply(_)) {
+                            steering = ring::Steering::attach(listener.fd.as_fd(), count);
+                        }
                         let workers = ring::Workers {
                             loops,
                             routine,
@@ -128,8 +139,9 @@ impl Server {
                             shutdown: &self.shutdown,
                             exhausted: &exhausted,
                             endpoint: &group.endpoint,
+                            steering: steering.clone(),
                         };
-                        match workers.start(ring::RingListener::take(listener)).await {
+                        match workers.start(listener).await {
                             Ok(ready) => rings.push(ready),
                             Err(err) => {
                                 // What already runs must not go on serving after an error.

@@ -90,3 +90,14 @@ pub(crate) fn unacknowledged(_fd: RawFd) -> io::Result<usize> {
 pub(crate) fn tcp_idle_time(_socket: BorrowedFd<'_>) -> io::Result<std::time::Duration> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// A reuseport group's BPF program is Linux's: always `Unsupported` (the kernel's own
+/// spreading stays).
+pub(crate) fn steer_reuseport_to_first(_listener: BorrowedFd<'_>) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// See [`steer_reuseport_to_first`]: always `Unsupported`.
+pub(crate) fn unsteer_reuseport(_listener: BorrowedFd<'_>) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}

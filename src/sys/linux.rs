@@ -1,6 +1,7 @@
 //! The Linux-only calls: `splice(2)`, `pipe2(2)` and `F_SETPIPE_SZ`, `accept4(2)`,
-//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`. `fallback.rs` has
-//! the same functions for other systems.
+//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, and the reuseport
+//! group's classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`, `SO_DETACH_REUSEPORT_BPF`).
+//! `fallback.rs` has the same functions for other systems.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -148,6 +149,48 @@ pub(crate) fn tcp_idle_time(socket: BorrowedFd<'_>) -> io::Result<std::time::Dur
     }
     let idle_ms = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
     Ok(std::time::Duration::from_millis(u64::from(idle_ms)))
+}
+
+/// Attaches `ret #0` to the `SO_REUSEPORT` group of `listener`: the kernel hands every new
+/// connection to the group's first socket.
+pub(crate) fn steer_reuseport_to_first(listener: BorrowedFd<'_>) -> io::Result<()> {
+    let mut first = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let program = libc::sock_fprog {
+        len: first.len() as u16,
+        filter: first.as_mut_ptr(),
+    };
+    // SAFETY: `program` and the filter it points at live across the call, with the size of
+    // `program` given; the kernel copies both.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const program).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Detaches the program of `listener`'s `SO_REUSEPORT` group (Linux 5.3): the kernel's hash
+/// spreads connections over the group again.
+pub(crate) fn unsteer_reuseport(listener: BorrowedFd<'_>) -> io::Result<()> {
+    set_int_option(
+        listener.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_DETACH_REUSEPORT_BPF,
+        0,
+    )
 }
 
 fn set_int_option(

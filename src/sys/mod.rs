@@ -4,10 +4,11 @@
 //! re-exports what the client, relay and load generator need).
 //!
 //! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`,
-//!   `gethostname`, `getrlimit`, `if_nametoindex`, `sigaction` and `raise`); `ids.rs`: user
+//!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction` and `raise`); `ids.rs`: user
 //!   and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
-//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`); `fallback.rs`
+//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, reuseport BPF);
+//!   `fallback.rs`
 //!   has the same functions for other Unix systems, each with the fallback it documents (no
 //!   splice: copy; `accept` and `fcntl` for `accept4`). `--cfg socketkit_sys_fallback`
 //!   builds the fallback on Linux too, so that it is compiled and tested here (`.ci/run`
@@ -38,13 +39,13 @@ use std::os::fd::OwnedFd;
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 pub(crate) use platform::{
     accept_nonblocking, grow_pipe, set_bind_address_no_port, set_defer_accept, splice,
-    tcp_idle_time, unacknowledged,
+    steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
     Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,
     is_blocking_pipe, is_listening, is_pipe_or_socket, raise_descriptor_limit,
     raise_with_default_action, reader_gone, recv_nowait, set_close_on_exec, splice_unsupported,
-    wait_readable, wait_readable_watching, wait_writable,
+    thread_cpu_time, wait_readable, wait_readable_watching, wait_writable,
 };
 
 /// A non-blocking pipe, closed on drop.

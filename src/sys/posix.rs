@@ -1,6 +1,6 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
 //! `recv(2)` with `MSG_DONTWAIT`, `connect(2)` to `AF_UNSPEC`, `getsockopt(SO_ACCEPTCONN)`,
-//! `gethostname(2)`, `getrlimit(2)`; `fcntl(F_SETFD)` for the descriptors a process hands to the program it
+//! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`; `fcntl(F_SETFD)` for the descriptors a process hands to the program it
 //! starts; and `sigaction(2)` with `raise(3)` for a process that caught a signal only to
 //! clean up before dying by it.
 
@@ -333,4 +333,19 @@ pub(crate) fn raise_with_default_action(signal: libc::c_int) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The CPU time the calling thread has used (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`);
+/// zero if the clock cannot be read.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a timespec that lives across the call, for the kernel to fill; on an
+    // error it stays zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let seconds = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0).min(999_999_999);
+    Duration::new(seconds, nanos)
 }

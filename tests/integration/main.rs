@@ -66,6 +66,8 @@ mod interop;
 mod io_engine;
 /// The io_uring engine's own admission: PROXY headers, access rules, refusals.
 mod io_engine_admission;
+/// Where a greeting's connections land with several io_uring workers.
+mod io_engine_steering;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
 /// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.

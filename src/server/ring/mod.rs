@@ -7,6 +7,7 @@
 //! accepting (draining) or to close everything (the drain deadline passed).
 
 mod buffers;
+mod steering;
 mod worker;
 
 use std::io;
@@ -25,6 +26,8 @@ use super::shutdown::{Phase, ShutdownHandle};
 use super::task::Spawner;
 use crate::endpoint::Endpoint;
 use crate::net::UnixFile;
+
+pub(crate) use steering::Steering;
 
 /// What a ring worker runs on each connection.
 #[derive(Clone)]
@@ -149,6 +152,8 @@ pub(crate) struct Workers<'a> {
     /// Shared by every accept loop of a server: out of descriptors, already logged.
     pub(crate) exhausted: &'a Arc<AtomicBool>,
     pub(crate) endpoint: &'a Endpoint,
+    /// Where the endpoint's connections land, for an immediate reply on several listeners.
+    pub(crate) steering: Option<Arc<Steering>>,
 }
 
 impl Workers<'_> {
@@ -168,6 +173,7 @@ impl Workers<'_> {
             shutdown,
             exhausted,
             endpoint,
+            steering,
         } = self;
         let listener = Arc::new(listener);
         let mut wakers = Vec::with_capacity(loops);
@@ -189,6 +195,7 @@ impl Workers<'_> {
                 exhausted: Arc::clone(exhausted),
                 endpoint: endpoint.to_string(),
                 admission: admission.clone(),
+                steering: steering.clone(),
             };
             let watcher = shutdown.watcher();
             let listener = Arc::clone(&listener);

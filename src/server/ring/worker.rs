@@ -39,6 +39,7 @@ use slab::Slab;
 
 use self::connection::Conn;
 use super::buffers::BufferRing;
+use super::steering::{LoadWatch, Steering};
 use super::{RingListener, RingRoutine, Wake};
 use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
@@ -88,6 +89,8 @@ pub(super) struct Shared {
     /// The server's admission stages, when they can all decide on the worker (see
     /// `admission.rs`).
     pub(super) admission: Option<Arc<Pipeline>>,
+    /// Where the listeners' connections land, for an immediate reply on several listeners.
+    pub(super) steering: Option<Arc<Steering>>,
 }
 
 /// The worker's state; runs on its own thread until its listener is closed and its last
@@ -128,6 +131,8 @@ pub(super) struct Worker {
     multishot: bool,
     /// Streams' registered descriptors.
     files: stream::FileTable,
+    /// This worker's load, for the steering of an immediate reply's listeners.
+    load: Option<LoadWatch>,
 }
 
 // An idle connection's whole cost in this process is its slot.
@@ -167,6 +172,8 @@ impl Worker {
         watcher: Watcher,
         stopped: tokio::sync::oneshot::Sender<()>,
     ) -> io::Result<Worker> {
+        // Made here, on the worker's thread, whose CPU time it reads.
+        let load = shared.steering.as_ref().map(Steering::watch);
         let buffers = match routine {
             RingRoutine::Reply(_) => None,
             RingRoutine::Echo | RingRoutine::Discard => {
@@ -199,6 +206,7 @@ impl Worker {
             buffers_out: 0,
             multishot,
             files: stream::FileTable::Unset,
+            load,
         })
     }
 
@@ -228,6 +236,11 @@ impl Worker {
                 self.complete(user_data, result, flags);
             }
             self.feed_starved();
+            if let (Some(load), Some(listener), true) =
+                (&mut self.load, &self.listener, self.accepting)
+            {
+                load.turn(listener.fd.as_fd());
+            }
         }
         self.close_everything();
     }

@@ -1,0 +1,220 @@
+//! Where an immediate reply's connections land when a TCP endpoint has one `SO_REUSEPORT`
+//! listener per worker: all on the first listener while the workers keep up, spread by the
+//! kernel's hash once one of them is busy.
+//!
+//! Each worker that takes connections sleeps and is woken on its own, and on a virtual
+//! machine a wake-up costs about what a greeting does; spread over two workers at a load one
+//! of them carries, the same connections cost ~1.45× the CPU of one worker's (measured:
+//! docs/benchmarks.md, "Default workers"). A reply's connection lives for one send, so
+//! moving where new connections land moves the load at once; echo and discard keep the
+//! hash, for a long-lived connection could not move off a worker that becomes busy.
+//!
+//! The steering is a classic BPF program on the listeners' reuseport group that picks the
+//! group's first socket (`ret #0`); spreading detaches it (Linux 5.3, older than any ring
+//! this engine runs). Every worker keeps its accept armed either way, so whichever socket the
+//! kernel counts first, a worker takes its connections. Each worker measures its own share of
+//! a core over short windows ([`LoadWatch`]): one at [`SPREAD_AT`] spreads, and the workers'
+//! shares summed under [`GATHER_BELOW`] gather again.
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::net::{steer_reuseport_to_first, thread_cpu_time, unsteer_reuseport};
+
+/// How long a worker measures its load over.
+const WINDOW: Duration = Duration::from_millis(20);
+/// A worker's share of a core, in percent, at which connections spread over every worker.
+pub(crate) const SPREAD_AT: u32 = 70;
+/// The workers' shares summed, in percent of one core, under which connections gather on
+/// the first listener again: well under [`SPREAD_AT`], so that the gathered load does not
+/// spread again at once.
+pub(crate) const GATHER_BELOW: u32 = 35;
+
+/// The steering of one endpoint's reuseport group, shared by its workers.
+pub(crate) struct Steering {
+    spread: AtomicBool,
+    /// Each worker's last measured share of a core, in percent.
+    busy: Vec<AtomicU32>,
+    next_index: AtomicUsize,
+}
+
+impl Steering {
+    /// Steers the group of `first` (one of `count` listeners) to its first socket, if
+    /// `count` listeners share it and the kernel takes the program; `None` leaves the
+    /// kernel's hash alone.
+    pub(crate) fn attach(first: BorrowedFd<'_>, count: usize) -> Option<Arc<Steering>> {
+        if count < 2 {
+            return None;
+        }
+        if let Err(err) = steer_reuseport_to_first(first) {
+            tracing::debug!("reuseport steering not attached: {err}");
+            return None;
+        }
+        Some(Arc::new(Steering {
+            spread: AtomicBool::new(false),
+            busy: (0..count).map(|_| AtomicU32::new(0)).collect(),
+            next_index: AtomicUsize::new(0),
+        }))
+    }
+
+    /// The load watch of one more worker.
+    pub(crate) fn watch(self: &Arc<Steering>) -> LoadWatch {
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed) % self.busy.len();
+        LoadWatch {
+            steering: Arc::clone(self),
+            index,
+            window_start: Instant::now(),
+            cpu_at_start: thread_cpu_time(),
+        }
+    }
+
+    /// Whether connections are spread over every listener now.
+    pub(crate) fn is_spread(&self) -> bool {
+        self.spread.load(Ordering::Relaxed)
+    }
+
+    /// Records worker `index`'s share of a core and steers the group (through `listener`,
+    /// any of its sockets) if the load says so.
+    fn record(&self, index: usize, busy: u32, listener: BorrowedFd<'_>) {
+        self.busy[index].store(busy, Ordering::Relaxed);
+        match decide(self.is_spread(), busy, self.total()) {
+            Some(true) if self.flip(true) => {
+                if let Err(err) = unsteer_reuseport(listener) {
+                    // Connections still land on the first listener, whose worker accepts.
+                    tracing::warn!("cannot spread connections over the workers: {err}");
+                }
+            }
+            Some(false) if self.flip(false) => {
+                if let Err(err) = steer_reuseport_to_first(listener) {
+                    tracing::debug!("cannot gather connections on one worker: {err}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn total(&self) -> u32 {
+        self.busy.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sets the state to `spread` if another worker did not just do so.
+    fn flip(&self, spread: bool) -> bool {
+        self.spread
+            .compare_exchange(!spread, spread, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// What the steering should become, given whether it is spread now, one worker's share of
+/// a core and the workers' shares summed (percent): `None` to leave it.
+pub(crate) fn decide(spread: bool, busy: u32, total: u32) -> Option<bool> {
+    match spread {
+        false if busy >= SPREAD_AT => Some(true),
+        true if total < GATHER_BELOW => Some(false),
+        _ => None,
+    }
+}
+
+/// One worker's measure of its own load.
+pub(crate) struct LoadWatch {
+    steering: Arc<Steering>,
+    index: usize,
+    window_start: Instant,
+    cpu_at_start: Duration,
+}
+
+impl LoadWatch {
+    /// Called once per loop turn: at the end of each window, records the share of a core
+    /// the worker's thread used in it.
+    pub(crate) fn turn(&mut self, listener: BorrowedFd<'_>) {
+        let now = Instant::now();
+        let wall = now.duration_since(self.window_start);
+        if wall < WINDOW {
+            return;
+        }
+        let cpu = thread_cpu_time();
+        let used = cpu.saturating_sub(self.cpu_at_start);
+        self.window_start = now;
+        self.cpu_at_start = cpu;
+        let busy = (used.as_secs_f64() / wall.as_secs_f64() * 100.0).round() as u32;
+        self.steering.record(self.index, busy, listener);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(not(socketkit_sys_fallback))]
+    use std::net::{TcpListener, TcpStream};
+    #[cfg(not(socketkit_sys_fallback))]
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn a_busy_worker_spreads_and_a_light_load_gathers() {
+        assert_eq!(decide(false, SPREAD_AT, SPREAD_AT), Some(true));
+        assert_eq!(decide(false, SPREAD_AT - 1, 150), None);
+        assert_eq!(decide(true, 90, 120), None);
+        assert_eq!(decide(true, 10, GATHER_BELOW - 1), Some(false));
+        assert_eq!(decide(true, 10, GATHER_BELOW), None);
+        // Gathered, the summed load must not spread again at once.
+        const { assert!(GATHER_BELOW < SPREAD_AT) };
+    }
+
+    #[cfg(not(socketkit_sys_fallback))]
+    fn reuseport_pair() -> (TcpListener, TcpListener) {
+        let bind = |addr: std::net::SocketAddr| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )
+            .unwrap();
+            socket.set_reuse_port(true).unwrap();
+            socket.bind(&addr.into()).unwrap();
+            socket.listen(128).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            TcpListener::from(socket)
+        };
+        let first = bind("127.0.0.1:0".parse().unwrap());
+        let second = bind(first.local_addr().unwrap());
+        (first, second)
+    }
+
+    /// Connects `n` clients and counts what each listener took.
+    #[cfg(not(socketkit_sys_fallback))]
+    fn land(first: &TcpListener, second: &TcpListener, n: usize) -> (usize, usize) {
+        let addr = first.local_addr().unwrap();
+        let clients: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let count = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+        let taken = (count(first), count(second));
+        drop(clients);
+        taken
+    }
+
+    // The fallback platform (`--cfg socketkit_sys_fallback`) has no reuseport program.
+    #[cfg(not(socketkit_sys_fallback))]
+    #[test]
+    fn gathered_connections_land_on_the_first_listener_and_spread_ones_on_both() {
+        let (first, second) = reuseport_pair();
+        let steering = Steering::attach(first.as_fd(), 2).expect("the kernel takes the program");
+        assert_eq!(land(&first, &second, 64), (64, 0));
+        let mut watch = steering.watch();
+        // A worker that reports a busy window spreads the group.
+        steering.record(watch.index, 95, second.as_fd());
+        assert!(steering.is_spread());
+        let (a, b) = land(&first, &second, 64);
+        assert_eq!(a + b, 64);
+        assert!(a > 0 && b > 0, "spread over both: {a} and {b}");
+        // Light windows from both gather it again.
+        steering.record(0, 5, first.as_fd());
+        steering.record(1, 5, first.as_fd());
+        assert!(!steering.is_spread());
+        assert_eq!(land(&first, &second, 32), (32, 0));
+        // A turn inside the window records nothing.
+        watch.turn(first.as_fd());
+        assert!(!steering.is_spread());
+    }
+}
