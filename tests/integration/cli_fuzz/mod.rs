@@ -171,7 +171,14 @@ fn check(argv: &[OsString], ended: &Ended) -> Result<(), String> {
         && argv
             .iter()
             .any(|arg| ["-e", "-c", "--exec", "--sh-exec"].contains(&arg.to_str().unwrap_or("")));
-    let by_program = program && ended.status.signal() == Some(libc::SIGPIPE);
+    // Through `-c` the program is `sh -c CMD`, and a shell that ran CMD as its child (no
+    // exec of the last command) reports that death as 128 + SIGPIPE.
+    let sh_exec = argv
+        .iter()
+        .any(|arg| ["-c", "--sh-exec"].contains(&arg.to_str().unwrap_or("")));
+    let by_program = program
+        && (ended.status.signal() == Some(libc::SIGPIPE)
+            || (sh_exec && code == Some(128 + libc::SIGPIPE)));
     if !(matches!(code, Some(0..=2)) || by_us || by_program) {
         return Err(format!("exit status {:?}", ended.status));
     }
