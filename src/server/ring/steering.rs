@@ -5,7 +5,7 @@
 //! Each worker that takes connections sleeps and is woken on its own, and on a virtual
 //! machine a wake-up costs about what a greeting does; spread over two workers at a load one
 //! of them carries, the same connections cost ~1.45× the CPU of one worker's (measured:
-//! docs/benchmarks.md, "Default workers"). A reply's connection lives for one send, so
+//! docs/benchmarks.md, 2026-12-04). A reply's connection lives for one send, so
 //! moving where new connections land moves the load at once; echo and discard keep the
 //! hash, for a long-lived connection could not move off a worker that becomes busy.
 //!
