@@ -106,7 +106,7 @@ def main():
                                      "-l", "127.0.0.1:{port}", "--to", "{target}"],
         "socat fork": ["socat", "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=1024", "TCP:{target}"],
     }
-    oneway_relays = ["socketkit forward", "socat fork"]
+    oneway_relays = ["socketkit forward", "socketkit forward (copy)", "socat fork"]
     if args.other_bin:
         relays["other forward"] = [args.other_bin, "forward", "-q", "-l", "127.0.0.1:{port}", "--to", "{target}"]
         oneway_relays.append("other forward")
@@ -187,6 +187,10 @@ def main():
         result["ratio"]["forward_one_way_vs_socat"] = round(ratio, 2)
         print(f"| forward, one way (iperf3, 1 conn) | {median(ours, 'mb_per_s')} | socat {median(theirs, 'mb_per_s')} "
               f"| {round(ratio, 2)} | {median(ours, 'cpu_s_per_gb')} vs {median(theirs, 'cpu_s_per_gb')} s/GB |")
+        copy = one["socketkit forward (copy)"]
+        ratio = statistics.median([a["mb_per_s"] / b["mb_per_s"] for a, b in zip(copy, theirs)])
+        print(f"| forward, one way, copy fallback | {median(copy, 'mb_per_s')} | socat {median(theirs, 'mb_per_s')} "
+              f"| {round(ratio, 2)} | {median(copy, 'cpu_s_per_gb')} vs {median(theirs, 'cpu_s_per_gb')} s/GB |")
     print(f"| connect ({args.mib} MiB round trip via echo_epoll) | {result['connect']['socketkit connect']['mb_per_s']} "
           f"| nc {result['connect']['nc -N']['mb_per_s']} | {result['ratio']['connect_vs_nc']} "
           f"| {result['connect']['socketkit connect']['cpu_s']} vs {result['connect']['nc -N']['cpu_s']} s |")
