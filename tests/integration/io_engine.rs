@@ -80,6 +80,18 @@ fn serve(args: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
+/// The greeting on io_uring with `workers` workers.
+pub(crate) fn greet_on_rings(workers: &str) -> Running {
+    serve(&[
+        "--io-engine",
+        "io_uring",
+        "--workers",
+        workers,
+        "-l",
+        "127.0.0.1:0",
+    ])
+}
+
 /// `service` (the greeting when empty) on io_uring with one worker.
 fn serve_on_one_ring(service: &[&str]) -> Running {
     let mut cmd = socketkit();
@@ -99,14 +111,7 @@ fn each_engine_serves_the_greeting_and_only_io_uring_starts_workers() {
     if !io_uring_available() {
         return;
     }
-    let ring = serve(&[
-        "--io-engine",
-        "io_uring",
-        "--workers",
-        "2",
-        "-l",
-        "127.0.0.1:0",
-    ]);
+    let ring = greet_on_rings("2");
     let epoll = serve(&[
         "--io-engine",
         "epoll",

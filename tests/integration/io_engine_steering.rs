@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::io_engine::{io_uring_available, uring_workers};
+use crate::io_engine::{greet_on_rings, io_uring_available, uring_workers};
 use crate::support::net::{connect, read_to_end};
-use crate::support::process::{Running, socketkit};
 
 /// Each io_uring worker thread of `pid` with its voluntary context switches so far.
 fn worker_switches(pid: i32) -> Vec<(String, u64)> {
@@ -45,17 +44,7 @@ fn a_greeting_load_one_worker_carries_never_wakes_the_other() {
     if !io_uring_available() {
         return;
     }
-    let mut cmd = socketkit();
-    cmd.args([
-        "serve",
-        "--io-engine",
-        "io_uring",
-        "--workers",
-        "2",
-        "-l",
-        "127.0.0.1:0",
-    ]);
-    let server = Running::start(cmd, 1);
+    let server = greet_on_rings("2");
     assert!(uring_workers(&server) > 0);
     // The workers start one after the other.
     let deadline = Instant::now() + Duration::from_secs(5);
