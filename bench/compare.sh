@@ -75,3 +75,11 @@ widths = [max(len(row[i]) for row in rows) for i in range(6)] if rows else []
 for row in rows:
     print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 PY
+
+# What makes one host's ratios differ from another's (docs/benchmarks.md, 2026-12-04): the
+# price of a wake-up (does an idle vCPU poll before it halts?) and of TCP's pacing timer
+# (BBR paces every socket on loopback, which has no qdisc).
+read_or() { cat "$1" 2>/dev/null || echo "$2"; }
+echo "host: $(uname -r), $(nproc) cpus, congestion control $(read_or /proc/sys/net/ipv4/tcp_congestion_control ?)," \
+  "cpuidle $(read_or /sys/devices/system/cpu/cpuidle/current_driver none)" \
+  "(guest_halt_poll_ns $(read_or /sys/module/haltpoll/parameters/guest_halt_poll_ns -))"
