@@ -26,11 +26,11 @@ use crate::net::{steer_reuseport_to_first, thread_cpu_time, unsteer_reuseport};
 /// How long a worker measures its load over.
 const WINDOW: Duration = Duration::from_millis(20);
 /// A worker's share of a core, in percent, at which connections spread over every worker.
-pub(crate) const SPREAD_AT: u32 = 70;
+const SPREAD_AT: u32 = 70;
 /// The workers' shares summed, in percent of one core, under which connections gather on
 /// the first listener again: well under [`SPREAD_AT`], so that the gathered load does not
 /// spread again at once.
-pub(crate) const GATHER_BELOW: u32 = 35;
+const GATHER_BELOW: u32 = 35;
 
 /// The steering of one endpoint's reuseport group, shared by its workers.
 pub(crate) struct Steering {
@@ -109,7 +109,7 @@ impl Steering {
 
 /// What the steering should become, given whether it is spread now, one worker's share of
 /// a core and the workers' shares summed (percent): `None` to leave it.
-pub(crate) fn decide(spread: bool, busy: u32, total: u32) -> Option<bool> {
+fn decide(spread: bool, busy: u32, total: u32) -> Option<bool> {
     match spread {
         false if busy >= SPREAD_AT => Some(true),
         true if total < GATHER_BELOW => Some(false),
