@@ -80,12 +80,16 @@ impl Accepted {
 /// connection's close a reset): what the stages keep for the connection's life, or `None`
 /// when it is not to go on.
 async fn admitted(pipeline: &Pipeline, conn: &mut Connection, watcher: &Watcher) -> Option<Held> {
+    let mut admit = Box::pin(pipeline.admit(conn));
     let held = tokio::select! {
         biased;
         () = watcher.forced() => None,
-        held = pipeline.admit(conn) => held,
+        held = &mut admit => held,
     };
     if held.is_none() && watcher.is_forced() {
+        // Dropped inside `dropping_forced`: a stage that holds the socket itself (the TLS
+        // handshake) resets it as it goes.
+        shutdown::dropping_forced(|| drop(admit));
         conn.reset_on_close();
     }
     held

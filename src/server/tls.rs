@@ -10,6 +10,7 @@
 //! Below the stage: how a connection reads and writes through its session.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +64,14 @@ impl Admission for TlsHandshake {
             // tickets, then the application's records and close_notify); with Nagle on, each
             // piece after the first waits for the client's delayed ACK: 40 ms a connection.
             let _ = stream.set_nodelay();
-            match self.acceptor.accept(stream).await {
+            let fd = stream.as_raw_fd();
+            let handshake = std::pin::pin!(self.acceptor.accept(stream));
+            // Declared after the handshake, so dropped before it (its socket still open).
+            let reset = ResetIfForced(fd);
+            let outcome = handshake.await;
+            // Over: the socket is the session's now, or closed with the failed handshake.
+            std::mem::forget(reset);
+            match outcome {
                 Ok(session) => {
                     conn.set_tls(session);
                     Ok(Admitted::new())
@@ -80,6 +88,22 @@ impl Admission for TlsHandshake {
                 }
             }
         })
+    }
+}
+
+/// Resets a connection whose handshake a forced close drops (the drain deadline): a client
+/// cut off before its session began must not read the close as a finished exchange, as a
+/// [`Connection`] does not (`shutdown::dropping_forced`).
+struct ResetIfForced(RawFd);
+
+impl Drop for ResetIfForced {
+    fn drop(&mut self) {
+        if super::shutdown::is_dropping_forced() {
+            // SAFETY: the guard is forgotten once the handshake ends, and while it runs the
+            // handshake, which owns the socket, is dropped after the guard (declared before
+            // it): the descriptor is open here.
+            crate::net::close_with_reset(unsafe { BorrowedFd::borrow_raw(self.0) });
+        }
     }
 }
 

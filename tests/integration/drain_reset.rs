@@ -1,9 +1,9 @@
 //! What a client sees of a drain (SIGTERM): a connection still open at the drain deadline
 //! was cut short, and ends with a reset (`ECONNRESET`), never with a clean end of stream
 //! that would read as a complete exchange; a connection that ends on its own during the
-//! drain ends as always, with a FIN. `serve` (a streaming service, echo), `forward` (both
-//! of its sides), the library's `ShutdownHandle::force`, and a Unix socket, which has no
-//! reset. The suite runs on both engines (`.ci/run` sets `SOCKETKIT_IO_ENGINE=epoll` for
+//! drain ends as always, with a FIN. `serve` (a streaming service, echo, and a `tls:`
+//! client still in its handshake), `forward` (both of its sides), the library's
+//! `ShutdownHandle::force`, and a Unix socket, which has no reset. The suite runs on both engines (`.ci/run` sets `SOCKETKIT_IO_ENGINE=epoll` for
 //! the second run; the default here is io_uring where the kernel has it).
 
 use std::io::{Read, Write};
@@ -109,6 +109,30 @@ fn an_echo_client_that_keeps_its_connection_open_is_reset_at_the_deadline() {
     client.read_exact(&mut back).expect("echoed while draining");
     assert_eq!(&back, b"pong");
     assert_reset_in_time(&mut client, signalled, "echo");
+    assert_exits_having_forced(&mut server, 1);
+}
+
+#[test]
+fn a_tls_client_still_in_its_handshake_at_the_deadline_is_reset() {
+    let pki = crate::support::certs::Pki::new();
+    let mut server = start(&[
+        "serve",
+        "echo",
+        "--drain-timeout",
+        DRAIN,
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+        "-l",
+        "tls:127.0.0.1:0",
+    ]);
+    // A client that connected and has not sent its ClientHello yet: the server's handshake
+    // waits for it (its own deadline is seconds away).
+    let mut client = connect(&format!("127.0.0.1:{}", server.port()));
+    let signalled = Instant::now();
+    start_draining(&server);
+    assert_reset_in_time(&mut client, signalled, "TLS handshake");
     assert_exits_having_forced(&mut server, 1);
 }
 
