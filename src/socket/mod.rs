@@ -366,16 +366,19 @@ impl Socket {
         }
     }
 
-    /// An error naming the local address when the socket is bound.
+    /// An error naming the local address when the socket is bound (an IP socket that is
+    /// not reads as the wildcard address with port 0, which names nothing).
     fn error_at_local(&self, op: Op, err: io::Error) -> Error {
+        let bound = |local: &Address| match local.as_socket_addr() {
+            Some(ip) => ip.port() != 0 || !ip.ip().is_unspecified(),
+            None => local.as_path().is_some(),
+        };
         match self
             .inner
             .local_addr()
             .map(|raw| Address::from_sockaddr(&raw))
         {
-            Ok(local) if local.as_socket_addr().is_some() || local.as_path().is_some() => {
-                Error::at_local(op, local, err)
-            }
+            Ok(local) if bound(&local) => Error::at_local(op, local, err),
             _ => Error::without_target(op, err),
         }
     }

@@ -337,4 +337,17 @@ mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn a_receive_on_an_unbound_socket_names_no_address() -> Result<()> {
+        for family in [Family::Inet, Family::Inet6] {
+            let Ok(udp) = Socket::new(family, Type::Datagram) else {
+                continue; // no IPv6 here
+            };
+            udp.set_timeout(Some(std::time::Duration::from_millis(10)))?;
+            let err = udp.recvfrom(16).expect_err("nothing comes");
+            assert_eq!(err.to_string(), "cannot receive: timed out", "{family:?}");
+        }
+        Ok(())
+    }
 }
