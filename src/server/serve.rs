@@ -5,8 +5,6 @@
 //! draining the connections.
 
 use std::io;
-#[cfg(target_os = "linux")]
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -116,21 +114,21 @@ impl Server {
             let ring_routine = spawner
                 .as_ref()
                 .and_then(|spawner| ring_routine(&self.limits, spawner, pipeline, group.is_tls()));
-            let count = group.listeners.len();
+            // An immediate reply's connections gather on the first listener while its worker
+            // keeps up (see `ring::Steering`).
             #[cfg(target_os = "linux")]
-            let mut steering = None;
-            for (position, listener) in group.listeners.into_iter().enumerate() {
+            let steering = match (&ring_routine, group.listeners.first()) {
+                (Some(ring::RingRoutine::Reply(_)), Some(first)) => {
+                    ring::Steering::attach(first.handover_parts().0, group.listeners.len())
+                }
+                _ => None,
+            };
+            for listener in group.listeners {
                 match (listener, &spawner, &datagram) {
                     #[cfg(target_os = "linux")]
                     (Listener::Stream(listener), Some(_), _)
                         if let Some(routine) = ring_routine.clone() =>
                     {
-                        let listener = ring::RingListener::take(listener);
-                        // An immediate reply's connections gather on one listener while
-                        // its worker keeps up (see `ring::Steering`).
-                        if position == 0 && matches!(routine, ring::RingRoutine::Reply(_)) {
-                            steering = ring::Steering::attach(listener.fd.as_fd(), count);
-                        }
                         let workers = ring::Workers {
                             loops,
                             routine,
@@ -141,7 +139,7 @@ impl Server {
                             endpoint: &group.endpoint,
                             steering: steering.clone(),
                         };
-                        match workers.start(listener).await {
+                        match workers.start(ring::RingListener::take(listener)).await {
                             Ok(ready) => rings.push(ready),
                             Err(err) => {
                                 // What already runs must not go on serving after an error.

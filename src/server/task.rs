@@ -80,16 +80,26 @@ impl Accepted {
 /// connection's close a reset): what the stages keep for the connection's life, or `None`
 /// when it is not to go on.
 async fn admitted(pipeline: &Pipeline, conn: &mut Connection, watcher: &Watcher) -> Option<Held> {
-    let mut admit = Box::pin(pipeline.admit(conn));
-    let held = tokio::select! {
-        biased;
-        () = watcher.forced() => None,
-        held = &mut admit => held,
+    let (held, forced) = {
+        let mut admit = std::pin::pin!(Some(pipeline.admit(conn)));
+        let held = tokio::select! {
+            biased;
+            () = watcher.forced() => None,
+            held = std::future::poll_fn(|cx| match admit.as_mut().as_pin_mut() {
+                Some(admitting) => admitting.poll(cx),
+                // Only emptied below, after the select.
+                None => Poll::Pending,
+            }) => held,
+        };
+        let forced = held.is_none() && watcher.is_forced();
+        if forced {
+            // Dropped inside `dropping_forced`: a stage that holds the socket itself (the
+            // TLS handshake) resets it as it goes.
+            shutdown::dropping_forced(|| admit.set(None));
+        }
+        (held, forced)
     };
-    if held.is_none() && watcher.is_forced() {
-        // Dropped inside `dropping_forced`: a stage that holds the socket itself (the TLS
-        // handshake) resets it as it goes.
-        shutdown::dropping_forced(|| drop(admit));
+    if forced {
         conn.reset_on_close();
     }
     held

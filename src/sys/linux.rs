@@ -164,22 +164,13 @@ pub(crate) fn steer_reuseport_to_first(listener: BorrowedFd<'_>) -> io::Result<(
         len: first.len() as u16,
         filter: first.as_mut_ptr(),
     };
-    // SAFETY: `program` and the filter it points at live across the call, with the size of
-    // `program` given; the kernel copies both.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&raw const program).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // The filter `program` points at lives across the call; the kernel copies it.
+    set_option(
+        listener.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        &program,
+    )
 }
 
 /// Detaches the program of `listener`'s `SO_REUSEPORT` group (Linux 5.3): the kernel's hash
@@ -199,14 +190,19 @@ fn set_int_option(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: the option value is a c_int that lives across the call, with its size given.
+    set_option(fd, level, name, &value)
+}
+
+/// `setsockopt(2)` with `value` as the option's bytes.
+fn set_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: the kernel reads `size_of::<T>()` bytes from `value`, a live reference.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

@@ -4,15 +4,15 @@
 //! re-exports what the client, relay and load generator need).
 //!
 //! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`,
-//!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction` and `raise`); `ids.rs`: user
-//!   and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`, `setgid`, `setuid`).
+//!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction` and
+//!   `raise`); `ids.rs`: user and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`,
+//!   `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
 //!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, reuseport BPF);
-//!   `fallback.rs`
-//!   has the same functions for other Unix systems, each with the fallback it documents (no
-//!   splice: copy; `accept` and `fcntl` for `accept4`). `--cfg socketkit_sys_fallback`
-//!   builds the fallback on Linux too, so that it is compiled and tested here (`.ci/run`
-//!   does).
+//!   `fallback.rs` has the same functions for other Unix systems, each with the fallback it
+//!   documents (no splice: copy; `accept` and `fcntl` for `accept4`). `--cfg
+//!   socketkit_sys_fallback` builds the fallback on Linux too, so that it is compiled and
+//!   tested here (`.ci/run` does).
 //!
 //! Callers detect failure (a kernel or sandbox without splice answers `EINVAL` or `ENOSYS`)
 //! and fall back; see `docs/platform-notes.md`.

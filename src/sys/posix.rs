@@ -1,7 +1,7 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
 //! `recv(2)` with `MSG_DONTWAIT`, `connect(2)` to `AF_UNSPEC`, `getsockopt(SO_ACCEPTCONN)`,
-//! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`; `fcntl(F_SETFD)` for the descriptors a process hands to the program it
-//! starts; and `sigaction(2)` with `raise(3)` for a process that caught a signal only to
+//! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`;
+//! `fcntl(F_SETFD)` for the descriptors a process hands to the program it starts; and `sigaction(2)` with `raise(3)` for a process that caught a signal only to
 //! clean up before dying by it.
 
 use std::ffi::CStr;

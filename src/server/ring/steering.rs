@@ -71,7 +71,7 @@ impl Steering {
     }
 
     /// Whether connections are spread over every listener now.
-    pub(crate) fn is_spread(&self) -> bool {
+    fn is_spread(&self) -> bool {
         self.spread.load(Ordering::Relaxed)
     }
 
