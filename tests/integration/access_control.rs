@@ -6,9 +6,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::support::TestResult;
 use crate::support::net::{connect_from, try_connect_from};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::{TestResult, wait_until};
 
 fn serve(args: &[&str]) -> Running {
     let mut cmd = socketkit();
@@ -184,27 +184,18 @@ fn sighup_reloads_the_files_under_load_without_failing_an_allowed_client() -> Te
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&file, "127.0.0.4\n")?;
     server.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !admitted_quietly("127.0.0.3", to) {
-        assert!(Instant::now() < deadline, "the new rules never took effect");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || "the new rules never took effect".to_owned(),
+        || admitted_quietly("127.0.0.3", to),
+    );
     assert!(!admitted("127.0.0.4", to));
     // A file that no longer parses: the rules in force stay, and the log says why.
     std::fs::write(&file, "127.0.0.4\nnot-a-network\n")?;
     server.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(5);
     // The line names the file and its line (`…/deny.txt:2: invalid network`); a bare ":2"
     // was in the log already whenever a port began with 2.
-    let named = format!("{path}:2: ");
-    while !server.stderr().contains(&named) {
-        assert!(
-            Instant::now() < deadline,
-            "no log line: {}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_stderr(&[&format!("{path}:2: ")], Duration::from_secs(5));
     assert!(
         server.stderr().contains("not-a-network"),
         "{}",
@@ -273,14 +264,11 @@ fn max_per_source_caps_one_source_and_not_another() {
         .map(|_| echo_from("127.0.0.3", to).expect("another source is not affected"))
         .collect();
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while echo_from("127.0.0.2", to).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the closed connection's place never came back"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || "the closed connection's place never came back".to_owned(),
+        || echo_from("127.0.0.2", to).is_some(),
+    );
     drop(others);
 }
 
@@ -302,15 +290,7 @@ fn rate_per_source_refuses_the_excess_of_one_source_only() {
         );
     }
     // The refusal's line is written as the client is reset: give the log a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut log = server.stderr();
-    while !(log.contains("127.0.0.2") && log.contains("rate"))
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        log = server.stderr();
-    }
-    assert!(log.contains("127.0.0.2") && log.contains("rate"), "{log}");
+    server.wait_for_stderr(&["127.0.0.2", "rate"], Duration::from_secs(5));
 }
 
 #[test]

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::TestResult;
 use crate::support::haproxy::HaProxy;
 use crate::support::net::{free_port, http_get, try_connect_from};
 use crate::support::process::{Running, socketkit};
+use crate::support::{TestResult, wait_until};
 
 /// How long any wait for a server's state in these tests may take.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -203,11 +203,11 @@ fn haproxy_spreads_clients_over_two_instances_that_see_the_real_client_and_drain
     thread::sleep(Duration::from_millis(500));
     let stopped = Instant::now();
     a.signal(libc::SIGTERM);
-    let deadline = Instant::now() + PATIENCE;
-    while http_get(&metrics_a, "/health").0 != 503 {
-        assert!(Instant::now() < deadline, "A's /health never said 503");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        PATIENCE,
+        || "A's /health never said 503".to_owned(),
+        || http_get(&metrics_a, "/health").0 == 503,
+    );
     let status = a.wait(PATIENCE);
     let exited = Instant::now();
     thread::sleep(Duration::from_millis(500));

@@ -75,11 +75,7 @@ fn tls_echo_echoes_over_tls_with_its_self_signed_certificate() -> TestResult {
     cmd.arg("tls:127.0.0.1:0").env("TMPDIR", tmp.path());
     let server = Running::start(cmd, 1);
     let ca = tmp.path().join("tls_echo.pem");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server.stderr().contains("written to") {
-        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_stderr(&["written to"], Duration::from_secs(10));
     let mut client = crate::support::process::socketkit();
     client
         .arg("connect")

@@ -11,9 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
-use crate::support::TestResult;
 use crate::support::net::{connect, hash, payload, read_to_end, read_to_reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::{TestResult, wait_until};
 
 /// Whether this kernel runs io_uring for us: `serve --io-engine io_uring` binds (its first
 /// line is `listening on`), or says why not (exit 1). Under CI it must.
@@ -201,15 +201,16 @@ fn io_uring_closes_every_greeted_connection() {
     for _ in 0..300 {
         assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while open_descriptors(server.pid()) > before {
-        assert!(
-            Instant::now() < deadline,
-            "{} descriptors open after 300 greetings, {before} before",
-            open_descriptors(server.pid())
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            format!(
+                "{} descriptors open after 300 greetings, {before} before",
+                open_descriptors(server.pid())
+            )
+        },
+        || open_descriptors(server.pid()) <= before,
+    );
 }
 
 #[test]
@@ -419,15 +420,12 @@ fn io_uring_connections_are_counted_in_the_metrics() -> TestResult {
         assert_eq!(echo_round_trip(&server.addr(), payload(1000)).len(), 1000);
     }
     let listener = format!("listener=\"tcp:{}\"", server.addr());
-    let deadline = Instant::now() + Duration::from_secs(5);
     // The closes complete on the server's own time: wait for the last to be counted.
-    while sample(&metrics, "socketkit_connections_active", &listener) != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "connections still counted as open"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || "connections still counted as open".to_owned(),
+        || sample(&metrics, "socketkit_connections_active", &listener) == 0,
+    );
     assert_eq!(
         sample(&metrics, "socketkit_connections_accepted_total", &listener),
         3
@@ -470,14 +468,11 @@ fn io_uring_drain_waits_for_open_connections_then_forces_them_at_the_deadline() 
     open.set_read_timeout(Some(DEADLINE)).expect("timeout");
     server.signal(libc::SIGTERM);
     // Draining: the open connection is still echoed, new ones are refused.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(&addr).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the listener stays open while draining"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || "the listener stays open while draining".to_owned(),
+        || TcpStream::connect(&addr).is_err(),
+    );
     open.write_all(b"still here").expect("send while draining");
     let mut buf = [0u8; 10];
     open.read_exact(&mut buf).expect("echoed while draining");

@@ -9,12 +9,12 @@ use std::thread;
 use std::time::Duration;
 
 use crate::balancer::start_with_metrics;
-use crate::support::TestResult;
 use crate::support::net::{Fnv, connect, http_get, payload};
 use crate::support::process::{Running, command, socketkit};
 use crate::support::restart::{
     Descendants, Mode, Target, become_subreaper, load, read_pid, send_signal, wait_for_new_pid,
 };
+use crate::support::{TestResult, wait_until};
 
 /// How long a restart may take, start to pid file.
 const RESTART: Duration = Duration::from_secs(15);
@@ -190,11 +190,11 @@ fn a_broken_new_binary_leaves_the_old_one_serving() -> TestResult {
     // No binary at all.
     std::fs::remove_file(&binary)?;
     send_signal(pid, libc::SIGUSR2);
-    let deadline = std::time::Instant::now() + RESTART;
-    while old.stderr().matches("restart failed").count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", old.stderr());
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        RESTART,
+        || old.stderr(),
+        || old.stderr().matches("restart failed").count() >= 2,
+    );
     assert!(
         old.stderr().contains("No such file or directory") || old.stderr().contains("no such file"),
         "{}",

@@ -98,11 +98,11 @@ fn relay_counts(no_splice: bool) -> TestResult {
     assert!(back == data, "the echo came back whole");
     drop(client);
     let listener = format!("listener=\"tcp:{}\"", relay.addr());
-    let deadline = Instant::now() + DEADLINE;
-    while sample(&metrics, "socketkit_connections_active", &listener) != 0 {
-        assert!(Instant::now() < deadline, "the relay never closed");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        DEADLINE,
+        || "the relay never closed".to_owned(),
+        || sample(&metrics, "socketkit_connections_active", &listener) == 0,
+    );
     assert_eq!(
         sample(&metrics, "socketkit_bytes_received_total", &listener),
         100_000
@@ -155,11 +155,11 @@ fn datagrams_count_their_bytes_and_denied_ones_count_as_dropped() -> TestResult 
     let listener = format!("listener=\"udp:{target}\"");
     // The server counts a reply once its send returned, which may be just after the client
     // has it.
-    let deadline = Instant::now() + DEADLINE;
-    while sample(&metrics, "socketkit_bytes_sent_total", &listener) < 8 {
-        assert!(Instant::now() < deadline, "the replies were never counted");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        DEADLINE,
+        || "the replies were never counted".to_owned(),
+        || sample(&metrics, "socketkit_bytes_sent_total", &listener) >= 8,
+    );
     assert_eq!(
         sample(&metrics, "socketkit_bytes_received_total", &listener),
         8
@@ -192,19 +192,17 @@ fn listen_keep_open_counts_each_connection() -> TestResult {
         assert!(read_to_end(&mut client).is_empty());
     }
     let listener = format!("listener=\"tcp:{}\"", listen.addr());
-    let deadline = Instant::now() + DEADLINE;
-    while sample(
-        &metrics,
-        "socketkit_connection_duration_seconds_count",
-        &listener,
-    ) < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second connection never ended"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        DEADLINE,
+        || "the second connection never ended".to_owned(),
+        || {
+            sample(
+                &metrics,
+                "socketkit_connection_duration_seconds_count",
+                &listener,
+            ) >= 2
+        },
+    );
     assert_eq!(
         sample(&metrics, "socketkit_connections_accepted_total", &listener),
         2

@@ -63,18 +63,7 @@ fn curl_haproxy_protocol_names_the_client_to_exec() -> TestResult {
     let port: u16 = words.get(1).and_then(|p| p.parse().ok()).expect("a port");
     assert!(port > 0);
     // The -v log's closing line names the same client.
-    let deadline = Instant::now() + DEADLINE;
-    while !server
-        .stderr()
-        .contains(&format!("closed peer=127.0.0.3:{port}"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no closed line:\n{}",
-            server.stderr()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_stderr(&[&format!("closed peer=127.0.0.3:{port}")], DEADLINE);
     Ok(())
 }
 

@@ -173,15 +173,11 @@ impl Running {
     /// Waits until stderr holds every one of `wanted`; fails the test, showing stderr, if
     /// `limit` passes first.
     pub fn wait_for_stderr(&self, wanted: &[&str], limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !wanted.iter().all(|text| self.stderr().contains(text)) {
-            assert!(
-                Instant::now() < deadline,
-                "{wanted:?} not all in:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        super::wait_until(
+            limit,
+            || format!("{wanted:?} not all in:\n{}", self.stderr()),
+            || wanted.iter().all(|text| self.stderr().contains(text)),
+        );
     }
 
     /// Takes the child's stdin pipe (dropping it closes the child's input).
