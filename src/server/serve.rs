@@ -111,9 +111,21 @@ impl Server {
                 &pipeline
             };
             #[cfg(target_os = "linux")]
-            let ring_routine = spawner
-                .as_ref()
-                .and_then(|spawner| ring_routine(&self.limits, spawner, pipeline, group.is_tls()));
+            let streams = group
+                .listeners
+                .iter()
+                .any(|listener| matches!(listener, Listener::Stream(_)));
+            #[cfg(target_os = "linux")]
+            let ring_routine = spawner.as_ref().filter(|_| streams).and_then(|spawner| {
+                let routine = ring_routine(&self.limits, spawner, pipeline, group.is_tls());
+                // Which engine serves the listener, and why not the ring: `-v` tells an
+                // operator (io_uring refused in a container, a limit that needs tokio).
+                match &routine {
+                    Ok(_) => tracing::debug!("{}: io_uring engine", group.endpoint),
+                    Err(why) => tracing::debug!("{}: epoll engine ({why})", group.endpoint),
+                }
+                routine.ok()
+            });
             // An immediate reply's connections gather on the first listener while its worker
             // keeps up (see `ring::Steering`).
             #[cfg(target_os = "linux")]
@@ -222,27 +234,34 @@ impl Server {
 
 /// The io_uring routine for a stream listener, when the server's engine is io_uring (or
 /// auto, on a kernel that has it) and the listener qualifies (see
-/// [`IoEngine`](super::IoEngine)).
+/// [`IoEngine`](super::IoEngine)); else why not, in words.
 #[cfg(target_os = "linux")]
 fn ring_routine(
     limits: &Limits,
     spawner: &Arc<dyn Spawner>,
     pipeline: &Option<Arc<Pipeline>>,
     tls: bool,
-) -> Option<ring::RingRoutine> {
-    if tls || limits.max_connections.is_some() {
-        return None;
+) -> Result<ring::RingRoutine, String> {
+    if tls {
+        return Err("a tls: listener".to_owned());
+    }
+    if limits.max_connections.is_some() {
+        return Err("a limit on connections at once".to_owned());
     }
     if pipeline
         .as_deref()
         .is_some_and(|pipeline| !ring::RingRoutine::admits(pipeline))
     {
-        return None;
+        return Err("admission stages that run in a connection's task".to_owned());
     }
-    if !ring::wanted(limits.engine).unwrap_or(false) {
-        return None;
+    if let Some(why) = ring::declined(limits.engine) {
+        return Err(why);
     }
-    ring::RingRoutine::of(spawner, limits.idle_timeout.is_some())
+    ring::RingRoutine::of(spawner, limits.idle_timeout.is_some()).ok_or_else(|| {
+        "a handler the ring does not run (it runs immediate replies, and echo and discard \
+         without an idle timeout)"
+            .to_owned()
+    })
 }
 
 /// Runs a connection accepted elsewhere: through the admission stages, as an immediate

@@ -66,6 +66,8 @@ mod interop;
 mod io_engine;
 /// The io_uring engine's own admission: PROXY headers, access rules, refusals.
 mod io_engine_admission;
+/// `serve -v` names each stream listener's engine, and why not io_uring.
+mod io_engine_choice;
 /// Where a greeting's connections land with several io_uring workers.
 mod io_engine_steering;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.

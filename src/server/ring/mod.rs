@@ -94,6 +94,14 @@ pub(crate) fn wanted(engine: IoEngine) -> Result<bool, String> {
     }
 }
 
+/// Why the engine `engine` gives this process no ring, in words; `None` when it does.
+pub(crate) fn declined(engine: IoEngine) -> Option<String> {
+    match engine {
+        IoEngine::Epoll => Some("the epoll engine was asked for".to_owned()),
+        IoEngine::Auto | IoEngine::IoUring => probe().clone().err(),
+    }
+}
+
 /// Whether this kernel has what the workers use: a ring with the flags they ask for, a
 /// ring of provided buffers (5.19, the same release as multishot accept) and the opcodes.
 /// Asked once per process.
