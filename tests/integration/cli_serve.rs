@@ -112,7 +112,7 @@ fn unix_socket_file_is_removed_on_exit() -> TestResult {
 }
 
 /// LISTEN sockets on TCP `port` (from /proc/net/tcp and tcp6).
-fn listeners_on(port: u16) -> usize {
+pub(crate) fn listeners_on(port: u16) -> usize {
     let wanted = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()

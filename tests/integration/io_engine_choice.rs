@@ -1,7 +1,7 @@
 //! `serve -v` names the engine that serves each stream listener and, when it is not io_uring,
 //! why not: an operator whose server runs where io_uring is refused (a container's seccomp
 //! profile, `kernel.io_uring_disabled`), or with an option only tokio's engine serves, can
-//! see it without reading the code.
+//! see it without reading the code. (Where io_uring is refused: `kernel_fallbacks.rs`.)
 
 use std::time::Duration;
 
@@ -101,92 +101,4 @@ fn verbose_serve_names_each_stream_listeners_engine_and_why_not_io_uring() {
             server.stderr()
         );
     }
-}
-
-/// `socketkit` as a container with Docker's default seccomp profile runs it: `io_uring_setup`
-/// fails with `EPERM` (a seccomp filter installed in the child before it runs the binary).
-fn socketkit_without_io_uring() -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = socketkit();
-    // SAFETY: between fork and exec the closure makes two prctl calls on data it owns (the
-    // filter lives on its stack for the duration of the call); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-                code: code as u16,
-                jt,
-                jf,
-                k,
-            };
-            let mut filter = [
-                // The system call's number, the first word of `seccomp_data`: io_uring_setup
-                // fails with EPERM, everything else runs.
-                op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
-                op(
-                    libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-                    0,
-                    1,
-                    libc::SYS_io_uring_setup as u32,
-                ),
-                op(
-                    libc::BPF_RET | libc::BPF_K,
-                    0,
-                    0,
-                    libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-                ),
-                op(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-            ];
-            let program = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_mut_ptr(),
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    libc::SECCOMP_MODE_FILTER,
-                    &program as *const libc::sock_fprog,
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
-/// Where io_uring is refused, `auto` serves on epoll and says why; `io_uring` is exit 1.
-#[test]
-fn where_io_uring_is_refused_auto_serves_on_epoll_and_says_why() {
-    let mut cmd = socketkit_without_io_uring();
-    cmd.args(["serve", "-v", "--io-engine", "auto", "-l", "127.0.0.1:0"]);
-    let server = Running::start(cmd, 1);
-    let line = format!(
-        "{}: epoll engine (io_uring is not available: Operation not permitted",
-        server.endpoints()[0]
-    );
-    server.wait_for_stderr(&[&line], Duration::from_secs(10));
-    assert_eq!(
-        crate::support::net::read_to_end(&mut crate::support::net::connect(&server.addr())),
-        "你好".as_bytes()
-    );
-    // Answered, so the engine is running: no ring worker thread was started.
-    let threads = crate::io_engine::threads(server.pid());
-    assert!(
-        !threads
-            .iter()
-            .any(|name| name.starts_with("socketkit-uring")),
-        "{threads:?}"
-    );
-
-    let mut cmd = socketkit_without_io_uring();
-    cmd.args(["serve", "--io-engine", "io_uring", "-l", "127.0.0.1:0"]);
-    let out = crate::support::process::run(cmd, Vec::new(), crate::support::process::DEADLINE);
-    assert_eq!(out.code(), 1, "{}", out.stderr);
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr.starts_with("error: ") && out.stderr.contains("Operation not permitted"),
-        "{}",
-        out.stderr
-    );
 }

@@ -70,6 +70,8 @@ mod io_engine_admission;
 mod io_engine_choice;
 /// Where a greeting's connections land with several io_uring workers.
 mod io_engine_steering;
+/// Where the kernel lacks io_uring, `SO_REUSEPORT` or `splice(2)` (taken away by seccomp).
+mod kernel_fallbacks;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
 /// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.

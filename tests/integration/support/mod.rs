@@ -5,6 +5,7 @@ pub mod haproxy;
 pub mod net;
 pub mod process;
 pub mod restart;
+pub mod seccomp;
 pub mod tls_peers;
 pub mod tools;
 
