@@ -1,7 +1,8 @@
 //! What socketkit does where the kernel lacks a feature it uses (docs/platform-notes.md),
 //! tested on this machine by taking the feature away from the one process under test with a
 //! seccomp filter (`support::seccomp`), as a container's profile or an older kernel does:
-//! io_uring, `SO_REUSEPORT`, `splice(2)`. Each is detected, falls back, and says so.
+//! io_uring, `SO_REUSEPORT`, `splice(2)`, growing a pipe. Each is detected and falls back,
+//! and where the fallback costs speed, the log says so.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -38,6 +39,13 @@ const NO_SPLICE: Refusal = Refusal {
     syscall: libc::SYS_splice,
     args: &[],
     errno: libc::EINVAL,
+};
+
+/// Pipes kept at their size (`fcntl(F_SETPIPE_SZ)` refused, as past `pipe-user-pages-soft`).
+const NO_PIPE_GROWTH: Refusal = Refusal {
+    syscall: libc::SYS_fcntl,
+    args: &[(1, libc::F_SETPIPE_SZ as u32)],
+    errno: libc::EPERM,
 };
 
 /// Where io_uring is refused, `auto` serves on epoll and says why; `io_uring` is exit 1.
@@ -125,7 +133,8 @@ fn without_splice_forward_and_connect_copy_every_byte() {
     );
     relay.wait_for_stderr(&["splice(2) is not available here"], DEADLINE);
 
-    let mut cmd = socketkit_refusing(&[NO_SPLICE]);
+    // The same for `connect`, whose stdin and stdout pipes cannot be grown either.
+    let mut cmd = socketkit_refusing(&[NO_SPLICE, NO_PIPE_GROWTH]);
     cmd.args(["connect", &echo.addr()]);
     let out = run(cmd, data.clone(), DEADLINE);
     assert_eq!(out.code(), 0, "{}", out.stderr);
