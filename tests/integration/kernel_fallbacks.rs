@@ -48,6 +48,33 @@ const NO_PIPE_GROWTH: Refusal = Refusal {
     errno: libc::EPERM,
 };
 
+/// No IPv6: `socket(AF_INET6, …)` fails with `EAFNOSUPPORT`, as with `ipv6.disable=1`.
+const NO_IPV6: Refusal = Refusal {
+    syscall: libc::SYS_socket,
+    args: &[(0, libc::AF_INET6 as u32)],
+    errno: libc::EAFNOSUPPORT,
+};
+
+/// No BPF program on a reuseport group (before Linux 4.5, or a filter that refuses it).
+const NO_REUSEPORT_STEERING: Refusal = Refusal {
+    syscall: libc::SYS_setsockopt,
+    args: &[
+        (1, libc::SOL_SOCKET as u32),
+        (2, libc::SO_ATTACH_REUSEPORT_CBPF as u32),
+    ],
+    errno: libc::ENOPROTOOPT,
+};
+
+/// No `TCP_DEFER_ACCEPT` (a kernel or a sandbox without it).
+const NO_DEFER_ACCEPT: Refusal = Refusal {
+    syscall: libc::SYS_setsockopt,
+    args: &[
+        (1, libc::IPPROTO_TCP as u32),
+        (2, libc::TCP_DEFER_ACCEPT as u32),
+    ],
+    errno: libc::ENOPROTOOPT,
+};
+
 /// Where io_uring is refused, `auto` serves on epoll and says why; `io_uring` is exit 1.
 #[test]
 fn where_io_uring_is_refused_auto_serves_on_epoll_and_says_why() {
@@ -143,5 +170,72 @@ fn without_splice_forward_and_connect_copy_every_byte() {
         "{} of {} bytes",
         out.stdout.len(),
         data.len()
+    );
+}
+
+/// Without IPv6, `-l :PORT` (the tutorial's server listens so) binds IPv4's any address
+/// and serves; `connect localhost:PORT` reaches it whatever `localhost` resolves to first.
+#[test]
+fn without_ipv6_the_any_address_is_ipv4s() {
+    let mut cmd = socketkit_refusing(&[NO_IPV6]);
+    cmd.args(["serve", "-l", ":0"]);
+    let server = Running::start(cmd, 1);
+    let endpoint = &server.endpoints()[0];
+    assert!(endpoint.starts_with("tcp:0.0.0.0:"), "{endpoint}");
+    let port = server.port();
+    assert_eq!(
+        read_to_end(&mut connect(&format!("127.0.0.1:{port}"))),
+        "你好".as_bytes()
+    );
+    let mut cmd = socketkit_refusing(&[NO_IPV6]);
+    cmd.args(["connect", &format!("localhost:{port}")]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "你好".as_bytes());
+}
+
+/// Without a BPF program on the reuseport group, the io_uring workers of a greeting keep
+/// the kernel's hash (docs/benchmarks.md: it only costs wake-ups) and serve every client.
+#[test]
+fn without_reuseport_steering_the_workers_keep_the_hash() {
+    if !crate::io_engine::io_uring_available() {
+        return;
+    }
+    let mut cmd = socketkit_refusing(&[NO_REUSEPORT_STEERING]);
+    cmd.args(["serve", "-vv", "--io-engine", "io_uring", "--workers", "2"])
+        .args(["-l", "127.0.0.1:0"]);
+    let server = Running::start(cmd, 1);
+    let addr = server.addr();
+    let mut clients: Vec<_> = (0..200).map(|_| connect(&addr)).collect();
+    for client in &mut clients {
+        assert_eq!(read_to_end(client), "你好".as_bytes());
+    }
+    server.wait_for_stderr(&["reuseport steering not attached"], DEADLINE);
+}
+
+/// Without `TCP_DEFER_ACCEPT`, a PROXY protocol listener accepts at once and waits for the
+/// header in the connection's task: the header is still read and the reply still sent.
+#[test]
+fn without_defer_accept_proxy_headers_are_still_read() {
+    let mut cmd = socketkit_refusing(&[NO_DEFER_ACCEPT]);
+    cmd.args([
+        "serve",
+        "-v",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ])
+    .args(["-l", "127.0.0.1:0"]);
+    let server = Running::start(cmd, 1);
+    let mut client = connect(&server.addr());
+    // Sent late, so that the header is not there at accept.
+    std::thread::sleep(Duration::from_millis(100));
+    client
+        .write_all(b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\n")
+        .expect("header");
+    assert_eq!(read_to_end(&mut client), "你好".as_bytes());
+    server.wait_for_stderr(
+        &["TCP_DEFER_ACCEPT is not available", "peer=192.0.2.9:5000"],
+        DEADLINE,
     );
 }
