@@ -75,6 +75,13 @@ const NO_DEFER_ACCEPT: Refusal = Refusal {
     errno: libc::ENOPROTOOPT,
 };
 
+/// No idle clock from the kernel: `getsockopt(IPPROTO_TCP, TCP_INFO)` fails.
+const NO_TCP_INFO: Refusal = Refusal {
+    syscall: libc::SYS_getsockopt,
+    args: &[(1, libc::IPPROTO_TCP as u32), (2, libc::TCP_INFO as u32)],
+    errno: libc::ENOPROTOOPT,
+};
+
 /// Where io_uring is refused, `auto` serves on epoll and says why; `io_uring` is exit 1.
 #[test]
 fn where_io_uring_is_refused_auto_serves_on_epoll_and_says_why() {
@@ -237,5 +244,31 @@ fn without_defer_accept_proxy_headers_are_still_read() {
     server.wait_for_stderr(
         &["TCP_DEFER_ACCEPT is not available", "peer=192.0.2.9:5000"],
         DEADLINE,
+    );
+}
+
+/// Without `TCP_INFO` (the kernel's clock of the last data each way), an exec program under
+/// `--idle-timeout` gets pipes, as on a Unix socket, and socketkit times the bytes itself:
+/// the idle connection still ends on time.
+#[test]
+fn without_tcp_info_an_idle_exec_program_gets_pipes_and_still_times_out() {
+    let script = format!("{}; exec sleep 60", crate::service_exec::STDIN_KIND);
+    let mut cmd = socketkit_refusing(&[NO_TCP_INFO]);
+    cmd.args([
+        "serve",
+        "exec",
+        "-l",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "300ms",
+    ])
+    .args(["--shell", "--", &script]);
+    let server = Running::start(cmd, 1);
+    let started = std::time::Instant::now();
+    assert_eq!(read_to_end(&mut connect(&server.addr())), b"pipe\n");
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(300) && lasted < Duration::from_secs(5),
+        "{lasted:?}"
     );
 }

@@ -147,7 +147,7 @@ fn children_of(pid: i32) -> Vec<(String, String)> {
 }
 
 /// Prints what the program's stdin is: the connection's socket, or a pipe.
-const STDIN_KIND: &str =
+pub(crate) const STDIN_KIND: &str =
     "if test -S /dev/stdin; then echo socket; elif test -p /dev/stdin; then echo pipe; fi";
 
 #[test]
