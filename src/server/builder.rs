@@ -286,12 +286,19 @@ impl Builder {
         }
         #[cfg(target_os = "linux")]
         if let Err(reason) = super::ring::wanted(self.limits.engine) {
-            let reason = io::Error::new(io::ErrorKind::Unsupported, reason);
+            // Named as asked for: the engine may come from SOCKETKIT_IO_ENGINE, set long ago.
+            let reason = io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the io_uring engine was asked for, and {reason}"),
+            );
             return Err(Error::without_target(Op::Listen, reason));
         }
         #[cfg(not(target_os = "linux"))]
         if self.limits.engine == IoEngine::IoUring {
-            let reason = io::Error::new(io::ErrorKind::Unsupported, "io_uring is Linux's");
+            let reason = io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the io_uring engine was asked for, and io_uring is Linux's",
+            );
             return Err(Error::without_target(Op::Listen, reason));
         }
         let options = ListenOptions {
