@@ -285,7 +285,9 @@ impl Builder {
             return Err(Error::new(Op::Listen, endpoint, reason));
         }
         #[cfg(target_os = "linux")]
-        if let Err(reason) = super::ring::wanted(self.limits.engine) {
+        if self.limits.engine == IoEngine::IoUring
+            && let Some(reason) = super::ring::declined(self.limits.engine)
+        {
             // Named as asked for: the engine may come from SOCKETKIT_IO_ENGINE, set long ago.
             let reason = io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -80,20 +80,6 @@ impl Wake {
     }
 }
 
-/// Whether the engine `engine` asks for io_uring here: `Ok(true)` to use it, `Ok(false)`
-/// for epoll.
-///
-/// # Errors
-///
-/// `IoUring` was asked for and this kernel cannot run it: why, in words.
-pub(crate) fn wanted(engine: IoEngine) -> Result<bool, String> {
-    match engine {
-        IoEngine::Epoll => Ok(false),
-        IoEngine::Auto => Ok(probe().is_ok()),
-        IoEngine::IoUring => probe().clone().map(|()| true),
-    }
-}
-
 /// Why the engine `engine` gives this process no ring, in words; `None` when it does.
 pub(crate) fn declined(engine: IoEngine) -> Option<String> {
     match engine {
