@@ -244,7 +244,7 @@ fn a_bad_engine_name_is_a_usage_error_from_the_flag_and_from_the_variable() {
 }
 
 /// Sends `data` and half-closes on one thread while reading the echo on this one.
-fn echo_round_trip(addr: &str, data: Vec<u8>) -> Vec<u8> {
+pub(crate) fn echo_round_trip(addr: &str, data: Vec<u8>) -> Vec<u8> {
     let mut stream = connect(addr);
     stream
         .set_read_timeout(Some(DEADLINE))

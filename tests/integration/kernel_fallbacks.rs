@@ -4,8 +4,7 @@
 //! io_uring, `SO_REUSEPORT`, `splice(2)`, growing a pipe. Each is detected and falls back,
 //! and where the fallback costs speed, the log says so.
 
-use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -150,17 +149,7 @@ fn without_splice_forward_and_connect_copy_every_byte() {
     cmd.args(["forward", "-v", "-l", "127.0.0.1:0", "--to", &echo.addr()]);
     let relay = Running::start(cmd, 1);
     let data = payload(1 << 20);
-    let mut client = connect(&relay.addr());
-    let writer = {
-        let (mut client, data) = (client.try_clone().expect("clone"), data.clone());
-        std::thread::spawn(move || {
-            client.write_all(&data).expect("send");
-            client.shutdown(Shutdown::Write).expect("half-close");
-        })
-    };
-    let mut back = Vec::new();
-    client.read_to_end(&mut back).expect("the echo");
-    writer.join().expect("writer");
+    let back = crate::io_engine::echo_round_trip(&relay.addr(), data.clone());
     assert!(
         back == data,
         "{} of {} bytes came back",
