@@ -3,6 +3,7 @@
 //! admission stages when the server has any.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use super::meter::{ListenerMeter, Meter};
 use super::pipeline::Pipeline;
 use super::proxy::Now;
 use super::shutdown::{Phase, ShutdownHandle, Watcher};
+use super::steering::LoadWatch;
 use super::task::{Accepted, Holds, Spawner, finish_reply};
 use crate::error::describe;
 use crate::metrics::LoopCounts;
@@ -39,6 +41,8 @@ pub(crate) struct Acceptor {
     pub(crate) meter: Arc<ListenerMeter>,
     /// This loop's own shards of the listener's counters (with metrics on).
     pub(crate) counts: Option<LoopCounts>,
+    /// The server's load, for the steering of an immediate reply's listeners.
+    pub(crate) load: Option<LoadWatch>,
 }
 
 impl Acceptor {
@@ -74,6 +78,9 @@ impl Acceptor {
                     self.meter.accepted_by(self.counts.as_mut());
                     backoff.succeeded(|| listener.local_endpoint());
                     self.serve(raw, permit);
+                    if let Some(load) = &mut self.load {
+                        load.turn(listener.as_fd());
+                    }
                 }
                 // Only an accept that gave nothing (EAGAIN, EINTR) is not an error.
                 Some(Err(err)) if is_connection_error(&err) => match err.kind() {

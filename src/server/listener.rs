@@ -132,6 +132,15 @@ pub(crate) enum StreamListener {
     Unix(AsyncFd<std::os::unix::net::UnixListener>, Option<UnixFile>),
 }
 
+impl AsFd for StreamListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            StreamListener::Tcp(listener) => listener.get_ref().as_fd(),
+            StreamListener::Unix(listener, _) => listener.get_ref().as_fd(),
+        }
+    }
+}
+
 impl StreamListener {
     /// The endpoint this listener really listens on (the port the system chose for `:0`).
     pub(crate) fn local_endpoint(&self) -> Endpoint {

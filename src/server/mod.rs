@@ -77,6 +77,7 @@ mod proxy;
 mod ring;
 mod serve;
 mod shutdown;
+mod steering;
 mod task;
 mod tls;
 

@@ -16,6 +16,7 @@ use super::pipeline::Pipeline;
 #[cfg(target_os = "linux")]
 use super::ring;
 use super::shutdown::{self, Phase};
+use super::steering::Steering;
 use super::task::{self, Spawner};
 use super::{DatagramHandler, Limits, Server};
 use crate::error::{Error, Op, Result};
@@ -127,11 +128,15 @@ impl Server {
                 routine.ok()
             });
             // An immediate reply's connections gather on the first listener while its worker
-            // keeps up (see `ring::Steering`).
-            #[cfg(target_os = "linux")]
-            let steering = match (&ring_routine, group.listeners.first()) {
-                (Some(ring::RingRoutine::Reply(_)), Some(first)) => {
-                    ring::Steering::attach(first.handover_parts().0, group.listeners.len())
+            // keeps up (see `Steering`): on either engine, for the accept loop (or the ring's
+            // worker) does all of such a connection's work.
+            let replies_at_once = !group.is_tls()
+                && spawner
+                    .as_ref()
+                    .is_some_and(|spawner| spawner.immediate_reply().is_some());
+            let steering = match group.listeners.first() {
+                Some(first @ Listener::Stream(_)) if replies_at_once => {
+                    Steering::attach(first.handover_parts().0, group.listeners.len())
                 }
                 _ => None,
             };
@@ -173,6 +178,7 @@ impl Server {
                                 shutdown: self.shutdown.clone(),
                                 counts: meter.loop_counts(),
                                 meter: Arc::clone(&meter),
+                                load: steering.as_ref().map(Steering::watch_process),
                             };
                             tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
                         }

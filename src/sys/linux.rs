@@ -154,15 +154,40 @@ pub(crate) fn tcp_idle_time(socket: BorrowedFd<'_>) -> io::Result<std::time::Dur
 /// Attaches `ret #0` to the `SO_REUSEPORT` group of `listener`: the kernel hands every new
 /// connection to the group's first socket.
 pub(crate) fn steer_reuseport_to_first(listener: BorrowedFd<'_>) -> io::Result<()> {
-    let mut first = [libc::sock_filter {
+    attach_reuseport_program(listener, 0)
+}
+
+/// Detaches the program of `listener`'s `SO_REUSEPORT` group: the kernel's hash spreads
+/// connections over the group again. Kernels before 5.3 cannot detach one: there a program
+/// that answers an index past the group's end takes its place, for which the kernel falls
+/// back to its hash just the same (since 4.6, where these programs came).
+pub(crate) fn unsteer_reuseport(listener: BorrowedFd<'_>) -> io::Result<()> {
+    let detached = set_int_option(
+        listener.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_DETACH_REUSEPORT_BPF,
+        0,
+    );
+    detached.or_else(|_| spread_reuseport(listener))
+}
+
+/// Attaches `ret #0xffffffff`, an index no group reaches: the kernel's hash picks.
+fn spread_reuseport(listener: BorrowedFd<'_>) -> io::Result<()> {
+    attach_reuseport_program(listener, u32::MAX)
+}
+
+/// Attaches a classic BPF program of one instruction, `ret #index`, to the `SO_REUSEPORT`
+/// group of `listener`: the socket at `index` in the group takes each new connection.
+fn attach_reuseport_program(listener: BorrowedFd<'_>, index: u32) -> io::Result<()> {
+    let mut instructions = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
         jt: 0,
         jf: 0,
-        k: 0,
+        k: index,
     }];
     let program = libc::sock_fprog {
-        len: first.len() as u16,
-        filter: first.as_mut_ptr(),
+        len: instructions.len() as u16,
+        filter: instructions.as_mut_ptr(),
     };
     // The filter `program` points at lives across the call; the kernel copies it.
     set_option(
@@ -170,17 +195,6 @@ pub(crate) fn steer_reuseport_to_first(listener: BorrowedFd<'_>) -> io::Result<(
         libc::SOL_SOCKET,
         libc::SO_ATTACH_REUSEPORT_CBPF,
         &program,
-    )
-}
-
-/// Detaches the program of `listener`'s `SO_REUSEPORT` group (Linux 5.3): the kernel's hash
-/// spreads connections over the group again.
-pub(crate) fn unsteer_reuseport(listener: BorrowedFd<'_>) -> io::Result<()> {
-    set_int_option(
-        listener.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_DETACH_REUSEPORT_BPF,
-        0,
     )
 }
 
@@ -209,5 +223,48 @@ fn set_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn reuseport_listener(addr: std::net::SocketAddr) -> TcpListener {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        socket.bind(&addr.into()).expect("bind");
+        socket.listen(128).expect("listen");
+        socket.set_nonblocking(true).expect("non-blocking");
+        TcpListener::from(socket)
+    }
+
+    /// How many of `n` new connections each listener took.
+    fn land(first: &TcpListener, second: &TcpListener, n: usize) -> (usize, usize) {
+        let addr = first.local_addr().expect("bound");
+        let clients: Vec<TcpStream> = (0..n)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let count = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+        let taken = (count(first), count(second));
+        drop(clients);
+        taken
+    }
+
+    #[test]
+    fn an_index_past_the_group_spreads_by_the_kernels_hash() {
+        let first = reuseport_listener("127.0.0.1:0".parse().expect("an address"));
+        let second = reuseport_listener(first.local_addr().expect("bound"));
+        steer_reuseport_to_first(first.as_fd()).expect("the kernel takes the program");
+        assert_eq!(land(&first, &second, 32), (32, 0));
+        // What spreads on a kernel that cannot detach (before 5.3).
+        spread_reuseport(second.as_fd()).expect("the kernel takes the program");
+        let (a, b) = land(&first, &second, 64);
+        assert_eq!(a + b, 64);
+        assert!(a > 0 && b > 0, "spread over both: {a} and {b}");
     }
 }

@@ -338,13 +338,23 @@ pub(crate) fn raise_with_default_action(signal: libc::c_int) -> io::Result<()> {
 /// The CPU time the calling thread has used (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`);
 /// zero if the clock cannot be read.
 pub(crate) fn thread_cpu_time() -> Duration {
+    cpu_time(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// The CPU time every thread of this process has used (`CLOCK_PROCESS_CPUTIME_ID`); zero
+/// if the clock cannot be read.
+pub(crate) fn process_cpu_time() -> Duration {
+    cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_time(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a timespec that lives across the call, for the kernel to fill; on an
     // error it stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     let seconds = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0).min(999_999_999);
     Duration::new(seconds, nanos)

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{connect, read_to_end};
+use crate::support::net::{accept_queues, connect, read_to_end};
 use crate::support::process::{Running, socketkit};
 
 fn serve(args: &[&str]) -> Running {
@@ -111,24 +111,9 @@ fn unix_socket_file_is_removed_on_exit() -> TestResult {
     Ok(())
 }
 
-/// LISTEN sockets on TCP `port` (from /proc/net/tcp and tcp6).
+/// LISTEN sockets on TCP `port`.
 pub(crate) fn listeners_on(port: u16) -> usize {
-    let wanted = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .flat_map(|table| {
-            std::fs::read_to_string(table)
-                .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            cols.len() > 3 && cols[1].ends_with(&wanted) && cols[3] == "0A"
-        })
-        .count()
+    accept_queues(port).len()
 }
 
 #[test]

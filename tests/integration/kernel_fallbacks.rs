@@ -192,23 +192,27 @@ fn without_ipv6_the_any_address_is_ipv4s() {
     assert_eq!(out.stdout, "你好".as_bytes());
 }
 
-/// Without a BPF program on the reuseport group, the io_uring workers of a greeting keep
-/// the kernel's hash (docs/benchmarks.md: it only costs wake-ups) and serve every client.
+/// Without a BPF program on the reuseport group, the workers of a greeting keep the
+/// kernel's hash (docs/benchmarks.md: it only costs wake-ups) and serve every client, on
+/// either engine.
 #[test]
 fn without_reuseport_steering_the_workers_keep_the_hash() {
-    if !crate::io_engine::io_uring_available() {
-        return;
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
     }
-    let mut cmd = socketkit_refusing(&[NO_REUSEPORT_STEERING]);
-    cmd.args(["serve", "-vv", "--io-engine", "io_uring", "--workers", "2"])
-        .args(["-l", "127.0.0.1:0"]);
-    let server = Running::start(cmd, 1);
-    let addr = server.addr();
-    let mut clients: Vec<_> = (0..200).map(|_| connect(&addr)).collect();
-    for client in &mut clients {
-        assert_eq!(read_to_end(client), "你好".as_bytes());
+    for engine in engines {
+        let mut cmd = socketkit_refusing(&[NO_REUSEPORT_STEERING]);
+        cmd.args(["serve", "-vv", "--io-engine", engine, "--workers", "2"])
+            .args(["-l", "127.0.0.1:0"]);
+        let server = Running::start(cmd, 1);
+        let addr = server.addr();
+        let mut clients: Vec<_> = (0..200).map(|_| connect(&addr)).collect();
+        for client in &mut clients {
+            assert_eq!(read_to_end(client), "你好".as_bytes(), "{engine}");
+        }
+        server.wait_for_stderr(&["reuseport steering not attached"], DEADLINE);
     }
-    server.wait_for_stderr(&["reuseport steering not attached"], DEADLINE);
 }
 
 /// Without `TCP_DEFER_ACCEPT`, a PROXY protocol listener accepts at once and waits for the

@@ -7,7 +7,6 @@
 //! accepting (draining) or to close everything (the drain deadline passed).
 
 mod buffers;
-mod steering;
 mod worker;
 
 use std::io;
@@ -23,11 +22,10 @@ use super::listener::StreamListener;
 use super::meter::ListenerMeter;
 use super::pipeline::Pipeline;
 use super::shutdown::{Phase, ShutdownHandle};
+use super::steering::Steering;
 use super::task::Spawner;
 use crate::endpoint::Endpoint;
 use crate::net::UnixFile;
-
-pub(crate) use steering::Steering;
 
 /// What a ring worker runs on each connection.
 #[derive(Clone)]

@@ -39,7 +39,6 @@ use slab::Slab;
 
 use self::connection::Conn;
 use super::buffers::BufferRing;
-use super::steering::{LoadWatch, Steering};
 use super::{RingListener, RingRoutine, Wake};
 use crate::metrics::LoopCounts;
 use crate::server::EXHAUSTION_BACKOFF;
@@ -47,6 +46,7 @@ use crate::server::exhaustion::Backoff;
 use crate::server::meter::ListenerMeter;
 use crate::server::pipeline::Pipeline;
 use crate::server::shutdown::Watcher;
+use crate::server::steering::{LoadWatch, Steering};
 
 /// What a completion is for: the low bits of its user data; the rest is the slot.
 const ACCEPT: u64 = 0;
@@ -173,7 +173,7 @@ impl Worker {
         stopped: tokio::sync::oneshot::Sender<()>,
     ) -> io::Result<Worker> {
         // Made here, on the worker's thread, whose CPU time it reads.
-        let load = shared.steering.as_ref().map(Steering::watch);
+        let load = shared.steering.as_ref().map(Steering::watch_thread);
         let buffers = match routine {
             RingRoutine::Reply(_) => None,
             RingRoutine::Echo | RingRoutine::Discard => {

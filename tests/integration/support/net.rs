@@ -91,6 +91,26 @@ pub fn hash(bytes: &[u8]) -> u64 {
     fnv.finish()
 }
 
+/// The accept queue of each LISTEN socket on TCP `port`: how many connections the kernel
+/// completed for it that no one has accepted yet (read from /proc/net/tcp and tcp6, whose
+/// receive-queue column counts them for a listener).
+pub fn accept_queues(port: u16) -> Vec<u32> {
+    let wanted = format!(":{port:04X}");
+    let mut queues = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        // Columns: sl local_address rem_address st tx_queue:rx_queue ...; LISTEN is 0A.
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 4 && cols[1].ends_with(&wanted) && cols[3] == "0A" {
+                let rx = cols[4].split(':').nth(1).unwrap_or("0");
+                queues.push(u32::from_str_radix(rx, 16).unwrap_or(0));
+            }
+        }
+    }
+    queues
+}
+
 /// Waits until something listens on TCP `port` (read from /proc/net/tcp*), for tools like
 /// `nc -l` that print no readiness line; a probe connection would use up their one accept.
 pub fn wait_until_listening(port: u16) {

@@ -1,27 +1,31 @@
 //! Where an immediate reply's connections land when a TCP endpoint has one `SO_REUSEPORT`
 //! listener per worker: all on the first listener while the workers keep up, spread by the
-//! kernel's hash once one of them is busy.
+//! kernel's hash once one of them is busy. Both engines steer: the io_uring workers and the
+//! epoll engine's accept loops.
 //!
 //! Each worker that takes connections sleeps and is woken on its own, and on a virtual
 //! machine a wake-up costs about what a greeting does; spread over two workers at a load one
-//! of them carries, the same connections cost ~1.45× the CPU of one worker's (measured:
-//! docs/benchmarks.md, 2026-12-04). A reply's connection lives for one send, so
-//! moving where new connections land moves the load at once; echo and discard keep the
-//! hash, for a long-lived connection could not move off a worker that becomes busy.
+//! of them carries, the same connections cost ~1.45× the CPU of one worker's on the ring and
+//! ~1.2× on the epoll engine (measured: docs/benchmarks.md, 2026-12-04). A reply's
+//! connection lives for one send, so moving where new connections land moves the load at
+//! once; echo, discard and every handler that keeps a connection keep the hash, for a
+//! long-lived connection on the ring could not move off a worker that becomes busy.
 //!
 //! The steering is a classic BPF program on the listeners' reuseport group that picks the
-//! group's first socket (`ret #0`); spreading detaches it (Linux 5.3, older than any ring
-//! this engine runs). Every worker keeps its accept armed either way, so whichever socket the
-//! kernel counts first, a worker takes its connections. Each worker measures its own share of
-//! a core over short windows ([`LoadWatch`]): one at [`SPREAD_AT`] spreads, and the workers'
-//! shares summed under [`GATHER_BELOW`] gather again.
+//! group's first socket (`ret #0`); spreading detaches it (Linux 5.3). Every worker keeps
+//! accepting either way, so whichever socket the kernel counts first, a worker takes its
+//! connections. Load is measured over short windows ([`LoadWatch`]): a ring worker, one
+//! thread, measures its own share of a core; the epoll engine's accept loops are tokio tasks
+//! that move between the runtime's threads, so they measure the whole process's share,
+//! which stands for every loop's. One at [`SPREAD_AT`] spreads, and the shares summed under
+//! [`GATHER_BELOW`] gather again.
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::net::{steer_reuseport_to_first, thread_cpu_time, unsteer_reuseport};
+use crate::net::{process_cpu_time, steer_reuseport_to_first, thread_cpu_time, unsteer_reuseport};
 
 /// How long a worker measures its load over.
 const WINDOW: Duration = Duration::from_millis(20);
@@ -59,15 +63,18 @@ impl Steering {
         }))
     }
 
-    /// The load watch of one more worker.
-    pub(crate) fn watch(self: &Arc<Steering>) -> LoadWatch {
+    /// The load watch of one more worker that is a thread of its own: it measures the
+    /// calling thread, on which it must be made and used.
+    pub(crate) fn watch_thread(self: &Arc<Steering>) -> LoadWatch {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed) % self.busy.len();
-        LoadWatch {
-            steering: Arc::clone(self),
-            index,
-            window_start: Instant::now(),
-            cpu_at_start: thread_cpu_time(),
-        }
+        LoadWatch::new(self, index, CpuClock::Thread)
+    }
+
+    /// The load watch of one more worker that is a task on a runtime's threads: it
+    /// measures the whole process, whose share every such watch records as the first
+    /// worker's (the others stay at zero), so that the sum is the process's share.
+    pub(crate) fn watch_process(self: &Arc<Steering>) -> LoadWatch {
+        LoadWatch::new(self, 0, CpuClock::Process)
     }
 
     /// Whether connections are spread over every listener now.
@@ -117,24 +124,53 @@ fn decide(spread: bool, busy: u32, total: u32) -> Option<bool> {
     }
 }
 
-/// One worker's measure of its own load.
+/// The CPU time a [`LoadWatch`] reads.
+#[derive(Debug, Clone, Copy)]
+enum CpuClock {
+    /// The calling thread's.
+    Thread,
+    /// Every thread's of the process.
+    Process,
+}
+
+impl CpuClock {
+    fn read(self) -> Duration {
+        match self {
+            CpuClock::Thread => thread_cpu_time(),
+            CpuClock::Process => process_cpu_time(),
+        }
+    }
+}
+
+/// One worker's measure of its load.
 pub(crate) struct LoadWatch {
     steering: Arc<Steering>,
     index: usize,
+    clock: CpuClock,
     window_start: Instant,
     cpu_at_start: Duration,
 }
 
 impl LoadWatch {
+    fn new(steering: &Arc<Steering>, index: usize, clock: CpuClock) -> LoadWatch {
+        LoadWatch {
+            steering: Arc::clone(steering),
+            index,
+            clock,
+            window_start: Instant::now(),
+            cpu_at_start: clock.read(),
+        }
+    }
+
     /// Called once per loop turn: at the end of each window, records the share of a core
-    /// the worker's thread used in it.
+    /// the worker's thread (or the process) used in it.
     pub(crate) fn turn(&mut self, listener: BorrowedFd<'_>) {
         let now = Instant::now();
         let wall = now.duration_since(self.window_start);
         if wall < WINDOW {
             return;
         }
-        let cpu = thread_cpu_time();
+        let cpu = self.clock.read();
         let used = cpu.saturating_sub(self.cpu_at_start);
         self.window_start = now;
         self.cpu_at_start = cpu;
@@ -201,7 +237,7 @@ mod tests {
         let (first, second) = reuseport_pair();
         let steering = Steering::attach(first.as_fd(), 2).expect("the kernel takes the program");
         assert_eq!(land(&first, &second, 64), (64, 0));
-        let mut watch = steering.watch();
+        let mut watch = steering.watch_thread();
         // A worker that reports a busy window spreads the group.
         steering.record(watch.index, 95, second.as_fd());
         assert!(steering.is_spread());
