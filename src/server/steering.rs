@@ -181,12 +181,12 @@ impl LoadWatch {
 
 #[cfg(test)]
 mod tests {
-    #[cfg(not(socketkit_sys_fallback))]
-    use std::net::{TcpListener, TcpStream};
-    #[cfg(not(socketkit_sys_fallback))]
+    #[cfg(all(target_os = "linux", not(socketkit_sys_fallback)))]
     use std::os::fd::AsFd;
 
     use super::*;
+    #[cfg(all(target_os = "linux", not(socketkit_sys_fallback)))]
+    use crate::sys::reuseport_tests::{land, reuseport_pair};
 
     #[test]
     fn a_busy_worker_spreads_and_a_light_load_gathers() {
@@ -199,39 +199,8 @@ mod tests {
         const { assert!(GATHER_BELOW < SPREAD_AT) };
     }
 
-    #[cfg(not(socketkit_sys_fallback))]
-    fn reuseport_pair() -> (TcpListener, TcpListener) {
-        let bind = |addr: std::net::SocketAddr| {
-            let socket = socket2::Socket::new(
-                socket2::Domain::IPV4,
-                socket2::Type::STREAM,
-                Some(socket2::Protocol::TCP),
-            )
-            .unwrap();
-            socket.set_reuse_port(true).unwrap();
-            socket.bind(&addr.into()).unwrap();
-            socket.listen(128).unwrap();
-            socket.set_nonblocking(true).unwrap();
-            TcpListener::from(socket)
-        };
-        let first = bind("127.0.0.1:0".parse().unwrap());
-        let second = bind(first.local_addr().unwrap());
-        (first, second)
-    }
-
-    /// Connects `n` clients and counts what each listener took.
-    #[cfg(not(socketkit_sys_fallback))]
-    fn land(first: &TcpListener, second: &TcpListener, n: usize) -> (usize, usize) {
-        let addr = first.local_addr().unwrap();
-        let clients: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        let count = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
-        let taken = (count(first), count(second));
-        drop(clients);
-        taken
-    }
-
     // The fallback platform (`--cfg socketkit_sys_fallback`) has no reuseport program.
-    #[cfg(not(socketkit_sys_fallback))]
+    #[cfg(all(target_os = "linux", not(socketkit_sys_fallback)))]
     #[test]
     fn gathered_connections_land_on_the_first_listener_and_spread_ones_on_both() {
         let (first, second) = reuseport_pair();

@@ -226,8 +226,10 @@ fn set_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     }
 }
 
+/// Two listeners of one `SO_REUSEPORT` group, and where connections to them land: for the
+/// tests of the group's programs here and of the steering that uses them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod reuseport_tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsFd;
 
@@ -243,8 +245,15 @@ mod tests {
         TcpListener::from(socket)
     }
 
+    /// Two non-blocking listeners on one port of 127.0.0.1, in one reuseport group.
+    pub(crate) fn reuseport_pair() -> (TcpListener, TcpListener) {
+        let first = reuseport_listener("127.0.0.1:0".parse().expect("an address"));
+        let second = reuseport_listener(first.local_addr().expect("bound"));
+        (first, second)
+    }
+
     /// How many of `n` new connections each listener took.
-    fn land(first: &TcpListener, second: &TcpListener, n: usize) -> (usize, usize) {
+    pub(crate) fn land(first: &TcpListener, second: &TcpListener, n: usize) -> (usize, usize) {
         let addr = first.local_addr().expect("bound");
         let clients: Vec<TcpStream> = (0..n)
             .map(|_| TcpStream::connect(addr).expect("connect"))
@@ -257,8 +266,7 @@ mod tests {
 
     #[test]
     fn an_index_past_the_group_spreads_by_the_kernels_hash() {
-        let first = reuseport_listener("127.0.0.1:0".parse().expect("an address"));
-        let second = reuseport_listener(first.local_addr().expect("bound"));
+        let (first, second) = reuseport_pair();
         steer_reuseport_to_first(first.as_fd()).expect("the kernel takes the program");
         assert_eq!(land(&first, &second, 32), (32, 0));
         // What spreads on a kernel that cannot detach (before 5.3).

@@ -37,6 +37,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
+#[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
+pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
     accept_nonblocking, grow_pipe, set_bind_address_no_port, set_defer_accept, splice,
     steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
