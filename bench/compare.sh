@@ -56,6 +56,12 @@ for engine in engines:
             rows.append((engine, label, f"conn/s {r['conn_per_s']}x", f"CPU/conn {r['server_cpu_us_per_conn']}x",
                          f"p99 {r['p99_us']}x",
                          f"{t['conn_per_s']['median']:.0f} conn/s, {t['server_cpu_us_per_conn']['median']} us/conn"))
+    # Issue 16: the default worker count must not cost more per connection than one worker.
+    one, default = load(f"greeting-w1-{engine}.json"), load(f"greeting-default-{engine}.json")
+    if one and default:
+        us = lambda d: d["conn"]["target"]["server_cpu_us_per_conn"]["median"]
+        rows.append((engine, "greeting default workers vs --workers 1", "",
+                     f"CPU/conn {us(default) / us(one):.3f}x", "", "socketkit against itself, same run"))
     d = load(f"echo-w1-{engine}.json")
     if d:
         r, t = d["echo"]["ratio"], d["echo"]["target"]
