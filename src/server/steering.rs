@@ -12,7 +12,8 @@
 //! long-lived connection on the ring could not move off a worker that becomes busy.
 //!
 //! The steering is a classic BPF program on the listeners' reuseport group that picks the
-//! group's first socket (`ret #0`); spreading detaches it (Linux 5.3). Every worker keeps
+//! group's first socket (`ret #0`); spreading detaches it (before Linux 5.3, which cannot,
+//! it is replaced by one that leaves the choice to the kernel's hash). Every worker keeps
 //! accepting either way, so whichever socket the kernel counts first, a worker takes its
 //! connections. Load is measured over short windows ([`LoadWatch`]): a ring worker, one
 //! thread, measures its own share of a core; the epoll engine's accept loops are tokio tasks
