@@ -140,6 +140,14 @@ impl Server {
                 }
                 _ => None,
             };
+            if steering.is_some() {
+                tracing::debug!(
+                    "{}: new connections go to the first of its {} listeners until the server \
+                     is busy",
+                    group.endpoint,
+                    group.listeners.len()
+                );
+            }
             for listener in group.listeners {
                 match (listener, &spawner, &datagram) {
                     #[cfg(target_os = "linux")]

@@ -88,17 +88,20 @@ impl Steering {
     fn record(&self, index: usize, busy: u32, listener: BorrowedFd<'_>) {
         self.busy[index].store(busy, Ordering::Relaxed);
         match decide(self.is_spread(), busy, self.total()) {
-            Some(true) if self.flip(true) => {
-                if let Err(err) = unsteer_reuseport(listener) {
-                    // Connections still land on the first listener, whose worker accepts.
-                    tracing::warn!("cannot spread connections over the workers: {err}");
-                }
-            }
-            Some(false) if self.flip(false) => {
-                if let Err(err) = steer_reuseport_to_first(listener) {
-                    tracing::debug!("cannot gather connections on one worker: {err}");
-                }
-            }
+            Some(true) if self.flip(true) => match unsteer_reuseport(listener) {
+                Ok(()) => tracing::debug!(
+                    "a worker at {busy}% of a core: new connections spread over every listener"
+                ),
+                // Connections still land on the first listener, whose worker accepts.
+                Err(err) => tracing::warn!("cannot spread connections over the workers: {err}"),
+            },
+            Some(false) if self.flip(false) => match steer_reuseport_to_first(listener) {
+                Ok(()) => tracing::debug!(
+                    "the workers at {}% of a core: new connections go to the first listener",
+                    self.total()
+                ),
+                Err(err) => tracing::debug!("cannot gather connections on one worker: {err}"),
+            },
             _ => {}
         }
     }

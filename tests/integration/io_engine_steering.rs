@@ -126,7 +126,7 @@ fn serve_with_two_workers(service: &[&str], engine: &str) -> Running {
     let mut cmd = socketkit();
     cmd.arg("serve")
         .args(service)
-        .args(["-q", "--io-engine", engine, "--workers", "2"])
+        .args(["-v", "--io-engine", engine, "--workers", "2"])
         .args(["-l", "127.0.0.1:0"]);
     Running::start(cmd, 1)
 }
@@ -139,6 +139,10 @@ fn a_greeting_s_connections_land_on_one_listener_on_either_engine() {
     }
     for engine in engines {
         let server = serve_with_two_workers(&[], engine);
+        server.wait_for_stderr(
+            &["new connections go to the first of its 2 listeners"],
+            Duration::from_secs(10),
+        );
         let (queues, mut clients) = queued_per_listener(&server, 32);
         assert_eq!(queues, [0, 32], "{engine}: connections queued per listener");
         for client in &mut clients {
@@ -151,6 +155,10 @@ fn a_greeting_s_connections_land_on_one_listener_on_either_engine() {
 fn an_echo_s_connections_keep_the_kernel_s_hash() {
     let server = serve_with_two_workers(&["echo"], "epoll");
     let (queues, clients) = queued_per_listener(&server, 32);
+    assert!(
+        !server.stderr().contains("listeners until"),
+        "echo is not steered"
+    );
     assert_eq!(queues.len(), 2);
     // Both take some: all 32 on one listener by the hash is 1 in 2^31.
     assert!(queues[0] > 0, "connections queued per listener: {queues:?}");
