@@ -95,8 +95,8 @@ pub(crate) struct ServerArgs {
           value_parser = values::duration())]
     pub(crate) idle_timeout: Option<Duration>,
     /// The listen(2) backlog (0-65535; the kernel caps it at net.core.somaxconn).
-    #[arg(long, value_name = "N", default_value_t = 1024, allow_hyphen_values = true,
-          value_parser = values::whole::<u32>(0, 65_535))]
+    #[arg(long, value_name = "N", default_value_t = socketkit::server::DEFAULT_BACKLOG,
+          allow_hyphen_values = true, value_parser = values::whole::<u32>(0, 65_535))]
     pub(crate) backlog: u32,
     /// On SIGINT/SIGTERM, how long in-flight connections may finish (0: close them at once).
     #[arg(long, value_name = "DURATION", default_value = "5s", allow_hyphen_values = true,

@@ -89,7 +89,7 @@ use std::time::Duration;
 
 pub use admission::{Admission, Admit, Admitted, Refusal, Refusals};
 pub use blocking::{BlockingConnection, BlockingHandler};
-pub use builder::Builder;
+pub use builder::{Builder, DEFAULT_BACKLOG};
 pub use connection::Connection;
 pub use datagram::{DatagramHandler, Reply};
 pub use engine::{IO_ENGINE_VAR, IoEngine, Routine, UnknownEngine};

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{accept_queues, connect, read_to_end};
+use crate::support::net::{accept_queues, connect, queued_per_listener, read_to_end};
 use crate::support::process::{Running, socketkit};
 
 fn serve(args: &[&str]) -> Running {
@@ -114,6 +114,25 @@ fn unix_socket_file_is_removed_on_exit() -> TestResult {
 /// LISTEN sockets on TCP `port`.
 pub(crate) fn listeners_on(port: u16) -> usize {
     accept_queues(port).len()
+}
+
+/// The default backlog (4096) holds a connection storm that 1024 would not: with the server
+/// stopped, 1,500 clients complete their handshakes and wait in the listener's queue, and
+/// each is greeted once it runs again.
+#[test]
+fn the_default_backlog_holds_1500_clients_waiting_at_once() {
+    // The kernel caps every backlog at net.core.somaxconn (4096 since Linux 5.4).
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap_or_default();
+    if cap.trim().parse::<u32>().is_ok_and(|cap| cap <= 1500) {
+        eprintln!("skipped: net.core.somaxconn is {}, under 1,501", cap.trim());
+        return;
+    }
+    let server = serve(&["-l", "127.0.0.1:0", "--workers", "1"]);
+    let (queues, mut clients) = queued_per_listener(&server, 1500);
+    assert_eq!(queues, [1500]);
+    for client in &mut clients {
+        assert_eq!(read_to_end(client), "你好".as_bytes());
+    }
 }
 
 #[test]

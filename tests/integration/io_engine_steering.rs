@@ -5,13 +5,11 @@
 //! How the group spreads once a worker is busy is tested on real sockets in
 //! `src/server/steering.rs`.
 
-use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::io_engine::{greet_on_rings, io_uring_available, uring_workers};
-use crate::support::net::{accept_queues, connect, read_to_end};
+use crate::support::net::{connect, queued_per_listener, read_to_end};
 use crate::support::process::{Running, socketkit};
-use crate::support::wait_until;
 
 /// Each io_uring worker thread of `pid` with its voluntary context switches so far.
 fn worker_switches(pid: i32) -> Vec<(String, u64)> {
@@ -75,51 +73,6 @@ fn a_greeting_load_one_worker_carries_never_wakes_the_other() {
         woken[0] <= 2 && woken[1] >= 100,
         "wake-ups per worker over 300 connections: {woken:?} (one should take them all)"
     );
-}
-
-/// Where `clients` new connections to `server` queue, per listener, smallest first: the
-/// server is stopped meanwhile (the kernel completes the connections all the same), so each
-/// stays in the accept queue of the listener the kernel picked. The server goes on after.
-fn queued_per_listener(server: &Running, clients: usize) -> (Vec<u32>, Vec<TcpStream>) {
-    // One connection served first: the listeners are bound (and `listening on` printed)
-    // before the server steers their group, which it does before it accepts.
-    // Its end of stream comes back (with the greeting before it) once a loop accepted it.
-    let mut first = connect(&server.addr());
-    first.shutdown(Shutdown::Write).expect("shutdown");
-    read_to_end(&mut first);
-    server.signal(libc::SIGSTOP);
-    // kill(2) returns before every thread has stopped: one still running could accept.
-    let pid = server.pid();
-    wait_until(
-        Duration::from_secs(10),
-        || format!("the threads of {pid} stop"),
-        || all_threads_stopped(pid),
-    );
-    let streams: Vec<TcpStream> = (0..clients).map(|_| connect(&server.addr())).collect();
-    let port = server.port();
-    let total = || accept_queues(port).iter().sum::<u32>() as usize;
-    wait_until(
-        Duration::from_secs(10),
-        || format!("queued: {:?} of {clients}", accept_queues(port)),
-        || total() == clients,
-    );
-    let mut queues = accept_queues(port);
-    server.signal(libc::SIGCONT);
-    queues.sort_unstable();
-    (queues, streams)
-}
-
-/// Whether every thread of `pid` is stopped (`T` in its `/proc` stat).
-fn all_threads_stopped(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.filter_map(Result::ok).all(|task| {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // The state follows the command's closing parenthesis.
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T'))
-    })
 }
 
 fn serve_with_two_workers(service: &[&str], engine: &str) -> Running {

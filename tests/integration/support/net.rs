@@ -1,8 +1,11 @@
 //! Loopback helpers: bounded reads and connections with timeouts.
 
 use std::io::Read;
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
+
+use super::process::Running;
+use super::wait_until;
 
 /// How long a test waits on one socket operation.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,4 +189,61 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .and_then(|code| code.parse().ok())
         .expect("a status code");
     (status, body.to_owned())
+}
+
+/// Where `clients` new connections to `server` queue, per listener, smallest first: the
+/// server is stopped meanwhile (the kernel completes the connections all the same, as long
+/// as the listen backlog has room), so each stays in the accept queue of the listener the
+/// kernel picked. The server goes on after. A connection the backlog has no room for fails
+/// the test (its handshake would only be retried a second later, and again).
+pub fn queued_per_listener(server: &Running, clients: usize) -> (Vec<u32>, Vec<TcpStream>) {
+    // One connection served first: the listeners are bound (and `listening on` printed)
+    // before the server steers their group, which it does before it accepts.
+    // Its end of stream comes back (with the greeting before it) once a loop accepted it.
+    let mut first = connect(&server.addr());
+    first.shutdown(Shutdown::Write).expect("shutdown");
+    read_to_end(&mut first);
+    server.signal(libc::SIGSTOP);
+    // kill(2) returns before every thread has stopped: one still running could accept.
+    let pid = server.pid();
+    wait_until(
+        Duration::from_secs(10),
+        || format!("the threads of {pid} stop"),
+        || all_threads_stopped(pid),
+    );
+    let addr: std::net::SocketAddr = server.addr().parse().expect("a socket address");
+    let streams: Vec<TcpStream> = (0..clients)
+        .map(|n| {
+            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|err| panic!("client {n} of {clients} to {addr}: {err}"));
+            stream
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .expect("set timeout");
+            stream
+        })
+        .collect();
+    let port = server.port();
+    let total = || accept_queues(port).iter().sum::<u32>() as usize;
+    wait_until(
+        Duration::from_secs(10),
+        || format!("queued: {:?} of {clients}", accept_queues(port)),
+        || total() == clients,
+    );
+    let mut queues = accept_queues(port);
+    server.signal(libc::SIGCONT);
+    queues.sort_unstable();
+    (queues, streams)
+}
+
+/// Whether every thread of `pid` is stopped (`T` in its `/proc` stat).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command's closing parenthesis.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
 }
