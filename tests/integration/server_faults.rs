@@ -234,10 +234,17 @@ fn sigterm_lets_twenty_transfers_in_flight_finish() {
             thread::spawn(move || {
                 let data = payload(1024 * 1024 + i);
                 let mut stream = connect(&addr);
-                let mut reader = stream.try_clone().expect("clone");
-                let echoed = thread::spawn(move || read_to_end(&mut reader));
                 let (head, tail) = data.split_at(64 * 1024);
                 stream.write_all(head).expect("first part");
+                // Its echo back before the signal: the server has accepted the connection
+                // (one still in the listen backlog when the listener closes is reset by the
+                // kernel, which is not a transfer in flight).
+                let mut echoed = vec![0; head.len()];
+                stream
+                    .read_exact(&mut echoed)
+                    .expect("the first part's echo");
+                let mut reader = stream.try_clone().expect("clone");
+                let rest = thread::spawn(move || read_to_end(&mut reader));
                 started.wait();
                 // The rest goes out slowly, after the signal: it must still be echoed.
                 for chunk in tail.chunks(64 * 1024) {
@@ -245,7 +252,8 @@ fn sigterm_lets_twenty_transfers_in_flight_finish() {
                     stream.write_all(chunk).expect("rest");
                 }
                 stream.shutdown(Shutdown::Write).expect("half-close");
-                echoed.join().expect("reader") == data
+                echoed.extend(rest.join().expect("reader"));
+                echoed == data
             })
         })
         .collect();
