@@ -187,6 +187,11 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
         ("--tls-self-signed", args.tls.tls_self_signed, no_tls),
         ("--tls-client-ca", args.tls.tls_client_ca.is_some(), no_tls),
         ("--tls-ca", args.to_tls.tls_ca.is_some(), no_tls),
+        (
+            "--tls-fingerprint",
+            args.to_tls.tls_fingerprint.is_some(),
+            no_tls,
+        ),
         ("--tls-sni", args.to_tls.tls_sni.is_some(), no_tls),
         ("--tls-insecure", args.to_tls.tls_insecure, no_tls),
         (

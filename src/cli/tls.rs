@@ -9,7 +9,8 @@ use clap::Args;
 use socketkit::endpoint::{Endpoint, Host};
 use socketkit::server::Builder;
 use socketkit::tls::{
-    ClientOptions, Connector, Identity, ServerOptions, ServerTls, client_config, server_config,
+    ClientOptions, Connector, Fingerprint, Identity, ServerOptions, ServerTls, client_config,
+    server_config,
 };
 
 use super::exit::CliError;
@@ -42,6 +43,11 @@ pub(crate) struct TlsClientArgs {
     /// tls: targets: trust the CA certificates in FILE instead of the system's store.
     #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
     pub(crate) tls_ca: Option<PathBuf>,
+    /// tls: targets: accept exactly the server certificate with this SHA-256 fingerprint
+    /// (AB:CD:…, as serve --tls-self-signed prints it), whatever its issuer and names.
+    #[arg(long, value_name = "SHA256", conflicts_with_all = ["tls_insecure", "tls_ca"],
+          value_parser = super::values::fingerprint())]
+    pub(crate) tls_fingerprint: Option<Fingerprint>,
     /// tls: targets: the server name to ask for and verify (default: the endpoint's host).
     #[arg(long, value_name = "NAME")]
     pub(crate) tls_sni: Option<String>,
@@ -200,6 +206,7 @@ pub(crate) fn client(
     if !matches!(target, Endpoint::Tls(_)) {
         let given = [
             (args.tls_ca.is_some(), "--tls-ca"),
+            (args.tls_fingerprint.is_some(), "--tls-fingerprint"),
             (args.tls_sni.is_some(), "--tls-sni"),
             (args.tls_insecure, "--tls-insecure"),
             (identity.is_some(), "a client certificate"),
@@ -212,6 +219,7 @@ pub(crate) fn client(
     let options = ClientOptions {
         ca: args.tls_ca.clone(),
         insecure: args.tls_insecure,
+        pin: args.tls_fingerprint,
         alpn: protocols(alpn)?,
         identity,
         full_handshakes,

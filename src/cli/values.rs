@@ -1,5 +1,6 @@
 //! The value parsers of every numeric option, in one place: whole numbers, decimal numbers,
-//! durations and octal modes, each with the range the option allows. A value out of range is
+//! durations and octal modes, each with the range the option allows, and certificate
+//! fingerprints. A value out of range is
 //! refused by clap (exit 2) with one line naming the option and the range, as wrk, iperf3
 //! and ab do: `invalid value '0' for --connections: must be a whole number from 1 to 1000000`.
 //!
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
+use socketkit::tls::{Fingerprint, NotAFingerprint};
 
 /// The longest duration any option takes. A bound, not a convenience: durations are added
 /// to each other and to `Instant::now()`, which panics on overflow.
@@ -214,6 +216,25 @@ impl Check for Mode {
 
     fn check(&self, text: &str) -> Result<u32, Refused> {
         parse_mode(text)
+    }
+}
+
+/// A certificate's SHA-256 fingerprint (`--tls-fingerprint`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pin;
+
+/// A fingerprint option.
+pub(crate) fn fingerprint() -> Checked<Pin> {
+    Checked(Pin)
+}
+
+impl Check for Pin {
+    type Value = Fingerprint;
+    const WHAT: &'static str = "fingerprint";
+
+    fn check(&self, text: &str) -> Result<Fingerprint, Refused> {
+        text.parse()
+            .map_err(|err: NotAFingerprint| Refused(err.to_string()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The client side: a `rustls::ClientConfig` that verifies servers against the system's CA
-//! store or a given CA file (or, on request, not at all), and a [`Connector`] that runs the
-//! handshake over any async stream with the right server name.
+//! store or a given CA file, or accepts exactly the certificate of a pinned fingerprint (or,
+//! on request, any), and a [`Connector`] that runs the handshake over any async stream with
+//! the right server name.
 
 use std::io;
 use std::path::PathBuf;
@@ -10,9 +11,13 @@ use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::fingerprint::{Fingerprint, NotPinned};
 use super::server::{Identity, identity_error, root_store};
 use super::{describe, pem, provider};
 use crate::endpoint::Host;
@@ -27,6 +32,10 @@ pub struct ClientOptions {
     /// Accept any server certificate. The handshake still proves the server holds the key of
     /// the certificate it sent, but nothing says whose certificate that is.
     pub insecure: bool,
+    /// Accept exactly the server certificate with this SHA-256 fingerprint (a self-signed
+    /// server's, say), whatever its issuer, names and dates; `ca` and `insecure` are then
+    /// not used. The handshake proves the server holds that certificate's key.
+    pub pin: Option<Fingerprint>,
     /// Application protocols (ALPN) to offer, in order of preference.
     pub alpn: Vec<Vec<u8>>,
     /// A client certificate chain and its key, for servers that ask for one.
@@ -61,10 +70,14 @@ pub fn client_config(options: &ClientOptions) -> Result<Arc<ClientConfig>> {
                 io::Error::other(describe(&err)),
             )
         })?;
-    let builder = if options.insecure {
+    let builder = if options.pin.is_some() || options.insecure {
+        let verifier = WithoutCa {
+            pin: options.pin,
+            provider: provider(),
+        };
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_custom_certificate_verifier(Arc::new(verifier))
     } else {
         let roots = match &options.ca {
             Some(path) => root_store(path)?,
@@ -209,21 +222,35 @@ fn parse_name(name: &str) -> io::Result<ServerName<'static>> {
     })
 }
 
-/// The verifier of `insecure`: any certificate is taken, but handshake signatures are still
-/// checked, so the peer must at least hold the key of the certificate it sent.
+/// The verifier without a CA: the certificate of `pin`, or with no pin (`insecure`) any
+/// certificate, is taken; handshake signatures are still checked, so the peer must hold
+/// the key of the certificate it sent.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+struct WithoutCa {
+    pin: Option<Fingerprint>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for NoVerification {
+impl ServerCertVerifier for WithoutCa {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(pinned) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let presented = Fingerprint::of(end_entity);
+        if presented == pinned {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let mismatch = NotPinned { presented, pinned };
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(mismatch)),
+        )))
     }
 
     fn verify_tls12_signature(
@@ -236,7 +263,7 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -250,11 +277,13 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

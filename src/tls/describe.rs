@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use rustls::pki_types::UnixTime;
 use rustls::{AlertDescription, CertificateError, PeerIncompatible};
 
+use super::fingerprint::NotPinned;
+
 /// A TLS error as one lower-case sentence.
 ///
 /// # Examples
@@ -148,6 +150,8 @@ fn certificate(err: &CertificateError) -> String {
         C::UnhandledCriticalExtension => {
             "certificate has a critical extension this side does not understand".to_owned()
         }
+        // A pinning client's own reason (see `client.rs`): its words as they are.
+        C::Other(other) if other.0.is::<NotPinned>() => other.to_string(),
         other => format!(
             "certificate rejected: {}",
             lower_first(&rustls::Error::InvalidCertificate(other.clone()).to_string())

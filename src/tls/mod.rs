@@ -6,8 +6,8 @@
 //!   key ([`Identity::Files`]) or a self-signed certificate ([`Identity::SelfSigned`]), with
 //!   client certificates required when a CA file is given.
 //! - [`client_config`], [`ClientOptions`] and [`Connector`]: a `rustls::ClientConfig` that
-//!   verifies servers against the system's CA store, a CA file, or (insecure) nothing, and
-//!   the handshake over any async stream.
+//!   verifies servers against the system's CA store, a CA file, a pinned certificate
+//!   ([`Fingerprint`]), or (insecure) nothing, and the handshake over any async stream.
 //! - [`load_certificates`], [`load_private_key`]: PEM files, with reasons in words.
 //! - [`describe()`]: a TLS error as a sentence (`certificate has expired: …`).
 //!
@@ -49,6 +49,7 @@
 
 mod client;
 mod describe;
+mod fingerprint;
 mod pem;
 mod server;
 
@@ -57,6 +58,7 @@ use std::sync::{Arc, OnceLock};
 pub use client::{ClientOptions, Connector, client_config};
 pub use describe::describe;
 pub(crate) use describe::{TRUNCATED, handshake_failure, in_words};
+pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
 pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, fingerprint, server_config};
 

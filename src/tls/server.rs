@@ -193,11 +193,5 @@ fn self_signed(
 /// assert!(fp.starts_with("E3:B0:C4:42:98:FC"));
 /// ```
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    super::Fingerprint::of(der).to_string()
 }

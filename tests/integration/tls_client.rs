@@ -439,3 +439,51 @@ fn send_only_delivers_everything_to_an_echoing_server_and_exits_0() {
         );
     }
 }
+
+/// `serve --tls-self-signed` prints its certificate's fingerprint; `connect
+/// --tls-fingerprint` with it talks to that server (in any usual spelling of the
+/// fingerprint) and refuses any other certificate with one line naming both; a malformed
+/// fingerprint is a usage error.
+#[test]
+fn a_pinned_fingerprint_accepts_that_certificate_and_no_other() {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "--tls-self-signed",
+        "-l",
+        "tls:127.0.0.1:0",
+    ]);
+    let server = Running::start(cmd, 1);
+    server.wait_for_stderr(&["SHA-256 fingerprint "], DEADLINE);
+    let log = server.stderr();
+    let pinned = log
+        .split("SHA-256 fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no fingerprint in: {log}"))
+        .to_owned();
+    let port = server.port();
+    for spelling in [pinned.clone(), pinned.replace(':', "").to_lowercase()] {
+        let out = run_connect(port, &["--tls-fingerprint", &spelling], b"pinned\n");
+        assert_eq!(out.code(), 0, "{spelling}: {}", out.stderr);
+        assert_eq!(out.stdout, b"pinned\n");
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+    }
+    // Another certificate's: the first byte changed.
+    let first = if pinned.starts_with("00") { "01" } else { "00" };
+    let other = format!("{first}{}", &pinned[2..]);
+    let out = run_connect(port, &["--tls-fingerprint", &other], b"");
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert_one_error(
+        &out.stderr,
+        &format!("certificate has SHA-256 fingerprint {pinned}, not the pinned {other}"),
+    );
+    assert!(out.stdout.is_empty());
+    let out = run_connect(port, &["--tls-fingerprint", "12:34"], b"");
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert_one_error(
+        &out.stderr,
+        "invalid fingerprint '12:34' for --tls-fingerprint: a SHA-256 fingerprint is 32 bytes",
+    );
+}

@@ -99,8 +99,17 @@ pub const TLS_SERVER: [(&str, Kind); 6] = [
     ("--tls-alpn", Kind::Word(&["h2", "http/1.1", "", "x"])),
 ];
 /// TLS options of the clients (connect, bench, forward --to).
-pub const TLS_CLIENT: [(&str, Kind); 5] = [
+pub const TLS_CLIENT: [(&str, Kind); 6] = [
     ("--tls-ca", Kind::InFile),
+    (
+        "--tls-fingerprint",
+        Kind::Word(&[
+            "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF",
+            "",
+            "12:34",
+            "zz",
+        ]),
+    ),
     (
         "--tls-sni",
         Kind::Word(&["localhost", "example.com", "", "a b"]),
