@@ -54,27 +54,6 @@ fn greet(pki: &Pki, addr: &str) -> (Vec<u8>, Duration) {
     (got, started.elapsed())
 }
 
-/// Raises this process's descriptor limit (children inherit it) to hold `wanted` sockets.
-fn allow_descriptors(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < wanted {
-            limit.rlim_cur = wanted.min(limit.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
-        assert!(
-            limit.rlim_cur >= wanted,
-            "the hard descriptor limit {} is below {wanted}",
-            limit.rlim_max
-        );
-    }
-}
-
 /// Which of `sockets` the server has closed (readable with end of stream or an error).
 fn closed(sockets: &mut [TcpStream]) -> usize {
     let mut fds: Vec<libc::pollfd> = sockets
@@ -111,7 +90,7 @@ fn closed(sockets: &mut [TcpStream]) -> usize {
 
 #[test]
 fn a_thousand_stalled_handshakes_delay_nobody_and_end_at_the_deadline() {
-    allow_descriptors(4096);
+    crate::support::allow_descriptors(4096);
     let pki = Pki::new();
     let deadline = Duration::from_secs(3);
     let server = serve_greeting(&pki, &["--tls-handshake-timeout", "3s"]);

@@ -20,3 +20,24 @@ pub fn wait_until(limit: std::time::Duration, what: impl Fn() -> String, done: i
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Raises this process's descriptor limit (children inherit it) to hold `wanted` sockets.
+pub fn allow_descriptors(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+        assert!(
+            limit.rlim_cur >= wanted,
+            "the hard descriptor limit {} is below {wanted}",
+            limit.rlim_max
+        );
+    }
+}
