@@ -133,7 +133,7 @@ impl Server {
             let replies_at_once = !group.is_tls()
                 && spawner
                     .as_ref()
-                    .is_some_and(|spawner| spawner.immediate_reply().is_some());
+                    .is_some_and(|spawner| spawner.replies_immediately());
             let steering = match group.listeners.first() {
                 Some(first @ Listener::Stream(_)) if replies_at_once => {
                     Steering::attach(first.handover_parts().0, group.listeners.len())

@@ -223,6 +223,30 @@ fn qotd_serves_quotes_in_turn_from_a_file() -> TestResult {
     Ok(())
 }
 
+/// Starting the server asks no quote of its own (deciding how to serve one must not take
+/// the first client's turn): on each engine, the first client gets the first quote.
+#[test]
+fn qotd_gives_the_first_client_the_first_quote() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("quotes.txt");
+    std::fs::write(&file, "one\n%\ntwo\n%\nthree\n")?;
+    let file_arg = file.display().to_string();
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
+    }
+    for engine in engines {
+        let server = serve(
+            "qotd",
+            &["127.0.0.1:0"],
+            &["--quotes", &file_arg, "--io-engine", engine],
+        );
+        assert_eq!(tcp_read(&server.endpoints()[0]), b"one\r\n", "{engine}");
+        assert_eq!(tcp_read(&server.endpoints()[0]), b"two\r\n", "{engine}");
+    }
+    Ok(())
+}
+
 #[test]
 fn qotd_built_in_quotes_are_under_512_bytes() {
     let server = serve("qotd", &["127.0.0.1:0"], &[]);
