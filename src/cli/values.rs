@@ -1,8 +1,8 @@
 //! The value parsers of every numeric option, in one place: whole numbers, decimal numbers,
 //! durations and octal modes, each with the range the option allows, and certificate
-//! fingerprints. A value out of range is
-//! refused by clap (exit 2) with one line naming the option and the range, as wrk, iperf3
-//! and ab do: `invalid value '0' for --connections: must be a whole number from 1 to 1000000`.
+//! fingerprints. A value out of range is refused by clap (exit 2) with one line naming the
+//! option and the range, as wrk, iperf3 and ab do: `invalid value '0' for --connections:
+//! must be a whole number from 1 to 1000000`.
 //!
 //! The text parsers ([`parse_whole`], [`parse_decimal`], [`parse_duration`], [`parse_mode`])
 //! are plain functions, so the property tests below feed them arbitrary strings; [`Checked`]
