@@ -15,10 +15,12 @@ pub struct Refusal {
     pub errno: i32,
 }
 
-/// Where `seccomp_data` holds the low word of argument `index` (x86-64 and every other
-/// little-endian target: `nr`, `arch` and the instruction pointer come first).
+/// Where `seccomp_data` holds the low word of argument `index`: the arguments are 64-bit
+/// words after `nr`, `arch` and the instruction pointer (16 bytes), and a word's low half
+/// is its second on a big-endian target.
 fn arg_offset(index: usize) -> u32 {
-    16 + 8 * index as u32
+    let low_half = if cfg!(target_endian = "big") { 4 } else { 0 };
+    16 + 8 * index as u32 + low_half
 }
 
 fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
