@@ -4,18 +4,32 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::unix_file::clear_stale_socket;
+use crate::socket::Type;
+
+/// How many names [`TempSocketPath::unique`] tries before it gives up looking and returns
+/// the last (whose bind then fails with the reason).
+const TRIES: u32 = 64;
+
 /// A unique socket file name in the temporary directory, removed on drop: the address a
 /// Unix datagram client binds so that its server can answer it.
 #[derive(Debug)]
 pub(crate) struct TempSocketPath(PathBuf);
 
 impl TempSocketPath {
-    /// A name no other socket of this process uses (`socketkit-PID-N.sock`).
+    /// A name no other socket of this process uses (`socketkit-PID-N.sock`), free to bind.
     pub(crate) fn unique() -> TempSocketPath {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("socketkit-{}-{n}.sock", std::process::id());
-        TempSocketPath(std::env::temp_dir().join(name))
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let mut path = PathBuf::new();
+        for _ in 0..TRIES {
+            path = name_in(&dir, pid, NEXT.fetch_add(1, Ordering::Relaxed));
+            if is_free(&path) {
+                break;
+            }
+        }
+        TempSocketPath(path)
     }
 
     /// The path.
@@ -27,5 +41,47 @@ impl TempSocketPath {
 impl Drop for TempSocketPath {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn name_in(dir: &Path, pid: u32, n: u32) -> PathBuf {
+    dir.join(format!("socketkit-{pid}-{n}.sock"))
+}
+
+/// Whether a client may bind `path`: nothing is there, or a socket nobody is bound to, which
+/// is removed. Such a file is left by a process of the same PID (PIDs come round again)
+/// that was killed before it could remove its own; binding over it would fail with
+/// `address already in use`. A live socket or another kind of file is left alone.
+fn is_free(path: &Path) -> bool {
+    clear_stale_socket(path, Type::Datagram).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    #[test]
+    fn a_dead_clients_file_is_cleared_and_a_live_one_or_a_plain_file_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stale = name_in(dir.path(), 7, 0);
+        drop(UnixDatagram::bind(&stale).expect("bind")); // the file outlives its socket
+        assert!(stale.exists());
+        assert!(is_free(&stale));
+        assert!(!stale.exists(), "the stale file is removed");
+        UnixDatagram::bind(&stale).expect("its name binds again");
+
+        let live = name_in(dir.path(), 7, 1);
+        let _bound = UnixDatagram::bind(&live).expect("bind");
+        assert!(!is_free(&live));
+        assert!(live.exists(), "a live socket's file is left alone");
+
+        let plain = name_in(dir.path(), 7, 2);
+        std::fs::write(&plain, b"not a socket").expect("write");
+        assert!(!is_free(&plain));
+        assert_eq!(std::fs::read(&plain).expect("read"), b"not a socket");
+
+        assert!(is_free(&name_in(dir.path(), 7, 3)), "nothing there");
     }
 }

@@ -171,7 +171,7 @@ fn bind_abstract(
 
 /// A socket file nobody listens on is left over from a server that died: replace it. A live
 /// socket or anything that is not a socket is refused and left untouched.
-fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
+pub(super) fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),

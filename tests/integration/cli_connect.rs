@@ -469,3 +469,47 @@ fn a_signal_removes_a_unixgram_clients_temporary_socket_file() -> TestResult {
     }
     Ok(())
 }
+
+/// A Unix datagram client killed with SIGKILL cannot remove its socket file, and PIDs come
+/// round again: the next client of the same PID finds `socketkit-PID-0.sock` there. It
+/// must still connect (the dead client's file replaced), not fail with `address already in
+/// use`. The client is started by a shell that waits for the stale file and then execs it,
+/// so that the file can be named after the PID it will have.
+#[test]
+fn a_unixgram_client_replaces_a_dead_clients_socket_file_of_its_pid() -> TestResult {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let server_path = dir.path().join("server.sock");
+    let server = UnixDatagram::bind(&server_path)?;
+    server.set_read_timeout(Some(IO_TIMEOUT))?;
+    let go = dir.path().join("go");
+    let mut cmd = crate::support::process::command(std::path::Path::new("/bin/sh"));
+    cmd.arg("-c")
+        .arg(r#"while [ ! -e "$1" ]; do sleep 0.01; done; exec "$2" connect "$3""#)
+        .arg("sh")
+        .arg(&go)
+        .arg(env!("CARGO_BIN_EXE_socketkit"))
+        .arg(format!("unixgram:{}", server_path.display()))
+        .env("TMPDIR", temp.path());
+    let mut client = Running::start(cmd, 0);
+    let stale = temp
+        .path()
+        .join(format!("socketkit-{}-0.sock", client.pid()));
+    drop(UnixDatagram::bind(&stale)?); // its socket gone, the file stays
+    std::fs::write(&go, b"")?;
+    let mut stdin = client.take_stdin();
+    stdin.write_all(b"hello\n")?;
+    let mut buf = [0; 64];
+    let (n, from) = server
+        .recv_from(&mut buf)
+        .map_err(|err| format!("no datagram ({err}); stderr: {}", client.stderr()))?;
+    assert_eq!(&buf[..n], b"hello\n");
+    assert_eq!(from.as_pathname(), Some(stale.as_path()));
+    server.send_to(b"answer\n", &stale)?;
+    drop(stdin);
+    let status = client.wait(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", client.stderr());
+    assert!(!stale.exists(), "the client removes its file when it ends");
+    Ok(())
+}
