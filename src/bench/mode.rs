@@ -276,11 +276,11 @@ async fn echo_stream(
         Some(_) => {
             // Before the handshake, in the clear: the handshake's bytes are not ours to
             // join it to.
-            if let Some(header) = &header {
-                if let Err(err) = bounded(config.timeout, stream.write_all(header)).await {
-                    stats.fail_io(&err);
-                    return true;
-                }
+            if let Some(header) = &header
+                && let Err(err) = bounded(config.timeout, stream.write_all(header)).await
+            {
+                stats.fail_io(&err);
+                return true;
             }
             match bounded(config.timeout, handshake(config, stream)).await {
                 Ok(tls) => echo_over(tls, None, config, stats, stop).await,

@@ -225,7 +225,7 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
 
 fn decode_hex(hex: &str) -> Result<Vec<u8>, CliError> {
     let bad = || CliError::Usage(format!("invalid hex '{hex}' for --expect-hex"));
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(bad());
     }
     (0..hex.len())

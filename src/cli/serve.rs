@@ -20,23 +20,21 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
         .map_err(|err: UnknownService| CliError::Usage(err.to_string()))?;
     let mut managed = Managed::start(&args.server.managed)?;
     let listeners = managed.listeners(&args.server.listen, Some(DEFAULT_LISTEN))?;
-    if !service.serves_datagrams() {
-        if let Some(datagram) = listeners
+    if !service.serves_datagrams()
+        && let Some(datagram) = listeners
             .iter()
             .find(|l| !l.endpoint().transport().is_stream())
-        {
-            return Err(CliError::Usage(format!(
-                "{service} serves streams only; {datagram} is a datagram endpoint"
-            )));
-        }
+    {
+        return Err(CliError::Usage(format!(
+            "{service} serves streams only; {datagram} is a datagram endpoint"
+        )));
     }
-    if let [first, ..] = listeners.as_slice() {
-        if listeners
+    if let [first, ..] = listeners.as_slice()
+        && listeners
             .iter()
             .all(|l| !l.endpoint().transport().is_stream())
-        {
-            refuse_stream_only_options(&args, given, &first.endpoint().to_string())?;
-        }
+    {
+        refuse_stream_only_options(&args, given, &first.endpoint().to_string())?;
     }
     let options = ServiceOptions {
         message: args.message,

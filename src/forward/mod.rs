@@ -200,15 +200,15 @@ impl Forward {
             Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
             Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
         };
-        if let Err(err) = &result {
-            if !net::is_idle_timeout(err) {
-                // One side failed (a reset, a write to a peer that left, a TLS alert), so
-                // not every byte reached the other: it hears that as a reset, as it would
-                // from the failed peer itself, rather than a FIN that reads as a clean end.
-                // An idle timeout lost nothing and closes quietly.
-                client.reset_on_close();
-                upstream.reset_on_close();
-            }
+        if let Err(err) = &result
+            && !net::is_idle_timeout(err)
+        {
+            // One side failed (a reset, a write to a peer that left, a TLS alert), so
+            // not every byte reached the other: it hears that as a reset, as it would
+            // from the failed peer itself, rather than a FIN that reads as a clean end.
+            // An idle timeout lost nothing and closes quietly.
+            client.reset_on_close();
+            upstream.reset_on_close();
         }
         result
     }
@@ -270,12 +270,12 @@ impl Drop for Upstream {
 /// descriptors a relay: near the descriptor limit, copy instead. A TLS client's bytes are
 /// the session's, not the socket's: copied too.
 async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Result<()> {
-    if splice::available() && !client.is_tls() {
-        if let Ok(pipes) = splice::Pipes::new() {
-            if let Some((plain, idle, tallies)) = client.plain_parts() {
-                return splice::relay(plain, upstream, pipes, idle, tallies).await;
-            }
-        }
+    if splice::available()
+        && !client.is_tls()
+        && let Ok(pipes) = splice::Pipes::new()
+        && let Some((plain, idle, tallies)) = client.plain_parts()
+    {
+        return splice::relay(plain, upstream, pipes, idle, tallies).await;
     }
     copy_both_ways(client, upstream).await
 }

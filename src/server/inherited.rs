@@ -125,10 +125,10 @@ impl Inherited {
         let label = format!("fd:{wanted}");
         let mut found = Vec::new();
         for (slot, name) in &mut self.activated {
-            if name == wanted {
-                if let Some(fd) = slot.take() {
-                    found.push(InheritedSocket::adopt(vec![fd], &label, net::adopt)?);
-                }
+            if name == wanted
+                && let Some(fd) = slot.take()
+            {
+                found.push(InheritedSocket::adopt(vec![fd], &label, net::adopt)?);
             }
         }
         if found.is_empty() {

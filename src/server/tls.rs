@@ -143,10 +143,10 @@ pub(crate) fn try_read(tls: &mut TlsStream, buf: &mut [u8]) -> io::Result<usize>
 /// Sends what the session holds for the client, as far as the socket takes it now; the
 /// rest waits for the next write, read or flush (the waker is registered for it).
 pub(crate) fn push_pending(tls: &mut TlsStream, cx: &mut std::task::Context<'_>) -> io::Result<()> {
-    if tls.get_ref().1.wants_write() {
-        if let std::task::Poll::Ready(Err(err)) = std::pin::Pin::new(tls).poll_flush(cx) {
-            return Err(err);
-        }
+    if tls.get_ref().1.wants_write()
+        && let std::task::Poll::Ready(Err(err)) = std::pin::Pin::new(tls).poll_flush(cx)
+    {
+        return Err(err);
     }
     Ok(())
 }

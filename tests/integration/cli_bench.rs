@@ -474,7 +474,7 @@ fn the_table_says_what_was_run_and_what_each_mode_measures() -> TestResult {
         .ok_or(format!("no bytes line: {text}"))?
         .trim()
         .parse()?;
-    assert!(bytes > 0 && bytes % 1000 == 0, "{text}");
+    assert!(bytes > 0 && bytes.is_multiple_of(1000), "{text}");
     assert!(text.contains(" MB/s"), "{text}");
 
     let out = bench(endpoint, "--mode idle -c 3 -d 200ms --warmup 0");
