@@ -433,17 +433,42 @@ fn stdio_pipes_are_grown_to_a_whole_chunk_and_never_shrunk() -> TestResult {
     Ok(())
 }
 
+/// A Unix datagram server for a `connect unixgram:` client, and a directory of its own for
+/// the client's `TMPDIR` (where it binds its socket file).
+struct UnixgramSetup {
+    dir: tempfile::TempDir,
+    temp: tempfile::TempDir,
+    server_path: std::path::PathBuf,
+    server: std::os::unix::net::UnixDatagram,
+}
+
+impl UnixgramSetup {
+    fn new() -> Result<UnixgramSetup, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let temp = tempfile::tempdir()?;
+        let server_path = dir.path().join("server.sock");
+        let server = std::os::unix::net::UnixDatagram::bind(&server_path)?;
+        server.set_read_timeout(Some(IO_TIMEOUT))?;
+        Ok(UnixgramSetup {
+            dir,
+            temp,
+            server_path,
+            server,
+        })
+    }
+}
+
 /// A Unix datagram client binds a temporary socket file so that its server can answer; a
 /// signal that ends `connect` (as it ends nc) must not leave that file behind.
 #[test]
 fn a_signal_removes_a_unixgram_clients_temporary_socket_file() -> TestResult {
-    use std::os::unix::net::UnixDatagram;
     use std::os::unix::process::ExitStatusExt;
-    let dir = tempfile::tempdir()?;
-    let temp = tempfile::tempdir()?;
-    let server_path = dir.path().join("server.sock");
-    let server = UnixDatagram::bind(&server_path)?;
-    server.set_read_timeout(Some(IO_TIMEOUT))?;
+    let UnixgramSetup {
+        dir: _dir,
+        temp,
+        server_path,
+        server,
+    } = UnixgramSetup::new()?;
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let mut cmd = socketkit();
         cmd.arg("connect")
@@ -478,11 +503,12 @@ fn a_signal_removes_a_unixgram_clients_temporary_socket_file() -> TestResult {
 #[test]
 fn a_unixgram_client_replaces_a_dead_clients_socket_file_of_its_pid() -> TestResult {
     use std::os::unix::net::UnixDatagram;
-    let dir = tempfile::tempdir()?;
-    let temp = tempfile::tempdir()?;
-    let server_path = dir.path().join("server.sock");
-    let server = UnixDatagram::bind(&server_path)?;
-    server.set_read_timeout(Some(IO_TIMEOUT))?;
+    let UnixgramSetup {
+        dir,
+        temp,
+        server_path,
+        server,
+    } = UnixgramSetup::new()?;
     let go = dir.path().join("go");
     let mut cmd = crate::support::process::command(std::path::Path::new("/bin/sh"));
     cmd.arg("-c")
