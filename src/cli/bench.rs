@@ -110,6 +110,7 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
     }
     init_logging(&args.log);
     tls::warn_if_insecure(&args.tls.verify);
+    warn_if_unixgram_queue_is_short(&endpoint, config.connections);
     // One thread runs everything on the calling thread, with no cross-thread wake-ups.
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread()
@@ -149,6 +150,29 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
         return Err(CliError::Failed(nothing_completed(args, &report, &stats)));
     }
     Ok(())
+}
+
+/// A Unix datagram socket queues at most `net.unix.max_dgram_qlen` datagrams (10 by
+/// default on Linux); with more clients than that, the rest wait in the kernel and are not
+/// let in in turn, so the latencies measure the system's limit more than the server
+/// (docs/platform-notes.md). Said once, before the run.
+fn warn_if_unixgram_queue_is_short(endpoint: &Endpoint, connections: usize) {
+    if endpoint.transport() != Transport::Unixgram {
+        return;
+    }
+    let Some(limit) = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+    else {
+        return; // not Linux, or no /proc: nothing known to say
+    };
+    if connections > limit {
+        tracing::warn!(
+            "{connections} clients to {endpoint}, whose socket queues at most {limit} \
+             datagrams (net.unix.max_dgram_qlen): the others wait in the kernel, not in turn, \
+             and the latencies will show it; raise the sysctl to measure the server"
+        );
+    }
 }
 
 /// `--server-pid` (of an idle run: see [`bench_options`]) names a process that exists.

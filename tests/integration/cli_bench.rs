@@ -494,3 +494,39 @@ fn the_table_says_what_was_run_and_what_each_mode_measures() -> TestResult {
     assert!(!text.contains("  rate "), "idle has no rate: {text}");
     Ok(())
 }
+
+/// A unixgram server's socket queues `net.unix.max_dgram_qlen` datagrams: with more clients
+/// than that, the run says so before it starts (the latencies then show the kernel's queue,
+/// docs/platform-notes.md); with as many or fewer, it says nothing.
+#[test]
+fn more_unixgram_clients_than_the_kernel_queues_are_warned_about() -> TestResult {
+    let Some(limit) = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+    else {
+        println!("skipped: no /proc/sys/net/unix/max_dgram_qlen to compare with");
+        return Ok(());
+    };
+    if limit > 256 {
+        println!("skipped: net.unix.max_dgram_qlen is {limit}, more clients than a test runs");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("echo.sock");
+    let _server = serve(&["echo", "-l", &format!("unixgram:{}", path.display())]);
+    let endpoint = format!("unixgram:{}", path.display());
+    for (clients, warned) in [(limit + 1, true), (limit, false)] {
+        let out = bench(
+            &endpoint,
+            &format!("--mode echo -c {clients} -d 200ms --warmup 0 --json"),
+        );
+        assert_eq!(out.code(), 0, "{}", out.stderr);
+        assert_eq!(
+            out.stderr.contains("net.unix.max_dgram_qlen"),
+            warned,
+            "{clients} clients: {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}
