@@ -149,11 +149,10 @@ impl Server {
                 );
             }
             for listener in group.listeners {
-                match (listener, &spawner, &datagram) {
-                    #[cfg(target_os = "linux")]
-                    (Listener::Stream(listener), Some(_), _)
-                        if let Some(routine) = ring_routine.clone() =>
-                    {
+                // A stream listener the ring serves goes to its workers; the rest to tokio.
+                #[cfg(target_os = "linux")]
+                let listener = match (listener, ring_routine.clone()) {
+                    (Listener::Stream(listener), Some(routine)) if spawner.is_some() => {
                         let workers = ring::Workers {
                             loops,
                             routine,
@@ -172,7 +171,11 @@ impl Server {
                                 return Err(Error::new(Op::Listen, &group.endpoint, err));
                             }
                         }
+                        continue;
                     }
+                    (listener, _) => listener,
+                };
+                match (listener, &spawner, &datagram) {
                     (Listener::Stream(listener), Some(spawner), _) => {
                         let listener = Arc::new(listener);
                         for _ in 0..loops.max(1) {
