@@ -18,10 +18,14 @@ mod cli_bench;
 mod cli_bench_compare;
 /// `socketkit bench` when operations fail: refused, wrong answers; the retry pause.
 mod cli_bench_failures;
+/// `socketkit bench` against unixgram servers: the kernel's queue limit, a missing socket.
+mod cli_bench_unixgram;
 /// `socketkit bench`: what each mode can load and which options it takes.
 mod cli_bench_usage;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
+/// `socketkit connect unixgram:`: the client's socket file, on exit, signal and after a kill.
+mod cli_connect_unixgram;
 /// Completions, the man page, and docs/cli.md against `--help`.
 mod cli_discover;
 /// Exit codes and `error:` lines of SPEC §2.3.
