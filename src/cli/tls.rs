@@ -138,7 +138,7 @@ impl ServerSetup {
             super::log::notice(
                 &msg,
                 &[
-                    ("fingerprint", made.fingerprint.as_str().into()),
+                    ("fingerprint", made.fingerprint.to_string().into()),
                     ("names", serde_json::Value::Array(names)),
                 ],
             );

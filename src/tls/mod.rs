@@ -60,7 +60,7 @@ pub use describe::describe;
 pub(crate) use describe::{TRUNCATED, handshake_failure, in_words};
 pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
-pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, fingerprint, server_config};
+pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, server_config};
 
 /// The rustls version socketkit is built with, for configurations made by hand.
 pub use rustls;

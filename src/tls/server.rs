@@ -8,6 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+use super::fingerprint::Fingerprint;
 use super::pem::{self, load_ca_certificates, load_certificates, load_private_key};
 use super::provider;
 use crate::error::{Error, Op, Result};
@@ -65,9 +66,9 @@ pub struct ServerTls {
 pub struct SelfSigned {
     /// The names it is valid for.
     pub names: Vec<String>,
-    /// Its SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it
-    /// (`AB:CD:…`).
-    pub fingerprint: String,
+    /// Its SHA-256 fingerprint; shown (`Display`) as `openssl x509 -fingerprint -sha256`
+    /// prints it (`AB:CD:…`), and what a client pins (`ClientOptions::pin`).
+    pub fingerprint: Fingerprint,
     /// The certificate in PEM, for a client to trust (`--tls-ca`).
     pub pem: String,
 }
@@ -85,7 +86,7 @@ pub struct SelfSigned {
 /// ```
 /// use socketkit::tls::{Identity, ServerOptions, server_config};
 /// let tls = server_config(&ServerOptions::new(Identity::SelfSigned(vec!["localhost".into()])))?;
-/// assert_eq!(tls.self_signed.unwrap().fingerprint.len(), 32 * 3 - 1);
+/// assert_eq!(tls.self_signed.unwrap().fingerprint.to_string().len(), 32 * 3 - 1);
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn server_config(options: &ServerOptions) -> Result<ServerTls> {
@@ -176,22 +177,9 @@ fn self_signed(
         .map_err(fail)?;
     let made = SelfSigned {
         names: names.to_vec(),
-        fingerprint: fingerprint(cert.der()),
+        fingerprint: Fingerprint::of(cert.der()),
         pem: cert.pem(),
     };
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Ok((cert.der().clone(), key, made))
-}
-
-/// The SHA-256 fingerprint of a DER certificate, as OpenSSL prints it: upper-case hex pairs
-/// joined by colons.
-///
-/// # Examples
-///
-/// ```
-/// let fp = socketkit::tls::fingerprint(b"");
-/// assert!(fp.starts_with("E3:B0:C4:42:98:FC"));
-/// ```
-pub fn fingerprint(der: &[u8]) -> String {
-    super::Fingerprint::of(der).to_string()
 }
