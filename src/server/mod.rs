@@ -65,6 +65,7 @@ mod connection;
 mod datagram;
 mod engine;
 mod exhaustion;
+mod forced_wakers;
 mod handover;
 mod inherited;
 mod listener;

@@ -4,8 +4,9 @@
 //! until the drain deadline to finish; what is left is then closed. A second request (or
 //! [`ShutdownHandle::force`]) closes them at once.
 //!
-//! Every connection task holds a [`Watcher`]; the drain is over when all of them are dropped
-//! (the shape of hyper-util's `GracefulShutdown`, on a `watch` channel).
+//! Every connection task holds a [`Watcher`], or its place in the server's
+//! [`ForcedWakers`], which holds one for all of them; the drain is over when all of them are
+//! dropped (the shape of hyper-util's `GracefulShutdown`, on a `watch` channel).
 //!
 //! A connection closed by force was cut short: its peer must not read that as a complete
 //! exchange. So what a forced close drops, it drops inside [`dropping_forced`], and the
@@ -22,8 +23,9 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
+
+use super::forced_wakers::{self, ForcedWakers};
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,9 +61,12 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     tx: watch::Sender<Phase>,
-    // Connection tasks wait on this rather than on the watch channel: a `Notified` future
-    // is a third the size of `wait_for`'s, and there is one in every connection's task.
-    forced: Arc<Notify>, // Rung on every request; lets the server wait for one without holding a receiver, whose
+    // What waits for a forced close waits on this rather than on the watch channel: a
+    // `Notified` future is a third the size of `wait_for`'s.
+    forced: Arc<Notify>,
+    // The connection tasks of async handlers, woken by a forced close.
+    wakers: Arc<ForcedWakers<watch::Receiver<Phase>>>,
+    // Rung on every request; lets the server wait for one without holding a receiver, whose
     // count is how it knows that every connection is gone.
     asked: Arc<Notify>,
     // Set by `hand_over`: another process serves the listeners now.
@@ -73,6 +78,7 @@ impl ShutdownHandle {
         ShutdownHandle {
             tx: watch::channel(Phase::Running).0,
             forced: Arc::new(Notify::new()),
+            wakers: Arc::default(),
             asked: Arc::new(Notify::new()),
             handed_over: Arc::new(AtomicBool::new(false)),
         }
@@ -90,6 +96,7 @@ impl ShutdownHandle {
         });
         if *self.tx.borrow() == Phase::Forced {
             self.forced.notify_waiters();
+            self.wakers.force();
         }
         self.asked.notify_waiters();
     }
@@ -119,6 +126,7 @@ impl ShutdownHandle {
     pub fn force(&self) {
         self.tx.send_replace(Phase::Forced);
         self.forced.notify_waiters();
+        self.wakers.force();
     }
 
     /// Whether a shutdown has been asked for.
@@ -158,6 +166,7 @@ impl ShutdownHandle {
         Watcher {
             rx: self.tx.subscribe(),
             forced: Arc::clone(&self.forced),
+            wakers: Arc::clone(&self.wakers),
         }
     }
 
@@ -176,7 +185,9 @@ impl ShutdownHandle {
         {
             return 0;
         }
-        let left = self.tx.receiver_count();
+        // The enrolled tasks count once among the receivers (see `ForcedWakers`).
+        let enrolled = self.wakers.len();
+        let left = (self.tx.receiver_count() + enrolled).saturating_sub(usize::from(enrolled > 0));
         self.force();
         self.tx.closed().await;
         left
@@ -189,6 +200,7 @@ impl ShutdownHandle {
 pub(crate) struct Watcher {
     rx: watch::Receiver<Phase>,
     forced: Arc<Notify>,
+    wakers: Arc<ForcedWakers<watch::Receiver<Phase>>>,
 }
 
 impl Watcher {
@@ -198,10 +210,16 @@ impl Watcher {
         until_forced(&self.forced, || *self.rx.borrow() == Phase::Forced).await;
     }
 
-    /// The forced-shutdown signal as an owned future, for a connection task that stores it
-    /// next to its handler's future ([`Watcher::is_forced`] covers a force that came first).
-    pub(crate) fn forced_owned(&self) -> OwnedNotified {
-        Arc::clone(&self.forced).notified_owned()
+    /// Keeps only what holds the drain up (16 bytes, for the io_uring engine's connection
+    /// slots, which its worker wakes itself).
+    pub(crate) fn in_flight(self) -> InFlight {
+        InFlight(self.rx)
+    }
+
+    /// Trades the watcher for a place in the server's [`ForcedWakers`]: 16 bytes where the
+    /// watcher and a `Notified` future to wait with are 96, in every connection's task.
+    pub(crate) fn enrol(self) -> Enrolled {
+        self.wakers.enrol(self.rx)
     }
 
     /// Whether every connection is to be closed now.
@@ -215,6 +233,16 @@ impl Watcher {
         let _ = self.rx.wait_for(|now| *now >= phase).await;
     }
 }
+
+/// A connection task's place among the tasks a forced shutdown wakes ([`Watcher::enrol`]).
+pub(crate) type Enrolled = forced_wakers::Enrolled<watch::Receiver<Phase>>;
+
+/// A connection the drain waits for, from [`Watcher::in_flight`].
+#[derive(Debug)]
+pub(crate) struct InFlight(
+    #[expect(dead_code, reason = "held only to be dropped with the connection")]
+    watch::Receiver<Phase>,
+);
 
 thread_local! {
     /// Set while [`dropping_forced`] runs on this thread.

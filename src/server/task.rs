@@ -11,14 +11,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::Held;
 use super::blocking::{BlockingHandler, into_blocking};
 use super::meter::Meter;
 use super::pipeline::Pipeline;
-use super::shutdown::{self, Watcher};
+use super::shutdown::{self, Enrolled, Watcher};
 use super::{Connection, Handler, Routine};
 use crate::error::describe;
 use crate::net::Stream;
@@ -60,12 +59,16 @@ pub(crate) struct Accepted {
 /// admission stages kept for it (a per-source place). Both go when it is dropped.
 #[derive(Default)]
 pub(crate) struct Holds {
-    #[expect(
-        dead_code,
-        reason = "held only to be dropped with the connection: frees the slot"
-    )]
+    // Held only to be dropped with the connection: frees the slot.
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) kept: Held,
+}
+
+impl Holds {
+    /// The holds in a box, or `None` when there are none.
+    fn boxed(self) -> Option<Box<Holds>> {
+        (self.permit.is_some() || !self.kept.is_empty()).then(|| Box::new(self))
+    }
 }
 
 impl Accepted {
@@ -147,18 +150,18 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
 
 pin_project_lite::pin_project! {
     /// A connection's task: the handler's future, cut short by a forced shutdown (which
-    /// drops it at once, so that its sockets close with a reset); its slot and watcher go
-    /// when it does. Written out rather than as `select!` in an async block, which held
-    /// the handler's future twice: this is most of an idle connection's memory.
+    /// drops it at once, so that its sockets close with a reset); its slot and its place
+    /// in the drain go when it does. Written out rather than as `select!` in an async block,
+    /// which held the handler's future twice: this is most of an idle connection's memory,
+    /// and at 152 bytes or less (an echo connection's is 144) tokio's task takes 256 bytes
+    /// instead of 384.
     struct ConnTask<F> {
         // `None` once dropped by a forced shutdown.
         #[pin]
         work: Option<F>,
-        #[pin]
-        forced: OwnedNotified,
-        armed: bool,
-        watcher: Watcher,
-        holds: Holds,
+        enrolled: Enrolled,
+        // Boxed, and only when there is something to hold: most connections hold nothing.
+        holds: Option<Box<Holds>>,
     }
 }
 
@@ -166,10 +169,8 @@ impl<F> ConnTask<F> {
     fn new(work: F, watcher: Watcher, holds: Holds) -> ConnTask<F> {
         ConnTask {
             work: Some(work),
-            forced: watcher.forced_owned(),
-            armed: false,
-            watcher,
-            holds,
+            enrolled: watcher.enrol(),
+            holds: holds.boxed(),
         }
     }
 }
@@ -179,14 +180,12 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        if !*this.armed {
-            // Registered before the phase is read, so a force in between is not missed.
-            this.forced.as_mut().enable();
-            *this.armed = true;
-            if this.watcher.is_forced() {
-                shutdown::dropping_forced(|| this.work.set(None));
-                return Poll::Ready(());
-            }
+        // Checked before the handler's poll too: a task that starts after the force does
+        // not run its handler at all.
+        if this.enrolled.is_forced(cx.waker()) {
+            tracing::debug!("connection closed by shutdown");
+            shutdown::dropping_forced(|| this.work.set(None));
+            return Poll::Ready(());
         }
         let Some(work) = this.work.as_mut().as_pin_mut() else {
             return Poll::Ready(());
@@ -197,7 +196,7 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
             }
             return Poll::Ready(());
         }
-        if this.forced.poll(cx).is_ready() {
+        if this.enrolled.is_forced(cx.waker()) {
             tracing::debug!("connection closed by shutdown");
             // Dropped here, not with the task: inside `dropping_forced`, its sockets reset.
             shutdown::dropping_forced(|| this.work.set(None));
@@ -322,4 +321,21 @@ async fn run_blocking<B: BlockingHandler>(
     }
     drop(holds);
     drop(watcher);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tokio allocates a task's header, future and trailer in one block aligned to 128
+    /// bytes: a future of up to 152 bytes (tokio 1.54, 64-bit) takes 256, one more byte 384.
+    /// `bench/compare.sh`'s idle row measures what this is for.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn an_idle_echo_connection_task_fits_the_smaller_allocation() {
+        // Debug builds carry mio's selector id in every stream: 8 bytes more.
+        let limit = if cfg!(debug_assertions) { 160 } else { 152 };
+        let size = std::mem::size_of::<ConnTask<crate::services::buffers::Consume>>();
+        assert!(size <= limit, "{size} bytes");
+    }
 }

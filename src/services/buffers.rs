@@ -16,22 +16,36 @@ use crate::server::Connection;
 /// The size of each buffer.
 pub(crate) const SIZE: usize = 16 * 1024;
 
+/// A buffer: a thin pointer, 8 bytes in the connection's future rather than 16.
+pub(crate) type Buffer = Box<[u8; SIZE]>;
+
+// `Consume` counts within a buffer in `u16`s.
+const _: () = assert!(SIZE <= u16::MAX as usize);
+
 /// Spare buffers kept per thread; more than this are freed.
 const KEPT: usize = 64;
 
 thread_local! {
-    static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer of [`SIZE`] bytes, from this thread's spares if there is one.
-pub(crate) fn take() -> Box<[u8]> {
+pub(crate) fn take() -> Buffer {
     SPARE
         .with(|spare| spare.borrow_mut().pop())
-        .unwrap_or_else(|| vec![0u8; SIZE].into_boxed_slice())
+        .unwrap_or_else(|| {
+            // Zeroed on the heap; a `Box::new([0; SIZE])` may build the array on the stack first.
+            let zeroed: Box<[u8]> = vec![0u8; SIZE].into_boxed_slice();
+            match zeroed.try_into() {
+                Ok(buffer) => buffer,
+                // The slice is SIZE long, so the conversion cannot fail.
+                Err(_) => Box::new([0; SIZE]),
+            }
+        })
 }
 
 /// Gives a buffer back for reuse (to whichever thread runs the caller now).
-pub(crate) fn give(buf: Box<[u8]>) {
+pub(crate) fn give(buf: Buffer) {
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() < KEPT {
@@ -66,13 +80,15 @@ pub(crate) fn consume(conn: Connection, bytes: Bytes) -> Consume {
 
 /// The future of [`consume`], written out: it lives in every idle connection's task, and
 /// the compiler's version of the same loop was twice the size.
+/// Its counts are `u16`s and its buffer a thin pointer: an idle echo connection's task is
+/// tokio's 256-byte size only while this is 128 bytes or less (see `server::task`).
 pub(crate) struct Consume {
     conn: Connection,
-    bytes: Bytes,
-    buf: Option<Box<[u8]>>,
+    buf: Option<Buffer>,
     /// Echo: bytes of `buf` read and not yet all written back.
-    filled: usize,
-    written: usize,
+    filled: u16,
+    written: u16,
+    bytes: Bytes,
     /// Echo: the client has finished; half-close after the last echo.
     closing: bool,
 }
@@ -87,12 +103,13 @@ impl Future for Consume {
                 let Some(buf) = this.buf.as_deref() else {
                     return Poll::Ready(Err(io::ErrorKind::Other.into()));
                 };
-                let pending = &buf[this.written..this.filled];
+                let pending = &buf[usize::from(this.written)..usize::from(this.filled)];
                 let n = ready!(Pin::new(&mut this.conn).poll_write(cx, pending))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                this.written += n;
+                // A write takes at most `pending`, so the count stays within the buffer's.
+                this.written += n.min(pending.len()) as u16;
                 continue;
             }
             if this.closing {
@@ -105,7 +122,7 @@ impl Future for Consume {
                     this.buf.insert(take())
                 }
             };
-            match this.conn.try_read(buf) {
+            match this.conn.try_read(&mut buf[..]) {
                 Ok(0) => {
                     if let Some(buf) = this.buf.take() {
                         give(buf);
@@ -115,7 +132,10 @@ impl Future for Consume {
                         Bytes::Drop => return Poll::Ready(Ok(())),
                     }
                 }
-                Ok(n) if this.bytes == Bytes::Echo => (this.filled, this.written) = (n, 0),
+                // A read fills at most the buffer, whose size fits a u16.
+                Ok(n) if this.bytes == Bytes::Echo => {
+                    (this.filled, this.written) = (n.min(SIZE) as u16, 0);
+                }
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     if let Some(buf) = this.buf.take() {

@@ -12,7 +12,7 @@
 //! | [`exec`] | a program per connection on the socket | — |
 
 mod answer;
-mod buffers;
+pub(crate) mod buffers;
 mod catalog;
 pub mod chargen;
 pub mod daytime;

@@ -17,7 +17,7 @@ use crate::proxy_protocol::Gather;
 use crate::server::admission::Held;
 use crate::server::meter::Meter;
 use crate::server::ring::RingRoutine;
-use crate::server::shutdown::Watcher;
+use crate::server::shutdown::{InFlight, Watcher};
 use crate::socket::Address;
 
 /// One accepted connection.
@@ -28,7 +28,7 @@ pub(super) struct Conn {
     /// connection costs its slot, and most servers count nothing per connection).
     pub(super) meter: Option<Box<Meter>>,
     /// Held by long-lived connections, so that draining waits for them.
-    _watcher: Option<Watcher>,
+    _in_flight: Option<InFlight>,
     /// What the admission stages keep for the connection's life (a per-source count).
     _held: Option<Box<Held>>,
 }
@@ -115,7 +115,11 @@ impl Worker {
             fd: std::os::fd::IntoRawFd::into_raw_fd(fd),
             job: Job::Closing,
             meter: None,
-            _watcher: if replies { None } else { self.watcher.clone() },
+            _in_flight: if replies {
+                None
+            } else {
+                self.watcher.clone().map(Watcher::in_flight)
+            },
             _held: None,
         });
         if replies {
