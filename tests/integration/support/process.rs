@@ -45,7 +45,9 @@ pub fn example(name: &str) -> Command {
 
 /// A command with a cleared environment (only PATH kept), so no variable of the developer's
 /// changes what the test sees — but for `SOCKETKIT_IO_ENGINE`, which `.ci/run` sets to run
-/// the whole suite on each engine.
+/// the whole suite on each engine. `TMPDIR` is cargo's directory for the tests' files: a
+/// unixgram client the test kills cannot remove the socket file it binds there, and the
+/// files stay out of the machine's /tmp (a test may set its own).
 pub fn command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
@@ -54,6 +56,7 @@ pub fn command(program: &Path) -> Command {
             cmd.env(kept, value);
         }
     }
+    cmd.env("TMPDIR", env!("CARGO_TARGET_TMPDIR"));
     cmd
 }
 
