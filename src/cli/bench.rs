@@ -12,8 +12,9 @@ use socketkit::client::MAX_DATAGRAM;
 use socketkit::endpoint::{Endpoint, Transport};
 use socketkit::proxy_protocol::Version;
 
-use super::args::{BenchArgs, Given, ProxyVersion};
+use super::args::{BenchArgs, ProxyVersion};
 use super::exit::CliError;
+use super::given::Given;
 use super::{bench_options, init_logging, resolve, tls};
 
 pub(crate) fn run(args: BenchArgs, given: &Given) -> Result<(), CliError> {

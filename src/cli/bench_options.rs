@@ -5,8 +5,9 @@
 use socketkit::bench::Mode;
 use socketkit::endpoint::Endpoint;
 
-use super::args::{BenchArgs, Given};
+use super::args::BenchArgs;
 use super::exit::CliError;
+use super::given::Given;
 
 /// Refuses a mode the endpoint cannot carry and any option given (on the command line:
 /// defaults are not given) that `mode` does not use on `endpoint`.

@@ -4,8 +4,9 @@ use socketkit::endpoint::Transport;
 use socketkit::forward::Forward;
 use socketkit::proxy_protocol::Version;
 
-use super::args::{ForwardArgs, Given, ProxyVersion};
+use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
+use super::given::Given;
 use super::managed::{Listen, Managed};
 use super::{forward_udp, init_logging, resolve, server, tls};
 

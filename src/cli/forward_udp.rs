@@ -9,8 +9,9 @@ use socketkit::endpoint::Endpoint;
 use socketkit::forward::datagram::{BoundDatagramForward, DatagramForward};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::args::{ForwardArgs, Given};
+use super::args::ForwardArgs;
 use super::exit::CliError;
+use super::given::Given;
 use super::metrics::{MetricsPlan, MetricsSocket};
 use super::{init_logging, ready};
 

@@ -10,6 +10,7 @@ mod connect;
 mod exit;
 mod forward;
 mod forward_udp;
+mod given;
 mod listen;
 mod log;
 mod managed;
@@ -30,8 +31,9 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches};
 
-use args::{Cli, Command, Given, LogArgs};
+use args::{Cli, Command, LogArgs};
 use exit::CliError;
+use given::Given;
 
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {

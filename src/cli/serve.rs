@@ -5,8 +5,9 @@
 
 use socketkit::services::{Service, ServiceError, ServiceOption, ServiceOptions, UnknownService};
 
-use super::args::{Given, ServeArgs};
+use super::args::ServeArgs;
 use super::exit::CliError;
+use super::given::Given;
 use super::managed::Managed;
 use super::{init_logging, server, tls};
 
