@@ -299,3 +299,57 @@ async fn the_library_force_resets_the_connections_it_cuts() -> TestResult {
     tokio::time::timeout(IO_TIMEOUT, serving).await???;
     Ok(())
 }
+
+/// A forced close reaches every connection task, however many there are and whichever
+/// came and went before it: 100 clients, half of them gone again (their tasks' places
+/// freed), 20 more after them (in the freed places), then the force: each of the 70 still
+/// open reads a reset, and the server is done in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_force_resets_every_open_connection_of_many() -> TestResult {
+    let mut builder = Server::builder();
+    builder
+        .listen("127.0.0.1:0".parse()?)
+        .drain_timeout(Duration::from_secs(60));
+    let server = builder.bind().await?;
+    let addr = server.local_endpoints()[0]
+        .to_string()
+        .trim_start_matches("tcp:")
+        .to_owned();
+    let handle = server.shutdown_handle();
+    let serving = tokio::spawn(server.serve(
+        |mut conn: socketkit::server::Connection| async move {
+            let mut sink = Vec::new();
+            conn.read_to_end(&mut sink).await.map(drop)
+        },
+    ));
+    let cut = tokio::task::spawn_blocking(move || {
+        let opened = |count: usize| -> Vec<TcpStream> {
+            (0..count)
+                .map(|_| {
+                    let mut client = connect(&addr);
+                    client.write_all(b"x").expect("send");
+                    client
+                })
+                .collect()
+        };
+        let mut clients = opened(100);
+        for mut gone in clients.split_off(50) {
+            gone.shutdown(Shutdown::Write).expect("half-close");
+            // The server's end of stream: its task is over.
+            assert!(read_to_end(&mut gone).is_empty());
+        }
+        clients.extend(opened(20));
+        std::thread::sleep(Duration::from_millis(100));
+        handle.shutdown();
+        let forced = Instant::now();
+        handle.force();
+        for (n, client) in clients.iter_mut().enumerate() {
+            read_to_reset(client, &format!("client {n} of 70"));
+        }
+        forced.elapsed()
+    })
+    .await?;
+    assert!(cut < BOUND, "{cut:?}");
+    tokio::time::timeout(IO_TIMEOUT, serving).await???;
+    Ok(())
+}
