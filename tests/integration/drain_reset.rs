@@ -262,10 +262,16 @@ fn a_unix_connection_cut_at_the_deadline_reads_an_end_of_stream() -> TestResult 
     Ok(())
 }
 
-/// The library gives its users the same: `ShutdownHandle::force` (here during a long
-/// drain) resets a connection its async handler still holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_library_force_resets_the_connections_it_cuts() -> TestResult {
+/// A library server's address, shutdown handle and task.
+type Readers = (
+    String,
+    socketkit::server::ShutdownHandle,
+    tokio::task::JoinHandle<socketkit::Result<()>>,
+);
+
+/// A library server (drain deadline a minute away) whose handler reads until its client
+/// goes.
+async fn serve_readers() -> Result<Readers, Box<dyn std::error::Error>> {
     let mut builder = Server::builder();
     builder
         .listen("127.0.0.1:0".parse()?)
@@ -276,13 +282,20 @@ async fn the_library_force_resets_the_connections_it_cuts() -> TestResult {
         .trim_start_matches("tcp:")
         .to_owned();
     let handle = server.shutdown_handle();
-    // Reads until the client goes, which it does not.
     let serving = tokio::spawn(server.serve(
         |mut conn: socketkit::server::Connection| async move {
             let mut sink = Vec::new();
             conn.read_to_end(&mut sink).await.map(drop)
         },
     ));
+    Ok((addr, handle, serving))
+}
+
+/// The library gives its users the same: `ShutdownHandle::force` (here during a long
+/// drain) resets a connection its async handler still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_force_resets_the_connections_it_cuts() -> TestResult {
+    let (addr, handle, serving) = serve_readers().await?;
     let cut = tokio::task::spawn_blocking(move || {
         let mut client = connect(&addr);
         client.write_all(b"unanswered").expect("send");
@@ -306,22 +319,7 @@ async fn the_library_force_resets_the_connections_it_cuts() -> TestResult {
 /// open reads a reset, and the server is done in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_force_resets_every_open_connection_of_many() -> TestResult {
-    let mut builder = Server::builder();
-    builder
-        .listen("127.0.0.1:0".parse()?)
-        .drain_timeout(Duration::from_secs(60));
-    let server = builder.bind().await?;
-    let addr = server.local_endpoints()[0]
-        .to_string()
-        .trim_start_matches("tcp:")
-        .to_owned();
-    let handle = server.shutdown_handle();
-    let serving = tokio::spawn(server.serve(
-        |mut conn: socketkit::server::Connection| async move {
-            let mut sink = Vec::new();
-            conn.read_to_end(&mut sink).await.map(drop)
-        },
-    ));
+    let (addr, handle, serving) = serve_readers().await?;
     let cut = tokio::task::spawn_blocking(move || {
         let opened = |count: usize| -> Vec<TcpStream> {
             (0..count)
