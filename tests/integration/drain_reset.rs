@@ -140,6 +140,37 @@ fn a_tls_client_still_in_its_handshake_at_the_deadline_is_reset() {
     assert_exits_having_forced(&mut server, 1);
 }
 
+/// The count the server gives is every connection the deadline cut, and only those: three
+/// clients hold their connections, a fourth has come and gone before the signal.
+#[test]
+fn the_drain_deadline_counts_each_connection_it_cuts() {
+    let mut server = start(&[
+        "serve",
+        "echo",
+        "--drain-timeout",
+        DRAIN,
+        "-l",
+        "127.0.0.1:0",
+    ]);
+    let echoed = |client: &mut TcpStream| {
+        client.write_all(b"ping").expect("send");
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).expect("echoed");
+    };
+    let mut gone = connect(&server.addr());
+    echoed(&mut gone);
+    gone.shutdown(Shutdown::Write).expect("half-close");
+    assert!(read_to_end(&mut gone).is_empty());
+    let mut holding: Vec<TcpStream> = (0..3).map(|_| connect(&server.addr())).collect();
+    holding.iter_mut().for_each(echoed);
+    let signalled = Instant::now();
+    start_draining(&server);
+    for client in &mut holding {
+        assert_reset_in_time(client, signalled, "echo");
+    }
+    assert_exits_having_forced(&mut server, 3);
+}
+
 #[test]
 fn an_echo_connection_that_ends_during_the_drain_ends_with_a_fin() {
     let mut server = start(&[
