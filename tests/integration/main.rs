@@ -115,6 +115,8 @@ mod socket;
 mod tls_client;
 /// TLS under stalled and garbage clients, the handshake deadline, and start-up errors.
 mod tls_faults;
+/// The keys (PKCS#8, PKCS#1, SEC1) and self-signed certificates a TLS server loads.
+mod tls_keys;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
 mod tls_server;
 /// The tutorial's server and client, against Python ports of each other.
