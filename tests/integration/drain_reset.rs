@@ -32,6 +32,18 @@ fn start(args: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
+/// `serve echo` with the drain deadline of the servers that cut connections.
+fn echo_cut_at_the_deadline() -> Running {
+    start(&[
+        "serve",
+        "echo",
+        "--drain-timeout",
+        DRAIN,
+        "-l",
+        "127.0.0.1:0",
+    ])
+}
+
 /// Sends SIGTERM to `server` and waits until it says its listeners are closed: the drain
 /// has begun. (Not by connecting until refused: a relay would serve those probes, and
 /// each would hold the drain up.)
@@ -90,14 +102,7 @@ fn a_chargen_reader_cut_at_the_deadline_reads_a_reset_not_an_end() {
 
 #[test]
 fn an_echo_client_that_keeps_its_connection_open_is_reset_at_the_deadline() {
-    let mut server = start(&[
-        "serve",
-        "echo",
-        "--drain-timeout",
-        DRAIN,
-        "-l",
-        "127.0.0.1:0",
-    ]);
+    let mut server = echo_cut_at_the_deadline();
     let mut client = connect(&server.addr());
     client.write_all(b"ping").expect("send");
     let mut back = [0u8; 4];
@@ -144,14 +149,7 @@ fn a_tls_client_still_in_its_handshake_at_the_deadline_is_reset() {
 /// clients hold their connections, a fourth has come and gone before the signal.
 #[test]
 fn the_drain_deadline_counts_each_connection_it_cuts() {
-    let mut server = start(&[
-        "serve",
-        "echo",
-        "--drain-timeout",
-        DRAIN,
-        "-l",
-        "127.0.0.1:0",
-    ]);
+    let mut server = echo_cut_at_the_deadline();
     let echoed = |client: &mut TcpStream| {
         client.write_all(b"ping").expect("send");
         let mut back = [0u8; 4];
