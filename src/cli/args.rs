@@ -357,12 +357,12 @@ pub(crate) struct ListenArgs {
 #[derive(Debug, Args)]
 #[command(mut_arg("listen", |arg| arg.help(
     "Where to listen (repeatable): HOST:PORT, :PORT, tls:HOST:PORT, unix:PATH, or \
-     udp:HOST:PORT (with a udp: --to)")))]
+     udp:HOST:PORT and unixgram:PATH (with a udp: or unixgram: --to)")))]
 pub(crate) struct ForwardArgs {
     #[command(flatten)]
     pub(crate) server: ServerArgs,
-    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH; from udp:
-    /// listeners, udp:HOST:PORT.
+    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH; from udp: and
+    /// unixgram: listeners, udp:HOST:PORT or unixgram:PATH.
     #[arg(long, value_name = "ENDPOINT")]
     pub(crate) to: String,
     /// Give up each connection attempt to the target after this long.

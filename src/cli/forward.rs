@@ -1,6 +1,5 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
-use socketkit::endpoint::Transport;
 use socketkit::forward::Forward;
 use socketkit::proxy_protocol::Version;
 
@@ -8,7 +7,7 @@ use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
 use super::given::Given;
 use super::managed::{Listen, Managed};
-use super::{forward_udp, init_logging, resolve, server, tls};
+use super::{forward_datagram, init_logging, resolve, server, tls};
 
 /// Runs `forward`; `given` names the options written on the command line (a udp: relay
 /// refuses those it cannot apply, defaults or not).
@@ -24,7 +23,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     let timeout = args.timeout;
     if listeners
         .iter()
-        .any(|l| l.endpoint().transport() == Transport::Udp)
+        .any(|l| !l.endpoint().transport().is_stream())
     {
         let mut endpoints = Vec::new();
         for listener in &listeners {
@@ -32,22 +31,14 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
                 Listen::Bind(endpoint) => endpoints.push(endpoint.clone()),
                 Listen::Inherited(_) => {
                     return Err(CliError::Usage(
-                        "a udp: relay binds its own sockets; inherited sockets are relayed as \
-                         streams only"
+                        "a datagram relay binds its own sockets; inherited sockets are relayed \
+                         as streams only"
                             .into(),
                     ));
                 }
             }
         }
-        return forward_udp::run(&args, given, &endpoints, target);
-    }
-    if let Some(datagram) = listeners
-        .iter()
-        .find(|l| !l.endpoint().transport().is_stream())
-    {
-        return Err(CliError::Usage(format!(
-            "forward relays streams and udp:, not {datagram}"
-        )));
+        return forward_datagram::run(&args, given, &endpoints, target);
     }
     let identity = args
         .to_tls_cert

@@ -9,7 +9,7 @@ mod completions;
 mod connect;
 mod exit;
 mod forward;
-mod forward_udp;
+mod forward_datagram;
 mod given;
 mod listen;
 mod log;

@@ -1,11 +1,16 @@
-//! The UDP relay behind `socketkit forward -l udp:… --to udp:…`, as socat's
-//! `UDP-LISTEN:…,fork UDP:…`: each client (source address) gets its own upstream socket,
-//! connected to the target, so the target sees one peer per client and its answers go back
-//! to the right one. A client's upstream socket is closed after `idle_timeout` with no
-//! datagram either way; the next datagram from that client opens a fresh one.
+//! The datagram relay behind `socketkit forward -l udp:… --to udp:…`, as socat's
+//! `UDP-LISTEN:…,fork UDP:…`, and with `unixgram:` on either side (`-l udp:…:514 --to
+//! unixgram:/dev/log` relays syslog): each client (source address) gets its own upstream
+//! socket, connected to the target, so the target sees one peer per client and its answers
+//! go back to the right one. A client's upstream socket is closed after `idle_timeout` with
+//! no datagram either way; the next datagram from that client opens a fresh one.
+//!
+//! A Unix datagram client that sent from an unbound socket has no address: its datagrams
+//! are relayed (all such clients share one upstream socket), and answers to them cannot be
+//! delivered (said at debug level).
 //!
 //! A datagram from a new client while `max_clients` are being relayed is dropped (and
-//! logged at debug level): UDP has no way to refuse, and the sender retries if it cares.
+//! logged at debug level): a datagram cannot be refused, and the sender retries if it cares.
 //!
 //! With [`DatagramForward::metrics`], each listener counts under its own `listener` label
 //! as a stream listener does, a client standing for a connection: its first datagram is a
@@ -15,32 +20,33 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::endpoint::{Endpoint, Transport};
+use super::datagram_socket::{DatagramSocket, Upstream};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::net::{self, ListenOptions};
+use crate::net::{self, ListenOptions, UnixFile};
 use crate::socket::Address;
 
-/// The largest datagram relayed (the most a UDP datagram over IPv4 can carry).
+/// The largest datagram relayed (the most a UDP datagram over IPv4 can carry; a larger
+/// Unix datagram is cut to it).
 const MAX_DATAGRAM: usize = 65_535;
 
 /// How long a client's upstream socket lives without traffic, unless told otherwise.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
-/// A UDP relay to one target.
+/// A datagram relay to one target (`udp:` or `unixgram:`).
 ///
 /// # Examples
 ///
 /// ```
 /// use socketkit::forward::datagram::DatagramForward;
 /// assert!(DatagramForward::new("udp:127.0.0.1:53".parse().unwrap()).is_ok());
+/// assert!(DatagramForward::new("unixgram:/dev/log".parse().unwrap()).is_ok());
 /// assert!(DatagramForward::new("127.0.0.1:53".parse().unwrap()).is_err());
 /// ```
 #[derive(Debug, Clone)]
@@ -49,21 +55,24 @@ pub struct DatagramForward {
     idle_timeout: Duration,
     max_clients: usize,
     metrics: Option<Arc<Metrics>>,
+    unix_mode: Option<u32>,
 }
 
 /// A relay bound to its listening socket, ready to [`BoundDatagramForward::run`].
 #[derive(Debug)]
 pub struct BoundDatagramForward {
     relay: DatagramForward,
-    socket: Arc<UdpSocket>,
+    socket: Arc<DatagramSocket>,
     local: Endpoint,
     metrics: Option<ListenerMetrics>,
+    // A `unixgram:` listener's socket file, removed when the relay goes.
+    _file: Option<UnixFile>,
 }
 
 /// One client's upstream socket and when traffic last passed either way.
 #[derive(Debug)]
 struct Client {
-    upstream: UdpSocket,
+    upstream: Upstream,
     last: Mutex<Instant>,
     /// The listener's metrics, and when the client came: its "connection" ends when the
     /// last reference to it drops (idle, failed, or the relay stopped).
@@ -88,18 +97,19 @@ impl Client {
     }
 }
 
-type Clients = Arc<Mutex<HashMap<SocketAddr, Arc<Client>>>>;
+type Clients = Arc<Mutex<HashMap<Address, Arc<Client>>>>;
 
 impl DatagramForward {
-    /// A relay to `target`, which must be a `udp:` endpoint with a host and a port.
+    /// A relay to `target`, which must be a `udp:` endpoint with a host and a port, or a
+    /// `unixgram:` one.
     ///
     /// # Errors
     ///
     /// Any other kind of target, in words for the command line.
     pub fn new(target: Endpoint) -> std::result::Result<DatagramForward, String> {
-        if target.transport() != Transport::Udp {
+        if target.transport().is_stream() {
             return Err(format!(
-                "a udp: listener relays to a udp: target, not {target}"
+                "a datagram listener relays to a udp: or unixgram: target, not {target}"
             ));
         }
         Ok(DatagramForward {
@@ -107,6 +117,7 @@ impl DatagramForward {
             idle_timeout: DEFAULT_IDLE,
             max_clients: usize::MAX,
             metrics: None,
+            unix_mode: None,
         })
     }
 
@@ -122,6 +133,12 @@ impl DatagramForward {
         self
     }
 
+    /// The permission bits of a `unixgram:` listener's socket file (as `chmod`).
+    pub fn unix_mode(mut self, mode: u32) -> DatagramForward {
+        self.unix_mode = Some(mode);
+        self
+    }
+
     /// Counts each listener's clients and bytes into `metrics` (see the module docs).
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> DatagramForward {
         self.metrics = Some(metrics);
@@ -133,7 +150,7 @@ impl DatagramForward {
         &self.target
     }
 
-    /// Binds `listen` (a `udp:` endpoint) inside a Tokio runtime.
+    /// Binds `listen` (a `udp:` or `unixgram:` endpoint) inside a Tokio runtime.
     ///
     /// # Errors
     ///
@@ -141,25 +158,32 @@ impl DatagramForward {
     pub fn bind(&self, listen: &Endpoint) -> Result<BoundDatagramForward> {
         let options = ListenOptions {
             backlog: 0,
-            unix_mode: None,
+            unix_mode: self.unix_mode,
             reuse_port: false,
             only_v6: false,
         };
-        let bound = net::bind_endpoint(listen, options)?;
-        let fail = |err: io::Error| Error::new(Op::Listen, &bound.endpoint, err);
-        let fd = std::os::fd::OwnedFd::from(bound.socket);
-        let std_socket = std::net::UdpSocket::from(fd);
-        std_socket.set_nonblocking(true).map_err(fail)?;
-        let socket = UdpSocket::from_std(std_socket).map_err(fail)?;
+        if listen.transport().is_stream() {
+            let reason = io::Error::new(io::ErrorKind::InvalidInput, "not a datagram endpoint");
+            return Err(Error::new(Op::Listen, listen, reason));
+        }
+        let net::Bound {
+            socket,
+            endpoint,
+            file,
+        } = net::bind_endpoint(listen, options)?;
+        let local_address = socket.local_addr()?;
+        let socket = DatagramSocket::from_socket(socket, &local_address)
+            .map_err(|err| Error::new(Op::Listen, &endpoint, err))?;
         let metrics = self
             .metrics
             .as_ref()
-            .map(|metrics| metrics.listener(&bound.endpoint.to_string()));
+            .map(|metrics| metrics.listener(&endpoint.to_string()));
         Ok(BoundDatagramForward {
             relay: self.clone(),
             socket: Arc::new(socket),
-            local: bound.endpoint,
+            local: endpoint,
             metrics,
+            _file: file,
         })
     }
 }
@@ -196,12 +220,12 @@ impl BoundDatagramForward {
             }
             // Reap finished relays so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
-            let client = match self.client(&clients, from, target, &mut tasks).await {
+            let client = match self.client(&clients, &from, &target, &mut tasks) {
                 Some(client) => client,
                 None => continue,
             };
             client.touch();
-            if let Err(err) = client.upstream.send(&buf[..len]).await {
+            if let Err(err) = client.upstream.socket.send(&buf[..len]).await {
                 tracing::debug!(client = %from, "relaying to {target} failed: {err}");
             }
         }
@@ -210,16 +234,16 @@ impl BoundDatagramForward {
     }
 
     /// The client of `from`, opening its upstream socket if it is new (and there is room).
-    async fn client(
+    fn client(
         &self,
         clients: &Clients,
-        from: SocketAddr,
-        target: SocketAddr,
+        from: &Address,
+        target: &Address,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Option<Arc<Client>> {
         {
             let map = clients.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(client) = map.get(&from) {
+            if let Some(client) = map.get(from) {
                 return Some(Arc::clone(client));
             }
             if map.len() >= self.relay.max_clients {
@@ -227,8 +251,8 @@ impl BoundDatagramForward {
                 return None;
             }
         }
-        let upstream = match open_upstream(target).await {
-            Ok(socket) => socket,
+        let upstream = match Upstream::open(target) {
+            Ok(upstream) => upstream,
             Err(err) => {
                 tracing::warn!(client = %from, "cannot relay to {target}: {err}");
                 return None;
@@ -248,11 +272,11 @@ impl BoundDatagramForward {
         clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(from, Arc::clone(&client));
+            .insert(from.clone(), Arc::clone(&client));
         tasks.spawn(answer(
             Arc::clone(&self.socket),
             Arc::clone(&client),
-            from,
+            from.clone(),
             Arc::clone(clients),
             self.relay.idle_timeout,
         ));
@@ -262,9 +286,9 @@ impl BoundDatagramForward {
 
 /// Sends the target's answers back to the client until the pair has been idle.
 async fn answer(
-    listener: Arc<UdpSocket>,
+    listener: Arc<DatagramSocket>,
     client: Arc<Client>,
-    from: SocketAddr,
+    from: Address,
     clients: Clients,
     idle: Duration,
 ) {
@@ -281,10 +305,10 @@ async fn answer(
                     return;
                 }
             }
-            received = client.upstream.recv(&mut buf) => match received {
+            received = client.upstream.socket.recv(&mut buf) => match received {
                 Ok(len) => {
                     client.touch();
-                    match listener.send_to(&buf[..len], from).await {
+                    match listener.send_to(&buf[..len], &from).await {
                         Ok(sent) => {
                             if let Some((metrics, _)) = &client.metered {
                                 metrics.sent.inc_by(sent as u64);
@@ -310,7 +334,8 @@ async fn answer(
     }
 }
 
-/// Errors a UDP socket reports for an earlier datagram (ICMP), which leave it usable.
+/// Errors a UDP socket reports for an earlier datagram (ICMP), and a Unix datagram socket
+/// while nothing is bound at the target (`ECONNREFUSED`): both leave it usable.
 fn transient(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -321,24 +346,14 @@ fn transient(err: &io::Error) -> bool {
     )
 }
 
-async fn resolve_target(target: &Endpoint) -> Result<SocketAddr> {
+/// The target's first address (a name resolved off the runtime's threads).
+async fn resolve_target(target: &Endpoint) -> Result<Address> {
     let target = target.clone();
     let found = tokio::task::spawn_blocking(move || net::candidates(&target, None))
         .await
         .map_err(|err| Error::without_target(Op::Connect, io::Error::other(err)))??;
     found
         .into_iter()
-        .find_map(|address: Address| address.as_socket_addr())
+        .next()
         .ok_or_else(|| Error::without_target(Op::Connect, io::ErrorKind::AddrNotAvailable.into()))
-}
-
-async fn open_upstream(target: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = if target.is_ipv4() {
-        ([0u8; 4], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(target).await?;
-    Ok(socket)
 }

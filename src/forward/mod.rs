@@ -24,6 +24,7 @@
 //! onto each other.
 
 pub mod datagram;
+mod datagram_socket;
 pub mod splice;
 
 use std::io;

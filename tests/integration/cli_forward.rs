@@ -290,14 +290,14 @@ fn limits_and_graceful_shutdown_apply_to_relays() {
 
 #[test]
 fn datagram_endpoints_are_refused() {
-    // (udp: to udp: is relayed: cli_forward_udp.)
+    // (udp: and unixgram: to either is relayed: cli_forward_udp, cli_forward_unixgram.)
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to", "127.0.0.1:9"]);
     let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 2);
     assert_eq!(
         out.stderr,
-        "error: a udp: listener relays to a udp: target, not tcp:127.0.0.1:9\n"
+        "error: a datagram listener relays to a udp: or unixgram: target, not tcp:127.0.0.1:9\n"
     );
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "127.0.0.1:0", "--to", "udp:127.0.0.1:9"]);

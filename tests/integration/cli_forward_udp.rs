@@ -115,7 +115,7 @@ fn udp_forwarding_refuses_what_it_cannot_do() {
     for (args, words) in [
         (
             &["forward", "-l", "udp:127.0.0.1:0", "--to", "127.0.0.1:80"][..],
-            "udp: target",
+            "udp: or unixgram: target",
         ),
         (
             &[
@@ -279,7 +279,7 @@ fn udp_forward_refuses_a_stream_listener_beside_a_udp_one() {
         assert_eq!(out.code(), 2, "{listeners:?}: {}", out.stderr);
         assert!(
             out.stderr
-                .starts_with("error: forward relays streams to streams and udp: to udp:"),
+                .starts_with("error: forward relays streams to streams and datagrams"),
             "{}",
             out.stderr
         );

@@ -34,6 +34,8 @@ mod cli_errors;
 mod cli_forward;
 /// `socketkit forward` over UDP: one upstream socket per client, idle timeout.
 mod cli_forward_udp;
+/// `socketkit forward` with Unix datagrams on either side (a syslog relay's shape).
+mod cli_forward_unixgram;
 /// Generated argument vectors for every subcommand: exit 0, 1 or 2, one `error:` line at most.
 mod cli_fuzz;
 /// `socketkit listen`: one peer, -k, UDP, Unix.

@@ -1,7 +1,8 @@
-//! `socketkit forward -l udp:… --to udp:…`: the UDP relay, one upstream socket per client
-//! (see [`socketkit::forward::datagram`]). Its own small runtime, with the server options
-//! that have a datagram meaning — `--idle-timeout`, `--max-connections`, `--metrics`,
-//! `--shutdown-delay` — and every other one refused by name (exit 2), never ignored.
+//! `socketkit forward -l udp:… --to udp:…` (and `unixgram:` on either side): the datagram
+//! relay, one upstream socket per client (see [`socketkit::forward::datagram`]). Its own
+//! small runtime, with the server options that have a datagram meaning — `--idle-timeout`,
+//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode` — and every other one
+//! refused by name (exit 2), never ignored.
 
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use super::given::Given;
 use super::metrics::{MetricsPlan, MetricsSocket};
 use super::{init_logging, ready};
 
-/// Relays datagrams from every `endpoints` (all `udp:`) to `target` until SIGINT/SIGTERM.
+/// Relays datagrams from every `endpoints` (all `udp:` or `unixgram:`) to `target` until
+/// SIGINT/SIGTERM.
 pub(crate) fn run(
     args: &ForwardArgs,
     given: &Given,
@@ -24,8 +26,8 @@ pub(crate) fn run(
 ) -> Result<(), CliError> {
     if let Some(stream) = endpoints.iter().find(|e| e.transport().is_stream()) {
         return Err(CliError::Usage(format!(
-            "forward relays streams to streams and udp: to udp:, not {stream} with a udp: \
-             listener"
+            "forward relays streams to streams and datagrams (udp:, unixgram:) to datagrams, \
+             not {stream} beside a datagram listener"
         )));
     }
     refuse_stream_only_options(args, given)?;
@@ -35,6 +37,15 @@ pub(crate) fn run(
     }
     if let Some(max) = args.server.max_connections {
         relay = relay.max_clients(max);
+    }
+    if let Some(mode) = args.server.unix_mode {
+        if !endpoints.iter().any(|e| e.path().is_some()) {
+            return Err(CliError::Usage(
+                "--unix-mode applies to Unix socket files, and no -l is a unixgram: endpoint"
+                    .into(),
+            ));
+        }
+        relay = relay.unix_mode(mode);
     }
     let metrics = MetricsPlan::from_args(&args.server.metrics)?;
     if let Some(plan) = &metrics {
@@ -51,7 +62,7 @@ pub(crate) fn run(
             .iter()
             .map(|endpoint| relay.bind(endpoint))
             .collect::<socketkit::Result<_>>()?;
-        // Not a restart: a UDP relay hands nothing over on SIGUSR2.
+        // Not a restart: a datagram relay hands nothing over on SIGUSR2.
         let http = metrics
             .as_ref()
             .map(|plan| plan.bind(MetricsSocket::Bind))
@@ -87,7 +98,7 @@ pub(crate) fn run(
             if !shutdown_delay.is_zero() {
                 relay_for(shutdown_delay, &mut signals).await;
             }
-            tracing::info!("shutting down: the udp: relay stops");
+            tracing::info!("shutting down: the datagram relay stops");
         }
         let _ = stop.send(true);
         while relays.join_next().await.is_some() {}
@@ -121,7 +132,7 @@ impl Signals {
                 _ = self.interrupt.recv() => return,
                 _ = self.terminate.recv() => return,
                 _ = self.user2.recv() => {
-                    tracing::info!("SIGUSR2: a udp: relay has no listeners to hand over; it goes on");
+                    tracing::info!("SIGUSR2: a datagram relay has no listeners to hand over; it goes on");
                 }
             }
         }
@@ -140,11 +151,11 @@ async fn relay_for(delay: Duration, signals: &mut Signals) {
     }
 }
 
-/// The options of a stream `forward` that mean nothing for the UDP relay: refused, with
-/// why, rather than silently ignored. `given` catches those that have a default.
+/// The options of a stream `forward` that mean nothing for the datagram relay: refused,
+/// with why, rather than silently ignored. `given` catches those that have a default.
 fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), CliError> {
     let access = &args.server.access;
-    let no_tls = "a udp: relay has no TLS";
+    let no_tls = "a datagram relay has no TLS";
     let given = [
         ("--allow", !access.allow.is_empty(), ""),
         ("--deny", !access.deny.is_empty(), ""),
@@ -156,22 +167,21 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
         ("--group", access.group.is_some(), ""),
         ("--workers", args.server.workers.is_some(), ""),
         ("--io-engine", args.server.io_engine.is_some(), ""),
-        ("--unix-mode", args.server.unix_mode.is_some(), ""),
         ("--pid-file", args.server.managed.pid_file.is_some(), ""),
         (
             "--backlog",
             given.contains("backlog"),
-            "a UDP socket has no listen(2) backlog",
+            "a datagram socket has no listen(2) backlog",
         ),
         (
             "--drain-timeout",
             given.contains("drain_timeout"),
-            "a udp: relay has no connections to drain and stops at once",
+            "a datagram relay has no connections to drain and stops at once",
         ),
         (
             "--timeout",
             given.contains("timeout"),
-            "a udp: target is not connected to, datagrams are just sent",
+            "a datagram target is not connected to, datagrams are just sent",
         ),
         (
             "--proxy-protocol",
@@ -215,7 +225,7 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
                 format!(" ({why})")
             };
             Err(CliError::Usage(format!(
-                "{name} applies to stream forwarding only, not to a udp: listener{why}"
+                "{name} applies to stream forwarding only, not to a datagram listener{why}"
             )))
         }
         None => Ok(()),

@@ -1,0 +1,190 @@
+//! `forward` with Unix datagrams on either side (`-l udp:… --to unixgram:PATH`, the shape of
+//! a syslog relay to /dev/log, and `-l unixgram:PATH --to udp:…`), against `socketkit serve
+//! echo` and Rust sockets: every datagram is answered through the relay, each Unix client
+//! at its own address; the relay's own files (its listener's, and the one each upstream
+//! socket binds to be answered at) are gone when it stops.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+
+use crate::support::net::IO_TIMEOUT;
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+/// `socketkit serve echo -l ENDPOINT`.
+fn echo(endpoint: &str) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", endpoint]);
+    Running::start(cmd, 1)
+}
+
+/// `socketkit forward -l LISTEN… --to TARGET EXTRA…`, its temporary directory `tmp` (where
+/// it binds its upstream sockets' files).
+fn forward(listen: &[&str], target: &str, tmp: &Path, extra: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.arg("forward");
+    for endpoint in listen {
+        cmd.args(["-l", endpoint]);
+    }
+    cmd.args(["--to", target]).args(extra).env("TMPDIR", tmp);
+    Running::start(cmd, listen.len())
+}
+
+/// A Unix datagram client bound at `path`, with the tests' timeout.
+fn unix_client(path: &Path) -> UnixDatagram {
+    let socket = UnixDatagram::bind(path).expect("bind the client");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    socket
+}
+
+/// The names in `dir`.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the directory")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn udp_clients_reach_a_unixgram_target_and_get_its_answers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay_tmp = tempfile::tempdir().expect("temp dir");
+    let target = format!("unixgram:{}", dir.path().join("echo.sock").display());
+    let _echo = echo(&target);
+    let mut relay = forward(&["udp:127.0.0.1:0"], &target, relay_tmp.path(), &[]);
+    let relay_port = relay.port();
+    let clients: Vec<std::net::UdpSocket> = (0..3)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            socket.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+            socket
+        })
+        .collect();
+    for round in 0..2 {
+        for (n, client) in clients.iter().enumerate() {
+            let data = format!("round {round} client {n}");
+            client
+                .send_to(data.as_bytes(), ("127.0.0.1", relay_port))
+                .expect("send");
+            let mut buf = [0u8; 256];
+            let (len, from) = client.recv_from(&mut buf).expect("an answer");
+            assert_eq!(from.port(), relay_port, "answered from the relay's port");
+            assert_eq!(&buf[..len], data.as_bytes());
+        }
+    }
+    // One upstream socket per client, each bound to a file of its own to be answered at.
+    assert_eq!(
+        names_in(relay_tmp.path()).len(),
+        3,
+        "{:?}",
+        names_in(relay_tmp.path())
+    );
+    relay.signal(libc::SIGTERM);
+    assert_eq!(relay.wait(DEADLINE).code(), Some(0), "{}", relay.stderr());
+    assert!(
+        names_in(relay_tmp.path()).is_empty(),
+        "the upstream sockets' files outlive the relay: {:?}",
+        names_in(relay_tmp.path())
+    );
+}
+
+#[test]
+fn unixgram_clients_reach_a_udp_target_each_answered_at_its_own_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let echo = echo("udp:127.0.0.1:0");
+    let listen = dir.path().join("relay.sock");
+    let listen_endpoint = format!("unixgram:{}", listen.display());
+    let mut relay = forward(
+        &[&listen_endpoint],
+        &echo.endpoints()[0],
+        dir.path(),
+        &["--unix-mode", "600"],
+    );
+    let mode = std::fs::metadata(&listen)
+        .expect("the listener's file")
+        .permissions();
+    assert_eq!(mode.mode() & 0o777, 0o600, "--unix-mode");
+    let clients: Vec<UnixDatagram> = (0..2)
+        .map(|n| unix_client(&dir.path().join(format!("client-{n}.sock"))))
+        .collect();
+    for (n, client) in clients.iter().enumerate() {
+        let data = format!("from client {n}");
+        client.send_to(data.as_bytes(), &listen).expect("send");
+        let mut buf = [0u8; 256];
+        let (len, from) = client.recv_from(&mut buf).expect("an answer");
+        assert_eq!(&buf[..len], data.as_bytes());
+        assert_eq!(from.as_pathname(), Some(listen.as_path()), "from the relay");
+    }
+    // A client with no address is relayed too; it cannot be answered, and the relay goes on.
+    let unnamed = UnixDatagram::unbound().expect("socket");
+    unnamed.send_to(b"unanswerable", &listen).expect("send");
+    let mut buf = [0u8; 64];
+    clients[0].send_to(b"still here", &listen).expect("send");
+    let (len, _) = clients[0].recv_from(&mut buf).expect("an answer");
+    assert_eq!(&buf[..len], b"still here");
+    relay.signal(libc::SIGTERM);
+    assert_eq!(relay.wait(DEADLINE).code(), Some(0), "{}", relay.stderr());
+    assert!(!listen.exists(), "the listener's file is removed");
+}
+
+#[test]
+fn unix_mode_needs_a_unixgram_listener_and_streams_stay_apart() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "forward",
+                "-l",
+                "udp:127.0.0.1:0",
+                "--to",
+                "unixgram:/tmp/x.sock",
+            ],
+            "--unix-mode",
+        ),
+        (
+            &[
+                "forward",
+                "-l",
+                "unixgram:/tmp/socketkit-test-no.sock",
+                "--to",
+                "127.0.0.1:9",
+            ],
+            "",
+        ),
+        (
+            &[
+                "forward",
+                "-l",
+                "unixgram:/tmp/socketkit-test-no.sock",
+                "-l",
+                "127.0.0.1:0",
+                "--to",
+                "udp:127.0.0.1:9",
+            ],
+            "",
+        ),
+    ];
+    let expected = [
+        "error: --unix-mode applies to Unix socket files, and no -l is a unixgram: endpoint\n",
+        "error: a datagram listener relays to a udp: or unixgram: target, not tcp:127.0.0.1:9\n",
+        "error: forward relays streams to streams and datagrams (udp:, unixgram:) to datagrams, \
+         not tcp:127.0.0.1:0 beside a datagram listener\n",
+    ];
+    for ((args, option), want) in cases.iter().zip(expected) {
+        let mut cmd = socketkit();
+        cmd.args(*args);
+        if !option.is_empty() {
+            cmd.args([*option, "600"]);
+        }
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr, want, "{args:?}");
+    }
+}
