@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::datagram_socket::{DatagramSocket, Upstream};
 use crate::endpoint::Endpoint;
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, describe};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::{self, ListenOptions, UnixFile};
 use crate::socket::Address;
@@ -226,7 +226,7 @@ impl BoundDatagramForward {
             };
             client.touch();
             if let Err(err) = client.upstream.socket.send(&buf[..len]).await {
-                tracing::debug!(client = %from, "relaying to {target} failed: {err}");
+                tracing::debug!(client = %from, "relaying to {target} failed: {}", describe(&err));
             }
         }
         tasks.shutdown().await;
@@ -254,7 +254,7 @@ impl BoundDatagramForward {
         let upstream = match Upstream::open(target) {
             Ok(upstream) => upstream,
             Err(err) => {
-                tracing::warn!(client = %from, "cannot relay to {target}: {err}");
+                tracing::warn!(client = %from, "cannot relay to {target}: {}", describe(&err));
                 return None;
             }
         };
@@ -314,7 +314,7 @@ async fn answer(
                                 metrics.sent.inc_by(sent as u64);
                             }
                         }
-                        Err(err) => tracing::debug!(client = %from, "answering failed: {err}"),
+                        Err(err) => tracing::debug!(client = %from, "answering failed: {}", describe(&err)),
                     }
                 }
                 // Nothing listens at the target (ICMP port unreachable): the client's
@@ -322,10 +322,10 @@ async fn answer(
                 Err(err) if transient(&err) => tracing::debug!(
                     client = %from,
                     "the target did not take a datagram: {}",
-                    crate::error::describe(&err)
+                    describe(&err)
                 ),
                 Err(err) => {
-                    tracing::debug!(client = %from, "upstream receive failed: {err}");
+                    tracing::debug!(client = %from, "upstream receive failed: {}", describe(&err));
                     clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&from);
                     return;
                 }
