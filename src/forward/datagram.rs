@@ -7,7 +7,10 @@
 //!
 //! A Unix datagram client that sent from an unbound socket has no address: its datagrams
 //! are relayed (all such clients share one upstream socket), and answers to them cannot be
-//! delivered (said at debug level).
+//! delivered (said at debug level). A Unix upstream socket is connected to the socket that
+//! was bound at the target's path, not to the path: when a datagram is refused because that
+//! socket has closed (a restarted syslog daemon makes /dev/log anew), the client gets a
+//! fresh upstream socket, and the datagram goes through it.
 //!
 //! A datagram from a new client while `max_clients` are being relayed is dropped (and
 //! logged at debug level): a datagram cannot be refused, and the sender retries if it cares.
@@ -74,6 +77,8 @@ pub struct BoundDatagramForward {
 struct Client {
     upstream: Upstream,
     last: Mutex<Instant>,
+    /// Told when the client's upstream socket is replaced: its answering task ends.
+    retired: tokio::sync::Notify,
     /// The listener's metrics, and when the client came: its "connection" ends when the
     /// last reference to it drops (idle, failed, or the relay stopped).
     metered: Option<(ListenerMetrics, Instant)>,
@@ -225,7 +230,25 @@ impl BoundDatagramForward {
                 None => continue,
             };
             client.touch();
-            if let Err(err) = client.upstream.socket.send(&buf[..len]).await {
+            let mut sent = client.upstream.socket.send(&buf[..len]).await;
+            if let Err(err) = &sent
+                && client.upstream.is_unix()
+                && err.kind() == io::ErrorKind::ConnectionRefused
+            {
+                // The socket this one is connected to has closed; whatever is bound at the
+                // target's path now takes the datagram, through a fresh socket.
+                tracing::debug!(client = %from, "{target} was closed: connecting again");
+                retire(&clients, &from, &client);
+                sent = match self.client(&clients, &from, &target, &mut tasks) {
+                    Some(fresh) => {
+                        fresh.touch();
+                        fresh.upstream.socket.send(&buf[..len]).await
+                    }
+                    // Said by `client`.
+                    None => Ok(len),
+                };
+            }
+            if let Err(err) = sent {
                 tracing::debug!(client = %from, "relaying to {target} failed: {}", describe(&err));
             }
         }
@@ -267,6 +290,7 @@ impl BoundDatagramForward {
         let client = Arc::new(Client {
             upstream,
             last: Mutex::new(Instant::now()),
+            retired: tokio::sync::Notify::new(),
             metered,
         });
         clients
@@ -284,7 +308,21 @@ impl BoundDatagramForward {
     }
 }
 
-/// Sends the target's answers back to the client until the pair has been idle.
+/// Takes `client` out of `clients` (unless another has taken its place) and ends its
+/// answering task.
+fn retire(clients: &Clients, from: &Address, client: &Arc<Client>) {
+    let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if map
+        .get(from)
+        .is_some_and(|current| Arc::ptr_eq(current, client))
+    {
+        map.remove(from);
+    }
+    client.retired.notify_one();
+}
+
+/// Sends the target's answers back to the client until the pair has been idle (or the
+/// client's upstream socket has been replaced).
 async fn answer(
     listener: Arc<DatagramSocket>,
     client: Arc<Client>,
@@ -296,11 +334,14 @@ async fn answer(
     loop {
         let deadline = client.last() + idle;
         tokio::select! {
+            () = client.retired.notified() => return,
             () = tokio::time::sleep_until(deadline) => {
                 // Checked again under the lock: a datagram may have come in meanwhile.
                 let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
                 if client.last() + idle <= Instant::now() {
-                    map.remove(&from);
+                    if map.get(&from).is_some_and(|current| Arc::ptr_eq(current, &client)) {
+                        map.remove(&from);
+                    }
                     tracing::debug!(client = %from, "idle: closed its upstream socket");
                     return;
                 }
@@ -326,7 +367,7 @@ async fn answer(
                 ),
                 Err(err) => {
                     tracing::debug!(client = %from, "upstream receive failed: {}", describe(&err));
-                    clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&from);
+                    retire(&clients, &from, &client);
                     return;
                 }
             },

@@ -99,6 +99,12 @@ pub(super) struct Upstream {
 }
 
 impl Upstream {
+    /// Whether the target is a Unix socket (connected to a socket, not to a path: one bound
+    /// at the same path later is another).
+    pub(super) fn is_unix(&self) -> bool {
+        matches!(self.socket, DatagramSocket::Unix(_))
+    }
+
     /// A socket connected to `target` (a datagram connect does not wait: it only fixes the
     /// peer), bound first to a file of its own for a Unix target.
     pub(super) fn open(target: &Address) -> io::Result<Upstream> {
