@@ -55,8 +55,8 @@ impl<T> Enrolment<T> {
     }
 }
 
-/// [`Enrolled::key`] of a task that has not been polled yet.
-const UNPOLLED: u32 = u32::MAX;
+/// [`Enrolled::key`] of a task that has not been polled yet (no slab holds that many).
+const UNPOLLED: usize = usize::MAX;
 
 /// Slots kept when the list empties; a larger table, left by a burst, is freed.
 const KEPT_SLOTS: usize = 1024;
@@ -87,9 +87,11 @@ impl<T> ForcedWakers<T> {
     pub(crate) fn enrol(self: &Arc<Self>, token: T) -> Enrolled<T> {
         let mut enrolment = self.lock();
         enrolment.unpolled += 1;
-        let spare = match enrolment.token {
-            None => enrolment.token.replace(token),
-            Some(_) => Some(token),
+        let spare = if enrolment.token.is_none() {
+            enrolment.token = Some(token);
+            None
+        } else {
+            Some(token)
         };
         drop(enrolment);
         // Dropped after the lock, as in `Enrolled::drop`.
@@ -107,7 +109,7 @@ impl<T> ForcedWakers<T> {
 pub(crate) struct Enrolled<T> {
     wakers: Arc<ForcedWakers<T>>,
     /// The waker's slot, or [`UNPOLLED`].
-    key: u32,
+    key: usize,
 }
 
 impl<T> Enrolled<T> {
@@ -117,16 +119,8 @@ impl<T> Enrolled<T> {
     pub(crate) fn is_forced(&mut self, waker: &Waker) -> bool {
         if self.key == UNPOLLED {
             let mut enrolment = self.wakers.lock();
-            let key = enrolment.wakers.insert(waker.clone());
-            match u32::try_from(key) {
-                Ok(key) if key != UNPOLLED => {
-                    enrolment.unpolled -= 1;
-                    self.key = key;
-                }
-                // Four billion tasks (each with a descriptor) cannot be; were they, this
-                // one is counted, and checks the flag at each poll, unwoken.
-                _ => drop(enrolment.wakers.remove(key)),
-            }
+            self.key = enrolment.wakers.insert(waker.clone());
+            enrolment.unpolled -= 1;
         }
         self.wakers.forced.load(Ordering::Acquire)
     }
@@ -138,7 +132,7 @@ impl<T> Drop for Enrolled<T> {
         if self.key == UNPOLLED {
             enrolment.unpolled -= 1;
         } else {
-            enrolment.wakers.try_remove(self.key as usize);
+            enrolment.wakers.try_remove(self.key);
         }
         let token = if enrolment.len() == 0 {
             if enrolment.wakers.capacity() > KEPT_SLOTS {

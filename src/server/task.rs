@@ -180,10 +180,13 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        // Checked before the handler's poll too: a task that starts after the force does
-        // not run its handler at all.
+        // Before the handler's poll: the first call leaves the task's waker with the list,
+        // so a force that comes later (during the handler's poll too) wakes the task, and
+        // the next poll ends here; a task that starts after the force never runs its
+        // handler.
         if this.enrolled.is_forced(cx.waker()) {
             tracing::debug!("connection closed by shutdown");
+            // Dropped here, not with the task: inside `dropping_forced`, its sockets reset.
             shutdown::dropping_forced(|| this.work.set(None));
             return Poll::Ready(());
         }
@@ -194,12 +197,6 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
             if let Err(err) = result {
                 tracing::debug!("connection ended: {}", describe(&err));
             }
-            return Poll::Ready(());
-        }
-        if this.enrolled.is_forced(cx.waker()) {
-            tracing::debug!("connection closed by shutdown");
-            // Dropped here, not with the task: inside `dropping_forced`, its sockets reset.
-            shutdown::dropping_forced(|| this.work.set(None));
             return Poll::Ready(());
         }
         Poll::Pending
