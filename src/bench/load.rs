@@ -221,7 +221,7 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
             let mut buf = Vec::new();
             while !done.is_set() {
                 if target.is_datagram() && socket.is_none() {
-                    match Datagram::open(&target).await {
+                    match mode::open_datagram(&target) {
                         Ok(opened) => socket = Some(opened),
                         Err(err) => {
                             stats.fail_io(&err);
@@ -335,7 +335,7 @@ async fn datagram_sockets(
         if ending.is_set() {
             break;
         }
-        match Datagram::open(target).await {
+        match mode::open_datagram(target) {
             Ok(socket) => all.push(socket),
             Err(err) => stats.fail_io(&err),
         }

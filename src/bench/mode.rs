@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket, UnixDatagram};
+use tokio::net::TcpStream;
 
 use super::Config;
 use super::stats::{Failure, HandshakeFailed, Stats};
 use crate::endpoint::Endpoint;
-use crate::net::{self, Stream, TempSocketPath};
+use crate::net::{self, Stream};
 use crate::socket::Address;
 
 /// Where the load goes, resolved once before the run.
@@ -175,56 +175,14 @@ pub(crate) async fn request(
 }
 
 /// A connected datagram socket for request/reply.
-#[derive(Debug)]
-pub(crate) enum Datagram {
-    Udp(UdpSocket),
-    Unix {
-        socket: UnixDatagram,
-        // Held for its Drop: the client's socket file goes with the socket.
-        _path: TempSocketPath,
-    },
-}
+pub(crate) type Datagram = net::ConnectedDatagram;
 
-impl Datagram {
-    pub(crate) async fn open(target: &Target) -> io::Result<Datagram> {
-        match target {
-            Target::Udp(addr) => {
-                let local: std::net::SocketAddr = if addr.is_ipv6() {
-                    "[::]:0"
-                } else {
-                    "0.0.0.0:0"
-                }
-                .parse()
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-                let socket = UdpSocket::bind(local).await?;
-                socket.connect(addr).await?;
-                Ok(Datagram::Udp(socket))
-            }
-            Target::Unixgram(path) => {
-                let local = TempSocketPath::unique();
-                let socket = UnixDatagram::bind(local.path())?;
-                socket.connect(path)?;
-                Ok(Datagram::Unix {
-                    socket,
-                    _path: local,
-                })
-            }
-            Target::Tcp(_) | Target::Unix(_) => Err(io::ErrorKind::InvalidInput.into()),
-        }
-    }
-
-    async fn send(&self, data: &[u8]) -> io::Result<usize> {
-        match self {
-            Datagram::Udp(s) => s.send(data).await,
-            Datagram::Unix { socket, .. } => socket.send(data).await,
-        }
-    }
-
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Datagram::Udp(s) => s.recv(buf).await,
-            Datagram::Unix { socket, .. } => socket.recv(buf).await,
-        }
+/// A datagram socket connected to `target` (`udp:` or `unixgram:`).
+pub(crate) fn open_datagram(target: &Target) -> io::Result<Datagram> {
+    match target {
+        Target::Udp(addr) => Datagram::open(&Address::from(*addr)),
+        Target::Unixgram(path) => Datagram::open(&Address::unix(path.clone())),
+        Target::Tcp(_) | Target::Unix(_) => Err(io::ErrorKind::InvalidInput.into()),
     }
 }
 

@@ -28,15 +28,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::datagram_socket::{DatagramSocket, Upstream};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::net::{self, ListenOptions, UnixFile};
+use crate::net::{self, ConnectedDatagram, ListenOptions};
+use crate::server::DatagramListener;
 use crate::socket::Address;
 
-/// The largest datagram relayed (the most a UDP datagram over IPv4 can carry; a larger
-/// Unix datagram is cut to it).
+/// The most a UDP datagram over IPv4 can carry: the receive buffers' size (the listener's
+/// grows for a longer Unix datagram; an answer longer than this is cut to it).
 const MAX_DATAGRAM: usize = 65_535;
 
 /// How long a client's upstream socket lives without traffic, unless told otherwise.
@@ -65,17 +65,15 @@ pub struct DatagramForward {
 #[derive(Debug)]
 pub struct BoundDatagramForward {
     relay: DatagramForward,
-    socket: Arc<DatagramSocket>,
+    socket: Arc<DatagramListener>,
     local: Endpoint,
     metrics: Option<ListenerMetrics>,
-    // A `unixgram:` listener's socket file, removed when the relay goes.
-    _file: Option<UnixFile>,
 }
 
 /// One client's upstream socket and when traffic last passed either way.
 #[derive(Debug)]
 struct Client {
-    upstream: Upstream,
+    upstream: ConnectedDatagram,
     last: Mutex<Instant>,
     /// Told when the client's upstream socket is replaced: its answering task ends.
     retired: tokio::sync::Notify,
@@ -167,18 +165,7 @@ impl DatagramForward {
             reuse_port: false,
             only_v6: false,
         };
-        if listen.transport().is_stream() {
-            let reason = io::Error::new(io::ErrorKind::InvalidInput, "not a datagram endpoint");
-            return Err(Error::new(Op::Listen, listen, reason));
-        }
-        let net::Bound {
-            socket,
-            endpoint,
-            file,
-        } = net::bind_endpoint(listen, options)?;
-        let local_address = socket.local_addr()?;
-        let socket = DatagramSocket::from_socket(socket, &local_address)
-            .map_err(|err| Error::new(Op::Listen, &endpoint, err))?;
+        let (socket, endpoint) = DatagramListener::bind(listen, options)?;
         let metrics = self
             .metrics
             .as_ref()
@@ -188,7 +175,6 @@ impl DatagramForward {
             socket: Arc::new(socket),
             local: endpoint,
             metrics,
-            _file: file,
         })
     }
 }
@@ -230,7 +216,7 @@ impl BoundDatagramForward {
                 None => continue,
             };
             client.touch();
-            let mut sent = client.upstream.socket.send(&buf[..len]).await;
+            let mut sent = client.upstream.send(&buf[..len]).await;
             if let Err(err) = &sent
                 && client.upstream.is_unix()
                 && err.kind() == io::ErrorKind::ConnectionRefused
@@ -242,7 +228,7 @@ impl BoundDatagramForward {
                 sent = match self.client(&clients, &from, &target, &mut tasks) {
                     Some(fresh) => {
                         fresh.touch();
-                        fresh.upstream.socket.send(&buf[..len]).await
+                        fresh.upstream.send(&buf[..len]).await
                     }
                     // Said by `client`.
                     None => Ok(len),
@@ -274,7 +260,7 @@ impl BoundDatagramForward {
                 return None;
             }
         }
-        let upstream = match Upstream::open(target) {
+        let upstream = match ConnectedDatagram::open(target) {
             Ok(upstream) => upstream,
             Err(err) => {
                 tracing::warn!(client = %from, "cannot relay to {target}: {}", describe(&err));
@@ -324,7 +310,7 @@ fn retire(clients: &Clients, from: &Address, client: &Arc<Client>) {
 /// Sends the target's answers back to the client until the pair has been idle (or the
 /// client's upstream socket has been replaced).
 async fn answer(
-    listener: Arc<DatagramSocket>,
+    listener: Arc<DatagramListener>,
     client: Arc<Client>,
     from: Address,
     clients: Clients,
@@ -346,13 +332,14 @@ async fn answer(
                     return;
                 }
             }
-            received = client.upstream.socket.recv(&mut buf) => match received {
+            received = client.upstream.recv(&mut buf) => match received {
                 Ok(len) => {
                     client.touch();
                     match listener.send_to(&buf[..len], &from).await {
-                        Ok(sent) => {
+                        // A datagram goes whole or not at all.
+                        Ok(()) => {
                             if let Some((metrics, _)) = &client.metered {
-                                metrics.sent.inc_by(sent as u64);
+                                metrics.sent.inc_by(len as u64);
                             }
                         }
                         Err(err) => tracing::debug!(client = %from, "answering failed: {}", describe(&err)),

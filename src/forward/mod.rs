@@ -24,7 +24,6 @@
 //! onto each other.
 
 pub mod datagram;
-mod datagram_socket;
 pub mod splice;
 
 use std::io;

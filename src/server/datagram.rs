@@ -112,7 +112,7 @@ impl DatagramListener {
     /// The next datagram, whole, in `buf`: a Unix datagram can be longer than any UDP one
     /// (up to the sender's buffer), so its length is asked first (`MSG_PEEK | MSG_TRUNC`)
     /// and `buf` grown to it, not cut to fit.
-    async fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Address)> {
+    pub(crate) async fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Address)> {
         match self {
             DatagramListener::Udp(socket) => {
                 let (n, peer) = socket.recv_from(buf).await?;
@@ -140,7 +140,8 @@ impl DatagramListener {
         }
     }
 
-    async fn send_to(&self, data: &[u8], peer: &Address) -> io::Result<()> {
+    /// Sends `data` to `peer` (an unnamed Unix client cannot be answered: `InvalidInput`).
+    pub(crate) async fn send_to(&self, data: &[u8], peer: &Address) -> io::Result<()> {
         match (self, peer) {
             (DatagramListener::Udp(socket), _) => match peer.as_socket_addr() {
                 Some(addr) => socket.send_to(data, addr).await.map(drop),

@@ -65,6 +65,30 @@ impl ListenerGroup {
     }
 }
 
+impl DatagramListener {
+    /// Binds `endpoint` (`udp:` or `unixgram:`) on its own, outside a server (the datagram
+    /// relay's listener), and says where it listens (the port chosen for port 0); must run
+    /// inside a tokio runtime.
+    pub(crate) fn bind(
+        endpoint: &Endpoint,
+        options: ListenOptions,
+    ) -> Result<(DatagramListener, Endpoint)> {
+        let not_datagram = || {
+            let reason = io::Error::new(io::ErrorKind::InvalidInput, "not a datagram endpoint");
+            Error::new(Op::Listen, endpoint, reason)
+        };
+        if endpoint.transport().is_stream() {
+            return Err(not_datagram());
+        }
+        let bound = net::bind_endpoint(endpoint, options)?;
+        let local = bound.endpoint.clone();
+        match Listener::register(bound)? {
+            Listener::Datagram(listener) => Ok((listener, local)),
+            Listener::Stream(_) => Err(not_datagram()),
+        }
+    }
+}
+
 /// A bound listener of any transport.
 #[derive(Debug)]
 pub(crate) enum Listener {

@@ -102,6 +102,7 @@ pub use shutdown::ShutdownHandle;
 /// Why a connection was refused; the metrics' reason, re-exported for admission stages.
 pub use crate::metrics::RefusalReason;
 
+pub(crate) use datagram::DatagramListener;
 pub(crate) use meter::Tally;
 pub(crate) use program::ProgramConnection;
 pub(crate) use shutdown::is_dropping_forced;

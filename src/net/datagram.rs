@@ -1,0 +1,67 @@
+//! [`ConnectedDatagram`]: a datagram socket connected to one peer, UDP or Unix, for the
+//! clients among us (`bench`'s request/reply, `forward`'s upstream sockets).
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use tokio::net::{UdpSocket, UnixDatagram};
+
+use super::{TempSocketPath, connect_socket};
+use crate::socket::{Address, Type};
+
+/// A non-blocking datagram socket connected to its peer and registered with the runtime.
+/// A Unix one is bound first to a [`TempSocketPath`] (removed with it), since a Unix
+/// datagram server can only answer a client with an address.
+#[derive(Debug)]
+pub(crate) enum ConnectedDatagram {
+    Udp(UdpSocket),
+    Unix {
+        socket: UnixDatagram,
+        // Held for its Drop: the socket's file goes with the socket.
+        _path: Option<TempSocketPath>,
+    },
+}
+
+impl ConnectedDatagram {
+    /// A socket connected to `peer` (a datagram connect does not wait: it only fixes the
+    /// peer; `@NAME` is the abstract namespace's); must run inside a tokio runtime.
+    pub(crate) fn open(peer: &Address) -> io::Result<ConnectedDatagram> {
+        let (socket, path) = connect_socket(peer, Type::Datagram, None, false, None)
+            .map_err(crate::Error::into_io_error)?;
+        socket
+            .set_blocking(false)
+            .map_err(crate::Error::into_io_error)?;
+        let fd = OwnedFd::from(socket);
+        Ok(match peer {
+            Address::Unix(_) => ConnectedDatagram::Unix {
+                socket: UnixDatagram::from_std(fd.into())?,
+                _path: path,
+            },
+            Address::Inet(_) | Address::Inet6(_) => {
+                ConnectedDatagram::Udp(UdpSocket::from_std(fd.into())?)
+            }
+        })
+    }
+
+    /// Whether the peer is a Unix socket (connected to that socket, not to its path: one
+    /// bound at the same path later is another).
+    pub(crate) fn is_unix(&self) -> bool {
+        matches!(self, ConnectedDatagram::Unix { .. })
+    }
+
+    /// Sends one datagram to the peer.
+    pub(crate) async fn send(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            ConnectedDatagram::Udp(socket) => socket.send(data).await,
+            ConnectedDatagram::Unix { socket, .. } => socket.send(data).await,
+        }
+    }
+
+    /// Receives one datagram from the peer.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ConnectedDatagram::Udp(socket) => socket.recv(buf).await,
+            ConnectedDatagram::Unix { socket, .. } => socket.recv(buf).await,
+        }
+    }
+}
