@@ -206,12 +206,19 @@ fn time_is_seconds_since_1900_big_endian() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn qotd_serves_quotes_in_turn_from_a_file() -> TestResult {
+/// A quotes file holding `text` in a directory of its own (kept while the guard lives),
+/// and its path as an argument.
+fn quotes_file(text: &str) -> std::io::Result<(tempfile::TempDir, String)> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("quotes.txt");
-    std::fs::write(&file, "first quote\n%\nsecond\nquote\n")?;
-    let file_arg = file.display().to_string();
+    std::fs::write(&file, text)?;
+    let arg = file.display().to_string();
+    Ok((dir, arg))
+}
+
+#[test]
+fn qotd_serves_quotes_in_turn_from_a_file() -> TestResult {
+    let (_dir, file_arg) = quotes_file("first quote\n%\nsecond\nquote\n")?;
     let server = serve(
         "qotd",
         &["127.0.0.1:0", "udp:127.0.0.1:0"],
@@ -227,10 +234,7 @@ fn qotd_serves_quotes_in_turn_from_a_file() -> TestResult {
 /// the first client's turn): on each engine, the first client gets the first quote.
 #[test]
 fn qotd_gives_the_first_client_the_first_quote() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("quotes.txt");
-    std::fs::write(&file, "one\n%\ntwo\n%\nthree\n")?;
-    let file_arg = file.display().to_string();
+    let (_dir, file_arg) = quotes_file("one\n%\ntwo\n%\nthree\n")?;
     let mut engines = vec!["epoll"];
     if crate::io_engine::io_uring_available() {
         engines.push("io_uring");
