@@ -35,8 +35,8 @@ use crate::net::{self, ConnectedDatagram, ListenOptions};
 use crate::server::DatagramListener;
 use crate::socket::Address;
 
-/// The most a UDP datagram over IPv4 can carry: the receive buffers' size (the listener's
-/// grows for a longer Unix datagram; an answer longer than this is cut to it).
+/// The most a UDP datagram over IPv4 can carry: the receive buffers' size (they grow for a
+/// longer Unix datagram, from a client or from the target).
 const MAX_DATAGRAM: usize = 65_535;
 
 /// How long a client's upstream socket lives without traffic, unless told otherwise.
@@ -332,7 +332,7 @@ async fn answer(
                     return;
                 }
             }
-            received = client.upstream.recv(&mut buf) => match received {
+            received = client.upstream.recv_whole(&mut buf) => match received {
                 Ok(len) => {
                     client.touch();
                     match listener.send_to(&buf[..len], &from).await {
@@ -343,6 +343,10 @@ async fn answer(
                             }
                         }
                         Err(err) => tracing::debug!(client = %from, "answering failed: {}", describe(&err)),
+                    }
+                    if buf.len() > MAX_DATAGRAM {
+                        // A long Unix answer grew it: one client keeps no more than the rest.
+                        buf = vec![0u8; MAX_DATAGRAM];
                     }
                 }
                 // Nothing listens at the target (ICMP port unreachable): the client's

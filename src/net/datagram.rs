@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
+use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::{TempSocketPath, connect_socket};
@@ -64,4 +65,33 @@ impl ConnectedDatagram {
             ConnectedDatagram::Unix { socket, .. } => socket.recv(buf).await,
         }
     }
+
+    /// Receives one datagram from the peer whole, growing `buf` for a Unix datagram longer
+    /// than it (see [`next_unix_datagram_len`]); a UDP datagram longer than `buf` is cut.
+    pub(crate) async fn recv_whole(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            ConnectedDatagram::Udp(socket) => socket.recv(buf).await,
+            ConnectedDatagram::Unix { socket, .. } => {
+                let next = next_unix_datagram_len(socket).await?;
+                if next > buf.len() {
+                    buf.resize(next, 0);
+                }
+                socket.recv(buf).await
+            }
+        }
+    }
+}
+
+/// The length of the next datagram on `socket`, once one has come (`MSG_PEEK |
+/// MSG_TRUNC`): a Unix datagram can be longer than any UDP one (up to its sender's
+/// buffer), and a receive into a shorter buffer cuts it without a word.
+pub(crate) async fn next_unix_datagram_len(socket: &UnixDatagram) -> io::Result<usize> {
+    socket
+        .async_io(Interest::READABLE, || {
+            socket2::SockRef::from(socket).recv_with_flags(
+                &mut [],
+                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            )
+        })
+        .await
 }

@@ -39,7 +39,7 @@ pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
 pub(crate) use activity::{Activity, idle_error, is_idle_timeout};
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use connect::{candidates, connect_socket, connect_stream, connect_unix, unix_address};
-pub(crate) use datagram::ConnectedDatagram;
+pub(crate) use datagram::{ConnectedDatagram, next_unix_datagram_len};
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over};
 pub(crate) use passed::{handover_env, take_passed};
 pub(crate) use stream::{Stream, close_with_reset, reset_now};

@@ -6,7 +6,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::EXHAUSTION_BACKOFF;
@@ -109,9 +108,8 @@ impl DatagramListener {
         }
     }
 
-    /// The next datagram, whole, in `buf`: a Unix datagram can be longer than any UDP one
-    /// (up to the sender's buffer), so its length is asked first (`MSG_PEEK | MSG_TRUNC`)
-    /// and `buf` grown to it, not cut to fit.
+    /// The next datagram, whole, in `buf`: a Unix one's length is asked first
+    /// ([`crate::net::next_unix_datagram_len`]) and `buf` grown to it, not cut to fit.
     pub(crate) async fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Address)> {
         match self {
             DatagramListener::Udp(socket) => {
@@ -119,14 +117,7 @@ impl DatagramListener {
                 Ok((n, peer.into()))
             }
             DatagramListener::Unixgram { socket, .. } => {
-                let next = socket
-                    .async_io(Interest::READABLE, || {
-                        socket2::SockRef::from(socket).recv_with_flags(
-                            &mut [],
-                            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                        )
-                    })
-                    .await?;
+                let next = crate::net::next_unix_datagram_len(socket).await?;
                 if next > buf.len() {
                     buf.resize(next, 0);
                 }

@@ -135,6 +135,32 @@ fn unixgram_clients_reach_a_udp_target_each_answered_at_its_own_address() {
     assert!(!listen.exists(), "the listener's file is removed");
 }
 
+/// A Unix datagram may be longer than any UDP one: 100,000 bytes go through the relay whole
+/// both ways, the client's to the target and the target's answer back (which the relay
+/// once cut to 65,535).
+#[test]
+fn a_long_unix_datagram_is_relayed_whole_both_ways() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = format!("unixgram:{}", dir.path().join("echo.sock").display());
+    let _echo = echo(&target);
+    let listen = dir.path().join("relay.sock");
+    let relay = forward(
+        &[&format!("unixgram:{}", listen.display())],
+        &target,
+        dir.path(),
+        &[],
+    );
+    let client = unix_client(&dir.path().join("client.sock"));
+    let data: Vec<u8> = (0..100_000u32).map(|n| (n % 251) as u8).collect();
+    client.send_to(&data, &listen).expect("send");
+    let mut buf = vec![0u8; 200_000];
+    let (len, _) = client
+        .recv_from(&mut buf)
+        .unwrap_or_else(|err| panic!("no answer: {err}\n{}", relay.stderr()));
+    assert_eq!(len, data.len(), "the answer's length");
+    assert!(buf[..len] == data[..], "the answer's bytes");
+}
+
 /// A Unix target that restarts makes its socket anew at the same path (as a syslog daemon
 /// does /dev/log): the client's next datagram reaches the new one, and is answered.
 #[test]
