@@ -240,6 +240,10 @@ pub(crate) struct BridgeArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", allow_hyphen_values = true,
           value_parser = values::duration_or_zero())]
     pub(crate) wait: Duration,
+    /// At the end of stdin, keep the socket open for sending instead of half-closing it,
+    /// for peers and proxies that take a half-close as the end (ncat's --no-shutdown).
+    #[arg(long, conflicts_with_all = ["send_only", "recv_only"])]
+    pub(crate) no_shutdown: bool,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +275,11 @@ pub(crate) struct ConnectArgs {
     #[arg(short = 'p', long = "source-port", value_name = "PORT", allow_hyphen_values = true,
           value_parser = values::whole::<u16>(1, 65_535))]
     pub(crate) source_port: Option<u16>,
+    /// Connect through a proxy: socks5://HOST[:PORT] (the target's name resolved here),
+    /// socks5h://… (resolved by the proxy), http://HOST[:PORT] (CONNECT; the default
+    /// without a scheme); USER:PASSWORD@ before the host to authenticate.
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
     #[command(flatten)]
     pub(crate) netcat: NetcatArgs,
     #[command(flatten)]

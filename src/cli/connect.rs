@@ -1,5 +1,6 @@
 //! `socketkit connect`: a netcat client on standard input and output.
 
+use socketkit::client::proxy::Proxy;
 use socketkit::client::{self, ConnectOptions, Handshake};
 use socketkit::endpoint::{Endpoint, Transport};
 use socketkit::socket::Family;
@@ -22,6 +23,18 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
             "-s and -p apply to IP endpoints only".into(),
         ));
     }
+    let proxy = match &args.proxy {
+        Some(url) => Some(
+            url.parse::<Proxy>()
+                .map_err(|err| CliError::Usage(err.to_string()))?,
+        ),
+        None => None,
+    };
+    if proxy.is_some() && !matches!(endpoint, Endpoint::Tcp(_) | Endpoint::Tls(_)) {
+        return Err(CliError::Usage(format!(
+            "--proxy carries tcp: and tls: endpoints only, not {endpoint}"
+        )));
+    }
     if args.probe && !endpoint.transport().is_stream() {
         return Err(CliError::Usage(
             "-z probes stream endpoints only: a datagram has no connection to succeed".into(),
@@ -35,10 +48,21 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     };
     let connector = args.tls.connector(&endpoint, false)?;
     let nc = Netcat::resolve(&args.netcat, &endpoint)?;
-    let bridge = stdio::options(&args.bridge, &nc);
+    let mut bridge = stdio::options(&args.bridge, &nc);
+    if let Some(proxy) = &proxy {
+        // The socket's peer is the proxy; errors name the target.
+        bridge.peer_name = Some(format!("{endpoint} through {proxy}"));
+    }
     init_logging(&args.log);
-    let mut connected = client::connect(&endpoint, options)?;
-    if let Ok(peer) = connected.socket.peer_addr() {
+    let mut connected = match &proxy {
+        Some(proxy) => {
+            let connected = proxy.connect(&endpoint, options)?;
+            tracing::debug!("connected to {endpoint} through {proxy}");
+            connected
+        }
+        None => client::connect(&endpoint, options)?,
+    };
+    if let (None, Ok(peer)) = (&proxy, connected.socket.peer_addr()) {
         // ncat -v's "Connected to": the address actually reached, of the names tried.
         tracing::debug!("connected to {}:{peer}", endpoint.transport().scheme());
     }

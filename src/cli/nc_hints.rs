@@ -37,6 +37,8 @@ pub(crate) fn hint(argv: &[OsString], cli: &clap::Command) -> Option<String> {
             };
             if name == "ssl" || name.starts_with("ssl-") {
                 found.push(Flag::Ssl);
+            } else if command == "connect" && (name == "proxy-type" || name == "proxy-auth") {
+                found.push(Flag::ProxyParts);
             } else if !inline_value && options.long.iter().any(|l| l == name) {
                 words.next(); // its value
             }
@@ -76,6 +78,10 @@ enum Flag {
     NoStdin,
     /// ncat's `--ssl` and `--ssl-*`.
     Ssl,
+    /// OpenBSD nc's `-X KIND` (with `-x PROXY`) on `connect`.
+    ProxyKind,
+    /// ncat's `--proxy-type` and `--proxy-auth` on `connect`.
+    ProxyParts,
 }
 
 impl Flag {
@@ -88,6 +94,7 @@ impl Flag {
             ('p', "listen") => Some(Flag::ListenPort),
             ('U', _) => Some(Flag::Unix),
             ('d', _) => Some(Flag::NoStdin),
+            ('X', "connect") => Some(Flag::ProxyKind),
             _ => None,
         }
     }
@@ -121,6 +128,15 @@ impl Flag {
                  datagrams)"
             }
             Flag::NoStdin => "nc's -d (do not read stdin) is --recv-only in socketkit",
+            Flag::ProxyKind => {
+                "nc's -X KIND -x PROXY is --proxy socks5://HOST:PORT (or http://HOST:PORT for \
+                 CONNECT) in socketkit, whose -x is a hex dump"
+            }
+            Flag::ProxyParts => {
+                "ncat's --proxy-type and --proxy-auth go in socketkit's --proxy URL: \
+                 --proxy socks5://USER:PASSWORD@HOST:PORT (socks5h:// resolves at the proxy, \
+                 http:// is CONNECT)"
+            }
             Flag::Ssl => {
                 "ncat's --ssl: use a tls:HOST:PORT endpoint (the --tls-* options set \
                  certificates and verification)"
@@ -181,6 +197,11 @@ mod tests {
         assert!(hint_of(&["connect", "-l", "h:1"]).is_some());
         assert!(hint_of(&["serve", "-l", ":1"]).is_none());
         assert!(hint_of(&["connect", "h:1", "--", "-N"]).is_none());
+        let proxy = hint_of(&["connect", "-X", "5", "-x", "127.0.0.1:1080", "h", "80"]);
+        assert!(proxy.unwrap_or_default().contains("--proxy socks5://"));
+        let ncat = hint_of(&["connect", "--proxy", "p:1", "--proxy-type", "socks5", "h:1"]);
+        assert!(ncat.unwrap_or_default().contains("--proxy URL"));
+        assert!(hint_of(&["connect", "--proxy", "socks5://p:1", "h:1"]).is_none());
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub(crate) fn options(args: &BridgeArgs, netcat: &Netcat) -> BridgeOptions {
         idle_timeout: args.idle_timeout,
         wait: args.wait,
         peer: None,
+        peer_name: None,
         counts: None,
         direction: netcat.direction,
+        keep_write_open: args.no_shutdown,
     }
 }
 

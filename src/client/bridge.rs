@@ -42,6 +42,10 @@ pub struct BridgeOptions {
     /// (give it when it is known from `accept`: a peer that reset at once has no address
     /// left to ask for).
     pub peer: Option<Address>,
+    /// How errors name the peer where its address would mislead: a target reached through
+    /// a proxy (`tcp:example.com:80 through socks5://127.0.0.1:1080`), whose socket's peer is
+    /// the proxy.
+    pub peer_name: Option<String>,
     /// Give up when no byte has moved either way for this long (an error).
     pub idle_timeout: Option<Duration>,
     /// Datagrams only: after the input ends, how long to wait for further replies.
@@ -51,6 +55,11 @@ pub struct BridgeOptions {
     pub counts: Option<Arc<ByteCounts>>,
     /// Which ways bytes move (`--send-only`, `--recv-only`).
     pub direction: Direction,
+    /// Streams, both ways: at the end of the input, leave the socket open for sending
+    /// rather than half-closing it (`ncat --no-shutdown`), for peers and proxies that take
+    /// a half-close as the end of the whole connection; the bridge ends when the peer
+    /// closes.
+    pub keep_write_open: bool,
 }
 
 /// Which ways a bridge moves bytes.
@@ -129,7 +138,7 @@ pub fn bridge(
         _ => output,
     };
     // Remembered now: after a reset the kernel no longer knows who the peer was.
-    let peer = Peer::of(socket, options.peer.as_ref());
+    let peer = Peer::of(socket, &options);
     let counts = options.counts.as_deref();
     let (received, sent) = (counts.map(|c| &c.received), counts.map(|c| &c.sent));
     let delivered = AtomicBool::new(false);
@@ -137,8 +146,9 @@ pub fn bridge(
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
         let direction = options.direction;
+        let half_close = !options.keep_write_open;
         let sender = scope.spawn(move || {
-            let send_end = send_input(input, socket, done, activity, sent, direction);
+            let send_end = send_input(input, socket, done, activity, sent, direction, half_close);
             let ended = matches!(send_end, SendEnd::Ended);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
@@ -240,6 +250,7 @@ fn send_input(
     activity: &Activity,
     sent: Option<&AtomicU64>,
     direction: Direction,
+    half_close: bool,
 ) -> SendEnd {
     if direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
@@ -261,6 +272,8 @@ fn send_input(
             }
             Next::Pending if done.load(Ordering::Relaxed) => return SendEnd::Stopped,
             Next::Pending => {}
+            // Nothing more to send; the receiving side waits for the peer to close.
+            Next::End if !half_close => return SendEnd::Stopped,
             Next::End => {
                 // Only the writing side, send-only too: shutting the reading side down
                 // while the peer's bytes still arrive resets the connection (Linux answers
@@ -396,20 +409,23 @@ fn receive_spliced(waiting: &Waiting<'_>, pipe: RawFd, received: Option<&AtomicU
 
 /// The peer of a bridge, as it was when the bridge started, for naming it in errors.
 #[derive(Debug)]
-pub(crate) struct Peer(pub(crate) Option<Address>);
+pub(crate) struct Peer(pub(crate) Option<String>);
 
 impl Peer {
-    /// The peer a bridge names in its errors: `given`, else the socket's. The socket
-    /// remembers it from its connect, for a reset that came first leaves `getpeername`
-    /// nothing to say.
-    pub(crate) fn of(socket: &Socket, given: Option<&Address>) -> Peer {
+    /// The peer a bridge names in its errors: as `options` name it, else the socket's
+    /// address. The socket remembers it from its connect, for a reset that came first leaves
+    /// `getpeername` nothing to say.
+    pub(crate) fn of(socket: &Socket, options: &BridgeOptions) -> Peer {
+        if let Some(name) = &options.peer_name {
+            return Peer(Some(name.clone()));
+        }
         let asked = || socket.peer_addr().ok();
-        Peer(
-            given
-                .cloned()
-                .or_else(asked)
-                .or_else(|| socket.known_peer()),
-        )
+        let address = options
+            .peer
+            .clone()
+            .or_else(asked)
+            .or_else(|| socket.known_peer());
+        Peer(address.map(|address| address.to_string()))
     }
 
     pub(crate) fn error(&self, op: Op, err: io::Error) -> Error {

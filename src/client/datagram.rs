@@ -169,7 +169,7 @@ pub fn bridge_datagrams(
             Direction::SendOnly => Output::writer(io::sink()),
             _ => output,
         };
-        let peer = Peer::of(socket, options.peer.as_ref());
+        let peer = Peer::of(socket, &options);
         let end = receive(socket, &peer, output, &activity, &input_ended, options);
         done.store(true, Ordering::Relaxed);
         end

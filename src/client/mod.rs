@@ -23,6 +23,7 @@ mod datagram;
 mod input;
 mod listen;
 mod output;
+pub mod proxy;
 mod tls;
 pub mod traffic;
 mod waiting_file;

@@ -84,7 +84,7 @@ pub fn bridge_tls(
     output: Output<'_>,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
-    let peer = Peer::of(&socket, options.peer.as_ref());
+    let peer = Peer::of(&socket, &options);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -234,6 +234,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let activity = &activity;
     let sent_bytes = options.counts.as_deref().map(|counts| &counts.sent);
     let direction = options.direction;
+    let keep_write_open = options.keep_write_open;
     let mut send = Box::pin(async {
         if direction == Direction::ReceiveOnly {
             // The input is not ours to read, and our side stays open until the peer's ends.
@@ -245,6 +246,10 @@ async fn run<S: AsyncRead + AsyncWrite>(
             ByteCounts::add(sent_bytes, buf.len());
             activity.touch();
             input.recycle(buf);
+        }
+        if keep_write_open {
+            // Neither close_notify nor a half-close now: they go once the peer has closed.
+            return Ok(());
         }
         // End of input: close_notify, then the TCP half-close; the peer may go on sending.
         writer.shutdown().await
@@ -280,7 +285,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
             }
         }
     };
-    if direction == Direction::ReceiveOnly {
+    if direction == Direction::ReceiveOnly || (keep_write_open && sent) {
         drop(send);
         // The peer has closed: answer its close_notify with ours.
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;

@@ -81,6 +81,31 @@ fn stdin_eof_half_closes_and_output_continues() {
     assert_eq!(out.stdout, b"got 100000 bytes");
 }
 
+/// `--no-shutdown` (ncat's): the end of stdin is not passed on, for a peer (or a proxy) that
+/// takes a half-close as the end of everything; the run ends when the peer closes.
+#[test]
+fn no_shutdown_keeps_the_sending_side_open_until_the_peer_closes() {
+    let (addr, server) = one_shot(|mut stream| {
+        let mut line = [0u8; 5];
+        stream.read_exact(&mut line).expect("the request");
+        assert_eq!(&line, b"ping\n");
+        // Long after stdin's end: still open (a half-close would read as 0 here).
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut more = [0u8; 1];
+        let read = stream.read(&mut more);
+        assert!(read.is_err(), "no end of stream came: {read:?}");
+        stream.write_all(b"pong\n").expect("the answer");
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.arg("--no-shutdown");
+    let out = run(cmd, b"ping\n".to_vec(), DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"pong\n");
+}
+
 #[test]
 fn four_mebibytes_echo_intact() {
     let (addr, server) = one_shot(|mut stream| {

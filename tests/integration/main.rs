@@ -43,6 +43,8 @@ mod cli_listen;
 /// The netcat habits of SPEC §3.6: nc's forms and flags, and hints for the ones spelled
 /// differently.
 mod cli_netcat;
+/// `connect --proxy`: SOCKS5 and HTTP CONNECT, through real proxies and written ones.
+mod cli_proxy;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
 /// Standard input and output left non-blocking by the parent: waited for, every byte passes.

@@ -137,7 +137,7 @@ pub const SERVE: [(&str, Kind); 3] = [
     ("--quotes", Kind::InFile),
     ("--shell", Kind::Flag),
 ];
-pub const CONNECT: [(&str, Kind); 9] = [
+pub const CONNECT: [(&str, Kind); 10] = [
     ("--timeout", span(false, true)),
     ("-4", Kind::Flag),
     ("-6", Kind::Flag),
@@ -147,16 +147,27 @@ pub const CONNECT: [(&str, Kind); 9] = [
     ("-z", Kind::Flag),
     ("-s", Kind::Word(&["127.0.0.1", "::1", "localhost", ""])),
     ("-p", Kind::Whole(65_535)),
+    // Proxies where nothing listens; the last two are refused.
+    (
+        "--proxy",
+        Kind::Word(&[
+            "socks5://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            "socks4://127.0.0.1:1",
+            "",
+        ]),
+    ),
 ];
 /// The netcat options of connect and listen. `-e`/`-c` name harmless programs (the last two
 /// words of a `Word` list are the refused ones).
-pub const NETCAT: [(&str, Kind); 8] = [
+pub const NETCAT: [(&str, Kind); 9] = [
     ("-u", Kind::Flag),
     ("-e", Kind::Word(&["cat", "true", "no-such-program", ""])),
     // The exit status of -e/-c is the program's, so they run only programs exiting 0-2.
     ("-c", Kind::Word(&["cat", "exit 1", "", ""])),
     ("--send-only", Kind::Flag),
     ("--recv-only", Kind::Flag),
+    ("--no-shutdown", Kind::Flag),
     ("-C", Kind::Flag),
     ("-o", Kind::OutFile),
     ("-x", Kind::OutFile),

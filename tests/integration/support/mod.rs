@@ -4,6 +4,7 @@ pub mod certs;
 pub mod haproxy;
 pub mod net;
 pub mod process;
+pub mod proxies;
 pub mod restart;
 pub mod seccomp;
 pub mod tls_peers;
