@@ -1,5 +1,6 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
+use socketkit::client::proxy::Proxy;
 use socketkit::forward::Forward;
 use socketkit::proxy_protocol::Version;
 
@@ -63,7 +64,21 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         Some(ProxyVersion::V2) => relay.send_proxy(Version::V2),
         None => relay,
     };
-    let what = format!("forward to {}", relay.target());
+    let relay = match &args.proxy {
+        Some(url) => {
+            let proxy = url
+                .parse::<Proxy>()
+                .map_err(|err| CliError::Usage(err.to_string()))?;
+            relay
+                .proxy(proxy)
+                .map_err(|err| CliError::Usage(err.to_string()))?
+        }
+        None => relay,
+    };
+    let what = match relay.through() {
+        Some(proxy) => format!("forward to {} through {proxy}", relay.target()),
+        None => format!("forward to {}", relay.target()),
+    };
     let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
     init_logging(&args.log);
     server::run(prepared, &what, managed, |server| {

@@ -193,6 +193,11 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             args.send_proxy.is_some(),
             "PROXY headers start stream connections",
         ),
+        (
+            "--proxy",
+            args.proxy.is_some(),
+            "a proxy carries tcp: and tls: connections",
+        ),
         ("--tls-cert", args.tls.tls_cert.is_some(), no_tls),
         ("--tls-key", args.tls.tls_key.is_some(), no_tls),
         ("--tls-self-signed", args.tls.tls_self_signed, no_tls),

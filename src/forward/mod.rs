@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::client::proxy::Proxy;
 use crate::endpoint::{Endpoint, Host};
 use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Version};
@@ -68,6 +69,8 @@ pub struct Forward {
     connect_timeout: Option<Duration>,
     tls: Option<Connector>,
     send_proxy: Option<Version>,
+    /// Shared: a relay is cloned for every connection.
+    proxy: Option<Arc<Proxy>>,
 }
 
 /// A target that a stream relay cannot use.
@@ -82,6 +85,9 @@ pub enum UnsupportedTarget {
     /// A `tls:` target, and the system's CA store cannot be loaded to verify it.
     #[error("{0}")]
     Tls(crate::Error),
+    /// A Unix target, which a proxy cannot reach ([`Forward::proxy`]).
+    #[error("cannot forward to {0} through a proxy: a proxy carries tcp: and tls: targets only")]
+    ThroughProxy(Endpoint),
 }
 
 impl Forward {
@@ -125,7 +131,32 @@ impl Forward {
             connect_timeout: None,
             tls,
             send_proxy: None,
+            proxy: None,
         })
+    }
+
+    /// Reaches the target through `proxy` (SOCKS5 or HTTP `CONNECT`, see
+    /// [`crate::client::proxy`]); a `tls:` target's handshake is made inside the tunnel, and
+    /// the connect timeout bounds the whole of it.
+    ///
+    /// # Errors
+    ///
+    /// A Unix target.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// let proxy = "socks5h://127.0.0.1:1080".parse().unwrap();
+    /// let relay = Forward::new("db.internal:5432".parse().unwrap()).unwrap();
+    /// assert!(relay.proxy(proxy).is_ok());
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Result<Forward, UnsupportedTarget> {
+        if !matches!(*self.target, Endpoint::Tcp(_) | Endpoint::Tls(_)) {
+            return Err(UnsupportedTarget::ThroughProxy((*self.target).clone()));
+        }
+        self.proxy = Some(Arc::new(proxy));
+        Ok(self)
     }
 
     /// Bounds each connection attempt to the target.
@@ -150,6 +181,11 @@ impl Forward {
     pub fn send_proxy(mut self, version: Version) -> Forward {
         self.send_proxy = Some(version);
         self
+    }
+
+    /// The proxy the target is reached through, if any.
+    pub fn through(&self) -> Option<&Proxy> {
+        self.proxy.as_deref()
     }
 
     /// The target endpoint.
@@ -177,9 +213,13 @@ impl Forward {
         let upstream = match self.connect(header.as_deref()).await {
             Ok(upstream) => upstream,
             Err(err) => {
+                let through = match &self.proxy {
+                    Some(proxy) => format!(" through {proxy}"),
+                    None => String::new(),
+                };
                 tracing::warn!(
                     peer = %client.peer_addr(),
-                    "cannot reach {}: {}; resetting the client",
+                    "cannot reach {}{through}: {}; resetting the client",
                     self.target,
                     crate::error::describe(&err)
                 );
@@ -217,7 +257,10 @@ impl Forward {
     /// through the TLS handshake for a `tls:` target; the timeout bounds the whole of it.
     async fn connect(&self, header: Option<&[u8]>) -> io::Result<Upstream> {
         let attempt = async {
-            let mut stream = net::connect_stream(&self.target, None).await?;
+            let mut stream = match &self.proxy {
+                Some(proxy) => proxy.open(&self.target).await?,
+                None => net::connect_stream(&self.target, None).await?,
+            };
             if let Some(header) = header {
                 stream.write_all(header).await?;
             }

@@ -311,6 +311,104 @@ fn refusals_silence_and_an_absent_proxy_are_one_line_errors() {
     );
 }
 
+/// `socketkit forward -l 127.0.0.1:0 --to TARGET --proxy PROXY EXTRA…`, running.
+fn forward_through(proxy: &str, target: &str, extra: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        target,
+        "--proxy",
+        proxy,
+    ])
+    .args(extra);
+    Running::start(cmd, 1)
+}
+
+#[test]
+fn forward_reaches_its_target_through_socks5_and_http_proxies() {
+    let Some(socks) = ProxyProcess::microsocks(Some(("alice", "pw"))) else {
+        return;
+    };
+    let echo = serve("echo", "127.0.0.1:0", &[]);
+    let url = format!("socks5://alice:pw@127.0.0.1:{}", socks.port);
+    let relay = forward_through(&url, &echo.addr(), &[]);
+    assert!(
+        relay
+            .stderr()
+            .contains(&format!("through socks5://127.0.0.1:{}", socks.port)),
+        "the listening line names the proxy: {}",
+        relay.stderr()
+    );
+    // Two clients at once, each a line at a time, each answer awaited.
+    let mut clients: Vec<TcpStream> = (0..2)
+        .map(|_| crate::support::net::connect(&relay.addr()))
+        .collect();
+    for round in 0..3 {
+        for (n, client) in clients.iter_mut().enumerate() {
+            let line = format!("client {n} round {round}\n");
+            client.write_all(line.as_bytes()).expect("send");
+            assert_eq!(
+                read_n(client, line.len()),
+                line.as_bytes(),
+                "{}",
+                relay.stderr()
+            );
+        }
+    }
+    let Some(http) = ProxyProcess::ncat_http(None) else {
+        return;
+    };
+    let tls = serve("greeting", "tls:127.0.0.1:0", &["--tls-self-signed"]);
+    let relay = forward_through(&http.url("http"), &tls.endpoints()[0], &["--tls-insecure"]);
+    let mut client = crate::support::net::connect(&relay.addr());
+    let mut greeting = Vec::new();
+    client.read_to_end(&mut greeting).expect("the greeting");
+    assert_eq!(
+        String::from_utf8_lossy(&greeting),
+        "你好",
+        "{}",
+        relay.stderr()
+    );
+}
+
+#[test]
+fn forward_keeps_the_targets_first_bytes_and_resets_a_client_it_cannot_serve() {
+    let (port, proxy) = written_proxy(|mut stream| {
+        let request = read_through(&mut stream, b"\r\n\r\n");
+        assert!(request.starts_with(b"CONNECT mail.invalid:25 HTTP/1.1\r\n"));
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n220 mail.invalid ready\r\n")
+            .expect("answer");
+    });
+    let relay = forward_through(&format!("http://127.0.0.1:{port}"), "mail.invalid:25", &[]);
+    let mut client = crate::support::net::connect(&relay.addr());
+    let mut banner = Vec::new();
+    client.read_to_end(&mut banner).expect("the banner");
+    proxy.join().expect("the proxy's checks");
+    assert_eq!(banner, b"220 mail.invalid ready\r\n");
+
+    let absent = free_port();
+    let url = format!("socks5://127.0.0.1:{absent}");
+    let relay = forward_through(&url, "127.0.0.1:25", &[]);
+    let mut client = crate::support::net::connect(&relay.addr());
+    let read = client.read(&mut [0u8; 16]);
+    assert!(
+        read.as_ref()
+            .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset),
+        "a reset, not an end: {read:?}"
+    );
+    relay.wait_for_stderr(
+        &[&format!(
+            "cannot reach tcp:127.0.0.1:25 through {url}: cannot connect to the proxy: \
+             connection refused; resetting the client"
+        )],
+        DEADLINE,
+    );
+}
+
 #[test]
 fn proxy_usage_errors_exit_2() {
     for (proxy, target, said) in [
@@ -337,5 +435,21 @@ fn proxy_usage_errors_exit_2() {
         ("http://:3128", "127.0.0.1:25", "missing the proxy's host"),
     ] {
         assert_fails(through(proxy, target, &[]), 2, said);
+    }
+    for (args, said) in [
+        (
+            &["-l", "udp:127.0.0.1:0", "--to", "udp:127.0.0.1:53"][..],
+            "--proxy applies to stream forwarding only",
+        ),
+        (
+            &["-l", "127.0.0.1:0", "--to", "unix:/tmp/x.sock"],
+            "cannot forward to unix:/tmp/x.sock through a proxy",
+        ),
+    ] {
+        let mut cmd = socketkit();
+        cmd.arg("forward")
+            .args(args)
+            .args(["--proxy", "socks5://127.0.0.1:1080"]);
+        assert_fails(cmd, 2, said);
     }
 }

@@ -13,6 +13,7 @@
 //! read up to its blank line and not a byte further, so a banner the target sends at once
 //! (SMTP, SSH) is not lost.
 
+mod drive;
 mod http;
 mod socks5;
 
@@ -21,9 +22,13 @@ use std::io;
 use std::str::FromStr;
 use std::time::Duration;
 
+use drive::{Handshake, Receive, Step};
+use http::HttpConnect;
+use socks5::Socks5;
+
 use super::{ConnectOptions, Connected, connect};
 use crate::endpoint::{Endpoint, Host, HostPort};
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, describe};
 use crate::net;
 use crate::socket::Socket;
 
@@ -219,53 +224,31 @@ impl Proxy {
     /// (SOCKS5 reply 5)`, `the proxy refused: HTTP 403 Forbidden`), with an
     /// [`io::ErrorKind`] to match on.
     pub fn connect(&self, target: &Endpoint, options: ConnectOptions) -> Result<Connected> {
-        let Some(hp) = target
-            .host_port()
-            .filter(|_| target.transport().is_stream())
-        else {
-            return Err(Error::new(
-                Op::Connect,
-                target,
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a proxy carries tcp: and tls: connections only",
-                ),
-            ));
-        };
+        let hp = tunnelled(target).map_err(|err| Error::new(Op::Connect, target, err))?;
         let through =
             |err: io::Error| Error::new(Op::Connect, format!("{target} through {self}"), err);
         let failed = |failure: Failure| match failure {
             // Said of the proxy, so that its refusal is not read as the target's.
-            Failure::Unreachable(err) => {
-                Error::new(Op::Connect, format!("proxy {self}"), err.into_io_error())
-            }
+            Failure::Unreachable(err) => Error::new(Op::Connect, format!("proxy {self}"), err),
             Failure::Answered(err) => through(err),
         };
-        match self.kind {
-            ProxyKind::Http | ProxyKind::Socks5Hostname => self.tunnel(hp, options).map_err(failed),
-            ProxyKind::Socks5 => {
-                // Each address of the target in turn, through a connection of its own, as a
-                // direct connect tries each; the last refusal is the one reported.
-                let mut last = io::Error::from(io::ErrorKind::NotFound);
-                for address in net::candidates(target, options.family)? {
-                    let Some(addr) = address.as_socket_addr() else {
-                        continue;
-                    };
-                    let at = HostPort {
-                        host: Host::Ip(addr.ip()),
-                        port: addr.port(),
-                    };
-                    match self.tunnel(&at, options) {
-                        Ok(connected) => return Ok(connected),
-                        Err(Failure::Answered(err)) if socks5::another_address_may_do(&err) => {
-                            last = err;
-                        }
-                        Err(failure) => return Err(failed(failure)),
-                    }
-                }
-                Err(through(last))
+        if self.kind != ProxyKind::Socks5 {
+            return self.tunnel(hp, options).map_err(failed);
+        }
+        // Each address of the target in turn, through a connection of its own, as a direct
+        // connect tries each; the last refusal is the one reported.
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        for address in net::candidates(target, options.family)? {
+            let Some(addr) = address.as_socket_addr() else {
+                continue;
+            };
+            match self.tunnel(&at(addr), options) {
+                Ok(connected) => return Ok(connected),
+                Err(Failure::Answered(err)) if socks5::another_address_may_do(&err) => last = err,
+                Err(failure) => return Err(failed(failure)),
             }
         }
+        Err(through(last))
     }
 
     /// One connection to the proxy, and its handshake for `target`.
@@ -279,51 +262,126 @@ impl Proxy {
             family: None,
             ..options
         };
-        let connected = connect(&server, direct).map_err(Failure::Unreachable)?;
+        let connected =
+            connect(&server, direct).map_err(|err| Failure::Unreachable(err.into_io_error()))?;
         let wait = options.timeout.unwrap_or(DEFAULT_ANSWER_TIMEOUT);
         let socket = &connected.socket;
-        let answered = set_timeout(socket, Some(wait)).and_then(|()| match self.kind {
-            ProxyKind::Http => http::handshake(socket, target, self.credentials.as_ref()),
-            ProxyKind::Socks5 | ProxyKind::Socks5Hostname => {
-                socks5::handshake(socket, target, self.credentials.as_ref())
-            }
-        });
-        answered
+        set_timeout(socket, Some(wait))
+            .and_then(|()| drive::run_blocking(socket, self.handshake(target)))
             .and_then(|()| set_timeout(socket, None))
-            .map_err(|err| Failure::Answered(timed_out(err, wait)))?;
+            .map_err(|err| match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => silent(wait),
+                _ => err,
+            })
+            .map_err(Failure::Answered)?;
         Ok(connected)
+    }
+
+    /// As [`Proxy::connect`], on the runtime, for a relay (`forward --proxy`): the tunnel as a
+    /// stream, or why not in words that name the proxy's part (`cannot connect to the proxy:
+    /// …`, `the proxy could not connect: …`). The caller bounds it in time; each answer is
+    /// waited for at most [`DEFAULT_ANSWER_TIMEOUT`].
+    pub(crate) async fn open(&self, target: &Endpoint) -> io::Result<net::Stream> {
+        let hp = tunnelled(target)?;
+        if self.kind != ProxyKind::Socks5 {
+            return self.open_one(hp).await.map_err(Failure::into_io_error);
+        }
+        let addresses: Vec<std::net::SocketAddr> = match &hp.host {
+            Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, hp.port)],
+            Host::Name(name) => tokio::net::lookup_host((name.as_str(), hp.port))
+                .await?
+                .collect(),
+            Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
+        };
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        for addr in addresses {
+            match self.open_one(&at(addr)).await {
+                Ok(stream) => return Ok(stream),
+                Err(Failure::Answered(err)) if socks5::another_address_may_do(&err) => last = err,
+                Err(failure) => return Err(failure.into_io_error()),
+            }
+        }
+        Err(last)
+    }
+
+    async fn open_one(&self, target: &HostPort) -> std::result::Result<net::Stream, Failure> {
+        let server = Endpoint::Tcp(self.server.clone());
+        let stream = net::connect_stream(&server, None)
+            .await
+            .map_err(Failure::Unreachable)?;
+        let net::Stream::Tcp(mut tcp) = stream else {
+            // A tcp: endpoint's stream is TCP.
+            return Err(Failure::Unreachable(io::ErrorKind::InvalidInput.into()));
+        };
+        let handshake = drive::run_async(&mut tcp, self.handshake(target));
+        tokio::time::timeout(DEFAULT_ANSWER_TIMEOUT, handshake)
+            .await
+            .unwrap_or_else(|_| Err(silent(DEFAULT_ANSWER_TIMEOUT)))
+            .map_err(Failure::Answered)?;
+        Ok(net::Stream::Tcp(tcp))
+    }
+
+    fn handshake<'a>(&'a self, target: &'a HostPort) -> Handshake<'a> {
+        let credentials = self.credentials.as_ref();
+        match self.kind {
+            ProxyKind::Http => Handshake::Http(HttpConnect::new(target, credentials)),
+            ProxyKind::Socks5 | ProxyKind::Socks5Hostname => {
+                Handshake::Socks5(Socks5::new(target, credentials))
+            }
+        }
+    }
+}
+
+/// The host and port a proxy is asked to connect to: `target`'s, if it is `tcp:` or `tls:`.
+fn tunnelled(target: &Endpoint) -> io::Result<&HostPort> {
+    match target {
+        Endpoint::Tcp(hp) | Endpoint::Tls(hp) => Ok(hp),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a proxy carries tcp: and tls: connections only",
+        )),
+    }
+}
+
+/// An address the proxy is asked for (`socks5://`, resolved here).
+fn at(addr: std::net::SocketAddr) -> HostPort {
+    HostPort {
+        host: Host::Ip(addr.ip()),
+        port: addr.port(),
     }
 }
 
 /// How a tunnel failed: on the way to the proxy, or in what the proxy answered.
 enum Failure {
-    Unreachable(Error),
+    Unreachable(io::Error),
     Answered(io::Error),
+}
+
+impl Failure {
+    /// In words that say which part failed, for a caller that names the proxy itself.
+    fn into_io_error(self) -> io::Error {
+        match self {
+            Failure::Unreachable(err) => io::Error::new(
+                err.kind(),
+                format!("cannot connect to the proxy: {}", describe(&err)),
+            ),
+            Failure::Answered(err) => err,
+        }
+    }
 }
 
 fn set_timeout(socket: &Socket, timeout: Option<Duration>) -> io::Result<()> {
     socket.set_timeout(timeout).map_err(Error::into_io_error)
 }
 
-/// A receive that ran out of time, said as the proxy's silence.
-fn timed_out(err: io::Error, wait: Duration) -> io::Error {
-    match err.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "the proxy did not answer within {}",
-                humantime::format_duration(wait)
-            ),
-        ),
-        _ => err,
-    }
-}
-
-/// The proxy closed before it had answered in full.
-fn closed_early() -> io::Error {
+/// The proxy said nothing for `wait`.
+fn silent(wait: Duration) -> io::Error {
     io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the proxy closed the connection before it answered",
+        io::ErrorKind::TimedOut,
+        format!(
+            "the proxy did not answer within {}",
+            humantime::format_duration(wait)
+        ),
     )
 }
 

@@ -147,16 +147,14 @@ pub const CONNECT: [(&str, Kind); 10] = [
     ("-z", Kind::Flag),
     ("-s", Kind::Word(&["127.0.0.1", "::1", "localhost", ""])),
     ("-p", Kind::Whole(65_535)),
-    // Proxies where nothing listens; the last two are refused.
-    (
-        "--proxy",
-        Kind::Word(&[
-            "socks5://127.0.0.1:1",
-            "http://127.0.0.1:1",
-            "socks4://127.0.0.1:1",
-            "",
-        ]),
-    ),
+    ("--proxy", Kind::Word(&PROXIES)),
+];
+/// Proxies where nothing listens; the last two are refused.
+const PROXIES: [&str; 4] = [
+    "socks5://127.0.0.1:1",
+    "http://127.0.0.1:1",
+    "socks4://127.0.0.1:1",
+    "",
 ];
 /// The netcat options of connect and listen. `-e`/`-c` name harmless programs (the last two
 /// words of a `Word` list are the refused ones).
@@ -183,10 +181,11 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 3] = [
+pub const FORWARD: [(&str, Kind); 4] = [
     ("--to", Kind::Target { streams: true }),
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
+    ("--proxy", Kind::Word(&PROXIES)),
 ];
 pub const BENCH: [(&str, Kind); 18] = [
     // The last two words of a `Word` list are the refused ones.
