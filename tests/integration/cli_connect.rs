@@ -9,28 +9,13 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{IO_TIMEOUT, payload};
+use crate::support::net::{one_shot, payload};
 use crate::support::process::{DEADLINE, Running, run, socketkit, wait_bounded};
 
 fn connect_cmd(endpoint: &str) -> std::process::Command {
     let mut cmd = socketkit();
     cmd.args(["connect", endpoint]);
     cmd
-}
-
-/// A one-shot server thread on 127.0.0.1:0 running `serve` on the first connection.
-fn one_shot<F>(serve: F) -> (String, thread::JoinHandle<()>)
-where
-    F: FnOnce(TcpStream) + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        serve(stream);
-    });
-    (addr, handle)
 }
 
 #[test]

@@ -4,12 +4,11 @@
 //! refusals, silence.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::net::{IO_TIMEOUT, free_port};
+use crate::support::net::{IO_TIMEOUT, free_port, one_shot};
 use crate::support::process::{DEADLINE, Output, Running, lines_of, run, socketkit};
 use crate::support::proxies::ProxyProcess;
 
@@ -144,21 +143,6 @@ fn http_connect_through_ncat_carries_a_banner_tls_and_credentials() {
     );
 }
 
-/// A proxy written here: accepts one client on 127.0.0.1:0 and runs `serve` on it.
-fn written_proxy<F>(serve: F) -> (u16, thread::JoinHandle<()>)
-where
-    F: FnOnce(TcpStream) + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        serve(stream);
-    });
-    (port, handle)
-}
-
 /// Reads from `stream` until `end` has come; what was read.
 fn read_through(stream: &mut TcpStream, end: &[u8]) -> Vec<u8> {
     let mut got = Vec::new();
@@ -183,7 +167,7 @@ fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 fn the_targets_first_bytes_in_the_proxys_answer_are_kept() {
     // HTTP: the request names the target as written (the proxy resolves it), and the
     // banner comes in the same write as the answer.
-    let (port, proxy) = written_proxy(|mut stream| {
+    let (addr, proxy) = one_shot(|mut stream| {
         let request = read_through(&mut stream, b"\r\n\r\n");
         let text = String::from_utf8_lossy(&request);
         assert!(
@@ -200,11 +184,7 @@ fn the_targets_first_bytes_in_the_proxys_answer_are_kept() {
         assert_eq!(rest, b"QUIT\n");
     });
     let out = run(
-        through(
-            &format!("http://127.0.0.1:{port}"),
-            "target.invalid:25",
-            &[],
-        ),
+        through(&format!("http://{addr}"), "target.invalid:25", &[]),
         b"QUIT\n".to_vec(),
         DEADLINE,
     );
@@ -214,7 +194,7 @@ fn the_targets_first_bytes_in_the_proxys_answer_are_kept() {
 
     // SOCKS5 with the name resolved by the proxy: the request carries the name (type 3),
     // and the reply, a domain-name bound address, is read to its end and no further.
-    let (port, proxy) = written_proxy(|mut stream| {
+    let (addr, proxy) = one_shot(|mut stream| {
         assert_eq!(read_n(&mut stream, 3), [5, 1, 0], "one method: none");
         stream.write_all(&[5, 0]).expect("method");
         let name = b"target.invalid";
@@ -229,11 +209,7 @@ fn the_targets_first_bytes_in_the_proxys_answer_are_kept() {
         stream.write_all(&reply).expect("reply");
     });
     let out = run(
-        through(
-            &format!("socks5h://127.0.0.1:{port}"),
-            "target.invalid:25",
-            &[],
-        ),
+        through(&format!("socks5h://{addr}"), "target.invalid:25", &[]),
         Vec::new(),
         DEADLINE,
     );
@@ -244,7 +220,7 @@ fn the_targets_first_bytes_in_the_proxys_answer_are_kept() {
 
 #[test]
 fn refusals_silence_and_an_absent_proxy_are_one_line_errors() {
-    let (port, proxy) = written_proxy(|mut stream| {
+    let (addr, proxy) = one_shot(|mut stream| {
         read_n(&mut stream, 3);
         stream.write_all(&[5, 0]).expect("method");
         read_n(&mut stream, 4 + 1 + "target.invalid".len() + 2);
@@ -252,7 +228,7 @@ fn refusals_silence_and_an_absent_proxy_are_one_line_errors() {
             .write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0])
             .expect("reply");
     });
-    let url = format!("socks5h://127.0.0.1:{port}");
+    let url = format!("socks5h://{addr}");
     assert_fails(
         through(&url, "target.invalid:25", &[]),
         1,
@@ -263,25 +239,21 @@ fn refusals_silence_and_an_absent_proxy_are_one_line_errors() {
     );
     proxy.join().expect("the proxy");
 
-    let (port, proxy) = written_proxy(|mut stream| {
+    let (addr, proxy) = one_shot(|mut stream| {
         read_through(&mut stream, b"\r\n\r\n");
         stream
             .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             .expect("answer");
     });
     assert_fails(
-        through(
-            &format!("http://127.0.0.1:{port}"),
-            "target.invalid:25",
-            &[],
-        ),
+        through(&format!("http://{addr}"), "target.invalid:25", &[]),
         1,
         "the proxy refused: HTTP 403 Forbidden",
     );
     proxy.join().expect("the proxy");
 
     // A proxy that takes the request and says nothing: -w bounds the wait for its answer.
-    let (port, proxy) = written_proxy(|mut stream| {
+    let (addr, proxy) = one_shot(|mut stream| {
         read_through(&mut stream, b"\r\n\r\n");
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
@@ -289,7 +261,7 @@ fn refusals_silence_and_an_absent_proxy_are_one_line_errors() {
     let started = Instant::now();
     assert_fails(
         through(
-            &format!("http://127.0.0.1:{port}"),
+            &format!("http://{addr}"),
             "target.invalid:25",
             &["-w", "1s"],
         ),
@@ -376,14 +348,14 @@ fn forward_reaches_its_target_through_socks5_and_http_proxies() {
 
 #[test]
 fn forward_keeps_the_targets_first_bytes_and_resets_a_client_it_cannot_serve() {
-    let (port, proxy) = written_proxy(|mut stream| {
+    let (addr, proxy) = one_shot(|mut stream| {
         let request = read_through(&mut stream, b"\r\n\r\n");
         assert!(request.starts_with(b"CONNECT mail.invalid:25 HTTP/1.1\r\n"));
         stream
             .write_all(b"HTTP/1.1 200 OK\r\n\r\n220 mail.invalid ready\r\n")
             .expect("answer");
     });
-    let relay = forward_through(&format!("http://127.0.0.1:{port}"), "mail.invalid:25", &[]);
+    let relay = forward_through(&format!("http://{addr}"), "mail.invalid:25", &[]);
     let mut client = crate::support::net::connect(&relay.addr());
     let mut banner = Vec::new();
     client.read_to_end(&mut banner).expect("the banner");

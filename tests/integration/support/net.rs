@@ -139,6 +139,22 @@ pub fn wait_until_listening(port: u16) {
     }
 }
 
+/// A one-shot server on 127.0.0.1:0, written in the test: runs `serve` on its first
+/// connection (read timeout [`IO_TIMEOUT`]); its address as `127.0.0.1:PORT`.
+pub fn one_shot<F>(serve: F) -> (String, std::thread::JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        serve(stream);
+    });
+    (addr, handle)
+}
+
 /// A port that was free a moment ago, for tools that cannot be given port 0.
 pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
