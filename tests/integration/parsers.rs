@@ -1,5 +1,5 @@
 //! Property tests of the library's parsers (endpoints, quote files, CIDR networks, rates,
-//! PROXY headers): they never panic on any input, and what they print parses back to the
+//! PROXY headers, proxy URLs): they never panic on any input, and what they print parses back to the
 //! same value. 4096 cases a test by default;
 //! `PROPTEST_CASES=1000000 cargo test --test integration prop_` for a long hunt (see
 //! docs/testing.md). The CLI's number and duration parsers have theirs in src/cli/values.rs.
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use socketkit::access::{Rate, parse_network};
+use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::{Endpoint, Host, HostPort};
 use socketkit::proxy_protocol::{Parsed, ProxyHeader, encode_v1, encode_v2, parse};
 use socketkit::services::qotd::{MAX_QUOTE, Qotd};
@@ -73,6 +74,26 @@ fn quote() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec(line, 1..5)
 }
 
+/// Text shaped like proxy URLs: schemes, credentials with '@', ':' and escapes, hosts and
+/// ports, a trailing path.
+fn proxy_like() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![
+        Just(""),
+        Just("http://"),
+        Just("socks5://"),
+        Just("SOCKS5H://"),
+        Just("socks4://"),
+        Just("x://"),
+    ];
+    let credentials = prop_oneof![Just(String::new()), "[a-z%0-9:@]{0,12}@"];
+    let host = prop_oneof!["[a-z0-9.-]{0,20}", "\\[[0-9a-f:]{0,20}\\]", "[ -~]{0,10}"];
+    let port = prop_oneof![Just(String::new()), ":[0-9]{0,6}"];
+    let path = prop_oneof![Just(""), Just("/"), Just("/x")];
+    (scheme, credentials, host, port, path).prop_map(|(scheme, credentials, host, port, path)| {
+        format!("{scheme}{credentials}{host}{port}{path}")
+    })
+}
+
 proptest! {
     #![proptest_config(cases())]
 
@@ -98,6 +119,22 @@ proptest! {
     fn prop_every_endpoint_round_trips(endpoint in endpoint()) {
         let printed = endpoint.to_string();
         prop_assert_eq!(printed.parse::<Endpoint>(), Ok(endpoint), "{}", printed);
+    }
+
+    #[test]
+    fn prop_proxy_urls_never_panic(text in any::<String>()) {
+        let _ = text.parse::<Proxy>();
+    }
+
+    #[test]
+    fn prop_proxy_urls_print_what_parses_back(text in proxy_like()) {
+        if let Ok(proxy) = text.parse::<Proxy>() {
+            // The printed form leaves the credentials out; the rest is the same.
+            let printed = proxy.to_string();
+            let again: Proxy = printed.parse().map_err(|err| TestCaseError::fail(format!("{printed}: {err}")))?;
+            prop_assert_eq!((again.kind(), again.server()), (proxy.kind(), proxy.server()), "{}", text);
+            prop_assert!(!printed.contains('@'), "{}", printed);
+        }
     }
 
     #[test]

@@ -137,6 +137,41 @@ mod tests {
         assert!(head_is_whole(&[b'x'; MAX_HEAD]).is_err());
     }
 
+    proptest::proptest! {
+        /// However a proxy's bytes come in pieces, the head taken is exactly what comes
+        /// through the first blank line; any answer is read without a panic.
+        #[test]
+        fn prop_the_head_is_taken_through_its_first_blank_line(
+            stream in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(b'\r'),
+                    proptest::prelude::Just(b'\n'),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..200,
+            ),
+            pieces in proptest::collection::vec(1usize..20, 1..40),
+        ) {
+            let end = stream.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+            let mut head = Vec::new();
+            let mut pieces = pieces.iter().cycle();
+            while head.len() < stream.len() && !head_is_whole(&head).unwrap_or(true) {
+                let at = head.len();
+                // What a peek shows: the next piece of what has come.
+                let shown = &stream[at..stream.len().min(at + pieces.next().copied().unwrap_or(1))];
+                let part = head_part(&head, shown);
+                proptest::prop_assert!(part <= shown.len());
+                head.extend_from_slice(&shown[..part]);
+            }
+            match end {
+                Some(end) => proptest::prop_assert_eq!(&head[..], &stream[..end]),
+                None => proptest::prop_assert_eq!(&head[..], &stream[..]),
+            }
+            let target = HostPort { host: crate::endpoint::Host::Name("t".into()), port: 1 };
+            let _ = HttpConnect::new(&target, None).answer(&stream);
+        }
+    }
+
     #[test]
     fn answers_read_as_their_status_says() {
         let target = HostPort {

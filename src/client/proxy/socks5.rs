@@ -262,6 +262,34 @@ mod tests {
         assert!(matches!(handshake.next(b"relay.x\x01\xbb"), Ok(Step::Done)));
     }
 
+    proptest::proptest! {
+        /// Whatever a proxy answers, the steps never panic and end (done or an error) within
+        /// the five a handshake has, each step given exactly what it asked for.
+        #[test]
+        fn prop_any_answer_ends_the_handshake_without_a_panic(
+            answer in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            name in "[a-z]{1,20}",
+            password in proptest::prelude::any::<bool>(),
+        ) {
+            let target = HostPort { host: Host::Name(name), port: 80 };
+            let credentials = Credentials { user: b"u".to_vec(), password: b"p".to_vec() };
+            let mut handshake = Socks5::new(&target, password.then_some(&credentials));
+            let mut rest = &answer[..];
+            let mut received = Vec::new();
+            for _ in 0..6 {
+                match handshake.next(&received) {
+                    Ok(Step::Exchange { then: Receive::Exactly(n), .. }) if n <= rest.len() => {
+                        received = rest[..n].to_vec();
+                        rest = &rest[n..];
+                    }
+                    // Done, an error, or the proxy closed before the rest of its answer.
+                    _ => return Ok(()),
+                }
+            }
+            proptest::prop_assert!(false, "more steps than a handshake has");
+        }
+    }
+
     #[test]
     fn refusals_and_strangers_are_errors() {
         let target = HostPort {
