@@ -252,9 +252,10 @@ pub(crate) struct ConnectArgs {
     /// unixgram:PATH; or HOST with PORT after it, as nc takes them.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
-    /// The port, when ENDPOINT is a bare host (`connect example.com 80`).
-    #[arg(value_name = "PORT", value_parser = values::whole::<u16>(1, 65_535))]
-    pub(crate) port: Option<u16>,
+    /// The port, when ENDPOINT is a bare host (`connect example.com 80`); with -z, a range
+    /// LOW-HIGH probes each port and prints those that accept.
+    #[arg(value_name = "PORT", value_parser = values::ports())]
+    pub(crate) port: Option<std::ops::RangeInclusive<u16>>,
     /// Give up each connection attempt after this long (e.g. 3s).
     #[arg(short = 'w', long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]

@@ -1,8 +1,13 @@
 //! `socketkit connect`: a netcat client on standard input and output.
 
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::ops::RangeInclusive;
+
 use socketkit::client::proxy::Proxy;
 use socketkit::client::{self, ConnectOptions, Handshake};
 use socketkit::endpoint::{Endpoint, Transport};
+use socketkit::error::{Op, describe};
 use socketkit::socket::Family;
 
 use super::args::ConnectArgs;
@@ -11,8 +16,13 @@ use super::netcat::{self, Netcat};
 use super::{init_logging, resolve, socket_file, stdio, tls};
 
 pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
-    let text = netcat::endpoint_text(&args.endpoint, args.port, args.netcat.udp, None)?;
+    let first_port = args.port.as_ref().map(|ports| *ports.start());
+    let text = netcat::endpoint_text(&args.endpoint, first_port, args.netcat.udp, None)?;
     let endpoint = resolve::target("connect", &text)?;
+    let range = args
+        .port
+        .clone()
+        .filter(|ports| ports.start() != ports.end());
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => Some(Family::Inet),
         (_, true) => Some(Family::Inet6),
@@ -46,6 +56,9 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         source_ip: args.source,
         source_port: args.source_port,
     };
+    if let Some(ports) = range {
+        return probe_range(&args, &endpoint, ports, options, proxy.is_some());
+    }
     let connector = args.tls.connector(&endpoint, false)?;
     let nc = Netcat::resolve(&args.netcat, &endpoint)?;
     let mut bridge = stdio::options(&args.bridge, &nc);
@@ -94,4 +107,64 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     let input = nc.input(datagrams.then_some(&connected.socket))?;
     stdio::run(&mut connected.socket, datagrams, &input, bridge, nc.log())?;
     Ok(())
+}
+
+/// `connect -z HOST LOW-HIGH`: each port that takes a connection is printed on stdout as its
+/// endpoint, in port order; the others are said at `-v`. Exit 0 when one or more took it.
+fn probe_range(
+    args: &ConnectArgs,
+    endpoint: &Endpoint,
+    ports: RangeInclusive<u16>,
+    options: ConnectOptions,
+    through_proxy: bool,
+) -> Result<(), CliError> {
+    let usage = |why: &str| Err(CliError::Usage(why.into()));
+    if !args.probe {
+        return usage("a port range (LOW-HIGH) is for -z: connect bridges one port");
+    }
+    if through_proxy {
+        return usage("-z with a port range probes directly, not through --proxy");
+    }
+    let Endpoint::Tcp(hp) = endpoint else {
+        return usage("a port range probes tcp: ports only");
+    };
+    init_logging(&args.log);
+    let mut open = 0usize;
+    let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last_kind = io::ErrorKind::ConnectionRefused;
+    let mut stdout = io::stdout().lock();
+    client::probe::probe_ports(
+        endpoint,
+        ports.clone(),
+        options,
+        client::probe::DEFAULT_PARALLEL,
+        |port, outcome| match outcome {
+            Ok(()) => {
+                open += 1;
+                let line = format!("tcp:{}:{port}\n", hp.host);
+                // Flushed line by line: a reader of a pipe sees each port as it is found,
+                // and one that has gone (`| head -1`) ends the scan.
+                stdout.write_all(line.as_bytes()).is_ok() && stdout.flush().is_ok()
+            }
+            Err(err) => {
+                tracing::debug!("{err}");
+                last_kind = err.kind();
+                *refusals.entry(describe(err.io_error())).or_default() += 1;
+                true
+            }
+        },
+    )?;
+    if open > 0 {
+        return Ok(());
+    }
+    let counts: Vec<String> = refusals
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    let err = io::Error::new(
+        last_kind,
+        format!("no port took a connection ({})", counts.join(", ")),
+    );
+    let range = format!("tcp:{}:{}-{}", hp.host, ports.start(), ports.end());
+    Err(socketkit::Error::new(Op::Connect, range, err).into())
 }

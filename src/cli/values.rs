@@ -124,6 +124,42 @@ impl fmt::Display for Refused {
     }
 }
 
+/// A port, or a range of them `LOW-HIGH` (`connect -z HOST 20-30`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ports;
+
+/// A port-or-range argument.
+pub(crate) fn ports() -> Checked<Ports> {
+    Checked(Ports)
+}
+
+impl Check for Ports {
+    type Value = std::ops::RangeInclusive<u16>;
+    const WHAT: &'static str = "value";
+
+    fn check(&self, text: &str) -> Result<Self::Value, Refused> {
+        parse_ports(text)
+    }
+}
+
+/// `text` as a port from 1 to 65535, or a range `LOW-HIGH` of them (LOW at most HIGH).
+pub(crate) fn parse_ports(text: &str) -> Result<std::ops::RangeInclusive<u16>, Refused> {
+    let refused = || Refused("must be a port from 1 to 65535, or a range LOW-HIGH of them".into());
+    let port = |text: &str| {
+        parse_whole(text, 1, 65_535)
+            .ok()
+            .and_then(|n| u16::try_from(n).ok())
+    };
+    let (low, high) = match text.split_once('-') {
+        Some((low, high)) => (port(low), port(high)),
+        None => (port(text), port(text)),
+    };
+    match (low, high) {
+        (Some(low), Some(high)) if low <= high => Ok(low..=high),
+        _ => Err(refused()),
+    }
+}
+
 /// `text` as a whole number from `min` to `max`.
 pub(crate) fn parse_whole(text: &str, min: u64, max: u64) -> Result<u64, Refused> {
     match text.parse::<u64>() {
@@ -300,6 +336,23 @@ mod tests {
     }
 
     #[test]
+    fn ports_and_ranges_have_one_message() {
+        assert_eq!(parse_ports("80"), Ok(80..=80));
+        assert_eq!(parse_ports("20-30"), Ok(20..=30));
+        for bad in [
+            "0", "65536", "30-20", "-5", "5-", "1-2-3", "", "a-b", "0-10",
+        ] {
+            assert_eq!(
+                parse_ports(bad),
+                Err(Refused(
+                    "must be a port from 1 to 65535, or a range LOW-HIGH of them".into()
+                )),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn whole_numbers_have_one_message() {
         assert_eq!(parse_whole("64", 1, 100), Ok(64));
         for bad in ["0", "101", "-1", "", " 5", "5.0", "99999999999999999999999"] {
@@ -348,6 +401,18 @@ mod tests {
             let _ = parse_decimal(&text, 0.001, 1e6);
             let _ = parse_duration(&text, Duration::ZERO);
             let _ = parse_mode(&text);
+            let _ = parse_ports(&text);
+        }
+
+        #[test]
+        fn prop_port_ranges_round_trip(low in 1u16.., high in 1u16..) {
+            let parsed = parse_ports(&format!("{low}-{high}"));
+            if low <= high {
+                prop_assert_eq!(parsed, Ok(low..=high));
+            } else {
+                prop_assert!(parsed.is_err());
+            }
+            prop_assert_eq!(parse_ports(&low.to_string()), Ok(low..=low));
         }
 
         #[test]

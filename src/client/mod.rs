@@ -23,6 +23,7 @@ mod datagram;
 mod input;
 mod listen;
 mod output;
+pub mod probe;
 pub mod proxy;
 mod tls;
 pub mod traffic;

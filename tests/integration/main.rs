@@ -43,6 +43,8 @@ mod cli_listen;
 /// The netcat habits of SPEC §3.6: nc's forms and flags, and hints for the ones spelled
 /// differently.
 mod cli_netcat;
+/// `connect -z HOST LOW-HIGH`: nc's port scan.
+mod cli_probe;
 /// `connect --proxy`: SOCKS5 and HTTP CONNECT, through real proxies and written ones.
 mod cli_proxy;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.

@@ -1,0 +1,145 @@
+//! Probing a range of ports, as `nc -z HOST 20-30` does: a connection to each port, closed
+//! as soon as it is made, with nothing sent. The host is resolved once; each port is tried
+//! on its addresses in order, as a single connect tries them. Several ports are probed at
+//! once (a port that drops the handshake costs its whole timeout, and a host has
+//! thousands), and the outcomes are reported in port order all the same.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use super::{ConnectOptions, connect};
+use crate::endpoint::{Endpoint, Host, HostPort};
+use crate::error::Result;
+use crate::net;
+
+/// How many ports are probed at once by default.
+pub const DEFAULT_PARALLEL: usize = 32;
+
+/// Connects to `endpoint`'s host (a `tcp:` endpoint; its port is not used) on every port of
+/// `ports`, at most `parallel` at once (one when `options` fix the source port, which two
+/// connections cannot share), each attempt bounded by `options.timeout`, and hands each
+/// port's outcome to `found` in ascending port order as soon as the ports before it are
+/// known: `Ok` when the connection was made (and closed at once), the connect's error when
+/// not. When `found` returns `false` no more ports are probed (a reader of the results has
+/// gone).
+///
+/// # Errors
+///
+/// The host does not resolve (or has no address of the family asked for); `endpoint` is not
+/// `tcp:` (`InvalidInput`).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::client::{ConnectOptions, probe::probe_ports};
+/// use socketkit::socket::create_server;
+/// let open = create_server(("127.0.0.1", 0), 5, false)?;
+/// let port = open.local_addr()?.port().unwrap();
+/// let host = "127.0.0.1:1".parse().unwrap();
+/// let mut seen = Vec::new();
+/// probe_ports(&host, port..=port, ConnectOptions::default(), 4, |port, outcome| {
+///     seen.push((port, outcome.is_ok()));
+///     true
+/// })?;
+/// assert_eq!(seen, [(port, true)]);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn probe_ports(
+    endpoint: &Endpoint,
+    ports: RangeInclusive<u16>,
+    options: ConnectOptions,
+    parallel: usize,
+    mut found: impl FnMut(u16, Result<()>) -> bool,
+) -> Result<()> {
+    let Endpoint::Tcp(host_port) = endpoint else {
+        let err = io::Error::new(io::ErrorKind::InvalidInput, "ports are probed over TCP");
+        return Err(crate::Error::new(crate::error::Op::Connect, endpoint, err));
+    };
+    // Resolved once: the same addresses for every port.
+    let addresses: Vec<std::net::IpAddr> = net::candidates(endpoint, options.family)?
+        .iter()
+        .filter_map(|address| address.as_socket_addr().map(|addr| addr.ip()))
+        .collect();
+    let (first, last) = (u32::from(*ports.start()), u32::from(*ports.end()));
+    if first > last {
+        return Ok(());
+    }
+    let parallel = match options.source_port {
+        Some(_) => 1,
+        None => parallel.clamp(1, (last - first + 1) as usize),
+    };
+    let next = AtomicU32::new(first);
+    let stop = AtomicBool::new(false);
+    let (results, outcomes) = mpsc::channel();
+    thread::scope(|scope| {
+        for _ in 0..parallel {
+            let (next, stop, results, addresses) = (&next, &stop, results.clone(), &addresses);
+            scope.spawn(move || {
+                loop {
+                    let port = next.fetch_add(1, Ordering::Relaxed);
+                    if port > last || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    // At most `last`, a u16.
+                    let port = port as u16;
+                    let outcome = probe_one(&host_port.host, addresses, port, options);
+                    if results.send((port, outcome)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(results);
+        // Outcomes arrive as the probes end; they are handed on in port order.
+        let mut waiting = BTreeMap::new();
+        let mut due = first;
+        'outcomes: for (port, outcome) in outcomes {
+            waiting.insert(u32::from(port), outcome);
+            while let Some(outcome) = waiting.remove(&due) {
+                // `due` is at most `last`, a u16.
+                if !found(due as u16, outcome) {
+                    // The probes in flight end on their own; their results go nowhere.
+                    stop.store(true, Ordering::Relaxed);
+                    break 'outcomes;
+                }
+                due += 1;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One port: each address in turn until one takes the connection; the last error if none.
+fn probe_one(
+    host: &Host,
+    addresses: &[std::net::IpAddr],
+    port: u16,
+    options: ConnectOptions,
+) -> Result<()> {
+    let mut last = None;
+    for &ip in addresses {
+        let endpoint = Endpoint::Tcp(HostPort {
+            host: Host::Ip(ip),
+            port,
+        });
+        match connect(&endpoint, options) {
+            Ok(_) => return Ok(()),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        let endpoint = Endpoint::Tcp(HostPort {
+            host: host.clone(),
+            port,
+        });
+        crate::Error::new(
+            crate::error::Op::Connect,
+            endpoint,
+            io::ErrorKind::NotFound.into(),
+        )
+    }))
+}
