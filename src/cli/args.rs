@@ -373,8 +373,12 @@ pub(crate) struct ForwardArgs {
     pub(crate) server: ServerArgs,
     /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH; from udp: and
     /// unixgram: listeners, udp:HOST:PORT or unixgram:PATH.
-    #[arg(long, value_name = "ENDPOINT")]
-    pub(crate) to: String,
+    #[arg(long, value_name = "ENDPOINT", required_unless_present = "socks")]
+    pub(crate) to: Option<String>,
+    /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
+    /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
+    #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
+    pub(crate) socks: bool,
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration())]

@@ -1,7 +1,9 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
 use socketkit::client::proxy::Proxy;
+use socketkit::endpoint::Endpoint;
 use socketkit::forward::Forward;
+use socketkit::forward::socks::SocksForward;
 use socketkit::proxy_protocol::Version;
 
 use super::args::{ForwardArgs, ProxyVersion};
@@ -20,7 +22,6 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
             "forward needs at least one -l ENDPOINT".into(),
         ));
     }
-    let target = resolve::target("forward --to", &args.to)?;
     let timeout = args.timeout;
     if listeners
         .iter()
@@ -39,8 +40,12 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
                 }
             }
         }
-        return forward_datagram::run(&args, given, &endpoints, target);
+        return forward_datagram::run(&args, given, &endpoints);
     }
+    if args.socks {
+        return socks(&args, listeners, managed);
+    }
+    let target = target(&args)?;
     let identity = args
         .to_tls_cert
         .to_tls_cert
@@ -87,5 +92,37 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         }
         tls::warn_if_insecure(&args.to_tls);
         server.serve(relay)
+    })
+}
+
+/// The `--to` target (clap makes sure there is one unless `--socks` is given).
+pub(crate) fn target(args: &ForwardArgs) -> Result<Endpoint, CliError> {
+    match &args.to {
+        Some(to) => resolve::target("forward --to", to),
+        None => Err(CliError::Usage(
+            "forward needs --to ENDPOINT (or --socks)".into(),
+        )),
+    }
+}
+
+/// `forward --socks`: a SOCKS5 proxy on the listeners.
+fn socks(args: &ForwardArgs, listeners: Vec<Listen>, managed: Managed) -> Result<(), CliError> {
+    let identity = args
+        .to_tls_cert
+        .to_tls_cert
+        .clone()
+        .zip(args.to_tls_cert.to_tls_key.clone());
+    tls::refuse_client_options(&args.to_tls, identity.as_ref())?;
+    let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
+    let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
+    tls::check_alpn_applies(&args.tls_alpn, listener_tls.is_some())?;
+    let proxy = SocksForward::new().timeout(args.timeout);
+    let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
+    init_logging(&args.log);
+    server::run(prepared, "socks5 proxy", managed, |server| {
+        if let Some(tls) = &listener_tls {
+            tls.announce();
+        }
+        server.serve(proxy)
     })
 }

@@ -22,7 +22,6 @@ pub(crate) fn run(
     args: &ForwardArgs,
     given: &Given,
     endpoints: &[Endpoint],
-    target: Endpoint,
 ) -> Result<(), CliError> {
     if let Some(stream) = endpoints.iter().find(|e| e.transport().is_stream()) {
         return Err(CliError::Usage(format!(
@@ -31,6 +30,7 @@ pub(crate) fn run(
         )));
     }
     refuse_stream_only_options(args, given)?;
+    let target = super::forward::target(args)?;
     let mut relay = DatagramForward::new(target).map_err(CliError::Usage)?;
     if let Some(idle) = args.server.idle_timeout {
         relay = relay.idle_timeout(idle);
@@ -198,6 +198,7 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             args.proxy.is_some(),
             "a proxy carries tcp: and tls: connections",
         ),
+        ("--socks", args.socks, "SOCKS5 clients connect over streams"),
         ("--tls-cert", args.tls.tls_cert.is_some(), no_tls),
         ("--tls-key", args.tls.tls_key.is_some(), no_tls),
         ("--tls-self-signed", args.tls.tls_self_signed, no_tls),

@@ -204,17 +204,7 @@ pub(crate) fn client(
     full_handshakes: bool,
 ) -> Result<Option<Connector>, CliError> {
     if !matches!(target, Endpoint::Tls(_)) {
-        let given = [
-            (args.tls_ca.is_some(), "--tls-ca"),
-            (args.tls_fingerprint.is_some(), "--tls-fingerprint"),
-            (args.tls_sni.is_some(), "--tls-sni"),
-            (args.tls_insecure, "--tls-insecure"),
-            (identity.is_some(), "a client certificate"),
-        ];
-        return match given.iter().find(|(set, _)| *set) {
-            Some((_, flag)) => Err(only_for_tls(flag, "target")),
-            None => Ok(None),
-        };
+        return refuse_client_options(args, identity.as_ref()).map(|()| None);
     }
     let options = ClientOptions {
         ca: args.tls_ca.clone(),
@@ -233,6 +223,24 @@ pub(crate) fn client(
         None => connector,
     };
     Ok(Some(connector))
+}
+
+/// Refuses the options of a TLS client (a usage error) where there is no `tls:` target.
+pub(crate) fn refuse_client_options(
+    args: &TlsClientArgs,
+    identity: Option<&(PathBuf, PathBuf)>,
+) -> Result<(), CliError> {
+    let given = [
+        (args.tls_ca.is_some(), "--tls-ca"),
+        (args.tls_fingerprint.is_some(), "--tls-fingerprint"),
+        (args.tls_sni.is_some(), "--tls-sni"),
+        (args.tls_insecure, "--tls-insecure"),
+        (identity.is_some(), "a client certificate"),
+    ];
+    match given.iter().find(|(set, _)| *set) {
+        Some((_, flag)) => Err(only_for_tls(flag, "target")),
+        None => Ok(()),
+    }
 }
 
 /// Says once that certificates go unchecked, when `--tls-insecure` is in force.

@@ -17,6 +17,10 @@
 //! a target behind the relay still knows who connected; to a `tls:` target the header goes
 //! first, in the clear, as HAProxy expects it.
 //!
+//! [`Forward::proxy`] reaches the target through a SOCKS5 or HTTP proxy; [`socks`] is the
+//! other way round, a SOCKS5 proxy whose clients each name their target, relayed the same
+//! way.
+//!
 //! Where the kernel supports it, bytes are moved with `splice(2)` through a pipe and never
 //! copied into user space ([`splice`]); elsewhere, or with `SOCKETKIT_NO_SPLICE=1`, a copy
 //! loop with 32 KiB buffers does the same job. A `tls:` target is always copied (the bytes
@@ -24,6 +28,7 @@
 //! onto each other.
 
 pub mod datagram;
+pub mod socks;
 pub mod splice;
 
 use std::io;
@@ -229,28 +234,7 @@ impl Forward {
                 return Ok(());
             }
         };
-        // A relay passes on writes as they come; holding a partial segment back for an ACK
-        // (Nagle) would only add a round trip the sender did not ask for.
-        if let Some(stream) = client.stream() {
-            stream.set_nodelay()?;
-        }
-        let mut client = client;
-        let mut upstream = upstream;
-        let result = match &mut upstream {
-            Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
-            Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
-        };
-        if let Err(err) = &result
-            && !net::is_idle_timeout(err)
-        {
-            // One side failed (a reset, a write to a peer that left, a TLS alert), so
-            // not every byte reached the other: it hears that as a reset, as it would
-            // from the failed peer itself, rather than a FIN that reads as a clean end.
-            // An idle timeout lost nothing and closes quietly.
-            client.reset_on_close();
-            upstream.reset_on_close();
-        }
-        result
+        relay_to(client, upstream).await
     }
 
     /// The connection to the target, with `header` (a PROXY header) sent first, then
@@ -279,6 +263,30 @@ impl Forward {
             None => attempt.await,
         }
     }
+}
+
+/// Relays `client` and `upstream` until both directions have ended, or one side fails.
+async fn relay_to(mut client: Connection, mut upstream: Upstream) -> io::Result<()> {
+    // A relay passes on writes as they come; holding a partial segment back for an ACK
+    // (Nagle) would only add a round trip the sender did not ask for.
+    if let Some(stream) = client.stream() {
+        stream.set_nodelay()?;
+    }
+    let result = match &mut upstream {
+        Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
+        Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
+    };
+    if let Err(err) = &result
+        && !net::is_idle_timeout(err)
+    {
+        // One side failed (a reset, a write to a peer that left, a TLS alert), so not every
+        // byte reached the other: it hears that as a reset, as it would from the failed peer
+        // itself, rather than a FIN that reads as a clean end. An idle timeout lost nothing
+        // and closes quietly.
+        client.reset_on_close();
+        upstream.reset_on_close();
+    }
+    result
 }
 
 /// The target's side of a relay.

@@ -49,6 +49,8 @@ mod cli_probe;
 mod cli_proxy;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
+/// `socketkit forward --socks`: a SOCKS5 proxy, with socketkit's client, curl and raw bytes.
+mod cli_socks;
 /// Standard input and output left non-blocking by the parent: waited for, every byte passes.
 mod cli_stdio_nonblocking;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:

@@ -181,8 +181,9 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 4] = [
+pub const FORWARD: [(&str, Kind); 5] = [
     ("--to", Kind::Target { streams: true }),
+    ("--socks", Kind::Flag),
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
     ("--proxy", Kind::Word(&PROXIES)),

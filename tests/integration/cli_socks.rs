@@ -1,0 +1,187 @@
+//! `socketkit forward --socks`: a SOCKS5 proxy whose clients name their targets, driven by
+//! socketkit's own `connect --proxy`, by curl, and by raw bytes written here for the
+//! answers a well-behaved client never provokes.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::support::net::{IO_TIMEOUT, connect, free_port};
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+/// `socketkit forward -l 127.0.0.1:0 --socks EXTRA…`, running.
+fn socks(extra: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--socks"])
+        .args(extra);
+    Running::start(cmd, 1)
+}
+
+/// `socketkit serve SERVICE -l 127.0.0.1:0 [-- PROGRAM…]`, running.
+fn serve(service: &str, program: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", service, "-l", "127.0.0.1:0"]);
+    if !program.is_empty() {
+        cmd.arg("--").args(program);
+    }
+    Running::start(cmd, 1)
+}
+
+#[test]
+fn socks_serves_socketkit_and_curl_clients_and_passes_the_half_close_on() {
+    let proxy = socks(&[]);
+    assert!(
+        proxy.stderr().contains("(socks5 proxy)"),
+        "{}",
+        proxy.stderr()
+    );
+    let url = format!("socks5h://{}", proxy.addr());
+    // A name resolved by the proxy.
+    let greeting = serve("greeting", &[]);
+    let mut cmd = socketkit();
+    cmd.args(["connect", "--proxy", &url])
+        .arg(format!("localhost:{}", greeting.port()));
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+    // stdin's end at once: the half-close goes through and the echo still comes back.
+    let echo = serve("echo", &[]);
+    let mut cmd = socketkit();
+    cmd.args([
+        "connect",
+        "--proxy",
+        &url.replace("socks5h", "socks5"),
+        &echo.addr(),
+    ]);
+    let out = run(cmd, b"hello through socks\n".to_vec(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"hello through socks\n");
+    if !crate::support::tools::available("curl") {
+        return;
+    }
+    let http = serve(
+        "exec",
+        &[
+            "sh",
+            "-c",
+            "printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nhi\\n'",
+        ],
+    );
+    let out = run(
+        {
+            let mut curl = std::process::Command::new("curl");
+            curl.args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--socks5-hostname",
+                &proxy.addr(),
+            ])
+            .arg(format!("http://localhost:{}/", http.port()));
+            curl
+        },
+        Vec::new(),
+        DEADLINE,
+    );
+    assert_eq!(out.code(), 0, "curl: {}", out.stderr);
+    assert_eq!(out.stdout, b"hi\n");
+}
+
+/// A raw client: greets offering `methods`, and returns the connection and the method chosen.
+fn greeted(proxy: &Running, methods: &[u8]) -> (std::net::TcpStream, [u8; 2]) {
+    let mut client = connect(&proxy.addr());
+    let greeting = [&[5, methods.len() as u8][..], methods].concat();
+    client.write_all(&greeting).expect("greet");
+    let mut chosen = [0u8; 2];
+    client.read_exact(&mut chosen).expect("the method");
+    (client, chosen)
+}
+
+/// Reads the reply to a request, and then the end of the connection.
+fn reply_then_end(client: &mut std::net::TcpStream) -> u8 {
+    let mut reply = [0u8; 10];
+    client.read_exact(&mut reply).expect("a reply");
+    assert_eq!(reply[0], 5);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("the end");
+    assert!(rest.is_empty(), "nothing after a refusal: {rest:?}");
+    reply[1]
+}
+
+#[test]
+fn socks_answers_what_it_cannot_do_with_its_replies() {
+    let proxy = socks(&["--timeout", "1s"]);
+    // A target that refuses: reply 5, which the client names.
+    let closed = free_port();
+    let mut cmd = socketkit();
+    cmd.args(["connect", "--proxy", &format!("socks5://{}", proxy.addr())])
+        .arg(format!("127.0.0.1:{closed}"));
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("connection refused (SOCKS5 reply 5)"),
+        "{}",
+        out.stderr
+    );
+    // BIND: command not supported (7).
+    let (mut client, chosen) = greeted(&proxy, &[0]);
+    assert_eq!(chosen, [5, 0]);
+    client
+        .write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+        .expect("BIND");
+    assert_eq!(reply_then_end(&mut client), 7);
+    // An address type that does not exist: 8.
+    let (mut client, _) = greeted(&proxy, &[0]);
+    client.write_all(&[5, 1, 0, 9]).expect("request");
+    assert_eq!(reply_then_end(&mut client), 8);
+    // Only a password offered: no acceptable method, then the end.
+    let (mut client, chosen) = greeted(&proxy, &[2]);
+    assert_eq!(chosen, [5, 0xFF]);
+    assert_eq!(client.read(&mut [0u8; 1]).expect("the end"), 0);
+    // Not SOCKS at all: closed without a word (a reset: the rest of its bytes go unread).
+    let mut client = connect(&proxy.addr());
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("HTTP");
+    let read = client.read(&mut [0u8; 64]);
+    assert!(
+        matches!(&read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "no answer to a stranger: {read:?}"
+    );
+    // A client that says nothing is closed after the timeout.
+    let started = Instant::now();
+    let mut client = connect(&proxy.addr());
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    assert_eq!(client.read(&mut [0u8; 1]).expect("the end"), 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}
+
+#[test]
+fn socks_usage_errors_exit_2() {
+    for (args, said) in [
+        (
+            &["-l", "127.0.0.1:0", "--socks", "--to", "127.0.0.1:1"][..],
+            "cannot be used with",
+        ),
+        (&["-l", "127.0.0.1:0"], "--to"),
+        (
+            &["-l", "udp:127.0.0.1:0", "--socks"],
+            "--socks applies to stream forwarding only",
+        ),
+        (
+            &["-l", "127.0.0.1:0", "--socks", "--tls-insecure"],
+            "--tls-insecure",
+        ),
+    ] {
+        let mut cmd = socketkit();
+        cmd.arg("forward").args(args);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(said), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
