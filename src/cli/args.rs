@@ -379,6 +379,10 @@ pub(crate) struct ForwardArgs {
     /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
     #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
     pub(crate) socks: bool,
+    /// With --socks: ask every client for a user name and password listed in FILE, one
+    /// USER:PASSWORD a line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) socks_users: Option<std::path::PathBuf>,
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration())]

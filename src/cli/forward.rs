@@ -2,8 +2,9 @@
 
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
+use socketkit::error::Op;
 use socketkit::forward::Forward;
-use socketkit::forward::socks::SocksForward;
+use socketkit::forward::socks::{SocksForward, SocksUsers};
 use socketkit::proxy_protocol::Version;
 
 use super::args::{ForwardArgs, ProxyVersion};
@@ -44,6 +45,12 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     }
     if args.socks {
         return socks(&args, listeners, managed);
+    }
+    if args.socks_users.is_some() {
+        // Checked here: clap counts a flag's default as present for `requires`.
+        return Err(CliError::Usage(
+            "--socks-users applies to --socks only".into(),
+        ));
     }
     let target = target(&args)?;
     let identity = args
@@ -117,6 +124,10 @@ fn socks(args: &ForwardArgs, listeners: Vec<Listen>, managed: Managed) -> Result
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(&args.tls_alpn, listener_tls.is_some())?;
     let proxy = SocksForward::new().timeout(args.timeout);
+    let proxy = match &args.socks_users {
+        Some(file) => proxy.users(socks_users(file)?),
+        None => proxy,
+    };
     let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
     init_logging(&args.log);
     server::run(prepared, "socks5 proxy", managed, |server| {
@@ -125,4 +136,18 @@ fn socks(args: &ForwardArgs, listeners: Vec<Listen>, managed: Managed) -> Result
         }
         server.serve(proxy)
     })
+}
+
+/// The users of `--socks-users FILE`: an unreadable file is a runtime error (exit 1), a
+/// malformed one a usage error naming its line (exit 2).
+fn socks_users(file: &std::path::Path) -> Result<SocksUsers, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        CliError::Runtime(socketkit::Error::new(
+            Op::Load("SOCKS users"),
+            file.display(),
+            err,
+        ))
+    })?;
+    SocksUsers::from_text(&text)
+        .map_err(|why| CliError::Usage(format!("invalid --socks-users {}: {why}", file.display())))
 }

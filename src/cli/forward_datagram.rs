@@ -199,6 +199,11 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             "a proxy carries tcp: and tls: connections",
         ),
         ("--socks", args.socks, "SOCKS5 clients connect over streams"),
+        (
+            "--socks-users",
+            args.socks_users.is_some(),
+            "SOCKS5 clients connect over streams",
+        ),
         ("--tls-cert", args.tls.tls_cert.is_some(), no_tls),
         ("--tls-key", args.tls.tls_key.is_some(), no_tls),
         ("--tls-self-signed", args.tls.tls_self_signed, no_tls),

@@ -4,8 +4,11 @@
 //! the connection, the relay is [`super::Forward`]'s (splice, half-closes passed on, a
 //! failure on one side reset on the other).
 //!
-//! No authentication method but "none" is offered: who may use the proxy is the server's
-//! access control (`--allow`, `--deny`, `--max-per-source`) and where it listens. `BIND` and
+//! Who may use the proxy is the server's access control (`--allow`, `--deny`,
+//! `--max-per-source`), where it listens, and, with [`SocksForward::users`], a user name and
+//! password (RFC 1929) from a list: then that is the only method offered, and a client that
+//! does not offer it is told so and closed. Without a list only "no authentication" is
+//! offered. `BIND` and
 //! `UDP ASSOCIATE` are answered "command not supported" (reply 7). A client that has not
 //! finished its request within the connect timeout is closed; a target that cannot be
 //! reached is answered with the reply a direct connect's error maps to (refused 5, host
@@ -13,8 +16,10 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Upstream, relay_to};
@@ -26,6 +31,7 @@ use crate::server::{Connection, Handler};
 // module is not another's to reach into).
 const VERSION: u8 = 5;
 const NO_AUTHENTICATION: u8 = 0;
+const USER_PASSWORD: u8 = 2;
 const NO_ACCEPTABLE_METHOD: u8 = 0xFF;
 const CONNECT: u8 = 1;
 const IPV4: u8 = 1;
@@ -56,6 +62,76 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct SocksForward {
     timeout: Duration,
+    users: Option<Arc<SocksUsers>>,
+}
+
+/// The user names and passwords a [`SocksForward`] takes (RFC 1929).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::forward::socks::SocksUsers;
+/// let users = SocksUsers::from_text("# who may use the proxy\nalice:s3cret:with:colons\n").unwrap();
+/// assert!(users.admits(b"alice", b"s3cret:with:colons"));
+/// assert!(!users.admits(b"alice", b"s3cret"));
+/// assert!(SocksUsers::from_text("no-colon\n").is_err());
+/// ```
+#[derive(Clone)]
+pub struct SocksUsers {
+    users: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for SocksUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The passwords stay out of logs.
+        f.debug_struct("SocksUsers")
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl SocksUsers {
+    /// Reads `USER:PASSWORD` lines (the password is the rest of the line, colons included);
+    /// blank lines and lines starting with `#` are skipped.
+    ///
+    /// # Errors
+    ///
+    /// `line N: …` for a line without a colon, an empty user name, a name or password longer
+    /// than 255 bytes (what RFC 1929 can carry), or a user named twice; no user at all.
+    pub fn from_text(text: &str) -> Result<SocksUsers, String> {
+        let mut users: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let at = |why: &str| format!("line {}: {why}", index + 1);
+            let Some((user, password)) = line.split_once(':') else {
+                return Err(at("expected USER:PASSWORD"));
+            };
+            if user.is_empty() {
+                return Err(at("empty user name"));
+            }
+            if user.len() > 255 || password.len() > 255 {
+                return Err(at("a user name or password is longer than 255 bytes"));
+            }
+            if users.iter().any(|(known, _)| known == user.as_bytes()) {
+                return Err(at(&format!("user '{user}' is named twice")));
+            }
+            users.push((user.as_bytes().to_vec(), password.as_bytes().to_vec()));
+        }
+        if users.is_empty() {
+            return Err("no USER:PASSWORD line".into());
+        }
+        Ok(SocksUsers { users })
+    }
+
+    /// Whether `user` is listed with `password`; the password is compared in constant time.
+    pub fn admits(&self, user: &[u8], password: &[u8]) -> bool {
+        self.users
+            .iter()
+            .any(|(known, secret)| known == user && bool::from(secret.as_slice().ct_eq(password)))
+    }
 }
 
 impl Default for SocksForward {
@@ -69,7 +145,14 @@ impl SocksForward {
     pub fn new() -> SocksForward {
         SocksForward {
             timeout: DEFAULT_TIMEOUT,
+            users: None,
         }
+    }
+
+    /// Asks every client for a user name and password from `users`.
+    pub fn users(mut self, users: SocksUsers) -> SocksForward {
+        self.users = Some(Arc::new(users));
+        self
     }
 
     /// Bounds a client's greeting and request, and then the connect to its target.
@@ -81,8 +164,8 @@ impl SocksForward {
 
 impl Handler for SocksForward {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let timeout = self.timeout;
-        async move { serve(conn, timeout).await }
+        let (timeout, users) = (self.timeout, self.users.clone());
+        async move { serve(conn, timeout, users.as_deref()).await }
     }
 }
 
@@ -92,8 +175,12 @@ enum Request {
     Refuse(u8),
 }
 
-async fn serve(mut client: Connection, timeout: Duration) -> io::Result<()> {
-    let request = match tokio::time::timeout(timeout, request(&mut client)).await {
+async fn serve(
+    mut client: Connection,
+    timeout: Duration,
+    users: Option<&SocksUsers>,
+) -> io::Result<()> {
+    let request = match tokio::time::timeout(timeout, request(&mut client, users)).await {
         Ok(Ok(Some(request))) => request,
         // Not SOCKS5, no method in common, or the client went: nothing to answer.
         Ok(Ok(None)) => return Ok(()),
@@ -133,20 +220,47 @@ async fn serve(mut client: Connection, timeout: Duration) -> io::Result<()> {
     relay_to(client, Upstream::Plain(upstream)).await
 }
 
-/// Reads the greeting (answering it) and the request, to its last byte: `None` when the
-/// client is no SOCKS5 client or offers no method we take (told so first).
-async fn request(client: &mut Connection) -> io::Result<Option<Request>> {
+/// Reads the greeting (answering it), the user name and password when `users` are asked
+/// for, and the request, to its last byte: `None` when the client is no SOCKS5 client, offers
+/// no method we take, or is not admitted (told so first).
+async fn request(
+    client: &mut Connection,
+    users: Option<&SocksUsers>,
+) -> io::Result<Option<Request>> {
     let [version, count] = read::<2>(client).await?;
     if version != VERSION {
         return Ok(None);
     }
     let mut methods = vec![0u8; usize::from(count)];
     client.read_exact(&mut methods).await?;
-    if !methods.contains(&NO_AUTHENTICATION) {
+    let wanted = match users {
+        Some(_) => USER_PASSWORD,
+        None => NO_AUTHENTICATION,
+    };
+    if !methods.contains(&wanted) {
         client.write_all(&[VERSION, NO_ACCEPTABLE_METHOD]).await?;
         return Ok(None);
     }
-    client.write_all(&[VERSION, NO_AUTHENTICATION]).await?;
+    client.write_all(&[VERSION, wanted]).await?;
+    if let Some(users) = users {
+        // RFC 1929: a version byte, then the user name and the password, each after its length.
+        let [_, len] = read::<2>(client).await?;
+        let mut user = vec![0u8; usize::from(len)];
+        client.read_exact(&mut user).await?;
+        let [len] = read::<1>(client).await?;
+        let mut password = vec![0u8; usize::from(len)];
+        client.read_exact(&mut password).await?;
+        if !users.admits(&user, &password) {
+            tracing::debug!(
+                peer = %client.peer_addr(),
+                "socks: refused user '{}'",
+                String::from_utf8_lossy(&user)
+            );
+            client.write_all(&[1, 1]).await?;
+            return Ok(None);
+        }
+        client.write_all(&[1, 0]).await?;
+    }
     let [version, command, _reserved, kind] = read::<4>(client).await?;
     if version != VERSION {
         return Ok(None);
@@ -227,4 +341,23 @@ async fn read<const N: usize>(client: &mut Connection) -> io::Result<[u8; N]> {
     let mut buf = [0u8; N];
     client.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_lists_say_which_line_is_wrong() {
+        let users = SocksUsers::from_text("\r\n# c\r\na:1\r\nb:\r\n").expect("two users");
+        assert!(users.admits(b"a", b"1") && users.admits(b"b", b""));
+        assert!(!users.admits(b"a", b"") && !users.admits(b"c", b"1"));
+        assert!(!format!("{users:?}").contains('1'), "{users:?}");
+        let refused = |text: &str| SocksUsers::from_text(text).expect_err(text);
+        assert_eq!(refused("a:1\nx"), "line 2: expected USER:PASSWORD");
+        assert_eq!(refused(":pw"), "line 1: empty user name");
+        assert_eq!(refused("a:1\na:2"), "line 2: user 'a' is named twice");
+        assert!(refused(&format!("a:{}", "p".repeat(256))).contains("255 bytes"));
+        assert_eq!(refused("# nobody\n"), "no USER:PASSWORD line");
+    }
 }

@@ -161,6 +161,63 @@ fn socks_answers_what_it_cannot_do_with_its_replies() {
 }
 
 #[test]
+fn socks_users_are_asked_for_their_name_and_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("users");
+    std::fs::write(&file, "# who may use it\nalice:pw:with:colons\nbob:\n").expect("write");
+    let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
+    let greeting = serve("greeting", &[]);
+    let through = |url: &str| {
+        let mut cmd = socketkit();
+        cmd.args(["connect", "--no-shutdown", "--proxy", url, &greeting.addr()]);
+        run(cmd, Vec::new(), DEADLINE)
+    };
+    for user in ["alice:pw%3Awith%3Acolons", "bob"] {
+        let out = through(&format!("socks5://{user}@{}", proxy.addr()));
+        assert_eq!(out.code(), 0, "{user}: {}", out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+    }
+    let out = through(&format!("socks5://alice:pw@{}", proxy.addr()));
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the proxy refused the user name and password"),
+        "{}",
+        out.stderr
+    );
+    let out = through(&format!("socks5://{}", proxy.addr()));
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the proxy wants a user name and password"),
+        "{}",
+        out.stderr
+    );
+    // A file that cannot be read is exit 1, one that is malformed exit 2, naming its line.
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--socks", "--socks-users"])
+        .arg(dir.path().join("missing"));
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: cannot load SOCKS users "),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&file, "alice:1\nalice:2\n").expect("write");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--socks", "--socks-users"])
+        .arg(&file);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 2: user 'alice' is named twice"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn socks_usage_errors_exit_2() {
     for (args, said) in [
         (
@@ -175,6 +232,17 @@ fn socks_usage_errors_exit_2() {
         (
             &["-l", "127.0.0.1:0", "--socks", "--tls-insecure"],
             "--tls-insecure",
+        ),
+        (
+            &[
+                "-l",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:1",
+                "--socks-users",
+                "/dev/null",
+            ],
+            "--socks-users applies to --socks only",
         ),
     ] {
         let mut cmd = socketkit();

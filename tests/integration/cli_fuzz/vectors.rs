@@ -181,9 +181,10 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 5] = [
+pub const FORWARD: [(&str, Kind); 6] = [
     ("--to", Kind::Target { streams: true }),
     ("--socks", Kind::Flag),
+    ("--socks-users", Kind::InFile),
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
     ("--proxy", Kind::Word(&PROXIES)),
