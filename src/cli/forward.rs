@@ -1,16 +1,20 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
+use std::path::PathBuf;
+
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
 use socketkit::forward::Forward;
 use socketkit::forward::socks::{SocksForward, SocksUsers};
 use socketkit::proxy_protocol::Version;
+use socketkit::server::Handler;
 
 use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
 use super::given::Given;
 use super::managed::{Listen, Managed};
+use super::tls::ServerSetup;
 use super::{forward_datagram, init_logging, resolve, server, tls};
 
 /// Runs `forward`; `given` names the options written on the command line (a udp: relay
@@ -43,8 +47,9 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         }
         return forward_datagram::run(&args, given, &endpoints);
     }
+    let identity = target_identity(&args);
     if args.socks {
-        return socks(&args, listeners, managed);
+        return socks(&args, identity, listeners, managed);
     }
     if args.socks_users.is_some() {
         // Checked here: clap counts a flag's default as present for `requires`.
@@ -53,11 +58,6 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         ));
     }
     let target = target(&args)?;
-    let identity = args
-        .to_tls_cert
-        .to_tls_cert
-        .clone()
-        .zip(args.to_tls_cert.to_tls_key.clone());
     let connector = tls::client(&args.to_tls, identity, &args.tls_alpn, &target, false)?;
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
@@ -91,14 +91,32 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         Some(proxy) => format!("forward to {} through {proxy}", relay.target()),
         None => format!("forward to {}", relay.target()),
     };
+    serve(&args, listeners, listener_tls, managed, &what, relay)
+}
+
+/// The client certificate and key a `tls:` target is shown (`--to-tls-cert`, `--to-tls-key`).
+fn target_identity(args: &ForwardArgs) -> Option<(PathBuf, PathBuf)> {
+    let cert = &args.to_tls_cert;
+    cert.to_tls_cert.clone().zip(cert.to_tls_key.clone())
+}
+
+/// Serves `handler` on the listeners, announced as `what`, after their TLS lines.
+fn serve<H: Handler>(
+    args: &ForwardArgs,
+    listeners: Vec<Listen>,
+    listener_tls: Option<ServerSetup>,
+    managed: Managed,
+    what: &str,
+    handler: H,
+) -> Result<(), CliError> {
     let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
     init_logging(&args.log);
-    server::run(prepared, &what, managed, |server| {
+    server::run(prepared, what, managed, |server| {
         if let Some(tls) = &listener_tls {
             tls.announce();
         }
         tls::warn_if_insecure(&args.to_tls);
-        server.serve(relay)
+        server.serve(handler)
     })
 }
 
@@ -113,12 +131,12 @@ pub(crate) fn target(args: &ForwardArgs) -> Result<Endpoint, CliError> {
 }
 
 /// `forward --socks`: a SOCKS5 proxy on the listeners.
-fn socks(args: &ForwardArgs, listeners: Vec<Listen>, managed: Managed) -> Result<(), CliError> {
-    let identity = args
-        .to_tls_cert
-        .to_tls_cert
-        .clone()
-        .zip(args.to_tls_cert.to_tls_key.clone());
+fn socks(
+    args: &ForwardArgs,
+    identity: Option<(PathBuf, PathBuf)>,
+    listeners: Vec<Listen>,
+    managed: Managed,
+) -> Result<(), CliError> {
     tls::refuse_client_options(&args.to_tls, identity.as_ref())?;
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
@@ -128,14 +146,14 @@ fn socks(args: &ForwardArgs, listeners: Vec<Listen>, managed: Managed) -> Result
         Some(file) => proxy.users(socks_users(file)?),
         None => proxy,
     };
-    let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
-    init_logging(&args.log);
-    server::run(prepared, "socks5 proxy", managed, |server| {
-        if let Some(tls) = &listener_tls {
-            tls.announce();
-        }
-        server.serve(proxy)
-    })
+    serve(
+        args,
+        listeners,
+        listener_tls,
+        managed,
+        "socks5 proxy",
+        proxy,
+    )
 }
 
 /// The users of `--socks-users FILE`: an unreadable file is a runtime error (exit 1), a
