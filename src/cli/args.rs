@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::tls::{TlsAlpnArgs, TlsClientArgs, TlsConnectArgs, TlsServerArgs, TlsTargetCertArgs};
+use super::tls::{TlsAlpnArgs, TlsConnectArgs, TlsServerArgs};
 use super::values;
+
+pub(crate) use super::forward_args::{ForwardArgs, ProxyVersion};
 
 /// The most threads `--workers` and `--threads` may ask for: more than any machine has cores,
 /// and few enough that starting them is quick (tens of thousands take seconds, and may
@@ -362,57 +364,6 @@ pub(crate) struct ListenArgs {
     pub(crate) tls_alpn: TlsAlpnArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
-}
-
-#[derive(Debug, Args)]
-#[command(mut_arg("listen", |arg| arg.help(
-    "Where to listen (repeatable): HOST:PORT, :PORT, tls:HOST:PORT, unix:PATH, or \
-     udp:HOST:PORT and unixgram:PATH (with a udp: or unixgram: --to)")))]
-pub(crate) struct ForwardArgs {
-    #[command(flatten)]
-    pub(crate) server: ServerArgs,
-    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH; from udp: and
-    /// unixgram: listeners, udp:HOST:PORT or unixgram:PATH.
-    #[arg(long, value_name = "ENDPOINT", required_unless_present = "socks")]
-    pub(crate) to: Option<String>,
-    /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
-    /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
-    #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
-    pub(crate) socks: bool,
-    /// With --socks: ask every client for a user name and password listed in FILE, one
-    /// USER:PASSWORD a line.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) socks_users: Option<std::path::PathBuf>,
-    /// Give up each connection attempt to the target after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
-          value_parser = values::duration())]
-    pub(crate) timeout: Duration,
-    /// Start each connection to the target with a PROXY protocol header naming the client.
-    #[arg(long, value_enum, value_name = "VERSION")]
-    pub(crate) send_proxy: Option<ProxyVersion>,
-    /// Reach the target through a proxy: socks5://HOST[:PORT], socks5h://…, http://HOST[:PORT]
-    /// (CONNECT), with USER:PASSWORD@ before the host (as connect --proxy).
-    #[arg(long, value_name = "URL")]
-    pub(crate) proxy: Option<String>,
-    #[command(flatten)]
-    pub(crate) tls: TlsServerArgs,
-    #[command(flatten)]
-    pub(crate) to_tls: TlsClientArgs,
-    #[command(flatten)]
-    pub(crate) to_tls_cert: TlsTargetCertArgs,
-    #[command(flatten)]
-    pub(crate) tls_alpn: TlsAlpnArgs,
-    #[command(flatten)]
-    pub(crate) log: LogArgs,
-}
-
-/// The `--send-proxy` choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ProxyVersion {
-    /// The text header.
-    V1,
-    /// The binary header.
-    V2,
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
-use socketkit::forward::Forward;
 use socketkit::forward::socks::{SocksForward, SocksUsers};
+use socketkit::forward::{Balance, Forward};
 use socketkit::proxy_protocol::Version;
 use socketkit::server::Handler;
 
 use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
+use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::managed::{Listen, Managed};
 use super::tls::ServerSetup;
@@ -57,8 +58,20 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
             "--socks-users applies to --socks only".into(),
         ));
     }
-    let target = target(&args)?;
-    let connector = tls::client(&args.to_tls, identity, &args.tls_alpn, &target, false)?;
+    let mut targets = targets(&args, given)?.into_iter();
+    // `targets` has at least one.
+    let Some(target) = targets.next() else {
+        return Err(CliError::Usage(
+            "forward needs --to ENDPOINT (or --socks)".into(),
+        ));
+    };
+    let rest: Vec<Endpoint> = targets.collect();
+    // The connector serves every tls: target; its options apply if any target is one.
+    let tls_target = std::iter::once(&target)
+        .chain(&rest)
+        .find(|t| matches!(t, Endpoint::Tls(_)))
+        .unwrap_or(&target);
+    let connector = tls::client(&args.to_tls, identity, &args.tls_alpn, tls_target, false)?;
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(
@@ -70,7 +83,17 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => Forward::new(target),
     }
     .map_err(|err| CliError::Usage(err.to_string()))?
-    .connect_timeout(timeout);
+    .connect_timeout(timeout)
+    .balance(match args.balance {
+        BalancePolicy::RoundRobin => Balance::RoundRobin,
+        BalancePolicy::First => Balance::First,
+    })
+    .retry_after(args.retry_after);
+    let relay = rest.into_iter().try_fold(relay, |relay, target| {
+        relay
+            .or(target)
+            .map_err(|err| CliError::Usage(err.to_string()))
+    })?;
     let relay = match args.send_proxy {
         Some(ProxyVersion::V1) => relay.send_proxy(Version::V1),
         Some(ProxyVersion::V2) => relay.send_proxy(Version::V2),
@@ -88,8 +111,8 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => relay,
     };
     let what = match relay.through() {
-        Some(proxy) => format!("forward to {} through {proxy}", relay.target()),
-        None => format!("forward to {}", relay.target()),
+        Some(proxy) => format!("forward to {} through {proxy}", described_targets(&relay)),
+        None => format!("forward to {}", described_targets(&relay)),
     };
     serve(&args, listeners, listener_tls, managed, &what, relay)
 }
@@ -120,14 +143,42 @@ fn serve<H: Handler>(
     })
 }
 
-/// The `--to` target (clap makes sure there is one unless `--socks` is given).
-pub(crate) fn target(args: &ForwardArgs) -> Result<Endpoint, CliError> {
-    match &args.to {
-        Some(to) => resolve::target("forward --to", to),
-        None => Err(CliError::Usage(
+/// The `--to` targets (clap makes sure there is one unless `--socks` is given); `--balance`
+/// and `--retry-after` given for one target are refused, as options that would do nothing.
+pub(crate) fn targets(args: &ForwardArgs, given: &Given) -> Result<Vec<Endpoint>, CliError> {
+    if args.to.is_empty() {
+        return Err(CliError::Usage(
             "forward needs --to ENDPOINT (or --socks)".into(),
-        )),
+        ));
     }
+    if args.to.len() == 1
+        && let Some(option) = [("balance", "--balance"), ("retry_after", "--retry-after")]
+            .into_iter()
+            .find_map(|(id, option)| given.contains(id).then_some(option))
+    {
+        return Err(CliError::Usage(format!(
+            "{option} applies to several --to targets, and there is one"
+        )));
+    }
+    args.to
+        .iter()
+        .map(|to| resolve::target("forward --to", to))
+        .collect()
+}
+
+/// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin), or
+/// `tcp:A, else tcp:B` (first up).
+fn described_targets(relay: &Forward) -> String {
+    let separator = match relay.balancing() {
+        Balance::RoundRobin => ", ",
+        Balance::First => ", else ",
+    };
+    let list: Vec<String> = relay.targets().map(ToString::to_string).collect();
+    let mut described = list.join(separator);
+    if list.len() > 1 && relay.balancing() == Balance::RoundRobin {
+        described.push_str(" in turn");
+    }
+    described
 }
 
 /// `forward --socks`: a SOCKS5 proxy on the listeners.

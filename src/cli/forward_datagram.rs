@@ -30,7 +30,13 @@ pub(crate) fn run(
         )));
     }
     refuse_stream_only_options(args, given)?;
-    let target = super::forward::target(args)?;
+    let mut targets = super::forward::targets(args, given)?;
+    if targets.len() > 1 {
+        return Err(CliError::Usage(
+            "a datagram relay takes one --to (several targets are for stream relays)".into(),
+        ));
+    }
+    let target = targets.remove(0);
     let mut relay = DatagramForward::new(target).map_err(CliError::Usage)?;
     if let Some(idle) = args.server.idle_timeout {
         relay = relay.idle_timeout(idle);

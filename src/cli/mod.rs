@@ -9,6 +9,7 @@ mod completions;
 mod connect;
 mod exit;
 mod forward;
+mod forward_args;
 mod forward_datagram;
 mod given;
 mod listen;

@@ -17,6 +17,10 @@
 //! a target behind the relay still knows who connected; to a `tls:` target the header goes
 //! first, in the clear, as HAProxy expects it.
 //!
+//! With [`Forward::or`], a relay has several targets: each client goes to the next one in
+//! turn, or to the first that is up ([`Balance`]), and a target that cannot be reached
+//! passes the client on to the next ([`targets`] has the rules).
+//!
 //! [`Forward::proxy`] reaches the target through a SOCKS5 or HTTP proxy; [`socks`] is the
 //! other way round, a SOCKS5 proxy whose clients each name their target, relayed the same
 //! way.
@@ -30,6 +34,7 @@
 pub mod datagram;
 pub mod socks;
 pub mod splice;
+pub mod targets;
 
 use std::io;
 use std::sync::Arc;
@@ -43,6 +48,9 @@ use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Version};
 use crate::server::{Connection, Handler};
 use crate::tls::{ClientOptions, Connector, client_config};
+
+use targets::Targets;
+pub use targets::{Balance, MAX_TARGETS};
 
 /// The most one splice or copy takes in before passing it on (and so the size of a copy
 /// buffer). Two things bound it, both measured with `bench/client_bench.py` (4 connections,
@@ -58,7 +66,7 @@ use crate::tls::{ClientOptions, Connector, client_config};
 ///   segment. (256 KiB chunks cost 0.32 one way, but hold echo traffic back.)
 pub(crate) const CHUNK: usize = 32 * 1024;
 
-/// Forwards each connection to a target endpoint.
+/// Forwards each connection to a target endpoint, or to one of several.
 ///
 /// # Examples
 ///
@@ -70,7 +78,9 @@ pub(crate) const CHUNK: usize = 32 * 1024;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Forward {
-    target: Arc<Endpoint>,
+    /// Shared: a relay is cloned for every connection, and its targets' failure marks are
+    /// the whole server's.
+    targets: Arc<Targets>,
     connect_timeout: Option<Duration>,
     tls: Option<Connector>,
     send_proxy: Option<Version>,
@@ -93,6 +103,9 @@ pub enum UnsupportedTarget {
     /// A Unix target, which a proxy cannot reach ([`Forward::proxy`]).
     #[error("cannot forward to {0} through a proxy: a proxy carries tcp: and tls: targets only")]
     ThroughProxy(Endpoint),
+    /// More than [`MAX_TARGETS`] targets ([`Forward::or`]).
+    #[error("cannot forward to {0}: a relay takes at most {MAX_TARGETS} targets")]
+    TooMany(Endpoint),
 }
 
 impl Forward {
@@ -125,14 +138,9 @@ impl Forward {
     }
 
     fn with(target: Endpoint, tls: Option<Connector>) -> Result<Forward, UnsupportedTarget> {
-        if !target.transport().is_stream() {
-            return Err(UnsupportedTarget::Datagram(target));
-        }
-        if target.host_port().is_some_and(|hp| hp.host == Host::Any) {
-            return Err(UnsupportedTarget::NoHost(target));
-        }
+        let target = usable(target)?;
         Ok(Forward {
-            target: Arc::new(target),
+            targets: Arc::new(Targets::one(target)),
             connect_timeout: None,
             tls,
             send_proxy: None,
@@ -157,11 +165,66 @@ impl Forward {
     /// assert!(relay.proxy(proxy).is_ok());
     /// ```
     pub fn proxy(mut self, proxy: Proxy) -> Result<Forward, UnsupportedTarget> {
-        if !matches!(*self.target, Endpoint::Tcp(_) | Endpoint::Tls(_)) {
-            return Err(UnsupportedTarget::ThroughProxy((*self.target).clone()));
+        if let Some(target) = self.targets().find(|target| !proxy_carries(target)) {
+            return Err(UnsupportedTarget::ThroughProxy(target.clone()));
         }
         self.proxy = Some(Arc::new(proxy));
         Ok(self)
+    }
+
+    /// Adds `target` after the others: clients are spread over the targets by the
+    /// [`Balance`] (round robin unless told), and a client whose target cannot be reached
+    /// (connection, PROXY header, TLS handshake; each bounded by the connect timeout) is
+    /// passed to the next, until one takes it or none is left; then it is reset. A target
+    /// that failed is tried after the others for [`Forward::retry_after`] (ten seconds
+    /// unless told), or until it takes a client again.
+    ///
+    /// A `tls:` target added to a relay made without a connector is verified against the
+    /// system's CA store; one made by [`Forward::tls`] uses its connector for every `tls:`
+    /// target.
+    ///
+    /// # Errors
+    ///
+    /// As [`Forward::new`]; a Unix target on a relay through a proxy; more than
+    /// [`MAX_TARGETS`] targets.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::{Balance, Forward};
+    /// let relay = Forward::new("127.0.0.1:9001".parse().unwrap())
+    ///     .and_then(|relay| relay.or("127.0.0.1:9002".parse().unwrap()))
+    ///     .unwrap()
+    ///     .balance(Balance::First);
+    /// assert_eq!(relay.targets().count(), 2);
+    /// ```
+    pub fn or(mut self, target: Endpoint) -> Result<Forward, UnsupportedTarget> {
+        let target = usable(target)?;
+        if self.proxy.is_some() && !proxy_carries(&target) {
+            return Err(UnsupportedTarget::ThroughProxy(target));
+        }
+        if matches!(target, Endpoint::Tls(_)) && self.tls.is_none() {
+            let config =
+                client_config(&ClientOptions::default()).map_err(UnsupportedTarget::Tls)?;
+            self.tls = Some(Connector::new(config));
+        }
+        if Arc::make_mut(&mut self.targets).push(target.clone()) {
+            Ok(self)
+        } else {
+            Err(UnsupportedTarget::TooMany(target))
+        }
+    }
+
+    /// How clients are spread over several targets ([`Forward::or`]).
+    pub fn balance(mut self, balance: Balance) -> Forward {
+        Arc::make_mut(&mut self.targets).set_balance(balance);
+        self
+    }
+
+    /// How long a target that failed is tried after the others ([`Forward::or`]).
+    pub fn retry_after(mut self, retry_after: Duration) -> Forward {
+        Arc::make_mut(&mut self.targets).set_retry_after(retry_after);
+        self
     }
 
     /// Bounds each connection attempt to the target.
@@ -193,10 +256,36 @@ impl Forward {
         self.proxy.as_deref()
     }
 
-    /// The target endpoint.
+    /// The (first) target endpoint.
     pub fn target(&self) -> &Endpoint {
-        &self.target
+        self.targets.first()
     }
+
+    /// Every target, in the order given.
+    pub fn targets(&self) -> impl ExactSizeIterator<Item = &Endpoint> {
+        self.targets.endpoints()
+    }
+
+    /// How clients are spread over the targets.
+    pub fn balancing(&self) -> Balance {
+        self.targets.balance()
+    }
+}
+
+/// `target`, if a stream relay can connect to it.
+fn usable(target: Endpoint) -> Result<Endpoint, UnsupportedTarget> {
+    if !target.transport().is_stream() {
+        return Err(UnsupportedTarget::Datagram(target));
+    }
+    if target.host_port().is_some_and(|hp| hp.host == Host::Any) {
+        return Err(UnsupportedTarget::NoHost(target));
+    }
+    Ok(target)
+}
+
+/// Whether a proxy can carry a connection to `target`.
+fn proxy_carries(target: &Endpoint) -> bool {
+    matches!(target, Endpoint::Tcp(_) | Endpoint::Tls(_))
 }
 
 impl Handler for Forward {
@@ -215,40 +304,51 @@ impl Forward {
                 client.local_addr().ok().and_then(|at| at.as_socket_addr()),
             )
         });
-        let upstream = match self.connect(header.as_deref()).await {
-            Ok(upstream) => upstream,
-            Err(err) => {
-                let through = match &self.proxy {
-                    Some(proxy) => format!(" through {proxy}"),
-                    None => String::new(),
-                };
-                tracing::warn!(
-                    peer = %client.peer_addr(),
-                    "cannot reach {}{through}: {}; resetting the client",
-                    self.target,
-                    crate::error::describe(&err)
-                );
-                // Whatever the client sent is lost: a FIN would read as a target that
-                // took it and had nothing to say.
-                client.reset_on_close();
-                return Ok(());
+        let mut left = self.targets.endpoints().len();
+        for (index, target) in self.targets.order() {
+            left -= 1;
+            match self.connect(target, header.as_deref()).await {
+                Ok(upstream) => {
+                    self.targets.succeeded(index);
+                    return relay_to(client, upstream).await;
+                }
+                Err(err) => {
+                    self.targets.failed(index);
+                    let through = match &self.proxy {
+                        Some(proxy) => format!(" through {proxy}"),
+                        None => String::new(),
+                    };
+                    let next = if left > 0 {
+                        "trying the next target"
+                    } else {
+                        "resetting the client"
+                    };
+                    tracing::warn!(
+                        peer = %client.peer_addr(),
+                        "cannot reach {target}{through}: {}; {next}",
+                        crate::error::describe(&err)
+                    );
+                }
             }
-        };
-        relay_to(client, upstream).await
+        }
+        // Whatever the client sent is lost: a FIN would read as a target that took it and
+        // had nothing to say.
+        client.reset_on_close();
+        Ok(())
     }
 
-    /// The connection to the target, with `header` (a PROXY header) sent first, then
+    /// The connection to `target`, with `header` (a PROXY header) sent first, then
     /// through the TLS handshake for a `tls:` target; the timeout bounds the whole of it.
-    async fn connect(&self, header: Option<&[u8]>) -> io::Result<Upstream> {
+    async fn connect(&self, target: &Endpoint, header: Option<&[u8]>) -> io::Result<Upstream> {
         let attempt = async {
             let mut stream = match &self.proxy {
-                Some(proxy) => proxy.open(&self.target).await?,
-                None => net::connect_stream(&self.target, None).await?,
+                Some(proxy) => proxy.open(target).await?,
+                None => net::connect_stream(target, None).await?,
             };
             if let Some(header) = header {
                 stream.write_all(header).await?;
             }
-            match (&*self.target, &self.tls) {
+            match (target, &self.tls) {
                 (Endpoint::Tls(hp), Some(connector)) => {
                     let tls = connector.connect(&hp.host, stream).await?;
                     Ok(Upstream::Tls(Box::new(tls)))

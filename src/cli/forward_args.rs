@@ -1,0 +1,80 @@
+//! `forward`'s command line (see [`super::args`] for the conventions).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::args::{LogArgs, ServerArgs};
+use super::tls::{TlsAlpnArgs, TlsClientArgs, TlsServerArgs, TlsTargetCertArgs};
+use super::values;
+
+#[derive(Debug, Args)]
+#[command(mut_arg("listen", |arg| arg.help(
+    "Where to listen (repeatable): HOST:PORT, :PORT, tls:HOST:PORT, unix:PATH, or \
+     udp:HOST:PORT and unixgram:PATH (with a udp: or unixgram: --to)")))]
+pub(crate) struct ForwardArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    /// Where to relay each connection: HOST:PORT, tls:HOST:PORT or unix:PATH; from udp: and
+    /// unixgram: listeners, udp:HOST:PORT or unixgram:PATH. Repeat it for several stream
+    /// targets: clients are spread over them (--balance), and one that cannot be reached
+    /// passes the client to the next.
+    #[arg(long, value_name = "ENDPOINT", required_unless_present = "socks")]
+    pub(crate) to: Vec<String>,
+    /// With several --to: round-robin (each client to the next target) or first (the first
+    /// target that is up; the others are its backups).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "round-robin")]
+    pub(crate) balance: BalancePolicy,
+    /// With several --to: how long a target that could not be reached is tried after the
+    /// others (0: failures are not remembered).
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
+          value_parser = values::duration_or_zero())]
+    pub(crate) retry_after: Duration,
+    /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
+    /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
+    #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
+    pub(crate) socks: bool,
+    /// With --socks: ask every client for a user name and password listed in FILE, one
+    /// USER:PASSWORD a line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) socks_users: Option<std::path::PathBuf>,
+    /// Give up each connection attempt to the target after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) timeout: Duration,
+    /// Start each connection to the target with a PROXY protocol header naming the client.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub(crate) send_proxy: Option<ProxyVersion>,
+    /// Reach the target through a proxy: socks5://HOST[:PORT], socks5h://…, http://HOST[:PORT]
+    /// (CONNECT), with USER:PASSWORD@ before the host (as connect --proxy).
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    #[command(flatten)]
+    pub(crate) tls: TlsServerArgs,
+    #[command(flatten)]
+    pub(crate) to_tls: TlsClientArgs,
+    #[command(flatten)]
+    pub(crate) to_tls_cert: TlsTargetCertArgs,
+    #[command(flatten)]
+    pub(crate) tls_alpn: TlsAlpnArgs,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+/// The `--send-proxy` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProxyVersion {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// The `--balance` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BalancePolicy {
+    /// Each client to the next target in turn.
+    RoundRobin,
+    /// Each client to the first target that is up.
+    First,
+}

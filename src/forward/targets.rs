@@ -1,0 +1,285 @@
+//! The targets of a stream relay: one, or several taken in turn with failover.
+//!
+//! Each client's attempts follow an order: with [`Balance::RoundRobin`] it starts one target
+//! further along than the client before it, with [`Balance::First`] always at the first
+//! (the others are its backups). A target that failed within the last
+//! [`Targets::retry_after`] goes to the end of the order instead of being skipped, so that a
+//! client is never refused while any target might take it, and a target that is down costs
+//! the others' clients nothing while a healthy one is left. Nothing has been relayed when a
+//! target fails (the relay starts once the connection, its PROXY header and its TLS
+//! handshake are through), so the next target gets the client whole.
+//!
+//! The marks are kept without a lock: a target's "down until" is one atomic word, read once
+//! per attempt and written only when it changes.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::endpoint::Endpoint;
+
+/// The most targets one relay takes: a client's order is worked out from one 64-bit word
+/// of marks.
+pub const MAX_TARGETS: usize = 64;
+
+/// How a relay with several targets chooses where each client goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Each client starts one target further along than the client before it (the next
+    /// ones are its failover).
+    #[default]
+    RoundRobin,
+    /// Every client starts at the first target; the others are tried, in the order given,
+    /// only when the ones before them fail (primary and backups).
+    First,
+}
+
+/// The relay's targets and what it remembers of their failures.
+#[derive(Debug)]
+pub(crate) struct Targets {
+    list: Vec<Target>,
+    balance: Balance,
+    retry_after: Duration,
+    /// The next client's starting point, for round robin.
+    next: AtomicUsize,
+    /// What the marks count from.
+    epoch: Instant,
+}
+
+#[derive(Debug)]
+struct Target {
+    endpoint: Endpoint,
+    /// Nanoseconds after `epoch` until which this target is tried last; 0 when it has not
+    /// failed (or has since taken a connection).
+    down_until: AtomicU64,
+}
+
+impl Targets {
+    /// Ten seconds, as nginx's `fail_timeout`: long enough that a dead target costs a burst
+    /// of clients one failed attempt between them, short enough that one back up gets its
+    /// share soon.
+    pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+    /// The one target of a relay.
+    pub(crate) fn one(endpoint: Endpoint) -> Targets {
+        Targets {
+            list: vec![Target::new(endpoint)],
+            balance: Balance::default(),
+            retry_after: Targets::RETRY_AFTER,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Adds a target after the others; false when there are [`MAX_TARGETS`] already.
+    pub(crate) fn push(&mut self, endpoint: Endpoint) -> bool {
+        if self.list.len() == MAX_TARGETS {
+            return false;
+        }
+        self.list.push(Target::new(endpoint));
+        true
+    }
+
+    pub(crate) fn set_balance(&mut self, balance: Balance) {
+        self.balance = balance;
+    }
+
+    pub(crate) fn set_retry_after(&mut self, retry_after: Duration) {
+        self.retry_after = retry_after;
+    }
+
+    /// The targets in the order they were given.
+    pub(crate) fn endpoints(&self) -> impl ExactSizeIterator<Item = &Endpoint> {
+        self.list.iter().map(|target| &target.endpoint)
+    }
+
+    /// The first target.
+    pub(crate) fn first(&self) -> &Endpoint {
+        &self.list[0].endpoint
+    }
+
+    pub(crate) fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// Where the next client tries to go, in order: each target once, those marked down
+    /// after the others.
+    pub(crate) fn order(&self) -> Order<'_> {
+        let count = self.list.len();
+        let start = match self.balance {
+            Balance::RoundRobin if count > 1 => self.next.fetch_add(1, Ordering::Relaxed) % count,
+            _ => 0,
+        };
+        let now = self.now();
+        let down = self
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, target)| {
+                let until = target.down_until.load(Ordering::Relaxed);
+                until != 0 && until > now
+            })
+            .fold(0u64, |marks, (index, _)| marks | 1 << index);
+        Order {
+            targets: self,
+            start,
+            down,
+            step: 0,
+        }
+    }
+
+    /// Remembers that the target at `index` failed: it is tried last for `retry_after`.
+    pub(crate) fn failed(&self, index: usize) {
+        let until = self.now().saturating_add(nanos(self.retry_after)).max(1);
+        self.list[index].down_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Forgets the target at `index`'s failure, if any.
+    pub(crate) fn succeeded(&self, index: usize) {
+        let mark = &self.list[index].down_until;
+        // Read first: the common case writes nothing, so the word stays shared between
+        // the workers' caches.
+        if mark.load(Ordering::Relaxed) != 0 {
+            mark.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn now(&self) -> u64 {
+        nanos(self.epoch.elapsed())
+    }
+}
+
+/// A copy with the same marks, for a relay's builder whose targets are already shared.
+impl Clone for Targets {
+    fn clone(&self) -> Targets {
+        Targets {
+            list: self.list.clone(),
+            balance: self.balance,
+            retry_after: self.retry_after,
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+            epoch: self.epoch,
+        }
+    }
+}
+
+impl Clone for Target {
+    fn clone(&self) -> Target {
+        Target {
+            endpoint: self.endpoint.clone(),
+            down_until: AtomicU64::new(self.down_until.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Target {
+    fn new(endpoint: Endpoint) -> Target {
+        Target {
+            endpoint,
+            down_until: AtomicU64::new(0),
+        }
+    }
+}
+
+fn nanos(span: Duration) -> u64 {
+    u64::try_from(span.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One client's order of targets (see [`Targets::order`]): each target's index and endpoint.
+pub(crate) struct Order<'a> {
+    targets: &'a Targets,
+    start: usize,
+    /// Bit `i` set: target `i` was marked down when the order was made.
+    down: u64,
+    /// 0..count: the targets not marked down, from `start` on; count..2 × count: the others.
+    step: usize,
+}
+
+impl<'a> Iterator for Order<'a> {
+    type Item = (usize, &'a Endpoint);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let count = self.targets.list.len();
+        while self.step < 2 * count {
+            let pass_of_the_down = self.step >= count;
+            let index = (self.start + self.step) % count;
+            self.step += 1;
+            let is_down = self.down & (1 << index) != 0;
+            if is_down == pass_of_the_down {
+                return Some((index, &self.targets.list[index].endpoint));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(count: usize, balance: Balance) -> Targets {
+        let mut targets = Targets::one("127.0.0.1:9000".parse().unwrap());
+        for port in 1..count {
+            assert!(targets.push(format!("127.0.0.1:{}", 9000 + port).parse().unwrap()));
+        }
+        targets.set_balance(balance);
+        targets
+    }
+
+    fn order(targets: &Targets) -> Vec<usize> {
+        targets.order().map(|(index, _)| index).collect()
+    }
+
+    #[test]
+    fn round_robin_starts_one_further_each_time_and_tries_every_target_once() {
+        let targets = targets(3, Balance::RoundRobin);
+        assert_eq!(order(&targets), [0, 1, 2]);
+        assert_eq!(order(&targets), [1, 2, 0]);
+        assert_eq!(order(&targets), [2, 0, 1]);
+        assert_eq!(order(&targets), [0, 1, 2]);
+    }
+
+    #[test]
+    fn first_always_starts_at_the_first() {
+        let targets = targets(3, Balance::First);
+        assert_eq!(order(&targets), [0, 1, 2]);
+        assert_eq!(order(&targets), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_failed_target_is_tried_last_until_it_succeeds() {
+        let targets = targets(3, Balance::First);
+        targets.failed(0);
+        assert_eq!(order(&targets), [1, 2, 0]);
+        targets.failed(2);
+        assert_eq!(order(&targets), [1, 0, 2]);
+        targets.succeeded(0);
+        assert_eq!(order(&targets), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_failure_is_forgotten_after_retry_after() {
+        let mut targets = targets(2, Balance::First);
+        targets.set_retry_after(Duration::ZERO);
+        targets.failed(0);
+        assert_eq!(order(&targets), [0, 1]);
+    }
+
+    #[test]
+    fn every_target_down_still_gives_every_target() {
+        let targets = targets(3, Balance::RoundRobin);
+        for index in 0..3 {
+            targets.failed(index);
+        }
+        let mut seen = order(&targets);
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+    }
+
+    #[test]
+    fn no_more_than_max_targets() {
+        let targets = targets(MAX_TARGETS, Balance::RoundRobin);
+        let mut targets = targets;
+        assert!(!targets.push("127.0.0.1:1".parse().unwrap()));
+        targets.failed(MAX_TARGETS - 1);
+        assert_eq!(order(&targets).last(), Some(&(MAX_TARGETS - 1)));
+    }
+}

@@ -1,0 +1,244 @@
+//! `socketkit forward` with several `--to` targets: clients spread in turn, a target that
+//! cannot be reached passing its client on whole, `--balance first` with a primary that
+//! comes back, and the usage errors.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use crate::support::TestResult;
+use crate::support::net::{connect, free_port, read_to_end, read_to_reset};
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+fn start(args: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(args);
+    Running::start(cmd, 1)
+}
+
+/// A greeting server that answers `message`.
+fn greeting(message: &str) -> Running {
+    start(&[
+        "serve",
+        "greeting",
+        "--message",
+        message,
+        "-l",
+        "127.0.0.1:0",
+    ])
+}
+
+/// What a client of `relay` is answered.
+fn answer(relay: &Running) -> String {
+    String::from_utf8_lossy(&read_to_end(&mut connect(&relay.addr()))).into_owned()
+}
+
+fn dead_target() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+#[test]
+fn clients_go_to_each_target_in_turn() {
+    let servers = [greeting("A"), greeting("B"), greeting("C")];
+    let mut args = vec!["forward".to_owned(), "-l".into(), "127.0.0.1:0".into()];
+    for server in &servers {
+        args.extend(["--to".into(), server.addr()]);
+    }
+    let relay = start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        relay.stderr().contains(&format!(
+            "(forward to tcp:{}, tcp:{}, tcp:{} in turn)",
+            servers[0].addr(),
+            servers[1].addr(),
+            servers[2].addr()
+        )),
+        "{}",
+        relay.stderr()
+    );
+    let answers: String = (0..9).map(|_| answer(&relay)).collect();
+    assert_eq!(answers, "ABCABCABC");
+}
+
+#[test]
+fn a_target_that_cannot_be_reached_passes_its_client_on_whole() -> TestResult {
+    // The first target fails at its TLS handshake (a plain server answers it), after the
+    // client has sent its request: the echo behind it must get every byte.
+    let plain = greeting("not TLS");
+    let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
+    let relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--balance",
+        "first",
+        "--tls-insecure",
+        "--to",
+        &format!("tls:{}", plain.addr()),
+        "--to",
+        &echo.addr(),
+    ]);
+    let request: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
+    let mut client = connect(&relay.addr());
+    let writer = {
+        let mut client = client.try_clone()?;
+        let request = request.clone();
+        std::thread::spawn(move || {
+            client.write_all(&request).expect("the request is sent");
+            client.shutdown(Shutdown::Write).expect("half-close");
+        })
+    };
+    let mut back = Vec::new();
+    client.read_to_end(&mut back)?;
+    writer.join().expect("writer");
+    assert!(
+        back == request,
+        "{} bytes back of {}",
+        back.len(),
+        request.len()
+    );
+    relay.wait_for_stderr(
+        &[
+            &format!("cannot reach tls:{}", plain.addr()),
+            "trying the next target",
+        ],
+        Duration::from_secs(5),
+    );
+    Ok(())
+}
+
+#[test]
+fn when_no_target_can_be_reached_the_client_is_reset() {
+    let (first, second) = (dead_target(), dead_target());
+    let relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        &first,
+        "--to",
+        &second,
+    ]);
+    let mut client = connect(&relay.addr());
+    assert!(read_to_reset(&mut client, "client").is_empty());
+    relay.wait_for_stderr(
+        &[
+            &format!("cannot reach tcp:{first}: connection refused; trying the next target"),
+            &format!("cannot reach tcp:{second}: connection refused; resetting the client"),
+        ],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn a_primary_that_failed_is_passed_over_until_retry_after_then_taken_again() {
+    let primary = dead_target();
+    let backup = greeting("backup");
+    let relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--balance",
+        "first",
+        "--retry-after",
+        "3s",
+        "--to",
+        &primary,
+        "--to",
+        &backup.addr(),
+    ]);
+    assert!(
+        relay.stderr().contains(&format!(
+            "(forward to tcp:{primary}, else tcp:{})",
+            backup.addr()
+        )),
+        "{}",
+        relay.stderr()
+    );
+    assert_eq!(answer(&relay), "backup");
+    // Marked down: the next client goes straight to the backup, with no second attempt.
+    assert_eq!(answer(&relay), "backup");
+    assert_eq!(
+        relay.stderr().matches("cannot reach").count(),
+        1,
+        "{}",
+        relay.stderr()
+    );
+
+    let _primary = start(&["serve", "greeting", "--message", "primary", "-l", &primary]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = answer(&relay);
+        if got == "primary" {
+            break;
+        }
+        assert_eq!(got, "backup");
+        assert!(
+            Instant::now() < deadline,
+            "the primary was never taken again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Up again, it takes every client.
+    assert_eq!(answer(&relay), "primary");
+}
+
+#[test]
+fn options_for_several_targets_are_refused_where_they_cannot_apply() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--to", "127.0.0.1:9", "--balance", "first"],
+            "error: --balance applies to several --to targets, and there is one",
+        ),
+        (
+            &["--to", "127.0.0.1:9", "--retry-after", "1s"],
+            "error: --retry-after applies to several --to targets, and there is one",
+        ),
+        (
+            &[
+                "--to",
+                "127.0.0.1:9",
+                "--to",
+                "unix:/tmp/x.sock",
+                "--proxy",
+                "127.0.0.1:3128",
+            ],
+            "error: cannot forward to unix:/tmp/x.sock through a proxy",
+        ),
+        (
+            &[
+                "--to",
+                "127.0.0.1:9",
+                "--to",
+                "127.0.0.1:10",
+                "--balance",
+                "fastest",
+            ],
+            "invalid value 'fastest' for '--balance <POLICY>'",
+        ),
+    ];
+    for (extra, wanted) in cases {
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", "127.0.0.1:0"]).args(extra);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{extra:?}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{extra:?}: {}", out.stderr);
+    }
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--to",
+        "udp:127.0.0.1:9",
+        "--to",
+        "udp:127.0.0.1:10",
+    ]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: a datagram relay takes one --to"),
+        "{}",
+        out.stderr
+    );
+}
