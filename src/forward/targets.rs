@@ -3,7 +3,7 @@
 //! Each client's attempts follow an order: with [`Balance::RoundRobin`] it starts one target
 //! further along than the client before it, with [`Balance::First`] always at the first
 //! (the others are its backups). A target that failed within the last
-//! [`Targets::retry_after`] goes to the end of the order instead of being skipped, so that a
+//! [`Forward::retry_after`](super::Forward::retry_after) goes to the end of the order instead of being skipped, so that a
 //! client is never refused while any target might take it, and a target that is down costs
 //! the others' clients nothing while a healthy one is left. Nothing has been relayed when a
 //! target fails (the relay starts once the connection, its PROXY header and its TLS
