@@ -3,9 +3,9 @@
 //! Each client's attempts follow an order: with [`Balance::RoundRobin`] it starts one target
 //! further along than the client before it, with [`Balance::First`] always at the first
 //! (the others are its backups). A target that failed within the last
-//! [`Forward::retry_after`](super::Forward::retry_after) goes to the end of the order instead of being skipped, so that a
-//! client is never refused while any target might take it, and a target that is down costs
-//! the others' clients nothing while a healthy one is left. Nothing has been relayed when a
+//! [`retry_after`](super::Forward::retry_after) goes to the end of the order instead of
+//! being skipped, so that a client is never refused while any target might take it, and a
+//! target that is down costs the others' clients nothing while a healthy one is left. Nothing has been relayed when a
 //! target fails (the relay starts once the connection, its PROXY header and its TLS
 //! handshake are through), so the next target gets the client whole.
 //!
@@ -213,6 +213,8 @@ impl<'a> Iterator for Order<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn targets(count: usize, balance: Balance) -> Targets {
@@ -272,6 +274,34 @@ mod tests {
         let mut seen = order(&targets);
         seen.sort_unstable();
         assert_eq!(seen, [0, 1, 2]);
+    }
+
+    proptest! {
+        /// Whatever the marks and the rotation, each client's order names every target
+        /// once, those that were up first.
+        #[test]
+        fn an_order_is_every_target_once_the_up_ones_first(
+            count in 1..=MAX_TARGETS,
+            clients_before in 0usize..200,
+            marks: u64,
+            round_robin: bool,
+        ) {
+            let balance = if round_robin { Balance::RoundRobin } else { Balance::First };
+            let targets = targets(count, balance);
+            for _ in 0..clients_before {
+                let _ = targets.order();
+            }
+            for index in (0..count).filter(|index| marks & 1 << index != 0) {
+                targets.failed(index);
+            }
+            let seen = order(&targets);
+            let mut sorted = seen.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(sorted, (0..count).collect::<Vec<_>>());
+            let is_down = |index: &usize| marks & 1 << *index != 0;
+            let first_down = seen.iter().position(is_down).unwrap_or(count);
+            prop_assert!(seen[first_down..].iter().all(is_down));
+        }
     }
 
     #[test]
