@@ -1,12 +1,14 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
 use socketkit::forward::socks::{SocksForward, SocksUsers};
 use socketkit::forward::{Balance, Forward};
+use socketkit::metrics::Metrics;
 use socketkit::proxy_protocol::Version;
 use socketkit::server::Handler;
 
@@ -114,7 +116,17 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         Some(proxy) => format!("forward to {} through {proxy}", described_targets(&relay)),
         None => format!("forward to {}", described_targets(&relay)),
     };
-    serve(&args, listeners, listener_tls, managed, &what, relay)
+    serve(
+        &args,
+        listeners,
+        listener_tls,
+        managed,
+        &what,
+        |metrics| match metrics {
+            Some(metrics) => relay.metrics(metrics),
+            None => relay,
+        },
+    )
 }
 
 /// The client certificate and key a `tls:` target is shown (`--to-tls-cert`, `--to-tls-key`).
@@ -123,16 +135,18 @@ fn target_identity(args: &ForwardArgs) -> Option<(PathBuf, PathBuf)> {
     cert.to_tls_cert.clone().zip(cert.to_tls_key.clone())
 }
 
-/// Serves `handler` on the listeners, announced as `what`, after their TLS lines.
+/// Serves the handler `make` returns (given the metrics, with `--metrics`) on the
+/// listeners, announced as `what`, after their TLS lines.
 fn serve<H: Handler>(
     args: &ForwardArgs,
     listeners: Vec<Listen>,
     listener_tls: Option<ServerSetup>,
     managed: Managed,
     what: &str,
-    handler: H,
+    make: impl FnOnce(Option<Arc<Metrics>>) -> H,
 ) -> Result<(), CliError> {
     let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
+    let handler = make(prepared.metrics());
     init_logging(&args.log);
     server::run(prepared, what, managed, |server| {
         if let Some(tls) = &listener_tls {
@@ -203,7 +217,8 @@ fn socks(
         listener_tls,
         managed,
         "socks5 proxy",
-        proxy,
+        // Its targets are whatever its clients name: not labels for the metrics.
+        |_| proxy,
     )
 }
 

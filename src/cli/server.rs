@@ -24,6 +24,13 @@ pub(crate) struct Prepared {
     workers: usize,
 }
 
+impl Prepared {
+    /// The metrics the server will count into, with `--metrics`.
+    pub(crate) fn metrics(&self) -> Option<std::sync::Arc<socketkit::metrics::Metrics>> {
+        self.metrics.as_ref().map(MetricsPlan::metrics)
+    }
+}
+
 /// Checks the server options of `args` (exit 2 on any fault) and makes the server of
 /// `listeners` with them, terminating TLS with `tls` if given.
 pub(crate) fn prepare(

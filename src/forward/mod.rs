@@ -44,6 +44,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::client::proxy::Proxy;
 use crate::endpoint::{Endpoint, Host};
+use crate::metrics::Metrics;
 use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Version};
 use crate::server::{Connection, Handler};
@@ -218,6 +219,15 @@ impl Forward {
     /// How clients are spread over several targets ([`Forward::or`]).
     pub fn balance(mut self, balance: Balance) -> Forward {
         Arc::make_mut(&mut self.targets).set_balance(balance);
+        self
+    }
+
+    /// Counts each target's connections and failed attempts into `metrics`
+    /// (`socketkit_forward_target_connections_total{target}`,
+    /// `socketkit_forward_target_failures_total{target}`). The server's own families
+    /// (bytes, durations) count the client side, as for any handler.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Forward {
+        Arc::make_mut(&mut self.targets).set_metrics(metrics);
         self
     }
 

@@ -12,10 +12,12 @@
 //! The marks are kept without a lock: a target's "down until" is one atomic word, read once
 //! per attempt and written only when it changes.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::endpoint::Endpoint;
+use crate::metrics::{Metrics, TargetMetrics};
 
 /// The most targets one relay takes: a client's order is worked out from one 64-bit word
 /// of marks.
@@ -43,6 +45,8 @@ pub(crate) struct Targets {
     next: AtomicUsize,
     /// What the marks count from.
     epoch: Instant,
+    /// Where a target added later gets its counters.
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Debug)]
@@ -51,6 +55,7 @@ struct Target {
     /// Nanoseconds after `epoch` until which this target is tried last; 0 when it has not
     /// failed (or has since taken a connection).
     down_until: AtomicU64,
+    metrics: Option<TargetMetrics>,
 }
 
 impl Targets {
@@ -67,6 +72,7 @@ impl Targets {
             retry_after: Targets::RETRY_AFTER,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
+            metrics: None,
         }
     }
 
@@ -75,7 +81,11 @@ impl Targets {
         if self.list.len() == MAX_TARGETS {
             return false;
         }
-        self.list.push(Target::new(endpoint));
+        let mut target = Target::new(endpoint);
+        if let Some(metrics) = &self.metrics {
+            target.metrics = Some(metrics.forward_target(&target.endpoint.to_string()));
+        }
+        self.list.push(target);
         true
     }
 
@@ -85,6 +95,14 @@ impl Targets {
 
     pub(crate) fn set_retry_after(&mut self, retry_after: Duration) {
         self.retry_after = retry_after;
+    }
+
+    /// Counts each target's connections and failures into `metrics`.
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        for target in &mut self.list {
+            target.metrics = Some(metrics.forward_target(&target.endpoint.to_string()));
+        }
+        self.metrics = Some(metrics);
     }
 
     /// The targets in the order they were given.
@@ -129,17 +147,24 @@ impl Targets {
 
     /// Remembers that the target at `index` failed: it is tried last for `retry_after`.
     pub(crate) fn failed(&self, index: usize) {
+        let target = &self.list[index];
         let until = self.now().saturating_add(nanos(self.retry_after)).max(1);
-        self.list[index].down_until.store(until, Ordering::Relaxed);
+        target.down_until.store(until, Ordering::Relaxed);
+        if let Some(metrics) = &target.metrics {
+            metrics.failed.inc();
+        }
     }
 
     /// Forgets the target at `index`'s failure, if any.
     pub(crate) fn succeeded(&self, index: usize) {
-        let mark = &self.list[index].down_until;
+        let target = &self.list[index];
         // Read first: the common case writes nothing, so the word stays shared between
         // the workers' caches.
-        if mark.load(Ordering::Relaxed) != 0 {
-            mark.store(0, Ordering::Relaxed);
+        if target.down_until.load(Ordering::Relaxed) != 0 {
+            target.down_until.store(0, Ordering::Relaxed);
+        }
+        if let Some(metrics) = &target.metrics {
+            metrics.connected.inc();
         }
     }
 
@@ -157,6 +182,7 @@ impl Clone for Targets {
             retry_after: self.retry_after,
             next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
             epoch: self.epoch,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -166,6 +192,7 @@ impl Clone for Target {
         Target {
             endpoint: self.endpoint.clone(),
             down_until: AtomicU64::new(self.down_until.load(Ordering::Relaxed)),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -175,6 +202,7 @@ impl Target {
         Target {
             endpoint,
             down_until: AtomicU64::new(0),
+            metrics: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Metrics {
     sent: Family<Labels, ShardedCounter>,
     accept_errors: Family<Labels, Counter>,
     durations: Family<Labels, DurationHistogram>,
+    target_connections: Family<Labels, Counter>,
+    target_failures: Family<Labels, Counter>,
     draining: AtomicBool,
 }
 
@@ -75,6 +77,8 @@ impl Metrics {
         let sent = Family::<Labels, ShardedCounter>::default();
         let accept_errors = Family::<Labels, Counter>::default();
         let durations = Family::<Labels, DurationHistogram>::default();
+        let target_connections = Family::<Labels, Counter>::default();
+        let target_failures = Family::<Labels, Counter>::default();
         registry.register(
             "socketkit_connections_accepted",
             "Connections accepted, admitted or not",
@@ -111,6 +115,16 @@ impl Metrics {
             "How long connections lasted",
             durations.clone(),
         );
+        registry.register(
+            "socketkit_forward_target_connections",
+            "Connections a relay made to each of its targets",
+            target_connections.clone(),
+        );
+        registry.register(
+            "socketkit_forward_target_failures",
+            "Attempts to reach each target of a relay that failed (the client passed on or reset)",
+            target_failures.clone(),
+        );
         Arc::new(Metrics {
             registry,
             accepted,
@@ -121,6 +135,8 @@ impl Metrics {
             sent,
             accept_errors,
             durations,
+            target_connections,
+            target_failures,
             draining: AtomicBool::new(false),
         })
     }
@@ -150,6 +166,16 @@ impl Metrics {
         }
     }
 
+    /// The counters of a relay's target called `name` (its endpoint, as the readiness line
+    /// prints it).
+    pub fn forward_target(&self, name: &str) -> TargetMetrics {
+        let labels: Labels = vec![("target", name.to_owned())];
+        TargetMetrics {
+            connected: self.target_connections.get_or_create(&labels).clone(),
+            failed: self.target_failures.get_or_create(&labels).clone(),
+        }
+    }
+
     /// Says the server is draining: `/health` answers 503 from now on.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
@@ -167,6 +193,15 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// One relay target's counters: clones of the metrics' atomics.
+#[derive(Debug, Clone)]
+pub struct TargetMetrics {
+    /// Connections made to the target (relayed).
+    pub connected: Counter,
+    /// Attempts that failed (refused, unresolvable, timed out, a failed TLS handshake).
+    pub failed: Counter,
 }
 
 impl ListenerMetrics {

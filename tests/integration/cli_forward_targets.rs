@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use crate::balancer::{sample, start_with_metrics};
 use crate::support::TestResult;
 use crate::support::net::{connect, free_port, read_to_end, read_to_reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
@@ -180,6 +181,41 @@ fn a_primary_that_failed_is_passed_over_until_retry_after_then_taken_again() {
     }
     // Up again, it takes every client.
     assert_eq!(answer(&relay), "primary");
+}
+
+#[test]
+fn each_targets_connections_and_failures_are_counted() {
+    let dead = dead_target();
+    let live = greeting("live");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--retry-after", "0", "--to", &dead, "--to", &live.addr()]);
+    let (relay, metrics) = start_with_metrics(cmd);
+    // Failures are not remembered (0): round robin sends every other client to the dead
+    // target first.
+    for _ in 0..4 {
+        assert_eq!(answer(&relay), "live");
+    }
+    let counts = || {
+        (
+            sample(
+                &metrics,
+                "socketkit_forward_target_failures_total",
+                &format!("target=\"tcp:{dead}\""),
+            ),
+            sample(
+                &metrics,
+                "socketkit_forward_target_connections_total",
+                &format!("target=\"tcp:{}\"", live.addr()),
+            ),
+            sample(
+                &metrics,
+                "socketkit_forward_target_connections_total",
+                &format!("target=\"tcp:{dead}\""),
+            ),
+        )
+    };
+    assert_eq!(counts(), (2, 4, 0));
 }
 
 #[test]
