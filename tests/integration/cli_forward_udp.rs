@@ -133,6 +133,18 @@ fn udp_forwarding_refuses_what_it_cannot_do() {
             &["forward", "-l", "127.0.0.1:0", "--to", "udp:127.0.0.1:53"],
             "only TCP and Unix stream targets",
         ),
+        (
+            &[
+                "forward",
+                "-l",
+                "udp:127.0.0.1:0",
+                "--to",
+                "udp:127.0.0.1:9",
+                "--to",
+                "udp:127.0.0.1:10",
+            ],
+            "error: a datagram relay takes one --to",
+        ),
     ] {
         let mut cmd = socketkit();
         cmd.args(args);
