@@ -29,6 +29,16 @@ fn greeting(message: &str) -> Running {
     ])
 }
 
+/// `forward -l 127.0.0.1:0` with `options`, relaying to each of `targets`.
+fn forward(options: &[&str], targets: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0"]).args(options);
+    for target in targets {
+        cmd.args(["--to", target]);
+    }
+    Running::start(cmd, 1)
+}
+
 /// What a client of `relay` is answered.
 fn answer(relay: &Running) -> String {
     String::from_utf8_lossy(&read_to_end(&mut connect(&relay.addr()))).into_owned()
@@ -41,11 +51,8 @@ fn dead_target() -> String {
 #[test]
 fn clients_go_to_each_target_in_turn() {
     let servers = [greeting("A"), greeting("B"), greeting("C")];
-    let mut args = vec!["forward".to_owned(), "-l".into(), "127.0.0.1:0".into()];
-    for server in &servers {
-        args.extend(["--to".into(), server.addr()]);
-    }
-    let relay = start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addrs = servers.each_ref().map(Running::addr);
+    let relay = forward(&[], &addrs.each_ref().map(String::as_str));
     assert!(
         relay.stderr().contains(&format!(
             "(forward to tcp:{}, tcp:{}, tcp:{} in turn)",
@@ -66,18 +73,10 @@ fn a_target_that_cannot_be_reached_passes_its_client_on_whole() -> TestResult {
     // client has sent its request: the echo behind it must get every byte.
     let plain = greeting("not TLS");
     let echo = start(&["serve", "echo", "-l", "127.0.0.1:0"]);
-    let relay = start(&[
-        "forward",
-        "-l",
-        "127.0.0.1:0",
-        "--balance",
-        "first",
-        "--tls-insecure",
-        "--to",
-        &format!("tls:{}", plain.addr()),
-        "--to",
-        &echo.addr(),
-    ]);
+    let relay = forward(
+        &["--balance", "first", "--tls-insecure"],
+        &[&format!("tls:{}", plain.addr()), &echo.addr()],
+    );
     let request: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
     let mut client = connect(&relay.addr());
     let writer = {
@@ -110,15 +109,7 @@ fn a_target_that_cannot_be_reached_passes_its_client_on_whole() -> TestResult {
 #[test]
 fn when_no_target_can_be_reached_the_client_is_reset() {
     let (first, second) = (dead_target(), dead_target());
-    let relay = start(&[
-        "forward",
-        "-l",
-        "127.0.0.1:0",
-        "--to",
-        &first,
-        "--to",
-        &second,
-    ]);
+    let relay = forward(&[], &[&first, &second]);
     let mut client = connect(&relay.addr());
     assert!(read_to_reset(&mut client, "client").is_empty());
     relay.wait_for_stderr(
@@ -134,19 +125,10 @@ fn when_no_target_can_be_reached_the_client_is_reset() {
 fn a_primary_that_failed_is_passed_over_until_retry_after_then_taken_again() {
     let primary = dead_target();
     let backup = greeting("backup");
-    let relay = start(&[
-        "forward",
-        "-l",
-        "127.0.0.1:0",
-        "--balance",
-        "first",
-        "--retry-after",
-        "3s",
-        "--to",
-        &primary,
-        "--to",
-        &backup.addr(),
-    ]);
+    let relay = forward(
+        &["--balance", "first", "--retry-after", "3s"],
+        &[&primary, &backup.addr()],
+    );
     assert!(
         relay.stderr().contains(&format!(
             "(forward to tcp:{primary}, else tcp:{})",
