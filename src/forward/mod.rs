@@ -320,6 +320,7 @@ impl Forward {
             match self.connect(target, header.as_deref()).await {
                 Ok(upstream) => {
                     self.targets.succeeded(index);
+                    tracing::trace!(peer = %client.peer_addr(), "relaying to {target}");
                     return relay_to(client, upstream).await;
                 }
                 Err(err) => {

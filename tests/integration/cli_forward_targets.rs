@@ -7,9 +7,9 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
-use crate::support::TestResult;
 use crate::support::net::{connect, free_port, read_to_end, read_to_reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::{TestResult, wait_until};
 
 fn start(args: &[&str]) -> Running {
     let mut cmd = socketkit();
@@ -65,6 +65,28 @@ fn clients_go_to_each_target_in_turn() {
     );
     let answers: String = (0..9).map(|_| answer(&relay)).collect();
     assert_eq!(answers, "ABCABCABC");
+}
+
+#[test]
+fn a_target_named_twice_gets_two_turns_and_vv_logs_each_choice() {
+    let (a, b) = (greeting("A"), greeting("B"));
+    let relay = forward(&["-vv"], &[&a.addr(), &a.addr(), &b.addr()]);
+    let answers: String = (0..6).map(|_| answer(&relay)).collect();
+    assert_eq!(answers, "AABAAB");
+    // Each choice is logged before its client is answered; stderr is read on a thread of
+    // the test's own, so waited for.
+    wait_until(
+        Duration::from_secs(5),
+        || format!("not six `relaying to` lines in:\n{}", relay.stderr()),
+        || relay.stderr().matches("relaying to").count() == 6,
+    );
+    assert_eq!(
+        relay
+            .stderr()
+            .matches(&format!("relaying to tcp:{}", b.addr()))
+            .count(),
+        2
+    );
 }
 
 #[test]
