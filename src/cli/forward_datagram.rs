@@ -12,6 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::args::ForwardArgs;
 use super::exit::CliError;
+use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::metrics::{MetricsPlan, MetricsSocket};
 use super::{init_logging, ready};
@@ -30,14 +31,14 @@ pub(crate) fn run(
         )));
     }
     refuse_stream_only_options(args, given)?;
-    let mut targets = super::forward::targets(args, given)?;
-    if targets.len() > 1 {
-        return Err(CliError::Usage(
-            "a datagram relay takes one --to (several targets are for stream relays)".into(),
-        ));
+    let mut targets = super::forward::targets(args, given)?.into_iter();
+    let first = targets
+        .next()
+        .ok_or_else(|| CliError::Usage("forward needs --to ENDPOINT".into()))?;
+    let mut relay = DatagramForward::new(first).map_err(CliError::Usage)?;
+    for target in targets {
+        relay = relay.or(target).map_err(CliError::Usage)?;
     }
-    let target = targets.remove(0);
-    let mut relay = DatagramForward::new(target).map_err(CliError::Usage)?;
     if let Some(idle) = args.server.idle_timeout {
         relay = relay.idle_timeout(idle);
     }
@@ -75,7 +76,12 @@ pub(crate) fn run(
             .transpose()?;
         let mut signals = Signals::install()?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
-        ready::announce(&locals, &format!("forward to {}", relay.target()));
+        let listed: Vec<String> = relay.targets().iter().map(ToString::to_string).collect();
+        let what = match listed.len() {
+            1 => format!("forward to {}", listed[0]),
+            _ => format!("forward to {} in turn", listed.join(", ")),
+        };
+        ready::announce(&locals, &what);
         if let Some(http) = http {
             http.announce();
             tokio::spawn(http.serve());
@@ -205,6 +211,17 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             "a proxy carries tcp: and tls: connections",
         ),
         ("--socks", args.socks, "SOCKS5 clients connect over streams"),
+        (
+            "--retry-after",
+            given.contains("retry_after"),
+            "a datagram relay cannot tell that a target is down",
+        ),
+        (
+            "--balance first",
+            args.balance == BalancePolicy::First,
+            "a datagram relay cannot tell that a target is down, and sends each new client to \
+             the next target in turn",
+        ),
         (
             "--socks-users",
             args.socks_users.is_some(),

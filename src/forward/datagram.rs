@@ -10,7 +10,13 @@
 //! delivered (said at debug level). A Unix upstream socket is connected to the socket that
 //! was bound at the target's path, not to the path: when a datagram is refused because that
 //! socket has closed (a restarted syslog daemon makes /dev/log anew), the client gets a
-//! fresh upstream socket, and the datagram goes through it.
+//! fresh upstream socket (to the next target in turn, with several), and the datagram goes
+//! through it.
+//!
+//! With several targets ([`DatagramForward::or`]), each new client goes to the next target
+//! in turn and stays with it while its upstream socket lives; a datagram relay cannot tell
+//! that a UDP target is down (a datagram is sent whether or not anyone takes it), so there
+//! is no failover.
 //!
 //! A datagram from a new client while `max_clients` are being relayed is dropped (and
 //! logged at debug level): a datagram cannot be refused, and the sender retries if it cares.
@@ -42,7 +48,7 @@ const MAX_DATAGRAM: usize = 65_535;
 /// How long a client's upstream socket lives without traffic, unless told otherwise.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
-/// A datagram relay to one target (`udp:` or `unixgram:`).
+/// A datagram relay to a target (`udp:` or `unixgram:`), or to several in turn.
 ///
 /// # Examples
 ///
@@ -54,7 +60,8 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 /// ```
 #[derive(Debug, Clone)]
 pub struct DatagramForward {
-    target: Endpoint,
+    /// At least one.
+    targets: Vec<Endpoint>,
     idle_timeout: Duration,
     max_clients: usize,
     metrics: Option<Arc<Metrics>>,
@@ -74,6 +81,8 @@ pub struct BoundDatagramForward {
 #[derive(Debug)]
 struct Client {
     upstream: ConnectedDatagram,
+    /// Where `upstream` is connected.
+    target: Arc<Address>,
     last: Mutex<Instant>,
     /// Told when the client's upstream socket is replaced: its answering task ends.
     retired: tokio::sync::Notify,
@@ -110,18 +119,34 @@ impl DatagramForward {
     ///
     /// Any other kind of target, in words for the command line.
     pub fn new(target: Endpoint) -> std::result::Result<DatagramForward, String> {
-        if target.transport().is_stream() {
-            return Err(format!(
-                "a datagram listener relays to a udp: or unixgram: target, not {target}"
-            ));
-        }
         Ok(DatagramForward {
-            target,
+            targets: vec![datagram_target(target)?],
             idle_timeout: DEFAULT_IDLE,
             max_clients: usize::MAX,
             metrics: None,
             unix_mode: None,
         })
+    }
+
+    /// Adds `target` after the others: each new client goes to the next target in turn, and
+    /// keeps it while its upstream socket lives.
+    ///
+    /// # Errors
+    ///
+    /// As [`DatagramForward::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::datagram::DatagramForward;
+    /// let relay = DatagramForward::new("udp:127.0.0.1:5301".parse().unwrap())
+    ///     .and_then(|relay| relay.or("udp:127.0.0.1:5302".parse().unwrap()))
+    ///     .unwrap();
+    /// assert_eq!(relay.targets().len(), 2);
+    /// ```
+    pub fn or(mut self, target: Endpoint) -> std::result::Result<DatagramForward, String> {
+        self.targets.push(datagram_target(target)?);
+        Ok(self)
     }
 
     /// Closes a client's upstream socket after this long without a datagram either way.
@@ -148,9 +173,14 @@ impl DatagramForward {
         self
     }
 
-    /// The target.
+    /// The (first) target.
     pub fn target(&self) -> &Endpoint {
-        &self.target
+        &self.targets[0]
+    }
+
+    /// Every target, in the order given.
+    pub fn targets(&self) -> &[Endpoint] {
+        &self.targets
     }
 
     /// Binds `listen` (a `udp:` or `unixgram:` endpoint) inside a Tokio runtime.
@@ -189,9 +219,13 @@ impl BoundDatagramForward {
     ///
     /// # Errors
     ///
-    /// The target does not resolve, or receiving on the listening socket fails for good.
+    /// A target does not resolve, or receiving on the listening socket fails for good.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let target = resolve_target(&self.relay.target).await?;
+        let mut targets = Vec::with_capacity(self.relay.targets.len());
+        for target in &self.relay.targets {
+            targets.push(Arc::new(resolve_target(target).await?));
+        }
+        let mut turns = Turns { targets, next: 0 };
         let clients: Clients = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -211,7 +245,7 @@ impl BoundDatagramForward {
             }
             // Reap finished relays so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
-            let client = match self.client(&clients, &from, &target, &mut tasks) {
+            let client = match self.client(&clients, &from, &mut turns, &mut tasks) {
                 Some(client) => client,
                 None => continue,
             };
@@ -223,9 +257,9 @@ impl BoundDatagramForward {
             {
                 // The socket this one is connected to has closed; whatever is bound at the
                 // target's path now takes the datagram, through a fresh socket.
-                tracing::debug!(client = %from, "{target} was closed: connecting again");
+                tracing::debug!(client = %from, "{} was closed: connecting again", client.target);
                 retire(&clients, &from, &client);
-                sent = match self.client(&clients, &from, &target, &mut tasks) {
+                sent = match self.client(&clients, &from, &mut turns, &mut tasks) {
                     Some(fresh) => {
                         fresh.touch();
                         fresh.upstream.send(&buf[..len]).await
@@ -235,19 +269,25 @@ impl BoundDatagramForward {
                 };
             }
             if let Err(err) = sent {
-                tracing::debug!(client = %from, "relaying to {target} failed: {}", describe(&err));
+                tracing::debug!(
+                    client = %from,
+                    "relaying to {} failed: {}",
+                    client.target,
+                    describe(&err)
+                );
             }
         }
         tasks.shutdown().await;
         Ok(())
     }
 
-    /// The client of `from`, opening its upstream socket if it is new (and there is room).
+    /// The client of `from`, opening its upstream socket to the next target in turn if it is
+    /// new (and there is room).
     fn client(
         &self,
         clients: &Clients,
         from: &Address,
-        target: &Address,
+        turns: &mut Turns,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Option<Arc<Client>> {
         {
@@ -260,7 +300,8 @@ impl BoundDatagramForward {
                 return None;
             }
         }
-        let upstream = match ConnectedDatagram::open(target) {
+        let target = turns.next();
+        let upstream = match ConnectedDatagram::open(&target) {
             Ok(upstream) => upstream,
             Err(err) => {
                 tracing::warn!(client = %from, "cannot relay to {target}: {}", describe(&err));
@@ -275,6 +316,7 @@ impl BoundDatagramForward {
         });
         let client = Arc::new(Client {
             upstream,
+            target,
             last: Mutex::new(Instant::now()),
             retired: tokio::sync::Notify::new(),
             metered,
@@ -292,6 +334,30 @@ impl BoundDatagramForward {
         ));
         Some(client)
     }
+}
+
+/// The resolved targets and whose turn is next.
+struct Turns {
+    targets: Vec<Arc<Address>>,
+    next: usize,
+}
+
+impl Turns {
+    fn next(&mut self) -> Arc<Address> {
+        let target = Arc::clone(&self.targets[self.next % self.targets.len()]);
+        self.next = self.next.wrapping_add(1);
+        target
+    }
+}
+
+/// `target`, if a datagram relay can send to it.
+fn datagram_target(target: Endpoint) -> std::result::Result<Endpoint, String> {
+    if target.transport().is_stream() {
+        return Err(format!(
+            "a datagram listener relays to a udp: or unixgram: target, not {target}"
+        ));
+    }
+    Ok(target)
 }
 
 /// Takes `client` out of `clients` (unless another has taken its place) and ends its

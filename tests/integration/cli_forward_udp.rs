@@ -110,6 +110,53 @@ fn socat_client_through_the_relay() {
     );
 }
 
+/// A target that answers `count` datagrams with `name`, on a thread of its own.
+fn named_target(name: &'static str, count: usize) -> (String, std::thread::JoinHandle<()>) {
+    let socket = client();
+    let endpoint = format!("udp:{}", socket.local_addr().expect("addr"));
+    let serving = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        for _ in 0..count {
+            let Ok((_, peer)) = socket.recv_from(&mut buf) else {
+                return; // the test has failed already, or will on its answers
+            };
+            socket.send_to(name.as_bytes(), peer).expect("answer");
+        }
+    });
+    (endpoint, serving)
+}
+
+#[test]
+fn several_targets_take_new_clients_in_turn_and_each_client_keeps_its_own() {
+    let (a, serving_a) = named_target("A", 3);
+    let (b, serving_b) = named_target("B", 2);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to", &a, "--to", &b]);
+    let relay = Running::start(cmd, 1);
+    assert!(
+        relay
+            .stderr()
+            .contains(&format!("(forward to {a}, {b} in turn)")),
+        "{}",
+        relay.stderr()
+    );
+    let clients: Vec<UdpSocket> = (0..4).map(|_| client()).collect();
+    let answer = |client: &UdpSocket| {
+        client
+            .send_to(b"who", ("127.0.0.1", relay.port()))
+            .expect("send");
+        let mut buf = [0u8; 16];
+        let (n, _) = client.recv_from(&mut buf).expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first: String = clients.iter().map(answer).collect();
+    assert_eq!(first, "ABAB");
+    // The first client's upstream socket still lives: it stays with A.
+    assert_eq!(answer(&clients[0]), "A");
+    serving_a.join().expect("A");
+    serving_b.join().expect("B");
+}
+
 #[test]
 fn udp_forwarding_refuses_what_it_cannot_do() {
     for (args, words) in [
@@ -142,8 +189,10 @@ fn udp_forwarding_refuses_what_it_cannot_do() {
                 "udp:127.0.0.1:9",
                 "--to",
                 "udp:127.0.0.1:10",
+                "--balance",
+                "first",
             ],
-            "error: a datagram relay takes one --to",
+            "error: --balance first applies to stream forwarding only",
         ),
     ] {
         let mut cmd = socketkit();
