@@ -32,6 +32,8 @@
 //! onto each other.
 
 pub mod datagram;
+mod dial;
+mod relay;
 pub mod socks;
 pub mod splice;
 pub mod targets;
@@ -40,32 +42,17 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
 use crate::client::proxy::Proxy;
 use crate::endpoint::{Endpoint, Host};
 use crate::metrics::Metrics;
-use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Version};
 use crate::server::{Connection, Handler};
 use crate::tls::{ClientOptions, Connector, client_config};
 
+use dial::Dialer;
+use relay::relay_to;
 use targets::Targets;
 pub use targets::{Balance, MAX_TARGETS};
-
-/// The most one splice or copy takes in before passing it on (and so the size of a copy
-/// buffer). Two things bound it, both measured with `bench/client_bench.py` (4 connections,
-/// 3 rounds, 2026-11-30):
-///
-/// - A `splice` from a socket takes all that has arrived, up to the bound, before any of it
-///   goes on, so with a large bound the bytes of a fast sender wait in large batches: in the
-///   echo test, 32 KiB chunks moved 1.6× the bytes of 64 KiB or 256 KiB ones.
-/// - Each chunk is sent as it comes (no Nagle), and a loopback segment holds less than
-///   64 KiB (the 65,536-byte MTU less headers; `TCP_MAXSEG` read 47,616 here), so a 64 KiB
-///   chunk goes out as two segments, one of them a small remainder: in the one-way test
-///   64 KiB chunks cost 0.58 s of CPU per GB against 0.41 for 32 KiB, which fits one
-///   segment. (256 KiB chunks cost 0.32 one way, but hold echo traffic back.)
-pub(crate) const CHUNK: usize = 32 * 1024;
 
 /// Forwards each connection to a target endpoint, or to one of several.
 ///
@@ -82,11 +69,8 @@ pub struct Forward {
     /// Shared: a relay is cloned for every connection, and its targets' failure marks are
     /// the whole server's.
     targets: Arc<Targets>,
-    connect_timeout: Option<Duration>,
-    tls: Option<Connector>,
+    dial: Dialer,
     send_proxy: Option<Version>,
-    /// Shared: a relay is cloned for every connection.
-    proxy: Option<Arc<Proxy>>,
 }
 
 /// A target that a stream relay cannot use.
@@ -142,10 +126,11 @@ impl Forward {
         let target = usable(target)?;
         Ok(Forward {
             targets: Arc::new(Targets::one(target)),
-            connect_timeout: None,
-            tls,
+            dial: Dialer {
+                tls,
+                ..Dialer::default()
+            },
             send_proxy: None,
-            proxy: None,
         })
     }
 
@@ -169,7 +154,7 @@ impl Forward {
         if let Some(target) = self.targets().find(|target| !proxy_carries(target)) {
             return Err(UnsupportedTarget::ThroughProxy(target.clone()));
         }
-        self.proxy = Some(Arc::new(proxy));
+        self.dial.proxy = Some(Arc::new(proxy));
         Ok(self)
     }
 
@@ -201,13 +186,13 @@ impl Forward {
     /// ```
     pub fn or(mut self, target: Endpoint) -> Result<Forward, UnsupportedTarget> {
         let target = usable(target)?;
-        if self.proxy.is_some() && !proxy_carries(&target) {
+        if self.dial.proxy.is_some() && !proxy_carries(&target) {
             return Err(UnsupportedTarget::ThroughProxy(target));
         }
-        if matches!(target, Endpoint::Tls(_)) && self.tls.is_none() {
+        if matches!(target, Endpoint::Tls(_)) && self.dial.tls.is_none() {
             let config =
                 client_config(&ClientOptions::default()).map_err(UnsupportedTarget::Tls)?;
-            self.tls = Some(Connector::new(config));
+            self.dial.tls = Some(Connector::new(config));
         }
         if Arc::make_mut(&mut self.targets).push(target.clone()) {
             Ok(self)
@@ -239,7 +224,7 @@ impl Forward {
 
     /// Bounds each connection attempt to the target.
     pub fn connect_timeout(mut self, timeout: Duration) -> Forward {
-        self.connect_timeout = Some(timeout);
+        self.dial.timeout = Some(timeout);
         self
     }
 
@@ -263,7 +248,7 @@ impl Forward {
 
     /// The proxy the target is reached through, if any.
     pub fn through(&self) -> Option<&Proxy> {
-        self.proxy.as_deref()
+        self.dial.proxy.as_deref()
     }
 
     /// The (first) target endpoint.
@@ -317,7 +302,7 @@ impl Forward {
         let mut left = self.targets.endpoints().len();
         for (index, target) in self.targets.order() {
             left -= 1;
-            match self.connect(target, header.as_deref()).await {
+            match self.dial.connect(target, header.as_deref()).await {
                 Ok(upstream) => {
                     self.targets.succeeded(index);
                     tracing::trace!(peer = %client.peer_addr(), "relaying to {target}");
@@ -325,10 +310,7 @@ impl Forward {
                 }
                 Err(err) => {
                     self.targets.failed(index);
-                    let through = match &self.proxy {
-                        Some(proxy) => format!(" through {proxy}"),
-                        None => String::new(),
-                    };
+                    let through = self.dial.through();
                     let next = if left > 0 {
                         "trying the next target"
                     } else {
@@ -347,110 +329,4 @@ impl Forward {
         client.reset_on_close();
         Ok(())
     }
-
-    /// The connection to `target`, with `header` (a PROXY header) sent first, then
-    /// through the TLS handshake for a `tls:` target; the timeout bounds the whole of it.
-    async fn connect(&self, target: &Endpoint, header: Option<&[u8]>) -> io::Result<Upstream> {
-        let attempt = async {
-            let mut stream = match &self.proxy {
-                Some(proxy) => proxy.open(target).await?,
-                None => net::connect_stream(target, None).await?,
-            };
-            if let Some(header) = header {
-                stream.write_all(header).await?;
-            }
-            match (target, &self.tls) {
-                (Endpoint::Tls(hp), Some(connector)) => {
-                    let tls = connector.connect(&hp.host, stream).await?;
-                    Ok(Upstream::Tls(Box::new(tls)))
-                }
-                _ => Ok(Upstream::Plain(stream)),
-            }
-        };
-        match self.connect_timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
-            None => attempt.await,
-        }
-    }
-}
-
-/// Relays `client` and `upstream` until both directions have ended, or one side fails.
-async fn relay_to(mut client: Connection, mut upstream: Upstream) -> io::Result<()> {
-    // A relay passes on writes as they come; holding a partial segment back for an ACK
-    // (Nagle) would only add a round trip the sender did not ask for.
-    if let Some(stream) = client.stream() {
-        stream.set_nodelay()?;
-    }
-    let result = match &mut upstream {
-        Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
-        Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
-    };
-    if let Err(err) = &result
-        && !net::is_idle_timeout(err)
-    {
-        // One side failed (a reset, a write to a peer that left, a TLS alert), so not every
-        // byte reached the other: it hears that as a reset, as it would from the failed peer
-        // itself, rather than a FIN that reads as a clean end. An idle timeout lost nothing
-        // and closes quietly.
-        client.reset_on_close();
-        upstream.reset_on_close();
-    }
-    result
-}
-
-/// The target's side of a relay.
-enum Upstream {
-    Plain(Stream),
-    // Boxed: a TLS session is about 1 KiB, which a plain relay should not carry.
-    Tls(Box<tokio_rustls::client::TlsStream<Stream>>),
-}
-
-impl Upstream {
-    /// Makes the close a reset (see [`Stream::reset_on_close`]).
-    fn reset_on_close(&self) {
-        match self {
-            Upstream::Plain(stream) => stream.reset_on_close(),
-            Upstream::Tls(tls) => tls.get_ref().0.reset_on_close(),
-        }
-    }
-}
-
-/// A relay cut short by a forced shutdown resets its target too, as it does when one side
-/// fails: the target must not take the cut for the client's clean end. (The client's side,
-/// a [`Connection`], resets itself.)
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if crate::server::is_dropping_forced() {
-            self.reset_on_close();
-        }
-    }
-}
-
-/// Relays a plain target: by `splice` where it can, else by copying. Pipes cost four
-/// descriptors a relay: near the descriptor limit, copy instead. A TLS client's bytes are
-/// the session's, not the socket's: copied too.
-async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Result<()> {
-    if splice::available()
-        && !client.is_tls()
-        && let Ok(pipes) = splice::Pipes::new()
-        && let Some((plain, idle, tallies)) = client.plain_parts()
-    {
-        return splice::relay(plain, upstream, pipes, idle, tallies).await;
-    }
-    copy_both_ways(client, upstream).await
-}
-
-/// Copies both ways until both have ended; the end of one direction (a FIN, or a TLS
-/// close_notify) is passed on as a half-close (`shutdown`, which on TLS sends close_notify).
-async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-{
-    tokio::io::copy_bidirectional_with_sizes(a, b, CHUNK, CHUNK)
-        .await
-        .map(drop)
-        .map_err(crate::tls::in_words)
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Upstream, relay_to};
+use super::relay::{Upstream, relay_to};
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::net::{self, Stream};
 use crate::server::{Connection, Handler};

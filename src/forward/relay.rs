@@ -1,0 +1,103 @@
+//! Moving bytes between a relay's two sides once both are connected: `splice(2)` through
+//! pipes where it can, a copy loop elsewhere, half-closes passed on, and a failure on one side
+//! a reset on the other.
+
+use std::io;
+
+use crate::net::{self, Stream};
+use crate::server::Connection;
+
+use super::splice;
+
+/// The most one splice or copy takes in before passing it on (and so the size of a copy
+/// buffer). Two things bound it, both measured with `bench/client_bench.py` (4 connections,
+/// 3 rounds, 2026-11-30):
+///
+/// - A `splice` from a socket takes all that has arrived, up to the bound, before any of it
+///   goes on, so with a large bound the bytes of a fast sender wait in large batches: in the
+///   echo test, 32 KiB chunks moved 1.6× the bytes of 64 KiB or 256 KiB ones.
+/// - Each chunk is sent as it comes (no Nagle), and a loopback segment holds less than
+///   64 KiB (the 65,536-byte MTU less headers; `TCP_MAXSEG` read 47,616 here), so a 64 KiB
+///   chunk goes out as two segments, one of them a small remainder: in the one-way test
+///   64 KiB chunks cost 0.58 s of CPU per GB against 0.41 for 32 KiB, which fits one
+///   segment. (256 KiB chunks cost 0.32 one way, but hold echo traffic back.)
+const CHUNK: usize = 32 * 1024;
+
+/// Relays `client` and `upstream` until both directions have ended, or one side fails.
+pub(super) async fn relay_to(mut client: Connection, mut upstream: Upstream) -> io::Result<()> {
+    // A relay passes on writes as they come; holding a partial segment back for an ACK
+    // (Nagle) would only add a round trip the sender did not ask for.
+    if let Some(stream) = client.stream() {
+        stream.set_nodelay()?;
+    }
+    let result = match &mut upstream {
+        Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
+        Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
+    };
+    if let Err(err) = &result
+        && !net::is_idle_timeout(err)
+    {
+        // One side failed (a reset, a write to a peer that left, a TLS alert), so not every
+        // byte reached the other: it hears that as a reset, as it would from the failed peer
+        // itself, rather than a FIN that reads as a clean end. An idle timeout lost nothing
+        // and closes quietly.
+        client.reset_on_close();
+        upstream.reset_on_close();
+    }
+    result
+}
+
+/// The target's side of a relay.
+pub(crate) enum Upstream {
+    Plain(Stream),
+    // Boxed: a TLS session is about 1 KiB, which a plain relay should not carry.
+    Tls(Box<tokio_rustls::client::TlsStream<Stream>>),
+}
+
+impl Upstream {
+    /// Makes the close a reset (see [`Stream::reset_on_close`]).
+    fn reset_on_close(&self) {
+        match self {
+            Upstream::Plain(stream) => stream.reset_on_close(),
+            Upstream::Tls(tls) => tls.get_ref().0.reset_on_close(),
+        }
+    }
+}
+
+/// A relay cut short by a forced shutdown resets its target too, as it does when one side
+/// fails: the target must not take the cut for the client's clean end. (The client's side,
+/// a [`Connection`], resets itself.)
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if crate::server::is_dropping_forced() {
+            self.reset_on_close();
+        }
+    }
+}
+
+/// Relays a plain target: by `splice` where it can, else by copying. Pipes cost four
+/// descriptors a relay: near the descriptor limit, copy instead. A TLS client's bytes are
+/// the session's, not the socket's: copied too.
+async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Result<()> {
+    if splice::available()
+        && !client.is_tls()
+        && let Ok(pipes) = splice::Pipes::new()
+        && let Some((plain, idle, tallies)) = client.plain_parts()
+    {
+        return splice::relay(plain, upstream, pipes, idle, tallies).await;
+    }
+    copy_both_ways(client, upstream).await
+}
+
+/// Copies both ways until both have ended; the end of one direction (a FIN, or a TLS
+/// close_notify) is passed on as a half-close (`shutdown`, which on TLS sends close_notify).
+async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, CHUNK, CHUNK)
+        .await
+        .map(drop)
+        .map_err(crate::tls::in_words)
+}
