@@ -91,6 +91,10 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         BalancePolicy::First => Balance::First,
     })
     .retry_after(args.retry_after);
+    let relay = match args.check_interval {
+        Some(interval) => relay.check_every(interval),
+        None => relay,
+    };
     let relay = rest.into_iter().try_fold(relay, |relay, target| {
         relay
             .or(target)
@@ -116,17 +120,14 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         Some(proxy) => format!("forward to {} through {proxy}", described_targets(&relay)),
         None => format!("forward to {}", described_targets(&relay)),
     };
-    serve(
-        &args,
-        listeners,
-        listener_tls,
-        managed,
-        &what,
-        |metrics| match metrics {
+    serve(&args, listeners, listener_tls, managed, &what, |metrics| {
+        let relay = match metrics {
             Some(metrics) => relay.metrics(metrics),
             None => relay,
-        },
-    )
+        };
+        let checks = relay.health_checks();
+        (relay, checks)
+    })
 }
 
 /// The client certificate and key a `tls:` target is shown (`--to-tls-cert`, `--to-tls-key`).
@@ -136,23 +137,31 @@ fn target_identity(args: &ForwardArgs) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Serves the handler `make` returns (given the metrics, with `--metrics`) on the
-/// listeners, announced as `what`, after their TLS lines.
-fn serve<H: Handler>(
+/// listeners, announced as `what`, after their TLS lines, with the health checks it returns
+/// running beside it.
+fn serve<H: Handler, C>(
     args: &ForwardArgs,
     listeners: Vec<Listen>,
     listener_tls: Option<ServerSetup>,
     managed: Managed,
     what: &str,
-    make: impl FnOnce(Option<Arc<Metrics>>) -> H,
-) -> Result<(), CliError> {
+    make: impl FnOnce(Option<Arc<Metrics>>) -> (H, Option<C>),
+) -> Result<(), CliError>
+where
+    C: Future<Output = ()> + Send + 'static,
+{
     let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
-    let handler = make(prepared.metrics());
+    let (handler, checks) = make(prepared.metrics());
     init_logging(&args.log);
     server::run(prepared, what, managed, |server| {
         if let Some(tls) = &listener_tls {
             tls.announce();
         }
         tls::warn_if_insecure(&args.to_tls);
+        if let Some(checks) = checks {
+            // On the server's runtime: they end with it.
+            tokio::spawn(checks);
+        }
         server.serve(handler)
     })
 }
@@ -217,8 +226,9 @@ fn socks(
         listener_tls,
         managed,
         "socks5 proxy",
-        // Its targets are whatever its clients name: not labels for the metrics.
-        |_| proxy,
+        // Its targets are whatever its clients name: not labels for the metrics, nor
+        // anything to check.
+        |_| (proxy, None::<std::future::Pending<()>>),
     )
 }
 

@@ -30,6 +30,11 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration_or_zero())]
     pub(crate) retry_after: Duration,
+    /// Check every --to target this often: connect (as a client would, TLS and PROXY header
+    /// included) and close. One that fails is tried after the others until a check passes.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = values::duration())]
+    pub(crate) check_interval: Option<Duration>,
     /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
     /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
     #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]

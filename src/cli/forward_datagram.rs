@@ -212,6 +212,11 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
         ),
         ("--socks", args.socks, "SOCKS5 clients connect over streams"),
         (
+            "--check-interval",
+            args.check_interval.is_some(),
+            "a datagram target takes no connection to check",
+        ),
+        (
             "--retry-after",
             given.contains("retry_after"),
             "a datagram relay cannot tell that a target is down",

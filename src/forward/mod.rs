@@ -31,6 +31,7 @@
 //! are encrypted in user space); its close_notify and the half-close of the other side map
 //! onto each other.
 
+mod checks;
 pub mod datagram;
 mod dial;
 mod relay;
@@ -71,6 +72,7 @@ pub struct Forward {
     targets: Arc<Targets>,
     dial: Dialer,
     send_proxy: Option<Version>,
+    check_interval: Option<Duration>,
 }
 
 /// A target that a stream relay cannot use.
@@ -131,6 +133,7 @@ impl Forward {
                 ..Dialer::default()
             },
             send_proxy: None,
+            check_interval: None,
         })
     }
 
@@ -214,6 +217,52 @@ impl Forward {
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Forward {
         Arc::make_mut(&mut self.targets).set_metrics(metrics);
         self
+    }
+
+    /// Checks every target every `interval` ([`Forward::health_checks`]): a connection
+    /// made as a client's would be (proxy, PROXY header naming no client, TLS handshake),
+    /// then closed. A target that fails its check is tried after the others until a check
+    /// or a client's connection succeeds; one that passes is taken again at once, whatever
+    /// [`Forward::retry_after`] says.
+    pub fn check_every(mut self, interval: Duration) -> Forward {
+        self.check_interval = Some(interval);
+        self
+    }
+
+    /// The health checks of [`Forward::check_every`], to spawn beside the server once the
+    /// relay is complete (after the last builder call: a later one leaves the checks
+    /// watching the relay as it was, and they stop); they end when the relay is dropped.
+    /// `None` without `check_every`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use socketkit::forward::Forward;
+    /// let relay = Forward::new("127.0.0.1:9001".parse().unwrap())
+    ///     .and_then(|relay| relay.or("127.0.0.1:9002".parse().unwrap()))
+    ///     .unwrap()
+    ///     .check_every(Duration::from_secs(2));
+    /// if let Some(checks) = relay.health_checks() {
+    ///     tokio::spawn(checks);
+    /// }
+    /// // server.serve(relay).await
+    /// # }
+    /// ```
+    pub fn health_checks(&self) -> Option<impl Future<Output = ()> + Send + use<>> {
+        // tokio's interval takes no zero.
+        let interval = self.check_interval?.max(Duration::from_millis(1));
+        let checks = checks::Checks {
+            targets: Arc::downgrade(&self.targets),
+            dial: self.dial.clone(),
+            header: self
+                .send_proxy
+                .map(|version| proxy_protocol::encode(version, None, None)),
+            interval,
+        };
+        Some(checks.run())
     }
 
     /// How long a target that failed is tried after the others ([`Forward::or`]).

@@ -145,14 +145,39 @@ impl Targets {
         }
     }
 
-    /// Remembers that the target at `index` failed: it is tried last for `retry_after`.
+    /// Remembers that the target at `index` failed a client: it is tried last for
+    /// `retry_after` (or longer, if a health check has marked it down until one passes).
     pub(crate) fn failed(&self, index: usize) {
         let target = &self.list[index];
         let until = self.now().saturating_add(nanos(self.retry_after)).max(1);
-        target.down_until.store(until, Ordering::Relaxed);
+        target.down_until.fetch_max(until, Ordering::Relaxed);
         if let Some(metrics) = &target.metrics {
             metrics.failed.inc();
+            metrics.up.set(0);
         }
+    }
+
+    /// A health check of the target at `index` failed: it is tried last until a check or a
+    /// client's connection succeeds. True if it was not marked down before.
+    pub(crate) fn check_failed(&self, index: usize) -> bool {
+        let target = &self.list[index];
+        if let Some(metrics) = &target.metrics {
+            metrics.up.set(0);
+        }
+        target.down_until.swap(u64::MAX, Ordering::Relaxed) == 0
+    }
+
+    /// A health check of the target at `index` passed: its mark is cleared. True if it was
+    /// marked down.
+    pub(crate) fn check_passed(&self, index: usize) -> bool {
+        let target = &self.list[index];
+        if target.down_until.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        if let Some(metrics) = &target.metrics {
+            metrics.up.set(1);
+        }
+        target.down_until.swap(0, Ordering::Relaxed) != 0
     }
 
     /// Forgets the target at `index`'s failure, if any.
@@ -162,6 +187,9 @@ impl Targets {
         // the workers' caches.
         if target.down_until.load(Ordering::Relaxed) != 0 {
             target.down_until.store(0, Ordering::Relaxed);
+            if let Some(metrics) = &target.metrics {
+                metrics.up.set(1);
+            }
         }
         if let Some(metrics) = &target.metrics {
             metrics.connected.inc();
@@ -283,6 +311,20 @@ mod tests {
         assert_eq!(order(&targets), [1, 0, 2]);
         targets.succeeded(0);
         assert_eq!(order(&targets), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_failed_check_holds_a_target_last_until_a_check_passes() {
+        let mut targets = targets(2, Balance::First);
+        targets.set_retry_after(Duration::ZERO);
+        assert!(targets.check_failed(0), "up before");
+        assert!(!targets.check_failed(0), "down already");
+        // A client's failure does not shorten the check's mark.
+        targets.failed(0);
+        assert_eq!(order(&targets), [1, 0]);
+        assert!(targets.check_passed(0));
+        assert!(!targets.check_passed(0));
+        assert_eq!(order(&targets), [0, 1]);
     }
 
     #[test]

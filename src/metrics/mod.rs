@@ -42,6 +42,7 @@ pub struct Metrics {
     durations: Family<Labels, DurationHistogram>,
     target_connections: Family<Labels, Counter>,
     target_failures: Family<Labels, Counter>,
+    target_up: Family<Labels, Gauge>,
     draining: AtomicBool,
 }
 
@@ -79,6 +80,7 @@ impl Metrics {
         let durations = Family::<Labels, DurationHistogram>::default();
         let target_connections = Family::<Labels, Counter>::default();
         let target_failures = Family::<Labels, Counter>::default();
+        let target_up = Family::<Labels, Gauge>::default();
         registry.register(
             "socketkit_connections_accepted",
             "Connections accepted, admitted or not",
@@ -125,6 +127,11 @@ impl Metrics {
             "Attempts to reach each target of a relay that failed (the client passed on or reset)",
             target_failures.clone(),
         );
+        registry.register(
+            "socketkit_forward_target_up",
+            "1 unless a relay's last attempt or health check on the target failed",
+            target_up.clone(),
+        );
         Arc::new(Metrics {
             registry,
             accepted,
@@ -137,6 +144,7 @@ impl Metrics {
             durations,
             target_connections,
             target_failures,
+            target_up,
             draining: AtomicBool::new(false),
         })
     }
@@ -170,9 +178,12 @@ impl Metrics {
     /// prints it).
     pub fn forward_target(&self, name: &str) -> TargetMetrics {
         let labels: Labels = vec![("target", name.to_owned())];
+        let up = self.target_up.get_or_create(&labels).clone();
+        up.set(1);
         TargetMetrics {
             connected: self.target_connections.get_or_create(&labels).clone(),
             failed: self.target_failures.get_or_create(&labels).clone(),
+            up,
         }
     }
 
@@ -202,6 +213,8 @@ pub struct TargetMetrics {
     pub connected: Counter,
     /// Attempts that failed (refused, unresolvable, timed out, a failed TLS handshake).
     pub failed: Counter,
+    /// 1, or 0 from a failed attempt or health check until a connection or check succeeds.
+    pub up: Gauge,
 }
 
 impl ListenerMetrics {

@@ -223,6 +223,55 @@ fn each_targets_connections_and_failures_are_counted() {
 }
 
 #[test]
+fn health_checks_take_a_dead_target_out_before_any_client_and_back_when_it_returns() {
+    let primary = dead_target();
+    let backup = greeting("backup");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args([
+            "--balance",
+            "first",
+            "--check-interval",
+            "200ms",
+            "--retry-after",
+            "1h",
+        ])
+        .args(["--to", &primary, "--to", &backup.addr()]);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let up = |target: &str| {
+        sample(
+            &metrics,
+            "socketkit_forward_target_up",
+            &format!("target=\"tcp:{target}\""),
+        )
+    };
+    // The first round runs at once.
+    relay.wait_for_stderr(
+        &[&format!(
+            "health check: tcp:{primary} is down: connection refused"
+        )],
+        Duration::from_secs(5),
+    );
+    assert_eq!((up(&primary), up(&backup.addr())), (0, 1));
+    // Checked down: no client tries it.
+    assert_eq!(answer(&relay), "backup");
+    assert!(
+        !relay.stderr().contains("cannot reach"),
+        "{}",
+        relay.stderr()
+    );
+
+    // Back: the next check takes it again, an hour of --retry-after notwithstanding.
+    let _primary = start(&["serve", "greeting", "--message", "primary", "-l", &primary]);
+    relay.wait_for_stderr(
+        &[&format!("health check: tcp:{primary} is up")],
+        Duration::from_secs(5),
+    );
+    assert_eq!(answer(&relay), "primary");
+    assert_eq!(up(&primary), 1);
+}
+
+#[test]
 fn options_for_several_targets_are_refused_where_they_cannot_apply() {
     let cases: [(&[&str], &str); 4] = [
         (

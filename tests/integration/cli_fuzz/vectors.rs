@@ -181,13 +181,14 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 8] = [
+pub const FORWARD: [(&str, Kind); 9] = [
     ("--to", Kind::Target { streams: true }),
     (
         "--balance",
         Kind::Word(&["round-robin", "first", "fastest", ""]),
     ),
     ("--retry-after", span(true, true)),
+    ("--check-interval", span(false, true)),
     ("--socks", Kind::Flag),
     ("--socks-users", Kind::InFile),
     ("--timeout", span(false, true)),
