@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::support::net::{connect_from, try_connect_from};
+use crate::support::net::{connect_from, read_once, try_connect_from};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::{TestResult, wait_until};
 
@@ -237,7 +237,7 @@ fn reset_after_writing(from: &str, to: SocketAddr) -> bool {
         .set_read_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
     let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Err(err) if err.kind() == ErrorKind::ConnectionReset)
+    matches!(read_once(&mut stream, &mut byte), Err(err) if err.kind() == ErrorKind::ConnectionReset)
 }
 
 /// Whether an echo connection is open and served: a byte goes and comes back.
@@ -246,7 +246,7 @@ fn echo_open(stream: &mut TcpStream) -> bool {
         return false;
     }
     let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(1))
+    matches!(read_once(stream, &mut byte), Ok(1))
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{one_shot, payload};
+use crate::support::net::{one_shot, payload, read_once};
 use crate::support::process::{DEADLINE, Running, run, socketkit, wait_bounded};
 
 fn connect_cmd(endpoint: &str) -> std::process::Command {
@@ -79,7 +79,7 @@ fn no_shutdown_keeps_the_sending_side_open_until_the_peer_closes() {
             .set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");
         let mut more = [0u8; 1];
-        let read = stream.read(&mut more);
+        let read = read_once(&mut stream, &mut more);
         assert!(read.is_err(), "no end of stream came: {read:?}");
         stream.write_all(b"pong\n").expect("the answer");
     });

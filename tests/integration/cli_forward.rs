@@ -8,7 +8,9 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::TestResult;
-use crate::support::net::{IO_TIMEOUT, connect, hash, payload, read_to_end, read_to_reset, reset};
+use crate::support::net::{
+    IO_TIMEOUT, connect, hash, payload, read_once, read_to_end, read_to_reset, reset,
+};
 use crate::support::process::{DEADLINE, Running, socketkit, socketkit_with_fd_limit};
 
 fn start(args: &[&str]) -> Running {
@@ -274,7 +276,7 @@ fn limits_and_graceful_shutdown_apply_to_relays() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     assert!(
-        second.read(&mut byte).is_err(),
+        read_once(&mut second, &mut byte).is_err(),
         "over the limit: not relayed yet"
     );
     relay.signal(libc::SIGTERM);

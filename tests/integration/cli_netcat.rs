@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use crate::support::net::IO_TIMEOUT;
+use crate::support::net::{IO_TIMEOUT, read_once, read_within};
 use crate::support::process::{DEADLINE, Running, lines_of, run, socketkit};
 
 /// How long an answer may take through the bridge on a loaded machine.
@@ -193,7 +193,7 @@ fn echo_until_end(mut peer: TcpStream) -> Vec<u8> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut echoing = true;
     loop {
-        match peer.read(&mut buf) {
+        match read_once(&mut peer, &mut buf) {
             Ok(0) => return got,
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
@@ -250,13 +250,12 @@ fn recv_only_never_sends_stdin() {
     stdin.write_all(b"must not be sent\n").expect("stdin");
     drop(stdin);
     peer.write_all(b"to stdout\n").expect("send");
-    peer.set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
     let mut buf = [0u8; 64];
-    match peer.read(&mut buf) {
-        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("expected no bytes and no half-close, got {other:?}"),
-    }
+    let got = read_within(&mut peer, &mut buf, Duration::from_millis(500));
+    assert!(
+        got.is_none(),
+        "expected no bytes and no half-close, got {got:?}"
+    );
     drop(peer);
     assert!(child.wait(DEADLINE).success());
     assert_eq!(child.stdout_text(), "to stdout\n");

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::net::{IO_TIMEOUT, free_port, one_shot};
+use crate::support::net::{IO_TIMEOUT, free_port, one_shot, read_once};
 use crate::support::process::{DEADLINE, Output, Running, lines_of, run, socketkit};
 use crate::support::proxies::ProxyProcess;
 
@@ -148,7 +148,7 @@ fn read_through(stream: &mut TcpStream, end: &[u8]) -> Vec<u8> {
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
     while !got.ends_with(end) {
-        match stream.read(&mut byte) {
+        match read_once(stream, &mut byte) {
             Ok(1) => got.push(byte[0]),
             _ => panic!("the client stopped before {end:?}: {got:?}"),
         }
@@ -366,7 +366,7 @@ fn forward_keeps_the_targets_first_bytes_and_resets_a_client_it_cannot_serve() {
     let url = format!("socks5://127.0.0.1:{absent}");
     let relay = forward_through(&url, "127.0.0.1:25", &[]);
     let mut client = crate::support::net::connect(&relay.addr());
-    let read = client.read(&mut [0u8; 16]);
+    let read = read_once(&mut client, &mut [0u8; 16]);
     assert!(
         read.as_ref()
             .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset),

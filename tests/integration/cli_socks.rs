@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::net::{IO_TIMEOUT, connect, free_port};
+use crate::support::net::{IO_TIMEOUT, connect, free_port, read_once};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 
 /// `socketkit forward -l 127.0.0.1:0 --socks EXTRA…`, running.
@@ -136,11 +136,11 @@ fn socks_answers_what_it_cannot_do_with_its_replies() {
     // Only a password offered: no acceptable method, then the end.
     let (mut client, chosen) = greeted(&proxy, &[2]);
     assert_eq!(chosen, [5, 0xFF]);
-    assert_eq!(client.read(&mut [0u8; 1]).expect("the end"), 0);
+    assert_eq!(read_once(&mut client, &mut [0u8; 1]).expect("the end"), 0);
     // Not SOCKS at all: closed without a word (a reset: the rest of its bytes go unread).
     let mut client = connect(&proxy.addr());
     client.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("HTTP");
-    let read = client.read(&mut [0u8; 64]);
+    let read = read_once(&mut client, &mut [0u8; 64]);
     assert!(
         matches!(&read, Ok(0))
             || read
@@ -152,7 +152,7 @@ fn socks_answers_what_it_cannot_do_with_its_replies() {
     let started = Instant::now();
     let mut client = connect(&proxy.addr());
     client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    assert_eq!(client.read(&mut [0u8; 1]).expect("the end"), 0);
+    assert_eq!(read_once(&mut client, &mut [0u8; 1]).expect("the end"), 0);
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use crate::support::net::{hash, payload};
+use crate::support::net::{hash, payload, read_once};
 use crate::support::process::{DEADLINE, Running, socketkit};
 
 /// Makes the program's descriptors `fds` non-blocking as it starts, the way a parent that
@@ -44,7 +44,7 @@ fn tcp_echo() -> (String, thread::JoinHandle<usize>) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut echoed = 0;
         loop {
-            match stream.read(&mut buf) {
+            match read_once(&mut stream, &mut buf) {
                 Ok(0) | Err(_) => return echoed,
                 Ok(n) => {
                     writer.write_all(&buf[..n]).expect("echo");

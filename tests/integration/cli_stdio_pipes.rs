@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::net::{IO_TIMEOUT, hash, payload};
+use crate::support::net::{IO_TIMEOUT, hash, payload, read_once};
 use crate::support::process::{DEADLINE, Running, lines_of, socketkit};
 
 /// How long an answer may take to come through the bridge. Generous for a loaded CI
@@ -75,7 +75,7 @@ fn read_line(stream: &mut impl Read) -> Vec<u8> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.last() != Some(&b'\n') {
-        match stream.read(&mut byte) {
+        match read_once(stream, &mut byte) {
             Ok(0) => break,
             Ok(_) => line.push(byte[0]),
             Err(err) => panic!("peer receive: {err}"),
@@ -281,7 +281,7 @@ fn four_mib_both_ways_at_once_through_a_peer_that_echoes_as_we_send() {
         let mut buf = vec![0u8; 16 * 1024];
         let mut echoed = 0usize;
         loop {
-            match stream.read(&mut buf) {
+            match read_once(&mut stream, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     writer.write_all(&buf[..n]).expect("echo");

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
-use crate::support::net::{connect, hash, payload, read_to_end, read_to_reset};
+use crate::support::net::{connect, hash, payload, read_once, read_to_end, read_to_reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::{TestResult, wait_until};
 
@@ -148,7 +148,7 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
     let mut chunk = [0; 64];
     loop {
-        match stream.read(&mut chunk) {
+        match read_once(stream, &mut chunk) {
             Ok(0) => return all,
             Ok(n) => all.extend_from_slice(&chunk[..n]),
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return all,

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::balancer::start_with_metrics;
-use crate::support::net::{Fnv, connect, http_get, payload};
+use crate::support::net::{Fnv, connect, http_get, payload, read_once};
 use crate::support::process::{Running, command, socketkit};
 use crate::support::restart::{
     Descendants, Mode, Target, become_subreaper, load, read_pid, send_signal, wait_for_new_pid,
@@ -233,7 +233,7 @@ fn long_stream(addr: String, len: usize, over: Duration) -> thread::JoinHandle<R
         let mut got = 0;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match stream.read(&mut buf) {
+            match read_once(&mut stream, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     digest.update(&buf[..n]);

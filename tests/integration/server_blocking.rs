@@ -11,7 +11,7 @@ use socketkit::server::{BlockingConnection, Builder, Server, ShutdownHandle};
 use tokio::task::JoinHandle;
 
 use crate::support::TestResult;
-use crate::support::net::{IO_TIMEOUT, connect};
+use crate::support::net::{IO_TIMEOUT, connect, read_once};
 
 /// A server of `handler` on 127.0.0.1, configured by `configure`: its address, the handle
 /// that stops it, and its task.
@@ -134,7 +134,7 @@ async fn the_idle_limit_ends_a_blocking_read_as_timed_out_in_words() -> TestResu
         },
         move |mut conn| {
             let mut byte = [0u8; 1];
-            let err = conn.read(&mut byte).expect_err("nothing comes");
+            let err = read_once(&mut conn, &mut byte).expect_err("nothing comes");
             let _ = tx
                 .lock()
                 .expect("not poisoned")

@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::net::{IO_TIMEOUT, connect, payload, read_to_end};
+use crate::support::net::{IO_TIMEOUT, connect, payload, read_once, read_to_end};
 use crate::support::process::{Running, socketkit, socketkit_with_fd_limit};
 
 fn serve(args: &[&str]) -> Running {
@@ -155,7 +155,7 @@ fn max_connections_holds_new_clients_in_the_backlog() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     assert!(
-        third.read(&mut byte).is_err(),
+        read_once(&mut third, &mut byte).is_err(),
         "the third is not served while two are open"
     );
     drop(first);

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::support::net::{IO_TIMEOUT, connect, read_to_end, read_to_reset, reset};
+use crate::support::net::{IO_TIMEOUT, connect, read_to_end, read_to_reset, read_within, reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::tools;
 use crate::support::{TestResult, wait_until};
@@ -360,15 +360,10 @@ fn a_program_holds_its_connection_slot_until_it_exits() -> TestResult {
     assert_eq!(line.trim(), first.local_addr()?.port().to_string());
     // The second client waits in the backlog while the first program runs.
     let mut second = connect(&server.addr());
-    second.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut byte = [0u8; 1];
-    let waited = second.read(&mut byte);
-    assert!(
-        waited
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
-        "{waited:?}"
-    );
+    let waited = read_within(&mut second, &mut byte, Duration::from_millis(500));
+    assert!(waited.is_none(), "{waited:?}");
+    second.set_read_timeout(Some(IO_TIMEOUT))?;
     first.write_all(b"go\n")?;
     let mut rest = String::new();
     first_reader.read_to_string(&mut rest)?;

@@ -39,6 +39,40 @@ pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     all
 }
 
+/// `reader.read(buf)`, read again when a signal interrupts it. A socket read with a receive
+/// timeout is never restarted by the kernel: after a signal handler or a stop and continue
+/// of the process, even with no handler, it fails with `EINTR` (signal(7)), which a test
+/// must not take for the peer's answer (seen once in CI: `recv_only_never_sends_stdin`).
+pub fn read_once<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// One read from `stream` that waits `limit` (again after a signal, [`read_once`]): `None`
+/// when nothing came (no bytes, no end) in that time.
+pub fn read_within(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Option<std::io::Result<usize>> {
+    stream.set_read_timeout(Some(limit)).expect("set timeout");
+    match read_once(stream, buf) {
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        other => Some(other),
+    }
+}
+
 /// Reads `stream` to its end, which must be a reset; returns what came before it.
 pub fn read_to_reset(stream: &mut TcpStream, what: &str) -> Vec<u8> {
     let mut got = Vec::new();
