@@ -39,6 +39,22 @@ fn forward(options: &[&str], targets: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
+/// [`forward`] with `--metrics 127.0.0.1:0`, and the metrics' address.
+fn forward_with_metrics(options: &[&str], targets: &[&str]) -> (Running, String) {
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(options);
+    for target in targets {
+        cmd.args(["--to", target]);
+    }
+    start_with_metrics(cmd)
+}
+
+/// The sample `name{target="tcp:TARGET"}` of a scrape of `metrics`.
+fn per_target(metrics: &str, name: &str, target: &str) -> u64 {
+    sample(metrics, name, &format!("target=\"tcp:{target}\""))
+}
+
 /// What a client of `relay` is answered.
 fn answer(relay: &Running) -> String {
     String::from_utf8_lossy(&read_to_end(&mut connect(&relay.addr()))).into_owned()
@@ -191,60 +207,37 @@ fn a_primary_that_failed_is_passed_over_until_retry_after_then_taken_again() {
 fn each_targets_connections_and_failures_are_counted() {
     let dead = dead_target();
     let live = greeting("live");
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .args(["--retry-after", "0", "--to", &dead, "--to", &live.addr()]);
-    let (relay, metrics) = start_with_metrics(cmd);
+    let (relay, metrics) = forward_with_metrics(&["--retry-after", "0"], &[&dead, &live.addr()]);
     // Failures are not remembered (0): round robin sends every other client to the dead
     // target first.
     for _ in 0..4 {
         assert_eq!(answer(&relay), "live");
     }
-    let counts = || {
-        (
-            sample(
-                &metrics,
-                "socketkit_forward_target_failures_total",
-                &format!("target=\"tcp:{dead}\""),
-            ),
-            sample(
-                &metrics,
-                "socketkit_forward_target_connections_total",
-                &format!("target=\"tcp:{}\"", live.addr()),
-            ),
-            sample(
-                &metrics,
-                "socketkit_forward_target_connections_total",
-                &format!("target=\"tcp:{dead}\""),
-            ),
-        )
-    };
-    assert_eq!(counts(), (2, 4, 0));
+    let (failures, connections) = (
+        "socketkit_forward_target_failures_total",
+        "socketkit_forward_target_connections_total",
+    );
+    assert_eq!(per_target(&metrics, failures, &dead), 2);
+    assert_eq!(per_target(&metrics, connections, &live.addr()), 4);
+    assert_eq!(per_target(&metrics, connections, &dead), 0);
 }
 
 #[test]
 fn health_checks_take_a_dead_target_out_before_any_client_and_back_when_it_returns() {
     let primary = dead_target();
     let backup = greeting("backup");
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .args([
+    let (relay, metrics) = forward_with_metrics(
+        &[
             "--balance",
             "first",
             "--check-interval",
             "200ms",
             "--retry-after",
             "1h",
-        ])
-        .args(["--to", &primary, "--to", &backup.addr()]);
-    let (relay, metrics) = start_with_metrics(cmd);
-    let up = |target: &str| {
-        sample(
-            &metrics,
-            "socketkit_forward_target_up",
-            &format!("target=\"tcp:{target}\""),
-        )
-    };
+        ],
+        &[&primary, &backup.addr()],
+    );
+    let up = |target: &str| per_target(&metrics, "socketkit_forward_target_up", target);
     // The first round runs at once.
     relay.wait_for_stderr(
         &[&format!(
