@@ -89,6 +89,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     .balance(match args.balance {
         BalancePolicy::RoundRobin => Balance::RoundRobin,
         BalancePolicy::First => Balance::First,
+        BalancePolicy::LeastConn => Balance::LeastConnections,
     })
     .retry_after(args.retry_after);
     let relay = match args.check_interval {
@@ -189,19 +190,18 @@ pub(crate) fn targets(args: &ForwardArgs, given: &Given) -> Result<Vec<Endpoint>
         .collect()
 }
 
-/// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin), or
-/// `tcp:A, else tcp:B` (first up).
+/// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin),
+/// `tcp:A, else tcp:B` (first up), `tcp:A, tcp:B by fewest connections`.
 fn described_targets(relay: &Forward) -> String {
-    let separator = match relay.balancing() {
-        Balance::RoundRobin => ", ",
-        Balance::First => ", else ",
-    };
     let list: Vec<String> = relay.targets().map(ToString::to_string).collect();
-    let mut described = list.join(separator);
-    if list.len() > 1 && relay.balancing() == Balance::RoundRobin {
-        described.push_str(" in turn");
+    if list.len() == 1 {
+        return list.join("");
     }
-    described
+    match relay.balancing() {
+        Balance::RoundRobin => format!("{} in turn", list.join(", ")),
+        Balance::First => list.join(", else "),
+        Balance::LeastConnections => format!("{} by fewest connections", list.join(", ")),
+    }
 }
 
 /// `forward --socks`: a SOCKS5 proxy on the listeners.

@@ -21,8 +21,9 @@ pub(crate) struct ForwardArgs {
     /// passes the client to the next.
     #[arg(long, value_name = "ENDPOINT", required_unless_present = "socks")]
     pub(crate) to: Vec<String>,
-    /// With several --to: round-robin (each client to the next target) or first (the first
-    /// target that is up; the others are its backups).
+    /// With several --to: round-robin (each client to the next target), first (the first
+    /// target that is up; the others are its backups) or least-conn (the target with the
+    /// fewest relayed connections open).
     #[arg(long, value_enum, value_name = "POLICY", default_value = "round-robin")]
     pub(crate) balance: BalancePolicy,
     /// With several --to: how long a target that could not be reached is tried after the
@@ -82,4 +83,6 @@ pub(crate) enum BalancePolicy {
     RoundRobin,
     /// Each client to the first target that is up.
     First,
+    /// Each client to the target with the fewest relayed connections open.
+    LeastConn,
 }

@@ -222,6 +222,11 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             "a datagram relay cannot tell that a target is down",
         ),
         (
+            "--balance least-conn",
+            args.balance == BalancePolicy::LeastConn,
+            "a datagram relay sends each new client to the next target in turn",
+        ),
+        (
             "--balance first",
             args.balance == BalancePolicy::First,
             "a datagram relay cannot tell that a target is down, and sends each new client to \

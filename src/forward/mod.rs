@@ -354,6 +354,7 @@ impl Forward {
             match self.dial.connect(target, header.as_deref()).await {
                 Ok(upstream) => {
                     self.targets.succeeded(index);
+                    let _open = self.targets.open(index);
                     tracing::trace!(peer = %client.peer_addr(), "relaying to {target}");
                     return relay_to(client, upstream).await;
                 }

@@ -33,6 +33,10 @@ pub enum Balance {
     /// Every client starts at the first target; the others are tried, in the order given,
     /// only when the ones before them fail (primary and backups).
     First,
+    /// Each client starts at the target with the fewest relayed connections open (ties
+    /// taken in turn), for connections that last: a target that holds many long ones gets
+    /// fewer new ones.
+    LeastConnections,
 }
 
 /// The relay's targets and what it remembers of their failures.
@@ -55,6 +59,8 @@ struct Target {
     /// Nanoseconds after `epoch` until which this target is tried last; 0 when it has not
     /// failed (or has since taken a connection).
     down_until: AtomicU64,
+    /// Relayed connections open now.
+    active: AtomicUsize,
     metrics: Option<TargetMetrics>,
 }
 
@@ -123,10 +129,6 @@ impl Targets {
     /// after the others.
     pub(crate) fn order(&self) -> Order<'_> {
         let count = self.list.len();
-        let start = match self.balance {
-            Balance::RoundRobin if count > 1 => self.next.fetch_add(1, Ordering::Relaxed) % count,
-            _ => 0,
-        };
         let now = self.now();
         let down = self
             .list
@@ -137,6 +139,19 @@ impl Targets {
                 until != 0 && until > now
             })
             .fold(0u64, |marks, (index, _)| marks | 1 << index);
+        let start = match self.balance {
+            _ if count == 1 => 0,
+            Balance::First => 0,
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % count,
+            Balance::LeastConnections => {
+                let from = self.next.fetch_add(1, Ordering::Relaxed) % count;
+                (0..count)
+                    .map(|step| (from + step) % count)
+                    .filter(|&index| down & 1 << index == 0)
+                    .min_by_key(|&index| self.list[index].active.load(Ordering::Relaxed))
+                    .unwrap_or(from)
+            }
+        };
         Order {
             targets: self,
             start,
@@ -196,8 +211,32 @@ impl Targets {
         }
     }
 
+    /// Counts a relayed connection to the target at `index` as open until the guard drops.
+    pub(crate) fn open(&self, index: usize) -> Open<'_> {
+        let target = &self.list[index];
+        target.active.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &target.metrics {
+            metrics.active.inc();
+        }
+        Open { target }
+    }
+
     fn now(&self) -> u64 {
         nanos(self.epoch.elapsed())
+    }
+}
+
+/// A relayed connection counted open on its target ([`Targets::open`]).
+pub(crate) struct Open<'a> {
+    target: &'a Target,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.target.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.target.metrics {
+            metrics.active.dec();
+        }
     }
 }
 
@@ -220,6 +259,7 @@ impl Clone for Target {
         Target {
             endpoint: self.endpoint.clone(),
             down_until: AtomicU64::new(self.down_until.load(Ordering::Relaxed)),
+            active: AtomicUsize::new(0),
             metrics: self.metrics.clone(),
         }
     }
@@ -230,6 +270,7 @@ impl Target {
         Target {
             endpoint,
             down_until: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
             metrics: None,
         }
     }
@@ -336,6 +377,22 @@ mod tests {
     }
 
     #[test]
+    fn least_connections_starts_at_the_emptiest_target_that_is_up() {
+        let targets = targets(3, Balance::LeastConnections);
+        let first = targets.open(0);
+        let _second = targets.open(0);
+        let _third = targets.open(1);
+        assert_eq!(order(&targets)[0], 2);
+        targets.failed(2);
+        assert_eq!(order(&targets)[0], 1);
+        drop(first);
+        // 0 and 1 hold one each now: ties are taken in turn.
+        let starts: Vec<usize> = (0..4).map(|_| order(&targets)[0]).collect();
+        assert!(starts.contains(&0) && starts.contains(&1), "{starts:?}");
+        assert!(!starts.contains(&2), "{starts:?}");
+    }
+
+    #[test]
     fn every_target_down_still_gives_every_target() {
         let targets = targets(3, Balance::RoundRobin);
         for index in 0..3 {
@@ -354,9 +411,10 @@ mod tests {
             count in 1..=MAX_TARGETS,
             clients_before in 0usize..200,
             marks: u64,
-            round_robin: bool,
+            policy in 0u8..3,
         ) {
-            let balance = if round_robin { Balance::RoundRobin } else { Balance::First };
+            let balance = [Balance::RoundRobin, Balance::First, Balance::LeastConnections]
+                [usize::from(policy)];
             let targets = targets(count, balance);
             for _ in 0..clients_before {
                 let _ = targets.order();

@@ -43,6 +43,7 @@ pub struct Metrics {
     target_connections: Family<Labels, Counter>,
     target_failures: Family<Labels, Counter>,
     target_up: Family<Labels, Gauge>,
+    target_active: Family<Labels, Gauge>,
     draining: AtomicBool,
 }
 
@@ -81,6 +82,7 @@ impl Metrics {
         let target_connections = Family::<Labels, Counter>::default();
         let target_failures = Family::<Labels, Counter>::default();
         let target_up = Family::<Labels, Gauge>::default();
+        let target_active = Family::<Labels, Gauge>::default();
         registry.register(
             "socketkit_connections_accepted",
             "Connections accepted, admitted or not",
@@ -132,6 +134,11 @@ impl Metrics {
             "1 unless a relay's last attempt or health check on the target failed",
             target_up.clone(),
         );
+        registry.register(
+            "socketkit_forward_target_active",
+            "Relayed connections open now to each target",
+            target_active.clone(),
+        );
         Arc::new(Metrics {
             registry,
             accepted,
@@ -145,6 +152,7 @@ impl Metrics {
             target_connections,
             target_failures,
             target_up,
+            target_active,
             draining: AtomicBool::new(false),
         })
     }
@@ -184,6 +192,7 @@ impl Metrics {
             connected: self.target_connections.get_or_create(&labels).clone(),
             failed: self.target_failures.get_or_create(&labels).clone(),
             up,
+            active: self.target_active.get_or_create(&labels).clone(),
         }
     }
 
@@ -215,6 +224,8 @@ pub struct TargetMetrics {
     pub failed: Counter,
     /// 1, or 0 from a failed attempt or health check until a connection or check succeeds.
     pub up: Gauge,
+    /// Relayed connections open now.
+    pub active: Gauge,
 }
 
 impl ListenerMetrics {

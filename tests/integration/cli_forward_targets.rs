@@ -3,11 +3,11 @@
 //! comes back, the per-target metrics, and the usage errors.
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
-use crate::support::net::{connect, free_port, read_to_end, read_to_reset};
+use crate::support::net::{connect, free_port, read_once, read_to_end, read_to_reset};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::{TestResult, wait_until};
 
@@ -262,6 +262,68 @@ fn health_checks_take_a_dead_target_out_before_any_client_and_back_when_it_retur
     );
     assert_eq!(answer(&relay), "primary");
     assert_eq!(up(&primary), 1);
+}
+
+/// A server that answers each connection with a line naming it, then echoes.
+fn named_echo(name: &str) -> Running {
+    start(&[
+        "serve",
+        "exec",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo {name}; exec cat"),
+    ])
+}
+
+/// Connects to `relay` and reads the first line: the name of the target behind it.
+fn open_through(relay: &Running) -> (TcpStream, String) {
+    let mut stream = connect(&relay.addr());
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match read_once(&mut stream, &mut byte) {
+            Ok(1) => line.push(byte[0]),
+            other => panic!("no name line: {other:?} after {line:?}"),
+        }
+    }
+    (stream, String::from_utf8_lossy(&line).trim().to_owned())
+}
+
+#[test]
+fn least_conn_sends_a_client_to_the_target_holding_fewest() {
+    let (a, b) = (named_echo("A"), named_echo("B"));
+    let (relay, metrics) =
+        forward_with_metrics(&["--balance", "least-conn"], &[&a.addr(), &b.addr()]);
+    let active =
+        |target: &Running| per_target(&metrics, "socketkit_forward_target_active", &target.addr());
+    let (_first, first) = open_through(&relay);
+    let (second_stream, second) = open_through(&relay);
+    assert_eq!((first.as_str(), second.as_str()), ("A", "B"));
+    assert_eq!((active(&a), active(&b)), (1, 1));
+    // The second ends: B holds none, A one.
+    second_stream.shutdown(Shutdown::Write).expect("half-close");
+    let mut second_stream = second_stream;
+    read_to_end(&mut second_stream);
+    wait_until(
+        Duration::from_secs(5),
+        || format!("B still holds {}", active(&b)),
+        || active(&b) == 0,
+    );
+    // Round robin would send the third to A; the fewest connections are B's.
+    let (_third, third) = open_through(&relay);
+    assert_eq!(third, "B");
+    assert!(
+        relay.stderr().contains(&format!(
+            "(forward to tcp:{}, tcp:{} by fewest connections)",
+            a.addr(),
+            b.addr()
+        )),
+        "{}",
+        relay.stderr()
+    );
 }
 
 #[test]

@@ -185,7 +185,7 @@ pub const FORWARD: [(&str, Kind); 9] = [
     ("--to", Kind::Target { streams: true }),
     (
         "--balance",
-        Kind::Word(&["round-robin", "first", "fastest", ""]),
+        Kind::Word(&["round-robin", "first", "least-conn", "fastest", ""]),
     ),
     ("--retry-after", span(true, true)),
     ("--check-interval", span(false, true)),
