@@ -52,6 +52,7 @@ mod cli_proxy;
 mod cli_serve;
 /// `socketkit forward --socks`: a SOCKS5 proxy, with socketkit's client, curl and raw bytes.
 mod cli_socks;
+mod cli_ssh;
 /// Standard input and output left non-blocking by the parent: waited for, every byte passes.
 mod cli_stdio_nonblocking;
 /// `connect` and `listen` with pipes on both ends, read the way programs read them:
