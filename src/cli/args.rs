@@ -40,7 +40,8 @@ pub(crate) enum Command {
     /// Wait for one peer on ENDPOINT and bridge it with stdin/stdout, like nc -l.
     Listen(ListenArgs),
     /// Relay every connection accepted on -l (or every UDP client) to --to.
-    Forward(ForwardArgs),
+    // Boxed: the largest of the commands' options by far.
+    Forward(Box<ForwardArgs>),
     /// Load-test ENDPOINT: greeting (a connection per operation), echo, or idle.
     Bench(BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.

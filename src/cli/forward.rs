@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+use socketkit::access::{AccessRules, parse_network};
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
@@ -54,11 +56,15 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     if args.socks {
         return socks(&args, identity, listeners, managed);
     }
-    if args.socks_users.is_some() {
-        // Checked here: clap counts a flag's default as present for `requires`.
-        return Err(CliError::Usage(
-            "--socks-users applies to --socks only".into(),
-        ));
+    // Checked here: clap counts a flag's default as present for `requires`.
+    for (given, option) in [
+        (args.socks_users.is_some(), "--socks-users"),
+        (!args.socks_allow.is_empty(), "--socks-allow"),
+        (!args.socks_deny.is_empty(), "--socks-deny"),
+    ] {
+        if given {
+            return Err(CliError::Usage(format!("{option} applies to --socks only")));
+        }
     }
     let mut targets = targets(&args, given)?.into_iter();
     // `targets` has at least one.
@@ -220,6 +226,14 @@ fn socks(
         Some(file) => proxy.users(socks_users(file)?),
         None => proxy,
     };
+    let proxy = if args.socks_allow.is_empty() && args.socks_deny.is_empty() {
+        proxy
+    } else {
+        proxy.destinations(AccessRules::new(
+            networks("--socks-allow", &args.socks_allow)?,
+            networks("--socks-deny", &args.socks_deny)?,
+        ))
+    };
     serve(
         args,
         listeners,
@@ -230,6 +244,17 @@ fn socks(
         // anything to check.
         |_| (proxy, None::<std::future::Pending<()>>),
     )
+}
+
+/// The networks of `option`, each checked (exit 2 naming the bad one).
+fn networks(option: &str, list: &[String]) -> Result<Vec<IpNet>, CliError> {
+    list.iter()
+        .map(|text| {
+            parse_network(text).map_err(|reason| {
+                CliError::Usage(format!("invalid network '{text}' for {option}: {reason}"))
+            })
+        })
+        .collect()
 }
 
 /// The users of `--socks-users FILE`: an unreadable file is a runtime error (exit 1), a

@@ -44,6 +44,14 @@ pub(crate) struct ForwardArgs {
     /// USER:PASSWORD a line.
     #[arg(long, value_name = "FILE")]
     pub(crate) socks_users: Option<std::path::PathBuf>,
+    /// With --socks: let clients reach only addresses in these networks (repeatable; a
+    /// name is resolved here and only its allowed addresses are tried).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) socks_allow: Vec<String>,
+    /// With --socks: never let clients reach addresses in these networks (repeatable; e.g.
+    /// 127.0.0.0/8 and the private networks, so that the proxy reaches no local service).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) socks_deny: Vec<String>,
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration())]

@@ -237,6 +237,16 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             args.socks_users.is_some(),
             "SOCKS5 clients connect over streams",
         ),
+        (
+            "--socks-allow",
+            !args.socks_allow.is_empty(),
+            "SOCKS5 clients connect over streams",
+        ),
+        (
+            "--socks-deny",
+            !args.socks_deny.is_empty(),
+            "SOCKS5 clients connect over streams",
+        ),
         ("--tls-cert", args.tls.tls_cert.is_some(), no_tls),
         ("--tls-key", args.tls.tls_key.is_some(), no_tls),
         ("--tls-self-signed", args.tls.tls_self_signed, no_tls),

@@ -58,7 +58,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Connect(args) => connect::run(args),
         Command::Listen(args) => listen::run(args),
         Command::Forward(args) => {
-            forward::run(args, &Given::of(matches.subcommand_matches("forward")))
+            forward::run(*args, &Given::of(matches.subcommand_matches("forward")))
         }
         Command::Bench(args) => bench::run(args, &Given::of(matches.subcommand_matches("bench"))),
         Command::Completions(args) => completions::print_completions(args.shell),

@@ -8,7 +8,9 @@
 //! `--max-per-source`), where it listens, and, with [`SocksForward::users`], a user name and
 //! password (RFC 1929) from a list: then that is the only method offered, and a client that
 //! does not offer it is told so and closed. Without a list only "no authentication" is
-//! offered. `BIND` and
+//! offered. With [`SocksForward::destinations`], a client may only reach the addresses the
+//! rules admit (a name is resolved here and only its admitted addresses are tried); any
+//! other request is answered "not allowed by the ruleset" (reply 2). `BIND` and
 //! `UDP ASSOCIATE` are answered "command not supported" (reply 7). A client that has not
 //! finished its request within the connect timeout is closed; a target that cannot be
 //! reached is answered with the reply a direct connect's error maps to (refused 5, host
@@ -23,6 +25,7 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::relay::{Upstream, relay_to};
+use crate::access::AccessRules;
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::net::{self, Stream};
 use crate::server::{Connection, Handler};
@@ -37,6 +40,8 @@ const CONNECT: u8 = 1;
 const IPV4: u8 = 1;
 const DOMAIN_NAME: u8 = 3;
 const IPV6: u8 = 4;
+/// Reply 2: "connection not allowed by ruleset".
+const NOT_ALLOWED: u8 = 2;
 
 /// How long a client has for its greeting and request, and the proxy for its connect to
 /// the target, unless told otherwise.
@@ -63,6 +68,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SocksForward {
     timeout: Duration,
     users: Option<Arc<SocksUsers>>,
+    destinations: Option<Arc<AccessRules>>,
 }
 
 /// The user names and passwords a [`SocksForward`] takes (RFC 1929).
@@ -146,12 +152,22 @@ impl SocksForward {
         SocksForward {
             timeout: DEFAULT_TIMEOUT,
             users: None,
+            destinations: None,
         }
     }
 
     /// Asks every client for a user name and password from `users`.
     pub fn users(mut self, users: SocksUsers) -> SocksForward {
         self.users = Some(Arc::new(users));
+        self
+    }
+
+    /// Lets clients reach only the addresses `rules` admit (allow and deny networks, as the
+    /// server's own access rules read a source): deny `127.0.0.0/8` and the private
+    /// networks, or allow only those a proxy is for. A requested name is resolved here and
+    /// only its admitted addresses are tried; a request with none is answered reply 2.
+    pub fn destinations(mut self, rules: AccessRules) -> SocksForward {
+        self.destinations = Some(Arc::new(rules));
         self
     }
 
@@ -164,8 +180,16 @@ impl SocksForward {
 
 impl Handler for SocksForward {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let (timeout, users) = (self.timeout, self.users.clone());
-        async move { serve(conn, timeout, users.as_deref()).await }
+        let proxy = self.clone();
+        async move {
+            serve(
+                conn,
+                proxy.timeout,
+                proxy.users.as_deref(),
+                proxy.destinations.as_deref(),
+            )
+            .await
+        }
     }
 }
 
@@ -179,6 +203,7 @@ async fn serve(
     mut client: Connection,
     timeout: Duration,
     users: Option<&SocksUsers>,
+    destinations: Option<&AccessRules>,
 ) -> io::Result<()> {
     let request = match tokio::time::timeout(timeout, request(&mut client, users)).await {
         Ok(Ok(Some(request))) => request,
@@ -197,11 +222,24 @@ async fn serve(
         Request::Connect(target) => target,
         Request::Refuse(code) => return answer(&mut client, code, None).await,
     };
-    let connected = tokio::time::timeout(timeout, net::connect_stream(&target, None))
+    let attempt = async {
+        match destinations {
+            None => net::connect_stream(&target, None).await.map(Some),
+            Some(rules) => connect_admitted(&target, rules).await,
+        }
+    };
+    let connected = tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
     let upstream = match connected {
-        Ok(stream) => stream,
+        Ok(Some(stream)) => stream,
+        Ok(None) => {
+            tracing::info!(
+                peer = %client.peer_addr(),
+                "socks: {target} is not an allowed destination"
+            );
+            return answer(&mut client, NOT_ALLOWED, None).await;
+        }
         Err(err) => {
             tracing::debug!(
                 peer = %client.peer_addr(),
@@ -323,6 +361,31 @@ async fn answer(client: &mut Connection, code: u8, bound: Option<SocketAddr>) ->
     reply.extend_from_slice(&bound.port().to_be_bytes());
     client.write_all(&reply).await?;
     client.flush().await
+}
+
+/// A connection to the first of `target`'s addresses (a name resolved here) that `rules`
+/// admit and that takes it; `None` when the rules admit none of them.
+async fn connect_admitted(target: &Endpoint, rules: &AccessRules) -> io::Result<Option<Stream>> {
+    let Some(hp) = target.host_port() else {
+        return Ok(None);
+    };
+    let addresses: Vec<SocketAddr> = match &hp.host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, hp.port)],
+        Host::Name(name) => tokio::net::lookup_host((name.as_str(), hp.port))
+            .await?
+            .collect(),
+        Host::Any => Vec::new(),
+    };
+    let admitted: Vec<SocketAddr> = addresses
+        .into_iter()
+        .filter(|address| rules.admits(address.ip()))
+        .collect();
+    if admitted.is_empty() {
+        return Ok(None);
+    }
+    let stream = tokio::net::TcpStream::connect(&admitted[..]).await?;
+    stream.set_nodelay(true)?;
+    Ok(Some(Stream::Tcp(stream)))
 }
 
 /// The reply a failed connect maps to.

@@ -218,6 +218,50 @@ fn socks_users_are_asked_for_their_name_and_password() {
 }
 
 #[test]
+fn socks_destinations_are_limited_to_the_allowed_networks() {
+    let greeting = serve("greeting", &[]);
+    // 127.0.0.1 is allowed, and a name is allowed through its allowed address alone
+    // (localhost's ::1 is not in the network).
+    let proxy = socks(&["--socks-allow", "127.0.0.1/32"]);
+    let through = |url: &str, target: &str| {
+        let mut cmd = socketkit();
+        cmd.args(["connect", "--proxy", url, target]);
+        run(cmd, Vec::new(), DEADLINE)
+    };
+    let url = format!("socks5h://{}", proxy.addr());
+    for target in [greeting.addr(), format!("localhost:{}", greeting.port())] {
+        let out = through(&url, &target);
+        assert_eq!(out.code(), 0, "{target}: {}", out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+    }
+    // Another address is refused with reply 2, and the proxy says so.
+    let out = through(&url, &format!("127.0.0.2:{}", greeting.port()));
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("not allowed by its rules (SOCKS5 reply 2)"),
+        "{}",
+        out.stderr
+    );
+    proxy.wait_for_stderr(
+        &[&format!(
+            "127.0.0.2:{} is not an allowed destination",
+            greeting.port()
+        )],
+        Duration::from_secs(5),
+    );
+
+    // Denied networks win: loopback denied, nothing local is reachable.
+    let proxy = socks(&["--socks-deny", "127.0.0.0/8", "--socks-deny", "::1/128"]);
+    let url = format!("socks5h://{}", proxy.addr());
+    for target in [greeting.addr(), format!("localhost:{}", greeting.port())] {
+        let out = through(&url, &target);
+        assert_eq!(out.code(), 1, "{target}: {}", out.stderr);
+        assert!(out.stderr.contains("(SOCKS5 reply 2)"), "{}", out.stderr);
+    }
+}
+
+#[test]
 fn socks_usage_errors_exit_2() {
     for (args, said) in [
         (
@@ -243,6 +287,27 @@ fn socks_usage_errors_exit_2() {
                 "/dev/null",
             ],
             "--socks-users applies to --socks only",
+        ),
+        (
+            &[
+                "-l",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:1",
+                "--socks-deny",
+                "10.0.0.0/8",
+            ],
+            "--socks-deny applies to --socks only",
+        ),
+        (
+            &[
+                "-l",
+                "127.0.0.1:0",
+                "--socks",
+                "--socks-allow",
+                "10.0.0.0/33",
+            ],
+            "invalid network '10.0.0.0/33' for --socks-allow",
         ),
     ] {
         let mut cmd = socketkit();

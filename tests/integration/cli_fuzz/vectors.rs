@@ -181,7 +181,7 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 9] = [
+pub const FORWARD: [(&str, Kind); 11] = [
     ("--to", Kind::Target { streams: true }),
     (
         "--balance",
@@ -191,6 +191,8 @@ pub const FORWARD: [(&str, Kind); 9] = [
     ("--check-interval", span(false, true)),
     ("--socks", Kind::Flag),
     ("--socks-users", Kind::InFile),
+    ("--socks-allow", Kind::Cidr),
+    ("--socks-deny", Kind::Cidr),
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
     ("--proxy", Kind::Word(&PROXIES)),
