@@ -18,8 +18,9 @@
 //! first, in the clear, as HAProxy expects it.
 //!
 //! With [`Forward::or`], a relay has several targets: each client goes to the next one in
-//! turn, or to the first that is up ([`Balance`]), and a target that cannot be reached
-//! passes the client on to the next ([`targets`] has the rules).
+//! turn, to the first that is up, or to the one holding fewest relays ([`Balance`]), and a
+//! target that cannot be reached passes the client on to the next ([`targets`] has the
+//! rules); [`Forward::check_every`] adds health checks.
 //!
 //! [`Forward::proxy`] reaches the target through a SOCKS5 or HTTP proxy; [`socks`] is the
 //! other way round, a SOCKS5 proxy whose clients each name their target, relayed the same
