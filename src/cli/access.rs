@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use socketkit::access::{
     AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceSlot, drop_to, parse_network,
     resolve_identity,
@@ -26,17 +27,20 @@ pub(crate) struct Access {
     pub(crate) identity: Option<Identity>,
 }
 
+/// The networks given to `flag` (`--allow`, `--socks-deny`…), each checked: exit 2 naming
+/// the bad one.
+pub(crate) fn networks(flag: &str, list: &[String]) -> Result<Vec<IpNet>, CliError> {
+    list.iter()
+        .map(|text| {
+            parse_network(text).map_err(|reason| {
+                CliError::Usage(format!("invalid network '{text}' for {flag}: {reason}"))
+            })
+        })
+        .collect()
+}
+
 /// Checks every access option: networks, rule files (read now), the rate, the user and group.
 pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
-    let networks = |flag: &str, list: &[String]| {
-        list.iter()
-            .map(|text| {
-                parse_network(text).map_err(|reason| {
-                    CliError::Usage(format!("invalid network '{text}' for {flag}: {reason}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
     let sources = RuleSources {
         allow: networks("--allow", &args.allow)?,
         deny: networks("--deny", &args.deny)?,

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-use socketkit::access::{AccessRules, parse_network};
+use socketkit::access::AccessRules;
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
@@ -14,6 +13,7 @@ use socketkit::metrics::Metrics;
 use socketkit::proxy_protocol::Version;
 use socketkit::server::Handler;
 
+use super::access::networks;
 use super::args::{ForwardArgs, ProxyVersion};
 use super::exit::CliError;
 use super::forward_args::BalancePolicy;
@@ -244,17 +244,6 @@ fn socks(
         // anything to check.
         |_| (proxy, None::<std::future::Pending<()>>),
     )
-}
-
-/// The networks of `option`, each checked (exit 2 naming the bad one).
-fn networks(option: &str, list: &[String]) -> Result<Vec<IpNet>, CliError> {
-    list.iter()
-        .map(|text| {
-            parse_network(text).map_err(|reason| {
-                CliError::Usage(format!("invalid network '{text}' for {option}: {reason}"))
-            })
-        })
-        .collect()
 }
 
 /// The users of `--socks-users FILE`: an unreadable file is a runtime error (exit 1), a
