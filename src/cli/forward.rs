@@ -66,14 +66,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
             return Err(CliError::Usage(format!("{option} applies to --socks only")));
         }
     }
-    let mut targets = targets(&args, given)?.into_iter();
-    // `targets` has at least one.
-    let Some(target) = targets.next() else {
-        return Err(CliError::Usage(
-            "forward needs --to ENDPOINT (or --socks)".into(),
-        ));
-    };
-    let rest: Vec<Endpoint> = targets.collect();
+    let (target, rest) = targets(&args, given)?;
     // The connector serves every tls: target; its options apply if any target is one.
     let tls_target = std::iter::once(&target)
         .chain(&rest)
@@ -124,8 +117,14 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => relay,
     };
     let what = match relay.through() {
-        Some(proxy) => format!("forward to {} through {proxy}", described_targets(&relay)),
-        None => format!("forward to {}", described_targets(&relay)),
+        Some(proxy) => format!(
+            "forward to {} through {proxy}",
+            described_targets(relay.targets(), relay.balancing())
+        ),
+        None => format!(
+            "forward to {}",
+            described_targets(relay.targets(), relay.balancing())
+        ),
     };
     serve(&args, listeners, listener_tls, managed, &what, |metrics| {
         let relay = match metrics {
@@ -173,15 +172,19 @@ where
     })
 }
 
-/// The `--to` targets (clap makes sure there is one unless `--socks` is given); `--balance`
-/// and `--retry-after` given for one target are refused, as options that would do nothing.
-pub(crate) fn targets(args: &ForwardArgs, given: &Given) -> Result<Vec<Endpoint>, CliError> {
-    if args.to.is_empty() {
+/// The `--to` targets, the first and the rest (clap makes sure there is one unless `--socks`
+/// is given); `--balance` and `--retry-after` given for one target are refused, as options
+/// that would do nothing.
+pub(crate) fn targets(
+    args: &ForwardArgs,
+    given: &Given,
+) -> Result<(Endpoint, Vec<Endpoint>), CliError> {
+    let Some((first, rest)) = args.to.split_first() else {
         return Err(CliError::Usage(
             "forward needs --to ENDPOINT (or --socks)".into(),
         ));
-    }
-    if args.to.len() == 1
+    };
+    if rest.is_empty()
         && let Some(option) = [("balance", "--balance"), ("retry_after", "--retry-after")]
             .into_iter()
             .find_map(|(id, option)| given.contains(id).then_some(option))
@@ -190,20 +193,24 @@ pub(crate) fn targets(args: &ForwardArgs, given: &Given) -> Result<Vec<Endpoint>
             "{option} applies to several --to targets, and there is one"
         )));
     }
-    args.to
-        .iter()
-        .map(|to| resolve::target("forward --to", to))
-        .collect()
+    let target = |to: &String| resolve::target("forward --to", to);
+    Ok((
+        target(first)?,
+        rest.iter().map(target).collect::<Result<_, _>>()?,
+    ))
 }
 
 /// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin),
 /// `tcp:A, else tcp:B` (first up), `tcp:A, tcp:B by fewest connections`.
-fn described_targets(relay: &Forward) -> String {
-    let list: Vec<String> = relay.targets().map(ToString::to_string).collect();
+pub(crate) fn described_targets<'a>(
+    targets: impl Iterator<Item = &'a Endpoint>,
+    balance: Balance,
+) -> String {
+    let list: Vec<String> = targets.map(ToString::to_string).collect();
     if list.len() == 1 {
         return list.join("");
     }
-    match relay.balancing() {
+    match balance {
         Balance::RoundRobin => format!("{} in turn", list.join(", ")),
         Balance::First => list.join(", else "),
         Balance::LeastConnections => format!("{} by fewest connections", list.join(", ")),

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use socketkit::endpoint::Endpoint;
+use socketkit::forward::Balance;
 use socketkit::forward::datagram::{BoundDatagramForward, DatagramForward};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -31,12 +32,9 @@ pub(crate) fn run(
         )));
     }
     refuse_stream_only_options(args, given)?;
-    let mut targets = super::forward::targets(args, given)?.into_iter();
-    let first = targets
-        .next()
-        .ok_or_else(|| CliError::Usage("forward needs --to ENDPOINT".into()))?;
+    let (first, rest) = super::forward::targets(args, given)?;
     let mut relay = DatagramForward::new(first).map_err(CliError::Usage)?;
-    for target in targets {
+    for target in rest {
         relay = relay.or(target).map_err(CliError::Usage)?;
     }
     if let Some(idle) = args.server.idle_timeout {
@@ -76,12 +74,10 @@ pub(crate) fn run(
             .transpose()?;
         let mut signals = Signals::install()?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
-        let listed: Vec<String> = relay.targets().iter().map(ToString::to_string).collect();
-        let what = match listed.len() {
-            1 => format!("forward to {}", listed[0]),
-            _ => format!("forward to {} in turn", listed.join(", ")),
-        };
-        ready::announce(&locals, &what);
+        // A datagram relay takes its targets in turn.
+        let targets =
+            super::forward::described_targets(relay.targets().iter(), Balance::RoundRobin);
+        ready::announce(&locals, &format!("forward to {targets}"));
         if let Some(http) = http {
             http.announce();
             tokio::spawn(http.serve());
