@@ -23,6 +23,7 @@ use super::targets::Targets;
 pub(super) struct Checks {
     /// Weak: the checks must not keep a relay's targets alive.
     pub(super) targets: Weak<Targets>,
+    /// With a timeout, always: a check never outlives its round by much.
     pub(super) dial: Dialer,
     /// The PROXY header of a check, if the relay sends them.
     pub(super) header: Option<Vec<u8>>,
@@ -37,8 +38,7 @@ impl Checks {
         // A round that took longer than the interval (targets that time out) is not
         // followed by a burst of rounds to catch up.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Without a connect timeout, a check gives up at the next round.
-        let limit = self.dial.timeout.unwrap_or(self.interval);
+        let through = self.dial.through();
         loop {
             ticks.tick().await;
             let Some(targets) = self.targets.upgrade() else {
@@ -51,11 +51,7 @@ impl Checks {
                 let dial = self.dial.clone();
                 let header = self.header.clone();
                 round.spawn(async move {
-                    let attempt = dial.connect(&target, header.as_deref());
-                    let result = match tokio::time::timeout(limit, attempt).await {
-                        Ok(result) => result.map(drop),
-                        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-                    };
+                    let result = dial.connect(&target, header.as_deref()).await.map(drop);
                     (index, target, result)
                 });
             }
@@ -66,7 +62,6 @@ impl Checks {
                 let Some(targets) = self.targets.upgrade() else {
                     return;
                 };
-                let through = self.dial.through();
                 match result {
                     Ok(()) => {
                         if targets.check_passed(index) {

@@ -211,10 +211,12 @@ impl Forward {
         self
     }
 
-    /// Counts each target's connections and failed attempts into `metrics`
+    /// Counts each target into `metrics`: its connections and failed attempts
     /// (`socketkit_forward_target_connections_total{target}`,
-    /// `socketkit_forward_target_failures_total{target}`). The server's own families
-    /// (bytes, durations) count the client side, as for any handler.
+    /// `socketkit_forward_target_failures_total{target}`), whether it is up
+    /// (`socketkit_forward_target_up`) and its relays open now
+    /// (`socketkit_forward_target_active`). The server's own families (bytes, durations)
+    /// count the client side, as for any handler.
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Forward {
         Arc::make_mut(&mut self.targets).set_metrics(metrics);
         self
@@ -257,7 +259,11 @@ impl Forward {
         let interval = self.check_interval?.max(Duration::from_millis(1));
         let checks = checks::Checks {
             targets: Arc::downgrade(&self.targets),
-            dial: self.dial.clone(),
+            // Without a connect timeout, a check gives up at the next round.
+            dial: Dialer {
+                timeout: Some(self.dial.timeout.unwrap_or(interval)),
+                ..self.dial.clone()
+            },
             header: self
                 .send_proxy
                 .map(|version| proxy_protocol::encode(version, None, None)),

@@ -5,9 +5,10 @@
 //! (the others are its backups). A target that failed within the last
 //! [`retry_after`](super::Forward::retry_after) goes to the end of the order instead of
 //! being skipped, so that a client is never refused while any target might take it, and a
-//! target that is down costs the others' clients nothing while a healthy one is left. Nothing has been relayed when a
-//! target fails (the relay starts once the connection, its PROXY header and its TLS
-//! handshake are through), so the next target gets the client whole.
+//! target that is down costs the others' clients nothing while a healthy one is left.
+//! Nothing has been relayed when a target fails (the relay starts once the connection, its
+//! PROXY header and its TLS handshake are through), so the next target gets the client
+//! whole.
 //!
 //! The marks are kept without a lock: a target's "down until" is one atomic word, read once
 //! per attempt and written only when it changes.
@@ -89,7 +90,7 @@ impl Targets {
         }
         let mut target = Target::new(endpoint);
         if let Some(metrics) = &self.metrics {
-            target.metrics = Some(metrics.forward_target(&target.endpoint.to_string()));
+            target.count_into(metrics);
         }
         self.list.push(target);
         true
@@ -106,7 +107,7 @@ impl Targets {
     /// Counts each target's connections and failures into `metrics`.
     pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
         for target in &mut self.list {
-            target.metrics = Some(metrics.forward_target(&target.endpoint.to_string()));
+            target.count_into(&metrics);
         }
         self.metrics = Some(metrics);
     }
@@ -129,14 +130,16 @@ impl Targets {
     /// after the others.
     pub(crate) fn order(&self) -> Order<'_> {
         let count = self.list.len();
-        let now = self.now();
+        // The clock is read only when a target has a mark: not at all while every target
+        // is up, the common case, on this per-connection path.
+        let mut now = None;
         let down = self
             .list
             .iter()
             .enumerate()
             .filter(|(_, target)| {
                 let until = target.down_until.load(Ordering::Relaxed);
-                until != 0 && until > now
+                until != 0 && until > *now.get_or_insert_with(|| self.now())
             })
             .fold(0u64, |marks, (index, _)| marks | 1 << index);
         let start = match self.balance {
@@ -273,6 +276,11 @@ impl Target {
             active: AtomicUsize::new(0),
             metrics: None,
         }
+    }
+
+    /// Counts this target under its endpoint's name in `metrics`.
+    fn count_into(&mut self, metrics: &Metrics) {
+        self.metrics = Some(metrics.forward_target(&self.endpoint.to_string()));
     }
 }
 
