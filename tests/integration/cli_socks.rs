@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::support::net::{IO_TIMEOUT, connect, free_port, read_once};
-use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::process::{DEADLINE, Output, Running, run, socketkit};
 
 /// `socketkit forward -l 127.0.0.1:0 --socks EXTRA…`, running.
 fn socks(extra: &[&str]) -> Running {
@@ -14,6 +14,12 @@ fn socks(extra: &[&str]) -> Running {
     cmd.args(["forward", "-l", "127.0.0.1:0", "--socks"])
         .args(extra);
     Running::start(cmd, 1)
+}
+
+/// `out` is exit `code` with `words` on stderr.
+fn fails_with(out: &Output, code: i32, words: &str) {
+    assert_eq!(out.code(), code, "{}", out.stderr);
+    assert!(out.stderr.contains(words), "{}", out.stderr);
 }
 
 /// `socketkit serve SERVICE -l 127.0.0.1:0 [-- PROGRAM…]`, running.
@@ -116,12 +122,7 @@ fn socks_answers_what_it_cannot_do_with_its_replies() {
     cmd.args(["connect", "--proxy", &format!("socks5://{}", proxy.addr())])
         .arg(format!("127.0.0.1:{closed}"));
     let out = run(cmd, Vec::new(), DEADLINE);
-    assert_eq!(out.code(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("connection refused (SOCKS5 reply 5)"),
-        "{}",
-        out.stderr
-    );
+    fails_with(&out, 1, "connection refused (SOCKS5 reply 5)");
     // BIND: command not supported (7).
     let (mut client, chosen) = greeted(&proxy, &[0]);
     assert_eq!(chosen, [5, 0]);
@@ -178,21 +179,9 @@ fn socks_users_are_asked_for_their_name_and_password() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
     }
     let out = through(&format!("socks5://alice:pw@{}", proxy.addr()));
-    assert_eq!(out.code(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("the proxy refused the user name and password"),
-        "{}",
-        out.stderr
-    );
+    fails_with(&out, 1, "the proxy refused the user name and password");
     let out = through(&format!("socks5://{}", proxy.addr()));
-    assert_eq!(out.code(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("the proxy wants a user name and password"),
-        "{}",
-        out.stderr
-    );
+    fails_with(&out, 1, "the proxy wants a user name and password");
     // A file that cannot be read is exit 1, one that is malformed exit 2, naming its line.
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "127.0.0.1:0", "--socks", "--socks-users"])
@@ -209,12 +198,7 @@ fn socks_users_are_asked_for_their_name_and_password() {
     cmd.args(["forward", "-l", "127.0.0.1:0", "--socks", "--socks-users"])
         .arg(&file);
     let out = run(cmd, Vec::new(), DEADLINE);
-    assert_eq!(out.code(), 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("line 2: user 'alice' is named twice"),
-        "{}",
-        out.stderr
-    );
+    fails_with(&out, 2, "line 2: user 'alice' is named twice");
 }
 
 #[test]
@@ -236,13 +220,7 @@ fn socks_destinations_are_limited_to_the_allowed_networks() {
     }
     // Another address is refused with reply 2, and the proxy says so.
     let out = through(&url, &format!("127.0.0.2:{}", greeting.port()));
-    assert_eq!(out.code(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("not allowed by its rules (SOCKS5 reply 2)"),
-        "{}",
-        out.stderr
-    );
+    fails_with(&out, 1, "not allowed by its rules (SOCKS5 reply 2)");
     proxy.wait_for_stderr(
         &[&format!(
             "127.0.0.2:{} is not an allowed destination",
