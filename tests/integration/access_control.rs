@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::support::net::{connect_from, read_once, try_connect_from};
+use crate::support::net::{IO_TIMEOUT, connect_from, read_once, try_connect_from};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::{TestResult, wait_until};
 
@@ -225,7 +225,8 @@ fn echo_from(from: &str, to: SocketAddr) -> Option<TcpStream> {
 }
 
 /// Whether a connection from `from` that writes a line is reset (refused) rather than
-/// served; a served one sees no reset within a second.
+/// served. The reset is waited for up to [`IO_TIMEOUT`]: under the whole suite's load on two
+/// cores, a second was once not enough for a just-started `listen` to accept and refuse.
 fn reset_after_writing(from: &str, to: SocketAddr) -> bool {
     let mut stream = match try_connect_from(from, to) {
         Ok(stream) => stream,
@@ -233,9 +234,7 @@ fn reset_after_writing(from: &str, to: SocketAddr) -> bool {
         Err(err) => panic!("connect {from} -> {to}: {err}"),
     };
     let _ = stream.write_all(b"from a denied source\n");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     let mut byte = [0u8; 1];
     matches!(read_once(&mut stream, &mut byte), Err(err) if err.kind() == ErrorKind::ConnectionReset)
 }
