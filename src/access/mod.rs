@@ -14,6 +14,7 @@ mod privileges;
 mod rules;
 
 pub use cidr_set::CidrSet;
+pub(crate) use cidr_set::canonical;
 pub use per_source::{MAX_TRACKED_SOURCES, Rate, SourceLimits, SourceRefusal, SourceSlot};
 pub use privileges::{Identity, PrivilegeError, drop_to, resolve_identity};
 pub use rules::{

@@ -89,6 +89,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         BalancePolicy::RoundRobin => Balance::RoundRobin,
         BalancePolicy::First => Balance::First,
         BalancePolicy::LeastConn => Balance::LeastConnections,
+        BalancePolicy::Source => Balance::Source,
     })
     .retry_after(args.retry_after);
     let relay = match args.check_interval {
@@ -201,7 +202,8 @@ pub(crate) fn targets(
 }
 
 /// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin),
-/// `tcp:A, else tcp:B` (first up), `tcp:A, tcp:B by fewest connections`.
+/// `tcp:A, else tcp:B` (first up), `tcp:A, tcp:B by fewest connections`, `tcp:A, tcp:B by
+/// source address`.
 pub(crate) fn described_targets<'a>(
     targets: impl Iterator<Item = &'a Endpoint>,
     balance: Balance,
@@ -214,6 +216,7 @@ pub(crate) fn described_targets<'a>(
         Balance::RoundRobin => format!("{} in turn", list.join(", ")),
         Balance::First => list.join(", else "),
         Balance::LeastConnections => format!("{} by fewest connections", list.join(", ")),
+        Balance::Source => format!("{} by source address", list.join(", ")),
     }
 }
 

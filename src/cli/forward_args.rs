@@ -22,8 +22,9 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "ENDPOINT", required_unless_present = "socks")]
     pub(crate) to: Vec<String>,
     /// With several --to: round-robin (each client to the next target), first (the first
-    /// target that is up; the others are its backups) or least-conn (the target with the
-    /// fewest relayed connections open).
+    /// target that is up; the others are its backups), least-conn (the target with the
+    /// fewest relayed connections open) or source (the target the client's address hashes
+    /// to: the same one each time it comes back).
     #[arg(long, value_enum, value_name = "POLICY", default_value = "round-robin")]
     pub(crate) balance: BalancePolicy,
     /// With several --to: how long a target that could not be reached is tried after the
@@ -93,4 +94,6 @@ pub(crate) enum BalancePolicy {
     First,
     /// Each client to the target with the fewest relayed connections open.
     LeastConn,
+    /// Each client to the target its address hashes to, the same each time it comes back.
+    Source,
 }

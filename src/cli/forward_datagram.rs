@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use socketkit::endpoint::Endpoint;
-use socketkit::forward::Balance;
 use socketkit::forward::datagram::{BoundDatagramForward, DatagramForward};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -36,6 +35,9 @@ pub(crate) fn run(
     let mut relay = DatagramForward::new(first).map_err(CliError::Usage)?;
     for target in rest {
         relay = relay.or(target).map_err(CliError::Usage)?;
+    }
+    if args.balance == BalancePolicy::Source {
+        relay = relay.by_source();
     }
     if let Some(idle) = args.server.idle_timeout {
         relay = relay.idle_timeout(idle);
@@ -74,9 +76,7 @@ pub(crate) fn run(
             .transpose()?;
         let mut signals = Signals::install()?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
-        // A datagram relay takes its targets in turn.
-        let targets =
-            super::forward::described_targets(relay.targets().iter(), Balance::RoundRobin);
+        let targets = super::forward::described_targets(relay.targets().iter(), relay.balancing());
         ready::announce(&locals, &format!("forward to {targets}"));
         if let Some(http) = http {
             http.announce();

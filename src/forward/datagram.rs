@@ -14,7 +14,8 @@
 //! through it.
 //!
 //! With several targets ([`DatagramForward::or`]), each new client goes to the next target
-//! in turn and stays with it while its upstream socket lives; a datagram relay cannot tell
+//! in turn (or, [`DatagramForward::by_source`], to the one its address hashes to) and stays
+//! with it while its upstream socket lives; a datagram relay cannot tell
 //! that a UDP target is down (a datagram is sent whether or not anyone takes it), so there
 //! is no failover.
 //!
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::targets::{Balance, source_slot};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -62,6 +64,8 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 pub struct DatagramForward {
     /// At least one.
     targets: Vec<Endpoint>,
+    /// New clients go to the target their address hashes to, not the next in turn.
+    by_source: bool,
     idle_timeout: Duration,
     max_clients: usize,
     metrics: Option<Arc<Metrics>>,
@@ -121,6 +125,7 @@ impl DatagramForward {
     pub fn new(target: Endpoint) -> std::result::Result<DatagramForward, String> {
         Ok(DatagramForward {
             targets: vec![datagram_target(target)?],
+            by_source: false,
             idle_timeout: DEFAULT_IDLE,
             max_clients: usize::MAX,
             metrics: None,
@@ -147,6 +152,25 @@ impl DatagramForward {
     pub fn or(mut self, target: Endpoint) -> std::result::Result<DatagramForward, String> {
         self.targets.push(datagram_target(target)?);
         Ok(self)
+    }
+
+    /// Sends each new client to the target its IP address hashes to (as
+    /// [`Balance::Source`] does for streams) instead of the next in
+    /// turn, so that a client keeps its target across source ports and after its upstream
+    /// socket has idled out. Unix clients are still taken in turn.
+    pub fn by_source(mut self) -> DatagramForward {
+        self.by_source = true;
+        self
+    }
+
+    /// How new clients are spread over the targets: [`Balance::RoundRobin`] unless
+    /// [`DatagramForward::by_source`] was asked for.
+    pub fn balancing(&self) -> Balance {
+        if self.by_source {
+            Balance::Source
+        } else {
+            Balance::RoundRobin
+        }
     }
 
     /// Closes a client's upstream socket after this long without a datagram either way.
@@ -225,7 +249,11 @@ impl BoundDatagramForward {
         for target in &self.relay.targets {
             targets.push(Arc::new(resolve_target(target).await?));
         }
-        let mut turns = Turns { targets, next: 0 };
+        let mut turns = Turns {
+            targets,
+            by_source: self.relay.by_source,
+            next: 0,
+        };
         let clients: Clients = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -300,7 +328,7 @@ impl BoundDatagramForward {
                 return None;
             }
         }
-        let target = turns.next();
+        let target = turns.next(from);
         let upstream = match ConnectedDatagram::open(&target) {
             Ok(upstream) => upstream,
             Err(err) => {
@@ -339,14 +367,23 @@ impl BoundDatagramForward {
 /// The resolved targets and whose turn is next.
 struct Turns {
     targets: Vec<Arc<Address>>,
+    by_source: bool,
     next: usize,
 }
 
 impl Turns {
-    fn next(&mut self) -> Arc<Address> {
-        let target = Arc::clone(&self.targets[self.next % self.targets.len()]);
-        self.next = self.next.wrapping_add(1);
-        target
+    /// The target of a new client from `from`.
+    fn next(&mut self, from: &Address) -> Arc<Address> {
+        let count = self.targets.len();
+        let index = match from.ip() {
+            Some(source) if self.by_source => source_slot(source, count),
+            _ => {
+                let index = self.next % count;
+                self.next = self.next.wrapping_add(1);
+                index
+            }
+        };
+        Arc::clone(&self.targets[index])
     }
 }
 

@@ -356,7 +356,7 @@ impl Forward {
             )
         });
         let mut left = self.targets.endpoints().len();
-        for (index, target) in self.targets.order() {
+        for (index, target) in self.targets.order(client.peer_addr().ip()) {
             left -= 1;
             match self.dial.connect(target, header.as_deref()).await {
                 Ok(upstream) => {

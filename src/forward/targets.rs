@@ -2,7 +2,8 @@
 //!
 //! Each client's attempts follow an order: with [`Balance::RoundRobin`] it starts one target
 //! further along than the client before it, with [`Balance::First`] always at the first
-//! (the others are its backups). A target that failed within the last
+//! (the others are its backups), with [`Balance::Source`] at the target its address hashes
+//! to. A target that failed within the last
 //! [`retry_after`](super::Forward::retry_after) goes to the end of the order instead of
 //! being skipped, so that a client is never refused while any target might take it, and a
 //! target that is down costs the others' clients nothing while a healthy one is left.
@@ -13,10 +14,12 @@
 //! The marks are kept without a lock: a target's "down until" is one atomic word, read once
 //! per attempt and written only when it changes.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::access::canonical;
 use crate::endpoint::Endpoint;
 use crate::metrics::{Metrics, TargetMetrics};
 
@@ -38,6 +41,30 @@ pub enum Balance {
     /// taken in turn), for connections that last: a target that holds many long ones gets
     /// fewer new ones.
     LeastConnections,
+    /// Each client starts at the target its address hashes to (an IPv4 address, or an IPv6
+    /// /64, as `--max-per-source` counts sources), so that a client comes back to the same
+    /// target while it is up and the list is unchanged — on every relay given the same
+    /// list, for the hash is fixed (HAProxy's `balance source`, nginx's `ip_hash`). A
+    /// client whose target is down goes to the next one up. Clients with no IP address
+    /// (Unix sockets) are taken in turn.
+    Source,
+}
+
+/// Where a client from `source` starts among `count` targets under [`Balance::Source`]:
+/// the same for every process and every run, so that relays side by side agree.
+pub(crate) fn source_slot(source: IpAddr, count: usize) -> usize {
+    let key: u128 = match canonical(source) {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        // The /64: a host's addresses within it are one source.
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) | 1 << 127,
+    };
+    // SplitMix64's finalizer: neighbouring addresses land on unrelated targets.
+    let mut mixed = (key as u64) ^ ((key >> 64) as u64);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^= mixed >> 31;
+    // In range: the remainder of a division by `count`, which fits in usize.
+    (mixed % count as u64) as usize
 }
 
 /// The relay's targets and what it remembers of their failures.
@@ -126,9 +153,9 @@ impl Targets {
         self.balance
     }
 
-    /// Where the next client tries to go, in order: each target once, those marked down
-    /// after the others.
-    pub(crate) fn order(&self) -> Order<'_> {
+    /// Where the next client, from `source` if it has an IP address, tries to go, in order:
+    /// each target once, those marked down after the others.
+    pub(crate) fn order(&self, source: Option<IpAddr>) -> Order<'_> {
         let count = self.list.len();
         // The clock is read only when a target has a mark: not at all while every target
         // is up, the common case, on this per-connection path.
@@ -154,6 +181,10 @@ impl Targets {
                     .min_by_key(|&index| self.list[index].active.load(Ordering::Relaxed))
                     .unwrap_or(from)
             }
+            Balance::Source => match source {
+                Some(source) => source_slot(source, count),
+                None => self.next.fetch_add(1, Ordering::Relaxed) % count,
+            },
         };
         Order {
             targets: self,
@@ -332,7 +363,7 @@ mod tests {
     }
 
     fn order(targets: &Targets) -> Vec<usize> {
-        targets.order().map(|(index, _)| index).collect()
+        targets.order(None).map(|(index, _)| index).collect()
     }
 
     #[test]
@@ -401,6 +432,59 @@ mod tests {
     }
 
     #[test]
+    fn source_starts_each_address_at_its_own_target_and_passes_a_down_one_on() {
+        let targets = targets(4, Balance::Source);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let start = |source: &str| targets.order(Some(ip(source))).next().unwrap().0;
+        let first = start("192.0.2.7");
+        assert_eq!(
+            start("192.0.2.7"),
+            first,
+            "the same address, the same target"
+        );
+        assert_eq!(
+            start("::ffff:192.0.2.7"),
+            first,
+            "mapped IPv4 is the address"
+        );
+        assert_eq!(
+            start("2001:db8:1:2::1"),
+            start("2001:db8:1:2:ffff::9"),
+            "one /64"
+        );
+        let spread: std::collections::HashSet<usize> = (0..=255u8)
+            .map(|host| start(&format!("198.51.100.{host}")))
+            .collect();
+        assert_eq!(spread.len(), 4, "256 addresses over 4 targets");
+        // No address (a Unix client): in turn.
+        assert_ne!(order_none_start(&targets), order_none_start(&targets));
+        targets.failed(first);
+        let order: Vec<usize> = targets
+            .order(Some(ip("192.0.2.7")))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            order,
+            [(first + 1) % 4, (first + 2) % 4, (first + 3) % 4, first]
+        );
+    }
+
+    fn order_none_start(targets: &Targets) -> usize {
+        targets.order(None).next().unwrap().0
+    }
+
+    #[test]
+    fn the_source_hash_is_fixed() {
+        // Relays side by side, and a relay after a restart, must agree: these values are
+        // the contract, not an accident of the build.
+        let slots: Vec<usize> = ["10.0.0.1", "10.0.0.2", "2001:db8::1"]
+            .iter()
+            .map(|text| source_slot(text.parse().unwrap(), 1000))
+            .collect();
+        assert_eq!(slots, [270, 975, 691]);
+    }
+
+    #[test]
     fn every_target_down_still_gives_every_target() {
         let targets = targets(3, Balance::RoundRobin);
         for index in 0..3 {
@@ -419,18 +503,26 @@ mod tests {
             count in 1..=MAX_TARGETS,
             clients_before in 0usize..200,
             marks: u64,
-            policy in 0u8..3,
+            policy in 0u8..4,
+            source: Option<std::net::Ipv6Addr>,
         ) {
-            let balance = [Balance::RoundRobin, Balance::First, Balance::LeastConnections]
-                [usize::from(policy)];
+            let balance = [
+                Balance::RoundRobin,
+                Balance::First,
+                Balance::LeastConnections,
+                Balance::Source,
+            ][usize::from(policy)];
             let targets = targets(count, balance);
             for _ in 0..clients_before {
-                let _ = targets.order();
+                let _ = targets.order(None);
             }
             for index in (0..count).filter(|index| marks & 1 << index != 0) {
                 targets.failed(index);
             }
-            let seen = order(&targets);
+            let seen: Vec<usize> = targets
+                .order(source.map(IpAddr::V6))
+                .map(|(index, _)| index)
+                .collect();
             let mut sorted = seen.clone();
             sorted.sort_unstable();
             prop_assert_eq!(sorted, (0..count).collect::<Vec<_>>());

@@ -7,7 +7,9 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::balancer::{sample, start_with_metrics};
-use crate::support::net::{connect, free_port, read_once, read_to_end, read_to_reset};
+use crate::support::net::{
+    connect, connect_from, free_port, read_once, read_to_end, read_to_reset,
+};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::{TestResult, wait_until};
 
@@ -324,6 +326,68 @@ fn least_conn_sends_a_client_to_the_target_holding_fewest() {
         "{}",
         relay.stderr()
     );
+}
+
+#[test]
+fn source_balance_keeps_each_client_address_on_one_target_and_fails_over() {
+    let servers = [greeting("A"), greeting("B"), greeting("C")];
+    let addrs = servers.each_ref().map(Running::addr);
+    let relay = forward(
+        &["--balance", "source"],
+        &addrs.each_ref().map(String::as_str),
+    );
+    let to = relay.addr().parse().expect("relay address");
+    let answer_from = |source: &str| {
+        String::from_utf8_lossy(&read_to_end(&mut connect_from(source, to))).into_owned()
+    };
+    // Sixteen client addresses, each three times: one target each, and all three used.
+    let sources: Vec<String> = (1..=16).map(|host| format!("127.0.0.{host}")).collect();
+    let mut chosen = Vec::new();
+    for source in &sources {
+        let first = answer_from(source);
+        for _ in 0..2 {
+            assert_eq!(answer_from(source), first, "{source} moved");
+        }
+        chosen.push(first);
+    }
+    for name in ["A", "B", "C"] {
+        assert!(
+            chosen.iter().any(|got| got == name),
+            "no client on {name}: {chosen:?}"
+        );
+    }
+    assert!(
+        relay.stderr().contains(&format!(
+            "(forward to tcp:{}, tcp:{}, tcp:{} by source address)",
+            addrs[0], addrs[1], addrs[2]
+        )),
+        "{}",
+        relay.stderr()
+    );
+    // A's clients go elsewhere while it is down; the others keep theirs.
+    let [a, b, c] = servers;
+    let on_a: Vec<usize> = (0..sources.len()).filter(|&i| chosen[i] == "A").collect();
+    let a_addr = a.addr();
+    drop(a);
+    // A killed io_uring server's listener outlives the reaped process by a few
+    // milliseconds (the kernel ends the ring's requests after), taking connections that it
+    // then resets: wait until it refuses, as a client after that moment would find it.
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{a_addr} still takes connections"),
+        || TcpStream::connect(&a_addr).is_err(),
+    );
+    // A killed ring's listener outlives the process for a moment (the kernel tears the
+    // ring down after it), and clients it takes then are reset: wait until it refuses.
+    for (index, source) in sources.iter().enumerate() {
+        let got = answer_from(source);
+        if on_a.contains(&index) {
+            assert!(got == "B" || got == "C", "{source}: {got:?}");
+        } else {
+            assert_eq!(got, chosen[index], "{source} moved though its target is up");
+        }
+    }
+    drop((b, c));
 }
 
 #[test]

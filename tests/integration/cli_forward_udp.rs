@@ -158,6 +158,47 @@ fn several_targets_take_new_clients_in_turn_and_each_client_keeps_its_own() {
 }
 
 #[test]
+fn source_balance_keeps_a_client_address_on_one_target_whatever_its_port() {
+    // Each answers until the test has sent nothing for IO_TIMEOUT (then its receive fails).
+    let (a, _) = named_target("A", usize::MAX);
+    let (b, _) = named_target("B", usize::MAX);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--balance", "source"])
+        .args(["--to", &a, "--to", &b]);
+    let relay = Running::start(cmd, 1);
+    assert!(
+        relay
+            .stderr()
+            .contains(&format!("(forward to {a}, {b} by source address)")),
+        "{}",
+        relay.stderr()
+    );
+    let answer_from = |source: &str| {
+        let client = UdpSocket::bind((source, 0)).expect("bind");
+        client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        client
+            .send_to(b"who", ("127.0.0.1", relay.port()))
+            .expect("send");
+        let mut buf = [0u8; 16];
+        let (n, _) = client.recv_from(&mut buf).expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // Two sockets (two ports, two upstream sockets) per address: the same target.
+    let chosen: Vec<String> = (1..=8)
+        .map(|host| {
+            let source = format!("127.0.0.{host}");
+            let first = answer_from(&source);
+            assert_eq!(answer_from(&source), first, "{source} moved");
+            first
+        })
+        .collect();
+    assert!(
+        chosen.iter().any(|got| got == "A") && chosen.iter().any(|got| got == "B"),
+        "{chosen:?}"
+    );
+}
+
+#[test]
 fn udp_forwarding_refuses_what_it_cannot_do() {
     for (args, words) in [
         (

@@ -185,7 +185,14 @@ pub const FORWARD: [(&str, Kind); 11] = [
     ("--to", Kind::Target { streams: true }),
     (
         "--balance",
-        Kind::Word(&["round-robin", "first", "least-conn", "fastest", ""]),
+        Kind::Word(&[
+            "round-robin",
+            "first",
+            "least-conn",
+            "source",
+            "fastest",
+            "",
+        ]),
     ),
     ("--retry-after", span(true, true)),
     ("--check-interval", span(false, true)),
