@@ -54,6 +54,19 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     }
     let identity = target_identity(&args);
     if args.socks {
+        // Options of --to targets; two have defaults, so what was written is checked.
+        if let Some(option) = [
+            ("balance", "--balance"),
+            ("retry_after", "--retry-after"),
+            ("check_interval", "--check-interval"),
+        ]
+        .into_iter()
+        .find_map(|(id, option)| given.contains(id).then_some(option))
+        {
+            return Err(CliError::Usage(format!(
+                "{option} applies to --to targets, and a --socks proxy's clients name their own"
+            )));
+        }
         return socks(&args, identity, listeners, managed);
     }
     // Checked here: clap counts a flag's default as present for `requires`.

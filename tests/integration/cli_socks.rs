@@ -287,6 +287,19 @@ fn socks_usage_errors_exit_2() {
             ],
             "invalid network '10.0.0.0/33' for --socks-allow",
         ),
+        // Options of --to targets, even with their default values written.
+        (
+            &["-l", "127.0.0.1:0", "--socks", "--balance", "round-robin"],
+            "--balance applies to --to targets, and a --socks proxy's clients name their own",
+        ),
+        (
+            &["-l", "127.0.0.1:0", "--socks", "--retry-after", "10s"],
+            "--retry-after applies to --to targets",
+        ),
+        (
+            &["-l", "127.0.0.1:0", "--socks", "--check-interval", "1s"],
+            "--check-interval applies to --to targets",
+        ),
     ] {
         let mut cmd = socketkit();
         cmd.arg("forward").args(args);
