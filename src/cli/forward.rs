@@ -59,6 +59,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
             ("balance", "--balance"),
             ("retry_after", "--retry-after"),
             ("check_interval", "--check-interval"),
+            ("check_http", "--check-http"),
         ]
         .into_iter()
         .find_map(|(id, option)| given.contains(id).then_some(option))
@@ -107,6 +108,12 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     .retry_after(args.retry_after);
     let relay = match args.check_interval {
         Some(interval) => relay.check_every(interval),
+        None => relay,
+    };
+    let relay = match &args.check_http {
+        Some(path) => relay
+            .check_http(path)
+            .map_err(|err| CliError::Usage(format!("--check-http: {err}")))?,
         None => relay,
     };
     let relay = rest.into_iter().try_fold(relay, |relay, target| {

@@ -37,6 +37,10 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) check_interval: Option<Duration>,
+    /// With --check-interval: each check also asks for PATH over HTTP (GET PATH HTTP/1.1)
+    /// and passes only on a 2xx or 3xx status.
+    #[arg(long, value_name = "PATH", requires = "check_interval")]
+    pub(crate) check_http: Option<String>,
     /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
     /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
     #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]

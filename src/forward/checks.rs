@@ -6,16 +6,23 @@
 //! client a failed attempt once a check has seen it, and one that came back gets its share
 //! at the next check rather than after `retry_after`. Changes are logged: `health check:
 //! tcp:… is down: connection refused`, `health check: tcp:… is up`.
+//!
+//! With an HTTP path ([`super::Forward::check_http`]) a check also asks for it and reads
+//! the status line: `2xx` and `3xx` pass, anything else (or nothing within the timeout) is
+//! a failure named in the log line (`answered HTTP 503`).
 
-use std::sync::Weak;
+use std::io;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::MissedTickBehavior;
 
 use crate::endpoint::Endpoint;
 use crate::error::describe;
 
 use super::dial::Dialer;
+use super::relay::Upstream;
 use super::targets::Targets;
 
 /// The checks of one relay; they end once the relay (every clone of it) is dropped.
@@ -27,6 +34,8 @@ pub(super) struct Checks {
     pub(super) dial: Dialer,
     /// The PROXY header of a check, if the relay sends them.
     pub(super) header: Option<Vec<u8>>,
+    /// The path to ask for over HTTP, if a connection is not check enough.
+    pub(super) http_path: Option<Arc<str>>,
     pub(super) interval: Duration,
 }
 
@@ -50,8 +59,16 @@ impl Checks {
             for (index, target) in endpoints.into_iter().enumerate() {
                 let dial = self.dial.clone();
                 let header = self.header.clone();
+                let http_path = self.http_path.clone();
                 round.spawn(async move {
-                    let result = dial.connect(&target, header.as_deref()).await.map(drop);
+                    let result = async {
+                        let upstream = dial.connect(&target, header.as_deref()).await?;
+                        match &http_path {
+                            Some(path) => ask_http(upstream, &target, path, dial.timeout).await,
+                            None => Ok(()),
+                        }
+                    }
+                    .await;
                     (index, target, result)
                 });
             }
@@ -78,6 +95,113 @@ impl Checks {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The longest status line a check reads: `HTTP/1.1 200 OK` and a long reason fit.
+const STATUS_LINE_MAX: usize = 1024;
+
+/// Asks `target` for `path` over HTTP/1.1 on `upstream` and passes on a `2xx` or `3xx`
+/// status, all within `limit`.
+async fn ask_http(
+    mut upstream: Upstream,
+    target: &Endpoint,
+    path: &str,
+    limit: Option<Duration>,
+) -> io::Result<()> {
+    let host = target
+        .host_port()
+        .map_or_else(|| "localhost".to_owned(), ToString::to_string);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: socketkit-health-check\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let exchange = async {
+        let status = match &mut upstream {
+            Upstream::Plain(stream) => status_of(stream, request.as_bytes()).await?,
+            Upstream::Tls(tls) => status_of(&mut **tls, request.as_bytes()).await?,
+        };
+        if (200..400).contains(&status) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("answered HTTP {status}")))
+        }
+    };
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no HTTP answer in time",
+                ))
+            }),
+        None => exchange.await,
+    }
+}
+
+/// Sends `request` and reads the status code of the answer's status line.
+async fn status_of<S>(stream: &mut S, request: &[u8]) -> io::Result<u16>
+where
+    S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    stream.write_all(request).await?;
+    let mut line = Vec::with_capacity(128);
+    let mut buf = [0u8; 256];
+    let end = loop {
+        if let Some(end) = line.windows(2).position(|pair| pair == b"\r\n") {
+            break end;
+        }
+        if line.len() >= STATUS_LINE_MAX {
+            return Err(io::Error::other("answered with no HTTP status line"));
+        }
+        let read = stream.read(&mut buf).await?;
+        if read == 0 {
+            return Err(io::Error::other(if line.is_empty() {
+                "closed without an HTTP answer"
+            } else {
+                "answered with no HTTP status line"
+            }));
+        }
+        line.extend_from_slice(&buf[..read]);
+    };
+    status_code(&line[..end]).ok_or_else(|| io::Error::other("answered with no HTTP status line"))
+}
+
+/// The code of a status line, `HTTP/1.x NNN reason`.
+fn status_code(line: &[u8]) -> Option<u16> {
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let (&minor, rest) = rest.split_first()?;
+    let code = rest.strip_prefix(b" ")?.get(..3)?;
+    if !minor.is_ascii_digit() || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if rest.get(4).is_some_and(|&after| after != b' ') {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_are_read_strictly() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK"), Some(200));
+        assert_eq!(status_code(b"HTTP/1.0 503 Service Unavailable"), Some(503));
+        assert_eq!(status_code(b"HTTP/1.1 204"), Some(204));
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1",
+            b"HTTP/1.1 20",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/2 200",
+            b"SSH-2.0-OpenSSH_9.2",
+            b"HTTP/1.x 200 OK",
+        ] {
+            assert_eq!(status_code(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -18,9 +18,10 @@
 //! first, in the clear, as HAProxy expects it.
 //!
 //! With [`Forward::or`], a relay has several targets: each client goes to the next one in
-//! turn, to the first that is up, or to the one holding fewest relays ([`Balance`]), and a
-//! target that cannot be reached passes the client on to the next ([`targets`] has the
-//! rules); [`Forward::check_every`] adds health checks.
+//! turn, to the first that is up, to the one holding fewest relays, or to the one its
+//! address hashes to ([`Balance`]), and a target that cannot be reached passes the client
+//! on to the next ([`targets`] has the rules); [`Forward::check_every`] adds health checks,
+//! connections or ([`Forward::check_http`]) HTTP requests.
 //!
 //! [`Forward::proxy`] reaches the target through a SOCKS5 or HTTP proxy; [`socks`] is the
 //! other way round, a SOCKS5 proxy whose clients each name their target, relayed the same
@@ -74,6 +75,8 @@ pub struct Forward {
     dial: Dialer,
     send_proxy: Option<Version>,
     check_interval: Option<Duration>,
+    /// The path a health check asks for over HTTP; none: the connection is the check.
+    check_http: Option<Arc<str>>,
 }
 
 /// A target that a stream relay cannot use.
@@ -95,6 +98,11 @@ pub enum UnsupportedTarget {
     #[error("cannot forward to {0}: a relay takes at most {MAX_TARGETS} targets")]
     TooMany(Endpoint),
 }
+
+/// A path [`Forward::check_http`] cannot ask for.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid path {0:?}: it starts with / and holds visible ASCII only (no spaces)")]
+pub struct InvalidCheckPath(pub String);
 
 impl Forward {
     /// A relay to `target` (TCP, TLS or Unix stream). A `tls:` target is verified against
@@ -135,6 +143,7 @@ impl Forward {
             },
             send_proxy: None,
             check_interval: None,
+            check_http: None,
         })
     }
 
@@ -232,6 +241,24 @@ impl Forward {
         self
     }
 
+    /// Makes each health check ([`Forward::check_every`]) an HTTP request as well:
+    /// `GET path HTTP/1.1` (`Host` the target's, `Connection: close`) once connected, and
+    /// only a `2xx` or `3xx` status passes (HAProxy's `option httpchk`), within the
+    /// connect timeout (or the interval) again. A target that accepts connections and
+    /// answers `503` while it drains, or hangs, is taken out.
+    ///
+    /// # Errors
+    ///
+    /// A path that does not start with `/` or holds anything but visible ASCII (a space
+    /// or a line break would let it write headers of its own).
+    pub fn check_http(mut self, path: &str) -> Result<Forward, InvalidCheckPath> {
+        if !path.starts_with('/') || !path.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(InvalidCheckPath(path.to_owned()));
+        }
+        self.check_http = Some(path.into());
+        Ok(self)
+    }
+
     /// The health checks of [`Forward::check_every`], to spawn beside the server once the
     /// relay is complete (after the last builder call: a later one leaves the checks
     /// watching the relay as it was, and they stop); they end when the relay is dropped.
@@ -267,6 +294,7 @@ impl Forward {
             header: self
                 .send_proxy
                 .map(|version| proxy_protocol::encode(version, None, None)),
+            http_path: self.check_http.clone(),
             interval,
         };
         Some(checks.run())

@@ -266,6 +266,97 @@ fn health_checks_take_a_dead_target_out_before_any_client_and_back_when_it_retur
     assert_eq!(up(&primary), 1);
 }
 
+/// An HTTP server (`serve exec` with `sh`) that reads a request up to its blank line and
+/// answers with the file `dir/name`, so the test can change its answer.
+fn http_from_file(dir: &std::path::Path, name: &str, status: &str) -> Running {
+    let file = dir.join(name);
+    write_http_answer(&file, status, name);
+    let script = format!(
+        "while IFS= read -r line; do [ \"$line\" = \"$(printf '\\r')\" ] && break; done; \
+         cat '{}'",
+        file.display()
+    );
+    start(&[
+        "serve",
+        "exec",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+}
+
+fn write_http_answer(file: &std::path::Path, status: &str, body: &str) {
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::fs::write(file, answer).expect("write the answer");
+}
+
+/// The body of the answer to `GET /` through `relay`.
+fn http_body(relay: &Running) -> String {
+    let mut stream = connect(&relay.addr());
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    let answer = String::from_utf8_lossy(&read_to_end(&mut stream)).into_owned();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+#[test]
+fn http_checks_take_out_a_target_that_answers_an_error_and_one_that_is_not_http() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let primary = http_from_file(dir.path(), "primary", "503 Service Unavailable");
+    let backup = http_from_file(dir.path(), "backup", "200 OK");
+    let not_http = greeting("SSH-2.0-not-http");
+    let relay = forward(
+        &[
+            "--balance",
+            "first",
+            "--check-interval",
+            "200ms",
+            "--check-http",
+            "/health",
+        ],
+        &[&primary.addr(), &not_http.addr(), &backup.addr()],
+    );
+    relay.wait_for_stderr(
+        &[
+            &format!(
+                "health check: tcp:{} is down: answered HTTP 503",
+                primary.addr()
+            ),
+            &format!(
+                "health check: tcp:{} is down: answered with no HTTP status line",
+                not_http.addr()
+            ),
+        ],
+        Duration::from_secs(5),
+    );
+    // The primary takes connections, but its checks fail: clients go to the backup.
+    assert_eq!(http_body(&relay), "backup");
+
+    write_http_answer(&dir.path().join("primary"), "200 OK", "primary");
+    relay.wait_for_stderr(
+        &[&format!("health check: tcp:{} is up", primary.addr())],
+        Duration::from_secs(5),
+    );
+    assert_eq!(http_body(&relay), "primary");
+    assert!(
+        !relay
+            .stderr()
+            .contains(&format!("tcp:{} is down", backup.addr())),
+        "{}",
+        relay.stderr()
+    );
+}
+
 /// A server that answers each connection with a line naming it, then echoes.
 fn named_echo(name: &str) -> Running {
     start(&[
@@ -392,7 +483,7 @@ fn source_balance_keeps_each_client_address_on_one_target_and_fails_over() {
 
 #[test]
 fn options_for_several_targets_are_refused_where_they_cannot_apply() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--to", "127.0.0.1:9", "--balance", "first"],
             "error: --balance applies to several --to targets, and there is one",
@@ -422,6 +513,21 @@ fn options_for_several_targets_are_refused_where_they_cannot_apply() {
                 "fastest",
             ],
             "invalid value 'fastest' for '--balance <POLICY>'",
+        ),
+        (
+            &["--to", "127.0.0.1:9", "--check-http", "/health"],
+            "--check-interval",
+        ),
+        (
+            &[
+                "--to",
+                "127.0.0.1:9",
+                "--check-interval",
+                "1s",
+                "--check-http",
+                "/health HTTP/1.0\r\nX-Injected: 1",
+            ],
+            "error: --check-http: invalid path",
         ),
     ];
     for (extra, wanted) in cases {

@@ -181,7 +181,7 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 11] = [
+pub const FORWARD: [(&str, Kind); 12] = [
     ("--to", Kind::Target { streams: true }),
     (
         "--balance",
@@ -196,6 +196,10 @@ pub const FORWARD: [(&str, Kind); 11] = [
     ),
     ("--retry-after", span(true, true)),
     ("--check-interval", span(false, true)),
+    (
+        "--check-http",
+        Kind::Word(&["/health", "/", "health", "/a b", "/\r\nX: y", ""]),
+    ),
     ("--socks", Kind::Flag),
     ("--socks-users", Kind::InFile),
     ("--socks-allow", Kind::Cidr),
