@@ -47,6 +47,7 @@ mod cli_netcat;
 /// `connect -z HOST LOW-HIGH`: nc's port scan.
 mod cli_probe;
 /// `connect --proxy`: SOCKS5 and HTTP CONNECT, through real proxies and written ones.
+mod cli_programs;
 mod cli_proxy;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
