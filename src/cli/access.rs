@@ -25,6 +25,25 @@ pub(crate) struct Access {
     pub(crate) limits: Option<Arc<SourceLimits>>,
     /// Who to become after binding.
     pub(crate) identity: Option<Identity>,
+    /// What else SIGHUP reloads (`forward --to-file`'s targets), after the rules.
+    pub(crate) hangup_hooks: HangupHooks,
+}
+
+/// The reloads SIGHUP runs besides the access rules'.
+#[derive(Default, Clone)]
+pub(crate) struct HangupHooks(Vec<Arc<dyn Fn() + Send + Sync>>);
+
+impl HangupHooks {
+    /// Runs `hook` on every SIGHUP.
+    pub(crate) fn add(&mut self, hook: impl Fn() + Send + Sync + 'static) {
+        self.0.push(Arc::new(hook));
+    }
+}
+
+impl std::fmt::Debug for HangupHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} hooks", self.0.len())
+    }
 }
 
 /// The networks given to `flag` (`--allow`, `--socks-deny`…), each checked: exit 2 naming
@@ -78,6 +97,7 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
         control,
         limits,
         identity,
+        hangup_hooks: HangupHooks::default(),
     })
 }
 
@@ -125,6 +145,7 @@ impl Access {
     /// without the shutdown that removes its socket files and pid file.
     pub(crate) fn reload_on_hangup(&self) -> Result<(), CliError> {
         let control = self.control.clone();
+        let hooks = self.hangup_hooks.clone();
         let mut hangups = signal(SignalKind::hangup()).map_err(|err| {
             CliError::Runtime(socketkit::Error::new(
                 socketkit::error::Op::Create,
@@ -134,8 +155,13 @@ impl Access {
         })?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                for hook in &hooks.0 {
+                    hook();
+                }
                 let Some(control) = &control else {
-                    tracing::info!("SIGHUP: no rules to reload (no --allow or --deny)");
+                    if hooks.0.is_empty() {
+                        tracing::info!("SIGHUP: no rules to reload (no --allow or --deny)");
+                    }
                     continue;
                 };
                 match control.reload() {

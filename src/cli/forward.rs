@@ -1,7 +1,6 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use socketkit::access::AccessRules;
 use socketkit::client::proxy::Proxy;
@@ -9,7 +8,6 @@ use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
 use socketkit::forward::socks::{SocksForward, SocksUsers};
 use socketkit::forward::{Balance, Forward};
-use socketkit::metrics::Metrics;
 use socketkit::proxy_protocol::Version;
 use socketkit::server::Handler;
 
@@ -20,7 +18,7 @@ use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::managed::{Listen, Managed};
 use super::tls::ServerSetup;
-use super::{forward_datagram, init_logging, resolve, server, tls};
+use super::{forward_datagram, init_logging, resolve, server, target_file, tls};
 
 /// Runs `forward`; `given` names the options written on the command line (a udp: relay
 /// refuses those it cannot apply, defaults or not).
@@ -140,18 +138,22 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     let what = match relay.through() {
         Some(proxy) => format!(
             "forward to {} through {proxy}",
-            described_targets(relay.targets(), relay.balancing())
+            described_targets(relay.targets().iter(), relay.balancing())
         ),
         None => format!(
             "forward to {}",
-            described_targets(relay.targets(), relay.balancing())
+            described_targets(relay.targets().iter(), relay.balancing())
         ),
     };
-    serve(&args, listeners, listener_tls, managed, &what, |metrics| {
-        let relay = match metrics {
+    serve(&args, listeners, listener_tls, managed, &what, |prepared| {
+        let relay = match prepared.metrics() {
             Some(metrics) => relay.metrics(metrics),
             None => relay,
         };
+        // The relay is complete: the hook's clone shares its targets from here on.
+        if let Some(file) = &args.to_file {
+            prepared.on_hangup(target_file::reload_on_hangup(file.clone(), relay.clone()));
+        }
         let checks = relay.health_checks();
         (relay, checks)
     })
@@ -172,13 +174,13 @@ fn serve<H: Handler, C>(
     listener_tls: Option<ServerSetup>,
     managed: Managed,
     what: &str,
-    make: impl FnOnce(Option<Arc<Metrics>>) -> (H, Option<C>),
+    make: impl FnOnce(&mut server::Prepared) -> (H, Option<C>),
 ) -> Result<(), CliError>
 where
     C: Future<Output = ()> + Send + 'static,
 {
-    let prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
-    let (handler, checks) = make(prepared.metrics());
+    let mut prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
+    let (handler, checks) = make(&mut prepared);
     init_logging(&args.log);
     server::run(prepared, what, managed, |server| {
         if let Some(tls) = &listener_tls {
@@ -193,13 +195,18 @@ where
     })
 }
 
-/// The `--to` targets, the first and the rest (clap makes sure there is one unless `--socks`
-/// is given); `--balance` and `--retry-after` given for one target are refused, as options
-/// that would do nothing.
+/// The `--to` targets (or `--to-file`'s), the first and the rest (clap makes sure there is
+/// one unless `--socks` is given); `--balance` and `--retry-after` given for one `--to` are
+/// refused, as options that would do nothing (a file may name more after a reload).
 pub(crate) fn targets(
     args: &ForwardArgs,
     given: &Given,
 ) -> Result<(Endpoint, Vec<Endpoint>), CliError> {
+    if let Some(file) = &args.to_file {
+        let mut targets = target_file::read(file)?;
+        let first = targets.remove(0);
+        return Ok((first, targets));
+    }
     let Some((first, rest)) = args.to.split_first() else {
         return Err(CliError::Usage(
             "forward needs --to ENDPOINT (or --socks)".into(),
@@ -272,7 +279,7 @@ fn socks(
         "socks5 proxy",
         // Its targets are whatever its clients name: not labels for the metrics, nor
         // anything to check.
-        |_| (proxy, None::<std::future::Pending<()>>),
+        |_: &mut server::Prepared| (proxy, None::<std::future::Pending<()>>),
     )
 }
 

@@ -19,8 +19,12 @@ pub(crate) struct ForwardArgs {
     /// unixgram: listeners, udp:HOST:PORT or unixgram:PATH. Repeat it for several stream
     /// targets: clients are spread over them (--balance), and one that cannot be reached
     /// passes the client to the next.
-    #[arg(long, value_name = "ENDPOINT", required_unless_present = "socks")]
+    #[arg(long, value_name = "ENDPOINT", required_unless_present_any = ["socks", "to_file"])]
     pub(crate) to: Vec<String>,
+    /// Read the targets from FILE instead of --to, one endpoint a line (# comments); on
+    /// SIGHUP it is read again and its targets take the clients that come next.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "socks"])]
+    pub(crate) to_file: Option<std::path::PathBuf>,
     /// With several --to: round-robin (each client to the next target), first (the first
     /// target that is up; the others are its backups), least-conn (the target with the
     /// fewest relayed connections open) or source (the target the client's address hashes

@@ -213,6 +213,11 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             "a datagram target takes no connection to check",
         ),
         (
+            "--to-file",
+            args.to_file.is_some(),
+            "a datagram relay's targets are the --to given at start",
+        ),
+        (
             "--retry-after",
             given.contains("retry_after"),
             "a datagram relay cannot tell that a target is down",

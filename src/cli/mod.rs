@@ -24,6 +24,7 @@ mod serve;
 mod server;
 mod socket_file;
 mod stdio;
+mod target_file;
 mod tls;
 mod values;
 

@@ -25,6 +25,11 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Runs `hook` on every SIGHUP, after the access rules are reloaded.
+    pub(crate) fn on_hangup(&mut self, hook: impl Fn() + Send + Sync + 'static) {
+        self.access.hangup_hooks.add(hook);
+    }
+
     /// The metrics the server will count into, with `--metrics`.
     pub(crate) fn metrics(&self) -> Option<std::sync::Arc<socketkit::metrics::Metrics>> {
         self.metrics.as_ref().map(MetricsPlan::metrics)

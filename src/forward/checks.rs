@@ -53,42 +53,46 @@ impl Checks {
             let Some(targets) = self.targets.upgrade() else {
                 return;
             };
-            let endpoints: Vec<Endpoint> = targets.endpoints().cloned().collect();
+            // One list for the round: a reload meanwhile is checked from the next.
+            let list = targets.snapshot();
             drop(targets);
             let mut round = tokio::task::JoinSet::new();
-            for (index, target) in endpoints.into_iter().enumerate() {
+            for target in list.iter().cloned() {
                 let dial = self.dial.clone();
                 let header = self.header.clone();
                 let http_path = self.http_path.clone();
                 round.spawn(async move {
+                    let endpoint = target.endpoint();
                     let result = async {
-                        let upstream = dial.connect(&target, header.as_deref()).await?;
+                        let upstream = dial.connect(endpoint, header.as_deref()).await?;
                         match &http_path {
-                            Some(path) => ask_http(upstream, &target, path, dial.timeout).await,
+                            Some(path) => ask_http(upstream, endpoint, path, dial.timeout).await,
                             None => Ok(()),
                         }
                     }
                     .await;
-                    (index, target, result)
+                    (target, result)
                 });
             }
+            drop(list);
             while let Some(checked) = round.join_next().await {
-                let Ok((index, target, result)) = checked else {
+                let Ok((target, result)) = checked else {
                     continue; // a check that panicked: no verdict
                 };
-                let Some(targets) = self.targets.upgrade() else {
+                if self.targets.strong_count() == 0 {
                     return;
-                };
+                }
+                let endpoint = target.endpoint();
                 match result {
                     Ok(()) => {
-                        if targets.check_passed(index) {
-                            tracing::info!("health check: {target}{through} is up");
+                        if target.check_passed() {
+                            tracing::info!("health check: {endpoint}{through} is up");
                         }
                     }
                     Err(err) => {
-                        if targets.check_failed(index) {
+                        if target.check_failed() {
                             tracing::warn!(
-                                "health check: {target}{through} is down: {}",
+                                "health check: {endpoint}{through} is down: {}",
                                 describe(&err)
                             );
                         }

@@ -55,7 +55,7 @@ use crate::tls::{ClientOptions, Connector, client_config};
 use dial::Dialer;
 use relay::relay_to;
 use targets::Targets;
-pub use targets::{Balance, MAX_TARGETS};
+pub use targets::{Balance, MAX_TARGETS, Reloaded};
 
 /// Forwards each connection to a target endpoint, or to one of several.
 ///
@@ -97,6 +97,15 @@ pub enum UnsupportedTarget {
     /// More than [`MAX_TARGETS`] targets ([`Forward::or`]).
     #[error("cannot forward to {0}: a relay takes at most {MAX_TARGETS} targets")]
     TooMany(Endpoint),
+    /// An empty list of targets ([`Forward::reload_targets`]).
+    #[error("a relay needs a target at least")]
+    None,
+    /// A `tls:` target reloaded into a relay that was made without any
+    /// ([`Forward::reload_targets`]): its TLS settings are made with it.
+    #[error(
+        "cannot forward to {0}: the relay started with no tls: target, so it has no TLS settings for one"
+    )]
+    TlsAdded(Endpoint),
 }
 
 /// A path [`Forward::check_http`] cannot ask for.
@@ -164,8 +173,8 @@ impl Forward {
     /// assert!(relay.proxy(proxy).is_ok());
     /// ```
     pub fn proxy(mut self, proxy: Proxy) -> Result<Forward, UnsupportedTarget> {
-        if let Some(target) = self.targets().find(|target| !proxy_carries(target)) {
-            return Err(UnsupportedTarget::ThroughProxy(target.clone()));
+        if let Some(target) = self.targets().into_iter().find(|t| !proxy_carries(t)) {
+            return Err(UnsupportedTarget::ThroughProxy(target));
         }
         self.dial.proxy = Some(Arc::new(proxy));
         Ok(self)
@@ -195,7 +204,7 @@ impl Forward {
     ///     .and_then(|relay| relay.or("127.0.0.1:9002".parse().unwrap()))
     ///     .unwrap()
     ///     .balance(Balance::First);
-    /// assert_eq!(relay.targets().count(), 2);
+    /// assert_eq!(relay.targets().len(), 2);
     /// ```
     pub fn or(mut self, target: Endpoint) -> Result<Forward, UnsupportedTarget> {
         let target = usable(target)?;
@@ -336,13 +345,62 @@ impl Forward {
     }
 
     /// The (first) target endpoint.
-    pub fn target(&self) -> &Endpoint {
-        self.targets.first()
+    pub fn target(&self) -> Endpoint {
+        // A relay has one target at least: made with one, and a reload takes no empty list.
+        self.targets().swap_remove(0)
     }
 
-    /// Every target, in the order given.
-    pub fn targets(&self) -> impl ExactSizeIterator<Item = &Endpoint> {
+    /// Every target in force, in the order given.
+    pub fn targets(&self) -> Vec<Endpoint> {
         self.targets.endpoints()
+    }
+
+    /// Puts `targets` in force in place of the relay's for the clients that come next
+    /// (every clone of the relay: they share their targets): SIGHUP's reload of
+    /// `forward --to-file`. A target in both lists keeps what is known of it — its failure
+    /// mark, its open connections for [`Balance::LeastConnections`], its counters — and
+    /// relays already running go on to whichever target they have. The balance, timeouts,
+    /// proxy and TLS settings stay; so do the health checks, which check the new list from
+    /// their next round.
+    ///
+    /// # Errors
+    ///
+    /// Nothing changes when the list is empty or longer than [`MAX_TARGETS`], or names a
+    /// target the relay cannot reach: as [`Forward::or`] refuses them, and a `tls:` target
+    /// on a relay that was made with none (its TLS connector is made with the relay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// let relay = Forward::new("127.0.0.1:9001".parse().unwrap()).unwrap();
+    /// let serving = relay.clone();
+    /// let changed = relay
+    ///     .reload_targets(vec!["127.0.0.1:9001".parse().unwrap(), "127.0.0.1:9002".parse().unwrap()])
+    ///     .unwrap();
+    /// assert_eq!(changed.added, ["127.0.0.1:9002".parse().unwrap()]);
+    /// assert_eq!(serving.targets().len(), 2);
+    /// ```
+    pub fn reload_targets(&self, targets: Vec<Endpoint>) -> Result<Reloaded, UnsupportedTarget> {
+        if targets.is_empty() {
+            return Err(UnsupportedTarget::None);
+        }
+        if let Some(extra) = targets.get(MAX_TARGETS) {
+            return Err(UnsupportedTarget::TooMany(extra.clone()));
+        }
+        let targets = targets
+            .into_iter()
+            .map(usable)
+            .collect::<Result<Vec<_>, _>>()?;
+        for target in &targets {
+            if self.dial.proxy.is_some() && !proxy_carries(target) {
+                return Err(UnsupportedTarget::ThroughProxy(target.clone()));
+            }
+            if matches!(target, Endpoint::Tls(_)) && self.dial.tls.is_none() {
+                return Err(UnsupportedTarget::TlsAdded(target.clone()));
+            }
+        }
+        Ok(self.targets.reload(targets))
     }
 
     /// How clients are spread over the targets.
@@ -383,18 +441,20 @@ impl Forward {
                 client.local_addr().ok().and_then(|at| at.as_socket_addr()),
             )
         });
-        let mut left = self.targets.endpoints().len();
-        for (index, target) in self.targets.order(client.peer_addr().ip()) {
+        let order = self.targets.order(client.peer_addr().ip());
+        let mut left = order.len();
+        for target in order {
             left -= 1;
-            match self.dial.connect(target, header.as_deref()).await {
+            let endpoint = target.endpoint();
+            match self.dial.connect(endpoint, header.as_deref()).await {
                 Ok(upstream) => {
-                    self.targets.succeeded(index);
-                    let _open = self.targets.open(index);
-                    tracing::trace!(peer = %client.peer_addr(), "relaying to {target}");
+                    target.succeeded();
+                    let _open = target.open();
+                    tracing::trace!(peer = %client.peer_addr(), "relaying to {endpoint}");
                     return relay_to(client, upstream).await;
                 }
                 Err(err) => {
-                    self.targets.failed(index);
+                    self.targets.failed(&target);
                     let through = self.dial.through();
                     let next = if left > 0 {
                         "trying the next target"
@@ -403,7 +463,7 @@ impl Forward {
                     };
                     tracing::warn!(
                         peer = %client.peer_addr(),
-                        "cannot reach {target}{through}: {}; {next}",
+                        "cannot reach {endpoint}{through}: {}; {next}",
                         crate::error::describe(&err)
                     );
                 }

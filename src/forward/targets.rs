@@ -12,12 +12,16 @@
 //! whole.
 //!
 //! The marks are kept without a lock: a target's "down until" is one atomic word, read once
-//! per attempt and written only when it changes.
+//! per attempt and written only when it changes. The list itself is swapped whole when it
+//! is reloaded ([`super::Forward::reload_targets`]): a client's order is made from one list,
+//! and a target the new list keeps is the same target, with its marks and counts.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::access::canonical;
 use crate::endpoint::Endpoint;
@@ -67,10 +71,14 @@ pub(crate) fn source_slot(source: IpAddr, count: usize) -> usize {
     (mixed % count as u64) as usize
 }
 
+/// The targets of one list, in the order given.
+type List = Vec<Arc<Target>>;
+
 /// The relay's targets and what it remembers of their failures.
 #[derive(Debug)]
 pub(crate) struct Targets {
-    list: Vec<Target>,
+    /// At least one, at most [`MAX_TARGETS`].
+    list: ArcSwap<List>,
     balance: Balance,
     retry_after: Duration,
     /// The next client's starting point, for round robin.
@@ -81,8 +89,9 @@ pub(crate) struct Targets {
     metrics: Option<Arc<Metrics>>,
 }
 
+/// One target, and what is known of it.
 #[derive(Debug)]
-struct Target {
+pub(crate) struct Target {
     endpoint: Endpoint,
     /// Nanoseconds after `epoch` until which this target is tried last; 0 when it has not
     /// failed (or has since taken a connection).
@@ -90,6 +99,15 @@ struct Target {
     /// Relayed connections open now.
     active: AtomicUsize,
     metrics: Option<TargetMetrics>,
+}
+
+/// What a reload changed ([`Forward::reload_targets`](super::Forward::reload_targets)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Targets of the new list that the old one did not have.
+    pub added: Vec<Endpoint>,
+    /// Targets of the old list that the new one does not have.
+    pub removed: Vec<Endpoint>,
 }
 
 impl Targets {
@@ -101,7 +119,7 @@ impl Targets {
     /// The one target of a relay.
     pub(crate) fn one(endpoint: Endpoint) -> Targets {
         Targets {
-            list: vec![Target::new(endpoint)],
+            list: ArcSwap::from_pointee(vec![Arc::new(Target::new(endpoint, None))]),
             balance: Balance::default(),
             retry_after: Targets::RETRY_AFTER,
             next: AtomicUsize::new(0),
@@ -112,14 +130,12 @@ impl Targets {
 
     /// Adds a target after the others; false when there are [`MAX_TARGETS`] already.
     pub(crate) fn push(&mut self, endpoint: Endpoint) -> bool {
-        if self.list.len() == MAX_TARGETS {
+        let mut list = List::clone(&self.list.load());
+        if list.len() == MAX_TARGETS {
             return false;
         }
-        let mut target = Target::new(endpoint);
-        if let Some(metrics) = &self.metrics {
-            target.count_into(metrics);
-        }
-        self.list.push(target);
+        list.push(Arc::new(Target::new(endpoint, self.metrics.as_deref())));
+        self.list.store(Arc::new(list));
         true
     }
 
@@ -133,35 +149,83 @@ impl Targets {
 
     /// Counts each target's connections and failures into `metrics`.
     pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
-        for target in &mut self.list {
-            target.count_into(&metrics);
-        }
+        let list: List = self
+            .list
+            .load()
+            .iter()
+            .map(|target| Arc::new(target.copy(Some(&metrics))))
+            .collect();
+        self.list.store(Arc::new(list));
         self.metrics = Some(metrics);
     }
 
     /// The targets in the order they were given.
-    pub(crate) fn endpoints(&self) -> impl ExactSizeIterator<Item = &Endpoint> {
-        self.list.iter().map(|target| &target.endpoint)
+    pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
+        self.list
+            .load()
+            .iter()
+            .map(|target| target.endpoint.clone())
+            .collect()
     }
 
-    /// The first target.
-    pub(crate) fn first(&self) -> &Endpoint {
-        &self.list[0].endpoint
+    /// The list in force, for a round of health checks.
+    pub(crate) fn snapshot(&self) -> Arc<List> {
+        self.list.load_full()
     }
 
     pub(crate) fn balance(&self) -> Balance {
         self.balance
     }
 
+    /// Puts `endpoints` (one at least, at most [`MAX_TARGETS`]: the caller checks) in force
+    /// for the clients that come next. A target named in both lists stays the same target
+    /// — its marks, its open connections, its counters — as many times as both name it;
+    /// the others start afresh. Relays already running keep their connections.
+    pub(crate) fn reload(&self, endpoints: Vec<Endpoint>) -> Reloaded {
+        let old = self.list.load_full();
+        let mut left: Vec<Option<&Arc<Target>>> = old.iter().map(Some).collect();
+        let mut added = Vec::new();
+        let list: List = endpoints
+            .into_iter()
+            .map(|endpoint| {
+                let kept = left
+                    .iter_mut()
+                    .find(|slot| slot.is_some_and(|target| target.endpoint == endpoint))
+                    .and_then(Option::take);
+                match kept {
+                    Some(target) => Arc::clone(target),
+                    None => {
+                        added.push(endpoint.clone());
+                        Arc::new(Target::new(endpoint, self.metrics.as_deref()))
+                    }
+                }
+            })
+            .collect();
+        let removed: Vec<Endpoint> = left
+            .into_iter()
+            .flatten()
+            .map(|target| target.endpoint.clone())
+            .collect();
+        if let Some(metrics) = &self.metrics {
+            for endpoint in &removed {
+                if !list.iter().any(|target| &target.endpoint == endpoint) {
+                    metrics.forget_forward_target(&endpoint.to_string());
+                }
+            }
+        }
+        self.list.store(Arc::new(list));
+        Reloaded { added, removed }
+    }
+
     /// Where the next client, from `source` if it has an IP address, tries to go, in order:
     /// each target once, those marked down after the others.
-    pub(crate) fn order(&self, source: Option<IpAddr>) -> Order<'_> {
-        let count = self.list.len();
+    pub(crate) fn order(&self, source: Option<IpAddr>) -> Order {
+        let list = self.list.load_full();
+        let count = list.len();
         // The clock is read only when a target has a mark: not at all while every target
         // is up, the common case, on this per-connection path.
         let mut now = None;
-        let down = self
-            .list
+        let down = list
             .iter()
             .enumerate()
             .filter(|(_, target)| {
@@ -178,7 +242,7 @@ impl Targets {
                 (0..count)
                     .map(|step| (from + step) % count)
                     .filter(|&index| down & 1 << index == 0)
-                    .min_by_key(|&index| self.list[index].active.load(Ordering::Relaxed))
+                    .min_by_key(|&index| list[index].active.load(Ordering::Relaxed))
                     .unwrap_or(from)
             }
             Balance::Source => match source {
@@ -187,17 +251,16 @@ impl Targets {
             },
         };
         Order {
-            targets: self,
+            list,
             start,
             down,
             step: 0,
         }
     }
 
-    /// Remembers that the target at `index` failed a client: it is tried last for
-    /// `retry_after` (or longer, if a health check has marked it down until one passes).
-    pub(crate) fn failed(&self, index: usize) {
-        let target = &self.list[index];
+    /// Remembers that `target` failed a client: it is tried last for `retry_after` (or
+    /// longer, if a health check has marked it down until one passes).
+    pub(crate) fn failed(&self, target: &Target) {
         let until = self.now().saturating_add(nanos(self.retry_after)).max(1);
         target.down_until.fetch_max(until, Ordering::Relaxed);
         if let Some(metrics) = &target.metrics {
@@ -206,66 +269,95 @@ impl Targets {
         }
     }
 
-    /// A health check of the target at `index` failed: it is tried last until a check or a
-    /// client's connection succeeds. True if it was not marked down before.
-    pub(crate) fn check_failed(&self, index: usize) -> bool {
-        let target = &self.list[index];
-        if let Some(metrics) = &target.metrics {
-            metrics.up.set(0);
-        }
-        target.down_until.swap(u64::MAX, Ordering::Relaxed) == 0
-    }
-
-    /// A health check of the target at `index` passed: its mark is cleared. True if it was
-    /// marked down.
-    pub(crate) fn check_passed(&self, index: usize) -> bool {
-        let target = &self.list[index];
-        if target.down_until.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        if let Some(metrics) = &target.metrics {
-            metrics.up.set(1);
-        }
-        target.down_until.swap(0, Ordering::Relaxed) != 0
-    }
-
-    /// Forgets the target at `index`'s failure, if any.
-    pub(crate) fn succeeded(&self, index: usize) {
-        let target = &self.list[index];
-        // Read first: the common case writes nothing, so the word stays shared between
-        // the workers' caches.
-        if target.down_until.load(Ordering::Relaxed) != 0 {
-            target.down_until.store(0, Ordering::Relaxed);
-            if let Some(metrics) = &target.metrics {
-                metrics.up.set(1);
-            }
-        }
-        if let Some(metrics) = &target.metrics {
-            metrics.connected.inc();
-        }
-    }
-
-    /// Counts a relayed connection to the target at `index` as open until the guard drops.
-    pub(crate) fn open(&self, index: usize) -> Open<'_> {
-        let target = &self.list[index];
-        target.active.fetch_add(1, Ordering::Relaxed);
-        if let Some(metrics) = &target.metrics {
-            metrics.active.inc();
-        }
-        Open { target }
-    }
-
     fn now(&self) -> u64 {
         nanos(self.epoch.elapsed())
     }
 }
 
-/// A relayed connection counted open on its target ([`Targets::open`]).
-pub(crate) struct Open<'a> {
-    target: &'a Target,
+impl Target {
+    fn new(endpoint: Endpoint, metrics: Option<&Metrics>) -> Target {
+        let metrics = metrics.map(|metrics| metrics.forward_target(&endpoint.to_string()));
+        Target {
+            endpoint,
+            down_until: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    /// A target of its own with this one's endpoint and mark (and `metrics`, if given, else
+    /// the same counters), for a builder's copy of a list.
+    fn copy(&self, metrics: Option<&Metrics>) -> Target {
+        Target {
+            endpoint: self.endpoint.clone(),
+            down_until: AtomicU64::new(self.down_until.load(Ordering::Relaxed)),
+            active: AtomicUsize::new(0),
+            metrics: match metrics {
+                Some(metrics) => Some(metrics.forward_target(&self.endpoint.to_string())),
+                None => self.metrics.clone(),
+            },
+        }
+    }
+
+    /// Where this target is.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// A health check of this target failed: it is tried last until a check or a client's
+    /// connection succeeds. True if it was not marked down before.
+    pub(crate) fn check_failed(&self) -> bool {
+        if let Some(metrics) = &self.metrics {
+            metrics.up.set(0);
+        }
+        self.down_until.swap(u64::MAX, Ordering::Relaxed) == 0
+    }
+
+    /// A health check of this target passed: its mark is cleared. True if it was marked
+    /// down.
+    pub(crate) fn check_passed(&self) -> bool {
+        if self.down_until.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.up.set(1);
+        }
+        self.down_until.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// Forgets this target's failure, if any.
+    pub(crate) fn succeeded(&self) {
+        // Read first: the common case writes nothing, so the word stays shared between
+        // the workers' caches.
+        if self.down_until.load(Ordering::Relaxed) != 0 {
+            self.down_until.store(0, Ordering::Relaxed);
+            if let Some(metrics) = &self.metrics {
+                metrics.up.set(1);
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.connected.inc();
+        }
+    }
+
+    /// Counts a relayed connection to this target as open until the guard drops.
+    pub(crate) fn open(self: &Arc<Target>) -> Open {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.active.inc();
+        }
+        Open {
+            target: Arc::clone(self),
+        }
+    }
 }
 
-impl Drop for Open<'_> {
+/// A relayed connection counted open on its target ([`Target::open`]).
+pub(crate) struct Open {
+    target: Arc<Target>,
+}
+
+impl Drop for Open {
     fn drop(&mut self) {
         self.target.active.fetch_sub(1, Ordering::Relaxed);
         if let Some(metrics) = &self.target.metrics {
@@ -274,11 +366,18 @@ impl Drop for Open<'_> {
     }
 }
 
-/// A copy with the same marks, for a relay's builder whose targets are already shared.
+/// A copy with the same marks and targets of its own, for a relay's builder whose targets
+/// are already shared.
 impl Clone for Targets {
     fn clone(&self) -> Targets {
+        let list: List = self
+            .list
+            .load()
+            .iter()
+            .map(|target| Arc::new(target.copy(None)))
+            .collect();
         Targets {
-            list: self.list.clone(),
+            list: ArcSwap::from_pointee(list),
             balance: self.balance,
             retry_after: self.retry_after,
             next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
@@ -288,40 +387,14 @@ impl Clone for Targets {
     }
 }
 
-impl Clone for Target {
-    fn clone(&self) -> Target {
-        Target {
-            endpoint: self.endpoint.clone(),
-            down_until: AtomicU64::new(self.down_until.load(Ordering::Relaxed)),
-            active: AtomicUsize::new(0),
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-impl Target {
-    fn new(endpoint: Endpoint) -> Target {
-        Target {
-            endpoint,
-            down_until: AtomicU64::new(0),
-            active: AtomicUsize::new(0),
-            metrics: None,
-        }
-    }
-
-    /// Counts this target under its endpoint's name in `metrics`.
-    fn count_into(&mut self, metrics: &Metrics) {
-        self.metrics = Some(metrics.forward_target(&self.endpoint.to_string()));
-    }
-}
-
 fn nanos(span: Duration) -> u64 {
     u64::try_from(span.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One client's order of targets (see [`Targets::order`]): each target's index and endpoint.
-pub(crate) struct Order<'a> {
-    targets: &'a Targets,
+/// One client's order of targets (see [`Targets::order`]), from the list in force when it
+/// was made.
+pub(crate) struct Order {
+    list: Arc<List>,
     start: usize,
     /// Bit `i` set: target `i` was marked down when the order was made.
     down: u64,
@@ -329,18 +402,25 @@ pub(crate) struct Order<'a> {
     step: usize,
 }
 
-impl<'a> Iterator for Order<'a> {
-    type Item = (usize, &'a Endpoint);
+impl Order {
+    /// How many targets the order has.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+impl Iterator for Order {
+    type Item = Arc<Target>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let count = self.targets.list.len();
+        let count = self.list.len();
         while self.step < 2 * count {
             let pass_of_the_down = self.step >= count;
             let index = (self.start + self.step) % count;
             self.step += 1;
             let is_down = self.down & (1 << index) != 0;
             if is_down == pass_of_the_down {
-                return Some((index, &self.targets.list[index].endpoint));
+                return Some(Arc::clone(&self.list[index]));
             }
         }
         None
@@ -362,8 +442,25 @@ mod tests {
         targets
     }
 
+    /// The target at `index` of the list in force.
+    fn at(targets: &Targets, index: usize) -> Arc<Target> {
+        Arc::clone(&targets.snapshot()[index])
+    }
+
+    /// The indices of an order's targets in the list in force.
+    fn indices(targets: &Targets, order: Order) -> Vec<usize> {
+        let list = targets.snapshot();
+        order
+            .map(|target| {
+                list.iter()
+                    .position(|listed| Arc::ptr_eq(listed, &target))
+                    .expect("a listed target")
+            })
+            .collect()
+    }
+
     fn order(targets: &Targets) -> Vec<usize> {
-        targets.order(None).map(|(index, _)| index).collect()
+        indices(targets, targets.order(None))
     }
 
     #[test]
@@ -385,11 +482,11 @@ mod tests {
     #[test]
     fn a_failed_target_is_tried_last_until_it_succeeds() {
         let targets = targets(3, Balance::First);
-        targets.failed(0);
+        targets.failed(&at(&targets, 0));
         assert_eq!(order(&targets), [1, 2, 0]);
-        targets.failed(2);
+        targets.failed(&at(&targets, 2));
         assert_eq!(order(&targets), [1, 0, 2]);
-        targets.succeeded(0);
+        at(&targets, 0).succeeded();
         assert_eq!(order(&targets), [0, 1, 2]);
     }
 
@@ -397,13 +494,13 @@ mod tests {
     fn a_failed_check_holds_a_target_last_until_a_check_passes() {
         let mut targets = targets(2, Balance::First);
         targets.set_retry_after(Duration::ZERO);
-        assert!(targets.check_failed(0), "up before");
-        assert!(!targets.check_failed(0), "down already");
+        assert!(at(&targets, 0).check_failed(), "up before");
+        assert!(!at(&targets, 0).check_failed(), "down already");
         // A client's failure does not shorten the check's mark.
-        targets.failed(0);
+        targets.failed(&at(&targets, 0));
         assert_eq!(order(&targets), [1, 0]);
-        assert!(targets.check_passed(0));
-        assert!(!targets.check_passed(0));
+        assert!(at(&targets, 0).check_passed());
+        assert!(!at(&targets, 0).check_passed());
         assert_eq!(order(&targets), [0, 1]);
     }
 
@@ -411,18 +508,18 @@ mod tests {
     fn a_failure_is_forgotten_after_retry_after() {
         let mut targets = targets(2, Balance::First);
         targets.set_retry_after(Duration::ZERO);
-        targets.failed(0);
+        targets.failed(&at(&targets, 0));
         assert_eq!(order(&targets), [0, 1]);
     }
 
     #[test]
     fn least_connections_starts_at_the_emptiest_target_that_is_up() {
         let targets = targets(3, Balance::LeastConnections);
-        let first = targets.open(0);
-        let _second = targets.open(0);
-        let _third = targets.open(1);
+        let first = at(&targets, 0).open();
+        let _second = at(&targets, 0).open();
+        let _third = at(&targets, 1).open();
         assert_eq!(order(&targets)[0], 2);
-        targets.failed(2);
+        targets.failed(&at(&targets, 2));
         assert_eq!(order(&targets)[0], 1);
         drop(first);
         // 0 and 1 hold one each now: ties are taken in turn.
@@ -435,7 +532,7 @@ mod tests {
     fn source_starts_each_address_at_its_own_target_and_passes_a_down_one_on() {
         let targets = targets(4, Balance::Source);
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
-        let start = |source: &str| targets.order(Some(ip(source))).next().unwrap().0;
+        let start = |source: &str| indices(&targets, targets.order(Some(ip(source))))[0];
         let first = start("192.0.2.7");
         assert_eq!(
             start("192.0.2.7"),
@@ -458,11 +555,8 @@ mod tests {
         assert_eq!(spread.len(), 4, "256 addresses over 4 targets");
         // No address (a Unix client): in turn.
         assert_ne!(order_none_start(&targets), order_none_start(&targets));
-        targets.failed(first);
-        let order: Vec<usize> = targets
-            .order(Some(ip("192.0.2.7")))
-            .map(|(i, _)| i)
-            .collect();
+        targets.failed(&at(&targets, first));
+        let order = indices(&targets, targets.order(Some(ip("192.0.2.7"))));
         assert_eq!(
             order,
             [(first + 1) % 4, (first + 2) % 4, (first + 3) % 4, first]
@@ -470,7 +564,7 @@ mod tests {
     }
 
     fn order_none_start(targets: &Targets) -> usize {
-        targets.order(None).next().unwrap().0
+        order(targets)[0]
     }
 
     #[test]
@@ -485,10 +579,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_what_is_known_of_the_targets_it_keeps() {
+        let targets = targets(3, Balance::LeastConnections);
+        let endpoint = |port: u16| -> Endpoint { format!("127.0.0.1:{port}").parse().unwrap() };
+        targets.failed(&at(&targets, 0));
+        let open = at(&targets, 1).open();
+        let before = targets.order(None);
+        // 9000 and 9001 stay (in a new order), 9002 goes, 9005 comes.
+        let changed = targets.reload(vec![endpoint(9001), endpoint(9005), endpoint(9000)]);
+        assert_eq!(changed.added, [endpoint(9005)]);
+        assert_eq!(changed.removed, [endpoint(9002)]);
+        assert_eq!(
+            targets.endpoints(),
+            [endpoint(9001), endpoint(9005), endpoint(9000)]
+        );
+        // 9000 is still marked down (last), 9001 still holds a connection: 9005 first.
+        assert_eq!(order(&targets), [1, 0, 2]);
+        drop(open);
+        assert_eq!(at(&targets, 0).active.load(Ordering::Relaxed), 0);
+        // An order made before the reload goes on with the list it was made from.
+        let mut old: Vec<String> = before.map(|target| target.endpoint().to_string()).collect();
+        old.sort();
+        assert_eq!(
+            old,
+            [
+                "tcp:127.0.0.1:9000",
+                "tcp:127.0.0.1:9001",
+                "tcp:127.0.0.1:9002"
+            ]
+        );
+        // A target named twice is kept as often as both lists name it.
+        let changed = targets.reload(vec![endpoint(9001), endpoint(9001)]);
+        assert_eq!(changed.added, [endpoint(9001)]);
+        assert_eq!(changed.removed, [endpoint(9005), endpoint(9000)]);
+    }
+
+    #[test]
     fn every_target_down_still_gives_every_target() {
         let targets = targets(3, Balance::RoundRobin);
         for index in 0..3 {
-            targets.failed(index);
+            targets.failed(&at(&targets, index));
         }
         let mut seen = order(&targets);
         seen.sort_unstable();
@@ -517,12 +647,9 @@ mod tests {
                 let _ = targets.order(None);
             }
             for index in (0..count).filter(|index| marks & 1 << index != 0) {
-                targets.failed(index);
+                targets.failed(&at(&targets, index));
             }
-            let seen: Vec<usize> = targets
-                .order(source.map(IpAddr::V6))
-                .map(|(index, _)| index)
-                .collect();
+            let seen = indices(&targets, targets.order(source.map(IpAddr::V6)));
             let mut sorted = seen.clone();
             sorted.sort_unstable();
             prop_assert_eq!(sorted, (0..count).collect::<Vec<_>>());
@@ -537,7 +664,7 @@ mod tests {
         let targets = targets(MAX_TARGETS, Balance::RoundRobin);
         let mut targets = targets;
         assert!(!targets.push("127.0.0.1:1".parse().unwrap()));
-        targets.failed(MAX_TARGETS - 1);
+        targets.failed(&at(&targets, MAX_TARGETS - 1));
         assert_eq!(order(&targets).last(), Some(&(MAX_TARGETS - 1)));
     }
 }

@@ -196,6 +196,16 @@ impl Metrics {
         }
     }
 
+    /// Stops exporting the series of the forward target `name` (a target a reload took
+    /// out); a target of that name added later starts them afresh.
+    pub fn forget_forward_target(&self, name: &str) {
+        let labels: Labels = vec![("target", name.to_owned())];
+        self.target_connections.remove(&labels);
+        self.target_failures.remove(&labels);
+        self.target_up.remove(&labels);
+        self.target_active.remove(&labels);
+    }
+
     /// Says the server is draining: `/health` answers 503 from now on.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);

@@ -482,6 +482,112 @@ fn source_balance_keeps_each_client_address_on_one_target_and_fails_over() {
 }
 
 #[test]
+fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
+    let servers = [named_echo("A"), named_echo("B"), named_echo("C")];
+    let [a, b, c] = servers.each_ref().map(Running::addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("# the pool\n{a}\n\n{b}   # second\n")).expect("write");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--to-file")
+        .arg(&file);
+    let (relay, metrics) = start_with_metrics(cmd);
+    assert!(
+        relay
+            .stderr()
+            .contains(&format!("(forward to tcp:{a}, tcp:{b} in turn)")),
+        "{}",
+        relay.stderr()
+    );
+    let (mut on_a, first) = open_through(&relay);
+    let (_on_b, second) = open_through(&relay);
+    assert_eq!((first.as_str(), second.as_str()), ("A", "B"));
+
+    // A leaves the pool and C joins it.
+    std::fs::write(&file, format!("{b}\n{c}\n")).expect("write");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &[&format!(
+            "targets reloaded from {}: tcp:{b}, tcp:{c} (added tcp:{c}; removed tcp:{a})",
+            file.display()
+        )],
+        Duration::from_secs(5),
+    );
+    let names: Vec<String> = (0..4).map(|_| open_through(&relay).1).collect();
+    assert_eq!(names, ["B", "C", "B", "C"]);
+    // The client relayed to A before goes on with it.
+    on_a.write_all(b"still here\n").expect("write to A");
+    let mut echoed = [0u8; 11];
+    on_a.read_exact(&mut echoed).expect("A's echo");
+    assert_eq!(&echoed, b"still here\n");
+    // A's series are gone; C's count it.
+    let scrape = crate::support::net::http_get(&metrics, "/metrics").1;
+    assert!(!scrape.contains(&format!("tcp:{a}")), "{scrape}");
+    assert_eq!(
+        per_target(&metrics, "socketkit_forward_target_connections_total", &c),
+        2
+    );
+
+    // A file that no longer reads keeps the list in force.
+    std::fs::write(&file, format!("{b}\nnot a target\n")).expect("write");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &[&format!(
+            "targets not reloaded, the old ones stay: invalid --to-file {}: line 2:",
+            file.display()
+        )],
+        Duration::from_secs(5),
+    );
+    let names: Vec<String> = (0..2).map(|_| open_through(&relay).1).collect();
+    assert_eq!(names, ["B", "C"]);
+}
+
+#[test]
+fn a_to_file_that_cannot_be_used_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let bad_line = file("bad", "127.0.0.1:9\n:9\n");
+    let empty = file("empty", "# nothing yet\n\n");
+    let missing = dir.path().join("missing").display().to_string();
+    let tcp = "127.0.0.1:0";
+    let cases: [(&str, &[&str], i32, &str); 5] = [
+        (
+            tcp,
+            &["--to-file", &bad_line],
+            2,
+            "line 2: invalid endpoint ':9'",
+        ),
+        (tcp, &["--to-file", &empty], 2, "it names no target"),
+        (tcp, &["--to-file", &missing], 1, "cannot load --to-file"),
+        (
+            tcp,
+            &["--to-file", &empty, "--to", "127.0.0.1:9"],
+            2,
+            "cannot be used with",
+        ),
+        (
+            "udp:127.0.0.1:0",
+            &["--to-file", &empty],
+            2,
+            "--to-file applies to stream forwarding only",
+        ),
+    ];
+    for (listen, extra, code, wanted) in cases {
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", listen]).args(extra);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), code, "{extra:?}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{extra:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
+
+#[test]
 fn options_for_several_targets_are_refused_where_they_cannot_apply() {
     let cases: [(&[&str], &str); 6] = [
         (

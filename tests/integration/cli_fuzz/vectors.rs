@@ -181,8 +181,9 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 12] = [
+pub const FORWARD: [(&str, Kind); 13] = [
     ("--to", Kind::Target { streams: true }),
+    ("--to-file", Kind::InFile),
     (
         "--balance",
         Kind::Word(&[

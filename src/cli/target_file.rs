@@ -1,0 +1,94 @@
+//! `forward --to-file FILE`: the relay's targets from a file, one endpoint a line (`#`
+//! comments, blank lines skipped), read at start and again on every SIGHUP, when the new
+//! list is put in force for the clients that come next (`Forward::reload_targets`). A file
+//! that no longer reads, or names a target the relay cannot take, leaves the list in force
+//! as it was, and the log says why — as `--allow-file` does for the access rules.
+
+use std::path::{Path, PathBuf};
+
+use socketkit::endpoint::Endpoint;
+use socketkit::error::Op;
+use socketkit::forward::{Forward, MAX_TARGETS};
+
+use super::exit::{CliError, sanitize};
+use super::resolve;
+
+/// The targets `file` names, in order. An unreadable file is a runtime error (exit 1); a
+/// line that is not a target, no target at all, or too many, a usage error naming it.
+pub(crate) fn read(file: &Path) -> Result<Vec<Endpoint>, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        CliError::Runtime(socketkit::Error::new(
+            Op::Load("--to-file"),
+            file.display(),
+            err,
+        ))
+    })?;
+    let invalid =
+        |why: String| CliError::Usage(format!("invalid --to-file {}: {why}", file.display()));
+    let mut targets = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let written = line
+            .split_once('#')
+            .map_or(line, |(before, _)| before)
+            .trim();
+        if written.is_empty() {
+            continue;
+        }
+        let target = resolve::target("forward --to-file", written)
+            .map_err(|err| invalid(format!("line {}: {err}", number + 1)))?;
+        targets.push(target);
+    }
+    if targets.is_empty() {
+        return Err(invalid("it names no target".into()));
+    }
+    if targets.len() > MAX_TARGETS {
+        return Err(invalid(format!(
+            "it names {} targets, and a relay takes at most {MAX_TARGETS}",
+            targets.len()
+        )));
+    }
+    Ok(targets)
+}
+
+/// What SIGHUP does for `relay`: reads `file` again and puts its targets in force, logging
+/// what changed, or why nothing did.
+pub(crate) fn reload_on_hangup(file: PathBuf, relay: Forward) -> impl Fn() + Send + Sync {
+    move || {
+        let shown = file.display();
+        let reloaded = read(&file).and_then(|targets| {
+            relay
+                .reload_targets(targets)
+                .map_err(|err| CliError::Usage(err.to_string()))
+        });
+        match reloaded {
+            Ok(changed) => {
+                let list: Vec<String> = relay.targets().iter().map(ToString::to_string).collect();
+                let named = |what: &str, list: &[Endpoint]| {
+                    let names: Vec<String> = list.iter().map(ToString::to_string).collect();
+                    (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
+                };
+                let changes: Vec<String> = [
+                    named("added", &changed.added),
+                    named("removed", &changed.removed),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let changes = if changes.is_empty() {
+                    "unchanged".to_owned()
+                } else {
+                    changes.join("; ")
+                };
+                tracing::info!(
+                    "targets reloaded from {shown}: {} ({changes})",
+                    list.join(", ")
+                );
+            }
+            // The error names the file.
+            Err(err) => tracing::warn!(
+                "targets not reloaded, the old ones stay: {}",
+                sanitize(&err.to_string())
+            ),
+        }
+    }
+}
