@@ -108,6 +108,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         Some(interval) => relay.check_every(interval),
         None => relay,
     };
+    let relay = relay.check_counts(args.check_rise.unwrap_or(1), args.check_fall.unwrap_or(1));
     let relay = match &args.check_http {
         Some(path) => relay
             .check_http(path)

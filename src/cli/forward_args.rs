@@ -45,6 +45,16 @@ pub(crate) struct ForwardArgs {
     /// and passes only on a 2xx or 3xx status.
     #[arg(long, value_name = "PATH", requires = "check_interval")]
     pub(crate) check_http: Option<String>,
+    /// With --check-interval: failed checks in a row that take a target out (HAProxy's
+    /// fall, 1-1000).
+    #[arg(long, value_name = "N", requires = "check_interval", allow_hyphen_values = true,
+          value_parser = values::whole::<u32>(1, 1000))]
+    pub(crate) check_fall: Option<u32>,
+    /// With --check-interval: passing checks in a row that take a target back (HAProxy's
+    /// rise, 1-1000).
+    #[arg(long, value_name = "N", requires = "check_interval", allow_hyphen_values = true,
+          value_parser = values::whole::<u32>(1, 1000))]
+    pub(crate) check_rise: Option<u32>,
     /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
     /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
     #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]

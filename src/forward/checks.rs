@@ -23,7 +23,7 @@ use crate::error::describe;
 
 use super::dial::Dialer;
 use super::relay::Upstream;
-use super::targets::Targets;
+use super::targets::{Targets, Verdict};
 
 /// The checks of one relay; they end once the relay (every clone of it) is dropped.
 #[derive(Debug)]
@@ -36,6 +36,10 @@ pub(super) struct Checks {
     pub(super) header: Option<Vec<u8>>,
     /// The path to ask for over HTTP, if a connection is not check enough.
     pub(super) http_path: Option<Arc<str>>,
+    /// Passing checks in a row that take a target back.
+    pub(super) rise: u32,
+    /// Failed checks in a row that take a target out.
+    pub(super) fall: u32,
     pub(super) interval: Duration,
 }
 
@@ -84,19 +88,28 @@ impl Checks {
                 }
                 let endpoint = target.endpoint();
                 match result {
-                    Ok(()) => {
-                        if target.check_passed() {
+                    Ok(()) => match target.check_passed(self.rise) {
+                        Verdict::Changed => {
                             tracing::info!("health check: {endpoint}{through} is up");
                         }
-                    }
-                    Err(err) => {
-                        if target.check_failed() {
-                            tracing::warn!(
-                                "health check: {endpoint}{through} is down: {}",
-                                describe(&err)
-                            );
-                        }
-                    }
+                        Verdict::Counting(passed) => tracing::debug!(
+                            "health check: {endpoint}{through} passed ({passed} of {})",
+                            self.rise
+                        ),
+                        Verdict::Same => {}
+                    },
+                    Err(err) => match target.check_failed(self.fall) {
+                        Verdict::Changed => tracing::warn!(
+                            "health check: {endpoint}{through} is down: {}",
+                            describe(&err)
+                        ),
+                        Verdict::Counting(failed) => tracing::debug!(
+                            "health check: {endpoint}{through} failed ({failed} of {}): {}",
+                            self.fall,
+                            describe(&err)
+                        ),
+                        Verdict::Same => {}
+                    },
                 }
             }
         }

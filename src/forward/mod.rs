@@ -77,6 +77,9 @@ pub struct Forward {
     check_interval: Option<Duration>,
     /// The path a health check asks for over HTTP; none: the connection is the check.
     check_http: Option<Arc<str>>,
+    /// Consecutive checks that take a target back, and that take it out.
+    check_rise: u32,
+    check_fall: u32,
 }
 
 /// A target that a stream relay cannot use.
@@ -153,6 +156,8 @@ impl Forward {
             send_proxy: None,
             check_interval: None,
             check_http: None,
+            check_rise: 1,
+            check_fall: 1,
         })
     }
 
@@ -268,6 +273,18 @@ impl Forward {
         Ok(self)
     }
 
+    /// How many health checks in a row decide ([`Forward::check_every`]; HAProxy's `rise`
+    /// and `fall`): `fall` failed checks take a target out, `rise` passing ones take it back
+    /// (both 1 unless told; 0 counts as 1), so that a target that fails one check in a
+    /// while, or comes back for a moment, does not flap. A client that reaches a target
+    /// marked down still clears the mark at once, and a client that fails one marks it down
+    /// at once, as without checks.
+    pub fn check_counts(mut self, rise: u32, fall: u32) -> Forward {
+        self.check_rise = rise.max(1);
+        self.check_fall = fall.max(1);
+        self
+    }
+
     /// The health checks of [`Forward::check_every`], to spawn beside the server once the
     /// relay is complete (after the last builder call: a later one leaves the checks
     /// watching the relay as it was, and they stop); they end when the relay is dropped.
@@ -304,6 +321,8 @@ impl Forward {
                 .send_proxy
                 .map(|version| proxy_protocol::encode(version, None, None)),
             http_path: self.check_http.clone(),
+            rise: self.check_rise,
+            fall: self.check_fall,
             interval,
         };
         Some(checks.run())

@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -98,7 +98,21 @@ pub(crate) struct Target {
     down_until: AtomicU64,
     /// Relayed connections open now.
     active: AtomicUsize,
+    /// Health checks in a row that passed (above 0) or failed (below 0).
+    streak: AtomicI64,
     metrics: Option<TargetMetrics>,
+}
+
+/// What a health check's result did to its target ([`Target::check_passed`],
+/// [`Target::check_failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It was taken out, or back.
+    Changed,
+    /// It is on its way: this many in a row so far, short of the count that decides.
+    Counting(u32),
+    /// Nothing to say: it was where this result leaves it.
+    Same,
 }
 
 /// What a reload changed ([`Forward::reload_targets`](super::Forward::reload_targets)).
@@ -281,6 +295,7 @@ impl Target {
             endpoint,
             down_until: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            streak: AtomicI64::new(0),
             metrics,
         }
     }
@@ -292,6 +307,7 @@ impl Target {
             endpoint: self.endpoint.clone(),
             down_until: AtomicU64::new(self.down_until.load(Ordering::Relaxed)),
             active: AtomicUsize::new(0),
+            streak: AtomicI64::new(self.streak.load(Ordering::Relaxed)),
             metrics: match metrics {
                 Some(metrics) => Some(metrics.forward_target(&self.endpoint.to_string())),
                 None => self.metrics.clone(),
@@ -304,25 +320,50 @@ impl Target {
         &self.endpoint
     }
 
-    /// A health check of this target failed: it is tried last until a check or a client's
-    /// connection succeeds. True if it was not marked down before.
-    pub(crate) fn check_failed(&self) -> bool {
+    /// A health check of this target failed: at the `fall`th in a row it is tried last
+    /// until a check or a client's connection succeeds.
+    pub(crate) fn check_failed(&self, fall: u32) -> Verdict {
+        // Only the checks' task writes the streak: a load and a store are enough.
+        let failed = self.streak.load(Ordering::Relaxed).min(0) - 1;
+        self.streak.store(failed, Ordering::Relaxed);
+        let failed = u32::try_from(-failed).unwrap_or(u32::MAX);
+        if self.down_until.load(Ordering::Relaxed) == u64::MAX {
+            return Verdict::Same;
+        }
+        if failed < fall {
+            return Verdict::Counting(failed);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.up.set(0);
         }
-        self.down_until.swap(u64::MAX, Ordering::Relaxed) == 0
+        // Marked by a client's failure before: down for longer now, and it was said then.
+        if self.down_until.swap(u64::MAX, Ordering::Relaxed) == 0 {
+            Verdict::Changed
+        } else {
+            Verdict::Same
+        }
     }
 
-    /// A health check of this target passed: its mark is cleared. True if it was marked
-    /// down.
-    pub(crate) fn check_passed(&self) -> bool {
+    /// A health check of this target passed: at the `rise`th in a row its mark, if any, is
+    /// cleared.
+    pub(crate) fn check_passed(&self, rise: u32) -> Verdict {
+        let passed = self.streak.load(Ordering::Relaxed).max(0) + 1;
+        self.streak.store(passed, Ordering::Relaxed);
+        let passed = u32::try_from(passed).unwrap_or(u32::MAX);
         if self.down_until.load(Ordering::Relaxed) == 0 {
-            return false;
+            return Verdict::Same;
+        }
+        if passed < rise {
+            return Verdict::Counting(passed);
         }
         if let Some(metrics) = &self.metrics {
             metrics.up.set(1);
         }
-        self.down_until.swap(0, Ordering::Relaxed) != 0
+        if self.down_until.swap(0, Ordering::Relaxed) != 0 {
+            Verdict::Changed
+        } else {
+            Verdict::Same
+        }
     }
 
     /// Forgets this target's failure, if any.
@@ -494,13 +535,54 @@ mod tests {
     fn a_failed_check_holds_a_target_last_until_a_check_passes() {
         let mut targets = targets(2, Balance::First);
         targets.set_retry_after(Duration::ZERO);
-        assert!(at(&targets, 0).check_failed(), "up before");
-        assert!(!at(&targets, 0).check_failed(), "down already");
+        assert_eq!(
+            at(&targets, 0).check_failed(1),
+            Verdict::Changed,
+            "up before"
+        );
+        assert_eq!(
+            at(&targets, 0).check_failed(1),
+            Verdict::Same,
+            "down already"
+        );
         // A client's failure does not shorten the check's mark.
         targets.failed(&at(&targets, 0));
         assert_eq!(order(&targets), [1, 0]);
-        assert!(at(&targets, 0).check_passed());
-        assert!(!at(&targets, 0).check_passed());
+        assert_eq!(at(&targets, 0).check_passed(1), Verdict::Changed);
+        assert_eq!(at(&targets, 0).check_passed(1), Verdict::Same);
+        assert_eq!(order(&targets), [0, 1]);
+    }
+
+    #[test]
+    fn checks_decide_only_after_fall_failures_and_rise_passes_in_a_row() {
+        let targets = targets(2, Balance::First);
+        let target = at(&targets, 0);
+        // fall 3: two failures, a pass (the count starts again), three failures.
+        assert_eq!(target.check_failed(3), Verdict::Counting(1));
+        assert_eq!(target.check_failed(3), Verdict::Counting(2));
+        assert_eq!(
+            target.check_passed(2),
+            Verdict::Same,
+            "up: nothing to take back"
+        );
+        assert_eq!(target.check_failed(3), Verdict::Counting(1));
+        assert_eq!(target.check_failed(3), Verdict::Counting(2));
+        assert_eq!(order(&targets), [0, 1], "still up");
+        assert_eq!(target.check_failed(3), Verdict::Changed);
+        assert_eq!(order(&targets), [1, 0]);
+        // rise 2: one pass is not enough; a failure starts the count again.
+        assert_eq!(target.check_passed(2), Verdict::Counting(1));
+        assert_eq!(target.check_failed(3), Verdict::Same, "down already");
+        assert_eq!(target.check_passed(2), Verdict::Counting(1));
+        assert_eq!(order(&targets), [1, 0]);
+        assert_eq!(target.check_passed(2), Verdict::Changed);
+        assert_eq!(order(&targets), [0, 1]);
+        // A client's success takes a target back at once, whatever rise says.
+        for _ in 0..3 {
+            target.check_failed(3);
+        }
+        assert_eq!(order(&targets), [1, 0]);
+        target.succeeded();
         assert_eq!(order(&targets), [0, 1]);
     }
 

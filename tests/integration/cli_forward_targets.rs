@@ -357,6 +357,54 @@ fn http_checks_take_out_a_target_that_answers_an_error_and_one_that_is_not_http(
     );
 }
 
+#[test]
+fn checks_take_a_target_out_after_fall_failures_and_back_after_rise_passes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flapping = http_from_file(dir.path(), "flapping", "200 OK");
+    let backup = http_from_file(dir.path(), "backup", "200 OK");
+    let relay = forward(
+        &[
+            "-v",
+            "--balance",
+            "first",
+            "--check-interval",
+            "100ms",
+            "--check-http",
+            "/",
+            "--check-fall",
+            "3",
+            "--check-rise",
+            "2",
+        ],
+        &[&flapping.addr(), &backup.addr()],
+    );
+    let target = format!("tcp:{}", flapping.addr());
+    write_http_answer(&dir.path().join("flapping"), "503 Busy", "flapping");
+    relay.wait_for_stderr(
+        &[&format!(
+            "health check: {target} is down: answered HTTP 503"
+        )],
+        Duration::from_secs(5),
+    );
+    assert_eq!(http_body(&relay), "backup");
+    write_http_answer(&dir.path().join("flapping"), "200 OK", "flapping");
+    relay.wait_for_stderr(
+        &[&format!("health check: {target} is up")],
+        Duration::from_secs(5),
+    );
+    assert_eq!(http_body(&relay), "flapping");
+    // Down only at the third failure in a row, up only at the second pass.
+    let log = relay.stderr();
+    let at = |line: &str| {
+        log.find(&format!("health check: {target} {line}"))
+            .unwrap_or_else(|| panic!("no {line:?} in {log}"))
+    };
+    assert!(at("failed (1 of 3)") < at("failed (2 of 3)"), "{log}");
+    assert!(at("failed (2 of 3)") < at("is down"), "{log}");
+    assert!(at("is down") < at("passed (1 of 2)"), "{log}");
+    assert!(at("passed (1 of 2)") < at("is up"), "{log}");
+}
+
 /// A server that answers each connection with a line naming it, then echoes.
 fn named_echo(name: &str) -> Running {
     start(&[

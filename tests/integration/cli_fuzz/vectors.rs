@@ -181,7 +181,7 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 13] = [
+pub const FORWARD: [(&str, Kind); 15] = [
     ("--to", Kind::Target { streams: true }),
     ("--to-file", Kind::InFile),
     (
@@ -201,6 +201,8 @@ pub const FORWARD: [(&str, Kind); 13] = [
         "--check-http",
         Kind::Word(&["/health", "/", "health", "/a b", "/\r\nX: y", ""]),
     ),
+    ("--check-fall", Kind::Whole(1000)),
+    ("--check-rise", Kind::Whole(1000)),
     ("--socks", Kind::Flag),
     ("--socks-users", Kind::InFile),
     ("--socks-allow", Kind::Cidr),
