@@ -529,6 +529,13 @@ fn source_balance_keeps_each_client_address_on_one_target_and_fails_over() {
     drop((b, c));
 }
 
+/// Writes `text` to `file`, sends `relay` SIGHUP and waits for it to log `said`.
+fn rewrite_and_hang_up(relay: &Running, file: &std::path::Path, text: &str, said: &str) {
+    std::fs::write(file, text).expect("write the targets");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(&[said], Duration::from_secs(5));
+}
+
 #[test]
 fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
     let servers = [named_echo("A"), named_echo("B"), named_echo("C")];
@@ -553,14 +560,14 @@ fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
     assert_eq!((first.as_str(), second.as_str()), ("A", "B"));
 
     // A leaves the pool and C joins it.
-    std::fs::write(&file, format!("{b}\n{c}\n")).expect("write");
-    relay.signal(libc::SIGHUP);
-    relay.wait_for_stderr(
-        &[&format!(
+    rewrite_and_hang_up(
+        &relay,
+        &file,
+        &format!("{b}\n{c}\n"),
+        &format!(
             "targets reloaded from {}: tcp:{b}, tcp:{c} (added tcp:{c}; removed tcp:{a})",
             file.display()
-        )],
-        Duration::from_secs(5),
+        ),
     );
     let names: Vec<String> = (0..4).map(|_| open_through(&relay).1).collect();
     assert_eq!(names, ["B", "C", "B", "C"]);
@@ -578,14 +585,14 @@ fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
     );
 
     // A file that no longer reads keeps the list in force.
-    std::fs::write(&file, format!("{b}\nnot a target\n")).expect("write");
-    relay.signal(libc::SIGHUP);
-    relay.wait_for_stderr(
-        &[&format!(
+    rewrite_and_hang_up(
+        &relay,
+        &file,
+        &format!("{b}\nnot a target\n"),
+        &format!(
             "targets not reloaded, the old ones stay: invalid --to-file {}: line 2:",
             file.display()
-        )],
-        Duration::from_secs(5),
+        ),
     );
     let names: Vec<String> = (0..2).map(|_| open_through(&relay).1).collect();
     assert_eq!(names, ["B", "C"]);

@@ -126,6 +126,14 @@ fn named_target(name: &'static str, count: usize) -> (String, std::thread::JoinH
     (endpoint, serving)
 }
 
+/// Asks a [`named_target`] through the relay on `port` who it is.
+fn who(client: &UdpSocket, port: u16) -> String {
+    client.send_to(b"who", ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 16];
+    let (n, _) = client.recv_from(&mut buf).expect("an answer");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 #[test]
 fn several_targets_take_new_clients_in_turn_and_each_client_keeps_its_own() {
     let (a, serving_a) = named_target("A", 3);
@@ -141,14 +149,7 @@ fn several_targets_take_new_clients_in_turn_and_each_client_keeps_its_own() {
         relay.stderr()
     );
     let clients: Vec<UdpSocket> = (0..4).map(|_| client()).collect();
-    let answer = |client: &UdpSocket| {
-        client
-            .send_to(b"who", ("127.0.0.1", relay.port()))
-            .expect("send");
-        let mut buf = [0u8; 16];
-        let (n, _) = client.recv_from(&mut buf).expect("an answer");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let answer = |client: &UdpSocket| who(client, relay.port());
     let first: String = clients.iter().map(answer).collect();
     assert_eq!(first, "ABAB");
     // The first client's upstream socket still lives: it stays with A.
@@ -176,12 +177,7 @@ fn source_balance_keeps_a_client_address_on_one_target_whatever_its_port() {
     let answer_from = |source: &str| {
         let client = UdpSocket::bind((source, 0)).expect("bind");
         client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        client
-            .send_to(b"who", ("127.0.0.1", relay.port()))
-            .expect("send");
-        let mut buf = [0u8; 16];
-        let (n, _) = client.recv_from(&mut buf).expect("an answer");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        who(&client, relay.port())
     };
     // Two sockets (two ports, two upstream sockets) per address: the same target.
     let chosen: Vec<String> = (1..=8)
