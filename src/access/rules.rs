@@ -202,7 +202,8 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
 /// ```
 #[derive(Debug)]
 pub struct AccessControl {
-    sources: RuleSources,
+    /// None: rules given whole ([`AccessControl::fixed`]), with nothing to read again.
+    sources: Option<RuleSources>,
     current: ArcSwap<AccessRules>,
 }
 
@@ -215,9 +216,17 @@ impl AccessControl {
     pub fn new(sources: RuleSources) -> Result<AccessControl, RuleError> {
         let rules = sources.load()?;
         Ok(AccessControl {
-            sources,
+            sources: Some(sources),
             current: ArcSwap::from_pointee(rules),
         })
+    }
+
+    /// Rules given whole, which a reload leaves as they are.
+    pub fn fixed(rules: AccessRules) -> AccessControl {
+        AccessControl {
+            sources: None,
+            current: ArcSwap::from_pointee(rules),
+        }
     }
 
     /// Whether `source` may connect under the rules in force.
@@ -237,8 +246,10 @@ impl AccessControl {
     ///
     /// As [`RuleSources::load`]; nothing changed.
     pub fn reload(&self) -> Result<(), RuleError> {
-        let rules = self.sources.load()?;
-        self.current.store(Arc::new(rules));
+        if let Some(sources) = &self.sources {
+            let rules = sources.load()?;
+            self.current.store(Arc::new(rules));
+        }
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! `socketkit forward`: relay every accepted connection to a target.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use socketkit::access::AccessRules;
+use socketkit::access::{AccessControl, RuleSources};
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
 use socketkit::error::Op;
@@ -73,6 +74,8 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         (args.socks_users.is_some(), "--socks-users"),
         (!args.socks_allow.is_empty(), "--socks-allow"),
         (!args.socks_deny.is_empty(), "--socks-deny"),
+        (!args.socks_allow_file.is_empty(), "--socks-allow-file"),
+        (!args.socks_deny_file.is_empty(), "--socks-deny-file"),
     ] {
         if given {
             return Err(CliError::Usage(format!("{option} applies to --socks only")));
@@ -264,13 +267,23 @@ fn socks(
         Some(file) => proxy.users(socks_users(file)?),
         None => proxy,
     };
-    let proxy = if args.socks_allow.is_empty() && args.socks_deny.is_empty() {
-        proxy
+    let sources = RuleSources {
+        allow: networks("--socks-allow", &args.socks_allow)?,
+        deny: networks("--socks-deny", &args.socks_deny)?,
+        allow_files: args.socks_allow_file.clone(),
+        deny_files: args.socks_deny_file.clone(),
+    };
+    let rules_from_files = !sources.allow_files.is_empty() || !sources.deny_files.is_empty();
+    let control = if sources.is_empty() {
+        None
     } else {
-        proxy.destinations(AccessRules::new(
-            networks("--socks-allow", &args.socks_allow)?,
-            networks("--socks-deny", &args.socks_deny)?,
-        ))
+        let control =
+            AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(Arc::new(control))
+    };
+    let proxy = match &control {
+        Some(control) => proxy.destination_control(Arc::clone(control)),
+        None => proxy,
     };
     serve(
         args,
@@ -280,7 +293,22 @@ fn socks(
         "socks5 proxy",
         // Its targets are whatever its clients name: not labels for the metrics, nor
         // anything to check.
-        |_: &mut server::Prepared| (proxy, None::<std::future::Pending<()>>),
+        |prepared: &mut server::Prepared| {
+            if let Some(control) = control.filter(|_| rules_from_files) {
+                prepared.on_hangup(move || match control.reload() {
+                    Ok(()) => {
+                        let (allow, deny) = control.rules().len();
+                        tracing::info!(
+                            "socks destination rules reloaded: {allow} allow, {deny} deny"
+                        );
+                    }
+                    Err(err) => tracing::warn!(
+                        "socks destination rules not reloaded, the old ones stay: {err}"
+                    ),
+                });
+            }
+            (proxy, None::<std::future::Pending<()>>)
+        },
     )
 }
 

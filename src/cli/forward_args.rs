@@ -71,6 +71,13 @@ pub(crate) struct ForwardArgs {
     /// 127.0.0.0/8 and the private networks, so that the proxy reaches no local service).
     #[arg(long, value_name = "CIDR")]
     pub(crate) socks_deny: Vec<String>,
+    /// With --socks: --socks-allow networks from FILE, one CIDR a line (# comments); read
+    /// again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) socks_allow_file: Vec<std::path::PathBuf>,
+    /// With --socks: --socks-deny networks from FILE, as --socks-allow-file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) socks_deny_file: Vec<std::path::PathBuf>,
     /// Give up each connection attempt to the target after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration())]

@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::relay::{Upstream, relay_to};
-use crate::access::AccessRules;
+use crate::access::{AccessControl, AccessRules};
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::net::{self, Stream};
 use crate::server::{Connection, Handler};
@@ -68,7 +68,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SocksForward {
     timeout: Duration,
     users: Option<Arc<SocksUsers>>,
-    destinations: Option<Arc<AccessRules>>,
+    destinations: Option<Arc<AccessControl>>,
 }
 
 /// The user names and passwords a [`SocksForward`] takes (RFC 1929).
@@ -167,7 +167,15 @@ impl SocksForward {
     /// networks, or allow only those a proxy is for. A requested name is resolved here and
     /// only its admitted addresses are tried; a request with none is answered reply 2.
     pub fn destinations(mut self, rules: AccessRules) -> SocksForward {
-        self.destinations = Some(Arc::new(rules));
+        self.destinations = Some(Arc::new(AccessControl::fixed(rules)));
+        self
+    }
+
+    /// As [`SocksForward::destinations`], with rules that can be read again while the
+    /// proxy runs ([`AccessControl::reload`]: `forward --socks-allow-file` on SIGHUP); each
+    /// request is checked against the rules in force when it comes.
+    pub fn destination_control(mut self, control: Arc<AccessControl>) -> SocksForward {
+        self.destinations = Some(control);
         self
     }
 
@@ -203,7 +211,7 @@ async fn serve(
     mut client: Connection,
     timeout: Duration,
     users: Option<&SocksUsers>,
-    destinations: Option<&AccessRules>,
+    destinations: Option<&AccessControl>,
 ) -> io::Result<()> {
     let request = match tokio::time::timeout(timeout, request(&mut client, users)).await {
         Ok(Ok(Some(request))) => request,
@@ -225,7 +233,7 @@ async fn serve(
     let attempt = async {
         match destinations {
             None => net::connect_stream(&target, None).await.map(Some),
-            Some(rules) => connect_admitted(&target, rules).await,
+            Some(control) => connect_admitted(&target, &control.rules()).await,
         }
     };
     let connected = tokio::time::timeout(timeout, attempt)

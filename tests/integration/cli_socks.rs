@@ -240,6 +240,47 @@ fn socks_destinations_are_limited_to_the_allowed_networks() {
 }
 
 #[test]
+fn socks_destination_files_are_read_again_on_sighup() {
+    let greeting = serve("greeting", &[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let allowed = dir.path().join("allowed");
+    std::fs::write(&allowed, "# where clients may go\n127.0.0.1/32\n").expect("write");
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--socks",
+        "--socks-allow-file",
+    ])
+    .arg(&allowed);
+    let proxy = Running::start(cmd, 1);
+    let url = format!("socks5://{}", proxy.addr());
+    let through = || {
+        let mut cmd = socketkit();
+        cmd.args(["connect", "--proxy", &url, &greeting.addr()]);
+        run(cmd, Vec::new(), DEADLINE)
+    };
+    assert_eq!(through().code(), 0);
+    // The allowed network moves away from the greeting server.
+    std::fs::write(&allowed, "127.0.0.2/32\n").expect("write");
+    proxy.signal(libc::SIGHUP);
+    proxy.wait_for_stderr(
+        &["socks destination rules reloaded: 1 allow, 0 deny"],
+        Duration::from_secs(5),
+    );
+    fails_with(&through(), 1, "not allowed by its rules (SOCKS5 reply 2)");
+    // A file that no longer reads keeps the rules in force.
+    std::fs::write(&allowed, "127.0.0.1/33\n").expect("write");
+    proxy.signal(libc::SIGHUP);
+    proxy.wait_for_stderr(
+        &["socks destination rules not reloaded, the old ones stay:"],
+        Duration::from_secs(5),
+    );
+    fails_with(&through(), 1, "(SOCKS5 reply 2)");
+}
+
+#[test]
 fn socks_usage_errors_exit_2() {
     for (args, said) in [
         (
@@ -276,6 +317,27 @@ fn socks_usage_errors_exit_2() {
                 "10.0.0.0/8",
             ],
             "--socks-deny applies to --socks only",
+        ),
+        (
+            &[
+                "-l",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:1",
+                "--socks-allow-file",
+                "/dev/null",
+            ],
+            "--socks-allow-file applies to --socks only",
+        ),
+        (
+            &[
+                "-l",
+                "127.0.0.1:0",
+                "--socks",
+                "--socks-deny-file",
+                "/nonexistent/socks-deny",
+            ],
+            "cannot read rule file /nonexistent/socks-deny",
         ),
         (
             &[

@@ -181,7 +181,7 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 15] = [
+pub const FORWARD: [(&str, Kind); 17] = [
     ("--to", Kind::Target { streams: true }),
     ("--to-file", Kind::InFile),
     (
@@ -207,6 +207,8 @@ pub const FORWARD: [(&str, Kind); 15] = [
     ("--socks-users", Kind::InFile),
     ("--socks-allow", Kind::Cidr),
     ("--socks-deny", Kind::Cidr),
+    ("--socks-allow-file", Kind::RuleFile),
+    ("--socks-deny-file", Kind::RuleFile),
     ("--timeout", span(false, true)),
     ("--send-proxy", Kind::Word(&["v1", "v2", "v3", ""])),
     ("--proxy", Kind::Word(&PROXIES)),
