@@ -1,6 +1,8 @@
 //! `socketkit forward` with several `--to` targets: clients spread in turn, a target that
 //! cannot be reached passing its client on whole, `--balance first` with a primary that
-//! comes back, the per-target metrics, and the usage errors.
+//! comes back, least-conn and source balancing, the per-target metrics, and the usage
+//! errors. Health checks and `--to-file` pools are in `cli_forward_pool.rs`, with these
+//! helpers.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -13,14 +15,14 @@ use crate::support::net::{
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::{TestResult, wait_until};
 
-fn start(args: &[&str]) -> Running {
+pub(crate) fn start(args: &[&str]) -> Running {
     let mut cmd = socketkit();
     cmd.args(args);
     Running::start(cmd, 1)
 }
 
 /// A greeting server that answers `message`.
-fn greeting(message: &str) -> Running {
+pub(crate) fn greeting(message: &str) -> Running {
     start(&[
         "serve",
         "greeting",
@@ -32,7 +34,7 @@ fn greeting(message: &str) -> Running {
 }
 
 /// `forward -l 127.0.0.1:0` with `options`, relaying to each of `targets`.
-fn forward(options: &[&str], targets: &[&str]) -> Running {
+pub(crate) fn forward(options: &[&str], targets: &[&str]) -> Running {
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "127.0.0.1:0"]).args(options);
     for target in targets {
@@ -42,7 +44,7 @@ fn forward(options: &[&str], targets: &[&str]) -> Running {
 }
 
 /// [`forward`] with `--metrics 127.0.0.1:0`, and the metrics' address.
-fn forward_with_metrics(options: &[&str], targets: &[&str]) -> (Running, String) {
+pub(crate) fn forward_with_metrics(options: &[&str], targets: &[&str]) -> (Running, String) {
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
         .args(options);
@@ -53,16 +55,16 @@ fn forward_with_metrics(options: &[&str], targets: &[&str]) -> (Running, String)
 }
 
 /// The sample `name{target="tcp:TARGET"}` of a scrape of `metrics`.
-fn per_target(metrics: &str, name: &str, target: &str) -> u64 {
+pub(crate) fn per_target(metrics: &str, name: &str, target: &str) -> u64 {
     sample(metrics, name, &format!("target=\"tcp:{target}\""))
 }
 
 /// What a client of `relay` is answered.
-fn answer(relay: &Running) -> String {
+pub(crate) fn answer(relay: &Running) -> String {
     String::from_utf8_lossy(&read_to_end(&mut connect(&relay.addr()))).into_owned()
 }
 
-fn dead_target() -> String {
+pub(crate) fn dead_target() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
@@ -224,189 +226,8 @@ fn each_targets_connections_and_failures_are_counted() {
     assert_eq!(per_target(&metrics, connections, &dead), 0);
 }
 
-#[test]
-fn health_checks_take_a_dead_target_out_before_any_client_and_back_when_it_returns() {
-    let primary = dead_target();
-    let backup = greeting("backup");
-    let (relay, metrics) = forward_with_metrics(
-        &[
-            "--balance",
-            "first",
-            "--check-interval",
-            "200ms",
-            "--retry-after",
-            "1h",
-        ],
-        &[&primary, &backup.addr()],
-    );
-    let up = |target: &str| per_target(&metrics, "socketkit_forward_target_up", target);
-    // The first round runs at once.
-    relay.wait_for_stderr(
-        &[&format!(
-            "health check: tcp:{primary} is down: connection refused"
-        )],
-        Duration::from_secs(5),
-    );
-    assert_eq!((up(&primary), up(&backup.addr())), (0, 1));
-    // Checked down: no client tries it.
-    assert_eq!(answer(&relay), "backup");
-    assert!(
-        !relay.stderr().contains("cannot reach"),
-        "{}",
-        relay.stderr()
-    );
-
-    // Back: the next check takes it again, an hour of --retry-after notwithstanding.
-    let _primary = start(&["serve", "greeting", "--message", "primary", "-l", &primary]);
-    relay.wait_for_stderr(
-        &[&format!("health check: tcp:{primary} is up")],
-        Duration::from_secs(5),
-    );
-    assert_eq!(answer(&relay), "primary");
-    assert_eq!(up(&primary), 1);
-}
-
-/// An HTTP server (`serve exec` with `sh`) that reads a request up to its blank line and
-/// answers with the file `dir/name`, so the test can change its answer.
-fn http_from_file(dir: &std::path::Path, name: &str, status: &str) -> Running {
-    let file = dir.join(name);
-    write_http_answer(&file, status, name);
-    let script = format!(
-        "while IFS= read -r line; do [ \"$line\" = \"$(printf '\\r')\" ] && break; done; \
-         cat '{}'",
-        file.display()
-    );
-    start(&[
-        "serve",
-        "exec",
-        "-l",
-        "127.0.0.1:0",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ])
-}
-
-fn write_http_answer(file: &std::path::Path, status: &str, body: &str) {
-    let answer = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    std::fs::write(file, answer).expect("write the answer");
-}
-
-/// The body of the answer to `GET /` through `relay`.
-fn http_body(relay: &Running) -> String {
-    let mut stream = connect(&relay.addr());
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        .expect("request");
-    let answer = String::from_utf8_lossy(&read_to_end(&mut stream)).into_owned();
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
-}
-
-#[test]
-fn http_checks_take_out_a_target_that_answers_an_error_and_one_that_is_not_http() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let primary = http_from_file(dir.path(), "primary", "503 Service Unavailable");
-    let backup = http_from_file(dir.path(), "backup", "200 OK");
-    let not_http = greeting("SSH-2.0-not-http");
-    let relay = forward(
-        &[
-            "--balance",
-            "first",
-            "--check-interval",
-            "200ms",
-            "--check-http",
-            "/health",
-        ],
-        &[&primary.addr(), &not_http.addr(), &backup.addr()],
-    );
-    relay.wait_for_stderr(
-        &[
-            &format!(
-                "health check: tcp:{} is down: answered HTTP 503",
-                primary.addr()
-            ),
-            &format!(
-                "health check: tcp:{} is down: answered with no HTTP status line",
-                not_http.addr()
-            ),
-        ],
-        Duration::from_secs(5),
-    );
-    // The primary takes connections, but its checks fail: clients go to the backup.
-    assert_eq!(http_body(&relay), "backup");
-
-    write_http_answer(&dir.path().join("primary"), "200 OK", "primary");
-    relay.wait_for_stderr(
-        &[&format!("health check: tcp:{} is up", primary.addr())],
-        Duration::from_secs(5),
-    );
-    assert_eq!(http_body(&relay), "primary");
-    assert!(
-        !relay
-            .stderr()
-            .contains(&format!("tcp:{} is down", backup.addr())),
-        "{}",
-        relay.stderr()
-    );
-}
-
-#[test]
-fn checks_take_a_target_out_after_fall_failures_and_back_after_rise_passes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let flapping = http_from_file(dir.path(), "flapping", "200 OK");
-    let backup = http_from_file(dir.path(), "backup", "200 OK");
-    let relay = forward(
-        &[
-            "-v",
-            "--balance",
-            "first",
-            "--check-interval",
-            "100ms",
-            "--check-http",
-            "/",
-            "--check-fall",
-            "3",
-            "--check-rise",
-            "2",
-        ],
-        &[&flapping.addr(), &backup.addr()],
-    );
-    let target = format!("tcp:{}", flapping.addr());
-    write_http_answer(&dir.path().join("flapping"), "503 Busy", "flapping");
-    relay.wait_for_stderr(
-        &[&format!(
-            "health check: {target} is down: answered HTTP 503"
-        )],
-        Duration::from_secs(5),
-    );
-    assert_eq!(http_body(&relay), "backup");
-    write_http_answer(&dir.path().join("flapping"), "200 OK", "flapping");
-    relay.wait_for_stderr(
-        &[&format!("health check: {target} is up")],
-        Duration::from_secs(5),
-    );
-    assert_eq!(http_body(&relay), "flapping");
-    // Down only at the third failure in a row, up only at the second pass.
-    let log = relay.stderr();
-    let at = |line: &str| {
-        log.find(&format!("health check: {target} {line}"))
-            .unwrap_or_else(|| panic!("no {line:?} in {log}"))
-    };
-    assert!(at("failed (1 of 3)") < at("failed (2 of 3)"), "{log}");
-    assert!(at("failed (2 of 3)") < at("is down"), "{log}");
-    assert!(at("is down") < at("passed (1 of 2)"), "{log}");
-    assert!(at("passed (1 of 2)") < at("is up"), "{log}");
-}
-
 /// A server that answers each connection with a line naming it, then echoes.
-fn named_echo(name: &str) -> Running {
+pub(crate) fn named_echo(name: &str) -> Running {
     start(&[
         "serve",
         "exec",
@@ -420,7 +241,7 @@ fn named_echo(name: &str) -> Running {
 }
 
 /// Connects to `relay` and reads the first line: the name of the target behind it.
-fn open_through(relay: &Running) -> (TcpStream, String) {
+pub(crate) fn open_through(relay: &Running) -> (TcpStream, String) {
     let mut stream = connect(&relay.addr());
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -527,119 +348,6 @@ fn source_balance_keeps_each_client_address_on_one_target_and_fails_over() {
         }
     }
     drop((b, c));
-}
-
-/// Writes `text` to `file`, sends `relay` SIGHUP and waits for it to log `said`.
-fn rewrite_and_hang_up(relay: &Running, file: &std::path::Path, text: &str, said: &str) {
-    std::fs::write(file, text).expect("write the targets");
-    relay.signal(libc::SIGHUP);
-    relay.wait_for_stderr(&[said], Duration::from_secs(5));
-}
-
-#[test]
-fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
-    let servers = [named_echo("A"), named_echo("B"), named_echo("C")];
-    let [a, b, c] = servers.each_ref().map(Running::addr);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("targets");
-    std::fs::write(&file, format!("# the pool\n{a}\n\n{b}   # second\n")).expect("write");
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .arg("--to-file")
-        .arg(&file);
-    let (relay, metrics) = start_with_metrics(cmd);
-    assert!(
-        relay
-            .stderr()
-            .contains(&format!("(forward to tcp:{a}, tcp:{b} in turn)")),
-        "{}",
-        relay.stderr()
-    );
-    let (mut on_a, first) = open_through(&relay);
-    let (_on_b, second) = open_through(&relay);
-    assert_eq!((first.as_str(), second.as_str()), ("A", "B"));
-
-    // A leaves the pool and C joins it.
-    rewrite_and_hang_up(
-        &relay,
-        &file,
-        &format!("{b}\n{c}\n"),
-        &format!(
-            "targets reloaded from {}: tcp:{b}, tcp:{c} (added tcp:{c}; removed tcp:{a})",
-            file.display()
-        ),
-    );
-    let names: Vec<String> = (0..4).map(|_| open_through(&relay).1).collect();
-    assert_eq!(names, ["B", "C", "B", "C"]);
-    // The client relayed to A before goes on with it.
-    on_a.write_all(b"still here\n").expect("write to A");
-    let mut echoed = [0u8; 11];
-    on_a.read_exact(&mut echoed).expect("A's echo");
-    assert_eq!(&echoed, b"still here\n");
-    // A's series are gone; C's count it.
-    let scrape = crate::support::net::http_get(&metrics, "/metrics").1;
-    assert!(!scrape.contains(&format!("tcp:{a}")), "{scrape}");
-    assert_eq!(
-        per_target(&metrics, "socketkit_forward_target_connections_total", &c),
-        2
-    );
-
-    // A file that no longer reads keeps the list in force.
-    rewrite_and_hang_up(
-        &relay,
-        &file,
-        &format!("{b}\nnot a target\n"),
-        &format!(
-            "targets not reloaded, the old ones stay: invalid --to-file {}: line 2:",
-            file.display()
-        ),
-    );
-    let names: Vec<String> = (0..2).map(|_| open_through(&relay).1).collect();
-    assert_eq!(names, ["B", "C"]);
-}
-
-#[test]
-fn a_to_file_that_cannot_be_used_is_refused_at_start() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.display().to_string()
-    };
-    let bad_line = file("bad", "127.0.0.1:9\n:9\n");
-    let empty = file("empty", "# nothing yet\n\n");
-    let missing = dir.path().join("missing").display().to_string();
-    let tcp = "127.0.0.1:0";
-    let cases: [(&str, &[&str], i32, &str); 5] = [
-        (
-            tcp,
-            &["--to-file", &bad_line],
-            2,
-            "line 2: invalid endpoint ':9'",
-        ),
-        (tcp, &["--to-file", &empty], 2, "it names no target"),
-        (tcp, &["--to-file", &missing], 1, "cannot load --to-file"),
-        (
-            tcp,
-            &["--to-file", &empty, "--to", "127.0.0.1:9"],
-            2,
-            "cannot be used with",
-        ),
-        (
-            "udp:127.0.0.1:0",
-            &["--to-file", &empty],
-            2,
-            "--to-file applies to stream forwarding only",
-        ),
-    ];
-    for (listen, extra, code, wanted) in cases {
-        let mut cmd = socketkit();
-        cmd.args(["forward", "-l", listen]).args(extra);
-        let out = run(cmd, Vec::new(), DEADLINE);
-        assert_eq!(out.code(), code, "{extra:?}: {}", out.stderr);
-        assert!(out.stderr.contains(wanted), "{extra:?}: {}", out.stderr);
-        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    }
 }
 
 #[test]

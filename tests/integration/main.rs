@@ -32,6 +32,7 @@ mod cli_discover;
 mod cli_errors;
 /// `socketkit forward`: relays, half-close, concurrency, failures, limits.
 mod cli_forward;
+mod cli_forward_pool;
 mod cli_forward_targets;
 /// `socketkit forward` over UDP: one upstream socket per client, idle timeout.
 mod cli_forward_udp;
