@@ -2,6 +2,7 @@
 //! socket for `:PORT`, the Unix file rules, and sets of `SO_REUSEPORT` sockets on one port.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use super::unix_file::{UnixFile, bind_unix};
 use crate::endpoint::{Endpoint, Host, HostPort, Transport};
@@ -122,6 +123,33 @@ fn bind_ip(hp: &HostPort, ty: Type, options: ListenOptions, endpoint: &Endpoint)
     Err(last.unwrap_or_else(|| Error::new(Op::Listen, endpoint, io::ErrorKind::NotFound.into())))
 }
 
+/// How long a bind that finds its port taken tries again before it says so.
+const PORT_PATIENCE: Duration = Duration::from_millis(200);
+
+/// `bind(2)`; when the port is taken and `patient`, again every 10 ms for up to
+/// [`PORT_PATIENCE`]. A server restarted the moment its predecessor died finds the port
+/// held for a few milliseconds more: a killed io_uring server's listener lives until the
+/// kernel has torn its ring down, after the process is gone (measured: 5–12 ms, every time
+/// the server had served connections), and a restart loop would fail on it. A port another
+/// server holds is still refused, 200 ms later. Not for `SO_REUSEPORT` siblings, whose
+/// refusal is the quick fallback where the kernel lacks the option.
+fn bind_patiently(socket: &Socket, address: &Address, patient: bool) -> Result<()> {
+    let deadline = Instant::now() + PORT_PATIENCE;
+    loop {
+        match socket.bind(address) {
+            Err(err)
+                if patient
+                    && err.io_error().raw_os_error() == Some(libc::EADDRINUSE)
+                    && address.port().is_some_and(|port| port != 0)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn ipv6_missing(err: &Error) -> bool {
     matches!(
         err.io_error().raw_os_error(),
@@ -149,7 +177,7 @@ fn bind_ip_on(
             let dual = !options.only_v6 && address.ip().is_some_and(|ip| ip.is_unspecified());
             socket.set_only_v6(!dual)?;
         }
-        socket.bind(address)?;
+        bind_patiently(&socket, address, !options.reuse_port)?;
         if ty == Type::Stream {
             socket.listen(options.backlog)?;
         }

@@ -498,3 +498,38 @@ fn io_uring_drain_waits_for_open_connections_then_forces_them_at_the_deadline() 
         server.stderr()
     );
 }
+
+/// A server restarted the moment its predecessor was killed gets the port: a killed
+/// io_uring server's listener outlives the reaped process by a few milliseconds (the kernel
+/// tears the ring down after it), and the bind waits that long rather than failing with
+/// "address already in use" (it failed 3 times in 3 before it did).
+#[test]
+fn a_killed_io_uring_servers_port_is_taken_again_at_once() {
+    if !io_uring_available() {
+        return;
+    }
+    let listen = format!("127.0.0.1:{}", crate::support::net::free_port());
+    let serve = || {
+        let mut cmd = socketkit();
+        cmd.args([
+            "serve",
+            "greeting",
+            "--io-engine",
+            "io_uring",
+            "-l",
+            &listen,
+        ]);
+        Running::start(cmd, 1)
+    };
+    for _ in 0..3 {
+        let first = serve();
+        for _ in 0..20 {
+            assert_eq!(read_to_end(&mut connect(&listen)), "你好".as_bytes());
+        }
+        // SIGKILL, and reaped.
+        drop(first);
+        let second = serve();
+        assert_eq!(read_to_end(&mut connect(&listen)), "你好".as_bytes());
+        drop(second);
+    }
+}
