@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::balancer::start_with_metrics;
 use crate::cli_forward_targets::{
     answer, dead_target, forward, forward_with_metrics, greeting, named_echo, open_through,
-    per_target, start,
+    per_target, sh_server, start,
 };
 use crate::support::net::{connect, read_to_end};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
@@ -65,16 +65,7 @@ fn http_from_file(dir: &std::path::Path, name: &str, status: &str) -> Running {
          cat '{}'",
         file.display()
     );
-    start(&[
-        "serve",
-        "exec",
-        "-l",
-        "127.0.0.1:0",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ])
+    sh_server(&script)
 }
 
 fn write_http_answer(file: &std::path::Path, status: &str, body: &str) {

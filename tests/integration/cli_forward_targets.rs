@@ -226,8 +226,8 @@ fn each_targets_connections_and_failures_are_counted() {
     assert_eq!(per_target(&metrics, connections, &dead), 0);
 }
 
-/// A server that answers each connection with a line naming it, then echoes.
-pub(crate) fn named_echo(name: &str) -> Running {
+/// `serve exec` running the shell `script` for each connection.
+pub(crate) fn sh_server(script: &str) -> Running {
     start(&[
         "serve",
         "exec",
@@ -236,8 +236,13 @@ pub(crate) fn named_echo(name: &str) -> Running {
         "--",
         "sh",
         "-c",
-        &format!("echo {name}; exec cat"),
+        script,
     ])
+}
+
+/// A server that answers each connection with a line naming it, then echoes.
+pub(crate) fn named_echo(name: &str) -> Running {
+    sh_server(&format!("echo {name}; exec cat"))
 }
 
 /// Connects to `relay` and reads the first line: the name of the target behind it.
