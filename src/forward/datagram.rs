@@ -26,7 +26,9 @@
 //! as a stream listener does, a client standing for a connection: its first datagram is a
 //! connection accepted, it is active while its upstream socket is open, and its duration
 //! runs until that socket closes; the bytes received are the clients' datagrams, the bytes
-//! sent the answers relayed back to them.
+//! sent the answers relayed back to them. Each target counts its clients the same way
+//! (`socketkit_forward_target_connections_total`, `…_active`), and the datagrams it did
+//! not take or that could not be sent to it (`…_failures_total`); its `…_up` stays 1.
 
 use std::collections::HashMap;
 use std::io;
@@ -38,7 +40,7 @@ use tokio::time::Instant;
 use super::targets::{Balance, source_slot};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
-use crate::metrics::{ListenerMetrics, Metrics};
+use crate::metrics::{ListenerMetrics, Metrics, TargetMetrics};
 use crate::net::{self, ConnectedDatagram, ListenOptions};
 use crate::server::DatagramListener;
 use crate::socket::Address;
@@ -93,12 +95,17 @@ struct Client {
     /// The listener's metrics, and when the client came: its "connection" ends when the
     /// last reference to it drops (idle, failed, or the relay stopped).
     metered: Option<(ListenerMetrics, Instant)>,
+    /// The target's counters: a client is one of its connections while it lives.
+    target_metrics: Option<TargetMetrics>,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         if let Some((metrics, opened)) = &self.metered {
             metrics.closed(opened.elapsed());
+        }
+        if let Some(metrics) = &self.target_metrics {
+            metrics.active.dec();
         }
     }
 }
@@ -247,7 +254,12 @@ impl BoundDatagramForward {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut targets = Vec::with_capacity(self.relay.targets.len());
         for target in &self.relay.targets {
-            targets.push(Arc::new(resolve_target(target).await?));
+            let counted = self
+                .relay
+                .metrics
+                .as_ref()
+                .map(|metrics| metrics.forward_target(&target.to_string()));
+            targets.push((Arc::new(resolve_target(target).await?), counted));
         }
         let mut turns = Turns {
             targets,
@@ -297,6 +309,9 @@ impl BoundDatagramForward {
                 };
             }
             if let Err(err) = sent {
+                if let Some(metrics) = &client.target_metrics {
+                    metrics.failed.inc();
+                }
                 tracing::debug!(
                     client = %from,
                     "relaying to {} failed: {}",
@@ -328,7 +343,7 @@ impl BoundDatagramForward {
                 return None;
             }
         }
-        let target = turns.next(from);
+        let (target, target_metrics) = turns.next(from);
         let upstream = match ConnectedDatagram::open(&target) {
             Ok(upstream) => upstream,
             Err(err) => {
@@ -342,12 +357,17 @@ impl BoundDatagramForward {
             metrics.active.inc();
             (metrics.clone(), Instant::now())
         });
+        if let Some(metrics) = &target_metrics {
+            metrics.connected.inc();
+            metrics.active.inc();
+        }
         let client = Arc::new(Client {
             upstream,
             target,
             last: Mutex::new(Instant::now()),
             retired: tokio::sync::Notify::new(),
             metered,
+            target_metrics,
         });
         clients
             .lock()
@@ -364,16 +384,16 @@ impl BoundDatagramForward {
     }
 }
 
-/// The resolved targets and whose turn is next.
+/// The resolved targets (with their counters) and whose turn is next.
 struct Turns {
-    targets: Vec<Arc<Address>>,
+    targets: Vec<(Arc<Address>, Option<TargetMetrics>)>,
     by_source: bool,
     next: usize,
 }
 
 impl Turns {
-    /// The target of a new client from `from`.
-    fn next(&mut self, from: &Address) -> Arc<Address> {
+    /// The target of a new client from `from`, and its counters.
+    fn next(&mut self, from: &Address) -> (Arc<Address>, Option<TargetMetrics>) {
         let count = self.targets.len();
         let index = match from.ip() {
             Some(source) if self.by_source => source_slot(source, count),
@@ -383,7 +403,8 @@ impl Turns {
                 index
             }
         };
-        Arc::clone(&self.targets[index])
+        let (address, metrics) = &self.targets[index];
+        (Arc::clone(address), metrics.clone())
     }
 }
 
@@ -453,12 +474,18 @@ async fn answer(
                     }
                 }
                 // Nothing listens at the target (ICMP port unreachable): the client's
-                // datagram is lost, as it would be without the relay; said at -v.
-                Err(err) if transient(&err) => tracing::debug!(
-                    client = %from,
-                    "the target did not take a datagram: {}",
-                    describe(&err)
-                ),
+                // datagram is lost, as it would be without the relay; said at -v, and
+                // counted against the target.
+                Err(err) if transient(&err) => {
+                    if let Some(metrics) = &client.target_metrics {
+                        metrics.failed.inc();
+                    }
+                    tracing::debug!(
+                        client = %from,
+                        "the target did not take a datagram: {}",
+                        describe(&err)
+                    );
+                }
                 Err(err) => {
                     tracing::debug!(client = %from, "upstream receive failed: {}", describe(&err));
                     retire(&clients, &from, &client);

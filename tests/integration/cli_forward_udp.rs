@@ -320,6 +320,48 @@ fn udp_forward_metrics_count_clients_and_bytes_per_listener() {
 }
 
 #[test]
+fn udp_forward_metrics_count_each_targets_clients_and_failures() {
+    let (live, _) = named_target("live", usize::MAX);
+    // A port nothing listens on: the kernel answers each datagram with an ICMP refusal,
+    // which the next send on the client's upstream socket reports.
+    let dead = format!("udp:127.0.0.1:{}", crate::support::net::free_port());
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .args(["--to", &live, "--to", &dead]);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let (a, b) = (client(), client());
+    assert_eq!(who(&a, relay.port()), "live");
+    // The second client goes to the dead target: two datagrams, the second refused.
+    for _ in 0..2 {
+        b.send_to(b"who", ("127.0.0.1", relay.port()))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let count = |name: &str, target: &str| sample(&metrics, name, &format!("target=\"{target}\""));
+    assert_eq!(
+        count("socketkit_forward_target_connections_total", &live),
+        1
+    );
+    assert_eq!(
+        count("socketkit_forward_target_connections_total", &dead),
+        1
+    );
+    assert_eq!(count("socketkit_forward_target_active", &live), 1);
+    assert_eq!(count("socketkit_forward_target_failures_total", &live), 0);
+    crate::support::wait_until(
+        Duration::from_secs(5),
+        || "no failure counted for the dead target".to_owned(),
+        || count("socketkit_forward_target_failures_total", &dead) >= 1,
+    );
+}
+
+#[test]
 fn udp_forward_closes_an_idle_client_in_its_metrics() {
     let upstream = echo_upstream();
     let mut cmd = socketkit();
