@@ -14,7 +14,6 @@
 //! peer's kernel has acknowledged all of it; receive-only never reads the input and never
 //! closes its side before the peer has.
 
-use std::future::Future;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -34,7 +33,7 @@ use super::input::{Input, Next};
 use super::output::Output;
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
-use crate::net::{self, Activity, Pipe, Readiness};
+use crate::net::{self, Activity, Pipe, Readiness, within};
 use crate::socket::Socket;
 use crate::tls::{Connector, TRUNCATED, handshake_failure, in_words};
 
@@ -176,19 +175,6 @@ struct Sending<'a> {
     input: &'a Input,
     /// Tells the pump the bridge is over.
     done: &'a AtomicBool,
-}
-
-/// Awaits `work`, failing with `timed out` after `limit`.
-async fn within<T>(
-    limit: Option<Duration>,
-    work: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, work)
-            .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
-        None => work.await,
-    }
 }
 
 /// Hands input chunks to the runtime until the input ends (dropping the sender tells the

@@ -20,6 +20,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::endpoint::Endpoint;
 use crate::error::describe;
+use crate::net;
 
 use super::dial::Dialer;
 use super::relay::Upstream;
@@ -145,17 +146,13 @@ async fn ask_http(
             Err(io::Error::other(format!("answered HTTP {status}")))
         }
     };
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no HTTP answer in time",
-                ))
-            }),
-        None => exchange.await,
-    }
+    net::within(limit, exchange).await.map_err(|err| {
+        if err.kind() == io::ErrorKind::TimedOut {
+            io::Error::new(io::ErrorKind::TimedOut, "no HTTP answer in time")
+        } else {
+            err
+        }
+    })
 }
 
 /// Sends `request` and reads the status code of the answer's status line.

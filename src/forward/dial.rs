@@ -50,12 +50,7 @@ impl Dialer {
                 _ => Ok(Upstream::Plain(stream)),
             }
         };
-        match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
-            None => attempt.await,
-        }
+        net::within(self.timeout, attempt).await
     }
 
     /// ` through PROXY` for a log line, or nothing.

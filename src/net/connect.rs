@@ -107,11 +107,19 @@ pub(crate) async fn connect_stream(
             )),
         }
     };
-    match timeout {
-        Some(limit) => tokio::time::timeout(limit, attempt)
+    within(timeout, attempt).await
+}
+
+/// Awaits `work`, failing with `timed out` (`TimedOut`) after `limit`, if there is one.
+pub(crate) async fn within<T>(
+    limit: Option<Duration>,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work)
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
-        None => attempt.await,
+        None => work.await,
     }
 }
 
