@@ -212,10 +212,7 @@ impl Forward {
     /// assert_eq!(relay.targets().len(), 2);
     /// ```
     pub fn or(mut self, target: Endpoint) -> Result<Forward, UnsupportedTarget> {
-        let target = usable(target)?;
-        if self.dial.proxy.is_some() && !proxy_carries(&target) {
-            return Err(UnsupportedTarget::ThroughProxy(target));
-        }
+        let target = self.reachable(target)?;
         if matches!(target, Endpoint::Tls(_)) && self.dial.tls.is_none() {
             let config =
                 client_config(&ClientOptions::default()).map_err(UnsupportedTarget::Tls)?;
@@ -409,17 +406,24 @@ impl Forward {
         }
         let targets = targets
             .into_iter()
-            .map(usable)
+            .map(|target| match self.reachable(target)? {
+                tls @ Endpoint::Tls(_) if self.dial.tls.is_none() => {
+                    Err(UnsupportedTarget::TlsAdded(tls))
+                }
+                target => Ok(target),
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        for target in &targets {
-            if self.dial.proxy.is_some() && !proxy_carries(target) {
-                return Err(UnsupportedTarget::ThroughProxy(target.clone()));
-            }
-            if matches!(target, Endpoint::Tls(_)) && self.dial.tls.is_none() {
-                return Err(UnsupportedTarget::TlsAdded(target.clone()));
-            }
-        }
         Ok(self.targets.reload(targets))
+    }
+
+    /// `target`, if this relay can connect to it: a stream target with a host, and one its
+    /// proxy (if any) carries.
+    fn reachable(&self, target: Endpoint) -> Result<Endpoint, UnsupportedTarget> {
+        let target = usable(target)?;
+        if self.dial.proxy.is_some() && !proxy_carries(&target) {
+            return Err(UnsupportedTarget::ThroughProxy(target));
+        }
+        Ok(target)
     }
 
     /// How clients are spread over the targets.
@@ -467,9 +471,10 @@ impl Forward {
             let endpoint = target.endpoint();
             match self.dial.connect(endpoint, header.as_deref()).await {
                 Ok(upstream) => {
-                    target.succeeded();
-                    let _open = target.open();
                     tracing::trace!(peer = %client.peer_addr(), "relaying to {endpoint}");
+                    target.succeeded();
+                    // The order's reference moves into the guard: no count to add.
+                    let _open = target.open();
                     return relay_to(client, upstream).await;
                 }
                 Err(err) => {

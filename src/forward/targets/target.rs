@@ -129,14 +129,12 @@ impl Target {
     }
 
     /// Counts a relayed connection to this target as open until the guard drops.
-    pub(crate) fn open(self: &Arc<Target>) -> Open {
+    pub(crate) fn open(self: Arc<Target>) -> Open {
         self.active.fetch_add(1, Ordering::Relaxed);
         if let Some(metrics) = &self.metrics {
             metrics.active.inc();
         }
-        Open {
-            target: Arc::clone(self),
-        }
+        Open { target: self }
     }
 }
 
