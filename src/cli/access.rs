@@ -58,6 +58,28 @@ pub(crate) fn networks(flag: &str, list: &[String]) -> Result<Vec<IpNet>, CliErr
         .collect()
 }
 
+/// The rules of `sources`, read now, or none when no rule is given; a file that cannot be
+/// read or parsed is exit 2.
+pub(crate) fn control(sources: RuleSources) -> Result<Option<Arc<AccessControl>>, CliError> {
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let control = AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
+    Ok(Some(Arc::new(control)))
+}
+
+/// Reads `control`'s files again and says how it went, `what` naming the rules ("rules",
+/// "socks destination rules"): a file that no longer parses keeps the rules in force.
+pub(crate) fn reload_and_say(control: &AccessControl, what: &str) {
+    match control.reload() {
+        Ok(()) => {
+            let (allow, deny) = control.rules().len();
+            tracing::info!("{what} reloaded: {allow} allow, {deny} deny");
+        }
+        Err(err) => tracing::warn!("{what} not reloaded, the old ones stay: {err}"),
+    }
+}
+
 /// Checks every access option: networks, rule files (read now), the rate, the user and group.
 pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
     let sources = RuleSources {
@@ -66,13 +88,7 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
         allow_files: args.allow_file.clone(),
         deny_files: args.deny_file.clone(),
     };
-    let control = if sources.is_empty() {
-        None
-    } else {
-        let control =
-            AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
-        Some(Arc::new(control))
-    };
+    let control = control(sources)?;
     let rate = args
         .rate_per_source
         .as_deref()
@@ -164,13 +180,7 @@ impl Access {
                     }
                     continue;
                 };
-                match control.reload() {
-                    Ok(()) => {
-                        let (allow, deny) = control.rules().len();
-                        tracing::info!("rules reloaded: {allow} allow, {deny} deny");
-                    }
-                    Err(err) => tracing::warn!("rules not reloaded, the old ones stay: {err}"),
-                }
+                reload_and_say(control, "rules");
             }
         });
         Ok(())

@@ -34,6 +34,18 @@ impl CliError {
     }
 }
 
+/// The text of a file an option names (`what`, as in "cannot load WHAT FILE: REASON"): one
+/// that cannot be read is a runtime failure, exit 1.
+pub(crate) fn read_text(what: &'static str, file: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(file).map_err(|err| {
+        CliError::Runtime(socketkit::Error::new(
+            socketkit::error::Op::Load(what),
+            file.display(),
+            err,
+        ))
+    })
+}
+
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -3,18 +3,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use socketkit::access::{AccessControl, RuleSources};
+use socketkit::access::RuleSources;
 use socketkit::client::proxy::Proxy;
 use socketkit::endpoint::Endpoint;
-use socketkit::error::Op;
 use socketkit::forward::socks::{SocksForward, SocksUsers};
 use socketkit::forward::{Balance, Forward};
 use socketkit::proxy_protocol::Version;
 use socketkit::server::Handler;
 
-use super::access::networks;
+use super::access::{self, networks};
 use super::args::{ForwardArgs, ProxyVersion};
-use super::exit::CliError;
+use super::exit::{CliError, read_text};
 use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::managed::{Listen, Managed};
@@ -274,13 +273,7 @@ fn socks(
         deny_files: args.socks_deny_file.clone(),
     };
     let rules_from_files = !sources.allow_files.is_empty() || !sources.deny_files.is_empty();
-    let control = if sources.is_empty() {
-        None
-    } else {
-        let control =
-            AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
-        Some(Arc::new(control))
-    };
+    let control = access::control(sources)?;
     let proxy = match &control {
         Some(control) => proxy.destination_control(Arc::clone(control)),
         None => proxy,
@@ -295,16 +288,8 @@ fn socks(
         // anything to check.
         |prepared: &mut server::Prepared| {
             if let Some(control) = control.filter(|_| rules_from_files) {
-                prepared.on_hangup(move || match control.reload() {
-                    Ok(()) => {
-                        let (allow, deny) = control.rules().len();
-                        tracing::info!(
-                            "socks destination rules reloaded: {allow} allow, {deny} deny"
-                        );
-                    }
-                    Err(err) => tracing::warn!(
-                        "socks destination rules not reloaded, the old ones stay: {err}"
-                    ),
+                prepared.on_hangup(move || {
+                    access::reload_and_say(&control, "socks destination rules");
                 });
             }
             (proxy, None::<std::future::Pending<()>>)
@@ -315,13 +300,7 @@ fn socks(
 /// The users of `--socks-users FILE`: an unreadable file is a runtime error (exit 1), a
 /// malformed one a usage error naming its line (exit 2).
 fn socks_users(file: &std::path::Path) -> Result<SocksUsers, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|err| {
-        CliError::Runtime(socketkit::Error::new(
-            Op::Load("SOCKS users"),
-            file.display(),
-            err,
-        ))
-    })?;
+    let text = read_text("SOCKS users", file)?;
     SocksUsers::from_text(&text)
         .map_err(|why| CliError::Usage(format!("invalid --socks-users {}: {why}", file.display())))
 }

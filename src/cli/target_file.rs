@@ -7,22 +7,15 @@
 use std::path::{Path, PathBuf};
 
 use socketkit::endpoint::Endpoint;
-use socketkit::error::Op;
 use socketkit::forward::{Forward, MAX_TARGETS};
 
-use super::exit::{CliError, sanitize};
+use super::exit::{CliError, read_text, sanitize};
 use super::resolve;
 
 /// The targets `file` names, in order. An unreadable file is a runtime error (exit 1); a
 /// line that is not a target, no target at all, or too many, a usage error naming it.
 pub(crate) fn read(file: &Path) -> Result<Vec<Endpoint>, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|err| {
-        CliError::Runtime(socketkit::Error::new(
-            Op::Load("--to-file"),
-            file.display(),
-            err,
-        ))
-    })?;
+    let text = read_text("--to-file", file)?;
     let invalid =
         |why: String| CliError::Usage(format!("invalid --to-file {}: {why}", file.display()));
     let mut targets = Vec::new();
