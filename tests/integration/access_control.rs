@@ -196,11 +196,7 @@ fn sighup_reloads_the_files_under_load_without_failing_an_allowed_client() -> Te
     // The line names the file and its line (`…/deny.txt:2: invalid network`); a bare ":2"
     // was in the log already whenever a port began with 2.
     server.wait_for_stderr(&[&format!("{path}:2: ")], Duration::from_secs(5));
-    assert!(
-        server.stderr().contains("not-a-network"),
-        "{}",
-        server.stderr()
-    );
+    server.assert_said("not-a-network");
     assert!(!admitted("127.0.0.4", to), "the old rules stay");
     assert!(admitted("127.0.0.3", to));
     let served = load.join().map_err(|_| "load thread panicked")?;

@@ -204,13 +204,7 @@ fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
         .arg("--to-file")
         .arg(&file);
     let (relay, metrics) = start_with_metrics(cmd);
-    assert!(
-        relay
-            .stderr()
-            .contains(&format!("(forward to tcp:{a}, tcp:{b} in turn)")),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!("(forward to tcp:{a}, tcp:{b} in turn)"));
     let (mut on_a, first) = open_through(&relay);
     let (_on_b, second) = open_through(&relay);
     assert_eq!((first.as_str(), second.as_str()), ("A", "B"));

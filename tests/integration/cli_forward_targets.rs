@@ -73,16 +73,12 @@ fn clients_go_to_each_target_in_turn() {
     let servers = [greeting("A"), greeting("B"), greeting("C")];
     let addrs = servers.each_ref().map(Running::addr);
     let relay = forward(&[], &addrs.each_ref().map(String::as_str));
-    assert!(
-        relay.stderr().contains(&format!(
-            "(forward to tcp:{}, tcp:{}, tcp:{} in turn)",
-            servers[0].addr(),
-            servers[1].addr(),
-            servers[2].addr()
-        )),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!(
+        "(forward to tcp:{}, tcp:{}, tcp:{} in turn)",
+        servers[0].addr(),
+        servers[1].addr(),
+        servers[2].addr()
+    ));
     let answers: String = (0..9).map(|_| answer(&relay)).collect();
     assert_eq!(answers, "ABCABCABC");
 }
@@ -171,14 +167,10 @@ fn a_primary_that_failed_is_passed_over_until_retry_after_then_taken_again() {
         &["--balance", "first", "--retry-after", "3s"],
         &[&primary, &backup.addr()],
     );
-    assert!(
-        relay.stderr().contains(&format!(
-            "(forward to tcp:{primary}, else tcp:{})",
-            backup.addr()
-        )),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!(
+        "(forward to tcp:{primary}, else tcp:{})",
+        backup.addr()
+    ));
     assert_eq!(answer(&relay), "backup");
     // Marked down: the next client goes straight to the backup, with no second attempt.
     assert_eq!(answer(&relay), "backup");
@@ -282,15 +274,11 @@ fn least_conn_sends_a_client_to_the_target_holding_fewest() {
     // Round robin would send the third to A; the fewest connections are B's.
     let (_third, third) = open_through(&relay);
     assert_eq!(third, "B");
-    assert!(
-        relay.stderr().contains(&format!(
-            "(forward to tcp:{}, tcp:{} by fewest connections)",
-            a.addr(),
-            b.addr()
-        )),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!(
+        "(forward to tcp:{}, tcp:{} by fewest connections)",
+        a.addr(),
+        b.addr()
+    ));
 }
 
 #[test]
@@ -321,14 +309,10 @@ fn source_balance_keeps_each_client_address_on_one_target_and_fails_over() {
             "no client on {name}: {chosen:?}"
         );
     }
-    assert!(
-        relay.stderr().contains(&format!(
-            "(forward to tcp:{}, tcp:{}, tcp:{} by source address)",
-            addrs[0], addrs[1], addrs[2]
-        )),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!(
+        "(forward to tcp:{}, tcp:{}, tcp:{} by source address)",
+        addrs[0], addrs[1], addrs[2]
+    ));
     // A's clients go elsewhere while it is down; the others keep theirs.
     let [a, b, c] = servers;
     let on_a: Vec<usize> = (0..sources.len()).filter(|&i| chosen[i] == "A").collect();

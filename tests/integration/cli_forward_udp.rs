@@ -89,7 +89,7 @@ fn an_idle_client_gets_a_fresh_upstream_socket() {
     std::thread::sleep(Duration::from_millis(1200));
     let second = ask(&a, relay.port(), "after");
     assert_ne!(first, second, "the idle upstream socket was closed");
-    assert!(relay.stderr().contains("idle"), "{}", relay.stderr());
+    relay.assert_said("idle");
 }
 
 #[test]
@@ -141,13 +141,7 @@ fn several_targets_take_new_clients_in_turn_and_each_client_keeps_its_own() {
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to", &a, "--to", &b]);
     let relay = Running::start(cmd, 1);
-    assert!(
-        relay
-            .stderr()
-            .contains(&format!("(forward to {a}, {b} in turn)")),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!("(forward to {a}, {b} in turn)"));
     let clients: Vec<UdpSocket> = (0..4).map(|_| client()).collect();
     let answer = |client: &UdpSocket| who(client, relay.port());
     let first: String = clients.iter().map(answer).collect();
@@ -167,13 +161,7 @@ fn source_balance_keeps_a_client_address_on_one_target_whatever_its_port() {
     cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--balance", "source"])
         .args(["--to", &a, "--to", &b]);
     let relay = Running::start(cmd, 1);
-    assert!(
-        relay
-            .stderr()
-            .contains(&format!("(forward to {a}, {b} by source address)")),
-        "{}",
-        relay.stderr()
-    );
+    relay.assert_said(&format!("(forward to {a}, {b} by source address)"));
     let answer_from = |source: &str| {
         let client = UdpSocket::bind((source, 0)).expect("bind");
         client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");

@@ -19,11 +19,7 @@ fn readiness_line_names_the_real_port() {
     let server = serve(&["-l", "127.0.0.1:0"]);
     assert!(server.endpoints()[0].starts_with("tcp:127.0.0.1:"));
     assert_ne!(server.port(), 0);
-    assert!(
-        server.stderr().contains(" (greeting)"),
-        "{}",
-        server.stderr()
-    );
+    server.assert_said(" (greeting)");
 }
 
 #[test]

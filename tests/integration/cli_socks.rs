@@ -35,11 +35,7 @@ fn serve(service: &str, program: &[&str]) -> Running {
 #[test]
 fn socks_serves_socketkit_and_curl_clients_and_passes_the_half_close_on() {
     let proxy = socks(&[]);
-    assert!(
-        proxy.stderr().contains("(socks5 proxy)"),
-        "{}",
-        proxy.stderr()
-    );
+    proxy.assert_said("(socks5 proxy)");
     let url = format!("socks5h://{}", proxy.addr());
     // A name resolved by the proxy.
     let greeting = serve("greeting", &[]);

@@ -170,23 +170,13 @@ fn listen_peer_reset_is_exit_1_or_logged_with_keep_open() {
             next.write_all(b"next").expect("write");
             drop(next);
             thread::sleep(Duration::from_millis(300));
-            assert!(
-                listener.stderr().contains("connection reset by peer"),
-                "{}",
-                listener.stderr()
-            );
+            listener.assert_said("connection reset by peer");
             listener.signal(libc::SIGTERM);
             let _ = listener.wait(DEADLINE);
             assert_eq!(listener.stdout_text(), "next");
         } else {
             assert_eq!(listener.wait(DEADLINE).code(), Some(1));
-            assert!(
-                listener
-                    .stderr()
-                    .contains("error: cannot receive from 127.0.0.1:"),
-                "{}",
-                listener.stderr()
-            );
+            listener.assert_said("error: cannot receive from 127.0.0.1:");
         }
     }
 }

@@ -60,11 +60,7 @@ fn graceful_shutdown_lets_the_connection_finish() -> TestResult {
     server.signal(libc::SIGINT);
     assert_eq!(read_to_end(&mut stream), b"finished\n");
     assert_eq!(server.wait(Duration::from_secs(15)).code(), Some(0));
-    assert!(
-        server.stderr().contains("every connection is closed"),
-        "{}",
-        server.stderr()
-    );
+    server.assert_said("every connection is closed");
     Ok(())
 }
 

@@ -490,13 +490,7 @@ fn io_uring_drain_waits_for_open_connections_then_forces_them_at_the_deadline() 
         read_to_reset(&mut open, "at the deadline").is_empty(),
         "closed at the deadline"
     );
-    assert!(
-        server
-            .stderr()
-            .contains("closed 1 connection(s) still open"),
-        "{}",
-        server.stderr()
-    );
+    server.assert_said("closed 1 connection(s) still open");
 }
 
 /// A server restarted the moment its predecessor was killed gets the port: a killed

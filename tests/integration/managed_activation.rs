@@ -198,7 +198,7 @@ fn an_fd_that_is_not_passed_or_of_the_wrong_kind_is_exit_2_naming_it() -> TestRe
         let _trigger = unix(&web);
         let status = server.wait(IO_TIMEOUT);
         assert_eq!(status.code(), Some(2), "{args:?}: {}", server.stderr());
-        assert!(server.stderr().contains(expected), "{}", server.stderr());
+        server.assert_said(expected);
     }
 
     // A datagram socket for a service that serves streams only.
@@ -216,7 +216,7 @@ fn an_fd_that_is_not_passed_or_of_the_wrong_kind_is_exit_2_naming_it() -> TestRe
         "error: exec serves streams only; fd:3 (unixgram:{}) is a datagram endpoint",
         path.display()
     );
-    assert!(server.stderr().contains(&expected), "{}", server.stderr());
+    server.assert_said(&expected);
     Ok(())
 }
 

@@ -98,11 +98,7 @@ fn a_python_client_with_a_v1_header_is_named_by_its_header() -> TestResult {
         listener.stderr()
     );
     assert_eq!(listener.stdout_text(), "payload");
-    assert!(
-        listener.stderr().contains("connection from 192.0.2.9:5000"),
-        "{}",
-        listener.stderr()
-    );
+    listener.assert_said("connection from 192.0.2.9:5000");
     Ok(())
 }
 

@@ -173,6 +173,12 @@ impl Running {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Fails the test, showing stderr, unless stderr already holds `text`.
+    pub fn assert_said(&self, text: &str) {
+        let said = self.stderr();
+        assert!(said.contains(text), "{text:?} not in:\n{said}");
+    }
+
     /// Waits until stderr holds every one of `wanted`; fails the test, showing stderr, if
     /// `limit` passes first.
     pub fn wait_for_stderr(&self, wanted: &[&str], limit: Duration) {
