@@ -162,11 +162,12 @@ impl DatagramListener {
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut reply = Reply::default();
-        loop {
+        // The drain is waited for only when no datagram is there (as the accept loop).
+        while !watcher.has_reached(Phase::Draining) {
             let received = tokio::select! {
                 biased;
-                () = watcher.reached(Phase::Draining) => return,
                 received = self.recv_from(&mut buf) => received,
+                () = watcher.reached(Phase::Draining) => return,
             };
             let (n, peer) = match received {
                 Ok(received) => received,

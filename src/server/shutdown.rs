@@ -227,6 +227,19 @@ impl Watcher {
         *self.rx.borrow() == Phase::Forced
     }
 
+    /// Whether the phase has reached `phase`, without waiting: one atomic load while the
+    /// phase has not moved since this watcher last looked, so that an accept loop can ask
+    /// for every connection it takes. A new watcher has looked at the phase it was made
+    /// in, which is fine for the accept loops that ask: they are made before `Draining`.
+    pub(crate) fn has_reached(&mut self, phase: Phase) -> bool {
+        match self.rx.has_changed() {
+            Ok(false) => false,
+            Ok(true) => *self.rx.borrow_and_update() >= phase,
+            // Every handle was dropped: the server is gone.
+            Err(_) => true,
+        }
+    }
+
     /// Resolves once the phase reaches `phase` (or the handle is gone).
     pub(crate) async fn reached(&mut self, phase: Phase) {
         // An error means every handle was dropped, which can only mean the server is gone.
