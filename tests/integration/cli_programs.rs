@@ -1,16 +1,17 @@
 //! socketkit between programs people run, used as they use them: Redis (a request/response
 //! protocol, pipelined by `redis-benchmark` and by a script writing thousands of commands at
 //! once, and one command at a time by a program that waits for each answer) through `forward`
-//! and `connect`; DNS (`dig` asking `dnsmasq`) through UDP and TCP relays. Each server runs
-//! on a free port (neither can be given port 0 and say which it got), its files in a temp
-//! dir.
+//! and `connect`; DNS (`dig` asking `dnsmasq`) through UDP and TCP relays; git (`git daemon`)
+//! cloned through `forward`, and cloned and pushed to with `connect` as its proxy command.
+//! Each server runs on a free port (none can be given port 0 and say which it got), its
+//! files in a temp dir.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::net::{free_port, wait_until_listening};
+use crate::support::net::{free_port, payload, wait_until_listening};
 use crate::support::process::{DEADLINE, Running, command, lines_of, run, socketkit, wait_bounded};
 use crate::support::tools;
 
@@ -194,4 +195,117 @@ fn dig_through_udp_and_tcp_relays_gets_dnsmasqs_answers() {
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(&out.stdout[..2], [0x12, 0x34], "the answer to our query");
     assert!(out.stdout.ends_with(&[127, 0, 0, 7]), "{:02x?}", out.stdout);
+}
+
+/// `git` with `args` in `dir`, no configuration of the machine's or the user's, a fixed
+/// author; `env` added (a proxy command). Fails the test on a non-zero exit.
+fn git(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let mut cmd = command(Path::new("git"));
+    cmd.current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=socketkit",
+            "-c",
+            "user.email=test@socketkit.invalid",
+        ])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "git {args:?}: {}", out.stderr);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare repository `repo.git` holding one commit (a 3 MB file of test bytes and 100
+/// small ones), served with push allowed by `git daemon` on a free port; the temp dir
+/// that holds it, and the port.
+fn git_daemon() -> Option<(Running, tempfile::TempDir, u16)> {
+    if !tools::available("git") {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    std::fs::write(work.join("big.bin"), payload(3 << 20)).expect("big file");
+    for n in 0..100 {
+        std::fs::write(work.join(format!("f{n}.txt")), format!("{n}\n")).expect("small file");
+    }
+    git(&work, &["init", "-q"], &[]);
+    git(&work, &["add", "-A"], &[]);
+    git(&work, &["commit", "-q", "-m", "first"], &[]);
+    git(
+        dir.path(),
+        &["clone", "-q", "--bare", "work", "repo.git"],
+        &[],
+    );
+    let port = free_port();
+    let mut cmd = command(Path::new("git"));
+    cmd.args([
+        "daemon",
+        "--export-all",
+        "--reuseaddr",
+        "--enable=receive-pack",
+    ])
+    .arg(format!("--base-path={}", dir.path().display()))
+    .args(["--listen=127.0.0.1", &format!("--port={port}")]);
+    let daemon = Running::start(cmd, 0);
+    wait_until_listening(port);
+    Some((daemon, dir, port))
+}
+
+#[test]
+fn git_clones_through_forward_and_clones_and_pushes_through_connect_as_its_proxy() {
+    let Some((_daemon, dir, port)) = git_daemon() else {
+        return;
+    };
+    let root = dir.path();
+    let original = std::fs::read(root.join("work/big.bin")).expect("the original");
+    // forward: git's protocol is a conversation (refs, wants, then the pack).
+    let relay = forward("127.0.0.1:0", &[format!("127.0.0.1:{port}")], &[]);
+    let url = format!("git://127.0.0.1:{}/repo.git", relay.port());
+    git(root, &["clone", "-q", &url, "relayed"], &[]);
+    assert!(std::fs::read(root.join("relayed/big.bin")).expect("cloned") == original);
+    assert_eq!(
+        std::fs::read_to_string(root.join("relayed/f99.txt")).expect("cloned"),
+        "99\n"
+    );
+    // connect as GIT_PROXY_COMMAND, git's ProxyCommand: git writes to its stdin and reads
+    // its stdout, and waits for each answer with the pipe open.
+    let proxy = root.join("proxy.sh");
+    std::fs::write(
+        &proxy,
+        format!(
+            "#!/bin/sh\nexec '{}' connect \"$1\" \"$2\"\n",
+            env!("CARGO_BIN_EXE_socketkit")
+        ),
+    )
+    .expect("proxy script");
+    std::fs::set_permissions(&proxy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("executable");
+    let env = [("GIT_PROXY_COMMAND", proxy.as_path())];
+    let direct = format!("git://127.0.0.1:{port}/repo.git");
+    git(root, &["clone", "-q", &direct, "proxied"], &env);
+    let proxied = root.join("proxied");
+    assert!(std::fs::read(proxied.join("big.bin")).expect("cloned") == original);
+    // A push: the pack goes the other way, and git waits for the daemon's report.
+    std::fs::write(proxied.join("pushed.bin"), payload(1 << 20)).expect("new file");
+    git(&proxied, &["add", "pushed.bin"], &[]);
+    git(&proxied, &["commit", "-q", "-m", "second"], &[]);
+    git(&proxied, &["push", "-q", "origin", "HEAD:main"], &env);
+    let head = git(&proxied, &["rev-parse", "HEAD"], &[]);
+    assert_eq!(
+        git(&root.join("repo.git"), &["rev-parse", "main"], &[]),
+        head
+    );
+    // And the relayed clone fetches it through forward.
+    git(&root.join("relayed"), &["pull", "-q"], &[]);
+    assert_eq!(
+        git(&root.join("relayed"), &["rev-parse", "HEAD"], &[]),
+        head
+    );
 }
