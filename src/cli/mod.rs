@@ -94,10 +94,30 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
                 .map(str::trim)
                 .collect();
             let joined = message.join(" ");
-            let line = joined.strip_prefix("error: ").unwrap_or(&joined);
-            CliError::Usage(line.to_owned()).report()
+            let mut line = joined.strip_prefix("error: ").unwrap_or(&joined).to_owned();
+            // The one tip kept, on the same line: the option or command clap thinks was
+            // meant (`--worker` → `--workers`).
+            if let Some(meant) = suggestion(err) {
+                line.push_str(&format!(" (did you mean '{meant}'?)"));
+            }
+            CliError::Usage(line).report()
         }
     }
+}
+
+/// The argument, subcommand or value clap suggests in place of a mistyped one, if any.
+fn suggestion(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let kinds = [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ];
+    kinds.into_iter().find_map(|kind| match err.get(kind)? {
+        ContextValue::String(meant) => Some(meant.clone()),
+        ContextValue::Strings(meant) => meant.first().cloned(),
+        _ => None,
+    })
 }
 
 /// Sends the library's `tracing` events to stderr (see [`log::init`]).

@@ -115,6 +115,28 @@ fn unknown_options_services_and_values_are_exit_2() {
 }
 
 #[test]
+fn a_mistyped_option_command_or_value_names_the_one_meant() {
+    let cases = [
+        (
+            vec!["serve", "--worker", "2"],
+            "error: unexpected argument '--worker' found (did you mean '--workers'?)",
+        ),
+        (
+            vec!["conect", "127.0.0.1:1"],
+            "error: unrecognized subcommand 'conect' (did you mean 'connect'?)",
+        ),
+        (
+            vec!["serve", "--io-engine", "uring"],
+            "error: invalid value 'uring' for '--io-engine <ENGINE>' [possible values: auto, \
+             epoll, io_uring] (did you mean 'io_uring'?)",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(fails(&args), (2, expected.to_owned()), "{args:?}");
+    }
+}
+
+#[test]
 fn unresolvable_host_is_exit_1_in_words() {
     let (code, line) = fails(&["connect", "no-such-host.invalid:80"]);
     assert_eq!(code, 1);
