@@ -1,8 +1,8 @@
 //! `socketkit forward -l udp:… --to udp:…` (and `unixgram:` on either side): the datagram
 //! relay, one upstream socket per client (see [`socketkit::forward::datagram`]). Its own
 //! small runtime, with the server options that have a datagram meaning — `--idle-timeout`,
-//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode` — and every other one
-//! refused by name (exit 2), never ignored.
+//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode`, `--to-file` (read
+//! again on SIGHUP) — and every other one refused by name (exit 2), never ignored.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use super::exit::CliError;
 use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::metrics::{MetricsPlan, MetricsSocket};
+use super::target_file;
 use super::{init_logging, ready};
 
 /// Relays datagrams from every `endpoints` (all `udp:` or `unixgram:`) to `target` until
@@ -74,7 +75,11 @@ pub(crate) fn run(
             .as_ref()
             .map(|plan| plan.bind(MetricsSocket::Bind))
             .transpose()?;
-        let mut signals = Signals::install()?;
+        let reload = args
+            .to_file
+            .clone()
+            .map(|file| Box::new(target_file::reload_on_hangup(file, relay.clone())) as Reload);
+        let mut signals = Signals::install(reload)?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
         let targets = super::forward::described_targets(relay.targets().iter(), relay.balancing());
         ready::announce(&locals, &format!("forward to {targets}"));
@@ -114,22 +119,30 @@ pub(crate) fn run(
     })
 }
 
-/// SIGINT and SIGTERM, either of which stops the relay; and SIGUSR2, which asks a server
-/// to restart and whose default action would kill the relay: it has no listeners to hand
-/// over, so it says so and goes on.
+/// What SIGHUP does: `--to-file`'s reload.
+type Reload = Box<dyn Fn() + Send + Sync>;
+
+/// SIGINT and SIGTERM, either of which stops the relay; SIGHUP, which reloads `--to-file`
+/// (and is said and ignored without one: a daemon is told to reload by it, and its default
+/// action would kill the relay); and SIGUSR2, which asks a server to restart: the relay has
+/// no listeners to hand over, so it says so and goes on.
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
     user2: Signal,
+    reload: Option<Reload>,
 }
 
 impl Signals {
-    fn install() -> Result<Signals, CliError> {
+    fn install(reload: Option<Reload>) -> Result<Signals, CliError> {
         let install = |kind| signal(kind).map_err(|err| runtime_error("signal handler", err));
         Ok(Signals {
             interrupt: install(SignalKind::interrupt())?,
             terminate: install(SignalKind::terminate())?,
+            hangup: install(SignalKind::hangup())?,
             user2: install(SignalKind::user_defined2())?,
+            reload,
         })
     }
 
@@ -139,6 +152,10 @@ impl Signals {
             tokio::select! {
                 _ = self.interrupt.recv() => return,
                 _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => match &self.reload {
+                    Some(reload) => reload(),
+                    None => tracing::info!("SIGHUP: nothing to reload (no --to-file)"),
+                },
                 _ = self.user2.recv() => {
                     tracing::info!("SIGUSR2: a datagram relay has no listeners to hand over; it goes on");
                 }
@@ -211,11 +228,6 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
             "--check-interval",
             args.check_interval.is_some(),
             "a datagram target takes no connection to check",
-        ),
-        (
-            "--to-file",
-            args.to_file.is_some(),
-            "a datagram relay's targets are the --to given at start",
         ),
         (
             "--retry-after",

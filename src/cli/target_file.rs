@@ -1,13 +1,44 @@
 //! `forward --to-file FILE`: the relay's targets from a file, one endpoint a line (`#`
 //! comments, blank lines skipped), read at start and again on every SIGHUP, when the new
-//! list is put in force for the clients that come next (`Forward::reload_targets`). A file
-//! that no longer reads, or names a target the relay cannot take, leaves the list in force
-//! as it was, and the log says why — as `--allow-file` does for the access rules.
+//! list is put in force for the clients that come next (`Forward::reload_targets`, and
+//! `DatagramForward::reload_targets` for a datagram relay). A file that no longer reads, or
+//! names a target the relay cannot take, leaves the list in force as it was, and the log
+//! says why — as `--allow-file` does for the access rules.
 
 use std::path::{Path, PathBuf};
 
 use socketkit::endpoint::Endpoint;
-use socketkit::forward::{Forward, MAX_TARGETS};
+use socketkit::forward::datagram::DatagramForward;
+use socketkit::forward::{Forward, MAX_TARGETS, Reloaded};
+
+/// A relay whose targets a reload replaces: the stream relay or the datagram one.
+pub(crate) trait Pool: Send + Sync + 'static {
+    /// Puts `targets` in force for the clients that come next.
+    fn reload(&self, targets: Vec<Endpoint>) -> Result<Reloaded, String>;
+    /// The targets in force.
+    fn listed(&self) -> Vec<Endpoint>;
+}
+
+impl Pool for Forward {
+    fn reload(&self, targets: Vec<Endpoint>) -> Result<Reloaded, String> {
+        self.reload_targets(targets).map_err(|err| err.to_string())
+    }
+
+    fn listed(&self) -> Vec<Endpoint> {
+        self.targets()
+    }
+}
+
+impl Pool for DatagramForward {
+    fn reload(&self, targets: Vec<Endpoint>) -> Result<Reloaded, String> {
+        self.reload_targets(targets)
+            .map_err(|err| format!("cannot forward datagrams to these targets: {err}"))
+    }
+
+    fn listed(&self) -> Vec<Endpoint> {
+        self.targets()
+    }
+}
 
 use super::exit::{CliError, read_text, sanitize};
 use super::resolve;
@@ -45,17 +76,14 @@ pub(crate) fn read(file: &Path) -> Result<Vec<Endpoint>, CliError> {
 
 /// What SIGHUP does for `relay`: reads `file` again and puts its targets in force, logging
 /// what changed, or why nothing did.
-pub(crate) fn reload_on_hangup(file: PathBuf, relay: Forward) -> impl Fn() + Send + Sync {
+pub(crate) fn reload_on_hangup(file: PathBuf, relay: impl Pool) -> impl Fn() + Send + Sync {
     move || {
         let shown = file.display();
-        let reloaded = read(&file).and_then(|targets| {
-            relay
-                .reload_targets(targets)
-                .map_err(|err| CliError::Usage(err.to_string()))
-        });
+        let reloaded =
+            read(&file).and_then(|targets| relay.reload(targets).map_err(CliError::Usage));
         match reloaded {
             Ok(changed) => {
-                let list: Vec<String> = relay.targets().iter().map(ToString::to_string).collect();
+                let list: Vec<String> = relay.listed().iter().map(ToString::to_string).collect();
                 let named = |what: &str, list: &[Endpoint]| {
                     let names: Vec<String> = list.iter().map(ToString::to_string).collect();
                     (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))

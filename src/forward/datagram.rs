@@ -17,7 +17,8 @@
 //! in turn (or, [`DatagramForward::by_source`], to the one its address hashes to) and stays
 //! with it while its upstream socket lives; a datagram relay cannot tell
 //! that a UDP target is down (a datagram is sent whether or not anyone takes it), so there
-//! is no failover.
+//! is no failover. [`DatagramForward::reload_targets`] puts a new list in force for the
+//! clients that come next (SIGHUP's reload of `forward --to-file`).
 //!
 //! A datagram from a new client while `max_clients` are being relayed is dropped (and
 //! logged at debug level): a datagram cannot be refused, and the sender retries if it cares.
@@ -35,9 +36,11 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use super::targets::{Balance, source_slot};
+use super::MAX_TARGETS;
+use super::targets::{Balance, Reloaded, source_slot};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
 use crate::metrics::{ListenerMetrics, Metrics, TargetMetrics};
@@ -64,8 +67,9 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 /// ```
 #[derive(Debug, Clone)]
 pub struct DatagramForward {
-    /// At least one.
-    targets: Vec<Endpoint>,
+    /// At least one; shared by the relay's clones (and so its bound listeners), which a
+    /// reload reaches through it.
+    targets: Arc<ArcSwap<Vec<Endpoint>>>,
     /// New clients go to the target their address hashes to, not the next in turn.
     by_source: bool,
     idle_timeout: Duration,
@@ -131,7 +135,7 @@ impl DatagramForward {
     /// Any other kind of target, in words for the command line.
     pub fn new(target: Endpoint) -> std::result::Result<DatagramForward, String> {
         Ok(DatagramForward {
-            targets: vec![datagram_target(target)?],
+            targets: Arc::new(ArcSwap::from_pointee(vec![datagram_target(target)?])),
             by_source: false,
             idle_timeout: DEFAULT_IDLE,
             max_clients: usize::MAX,
@@ -156,9 +160,63 @@ impl DatagramForward {
     ///     .unwrap();
     /// assert_eq!(relay.targets().len(), 2);
     /// ```
-    pub fn or(mut self, target: Endpoint) -> std::result::Result<DatagramForward, String> {
-        self.targets.push(datagram_target(target)?);
+    pub fn or(self, target: Endpoint) -> std::result::Result<DatagramForward, String> {
+        let mut targets = self.targets();
+        if targets.len() == MAX_TARGETS {
+            return Err(format!("a relay takes at most {MAX_TARGETS} targets"));
+        }
+        targets.push(datagram_target(target)?);
+        self.targets.store(Arc::new(targets));
         Ok(self)
+    }
+
+    /// Puts `targets` in force in place of the relay's for the clients that come next (on
+    /// every listener it was bound to): SIGHUP's reload of `forward --to-file`. Clients
+    /// already relayed keep their target while their upstream socket lives; a target that
+    /// left the list loses its metric series. Names are resolved by each listener's relay
+    /// at its next new client; one that does not resolve leaves that relay on the targets
+    /// it had, and the log says why.
+    ///
+    /// # Errors
+    ///
+    /// Nothing changes when the list is empty or longer than [`MAX_TARGETS`], or names a
+    /// stream target; in words for the command line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::datagram::DatagramForward;
+    /// let relay = DatagramForward::new("udp:127.0.0.1:5301".parse().unwrap()).unwrap();
+    /// let serving = relay.clone();
+    /// let changed = relay
+    ///     .reload_targets(vec!["udp:127.0.0.1:5302".parse().unwrap()])
+    ///     .unwrap();
+    /// assert_eq!(changed.removed, ["udp:127.0.0.1:5301".parse().unwrap()]);
+    /// assert_eq!(serving.targets(), ["udp:127.0.0.1:5302".parse().unwrap()]);
+    /// ```
+    pub fn reload_targets(&self, targets: Vec<Endpoint>) -> std::result::Result<Reloaded, String> {
+        if targets.is_empty() {
+            return Err("no target".into());
+        }
+        if targets.len() > MAX_TARGETS {
+            return Err(format!(
+                "{} targets, and a relay takes at most {MAX_TARGETS}",
+                targets.len()
+            ));
+        }
+        let targets = targets
+            .into_iter()
+            .map(datagram_target)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let old = self.targets.swap(Arc::new(targets));
+        let changed = Reloaded::between(&old, &self.targets.load());
+        if let Some(metrics) = &self.metrics {
+            let listed = self.targets.load();
+            for gone in changed.removed.iter().filter(|gone| !listed.contains(gone)) {
+                metrics.forget_forward_target(&gone.to_string());
+            }
+        }
+        Ok(changed)
     }
 
     /// Sends each new client to the target its IP address hashes to (as
@@ -205,13 +263,13 @@ impl DatagramForward {
     }
 
     /// The (first) target.
-    pub fn target(&self) -> &Endpoint {
-        &self.targets[0]
+    pub fn target(&self) -> Endpoint {
+        self.targets.load()[0].clone()
     }
 
-    /// Every target, in the order given.
-    pub fn targets(&self) -> &[Endpoint] {
-        &self.targets
+    /// Every target, in the order given (the list in force since the last reload).
+    pub fn targets(&self) -> Vec<Endpoint> {
+        self.targets.load().to_vec()
     }
 
     /// Binds `listen` (a `udp:` or `unixgram:` endpoint) inside a Tokio runtime.
@@ -252,17 +310,9 @@ impl BoundDatagramForward {
     ///
     /// A target does not resolve, or receiving on the listening socket fails for good.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let mut targets = Vec::with_capacity(self.relay.targets.len());
-        for target in &self.relay.targets {
-            let counted = self
-                .relay
-                .metrics
-                .as_ref()
-                .map(|metrics| metrics.forward_target(&target.to_string()));
-            targets.push((Arc::new(resolve_target(target).await?), counted));
-        }
+        let mut listed = self.relay.targets.load_full();
         let mut turns = Turns {
-            targets,
+            targets: self.resolve(&listed).await?,
             by_source: self.relay.by_source,
             next: 0,
         };
@@ -285,6 +335,17 @@ impl BoundDatagramForward {
             }
             // Reap finished relays so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
+            if !Arc::ptr_eq(&self.relay.targets.load(), &listed) {
+                // Reloaded: the new list, for the clients that come next.
+                listed = self.relay.targets.load_full();
+                match self.resolve(&listed).await {
+                    Ok(targets) => turns.targets = targets,
+                    Err(err) => tracing::warn!(
+                        "{}: new clients go to the targets before the reload: {err}",
+                        self.local
+                    ),
+                }
+            }
             let client = match self.client(&clients, &from, &mut turns, &mut tasks) {
                 Some(client) => client,
                 None => continue,
@@ -322,6 +383,23 @@ impl BoundDatagramForward {
         }
         tasks.shutdown().await;
         Ok(())
+    }
+
+    /// Each of `targets` resolved, with its counters.
+    async fn resolve(
+        &self,
+        targets: &[Endpoint],
+    ) -> Result<Vec<(Arc<Address>, Option<TargetMetrics>)>> {
+        let mut resolved = Vec::with_capacity(targets.len());
+        for target in targets {
+            let counted = self
+                .relay
+                .metrics
+                .as_ref()
+                .map(|metrics| metrics.forward_target(&target.to_string()));
+            resolved.push((Arc::new(resolve_target(target).await?), counted));
+        }
+        Ok(resolved)
     }
 
     /// The client of `from`, opening its upstream socket to the next target in turn if it is

@@ -258,6 +258,7 @@ fn a_to_file_that_cannot_be_used_is_refused_at_start() {
     };
     let bad_line = file("bad", "127.0.0.1:9\n:9\n");
     let empty = file("empty", "# nothing yet\n\n");
+    let streams = file("streams", "127.0.0.1:9\n");
     let missing = dir.path().join("missing").display().to_string();
     let tcp = "127.0.0.1:0";
     let cases: [(&str, &[&str], i32, &str); 5] = [
@@ -277,9 +278,9 @@ fn a_to_file_that_cannot_be_used_is_refused_at_start() {
         ),
         (
             "udp:127.0.0.1:0",
-            &["--to-file", &empty],
+            &["--to-file", &streams],
             2,
-            "--to-file applies to stream forwarding only",
+            "a datagram listener relays to a udp: or unixgram: target, not tcp:127.0.0.1:9",
         ),
     ];
     for (listen, extra, code, wanted) in cases {

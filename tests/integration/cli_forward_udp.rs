@@ -414,10 +414,11 @@ fn udp_forward_refuses_a_stream_listener_beside_a_udp_one() {
     }
 }
 
-/// SIGUSR2 asks a server to restart; its default action killed the udp: relay, which has no
-/// listeners to hand over. It says so and relays on.
+/// SIGUSR2 asks a server to restart, SIGHUP to reload; the default action of each killed the
+/// udp: relay, which has no listeners to hand over and, without `--to-file`, nothing to
+/// reload. It says so and relays on.
 #[test]
-fn udp_forward_survives_sigusr2() {
+fn udp_forward_survives_sigusr2_and_sighup() {
     let upstream = echo_upstream();
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
@@ -427,6 +428,12 @@ fn udp_forward_survives_sigusr2() {
     relay.signal(libc::SIGUSR2);
     relay.wait_for_stderr(&["SIGUSR2"], Duration::from_secs(10));
     assert_eq!(echo_through(&a, relay.port(), b"after"), b"after");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &["SIGHUP: nothing to reload (no --to-file)"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(echo_through(&a, relay.port(), b"again"), b"again");
     relay.signal(libc::SIGTERM);
     assert_eq!(relay.wait(Duration::from_secs(10)).code(), Some(0));
 }
@@ -452,4 +459,68 @@ fn udp_forward_says_at_v_that_the_target_took_no_datagram() {
         &["the target did not take a datagram"],
         Duration::from_secs(10),
     );
+}
+
+/// `--to-file` on a datagram relay: SIGHUP puts the file's new list in force for the
+/// clients that come next; a client already relayed keeps its target, and a target that
+/// left loses its metric series.
+#[test]
+fn udp_forward_reads_its_to_file_again_on_sighup() {
+    let (a, _) = named_target("A", usize::MAX);
+    let (b, _) = named_target("B", usize::MAX);
+    let (c, _) = named_target("C", usize::MAX);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("{a}\n")).expect("write");
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .arg("--to-file")
+    .arg(&file);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let first = client();
+    assert_eq!(who(&first, relay.port()), "A");
+
+    std::fs::write(&file, format!("{b}\n{c}\n")).expect("rewrite");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &[&format!(
+            "targets reloaded from {}: {b}, {c} (added {b}, {c}; removed {a})",
+            file.display()
+        )],
+        Duration::from_secs(10),
+    );
+    // In turn, the turn going on from where it was.
+    let later: String = (0..4).map(|_| who(&client(), relay.port())).collect();
+    assert!(later == "BCBC" || later == "CBCB", "{later}");
+    assert_eq!(
+        who(&first, relay.port()),
+        "A",
+        "a relayed client keeps its target"
+    );
+    let scrape = http_get(&metrics, "/metrics").1;
+    assert!(!scrape.contains(&a), "{scrape}");
+    let count = |target: &str| {
+        sample(
+            &metrics,
+            "socketkit_forward_target_connections_total",
+            &format!("target=\"{target}\""),
+        )
+    };
+    assert_eq!((count(&b), count(&c)), (2, 2));
+
+    // A stream target cannot join a datagram relay: the list stays.
+    std::fs::write(&file, "127.0.0.1:9\n").expect("rewrite");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &["targets not reloaded, the old ones stay: cannot forward datagrams to these targets"],
+        Duration::from_secs(10),
+    );
+    let last = who(&client(), relay.port());
+    assert!(last == "B" || last == "C", "{last}");
 }

@@ -104,6 +104,25 @@ pub struct Reloaded {
     pub removed: Vec<Endpoint>,
 }
 
+impl Reloaded {
+    /// What a reload from `old` to `new` changes; a target named twice counts twice.
+    pub(crate) fn between(old: &[Endpoint], new: &[Endpoint]) -> Reloaded {
+        let mut left: Vec<Option<&Endpoint>> = old.iter().map(Some).collect();
+        let mut added = Vec::new();
+        for endpoint in new {
+            let kept = left
+                .iter_mut()
+                .find(|slot| **slot == Some(endpoint))
+                .and_then(Option::take);
+            if kept.is_none() {
+                added.push(endpoint.clone());
+            }
+        }
+        let removed = left.into_iter().flatten().cloned().collect();
+        Reloaded { added, removed }
+    }
+}
+
 impl Targets {
     /// Ten seconds, as nginx's `fail_timeout`: long enough that a dead target costs a burst
     /// of clients one failed attempt between them, short enough that one back up gets its
