@@ -13,7 +13,7 @@ use socketkit::server::Handler;
 
 use super::access::{self, networks};
 use super::args::{ForwardArgs, ProxyVersion};
-use super::exit::{CliError, read_text};
+use super::exit::{CliError, read_text, sanitize};
 use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::managed::{Listen, Managed};
@@ -292,9 +292,29 @@ fn socks(
                     access::reload_and_say(&control, "socks destination rules");
                 });
             }
+            if let Some(file) = args.socks_users.clone() {
+                let proxy = proxy.clone();
+                prepared.on_hangup(move || reload_socks_users(&file, &proxy));
+            }
             (proxy, None::<std::future::Pending<()>>)
         },
     )
+}
+
+/// SIGHUP's reload of `--socks-users FILE`: the file's users take the clients that come
+/// next; one that no longer reads keeps the users in force, and the log says why.
+fn reload_socks_users(file: &std::path::Path, proxy: &SocksForward) {
+    match socks_users(file) {
+        Ok(users) => {
+            let count = users.len();
+            proxy.reload_users(users);
+            tracing::info!("socks users reloaded from {}: {count}", file.display());
+        }
+        Err(err) => tracing::warn!(
+            "socks users not reloaded, the old ones stay: {}",
+            sanitize(&err.to_string())
+        ),
+    }
 }
 
 /// The users of `--socks-users FILE`: an unreadable file is a runtime error (exit 1), a

@@ -60,7 +60,7 @@ pub(crate) struct ForwardArgs {
     #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
     pub(crate) socks: bool,
     /// With --socks: ask every client for a user name and password listed in FILE, one
-    /// USER:PASSWORD a line.
+    /// USER:PASSWORD a line; read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub(crate) socks_users: Option<std::path::PathBuf>,
     /// With --socks: let clients reach only addresses in these networks (repeatable; a

@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -67,7 +68,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct SocksForward {
     timeout: Duration,
-    users: Option<Arc<SocksUsers>>,
+    /// Shared by the proxy's clones, which a reload reaches through it.
+    users: Option<Arc<ArcSwap<SocksUsers>>>,
     destinations: Option<Arc<AccessControl>>,
 }
 
@@ -132,6 +134,16 @@ impl SocksUsers {
         Ok(SocksUsers { users })
     }
 
+    /// How many users are listed (at least one: an empty list is refused).
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether no user is listed, which [`SocksUsers::from_text`] never makes.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
     /// Whether `user` is listed with `password`; the password is compared in constant time.
     pub fn admits(&self, user: &[u8], password: &[u8]) -> bool {
         self.users
@@ -158,8 +170,22 @@ impl SocksForward {
 
     /// Asks every client for a user name and password from `users`.
     pub fn users(mut self, users: SocksUsers) -> SocksForward {
-        self.users = Some(Arc::new(users));
+        self.users = Some(Arc::new(ArcSwap::from_pointee(users)));
         self
+    }
+
+    /// Puts `users` in force in place of the proxy's for the clients that come next (every
+    /// clone of the proxy: they share them): SIGHUP's reload of `forward --socks-users`.
+    /// Clients already relayed go on. A proxy made without [`SocksForward::users`] asks no
+    /// one for a password, and a reload does not change that: `false`, nothing done.
+    pub fn reload_users(&self, users: SocksUsers) -> bool {
+        match &self.users {
+            Some(current) => {
+                current.store(Arc::new(users));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Lets clients reach only the addresses `rules` admit (allow and deny networks, as the
@@ -190,10 +216,12 @@ impl Handler for SocksForward {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let proxy = self.clone();
         async move {
+            // The users in force when the client came, whatever a reload does meanwhile.
+            let users = proxy.users.as_ref().map(|users| users.load_full());
             serve(
                 conn,
                 proxy.timeout,
-                proxy.users.as_deref(),
+                users.as_deref(),
                 proxy.destinations.as_deref(),
             )
             .await

@@ -198,6 +198,48 @@ fn socks_users_are_asked_for_their_name_and_password() {
 }
 
 #[test]
+fn socks_users_are_read_again_on_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("users");
+    std::fs::write(&file, "alice:old\n").expect("write");
+    let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
+    let greeting = serve("greeting", &[]);
+    let through = |user: &str| {
+        let mut cmd = socketkit();
+        cmd.args(["connect", "--no-shutdown", "--proxy"])
+            .arg(format!("socks5://{user}@{}", proxy.addr()))
+            .arg(greeting.addr());
+        run(cmd, Vec::new(), DEADLINE)
+    };
+    assert_eq!(through("alice:old").code(), 0);
+    // alice's password changes and carol joins.
+    std::fs::write(&file, "alice:new\ncarol:pw\n").expect("rewrite");
+    proxy.signal(libc::SIGHUP);
+    proxy.wait_for_stderr(
+        &[&format!("socks users reloaded from {}: 2", file.display())],
+        Duration::from_secs(10),
+    );
+    for user in ["alice:new", "carol:pw"] {
+        let out = through(user);
+        assert_eq!(out.code(), 0, "{user}: {}", out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+    }
+    fails_with(
+        &through("alice:old"),
+        1,
+        "the proxy refused the user name and password",
+    );
+    // A file that no longer reads keeps the users in force.
+    std::fs::write(&file, "carol\n").expect("rewrite");
+    proxy.signal(libc::SIGHUP);
+    proxy.wait_for_stderr(
+        &["socks users not reloaded, the old ones stay: invalid --socks-users"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(through("carol:pw").code(), 0);
+}
+
+#[test]
 fn socks_destinations_are_limited_to_the_allowed_networks() {
     let greeting = serve("greeting", &[]);
     // 127.0.0.1 is allowed, and a name is allowed through its allowed address alone
