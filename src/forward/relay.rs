@@ -21,7 +21,7 @@ use super::splice;
 ///   chunk goes out as two segments, one of them a small remainder: in the one-way test
 ///   64 KiB chunks cost 0.58 s of CPU per GB against 0.41 for 32 KiB, which fits one
 ///   segment. (256 KiB chunks cost 0.32 one way, but hold echo traffic back.)
-const CHUNK: usize = 32 * 1024;
+pub(super) const CHUNK: usize = 32 * 1024;
 
 /// Relays `client` and `upstream` until both directions have ended, or one side fails.
 pub(super) async fn relay_to(mut client: Connection, mut upstream: Upstream) -> io::Result<()> {
@@ -75,16 +75,15 @@ impl Drop for Upstream {
     }
 }
 
-/// Relays a plain target: by `splice` where it can, else by copying. Pipes cost four
-/// descriptors a relay: near the descriptor limit, copy instead. A TLS client's bytes are
-/// the session's, not the socket's: copied too.
+/// Relays a plain target: by `splice` where it can (each direction once it carries a bulk
+/// stream), else by copying. A TLS client's bytes are the session's, not the socket's:
+/// copied.
 async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Result<()> {
     if splice::available()
         && !client.is_tls()
-        && let Ok(pipes) = splice::Pipes::new()
         && let Some((plain, idle, tallies)) = client.plain_parts()
     {
-        return splice::relay(plain, upstream, pipes, idle, tallies).await;
+        return splice::relay(plain, upstream, idle, tallies).await;
     }
     copy_both_ways(client, upstream).await
 }

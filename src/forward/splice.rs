@@ -60,31 +60,29 @@ fn probe() -> io::Result<()> {
     }
 }
 
-/// The two pipes of one relay (four descriptors: the price of zero copy).
-pub(crate) struct Pipes {
-    to_upstream: Pipe,
-    to_client: Pipe,
+/// The pipe of one direction of a relay, made once that direction carries a bulk stream
+/// (two descriptors: the price of zero copy).
+struct SharedPipe {
+    pipe: Pipe,
     _share: PipeShare,
 }
 
-impl Pipes {
-    /// Both pipes, or an error on which the caller relays by copying instead: the pipes'
-    /// share of the descriptor limit is used up ([`pipe_share`]), or the pipes cannot be
-    /// made (`EMFILE`).
-    pub(crate) fn new() -> io::Result<Pipes> {
+impl SharedPipe {
+    /// A pipe, or an error on which the direction goes on copying: the pipes' share of the
+    /// descriptor limit is used up ([`pipe_share`]), or the pipe cannot be made (`EMFILE`).
+    fn new() -> io::Result<SharedPipe> {
         let share = PipeShare::take().ok_or_else(|| {
             io::Error::other("the relays' pipes hold their share of the descriptor limit")
         })?;
-        Ok(Pipes {
-            to_upstream: Pipe::new(PIPE_SIZE)?,
-            to_client: Pipe::new(PIPE_SIZE)?,
+        Ok(SharedPipe {
+            pipe: Pipe::new(PIPE_SIZE)?,
             _share: share,
         })
     }
 }
 
 /// How many descriptors the relays' pipes may hold at once: a third of the process's
-/// descriptor limit. A spliced relay holds six descriptors and a copying one two, so
+/// descriptor limit. A relay that splices both ways holds six descriptors and a copying one two, so
 /// without a bound, near the limit, the pipes of the first relays would take the
 /// descriptors that later clients need for their sockets (and those clients would be
 /// closed); with it, the relays past the share copy and the sockets keep two thirds.
@@ -96,7 +94,7 @@ fn pipe_share() -> usize {
     })
 }
 
-/// Four descriptors of the pipes' share, given back on drop.
+/// Two descriptors of the pipes' share, given back on drop.
 struct PipeShare;
 
 /// Descriptors the relays' pipes hold now.
@@ -106,7 +104,7 @@ impl PipeShare {
     fn take() -> Option<PipeShare> {
         PIPE_DESCRIPTORS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + 4 <= pipe_share()).then_some(held + 4)
+                (held + 2 <= pipe_share()).then_some(held + 2)
             })
             .ok()
             .map(|_| PipeShare)
@@ -115,7 +113,7 @@ impl PipeShare {
 
 impl Drop for PipeShare {
     fn drop(&mut self) {
-        PIPE_DESCRIPTORS.fetch_sub(4, Ordering::AcqRel);
+        PIPE_DESCRIPTORS.fetch_sub(2, Ordering::AcqRel);
     }
 }
 
@@ -125,22 +123,15 @@ impl Drop for PipeShare {
 pub(crate) async fn relay(
     client: &Stream,
     upstream: &Stream,
-    pipes: Pipes,
     idle: Option<Duration>,
     tallies: (Tally<'_>, Tally<'_>),
 ) -> io::Result<()> {
     let (received, sent) = tallies;
     let activity = Activity::new();
-    // `_share` stays bound to the end: the share is given back with the pipes.
-    let Pipes {
-        to_upstream,
-        to_client,
-        _share,
-    } = pipes;
     let both = async {
         tokio::try_join!(
-            one_way(client, upstream, &to_upstream, &activity, received),
-            one_way(upstream, client, &to_client, &activity, sent),
+            one_way(client, upstream, &activity, received),
+            one_way(upstream, client, &activity, sent),
         )
         .map(drop)
     };
@@ -151,11 +142,93 @@ pub(crate) async fn relay(
     }
 }
 
-/// One direction: the pipe is filled with all it holds of what has arrived, and emptied
-/// into `to` as fast as `to` takes it. While `to` takes no more, the pipe is topped up from
-/// `from` without waiting, so that the next time `to` drains, a full pipe moves in one
-/// call: fewer wake-ups and calls per megabyte than filling only once the pipe is empty.
+/// One direction: copied through a buffer while its reads come short of the buffer
+/// (requests and answers, and the whole of most short connections), then spliced once a
+/// read fills it (a bulk stream). A pipe costs two descriptors and four system calls to
+/// make, size and close, more than a short connection's copies: relaying a greeting cost
+/// 46.2 µs of CPU when both pipes were made for every connection, 38.0 µs now (medians of
+/// 5 rounds, 2026-12-05), and bulk streams move as before (docs/benchmarks.md).
 async fn one_way(
+    from: &Stream,
+    to: &Stream,
+    activity: &Activity,
+    mut tally: Tally<'_>,
+) -> io::Result<()> {
+    match copy_until_bulk(from, to, activity, &mut tally).await? {
+        Some(pipe) => splice_through(from, to, &pipe.pipe, activity, tally).await,
+        None => Ok(()),
+    }
+}
+
+/// Copies `from` to `to` until `from` ends (passed on: `None`) or a read fills the buffer
+/// and a pipe can be had (returned, to splice the rest through). The buffer is taken only
+/// once the first bytes have arrived, so an idle relay holds none.
+async fn copy_until_bulk(
+    from: &Stream,
+    to: &Stream,
+    activity: &Activity,
+    tally: &mut Tally<'_>,
+) -> io::Result<Option<SharedPipe>> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut copy_to_the_end = false;
+    loop {
+        let read = from
+            .async_io(Interest::READABLE, || {
+                buf.reserve_exact(super::relay::CHUNK);
+                receive(from, buf.spare_capacity_mut())
+            })
+            .await?;
+        if read == 0 {
+            return to.shutdown_write().map(|()| None);
+        }
+        // SAFETY: `recv(2)` initialized the first `read` bytes of the spare capacity (and
+        // `buf` was empty, so they are its first `read` bytes).
+        unsafe { buf.set_len(read) };
+        activity.touch();
+        send_all(to, &buf, activity).await?;
+        tally.add(read);
+        let filled = read == buf.capacity();
+        buf.clear();
+        if filled && !copy_to_the_end {
+            match SharedPipe::new() {
+                Ok(pipe) => return Ok(Some(pipe)),
+                Err(err) => {
+                    tracing::debug!("relaying by copying: {}", crate::error::describe(&err));
+                    copy_to_the_end = true;
+                }
+            }
+        }
+    }
+}
+
+/// `recv(2)` into `buf` without waiting.
+fn receive(from: &Stream, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    socket2::SockRef::from(from).recv(buf)
+}
+
+/// Sends all of `bytes`, waiting while `to` takes no more.
+async fn send_all(to: &Stream, mut bytes: &[u8], activity: &Activity) -> io::Result<()> {
+    let send = |bytes: &[u8]| socket2::SockRef::from(to).send_with_flags(bytes, libc::MSG_NOSIGNAL);
+    while !bytes.is_empty() {
+        // Tried at once: the socket usually has room, and tokio's readiness need not agree.
+        let sent = match send(bytes) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                to.async_io(Interest::WRITABLE, || send(bytes)).await?
+            }
+            other => other?,
+        };
+        bytes = &bytes[sent..];
+        activity.touch();
+    }
+    Ok(())
+}
+
+/// The rest of one direction, spliced: the pipe is filled with all it holds of what has
+/// arrived, and emptied into `to` as fast as `to` takes it. While `to` takes no more, the
+/// pipe is topped up from `from` without waiting, so that the next time `to` drains, a full
+/// pipe moves in one call: fewer wake-ups and calls per megabyte than filling only once the
+/// pipe is empty.
+async fn splice_through(
     from: &Stream,
     to: &Stream,
     pipe: &Pipe,
