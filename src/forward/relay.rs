@@ -75,12 +75,11 @@ impl Drop for Upstream {
     }
 }
 
-/// Relays a plain target: by `splice` where it can (each direction once it carries a bulk
-/// stream), else by copying. A TLS client's bytes are the session's, not the socket's:
-/// copied.
+/// Relays a plain target: socket to socket, each direction copied until it carries a bulk
+/// stream and then spliced where the kernel can (`forward/splice.rs`). A TLS client's bytes
+/// are the session's, not the socket's: copied through tokio's loop.
 async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Result<()> {
-    if splice::available()
-        && !client.is_tls()
+    if !client.is_tls()
         && let Some((plain, idle, tallies)) = client.plain_parts()
     {
         return splice::relay(plain, upstream, idle, tallies).await;

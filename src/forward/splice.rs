@@ -1,7 +1,9 @@
-//! The zero-copy relay: bytes go socket → pipe → socket with `splice(2)`, never through user
-//! space. Linux only, and only where the kernel (or sandbox) supports splicing sockets:
-//! [`available`] probes once, and `SOCKETKIT_NO_SPLICE=1` turns it off on purpose so that the
-//! copy fallback can be run and tested on any machine. See `docs/platform-notes.md`.
+//! The relay of two plain sockets: each direction copies through a buffer while its reads
+//! come short of it, and once a read fills it (a bulk stream) goes zero-copy, socket → pipe
+//! → socket with `splice(2)`, never through user space. Splicing is Linux only, and only
+//! where the kernel (or sandbox) supports splicing sockets: [`available`] probes once, and
+//! `SOCKETKIT_NO_SPLICE=1` turns it off on purpose so that the copy loop alone can be run
+//! and tested on any machine. See `docs/platform-notes.md`.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -118,8 +120,9 @@ impl Drop for PipeShare {
 }
 
 /// Relays `client` and `upstream` both ways until both directions end (each end of stream
-/// passed on as a half-close), either side fails, or nothing moves for `idle`. The bytes
-/// are counted into `tallies` (received from the client, sent to it) as they are passed on.
+/// passed on as a half-close), either side fails, or nothing moves for `idle`; a direction
+/// that carries a bulk stream splices, if [`available`]. The bytes are counted into
+/// `tallies` (received from the client, sent to it) as they are passed on.
 pub(crate) async fn relay(
     client: &Stream,
     upstream: &Stream,
@@ -128,10 +131,11 @@ pub(crate) async fn relay(
 ) -> io::Result<()> {
     let (received, sent) = tallies;
     let activity = Activity::new();
+    let splicing = available();
     let both = async {
         tokio::try_join!(
-            one_way(client, upstream, &activity, received),
-            one_way(upstream, client, &activity, sent),
+            one_way(client, upstream, &activity, received, splicing),
+            one_way(upstream, client, &activity, sent, splicing),
         )
         .map(drop)
     };
@@ -153,29 +157,41 @@ async fn one_way(
     to: &Stream,
     activity: &Activity,
     mut tally: Tally<'_>,
+    splicing: bool,
 ) -> io::Result<()> {
-    match copy_until_bulk(from, to, activity, &mut tally).await? {
+    match copy_until_bulk(from, to, activity, &mut tally, splicing).await? {
         Some(pipe) => splice_through(from, to, &pipe.pipe, activity, tally).await,
         None => Ok(()),
     }
 }
 
 /// Copies `from` to `to` until `from` ends (passed on: `None`) or a read fills the buffer
-/// and a pipe can be had (returned, to splice the rest through). The buffer is taken only
-/// once the first bytes have arrived, so an idle relay holds none.
+/// and a pipe can be had (returned, to splice the rest through; never when `splicing` is
+/// off). The buffer is held only while bytes are there to move, so a quiet relay holds
+/// none.
 async fn copy_until_bulk(
     from: &Stream,
     to: &Stream,
     activity: &Activity,
     tally: &mut Tally<'_>,
+    splicing: bool,
 ) -> io::Result<Option<SharedPipe>> {
     let mut buf: Vec<u8> = Vec::new();
-    let mut copy_to_the_end = false;
+    let mut copy_to_the_end = !splicing;
     loop {
         let read = from
             .async_io(Interest::READABLE, || {
                 buf.reserve_exact(super::relay::CHUNK);
-                receive(from, buf.spare_capacity_mut())
+                let read = receive(from, buf.spare_capacity_mut());
+                if read
+                    .as_ref()
+                    .is_err_and(|err| err.kind() == io::ErrorKind::WouldBlock)
+                {
+                    // Waits without it: a quiet connection (a keep-alive between requests)
+                    // holds no buffer, and taking one again is a jemalloc cache hit.
+                    buf = Vec::new();
+                }
+                read
             })
             .await?;
         if read == 0 {
