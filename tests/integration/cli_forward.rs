@@ -420,7 +420,7 @@ fn quiet_relayed_connections_hold_no_buffers() -> TestResult {
     // One relayed connection first, so that the runtime's and the allocator's own start-up
     // is in the baseline.
     let mut open = Vec::new();
-    let mut talk = |open: &mut Vec<std::net::TcpStream>| -> TestResult {
+    let talk = |open: &mut Vec<std::net::TcpStream>| -> TestResult {
         let mut stream = connect(&relay.addr());
         stream.write_all(&[b'x'; 100])?;
         let mut back = [0u8; 100];
