@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -132,10 +132,11 @@ pub(crate) async fn relay(
     let (received, sent) = tallies;
     let activity = Activity::new();
     let splicing = available();
+    let one_ended = AtomicBool::new(false);
     let both = async {
         tokio::try_join!(
-            one_way(client, upstream, &activity, received, splicing),
-            one_way(upstream, client, &activity, sent, splicing),
+            one_way(client, upstream, &activity, received, splicing, &one_ended),
+            one_way(upstream, client, &activity, sent, splicing, &one_ended),
         )
         .map(drop)
     };
@@ -158,9 +159,10 @@ async fn one_way(
     activity: &Activity,
     mut tally: Tally<'_>,
     splicing: bool,
+    one_ended: &AtomicBool,
 ) -> io::Result<()> {
-    match copy_until_bulk(from, to, activity, &mut tally, splicing).await? {
-        Some(pipe) => splice_through(from, to, &pipe.pipe, activity, tally).await,
+    match copy_until_bulk(from, to, activity, &mut tally, splicing, one_ended).await? {
+        Some(pipe) => splice_through(from, to, &pipe.pipe, activity, tally, one_ended).await,
         None => Ok(()),
     }
 }
@@ -175,6 +177,7 @@ async fn copy_until_bulk(
     activity: &Activity,
     tally: &mut Tally<'_>,
     splicing: bool,
+    ended: &AtomicBool,
 ) -> io::Result<Option<SharedPipe>> {
     let mut buf: Vec<u8> = Vec::new();
     let mut copy_to_the_end = !splicing;
@@ -195,7 +198,7 @@ async fn copy_until_bulk(
             })
             .await?;
         if read == 0 {
-            return to.shutdown_write().map(|()| None);
+            return pass_on_end(to, ended).map(|()| None);
         }
         // SAFETY: `recv(2)` initialized the first `read` bytes of the spare capacity (and
         // `buf` was empty, so they are its first `read` bytes).
@@ -215,6 +218,17 @@ async fn copy_until_bulk(
             }
         }
     }
+}
+
+/// Passes the end of one direction on as a half-close; unless the other direction has
+/// ended already, for then the relay closes both sockets next, and the close sends the same
+/// FIN (this side's bytes have all been read, so it is a FIN, not a reset): a system call
+/// less per connection.
+fn pass_on_end(to: &Stream, one_ended: &AtomicBool) -> io::Result<()> {
+    if one_ended.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    to.shutdown_write()
 }
 
 /// `recv(2)` into `buf` without waiting.
@@ -250,6 +264,7 @@ async fn splice_through(
     pipe: &Pipe,
     activity: &Activity,
     mut tally: Tally<'_>,
+    one_ended: &AtomicBool,
 ) -> io::Result<()> {
     let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
     let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
@@ -259,7 +274,7 @@ async fn splice_through(
     loop {
         if held == 0 {
             if ended {
-                return to.shutdown_write();
+                return pass_on_end(to, one_ended);
             }
             let filled = from
                 .async_io(Interest::READABLE, || {
