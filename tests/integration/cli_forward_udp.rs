@@ -266,6 +266,21 @@ fn udp_forwarding_refuses_stream_options_even_with_defaults() {
 }
 
 /// `socketkit serve echo` on a UDP port of its own.
+/// `forward -l udp:127.0.0.1:0 --metrics 127.0.0.1:0` with `args` (its targets and more),
+/// and its metrics address.
+fn metered_relay(args: &[&str]) -> (Running, String) {
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .args(args);
+    start_with_metrics(cmd)
+}
+
 fn echo_upstream() -> Running {
     let mut cmd = socketkit();
     cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]);
@@ -285,11 +300,7 @@ fn echo_through(client: &UdpSocket, port: u16, data: &[u8]) -> Vec<u8> {
 #[test]
 fn udp_forward_metrics_count_clients_and_bytes_per_listener() {
     let upstream = echo_upstream();
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
-        .arg(&upstream.endpoints()[0])
-        .args(["--metrics", "127.0.0.1:0"]);
-    let (relay, metrics) = start_with_metrics(cmd);
+    let (relay, metrics) = metered_relay(&["--to", &upstream.endpoints()[0]]);
     let (a, b) = (client(), client());
     assert_eq!(echo_through(&a, relay.port(), b"hello"), b"hello");
     assert_eq!(echo_through(&a, relay.port(), b"again!"), b"again!");
@@ -313,16 +324,7 @@ fn udp_forward_metrics_count_each_targets_clients_and_failures() {
     // A port nothing listens on: the kernel answers each datagram with an ICMP refusal,
     // which the next send on the client's upstream socket reports.
     let dead = format!("udp:127.0.0.1:{}", crate::support::net::free_port());
-    let mut cmd = socketkit();
-    cmd.args([
-        "forward",
-        "-l",
-        "udp:127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-    ])
-    .args(["--to", &live, "--to", &dead]);
-    let (relay, metrics) = start_with_metrics(cmd);
+    let (relay, metrics) = metered_relay(&["--to", &live, "--to", &dead]);
     let (a, b) = (client(), client());
     assert_eq!(who(&a, relay.port()), "live");
     // The second client goes to the dead target: two datagrams, the second refused.
@@ -352,11 +354,8 @@ fn udp_forward_metrics_count_each_targets_clients_and_failures() {
 #[test]
 fn udp_forward_closes_an_idle_client_in_its_metrics() {
     let upstream = echo_upstream();
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
-        .arg(&upstream.endpoints()[0])
-        .args(["--metrics", "127.0.0.1:0", "--idle-timeout", "200ms"]);
-    let (relay, metrics) = start_with_metrics(cmd);
+    let (relay, metrics) =
+        metered_relay(&["--to", &upstream.endpoints()[0], "--idle-timeout", "200ms"]);
     assert_eq!(echo_through(&client(), relay.port(), b"x"), b"x");
     let listener = format!("listener=\"{}\"", relay.endpoints()[0]);
     crate::support::wait_until(
@@ -373,11 +372,8 @@ fn udp_forward_closes_an_idle_client_in_its_metrics() {
 #[test]
 fn udp_forward_relays_through_the_shutdown_delay() {
     let upstream = echo_upstream();
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to"])
-        .arg(&upstream.endpoints()[0])
-        .args(["--metrics", "127.0.0.1:0", "--shutdown-delay", "2s"]);
-    let (mut relay, metrics) = start_with_metrics(cmd);
+    let (mut relay, metrics) =
+        metered_relay(&["--to", &upstream.endpoints()[0], "--shutdown-delay", "2s"]);
     let a = client();
     assert_eq!(echo_through(&a, relay.port(), b"before"), b"before");
     let signalled = std::time::Instant::now();
@@ -472,17 +468,7 @@ fn udp_forward_reads_its_to_file_again_on_sighup() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("targets");
     std::fs::write(&file, format!("{a}\n")).expect("write");
-    let mut cmd = socketkit();
-    cmd.args([
-        "forward",
-        "-l",
-        "udp:127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-    ])
-    .arg("--to-file")
-    .arg(&file);
-    let (relay, metrics) = start_with_metrics(cmd);
+    let (relay, metrics) = metered_relay(&["--to-file", file.to_str().expect("UTF-8 path")]);
     let first = client();
     assert_eq!(who(&first, relay.port()), "A");
 
