@@ -157,6 +157,13 @@ fn socks_answers_what_it_cannot_do_with_its_replies() {
     );
 }
 
+/// `connect --proxy URL` to the greeting server, as a client of the proxy.
+fn greeting_through(url: &str, greeting: &Running) -> Output {
+    let mut cmd = socketkit();
+    cmd.args(["connect", "--no-shutdown", "--proxy", url, &greeting.addr()]);
+    run(cmd, Vec::new(), DEADLINE)
+}
+
 #[test]
 fn socks_users_are_asked_for_their_name_and_password() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -164,11 +171,7 @@ fn socks_users_are_asked_for_their_name_and_password() {
     std::fs::write(&file, "# who may use it\nalice:pw:with:colons\nbob:\n").expect("write");
     let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
     let greeting = serve("greeting", &[]);
-    let through = |url: &str| {
-        let mut cmd = socketkit();
-        cmd.args(["connect", "--no-shutdown", "--proxy", url, &greeting.addr()]);
-        run(cmd, Vec::new(), DEADLINE)
-    };
+    let through = |url: &str| greeting_through(url, &greeting);
     for user in ["alice:pw%3Awith%3Acolons", "bob"] {
         let out = through(&format!("socks5://{user}@{}", proxy.addr()));
         assert_eq!(out.code(), 0, "{user}: {}", out.stderr);
@@ -204,13 +207,8 @@ fn socks_users_are_read_again_on_sighup() {
     std::fs::write(&file, "alice:old\n").expect("write");
     let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
     let greeting = serve("greeting", &[]);
-    let through = |user: &str| {
-        let mut cmd = socketkit();
-        cmd.args(["connect", "--no-shutdown", "--proxy"])
-            .arg(format!("socks5://{user}@{}", proxy.addr()))
-            .arg(greeting.addr());
-        run(cmd, Vec::new(), DEADLINE)
-    };
+    let through =
+        |user: &str| greeting_through(&format!("socks5://{user}@{}", proxy.addr()), &greeting);
     assert_eq!(through("alice:old").code(), 0);
     // alice's password changes and carol joins.
     std::fs::write(&file, "alice:new\ncarol:pw\n").expect("rewrite");
