@@ -172,8 +172,11 @@ fn a_primary_that_failed_is_passed_over_until_retry_after_then_taken_again() {
         backup.addr()
     ));
     assert_eq!(answer(&relay), "backup");
+    // stderr is collected by a thread of the test's: the line may lag the answer.
+    relay.wait_for_stderr(&["cannot reach"], Duration::from_secs(5));
     // Marked down: the next client goes straight to the backup, with no second attempt.
     assert_eq!(answer(&relay), "backup");
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         relay.stderr().matches("cannot reach").count(),
         1,
