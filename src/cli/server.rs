@@ -161,7 +161,8 @@ pub(crate) fn workers(args: &ServerArgs) -> usize {
 
 /// Binds (or, `--inetd`, takes the connection on stdin) and the metrics endpoint, installs
 /// the signal handlers, announces `listening on … (what)` and then `metrics on …`, and runs
-/// `serve` on a multi-threaded runtime until a signal shuts the server down (see
+/// `serve` on a tokio runtime (current-thread for one worker, multi-threaded for more) until
+/// a signal shuts the server down (see
 /// [`Managed::serve`]).
 pub(crate) fn run<F, Fut>(
     prepared: Prepared,
@@ -179,8 +180,18 @@ where
         metrics,
         workers,
     } = prepared;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
+    // One worker: a current-thread runtime, so that the thread that waits for the server
+    // is the one that serves it (no second thread to hand over to and wake), and, while
+    // nothing blocks, the process's only thread (the kernel looks up its descriptors
+    // without taking references).
+    let mut runtime = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        runtime.worker_threads(workers);
+        runtime
+    };
+    let runtime = runtime
         .enable_all()
         .build()
         .map_err(|err| CliError::runtime(Op::Create, "tokio runtime", err))?;
