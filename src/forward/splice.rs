@@ -151,8 +151,8 @@ pub(crate) async fn relay(
 /// (requests and answers, and the whole of most short connections), then spliced once a
 /// read fills it (a bulk stream). A pipe costs two descriptors and four system calls to
 /// make, size and close, more than a short connection's copies: relaying a greeting cost
-/// 46.2 µs of CPU when both pipes were made for every connection, 38.0 µs now (medians of
-/// 5 rounds, 2026-12-05), and bulk streams move as before (docs/benchmarks.md).
+/// 46.2 µs of CPU when both pipes were made for every connection, 38.0 µs when this came
+/// (medians of 5 rounds, 2026-12-05), and bulk streams moved as before (docs/benchmarks.md).
 async fn one_way(
     from: &Stream,
     to: &Stream,
@@ -177,7 +177,7 @@ async fn copy_until_bulk(
     activity: &Activity,
     tally: &mut Tally<'_>,
     splicing: bool,
-    ended: &AtomicBool,
+    one_ended: &AtomicBool,
 ) -> io::Result<Option<SharedPipe>> {
     let mut buf: Vec<u8> = Vec::new();
     let mut copy_to_the_end = !splicing;
@@ -198,7 +198,7 @@ async fn copy_until_bulk(
             })
             .await?;
         if read == 0 {
-            return pass_on_end(to, ended).map(|()| None);
+            return pass_on_end(to, one_ended).map(|()| None);
         }
         // SAFETY: `recv(2)` initialized the first `read` bytes of the spare capacity (and
         // `buf` was empty, so they are its first `read` bytes).
