@@ -281,7 +281,8 @@ pub(crate) struct ConnectArgs {
     pub(crate) source_port: Option<u16>,
     /// Connect through a proxy: socks5://HOST[:PORT] (the target's name resolved here),
     /// socks5h://… (resolved by the proxy), http://HOST[:PORT] (CONNECT; the default
-    /// without a scheme); USER:PASSWORD@ before the host to authenticate.
+    /// without a scheme), socks4://… or socks4a://…; USER:PASSWORD@ before the host to
+    /// authenticate (SOCKS4: USER@, a user id).
     #[arg(long, value_name = "URL")]
     pub(crate) proxy: Option<String>,
     #[command(flatten)]

@@ -85,8 +85,9 @@ pub(crate) struct ForwardArgs {
     /// Start each connection to the target with a PROXY protocol header naming the client.
     #[arg(long, value_enum, value_name = "VERSION")]
     pub(crate) send_proxy: Option<ProxyVersion>,
-    /// Reach the target through a proxy: socks5://HOST[:PORT], socks5h://…, http://HOST[:PORT]
-    /// (CONNECT), with USER:PASSWORD@ before the host (as connect --proxy).
+    /// Reach the target through a proxy, as connect's option does: socks5://HOST[:PORT],
+    /// socks5h://…, http://HOST[:PORT] (CONNECT), socks4://… or socks4a://…, with
+    /// USER:PASSWORD@ before the host.
     #[arg(long, value_name = "URL")]
     pub(crate) proxy: Option<String>,
     #[command(flatten)]

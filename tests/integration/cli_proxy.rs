@@ -385,9 +385,14 @@ fn forward_keeps_the_targets_first_bytes_and_resets_a_client_it_cannot_serve() {
 fn proxy_usage_errors_exit_2() {
     for (proxy, target, said) in [
         (
-            "socks4://127.0.0.1:1080",
+            "https://127.0.0.1:1080",
             "127.0.0.1:25",
-            "invalid proxy 'socks4://127.0.0.1:1080': socks4:// proxies are not supported",
+            "invalid proxy 'https://127.0.0.1:1080': https:// proxies are not supported",
+        ),
+        (
+            "socks4://u:pw@127.0.0.1:1080",
+            "127.0.0.1:25",
+            "SOCKS4 takes a user id and no password",
         ),
         (
             "http://127.0.0.1",

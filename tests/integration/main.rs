@@ -50,6 +50,7 @@ mod cli_probe;
 /// `connect --proxy`: SOCKS5 and HTTP CONNECT, through real proxies and written ones.
 mod cli_programs;
 mod cli_proxy;
+mod cli_proxy_socks4;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
 /// `socketkit forward --socks`: a SOCKS5 proxy, with socketkit's client, curl and raw bytes.

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::http::{self, HttpConnect, MAX_HEAD};
+use super::socks4::Socks4;
 use super::socks5::Socks5;
 use crate::error::Error;
 use crate::socket::Socket;
@@ -36,6 +37,7 @@ pub(super) enum Receive {
 /// A handshake of either protocol.
 pub(super) enum Handshake<'a> {
     Socks5(Socks5<'a>),
+    Socks4(Socks4<'a>),
     Http(HttpConnect<'a>),
 }
 
@@ -43,6 +45,7 @@ impl Handshake<'_> {
     fn next(&mut self, received: &[u8]) -> io::Result<Step> {
         match self {
             Handshake::Socks5(socks5) => socks5.next(received),
+            Handshake::Socks4(socks4) => socks4.next(received),
             Handshake::Http(http) => http.next(received),
         }
     }

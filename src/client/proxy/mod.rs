@@ -1,10 +1,11 @@
 //! Connecting through a proxy, as `curl -x` and `ncat --proxy` do: SOCKS5 (RFC 1928, with
-//! RFC 1929's user name and password) and HTTP's `CONNECT` (RFC 9110 §9.3.6).
+//! RFC 1929's user name and password), HTTP's `CONNECT` (RFC 9110 §9.3.6), and SOCKS4 and
+//! SOCKS4a (IPv4 only, a user id and no password).
 //!
 //! A proxy is written as a URL: `socks5://HOST[:PORT]` resolves the target's name here and
 //! hands the proxy an address; `socks5h://…` hands it the name, for names only the proxy
-//! can resolve (Tor's, a private network's); `http://…` asks for a `CONNECT` tunnel (the
-//! proxy resolves). Without a scheme it is HTTP, as curl and ncat take it; the port defaults
+//! can resolve (Tor's, a private network's); `socks4://` and `socks4a://` likewise; `http://…`
+//! asks for a `CONNECT` tunnel (the proxy resolves). Without a scheme it is HTTP, as curl and ncat take it; the port defaults
 //! to 1080 for SOCKS and 3128 for HTTP (ncat's). A user name and password go before the
 //! host (`socks5://user:pass@host`), percent-encoded where they hold `@`, `:` or `%`.
 //!
@@ -15,6 +16,7 @@
 
 mod drive;
 mod http;
+mod socks4;
 mod socks5;
 
 use std::fmt;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use drive::{Handshake, Receive, Step};
 use http::HttpConnect;
+use socks4::Socks4;
 use socks5::Socks5;
 
 use super::{ConnectOptions, Connected, connect};
@@ -46,6 +49,10 @@ pub enum ProxyKind {
     Socks5,
     /// SOCKS5 (`socks5h://`) with the target's name resolved by the proxy.
     Socks5Hostname,
+    /// SOCKS4 (`socks4://`): the target's name resolved here, to an IPv4 address.
+    Socks4,
+    /// SOCKS4a (`socks4a://`): the target's name resolved by the proxy.
+    Socks4a,
 }
 
 impl ProxyKind {
@@ -55,14 +62,21 @@ impl ProxyKind {
             ProxyKind::Http => "http",
             ProxyKind::Socks5 => "socks5",
             ProxyKind::Socks5Hostname => "socks5h",
+            ProxyKind::Socks4 => "socks4",
+            ProxyKind::Socks4a => "socks4a",
         }
     }
 
     fn default_port(self) -> u16 {
         match self {
             ProxyKind::Http => 3128,
-            ProxyKind::Socks5 | ProxyKind::Socks5Hostname => 1080,
+            _ => 1080,
         }
+    }
+
+    /// Whether the target's name is resolved here, and each of its addresses tried in turn.
+    fn resolves_here(self) -> bool {
+        matches!(self, ProxyKind::Socks5 | ProxyKind::Socks4)
     }
 }
 
@@ -158,6 +172,10 @@ fn parse(input: &str) -> std::result::Result<Proxy, String> {
     if server.port == 0 {
         return Err("port 0 is no proxy's port".into());
     }
+    let socks4 = matches!(kind, ProxyKind::Socks4 | ProxyKind::Socks4a);
+    if socks4 && credentials.as_ref().is_some_and(|c| !c.password.is_empty()) {
+        return Err("SOCKS4 takes a user id and no password (socks4://USER@HOST)".into());
+    }
     Ok(Proxy {
         kind,
         server,
@@ -170,11 +188,15 @@ fn kind_of(scheme: &str) -> std::result::Result<ProxyKind, String> {
         "http" => Ok(ProxyKind::Http),
         "socks5" => Ok(ProxyKind::Socks5),
         "socks5h" => Ok(ProxyKind::Socks5Hostname),
-        "https" | "socks4" | "socks4a" => Err(format!(
-            "{scheme}:// proxies are not supported (expected http://, socks5:// or socks5h://)"
+        "socks4" => Ok(ProxyKind::Socks4),
+        "socks4a" => Ok(ProxyKind::Socks4a),
+        "https" => Err(format!(
+            "{scheme}:// proxies are not supported (expected http://, socks5://, socks5h://, \
+             socks4:// or socks4a://)"
         )),
         _ => Err(format!(
-            "unknown proxy kind '{scheme}' (expected http://, socks5:// or socks5h://)"
+            "unknown proxy kind '{scheme}' (expected http://, socks5://, socks5h://, socks4:// \
+             or socks4a://)"
         )),
     }
 }
@@ -232,7 +254,7 @@ impl Proxy {
             Failure::Unreachable(err) => Error::new(Op::Connect, format!("proxy {self}"), err),
             Failure::Answered(err) => through(err),
         };
-        if self.kind != ProxyKind::Socks5 {
+        if !self.kind.resolves_here() {
             return self.tunnel(hp, options).map_err(failed);
         }
         // Each address of the target in turn, through a connection of its own, as a direct
@@ -283,7 +305,7 @@ impl Proxy {
     /// waited for at most [`DEFAULT_ANSWER_TIMEOUT`].
     pub(crate) async fn open(&self, target: &Endpoint) -> io::Result<net::Stream> {
         let hp = tunnelled(target)?;
-        if self.kind != ProxyKind::Socks5 {
+        if !self.kind.resolves_here() {
             return self.open_one(hp).await.map_err(Failure::into_io_error);
         }
         let addresses: Vec<std::net::SocketAddr> = match &hp.host {
@@ -328,6 +350,11 @@ impl Proxy {
             ProxyKind::Socks5 | ProxyKind::Socks5Hostname => {
                 Handshake::Socks5(Socks5::new(target, credentials))
             }
+            ProxyKind::Socks4 | ProxyKind::Socks4a => Handshake::Socks4(Socks4::new(
+                target,
+                credentials,
+                self.kind == ProxyKind::Socks4a,
+            )),
         }
     }
 }
@@ -424,7 +451,9 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        assert!(refused("socks4://h:1").contains("not supported"));
+        assert!(refused("socks4://u:pw@h:1").contains("no password"));
+        assert_eq!(proxy("socks4a://u@h").kind(), ProxyKind::Socks4a);
+        assert_eq!(proxy("socks4://h").server().port, 1080);
         assert!(refused("https://h:1").contains("not supported"));
         assert!(refused("gopher://h:1").contains("unknown proxy kind 'gopher'"));
         assert!(refused("http://h:1/path").contains("no path"));
