@@ -55,8 +55,8 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "N", requires = "check_interval", allow_hyphen_values = true,
           value_parser = values::whole::<u32>(1, 1000))]
     pub(crate) check_rise: Option<u32>,
-    /// Be a SOCKS5 proxy instead of relaying to --to: each client names its own target (as
-    /// ssh -D serves). Who may use it is --allow/--deny and where it listens.
+    /// Be a SOCKS5 (and SOCKS4/4a) proxy instead of relaying to --to: each client names its
+    /// own target (as ssh -D serves). Who may use it is --allow/--deny and where it listens.
     #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
     pub(crate) socks: bool,
     /// With --socks: ask every client for a user name and password listed in FILE, one

@@ -157,10 +157,10 @@ fn socks_answers_what_it_cannot_do_with_its_replies() {
     );
 }
 
-/// `connect --proxy URL` to the greeting server, as a client of the proxy.
-fn greeting_through(url: &str, greeting: &Running) -> Output {
+/// `connect --proxy URL TARGET` with no input, as a client of the proxy.
+fn greeting_through(url: &str, target: &str) -> Output {
     let mut cmd = socketkit();
-    cmd.args(["connect", "--no-shutdown", "--proxy", url, &greeting.addr()]);
+    cmd.args(["connect", "--no-shutdown", "--proxy", url, target]);
     run(cmd, Vec::new(), DEADLINE)
 }
 
@@ -171,7 +171,7 @@ fn socks_users_are_asked_for_their_name_and_password() {
     std::fs::write(&file, "# who may use it\nalice:pw:with:colons\nbob:\n").expect("write");
     let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
     let greeting = serve("greeting", &[]);
-    let through = |url: &str| greeting_through(url, &greeting);
+    let through = |url: &str| greeting_through(url, &greeting.addr());
     for user in ["alice:pw%3Awith%3Acolons", "bob"] {
         let out = through(&format!("socks5://{user}@{}", proxy.addr()));
         assert_eq!(out.code(), 0, "{user}: {}", out.stderr);
@@ -200,6 +200,50 @@ fn socks_users_are_asked_for_their_name_and_password() {
     fails_with(&out, 2, "line 2: user 'alice' is named twice");
 }
 
+/// SOCKS4 and SOCKS4a clients, as `ssh -D` serves them: socketkit's own and curl's (whose
+/// SOCKS4a sends even an address as a name); a proxy that asks for users refuses them, for
+/// SOCKS4 has no password.
+#[test]
+fn socks4_and_socks4a_clients_are_served() {
+    let proxy = socks(&[]);
+    let greeting = serve("greeting", &[]);
+    for (url, target) in [
+        (format!("socks4://{}", proxy.addr()), greeting.addr()),
+        (
+            format!("socks4a://bob@{}", proxy.addr()),
+            format!("localhost:{}", greeting.port()),
+        ),
+    ] {
+        let out = greeting_through(&url, &target);
+        assert_eq!(out.code(), 0, "{url}: {}", out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好", "{url}");
+    }
+    // A refusal is SOCKS4's one code.
+    let closed = format!("127.0.0.1:{}", crate::support::net::free_port());
+    let out = greeting_through(&format!("socks4://{}", proxy.addr()), &closed);
+    fails_with(&out, 1, "SOCKS4 reply 91");
+    if crate::support::tools::available("curl") {
+        for option in ["--socks4", "--socks4a"] {
+            let mut curl = std::process::Command::new("curl");
+            curl.args(["-sS", "--max-time", "10", option, &proxy.addr()])
+                .arg(format!("telnet://{}", greeting.addr()));
+            let out = run(curl, Vec::new(), DEADLINE);
+            assert_eq!(out.code(), 0, "curl {option}: {}", out.stderr);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "你好", "{option}");
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("users");
+    std::fs::write(&file, "alice:pw\n").expect("write");
+    let guarded = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
+    let url = format!("socks4://alice@{}", guarded.addr());
+    fails_with(
+        &greeting_through(&url, &greeting.addr()),
+        1,
+        "SOCKS4 reply 91",
+    );
+}
+
 #[test]
 fn socks_users_are_read_again_on_sighup() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -207,8 +251,12 @@ fn socks_users_are_read_again_on_sighup() {
     std::fs::write(&file, "alice:old\n").expect("write");
     let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
     let greeting = serve("greeting", &[]);
-    let through =
-        |user: &str| greeting_through(&format!("socks5://{user}@{}", proxy.addr()), &greeting);
+    let through = |user: &str| {
+        greeting_through(
+            &format!("socks5://{user}@{}", proxy.addr()),
+            &greeting.addr(),
+        )
+    };
     assert_eq!(through("alice:old").code(), 0);
     // alice's password changes and carol joins.
     std::fs::write(&file, "alice:new\ncarol:pw\n").expect("rewrite");

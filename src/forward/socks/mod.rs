@@ -1,8 +1,11 @@
 //! A SOCKS5 proxy (RFC 1928) as a relay whose target each client names, as `ssh -D` and
 //! microsocks serve one: `socketkit forward -l 127.0.0.1:1080 --socks`. A client greets,
 //! asks to `CONNECT` to an address or a name (resolved here), and once the target has taken
-//! the connection, the relay is [`super::Forward`]'s (splice, half-closes passed on, a
-//! failure on one side reset on the other).
+//! the connection, the relay is [`super::Forward`]'s (spliced once a direction carries a
+//! bulk stream, half-closes passed on, a failure on one side reset on the other). SOCKS4
+//! and SOCKS4a clients are served too, as `ssh -D` serves them (`wire.rs`): their one
+//! request, with no password (so a proxy with [`SocksForward::users`] refuses them), and a
+//! reply of granted or rejected.
 //!
 //! Who may use the proxy is the server's access control (`--allow`, `--deny`,
 //! `--max-per-source`), where it listens, and, with [`SocksForward::users`], a user name and
@@ -17,32 +20,21 @@
 //! unreachable 4, network unreachable 3, anything else 1), and said at debug level.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod wire;
+
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::relay::{Upstream, relay_to};
 use crate::access::{AccessControl, AccessRules};
-use crate::endpoint::{Endpoint, Host, HostPort};
+use crate::endpoint::{Endpoint, Host};
 use crate::net::{self, Stream};
 use crate::server::{Connection, Handler};
-
-// RFC 1928's numbers (the client side, `client::proxy`, has its own: a layer's private
-// module is not another's to reach into).
-const VERSION: u8 = 5;
-const NO_AUTHENTICATION: u8 = 0;
-const USER_PASSWORD: u8 = 2;
-const NO_ACCEPTABLE_METHOD: u8 = 0xFF;
-const CONNECT: u8 = 1;
-const IPV4: u8 = 1;
-const DOMAIN_NAME: u8 = 3;
-const IPV6: u8 = 4;
-/// Reply 2: "connection not allowed by ruleset".
-const NOT_ALLOWED: u8 = 2;
+use wire::{NOT_ALLOWED, Request, answer};
 
 /// How long a client has for its greeting and request, and the proxy for its connect to
 /// the target, unless told otherwise.
@@ -229,21 +221,16 @@ impl Handler for SocksForward {
     }
 }
 
-/// What a request came to: the target, or the reply that refuses it.
-enum Request {
-    Connect(Endpoint),
-    Refuse(u8),
-}
-
 async fn serve(
     mut client: Connection,
     timeout: Duration,
     users: Option<&SocksUsers>,
     destinations: Option<&AccessControl>,
 ) -> io::Result<()> {
-    let request = match tokio::time::timeout(timeout, request(&mut client, users)).await {
-        Ok(Ok(Some(request))) => request,
-        // Not SOCKS5, no method in common, or the client went: nothing to answer.
+    let asked = tokio::time::timeout(timeout, wire::request(&mut client, users)).await;
+    let (version, request) = match asked {
+        Ok(Ok(Some(asked))) => asked,
+        // Not SOCKS, no method in common, or the client went: nothing to answer.
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(err)) => {
             tracing::debug!(peer = %client.peer_addr(), "socks: {}", crate::error::describe(&err));
@@ -256,7 +243,7 @@ async fn serve(
     };
     let target = match request {
         Request::Connect(target) => target,
-        Request::Refuse(code) => return answer(&mut client, code, None).await,
+        Request::Refuse(code) => return answer(&mut client, version, code, None).await,
     };
     let attempt = async {
         match destinations {
@@ -274,7 +261,7 @@ async fn serve(
                 peer = %client.peer_addr(),
                 "socks: {target} is not an allowed destination"
             );
-            return answer(&mut client, NOT_ALLOWED, None).await;
+            return answer(&mut client, version, NOT_ALLOWED, None).await;
         }
         Err(err) => {
             tracing::debug!(
@@ -282,121 +269,16 @@ async fn serve(
                 "socks: cannot reach {target}: {}",
                 crate::error::describe(&err)
             );
-            return answer(&mut client, refusal(&err), None).await;
+            return answer(&mut client, version, refusal(&err), None).await;
         }
     };
     let bound = match &upstream {
         Stream::Tcp(tcp) => tcp.local_addr().ok(),
         Stream::Unix(_) => None,
     };
-    answer(&mut client, 0, bound).await?;
+    answer(&mut client, version, 0, bound).await?;
     tracing::debug!(peer = %client.peer_addr(), "socks: relaying to {target}");
     relay_to(client, Upstream::Plain(upstream)).await
-}
-
-/// Reads the greeting (answering it), the user name and password when `users` are asked
-/// for, and the request, to its last byte: `None` when the client is no SOCKS5 client, offers
-/// no method we take, or is not admitted (told so first).
-async fn request(
-    client: &mut Connection,
-    users: Option<&SocksUsers>,
-) -> io::Result<Option<Request>> {
-    let [version, count] = read::<2>(client).await?;
-    if version != VERSION {
-        return Ok(None);
-    }
-    let mut methods = vec![0u8; usize::from(count)];
-    client.read_exact(&mut methods).await?;
-    let wanted = match users {
-        Some(_) => USER_PASSWORD,
-        None => NO_AUTHENTICATION,
-    };
-    if !methods.contains(&wanted) {
-        client.write_all(&[VERSION, NO_ACCEPTABLE_METHOD]).await?;
-        return Ok(None);
-    }
-    client.write_all(&[VERSION, wanted]).await?;
-    if let Some(users) = users {
-        // RFC 1929: a version byte, then the user name and the password, each after its length.
-        let [_, len] = read::<2>(client).await?;
-        let mut user = vec![0u8; usize::from(len)];
-        client.read_exact(&mut user).await?;
-        let [len] = read::<1>(client).await?;
-        let mut password = vec![0u8; usize::from(len)];
-        client.read_exact(&mut password).await?;
-        if !users.admits(&user, &password) {
-            tracing::debug!(
-                peer = %client.peer_addr(),
-                "socks: refused user '{}'",
-                String::from_utf8_lossy(&user)
-            );
-            client.write_all(&[1, 1]).await?;
-            return Ok(None);
-        }
-        client.write_all(&[1, 0]).await?;
-    }
-    let [version, command, _reserved, kind] = read::<4>(client).await?;
-    if version != VERSION {
-        return Ok(None);
-    }
-    let host = match kind {
-        IPV4 => Host::Ip(IpAddr::V4(Ipv4Addr::from(read::<4>(client).await?))),
-        IPV6 => Host::Ip(IpAddr::V6(Ipv6Addr::from(read::<16>(client).await?))),
-        DOMAIN_NAME => {
-            let [len] = read::<1>(client).await?;
-            let mut name = vec![0u8; usize::from(len)];
-            client.read_exact(&mut name).await?;
-            // A name the endpoint grammar takes, or none at all (it is never resolved).
-            let name = String::from_utf8(name).ok().filter(|name| {
-                format!("tcp:{name}:1").parse::<Endpoint>().is_ok_and(|e| {
-                    matches!(
-                        e.host_port(),
-                        Some(HostPort {
-                            host: Host::Name(_),
-                            ..
-                        })
-                    )
-                })
-            });
-            match name {
-                Some(name) => Host::Name(name),
-                None => {
-                    read::<2>(client).await?;
-                    return Ok(Some(Request::Refuse(4)));
-                }
-            }
-        }
-        // Address type not supported.
-        _ => return Ok(Some(Request::Refuse(8))),
-    };
-    let port = u16::from_be_bytes(read::<2>(client).await?);
-    if command != CONNECT {
-        // BIND and UDP ASSOCIATE: command not supported.
-        return Ok(Some(Request::Refuse(7)));
-    }
-    Ok(Some(Request::Connect(Endpoint::Tcp(HostPort {
-        host,
-        port,
-    }))))
-}
-
-/// The reply: `code`, and the address the proxy connected from (zeros when there is none).
-async fn answer(client: &mut Connection, code: u8, bound: Option<SocketAddr>) -> io::Result<()> {
-    let bound = bound.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut reply = vec![VERSION, code, 0];
-    match bound.ip() {
-        IpAddr::V4(v4) => {
-            reply.push(IPV4);
-            reply.extend_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            reply.push(IPV6);
-            reply.extend_from_slice(&v6.octets());
-        }
-    }
-    reply.extend_from_slice(&bound.port().to_be_bytes());
-    client.write_all(&reply).await?;
-    client.flush().await
 }
 
 /// A connection to the first of `target`'s addresses (a name resolved here) that `rules`
@@ -434,12 +316,6 @@ fn refusal(err: &io::Error) -> u8 {
         _ if err.raw_os_error().is_none() => 4,
         _ => 1,
     }
-}
-
-async fn read<const N: usize>(client: &mut Connection) -> io::Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    client.read_exact(&mut buf).await?;
-    Ok(buf)
 }
 
 #[cfg(test)]
