@@ -243,16 +243,14 @@ fn git_daemon() -> Option<(Running, tempfile::TempDir, u16)> {
         &["clone", "-q", "--bare", "work", "repo.git"],
         &[],
     );
+    // git-daemon itself, not `git daemon`: the `git` wrapper runs it as a child of its own,
+    // which killing the wrapper would leave running.
+    let exec_path = git(dir.path(), &["--exec-path"], &[]);
     let port = free_port();
-    let mut cmd = command(Path::new("git"));
-    cmd.args([
-        "daemon",
-        "--export-all",
-        "--reuseaddr",
-        "--enable=receive-pack",
-    ])
-    .arg(format!("--base-path={}", dir.path().display()))
-    .args(["--listen=127.0.0.1", &format!("--port={port}")]);
+    let mut cmd = command(&Path::new(&exec_path).join("git-daemon"));
+    cmd.args(["--export-all", "--reuseaddr", "--enable=receive-pack"])
+        .arg(format!("--base-path={}", dir.path().display()))
+        .args(["--listen=127.0.0.1", &format!("--port={port}")]);
     let daemon = Running::start(cmd, 0);
     wait_until_listening(port);
     Some((daemon, dir, port))
