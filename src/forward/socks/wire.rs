@@ -92,21 +92,37 @@ async fn request4(client: &mut Connection, users: Option<&SocksUsers>) -> io::Re
     Ok(Request::Connect(Endpoint::Tcp(HostPort { host, port })))
 }
 
-/// Bytes up to a NUL (not included), at most [`MAX_FIELD4`] of them.
+/// Bytes up to a NUL (not included), at most [`MAX_FIELD4`] of them. On a plain socket
+/// what has arrived is peeked first, so that the field is taken with one read up to its
+/// NUL instead of a read per byte (and no byte after it: the name of SOCKS4a, or anything
+/// else, stays for whoever reads next); a TLS session's bytes are taken one at a time from
+/// its buffer.
 async fn read_nul_ended(client: &mut Connection) -> io::Result<Vec<u8>> {
     let mut field = Vec::new();
+    let mut peeked = [0u8; MAX_FIELD4 + 1];
     loop {
-        let [byte] = read::<1>(client).await?;
-        if byte == 0 {
+        let take = match client.peek(&mut peeked).await {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(seen) => peeked[..seen]
+                .iter()
+                .position(|&byte| byte == 0)
+                .map_or(seen, |nul| nul + 1),
+            Err(err) if err.kind() == io::ErrorKind::Unsupported => 1,
+            Err(err) => return Err(err),
+        };
+        let start = field.len();
+        field.resize(start + take, 0);
+        client.read_exact(&mut field[start..]).await?;
+        if field.last() == Some(&0) {
+            field.pop();
             return Ok(field);
         }
-        if field.len() == MAX_FIELD4 {
+        if field.len() > MAX_FIELD4 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a SOCKS4 field longer than 255 bytes",
             ));
         }
-        field.push(byte);
     }
 }
 
