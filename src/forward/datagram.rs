@@ -174,8 +174,8 @@ impl DatagramForward {
     /// every listener it was bound to): SIGHUP's reload of `forward --to-file`. Clients
     /// already relayed keep their target while their upstream socket lives; a target that
     /// left the list loses its metric series. Names are resolved by each listener's relay
-    /// at its next new client; one that does not resolve leaves that relay on the targets
-    /// it had, and the log says why.
+    /// at its next datagram; one that does not resolve leaves that relay on the targets it
+    /// had, and the log says why.
     ///
     /// # Errors
     ///
@@ -208,10 +208,10 @@ impl DatagramForward {
             .into_iter()
             .map(datagram_target)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let old = self.targets.swap(Arc::new(targets));
-        let changed = Reloaded::between(&old, &self.targets.load());
+        let listed = Arc::new(targets);
+        let old = self.targets.swap(Arc::clone(&listed));
+        let changed = Reloaded::between(&old, &listed);
         if let Some(metrics) = &self.metrics {
-            let listed = self.targets.load();
             for gone in changed.removed.iter().filter(|gone| !listed.contains(gone)) {
                 metrics.forget_forward_target(&gone.to_string());
             }
