@@ -219,7 +219,7 @@ fn bridge(
     match tls {
         Some(tls) => {
             let handshake = Handshake::Server {
-                config: std::sync::Arc::clone(&tls.tls.config),
+                config: tls.tls.current(),
                 timeout: tls.handshake_timeout,
             };
             stdio::run_tls(socket, handshake, input, options, log)

@@ -48,7 +48,10 @@ pub(crate) fn prepare(
     if let Some(tls) = tls {
         tls.apply(&mut builder);
     }
-    let access = access(args, &mut builder)?;
+    let mut access = access(args, &mut builder)?;
+    if let Some(reload) = tls.and_then(ServerSetup::reload_on_hangup) {
+        access.hangup_hooks.add(reload);
+    }
     let metrics = metrics(args, managed)?;
     Ok(Prepared {
         builder,

@@ -3,14 +3,15 @@
 //! to. A file that cannot be loaded is a usage error (exit 2), found before anything is bound.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use socketkit::endpoint::{Endpoint, Host};
 use socketkit::server::Builder;
 use socketkit::tls::{
-    ClientOptions, Connector, Fingerprint, Identity, ServerOptions, ServerTls, client_config,
-    server_config,
+    ClientOptions, Connector, Fingerprint, Identity, ReloadableServerConfig, ServerOptions,
+    client_config,
 };
 
 use super::exit::CliError;
@@ -114,7 +115,7 @@ pub(crate) struct TlsAlpnArgs {
 
 /// A checked server TLS setup.
 pub(crate) struct ServerSetup {
-    pub(crate) tls: ServerTls,
+    pub(crate) tls: Arc<ReloadableServerConfig>,
     pub(crate) handshake_timeout: Duration,
 }
 
@@ -122,13 +123,21 @@ impl ServerSetup {
     /// Gives the builder the configuration and the handshake deadline.
     pub(crate) fn apply(&self, builder: &mut Builder) {
         builder
-            .tls(std::sync::Arc::clone(&self.tls.config))
+            .tls_reloadable(Arc::clone(&self.tls))
             .tls_handshake_timeout(self.handshake_timeout);
+    }
+
+    /// What SIGHUP does to the listeners' TLS: the certificate, key and client CA files
+    /// read again for the handshakes to come, or `None` when nothing comes from a file
+    /// (a self-signed certificate is kept: clients may have pinned it).
+    pub(crate) fn reload_on_hangup(&self) -> Option<impl Fn() + Send + Sync + 'static> {
+        let tls = Arc::clone(&self.tls);
+        tls.reads_files().then_some(move || reload_and_say(&tls))
     }
 
     /// Says what a self-signed certificate is, once the readiness lines are out.
     pub(crate) fn announce(&self) {
-        if let Some(made) = &self.tls.self_signed {
+        if let Some(made) = self.tls.self_signed() {
             let msg = format!(
                 "tls: self-signed certificate for {}; SHA-256 fingerprint {}",
                 made.names.join(", "),
@@ -186,11 +195,29 @@ pub(crate) fn server(
         alpn: protocols(alpn)?,
     };
     let handshake_timeout = args.tls_handshake_timeout;
-    let tls = server_config(&options).map_err(|err| CliError::Usage(err.to_string()))?;
+    let tls =
+        ReloadableServerConfig::new(options).map_err(|err| CliError::Usage(err.to_string()))?;
     Ok(Some(ServerSetup {
-        tls,
+        tls: Arc::new(tls),
         handshake_timeout,
     }))
+}
+
+/// SIGHUP's reload of a listener's TLS files, said on the log either way.
+fn reload_and_say(tls: &ReloadableServerConfig) {
+    let options = tls.options();
+    let from = match &options.identity {
+        Identity::Files { cert, key } => format!("{} and {}", cert.display(), key.display()),
+        Identity::SelfSigned(_) => "the self-signed certificate".to_owned(),
+    };
+    let from = match &options.client_ca {
+        Some(ca) => format!("{from}, client CAs from {}", ca.display()),
+        None => from,
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!("TLS certificate reloaded: {from}"),
+        Err(err) => tracing::warn!("TLS certificate not reloaded, the old one stays: {err}"),
+    }
 }
 
 /// The connector for a `tls:` target, or `None` for another target; verification options

@@ -11,13 +11,14 @@ use super::inherited::InheritedSocket;
 use super::listener::ListenerGroup;
 use super::pipeline::Stages;
 use super::proxy::ProxyStage;
-use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsHandshake};
+use super::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTlsSource, TlsHandshake};
 use super::{IoEngine, Limits, Server};
 use crate::access::{AccessControl, CidrSet, SourceLimits};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
 use crate::metrics::Metrics;
 use crate::net::ListenOptions;
+use crate::tls::ReloadableServerConfig;
 
 /// The `listen(2)` backlog a server asks for unless told otherwise: Linux's own default
 /// ceiling (`net.core.somaxconn` is 4096 since 5.4, and the kernel caps the backlog at it).
@@ -58,7 +59,7 @@ pub struct Builder {
     unix_mode: Option<u32>,
     workers: usize,
     stages: Stages,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ServerTlsSource>,
     tls_handshake_timeout: Duration,
     metrics: Option<Arc<Metrics>>,
 }
@@ -253,7 +254,27 @@ impl Builder {
     /// refuses (reason `tls`) a handshake that fails or misses
     /// [`Builder::tls_handshake_timeout`]; the handler sees only established sessions.
     pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Builder {
-        self.tls = Some(config);
+        self.tls = Some(ServerTlsSource::Fixed(config));
+        self
+    }
+
+    /// As [`Builder::tls`], with a configuration that can be read again from its files
+    /// while the server runs ([`ReloadableServerConfig::reload`]): each handshake uses the
+    /// one in force when it starts, and sessions already made keep theirs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use socketkit::tls::{Identity, ReloadableServerConfig, ServerOptions};
+    /// let names = vec!["localhost".to_owned()];
+    /// let tls = ReloadableServerConfig::new(ServerOptions::new(Identity::SelfSigned(names)))?;
+    /// let mut builder = socketkit::server::Server::builder();
+    /// builder.tls_reloadable(Arc::new(tls));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn tls_reloadable(&mut self, config: Arc<ReloadableServerConfig>) -> &mut Builder {
+        self.tls = Some(ServerTlsSource::Reloadable(config));
         self
     }
 
@@ -272,9 +293,9 @@ impl Builder {
     /// [`Builder::tls`].
     pub async fn bind(&self) -> Result<Server> {
         let tls_stages = match &self.tls {
-            Some(config) => {
+            Some(source) => {
                 let mut stages = self.stages.clone();
-                let handshake = TlsHandshake::new(Arc::clone(config), self.tls_handshake_timeout);
+                let handshake = TlsHandshake::new(source.clone(), self.tls_handshake_timeout);
                 stages.add(Arc::new(handshake));
                 Some(stages)
             }

@@ -21,6 +21,7 @@ use super::Connection;
 use super::admission::{Admission, Admit, Admitted, Refusal};
 use crate::metrics::RefusalReason;
 use crate::net::Stream;
+use crate::tls::ReloadableServerConfig;
 
 /// A server-side TLS session over an accepted stream.
 pub(crate) type TlsStream = tokio_rustls::server::TlsStream<Stream>;
@@ -28,17 +29,31 @@ pub(crate) type TlsStream = tokio_rustls::server::TlsStream<Stream>;
 /// The handshake deadline when none is set (`--tls-handshake-timeout`).
 pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a `tls:` listener's configuration comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum ServerTlsSource {
+    /// One configuration for the server's life ([`super::Builder::tls`]).
+    Fixed(Arc<rustls::ServerConfig>),
+    /// The one in force at each handshake ([`super::Builder::tls_reloadable`]).
+    Reloadable(Arc<ReloadableServerConfig>),
+}
+
 /// The TLS handshake as an admission stage.
 pub(crate) struct TlsHandshake {
-    acceptor: TlsAcceptor,
+    source: ServerTlsSource,
     deadline: Duration,
 }
 
 impl TlsHandshake {
-    pub(crate) fn new(config: Arc<rustls::ServerConfig>, deadline: Duration) -> TlsHandshake {
-        TlsHandshake {
-            acceptor: TlsAcceptor::from(config),
-            deadline,
+    pub(crate) fn new(source: ServerTlsSource, deadline: Duration) -> TlsHandshake {
+        TlsHandshake { source, deadline }
+    }
+
+    /// The acceptor for a handshake that starts now.
+    fn acceptor(&self) -> TlsAcceptor {
+        match &self.source {
+            ServerTlsSource::Fixed(config) => TlsAcceptor::from(Arc::clone(config)),
+            ServerTlsSource::Reloadable(config) => TlsAcceptor::from(config.current()),
         }
     }
 }
@@ -65,7 +80,7 @@ impl Admission for TlsHandshake {
             // piece after the first waits for the client's delayed ACK: 40 ms a connection.
             let _ = stream.set_nodelay();
             let fd = stream.as_raw_fd();
-            let handshake = std::pin::pin!(self.acceptor.accept(stream));
+            let handshake = std::pin::pin!(self.acceptor().accept(stream));
             // Declared after the handshake, so dropped before it (its socket still open).
             let reset = ResetIfForced(fd);
             let outcome = handshake.await;

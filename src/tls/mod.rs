@@ -4,7 +4,8 @@
 //! # Organization
 //! - [`server_config`] and [`ServerOptions`]: a `rustls::ServerConfig` from a certificate and
 //!   key ([`Identity::Files`]) or a self-signed certificate ([`Identity::SelfSigned`]), with
-//!   client certificates required when a CA file is given.
+//!   client certificates required when a CA file is given; [`ReloadableServerConfig`], the
+//!   same read again from its files while the server runs (certificate rotation).
 //! - [`client_config`], [`ClientOptions`] and [`Connector`]: a `rustls::ClientConfig` that
 //!   verifies servers against the system's CA store, a CA file, a pinned certificate
 //!   ([`Fingerprint`]), or (insecure) nothing, and the handshake over any async stream.
@@ -51,6 +52,7 @@ mod client;
 mod describe;
 mod fingerprint;
 mod pem;
+mod reloadable;
 mod server;
 
 use std::sync::{Arc, OnceLock};
@@ -60,6 +62,7 @@ pub use describe::describe;
 pub(crate) use describe::{TRUNCATED, handshake_failure, in_words};
 pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
+pub use reloadable::ReloadableServerConfig;
 pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, server_config};
 
 /// The rustls version socketkit is built with, for configurations made by hand.

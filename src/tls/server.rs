@@ -90,13 +90,40 @@ pub struct SelfSigned {
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn server_config(options: &ServerOptions) -> Result<ServerTls> {
-    let (chain, key, self_signed) = match &options.identity {
-        Identity::Files { cert, key } => (load_certificates(cert)?, load_private_key(key)?, None),
+    let (chain, key, self_signed) = identity(&options.identity)?;
+    Ok(ServerTls {
+        config: Arc::new(build(options, chain, key)?),
+        self_signed,
+    })
+}
+
+/// The certificate chain and key of `identity`: read from its files, or made on the spot
+/// (with what was made).
+pub(crate) fn identity(
+    identity: &Identity,
+) -> Result<(
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    Option<SelfSigned>,
+)> {
+    match identity {
+        Identity::Files { cert, key } => {
+            Ok((load_certificates(cert)?, load_private_key(key)?, None))
+        }
         Identity::SelfSigned(names) => {
             let (cert, key, made) = self_signed(names)?;
-            (vec![cert], key, Some(made))
+            Ok((vec![cert], key, Some(made)))
         }
-    };
+    }
+}
+
+/// A server configuration with `chain` and `key` as its certificate, and the rest of
+/// `options` (the client CA file, read now, and ALPN).
+pub(crate) fn build(
+    options: &ServerOptions,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?;
@@ -116,10 +143,7 @@ pub fn server_config(options: &ServerOptions) -> Result<ServerTls> {
         .with_single_cert(chain, key)
         .map_err(|err| identity_error(&options.identity, &err))?;
     config.alpn_protocols.clone_from(&options.alpn);
-    Ok(ServerTls {
-        config: Arc::new(config),
-        self_signed,
-    })
+    Ok(config)
 }
 
 /// Trusted CA certificates from a PEM file.

@@ -130,6 +130,8 @@ mod tls_client;
 mod tls_faults;
 /// The keys (PKCS#8, PKCS#1, SEC1) and self-signed certificates a TLS server loads.
 mod tls_keys;
+/// Certificate rotation: SIGHUP reloads a tls: listener's certificate, key and client CAs.
+mod tls_reload;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
 mod tls_server;
 /// The tutorial's server and client, against Python ports of each other.

@@ -1,0 +1,117 @@
+//! A server's TLS configuration that a running server can be given again: certificate
+//! rotation without a restart. The configuration in force is swapped whole, so a handshake
+//! sees the old certificate or the new, never a mix; sessions already established keep the
+//! one they were made with. A reload that fails leaves the configuration in force.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::server::{Identity, SelfSigned, ServerOptions, build, identity};
+use crate::error::Result;
+
+/// A server configuration built from [`ServerOptions`] whose files can be read again while
+/// the server runs ([`ReloadableServerConfig::reload`]); give it to the server with
+/// [`crate::server::Builder::tls_reloadable`].
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::tls::{Identity, ReloadableServerConfig, ServerOptions};
+/// let dir = tempfile::tempdir()?;
+/// let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+/// let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+/// std::fs::write(&cert, made.cert.pem())?;
+/// std::fs::write(&key, made.key_pair.serialize_pem())?;
+///
+/// let tls = ReloadableServerConfig::new(ServerOptions::new(Identity::Files { cert: cert.clone(), key }))?;
+/// let before = tls.current();
+/// // The certificate is renewed: the next handshakes use the new one.
+/// tls.reload()?;
+/// assert!(!std::sync::Arc::ptr_eq(&before, &tls.current()));
+/// // A file that no longer loads keeps the configuration in force.
+/// std::fs::write(&cert, "not a certificate")?;
+/// assert!(tls.reload().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ReloadableServerConfig {
+    options: ServerOptions,
+    /// For [`Identity::SelfSigned`]: the certificate made at the start and its key, which
+    /// a reload keeps (a new one would break every client that pinned the first).
+    made: Option<Made>,
+    current: ArcSwap<ServerConfig>,
+}
+
+/// A self-signed certificate made once, with what a reload needs to build with it again.
+#[derive(Debug)]
+struct Made {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    about: SelfSigned,
+}
+
+impl ReloadableServerConfig {
+    /// Builds the configuration of `options`, as [`super::server_config`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`super::server_config`]'s: a file that cannot be read or is not what it should
+    /// be, and a key that does not belong to the certificate.
+    pub fn new(options: ServerOptions) -> Result<ReloadableServerConfig> {
+        let (chain, key, about) = identity(&options.identity)?;
+        let made = about.map(|about| Made {
+            chain: chain.clone(),
+            key: key.clone_key(),
+            about,
+        });
+        let config = build(&options, chain, key)?;
+        Ok(ReloadableServerConfig {
+            options,
+            made,
+            current: ArcSwap::from_pointee(config),
+        })
+    }
+
+    /// The configuration in force, for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// For [`Identity::SelfSigned`]: the certificate that was made (a reload keeps it).
+    pub fn self_signed(&self) -> Option<&SelfSigned> {
+        self.made.as_ref().map(|made| &made.about)
+    }
+
+    /// Whether [`ReloadableServerConfig::reload`] reads anything: a certificate and key
+    /// from files, or a client CA file.
+    pub fn reads_files(&self) -> bool {
+        matches!(self.options.identity, Identity::Files { .. }) || self.options.client_ca.is_some()
+    }
+
+    /// The options it was built from (the files a reload reads).
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// Reads the certificate, key and client CA files again and puts the configuration
+    /// they make in force for the handshakes that start from now on. A self-signed
+    /// certificate is kept (only the client CA file is read again).
+    ///
+    /// # Errors
+    ///
+    /// As [`ReloadableServerConfig::new`]'s; the configuration in force stays.
+    pub fn reload(&self) -> Result<()> {
+        let config = match &self.made {
+            Some(made) => build(&self.options, made.chain.clone(), made.key.clone_key())?,
+            None => {
+                let (chain, key, _) = identity(&self.options.identity)?;
+                build(&self.options, chain, key)?
+            }
+        };
+        self.current.store(Arc::new(config));
+        Ok(())
+    }
+}

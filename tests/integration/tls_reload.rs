@@ -1,0 +1,156 @@
+//! Certificate rotation: SIGHUP makes `serve` and `forward -l tls:` read their certificate,
+//! key and client CA files again for the handshakes to come, keeps the sessions already
+//! made, and keeps the configuration in force when the files no longer load.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::support::certs::{Pair, Pki};
+use crate::support::process::{DEADLINE, Output, Running, lines_of, run, socketkit};
+
+/// How long a reload may take to be said on a loaded machine.
+const RELOADED: Duration = Duration::from_secs(10);
+
+/// The files a server is started with, which the test then rewrites.
+fn live_pair(pki: &Pki) -> Pair {
+    Pair {
+        cert: pki.dir.path().join("live-cert.pem"),
+        key: pki.dir.path().join("live-key.pem"),
+    }
+}
+
+/// Puts `pair` where `live` is, as a renewal does.
+fn install(pair: &Pair, live: &Pair) {
+    std::fs::copy(&pair.cert, &live.cert).expect("copy the certificate");
+    std::fs::copy(&pair.key, &live.key).expect("copy the key");
+}
+
+/// `connect ENDPOINT` (a `tls:` one) with `args`, `input` on its stdin.
+fn connect(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = socketkit();
+    cmd.args(["connect", endpoint]).args(args);
+    run(cmd, input.to_vec(), DEADLINE)
+}
+
+#[test]
+fn sighup_puts_a_renewed_certificate_in_force_and_keeps_sessions_and_broken_files_out() {
+    let pki = Pki::new();
+    let live = live_pair(&pki);
+    install(&pki.stranger, &live);
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "tls:127.0.0.1:0"]).args([
+        "--tls-cert",
+        live.cert(),
+        "--tls-key",
+        live.key(),
+    ]);
+    let server = Running::start(cmd, 1);
+    let addr = server.addr();
+
+    // The first certificate is signed by a CA the clients do not trust.
+    let out = connect(&addr, &["--tls-ca", pki.ca()], b"refused\n");
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("unknown issuer"), "{}", out.stderr);
+
+    // A session made with it, which the reload must leave alone.
+    let mut held_cmd = socketkit();
+    held_cmd.args(["connect", &addr, "--tls-insecure"]);
+    let mut held = Running::start(held_cmd, 0);
+    let mut held_in = held.take_stdin();
+    let held_out = lines_of(held.take_stdout());
+    held_in.write_all(b"before\n").expect("write");
+    let line = held_out
+        .recv_timeout(DEADLINE)
+        .expect("the echo before the reload");
+    assert_eq!(line, b"before\n");
+
+    // Renewed: the trusted certificate takes the next handshakes.
+    install(&pki.server, &live);
+    server.signal(libc::SIGHUP);
+    server.wait_for_stderr(
+        &[&format!(
+            "TLS certificate reloaded: {} and {}",
+            live.cert(),
+            live.key()
+        )],
+        RELOADED,
+    );
+    let out = connect(&addr, &["--tls-ca", pki.ca()], b"renewed\n");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"renewed\n");
+
+    // The session made before goes on with the certificate it was made with.
+    held_in.write_all(b"after\n").expect("write");
+    let line = held_out
+        .recv_timeout(DEADLINE)
+        .expect("the echo after the reload");
+    assert_eq!(line, b"after\n");
+    drop(held_in);
+    assert!(held.wait(DEADLINE).success(), "{}", held.stderr());
+
+    // Half a renewal (a key that is not the certificate's) keeps the renewed pair in force.
+    std::fs::copy(&pki.client.key, &live.key).expect("copy the wrong key");
+    server.signal(libc::SIGHUP);
+    server.wait_for_stderr(
+        &[&format!(
+            "TLS certificate not reloaded, the old one stays: cannot load TLS private key {}: it does not match the certificate in {}",
+            live.key(),
+            live.cert()
+        )],
+        RELOADED,
+    );
+    let out = connect(&addr, &["--tls-ca", pki.ca()], b"kept\n");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"kept\n");
+}
+
+#[test]
+fn forward_reloads_its_client_ca_on_sighup() {
+    let pki = Pki::new();
+    let mut greeting_cmd = socketkit();
+    greeting_cmd.args(["serve", "greeting", "-l", "127.0.0.1:0"]);
+    let greeting = Running::start(greeting_cmd, 1);
+    let client_ca = pki.dir.path().join("live-client-ca.pem");
+    std::fs::copy(&pki.ca, &client_ca).expect("copy the CA");
+    let client_ca = client_ca.to_str().expect("temp paths are UTF-8");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0", "--to", &greeting.addr()])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-client-ca", client_ca]);
+    let relay = Running::start(cmd, 1);
+    let with_client_cert = [
+        "--tls-ca",
+        pki.ca(),
+        "--tls-cert",
+        pki.client.cert(),
+        "--tls-key",
+        pki.client.key(),
+    ];
+    let out = connect(&relay.addr(), &with_client_cert, b"");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "你好");
+
+    // The client CA is replaced by one that signed nobody's certificate.
+    std::fs::copy(pki.namesake_ca(), client_ca).expect("replace the CA");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &[&format!(
+            "TLS certificate reloaded: {} and {}, client CAs from {client_ca}",
+            pki.server.cert(),
+            pki.server.key()
+        )],
+        RELOADED,
+    );
+    let out = connect(&relay.addr(), &with_client_cert, b"");
+    assert_ne!(out.code(), 0, "{}", out.stderr);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("你好"),
+        "{}",
+        out.stderr
+    );
+}
