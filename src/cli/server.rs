@@ -49,10 +49,16 @@ pub(crate) fn prepare(
         tls.apply(&mut builder);
     }
     let mut access = access(args, &mut builder)?;
-    if let Some(reload) = tls.and_then(ServerSetup::reload_on_hangup) {
-        access.hangup_hooks.add(reload);
-    }
     let metrics = metrics(args, managed)?;
+    if let Some(tls) = tls {
+        let counted = metrics.as_ref().map(MetricsPlan::metrics);
+        if let Some(counted) = &counted {
+            tls.record_expiry(counted);
+        }
+        if let Some(reload) = tls.reload_on_hangup(counted) {
+            access.hangup_hooks.add(reload);
+        }
+    }
     Ok(Prepared {
         builder,
         access,

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::Args;
 use socketkit::endpoint::{Endpoint, Host};
+use socketkit::metrics::Metrics;
 use socketkit::server::Builder;
 use socketkit::tls::{
     ClientOptions, Connector, Fingerprint, Identity, ReloadableServerConfig, ServerOptions,
-    client_config,
+    Standing, client_config,
 };
 
 use super::exit::CliError;
@@ -128,15 +129,28 @@ impl ServerSetup {
     }
 
     /// What SIGHUP does to the listeners' TLS: the certificate, key and client CA files
-    /// read again for the handshakes to come, or `None` when nothing comes from a file
-    /// (a self-signed certificate is kept: clients may have pinned it).
-    pub(crate) fn reload_on_hangup(&self) -> Option<impl Fn() + Send + Sync + 'static> {
+    /// read again for the handshakes to come (the new certificate's expiry recorded in
+    /// `metrics`), or `None` when nothing comes from a file (a self-signed certificate is
+    /// kept: clients may have pinned it).
+    pub(crate) fn reload_on_hangup(
+        &self,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Option<impl Fn() + Send + Sync + 'static> {
         let tls = Arc::clone(&self.tls);
-        tls.reads_files().then_some(move || reload_and_say(&tls))
+        tls.reads_files()
+            .then_some(move || reload_and_say(&tls, metrics.as_deref()))
+    }
+
+    /// Records when the certificate in force expires in `metrics`.
+    pub(crate) fn record_expiry(&self, metrics: &Metrics) {
+        if let Some(validity) = self.tls.validity() {
+            metrics.tls_certificate_expiry(&certificate_name(&self.tls), validity.not_after);
+        }
     }
 
     /// Says what a self-signed certificate is, once the readiness lines are out.
     pub(crate) fn announce(&self) {
+        warn_if_invalid(&self.tls);
         if let Some(made) = self.tls.self_signed() {
             let msg = format!(
                 "tls: self-signed certificate for {}; SHA-256 fingerprint {}",
@@ -203,8 +217,44 @@ pub(crate) fn server(
     }))
 }
 
+/// How the metrics and the log name the certificate: its file, or `self-signed`.
+fn certificate_name(tls: &ReloadableServerConfig) -> String {
+    match &tls.options().identity {
+        Identity::Files { cert, .. } => cert.display().to_string(),
+        Identity::SelfSigned(_) => "self-signed".to_owned(),
+    }
+}
+
+/// Warns of a certificate in force that clients refuse (expired, not yet valid) or soon
+/// will: rustls serves it all the same.
+fn warn_if_invalid(tls: &ReloadableServerConfig) {
+    let Some(validity) = tls.validity() else {
+        return;
+    };
+    let name = certificate_name(tls);
+    let until = humantime::format_rfc3339_seconds(validity.not_after);
+    match validity.standing(std::time::SystemTime::now()) {
+        Standing::Valid => {}
+        Standing::ExpiresSoon(left) => {
+            let hours = left.as_secs() / 3600;
+            let left = match hours {
+                0..48 => format!("{hours} hours"),
+                _ => format!("{} days", hours / 24),
+            };
+            tracing::warn!("TLS certificate {name} expires in {left} (valid until {until})");
+        }
+        Standing::Expired => tracing::warn!(
+            "TLS certificate {name} has expired (valid until {until}): clients that verify it refuse the handshake"
+        ),
+        Standing::NotYetValid => tracing::warn!(
+            "TLS certificate {name} is not valid yet (valid from {}): clients that verify it refuse the handshake",
+            humantime::format_rfc3339_seconds(validity.not_before)
+        ),
+    }
+}
+
 /// SIGHUP's reload of a listener's TLS files, said on the log either way.
-fn reload_and_say(tls: &ReloadableServerConfig) {
+fn reload_and_say(tls: &ReloadableServerConfig, metrics: Option<&Metrics>) {
     let options = tls.options();
     let from = match &options.identity {
         Identity::Files { cert, key } => format!("{} and {}", cert.display(), key.display()),
@@ -215,7 +265,13 @@ fn reload_and_say(tls: &ReloadableServerConfig) {
         None => from,
     };
     match tls.reload() {
-        Ok(()) => tracing::info!("TLS certificate reloaded: {from}"),
+        Ok(()) => {
+            tracing::info!("TLS certificate reloaded: {from}");
+            warn_if_invalid(tls);
+            if let (Some(metrics), Some(validity)) = (metrics, tls.validity()) {
+                metrics.tls_certificate_expiry(&certificate_name(tls), validity.not_after);
+            }
+        }
         Err(err) => tracing::warn!("TLS certificate not reloaded, the old one stays: {err}"),
     }
 }

@@ -44,6 +44,7 @@ pub struct Metrics {
     target_failures: Family<Labels, Counter>,
     target_up: Family<Labels, Gauge>,
     target_active: Family<Labels, Gauge>,
+    tls_expiry: Family<Labels, Gauge>,
     draining: AtomicBool,
 }
 
@@ -83,6 +84,7 @@ impl Metrics {
         let target_failures = Family::<Labels, Counter>::default();
         let target_up = Family::<Labels, Gauge>::default();
         let target_active = Family::<Labels, Gauge>::default();
+        let tls_expiry = Family::<Labels, Gauge>::default();
         registry.register(
             "socketkit_connections_accepted",
             "Connections accepted, admitted or not",
@@ -139,6 +141,11 @@ impl Metrics {
             "Relayed connections open now to each target",
             target_active.clone(),
         );
+        registry.register(
+            "socketkit_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate in force stops being valid (notAfter), in seconds since the epoch",
+            tls_expiry.clone(),
+        );
         Arc::new(Metrics {
             registry,
             accepted,
@@ -153,6 +160,7 @@ impl Metrics {
             target_failures,
             target_up,
             target_active,
+            tls_expiry,
             draining: AtomicBool::new(false),
         })
     }
@@ -204,6 +212,18 @@ impl Metrics {
         self.target_failures.remove(&labels);
         self.target_up.remove(&labels);
         self.target_active.remove(&labels);
+    }
+
+    /// Records when the TLS certificate `certificate` (its file, or `self-signed`) in force
+    /// stops being valid; set again by each reload.
+    pub fn tls_certificate_expiry(&self, certificate: &str, not_after: std::time::SystemTime) {
+        let seconds = not_after
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            });
+        let labels: Labels = vec![("certificate", certificate.to_owned())];
+        self.tls_expiry.get_or_create(&labels).set(seconds);
     }
 
     /// Says the server is draining: `/health` answers 503 from now on.

@@ -11,6 +11,7 @@
 //!   ([`Fingerprint`]), or (insecure) nothing, and the handshake over any async stream.
 //! - [`load_certificates`], [`load_private_key`]: PEM files, with reasons in words.
 //! - [`describe()`]: a TLS error as a sentence (`certificate has expired: …`).
+//! - [`Validity`]: when a server's own certificate is valid, and whether it expires soon.
 //!
 //! The cryptography is *ring*'s ([`provider`]): it builds with a C compiler alone, where
 //! aws-lc-rs also wants CMake or a pre-built library and takes several times longer to build.
@@ -54,6 +55,7 @@ mod fingerprint;
 mod pem;
 mod reloadable;
 mod server;
+mod validity;
 
 use std::sync::{Arc, OnceLock};
 
@@ -64,6 +66,7 @@ pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
 pub use reloadable::ReloadableServerConfig;
 pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, server_config};
+pub use validity::{Standing, Validity};
 
 /// The rustls version socketkit is built with, for configurations made by hand.
 pub use rustls;

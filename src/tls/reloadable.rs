@@ -10,6 +10,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::server::{Identity, SelfSigned, ServerOptions, build, identity};
+use super::validity::Validity;
 use crate::error::Result;
 
 /// A server configuration built from [`ServerOptions`] whose files can be read again while
@@ -42,7 +43,26 @@ pub struct ReloadableServerConfig {
     /// For [`Identity::SelfSigned`]: the certificate made at the start and its key, which
     /// a reload keeps (a new one would break every client that pinned the first).
     made: Option<Made>,
-    current: ArcSwap<ServerConfig>,
+    current: ArcSwap<InForce>,
+}
+
+/// The configuration in force, and its certificate's validity.
+#[derive(Debug)]
+struct InForce {
+    config: Arc<ServerConfig>,
+    validity: Option<Validity>,
+}
+
+impl InForce {
+    fn new(
+        options: &ServerOptions,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<InForce> {
+        let validity = chain.first().and_then(Validity::of);
+        let config = Arc::new(build(options, chain, key)?);
+        Ok(InForce { config, validity })
+    }
 }
 
 /// A self-signed certificate made once, with what a reload needs to build with it again.
@@ -67,17 +87,22 @@ impl ReloadableServerConfig {
             key: key.clone_key(),
             about,
         });
-        let config = build(&options, chain, key)?;
+        let in_force = InForce::new(&options, chain, key)?;
         Ok(ReloadableServerConfig {
             options,
             made,
-            current: ArcSwap::from_pointee(config),
+            current: ArcSwap::from_pointee(in_force),
         })
     }
 
     /// The configuration in force, for the next handshake.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.current.load_full()
+        Arc::clone(&self.current.load().config)
+    }
+
+    /// When the certificate in force is valid (`None` if it does not parse as X.509).
+    pub fn validity(&self) -> Option<Validity> {
+        self.current.load().validity
     }
 
     /// For [`Identity::SelfSigned`]: the certificate that was made (a reload keeps it).
@@ -104,14 +129,14 @@ impl ReloadableServerConfig {
     ///
     /// As [`ReloadableServerConfig::new`]'s; the configuration in force stays.
     pub fn reload(&self) -> Result<()> {
-        let config = match &self.made {
-            Some(made) => build(&self.options, made.chain.clone(), made.key.clone_key())?,
+        let in_force = match &self.made {
+            Some(made) => InForce::new(&self.options, made.chain.clone(), made.key.clone_key())?,
             None => {
                 let (chain, key, _) = identity(&self.options.identity)?;
-                build(&self.options, chain, key)?
+                InForce::new(&self.options, chain, key)?
             }
         };
-        self.current.store(Arc::new(config));
+        self.current.store(Arc::new(in_force));
         Ok(())
     }
 }

@@ -1,10 +1,12 @@
 //! Certificate rotation: SIGHUP makes `serve` and `forward -l tls:` read their certificate,
 //! key and client CA files again for the handshakes to come, keeps the sessions already
-//! made, and keeps the configuration in force when the files no longer load.
+//! made, and keeps the configuration in force when the files no longer load; a certificate
+//! that clients refuse is warned of, and its expiry is a metric.
 
 use std::io::Write;
 use std::time::Duration;
 
+use crate::balancer::{sample, start_with_metrics};
 use crate::support::certs::{Pair, Pki};
 use crate::support::process::{DEADLINE, Output, Running, lines_of, run, socketkit};
 
@@ -150,6 +152,56 @@ fn forward_reloads_its_client_ca_on_sighup() {
     assert_ne!(out.code(), 0, "{}", out.stderr);
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("你好"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_served_with_a_warning_and_its_expiry_is_a_metric() {
+    let pki = Pki::new();
+    let live = live_pair(&pki);
+    install(&pki.expired, &live);
+    let mut cmd = socketkit();
+    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+        .args(["--tls-cert", live.cert(), "--tls-key", live.key()])
+        .args(["--metrics", "127.0.0.1:0"]);
+    let (server, metrics) = start_with_metrics(cmd);
+    // Said after the readiness lines, which stay first.
+    server.wait_for_stderr(
+        &[&format!(
+            "TLS certificate {} has expired (valid until 2020-12-31T00:00:00Z): clients that verify it refuse the handshake",
+            live.cert()
+        )],
+        RELOADED,
+    );
+    let stderr = server.stderr();
+    assert!(stderr.starts_with("listening on "), "{stderr}");
+    let expiry = "socketkit_tls_certificate_expiry_timestamp_seconds";
+    let labels = format!("certificate=\"{}\"", live.cert());
+    // 2020-12-31T00:00:00Z
+    assert_eq!(sample(&metrics, expiry, &labels), 1_609_372_800);
+    let out = connect(&server.addr(), &["--tls-ca", pki.ca()], b"");
+    assert!(
+        out.stderr.contains("certificate has expired"),
+        "{}",
+        out.stderr
+    );
+
+    // Renewed: the metric follows the certificate in force.
+    install(&pki.server, &live);
+    server.signal(libc::SIGHUP);
+    server.wait_for_stderr(&["TLS certificate reloaded: "], RELOADED);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let renewed = sample(&metrics, expiry, &labels);
+    assert!(renewed > now, "{renewed} is not after {now}");
+    let out = connect(&server.addr(), &["--tls-ca", pki.ca()], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "你好",
         "{}",
         out.stderr
     );
