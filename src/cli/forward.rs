@@ -86,15 +86,15 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         .chain(&rest)
         .find(|t| matches!(t, Endpoint::Tls(_)))
         .unwrap_or(&target);
-    let connector = tls::client(&args.to_tls, identity, &args.tls_alpn, tls_target, false)?;
+    let target_tls = tls::target_tls(&args.to_tls, identity, &args.tls_alpn, tls_target, false)?;
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(
         &args.tls_alpn,
-        connector.is_some() || listener_tls.is_some(),
+        target_tls.is_some() || listener_tls.is_some(),
     )?;
-    let relay = match connector {
-        Some(connector) => Forward::tls(target, connector),
+    let relay = match &target_tls {
+        Some(tls) => Forward::tls(target, tls.connector.clone()),
         None => Forward::new(target),
     }
     .map_err(|err| CliError::Usage(err.to_string()))?
@@ -156,6 +156,9 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         // The relay is complete: the hook's clone shares its targets from here on.
         if let Some(file) = &args.to_file {
             prepared.on_hangup(target_file::reload_on_hangup(file.clone(), relay.clone()));
+        }
+        if let Some(reload) = target_tls.and_then(|tls| tls.reload_on_hangup(relay.clone())) {
+            prepared.on_hangup(reload);
         }
         let checks = relay.health_checks();
         (relay, checks)

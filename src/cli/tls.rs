@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use socketkit::endpoint::{Endpoint, Host};
+use socketkit::forward::Forward;
 use socketkit::metrics::Metrics;
 use socketkit::server::Builder;
 use socketkit::tls::{
@@ -286,6 +287,59 @@ pub(crate) fn client(
     target: &Endpoint,
     full_handshakes: bool,
 ) -> Result<Option<Connector>, CliError> {
+    Ok(target_tls(args, identity, alpn, target, full_handshakes)?.map(|tls| tls.connector))
+}
+
+/// A `tls:` target's connector, and the options it was made from (to make it again).
+pub(crate) struct TargetTls {
+    pub(crate) connector: Connector,
+    options: ClientOptions,
+}
+
+impl TargetTls {
+    /// What SIGHUP does to a relay's `tls:` targets: the CA file (or the system's store)
+    /// and the client certificate read again for the handshakes to come; `None` when
+    /// nothing is read (a pinned certificate, `--tls-insecure` without a client
+    /// certificate).
+    pub(crate) fn reload_on_hangup(
+        &self,
+        relay: Forward,
+    ) -> Option<impl Fn() + Send + Sync + use<>> {
+        let options = self.options.clone();
+        let reads = options.identity.is_some() || (options.pin.is_none() && !options.insecure);
+        reads.then_some(move || {
+            let from = match (&options.ca, options.pin, options.insecure) {
+                (Some(ca), _, _) => format!("CAs from {}", ca.display()),
+                (None, None, false) => "the system's CAs".to_owned(),
+                _ => "no CAs".to_owned(),
+            };
+            let from = match &options.identity {
+                Some((cert, key)) => format!(
+                    "{from}, client certificate {} and {}",
+                    cert.display(),
+                    key.display()
+                ),
+                None => from,
+            };
+            match client_config(&options) {
+                Ok(config) => {
+                    relay.reload_tls(config);
+                    tracing::info!("target TLS reloaded: {from}");
+                }
+                Err(err) => tracing::warn!("target TLS not reloaded, the old one stays: {err}"),
+            }
+        })
+    }
+}
+
+/// As [`client`], with the options kept.
+pub(crate) fn target_tls(
+    args: &TlsClientArgs,
+    identity: Option<(PathBuf, PathBuf)>,
+    alpn: &TlsAlpnArgs,
+    target: &Endpoint,
+    full_handshakes: bool,
+) -> Result<Option<TargetTls>, CliError> {
     if !matches!(target, Endpoint::Tls(_)) {
         return refuse_client_options(args, identity.as_ref()).map(|()| None);
     }
@@ -305,7 +359,7 @@ pub(crate) fn client(
             .map_err(|err| CliError::Usage(format!("invalid --tls-sni: {err}")))?,
         None => connector,
     };
-    Ok(Some(connector))
+    Ok(Some(TargetTls { connector, options }))
 }
 
 /// Refuses the options of a TLS client (a usage error) where there is no `tls:` target.

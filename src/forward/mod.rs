@@ -9,7 +9,7 @@
 //! sides. A target that cannot be reached resets that one client, with the reason logged,
 //! and the server goes on.
 //!
-//! As a [`Handler`], a [`Forward`] gets the server's limits for free: `max_connections`,
+//! As a [`Handler`](crate::server::Handler), a [`Forward`] gets the server's limits for free: `max_connections`,
 //! `idle_timeout` (no bytes either way) and graceful shutdown.
 //!
 //! With [`Forward::send_proxy`], each relayed connection starts with a PROXY protocol header
@@ -41,7 +41,6 @@ pub mod socks;
 pub mod splice;
 pub mod targets;
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,11 +48,9 @@ use crate::client::proxy::Proxy;
 use crate::endpoint::{Endpoint, Host};
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, Version};
-use crate::server::{Connection, Handler};
 use crate::tls::{ClientOptions, Connector, client_config};
 
 use dial::Dialer;
-use relay::relay_to;
 use targets::Targets;
 pub use targets::{Balance, MAX_TARGETS, Reloaded};
 
@@ -416,6 +413,20 @@ impl Forward {
         Ok(self.targets.reload(targets))
     }
 
+    /// Puts `config` in force for the `tls:` targets' handshakes that start from now on
+    /// (every clone of the relay: they share the connector): a renewed client certificate,
+    /// new CAs. Relays already running keep their sessions. Returns `false`, changing
+    /// nothing, on a relay that has no `tls:` target.
+    pub fn reload_tls(&self, config: Arc<rustls::ClientConfig>) -> bool {
+        match &self.dial.tls {
+            Some(connector) => {
+                connector.replace_config(config);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// `target`, if this relay can connect to it: a stream target with a host, and one its
     /// proxy (if any) carries.
     fn reachable(&self, target: Endpoint) -> Result<Endpoint, UnsupportedTarget> {
@@ -446,56 +457,4 @@ fn usable(target: Endpoint) -> Result<Endpoint, UnsupportedTarget> {
 /// Whether a proxy can carry a connection to `target`.
 fn proxy_carries(target: &Endpoint) -> bool {
     matches!(target, Endpoint::Tcp(_) | Endpoint::Tls(_))
-}
-
-impl Handler for Forward {
-    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let relay = self.clone();
-        async move { relay.relay(conn).await }
-    }
-}
-
-impl Forward {
-    async fn relay(&self, client: Connection) -> io::Result<()> {
-        let header = self.send_proxy.map(|version| {
-            proxy_protocol::encode(
-                version,
-                client.peer_addr().as_socket_addr(),
-                client.local_addr().ok().and_then(|at| at.as_socket_addr()),
-            )
-        });
-        let order = self.targets.order(client.peer_addr().ip());
-        let mut left = order.len();
-        for target in order {
-            left -= 1;
-            let endpoint = target.endpoint();
-            match self.dial.connect(endpoint, header.as_deref()).await {
-                Ok(upstream) => {
-                    tracing::trace!(peer = %client.peer_addr(), "relaying to {endpoint}");
-                    target.succeeded();
-                    // The order's reference moves into the guard: no count to add.
-                    let _open = target.open();
-                    return relay_to(client, upstream).await;
-                }
-                Err(err) => {
-                    self.targets.failed(&target);
-                    let through = self.dial.through();
-                    let next = if left > 0 {
-                        "trying the next target"
-                    } else {
-                        "resetting the client"
-                    };
-                    tracing::warn!(
-                        peer = %client.peer_addr(),
-                        "cannot reach {endpoint}{through}: {}; {next}",
-                        crate::error::describe(&err)
-                    );
-                }
-            }
-        }
-        // Whatever the client sent is lost: a FIN would read as a target that took it and
-        // had nothing to say.
-        client.reset_on_close();
-        Ok(())
-    }
 }

@@ -1,13 +1,68 @@
-//! Moving bytes between a relay's two sides once both are connected: `splice(2)` through
-//! pipes where it can, a copy loop elsewhere, half-closes passed on, and a failure on one side
-//! a reset on the other.
+//! One client's relay: its target chosen (the client passed to the next target when one
+//! cannot be reached), then bytes moved between the two sides: `splice(2)` through pipes
+//! where it can, a copy loop elsewhere, half-closes passed on, and a failure on one side a
+//! reset on the other.
 
+use std::future::Future;
 use std::io;
 
 use crate::net::{self, Stream};
-use crate::server::Connection;
+use crate::proxy_protocol;
+use crate::server::{Connection, Handler};
 
-use super::splice;
+use super::{Forward, splice};
+
+impl Handler for Forward {
+    fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let relay = self.clone();
+        async move { relay.relay(conn).await }
+    }
+}
+
+impl Forward {
+    async fn relay(&self, client: Connection) -> io::Result<()> {
+        let header = self.send_proxy.map(|version| {
+            proxy_protocol::encode(
+                version,
+                client.peer_addr().as_socket_addr(),
+                client.local_addr().ok().and_then(|at| at.as_socket_addr()),
+            )
+        });
+        let order = self.targets.order(client.peer_addr().ip());
+        let mut left = order.len();
+        for target in order {
+            left -= 1;
+            let endpoint = target.endpoint();
+            match self.dial.connect(endpoint, header.as_deref()).await {
+                Ok(upstream) => {
+                    tracing::trace!(peer = %client.peer_addr(), "relaying to {endpoint}");
+                    target.succeeded();
+                    // The order's reference moves into the guard: no count to add.
+                    let _open = target.open();
+                    return relay_to(client, upstream).await;
+                }
+                Err(err) => {
+                    self.targets.failed(&target);
+                    let through = self.dial.through();
+                    let next = if left > 0 {
+                        "trying the next target"
+                    } else {
+                        "resetting the client"
+                    };
+                    tracing::warn!(
+                        peer = %client.peer_addr(),
+                        "cannot reach {endpoint}{through}: {}; {next}",
+                        crate::error::describe(&err)
+                    );
+                }
+            }
+        }
+        // Whatever the client sent is lost: a FIN would read as a target that took it and
+        // had nothing to say.
+        client.reset_on_close();
+        Ok(())
+    }
+}
 
 /// The most one splice or copy takes in before passing it on (and so the size of a copy
 /// buffer). Two things bound it, both measured with `bench/client_bench.py` (4 connections,

@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
@@ -142,7 +143,9 @@ fn system_roots() -> Result<Arc<RootCertStore>> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Connector {
-    config: Arc<ClientConfig>,
+    /// Shared by the connector's clones, so that [`Connector::replace_config`] reaches
+    /// every one of them (a relay is cloned for each connection).
+    config: Arc<ArcSwap<ClientConfig>>,
     server_name: Option<ServerName<'static>>,
 }
 
@@ -150,9 +153,16 @@ impl Connector {
     /// A connector with `config` that asks each server for the host it connects to.
     pub fn new(config: Arc<ClientConfig>) -> Connector {
         Connector {
-            config,
+            config: Arc::new(ArcSwap::new(config)),
             server_name: None,
         }
+    }
+
+    /// Puts `config` in force for the handshakes that start from now on, in this connector
+    /// and every clone of it (a renewed client certificate, new CAs); sessions already made
+    /// keep theirs.
+    pub fn replace_config(&self, config: Arc<ClientConfig>) {
+        self.config.store(config);
     }
 
     /// Asks for `name` (SNI) and verifies the certificate against it, whatever host the
@@ -166,9 +176,9 @@ impl Connector {
         Ok(self)
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Arc<ClientConfig> {
-        &self.config
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.load_full()
     }
 
     /// The name asked for on a connection to `host`: the one given to
@@ -206,7 +216,7 @@ impl Connector {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let name = self.server_name(host)?;
-        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+        tokio_rustls::TlsConnector::from(self.config.load_full())
             .connect(name, io)
             .await
             .map_err(describe::handshake_failure)

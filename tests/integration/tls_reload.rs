@@ -1,7 +1,8 @@
 //! Certificate rotation: SIGHUP makes `serve` and `forward -l tls:` read their certificate,
-//! key and client CA files again for the handshakes to come, keeps the sessions already
-//! made, and keeps the configuration in force when the files no longer load; a certificate
-//! that clients refuse is warned of, and its expiry is a metric.
+//! key and client CA files again for the handshakes to come, and `forward --to tls:` its
+//! CAs and client certificate; sessions already made are kept, and so is the configuration
+//! in force when the files no longer load. A certificate that clients refuse is warned of,
+//! and its expiry is a metric.
 
 use std::io::Write;
 use std::time::Duration;
@@ -199,6 +200,72 @@ fn an_expired_certificate_is_served_with_a_warning_and_its_expiry_is_a_metric() 
     let renewed = sample(&metrics, expiry, &labels);
     assert!(renewed > now, "{renewed} is not after {now}");
     let out = connect(&server.addr(), &["--tls-ca", pki.ca()], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "你好",
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn forward_reloads_the_client_certificate_it_shows_its_target_on_sighup() {
+    let pki = Pki::new();
+    let mut backend_cmd = socketkit();
+    backend_cmd
+        .args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-client-ca", pki.ca()]);
+    let backend = Running::start(backend_cmd, 1);
+    // The relay starts with a certificate the target does not take.
+    let live = live_pair(&pki);
+    install(&pki.stranger, &live);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &backend.addr()])
+        .args(["--tls-ca", pki.ca()])
+        .args(["--to-tls-cert", live.cert(), "--to-tls-key", live.key()]);
+    let relay = Running::start(cmd, 1);
+    let through = || {
+        let mut cmd = socketkit();
+        cmd.args(["connect", &relay.addr()]);
+        run(cmd, Vec::new(), DEADLINE)
+    };
+    let out = through();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("你好"),
+        "{}",
+        out.stderr
+    );
+
+    install(&pki.client, &live);
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &[&format!(
+            "target TLS reloaded: CAs from {}, client certificate {} and {}",
+            pki.ca(),
+            live.cert(),
+            live.key()
+        )],
+        RELOADED,
+    );
+    let out = through();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "你好",
+        "{}",
+        out.stderr
+    );
+
+    // A certificate file that no longer reads keeps the one in force.
+    std::fs::write(&live.cert, "renewal in progress\n").expect("write");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(&["target TLS not reloaded, the old one stays: "], RELOADED);
+    let out = through();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "你好",
