@@ -21,12 +21,14 @@ use super::exit::CliError;
 /// A listener's TLS: its certificate, client authentication, and handshake deadline.
 #[derive(Debug, Args)]
 pub(crate) struct TlsServerArgs {
-    /// tls: listeners: the certificate chain, PEM (the server's own certificate first).
+    /// tls: listeners: the certificate chain, PEM (the server's own certificate first);
+    /// repeated with --tls-key, several, chosen by the name a client asks for (SNI).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub(crate) tls_cert: Option<PathBuf>,
-    /// tls: listeners: the private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) tls_cert: Vec<PathBuf>,
+    /// tls: listeners: the private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1); one per
+    /// --tls-cert, in the same order.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Vec<PathBuf>,
     /// tls: listeners: make a throwaway certificate for localhost and the listen addresses
     /// (its SHA-256 fingerprint is printed on stderr).
     #[arg(long, conflicts_with = "tls_cert")]
@@ -142,11 +144,9 @@ impl ServerSetup {
             .then_some(move || reload_and_say(&tls, metrics.as_deref()))
     }
 
-    /// Records when the certificate in force expires in `metrics`.
+    /// Records when each certificate in force expires in `metrics`.
     pub(crate) fn record_expiry(&self, metrics: &Metrics) {
-        if let Some(validity) = self.tls.validity() {
-            metrics.tls_certificate_expiry(&certificate_name(&self.tls), validity.not_after);
-        }
+        record_expiry(&self.tls, metrics);
     }
 
     /// Says what a self-signed certificate is, once the readiness lines are out.
@@ -183,7 +183,7 @@ pub(crate) fn server(
         .collect();
     let Some(first) = tls.first() else {
         let given = [
-            (args.tls_cert.is_some(), "--tls-cert"),
+            (!args.tls_cert.is_empty(), "--tls-cert"),
             (args.tls_self_signed, "--tls-self-signed"),
             (args.tls_client_ca.is_some(), "--tls-client-ca"),
         ];
@@ -192,17 +192,30 @@ pub(crate) fn server(
             None => Ok(None),
         };
     };
-    let identity = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
-        (Some(cert), Some(key), _) => Identity::Files {
+    let (certs, keys) = (&args.tls_cert, &args.tls_key);
+    if certs.len() != keys.len() {
+        let count = |n: usize, what: &str| match n {
+            1 => format!("1 {what}"),
+            _ => format!("{n} {what}s"),
+        };
+        return Err(CliError::Usage(format!(
+            "--tls-cert and --tls-key pair up in order: {} and {}",
+            count(certs.len(), "certificate"),
+            count(keys.len(), "key")
+        )));
+    }
+    let identity = match (certs.as_slice(), keys.as_slice(), args.tls_self_signed) {
+        ([cert], [key], _) => Identity::Files {
             cert: cert.clone(),
             key: key.clone(),
         },
-        (_, _, true) => Identity::SelfSigned(self_signed_names(&tls)),
-        _ => {
+        ([], _, true) => Identity::SelfSigned(self_signed_names(&tls)),
+        ([], _, false) => {
             return Err(CliError::Usage(format!(
                 "{first} needs --tls-cert FILE and --tls-key FILE (or --tls-self-signed)"
             )));
         }
+        _ => Identity::ByName(certs.iter().cloned().zip(keys.iter().cloned()).collect()),
     };
     let options = ServerOptions {
         identity,
@@ -218,47 +231,56 @@ pub(crate) fn server(
     }))
 }
 
-/// How the metrics and the log name the certificate: its file, or `self-signed`.
-fn certificate_name(tls: &ReloadableServerConfig) -> String {
-    match &tls.options().identity {
-        Identity::Files { cert, .. } => cert.display().to_string(),
-        Identity::SelfSigned(_) => "self-signed".to_owned(),
+/// Warns of each certificate in force that clients refuse (expired, not yet valid) or
+/// soon will: rustls serves it all the same.
+fn warn_if_invalid(tls: &ReloadableServerConfig) {
+    let now = std::time::SystemTime::now();
+    for (name, validity) in tls.certificates() {
+        let Some(validity) = validity else {
+            continue;
+        };
+        let until = humantime::format_rfc3339_seconds(validity.not_after);
+        match validity.standing(now) {
+            Standing::Valid => {}
+            Standing::ExpiresSoon(left) => {
+                let hours = left.as_secs() / 3600;
+                let left = match hours {
+                    0..48 => format!("{hours} hours"),
+                    _ => format!("{} days", hours / 24),
+                };
+                tracing::warn!("TLS certificate {name} expires in {left} (valid until {until})");
+            }
+            Standing::Expired => tracing::warn!(
+                "TLS certificate {name} has expired (valid until {until}): clients that verify it refuse the handshake"
+            ),
+            Standing::NotYetValid => tracing::warn!(
+                "TLS certificate {name} is not valid yet (valid from {}): clients that verify it refuse the handshake",
+                humantime::format_rfc3339_seconds(validity.not_before)
+            ),
+        }
     }
 }
 
-/// Warns of a certificate in force that clients refuse (expired, not yet valid) or soon
-/// will: rustls serves it all the same.
-fn warn_if_invalid(tls: &ReloadableServerConfig) {
-    let Some(validity) = tls.validity() else {
-        return;
-    };
-    let name = certificate_name(tls);
-    let until = humantime::format_rfc3339_seconds(validity.not_after);
-    match validity.standing(std::time::SystemTime::now()) {
-        Standing::Valid => {}
-        Standing::ExpiresSoon(left) => {
-            let hours = left.as_secs() / 3600;
-            let left = match hours {
-                0..48 => format!("{hours} hours"),
-                _ => format!("{} days", hours / 24),
-            };
-            tracing::warn!("TLS certificate {name} expires in {left} (valid until {until})");
+/// Records when each certificate in force expires in `metrics`.
+fn record_expiry(tls: &ReloadableServerConfig, metrics: &Metrics) {
+    for (name, validity) in tls.certificates() {
+        if let Some(validity) = validity {
+            metrics.tls_certificate_expiry(&name, validity.not_after);
         }
-        Standing::Expired => tracing::warn!(
-            "TLS certificate {name} has expired (valid until {until}): clients that verify it refuse the handshake"
-        ),
-        Standing::NotYetValid => tracing::warn!(
-            "TLS certificate {name} is not valid yet (valid from {}): clients that verify it refuse the handshake",
-            humantime::format_rfc3339_seconds(validity.not_before)
-        ),
     }
 }
 
 /// SIGHUP's reload of a listener's TLS files, said on the log either way.
 fn reload_and_say(tls: &ReloadableServerConfig, metrics: Option<&Metrics>) {
     let options = tls.options();
+    let pair =
+        |(cert, key): (&PathBuf, &PathBuf)| format!("{} and {}", cert.display(), key.display());
     let from = match &options.identity {
-        Identity::Files { cert, key } => format!("{} and {}", cert.display(), key.display()),
+        Identity::Files { cert, key } => pair((cert, key)),
+        Identity::ByName(pairs) => {
+            let pairs: Vec<String> = pairs.iter().map(|(cert, key)| pair((cert, key))).collect();
+            pairs.join(", ")
+        }
         Identity::SelfSigned(_) => "the self-signed certificate".to_owned(),
     };
     let from = match &options.client_ca {
@@ -269,8 +291,8 @@ fn reload_and_say(tls: &ReloadableServerConfig, metrics: Option<&Metrics>) {
         Ok(()) => {
             tracing::info!("TLS certificate reloaded: {from}");
             warn_if_invalid(tls);
-            if let (Some(metrics), Some(validity)) = (metrics, tls.validity()) {
-                metrics.tls_certificate_expiry(&certificate_name(tls), validity.not_after);
+            if let Some(metrics) = metrics {
+                record_expiry(tls, metrics);
             }
         }
         Err(err) => tracing::warn!("TLS certificate not reloaded, the old one stays: {err}"),

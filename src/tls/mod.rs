@@ -3,7 +3,8 @@
 //!
 //! # Organization
 //! - [`server_config`] and [`ServerOptions`]: a `rustls::ServerConfig` from a certificate and
-//!   key ([`Identity::Files`]) or a self-signed certificate ([`Identity::SelfSigned`]), with
+//!   key ([`Identity::Files`]), several chosen by the name a client asks for
+//!   ([`Identity::ByName`]), or a self-signed certificate ([`Identity::SelfSigned`]), with
 //!   client certificates required when a CA file is given; [`ReloadableServerConfig`], the
 //!   same read again from its files while the server runs (certificate rotation).
 //! - [`client_config`], [`ClientOptions`] and [`Connector`]: a `rustls::ClientConfig` that
@@ -49,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod by_name;
 mod client;
 mod describe;
 mod fingerprint;

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::server::{Identity, SelfSigned, ServerOptions, build, identity};
+use super::server::{Identity, Loaded, SelfSigned, ServerOptions, build, identity};
 use super::validity::Validity;
 use crate::error::Result;
 
@@ -46,30 +45,28 @@ pub struct ReloadableServerConfig {
     current: ArcSwap<InForce>,
 }
 
-/// The configuration in force, and its certificate's validity.
+/// The configuration in force, and its certificates' validity, in order.
 #[derive(Debug)]
 struct InForce {
     config: Arc<ServerConfig>,
-    validity: Option<Validity>,
+    validities: Vec<Option<Validity>>,
 }
 
 impl InForce {
-    fn new(
-        options: &ServerOptions,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<InForce> {
-        let validity = chain.first().and_then(Validity::of);
-        let config = Arc::new(build(options, chain, key)?);
-        Ok(InForce { config, validity })
+    fn new(options: &ServerOptions, loaded: Vec<Loaded>) -> Result<InForce> {
+        let validities = loaded
+            .iter()
+            .map(|one| one.chain.first().and_then(Validity::of))
+            .collect();
+        let config = Arc::new(build(options, loaded)?);
+        Ok(InForce { config, validities })
     }
 }
 
 /// A self-signed certificate made once, with what a reload needs to build with it again.
 #[derive(Debug)]
 struct Made {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    loaded: Loaded,
     about: SelfSigned,
 }
 
@@ -81,13 +78,12 @@ impl ReloadableServerConfig {
     /// As [`super::server_config`]'s: a file that cannot be read or is not what it should
     /// be, and a key that does not belong to the certificate.
     pub fn new(options: ServerOptions) -> Result<ReloadableServerConfig> {
-        let (chain, key, about) = identity(&options.identity)?;
-        let made = about.map(|about| Made {
-            chain: chain.clone(),
-            key: key.clone_key(),
-            about,
+        let (loaded, about) = identity(&options.identity)?;
+        let made = about.and_then(|about| {
+            let loaded = loaded.first()?.duplicate();
+            Some(Made { loaded, about })
         });
-        let in_force = InForce::new(&options, chain, key)?;
+        let in_force = InForce::new(&options, loaded)?;
         Ok(ReloadableServerConfig {
             options,
             made,
@@ -100,9 +96,27 @@ impl ReloadableServerConfig {
         Arc::clone(&self.current.load().config)
     }
 
-    /// When the certificate in force is valid (`None` if it does not parse as X.509).
+    /// When the (first) certificate in force is valid (`None` if it does not parse as
+    /// X.509).
     pub fn validity(&self) -> Option<Validity> {
-        self.current.load().validity
+        self.current.load().validities.first().copied().flatten()
+    }
+
+    /// Each certificate in force, named by its file (or `self-signed`), with when it is
+    /// valid (`None` if it does not parse as X.509).
+    pub fn certificates(&self) -> Vec<(String, Option<Validity>)> {
+        let names: Vec<String> = match &self.options.identity {
+            Identity::Files { cert, .. } => vec![cert.display().to_string()],
+            Identity::ByName(pairs) => pairs
+                .iter()
+                .map(|(cert, _)| cert.display().to_string())
+                .collect(),
+            Identity::SelfSigned(_) => vec!["self-signed".to_owned()],
+        };
+        names
+            .into_iter()
+            .zip(self.current.load().validities.iter().copied())
+            .collect()
     }
 
     /// For [`Identity::SelfSigned`]: the certificate that was made (a reload keeps it).
@@ -113,7 +127,8 @@ impl ReloadableServerConfig {
     /// Whether [`ReloadableServerConfig::reload`] reads anything: a certificate and key
     /// from files, or a client CA file.
     pub fn reads_files(&self) -> bool {
-        matches!(self.options.identity, Identity::Files { .. }) || self.options.client_ca.is_some()
+        !matches!(self.options.identity, Identity::SelfSigned(_))
+            || self.options.client_ca.is_some()
     }
 
     /// The options it was built from (the files a reload reads).
@@ -129,13 +144,11 @@ impl ReloadableServerConfig {
     ///
     /// As [`ReloadableServerConfig::new`]'s; the configuration in force stays.
     pub fn reload(&self) -> Result<()> {
-        let in_force = match &self.made {
-            Some(made) => InForce::new(&self.options, made.chain.clone(), made.key.clone_key())?,
-            None => {
-                let (chain, key, _) = identity(&self.options.identity)?;
-                InForce::new(&self.options, chain, key)?
-            }
+        let loaded = match &self.made {
+            Some(made) => vec![made.loaded.duplicate()],
+            None => identity(&self.options.identity)?.0,
         };
+        let in_force = InForce::new(&self.options, loaded)?;
         self.current.store(Arc::new(in_force));
         Ok(())
     }

@@ -8,6 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+use super::by_name::ByName;
 use super::fingerprint::Fingerprint;
 use super::pem::{self, load_ca_certificates, load_certificates, load_private_key};
 use super::provider;
@@ -26,6 +27,40 @@ pub enum Identity {
     /// A throwaway self-signed certificate (ECDSA P-256) for these names: DNS names or IP
     /// addresses.
     SelfSigned(Vec<String>),
+    /// Several certificates (each a chain and its key, in PEM files), chosen by the name a
+    /// client asks for (SNI) among the DNS names of each certificate (`*.example.com`
+    /// covering one label); the first is for clients that ask for no name or one that none
+    /// of them has. Each certificate after the first must name a host.
+    ByName(Vec<(PathBuf, PathBuf)>),
+}
+
+/// A certificate chain and its key, loaded (or made).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
+    /// The certificate and key files it came from (`None`: made on the spot).
+    pub(crate) files: Option<(PathBuf, PathBuf)>,
+}
+
+impl Loaded {
+    /// The same chain and key, for a configuration built again.
+    pub(crate) fn duplicate(&self) -> Loaded {
+        Loaded {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            files: self.files.clone(),
+        }
+    }
+
+    /// Reads a certificate chain and its key.
+    fn read(cert: &Path, key: &Path) -> Result<Loaded> {
+        Ok(Loaded {
+            chain: load_certificates(cert)?,
+            key: load_private_key(key)?,
+            files: Some((cert.to_owned(), key.to_owned())),
+        })
+    }
 }
 
 /// What a TLS server is made of.
@@ -90,40 +125,40 @@ pub struct SelfSigned {
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn server_config(options: &ServerOptions) -> Result<ServerTls> {
-    let (chain, key, self_signed) = identity(&options.identity)?;
+    let (loaded, self_signed) = identity(&options.identity)?;
     Ok(ServerTls {
-        config: Arc::new(build(options, chain, key)?),
+        config: Arc::new(build(options, loaded)?),
         self_signed,
     })
 }
 
-/// The certificate chain and key of `identity`: read from its files, or made on the spot
+/// The certificate chains and keys of `identity`: read from its files, or made on the spot
 /// (with what was made).
-pub(crate) fn identity(
-    identity: &Identity,
-) -> Result<(
-    Vec<CertificateDer<'static>>,
-    PrivateKeyDer<'static>,
-    Option<SelfSigned>,
-)> {
+pub(crate) fn identity(identity: &Identity) -> Result<(Vec<Loaded>, Option<SelfSigned>)> {
     match identity {
-        Identity::Files { cert, key } => {
-            Ok((load_certificates(cert)?, load_private_key(key)?, None))
+        Identity::Files { cert, key } => Ok((vec![Loaded::read(cert, key)?], None)),
+        Identity::ByName(pairs) => {
+            let loaded = pairs
+                .iter()
+                .map(|(cert, key)| Loaded::read(cert, key))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((loaded, None))
         }
         Identity::SelfSigned(names) => {
             let (cert, key, made) = self_signed(names)?;
-            Ok((vec![cert], key, Some(made)))
+            let loaded = Loaded {
+                chain: vec![cert],
+                key,
+                files: None,
+            };
+            Ok((vec![loaded], Some(made)))
         }
     }
 }
 
-/// A server configuration with `chain` and `key` as its certificate, and the rest of
-/// `options` (the client CA file, read now, and ALPN).
-pub(crate) fn build(
-    options: &ServerOptions,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<ServerConfig> {
+/// A server configuration with the `loaded` certificates (one, or several chosen by name)
+/// and the rest of `options` (the client CA file, read now, and ALPN).
+pub(crate) fn build(options: &ServerOptions, mut loaded: Vec<Loaded>) -> Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?;
@@ -139,9 +174,14 @@ pub(crate) fn build(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|err| identity_error(&options.identity, &err))?;
+    let mut config = if loaded.len() == 1 {
+        let Loaded { chain, key, files } = loaded.remove(0);
+        builder
+            .with_single_cert(chain, key)
+            .map_err(|err| pair_error(files.as_ref(), &err))?
+    } else {
+        builder.with_cert_resolver(Arc::new(ByName::new(loaded)?))
+    };
     config.alpn_protocols.clone_from(&options.alpn);
     Ok(config)
 }
@@ -163,18 +203,27 @@ pub(crate) fn root_store(path: &Path) -> Result<Arc<RootCertStore>> {
 
 /// Why a certificate and key were refused together, as the error on the key file.
 pub(crate) fn identity_error(identity: &Identity, err: &rustls::Error) -> Error {
-    let reason = match err {
-        rustls::Error::InconsistentKeys(_) => match identity {
-            Identity::Files { cert, .. } => {
-                format!("it does not match the certificate in {}", cert.display())
-            }
-            Identity::SelfSigned(_) => "it does not match the certificate".to_owned(),
-        },
-        other => format!("unusable: {}", super::describe(other)),
-    };
     match identity {
-        Identity::Files { key, .. } => pem::invalid(key, "TLS private key", reason),
-        Identity::SelfSigned(_) => generate_error(reason),
+        Identity::Files { cert, key } => pair_error(Some(&(cert.clone(), key.clone())), err),
+        Identity::SelfSigned(_) | Identity::ByName(_) => pair_error(None, err),
+    }
+}
+
+/// Why the certificate and key of `files` (`None`: made here) were refused together, as
+/// the error on the key file.
+pub(crate) fn pair_error(files: Option<&(PathBuf, PathBuf)>, err: &rustls::Error) -> Error {
+    let reason = match (err, files) {
+        (rustls::Error::InconsistentKeys(_), Some((cert, _))) => {
+            format!("it does not match the certificate in {}", cert.display())
+        }
+        (rustls::Error::InconsistentKeys(_), None) => {
+            "it does not match the certificate".to_owned()
+        }
+        (other, _) => format!("unusable: {}", super::describe(other)),
+    };
+    match files {
+        Some((_, key)) => pem::invalid(key, "TLS private key", reason),
+        None => generate_error(reason),
     }
 }
 

@@ -323,3 +323,71 @@ fn listen_tls_answers_s_client_both_ways() {
         listener.stderr()
     );
 }
+
+/// Several `--tls-cert`/`--tls-key` pairs: each client gets the certificate of the name it
+/// asks for (SNI), and the first one when it asks for a name none has.
+#[test]
+fn several_certificates_are_chosen_by_the_name_the_client_asks_for() {
+    let pki = Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args([
+            "--tls-cert",
+            pki.wrong_name.cert(),
+            "--tls-key",
+            pki.wrong_name.key(),
+        ]);
+    let server = Running::start(cmd, 1);
+    let asking_for = |name: &str| {
+        let mut cmd = socketkit();
+        cmd.args([
+            "connect",
+            &server.addr(),
+            "--tls-ca",
+            pki.ca(),
+            "--tls-sni",
+            name,
+        ]);
+        output_of(cmd)
+    };
+    // Each name is verified against the certificate that names it.
+    for name in ["wrong.example", "localhost", "WRONG.example"] {
+        let out = asking_for(name);
+        assert_eq!(out.code(), 0, "{name}: {}", out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "你好", "{name}");
+    }
+    // A name neither has gets the first, which does not name it.
+    let out = asking_for("other.example");
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("certificate is not valid for other.example"),
+        "{}",
+        out.stderr
+    );
+
+    // Pairs that do not pair up are a usage error.
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-cert", pki.wrong_name.cert()]);
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--tls-cert and --tls-key pair up in order: 2 certificates and 1 key"),
+        "{}",
+        out.stderr
+    );
+}
