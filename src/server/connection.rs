@@ -203,6 +203,15 @@ impl Connection {
         }
     }
 
+    /// What the connection's TLS session is (its version, SNI, ALPN, the client's
+    /// certificate), on a `tls:` listener.
+    pub fn tls_session(&self) -> Option<crate::tls::TlsSession> {
+        match &self.io {
+            Io::Tls(tls) => Some(crate::tls::TlsSession::of(tls.get_ref().1)),
+            Io::Plain(_) | Io::Handshaking => None,
+        }
+    }
+
     /// The address of the client.
     pub fn peer_addr(&self) -> &Address {
         self.meter.peer()

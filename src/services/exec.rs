@@ -4,7 +4,11 @@
 //! - The program runs without a shell (argv as given) unless [`Exec::shell`] asks for
 //!   `sh -c`.
 //! - Its environment has `SOCKETKIT_PEER_ADDR`, `SOCKETKIT_PEER_PORT`,
-//!   `SOCKETKIT_LOCAL_ADDR` and `SOCKETKIT_LOCAL_PORT` (a Unix socket gives paths and no ports).
+//!   `SOCKETKIT_LOCAL_ADDR` and `SOCKETKIT_LOCAL_PORT` (a Unix socket gives paths and no ports);
+//!   on a `tls:` listener also `SOCKETKIT_TLS_VERSION`, and `SOCKETKIT_TLS_SERVER_NAME`,
+//!   `SOCKETKIT_TLS_ALPN`, `SOCKETKIT_TLS_CLIENT_SUBJECT` and
+//!   `SOCKETKIT_TLS_CLIENT_FINGERPRINT` when the session has them (who the client is, under
+//!   mutual TLS); never inherited from the server's own environment.
 //! - Its stdin and stdout are the connection's socket itself, as inetd gives them: the
 //!   program can ask `getpeername`, half-close with `shutdown`, or be an inetd-mode server
 //!   (`socketkit serve echo --inetd`). The socket is in blocking mode, as a program expects
@@ -34,6 +38,7 @@ use tokio::process::{Child, Command};
 use crate::error::{Error, Op};
 use crate::server::{Connection, Handler, ProgramConnection};
 use crate::socket::Address;
+use crate::tls::TlsSession;
 
 /// How long a program that closed its output may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -126,11 +131,20 @@ impl Exec {
             .env("SOCKETKIT_PEER_PORT", port_of(peer))
             .env("SOCKETKIT_LOCAL_ADDR", host_of(local))
             .env("SOCKETKIT_LOCAL_PORT", port_of(local));
+        // Never inherited: a program must not take the server's own environment for what
+        // a client's handshake proved.
+        for name in TLS_VARS {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
-    fn command(&self, peer: &Address, local: &Address) -> Command {
-        let mut cmd = Command::from(self.std_command(peer, local));
+    fn command(&self, peer: &Address, local: &Address, tls: Option<&TlsSession>) -> Command {
+        let mut cmd = self.std_command(peer, local);
+        if let Some(tls) = tls {
+            set_tls_vars(&mut cmd, tls);
+        }
+        let mut cmd = Command::from(cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -202,6 +216,34 @@ impl Exec {
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout));
         Ok(command)
+    }
+}
+
+/// What a `tls:` listener tells the program of the session, in its environment.
+const TLS_VARS: [&str; 5] = [
+    "SOCKETKIT_TLS_VERSION",
+    "SOCKETKIT_TLS_SERVER_NAME",
+    "SOCKETKIT_TLS_ALPN",
+    "SOCKETKIT_TLS_CLIENT_SUBJECT",
+    "SOCKETKIT_TLS_CLIENT_FINGERPRINT",
+];
+
+/// Sets [`TLS_VARS`] from `tls`: each that the session has (a name asked for, a protocol
+/// agreed on, a client certificate).
+fn set_tls_vars(cmd: &mut std::process::Command, tls: &TlsSession) {
+    let [version, server_name, alpn, subject, fingerprint] = TLS_VARS;
+    cmd.env(version, tls.version);
+    if let Some(name) = &tls.server_name {
+        cmd.env(server_name, name);
+    }
+    if let Some(protocol) = &tls.alpn {
+        cmd.env(alpn, String::from_utf8_lossy(protocol).as_ref());
+    }
+    if let Some(client) = tls.client_subject() {
+        cmd.env(subject, client);
+    }
+    if let Some(client) = tls.client_fingerprint() {
+        cmd.env(fingerprint, client.to_string());
     }
 }
 
@@ -316,6 +358,7 @@ impl Exec {
             .command(
                 conn.peer_addr(),
                 &conn.local_addr().unwrap_or_else(|_| Address::unix("")),
+                conn.tls_session().as_ref(),
             )
             .spawn()
             .map_err(|err| self.cannot_start(err))?;

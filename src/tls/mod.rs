@@ -13,6 +13,7 @@
 //! - [`load_certificates`], [`load_private_key`]: PEM files, with reasons in words.
 //! - [`describe()`]: a TLS error as a sentence (`certificate has expired: …`).
 //! - [`Validity`]: when a server's own certificate is valid, and whether it expires soon.
+//! - [`TlsSession`]: what a client's session is (version, SNI, ALPN, its certificate).
 //!
 //! The cryptography is *ring*'s ([`provider`]): it builds with a C compiler alone, where
 //! aws-lc-rs also wants CMake or a pre-built library and takes several times longer to build.
@@ -57,6 +58,7 @@ mod fingerprint;
 mod pem;
 mod reloadable;
 mod server;
+mod session;
 mod validity;
 
 use std::sync::{Arc, OnceLock};
@@ -68,6 +70,7 @@ pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
 pub use reloadable::ReloadableServerConfig;
 pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, server_config};
+pub use session::TlsSession;
 pub use validity::{Standing, Validity};
 
 /// The rustls version socketkit is built with, for configurations made by hand.

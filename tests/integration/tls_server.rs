@@ -391,3 +391,59 @@ fn several_certificates_are_chosen_by_the_name_the_client_asks_for() {
         out.stderr
     );
 }
+
+/// `serve exec` on a mutual-TLS listener tells the program who the client is; the server's
+/// own environment cannot pass for it.
+#[test]
+fn exec_knows_the_tls_session_and_the_client_certificate() {
+    let pki = Pki::new();
+    let script = "printf '%s|%s|%s|%s\\n' \"$SOCKETKIT_TLS_VERSION\" \"$SOCKETKIT_TLS_SERVER_NAME\" \"$SOCKETKIT_TLS_CLIENT_SUBJECT\" \"$SOCKETKIT_TLS_CLIENT_FINGERPRINT\"";
+    let serve = |listen: &str, extra: &[&str]| {
+        let mut cmd = socketkit();
+        cmd.env("SOCKETKIT_TLS_CLIENT_SUBJECT", "CN=forged")
+            .args(["serve", "exec", "-l", listen])
+            .args(extra)
+            .args(["--", "sh", "-c", script]);
+        Running::start(cmd, 1)
+    };
+    let server = serve(
+        "tls:127.0.0.1:0",
+        &[
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+            "--tls-client-ca",
+            pki.ca(),
+        ],
+    );
+    let mut cmd = socketkit();
+    cmd.args(["connect", &server.addr(), "--tls-ca", pki.ca()])
+        .args(["--tls-sni", "localhost"])
+        .args([
+            "--tls-cert",
+            pki.client.cert(),
+            "--tls-key",
+            pki.client.key(),
+        ]);
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let client = socketkit::tls::load_certificates(&pki.client.cert).expect("the client's");
+    let fingerprint = socketkit::tls::Fingerprint::of(client[0].as_ref());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("TLSv1.3|localhost|CN=client|{fingerprint}\n")
+    );
+
+    // Without TLS the variables are not there, whatever the server's environment holds.
+    let plain = serve("127.0.0.1:0", &[]);
+    let mut cmd = socketkit();
+    cmd.args(["connect", &plain.addr()]);
+    let out = output_of(cmd);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "|||\n",
+        "{}",
+        out.stderr
+    );
+}
