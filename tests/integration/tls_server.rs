@@ -231,7 +231,7 @@ fn forward_terminating_tls_passes_close_notify_on_as_a_half_close() {
 }
 
 #[test]
-fn curl_fetches_through_forward_terminating_tls() {
+fn curl_fetches_through_forward_terminating_tls_for_two_sites() {
     let pki = Pki::new();
     if !tools::available("curl") || !tools::available("python3") {
         return;
@@ -261,23 +261,38 @@ fn curl_fetches_through_forward_terminating_tls() {
             "--tls-key",
             pki.server.key(),
         ])
+        // A second site on the same listener, chosen by the name curl asks for.
+        .args([
+            "--tls-cert",
+            pki.wrong_name.cert(),
+            "--tls-key",
+            pki.wrong_name.key(),
+        ])
         .args(["--tls-alpn", "http/1.1"]);
     let relay = Running::start(cmd, 1);
-    let mut curl = command(Path::new("curl"));
-    curl.args([
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "10",
-        "--cacert",
-        pki.ca(),
-    ])
-    .arg("--resolve")
-    .arg(format!("localhost:{}:127.0.0.1", relay.port()))
-    .arg(format!("https://localhost:{}/hello.txt", relay.port()));
-    let out = output_of(curl);
-    assert_eq!(out.code(), 0, "{}\nrelay:\n{}", out.stderr, relay.stderr());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over https\n");
+    for host in ["localhost", "wrong.example"] {
+        let mut curl = command(Path::new("curl"));
+        curl.args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--cacert",
+            pki.ca(),
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", relay.port()))
+        .arg(format!("https://{host}:{}/hello.txt", relay.port()));
+        let out = output_of(curl);
+        assert_eq!(
+            out.code(),
+            0,
+            "{host}: {}\nrelay:\n{}",
+            out.stderr,
+            relay.stderr()
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over https\n");
+    }
 }
 
 #[test]
