@@ -15,9 +15,9 @@ use x509_cert::der::Decode;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
+use super::chain::{Loaded, pair_error};
 use super::pem;
 use super::provider;
-use super::server::{Loaded, pair_error};
 use crate::error::Result;
 
 /// Certificates by name, and the one for every other client.

@@ -52,6 +52,7 @@
 //! ```
 
 mod by_name;
+mod chain;
 mod client;
 mod describe;
 mod fingerprint;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use super::server::{Identity, Loaded, SelfSigned, ServerOptions, build, identity};
+use super::chain::Loaded;
+use super::server::{Identity, SelfSigned, ServerOptions, build, identity};
 use super::validity::Validity;
 use crate::error::Result;
 

@@ -9,8 +9,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
 use super::by_name::ByName;
+use super::chain::{Loaded, generate_error, pair_error};
 use super::fingerprint::Fingerprint;
-use super::pem::{self, load_ca_certificates, load_certificates, load_private_key};
+use super::pem::{self, load_ca_certificates};
 use super::provider;
 use crate::error::{Error, Op, Result};
 
@@ -32,35 +33,6 @@ pub enum Identity {
     /// covering one label); the first is for clients that ask for no name or one that none
     /// of them has. Each certificate after the first must name a host.
     ByName(Vec<(PathBuf, PathBuf)>),
-}
-
-/// A certificate chain and its key, loaded (or made).
-#[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) chain: Vec<CertificateDer<'static>>,
-    pub(crate) key: PrivateKeyDer<'static>,
-    /// The certificate and key files it came from (`None`: made on the spot).
-    pub(crate) files: Option<(PathBuf, PathBuf)>,
-}
-
-impl Loaded {
-    /// The same chain and key, for a configuration built again.
-    pub(crate) fn duplicate(&self) -> Loaded {
-        Loaded {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-            files: self.files.clone(),
-        }
-    }
-
-    /// Reads a certificate chain and its key.
-    fn read(cert: &Path, key: &Path) -> Result<Loaded> {
-        Ok(Loaded {
-            chain: load_certificates(cert)?,
-            key: load_private_key(key)?,
-            files: Some((cert.to_owned(), key.to_owned())),
-        })
-    }
 }
 
 /// What a TLS server is made of.
@@ -209,34 +181,9 @@ pub(crate) fn identity_error(identity: &Identity, err: &rustls::Error) -> Error 
     }
 }
 
-/// Why the certificate and key of `files` (`None`: made here) were refused together, as
-/// the error on the key file.
-pub(crate) fn pair_error(files: Option<&(PathBuf, PathBuf)>, err: &rustls::Error) -> Error {
-    let reason = match (err, files) {
-        (rustls::Error::InconsistentKeys(_), Some((cert, _))) => {
-            format!("it does not match the certificate in {}", cert.display())
-        }
-        (rustls::Error::InconsistentKeys(_), None) => {
-            "it does not match the certificate".to_owned()
-        }
-        (other, _) => format!("unusable: {}", super::describe(other)),
-    };
-    match files {
-        Some((_, key)) => pem::invalid(key, "TLS private key", reason),
-        None => generate_error(reason),
-    }
-}
-
 fn config_error(err: rustls::Error) -> Error {
     let reason = std::io::Error::other(super::describe(&err));
     Error::without_target(Op::Load("TLS configuration"), reason)
-}
-
-fn generate_error(reason: String) -> Error {
-    Error::without_target(
-        Op::Generate("a self-signed TLS certificate"),
-        std::io::Error::other(reason),
-    )
 }
 
 /// A self-signed ECDSA P-256 certificate for `names`.
