@@ -22,6 +22,12 @@ fn live_pair(pki: &Pki) -> Pair {
     }
 }
 
+/// Sends `process` SIGHUP and waits for it to say `said`.
+fn hangup(process: &Running, said: impl AsRef<str>) {
+    process.signal(libc::SIGHUP);
+    process.wait_for_stderr(&[said.as_ref()], RELOADED);
+}
+
 /// Puts `pair` where `live` is, as a renewal does.
 fn install(pair: &Pair, live: &Pair) {
     std::fs::copy(&pair.cert, &live.cert).expect("copy the certificate");
@@ -69,14 +75,13 @@ fn sighup_puts_a_renewed_certificate_in_force_and_keeps_sessions_and_broken_file
 
     // Renewed: the trusted certificate takes the next handshakes.
     install(&pki.server, &live);
-    server.signal(libc::SIGHUP);
-    server.wait_for_stderr(
-        &[&format!(
+    hangup(
+        &server,
+        format!(
             "TLS certificate reloaded: {} and {}",
             live.cert(),
             live.key()
-        )],
-        RELOADED,
+        ),
     );
     let out = connect(&addr, &["--tls-ca", pki.ca()], b"renewed\n");
     assert_eq!(out.code(), 0, "{}", out.stderr);
@@ -93,14 +98,13 @@ fn sighup_puts_a_renewed_certificate_in_force_and_keeps_sessions_and_broken_file
 
     // Half a renewal (a key that is not the certificate's) keeps the renewed pair in force.
     std::fs::copy(&pki.client.key, &live.key).expect("copy the wrong key");
-    server.signal(libc::SIGHUP);
-    server.wait_for_stderr(
-        &[&format!(
+    hangup(
+        &server,
+        format!(
             "TLS certificate not reloaded, the old one stays: cannot load TLS private key {}: it does not match the certificate in {}",
             live.key(),
             live.cert()
-        )],
-        RELOADED,
+        ),
     );
     let out = connect(&addr, &["--tls-ca", pki.ca()], b"kept\n");
     assert_eq!(out.code(), 0, "{}", out.stderr);
@@ -140,14 +144,13 @@ fn forward_reloads_its_client_ca_on_sighup() {
 
     // The client CA is replaced by one that signed nobody's certificate.
     std::fs::copy(pki.namesake_ca(), client_ca).expect("replace the CA");
-    relay.signal(libc::SIGHUP);
-    relay.wait_for_stderr(
-        &[&format!(
+    hangup(
+        &relay,
+        format!(
             "TLS certificate reloaded: {} and {}, client CAs from {client_ca}",
             pki.server.cert(),
             pki.server.key()
-        )],
-        RELOADED,
+        ),
     );
     let out = connect(&relay.addr(), &with_client_cert, b"");
     assert_ne!(out.code(), 0, "{}", out.stderr);
@@ -191,8 +194,7 @@ fn an_expired_certificate_is_served_with_a_warning_and_its_expiry_is_a_metric() 
 
     // Renewed: the metric follows the certificate in force.
     install(&pki.server, &live);
-    server.signal(libc::SIGHUP);
-    server.wait_for_stderr(&["TLS certificate reloaded: "], RELOADED);
+    hangup(&server, "TLS certificate reloaded: ");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -243,15 +245,14 @@ fn forward_reloads_the_client_certificate_it_shows_its_target_on_sighup() {
     );
 
     install(&pki.client, &live);
-    relay.signal(libc::SIGHUP);
-    relay.wait_for_stderr(
-        &[&format!(
+    hangup(
+        &relay,
+        format!(
             "target TLS reloaded: CAs from {}, client certificate {} and {}",
             pki.ca(),
             live.cert(),
             live.key()
-        )],
-        RELOADED,
+        ),
     );
     let out = through();
     assert_eq!(
@@ -263,8 +264,7 @@ fn forward_reloads_the_client_certificate_it_shows_its_target_on_sighup() {
 
     // A certificate file that no longer reads keeps the one in force.
     std::fs::write(&live.cert, "renewal in progress\n").expect("write");
-    relay.signal(libc::SIGHUP);
-    relay.wait_for_stderr(&["target TLS not reloaded, the old one stays: "], RELOADED);
+    hangup(&relay, "target TLS not reloaded, the old one stays: ");
     let out = through();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
