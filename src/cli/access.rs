@@ -176,7 +176,9 @@ impl Access {
                 }
                 let Some(control) = &control else {
                     if hooks.0.is_empty() {
-                        tracing::info!("SIGHUP: no rules to reload (no --allow or --deny)");
+                        tracing::info!(
+                            "SIGHUP: nothing to reload (no access rules, no TLS certificate files)"
+                        );
                     }
                     continue;
                 };
