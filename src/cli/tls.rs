@@ -36,6 +36,10 @@ pub(crate) struct TlsServerArgs {
     /// tls: listeners: require a client certificate signed by a CA in FILE (mutual TLS).
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_client_ca: Option<PathBuf>,
+    /// tls: listeners, with --tls-client-ca: admit clients without a certificate too (one
+    /// that is sent must still be signed by the CA).
+    #[arg(long, requires = "tls_client_ca")]
+    pub(crate) tls_client_optional: bool,
     /// tls: listeners: close a connection whose handshake has not finished in this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = super::values::duration())]
@@ -220,6 +224,7 @@ pub(crate) fn server(
     let options = ServerOptions {
         identity,
         client_ca: args.tls_client_ca.clone(),
+        client_cert_optional: args.tls_client_optional,
         alpn: protocols(alpn)?,
     };
     let handshake_timeout = args.tls_handshake_timeout;

@@ -43,6 +43,10 @@ pub struct ServerOptions {
     /// With a file of CA certificates, every client must present a certificate signed by
     /// one of them (mutual TLS).
     pub client_ca: Option<PathBuf>,
+    /// With [`ServerOptions::client_ca`]: a client may also present no certificate (one it
+    /// presents must still be signed by a CA of the file), for services that serve
+    /// anonymous clients and tell authenticated ones apart.
+    pub client_cert_optional: bool,
     /// Application protocols (ALPN) the server accepts, in order of preference; a client
     /// that offers ALPN but none of these is refused.
     pub alpn: Vec<Vec<u8>>,
@@ -54,6 +58,7 @@ impl ServerOptions {
         ServerOptions {
             identity,
             client_ca: None,
+            client_cert_optional: false,
             alpn: Vec::new(),
         }
     }
@@ -137,11 +142,14 @@ pub(crate) fn build(options: &ServerOptions, mut loaded: Vec<Loaded>) -> Result<
     let builder = match &options.client_ca {
         Some(path) => {
             let roots = root_store(path)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
-                .build()
-                .map_err(|err| {
-                    pem::invalid(path, "TLS CA certificates", format!("unusable: {err}"))
-                })?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let verifier = match options.client_cert_optional {
+                true => verifier.allow_unauthenticated(),
+                false => verifier,
+            };
+            let verifier = verifier.build().map_err(|err| {
+                pem::invalid(path, "TLS CA certificates", format!("unusable: {err}"))
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

@@ -462,3 +462,55 @@ fn exec_knows_the_tls_session_and_the_client_certificate() {
         out.stderr
     );
 }
+
+/// `--tls-client-optional`: a client without a certificate is admitted as anonymous, one
+/// with a certificate from the CA is named, and one with another certificate is refused.
+#[test]
+fn optional_client_certificates_admit_anonymous_clients_and_name_the_others() {
+    let pki = Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-client-ca", pki.ca(), "--tls-client-optional"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "printf '[%s]\\n' \"$SOCKETKIT_TLS_CLIENT_SUBJECT\"",
+        ]);
+    let server = Running::start(cmd, 1);
+    let client = |pair: Option<&Pair>| {
+        let mut cmd = socketkit();
+        cmd.args(["connect", &server.addr(), "--tls-ca", pki.ca()]);
+        if let Some(pair) = pair {
+            cmd.args(["--tls-cert", pair.cert(), "--tls-key", pair.key()]);
+        }
+        output_of(cmd)
+    };
+    let anonymous = client(None);
+    assert_eq!(
+        String::from_utf8_lossy(&anonymous.stdout),
+        "[]\n",
+        "{}",
+        anonymous.stderr
+    );
+    let named = client(Some(&pki.client));
+    assert_eq!(
+        String::from_utf8_lossy(&named.stdout),
+        "[CN=client]\n",
+        "{}",
+        named.stderr
+    );
+    let stranger = client(Some(&pki.stranger));
+    assert_ne!(stranger.code(), 0, "{}", stranger.stderr);
+    assert!(
+        stranger.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&stranger.stdout)
+    );
+}

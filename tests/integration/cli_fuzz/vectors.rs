@@ -90,11 +90,12 @@ pub const ACCESS: [(&str, Kind); 8] = [
 /// values leave TLS out, since these files are refused and a TLS option with no `tls:`
 /// endpoint is too. Files are ones that exist but
 /// hold no PEM, or none at all; `--tls-self-signed` is the way to a working listener.
-pub const TLS_SERVER: [(&str, Kind); 6] = [
+pub const TLS_SERVER: [(&str, Kind); 7] = [
     ("--tls-cert", Kind::InFile),
     ("--tls-key", Kind::InFile),
     ("--tls-self-signed", Kind::Flag),
     ("--tls-client-ca", Kind::InFile),
+    ("--tls-client-optional", Kind::Flag),
     ("--tls-handshake-timeout", span(false, true)),
     ("--tls-alpn", Kind::Word(&["h2", "http/1.1", "", "x"])),
 ];
