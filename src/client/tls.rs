@@ -134,6 +134,7 @@ pub fn bridge_tls(
                     let tls = within(timeout, connector.connect(host, tcp))
                         .await
                         .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
+                    tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
                     run(tls, fd, sending, output, output_gone, &options, &peer).await
                 }
                 Handshake::Server { config, timeout } => {
@@ -143,6 +144,7 @@ pub fn bridge_tls(
                     })
                     .await
                     .map_err(|err| peer.error(Op::Handshake, err))?;
+                    tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
                     run(tls, fd, sending, output, output_gone, &options, &peer).await
                 }
             }

@@ -13,7 +13,8 @@
 //! - [`load_certificates`], [`load_private_key`]: PEM files, with reasons in words.
 //! - [`describe()`]: a TLS error as a sentence (`certificate has expired: …`).
 //! - [`Validity`]: when a server's own certificate is valid, and whether it expires soon.
-//! - [`TlsSession`]: what a client's session is (version, SNI, ALPN, its certificate).
+//! - [`TlsSession`]: what a client's session is (version, SNI, ALPN, its certificate);
+//!   [`summary()`]: a session in one line for a log.
 //!
 //! The cryptography is *ring*'s ([`provider`]): it builds with a C compiler alone, where
 //! aws-lc-rs also wants CMake or a pre-built library and takes several times longer to build.
@@ -71,7 +72,7 @@ pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
 pub use reloadable::ReloadableServerConfig;
 pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, server_config};
-pub use session::TlsSession;
+pub use session::{TlsSession, summary};
 pub use validity::{Standing, Validity};
 
 /// The rustls version socketkit is built with, for configurations made by hand.

@@ -1,13 +1,15 @@
-//! What an established server-side TLS session is, for a handler that wants to know who its
-//! client is: the protocol version, the name the client asked for (SNI), the application
-//! protocol (ALPN), and the client's certificate under mutual TLS, with its subject (RFC
-//! 4514, read with `x509-cert`) and fingerprint.
+//! What an established TLS session is: for a server's handler that wants to know who its
+//! client is (the protocol version, the name the client asked for, the application
+//! protocol, and the client's certificate under mutual TLS, with its subject in RFC 4514
+//! form, read with `x509-cert`, and its fingerprint), and as one line for a log on either
+//! side ([`summary`], what `connect -v` and `listen -v` print).
 
 use rustls::pki_types::CertificateDer;
 use x509_cert::Certificate;
 use x509_cert::der::Decode;
 
 use super::fingerprint::Fingerprint;
+use super::validity::Validity;
 
 /// An established TLS session, as a server sees it.
 #[derive(Debug, Clone)]
@@ -54,4 +56,56 @@ impl TlsSession {
             .as_ref()
             .map(|der| Fingerprint::of(der.as_ref()))
     }
+}
+
+/// One line on an established session, for a log: version and cipher suite, the
+/// application protocol, and the peer's certificate (subject, issuer, end of validity,
+/// fingerprint) if it sent one.
+///
+/// `TLSv1.3 TLS13_AES_256_GCM_SHA384, ALPN h2; certificate CN=localhost issued by
+/// CN=Example CA, valid until 2027-01-04T21:23:35Z, SHA-256 AB:CD:…`
+pub fn summary(session: &rustls::CommonState) -> String {
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLSv1.3",
+    };
+    let mut line = version.to_owned();
+    if let Some(suite) = session.negotiated_cipher_suite() {
+        line.push(' ');
+        line.push_str(
+            suite
+                .suite()
+                .as_str()
+                .unwrap_or("(an unnamed cipher suite)"),
+        );
+    }
+    if let Some(alpn) = session.alpn_protocol() {
+        line.push_str(", ALPN ");
+        line.push_str(&String::from_utf8_lossy(alpn));
+    }
+    match session.peer_certificates().and_then(|chain| chain.first()) {
+        Some(cert) => {
+            line.push_str("; certificate ");
+            line.push_str(&certificate_summary(cert));
+        }
+        None => line.push_str("; no certificate from the peer"),
+    }
+    line
+}
+
+/// A certificate in a few words: subject, issuer, end of validity, fingerprint.
+fn certificate_summary(der: &CertificateDer<'_>) -> String {
+    let fingerprint = Fingerprint::of(der.as_ref());
+    let Ok(cert) = Certificate::from_der(der.as_ref()) else {
+        return format!("(not X.509 that parses), SHA-256 {fingerprint}");
+    };
+    let tbs = cert.tbs_certificate();
+    let until = Validity::of(der)
+        .map(|validity| humantime::format_rfc3339_seconds(validity.not_after).to_string())
+        .unwrap_or_default();
+    format!(
+        "{} issued by {}, valid until {until}, SHA-256 {fingerprint}",
+        tbs.subject(),
+        tbs.issuer()
+    )
 }

@@ -487,3 +487,44 @@ fn a_pinned_fingerprint_accepts_that_certificate_and_no_other() {
         "invalid fingerprint '12:34' for --tls-fingerprint: a SHA-256 fingerprint is 32 bytes",
     );
 }
+
+/// `connect -v` says what the session is: version, cipher suite, ALPN, and the server's
+/// certificate (subject, issuer, end, fingerprint), as `ncat -v` and `s_client` do.
+#[test]
+fn connect_verbose_describes_the_session_and_the_servers_certificate() {
+    let pki = Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-alpn", "x-test"]);
+    let server = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    cmd.args(["connect", "-v", &server.addr(), "--tls-ca", pki.ca()])
+        .args(["--tls-alpn", "x-test"]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "你好",
+        "{}",
+        out.stderr
+    );
+    let served = socketkit::tls::load_certificates(&pki.server.cert).expect("the server's");
+    let fingerprint = socketkit::tls::Fingerprint::of(served[0].as_ref());
+    let said = out
+        .stderr
+        .lines()
+        .find(|line| line.contains("tls: TLSv1.3 TLS13_"))
+        .unwrap_or_else(|| panic!("no session line in:\n{}", out.stderr));
+    assert!(
+        said.contains(
+            ", ALPN x-test; certificate CN=server issued by CN=socketkit test CA, valid until "
+        ),
+        "{said}"
+    );
+    assert!(said.ends_with(&format!("SHA-256 {fingerprint}")), "{said}");
+}
