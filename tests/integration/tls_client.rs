@@ -493,16 +493,7 @@ fn a_pinned_fingerprint_accepts_that_certificate_and_no_other() {
 #[test]
 fn connect_verbose_describes_the_session_and_the_servers_certificate() {
     let pki = Pki::new();
-    let mut cmd = socketkit();
-    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
-        .args(["--tls-alpn", "x-test"]);
-    let server = Running::start(cmd, 1);
+    let server = super::tls_server::serve_tls("greeting", &pki.server, &["--tls-alpn", "x-test"]);
     let mut cmd = socketkit();
     cmd.args(["connect", "-v", &server.addr(), "--tls-ca", pki.ca()])
         .args(["--tls-alpn", "x-test"]);

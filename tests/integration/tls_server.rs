@@ -344,21 +344,13 @@ fn listen_tls_answers_s_client_both_ways() {
 #[test]
 fn several_certificates_are_chosen_by_the_name_the_client_asks_for() {
     let pki = Pki::new();
-    let mut cmd = socketkit();
-    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
-        .args([
-            "--tls-cert",
-            pki.wrong_name.cert(),
-            "--tls-key",
-            pki.wrong_name.key(),
-        ]);
-    let server = Running::start(cmd, 1);
+    let second = [
+        "--tls-cert",
+        pki.wrong_name.cert(),
+        "--tls-key",
+        pki.wrong_name.key(),
+    ];
+    let server = serve_tls("greeting", &pki.server, &second);
     let asking_for = |name: &str| {
         let mut cmd = socketkit();
         cmd.args([
@@ -468,22 +460,13 @@ fn exec_knows_the_tls_session_and_the_client_certificate() {
 #[test]
 fn optional_client_certificates_admit_anonymous_clients_and_name_the_others() {
     let pki = Pki::new();
-    let mut cmd = socketkit();
-    cmd.args(["serve", "exec", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
-        .args(["--tls-client-ca", pki.ca(), "--tls-client-optional"])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "printf '[%s]\\n' \"$SOCKETKIT_TLS_CLIENT_SUBJECT\"",
-        ]);
-    let server = Running::start(cmd, 1);
+    let script = "printf '[%s]\\n' \"$SOCKETKIT_TLS_CLIENT_SUBJECT\"";
+    let optional = ["--tls-client-ca", pki.ca(), "--tls-client-optional"];
+    let server = serve_tls(
+        "exec",
+        &pki.server,
+        &[&optional[..], &["--", "sh", "-c", script]].concat(),
+    );
     let client = |pair: Option<&Pair>| {
         let mut cmd = socketkit();
         cmd.args(["connect", &server.addr(), "--tls-ca", pki.ca()]);
