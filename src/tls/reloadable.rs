@@ -46,21 +46,31 @@ pub struct ReloadableServerConfig {
     current: ArcSwap<InForce>,
 }
 
-/// The configuration in force, and its certificates' validity, in order.
+/// The configuration in force, and its certificates, in order: each named by its file (or
+/// `self-signed`) with its validity.
 #[derive(Debug)]
 struct InForce {
     config: Arc<ServerConfig>,
-    validities: Vec<Option<Validity>>,
+    certificates: Vec<(String, Option<Validity>)>,
 }
 
 impl InForce {
     fn new(options: &ServerOptions, loaded: Vec<Loaded>) -> Result<InForce> {
-        let validities = loaded
+        let certificates = loaded
             .iter()
-            .map(|one| one.chain.first().and_then(Validity::of))
+            .map(|one| {
+                let name = match &one.files {
+                    Some((cert, _)) => cert.display().to_string(),
+                    None => "self-signed".to_owned(),
+                };
+                (name, one.chain.first().and_then(Validity::of))
+            })
             .collect();
         let config = Arc::new(build(options, loaded)?);
-        Ok(InForce { config, validities })
+        Ok(InForce {
+            config,
+            certificates,
+        })
     }
 }
 
@@ -97,27 +107,10 @@ impl ReloadableServerConfig {
         Arc::clone(&self.current.load().config)
     }
 
-    /// When the (first) certificate in force is valid (`None` if it does not parse as
-    /// X.509).
-    pub fn validity(&self) -> Option<Validity> {
-        self.current.load().validities.first().copied().flatten()
-    }
-
     /// Each certificate in force, named by its file (or `self-signed`), with when it is
     /// valid (`None` if it does not parse as X.509).
     pub fn certificates(&self) -> Vec<(String, Option<Validity>)> {
-        let names: Vec<String> = match &self.options.identity {
-            Identity::Files { cert, .. } => vec![cert.display().to_string()],
-            Identity::ByName(pairs) => pairs
-                .iter()
-                .map(|(cert, _)| cert.display().to_string())
-                .collect(),
-            Identity::SelfSigned(_) => vec!["self-signed".to_owned()],
-        };
-        names
-            .into_iter()
-            .zip(self.current.load().validities.iter().copied())
-            .collect()
+        self.current.load().certificates.clone()
     }
 
     /// For [`Identity::SelfSigned`]: the certificate that was made (a reload keeps it).

@@ -27,12 +27,8 @@ pub struct TlsSession {
 impl TlsSession {
     /// What `session` is.
     pub fn of(session: &rustls::ServerConnection) -> TlsSession {
-        let version = match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "TLSv1.3",
-        };
         TlsSession {
-            version,
+            version: version_name(session),
             server_name: session.server_name().map(str::to_owned),
             alpn: session.alpn_protocol().map(<[u8]>::to_vec),
             client_certificate: session
@@ -65,11 +61,7 @@ impl TlsSession {
 /// `TLSv1.3 TLS13_AES_256_GCM_SHA384, ALPN h2; certificate CN=localhost issued by
 /// CN=Example CA, valid until 2027-01-04T21:23:35Z, SHA-256 AB:CD:…`
 pub fn summary(session: &rustls::CommonState) -> String {
-    let version = match session.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "TLSv1.3",
-    };
-    let mut line = version.to_owned();
+    let mut line = version_name(session).to_owned();
     if let Some(suite) = session.negotiated_cipher_suite() {
         line.push(' ');
         line.push_str(
@@ -93,6 +85,15 @@ pub fn summary(session: &rustls::CommonState) -> String {
     line
 }
 
+/// The protocol version of an established session, as OpenSSL names it (rustls speaks
+/// only these two).
+fn version_name(session: &rustls::CommonState) -> &'static str {
+    match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLSv1.3",
+    }
+}
+
 /// A certificate in a few words: subject, issuer, end of validity, fingerprint.
 fn certificate_summary(der: &CertificateDer<'_>) -> String {
     let fingerprint = Fingerprint::of(der.as_ref());
@@ -100,9 +101,7 @@ fn certificate_summary(der: &CertificateDer<'_>) -> String {
         return format!("(not X.509 that parses), SHA-256 {fingerprint}");
     };
     let tbs = cert.tbs_certificate();
-    let until = Validity::of(der)
-        .map(|validity| humantime::format_rfc3339_seconds(validity.not_after).to_string())
-        .unwrap_or_default();
+    let until = humantime::format_rfc3339_seconds(Validity::of_parsed(&cert).not_after);
     format!(
         "{} issued by {}, valid until {until}, SHA-256 {fingerprint}",
         tbs.subject(),

@@ -49,11 +49,16 @@ impl Validity {
     /// ```
     pub fn of(der: &CertificateDer<'_>) -> Option<Validity> {
         let cert = Certificate::from_der(der.as_ref()).ok()?;
+        Some(Validity::of_parsed(&cert))
+    }
+
+    /// The validity of a certificate already parsed.
+    pub(crate) fn of_parsed(cert: &Certificate) -> Validity {
         let validity = cert.tbs_certificate().validity();
-        Some(Validity {
+        Validity {
             not_before: SystemTime::UNIX_EPOCH + validity.not_before.to_unix_duration(),
             not_after: SystemTime::UNIX_EPOCH + validity.not_after.to_unix_duration(),
-        })
+        }
     }
 
     /// How it stands at `now`.
