@@ -81,13 +81,25 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         }
     }
     let (target, rest) = targets(&args, given)?;
+    let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
+    let routes = sni_routes(&args.sni_route, &endpoints)?;
+    if !routes.is_empty()
+        && endpoints.iter().any(|l| !matches!(l, Endpoint::Tls(_)))
+        && let Some(tls) =
+            (std::iter::once(&target).chain(&rest)).find(|t| matches!(t, Endpoint::Tls(_)))
+    {
+        return Err(CliError::Usage(format!(
+            "--to {tls}: a plain listener with --sni-route passes the client's TLS through to \
+             every target, so none can be tls: (TLS inside TLS); name it tcp:"
+        )));
+    }
     // The connector serves every tls: target; its options apply if any target is one.
     let tls_target = std::iter::once(&target)
         .chain(&rest)
+        .chain(routes.iter().map(|(_, target)| target))
         .find(|t| matches!(t, Endpoint::Tls(_)))
         .unwrap_or(&target);
     let target_tls = tls::target_tls(&args.to_tls, identity, &args.tls_alpn, tls_target, false)?;
-    let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let listener_tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(
         &args.tls_alpn,
@@ -138,16 +150,25 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         }
         None => relay,
     };
-    let what = match relay.through() {
-        Some(proxy) => format!(
-            "forward to {} through {proxy}",
-            described_targets(relay.targets().iter(), relay.balancing())
-        ),
-        None => format!(
-            "forward to {}",
-            described_targets(relay.targets().iter(), relay.balancing())
-        ),
-    };
+    let relay = routes
+        .into_iter()
+        .try_fold(relay, |relay, (name, target)| {
+            let route = format!("{name}={target}");
+            relay
+                .route_name(&name, target)
+                .map_err(|err| CliError::Usage(format!("invalid --sni-route '{route}': {err}")))
+        })?
+        .name_wait(args.tls.tls_handshake_timeout);
+    let mut what = format!(
+        "forward to {}",
+        described_targets(relay.targets().iter(), relay.balancing())
+    );
+    for (name, target) in relay.name_routes() {
+        what.push_str(&format!("; SNI {name} to {target}"));
+    }
+    if let Some(proxy) = relay.through() {
+        what.push_str(&format!(" through {proxy}"));
+    }
     serve(&args, listeners, listener_tls, managed, &what, |prepared| {
         let relay = match prepared.metrics() {
             Some(metrics) => relay.metrics(metrics),
@@ -232,6 +253,35 @@ pub(crate) fn targets(
         target(first)?,
         rest.iter().map(target).collect::<Result<_, _>>()?,
     ))
+}
+
+/// The `--sni-route NAME=ENDPOINT`s, each checked. A route from a plain listener passes
+/// the client's TLS handshake through, so its target cannot be `tls:` (TLS inside TLS).
+fn sni_routes(
+    routes: &[String],
+    listeners: &[Endpoint],
+) -> Result<Vec<(String, Endpoint)>, CliError> {
+    let plain = listeners.iter().any(|l| !matches!(l, Endpoint::Tls(_)));
+    routes
+        .iter()
+        .map(|route| {
+            let Some((name, target)) = route.split_once('=') else {
+                return Err(CliError::Usage(format!(
+                    "invalid --sni-route '{route}': expected NAME=ENDPOINT (as in \
+                     shop.example.com=127.0.0.1:8443)"
+                )));
+            };
+            let target = resolve::target("forward --sni-route", target)?;
+            if plain && matches!(target, Endpoint::Tls(_)) {
+                return Err(CliError::Usage(format!(
+                    "invalid --sni-route '{route}': a plain listener passes the client's TLS \
+                     through to the target, so the target cannot be tls: (TLS inside TLS); \
+                     name it tcp:"
+                )));
+            }
+            Ok((name.to_owned(), target))
+        })
+        .collect()
 }
 
 /// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin),

@@ -25,6 +25,13 @@ pub(crate) struct ForwardArgs {
     /// SIGHUP it is read again and its targets take the clients that come next.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "socks"])]
     pub(crate) to_file: Option<std::path::PathBuf>,
+    /// Relay the clients whose TLS handshake asks for the server name NAME (SNI) to
+    /// ENDPOINT instead (repeatable; NAME may be *.DOMAIN, any one label). On a plain
+    /// listener TLS passes through: the target gets the client's handshake and answers with
+    /// its own certificate. Clients that ask for no name, or for one no route has, go to
+    /// --to.
+    #[arg(long, value_name = "NAME=ENDPOINT")]
+    pub(crate) sni_route: Vec<String>,
     /// With several --to: round-robin (each client to the next target), first (the first
     /// target that is up; the others are its backups), least-conn (the target with the
     /// fewest relayed connections open) or source (the target the client's address hashes
@@ -57,7 +64,7 @@ pub(crate) struct ForwardArgs {
     pub(crate) check_rise: Option<u32>,
     /// Be a SOCKS5 (and SOCKS4/4a) proxy instead of relaying to --to: each client names its
     /// own target (as ssh -D serves). Who may use it is --allow/--deny and where it listens.
-    #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy"])]
+    #[arg(long, conflicts_with_all = ["to", "send_proxy", "proxy", "sni_route"])]
     pub(crate) socks: bool,
     /// With --socks: ask every client for a user name and password listed in FILE, one
     /// USER:PASSWORD a line; read again on SIGHUP.

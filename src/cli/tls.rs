@@ -40,7 +40,8 @@ pub(crate) struct TlsServerArgs {
     /// that is sent must still be signed by the CA).
     #[arg(long, requires = "tls_client_ca")]
     pub(crate) tls_client_optional: bool,
-    /// tls: listeners: close a connection whose handshake has not finished in this long.
+    /// tls: listeners: close a connection whose handshake has not finished in this long
+    /// (with forward --sni-route, also how long a plain listener waits for the ClientHello).
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = super::values::duration())]
     pub(crate) tls_handshake_timeout: std::time::Duration,

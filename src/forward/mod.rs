@@ -23,6 +23,9 @@
 //! on to the next ([`targets`] has the rules); [`Forward::check_every`] adds health checks,
 //! connections or ([`Forward::check_http`]) HTTP requests.
 //!
+//! With [`Forward::route_name`], clients are routed by the server name their TLS handshake
+//! asks for (SNI), the handshake itself passed through to the target ([`by_name`]).
+//!
 //! [`Forward::proxy`] reaches the target through a SOCKS5 or HTTP proxy; [`socks`] is the
 //! other way round, a SOCKS5 proxy whose clients each name their target, relayed the same
 //! way.
@@ -33,6 +36,7 @@
 //! are encrypted in user space); its close_notify and the half-close of the other side map
 //! onto each other.
 
+mod by_name;
 mod checks;
 pub mod datagram;
 mod dial;
@@ -48,8 +52,9 @@ use crate::client::proxy::Proxy;
 use crate::endpoint::{Endpoint, Host};
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, Version};
-use crate::tls::{ClientOptions, Connector, client_config};
+use crate::tls::{ClientOptions, Connector, InvalidServerName, check_server_name, client_config};
 
+use by_name::NameRoutes;
 use dial::Dialer;
 use targets::Targets;
 pub use targets::{Balance, MAX_TARGETS, Reloaded};
@@ -77,6 +82,9 @@ pub struct Forward {
     /// Consecutive checks that take a target back, and that take it out.
     check_rise: u32,
     check_fall: u32,
+    /// Targets by the server name clients ask for ([`Forward::route_name`]); shared, as
+    /// the targets are.
+    names: Option<Arc<NameRoutes>>,
 }
 
 /// A target that a stream relay cannot use.
@@ -106,6 +114,20 @@ pub enum UnsupportedTarget {
         "cannot forward to {0}: the relay started with no tls: target, so it has no TLS settings for one"
     )]
     TlsAdded(Endpoint),
+}
+
+/// A route by server name that [`Forward::route_name`] cannot add.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRoute {
+    /// Not a name a client can ask for.
+    #[error(transparent)]
+    Name(#[from] InvalidServerName),
+    /// The name has a route already.
+    #[error("the server name {0} has a route already")]
+    Taken(String),
+    /// The target cannot be relayed to.
+    #[error(transparent)]
+    Target(#[from] UnsupportedTarget),
 }
 
 /// A path [`Forward::check_http`] cannot ask for.
@@ -155,6 +177,7 @@ impl Forward {
             check_http: None,
             check_rise: 1,
             check_fall: 1,
+            names: None,
         })
     }
 
@@ -175,7 +198,9 @@ impl Forward {
     /// assert!(relay.proxy(proxy).is_ok());
     /// ```
     pub fn proxy(mut self, proxy: Proxy) -> Result<Forward, UnsupportedTarget> {
-        if let Some(target) = self.targets().into_iter().find(|t| !proxy_carries(t)) {
+        let routed = self.name_routes().into_iter().map(|(_, target)| target);
+        if let Some(target) = (self.targets().into_iter().chain(routed)).find(|t| !proxy_carries(t))
+        {
             return Err(UnsupportedTarget::ThroughProxy(target));
         }
         self.dial.proxy = Some(Arc::new(proxy));
@@ -210,16 +235,87 @@ impl Forward {
     /// ```
     pub fn or(mut self, target: Endpoint) -> Result<Forward, UnsupportedTarget> {
         let target = self.reachable(target)?;
-        if matches!(target, Endpoint::Tls(_)) && self.dial.tls.is_none() {
-            let config =
-                client_config(&ClientOptions::default()).map_err(UnsupportedTarget::Tls)?;
-            self.dial.tls = Some(Connector::new(config));
-        }
+        self.connector_for(&target)?;
         if Arc::make_mut(&mut self.targets).push(target.clone()) {
             Ok(self)
         } else {
             Err(UnsupportedTarget::TooMany(target))
         }
+    }
+
+    /// Sends the clients that ask for the server name `pattern` (SNI, in their TLS
+    /// handshake) to `target` instead of the relay's targets, which keep the clients that
+    /// ask for no name or for one no route has. `pattern` is a DNS name, or `*.` and a name
+    /// for any one label in front of it (`*.example.com`: `shop.example.com`, not
+    /// `example.com`); case does not count, and an exact name wins over a wildcard.
+    ///
+    /// On a plain listener the relay does not terminate TLS: it reads the client's
+    /// ClientHello (within [`Forward::name_wait`]), and the target gets it and the rest of
+    /// the handshake as the client sent them, so it answers with its own certificate; a
+    /// client whose first bytes are not a ClientHello is reset. On a `tls:` listener the
+    /// name is the terminated session's.
+    ///
+    /// The route's target has the relay's connect timeout, proxy, PROXY header and TLS
+    /// settings, and its own failure mark; health checks ([`Forward::check_every`]) check
+    /// the relay's targets only.
+    ///
+    /// # Errors
+    ///
+    /// A pattern no client can ask for, one that has a route already, or a target
+    /// [`Forward::or`] would refuse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// let relay = Forward::new("127.0.0.1:8443".parse().unwrap())
+    ///     .unwrap()
+    ///     .route_name("shop.example.com", "127.0.0.1:9443".parse().unwrap())
+    ///     .and_then(|relay| relay.route_name("*.example.org", "127.0.0.1:9444".parse().unwrap()))
+    ///     .unwrap();
+    /// assert_eq!(relay.name_routes().len(), 2);
+    /// assert!(relay.clone().route_name("SHOP.example.com", "127.0.0.1:1".parse().unwrap()).is_err());
+    /// assert!(relay.route_name("10.0.0.1", "127.0.0.1:1".parse().unwrap()).is_err());
+    /// ```
+    pub fn route_name(mut self, pattern: &str, target: Endpoint) -> Result<Forward, InvalidRoute> {
+        check_server_name(pattern)?;
+        let target = self.reachable(target)?;
+        self.connector_for(&target)?;
+        let mut targets = targets::Targets::one(target);
+        if let Some(metrics) = self.targets.metrics() {
+            targets.set_metrics(Arc::clone(metrics));
+        }
+        let names = self
+            .names
+            .get_or_insert_with(|| Arc::new(NameRoutes::new()));
+        if Arc::make_mut(names).insert(pattern, targets) {
+            Ok(self)
+        } else {
+            Err(InvalidRoute::Taken(pattern.to_ascii_lowercase()))
+        }
+    }
+
+    /// How long a client on a plain listener may take to send its ClientHello when the
+    /// relay routes by name ([`Forward::route_name`]); ten seconds unless told. One that
+    /// takes longer is reset.
+    pub fn name_wait(mut self, wait: Duration) -> Forward {
+        if let Some(names) = &mut self.names {
+            Arc::make_mut(names).wait = wait;
+        }
+        self
+    }
+
+    /// The routes by server name, sorted by name: each pattern and its target.
+    pub fn name_routes(&self) -> Vec<(String, Endpoint)> {
+        let Some(names) = &self.names else {
+            return Vec::new();
+        };
+        (names.routes().into_iter())
+            .flat_map(|(pattern, targets)| {
+                let pattern = pattern.clone();
+                (targets.endpoints().into_iter()).map(move |target| (pattern.clone(), target))
+            })
+            .collect()
     }
 
     /// How clients are spread over several targets ([`Forward::or`]).
@@ -235,6 +331,9 @@ impl Forward {
     /// (`socketkit_forward_target_active`). The server's own families (bytes, durations)
     /// count the client side, as for any handler.
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Forward {
+        if let Some(names) = &mut self.names {
+            Arc::make_mut(names).set_metrics(&metrics);
+        }
         Arc::make_mut(&mut self.targets).set_metrics(metrics);
         self
     }
@@ -425,6 +524,17 @@ impl Forward {
             }
             None => false,
         }
+    }
+
+    /// Makes the connector of the `tls:` targets if `target` is the first: verifying
+    /// against the system's CA store.
+    fn connector_for(&mut self, target: &Endpoint) -> Result<(), UnsupportedTarget> {
+        if matches!(target, Endpoint::Tls(_)) && self.dial.tls.is_none() {
+            let config =
+                client_config(&ClientOptions::default()).map_err(UnsupportedTarget::Tls)?;
+            self.dial.tls = Some(Connector::new(config));
+        }
+        Ok(())
     }
 
     /// `target`, if this relay can connect to it: a stream target with a host, and one its

@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::io;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::net::{self, Stream};
 use crate::proxy_protocol;
 use crate::server::{Connection, Handler};
@@ -20,7 +22,22 @@ impl Handler for Forward {
 }
 
 impl Forward {
-    async fn relay(&self, client: Connection) -> io::Result<()> {
+    async fn relay(&self, mut client: Connection) -> io::Result<()> {
+        let route = match &self.names {
+            Some(names) => match names.route(&mut client).await {
+                Ok(route) => Some(route),
+                Err(err) => {
+                    tracing::warn!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
+                    client.reset_on_close();
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        let (targets, hello) = match &route {
+            Some(route) => (route.targets.unwrap_or(&self.targets), &route.hello[..]),
+            None => (&*self.targets, &[][..]),
+        };
         let header = self.send_proxy.map(|version| {
             proxy_protocol::encode(
                 version,
@@ -28,7 +45,7 @@ impl Forward {
                 client.local_addr().ok().and_then(|at| at.as_socket_addr()),
             )
         });
-        let order = self.targets.order(client.peer_addr().ip());
+        let order = targets.order(client.peer_addr().ip());
         let mut left = order.len();
         for target in order {
             left -= 1;
@@ -39,10 +56,10 @@ impl Forward {
                     target.succeeded();
                     // The order's reference moves into the guard: no count to add.
                     let _open = target.open();
-                    return relay_to(client, upstream).await;
+                    return relay_to(client, upstream, hello).await;
                 }
                 Err(err) => {
-                    self.targets.failed(&target);
+                    targets.failed(&target);
                     let through = self.dial.through();
                     let next = if left > 0 {
                         "trying the next target"
@@ -78,17 +95,29 @@ impl Forward {
 ///   segment. (256 KiB chunks cost 0.32 one way, but hold echo traffic back.)
 pub(super) const CHUNK: usize = 32 * 1024;
 
-/// Relays `client` and `upstream` until both directions have ended, or one side fails.
-pub(super) async fn relay_to(mut client: Connection, mut upstream: Upstream) -> io::Result<()> {
+/// Relays `client` and `upstream` until both directions have ended, or one side fails;
+/// `first` (what was read from the client to choose the target) goes to the target before
+/// the rest.
+pub(super) async fn relay_to(
+    mut client: Connection,
+    mut upstream: Upstream,
+    first: &[u8],
+) -> io::Result<()> {
     // A relay passes on writes as they come; holding a partial segment back for an ACK
     // (Nagle) would only add a round trip the sender did not ask for.
     if let Some(stream) = client.stream() {
         stream.set_nodelay()?;
     }
-    let result = match &mut upstream {
-        Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
-        Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
-    };
+    let result = async {
+        if !first.is_empty() {
+            upstream.write_first(first).await?;
+        }
+        match &mut upstream {
+            Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
+            Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
+        }
+    }
+    .await;
     if let Err(err) = &result
         && !net::is_idle_timeout(err)
     {
@@ -110,6 +139,14 @@ pub(crate) enum Upstream {
 }
 
 impl Upstream {
+    /// Sends `bytes` before the relay starts.
+    async fn write_first(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Upstream::Plain(stream) => stream.write_all(bytes).await,
+            Upstream::Tls(tls) => tls.write_all(bytes).await,
+        }
+    }
+
     /// Makes the close a reset (see [`Stream::reset_on_close`]).
     fn reset_on_close(&self) {
         match self {

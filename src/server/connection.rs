@@ -203,6 +203,15 @@ impl Connection {
         }
     }
 
+    /// The server name the client asked for in its TLS handshake (SNI), on a `tls:`
+    /// listener.
+    pub fn server_name(&self) -> Option<&str> {
+        match &self.io {
+            Io::Tls(tls) => tls.get_ref().1.server_name(),
+            Io::Plain(_) | Io::Handshaking => None,
+        }
+    }
+
     /// What the connection's TLS session is (its version, SNI, ALPN, the client's
     /// certificate), on a `tls:` listener.
     pub fn tls_session(&self) -> Option<crate::tls::TlsSession> {

@@ -4,7 +4,6 @@
 //! answers clients that ask for no name, or for one no certificate has (as a web server's
 //! default host does).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -16,6 +15,7 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
 use super::chain::{Loaded, pair_error};
+use super::names::ServerNames;
 use super::pem;
 use super::provider;
 use crate::error::Result;
@@ -24,10 +24,7 @@ use crate::error::Result;
 #[derive(Debug)]
 pub(crate) struct ByName {
     default: Arc<CertifiedKey>,
-    /// Exact names, lower case.
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// Wildcard names by the part after `*.`, lower case.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    names: ServerNames<Arc<CertifiedKey>>,
 }
 
 impl ByName {
@@ -40,7 +37,7 @@ impl ByName {
     /// names no host (no client could ask for it).
     pub(crate) fn new(loaded: Vec<Loaded>) -> Result<ByName> {
         let mut default = None;
-        let (mut exact, mut wildcard) = (HashMap::new(), HashMap::new());
+        let mut by_name = ServerNames::default();
         for Loaded { chain, key, files } in loaded {
             let names = chain.first().map(dns_names).unwrap_or_default();
             if default.is_some()
@@ -54,11 +51,7 @@ impl ByName {
                 .map_err(|err| pair_error(files.as_ref(), &err))?;
             let certified = Arc::new(certified);
             for name in names {
-                match name.strip_prefix("*.") {
-                    Some(parent) => wildcard.entry(parent.to_owned()),
-                    None => exact.entry(name),
-                }
-                .or_insert_with(|| Arc::clone(&certified));
+                by_name.insert(&name, Arc::clone(&certified));
             }
             default.get_or_insert(certified);
         }
@@ -70,21 +63,13 @@ impl ByName {
         })?;
         Ok(ByName {
             default,
-            exact,
-            wildcard,
+            names: by_name,
         })
     }
 
     /// The certificate for a client that asked for `name` (`None`: for no name).
     fn choose(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
-        let Some(name) = name.map(str::to_ascii_lowercase) else {
-            return &self.default;
-        };
-        if let Some(found) = self.exact.get(&name) {
-            return found;
-        }
-        name.split_once('.')
-            .and_then(|(_, parent)| self.wildcard.get(parent))
+        name.and_then(|name| self.names.get(name))
             .unwrap_or(&self.default)
     }
 }

@@ -15,6 +15,9 @@
 //! - [`Validity`]: when a server's own certificate is valid, and whether it expires soon.
 //! - [`TlsSession`]: what a client's session is (version, SNI, ALPN, its certificate);
 //!   [`summary()`]: a session in one line for a log.
+//! - [`read_client_hello`]: a client's ClientHello and the name it asks for, read off a
+//!   connection that is relayed, not terminated (routing by SNI); [`check_server_name`]:
+//!   whether a name (or a `*.` wildcard) is one a client can ask for.
 //!
 //! The cryptography is *ring*'s ([`provider`]): it builds with a C compiler alone, where
 //! aws-lc-rs also wants CMake or a pre-built library and takes several times longer to build.
@@ -57,6 +60,8 @@ mod chain;
 mod client;
 mod describe;
 mod fingerprint;
+mod hello;
+mod names;
 mod pem;
 mod reloadable;
 mod server;
@@ -69,6 +74,9 @@ pub use client::{ClientOptions, Connector, client_config};
 pub use describe::describe;
 pub(crate) use describe::{TRUNCATED, handshake_failure, in_words};
 pub use fingerprint::{Fingerprint, NotAFingerprint};
+pub use hello::{ClientHello, ClientHelloError, MAX_CLIENT_HELLO, read_client_hello};
+pub(crate) use names::ServerNames;
+pub use names::{InvalidServerName, check_server_name};
 pub use pem::{load_ca_certificates, load_certificates, load_private_key};
 pub use reloadable::ReloadableServerConfig;
 pub use server::{Identity, SelfSigned, ServerOptions, ServerTls, server_config};

@@ -122,6 +122,8 @@ mod server_unix;
 mod service_exec;
 /// Every built-in service, per RFC, over TCP, UDP and Unix sockets.
 mod services;
+/// `forward --sni-route`: TLS clients relayed by the server name they ask for.
+mod sni_route;
 /// `socketkit::socket`: the BSD layer over TCP v4/v6, UDP, Unix stream and datagram.
 mod socket;
 /// TLS clients (connect, forward --to) against OpenSSL, socat and Python servers.

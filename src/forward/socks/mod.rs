@@ -278,7 +278,7 @@ async fn serve(
     };
     answer(&mut client, version, 0, bound).await?;
     tracing::debug!(peer = %client.peer_addr(), "socks: relaying to {target}");
-    relay_to(client, Upstream::Plain(upstream)).await
+    relay_to(client, Upstream::Plain(upstream), &[]).await
 }
 
 /// A connection to the first of `target`'s addresses (a name resolved here) that `rules`

@@ -172,6 +172,11 @@ impl Targets {
         self.metrics = Some(metrics);
     }
 
+    /// The metrics the targets are counted into, if any.
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// The targets in the order they were given.
     pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
         self.list

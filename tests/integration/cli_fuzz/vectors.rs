@@ -182,9 +182,23 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 17] = [
+pub const FORWARD: [(&str, Kind); 18] = [
     ("--to", Kind::Target { streams: true }),
     ("--to-file", Kind::InFile),
+    (
+        "--sni-route",
+        Kind::Word(&[
+            "shop.example.com=127.0.0.1:9",
+            "*.example.com=unix:/tmp/x",
+            "*.=127.0.0.1:9",
+            "10.0.0.1=127.0.0.1:9",
+            "a.test=tls:127.0.0.1:9",
+            "a.test=udp:127.0.0.1:9",
+            "a.test",
+            "=",
+            "",
+        ]),
+    ),
     (
         "--balance",
         Kind::Word(&[
