@@ -9,11 +9,106 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::server::Connection;
-use crate::tls::{ClientHelloError, ServerNames, read_client_hello};
+use crate::tls::{
+    ClientHelloError, InvalidServerName, ServerNames, check_server_name, read_client_hello,
+};
 
 use super::targets::Targets;
+use super::{Forward, UnsupportedTarget};
+
+/// A route by server name that [`Forward::route_name`] cannot add.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRoute {
+    /// Not a name a client can ask for.
+    #[error(transparent)]
+    Name(#[from] InvalidServerName),
+    /// The name has a route already.
+    #[error("the server name {0} has a route already")]
+    Taken(String),
+    /// The target cannot be relayed to.
+    #[error(transparent)]
+    Target(#[from] UnsupportedTarget),
+}
+
+impl Forward {
+    /// Sends the clients that ask for the server name `pattern` (SNI, in their TLS
+    /// handshake) to `target` instead of the relay's targets, which keep the clients that
+    /// ask for no name or for one no route has. `pattern` is a DNS name, or `*.` and a name
+    /// for any one label in front of it (`*.example.com`: `shop.example.com`, not
+    /// `example.com`); case does not count, and an exact name wins over a wildcard.
+    ///
+    /// On a plain listener the relay does not terminate TLS: it reads the client's
+    /// ClientHello (within [`Forward::name_wait`]), and the target gets it and the rest of
+    /// the handshake as the client sent them, so it answers with its own certificate; a
+    /// client whose first bytes are not a ClientHello is reset. On a `tls:` listener the
+    /// name is the terminated session's.
+    ///
+    /// The route's target has the relay's connect timeout, proxy, PROXY header and TLS
+    /// settings, and its own failure mark; health checks ([`Forward::check_every`]) check
+    /// the relay's targets only.
+    ///
+    /// # Errors
+    ///
+    /// A pattern no client can ask for, one that has a route already, or a target
+    /// [`Forward::or`] would refuse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// let relay = Forward::new("127.0.0.1:8443".parse().unwrap())
+    ///     .unwrap()
+    ///     .route_name("shop.example.com", "127.0.0.1:9443".parse().unwrap())
+    ///     .and_then(|relay| relay.route_name("*.example.org", "127.0.0.1:9444".parse().unwrap()))
+    ///     .unwrap();
+    /// assert_eq!(relay.name_routes().len(), 2);
+    /// assert!(relay.clone().route_name("SHOP.example.com", "127.0.0.1:1".parse().unwrap()).is_err());
+    /// assert!(relay.route_name("10.0.0.1", "127.0.0.1:1".parse().unwrap()).is_err());
+    /// ```
+    pub fn route_name(mut self, pattern: &str, target: Endpoint) -> Result<Forward, InvalidRoute> {
+        check_server_name(pattern)?;
+        let target = self.reachable(target)?;
+        self.connector_for(&target)?;
+        let mut targets = Targets::one(target);
+        if let Some(metrics) = self.targets.metrics() {
+            targets.set_metrics(Arc::clone(metrics));
+        }
+        let names = self
+            .names
+            .get_or_insert_with(|| Arc::new(NameRoutes::new()));
+        if Arc::make_mut(names).insert(pattern, targets) {
+            Ok(self)
+        } else {
+            Err(InvalidRoute::Taken(pattern.to_ascii_lowercase()))
+        }
+    }
+
+    /// How long a client on a plain listener may take to send its ClientHello when the
+    /// relay routes by name ([`Forward::route_name`]); ten seconds unless told. One that
+    /// takes longer is reset.
+    pub fn name_wait(mut self, wait: Duration) -> Forward {
+        if let Some(names) = &mut self.names {
+            Arc::make_mut(names).wait = wait;
+        }
+        self
+    }
+
+    /// The routes by server name, sorted by name: each pattern and its target.
+    pub fn name_routes(&self) -> Vec<(String, Endpoint)> {
+        let Some(names) = &self.names else {
+            return Vec::new();
+        };
+        (names.routes().into_iter())
+            .flat_map(|(pattern, targets)| {
+                let pattern = pattern.clone();
+                (targets.endpoints().into_iter()).map(move |target| (pattern.clone(), target))
+            })
+            .collect()
+    }
+}
 
 /// The routes of a relay, by name.
 #[derive(Debug, Clone)]
