@@ -89,7 +89,8 @@ pub(crate) struct ForwardArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) timeout: Duration,
-    /// Start each connection to the target with a PROXY protocol header naming the client.
+    /// Start each connection to the target with a PROXY protocol header naming the client
+    /// (v2 also carries the client's TLS server name, ALPN and certificate CN as TLVs).
     #[arg(long, value_enum, value_name = "VERSION")]
     pub(crate) send_proxy: Option<ProxyVersion>,
     /// Reach the target through a proxy, as connect's option does: socks5://HOST[:PORT],

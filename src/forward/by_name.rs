@@ -124,6 +124,8 @@ pub(crate) struct NameRoutes {
 pub(crate) struct Route<'a> {
     pub(crate) targets: Option<&'a Targets>,
     pub(crate) hello: Vec<u8>,
+    /// The name the client asked for.
+    pub(crate) name: Option<String>,
 }
 
 impl NameRoutes {
@@ -183,7 +185,11 @@ impl NameRoutes {
         };
         let asked = name.as_deref().unwrap_or("(none)");
         tracing::trace!(peer = %client.peer_addr(), "server name {asked}: {to}");
-        Ok(Route { targets, hello })
+        Ok(Route {
+            targets,
+            hello,
+            name,
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::io;
 use tokio::io::AsyncWriteExt;
 
 use crate::net::{self, Stream};
-use crate::proxy_protocol;
+use crate::proxy_protocol::{self, Tls, Tlvs, Version};
 use crate::server::{Connection, Handler};
 
 use super::{Forward, splice};
@@ -39,10 +39,15 @@ impl Forward {
             None => (&*self.targets, &[][..]),
         };
         let header = self.send_proxy.map(|version| {
-            proxy_protocol::encode(
+            let tlvs = match version {
+                Version::V2 => session_tlvs(&client, route.as_ref().and_then(|r| r.name.clone())),
+                Version::V1 => Tlvs::default(),
+            };
+            proxy_protocol::encode_with(
                 version,
                 client.peer_addr().as_socket_addr(),
                 client.local_addr().ok().and_then(|at| at.as_socket_addr()),
+                &tlvs,
             )
         });
         let order = targets.order(client.peer_addr().ip());
@@ -78,6 +83,28 @@ impl Forward {
         // had nothing to say.
         client.reset_on_close();
         Ok(())
+    }
+}
+
+/// What a PROXY v2 header tells the target of the client's TLS beyond its address: the
+/// session the relay terminated (server name, ALPN, version, the client certificate's
+/// common name), or the server name a passed-through ClientHello asked for (`name`).
+fn session_tlvs(client: &Connection, name: Option<String>) -> Tlvs {
+    let Some(session) = client.tls_session() else {
+        return Tlvs {
+            authority: name,
+            ..Tlvs::default()
+        };
+    };
+    let client_cn = session.client_common_name();
+    Tlvs {
+        authority: session.server_name,
+        alpn: session.alpn,
+        tls: Some(Tls {
+            version: session.version.to_owned(),
+            client_verified: session.client_certificate.is_some(),
+            client_cn,
+        }),
     }
 }
 

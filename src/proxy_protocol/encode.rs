@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{V2_SIGNATURE, Version};
+use super::{Tlvs, V2_SIGNATURE, Version};
 
 /// The header `version` writes for a connection from `source` to `destination`; when either
 /// is not an IP socket address (a Unix socket client), the header that says "no address"
@@ -30,6 +30,34 @@ pub fn encode(
         // Command LOCAL, family and transport UNSPEC, no address block.
         (Version::V2, None) => [&V2_SIGNATURE[..], &[0x20, 0x00, 0, 0]].concat(),
     }
+}
+
+/// As [`encode`], and a v2 header carries `tlvs` after its addresses (a v1 header has no
+/// room for them, and goes without).
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::proxy_protocol::{Tlvs, Version, encode_with, v2_tlvs};
+/// let tlvs = Tlvs { authority: Some("shop.example.com".into()), ..Tlvs::default() };
+/// let header = encode_with(Version::V2, "192.0.2.1:5000".parse().ok(), "192.0.2.2:443".parse().ok(), &tlvs);
+/// assert_eq!(v2_tlvs(&header), Some(tlvs));
+/// ```
+pub fn encode_with(
+    version: Version,
+    source: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+    tlvs: &Tlvs,
+) -> Vec<u8> {
+    let mut header = encode(version, source, destination);
+    if version == Version::V2 && !tlvs.is_empty() {
+        header.extend_from_slice(&tlvs.to_bytes());
+        // The length counts what follows the 16-byte preamble; TLVs this module writes stay
+        // far below 64 KiB (names, a protocol, a version).
+        let body = u16::try_from(header.len() - 16).unwrap_or(u16::MAX);
+        header[14..16].copy_from_slice(&body.to_be_bytes());
+    }
+    header
 }
 
 /// A v1 (text) header for a connection from `source` to `destination`. Mixed families (an

@@ -4,17 +4,20 @@
 //! [`parse()`] reads a header from the start of a buffer and says how many bytes it took, or
 //! that more are needed, without ever looking past the header's end: the bytes after it are
 //! the service's. [`encode()`] (or [`encode_v1`] and [`encode_v2`]) writes headers for
-//! `forward --send-proxy`. [`read_header`] takes a header off a blocking socket (`listen`).
+//! `forward --send-proxy`; [`encode_with`] adds the TLVs of [`Tlvs`] (server name, ALPN,
+//! the client's TLS session), which [`v2_tlvs`] reads back. [`read_header`] takes a header off a blocking socket (`listen`).
 //! The specification is HAProxy's `doc/proxy-protocol.txt`.
 
 mod encode;
 mod gather;
 mod parse;
 mod read;
+mod tlv;
 
-pub use encode::{encode, encode_v1, encode_v2};
-pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse};
+pub use encode::{encode, encode_v1, encode_v2, encode_with};
+pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse, v2_tlvs};
 pub use read::read_header;
+pub use tlv::{Tls, Tlvs};
 
 pub(crate) use gather::{Gather, Seen};
 

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{Parsed, ProxyError, ProxyHeader, V2_SIGNATURE};
+use super::{Parsed, ProxyError, ProxyHeader, Tlvs, V2_SIGNATURE};
 
 /// The longest v1 header the specification allows, CR LF included.
 pub const MAX_V1_LEN: usize = 107;
@@ -13,6 +13,9 @@ pub const MAX_V1_LEN: usize = 107;
 pub const MAX_V2_LEN: usize = 2048;
 
 const V1_PREFIX: &[u8; 6] = b"PROXY ";
+
+/// A v2 header's fixed part: signature, version and command, family, length.
+const PREAMBLE: usize = 16;
 
 /// Parses a PROXY header (v1 or v2) at the start of `bytes`.
 ///
@@ -115,7 +118,6 @@ fn v1_port(text: &str) -> Result<u16, ProxyError> {
 }
 
 fn parse_v2(bytes: &[u8]) -> Result<Parsed, ProxyError> {
-    const PREAMBLE: usize = 16;
     if bytes.len() < PREAMBLE {
         // Check what is there already, so garbage fails as soon as it shows.
         if let Some(&version_command) = bytes.get(12) {
@@ -154,6 +156,25 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, ProxyError> {
         _ => ProxyHeader::Local,
     };
     Ok(Parsed::Complete { header, len })
+}
+
+/// The TLVs of the complete v2 header at the start of `bytes` ([`Tlvs`]: the server name,
+/// ALPN and TLS session a proxy passed on); `None` when it is not one.
+pub fn v2_tlvs(bytes: &[u8]) -> Option<Tlvs> {
+    if !bytes.starts_with(V2_SIGNATURE) {
+        return None;
+    }
+    let Ok(Parsed::Complete { len, .. }) = parse(bytes) else {
+        return None;
+    };
+    let body = bytes.get(PREAMBLE..len)?;
+    let skip = match bytes[13] >> 4 {
+        0x1 => 12,
+        0x2 => 36,
+        0x3 => 216,
+        _ => 0,
+    };
+    Tlvs::parse(body.get(skip..)?)
 }
 
 /// Whether the command is LOCAL (true) or PROXY (false), after checking the version is 2.

@@ -46,6 +46,15 @@ impl TlsSession {
         Some(cert.tbs_certificate().subject().to_string())
     }
 
+    /// The common name (CN) of the client certificate's subject, if it sent one that has
+    /// one (the name HAProxy passes on in a PROXY v2 `PP2_SUBTYPE_SSL_CN`).
+    pub fn client_common_name(&self) -> Option<String> {
+        let der = self.client_certificate.as_ref()?;
+        let cert = Certificate::from_der(der.as_ref()).ok()?;
+        let name = cert.tbs_certificate().subject().common_name().ok()??;
+        Some(name.into())
+    }
+
     /// The SHA-256 fingerprint of the client's certificate, if it sent one.
     pub fn client_fingerprint(&self) -> Option<Fingerprint> {
         self.client_certificate

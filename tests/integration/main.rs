@@ -109,6 +109,8 @@ mod proxy_listen;
 /// The PROXY protocol through the binary: curl's and HAProxy's headers, ours into
 /// HAProxy, and the refusals.
 mod proxy_protocol;
+/// `forward --send-proxy v2`: the client's TLS session told to the target in TLVs.
+mod proxy_tlvs;
 /// Blocking handlers on the server's thread pool: the drain, the idle limit.
 mod server_blocking;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.

@@ -1,0 +1,175 @@
+//! `forward --send-proxy v2` tells the target what the relay knows of the client's TLS:
+//! the server name it asked for, the protocol agreed on, the version and the client
+//! certificate's common name (PROXY v2 TLVs, as HAProxy's `send-proxy-v2-ssl-cn`), read by
+//! a target of the test's own and by a real HAProxy (`fc_pp_authority`).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use socketkit::proxy_protocol::{Parsed, Tls, Tlvs, parse, v2_tlvs};
+
+use crate::support::certs::Pki;
+use crate::support::haproxy::HaProxy;
+use crate::support::net::{IO_TIMEOUT, free_port};
+use crate::support::process::{Running, command, socketkit};
+use crate::support::tools;
+use crate::tls_server::output_of;
+
+/// A target that takes one connection, reads its PROXY header and answers `ok`; returns its
+/// address and, once joined, the header's TLVs and the bytes after the header it had read.
+fn target() -> (String, std::thread::JoinHandle<(Tlvs, Vec<u8>)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let serving = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("a connection");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let len = loop {
+            let n = stream.read(&mut chunk).expect("the header");
+            assert!(n > 0, "closed within the header: {got:?}");
+            got.extend_from_slice(&chunk[..n]);
+            match parse(&got).expect("a PROXY header") {
+                Parsed::Complete { len, .. } => break len,
+                Parsed::Incomplete => {}
+            }
+        };
+        let tlvs = v2_tlvs(&got).expect("TLVs that walk");
+        stream.write_all(b"ok\n").expect("answered");
+        (tlvs, got[len..].to_vec())
+    });
+    (addr, serving)
+}
+
+#[test]
+fn a_terminated_session_is_described_to_the_target() {
+    let pki = Pki::new();
+    let (to, serving) = target();
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "tls:127.0.0.1:0",
+        "--to",
+        &to,
+        "--send-proxy",
+        "v2",
+    ])
+    .args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ])
+    .args(["--tls-client-ca", pki.ca(), "--tls-alpn", "h2", "--tls-alpn", "http/1.1"]);
+    let relay = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    cmd.args(["connect", &format!("tls:localhost:{}", relay.port())])
+        .args(["--tls-ca", pki.ca(), "--tls-alpn", "h2"])
+        .args([
+            "--tls-cert",
+            pki.client.cert(),
+            "--tls-key",
+            pki.client.key(),
+        ]);
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 0, "{}\nrelay:\n{}", out.stderr, relay.stderr());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let (tlvs, _) = serving.join().expect("the target");
+    assert_eq!(
+        tlvs,
+        Tlvs {
+            authority: Some("localhost".into()),
+            alpn: Some(b"h2".to_vec()),
+            tls: Some(Tls {
+                version: "TLSv1.3".into(),
+                client_verified: true,
+                client_cn: Some("client".into()),
+            }),
+        }
+    );
+}
+
+#[test]
+fn a_passed_through_hello_gives_its_name_and_follows_the_header() {
+    let pki = Pki::new();
+    let (to, serving) = target();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", "127.0.0.1:9"])
+        .args([
+            "--sni-route",
+            &format!("localhost={to}"),
+            "--send-proxy",
+            "v2",
+        ]);
+    let relay = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    // The target answers in the clear, so the client's handshake never ends: it is cut.
+    cmd.args(["connect", &format!("tls:localhost:{}", relay.port())])
+        .args(["--tls-ca", pki.ca()]);
+    let _ = output_of(cmd);
+    let (tlvs, after) = serving.join().expect("the target");
+    assert_eq!(tlvs.authority.as_deref(), Some("localhost"), "{tlvs:?}");
+    assert_eq!(tlvs.tls, None, "the relay did not terminate TLS");
+    assert_eq!(
+        after.first(),
+        Some(&0x16),
+        "the ClientHello follows the header"
+    );
+}
+
+#[test]
+fn haproxy_reads_the_server_name_from_the_header() {
+    let pki = Pki::new();
+    let front = free_port();
+    let config = format!(
+        "defaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind 127.0.0.1:{front} accept-proxy\n  \
+         http-request return status 200 content-type text/plain lf-string \"authority=%[fc_pp_authority]\\n\"\n"
+    );
+    let Some(_haproxy) = HaProxy::start(&config, &[front]) else {
+        return;
+    };
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0", "--send-proxy", "v2"])
+        .args(["--to", &format!("127.0.0.1:{front}")])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-cert", pki.wrong_name.cert()])
+        .args(["--tls-key", pki.wrong_name.key()]);
+    let relay = Running::start(cmd, 1);
+    if !tools::available("curl") {
+        return;
+    }
+    for host in ["localhost", "wrong.example"] {
+        let mut curl = command(Path::new("curl"));
+        curl.args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--cacert",
+            pki.ca(),
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", relay.port()))
+        .arg(format!("https://{host}:{}/", relay.port()));
+        let out = output_of(curl);
+        assert_eq!(
+            out.code(),
+            0,
+            "{host}: {}\nrelay:\n{}",
+            out.stderr,
+            relay.stderr()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("authority={host}\n")
+        );
+    }
+}
