@@ -6,6 +6,13 @@
 * stunnel                                     (accept TLS, connect BACKEND)
 * HAProxy, mode tcp, bind ... ssl crt ...     (accept TLS, connect BACKEND)
 
+and, with `--modes sni`, TLS passed through by server name to a backend that terminates it
+(`socketkit serve greeting -l tls:`):
+
+* socketkit forward -l ... --sni-route localhost=BACKEND   (the ClientHello read, routed)
+* socketkit forward -l ... --to BACKEND                     (the same relay, no routing)
+* HAProxy, mode tcp, req_ssl_sni                            (inspect-delay, use_backend)
+
 all with the same ECDSA P-256 certificate, under the same load: `socketkit bench tls:...`
 with full handshakes (no resumption), `--mode greeting` for handshakes/s (BACKEND: the C
 greet_epoll of ../shared/bench, or `socketkit serve greeting`) and `--mode echo` for MB/s
@@ -20,6 +27,7 @@ stunnel4, haproxy). Everything runs on 127.0.0.1 and every wait is bounded.
 
     bench/tls_bench.py                         # 3 rounds of 5 s per contender and mode
     bench/tls_bench.py --rounds 1 --duration 1 # a quick check that it works
+    bench/tls_bench.py --modes sni             # routing by SNI without terminating
 """
 import argparse
 import json
@@ -100,6 +108,31 @@ backend plain
     return path
 
 
+def haproxy_sni_config(directory, backend_port):
+    path = os.path.join(directory, f"haproxy-sni-{backend_port}.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+    maxconn 4000
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend passthrough
+    bind 127.0.0.1:@PORT@
+    tcp-request inspect-delay 5s
+    tcp-request content accept if {{ req_ssl_hello_type 1 }}
+    use_backend named if {{ req_ssl_sni -i localhost }}
+    default_backend other
+backend named
+    server backend 127.0.0.1:{backend_port}
+backend other
+    server backend 127.0.0.1:{backend_port}
+""")
+    return path
+
+
 # Starts COMMAND... CONFIG with @PORT@ in the config replaced by the server's port (benchlib
 # picks the port and fills {port} in the command line, not in files).
 WITH_PORT = 'f="$2.$1"; sed "s/@PORT@/$1/" "$2" > "$f" && shift 2 && exec "$@" "$f"'
@@ -112,6 +145,16 @@ def with_config(template, *command):
 def contenders(mode, backend_port, certs, scratch):
     """name -> argv (with {port}), for every terminator whose program is installed."""
     tls = ["--tls-cert", certs["cert"], "--tls-key", certs["key"]]
+    if mode == "sni":
+        relay = [SOCKETKIT, "forward", "-q", "--workers", "1", "-l", "127.0.0.1:{port}",
+                 "--to", f"127.0.0.1:{backend_port}"]
+        found = {"socketkit forward --sni-route": [*relay, "--sni-route", f"localhost=127.0.0.1:{backend_port}"],
+                 "socketkit forward, no routing": relay}
+        if shutil.which("haproxy"):
+            found["haproxy"] = with_config(haproxy_sni_config(scratch, backend_port), "haproxy", "-db", "-f")
+        else:
+            benchlib.log("skipping HAProxy: not installed (apt install haproxy)")
+        return found
     service = "greeting" if mode == "greeting" else "echo"
     found = {
         "socketkit forward": [SOCKETKIT, "forward", "-q", "--workers", "1", "-l", "tls:127.0.0.1:{port}",
@@ -139,11 +182,12 @@ def bench(port, mode, certs, args, load_cpu):
     # --insecure-load skips the load's certificate-chain check (the handshake signature is
     # still verified), so that the load, not the server, is less often the limit.
     trust = ["--tls-insecure"] if args.insecure_load else ["--tls-ca", certs["ca"]]
-    argv = [SOCKETKIT, "bench", f"tls:127.0.0.1:{port}", "--mode", mode, "--json", "-q",
+    argv = [SOCKETKIT, "bench", f"tls:127.0.0.1:{port}", "--mode", "echo" if mode == "echo" else "greeting",
+            "--json", "-q",
             *trust, "--tls-sni", "localhost",
             "-d", f"{round(args.duration * 1000)}ms", "--warmup", f"{round(args.warmup * 1000)}ms",
             "--timeout", "5s", "--threads", str(args.load_threads)]
-    if mode == "greeting":
+    if mode in ("greeting", "sni"):
         argv += ["-c", str(args.conc), "--expect-hex", GREETING_HEX]
     else:
         argv += ["-c", str(args.echo_conc), "--size", "16384", "--window", "65536"]
@@ -166,7 +210,7 @@ def one_round(name, argv, mode, certs, args, cpus):
            "errors": errors, "cpu_s": round(cpu, 3)}
     # CPU of the whole measured span (warm-up included), per unit of the measured work.
     done = report["completed"] * (args.duration + args.warmup) / max(args.duration, 1e-9)
-    if mode == "greeting" and report["completed"]:
+    if mode in ("greeting", "sni") and report["completed"]:
         row["cpu_ms_per_handshake"] = round(1000 * cpu / done, 3)
     gb = report["mb_per_s"] * (args.duration + args.warmup) / 1000
     if mode == "echo" and gb:
@@ -215,8 +259,13 @@ def main():
     with tempfile.TemporaryDirectory(prefix="tls_bench-") as scratch:
         certs = make_certificates(scratch)
         for mode in args.modes.split(","):
-            backend_argv = ([backends[mode], "--listen", "127.0.0.1:{port}"] if os.path.exists(backends[mode])
-                            else [SOCKETKIT, "serve", mode, "-q", "-l", "127.0.0.1:{port}"])
+            if mode == "sni":
+                backend_argv = [SOCKETKIT, "serve", "greeting", "-q", "-l", "tls:127.0.0.1:{port}",
+                                "--tls-cert", certs["cert"], "--tls-key", certs["key"]]
+            elif os.path.exists(backends[mode]):
+                backend_argv = [backends[mode], "--listen", "127.0.0.1:{port}"]
+            else:
+                backend_argv = [SOCKETKIT, "serve", mode, "-q", "-l", "127.0.0.1:{port}"]
             with benchlib.Server(f"tls_backend_{mode}", pinned(backend_argv, cpus[1], args.pin)) as backend:
                 backend.wait_ready()
                 names = contenders(mode, backend.port, certs, scratch)
@@ -231,9 +280,9 @@ def main():
 
 
 def summarize(mode, runs):
-    key = "rate_per_s" if mode == "greeting" else "mb_per_s"
-    cost = "cpu_ms_per_handshake" if mode == "greeting" else "cpu_s_per_gb"
-    unit = "handshakes/s" if mode == "greeting" else "MB/s"
+    key = "mb_per_s" if mode == "echo" else "rate_per_s"
+    cost = "cpu_s_per_gb" if mode == "echo" else "cpu_ms_per_handshake"
+    unit = "MB/s" if mode == "echo" else "handshakes/s"
     summary = {}
     print(f"\n{mode}: {unit} (median), the terminator's CPU ({cost}), ratios (median of paired rounds)")
     print(f"| contender | {unit} | p99 ms | {cost} | errors | vs HAProxy | vs stunnel |")

@@ -201,3 +201,11 @@ pub(crate) enum RouteError {
     #[error("the client sent no ClientHello within {}", humantime::format_duration(*.0))]
     Slow(Duration),
 }
+
+impl RouteError {
+    /// Whether the client closed without sending a byte, as a load balancer's TCP check
+    /// does: nothing to route, nothing lost, nothing to warn of.
+    pub(crate) fn is_quiet_close(&self) -> bool {
+        matches!(self, RouteError::Hello(ClientHelloError::Closed(0)))
+    }
+}

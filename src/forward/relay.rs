@@ -26,6 +26,10 @@ impl Forward {
         let route = match &self.names {
             Some(names) => match names.route(&mut client).await {
                 Ok(route) => Some(route),
+                Err(err) if err.is_quiet_close() => {
+                    tracing::debug!(peer = %client.peer_addr(), "closed before its ClientHello");
+                    return Ok(());
+                }
                 Err(err) => {
                     tracing::warn!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
                     client.reset_on_close();

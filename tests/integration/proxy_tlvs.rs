@@ -62,7 +62,14 @@ fn a_terminated_session_is_described_to_the_target() {
         "--tls-key",
         pki.server.key(),
     ])
-    .args(["--tls-client-ca", pki.ca(), "--tls-alpn", "h2", "--tls-alpn", "http/1.1"]);
+    .args([
+        "--tls-client-ca",
+        pki.ca(),
+        "--tls-alpn",
+        "h2",
+        "--tls-alpn",
+        "http/1.1",
+    ]);
     let relay = Running::start(cmd, 1);
     let mut cmd = socketkit();
     cmd.args(["connect", &format!("tls:localhost:{}", relay.port())])

@@ -117,6 +117,14 @@ fn a_plain_listener_passes_tls_through_to_the_target_the_name_chooses() {
     );
     assert!(relayed >= 2, "{relayed} connections counted to the route");
 
+    // Connected and closed without a byte, as a load balancer's TCP check: closed
+    // quietly, not reset, and no warning.
+    let mut check = connect(&relay.addr());
+    check
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-closed");
+    assert_eq!(crate::support::net::read_to_end(&mut check), b"");
+
     // Not TLS: reset, never relayed.
     let mut plain = connect(&relay.addr());
     plain.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("sent");
@@ -132,6 +140,13 @@ fn a_plain_listener_passes_tls_through_to_the_target_the_name_chooses() {
             "cannot route by server name: the client sent no ClientHello within 300ms",
         ],
         Duration::from_secs(5),
+    );
+    assert!(
+        !relay
+            .stderr()
+            .contains("the client closed before its ClientHello"),
+        "{}",
+        relay.stderr()
     );
 }
 
