@@ -88,10 +88,8 @@ key = {certs['key']}
     return path
 
 
-def haproxy_config(directory, backend_port, certs):
-    path = os.path.join(directory, f"haproxy-{backend_port}.cfg")
-    with open(path, "w") as f:
-        f.write(f"""global
+# One thread, as the other contenders run one.
+HAPROXY_HEAD = """global
     maxconn 4000
     nbthread 1
 defaults
@@ -99,7 +97,13 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-frontend tls
+"""
+
+
+def haproxy_config(directory, backend_port, certs):
+    path = os.path.join(directory, f"haproxy-{backend_port}.cfg")
+    with open(path, "w") as f:
+        f.write(HAPROXY_HEAD + f"""frontend tls
     bind 127.0.0.1:@PORT@ ssl crt {certs['combined']}
     default_backend plain
 backend plain
@@ -111,15 +115,7 @@ backend plain
 def haproxy_sni_config(directory, backend_port):
     path = os.path.join(directory, f"haproxy-sni-{backend_port}.cfg")
     with open(path, "w") as f:
-        f.write(f"""global
-    maxconn 4000
-    nbthread 1
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend passthrough
+        f.write(HAPROXY_HEAD + f"""frontend passthrough
     bind 127.0.0.1:@PORT@
     tcp-request inspect-delay 5s
     tcp-request content accept if {{ req_ssl_hello_type 1 }}

@@ -5,16 +5,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 
 use socketkit::proxy_protocol::{Parsed, Tls, Tlvs, parse, v2_tlvs};
 
 use crate::support::certs::Pki;
 use crate::support::haproxy::HaProxy;
 use crate::support::net::{IO_TIMEOUT, free_port};
-use crate::support::process::{Running, command, socketkit};
+use crate::support::process::{Running, socketkit};
 use crate::support::tools;
-use crate::tls_server::output_of;
+use crate::tls_server::{curl_https, output_of};
 
 /// A target that takes one connection, reads its PROXY header and answers `ok`; returns its
 /// address and, once joined, the header's TLVs and the bytes after the header it had read.
@@ -154,19 +153,7 @@ fn haproxy_reads_the_server_name_from_the_header() {
         return;
     }
     for host in ["localhost", "wrong.example"] {
-        let mut curl = command(Path::new("curl"));
-        curl.args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "10",
-            "--cacert",
-            pki.ca(),
-        ])
-        .arg("--resolve")
-        .arg(format!("{host}:{}:127.0.0.1", relay.port()))
-        .arg(format!("https://{host}:{}/", relay.port()));
-        let out = output_of(curl);
+        let out = curl_https(&pki, host, relay.port(), "/");
         assert_eq!(
             out.code(),
             0,

@@ -26,6 +26,29 @@ pub(super) fn serve_tls(service: &str, pair: &Pair, extra: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
+/// `curl https://HOST:PORT/PATH`, HOST resolved to 127.0.0.1 and verified against `pki`'s
+/// CA (the name is the SNI curl sends).
+pub(super) fn curl_https(
+    pki: &Pki,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> crate::support::process::Output {
+    let mut curl = command(Path::new("curl"));
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "10",
+        "--cacert",
+        pki.ca(),
+    ])
+    .arg("--resolve")
+    .arg(format!("{host}:{port}:127.0.0.1"))
+    .arg(format!("https://{host}:{port}{path}"));
+    output_of(curl)
+}
+
 /// Runs `cmd` with no input to its end.
 pub(super) fn output_of(cmd: Command) -> crate::support::process::Output {
     run(cmd, Vec::new(), DEADLINE)
@@ -271,19 +294,7 @@ fn curl_fetches_through_forward_terminating_tls_for_two_sites() {
         .args(["--tls-alpn", "http/1.1"]);
     let relay = Running::start(cmd, 1);
     for host in ["localhost", "wrong.example"] {
-        let mut curl = command(Path::new("curl"));
-        curl.args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "10",
-            "--cacert",
-            pki.ca(),
-        ])
-        .arg("--resolve")
-        .arg(format!("{host}:{}:127.0.0.1", relay.port()))
-        .arg(format!("https://{host}:{}/hello.txt", relay.port()));
-        let out = output_of(curl);
+        let out = curl_https(&pki, host, relay.port(), "/hello.txt");
         assert_eq!(
             out.code(),
             0,
