@@ -18,7 +18,7 @@ use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::managed::{Listen, Managed};
 use super::tls::ServerSetup;
-use super::{forward_datagram, init_logging, resolve, server, target_file, tls};
+use super::{forward_datagram, init_logging, resolve, server, sni_routes, target_file, tls};
 
 /// Runs `forward`; `given` names the options written on the command line (a udp: relay
 /// refuses those it cannot apply, defaults or not).
@@ -82,8 +82,12 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     }
     let (target, rest) = targets(&args, given)?;
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
-    let routes = sni_routes(&args.sni_route, &endpoints)?;
-    if !routes.is_empty()
+    let routes = match &args.sni_route_file {
+        Some(file) => sni_routes::read(file, &endpoints)?,
+        None => sni_routes::from_args(&args.sni_route, &endpoints)?,
+    };
+    let routing = !routes.is_empty() || args.sni_route_file.is_some();
+    if routing
         && endpoints.iter().any(|l| !matches!(l, Endpoint::Tls(_)))
         && let Some(tls) =
             (std::iter::once(&target).chain(&rest)).find(|t| matches!(t, Endpoint::Tls(_)))
@@ -150,6 +154,11 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         }
         None => relay,
     };
+    let relay = if routing {
+        relay.route_by_name()
+    } else {
+        relay
+    };
     let relay = routes
         .into_iter()
         .try_fold(relay, |relay, (name, target)| {
@@ -177,6 +186,11 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         // The relay is complete: the hook's clone shares its targets from here on.
         if let Some(file) = &args.to_file {
             prepared.on_hangup(target_file::reload_on_hangup(file.clone(), relay.clone()));
+        }
+        if let Some(file) = &args.sni_route_file {
+            let reload =
+                sni_routes::reload_on_hangup(file.clone(), endpoints.clone(), relay.clone());
+            prepared.on_hangup(reload);
         }
         if let Some(reload) = target_tls.and_then(|tls| tls.reload_on_hangup(relay.clone())) {
             prepared.on_hangup(reload);
@@ -253,35 +267,6 @@ pub(crate) fn targets(
         target(first)?,
         rest.iter().map(target).collect::<Result<_, _>>()?,
     ))
-}
-
-/// The `--sni-route NAME=ENDPOINT`s, each checked. A route from a plain listener passes
-/// the client's TLS handshake through, so its target cannot be `tls:` (TLS inside TLS).
-fn sni_routes(
-    routes: &[String],
-    listeners: &[Endpoint],
-) -> Result<Vec<(String, Endpoint)>, CliError> {
-    let plain = listeners.iter().any(|l| !matches!(l, Endpoint::Tls(_)));
-    routes
-        .iter()
-        .map(|route| {
-            let Some((name, target)) = route.split_once('=') else {
-                return Err(CliError::Usage(format!(
-                    "invalid --sni-route '{route}': expected NAME=ENDPOINT (as in \
-                     shop.example.com=127.0.0.1:8443)"
-                )));
-            };
-            let target = resolve::target("forward --sni-route", target)?;
-            if plain && matches!(target, Endpoint::Tls(_)) {
-                return Err(CliError::Usage(format!(
-                    "invalid --sni-route '{route}': a plain listener passes the client's TLS \
-                     through to the target, so the target cannot be tls: (TLS inside TLS); \
-                     name it tcp:"
-                )));
-            }
-            Ok((name.to_owned(), target))
-        })
-        .collect()
 }
 
 /// The targets for the readiness line: `tcp:A`, or `tcp:A, tcp:B in turn` (round robin),

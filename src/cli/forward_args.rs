@@ -32,6 +32,11 @@ pub(crate) struct ForwardArgs {
     /// --to.
     #[arg(long, value_name = "NAME=ENDPOINT")]
     pub(crate) sni_route: Vec<String>,
+    /// Read the --sni-route routes from FILE, NAME=ENDPOINT or NAME ENDPOINT a line (#
+    /// comments); on SIGHUP it is read again and its routes take the clients that come
+    /// next.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sni_route", "socks"])]
+    pub(crate) sni_route_file: Option<std::path::PathBuf>,
     /// With several --to: round-robin (each client to the next target), first (the first
     /// target that is up; the others are its backups), least-conn (the target with the
     /// fewest relayed connections open) or source (the target the client's address hashes

@@ -284,6 +284,7 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
         ),
         ("--tls-alpn", !args.tls_alpn.tls_alpn.is_empty(), no_tls),
         ("--sni-route", !args.sni_route.is_empty(), no_tls),
+        ("--sni-route-file", args.sni_route_file.is_some(), no_tls),
     ];
     match given.iter().find(|(_, given, _)| *given) {
         Some((name, _, why)) => {

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::server::Connection;
@@ -28,6 +30,9 @@ pub enum InvalidRoute {
     /// The name has a route already.
     #[error("the server name {0} has a route already")]
     Taken(String),
+    /// A reload of a relay that does not route by name ([`Forward::reload_name_routes`]).
+    #[error("the relay does not route by server name (it started with no route)")]
+    NotRouting,
     /// The target cannot be relayed to.
     #[error(transparent)]
     Target(#[from] UnsupportedTarget),
@@ -96,33 +101,153 @@ impl Forward {
         self
     }
 
+    /// Routes by server name even with no route yet, so that [`Forward::reload_name_routes`]
+    /// can add some: every client of a plain listener must then start with a ClientHello.
+    pub fn route_by_name(mut self) -> Forward {
+        self.names
+            .get_or_insert_with(|| Arc::new(NameRoutes::new()));
+        self
+    }
+
+    /// Puts `routes` (pattern and target, as [`Forward::route_name`] takes them) in force
+    /// in place of the relay's routes by name, for the clients that come next, on every
+    /// clone of the relay: SIGHUP's reload of `forward --sni-route-file`. A route in both
+    /// tables (the same pattern to the same target) keeps its failure mark and counters;
+    /// relays already running go on.
+    ///
+    /// # Errors
+    ///
+    /// Nothing changes when a route is one [`Forward::route_name`] would refuse, when a
+    /// `tls:` target joins a relay made with none (its TLS settings are made with it), or
+    /// when the relay does not route by name ([`Forward::route_by_name`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::forward::Forward;
+    /// let relay = Forward::new("127.0.0.1:8443".parse().unwrap())
+    ///     .unwrap()
+    ///     .route_name("a.test", "127.0.0.1:9001".parse().unwrap())
+    ///     .unwrap();
+    /// let serving = relay.clone();
+    /// let changed = relay
+    ///     .reload_name_routes(vec![("b.test".into(), "127.0.0.1:9002".parse().unwrap())])
+    ///     .unwrap();
+    /// assert_eq!(changed.removed, [("a.test".to_owned(), "127.0.0.1:9001".parse().unwrap())]);
+    /// assert_eq!(serving.name_routes(), changed.added);
+    /// ```
+    pub fn reload_name_routes(
+        &self,
+        routes: Vec<(String, Endpoint)>,
+    ) -> Result<RoutesReloaded, InvalidRoute> {
+        let Some(names) = &self.names else {
+            return Err(InvalidRoute::NotRouting);
+        };
+        let old = names.table.load_full();
+        let metrics = self.targets.metrics();
+        let mut table = Table::default();
+        let mut added = Vec::new();
+        for (pattern, target) in routes {
+            check_server_name(&pattern)?;
+            let target = match self.reachable(target)? {
+                tls @ Endpoint::Tls(_) if self.dial.tls.is_none() => {
+                    return Err(UnsupportedTarget::TlsAdded(tls).into());
+                }
+                target => target,
+            };
+            let kept = (old.pattern(&pattern))
+                .filter(|targets| targets.endpoints() == [target.clone()])
+                .cloned();
+            let targets = kept.unwrap_or_else(|| {
+                added.push((pattern.to_ascii_lowercase(), target.clone()));
+                let mut targets = Targets::one(target);
+                if let Some(metrics) = metrics {
+                    targets.set_metrics(Arc::clone(metrics));
+                }
+                Arc::new(targets)
+            });
+            if !table.insert(&pattern, targets) {
+                return Err(InvalidRoute::Taken(pattern.to_ascii_lowercase()));
+            }
+        }
+        let mut removed = Vec::new();
+        for (pattern, targets) in old.iter() {
+            let endpoints = targets.endpoints();
+            if table
+                .pattern(&pattern)
+                .is_none_or(|t| t.endpoints() != endpoints)
+            {
+                removed.extend(endpoints.into_iter().map(|e| (pattern.clone(), e)));
+            }
+        }
+        removed.sort_by(|a, b| a.0.cmp(&b.0));
+        added.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(metrics) = metrics {
+            // A series goes with the last route or target that counts into it.
+            let in_use: Vec<Endpoint> = (table.iter())
+                .flat_map(|(_, targets)| targets.endpoints())
+                .chain(self.targets.endpoints())
+                .collect();
+            for (_, endpoint) in &removed {
+                if !in_use.contains(endpoint) {
+                    metrics.forget_forward_target(&endpoint.to_string());
+                }
+            }
+        }
+        names.table.store(Arc::new(table));
+        Ok(RoutesReloaded { added, removed })
+    }
+
     /// The routes by server name, sorted by name: each pattern and its target.
     pub fn name_routes(&self) -> Vec<(String, Endpoint)> {
-        let Some(names) = &self.names else {
-            return Vec::new();
-        };
-        (names.routes().into_iter())
-            .flat_map(|(pattern, targets)| {
-                let pattern = pattern.clone();
-                (targets.endpoints().into_iter()).map(move |target| (pattern.clone(), target))
-            })
-            .collect()
+        self.names
+            .as_ref()
+            .map(|names| names.routes())
+            .unwrap_or_default()
     }
 }
 
-/// The routes of a relay, by name.
-#[derive(Debug, Clone)]
+/// What [`Forward::reload_name_routes`] changed: routes (pattern and target) that are new,
+/// and routes that are gone, each sorted by pattern. A route whose target changed is in
+/// both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesReloaded {
+    /// Routes the new table has and the old did not.
+    pub added: Vec<(String, Endpoint)>,
+    /// Routes the old table had and the new does not.
+    pub removed: Vec<(String, Endpoint)>,
+}
+
+/// The routes of a relay, by name: one table, swapped whole by a reload, so that a client
+/// is routed by one table or the other, never a mix.
+#[derive(Debug)]
 pub(crate) struct NameRoutes {
-    names: ServerNames<Arc<Targets>>,
+    table: ArcSwap<Table>,
     /// How long a client on a plain listener may take to send its ClientHello.
     pub(crate) wait: Duration,
+}
+
+type Table = ServerNames<Arc<Targets>>;
+
+/// A builder's copy: a table of its own (marks and counters start from the original's).
+impl Clone for NameRoutes {
+    fn clone(&self) -> NameRoutes {
+        let mut table = Table::clone(&self.table.load());
+        for targets in table.values_mut() {
+            *targets = Arc::new(Targets::clone(targets));
+        }
+        NameRoutes {
+            table: ArcSwap::from_pointee(table),
+            wait: self.wait,
+        }
+    }
 }
 
 /// Where one client goes: to a route's targets (`None`: the relay's own), after `hello`,
 /// the bytes read to learn the name it asked for.
 #[derive(Debug)]
-pub(crate) struct Route<'a> {
-    pub(crate) targets: Option<&'a Targets>,
+pub(crate) struct Route {
+    pub(crate) targets: Option<Arc<Targets>>,
     pub(crate) hello: Vec<u8>,
     /// The name the client asked for.
     pub(crate) name: Option<String>,
@@ -134,20 +259,26 @@ impl NameRoutes {
 
     pub(crate) fn new() -> NameRoutes {
         NameRoutes {
-            names: ServerNames::default(),
+            table: ArcSwap::from_pointee(Table::default()),
             wait: NameRoutes::WAIT,
         }
     }
 
     /// Adds a route; `false` when `pattern` has one already.
-    pub(crate) fn insert(&mut self, pattern: &str, targets: Targets) -> bool {
-        self.names.insert(pattern, Arc::new(targets))
+    fn insert(&mut self, pattern: &str, targets: Targets) -> bool {
+        let mut table = Table::clone(&self.table.load());
+        let added = table.insert(pattern, Arc::new(targets));
+        self.table.store(Arc::new(table));
+        added
     }
 
-    /// Every route's pattern and targets, sorted by pattern.
-    pub(crate) fn routes(&self) -> Vec<(String, &Targets)> {
-        let mut routes: Vec<_> = (self.names.iter())
-            .map(|(pattern, targets)| (pattern, &**targets))
+    /// Every route's pattern and endpoint, sorted by pattern.
+    pub(crate) fn routes(&self) -> Vec<(String, Endpoint)> {
+        let table = self.table.load();
+        let mut routes: Vec<_> = (table.iter())
+            .flat_map(|(pattern, targets)| {
+                (targets.endpoints().into_iter()).map(move |target| (pattern.clone(), target))
+            })
             .collect();
         routes.sort_by(|a, b| a.0.cmp(&b.0));
         routes
@@ -155,9 +286,13 @@ impl NameRoutes {
 
     /// Counts the routes' targets into `metrics`, as the relay's own.
     pub(crate) fn set_metrics(&mut self, metrics: &Arc<Metrics>) {
-        for targets in self.names.values_mut() {
-            Arc::make_mut(targets).set_metrics(Arc::clone(metrics));
+        let mut table = Table::clone(&self.table.load());
+        for targets in table.values_mut() {
+            let mut counted = Targets::clone(targets);
+            counted.set_metrics(Arc::clone(metrics));
+            *targets = Arc::new(counted);
         }
+        self.table.store(Arc::new(table));
     }
 
     /// The route for `client`: by its TLS session's name on a `tls:` listener, else by the
@@ -166,7 +301,7 @@ impl NameRoutes {
     /// # Errors
     ///
     /// The client's first bytes are not a ClientHello, or it took too long to send it.
-    pub(crate) async fn route(&self, client: &mut Connection) -> Result<Route<'_>, RouteError> {
+    pub(crate) async fn route(&self, client: &mut Connection) -> Result<Route, RouteError> {
         let (name, hello) = if client.is_tls() {
             (client.server_name().map(str::to_owned), Vec::new())
         } else {
@@ -177,8 +312,7 @@ impl NameRoutes {
         };
         let targets = name
             .as_deref()
-            .and_then(|name| self.names.get(name))
-            .map(|targets| &**targets);
+            .and_then(|name| self.table.load().get(name).cloned());
         let to = match targets {
             Some(_) => "its route",
             None => "the other targets",

@@ -24,7 +24,7 @@
 //! connections or ([`Forward::check_http`]) HTTP requests.
 //!
 //! With [`Forward::route_name`], clients are routed by the server name their TLS handshake
-//! asks for (SNI), the handshake itself passed through to the target ([`by_name`]).
+//! asks for (SNI), the handshake itself passed through to the target (`forward/by_name.rs`).
 //!
 //! [`Forward::proxy`] reaches the target through a SOCKS5 or HTTP proxy; [`socks`] is the
 //! other way round, a SOCKS5 proxy whose clients each name their target, relayed the same
@@ -54,8 +54,8 @@ use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, Version};
 use crate::tls::{ClientOptions, Connector, client_config};
 
-pub use by_name::InvalidRoute;
 use by_name::NameRoutes;
+pub use by_name::{InvalidRoute, RoutesReloaded};
 use dial::Dialer;
 use targets::Targets;
 pub use targets::{Balance, MAX_TARGETS, Reloaded};

@@ -39,7 +39,10 @@ impl Forward {
             None => None,
         };
         let (targets, hello) = match &route {
-            Some(route) => (route.targets.unwrap_or(&self.targets), &route.hello[..]),
+            Some(route) => (
+                route.targets.as_deref().unwrap_or(&self.targets),
+                &route.hello[..],
+            ),
             None => (&*self.targets, &[][..]),
         };
         let header = self.send_proxy.map(|version| {

@@ -52,6 +52,16 @@ impl<T> ServerNames<T> {
         })
     }
 
+    /// The value filed under `pattern` itself (a name, or `*.` and a name): no wildcard
+    /// stands in for a name here.
+    pub(crate) fn pattern(&self, pattern: &str) -> Option<&T> {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent),
+            None => self.exact.get(&pattern),
+        }
+    }
+
     /// Every pattern and its value, wildcards as `*.parent`, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (String, &T)> {
         let exact = self.exact.iter().map(|(name, value)| (name.clone(), value));
@@ -130,6 +140,8 @@ mod tests {
         assert!(names.insert("Shop.Example.com", 1));
         assert!(names.insert("*.example.com", 2));
         assert!(!names.insert("shop.example.com", 3), "the first keeps it");
+        assert_eq!(names.pattern("*.Example.com"), Some(&2));
+        assert_eq!(names.pattern("api.example.com"), None);
         assert_eq!(names.get("SHOP.example.COM"), Some(&1));
         assert_eq!(names.get("api.example.com"), Some(&2));
         assert_eq!(names.get("a.b.example.com"), None);

@@ -248,3 +248,61 @@ fn routes_that_cannot_work_are_usage_errors() {
         out.stderr
     );
 }
+
+#[test]
+fn a_route_file_is_read_again_on_sighup_and_a_bad_one_changes_nothing() {
+    let pki = Pki::new();
+    let first = backend(&pki.server, "first");
+    let second = backend(&pki.server, "second");
+    let default = backend(&pki.server, "default");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("routes");
+    let write = |text: String| std::fs::write(&file, text).expect("write the routes");
+    write(format!("# by name\nlocalhost {}\n\n", tcp(&first)));
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &tcp(&default)])
+        .arg("--sni-route-file")
+        .arg(&file)
+        .args(["--send-proxy", "v2"]);
+    let relay = Running::start(cmd, 1);
+    let answer = || {
+        let (code, text, stderr) = answer_for(&pki, &relay, Some("localhost"));
+        assert_eq!(code, 0, "{stderr}\nrelay:\n{}", relay.stderr());
+        text
+    };
+    assert_eq!(answer(), "first localhost\n");
+
+    write(format!("localhost={}\n", tcp(&second)));
+    relay.signal(libc::SIGHUP);
+    let said = format!(
+        "SNI routes reloaded from {}: 1 (added localhost to tcp:{}; removed localhost to tcp:{})",
+        file.display(),
+        tcp(&second),
+        tcp(&first)
+    );
+    relay.wait_for_stderr(&[&said], Duration::from_secs(5));
+    assert_eq!(answer(), "second localhost\n");
+
+    // TLS inside TLS, on line 2: refused whole, the routes in force stay.
+    write(format!(
+        "a.test {}\nb.test tls:{}\n",
+        tcp(&first),
+        tcp(&first)
+    ));
+    relay.signal(libc::SIGHUP);
+    let said = format!(
+        "SNI routes not reloaded, the old ones stay: invalid --sni-route-file {}: line 2:",
+        file.display()
+    );
+    relay.wait_for_stderr(&[&said], Duration::from_secs(5));
+    assert_eq!(answer(), "second localhost\n");
+
+    // No route: every client to --to.
+    write("# none for now\n".to_owned());
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(
+        &["reloaded from", ": 0 (removed localhost"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(answer(), "default localhost\n");
+}

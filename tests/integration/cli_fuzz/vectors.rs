@@ -182,7 +182,7 @@ pub const LISTEN: [(&str, Kind); 9] = [
     ("--idle-timeout", span(false, true)),
     ("--wait", span(true, false)),
 ];
-pub const FORWARD: [(&str, Kind); 18] = [
+pub const FORWARD: [(&str, Kind); 19] = [
     ("--to", Kind::Target { streams: true }),
     ("--to-file", Kind::InFile),
     (
@@ -199,6 +199,7 @@ pub const FORWARD: [(&str, Kind); 18] = [
             "",
         ]),
     ),
+    ("--sni-route-file", Kind::InFile),
     (
         "--balance",
         Kind::Word(&[
