@@ -101,6 +101,12 @@ impl Gather {
         }
     }
 
+    /// The bytes taken so far: once [`Gather::seen`] said `Complete`, the whole header.
+    pub(crate) fn taken(&mut self) -> &[u8] {
+        let taken = self.taken;
+        &self.buf()[..taken]
+    }
+
     fn buf(&mut self) -> &mut [u8] {
         if self.heap.is_empty() {
             &mut self.inline

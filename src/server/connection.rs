@@ -221,6 +221,13 @@ impl Connection {
         }
     }
 
+    /// What the load balancer's PROXY v2 header told of the client besides its address
+    /// (the server name it asked for, its protocol, its TLS version and certificate), with
+    /// `--proxy-protocol` behind a proxy that terminated TLS; `None` when it told nothing.
+    pub fn proxy_tlvs(&self) -> Option<&crate::proxy_protocol::Tlvs> {
+        self.meter.told()
+    }
+
     /// The address of the client.
     pub fn peer_addr(&self) -> &Address {
         self.meter.peer()

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::{ListenerMetrics, LoopCounts, Metrics, RefusalReason, ShardedCounter};
+use crate::proxy_protocol::Tlvs;
 use crate::socket::Address;
 
 /// One listener's name and metric handles, shared by its accept loops and connections.
@@ -146,6 +147,9 @@ impl ListenerMeter {
 pub(crate) struct Meter {
     peer: Address,
     open: Option<Open>,
+    /// What a PROXY v2 header told of the client besides its address (its TLS with the
+    /// proxy); boxed, and absent but behind such a proxy.
+    told: Option<Box<Tlvs>>,
 }
 
 /// What a metered connection keeps: 24 bytes in every connection's task, so that an idle
@@ -182,7 +186,11 @@ impl Meter {
     ) -> Meter {
         let logged = tracing::enabled!(tracing::Level::DEBUG);
         if listener.metrics.is_none() && !logged {
-            return Meter { peer, open: None };
+            return Meter {
+                peer,
+                open: None,
+                told: None,
+            };
         }
         if let Some(metrics) = &listener.metrics {
             metrics.active.inc();
@@ -202,6 +210,7 @@ impl Meter {
                 started: listener.now(),
                 log,
             }),
+            told: None,
         }
     }
 
@@ -211,6 +220,7 @@ impl Meter {
         Meter {
             peer: Address::unix(""),
             open: None,
+            told: None,
         }
     }
 
@@ -229,6 +239,16 @@ impl Meter {
     /// the closing line see.
     pub(crate) fn set_peer(&mut self, peer: Address) {
         self.peer = peer;
+    }
+
+    /// What the PROXY header told of the client besides its address, if anything.
+    pub(crate) fn told(&self) -> Option<&Tlvs> {
+        self.told.as_deref()
+    }
+
+    /// Keeps what a PROXY header told of the client (nothing, when it told nothing).
+    pub(crate) fn set_told(&mut self, tlvs: Tlvs) {
+        self.told = (!tlvs.is_empty()).then(|| Box::new(tlvs));
     }
 
     /// From now on the connection's bytes pass elsewhere (its socket was handed to another

@@ -72,6 +72,12 @@ impl ProgramConnection {
         self.meter.peer()
     }
 
+    /// What the PROXY header told of the client besides its address (see
+    /// [`Connection::proxy_tlvs`](super::Connection::proxy_tlvs)).
+    pub(crate) fn proxy_tlvs(&self) -> Option<&crate::proxy_protocol::Tlvs> {
+        self.meter.told()
+    }
+
     /// A second descriptor of the socket (close-on-exec), for the program's stdin and
     /// stdout.
     ///

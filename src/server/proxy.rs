@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::{Admission, Admit, Admitted, Connection, Refusal, RefusalReason};
 use crate::access::CidrSet;
 use crate::net::RawStream;
-use crate::proxy_protocol::{Gather, ProxyHeader, Seen};
+use crate::proxy_protocol::{Gather, ProxyHeader, Seen, Tlvs, v2_tlvs};
 use crate::socket::Address;
 
 /// Expects a PROXY header from trusted sources (see [`super::Builder::proxy_protocol`]).
@@ -113,17 +113,22 @@ impl Admission for ProxyStage {
     fn admit<'a>(&'a self, conn: &'a mut Connection) -> Admit<'a> {
         Box::pin(async move {
             self.check_trust(conn.peer_addr())?;
-            match read_header(conn).await? {
+            let (header, tlvs) = read_header(conn).await?;
+            match header {
                 ProxyHeader::Proxied { source, .. } => conn.set_peer_addr(source.into()),
                 ProxyHeader::Local => {}
+            }
+            if let Some(tlvs) = tlvs {
+                conn.meter_mut().set_told(tlvs);
             }
             Ok(Admitted::new())
         })
     }
 }
 
-/// Takes one PROXY header off `conn` and not a byte more.
-async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
+/// Takes one PROXY header off `conn` and not a byte more: what it says, and the TLVs of a
+/// v2 header.
+async fn read_header(conn: &mut Connection) -> Result<(ProxyHeader, Option<Tlvs>), Refusal> {
     let mut gather = Gather::new();
     loop {
         let seen = conn.peek(gather.room()).await.map_err(|err| {
@@ -138,7 +143,7 @@ async fn read_header(conn: &mut Connection) -> Result<ProxyHeader, Refusal> {
         let (seen, header_bytes) = gather.seen(seen).map_err(|err| refusal(err.to_string()))?;
         consume(conn, header_bytes).await?;
         if let Seen::Complete(header) = seen {
-            return Ok(header);
+            return Ok((header, v2_tlvs(gather.taken())));
         }
     }
 }

@@ -8,7 +8,10 @@
 //!   on a `tls:` listener also `SOCKETKIT_TLS_VERSION`, and `SOCKETKIT_TLS_SERVER_NAME`,
 //!   `SOCKETKIT_TLS_ALPN`, `SOCKETKIT_TLS_CLIENT_SUBJECT` and
 //!   `SOCKETKIT_TLS_CLIENT_FINGERPRINT` when the session has them (who the client is, under
-//!   mutual TLS); never inherited from the server's own environment.
+//!   mutual TLS); behind `--proxy-protocol`, what a v2 header told of the client's TLS
+//!   with the proxy (`SOCKETKIT_PROXY_SERVER_NAME`, `SOCKETKIT_PROXY_ALPN`,
+//!   `SOCKETKIT_PROXY_TLS_VERSION`, `SOCKETKIT_PROXY_TLS_CLIENT_CN`); never inherited from
+//!   the server's own environment.
 //! - Its stdin and stdout are the connection's socket itself, as inetd gives them: the
 //!   program can ask `getpeername`, half-close with `shutdown`, or be an inetd-mode server
 //!   (`socketkit serve echo --inetd`). The socket is in blocking mode, as a program expects
@@ -36,6 +39,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 use crate::error::{Error, Op};
+use crate::proxy_protocol::Tlvs;
 use crate::server::{Connection, Handler, ProgramConnection};
 use crate::socket::Address;
 use crate::tls::TlsSession;
@@ -124,7 +128,14 @@ impl Exec {
     }
 
     /// The program's command line and environment, stdio not yet set.
-    fn std_command(&self, peer: &Address, local: &Address) -> std::process::Command {
+    /// The command line and environment: the addresses, and what a PROXY header `told` of
+    /// the client's TLS with the proxy.
+    fn std_command(
+        &self,
+        peer: &Address,
+        local: &Address,
+        told: Option<&Tlvs>,
+    ) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.spec.program);
         cmd.args(&self.spec.args)
             .env("SOCKETKIT_PEER_ADDR", host_of(peer))
@@ -133,15 +144,20 @@ impl Exec {
             .env("SOCKETKIT_LOCAL_PORT", port_of(local));
         // Never inherited: a program must not take the server's own environment for what
         // a client's handshake proved.
-        for name in TLS_VARS {
+        for name in TLS_VARS.iter().chain(&PROXY_VARS) {
             cmd.env_remove(name);
+        }
+        if let Some(told) = told {
+            set_proxy_vars(&mut cmd, told);
         }
         cmd
     }
 
-    fn command(&self, peer: &Address, local: &Address, tls: Option<&TlsSession>) -> Command {
-        let mut cmd = self.std_command(peer, local);
-        if let Some(tls) = tls {
+    fn command(&self, conn: &Connection) -> Command {
+        let local = conn.local_addr().unwrap_or_else(|_| Address::unix(""));
+        let mut cmd = self.std_command(conn.peer_addr(), &local, conn.proxy_tlvs());
+        let tls = conn.tls_session();
+        if let Some(tls) = &tls {
             set_tls_vars(&mut cmd, tls);
         }
         let mut cmd = Command::from(cmd);
@@ -164,7 +180,7 @@ impl Exec {
         socket: &crate::socket::Socket,
         peer: &Address,
     ) -> crate::Result<std::process::Child> {
-        self.on_socket(socket, peer)?
+        self.on_socket(socket, peer, None)?
             .spawn()
             .map_err(|err| self.spawn_error(err))
     }
@@ -180,7 +196,7 @@ impl Exec {
     /// Only when the program could not be started (the process is gone otherwise).
     pub fn exec_on(&self, socket: &crate::socket::Socket, peer: &Address) -> Error {
         use std::os::unix::process::CommandExt;
-        match self.on_socket(socket, peer) {
+        match self.on_socket(socket, peer, None) {
             Ok(mut command) => self.spawn_error(command.exec()),
             Err(err) => err,
         }
@@ -199,6 +215,7 @@ impl Exec {
         &self,
         socket: &crate::socket::Socket,
         peer: &Address,
+        told: Option<&Tlvs>,
     ) -> crate::Result<std::process::Command> {
         use std::os::fd::AsFd;
         socket.set_blocking(true)?;
@@ -211,7 +228,7 @@ impl Exec {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| self.spawn_error(e))?;
-        let mut command = self.std_command(peer, &local);
+        let mut command = self.std_command(peer, &local, told);
         command
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout));
@@ -244,6 +261,33 @@ fn set_tls_vars(cmd: &mut std::process::Command, tls: &TlsSession) {
     }
     if let Some(client) = tls.client_fingerprint() {
         cmd.env(fingerprint, client.to_string());
+    }
+}
+
+/// What a PROXY v2 header told of the client's TLS with the proxy (`--proxy-protocol`
+/// behind a load balancer that terminated it), in the program's environment.
+const PROXY_VARS: [&str; 4] = [
+    "SOCKETKIT_PROXY_SERVER_NAME",
+    "SOCKETKIT_PROXY_ALPN",
+    "SOCKETKIT_PROXY_TLS_VERSION",
+    "SOCKETKIT_PROXY_TLS_CLIENT_CN",
+];
+
+/// Sets [`PROXY_VARS`] from `told`: each the header carried. The client's common name only
+/// when the proxy says it verified the certificate: an unverified one proves nothing.
+fn set_proxy_vars(cmd: &mut std::process::Command, told: &Tlvs) {
+    let [server_name, alpn, version, client_cn] = PROXY_VARS;
+    if let Some(name) = &told.authority {
+        cmd.env(server_name, name);
+    }
+    if let Some(protocol) = &told.alpn {
+        cmd.env(alpn, String::from_utf8_lossy(protocol).as_ref());
+    }
+    if let Some(tls) = &told.tls {
+        cmd.env(version, &tls.version);
+        if let Some(cn) = tls.client_cn.as_ref().filter(|_| tls.client_verified) {
+            cmd.env(client_cn, cn);
+        }
     }
 }
 
@@ -324,7 +368,8 @@ impl Exec {
             let socket = conn.socket().map_err(|err| self.spawn_error(err))?;
             // Dropped with this block once spawned: the duplicates of the socket it holds
             // would keep the connection open after the program exits.
-            let mut command = Command::from(self.on_socket(&socket, conn.peer_addr())?);
+            let told = conn.proxy_tlvs();
+            let mut command = Command::from(self.on_socket(&socket, conn.peer_addr(), told)?);
             command.kill_on_drop(true);
             command.spawn().map_err(|err| self.cannot_start(err))?
         };
@@ -355,11 +400,7 @@ impl Exec {
     /// TLS session, or a connection whose idle time only this process can see).
     async fn run_on_pipes(&self, conn: Connection) -> io::Result<()> {
         let mut child = self
-            .command(
-                conn.peer_addr(),
-                &conn.local_addr().unwrap_or_else(|_| Address::unix("")),
-                conn.tls_session().as_ref(),
-            )
+            .command(&conn)
             .spawn()
             .map_err(|err| self.cannot_start(err))?;
         let result = bridge(&mut child, conn).await;

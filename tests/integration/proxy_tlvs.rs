@@ -167,3 +167,94 @@ fn haproxy_reads_the_server_name_from_the_header() {
         );
     }
 }
+
+/// `serve exec --proxy-protocol` whose program prints what the header told it of the
+/// client's TLS, and the client's address.
+fn exec_behind_a_proxy() -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "--shell", "-l", "127.0.0.1:0"])
+        .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.1"])
+        .args([
+            "--",
+            "echo \"$SOCKETKIT_PROXY_SERVER_NAME|$SOCKETKIT_PROXY_ALPN|\
+             $SOCKETKIT_PROXY_TLS_VERSION|$SOCKETKIT_PROXY_TLS_CLIENT_CN|$SOCKETKIT_PEER_ADDR\"",
+        ])
+        // Never taken from the server's own environment.
+        .env("SOCKETKIT_PROXY_TLS_CLIENT_CN", "forged");
+    Running::start(cmd, 1)
+}
+
+/// What `connect` through `port` (a TLS front) gets, with `pki`'s client certificate when
+/// `certified`.
+fn through_front(pki: &Pki, port: u16, certified: bool) -> String {
+    let mut cmd = socketkit();
+    // Receive only: HAProxy takes a client's close_notify for the end of both ways.
+    cmd.args(["connect", "--recv-only", &format!("tls:localhost:{port}")])
+        .args(["--tls-ca", pki.ca(), "--tls-alpn", "h2"]);
+    if certified {
+        cmd.args([
+            "--tls-cert",
+            pki.client.cert(),
+            "--tls-key",
+            pki.client.key(),
+        ]);
+    }
+    let out = output_of(cmd);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn exec_behind_socketkits_own_tls_front_is_told_who_the_client_is() {
+    let pki = Pki::new();
+    let exec = exec_behind_a_proxy();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0", "--send-proxy", "v2"])
+        .args(["--to", &exec.addr()])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-client-ca", pki.ca(), "--tls-client-optional"])
+        .args(["--tls-alpn", "h2"]);
+    let front = Running::start(cmd, 1);
+    assert_eq!(
+        through_front(&pki, front.port(), true),
+        "localhost|h2|TLSv1.3|client|127.0.0.1\n"
+    );
+    assert_eq!(
+        through_front(&pki, front.port(), false),
+        "localhost|h2|TLSv1.3||127.0.0.1\n"
+    );
+}
+
+#[test]
+fn exec_behind_haproxy_terminating_tls_is_told_who_the_client_is() {
+    let pki = Pki::new();
+    let exec = exec_behind_a_proxy();
+    let combined = pki.dir.path().join("haproxy.pem");
+    let pem = [pki.server.cert(), pki.server.key()].map(|f| std::fs::read(f).expect("read"));
+    std::fs::write(&combined, pem.concat()).expect("write the combined PEM");
+    let front = free_port();
+    let config = format!(
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind 127.0.0.1:{front} ssl crt {} ca-file {} verify optional alpn h2\n  \
+         default_backend be\n\
+         backend be\n  server exec {} send-proxy-v2 proxy-v2-options ssl,cert-cn,authority\n",
+        combined.display(),
+        pki.ca(),
+        exec.addr()
+    );
+    let Some(_haproxy) = HaProxy::start(&config, &[front]) else {
+        return;
+    };
+    let told = through_front(&pki, front, true);
+    let fields: Vec<&str> = told.trim_end().split('|').collect();
+    assert_eq!(fields.len(), 5, "{told:?}");
+    assert_eq!(fields[0], "localhost", "{told:?}");
+    assert!(fields[2].starts_with("TLSv1."), "{told:?}");
+    assert_eq!(fields[3], "client", "{told:?}");
+    assert_eq!(fields[4], "127.0.0.1", "{told:?}");
+}
