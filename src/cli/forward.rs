@@ -155,19 +155,20 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => relay,
     };
     let relay = if routing {
-        relay.route_by_name()
+        // One table for all the routes: a file may name thousands.
+        let relay = relay.route_by_name();
+        relay.reload_name_routes(routes).map_err(|err| {
+            let from = match &args.sni_route_file {
+                Some(file) => format!("--sni-route-file {}", file.display()),
+                None => "--sni-route".to_owned(),
+            };
+            CliError::Usage(format!("invalid {from}: {err}"))
+        })?;
+        relay
     } else {
         relay
     };
-    let relay = routes
-        .into_iter()
-        .try_fold(relay, |relay, (name, target)| {
-            let route = format!("{name}={target}");
-            relay
-                .route_name(&name, target)
-                .map_err(|err| CliError::Usage(format!("invalid --sni-route '{route}': {err}")))
-        })?
-        .name_wait(args.tls.tls_handshake_timeout);
+    let relay = relay.name_wait(args.tls.tls_handshake_timeout);
     let mut what = format!(
         "forward to {}",
         described_targets(relay.targets().iter(), relay.balancing())

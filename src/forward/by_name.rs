@@ -184,7 +184,7 @@ impl Forward {
         added.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(metrics) = metrics {
             // A series goes with the last route or target that counts into it.
-            let in_use: Vec<Endpoint> = (table.iter())
+            let in_use: std::collections::HashSet<Endpoint> = (table.iter())
                 .flat_map(|(_, targets)| targets.endpoints())
                 .chain(self.targets.endpoints())
                 .collect();

@@ -30,8 +30,10 @@ impl Forward {
                     tracing::debug!(peer = %client.peer_addr(), "closed before its ClientHello");
                     return Ok(());
                 }
+                // The client's fault, not the relay's (a scanner speaking HTTP to :443):
+                // at -v, as the admission stages log their refusals.
                 Err(err) => {
-                    tracing::warn!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
+                    tracing::debug!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
                     client.reset_on_close();
                     return Ok(());
                 }
