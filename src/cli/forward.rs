@@ -173,8 +173,10 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         "forward to {}",
         described_targets(relay.targets().iter(), relay.balancing())
     );
-    for (name, target) in relay.name_routes() {
-        what.push_str(&format!("; SNI {name} to {target}"));
+    let routes = relay.name_routes();
+    if !routes.is_empty() {
+        what.push_str("; ");
+        what.push_str(&sni_routes::listed(&routes, "SNI ", "; "));
     }
     if let Some(proxy) = relay.through() {
         what.push_str(&format!(" through {proxy}"));

@@ -94,18 +94,12 @@ pub(crate) fn reload_on_hangup(
         });
         match reloaded {
             Ok(changed) => {
-                let listed = |routes: &[(String, Endpoint)]| {
-                    let each: Vec<String> = (routes.iter())
-                        .map(|(name, target)| format!("{name} to {target}"))
-                        .collect();
-                    each.join(", ")
-                };
                 let mut changes = Vec::new();
                 if !changed.added.is_empty() {
-                    changes.push(format!("added {}", listed(&changed.added)));
+                    changes.push(format!("added {}", listed(&changed.added, "", ", ")));
                 }
                 if !changed.removed.is_empty() {
-                    changes.push(format!("removed {}", listed(&changed.removed)));
+                    changes.push(format!("removed {}", listed(&changed.removed, "", ", ")));
                 }
                 if changes.is_empty() {
                     changes.push("unchanged".to_owned());
@@ -122,4 +116,19 @@ pub(crate) fn reload_on_hangup(
             ),
         }
     }
+}
+
+/// The most routes a log line names one by one; a file may hold thousands.
+const NAMED: usize = 8;
+
+/// `routes` as `{prefix}NAME to ENDPOINT`, joined by `separator`, the first [`NAMED`] of
+/// them and then how many more.
+pub(crate) fn listed(routes: &[(String, Endpoint)], prefix: &str, separator: &str) -> String {
+    let mut each: Vec<String> = (routes.iter().take(NAMED))
+        .map(|(name, target)| format!("{prefix}{name} to {target}"))
+        .collect();
+    if routes.len() > NAMED {
+        each.push(format!("and {} more", routes.len() - NAMED));
+    }
+    each.join(separator)
 }

@@ -55,7 +55,13 @@ fn a_plain_listener_passes_tls_through_to_the_target_the_name_chooses() {
     cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &tcp(&default)])
         .args(["--sni-route", &format!("localhost={}", tcp(&local))])
         .args(["--sni-route", &format!("*.EXAMPLE={}", tcp(&example))])
-        .args(["--send-proxy", "v2", "--tls-handshake-timeout", "300ms", "-v"])
+        .args([
+            "--send-proxy",
+            "v2",
+            "--tls-handshake-timeout",
+            "300ms",
+            "-v",
+        ])
         .args(["--metrics", "127.0.0.1:0"]);
     let (relay, metrics) = start_with_metrics(cmd);
     let ready = relay.stderr();
