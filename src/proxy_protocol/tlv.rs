@@ -148,7 +148,40 @@ fn push(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[a-zA-Z0-9.é-]{0,80}").expect("a regex")
+    }
+
+    proptest! {
+        #[test]
+        fn what_is_written_reads_back(
+            authority in proptest::option::of(text()),
+            alpn in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            tls in proptest::option::of((text(), any::<bool>(), proptest::option::of(text()))),
+        ) {
+            let tlvs = Tlvs {
+                authority,
+                alpn,
+                tls: tls.map(|(version, client_verified, client_cn)| Tls {
+                    version,
+                    client_verified,
+                    client_cn,
+                }),
+            };
+            prop_assert_eq!(Tlvs::parse(&tlvs.to_bytes()), Some(tlvs));
+        }
+
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let _ = Tlvs::parse(&bytes);
+        }
+    }
 
     #[test]
     fn the_bytes_of_haproxys_layout() {

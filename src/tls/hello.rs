@@ -163,6 +163,47 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the reader answers or refuses, and never reads past
+        /// its bound (a stranger's bytes are not buffered without end).
+        #[test]
+        fn any_first_bytes_are_read_or_refused_without_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            handshake in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = bytes;
+            if handshake && !bytes.is_empty() {
+                bytes[0] = 0x16; // past the first check, into rustls's parser
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            if let Ok(hello) = runtime.block_on(read_all_of(bytes.clone())) {
+                proptest::prop_assert!(bytes.starts_with(&hello.bytes));
+            }
+        }
+
+        /// A real hello with bytes changed: read (every byte kept) or refused, never a
+        /// panic.
+        #[test]
+        fn a_damaged_hello_is_read_or_refused_without_a_panic(
+            changes in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+        ) {
+            let mut bytes = hello_for("shop.example.com");
+            for (at, value) in changes {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            if let Ok(hello) = runtime.block_on(read_all_of(bytes.clone())) {
+                proptest::prop_assert!(bytes.starts_with(&hello.bytes));
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_hello_without_a_name() {
         // rustls sends no SNI for an address.
