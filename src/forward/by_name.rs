@@ -6,19 +6,19 @@
 //! backend keeps its own certificate. On a `tls:` listener the name is the one of the
 //! session the relay terminated.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::endpoint::Endpoint;
-use crate::metrics::Metrics;
 use crate::server::Connection;
 use crate::tls::{
     ClientHelloError, InvalidServerName, ServerNames, check_server_name, read_client_hello,
 };
 
-use super::targets::Targets;
+use super::targets::{MAX_TARGETS, Targets};
 use super::{Forward, UnsupportedTarget};
 
 /// A route by server name that [`Forward::route_name`] cannot add.
@@ -27,9 +27,6 @@ pub enum InvalidRoute {
     /// Not a name a client can ask for.
     #[error(transparent)]
     Name(#[from] InvalidServerName),
-    /// The name has a route already.
-    #[error("the server name {0} has a route already")]
-    Taken(String),
     /// A reload of a relay that does not route by name ([`Forward::reload_name_routes`]).
     #[error("the relay does not route by server name (it started with no route)")]
     NotRouting,
@@ -43,7 +40,10 @@ impl Forward {
     /// handshake) to `target` instead of the relay's targets, which keep the clients that
     /// ask for no name or for one no route has. `pattern` is a DNS name, or `*.` and a name
     /// for any one label in front of it (`*.example.com`: `shop.example.com`, not
-    /// `example.com`); case does not count, and an exact name wins over a wildcard.
+    /// `example.com`); case does not count, and an exact name wins over a wildcard. A
+    /// pattern given again adds a target to its route: the route's clients are spread over
+    /// its targets by the relay's [`Balance`](super::Balance), and one that cannot be
+    /// reached passes its client to the next, as with the relay's own targets.
     ///
     /// On a plain listener the relay does not terminate TLS: it reads the client's
     /// ClientHello (within [`Forward::name_wait`]), and the target gets it and the rest of
@@ -57,8 +57,8 @@ impl Forward {
     ///
     /// # Errors
     ///
-    /// A pattern no client can ask for, one that has a route already, or a target
-    /// [`Forward::or`] would refuse.
+    /// A pattern no client can ask for, a target [`Forward::or`] would refuse, or more
+    /// than [`MAX_TARGETS`](super::MAX_TARGETS) targets for one pattern.
     ///
     /// # Examples
     ///
@@ -70,25 +70,23 @@ impl Forward {
     ///     .and_then(|relay| relay.route_name("*.example.org", "127.0.0.1:9444".parse().unwrap()))
     ///     .unwrap();
     /// assert_eq!(relay.name_routes().len(), 2);
-    /// assert!(relay.clone().route_name("SHOP.example.com", "127.0.0.1:1".parse().unwrap()).is_err());
+    /// // A second target for a name: the two take its clients in turn.
+    /// let pooled = relay.clone().route_name("SHOP.example.com", "127.0.0.1:9445".parse().unwrap()).unwrap();
+    /// assert_eq!(pooled.name_routes().len(), 3);
     /// assert!(relay.route_name("10.0.0.1", "127.0.0.1:1".parse().unwrap()).is_err());
     /// ```
     pub fn route_name(mut self, pattern: &str, target: Endpoint) -> Result<Forward, InvalidRoute> {
         check_server_name(pattern)?;
         let target = self.reachable(target)?;
         self.connector_for(&target)?;
-        let mut targets = Targets::one(target);
-        if let Some(metrics) = self.targets.metrics() {
-            targets.set_metrics(Arc::clone(metrics));
-        }
-        let names = self
-            .names
-            .get_or_insert_with(|| Arc::new(NameRoutes::new()));
-        if Arc::make_mut(names).insert(pattern, targets) {
-            Ok(self)
-        } else {
-            Err(InvalidRoute::Taken(pattern.to_ascii_lowercase()))
-        }
+        let like = Arc::clone(&self.targets);
+        let names = (self.names).get_or_insert_with(|| Arc::new(NameRoutes::new()));
+        let names = Arc::make_mut(names);
+        let mut routes = names.routes();
+        routes.push((pattern.to_owned(), target));
+        let table = table_of(routes, &names.table.load(), &like)?;
+        names.table.store(Arc::new(table));
+        Ok(self)
     }
 
     /// How long a client on a plain listener may take to send its ClientHello when the
@@ -143,51 +141,40 @@ impl Forward {
         let Some(names) = &self.names else {
             return Err(InvalidRoute::NotRouting);
         };
+        let routes = routes
+            .into_iter()
+            .map(|(pattern, target)| {
+                check_server_name(&pattern)?;
+                match self.reachable(target)? {
+                    tls @ Endpoint::Tls(_) if self.dial.tls.is_none() => {
+                        Err(UnsupportedTarget::TlsAdded(tls).into())
+                    }
+                    target => Ok((pattern, target)),
+                }
+            })
+            .collect::<Result<Vec<_>, InvalidRoute>>()?;
         let old = names.table.load_full();
-        let metrics = self.targets.metrics();
-        let mut table = Table::default();
-        let mut added = Vec::new();
-        for (pattern, target) in routes {
-            check_server_name(&pattern)?;
-            let target = match self.reachable(target)? {
-                tls @ Endpoint::Tls(_) if self.dial.tls.is_none() => {
-                    return Err(UnsupportedTarget::TlsAdded(tls).into());
-                }
-                target => target,
-            };
-            let kept = (old.pattern(&pattern))
-                .filter(|targets| targets.endpoints() == [target.clone()])
-                .cloned();
-            let targets = kept.unwrap_or_else(|| {
-                added.push((pattern.to_ascii_lowercase(), target.clone()));
-                let mut targets = Targets::one(target);
-                if let Some(metrics) = metrics {
-                    targets.set_metrics(Arc::clone(metrics));
-                }
-                Arc::new(targets)
-            });
-            if !table.insert(&pattern, targets) {
-                return Err(InvalidRoute::Taken(pattern.to_ascii_lowercase()));
-            }
-        }
-        let mut removed = Vec::new();
-        for (pattern, targets) in old.iter() {
-            let endpoints = targets.endpoints();
-            if table
-                .pattern(&pattern)
-                .is_none_or(|t| t.endpoints() != endpoints)
-            {
-                removed.extend(endpoints.into_iter().map(|e| (pattern.clone(), e)));
-            }
-        }
-        removed.sort_by(|a, b| a.0.cmp(&b.0));
-        added.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(metrics) = metrics {
+        let table = table_of(routes, &old, &self.targets)?;
+        let pairs = |table: &Table| -> HashSet<(String, Endpoint)> {
+            (table.iter())
+                .flat_map(|(pattern, targets)| {
+                    (targets.endpoints().into_iter()).map(move |e| (pattern.clone(), e))
+                })
+                .collect()
+        };
+        let (before, after) = (pairs(&old), pairs(&table));
+        let mut added: Vec<_> = after.difference(&before).cloned().collect();
+        let mut removed: Vec<_> = before.difference(&after).cloned().collect();
+        let by_route = |a: &(String, Endpoint), b: &(String, Endpoint)| {
+            (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string()))
+        };
+        added.sort_by(by_route);
+        removed.sort_by(by_route);
+        if let Some(metrics) = self.targets.metrics() {
             // A series goes with the last route or target that counts into it.
-            let in_use: std::collections::HashSet<Endpoint> = (table.iter())
-                .flat_map(|(_, targets)| targets.endpoints())
-                .chain(self.targets.endpoints())
-                .collect();
+            let own = self.targets.endpoints();
+            let in_use: HashSet<&Endpoint> =
+                (after.iter().map(|(_, e)| e)).chain(own.iter()).collect();
             for (_, endpoint) in &removed {
                 if !in_use.contains(endpoint) {
                     metrics.forget_forward_target(&endpoint.to_string());
@@ -264,14 +251,6 @@ impl NameRoutes {
         }
     }
 
-    /// Adds a route; `false` when `pattern` has one already.
-    fn insert(&mut self, pattern: &str, targets: Targets) -> bool {
-        let mut table = Table::clone(&self.table.load());
-        let added = table.insert(pattern, Arc::new(targets));
-        self.table.store(Arc::new(table));
-        added
-    }
-
     /// Every route's pattern and endpoint, sorted by pattern.
     pub(crate) fn routes(&self) -> Vec<(String, Endpoint)> {
         let table = self.table.load();
@@ -284,13 +263,14 @@ impl NameRoutes {
         routes
     }
 
-    /// Counts the routes' targets into `metrics`, as the relay's own.
-    pub(crate) fn set_metrics(&mut self, metrics: &Arc<Metrics>) {
+    /// Changes every route's targets as `change` says (the builder's settings, which apply
+    /// to the routes as to the relay's own targets).
+    pub(crate) fn update(&mut self, change: impl Fn(&mut Targets)) {
         let mut table = Table::clone(&self.table.load());
         for targets in table.values_mut() {
-            let mut counted = Targets::clone(targets);
-            counted.set_metrics(Arc::clone(metrics));
-            *targets = Arc::new(counted);
+            let mut changed = Targets::clone(targets);
+            change(&mut changed);
+            *targets = Arc::new(changed);
         }
         self.table.store(Arc::new(table));
     }
@@ -325,6 +305,56 @@ impl NameRoutes {
             name,
         })
     }
+}
+
+/// The table `routes` make: the targets of one pattern pooled into one route, in the order
+/// given, spread and failed over as the relay's own (`like`: its balance, retry and
+/// metrics); a route whose list `old` has already keeps its targets, marks and counters.
+fn table_of(
+    routes: Vec<(String, Endpoint)>,
+    old: &Table,
+    like: &Targets,
+) -> Result<Table, InvalidRoute> {
+    let mut pooled: Vec<(String, Vec<Endpoint>)> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for (pattern, target) in routes {
+        let pattern = pattern.to_ascii_lowercase();
+        let slot = *at.entry(pattern.clone()).or_insert_with(|| {
+            pooled.push((pattern, Vec::new()));
+            pooled.len() - 1
+        });
+        let list = &mut pooled[slot].1;
+        if list.len() == MAX_TARGETS {
+            return Err(UnsupportedTarget::TooMany(target).into());
+        }
+        list.push(target);
+    }
+    let mut table = Table::default();
+    for (pattern, endpoints) in pooled {
+        let kept = (old.pattern(&pattern)).filter(|targets| targets.endpoints() == endpoints);
+        let targets = match kept {
+            Some(targets) => Arc::clone(targets),
+            None => {
+                let mut endpoints = endpoints.into_iter();
+                // Pooled from one route at least.
+                let Some(first) = endpoints.next() else {
+                    continue;
+                };
+                let mut targets = Targets::one(first);
+                for endpoint in endpoints {
+                    targets.push(endpoint);
+                }
+                targets.set_balance(like.balance());
+                targets.set_retry_after(like.retry_after());
+                if let Some(metrics) = like.metrics() {
+                    targets.set_metrics(Arc::clone(metrics));
+                }
+                Arc::new(targets)
+            }
+        };
+        table.insert(&pattern, targets);
+    }
+    Ok(table)
 }
 
 /// Why a client could not be routed by name.

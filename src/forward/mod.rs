@@ -232,6 +232,9 @@ impl Forward {
 
     /// How clients are spread over several targets ([`Forward::or`]).
     pub fn balance(mut self, balance: Balance) -> Forward {
+        if let Some(names) = &mut self.names {
+            Arc::make_mut(names).update(|targets| targets.set_balance(balance));
+        }
         Arc::make_mut(&mut self.targets).set_balance(balance);
         self
     }
@@ -244,7 +247,7 @@ impl Forward {
     /// count the client side, as for any handler.
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Forward {
         if let Some(names) = &mut self.names {
-            Arc::make_mut(names).set_metrics(&metrics);
+            Arc::make_mut(names).update(|targets| targets.set_metrics(Arc::clone(&metrics)));
         }
         Arc::make_mut(&mut self.targets).set_metrics(metrics);
         self
@@ -335,6 +338,9 @@ impl Forward {
 
     /// How long a target that failed is tried after the others ([`Forward::or`]).
     pub fn retry_after(mut self, retry_after: Duration) -> Forward {
+        if let Some(names) = &mut self.names {
+            Arc::make_mut(names).update(|targets| targets.set_retry_after(retry_after));
+        }
         Arc::make_mut(&mut self.targets).set_retry_after(retry_after);
         self
     }

@@ -193,7 +193,7 @@ fn a_tls_listener_routes_by_the_name_of_the_session_it_terminated() {
 
 #[test]
 fn routes_that_cannot_work_are_usage_errors() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--sni-route", "example.com"], "expected NAME=ENDPOINT"),
         (
             &["--sni-route", "10.0.0.1=127.0.0.1:9"],
@@ -215,15 +215,6 @@ fn routes_that_cannot_work_are_usage_errors() {
                 "tls:127.0.0.1:10",
             ],
             "--to tls:127.0.0.1:10: a plain listener with --sni-route passes",
-        ),
-        (
-            &[
-                "--sni-route",
-                "a.test=127.0.0.1:9",
-                "--sni-route",
-                "A.test=127.0.0.1:10",
-            ],
-            "the server name a.test has a route already",
         ),
         (&["--sni-route", "a.test=:9"], "needs a host"),
     ];
@@ -311,4 +302,33 @@ fn a_route_file_is_read_again_on_sighup_and_a_bad_one_changes_nothing() {
         Duration::from_secs(5),
     );
     assert_eq!(answer(), "default localhost\n");
+}
+
+#[test]
+fn a_name_given_twice_pools_its_targets_and_fails_over_between_them() {
+    let pki = Pki::new();
+    let first = backend(&pki.server, "first");
+    let second = backend(&pki.server, "second");
+    let default = backend(&pki.server, "default");
+    let dead = crate::support::net::free_port();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &tcp(&default)])
+        .args(["--sni-route", &format!("localhost=127.0.0.1:{dead}")])
+        .args(["--sni-route", &format!("localhost={}", tcp(&first))])
+        .args(["--sni-route", &format!("LOCALHOST={}", tcp(&second))])
+        .args(["--send-proxy", "v2"]);
+    let relay = Running::start(cmd, 1);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (code, text, stderr) = answer_for(&pki, &relay, Some("localhost"));
+        assert_eq!(code, 0, "{stderr}\nrelay:\n{}", relay.stderr());
+        seen.insert(text);
+    }
+    // In turn over the two that answer; the dead one passed its clients on, never the
+    // default.
+    let wanted: std::collections::BTreeSet<String> = ["first localhost\n", "second localhost\n"]
+        .map(String::from)
+        .into();
+    assert_eq!(seen, wanted);
+    relay.assert_said(&format!("cannot reach tcp:127.0.0.1:{dead}"));
 }

@@ -160,6 +160,10 @@ impl Targets {
         self.retry_after = retry_after;
     }
 
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
     /// Counts each target's connections and failures into `metrics`.
     pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
         let list: List = self
