@@ -58,7 +58,7 @@ impl Forward {
     /// # Errors
     ///
     /// A pattern no client can ask for, a target [`Forward::or`] would refuse, or more
-    /// than [`MAX_TARGETS`](super::MAX_TARGETS) targets for one pattern.
+    /// than [`MAX_TARGETS`] targets for one pattern.
     ///
     /// # Examples
     ///
