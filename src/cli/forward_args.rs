@@ -50,6 +50,7 @@ pub(crate) struct ForwardArgs {
     pub(crate) retry_after: Duration,
     /// Check every --to target this often: connect (as a client would, TLS and PROXY header
     /// included) and close. One that fails is tried after the others until a check passes.
+    /// --sni-route targets are checked too, by connection only.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) check_interval: Option<Duration>,

@@ -53,7 +53,8 @@ impl Forward {
     ///
     /// The route's target has the relay's connect timeout, proxy, PROXY header and TLS
     /// settings, and its own failure mark; health checks ([`Forward::check_every`]) check
-    /// the relay's targets only.
+    /// it by connection only ([`Forward::check_http`]'s request goes to the relay's own
+    /// targets: behind a plain listener a route's target speaks its clients' TLS).
     ///
     /// # Errors
     ///
@@ -261,6 +262,13 @@ impl NameRoutes {
             .collect();
         routes.sort_by(|a, b| a.0.cmp(&b.0));
         routes
+    }
+
+    /// Each route's targets as they are now, for a round of health checks.
+    pub(crate) fn snapshots(&self) -> Vec<Arc<super::targets::List>> {
+        (self.table.load().iter())
+            .map(|(_, targets)| targets.snapshot())
+            .collect()
     }
 
     /// Changes every route's targets as `change` says (the builder's settings, which apply

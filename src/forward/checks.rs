@@ -22,6 +22,7 @@ use crate::endpoint::Endpoint;
 use crate::error::describe;
 use crate::net;
 
+use super::by_name::NameRoutes;
 use super::dial::Dialer;
 use super::relay::Upstream;
 use super::targets::{Targets, Verdict};
@@ -31,6 +32,9 @@ use super::targets::{Targets, Verdict};
 pub(super) struct Checks {
     /// Weak: the checks must not keep a relay's targets alive.
     pub(super) targets: Weak<Targets>,
+    /// The targets of the routes by server name, checked by connection only: behind a
+    /// plain listener they speak the client's TLS, which a plain HTTP request is not.
+    pub(super) routes: Option<Weak<NameRoutes>>,
     /// With a timeout, always: a check never outlives its round by much.
     pub(super) dial: Dialer,
     /// The PROXY header of a check, if the relay sends them.
@@ -59,13 +63,21 @@ impl Checks {
                 return;
             };
             // One list for the round: a reload meanwhile is checked from the next.
-            let list = targets.snapshot();
+            let own = targets.snapshot();
             drop(targets);
+            let routed = (self.routes.as_ref().and_then(Weak::upgrade))
+                .map(|routes| routes.snapshots())
+                .unwrap_or_default();
+            let list = (own.iter().map(|target| (target, self.http_path.clone()))).chain(
+                routed
+                    .iter()
+                    .flat_map(|list| list.iter().map(|target| (target, None))),
+            );
             let mut round = tokio::task::JoinSet::new();
-            for target in list.iter().cloned() {
+            for (target, http_path) in list {
+                let target = Arc::clone(target);
                 let dial = self.dial.clone();
                 let header = self.header.clone();
-                let http_path = self.http_path.clone();
                 round.spawn(async move {
                     let endpoint = target.endpoint();
                     let result = async {
@@ -79,7 +91,7 @@ impl Checks {
                     (target, result)
                 });
             }
-            drop(list);
+            drop((own, routed));
             while let Some(checked) = round.join_next().await {
                 let Ok((target, result)) = checked else {
                     continue; // a check that panicked: no verdict

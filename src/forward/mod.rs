@@ -320,6 +320,7 @@ impl Forward {
         let interval = self.check_interval?.max(Duration::from_millis(1));
         let checks = checks::Checks {
             targets: Arc::downgrade(&self.targets),
+            routes: self.names.as_ref().map(Arc::downgrade),
             // Without a connect timeout, a check gives up at the next round.
             dial: Dialer {
                 timeout: Some(self.dial.timeout.unwrap_or(interval)),

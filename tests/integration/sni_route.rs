@@ -332,3 +332,36 @@ fn a_name_given_twice_pools_its_targets_and_fails_over_between_them() {
     assert_eq!(seen, wanted);
     relay.assert_said(&format!("cannot reach tcp:127.0.0.1:{dead}"));
 }
+
+#[test]
+fn health_checks_take_a_routes_dead_target_out_by_connection_only() {
+    let pki = Pki::new();
+    let live = backend(&pki.server, "live");
+    let default = backend(&pki.server, "default");
+    let dead = crate::support::net::free_port();
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &tcp(&default)])
+        .args(["--sni-route", &format!("localhost=127.0.0.1:{dead}")])
+        .args(["--sni-route", &format!("localhost={}", tcp(&live))])
+        .args(["--send-proxy", "v2", "--check-interval", "200ms"])
+        // HTTP to --to's target only: the routes' targets speak their clients' TLS.
+        .args(["--check-http", "/"]);
+    let relay = Running::start(cmd, 1);
+    relay.wait_for_stderr(
+        &[
+            &format!("health check: tcp:127.0.0.1:{dead} is down: connection refused"),
+            &format!("health check: tcp:{} is down", tcp(&default)),
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(
+        !relay
+            .stderr()
+            .contains(&format!("health check: tcp:{} is down", tcp(&live))),
+        "{}",
+        relay.stderr()
+    );
+    // The dead target, checked down, costs the route's clients no failed attempt.
+    let (code, text, stderr) = answer_for(&pki, &relay, Some("localhost"));
+    assert_eq!((code, text.as_str()), (0, "live localhost\n"), "{stderr}");
+}

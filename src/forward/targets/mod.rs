@@ -78,7 +78,7 @@ pub(crate) fn source_slot(source: IpAddr, count: usize) -> usize {
 }
 
 /// The targets of one list, in the order given.
-type List = Vec<Arc<Target>>;
+pub(crate) type List = Vec<Arc<Target>>;
 
 /// The relay's targets and what it remembers of their failures.
 #[derive(Debug)]
