@@ -36,23 +36,15 @@ pub(crate) fn read(
 ) -> Result<Vec<(String, Endpoint)>, CliError> {
     let text = read_text("--sni-route-file", file)?;
     let mut routes = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let written = line
-            .split_once('#')
-            .map_or(line, |(before, _)| before)
-            .trim();
-        if written.is_empty() {
-            continue;
-        }
+    for (number, written) in super::target_file::written_lines(&text) {
         let route = match written.split_once(char::is_whitespace) {
             Some((name, target)) if !name.contains('=') => format!("{name}={}", target.trim()),
             _ => written.to_owned(),
         };
         let route = parse(&route, listeners).map_err(|why| {
             CliError::Usage(format!(
-                "invalid --sni-route-file {}: line {}: {why}",
-                file.display(),
-                number + 1
+                "invalid --sni-route-file {}: line {number}: {why}",
+                file.display()
             ))
         })?;
         routes.push(route);

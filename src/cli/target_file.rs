@@ -50,16 +50,9 @@ pub(crate) fn read(file: &Path) -> Result<Vec<Endpoint>, CliError> {
     let invalid =
         |why: String| CliError::Usage(format!("invalid --to-file {}: {why}", file.display()));
     let mut targets = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let written = line
-            .split_once('#')
-            .map_or(line, |(before, _)| before)
-            .trim();
-        if written.is_empty() {
-            continue;
-        }
+    for (number, written) in written_lines(&text) {
         let target = resolve::target("forward --to-file", written)
-            .map_err(|err| invalid(format!("line {}: {err}", number + 1)))?;
+            .map_err(|err| invalid(format!("line {number}: {err}")))?;
         targets.push(target);
     }
     if targets.is_empty() {
@@ -72,6 +65,17 @@ pub(crate) fn read(file: &Path) -> Result<Vec<Endpoint>, CliError> {
         )));
     }
     Ok(targets)
+}
+
+/// The lines of a list file that say something, numbered from 1: what comes before a `#`,
+/// trimmed, blank lines skipped.
+pub(crate) fn written_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    (text.lines().enumerate())
+        .map(|(number, line)| {
+            let written = line.split_once('#').map_or(line, |(before, _)| before);
+            (number + 1, written.trim())
+        })
+        .filter(|(_, written)| !written.is_empty())
 }
 
 /// What SIGHUP does for `relay`: reads `file` again and puts its targets in force, logging
