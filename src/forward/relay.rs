@@ -8,6 +8,7 @@ use std::io;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::metrics::RefusalReason;
 use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Tls, Tlvs, Version};
 use crate::server::{Connection, Handler};
@@ -33,6 +34,9 @@ impl Forward {
                 // The client's fault, not the relay's (a scanner speaking HTTP to :443):
                 // at -v, as the admission stages log their refusals.
                 Err(err) => {
+                    // A handshake that failed before it reached a target: counted as the
+                    // TLS stage counts its own (before the line, which a reader may wait for).
+                    client.meter_mut().refused(RefusalReason::Tls);
                     tracing::debug!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
                     client.reset_on_close();
                     return Ok(());

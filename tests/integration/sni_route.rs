@@ -154,6 +154,12 @@ fn a_plain_listener_passes_tls_through_to_the_target_the_name_chooses() {
         "{}",
         relay.stderr()
     );
+    // Counted as failed handshakes are; the TCP check is not.
+    let refused = format!("listener=\"{}\",reason=\"tls\"", relay.endpoints()[0]);
+    assert_eq!(
+        sample(&metrics, "socketkit_connections_refused_total", &refused),
+        2
+    );
 }
 
 #[test]
