@@ -87,15 +87,8 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => sni_routes::from_args(&args.sni_route, &endpoints)?,
     };
     let routing = !routes.is_empty() || args.sni_route_file.is_some();
-    if routing
-        && endpoints.iter().any(|l| !matches!(l, Endpoint::Tls(_)))
-        && let Some(tls) =
-            (std::iter::once(&target).chain(&rest)).find(|t| matches!(t, Endpoint::Tls(_)))
-    {
-        return Err(CliError::Usage(format!(
-            "--to {tls}: a plain listener with --sni-route passes the client's TLS through to \
-             every target, so none can be tls: (TLS inside TLS); name it tcp:"
-        )));
+    if routing {
+        sni_routes::check_targets(std::iter::once(&target).chain(&rest), &endpoints)?;
     }
     // The connector serves every tls: target; its options apply if any target is one.
     let tls_target = std::iter::once(&target)
@@ -155,7 +148,8 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         None => relay,
     };
     let relay = if routing {
-        // One table for all the routes: a file may name thousands.
+        // Put in force as a reload puts them: one table, checked whole, its errors naming
+        // where the routes came from.
         let relay = relay.route_by_name();
         relay.reload_name_routes(routes).map_err(|err| {
             let from = match &args.sni_route_file {

@@ -60,8 +60,7 @@ fn parse(route: &str, listeners: &[Endpoint]) -> Result<(String, Endpoint), Stri
     };
     socketkit::tls::check_server_name(name).map_err(|err| err.to_string())?;
     let target = resolve::target("forward --sni-route", target).map_err(|err| err.to_string())?;
-    let plain = listeners.iter().any(|l| !matches!(l, Endpoint::Tls(_)));
-    if plain && matches!(target, Endpoint::Tls(_)) {
+    if passes_tls_through(listeners) && matches!(target, Endpoint::Tls(_)) {
         return Err(
             "a plain listener passes the client's TLS through to the target, so the \
                     target cannot be tls: (TLS inside TLS); name it tcp:"
@@ -69,6 +68,30 @@ fn parse(route: &str, listeners: &[Endpoint]) -> Result<(String, Endpoint), Stri
         );
     }
     Ok((name.to_owned(), target))
+}
+
+/// Whether a relay that routes by name passes its clients' TLS through (a plain listener
+/// among `listeners`): then no target of it may be `tls:`.
+fn passes_tls_through(listeners: &[Endpoint]) -> bool {
+    listeners.iter().any(|l| !matches!(l, Endpoint::Tls(_)))
+}
+
+/// Refuses a `tls:` one among `targets` (`--to`'s) when the relay routes by name and passes
+/// TLS through: those clients' TLS would be wrapped in TLS again.
+pub(crate) fn check_targets<'a>(
+    targets: impl IntoIterator<Item = &'a Endpoint>,
+    listeners: &[Endpoint],
+) -> Result<(), CliError> {
+    if !passes_tls_through(listeners) {
+        return Ok(());
+    }
+    match targets.into_iter().find(|t| matches!(t, Endpoint::Tls(_))) {
+        Some(tls) => Err(CliError::Usage(format!(
+            "--to {tls}: a plain listener with --sni-route passes the client's TLS through to \
+             every target, so none can be tls: (TLS inside TLS); name it tcp:"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What SIGHUP does for `relay` with `--sni-route-file`: reads `file` again and puts its

@@ -13,6 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::endpoint::Endpoint;
+use crate::metrics::RefusalReason;
 use crate::server::Connection;
 use crate::tls::{
     ClientHelloError, InvalidServerName, ServerNames, check_server_name, read_client_hello,
@@ -82,11 +83,7 @@ impl Forward {
         self.connector_for(&target)?;
         let like = Arc::clone(&self.targets);
         let names = (self.names).get_or_insert_with(|| Arc::new(NameRoutes::new()));
-        let names = Arc::make_mut(names);
-        let mut routes = names.routes();
-        routes.push((pattern.to_owned(), target));
-        let table = table_of(routes, &names.table.load(), &like)?;
-        names.table.store(Arc::new(table));
+        Arc::make_mut(names).add(pattern, target, &like)?;
         Ok(self)
     }
 
@@ -232,8 +229,9 @@ impl Clone for NameRoutes {
 }
 
 /// Where one client goes: to a route's targets (`None`: the relay's own), after `hello`,
-/// the bytes read to learn the name it asked for.
-#[derive(Debug)]
+/// the bytes read to learn the name it asked for. The default: the relay's own targets,
+/// nothing read.
+#[derive(Debug, Default)]
 pub(crate) struct Route {
     pub(crate) targets: Option<Arc<Targets>>,
     pub(crate) hello: Vec<u8>,
@@ -283,13 +281,46 @@ impl NameRoutes {
         self.table.store(Arc::new(table));
     }
 
+    /// Adds `target` to the route of `pattern` (a new route, spread and failed over as
+    /// `like`), in the builder's own table: taken rather than copied, as no client routes
+    /// by it yet.
+    fn add(&mut self, pattern: &str, target: Endpoint, like: &Targets) -> Result<(), InvalidRoute> {
+        let mut table = Arc::try_unwrap(self.table.swap(Arc::default()))
+            .unwrap_or_else(|shared| Table::clone(&shared));
+        let added = match table.pattern_mut(pattern) {
+            Some(targets) => Arc::make_mut(targets).push(target.clone()),
+            None => table.insert(pattern, Arc::new(pooled(vec![target.clone()], like))),
+        };
+        self.table.store(Arc::new(table));
+        match added {
+            true => Ok(()),
+            false => Err(UnsupportedTarget::TooMany(target).into()),
+        }
+    }
+
     /// The route for `client`: by its TLS session's name on a `tls:` listener, else by the
-    /// ClientHello read off it (within [`NameRoutes::wait`]).
-    ///
-    /// # Errors
-    ///
-    /// The client's first bytes are not a ClientHello, or it took too long to send it.
-    pub(crate) async fn route(&self, client: &mut Connection) -> Result<Route, RouteError> {
+    /// ClientHello read off it (within [`NameRoutes::wait`]). `None` when there is none to
+    /// take: the client closed before its first byte (a TCP health check: closed quietly),
+    /// or its first bytes are not a ClientHello in time (reset, logged at `-v` as the
+    /// admission stages' refusals are, and counted as a failed handshake).
+    pub(crate) async fn route(&self, client: &mut Connection) -> Option<Route> {
+        match self.read_route(client).await {
+            Ok(route) => Some(route),
+            Err(err) if err.is_quiet_close() => {
+                tracing::debug!(peer = %client.peer_addr(), "closed before its ClientHello");
+                None
+            }
+            Err(err) => {
+                // Counted before the line, which a reader may wait for.
+                client.meter_mut().refused(RefusalReason::Tls);
+                tracing::debug!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
+                client.reset_on_close();
+                None
+            }
+        }
+    }
+
+    async fn read_route(&self, client: &mut Connection) -> Result<Route, RouteError> {
         let (name, hello) = if client.is_tls() {
             (client.server_name().map(str::to_owned), Vec::new())
         } else {
@@ -323,51 +354,53 @@ fn table_of(
     old: &Table,
     like: &Targets,
 ) -> Result<Table, InvalidRoute> {
-    let mut pooled: Vec<(String, Vec<Endpoint>)> = Vec::new();
+    let mut lists: Vec<(String, Vec<Endpoint>)> = Vec::new();
     let mut at = std::collections::HashMap::new();
     for (pattern, target) in routes {
         let pattern = pattern.to_ascii_lowercase();
         let slot = *at.entry(pattern.clone()).or_insert_with(|| {
-            pooled.push((pattern, Vec::new()));
-            pooled.len() - 1
+            lists.push((pattern, Vec::new()));
+            lists.len() - 1
         });
-        let list = &mut pooled[slot].1;
+        let list = &mut lists[slot].1;
         if list.len() == MAX_TARGETS {
             return Err(UnsupportedTarget::TooMany(target).into());
         }
         list.push(target);
     }
     let mut table = Table::default();
-    for (pattern, endpoints) in pooled {
+    for (pattern, endpoints) in lists {
         let kept = (old.pattern(&pattern)).filter(|targets| targets.endpoints() == endpoints);
         let targets = match kept {
             Some(targets) => Arc::clone(targets),
-            None => {
-                let mut endpoints = endpoints.into_iter();
-                // Pooled from one route at least.
-                let Some(first) = endpoints.next() else {
-                    continue;
-                };
-                let mut targets = Targets::one(first);
-                for endpoint in endpoints {
-                    targets.push(endpoint);
-                }
-                targets.set_balance(like.balance());
-                targets.set_retry_after(like.retry_after());
-                if let Some(metrics) = like.metrics() {
-                    targets.set_metrics(Arc::clone(metrics));
-                }
-                Arc::new(targets)
-            }
+            None => Arc::new(pooled(endpoints, like)),
         };
         table.insert(&pattern, targets);
     }
     Ok(table)
 }
 
+/// One route's targets, `endpoints` (one at least, at most [`MAX_TARGETS`]) in order,
+/// spread and failed over as `like` (the relay's own: its balance, retry and metrics).
+fn pooled(endpoints: Vec<Endpoint>, like: &Targets) -> Targets {
+    let mut endpoints = endpoints.into_iter();
+    // Callers pool one endpoint at least; an empty list would be a route to nowhere.
+    let first = endpoints.next().expect("a route has a target");
+    let mut targets = Targets::one(first);
+    for endpoint in endpoints {
+        targets.push(endpoint);
+    }
+    targets.set_balance(like.balance());
+    targets.set_retry_after(like.retry_after());
+    if let Some(metrics) = like.metrics() {
+        targets.set_metrics(Arc::clone(metrics));
+    }
+    targets
+}
+
 /// Why a client could not be routed by name.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RouteError {
+enum RouteError {
     #[error(transparent)]
     Hello(#[from] ClientHelloError),
     #[error("the client sent no ClientHello within {}", humantime::format_duration(*.0))]
@@ -377,7 +410,7 @@ pub(crate) enum RouteError {
 impl RouteError {
     /// Whether the client closed without sending a byte, as a load balancer's TCP check
     /// does: nothing to route, nothing lost, nothing to warn of.
-    pub(crate) fn is_quiet_close(&self) -> bool {
+    fn is_quiet_close(&self) -> bool {
         matches!(self, RouteError::Hello(ClientHelloError::Closed(0)))
     }
 }

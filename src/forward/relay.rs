@@ -8,11 +8,11 @@ use std::io;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::metrics::RefusalReason;
 use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Tls, Tlvs, Version};
 use crate::server::{Connection, Handler};
 
+use super::by_name::Route;
 use super::{Forward, splice};
 
 impl Handler for Forward {
@@ -24,36 +24,21 @@ impl Handler for Forward {
 
 impl Forward {
     async fn relay(&self, mut client: Connection) -> io::Result<()> {
-        let route = match &self.names {
+        let Route {
+            targets: routed,
+            hello,
+            name,
+        } = match &self.names {
             Some(names) => match names.route(&mut client).await {
-                Ok(route) => Some(route),
-                Err(err) if err.is_quiet_close() => {
-                    tracing::debug!(peer = %client.peer_addr(), "closed before its ClientHello");
-                    return Ok(());
-                }
-                // The client's fault, not the relay's (a scanner speaking HTTP to :443):
-                // at -v, as the admission stages log their refusals.
-                Err(err) => {
-                    // A handshake that failed before it reached a target: counted as the
-                    // TLS stage counts its own (before the line, which a reader may wait for).
-                    client.meter_mut().refused(RefusalReason::Tls);
-                    tracing::debug!(peer = %client.peer_addr(), "cannot route by server name: {err}; resetting the client");
-                    client.reset_on_close();
-                    return Ok(());
-                }
+                Some(route) => route,
+                None => return Ok(()), // closed, or reset
             },
-            None => None,
+            None => Route::default(),
         };
-        let (targets, hello) = match &route {
-            Some(route) => (
-                route.targets.as_deref().unwrap_or(&self.targets),
-                &route.hello[..],
-            ),
-            None => (&*self.targets, &[][..]),
-        };
+        let targets = routed.as_deref().unwrap_or(&self.targets);
         let header = self.send_proxy.map(|version| {
             let tlvs = match version {
-                Version::V2 => session_tlvs(&client, route.as_ref().and_then(|r| r.name.clone())),
+                Version::V2 => session_tlvs(&client, name),
                 Version::V1 => Tlvs::default(),
             };
             proxy_protocol::encode_with(
@@ -74,7 +59,7 @@ impl Forward {
                     target.succeeded();
                     // The order's reference moves into the guard: no count to add.
                     let _open = target.open();
-                    return relay_to(client, upstream, hello).await;
+                    return relay_to(client, upstream, &hello).await;
                 }
                 Err(err) => {
                     targets.failed(&target);

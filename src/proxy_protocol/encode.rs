@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Tlvs, V2_SIGNATURE, Version};
+use super::{PREAMBLE, Tlvs, V2_SIGNATURE, Version};
 
 /// The header `version` writes for a connection from `source` to `destination`; when either
 /// is not an IP socket address (a Unix socket client), the header that says "no address"
@@ -52,9 +52,9 @@ pub fn encode_with(
     let mut header = encode(version, source, destination);
     if version == Version::V2 && !tlvs.is_empty() {
         header.extend_from_slice(&tlvs.to_bytes());
-        // The length counts what follows the 16-byte preamble; TLVs this module writes stay
-        // far below 64 KiB (names, a protocol, a version).
-        let body = u16::try_from(header.len() - 16).unwrap_or(u16::MAX);
+        // The length counts what follows the preamble; TLVs this module writes stay far
+        // below 64 KiB (names, a protocol, a version).
+        let body = u16::try_from(header.len() - PREAMBLE).unwrap_or(u16::MAX);
         header[14..16].copy_from_slice(&body.to_be_bytes());
     }
     header

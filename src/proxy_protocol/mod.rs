@@ -26,6 +26,10 @@ use std::net::SocketAddr;
 /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
+/// A v2 header's fixed part: signature, version and command, family, and the length of
+/// what follows it.
+const PREAMBLE: usize = 16;
+
 /// Which of the two header formats to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{Parsed, ProxyError, ProxyHeader, Tlvs, V2_SIGNATURE};
+use super::{PREAMBLE, Parsed, ProxyError, ProxyHeader, Tlvs, V2_SIGNATURE};
 
 /// The longest v1 header the specification allows, CR LF included.
 pub const MAX_V1_LEN: usize = 107;
@@ -13,9 +13,6 @@ pub const MAX_V1_LEN: usize = 107;
 pub const MAX_V2_LEN: usize = 2048;
 
 const V1_PREFIX: &[u8; 6] = b"PROXY ";
-
-/// A v2 header's fixed part: signature, version and command, family, length.
-const PREAMBLE: usize = 16;
 
 /// Parses a PROXY header (v1 or v2) at the start of `bytes`.
 ///
@@ -136,13 +133,12 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, ProxyError> {
         return Ok(Parsed::Incomplete);
     }
     let body = &bytes[PREAMBLE..len];
-    let (addresses, tlvs) = match family >> 4 {
-        0x0 => (None, body),
-        0x1 => split(body, 12).map(|(a, rest)| (Some(v4_pair(a)), rest))?,
-        0x2 => split(body, 36).map(|(a, rest)| (Some(v6_pair(a)), rest))?,
-        // AF_UNIX: paths, no IP address to speak of.
-        0x3 => split(body, 216).map(|(_, rest)| (None, rest))?,
-        _ => return Err(ProxyError::V2("unknown address family")),
+    let (addresses, tlvs) = split(body, address_len(family)?)?;
+    let addresses = match family >> 4 {
+        0x1 => Some(v4_pair(addresses)),
+        0x2 => Some(v6_pair(addresses)),
+        // UNSPEC, and AF_UNIX's paths: no IP address to speak of.
+        _ => None,
     };
     if !matches!(family & 0x0f, 0x0..=0x2) {
         return Err(ProxyError::V2("unknown transport protocol"));
@@ -168,13 +164,19 @@ pub fn v2_tlvs(bytes: &[u8]) -> Option<Tlvs> {
         return None;
     };
     let body = bytes.get(PREAMBLE..len)?;
-    let skip = match bytes[13] >> 4 {
-        0x1 => 12,
-        0x2 => 36,
-        0x3 => 216,
-        _ => 0,
-    };
-    Tlvs::parse(body.get(skip..)?)
+    Tlvs::parse(body.get(address_len(bytes[13]).ok()?..)?)
+}
+
+/// How many bytes of a v2 header's body the addresses of `family` take (its high nibble:
+/// UNSPEC, IPv4, IPv6, AF_UNIX); the TLVs follow them.
+fn address_len(family: u8) -> Result<usize, ProxyError> {
+    match family >> 4 {
+        0x0 => Ok(0),
+        0x1 => Ok(12),
+        0x2 => Ok(36),
+        0x3 => Ok(216),
+        _ => Err(ProxyError::V2("unknown address family")),
+    }
 }
 
 /// Whether the command is LOCAL (true) or PROXY (false), after checking the version is 2.

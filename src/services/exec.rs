@@ -127,9 +127,8 @@ impl Exec {
         Exec::new([OsString::from("sh"), OsString::from("-c"), line])
     }
 
-    /// The program's command line and environment, stdio not yet set.
-    /// The command line and environment: the addresses, and what a PROXY header `told` of
-    /// the client's TLS with the proxy.
+    /// The program's command line and environment, stdio not yet set: the addresses, and
+    /// what a PROXY header `told` of the client's TLS with the proxy.
     fn std_command(
         &self,
         peer: &Address,
@@ -156,9 +155,8 @@ impl Exec {
     fn command(&self, conn: &Connection) -> Command {
         let local = conn.local_addr().unwrap_or_else(|_| Address::unix(""));
         let mut cmd = self.std_command(conn.peer_addr(), &local, conn.proxy_tlvs());
-        let tls = conn.tls_session();
-        if let Some(tls) = &tls {
-            set_tls_vars(&mut cmd, tls);
+        if let Some(tls) = conn.tls_session() {
+            set_tls_vars(&mut cmd, &tls);
         }
         let mut cmd = Command::from(cmd);
         cmd.stdin(Stdio::piped())

@@ -3,6 +3,7 @@
 //! answers `shop.example.com`, not `example.com` nor `a.b.example.com`), without regard to
 //! case. Used to choose a listener's certificate and a relay's target by name.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -45,8 +46,13 @@ impl<T> ServerNames<T> {
     /// The value for a client that asked for `name`: under the name itself, else under
     /// the wildcard of its parent.
     pub(crate) fn get(&self, name: &str) -> Option<&T> {
-        let name = name.to_ascii_lowercase();
-        self.exact.get(&name).or_else(|| {
+        // rustls hands the name over in lower case already: a copy only for other callers.
+        let name: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
+        self.exact.get(name.as_ref()).or_else(|| {
             name.split_once('.')
                 .and_then(|(_, parent)| self.wildcard.get(parent))
         })
@@ -59,6 +65,15 @@ impl<T> ServerNames<T> {
         match pattern.strip_prefix("*.") {
             Some(parent) => self.wildcard.get(parent),
             None => self.exact.get(&pattern),
+        }
+    }
+
+    /// The value filed under `pattern` itself, to change it.
+    pub(crate) fn pattern_mut(&mut self, pattern: &str) -> Option<&mut T> {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get_mut(parent),
+            None => self.exact.get_mut(&pattern),
         }
     }
 
