@@ -1,7 +1,6 @@
 //! Exit codes (SPEC §2.3) and the one `error:` line: only the CLI decides either.
 
 use std::fmt;
-use std::io::Write;
 use std::process::ExitCode;
 
 /// 0 success, 1 runtime failure, 2 bad usage.
@@ -61,11 +60,7 @@ impl CliError {
     pub(crate) fn report(&self) -> ExitCode {
         // Not `eprintln!`, which panics when stderr is closed (`2>&1 | true`): then there
         // is nobody to tell, and the exit code still says it.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "error: {}",
-            sanitize(&self.to_string())
-        );
+        super::ready::write_whole(&format!("error: {}\n", sanitize(&self.to_string())));
         ExitCode::from(match self {
             CliError::Usage(_) => USAGE,
             CliError::Runtime(_) | CliError::Failed(_) => FAILURE,

@@ -2,7 +2,6 @@
 //! with the listeners (or, on a SIGUSR2 restart, taken over from the old process), announced
 //! after their `listening on` lines, then served beside them.
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -118,8 +117,7 @@ impl Bound {
     /// `listening on` lines.
     pub(crate) fn announce(&self) {
         if let Endpoint::Tcp(at) = self.http.local_endpoint() {
-            // stderr is unbuffered; if it is gone there is no one to tell.
-            let _ = writeln!(std::io::stderr(), "metrics on http://{at}/metrics");
+            super::ready::write_whole(&format!("metrics on http://{at}/metrics\n"));
         }
     }
 

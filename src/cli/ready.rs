@@ -12,7 +12,13 @@ pub(crate) fn announce(endpoints: &[Endpoint], what: &str) {
     for endpoint in endpoints {
         text.push_str(&format!("listening on {endpoint} ({what})\n"));
     }
-    let mut stderr = std::io::stderr().lock();
-    // stderr is unbuffered; if it is gone there is no one to tell, so the error is moot.
-    let _ = stderr.write_all(text.as_bytes());
+    write_whole(&text);
+}
+
+/// Writes `text` to stderr in one `write(2)`: stderr is unbuffered, and `writeln!` with
+/// arguments writes each piece on its own, so another process sharing the stream (the
+/// process a restart replaces, still draining) could write into the middle of a line that
+/// a script reads a port from. If stderr is gone there is no one to tell: the error is moot.
+pub(crate) fn write_whole(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
