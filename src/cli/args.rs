@@ -85,7 +85,8 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Where to listen (repeatable): HOST:PORT, :PORT, udp:HOST:PORT, unix:PATH…, or an
-    /// inherited socket: fd:N, fd:NAME (systemd's LISTEN_FDS; with none given, all of them).
+    /// inherited socket: fd:N, fd:NAME, tls:fd:N (systemd's LISTEN_FDS; with none given, all
+    /// of them).
     #[arg(short = 'l', long = "listen", value_name = "ENDPOINT")]
     pub(crate) listen: Vec<String>,
     /// At most N connections at once (1-1000000000); past it, new clients wait in the

@@ -14,7 +14,7 @@ use socketkit::endpoint::{Endpoint, InheritedName};
 use socketkit::error::Op;
 use socketkit::server::{
     Handover, Inherited, InheritedSocket, ManagerState, ReadyReport, Server, ShutdownHandle,
-    notify_manager,
+    Successor, notify_manager,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -135,15 +135,30 @@ impl Managed {
         }
         let mut listeners = Vec::new();
         for text in listen {
-            match InheritedName::parse(text) {
-                None => listeners.push(Listen::Bind(resolve::endpoint(text)?)),
-                Some(Err(err)) => return Err(CliError::Usage(err.to_string())),
-                Some(Ok(InheritedName::Number(fd))) => listeners.push(Listen::Inherited(
-                    self.inherited.take_number(fd).map_err(usage)?,
-                )),
-                Some(Ok(InheritedName::Name(name))) => {
-                    listeners.extend(inherited(self.inherited.take_name(&name).map_err(usage)?));
+            // `tls:fd:3`: an inherited TCP socket that speaks TLS.
+            let (tls, name) = match text.strip_prefix("tls:") {
+                Some(rest) if rest.starts_with("fd:") => (true, rest),
+                _ => (false, text.as_str()),
+            };
+            let sockets = match InheritedName::parse(name) {
+                None => {
+                    listeners.push(Listen::Bind(resolve::endpoint(text)?));
+                    continue;
                 }
+                Some(Err(err)) => return Err(CliError::Usage(err.to_string())),
+                Some(Ok(InheritedName::Number(fd))) => {
+                    vec![self.inherited.take_number(fd).map_err(usage)?]
+                }
+                Some(Ok(InheritedName::Name(name))) => {
+                    self.inherited.take_name(&name).map_err(usage)?
+                }
+            };
+            for socket in sockets {
+                let socket = match tls {
+                    true => socket.speaking_tls().map_err(usage)?,
+                    false => socket,
+                };
+                listeners.push(Listen::Inherited(socket));
             }
         }
         Ok(listeners)
@@ -287,12 +302,10 @@ struct Restart {
 
 impl Restart {
     /// Starts the new process; once it serves, this one stops serving the metrics endpoint,
-    /// keeps its socket files for it, tells the service manager the new main pid, and
-    /// drains. If it fails, this one goes on serving everything.
-    async fn run(&mut self, handle: &ShutdownHandle) {
-        let Some(handover) = &self.handover else {
-            return;
-        };
+    /// keeps its socket files for it, tells the service manager the new main pid, drains,
+    /// and returns the new process. If it fails, this one goes on serving everything.
+    async fn run(&mut self, handle: &ShutdownHandle) -> Option<Successor> {
+        let handover = self.handover.as_ref()?;
         tracing::info!("restarting: starting {}", self.program.display());
         match handover
             .start(&self.program, &self.args, RESTART_READY_TIMEOUT)
@@ -314,15 +327,21 @@ impl Restart {
                 }
                 tell_manager(ManagerState::MainPid(successor.pid()));
                 handle.hand_over();
+                Some(successor)
             }
-            Err(err) => tracing::warn!("restart failed, still serving: {err}"),
+            Err(err) => {
+                tracing::warn!("restart failed, still serving: {err}");
+                None
+            }
         }
     }
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown (`STOPPING=1`). A second one: close everything
-/// now. SIGUSR2: restart (see [`Restart`]); one at a time, and signals that come meanwhile
-/// are handled when it is over, which takes at most the readiness timeout.
+/// now. SIGUSR2: restart (see [`Restart`]), one at a time; a SIGUSR2 that comes meanwhile
+/// waits until it is over, which takes at most the readiness timeout. A stop that comes
+/// meanwhile is for the service, whichever process serves it by then: once the new process
+/// serves, it is told to stop too (this one drains already); if it failed, this one stops.
 fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result<(), CliError> {
     let install =
         |kind| signal(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
@@ -331,31 +350,63 @@ fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result
     let mut user2 = install(SignalKind::user_defined2())?;
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+            let stops = tokio::select! {
+                _ = interrupt.recv() => 1,
+                _ = terminate.recv() => 1,
                 _ = user2.recv() => {
-                    match &mut restart {
-                        Some(restart) if !handle.is_shutting_down() => restart.run(&handle).await,
-                        _ => tracing::info!("SIGUSR2: nothing to restart"),
+                    let Some(restarting) = restart.as_mut().filter(|_| !handle.is_shutting_down())
+                    else {
+                        tracing::info!("SIGUSR2: nothing to restart");
+                        continue;
+                    };
+                    let run = restarting.run(&handle);
+                    tokio::pin!(run);
+                    let mut stops = 0;
+                    let successor = loop {
+                        tokio::select! {
+                            successor = &mut run => break successor,
+                            _ = interrupt.recv() => stops += 1,
+                            _ = terminate.recv() => stops += 1,
+                        }
+                    };
+                    match (stops, successor) {
+                        (0, _) => continue,
+                        (_, Some(successor)) => {
+                            tracing::info!(
+                                "stop asked for during the restart: telling process {} to stop",
+                                successor.pid()
+                            );
+                            if let Err(err) = successor.stop() {
+                                tracing::warn!("cannot tell process {} to stop: {err}", successor.pid());
+                            }
+                            // This process drains already; a second stop closes it now.
+                            stops - 1
+                        }
+                        (_, None) => stops,
                     }
-                    continue;
                 }
+            };
+            for _ in 0..stops.min(2) {
+                stop(&handle, &mut restart);
             }
-            // The first signal's line is the server's, written when its listeners do close
-            // (after `--shutdown-delay`, if there is one).
-            if handle.is_shutting_down() {
-                tracing::info!("second signal: closing every connection now");
-            } else {
-                tell_manager(ManagerState::Stopping);
-            }
-            // The duplicates kept for a restart go first: a listener that closes must not
-            // stay open through them, or new clients would wait instead of being refused.
-            if let Some(restart) = &mut restart {
-                restart.handover = None;
-            }
-            handle.shutdown();
         }
     });
     Ok(())
+}
+
+/// One SIGINT/SIGTERM: the first drains, the next closes every connection now.
+fn stop(handle: &ShutdownHandle, restart: &mut Option<Restart>) {
+    // The first signal's line is the server's, written when its listeners do close (after
+    // `--shutdown-delay`, if there is one).
+    if handle.is_shutting_down() {
+        tracing::info!("second signal: closing every connection now");
+    } else {
+        tell_manager(ManagerState::Stopping);
+    }
+    // The duplicates kept for a restart go first: a listener that closes must not stay
+    // open through them, or new clients would wait instead of being refused.
+    if let Some(restart) = restart {
+        restart.handover = None;
+    }
+    handle.shutdown();
 }

@@ -7,9 +7,11 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use super::{Bound, Stream, UnixFile};
-use crate::endpoint::Transport;
+use super::{Bound, ListenerKind, Stream, UnixFile};
+use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
 use crate::socket::{Address, Family, Socket, Type};
 
@@ -81,17 +83,50 @@ pub(crate) fn adopt_connection(fd: OwnedFd, name: &str) -> Result<(Stream, Addre
     Ok((stream, peer))
 }
 
-/// Adopts a listener that an older socketkit handed over ([`adopt`]'s checks): its Unix
-/// socket file is ours now, to remove when the last process serving it is done.
+/// Adopts a listener that an older socketkit handed over ([`adopt`]'s checks) as what it
+/// was there: a `tls:` listener's endpoint says TLS again, and a socket file the older
+/// process owned is ours now, to remove when the last process serving it is done — but
+/// kept while `keep` is set, which it is until this process reports that it serves: a new
+/// process that fails before then must not remove the file the older one still serves.
 ///
 /// # Errors
 ///
-/// As [`adopt`].
-pub(crate) fn adopt_handed_over(fd: OwnedFd, name: &str) -> Result<Bound> {
+/// As [`adopt`], and [`speaking_tls`]'s.
+pub(crate) fn adopt_handed_over(
+    fd: OwnedFd,
+    name: &str,
+    kind: ListenerKind,
+    keep: &Arc<AtomicBool>,
+) -> Result<Bound> {
     let mut bound = adopt(fd, name)?;
-    if let Some(path) = bound.endpoint.path() {
-        bound.file = Some(UnixFile::at(path));
+    if kind.tls {
+        bound = speaking_tls(bound, name)?;
     }
+    if kind.owns_file
+        && let Some(path) = bound.endpoint.path()
+    {
+        bound.file = Some(UnixFile::handed_over(path, Arc::clone(keep)));
+    }
+    Ok(bound)
+}
+
+/// `bound`, a TCP listener, as a `tls:` one (`tls:fd:3`, or a handed-over `tls:` listener).
+///
+/// # Errors
+///
+/// `cannot listen on NAME: REASON` for a socket that is not TCP.
+pub(crate) fn speaking_tls(mut bound: Bound, name: &str) -> Result<Bound> {
+    bound.endpoint = match bound.endpoint {
+        Endpoint::Tcp(at) | Endpoint::Tls(at) => Endpoint::Tls(at),
+        other => {
+            let reason = format!(
+                "a {} socket cannot speak TLS: only a TCP one can",
+                other.transport().scheme()
+            );
+            let reason = io::Error::new(io::ErrorKind::InvalidInput, reason);
+            return Err(Error::new(Op::Listen, name, reason));
+        }
+    };
     Ok(bound)
 }
 

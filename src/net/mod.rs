@@ -42,8 +42,8 @@ pub(crate) use connect::{
     candidates, connect_socket, connect_stream, connect_unix, unix_address, within,
 };
 pub(crate) use datagram::{ConnectedDatagram, next_unix_datagram_len};
-pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over};
-pub(crate) use passed::{handover_env, take_passed};
+pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_tls};
+pub(crate) use passed::{ListenerKind, handover_env, take_passed};
 pub(crate) use stream::{Stream, close_with_reset, reset_now};
 pub(crate) use temp_path::TempSocketPath;
 pub(crate) use unix_file::{UnixFile, UnixFileRemover};

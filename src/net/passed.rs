@@ -7,7 +7,10 @@
 //!   listening sockets of each listener, in the order of the listeners,
 //!   as `SOCKETKIT_HANDOVER_FDS=3,4;5` (`;` between listeners, `,` between the
 //!   `SO_REUSEPORT` sockets of one), the metrics endpoint's listening socket when it has
-//!   one (`SOCKETKIT_HANDOVER_METRICS_FD`), a pipe to report readiness on
+//!   one (`SOCKETKIT_HANDOVER_METRICS_FD`), which listeners speak TLS (their sockets are
+//!   TCP's; `SOCKETKIT_HANDOVER_TLS`, positions from 0) and whose Unix socket files pass
+//!   to the new process (`SOCKETKIT_HANDOVER_FILES`: those the old one made or was handed,
+//!   not a service manager's), a pipe to report readiness on
 //!   (`SOCKETKIT_HANDOVER_READY_FD`), and the pid of the process handing over
 //!   (`SOCKETKIT_HANDOVER_FROM`), which must be our parent: a program we run later sees
 //!   none of it anyway, as every variable is removed once read.
@@ -29,6 +32,12 @@ const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub(crate) const HANDOVER_FDS: &str = "SOCKETKIT_HANDOVER_FDS";
 /// The variable naming the metrics endpoint's listening socket, when it is handed over.
 pub(crate) const HANDOVER_METRICS_FD: &str = "SOCKETKIT_HANDOVER_METRICS_FD";
+/// The variable listing the handed-over listeners (positions from 0) that speak TLS.
+pub(crate) const HANDOVER_TLS: &str = "SOCKETKIT_HANDOVER_TLS";
+/// The variable listing the handed-over listeners (positions from 0) whose Unix socket
+/// file the new process removes when it is done with it. Without it (an older socketkit
+/// handing over), every handed-over socket file is.
+pub(crate) const HANDOVER_FILES: &str = "SOCKETKIT_HANDOVER_FILES";
 /// The variable naming the pipe the new process reports readiness on.
 pub(crate) const HANDOVER_READY_FD: &str = "SOCKETKIT_HANDOVER_READY_FD";
 /// The variable naming the process that hands over.
@@ -46,13 +55,23 @@ pub(crate) struct Passed {
 /// The listening sockets of an older socketkit, one group per listener.
 #[derive(Debug)]
 pub(crate) struct HandedOver {
-    /// Each listener's sockets (several with `SO_REUSEPORT`).
-    pub(crate) groups: Vec<Vec<OwnedFd>>,
+    /// Each listener's sockets (several with `SO_REUSEPORT`), with what it is.
+    pub(crate) groups: Vec<(Vec<OwnedFd>, ListenerKind)>,
     /// The metrics endpoint's listening socket (`None` from a socketkit that handed over
     /// none: it had no `--metrics`, or it is older than the handing over of that socket).
     pub(crate) metrics: Option<OwnedFd>,
     /// Where to report readiness.
     pub(crate) ready: OwnedFd,
+}
+
+/// What a handed-over listener is, beside its sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ListenerKind {
+    /// It speaks TLS (a `tls:` listener), which its TCP sockets cannot tell.
+    pub(crate) tls: bool,
+    /// Its Unix socket file is the handing-over process's own (it bound it, or was handed
+    /// it), and so the new process's to remove once it serves it; not a service manager's.
+    pub(crate) owns_file: bool,
 }
 
 /// Takes the sockets passed to this process and removes the variables that named them.
@@ -90,23 +109,33 @@ pub(crate) unsafe fn take_passed() -> Result<Passed> {
         }
         Vec::new()
     };
-    let fds = env::var(HANDOVER_FDS).ok();
-    let metrics = env::var(HANDOVER_METRICS_FD).ok();
-    let ready = env::var(HANDOVER_READY_FD).ok();
-    let from = env::var(HANDOVER_FROM).ok();
-    // SAFETY: as above.
-    unsafe {
-        env::remove_var(HANDOVER_FDS);
-        env::remove_var(HANDOVER_METRICS_FD);
-        env::remove_var(HANDOVER_READY_FD);
-        env::remove_var(HANDOVER_FROM);
-    }
+    let [fds, metrics, tls, files, ready, from] = [
+        HANDOVER_FDS,
+        HANDOVER_METRICS_FD,
+        HANDOVER_TLS,
+        HANDOVER_FILES,
+        HANDOVER_READY_FD,
+        HANDOVER_FROM,
+    ]
+    .map(|name| {
+        let value = env::var(name).ok();
+        // SAFETY: as above.
+        unsafe { env::remove_var(name) };
+        value
+    });
     let ours =
         from.and_then(|pid| pid.parse::<u32>().ok()) == Some(std::os::unix::process::parent_id());
     let handover = match (fds, ready) {
-        (Some(fds), Some(ready)) if ours => Some(
-            handed_over(&fds, metrics.as_deref(), &ready).map_err(|err| fail(HANDOVER_FDS, err))?,
-        ),
+        (Some(fds), Some(ready)) if ours => {
+            let kinds = Kinds {
+                tls: tls.as_deref(),
+                files: files.as_deref(),
+            };
+            Some(
+                handed_over(&fds, kinds, metrics.as_deref(), &ready)
+                    .map_err(|err| fail(HANDOVER_FDS, err))?,
+            )
+        }
         _ => None,
     };
     Ok(Passed {
@@ -126,11 +155,56 @@ fn close_on_exec_unclaimed(announced: Option<&str>) {
     }
 }
 
+/// The handover's lists of positions, as the variables give them.
+#[derive(Debug, Clone, Copy)]
+struct Kinds<'a> {
+    tls: Option<&'a str>,
+    files: Option<&'a str>,
+}
+
+impl Kinds<'_> {
+    /// What the listener at `position` is.
+    fn of(&self, position: usize) -> io::Result<ListenerKind> {
+        Ok(ListenerKind {
+            tls: self.tls.map_or(Ok(false), |list| listed(list, position))?,
+            owns_file: self.files.map_or(Ok(true), |list| listed(list, position))?,
+        })
+    }
+}
+
+/// Whether `list` (positions separated by commas, perhaps none) has `position`.
+fn listed(list: &str, position: usize) -> io::Result<bool> {
+    for item in list.split(',').filter(|item| !item.is_empty()) {
+        let at: usize = item.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{item}' is not a listener's position"),
+            )
+        })?;
+        if at == position {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Parses and claims the handover's descriptors.
-fn handed_over(fds: &str, metrics: Option<&str>, ready: &str) -> io::Result<HandedOver> {
+fn handed_over(
+    fds: &str,
+    kinds: Kinds<'_>,
+    metrics: Option<&str>,
+    ready: &str,
+) -> io::Result<HandedOver> {
     let groups = fds
         .split(';')
-        .map(|group| group.split(',').map(claim).collect::<io::Result<Vec<_>>>())
+        .enumerate()
+        .map(|(position, group)| {
+            let fds = group
+                .split(',')
+                .map(claim)
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok((fds, kinds.of(position)?))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     Ok(HandedOver {
         groups,
@@ -157,26 +231,31 @@ fn claim(text: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The variables that hand `groups` and the metrics endpoint's socket `metrics` over to a
-/// child, with `ready` the pipe's write end.
+/// The variables that hand `groups` (each listener's sockets and what it is) and the
+/// metrics endpoint's socket `metrics` over to a child, with `ready` the pipe's write end.
 pub(crate) fn handover_env(
-    groups: &[Vec<RawFd>],
+    groups: &[(Vec<RawFd>, ListenerKind)],
     metrics: Option<RawFd>,
     ready: RawFd,
 ) -> Vec<(&'static str, String)> {
+    let join = |items: Vec<String>, by: &str| items.join(by);
     let fds = groups
         .iter()
-        .map(|group| {
-            group
-                .iter()
-                .map(RawFd::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect::<Vec<_>>()
-        .join(";");
+        .map(|(fds, _)| join(fds.iter().map(RawFd::to_string).collect(), ","))
+        .collect();
+    let positions = |has: fn(&ListenerKind) -> bool| {
+        let listed = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, kind))| has(kind))
+            .map(|(position, _)| position.to_string())
+            .collect();
+        join(listed, ",")
+    };
     let mut env = vec![
-        (HANDOVER_FDS, fds),
+        (HANDOVER_FDS, join(fds, ";")),
+        (HANDOVER_TLS, positions(|kind| kind.tls)),
+        (HANDOVER_FILES, positions(|kind| kind.owns_file)),
         (HANDOVER_READY_FD, ready.to_string()),
         (HANDOVER_FROM, std::process::id().to_string()),
     ];
@@ -184,4 +263,55 @@ pub(crate) fn handover_env(
         env.push((HANDOVER_METRICS_FD, metrics.to_string()));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kinds_of_listeners_go_over_by_position() {
+        let tls = ListenerKind {
+            tls: true,
+            owns_file: false,
+        };
+        let file = ListenerKind {
+            tls: false,
+            owns_file: true,
+        };
+        let groups = [
+            (vec![5, 6], tls),
+            (vec![7], file),
+            (vec![8], ListenerKind::default()),
+        ];
+        let env: std::collections::HashMap<_, _> =
+            handover_env(&groups, None, 9).into_iter().collect();
+        assert_eq!(env[HANDOVER_FDS], "5,6;7;8");
+        let kinds = Kinds {
+            tls: Some(&env[HANDOVER_TLS]),
+            files: Some(&env[HANDOVER_FILES]),
+        };
+        let read: Vec<ListenerKind> = (0..3).map(|at| kinds.of(at).expect("kind")).collect();
+        assert_eq!(read, [tls, file, ListenerKind::default()]);
+    }
+
+    #[test]
+    fn an_older_socketkit_hands_every_file_over_and_no_tls() {
+        let kinds = Kinds {
+            tls: None,
+            files: None,
+        };
+        let kind = kinds.of(3).expect("kind");
+        assert!(kind.owns_file && !kind.tls);
+        let empty = Kinds {
+            tls: Some(""),
+            files: Some(""),
+        };
+        assert_eq!(empty.of(0).expect("kind"), ListenerKind::default());
+        let bad = Kinds {
+            tls: Some("0,x"),
+            files: None,
+        };
+        assert!(bad.of(1).is_err());
+    }
 }

@@ -25,13 +25,22 @@ pub(crate) struct UnixFile {
 }
 
 impl UnixFile {
-    /// The guard of the socket file now at `path`: one this process just bound, or one a
-    /// socketkit it replaces handed over with the socket.
+    /// The guard of the socket file this process just bound at `path`.
     pub(crate) fn at(path: &Path) -> UnixFile {
         UnixFile {
             path: path.to_path_buf(),
             identity: identity(path),
             handed_over: Arc::default(),
+        }
+    }
+
+    /// The guard of the socket file now at `path`, handed over by the socketkit this
+    /// process replaces, kept while `keep` is set (see [`UnixFile::keeper`]).
+    pub(crate) fn handed_over(path: &Path, keep: Arc<AtomicBool>) -> UnixFile {
+        UnixFile {
+            path: path.to_path_buf(),
+            identity: identity(path),
+            handed_over: keep,
         }
     }
 

@@ -22,7 +22,7 @@ use tokio::net::unix::pipe;
 
 use super::Server;
 use crate::error::{Error, Op, Result};
-use crate::net::{self, Pipe};
+use crate::net::{self, ListenerKind, Pipe};
 
 /// How long a stopped new process gets to be reaped before it is killed.
 const REAP_GRACE: Duration = Duration::from_secs(1);
@@ -33,7 +33,9 @@ const REAP_GRACE: Duration = Duration::from_secs(1);
 /// queued on sockets nobody accepts on any more.
 #[derive(Debug)]
 pub struct Handover {
-    groups: Vec<Vec<OwnedFd>>,
+    /// Each listener's sockets, and what the new process must know of it that its sockets
+    /// do not say.
+    groups: Vec<(Vec<OwnedFd>, ListenerKind)>,
     /// The metrics endpoint's listening socket, handed over beside the listeners.
     metrics: Option<OwnedFd>,
     keepers: Vec<Arc<AtomicBool>>,
@@ -50,6 +52,16 @@ impl Successor {
     pub fn pid(&self) -> u32 {
         self.pid
     }
+
+    /// Asks the new process to stop (SIGTERM: it drains as this one does): for a stop
+    /// that came while it was starting, meant for the service, not for this process only.
+    ///
+    /// # Errors
+    ///
+    /// The process is gone, or is not ours to signal.
+    pub fn stop(&self) -> io::Result<()> {
+        crate::sys::terminate(self.pid)
+    }
 }
 
 impl Server {
@@ -65,6 +77,10 @@ impl Server {
         let mut keepers = Vec::new();
         for group in &self.groups {
             let mut fds = Vec::with_capacity(group.listeners.len());
+            let mut kind = ListenerKind {
+                tls: group.is_tls(),
+                owns_file: false,
+            };
             for listener in &group.listeners {
                 let (fd, keeper) = listener.handover_parts();
                 // The duplicate is close-on-exec: only the new process gets it, and only
@@ -73,9 +89,12 @@ impl Server {
                     .try_clone_to_owned()
                     .map_err(|err| Error::new(Op::Listen, &group.endpoint, err))?;
                 fds.push(dup);
+                // A socket file this process owns passes to the new one; one a service
+                // manager made (no keeper) stays the manager's.
+                kind.owns_file |= keeper.is_some();
                 keepers.extend(keeper);
             }
-            groups.push(fds);
+            groups.push((fds, kind));
         }
         Ok(Handover {
             groups,
@@ -113,16 +132,16 @@ impl Handover {
     ) -> Result<Successor> {
         let fail = |err: io::Error| Error::new(Op::Spawn, program.display(), err);
         let ready = Pipe::new(0).map_err(fail)?;
-        let raw: Vec<Vec<RawFd>> = self
+        let raw: Vec<(Vec<RawFd>, ListenerKind)> = self
             .groups
             .iter()
-            .map(|group| group.iter().map(AsRawFd::as_raw_fd).collect())
+            .map(|(fds, kind)| (fds.iter().map(AsRawFd::as_raw_fd).collect(), *kind))
             .collect();
         let mut cmd = std::process::Command::new(program);
         cmd.args(args).stdin(Stdio::null());
         let metrics = self.metrics.as_ref().map(AsRawFd::as_raw_fd);
         cmd.envs(net::handover_env(&raw, metrics, ready.write.as_raw_fd()));
-        let mut inherit: Vec<RawFd> = raw.into_iter().flatten().collect();
+        let mut inherit: Vec<RawFd> = raw.into_iter().flat_map(|(fds, _)| fds).collect();
         inherit.extend(metrics);
         inherit.push(ready.write.as_raw_fd());
         net::inherit_on_exec(&mut cmd, inherit);

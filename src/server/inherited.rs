@@ -10,11 +10,12 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
-use crate::net::{self, Bound};
+use crate::net::{self, Bound, ListenerKind};
 
 /// The first descriptor socket activation passes (`SD_LISTEN_FDS_START`).
 const FIRST_ACTIVATED: RawFd = 3;
@@ -24,8 +25,11 @@ const FIRST_ACTIVATED: RawFd = 3;
 pub struct Inherited {
     /// Socket activation's, by position (fd 3, 4, …), with their names; `None` once taken.
     activated: Vec<(Option<OwnedFd>, String)>,
-    /// An older socketkit's listeners, in its order; `None` once taken.
-    handed_over: Option<Vec<Vec<OwnedFd>>>,
+    /// An older socketkit's listeners, in its order, with what each is; `None` once taken.
+    handed_over: Option<Vec<(Vec<OwnedFd>, ListenerKind)>>,
+    /// Set until this process reports that it serves: the handed-over socket files are
+    /// the older process's to keep until then, even if this one fails and exits.
+    keep_files: Arc<AtomicBool>,
     /// An older socketkit's metrics endpoint's socket; `None` once taken, or if it handed
     /// none over.
     metrics: Option<OwnedFd>,
@@ -69,6 +73,7 @@ impl Inherited {
                 .map(|(fd, name)| (Some(fd), name))
                 .collect(),
             handed_over,
+            keep_files: Arc::new(AtomicBool::new(true)),
             metrics,
             ready,
         })
@@ -160,12 +165,15 @@ impl Inherited {
     /// The first that is not a listening socket.
     pub fn take_all(&mut self) -> Result<Vec<InheritedSocket>> {
         if let Some(groups) = self.handed_over.take() {
+            let keep = &self.keep_files;
             return groups
                 .into_iter()
                 .enumerate()
-                .map(|(i, group)| {
+                .map(|(i, (group, kind))| {
                     let name = format!("handed-over listener {}", i + 1);
-                    InheritedSocket::adopt(group, &name, net::adopt_handed_over)
+                    InheritedSocket::adopt(group, &name, |fd, name| {
+                        net::adopt_handed_over(fd, name, kind, keep)
+                    })
                 })
                 .collect();
         }
@@ -195,7 +203,10 @@ impl Inherited {
     /// The way to tell the older socketkit that handed over that this process serves now
     /// (`None` when this is no handover).
     pub fn take_ready(&mut self) -> Option<ReadyReport> {
-        self.ready.take().map(ReadyReport)
+        let keep_files = Arc::clone(&self.keep_files);
+        self.ready
+            .take()
+            .map(|pipe| ReadyReport { pipe, keep_files })
     }
 }
 
@@ -223,7 +234,7 @@ impl InheritedSocket {
     fn adopt(
         fds: Vec<OwnedFd>,
         name: &str,
-        adopt: fn(OwnedFd, &str) -> Result<Bound>,
+        adopt: impl Fn(OwnedFd, &str) -> Result<Bound>,
     ) -> Result<InheritedSocket> {
         let sockets = fds
             .into_iter()
@@ -243,6 +254,34 @@ impl InheritedSocket {
     /// The endpoint the socket really serves (`tcp:127.0.0.1:8080`, `unix:/run/app.sock`).
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// The same socket serving TLS (`tls:fd:3`): its endpoint becomes `tls:`, so a server
+    /// bound with it needs [`Builder::tls`](super::Builder::tls).
+    ///
+    /// # Errors
+    ///
+    /// `cannot listen on NAME: REASON` — the socket is not TCP, or a server took it already.
+    pub fn speaking_tls(self) -> Result<InheritedSocket> {
+        let sockets = self
+            .take()?
+            .into_iter()
+            .map(|bound| net::speaking_tls(bound, &self.name))
+            .collect::<Result<Vec<_>>>()?;
+        let endpoint = match sockets.first() {
+            Some(first) => first.endpoint.clone(),
+            None => {
+                return Err(invalid(
+                    &self.name,
+                    "no descriptor was passed for it".into(),
+                ));
+            }
+        };
+        Ok(InheritedSocket {
+            sockets: Arc::new(Mutex::new(Some(sockets))),
+            endpoint,
+            name: self.name,
+        })
     }
 
     /// How it was passed (`fd:3`, `fd:web`), as errors name it.
@@ -272,16 +311,23 @@ impl fmt::Debug for InheritedSocket {
 /// Tells the socketkit that handed its listeners over that this process now serves them:
 /// it then stops accepting, drains and exits.
 #[derive(Debug)]
-pub struct ReadyReport(OwnedFd);
+pub struct ReadyReport {
+    pipe: OwnedFd,
+    keep_files: Arc<AtomicBool>,
+}
 
 impl ReadyReport {
-    /// Reports readiness (this process's pid, on the pipe the older process waits on).
+    /// Reports readiness (this process's pid, on the pipe the older process waits on). The
+    /// handed-over socket files are this process's from then on, to remove when it is
+    /// done (unless it hands them over in turn).
     ///
     /// # Errors
     ///
     /// The older process is gone (the pipe is closed).
     pub fn report(self) -> io::Result<()> {
-        let mut pipe = std::fs::File::from(self.0);
-        pipe.write_all(format!("{}\n", std::process::id()).as_bytes())
+        let mut pipe = std::fs::File::from(self.pipe);
+        pipe.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        self.keep_files.store(false, Ordering::Release);
+        Ok(())
     }
 }

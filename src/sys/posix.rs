@@ -1,8 +1,9 @@
 //! The raw calls that every Unix has (POSIX): `poll(2)`, `fstat(2)`, `fcntl(F_GETFL)`,
 //! `recv(2)` with `MSG_DONTWAIT`, `connect(2)` to `AF_UNSPEC`, `getsockopt(SO_ACCEPTCONN)`,
 //! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`;
-//! `fcntl(F_SETFD)` for the descriptors a process hands to the program it starts; and `sigaction(2)` with `raise(3)` for a process that caught a signal only to
-//! clean up before dying by it.
+//! `fcntl(F_SETFD)` for the descriptors a process hands to the program it starts;
+//! `sigaction(2)` with `raise(3)` for a process that caught a signal only to clean up
+//! before dying by it; and `kill(2)` to pass a stop on to the process a restart started.
 
 use std::ffi::CStr;
 use std::io;
@@ -331,6 +332,17 @@ pub(crate) fn raise_with_default_action(signal: libc::c_int) -> io::Result<()> {
         if libc::raise(signal) != 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Sends SIGTERM to process `pid` (`kill(2)`).
+pub(crate) fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "no such process id"))?;
+    // SAFETY: kill only reads its two integers.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

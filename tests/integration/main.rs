@@ -95,6 +95,7 @@ mod layers;
 mod managed_activation;
 /// SIGUSR2: restart without a refused connection, under load, for serve and forward.
 mod managed_restart;
+mod managed_restart_edges;
 /// SIGUSR2 with `--metrics`: the metrics socket handed over, no scrape reset or answered by
 /// the old process once the new one is ready.
 mod managed_restart_metrics;

@@ -1,0 +1,271 @@
+//! SIGUSR2's edges (SPEC §3.4), through the real binary: a new process that fails after it
+//! has taken the sockets leaves the old one's Unix socket file alone; a `tls:` listener is
+//! handed over as one (and `tls:fd:N` serves a passed socket with TLS); a service
+//! manager's socket file survives a restart and the stop after it; a stop that comes while
+//! the new process starts stops the service, not only the old process.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::certs::Pki;
+use crate::support::net::{IO_TIMEOUT, connect};
+use crate::support::process::{Running, command, run, socketkit};
+use crate::support::restart::{
+    Descendants, become_subreaper, read_pid, send_signal, wait_for_new_pid,
+};
+use crate::support::tools::available;
+use crate::support::{TestResult, wait_until};
+
+/// How long a restart may take, start to pid file.
+const RESTART: Duration = Duration::from_secs(15);
+
+/// A copy of the binary at a path of the test's own (a hard link where the file system
+/// allows), so that the test can replace what a restart runs.
+fn own_binary(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let path = dir.join(name);
+    let built = Path::new(env!("CARGO_BIN_EXE_socketkit"));
+    if std::fs::hard_link(built, &path).is_err() {
+        std::fs::copy(built, &path)?;
+    }
+    Ok(path)
+}
+
+/// Replaces `path` (by rename, as an upgrade does) with a script that runs `before`, then
+/// `real` with the arguments it is given and `extra` after them.
+fn wrap(path: &Path, before: &str, real: &Path, extra: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fresh = path.with_extension("new");
+    let script = format!(
+        "#!/bin/sh\n{before}\nexec '{}' \"$@\" {extra}\n",
+        real.display()
+    );
+    std::fs::write(&fresh, script)?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&fresh, path)
+}
+
+fn greets_on_unix(path: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(path) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).is_ok() && got == "你好".as_bytes()
+}
+
+#[test]
+fn a_new_process_that_fails_after_taking_the_sockets_leaves_the_socket_file() -> TestResult {
+    become_subreaper();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let binary = own_binary(dir.path(), "socketkit")?;
+    let real = own_binary(dir.path(), "socketkit.real")?;
+    let socket = dir.path().join("g.sock");
+    let mut cmd = command(&binary);
+    cmd.args(["serve", "-l"])
+        .arg(format!("unix:{}", socket.display()))
+        .args(["-l", "127.0.0.1:0"]);
+    let mut old = Running::start(cmd, 2);
+    assert!(greets_on_unix(&socket));
+
+    // It takes the handed-over sockets, then refuses its arguments (exit 2): a TLS option
+    // without a `tls:` listener.
+    wrap(&binary, "", &real, "--tls-self-signed")?;
+    old.signal(libc::SIGUSR2);
+    old.wait_for_stderr(&["restart failed, still serving"], RESTART);
+    assert!(
+        old.stderr().contains("error: --tls-self-signed"),
+        "{}",
+        old.stderr()
+    );
+    assert!(
+        socket.exists(),
+        "the failed process removed the file the old one serves"
+    );
+    assert!(greets_on_unix(&socket));
+
+    // The old process still owns the file: it removes it when it stops.
+    old.signal(libc::SIGTERM);
+    assert_eq!(old.wait(IO_TIMEOUT).code(), Some(0), "{}", old.stderr());
+    assert!(
+        !socket.exists(),
+        "the last process serving the file removes it"
+    );
+    Ok(())
+}
+
+/// `socketkit connect ADDR --tls-ca CA` with nothing to send: what the server said.
+fn tls_greeting(addr: &str, pki: &Pki) -> String {
+    let mut cmd = socketkit();
+    cmd.args(["connect", addr, "--tls-ca", pki.ca()]);
+    let out = run(cmd, Vec::new(), IO_TIMEOUT);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_tls_listener_is_handed_over_as_one() -> TestResult {
+    become_subreaper();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("s.pid");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "tls:127.0.0.1:0", "-l", "127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .arg("--pid-file")
+        .arg(&pid_file);
+    let mut old = Running::start(cmd, 2);
+    let endpoints = old.endpoints().to_vec();
+    assert!(endpoints[0].starts_with("tls:127.0.0.1:"), "{endpoints:?}");
+    let tls = endpoints[0].clone();
+    assert_eq!(tls_greeting(&tls, &pki), "你好");
+
+    let mut adopted = Descendants::default();
+    old.signal(libc::SIGUSR2);
+    let new = wait_for_new_pid(&pid_file, old.pid(), RESTART);
+    adopted.add(new);
+    assert_eq!(
+        old.wait(Duration::from_secs(20)).code(),
+        Some(0),
+        "{}",
+        old.stderr()
+    );
+    let log = old.stderr();
+    assert!(!log.contains("restart failed"), "{log}");
+    // The new process's readiness lines, on the same stderr: the same two listeners.
+    assert_eq!(
+        log.matches(&format!("listening on {tls} (greeting)"))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(tls_greeting(&tls, &pki), "你好");
+    let mut plain = connect(&endpoints[1].replace("tcp:", ""));
+    let mut got = Vec::new();
+    plain.read_to_end(&mut got)?;
+    assert_eq!(got, "你好".as_bytes());
+
+    send_signal(new, libc::SIGTERM);
+    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    Ok(())
+}
+
+#[test]
+fn a_stop_during_the_restart_stops_the_new_process_too() -> TestResult {
+    become_subreaper();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let binary = own_binary(dir.path(), "socketkit")?;
+    let real = own_binary(dir.path(), "socketkit.real")?;
+    let pid_file = dir.path().join("s.pid");
+    let mut cmd = command(&binary);
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
+        .arg(&pid_file);
+    let mut old = Running::start(cmd, 1);
+    let addr = old.addr();
+    let mut adopted = Descendants::default();
+
+    // A new process slow to start, so that the stop surely comes while it does; the pid
+    // file names the old process until it is ready, so that is where a script's
+    // `kill -TERM "$(cat pidfile)"` (or `systemctl reload; systemctl stop`) goes.
+    wrap(&binary, "sleep 0.5", &real, "")?;
+    old.signal(libc::SIGUSR2);
+    old.wait_for_stderr(&["restarting: starting"], RESTART);
+    assert_eq!(read_pid(&pid_file), Some(old.pid()));
+    old.signal(libc::SIGTERM);
+    assert_eq!(
+        old.wait(Duration::from_secs(20)).code(),
+        Some(0),
+        "{}",
+        old.stderr()
+    );
+    let log = old.stderr();
+    let at = log
+        .find("restarted: process ")
+        .expect("the restart went on");
+    let new: i32 = log[at + "restarted: process ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("the new pid");
+    adopted.add(new);
+    assert!(
+        log.contains(&format!("telling process {new} to stop")),
+        "{log}"
+    );
+    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the service still answers on {addr}: {log}"
+    );
+    assert!(
+        read_pid(&pid_file).is_none(),
+        "the pid file outlived the service"
+    );
+    Ok(())
+}
+
+const ACTIVATE: &str = "systemd-socket-activate";
+
+#[test]
+fn a_service_managers_socket_file_survives_a_restart_and_tls_fd_serves_tls() -> TestResult {
+    if !available(ACTIVATE) {
+        return Ok(());
+    }
+    become_subreaper();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("echo.sock");
+    let pid_file = dir.path().join("s.pid");
+    let port = crate::support::net::free_port();
+    let tcp = format!("127.0.0.1:{port}");
+    let mut cmd = command(Path::new("/usr/bin/env"));
+    cmd.arg(ACTIVATE)
+        .args(["-l", &socket.display().to_string(), "-l", &tcp])
+        .args(["--fdname=local:web", env!("CARGO_BIN_EXE_socketkit")])
+        .args(["serve", "greeting", "-l", "fd:local", "-l", "tls:fd:web"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .arg("--pid-file")
+        .arg(&pid_file);
+    // The tool starts socketkit at the first connection.
+    let mut activator = Running::start(cmd, 0);
+    wait_until(
+        IO_TIMEOUT,
+        || activator.stderr(),
+        || greets_on_unix(&socket),
+    );
+    activator.wait_for_listening(2);
+    assert_eq!(
+        activator.endpoints()[1],
+        format!("tls:{tcp}"),
+        "{}",
+        activator.stderr()
+    );
+    assert_eq!(tls_greeting(&format!("tls:{tcp}"), &pki), "你好");
+
+    let mut adopted = Descendants::default();
+    let first = read_pid(&pid_file).expect("pid file");
+    send_signal(first, libc::SIGUSR2);
+    let new = wait_for_new_pid(&pid_file, first, RESTART);
+    adopted.add(new);
+    assert_eq!(activator.wait(Duration::from_secs(20)).code(), Some(0));
+    assert!(greets_on_unix(&socket));
+    assert_eq!(tls_greeting(&format!("tls:{tcp}"), &pki), "你好");
+    send_signal(new, libc::SIGTERM);
+    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    assert!(
+        socket.exists(),
+        "the service manager's socket file was removed"
+    );
+    Ok(())
+}
