@@ -19,7 +19,8 @@
 //! - `temp_path`: [`TempSocketPath`], the address a Unix datagram client binds.
 //! - `activity`: [`Activity`], when bytes last moved through a two-way mover.
 //! - the platform calls the layers above need, from the crate's `sys` module (splice, pipes,
-//!   `poll`, `IP_BIND_ADDRESS_NO_PORT`, `SIOCOUTQ`): nothing above `net` calls `libc` itself.
+//!   `poll`, `IP_BIND_ADDRESS_NO_PORT`, `SIOCOUTQ`, and for the processes a server starts,
+//!   handing descriptors down and signalling them): nothing above `net` calls `libc` itself.
 //!
 //! This module is the crate's own: its types are not part of the public API, which
 //! `socket`, `server`, `client` and `forward` give.
@@ -50,10 +51,11 @@ pub(crate) use unix_file::{UnixFile, UnixFileRemover};
 
 pub(crate) use crate::sys::{
     Pipe, Readiness, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe,
-    is_pipe_or_socket, process_cpu_time, raise_descriptor_limit, raise_with_default_action,
-    reader_gone, recv_nowait, set_bind_address_no_port, set_defer_accept, splice,
-    splice_unsupported, steer_reuseport_to_first, thread_cpu_time, unacknowledged,
-    unsteer_reuseport, wait_readable, wait_readable_watching, wait_writable,
+    is_pipe_or_socket, kill_process_group, process_cpu_time, raise_descriptor_limit,
+    raise_with_default_action, reader_gone, recv_nowait, set_bind_address_no_port,
+    set_defer_accept, splice, splice_unsupported, steer_reuseport_to_first, terminate,
+    thread_cpu_time, unacknowledged, unsteer_reuseport, wait_readable, wait_readable_watching,
+    wait_writable,
 };
 
 use std::path::Path;

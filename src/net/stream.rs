@@ -135,6 +135,15 @@ impl Stream {
             Stream::Unix(s) => close_with_reset(s.as_fd()),
         }
     }
+
+    /// Resets the connection now, for every process that holds the socket (see
+    /// [`reset_now`]).
+    pub(crate) fn reset_now(&self) {
+        match self {
+            Stream::Tcp(s) => reset_now(s.as_fd()),
+            Stream::Unix(s) => reset_now(s.as_fd()),
+        }
+    }
 }
 
 /// Makes the close of `socket` a reset (`SO_LINGER` 0); a Unix stream's close stays an end

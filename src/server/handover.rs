@@ -60,7 +60,7 @@ impl Successor {
     ///
     /// The process is gone, or is not ours to signal.
     pub fn stop(&self) -> io::Result<()> {
-        crate::sys::terminate(self.pid)
+        net::terminate(self.pid)
     }
 }
 

@@ -104,7 +104,7 @@ pub use crate::metrics::RefusalReason;
 
 pub(crate) use datagram::DatagramListener;
 pub(crate) use meter::Tally;
-pub(crate) use program::ProgramConnection;
+pub(crate) use program::{ProgramConnection, ProgramGroup};
 pub(crate) use shutdown::is_dropping_forced;
 
 use crate::endpoint::Endpoint;

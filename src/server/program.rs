@@ -12,14 +12,21 @@
 //! timeout a Unix connection stays a [`Connection`](super::Connection), and its program
 //! gets pipes). The connection's slot, its per-source place and its watcher are held by
 //! its task as for every other connection; a forced shutdown drops the task, which kills
-//! the program, and makes the socket's close a reset (`SO_LINGER` 0 is the socket's, so the
-//! reset goes out when the program's copies close as it dies).
+//! the program, and resets the connection at once (a disconnect, which ends it for every
+//! process holding the socket, not only when the last copy closes).
+//!
+//! [`ProgramGroup`]: the program runs in a process group of its own, so that what it starts
+//! in turn (a shell's pipeline, a script's commands), which holds the socket too, is ended
+//! with it; otherwise they would go on talking to the client after the connection was
+//! ended, and out of the server's limits.
 
 use std::io;
 use std::time::Duration;
 
+use tokio::process::{Child, Command};
+
 use super::meter::Meter;
-use crate::net::Stream;
+use crate::net::{self, Stream};
 use crate::socket::{Address, Socket};
 
 /// The shortest wait between two looks at the kernel's idle clock: it counts in ticks of a
@@ -38,11 +45,12 @@ pub(crate) struct ProgramConnection {
     idle_timeout: Option<Duration>,
 }
 
-/// Cut short by a forced shutdown: the socket closes with a reset (see `shutdown.rs`).
+/// Cut short by a forced shutdown: the connection is reset now (see `shutdown.rs`), for
+/// every process that holds the socket.
 impl Drop for ProgramConnection {
     fn drop(&mut self) {
         if super::shutdown::is_dropping_forced() {
-            self.stream.reset_on_close();
+            self.stream.reset_now();
         }
     }
 }
@@ -65,6 +73,12 @@ impl ProgramConnection {
             stream,
             idle_timeout,
         })
+    }
+
+    /// Makes the close a reset: the connection ends in an error its client can tell from
+    /// an answer that ended (a program that could not be started).
+    pub(crate) fn reset_on_close(&self) {
+        self.stream.reset_on_close();
     }
 
     /// The client's address (as the PROXY header gave it, if one did).
@@ -110,5 +124,53 @@ impl ProgramConnection {
             err = self.stream.failure() => err,
             err = idle => err,
         }
+    }
+}
+
+/// A program started for a connection, leading a process group of its own: killed with
+/// the whole group when it is killed here or dropped before it was waited for. One that
+/// exits by itself leaves the group alone, as inetd does: a child it left in the background
+/// goes on (the connection then lasts as long as the child holds the socket).
+#[derive(Debug)]
+pub(crate) struct ProgramGroup {
+    child: Child,
+}
+
+impl ProgramGroup {
+    /// Starts `command` as the leader of a new process group.
+    ///
+    /// # Errors
+    ///
+    /// The program could not be started.
+    pub(crate) fn spawn(mut command: Command) -> io::Result<ProgramGroup> {
+        command.process_group(0).kill_on_drop(true);
+        Ok(ProgramGroup {
+            child: command.spawn()?,
+        })
+    }
+
+    /// The program itself: its pipes, and waiting for it.
+    pub(crate) fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Kills the program and every process of its group, and waits for the program.
+    pub(crate) async fn kill(&mut self) {
+        self.kill_group();
+        let _ = self.child.kill().await;
+    }
+
+    fn kill_group(&self) {
+        // Only while the leader is not reaped: its pid, the group's id, cannot be reused by
+        // another process until then, so the signal cannot reach a stranger.
+        if let Some(leader) = self.child.id() {
+            let _ = net::kill_process_group(leader);
+        }
+    }
+}
+
+impl Drop for ProgramGroup {
+    fn drop(&mut self) {
+        self.kill_group();
     }
 }

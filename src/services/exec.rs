@@ -16,9 +16,13 @@
 //!   program can ask `getpeername`, half-close with `shutdown`, or be an inetd-mode server
 //!   (`socketkit serve echo --inetd`). The socket is in blocking mode, as a program expects
 //!   of its stdio. The client's end of stream is the program's to read; the connection ends
-//!   when the program has exited (and closed its copies). A connection that fails first (a
-//!   reset, an idle timeout, a forced shutdown) kills the program. Every program is waited
-//!   for: no zombie is left.
+//!   when the program has exited (and closed its copies: a child it left in the background
+//!   with the socket keeps it open, as under inetd). A connection that fails first (a
+//!   reset, an idle timeout, a forced shutdown) kills the program and every process of its
+//!   process group, one of its own, so a shell's pipeline or a script's commands go with it.
+//!   Every program is waited for: no zombie is left. A program that cannot be started
+//!   (removed since the server started) resets its client, which must not take nothing
+//!   for a whole answer.
 //! - The bytes do not pass through socketkit then, so it does not count them: the `-v`
 //!   closing line has no `bytes_in`/`bytes_out`, and the byte metrics leave them out.
 //! - Where the socket cannot be handed over — a TLS session, whose bytes are not the
@@ -40,7 +44,7 @@ use tokio::process::{Child, Command};
 
 use crate::error::{Error, Op};
 use crate::proxy_protocol::Tlvs;
-use crate::server::{Connection, Handler, ProgramConnection};
+use crate::server::{Connection, Handler, ProgramConnection, ProgramGroup};
 use crate::socket::Address;
 use crate::tls::TlsSession;
 
@@ -159,9 +163,7 @@ impl Exec {
             set_tls_vars(&mut cmd, &tls);
         }
         let mut cmd = Command::from(cmd);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         cmd
     }
 
@@ -362,24 +364,30 @@ impl Exec {
     /// Runs the program with the connection's socket as its stdin and stdout, until it
     /// exits, or kills it when the connection fails first.
     async fn run_on_socket(&self, conn: ProgramConnection) -> io::Result<()> {
-        let mut child = {
+        let started = {
             let socket = conn.socket().map_err(|err| self.spawn_error(err))?;
             // Dropped with this block once spawned: the duplicates of the socket it holds
             // would keep the connection open after the program exits.
             let told = conn.proxy_tlvs();
-            let mut command = Command::from(self.on_socket(&socket, conn.peer_addr(), told)?);
-            command.kill_on_drop(true);
-            command.spawn().map_err(|err| self.cannot_start(err))?
+            let command = Command::from(self.on_socket(&socket, conn.peer_addr(), told)?);
+            ProgramGroup::spawn(command)
+        };
+        let mut program = match started {
+            Ok(program) => program,
+            Err(err) => {
+                conn.reset_on_close();
+                return Err(self.cannot_start(err));
+            }
         };
         tokio::select! {
-            status = child.wait() => {
+            status = program.child().wait() => {
                 let status = status?;
                 tracing::debug!(peer = %conn.peer_addr(), "the program exited: {status}");
                 Ok(())
             }
             err = conn.ended() => {
                 // Its client is gone: the program has nobody left to talk to.
-                let _ = child.kill().await;
+                program.kill().await;
                 Err(err)
             }
         }
@@ -390,24 +398,25 @@ impl Exec {
     /// must hear of.
     fn cannot_start(&self, err: io::Error) -> io::Error {
         let err = self.spawn_error(err);
-        tracing::warn!("{err}; closing the connection");
+        tracing::warn!("{err}; resetting the connection");
         io::Error::other(err)
     }
 
     /// Runs the program on pipes that this process copies to and from the connection (a
     /// TLS session, or a connection whose idle time only this process can see).
     async fn run_on_pipes(&self, conn: Connection) -> io::Result<()> {
-        let mut child = self
-            .command(&conn)
-            .spawn()
-            .map_err(|err| self.cannot_start(err))?;
-        let result = bridge(&mut child, conn).await;
-        match result {
-            Ok(()) => reap(&mut child).await,
-            // The connection is gone: the program has nobody left to talk to.
-            Err(_) => {
-                let _ = child.kill().await;
+        let mut program = match ProgramGroup::spawn(self.command(&conn)) {
+            Ok(program) => program,
+            Err(err) => {
+                conn.reset_on_close();
+                return Err(self.cannot_start(err));
             }
+        };
+        let result = bridge(program.child(), conn).await;
+        match result {
+            Ok(()) => reap(&mut program).await,
+            // The connection is gone: the program has nobody left to talk to.
+            Err(_) => program.kill().await,
         }
         result
     }
@@ -448,13 +457,13 @@ async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
     }
 }
 
-/// Waits for the program after its output ended, killing it if it lingers; never leaves a
-/// zombie.
-async fn reap(child: &mut Child) {
-    if tokio::time::timeout(EXIT_GRACE, child.wait())
+/// Waits for the program after its output ended, killing it (and its group) if it
+/// lingers; never leaves a zombie.
+async fn reap(program: &mut ProgramGroup) {
+    if tokio::time::timeout(EXIT_GRACE, program.child().wait())
         .await
         .is_err()
     {
-        let _ = child.kill().await;
+        program.kill().await;
     }
 }

@@ -3,7 +3,8 @@
 //! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`;
 //! `fcntl(F_SETFD)` for the descriptors a process hands to the program it starts;
 //! `sigaction(2)` with `raise(3)` for a process that caught a signal only to clean up
-//! before dying by it; and `kill(2)` to pass a stop on to the process a restart started.
+//! before dying by it; `kill(2)` to pass a stop on to the process a restart started, and
+//! `killpg(2)` to end a program started for a connection with all it started in turn.
 
 use std::ffi::CStr;
 use std::io;
@@ -342,6 +343,17 @@ pub(crate) fn terminate(pid: u32) -> io::Result<()> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "no such process id"))?;
     // SAFETY: kill only reads its two integers.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends SIGKILL to every process of process group `group` (`killpg(2)`).
+pub(crate) fn kill_process_group(group: u32) -> io::Result<()> {
+    let group = libc::pid_t::try_from(group)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "no such process group"))?;
+    // SAFETY: killpg only reads its two integers.
+    if unsafe { libc::killpg(group, libc::SIGKILL) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -97,7 +97,7 @@ fn exec_refuses_a_program_it_may_not_run_at_start_up() -> TestResult {
 /// Issue 9: a program that cannot be started once the server runs (its execute bit was
 /// taken away) is logged at the default level, not only at `-v`.
 #[test]
-fn exec_logs_a_failed_start_at_the_default_level() -> TestResult {
+fn exec_logs_a_failed_start_at_the_default_level_and_resets_the_client() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;
     let program = dir.path().join("greet.sh");
@@ -106,11 +106,13 @@ fn exec_logs_a_failed_start_at_the_default_level() -> TestResult {
     let server = exec(&["127.0.0.1:0"], &["--", path]);
     assert_eq!(read_to_end(&mut connect(&server.addr())), b"hi\n");
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644))?;
+    // A reset, not an end of stream: the client must not take nothing for a whole answer.
     let mut stream = connect(&server.addr());
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest); // closed or reset: either way, no "hi"
-    assert!(rest.is_empty(), "{rest:?}");
-    let expected = format!("WARN cannot start {path}: permission denied; closing the connection");
+    assert_eq!(
+        read_to_reset(&mut stream, "a program that cannot start"),
+        b""
+    );
+    let expected = format!("WARN cannot start {path}: permission denied; resetting the connection");
     server.wait_for_stderr(&[&expected], Duration::from_secs(10));
     Ok(())
 }
@@ -373,6 +375,98 @@ fn a_program_holds_its_connection_slot_until_it_exits() -> TestResult {
     let mut line = String::new();
     second_reader.read_line(&mut line)?;
     assert!(line.trim().parse::<u16>().is_ok(), "{line:?}");
+    Ok(())
+}
+
+/// The processes of process group `group` that are not zombies.
+fn live_members_of(group: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, pgrp, ...
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.get(2) == Some(&group.to_string().as_str()) && fields.first() != Some(&"Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Reads the first line (the shell's pid, which leads the program's process group).
+fn group_of(stream: &std::net::TcpStream) -> Result<i32, Box<dyn std::error::Error>> {
+    let mut line = String::new();
+    BufReader::new(stream.try_clone()?).read_line(&mut line)?;
+    Ok(line.trim().parse()?)
+}
+
+#[test]
+fn what_the_program_started_ends_with_it_at_the_drain_deadline_and_the_idle_timeout() -> TestResult
+{
+    // A pipeline: the shell's children hold the socket too.
+    let script = "echo $$; cat | cat";
+    let mut server = exec(
+        &["127.0.0.1:0"],
+        &["--drain-timeout", "300ms", "--shell", "--", script],
+    );
+    let mut stream = connect(&server.addr());
+    let group = group_of(&stream)?;
+    stream.write_all(b"through the pipeline\n")?;
+    let mut line = String::new();
+    BufReader::new(stream.try_clone()?).read_line(&mut line)?;
+    assert_eq!(line, "through the pipeline\n");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));
+    // The deadline's reset reaches the client though the pipeline held the socket.
+    assert_eq!(
+        read_to_reset(&mut stream, "a pipeline cut at the deadline"),
+        b""
+    );
+    wait_until(
+        Duration::from_secs(5),
+        || format!("left of the program's group: {:?}", live_members_of(group)),
+        || live_members_of(group).is_empty(),
+    );
+
+    // The idle timeout ends a program whose child holds the socket (not `exec sleep`).
+    let server = exec(
+        &["127.0.0.1:0"],
+        &[
+            "--idle-timeout",
+            "300ms",
+            "--shell",
+            "--",
+            "echo $$; sleep 60; echo done",
+        ],
+    );
+    let started = Instant::now();
+    let mut stream = connect(&server.addr());
+    let group = group_of(&stream)?;
+    let rest = read_to_end(&mut stream);
+    assert!(!String::from_utf8_lossy(&rest).contains("done"), "{rest:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_until(
+        Duration::from_secs(5),
+        || format!("left of the program's group: {:?}", live_members_of(group)),
+        || live_members_of(group).is_empty(),
+    );
     Ok(())
 }
 
