@@ -166,8 +166,13 @@ fn bind_ip_on(
     let setup = || -> Result<Socket> {
         let socket = Socket::new(address.family(), ty)?;
         // SO_REUSEADDR: a restarted server binds its port even with old connections in
-        // TIME_WAIT, as Python's create_server does on POSIX.
-        socket.set_reuse_address(true)?;
+        // TIME_WAIT, as Python's create_server does on POSIX. Streams only: on a datagram
+        // socket it lets a second one bind the same port (two servers, or one and any other
+        // that sets it), and the newest silently takes every datagram from the one that
+        // serves; UDP has no TIME_WAIT to wait out.
+        if ty == Type::Stream {
+            socket.set_reuse_address(true)?;
+        }
         if options.reuse_port {
             // Where the option is missing the siblings fail to bind and the listener is
             // shared instead; that is the fallback, so the error itself is not one.

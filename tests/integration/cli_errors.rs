@@ -30,6 +30,25 @@ fn port_in_use_is_exit_1() {
 }
 
 #[test]
+fn a_udp_port_in_use_is_exit_1_too() {
+    // A second datagram socket on the port would take every datagram from the first.
+    for command in [&["serve", "echo"][..], &["forward", "--to", "udp:127.0.0.1:9"]] {
+        let mut serve = socketkit();
+        serve.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]);
+        let server = Running::start(serve, 1);
+        let endpoint = server.endpoints()[0].clone();
+        let mut args = command.to_vec();
+        args.extend(["-l", &endpoint]);
+        let (code, line) = fails(&args);
+        assert_eq!(code, 1, "{command:?}");
+        assert_eq!(
+            line,
+            format!("error: cannot listen on {endpoint}: address already in use")
+        );
+    }
+}
+
+#[test]
 fn refused_is_exit_1() {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
