@@ -88,6 +88,37 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
+/// Whether a process of `identity` may remove the file at `path`: it may write and search
+/// its directory, and where the directory is sticky (`/tmp`) it owns the file or the
+/// directory. From the mode bits alone (ACLs are not read), so a `true` may still fail.
+/// A server that drops root asks before it does: a socket file or pid file it made in a
+/// directory only root may write (`/run`) stays after it exits.
+pub fn may_remove(identity: Identity, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if identity.uid == 0 {
+        return true;
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    let bits = if meta.uid() == identity.uid {
+        mode >> 6
+    } else if meta.gid() == identity.gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    let writable = bits & 0o3 == 0o3;
+    let sticky = mode & 0o1000 != 0;
+    let owner = std::fs::symlink_metadata(path).map_or(u32::MAX, |file| file.uid());
+    writable && (!sticky || owner == identity.uid || meta.uid() == identity.uid)
+}
+
 fn lookup_user(user: &str) -> Option<(u32, u32)> {
     let found = CString::new(user)
         .ok()

@@ -2,12 +2,13 @@
 //! before anything is bound (every fault is exit 2), applied by the server, re-read on
 //! SIGHUP, and the privilege drop made once the listeners are bound.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use socketkit::access::{
-    AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceSlot, drop_to, parse_network,
-    resolve_identity,
+    AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceSlot, drop_to, may_remove,
+    parse_network, resolve_identity,
 };
 use socketkit::server::{Builder, RefusalReason};
 use socketkit::socket::Address;
@@ -135,6 +136,25 @@ impl Access {
             Some(identity) => drop_to(identity)
                 .map_err(|err| CliError::Usage(format!("cannot drop privileges: {err}"))),
             None => Ok(()),
+        }
+    }
+
+    /// Warns of each of `files` (the socket files a server made, its pid file) that
+    /// `--user`/`--group` will not be able to remove at exit: a directory only root may
+    /// write (`/run`) keeps them, and saying so at start is the operator's chance to give
+    /// the service a directory of its own. Call it before dropping privileges.
+    pub(crate) fn warn_of_files_left_behind(&self, files: &[PathBuf]) {
+        let Some(identity) = self.identity else {
+            return;
+        };
+        for file in files.iter().filter(|file| !may_remove(identity, file)) {
+            let dir = file.parent().unwrap_or(Path::new("."));
+            tracing::warn!(
+                "{} will stay after exit: user {} may not remove files in {} (give the service a directory it may write, such as systemd's RuntimeDirectory=)",
+                file.display(),
+                identity.uid,
+                dir.display()
+            );
         }
     }
 

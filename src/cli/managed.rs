@@ -188,6 +188,13 @@ impl Managed {
             return Ok(());
         }
         let server = builder.bind().await?;
+        // The pid file before the readiness lines (whoever waits for them finds it
+        // written), and while still root: a service's pid file is in a directory only root
+        // may write (`/run`).
+        let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
+        let mut files = server.socket_files();
+        files.extend(self.pid_file.clone());
+        access.warn_of_files_left_behind(&files);
         // Bound (so ports below 1024 work as root), nothing accepted yet.
         access.drop_privileges()?;
         // What a restart hands over: duplicates of the listeners and the metrics socket.
@@ -213,8 +220,6 @@ impl Managed {
         // a script reads them is a graceful shutdown, never the default death.
         watch_signals(server.shutdown_handle(), restart)?;
         access.reload_on_hangup()?;
-        // The pid file before the readiness lines: whoever waits for them finds it written.
-        let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
         announce(&server.local_endpoints());
         if let Some(metrics) = metrics {
             metrics.start();

@@ -91,8 +91,8 @@ pub(crate) enum DatagramListener {
     Udp(UdpSocket),
     Unixgram {
         socket: UnixDatagram,
-        // Held for its Drop: the socket file goes with the listener (none when inherited).
-        _file: Option<UnixFile>,
+        /// The socket file, which goes with the listener (none when inherited).
+        file: Option<UnixFile>,
     },
 }
 
@@ -101,10 +101,17 @@ impl DatagramListener {
     pub(crate) fn handover_parts(&self) -> (BorrowedFd<'_>, Option<Arc<AtomicBool>>) {
         match self {
             DatagramListener::Udp(socket) => (socket.as_fd(), None),
-            DatagramListener::Unixgram {
-                socket,
-                _file: file,
-            } => (socket.as_fd(), file.as_ref().map(UnixFile::keeper)),
+            DatagramListener::Unixgram { socket, file } => {
+                (socket.as_fd(), file.as_ref().map(UnixFile::keeper))
+            }
+        }
+    }
+
+    /// The socket file this listener removes when it closes, if any.
+    pub(crate) fn socket_file(&self) -> Option<&UnixFile> {
+        match self {
+            DatagramListener::Udp(_) => None,
+            DatagramListener::Unixgram { file, .. } => file.as_ref(),
         }
     }
 

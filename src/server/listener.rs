@@ -125,10 +125,7 @@ impl Listener {
             }
             (Endpoint::Unixgram(_), file) => {
                 let socket = UnixDatagram::from_std(fd.into()).map_err(fail)?;
-                Listener::Datagram(DatagramListener::Unixgram {
-                    socket,
-                    _file: file,
-                })
+                Listener::Datagram(DatagramListener::Unixgram { socket, file })
             }
         })
     }
@@ -142,6 +139,15 @@ impl Listener {
                 file.as_ref().map(UnixFile::keeper),
             ),
             Listener::Datagram(listener) => listener.handover_parts(),
+        }
+    }
+
+    /// The socket file this listener made (or took over) and removes when it closes.
+    pub(crate) fn socket_file(&self) -> Option<&UnixFile> {
+        match self {
+            Listener::Stream(StreamListener::Tcp(_)) => None,
+            Listener::Stream(StreamListener::Unix(_, file)) => file.as_ref(),
+            Listener::Datagram(listener) => listener.socket_file(),
         }
     }
 }

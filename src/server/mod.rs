@@ -237,6 +237,18 @@ impl Server {
             .collect()
     }
 
+    /// The Unix socket files this server made, or took over from the process it replaced,
+    /// and removes when it stops (not those of inherited sockets, which are their service
+    /// manager's).
+    pub fn socket_files(&self) -> Vec<std::path::PathBuf> {
+        self.groups
+            .iter()
+            .flat_map(|group| &group.listeners)
+            .filter_map(|listener| listener.socket_file())
+            .map(|file| file.path().to_path_buf())
+            .collect()
+    }
+
     /// The counts of connections the admission stages ([`Builder::stage`]) refused, by
     /// reason; take it before calling a `serve` method, and read it at any time.
     pub fn refusals(&self) -> Refusals {

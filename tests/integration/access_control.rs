@@ -395,3 +395,77 @@ fn user_and_group_drop_root_before_serving() {
     assert_eq!(out.code(), 2, "{}", out.stderr);
     assert!(out.stderr.contains("no-such-user-here"), "{}", out.stderr);
 }
+
+#[test]
+fn a_dropped_user_has_its_pid_file_and_is_told_of_files_it_cannot_remove() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI runs as root: the privilege drop must be tested there"
+        );
+        eprintln!("skipped: dropping privileges needs root");
+        return Ok(());
+    }
+    // A directory only root may write, as /run: the pid file is written before the drop,
+    // and the files nobody may not remove are named at start.
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let socket = dir.path().join("s.sock");
+    let pid_file = dir.path().join("s.pid");
+    let mut server = serve(&[
+        "-l",
+        &format!("unix:{}", socket.display()),
+        "--user",
+        "nobody",
+        "--pid-file",
+        &pid_file.display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file)?.trim(),
+        server.pid().to_string()
+    );
+    for file in [&socket, &pid_file] {
+        server.assert_said(&format!("{} will stay after exit", file.display()));
+    }
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait(IO_TIMEOUT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+
+    // A directory of its own: no warning, and both files go at exit.
+    let own = tempfile::tempdir()?;
+    std::os::unix::fs::chown(own.path(), Some(65534), Some(65534))?;
+    let socket = own.path().join("s.sock");
+    let pid_file = own.path().join("s.pid");
+    let mut server = serve(&[
+        "-l",
+        &format!("unix:{}", socket.display()),
+        "--user",
+        "nobody",
+        "--pid-file",
+        &pid_file.display().to_string(),
+    ]);
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait(IO_TIMEOUT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        !server.stderr().contains("will stay"),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        !socket.exists() && !pid_file.exists(),
+        "{}",
+        server.stderr()
+    );
+    Ok(())
+}

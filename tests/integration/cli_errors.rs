@@ -32,7 +32,10 @@ fn port_in_use_is_exit_1() {
 #[test]
 fn a_udp_port_in_use_is_exit_1_too() {
     // A second datagram socket on the port would take every datagram from the first.
-    for command in [&["serve", "echo"][..], &["forward", "--to", "udp:127.0.0.1:9"]] {
+    for command in [
+        &["serve", "echo"][..],
+        &["forward", "--to", "udp:127.0.0.1:9"],
+    ] {
         let mut serve = socketkit();
         serve.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]);
         let server = Running::start(serve, 1);
