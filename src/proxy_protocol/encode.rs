@@ -127,7 +127,12 @@ pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
 }
 
 /// Both addresses in one family: as they are when they agree, else both as IPv6.
+/// The two addresses in one family: IPv4 when both are (an IPv4 client of a dual-stack
+/// listener has IPv4-mapped addresses on both sides, and is written as the IPv4 connection
+/// it is: `TCP4`, as the receiver's IPv4 rules expect), else IPv6 with the IPv4 side mapped.
 fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    let (a, b) = (canonical(a), canonical(b));
     if a.is_ipv4() == b.is_ipv4() {
         (a, b)
     } else {
@@ -142,5 +147,27 @@ fn v6(addr: SocketAddr) -> std::net::Ipv6Addr {
     match addr {
         SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped(),
         SocketAddr::V6(v6) => *v6.ip(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_written_as_tcp4() {
+        let from: SocketAddr = "[::ffff:192.0.2.1]:5000".parse().expect("address");
+        let to: SocketAddr = "[::ffff:192.0.2.2]:80".parse().expect("address");
+        assert_eq!(
+            encode_v1(from, to),
+            b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n"
+        );
+        assert_eq!(encode_v2(from, to)[13], 0x11, "v2: TCP over IPv4");
+        // A real IPv6 side keeps the header IPv6, the other side mapped.
+        let v6: SocketAddr = "[2001:db8::2]:80".parse().expect("address");
+        assert_eq!(
+            encode_v1(from, v6),
+            b"PROXY TCP6 ::ffff:192.0.2.1 2001:db8::2 5000 80\r\n"
+        );
     }
 }

@@ -291,9 +291,11 @@ fn set_proxy_vars(cmd: &mut std::process::Command, told: &Tlvs) {
     }
 }
 
+/// The address's host as a program expects it: an IPv4 client of a dual-stack listener as
+/// `127.0.0.1`, not `::ffff:127.0.0.1` (what inetd-style programs compare against).
 fn host_of(address: &Address) -> String {
     match (address.ip(), address.as_path()) {
-        (Some(ip), _) => ip.to_string(),
+        (Some(ip), _) => ip.to_canonical().to_string(),
         (None, Some(path)) => path.display().to_string(),
         (None, None) => String::new(),
     }

@@ -39,6 +39,32 @@ fn exec_runs_a_program_per_connection_with_the_peer_in_its_environment() {
 }
 
 #[test]
+fn an_ipv4_client_of_a_dual_stack_listener_is_ipv4_to_the_program_and_the_proxy_header() {
+    // The program's environment.
+    let script = "echo \"$SOCKETKIT_PEER_ADDR $SOCKETKIT_LOCAL_ADDR\"";
+    let server = exec(&[":0"], &["--shell", "--", script]);
+    let port = server.port();
+    let out = read_to_end(&mut connect(&format!("127.0.0.1:{port}")));
+    assert_eq!(out, b"127.0.0.1 127.0.0.1\n");
+
+    // The header `forward --send-proxy v1` writes for it: TCP4, not a mapped TCP6.
+    let (target, seen) = crate::support::net::one_shot(|stream| {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("header");
+        assert!(
+            line.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),
+            "{line:?}"
+        );
+    });
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", ":0", "--to", &target, "--send-proxy", "v1"]);
+    let relay = Running::start(cmd, 1);
+    let mut client = connect(&format!("127.0.0.1:{}", relay.port()));
+    client.write_all(b"x").expect("write");
+    seen.join().expect("the target saw a TCP4 header");
+}
+
+#[test]
 fn exec_with_shell_and_its_exit_ends_the_connection() {
     let server = exec(
         &["127.0.0.1:0"],
