@@ -3,8 +3,8 @@
 //! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`;
 //! `fcntl(F_SETFD)` for the descriptors a process hands to the program it starts;
 //! `sigaction(2)` with `raise(3)` for a process that caught a signal only to clean up
-//! before dying by it; `kill(2)` to pass a stop on to the process a restart started, and
-//! `killpg(2)` to end a program started for a connection with all it started in turn.
+//! before dying by it; and `kill(2)`, to pass a stop on to the process a restart started
+//! and to end a program started for a connection with all it started in turn.
 
 use std::ffi::CStr;
 use std::io;
@@ -339,21 +339,23 @@ pub(crate) fn raise_with_default_action(signal: libc::c_int) -> io::Result<()> {
 
 /// Sends SIGTERM to process `pid` (`kill(2)`).
 pub(crate) fn terminate(pid: u32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "no such process id"))?;
-    // SAFETY: kill only reads its two integers.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    send_signal(pid, libc::SIGTERM, 1)
 }
 
-/// Sends SIGKILL to every process of process group `group` (`killpg(2)`).
+/// Sends SIGKILL to every process of process group `group` (`kill(2)` of the negated id,
+/// as `killpg(3)` does).
 pub(crate) fn kill_process_group(group: u32) -> io::Result<()> {
-    let group = libc::pid_t::try_from(group)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "no such process group"))?;
-    // SAFETY: killpg only reads its two integers.
-    if unsafe { libc::killpg(group, libc::SIGKILL) } != 0 {
+    send_signal(group, libc::SIGKILL, -1)
+}
+
+/// `kill(sign * id, signal)`: a process (`sign` 1) or a process group (-1).
+fn send_signal(id: u32, signal: libc::c_int, sign: libc::pid_t) -> io::Result<()> {
+    let id = libc::pid_t::try_from(id)
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no such process"))?;
+    // SAFETY: kill only reads its two integers.
+    if unsafe { libc::kill(sign * id, signal) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

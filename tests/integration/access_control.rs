@@ -358,13 +358,7 @@ fn forward_and_listen_keep_open_take_the_same_rules() -> TestResult {
 
 #[test]
 fn user_and_group_drop_root_before_serving() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "CI runs as root: the privilege drop must be tested there"
-        );
-        eprintln!("skipped: dropping privileges needs root");
+    if !as_root() {
         return;
     }
     let server = serve(&[
@@ -396,76 +390,67 @@ fn user_and_group_drop_root_before_serving() {
     assert!(out.stderr.contains("no-such-user-here"), "{}", out.stderr);
 }
 
+/// Whether this test runs as root, which dropping privileges needs (CI does: there it must).
+fn as_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "CI runs as root: the privilege drop must be tested there"
+    );
+    eprintln!("skipped: dropping privileges needs root");
+    false
+}
+
+/// `serve -l unix:DIR/s.sock --user nobody --pid-file DIR/s.pid`, stopped by SIGTERM once
+/// `check` has looked at it; returns its stderr and the two paths.
+fn serve_as_nobody_in(
+    dir: &std::path::Path,
+    check: impl FnOnce(&Running),
+) -> (String, [std::path::PathBuf; 2]) {
+    let socket = dir.join("s.sock");
+    let pid_file = dir.join("s.pid");
+    let mut server = serve(&[
+        "-l",
+        &format!("unix:{}", socket.display()),
+        "--user",
+        "nobody",
+        "--pid-file",
+        &pid_file.display().to_string(),
+    ]);
+    check(&server);
+    server.signal(libc::SIGTERM);
+    let status = server.wait(IO_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    (server.stderr(), [socket, pid_file])
+}
+
 #[test]
 fn a_dropped_user_has_its_pid_file_and_is_told_of_files_it_cannot_remove() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "CI runs as root: the privilege drop must be tested there"
-        );
-        eprintln!("skipped: dropping privileges needs root");
+    if !as_root() {
         return Ok(());
     }
     // A directory only root may write, as /run: the pid file is written before the drop,
     // and the files nobody may not remove are named at start.
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let socket = dir.path().join("s.sock");
-    let pid_file = dir.path().join("s.pid");
-    let mut server = serve(&[
-        "-l",
-        &format!("unix:{}", socket.display()),
-        "--user",
-        "nobody",
-        "--pid-file",
-        &pid_file.display().to_string(),
-    ]);
-    assert_eq!(
-        std::fs::read_to_string(&pid_file)?.trim(),
-        server.pid().to_string()
-    );
-    for file in [&socket, &pid_file] {
-        server.assert_said(&format!("{} will stay after exit", file.display()));
+    let (log, files) = serve_as_nobody_in(dir.path(), |server| {
+        let pid = std::fs::read_to_string(dir.path().join("s.pid")).unwrap_or_default();
+        assert_eq!(pid.trim(), server.pid().to_string());
+    });
+    for file in &files {
+        let said = format!("{} will stay after exit", file.display());
+        assert!(log.contains(&said), "{log}");
     }
-    server.signal(libc::SIGTERM);
-    assert_eq!(
-        server.wait(IO_TIMEOUT).code(),
-        Some(0),
-        "{}",
-        server.stderr()
-    );
 
     // A directory of its own: no warning, and both files go at exit.
     let own = tempfile::tempdir()?;
     std::os::unix::fs::chown(own.path(), Some(65534), Some(65534))?;
-    let socket = own.path().join("s.sock");
-    let pid_file = own.path().join("s.pid");
-    let mut server = serve(&[
-        "-l",
-        &format!("unix:{}", socket.display()),
-        "--user",
-        "nobody",
-        "--pid-file",
-        &pid_file.display().to_string(),
-    ]);
-    server.signal(libc::SIGTERM);
-    assert_eq!(
-        server.wait(IO_TIMEOUT).code(),
-        Some(0),
-        "{}",
-        server.stderr()
-    );
-    assert!(
-        !server.stderr().contains("will stay"),
-        "{}",
-        server.stderr()
-    );
-    assert!(
-        !socket.exists() && !pid_file.exists(),
-        "{}",
-        server.stderr()
-    );
+    let (log, files) = serve_as_nobody_in(own.path(), |_| {});
+    assert!(!log.contains("will stay"), "{log}");
+    assert!(files.iter().all(|file| !file.exists()), "{log}");
     Ok(())
 }

@@ -104,6 +104,33 @@ fn tls_greeting(addr: &str, pki: &Pki) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `--tls-cert` and `--tls-key` of the test's server certificate.
+fn tls_files(pki: &Pki) -> [&str; 4] {
+    [
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]
+}
+
+/// SIGUSR2 to `pid` (the process `old` runs, or started): waits for the new process to
+/// name itself in `pid_file` and for `old` to exit 0; returns the new pid, adopted.
+fn restart(old: &mut Running, pid: i32, pid_file: &Path, adopted: &mut Descendants) -> i32 {
+    send_signal(pid, libc::SIGUSR2);
+    let new = wait_for_new_pid(pid_file, pid, RESTART);
+    adopted.add(new);
+    let status = old.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", old.stderr());
+    new
+}
+
+/// SIGTERM to the adopted `pid`, which must exit 0.
+fn stop(pid: i32, adopted: &mut Descendants) {
+    send_signal(pid, libc::SIGTERM);
+    assert_eq!(adopted.reap(pid, Duration::from_secs(20)), 0);
+}
+
 #[test]
 fn a_tls_listener_is_handed_over_as_one() -> TestResult {
     become_subreaper();
@@ -112,12 +139,7 @@ fn a_tls_listener_is_handed_over_as_one() -> TestResult {
     let pid_file = dir.path().join("s.pid");
     let mut cmd = socketkit();
     cmd.args(["serve", "-l", "tls:127.0.0.1:0", "-l", "127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
+        .args(tls_files(&pki))
         .arg("--pid-file")
         .arg(&pid_file);
     let mut old = Running::start(cmd, 2);
@@ -127,15 +149,8 @@ fn a_tls_listener_is_handed_over_as_one() -> TestResult {
     assert_eq!(tls_greeting(&tls, &pki), "你好");
 
     let mut adopted = Descendants::default();
-    old.signal(libc::SIGUSR2);
-    let new = wait_for_new_pid(&pid_file, old.pid(), RESTART);
-    adopted.add(new);
-    assert_eq!(
-        old.wait(Duration::from_secs(20)).code(),
-        Some(0),
-        "{}",
-        old.stderr()
-    );
+    let pid = old.pid();
+    let new = restart(&mut old, pid, &pid_file, &mut adopted);
     let log = old.stderr();
     assert!(!log.contains("restart failed"), "{log}");
     // The new process's readiness lines, on the same stderr: the same two listeners.
@@ -151,8 +166,7 @@ fn a_tls_listener_is_handed_over_as_one() -> TestResult {
     plain.read_to_end(&mut got)?;
     assert_eq!(got, "你好".as_bytes());
 
-    send_signal(new, libc::SIGTERM);
-    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    stop(new, &mut adopted);
     Ok(())
 }
 
@@ -229,12 +243,7 @@ fn a_service_managers_socket_file_survives_a_restart_and_tls_fd_serves_tls() -> 
         .args(["-l", &socket.display().to_string(), "-l", &tcp])
         .args(["--fdname=local:web", env!("CARGO_BIN_EXE_socketkit")])
         .args(["serve", "greeting", "-l", "fd:local", "-l", "tls:fd:web"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
+        .args(tls_files(&pki))
         .arg("--pid-file")
         .arg(&pid_file);
     // The tool starts socketkit at the first connection.
@@ -255,14 +264,10 @@ fn a_service_managers_socket_file_survives_a_restart_and_tls_fd_serves_tls() -> 
 
     let mut adopted = Descendants::default();
     let first = read_pid(&pid_file).expect("pid file");
-    send_signal(first, libc::SIGUSR2);
-    let new = wait_for_new_pid(&pid_file, first, RESTART);
-    adopted.add(new);
-    assert_eq!(activator.wait(Duration::from_secs(20)).code(), Some(0));
+    let new = restart(&mut activator, first, &pid_file, &mut adopted);
     assert!(greets_on_unix(&socket));
     assert_eq!(tls_greeting(&format!("tls:{tcp}"), &pki), "你好");
-    send_signal(new, libc::SIGTERM);
-    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    stop(new, &mut adopted);
     assert!(
         socket.exists(),
         "the service manager's socket file was removed"
