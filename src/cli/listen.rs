@@ -92,6 +92,23 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             }
         })?;
         tracing::debug!("datagram from {peer}");
+        let mut options = options;
+        if matches!(endpoint, Endpoint::Unixgram(_)) && peer.as_path().is_none() {
+            // An unbound sender (logger -u, syslog clients) cannot be answered: what it and
+            // any other sender send is printed, and stdin is not read.
+            if nc.direction == Direction::SendOnly {
+                return Err(CliError::Failed(format!(
+                    "cannot send on {}: the first sender's socket is unnamed, so it cannot be answered",
+                    listening.local_endpoint()
+                )));
+            }
+            if nc.direction == Direction::Both {
+                tracing::info!(
+                    "the first sender's socket is unnamed: it cannot be answered, so stdin is not read (receiving from every sender)"
+                );
+            }
+            options.direction = Direction::ReceiveOnly;
+        }
         let mut stdout = WaitingFile::new(stdio::output()?);
         if nc.direction != Direction::SendOnly && stdout.write_all(&first).is_err() {
             return Ok(()); // stdout is gone: nothing more is wanted
@@ -151,6 +168,8 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         let options = BridgeOptions {
             peer: Some(peer),
             counts: metered.as_ref().map(|m| Arc::clone(&m.counts)),
+            // With -k, stdin read after a peer closed is the next peer's.
+            shared_input: args.keep_open,
             ..options.clone()
         };
         if !args.keep_open {

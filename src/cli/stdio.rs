@@ -26,6 +26,7 @@ pub(crate) fn options(args: &BridgeArgs, netcat: &Netcat) -> BridgeOptions {
         counts: None,
         direction: netcat.direction,
         keep_write_open: args.no_shutdown,
+        shared_input: false,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct BridgeOptions {
     /// a half-close as the end of the whole connection; the bridge ends when the peer
     /// closes.
     pub keep_write_open: bool,
+    /// The input serves connection after connection (`socketkit listen -k`): once the peer
+    /// has closed, input still waiting is kept for the next connection rather than sent to
+    /// this one, whose peer would never read it.
+    pub shared_input: bool,
 }
 
 /// Which ways a bridge moves bytes.
@@ -145,10 +149,14 @@ pub fn bridge(
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
-        let direction = options.direction;
-        let half_close = !options.keep_write_open;
+        let sending = Sending {
+            direction: options.direction,
+            half_close: !options.keep_write_open,
+            shared: options.shared_input,
+        };
+        let direction = sending.direction;
         let sender = scope.spawn(move || {
-            let send_end = send_input(input, socket, done, activity, sent, direction, half_close);
+            let send_end = send_input(input, socket, done, activity, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
@@ -168,7 +176,12 @@ pub fn bridge(
             received,
         );
         done.store(true, Ordering::Relaxed);
-        // Input already read goes out first (a peer that half-closed may still read it).
+        if options.shared_input {
+            // The sender stops waiting for input now: what comes is the next connection's.
+            input.wake();
+        }
+        // Input already read goes out first (a peer that half-closed may still read it),
+        // unless the input is shared.
         // A sender still busy after LINGER is blocked on a peer that stopped reading:
         // shutting the socket down wakes it, so the scope can end.
         if sender_done.recv_timeout(LINGER).is_err() {
@@ -241,22 +254,44 @@ enum SendEnd {
     Stopped,
 }
 
-/// Sends input until it ends; once the peer has closed (`done`), only until no more input is
-/// waiting.
+/// How the sending side of a bridge sends: the options that concern it.
+#[derive(Debug, Clone, Copy)]
+struct Sending {
+    direction: Direction,
+    half_close: bool,
+    shared: bool,
+}
+
+/// Sends input until it ends; once the peer has closed (`done`), only until no more input
+/// comes within a look-up interval (a peer that half-closed may still read it) — and with a
+/// shared input, nothing: what it reads is the next connection's.
 fn send_input(
     input: &Input,
     socket: &Socket,
     done: &AtomicBool,
     activity: &Activity,
     sent: Option<&AtomicU64>,
-    direction: Direction,
-    half_close: bool,
+    sending: Sending,
 ) -> SendEnd {
-    if direction == Direction::ReceiveOnly {
+    if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
     }
     loop {
-        match input.next(POLL) {
+        // Once the peer has closed, a shared input's sender takes only what is queued.
+        let wait = match sending.shared && done.load(Ordering::Relaxed) {
+            true => Duration::ZERO,
+            false => POLL,
+        };
+        match input.next(wait) {
+            // A shared input's chunk is not sent to a peer that has closed, even one whose
+            // end the receiving side has yet to read: it would be lost there.
+            Next::Data(buf)
+                if sending.shared
+                    && (done.load(Ordering::Relaxed) || net::peer_has_closed(socket.fileno())) =>
+            {
+                input.put_back(buf);
+                return SendEnd::Stopped;
+            }
             Next::Data(buf) => {
                 match socket.sendall(&buf) {
                     Ok(()) => {}
@@ -273,7 +308,7 @@ fn send_input(
             Next::Pending if done.load(Ordering::Relaxed) => return SendEnd::Stopped,
             Next::Pending => {}
             // Nothing more to send; the receiving side waits for the peer to close.
-            Next::End if !half_close => return SendEnd::Stopped,
+            Next::End if !sending.half_close => return SendEnd::Stopped,
             Next::End => {
                 // Only the writing side, send-only too: shutting the reading side down
                 // while the peer's bytes still arrive resets the connection (Linux answers

@@ -4,7 +4,8 @@
 
 use std::io::{self, Read};
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::thread;
 use std::time::Duration;
 
@@ -32,8 +33,25 @@ pub enum Next {
 /// An input read by a background thread.
 #[derive(Debug)]
 pub struct Input {
-    chunks: Mutex<Receiver<Vec<u8>>>,
+    chunks: Mutex<Receiver<Item>>,
+    /// The same channel, for [`Input::wake`]: the reader's end is reported by
+    /// [`Item::End`], not by the channel closing, so that this sender may stay.
+    wakes: SyncSender<Item>,
+    /// A chunk handed back by [`Input::put_back`], given out before the channel's.
+    held: Mutex<Option<Vec<u8>>>,
+    /// Set once [`Item::End`] was taken: every later call answers [`Next::End`].
+    ended: AtomicBool,
     spare: SyncSender<Vec<u8>>,
+}
+
+/// What the reader thread (or a wake) puts in the channel.
+#[derive(Debug)]
+enum Item {
+    Data(Vec<u8>),
+    /// Someone wants the consumer to look up from its wait.
+    Wake,
+    /// The input has ended.
+    End,
 }
 
 impl Input {
@@ -44,11 +62,15 @@ impl Input {
     pub fn spawn<R: Read + Send + 'static>(reader: R, max_chunk: usize) -> io::Result<Input> {
         let (chunk_tx, chunk_rx) = sync_channel(QUEUED_CHUNKS);
         let (spare_tx, spare_rx) = sync_channel(QUEUED_CHUNKS + 2);
+        let wakes = chunk_tx.clone();
         thread::Builder::new()
             .name("socketkit-input".into())
             .spawn(move || read_loop(reader, max_chunk, &chunk_tx, &spare_rx))?;
         Ok(Input {
             chunks: Mutex::new(chunk_rx),
+            wakes,
+            held: Mutex::new(None),
+            ended: AtomicBool::new(false),
             spare: spare_tx,
         })
     }
@@ -64,19 +86,46 @@ impl Input {
         Input::spawn(WaitingFile::new(file), max_chunk)
     }
 
-    /// The next chunk, waiting at most `wait`.
+    /// The next chunk, waiting at most `wait` (or until [`Input::wake`]).
     pub fn next(&self, wait: Duration) -> Next {
-        // A poisoned lock means a consumer panicked while holding it; the channel itself is
-        // still sound, so keep using it.
-        let chunks = self
-            .chunks
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match chunks.recv_timeout(wait) {
-            Ok(chunk) => Next::Data(chunk),
-            Err(RecvTimeoutError::Timeout) => Next::Pending,
-            Err(RecvTimeoutError::Disconnected) => Next::End,
+        if let Some(chunk) = lock(&self.held).take() {
+            return Next::Data(chunk);
         }
+        if self.ended.load(Ordering::Acquire) {
+            return Next::End;
+        }
+        let chunks = lock(&self.chunks);
+        let item = match wait.is_zero() {
+            true => chunks.try_recv().map_err(|err| match err {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }),
+            false => chunks.recv_timeout(wait),
+        };
+        match item {
+            Ok(Item::Data(chunk)) => Next::Data(chunk),
+            Ok(Item::Wake) | Err(RecvTimeoutError::Timeout) => Next::Pending,
+            // Disconnected cannot happen while `wakes` lives; taken as the end all the same.
+            Ok(Item::End) | Err(RecvTimeoutError::Disconnected) => {
+                self.ended.store(true, Ordering::Release);
+                Next::End
+            }
+        }
+    }
+
+    /// Makes a [`Input::next`] that waits now (or the next one) answer [`Next::Pending`] at
+    /// once: for a bridge that is over, so that its sender stops waiting for input that is
+    /// no longer its to send. Harmless when nobody waits (a later call sees one `Pending`).
+    pub fn wake(&self) {
+        // A full channel has data for the waiter already: it wakes without this.
+        let _ = self.wakes.try_send(Item::Wake);
+    }
+
+    /// Hands a chunk taken by [`Input::next`] back, to be given out first by the next call:
+    /// input read for a connection that ended before it could be sent goes to the next one
+    /// (`socketkit listen -k`) rather than astray.
+    pub fn put_back(&self, chunk: Vec<u8>) {
+        *lock(&self.held) = Some(chunk);
     }
 
     /// Returns a buffer for the reader to fill again, saving an allocation per chunk.
@@ -85,28 +134,35 @@ impl Input {
     }
 }
 
+/// A poisoned lock means a consumer panicked while holding it; what it guards is still
+/// sound, so it is used on.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 fn read_loop<R: Read>(
     mut reader: R,
     max_chunk: usize,
-    chunks: &SyncSender<Vec<u8>>,
+    chunks: &SyncSender<Item>,
     spare: &Receiver<Vec<u8>>,
 ) {
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
         buf.resize(max_chunk, 0);
         match reader.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(n) => {
                 buf.truncate(n);
-                if chunks.send(buf).is_err() {
+                if chunks.send(Item::Data(buf)).is_err() {
                     return; // nobody consumes any more
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
                 tracing::warn!("reading input failed: {}", crate::error::describe(&err));
-                return;
+                break;
             }
         }
     }
+    let _ = chunks.send(Item::End);
 }

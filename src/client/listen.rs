@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Bound, ListenOptions, UnixFile, UnixFileRemover, bind_endpoint};
-use crate::socket::{Address, Socket};
+use crate::socket::{Address, Family, Socket};
 
 /// A bound listening endpoint, waiting for peers.
 #[derive(Debug)]
@@ -69,15 +69,23 @@ impl Listening {
         &self.endpoint
     }
 
-    /// Waits for the next connection on a stream endpoint.
+    /// Waits for the next connection on a stream endpoint. A TCP connection comes with
+    /// `TCP_NODELAY`, as `connect`'s does: what the bridge reads from its input goes out as
+    /// it comes, and a reply written in two pieces is not held for the peer's delayed ACK.
     ///
     /// # Errors
     ///
     /// `cannot accept on ENDPOINT: REASON`.
     pub fn accept(&self) -> Result<(Socket, Address)> {
-        self.socket
+        let (socket, peer) = self
+            .socket
             .accept()
-            .map_err(|err| Error::new(Op::Accept, &self.endpoint, err.into_io_error()))
+            .map_err(|err| Error::new(Op::Accept, &self.endpoint, err.into_io_error()))?;
+        if matches!(socket.family(), Family::Inet | Family::Inet6) {
+            // Only latency rides on it; a socket that refuses it still bridges.
+            let _ = socket.set_nodelay(true);
+        }
+        Ok((socket, peer))
     }
 
     /// Waits for the first datagram on a datagram endpoint and connects the socket to its
@@ -87,8 +95,14 @@ impl Listening {
     ///
     /// # Errors
     ///
-    /// `cannot receive on ENDPOINT: REASON`; for Unix datagrams, a sender without an
-    /// address (it cannot be answered).
+    /// A Unix sender without an address (an unbound socket, as `logger -u` and most
+    /// syslog-style senders use) cannot be answered: the socket then stays unconnected and
+    /// receives from every sender; the address returned is unnamed
+    /// ([`Address::as_path`] is `None`).
+    ///
+    /// # Errors
+    ///
+    /// `cannot receive on ENDPOINT: REASON`.
     pub fn first_datagram(&mut self) -> Result<(Vec<u8>, Address)> {
         self.first_datagram_from(|_| true)
     }
@@ -113,8 +127,7 @@ impl Listening {
             }
         };
         if self.endpoint.transport() == Transport::Unixgram && peer.as_path().is_none() {
-            let reason = "the first sender's socket is unnamed, so it cannot be answered";
-            return Err(fail(io::Error::new(io::ErrorKind::InvalidInput, reason)));
+            return Ok((data, peer));
         }
         self.socket
             .connect(&peer)

@@ -111,7 +111,9 @@ pub fn bridge_tls(
     thread::scope(|scope| {
         let done = &done;
         if options.direction != Direction::ReceiveOnly {
-            scope.spawn(move || pump(input, &chunks, done));
+            // A shared input's pump also asks the socket whether its peer has closed.
+            let shared = options.shared_input.then_some(fd);
+            scope.spawn(move || pump(input, &chunks, done, shared));
         }
         let wake = watcher.map(|(watch, Pipe { read, write, .. })| {
             scope.spawn(move || watch_output(&read, &watch, gone));
@@ -149,8 +151,12 @@ pub fn bridge_tls(
                 }
             }
         });
-        // The input thread may still wait for input: it stops at its next look.
+        // The input thread may still wait for input: it stops at its next look (a shared
+        // input's, woken, at once).
         done.store(true, Ordering::Relaxed);
+        if options.shared_input {
+            input.wake();
+        }
         drop(wake);
         result
     })
@@ -180,13 +186,25 @@ struct Sending<'a> {
 }
 
 /// Hands input chunks to the runtime until the input ends (dropping the sender tells the
-/// bridge to close its side) or the bridge is over.
-fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool) {
+/// bridge to close its side) or the bridge is over (see the plain bridge's `send_input`:
+/// with a shared input, the socket `shared` names, what comes once it is over or its peer
+/// has closed is the next connection's).
+fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool, shared: Option<RawFd>) {
     loop {
-        match input.next(POLL) {
+        let over = shared.is_some() && done.load(Ordering::Relaxed);
+        match input.next(if over { Duration::ZERO } else { POLL }) {
+            Next::Data(buf)
+                if shared
+                    .is_some_and(|fd| done.load(Ordering::Relaxed) || net::peer_has_closed(fd)) =>
+            {
+                input.put_back(buf);
+                return;
+            }
             Next::Data(buf) => {
-                if chunks.blocking_send(buf).is_err() {
-                    return; // the bridge is over
+                if let Err(unsent) = chunks.blocking_send(buf) {
+                    // The bridge is over: the chunk is nobody's yet.
+                    input.put_back(unsent.0);
+                    return;
                 }
             }
             Next::Pending if done.load(Ordering::Relaxed) || chunks.is_closed() => return,
@@ -282,6 +300,9 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // The pump stops once no more is waiting (an open, quiet stdin), which ends the
         // sending here, as in the plain bridge, rather than after the whole linger.
         done.store(true, Ordering::Relaxed);
+        if options.shared_input {
+            input.wake();
+        }
         let _ = tokio::time::timeout(LINGER, &mut send).await;
         drop(send);
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;

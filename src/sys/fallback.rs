@@ -13,6 +13,8 @@
 //!   half-closed, without waiting for the peer's acknowledgement.
 //! - `TCP_INFO` is missing: a connection whose bytes another process moves has no idle time
 //!   (exec keeps it on pipes under an idle timeout).
+//! - `POLLRDHUP` is missing: [`peer_has_closed`] peeks instead, and sees the peer's end only
+//!   once the bytes it sent before have been read.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -100,4 +102,20 @@ pub(crate) fn steer_reuseport_to_first(_listener: BorrowedFd<'_>) -> io::Result<
 /// See [`steer_reuseport_to_first`]: always `Unsupported`.
 pub(crate) fn unsteer_reuseport(_listener: BorrowedFd<'_>) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Whether the peer of the stream socket `fd` has ended its side, asked without waiting: a
+/// peek that finds the end of stream (or an error). Bytes still unread hide the end.
+pub(crate) fn peer_has_closed(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, which lives across the call.
+    let rc = unsafe {
+        libc::recv(
+            fd,
+            std::ptr::addr_of_mut!(byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    rc == 0 || (rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
 }

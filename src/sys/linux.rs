@@ -1,6 +1,7 @@
 //! The Linux-only calls: `splice(2)`, `pipe2(2)` and `F_SETPIPE_SZ`, `accept4(2)`,
-//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, and the reuseport
-//! group's classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`, `SO_DETACH_REUSEPORT_BPF`).
+//! `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, `POLLRDHUP`, and
+//! the reuseport group's classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`,
+//! `SO_DETACH_REUSEPORT_BPF`).
 //! `fallback.rs` has the same functions for other systems.
 
 use std::io;
@@ -224,6 +225,20 @@ fn set_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Whether the peer of the stream socket `fd` has ended its side (its FIN has come, or the
+/// connection failed), asked without waiting: `poll(2)` with `POLLRDHUP`, which says so
+/// even while bytes it sent before are still unread.
+pub(crate) fn peer_has_closed(fd: RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, its count given; poll writes only its revents.
+    let rc = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    rc > 0 && pollfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Two listeners of one `SO_REUSEPORT` group, and where connections to them land: for the

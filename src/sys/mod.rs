@@ -40,8 +40,8 @@ pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_i
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
-    accept_nonblocking, grow_pipe, set_bind_address_no_port, set_defer_accept, splice,
-    steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
+    accept_nonblocking, grow_pipe, peer_has_closed, set_bind_address_no_port, set_defer_accept,
+    splice, steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
     Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,

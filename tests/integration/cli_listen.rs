@@ -204,3 +204,112 @@ fn a_signal_during_a_connection_removes_the_socket_file() -> TestResult {
     assert!(!path.exists(), "listen unixgram: the file is left");
     Ok(())
 }
+
+/// Reads one line from `stream` (up to `\n`), within the stream's timeout.
+fn line_of(stream: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match stream.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            other => panic!("after {line:?}: {other:?}"),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// `listen -k` with stdin open (a pipe its producer writes now and then): what comes on
+/// stdin just after a client has closed is the next client's, never thrown away; and the
+/// next client is accepted at once, not after a look-up interval.
+#[test]
+fn keep_open_gives_the_next_client_what_stdin_brought_after_the_last_one() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let unix = format!("unix:{}", dir.path().join("k.sock").display());
+    for endpoint in ["127.0.0.1:0", unix.as_str()] {
+        let mut cmd = socketkit();
+        cmd.args(["listen", "-k", endpoint]);
+        let mut listener = Running::start(cmd, 1);
+        let mut stdin = listener.take_stdin();
+        let at = listener.endpoints()[0].clone();
+        let open = || -> Box<dyn ReadWrite> {
+            match at.strip_prefix("unix:") {
+                Some(path) => {
+                    let stream = std::os::unix::net::UnixStream::connect(path).expect("unix");
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                    Box::new(stream)
+                }
+                None => Box::new(connect(at.trim_start_matches("tcp:"))),
+            }
+        };
+        for round in 0..20 {
+            let mut client = open();
+            stdin.write_all(format!("to {round}\n").as_bytes())?;
+            assert_eq!(line_of(&mut client), format!("to {round}\n"), "{at}");
+            drop(client);
+            // At once, while the listener takes in the client's end.
+            stdin.write_all(format!("between {round}\n").as_bytes())?;
+            let mut next = open();
+            assert_eq!(line_of(&mut next), format!("between {round}\n"), "{at}");
+        }
+        // 20 clients in turn, each after the last one's line is out: each accepted as the
+        // last one ends (it took a tenth of a second each while the bridge looked up from
+        // its wait for input that often).
+        let lines = lines_of(listener.take_stdout());
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            let mut client = open();
+            client.write_all(format!("from {i}\n").as_bytes())?;
+            drop(client);
+            let line = lines.recv_timeout(IO_TIMEOUT)?;
+            assert_eq!(line, format!("from {i}\n").as_bytes());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(stdin);
+        listener.signal(libc::SIGTERM);
+        let _ = listener.wait(DEADLINE);
+    }
+    Ok(())
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// What `listen` bridges goes out as it comes (`TCP_NODELAY`, as `connect`'s socket has):
+/// a reply written in two pieces is not held for the peer's delayed acknowledgement.
+#[test]
+fn an_accepted_tcp_connection_has_nodelay() -> TestResult {
+    let endpoint = "tcp:127.0.0.1:0".parse()?;
+    let listening = socketkit::client::listen(&endpoint)?;
+    let addr = listening.local_endpoint().to_string();
+    let client = connect(addr.trim_start_matches("tcp:"));
+    let (accepted, _) = listening.accept()?;
+    assert!(accepted.nodelay()?);
+    drop(client);
+    Ok(())
+}
+
+/// A sender with no address (an unbound socket: `logger -u`, syslog clients) cannot be
+/// answered: what it and others send is printed, and stdin is not read.
+#[test]
+fn unixgram_listen_prints_what_unbound_senders_send() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("log.sock");
+    let mut cmd = socketkit();
+    cmd.args(["listen", &format!("unixgram:{}", path.display())]);
+    let mut listener = Running::start(cmd, 1);
+    let lines = lines_of(listener.take_stdout());
+    for text in ["first\n", "second\n"] {
+        let sender = std::os::unix::net::UnixDatagram::unbound()?;
+        sender.send_to(text.as_bytes(), &path)?;
+        let got = lines.recv_timeout(IO_TIMEOUT)?;
+        assert_eq!(got, text.as_bytes());
+    }
+    listener.assert_said("the first sender's socket is unnamed");
+    listener.signal(libc::SIGTERM);
+    let _ = listener.wait(DEADLINE);
+    Ok(())
+}
