@@ -37,8 +37,8 @@ pub(crate) fn candidates(endpoint: &Endpoint, family: Option<Family>) -> Result<
         .collect();
     if wanted.is_empty() {
         return Err(fail(match family {
-            Some(Family::Inet6) => "no IPv6 address (-6 was given)",
-            _ => "no IPv4 address (-4 was given)",
+            Some(Family::Inet6) => "no IPv6 address (IPv6 only: -6, or an IPv6 -s source)",
+            _ => "no IPv4 address (IPv4 only: -4, or an IPv4 -s source)",
         }));
     }
     Ok(wanted)
