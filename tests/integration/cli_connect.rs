@@ -380,7 +380,9 @@ fn family_flags_choose_the_address_family() {
     assert_eq!(refused.code(), 1);
     assert_eq!(
         refused.stderr,
-        format!("error: cannot connect to tcp:[::1]:{port}: no IPv4 address (IPv4 only: -4, or an IPv4 -s source)\n")
+        format!(
+            "error: cannot connect to tcp:[::1]:{port}: no IPv4 address (IPv4 only: -4, or an IPv4 -s source)\n"
+        )
     );
 }
 
