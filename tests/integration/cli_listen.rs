@@ -246,7 +246,10 @@ fn keep_open_gives_the_next_client_what_stdin_brought_after_the_last_one() -> Te
             stdin.write_all(format!("to {round}\n").as_bytes())?;
             assert_eq!(line_of(&mut client), format!("to {round}\n"), "{at}");
             drop(client);
-            // At once, while the listener takes in the client's end.
+            // Soon after (the client's end is in the listener's kernel, which the test
+            // cannot order before stdin's bytes more tightly than this), and well within
+            // the tenth of a second a bridge used to keep waiting for input of its own.
+            std::thread::sleep(Duration::from_millis(20));
             stdin.write_all(format!("between {round}\n").as_bytes())?;
             let mut next = open();
             assert_eq!(line_of(&mut next), format!("between {round}\n"), "{at}");
