@@ -4,9 +4,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, connect, read_to_end};
 use crate::support::process::{DEADLINE, Running, lines_of, socketkit};
+use crate::support::{TestResult, wait_until};
 
 fn listen(args: &[&str], input: &[u8]) -> Running {
     let mut cmd = socketkit();
@@ -227,9 +227,18 @@ fn keep_open_gives_the_next_client_what_stdin_brought_after_the_last_one() -> Te
     let unix = format!("unix:{}", dir.path().join("k.sock").display());
     for endpoint in ["127.0.0.1:0", unix.as_str()] {
         let mut cmd = socketkit();
-        cmd.args(["listen", "-k", endpoint]);
+        cmd.args(["listen", "-k", "-v", endpoint]);
         let mut listener = Running::start(cmd, 1);
         let mut stdin = listener.take_stdin();
+        // `-v` says `connection from …` once the last connection is over and the next one
+        // is taken: input written after that is the new connection's.
+        let accepted = |count: usize| {
+            wait_until(
+                IO_TIMEOUT,
+                || listener.stderr(),
+                || listener.stderr().matches("connection from").count() >= count,
+            );
+        };
         let at = listener.endpoints()[0].clone();
         let open = || -> Box<dyn ReadWrite> {
             match at.strip_prefix("unix:") {
@@ -243,13 +252,15 @@ fn keep_open_gives_the_next_client_what_stdin_brought_after_the_last_one() -> Te
         };
         for round in 0..20 {
             let mut client = open();
+            accepted(2 * round + 1);
             stdin.write_all(format!("to {round}\n").as_bytes())?;
             assert_eq!(line_of(&mut client), format!("to {round}\n"), "{at}");
             drop(client);
-            // Soon after (the client's end is in the listener's kernel, which the test
-            // cannot order before stdin's bytes more tightly than this), and well within
-            // the tenth of a second a bridge used to keep waiting for input of its own.
-            std::thread::sleep(Duration::from_millis(20));
+            // Soon after: within the tenth of a second a bridge used to go on waiting for
+            // input it then sent to the closed connection, and late enough for a loaded
+            // kernel to have taken in the client's end (the test cannot order it before
+            // stdin's bytes otherwise).
+            std::thread::sleep(Duration::from_millis(50));
             stdin.write_all(format!("between {round}\n").as_bytes())?;
             let mut next = open();
             assert_eq!(line_of(&mut next), format!("between {round}\n"), "{at}");
