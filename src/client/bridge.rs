@@ -181,10 +181,16 @@ pub fn bridge(
             input.wake();
         }
         // Input already read goes out first (a peer that half-closed may still read it),
-        // unless the input is shared.
+        // unless the input is shared, or nobody reads the output any more (what is left
+        // to send is not wanted either, and a sender blocked on a peer that stopped
+        // reading would hold the end back for the whole linger).
         // A sender still busy after LINGER is blocked on a peer that stopped reading:
         // shutting the socket down wakes it, so the scope can end.
-        if sender_done.recv_timeout(LINGER).is_err() {
+        let linger = match end {
+            Ok(BridgeEnd::OutputClosed) => Duration::ZERO,
+            _ => LINGER,
+        };
+        if sender_done.recv_timeout(linger).is_err() {
             let _ = socket.shutdown(Shutdown::Both);
         }
         match (end, sender.join()) {

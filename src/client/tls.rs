@@ -41,6 +41,10 @@ use crate::tls::{Connector, TRUNCATED, handshake_failure, in_words};
 /// the plain bridge).
 const LINGER: Duration = Duration::from_secs(1);
 
+/// How long close_notify may take to go out when the bridge ends because nobody reads the
+/// output any more.
+const CLOSE_AT_ONCE: Duration = Duration::from_millis(100);
+
 /// The most one read takes from the session: a TLS record holds at most 16 KiB of data.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -295,7 +299,13 @@ async fn run<S: AsyncRead + AsyncWrite>(
         drop(send);
         // The peer has closed: answer its close_notify with ours.
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
-    } else if !sent && end.is_ok() {
+    } else if !sent && matches!(end, Ok(BridgeEnd::OutputClosed)) {
+        // Nobody reads the output any more: what is left to send is not wanted, and a send
+        // blocked on a peer that stopped reading must not hold the end back. close_notify
+        // still goes, if the peer's side takes it at once.
+        drop(send);
+        let _ = tokio::time::timeout(CLOSE_AT_ONCE, writer.shutdown()).await;
+    } else if !sent && matches!(end, Ok(BridgeEnd::PeerClosed)) {
         // Input already read goes out first (a peer that half-closed may still read it).
         // The pump stops once no more is waiting (an open, quiet stdin), which ends the
         // sending here, as in the plain bridge, rather than after the whole linger.

@@ -128,6 +128,30 @@ fn connect_tcp_with_stdin_open() {
     ends_promptly_once_stdout_is_closed(connect(&[&addr]), 0, true, peer, b"SSH-2.0-greeting\r\n");
 }
 
+/// Stdin streaming to a peer that has stopped reading (the sender blocked in a send): the
+/// reader's leaving ends the program at once, not after the linger that input already
+/// read gets when the peer closes (which took a second here).
+#[test]
+fn connect_tcp_with_stdin_streaming_to_a_peer_that_stopped_reading() {
+    let (addr, peer) = tcp_greeter();
+    let mut child = Running::start(connect(&[&addr]), 0);
+    let mut stdin = child.take_stdin();
+    let _peer = peer(&child);
+    // Until the program is gone (a broken pipe), at most 256 MiB.
+    thread::spawn(move || {
+        let block = vec![0u8; 64 * 1024];
+        for _ in 0..4096 {
+            if stdin.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let line = first_line_then_close(child.take_stdout());
+    assert_eq!(line, b"SSH-2.0-greeting\r\n", "stderr:\n{}", child.stderr());
+    let status = child.wait(Duration::from_millis(700));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", child.stderr());
+}
+
 #[test]
 fn connect_tcp_copying_through_a_traffic_log() {
     // -o puts a tap in front of stdout: the bytes are copied, not spliced.
