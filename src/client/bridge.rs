@@ -175,11 +175,7 @@ pub fn bridge(
             options.idle_timeout,
             received,
         );
-        done.store(true, Ordering::Relaxed);
-        if options.shared_input {
-            // The sender stops waiting for input now: what comes is the next connection's.
-            input.wake();
-        }
+        end_sending(done, input, options.shared_input);
         // Input already read goes out first (a peer that half-closed may still read it),
         // unless the input is shared, or nobody reads the output any more (what is left
         // to send is not wanted either, and a sender blocked on a peer that stopped
@@ -260,6 +256,39 @@ enum SendEnd {
     Stopped,
 }
 
+/// The next chunk a connection's sender takes from `input`, waiting up to [`POLL`]. With a
+/// shared input (`shared`: the connection's socket), `None` once the connection is over —
+/// the bridge is `done`, or the peer has closed, even before the receiving side has read
+/// its end — and a chunk taken then is handed back: sent to that peer it would be lost, and
+/// it is the next connection's. Once `done`, a shared input's sender waits for nothing.
+pub(crate) fn next_to_send(
+    input: &Input,
+    done: &AtomicBool,
+    shared: Option<RawFd>,
+) -> Option<Next> {
+    let over = || done.load(Ordering::Relaxed);
+    let wait = match shared.is_some() && over() {
+        true => Duration::ZERO,
+        false => POLL,
+    };
+    match input.next(wait) {
+        Next::Data(buf) if shared.is_some_and(|fd| over() || net::peer_has_closed(fd)) => {
+            input.put_back(buf);
+            None
+        }
+        next => Some(next),
+    }
+}
+
+/// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
+/// woken from its wait at once, since what comes now is the next connection's.
+pub(crate) fn end_sending(done: &AtomicBool, input: &Input, shared: bool) {
+    done.store(true, Ordering::Relaxed);
+    if shared {
+        input.wake();
+    }
+}
+
 /// How the sending side of a bridge sends: the options that concern it.
 #[derive(Debug, Clone, Copy)]
 struct Sending {
@@ -282,22 +311,12 @@ fn send_input(
     if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
     }
+    let shared = sending.shared.then(|| socket.fileno());
     loop {
-        // Once the peer has closed, a shared input's sender takes only what is queued.
-        let wait = match sending.shared && done.load(Ordering::Relaxed) {
-            true => Duration::ZERO,
-            false => POLL,
+        let Some(next) = next_to_send(input, done, shared) else {
+            return SendEnd::Stopped;
         };
-        match input.next(wait) {
-            // A shared input's chunk is not sent to a peer that has closed, even one whose
-            // end the receiving side has yet to read: it would be lost there.
-            Next::Data(buf)
-                if sending.shared
-                    && (done.load(Ordering::Relaxed) || net::peer_has_closed(socket.fileno())) =>
-            {
-                input.put_back(buf);
-                return SendEnd::Stopped;
-            }
+        match next {
             Next::Data(buf) => {
                 match socket.sendall(&buf) {
                     Ok(()) => {}

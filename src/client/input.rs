@@ -5,7 +5,7 @@
 use std::io::{self, Read};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread;
 use std::time::Duration;
 
@@ -94,15 +94,8 @@ impl Input {
         if self.ended.load(Ordering::Acquire) {
             return Next::End;
         }
-        let chunks = lock(&self.chunks);
-        let item = match wait.is_zero() {
-            true => chunks.try_recv().map_err(|err| match err {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }),
-            false => chunks.recv_timeout(wait),
-        };
-        match item {
+        // A zero wait takes what is queued and waits for nothing.
+        match lock(&self.chunks).recv_timeout(wait) {
             Ok(Item::Data(chunk)) => Next::Data(chunk),
             Ok(Item::Wake) | Err(RecvTimeoutError::Timeout) => Next::Pending,
             // Disconnected cannot happen while `wakes` lives; taken as the end all the same.

@@ -93,8 +93,6 @@ impl Listening {
     /// datagram and the sender; the connected socket is [`Listening::socket_mut`], and a Unix
     /// socket file stays in place (the sender keeps sending to it) until the `Listening` drops.
     ///
-    /// # Errors
-    ///
     /// A Unix sender without an address (an unbound socket, as `logger -u` and most
     /// syslog-style senders use) cannot be answered: the socket then stays unconnected and
     /// receives from every sender; the address returned is unnamed

@@ -26,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, POLL, Peer, all_acknowledged,
-    check_idle, finish, output_failed, tick,
+    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, Peer, all_acknowledged, check_idle,
+    end_sending, finish, next_to_send, output_failed, tick,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -157,10 +157,7 @@ pub fn bridge_tls(
         });
         // The input thread may still wait for input: it stops at its next look (a shared
         // input's, woken, at once).
-        done.store(true, Ordering::Relaxed);
-        if options.shared_input {
-            input.wake();
-        }
+        end_sending(done, input, options.shared_input);
         drop(wake);
         result
     })
@@ -195,15 +192,10 @@ struct Sending<'a> {
 /// has closed is the next connection's).
 fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool, shared: Option<RawFd>) {
     loop {
-        let over = shared.is_some() && done.load(Ordering::Relaxed);
-        match input.next(if over { Duration::ZERO } else { POLL }) {
-            Next::Data(buf)
-                if shared
-                    .is_some_and(|fd| done.load(Ordering::Relaxed) || net::peer_has_closed(fd)) =>
-            {
-                input.put_back(buf);
-                return;
-            }
+        let Some(next) = next_to_send(input, done, shared) else {
+            return;
+        };
+        match next {
             Next::Data(buf) => {
                 if let Err(unsent) = chunks.blocking_send(buf) {
                     // The bridge is over: the chunk is nobody's yet.
@@ -309,10 +301,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // Input already read goes out first (a peer that half-closed may still read it).
         // The pump stops once no more is waiting (an open, quiet stdin), which ends the
         // sending here, as in the plain bridge, rather than after the whole linger.
-        done.store(true, Ordering::Relaxed);
-        if options.shared_input {
-            input.wake();
-        }
+        end_sending(done, input, options.shared_input);
         let _ = tokio::time::timeout(LINGER, &mut send).await;
         drop(send);
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;

@@ -238,22 +238,27 @@ pub(crate) fn handover_env(
     metrics: Option<RawFd>,
     ready: RawFd,
 ) -> Vec<(&'static str, String)> {
-    let join = |items: Vec<String>, by: &str| items.join(by);
     let fds = groups
         .iter()
-        .map(|(fds, _)| join(fds.iter().map(RawFd::to_string).collect(), ","))
-        .collect();
+        .map(|(fds, _)| {
+            fds.iter()
+                .map(RawFd::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join(";");
     let positions = |has: fn(&ListenerKind) -> bool| {
-        let listed = groups
+        groups
             .iter()
             .enumerate()
             .filter(|(_, (_, kind))| has(kind))
             .map(|(position, _)| position.to_string())
-            .collect();
-        join(listed, ",")
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let mut env = vec![
-        (HANDOVER_FDS, join(fds, ";")),
+        (HANDOVER_FDS, fds),
         (HANDOVER_TLS, positions(|kind| kind.tls)),
         (HANDOVER_FILES, positions(|kind| kind.owns_file)),
         (HANDOVER_READY_FD, ready.to_string()),

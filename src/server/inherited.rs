@@ -240,6 +240,11 @@ impl InheritedSocket {
             .into_iter()
             .map(|fd| adopt(fd, name))
             .collect::<Result<Vec<_>>>()?;
+        InheritedSocket::of(sockets, name)
+    }
+
+    /// One listener of `sockets`, which serves the first one's endpoint.
+    fn of(sockets: Vec<Bound>, name: &str) -> Result<InheritedSocket> {
         let endpoint = match sockets.first() {
             Some(first) => first.endpoint.clone(),
             None => return Err(invalid(name, "no descriptor was passed for it".into())),
@@ -268,20 +273,7 @@ impl InheritedSocket {
             .into_iter()
             .map(|bound| net::speaking_tls(bound, &self.name))
             .collect::<Result<Vec<_>>>()?;
-        let endpoint = match sockets.first() {
-            Some(first) => first.endpoint.clone(),
-            None => {
-                return Err(invalid(
-                    &self.name,
-                    "no descriptor was passed for it".into(),
-                ));
-            }
-        };
-        Ok(InheritedSocket {
-            sockets: Arc::new(Mutex::new(Some(sockets))),
-            endpoint,
-            name: self.name,
-        })
+        InheritedSocket::of(sockets, &self.name)
     }
 
     /// How it was passed (`fd:3`, `fd:web`), as errors name it.

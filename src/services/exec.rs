@@ -366,20 +366,13 @@ impl Exec {
     /// Runs the program with the connection's socket as its stdin and stdout, until it
     /// exits, or kills it when the connection fails first.
     async fn run_on_socket(&self, conn: ProgramConnection) -> io::Result<()> {
-        let started = {
+        let mut program = {
             let socket = conn.socket().map_err(|err| self.spawn_error(err))?;
             // Dropped with this block once spawned: the duplicates of the socket it holds
             // would keep the connection open after the program exits.
             let told = conn.proxy_tlvs();
             let command = Command::from(self.on_socket(&socket, conn.peer_addr(), told)?);
-            ProgramGroup::spawn(command)
-        };
-        let mut program = match started {
-            Ok(program) => program,
-            Err(err) => {
-                conn.reset_on_close();
-                return Err(self.cannot_start(err));
-            }
+            self.start(command, || conn.reset_on_close())?
         };
         tokio::select! {
             status = program.child().wait() => {
@@ -395,25 +388,23 @@ impl Exec {
         }
     }
 
-    /// A failed start, for a connection's log: checked at start-up, so this is new (the
-    /// file was removed or changed): every client is being turned away, which the operator
-    /// must hear of.
-    fn cannot_start(&self, err: io::Error) -> io::Error {
-        let err = self.spawn_error(err);
-        tracing::warn!("{err}; resetting the connection");
-        io::Error::other(err)
+    /// Starts the program in a process group of its own. A failed start is logged at the
+    /// default level — the program was checked at start-up, so this is new (the file was
+    /// removed or changed) and every client is being turned away, which the operator must
+    /// hear of — and the client reset (`reset`): it must not take nothing for an answer.
+    fn start(&self, command: Command, reset: impl FnOnce()) -> io::Result<ProgramGroup> {
+        ProgramGroup::spawn(command).map_err(|err| {
+            reset();
+            let err = self.spawn_error(err);
+            tracing::warn!("{err}; resetting the connection");
+            io::Error::other(err)
+        })
     }
 
     /// Runs the program on pipes that this process copies to and from the connection (a
     /// TLS session, or a connection whose idle time only this process can see).
     async fn run_on_pipes(&self, conn: Connection) -> io::Result<()> {
-        let mut program = match ProgramGroup::spawn(self.command(&conn)) {
-            Ok(program) => program,
-            Err(err) => {
-                conn.reset_on_close();
-                return Err(self.cannot_start(err));
-            }
-        };
+        let mut program = self.start(self.command(&conn), || conn.reset_on_close())?;
         let result = bridge(program.child(), conn).await;
         match result {
             Ok(()) => reap(&mut program).await,

@@ -32,6 +32,15 @@ fn own_binary(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// The binary a restart runs, in a temp dir of the test's own (`socketkit`), and a copy of
+/// it beside (`socketkit.real`) for [`wrap`] to run.
+fn replaceable_binary(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    Ok((
+        own_binary(dir, "socketkit")?,
+        own_binary(dir, "socketkit.real")?,
+    ))
+}
+
 /// Replaces `path` (by rename, as an upgrade does) with a script that runs `before`, then
 /// `real` with the arguments it is given and `extra` after them.
 fn wrap(path: &Path, before: &str, real: &Path, extra: &str) -> std::io::Result<()> {
@@ -59,8 +68,7 @@ fn greets_on_unix(path: &Path) -> bool {
 fn a_new_process_that_fails_after_taking_the_sockets_leaves_the_socket_file() -> TestResult {
     become_subreaper();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let binary = own_binary(dir.path(), "socketkit")?;
-    let real = own_binary(dir.path(), "socketkit.real")?;
+    let (binary, real) = replaceable_binary(dir.path())?;
     let socket = dir.path().join("g.sock");
     let mut cmd = command(&binary);
     cmd.args(["serve", "-l"])
@@ -174,8 +182,7 @@ fn a_tls_listener_is_handed_over_as_one() -> TestResult {
 fn a_stop_during_the_restart_stops_the_new_process_too() -> TestResult {
     become_subreaper();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let binary = own_binary(dir.path(), "socketkit")?;
-    let real = own_binary(dir.path(), "socketkit.real")?;
+    let (binary, real) = replaceable_binary(dir.path())?;
     let pid_file = dir.path().join("s.pid");
     let mut cmd = command(&binary);
     cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
