@@ -31,9 +31,8 @@
 //! (`socketkit_forward_target_connections_total`, `…_active`), and the datagrams it did
 //! not take or that could not be sent to it (`…_failures_total`); its `…_up` stays 1.
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -47,6 +46,9 @@ use crate::metrics::{ListenerMetrics, Metrics, TargetMetrics};
 use crate::net::{self, ConnectedDatagram, ListenOptions};
 use crate::server::DatagramListener;
 use crate::socket::Address;
+use session::{Client, Clients, answer, retire, transient};
+
+mod session;
 
 /// The most a UDP datagram over IPv4 can carry: the receive buffers' size (they grow for a
 /// longer Unix datagram, from a client or from the target).
@@ -86,45 +88,6 @@ pub struct BoundDatagramForward {
     local: Endpoint,
     metrics: Option<ListenerMetrics>,
 }
-
-/// One client's upstream socket and when traffic last passed either way.
-#[derive(Debug)]
-struct Client {
-    upstream: ConnectedDatagram,
-    /// Where `upstream` is connected.
-    target: Arc<Address>,
-    last: Mutex<Instant>,
-    /// Told when the client's upstream socket is replaced: its answering task ends.
-    retired: tokio::sync::Notify,
-    /// The listener's metrics, and when the client came: its "connection" ends when the
-    /// last reference to it drops (idle, failed, or the relay stopped).
-    metered: Option<(ListenerMetrics, Instant)>,
-    /// The target's counters: a client is one of its connections while it lives.
-    target_metrics: Option<TargetMetrics>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        if let Some((metrics, opened)) = &self.metered {
-            metrics.closed(opened.elapsed());
-        }
-        if let Some(metrics) = &self.target_metrics {
-            metrics.active.dec();
-        }
-    }
-}
-
-impl Client {
-    fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
-    fn last(&self) -> Instant {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-type Clients = Arc<Mutex<HashMap<Address, Arc<Client>>>>;
 
 impl DatagramForward {
     /// A relay to `target`, which must be a `udp:` endpoint with a host and a port, or a
@@ -439,14 +402,7 @@ impl BoundDatagramForward {
             metrics.connected.inc();
             metrics.active.inc();
         }
-        let client = Arc::new(Client {
-            upstream,
-            target,
-            last: Mutex::new(Instant::now()),
-            retired: tokio::sync::Notify::new(),
-            metered,
-            target_metrics,
-        });
+        let client = Arc::new(Client::new(upstream, target, metered, target_metrics));
         clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -494,96 +450,6 @@ fn datagram_target(target: Endpoint) -> std::result::Result<Endpoint, String> {
         ));
     }
     Ok(target)
-}
-
-/// Takes `client` out of `clients` (unless another has taken its place) and ends its
-/// answering task.
-fn retire(clients: &Clients, from: &Address, client: &Arc<Client>) {
-    let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
-    if map
-        .get(from)
-        .is_some_and(|current| Arc::ptr_eq(current, client))
-    {
-        map.remove(from);
-    }
-    client.retired.notify_one();
-}
-
-/// Sends the target's answers back to the client until the pair has been idle (or the
-/// client's upstream socket has been replaced).
-async fn answer(
-    listener: Arc<DatagramListener>,
-    client: Arc<Client>,
-    from: Address,
-    clients: Clients,
-    idle: Duration,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let deadline = client.last() + idle;
-        tokio::select! {
-            () = client.retired.notified() => return,
-            () = tokio::time::sleep_until(deadline) => {
-                // Checked again under the lock: a datagram may have come in meanwhile.
-                let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
-                if client.last() + idle <= Instant::now() {
-                    if map.get(&from).is_some_and(|current| Arc::ptr_eq(current, &client)) {
-                        map.remove(&from);
-                    }
-                    tracing::debug!(client = %from, "idle: closed its upstream socket");
-                    return;
-                }
-            }
-            received = client.upstream.recv_whole(&mut buf) => match received {
-                Ok(len) => {
-                    client.touch();
-                    match listener.send_to(&buf[..len], &from).await {
-                        // A datagram goes whole or not at all.
-                        Ok(()) => {
-                            if let Some((metrics, _)) = &client.metered {
-                                metrics.sent.inc_by(len as u64);
-                            }
-                        }
-                        Err(err) => tracing::debug!(client = %from, "answering failed: {}", describe(&err)),
-                    }
-                    if buf.len() > MAX_DATAGRAM {
-                        // A long Unix answer grew it: one client keeps no more than the rest.
-                        buf = vec![0u8; MAX_DATAGRAM];
-                    }
-                }
-                // Nothing listens at the target (ICMP port unreachable): the client's
-                // datagram is lost, as it would be without the relay; said at -v, and
-                // counted against the target.
-                Err(err) if transient(&err) => {
-                    if let Some(metrics) = &client.target_metrics {
-                        metrics.failed.inc();
-                    }
-                    tracing::debug!(
-                        client = %from,
-                        "the target did not take a datagram: {}",
-                        describe(&err)
-                    );
-                }
-                Err(err) => {
-                    tracing::debug!(client = %from, "upstream receive failed: {}", describe(&err));
-                    retire(&clients, &from, &client);
-                    return;
-                }
-            },
-        }
-    }
-}
-
-/// Errors a UDP socket reports for an earlier datagram (ICMP), and a Unix datagram socket
-/// while nothing is bound at the target (`ECONNREFUSED`): both leave it usable.
-fn transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-    )
 }
 
 /// The target's first address (a name resolved off the runtime's threads).

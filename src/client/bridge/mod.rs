@@ -3,18 +3,21 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use super::input::{CHUNK, Input, Next};
+use super::input::{Input, Next};
 use super::output::Output;
 use crate::error::{Error, Op, Result};
-use crate::net::{self, Activity, Readiness};
+use crate::net::{self, Activity};
 use crate::socket::{Address, Family, Socket};
+use receive::receive;
+
+mod receive;
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -347,126 +350,6 @@ fn send_input(
     }
 }
 
-fn receive(
-    socket: &Socket,
-    peer: &Peer,
-    output: Output<'_>,
-    activity: &Activity,
-    idle: Option<Duration>,
-    received: Option<&AtomicU64>,
-) -> Result<BridgeEnd> {
-    let Output {
-        writer: mut output,
-        pipe,
-        watch,
-    } = output;
-    let watch = watch.as_ref().map(AsRawFd::as_raw_fd);
-    let waiting = Waiting {
-        socket,
-        peer,
-        watch,
-        activity,
-        idle,
-    };
-    if let Some(pipe) = pipe {
-        match receive_spliced(&waiting, pipe, received) {
-            Spliced::Done(end) => return end,
-            Spliced::Unsupported => tracing::debug!("splice to stdout unsupported; copying"),
-        }
-    }
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        // Not waiting in the receive: the wait below watches the output too, and costs a
-        // call only when there is nothing to take.
-        match net::recv_nowait(socket.fileno(), &mut buf) {
-            Ok(0) => return finish(&mut output),
-            Ok(n) => {
-                activity.touch();
-                ByteCounts::add(received, n);
-                if let Err(err) = output.write_all(&buf[..n]) {
-                    return output_failed(err);
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if !waiting.for_the_peer()? {
-                    return Ok(BridgeEnd::OutputClosed);
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(peer.error(Op::Receive, err)),
-        }
-    }
-}
-
-/// What a receive waits on: the socket, and the output's reader leaving.
-struct Waiting<'a> {
-    socket: &'a Socket,
-    peer: &'a Peer,
-    /// The output, when it is a pipe or socket that tells when its reader has gone.
-    watch: Option<RawFd>,
-    activity: &'a Activity,
-    idle: Option<Duration>,
-}
-
-impl Waiting<'_> {
-    /// Waits until the socket has something to read (true) or the output's reader has gone
-    /// (false), keeping the idle limit.
-    fn for_the_peer(&self) -> Result<bool> {
-        let wait = self.idle.map(tick);
-        loop {
-            match net::wait_readable_watching(self.socket.fileno(), self.watch, wait) {
-                Ok(Readiness::Readable) => return Ok(true),
-                Ok(Readiness::ReaderGone) => return Ok(false),
-                Ok(Readiness::TimedOut) => {
-                    let timeout = self.peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
-                    check_idle(self.peer, self.activity, self.idle, timeout)?;
-                }
-                Err(err) => return Err(self.peer.error(Op::Receive, err)),
-            }
-        }
-    }
-}
-
-/// How a spliced receive ended: done, or refused by the kernel before any byte moved.
-enum Spliced {
-    Done(Result<BridgeEnd>),
-    Unsupported,
-}
-
-/// Receives straight into the output pipe with `splice(2)`.
-fn receive_spliced(waiting: &Waiting<'_>, pipe: RawFd, received: Option<&AtomicU64>) -> Spliced {
-    let mut moved_any = false;
-    loop {
-        // Never splice before the socket has bytes: a splice waiting for the socket would
-        // hold the output pipe, and its reader could not take what is already there.
-        match waiting.for_the_peer() {
-            Ok(true) => {}
-            Ok(false) => return Spliced::Done(Ok(BridgeEnd::OutputClosed)),
-            Err(err) => return Spliced::Done(Err(err)),
-        }
-        match net::splice(waiting.socket.fileno(), pipe, CHUNK, false) {
-            Ok(0) => return Spliced::Done(Ok(BridgeEnd::PeerClosed)),
-            Ok(n) => {
-                moved_any = true;
-                waiting.activity.touch();
-                ByteCounts::add(received, n);
-            }
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
-                return Spliced::Done(Ok(BridgeEnd::OutputClosed));
-            }
-            Err(err) if !moved_any && net::splice_unsupported(&err) => return Spliced::Unsupported,
-            // Readable, yet nothing to take after all: wait again (the wait keeps the idle
-            // limit).
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                ) => {}
-            Err(err) => return Spliced::Done(Err(waiting.peer.error(Op::Receive, err))),
-        }
-    }
-}
-
 /// The peer of a bridge, as it was when the bridge started, for naming it in errors.
 #[derive(Debug)]
 pub(crate) struct Peer(pub(crate) Option<String>);
@@ -488,6 +371,7 @@ impl Peer {
         Peer(address.map(|address| address.to_string()))
     }
 
+    /// `err` from `op`, naming the peer when it is known.
     pub(crate) fn error(&self, op: Op, err: io::Error) -> Error {
         match &self.0 {
             Some(peer) => Error::new(op, peer, err),
@@ -519,6 +403,7 @@ pub(crate) fn check_idle(
     Err(peer.error(Op::Receive, reason))
 }
 
+/// The end of a bridge whose peer closed: the output flushed, or what its failure means.
 pub(crate) fn finish<W: Write + ?Sized>(output: &mut W) -> Result<BridgeEnd> {
     match output.flush() {
         Ok(()) => Ok(BridgeEnd::PeerClosed),
@@ -526,6 +411,8 @@ pub(crate) fn finish<W: Write + ?Sized>(output: &mut W) -> Result<BridgeEnd> {
     }
 }
 
+/// A failed write to the output: its reader leaving ends the bridge quietly
+/// ([`BridgeEnd::OutputClosed`]); anything else is an error naming the output.
 pub(crate) fn output_failed(err: io::Error) -> Result<BridgeEnd> {
     if err.kind() == io::ErrorKind::BrokenPipe {
         Ok(BridgeEnd::OutputClosed)

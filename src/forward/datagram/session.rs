@@ -1,0 +1,165 @@
+//! One client of the datagram relay: its upstream socket, connected to its target, and the
+//! task that sends the target's answers back to it until the pair has been idle.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::MAX_DATAGRAM;
+use crate::error::describe;
+use crate::metrics::{ListenerMetrics, TargetMetrics};
+use crate::net::ConnectedDatagram;
+use crate::server::DatagramListener;
+use crate::socket::Address;
+
+/// One client's upstream socket and when traffic last passed either way.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) upstream: ConnectedDatagram,
+    /// Where `upstream` is connected.
+    pub(super) target: Arc<Address>,
+    last: Mutex<Instant>,
+    /// Told when the client's upstream socket is replaced: its answering task ends.
+    retired: tokio::sync::Notify,
+    /// The listener's metrics, and when the client came: its "connection" ends when the
+    /// last reference to it drops (idle, failed, or the relay stopped).
+    metered: Option<(ListenerMetrics, Instant)>,
+    /// The target's counters: a client is one of its connections while it lives.
+    pub(super) target_metrics: Option<TargetMetrics>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some((metrics, opened)) = &self.metered {
+            metrics.closed(opened.elapsed());
+        }
+        if let Some(metrics) = &self.target_metrics {
+            metrics.active.dec();
+        }
+    }
+}
+
+impl Client {
+    /// A client relayed through `upstream` to `target`, counted in `metered` and
+    /// `target_metrics`, its traffic last seen now.
+    pub(super) fn new(
+        upstream: ConnectedDatagram,
+        target: Arc<Address>,
+        metered: Option<(ListenerMetrics, Instant)>,
+        target_metrics: Option<TargetMetrics>,
+    ) -> Client {
+        Client {
+            upstream,
+            target,
+            last: Mutex::new(Instant::now()),
+            retired: tokio::sync::Notify::new(),
+            metered,
+            target_metrics,
+        }
+    }
+
+    /// Marks traffic passing now.
+    pub(super) fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// When traffic last passed either way.
+    fn last(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(super) type Clients = Arc<Mutex<HashMap<Address, Arc<Client>>>>;
+
+/// Takes `client` out of `clients` (unless another has taken its place) and ends its
+/// answering task.
+pub(super) fn retire(clients: &Clients, from: &Address, client: &Arc<Client>) {
+    let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if map
+        .get(from)
+        .is_some_and(|current| Arc::ptr_eq(current, client))
+    {
+        map.remove(from);
+    }
+    client.retired.notify_one();
+}
+
+/// Sends the target's answers back to the client until the pair has been idle (or the
+/// client's upstream socket has been replaced).
+pub(super) async fn answer(
+    listener: Arc<DatagramListener>,
+    client: Arc<Client>,
+    from: Address,
+    clients: Clients,
+    idle: Duration,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = client.last() + idle;
+        tokio::select! {
+            () = client.retired.notified() => return,
+            () = tokio::time::sleep_until(deadline) => {
+                // Checked again under the lock: a datagram may have come in meanwhile.
+                let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+                if client.last() + idle <= Instant::now() {
+                    if map.get(&from).is_some_and(|current| Arc::ptr_eq(current, &client)) {
+                        map.remove(&from);
+                    }
+                    tracing::debug!(client = %from, "idle: closed its upstream socket");
+                    return;
+                }
+            }
+            received = client.upstream.recv_whole(&mut buf) => match received {
+                Ok(len) => {
+                    client.touch();
+                    match listener.send_to(&buf[..len], &from).await {
+                        // A datagram goes whole or not at all.
+                        Ok(()) => {
+                            if let Some((metrics, _)) = &client.metered {
+                                metrics.sent.inc_by(len as u64);
+                            }
+                        }
+                        Err(err) => tracing::debug!(client = %from, "answering failed: {}", describe(&err)),
+                    }
+                    if buf.len() > MAX_DATAGRAM {
+                        // A long Unix answer grew it: one client keeps no more than the rest.
+                        buf = vec![0u8; MAX_DATAGRAM];
+                    }
+                }
+                // Nothing listens at the target (ICMP port unreachable): the client's
+                // datagram is lost, as it would be without the relay; said at -v, and
+                // counted against the target.
+                Err(err) if transient(&err) => {
+                    if let Some(metrics) = &client.target_metrics {
+                        metrics.failed.inc();
+                    }
+                    tracing::debug!(
+                        client = %from,
+                        "the target did not take a datagram: {}",
+                        describe(&err)
+                    );
+                }
+                Err(err) => {
+                    tracing::debug!(client = %from, "upstream receive failed: {}", describe(&err));
+                    retire(&clients, &from, &client);
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Errors a UDP socket reports for an earlier datagram (ICMP), and a Unix datagram socket
+/// while nothing is bound at the target (`ECONNREFUSED`): both leave it usable.
+pub(super) fn transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
