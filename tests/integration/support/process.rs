@@ -173,10 +173,11 @@ impl Running {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Fails the test, showing stderr, unless stderr already holds `text`.
+    /// Fails the test, showing stderr, unless stderr holds `text` now or within a moment:
+    /// a thread of the harness reads the child's stderr, and may not have taken a line the
+    /// child wrote just before what the test saw last.
     pub fn assert_said(&self, text: &str) {
-        let said = self.stderr();
-        assert!(said.contains(text), "{text:?} not in:\n{said}");
+        self.wait_for_stderr(&[text], Duration::from_secs(2));
     }
 
     /// Waits until stderr holds every one of `wanted`; fails the test, showing stderr, if
