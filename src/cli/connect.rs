@@ -73,7 +73,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
             tracing::debug!("connected to {endpoint} through {proxy}");
             connected
         }
-        None => client::connect(&endpoint, options)?,
+        None => client::connect_transport(&endpoint, options)?,
     };
     if let (None, Ok(peer)) = (&proxy, connected.socket.peer_addr()) {
         // ncat -v's "Connected to": the address actually reached, of the names tried.

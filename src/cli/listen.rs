@@ -62,7 +62,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let options = stdio::options(&args.bridge, &nc);
     let access = access::resolve(&args.access)?;
     init_logging(&args.log);
-    let mut listening = client::listen_only_v6(&endpoint, args.ipv6)?;
+    let mut listening = client::listen_transport(&endpoint, args.ipv6)?;
     let serving = metrics
         .as_ref()
         .map(MetricsPlan::bind_standalone)

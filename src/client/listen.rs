@@ -22,9 +22,13 @@ pub struct Listening {
 /// Binds `endpoint` for [`Listening::accept`] (streams) or [`Listening::first_datagram`]
 /// (datagrams), with the socket-file rules of `serve` for Unix paths.
 ///
+/// A `tls:` endpoint is refused: the sockets accepted would be plain, and what is written
+/// to them would go out in the clear. Bind its TCP listener with [`listen_transport`] and
+/// run each session with [`bridge_tls`](super::bridge_tls).
+///
 /// # Errors
 ///
-/// `cannot listen on ENDPOINT: REASON`.
+/// `cannot listen on ENDPOINT: REASON`; `InvalidInput` for a `tls:` endpoint.
 ///
 /// # Examples
 ///
@@ -45,6 +49,19 @@ pub fn listen(endpoint: &Endpoint) -> Result<Listening> {
 ///
 /// As [`listen`].
 pub fn listen_only_v6(endpoint: &Endpoint, only_v6: bool) -> Result<Listening> {
+    super::refuse_tls(endpoint, Op::Listen, "listen_transport")?;
+    listen_transport(endpoint, only_v6)
+}
+
+/// As [`listen_only_v6`]; for a `tls:` endpoint, the TCP listener whose connections a TLS
+/// session then runs over ([`bridge_tls`](super::bridge_tls) with
+/// [`Handshake::Server`](super::Handshake::Server)): until it does, bytes written to an
+/// accepted socket go out in the clear.
+///
+/// # Errors
+///
+/// As [`listen`], but for the refusal of `tls:`.
+pub fn listen_transport(endpoint: &Endpoint, only_v6: bool) -> Result<Listening> {
     let options = ListenOptions {
         backlog: 16,
         unix_mode: None,

@@ -16,7 +16,9 @@
 //!   failed on ([`WaitingFile`]);
 //! - TLS ([`bridge_tls`]): end of input sends close_notify before the half-close, the peer's
 //!   close_notify is its end, and a peer that hangs up without one is an error (the data may
-//!   be truncated).
+//!   be truncated). [`connect`] and [`listen()`] refuse a `tls:` endpoint, whose socket
+//!   would be plain; [`connect_transport`] and [`listen_transport`] open its TCP side for
+//!   the bridge to run the session over.
 
 mod bridge;
 mod datagram;
@@ -38,12 +40,12 @@ pub use datagram::{
     MAX_DATAGRAM, MAX_UDP_V4, MAX_UDP_V6, bridge_datagrams, max_datagram, recv_whole,
 };
 pub use input::{CHUNK, Input, Next};
-pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6};
+pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6, listen_transport};
 pub use output::Output;
 pub use tls::{Handshake, bridge_tls};
 pub use waiting_file::WaitingFile;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
 use crate::net::{self, TempSocketPath};
 use crate::socket::{Address, Family, Socket, Type};
@@ -91,10 +93,14 @@ impl Connected {
 /// endpoints are "connected" too (`connect(2)` on a UDP or Unix datagram socket), so that
 /// sends go to the peer and only its datagrams arrive.
 ///
+/// A `tls:` endpoint is refused: the socket this returns is plain, and what is written to
+/// it would go out in the clear. Open its TCP connection with [`connect_transport`] and run
+/// the session over it with [`bridge_tls`] (or, in async code, [`crate::tls::Connector`]).
+///
 /// # Errors
 ///
 /// `cannot connect to ENDPOINT: REASON` with the last attempt's reason, or a resolution
-/// error.
+/// error; `InvalidInput` for a `tls:` endpoint.
 ///
 /// # Examples
 ///
@@ -109,6 +115,32 @@ impl Connected {
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected> {
+    refuse_tls(endpoint, Op::Connect, "connect_transport")?;
+    connect_transport(endpoint, options)
+}
+
+/// Opens the connection under `endpoint` as [`connect`] does; for a `tls:` endpoint, the
+/// TCP connection a TLS session then runs over ([`bridge_tls`] with
+/// [`Handshake::Client`]): until it does, bytes written to the socket go out in the clear.
+///
+/// # Errors
+///
+/// As [`connect`], but for the refusal of `tls:`.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::client::{ConnectOptions, connect, connect_transport};
+/// use socketkit::socket::create_server;
+/// let server = create_server(("127.0.0.1", 0), 5, false)?;
+/// let port = server.local_addr()?.port().unwrap();
+/// let endpoint = format!("tls:127.0.0.1:{port}").parse().unwrap();
+/// assert!(connect(&endpoint, ConnectOptions::default()).is_err());
+/// let tcp = connect_transport(&endpoint, ConnectOptions::default())?;
+/// assert_eq!(tcp.socket.peer_addr()?, server.local_addr()?);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn connect_transport(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected> {
     let fail = |err: io::Error| Error::new(Op::Connect, endpoint, err);
     let ty = if endpoint.transport().is_stream() {
         Type::Stream
@@ -138,6 +170,24 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
         }
     }
     Err(fail(last))
+}
+
+/// Refuses a `tls:` endpoint to a call that would hand back a plain socket for it: its
+/// caller would speak in the clear where TLS was asked for. `instead` names the call that
+/// opens the transport on purpose.
+fn refuse_tls(endpoint: &Endpoint, op: Op, instead: &str) -> Result<()> {
+    if endpoint.transport() != Transport::Tls {
+        return Ok(());
+    }
+    let reason = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "a tls: endpoint needs a TLS session, which a plain socket does not carry \
+             (open the TCP side with client::{instead}, then run the session with \
+             client::bridge_tls)"
+        ),
+    );
+    Err(Error::new(op, endpoint, reason))
 }
 
 /// The local address `-s`/`-p` ask for when connecting to `address`, or `None` (the system

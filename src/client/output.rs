@@ -19,7 +19,7 @@ use crate::net;
 /// Where a bridge writes what the peer sends: any writer, or a file, which is written with
 /// `splice(2)` — no copy through user space — when it is a blocking pipe.
 pub struct Output<'a> {
-    pub(super) writer: Box<dyn Write + 'a>,
+    pub(super) writer: Box<dyn Write + Send + 'a>,
     /// The file to splice into, when it is a blocking pipe.
     pub(super) pipe: Option<RawFd>,
     /// A pipe or socket whose reader leaving ends the bridge, even with nothing to write.
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Output<'_> {
 
 impl<'a> Output<'a> {
     /// Writes through `writer`.
-    pub fn writer(writer: impl Write + 'a) -> Output<'a> {
+    pub fn writer(writer: impl Write + Send + 'a) -> Output<'a> {
         Output {
             writer: Box::new(writer),
             pipe: None,
@@ -45,7 +45,7 @@ impl<'a> Output<'a> {
         }
     }
 
-    pub(crate) fn into_writer<'b>(self) -> Box<dyn Write + 'b>
+    pub(crate) fn into_writer<'b>(self) -> Box<dyn Write + Send + 'b>
     where
         'a: 'b,
     {

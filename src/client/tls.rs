@@ -75,12 +75,36 @@ pub enum Handshake<'a> {
 /// Makes the TLS handshake on a connected TCP `socket`, then bridges the session with
 /// `input` and `output` until the peer closes.
 ///
+/// It blocks the calling thread until then, as [`bridge`](super::bridge) does, and runs the
+/// session on a small tokio runtime of its own: called from async code (a thread of a tokio
+/// runtime, where another runtime cannot be entered), that runtime runs on a thread of its
+/// own while the caller's waits. From async code, prefer `tokio::task::spawn_blocking`.
+///
 /// # Errors
 ///
 /// A failed handshake (`cannot connect to tls:HOST:PORT: certificate has expired: …`), a
 /// stream the peer ended without close_notify (`… may be truncated`), a reset, the idle
 /// timeout, or an output that fails other than by closing.
 pub fn bridge_tls(
+    socket: Socket,
+    handshake: Handshake<'_>,
+    input: &Input,
+    output: Output<'_>,
+    options: BridgeOptions,
+) -> Result<BridgeEnd> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return bridge_tls_here(socket, handshake, input, output, options);
+    }
+    thread::scope(|scope| {
+        let bridging = scope.spawn(|| bridge_tls_here(socket, handshake, input, output, options));
+        bridging
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// [`bridge_tls`] on the calling thread, which must not be a tokio runtime's.
+fn bridge_tls_here(
     socket: Socket,
     handshake: Handshake<'_>,
     input: &Input,

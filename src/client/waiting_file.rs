@@ -64,7 +64,7 @@ impl Write for WaitingFile {
         loop {
             match self.0.write(buf) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    net::wait_writable(self.0.as_raw_fd())?;
+                    net::wait_writable(self.0.as_raw_fd(), None)?;
                 }
                 done => return done,
             }

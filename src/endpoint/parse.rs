@@ -40,7 +40,9 @@ fn parse(input: &str) -> Result<Endpoint, String> {
     }
     if prefix == "fd" {
         return Err(
-            "fd:N names an inherited listening socket, which only a listener (-l) takes".into(),
+            "fd:N names an inherited listening socket, which only a server's listener takes \
+             (-l fd:N; in the library, InheritedSocket)"
+                .into(),
         );
     }
     // "name:port" has one colon after the name; a word followed by something that itself
@@ -91,14 +93,25 @@ fn parse_host_port(text: &str) -> Result<HostPort, String> {
         return Err("missing port (expected HOST:PORT)".into());
     };
     if host.contains(':') {
-        return Err(format!(
-            "an IPv6 address must be in brackets, as [{host}]:{port}"
-        ));
+        return Err(unbracketed(text, host, port));
     }
     Ok(HostPort {
         host: parse_host(host)?,
         port: parse_port(port)?,
     })
+}
+
+/// What to say of `text`, an IPv6 address written without brackets: the form it should
+/// take, when that can be told (`::1:80` read as `::1` and port 80; `::` as an address
+/// still missing its port).
+fn unbracketed(text: &str, host: &str, port: &str) -> String {
+    if host.parse::<Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok() {
+        return format!("an IPv6 address must be in brackets, as [{host}]:{port}");
+    }
+    if text.parse::<Ipv6Addr>().is_ok() {
+        return format!("an IPv6 address must be in brackets, with a port: [{text}]:PORT");
+    }
+    "an IPv6 address must be in brackets, as [::1]:80".to_owned()
 }
 
 fn parse_bracketed(text: &str) -> Result<HostPort, String> {
@@ -154,12 +167,15 @@ fn parse_host(host: &str) -> Result<Host, String> {
         if label.is_empty() && host != "." {
             return Err(format!("empty label in host name '{host}'"));
         }
-        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-        if let Some(bad) = label.bytes().find(|&b| !valid(b)) {
-            return Err(format!(
-                "host name '{host}' contains '{}'",
-                (bad as char).escape_default()
-            ));
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if let Some(bad) = label.chars().find(|&c| !valid(c)) {
+            // A control character is shown escaped (`\n`), anything else as written (`é`).
+            let shown = if bad.is_control() {
+                bad.escape_default().to_string()
+            } else {
+                bad.to_string()
+            };
+            return Err(format!("host name '{host}' contains '{shown}'"));
         }
     }
     Ok(Host::Name(host.to_owned()))
@@ -282,6 +298,16 @@ mod tests {
         assert_eq!(reason("a..b:80"), "empty label in host name 'a..b'");
         assert_eq!(reason(".a:80"), "empty label in host name '.a'");
         assert_eq!(reason("a b:80"), "host name 'a b' contains ' '");
+        assert_eq!(reason("éé:80"), "host name 'éé' contains 'é'");
+        assert_eq!(reason("a\tb:80"), "host name 'a\tb' contains '\\t'");
+        assert_eq!(
+            reason("::"),
+            "an IPv6 address must be in brackets, with a port: [::]:PORT"
+        );
+        assert_eq!(
+            reason(":::"),
+            "an IPv6 address must be in brackets, as [::1]:80"
+        );
         assert_eq!(reason("tcp:"), "missing HOST:PORT");
         assert_eq!(reason("udp:"), "missing HOST:PORT");
         assert_eq!(reason("tls:"), "missing HOST:PORT");

@@ -186,7 +186,7 @@ impl Upstream {
 /// a [`Connection`], resets itself.)
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if crate::server::is_dropping_forced() {
+        if crate::server::is_cut_short() {
             self.reset_on_close();
         }
     }

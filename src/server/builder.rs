@@ -112,6 +112,13 @@ impl Builder {
 
     /// Closes a connection when no byte has moved either way for `timeout` (at least 1 ms:
     /// a blocking handler's socket timeout cannot be zero).
+    ///
+    /// The limit is kept by the connection's own reads and writes, not by a watcher beside
+    /// the handler: a read or write that has to wait fails with
+    /// [`std::io::ErrorKind::TimedOut`] once no byte has moved for `timeout` (a blocking
+    /// handler's, through its socket timeout, once that call has waited `timeout`). A
+    /// handler busy with something else meanwhile (a backend, a lock) is not interrupted,
+    /// and a read or write that can go at once still goes.
     pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Builder {
         self.limits.idle_timeout = Some(timeout.max(Duration::from_millis(1)));
         self

@@ -348,7 +348,7 @@ impl Connection {
 /// exchange. Dropped any other way, it closes as it always does.
 impl Drop for Connection {
     fn drop(&mut self) {
-        if super::shutdown::is_dropping_forced() {
+        if super::shutdown::is_cut_short() {
             self.reset_on_close();
         }
     }

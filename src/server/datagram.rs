@@ -22,7 +22,9 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Answers datagrams. Any `Fn(&[u8], &Address, &mut Reply) -> io::Result<()>` closure is one.
 ///
 /// The handler runs on the listener's receive loop, so it must not block: compute the answer
-/// and hand it to [`Reply::send`]. An `Err` is logged at debug level and the loop goes on.
+/// and hand it to [`Reply::send`]. An `Err` is logged at debug level and the loop goes on; a
+/// panic is logged as a warning, what the handler had queued for that datagram is not
+/// sent, and the loop goes on.
 pub trait DatagramHandler: Send + Sync + 'static {
     /// Handles one datagram of `payload` from `peer`; answers go into `reply`.
     fn datagram(&self, payload: &[u8], peer: &Address, reply: &mut Reply) -> io::Result<()>;
@@ -199,8 +201,21 @@ impl DatagramListener {
             {
                 continue;
             }
-            if let Err(err) = handler.datagram(&buf[..n], &peer, &mut reply) {
-                tracing::debug!(%peer, "handler failed: {}", crate::error::describe(&err));
+            // A handler that panics on one datagram (an `unwrap` on what a client sent) must
+            // not take the listener down with it: that datagram goes unanswered, the rest
+            // are served, as a stream handler's panic ends only its own connection.
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.datagram(&buf[..n], &peer, &mut reply)
+            }));
+            match handled {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, "handler failed: {}", crate::error::describe(&err));
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "the datagram handler panicked: no answer to this datagram");
+                    reply.clear();
+                }
             }
             let mut sent = 0;
             for datagram in reply.datagrams() {

@@ -29,15 +29,16 @@ pub enum IoEngine {
 }
 
 impl IoEngine {
-    /// The engine [`IO_ENGINE_VAR`] names, or `Auto` when it is unset.
+    /// The engine [`IO_ENGINE_VAR`] names, or `Auto` when it is unset or empty (a blank
+    /// `Environment=` line, `export SOCKETKIT_IO_ENGINE=$UNSET`).
     ///
     /// # Errors
     ///
     /// The variable is set to something else than `auto`, `epoll` or `io_uring`.
     pub fn from_env() -> Result<IoEngine, UnknownEngine> {
         match std::env::var(IO_ENGINE_VAR) {
-            Ok(value) => value.parse(),
-            Err(_) => Ok(IoEngine::Auto),
+            Ok(value) if !value.is_empty() => value.parse(),
+            _ => Ok(IoEngine::Auto),
         }
     }
 

@@ -105,7 +105,7 @@ pub use crate::metrics::RefusalReason;
 pub(crate) use datagram::DatagramListener;
 pub(crate) use meter::Tally;
 pub(crate) use program::{ProgramConnection, ProgramGroup};
-pub(crate) use shutdown::is_dropping_forced;
+pub(crate) use shutdown::is_cut_short;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};

@@ -49,7 +49,7 @@ pub(crate) struct ProgramConnection {
 /// every process that holds the socket.
 impl Drop for ProgramConnection {
     fn drop(&mut self) {
-        if super::shutdown::is_dropping_forced() {
+        if super::shutdown::is_cut_short() {
             self.stream.reset_now();
         }
     }

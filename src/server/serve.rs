@@ -18,7 +18,7 @@ use super::ring;
 use super::shutdown::{self, Phase};
 use super::steering::Steering;
 use super::task::{self, Spawner};
-use super::{DatagramHandler, Limits, Server};
+use super::{DatagramHandler, Limits, Server, ShutdownHandle};
 use crate::error::{Error, Op, Result};
 
 impl Server {
@@ -47,6 +47,10 @@ impl Server {
                 return Err(Error::new(Op::Listen, &group.endpoint, reason));
             }
         }
+        // Dropped before it returns (a `select!` on Ctrl-C, a `timeout` around `serve`), the
+        // future takes the server with it: the accept loops are tasks of their own, and would
+        // otherwise serve on with nobody to stop them.
+        let stop_when_dropped = StopWhenDropped(Some(self.shutdown.clone()));
         let pipeline = self.stages.pipeline(&self.refusals, &self.dropped);
         let tls_pipeline = self
             .tls_stages
@@ -84,6 +88,7 @@ impl Server {
             serve_accepted(accepted, spawner, late, self.shutdown.watcher());
             // Done when the connection is, unless a signal asks for a shutdown first.
             if self.shutdown.done_unless_asked().await {
+                stop_when_dropped.disarm();
                 return Ok(());
             }
         }
@@ -245,7 +250,28 @@ impl Server {
         if forced > 0 {
             tracing::info!("closed {forced} connection(s) still open at the drain deadline");
         }
+        stop_when_dropped.disarm();
         Ok(())
+    }
+}
+
+/// Forces the server's shutdown when dropped armed: what a `serve` future dropped before it
+/// returned leaves behind stops at once — the listeners close as their loops end, and open
+/// connections are reset, as at the drain deadline.
+struct StopWhenDropped(Option<ShutdownHandle>);
+
+impl StopWhenDropped {
+    /// `serve` returned: nothing is left to stop.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopWhenDropped {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.0.take() {
+            shutdown.force();
+        }
     }
 }
 

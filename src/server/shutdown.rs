@@ -10,7 +10,7 @@
 //!
 //! A connection closed by force was cut short: its peer must not read that as a complete
 //! exchange. So what a forced close drops, it drops inside [`dropping_forced`], and the
-//! sockets that see [`is_dropping_forced`] in their `Drop` (a [`Connection`], a
+//! sockets that see [`is_cut_short`] in their `Drop` (a [`Connection`], a
 //! relay's target, an exec program's socket) set `SO_LINGER` 0 first: the close is a
 //! reset, and the peer's next read or write fails with `ECONNRESET`. A connection that
 //! ends on its own during the drain closes as it always does (a FIN).
@@ -278,9 +278,11 @@ pub(crate) fn dropping_forced<R>(drop: impl FnOnce() -> R) -> R {
     drop()
 }
 
-/// Whether this thread is inside [`dropping_forced`]: a socket's `Drop` resets if so.
-pub(crate) fn is_dropping_forced() -> bool {
-    DROPPING_FORCED.with(Cell::get)
+/// Whether what this thread drops now was cut short, so that a socket's `Drop` resets: inside
+/// [`dropping_forced`], or while the thread unwinds from a panic (a handler that panicked
+/// left its answer unfinished, and its peer must not read the close as a complete one).
+pub(crate) fn is_cut_short() -> bool {
+    DROPPING_FORCED.with(Cell::get) || std::thread::panicking()
 }
 
 /// Resolves once `forced` rings, or at once if `is_forced` already says so.

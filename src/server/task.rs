@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -193,13 +194,22 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
         let Some(work) = this.work.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        if let Poll::Ready(result) = work.poll(cx) {
-            if let Err(err) = result {
-                tracing::debug!("connection ended: {}", describe(&err));
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.poll(cx))) {
+            Ok(Poll::Ready(result)) => {
+                if let Err(err) = result {
+                    tracing::debug!("connection ended: {}", describe(&err));
+                }
+                Poll::Ready(())
             }
-            return Poll::Ready(());
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                // The handler's answer was cut short: its sockets close with a reset (tokio
+                // would drop the future later, outside the unwinding, closing them cleanly).
+                // Then the panic goes on to tokio, which reports it as any task's.
+                shutdown::dropping_forced(|| this.work.set(None));
+                std::panic::resume_unwind(panic)
+            }
         }
-        Poll::Pending
     }
 }
 
@@ -311,7 +321,12 @@ async fn run_blocking<B: BlockingHandler>(
     tokio::select! {
         result = &mut job => match result {
             Ok(Err(err)) => tracing::debug!("connection ended: {}", describe(&err)),
-            Err(err) => tracing::warn!("a blocking handler panicked: {err}"),
+            Err(err) => {
+                tracing::warn!("a blocking handler panicked: {err}");
+                // Its answer was cut short: the peer must not read a clean close (the
+                // handler's own descriptor is gone; this one still holds the connection).
+                closer.reset();
+            }
             Ok(Ok(())) => {}
         },
         () = watcher.forced() => closer.reset(),

@@ -113,7 +113,7 @@ struct ResetIfForced(RawFd);
 
 impl Drop for ResetIfForced {
     fn drop(&mut self) {
-        if super::shutdown::is_dropping_forced() {
+        if super::shutdown::is_cut_short() {
             // SAFETY: the guard is forgotten once the handshake ends, and while it runs the
             // handshake, which owns the socket, is dropped after the guard (declared before
             // it): the descriptor is open here.

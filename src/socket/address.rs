@@ -369,7 +369,10 @@ fn text_addresses(
     family: Option<Family>,
     resolve: fn(&str, u16, Option<Family>) -> Result<Vec<Address>>,
 ) -> Result<Vec<Address>> {
-    if family == Some(Family::Unix) {
+    // A host never begins with `/` or `@`: with no family asked for, such text is a Unix
+    // socket's path (or abstract name), as a `Path` would be.
+    let unix_path = family.is_none() && text.starts_with(['/', '@']);
+    if family == Some(Family::Unix) || unix_path {
         return Ok(vec![Address::unix(text)]);
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {

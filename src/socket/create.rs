@@ -10,7 +10,8 @@ use crate::error::{Error, Op, Result};
 /// Connects a TCP socket to `address`, trying every resolved address in order until one
 /// answers (Python: `socket.create_connection((host, port), timeout)`).
 ///
-/// `timeout` bounds each attempt and stays set on the returned socket. A Unix path connects a
+/// `timeout` bounds each attempt and stays set on the returned socket. A Unix path (a
+/// `Path`, or text that begins with `/`; `@NAME` for Linux's abstract namespace) connects a
 /// Unix stream socket.
 ///
 /// # Errors
@@ -55,8 +56,8 @@ fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
 /// The first address `address` names is bound; with `dualstack`, the first IPv6 one, and
 /// `IPV6_V6ONLY` is cleared so the one socket also accepts IPv4 clients (as IPv4-mapped
 /// addresses). An empty host is every interface, as in Python: `("", 8080)` binds
-/// `0.0.0.0:8080`, or `[::]:8080` with `dualstack`. A Unix path gives a Unix stream
-/// listener.
+/// `0.0.0.0:8080`, or `[::]:8080` with `dualstack`. A Unix path (a `Path`, or text that
+/// begins with `/`; `@NAME` for Linux's abstract namespace) gives a Unix stream listener.
 ///
 /// # Examples
 ///

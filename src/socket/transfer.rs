@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
+use std::time::Instant;
 
 use super::{Address, Socket, ToAddress};
 use crate::error::{Error, Op, Result};
@@ -31,9 +32,15 @@ impl Socket {
 
     /// Sends every byte of `data`, calling `send(2)` until done (Python: `s.sendall(data)`).
     ///
+    /// With a timeout set ([`Socket::set_timeout`]), it bounds the whole call, as in Python
+    /// 3.5 and later, not each `send(2)`: a peer that reads a little at a time cannot keep
+    /// the call going past it. Each `send(2)` then takes what fits at once, and the waits
+    /// between them (`poll(2)`) are counted against the timeout.
+    ///
     /// # Caveats
     ///
-    /// On an error some prefix of `data` may already have been sent; how much is not known.
+    /// On an error (a timeout too) some prefix of `data` may already have been sent; how
+    /// much is not known.
     ///
     /// # Examples
     ///
@@ -52,14 +59,34 @@ impl Socket {
     /// ```
     #[doc(alias = "write_all")]
     pub fn sendall(&self, mut data: &[u8]) -> Result<()> {
+        let deadline = self.timeout().map(|timeout| Instant::now() + timeout);
         while !data.is_empty() {
-            match self.inner.send(data) {
+            let sent = match deadline {
+                None => self.inner.send(data),
+                Some(_) => self.inner.send_with_flags(data, libc::MSG_DONTWAIT),
+            };
+            match sent {
                 Ok(0) => {
                     let err = io::Error::from(io::ErrorKind::WriteZero);
                     return Err(self.error_at_peer(Op::Send, err));
                 }
                 Ok(sent) => data = &data[sent..],
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    // Without a deadline the socket is non-blocking: the caller asked for
+                    // calls that do not wait.
+                    let Some(deadline) = deadline else {
+                        return Err(self.error_at_peer(Op::Send, err));
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let writable = !left.is_zero()
+                        && crate::sys::wait_writable(self.fileno(), Some(left))
+                            .map_err(|err| self.error_at_peer(Op::Send, err))?;
+                    if !writable {
+                        let err = io::Error::new(io::ErrorKind::TimedOut, "timed out");
+                        return Err(self.error_at_peer(Op::Send, err));
+                    }
+                }
                 Err(err) => return Err(self.error_at_peer(Op::Send, self.timed_out(err))),
             }
         }
@@ -95,7 +122,7 @@ impl Socket {
             .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))?;
         // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity.
         unsafe { buf.set_len(n) };
-        Ok(buf)
+        Ok(fitted(buf))
     }
 
     /// Receives into `buf` with `recv(2)` and returns how many bytes arrived (Python:
@@ -194,7 +221,7 @@ impl Socket {
             .map_err(|err| self.error_at_local(Op::Receive, self.timed_out(err)))?;
         // SAFETY: recvfrom(2) initialised the first `n` bytes of the spare capacity.
         unsafe { buf.set_len(n) };
-        Ok((buf, Address::from_sockaddr(&raw)))
+        Ok((fitted(buf), Address::from_sockaddr(&raw)))
     }
 }
 
@@ -263,6 +290,16 @@ fn receive_buffer(bufsize: usize) -> io::Result<Vec<u8>> {
         io::Error::new(io::ErrorKind::OutOfMemory, why)
     })?;
     Ok(buf)
+}
+
+/// `buf` without the room a receive left unused when that is most of it: Python's `recv`
+/// returns an object of the length received, and a caller that keeps many small messages
+/// from `recv(65536)` should not keep 64 KiB for each.
+fn fitted(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() / 2 > buf.len() {
+        buf.shrink_to_fit();
+    }
+    buf
 }
 
 /// Views initialised bytes as possibly-uninitialised ones, for `recv(2)`.

@@ -172,7 +172,7 @@ mod tests {
             let mut buf = vec![0u8; 8192];
             read.read_exact(&mut buf).map(|()| read)
         });
-        wait_writable(write.as_raw_fd())?;
+        assert!(wait_writable(write.as_raw_fd(), None)?);
         assert!(write.write(&[1u8; 16])? > 0);
         let _read = reader.join().expect("the reader")?;
         Ok(())

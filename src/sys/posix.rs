@@ -43,10 +43,7 @@ pub(crate) fn wait_readable_watching(
     watched: Option<RawFd>,
     timeout: Option<Duration>,
 ) -> io::Result<Readiness> {
-    let millis = timeout.map_or(-1, |t| {
-        // Round up, so a short non-zero timeout does not become a busy poll.
-        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
-    });
+    let millis = poll_millis(timeout);
     let mut fds = [
         libc::pollfd {
             fd,
@@ -94,9 +91,11 @@ pub(crate) fn reader_gone(fd: RawFd) -> bool {
     rc > 0 && pollfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
 }
 
-/// Waits until `fd` can take bytes (or has failed, which the write that follows reports),
-/// with no limit: for a write that a non-blocking descriptor refused with `EAGAIN`.
-pub(crate) fn wait_writable(fd: RawFd) -> io::Result<()> {
+/// Waits until `fd` can take bytes (or has failed, which the write that follows reports)
+/// or `timeout` passes (`None`: no limit), with `poll(2)`: true when writable, false on
+/// timeout. For a write that a non-blocking descriptor refused with `EAGAIN`.
+pub(crate) fn wait_writable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let millis = poll_millis(timeout);
     let mut pollfd = libc::pollfd {
         fd,
         events: libc::POLLOUT,
@@ -104,14 +103,23 @@ pub(crate) fn wait_writable(fd: RawFd) -> io::Result<()> {
     };
     loop {
         // SAFETY: one valid pollfd, its count given; poll writes only its revents.
-        if unsafe { libc::poll(&mut pollfd, 1, -1) } >= 0 {
-            return Ok(());
+        let rc = unsafe { libc::poll(&mut pollfd, 1, millis) };
+        if rc >= 0 {
+            return Ok(rc > 0);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
     }
+}
+
+/// `timeout` as `poll(2)` takes it: milliseconds, rounded up so that a short non-zero
+/// timeout does not become a busy poll; -1 for none.
+fn poll_millis(timeout: Option<Duration>) -> libc::c_int {
+    timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+    })
 }
 
 /// One `recv(2)` on the socket `fd` that never waits (`MSG_DONTWAIT`), whatever the

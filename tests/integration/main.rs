@@ -91,6 +91,9 @@ mod io_engine_steering;
 mod kernel_fallbacks;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
+/// The library when something goes wrong around it: panicking handlers, a dropped `serve`,
+/// `tls:` given to plain calls, the TLS bridge from async code, `sendall`'s timeout.
+mod library_faults;
 /// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.
 mod managed_activation;
 /// SIGUSR2: restart without a refused connection, under load, for serve and forward.
