@@ -19,15 +19,15 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, Peer, all_acknowledged, check_idle,
-    end_sending, finish, next_to_send, output_failed, tick,
+    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, LINGER, Peer, all_acknowledged,
+    check_idle, end_sending, finish, input_has_paused, next_to_send, output_failed, tick,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -36,10 +36,6 @@ use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity, Pipe, Readiness, within};
 use crate::socket::Socket;
 use crate::tls::{Connector, TRUNCATED, handshake_failure, in_words};
-
-/// After the peer closed, how long input that is already waiting may take to go out (as in
-/// the plain bridge).
-const LINGER: Duration = Duration::from_secs(1);
 
 /// How long close_notify may take to go out when the bridge ends because nobody reads the
 /// output any more.
@@ -215,19 +211,28 @@ struct Sending<'a> {
 /// with a shared input, the socket `shared` names, what comes once it is over or its peer
 /// has closed is the next connection's).
 fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool, shared: Option<RawFd>) {
+    let mut last_input = None;
     loop {
         let Some(next) = next_to_send(input, done, shared) else {
             return;
         };
         match next {
             Next::Data(buf) => {
+                last_input = Some(Instant::now());
                 if let Err(unsent) = chunks.blocking_send(buf) {
                     // The bridge is over: the chunk is nobody's yet.
                     input.put_back(unsent.0);
                     return;
                 }
             }
-            Next::Pending if done.load(Ordering::Relaxed) || chunks.is_closed() => return,
+            Next::Pending if chunks.is_closed() => return,
+            // A shared input's next bytes are the next connection's, paused or not.
+            Next::Pending
+                if done.load(Ordering::Relaxed)
+                    && (shared.is_some() || input_has_paused(last_input)) =>
+            {
+                return;
+            }
             Next::Pending => {}
             Next::End => return,
         }
@@ -322,11 +327,15 @@ async fn run<S: AsyncRead + AsyncWrite>(
         drop(send);
         let _ = tokio::time::timeout(CLOSE_AT_ONCE, writer.shutdown()).await;
     } else if !sent && matches!(end, Ok(BridgeEnd::PeerClosed)) {
-        // Input already read goes out first (a peer that half-closed may still read it).
-        // The pump stops once no more is waiting (an open, quiet stdin), which ends the
-        // sending here, as in the plain bridge, rather than after the whole linger.
+        // Input already read goes out first (a peer that half-closed may still read it),
+        // and input that keeps coming, as in the plain bridge (`input_has_paused`). The
+        // pump stops at a pause (an open, quiet stdin), which ends the sending here rather
+        // than after the whole linger; a send that makes no progress for the linger is
+        // given up.
         end_sending(done, input, options.shared_input);
-        let _ = tokio::time::timeout(LINGER, &mut send).await;
+        while tokio::time::timeout(LINGER, &mut send).await.is_err()
+            && activity.quiet_for() < LINGER
+        {}
         drop(send);
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
     }

@@ -127,6 +127,41 @@ fn peer_closing_first_ends_with_zero_even_if_stdin_stays_open() -> TestResult {
     Ok(())
 }
 
+/// A peer that half-closes first (a receiver whose own stdin is empty: `listen </dev/null`
+/// in a script) still reads: input that keeps coming goes on being sent, each pause short
+/// of a second, until it ends. Chunks 300 ms apart once ended the bridge at the first pause.
+#[test]
+fn a_peer_that_half_closed_gets_input_that_keeps_coming() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "chunk1\nchunk2\nchunk3\nchunk4\n"
+        );
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    for n in 1..=4 {
+        stdin.write_all(format!("chunk{n}\n").as_bytes())?;
+        thread::sleep(Duration::from_millis(300));
+    }
+    drop(stdin);
+    let status = wait_bounded(&mut child, DEADLINE);
+    server
+        .join()
+        .map_err(|_| "the receiver did not get every chunk")?;
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}
+
 #[test]
 fn reset_by_peer_is_an_error() {
     let (addr, server) = one_shot(|stream| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::input::{Input, Next};
 use super::output::Output;
@@ -22,8 +22,9 @@ mod receive;
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
-/// After the peer closed, how long input that is already waiting may take to go out.
-const LINGER: Duration = Duration::from_secs(1);
+/// After the peer closed, how long input that is already waiting may take to go out; and
+/// the pause in the input that ends its sending then (see [`input_has_paused`]).
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// The longest pause between two looks at what the peer has acknowledged (send-only).
 pub(crate) const ACK_POLL: Duration = Duration::from_millis(20);
@@ -189,7 +190,20 @@ pub fn bridge(
             Ok(BridgeEnd::OutputClosed) => Duration::ZERO,
             _ => LINGER,
         };
-        if sender_done.recv_timeout(linger).is_err() {
+        // A sender that still sends input as it comes (see `input_has_paused`) is waited
+        // for as long as it makes progress.
+        let stuck = loop {
+            match sender_done.recv_timeout(linger) {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if linger.is_zero() || activity.quiet_for() >= linger =>
+                {
+                    break true;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break false,
+            }
+        };
+        if stuck {
             let _ = socket.shutdown(Shutdown::Both);
         }
         match (end, sender.join()) {
@@ -283,6 +297,16 @@ pub(crate) fn next_to_send(
     }
 }
 
+/// Whether a sender whose peer has closed stops at a pause in its input (`last_input`: when
+/// it last had some). A peer that half-closed may still read: input that keeps coming —
+/// a producer writing in bursts, `(…; sleep 0.5; …) | connect` — is sent while each pause
+/// is under [`LINGER`], and the bridge ends when the input does; an open stdin that has
+/// been quiet that long (a terminal after a greeting) ends the bridge at once, as the peer
+/// closing should.
+pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
+    last_input.is_none_or(|last| last.elapsed() >= LINGER)
+}
+
 /// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
 /// woken from its wait at once, since what comes now is the next connection's.
 pub(crate) fn end_sending(done: &AtomicBool, input: &Input, shared: bool) {
@@ -300,8 +324,8 @@ struct Sending {
     shared: bool,
 }
 
-/// Sends input until it ends; once the peer has closed (`done`), only until no more input
-/// comes within a look-up interval (a peer that half-closed may still read it) — and with a
+/// Sends input until it ends; once the peer has closed (`done`), only while it keeps
+/// coming ([`input_has_paused`]: a peer that half-closed may still read it) — and with a
 /// shared input, nothing: what it reads is the next connection's.
 fn send_input(
     input: &Input,
@@ -315,12 +339,14 @@ fn send_input(
         return SendEnd::Stopped;
     }
     let shared = sending.shared.then(|| socket.fileno());
+    let mut last_input = None;
     loop {
         let Some(next) = next_to_send(input, done, shared) else {
             return SendEnd::Stopped;
         };
         match next {
             Next::Data(buf) => {
+                last_input = Some(Instant::now());
                 match socket.sendall(&buf) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
@@ -333,7 +359,13 @@ fn send_input(
                 activity.touch();
                 input.recycle(buf);
             }
-            Next::Pending if done.load(Ordering::Relaxed) => return SendEnd::Stopped,
+            // A shared input's next bytes are the next connection's, paused or not.
+            Next::Pending
+                if done.load(Ordering::Relaxed)
+                    && (shared.is_some() || input_has_paused(last_input)) =>
+            {
+                return SendEnd::Stopped;
+            }
             Next::Pending => {}
             // Nothing more to send; the receiving side waits for the peer to close.
             Next::End if !sending.half_close => return SendEnd::Stopped,
