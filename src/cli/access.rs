@@ -139,23 +139,26 @@ impl Access {
         }
     }
 
-    /// Warns of each of `files` (the socket files a server made, its pid file) that
+    /// What to warn of each of `files` (the socket files a server made, its pid file) that
     /// `--user`/`--group` will not be able to remove at exit: a directory only root may
     /// write (`/run`) keeps them, and saying so at start is the operator's chance to give
-    /// the service a directory of its own. Call it before dropping privileges.
-    pub(crate) fn warn_of_files_left_behind(&self, files: &[PathBuf]) {
+    /// the service a directory of its own. Asked before dropping privileges; said after the
+    /// readiness lines, which come first on stderr.
+    pub(crate) fn files_left_behind(&self, files: &[PathBuf]) -> Vec<String> {
         let Some(identity) = self.identity else {
-            return;
+            return Vec::new();
         };
-        for file in files.iter().filter(|file| !may_remove(identity, file)) {
+        let left = files.iter().filter(|file| !may_remove(identity, file));
+        left.map(|file| {
             let dir = file.parent().unwrap_or(Path::new("."));
-            tracing::warn!(
+            format!(
                 "{} will stay after exit: user {} may not remove files in {} (give the service a directory it may write, such as systemd's RuntimeDirectory=)",
                 file.display(),
                 identity.uid,
                 dir.display()
-            );
-        }
+            )
+        })
+        .collect()
     }
 
     /// The rules and limits for one peer of `listen`, which runs no server: its place in

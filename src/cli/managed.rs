@@ -194,7 +194,7 @@ impl Managed {
         let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
         let mut files = server.socket_files();
         files.extend(self.pid_file.clone());
-        access.warn_of_files_left_behind(&files);
+        let left_behind = access.files_left_behind(&files);
         // Bound (so ports below 1024 work as root), nothing accepted yet.
         access.drop_privileges()?;
         // What a restart hands over: duplicates of the listeners and the metrics socket.
@@ -223,6 +223,10 @@ impl Managed {
         announce(&server.local_endpoints());
         if let Some(metrics) = metrics {
             metrics.start();
+        }
+        // After the readiness lines, which nothing may come before.
+        for warning in left_behind {
+            tracing::warn!("{warning}");
         }
         if let Some(ready) = self.inherited.take_ready() {
             report_ready(ready);

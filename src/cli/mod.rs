@@ -29,6 +29,7 @@ mod target_file;
 mod tls;
 mod values;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -72,8 +73,9 @@ pub(crate) fn run() -> ExitCode {
     }
 }
 
-/// `--help` and `--version` print and succeed; a bare `socketkit` prints help and is a usage
-/// error; every other parse failure is clap's first line (`error: …`), exit 2.
+/// `--help` and `--version` print and succeed; a bare `socketkit` prints help on stdout (as a
+/// bare `git` prints its usage) and is a usage error, its one `error:` line on stderr; every
+/// other parse failure is clap's first line (`error: …`), exit 2.
 fn clap_exit(err: &clap::Error) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -82,8 +84,10 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
-            ExitCode::from(exit::USAGE)
+            // Nobody may read stdout (`socketkit | head`): the error line still goes.
+            let _ = write!(std::io::stdout(), "{}", err.render());
+            let commands = "serve, connect, listen, forward, bench, completions or man";
+            CliError::Usage(format!("no command given (one of {commands})")).report()
         }
         _ => {
             // clap's message runs until the first blank line (a missing argument is named

@@ -76,6 +76,8 @@ enum Flag {
     Unix,
     /// `-d`: do not read stdin.
     NoStdin,
+    /// `-n`: no name lookups.
+    NumericOnly,
     /// ncat's `--ssl` and `--ssl-*`.
     Ssl,
     /// OpenBSD nc's `-X KIND` (with `-x PROXY`) on `connect`.
@@ -94,6 +96,7 @@ impl Flag {
             ('p', "listen") => Some(Flag::ListenPort),
             ('U', _) => Some(Flag::Unix),
             ('d', _) => Some(Flag::NoStdin),
+            ('n', _) => Some(Flag::NumericOnly),
             ('X', "connect") => Some(Flag::ProxyKind),
             _ => None,
         }
@@ -128,6 +131,10 @@ impl Flag {
                  datagrams)"
             }
             Flag::NoStdin => "nc's -d (do not read stdin) is --recv-only in socketkit",
+            Flag::NumericOnly => {
+                "nc's -n is not needed: socketkit looks up names only, and an address given \
+                 as numbers is used as it is"
+            }
             Flag::ProxyKind => {
                 "nc's -X KIND -x PROXY is --proxy socks5://HOST:PORT (or http://HOST:PORT for \
                  CONNECT) in socketkit, whose -x is a hex dump"
@@ -194,6 +201,8 @@ mod tests {
         assert!(hint_of(&["connect", "-q1", "h:1"]).is_some());
         assert!(hint_of(&["connect", "-q", "h:1"]).is_none());
         assert!(hint_of(&["connect", "-N", "h:1"]).is_some());
+        assert!(hint_of(&["connect", "-nv", "127.0.0.1", "1"]).is_some_and(|h| h.contains("-n")));
+        assert!(hint_of(&["listen", "-lvnp", "4444"]).is_some_and(|h| h.contains("-p PORT")));
         assert!(hint_of(&["connect", "-l", "h:1"]).is_some());
         assert!(hint_of(&["serve", "-l", ":1"]).is_none());
         assert!(hint_of(&["connect", "h:1", "--", "-N"]).is_none());

@@ -156,6 +156,9 @@ pub(crate) fn parse_ports(text: &str) -> Result<std::ops::RangeInclusive<u16>, R
     };
     match (low, high) {
         (Some(low), Some(high)) if low <= high => Ok(low..=high),
+        (Some(low), Some(high)) => Err(Refused(format!(
+            "the range {low}-{high} is reversed: LOW comes first ({high}-{low})"
+        ))),
         _ => Err(refused()),
     }
 }
@@ -336,12 +339,16 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_ranges_have_one_message() {
+    fn ports_and_ranges_have_one_message_but_a_reversed_range() {
         assert_eq!(parse_ports("80"), Ok(80..=80));
         assert_eq!(parse_ports("20-30"), Ok(20..=30));
-        for bad in [
-            "0", "65536", "30-20", "-5", "5-", "1-2-3", "", "a-b", "0-10",
-        ] {
+        assert_eq!(
+            parse_ports("30-20"),
+            Err(Refused(
+                "the range 30-20 is reversed: LOW comes first (20-30)".into()
+            ))
+        );
+        for bad in ["0", "65536", "-5", "5-", "1-2-3", "", "a-b", "0-10"] {
             assert_eq!(
                 parse_ports(bad),
                 Err(Refused(

@@ -445,6 +445,8 @@ fn a_dropped_user_has_its_pid_file_and_is_told_of_files_it_cannot_remove() -> Te
         let said = format!("{} will stay after exit", file.display());
         assert!(log.contains(&said), "{log}");
     }
+    // Said after the readiness lines, which nothing may come before on stderr.
+    assert!(log.starts_with("listening on "), "{log}");
 
     // A directory of its own: no warning, and both files go at exit.
     let own = tempfile::tempdir()?;

@@ -168,6 +168,18 @@ fn unresolvable_host_is_exit_1_in_words() {
     );
 }
 
+/// A bare `socketkit`: the help on stdout (as a bare `git`), one `error:` line, exit 2.
+#[test]
+fn no_command_is_one_error_line_with_the_help_on_stdout() {
+    let out = run(socketkit(), Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: no command given (one of serve, connect, listen, forward, bench, completions or man)"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: socketkit"));
+}
+
 #[test]
 fn help_and_version_exit_0() {
     for flag in ["--help", "--version"] {

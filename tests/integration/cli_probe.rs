@@ -96,7 +96,7 @@ fn ranges_are_for_tcp_probes_only() {
         ),
         (
             &["connect", "-z", "127.0.0.1", "30-20"],
-            "invalid value '30-20' for port",
+            "invalid value '30-20' for port: the range 30-20 is reversed",
         ),
         (
             &["connect", "-z", "127.0.0.1", "0-20"],

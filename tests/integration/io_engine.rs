@@ -241,6 +241,12 @@ fn a_bad_engine_name_is_a_usage_error_from_the_flag_and_from_the_variable() {
         out.stderr.trim(),
         "error: SOCKETKIT_IO_ENGINE: unknown I/O engine 'kqueue' (expected auto, epoll or io_uring)"
     );
+    // Set but empty (`Environment=SOCKETKIT_IO_ENGINE=`, `export VAR=$UNSET`) is unset.
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0"])
+        .env("SOCKETKIT_IO_ENGINE", "");
+    let server = Running::start(cmd, 1);
+    assert_eq!(server.endpoints().len(), 1);
 }
 
 /// Sends `data` and half-closes on one thread while reading the echo on this one.
