@@ -102,6 +102,22 @@ fn cut_answer(addr: &str) -> Vec<u8> {
     read_to_reset(&mut stream, "a handler that panicked mid-answer")
 }
 
+/// Two clients in turn each get the first half of the answer and a reset (the server goes on
+/// serving after a panic); then the server stops as asked.
+async fn each_answer_is_cut(
+    addr: String,
+    handle: ShutdownHandle,
+    task: tokio::task::JoinHandle<socketkit::Result<()>>,
+) -> TestResult {
+    let (got, next) =
+        tokio::task::spawn_blocking(move || (cut_answer(&addr), cut_answer(&addr))).await?;
+    assert_eq!(got, b"the first half");
+    assert_eq!(next, b"the first half", "the server goes on serving");
+    handle.shutdown();
+    tokio::time::timeout(IO_TIMEOUT, task).await???;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_handler_that_panics_mid_answer_resets_its_client() -> TestResult {
     let (addr, handle, task) = serving(|server| {
@@ -115,13 +131,7 @@ async fn an_async_handler_that_panics_mid_answer_resets_its_client() -> TestResu
         })
     })
     .await;
-    let (got, next) =
-        tokio::task::spawn_blocking(move || (cut_answer(&addr), cut_answer(&addr))).await?;
-    assert_eq!(got, b"the first half");
-    assert_eq!(next, b"the first half", "the server goes on serving");
-    handle.shutdown();
-    tokio::time::timeout(IO_TIMEOUT, task).await???;
-    Ok(())
+    each_answer_is_cut(addr, handle, task).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,13 +145,7 @@ async fn a_blocking_handler_that_panics_mid_answer_resets_its_client() -> TestRe
         })
     })
     .await;
-    let (got, next) =
-        tokio::task::spawn_blocking(move || (cut_answer(&addr), cut_answer(&addr))).await?;
-    assert_eq!(got, b"the first half");
-    assert_eq!(next, b"the first half", "the server goes on serving");
-    handle.shutdown();
-    tokio::time::timeout(IO_TIMEOUT, task).await???;
-    Ok(())
+    each_answer_is_cut(addr, handle, task).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
