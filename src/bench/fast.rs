@@ -154,6 +154,10 @@ pub(crate) fn greeting_loop(
         // Refill in one burst after the events, as loadgen does: the server then wakes
         // once for many new connections instead of once per connection (each wake-up of a
         // sleeping server costs the connecting side an inter-processor interrupt).
+        // None past `--count`: the run is over, and the server would see them uncounted.
+        if stats.limit_reached_now() {
+            return Ok(());
+        }
         for slot in free.drain(..) {
             engine.open(slot);
         }

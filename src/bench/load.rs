@@ -94,18 +94,10 @@ async fn clock(config: &Config, stats: &Stats, stop: &Signal) {
         }
     }
     stats.start_recording();
-    let deadline = tokio::time::sleep(config.duration);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            () = &mut deadline => return,
-            () = stop.wait() => return,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {
-                if config.count.is_some_and(|count| stats.completed() >= count) {
-                    return;
-                }
-            }
-        }
+    tokio::select! {
+        () = tokio::time::sleep(config.duration) => {}
+        () = stop.wait() => {}
+        () = stats.limit_reached() => {}
     }
 }
 
@@ -219,7 +211,7 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
         async move {
             let mut socket = None;
             let mut buf = Vec::new();
-            while !done.is_set() {
+            while !done.is_set() && !stats.limit_reached_now() {
                 if target.is_datagram() && socket.is_none() {
                     match mode::open_datagram(&target) {
                         Ok(opened) => socket = Some(opened),
@@ -231,6 +223,10 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
                     }
                 }
                 if !one(&target, socket.as_ref(), &mut buf, &config, &stats).await {
+                    // A fresh socket for the next request: an answer still on its way to
+                    // this one (it timed out) would be taken as the next request's, every
+                    // request sending the same bytes.
+                    socket = None;
                     pause(&done).await;
                 }
             }
@@ -258,15 +254,19 @@ async fn open_loop(
     ));
     let mut ticker = tokio::time::interval(period(rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let sockets = Arc::new(datagram_sockets(&target, &config, &stats, &ending).await);
+    let sockets = Arc::new(DatagramPool(std::sync::Mutex::new(
+        datagram_sockets(&target, &config, &stats, &ending).await,
+    )));
     // Set by an operation that failed and holds its slot through the pause; cleared at
     // every arrival.
     let paused = Arc::new(AtomicBool::new(false));
-    let mut next = 0usize;
     loop {
         tokio::select! {
             () = ending.wait() => break,
             _ = ticker.tick() => {}
+        }
+        if stats.limit_reached_now() {
+            break;
         }
         let permit = match Arc::clone(&slots).try_acquire_owned() {
             Ok(permit) => {
@@ -294,11 +294,26 @@ async fn open_loop(
             Arc::clone(&paused),
             ending.clone(),
         );
-        let index = next;
-        next = next.wrapping_add(1);
         tokio::spawn(async move {
-            let socket = (!sockets.is_empty()).then(|| &sockets[index % sockets.len()]);
-            if !one(&target, socket, &mut Vec::new(), &config, &stats).await {
+            // A socket of its own while the operation lasts: two requests in flight on one
+            // socket would take each other's answers.
+            let socket = match target.is_datagram() {
+                true => match sockets.take(&target) {
+                    Ok(socket) => Some(socket),
+                    Err(err) => {
+                        stats.fail_io(&err);
+                        paused.store(true, Ordering::Relaxed);
+                        pause(&ending).await;
+                        return drop(permit);
+                    }
+                },
+                false => None,
+            };
+            if one(&target, socket.as_ref(), &mut Vec::new(), &config, &stats).await {
+                sockets.give_back(socket);
+            } else {
+                // Not given back: an answer still on its way to it would be taken as the
+                // next request's (see `closed_loop`).
                 paused.store(true, Ordering::Relaxed);
                 pause(&ending).await;
             }
@@ -317,6 +332,32 @@ fn period(rate: f64) -> Duration {
     Duration::try_from_secs_f64(1.0 / rate.max(0.001))
         .unwrap_or(Duration::ZERO)
         .max(Duration::from_nanos(1))
+}
+
+/// The open loop's datagram sockets not in use: an operation takes one for its request and
+/// its answer, and gives it back only if it succeeded.
+struct DatagramPool(std::sync::Mutex<Vec<Datagram>>);
+
+impl DatagramPool {
+    /// A socket no operation is using, or a new one when none is left (after failures).
+    fn take(&self, target: &Target) -> std::io::Result<Datagram> {
+        let spare = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        spare.map_or_else(|| mode::open_datagram(target), Ok)
+    }
+
+    /// Puts `socket` back for the next operation.
+    fn give_back(&self, socket: Option<Datagram>) {
+        if let Some(socket) = socket {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(socket);
+        }
+    }
 }
 
 /// For a datagram target, the open loop's sockets (one per connection, until `ending`);

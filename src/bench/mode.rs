@@ -194,7 +194,7 @@ pub(crate) async fn echo(
     stats: Arc<Stats>,
     stop: super::Signal,
 ) {
-    while !stop.is_set() {
+    while !stop.is_set() && !stats.limit_reached_now() {
         match bounded(config.timeout, target.connect()).await {
             Ok(stream) => {
                 let header = match header_of(&config, &stream) {
@@ -266,10 +266,15 @@ async fn echo_over<S: AsyncRead + AsyncWrite>(
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<(Instant, usize)>(blocks_in_flight);
     let size = config.size;
     let writer_config = Arc::clone(config);
+    let writer_stats = stats;
     let stopper = stop.clone();
     let write_side = async move {
         let mut header = header;
         for n in 0usize.. {
+            // No block past `--count` (those in the window still come back, uncounted).
+            if writer_stats.limit_reached_now() {
+                break;
+            }
             let permit = tokio::select! {
                 permit = sent_tx.reserve() => permit,
                 () = stopper.wait() => break,
@@ -316,7 +321,15 @@ async fn echo_over<S: AsyncRead + AsyncWrite>(
         }
         false
     };
-    tokio::join!(write_side, read_side).1
+    // A read that fails ends the connection: the write side goes with it (it may be
+    // waiting for room in the window, which only reads make), and the worker reconnects.
+    // A write side that ends first (the stop, or a failed write) leaves the reads of the
+    // blocks already sent to finish.
+    tokio::pin!(write_side, read_side);
+    tokio::select! {
+        failed = &mut read_side => failed,
+        () = &mut write_side => read_side.await,
+    }
 }
 
 /// Reads `expected.len()` bytes through `buf` and says whether they are `expected`.

@@ -106,6 +106,9 @@ pub struct Stats {
     latency: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<u64>>,
     first_error: Mutex<Option<String>>,
+    /// Told by the operation that reaches the limit, so the run ends at once rather than
+    /// at the clock's next look (operations started meanwhile reach the server uncounted).
+    at_limit: tokio::sync::Notify,
 }
 
 impl Stats {
@@ -128,7 +131,20 @@ impl Stats {
             ),
             timeline: Mutex::new(Vec::new()),
             first_error: Mutex::new(None),
+            at_limit: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether the operation that reaches the limit has completed: a worker starts no more
+    /// (two atomic loads, asked before each operation).
+    pub(crate) fn limit_reached_now(&self) -> bool {
+        self.completed.load(Ordering::Relaxed) >= self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the operation that reaches the limit has completed (never without a
+    /// limit).
+    pub(crate) async fn limit_reached(&self) {
+        self.at_limit.notified().await;
     }
 
     /// Ends the measured span at the `limit`th completed operation (`None`: no limit).
@@ -197,7 +213,11 @@ impl Stats {
             });
         match counted {
             Err(_) => return,
-            Ok(before) if before + 1 == limit => self.stop_recording(),
+            Ok(before) if before + 1 == limit => {
+                self.stop_recording();
+                // A permit is kept if the clock is not waiting yet.
+                self.at_limit.notify_one();
+            }
             Ok(_) => {}
         }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -264,12 +284,13 @@ impl Stats {
             *errors.entry(failure.name().into_owned()).or_default() += n;
         }
         let interval = self.interval.as_secs_f64();
-        // Whole buckets only: a last, partly filled one would read as a drop in rate.
-        let buckets = (secs / interval).floor() as usize;
-        let timeline = lock(&self.timeline)
-            .iter()
-            .take(buckets.max(1))
-            .map(|n| *n as f64 / interval)
+        // Whole buckets only: a last, partly filled one would read as a drop in rate. Every
+        // one of them, those in which nothing completed too (a server that stalled or died
+        // before the end shows as the zeros it was).
+        let buckets = ((secs / interval).floor() as usize).max(1);
+        let counts = lock(&self.timeline);
+        let timeline = (0..buckets)
+            .map(|i| counts.get(i).copied().unwrap_or(0) as f64 / interval)
             .collect();
         Report {
             endpoint,

@@ -11,6 +11,7 @@ use socketkit::bench::{self, Config, Mode, Report, Signal, Stats};
 use socketkit::client::MAX_DATAGRAM;
 use socketkit::endpoint::{Endpoint, Transport};
 use socketkit::proxy_protocol::Version;
+use tokio::signal::unix::SignalKind;
 
 use super::args::{BenchArgs, ProxyVersion};
 use super::exit::CliError;
@@ -130,13 +131,20 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
         let _ = std::io::stdout().write_all(header(&config, &endpoint).as_bytes());
     }
     let (warmup, duration) = (config.warmup, config.duration);
+    let stop = Signal::default();
+    let interrupted = stop.clone();
     let report = runtime.block_on(async {
-        let stop = Signal::default();
-        let ctrl_c = stop.clone();
+        // Ctrl-C, and SIGTERM (what `timeout` and CI runners send), end the run early with
+        // its report.
+        let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
+            .map_err(|err| io_error("a SIGTERM handler", err))?;
+        let signalled = stop.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                ctrl_c.set();
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => if result.is_err() { return },
+                _ = terminate.recv() => {}
             }
+            signalled.set();
         });
         let progress = show_progress.then(|| progress(Arc::clone(&stats), warmup, duration));
         let report = bench::run(&endpoint, config, Arc::clone(&stats), stop).await;
@@ -144,11 +152,23 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
             task.abort();
             bar.finish_and_clear();
         }
-        report
+        report.map_err(CliError::from)
     })?;
+    if interrupted.is_set() && stats.measured().is_none() {
+        return Err(CliError::Failed(format!(
+            "interrupted during the warm-up against {endpoint}: nothing was measured"
+        )));
+    }
     output(args, &report)?;
     if report.completed == 0 {
         return Err(CliError::Failed(nothing_completed(args, &report, &stats)));
+    }
+    if report.held == Some(0) {
+        return Err(CliError::Failed(format!(
+            "no connection held against {} at the end of the run: the server closed every \
+             one it took",
+            report.endpoint
+        )));
     }
     Ok(())
 }

@@ -18,6 +18,9 @@ mod cli_bench;
 mod cli_bench_compare;
 /// `socketkit bench` when operations fail: refused, wrong answers; the retry pause.
 mod cli_bench_failures;
+/// bench's figures against servers that count for themselves: late answers, closed
+/// connections, `--count`, a stalled server, idle runs, signals.
+mod cli_bench_truth;
 /// `socketkit bench` against unixgram servers: the kernel's queue limit, a missing socket.
 mod cli_bench_unixgram;
 /// `socketkit bench`: what each mode can load and which options it takes.
