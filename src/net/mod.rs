@@ -17,6 +17,8 @@
 //! - `connect`: [`candidates`], [`connect_socket`] (blocking, with a timeout) and
 //!   [`connect_stream`] (async).
 //! - `temp_path`: [`TempSocketPath`], the address a Unix datagram client binds.
+//! - `udp_server`: [`ServerUdp`], a UDP socket that serves clients and, bound to a wildcard
+//!   address, answers each from the address it sent to ([`Destination`]).
 //! - `activity`: [`Activity`], when bytes last moved through a two-way mover.
 //! - the platform calls the layers above need, from the crate's `sys` module (splice, pipes,
 //!   `poll`, `IP_BIND_ADDRESS_NO_PORT`, `SIOCOUTQ`, and for the processes a server starts,
@@ -34,6 +36,7 @@ mod inherited;
 mod passed;
 mod stream;
 mod temp_path;
+mod udp_server;
 mod unix_file;
 
 pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
@@ -47,10 +50,11 @@ pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_
 pub(crate) use passed::{ListenerKind, handover_env, take_passed};
 pub(crate) use stream::{Stream, close_with_reset, reset_now};
 pub(crate) use temp_path::TempSocketPath;
+pub(crate) use udp_server::ServerUdp;
 pub(crate) use unix_file::{UnixFile, UnixFileRemover};
 
 pub(crate) use crate::sys::{
-    Pipe, Readiness, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe,
+    Destination, Pipe, Readiness, descriptor_limit, grow_pipe, inherit_on_exec, is_blocking_pipe,
     is_pipe_or_socket, kill_process_group, peer_has_closed, process_cpu_time,
     raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait,
     set_bind_address_no_port, set_defer_accept, splice, splice_unsupported,

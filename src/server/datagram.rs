@@ -6,13 +6,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::net::UnixDatagram;
 
 use super::EXHAUSTION_BACKOFF;
 use super::meter::ListenerMeter;
 use super::pipeline::Pipeline;
 use super::shutdown::{Phase, Watcher};
-use crate::net::{UnixFile, is_resource_exhaustion};
+use crate::net::{Destination, ServerUdp, UnixFile, is_resource_exhaustion};
 use crate::socket::Address;
 
 /// The receive buffer of a listener, one per listener: any UDP datagram fits. A longer Unix
@@ -90,7 +90,8 @@ impl Reply {
 /// A bound datagram socket of either transport.
 #[derive(Debug)]
 pub(crate) enum DatagramListener {
-    Udp(UdpSocket),
+    /// Answering each client from the address it sent to (see [`ServerUdp`]).
+    Udp(ServerUdp),
     Unixgram {
         socket: UnixDatagram,
         /// The socket file, which goes with the listener (none when inherited).
@@ -118,12 +119,17 @@ impl DatagramListener {
     }
 
     /// The next datagram, whole, in `buf`: a Unix one's length is asked first
-    /// ([`crate::net::next_unix_datagram_len`]) and `buf` grown to it, not cut to fit.
-    pub(crate) async fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Address)> {
+    /// ([`crate::net::next_unix_datagram_len`]) and `buf` grown to it, not cut to fit. With
+    /// it, the local address it was sent to where the listener must answer from it (a UDP
+    /// socket bound to a wildcard address), to give [`DatagramListener::send_to`].
+    pub(crate) async fn recv_from(
+        &self,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<(usize, Address, Option<Destination>)> {
         match self {
             DatagramListener::Udp(socket) => {
-                let (n, peer) = socket.recv_from(buf).await?;
-                Ok((n, peer.into()))
+                let (n, peer, destination) = socket.recv_from(buf).await?;
+                Ok((n, peer.into(), destination))
             }
             DatagramListener::Unixgram { socket, .. } => {
                 let next = crate::net::next_unix_datagram_len(socket).await?;
@@ -135,16 +141,23 @@ impl DatagramListener {
                     .as_pathname()
                     .map(|p| p.to_path_buf())
                     .unwrap_or_default();
-                Ok((n, Address::Unix(path)))
+                Ok((n, Address::Unix(path), None))
             }
         }
     }
 
-    /// Sends `data` to `peer` (an unnamed Unix client cannot be answered: `InvalidInput`).
-    pub(crate) async fn send_to(&self, data: &[u8], peer: &Address) -> io::Result<()> {
+    /// Sends `data` to `peer`, from `from` (what [`DatagramListener::recv_from`] said `peer`
+    /// sent to; `None` answers from the socket's own address). An unnamed Unix client cannot
+    /// be answered: `InvalidInput`.
+    pub(crate) async fn send_to(
+        &self,
+        data: &[u8],
+        peer: &Address,
+        from: Option<Destination>,
+    ) -> io::Result<()> {
         match (self, peer) {
             (DatagramListener::Udp(socket), _) => match peer.as_socket_addr() {
-                Some(addr) => socket.send_to(data, addr).await.map(drop),
+                Some(addr) => socket.send_to(data, addr, from).await,
                 None => Err(io::ErrorKind::InvalidInput.into()),
             },
             (DatagramListener::Unixgram { socket, .. }, Address::Unix(path)) => {
@@ -178,7 +191,7 @@ impl DatagramListener {
                 received = self.recv_from(&mut buf) => received,
                 () = watcher.reached(Phase::Draining) => return,
             };
-            let (n, peer) = match received {
+            let (n, peer, destination) = match received {
                 Ok(received) => received,
                 Err(err) if is_resource_exhaustion(&err) => {
                     tracing::warn!(
@@ -219,7 +232,7 @@ impl DatagramListener {
             }
             let mut sent = 0;
             for datagram in reply.datagrams() {
-                match self.send_to(datagram, &peer).await {
+                match self.send_to(datagram, &peer, destination).await {
                     Ok(()) => sent += datagram.len(),
                     Err(err) => {
                         tracing::debug!(%peer, "reply failed: {}", crate::error::describe(&err));

@@ -116,7 +116,7 @@ impl Listener {
             }
             (Endpoint::Udp(_), _) => {
                 let socket = UdpSocket::from_std(fd.into()).map_err(fail)?;
-                Listener::Datagram(DatagramListener::Udp(socket))
+                Listener::Datagram(DatagramListener::Udp(net::ServerUdp::new(socket)))
             }
             // No file guard: an inherited socket whose file is its manager's to remove.
             (Endpoint::Unix(_), file) => {

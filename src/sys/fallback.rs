@@ -15,11 +15,16 @@
 //!   (exec keeps it on pipes under an idle timeout).
 //! - `POLLRDHUP` is missing: [`peer_has_closed`] peeks instead, and sees the peer's end only
 //!   once the bytes it sent before have been read.
+//! - the destination of a datagram (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) is not asked for:
+//!   [`ask_destinations`] answers `Unsupported`, and a UDP socket bound to a wildcard
+//!   address answers from the address the system picks by its routes, which a client that
+//!   sent to another of the host's addresses (and connected its socket) does not take.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::Pipe;
+use super::{Destination, Pipe};
 
 /// The size assumed for a pipe whose size cannot be asked (POSIX guarantees only
 /// `PIPE_BUF`; common systems give 16–64 KiB, and nothing here relies on the figure while
@@ -101,6 +106,30 @@ pub(crate) fn steer_reuseport_to_first(_listener: BorrowedFd<'_>) -> io::Result<
 
 /// See [`steer_reuseport_to_first`]: always `Unsupported`.
 pub(crate) fn unsteer_reuseport(_listener: BorrowedFd<'_>) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The destination of a datagram is asked for on Linux only: always `Unsupported` (the
+/// socket is then read and answered with `recvfrom` and `sendto`, as before).
+pub(crate) fn ask_destinations(_socket: BorrowedFd<'_>, _ipv6: bool) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Never called where [`ask_destinations`] refused: always `Unsupported`.
+pub(crate) fn recv_with_destination(
+    _socket: BorrowedFd<'_>,
+    _buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<Destination>)> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Never called where [`ask_destinations`] refused: always `Unsupported`.
+pub(crate) fn send_from(
+    _socket: BorrowedFd<'_>,
+    _data: &[u8],
+    _peer: &SocketAddr,
+    _from: &Destination,
+) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

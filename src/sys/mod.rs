@@ -8,7 +8,8 @@
 //!   `raise`); `ids.rs`: user and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`,
 //!   `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
-//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, reuseport BPF);
+//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, reuseport BPF,
+//!   `recvmsg`/`sendmsg` with `IP_PKTINFO` for UDP answers from the address asked);
 //!   `fallback.rs` has the same functions for other Unix systems, each with the fallback it
 //!   documents (no splice: copy; `accept` and `fcntl` for `accept4`). `--cfg
 //!   socketkit_sys_fallback` builds the fallback on Linux too, so that it is compiled and
@@ -40,8 +41,9 @@ pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_i
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
-    accept_nonblocking, grow_pipe, peer_has_closed, set_bind_address_no_port, set_defer_accept,
-    splice, steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
+    accept_nonblocking, ask_destinations, grow_pipe, peer_has_closed, recv_with_destination,
+    send_from, set_bind_address_no_port, set_defer_accept, splice, steer_reuseport_to_first,
+    tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
     Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,
@@ -50,6 +52,17 @@ pub(crate) use posix::{
     splice_unsupported, terminate, thread_cpu_time, wait_readable, wait_readable_watching,
     wait_writable,
 };
+
+/// The local address a UDP datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` tell
+/// it, and the interface it came in on: where the answer to it goes out from (a socket
+/// bound to a wildcard address would otherwise answer from the address its route picks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Destination {
+    /// The address; an IPv4 client of a dual-stack socket has an IPv4 one, not a mapped one.
+    pub(crate) ip: std::net::IpAddr,
+    /// The interface index (what a link-local IPv6 address needs to mean anything).
+    pub(crate) interface: u32,
+}
 
 /// A non-blocking pipe, closed on drop.
 #[derive(Debug)]
@@ -225,6 +238,56 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
+    }
+
+    /// A UDP socket bound to `bind`, asked for destinations, takes a datagram sent to `to`
+    /// from a client connected there, answers it from where it came, and the client takes
+    /// the answer. Where destinations cannot be asked (the fallback), nothing to check.
+    fn answered_from_the_destination(bind: &str, to: &str) -> io::Result<()> {
+        use std::net::{SocketAddr, UdpSocket};
+        use std::os::fd::AsFd;
+        let bind: SocketAddr = bind.parse().map_err(io::Error::other)?;
+        let server = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            None,
+        )?;
+        if bind.is_ipv6() {
+            server.set_only_v6(false)?;
+        }
+        server.bind(&bind.into())?;
+        let server = UdpSocket::from(server);
+        match ask_destinations(server.as_fd(), bind.is_ipv6()) {
+            Err(err) if err.kind() == io::ErrorKind::Unsupported => return Ok(()),
+            asked => asked?,
+        }
+        let to: std::net::IpAddr = to.parse().map_err(io::Error::other)?;
+        let to = SocketAddr::new(to, server.local_addr()?.port());
+        let client = UdpSocket::bind(SocketAddr::new(to.ip(), 0))?;
+        client.connect(to)?;
+        client.set_read_timeout(Some(Duration::from_secs(5)))?;
+        client.send(b"ping")?;
+        let mut buf = [0u8; 16];
+        let (n, peer, destination) = recv_with_destination(server.as_fd(), &mut buf)?;
+        assert_eq!(&buf[..n], b"ping");
+        let destination = destination.expect("the kernel tells the destination");
+        assert_eq!(destination.ip, to.ip());
+        assert_eq!(send_from(server.as_fd(), b"pong", &peer, &destination)?, 4);
+        assert_eq!(
+            client.recv(&mut buf)?,
+            4,
+            "the connected client takes the answer"
+        );
+        assert_eq!(&buf[..4], b"pong");
+        Ok(())
+    }
+
+    #[test]
+    fn wildcard_udp_sockets_answer_from_the_address_a_datagram_came_to() -> io::Result<()> {
+        answered_from_the_destination("0.0.0.0:0", "127.0.0.2")?;
+        // A dual-stack socket: an IPv4 client (IPv4-mapped), and an IPv6 one.
+        answered_from_the_destination("[::]:0", "127.0.0.2")?;
+        answered_from_the_destination("[::]:0", "::1")
     }
 
     #[test]

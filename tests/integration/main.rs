@@ -147,3 +147,6 @@ mod tls_reload;
 mod tls_server;
 /// The tutorial's server and client, against Python ports of each other.
 mod tutorial;
+/// UDP listeners on a wildcard address (`serve`, `forward`): each answer from the address
+/// its client sent to, which a connected client needs.
+mod udp_wildcard;

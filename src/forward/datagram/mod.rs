@@ -284,7 +284,7 @@ impl BoundDatagramForward {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         tokio::pin!(shutdown);
         loop {
-            let (len, from) = tokio::select! {
+            let (len, from, destination) = tokio::select! {
                 () = &mut shutdown => break,
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok(got) => got,
@@ -314,6 +314,7 @@ impl BoundDatagramForward {
                 None => continue,
             };
             client.touch();
+            client.came_to(destination);
             let mut sent = client.upstream.send(&buf[..len]).await;
             if let Err(err) = &sent
                 && client.upstream.is_unix()
@@ -326,6 +327,7 @@ impl BoundDatagramForward {
                 sent = match self.client(&clients, &from, &mut turns, &mut tasks) {
                     Some(fresh) => {
                         fresh.touch();
+                        fresh.came_to(destination);
                         fresh.upstream.send(&buf[..len]).await
                     }
                     // Said by `client`.

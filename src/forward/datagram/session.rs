@@ -1,5 +1,6 @@
 //! One client of the datagram relay: its upstream socket, connected to its target, and the
-//! task that sends the target's answers back to it until the pair has been idle.
+//! task that sends the target's answers back to it until the pair has been idle, from the
+//! address the client sent to (a listener bound to a wildcard address has many).
 
 use std::collections::HashMap;
 use std::io;
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 use super::MAX_DATAGRAM;
 use crate::error::describe;
 use crate::metrics::{ListenerMetrics, TargetMetrics};
-use crate::net::ConnectedDatagram;
+use crate::net::{ConnectedDatagram, Destination};
 use crate::server::DatagramListener;
 use crate::socket::Address;
 
@@ -22,6 +23,9 @@ pub(super) struct Client {
     /// Where `upstream` is connected.
     pub(super) target: Arc<Address>,
     last: Mutex<Instant>,
+    /// The local address the client's last datagram was sent to, which answers go out
+    /// from (`None`: the listener has one address, or cannot tell).
+    destination: Mutex<Option<Destination>>,
     /// Told when the client's upstream socket is replaced: its answering task ends.
     retired: tokio::sync::Notify,
     /// The listener's metrics, and when the client came: its "connection" ends when the
@@ -55,6 +59,7 @@ impl Client {
             upstream,
             target,
             last: Mutex::new(Instant::now()),
+            destination: Mutex::new(None),
             retired: tokio::sync::Notify::new(),
             metered,
             target_metrics,
@@ -69,6 +74,17 @@ impl Client {
     /// When traffic last passed either way.
     fn last(&self) -> Instant {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes the local address a datagram from the client was sent to: the target's answers
+    /// go out from it, so that a client that connected its socket to that address takes them.
+    pub(super) fn came_to(&self, destination: Option<Destination>) {
+        *self.destination.lock().unwrap_or_else(|p| p.into_inner()) = destination;
+    }
+
+    /// The local address answers to the client go out from (see [`Client::came_to`]).
+    fn destination(&self) -> Option<Destination> {
+        *self.destination.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -115,7 +131,7 @@ pub(super) async fn answer(
             received = client.upstream.recv_whole(&mut buf) => match received {
                 Ok(len) => {
                     client.touch();
-                    match listener.send_to(&buf[..len], &from).await {
+                    match listener.send_to(&buf[..len], &from, client.destination()).await {
                         // A datagram goes whole or not at all.
                         Ok(()) => {
                             if let Some((metrics, _)) = &client.metered {

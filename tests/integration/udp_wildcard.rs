@@ -1,0 +1,116 @@
+//! UDP listeners bound to a wildcard address (`udp::PORT`, `udp:0.0.0.0:PORT`,
+//! `udp:[::]:PORT`) answer each client from the address it sent to: a client whose socket
+//! is connected to 127.0.0.2 (as `nc -u` and `socketkit connect udp:` connect theirs) takes
+//! only datagrams from 127.0.0.2, and an answer from the host's primary address would be
+//! dropped without a word (an outside audit found `serve` and `forward` doing that).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::IO_TIMEOUT;
+use crate::support::process::{Running, run, socketkit};
+
+/// `socketkit serve echo -l LISTEN`, running.
+fn echo(listen: &str) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", listen]);
+    Running::start(cmd, 1)
+}
+
+/// Sends `data` from a socket bound to `from` and connected to `to`, and returns the
+/// answer, which such a socket takes only from `to` itself.
+fn ask_connected(from: &str, to: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let socket = UdpSocket::bind(from)?;
+    socket.connect(to)?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.send(data)?;
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf)?;
+    Ok(buf[..n].to_vec())
+}
+
+/// The address and port of `running`'s first listener, at `host` instead of its own.
+fn at(host: &str, running: &Running) -> Result<SocketAddr, std::net::AddrParseError> {
+    Ok(SocketAddr::new(host.parse()?, running.port()))
+}
+
+#[test]
+fn serve_on_any_ipv4_address_answers_from_the_address_asked() -> TestResult {
+    for listen in ["udp::0", "udp:0.0.0.0:0"] {
+        let server = echo(listen);
+        for host in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
+            let answer = ask_connected("127.0.0.1:0", at(host, &server)?, host.as_bytes())
+                .map_err(|err| format!("{listen}, a client connected to {host}: {err}"))?;
+            assert_eq!(answer, host.as_bytes(), "{listen}, asked at {host}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn serve_on_the_ipv6_any_address_answers_ipv6_and_ipv4_clients_from_where_they_sent() -> TestResult
+{
+    let server = echo("udp:[::]:0");
+    let answer = ask_connected("[::1]:0", at("::1", &server)?, b"six")
+        .map_err(|err| format!("a client connected to ::1: {err}"))?;
+    assert_eq!(answer, b"six");
+    // A dual-stack socket: IPv4 clients arrive IPv4-mapped, and are answered from the IPv4
+    // address they sent to.
+    let answer = ask_connected("127.0.0.1:0", at("127.0.0.2", &server)?, b"four")
+        .map_err(|err| format!("a client connected to 127.0.0.2: {err}"))?;
+    assert_eq!(answer, b"four");
+    Ok(())
+}
+
+#[test]
+fn socketkit_connect_to_a_second_address_gets_its_echo() -> TestResult {
+    let server = echo("udp::0");
+    let mut cmd = socketkit();
+    cmd.arg("connect")
+        .arg(format!("udp:127.0.0.2:{}", server.port()))
+        .args(["--wait", "500ms"]);
+    let out = run(cmd, b"hi\n".to_vec(), Duration::from_secs(15));
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"hi\n", "the echo, from 127.0.0.2");
+    Ok(())
+}
+
+#[test]
+fn forward_on_any_address_answers_each_client_from_the_address_it_sent_to() -> TestResult {
+    let target = echo("udp:127.0.0.1:0");
+    for listen in ["udp::0", "udp:0.0.0.0:0"] {
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", listen, "--to"])
+            .arg(&target.endpoints()[0]);
+        let relay = Running::start(cmd, 1);
+        // Two clients at two addresses, and one of them again: each answer from where it
+        // was sent.
+        for (from, host) in [
+            ("127.0.0.1:0", "127.0.0.2"),
+            ("127.0.0.1:0", "127.0.0.3"),
+            ("127.0.0.1:0", "127.0.0.1"),
+        ] {
+            let answer = ask_connected(from, at(host, &relay)?, host.as_bytes())
+                .map_err(|err| format!("{listen}, a client connected to {host}: {err}"))?;
+            assert_eq!(answer, host.as_bytes(), "{listen}, asked at {host}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn forward_on_the_ipv6_any_address_answers_ipv6_clients() -> TestResult {
+    let target = echo("udp:127.0.0.1:0");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:[::]:0", "--to"])
+        .arg(&target.endpoints()[0]);
+    let relay = Running::start(cmd, 1);
+    let answer = ask_connected("[::1]:0", at("::1", &relay)?, b"six")
+        .map_err(|err| format!("a client connected to ::1: {err}"))?;
+    assert_eq!(answer, b"six");
+    let answer = ask_connected("127.0.0.1:0", at("127.0.0.2", &relay)?, b"four")
+        .map_err(|err| format!("a client connected to 127.0.0.2: {err}"))?;
+    assert_eq!(answer, b"four");
+    Ok(())
+}
