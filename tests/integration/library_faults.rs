@@ -343,3 +343,50 @@ fn create_server_and_create_connection_take_a_unix_path_as_text() -> TestResult 
     assert_eq!(got, b"over a path given as text");
     Ok(())
 }
+
+/// A bridge with an idle limit, to a peer that reads slowly (a pause longer than the
+/// limit's tick, shorter than the limit): everything arrives. A send that waited a tick with
+/// no byte taken used to stop the sending for good, the rest of the input never sent.
+#[test]
+fn a_bridge_with_an_idle_limit_keeps_sending_to_a_peer_that_reads_slowly() -> TestResult {
+    const TOTAL: usize = 96 * 1024;
+    let listener = Socket::new(Family::Inet, Type::Stream)?;
+    // Small buffers on both sides, so that the sender waits on the reader.
+    listener.set_recv_buffer_size(4096)?;
+    listener.bind(("127.0.0.1", 0))?;
+    listener.listen(1)?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (peer, _) = listener.accept().map_err(std::io::Error::from)?;
+        peer.set_timeout(Some(IO_TIMEOUT)).map_err(std::io::Error::from)?;
+        let mut got = 0;
+        let mut buf = [0u8; 8192];
+        for read in 0.. {
+            let n = peer.recv_into(&mut buf).map_err(std::io::Error::from)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+            // The first few reads pause longer than the limit's tick (100 ms), well within
+            // the limit; then the rest is taken at once (what the kernels hold once the
+            // input has ended would otherwise take longer than the limit to drain, with no
+            // byte moving at the bridge's socket).
+            if read < 4 {
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+        Ok(got)
+    });
+    let mut ours = socket::create_connection(addr, Some(IO_TIMEOUT))?;
+    ours.set_send_buffer_size(4096)?;
+    let input = Input::spawn(std::io::Cursor::new(vec![7u8; TOTAL]), 64 * 1024)?;
+    let options = BridgeOptions {
+        idle_timeout: Some(Duration::from_millis(400)),
+        ..BridgeOptions::default()
+    };
+    let end = client::bridge(&mut ours, &input, Output::writer(std::io::sink()), options)?;
+    assert_eq!(end, BridgeEnd::PeerClosed);
+    let got = reader.join().map_err(|_| "the reader panicked")??;
+    assert_eq!(got, TOTAL);
+    Ok(())
+}

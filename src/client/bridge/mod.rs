@@ -157,6 +157,7 @@ pub fn bridge(
             direction: options.direction,
             half_close: !options.keep_write_open,
             shared: options.shared_input,
+            idle: options.idle_timeout,
         };
         let direction = sending.direction;
         let sender = scope.spawn(move || {
@@ -322,6 +323,40 @@ struct Sending {
     direction: Direction,
     half_close: bool,
     shared: bool,
+    /// The idle limit, whose tick is the socket's timeout (see [`send_whole`]).
+    idle: Option<Duration>,
+}
+
+/// Sends all of `buf`. With an idle limit the socket's timeout is the limit's tick, so a
+/// `send(2)` that waits that long with no byte taken fails: that is no failure of the
+/// bridge while the connection has moved bytes within the limit (a peer that reads slowly,
+/// or stops for a moment), and the send is made again. (`Socket::sendall` takes its
+/// timeout for the whole call, as Python does, which a tick would cut short.) Progress
+/// counts as activity as it is made.
+fn send_whole(
+    socket: &Socket,
+    mut buf: &[u8],
+    activity: &Activity,
+    idle: Option<Duration>,
+) -> Result<()> {
+    while !buf.is_empty() {
+        match socket.send(buf) {
+            Ok(0) => {
+                let err = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(Error::without_target(Op::Send, err));
+            }
+            Ok(n) => {
+                buf = &buf[n..];
+                activity.touch();
+            }
+            Err(err)
+                if err.kind() == io::ErrorKind::TimedOut
+                    && idle.is_some_and(|idle| activity.quiet_for() < idle) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
@@ -347,7 +382,7 @@ fn send_input(
         match next {
             Next::Data(buf) => {
                 last_input = Some(Instant::now());
-                match socket.sendall(&buf) {
+                match send_whole(socket, &buf, activity, sending.idle) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
                         return SendEnd::Reset(err);
@@ -356,7 +391,6 @@ fn send_input(
                     Err(_) => return SendEnd::Stopped,
                 }
                 ByteCounts::add(sent, buf.len());
-                activity.touch();
                 input.recycle(buf);
             }
             // A shared input's next bytes are the next connection's, paused or not.
