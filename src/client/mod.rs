@@ -4,8 +4,9 @@
 //! The bridge's contract, written down in `docs/cli.md` and tested row by row:
 //! - bytes pass untouched both ways at once, in constant memory;
 //! - streams: end of input half-closes the socket (`shutdown(SHUT_WR)`) and output goes on;
-//!   the peer closing ends the bridge successfully once everything it sent is written; a
-//!   reset is an error;
+//!   the peer closing ends the bridge successfully once everything it sent is written (and
+//!   once input that keeps coming, each pause under a second, has gone to a peer that only
+//!   half-closed); a reset is an error;
 //! - datagrams: each input read is one datagram (at most [`max_datagram`] bytes); each
 //!   datagram received is written whole, and one the system cut anyway is warned about;
 //!   after end of input the bridge waits for replies until none has come for the `wait`
