@@ -272,10 +272,19 @@ async fn run<S: AsyncRead + AsyncWrite>(
             std::future::pending::<()>().await;
         }
         while let Some(buf) = chunks.recv().await {
-            writer.write_all(&buf).await?;
+            // A piece at a time, each counted as activity when the session takes it: a peer
+            // that reads slowly is seen taking bytes, not stuck for a whole chunk (see the
+            // plain bridge's `send_whole`).
+            let mut rest = &buf[..];
+            while !rest.is_empty() {
+                match writer.write(rest).await? {
+                    0 => return Err(io::ErrorKind::WriteZero.into()),
+                    n => rest = &rest[n..],
+                }
+                activity.touch();
+            }
             writer.flush().await?;
             ByteCounts::add(sent_bytes, buf.len());
-            activity.touch();
             input.recycle(buf);
         }
         if keep_write_open {

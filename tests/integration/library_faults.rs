@@ -358,7 +358,8 @@ fn a_bridge_with_an_idle_limit_keeps_sending_to_a_peer_that_reads_slowly() -> Te
     let addr = listener.local_addr()?;
     let reader = std::thread::spawn(move || -> std::io::Result<usize> {
         let (peer, _) = listener.accept().map_err(std::io::Error::from)?;
-        peer.set_timeout(Some(IO_TIMEOUT)).map_err(std::io::Error::from)?;
+        peer.set_timeout(Some(IO_TIMEOUT))
+            .map_err(std::io::Error::from)?;
         let mut got = 0;
         let mut buf = [0u8; 8192];
         for read in 0.. {
@@ -385,6 +386,51 @@ fn a_bridge_with_an_idle_limit_keeps_sending_to_a_peer_that_reads_slowly() -> Te
         ..BridgeOptions::default()
     };
     let end = client::bridge(&mut ours, &input, Output::writer(std::io::sink()), options)?;
+    assert_eq!(end, BridgeEnd::PeerClosed);
+    let got = reader.join().map_err(|_| "the reader panicked")??;
+    assert_eq!(got, TOTAL);
+    Ok(())
+}
+
+/// A bridge whose peer half-closed first and reads slowly (8 KiB every 50 ms, under a
+/// chunk of input a second), with kernel buffers too small to hold the input: everything
+/// arrives. A blocking send of a whole chunk returned only once all of it was queued, so
+/// the sender looked stuck after a second, and the rest of the input was cut (exit 0 in
+/// the CLI).
+#[test]
+fn a_peer_that_half_closed_and_reads_slowly_gets_all_the_input() -> TestResult {
+    const TOTAL: usize = 384 * 1024;
+    let listener = Socket::new(Family::Inet, Type::Stream)?;
+    listener.set_recv_buffer_size(8192)?;
+    listener.bind(("127.0.0.1", 0))?;
+    listener.listen(1)?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (peer, _) = listener.accept().map_err(std::io::Error::from)?;
+        peer.set_timeout(Some(IO_TIMEOUT))
+            .map_err(std::io::Error::from)?;
+        peer.shutdown(Shutdown::Write)
+            .map_err(std::io::Error::from)?;
+        let mut got = 0;
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = peer.recv_into(&mut buf).map_err(std::io::Error::from)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got += n;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut ours = socket::create_connection(addr, None)?;
+    ours.set_send_buffer_size(8192)?;
+    let input = Input::spawn(std::io::Cursor::new(vec![7u8; TOTAL]), 256 * 1024)?;
+    let end = client::bridge(
+        &mut ours,
+        &input,
+        Output::writer(std::io::sink()),
+        BridgeOptions::default(),
+    )?;
     assert_eq!(end, BridgeEnd::PeerClosed);
     let got = reader.join().map_err(|_| "the reader panicked")??;
     assert_eq!(got, TOTAL);

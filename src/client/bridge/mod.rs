@@ -150,9 +150,12 @@ pub fn bridge(
     let counts = options.counts.as_deref();
     let (received, sent) = (counts.map(|c| &c.received), counts.map(|c| &c.sent));
     let delivered = AtomicBool::new(false);
+    // Set while the sender has bytes the peer has not taken yet (see `send_input`).
+    let in_send = AtomicBool::new(false);
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
-        let (done, activity, delivered) = (&done, &activity, &delivered);
+        let (done, activity, delivered, peer) = (&done, &activity, &delivered, &peer);
+        let in_send = &in_send;
         let sending = Sending {
             direction: options.direction,
             half_close: !options.keep_write_open,
@@ -161,7 +164,13 @@ pub fn bridge(
         };
         let direction = sending.direction;
         let sender = scope.spawn(move || {
-            let send_end = send_input(input, socket, done, activity, sent, sending);
+            let sender = Sender {
+                socket,
+                peer,
+                activity,
+                in_send,
+            };
+            let send_end = send_input(input, &sender, done, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
@@ -174,7 +183,7 @@ pub fn bridge(
         });
         let end = receive(
             socket,
-            &peer,
+            peer,
             output,
             activity,
             options.idle_timeout,
@@ -192,11 +201,12 @@ pub fn bridge(
             _ => LINGER,
         };
         // A sender that still sends input as it comes (see `input_has_paused`) is waited
-        // for as long as it makes progress.
+        // for as long as it makes progress; one waiting for input stops by itself.
         let stuck = loop {
             match sender_done.recv_timeout(linger) {
                 Err(mpsc::RecvTimeoutError::Timeout)
-                    if linger.is_zero() || activity.quiet_for() >= linger =>
+                    if linger.is_zero()
+                        || (in_send.load(Ordering::Relaxed) && activity.quiet_for() >= linger) =>
                 {
                     break true;
                 }
@@ -205,6 +215,14 @@ pub fn bridge(
             }
         };
         if stuck {
+            if !linger.is_zero() {
+                // Input was still going to a peer that closed its side: not silently.
+                tracing::warn!(
+                    "the peer closed its side and took no input for {}: the rest of the \
+                     input was not sent",
+                    humantime::format_duration(linger)
+                );
+            }
             let _ = socket.shutdown(Shutdown::Both);
         }
         match (end, sender.join()) {
@@ -327,31 +345,33 @@ struct Sending {
     idle: Option<Duration>,
 }
 
-/// Sends all of `buf`. With an idle limit the socket's timeout is the limit's tick, so a
-/// `send(2)` that waits that long with no byte taken fails: that is no failure of the
-/// bridge while the connection has moved bytes within the limit (a peer that reads slowly,
-/// or stops for a moment), and the send is made again. (`Socket::sendall` takes its
-/// timeout for the whole call, as Python does, which a tick would cut short.) Progress
-/// counts as activity as it is made.
+/// Sends all of `buf`, a piece at a time as the peer makes room (`send(2)` without
+/// waiting, then `poll(2)` for room): each piece counts as activity when it goes, so that
+/// a peer reading slowly is seen taking bytes (a blocking send of a whole chunk would
+/// return only once all of it is queued, a second or more for a slow reader), and the
+/// idle limit is kept between pieces. A wait with no room is no failure while the
+/// connection has moved bytes within the limit.
 fn send_whole(
     socket: &Socket,
     mut buf: &[u8],
     activity: &Activity,
     idle: Option<Duration>,
-) -> Result<()> {
+) -> io::Result<()> {
+    let fd = socket.fileno();
     while !buf.is_empty() {
-        match socket.send(buf) {
-            Ok(0) => {
-                let err = io::Error::from(io::ErrorKind::WriteZero);
-                return Err(Error::without_target(Op::Send, err));
-            }
+        match net::send_nowait(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 buf = &buf[n..];
                 activity.touch();
             }
-            Err(err)
-                if err.kind() == io::ErrorKind::TimedOut
-                    && idle.is_some_and(|idle| activity.quiet_for() < idle) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let wait = idle.map_or(POLL, tick);
+                let room = net::wait_writable(fd, Some(wait))?;
+                if !room && idle.is_some_and(|idle| activity.quiet_for() >= idle) {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }
@@ -359,17 +379,31 @@ fn send_whole(
     Ok(())
 }
 
+/// The sending side's hold on the connection: the socket, the peer as errors name it,
+/// where progress is noted, and whether bytes are waiting for the peer to take them.
+struct Sender<'a> {
+    socket: &'a Socket,
+    peer: &'a Peer,
+    activity: &'a Activity,
+    in_send: &'a AtomicBool,
+}
+
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
 /// coming ([`input_has_paused`]: a peer that half-closed may still read it) — and with a
 /// shared input, nothing: what it reads is the next connection's.
 fn send_input(
     input: &Input,
-    socket: &Socket,
+    sender: &Sender<'_>,
     done: &AtomicBool,
-    activity: &Activity,
     sent: Option<&AtomicU64>,
     sending: Sending,
 ) -> SendEnd {
+    let Sender {
+        socket,
+        peer,
+        activity,
+        in_send,
+    } = *sender;
     if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
     }
@@ -382,10 +416,13 @@ fn send_input(
         match next {
             Next::Data(buf) => {
                 last_input = Some(Instant::now());
-                match send_whole(socket, &buf, activity, sending.idle) {
+                in_send.store(true, Ordering::Relaxed);
+                let result = send_whole(socket, &buf, activity, sending.idle);
+                in_send.store(false, Ordering::Relaxed);
+                match result {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                        return SendEnd::Reset(err);
+                        return SendEnd::Reset(peer.error(Op::Send, err));
                     }
                     // The peer is gone; the receiving side reports how.
                     Err(_) => return SendEnd::Stopped,
