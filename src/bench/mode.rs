@@ -160,6 +160,11 @@ pub(crate) async fn request(
         (None, false) => 65_535,
     };
     buf.resize(longest + 1, 0);
+    // An answer already waiting belongs to no request of ours (a server that answered the
+    // last one twice): every request sends the same bytes, so it would pass for this one's.
+    if let Err(err) = socket.discard_queued(buf) {
+        return record(stats, started, Err(err));
+    }
     let result = bounded(config.timeout, async {
         socket.send(payload).await?;
         let n = socket.recv(buf).await?;

@@ -66,6 +66,25 @@ impl ConnectedDatagram {
         }
     }
 
+    /// Takes off the socket, without waiting, the datagrams already there (into `buf`), and
+    /// returns how many: what a request/reply client clears before its next request, so
+    /// that an answer the server sent twice is not taken for the next one's. An error the
+    /// socket holds (ICMP port unreachable) is returned: the kernel reports it once.
+    pub(crate) fn discard_queued(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut discarded = 0;
+        loop {
+            let taken = match self {
+                ConnectedDatagram::Udp(socket) => socket.try_recv(buf),
+                ConnectedDatagram::Unix { socket, .. } => socket.try_recv(buf),
+            };
+            match taken {
+                Ok(_) => discarded += 1,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(discarded),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// Receives one datagram from the peer whole, growing `buf` for a Unix datagram longer
     /// than it (see [`next_unix_datagram_len`]); a UDP datagram longer than `buf` is cut.
     pub(crate) async fn recv_whole(&self, buf: &mut Vec<u8>) -> io::Result<usize> {

@@ -113,6 +113,45 @@ fn a_late_udp_answer_is_never_taken_for_the_next_request() {
     done.store(true, Ordering::Relaxed);
 }
 
+/// A UDP server that answers every request twice: the second answer is no answer to the
+/// next request (it used to be taken for one, doubling the count at a latency of nothing).
+#[test]
+fn a_duplicate_udp_answer_is_not_taken_for_the_next_request() {
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr");
+    server
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let (received, done) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (count, stop) = (Arc::clone(&received), Arc::clone(&done));
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok((n, from)) = server.recv_from(&mut buf) {
+                count.fetch_add(1, Ordering::Relaxed);
+                let _ = server.send_to(&buf[..n], from);
+                let _ = server.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let out = bench(
+        &format!("udp:{addr}"),
+        "--mode echo --size 16 -c 1 -d 500ms --warmup 0 --json",
+    );
+    done.store(true, Ordering::Relaxed);
+    let completed = json(&out)["completed"].as_u64().unwrap_or(0);
+    let asked = received.load(Ordering::Relaxed);
+    assert!(completed > 0, "{}", out.stderr);
+    assert!(
+        completed <= asked,
+        "{completed} completed, {asked} requests"
+    );
+}
+
 /// `--count N` stops starting operations once N have completed: with one worker the server
 /// sees N connections, not the hundreds a 20 ms look at the count let through.
 #[test]
