@@ -224,15 +224,18 @@ impl Managed {
         if let Some(metrics) = metrics {
             metrics.start();
         }
-        // After the readiness lines, which nothing may come before.
-        for warning in left_behind {
-            tracing::warn!("{warning}");
-        }
         if let Some(ready) = self.inherited.take_ready() {
             report_ready(ready);
         }
         tell_manager(ManagerState::Ready);
-        let served = serve(server).await;
+        // `serve` says its own lines (a TLS certificate's fingerprint) before it returns
+        // the future: the warnings come after them and the readiness lines, which nothing
+        // may come before.
+        let serving = serve(server);
+        for warning in left_behind {
+            tracing::warn!("{warning}");
+        }
+        let served = serving.await;
         drop(pid_file);
         Ok(served?)
     }

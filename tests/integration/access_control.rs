@@ -427,6 +427,42 @@ fn serve_as_nobody_in(
     (server.stderr(), [socket, pid_file])
 }
 
+/// The warning of files left behind comes after every line a script reads at start: the
+/// readiness lines, and a self-signed certificate's fingerprint.
+#[test]
+fn the_files_warning_comes_after_the_tls_fingerprint_too() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    if !as_root() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let socket = dir.path().join("t.sock");
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "tls:127.0.0.1:0",
+        "--tls-self-signed",
+    ])
+    .args([
+        "-l",
+        &format!("unix:{}", socket.display()),
+        "--user",
+        "nobody",
+    ]);
+    let server = Running::start(cmd, 2);
+    server.wait_for_stderr(&["will stay after exit"], IO_TIMEOUT);
+    let log = server.stderr();
+    let fingerprint = log
+        .find("SHA-256 fingerprint")
+        .ok_or("no fingerprint line")?;
+    let warning = log.find("will stay after exit").ok_or("no warning")?;
+    assert!(fingerprint < warning, "{log}");
+    Ok(())
+}
+
 #[test]
 fn a_dropped_user_has_its_pid_file_and_is_told_of_files_it_cannot_remove() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
