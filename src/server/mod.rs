@@ -120,7 +120,10 @@ use task::{AsyncSpawner, BlockingSpawner};
 /// An `Err` ends the connection and is logged at debug level (`-v`); it never stops the
 /// server.
 pub trait Handler: Send + Sync + 'static {
-    /// Serves `conn` until done; the connection is closed when the future completes.
+    /// Serves `conn` until done; the connection is closed when the future completes (with an
+    /// `Err` too: the handler decided to end, and may have answered in full). A handler that
+    /// panics leaves its answer cut short: its connection is reset, so that the client does
+    /// not take what it got for a whole answer.
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static;
 
     /// For a handler whose whole job is to send some bytes and close (a greeting, the
