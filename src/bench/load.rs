@@ -304,7 +304,8 @@ async fn open_loop(
                         stats.fail_io(&err);
                         paused.store(true, Ordering::Relaxed);
                         pause(&ending).await;
-                        return drop(permit);
+                        drop(permit);
+                        return;
                     }
                 },
                 false => None,

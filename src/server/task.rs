@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::io;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -194,22 +193,15 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
         let Some(work) = this.work.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| work.poll(cx))) {
-            Ok(Poll::Ready(result)) => {
-                if let Err(err) = result {
-                    tracing::debug!("connection ended: {}", describe(&err));
-                }
-                Poll::Ready(())
+        // A handler that panics drops what it holds as the panic unwinds, its connection
+        // too, which resets then (`shutdown::is_cut_short`): its answer was cut short.
+        if let Poll::Ready(result) = work.poll(cx) {
+            if let Err(err) = result {
+                tracing::debug!("connection ended: {}", describe(&err));
             }
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => {
-                // The handler's answer was cut short: its sockets close with a reset (tokio
-                // would drop the future later, outside the unwinding, closing them cleanly).
-                // Then the panic goes on to tokio, which reports it as any task's.
-                shutdown::dropping_forced(|| this.work.set(None));
-                std::panic::resume_unwind(panic)
-            }
+            return Poll::Ready(());
         }
+        Poll::Pending
     }
 }
 

@@ -313,8 +313,7 @@ impl BoundDatagramForward {
                 Some(client) => client,
                 None => continue,
             };
-            client.touch();
-            client.came_to(destination);
+            client.came(destination);
             let mut sent = client.upstream.send(&buf[..len]).await;
             if let Err(err) = &sent
                 && client.upstream.is_unix()
@@ -326,8 +325,7 @@ impl BoundDatagramForward {
                 retire(&clients, &from, &client);
                 sent = match self.client(&clients, &from, &mut turns, &mut tasks) {
                     Some(fresh) => {
-                        fresh.touch();
-                        fresh.came_to(destination);
+                        fresh.came(destination);
                         fresh.upstream.send(&buf[..len]).await
                     }
                     // Said by `client`.

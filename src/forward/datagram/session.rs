@@ -22,10 +22,9 @@ pub(super) struct Client {
     pub(super) upstream: ConnectedDatagram,
     /// Where `upstream` is connected.
     pub(super) target: Arc<Address>,
-    last: Mutex<Instant>,
-    /// The local address the client's last datagram was sent to, which answers go out
-    /// from (`None`: the listener has one address, or cannot tell).
-    destination: Mutex<Option<Destination>>,
+    /// When traffic last passed either way, and where the client's last datagram was sent
+    /// (one lock for both: each datagram from the client sets them together).
+    seen: Mutex<Seen>,
     /// Told when the client's upstream socket is replaced: its answering task ends.
     retired: tokio::sync::Notify,
     /// The listener's metrics, and when the client came: its "connection" ends when the
@@ -58,34 +57,55 @@ impl Client {
         Client {
             upstream,
             target,
-            last: Mutex::new(Instant::now()),
-            destination: Mutex::new(None),
+            seen: Mutex::new(Seen {
+                last: Instant::now(),
+                destination: None,
+            }),
             retired: tokio::sync::Notify::new(),
             metered,
             target_metrics,
         }
     }
 
-    /// Marks traffic passing now.
+    /// Marks traffic passing now (an answer from the target).
     pub(super) fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.seen().last = Instant::now();
+    }
+
+    /// Marks a datagram from the client passing now, sent to the local address
+    /// `destination`: the target's answers go out from it, so that a client that connected
+    /// its socket to that address takes them.
+    pub(super) fn came(&self, destination: Option<Destination>) {
+        *self.seen() = Seen {
+            last: Instant::now(),
+            destination,
+        };
     }
 
     /// When traffic last passed either way.
     fn last(&self) -> Instant {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen().last
     }
 
-    /// Notes the local address a datagram from the client was sent to: the target's answers
-    /// go out from it, so that a client that connected its socket to that address takes them.
-    pub(super) fn came_to(&self, destination: Option<Destination>) {
-        *self.destination.lock().unwrap_or_else(|p| p.into_inner()) = destination;
-    }
-
-    /// The local address answers to the client go out from (see [`Client::came_to`]).
+    /// The local address answers to the client go out from (see [`Client::came`]).
     fn destination(&self) -> Option<Destination> {
-        *self.destination.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen().destination
     }
+
+    /// The client's traffic record, locked (a panic while it was held leaves plain data).
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a client's traffic last did.
+#[derive(Debug)]
+struct Seen {
+    /// When traffic last passed either way.
+    last: Instant,
+    /// The local address the client's last datagram was sent to (`None`: the listener has
+    /// one address, or cannot tell).
+    destination: Option<Destination>,
 }
 
 pub(super) type Clients = Arc<Mutex<HashMap<Address, Arc<Client>>>>;
