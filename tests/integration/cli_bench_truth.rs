@@ -45,6 +45,35 @@ where
     (addr, accepted, done)
 }
 
+/// A UDP server thread that calls `answer` with each datagram and its sender, counting
+/// them, until the returned flag is set (or 20 s pass).
+fn udp_server<F>(answer: F) -> (std::net::SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>)
+where
+    F: Fn(&UdpSocket, &[u8], std::net::SocketAddr) + Send + 'static,
+{
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr");
+    server
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let (received, done) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (count, stop) = (Arc::clone(&received), Arc::clone(&done));
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok((n, from)) = server.recv_from(&mut buf) {
+                count.fetch_add(1, Ordering::Relaxed);
+                answer(&server, &buf[..n], from);
+            }
+        }
+    });
+    (addr, received, done)
+}
+
 /// An echo server that ends each connection after three blocks of 4 KiB: a quota, an idle
 /// limit, a restart. Each worker must come back: the one whose read failed used to wait
 /// for room in its window (which only its reads make) until the end of the run.
@@ -80,22 +109,9 @@ fn an_echo_worker_reconnects_after_the_server_ends_its_connection() {
 /// (every request sends the same bytes), which read as sub-millisecond answers.
 #[test]
 fn a_late_udp_answer_is_never_taken_for_the_next_request() {
-    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = server.local_addr().expect("addr");
-    server
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let done = Arc::new(AtomicBool::new(false));
-    let stop = Arc::clone(&done);
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            if let Ok((n, from)) = server.recv_from(&mut buf) {
-                thread::sleep(Duration::from_millis(150));
-                let _ = server.send_to(&buf[..n], from);
-            }
-        }
+    let (addr, _received, done) = udp_server(|server, datagram, from| {
+        thread::sleep(Duration::from_millis(150));
+        let _ = server.send_to(datagram, from);
     });
     for options in [
         "--mode echo --size 16 -c 1 -d 1s --warmup 0 --timeout 100ms --json",
@@ -117,26 +133,9 @@ fn a_late_udp_answer_is_never_taken_for_the_next_request() {
 /// next request (it used to be taken for one, doubling the count at a latency of nothing).
 #[test]
 fn a_duplicate_udp_answer_is_not_taken_for_the_next_request() {
-    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = server.local_addr().expect("addr");
-    server
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let (received, done) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (count, stop) = (Arc::clone(&received), Arc::clone(&done));
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            if let Ok((n, from)) = server.recv_from(&mut buf) {
-                count.fetch_add(1, Ordering::Relaxed);
-                let _ = server.send_to(&buf[..n], from);
-                let _ = server.send_to(&buf[..n], from);
-            }
-        }
+    let (addr, received, done) = udp_server(|server, datagram, from| {
+        let _ = server.send_to(datagram, from);
+        let _ = server.send_to(datagram, from);
     });
     let out = bench(
         &format!("udp:{addr}"),

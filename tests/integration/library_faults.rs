@@ -344,40 +344,55 @@ fn create_server_and_create_connection_take_a_unix_path_as_text() -> TestResult 
     Ok(())
 }
 
+/// A peer on 127.0.0.1 with a receive buffer of `buffer` bytes (half-closed at once with
+/// `half_close`) that reads 8 KiB at a time, sleeping `pause_ms` after each read that
+/// `pauses_after` picks (by its index), until the end of stream: its address, and the
+/// thread that returns how many bytes it read.
+fn slow_reader(
+    buffer: usize,
+    half_close: bool,
+    pauses_after: fn(usize) -> bool,
+    pause_ms: u64,
+) -> socketkit::Result<(Address, std::thread::JoinHandle<std::io::Result<usize>>)> {
+    let listener = Socket::new(Family::Inet, Type::Stream)?;
+    listener.set_recv_buffer_size(buffer)?;
+    listener.bind(("127.0.0.1", 0))?;
+    listener.listen(1)?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (peer, _) = listener.accept()?;
+        peer.set_timeout(Some(IO_TIMEOUT))?;
+        if half_close {
+            peer.shutdown(Shutdown::Write)?;
+        }
+        let mut got = 0;
+        let mut buf = [0u8; 8192];
+        for read in 0.. {
+            let n = peer.recv_into(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+            if pauses_after(read) {
+                std::thread::sleep(Duration::from_millis(pause_ms));
+            }
+        }
+        Ok(got)
+    });
+    Ok((addr, reader))
+}
+
 /// A bridge with an idle limit, to a peer that reads slowly (a pause longer than the
 /// limit's tick, shorter than the limit): everything arrives. A send that waited a tick with
 /// no byte taken used to stop the sending for good, the rest of the input never sent.
 #[test]
 fn a_bridge_with_an_idle_limit_keeps_sending_to_a_peer_that_reads_slowly() -> TestResult {
     const TOTAL: usize = 96 * 1024;
-    let listener = Socket::new(Family::Inet, Type::Stream)?;
-    // Small buffers on both sides, so that the sender waits on the reader.
-    listener.set_recv_buffer_size(4096)?;
-    listener.bind(("127.0.0.1", 0))?;
-    listener.listen(1)?;
-    let addr = listener.local_addr()?;
-    let reader = std::thread::spawn(move || -> std::io::Result<usize> {
-        let (peer, _) = listener.accept().map_err(std::io::Error::from)?;
-        peer.set_timeout(Some(IO_TIMEOUT))
-            .map_err(std::io::Error::from)?;
-        let mut got = 0;
-        let mut buf = [0u8; 8192];
-        for read in 0.. {
-            let n = peer.recv_into(&mut buf).map_err(std::io::Error::from)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-            // The first few reads pause longer than the limit's tick (100 ms), well within
-            // the limit; then the rest is taken at once (what the kernels hold once the
-            // input has ended would otherwise take longer than the limit to drain, with no
-            // byte moving at the bridge's socket).
-            if read < 4 {
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        }
-        Ok(got)
-    });
+    // The first few reads pause longer than the limit's tick (100 ms), well within the
+    // limit; then the rest is taken at once (what the kernels hold once the input has ended
+    // would otherwise take longer than the limit to drain, with no byte moving at the
+    // bridge's socket).
+    let (addr, reader) = slow_reader(4096, false, |read| read < 4, 150)?;
     let mut ours = socket::create_connection(addr, Some(IO_TIMEOUT))?;
     ours.set_send_buffer_size(4096)?;
     let input = Input::spawn(std::io::Cursor::new(vec![7u8; TOTAL]), 64 * 1024)?;
@@ -400,28 +415,7 @@ fn a_bridge_with_an_idle_limit_keeps_sending_to_a_peer_that_reads_slowly() -> Te
 #[test]
 fn a_peer_that_half_closed_and_reads_slowly_gets_all_the_input() -> TestResult {
     const TOTAL: usize = 384 * 1024;
-    let listener = Socket::new(Family::Inet, Type::Stream)?;
-    listener.set_recv_buffer_size(8192)?;
-    listener.bind(("127.0.0.1", 0))?;
-    listener.listen(1)?;
-    let addr = listener.local_addr()?;
-    let reader = std::thread::spawn(move || -> std::io::Result<usize> {
-        let (peer, _) = listener.accept().map_err(std::io::Error::from)?;
-        peer.set_timeout(Some(IO_TIMEOUT))
-            .map_err(std::io::Error::from)?;
-        peer.shutdown(Shutdown::Write)
-            .map_err(std::io::Error::from)?;
-        let mut got = 0;
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = peer.recv_into(&mut buf).map_err(std::io::Error::from)?;
-            if n == 0 {
-                return Ok(got);
-            }
-            got += n;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let (addr, reader) = slow_reader(8192, true, |_| true, 50)?;
     let mut ours = socket::create_connection(addr, None)?;
     ours.set_send_buffer_size(8192)?;
     let input = Input::spawn(std::io::Cursor::new(vec![7u8; TOTAL]), 256 * 1024)?;

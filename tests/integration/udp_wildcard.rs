@@ -35,15 +35,33 @@ fn at(host: &str, running: &Running) -> Result<SocketAddr, std::net::AddrParseEr
     Ok(SocketAddr::new(host.parse()?, running.port()))
 }
 
+/// Clients connected to each of 127.0.0.2, .3 and .1 at `running`'s port each get their
+/// echo (which a connected socket takes only from the address it is connected to).
+fn each_answered_from_where_it_asked(running: &Running, listen: &str) -> TestResult {
+    for host in ["127.0.0.2", "127.0.0.3", "127.0.0.1"] {
+        let answer = ask_connected("127.0.0.1:0", at(host, running)?, host.as_bytes())
+            .map_err(|err| format!("{listen}, a client connected to {host}: {err}"))?;
+        assert_eq!(answer, host.as_bytes(), "{listen}, asked at {host}");
+    }
+    Ok(())
+}
+
+/// On a dual-stack `[::]` listener: an IPv6 client on ::1, and an IPv4 one (IPv4-mapped)
+/// answered from the IPv4 address it sent to.
+fn ipv6_and_ipv4_clients_answered(running: &Running) -> TestResult {
+    let answer = ask_connected("[::1]:0", at("::1", running)?, b"six")
+        .map_err(|err| format!("a client connected to ::1: {err}"))?;
+    assert_eq!(answer, b"six");
+    let answer = ask_connected("127.0.0.1:0", at("127.0.0.2", running)?, b"four")
+        .map_err(|err| format!("a client connected to 127.0.0.2: {err}"))?;
+    assert_eq!(answer, b"four");
+    Ok(())
+}
+
 #[test]
 fn serve_on_any_ipv4_address_answers_from_the_address_asked() -> TestResult {
     for listen in ["udp::0", "udp:0.0.0.0:0"] {
-        let server = echo(listen);
-        for host in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
-            let answer = ask_connected("127.0.0.1:0", at(host, &server)?, host.as_bytes())
-                .map_err(|err| format!("{listen}, a client connected to {host}: {err}"))?;
-            assert_eq!(answer, host.as_bytes(), "{listen}, asked at {host}");
-        }
+        each_answered_from_where_it_asked(&echo(listen), listen)?;
     }
     Ok(())
 }
@@ -51,16 +69,7 @@ fn serve_on_any_ipv4_address_answers_from_the_address_asked() -> TestResult {
 #[test]
 fn serve_on_the_ipv6_any_address_answers_ipv6_and_ipv4_clients_from_where_they_sent() -> TestResult
 {
-    let server = echo("udp:[::]:0");
-    let answer = ask_connected("[::1]:0", at("::1", &server)?, b"six")
-        .map_err(|err| format!("a client connected to ::1: {err}"))?;
-    assert_eq!(answer, b"six");
-    // A dual-stack socket: IPv4 clients arrive IPv4-mapped, and are answered from the IPv4
-    // address they sent to.
-    let answer = ask_connected("127.0.0.1:0", at("127.0.0.2", &server)?, b"four")
-        .map_err(|err| format!("a client connected to 127.0.0.2: {err}"))?;
-    assert_eq!(answer, b"four");
-    Ok(())
+    ipv6_and_ipv4_clients_answered(&echo("udp:[::]:0"))
 }
 
 #[test]
@@ -83,18 +92,7 @@ fn forward_on_any_address_answers_each_client_from_the_address_it_sent_to() -> T
         let mut cmd = socketkit();
         cmd.args(["forward", "-l", listen, "--to"])
             .arg(&target.endpoints()[0]);
-        let relay = Running::start(cmd, 1);
-        // Two clients at two addresses, and one of them again: each answer from where it
-        // was sent.
-        for (from, host) in [
-            ("127.0.0.1:0", "127.0.0.2"),
-            ("127.0.0.1:0", "127.0.0.3"),
-            ("127.0.0.1:0", "127.0.0.1"),
-        ] {
-            let answer = ask_connected(from, at(host, &relay)?, host.as_bytes())
-                .map_err(|err| format!("{listen}, a client connected to {host}: {err}"))?;
-            assert_eq!(answer, host.as_bytes(), "{listen}, asked at {host}");
-        }
+        each_answered_from_where_it_asked(&Running::start(cmd, 1), listen)?;
     }
     Ok(())
 }
@@ -105,12 +103,5 @@ fn forward_on_the_ipv6_any_address_answers_ipv6_clients() -> TestResult {
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "udp:[::]:0", "--to"])
         .arg(&target.endpoints()[0]);
-    let relay = Running::start(cmd, 1);
-    let answer = ask_connected("[::1]:0", at("::1", &relay)?, b"six")
-        .map_err(|err| format!("a client connected to ::1: {err}"))?;
-    assert_eq!(answer, b"six");
-    let answer = ask_connected("127.0.0.1:0", at("127.0.0.2", &relay)?, b"four")
-        .map_err(|err| format!("a client connected to 127.0.0.2: {err}"))?;
-    assert_eq!(answer, b"four");
-    Ok(())
+    ipv6_and_ipv4_clients_answered(&Running::start(cmd, 1))
 }
