@@ -66,6 +66,23 @@ impl Socket {
         Ok(())
     }
 
+    /// Sets `SO_SNDTIMEO` alone, for a sender of our own that wants a blocking `send(2)` to
+    /// come back now and then with what it took so far (the kernel returns the bytes queued
+    /// when the timeout ends a send that took some); [`Socket::timeout`] still says what the
+    /// caller set, which is what [`Socket::restore_send_timeout`] puts back.
+    pub(crate) fn set_send_wait(&self, wait: Duration) -> Result<()> {
+        self.inner
+            .set_write_timeout(Some(wait.max(Duration::from_micros(1))))
+            .map_err(|err| self.error_at_local(Op::SetOption("SO_SNDTIMEO"), err))
+    }
+
+    /// Puts `SO_SNDTIMEO` back to the timeout the caller set (see [`Socket::set_send_wait`]).
+    pub(crate) fn restore_send_timeout(&self) -> Result<()> {
+        self.inner
+            .set_write_timeout(self.timeout())
+            .map_err(|err| self.error_at_local(Op::SetOption("SO_SNDTIMEO"), err))
+    }
+
     /// The timeout of blocking calls as set (Python: `s.gettimeout()`), shared by every
     /// handle on the socket. (The kernel waits in whole clock ticks: on a 250 Hz kernel a
     /// 50 ms timeout waits 52 ms.) `None` in blocking mode means calls wait forever; in

@@ -48,9 +48,9 @@ pub(crate) use platform::{
 pub(crate) use posix::{
     Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,
     is_blocking_pipe, is_listening, is_pipe_or_socket, kill_process_group, process_cpu_time,
-    raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait, send_nowait,
-    set_close_on_exec, splice_unsupported, terminate, thread_cpu_time, wait_readable,
-    wait_readable_watching, wait_writable,
+    raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait, set_close_on_exec,
+    splice_unsupported, terminate, thread_cpu_time, wait_readable, wait_readable_watching,
+    wait_writable,
 };
 
 /// The local address a UDP datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` tell

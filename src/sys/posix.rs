@@ -133,17 +133,6 @@ pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// One `send(2)` on the socket `fd` that never waits (`MSG_DONTWAIT`), whatever the
-/// socket's own mode: what it took (part of `buf`, perhaps), or `WouldBlock` when it has no
-/// room. For a sender that waits with `poll(2)` itself, to see each piece go as the peer
-/// makes room (a blocking send of a large buffer returns only once all of it is queued).
-pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: the pointer and length describe `buf`, which outlives the call; the kernel
-    // only reads it.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 /// Dissolves the connection of the socket `fd` (`connect(2)` to an `AF_UNSPEC` address, as
 /// connect(2) documents): on a TCP socket the kernel sends a reset and fails every call
 /// waiting in it. Unix streams refuse it.

@@ -139,6 +139,9 @@ pub fn bridge(
     let done = AtomicBool::new(false);
     if let Some(idle) = options.idle_timeout {
         socket.set_timeout(Some(tick(idle)))?;
+    } else {
+        // A send that waits comes back with what it took (see `send_whole`).
+        socket.set_send_wait(POLL)?;
     }
     let socket = &*socket;
     let output = match options.direction {
@@ -154,7 +157,7 @@ pub fn bridge(
     let in_send = AtomicBool::new(false);
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
-        let (done, activity, delivered, peer) = (&done, &activity, &delivered, &peer);
+        let (done, activity, delivered) = (&done, &activity, &delivered);
         let in_send = &in_send;
         let sending = Sending {
             direction: options.direction,
@@ -166,7 +169,6 @@ pub fn bridge(
         let sender = scope.spawn(move || {
             let sender = Sender {
                 socket,
-                peer,
                 activity,
                 in_send,
             };
@@ -183,7 +185,7 @@ pub fn bridge(
         });
         let end = receive(
             socket,
-            peer,
+            &peer,
             output,
             activity,
             options.idle_timeout,
@@ -232,6 +234,10 @@ pub fn bridge(
             (end, _) => end,
         }
     });
+    if options.idle_timeout.is_none() {
+        // The caller's socket as it was given (a failure here changes nothing the bridge did).
+        let _ = socket.restore_send_timeout();
+    }
     // Send-only: once the peer holds every byte, how the receiving side ended is not ours
     // to report.
     if delivered.load(Ordering::Acquire) {
@@ -345,33 +351,32 @@ struct Sending {
     idle: Option<Duration>,
 }
 
-/// Sends all of `buf`, a piece at a time as the peer makes room (`send(2)` without
-/// waiting, then `poll(2)` for room): each piece counts as activity when it goes, so that
-/// a peer reading slowly is seen taking bytes (a blocking send of a whole chunk would
-/// return only once all of it is queued, a second or more for a slow reader), and the
-/// idle limit is kept between pieces. A wait with no room is no failure while the
-/// connection has moved bytes within the limit.
+/// Sends all of `buf`. The socket's send timeout is a tick (the idle limit's, else
+/// [`POLL`]), so a `send(2)` that waits comes back with what it took so far, or with none
+/// after a tick: each piece counts as activity when it goes, so that a peer reading slowly
+/// is seen taking bytes (a send of a whole chunk without a timeout returns only once all
+/// of it is queued, a second or more for a slow reader). A send that took nothing is made
+/// again while the connection is within the idle limit. A peer that keeps up costs one
+/// `send(2)` per chunk, as a send without a timeout does.
 fn send_whole(
     socket: &Socket,
     mut buf: &[u8],
     activity: &Activity,
     idle: Option<Duration>,
-) -> io::Result<()> {
-    let fd = socket.fileno();
+) -> Result<()> {
     while !buf.is_empty() {
-        match net::send_nowait(fd, buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+        match socket.send(buf) {
+            Ok(0) => {
+                let err = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(Error::without_target(Op::Send, err));
+            }
             Ok(n) => {
                 buf = &buf[n..];
                 activity.touch();
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                let wait = idle.map_or(POLL, tick);
-                let room = net::wait_writable(fd, Some(wait))?;
-                if !room && idle.is_some_and(|idle| activity.quiet_for() >= idle) {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
+            Err(err)
+                if err.kind() == io::ErrorKind::TimedOut
+                    && idle.is_none_or(|idle| activity.quiet_for() < idle) => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }
@@ -379,11 +384,10 @@ fn send_whole(
     Ok(())
 }
 
-/// The sending side's hold on the connection: the socket, the peer as errors name it,
-/// where progress is noted, and whether bytes are waiting for the peer to take them.
+/// The sending side's hold on the connection: the socket, where progress is noted, and
+/// whether bytes are waiting for the peer to take them.
 struct Sender<'a> {
     socket: &'a Socket,
-    peer: &'a Peer,
     activity: &'a Activity,
     in_send: &'a AtomicBool,
 }
@@ -400,7 +404,6 @@ fn send_input(
 ) -> SendEnd {
     let Sender {
         socket,
-        peer,
         activity,
         in_send,
     } = *sender;
@@ -422,7 +425,7 @@ fn send_input(
                 match result {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                        return SendEnd::Reset(peer.error(Op::Send, err));
+                        return SendEnd::Reset(err);
                     }
                     // The peer is gone; the receiving side reports how.
                     Err(_) => return SendEnd::Stopped,
