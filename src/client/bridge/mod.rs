@@ -8,16 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::input::{Input, Next};
+use super::input::Input;
 use super::output::Output;
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
-use crate::socket::{Address, Family, Socket};
+use crate::socket::{Address, Socket};
 use receive::receive;
+use send::{SendEnd, Sender, Sending, deliver, send_input};
+pub(crate) use send::{end_sending, input_has_paused, next_to_send};
 
 mod receive;
+mod send;
 
 /// How often a waiting side looks up from its wait to see whether the bridge is over.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -246,29 +249,6 @@ pub fn bridge(
     end
 }
 
-/// Send-only, after the input ended and was half-closed: waits until the peer's kernel has
-/// acknowledged every byte (TCP; a Unix socket's bytes are in the peer's queue once
-/// written, and where the system cannot tell they are taken as delivered). False when the
-/// input did not end that way or the bridge ended first with bytes unacknowledged (the peer
-/// reset, or the idle limit passed).
-fn deliver(socket: &Socket, done: &AtomicBool) -> bool {
-    if !matches!(socket.family(), Family::Inet | Family::Inet6) {
-        return true;
-    }
-    // On loopback the acknowledgement takes microseconds; across a network, a round trip.
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if all_acknowledged(socket.fileno()) {
-            return true;
-        }
-        if done.load(Ordering::Relaxed) {
-            return false;
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(ACK_POLL);
-    }
-}
-
 /// Whether the peer's kernel has acknowledged every byte written to the TCP socket `fd`,
 /// and its FIN; where the system cannot tell, yes.
 pub(crate) fn all_acknowledged(fd: RawFd) -> bool {
@@ -285,175 +265,6 @@ pub(crate) fn all_acknowledged(fd: RawFd) -> bool {
 /// limit is kept to within 25%.
 pub(crate) fn tick(limit: Duration) -> Duration {
     (limit / 4).max(Duration::from_millis(10))
-}
-
-/// How the sending side of a bridge ended.
-enum SendEnd {
-    /// The input ended, and the half-close was made.
-    Ended,
-    /// The peer reset the connection without closing it first (`ECONNRESET`; a reset
-    /// after the peer's FIN, for bytes it no longer wanted, is `EPIPE`).
-    Reset(Error),
-    /// Anything else: the receiving side knows how the connection ended.
-    Stopped,
-}
-
-/// The next chunk a connection's sender takes from `input`, waiting up to [`POLL`]. With a
-/// shared input (`shared`: the connection's socket), `None` once the connection is over —
-/// the bridge is `done`, or the peer has closed, even before the receiving side has read
-/// its end — and a chunk taken then is handed back: sent to that peer it would be lost, and
-/// it is the next connection's. Once `done`, a shared input's sender waits for nothing.
-pub(crate) fn next_to_send(
-    input: &Input,
-    done: &AtomicBool,
-    shared: Option<RawFd>,
-) -> Option<Next> {
-    let over = || done.load(Ordering::Relaxed);
-    let wait = match shared.is_some() && over() {
-        true => Duration::ZERO,
-        false => POLL,
-    };
-    match input.next(wait) {
-        Next::Data(buf) if shared.is_some_and(|fd| over() || net::peer_has_closed(fd)) => {
-            input.put_back(buf);
-            None
-        }
-        next => Some(next),
-    }
-}
-
-/// Whether a sender whose peer has closed stops at a pause in its input (`last_input`: when
-/// it last had some). A peer that half-closed may still read: input that keeps coming —
-/// a producer writing in bursts, `(…; sleep 0.5; …) | connect` — is sent while each pause
-/// is under [`LINGER`], and the bridge ends when the input does; an open stdin that has
-/// been quiet that long (a terminal after a greeting) ends the bridge at once, as the peer
-/// closing should.
-pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
-    last_input.is_none_or(|last| last.elapsed() >= LINGER)
-}
-
-/// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
-/// woken from its wait at once, since what comes now is the next connection's.
-pub(crate) fn end_sending(done: &AtomicBool, input: &Input, shared: bool) {
-    done.store(true, Ordering::Relaxed);
-    if shared {
-        input.wake();
-    }
-}
-
-/// How the sending side of a bridge sends: the options that concern it.
-#[derive(Debug, Clone, Copy)]
-struct Sending {
-    direction: Direction,
-    half_close: bool,
-    shared: bool,
-    /// The idle limit, whose tick is the socket's timeout (see [`send_whole`]).
-    idle: Option<Duration>,
-}
-
-/// Sends all of `buf`. The socket's send timeout is a tick (the idle limit's, else
-/// [`POLL`]), so a `send(2)` that waits comes back with what it took so far, or with none
-/// after a tick: each piece counts as activity when it goes, so that a peer reading slowly
-/// is seen taking bytes (a send of a whole chunk without a timeout returns only once all
-/// of it is queued, a second or more for a slow reader). A send that took nothing is made
-/// again while the connection is within the idle limit. A peer that keeps up costs one
-/// `send(2)` per chunk, as a send without a timeout does.
-fn send_whole(
-    socket: &Socket,
-    mut buf: &[u8],
-    activity: &Activity,
-    idle: Option<Duration>,
-) -> Result<()> {
-    while !buf.is_empty() {
-        match socket.send(buf) {
-            Ok(0) => {
-                let err = io::Error::from(io::ErrorKind::WriteZero);
-                return Err(Error::without_target(Op::Send, err));
-            }
-            Ok(n) => {
-                buf = &buf[n..];
-                activity.touch();
-            }
-            Err(err)
-                if err.kind() == io::ErrorKind::TimedOut
-                    && idle.is_none_or(|idle| activity.quiet_for() < idle) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-/// The sending side's hold on the connection: the socket, where progress is noted, and
-/// whether bytes are waiting for the peer to take them.
-struct Sender<'a> {
-    socket: &'a Socket,
-    activity: &'a Activity,
-    in_send: &'a AtomicBool,
-}
-
-/// Sends input until it ends; once the peer has closed (`done`), only while it keeps
-/// coming ([`input_has_paused`]: a peer that half-closed may still read it) — and with a
-/// shared input, nothing: what it reads is the next connection's.
-fn send_input(
-    input: &Input,
-    sender: &Sender<'_>,
-    done: &AtomicBool,
-    sent: Option<&AtomicU64>,
-    sending: Sending,
-) -> SendEnd {
-    let Sender {
-        socket,
-        activity,
-        in_send,
-    } = *sender;
-    if sending.direction == Direction::ReceiveOnly {
-        return SendEnd::Stopped;
-    }
-    let shared = sending.shared.then(|| socket.fileno());
-    let mut last_input = None;
-    loop {
-        let Some(next) = next_to_send(input, done, shared) else {
-            return SendEnd::Stopped;
-        };
-        match next {
-            Next::Data(buf) => {
-                last_input = Some(Instant::now());
-                in_send.store(true, Ordering::Relaxed);
-                let result = send_whole(socket, &buf, activity, sending.idle);
-                in_send.store(false, Ordering::Relaxed);
-                match result {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                        return SendEnd::Reset(err);
-                    }
-                    // The peer is gone; the receiving side reports how.
-                    Err(_) => return SendEnd::Stopped,
-                }
-                ByteCounts::add(sent, buf.len());
-                input.recycle(buf);
-            }
-            // A shared input's next bytes are the next connection's, paused or not.
-            Next::Pending
-                if done.load(Ordering::Relaxed)
-                    && (shared.is_some() || input_has_paused(last_input)) =>
-            {
-                return SendEnd::Stopped;
-            }
-            Next::Pending => {}
-            // Nothing more to send; the receiving side waits for the peer to close.
-            Next::End if !sending.half_close => return SendEnd::Stopped,
-            Next::End => {
-                // Only the writing side, send-only too: shutting the reading side down
-                // while the peer's bytes still arrive resets the connection (Linux answers
-                // data after SHUT_RD with a reset) before ours are all delivered.
-                return match socket.shutdown(Shutdown::Write) {
-                    Ok(()) => SendEnd::Ended,
-                    Err(_) => SendEnd::Stopped,
-                };
-            }
-        }
-    }
 }
 
 /// The peer of a bridge, as it was when the bridge started, for naming it in errors.
