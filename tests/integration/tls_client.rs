@@ -519,3 +519,25 @@ fn connect_verbose_describes_the_session_and_the_servers_certificate() {
     );
     assert!(said.ends_with(&format!("SHA-256 {fingerprint}")), "{said}");
 }
+
+/// A `tls:` server that shares no ALPN protocol with a TLS 1.3 client tells it so with the
+/// fatal alert (RFC 7301), sent after its ServerHello: the client names the reason, where a
+/// bare close would read as a cut connection.
+#[test]
+fn a_server_without_a_common_alpn_protocol_sends_its_alert_over_tls_1_3() {
+    let pki = Pki::new();
+    let server = super::tls_server::serve_tls("greeting", &pki.server, &["--tls-alpn", "h2"]);
+    let mut cmd = socketkit();
+    cmd.args(["connect", &server.addr(), "--tls-ca", pki.ca()])
+        .args(["--tls-alpn", "gopher"]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert_one_error(
+        &out.stderr,
+        &format!(
+            "cannot connect to {}: no application protocol (ALPN) in common with the peer \
+             (no application protocol alert)",
+            server.addr()
+        ),
+    );
+}
