@@ -86,6 +86,8 @@ mod interop;
 mod io_engine;
 /// The io_uring engine's own admission: PROXY headers, access rules, refusals.
 mod io_engine_admission;
+/// io_uring echo with clients that send and do not read: they hold back only themselves.
+mod io_engine_backpressure;
 /// `serve -v` names each stream listener's engine, and why not io_uring.
 mod io_engine_choice;
 /// Where a greeting's connections land with several io_uring workers.

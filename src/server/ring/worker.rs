@@ -25,6 +25,7 @@
 
 mod admission;
 mod connection;
+mod spill;
 mod stream;
 
 use std::io::{self, Write};
@@ -60,6 +61,9 @@ const HEADER: u64 = 7;
 const HEADER_TIMEOUT: u64 = 8;
 /// A close whose connection is already freed (its completion is skipped unless it fails).
 const UNTRACKED_CLOSE: u64 = 9;
+/// The send of an echo connection's spilled bytes (`spill.rs`): a kind of its own, so that
+/// the cancel of a send from its queue can never take it.
+const SPILL_SEND: u64 = 10;
 const KIND_BITS: u32 = 4;
 
 /// The user data of a connection's request.
@@ -127,6 +131,8 @@ pub(super) struct Worker {
     last_reply: Option<Arc<[u8]>>,
     /// Provided buffers taken by receives and not given back yet.
     buffers_out: usize,
+    /// A receive found no free buffer this turn: the connections' queues are spilled.
+    starving: bool,
     /// Receives are multishot: on TCP, until the kernel refuses one (before Linux 6.0).
     multishot: bool,
     /// Streams' registered descriptors.
@@ -204,6 +210,7 @@ impl Worker {
             stopped: Some(stopped),
             last_reply: None,
             buffers_out: 0,
+            starving: false,
             multishot,
             files: stream::FileTable::Unset,
             load,
@@ -234,6 +241,9 @@ impl Worker {
             );
             for &(user_data, result, flags) in &completions {
                 self.complete(user_data, result, flags);
+            }
+            if std::mem::take(&mut self.starving) && !self.forced {
+                self.unpin_streams();
             }
             self.feed_starved();
             if let (Some(load), Some(listener), true) =
@@ -291,6 +301,7 @@ impl Worker {
             RETRY_ACCEPT if self.accepting => self.arm_accept(),
             RECV => self.received(slot, result, flags),
             SEND => self.sent(slot, result),
+            SPILL_SEND => self.spill_sent(slot, result),
             CLOSE => self.closed(slot, result),
             HEADER => self.header_received(slot, result),
             // A cancel's own completion, a header timeout's, a retry after the listener

@@ -6,7 +6,8 @@
 //! filled. Echo queues the buffers (`buffers::Queue`) and sends the oldest back while the
 //! receive goes on; a connection that holds [`HELD_MAX`] buffers — its client sends and does
 //! not read — has its receive cancelled until its sends drain them, so that one client
-//! cannot take the buffers every other connection shares.
+//! cannot take the buffers every other connection shares. When the buffers run out all the
+//! same (many such clients), what the connections hold is copied out (`spill.rs`).
 //!
 //! Unix sockets, and kernels without the multishot receive (before Linux 6.0), get one
 //! receive per block instead. On a Unix socket the multishot receive can miss the client's
@@ -26,12 +27,13 @@ use std::os::fd::OwnedFd;
 use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
+use super::spill::{self, Spill};
 use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, Worker, token};
 use crate::server::ring::RingRoutine;
 use crate::server::ring::buffers::Queue;
 
 /// The buffers one connection may hold before its receive is cancelled: 64 KiB, a TCP
-/// window's worth, of the worker's 64 × 16 KiB.
+/// window's worth, of the worker's 64 × 16 KiB (its spilled chunks count as buffers).
 pub(super) const HELD_MAX: usize = 4;
 
 /// Whether connections accepted on `listener` get a multishot receive: TCP ones (see the
@@ -46,19 +48,25 @@ pub(super) fn multishot_suits(listener: &OwnedFd) -> bool {
 #[derive(Debug, Default)]
 pub(super) struct Stream {
     /// Received, not yet sent back (echo only): the oldest is the one being sent.
-    queue: Queue,
+    pub(super) queue: Queue,
+    /// Bytes moved out of the queue when the buffers ran out: sent before it.
+    pub(super) spill: Option<Box<Spill>>,
     /// A receive is in flight: its last completion has not come (it lacks `MORE`).
     receiving: bool,
     /// That receive's cancel is queued.
     cancelling: bool,
-    /// The oldest buffer's send is in flight.
-    sending: bool,
+    /// A send is in flight: the oldest buffer's, or the spill's ([`Stream::sending_spill`]).
+    pub(super) sending: bool,
+    /// The send in flight is the spill's oldest chunk.
+    pub(super) sending_spill: bool,
+    /// The send in flight from the queue is being cancelled, for its buffers to be spilled.
+    pub(super) unpinning: bool,
     /// The receive found no free buffer: the slot waits in the worker's `starved` list.
     starved: bool,
     /// The client's end of stream came: send back what is queued, then close.
     ended: bool,
     /// Close as soon as nothing is in flight (an error, or the server is closing).
-    failed: bool,
+    pub(super) failed: bool,
     /// Its index in the worker's table of registered descriptors, if it has one.
     fixed: Option<u32>,
     /// Sends completed, counted up to [`REGISTER_AFTER`].
@@ -183,6 +191,8 @@ impl Worker {
             _ if result == -libc::ENOBUFS && !forced => {
                 stream.starved = true;
                 self.starved.push(slot);
+                // What holds the buffers is spilled at the end of the turn.
+                self.starving = true;
             }
             // The cancel of a connection holding its share of buffers, or of one closing.
             _ if result == -libc::ECANCELED => {}
@@ -200,7 +210,9 @@ impl Worker {
         self.advance(slot);
     }
 
-    /// The send of a connection's oldest buffer completed with `result`.
+    /// The send of a connection's oldest buffer completed with `result`. If it was being
+    /// cancelled for the buffers to be freed (`spill.rs`), what it did not send goes to the
+    /// spill with the rest of the queue.
     pub(super) fn stream_sent(&mut self, slot: usize, result: i32) {
         let (Some(conn), Some(buffers)) = (self.conns.get_mut(slot), &mut self.buffers) else {
             return;
@@ -209,18 +221,42 @@ impl Worker {
             return;
         };
         stream.sending = false;
+        let unpinning = std::mem::take(&mut stream.unpinning);
         let len = buffers
             .front(&stream.queue)
             .map_or(0, |(_, bytes)| bytes.len());
+        // A cancelled send reports the bytes it had sent, or ECANCELED for none.
+        let taken = match usize::try_from(result) {
+            Ok(sent) => Some(sent.min(len)),
+            Err(_) if unpinning && result == -libc::ECANCELED => Some(0),
+            Err(_) => None,
+        };
+        let complete = taken == Some(len);
+        // Counted when it all went, or as much as went of a send cancelled for the spill.
+        let metered = taken.filter(|_| complete || unpinning).unwrap_or(0);
+        if unpinning
+            && !complete
+            && let Some(taken) = taken
+        {
+            let moved = spill::move_queue(buffers, &mut stream.queue, taken, &mut stream.spill);
+            self.buffers_out -= moved;
+            if let (1.., Some(meter)) = (metered, &mut conn.meter) {
+                meter.sent(metered);
+            }
+            return self.advance(slot);
+        }
         let Some(bid) = buffers.dequeue(&mut stream.queue) else {
             return;
         };
-        let complete = usize::try_from(result).is_ok_and(|sent| sent == len);
         stream.failed |= !complete;
         stream.sent = stream.sent.saturating_add(1);
         let register = stream.fixed.is_none() && stream.sent == REGISTER_AFTER;
-        if let (true, Some(meter)) = (complete, &mut conn.meter) {
-            meter.sent(len);
+        if unpinning && complete {
+            let moved = spill::move_queue(buffers, &mut stream.queue, 0, &mut stream.spill);
+            self.buffers_out -= moved;
+        }
+        if let (1.., Some(meter)) = (metered, &mut conn.meter) {
+            meter.sent(metered);
         }
         let fd = conn.fd;
         self.give_back(bid);
@@ -245,7 +281,15 @@ impl Worker {
             return;
         };
         let mut entries: [Option<squeue::Entry>; 2] = [None, None];
+        let spilled = stream.spill.as_ref().and_then(|spill| spill.front());
         if !stream.sending
+            && !stream.failed
+            && let Some(bytes) = spilled
+        {
+            entries[0] = Some(spill::spill_send(slot, fd, stream.fixed, bytes));
+            stream.sending = true;
+            stream.sending_spill = true;
+        } else if !stream.sending
             && !stream.failed
             && let Some((_, bytes)) = self.buffers.as_ref().and_then(|b| b.front(&stream.queue))
         {
@@ -257,8 +301,9 @@ impl Worker {
             entries[0] = Some(send.flags(SEND_FLAGS).build().user_data(token(slot, SEND)));
             stream.sending = true;
         }
-        let over = stream.failed || (stream.ended && stream.queue.len() == 0);
-        let full = stream.queue.len() >= HELD_MAX;
+        let spilled = stream.spill.as_ref().map_or(0, |spill| spill.len());
+        let over = stream.failed || (stream.ended && stream.queue.len() == 0 && spilled == 0);
+        let full = stream.queue.len() + spilled >= HELD_MAX;
         if stream.receiving {
             if (over || full) && !stream.cancelling {
                 stream.cancelling = true;

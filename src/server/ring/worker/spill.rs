@@ -1,0 +1,171 @@
+//! Echo's way out when the worker's provided buffers run out: the bytes queued on
+//! connections are copied to memory of their own, and the buffers go back to the kernel.
+//!
+//! A queued buffer stays taken until its send completes, and a send to a client that does
+//! not read never completes: sixteen such clients would hold a worker's 64 buffers, and no
+//! other connection could receive (seen: 40 clients that wrote and never read left every
+//! other echo client of the server unanswered). So when a receive finds no buffer, the
+//! worker moves what every connection has queued into a [`Spill`] — at once where no send
+//! is in flight, after cancelling the send where one is (its completion says how much of
+//! the buffer went) — and those connections send from the spill before their queue. A
+//! connection counts its spill's chunks among the buffers it may hold ([`HELD_MAX`]), so a
+//! client that does not read holds at most that much of the process's memory, and none of
+//! the buffers the others need. Nothing of this runs while the buffers suffice.
+//!
+//! [`HELD_MAX`]: super::stream::HELD_MAX
+
+use std::collections::VecDeque;
+
+use io_uring::opcode;
+use io_uring::types::{Fd, Fixed};
+
+use super::{CANCEL, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
+use crate::server::ring::buffers::{BufferRing, Queue};
+
+/// Bytes a connection had queued in provided buffers, copied out, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Spill {
+    /// Each chunk is one buffer's bytes: boxed, so that adding chunks never moves the one a
+    /// send in flight points at.
+    chunks: VecDeque<Box<[u8]>>,
+    /// Bytes of the oldest chunk already sent.
+    offset: usize,
+}
+
+impl Spill {
+    /// How many chunks it holds.
+    pub(super) fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// The bytes to send next: the rest of the oldest chunk.
+    pub(super) fn front(&self) -> Option<&[u8]> {
+        self.chunks.front().map(|chunk| &chunk[self.offset..])
+    }
+
+    /// Notes that `sent` bytes of [`front`](Self::front) went; true once it is empty.
+    fn consume(&mut self, sent: usize) -> bool {
+        self.offset += sent;
+        if self
+            .chunks
+            .front()
+            .is_some_and(|chunk| self.offset >= chunk.len())
+        {
+            self.chunks.pop_front();
+            self.offset = 0;
+        }
+        self.chunks.is_empty()
+    }
+}
+
+/// Copies every buffer of `queue` into `spill`, the first from byte `skip` on, and gives
+/// the buffers back to the kernel; returns how many went back.
+pub(super) fn move_queue(
+    buffers: &mut BufferRing,
+    queue: &mut Queue,
+    mut skip: usize,
+    spill: &mut Option<Box<Spill>>,
+) -> usize {
+    let mut moved = 0;
+    while let Some((bid, bytes)) = buffers.front(queue) {
+        let rest = &bytes[skip.min(bytes.len())..];
+        if !rest.is_empty() {
+            spill
+                .get_or_insert_with(Box::default)
+                .chunks
+                .push_back(rest.into());
+        }
+        skip = 0;
+        buffers.dequeue(queue);
+        buffers.give_back(bid);
+        moved += 1;
+    }
+    moved
+}
+
+impl Worker {
+    /// Frees the buffers that echo connections hold: called once in a loop turn in which a
+    /// receive found none. Queues with no send in flight are moved at once; a send in
+    /// flight from a queue is cancelled, and its completion moves the rest
+    /// (`stream_sent`).
+    pub(super) fn unpin_streams(&mut self) {
+        let Some(buffers) = self.buffers.as_mut() else {
+            return;
+        };
+        let mut cancels = Vec::new();
+        let mut moved = Vec::new();
+        for (slot, conn) in &mut self.conns {
+            let Some(stream) = conn.stream_mut() else {
+                continue;
+            };
+            if stream.queue.len() == 0 || stream.failed || stream.unpinning {
+                continue;
+            }
+            if stream.sending && !stream.sending_spill {
+                stream.unpinning = true;
+                cancels.push(slot);
+            } else {
+                self.buffers_out -= move_queue(buffers, &mut stream.queue, 0, &mut stream.spill);
+                moved.push(slot);
+            }
+        }
+        for slot in cancels {
+            let cancel = opcode::AsyncCancel::new(token(slot, SEND))
+                .build()
+                .user_data(CANCEL);
+            self.push(&cancel);
+        }
+        for slot in moved {
+            self.advance(slot);
+        }
+    }
+
+    /// The send of a connection's oldest spilled chunk completed with `result`.
+    pub(super) fn spill_sent(&mut self, slot: usize, result: i32) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Some(stream) = conn.stream_mut() else {
+            return;
+        };
+        stream.sending = false;
+        stream.sending_spill = false;
+        let Some(spill) = stream.spill.as_mut() else {
+            return;
+        };
+        let len = spill.front().map_or(0, <[u8]>::len);
+        match usize::try_from(result) {
+            Ok(sent) if sent == len => {
+                if spill.consume(sent) {
+                    stream.spill = None;
+                }
+                if let Some(meter) = &mut conn.meter {
+                    meter.sent(sent);
+                }
+            }
+            _ => stream.failed = true,
+        }
+        self.advance(slot);
+    }
+}
+
+/// The send of a spilled chunk's bytes, `bytes` on descriptor `fd` (or its registered
+/// `fixed` index).
+pub(super) fn spill_send(
+    slot: usize,
+    fd: std::os::fd::RawFd,
+    fixed: Option<u32>,
+    bytes: &[u8],
+) -> io_uring::squeue::Entry {
+    let (ptr, len) = (
+        bytes.as_ptr(),
+        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+    );
+    let send = match fixed {
+        Some(index) => opcode::Send::new(Fixed(index), ptr, len),
+        None => opcode::Send::new(Fd(fd), ptr, len),
+    };
+    send.flags(SEND_FLAGS)
+        .build()
+        .user_data(token(slot, SPILL_SEND))
+}
