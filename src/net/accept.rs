@@ -59,13 +59,13 @@ impl RawStream {
 
     /// The peer's address.
     pub(crate) fn peer(&self) -> Address {
-        Address::from_sockaddr(&self.peer)
+        Address::from_sockaddr(&self.peer).to_canonical()
     }
 
     /// The address the peer connected to (`getsockname(2)`), if the socket can say.
     pub(crate) fn local(&self) -> Option<Address> {
         let local = socket2::SockRef::from(&self.fd).local_addr().ok()?;
-        Some(Address::from_sockaddr(&local))
+        Some(Address::from_sockaddr(&local).to_canonical())
     }
 
     /// Registers the connection with tokio; returns it with its peer's address.

@@ -100,7 +100,7 @@ impl Stream {
             Stream::Tcp(s) => socket2::SockRef::from(s).local_addr()?,
             Stream::Unix(s) => socket2::SockRef::from(s).local_addr()?,
         };
-        Ok(Address::from_sockaddr(&raw))
+        Ok(Address::from_sockaddr(&raw).to_canonical())
     }
 
     /// Half-closes the stream (`shutdown(SHUT_WR)`) without going through `AsyncWrite`.

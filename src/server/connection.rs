@@ -228,7 +228,8 @@ impl Connection {
         self.meter.told()
     }
 
-    /// The address of the client.
+    /// The address of the client; an IPv4 client of a dual-stack listener as its IPv4
+    /// address ([`Address::to_canonical`]), not the IPv4-mapped IPv6 one.
     pub fn peer_addr(&self) -> &Address {
         self.meter.peer()
     }

@@ -190,6 +190,30 @@ impl fmt::Display for Address {
     }
 }
 
+impl Address {
+    /// The address with an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:80`) as the IPv4
+    /// one it stands for (`127.0.0.1:80`), as [`std::net::IpAddr::to_canonical`] does: an
+    /// IPv4 client of a dual-stack socket, named the way its user knows it. Other addresses
+    /// are returned as they are.
+    ///
+    /// ```
+    /// use socketkit::socket::Address;
+    /// let mapped = Address::from("[::ffff:127.0.0.1]:80".parse::<std::net::SocketAddr>()?);
+    /// assert_eq!(mapped.to_canonical().to_string(), "127.0.0.1:80");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn to_canonical(self) -> Address {
+        match self {
+            Address::Inet6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => Address::Inet(SocketAddrV4::new(v4, v6.port())),
+                None => Address::Inet6(v6),
+            },
+            other => other,
+        }
+    }
+}
+
 impl From<SocketAddr> for Address {
     fn from(addr: SocketAddr) -> Address {
         match addr {

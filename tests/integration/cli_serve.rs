@@ -68,6 +68,36 @@ fn empty_host_listens_on_ipv4_and_ipv6() {
     );
 }
 
+/// The `-v` lines name an IPv4 client of a dual-stack `:PORT` listener as IPv4, as the
+/// access rules, a PROXY header and an exec program's environment do: a log watcher that
+/// bans `peer=` addresses must find the one it knows. On both engines (the greeting, the
+/// echo).
+#[test]
+fn verbose_lines_name_an_ipv4_client_of_a_dual_stack_listener_as_ipv4() {
+    let ring = crate::io_engine::io_uring_available();
+    for engine in ["epoll", "io_uring"]
+        .into_iter()
+        .filter(|e| ring || *e == "epoll")
+    {
+        for service in ["greeting", "echo"] {
+            let server = serve(&[service, "-l", ":0", "-v", "--io-engine", engine]);
+            let port = server.port();
+            let mut client = connect(&format!("127.0.0.1:{port}"));
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let _ = read_to_end(&mut client);
+            server.wait_for_stderr(
+                &["peer=127.0.0.1:", &format!("local=127.0.0.1:{port}")],
+                Duration::from_secs(5),
+            );
+            assert!(
+                !server.stderr().contains("::ffff:"),
+                "{engine} {service}: {}",
+                server.stderr()
+            );
+        }
+    }
+}
+
 #[test]
 fn many_clients_at_once_are_all_greeted() {
     let server = serve(&["-l", "127.0.0.1:0"]);

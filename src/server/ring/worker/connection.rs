@@ -340,12 +340,12 @@ pub(super) fn peer_of(fd: RawFd) -> Option<Address> {
     // SAFETY: `fd` is open for the duration of this call (the caller owns it).
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let peer = socket2::SockRef::from(&fd).peer_addr().ok()?;
-    Some(Address::from_sockaddr(&peer))
+    Some(Address::from_sockaddr(&peer).to_canonical())
 }
 
 pub(super) fn local_of(fd: RawFd) -> Option<Address> {
     // SAFETY: as in `peer_of`.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let local = socket2::SockRef::from(&fd).local_addr().ok()?;
-    Some(Address::from_sockaddr(&local))
+    Some(Address::from_sockaddr(&local).to_canonical())
 }
