@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
 
 use socketkit::access::CidrSet;
 use socketkit::client::traffic::{TrafficLog, Way};
@@ -10,8 +10,9 @@ use socketkit::client::{
     self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input, WaitingFile,
 };
 use socketkit::endpoint::{Endpoint, Host};
-use socketkit::metrics::{ListenerMetrics, RefusalReason};
+use socketkit::metrics::RefusalReason;
 use socketkit::proxy_protocol::{self, ProxyHeader};
+use socketkit::server::{MeteredConnection, MeteredListener};
 use socketkit::socket::{Address, Socket};
 
 use super::access;
@@ -72,10 +73,8 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         socket_file::remove_on_ending_signal(file)?;
     }
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
-    let counters = metrics.map(|plan| {
-        let name = listening.local_endpoint().to_string();
-        plan.metrics().listener(&name)
-    });
+    let registry = metrics.as_ref().map(MetricsPlan::metrics);
+    let listener = MeteredListener::new(listening.local_endpoint().to_string(), registry.as_ref());
     if let Some(serving) = serving {
         serving.start();
     }
@@ -125,22 +124,14 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     }
     loop {
         let (mut socket, peer) = listening.accept()?;
-        if let Some(counters) = &counters {
-            counters.accepted.inc();
-        }
+        listener.accepted();
         // SPEC §3's order: the PROXY header names the peer every rule after it sees.
         let peer = match &proxy {
             None => peer,
             Some(proxy) => match proxy.peer(&mut socket, peer.clone()) {
                 Ok(client) => client,
                 Err(detail) => {
-                    refuse(
-                        &socket,
-                        &peer,
-                        RefusalReason::Proxy,
-                        &detail,
-                        counters.as_ref(),
-                    );
+                    refuse(&socket, &peer, RefusalReason::Proxy, &detail, &listener);
                     continue;
                 }
             },
@@ -148,12 +139,17 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         let _place = match access.check(&peer) {
             Ok(place) => place,
             Err(reason) => {
-                refuse(&socket, &peer, reason, "", counters.as_ref());
+                refuse(&socket, &peer, reason, "", &listener);
                 continue;
             }
         };
-        tracing::debug!("connection from {peer}");
+        // Metered and logged as a server's connections are (SPEC §3.5): `connection from
+        // PEER` now, the `closed` line with its bytes and duration when it ends.
+        let mut connection = listener.connection(peer.clone(), || socket.local_addr().ok());
+        connection.log_accepted();
         if let Some(exec) = &nc.exec {
+            // The program has the socket: its bytes never pass through here.
+            connection.stop_counting_bytes();
             if !args.keep_open {
                 drop(listening);
                 return netcat::run_exec(exec, socket, Some(&peer), false);
@@ -164,10 +160,10 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             }
             continue;
         }
-        let metered = counters.as_ref().map(Metered::start);
+        let counts = Arc::new(ByteCounts::default());
         let options = BridgeOptions {
             peer: Some(peer),
-            counts: metered.as_ref().map(|m| Arc::clone(&m.counts)),
+            counts: Some(Arc::clone(&counts)),
             // With -k, stdin read after a peer closed is the next peer's.
             shared_input: args.keep_open,
             ..options.clone()
@@ -176,11 +172,13 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             // Close the listener before bridging, so a second client is refused rather
             // than left waiting in the backlog.
             drop(listening);
-            bridge(socket, tls.as_ref(), &input, options, nc.log())?;
+            let end = bridge(socket, tls.as_ref(), &input, options, nc.log());
+            closed(connection, &counts);
+            end?;
             return Ok(());
         }
         let end = bridge(socket, tls.as_ref(), &input, options, nc.log());
-        drop(metered);
+        closed(connection, &counts);
         match end {
             Ok(BridgeEnd::OutputClosed) => return Ok(()),
             Ok(BridgeEnd::PeerClosed) => {}
@@ -196,11 +194,9 @@ fn refuse(
     peer: &Address,
     reason: RefusalReason,
     detail: &str,
-    counters: Option<&ListenerMetrics>,
+    listener: &MeteredListener,
 ) {
-    if let Some(counters) = counters {
-        counters.refused(reason);
-    }
+    listener.refused(reason);
     tracing::debug!(%peer, reason = reason.as_str(), "refused{}{detail}", if detail.is_empty() { "" } else { ": " });
     let _ = socket.set_linger(Some(std::time::Duration::ZERO));
 }
@@ -265,32 +261,9 @@ fn check_family(endpoint: &Endpoint, ipv4: bool, ipv6: bool) -> Result<(), CliEr
     }
 }
 
-/// One connection's share of the listener's metrics: counted as open now; its bytes (which
-/// the bridge counts as they move) and its duration when it drops.
-struct Metered<'a> {
-    listener: &'a ListenerMetrics,
-    counts: Arc<ByteCounts>,
-    started: Instant,
-}
-
-impl<'a> Metered<'a> {
-    fn start(listener: &'a ListenerMetrics) -> Metered<'a> {
-        listener.active.inc();
-        Metered {
-            listener,
-            counts: Arc::new(ByteCounts::default()),
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for Metered<'_> {
-    fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.listener
-            .received
-            .inc_by(self.counts.received.load(Relaxed));
-        self.listener.sent.inc_by(self.counts.sent.load(Relaxed));
-        self.listener.closed(self.started.elapsed());
-    }
+/// Ends `connection` with the bytes its bridge moved: into the listener's metrics, and at
+/// `-v` into its `closed` line.
+fn closed(mut connection: MeteredConnection, counts: &ByteCounts) {
+    connection.received(counts.received.load(Relaxed));
+    connection.sent(counts.sent.load(Relaxed));
 }

@@ -135,7 +135,7 @@ impl ListenerMeter {
                 local: local.as_ref(),
                 bytes_in: Some(as_u64(received)),
                 bytes_out: Some(as_u64(sent)),
-                lasted,
+                lasted: Some(lasted),
             };
             summary.log(self, "answered at once");
         }
@@ -301,6 +301,25 @@ impl Meter {
         self.open.as_ref().map(|open| open.listener.name())
     }
 
+    /// Logs at `-v` that the connection was accepted: `connection from PEER`, with the
+    /// closing line's `peer`, `local` and `listener` fields. For a program that names each
+    /// peer as it comes (`listen`); a server's connections leave their closing line only.
+    pub(crate) fn log_accepted(&self) {
+        let Some(open) = &self.open else { return };
+        let Some(log) = &open.log else { return };
+        let summary = Summary {
+            peer: &self.peer,
+            local: log.local.as_ref(),
+            bytes_in: None,
+            bytes_out: None,
+            lasted: None,
+        };
+        summary.log(
+            &open.listener,
+            format_args!("connection from {}", self.peer),
+        );
+    }
+
     /// Counts the connection as refused for `reason`, in its listener's metrics. Its
     /// `refused` line is its only one at `-v`: no `closed` line follows.
     pub(crate) fn refused(&mut self, reason: RefusalReason) {
@@ -324,7 +343,7 @@ impl Drop for Meter {
                 local: log.local.as_ref(),
                 bytes_in: log.bytes_known.then_some(log.bytes_in),
                 bytes_out: log.bytes_known.then_some(log.bytes_out),
-                lasted,
+                lasted: Some(lasted),
             };
             summary.log(&open.listener, "closed");
         }
@@ -352,19 +371,24 @@ impl Tally<'_> {
     }
 }
 
-/// The fields of a connection's closing line.
+/// The fields of a connection's line in the log: its closing line, or (for a program that
+/// names each peer as it comes) its opening one. One event shape for both, so that a log
+/// reader finds the same keys whichever command accepted the connection.
 struct Summary<'a> {
     peer: &'a Address,
     local: Option<&'a Address>,
-    /// `None`: not known here, and left out of the line.
+    /// `None`: not known here (or not yet: an opening line), and left out of the line.
     bytes_in: Option<u64>,
     bytes_out: Option<u64>,
-    lasted: Duration,
+    /// `None` on an opening line: nothing has lasted yet.
+    lasted: Option<Duration>,
 }
 
 impl Summary<'_> {
-    fn log(&self, listener: &ListenerMeter, what: &'static str) {
-        let duration_ms = u64::try_from(self.lasted.as_millis()).unwrap_or(u64::MAX);
+    fn log(&self, listener: &ListenerMeter, what: impl std::fmt::Display) {
+        let duration_ms = self
+            .lasted
+            .map(|lasted| u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX));
         tracing::debug!(
             peer = %self.peer,
             local = %self.local.map_or_else(String::new, ToString::to_string),

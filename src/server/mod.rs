@@ -16,6 +16,8 @@
 //!   `fd:N`), served with [`Builder::listen_inherited`]; a restart's [`Handover`] of the
 //!   listening sockets to a new process, which reports with a [`ReadyReport`];
 //!   [`notify_manager`] for systemd's `READY=1` and `STOPPING=1`.
+//! - [`MeteredListener`] and [`MeteredConnection`]: the server's metrics and `-v` lines for
+//!   connections a program accepts itself, without a `Server` (`socketkit listen`).
 //! - [`Admission`]: a stage of the connection pipeline, which may refuse a new connection
 //!   before the handler sees it ([`Builder::stage`]); a [`Refusal`] carries its
 //!   [`RefusalReason`], and [`Server::refusals`] counts them.
@@ -70,6 +72,7 @@ mod handover;
 mod inherited;
 mod listener;
 mod meter;
+mod metered;
 mod notify;
 mod pipeline;
 mod program;
@@ -96,6 +99,7 @@ pub use datagram::{DatagramHandler, Reply};
 pub use engine::{IO_ENGINE_VAR, IoEngine, Routine, UnknownEngine};
 pub use handover::{Handover, Successor};
 pub use inherited::{Inherited, InheritedSocket, ReadyReport};
+pub use metered::{MeteredConnection, MeteredListener};
 pub use notify::{ManagerState, notify_manager};
 pub use shutdown::ShutdownHandle;
 

@@ -45,7 +45,8 @@ fn verbose_says_where_the_connection_came_from() {
         listener
             .stderr()
             .lines()
-            .any(|line| line.ends_with(&format!("connection from {from}"))),
+            // The message, then the fields of the connection's line (`peer=… local=…`).
+            .any(|line| line.contains(&format!("connection from {from} peer={from} "))),
         "{}",
         listener.stderr()
     );

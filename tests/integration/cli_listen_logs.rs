@@ -1,0 +1,129 @@
+//! `socketkit listen -v`'s connection lines (SPEC §3.5): as `serve`'s and `forward`'s,
+//! with `peer`, `local` and `listener`, and a `closed` line with `bytes_in`, `bytes_out`
+//! and `duration_ms` — keys of the object with `--log-format json`, `key=value` in text —
+//! with and without `-k`. Found by an outside audit of SPEC §3.
+
+use std::io::Write;
+use std::net::Shutdown;
+
+use serde_json::Value;
+
+use crate::support::net::{IO_TIMEOUT, connect, read_to_end};
+use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::wait_until;
+
+fn listen(args: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.arg("listen").args(args);
+    Running::start(cmd, 1)
+}
+
+/// The JSON objects of `log` (every line but the plain `listening on` one).
+fn objects(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|line| !line.starts_with("listening on"))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+/// The one object of `objects` for `peer` whose `msg` is `msg`.
+fn line_of<'a>(objects: &'a [Value], peer: &str, msg: &str) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["peer"] == peer && o["msg"] == msg)
+        .collect();
+    assert_eq!(found.len(), 1, "one {msg:?} line for {peer}: {objects:?}");
+    found[0]
+}
+
+/// Checks the `connection from` and `closed` lines of the connection from `peer` to
+/// `addr`, which moved `bytes_in` and `bytes_out`.
+fn assert_logged(objects: &[Value], addr: &str, peer: &str, (bytes_in, bytes_out): (u64, u64)) {
+    let opened = line_of(objects, peer, &format!("connection from {peer}"));
+    let closed = line_of(objects, peer, "closed");
+    for line in [opened, closed] {
+        assert_eq!(line["level"], "debug", "{line}");
+        assert_eq!(line["local"], addr, "{line}");
+        assert_eq!(line["listener"], format!("tcp:{addr}"), "{line}");
+    }
+    assert!(opened.get("bytes_in").is_none(), "{opened}");
+    assert_eq!(closed["bytes_in"], bytes_in, "{closed}");
+    assert_eq!(closed["bytes_out"], bytes_out, "{closed}");
+    assert!(closed["duration_ms"].is_u64(), "{closed}");
+}
+
+/// Without `-k`: one connection, bytes both ways, then exit 0.
+#[test]
+fn json_listen_v_logs_the_connection_and_its_closing_with_the_servers_fields() {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "127.0.0.1:0", "-v", "--log-format", "json"]);
+    let mut listener = Running::start_with_stdin(cmd, 1, b"hello client".to_vec());
+    let addr = listener.addr();
+    let mut client = connect(&addr);
+    let peer = client.local_addr().expect("addr").to_string();
+    client.write_all(b"hello listener").expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_end(&mut client), b"hello client");
+    assert_eq!(
+        listener.wait(DEADLINE).code(),
+        Some(0),
+        "{}",
+        listener.stderr()
+    );
+    assert_logged(&objects(&listener.stderr()), &addr, &peer, (14, 12));
+}
+
+/// With `-k`: each connection in turn gets its two lines (the audit's case).
+#[test]
+fn json_listen_keep_open_v_logs_every_connection_with_the_servers_fields() {
+    let mut listener = listen(&["127.0.0.1:0", "-k", "-v", "--log-format", "json"]);
+    let addr = listener.addr();
+    let mut peers = Vec::new();
+    for (i, text) in ["first\n", "second one\n"].into_iter().enumerate() {
+        let mut client = connect(&addr);
+        peers.push((client.local_addr().expect("addr").to_string(), text.len()));
+        client.write_all(text.as_bytes()).expect("write");
+        drop(client); // its end: the listener logs it closed and takes the next
+        wait_until(
+            IO_TIMEOUT,
+            || listener.stderr(),
+            || listener.stderr().matches("\"msg\":\"closed\"").count() > i,
+        );
+    }
+    listener.signal(libc::SIGTERM);
+    let _ = listener.wait(DEADLINE);
+    let objects = objects(&listener.stderr());
+    for (peer, sent) in peers {
+        let sent = u64::try_from(sent).expect("small");
+        assert_logged(&objects, &addr, &peer, (sent, 0));
+    }
+}
+
+/// In text, the same fields as `key=value` after the message, which stays
+/// `connection from PEER`.
+#[test]
+fn text_listen_v_names_the_fields_after_the_message() {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "127.0.0.1:0", "-v"]);
+    let mut listener = Running::start_with_stdin(cmd, 1, b"abc".to_vec());
+    let addr = listener.addr();
+    let mut client = connect(&addr);
+    let peer = client.local_addr().expect("addr").to_string();
+    client.write_all(b"12345").expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_end(&mut client), b"abc");
+    assert_eq!(listener.wait(DEADLINE).code(), Some(0));
+    let log = listener.stderr();
+    let fields = format!("peer={peer} local={addr} listener=\"tcp:{addr}\"");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("connection from {peer} {fields}"))),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(&format!(
+            "closed {fields} bytes_in=5 bytes_out=3 duration_ms="
+        ))),
+        "{log}"
+    );
+}
