@@ -7,17 +7,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use socketkit::access::CidrSet;
 use socketkit::client::traffic::{TrafficLog, Way};
 use socketkit::client::{
-    self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input, WaitingFile,
+    self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input, Listening, WaitingFile,
 };
 use socketkit::endpoint::{Endpoint, Host};
 use socketkit::metrics::RefusalReason;
 use socketkit::proxy_protocol::{self, ProxyHeader};
-use socketkit::server::{MeteredConnection, MeteredListener};
+use socketkit::server::{Inherited, InheritedSocket, MeteredConnection, MeteredListener};
 use socketkit::socket::{Address, Socket};
 
 use super::access;
 use super::args::ListenArgs;
 use super::exit::CliError;
+use super::managed::take_inherited;
 use super::metrics::MetricsPlan;
 use super::netcat::{self, Netcat};
 use super::tls::ServerSetup;
@@ -29,8 +30,18 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         (_, true) => "[::]",
         _ => "",
     };
-    let text = netcat::endpoint_text(&args.endpoint, args.port, args.netcat.udp, Some(any_host))?;
-    let endpoint = resolve::endpoint(&text)?;
+    // An inherited socket (`fd:3`) is taken first, while no other thread runs; its endpoint
+    // is its real address, which every check below reads as a bound one's.
+    let inherited = inherited_socket(&args)?;
+    let endpoint = match &inherited {
+        Some(socket) => socket.endpoint().clone(),
+        None => resolve::endpoint(&netcat::endpoint_text(
+            &args.endpoint,
+            args.port,
+            args.netcat.udp,
+            Some(any_host),
+        )?)?,
+    };
     check_family(&endpoint, args.ipv4, args.ipv6)?;
     let datagrams = !endpoint.transport().is_stream();
     if datagrams && (args.netcat.exec.is_some() || args.netcat.shell_command.is_some()) {
@@ -63,7 +74,10 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let options = stdio::options(&args.bridge, &nc);
     let access = access::resolve(&args.access)?;
     init_logging(&args.log);
-    let mut listening = client::listen_transport(&endpoint, args.ipv6)?;
+    let mut listening = match inherited {
+        Some(socket) => adopt(socket)?,
+        None => client::listen_transport(&endpoint, args.ipv6)?,
+    };
     let serving = metrics
         .as_ref()
         .map(MetricsPlan::bind_standalone)
@@ -266,4 +280,54 @@ fn check_family(endpoint: &Endpoint, ipv4: bool, ipv6: bool) -> Result<(), CliEr
 fn closed(mut connection: MeteredConnection, counts: &ByteCounts) {
     connection.received(counts.received.load(Relaxed));
     connection.sent(counts.sent.load(Relaxed));
+}
+
+/// The inherited socket ENDPOINT names (`fd:N`, `fd:NAME`, `tls:fd:N`), taken from
+/// socket activation (`LISTEN_FDS` for this process) as `serve -l` takes it, with the same
+/// errors; `None` when ENDPOINT is one to bind. Called first thing, while no other thread
+/// runs: taking the sockets removes the variables that named them.
+fn inherited_socket(args: &ListenArgs) -> Result<Option<InheritedSocket>, CliError> {
+    let text = args.endpoint.as_str();
+    let names_fd = text.starts_with("fd:") || text.starts_with("tls:fd:");
+    if !names_fd || args.port.is_some() {
+        // `listen fd:3 80` is read as a host and a port, and refused as such.
+        return Ok(None);
+    }
+    if args.netcat.udp {
+        return Err(CliError::Usage(format!(
+            "-u does not apply to {text}: an inherited socket is served as the kind it is"
+        )));
+    }
+    // SAFETY: `listen` runs on the main thread before it starts any other (the stdin
+    // reader, a metrics runtime and the bridge's threads all come later).
+    let mut passed =
+        unsafe { Inherited::from_env() }.map_err(|err| CliError::Usage(err.to_string()))?;
+    let Some(mut sockets) = take_inherited(&mut passed, text)? else {
+        return Ok(None);
+    };
+    match (sockets.pop(), sockets.is_empty()) {
+        (Some(socket), true) => Ok(Some(socket)),
+        // `take_inherited` gives one socket at least, or an error.
+        (None, _) => Ok(None),
+        (Some(_), false) => Err(CliError::Usage(format!(
+            "cannot listen on {text}: it names {} sockets, and listen takes one",
+            sockets.len() + 1
+        ))),
+    }
+}
+
+/// Listens on an inherited socket as on a bound one: the same `Listening`, its endpoint
+/// the socket's real address (`tls:` kept for `tls:fd:N`).
+fn adopt(socket: InheritedSocket) -> Result<Listening, CliError> {
+    let name = socket.name().to_owned();
+    let tls = matches!(socket.endpoint(), Endpoint::Tls(_));
+    let fd = socket
+        .into_fd()
+        .map_err(|err| CliError::Usage(err.to_string()))?;
+    let listening = client::listen_inherited(fd, &name)?;
+    Ok(if tls {
+        listening.speaking_tls()?
+    } else {
+        listening
+    })
 }

@@ -24,6 +24,40 @@ use super::exit::CliError;
 use super::metrics::{self, MetricsSocket, StopServing};
 use super::resolve;
 
+/// The inherited sockets `text` names, taken from `inherited`: `fd:N`, `fd:NAME` (every
+/// socket of that name), or `tls:` before either (an inherited TCP socket that speaks TLS);
+/// `None` when `text` is no `fd:` endpoint (but one to bind). `serve -l`, `forward -l` and
+/// `listen` all read them here, so they take the same forms with the same errors.
+///
+/// # Errors
+///
+/// A usage error for a malformed `fd:` endpoint, or one that names no inherited socket of
+/// the right kind (`cannot listen on fd:9: …`).
+pub(crate) fn take_inherited(
+    inherited: &mut Inherited,
+    text: &str,
+) -> Result<Option<Vec<InheritedSocket>>, CliError> {
+    let usage = |err: socketkit::Error| CliError::Usage(err.to_string());
+    let (tls, name) = match text.strip_prefix("tls:") {
+        Some(rest) if rest.starts_with("fd:") => (true, rest),
+        _ => (false, text),
+    };
+    let sockets = match InheritedName::parse(name) {
+        None => return Ok(None),
+        Some(Err(err)) => return Err(CliError::Usage(err.to_string())),
+        Some(Ok(InheritedName::Number(fd))) => vec![inherited.take_number(fd).map_err(usage)?],
+        Some(Ok(InheritedName::Name(name))) => inherited.take_name(&name).map_err(usage)?,
+    };
+    if !tls {
+        return Ok(Some(sockets));
+    }
+    sockets
+        .into_iter()
+        .map(|socket| socket.speaking_tls().map_err(usage))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// How long a new process started by SIGUSR2 may take to report ready before it is stopped
 /// and the old one goes on serving.
 const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,30 +169,9 @@ impl Managed {
         }
         let mut listeners = Vec::new();
         for text in listen {
-            // `tls:fd:3`: an inherited TCP socket that speaks TLS.
-            let (tls, name) = match text.strip_prefix("tls:") {
-                Some(rest) if rest.starts_with("fd:") => (true, rest),
-                _ => (false, text.as_str()),
-            };
-            let sockets = match InheritedName::parse(name) {
-                None => {
-                    listeners.push(Listen::Bind(resolve::endpoint(text)?));
-                    continue;
-                }
-                Some(Err(err)) => return Err(CliError::Usage(err.to_string())),
-                Some(Ok(InheritedName::Number(fd))) => {
-                    vec![self.inherited.take_number(fd).map_err(usage)?]
-                }
-                Some(Ok(InheritedName::Name(name))) => {
-                    self.inherited.take_name(&name).map_err(usage)?
-                }
-            };
-            for socket in sockets {
-                let socket = match tls {
-                    true => socket.speaking_tls().map_err(usage)?,
-                    false => socket,
-                };
-                listeners.push(Listen::Inherited(socket));
+            match take_inherited(&mut self.inherited, text)? {
+                None => listeners.push(Listen::Bind(resolve::endpoint(text)?)),
+                Some(sockets) => listeners.extend(inherited(sockets)),
             }
         }
         Ok(listeners)

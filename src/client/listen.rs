@@ -2,6 +2,7 @@
 //! accepted connections for streams, the first sender for datagrams.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::endpoint::{Endpoint, Transport};
@@ -80,7 +81,59 @@ pub fn listen_transport(endpoint: &Endpoint, only_v6: bool) -> Result<Listening>
     })
 }
 
+/// Adopts `fd`, a socket a parent passed down (socket activation's `fd:N`; the server's
+/// `InheritedSocket::into_fd` gives it, checked), for [`Listening::accept`] (a listening
+/// stream socket) or [`Listening::first_datagram`] (a bound datagram socket). Its endpoint
+/// is the socket's real address; `name` (`fd:3`) is what errors call it. The socket file of
+/// an inherited Unix socket is not ours, so it is never removed. The socket is made
+/// blocking, as `accept` and `first_datagram` wait.
+///
+/// # Errors
+///
+/// `cannot listen on NAME: REASON`, where the reason says what the descriptor is instead: not
+/// a socket, a stream socket that is not listening, a socket bound to no address.
+pub fn listen_inherited(fd: OwnedFd, name: &str) -> Result<Listening> {
+    let Bound {
+        socket,
+        endpoint,
+        file,
+    } = net::adopt(fd, name)?;
+    socket.set_blocking(true)?;
+    Ok(Listening {
+        socket,
+        endpoint,
+        file,
+    })
+}
+
 impl Listening {
+    /// The same TCP listener, whose connections a TLS session then runs over (as
+    /// [`listen_transport`] gives for a `tls:` endpoint): its endpoint becomes `tls:`.
+    ///
+    /// # Errors
+    ///
+    /// `cannot listen on ENDPOINT: REASON` for a listener that is not TCP.
+    pub fn speaking_tls(self) -> Result<Listening> {
+        let name = self.endpoint.to_string();
+        let Bound {
+            socket,
+            endpoint,
+            file,
+        } = net::speaking_tls(
+            Bound {
+                socket: self.socket,
+                endpoint: self.endpoint,
+                file: self.file,
+            },
+            &name,
+        )?;
+        Ok(Listening {
+            socket,
+            endpoint,
+            file,
+        })
+    }
+
     /// The endpoint really listened on (with the port the system chose for port 0).
     pub fn local_endpoint(&self) -> &Endpoint {
         &self.endpoint

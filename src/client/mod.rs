@@ -41,7 +41,10 @@ pub use datagram::{
     MAX_DATAGRAM, MAX_UDP_V4, MAX_UDP_V6, bridge_datagrams, max_datagram, recv_whole,
 };
 pub use input::{CHUNK, Input, Next};
-pub use listen::{Listening, SocketFile, die_by_signal, listen, listen_only_v6, listen_transport};
+pub use listen::{
+    Listening, SocketFile, die_by_signal, listen, listen_inherited, listen_only_v6,
+    listen_transport,
+};
 pub use output::Output;
 pub use tls::{Handshake, bridge_tls};
 pub use waiting_file::WaitingFile;

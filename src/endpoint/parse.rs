@@ -40,8 +40,8 @@ fn parse(input: &str) -> Result<Endpoint, String> {
     }
     if prefix == "fd" {
         return Err(
-            "fd:N names an inherited listening socket, which only a server's listener takes \
-             (-l fd:N; in the library, InheritedSocket)"
+            "fd:N names an inherited listening socket, which only a listener takes \
+             (serve -l fd:N, listen fd:N; in the library, InheritedSocket)"
                 .into(),
         );
     }

@@ -281,6 +281,36 @@ impl InheritedSocket {
         &self.name
     }
 
+    /// The socket's descriptor, once, for a program that accepts on it without a server
+    /// (`socketkit listen fd:3`), as it was passed (blocking or not).
+    ///
+    /// # Errors
+    ///
+    /// `cannot listen on NAME: REASON` — a server took it already, or it is what only a
+    /// server serves: a handed-over set of `SO_REUSEPORT` sockets, or one with a socket
+    /// file this process must remove when done.
+    pub fn into_fd(self) -> Result<OwnedFd> {
+        {
+            // Looked at before it is taken: a refused socket stays whole (its file is not
+            // removed by the drop of a half-taken set).
+            let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(sockets) = sockets.as_ref()
+                && (sockets.len() != 1 || sockets.iter().any(|bound| bound.file.is_some()))
+            {
+                let reason = "a handed-over listener, which only a server serves";
+                return Err(invalid(&self.name, reason.into()));
+            }
+        }
+        match self.take()?.pop() {
+            Some(bound) => Ok(OwnedFd::from(bound.socket)),
+            // `of` made it of one socket at least, and the check above of exactly one.
+            None => Err(invalid(
+                &self.name,
+                "no descriptor was passed for it".into(),
+            )),
+        }
+    }
+
     /// The sockets, once: the server that binds them owns them from then on.
     pub(crate) fn take(&self) -> Result<Vec<Bound>> {
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);

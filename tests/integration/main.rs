@@ -45,6 +45,8 @@ mod cli_forward_unixgram;
 mod cli_fuzz;
 /// `socketkit listen`: one peer, -k, UDP, Unix.
 mod cli_listen;
+/// `listen fd:N` / `fd:NAME`: a socket passed by socket activation (SPEC §3.4).
+mod cli_listen_inherited;
 /// `listen -v`'s connection lines, with the fields of `serve`'s (SPEC §3.5).
 mod cli_listen_logs;
 /// The netcat habits of SPEC §3.6: nc's forms and flags, and hints for the ones spelled

@@ -381,6 +381,11 @@ impl World {
                     os("[::1:80"),
                     os("sctp:h:1"),
                     os("unix:"),
+                    // Inherited sockets: `serve -l` and `listen` take them, and refuse
+                    // them here (no `LISTEN_FDS` is passed to the runs); `--metrics` never.
+                    os("fd:3"),
+                    os("fd:web"),
+                    os("tls:fd:3"),
                 ],
             ),
             Kind::Target { .. } => {
