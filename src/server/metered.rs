@@ -38,15 +38,17 @@ impl MeteredListener {
     }
 
     /// Starts metering a connection from `peer` (the PROXY header's client, if one named
-    /// it): counted as open from now on. `local`, the address the client connected to, is
+    /// it; an IPv4-mapped address as the IPv4 one): counted as open from now on. `local`, the address the client connected to, is
     /// asked only when the debug log (`-v`) is on, for the lines that name it.
     pub fn connection(
         &self,
         peer: Address,
         local: impl FnOnce() -> Option<Address>,
     ) -> MeteredConnection {
+        // An IPv4 client of a dual-stack listener is named as IPv4, as a server names it.
+        let local = || local().map(Address::to_canonical);
         MeteredConnection {
-            meter: Meter::start(peer, &self.meter, local),
+            meter: Meter::start(peer.to_canonical(), &self.meter, local),
         }
     }
 }
