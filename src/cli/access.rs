@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use socketkit::access::{
-    AccessControl, Identity, Rate, RuleSources, SourceLimits, SourceSlot, drop_to, may_remove,
-    parse_network, resolve_identity,
+    AccessControl, Identity, Rate, RuleError, RuleSources, SourceLimits, SourceSlot, drop_to,
+    may_remove, parse_network, resolve_identity,
 };
 use socketkit::server::{Builder, RefusalReason};
 use socketkit::socket::Address;
@@ -65,7 +65,12 @@ pub(crate) fn control(sources: RuleSources) -> Result<Option<Arc<AccessControl>>
     if sources.is_empty() {
         return Ok(None);
     }
-    let control = AccessControl::new(sources).map_err(|err| CliError::Usage(err.to_string()))?;
+    // A file that cannot be read is an I/O error (exit 1), one that does not parse bad
+    // usage (exit 2), as for every file an option names.
+    let control = AccessControl::new(sources).map_err(|err| match err {
+        RuleError::Read { .. } => CliError::Failed(err.to_string()),
+        _ => CliError::Usage(err.to_string()),
+    })?;
     Ok(Some(Arc::new(control)))
 }
 

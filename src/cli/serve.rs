@@ -3,6 +3,7 @@
 //! options each takes and how each is served is the library's catalog
 //! (`socketkit::services::Service`); this file knows only the command line's words for them.
 
+use socketkit::services::qotd::QuotesError;
 use socketkit::services::{Service, ServiceError, ServiceOption, ServiceOptions, UnknownService};
 
 use super::args::ServeArgs;
@@ -82,8 +83,9 @@ fn refuse_stream_only_options(
     }
 }
 
-/// A service that cannot be configured is bad usage; an option of another service is named
-/// as the command line spells it.
+/// A service that cannot be configured is bad usage, except a file that cannot be read
+/// (an I/O error, exit 1, as for every file an option names); an option of another service
+/// is named as the command line spells it.
 fn usage(err: ServiceError) -> CliError {
     match err {
         ServiceError::Misplaced(misplaced) => {
@@ -95,6 +97,9 @@ fn usage(err: ServiceError) -> CliError {
             };
             let owner = misplaced.option.service();
             CliError::Usage(format!("{option} applies to the {owner} service only"))
+        }
+        ServiceError::Quotes(unreadable @ QuotesError::Read { .. }) => {
+            CliError::Failed(unreadable.to_string())
         }
         other => CliError::Usage(other.to_string()),
     }

@@ -232,8 +232,11 @@ fn serve_options_are_checked_against_the_service() {
     }
 }
 
+/// A file an option names that cannot be read is an I/O error, exit 1 (SPEC §2.3), as for
+/// `--to-file`; one whose content is wrong is bad usage, exit 2.
 #[test]
-fn unusable_quote_files_are_exit_2() -> Result<(), Box<dyn std::error::Error>> {
+fn unusable_quote_and_rule_files_are_exit_2_and_unreadable_ones_exit_1()
+-> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let long = dir.path().join("long.txt");
     std::fs::write(&long, "x".repeat(600))?;
@@ -243,10 +246,34 @@ fn unusable_quote_files_are_exit_2() -> Result<(), Box<dyn std::error::Error>> {
         line.ends_with("is 602 bytes; RFC 865 wants fewer than 512"),
         "{line}"
     );
+    let bad = dir.path().join("bad.rules");
+    std::fs::write(&bad, "10.0.0.0/33\n")?;
+    let bad = bad.to_str().ok_or("path")?;
+    let (code, line) = fails(&["serve", "-l", "127.0.0.1:0", "--allow-file", bad]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.ends_with("prefix length must be 0-32"), "{line}");
     let missing = dir.path().join("missing.txt");
-    let (code, line) = fails(&["serve", "qotd", "--quotes", missing.to_str().ok_or("path")?]);
-    assert_eq!(code, 2);
-    assert!(line.ends_with("no such file or directory"), "{line}");
+    let missing = missing.to_str().ok_or("path")?;
+    for args in [
+        &["serve", "qotd", "--quotes", missing][..],
+        &["serve", "-l", "127.0.0.1:0", "--allow-file", missing],
+        &["serve", "-l", "127.0.0.1:0", "--deny-file", missing],
+        &[
+            "forward",
+            "-l",
+            "127.0.0.1:0",
+            "--socks",
+            "--socks-allow-file",
+            missing,
+        ],
+    ] {
+        let (code, line) = fails(args);
+        assert_eq!(code, 1, "{args:?}: {line}");
+        assert!(
+            line.ends_with("no such file or directory"),
+            "{args:?}: {line}"
+        );
+    }
     Ok(())
 }
 

@@ -418,16 +418,6 @@ fn socks_usage_errors_exit_2() {
                 "-l",
                 "127.0.0.1:0",
                 "--socks",
-                "--socks-deny-file",
-                "/nonexistent/socks-deny",
-            ],
-            "cannot read rule file /nonexistent/socks-deny",
-        ),
-        (
-            &[
-                "-l",
-                "127.0.0.1:0",
-                "--socks",
                 "--socks-allow",
                 "10.0.0.0/33",
             ],
