@@ -55,7 +55,8 @@ fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
 ///
 /// The first address `address` names is bound; with `dualstack`, the first IPv6 one, and
 /// `IPV6_V6ONLY` is cleared so the one socket also accepts IPv4 clients (as IPv4-mapped
-/// addresses). An empty host is every interface, as in Python: `("", 8080)` binds
+/// addresses); an address with no IPv6 one is refused (`InvalidInput`), as Python's
+/// `ValueError`. An empty host is every interface, as in Python: `("", 8080)` binds
 /// `0.0.0.0:8080`, or `[::]:8080` with `dualstack`. A Unix path (a `Path`, or text that
 /// begins with `/`; `@NAME` for Linux's abstract namespace) gives a Unix stream listener.
 ///
@@ -70,7 +71,18 @@ fn connect_to(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
 /// ```
 pub fn create_server(address: impl ToAddress, backlog: i32, dualstack: bool) -> Result<Socket> {
     let mut addresses = address.to_bind_addresses(None)?;
-    if dualstack && let Some(v6) = addresses.iter().position(|a| a.family() == Family::Inet6) {
+    if dualstack {
+        // Python raises ValueError here too: an IPv4 or Unix socket cannot take both.
+        let Some(v6) = addresses.iter().position(|a| a.family() == Family::Inet6) else {
+            let named = addresses
+                .first()
+                .map_or_else(String::new, ToString::to_string);
+            let reason = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a dual-stack server needs an IPv6 address (\"::\", or \"\" for every interface)",
+            );
+            return Err(Error::new(Op::Bind, named, reason));
+        };
         addresses.swap(0, v6);
     }
     let address = first(addresses)?;
@@ -119,6 +131,19 @@ mod tests {
         let port = both.local_addr()?.port().unwrap_or_default();
         create_connection(("127.0.0.1", port), Some(Duration::from_secs(5)))?;
         Ok(())
+    }
+
+    #[test]
+    fn a_dual_stack_server_on_an_ipv4_address_or_a_path_is_refused() {
+        for address in ["127.0.0.1:0", "/tmp/socketkit-never-bound.sock"] {
+            let err = create_server(address, 5, true).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{address}");
+            assert!(
+                err.to_string()
+                    .ends_with("a dual-stack server needs an IPv6 address (\"::\", or \"\" for every interface)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -100,12 +100,20 @@ pub(crate) fn lookup(host: &str, port: u16, family: Option<Family>) -> Result<Ve
         .filter(|addr| family.is_none_or(|family| addr.family() == family))
         .collect();
     if wanted.is_empty() {
-        let what = match family {
-            Some(Family::Inet6) => "the name has no IPv6 address",
-            Some(_) => "the name has no IPv4 address",
-            None => "the name has no address",
+        // A literal of the other family is no name to look up: say what it is.
+        let literal = host.parse::<std::net::IpAddr>().is_ok();
+        let what = match (family, literal) {
+            (Some(Family::Inet6), true) => "it is an IPv4 address, and the socket is IPv6",
+            (Some(_), true) => "it is an IPv6 address, and the socket is IPv4",
+            (Some(Family::Inet6), false) => "the name has no IPv6 address",
+            (Some(_), false) => "the name has no IPv4 address",
+            (None, _) => "the name has no address",
         };
-        let reason = io::Error::new(io::ErrorKind::NotFound, what);
+        let kind = match literal {
+            true => io::ErrorKind::InvalidInput,
+            false => io::ErrorKind::NotFound,
+        };
+        let reason = io::Error::new(kind, what);
         return Err(Error::new(Op::Resolve, host, reason));
     }
     Ok(wanted)
@@ -149,7 +157,12 @@ mod tests {
         let err = lookup("127.0.0.1", 7, Some(Family::Inet6)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "cannot resolve 127.0.0.1: the name has no IPv6 address"
+            "cannot resolve 127.0.0.1: it is an IPv4 address, and the socket is IPv6"
+        );
+        let err = lookup("::1", 7, Some(Family::Inet)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot resolve ::1: it is an IPv6 address, and the socket is IPv4"
         );
     }
 
