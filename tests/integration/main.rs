@@ -82,6 +82,8 @@ mod eof_model;
 /// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown,
 /// tls_echo).
 mod examples;
+/// `socketkit forward` out of file descriptors, TCP and UDP: back off, log once per burst.
+mod forward_faults;
 /// `--inetd` with a connection made by the test: admission as on a listener.
 mod inetd;
 /// Against other people's tools: OpenBSD nc, socat.

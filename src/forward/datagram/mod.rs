@@ -42,13 +42,15 @@ use super::MAX_TARGETS;
 use super::targets::{Balance, Reloaded, source_slot};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
-use crate::metrics::{ListenerMetrics, Metrics, TargetMetrics};
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::{self, ConnectedDatagram, ListenOptions};
 use crate::server::DatagramListener;
 use crate::socket::Address;
 use session::{Client, Clients, answer, retire, transient};
+use turns::{Target, Turns};
 
 mod session;
+mod turns;
 
 /// The most a UDP datagram over IPv4 can carry: the receive buffers' size (they grow for a
 /// longer Unix datagram, from a client or from the target).
@@ -349,10 +351,7 @@ impl BoundDatagramForward {
     }
 
     /// Each of `targets` resolved, with its counters.
-    async fn resolve(
-        &self,
-        targets: &[Endpoint],
-    ) -> Result<Vec<(Arc<Address>, Option<TargetMetrics>)>> {
+    async fn resolve(&self, targets: &[Endpoint]) -> Result<Vec<Target>> {
         let mut resolved = Vec::with_capacity(targets.len());
         for target in targets {
             let counted = self
@@ -360,7 +359,8 @@ impl BoundDatagramForward {
                 .metrics
                 .as_ref()
                 .map(|metrics| metrics.forward_target(&target.to_string()));
-            resolved.push((Arc::new(resolve_target(target).await?), counted));
+            let address = resolve_target(target).await?;
+            resolved.push(Target::new(target.clone(), address, counted));
         }
         Ok(resolved)
     }
@@ -384,15 +384,19 @@ impl BoundDatagramForward {
                 return None;
             }
         }
-        let (target, target_metrics) = turns.next(from);
-        let upstream = match ConnectedDatagram::open(&target) {
+        let turn = turns.next(from);
+        let upstream = match ConnectedDatagram::open(&turn.address) {
             Ok(upstream) => upstream,
             Err(err) => {
-                tracing::warn!(client = %from, "cannot relay to {target}: {}", describe(&err));
+                // Once per shortage, not per datagram: a flood of new source ports near the
+                // descriptor limit fails every one.
+                turn.shortage.failed(from, &turn.endpoint, &err);
                 return None;
             }
         };
-        tracing::debug!(client = %from, "new client, relayed to {target}");
+        turn.shortage.opened(&turn.endpoint);
+        let (target, target_metrics) = (Arc::clone(&turn.address), turn.metrics.clone());
+        tracing::debug!(client = %from, "new client, relayed to {}", turn.endpoint);
         let metered = self.metrics.as_ref().map(|metrics| {
             metrics.accepted.inc();
             metrics.active.inc();
@@ -415,30 +419,6 @@ impl BoundDatagramForward {
             self.relay.idle_timeout,
         ));
         Some(client)
-    }
-}
-
-/// The resolved targets (with their counters) and whose turn is next.
-struct Turns {
-    targets: Vec<(Arc<Address>, Option<TargetMetrics>)>,
-    by_source: bool,
-    next: usize,
-}
-
-impl Turns {
-    /// The target of a new client from `from`, and its counters.
-    fn next(&mut self, from: &Address) -> (Arc<Address>, Option<TargetMetrics>) {
-        let count = self.targets.len();
-        let index = match from.ip() {
-            Some(source) if self.by_source => source_slot(source, count),
-            _ => {
-                let index = self.next % count;
-                self.next = self.next.wrapping_add(1);
-                index
-            }
-        };
-        let (address, metrics) = &self.targets[index];
-        (Arc::clone(address), metrics.clone())
     }
 }
 
