@@ -8,6 +8,7 @@ use std::io;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::endpoint::Endpoint;
 use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Tls, Tlvs, Version};
 use crate::server::{Connection, Handler};
@@ -19,6 +20,11 @@ impl Handler for Forward {
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let relay = self.clone();
         async move { relay.relay(conn).await }
+    }
+
+    /// The target's socket, made after the accept.
+    fn opens_descriptors(&self) -> bool {
+        true
     }
 }
 
@@ -53,13 +59,20 @@ impl Forward {
         for target in order {
             left -= 1;
             let endpoint = target.endpoint();
-            match self.dial.connect(endpoint, header.as_deref()).await {
+            let dialed = self.dial.connect(endpoint, header.as_deref()).await;
+            // The accept loop may be waiting for this relay's descriptor before the next.
+            crate::server::handler_opened();
+            match dialed {
                 Ok(upstream) => {
                     tracing::trace!(peer = %client.peer_addr(), "relaying to {endpoint}");
                     target.succeeded();
                     // The order's reference moves into the guard: no count to add.
                     let _open = target.open();
                     return relay_to(client, upstream, &hello).await;
+                }
+                Err(err) if net::is_resource_exhaustion(&err) => {
+                    out_of_resources(&client, endpoint, &err);
+                    break;
                 }
                 Err(err) => {
                     targets.failed(&target);
@@ -81,6 +94,27 @@ impl Forward {
         // had nothing to say.
         client.reset_on_close();
         Ok(())
+    }
+}
+
+/// The relay, not the target, had no descriptor (or memory) for the target's socket
+/// (`err`): the accept before took the last one. The target is not marked down and no other
+/// is tried (none would do better); the accept loops are told to hold a descriptor back, so
+/// that the clients behind this one wait in the backlog rather than each being accepted and
+/// reset; and the warning is written once per shortage, at debug level after that.
+pub(super) fn out_of_resources(client: &Connection, endpoint: &Endpoint, err: &io::Error) {
+    let reason = crate::error::describe(err);
+    if crate::server::handler_out_of_resources() {
+        tracing::warn!(
+            peer = %client.peer_addr(),
+            "out of resources to open a connection to {endpoint}: {reason}; resetting the \
+             client, and new clients wait in the backlog until some are freed"
+        );
+    } else {
+        tracing::debug!(
+            peer = %client.peer_addr(),
+            "out of resources to open a connection to {endpoint}: {reason}; resetting the client"
+        );
     }
 }
 

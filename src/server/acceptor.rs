@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EXHAUSTION_BACKOFF;
 use super::admission::Held;
-use super::exhaustion::Backoff;
+use super::exhaustion::{self, Backoff};
 use super::listener::StreamListener;
 use super::meter::{ListenerMeter, Meter};
 use super::pipeline::Pipeline;
@@ -51,6 +51,9 @@ impl Acceptor {
         // (which counts into `self`) do not overlap as borrows of `self`.
         let listener = Arc::clone(&self.listener);
         let mut backoff = Backoff::new(&self.exhausted);
+        // A handler that opens a descriptor after the accept (a relay's target socket) is
+        // let in carefully near the limit (see `exhaustion`); others never wait for one.
+        let opens_descriptors = self.spawner.opens_descriptors();
         // The drain is waited for only where the loop has to wait: a wait set up and torn
         // down for every connection (a locked `Notify` registration each way) was 2–3 % of
         // a greeting server's samples, more than the loop's own code; `has_reached` is one
@@ -76,14 +79,57 @@ impl Acceptor {
                 permit = self.slot() => permit,
                 () = watcher.reached(Phase::Draining) => return,
             };
+            // Near the limit, for a handler that opens a descriptor after the accept (a
+            // relay's target): a descriptor is held back across the accept, so a client is
+            // taken only when one is left for the handler, and the others wait in the
+            // backlog meanwhile, as they do when `accept` itself fails.
+            let turn = if opens_descriptors && exhaustion::keeps_a_reserve() {
+                tokio::select! {
+                    biased;
+                    turn = exhaustion::reserved_turn() => Some(turn),
+                    () = watcher.reached(Phase::Draining) => return,
+                }
+            } else {
+                None
+            };
+            let reserve = if turn.is_some() {
+                match listener.as_fd().try_clone_to_owned() {
+                    Ok(reserve) => Some(reserve),
+                    Err(err) => {
+                        drop((permit, turn));
+                        if self
+                            .back_off(&mut backoff, &listener, &err, &mut watcher)
+                            .await
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             match pending.accept() {
                 None => {} // another loop took it
                 Some(Ok(raw)) => {
+                    let reserved = reserve.is_some();
+                    // Closed before the handler runs: the descriptor it keeps for it.
+                    drop(reserve);
                     self.meter.accepted_by(self.counts.as_mut());
                     backoff.succeeded(|| listener.local_endpoint());
                     self.serve(raw, permit);
                     if let Some(load) = &mut self.load {
                         load.turn(listener.as_fd());
+                    }
+                    if let (true, Some((_turn, since))) = (reserved, &turn) {
+                        exhaustion::reserve_was_free();
+                        // The connection's task opens its descriptor before the next
+                        // accept (of any loop) could take it: clients that piled up while
+                        // descriptors were short are let in one at a time.
+                        tokio::select! {
+                            () = watcher.reached(Phase::Draining) => return,
+                            () = exhaustion::handler_has_opened(*since) => {}
+                        }
                     }
                 }
                 // Only an accept that gave nothing (EAGAIN, EINTR) is not an error.
@@ -92,16 +138,38 @@ impl Acceptor {
                     _ => self.meter.accept_error(&err),
                 },
                 Some(Err(err)) => {
-                    self.meter.accept_error(&err);
-                    drop(permit);
-                    // A full descriptor table fails every accept until something closes.
-                    backoff.failed(|| listener.local_endpoint(), &err);
-                    tokio::select! {
-                        () = watcher.reached(Phase::Draining) => return,
-                        () = tokio::time::sleep(EXHAUSTION_BACKOFF) => {}
+                    drop((permit, reserve, turn));
+                    if opens_descriptors {
+                        // Once descriptors free, the clients waiting now come in at once:
+                        // let them in one at a time, each with its handler's descriptor.
+                        exhaustion::near_the_limit();
+                    }
+                    if self
+                        .back_off(&mut backoff, &listener, &err, &mut watcher)
+                        .await
+                    {
+                        return;
                     }
                 }
             }
+        }
+    }
+
+    /// Out of a resource (`err`) to accept with: counts it, says so once per burst, and
+    /// waits [`EXHAUSTION_BACKOFF`] before the next try (a full descriptor table fails every
+    /// accept until something closes). True when the server began to drain meanwhile.
+    async fn back_off(
+        &self,
+        backoff: &mut Backoff,
+        listener: &StreamListener,
+        err: &io::Error,
+        watcher: &mut Watcher,
+    ) -> bool {
+        self.meter.accept_error(err);
+        backoff.failed(|| listener.local_endpoint(), err);
+        tokio::select! {
+            () = watcher.reached(Phase::Draining) => true,
+            () = tokio::time::sleep(EXHAUSTION_BACKOFF) => false,
         }
     }
 

@@ -107,6 +107,7 @@ pub use shutdown::ShutdownHandle;
 pub use crate::metrics::RefusalReason;
 
 pub(crate) use datagram::DatagramListener;
+pub(crate) use exhaustion::{handler_opened, handler_out_of_resources};
 pub(crate) use meter::Tally;
 pub(crate) use program::{ProgramConnection, ProgramGroup};
 pub(crate) use shutdown::is_cut_short;
@@ -145,6 +146,16 @@ pub trait Handler: Send + Sync + 'static {
     /// effect (a quote that changes with each call).
     fn replies_immediately(&self) -> bool {
         self.immediate_reply().is_some()
+    }
+
+    /// Whether the handler opens a descriptor of its own for each connection (a relay's
+    /// target socket). Near the descriptor limit the accept loop then keeps one in reserve
+    /// for it and lets clients in one at a time, each once the handler before it has
+    /// opened its descriptor (or a moment has passed), so that the clients it has no room for
+    /// wait in the kernel's backlog rather than being accepted and closed. The default is
+    /// `false`.
+    fn opens_descriptors(&self) -> bool {
+        false
     }
 
     /// For a handler that only echoes or only discards: which, so that the io_uring engine

@@ -44,6 +44,12 @@ pub(crate) trait Spawner: Send + Sync + 'static {
     fn routine(&self) -> Option<Routine> {
         None
     }
+
+    /// Whether the handler opens a descriptor per connection (see
+    /// [`Handler::opens_descriptors`]).
+    fn opens_descriptors(&self) -> bool {
+        false
+    }
 }
 
 /// What the accept loop hands to a [`Spawner`].
@@ -122,6 +128,10 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
 
     fn routine(&self) -> Option<Routine> {
         self.0.routine()
+    }
+
+    fn opens_descriptors(&self) -> bool {
+        self.0.opens_descriptors()
     }
 
     fn spawn(&self, accepted: Accepted, watcher: Watcher) {

@@ -205,6 +205,11 @@ impl SocksForward {
 }
 
 impl Handler for SocksForward {
+    /// The target's socket, made after the accept.
+    fn opens_descriptors(&self) -> bool {
+        true
+    }
+
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let proxy = self.clone();
         async move {
@@ -254,6 +259,8 @@ async fn serve(
     let connected = tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    // The accept loop may be waiting for this client's descriptor before the next.
+    crate::server::handler_opened();
     let upstream = match connected {
         Ok(Some(stream)) => stream,
         Ok(None) => {
@@ -264,6 +271,12 @@ async fn serve(
             return answer(&mut client, version, NOT_ALLOWED, None).await;
         }
         Err(err) => {
+            if net::is_resource_exhaustion(&err) {
+                // The proxy, not the target, is out of descriptors: the accept loops hold
+                // one back until there is room, so the next clients wait in the backlog
+                // rather than each being told "general failure" (said at debug level here).
+                crate::server::handler_out_of_resources();
+            }
             tracing::debug!(
                 peer = %client.peer_addr(),
                 "socks: cannot reach {target}: {}",
