@@ -28,6 +28,7 @@ mod connection;
 mod spill;
 mod stream;
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -133,6 +134,8 @@ pub(super) struct Worker {
     buffers_out: usize,
     /// A receive found no free buffer this turn: the connections' queues are spilled.
     starving: bool,
+    /// The spilled bytes of echo connections, by slot (`worker/spill.rs`).
+    spills: HashMap<usize, spill::Spill>,
     /// Receives are multishot: on TCP, until the kernel refuses one (before Linux 6.0).
     multishot: bool,
     /// Streams' registered descriptors.
@@ -142,7 +145,7 @@ pub(super) struct Worker {
 }
 
 // An idle connection's whole cost in this process is its slot.
-const _: () = assert!(std::mem::size_of::<Conn>() <= 80);
+const _: () = assert!(std::mem::size_of::<Conn>() <= 72);
 
 /// The ring's size: room for a loop turn's requests under load.
 const RING_ENTRIES: u32 = 1024;
@@ -211,6 +214,7 @@ impl Worker {
             last_reply: None,
             buffers_out: 0,
             starving: false,
+            spills: HashMap::new(),
             multishot,
             files: stream::FileTable::Unset,
             load,

@@ -10,11 +10,13 @@
 //! the buffer went) — and those connections send from the spill before their queue. A
 //! connection counts its spill's chunks among the buffers it may hold ([`HELD_MAX`]), so a
 //! client that does not read holds at most that much of the process's memory, and none of
-//! the buffers the others need. Nothing of this runs while the buffers suffice.
+//! the buffers the others need. Nothing of this runs while the buffers suffice, and the
+//! spills are kept in a table of the worker's, by slot, so that no connection's slot grows
+//! for what few ever need.
 //!
 //! [`HELD_MAX`]: super::stream::HELD_MAX
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use io_uring::opcode;
 use io_uring::types::{Fd, Fixed};
@@ -58,20 +60,23 @@ impl Spill {
     }
 }
 
-/// Copies every buffer of `queue` into `spill`, the first from byte `skip` on, and gives
-/// the buffers back to the kernel; returns how many went back.
+/// Copies every buffer of `queue` into the spill of connection `slot` in `spills`, the
+/// first from byte `skip` on, and gives the buffers back to the kernel; returns how many
+/// went back.
 pub(super) fn move_queue(
     buffers: &mut BufferRing,
     queue: &mut Queue,
     mut skip: usize,
-    spill: &mut Option<Box<Spill>>,
+    spills: &mut HashMap<usize, Spill>,
+    slot: usize,
 ) -> usize {
     let mut moved = 0;
     while let Some((bid, bytes)) = buffers.front(queue) {
         let rest = &bytes[skip.min(bytes.len())..];
         if !rest.is_empty() {
-            spill
-                .get_or_insert_with(Box::default)
+            spills
+                .entry(slot)
+                .or_default()
                 .chunks
                 .push_back(rest.into());
         }
@@ -101,11 +106,14 @@ impl Worker {
             if stream.queue.len() == 0 || stream.failed || stream.unpinning {
                 continue;
             }
-            if stream.sending && !stream.sending_spill {
+            // A send in flight is the queue's unless the stream has a spill.
+            if stream.sending && !stream.spilled {
                 stream.unpinning = true;
                 cancels.push(slot);
             } else {
-                self.buffers_out -= move_queue(buffers, &mut stream.queue, 0, &mut stream.spill);
+                let queue = &mut stream.queue;
+                self.buffers_out -= move_queue(buffers, queue, 0, &mut self.spills, slot);
+                stream.spilled = self.spills.contains_key(&slot);
                 moved.push(slot);
             }
         }
@@ -129,15 +137,15 @@ impl Worker {
             return;
         };
         stream.sending = false;
-        stream.sending_spill = false;
-        let Some(spill) = stream.spill.as_mut() else {
+        let Some(spill) = self.spills.get_mut(&slot) else {
             return;
         };
         let len = spill.front().map_or(0, <[u8]>::len);
         match usize::try_from(result) {
             Ok(sent) if sent == len => {
                 if spill.consume(sent) {
-                    stream.spill = None;
+                    self.spills.remove(&slot);
+                    stream.spilled = false;
                 }
                 if let Some(meter) = &mut conn.meter {
                     meter.sent(sent);

@@ -27,7 +27,7 @@ use std::os::fd::OwnedFd;
 use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
-use super::spill::{self, Spill};
+use super::spill;
 use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, Worker, token};
 use crate::server::ring::RingRoutine;
 use crate::server::ring::buffers::Queue;
@@ -49,16 +49,17 @@ pub(super) fn multishot_suits(listener: &OwnedFd) -> bool {
 pub(super) struct Stream {
     /// Received, not yet sent back (echo only): the oldest is the one being sent.
     pub(super) queue: Queue,
-    /// Bytes moved out of the queue when the buffers ran out: sent before it.
-    pub(super) spill: Option<Box<Spill>>,
+    /// It has bytes moved out of the queue when the buffers ran out, in the worker's
+    /// `spills` (kept there, not here, so that no connection's slot grows for them): they
+    /// are sent before the queue.
+    pub(super) spilled: bool,
     /// A receive is in flight: its last completion has not come (it lacks `MORE`).
     receiving: bool,
     /// That receive's cancel is queued.
     cancelling: bool,
-    /// A send is in flight: the oldest buffer's, or the spill's ([`Stream::sending_spill`]).
+    /// A send is in flight: the spill's oldest chunk if it has one (a send from the queue
+    /// is made only once the spill is empty), else the queue's oldest buffer.
     pub(super) sending: bool,
-    /// The send in flight is the spill's oldest chunk.
-    pub(super) sending_spill: bool,
     /// The send in flight from the queue is being cancelled, for its buffers to be spilled.
     pub(super) unpinning: bool,
     /// The receive found no free buffer: the slot waits in the worker's `starved` list.
@@ -238,7 +239,9 @@ impl Worker {
             && !complete
             && let Some(taken) = taken
         {
-            let moved = spill::move_queue(buffers, &mut stream.queue, taken, &mut stream.spill);
+            let moved =
+                spill::move_queue(buffers, &mut stream.queue, taken, &mut self.spills, slot);
+            stream.spilled |= moved > 0 && self.spills.contains_key(&slot);
             self.buffers_out -= moved;
             if let (1.., Some(meter)) = (metered, &mut conn.meter) {
                 meter.sent(metered);
@@ -252,7 +255,8 @@ impl Worker {
         stream.sent = stream.sent.saturating_add(1);
         let register = stream.fixed.is_none() && stream.sent == REGISTER_AFTER;
         if unpinning && complete {
-            let moved = spill::move_queue(buffers, &mut stream.queue, 0, &mut stream.spill);
+            let moved = spill::move_queue(buffers, &mut stream.queue, 0, &mut self.spills, slot);
+            stream.spilled |= moved > 0 && self.spills.contains_key(&slot);
             self.buffers_out -= moved;
         }
         if let (1.., Some(meter)) = (metered, &mut conn.meter) {
@@ -281,14 +285,16 @@ impl Worker {
             return;
         };
         let mut entries: [Option<squeue::Entry>; 2] = [None, None];
-        let spilled = stream.spill.as_ref().and_then(|spill| spill.front());
+        let spill = match stream.spilled {
+            true => self.spills.get(&slot),
+            false => None,
+        };
         if !stream.sending
             && !stream.failed
-            && let Some(bytes) = spilled
+            && let Some(bytes) = spill.and_then(spill::Spill::front)
         {
             entries[0] = Some(spill::spill_send(slot, fd, stream.fixed, bytes));
             stream.sending = true;
-            stream.sending_spill = true;
         } else if !stream.sending
             && !stream.failed
             && let Some((_, bytes)) = self.buffers.as_ref().and_then(|b| b.front(&stream.queue))
@@ -301,7 +307,7 @@ impl Worker {
             entries[0] = Some(send.flags(SEND_FLAGS).build().user_data(token(slot, SEND)));
             stream.sending = true;
         }
-        let spilled = stream.spill.as_ref().map_or(0, |spill| spill.len());
+        let spilled = spill.map_or(0, spill::Spill::len);
         let over = stream.failed || (stream.ended && stream.queue.len() == 0 && spilled == 0);
         let full = stream.queue.len() + spilled >= HELD_MAX;
         if stream.receiving {
@@ -318,6 +324,9 @@ impl Worker {
                 let queue = std::mem::take(&mut stream.queue);
                 if stream.starved {
                     self.starved.retain(|&starved| starved != slot);
+                }
+                if std::mem::take(&mut stream.spilled) {
+                    self.spills.remove(&slot);
                 }
                 let fixed = stream.fixed.take();
                 if let Some(index) = fixed {
