@@ -14,11 +14,12 @@ fn listen(args: &[&str], input: &[u8]) -> Running {
     Running::start_with_stdin(cmd, 1, input.to_vec())
 }
 
-#[test]
-fn one_connection_then_exit_zero_and_a_second_client_is_refused() {
-    let mut listener = listen(&["127.0.0.1:0"], b"hello client");
-    let addr = listener.addr();
-    let mut client = connect(&addr);
+/// One exchange with a `listen` whose stdin is "hello client": the client sends "hello
+/// listener", half-closes and reads the answer, and the listener exits 0. Returns the
+/// client's own address.
+pub(crate) fn exchange_and_exit(listener: &mut Running) -> String {
+    let mut client = connect(&listener.addr());
+    let peer = client.local_addr().expect("addr").to_string();
     client.write_all(b"hello listener").expect("write");
     client.shutdown(Shutdown::Write).expect("half-close");
     assert_eq!(read_to_end(&mut client), b"hello client");
@@ -28,6 +29,14 @@ fn one_connection_then_exit_zero_and_a_second_client_is_refused() {
         "{}",
         listener.stderr()
     );
+    peer
+}
+
+#[test]
+fn one_connection_then_exit_zero_and_a_second_client_is_refused() {
+    let mut listener = listen(&["127.0.0.1:0"], b"hello client");
+    let addr = listener.addr();
+    exchange_and_exit(&mut listener);
     assert_eq!(listener.stdout_text(), "hello listener");
     assert!(TcpStream::connect(&addr).is_err(), "the listener is closed");
 }

@@ -59,17 +59,7 @@ fn json_listen_v_logs_the_connection_and_its_closing_with_the_servers_fields() {
     cmd.args(["listen", "127.0.0.1:0", "-v", "--log-format", "json"]);
     let mut listener = Running::start_with_stdin(cmd, 1, b"hello client".to_vec());
     let addr = listener.addr();
-    let mut client = connect(&addr);
-    let peer = client.local_addr().expect("addr").to_string();
-    client.write_all(b"hello listener").expect("write");
-    client.shutdown(Shutdown::Write).expect("half-close");
-    assert_eq!(read_to_end(&mut client), b"hello client");
-    assert_eq!(
-        listener.wait(DEADLINE).code(),
-        Some(0),
-        "{}",
-        listener.stderr()
-    );
+    let peer = crate::cli_listen::exchange_and_exit(&mut listener);
     assert_logged(&objects(&listener.stderr()), &addr, &peer, (14, 12));
 }
 
