@@ -110,6 +110,12 @@ pub enum RuleError {
         /// Why, in words.
         reason: String,
     },
+    /// A rule file is not UTF-8 text.
+    #[error("{path} is not UTF-8 text; a rule file is text")]
+    NotText {
+        /// The file.
+        path: PathBuf,
+    },
     /// A line of a rule file is not a network.
     #[error("{path}:{line}: invalid network '{text}': {reason}")]
     Line {
@@ -166,9 +172,15 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 /// The file cannot be read, or a line is not a network: [`RuleError::Line`] names the file
 /// and the line.
 pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
-    let text = std::fs::read_to_string(path).map_err(|err| RuleError::Read {
-        path: path.to_owned(),
-        reason: crate::error::describe(&err),
+    // A file that opens but is not text is wrong content, not a failed read.
+    let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::InvalidData => RuleError::NotText {
+            path: path.to_owned(),
+        },
+        _ => RuleError::Read {
+            path: path.to_owned(),
+            reason: crate::error::describe(&err),
+        },
     })?;
     let mut networks = Vec::new();
     for (index, line) in text.lines().enumerate() {

@@ -34,14 +34,19 @@ impl CliError {
 }
 
 /// The text of a file an option names (`what`, as in "cannot load WHAT FILE: REASON"): one
-/// that cannot be read is a runtime failure, exit 1.
+/// that cannot be read is a runtime failure, exit 1; one that is not text, bad usage (exit
+/// 2, as any other wrong content).
 pub(crate) fn read_text(what: &'static str, file: &std::path::Path) -> Result<String, CliError> {
-    std::fs::read_to_string(file).map_err(|err| {
-        CliError::Runtime(socketkit::Error::new(
+    std::fs::read_to_string(file).map_err(|err| match err.kind() {
+        std::io::ErrorKind::InvalidData => CliError::Usage(format!(
+            "cannot load {what} {}: it is not UTF-8 text",
+            file.display()
+        )),
+        _ => CliError::Runtime(socketkit::Error::new(
             socketkit::error::Op::Load(what),
             file.display(),
             err,
-        ))
+        )),
     })
 }
 

@@ -45,15 +45,22 @@ static OPENED_NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// server of the process accepts into the same one.
 static RESERVED_LEFT: AtomicU32 = AtomicU32::new(0);
 
+/// A handler has said it ran short in this shortage (its warning is written): apart from
+/// [`RESERVED_LEFT`], which `accept`'s own `EMFILE` starts too, so that the client a handler
+/// had to reset is named at the default level even when the accept loop's warning came
+/// first.
+static HANDLER_SHORT: AtomicBool = AtomicBool::new(false);
+
 /// Tells the accept loops that a handler could not open what its connection needs (a
 /// relay's target socket failed with `EMFILE`, `ENFILE`, `ENOBUFS` or `ENOMEM`, see
 /// [`crate::net::is_resource_exhaustion`]) because the accept before it took the last
 /// descriptor: for the next [`RESERVED_ACCEPTS`] accepts they hold one back (a client is
 /// taken only with a descriptor left for its handler, and the rest wait in the backlog)
-/// and take clients one at a time. Returns whether this call began the shortage, so that
+/// and take clients one at a time. Returns whether this is the first handler to run short in this shortage, so that
 /// the handler warns once per burst rather than once per client.
 pub(crate) fn handler_out_of_resources() -> bool {
-    RESERVED_LEFT.swap(RESERVED_ACCEPTS, Ordering::Relaxed) == 0
+    RESERVED_LEFT.store(RESERVED_ACCEPTS, Ordering::Relaxed);
+    !HANDLER_SHORT.swap(true, Ordering::Relaxed)
 }
 
 /// `accept` itself ran out of descriptors, for a handler that opens one of its own after
@@ -106,9 +113,13 @@ pub(crate) async fn handler_has_opened(since: u64) {
 /// An accept succeeded with a descriptor in reserve: one fewer to make so.
 pub(crate) fn reserve_was_free() {
     // An Err only says the count was 0 already (another loop took the last one).
-    let _ = RESERVED_LEFT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+    let left = RESERVED_LEFT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
         left.checked_sub(1)
     });
+    if left == Ok(1) {
+        // The shortage is over: the next one is warned of again.
+        HANDLER_SHORT.store(false, Ordering::Relaxed);
+    }
 }
 
 /// One accept loop's side of the server's exhaustion log.

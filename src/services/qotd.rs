@@ -51,6 +51,12 @@ pub enum QuotesError {
         /// The file.
         path: String,
     },
+    /// The file is not UTF-8 text.
+    #[error("{path} is not UTF-8 text; a quotes file is text")]
+    NotText {
+        /// The file.
+        path: String,
+    },
     /// The file holds no quote.
     #[error("{path} holds no quotes (separate quotes with a blank line or a line '%')")]
     Empty {
@@ -90,9 +96,13 @@ impl Qotd {
     pub fn from_file(path: &Path) -> Result<Qotd, QuotesError> {
         use std::io::Read;
         let name = path.display().to_string();
-        let read_error = |err: std::io::Error| QuotesError::Read {
-            path: name.clone(),
-            reason: crate::error::describe(&err),
+        // A file that opens but is not text is wrong content, not a failed read.
+        let read_error = |err: std::io::Error| match err.kind() {
+            std::io::ErrorKind::InvalidData => QuotesError::NotText { path: name.clone() },
+            _ => QuotesError::Read {
+                path: name.clone(),
+                reason: crate::error::describe(&err),
+            },
         };
         let mut text = String::new();
         std::fs::File::open(path)

@@ -252,6 +252,19 @@ fn unusable_quote_and_rule_files_are_exit_2_and_unreadable_ones_exit_1()
     let (code, line) = fails(&["serve", "-l", "127.0.0.1:0", "--allow-file", bad]);
     assert_eq!(code, 2, "{line}");
     assert!(line.ends_with("prefix length must be 0-32"), "{line}");
+    // A file that opens but is not text is wrong content too.
+    let binary = dir.path().join("binary.txt");
+    std::fs::write(&binary, [0xff, 0xfe, b'\n'])?;
+    let binary = binary.to_str().ok_or("path")?;
+    for args in [
+        &["serve", "qotd", "--quotes", binary][..],
+        &["serve", "-l", "127.0.0.1:0", "--allow-file", binary],
+        &["forward", "-l", "127.0.0.1:0", "--to-file", binary],
+    ] {
+        let (code, line) = fails(args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(line.contains("not UTF-8 text"), "{args:?}: {line}");
+    }
     let missing = dir.path().join("missing.txt");
     let missing = missing.to_str().ok_or("path")?;
     for args in [

@@ -270,13 +270,27 @@ async fn serve(
             );
             return answer(&mut client, version, NOT_ALLOWED, None).await;
         }
-        Err(err) => {
-            if net::is_resource_exhaustion(&err) {
-                // The proxy, not the target, is out of descriptors: the accept loops hold
-                // one back until there is room, so the next clients wait in the backlog
-                // rather than each being told "general failure" (said at debug level here).
-                crate::server::handler_out_of_resources();
+        // The proxy, not the target, is out of descriptors: the accept loops hold one back
+        // until there is room, so the next clients wait in the backlog rather than each
+        // being told "general failure"; said once per shortage, at debug level after.
+        Err(err) if net::is_resource_exhaustion(&err) => {
+            let reason = crate::error::describe(&err);
+            if crate::server::handler_out_of_resources() {
+                tracing::warn!(
+                    peer = %client.peer_addr(),
+                    "socks: out of resources to open a connection to {target}: {reason}; \
+                     failing this client, and new clients wait in the backlog until some are \
+                     freed"
+                );
+            } else {
+                tracing::debug!(
+                    peer = %client.peer_addr(),
+                    "socks: out of resources to open a connection to {target}: {reason}"
+                );
             }
+            return answer(&mut client, version, refusal(&err), None).await;
+        }
+        Err(err) => {
             tracing::debug!(
                 peer = %client.peer_addr(),
                 "socks: cannot reach {target}: {}",
