@@ -16,13 +16,11 @@
 //!
 //! [`HELD_MAX`]: super::stream::HELD_MAX
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use io_uring::opcode;
-use io_uring::types::{Fd, Fixed};
 
-use super::{CANCEL, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
-use crate::server::ring::buffers::{BufferRing, Queue};
+use super::{CANCEL, SEND, Worker, token};
 
 /// Bytes a connection had queued in provided buffers, copied out, oldest first.
 #[derive(Debug, Default)]
@@ -60,43 +58,32 @@ impl Spill {
     }
 }
 
-/// Copies every buffer of `queue` into the spill of connection `slot` in `spills`, the
-/// first from byte `skip` on, and gives the buffers back to the kernel; returns how many
-/// went back.
-pub(super) fn move_queue(
-    buffers: &mut BufferRing,
-    queue: &mut Queue,
-    mut skip: usize,
-    spills: &mut HashMap<usize, Spill>,
-    slot: usize,
-) -> usize {
-    let mut moved = 0;
-    while let Some((bid, bytes)) = buffers.front(queue) {
-        let rest = &bytes[skip.min(bytes.len())..];
-        if !rest.is_empty() {
-            spills
-                .entry(slot)
-                .or_default()
-                .chunks
-                .push_back(rest.into());
-        }
-        skip = 0;
-        buffers.dequeue(queue);
-        buffers.give_back(bid);
-        moved += 1;
-    }
-    moved
-}
-
 impl Worker {
+    /// Copies every buffer connection `slot` has queued into its spill, the oldest from
+    /// byte `skip` on, and gives the buffers back to the kernel.
+    pub(super) fn spill_queue(&mut self, slot: usize, mut skip: usize) {
+        let stream = self.conns.get_mut(slot).and_then(|conn| conn.stream_mut());
+        let (Some(buffers), Some(stream)) = (self.buffers.as_mut(), stream) else {
+            return;
+        };
+        while let Some((bid, bytes)) = buffers.front(&stream.queue) {
+            let rest = &bytes[skip.min(bytes.len())..];
+            if !rest.is_empty() {
+                let spill = self.spills.entry(slot).or_default();
+                spill.chunks.push_back(rest.into());
+            }
+            skip = 0;
+            buffers.dequeue(&mut stream.queue);
+            buffers.give_back(bid);
+            self.buffers_out -= 1;
+        }
+    }
+
     /// Frees the buffers that echo connections hold: called once in a loop turn in which a
     /// receive found none. Queues with no send in flight are moved at once; a send in
     /// flight from a queue is cancelled, and its completion moves the rest
     /// (`stream_sent`).
     pub(super) fn unpin_streams(&mut self) {
-        let Some(buffers) = self.buffers.as_mut() else {
-            return;
-        };
         let mut cancels = Vec::new();
         let mut moved = Vec::new();
         for (slot, conn) in &mut self.conns {
@@ -107,13 +94,10 @@ impl Worker {
                 continue;
             }
             // A send in flight is the queue's unless the stream has a spill.
-            if stream.sending && !stream.spilled {
+            if stream.sending && !self.spills.contains_key(&slot) {
                 stream.unpinning = true;
                 cancels.push(slot);
             } else {
-                let queue = &mut stream.queue;
-                self.buffers_out -= move_queue(buffers, queue, 0, &mut self.spills, slot);
-                stream.spilled = self.spills.contains_key(&slot);
                 moved.push(slot);
             }
         }
@@ -124,6 +108,7 @@ impl Worker {
             self.push(&cancel);
         }
         for slot in moved {
+            self.spill_queue(slot, 0);
             self.advance(slot);
         }
     }
@@ -145,7 +130,6 @@ impl Worker {
             Ok(sent) if sent == len => {
                 if spill.consume(sent) {
                     self.spills.remove(&slot);
-                    stream.spilled = false;
                 }
                 if let Some(meter) = &mut conn.meter {
                     meter.sent(sent);
@@ -155,25 +139,4 @@ impl Worker {
         }
         self.advance(slot);
     }
-}
-
-/// The send of a spilled chunk's bytes, `bytes` on descriptor `fd` (or its registered
-/// `fixed` index).
-pub(super) fn spill_send(
-    slot: usize,
-    fd: std::os::fd::RawFd,
-    fixed: Option<u32>,
-    bytes: &[u8],
-) -> io_uring::squeue::Entry {
-    let (ptr, len) = (
-        bytes.as_ptr(),
-        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-    );
-    let send = match fixed {
-        Some(index) => opcode::Send::new(Fixed(index), ptr, len),
-        None => opcode::Send::new(Fd(fd), ptr, len),
-    };
-    send.flags(SEND_FLAGS)
-        .build()
-        .user_data(token(slot, SPILL_SEND))
 }

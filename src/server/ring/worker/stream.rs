@@ -22,13 +22,13 @@
 //! cancel asks it to) and its send has completed, so that no completion comes for a slot
 //! after it is freed.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::spill;
-use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, Worker, token};
+use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
 use crate::server::ring::RingRoutine;
 use crate::server::ring::buffers::Queue;
 
@@ -49,16 +49,13 @@ pub(super) fn multishot_suits(listener: &OwnedFd) -> bool {
 pub(super) struct Stream {
     /// Received, not yet sent back (echo only): the oldest is the one being sent.
     pub(super) queue: Queue,
-    /// It has bytes moved out of the queue when the buffers ran out, in the worker's
-    /// `spills` (kept there, not here, so that no connection's slot grows for them): they
-    /// are sent before the queue.
-    pub(super) spilled: bool,
     /// A receive is in flight: its last completion has not come (it lacks `MORE`).
     receiving: bool,
     /// That receive's cancel is queued.
     cancelling: bool,
-    /// A send is in flight: the spill's oldest chunk if it has one (a send from the queue
-    /// is made only once the spill is empty), else the queue's oldest buffer.
+    /// A send is in flight: the oldest chunk of its spill, if it has one in the worker's
+    /// `spills` (a send from the queue is made only once the spill is empty), else the
+    /// queue's oldest buffer.
     pub(super) sending: bool,
     /// The send in flight from the queue is being cancelled, for its buffers to be spilled.
     pub(super) unpinning: bool,
@@ -239,13 +236,10 @@ impl Worker {
             && !complete
             && let Some(taken) = taken
         {
-            let moved =
-                spill::move_queue(buffers, &mut stream.queue, taken, &mut self.spills, slot);
-            stream.spilled |= moved > 0 && self.spills.contains_key(&slot);
-            self.buffers_out -= moved;
             if let (1.., Some(meter)) = (metered, &mut conn.meter) {
                 meter.sent(metered);
             }
+            self.spill_queue(slot, taken);
             return self.advance(slot);
         }
         let Some(bid) = buffers.dequeue(&mut stream.queue) else {
@@ -254,15 +248,13 @@ impl Worker {
         stream.failed |= !complete;
         stream.sent = stream.sent.saturating_add(1);
         let register = stream.fixed.is_none() && stream.sent == REGISTER_AFTER;
-        if unpinning && complete {
-            let moved = spill::move_queue(buffers, &mut stream.queue, 0, &mut self.spills, slot);
-            stream.spilled |= moved > 0 && self.spills.contains_key(&slot);
-            self.buffers_out -= moved;
-        }
         if let (1.., Some(meter)) = (metered, &mut conn.meter) {
             meter.sent(metered);
         }
         let fd = conn.fd;
+        if unpinning && complete {
+            self.spill_queue(slot, 0);
+        }
         self.give_back(bid);
         if register {
             let fixed = self.register_fixed(fd);
@@ -285,27 +277,23 @@ impl Worker {
             return;
         };
         let mut entries: [Option<squeue::Entry>; 2] = [None, None];
-        let spill = match stream.spilled {
-            true => self.spills.get(&slot),
-            false => None,
-        };
-        if !stream.sending
-            && !stream.failed
-            && let Some(bytes) = spill.and_then(spill::Spill::front)
-        {
-            entries[0] = Some(spill::spill_send(slot, fd, stream.fixed, bytes));
-            stream.sending = true;
-        } else if !stream.sending
-            && !stream.failed
-            && let Some((_, bytes)) = self.buffers.as_ref().and_then(|b| b.front(&stream.queue))
-        {
-            let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
-            let send = match stream.fixed {
-                Some(index) => opcode::Send::new(Fixed(index), ptr, len),
-                None => opcode::Send::new(Fd(fd), ptr, len),
+        // `spills` is empty until the buffers run out, and a lookup in an empty map hashes
+        // nothing: the common path pays no more than a length check.
+        let spill = self.spills.get(&slot);
+        if !stream.sending && !stream.failed {
+            // The spill's bytes are older than the queue's.
+            let next = match spill.and_then(spill::Spill::front) {
+                Some(bytes) => Some((bytes, SPILL_SEND)),
+                None => self
+                    .buffers
+                    .as_ref()
+                    .and_then(|b| b.front(&stream.queue))
+                    .map(|(_, bytes)| (bytes, SEND)),
             };
-            entries[0] = Some(send.flags(SEND_FLAGS).build().user_data(token(slot, SEND)));
-            stream.sending = true;
+            if let Some((bytes, kind)) = next {
+                entries[0] = Some(send(fd, stream.fixed, bytes, token(slot, kind)));
+                stream.sending = true;
+            }
         }
         let spilled = spill.map_or(0, spill::Spill::len);
         let over = stream.failed || (stream.ended && stream.queue.len() == 0 && spilled == 0);
@@ -325,7 +313,7 @@ impl Worker {
                 if stream.starved {
                     self.starved.retain(|&starved| starved != slot);
                 }
-                if std::mem::take(&mut stream.spilled) {
+                if !self.spills.is_empty() {
                     self.spills.remove(&slot);
                 }
                 let fixed = stream.fixed.take();
@@ -369,4 +357,16 @@ impl Worker {
             self.give_back(bid);
         }
     }
+}
+
+/// The send of `bytes` on the stream's descriptor `fd` (or its registered `fixed` index),
+/// whose completion comes with `user_data`: from the queue or from the spill, one request.
+fn send(fd: RawFd, fixed: Option<u32>, bytes: &[u8], user_data: u64) -> squeue::Entry {
+    // A buffer or a spilled chunk is 16 KiB at most.
+    let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+    let send = match fixed {
+        Some(index) => opcode::Send::new(Fixed(index), ptr, len),
+        None => opcode::Send::new(Fd(fd), ptr, len),
+    };
+    send.flags(SEND_FLAGS).build().user_data(user_data)
 }
