@@ -305,15 +305,14 @@ fn inherited_socket(args: &ListenArgs) -> Result<Option<InheritedSocket>, CliErr
     let Some(mut sockets) = take_inherited(&mut passed, text)? else {
         return Ok(None);
     };
-    match (sockets.pop(), sockets.is_empty()) {
-        (Some(socket), true) => Ok(Some(socket)),
-        // `take_inherited` gives one socket at least, or an error.
-        (None, _) => Ok(None),
-        (Some(_), false) => Err(CliError::Usage(format!(
+    if sockets.len() > 1 {
+        return Err(CliError::Usage(format!(
             "cannot listen on {text}: it names {} sockets, and listen takes one",
-            sockets.len() + 1
-        ))),
+            sockets.len()
+        )));
     }
+    // `take_inherited` gives one socket at least, or an error.
+    Ok(sockets.pop())
 }
 
 /// Listens on an inherited socket as on a bound one: the same `Listening`, its endpoint

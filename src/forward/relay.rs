@@ -8,7 +8,6 @@ use std::io;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::endpoint::Endpoint;
 use crate::net::{self, Stream};
 use crate::proxy_protocol::{self, Tls, Tlvs, Version};
 use crate::server::{Connection, Handler};
@@ -71,7 +70,7 @@ impl Forward {
                     return relay_to(client, upstream, &hello).await;
                 }
                 Err(err) if net::is_resource_exhaustion(&err) => {
-                    out_of_resources(&client, endpoint, &err);
+                    out_of_resources(&client, endpoint, &err, "resetting");
                     break;
                 }
                 Err(err) => {
@@ -97,23 +96,29 @@ impl Forward {
     }
 }
 
-/// The relay, not the target, had no descriptor (or memory) for the target's socket
+/// The relay, not the target, had no descriptor (or memory) for the socket to `target`
 /// (`err`): the accept before took the last one. The target is not marked down and no other
 /// is tried (none would do better); the accept loops are told to hold a descriptor back, so
 /// that the clients behind this one wait in the backlog rather than each being accepted and
-/// reset; and the warning is written once per shortage, at debug level after that.
-pub(super) fn out_of_resources(client: &Connection, endpoint: &Endpoint, err: &io::Error) {
+/// dropped; and the warning is written once per shortage, at debug level after that.
+/// `dropping` says what becomes of this client ("resetting", "failing").
+pub(super) fn out_of_resources(
+    client: &Connection,
+    target: impl std::fmt::Display,
+    err: &io::Error,
+    dropping: &str,
+) {
     let reason = crate::error::describe(err);
     if crate::server::handler_out_of_resources() {
         tracing::warn!(
             peer = %client.peer_addr(),
-            "out of resources to open a connection to {endpoint}: {reason}; resetting the \
+            "out of resources to open a connection to {target}: {reason}; {dropping} the \
              client, and new clients wait in the backlog until some are freed"
         );
     } else {
         tracing::debug!(
             peer = %client.peer_addr(),
-            "out of resources to open a connection to {endpoint}: {reason}; resetting the client"
+            "out of resources to open a connection to {target}: {reason}; {dropping} the client"
         );
     }
 }

@@ -56,8 +56,8 @@ static HANDLER_SHORT: AtomicBool = AtomicBool::new(false);
 /// [`crate::net::is_resource_exhaustion`]) because the accept before it took the last
 /// descriptor: for the next [`RESERVED_ACCEPTS`] accepts they hold one back (a client is
 /// taken only with a descriptor left for its handler, and the rest wait in the backlog)
-/// and take clients one at a time. Returns whether this is the first handler to run short in this shortage, so that
-/// the handler warns once per burst rather than once per client.
+/// and take clients one at a time. Returns whether this is the first handler to run short
+/// in this shortage, so that the handler warns once per burst rather than once per client.
 pub(crate) fn handler_out_of_resources() -> bool {
     RESERVED_LEFT.store(RESERVED_ACCEPTS, Ordering::Relaxed);
     !HANDLER_SHORT.swap(true, Ordering::Relaxed)

@@ -38,8 +38,9 @@ impl MeteredListener {
     }
 
     /// Starts metering a connection from `peer` (the PROXY header's client, if one named
-    /// it; an IPv4-mapped address as the IPv4 one): counted as open from now on. `local`, the address the client connected to, is
-    /// asked only when the debug log (`-v`) is on, for the lines that name it.
+    /// it; an IPv4-mapped address as the IPv4 one): counted as open from now on. `local`,
+    /// the address the client connected to, is asked only when the debug log (`-v`) is on,
+    /// for the lines that name it.
     pub fn connection(
         &self,
         peer: Address,

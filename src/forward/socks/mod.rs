@@ -29,7 +29,7 @@ mod wire;
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
-use super::relay::{Upstream, relay_to};
+use super::relay::{Upstream, out_of_resources, relay_to};
 use crate::access::{AccessControl, AccessRules};
 use crate::endpoint::{Endpoint, Host};
 use crate::net::{self, Stream};
@@ -270,24 +270,15 @@ async fn serve(
             );
             return answer(&mut client, version, NOT_ALLOWED, None).await;
         }
-        // The proxy, not the target, is out of descriptors: the accept loops hold one back
-        // until there is room, so the next clients wait in the backlog rather than each
-        // being told "general failure"; said once per shortage, at debug level after.
+        // The proxy, not the target, is out of descriptors: the next clients wait in the
+        // backlog rather than each being told "general failure".
         Err(err) if net::is_resource_exhaustion(&err) => {
-            let reason = crate::error::describe(&err);
-            if crate::server::handler_out_of_resources() {
-                tracing::warn!(
-                    peer = %client.peer_addr(),
-                    "socks: out of resources to open a connection to {target}: {reason}; \
-                     failing this client, and new clients wait in the backlog until some are \
-                     freed"
-                );
-            } else {
-                tracing::debug!(
-                    peer = %client.peer_addr(),
-                    "socks: out of resources to open a connection to {target}: {reason}"
-                );
-            }
+            out_of_resources(
+                &client,
+                format_args!("socks target {target}"),
+                &err,
+                "failing",
+            );
             return answer(&mut client, version, refusal(&err), None).await;
         }
         Err(err) => {
