@@ -18,7 +18,7 @@ use socketkit::socket::{Address, Socket};
 use super::access;
 use super::args::ListenArgs;
 use super::exit::CliError;
-use super::managed::take_inherited;
+use super::managed::{refuse_transport_before_fd, take_inherited};
 use super::metrics::MetricsPlan;
 use super::netcat::{self, Netcat};
 use super::tls::ServerSetup;
@@ -288,6 +288,9 @@ fn closed(mut connection: MeteredConnection, counts: &ByteCounts) {
 /// runs: taking the sockets removes the variables that named them.
 fn inherited_socket(args: &ListenArgs) -> Result<Option<InheritedSocket>, CliError> {
     let text = args.endpoint.as_str();
+    if args.port.is_none() {
+        refuse_transport_before_fd(text)?;
+    }
     let names_fd = text.starts_with("fd:") || text.starts_with("tls:fd:");
     if !names_fd || args.port.is_some() {
         // `listen fd:3 80` is read as a host and a port, and refused as such.

@@ -42,6 +42,7 @@ pub(crate) fn take_inherited(
         Some(rest) if rest.starts_with("fd:") => (true, rest),
         _ => (false, text),
     };
+    refuse_transport_before_fd(name)?;
     let sockets = match InheritedName::parse(name) {
         None => return Ok(None),
         Some(Err(err)) => return Err(CliError::Usage(err.to_string())),
@@ -56,6 +57,23 @@ pub(crate) fn take_inherited(
         .map(|socket| socket.speaking_tls().map_err(usage))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// A usage error for `tcp:fd:N` and `udp:fd:N`, which would otherwise be host `fd`, port N,
+/// and fail as "cannot resolve fd": an inherited socket's kind is the socket's own, so its
+/// name has no transport.
+pub(crate) fn refuse_transport_before_fd(text: &str) -> Result<(), CliError> {
+    let inherited = ["tcp:", "udp:"]
+        .into_iter()
+        .find_map(|kind| text.strip_prefix(kind))
+        .filter(|rest| InheritedName::parse(rest).is_some());
+    match inherited {
+        Some(rest) => Err(CliError::Usage(format!(
+            "invalid endpoint '{text}': an inherited socket is written {rest} whatever its \
+             kind (tls:{rest} for TLS)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// How long a new process started by SIGUSR2 may take to report ready before it is stopped

@@ -102,6 +102,29 @@ fn malformed_endpoints_are_exit_2() {
     }
 }
 
+/// `udp:fd:3` reads as host `fd`, port 3; a listener says how an inherited socket is
+/// written instead of "cannot resolve fd" (exit 1).
+#[test]
+fn an_inherited_socket_with_a_transport_says_how_it_is_written() {
+    for (args, rest) in [
+        (vec!["serve", "-l", "udp:fd:3"], "fd:3"),
+        (
+            vec!["forward", "-l", "tcp:fd:3", "--to", "127.0.0.1:9"],
+            "fd:3",
+        ),
+        (vec!["listen", "udp:fd:web"], "fd:web"),
+    ] {
+        let (code, line) = fails(&args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(
+            line.ends_with(&format!(
+                "an inherited socket is written {rest} whatever its kind (tls:{rest} for TLS)"
+            )),
+            "{args:?}: {line}"
+        );
+    }
+}
+
 #[test]
 fn bad_durations_are_exit_2() {
     let (code, line) = fails(&["connect", "--timeout", "5x", "127.0.0.1:1"]);
