@@ -104,7 +104,15 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
                 false
             }
         })?;
-        tracing::debug!("datagram from {peer}");
+        // The fields of a connection's `connection from` line (SPEC §3.5), for the one
+        // peer this listen answers.
+        let local = listening.local_endpoint().to_string();
+        tracing::debug!(
+            peer = %peer,
+            local = %local.split_once(':').map_or(local.as_str(), |(_, address)| address),
+            listener = local.as_str(),
+            "datagram from {peer}"
+        );
         let mut options = options;
         if matches!(endpoint, Endpoint::Unixgram(_)) && peer.as_path().is_none() {
             // An unbound sender (logger -u, syslog clients) cannot be answered: what it and

@@ -1,7 +1,8 @@
 //! `socketkit listen -v`'s connection lines (SPEC §3.5): as `serve`'s and `forward`'s,
 //! with `peer`, `local` and `listener`, and a `closed` line with `bytes_in`, `bytes_out`
 //! and `duration_ms` — keys of the object with `--log-format json`, `key=value` in text —
-//! with and without `-k`. Found by an outside audit of SPEC §3.
+//! with and without `-k`, and the first peer of a datagram `listen`. Found by an outside
+//! audit of SPEC §3.
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -116,4 +117,27 @@ fn text_listen_v_names_the_fields_after_the_message() {
         ))),
         "{log}"
     );
+}
+
+/// A datagram `listen` names its one peer with the same `peer`, `local` and `listener`
+/// fields (it has no closing line: the exchange has no end the socket could see).
+#[test]
+fn json_listen_v_on_udp_names_the_first_peer_with_the_servers_fields() {
+    let mut listener = listen(&["udp:127.0.0.1:0", "-v", "--log-format", "json"]);
+    let addr = format!("127.0.0.1:{}", listener.port());
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.send_to(b"ping\n", &addr).expect("send");
+    let peer = client.local_addr().expect("addr").to_string();
+    wait_until(
+        IO_TIMEOUT,
+        || listener.stderr(),
+        || listener.stderr().contains("datagram from"),
+    );
+    listener.signal(libc::SIGTERM);
+    let _ = listener.wait(DEADLINE);
+    let objects = objects(&listener.stderr());
+    let line = line_of(&objects, &peer, &format!("datagram from {peer}"));
+    assert_eq!(line["local"], addr, "{line}");
+    assert_eq!(line["listener"], format!("udp:{addr}"), "{line}");
 }
