@@ -166,10 +166,21 @@ impl Metrics {
     }
 
     /// The handles of the listener called `name` (its endpoint, as `listening on` prints it).
+    ///
+    /// A stream listener's refusals are `connections_refused_total`; a datagram listener's
+    /// (a name that starts `udp:` or `unixgram:`) are `datagrams_dropped_total`, for the
+    /// reasons that apply to a datagram (`acl`, `max_per_source`, `rate`). Only those series
+    /// are exported, so a scrape shows no counter that could never move.
     pub fn listener(self: &Arc<Self>, name: &str) -> ListenerMetrics {
         let labels: Labels = vec![("listener", name.to_owned())];
-        let by_reason = |family: &Family<Labels, Counter>| {
+        let datagrams = name.starts_with("udp:") || name.starts_with("unixgram:");
+        let by_reason = |family: &Family<Labels, Counter>,
+                         exported: &dyn Fn(RefusalReason) -> bool| {
             RefusalReason::ALL.map(|reason| {
+                if !exported(reason) {
+                    // Counted (nothing on a hot path asks which kind it is) but not shown.
+                    return Counter::default();
+                }
                 let labels = vec![
                     ("listener", name.to_owned()),
                     ("reason", reason.as_str().to_owned()),
@@ -177,6 +188,10 @@ impl Metrics {
                 family.get_or_create(&labels).clone()
             })
         };
+        let refused = by_reason(&self.refused, &|_| !datagrams);
+        let dropped = by_reason(&self.dropped, &|reason| {
+            datagrams && reason.applies_to_datagrams()
+        });
         ListenerMetrics {
             name: name.to_owned(),
             metrics: Arc::clone(self),
@@ -185,8 +200,8 @@ impl Metrics {
             received: self.received.get_or_create(&labels).clone(),
             sent: self.sent.get_or_create(&labels).clone(),
             duration: self.durations.get_or_create(&labels).clone(),
-            refused: by_reason(&self.refused),
-            dropped: by_reason(&self.dropped),
+            refused,
+            dropped,
         }
     }
 
@@ -347,6 +362,12 @@ impl RefusalReason {
         RefusalReason::Rate,
         RefusalReason::Tls,
     ];
+
+    /// Whether a datagram can be dropped for this reason: a PROXY header and a TLS
+    /// handshake belong to connections.
+    pub fn applies_to_datagrams(self) -> bool {
+        !matches!(self, RefusalReason::Proxy | RefusalReason::Tls)
+    }
 
     /// The reason's label value.
     pub fn as_str(self) -> &'static str {

@@ -179,6 +179,64 @@ fn datagrams_count_their_bytes_and_denied_ones_count_as_dropped() -> TestResult 
     Ok(())
 }
 
+/// A stream listener shows `connections_refused_total` by reason and no datagram series; a
+/// datagram listener `datagrams_dropped_total` for the reasons a datagram can be dropped
+/// for (`acl`, `max_per_source`, `rate`) and no refused connections: no series that could
+/// never move.
+#[test]
+fn each_listener_shows_the_refusal_series_of_its_kind() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "127.0.0.1:0",
+        "-l",
+        "udp:127.0.0.1:0",
+    ])
+    .args(["--metrics", "127.0.0.1:0"]);
+    let server = Running::start(cmd, 2);
+    wait_until(
+        DEADLINE,
+        || server.stderr(),
+        || server.stderr().contains("/metrics"),
+    );
+    let stderr = server.stderr();
+    let metrics = stderr
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .expect("a metrics line");
+    let text = http_get(metrics, "/metrics").1;
+    let series = |name: &str, endpoint: &str| -> Vec<String> {
+        let key = format!("{name}{{listener=\"{endpoint}\",reason=\"");
+        let mut reasons: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(&key))
+            .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+            .collect();
+        reasons.sort();
+        reasons
+    };
+    let (stream, datagram) = (&server.endpoints()[0], &server.endpoints()[1]);
+    assert!(datagram.starts_with("udp:"), "{datagram}");
+    let refused = "socketkit_connections_refused_total";
+    let dropped = "socketkit_datagrams_dropped_total";
+    assert_eq!(
+        series(refused, stream),
+        ["acl", "max_per_source", "proxy", "rate", "tls"],
+        "{text}"
+    );
+    assert!(series(dropped, stream).is_empty(), "{text}");
+    assert_eq!(
+        series(dropped, datagram),
+        ["acl", "max_per_source", "rate"],
+        "{text}"
+    );
+    assert!(series(refused, datagram).is_empty(), "{text}");
+    Ok(())
+}
+
 #[test]
 fn listen_keep_open_counts_each_connection() -> TestResult {
     let mut cmd = socketkit();
