@@ -45,7 +45,7 @@ use tokio::process::{Child, Command};
 use crate::error::{Error, Op};
 use crate::proxy_protocol::Tlvs;
 use crate::server::{Connection, Handler, ProgramConnection, ProgramGroup};
-use crate::socket::Address;
+use crate::socket::{Address, Family};
 use crate::tls::TlsSession;
 
 /// How long a program that closed its output may take to exit before it is killed.
@@ -219,6 +219,12 @@ impl Exec {
     ) -> crate::Result<std::process::Command> {
         use std::os::fd::AsFd;
         socket.set_blocking(true)?;
+        if matches!(socket.family(), Family::Inet | Family::Inet6) {
+            // A program answers in pieces (a line, then a prompt): with Nagle's algorithm,
+            // each piece after the first waits for the peer's delayed acknowledgement
+            // (~40 ms a round). Only latency rides on it, so a refusal is no error.
+            let _ = socket.set_nodelay(true);
+        }
         let local = socket.local_addr().unwrap_or_else(|_| Address::unix(""));
         let stdin = socket
             .as_fd()
@@ -404,6 +410,10 @@ impl Exec {
     /// Runs the program on pipes that this process copies to and from the connection (a
     /// TLS session, or a connection whose idle time only this process can see).
     async fn run_on_pipes(&self, conn: Connection) -> io::Result<()> {
+        if let Some(stream) = conn.stream() {
+            // As on a socket (see `on_socket`): the program's pieces go out as it writes them.
+            let _ = stream.set_nodelay();
+        }
         let mut program = self.start(self.command(&conn), || conn.reset_on_close())?;
         let result = bridge(program.child(), conn).await;
         match result {

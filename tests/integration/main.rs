@@ -137,6 +137,7 @@ mod server_unix;
 /// The exec service: the socket handed to the program, pipes only under TLS, what the
 /// server still does around it.
 mod service_exec;
+mod service_exec_nodelay;
 /// Every built-in service, per RFC, over TCP, UDP and Unix sockets.
 mod services;
 /// `forward --sni-route`: TLS clients relayed by the server name they ask for.
