@@ -107,26 +107,6 @@ fn four_mebibytes_echo_intact() {
     assert!(out.stdout == data, "echoed bytes differ");
 }
 
-#[test]
-fn peer_closing_first_ends_with_zero_even_if_stdin_stays_open() -> TestResult {
-    let (addr, server) = one_shot(|mut stream| {
-        stream.write_all(b"bye").expect("write");
-    });
-    let mut cmd = connect_cmd(&addr);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let _stdin_kept_open = child.stdin.take();
-    let status = wait_bounded(&mut child, DEADLINE);
-    server.join().expect("server thread");
-    assert_eq!(status.code(), Some(0));
-    let mut out = Vec::new();
-    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
-    assert_eq!(out, b"bye");
-    Ok(())
-}
-
 /// A peer that half-closes first (a receiver whose own stdin is empty: `listen </dev/null`
 /// in a script) still reads: input that keeps coming goes on being sent, each pause short
 /// of a second, until it ends. Chunks 300 ms apart once ended the bridge at the first pause.

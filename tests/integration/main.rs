@@ -27,6 +27,8 @@ mod cli_bench_unixgram;
 mod cli_bench_usage;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
+/// `connect` once the peer has ended its side and the input is still open.
+mod cli_connect_peer_closed;
 /// `socketkit connect unixgram:`: the client's socket file, on exit, signal and after a kill.
 mod cli_connect_unixgram;
 /// Completions, the man page, and docs/cli.md against `--help`.

@@ -158,10 +158,13 @@ pub fn bridge(
     let delivered = AtomicBool::new(false);
     // Set while the sender has bytes the peer has not taken yet (see `send_input`).
     let in_send = AtomicBool::new(false);
+    // Set when the bridge ended by the peer's end of stream (not an error): only then may
+    // the sender go on (see `send_input`).
+    let peer_closed = AtomicBool::new(false);
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
-        let in_send = &in_send;
+        let (in_send, peer_closed) = (&in_send, &peer_closed);
         let sending = Sending {
             direction: options.direction,
             half_close: !options.keep_write_open,
@@ -174,6 +177,7 @@ pub fn bridge(
                 socket,
                 activity,
                 in_send,
+                peer_closed,
             };
             let send_end = send_input(input, &sender, done, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
@@ -194,6 +198,7 @@ pub fn bridge(
             options.idle_timeout,
             received,
         );
+        peer_closed.store(matches!(end, Ok(BridgeEnd::PeerClosed)), Ordering::Relaxed);
         end_sending(done, input, options.shared_input);
         // Input already read goes out first (a peer that half-closed may still read it),
         // unless the input is shared, or nobody reads the output any more (what is left

@@ -77,15 +77,44 @@ pub(crate) fn next_to_send(
 /// a producer writing in bursts, `(…; sleep 0.5; …) | connect` — is sent while each pause
 /// is under [`LINGER`], and the bridge ends when the input does; an open stdin that has
 /// been quiet that long (a terminal after a greeting) ends the bridge at once, as the peer
-/// closing should.
+/// closing should — unless [`waits_for_input`] says the rest may still be wanted.
 pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
     last_input.is_none_or(|last| last.elapsed() >= LINGER)
+}
+
+/// Whether a sender whose peer has ended its side waits on through a pause in its input
+/// rather than end: whether the rest of the input may still be wanted.
+///
+/// Not when the peer is gone: a Unix peer that closed (the socket reports a hang-up at
+/// once), a TCP peer whose kernel answered our bytes with a reset. A Unix peer that only
+/// half-closed still reads, and a TCP peer that took bytes sent after its FIN
+/// (`sent_since_close`, a second and more ago: a closed socket answers them with a reset
+/// within a round trip). A TCP FIN alone looks the same whether the peer half-closed (a
+/// receiver such as `listen </dev/null > file`, which goes on reading) or closed (a server
+/// that answered): then a terminal's quiet (a person after a greeting) ends the sending, and
+/// any other input — a program's output, a file — is sent to its end, as nc does: cut at a
+/// pause, the rest of a transfer would be lost without a word. Send-only, the input is what
+/// the user asked to deliver: it is sent to its end too.
+fn waits_for_input(
+    socket: &Socket,
+    input: &Input,
+    sent_since_close: bool,
+    direction: Direction,
+) -> bool {
+    if net::reader_gone(socket.fileno()) {
+        return false;
+    }
+    !matches!(socket.family(), Family::Inet | Family::Inet6)
+        || sent_since_close
+        || direction == Direction::SendOnly
+        || !input.is_terminal()
 }
 
 /// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
 /// woken from its wait at once, since what comes now is the next connection's.
 pub(crate) fn end_sending(done: &AtomicBool, input: &Input, shared: bool) {
-    done.store(true, Ordering::Relaxed);
+    // Release: what was set before it (how the bridge ended) is seen with it.
+    done.store(true, Ordering::Release);
     if shared {
         input.wake();
     }
@@ -134,12 +163,14 @@ fn send_whole(
     Ok(())
 }
 
-/// The sending side's hold on the connection: the socket, where progress is noted, and
-/// whether bytes are waiting for the peer to take them.
+/// The sending side's hold on the connection: the socket, where progress is noted,
+/// whether bytes are waiting for the peer to take them, and whether the bridge ended by the
+/// peer's end of stream (set before `done`).
 pub(super) struct Sender<'a> {
     pub(super) socket: &'a Socket,
     pub(super) activity: &'a Activity,
     pub(super) in_send: &'a AtomicBool,
+    pub(super) peer_closed: &'a AtomicBool,
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
@@ -156,12 +187,15 @@ pub(super) fn send_input(
         socket,
         activity,
         in_send,
+        peer_closed,
     } = *sender;
     if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
     }
     let shared = sending.shared.then(|| socket.fileno());
     let mut last_input = None;
+    // Whether bytes were sent after the peer's end was seen.
+    let mut sent_since_close = false;
     loop {
         let Some(next) = next_to_send(input, done, shared) else {
             return SendEnd::Stopped;
@@ -169,6 +203,7 @@ pub(super) fn send_input(
         match next {
             Next::Data(buf) => {
                 last_input = Some(Instant::now());
+                sent_since_close |= done.load(Ordering::Relaxed);
                 in_send.store(true, Ordering::Relaxed);
                 let result = send_whole(socket, &buf, activity, sending.idle);
                 in_send.store(false, Ordering::Relaxed);
@@ -184,11 +219,21 @@ pub(super) fn send_input(
                 input.recycle(buf);
             }
             // A shared input's next bytes are the next connection's, paused or not.
-            Next::Pending
-                if done.load(Ordering::Relaxed)
-                    && (shared.is_some() || input_has_paused(last_input)) =>
-            {
+            Next::Pending if done.load(Ordering::Relaxed) && shared.is_some() => {
                 return SendEnd::Stopped;
+            }
+            Next::Pending if done.load(Ordering::Acquire) && input_has_paused(last_input) => {
+                // Asked at each look during a pause: a peer that reads on may still go. An
+                // error ended the bridge (a reset, the idle limit): nothing more is sent.
+                let idle = sending
+                    .idle
+                    .is_some_and(|idle| activity.quiet_for() >= idle);
+                if idle
+                    || !peer_closed.load(Ordering::Relaxed)
+                    || !waits_for_input(socket, input, sent_since_close, sending.direction)
+                {
+                    return SendEnd::Stopped;
+                }
             }
             Next::Pending => {}
             // Nothing more to send; the receiving side waits for the peer to close.

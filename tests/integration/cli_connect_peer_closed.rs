@@ -1,0 +1,221 @@
+//! `socketkit connect` after the peer has ended its side while the input is still open:
+//! a terminal's quiet ends it (the tutorial's client after its greeting), a program's or a
+//! file's input is sent to its end however long it pauses (a receiver that half-closed at
+//! once, `listen </dev/null > file`, reads on), and a peer known to be gone ends it. An
+//! outside audit found a transfer cut at the producer's first pause of a second, exit 0.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::TestResult;
+use crate::support::net::{IO_TIMEOUT, one_shot};
+use crate::support::process::{DEADLINE, socketkit, wait_bounded};
+
+fn connect_cmd(endpoint: &str) -> std::process::Command {
+    let mut cmd = socketkit();
+    cmd.args(["connect", endpoint])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A pseudo-terminal: (the side a terminal emulator holds, the side a shell reads).
+fn pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (mut controller, mut terminal) = (-1, -1);
+    // SAFETY: openpty writes two descriptors through the pointers, which point at live
+    // ints; the name, settings and size are optional (null).
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+    Ok(unsafe {
+        (
+            OwnedFd::from_raw_fd(controller),
+            OwnedFd::from_raw_fd(terminal),
+        )
+    })
+}
+
+/// The tutorial's client typed at a terminal: the server greets and closes, the terminal
+/// stays open and quiet, and `connect` exits 0 with the greeting.
+#[test]
+fn a_quiet_terminal_ends_with_zero_when_the_peer_closes() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream.write_all(b"bye").expect("write");
+    });
+    let (_controller, terminal) = pty()?;
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::from(terminal));
+    let mut child = cmd.spawn()?;
+    let status = wait_bounded(&mut child, DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(status.code(), Some(0));
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    assert_eq!(out, b"bye");
+    Ok(())
+}
+
+/// Typed at a terminal to a receiver that half-closes after the first line: a line typed
+/// within a second of its FIN goes, and once it was taken without a reset, the typist's
+/// pauses no longer end the sending; Ctrl-D does.
+#[test]
+fn a_half_closed_peer_gets_what_is_typed_at_a_terminal_after_a_pause() -> TestResult {
+    let (addr, server) = one_shot(|stream| {
+        let mut reader = std::io::BufReader::new(stream);
+        let mut got = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut got).expect("first line");
+        reader
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        reader
+            .get_ref()
+            .set_read_timeout(Some(DEADLINE))
+            .expect("timeout");
+        let _ = reader.read_to_string(&mut got);
+        assert_eq!(got, "one\ntwo\nthree\n");
+    });
+    let (controller, terminal) = pty()?;
+    let mut typist = std::fs::File::from(controller);
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::from(terminal));
+    let mut child = cmd.spawn()?;
+    typist.write_all(b"one\n")?;
+    thread::sleep(Duration::from_millis(400));
+    typist.write_all(b"two\n")?;
+    thread::sleep(Duration::from_millis(1500));
+    typist.write_all(b"three\n\x04")?; // Ctrl-D: the end of a terminal's input
+    let status = wait_bounded(&mut child, DEADLINE);
+    server
+        .join()
+        .map_err(|_| "the receiver did not get every line")?;
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}
+
+/// `producer | connect` to a receiver that half-closed at once: every byte arrives, the
+/// producer's pauses of more than a second notwithstanding (TCP).
+#[test]
+fn a_half_closed_tcp_peer_gets_a_pausing_producers_every_byte() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut got = Vec::new();
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let _ = stream.read_to_end(&mut got);
+        assert_eq!(String::from_utf8_lossy(&got), "first\nsecond\nthird\n");
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    for line in ["first\n", "second\n", "third\n"] {
+        stdin.write_all(line.as_bytes())?;
+        thread::sleep(Duration::from_millis(1300));
+    }
+    drop(stdin);
+    let status = wait_bounded(&mut child, DEADLINE);
+    server
+        .join()
+        .map_err(|_| "the receiver did not get every line")?;
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}
+
+/// The same over a Unix socket, where a peer that half-closed is told from one that closed.
+#[test]
+fn a_half_closed_unix_peer_gets_a_pausing_producers_every_byte() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("receiver.sock");
+    let listener = UnixListener::bind(&path)?;
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        got
+    });
+    let mut cmd = connect_cmd(&format!("unix:{}", path.display()));
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    stdin.write_all(b"first\n")?;
+    thread::sleep(Duration::from_millis(1300));
+    stdin.write_all(b"second\n")?;
+    drop(stdin);
+    let status = wait_bounded(&mut child, DEADLINE);
+    let got = server.join().map_err(|_| "receiver")?;
+    assert_eq!(got, b"first\nsecond\n");
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}
+
+/// A Unix peer that closed (not half-closed) is known to be gone: a program's open, quiet
+/// input does not keep `connect` waiting.
+#[test]
+fn a_unix_peer_that_closed_ends_it_though_a_programs_input_stays_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("greeter.sock");
+    let listener = UnixListener::bind(&path)?;
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream.write_all(b"bye").expect("write");
+    });
+    let mut cmd = connect_cmd(&format!("unix:{}", path.display()));
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let _stdin_kept_open = child.stdin.take();
+    let status = wait_bounded(&mut child, DEADLINE);
+    server.join().map_err(|_| "server")?;
+    assert_eq!(status.code(), Some(0));
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    assert_eq!(out, b"bye");
+    Ok(())
+}
+
+/// A TCP FIN alone does not say whether the peer closed or half-closed: a program's open
+/// input is read to its end, as nc does, and `connect` exits 0 when it ends.
+#[test]
+fn after_a_tcp_peers_fin_a_programs_input_is_read_to_its_end() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream.write_all(b"bye").expect("write");
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let stdin = child.stdin.take().ok_or("stdin")?;
+    server.join().expect("server thread");
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait()?.is_none(),
+        "connect ended while its input was still open"
+    );
+    let closed = Instant::now();
+    drop(stdin);
+    let status = wait_bounded(&mut child, DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    assert!(closed.elapsed() < IO_TIMEOUT, "{:?}", closed.elapsed());
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    assert_eq!(out, b"bye");
+    Ok(())
+}
