@@ -42,8 +42,6 @@ pub struct Input {
     /// Set once [`Item::End`] was taken: every later call answers [`Next::End`].
     ended: AtomicBool,
     spare: SyncSender<Vec<u8>>,
-    /// Whether the input is a terminal (see [`Input::is_terminal`]).
-    terminal: bool,
 }
 
 /// What the reader thread (or a wake) puts in the channel.
@@ -74,7 +72,6 @@ impl Input {
             held: Mutex::new(None),
             ended: AtomicBool::new(false),
             spare: spare_tx,
-            terminal: false,
         })
     }
 
@@ -86,17 +83,7 @@ impl Input {
     pub fn file(file: std::fs::File, max_chunk: usize) -> io::Result<Input> {
         // Anything but a pipe is left as it is (grow_pipe answers None).
         let _ = crate::net::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(&file), max_chunk.min(CHUNK));
-        let terminal = std::io::IsTerminal::is_terminal(&file);
-        let mut input = Input::spawn(WaitingFile::new(file), max_chunk)?;
-        input.terminal = terminal;
-        Ok(input)
-    }
-
-    /// Whether the input is a terminal ([`Input::file`] of one): a person typing, whose
-    /// quiet is no producer's pause — a bridge whose peer has closed does not wait for it
-    /// (see [`bridge`](super::bridge())). Input of [`Input::spawn`] is taken as a program's.
-    pub fn is_terminal(&self) -> bool {
-        self.terminal
+        Input::spawn(WaitingFile::new(file), max_chunk)
     }
 
     /// The next chunk, waiting at most `wait` (or until [`Input::wake`]).

@@ -322,20 +322,32 @@ impl Meter {
 
     /// Counts the connection as refused for `reason`, in its listener's metrics. Its
     /// `refused` line is its only one at `-v`: no `closed` line follows.
+    /// Nor does it count in the duration histogram, which says how long served connections
+    /// lasted: a refusal made on the accept loop (or by the io_uring engine) never reaches
+    /// it either.
     pub(crate) fn refused(&mut self, reason: RefusalReason) {
         if let Some(open) = &mut self.open {
             open.listener.refused(reason);
             open.log = None;
+            open.started = REFUSED;
         }
     }
 }
+
+/// [`Open::started`] of a refused connection: no duration to observe.
+const REFUSED: u64 = u64::MAX;
 
 impl Drop for Meter {
     fn drop(&mut self) {
         let Some(open) = &self.open else { return };
         let lasted = Duration::from_micros(open.listener.now().saturating_sub(open.started));
         if let Some(metrics) = &open.listener.metrics {
-            metrics.closed(lasted);
+            match open.started {
+                REFUSED => {
+                    metrics.active.dec();
+                }
+                _ => metrics.closed(lasted),
+            }
         }
         if let Some(log) = &open.log {
             let summary = Summary {
@@ -437,7 +449,8 @@ mod tests {
             "socketkit_bytes_received_total{listener=\"tcp:127.0.0.1:9\"} 15",
             "socketkit_bytes_sent_total{listener=\"tcp:127.0.0.1:9\"} 7",
             "socketkit_connections_refused_total{listener=\"tcp:127.0.0.1:9\",reason=\"proxy\"} 1",
-            "socketkit_connection_duration_seconds_count{listener=\"tcp:127.0.0.1:9\"} 1",
+            // Refused: how long it lasted is no served connection's duration.
+            "socketkit_connection_duration_seconds_count{listener=\"tcp:127.0.0.1:9\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

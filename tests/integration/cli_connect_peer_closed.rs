@@ -1,8 +1,8 @@
-//! `socketkit connect` after the peer has ended its side while the input is still open:
-//! a terminal's quiet ends it (the tutorial's client after its greeting), a program's or a
-//! file's input is sent to its end however long it pauses (a receiver that half-closed at
-//! once, `listen </dev/null > file`, reads on), and a peer known to be gone ends it. An
-//! outside audit found a transfer cut at the producer's first pause of a second, exit 0.
+//! `socketkit connect` after the peer has ended its side while the input is still open: a
+//! peer that answered and closed (the tutorial's greeting) ends it once the input is quiet,
+//! a receiver that half-closed without a word (`listen </dev/null > file`) gets the input
+//! to its end however long it pauses, and a peer known to be gone ends it. An outside audit
+//! found a transfer cut at the producer's first pause of a second, exit 0.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -49,8 +49,8 @@ fn pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// The tutorial's client typed at a terminal: the server greets and closes, the terminal
-/// stays open and quiet, and `connect` exits 0 with the greeting.
+/// The tutorial's client at a terminal: the server greets and closes, the terminal stays
+/// open and quiet, and `connect` exits 0 with the greeting.
 #[test]
 fn a_quiet_terminal_ends_with_zero_when_the_peer_closes() -> TestResult {
     let (addr, server) = one_shot(|mut stream| {
@@ -69,9 +69,8 @@ fn a_quiet_terminal_ends_with_zero_when_the_peer_closes() -> TestResult {
     Ok(())
 }
 
-/// Typed at a terminal to a receiver that half-closes after the first line: a line typed
-/// within a second of its FIN goes, and once it was taken without a reset, the typist's
-/// pauses no longer end the sending; Ctrl-D does.
+/// Typed at a terminal to a receiver that half-closes, without a word, after the first
+/// line: the typist's pauses do not end the sending; Ctrl-D does.
 #[test]
 fn a_half_closed_peer_gets_what_is_typed_at_a_terminal_after_a_pause() -> TestResult {
     let (addr, server) = one_shot(|stream| {
@@ -192,12 +191,36 @@ fn a_unix_peer_that_closed_ends_it_though_a_programs_input_stays_open() -> TestR
     Ok(())
 }
 
-/// A TCP FIN alone does not say whether the peer closed or half-closed: a program's open
-/// input is read to its end, as nc does, and `connect` exits 0 when it ends.
+/// The same with a program holding the input open: a greeting server's answer and close
+/// end `connect` once the input is quiet (a harness that never closes its pipe still gets
+/// its exit).
 #[test]
-fn after_a_tcp_peers_fin_a_programs_input_is_read_to_its_end() -> TestResult {
+fn a_tcp_peer_that_answered_and_closed_ends_it_though_a_programs_input_stays_open() -> TestResult {
     let (addr, server) = one_shot(|mut stream| {
         stream.write_all(b"bye").expect("write");
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let _stdin_kept_open = child.stdin.take();
+    let status = wait_bounded(&mut child, DEADLINE);
+    server.join().expect("server thread");
+    assert_eq!(status.code(), Some(0));
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    assert_eq!(out, b"bye");
+    Ok(())
+}
+
+/// A TCP peer that ended its side without a word may be a receiver that reads on: a
+/// program's open input is read to its end, as nc does, and `connect` exits 0 then.
+#[test]
+fn after_a_silent_tcp_peers_fin_a_programs_input_is_read_to_its_end() -> TestResult {
+    let (addr, server) = one_shot(|stream| {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        thread::sleep(Duration::from_millis(100));
     });
     let mut cmd = connect_cmd(&addr);
     cmd.stdin(Stdio::piped());
@@ -214,8 +237,5 @@ fn after_a_tcp_peers_fin_a_programs_input_is_read_to_its_end() -> TestResult {
     let status = wait_bounded(&mut child, DEADLINE);
     assert_eq!(status.code(), Some(0));
     assert!(closed.elapsed() < IO_TIMEOUT, "{:?}", closed.elapsed());
-    let mut out = Vec::new();
-    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
-    assert_eq!(out, b"bye");
     Ok(())
 }

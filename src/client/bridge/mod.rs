@@ -154,17 +154,24 @@ pub fn bridge(
     // Remembered now: after a reset the kernel no longer knows who the peer was.
     let peer = Peer::of(socket, &options);
     let counts = options.counts.as_deref();
-    let (received, sent) = (counts.map(|c| &c.received), counts.map(|c| &c.sent));
+    // What the peer sent, counted here when the caller does not count it.
+    let heard = AtomicU64::new(0);
+    let (received, sent) = (
+        counts.map_or(&heard, |c| &c.received),
+        counts.map(|c| &c.sent),
+    );
+    let received_before = received.load(Ordering::Relaxed);
     let delivered = AtomicBool::new(false);
     // Set while the sender has bytes the peer has not taken yet (see `send_input`).
     let in_send = AtomicBool::new(false);
-    // Set when the bridge ended by the peer's end of stream (not an error): only then may
-    // the sender go on (see `send_input`).
+    // Set when the bridge ended by the peer's end of stream (not an error), and when that
+    // stream was empty: only then may the sender go on (see `send_input`).
     let peer_closed = AtomicBool::new(false);
+    let peer_silent = AtomicBool::new(false);
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
-        let (in_send, peer_closed) = (&in_send, &peer_closed);
+        let (in_send, peer_closed, peer_silent) = (&in_send, &peer_closed, &peer_silent);
         let sending = Sending {
             direction: options.direction,
             half_close: !options.keep_write_open,
@@ -178,6 +185,7 @@ pub fn bridge(
                 activity,
                 in_send,
                 peer_closed,
+                peer_silent,
             };
             let send_end = send_input(input, &sender, done, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
@@ -196,9 +204,13 @@ pub fn bridge(
             output,
             activity,
             options.idle_timeout,
-            received,
+            Some(received),
         );
         peer_closed.store(matches!(end, Ok(BridgeEnd::PeerClosed)), Ordering::Relaxed);
+        peer_silent.store(
+            received.load(Ordering::Relaxed) == received_before,
+            Ordering::Relaxed,
+        );
         end_sending(done, input, options.shared_input);
         // Input already read goes out first (a peer that half-closed may still read it),
         // unless the input is shared, or nobody reads the output any more (what is left

@@ -87,17 +87,18 @@ pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
 ///
 /// Not when the peer is gone: a Unix peer that closed (the socket reports a hang-up at
 /// once), a TCP peer whose kernel answered our bytes with a reset. A Unix peer that only
-/// half-closed still reads, and a TCP peer that took bytes sent after its FIN
+/// half-closed still reads. A TCP FIN alone looks the same whether the peer half-closed
+/// and reads on or closed; what the peer did tells them apart well enough: one that ended
+/// its side without a word (`silent`) is a receiver — `listen </dev/null > file` — and
+/// gets the input to its end, however long it pauses (cut at a pause, the rest of a
+/// transfer would be lost without a word); one that took bytes sent after its FIN
 /// (`sent_since_close`, a second and more ago: a closed socket answers them with a reset
-/// within a round trip). A TCP FIN alone looks the same whether the peer half-closed (a
-/// receiver such as `listen </dev/null > file`, which goes on reading) or closed (a server
-/// that answered): then a terminal's quiet (a person after a greeting) ends the sending, and
-/// any other input — a program's output, a file — is sent to its end, as nc does: cut at a
-/// pause, the rest of a transfer would be lost without a word. Send-only, the input is what
-/// the user asked to deliver: it is sent to its end too.
+/// within a round trip) reads on too. One that answered and then closed (the tutorial's
+/// greeting, a server's reply) is done: the input's quiet ends the sending. Send-only, the
+/// input is what the user asked to deliver: it is sent to its end.
 fn waits_for_input(
     socket: &Socket,
-    input: &Input,
+    silent: bool,
     sent_since_close: bool,
     direction: Direction,
 ) -> bool {
@@ -105,9 +106,9 @@ fn waits_for_input(
         return false;
     }
     !matches!(socket.family(), Family::Inet | Family::Inet6)
+        || silent
         || sent_since_close
         || direction == Direction::SendOnly
-        || !input.is_terminal()
 }
 
 /// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
@@ -165,12 +166,13 @@ fn send_whole(
 
 /// The sending side's hold on the connection: the socket, where progress is noted,
 /// whether bytes are waiting for the peer to take them, and whether the bridge ended by the
-/// peer's end of stream (set before `done`).
+/// peer's end of stream and with nothing received (both set before `done`).
 pub(super) struct Sender<'a> {
     pub(super) socket: &'a Socket,
     pub(super) activity: &'a Activity,
     pub(super) in_send: &'a AtomicBool,
     pub(super) peer_closed: &'a AtomicBool,
+    pub(super) peer_silent: &'a AtomicBool,
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
@@ -188,6 +190,7 @@ pub(super) fn send_input(
         activity,
         in_send,
         peer_closed,
+        peer_silent,
     } = *sender;
     if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
@@ -230,7 +233,12 @@ pub(super) fn send_input(
                     .is_some_and(|idle| activity.quiet_for() >= idle);
                 if idle
                     || !peer_closed.load(Ordering::Relaxed)
-                    || !waits_for_input(socket, input, sent_since_close, sending.direction)
+                    || !waits_for_input(
+                        socket,
+                        peer_silent.load(Ordering::Relaxed),
+                        sent_since_close,
+                        sending.direction,
+                    )
                 {
                     return SendEnd::Stopped;
                 }
