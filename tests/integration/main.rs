@@ -117,6 +117,8 @@ mod managed_restart_edges;
 mod managed_restart_metrics;
 /// `--metrics` and `/health`: every path a connection takes counts what it did.
 mod metrics;
+/// The duration histogram against refused connections, on both engines.
+mod metrics_refusals;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
 /// `bench --send-proxy`: headers the PROXY servers admit, and a plain echo sends back.

@@ -1,0 +1,77 @@
+//! `socketkit_connection_duration_seconds` says how long served connections lasted: a
+//! refused one is in `connections_refused_total` only, whichever stage refused it and on
+//! either engine. On the epoll engine a refusal in the connection's task (after a PROXY
+//! header) was counted in the histogram, one on the accept loop was not, and io_uring never
+//! counted one. Found by an outside audit.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use crate::balancer::{sample, start_with_metrics};
+use crate::io_engine::io_uring_available;
+use crate::proxy_protocol::assert_refused;
+use crate::support::TestResult;
+use crate::support::net::connect_from;
+use crate::support::process::socketkit;
+use crate::support::wait_until;
+
+fn refusals_are_not_served_connections(engine: &str) -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "--io-engine", engine, "-l", "127.0.0.1:0"])
+        .args(["--metrics", "127.0.0.1:0", "--deny", "192.0.2.66"])
+        .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.2"]);
+    let (server, metrics) = start_with_metrics(cmd);
+    let addr: std::net::SocketAddr = server.addr().parse()?;
+    // Served: a client the balancer names, echoed.
+    let mut served = connect_from("127.0.0.2", addr);
+    served.write_all(b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\nhi")?;
+    served.shutdown(Shutdown::Write)?;
+    let mut got = Vec::new();
+    served.read_to_end(&mut got)?;
+    assert_eq!(got, b"hi");
+    // Refused by the rules (the header names a denied client), and for no header.
+    assert_refused(
+        "127.0.0.2",
+        addr,
+        &[b"PROXY TCP4 192.0.2.66 192.0.2.1 5000 80\r\n", b"x"],
+    );
+    assert_refused("127.0.0.2", addr, &[b"GET / HTTP/1.1\r\n\r\n"]);
+    let listener = format!("listener=\"tcp:{addr}\"");
+    let refused = |reason: &str| {
+        sample(
+            &metrics,
+            "socketkit_connections_refused_total",
+            &format!("{listener},reason=\"{reason}\""),
+        )
+    };
+    let active = || sample(&metrics, "socketkit_connections_active", &listener);
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{engine}: refusals or closes not counted"),
+        || refused("acl") == 1 && refused("proxy") == 1 && active() == 0,
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "socketkit_connection_duration_seconds_count",
+            &listener
+        ),
+        1,
+        "{engine}: only the served connection has a duration"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_duration_histogram_counts_served_connections_only_on_epoll() -> TestResult {
+    refusals_are_not_served_connections("epoll")
+}
+
+#[test]
+fn the_duration_histogram_counts_served_connections_only_on_io_uring() -> TestResult {
+    if !io_uring_available() {
+        return Ok(());
+    }
+    refusals_are_not_served_connections("io_uring")
+}
