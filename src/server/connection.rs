@@ -329,7 +329,7 @@ impl Connection {
         cx: &mut Context<'_>,
         poll: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        match poll {
+        let poll = match poll {
             Poll::Ready(result) => {
                 if result.is_ok() {
                     self.progress();
@@ -340,7 +340,16 @@ impl Connection {
                 Some(idle) => idle.poll_expired(cx).map(Err),
                 None => Poll::Pending,
             },
+        };
+        self.note_failure(poll)
+    }
+
+    /// Notes a failed read, write or shutdown in the meter, for the closing line.
+    fn note_failure<T>(&mut self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(err)) = &poll {
+            self.meter.failed(err);
         }
+        poll
     }
 }
 
@@ -403,20 +412,24 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let poll = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
             Io::Tls(session) => Pin::new(&mut **session).poll_flush(cx),
             Io::Handshaking => Poll::Ready(Err(in_handshake())),
-        }
+        };
+        this.note_failure(poll)
     }
 
     /// Half-closes the connection (`shutdown(SHUT_WR)`, after a TLS close_notify): the
     /// client reads end of stream and may go on sending.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let poll = match &mut this.io {
             Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Io::Tls(session) => Pin::new(&mut **session).poll_shutdown(cx),
             Io::Handshaking => Poll::Ready(Err(in_handshake())),
-        }
+        };
+        this.note_failure(poll)
     }
 }

@@ -13,6 +13,7 @@
 //! the bytes when they did not pass through this process (a socket handed to an exec
 //! program), rather than a count that would be wrong.
 
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,7 @@ impl ListenerMeter {
                 bytes_in: Some(as_u64(received)),
                 bytes_out: Some(as_u64(sent)),
                 lasted: Some(lasted),
+                error: None,
             };
             summary.log(self, "answered at once");
         }
@@ -174,6 +176,9 @@ struct Closing {
     /// out.
     bytes_known: bool,
     local: Option<Address>,
+    /// How the connection failed, in words (a reset, a broken pipe, the idle limit): the
+    /// first error its reads and writes met, for the closing line's `error`.
+    failed: Option<String>,
 }
 
 impl Meter {
@@ -200,6 +205,7 @@ impl Meter {
                 bytes_in: 0,
                 bytes_out: 0,
                 bytes_known: true,
+                failed: None,
                 local: local(),
             })
         });
@@ -259,6 +265,15 @@ impl Meter {
         }
     }
 
+    /// Notes that a read or write of the connection failed with `err`; the closing line
+    /// says the first such failure (`error`). Only at `-v`.
+    pub(crate) fn failed(&mut self, err: &io::Error) {
+        if let Some(log) = self.open.as_mut().and_then(|open| open.log.as_deref_mut()) {
+            log.failed
+                .get_or_insert_with(|| crate::error::describe(err));
+        }
+    }
+
     /// Counts `n` bytes received from the client.
     pub(crate) fn received(&mut self, n: usize) {
         self.tallies().0.add(n);
@@ -313,6 +328,7 @@ impl Meter {
             bytes_in: None,
             bytes_out: None,
             lasted: None,
+            error: None,
         };
         summary.log(
             &open.listener,
@@ -356,6 +372,7 @@ impl Drop for Meter {
                 bytes_in: log.bytes_known.then_some(log.bytes_in),
                 bytes_out: log.bytes_known.then_some(log.bytes_out),
                 lasted: Some(lasted),
+                error: log.failed.as_deref(),
             };
             summary.log(&open.listener, "closed");
         }
@@ -394,6 +411,8 @@ struct Summary<'a> {
     bytes_out: Option<u64>,
     /// `None` on an opening line: nothing has lasted yet.
     lasted: Option<Duration>,
+    /// How the connection failed, if it did (a closing line only).
+    error: Option<&'a str>,
 }
 
 impl Summary<'_> {
@@ -408,6 +427,7 @@ impl Summary<'_> {
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             duration_ms,
+            error = self.error,
             "{what}"
         );
     }

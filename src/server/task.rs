@@ -207,7 +207,9 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
         // too, which resets then (`shutdown::is_cut_short`): its answer was cut short.
         if let Poll::Ready(result) = work.poll(cx) {
             if let Err(err) = result {
-                tracing::debug!("connection ended: {}", describe(&err));
+                // The connection's `closed` line, at `-v`, already says how its reads and
+                // writes failed, with its fields; this line has none of them.
+                tracing::trace!("connection ended: {}", describe(&err));
             }
             return Poll::Ready(());
         }
@@ -225,7 +227,8 @@ pub(crate) async fn answer(mut conn: Connection, reply: &[u8], watcher: Watcher,
             conn.shutdown().await
         } => {
             if let Err(err) = result {
-                tracing::debug!("connection ended: {}", describe(&err));
+                // Said with the connection's fields by its `closed` line (see `ConnTask`).
+                tracing::trace!("connection ended: {}", describe(&err));
             }
             false
         }

@@ -62,6 +62,8 @@ mod cli_proxy;
 mod cli_proxy_socks4;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;
+/// A failed connection's one `closed` line, with how it failed.
+mod cli_serve_log_errors;
 /// `socketkit forward --socks`: a SOCKS5 proxy, with socketkit's client, curl and raw bytes.
 mod cli_socks;
 mod cli_ssh;
