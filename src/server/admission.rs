@@ -170,10 +170,16 @@ pub trait Admission: Send + Sync + 'static {
     }
 }
 
-/// The refusal of a stage that did not decide within `limit`.
+/// The refusal of a stage that did not decide within `limit`. A TLS handshake's says so in
+/// the words of its other failures (`TLS handshake failed: …`), so that one line tells it
+/// from a PROXY header's wait.
 pub(crate) fn late(reason: RefusalReason, limit: Duration) -> Refusal {
     let limit = humantime::format_duration(limit);
-    Refusal::new(reason, format!("no decision within {limit}"))
+    let why = match reason {
+        RefusalReason::Tls => format!("TLS handshake failed: not finished within {limit}"),
+        _ => format!("no decision within {limit}"),
+    };
+    Refusal::new(reason, why)
 }
 
 /// How many connections a server's admission stages refused, by reason. Cheap to clone;

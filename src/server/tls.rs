@@ -82,7 +82,7 @@ impl Admission for TlsHandshake {
             let fd = stream.as_raw_fd();
             let handshake = std::pin::pin!(self.acceptor().accept(stream));
             // Declared after the handshake, so dropped before it (its socket still open).
-            let reset = ResetIfForced(fd);
+            let reset = ResetIfUnfinished(fd);
             let outcome = handshake.await;
             // Over: the socket is the session's now, or closed with the failed handshake.
             std::mem::forget(reset);
@@ -106,19 +106,18 @@ impl Admission for TlsHandshake {
     }
 }
 
-/// Resets a connection whose handshake a forced close drops (the drain deadline): a client
-/// cut off before its session began must not read the close as a finished exchange, as a
-/// [`Connection`] does not (`shutdown::dropping_forced`).
-struct ResetIfForced(RawFd);
+/// Resets a connection whose handshake is dropped before it ends: by the stage's deadline
+/// (a refusal, which closes with a reset as every other refusal does) or by a forced close
+/// (the drain deadline: a client cut off before its session began must not read the close
+/// as a finished exchange, as a [`Connection`] does not, `shutdown::dropping_forced`).
+struct ResetIfUnfinished(RawFd);
 
-impl Drop for ResetIfForced {
+impl Drop for ResetIfUnfinished {
     fn drop(&mut self) {
-        if super::shutdown::is_cut_short() {
-            // SAFETY: the guard is forgotten once the handshake ends, and while it runs the
-            // handshake, which owns the socket, is dropped after the guard (declared before
-            // it): the descriptor is open here.
-            crate::net::close_with_reset(unsafe { BorrowedFd::borrow_raw(self.0) });
-        }
+        // SAFETY: the guard is forgotten once the handshake ends, and while it runs the
+        // handshake, which owns the socket, is dropped after the guard (declared before it):
+        // the descriptor is open here.
+        crate::net::close_with_reset(unsafe { BorrowedFd::borrow_raw(self.0) });
     }
 }
 

@@ -347,3 +347,27 @@ async fn the_library_counts_failed_handshakes_as_tls_refusals_and_serves_plain_l
     serving.await??;
     Ok(())
 }
+
+/// A handshake that does not finish by the deadline is refused as every refusal is: with a
+/// reset (it was a clean end of stream), logged in the words of a failed handshake (it was
+/// the PROXY header's "no decision within"). Found by an outside audit.
+#[test]
+fn a_handshake_past_its_deadline_is_reset_and_said_to_be_a_tls_failure() {
+    let pki = Pki::new();
+    let server = serve_greeting(&pki, &["-v", "--tls-handshake-timeout", "300ms"]);
+    let addr = server.addr().replace("tls:", "");
+    let mut stalled = connect(&addr);
+    stalled.write_all(&HALF_A_CLIENT_HELLO).expect("send");
+    let mut got = Vec::new();
+    let ended = stalled.read_to_end(&mut got);
+    assert!(
+        ended
+            .as_ref()
+            .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset),
+        "{ended:?}, {got:?}"
+    );
+    server.wait_for_stderr(
+        &["refused: TLS handshake failed: not finished within 300ms"],
+        Duration::from_secs(5),
+    );
+}
