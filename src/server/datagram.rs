@@ -195,6 +195,7 @@ impl DatagramListener {
                 Ok(received) => received,
                 Err(err) if is_resource_exhaustion(&err) => {
                     tracing::warn!(
+                        listener = meter.name(),
                         "receive failed: {}; backing off",
                         crate::error::describe(&err)
                     );
@@ -207,7 +208,7 @@ impl DatagramListener {
                     continue;
                 }
             };
-            tracing::debug!(%peer, bytes = n, "datagram");
+            tracing::debug!(%peer, listener = meter.name(), bytes = n, "datagram");
             if pipeline
                 .as_ref()
                 .is_some_and(|p| !p.admits_datagram(&peer, &meter))

@@ -1,7 +1,7 @@
 //! At `-v` a connection that fails leaves one line, its `closed` line, which says how it
 //! failed (`error`) beside its `peer`, `local` and `listener`: the epoll engine wrote a
-//! second line, `connection ended: REASON`, with none of the connection's fields. Found by
-//! an outside audit of long runs.
+//! second line, `connection ended: REASON`, with none of the connection's fields. A
+//! datagram's line names its listener too. Found by an outside audit of long runs.
 
 use std::io::Write;
 use std::time::Duration;
@@ -100,4 +100,34 @@ fn a_clean_close_has_no_error() {
     server.wait_for_stderr(&["\"closed\""], Duration::from_secs(10));
     let closed = closed_line(&objects(&mut server), &peer);
     assert!(closed.get("error").is_none(), "{closed}");
+}
+
+#[test]
+fn a_datagram_line_names_its_listener() {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "udp:127.0.0.1:0",
+        "-v",
+        "--log-format",
+        "json",
+    ]);
+    let mut server = Running::start(cmd, 1);
+    let endpoint = server.endpoints()[0].clone();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client
+        .send_to(b"ping", endpoint.trim_start_matches("udp:"))
+        .expect("send");
+    let mut buf = [0u8; 16];
+    let _ = client.recv_from(&mut buf).expect("the echo");
+    let line = objects(&mut server)
+        .into_iter()
+        .find(|o| o["msg"] == "datagram")
+        .expect("a datagram line");
+    assert_eq!(line["listener"], endpoint.as_str(), "{line}");
 }
