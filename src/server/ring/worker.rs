@@ -152,7 +152,7 @@ const RING_ENTRIES: u32 = 1024;
 /// Provided buffers per worker: enough for every connection moving bytes at once in the
 /// benchmarks' shapes (16–64 echo clients), few enough to stay small.
 const BUFFER_COUNT: u16 = 64;
-const BUFFER_SIZE: usize = 16 * 1024;
+pub(super) const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Makes the ring, on the thread that will use it (a single-issuer ring must be).
 pub(super) fn ring() -> io::Result<IoUring> {

@@ -28,7 +28,7 @@ use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::spill;
-use super::{CANCEL, GROUP, RECV, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
+use super::{BUFFER_SIZE, CANCEL, GROUP, RECV, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
 use crate::server::ring::RingRoutine;
 use crate::server::ring::buffers::Queue;
 
@@ -194,9 +194,13 @@ impl Worker {
             }
             // The cancel of a connection holding its share of buffers, or of one closing.
             _ if result == -libc::ECANCELED => {}
-            // A kernel without the multishot receive: one receive per block from now on.
+            // A kernel without the multishot receive, or without its byte limit (before
+            // Linux 6.17, which refuses the limit): one receive per block from now on,
+            // which holds one buffer at a time.
             _ if result == -libc::EINVAL && self.multishot => {
-                tracing::debug!("io_uring: no multishot receive here; one receive per block");
+                tracing::debug!(
+                    "io_uring: no multishot receive with a byte limit here; one receive per block"
+                );
                 self.multishot = false;
             }
             _ => stream.failed = true,
@@ -325,9 +329,16 @@ impl Worker {
             }
         } else if !stream.ended && !stream.starved && !full {
             stream.receiving = true;
+            // At most the buffers the connection may still hold: a multishot receive on a
+            // socket with much queued fills buffer after buffer before a cancel can reach
+            // it (up to all 64 of the worker's for one client that does not read).
+            let allowance = (HELD_MAX - (stream.queue.len() + spilled)) * BUFFER_SIZE;
             let entry = match (multishot, stream.fixed) {
-                (true, Some(index)) => opcode::RecvMulti::new(Fixed(index), GROUP).build(),
-                (true, None) => opcode::RecvMulti::new(Fd(fd), GROUP).build(),
+                (true, Some(index)) => limited(
+                    opcode::RecvMulti::new(Fixed(index), GROUP).build(),
+                    allowance,
+                ),
+                (true, None) => limited(opcode::RecvMulti::new(Fd(fd), GROUP).build(), allowance),
                 (false, fixed) => {
                     let recv = match fixed {
                         Some(index) => opcode::Recv::new(Fixed(index), std::ptr::null_mut(), 0),
@@ -357,6 +368,24 @@ impl Worker {
             self.give_back(bid);
         }
     }
+}
+
+/// `entry`, a multishot receive, ended by the kernel once it has received `bytes` (the
+/// request's `optlen`, Linux 6.17: the completion that reaches it comes without `MORE`).
+/// Kernels before it refuse the field (`EINVAL`: it was `file_index`, which a receive may
+/// not have), and the worker then receives one block at a time.
+fn limited(entry: squeue::Entry, bytes: usize) -> squeue::Entry {
+    /// Where the kernel's `struct io_uring_sqe` keeps `optlen` (the union with
+    /// `splice_fd_in` and `file_index`): a fixed part of the system call's ABI.
+    const OPTLEN: usize = 44;
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte submission entry
+    // (the transmute checks the size), whose every bit pattern is a valid value; only the
+    // four bytes of `optlen` change, which the builder left zero.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    raw[OPTLEN..OPTLEN + 4].copy_from_slice(&bytes.to_ne_bytes());
+    // SAFETY: as above, the same bytes back into the type they came from.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 
 /// The send of `bytes` on the stream's descriptor `fd` (or its registered `fixed` index),
