@@ -73,8 +73,10 @@ impl CliError {
     }
 }
 
-/// Keeps the error one printable line whatever the input held: control characters (a newline
-/// or an escape sequence in an endpoint someone typed) are shown escaped.
+/// Keeps a line one printable line whatever the input held: control characters (a newline
+/// or an escape sequence in an endpoint someone typed, or in the path a Unix client bound)
+/// are shown escaped. The `error:` line, the readiness lines and the text log's fields all
+/// pass through here.
 pub(crate) fn sanitize(text: &str) -> String {
     text.chars()
         .flat_map(|c| {

@@ -9,11 +9,13 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::args::{LogArgs, LogFormat};
+use super::exit::sanitize;
 
 /// The format `init` chose, for the notices written beside the library's events.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
@@ -32,6 +34,7 @@ pub(crate) fn init(log: &LogArgs) {
         .with_max_level(level);
     match log.log_format {
         LogFormat::Text => builder
+            .fmt_fields(OneLineFields)
             .with_target(false)
             .with_ansi(std::io::stderr().is_terminal())
             .without_time()
@@ -55,7 +58,7 @@ pub(crate) fn notice(msg: &str, fields: &[(&str, Value)]) {
             }
             Value::Object(object).to_string()
         }
-        _ => msg.to_owned(),
+        _ => sanitize(msg),
     };
     let _ = LossyStderr.write_all(format!("{line}\n").as_bytes());
 }
@@ -81,6 +84,27 @@ impl Write for LossyStderr {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The text format's fields (the message among them) as tracing-subscriber writes them,
+/// with control characters escaped (`\n`, `\u{1b}`): a value is often a peer's address,
+/// and a Unix client names its own socket, so a path with a newline in it would otherwise
+/// start a line of its own that reads as another event. Only the fields are escaped, not
+/// the level before them, whose colour on a terminal is an escape sequence of ours; field
+/// names lose their italics on a terminal (the styling would be escaped with the rest).
+/// JSON needs none of this: serde_json escapes every string.
+struct OneLineFields;
+
+impl<'writer> FormatFields<'writer> for OneLineFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut text = String::new();
+        DefaultFields::new().format_fields(Writer::new(&mut text), fields)?;
+        writer.write_str(&sanitize(&text))
     }
 }
 

@@ -6,11 +6,16 @@ use std::io::Write;
 
 use socketkit::endpoint::Endpoint;
 
+use super::exit::sanitize;
+
 /// Writes one readiness line per endpoint, in one write so lines never interleave with logs.
+/// Control characters are escaped: a Unix path with a newline in it would otherwise write a
+/// second `listening on` line that a supervisor would take for a real one.
 pub(crate) fn announce(endpoints: &[Endpoint], what: &str) {
     let mut text = String::new();
     for endpoint in endpoints {
-        text.push_str(&format!("listening on {endpoint} ({what})\n"));
+        text.push_str(&sanitize(&format!("listening on {endpoint} ({what})")));
+        text.push('\n');
     }
     write_whole(&text);
 }

@@ -1,0 +1,140 @@
+//! A Unix client names its own socket, and a path may hold a newline: in text logs and in
+//! the `listening on` lines every control character is escaped, so that no address can
+//! start a line of its own that reads as another event (a forged `WARN`, a second
+//! readiness line). JSON logs escape by themselves and keep the path as it is. Found by an
+//! outside audit.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use socketkit::socket::{Family, Socket, Type};
+
+use crate::support::TestResult;
+use crate::support::net::free_port;
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+/// The name of the client's socket: a newline, then what would read as a log line.
+const FORGED: &str = "c\n WARN forged line peer=1.2.3.4:5.sock";
+
+/// What a text log line may begin with: the readiness line or a level.
+const LINE_STARTS: [&str; 6] = [
+    "listening on ",
+    "TRACE ",
+    "DEBUG ",
+    " INFO ",
+    " WARN ",
+    "ERROR ",
+];
+
+/// Connects to the Unix stream socket at `server` from a socket bound to `dir`/[`FORGED`],
+/// sends `hi`, half-closes and reads until the server closes; returns the client's path.
+fn forged_client(dir: &Path, server: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = dir.join(FORGED);
+    let client = Socket::new(Family::Unix, Type::Stream)?;
+    client.bind(path.as_path())?;
+    client.set_timeout(Some(Duration::from_secs(5)))?;
+    client.connect(server)?;
+    client.sendall(b"hi")?;
+    client.shutdown(Shutdown::Write)?;
+    let mut answer = Vec::new();
+    // A relay with its target down resets the client: how it ends does not matter here.
+    let _ = (&client).read_to_end(&mut answer);
+    Ok(path)
+}
+
+/// Fails unless every line of `log` is one event and the client's path shows escaped.
+fn assert_one_line_per_event(log: &str, client: &Path) {
+    for line in log.lines() {
+        assert!(
+            LINE_STARTS.iter().any(|start| line.starts_with(start)),
+            "a line that is no event: {line:?} in\n{log}"
+        );
+    }
+    let escaped = client.display().to_string().replace('\n', "\\n");
+    assert!(log.contains(&format!("peer={escaped}")), "{log}");
+}
+
+fn unix_arg(path: &Path) -> String {
+    format!("unix:{}", path.display())
+}
+
+#[test]
+fn serve_v_text_log_escapes_a_newline_in_the_peers_path() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = dir.path().join("s.sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "-l", &unix_arg(&server)]);
+    let running = Running::start(cmd, 1);
+    let client = forged_client(dir.path(), &server)?;
+    running.wait_for_stderr(&["closed peer="], Duration::from_secs(5));
+    assert_one_line_per_event(&running.stderr(), &client);
+    Ok(())
+}
+
+#[test]
+fn forward_warning_at_the_default_level_escapes_a_newline_in_the_peers_path() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = dir.path().join("f.sock");
+    let down = format!("127.0.0.1:{}", free_port());
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", &unix_arg(&server), "--to", &down]);
+    let running = Running::start(cmd, 1);
+    let client = forged_client(dir.path(), &server)?;
+    running.wait_for_stderr(&["resetting the client"], Duration::from_secs(5));
+    assert_one_line_per_event(&running.stderr(), &client);
+    Ok(())
+}
+
+#[test]
+fn json_log_keeps_the_peers_path_as_it_is() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = dir.path().join("j.sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "--log-format", "json"])
+        .args(["-l", &unix_arg(&server)]);
+    let running = Running::start(cmd, 1);
+    let client = forged_client(dir.path(), &server)?;
+    running.wait_for_stderr(&["\"msg\":\"closed\""], Duration::from_secs(5));
+    let log = running.stderr();
+    let closed: Vec<Value> = log
+        .lines()
+        .filter(|line| !line.starts_with("listening on"))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .filter(|object: &Value| object["msg"] == "closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    assert_eq!(closed[0]["peer"], client.display().to_string(), "{log}");
+    Ok(())
+}
+
+#[test]
+fn a_newline_in_the_listen_path_makes_no_second_readiness_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir
+        .path()
+        .join("nl\nlistening on tcp:1.2.3.4:80 (fake).sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", &unix_arg(&path)]);
+    let running = Running::start(cmd, 1);
+    // The socket is at the path as given, newline and all.
+    std::os::unix::net::UnixStream::connect(&path)?;
+    let log = running.stderr();
+    let escaped = path.display().to_string().replace('\n', "\\n");
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [format!("listening on unix:{escaped} (echo)")],
+        "{log}"
+    );
+    drop(running);
+    // The error line was escaped already; it stays so.
+    let mut cmd = socketkit();
+    cmd.args(["connect", &unix_arg(&dir.path().join("gone\n.sock"))]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("gone\\n.sock"), "{}", out.stderr);
+    Ok(())
+}
