@@ -98,6 +98,10 @@ impl Socket {
     /// An empty vector means the peer closed its side (end of stream). With a timeout set
     /// and nothing arriving in time, fails with [`io::ErrorKind::TimedOut`].
     ///
+    /// `recv(0)` returns an empty vector at once, without a system call, as Python's does:
+    /// asked for no bytes, it has nothing to wait for, and that empty vector says nothing
+    /// about the peer.
+    ///
     /// # Errors
     ///
     /// Besides the kernel's, [`io::ErrorKind::OutOfMemory`] when no buffer of `bufsize`
@@ -114,6 +118,11 @@ impl Socket {
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     pub fn recv(&self, bufsize: usize) -> Result<Vec<u8>> {
+        // recv(2) into no room would wait for data (or the timeout) and then read as end of
+        // stream on a live connection.
+        if bufsize == 0 {
+            return Ok(Vec::new());
+        }
         let mut buf =
             receive_buffer(bufsize).map_err(|err| self.error_at_peer(Op::Receive, err))?;
         let n = self
@@ -128,6 +137,10 @@ impl Socket {
     /// Receives into `buf` with `recv(2)` and returns how many bytes arrived (Python:
     /// `s.recv_into(buf)`); `0` is end of stream.
     ///
+    /// An empty `buf` gives `0` at once, without a system call (as [`Socket::recv`] with
+    /// `0`; [`Read::read`] reads an empty buffer so too): that `0` is no end of
+    /// stream.
+    ///
     /// # Examples
     ///
     /// ```
@@ -140,6 +153,9 @@ impl Socket {
     /// ```
     #[doc(alias = "read")]
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.inner
             .recv(as_uninit(buf))
             .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))
@@ -147,7 +163,8 @@ impl Socket {
 
     /// Copies into `buf` what has arrived without taking it off the socket: `recv(2)` with
     /// `MSG_PEEK` (Python: `s.recv(n, socket.MSG_PEEK)`). The next receive sees the same
-    /// bytes again; `0` is end of stream. It waits as [`Socket::recv_into`] does.
+    /// bytes again; `0` is end of stream. It waits as [`Socket::recv_into`] does, and as
+    /// it, gives `0` at once for an empty `buf`.
     ///
     /// # Examples
     ///
@@ -161,6 +178,9 @@ impl Socket {
     /// ```
     #[doc(alias = "MSG_PEEK")]
     pub fn peek(&self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.inner
             .peek(as_uninit(buf))
             .map_err(|err| self.error_at_peer(Op::Receive, self.timed_out(err)))

@@ -152,6 +152,8 @@ mod services;
 mod sni_route;
 /// `socketkit::socket`: the BSD layer over TCP v4/v6, UDP, Unix stream and datagram.
 mod socket;
+/// The low-level layer at its edges: NUL in a path, `recv(0)`, linger, ports out of range.
+mod socket_corners;
 /// TLS clients (connect, forward --to) against OpenSSL, socat and Python servers.
 mod tls_client;
 /// TLS under stalled and garbage clients, the handshake deadline, and start-up errors.
