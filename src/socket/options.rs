@@ -99,7 +99,12 @@ impl Socket {
         option_call!(self, GetOption("SO_LINGER"), self.inner.linger())
     }
 
-    /// Sets `SO_LINGER`.
+    /// Sets `SO_LINGER`, in whole seconds (a fraction is dropped, as the kernel counts).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for more seconds than the kernel's `int` holds
+    /// (`i32::MAX`, some 68 years), which it would otherwise read as a negative time.
     ///
     /// # Examples
     ///
@@ -108,10 +113,22 @@ impl Socket {
     /// let s = Socket::new(Family::Inet, Type::Stream)?;
     /// s.set_linger(None)?;
     /// assert_eq!(s.linger()?, None);
+    /// let too_long = std::time::Duration::from_secs(3_000_000_000);
+    /// assert!(s.set_linger(Some(too_long)).is_err());
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
-        option_call!(self, SetOption("SO_LINGER"), self.inner.set_linger(linger))
+        // socket2 casts the seconds to a C int, which wraps: refuse what does not fit.
+        let fits = linger.is_none_or(|linger| i32::try_from(linger.as_secs()).is_ok());
+        let call = if fits {
+            self.inner.set_linger(linger)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a linger time is at most 2147483647 seconds",
+            ))
+        };
+        option_call!(self, SetOption("SO_LINGER"), call)
     }
 
     /// `SO_RCVBUF`: the kernel's receive buffer size in bytes (Linux reports twice the
