@@ -133,6 +133,12 @@ impl Address {
         self.as_socket_addr().map(|addr| addr.port())
     }
 
+    /// The address as the kernel takes it: every path becomes a `sockaddr` here, for
+    /// `bind`, `connect` and `sendto` alike.
+    ///
+    /// A path with a NUL byte in it is refused (`InvalidInput`), as std refuses it: the
+    /// kernel would read the path only up to the NUL, and bind or reach another file than
+    /// the one the caller checked. An abstract name (`@NAME`) is bytes, NULs allowed.
     pub(crate) fn to_sockaddr(&self) -> io::Result<SockAddr> {
         match self {
             Address::Inet(v4) => Ok(SockAddr::from(*v4)),
@@ -140,6 +146,10 @@ impl Address {
             Address::Unix(path) => match abstract_name(path) {
                 // socket2 reads a leading NUL as the abstract namespace.
                 Some(name) => SockAddr::unix(OsStr::from_bytes(&[&[0u8], name].concat())),
+                None if path.as_os_str().as_bytes().contains(&0) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "socket path contains a NUL byte",
+                )),
                 None => SockAddr::unix(path),
             },
         }
@@ -460,6 +470,16 @@ mod tests {
         );
         let err = ":8080".to_addresses(Some(Family::Inet)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        Ok(())
+    }
+
+    #[test]
+    fn a_path_with_a_nul_byte_is_refused_and_an_abstract_name_is_not() -> io::Result<()> {
+        let err = Address::unix("/tmp/nul\0x.sock").to_sockaddr().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "socket path contains a NUL byte");
+        let name = Address::unix("@app\0with-nul");
+        assert_eq!(Address::from_sockaddr(&name.to_sockaddr()?), name);
         Ok(())
     }
 

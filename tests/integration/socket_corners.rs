@@ -2,11 +2,65 @@
 //! time the kernel cannot hold, a port out of range. Found by an outside audit.
 
 use std::io::{ErrorKind, Read};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use socketkit::socket::{Family, Socket, Type, socketpair};
+use socketkit::socket::{Family, Socket, Type, create_server, socketpair};
 
 use crate::support::TestResult;
+
+/// What the calls below did with `dir`/`nul` + NUL + `suffix`: refused, naming the call and
+/// the path, and no file at the path cut at the NUL.
+fn assert_refused(err: &socketkit::Error, op: &str, dir: &Path) {
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with(op), "{text}");
+    assert!(text.contains(&format!("{}/nul", dir.display())), "{text}");
+    assert!(
+        text.ends_with(": socket path contains a NUL byte"),
+        "{text}"
+    );
+    assert!(!dir.join("nul").exists(), "a socket file at the cut path");
+}
+
+#[test]
+fn a_unix_path_with_a_nul_byte_is_refused_by_every_call() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let base = dir.path().display().to_string();
+
+    let err = create_server(format!("{base}/nul\0suffix.sock"), 5, false).unwrap_err();
+    assert_refused(&err, "cannot bind ", dir.path());
+
+    let socket = Socket::new(Family::Unix, Type::Stream)?;
+    let err = socket.bind(Path::new(&format!("{base}/nul\0x"))).unwrap_err();
+    assert_refused(&err, "cannot bind ", dir.path());
+
+    // A live socket at the cut path: the connect must not reach it.
+    let _live = create_server(format!("{base}/nul"), 5, false)?;
+    let client = Socket::new(Family::Unix, Type::Stream)?;
+    let err = client
+        .connect(format!("{base}/nul\0anything-else").as_str())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().starts_with("cannot connect to "), "{err}");
+
+    let datagram = Socket::new(Family::Unix, Type::Datagram)?;
+    let err = datagram
+        .sendto(b"x", format!("{base}/nul\0x").as_str())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    Ok(())
+}
+
+#[test]
+fn an_abstract_name_still_binds_and_connects() -> TestResult {
+    let name = format!("@socketkit-corners-{}", std::process::id());
+    let server = create_server(name.as_str(), 5, false)?;
+    assert_eq!(server.local_addr()?.to_string(), name);
+    let client = Socket::new(Family::Unix, Type::Stream)?;
+    client.connect(name.as_str())?;
+    Ok(())
+}
 
 #[test]
 fn receiving_no_bytes_returns_at_once_on_a_live_connection() -> TestResult {
