@@ -25,7 +25,7 @@ impl Socket {
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     pub fn bind(&self, address: impl ToAddress) -> Result<()> {
-        let address = super::address::first(address.to_bind_addresses(Some(self.family))?)?;
+        let address = super::to_address::first(address.to_bind_addresses(Some(self.family))?)?;
         let raw = address.to_sockaddr();
         raw.and_then(|raw| self.inner.bind(&raw))
             .map_err(|err| Error::new(Op::Bind, &address, err))

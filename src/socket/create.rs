@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::address::first;
+use super::to_address::first;
 use super::{Address, Family, Socket, ToAddress, Type};
 use crate::error::{Error, Op, Result};
 

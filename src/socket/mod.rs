@@ -43,6 +43,7 @@ mod create;
 mod options;
 mod resolve;
 mod timeout;
+mod to_address;
 mod transfer;
 
 use std::io;
@@ -50,9 +51,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-pub use address::{Address, ToAddress, abstract_name};
+pub use address::{Address, abstract_name};
 pub use create::{create_connection, create_server, socketpair};
 pub use resolve::{getaddrinfo, gethostname};
+pub use to_address::ToAddress;
 pub(crate) use transfer::as_uninit;
 
 use crate::error::{Error, Op, Result};
@@ -333,7 +335,7 @@ impl Socket {
 
     /// The one address `sendto` sends to: the first of the socket's family.
     fn first_address(&self, address: &impl ToAddress) -> Result<Address> {
-        address::first(address.to_addresses(Some(self.family))?)
+        to_address::first(address.to_addresses(Some(self.family))?)
     }
 
     /// The peer remembered from connect, accept or `getpeername`, for code that names it

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use socketkit::socket::{Family, Socket, Type, create_server, socketpair};
+use socketkit::socket::{Family, Socket, ToAddress, Type, create_server, socketpair};
 
 use crate::support::TestResult;
 
@@ -32,7 +32,9 @@ fn a_unix_path_with_a_nul_byte_is_refused_by_every_call() -> TestResult {
     assert_refused(&err, "cannot bind ", dir.path());
 
     let socket = Socket::new(Family::Unix, Type::Stream)?;
-    let err = socket.bind(Path::new(&format!("{base}/nul\0x"))).unwrap_err();
+    let err = socket
+        .bind(Path::new(&format!("{base}/nul\0x")))
+        .unwrap_err();
     assert_refused(&err, "cannot bind ", dir.path());
 
     // A live socket at the cut path: the connect must not reach it.
@@ -87,7 +89,11 @@ fn receiving_no_bytes_returns_at_once_on_a_live_connection() -> TestResult {
 #[test]
 fn a_linger_time_past_a_c_int_is_refused_not_wrapped() -> TestResult {
     let socket = Socket::new(Family::Inet, Type::Stream)?;
-    for secs in [3_000_000_000, u64::MAX, u64::from(i32::MAX.unsigned_abs()) + 1] {
+    for secs in [
+        3_000_000_000,
+        u64::MAX,
+        u64::from(i32::MAX.unsigned_abs()) + 1,
+    ] {
         let err = socket
             .set_linger(Some(Duration::from_secs(secs)))
             .unwrap_err();
@@ -99,4 +105,14 @@ fn a_linger_time_past_a_c_int_is_refused_not_wrapped() -> TestResult {
     socket.set_linger(Some(most))?;
     assert_eq!(socket.linger()?, Some(most));
     Ok(())
+}
+
+#[test]
+fn a_port_out_of_range_in_text_says_so() {
+    let err = "127.0.0.1:99999".to_addresses(None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        err.to_string(),
+        "cannot resolve '127.0.0.1:99999': port must be 0-65535"
+    );
 }
