@@ -2,7 +2,7 @@
 //! host and port or a Unix socket path, each refusal with its reason in words.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::{Endpoint, EndpointError, Host, HostPort, MAX_UNIX_PATH, Transport};
@@ -73,10 +73,12 @@ fn parse_path(path: &str) -> Result<PathBuf, String> {
     if path.contains('\0') {
         return Err("socket path contains a NUL byte".into());
     }
-    if path.len() > MAX_UNIX_PATH {
+    // An abstract name takes the leading NUL's byte of `sun_path` in place of the final
+    // NUL a path needs, so its `@` is not counted: `@` and 107 bytes fit, as a path of 107.
+    let len = crate::socket::abstract_name(Path::new(path)).map_or(path.len(), <[u8]>::len);
+    if len > MAX_UNIX_PATH {
         return Err(format!(
-            "socket path is {} bytes, longer than the {MAX_UNIX_PATH} the system allows",
-            path.len()
+            "socket path is {len} bytes, longer than the {MAX_UNIX_PATH} the system allows"
         ));
     }
     Ok(PathBuf::from(path))
@@ -334,6 +336,13 @@ mod tests {
             "socket path is 108 bytes, longer than the 107 the system allows"
         );
         assert_eq!(reason("unix:/a\0b"), "socket path contains a NUL byte");
+        // An abstract name's `@` stands for the leading NUL, which takes no byte of the 107.
+        let most = format!("unix:@{}", "a".repeat(107));
+        assert_eq!(ok(&most).to_string(), most);
+        assert_eq!(
+            reason(&format!("unixgram:@{}", "a".repeat(108))),
+            "socket path is 108 bytes, longer than the 107 the system allows"
+        );
     }
 
     #[test]

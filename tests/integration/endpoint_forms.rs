@@ -80,3 +80,33 @@ fn an_ipv6_zone_is_resolved_to_its_interface() {
     let out = run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 2, "{}", out.stderr);
 }
+
+/// An abstract name holds as many bytes as a path (107): its `@` is the leading NUL, which
+/// takes the place of a path's final one. Found by an outside audit (107 was refused as 108).
+#[test]
+fn an_abstract_name_of_107_bytes_is_taken_and_108_refused() {
+    let name = format!("{:a<107}", unique_name("abstract107"));
+    assert_eq!(name.len(), 107);
+    let mut serve = socketkit();
+    serve.args(["serve", "echo", "-l", &format!("unix:@{name}")]);
+    let server = Running::start(serve, 1);
+    assert_eq!(server.endpoints()[0], format!("unix:@{name}"));
+    let mut connect = socketkit();
+    connect.args(["connect", &format!("unix:@{name}")]);
+    let out = run(connect, b"107".to_vec(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"107");
+    drop(server);
+
+    let longer = format!("unix:@{name}b");
+    let mut serve = socketkit();
+    serve.args(["serve", "echo", "-l", &longer]);
+    let out = run(serve, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "error: invalid endpoint '{longer}': socket path is 108 bytes, longer than the 107 the system allows"
+        )
+    );
+}
