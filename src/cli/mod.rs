@@ -29,7 +29,9 @@ mod target_file;
 mod tls;
 mod values;
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -41,7 +43,7 @@ use given::Given;
 
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = Cli::command();
     if let Some(hint) = nc_hints::hint(&argv, &command) {
         return CliError::Usage(hint).report();
@@ -50,11 +52,11 @@ pub(crate) fn run() -> ExitCode {
     // `forward` and `bench` need to know which options were written, not only their values.
     let matches = match command.try_get_matches() {
         Ok(matches) => matches,
-        Err(err) => return clap_exit(&err),
+        Err(err) => return clap_exit(&err, &argv),
     };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(err) => return clap_exit(&err),
+        Err(err) => return clap_exit(&err, &argv),
     };
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args, &Given::of(matches.subcommand_matches("serve"))),
@@ -75,8 +77,9 @@ pub(crate) fn run() -> ExitCode {
 
 /// `--help` and `--version` print and succeed; a bare `socketkit` prints help on stdout (as a
 /// bare `git` prints its usage) and is a usage error, its one `error:` line on stderr; every
-/// other parse failure is clap's first line (`error: …`), exit 2.
-fn clap_exit(err: &clap::Error) -> ExitCode {
+/// other parse failure is clap's first line (`error: …`), exit 2, but for an argument that
+/// is not UTF-8, which clap does not name: then the line names it (see [`not_utf8`]).
+fn clap_exit(err: &clap::Error, argv: &[OsString]) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             // Printing help can only fail if stdout is gone, and then nobody reads it.
@@ -89,6 +92,7 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
             let commands = "serve, connect, listen, forward, bench, completions or man";
             CliError::Usage(format!("no command given (one of {commands})")).report()
         }
+        ErrorKind::InvalidUtf8 => CliError::Usage(not_utf8(argv)).report(),
         _ => {
             // clap's message runs until the first blank line (a missing argument is named
             // on the line after "not provided:"); the usage and tips after it are dropped.
@@ -108,6 +112,39 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
             CliError::Usage(line).report()
         }
     }
+}
+
+/// Which argument clap refused as not UTF-8, in words: `argument 'unix:/tmp/bad\xff.sock' is
+/// not valid UTF-8`, the bytes that are no UTF-8 written `\xNN`.
+fn not_utf8(argv: &[OsString]) -> String {
+    let bad: Vec<usize> = (0..argv.len())
+        .filter(|&i| argv[i].to_str().is_none())
+        .collect();
+    // Paths and a program's arguments may be any bytes: the one refused is the first that
+    // clap refuses in the arguments up to it, as it parses from the left.
+    let refused = bad.iter().copied().find(|&i| {
+        let upto = std::iter::once(OsString::from("socketkit")).chain(argv[..=i].iter().cloned());
+        Cli::command()
+            .try_get_matches_from(upto)
+            .is_err_and(|err| err.kind() == ErrorKind::InvalidUtf8)
+    });
+    match refused.or(bad.first().copied()) {
+        Some(i) => format!("argument '{}' is not valid UTF-8", escape_bytes(&argv[i])),
+        None => "an argument is not valid UTF-8".to_owned(),
+    }
+}
+
+/// `arg` as text, each byte that is no UTF-8 written `\xNN` (control characters are left
+/// for the `error:` line's own escaping).
+fn escape_bytes(arg: &OsStr) -> String {
+    let mut text = String::new();
+    for chunk in arg.as_bytes().utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
 }
 
 /// The argument, subcommand or value clap suggests in place of a mistyped one, if any.

@@ -35,6 +35,8 @@ mod cli_connect_unixgram;
 mod cli_discover;
 /// Exit codes and `error:` lines of SPEC §2.3.
 mod cli_errors;
+/// An argument that is not UTF-8: named in the `error:` line.
+mod cli_errors_encoding;
 /// `socketkit forward`: relays, half-close, concurrency, failures, limits.
 mod cli_forward;
 mod cli_forward_pool;
