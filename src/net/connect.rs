@@ -94,7 +94,10 @@ pub(crate) async fn connect_stream(
             Endpoint::Tcp(hp) | Endpoint::Tls(hp) => {
                 let stream = match &hp.host {
                     Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
-                    Host::Name(name) => TcpStream::connect((name.as_str(), hp.port)).await?,
+                    Host::Name(name) => {
+                        let addresses = lookup(name, hp.port).await?;
+                        TcpStream::connect(addresses.as_slice()).await?
+                    }
                     Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
                 };
                 stream.set_nodelay(true)?;
@@ -108,6 +111,16 @@ pub(crate) async fn connect_stream(
         }
     };
     within(timeout, attempt).await
+}
+
+/// The addresses of `name`, resolved without blocking the runtime; a name that does not
+/// resolve fails in `connect`'s words (`cannot resolve NAME: name or service not known`),
+/// which a relay's warning then carries.
+pub(crate) async fn lookup(name: &str, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+    match tokio::net::lookup_host((name, port)).await {
+        Ok(found) => Ok(found.collect()),
+        Err(err) => Err(crate::socket::unresolved(name, err)),
+    }
 }
 
 /// Awaits `work`, failing with `timed out` (`TimedOut`) after `limit`, if there is one.

@@ -43,7 +43,7 @@ pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
 pub(crate) use activity::{Activity, idle_error, is_idle_timeout};
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use connect::{
-    candidates, connect_socket, connect_stream, connect_unix, unix_address, within,
+    candidates, connect_socket, connect_stream, connect_unix, lookup, unix_address, within,
 };
 pub(crate) use datagram::{ConnectedDatagram, next_unix_datagram_len};
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_tls};

@@ -53,6 +53,7 @@ use std::time::Duration;
 
 pub use address::{Address, abstract_name};
 pub use create::{create_connection, create_server, socketpair};
+pub(crate) use resolve::unresolved;
 pub use resolve::{getaddrinfo, gethostname};
 pub use to_address::ToAddress;
 pub(crate) use transfer::as_uninit;

@@ -132,6 +132,16 @@ fn scoped_ipv6(host: &str, port: u16) -> Option<io::Result<std::net::SocketAddrV
     Some(scope.map(|scope| std::net::SocketAddrV6::new(ip, port, 0, scope)))
 }
 
+/// A failed lookup of `host` made through another API (tokio's `lookup_host`), in the words
+/// of this module's own: `cannot resolve HOST: name or service not known`, as `connect`
+/// says it, not std's "failed to lookup address information: Name or service not known".
+/// The kind is kept.
+pub(crate) fn unresolved(host: &str, err: io::Error) -> io::Error {
+    let kind = err.kind();
+    let text = Error::new(Op::Resolve, host, resolver_words(err)).to_string();
+    io::Error::new(kind, text)
+}
+
 /// std prefixes resolver failures with "failed to lookup address information: "; the
 /// error sentence already says "cannot resolve", so keep only the resolver's own words.
 fn resolver_words(err: io::Error) -> io::Error {
@@ -145,6 +155,17 @@ fn resolver_words(err: io::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lookup_made_elsewhere_fails_in_the_same_words() {
+        let std_words =
+            io::Error::other("failed to lookup address information: Name or service not known");
+        let err = unresolved("nosuchhost", std_words);
+        assert_eq!(
+            err.to_string(),
+            "cannot resolve nosuchhost: name or service not known"
+        );
+    }
 
     #[test]
     fn literal_addresses_resolve_without_dns() -> Result<()> {

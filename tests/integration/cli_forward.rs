@@ -219,6 +219,19 @@ fn an_unreachable_target_resets_that_client_and_the_forwarder_goes_on() {
     assert!(read_to_reset(&mut again, "second client").is_empty());
 }
 
+/// The warning says what `connect` says of a name that does not resolve, not std's "failed
+/// to lookup address information: …". Found by an outside audit.
+#[test]
+fn an_unresolvable_target_is_warned_of_in_connects_words() {
+    let relay = forward("127.0.0.1:0", "no-such-host.invalid:80");
+    let mut client = connect(&relay.addr());
+    assert!(read_to_reset(&mut client, "client").is_empty());
+    let warned = "cannot reach tcp:no-such-host.invalid:80: cannot resolve no-such-host.invalid: ";
+    relay.wait_for_stderr(&[warned, "; resetting the client"], Duration::from_secs(10));
+    let log = relay.stderr();
+    assert!(!log.contains("failed to lookup"), "{log}");
+}
+
 #[test]
 fn a_reset_on_either_side_reaches_the_other_as_a_reset_in_both_modes() -> TestResult {
     for mode in &MODES {

@@ -310,9 +310,7 @@ impl Proxy {
         }
         let addresses: Vec<std::net::SocketAddr> = match &hp.host {
             Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, hp.port)],
-            Host::Name(name) => tokio::net::lookup_host((name.as_str(), hp.port))
-                .await?
-                .collect(),
+            Host::Name(name) => net::lookup(name, hp.port).await?,
             Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
         };
         let mut last = io::Error::from(io::ErrorKind::NotFound);

@@ -307,9 +307,7 @@ async fn connect_admitted(target: &Endpoint, rules: &AccessRules) -> io::Result<
     };
     let addresses: Vec<SocketAddr> = match &hp.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, hp.port)],
-        Host::Name(name) => tokio::net::lookup_host((name.as_str(), hp.port))
-            .await?
-            .collect(),
+        Host::Name(name) => net::lookup(name, hp.port).await?,
         Host::Any => Vec::new(),
     };
     let admitted: Vec<SocketAddr> = addresses
