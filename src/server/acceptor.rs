@@ -97,10 +97,7 @@ impl Acceptor {
                     Ok(reserve) => Some(reserve),
                     Err(err) => {
                         drop((permit, turn));
-                        if self
-                            .back_off(&mut backoff, &listener, &err, &mut watcher)
-                            .await
-                        {
+                        if self.back_off(&mut backoff, &err, &mut watcher).await {
                             return;
                         }
                         continue;
@@ -116,7 +113,7 @@ impl Acceptor {
                     // Closed before the handler runs: the descriptor it keeps for it.
                     drop(reserve);
                     self.meter.accepted_by(self.counts.as_mut());
-                    backoff.succeeded(|| listener.local_endpoint());
+                    backoff.succeeded(|| self.meter.name());
                     self.serve(raw, permit);
                     if let Some(load) = &mut self.load {
                         load.turn(listener.as_fd());
@@ -144,10 +141,7 @@ impl Acceptor {
                         // let them in one at a time, each with its handler's descriptor.
                         exhaustion::near_the_limit();
                     }
-                    if self
-                        .back_off(&mut backoff, &listener, &err, &mut watcher)
-                        .await
-                    {
+                    if self.back_off(&mut backoff, &err, &mut watcher).await {
                         return;
                     }
                 }
@@ -161,12 +155,13 @@ impl Acceptor {
     async fn back_off(
         &self,
         backoff: &mut Backoff,
-        listener: &StreamListener,
         err: &io::Error,
         watcher: &mut Watcher,
     ) -> bool {
         self.meter.accept_error(err);
-        backoff.failed(|| listener.local_endpoint(), err);
+        // The listener's name as `listening on` gave it: `tls:` for a TLS one, whose
+        // socket alone would say `tcp:`.
+        backoff.failed(|| self.meter.name(), err);
         tokio::select! {
             () = watcher.reached(Phase::Draining) => true,
             () = tokio::time::sleep(EXHAUSTION_BACKOFF) => false,

@@ -12,7 +12,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::datagram::DatagramListener;
-use crate::endpoint::{Endpoint, Host, HostPort, Transport};
+use crate::endpoint::{Endpoint, Transport};
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Bound, ListenOptions, RawStream, UnixFile};
 
@@ -172,25 +172,6 @@ impl AsFd for StreamListener {
 }
 
 impl StreamListener {
-    /// The endpoint this listener really listens on (the port the system chose for `:0`).
-    pub(crate) fn local_endpoint(&self) -> Endpoint {
-        match self {
-            StreamListener::Tcp(listener) => match listener.get_ref().local_addr() {
-                Ok(addr) => net::endpoint_at(Transport::Tcp, &addr.into()),
-                Err(_) => Endpoint::Tcp(HostPort {
-                    host: Host::Any,
-                    port: 0,
-                }),
-            },
-            StreamListener::Unix(_, Some(file)) => Endpoint::Unix(file.path().to_path_buf()),
-            StreamListener::Unix(listener, None) => {
-                let path = listener.get_ref().local_addr().ok();
-                let path = path.as_ref().and_then(|addr| addr.as_pathname());
-                Endpoint::Unix(path.map(Into::into).unwrap_or_default())
-            }
-        }
-    }
-
     /// Waits until a connection is pending, without taking it: the caller reserves a
     /// connection slot first, then accepts with [`Pending::accept`].
     pub(crate) async fn pending(&self) -> io::Result<Pending<'_>> {

@@ -209,6 +209,30 @@ fn out_of_descriptors_backs_off_logs_once_and_recovers() {
     );
 }
 
+/// The back-off warning names a `tls:` listener as its `listening on` line does, not by its
+/// socket's `tcp:`. Found by an outside audit.
+#[test]
+fn out_of_descriptors_a_tls_listener_is_named_tls() {
+    let pki = crate::support::certs::Pki::new();
+    let mut cmd = socketkit_with_fd_limit(64);
+    cmd.args(["serve", "echo", "-l", "tls:127.0.0.1:0"]).args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    let server = Running::start(cmd, 1);
+    let endpoint = server.endpoints()[0].clone();
+    assert!(endpoint.starts_with("tls:"), "{endpoint}");
+    // Clients that never start the handshake each hold a descriptor until accept fails.
+    let addr = endpoint.trim_start_matches("tls:").to_owned();
+    let _clients: Vec<TcpStream> = (0..120).map(|_| connect(&addr)).collect();
+    server.wait_for_stderr(
+        &[&format!("accept on {endpoint} failed: too many open files")],
+        Duration::from_secs(10),
+    );
+}
+
 #[test]
 fn idle_server_uses_no_cpu() {
     let server = serve(&["echo", "-l", "127.0.0.1:0", "-l", "udp:127.0.0.1:0"]);
