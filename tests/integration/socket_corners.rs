@@ -67,18 +67,28 @@ fn an_abstract_name_still_binds_and_connects() -> TestResult {
 #[test]
 fn receiving_no_bytes_returns_at_once_on_a_live_connection() -> TestResult {
     let (a, b) = socketpair()?;
-    for timeout in [None, Some(Duration::from_secs(5))] {
-        b.set_timeout(timeout)?;
-        let started = Instant::now();
-        assert_eq!(b.recv(0)?, Vec::<u8>::new());
-        assert_eq!(b.recv_into(&mut [])?, 0);
-        assert_eq!(b.peek(&mut [])?, 0);
-        assert_eq!((&b).read(&mut [])?, 0);
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "waited {:?} for no bytes",
-            started.elapsed()
-        );
+    let b = std::sync::Arc::new(b);
+    let receiver = std::sync::Arc::clone(&b);
+    // On a thread, so that a receive that waits (with no timeout set, for ever) fails the
+    // test in bounded time instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            for timeout in [None, Some(Duration::from_secs(5))] {
+                receiver.set_timeout(timeout)?;
+                assert_eq!(receiver.recv(0)?, Vec::<u8>::new());
+                assert_eq!(receiver.recv_into(&mut [])?, 0);
+                assert_eq!(receiver.peek(&mut [])?, 0);
+                assert_eq!((&*receiver).read(&mut [])?, 0);
+            }
+            Ok(())
+        })();
+        let _ = done.send(result);
+    });
+    let started = Instant::now();
+    match finished.recv_timeout(Duration::from_secs(1)) {
+        Ok(result) => result.map_err(|err| err.to_string())?,
+        Err(_) => panic!("still waiting after {:?} for no bytes", started.elapsed()),
     }
     // Nothing was taken off the connection, which is still open.
     a.sendall(b"still here")?;
