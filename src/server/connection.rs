@@ -291,10 +291,19 @@ impl Connection {
     /// `buf` is taken to have emptied the socket, so the next call answers `WouldBlock`
     /// without a system call until the kernel reports more.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match &mut self.io {
-            Io::Plain(stream) => stream.try_read(buf)?,
-            Io::Tls(session) => tls::try_read(session, buf)?,
-            Io::Handshaking => return Err(in_handshake()),
+        let read = match &mut self.io {
+            Io::Plain(stream) => stream.try_read(buf),
+            Io::Tls(session) => tls::try_read(session, buf),
+            Io::Handshaking => Err(in_handshake()),
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(err) => {
+                if err.kind() != io::ErrorKind::WouldBlock {
+                    self.meter.failed(&err);
+                }
+                return Err(err);
+            }
         };
         self.progress();
         self.meter.received(n);
