@@ -49,6 +49,16 @@ fn pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     })
 }
 
+/// Waits for `child` (bounded): exit 0, having printed `want`.
+fn exits_zero_having_printed(mut child: std::process::Child, want: &[u8]) -> TestResult {
+    let status = wait_bounded(&mut child, DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    assert_eq!(out, want);
+    Ok(())
+}
+
 /// The tutorial's client at a terminal: the server greets and closes, the terminal stays
 /// open and quiet, and `connect` exits 0 with the greeting.
 #[test]
@@ -60,12 +70,8 @@ fn a_quiet_terminal_ends_with_zero_when_the_peer_closes() -> TestResult {
     let mut cmd = connect_cmd(&addr);
     cmd.stdin(Stdio::from(terminal));
     let mut child = cmd.spawn()?;
-    let status = wait_bounded(&mut child, DEADLINE);
+    exits_zero_having_printed(child, b"bye")?;
     server.join().expect("server thread");
-    assert_eq!(status.code(), Some(0));
-    let mut out = Vec::new();
-    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
-    assert_eq!(out, b"bye");
     Ok(())
 }
 
@@ -182,12 +188,8 @@ fn a_unix_peer_that_closed_ends_it_though_a_programs_input_stays_open() -> TestR
     cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn()?;
     let _stdin_kept_open = child.stdin.take();
-    let status = wait_bounded(&mut child, DEADLINE);
+    exits_zero_having_printed(child, b"bye")?;
     server.join().map_err(|_| "server")?;
-    assert_eq!(status.code(), Some(0));
-    let mut out = Vec::new();
-    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
-    assert_eq!(out, b"bye");
     Ok(())
 }
 
@@ -203,12 +205,8 @@ fn a_tcp_peer_that_answered_and_closed_ends_it_though_a_programs_input_stays_ope
     cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn()?;
     let _stdin_kept_open = child.stdin.take();
-    let status = wait_bounded(&mut child, DEADLINE);
+    exits_zero_having_printed(child, b"bye")?;
     server.join().expect("server thread");
-    assert_eq!(status.code(), Some(0));
-    let mut out = Vec::new();
-    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
-    assert_eq!(out, b"bye");
     Ok(())
 }
 
