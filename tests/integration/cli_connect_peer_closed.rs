@@ -69,7 +69,7 @@ fn a_quiet_terminal_ends_with_zero_when_the_peer_closes() -> TestResult {
     let (_controller, terminal) = pty()?;
     let mut cmd = connect_cmd(&addr);
     cmd.stdin(Stdio::from(terminal));
-    let mut child = cmd.spawn()?;
+    let child = cmd.spawn()?;
     exits_zero_having_printed(child, b"bye")?;
     server.join().expect("server thread");
     Ok(())
