@@ -131,13 +131,14 @@ fn bridge_tls_here(
     };
     let (gone, output_gone) = oneshot::channel();
     let done = AtomicBool::new(false);
+    let keep_on = AtomicBool::new(false);
     let (chunks, receiver) = mpsc::channel(1);
     thread::scope(|scope| {
-        let done = &done;
+        let (done, keep_on) = (&done, &keep_on);
         if options.direction != Direction::ReceiveOnly {
             // A shared input's pump also asks the socket whether its peer has closed.
             let shared = options.shared_input.then_some(fd);
-            scope.spawn(move || pump(input, &chunks, done, shared));
+            scope.spawn(move || pump(input, &chunks, (done, keep_on), shared));
         }
         let wake = watcher.map(|(watch, Pipe { read, write, .. })| {
             scope.spawn(move || watch_output(&read, &watch, gone));
@@ -147,6 +148,7 @@ fn bridge_tls_here(
             chunks: receiver,
             input,
             done,
+            keep_on,
         };
         let result = runtime.block_on(async {
             let tcp = TcpStream::from_std(tcp).map_err(|err| peer.error(Op::Io, err))?;
@@ -204,13 +206,22 @@ struct Sending<'a> {
     input: &'a Input,
     /// Tells the pump the bridge is over.
     done: &'a AtomicBool,
+    /// Set (before `done`) when the peer ended its side without a word, or the input is
+    /// to be sent whole (send-only): the pump then sends the input to its end, however
+    /// long it pauses (see the plain bridge's `waits_for_input`).
+    keep_on: &'a AtomicBool,
 }
 
 /// Hands input chunks to the runtime until the input ends (dropping the sender tells the
 /// bridge to close its side) or the bridge is over (see the plain bridge's `send_input`:
 /// with a shared input, the socket `shared` names, what comes once it is over or its peer
 /// has closed is the next connection's).
-fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool, shared: Option<RawFd>) {
+fn pump(
+    input: &Input,
+    chunks: &mpsc::Sender<Vec<u8>>,
+    (done, keep_on): (&AtomicBool, &AtomicBool),
+    shared: Option<RawFd>,
+) {
     let mut last_input = None;
     loop {
         let Some(next) = next_to_send(input, done, shared) else {
@@ -228,8 +239,9 @@ fn pump(input: &Input, chunks: &mpsc::Sender<Vec<u8>>, done: &AtomicBool, shared
             Next::Pending if chunks.is_closed() => return,
             // A shared input's next bytes are the next connection's, paused or not.
             Next::Pending
-                if done.load(Ordering::Relaxed)
-                    && (shared.is_some() || input_has_paused(last_input)) =>
+                if done.load(Ordering::Acquire)
+                    && (shared.is_some()
+                        || (input_has_paused(last_input) && !keep_on.load(Ordering::Relaxed))) =>
             {
                 return;
             }
@@ -253,6 +265,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         mut chunks,
         input,
         done,
+        keep_on,
     } = sending;
     // Done only when the reader has gone; a watcher that stopped (or none) never ends it.
     let mut output_gone = Box::pin(async {
@@ -294,7 +307,16 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // End of input: close_notify, then the TCP half-close; the peer may go on sending.
         writer.shutdown().await
     });
-    let mut receive = Box::pin(receive(&mut reader, output, activity, options, peer));
+    // Whether the peer sent anything before its end (see `Sending::keep_on`).
+    let heard = AtomicBool::new(false);
+    let mut receive = Box::pin(receive(
+        &mut reader,
+        output,
+        activity,
+        options,
+        peer,
+        &heard,
+    ));
     let mut sent = false;
     // Send-only, once the input has ended and close_notify is out: what the peer would
     // still send is not wanted, but closing with it unread resets the connection and drops
@@ -340,10 +362,20 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // and input that keeps coming, as in the plain bridge (`input_has_paused`). The
         // pump stops at a pause (an open, quiet stdin), which ends the sending here rather
         // than after the whole linger; a send that makes no progress for the linger is
-        // given up.
+        // given up — unless the peer ended its side without a word (a receiver, such as
+        // `listen tls:… </dev/null > file`) or the input is to go whole (send-only): then
+        // all of it is sent, however long it pauses or the peer is slow to read (within
+        // the idle limit), as the plain bridge does (`waits_for_input`).
+        let keep = direction == Direction::SendOnly || !heard.load(Ordering::Relaxed);
+        keep_on.store(keep, Ordering::Relaxed);
         end_sending(done, input, options.shared_input);
+        let within_idle = || {
+            options
+                .idle_timeout
+                .is_none_or(|idle| activity.quiet_for() < idle)
+        };
         while tokio::time::timeout(LINGER, &mut send).await.is_err()
-            && activity.quiet_for() < LINGER
+            && ((keep && within_idle()) || activity.quiet_for() < LINGER)
         {}
         drop(send);
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
@@ -366,6 +398,7 @@ async fn receive<R: AsyncRead + Unpin>(
     activity: &Activity,
     options: &BridgeOptions,
     peer: &Peer,
+    heard: &AtomicBool,
 ) -> Result<BridgeEnd> {
     let mut output = output.into_writer();
     let mut buf = vec![0u8; READ_SIZE];
@@ -385,6 +418,7 @@ async fn receive<R: AsyncRead + Unpin>(
             Ok(0) => return finish(&mut output),
             Ok(n) => {
                 activity.touch();
+                heard.store(true, Ordering::Relaxed);
                 ByteCounts::add(options.counts.as_deref().map(|c| &c.received), n);
                 if let Err(err) = output.write_all(&buf[..n]) {
                     return output_failed(err);

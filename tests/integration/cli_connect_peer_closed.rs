@@ -237,3 +237,96 @@ fn after_a_silent_tcp_peers_fin_a_programs_input_is_read_to_its_end() -> TestRes
     assert!(closed.elapsed() < IO_TIMEOUT, "{:?}", closed.elapsed());
     Ok(())
 }
+
+/// `producer | connect` to a receiver that half-closed without a word and then stops
+/// reading for two seconds (a slow disk): the sender waits for it rather than give up the
+/// rest after a second with no progress.
+#[test]
+fn a_half_closed_receiver_that_stalls_gets_every_byte() -> TestResult {
+    let data = crate::support::net::payload(32 << 20);
+    let want = data.clone();
+    let (addr, server) = one_shot(move |mut stream| {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        thread::sleep(Duration::from_secs(2));
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        assert!(got == want, "{} of {} bytes", got.len(), want.len());
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let status = wait_bounded(&mut child, DEADLINE);
+    writer.join().map_err(|_| "writer")?;
+    server
+        .join()
+        .map_err(|_| "the receiver did not get every byte")?;
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}
+
+/// With `--idle-timeout`, a sender waiting on a receiver that half-closed is still held to
+/// the limit, and that is an error (exit 1, in words), as against a peer that did not
+/// half-close.
+#[test]
+fn the_idle_limit_still_ends_a_sender_whose_peer_half_closed_with_an_error() -> TestResult {
+    let (addr, server) = one_shot(|mut stream| {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+    });
+    let mut cmd = connect_cmd(&addr);
+    cmd.args(["--idle-timeout", "500ms"]).stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    stdin.write_all(b"first\n")?;
+    let status = wait_bounded(&mut child, DEADLINE);
+    drop(stdin);
+    server.join().map_err(|_| "server")?;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no data either way for 500ms"), "{err}");
+    Ok(())
+}
+
+/// The same rule over TLS: `producer | connect tls:` to `listen tls: </dev/null`, pauses of
+/// more than a second, every byte arrives (it was cut at the first pause).
+#[test]
+fn over_tls_a_silent_receiver_gets_a_pausing_producers_every_byte() -> TestResult {
+    let pki = crate::support::certs::Pki::new();
+    let mut receiver = socketkit();
+    receiver.args(["listen", "tls:127.0.0.1:0", "-q"]).args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    let mut receiver = crate::support::process::Running::start_with_stdin(receiver, 1, Vec::new());
+    let target = receiver.endpoints()[0].clone();
+    let mut cmd = connect_cmd(&target);
+    cmd.arg("--tls-insecure").stdin(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    stdin.write_all(b"first\n")?;
+    thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"second\n")?;
+    drop(stdin);
+    let status = wait_bounded(&mut child, DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(receiver.wait(DEADLINE).code(), Some(0));
+    assert_eq!(receiver.stdout_text(), "first\nsecond\n");
+    Ok(())
+}

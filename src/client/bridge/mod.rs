@@ -223,12 +223,24 @@ pub fn bridge(
             _ => LINGER,
         };
         // A sender that still sends input as it comes (see `input_has_paused`) is waited
-        // for as long as it makes progress; one waiting for input stops by itself.
+        // for as long as it makes progress; one waiting for input stops by itself. One whose
+        // peer is known to read on (`send::waits_for_input`: a receiver that half-closed
+        // without a word, a Unix peer, send-only) is waited for however slowly that peer
+        // reads: its sends time out by themselves at the idle limit, if there is one.
+        let reads_on = matches!(end, Ok(BridgeEnd::PeerClosed))
+            && send::waits_for_input(
+                socket,
+                peer_silent.load(Ordering::Relaxed),
+                false,
+                options.direction,
+            );
         let stuck = loop {
             match sender_done.recv_timeout(linger) {
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if linger.is_zero()
-                        || (in_send.load(Ordering::Relaxed) && activity.quiet_for() >= linger) =>
+                        || (!reads_on
+                            && in_send.load(Ordering::Relaxed)
+                            && activity.quiet_for() >= linger) =>
                 {
                     break true;
                 }
@@ -251,6 +263,11 @@ pub fn bridge(
             // The kernel reports a reset once, to whichever call comes first: when it was
             // the send's, the receive found a plain end of stream.
             (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => Err(err),
+            (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::IdleOut)) => Err(idle_error(
+                &peer,
+                Op::Send,
+                options.idle_timeout.unwrap_or_default(),
+            )),
             (end, _) => end,
         }
     });
@@ -327,6 +344,11 @@ pub(crate) fn check_idle(
     if activity.quiet_for() < limit {
         return Ok(());
     }
+    Err(idle_error(peer, Op::Receive, limit))
+}
+
+/// The error of a connection on which no byte moved either way for `limit`.
+fn idle_error(peer: &Peer, op: Op, limit: Duration) -> Error {
     let reason = io::Error::new(
         io::ErrorKind::TimedOut,
         format!(
@@ -334,7 +356,7 @@ pub(crate) fn check_idle(
             humantime::format_duration(limit)
         ),
     );
-    Err(peer.error(Op::Receive, reason))
+    peer.error(op, reason)
 }
 
 /// The end of a bridge whose peer closed: the output flushed, or what its failure means.

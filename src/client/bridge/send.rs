@@ -44,6 +44,9 @@ pub(super) enum SendEnd {
     /// The peer reset the connection without closing it first (`ECONNRESET`; a reset
     /// after the peer's FIN, for bytes it no longer wanted, is `EPIPE`).
     Reset(Error),
+    /// The idle limit passed while the sender waited on a peer that reads on (it had ended
+    /// its side, so the receiving side was over and could not time it out).
+    IdleOut,
     /// Anything else: the receiving side knows how the connection ended.
     Stopped,
 }
@@ -96,7 +99,7 @@ pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
 /// within a round trip) reads on too. One that answered and then closed (the tutorial's
 /// greeting, a server's reply) is done: the input's quiet ends the sending. Send-only, the
 /// input is what the user asked to deliver: it is sent to its end.
-fn waits_for_input(
+pub(super) fn waits_for_input(
     socket: &Socket,
     silent: bool,
     sent_since_close: bool,
@@ -215,6 +218,8 @@ pub(super) fn send_input(
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
                         return SendEnd::Reset(err);
                     }
+                    // `send_whole` gives up only once the idle limit has passed.
+                    Err(err) if err.kind() == io::ErrorKind::TimedOut => return SendEnd::IdleOut,
                     // The peer is gone; the receiving side reports how.
                     Err(_) => return SendEnd::Stopped,
                 }
@@ -228,11 +233,16 @@ pub(super) fn send_input(
             Next::Pending if done.load(Ordering::Acquire) && input_has_paused(last_input) => {
                 // Asked at each look during a pause: a peer that reads on may still go. An
                 // error ended the bridge (a reset, the idle limit): nothing more is sent.
-                let idle = sending
+                if sending
                     .idle
-                    .is_some_and(|idle| activity.quiet_for() >= idle);
-                if idle
-                    || !peer_closed.load(Ordering::Relaxed)
+                    .is_some_and(|idle| activity.quiet_for() >= idle)
+                {
+                    return match peer_closed.load(Ordering::Relaxed) {
+                        true => SendEnd::IdleOut,
+                        false => SendEnd::Stopped,
+                    };
+                }
+                if !peer_closed.load(Ordering::Relaxed)
                     || !waits_for_input(
                         socket,
                         peer_silent.load(Ordering::Relaxed),
