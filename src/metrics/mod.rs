@@ -170,7 +170,7 @@ impl Metrics {
     /// A stream listener's refusals are `connections_refused_total`; a datagram listener's
     /// (a name that starts `udp:` or `unixgram:`) are `datagrams_dropped_total`, for the
     /// reasons that apply to a datagram (`acl`, `max_per_source`, `rate`). Only those series
-    /// are exported, so a scrape shows no counter that could never move.
+    /// are exported, so a scrape shows no refusal series that could never move.
     pub fn listener(self: &Arc<Self>, name: &str) -> ListenerMetrics {
         let labels: Labels = vec![("listener", name.to_owned())];
         let datagrams = name.starts_with("udp:") || name.starts_with("unixgram:");

@@ -182,7 +182,7 @@ fn datagrams_count_their_bytes_and_denied_ones_count_as_dropped() -> TestResult 
 /// A stream listener shows `connections_refused_total` by reason and no datagram series; a
 /// datagram listener `datagrams_dropped_total` for the reasons a datagram can be dropped
 /// for (`acl`, `max_per_source`, `rate`) and no refused connections: no series that could
-/// never move.
+/// never move (other series, such as a datagram listener's duration histogram, stay).
 #[test]
 fn each_listener_shows_the_refusal_series_of_its_kind() -> TestResult {
     let mut cmd = socketkit();
