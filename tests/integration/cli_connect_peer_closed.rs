@@ -59,6 +59,25 @@ fn exits_zero_having_printed(mut child: std::process::Child, want: &[u8]) -> Tes
     Ok(())
 }
 
+/// A receiver that half-closes as it accepts (`listen </dev/null > file`), waits `stall`,
+/// then reads to the end: its address, and what it got.
+fn silent_receiver(stall: Duration) -> (String, thread::JoinHandle<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let handle = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        thread::sleep(stall);
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        got
+    });
+    (addr, handle)
+}
+
 /// The tutorial's client at a terminal: the server greets and closes, the terminal stays
 /// open and quiet, and `connect` exits 0 with the greeting.
 #[test]
@@ -116,15 +135,7 @@ fn a_half_closed_peer_gets_what_is_typed_at_a_terminal_after_a_pause() -> TestRe
 /// producer's pauses of more than a second notwithstanding (TCP).
 #[test]
 fn a_half_closed_tcp_peer_gets_a_pausing_producers_every_byte() -> TestResult {
-    let (addr, server) = one_shot(|mut stream| {
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("half-close");
-        let mut got = Vec::new();
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let _ = stream.read_to_end(&mut got);
-        assert_eq!(String::from_utf8_lossy(&got), "first\nsecond\nthird\n");
-    });
+    let (addr, server) = silent_receiver(Duration::ZERO);
     let mut cmd = connect_cmd(&addr);
     cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn()?;
@@ -135,9 +146,8 @@ fn a_half_closed_tcp_peer_gets_a_pausing_producers_every_byte() -> TestResult {
     }
     drop(stdin);
     let status = wait_bounded(&mut child, DEADLINE);
-    server
-        .join()
-        .map_err(|_| "the receiver did not get every line")?;
+    let got = server.join().map_err(|_| "receiver")?;
+    assert_eq!(String::from_utf8_lossy(&got), "first\nsecond\nthird\n");
     assert_eq!(status.code(), Some(0));
     Ok(())
 }
@@ -244,29 +254,19 @@ fn after_a_silent_tcp_peers_fin_a_programs_input_is_read_to_its_end() -> TestRes
 #[test]
 fn a_half_closed_receiver_that_stalls_gets_every_byte() -> TestResult {
     let data = crate::support::net::payload(32 << 20);
-    let want = data.clone();
-    let (addr, server) = one_shot(move |mut stream| {
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("half-close");
-        thread::sleep(Duration::from_secs(2));
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut got = Vec::new();
-        let _ = stream.read_to_end(&mut got);
-        assert!(got == want, "{} of {} bytes", got.len(), want.len());
-    });
+    let (addr, server) = silent_receiver(Duration::from_secs(2));
     let mut cmd = connect_cmd(&addr);
     cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn()?;
     let mut stdin = child.stdin.take().ok_or("stdin")?;
+    let sent = data.clone();
     let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&data);
+        let _ = stdin.write_all(&sent);
     });
     let status = wait_bounded(&mut child, DEADLINE);
     writer.join().map_err(|_| "writer")?;
-    server
-        .join()
-        .map_err(|_| "the receiver did not get every byte")?;
+    let got = server.join().map_err(|_| "receiver")?;
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
     assert_eq!(status.code(), Some(0));
     Ok(())
 }
@@ -276,13 +276,7 @@ fn a_half_closed_receiver_that_stalls_gets_every_byte() -> TestResult {
 /// half-close.
 #[test]
 fn the_idle_limit_still_ends_a_sender_whose_peer_half_closed_with_an_error() -> TestResult {
-    let (addr, server) = one_shot(|mut stream| {
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("half-close");
-        let mut got = Vec::new();
-        let _ = stream.read_to_end(&mut got);
-    });
+    let (addr, server) = silent_receiver(Duration::ZERO);
     let mut cmd = connect_cmd(&addr);
     cmd.args(["--idle-timeout", "500ms"]).stdin(Stdio::piped());
     let mut child = cmd.spawn()?;
