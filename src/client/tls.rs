@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::bridge::{
     ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, LINGER, Peer, all_acknowledged,
     check_idle, end_sending, finish, input_has_paused, next_to_send, output_failed, tick,
+    waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -365,8 +366,9 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // given up — unless the peer ended its side without a word (a receiver, such as
         // `listen tls:… </dev/null > file`) or the input is to go whole (send-only): then
         // all of it is sent, however long it pauses or the peer is slow to read (within
-        // the idle limit), as the plain bridge does (`waits_for_input`).
-        let keep = direction == Direction::SendOnly || !heard.load(Ordering::Relaxed);
+        // the idle limit), by the plain bridge's rule (`waits_for_input`).
+        let silent = !heard.load(Ordering::Relaxed);
+        let keep = waits_for_input((fd, true), silent, false, direction);
         keep_on.store(keep, Ordering::Relaxed);
         end_sending(done, input, options.shared_input);
         let within_idle = || {

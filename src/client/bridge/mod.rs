@@ -17,7 +17,7 @@ use crate::net::{self, Activity};
 use crate::socket::{Address, Socket};
 use receive::receive;
 use send::{SendEnd, Sender, Sending, deliver, send_input};
-pub(crate) use send::{end_sending, input_has_paused, next_to_send};
+pub(crate) use send::{end_sending, input_has_paused, next_to_send, waits_for_input};
 
 mod receive;
 mod send;
@@ -224,12 +224,12 @@ pub fn bridge(
         };
         // A sender that still sends input as it comes (see `input_has_paused`) is waited
         // for as long as it makes progress; one waiting for input stops by itself. One whose
-        // peer is known to read on (`send::waits_for_input`: a receiver that half-closed
+        // peer is known to read on (`waits_for_input`: a receiver that half-closed
         // without a word, a Unix peer, send-only) is waited for however slowly that peer
         // reads: its sends time out by themselves at the idle limit, if there is one.
         let reads_on = matches!(end, Ok(BridgeEnd::PeerClosed))
-            && send::waits_for_input(
-                socket,
+            && waits_for_input(
+                send::connection_of(socket),
                 peer_silent.load(Ordering::Relaxed),
                 false,
                 options.direction,

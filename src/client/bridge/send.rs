@@ -99,19 +99,23 @@ pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
 /// within a round trip) reads on too. One that answered and then closed (the tutorial's
 /// greeting, a server's reply) is done: the input's quiet ends the sending. Send-only, the
 /// input is what the user asked to deliver: it is sent to its end.
-pub(super) fn waits_for_input(
-    socket: &Socket,
+/// `tcp`: the connection of `fd` is TCP (a TLS session's too), not Unix.
+pub(crate) fn waits_for_input(
+    (fd, tcp): (RawFd, bool),
     silent: bool,
     sent_since_close: bool,
     direction: Direction,
 ) -> bool {
-    if net::reader_gone(socket.fileno()) {
+    if net::reader_gone(fd) {
         return false;
     }
-    !matches!(socket.family(), Family::Inet | Family::Inet6)
-        || silent
-        || sent_since_close
-        || direction == Direction::SendOnly
+    !tcp || silent || sent_since_close || direction == Direction::SendOnly
+}
+
+/// `socket` as [`waits_for_input`] takes it.
+pub(super) fn connection_of(socket: &Socket) -> (RawFd, bool) {
+    let tcp = matches!(socket.family(), Family::Inet | Family::Inet6);
+    (socket.fileno(), tcp)
 }
 
 /// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
@@ -244,7 +248,7 @@ pub(super) fn send_input(
                 }
                 if !peer_closed.load(Ordering::Relaxed)
                     || !waits_for_input(
-                        socket,
+                        connection_of(socket),
                         peer_silent.load(Ordering::Relaxed),
                         sent_since_close,
                         sending.direction,
