@@ -1,7 +1,8 @@
 //! At `-v` a connection that fails leaves one line, its `closed` line, which says how it
 //! failed (`error`) beside its `peer`, `local` and `listener`: the epoll engine wrote a
-//! second line, `connection ended: REASON`, with none of the connection's fields. A
-//! datagram's line names its listener too. Found by an outside audit of long runs.
+//! second line, `connection ended: REASON`, with none of the connection's fields, and the
+//! io_uring engine's line said nothing of the failure. A datagram's line names its
+//! listener too. Found by an outside audit of long runs.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,6 +13,10 @@ use crate::support::net::{connect, reset};
 use crate::support::process::{Running, socketkit};
 
 fn serve(extra: &[&str]) -> Running {
+    serve_on("epoll", extra)
+}
+
+fn serve_on(engine: &str, extra: &[&str]) -> Running {
     let mut cmd = socketkit();
     cmd.args([
         "serve",
@@ -22,7 +27,7 @@ fn serve(extra: &[&str]) -> Running {
         "--log-format",
         "json",
     ])
-    .args(["--io-engine", "epoll"])
+    .args(["--io-engine", engine])
     .args(extra);
     Running::start(cmd, 1)
 }
@@ -57,7 +62,18 @@ fn closed_line(objects: &[Value], peer: &str) -> Value {
 
 #[test]
 fn a_client_that_resets_leaves_one_closed_line_that_says_so() {
-    let mut server = serve(&[]);
+    a_reset_is_the_closed_lines_error("epoll");
+}
+
+#[test]
+fn a_client_that_resets_leaves_one_closed_line_that_says_so_on_io_uring() {
+    if crate::io_engine::io_uring_available() {
+        a_reset_is_the_closed_lines_error("io_uring");
+    }
+}
+
+fn a_reset_is_the_closed_lines_error(engine: &str) {
+    let mut server = serve_on(engine, &[]);
     let mut client = connect(&server.addr());
     let peer = client.local_addr().expect("addr").to_string();
     // More than the echo can hand back while the client does not read, then a reset.

@@ -27,8 +27,10 @@ use std::os::fd::{OwnedFd, RawFd};
 use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
+use super::connection::Job;
 use super::spill;
 use super::{BUFFER_SIZE, CANCEL, GROUP, RECV, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
+use crate::server::meter::Meter;
 use crate::server::ring::RingRoutine;
 use crate::server::ring::buffers::Queue;
 
@@ -167,7 +169,7 @@ impl Worker {
         if let (Ok(len @ 1..), Some(meter)) = (usize::try_from(result), &mut conn.meter) {
             meter.received(len);
         }
-        let Some(stream) = conn.stream_mut() else {
+        let Job::Stream(stream) = &mut conn.job else {
             return self.give_back_opt(bid);
         };
         if !cqueue::more(flags) {
@@ -203,7 +205,10 @@ impl Worker {
                 );
                 self.multishot = false;
             }
-            _ => stream.failed = true,
+            _ => {
+                stream.failed = true;
+                note_failure(&mut conn.meter, result);
+            }
         }
         if forced {
             stream.failed = true;
@@ -219,7 +224,7 @@ impl Worker {
         let (Some(conn), Some(buffers)) = (self.conns.get_mut(slot), &mut self.buffers) else {
             return;
         };
-        let Some(stream) = conn.stream_mut() else {
+        let Job::Stream(stream) = &mut conn.job else {
             return;
         };
         stream.sending = false;
@@ -234,6 +239,9 @@ impl Worker {
             Err(_) => None,
         };
         let complete = taken == Some(len);
+        if taken.is_none() {
+            note_failure(&mut conn.meter, result);
+        }
         // Counted when it all went, or as much as went of a send cancelled for the spill.
         let metered = taken.filter(|_| complete || unpinning).unwrap_or(0);
         if unpinning
@@ -398,4 +406,12 @@ fn send(fd: RawFd, fixed: Option<u32>, bytes: &[u8], user_data: u64) -> squeue::
         None => opcode::Send::new(Fd(fd), ptr, len),
     };
     send.flags(SEND_FLAGS).build().user_data(user_data)
+}
+
+/// Notes a receive's or send's failure (`result`, a negated errno) for the connection's
+/// `closed` line, as the epoll engine's connections do.
+fn note_failure(meter: &mut Option<Box<Meter>>, result: i32) {
+    if let (Some(meter), true) = (meter, result < 0) {
+        meter.failed(&std::io::Error::from_raw_os_error(-result));
+    }
 }
