@@ -57,6 +57,22 @@ fn parse(input: &str) -> Result<Endpoint, String> {
 }
 
 fn parse_with_scheme(transport: Transport, rest: &str) -> Result<Endpoint, String> {
+    // `tls:tcp:HOST:PORT` would otherwise read as an IPv6 address without its brackets.
+    // (A Unix path may hold a colon; `tcp:fd:N` is host `fd`, which the CLI's listeners
+    // refuse with their own words.)
+    if !matches!(transport, Transport::Unix | Transport::Unixgram)
+        && let Some((second, _)) = rest.split_once(':')
+        && SCHEMES.into_iter().any(|t| t.scheme() == second)
+    {
+        return Err(format!(
+            "'{second}:' after '{}:': an endpoint takes one scheme{}",
+            transport.scheme(),
+            match transport {
+                Transport::Tls => " (tls: is TCP with TLS)",
+                _ => "",
+            }
+        ));
+    }
     match transport {
         Transport::Tcp => parse_host_port(rest).map(Endpoint::Tcp),
         Transport::Tls => parse_host_port(rest).map(Endpoint::Tls),
@@ -286,6 +302,23 @@ mod tests {
         assert_eq!(reason("localhost"), "missing port (expected HOST:PORT)");
         assert_eq!(reason("[::1]"), "missing port after ']'");
         assert_eq!(reason("[::1]80"), "expected ':' after ']', found '80'");
+    }
+
+    #[test]
+    fn two_schemes() {
+        assert_eq!(
+            reason("tls:tcp:127.0.0.1:1"),
+            "'tcp:' after 'tls:': an endpoint takes one scheme (tls: is TCP with TLS)"
+        );
+        assert_eq!(
+            reason("tcp:udp:h:1"),
+            "'udp:' after 'tcp:': an endpoint takes one scheme"
+        );
+        assert_eq!(
+            reason("udp:unix:/x:1"),
+            "'unix:' after 'udp:': an endpoint takes one scheme"
+        );
+        assert_eq!(ok("unix:tcp:x").path(), Some(std::path::Path::new("tcp:x")));
     }
 
     #[test]

@@ -81,6 +81,10 @@ fn malformed_endpoints_are_exit_2() {
             "error: invalid endpoint 'sctp:h:1': unknown scheme 'sctp' (expected tcp, tls, udp, unix or unixgram)",
         ),
         (
+            "tls:tcp:127.0.0.1:1",
+            "error: invalid endpoint 'tls:tcp:127.0.0.1:1': 'tcp:' after 'tls:': an endpoint takes one scheme (tls: is TCP with TLS)",
+        ),
+        (
             "",
             "error: invalid endpoint '': empty endpoint (expected HOST:PORT, tls:HOST:PORT, udp:HOST:PORT or unix:PATH)",
         ),
