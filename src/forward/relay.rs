@@ -182,6 +182,11 @@ pub(super) async fn relay_to(
         }
     }
     .await;
+    if let Err(err) = &result {
+        // The closed line's `error` (at -v): the splice relay's failures do not pass
+        // through the connection's own reads and writes, which note theirs.
+        client.meter_mut().failed(err);
+    }
     if let Err(err) = &result
         && !net::is_idle_timeout(err)
     {

@@ -1,8 +1,8 @@
 //! At `-v` a connection that fails leaves one line, its `closed` line, which says how it
 //! failed (`error`) beside its `peer`, `local` and `listener`: the epoll engine wrote a
 //! second line, `connection ended: REASON`, with none of the connection's fields, and the
-//! io_uring engine's line said nothing of the failure. A datagram's line names its
-//! listener too. Found by an outside audit of long runs.
+//! io_uring engine's line (and `forward`'s spliced relay) said nothing of the failure. A
+//! datagram's line names its listener too. Found by an outside audit of long runs.
 
 use std::io::Write;
 use std::time::Duration;
@@ -146,4 +146,26 @@ fn a_datagram_line_names_its_listener() {
         .find(|o| o["msg"] == "datagram")
         .expect("a datagram line");
     assert_eq!(line["listener"], endpoint.as_str(), "{line}");
+}
+
+#[test]
+fn a_relay_the_client_reset_says_so_on_its_closed_line() {
+    let mut target = socketkit();
+    target.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    let target = Running::start(target, 1);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &target.addr()])
+        .args(["-v", "--log-format", "json"]);
+    let mut forward = Running::start(cmd, 1);
+    let mut client = connect(&forward.addr());
+    let peer = client.local_addr().expect("addr").to_string();
+    let _ = client.write_all(&vec![b'x'; 4 << 20]);
+    reset(client);
+    forward.wait_for_stderr(&["\"closed\""], Duration::from_secs(10));
+    let closed = closed_line(&objects(&mut forward), &peer);
+    let error = closed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("reset") || error.contains("broken pipe"),
+        "{closed}"
+    );
 }
