@@ -243,7 +243,12 @@ async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Resu
     if !client.is_tls()
         && let Some((plain, idle, tallies)) = client.plain_parts()
     {
-        return splice::relay(plain, upstream, idle, tallies).await;
+        let result = splice::relay(plain, upstream, idle, tallies).await;
+        if result.is_ok() {
+            // Both directions ended, each passed on as a half-close.
+            client.set_ended();
+        }
+        return result;
     }
     copy_both_ways(client, upstream).await
 }

@@ -6,6 +6,7 @@ use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -17,7 +18,8 @@ use crate::socket::Address;
 /// Handles one connection on a thread of the server's blocking pool. Any
 /// `Fn(BlockingConnection) -> io::Result<()>` closure is one.
 pub trait BlockingHandler: Send + Sync + 'static {
-    /// Serves `conn` until done; the connection closes when this returns.
+    /// Serves `conn` until done; the connection closes when this returns, half-closed first
+    /// unless the handler did or a read or write failed (see [`super::Handler::call`]).
     fn call(&self, conn: BlockingConnection) -> io::Result<()>;
 }
 
@@ -41,6 +43,9 @@ pub struct BlockingConnection {
     stream: BlockingStream,
     local: Address,
     idle: Option<Duration>,
+    /// Whether the close needs no half-close first: the handler half-closed, or a read or
+    /// write failed (see `Drop`). Atomic for `shutdown`, which takes `&self`.
+    settled: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -62,15 +67,23 @@ impl BlockingConnection {
 
     /// The kernel ends a blocking call that waited out `SO_RCVTIMEO`/`SO_SNDTIMEO` with
     /// `EAGAIN`; the socket is blocking, so that can only be the idle limit.
-    fn idle_error(&self, err: io::Error) -> io::Error {
-        match self.idle {
+    /// The error a failed read or write returns: the idle limit's in words where the
+    /// socket's timeout ran out. Noted for the connection's `closed` line.
+    fn failed(&mut self, err: io::Error) -> io::Error {
+        let err = match self.idle {
             Some(limit) if err.kind() == io::ErrorKind::WouldBlock => net::idle_error(limit),
             _ => err,
-        }
+        };
+        self.meter.failed(&err);
+        *self.settled.get_mut() = true;
+        err
     }
 
     /// Shuts down one or both directions (`Shutdown::Write` is a half-close).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read {
+            self.settled.store(true, Ordering::Relaxed);
+        }
         match &self.stream {
             BlockingStream::Tcp(s) => s.shutdown(how),
             BlockingStream::Unix(s) => s.shutdown(how),
@@ -84,7 +97,7 @@ impl Read for BlockingConnection {
             BlockingStream::Tcp(s) => s.read(buf),
             BlockingStream::Unix(s) => s.read(buf),
         }
-        .map_err(|err| self.idle_error(err))?;
+        .map_err(|err| self.failed(err))?;
         self.meter.received(n);
         Ok(n)
     }
@@ -96,13 +109,30 @@ impl Write for BlockingConnection {
             BlockingStream::Tcp(s) => s.write(buf),
             BlockingStream::Unix(s) => s.write(buf),
         }
-        .map_err(|err| self.idle_error(err))?;
+        .map_err(|err| self.failed(err))?;
         self.meter.sent(n);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A connection its handler let go of without half-closing it is half-closed before it
+/// closes, as Python's `socketserver` does (see the async `Connection`'s `Drop`): bytes of
+/// the client's left unread would make the close a reset, which reaches the client as an
+/// error after the answer.
+impl Drop for BlockingConnection {
+    fn drop(&mut self) {
+        // A handler that panics drops it as the panic unwinds: its answer was cut short,
+        // and the server resets the connection (`Closer`), which a FIN must not come
+        // before.
+        if !*self.settled.get_mut() && !std::thread::panicking() {
+            // Failing (the client is gone, or a forced shutdown reset it), there is
+            // nothing to end.
+            let _ = self.shutdown(Shutdown::Write);
+        }
     }
 }
 
@@ -138,6 +168,7 @@ pub(crate) fn into_blocking(
             meter,
             local,
             idle,
+            settled: AtomicBool::new(false),
         },
         closer,
     ))

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -53,6 +54,10 @@ pub struct Connection {
     // Boxed: most servers set no idle timeout, and a None costs 8 bytes instead of 48 in
     // every connection's task.
     idle: Option<Box<IdleTimer>>,
+    /// Whether the close needs no half-close first: the handler half-closed, a read or
+    /// write failed, or the close is to be a reset (see `Drop`). Atomic only for
+    /// `reset_on_close`, which takes `&self`.
+    settled: AtomicBool,
 }
 
 /// The idle deadline, re-armed lazily: progress only records the time, and the sleep is
@@ -94,6 +99,7 @@ impl Connection {
             meter,
             io: Io::Plain(stream),
             idle: idle_timeout.map(|limit| Box::new(IdleTimer::new(limit))),
+            settled: AtomicBool::new(false),
         }
     }
 
@@ -157,6 +163,7 @@ impl Connection {
             meter,
             io: Io::Plain(stream),
             idle,
+            settled: AtomicBool::new(false),
         })
     }
 
@@ -185,9 +192,16 @@ impl Connection {
 
     /// Makes the close a reset, for a connection refused by an admission stage.
     pub(crate) fn reset_on_close(&self) {
+        self.settled.store(true, Ordering::Relaxed);
         if let Some(stream) = self.stream() {
             stream.reset_on_close();
         }
+    }
+
+    /// Notes that both directions have ended by code that moved the bytes itself (the
+    /// splice relay): the close needs no half-close first.
+    pub(crate) fn set_ended(&mut self) {
+        *self.settled.get_mut() = true;
     }
 
     /// Whether the connection speaks TLS (it came in on a `tls:` listener).
@@ -301,6 +315,7 @@ impl Connection {
             Err(err) => {
                 if err.kind() != io::ErrorKind::WouldBlock {
                     self.meter.failed(&err);
+                    *self.settled.get_mut() = true;
                 }
                 return Err(err);
             }
@@ -357,6 +372,7 @@ impl Connection {
     fn note_failure<T>(&mut self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(err)) = &poll {
             self.meter.failed(err);
+            *self.settled.get_mut() = true;
         }
         poll
     }
@@ -364,11 +380,19 @@ impl Connection {
 
 /// A connection dropped by a forced shutdown was cut short: it closes with a reset (see
 /// `shutdown.rs`), so that its client does not take the close for the end of a complete
-/// exchange. Dropped any other way, it closes as it always does.
+/// exchange. One a handler let go of without half-closing it is half-closed first, as
+/// Python's `socketserver` does: a close with bytes of the client's still unread (a request
+/// the handler answered without reading all of it) is a reset, which would reach the
+/// client as an error after the answer, while a FIN sent before it reads as the end.
 impl Drop for Connection {
     fn drop(&mut self) {
         if super::shutdown::is_cut_short() {
             self.reset_on_close();
+        } else if !*self.settled.get_mut()
+            && let Some(stream) = self.stream()
+        {
+            // Failing (the client is gone), there is nothing to end.
+            let _ = stream.shutdown_write();
         }
     }
 }
@@ -439,6 +463,9 @@ impl AsyncWrite for Connection {
             Io::Tls(session) => Pin::new(&mut **session).poll_shutdown(cx),
             Io::Handshaking => Poll::Ready(Err(in_handshake())),
         };
+        if let Poll::Ready(Ok(())) = poll {
+            *this.settled.get_mut() = true;
+        }
         this.note_failure(poll)
     }
 }

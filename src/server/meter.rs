@@ -149,12 +149,12 @@ impl ListenerMeter {
 pub(crate) struct Meter {
     peer: Address,
     open: Option<Open>,
-    /// What a PROXY v2 header told of the client besides its address (its TLS with the
-    /// proxy); boxed, and absent but behind such a proxy.
-    told: Option<Box<Tlvs>>,
+    /// What few connections carry (boxed, so that the others do not): the closing line's
+    /// numbers, and what a PROXY header told.
+    extra: Option<Box<Extra>>,
 }
 
-/// What a metered connection keeps: 24 bytes in every connection's task, so that an idle
+/// What a metered connection keeps: 16 bytes in every connection's task, so that an idle
 /// connection stays small. Absent when neither metrics nor the debug log want it.
 #[derive(Debug)]
 struct Open {
@@ -162,9 +162,17 @@ struct Open {
     /// When the connection was accepted, in microseconds since the listener's epoch (8
     /// bytes where an `Instant` takes 16).
     started: u64,
-    /// Only at `-v`: the closing line's numbers, boxed so that a connection counted only
-    /// for the metrics carries none of them.
-    log: Option<Box<Closing>>,
+}
+
+/// A connection's rarer records, in one box.
+#[derive(Debug, Default)]
+struct Extra {
+    /// Only at `-v` (and while the connection is open and not refused): the closing
+    /// line's numbers.
+    log: Option<Closing>,
+    /// What a PROXY v2 header told of the client besides its address (its TLS with the
+    /// proxy): only behind such a proxy.
+    told: Option<Tlvs>,
 }
 
 /// The closing line's own numbers.
@@ -194,19 +202,22 @@ impl Meter {
             return Meter {
                 peer,
                 open: None,
-                told: None,
+                extra: None,
             };
         }
         if let Some(metrics) = &listener.metrics {
             metrics.active.inc();
         }
-        let log = logged.then(|| {
-            Box::new(Closing {
-                bytes_in: 0,
-                bytes_out: 0,
-                bytes_known: true,
-                failed: None,
-                local: local(),
+        let extra = logged.then(|| {
+            Box::new(Extra {
+                log: Some(Closing {
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    bytes_known: true,
+                    failed: None,
+                    local: local(),
+                }),
+                told: None,
             })
         });
         Meter {
@@ -214,9 +225,8 @@ impl Meter {
             open: Some(Open {
                 listener: Arc::clone(listener),
                 started: listener.now(),
-                log,
             }),
-            told: None,
+            extra,
         }
     }
 
@@ -226,7 +236,7 @@ impl Meter {
         Meter {
             peer: Address::unix(""),
             open: None,
-            told: None,
+            extra: None,
         }
     }
 
@@ -238,7 +248,16 @@ impl Meter {
     /// The address the client connected to, kept for the closing line: known only when
     /// the debug log is on, as the lines that name it are.
     pub(crate) fn local(&self) -> Option<&Address> {
-        self.open.as_ref()?.log.as_ref()?.local.as_ref()
+        self.log()?.local.as_ref()
+    }
+
+    /// The closing line's numbers, at `-v`.
+    fn log(&self) -> Option<&Closing> {
+        self.extra.as_deref()?.log.as_ref()
+    }
+
+    fn log_mut(&mut self) -> Option<&mut Closing> {
+        self.extra.as_deref_mut()?.log.as_mut()
     }
 
     /// Replaces the client's address: what every later stage, the handler, the metrics and
@@ -249,18 +268,25 @@ impl Meter {
 
     /// What the PROXY header told of the client besides its address, if anything.
     pub(crate) fn told(&self) -> Option<&Tlvs> {
-        self.told.as_deref()
+        self.extra.as_deref()?.told.as_ref()
     }
 
     /// Keeps what a PROXY header told of the client (nothing, when it told nothing).
     pub(crate) fn set_told(&mut self, tlvs: Tlvs) {
-        self.told = (!tlvs.is_empty()).then(|| Box::new(tlvs));
+        let told = (!tlvs.is_empty()).then_some(tlvs);
+        match &mut self.extra {
+            Some(extra) => extra.told = told,
+            None if told.is_some() => {
+                self.extra = Some(Box::new(Extra { log: None, told }));
+            }
+            None => {}
+        }
     }
 
     /// From now on the connection's bytes pass elsewhere (its socket was handed to another
     /// process): nothing more is counted, and the closing line leaves the bytes out.
     pub(crate) fn stop_counting_bytes(&mut self) {
-        if let Some(log) = self.open.as_mut().and_then(|open| open.log.as_deref_mut()) {
+        if let Some(log) = self.log_mut() {
             log.bytes_known = false;
         }
     }
@@ -268,7 +294,7 @@ impl Meter {
     /// Notes that a read or write of the connection failed with `err`; the closing line
     /// says the first such failure (`error`). Only at `-v`.
     pub(crate) fn failed(&mut self, err: &io::Error) {
-        if let Some(log) = self.open.as_mut().and_then(|open| open.log.as_deref_mut()) {
+        if let Some(log) = self.log_mut() {
             log.failed
                 .get_or_insert_with(|| crate::error::describe(err));
         }
@@ -291,7 +317,11 @@ impl Meter {
             return (Tally::default(), Tally::default());
         };
         let metrics = open.listener.metrics.as_ref();
-        let (bytes_in, bytes_out) = match open.log.as_deref_mut() {
+        let log = self
+            .extra
+            .as_deref_mut()
+            .and_then(|extra| extra.log.as_mut());
+        let (bytes_in, bytes_out) = match log {
             Some(Closing {
                 bytes_in,
                 bytes_out,
@@ -321,7 +351,7 @@ impl Meter {
     /// peer as it comes (`listen`); a server's connections leave their closing line only.
     pub(crate) fn log_accepted(&self) {
         let Some(open) = &self.open else { return };
-        let Some(log) = &open.log else { return };
+        let Some(log) = self.log() else { return };
         let summary = Summary {
             peer: &self.peer,
             local: log.local.as_ref(),
@@ -344,8 +374,10 @@ impl Meter {
     pub(crate) fn refused(&mut self, reason: RefusalReason) {
         if let Some(open) = &mut self.open {
             open.listener.refused(reason);
-            open.log = None;
             open.started = REFUSED;
+            if let Some(extra) = &mut self.extra {
+                extra.log = None;
+            }
         }
     }
 }
@@ -365,7 +397,7 @@ impl Drop for Meter {
                 _ => metrics.closed(lasted),
             }
         }
-        if let Some(log) = &open.log {
+        if let Some(log) = self.log() {
             let summary = Summary {
                 peer: &self.peer,
                 local: log.local.as_ref(),
@@ -484,7 +516,7 @@ mod tests {
         assert!(meter.open.is_none());
         meter.set_peer(Address::unix("/run/x"));
         assert!(
-            std::mem::size_of::<Open>() <= 24,
+            std::mem::size_of::<Open>() <= 16,
             "an idle connection stays small"
         );
         assert_eq!(meter.peer(), &Address::unix("/run/x"));

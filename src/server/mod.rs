@@ -126,7 +126,10 @@ use task::{AsyncSpawner, BlockingSpawner};
 /// server.
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until done; the connection is closed when the future completes (with an
-    /// `Err` too: the handler decided to end, and may have answered in full). A handler that
+    /// `Err` too: the handler decided to end, and may have answered in full). Unless the
+    /// handler half-closed it or a read or write failed, it is half-closed first, as Python's
+    /// `socketserver` does, so that a request left unread does not turn the close into a
+    /// reset the client would read as an error after its answer. A handler that
     /// panics leaves its answer cut short: its connection is reset, so that the client does
     /// not take what it got for a whole answer.
     fn call(&self, conn: Connection) -> impl Future<Output = io::Result<()>> + Send + 'static;

@@ -305,6 +305,9 @@ async fn run_blocking<B: BlockingHandler>(
         idle_timeout,
         holds,
     } = accepted;
+    // For the line that says how the handler failed: its connection's `closed` line, which
+    // says how a read or write failed, is written when the handler drops it.
+    let peer = meter.peer().clone();
     let (conn, closer) = match into_blocking(stream, meter, idle_timeout) {
         Ok(pair) => pair,
         Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
@@ -325,7 +328,7 @@ async fn run_blocking<B: BlockingHandler>(
     });
     tokio::select! {
         result = &mut job => match result {
-            Ok(Err(err)) => tracing::debug!("connection ended: {}", describe(&err)),
+            Ok(Err(err)) => tracing::debug!(%peer, "handler failed: {}", describe(&err)),
             Err(err) => {
                 tracing::warn!("a blocking handler panicked: {err}");
                 // Its answer was cut short: the peer must not read a clean close (the

@@ -138,6 +138,9 @@ mod proxy_protocol;
 mod proxy_tlvs;
 /// Blocking handlers on the server's thread pool: the drain, the idle limit.
 mod server_blocking;
+/// How a served connection closes when its handler is done: half-closed first, as
+/// `socketserver` does, so an unread request does not turn the answer's end into a reset.
+mod server_close;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.

@@ -42,6 +42,14 @@ impl Conn {
         }
     }
 
+    /// Its stream and its meter at once, to note a stream's failure.
+    pub(super) fn stream_and_meter(&mut self) -> Option<(&mut Stream, &mut Option<Box<Meter>>)> {
+        match &mut self.job {
+            Job::Stream(stream) => Some((stream, &mut self.meter)),
+            _ => None,
+        }
+    }
+
     /// Makes it an echo or discard connection.
     pub(super) fn set_stream(&mut self, stream: Stream) {
         self.job = Job::Stream(stream);

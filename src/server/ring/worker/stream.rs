@@ -27,7 +27,6 @@ use std::os::fd::{OwnedFd, RawFd};
 use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
-use super::connection::Job;
 use super::spill;
 use super::{BUFFER_SIZE, CANCEL, GROUP, RECV, SEND, SEND_FLAGS, SPILL_SEND, Worker, token};
 use crate::server::meter::Meter;
@@ -169,7 +168,7 @@ impl Worker {
         if let (Ok(len @ 1..), Some(meter)) = (usize::try_from(result), &mut conn.meter) {
             meter.received(len);
         }
-        let Job::Stream(stream) = &mut conn.job else {
+        let Some((stream, meter)) = conn.stream_and_meter() else {
             return self.give_back_opt(bid);
         };
         if !cqueue::more(flags) {
@@ -207,7 +206,7 @@ impl Worker {
             }
             _ => {
                 stream.failed = true;
-                note_failure(&mut conn.meter, result);
+                note_failure(meter, result);
             }
         }
         if forced {
@@ -224,7 +223,7 @@ impl Worker {
         let (Some(conn), Some(buffers)) = (self.conns.get_mut(slot), &mut self.buffers) else {
             return;
         };
-        let Job::Stream(stream) = &mut conn.job else {
+        let Some((stream, meter)) = conn.stream_and_meter() else {
             return;
         };
         stream.sending = false;
@@ -240,7 +239,7 @@ impl Worker {
         };
         let complete = taken == Some(len);
         if taken.is_none() {
-            note_failure(&mut conn.meter, result);
+            note_failure(meter, result);
         }
         // Counted when it all went, or as much as went of a send cancelled for the spill.
         let metered = taken.filter(|_| complete || unpinning).unwrap_or(0);
