@@ -61,6 +61,8 @@ pub enum Op {
     Generate(&'static str),
     /// A TLS handshake with a peer that connected to us.
     Handshake,
+    /// Setting up what serves a bound listener (an io_uring worker's ring or thread).
+    Serve,
 }
 
 impl Op {
@@ -87,6 +89,7 @@ impl Op {
             Op::Load(_) => ("cannot load", ""),
             Op::Generate(_) => ("cannot generate", ""),
             Op::Handshake => ("TLS handshake failed", "with"),
+            Op::Serve => ("cannot serve", "on"),
         }
     }
 }

@@ -220,7 +220,7 @@ where
     let mut prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
     let (handler, checks) = make(&mut prepared);
     init_logging(&args.log);
-    server::run(prepared, what, managed, |server| {
+    let after_ready = || {
         if let Some(tls) = &listener_tls {
             tls.announce();
         }
@@ -229,6 +229,8 @@ where
             // On the server's runtime: they end with it.
             tokio::spawn(checks);
         }
+    };
+    server::run(prepared, what, managed, after_ready, |server| {
         server.serve(handler)
     })
 }

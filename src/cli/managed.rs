@@ -196,15 +196,18 @@ impl Managed {
     }
 
     /// Binds and serves: `serve` runs until a signal drains the server (or, `--inetd`,
-    /// until the connection ends). Once bound it announces, then the `metrics` endpoint
-    /// (bound already, served from then on), writes the pid file, reports to the process it
-    /// replaces, and tells the service manager `READY=1`.
+    /// until the connection ends). Once the server is ready (bound, and every listener set
+    /// up to serve) it announces, then the `metrics` endpoint (bound already, served from
+    /// then on), reports to the process it replaces, tells the service manager `READY=1`,
+    /// and calls `after_ready` (the lines that come after the readiness lines). The pid
+    /// file is written before all that.
     pub(crate) async fn serve<Fut>(
         mut self,
         builder: socketkit::server::Builder,
         access: &Access,
         metrics: Option<metrics::Bound>,
         announce: impl FnOnce(&[Endpoint]),
+        after_ready: impl FnOnce(),
         serve: impl FnOnce(Server) -> Fut,
     ) -> Result<(), CliError>
     where
@@ -215,10 +218,11 @@ impl Managed {
             access.drop_privileges()?;
             watch_signals(server.shutdown_handle(), None)?;
             access.reload_on_hangup()?;
+            after_ready();
             serve(server).await?;
             return Ok(());
         }
-        let server = builder.bind().await?;
+        let mut server = builder.bind().await?;
         // The pid file before the readiness lines (whoever waits for them finds it
         // written), and while still root: a service's pid file is in a directory only root
         // may write (`/run`).
@@ -251,20 +255,34 @@ impl Managed {
         // a script reads them is a graceful shutdown, never the default death.
         watch_signals(server.shutdown_handle(), restart)?;
         access.reload_on_hangup()?;
-        announce(&server.local_endpoints());
-        if let Some(metrics) = metrics {
-            metrics.start();
-        }
-        if let Some(ready) = self.inherited.take_ready() {
-            report_ready(ready);
-        }
-        tell_manager(ManagerState::Ready);
-        // `serve` says its own lines (a TLS certificate's fingerprint) before it returns
-        // the future: the warnings come after them and the readiness lines, which nothing
-        // may come before.
+        let endpoints = server.local_endpoints();
+        // Ready once serving has set up every listener (an io_uring worker's ring or
+        // thread can still fail for want of descriptors or threads): only then the lines
+        // and reports that tell others so, which nothing may come before.
+        let ready = server.ready();
         let serving = serve(server);
-        for warning in left_behind {
-            tracing::warn!("{warning}");
+        tokio::pin!(serving);
+        let ready = tokio::select! {
+            biased;
+            ready = ready => ready,
+            served = &mut serving => {
+                drop(pid_file);
+                return Ok(served?);
+            }
+        };
+        if ready {
+            announce(&endpoints);
+            if let Some(metrics) = metrics {
+                metrics.start();
+            }
+            if let Some(ready) = self.inherited.take_ready() {
+                report_ready(ready);
+            }
+            tell_manager(ManagerState::Ready);
+            after_ready();
+            for warning in left_behind {
+                tracing::warn!("{warning}");
+            }
         }
         let served = serving.await;
         drop(pid_file);

@@ -50,10 +50,12 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
     let prepared = server::prepare(&args.server, listeners, tls.as_ref(), &managed)?;
     init_logging(&args.log);
-    server::run(prepared, service.name(), managed, |server| {
+    let after_ready = || {
         if let Some(tls) = &tls {
             tls.announce();
         }
+    };
+    server::run(prepared, service.name(), managed, after_ready, |server| {
         configured.serve(server)
     })
 }

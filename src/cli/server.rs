@@ -177,6 +177,7 @@ pub(crate) fn run<F, Fut>(
     prepared: Prepared,
     what: &str,
     mut managed: Managed,
+    after_ready: impl FnOnce(),
     serve: F,
 ) -> Result<(), CliError>
 where
@@ -215,7 +216,7 @@ where
             .transpose()?;
         let announce = |endpoints: &[_]| ready::announce(endpoints, what);
         managed
-            .serve(builder, &access, metrics, announce, serve)
+            .serve(builder, &access, metrics, announce, after_ready, serve)
             .await
     })
 }

@@ -214,6 +214,8 @@ pub struct Server {
     dropped: Refusals,
     metrics: Option<Arc<Metrics>>,
     shutdown: ShutdownHandle,
+    /// Told once a `serve` method has set up every listener (see [`Server::ready`]).
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Server {
@@ -247,6 +249,7 @@ impl Server {
             dropped: Refusals::default(),
             metrics,
             shutdown: ShutdownHandle::new(),
+            ready: None,
         }
     }
 
@@ -280,6 +283,20 @@ impl Server {
     /// rate) dropped, by reason; take it before calling a `serve` method.
     pub fn dropped_datagrams(&self) -> Refusals {
         self.dropped.clone()
+    }
+
+    /// A future that resolves once a `serve` method has set up every listener — its accept
+    /// loops, and with the io_uring engine every worker's ring and thread — to `true`: the
+    /// moment to tell others the server is up (a readiness line, a service manager's
+    /// `READY=1`). It resolves to `false` if serving failed before (the `serve` method
+    /// returns why) or its future was dropped. Take it before calling a `serve` method.
+    ///
+    /// Binding alone does not make a server ready: a worker's ring or thread can still fail
+    /// for want of descriptors or threads.
+    pub fn ready(&mut self) -> impl Future<Output = bool> + Send + 'static {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        self.ready = Some(tell);
+        async move { told.await.is_ok() }
     }
 
     /// A handle that shuts this server down; take it before calling a `serve` method.

@@ -5,6 +5,7 @@
 //! draining the connections.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -23,7 +24,7 @@ use crate::error::{Error, Op, Result};
 
 impl Server {
     pub(super) async fn run(
-        self,
+        mut self,
         spawner: Option<Arc<dyn Spawner>>,
         datagram: Option<Arc<dyn DatagramHandler>>,
     ) -> Result<()> {
@@ -51,6 +52,7 @@ impl Server {
         // future takes the server with it: the accept loops are tasks of their own, and would
         // otherwise serve on with nobody to stop them.
         let stop_when_dropped = StopWhenDropped(Some(self.shutdown.clone()));
+        let mut ready = self.ready.take();
         let pipeline = self.stages.pipeline(&self.refusals, &self.dropped);
         let tls_pipeline = self
             .tls_stages
@@ -85,6 +87,9 @@ impl Server {
                 holds: task::Holds { permit: None, kept },
             };
             let late = pipeline.clone().filter(|pipeline| pipeline.has_late());
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
             serve_accepted(accepted, spawner, late, self.shutdown.watcher());
             // Done when the connection is, unless a signal asks for a shutdown first.
             if self.shutdown.done_unless_asked().await {
@@ -103,6 +108,10 @@ impl Server {
             }
         }
         let mut tasks = Vec::new();
+        // Started once the server is ready, after whoever waits for that has said so (see
+        // below): nothing of theirs, not a line of the log, comes before it.
+        let mut loops_to_start: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+        let mut notes = Vec::new();
         #[cfg(target_os = "linux")]
         let mut rings: Vec<ring::Ready> = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -126,10 +135,10 @@ impl Server {
                 let routine = ring_routine(&self.limits, spawner, pipeline, group.is_tls());
                 // Which engine serves the listener, and why not the ring: `-v` tells an
                 // operator (io_uring refused in a container, a limit that needs tokio).
-                match &routine {
-                    Ok(_) => tracing::debug!("{}: io_uring engine", group.endpoint),
-                    Err(why) => tracing::debug!("{}: epoll engine ({why})", group.endpoint),
-                }
+                notes.push(match &routine {
+                    Ok(_) => format!("{}: io_uring engine", group.endpoint),
+                    Err(why) => format!("{}: epoll engine ({why})", group.endpoint),
+                });
                 routine.ok()
             });
             // An immediate reply's connections gather on the first listener while its worker
@@ -146,12 +155,12 @@ impl Server {
                 _ => None,
             };
             if steering.is_some() {
-                tracing::debug!(
+                notes.push(format!(
                     "{}: new connections go to the first of its {} listeners until the server \
                      is busy",
                     group.endpoint,
                     group.listeners.len()
-                );
+                ));
             }
             for listener in group.listeners {
                 // A stream listener the ring serves goes to its workers; the rest to tokio.
@@ -173,7 +182,7 @@ impl Server {
                             Err(err) => {
                                 // What already runs must not go on serving after an error.
                                 self.shutdown.force();
-                                return Err(Error::new(Op::Listen, &group.endpoint, err));
+                                return Err(Error::new(Op::Serve, &group.endpoint, err));
                             }
                         }
                         continue;
@@ -196,7 +205,7 @@ impl Server {
                                 meter: Arc::clone(&meter),
                                 load: steering.as_ref().map(Steering::watch_process),
                             };
-                            tasks.push(tokio::spawn(acceptor.run(self.shutdown.watcher())));
+                            loops_to_start.push(Box::pin(acceptor.run(self.shutdown.watcher())));
                         }
                     }
                     (Listener::Datagram(listener), _, Some(handler)) => {
@@ -207,13 +216,23 @@ impl Server {
                             Arc::clone(&meter),
                             watcher,
                         );
-                        tasks.push(tokio::spawn(run));
+                        loops_to_start.push(Box::pin(run));
                     }
                     // Checked above: every listener has its handler.
                     _ => {}
                 }
             }
         }
+        if let Some(ready) = ready {
+            let _ = ready.send(());
+            // A turn for the task that waits for it (the CLI's, which runs this future too)
+            // to write its readiness lines before any other line or connection.
+            tokio::task::yield_now().await;
+        }
+        for note in notes {
+            tracing::debug!("{note}");
+        }
+        tasks.extend(loops_to_start.into_iter().map(tokio::spawn));
         #[cfg(target_os = "linux")]
         for ready in rings {
             tasks.extend(ready.go());

@@ -159,6 +159,8 @@ mod sni_route;
 mod socket;
 /// The low-level layer at its edges: NUL in a path, `recv(0)`, linger, ports out of range.
 mod socket_corners;
+/// Readiness under tight descriptor limits: told only once the server can serve.
+mod startup_limits;
 /// TLS clients (connect, forward --to) against OpenSSL, socat and Python servers.
 mod tls_client;
 /// TLS under stalled and garbage clients, the handshake deadline, and start-up errors.

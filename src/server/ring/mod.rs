@@ -174,7 +174,7 @@ impl Workers<'_> {
         let mut finished = Vec::with_capacity(loops);
         let mut go = Vec::with_capacity(loops);
         for index in 0..loops.max(1) {
-            let (ours, theirs) = UnixStream::pair()?;
+            let (ours, theirs) = UnixStream::pair().map_err(|err| naming("wake-up socket", err))?;
             let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             // Dropped when the thread ends, which is all the server's relay waits for.
@@ -209,10 +209,11 @@ impl Workers<'_> {
                             }
                         }
                         Err(err) => {
-                            let _ = ready_tx.send(Err(err));
+                            let _ = ready_tx.send(Err(naming("ring", err)));
                         }
                     }
-                })?;
+                })
+                .map_err(|err| naming("thread", err))?;
             wakers.push(ours);
             finished.push(done_rx);
             go.push(go_tx);
@@ -231,6 +232,14 @@ impl Workers<'_> {
         tokio::spawn(relay_shutdown(wakers, finished, shutdown.clone()));
         Ok(Ready { handles, go })
     }
+}
+
+/// `err`, met making an io_uring worker's `part`, in words that say so (the error line
+/// names the listener: "cannot serve on tcp:…: an io_uring worker's ring: too many open
+/// files").
+fn naming(part: &str, err: io::Error) -> io::Error {
+    let words = crate::error::describe(&err);
+    io::Error::new(err.kind(), format!("an io_uring worker's {part}: {words}"))
 }
 
 /// Workers with their rings, waiting to accept: every ring of a server is made before any

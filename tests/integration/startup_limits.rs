@@ -1,0 +1,83 @@
+//! Readiness is told only once the server can serve: under a descriptor limit that lets it
+//! bind but not set up an io_uring worker's ring, `serve` wrote `listening on` (and told a
+//! service manager `READY=1`, and wrote its pid file) and then exited 1 with "cannot listen
+//! on …", which pointed at the port. Now either it is ready and serves, or it says what
+//! failed, with no readiness line before. Found by an outside audit that ran the binary
+//! under tight limits.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::process::socketkit_with_fd_limit;
+
+/// What `serve` did within 300 ms under `ulimit -n limit`: its exit code if it
+/// ended by itself (`None` if it was still running and was killed), and its stderr.
+fn serve_under(limit: u32, engine: &str) -> (Option<i32>, String) {
+    let mut cmd = socketkit_with_fd_limit(limit);
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--workers", "2"])
+        .args(["--io-engine", engine])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("socketkit starts");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            code = Some(status.code().unwrap_or(-1));
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    (code, reader.join().unwrap_or_default())
+}
+
+fn readiness_comes_only_when_serving(engine: &str) {
+    let mut failed = 0;
+    for limit in 8..=28 {
+        let (code, stderr) = serve_under(limit, engine);
+        match code {
+            // Still running at the end of the wait: serving, and it said so first (or, on
+            // a slow machine, not started yet).
+            None => assert!(
+                stderr.is_empty() || stderr.starts_with("listening on"),
+                "ulimit -n {limit}: running, but\n{stderr}"
+            ),
+            Some(code) => {
+                failed += 1;
+                assert_eq!(code, 1, "ulimit -n {limit}:\n{stderr}");
+                assert!(
+                    !stderr.contains("listening on"),
+                    "ulimit -n {limit}: ready, then failed:\n{stderr}"
+                );
+                let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+                assert_eq!(errors.len(), 1, "ulimit -n {limit}:\n{stderr}");
+            }
+        }
+    }
+    assert!(failed > 0, "no limit was tight enough to fail");
+}
+
+#[test]
+fn under_a_descriptor_limit_the_io_uring_engine_is_ready_or_says_why_not() {
+    if crate::io_engine::io_uring_available() {
+        readiness_comes_only_when_serving("io_uring");
+    }
+}
+
+#[test]
+fn under_a_descriptor_limit_the_epoll_engine_is_ready_or_says_why_not() {
+    readiness_comes_only_when_serving("epoll");
+}
