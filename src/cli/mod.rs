@@ -43,6 +43,13 @@ use given::Given;
 
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {
+    // Before any thread starts, so that every thread inherits the mask: a parent that
+    // blocked SIGTERM, or ignored SIGCHLD, must not leave a server deaf to a stop or
+    // unable to wait for its programs.
+    if let Err(err) = socketkit::server::reset_inherited_signals() {
+        let op = socketkit::error::Op::SetOption("the signal mask");
+        return CliError::Runtime(socketkit::Error::without_target(op, err)).report();
+    }
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = Cli::command();
     if let Some(hint) = nc_hints::hint(&argv, &command) {

@@ -15,7 +15,8 @@
 //! - Under a service manager: [`Inherited`] sockets (socket activation's `LISTEN_FDS`,
 //!   `fd:N`), served with [`Builder::listen_inherited`]; a restart's [`Handover`] of the
 //!   listening sockets to a new process, which reports with a [`ReadyReport`];
-//!   [`notify_manager`] for systemd's `READY=1` and `STOPPING=1`.
+//!   [`notify_manager`] for systemd's `READY=1` and `STOPPING=1`;
+//!   [`reset_inherited_signals`] to take back the signals a parent blocked or ignored.
 //! - [`MeteredListener`] and [`MeteredConnection`]: the server's metrics and `-v` lines for
 //!   connections a program accepts itself, without a `Server` (`socketkit listen`).
 //! - [`Admission`]: a stage of the connection pipeline, which may refuse a new connection
@@ -100,7 +101,7 @@ pub use engine::{IO_ENGINE_VAR, IoEngine, Routine, UnknownEngine};
 pub use handover::{Handover, Successor};
 pub use inherited::{Inherited, InheritedSocket, ReadyReport};
 pub use metered::{MeteredConnection, MeteredListener};
-pub use notify::{ManagerState, notify_manager};
+pub use notify::{ManagerState, notify_manager, reset_inherited_signals};
 pub use shutdown::ShutdownHandle;
 
 /// Why a connection was refused; the metrics' reason, re-exported for admission stages.

@@ -1,6 +1,7 @@
 //! Telling a service manager how the server is doing: systemd's `sd_notify(3)` protocol
 //! (a datagram to the socket `NOTIFY_SOCKET` names), sent with the `sd-notify` crate. With
-//! no `NOTIFY_SOCKET` nothing is sent, so calling these costs nothing elsewhere.
+//! no `NOTIFY_SOCKET` nothing is sent, so calling these costs nothing elsewhere. And what
+//! a manager (or any parent) may leave the process with: signals blocked or ignored.
 
 use std::io;
 
@@ -29,4 +30,21 @@ pub fn notify_manager(state: ManagerState) -> io::Result<()> {
         ManagerState::MainPid(pid) => NotifyState::MainPid(pid),
     };
     sd_notify::notify(&[state])
+}
+
+/// Takes back the signals a parent may have blocked or ignored before starting this
+/// process: a blocked `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGUSR2` or `SIGCHLD` is unblocked, so
+/// that a graceful stop, a reload and a restart are heard (tokio's signal handlers never
+/// run for a blocked signal, which then stays pending for ever); an ignored `SIGCHLD` is set
+/// back to its default, without which the kernel reaps every child at once and waiting for
+/// a program's status fails with `no child processes`.
+///
+/// Call it first thing in `main`, before any thread starts (a tokio runtime's included):
+/// threads inherit the mask of the thread that starts them.
+///
+/// # Errors
+///
+/// The system refused to change the mask or the action (it does not for these signals).
+pub fn reset_inherited_signals() -> io::Result<()> {
+    crate::net::reset_inherited_signals()
 }

@@ -4,7 +4,7 @@
 //! re-exports what the client, relay and load generator need).
 //!
 //! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`,
-//!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction` and
+//!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction`, `sigprocmask` and
 //!   `raise`); `ids.rs`: user and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`,
 //!   `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
@@ -48,9 +48,9 @@ pub(crate) use platform::{
 pub(crate) use posix::{
     Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,
     is_blocking_pipe, is_listening, is_pipe_or_socket, kill_process_group, process_cpu_time,
-    raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait, set_close_on_exec,
-    splice_unsupported, terminate, thread_cpu_time, wait_readable, wait_readable_watching,
-    wait_writable,
+    raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait,
+    reset_inherited_signals, set_close_on_exec, splice_unsupported, terminate, thread_cpu_time,
+    wait_readable, wait_readable_watching, wait_writable,
 };
 
 /// The local address a UDP datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` tell

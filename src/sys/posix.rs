@@ -3,7 +3,8 @@
 //! `gethostname(2)`, `getrlimit(2)`, `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`;
 //! `fcntl(F_SETFD)` for the descriptors a process hands to the program it starts;
 //! `sigaction(2)` with `raise(3)` for a process that caught a signal only to clean up
-//! before dying by it; and `kill(2)`, to pass a stop on to the process a restart started
+//! before dying by it; `sigprocmask(2)` and `sigaction(2)` to take back the signals a
+//! parent blocked or ignored; and `kill(2)`, to pass a stop on to the process a restart started
 //! and to end a program started for a connection with all it started in turn.
 
 use std::ffi::CStr;
@@ -340,6 +341,51 @@ pub(crate) fn raise_with_default_action(signal: libc::c_int) -> io::Result<()> {
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         if libc::raise(signal) != 0 {
             return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Takes back what a parent may leave a process with and a server cannot work under
+/// (`sigprocmask(2)`, `sigaction(2)`): the signals socketkit handles (`SIGINT`, `SIGTERM`,
+/// `SIGHUP`, `SIGUSR2`, and `SIGCHLD`, by which tokio learns that a child exited), blocked in
+/// the inherited mask, are unblocked, so that their handlers run (nginx and postgres do the
+/// same); and `SIGCHLD` set to be
+/// ignored is set back to its default, under which the kernel keeps a child's status for
+/// `waitpid` (ignored, children are reaped at once and every wait fails with `ECHILD`).
+/// Called before any thread starts, so that every thread inherits the mask.
+pub(crate) fn reset_inherited_signals() -> io::Result<()> {
+    let handled = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR2,
+        libc::SIGCHLD,
+    ];
+    // SAFETY: sigemptyset, sigaddset and sigprocmask only read and write the set, which
+    // lives across the calls; sigaction with a null new action only reads the current one
+    // into `current`, a zeroed sigaction being a valid value of the type; a zeroed action
+    // with SIG_DFL and an empty mask is a valid action for SIGCHLD.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in handled {
+            libc::sigaddset(&mut set, signal);
+        }
+        if libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut current) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if current.sa_sigaction == libc::SIG_IGN {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
     Ok(())

@@ -90,6 +90,9 @@ mod eof_model;
 mod examples;
 /// `socketkit forward` out of file descriptors, TCP and UDP: back off, log once per burst.
 mod forward_faults;
+/// What a parent may leave socketkit with: signals blocked or ignored, no `PATH`, `NO_COLOR`,
+/// an unwritable pid file, a failing stdin, an unusable `$TMPDIR`.
+mod hostile_env;
 /// `--inetd` with a connection made by the test: admission as on a listener.
 mod inetd;
 /// Against other people's tools: OpenBSD nc, socat.

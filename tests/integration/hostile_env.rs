@@ -1,0 +1,128 @@
+//! What a parent may leave socketkit with, and what socketkit does about it: signals blocked
+//! or ignored, no `PATH`, `NO_COLOR` and `TERM=dumb`, a pid file that cannot be written.
+//! Found by an outside audit of socketkit run in hostile process environments.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::TestResult;
+use crate::support::net::connect;
+use crate::support::process::{Running, socketkit};
+
+/// Makes `cmd`'s program start with `signals` blocked, as a parent that blocked them and
+/// then exec'd would leave it (the mask survives exec).
+fn with_blocked(cmd: &mut Command, signals: &'static [libc::c_int]) {
+    // SAFETY: the hook runs in the forked child before exec and calls only sigemptyset,
+    // sigaddset and sigprocmask, which are async-signal-safe, on a set on its stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &signal in signals {
+                libc::sigaddset(&mut set, signal);
+            }
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes `cmd`'s program start with `SIGCHLD` ignored (an ignored signal stays ignored
+/// across exec).
+fn with_sigchld_ignored(cmd: &mut Command) {
+    // SAFETY: the hook runs in the forked child before exec and calls only signal(2),
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::signal(libc::SIGCHLD, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The signals blocked in process `pid`'s mask, from `/proc/PID/status` (`SigBlk`).
+fn blocked_mask(pid: i32) -> Result<u64, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigBlk:"))
+        .ok_or("no SigBlk line")?;
+    Ok(u64::from_str_radix(line.trim(), 16)?)
+}
+
+/// The bit of `signal` in a `/proc` signal mask.
+fn bit(signal: libc::c_int) -> u64 {
+    1 << (signal - 1)
+}
+
+/// Sends `input` to `addr`, half-closes, and returns everything that comes back.
+fn exchange(addr: &str, input: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut stream = connect(addr);
+    stream.write_all(input)?;
+    stream.shutdown(Shutdown::Write)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn a_blocked_sigterm_still_stops_serve_gracefully() -> TestResult {
+    const HANDLED: &[libc::c_int] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR2];
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    with_blocked(&mut cmd, HANDLED);
+    let mut server = Running::start(cmd, 1);
+    let blocked = blocked_mask(server.pid())?;
+    for &signal in HANDLED {
+        assert_eq!(
+            blocked & bit(signal),
+            0,
+            "signal {signal} still blocked: {blocked:x}"
+        );
+    }
+    assert_eq!(
+        exchange(&server.addr(), b"still serving")?,
+        b"still serving"
+    );
+    server.signal(libc::SIGTERM);
+    let status = server.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    Ok(())
+}
+
+#[test]
+fn with_sigchld_ignored_listen_e_waits_for_its_programs_without_a_warning() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "-e", "tr a-z A-Z", "127.0.0.1:0"]);
+    with_sigchld_ignored(&mut cmd);
+    let server = Running::start(cmd, 1);
+    // One program at a time: the second answer comes after the first program was waited for.
+    for client in ["one\n", "two\n"] {
+        let answer = exchange(&server.addr(), client.as_bytes())?;
+        assert_eq!(answer, client.to_uppercase().as_bytes());
+    }
+    thread::sleep(Duration::from_millis(200));
+    let stderr = server.stderr();
+    assert!(!stderr.contains("cannot start"), "stderr:\n{stderr}");
+    assert!(!stderr.contains("no child processes"), "stderr:\n{stderr}");
+    Ok(())
+}
+
+#[test]
+fn with_sigchld_ignored_serve_exec_logs_its_first_programs_exit() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "-v", "-l", "127.0.0.1:0", "--", "cat"]);
+    with_sigchld_ignored(&mut cmd);
+    let server = Running::start(cmd, 1);
+    assert_eq!(exchange(&server.addr(), b"first")?, b"first");
+    server.wait_for_stderr(&["the program exited"], Duration::from_secs(5));
+    Ok(())
+}
