@@ -217,7 +217,7 @@ pub(crate) struct ServeArgs {
     /// qotd: quotes from FILE (separated by blank lines or '%' lines), each < 512 bytes.
     #[arg(long, value_name = "FILE")]
     pub(crate) quotes: Option<PathBuf>,
-    /// exec: run the program with `sh -c` (its words joined by spaces).
+    /// exec: run the program with `/bin/sh -c` (its words joined by spaces).
     #[arg(long)]
     pub(crate) shell: bool,
     #[command(flatten)]
@@ -311,7 +311,7 @@ pub(crate) struct NetcatArgs {
         conflicts_with = "shell_command"
     )]
     pub(crate) exec: Option<String>,
-    /// As --exec, through `sh -c CMD`.
+    /// As --exec, through `/bin/sh -c CMD`.
     #[arg(short = 'c', long = "sh-exec", value_name = "CMD")]
     pub(crate) shell_command: Option<String>,
     /// Only send: what the peer sends is dropped, and the end of stdin ends the run.

@@ -59,9 +59,22 @@ pub struct Exec {
 
 #[derive(Debug)]
 struct Spec {
+    /// The program as given: its `argv[0]`, and how errors name it.
     program: OsString,
+    /// Where it was found when `PATH` is unset (`execvp`'s default path was searched):
+    /// started from there, since the child's own search would not look in the same places.
+    found: Option<PathBuf>,
     args: Vec<OsString>,
 }
+
+/// Where a program is looked for when `PATH` is unset: the default search path of
+/// `execvp(3)` (musl's; glibc's `confstr(_CS_PATH)` is the last two), so that cron jobs,
+/// `env -i` wrappers and supervisors that pass no environment find `cat` as a shell would.
+const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
+
+/// The shell of [`Exec::shell`], by its path, as `system(3)` runs it: `PATH` may be unset
+/// or name another `sh`.
+const SHELL: &str = "/bin/sh";
 
 /// Why a program cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -100,20 +113,22 @@ impl Exec {
         let mut argv = argv.into_iter().map(Into::into);
         let program = argv.next().ok_or(ExecError::Missing)?;
         let name = || program.to_string_lossy().into_owned();
-        match find_program(Path::new(&program)) {
-            Found::Executable => {}
+        let found = match find_program(Path::new(&program)) {
+            Found::Executable(found) => found,
             Found::NotExecutable => return Err(ExecError::NotExecutable(name())),
             Found::Nothing => return Err(ExecError::NotFound(name())),
-        }
+        };
         Ok(Exec {
             spec: Arc::new(Spec {
                 program,
+                found,
                 args: argv.collect(),
             }),
         })
     }
 
-    /// Runs `command` (its words joined by spaces) with `sh -c`, for pipes and redirections.
+    /// Runs `command` (its words joined by spaces) with `/bin/sh -c`, for pipes and
+    /// redirections.
     ///
     /// # Errors
     ///
@@ -128,7 +143,7 @@ impl Exec {
             return Err(ExecError::Missing);
         }
         let line = words.join(&OsString::from(" "));
-        Exec::new([OsString::from("sh"), OsString::from("-c"), line])
+        Exec::new([OsString::from(SHELL), OsString::from("-c"), line])
     }
 
     /// The program's command line and environment, stdio not yet set: the addresses, and
@@ -139,7 +154,14 @@ impl Exec {
         local: &Address,
         told: Option<&Tlvs>,
     ) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.spec.program);
+        let mut cmd = match &self.spec.found {
+            Some(found) => {
+                let mut cmd = std::process::Command::new(found);
+                std::os::unix::process::CommandExt::arg0(&mut cmd, &self.spec.program);
+                cmd
+            }
+            None => std::process::Command::new(&self.spec.program),
+        };
         cmd.args(&self.spec.args)
             .env("SOCKETKIT_PEER_ADDR", host_of(peer))
             .env("SOCKETKIT_PEER_PORT", port_of(peer))
@@ -314,8 +336,9 @@ fn port_of(address: &Address) -> String {
 /// What looking for a program found.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
-    /// A file this process may execute.
-    Executable,
+    /// A file this process may execute; where, when `PATH` is unset (`None`: the program is
+    /// started by its name, found again by the same search).
+    Executable(Option<PathBuf>),
     /// Only files it may not execute (or directories).
     NotExecutable,
     /// Nothing by that name.
@@ -323,20 +346,24 @@ enum Found {
 }
 
 /// Looks for `program` as `execvp(3)` does: itself if it has a `/`, else each directory of
-/// `PATH` in turn, skipping what has no execute bit.
+/// `PATH` in turn (or of [`DEFAULT_PATH`] when `PATH` is unset), skipping what has no
+/// execute bit.
 fn find_program(program: &Path) -> Found {
-    let candidates: Vec<PathBuf> = if program.components().count() > 1 || program.is_absolute() {
-        vec![program.to_path_buf()]
-    } else {
-        let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::var_os("PATH");
+    let by_default = path.is_none();
+    let searched = program.components().count() == 1 && !program.is_absolute();
+    let candidates: Vec<PathBuf> = if searched {
+        let path = path.unwrap_or_else(|| OsString::from(DEFAULT_PATH));
         std::env::split_paths(&path)
             .map(|dir| dir.join(program))
             .collect()
+    } else {
+        vec![program.to_path_buf()]
     };
     let mut found = Found::Nothing;
     for candidate in candidates {
         if candidate.is_file() && executable(&candidate) {
-            return Found::Executable;
+            return Found::Executable((searched && by_default).then_some(candidate));
         }
         if candidate.exists() {
             found = Found::NotExecutable;

@@ -126,3 +126,50 @@ fn with_sigchld_ignored_serve_exec_logs_its_first_programs_exit() -> TestResult 
     server.wait_for_stderr(&["the program exited"], Duration::from_secs(5));
     Ok(())
 }
+
+#[test]
+fn without_path_serve_exec_finds_its_program_where_execvp_would() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.env_remove("PATH").args([
+        "serve",
+        "exec",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "tr",
+        "a-z",
+        "A-Z",
+    ]);
+    let server = Running::start(cmd, 1);
+    assert_eq!(exchange(&server.addr(), b"plain\n")?, b"PLAIN\n");
+    Ok(())
+}
+
+#[test]
+fn without_path_serve_exec_shell_runs_bin_sh() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.env_remove("PATH").args([
+        "serve",
+        "exec",
+        "--shell",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "tr a-z A-Z | tr -d X",
+    ]);
+    let server = Running::start(cmd, 1);
+    assert_eq!(exchange(&server.addr(), b"shell x\n")?, b"SHELL \n");
+    Ok(())
+}
+
+#[test]
+fn without_path_listen_c_runs_its_command() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.env_remove("PATH")
+        .args(["listen", "-c", "tr a-z A-Z", "127.0.0.1:0"]);
+    let mut server = Running::start(cmd, 1);
+    assert_eq!(exchange(&server.addr(), b"nc\n")?, b"NC\n");
+    let status = server.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    Ok(())
+}
