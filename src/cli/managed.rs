@@ -330,11 +330,14 @@ impl PidFile {
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(format!(".{pid}.tmp"));
         let fail = |err| CliError::Runtime(socketkit::Error::new(Op::Io, path.display(), err));
-        std::fs::write(&temporary, format!("{pid}\n")).map_err(fail)?;
-        std::fs::rename(&temporary, path).map_err(|err| {
-            let _ = std::fs::remove_file(&temporary);
-            fail(err)
-        })?;
+        // A file half written (a full disk) goes as one that cannot be renamed does: a
+        // supervisor that restarts on failure must not fill the directory with them.
+        std::fs::write(&temporary, format!("{pid}\n"))
+            .and_then(|()| std::fs::rename(&temporary, path))
+            .map_err(|err| {
+                let _ = std::fs::remove_file(&temporary);
+                fail(err)
+            })?;
         Ok(PidFile {
             path: path.to_path_buf(),
         })

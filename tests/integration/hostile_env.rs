@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::net::connect;
-use crate::support::process::{Running, socketkit};
+use crate::support::process::{Running, run, socketkit};
 
 /// Makes `cmd`'s program start with `signals` blocked, as a parent that blocked them and
 /// then exec'd would leave it (the mask survives exec).
@@ -171,5 +171,41 @@ fn without_path_listen_c_runs_its_command() -> TestResult {
     assert_eq!(exchange(&server.addr(), b"nc\n")?, b"NC\n");
     let status = server.wait(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    Ok(())
+}
+
+#[test]
+fn a_pid_file_that_cannot_be_written_leaves_no_temporary_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("app.pid");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
+        .arg(&pid_file);
+    // No file may grow past 0 bytes (RLIMIT_FSIZE): writing the pid fails with EFBIG, as on
+    // a full disk, once the temporary file is created. SIGXFSZ ignored, so the write fails
+    // rather than the process dying by it.
+    // SAFETY: the hook runs in the forked child before exec and calls only setrlimit and
+    // signal, which are async-signal-safe, on a struct on its stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(cmd, Vec::new(), Duration::from_secs(10));
+    assert_eq!(out.code(), 1, "stderr:\n{}", out.stderr);
+    assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.path())?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())
 }
