@@ -36,11 +36,28 @@ pub(crate) fn init(log: &LogArgs) {
         LogFormat::Text => builder
             .fmt_fields(OneLineFields)
             .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+                std::env::var_os("TERM"),
+            ))
             .without_time()
             .init(),
         LogFormat::Json => builder.event_format(JsonLines).init(),
     }
+}
+
+/// Whether the log's levels are coloured: only on a terminal (`stderr_is_terminal`), and
+/// not when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>) or
+/// the terminal is `TERM=dumb`, which has no escape sequences.
+fn colour(
+    stderr_is_terminal: bool,
+    no_color: Option<std::ffi::OsString>,
+    term: Option<std::ffi::OsString>,
+) -> bool {
+    stderr_is_terminal
+        && no_color.is_none_or(|value| value.is_empty())
+        && term.is_none_or(|term| term != "dumb")
 }
 
 /// Writes a notice the user needs whatever the level (`-q` included), as the readiness lines

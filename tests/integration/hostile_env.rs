@@ -4,14 +4,16 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::net::connect;
-use crate::support::process::{Running, run, socketkit};
+use crate::support::process::{Running, run, socketkit, wait_bounded};
 
 /// Makes `cmd`'s program start with `signals` blocked, as a parent that blocked them and
 /// then exec'd would leave it (the mask survives exec).
@@ -207,5 +209,88 @@ fn a_pid_file_that_cannot_be_written_leaves_no_temporary_file() -> TestResult {
         .map(|entry| entry.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
     assert!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+/// A pseudo-terminal: (the side a terminal emulator holds, the side a program writes to).
+fn pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (mut controller, mut terminal) = (-1, -1);
+    // SAFETY: openpty writes two descriptors through the pointers, which point at live
+    // ints; the name, settings and size are optional (null).
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+    Ok(unsafe {
+        (
+            OwnedFd::from_raw_fd(controller),
+            OwnedFd::from_raw_fd(terminal),
+        )
+    })
+}
+
+/// What `serve echo -v` writes to a terminal as its stderr, from start to a SIGTERM's end,
+/// with `env` set.
+fn log_on_a_terminal(env: &[(&str, &str)]) -> Result<String, Box<dyn std::error::Error>> {
+    let (controller, terminal) = pty()?;
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "-l", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(terminal));
+    let mut child = cmd.spawn()?;
+    // Only the child holds the terminal side now: the reads end when it exits.
+    drop(cmd);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        let mut controller = std::fs::File::from(controller);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // A terminal whose other side closed reads EIO: the end.
+            while let Ok(n @ 1..) = controller.read(&mut buf) {
+                seen.lock().map(|mut s| s.extend_from_slice(&buf[..n])).ok();
+            }
+        })
+    };
+    let text = || {
+        String::from_utf8_lossy(&seen.lock().map(|s| s.clone()).unwrap_or_default()).into_owned()
+    };
+    crate::support::wait_until(Duration::from_secs(10), text, || {
+        text().contains("listening on")
+    });
+    // SAFETY: kill(2) with a pid we spawned and have not reaped.
+    unsafe { libc::kill(i32::try_from(child.id())?, libc::SIGTERM) };
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let _ = reader.join();
+    Ok(text())
+}
+
+#[test]
+fn no_color_and_a_dumb_terminal_turn_the_logs_colour_off() -> TestResult {
+    let coloured = log_on_a_terminal(&[("TERM", "xterm")])?;
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal at all:\n{coloured}"
+    );
+    for env in [
+        [("TERM", "xterm"), ("NO_COLOR", "1")],
+        [("TERM", "dumb"), ("NO_COLOR", "")],
+    ] {
+        let plain = log_on_a_terminal(&env)?;
+        assert!(plain.contains("DEBUG"), "{env:?}:\n{plain}");
+        assert!(!plain.contains('\x1b'), "{env:?}: coloured:\n{plain:?}");
+    }
     Ok(())
 }
