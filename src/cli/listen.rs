@@ -204,6 +204,8 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         match end {
             Ok(BridgeEnd::OutputClosed) => return Ok(()),
             Ok(BridgeEnd::PeerClosed) => {}
+            // No next connection could have any input: the failure is the listener's end.
+            Err(err) if input.failed() => return Err(err),
             Err(err) => tracing::warn!("{err}"),
         }
     }

@@ -116,7 +116,9 @@ impl Netcat {
             self.log.clone(),
         );
         let max_chunk = super::stdio::max_chunk(datagram);
-        Input::spawn(reader, max_chunk).map_err(super::stdio::stdio_error)
+        Input::spawn(reader, max_chunk)
+            .map(|input| input.named("stdin"))
+            .map_err(super::stdio::stdio_error)
     }
 
     /// The log of received bytes, if one was asked for.

@@ -48,7 +48,9 @@ pub(crate) fn stdin() -> Result<File, CliError> {
 /// Standard input, read on its own thread; for a datagram socket (`Some`) each read is at
 /// most one datagram.
 pub(crate) fn input(datagram: Option<&Socket>) -> Result<Input, CliError> {
-    Input::file(stdin()?, max_chunk(datagram)).map_err(stdio_error)
+    Input::file(stdin()?, max_chunk(datagram))
+        .map(|input| input.named("stdin"))
+        .map_err(stdio_error)
 }
 
 /// Standard output as a plain file: unbuffered, so binary data moves in large writes rather

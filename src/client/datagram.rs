@@ -18,7 +18,7 @@ use super::bridge::{
 };
 use super::input::{Input, Next};
 use super::output::Output;
-use crate::error::{Op, Result};
+use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
 use crate::socket::{Address, Family, Socket};
 
@@ -162,17 +162,21 @@ pub fn bridge_datagrams(
     let done = AtomicBool::new(false);
     let socket = &*socket;
     thread::scope(|scope| {
-        if options.direction != Direction::ReceiveOnly {
-            scope.spawn(|| send_datagrams(input, socket, &done, &input_ended, &activity));
-        }
+        let sender = (options.direction != Direction::ReceiveOnly)
+            .then(|| scope.spawn(|| send_datagrams(input, socket, &done, &input_ended, &activity)));
         let output = match options.direction {
             Direction::SendOnly => Output::writer(io::sink()),
             _ => output,
         };
         let peer = Peer::of(socket, &options);
-        let end = receive(socket, &peer, output, &activity, &input_ended, options);
+        let ended = (&input_ended, input);
+        let end = receive(socket, &peer, output, &activity, ended, options);
         done.store(true, Ordering::Relaxed);
-        end
+        // A failed input is the error, whatever the wait for replies that followed it.
+        match sender.map(|sender| sender.join()) {
+            Some(Ok(Some(failed))) => Err(failed),
+            _ => end,
+        }
     })
 }
 
@@ -195,7 +199,7 @@ fn send_datagrams(
     done: &AtomicBool,
     input_ended: &AtomicBool,
     activity: &Activity,
-) {
+) -> Option<Error> {
     while !done.load(Ordering::Relaxed) {
         match input.next(POLL) {
             Next::Data(buf) => {
@@ -217,10 +221,17 @@ fn send_datagrams(
             Next::End => {
                 activity.touch(); // the wait for replies starts now
                 input_ended.store(true, Ordering::Relaxed);
-                return;
+                return None;
+            }
+            Next::Failed(err) => {
+                // No reply is waited for (`Input::failed`): the bridge ends at the receive's
+                // next tick.
+                input_ended.store(true, Ordering::Relaxed);
+                return Some(err);
             }
         }
     }
+    None
 }
 
 fn receive(
@@ -228,7 +239,7 @@ fn receive(
     peer: &Peer,
     output: Output<'_>,
     activity: &Activity,
-    input_ended: &AtomicBool,
+    (input_ended, input): (&AtomicBool, &Input),
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
     let Output {
@@ -254,8 +265,10 @@ fn receive(
                 {
                     return Ok(BridgeEnd::OutputClosed);
                 }
+                // A failed input waits for no reply: its error is the end.
                 let waited = options.direction == Direction::SendOnly
-                    || activity.quiet_for() >= options.wait;
+                    || activity.quiet_for() >= options.wait
+                    || input.failed();
                 if input_ended.load(Ordering::Relaxed) && waited {
                     return finish(&mut output);
                 }

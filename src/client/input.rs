@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::waiting_file::WaitingFile;
+use crate::error::{Error, Op};
 
 /// How many chunks may wait between the reader and the socket; with [`CHUNK`]-sized chunks
 /// this bounds the bytes in flight inside the process.
@@ -26,8 +27,12 @@ pub enum Next {
     Data(Vec<u8>),
     /// Nothing arrived within the wait; ask again.
     Pending,
-    /// The input has ended (EOF, or a read error that was logged).
+    /// The input has ended (EOF).
     End,
+    /// Reading the input failed (`i/o error on stdin: is a directory`): it ends here, but
+    /// not as an end of data, which the peer must not be told it is. Every later call
+    /// answers [`Next::End`], and [`Input::failed`] says so.
+    Failed(Error),
 }
 
 /// An input read by a background thread.
@@ -41,6 +46,10 @@ pub struct Input {
     held: Mutex<Option<Vec<u8>>>,
     /// Set once [`Item::End`] was taken: every later call answers [`Next::End`].
     ended: AtomicBool,
+    /// Set once a read failed ([`Next::Failed`]).
+    failed: AtomicBool,
+    /// How errors name the input (see [`Input::named`]).
+    name: &'static str,
     spare: SyncSender<Vec<u8>>,
 }
 
@@ -52,6 +61,8 @@ enum Item {
     Wake,
     /// The input has ended.
     End,
+    /// A read failed; the input has ended.
+    Failed(io::Error),
 }
 
 impl Input {
@@ -71,8 +82,22 @@ impl Input {
             wakes,
             held: Mutex::new(None),
             ended: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            name: "input",
             spare: spare_tx,
         })
+    }
+
+    /// The input as its errors name it (`stdin`; by default `input`).
+    #[must_use]
+    pub fn named(mut self, name: &'static str) -> Input {
+        self.name = name;
+        self
+    }
+
+    /// Whether the input ended by a failed read rather than at its end.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Starts a thread reading `file` in chunks of up to `max_chunk` bytes, as
@@ -102,6 +127,11 @@ impl Input {
             Ok(Item::End) | Err(RecvTimeoutError::Disconnected) => {
                 self.ended.store(true, Ordering::Release);
                 Next::End
+            }
+            Ok(Item::Failed(err)) => {
+                self.failed.store(true, Ordering::Release);
+                self.ended.store(true, Ordering::Release);
+                Next::Failed(Error::new(Op::Io, self.name, err))
             }
         }
     }
@@ -152,8 +182,8 @@ fn read_loop<R: Read>(
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
-                tracing::warn!("reading input failed: {}", crate::error::describe(&err));
-                break;
+                let _ = chunks.send(Item::Failed(err));
+                return;
             }
         }
     }

@@ -16,8 +16,8 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -133,13 +133,14 @@ fn bridge_tls_here(
     let (gone, output_gone) = oneshot::channel();
     let done = AtomicBool::new(false);
     let keep_on = AtomicBool::new(false);
+    let failure = Mutex::new(None);
     let (chunks, receiver) = mpsc::channel(1);
     thread::scope(|scope| {
-        let (done, keep_on) = (&done, &keep_on);
+        let (done, keep_on, failure) = (&done, &keep_on, &failure);
         if options.direction != Direction::ReceiveOnly {
             // A shared input's pump also asks the socket whether its peer has closed.
             let shared = options.shared_input.then_some(fd);
-            scope.spawn(move || pump(input, &chunks, (done, keep_on), shared));
+            scope.spawn(move || pump(input, &chunks, (done, keep_on, failure), shared));
         }
         let wake = watcher.map(|(watch, Pipe { read, write, .. })| {
             scope.spawn(move || watch_output(&read, &watch, gone));
@@ -150,6 +151,7 @@ fn bridge_tls_here(
             input,
             done,
             keep_on,
+            failure,
         };
         let result = runtime.block_on(async {
             let tcp = TcpStream::from_std(tcp).map_err(|err| peer.error(Op::Io, err))?;
@@ -211,6 +213,8 @@ struct Sending<'a> {
     /// to be sent whole (send-only): the pump then sends the input to its end, however
     /// long it pauses (see the plain bridge's `waits_for_input`).
     keep_on: &'a AtomicBool,
+    /// Why the input failed, set by the pump before it stops.
+    failure: &'a Mutex<Option<Error>>,
 }
 
 /// Hands input chunks to the runtime until the input ends (dropping the sender tells the
@@ -220,7 +224,7 @@ struct Sending<'a> {
 fn pump(
     input: &Input,
     chunks: &mpsc::Sender<Vec<u8>>,
-    (done, keep_on): (&AtomicBool, &AtomicBool),
+    (done, keep_on, failure): (&AtomicBool, &AtomicBool, &Mutex<Option<Error>>),
     shared: Option<RawFd>,
 ) {
     let mut last_input = None;
@@ -248,6 +252,10 @@ fn pump(
             }
             Next::Pending => {}
             Next::End => return,
+            Next::Failed(err) => {
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+                return;
+            }
         }
     }
 }
@@ -267,6 +275,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         input,
         done,
         keep_on,
+        failure,
     } = sending;
     // Done only when the reader has gone; a watcher that stopped (or none) never ends it.
     let mut output_gone = Box::pin(async {
@@ -300,6 +309,11 @@ async fn run<S: AsyncRead + AsyncWrite>(
             writer.flush().await?;
             ByteCounts::add(sent_bytes, buf.len());
             input.recycle(buf);
+        }
+        if input.failed() {
+            // Neither close_notify nor a half-close: the peer must not take what it got
+            // for the whole.
+            return Err(io::Error::other("the input failed"));
         }
         if keep_write_open {
             // Neither close_notify nor a half-close now: they go once the peer has closed.
@@ -340,6 +354,10 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 match result {
                     Ok(()) if direction == Direction::SendOnly => delivering = true,
                     Ok(()) => {}
+                    Err(err) if input.failed() => {
+                        let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+                        break Err(failed.unwrap_or_else(|| peer.error(Op::Io, err)));
+                    }
                     // The receiving side reports what happened to the connection.
                     Err(err) => {
                         tracing::debug!("sending stopped: {}", crate::error::describe(&err));
@@ -348,6 +366,15 @@ async fn run<S: AsyncRead + AsyncWrite>(
             }
         }
     };
+    if input.failed() {
+        // Closed without close_notify, which a TLS peer reads as a truncation; the failure
+        // is the end, however the receiving side ended first.
+        let failed = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        return failed.map_or(end, Err);
+    }
     if direction == Direction::ReceiveOnly || (keep_write_open && sent) {
         drop(send);
         // The peer has closed: answer its close_notify with ours.

@@ -294,3 +294,70 @@ fn no_color_and_a_dumb_terminal_turn_the_logs_colour_off() -> TestResult {
     }
     Ok(())
 }
+
+/// Runs `socketkit ARGS` with `stdin` as its standard input (bounded), after `env`.
+fn run_with_stdin(
+    args: &[&str],
+    stdin: Stdio,
+    env: &[(&str, &str)],
+) -> Result<(Option<i32>, String, Duration), Box<dyn std::error::Error>> {
+    let started = std::time::Instant::now();
+    let mut child = socketkit()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = crate::support::process::drain(child.stderr.take().ok_or("stderr")?);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+    Ok((status.code(), stderr, started.elapsed()))
+}
+
+/// Standard input that fails at its first read: a directory (`EISDIR`).
+fn failing_stdin() -> Result<Stdio, Box<dyn std::error::Error>> {
+    Ok(Stdio::from(std::fs::File::open(env!(
+        "CARGO_TARGET_TMPDIR"
+    ))?))
+}
+
+#[test]
+fn a_failing_stdin_is_an_error_and_resets_the_tcp_connection() -> TestResult {
+    let (addr, server) = crate::support::net::one_shot(|mut stream| {
+        let mut got = Vec::new();
+        let read = stream.read_to_end(&mut got);
+        assert_eq!(
+            read.map_err(|err| err.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "the peer read a clean end after {got:?}"
+        );
+    });
+    let (code, stderr, _) = run_with_stdin(&["connect", &addr], failing_stdin()?, &[])?;
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("error: i/o error on stdin: is a directory"),
+        "{stderr}"
+    );
+    server.join().map_err(|_| "the server thread failed")?;
+    Ok(())
+}
+
+#[test]
+fn a_failing_stdin_ends_a_udp_connect_at_once_with_an_error() -> TestResult {
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let target = format!("udp:{}", peer.local_addr()?);
+    let args = ["connect", &target, "--wait", "5s"];
+    let (code, stderr, took) = run_with_stdin(&args, failing_stdin()?, &[])?;
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("error: i/o error on stdin: is a directory"),
+        "{stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "waited {took:?} for replies first"
+    );
+    Ok(())
+}

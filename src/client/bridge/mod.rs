@@ -112,7 +112,8 @@ impl ByteCounts {
 /// # Errors
 ///
 /// A reset or failed read from the socket (`cannot receive from ADDRESS: connection reset
-/// by peer`), the idle timeout, or an output that fails other than by closing.
+/// by peer`), the idle timeout, an output that fails other than by closing, or an input
+/// that fails ([`Next::Failed`](super::Next::Failed): the connection is reset first).
 ///
 /// # Examples
 ///
@@ -260,6 +261,8 @@ pub fn bridge(
             let _ = socket.shutdown(Shutdown::Both);
         }
         match (end, sender.join()) {
+            // However the receiving side saw the reset that followed it.
+            (_, Ok(SendEnd::InputFailed(err))) => Err(err),
             // The kernel reports a reset once, to whichever call comes first: when it was
             // the send's, the receive found a plain end of stream.
             (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => Err(err),

@@ -47,6 +47,9 @@ pub(super) enum SendEnd {
     /// The idle limit passed while the sender waited on a peer that reads on (it had ended
     /// its side, so the receiving side was over and could not time it out).
     IdleOut,
+    /// Reading the input failed: the connection was reset, so that the peer does not take
+    /// the end of what it got for the end of the data.
+    InputFailed(Error),
     /// Anything else: the receiving side knows how the connection ended.
     Stopped,
 }
@@ -258,6 +261,12 @@ pub(super) fn send_input(
                 }
             }
             Next::Pending => {}
+            Next::Failed(err) => {
+                // A reset (a Unix stream has none: it is shut down both ways), which also
+                // ends the receiving side's wait.
+                net::reset_now(std::os::fd::AsFd::as_fd(socket));
+                return SendEnd::InputFailed(err);
+            }
             // Nothing more to send; the receiving side waits for the peer to close.
             Next::End if !sending.half_close => return SendEnd::Stopped,
             Next::End => {
