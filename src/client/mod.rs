@@ -170,6 +170,11 @@ pub fn connect_transport(endpoint: &Endpoint, options: ConnectOptions) -> Result
                     bound,
                 });
             }
+            // Our own reply socket (a Unix datagram client's): no other address would do
+            // better, and the error names the file, not the server.
+            Err(err) if err.op() == Op::Bind && source_for(&address, options).is_none() => {
+                return Err(err);
+            }
             Err(err) => last = err.into_io_error(),
         }
     }

@@ -67,7 +67,9 @@ pub(crate) fn connect_socket(
         (Family::Inet | Family::Inet6, Type::Stream) if nodelay => socket.set_nodelay(true)?,
         (Family::Unix, Type::Datagram) => {
             let path = TempSocketPath::unique();
-            socket.bind(path.path())?;
+            socket
+                .bind(path.path())
+                .map_err(|err| reply_socket_error(&path, err))?;
             bound = Some(path);
         }
         _ => {}
@@ -76,6 +78,18 @@ pub(crate) fn connect_socket(
     socket.connect(address)?;
     socket.set_timeout(None)?;
     Ok((socket, bound))
+}
+
+/// A reply socket that cannot be bound, named as what failed: the file in `$TMPDIR`
+/// (`cannot bind the reply socket /nonexistent/socketkit-PID-0.sock in $TMPDIR: no such
+/// file or directory`), not the server's path, which is fine.
+fn reply_socket_error(path: &TempSocketPath, err: Error) -> Error {
+    let dir = match std::env::var_os("TMPDIR").is_some_and(|dir| !dir.is_empty()) {
+        true => " in $TMPDIR",
+        false => "",
+    };
+    let target = format!("the reply socket {}{dir}", path.path().display());
+    Error::new(Op::Bind, target, err.into_io_error())
 }
 
 /// A stream connected to `endpoint` (TCP with `TCP_NODELAY`, or Unix), names resolved

@@ -361,3 +361,21 @@ fn a_failing_stdin_ends_a_udp_connect_at_once_with_an_error() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_reply_socket_that_cannot_be_bound_is_named_not_the_server() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("dg.sock");
+    let _server = std::os::unix::net::UnixDatagram::bind(&path)?;
+    let target = format!("unixgram:{}", path.display());
+    let env = [("TMPDIR", "/nonexistent-socketkit-tmp")];
+    let (code, stderr, _) = run_with_stdin(&["connect", &target], Stdio::null(), &env)?;
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("error: cannot bind the reply socket /nonexistent-socketkit-tmp/")
+            && stderr.contains("in $TMPDIR: no such file or directory"),
+        "{stderr}"
+    );
+    Ok(())
+}
