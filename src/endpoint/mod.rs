@@ -29,6 +29,7 @@
 
 mod inherited;
 mod parse;
+mod socat;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -32,6 +32,9 @@ fn parse(input: &str) -> Result<Endpoint, String> {
             "empty endpoint (expected HOST:PORT, tls:HOST:PORT, udp:HOST:PORT or unix:PATH)".into(),
         );
     }
+    if let Some(reason) = super::socat::refusal(input) {
+        return Err(reason);
+    }
     let Some((prefix, rest)) = input.split_once(':') else {
         return Err("missing port (expected HOST:PORT)".into());
     };
