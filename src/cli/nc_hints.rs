@@ -14,49 +14,64 @@ use std::ffi::OsString;
 pub(crate) fn hint(argv: &[OsString], cli: &clap::Command) -> Option<String> {
     let words: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap_or("")).collect();
     let command = *words.first()?;
-    if command != "connect" && command != "listen" {
+    // ncat's server-only long options are hinted on every command that serves; nc's flags
+    // on connect and listen alone (serve's -l is its own).
+    let netcat = command == "connect" || command == "listen";
+    if !netcat && command != "serve" && command != "forward" {
         return None;
     }
     let options = ValueOptions::of(cli, command);
     let mut found: Vec<Flag> = Vec::new();
-    let mut previous = "";
-    let mut words = words[1..].iter().copied().take_while(|w| *w != "--");
+    let mut words = words[1..]
+        .iter()
+        .copied()
+        .take_while(|w| *w != "--")
+        .peekable();
     while let Some(word) = words.next() {
-        // `-q 1` / `-q1`: socketkit's -q is --quiet, so a number after it is nc's -q.
-        let quit_after_eof = (previous == "-q" && word.parse::<f64>().is_ok())
-            || word
-                .strip_prefix("-q")
-                .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok());
-        previous = word;
-        if quit_after_eof {
-            found.push(Flag::QuitAfterEof);
-        } else if let Some(long) = word.strip_prefix("--") {
+        if let Some(long) = word.strip_prefix("--") {
             let (name, inline_value) = match long.split_once('=') {
                 Some((name, _)) => (name, true),
                 None => (long, false),
             };
-            if name == "ssl" || name.starts_with("ssl-") {
-                found.push(Flag::Ssl);
-            } else if command == "connect" && (name == "proxy-type" || name == "proxy-auth") {
-                found.push(Flag::ProxyParts);
+            if let Some(flag) = Flag::long(name, command) {
+                found.push(flag);
             } else if !inline_value && options.long.iter().any(|l| l == name) {
                 words.next(); // its value
             }
         } else if let Some(cluster) = word.strip_prefix('-').filter(|c| !c.is_empty()) {
             for (at, short) in cluster.char_indices() {
+                let rest = &cluster[at + short.len_utf8()..];
+                // socketkit's -q is --quiet, a flag: a number after it, in the word (`-q1`,
+                // `-vq1`) or as the next word (`-q 1`, `-Cq 1`), is nc's -q SECONDS.
+                if netcat
+                    && short == 'q'
+                    && is_number(if rest.is_empty() {
+                        words.peek()
+                    } else {
+                        Some(&rest)
+                    })
+                {
+                    found.push(Flag::QuitAfterEof);
+                    break;
+                }
                 if options.short.contains(&short) {
                     // The rest of the word is its value, or else the next word is.
-                    if at + short.len_utf8() == cluster.len() {
+                    if rest.is_empty() {
                         words.next();
                     }
                     break;
                 }
-                found.extend(Flag::short(short, command));
+                found.extend(Flag::short(short, command).filter(|_| netcat));
             }
         }
     }
     let first = found.into_iter().min_by_key(|flag| flag.rank())?;
     Some(first.hint().into())
+}
+
+/// Whether `word` is a number of seconds, as nc's `-q` takes.
+fn is_number(word: Option<&&str>) -> bool {
+    word.is_some_and(|w| w.parse::<f64>().is_ok())
 }
 
 /// An nc flag socketkit has another way for.
@@ -84,6 +99,18 @@ enum Flag {
     ProxyKind,
     /// ncat's `--proxy-type` and `--proxy-auth` on `connect`.
     ProxyParts,
+    /// ncat's `--nodns`, its `-n`.
+    NoDns,
+    /// `-i`: ncat's idle timeout (OpenBSD nc's delay between lines).
+    Interval,
+    /// ncat's `--max-conns N` on a listener.
+    MaxConns,
+    /// `-w` on `listen`, where nc and ncat ignore it.
+    WaitOnListen,
+    /// ncat's `--telnet`: answering Telnet negotiations.
+    Telnet,
+    /// ncat's `--broker` and `--chat`: clients talking to each other through the listener.
+    Broker,
 }
 
 impl Flag {
@@ -98,6 +125,25 @@ impl Flag {
             ('d', _) => Some(Flag::NoStdin),
             ('n', _) => Some(Flag::NumericOnly),
             ('X', "connect") => Some(Flag::ProxyKind),
+            ('i', _) => Some(Flag::Interval),
+            ('w', "listen") => Some(Flag::WaitOnListen),
+            _ => None,
+        }
+    }
+
+    /// The flag a long option name of `command` is, if ncat's and not socketkit's; on
+    /// serve and forward, only the server ones.
+    fn long(name: &str, command: &str) -> Option<Flag> {
+        let netcat = command == "connect" || command == "listen";
+        match name {
+            "broker" | "chat" => Some(Flag::Broker),
+            "max-conns" if command != "connect" => Some(Flag::MaxConns),
+            _ if !netcat => None,
+            "ssl" => Some(Flag::Ssl),
+            _ if name.starts_with("ssl-") => Some(Flag::Ssl),
+            "proxy-type" | "proxy-auth" if command == "connect" => Some(Flag::ProxyParts),
+            "nodns" => Some(Flag::NoDns),
+            "telnet" => Some(Flag::Telnet),
             _ => None,
         }
     }
@@ -131,9 +177,27 @@ impl Flag {
                  datagrams)"
             }
             Flag::NoStdin => "nc's -d (do not read stdin) is --recv-only in socketkit",
-            Flag::NumericOnly => {
-                "nc's -n is not needed: socketkit looks up names only, and an address given \
-                 as numbers is used as it is"
+            Flag::NumericOnly | Flag::NoDns => {
+                "nc's -n is not needed (nor ncat's --nodns): socketkit looks up names only, and \
+                 an address given as numbers is used as it is"
+            }
+            Flag::Interval => {
+                "ncat's -i (idle timeout) is --idle-timeout DURATION in socketkit (exit 1 when \
+                 it fires); OpenBSD nc's -i (a delay between lines) has no equivalent"
+            }
+            Flag::MaxConns => {
+                "ncat's --max-conns N: listen takes one peer at a time (-k: one after \
+                 another); for N at once, serve exec --max-connections N -- PROG or forward \
+                 --max-connections N (past N, clients wait instead of being refused)"
+            }
+            Flag::WaitOnListen => {
+                "-w on listen: nc and ncat ignore it there, and socketkit's -w is connect's \
+                 connect timeout; --idle-timeout DURATION ends a connection idle that long"
+            }
+            Flag::Telnet => "ncat's --telnet (Telnet negotiation) is not supported in socketkit",
+            Flag::Broker => {
+                "ncat's --broker and --chat (clients talking to each other through the \
+                 listener) are not supported: socketkit has no broker mode"
             }
             Flag::ProxyKind => {
                 "nc's -X KIND -x PROXY is --proxy socks5://HOST:PORT (or http://HOST:PORT for \
@@ -211,6 +275,32 @@ mod tests {
         let ncat = hint_of(&["connect", "--proxy", "p:1", "--proxy-type", "socks5", "h:1"]);
         assert!(ncat.unwrap_or_default().contains("--proxy URL"));
         assert!(hint_of(&["connect", "--proxy", "socks5://p:1", "h:1"]).is_none());
+    }
+
+    #[test]
+    fn clustered_q_and_ncat_options_get_hints() {
+        let has = |words: &[&str], text: &str| {
+            let hint = hint_of(words).unwrap_or_default();
+            assert!(hint.contains(text), "{words:?}: {hint}");
+        };
+        has(&["connect", "-vq1", "h", "1"], "-q SECONDS");
+        has(&["connect", "-uq1", "h", "1"], "-q SECONDS");
+        has(&["connect", "-Cq", "1", "h", "1"], "-q SECONDS");
+        has(&["connect", "--nodns", "h", "1"], "--nodns");
+        has(&["connect", "-i", "2", "h", "1"], "--idle-timeout DURATION");
+        has(
+            &["listen", "-k", "--max-conns", "5", "0"],
+            "--max-connections N",
+        );
+        has(&["listen", "-w", "3", "0"], "-w on listen");
+        has(&["connect", "--telnet", "h:1"], "--telnet");
+        has(&["listen", "--broker", "0"], "no broker mode");
+        has(&["listen", "-lk", "--chat", "0"], "no broker mode");
+        has(&["serve", "--broker"], "no broker mode");
+        // Not nc's there: serve's -l, connect's -w, a program's own flags.
+        assert!(hint_of(&["serve", "-l", ":1", "--message", "-q"]).is_none());
+        assert!(hint_of(&["connect", "-w", "3", "h:1"]).is_none());
+        assert!(hint_of(&["serve", "exec", "--", "nc", "-q", "1", "--chat"]).is_none());
     }
 
     #[test]
