@@ -240,10 +240,11 @@ pub(crate) struct BridgeArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) idle_timeout: Option<Duration>,
-    /// UDP and unixgram: after stdin ends, wait this long for further replies.
-    #[arg(long, value_name = "DURATION", default_value = "1s", allow_hyphen_values = true,
+    /// UDP and unixgram only: after stdin ends, wait this long for further replies
+    /// [default: 1s]. Not a connect timeout (ncat's --wait and nc's -w are -w/--timeout).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration_or_zero())]
-    pub(crate) wait: Duration,
+    pub(crate) wait: Option<Duration>,
     /// At the end of stdin, keep the socket open for sending instead of half-closing it,
     /// for peers and proxies that take a half-close as the end (ncat's --no-shutdown).
     #[arg(long, conflicts_with_all = ["send_only", "recv_only"])]
@@ -256,11 +257,14 @@ pub(crate) struct ConnectArgs {
     /// unixgram:PATH; or HOST with PORT after it, as nc takes them.
     #[arg(value_name = "ENDPOINT")]
     pub(crate) endpoint: String,
-    /// The port, when ENDPOINT is a bare host (`connect example.com 80`); with -z, a range
-    /// LOW-HIGH probes each port and prints those that accept.
+    /// The port, when ENDPOINT is a bare host (`connect example.com 80`); with -z, ranges
+    /// LOW-HIGH and several ports (`-z HOST 22 80 8000-8080`, as nc's) probe each port and
+    /// print those that accept.
     #[arg(value_name = "PORT", value_parser = values::ports())]
-    pub(crate) port: Option<std::ops::RangeInclusive<u16>>,
-    /// Give up each connection attempt after this long (e.g. 3s).
+    pub(crate) port: Vec<values::PortWord>,
+    /// Give up each connection attempt after this long (e.g. 3s). It bounds the connect
+    /// only, as ncat's -w; unlike OpenBSD nc's -w it does not end an idle connection: that
+    /// is --idle-timeout (exit 1).
     #[arg(short = 'w', long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) timeout: Option<Duration>,

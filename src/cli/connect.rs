@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::ops::RangeInclusive;
 
 use socketkit::client::proxy::Proxy;
 use socketkit::client::{self, ConnectOptions, Handshake};
@@ -16,13 +15,12 @@ use super::netcat::{self, Netcat};
 use super::{init_logging, resolve, socket_file, stdio, tls};
 
 pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
-    let first_port = args.port.as_ref().map(|ports| *ports.start());
+    let first_port = args.port.first().map(|word| *word.ports.start());
     let text = netcat::endpoint_text(&args.endpoint, first_port, args.netcat.udp, None)?;
     let endpoint = resolve::target("connect", &text)?;
-    let range = args
-        .port
-        .clone()
-        .filter(|ports| ports.start() != ports.end());
+    stdio::check_wait(&args.bridge, &endpoint, true)?;
+    // A range (`80-80` too) or several PORT words is a scan; one port is a connection.
+    let scan = args.port.len() > 1 || args.port.iter().any(|word| word.range);
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => Some(Family::Inet),
         (_, true) => Some(Family::Inet6),
@@ -56,8 +54,8 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         source_ip: args.source,
         source_port: args.source_port,
     };
-    if let Some(ports) = range {
-        return probe_range(&args, &endpoint, ports, options, proxy.is_some());
+    if scan {
+        return probe_ports(&args, &endpoint, options, proxy.is_some());
     }
     let connector = args.tls.connector(&endpoint, false)?;
     let nc = Netcat::resolve(&args.netcat, &endpoint)?;
@@ -109,16 +107,19 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `connect -z HOST LOW-HIGH`: each port that takes a connection is printed on stdout as its
-/// endpoint, in port order; the others are said at `-v`. Exit 0 when one or more took it.
-fn probe_range(
+/// `connect -z HOST PORT...` with a range LOW-HIGH or several ports: each port that takes a
+/// connection is printed on stdout as its endpoint, in the order written (each range in
+/// port order); the others are said at `-v`. Exit 0 when one or more took it.
+fn probe_ports(
     args: &ConnectArgs,
     endpoint: &Endpoint,
-    ports: RangeInclusive<u16>,
     options: ConnectOptions,
     through_proxy: bool,
 ) -> Result<(), CliError> {
     let usage = |why: &str| Err(CliError::Usage(why.into()));
+    if !args.probe && args.port.len() > 1 {
+        return usage("several ports are for -z: connect bridges one port");
+    }
     if !args.probe {
         return usage("a port range (LOW-HIGH) is for -z: connect bridges one port");
     }
@@ -133,27 +134,34 @@ fn probe_range(
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
     let mut last_kind = io::ErrorKind::ConnectionRefused;
     let mut stdout = io::stdout().lock();
-    client::probe::probe_ports(
-        endpoint,
-        ports.clone(),
-        options,
-        client::probe::DEFAULT_PARALLEL,
-        |port, outcome| match outcome {
-            Ok(()) => {
-                open += 1;
-                let line = format!("tcp:{}:{port}\n", hp.host);
-                // Flushed line by line: a reader of a pipe sees each port as it is found,
-                // and one that has gone (`| head -1`) ends the scan.
-                stdout.write_all(line.as_bytes()).is_ok() && stdout.flush().is_ok()
-            }
-            Err(err) => {
-                tracing::debug!("{err}");
-                last_kind = err.kind();
-                *refusals.entry(describe(err.io_error())).or_default() += 1;
-                true
-            }
-        },
-    )?;
+    let mut reading = true;
+    for word in &args.port {
+        if !reading {
+            break;
+        }
+        client::probe::probe_ports(
+            endpoint,
+            word.ports.clone(),
+            options,
+            client::probe::DEFAULT_PARALLEL,
+            |port, outcome| match outcome {
+                Ok(()) => {
+                    open += 1;
+                    let line = format!("tcp:{}:{port}\n", hp.host);
+                    // Flushed line by line: a reader of a pipe sees each port as it is
+                    // found, and one that has gone (`| head -1`) ends the scan.
+                    reading = stdout.write_all(line.as_bytes()).is_ok() && stdout.flush().is_ok();
+                    reading
+                }
+                Err(err) => {
+                    tracing::debug!("{err}");
+                    last_kind = err.kind();
+                    *refusals.entry(describe(err.io_error())).or_default() += 1;
+                    true
+                }
+            },
+        )?;
+    }
     if open > 0 {
         return Ok(());
     }
@@ -165,6 +173,7 @@ fn probe_range(
         last_kind,
         format!("no port took a connection ({})", counts.join(", ")),
     );
-    let range = format!("tcp:{}:{}-{}", hp.host, ports.start(), ports.end());
-    Err(socketkit::Error::new(Op::Connect, range, err).into())
+    let words: Vec<String> = args.port.iter().map(ToString::to_string).collect();
+    let scanned = format!("tcp:{}:{}", hp.host, words.join(","));
+    Err(socketkit::Error::new(Op::Connect, scanned, err).into())
 }

@@ -43,6 +43,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         )?)?,
     };
     check_family(&endpoint, args.ipv4, args.ipv6)?;
+    stdio::check_wait(&args.bridge, &endpoint, false)?;
     let datagrams = !endpoint.transport().is_stream();
     if datagrams && (args.netcat.exec.is_some() || args.netcat.shell_command.is_some()) {
         // The peer is known only from its first datagram, which the program would miss.

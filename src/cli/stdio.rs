@@ -4,23 +4,28 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 use socketkit::client::traffic::{TappedWriter, TrafficLog};
 use socketkit::client::{
     BridgeEnd, BridgeOptions, CHUNK, Handshake, Input, Output, WaitingFile, bridge,
     bridge_datagrams, bridge_tls, max_datagram,
 };
+use socketkit::endpoint::Endpoint;
 use socketkit::socket::Socket;
 
 use super::args::BridgeArgs;
 use super::exit::CliError;
 use super::netcat::Netcat;
 
+/// How long a datagram bridge waits for replies after stdin ends, without `--wait`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+
 /// The bridge options of `--idle-timeout`, `--wait`, `--send-only` and `--recv-only`.
 pub(crate) fn options(args: &BridgeArgs, netcat: &Netcat) -> BridgeOptions {
     BridgeOptions {
         idle_timeout: args.idle_timeout,
-        wait: args.wait,
+        wait: args.wait.unwrap_or(DEFAULT_WAIT),
         peer: None,
         peer_name: None,
         counts: None,
@@ -28,6 +33,28 @@ pub(crate) fn options(args: &BridgeArgs, netcat: &Netcat) -> BridgeOptions {
         keep_write_open: args.no_shutdown,
         shared_input: false,
     }
+}
+
+/// `--wait` is the datagram bridges' reply wait: on a stream `endpoint` it would be silently
+/// ignored, and ncat's `--wait` (its connect timeout) would leave a connect unbounded.
+/// `connect` says where its connect timeout is; a listener has none.
+pub(crate) fn check_wait(
+    args: &BridgeArgs,
+    endpoint: &Endpoint,
+    connect: bool,
+) -> Result<(), CliError> {
+    if args.wait.is_none() || !endpoint.transport().is_stream() {
+        return Ok(());
+    }
+    let timeout = if connect {
+        "; a connect timeout (ncat's --wait, nc's -w) is -w/--timeout here"
+    } else {
+        ""
+    };
+    Err(CliError::Usage(format!(
+        "--wait is the UDP and unixgram reply wait, not for {}: endpoints{timeout}",
+        endpoint.transport().scheme()
+    )))
 }
 
 /// The largest read from standard input: for a datagram socket (`Some`), the most one

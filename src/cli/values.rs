@@ -133,12 +133,34 @@ pub(crate) fn ports() -> Checked<Ports> {
     Checked(Ports)
 }
 
+/// A PORT word of `connect`: its ports, and whether it was written as a range (`80-80` is a
+/// range of one port, which `-z` scans as it scans any range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PortWord {
+    pub(crate) ports: std::ops::RangeInclusive<u16>,
+    pub(crate) range: bool,
+}
+
+impl fmt::Display for PortWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.range {
+            write!(f, "{}-{}", self.ports.start(), self.ports.end())
+        } else {
+            write!(f, "{}", self.ports.start())
+        }
+    }
+}
+
 impl Check for Ports {
-    type Value = std::ops::RangeInclusive<u16>;
+    type Value = PortWord;
     const WHAT: &'static str = "value";
 
     fn check(&self, text: &str) -> Result<Self::Value, Refused> {
-        parse_ports(text)
+        Ok(PortWord {
+            ports: parse_ports(text)?,
+            // Only a range holds a '-' and parses.
+            range: text.contains('-'),
+        })
     }
 }
 
@@ -342,6 +364,11 @@ mod tests {
     fn ports_and_ranges_have_one_message_but_a_reversed_range() {
         assert_eq!(parse_ports("80"), Ok(80..=80));
         assert_eq!(parse_ports("20-30"), Ok(20..=30));
+        let one = Ports
+            .check("80-80")
+            .map(|word| (word.range, word.to_string()));
+        assert_eq!(one, Ok((true, "80-80".to_owned())));
+        assert_eq!(Ports.check("80").map(|word| word.range), Ok(false));
         assert_eq!(
             parse_ports("30-20"),
             Err(Refused(

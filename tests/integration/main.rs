@@ -53,6 +53,9 @@ mod cli_listen;
 mod cli_listen_inherited;
 /// `listen -v`'s connection lines, with the fields of `serve`'s (SPEC §3.5).
 mod cli_listen_logs;
+/// Scripts moving from nc, ncat and socat (an outside audit): ncat's --wait, `-z` port lists
+/// and one-port ranges, socat's address words, hints for flags socketkit lacks.
+mod cli_migrate;
 /// The netcat habits of SPEC §3.6: nc's forms and flags, and hints for the ones spelled
 /// differently.
 mod cli_netcat;

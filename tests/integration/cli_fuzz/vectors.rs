@@ -545,8 +545,10 @@ impl World {
                     self.options(&TLS_SERVER[5..], valid, rng, case, &mut argv);
                 }
                 self.options(&LOG, valid, rng, case, &mut argv);
-                bound(&mut argv, &[("--timeout", "1s"), ("--wait", "100ms")]);
-                argv.push(self.value(Kind::Target { streams: false }, valid, rng, case));
+                let target = self.value(Kind::Target { streams: false }, valid, rng, case);
+                bound(&mut argv, &[("--timeout", "1s")]);
+                bound_wait(&mut argv, &target, valid);
+                argv.push(target);
             }
             "listen" => {
                 self.options(&LISTEN, valid, rng, case, &mut argv);
@@ -556,8 +558,9 @@ impl World {
                 }
                 self.options(&ACCESS, valid, rng, case, &mut argv);
                 self.options(&LOG, valid, rng, case, &mut argv);
-                bound(&mut argv, &[("--wait", "100ms")]);
-                argv.push(self.value(Kind::Listen { streams: false }, valid, rng, case));
+                let endpoint = self.value(Kind::Listen { streams: false }, valid, rng, case);
+                bound_wait(&mut argv, &endpoint, valid);
+                argv.push(endpoint);
             }
             "forward" => {
                 argv.push(os("-l"));
@@ -610,6 +613,20 @@ impl World {
 }
 
 /// Adds each bounding option the vector does not already have.
+/// `--wait` bounds a datagram run (udp:, unixgram:, or `-u`) after its stdin ends; on a
+/// stream it is a usage error, so a vector of accepted values leaves it out there.
+fn bound_wait(argv: &mut Vec<OsString>, endpoint: &OsString, valid: bool) {
+    let text = endpoint.to_string_lossy();
+    let datagrams = text.starts_with("udp:")
+        || text.starts_with("unixgram:")
+        || argv.iter().any(|arg| arg == "-u");
+    if datagrams {
+        bound(argv, &[("--wait", "100ms")]);
+    } else if valid && let Some(at) = argv.iter().position(|arg| arg == "--wait") {
+        argv.drain(at..(at + 2).min(argv.len()));
+    }
+}
+
 fn bound(argv: &mut Vec<OsString>, defaults: &[(&str, &str)]) {
     for (name, value) in defaults {
         if !argv.iter().any(|arg| arg == name) {
