@@ -101,7 +101,13 @@ impl Standalone {
     pub(crate) fn start(self) {
         self.bound.announce();
         let Standalone { runtime, bound } = self;
-        std::thread::spawn(move || runtime.block_on(bound.serve()));
+        // Without a thread (a thread limit), no metrics: the service is what matters.
+        if let Err(err) = std::thread::Builder::new()
+            .name("socketkit-metrics".into())
+            .spawn(move || runtime.block_on(bound.serve()))
+        {
+            tracing::warn!("cannot start the metrics endpoint's thread: {err}");
+        }
     }
 }
 

@@ -197,6 +197,8 @@ where
     let mut runtime = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
+        threads_can_start(workers)
+            .map_err(|err| CliError::runtime(Op::Spawn, "the runtime's threads", err))?;
         let mut runtime = tokio::runtime::Builder::new_multi_thread();
         runtime.worker_threads(workers);
         runtime
@@ -204,7 +206,7 @@ where
     let runtime = runtime
         .enable_all()
         .build()
-        .map_err(|err| CliError::runtime(Op::Create, "tokio runtime", err))?;
+        .map_err(|err| CliError::runtime(Op::Spawn, "the runtime", err))?;
     if let Some(plan) = &metrics {
         builder.metrics(plan.metrics());
     }
@@ -219,4 +221,33 @@ where
             .serve(builder, &access, metrics, announce, after_ready, serve)
             .await
     })
+}
+
+/// Starts `count` threads that live at once, then lets them end: tokio's multi-threaded
+/// runtime panics (and may then hang) when the system refuses it a worker thread (`ulimit
+/// -u`, a container's pids limit), so the refusal is met here first, as an error.
+fn threads_can_start(count: usize) -> std::io::Result<()> {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+    let mut started = Vec::with_capacity(count);
+    let mut refused = None;
+    for _ in 0..count {
+        let released = std::sync::Arc::clone(&released);
+        // Each waits until `release` is dropped, so that all `count` exist at once.
+        let waiting = std::thread::Builder::new().spawn(move || {
+            let _ = released.lock().map(|released| released.recv());
+        });
+        match waiting {
+            Ok(thread) => started.push(thread),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    drop(release);
+    for thread in started {
+        let _ = thread.join();
+    }
+    refused.map_or(Ok(()), Err)
 }

@@ -163,7 +163,13 @@ pub fn bridge_datagrams(
     let socket = &*socket;
     thread::scope(|scope| {
         let sender = (options.direction != Direction::ReceiveOnly)
-            .then(|| scope.spawn(|| send_datagrams(input, socket, &done, &input_ended, &activity)));
+            .then(|| {
+                thread::Builder::new().spawn_scoped(scope, || {
+                    send_datagrams(input, socket, &done, &input_ended, &activity)
+                })
+            })
+            .transpose()
+            .map_err(super::bridge::thread_error)?;
         let output = match options.direction {
             Direction::SendOnly => Output::writer(io::sink()),
             _ => output,

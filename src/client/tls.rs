@@ -93,7 +93,11 @@ pub fn bridge_tls(
         return bridge_tls_here(socket, handshake, input, output, options);
     }
     thread::scope(|scope| {
-        let bridging = scope.spawn(|| bridge_tls_here(socket, handshake, input, output, options));
+        let bridging = thread::Builder::new()
+            .spawn_scoped(scope, || {
+                bridge_tls_here(socket, handshake, input, output, options)
+            })
+            .map_err(super::bridge::thread_error)?;
         bridging
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

@@ -165,7 +165,7 @@ mod sni_route;
 mod socket;
 /// The low-level layer at its edges: NUL in a path, `recv(0)`, linger, ports out of range.
 mod socket_corners;
-/// Readiness under tight descriptor limits: told only once the server can serve.
+/// Start-up under tight descriptor and thread limits: readiness only once serving, no panic.
 mod startup_limits;
 /// TLS clients (connect, forward --to) against OpenSSL, socat and Python servers.
 mod tls_client;

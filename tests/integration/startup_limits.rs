@@ -1,9 +1,11 @@
-//! Readiness is told only once the server can serve: under a descriptor limit that lets it
+//! Start-up under tight limits. Readiness is told only once the server can serve: under a descriptor limit that lets it
 //! bind but not set up an io_uring worker's ring, `serve` wrote `listening on` (and told a
 //! service manager `READY=1`, and wrote its pid file) and then exited 1 with "cannot listen
 //! on …", which pointed at the port. Now either it is ready and serves, or it says what
-//! failed, with no readiness line before. Found by an outside audit that ran the binary
-//! under tight limits.
+//! failed, with no readiness line before. And a thread the system refuses (`ulimit -u`, a
+//! container's pids limit) is an `error:` line, exit 1: tokio's runtime and the bridge's
+//! threads panicked with a backtrace, and `serve` then hung. Found by an outside audit that
+//! ran the binary under tight limits.
 
 use std::io::Read;
 use std::process::Stdio;
@@ -80,4 +82,81 @@ fn under_a_descriptor_limit_the_io_uring_engine_is_ready_or_says_why_not() {
 #[test]
 fn under_a_descriptor_limit_the_epoll_engine_is_ready_or_says_why_not() {
     readiness_comes_only_when_serving("epoll");
+}
+
+/// `cmd` run as `nobody` with at most `threads` tasks of that user (`ulimit -u`): what a
+/// container's pids limit does. `None` unless the tests run as root (only root can switch
+/// users), with the reason printed.
+fn under_thread_limit(
+    mut cmd: std::process::Command,
+    threads: u64,
+) -> Option<std::process::Command> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run as nobody under a thread limit; skipped");
+        return None;
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: threads,
+                rlim_max: threads,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Some(cmd)
+}
+
+#[test]
+fn under_a_thread_limit_serve_forward_and_connect_say_so_without_a_panic() {
+    let target = crate::support::process::Running::start(
+        {
+            let mut cmd = crate::support::process::socketkit();
+            cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+            cmd
+        },
+        1,
+    );
+    let addr = target.addr();
+    for (args, threads) in [
+        (vec!["serve", "echo", "-l", "127.0.0.1:0"], 2),
+        (
+            vec![
+                "serve",
+                "echo",
+                "-l",
+                "127.0.0.1:0",
+                "--io-engine",
+                "io_uring",
+            ],
+            3,
+        ),
+        (
+            vec!["forward", "-l", "127.0.0.1:0", "--to", addr.as_str()],
+            2,
+        ),
+        (vec!["connect", addr.as_str()], 2),
+    ] {
+        let mut cmd = crate::support::process::socketkit();
+        cmd.args(&args);
+        let Some(cmd) = under_thread_limit(cmd, threads) else {
+            return;
+        };
+        let output = crate::support::process::run(cmd, b"hi\n".to_vec(), Duration::from_secs(10));
+        let line = format!("{args:?} under ulimit -u {threads}: {}", output.stderr);
+        assert_eq!(output.code(), 1, "{line}");
+        assert!(!output.stderr.contains("panicked"), "{line}");
+        assert!(!output.stderr.contains("listening on"), "{line}");
+        assert!(output.stderr.starts_with("error: "), "{line}");
+        assert_eq!(output.stderr.lines().count(), 1, "{line}");
+    }
 }

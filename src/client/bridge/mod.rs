@@ -180,7 +180,7 @@ pub fn bridge(
             idle: options.idle_timeout,
         };
         let direction = sending.direction;
-        let sender = scope.spawn(move || {
+        let sender = thread::Builder::new().spawn_scoped(scope, move || {
             let sender = Sender {
                 socket,
                 activity,
@@ -199,6 +199,10 @@ pub fn bridge(
             let _ = finished.send(());
             send_end
         });
+        let sender = match sender {
+            Ok(sender) => sender,
+            Err(err) => return Err(thread_error(err)),
+        };
         let end = receive(
             socket,
             &peer,
@@ -378,4 +382,10 @@ pub(crate) fn output_failed(err: io::Error) -> Result<BridgeEnd> {
     } else {
         Err(Error::new(Op::Io, "output", err))
     }
+}
+
+/// A thread of the bridge that could not be started (a thread limit: `ulimit -u`, a
+/// container's pids limit), as the error it ends with.
+pub(crate) fn thread_error(err: io::Error) -> Error {
+    Error::new(Op::Spawn, "a thread", err)
 }
