@@ -137,11 +137,9 @@ impl DatagramListener {
                     buf.resize(next, 0);
                 }
                 let (n, peer) = socket.recv_from(buf).await?;
-                let path = peer
-                    .as_pathname()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_default();
-                Ok((n, Address::Unix(path), None))
+                // A client bound to `@NAME` is answered there, as one bound to a path.
+                let peer = Address::from_unix(&peer.into());
+                Ok((n, peer, None))
             }
         }
     }
@@ -168,7 +166,17 @@ impl DatagramListener {
                         "the client's socket is unnamed (bind it to receive replies)",
                     ));
                 }
-                socket.send_to(data, path).await.map(drop)
+                if crate::socket::abstract_name(path).is_none() {
+                    return socket.send_to(data, path).await.map(drop);
+                }
+                // tokio's `send_to` takes `@NAME` for a file's path.
+                let to = peer.to_sockaddr()?;
+                socket
+                    .async_io(tokio::io::Interest::WRITABLE, || {
+                        socket2::SockRef::from(socket).send_to(data, &to)
+                    })
+                    .await
+                    .map(drop)
             }
             (DatagramListener::Unixgram { .. }, _) => Err(io::ErrorKind::InvalidInput.into()),
         }

@@ -35,9 +35,9 @@ pub enum Address {
     Inet(SocketAddrV4),
     /// An IPv6 address and port (`AF_INET6`).
     Inet6(SocketAddrV6),
-    /// A Unix socket path (`AF_UNIX`); an empty path is an unnamed socket.
-    ///
-    /// Linux abstract-namespace names are not modelled and read as unnamed.
+    /// A Unix socket path (`AF_UNIX`); an empty path is an unnamed socket, and `@NAME` a
+    /// name in Linux's abstract namespace (as `ss` and systemd write it; see
+    /// [`abstract_name`]), which has no file: a file really named `@x` is `./@x`.
     Unix(PathBuf),
 }
 
@@ -91,6 +91,8 @@ impl Address {
     }
 
     /// The path of a Unix address, or `None` for an IP address or an unnamed Unix socket.
+    /// An abstract name comes back as its `@NAME` form, which names no file (see
+    /// [`abstract_name`]).
     ///
     /// # Examples
     ///
@@ -151,6 +153,26 @@ impl Address {
                 None => SockAddr::unix(path),
             },
         }
+    }
+
+    /// The address of a Unix socket as the standard library (and tokio) give it: a path,
+    /// `@NAME` in the abstract namespace, or unnamed (an empty path).
+    pub(crate) fn from_unix(addr: &std::os::unix::net::SocketAddr) -> Address {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            #[cfg(target_os = "android")]
+            use std::os::android::net::SocketAddrExt;
+            #[cfg(target_os = "linux")]
+            use std::os::linux::net::SocketAddrExt;
+            if let Some(name) = addr.as_abstract_name() {
+                return Address::Unix(PathBuf::from(OsStr::from_bytes(&[b"@", name].concat())));
+            }
+        }
+        Address::Unix(
+            addr.as_pathname()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        )
     }
 
     pub(crate) fn from_sockaddr(addr: &SockAddr) -> Address {

@@ -99,3 +99,36 @@ fn unixgram_stale_socket_is_replaced_too() -> TestResult {
     assert_eq!(&buf[..n], b"ok");
     Ok(())
 }
+
+/// A `unixgram:` server answers a client bound to a name in the abstract namespace
+/// (`@NAME`, as systemd's and many daemons' sockets are): it took the client for an
+/// unnamed one, never answered, and named it `(unnamed)`. Found by an outside audit that
+/// ran the library beside Python's `socketserver`.
+#[test]
+fn a_unixgram_server_answers_a_client_bound_to_an_abstract_name() -> TestResult {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("echo.sock");
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        &format!("unixgram:{}", path.display()),
+    ])
+    .args(["-v", "--log-format", "json"]);
+    let mut server = Running::start(cmd, 1);
+    let name = format!("socketkit-test-{}-abstract-client", std::process::id());
+    let client = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
+    client.send_to(b"ping", &path)?;
+    let mut buf = [0u8; 16];
+    let n = client.recv(&mut buf)?;
+    assert_eq!(&buf[..n], b"ping");
+    server.signal(libc::SIGTERM);
+    let _ = server.wait(DEADLINE);
+    let peer = format!("\"peer\":\"@{name}\"");
+    assert!(server.stderr().contains(&peer), "{}", server.stderr());
+    Ok(())
+}
