@@ -192,6 +192,17 @@ fn text_addresses(
             invalid("expected HOST:PORT")
         }
     })?;
+    // `[fe80::1%eth0]:80`: a zone by name, which `SocketAddr`'s parser (numbers only)
+    // refused above, is the resolver's to read, without the brackets. An IPv6 address
+    // without them (`::1:80`) is refused, as the endpoint grammar refuses it: its last
+    // group could be the port or not.
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner,
+        None if host.contains(':') => {
+            return Err(invalid("an IPv6 address must be in brackets, as [::1]:80"));
+        }
+        None => host,
+    };
     resolve(host, port, family)
 }
 
@@ -207,6 +218,26 @@ pub(crate) fn first(addresses: Vec<Address>) -> Result<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_text_takes_brackets_and_a_zone_by_name() -> Result<()> {
+        let scoped = "[fe80::1%lo]:80".to_addresses(None)?;
+        match scoped.as_slice() {
+            [Address::Inet6(v6)] => {
+                assert_eq!(v6.port(), 80);
+                assert_ne!(v6.scope_id(), 0, "the zone is lo's index");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = "::1:80".to_addresses(None).unwrap_err();
+        assert!(err.to_string().contains("must be in brackets"), "{err}");
+        let loopback = std::net::SocketAddrV6::new(Ipv6Addr::LOCALHOST, 80, 0, 0);
+        assert_eq!(
+            "[::1]:80".to_addresses(None)?,
+            vec![Address::Inet6(loopback)]
+        );
+        Ok(())
+    }
 
     #[test]
     fn str_is_a_path_for_unix_sockets_and_host_port_otherwise() -> Result<()> {
