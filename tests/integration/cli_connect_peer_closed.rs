@@ -5,7 +5,6 @@
 //! found a transfer cut at the producer's first pause of a second, exit 0.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 use std::thread;
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, one_shot};
 use crate::support::process::{DEADLINE, socketkit, wait_bounded};
+use crate::support::pty::pty;
 
 fn connect_cmd(endpoint: &str) -> std::process::Command {
     let mut cmd = socketkit();
@@ -21,32 +21,6 @@ fn connect_cmd(endpoint: &str) -> std::process::Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
-}
-
-/// A pseudo-terminal: (the side a terminal emulator holds, the side a shell reads).
-fn pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (mut controller, mut terminal) = (-1, -1);
-    // SAFETY: openpty writes two descriptors through the pointers, which point at live
-    // ints; the name, settings and size are optional (null).
-    let rc = unsafe {
-        libc::openpty(
-            &mut controller,
-            &mut terminal,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
-    Ok(unsafe {
-        (
-            OwnedFd::from_raw_fd(controller),
-            OwnedFd::from_raw_fd(terminal),
-        )
-    })
 }
 
 /// Waits for `child` (bounded): exit 0, having printed `want`.

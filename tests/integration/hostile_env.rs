@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use std::time::Duration;
 use crate::support::TestResult;
 use crate::support::net::connect;
 use crate::support::process::{Running, run, socketkit, wait_bounded};
+use crate::support::pty::pty;
 
 /// Makes `cmd`'s program start with `signals` blocked, as a parent that blocked them and
 /// then exec'd would leave it (the mask survives exec).
@@ -210,32 +210,6 @@ fn a_pid_file_that_cannot_be_written_leaves_no_temporary_file() -> TestResult {
         .collect::<Result<_, _>>()?;
     assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())
-}
-
-/// A pseudo-terminal: (the side a terminal emulator holds, the side a program writes to).
-fn pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (mut controller, mut terminal) = (-1, -1);
-    // SAFETY: openpty writes two descriptors through the pointers, which point at live
-    // ints; the name, settings and size are optional (null).
-    let rc = unsafe {
-        libc::openpty(
-            &mut controller,
-            &mut terminal,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
-    Ok(unsafe {
-        (
-            OwnedFd::from_raw_fd(controller),
-            OwnedFd::from_raw_fd(terminal),
-        )
-    })
 }
 
 /// What `serve echo -v` writes to a terminal as its stderr, from start to a SIGTERM's end,

@@ -5,6 +5,7 @@ pub mod haproxy;
 pub mod net;
 pub mod process;
 pub mod proxies;
+pub mod pty;
 pub mod restart;
 pub mod seccomp;
 pub mod tls_peers;
