@@ -365,39 +365,43 @@ struct Restart {
 }
 
 impl Restart {
-    /// Starts the new process; once it serves, this one stops serving the metrics endpoint,
-    /// keeps its socket files for it, tells the service manager the new main pid, drains,
-    /// and returns the new process. If it fails, this one goes on serving everything.
-    async fn run(&mut self, handle: &ShutdownHandle) -> Option<Successor> {
+    /// Starts the new process and waits for it to report ready; if it fails, this one goes
+    /// on serving everything. Dropped before the new process is ready, it kills it.
+    async fn start(&self) -> Option<Successor> {
         let handover = self.handover.as_ref()?;
         tracing::info!("restarting: starting {}", self.program.display());
         match handover
             .start(&self.program, &self.args, RESTART_READY_TIMEOUT)
             .await
         {
-            Ok(successor) => {
-                // Every scrape and health check is the new process's from now on: it accepts
-                // on the same socket, and takes those queued on it. Stopped before the line
-                // below, so that a scrape sent once it is out cannot reach this process.
-                if let Some(metrics) = self.stop_metrics.take() {
-                    metrics.stop().await;
-                }
-                tracing::info!(
-                    "restarted: process {} serves now; draining connections",
-                    successor.pid()
-                );
-                if let Some(handover) = self.handover.take() {
-                    handover.complete();
-                }
-                tell_manager(ManagerState::MainPid(successor.pid()));
-                handle.hand_over();
-                Some(successor)
-            }
+            Ok(successor) => Some(successor),
             Err(err) => {
                 tracing::warn!("restart failed, still serving: {err}");
                 None
             }
         }
+    }
+
+    /// The new process serves: this one stops serving the metrics endpoint, keeps its
+    /// socket files for it, tells the service manager the new main pid, drains, and returns
+    /// the new process.
+    async fn take_over(&mut self, successor: Successor, handle: &ShutdownHandle) -> Successor {
+        // Every scrape and health check is the new process's from now on: it accepts on the
+        // same socket, and takes those queued on it. Stopped before the line below, so that
+        // a scrape sent once it is out cannot reach this process.
+        if let Some(metrics) = self.stop_metrics.take() {
+            metrics.stop().await;
+        }
+        tracing::info!(
+            "restarted: process {} serves now; draining connections",
+            successor.pid()
+        );
+        if let Some(handover) = self.handover.take() {
+            handover.complete();
+        }
+        tell_manager(ManagerState::MainPid(successor.pid()));
+        handle.hand_over();
+        successor
     }
 }
 
@@ -406,6 +410,7 @@ impl Restart {
 /// waits until it is over, which takes at most the readiness timeout. A stop that comes
 /// meanwhile is for the service, whichever process serves it by then: once the new process
 /// serves, it is told to stop too (this one drains already); if it failed, this one stops.
+/// A second stop before the new process is ready kills it and closes everything now.
 fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result<(), CliError> {
     let install =
         |kind| signal(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
@@ -423,15 +428,30 @@ fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result
                         tracing::info!("SIGUSR2: nothing to restart");
                         continue;
                     };
-                    let run = restarting.run(&handle);
-                    tokio::pin!(run);
                     let mut stops = 0;
-                    let successor = loop {
-                        tokio::select! {
-                            successor = &mut run => break successor,
-                            _ = interrupt.recv() => stops += 1,
-                            _ = terminate.recv() => stops += 1,
+                    let started = {
+                        let start = restarting.start();
+                        tokio::pin!(start);
+                        loop {
+                            tokio::select! {
+                                started = &mut start => break started,
+                                _ = interrupt.recv() => stops += 1,
+                                _ = terminate.recv() => stops += 1,
+                            }
+                            // A second stop closes everything now: the new process, not
+                            // ready yet, is not waited for (dropped, the start kills it).
+                            if stops >= 2 {
+                                tracing::info!(
+                                    "second stop during the restart: the new process is \
+                                     stopped before it was ready"
+                                );
+                                break None;
+                            }
                         }
+                    };
+                    let successor = match started {
+                        Some(successor) => Some(restarting.take_over(successor, &handle).await),
+                        None => None,
                     };
                     match (stops, successor) {
                         (0, _) => continue,

@@ -147,15 +147,22 @@ impl Handover {
         net::inherit_on_exec(&mut cmd, inherit);
         // A std child, not tokio's: tokio reaps a child whose handle is dropped, and the
         // new process is not ours to reap — whoever adopts it when we exit waits for it.
-        let mut child = cmd.spawn().map_err(fail)?;
+        let mut starting = Starting {
+            child: cmd.spawn().map_err(fail)?,
+            ready: false,
+        };
+        let child = &mut starting.child;
         // Our copy of the write end goes, so the pipe ends when the child's does.
         drop(ready.write);
         let report = pipe::Receiver::from_owned_fd(ready.read).map_err(fail)?;
         let reported = tokio::time::timeout(timeout, read_line(report)).await;
         let failure = match reported {
             Ok(Ok(line)) => match line.trim().parse::<u32>() {
-                Ok(pid) => return Ok(Successor { pid }),
-                Err(_) if line.is_empty() => match reap(&mut child).await {
+                Ok(pid) => {
+                    starting.ready = true;
+                    return Ok(Successor { pid });
+                }
+                Err(_) if line.is_empty() => match reap(child).await {
                     Some(status) => format!("it exited ({status}) before it was ready"),
                     None => "it closed its readiness pipe without reporting; stopped it".into(),
                 },
@@ -170,7 +177,7 @@ impl Handover {
         // A child that failed is stopped and reaped here, so none is left behind.
         if child.try_wait().ok().flatten().is_none() {
             let _ = child.kill();
-            let _ = reap(&mut child).await;
+            let _ = reap(child).await;
         }
         Err(fail(io::Error::other(failure)))
     }
@@ -180,6 +187,24 @@ impl Handover {
     pub fn complete(self) {
         for keeper in &self.keepers {
             keeper.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// A new process until it reports ready. Given up before (the wait for it dropped: a
+/// second stop signal came meanwhile), it is killed and reaped, so that none is left to
+/// serve the sockets unasked.
+struct Starting {
+    child: std::process::Child,
+    ready: bool,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if !self.ready && self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            // Killed, it is gone at once: the wait does not block for long.
+            let _ = self.child.wait();
         }
     }
 }

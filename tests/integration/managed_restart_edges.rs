@@ -231,6 +231,45 @@ fn a_stop_during_the_restart_stops_the_new_process_too() -> TestResult {
     Ok(())
 }
 
+/// A second stop while the new process has not reported ready closes everything at once:
+/// it waited for the 30 s the new process has to report (one that hung took them all).
+/// Found by an outside audit.
+#[test]
+fn a_second_stop_during_a_hung_restart_closes_everything_at_once() -> TestResult {
+    become_subreaper();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let (binary, real) = replaceable_binary(dir.path())?;
+    let mut cmd = command(&binary);
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    let mut old = Running::start(cmd, 1);
+    // A new process that never reports ready (nor exits).
+    wrap(&binary, "exec sleep 60", &real, "")?;
+    old.signal(libc::SIGUSR2);
+    old.wait_for_stderr(&["restarting: starting"], RESTART);
+    let asked = std::time::Instant::now();
+    old.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    old.signal(libc::SIGTERM);
+    assert_eq!(
+        old.wait(Duration::from_secs(20)).code(),
+        Some(0),
+        "{}",
+        old.stderr()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}: {}",
+        asked.elapsed(),
+        old.stderr()
+    );
+    assert!(
+        old.stderr().contains("second stop during the restart"),
+        "{}",
+        old.stderr()
+    );
+    Ok(())
+}
+
 const ACTIVATE: &str = "systemd-socket-activate";
 
 #[test]
