@@ -227,27 +227,25 @@ where
 /// runtime panics (and may then hang) when the system refuses it a worker thread (`ulimit
 /// -u`, a container's pids limit), so the refusal is met here first, as an error.
 fn threads_can_start(count: usize) -> std::io::Result<()> {
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+    // Held while they start, so that all `count` exist at once: each waits for a read of
+    // it, which the write holds back.
+    let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+    let held = gate.write();
     let mut started = Vec::with_capacity(count);
-    let mut refused = None;
+    let mut refused = Ok(());
     for _ in 0..count {
-        let released = std::sync::Arc::clone(&released);
-        // Each waits until `release` is dropped, so that all `count` exist at once.
-        let waiting = std::thread::Builder::new().spawn(move || {
-            let _ = released.lock().map(|released| released.recv());
-        });
-        match waiting {
+        let gate = std::sync::Arc::clone(&gate);
+        match std::thread::Builder::new().spawn(move || drop(gate.read())) {
             Ok(thread) => started.push(thread),
             Err(err) => {
-                refused = Some(err);
+                refused = Err(err);
                 break;
             }
         }
     }
-    drop(release);
+    drop(held);
     for thread in started {
         let _ = thread.join();
     }
-    refused.map_or(Ok(()), Err)
+    refused
 }

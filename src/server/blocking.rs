@@ -65,10 +65,10 @@ impl BlockingConnection {
         &self.local
     }
 
-    /// The kernel ends a blocking call that waited out `SO_RCVTIMEO`/`SO_SNDTIMEO` with
-    /// `EAGAIN`; the socket is blocking, so that can only be the idle limit.
-    /// The error a failed read or write returns: the idle limit's in words where the
-    /// socket's timeout ran out. Noted for the connection's `closed` line.
+    /// The error a failed read or write returns, noted for the connection's `closed` line
+    /// (and its close needs no half-close first). The kernel ends a blocking call that
+    /// waited out `SO_RCVTIMEO`/`SO_SNDTIMEO` with `EAGAIN`; the socket is blocking, so that
+    /// can only be the idle limit, which the error then says in words.
     fn failed(&mut self, err: io::Error) -> io::Error {
         let err = match self.idle {
             Some(limit) if err.kind() == io::ErrorKind::WouldBlock => net::idle_error(limit),

@@ -314,8 +314,7 @@ impl Connection {
             Ok(n) => n,
             Err(err) => {
                 if err.kind() != io::ErrorKind::WouldBlock {
-                    self.meter.failed(&err);
-                    *self.settled.get_mut() = true;
+                    self.failed(&err);
                 }
                 return Err(err);
             }
@@ -371,10 +370,16 @@ impl Connection {
     /// Notes a failed read, write or shutdown in the meter, for the closing line.
     fn note_failure<T>(&mut self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(err)) = &poll {
-            self.meter.failed(err);
-            *self.settled.get_mut() = true;
+            self.failed(err);
         }
         poll
+    }
+
+    /// A read, write or shutdown failed with `err`: the closing line says so, and the close
+    /// needs no half-close first.
+    fn failed(&mut self, err: &io::Error) {
+        self.meter.failed(err);
+        *self.settled.get_mut() = true;
     }
 }
 

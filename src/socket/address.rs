@@ -165,14 +165,10 @@ impl Address {
             #[cfg(target_os = "linux")]
             use std::os::linux::net::SocketAddrExt;
             if let Some(name) = addr.as_abstract_name() {
-                return Address::Unix(PathBuf::from(OsStr::from_bytes(&[b"@", name].concat())));
+                return unix_named(Some(name), None);
             }
         }
-        Address::Unix(
-            addr.as_pathname()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-        )
+        unix_named(None, addr.as_pathname())
     }
 
     pub(crate) fn from_sockaddr(addr: &SockAddr) -> Address {
@@ -182,14 +178,16 @@ impl Address {
         if let Some(v6) = addr.as_socket_ipv6() {
             return Address::Inet6(v6);
         }
-        if let Some(name) = addr.as_abstract_namespace() {
-            return Address::Unix(PathBuf::from(OsStr::from_bytes(&[b"@", name].concat())));
-        }
-        Address::Unix(
-            addr.as_pathname()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-        )
+        unix_named(addr.as_abstract_namespace(), addr.as_pathname())
+    }
+}
+
+/// A Unix address from what the system reports: a name in the abstract namespace (written
+/// `@NAME`), else a path, else unnamed (an empty path).
+fn unix_named(abstract_name: Option<&[u8]>, path: Option<&Path>) -> Address {
+    match (abstract_name, path) {
+        (Some(name), _) => Address::Unix(PathBuf::from(OsStr::from_bytes(&[b"@", name].concat()))),
+        (None, path) => Address::Unix(path.map(Path::to_path_buf).unwrap_or_default()),
     }
 }
 
