@@ -118,7 +118,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let Some(stream) = conn.stream_mut() else {
+        let Some((stream, meter)) = conn.stream_and_meter() else {
             return;
         };
         stream.sending = false;
@@ -131,11 +131,14 @@ impl Worker {
                 if spill.consume(sent) {
                     self.spills.remove(&slot);
                 }
-                if let Some(meter) = &mut conn.meter {
+                if let Some(meter) = meter {
                     meter.sent(sent);
                 }
             }
-            _ => stream.failed = true,
+            _ => {
+                stream.failed = true;
+                super::stream::note_send_failure(meter, result);
+            }
         }
         self.advance(slot);
     }

@@ -238,8 +238,8 @@ impl Worker {
             Err(_) => None,
         };
         let complete = taken == Some(len);
-        if taken.is_none() {
-            note_failure(meter, result);
+        if taken.is_none() || !(complete || unpinning) {
+            note_send_failure(meter, result);
         }
         // Counted when it all went, or as much as went of a send cancelled for the spill.
         let metered = taken.filter(|_| complete || unpinning).unwrap_or(0);
@@ -412,5 +412,17 @@ fn send(fd: RawFd, fixed: Option<u32>, bytes: &[u8], user_data: u64) -> squeue::
 fn note_failure(meter: &mut Option<Box<Meter>>, result: i32) {
     if let (Some(meter), true) = (meter, result < 0) {
         meter.failed(&std::io::Error::from_raw_os_error(-result));
+    }
+}
+
+/// Notes a send that failed: its errno, or for one cut short (`MSG_WAITALL` sends it all
+/// unless the connection fails, and then says what went before, not why), that.
+pub(super) fn note_send_failure(meter: &mut Option<Box<Meter>>, result: i32) {
+    match (meter, result < 0) {
+        (meter, true) => note_failure(meter, result),
+        (Some(meter), false) => meter.failed(&std::io::Error::other(
+            "a send was cut short: the connection was reset or closed",
+        )),
+        (None, false) => {}
     }
 }
