@@ -16,6 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::args::{LogArgs, LogFormat};
 use super::exit::sanitize;
+use super::stderr;
 
 /// The format `init` chose, for the notices written beside the library's events.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
@@ -23,6 +24,7 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 /// Sends the library's events to stderr at the level `-v`/`-q` ask for, in the chosen format.
 pub(crate) fn init(log: &LogArgs) {
     let _ = FORMAT.set(log.log_format);
+    stderr::start(dropped_line);
     let level = match (log.quiet, log.verbose) {
         (true, _) => tracing::Level::ERROR,
         (false, 0) => tracing::Level::INFO,
@@ -65,19 +67,30 @@ fn colour(
 /// beside `msg`, so that every line but `listening on` parses.
 pub(crate) fn notice(msg: &str, fields: &[(&str, Value)]) {
     let line = match FORMAT.get() {
-        Some(LogFormat::Json) => {
-            let mut object = Map::new();
-            object.insert("ts".into(), now_rfc3339().into());
-            object.insert("level".into(), "info".into());
-            object.insert("msg".into(), msg.into());
-            for (name, value) in fields {
-                object.insert((*name).to_owned(), value.clone());
-            }
-            Value::Object(object).to_string()
-        }
+        Some(LogFormat::Json) => our_json_line("info", msg, fields),
         _ => sanitize(msg),
     };
-    let _ = LossyStderr.write_all(format!("{line}\n").as_bytes());
+    stderr::write(format!("{line}\n").as_bytes(), stderr::Line::Notice);
+}
+
+/// A line of ours written beside the library's events in the JSON format: an object like an
+/// event's, with `fields` beside `msg`.
+fn our_json_line(level: &str, msg: &str, fields: &[(&str, Value)]) -> String {
+    let mut object = json_object(level, msg);
+    for (name, value) in fields {
+        object.insert((*name).to_owned(), value.clone());
+    }
+    Value::Object(object).to_string()
+}
+
+/// Says that `count` events were dropped because stderr was not read fast enough, as a
+/// warning in the log's format.
+fn dropped_line(count: u64) -> String {
+    let msg = format!("{count} log line(s) dropped: standard error was not read fast enough");
+    match FORMAT.get() {
+        Some(LogFormat::Json) => our_json_line("warn", &msg, &[("dropped", count.into())]) + "\n",
+        _ => format!(" WARN {msg}\n"),
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -85,17 +98,18 @@ fn now_rfc3339() -> String {
 }
 
 /// Standard error that drops what it cannot write. A server whose log reader has gone
-/// (`serve 2>&1 | head -1`, a supervisor that closed the pipe) must go on serving and still
-/// shut down on SIGTERM; given the error, tracing-subscriber reports it with `eprintln!`,
-/// which panics on a closed stderr, in whichever task was logging (the shutdown's own,
-/// once: the server then never stopped).
+/// (`serve 2>&1 | head -1`, a supervisor that closed the pipe) or stopped reading must go
+/// on serving and still shut down on SIGTERM: the events go through [`stderr`]'s queue,
+/// which a full pipe does not hold up, and which drops what does not fit. Never an error:
+/// given one, tracing-subscriber reports it with `eprintln!`, which panics on a closed
+/// stderr, in whichever task was logging (the shutdown's own, once: the server then never
+/// stopped).
 struct LossyStderr;
 
 impl Write for LossyStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // tracing-subscriber hands over one whole event per call; with nobody reading, there
-        // is nobody to tell that it was lost.
-        let _ = io::stderr().write_all(buf);
+        // tracing-subscriber hands over one whole event per call.
+        stderr::write(buf, stderr::Line::Event);
         Ok(buf.len())
     }
 
@@ -144,13 +158,19 @@ where
 }
 
 fn json_line(event: &Event<'_>) -> Value {
-    let mut object = Map::new();
-    object.insert("ts".into(), now_rfc3339().into());
     let level = event.metadata().level().as_str().to_ascii_lowercase();
-    object.insert("level".into(), level.into());
-    object.insert("msg".into(), Value::String(String::new()));
+    let mut object = json_object(&level, "");
     event.record(&mut Fields(&mut object));
     Value::Object(object)
+}
+
+/// What every JSON line starts with (SPEC §3.5): `ts`, `level` and `msg`.
+fn json_object(level: &str, msg: &str) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("ts".into(), now_rfc3339().into());
+    object.insert("level".into(), level.into());
+    object.insert("msg".into(), msg.into());
+    object
 }
 
 /// Collects an event's fields; `message` becomes `msg`.

@@ -24,6 +24,7 @@ mod serve;
 mod server;
 mod sni_routes;
 mod socket_file;
+mod stderr;
 mod stdio;
 mod target_file;
 mod tls;
@@ -76,10 +77,12 @@ pub(crate) fn run() -> ExitCode {
         Command::Completions(args) => completions::print_completions(args.shell),
         Command::Man => completions::print_man_page(),
     };
-    match outcome {
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => err.report(),
-    }
+    };
+    stderr::flush(stderr::EXIT_FLUSH);
+    code
 }
 
 /// `--help` and `--version` print and succeed; a bare `socketkit` prints help on stdout (as a

@@ -2,11 +2,10 @@
 //! written before anything else, so that scripts and tests can wait for them and read the
 //! real port.
 
-use std::io::Write;
-
 use socketkit::endpoint::Endpoint;
 
 use super::exit::sanitize;
+use super::stderr;
 
 /// Writes one readiness line per endpoint, in one write so lines never interleave with logs.
 /// Control characters are escaped: a Unix path with a newline in it would otherwise write a
@@ -20,10 +19,10 @@ pub(crate) fn announce(endpoints: &[Endpoint], what: &str) {
     write_whole(&text);
 }
 
-/// Writes `text` to stderr in one `write(2)`: stderr is unbuffered, and `writeln!` with
-/// arguments writes each piece on its own, so another process sharing the stream (the
+/// Writes `text` (whole lines) to stderr, lines whole: stderr is unbuffered, and `writeln!`
+/// with arguments writes each piece on its own, so another process sharing the stream (the
 /// process a restart replaces, still draining) could write into the middle of a line that
-/// a script reads a port from. If stderr is gone there is no one to tell: the error is moot.
+/// a script reads a port from. Never dropped, even when log events are (see [`stderr`]).
 pub(crate) fn write_whole(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    stderr::write(text.as_bytes(), stderr::Line::Notice);
 }

@@ -37,6 +37,7 @@ pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> 
             let caught = runtime.block_on(ending.first());
             tracing::debug!("signal {caught}: removing {}", file.path().display());
             file.remove();
+            super::stderr::flush(super::stderr::EXIT_FLUSH);
             client::die_by_signal(caught);
         })
         .map_err(failed)?;

@@ -353,3 +353,79 @@ fn a_reply_socket_that_cannot_be_bound_is_named_not_the_server() -> TestResult {
     );
     Ok(())
 }
+
+/// Reads `stderr` line by line until a `listening on` line, and returns the address in it
+/// and the reader (kept, unread, by a test that wants the pipe to fill up).
+fn read_until_listening(
+    stderr: std::process::ChildStderr,
+) -> Result<(String, std::io::BufReader<std::process::ChildStderr>), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stderr);
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 {
+        if let Some(rest) = line.split("listening on tcp:").nth(1) {
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return Ok((addr, reader));
+        }
+        line.clear();
+    }
+    Err("no `listening on` line".into())
+}
+
+#[test]
+fn a_log_reader_that_stops_reading_holds_up_neither_the_service_nor_the_stop() -> TestResult {
+    const CLIENTS: usize = 5000;
+    let mut child = socketkit()
+        .args(["serve", "echo", "-v", "-l", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("stderr is piped")?;
+    let result = (|| -> TestResult {
+        let (addr, reader) = read_until_listening(stderr)?;
+        // A line of ~140 bytes a connection at `-v`: the pipe (64 KiB) fills after a few
+        // hundred, and nobody reads it now; 700 KB is more than the pipe and the queue.
+        for client in 0..CLIENTS {
+            let mut stream = connect(&addr);
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"hi")?;
+            let mut answer = [0u8; 2];
+            stream
+                .read_exact(&mut answer)
+                .map_err(|err| format!("client {client} of {CLIENTS}: {err}"))?;
+        }
+        // The reader is back: the count of what was dropped comes once the queue is written
+        // out (events meanwhile may be dropped too), then, stopped, the stop's lines.
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+        let collected = thread::spawn(move || {
+            use std::io::BufRead;
+            let mut rest = String::new();
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if line.contains("log line(s) dropped: standard error was not read fast enough") {
+                    let _ = dropped_tx.send(());
+                }
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            rest
+        });
+        let counted = dropped_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        unsafe { libc::kill(i32::try_from(child.id())?, libc::SIGTERM) };
+        let status = wait_bounded(&mut child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0));
+        let rest = collected.join().map_err(|_| "the reader panicked")?;
+        assert!(counted, "no count of dropped lines:\n{rest}");
+        assert!(rest.contains("shutting down"), "{rest}");
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

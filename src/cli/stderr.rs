@@ -1,0 +1,221 @@
+//! Standard error that never holds the server up. Lines are queued and written by a thread
+//! of their own, so that a log reader that stops reading (a paused collector, a pipe nobody
+//! drains) stalls that thread only: the threads that accept and serve connections, and the
+//! shutdown, go on. Log events that find the queue full are dropped and counted, and the
+//! count is written once the reader catches up; the lines a user must see (the readiness
+//! lines, notices, the `error:` line) are always queued. Where no thread can be started (a
+//! thread limit), every line is written at once, as it is before [`start`].
+
+use std::io::{self, Write};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How much text may wait for a slow reader before log events are dropped: at `-v`, about
+/// two thousand connections' lines, and a bounded cost if nobody ever reads them.
+const QUEUE_LIMIT: usize = 256 * 1024;
+
+/// The most a write to a pipe may hold and still reach the reader whole (POSIX `PIPE_BUF`
+/// on Linux): the text is written in pieces of whole lines up to this size, so that the
+/// lines of another process on the same stderr (the process a restart replaces, still
+/// draining) never land in the middle of one of ours.
+const WHOLE_WRITE: usize = 4096;
+
+/// How long the process waits at exit for its queued lines to be written: long enough for
+/// any reader that reads at all, bounded for one that never will.
+pub(crate) const EXIT_FLUSH: Duration = Duration::from_secs(1);
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+/// What a line is, which decides whether a full queue may drop it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A log event: dropped (and counted) when the queue is full.
+    Event,
+    /// A readiness line, a notice or an error: always queued.
+    Notice,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    /// Rung when text is queued while the writer waits for some.
+    queued: Condvar,
+    /// Rung when the writer has written everything it was given.
+    emptied: Condvar,
+    /// The line that says how many events were dropped, in the log's format.
+    dropped_line: fn(u64) -> String,
+}
+
+#[derive(Default)]
+struct State {
+    pending: Vec<u8>,
+    /// Events dropped since the writer last took the queue.
+    dropped: u64,
+    /// The writer thread runs: else lines are written by whoever has one.
+    threaded: bool,
+    /// The writer waits for text (so a line queued must wake it).
+    waiting: bool,
+    /// The writer is writing what it took.
+    writing: bool,
+}
+
+/// Starts the writer thread; `dropped_line` words the count of dropped events. Lines
+/// written before, or if no thread can be started, are written at once.
+pub(crate) fn start(dropped_line: fn(u64) -> String) {
+    let queue = QUEUE.get_or_init(|| Queue {
+        state: Mutex::new(State::default()),
+        queued: Condvar::new(),
+        emptied: Condvar::new(),
+        dropped_line,
+    });
+    let mut state = lock(&queue.state);
+    if state.threaded {
+        return;
+    }
+    let started = std::thread::Builder::new()
+        .name("socketkit-log".to_owned())
+        .spawn(move || queue.write_forever());
+    // Refused (a thread limit), lines go out at once, as they did before `start`.
+    state.threaded = started.is_ok();
+}
+
+/// Writes `text` (whole lines) to stderr, through the queue once [`start`] has run.
+pub(crate) fn write(text: &[u8], line: Line) {
+    let Some(queue) = QUEUE.get() else {
+        return write_lines(text);
+    };
+    let mut state = lock(&queue.state);
+    if !state.threaded {
+        drop(state);
+        return write_lines(text);
+    }
+    if line == Line::Event && state.pending.len() + text.len() > QUEUE_LIMIT {
+        state.dropped += 1;
+        return;
+    }
+    state.pending.extend_from_slice(text);
+    // Only when the writer waits: a condition variable's ring is a system call each time.
+    if state.waiting {
+        state.waiting = false;
+        queue.queued.notify_one();
+    }
+}
+
+/// Waits up to `within` for the queued lines to be written: before the process exits, so
+/// that its last lines (the `error:` line among them) are not lost with it.
+pub(crate) fn flush(within: Duration) {
+    let Some(queue) = QUEUE.get() else {
+        return;
+    };
+    let deadline = Instant::now() + within;
+    let mut state = lock(&queue.state);
+    while state.threaded && (state.writing || !state.pending.is_empty() || state.dropped > 0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        state = match queue.emptied.wait_timeout(state, left) {
+            Ok((state, _)) => state,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+}
+
+impl Queue {
+    /// The writer thread: takes whatever is queued and writes it, for as long as the
+    /// process lives.
+    fn write_forever(&self) {
+        let mut taken = Vec::new();
+        loop {
+            let mut state = lock(&self.state);
+            state.writing = false;
+            if taken.capacity() > 0 && state.pending.is_empty() {
+                // Kept for the next lines: most runs log little, and at `-v` steadily.
+                taken.clear();
+                std::mem::swap(&mut state.pending, &mut taken);
+            }
+            self.emptied.notify_all();
+            while state.pending.is_empty() && state.dropped == 0 {
+                state.waiting = true;
+                state = match self.queued.wait(state) {
+                    Ok(state) => state,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+            }
+            state.waiting = false;
+            state.writing = true;
+            taken = std::mem::take(&mut state.pending);
+            let dropped = std::mem::take(&mut state.dropped);
+            drop(state);
+            if dropped > 0 {
+                taken.extend_from_slice((self.dropped_line)(dropped).as_bytes());
+            }
+            write_lines(&taken);
+        }
+    }
+}
+
+/// Takes the lock whatever a panicking holder left: the state is a queue of bytes, whole
+/// at every point a holder could panic (none of its code does).
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes `text` in pieces of whole lines of at most [`WHOLE_WRITE`] bytes each (a longer
+/// line goes alone). If stderr is gone there is nobody to tell: the rest is dropped.
+fn write_lines(mut text: &[u8]) {
+    let mut stderr = io::stderr().lock();
+    while !text.is_empty() {
+        let (piece, rest) = text.split_at(piece_end(text));
+        if stderr.write_all(piece).is_err() {
+            return;
+        }
+        text = rest;
+    }
+}
+
+/// Where the first piece of `text` to write ends: after the last line end within
+/// [`WHOLE_WRITE`] bytes, or after the first line if that one is longer.
+fn piece_end(text: &[u8]) -> usize {
+    if text.len() <= WHOLE_WRITE {
+        return text.len();
+    }
+    let after = |newline: usize| newline + 1;
+    match text[..WHOLE_WRITE].iter().rposition(|&b| b == b'\n') {
+        Some(newline) => after(newline),
+        None => text
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), after),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_end_at_line_ends_within_a_whole_write() {
+        let line = |n: usize| format!("{}\n", "x".repeat(n - 1)).into_bytes();
+        let mut text = Vec::new();
+        for _ in 0..3 {
+            text.extend(line(1500));
+        }
+        text.extend(line(5000));
+        text.extend(line(10));
+        let pieces = pieces(&text);
+        assert_eq!(pieces, vec![3000, 1500, 5000, 10]);
+    }
+
+    /// The sizes `write_lines` would write `text` in.
+    fn pieces(mut text: &[u8]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        while !text.is_empty() {
+            let end = piece_end(text);
+            sizes.push(end);
+            text = &text[end..];
+        }
+        sizes
+    }
+}
