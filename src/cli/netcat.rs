@@ -48,6 +48,9 @@ pub(crate) fn endpoint_text(
     }
     let (scheme, rest) = match text.split_once(':') {
         Some((scheme @ ("tcp" | "udp" | "unix" | "unixgram" | "tls"), rest)) => (scheme, rest),
+        // Not an endpoint as it stands (socat's `TCP4:h:p`, a port out of range): parsed
+        // as written, so that its error names what the user wrote, not `udp:` before it.
+        _ if text.parse::<Endpoint>().is_err() => return Ok(text),
         _ => ("tcp", text.as_str()),
     };
     match scheme {
@@ -188,5 +191,7 @@ mod tests {
         assert_eq!(text("12399", None, false, Some("0.0.0.0")), "0.0.0.0:12399");
         assert_eq!(text(":12399", None, false, Some("[::]")), "[::]:12399");
         assert!(endpoint_text("tls:h:1", None, true, None).is_err());
+        // Left as written for the parser to name what is wrong with it.
+        assert_eq!(text("TCP4:h:1", None, true, None), "TCP4:h:1");
     }
 }

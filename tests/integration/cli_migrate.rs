@@ -166,6 +166,15 @@ fn socat_address_words_name_the_socketkit_form() {
         usage_error(&["connect", endpoint], words);
     }
     usage_error(&["listen", "TCP-LISTEN:0"], "given to listen");
+    // With -u, the word is still named (it was taken for a host before `udp:`).
+    usage_error(
+        &["connect", "-u", "UDP4:127.0.0.1:9"],
+        "unknown scheme 'UDP4'",
+    );
+    usage_error(
+        &["listen", "-u", "udp4:127.0.0.1:0"],
+        "unknown scheme 'udp4'",
+    );
     usage_error(
         &["forward", "-l", "127.0.0.1:0", "--to", "TCP4:127.0.0.1:9"],
         "socat's",
