@@ -18,7 +18,7 @@ use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::managed::{Listen, Managed};
 use super::tls::ServerSetup;
-use super::{forward_datagram, init_logging, resolve, server, sni_routes, target_file, tls};
+use super::{forward_datagram, init_serving, resolve, server, sni_routes, target_file, tls};
 
 /// Runs `forward`; `given` names the options written on the command line (a udp: relay
 /// refuses those it cannot apply, defaults or not).
@@ -219,7 +219,7 @@ where
 {
     let mut prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
     let (handler, checks) = make(&mut prepared);
-    init_logging(&args.log);
+    init_serving(&args.log);
     let after_ready = || {
         if let Some(tls) = &listener_tls {
             tls.announce();

@@ -16,7 +16,7 @@ use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::metrics::{MetricsPlan, MetricsSocket};
 use super::target_file;
-use super::{init_logging, ready};
+use super::{init_serving, ready};
 
 /// Relays datagrams from every `endpoints` (all `udp:` or `unixgram:`) to `target` until
 /// SIGINT/SIGTERM.
@@ -60,7 +60,7 @@ pub(crate) fn run(
         relay = relay.metrics(plan.metrics());
     }
     let shutdown_delay = args.server.shutdown_delay;
-    init_logging(&args.log);
+    init_serving(&args.log);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

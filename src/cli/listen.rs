@@ -22,7 +22,7 @@ use super::managed::{refuse_transport_before_fd, take_inherited};
 use super::metrics::MetricsPlan;
 use super::netcat::{self, Netcat};
 use super::tls::ServerSetup;
-use super::{init_logging, ready, resolve, server, socket_file, stdio, tls};
+use super::{init_serving, ready, resolve, server, socket_file, stdio, tls};
 
 pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let any_host = match (args.ipv4, args.ipv6) {
@@ -74,7 +74,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let nc = Netcat::resolve(&args.netcat, &endpoint)?;
     let options = stdio::options(&args.bridge, &nc);
     let access = access::resolve(&args.access)?;
-    init_logging(&args.log);
+    init_serving(&args.log);
     let mut listening = match inherited {
         Some(socket) => adopt(socket)?,
         None => client::listen_transport(&endpoint, args.ipv6)?,

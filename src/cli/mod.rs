@@ -176,3 +176,12 @@ fn suggestion(err: &clap::Error) -> Option<String> {
 fn init_logging(log_args: &LogArgs) {
     log::init(log_args);
 }
+
+/// [`init_logging`], for a command that serves (`serve`, `forward`, `listen`): and the
+/// soft limit on open descriptors raised to the hard one, which a service manager or a
+/// login shell leaves far apart (1024 and 524288 under systemd): each client holds one.
+/// Not logged: nothing may come before the readiness lines, and `/proc/PID/limits` says it.
+fn init_serving(log_args: &LogArgs) {
+    init_logging(log_args);
+    socketkit::server::use_the_hard_descriptor_limit();
+}

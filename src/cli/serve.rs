@@ -10,7 +10,7 @@ use super::args::ServeArgs;
 use super::exit::CliError;
 use super::given::Given;
 use super::managed::Managed;
-use super::{init_logging, server, tls};
+use super::{init_serving, server, tls};
 
 /// The tutorial's port, used when no `-l` is given.
 const DEFAULT_LISTEN: &str = ":12345";
@@ -49,7 +49,7 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     let tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
     let prepared = server::prepare(&args.server, listeners, tls.as_ref(), &managed)?;
-    init_logging(&args.log);
+    init_serving(&args.log);
     let after_ready = || {
         if let Some(tls) = &tls {
             tls.announce();

@@ -101,7 +101,10 @@ pub use engine::{IO_ENGINE_VAR, IoEngine, Routine, UnknownEngine};
 pub use handover::{Handover, Successor};
 pub use inherited::{Inherited, InheritedSocket, ReadyReport};
 pub use metered::{MeteredConnection, MeteredListener};
-pub use notify::{ManagerState, notify_manager, reset_inherited_signals};
+pub use notify::{
+    DescriptorLimit, ManagerState, notify_manager, reset_inherited_signals,
+    use_the_hard_descriptor_limit,
+};
 pub use shutdown::ShutdownHandle;
 
 /// Why a connection was refused; the metrics' reason, re-exported for admission stages.

@@ -1,7 +1,8 @@
 //! Telling a service manager how the server is doing: systemd's `sd_notify(3)` protocol
 //! (a datagram to the socket `NOTIFY_SOCKET` names), sent with the `sd-notify` crate. With
 //! no `NOTIFY_SOCKET` nothing is sent, so calling these costs nothing elsewhere. And what
-//! a manager (or any parent) may leave the process with: signals blocked or ignored.
+//! a manager (or any parent) may leave the process with: signals blocked or ignored, and a
+//! soft limit on open descriptors far below the hard one.
 
 use std::io;
 
@@ -47,4 +48,27 @@ pub fn notify_manager(state: ManagerState) -> io::Result<()> {
 /// The system refused to change the mask or the action (it does not for these signals).
 pub fn reset_inherited_signals() -> io::Result<()> {
     crate::net::reset_inherited_signals()
+}
+
+/// The soft limit on open descriptors before and after [`use_the_hard_descriptor_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorLimit {
+    /// The soft limit the process started with.
+    pub was: u64,
+    /// The soft limit now: the hard limit, unless the system refused.
+    pub now: u64,
+}
+
+/// Raises the soft limit on open descriptors (`RLIMIT_NOFILE`) to the hard limit, as systemd
+/// advises a service that needs many descriptors to do (it starts services with 1024 soft
+/// and 524288 hard), and as Go programs do at start-up: every connection holds one, a relay
+/// two, and at the soft limit a server stops accepting. Programs the process starts
+/// afterwards inherit the raised limit.
+///
+/// On a system that refuses (a hard limit it does not allow as a soft one), the limit is
+/// left as it was: `now == was`.
+pub fn use_the_hard_descriptor_limit() -> DescriptorLimit {
+    let was = crate::net::descriptor_limit().unwrap_or(1024);
+    let now = crate::net::raise_descriptor_limit(u64::MAX);
+    DescriptorLimit { was, now }
 }

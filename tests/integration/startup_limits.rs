@@ -5,14 +5,16 @@
 //! failed, with no readiness line before. And a thread the system refuses (`ulimit -u`, a
 //! container's pids limit) is an `error:` line, exit 1: tokio's runtime and the bridge's
 //! threads panicked with a backtrace, and `serve` then hung. Found by an outside audit that
-//! ran the binary under tight limits.
+//! ran the binary under tight limits. And a soft descriptor limit far below the hard one
+//! (systemd's 1024 and 524288) is raised to it: a server held about a thousand clients.
 
 use std::io::Read;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::process::socketkit_with_fd_limit;
+use crate::support::net::connect;
+use crate::support::process::{Running, socketkit_after, socketkit_with_fd_limit};
 
 /// What `serve` did within 300 ms under `ulimit -n limit`: its exit code if it
 /// ended by itself (`None` if it was still running and was killed), and its stderr.
@@ -158,5 +160,62 @@ fn under_a_thread_limit_serve_forward_and_connect_say_so_without_a_panic() {
         assert!(!output.stderr.contains("listening on"), "{line}");
         assert!(output.stderr.starts_with("error: "), "{line}");
         assert_eq!(output.stderr.lines().count(), 1, "{line}");
+    }
+}
+
+/// The hard limit on this process's open descriptors, which the server inherits.
+fn hard_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    limit.rlim_max
+}
+
+#[test]
+fn serve_and_forward_raise_a_low_soft_descriptor_limit_to_the_hard_one() {
+    use std::io::Write;
+    const CLIENTS: usize = 150;
+    if hard_descriptor_limit() < 1024 {
+        eprintln!("skipped: the hard descriptor limit is below 1024 here");
+        return;
+    }
+    // 64 descriptors would hold ~55 echo clients, or ~25 relayed ones.
+    let mut serve = socketkit_after("ulimit -S -n 64");
+    serve.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    let server = Running::start(serve, 1);
+    let mut forward = socketkit_after("ulimit -S -n 64");
+    forward.args(["forward", "-l", "127.0.0.1:0", "--to", &server.addr()]);
+    let relay = Running::start(forward, 1);
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", relay.pid())).expect("/proc/PID/limits");
+    let soft = |limits: &str| -> Option<u64> {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    };
+    assert_eq!(soft(&limits), Some(hard_descriptor_limit()), "{limits}");
+    // Every client held open at once: each is answered, none waits in a backlog.
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let mut stream = connect(&relay.addr());
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        let line = format!("{client:05}\n");
+        stream.write_all(line.as_bytes()).expect("sent");
+        let mut answer = [0u8; 6];
+        if let Err(err) = stream.read_exact(&mut answer) {
+            panic!(
+                "client {client} of {CLIENTS}: {err}\nrelay:\n{}\nserver:\n{}",
+                relay.stderr(),
+                server.stderr()
+            );
+        }
+        assert_eq!(&answer, line.as_bytes());
+        clients.push(stream);
     }
 }

@@ -20,9 +20,15 @@ pub fn socketkit() -> Command {
 /// The `socketkit` binary under test, run with at most `max_fds` open descriptors
 /// (`ulimit -n` in a shell that then execs it, so the pid is socketkit's own).
 pub fn socketkit_with_fd_limit(max_fds: u32) -> Command {
+    socketkit_after(&format!("ulimit -n {max_fds}"))
+}
+
+/// The `socketkit` binary under test, started by a shell that first runs `setup` (a
+/// `ulimit`) and then execs it, so the pid is socketkit's own.
+pub fn socketkit_after(setup: &str) -> Command {
     let mut cmd = command(Path::new("/bin/sh"));
     cmd.arg("-c")
-        .arg(format!("ulimit -n {max_fds} && exec \"$0\" \"$@\""))
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_socketkit"));
     cmd
 }
