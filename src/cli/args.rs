@@ -327,6 +327,9 @@ pub(crate) struct NetcatArgs {
     /// Send each LF of stdin as CRLF (for line protocols: SMTP, HTTP by hand).
     #[arg(short = 'C', long = "crlf", conflicts_with_all = ["exec", "shell_command"])]
     pub(crate) crlf: bool,
+    /// Numeric addresses only, as nc's -n: a host name is refused, never looked up.
+    #[arg(short = 'n', long = "nodns")]
+    pub(crate) numeric: bool,
     /// Write a copy of the bytes of both directions to FILE.
     #[arg(short = 'o', long = "output", value_name = "FILE",
           conflicts_with_all = ["exec", "shell_command", "hex_dump"])]

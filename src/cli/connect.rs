@@ -18,6 +18,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     let first_port = args.port.first().map(|word| *word.ports.start());
     let text = netcat::endpoint_text(&args.endpoint, first_port, args.netcat.udp, None)?;
     let endpoint = resolve::target("connect", &text)?;
+    netcat::check_numeric(args.netcat.numeric, &endpoint)?;
     stdio::check_wait(&args.bridge, &endpoint, true)?;
     // A range (`80-80` too) or several PORT words is a scan; one port is a connection.
     let scan = args.port.len() > 1 || args.port.iter().any(|word| word.range);

@@ -42,6 +42,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             Some(any_host),
         )?)?,
     };
+    netcat::check_numeric(args.netcat.numeric, &endpoint)?;
     check_family(&endpoint, args.ipv4, args.ipv6)?;
     stdio::check_wait(&args.bridge, &endpoint, false)?;
     let datagrams = !endpoint.transport().is_stream();

@@ -91,16 +91,12 @@ enum Flag {
     Unix,
     /// `-d`: do not read stdin.
     NoStdin,
-    /// `-n`: no name lookups.
-    NumericOnly,
     /// ncat's `--ssl` and `--ssl-*`.
     Ssl,
     /// OpenBSD nc's `-X KIND` (with `-x PROXY`) on `connect`.
     ProxyKind,
     /// ncat's `--proxy-type` and `--proxy-auth` on `connect`.
     ProxyParts,
-    /// ncat's `--nodns`, its `-n`.
-    NoDns,
     /// `-i`: ncat's idle timeout (OpenBSD nc's delay between lines).
     Interval,
     /// ncat's `--max-conns N` on a listener.
@@ -123,7 +119,6 @@ impl Flag {
             ('p', "listen") => Some(Flag::ListenPort),
             ('U', _) => Some(Flag::Unix),
             ('d', _) => Some(Flag::NoStdin),
-            ('n', _) => Some(Flag::NumericOnly),
             ('X', "connect") => Some(Flag::ProxyKind),
             ('i', _) => Some(Flag::Interval),
             ('w', "listen") => Some(Flag::WaitOnListen),
@@ -142,7 +137,6 @@ impl Flag {
             "ssl" => Some(Flag::Ssl),
             _ if name.starts_with("ssl-") => Some(Flag::Ssl),
             "proxy-type" | "proxy-auth" if command == "connect" => Some(Flag::ProxyParts),
-            "nodns" => Some(Flag::NoDns),
             "telnet" => Some(Flag::Telnet),
             _ => None,
         }
@@ -177,10 +171,6 @@ impl Flag {
                  datagrams)"
             }
             Flag::NoStdin => "nc's -d (do not read stdin) is --recv-only in socketkit",
-            Flag::NumericOnly | Flag::NoDns => {
-                "nc's -n is not needed (nor ncat's --nodns): socketkit looks up names only, and \
-                 an address given as numbers is used as it is"
-            }
             Flag::Interval => {
                 "ncat's -i (idle timeout) is --idle-timeout DURATION in socketkit (exit 1 when \
                  it fires); OpenBSD nc's -i (a delay between lines) has no equivalent"
@@ -265,7 +255,7 @@ mod tests {
         assert!(hint_of(&["connect", "-q1", "h:1"]).is_some());
         assert!(hint_of(&["connect", "-q", "h:1"]).is_none());
         assert!(hint_of(&["connect", "-N", "h:1"]).is_some());
-        assert!(hint_of(&["connect", "-nv", "127.0.0.1", "1"]).is_some_and(|h| h.contains("-n")));
+        assert!(hint_of(&["connect", "-nv", "127.0.0.1", "1"]).is_none());
         assert!(hint_of(&["listen", "-lvnp", "4444"]).is_some_and(|h| h.contains("-p PORT")));
         assert!(hint_of(&["connect", "-l", "h:1"]).is_some());
         assert!(hint_of(&["serve", "-l", ":1"]).is_none());
@@ -286,7 +276,6 @@ mod tests {
         has(&["connect", "-vq1", "h", "1"], "-q SECONDS");
         has(&["connect", "-uq1", "h", "1"], "-q SECONDS");
         has(&["connect", "-Cq", "1", "h", "1"], "-q SECONDS");
-        has(&["connect", "--nodns", "h", "1"], "--nodns");
         has(&["connect", "-i", "2", "h", "1"], "--idle-timeout DURATION");
         has(
             &["listen", "-k", "--max-conns", "5", "0"],

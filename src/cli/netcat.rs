@@ -7,7 +7,7 @@ use std::path::Path;
 
 use socketkit::client::traffic::{LogFormat, TrafficLog};
 use socketkit::client::{Direction, Input, WaitingFile};
-use socketkit::endpoint::Endpoint;
+use socketkit::endpoint::{Endpoint, Host};
 use socketkit::services::exec::Exec;
 use socketkit::socket::{Address, Socket};
 
@@ -59,6 +59,27 @@ pub(crate) fn endpoint_text(
         _ => Err(CliError::Usage(format!(
             "-u does not apply to '{text}': TLS runs over streams"
         ))),
+    }
+}
+
+/// `-n` (nc's; ncat's `--nodns`): refuses an endpoint whose host is a name, which would be
+/// looked up. An IPv6 literal with a zone (`fe80::1%eth0`) is numeric: only the zone is a
+/// name, and the system reads it without a lookup.
+pub(crate) fn check_numeric(numeric: bool, endpoint: &Endpoint) -> Result<(), CliError> {
+    let Some(host_port) = endpoint.host_port().filter(|_| numeric) else {
+        return Ok(());
+    };
+    match &host_port.host {
+        Host::Name(name)
+            if name
+                .split_once('%')
+                .is_none_or(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_err()) =>
+        {
+            Err(CliError::Usage(format!(
+                "-n takes numeric addresses only, and '{name}' is a name to look up"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

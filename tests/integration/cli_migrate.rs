@@ -38,6 +38,21 @@ fn open_and_closed() -> (TcpListener, u16, u16) {
 }
 
 #[test]
+fn nc_n_takes_numeric_addresses_and_refuses_names() {
+    let (_open, open, _) = open_and_closed();
+    let port = open.to_string();
+    // The commonest nc line of all, as it is.
+    let out = run_args(&["connect", "-nvz", "127.0.0.1", &port]);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let out = run_args(&["connect", "--nodns", "-z", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let name = "-n takes numeric addresses only, and 'localhost' is a name to look up";
+    usage_error(&["connect", "-n", "localhost", &port], name);
+    usage_error(&["connect", "-nu", "localhost", &port], name);
+    usage_error(&["listen", "-n", "localhost", "0"], name);
+}
+
+#[test]
 fn ncat_wait_on_a_stream_is_a_usage_error_naming_the_timeout() {
     let (_open, _, closed) = open_and_closed();
     let port = closed.to_string();
@@ -187,7 +202,6 @@ fn ncat_and_clustered_nc_flags_get_a_hint() {
         (&["connect", "-vq1", "127.0.0.1", "9"][..], "-q SECONDS"),
         (&["connect", "-uq1", "127.0.0.1", "9"], "-q SECONDS"),
         (&["connect", "-Cq", "1", "127.0.0.1", "9"], "-q SECONDS"),
-        (&["connect", "--nodns", "127.0.0.1", "9"], "--nodns"),
         (&["connect", "-i", "2", "127.0.0.1", "9"], "--idle-timeout"),
         (
             &["listen", "-k", "--max-conns", "5", "0"],

@@ -159,7 +159,7 @@ const PROXIES: [&str; 4] = [
 ];
 /// The netcat options of connect and listen. `-e`/`-c` name harmless programs (the last two
 /// words of a `Word` list are the refused ones).
-pub const NETCAT: [(&str, Kind); 9] = [
+pub const NETCAT: [(&str, Kind); 10] = [
     ("-u", Kind::Flag),
     ("-e", Kind::Word(&["cat", "true", "no-such-program", ""])),
     // The exit status of -e/-c is the program's, so they run only programs exiting 0-2.
@@ -168,6 +168,7 @@ pub const NETCAT: [(&str, Kind); 9] = [
     ("--recv-only", Kind::Flag),
     ("--no-shutdown", Kind::Flag),
     ("-C", Kind::Flag),
+    ("-n", Kind::Flag),
     ("-o", Kind::OutFile),
     ("-x", Kind::OutFile),
 ];
