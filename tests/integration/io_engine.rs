@@ -307,7 +307,7 @@ fn io_uring_echo_serves_more_connections_than_it_registers_descriptors() {
     // The worker registers the descriptors of streams that have sent 4 times, 1,024 at
     // most; the rest use plain ones.
     const OPEN: usize = 1_100;
-    let soft = descriptor_soft_limit();
+    let soft = crate::support::descriptor_limits().rlim_cur;
     if soft < OPEN as u64 + 200 {
         eprintln!(
             "the descriptor limit ({soft}) is under {}: skipped",
@@ -330,19 +330,6 @@ fn io_uring_echo_serves_more_connections_than_it_registers_descriptors() {
             assert_eq!(echoed, data, "connection {i}");
         }
     }
-}
-
-/// The soft limit on this process's open descriptors.
-fn descriptor_soft_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    limit.rlim_cur
 }
 
 #[test]

@@ -163,24 +163,11 @@ fn under_a_thread_limit_serve_forward_and_connect_say_so_without_a_panic() {
     }
 }
 
-/// The hard limit on this process's open descriptors, which the server inherits.
-fn hard_descriptor_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    limit.rlim_max
-}
-
 #[test]
 fn serve_and_forward_raise_a_low_soft_descriptor_limit_to_the_hard_one() {
     use std::io::Write;
     const CLIENTS: usize = 150;
-    if hard_descriptor_limit() < 1024 {
+    if crate::support::descriptor_limits().rlim_max < 1024 {
         eprintln!("skipped: the hard descriptor limit is below 1024 here");
         return;
     }
@@ -197,7 +184,11 @@ fn serve_and_forward_raise_a_low_soft_descriptor_limit_to_the_hard_one() {
         let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
         line.split_whitespace().nth(3)?.parse().ok()
     };
-    assert_eq!(soft(&limits), Some(hard_descriptor_limit()), "{limits}");
+    assert_eq!(
+        soft(&limits),
+        Some(crate::support::descriptor_limits().rlim_max),
+        "{limits}"
+    );
     // Every client held open at once: each is answered, none waits in a backlog.
     let mut clients = Vec::new();
     for client in 0..CLIENTS {

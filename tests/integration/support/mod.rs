@@ -23,15 +23,26 @@ pub fn wait_until(limit: std::time::Duration, what: impl Fn() -> String, done: i
     }
 }
 
-/// Raises this process's descriptor limit (children inherit it) to hold `wanted` sockets.
-pub fn allow_descriptors(wanted: u64) {
+/// This process's limits on open descriptors (children inherit them): soft, `rlim_cur`,
+/// and hard, `rlim_max`.
+pub fn descriptor_limits() -> libc::rlimit {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    // SAFETY: getrlimit writes only the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    limit
+}
+
+/// Raises this process's descriptor limit (children inherit it) to hold `wanted` sockets.
+pub fn allow_descriptors(wanted: u64) {
+    let mut limit = descriptor_limits();
+    // SAFETY: setrlimit with a valid pointer to a local rlimit.
     unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
         if limit.rlim_cur < wanted {
             limit.rlim_cur = wanted.min(limit.rlim_max);
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
