@@ -29,7 +29,9 @@
 //!   socket's; a Unix connection under an idle timeout, whose idle time only socketkit can
 //!   see — the program gets pipes, which socketkit copies to and from the connection: the
 //!   client's end of stream closes its stdin, its closing stdout (normally, by exiting)
-//!   half-closes the connection, and the bytes are counted.
+//!   half-closes the connection while the client's bytes go on to its stdin (until the
+//!   client ends too, or the program exits), and the bytes are counted. As on a socket,
+//!   the program keeps its connection's slot until it exits.
 //! - Its stderr is the server's.
 
 use std::ffi::OsString;
@@ -37,7 +39,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
@@ -47,9 +48,6 @@ use crate::proxy_protocol::Tlvs;
 use crate::server::{Connection, Handler, ProgramConnection, ProgramGroup};
 use crate::socket::{Address, Family};
 use crate::tls::TlsSession;
-
-/// How long a program that closed its output may take to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// The exec service: a program and its arguments.
 #[derive(Debug, Clone)]
@@ -441,19 +439,29 @@ impl Exec {
             // As on a socket (see `on_socket`): the program's pieces go out as it writes them.
             let _ = stream.set_nodelay();
         }
+        let peer = conn.peer_addr().clone();
         let mut program = self.start(self.command(&conn), || conn.reset_on_close())?;
-        let result = bridge(program.child(), conn).await;
-        match result {
-            Ok(()) => reap(&mut program).await,
-            // The connection is gone: the program has nobody left to talk to.
-            Err(_) => program.kill().await,
+        match bridge(program.child(), conn).await {
+            // Both ways ended: as on a socket, the program runs on until it exits.
+            Ok(()) => {
+                let status = program.child().wait().await?;
+                tracing::debug!(%peer, "the program exited: {status}");
+                Ok(())
+            }
+            Err(err) => {
+                // The connection is gone: the program has nobody left to talk to.
+                program.kill().await;
+                Err(err)
+            }
         }
-        result
     }
 }
 
-/// Copies the socket to the program's stdin and its stdout to the socket, until its output
-/// ends or the connection fails.
+/// Copies the socket to the program's stdin and its stdout to the socket until both have
+/// ended, or the connection fails. The client's end of stream closes the program's stdin;
+/// the program's closing stdout half-closes the connection (a TLS session's close_notify)
+/// and the client's bytes go on to its stdin until the client ends too, or the program
+/// exits and nothing would read them — as when the program holds the socket itself.
 async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the program's stdio was not piped"));
@@ -469,8 +477,8 @@ async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
         to_client.shutdown().await
     };
     tokio::pin!(input, output);
-    let mut input_done = false;
-    loop {
+    let (mut input_done, mut output_done) = (false, false);
+    while !(input_done && output_done) {
         tokio::select! {
             result = &mut input, if !input_done => {
                 input_done = true;
@@ -482,18 +490,14 @@ async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
                     Ok(_) => {}
                 }
             }
-            result = &mut output => return result,
+            result = &mut output, if !output_done => {
+                result?;
+                output_done = true;
+            }
+            // Its output ended, and now the program: what the client still sends has no
+            // reader (the close resets, as the program's own close of the socket would).
+            _ = child.wait(), if output_done && !input_done => input_done = true,
         }
     }
-}
-
-/// Waits for the program after its output ended, killing it (and its group) if it
-/// lingers; never leaves a zombie.
-async fn reap(program: &mut ProgramGroup) {
-    if tokio::time::timeout(EXIT_GRACE, program.child().wait())
-        .await
-        .is_err()
-    {
-        program.kill().await;
-    }
+    Ok(())
 }

@@ -157,6 +157,9 @@ mod server_unix;
 /// server still does around it.
 mod service_exec;
 mod service_exec_nodelay;
+/// The exec service on pipes (TLS, Unix under an idle timeout): an upload after the
+/// program's output ended, a program that works on.
+mod service_exec_pipes;
 /// Every built-in service, per RFC, over TCP, UDP and Unix sockets.
 mod services;
 /// `forward --sni-route`: TLS clients relayed by the server name they ask for.
