@@ -79,6 +79,18 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         tracing::debug!("connected to {}:{peer}", endpoint.transport().scheme());
     }
     if args.probe {
+        // A TLS port is open to a TLS client once the handshake is made, as `ncat --ssl -z`
+        // says: a port that takes the connection but speaks no TLS is not.
+        if let (Some(connector), Endpoint::Tls(hp)) = (&connector, &endpoint) {
+            tls::warn_if_insecure(&args.tls.verify);
+            client::probe::probe_tls(
+                connected.socket,
+                connector,
+                &hp.host,
+                &endpoint,
+                options.timeout,
+            )?;
+        }
         return Ok(());
     }
     if let Some(file) = connected.socket_file() {

@@ -2,19 +2,78 @@
 //! as soon as it is made, with nothing sent. The host is resolved once; each port is tried
 //! on its addresses in order, as a single connect tries them. Several ports are probed at
 //! once (a port that drops the handshake costs its whole timeout, and a host has
-//! thousands), and the outcomes are reported in port order all the same.
+//! thousands), and the outcomes are reported in port order all the same. And a TLS port,
+//! probed as `ncat --ssl -z` does: with the handshake ([`probe_tls`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
 
 use super::{ConnectOptions, connect};
 use crate::endpoint::{Endpoint, Host, HostPort};
-use crate::error::Result;
-use crate::net;
+use crate::error::{Error, Op, Result};
+use crate::net::{self, within};
+use crate::socket::Socket;
+use crate::tls::Connector;
+
+/// How long a TLS probe waits for the server's close_notify after its own.
+const PEER_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Makes the TLS handshake on `socket`, connected to `endpoint` (a `tls:` one, of `host`),
+/// as `connector` says, then ends the session with close_notify: `connect -z`'s probe of a
+/// TLS port, which succeeds only where a TLS server answers with a certificate `connector`
+/// accepts, as `ncat --ssl -z` does — a port that takes the connection but speaks no TLS,
+/// or one whose certificate fails verification, fails the probe. `timeout` bounds the
+/// handshake, and then the close.
+///
+/// It blocks the calling thread, on a small tokio runtime of its own (from a thread of a
+/// tokio runtime, on a thread of its own while the caller's waits).
+///
+/// # Errors
+///
+/// `cannot connect to ENDPOINT: REASON`: the handshake failed (in words: `certificate has
+/// expired`, `the peer does not speak TLS`…) or timed out.
+pub fn probe_tls(
+    socket: Socket,
+    connector: &Connector,
+    host: &Host,
+    endpoint: &Endpoint,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    super::tls::off_runtime(|| {
+        let failed = |err| Error::new(Op::Connect, endpoint, err);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| Error::without_target(Op::Io, err))?;
+        socket.set_blocking(false)?;
+        let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
+        runtime.block_on(async {
+            let tcp = tokio::net::TcpStream::from_std(tcp).map_err(failed)?;
+            let mut tls = within(timeout, connector.connect(host, tcp))
+                .await
+                .map_err(failed)?;
+            tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
+            // The handshake is the probe: a close that fails after it does not undo it. The
+            // server's own close_notify is waited for a moment, so that it does not meet a
+            // closed socket (a reset, and `broken pipe` in its log).
+            let wait = timeout.map_or(PEER_CLOSE_WAIT, |limit| limit.min(PEER_CLOSE_WAIT));
+            let _ = within(Some(wait), async {
+                tls.shutdown().await?;
+                tokio::io::copy(&mut tls, &mut tokio::io::sink()).await
+            })
+            .await;
+            Ok(())
+        })
+    })
+}
 
 /// How many ports are probed at once by default.
 pub const DEFAULT_PARALLEL: usize = 32;

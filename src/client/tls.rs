@@ -89,16 +89,21 @@ pub fn bridge_tls(
     output: Output<'_>,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
+    off_runtime(|| bridge_tls_here(socket, handshake, input, output, options))
+}
+
+/// Runs `work`, which runs a tokio runtime of its own, on this thread; or, called from a
+/// thread of a tokio runtime (where another runtime cannot be entered), on a thread of its
+/// own while this one waits.
+pub(super) fn off_runtime<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return bridge_tls_here(socket, handshake, input, output, options);
+        return work();
     }
     thread::scope(|scope| {
-        let bridging = thread::Builder::new()
-            .spawn_scoped(scope, || {
-                bridge_tls_here(socket, handshake, input, output, options)
-            })
+        let running = thread::Builder::new()
+            .spawn_scoped(scope, work)
             .map_err(super::bridge::thread_error)?;
-        bridging
+        running
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })

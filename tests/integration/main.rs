@@ -176,6 +176,8 @@ mod tls_client;
 mod tls_faults;
 /// The keys (PKCS#8, PKCS#1, SEC1) and self-signed certificates a TLS server loads.
 mod tls_keys;
+/// `connect -z` on tls: endpoints: the handshake is the probe.
+mod tls_probe;
 /// Certificate rotation: SIGHUP reloads a tls: listener's certificate, key and client CAs.
 mod tls_reload;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
