@@ -10,13 +10,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature_with_raw_key,
+};
+use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
-    SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, PeerMisbehaved,
+    RootCertStore, SignatureScheme,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+use x509_cert::der::{Decode, Encode, EncodeValue};
 
 use super::fingerprint::{Fingerprint, NotPinned};
 use super::server::{Identity, identity_error, root_store};
@@ -269,12 +272,8 @@ impl ServerCertVerifier for WithoutCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_with_its_key(message, cert, dss, algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -283,12 +282,8 @@ impl ServerCertVerifier for WithoutCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_with_its_key(message, cert, dss, algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -296,4 +291,50 @@ impl ServerCertVerifier for WithoutCa {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// Checks a handshake signature (`dss` over `message`) with the public key of `cert`, and
+/// nothing else of it: the verifier without a CA took the certificate as it is, and
+/// rustls's own check parses it with webpki first, which refuses an X.509 v1 certificate
+/// or one with a critical extension it does not know — ones `curl -k` and `openssl
+/// s_client` take, and that a pin names by their bytes alone. TLS 1.3 has rustls's check of
+/// a raw public key; for TLS 1.2 the key's algorithm must be one the signature scheme's
+/// algorithms expect, as webpki's check has it.
+fn verify_with_its_key(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algorithms: &WebPkiSupportedAlgorithms,
+    tls13: bool,
+) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    let invalid = rustls::Error::InvalidCertificate;
+    let encoding = |_| invalid(CertificateError::BadEncoding);
+    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).map_err(encoding)?;
+    let key = parsed.tbs_certificate().subject_public_key_info();
+    if tls13 {
+        let spki = key.to_der().map_err(encoding)?;
+        let spki = SubjectPublicKeyInfoDer::from(spki.as_slice());
+        return verify_tls13_signature_with_raw_key(message, &spki, dss, algorithms);
+    }
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .find(|(scheme, _)| *scheme == dss.scheme)
+        .map(|(_, candidates)| *candidates)
+        .ok_or(rustls::Error::PeerMisbehaved(
+            PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+        ))?;
+    // The algorithm identifier without its SEQUENCE header, as the algorithms give theirs.
+    let whole = key.algorithm.to_der().map_err(encoding)?;
+    let value_len = key.algorithm.value_len().map_err(encoding)?;
+    let value_len = usize::try_from(value_len).unwrap_or(usize::MAX);
+    let key_algorithm = &whole[whole.len().saturating_sub(value_len)..];
+    let algorithm = candidates
+        .iter()
+        .find(|algorithm| algorithm.public_key_alg_id().as_ref() == key_algorithm)
+        .ok_or(invalid(CertificateError::BadSignature))?;
+    algorithm
+        .verify_signature(key.subject_public_key.raw_bytes(), message, dss.signature())
+        .map(|()| HandshakeSignatureValid::assertion())
+        .map_err(|_| invalid(CertificateError::BadSignature))
 }

@@ -182,6 +182,8 @@ mod tls_probe;
 mod tls_reload;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
 mod tls_server;
+/// --tls-insecure and --tls-fingerprint take any certificate, X.509 v1 too.
+mod tls_without_ca;
 /// The tutorial's server and client, against Python ports of each other.
 mod tutorial;
 /// UDP listeners on a wildcard address (`serve`, `forward`): each answer from the address

@@ -1,0 +1,98 @@
+//! What `--tls-insecure` and `--tls-fingerprint` take: any certificate (a pin, exactly the
+//! one it names), as `curl -k` and `openssl s_client` do, the server still proving it holds
+//! the certificate's key. An X.509 v1 certificate — what `openssl x509 -req -signkey`
+//! makes, and many appliances ship — was refused with rustls's debug text
+//! (`UnsupportedCertVersion`): its handshake signature was checked by parsing the whole
+//! certificate with webpki. Found by an outside audit of socketkit's TLS.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::certs::Pair;
+use crate::support::process::{DEADLINE, run, socketkit};
+use crate::support::tls_peers::s_server;
+use crate::support::tools;
+
+/// Runs `openssl ARGS`, returning its stdout; fails the test if it fails.
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A self-signed X.509 v1 certificate for localhost with a new key of `algorithm` (the
+/// options of `openssl genpkey`), and its SHA-256 fingerprint as openssl prints it.
+fn v1_certificate(dir: &Path, name: &str, algorithm: &[&str]) -> (Pair, String) {
+    let path = |file: &str| dir.join(format!("{name}-{file}"));
+    let text = |file: &str| path(file).to_str().expect("UTF-8 temp paths").to_owned();
+    let (key, csr, cert) = (text("key.pem"), text("csr.pem"), text("cert.pem"));
+    openssl(&[&["genpkey"], algorithm, &["-out", &key]].concat());
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        &key,
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        &csr,
+    ]);
+    let made = openssl(&["x509", "-req", "-in", &csr, "-signkey", &key, "-days", "5"]);
+    std::fs::write(&cert, made).expect("the certificate is written");
+    let text_form = openssl(&["x509", "-in", &cert, "-noout", "-text"]);
+    assert!(text_form.contains("Version: 1 (0x0)"), "{text_form}");
+    let fingerprint = openssl(&["x509", "-in", &cert, "-noout", "-fingerprint", "-sha256"]);
+    let fingerprint = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .expect("a fingerprint")
+        .to_owned();
+    let pair = Pair {
+        cert: path("cert.pem"),
+        key: path("key.pem"),
+    };
+    (pair, fingerprint)
+}
+
+#[test]
+fn insecure_and_a_pin_take_a_v1_certificate_over_tls_1_2_and_1_3() {
+    if !tools::available("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let keys: [(&str, &[&str]); 2] = [
+        (
+            "rsa",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        ),
+        (
+            "ec",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        ),
+    ];
+    for (name, algorithm) in keys {
+        let (pair, fingerprint) = v1_certificate(dir.path(), name, algorithm);
+        let pinned = ["--tls-fingerprint", fingerprint.as_str()];
+        for version in ["-tls1_2", "-tls1_3"] {
+            for verify in [&["--tls-insecure"][..], &pinned[..]] {
+                let Some((_server, port)) = s_server(&pair, &[version]) else {
+                    return;
+                };
+                let mut client = socketkit();
+                client
+                    .args(["connect", &format!("tls:127.0.0.1:{port}")])
+                    .args(verify);
+                let out = run(client, b"hello\n".to_vec(), DEADLINE);
+                assert_eq!(out.code(), 0, "{name} {version} {verify:?}: {}", out.stderr);
+            }
+        }
+    }
+}
