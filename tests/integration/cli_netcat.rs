@@ -385,8 +385,6 @@ fn nc_flags_spelled_differently_get_a_hint() {
         (&["listen", "-lU", "/tmp/s.sock"], "unix:PATH"),
         (&["connect", "-d", "127.0.0.1", "80"], "--recv-only"),
         (&["listen", "-d", "80"], "--recv-only"),
-        (&["connect", "-nv", "127.0.0.1", "80"], "-n is not needed"),
-        (&["connect", "-zvn", "127.0.0.1", "80"], "-n is not needed"),
         (&["connect", "--ssl", "127.0.0.1", "443"], "tls:HOST:PORT"),
         (&["listen", "--ssl", "443"], "tls:HOST:PORT"),
     ] {
