@@ -61,17 +61,28 @@ impl Stream {
     /// Reads what is there without waiting; `WouldBlock` (and tokio's readiness cleared)
     /// when nothing is.
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self {
-            Stream::Tcp(s) => s.try_read(buf)?,
-            Stream::Unix(s) => s.try_read(buf)?,
-        };
-        if n > 0 && n < buf.len() {
-            // A short read emptied the socket: forget the readiness now, so the next read
-            // waits for the kernel's next event instead of asking it for an EAGAIN. Data
-            // that arrived meanwhile is a newer event, which tokio does not clear.
-            self.clear_read_readiness();
+        let mut short = None;
+        let read = self.try_io(Interest::READABLE, || {
+            let n = match self {
+                Stream::Tcp(s) => socket2::SockRef::from(s).recv(as_uninit(buf))?,
+                Stream::Unix(s) => socket2::SockRef::from(s).recv(as_uninit(buf))?,
+            };
+            if n > 0 && n < buf.len() {
+                // A short read emptied the socket: the readiness is forgotten, so that the
+                // next read waits for the kernel's next event instead of asking it for an
+                // EAGAIN. Said as `WouldBlock` inside `try_io`, which clears the readiness it
+                // saw *before* the read: bytes that arrived during it are a newer event, and
+                // stay. (Cleared after the read, they were lost with it, and the connection
+                // waited for an event that had come: a stall on a multi-thread runtime.)
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match short {
+            Some(n) => Ok(n),
+            None => read,
         }
-        Ok(n)
     }
 
     /// Waits until bytes have arrived (or the end of stream), then copies them into `buf`
@@ -84,14 +95,6 @@ impl Stream {
             Stream::Unix(s) => socket2::SockRef::from(s).peek(as_uninit(buf)),
         })
         .await
-    }
-
-    fn clear_read_readiness(&self) {
-        let would_block = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-        let _ = match self {
-            Stream::Tcp(s) => s.try_io(Interest::READABLE, would_block),
-            Stream::Unix(s) => s.try_io(Interest::READABLE, would_block),
-        };
     }
 
     /// The local address, from `getsockname(2)`.

@@ -88,6 +88,8 @@ mod drain_reset;
 mod endpoint_forms;
 /// The EOF model of docs/cli.md, row by row.
 mod eof_model;
+/// The epoll engine on several workers: no read wake-up lost, every pipelined echo whole.
+mod epoll_wakeups;
 /// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown,
 /// tls_echo).
 mod examples;
