@@ -74,7 +74,7 @@ fn client(addr: &str, seed: u64) -> Result<(), String> {
         received.update(&buf[..n]);
         got += n;
         reads += 1;
-        if reads % 16 == 0 {
+        if reads.is_multiple_of(16) {
             thread::sleep(Duration::from_millis(1)); // a slow reader now and then
         }
     }
