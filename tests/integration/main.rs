@@ -84,12 +84,12 @@ mod datagram_sizes;
 /// The drain's end as a client sees it: a reset for a connection cut at the deadline, a
 /// FIN for one that ended on its own.
 mod drain_reset;
+/// Sixty pipelined echo clients at once, on each engine where a stream once broke.
+mod echo_pipelined;
 /// Endpoint forms: abstract Unix sockets, IPv6 zones.
 mod endpoint_forms;
 /// The EOF model of docs/cli.md, row by row.
 mod eof_model;
-/// The epoll engine on several workers: no read wake-up lost, every pipelined echo whole.
-mod epoll_wakeups;
 /// The framework examples (echo_server, udp_echo, blocking_handler, graceful_shutdown,
 /// tls_echo).
 mod examples;

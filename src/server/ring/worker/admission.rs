@@ -134,7 +134,7 @@ impl Worker {
             },
             0 => Err(refusal("the connection ended before a complete header")),
             _ if result == -libc::EAGAIN => return self.receive_header(slot, true),
-            _ if result == -libc::ECANCELED => Err(late(RefusalReason::Proxy, timeout)),
+            _ if super::stream::was_cancelled(result) => Err(late(RefusalReason::Proxy, timeout)),
             _ => Err(refusal(format!(
                 "reading the header: {}",
                 crate::error::describe(&std::io::Error::from_raw_os_error(-result))

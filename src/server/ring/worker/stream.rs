@@ -171,6 +171,7 @@ impl Worker {
         let Some((stream, meter)) = conn.stream_and_meter() else {
             return self.give_back_opt(bid);
         };
+        let cancelled = stream.cancelling && was_cancelled(result);
         if !cqueue::more(flags) {
             stream.receiving = false;
             stream.cancelling = false;
@@ -194,7 +195,7 @@ impl Worker {
                 self.starving = true;
             }
             // The cancel of a connection holding its share of buffers, or of one closing.
-            _ if result == -libc::ECANCELED => {}
+            _ if cancelled || result == -libc::ECANCELED => {}
             // A kernel without the multishot receive, or without its byte limit (before
             // Linux 6.17, which refuses the limit): one receive per block from now on,
             // which holds one buffer at a time.
@@ -231,10 +232,10 @@ impl Worker {
         let len = buffers
             .front(&stream.queue)
             .map_or(0, |(_, bytes)| bytes.len());
-        // A cancelled send reports the bytes it had sent, or ECANCELED for none.
+        // A cancelled send reports the bytes it had sent, or that it was cancelled for none.
         let taken = match usize::try_from(result) {
             Ok(sent) => Some(sent.min(len)),
-            Err(_) if unpinning && result == -libc::ECANCELED => Some(0),
+            Err(_) if unpinning && was_cancelled(result) => Some(0),
             Err(_) => None,
         };
         let complete = taken == Some(len);
@@ -405,6 +406,15 @@ fn send(fd: RawFd, fixed: Option<u32>, bytes: &[u8], user_data: u64) -> squeue::
         None => opcode::Send::new(Fd(fd), ptr, len),
     };
     send.flags(SEND_FLAGS).build().user_data(user_data)
+}
+
+/// Whether `result` ends an operation this worker cancelled: `ECANCELED`, or `EINTR` from
+/// one the kernel was running on a thread of its own (io-wq: a send or receive that could
+/// not go without blocking, as on a Unix socket under load), which the cancel interrupts
+/// rather than cancels. Taken for a failure, it closed an echo stream short with a clean
+/// end, its spill unsent.
+pub(super) fn was_cancelled(result: i32) -> bool {
+    result == -libc::ECANCELED || result == -libc::EINTR
 }
 
 /// Notes a receive's or send's failure (`result`, a negated errno) for the connection's
