@@ -249,7 +249,7 @@ impl Stats {
         self.fail(Failure::of(err));
         let mut first = lock(&self.first_error);
         if first.is_none() {
-            *first = Some(crate::error::describe(err));
+            *first = Some(crate::tls::words_of(err));
         }
     }
 

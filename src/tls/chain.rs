@@ -38,22 +38,42 @@ impl Loaded {
     }
 }
 
-/// Why the certificate and key of `files` (`None`: made here) were refused together, as
-/// the error on the key file.
+/// Why the certificate and key of `files` (`None`: made here) were refused together: as
+/// the error on the certificate file when the certificate cannot be used, else on the key
+/// file.
 pub(crate) fn pair_error(files: Option<&(PathBuf, PathBuf)>, err: &rustls::Error) -> Error {
-    let reason = match (err, files) {
-        (rustls::Error::InconsistentKeys(_), Some((cert, _))) => {
-            format!("it does not match the certificate in {}", cert.display())
-        }
+    let (reason, on_certificate) = match (err, files) {
+        (rustls::Error::InconsistentKeys(_), Some((cert, _))) => (
+            format!("it does not match the certificate in {}", cert.display()),
+            false,
+        ),
         (rustls::Error::InconsistentKeys(_), None) => {
-            "it does not match the certificate".to_owned()
+            ("it does not match the certificate".to_owned(), false)
         }
-        (other, _) => format!("unusable: {}", super::describe(other)),
+        (rustls::Error::InvalidCertificate(_), _) => (own_certificate(err), true),
+        // The provider's words for a key it read but cannot sign with.
+        (rustls::Error::General(text), _) if text.contains("failed to parse private key") => (
+            "this kind or size of key is not supported (RSA of 2048 bits or more, ECDSA \
+             P-256 or P-384, Ed25519)"
+                .to_owned(),
+            false,
+        ),
+        (other, _) => (format!("unusable: {}", super::describe(other)), false),
     };
     match files {
+        Some((cert, _)) if on_certificate => pem::invalid(cert, "TLS certificate", reason),
         Some((_, key)) => pem::invalid(key, "TLS private key", reason),
         None => generate_error(reason),
     }
+}
+
+/// Why this side's own certificate cannot be used, in words about it (not a peer's).
+fn own_certificate(err: &rustls::Error) -> String {
+    let described = super::describe(err);
+    if let Some(why) = described.strip_prefix("certificate ") {
+        return format!("the certificate {why}");
+    }
+    format!("the certificate cannot be used: {described}")
 }
 
 /// An error in making a self-signed certificate, for `reason`.

@@ -55,13 +55,27 @@ pub fn describe(err: &rustls::Error) -> String {
 /// Rewrites an I/O error that carries a TLS error (as `tokio-rustls` returns them) in words,
 /// keeping its kind; other errors pass unchanged.
 pub(crate) fn in_words(err: io::Error) -> io::Error {
-    match err
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => io::Error::new(err.kind(), describe(tls)),
+    match tls_words(&err) {
+        Some(words) => io::Error::new(err.kind(), words),
         None => err,
     }
+}
+
+/// What went wrong, in words, for an I/O error that may carry a TLS error (as
+/// [`crate::error::describe`] says it for any other).
+pub(crate) fn words_of(err: &io::Error) -> String {
+    tls_words(err).unwrap_or_else(|| crate::error::describe(err))
+}
+
+/// The words for a TLS error `err` carries, if it carries one.
+fn tls_words(err: &io::Error) -> Option<String> {
+    // rustls's own sentence for it ends in a link to its manual.
+    if err.kind() == io::ErrorKind::UnexpectedEof && err.to_string().contains("close_notify") {
+        return Some(TRUNCATED.to_owned());
+    }
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(describe)
 }
 
 /// The reason for a truncated stream: the peer's TCP connection ended without the TLS
@@ -148,6 +162,16 @@ fn certificate(err: &CertificateError) -> String {
             algorithm(signature_algorithm_id)
         ),
         C::UnhandledCriticalExtension => {
+            "certificate has a critical extension this side does not understand".to_owned()
+        }
+        // webpki parses only X.509 version 3, as the Web PKI has it.
+        C::Other(other) if other.to_string().contains("UnsupportedCertVersion") => {
+            "certificate is X.509 version 1, which is not supported here (make a version 3 \
+             one, with extensions: openssl x509 -req … -extfile; a client may pin it with \
+             --tls-fingerprint)"
+                .to_owned()
+        }
+        C::Other(other) if other.to_string().contains("UnsupportedCriticalExtension") => {
             "certificate has a critical extension this side does not understand".to_owned()
         }
         // A pinning client's own reason (see `client.rs`): its words as they are.

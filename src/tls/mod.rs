@@ -72,7 +72,7 @@ use std::sync::{Arc, OnceLock};
 
 pub use client::{ClientOptions, Connector, client_config};
 pub use describe::describe;
-pub(crate) use describe::{TRUNCATED, handshake_failure, in_words};
+pub(crate) use describe::{TRUNCATED, handshake_failure, in_words, words_of};
 pub use fingerprint::{Fingerprint, NotAFingerprint};
 pub use hello::{ClientHello, ClientHelloError, MAX_CLIENT_HELLO, read_client_hello};
 pub(crate) use names::ServerNames;

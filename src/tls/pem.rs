@@ -53,12 +53,18 @@ pub fn load_ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>>
 /// `cannot load TLS private key FILE: REASON` — the file cannot be read, holds no key, or
 /// holds an encrypted one.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    const ENCRYPTED: &str =
+        "the key is encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)";
     let bytes = read(path, KEY)?;
+    // OpenSSL's older form: a `RSA PRIVATE KEY` block whose headers say it is encrypted,
+    // which the base64 decoder would call damaged.
+    if contains(&bytes, b"Proc-Type: 4,ENCRYPTED") {
+        return Err(invalid(path, KEY, ENCRYPTED.to_owned()));
+    }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|err| {
         let reason = match err {
             pem::Error::NoItemsFound if contains(&bytes, b"ENCRYPTED PRIVATE KEY") => {
-                "the key is encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)"
-                    .to_owned()
+                ENCRYPTED.to_owned()
             }
             pem::Error::NoItemsFound => not_found(
                 &bytes,
@@ -82,8 +88,15 @@ fn load_all(path: &Path, what: &'static str, label: &str) -> Result<Vec<Certific
     Ok(certs)
 }
 
+/// The file's bytes, without the UTF-8 byte order mark an editor may put first (OpenSSL
+/// and Python read such files; the PEM parser would skip the first block with it).
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|err| Error::new(Op::Load(what), path.display(), err))
+    let mut bytes =
+        std::fs::read(path).map_err(|err| Error::new(Op::Load(what), path.display(), err))?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    Ok(bytes)
 }
 
 /// Why a file holds none of what was wanted: it is not PEM at all (perhaps DER), or its PEM
@@ -176,6 +189,26 @@ mod tests {
         );
         let err = load_private_key(&path).unwrap_err().to_string();
         assert!(err.contains("the key is encrypted"), "{err}");
+    }
+
+    #[test]
+    fn an_older_encrypted_key_is_named_and_a_byte_order_mark_is_skipped() {
+        let (_dir, path) = file(
+            b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+              DEK-Info: AES-256-CBC,0011\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        let err = load_private_key(&path).unwrap_err().to_string();
+        assert!(err.contains("the key is encrypted"), "{err}");
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("made");
+        let mut with_mark = b"\xEF\xBB\xBF".to_vec();
+        with_mark.extend(made.cert.pem().as_bytes());
+        with_mark.extend(made.cert.pem().as_bytes());
+        let (_dir, path) = file(&with_mark);
+        assert_eq!(load_certificates(&path).expect("two certificates").len(), 2);
+        let mut key = b"\xEF\xBB\xBF".to_vec();
+        key.extend(made.key_pair.serialize_pem().as_bytes());
+        let (_dir, path) = file(&key);
+        assert!(load_private_key(&path).is_ok());
     }
 
     #[test]

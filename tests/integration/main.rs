@@ -186,6 +186,8 @@ mod tls_reload;
 mod tls_server;
 /// --tls-insecure and --tls-fingerprint take any certificate, X.509 v1 too.
 mod tls_without_ca;
+/// TLS failures in words: a relay's closed line, bench's first error.
+mod tls_words;
 /// The tutorial's server and client, against Python ports of each other.
 mod tutorial;
 /// UDP listeners on a wildcard address (`serve`, `forward`): each answer from the address

@@ -96,3 +96,72 @@ fn insecure_and_a_pin_take_a_v1_certificate_over_tls_1_2_and_1_3() {
         }
     }
 }
+
+#[test]
+fn a_certificate_or_key_the_server_cannot_use_is_named_in_words() {
+    if !tools::available("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (v1, _) = v1_certificate(
+        dir.path(),
+        "v1",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let small_key = dir.path().join("rsa1024.key");
+    let small_cert = dir.path().join("rsa1024.pem");
+    let text = |path: &Path| path.to_str().expect("UTF-8 temp paths").to_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        &text(&small_key),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        &text(&small_key),
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "5",
+        "-out",
+        &text(&small_cert),
+    ]);
+    let cases = [
+        (
+            v1.cert(),
+            v1.key(),
+            format!(
+                "error: cannot load TLS certificate {}: the certificate is X.509 version 1",
+                v1.cert()
+            ),
+        ),
+        (
+            &*text(&small_cert),
+            &*text(&small_key),
+            format!(
+                "error: cannot load TLS private key {}: this kind or size of key is not supported",
+                text(&small_key)
+            ),
+        ),
+    ];
+    for (cert, key, want) in cases {
+        let mut serve = socketkit();
+        serve
+            .args(["serve", "-l", "tls:127.0.0.1:0"])
+            .args(["--tls-cert", cert, "--tls-key", key]);
+        let out = run(serve, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&want),
+            "want {want:?}\ngot {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
