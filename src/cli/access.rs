@@ -12,10 +12,11 @@ use socketkit::access::{
 };
 use socketkit::server::{Builder, RefusalReason};
 use socketkit::socket::Address;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::Signal;
 
 use super::args::AccessArgs;
 use super::exit::CliError;
+use super::signals::Gate;
 
 /// The access settings of one command, checked.
 #[derive(Debug, Default)]
@@ -187,18 +188,18 @@ impl Access {
     /// Without rules SIGHUP is caught all the same, and changes nothing: a server is told
     /// to reload by it, as daemons are, and its default action would kill the server
     /// without the shutdown that removes its socket files and pid file.
-    pub(crate) fn reload_on_hangup(&self) -> Result<(), CliError> {
+    ///
+    /// `hangups` is caught already; a SIGHUP that comes before the server has said it is
+    /// ready (`gate`) is taken once it has, so that no line comes before the readiness
+    /// lines.
+    pub(crate) fn reload_on_hangup(&self, mut hangups: Signal, mut gate: Gate) {
         let control = self.control.clone();
         let hooks = self.hangup_hooks.clone();
-        let mut hangups = signal(SignalKind::hangup()).map_err(|err| {
-            CliError::Runtime(socketkit::Error::new(
-                socketkit::error::Op::Create,
-                "signal handler",
-                err,
-            ))
-        })?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                if !gate.opened().await {
+                    return; // stopped before it was ever ready: nothing to reload
+                }
                 for hook in &hooks.0 {
                     hook();
                 }
@@ -213,6 +214,5 @@ impl Access {
                 reload_and_say(control, "rules");
             }
         });
-        Ok(())
     }
 }

@@ -8,21 +8,17 @@ use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use socketkit::endpoint::{Endpoint, InheritedName};
 use socketkit::error::Op;
-use socketkit::server::{
-    Handover, Inherited, InheritedSocket, ManagerState, ReadyReport, Server, ShutdownHandle,
-    Successor, notify_manager,
-};
-use tokio::signal::unix::{SignalKind, signal};
+use socketkit::server::{Inherited, InheritedSocket, ManagerState, ReadyReport, Server};
 
 use super::access::Access;
 use super::args::ManagedArgs;
 use super::exit::CliError;
-use super::metrics::{self, MetricsSocket, StopServing};
+use super::metrics::{self, MetricsSocket};
 use super::resolve;
+use super::signals::{Lifecycle, Restart, Signals, tell_manager, watch_signals};
 
 /// The inherited sockets `text` names, taken from `inherited`: `fd:N`, `fd:NAME` (every
 /// socket of that name), or `tls:` before either (an inherited TCP socket that speaks TLS);
@@ -75,10 +71,6 @@ pub(crate) fn refuse_transport_before_fd(text: &str) -> Result<(), CliError> {
         None => Ok(()),
     }
 }
-
-/// How long a new process started by SIGUSR2 may take to report ready before it is stopped
-/// and the old one goes on serving.
-const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a server command knows about the process it runs in.
 #[derive(Debug)]
@@ -213,25 +205,24 @@ impl Managed {
     where
         Fut: std::future::Future<Output = socketkit::Result<()>>,
     {
+        // Caught before anything is bound or written: a signal that comes while the server
+        // starts must not kill it by its default action, leaving its files behind.
+        let signals = Signals::install()?;
+        let lifecycle = Lifecycle::new();
         if self.inetd {
             let server = builder.bind_connection(stdin()?, "stdin").await?;
             access.drop_privileges()?;
-            watch_signals(server.shutdown_handle(), None)?;
-            access.reload_on_hangup()?;
+            lifecycle.ready(|| {});
+            let hangup = watch_signals(signals, server.shutdown_handle(), None, &lifecycle);
+            access.reload_on_hangup(hangup, lifecycle.gate());
             after_ready();
             serve(server).await?;
             return Ok(());
         }
         let mut server = builder.bind().await?;
-        // The pid file before the readiness lines (whoever waits for them finds it
-        // written), and while still root: a service's pid file is in a directory only root
-        // may write (`/run`).
-        let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
         let mut files = server.socket_files();
         files.extend(self.pid_file.clone());
         let left_behind = access.files_left_behind(&files);
-        // Bound (so ports below 1024 work as root), nothing accepted yet.
-        access.drop_privileges()?;
         // What a restart hands over: duplicates of the listeners and the metrics socket.
         let handover = match &self.program {
             None => None,
@@ -251,10 +242,20 @@ impl Managed {
             program,
             args: std::mem::take(&mut self.args),
         });
-        // Signals are caught before the readiness lines, so a SIGTERM sent as soon as
-        // a script reads them is a graceful shutdown, never the default death.
-        watch_signals(server.shutdown_handle(), restart)?;
-        access.reload_on_hangup()?;
+        let hangup = watch_signals(signals, server.shutdown_handle(), restart, &lifecycle);
+        access.reload_on_hangup(hangup, lifecycle.gate());
+        // The pid file before the readiness lines (whoever waits for them finds it
+        // written), once a signal sent to the pid in it is handled, and while still root: a
+        // service's pid file is in a directory only root may write (`/run`). A restart's
+        // new process writes it only once it serves (below): till then the file names the
+        // process that does.
+        let successor = self.inherited.is_handover();
+        let mut pid_file = match &self.pid_file {
+            Some(path) if !successor => Some(PidFile::write(path)?),
+            _ => None,
+        };
+        // Bound (so ports below 1024 work as root), nothing accepted yet.
+        access.drop_privileges()?;
         let endpoints = server.local_endpoints();
         // Ready once serving has set up every listener (an io_uring worker's ring or
         // thread can still fail for want of descriptors or threads): only then the lines
@@ -270,15 +271,28 @@ impl Managed {
                 return Ok(served?);
             }
         };
-        if ready {
-            announce(&endpoints);
-            if let Some(metrics) = metrics {
-                metrics.start();
+        let report = self.inherited.take_ready();
+        // Told only if no stop came first (`Lifecycle::ready`).
+        let told = ready
+            && lifecycle.ready(|| {
+                announce(&endpoints);
+                if let Some(metrics) = metrics {
+                    metrics.start();
+                }
+                // Before the report: the process replaced tells the manager the new main
+                // pid once it has it, and the manager hears this one's READY=1 first.
+                tell_manager(ManagerState::Ready);
+                if let Some(report) = report {
+                    report_ready(report);
+                }
+            });
+        if told {
+            if let (Some(path), true) = (&self.pid_file, successor) {
+                match PidFile::write(path) {
+                    Ok(written) => pid_file = Some(written),
+                    Err(err) => tracing::warn!("{err}"),
+                }
             }
-            if let Some(ready) = self.inherited.take_ready() {
-                report_ready(ready);
-            }
-            tell_manager(ManagerState::Ready);
             after_ready();
             for warning in left_behind {
                 tracing::warn!("{warning}");
@@ -295,14 +309,6 @@ impl Managed {
 fn report_ready(ready: ReadyReport) {
     if let Err(err) = ready.report() {
         tracing::warn!("cannot tell the process that handed over that this one is ready: {err}");
-    }
-}
-
-/// Sends `state` to the service manager, if there is one; failing to is worth a warning,
-/// never a stop.
-fn tell_manager(state: ManagerState) {
-    if let Err(err) = notify_manager(state) {
-        tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {err}");
     }
 }
 
@@ -352,145 +358,4 @@ impl Drop for PidFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-/// What SIGUSR2 needs: this program and its arguments, the listening sockets to hand
-/// over (dropped as soon as the server drains, so that no socket outlives its listeners),
-/// and the metrics endpoint's serving, which stops once the new process serves its socket.
-struct Restart {
-    handover: Option<Handover>,
-    stop_metrics: Option<StopServing>,
-    program: PathBuf,
-    args: Vec<OsString>,
-}
-
-impl Restart {
-    /// Starts the new process and waits for it to report ready; if it fails, this one goes
-    /// on serving everything. Dropped before the new process is ready, it kills it.
-    async fn start(&self) -> Option<Successor> {
-        let handover = self.handover.as_ref()?;
-        tracing::info!("restarting: starting {}", self.program.display());
-        match handover
-            .start(&self.program, &self.args, RESTART_READY_TIMEOUT)
-            .await
-        {
-            Ok(successor) => Some(successor),
-            Err(err) => {
-                tracing::warn!("restart failed, still serving: {err}");
-                None
-            }
-        }
-    }
-
-    /// The new process serves: this one stops serving the metrics endpoint, keeps its
-    /// socket files for it, tells the service manager the new main pid, drains, and returns
-    /// the new process.
-    async fn take_over(&mut self, successor: Successor, handle: &ShutdownHandle) -> Successor {
-        // Every scrape and health check is the new process's from now on: it accepts on the
-        // same socket, and takes those queued on it. Stopped before the line below, so that
-        // a scrape sent once it is out cannot reach this process.
-        if let Some(metrics) = self.stop_metrics.take() {
-            metrics.stop().await;
-        }
-        tracing::info!(
-            "restarted: process {} serves now; draining connections",
-            successor.pid()
-        );
-        if let Some(handover) = self.handover.take() {
-            handover.complete();
-        }
-        tell_manager(ManagerState::MainPid(successor.pid()));
-        handle.hand_over();
-        successor
-    }
-}
-
-/// First SIGINT/SIGTERM: graceful shutdown (`STOPPING=1`). A second one: close everything
-/// now. SIGUSR2: restart (see [`Restart`]), one at a time; a SIGUSR2 that comes meanwhile
-/// waits until it is over, which takes at most the readiness timeout. A stop that comes
-/// meanwhile is for the service, whichever process serves it by then: once the new process
-/// serves, it is told to stop too (this one drains already); if it failed, this one stops.
-/// A second stop before the new process is ready kills it and closes everything now.
-fn watch_signals(handle: ShutdownHandle, mut restart: Option<Restart>) -> Result<(), CliError> {
-    let install =
-        |kind| signal(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
-    let mut interrupt = install(SignalKind::interrupt())?;
-    let mut terminate = install(SignalKind::terminate())?;
-    let mut user2 = install(SignalKind::user_defined2())?;
-    tokio::spawn(async move {
-        loop {
-            let stops = tokio::select! {
-                _ = interrupt.recv() => 1,
-                _ = terminate.recv() => 1,
-                _ = user2.recv() => {
-                    let Some(restarting) = restart.as_mut().filter(|_| !handle.is_shutting_down())
-                    else {
-                        tracing::info!("SIGUSR2: nothing to restart");
-                        continue;
-                    };
-                    let mut stops = 0;
-                    let started = {
-                        let start = restarting.start();
-                        tokio::pin!(start);
-                        loop {
-                            tokio::select! {
-                                started = &mut start => break started,
-                                _ = interrupt.recv() => stops += 1,
-                                _ = terminate.recv() => stops += 1,
-                            }
-                            // A second stop closes everything now: the new process, not
-                            // ready yet, is not waited for (dropped, the start kills it).
-                            if stops >= 2 {
-                                tracing::info!(
-                                    "second stop during the restart: the new process is \
-                                     stopped before it was ready"
-                                );
-                                break None;
-                            }
-                        }
-                    };
-                    let successor = match started {
-                        Some(successor) => Some(restarting.take_over(successor, &handle).await),
-                        None => None,
-                    };
-                    match (stops, successor) {
-                        (0, _) => continue,
-                        (_, Some(successor)) => {
-                            tracing::info!(
-                                "stop asked for during the restart: telling process {} to stop",
-                                successor.pid()
-                            );
-                            if let Err(err) = successor.stop() {
-                                tracing::warn!("cannot tell process {} to stop: {err}", successor.pid());
-                            }
-                            // This process drains already; a second stop closes it now.
-                            stops - 1
-                        }
-                        (_, None) => stops,
-                    }
-                }
-            };
-            for _ in 0..stops.min(2) {
-                stop(&handle, &mut restart);
-            }
-        }
-    });
-    Ok(())
-}
-
-/// One SIGINT/SIGTERM: the first drains, the next closes every connection now.
-fn stop(handle: &ShutdownHandle, restart: &mut Option<Restart>) {
-    // The first signal's line is the server's, written when its listeners do close (after
-    // `--shutdown-delay`, if there is one).
-    if handle.is_shutting_down() {
-        tracing::info!("second signal: closing every connection now");
-    } else {
-        tell_manager(ManagerState::Stopping);
-    }
-    // The duplicates kept for a restart go first: a listener that closes must not stay
-    // open through them, or new clients would wait instead of being refused.
-    if let Some(restart) = restart {
-        restart.handover = None;
-    }
-    handle.shutdown();
 }

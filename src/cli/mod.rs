@@ -22,6 +22,7 @@ mod ready;
 mod resolve;
 mod serve;
 mod server;
+mod signals;
 mod sni_routes;
 mod socket_file;
 mod stderr;

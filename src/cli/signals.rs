@@ -1,0 +1,308 @@
+//! The signals a server command takes, and when: SIGINT/SIGTERM drain (a second one closes
+//! everything now), SIGUSR2 restarts without refusing a connection, SIGHUP reloads. They
+//! are caught from before the bind, so that none kills a server half started (leaving its
+//! socket file, its pid file or the pid file's temporary behind); the server's
+//! [`Lifecycle`] orders what they do with its readiness: a restart or a reload waits until
+//! the server has said it is ready (nothing comes before the readiness lines), and a stop
+//! that comes first makes it never say so (no `listening on` and `READY=1` after
+//! `STOPPING=1`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use socketkit::error::Op;
+use socketkit::server::{Handover, ManagerState, ShutdownHandle, Successor, notify_manager};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+use super::exit::CliError;
+use super::metrics::StopServing;
+
+/// How long a new process started by SIGUSR2 may take to report ready before it is stopped
+/// and the old one goes on serving.
+const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The signals a server takes, caught (their default actions no longer apply) and queued
+/// until they are watched.
+pub(crate) struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    user2: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    /// Catches SIGINT, SIGTERM, SIGUSR2 and SIGHUP from now on (on the current runtime).
+    pub(crate) fn install() -> Result<Signals, CliError> {
+        let install =
+            |kind| signal(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
+        Ok(Signals {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+            user2: install(SignalKind::user_defined2())?,
+            hangup: install(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Where a server is in its life, as its signals need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Bound, not yet said to be ready.
+    Starting,
+    /// Said to be ready (the readiness lines, `READY=1`).
+    Ready,
+    /// Told to stop.
+    Stopping,
+}
+
+/// The server's phase, changed atomically by readiness and by a stop.
+#[derive(Debug, Clone)]
+pub(crate) struct Lifecycle(watch::Sender<Phase>);
+
+impl Lifecycle {
+    pub(crate) fn new() -> Lifecycle {
+        Lifecycle(watch::Sender::new(Phase::Starting))
+    }
+
+    /// Runs `tell` (the readiness lines and reports) and marks the server ready, unless a
+    /// stop came first: then nothing is told, and `false`.
+    pub(crate) fn ready(&self, tell: impl FnOnce()) -> bool {
+        let mut tell = Some(tell);
+        self.0.send_if_modified(|phase| {
+            if *phase != Phase::Starting {
+                return false;
+            }
+            if let Some(tell) = tell.take() {
+                tell();
+            }
+            *phase = Phase::Ready;
+            true
+        })
+    }
+
+    /// Marks the server stopping; returns whether it had said it was ready (so that the
+    /// service manager hears `STOPPING=1` only after `READY=1`).
+    fn stopping(&self) -> bool {
+        let mut was_ready = false;
+        self.0.send_if_modified(|phase| {
+            was_ready = *phase == Phase::Ready;
+            let changed = *phase != Phase::Stopping;
+            *phase = Phase::Stopping;
+            changed
+        });
+        was_ready
+    }
+
+    /// A handle that waits for readiness.
+    pub(crate) fn gate(&self) -> Gate {
+        Gate(self.0.subscribe())
+    }
+}
+
+/// Waits until the server has said it is ready.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate(watch::Receiver<Phase>);
+
+impl Gate {
+    /// Resolves once the server is ready (`true`) or stopping without having been
+    /// (`false`).
+    pub(crate) async fn opened(&mut self) -> bool {
+        match self.0.wait_for(|phase| *phase != Phase::Starting).await {
+            Ok(phase) => *phase == Phase::Ready,
+            Err(_) => false,
+        }
+    }
+}
+
+/// What SIGUSR2 needs: this program and its arguments, the listening sockets to hand
+/// over (dropped as soon as the server drains, so that no socket outlives its listeners),
+/// and the metrics endpoint's serving, which stops once the new process serves its socket.
+pub(crate) struct Restart {
+    pub(crate) handover: Option<Handover>,
+    pub(crate) stop_metrics: Option<StopServing>,
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+}
+
+impl Restart {
+    /// Starts the new process and waits for it to report ready; if it fails, this one goes
+    /// on serving everything. Dropped before the new process is ready, it kills it.
+    async fn start(&self) -> Option<Successor> {
+        let handover = self.handover.as_ref()?;
+        tracing::info!("restarting: starting {}", self.program.display());
+        match handover
+            .start(&self.program, &self.args, RESTART_READY_TIMEOUT)
+            .await
+        {
+            Ok(successor) => Some(successor),
+            Err(err) => {
+                tracing::warn!("restart failed, still serving: {err}");
+                None
+            }
+        }
+    }
+
+    /// The new process serves: this one stops serving the metrics endpoint, keeps its
+    /// socket files for it, tells the service manager the new main pid, drains, and returns
+    /// the new process.
+    async fn take_over(&mut self, successor: Successor, handle: &ShutdownHandle) -> Successor {
+        // Every scrape and health check is the new process's from now on: it accepts on the
+        // same socket, and takes those queued on it. Stopped before the line below, so that
+        // a scrape sent once it is out cannot reach this process.
+        if let Some(metrics) = self.stop_metrics.take() {
+            metrics.stop().await;
+        }
+        tracing::info!(
+            "restarted: process {} serves now; draining connections",
+            successor.pid()
+        );
+        if let Some(handover) = self.handover.take() {
+            handover.complete();
+        }
+        tell_manager(ManagerState::MainPid(successor.pid()));
+        handle.hand_over();
+        successor
+    }
+}
+
+/// Sends `state` to the service manager, if there is one; failing to is worth a warning,
+/// never a stop.
+pub(crate) fn tell_manager(state: ManagerState) {
+    if let Err(err) = notify_manager(state) {
+        tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {err}");
+    }
+}
+
+/// The stop signals' and SIGUSR2's watch: SIGINT/SIGTERM (a first stop drains, a second
+/// closes everything now; a restart's hand-over is a drain, not a stop, so the old
+/// process's first stop after it still lets its connections finish), and SIGUSR2 (see
+/// [`Restart`]), one at a time, once the server is ready; a SIGUSR2 that comes meanwhile
+/// waits until it is over, which takes at most the readiness timeout. A stop that comes
+/// during a restart is for the service, whichever process serves it by then: once the new
+/// process serves, it is told to stop too (this one drains already); if it failed, this
+/// one stops. A second stop before the new process is ready kills it and closes everything
+/// now.
+///
+/// Returns SIGHUP, for the reloads (`Access::reload_on_hangup`).
+pub(crate) fn watch_signals(
+    signals: Signals,
+    handle: ShutdownHandle,
+    mut restart: Option<Restart>,
+    lifecycle: &Lifecycle,
+) -> Signal {
+    let Signals {
+        mut interrupt,
+        mut terminate,
+        mut user2,
+        hangup,
+    } = signals;
+    let lifecycle = lifecycle.clone();
+    let mut gate = lifecycle.gate();
+    let mut stops_taken = 0u32;
+    tokio::spawn(async move {
+        loop {
+            let stops = tokio::select! {
+                _ = interrupt.recv() => 1,
+                _ = terminate.recv() => 1,
+                _ = user2.recv() => {
+                    // Not before the readiness lines: a restart of a server that has not
+                    // said it is ready waits until it has (or is stopped first).
+                    let ready = tokio::select! {
+                        ready = gate.opened() => ready,
+                        _ = interrupt.recv() => { stop(&handle, &mut restart, &lifecycle, &mut stops_taken); continue; }
+                        _ = terminate.recv() => { stop(&handle, &mut restart, &lifecycle, &mut stops_taken); continue; }
+                    };
+                    let Some(restarting) = restart
+                        .as_mut()
+                        .filter(|_| ready && !handle.is_shutting_down())
+                    else {
+                        tracing::info!("SIGUSR2: nothing to restart");
+                        continue;
+                    };
+                    let mut stops = 0;
+                    let started = {
+                        let start = restarting.start();
+                        tokio::pin!(start);
+                        loop {
+                            tokio::select! {
+                                started = &mut start => break started,
+                                _ = interrupt.recv() => stops += 1,
+                                _ = terminate.recv() => stops += 1,
+                            }
+                            // A second stop closes everything now: the new process, not
+                            // ready yet, is not waited for (dropped, the start kills it).
+                            if stops >= 2 {
+                                tracing::info!(
+                                    "second stop during the restart: the new process is \
+                                     stopped before it was ready"
+                                );
+                                break None;
+                            }
+                        }
+                    };
+                    let successor = match started {
+                        Some(successor) => Some(restarting.take_over(successor, &handle).await),
+                        None => None,
+                    };
+                    match (stops, successor) {
+                        (0, _) => continue,
+                        (_, Some(successor)) => {
+                            tracing::info!(
+                                "stop asked for during the restart: telling process {} to stop",
+                                successor.pid()
+                            );
+                            if let Err(err) = successor.stop() {
+                                tracing::warn!("cannot tell process {} to stop: {err}", successor.pid());
+                            }
+                            // Taken: this process drains already; a second stop closes it
+                            // now.
+                            stops_taken += 1;
+                            stops - 1
+                        }
+                        (_, None) => stops,
+                    }
+                }
+            };
+            for _ in 0..stops.min(2) {
+                stop(&handle, &mut restart, &lifecycle, &mut stops_taken);
+            }
+        }
+    });
+    hangup
+}
+
+/// One SIGINT/SIGTERM (`taken` counts them): the first drains, the next closes every
+/// connection now. A server that a restart's hand-over already drains takes its first stop
+/// as said and done.
+fn stop(
+    handle: &ShutdownHandle,
+    restart: &mut Option<Restart>,
+    lifecycle: &Lifecycle,
+    taken: &mut u32,
+) {
+    *taken += 1;
+    // The duplicates kept for a restart go first: a listener that closes must not stay
+    // open through them, or new clients would wait instead of being refused.
+    if let Some(restart) = restart {
+        restart.handover = None;
+    }
+    if *taken >= 2 {
+        tracing::info!("second signal: closing every connection now");
+        handle.force();
+        return;
+    }
+    if handle.is_shutting_down() {
+        // Handed over: draining already, and the service manager's main process is the
+        // new one.
+        tracing::info!("stop: draining already (a restart handed the listeners over)");
+        return;
+    }
+    // The first signal's line is the server's, written when its listeners do close (after
+    // `--shutdown-delay`, if there is one).
+    if lifecycle.stopping() {
+        tell_manager(ManagerState::Stopping);
+    }
+    handle.shutdown();
+}
