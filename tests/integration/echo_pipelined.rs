@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
-use crate::io_engine::io_uring_available;
+use crate::io_engine::io_uring_unix_echo;
 use crate::support::net::{Fnv, connect, payload};
 use crate::support::process::{Running, socketkit};
 
@@ -26,29 +26,24 @@ trait Duplex: Read + Write + Send + Sized + 'static {
     fn read_within(&self, limit: Duration) -> io::Result<()>;
 }
 
-impl Duplex for TcpStream {
-    fn another(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-    fn end_writes(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-    fn read_within(&self, limit: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(limit))
-    }
+/// The two std streams have the same methods, under no common trait.
+macro_rules! duplex {
+    ($($stream:ty),*) => {$(
+        impl Duplex for $stream {
+            fn another(&self) -> io::Result<Self> {
+                self.try_clone()
+            }
+            fn end_writes(&self) -> io::Result<()> {
+                self.shutdown(Shutdown::Write)
+            }
+            fn read_within(&self, limit: Duration) -> io::Result<()> {
+                self.set_read_timeout(Some(limit))
+            }
+        }
+    )*};
 }
 
-impl Duplex for UnixStream {
-    fn another(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-    fn end_writes(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-    fn read_within(&self, limit: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(limit))
-    }
-}
+duplex!(TcpStream, UnixStream);
 
 /// Sizes around the buffers' and the socket's boundaries, and some large.
 const SIZES: [usize; 10] = [
@@ -172,15 +167,8 @@ fn pipelined_echo_streams_on_four_epoll_workers_all_come_back_whole() {
 
 #[test]
 fn pipelined_echo_streams_on_an_io_uring_unix_socket_all_come_back_whole() {
-    if !io_uring_available() {
+    let Some((_dir, path, _server)) = io_uring_unix_echo() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("echo.sock");
-    let mut cmd = socketkit();
-    cmd.args(["serve", "echo", "--io-engine", "io_uring", "--workers", "1"])
-        .arg("-l")
-        .arg(format!("unix:{}", path.display()));
-    let _server = Running::start(cmd, 1);
+    };
     rounds(|| UnixStream::connect(&path).expect("connected"));
 }

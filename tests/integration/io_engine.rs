@@ -45,6 +45,22 @@ pub(crate) fn io_uring_available() -> bool {
     false
 }
 
+/// `serve echo` on one io_uring worker on a Unix socket in a temp dir (kept with it), or
+/// `None` where the kernel has no io_uring (said, and refused under CI).
+pub(crate) fn io_uring_unix_echo() -> Option<(tempfile::TempDir, std::path::PathBuf, Running)> {
+    if !io_uring_available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("echo.sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "--io-engine", "io_uring", "--workers", "1"])
+        .arg("-l")
+        .arg(format!("unix:{}", path.display()));
+    let server = Running::start(cmd, 1);
+    Some((dir, path, server))
+}
+
 /// The names of the server's threads.
 pub(crate) fn threads(pid: i32) -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

@@ -12,9 +12,11 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::io_engine::{echo_round_trip, io_uring_available, serve_on_one_ring};
+use crate::io_engine::{
+    echo_round_trip, io_uring_available, io_uring_unix_echo, serve_on_one_ring,
+};
 use crate::support::net::{connect, hash, payload};
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::DEADLINE;
 
 /// A client socket, TCP or Unix.
 trait Hog: Read + Write + Send + 'static {
@@ -141,16 +143,9 @@ fn io_uring_echo_serves_everyone_else_while_many_clients_do_not_read() {
 
 #[test]
 fn io_uring_unix_echo_serves_everyone_else_while_many_clients_do_not_read() {
-    if !io_uring_available() {
+    let Some((_dir, path, _server)) = io_uring_unix_echo() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("echo.sock");
-    let mut cmd = socketkit();
-    cmd.args(["serve", "echo", "--io-engine", "io_uring", "--workers", "1"])
-        .arg("-l")
-        .arg(format!("unix:{}", path.display()));
-    let _server = Running::start(cmd, 1);
+    };
     let unix = || UnixStream::connect(&path).expect("connect");
     let data = payload(16 << 20);
     let mut hogs: Vec<_> = (0..HOGS).map(|_| unix()).collect();
