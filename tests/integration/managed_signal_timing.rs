@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use crate::support::net::{IO_TIMEOUT, connect};
 use crate::support::process::{Running, socketkit, wait_bounded};
-use crate::support::restart::{
-    Descendants, become_subreaper, read_pid, send_signal, wait_for_new_pid,
-};
+use crate::support::restart::{Descendants, become_subreaper, send_signal, wait_for_new_pid};
 
 #[test]
 fn after_a_restart_the_old_processs_first_stop_still_lets_its_connections_finish() {
@@ -90,6 +88,20 @@ fn a_stop_sent_to_the_pid_the_new_process_wrote_is_a_graceful_stop() {
     }
 }
 
+/// The processes whose command line names `path`.
+fn processes_naming(path: &std::path::Path) -> Vec<i32> {
+    let wanted = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(&wanted))
+        })
+        .collect()
+}
+
 /// What a server started with a notify socket did when `signal` came `delay` after it was
 /// started: its stderr lines, the notifications, and its exit (`None`: still running after
 /// a SIGTERM that followed, which the caller reports).
@@ -114,38 +126,41 @@ fn signalled_early(signal: i32, delay: Duration) -> (Vec<String>, Vec<String>, b
         .spawn()
         .expect("started");
     let stderr = child.stderr.take().expect("piped");
-    let lines = thread::spawn(move || {
-        BufReader::new(stderr)
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let lines: Vec<String> = BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
-            .collect::<Vec<_>>()
+            .collect();
+        let _ = lines_tx.send(lines);
     });
     thread::sleep(delay);
     let pid = i32::try_from(child.id()).expect("a pid");
     // SAFETY: kill(2) on the child we started and have not reaped.
     unsafe { libc::kill(pid, signal) };
-    let mut adopted = Descendants::default();
     if signal != libc::SIGTERM {
         thread::sleep(Duration::from_millis(300));
-        // A SIGUSR2 once ready restarts: the new process serves, and is stopped too.
-        let serving = read_pid(&pid_file).filter(|&serving| serving != pid);
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        if let Some(new) = serving {
-            adopted.add(new);
-            send_signal(new, libc::SIGTERM);
-        }
     }
     let status = wait_bounded(&mut child, IO_TIMEOUT);
-    for new in read_pid(&pid_file).into_iter().filter(|&new| new != pid) {
-        assert_eq!(adopted.reap(new, IO_TIMEOUT), 0);
+    // A SIGUSR2 once ready restarted: the process that serves now (this test's, a
+    // subreaper's, once the first has exited) is found by the temp dir in its command line,
+    // stopped and reaped.
+    let mut adopted = Descendants::default();
+    for successor in processes_naming(dir.path()) {
+        adopted.add(successor);
+        send_signal(successor, libc::SIGTERM);
+        assert_eq!(adopted.reap(successor, IO_TIMEOUT), 0);
     }
     let mut heard = Vec::new();
     let mut buf = [0u8; 256];
     while let Ok(n) = manager.recv(&mut buf) {
         heard.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
     }
-    let lines = lines.join().expect("read");
+    let lines = lines_rx
+        .recv_timeout(IO_TIMEOUT)
+        .expect("stderr ends once every process has");
     let clean = !pid_file.exists()
         && !socket.exists()
         && std::fs::read_dir(dir.path())
