@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::RangeInclusive;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -48,19 +47,12 @@ pub fn probe_tls(
     timeout: Option<Duration>,
 ) -> Result<()> {
     super::tls::off_runtime(|| {
-        let failed = |err| Error::new(Op::Connect, endpoint, err);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Error::without_target(Op::Io, err))?;
-        socket.set_blocking(false)?;
-        let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
+        let (runtime, tcp) = super::tls::own_runtime(socket)?;
         runtime.block_on(async {
-            let tcp = tokio::net::TcpStream::from_std(tcp).map_err(failed)?;
-            let mut tls = within(timeout, connector.connect(host, tcp))
-                .await
-                .map_err(failed)?;
-            tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
+            let tcp = tokio::net::TcpStream::from_std(tcp)
+                .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
+            let mut tls =
+                super::tls::client_handshake(connector, host, endpoint, timeout, tcp).await?;
             // The handshake is the probe: a close that fails after it does not undo it. The
             // server's own close_notify is waited for a moment, so that it does not meet a
             // closed socket (a reset, and `broken pipe` in its log).

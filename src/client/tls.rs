@@ -109,6 +109,35 @@ pub(super) fn off_runtime<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> R
     })
 }
 
+/// A small tokio runtime for this thread alone, and `socket` as a non-blocking stream for
+/// it (made a tokio one inside the runtime).
+pub(super) fn own_runtime(
+    socket: Socket,
+) -> Result<(tokio::runtime::Runtime, std::net::TcpStream)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::without_target(Op::Io, err))?;
+    socket.set_blocking(false)?;
+    Ok((runtime, std::net::TcpStream::from(OwnedFd::from(socket))))
+}
+
+/// The client's side of the handshake on `tcp` to `host`, within `timeout`; a failure is
+/// `cannot connect to ENDPOINT: REASON`.
+pub(super) async fn client_handshake(
+    connector: &Connector,
+    host: &Host,
+    endpoint: &Endpoint,
+    timeout: Option<Duration>,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tls = within(timeout, connector.connect(host, tcp))
+        .await
+        .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
+    tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
+    Ok(tls)
+}
+
 /// [`bridge_tls`] on the calling thread, which must not be a tokio runtime's.
 fn bridge_tls_here(
     socket: Socket,
@@ -118,14 +147,9 @@ fn bridge_tls_here(
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
     let peer = Peer::of(&socket, &options);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::without_target(Op::Io, err))?;
-    socket.set_blocking(false)?;
     // Asked of the kernel while the stream below owns it (send-only: what is acknowledged).
     let fd = socket.fileno();
-    let tcp = std::net::TcpStream::from(OwnedFd::from(socket));
+    let (runtime, tcp) = own_runtime(socket)?;
     let mut output = match options.direction {
         Direction::SendOnly => Output::writer(io::sink()),
         _ => output,
@@ -171,10 +195,7 @@ fn bridge_tls_here(
                     endpoint,
                     timeout,
                 } => {
-                    let tls = within(timeout, connector.connect(host, tcp))
-                        .await
-                        .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
-                    tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
+                    let tls = client_handshake(connector, host, endpoint, timeout, tcp).await?;
                     run(tls, fd, sending, output, output_gone, &options, &peer).await
                 }
                 Handshake::Server { config, timeout } => {
