@@ -287,7 +287,7 @@ impl Managed {
                 }
             });
         if told {
-            if let (Some(path), true) = (&self.pid_file, successor) {
+            if successor && let Some(path) = &self.pid_file {
                 match PidFile::write(path) {
                     Ok(written) => pid_file = Some(written),
                     Err(err) => tracing::warn!("{err}"),

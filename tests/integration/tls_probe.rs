@@ -6,6 +6,7 @@
 
 use crate::support::certs::Pki;
 use crate::support::process::{DEADLINE, Output, Running, run, socketkit};
+use crate::tls_server::serve_tls;
 
 /// `connect -z tls:127.0.0.1:PORT EXTRA...`.
 fn probe(port: u16, extra: &[&str]) -> Output {
@@ -18,15 +19,7 @@ fn probe(port: u16, extra: &[&str]) -> Output {
 #[test]
 fn a_tls_probe_succeeds_only_with_a_handshake_the_client_accepts() {
     let pki = Pki::new();
-    let mut tls = socketkit();
-    tls.args(["serve", "echo", "-v", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ]);
-    let tls = Running::start(tls, 1);
+    let tls = serve_tls("echo", &pki.server, &["-v"]);
     let mut plain = socketkit();
     plain.args(["serve", "greeting", "-l", "127.0.0.1:0"]);
     let plain = Running::start(plain, 1);

@@ -11,6 +11,7 @@ use crate::support::certs::Pki;
 use crate::support::net::connect;
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 use crate::support::tls_peers::python_server;
+use crate::tls_server::serve_tls;
 
 #[test]
 fn a_relays_tls_target_that_ends_without_close_notify_is_a_truncation_in_words() {
@@ -46,16 +47,7 @@ fn a_relays_tls_target_that_ends_without_close_notify_is_a_truncation_in_words()
 #[test]
 fn bench_says_in_words_that_the_server_wants_a_client_certificate() {
     let pki = Pki::new();
-    let mut cmd = socketkit();
-    cmd.args(["serve", "echo", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
-        .args(["--tls-client-ca", pki.ca()]);
-    let server = Running::start(cmd, 1);
+    let server = serve_tls("echo", &pki.server, &["--tls-client-ca", pki.ca()]);
     let mut bench = socketkit();
     bench
         .args(["bench", &server.endpoints()[0], "--mode", "echo"])
