@@ -186,7 +186,12 @@ impl Acceptor {
                     proxied = p;
                 }
                 Early::Refused => return raw.reset(), // no byte of the service
-                Early::Later => return self.admit(raw, holds, pipeline),
+                Early::Later { kept } => {
+                    // What the peer-only stages took (a per-source slot) is held for the
+                    // connection's life, as when nothing follows them.
+                    holds.kept = kept;
+                    return self.admit(raw, holds, pipeline);
+                }
             }
         }
         let mut sent = 0;
@@ -236,7 +241,7 @@ impl Acceptor {
                 return Early::Refused;
             };
             if pipeline.has_late() {
-                return Early::Later;
+                return Early::Later { kept };
             }
             return Early::Admitted {
                 kept,
@@ -249,7 +254,7 @@ impl Acceptor {
                 pipeline.refused_early(&raw.peer(), &refusal, &self.meter, &|| raw.local());
                 return Early::Refused;
             }
-            Now::Later => return Early::Later,
+            Now::Later => return Early::Later { kept: Held::new() },
         };
         let checked = match &peer {
             Some(peer) => pipeline.check_after_proxy(peer, &self.meter, &|| raw.local()),
@@ -310,8 +315,9 @@ enum Early {
     Admitted { kept: Held, proxied: Proxied },
     /// Refused (counted and logged): reset it.
     Refused,
-    /// The rest is for the connection's task.
-    Later,
+    /// The rest is for the connection's task, which holds what the stages that ran here
+    /// keep (a per-source slot) with what the rest keep.
+    Later { kept: Held },
 }
 
 /// A PROXY header read on the accept loop: the client it named (`None`: none, or `LOCAL`)

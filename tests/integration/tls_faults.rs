@@ -3,7 +3,7 @@
 //! garbage instead of a ClientHello, plain TCP to a tls: listener, and every start-up
 //! error (exit 2, before listening).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use socketkit::tls::{ClientOptions, client_config, rustls};
 
 use crate::support::certs::Pki;
-use crate::support::net::connect;
+use crate::support::net::{IO_TIMEOUT, connect, connect_from, read_once, try_connect_from};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
 
 /// The first bytes of a ClientHello that promises 512 bytes and sends 6 of them.
@@ -148,6 +148,38 @@ fn handshakes_hold_a_connection_slot_until_their_deadline() {
     assert_eq!(got, "你好".as_bytes());
     assert!(took >= Duration::from_millis(700), "served after {took:?}");
     assert!(took < Duration::from_secs(5), "served after {took:?}");
+}
+
+/// `--max-per-source` counts a connection from its accept, before its handshake (SPEC §3's
+/// order: per-source limits, then TLS): a second connection from one source is reset at
+/// once while the first is still in its handshake, and another source is served.
+#[test]
+fn a_handshake_holds_its_sources_place_under_max_per_source() {
+    let pki = Pki::new();
+    // One listener: the two connections from one source are accepted in the order made.
+    // The handshake deadline far off: a reset that came from it would not be the limit's.
+    let limits = ["--max-per-source", "1", "--workers", "1"];
+    let server = serve_greeting(
+        &pki,
+        &[&limits[..], &["--tls-handshake-timeout", "60s"]].concat(),
+    );
+    let addr = server.addr().replace("tls:", "");
+    let to: std::net::SocketAddr = addr.parse().expect("a socket address");
+    let _in_its_handshake = connect_from("127.0.0.2", to);
+    let refused = match try_connect_from("127.0.0.2", to) {
+        Err(err) => err.kind() == ErrorKind::ConnectionReset,
+        Ok(mut second) => {
+            second.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+            let mut byte = [0u8; 1];
+            let started = Instant::now();
+            let reset = matches!(read_once(&mut second, &mut byte),
+                Err(err) if err.kind() == ErrorKind::ConnectionReset);
+            reset && started.elapsed() < Duration::from_secs(5)
+        }
+    };
+    assert!(refused, "a second connection from 127.0.0.2 was not reset");
+    let (got, _) = greet(&pki, &addr);
+    assert_eq!(got, "你好".as_bytes(), "127.0.0.1 is another source");
 }
 
 #[test]
