@@ -28,23 +28,55 @@ use super::cidr_set::{CidrSet, host_network};
 pub struct AccessRules {
     allow: CidrSet,
     deny: CidrSet,
+    /// Only `allow`'s sources get in, even when it names none (an allow list that came
+    /// out empty shuts everyone out rather than letting everyone in).
+    allow_only: bool,
 }
 
 impl AccessRules {
-    /// Rules from allowed and denied networks.
+    /// Rules from allowed and denied networks: with any allowed network, only those get in.
     pub fn new(
         allow: impl IntoIterator<Item = IpNet>,
         deny: impl IntoIterator<Item = IpNet>,
     ) -> AccessRules {
+        let allow: CidrSet = allow.into_iter().collect();
         AccessRules {
-            allow: allow.into_iter().collect(),
+            allow_only: !allow.is_empty(),
+            allow,
             deny: deny.into_iter().collect(),
         }
     }
 
-    /// Whether `source` may connect: not denied, and allowed when there are allow rules.
+    /// Rules that admit only `allow`'s networks, and no one when it is empty: an allow
+    /// list read from a file that names no network (emptied, or caught mid-rewrite) shuts
+    /// every source out, as ncat's `--allowfile` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::access::AccessRules;
+    /// let nobody = AccessRules::allow_list([], []);
+    /// assert!(!nobody.admits("127.0.0.1".parse().unwrap()));
+    /// ```
+    pub fn allow_list(
+        allow: impl IntoIterator<Item = IpNet>,
+        deny: impl IntoIterator<Item = IpNet>,
+    ) -> AccessRules {
+        AccessRules {
+            allow_only: true,
+            ..AccessRules::new(allow, deny)
+        }
+    }
+
+    /// Whether `source` may connect: not denied, and allowed when there is an allow list.
     pub fn admits(&self, source: IpAddr) -> bool {
-        !self.deny.contains(source) && (self.allow.is_empty() || self.allow.contains(source))
+        !self.deny.contains(source) && (!self.allow_only || self.allow.contains(source))
+    }
+
+    /// Whether only an allow list's sources get in and the list names none: every source
+    /// is refused.
+    pub fn shuts_everyone_out(&self) -> bool {
+        self.allow_only && self.allow.is_empty()
     }
 
     /// How many allow and deny networks the rules hold.
@@ -54,7 +86,7 @@ impl AccessRules {
 
     /// Whether there is no rule at all (everyone is admitted).
     pub fn is_empty(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
+        !self.allow_only && self.deny.is_empty()
     }
 }
 
@@ -94,7 +126,11 @@ impl RuleSources {
         for path in &self.deny_files {
             deny.extend(read_rule_file(path)?);
         }
-        Ok(AccessRules::new(allow, deny))
+        if self.allow_files.is_empty() {
+            return Ok(AccessRules::new(allow, deny));
+        }
+        // An allow file is an allow list even when it names nobody.
+        Ok(AccessRules::allow_list(allow, deny))
     }
 }
 
@@ -305,6 +341,29 @@ mod tests {
         assert!(admits(&rules, "::ffff:127.0.0.2"));
         assert!(!admits(&rules, "127.0.0.1"));
         assert!(!admits(&rules, "::1"));
+    }
+
+    #[test]
+    fn an_allow_file_with_no_network_admits_no_one_and_deny_files_alone_admit_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nobody\n").expect("write");
+        let allow = RuleSources {
+            allow_files: vec![empty.clone()],
+            ..Default::default()
+        }
+        .load()
+        .expect("load");
+        assert!(allow.shuts_everyone_out() && !allow.is_empty());
+        assert!(!admits(&allow, "127.0.0.1"));
+        let deny = RuleSources {
+            deny_files: vec![empty],
+            ..Default::default()
+        }
+        .load()
+        .expect("load");
+        assert!(!deny.shuts_everyone_out() && deny.is_empty());
+        assert!(admits(&deny, "127.0.0.1"));
     }
 
     #[test]

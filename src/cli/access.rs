@@ -75,6 +75,15 @@ pub(crate) fn control(sources: RuleSources) -> Result<Option<Arc<AccessControl>>
     Ok(Some(Arc::new(control)))
 }
 
+/// An allow file that names no network admits no one: said at start and on every reload
+/// that finds it so, for it is more often a file caught mid-rewrite than a wish.
+fn everyone_shut_out(control: &AccessControl, what: &str) -> Option<String> {
+    control
+        .rules()
+        .shuts_everyone_out()
+        .then(|| format!("the {what} allow nothing: the allow files name no network"))
+}
+
 /// Reads `control`'s files again and says how it went, `what` naming the rules ("rules",
 /// "socks destination rules"): a file that no longer parses keeps the rules in force.
 pub(crate) fn reload_and_say(control: &AccessControl, what: &str) {
@@ -82,6 +91,9 @@ pub(crate) fn reload_and_say(control: &AccessControl, what: &str) {
         Ok(()) => {
             let (allow, deny) = control.rules().len();
             tracing::info!("{what} reloaded: {allow} allow, {deny} deny");
+            if let Some(warning) = everyone_shut_out(control, what) {
+                tracing::warn!("{warning}");
+            }
         }
         Err(err) => tracing::warn!("{what} not reloaded, the old ones stay: {err}"),
     }
@@ -133,6 +145,12 @@ impl Access {
         if let Some(limits) = &self.limits {
             builder.source_limits(Arc::clone(limits));
         }
+    }
+
+    /// What to warn of the rules at start, once the readiness lines are out: an allow
+    /// file that names no network, which refuses every source.
+    pub(crate) fn shut_out_warning(&self) -> Option<String> {
+        everyone_shut_out(self.control.as_deref()?, "rules")
     }
 
     /// Becomes `--user`/`--group`, if given: call once the listeners are bound and before

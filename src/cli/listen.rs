@@ -97,6 +97,9 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     if let Some(tls) = &tls {
         tls.announce();
     }
+    if let Some(warning) = access.shut_out_warning() {
+        tracing::warn!("{warning}");
+    }
     let input = nc.input(datagrams.then_some(&*listening.socket_mut()))?;
     if datagrams {
         let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {

@@ -216,13 +216,17 @@ impl Managed {
             let hangup = watch_signals(signals, server.shutdown_handle(), None, &lifecycle);
             access.reload_on_hangup(hangup, lifecycle.gate());
             after_ready();
+            if let Some(warning) = access.shut_out_warning() {
+                tracing::warn!("{warning}");
+            }
             serve(server).await?;
             return Ok(());
         }
         let mut server = builder.bind().await?;
         let mut files = server.socket_files();
         files.extend(self.pid_file.clone());
-        let left_behind = access.files_left_behind(&files);
+        let mut left_behind = access.files_left_behind(&files);
+        left_behind.extend(access.shut_out_warning());
         // What a restart hands over: duplicates of the listeners and the metrics socket.
         let handover = match &self.program {
             None => None,

@@ -136,6 +136,46 @@ fn rule_files_take_comments_and_blank_lines() -> TestResult {
     Ok(())
 }
 
+/// An allow file that names no network (emptied, or caught mid-rewrite by a SIGHUP) is an
+/// allow list of no one: every source is refused, and the log says why, at start and on
+/// the reload that finds it so — as ncat's `--allowfile` refuses all.
+#[test]
+fn an_allow_file_that_names_no_network_refuses_everyone_and_says_so() -> TestResult {
+    const NOBODY: &str = "the rules allow nothing: the allow files name no network";
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("allow.txt");
+    std::fs::write(&file, "# nobody for now\n")?;
+    let path = file.to_str().ok_or("utf-8 path")?;
+    let server = serve(&["-l", "127.0.0.1:0", "--allow-file", path]);
+    let to = target(&server);
+    server.wait_for_stderr(&[NOBODY], Duration::from_secs(5));
+    assert!(
+        !admitted("127.0.0.1", to),
+        "an empty allow file let a source in"
+    );
+    std::fs::write(&file, "127.0.0.2\n")?;
+    server.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(5),
+        || "the allowed source never got in".to_owned(),
+        || admitted_quietly("127.0.0.2", to),
+    );
+    std::fs::write(&file, "")?;
+    server.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(5),
+        || "the emptied file still let 127.0.0.2 in".to_owned(),
+        || !admitted_quietly("127.0.0.2", to),
+    );
+    assert_eq!(
+        server.stderr().matches(NOBODY).count(),
+        2,
+        "{}",
+        server.stderr()
+    );
+    Ok(())
+}
+
 #[test]
 fn a_bad_rule_is_a_usage_error_naming_it_before_listening() -> TestResult {
     let dir = tempfile::tempdir()?;
