@@ -58,6 +58,19 @@ impl ConnectedDatagram {
         }
     }
 
+    /// Sends one datagram to the peer without waiting on a Unix peer's queue: a Unix
+    /// socket that does not read holds a sender back until it does (a UDP one drops at the
+    /// receiver), so a relay that serves many clients from one loop drops the datagram
+    /// instead (`WouldBlock`) — as UDP would — rather than stop for everyone. A UDP send
+    /// waits as [`ConnectedDatagram::send`] (its buffer drains whoever the peer is).
+    pub(crate) async fn send_or_drop(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            ConnectedDatagram::Udp(socket) => socket.send(data).await,
+            // Past tokio's readiness, which a full queue would clear until the peer reads.
+            ConnectedDatagram::Unix { socket, .. } => socket2::SockRef::from(socket).send(data),
+        }
+    }
+
     /// Receives one datagram from the peer.
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -146,7 +146,7 @@ impl DatagramListener {
 
     /// Sends `data` to `peer`, from `from` (what [`DatagramListener::recv_from`] said `peer`
     /// sent to; `None` answers from the socket's own address). An unnamed Unix client cannot
-    /// be answered: `InvalidInput`.
+    /// be answered: `InvalidInput`; one whose queue is full is not waited for: `WouldBlock`.
     pub(crate) async fn send_to(
         &self,
         data: &[u8],
@@ -166,17 +166,13 @@ impl DatagramListener {
                         "the client's socket is unnamed (bind it to receive replies)",
                     ));
                 }
-                if crate::socket::abstract_name(path).is_none() {
-                    return socket.send_to(data, path).await.map(drop);
-                }
-                // tokio's `send_to` takes `@NAME` for a file's path.
+                // Not waited for: a Unix client that does not read its replies would hold
+                // the one loop that receives for every client until it did (a UDP client's
+                // kernel drops instead). Its reply is dropped (`WouldBlock`), as UDP's. Sent
+                // past tokio's readiness: a full queue is the client's, and the readiness
+                // it cleared would drop the next client's reply too, untried.
                 let to = peer.to_sockaddr()?;
-                socket
-                    .async_io(tokio::io::Interest::WRITABLE, || {
-                        socket2::SockRef::from(socket).send_to(data, &to)
-                    })
-                    .await
-                    .map(drop)
+                socket2::SockRef::from(socket).send_to(data, &to).map(drop)
             }
             (DatagramListener::Unixgram { .. }, _) => Err(io::ErrorKind::InvalidInput.into()),
         }
@@ -243,6 +239,9 @@ impl DatagramListener {
             for datagram in reply.datagrams() {
                 match self.send_to(datagram, &peer, destination).await {
                     Ok(()) => sent += datagram.len(),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        tracing::debug!(%peer, "reply dropped: the client's queue is full");
+                    }
                     Err(err) => {
                         tracing::debug!(%peer, "reply failed: {}", crate::error::describe(&err));
                     }

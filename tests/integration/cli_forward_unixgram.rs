@@ -161,6 +161,70 @@ fn a_long_unix_datagram_is_relayed_whole_both_ways() {
     assert!(buf[..len] == data[..], "the answer's bytes");
 }
 
+/// A Unix datagram socket that does not read holds its sender back (UDP's receiver drops
+/// instead): a client of `serve -l unixgram:` that never reads its replies, or a Unix
+/// target of `forward` that stopped reading (a stalled syslog), must cost only its own
+/// datagrams, not stop the one loop that serves everyone.
+#[test]
+fn a_unix_peer_that_does_not_read_holds_up_no_one_else() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = dir.path().join("srv.sock");
+    let _echo = echo(&format!("unixgram:{}", server.display()));
+    // More datagrams than a Unix socket's queue holds (net.unix.max_dgram_qlen, 10 here).
+    let flood = |to: &dyn Fn(&[u8]) -> std::io::Result<usize>| {
+        for n in 0..30 {
+            let _ = to(format!("unread {n}").as_bytes());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let unread = UnixDatagram::bind(dir.path().join("unread.sock")).expect("bind");
+    unread
+        .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+        .expect("timeout");
+    flood(&|data| unread.send_to(data, &server));
+    let good = unix_client(&dir.path().join("good.sock"));
+    good.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut buf = [0u8; 64];
+    good.send_to(b"ping", &server).expect("send");
+    let (len, _) = good
+        .recv_from(&mut buf)
+        .expect("another client is answered (serve)");
+    assert_eq!(&buf[..len], b"ping");
+
+    // forward: new clients go to the targets in turn, the first to the UDP echo, the
+    // second to a Unix target that never reads.
+    let udp_echo = echo("udp:127.0.0.1:0");
+    let stuck_path = dir.path().join("stuck.sock");
+    let _stuck = UnixDatagram::bind(&stuck_path).expect("bind the stuck target");
+    let relay_tmp = tempfile::tempdir().expect("temp dir");
+    let stuck = format!("unixgram:{}", stuck_path.display());
+    let relay = forward(
+        &["udp:127.0.0.1:0"],
+        &udp_echo.endpoints()[0],
+        relay_tmp.path(),
+        &["--to", &stuck],
+    );
+    let relay_at = ("127.0.0.1", relay.port());
+    let client = || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        socket
+    };
+    let answered = client();
+    let ask = |data: &[u8], what: &str| {
+        answered.send_to(data, relay_at).expect("send");
+        let mut got = [0u8; 64];
+        let (len, _) = answered
+            .recv_from(&mut got)
+            .unwrap_or_else(|err| panic!("{what}: {err}\n{}", relay.stderr()));
+        assert_eq!(&got[..len], data, "{what}");
+    };
+    ask(b"first", "the first client goes to the UDP echo");
+    let to_stuck = client();
+    flood(&|data| to_stuck.send_to(data, relay_at));
+    ask(b"second", "the UDP target's client is still relayed");
+}
+
 /// A Unix target that restarts makes its socket anew at the same path (as a syslog daemon
 /// does /dev/log): the client's next datagram reaches the new one, and is answered.
 #[test]

@@ -29,7 +29,9 @@
 //! runs until that socket closes; the bytes received are the clients' datagrams, the bytes
 //! sent the answers relayed back to them. Each target counts its clients the same way
 //! (`socketkit_forward_target_connections_total`, `…_active`), and the datagrams it did
-//! not take or that could not be sent to it (`…_failures_total`); its `…_up` stays 1.
+//! not take or that could not be sent to it (`…_failures_total`); its `…_up` stays 1. A
+//! Unix target whose queue is full is not waited for (one loop receives for every client):
+//! the datagram is dropped and counted there, as a UDP target's receiver would drop it.
 
 use std::io;
 use std::sync::Arc;
@@ -316,7 +318,7 @@ impl BoundDatagramForward {
                 None => continue,
             };
             client.came(destination);
-            let mut sent = client.upstream.send(&buf[..len]).await;
+            let mut sent = client.upstream.send_or_drop(&buf[..len]).await;
             if let Err(err) = &sent
                 && client.upstream.is_unix()
                 && err.kind() == io::ErrorKind::ConnectionRefused
@@ -328,7 +330,7 @@ impl BoundDatagramForward {
                 sent = match self.client(&clients, &from, &mut turns, &mut tasks) {
                     Some(fresh) => {
                         fresh.came(destination);
-                        fresh.upstream.send(&buf[..len]).await
+                        fresh.upstream.send_or_drop(&buf[..len]).await
                     }
                     // Said by `client`.
                     None => Ok(len),
@@ -338,12 +340,12 @@ impl BoundDatagramForward {
                 if let Some(metrics) = &client.target_metrics {
                     metrics.failed.inc();
                 }
-                tracing::debug!(
-                    client = %from,
-                    "relaying to {} failed: {}",
-                    client.target,
-                    describe(&err)
-                );
+                let why = match err.kind() {
+                    // A Unix target that does not read (see `send_or_drop`).
+                    io::ErrorKind::WouldBlock => "its queue is full, the datagram dropped".into(),
+                    _ => describe(&err),
+                };
+                tracing::debug!(client = %from, "relaying to {} failed: {why}", client.target);
             }
         }
         tasks.shutdown().await;
