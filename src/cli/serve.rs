@@ -3,6 +3,7 @@
 //! options each takes and how each is served is the library's catalog
 //! (`socketkit::services::Service`); this file knows only the command line's words for them.
 
+use socketkit::endpoint::Transport;
 use socketkit::services::qotd::QuotesError;
 use socketkit::services::{Service, ServiceError, ServiceOption, ServiceOptions, UnknownService};
 
@@ -11,6 +12,9 @@ use super::exit::CliError;
 use super::given::Given;
 use super::managed::Managed;
 use super::{init_serving, server, tls};
+
+/// The most a UDP datagram over IPv4 carries (65,535 less the IP and UDP headers).
+const MAX_UDP_ANSWER: usize = 65_507;
 
 /// The tutorial's port, used when no `-l` is given.
 const DEFAULT_LISTEN: &str = ":12345";
@@ -37,6 +41,21 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
             .all(|l| !l.endpoint().transport().is_stream())
     {
         refuse_stream_only_options(&args, given, &first.endpoint().to_string())?;
+    }
+    // A greeting longer than a UDP datagram holds would go unanswered, datagram after
+    // datagram, with nothing said at the default level.
+    if let Some(message) = &args.message
+        && message.len() > MAX_UDP_ANSWER
+        && let Some(udp) = listeners
+            .iter()
+            .find(|l| l.endpoint().transport() == Transport::Udp)
+    {
+        return Err(CliError::Usage(format!(
+            "--message is {} bytes, more than a UDP datagram holds ({MAX_UDP_ANSWER}): {} could \
+             not answer with it",
+            message.len(),
+            udp.endpoint()
+        )));
     }
     let options = ServiceOptions {
         message: args.message,

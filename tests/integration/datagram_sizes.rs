@@ -189,3 +189,49 @@ fn serve_echo_on_unixgram_answers_datagrams_past_64_kib_whole() {
         assert_whole(&got, &data, &format!("echo of {len} bytes"));
     }
 }
+
+/// A greeting longer than a UDP datagram holds could never answer one: exit 2 at start,
+/// naming the listener, rather than a server that answers nothing (said only at `-v`).
+#[test]
+fn a_greeting_longer_than_a_udp_datagram_is_refused_at_start() {
+    let long = "a".repeat(65_508);
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "greeting",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--message",
+        &long,
+    ]);
+    let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--message is 65508 bytes, more than a UDP datagram holds")
+            && out.stderr.contains("udp:127.0.0.1:0")
+            && !out.stderr.contains("listening on"),
+        "{}",
+        out.stderr
+    );
+    // At the limit, it is served whole.
+    let mut cmd = socketkit();
+    let at_limit = "a".repeat(65_507);
+    cmd.args([
+        "serve",
+        "greeting",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--message",
+        &at_limit,
+    ]);
+    let server = Running::start(cmd, 1);
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client
+        .send_to(b"hi", server.endpoints()[0].trim_start_matches("udp:"))
+        .expect("send");
+    let mut buf = vec![0u8; 70_000];
+    let (len, _) = client.recv_from(&mut buf).expect("the greeting");
+    assert_eq!(len, 65_507);
+}
