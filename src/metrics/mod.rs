@@ -9,8 +9,10 @@
 //! scraped, so that loops on different cores do not share a cache line. Only the rare paths
 //! (an accept error's errno) look a label up.
 
+mod classic;
 mod histogram;
 mod http;
+mod scrape;
 mod sharded;
 
 use std::sync::Arc;
@@ -22,8 +24,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub use classic::classic_text;
 pub use histogram::{DurationHistogram, HistogramShard};
-pub use http::{HttpListener, serve_http};
+pub use http::HttpListener;
+pub use scrape::serve_http;
 pub use sharded::{CounterShard, ShardedCounter};
 
 type Labels = Vec<(&'static str, String)>;
@@ -257,6 +261,23 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Every metric in Prometheus's classic text format (0.0.4), for the scrapers that
+    /// ask for it rather than OpenMetrics (see [`classic_text`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::metrics::Metrics;
+    /// let metrics = Metrics::new();
+    /// metrics.listener("tcp:127.0.0.1:7").accepted.inc();
+    /// let text = metrics.render_classic();
+    /// assert!(text.contains("# TYPE socketkit_connections_accepted_total counter\n"));
+    /// assert!(!text.contains("# EOF"));
+    /// ```
+    pub fn render_classic(&self) -> String {
+        classic_text(&self.render())
     }
 }
 
