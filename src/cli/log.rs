@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -118,13 +118,15 @@ impl Write for LossyStderr {
     }
 }
 
-/// The text format's fields (the message among them) as tracing-subscriber writes them,
-/// with control characters escaped (`\n`, `\u{1b}`): a value is often a peer's address,
-/// and a Unix client names its own socket, so a path with a newline in it would otherwise
-/// start a line of its own that reads as another event. Only the fields are escaped, not
-/// the level before them, whose colour on a terminal is an escape sequence of ours; field
-/// names lose their italics on a terminal (the styling would be escaped with the rest).
-/// JSON needs none of this: serde_json escapes every string.
+/// The text format's fields (the message among them), one event to a line whatever the
+/// values hold: a value is often a peer's address, and a Unix client names its own socket,
+/// so a path with a newline in it would otherwise start a line of its own that reads as
+/// another event, and one with a space or a `"` would add fields of its own choosing
+/// (`peer=/x error="…" bytes_in=9`) to a logfmt reader. A value that is not a plain word is
+/// quoted with its `\`, `"` and control characters escaped (`peer="/tmp/a b.sock"`); the
+/// message has its control characters escaped. Only the fields are escaped, not the level
+/// before them, whose colour on a terminal is an escape sequence of ours. JSON needs none
+/// of this: serde_json escapes every string.
 struct OneLineFields;
 
 impl<'writer> FormatFields<'writer> for OneLineFields {
@@ -133,9 +135,50 @@ impl<'writer> FormatFields<'writer> for OneLineFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut text = String::new();
-        DefaultFields::new().format_fields(Writer::new(&mut text), fields)?;
-        writer.write_str(&sanitize(&text))
+        let mut text = TextFields(String::new());
+        fields.record(&mut text);
+        writer.write_str(&text.0)
+    }
+}
+
+/// Writes an event's fields as `message name=value …` (see [`OneLineFields`]).
+struct TextFields(String);
+
+impl TextFields {
+    fn separate(&mut self) {
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+    }
+}
+
+impl Visit for TextFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.separate();
+        if field.name() == "message" {
+            self.0.push_str(&sanitize(value));
+        } else {
+            self.0.push_str(&format!("{}={value:?}", field.name()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        self.separate();
+        if field.name() == "message" {
+            return self.0.push_str(&sanitize(&text));
+        }
+        self.0.push_str(field.name());
+        self.0.push('=');
+        let plain = !text.is_empty()
+            && text
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '=' | '\\'));
+        if plain {
+            self.0.push_str(&text);
+        } else {
+            self.0.push_str(&format!("{text:?}"));
+        }
     }
 }
 

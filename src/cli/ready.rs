@@ -9,10 +9,13 @@ use super::stderr;
 
 /// Writes one readiness line per endpoint, in one write so lines never interleave with logs.
 /// Control characters are escaped: a Unix path with a newline in it would otherwise write a
-/// second `listening on` line that a supervisor would take for a real one.
+/// second `listening on` line that a supervisor would take for a real one. So is a
+/// backslash in the endpoint (`\\`), so that a path with a newline (`\n`) and one with a
+/// backslash and an `n` in it do not read the same.
 pub(crate) fn announce(endpoints: &[Endpoint], what: &str) {
     let mut text = String::new();
     for endpoint in endpoints {
+        let endpoint = endpoint.to_string().replace('\\', "\\\\");
         text.push_str(&sanitize(&format!("listening on {endpoint} ({what})")));
         text.push('\n');
     }

@@ -53,8 +53,83 @@ fn assert_one_line_per_event(log: &str, client: &Path) {
             "a line that is no event: {line:?} in\n{log}"
         );
     }
-    let escaped = client.display().to_string().replace('\n', "\\n");
-    assert!(log.contains(&format!("peer={escaped}")), "{log}");
+    // Quoted, for it holds spaces: escaped as Rust's Debug escapes a string.
+    let quoted = format!("{:?}", client.display().to_string());
+    assert!(log.contains(&format!("peer={quoted}")), "{log}");
+}
+
+/// The `key=value` fields of a text log line as a logfmt reader splits them: a value in
+/// quotes runs to the closing quote, past spaces and escaped quotes.
+fn logfmt_keys(line: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut chars = line.chars().peekable();
+    while chars.peek().is_some() {
+        let word: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=' && *c != ' ')
+            .collect();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => break,
+                    _ => escaped = false,
+                }
+            }
+            chars.next(); // the space after the closing quote
+            keys.push(word);
+        } else {
+            let value: String = chars.by_ref().take_while(|c| *c != ' ').collect();
+            if !value.is_empty() {
+                keys.push(word);
+            }
+        }
+    }
+    keys
+}
+
+/// A Unix client's name with spaces, quotes and `key=` in it adds no field to its `closed`
+/// line: the value is quoted, its quotes escaped (a logfmt reader saw a forged `error` and
+/// a second `bytes_in` before).
+#[test]
+fn a_peers_path_cannot_add_fields_to_its_closed_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = dir.path().join("s.sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "-l", &unix_arg(&server)]);
+    let running = Running::start(cmd, 1);
+    let name = dir
+        .path()
+        .join("x error=\"connection reset by peer\" bytes_in=999999");
+    let client = Socket::new(Family::Unix, Type::Stream)?;
+    client.bind(name.as_path())?;
+    client.set_timeout(Some(Duration::from_secs(5)))?;
+    client.connect(server.as_path())?;
+    client.sendall(b"hi")?;
+    client.shutdown(Shutdown::Write)?;
+    let _ = (&client).read_to_end(&mut Vec::new());
+    running.wait_for_stderr(&["closed peer="], Duration::from_secs(5));
+    let log = running.stderr();
+    let closed = log
+        .lines()
+        .find(|line| line.starts_with("DEBUG closed "))
+        .ok_or("no closed line")?;
+    let keys = logfmt_keys(closed.trim_start_matches("DEBUG closed "));
+    assert_eq!(
+        keys,
+        [
+            "peer",
+            "local",
+            "listener",
+            "bytes_in",
+            "bytes_out",
+            "duration_ms"
+        ],
+        "{closed}"
+    );
+    Ok(())
 }
 
 fn unix_arg(path: &Path) -> String {
@@ -127,6 +202,17 @@ fn a_newline_in_the_listen_path_makes_no_second_readiness_line() -> TestResult {
         log.lines().collect::<Vec<_>>(),
         [format!("listening on unix:{escaped} (echo)")],
         "{log}"
+    );
+    drop(running);
+    // A backslash and an `n` in a path read otherwise than a newline there.
+    let literal = dir.path().join("nl\\nx.sock");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", &unix_arg(&literal)]);
+    let running = Running::start(cmd, 1);
+    let shown = literal.display().to_string().replace('\\', "\\\\");
+    assert_eq!(
+        running.stderr().lines().collect::<Vec<_>>(),
+        [format!("listening on unix:{shown} (echo)")]
     );
     drop(running);
     // The error line was escaped already; it stays so.
