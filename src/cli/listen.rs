@@ -245,7 +245,7 @@ impl ProxyPlan {
             return Err("not a trusted proxy".into());
         }
         match proxy_protocol::read_header(socket, self.timeout) {
-            Ok(ProxyHeader::Proxied { source, .. }) => Ok(source.into()),
+            Ok(ProxyHeader::Proxied { source, .. }) => Ok(Address::from(source).to_canonical()),
             Ok(ProxyHeader::Local) => Ok(peer),
             Err(err) => Err(err.to_string()),
         }

@@ -89,7 +89,9 @@ impl ProxyStage {
                     _ => return Now::Refused(refusal("reading the header: cut short")),
                 }
                 let peer = match header {
-                    ProxyHeader::Proxied { source, .. } => Some(source.into()),
+                    ProxyHeader::Proxied { source, .. } => {
+                        Some(Address::from(source).to_canonical())
+                    }
                     ProxyHeader::Local => None,
                 };
                 Now::Header { peer, len }
@@ -115,7 +117,9 @@ impl Admission for ProxyStage {
             self.check_trust(conn.peer_addr())?;
             let (header, tlvs) = read_header(conn).await?;
             match header {
-                ProxyHeader::Proxied { source, .. } => conn.set_peer_addr(source.into()),
+                ProxyHeader::Proxied { source, .. } => {
+                    conn.set_peer_addr(Address::from(source).to_canonical())
+                }
                 ProxyHeader::Local => {}
             }
             if let Some(tlvs) = tlvs {

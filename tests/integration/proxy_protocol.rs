@@ -446,3 +446,37 @@ fn a_refused_connection_leaves_one_line_at_v() -> TestResult {
     }
     Ok(())
 }
+
+/// A dual-stack balancer (HAProxy's `bind :::PORT v4v6`) names its IPv4 clients in their
+/// IPv4-mapped IPv6 form: the logs show the IPv4 address, as for a client of a dual-stack
+/// listener, on the accept loop (a greeting) and in a connection's task (echo), v1 and v2.
+#[test]
+fn a_mapped_ipv4_source_in_a_header_is_logged_as_ipv4() -> TestResult {
+    for (service, said) in [("greeting", "answered at once"), ("echo", "closed")] {
+        let mut cmd = socketkit();
+        cmd.args(["serve", service, "-v", "-l", "127.0.0.1:0"])
+            .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.1"]);
+        let server = Running::start(cmd, 1);
+        let addr: std::net::SocketAddr = server.addr().parse()?;
+        let v2 = socketkit::proxy_protocol::encode_v2(
+            "[::ffff:192.0.2.7]:4000".parse()?,
+            "[::1]:80".parse()?,
+        );
+        let v1 = b"PROXY TCP6 ::ffff:192.0.2.9 ::1 5000 80\r\n".to_vec();
+        for header in [v2, v1] {
+            // Sent in one write: there at accept (deferred until bytes come) for the most part.
+            let mut client = connect_from("127.0.0.1", addr);
+            client.write_all(&[&header[..], b"hi"].concat())?;
+            client.shutdown(std::net::Shutdown::Write)?;
+            let _ = client.read_to_end(&mut Vec::new());
+        }
+        server.wait_for_stderr(
+            &[
+                &format!("{said} peer=192.0.2.7:4000 "),
+                &format!("{said} peer=192.0.2.9:5000 "),
+            ],
+            DEADLINE,
+        );
+    }
+    Ok(())
+}

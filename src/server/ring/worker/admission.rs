@@ -147,7 +147,7 @@ impl Worker {
             Err(refused) => return self.refuse(slot, &proxy, &refused),
         };
         let peer = match header {
-            ProxyHeader::Proxied { source, .. } => source.into(),
+            ProxyHeader::Proxied { source, .. } => Address::from(source).to_canonical(),
             ProxyHeader::Local => proxy,
         };
         let held = self.admission.as_ref().and_then(|pipeline| {
