@@ -195,7 +195,8 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
         // the next poll ends here; a task that starts after the force never runs its
         // handler.
         if this.enrolled.is_forced(cx.waker()) {
-            tracing::debug!("connection closed by shutdown");
+            // Its `closed` line (at -v) says so, with its fields.
+            tracing::trace!("connection closed by shutdown");
             // Dropped here, not with the task: inside `dropping_forced`, its sockets reset.
             shutdown::dropping_forced(|| this.work.set(None));
             return Poll::Ready(());

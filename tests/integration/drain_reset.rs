@@ -32,11 +32,12 @@ fn start(args: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
-/// `serve echo` with the drain deadline of the servers that cut connections.
+/// `serve echo -v` with the drain deadline of the servers that cut connections.
 fn echo_cut_at_the_deadline() -> Running {
     start(&[
         "serve",
         "echo",
+        "-v",
         "--drain-timeout",
         DRAIN,
         "-l",
@@ -115,6 +116,15 @@ fn an_echo_client_that_keeps_its_connection_open_is_reset_at_the_deadline() {
     assert_eq!(&back, b"pong");
     assert_reset_in_time(&mut client, signalled, "echo");
     assert_exits_having_forced(&mut server, 1);
+    // Its `closed` line says the server cut it, on both engines (the ring's said "reset by
+    // peer", the reset's own failure; the epoll engine's said nothing).
+    let log = server.stderr();
+    let closed: Vec<&str> = log.lines().filter(|l| l.contains("closed peer=")).collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    assert!(
+        closed[0].ends_with(" error=\"cut short by the shutdown: reset\""),
+        "{log}"
+    );
 }
 
 #[test]

@@ -300,6 +300,15 @@ impl Meter {
         }
     }
 
+    /// Notes that the server cut the connection short (a forced shutdown, the drain
+    /// deadline): its closing line says so rather than what the reset made its reads and
+    /// writes fail with. Only at `-v`.
+    pub(crate) fn cut_short(&mut self) {
+        if let Some(log) = self.log_mut() {
+            log.failed.get_or_insert_with(|| CUT_SHORT.to_owned());
+        }
+    }
+
     /// Counts `n` bytes received from the client.
     pub(crate) fn received(&mut self, n: usize) {
         self.tallies().0.add(n);
@@ -382,6 +391,10 @@ impl Meter {
     }
 }
 
+/// The `error` of a connection the server's forced shutdown cut (the drain deadline, a
+/// second signal), reset on both engines.
+const CUT_SHORT: &str = "cut short by the shutdown: reset";
+
 /// [`Open::started`] of a refused connection: no duration to observe.
 const REFUSED: u64 = u64::MAX;
 
@@ -398,13 +411,17 @@ impl Drop for Meter {
             }
         }
         if let Some(log) = self.log() {
+            // Dropped by a forced shutdown (the epoll engine drops the connection's task):
+            // cut short, whatever its reads and writes had said.
+            let forced = crate::server::shutdown::is_cut_short() && !std::thread::panicking();
+            let error = log.failed.as_deref().or(forced.then_some(CUT_SHORT));
             let summary = Summary {
                 peer: &self.peer,
                 local: log.local.as_ref(),
                 bytes_in: log.bytes_known.then_some(log.bytes_in),
                 bytes_out: log.bytes_known.then_some(log.bytes_out),
                 lasted: Some(lasted),
-                error: log.failed.as_deref(),
+                error,
             };
             summary.log(&open.listener, "closed");
         }

@@ -421,11 +421,15 @@ impl Worker {
             return;
         }
         self.forced = true;
-        for (_, conn) in &self.conns {
+        for (_, conn) in &mut self.conns {
             // Its close is queued, nothing else of it is in flight, and the close may
             // have run already (its descriptor gone, perhaps reused): it ends as it is.
             if matches!(conn.job, connection::Job::Closing) {
                 continue;
+            }
+            // Its `closed` line says why, before the reset's failures say "reset by peer".
+            if let Some(meter) = &mut conn.meter {
+                meter.cut_short();
             }
             // SAFETY: no close of this descriptor is queued (above), so it is open: a
             // connection's only close is queued once nothing else of it is in flight.
