@@ -76,6 +76,11 @@ pub(crate) fn accept_nonblocking(listener: impl AsFd) -> io::Result<(OwnedFd, so
     Ok((socket.into(), peer))
 }
 
+/// The peer's address (`getpeername`: elsewhere a reset connection may have none).
+pub(crate) fn peer_name(socket: BorrowedFd<'_>) -> io::Result<socket2::SockAddr> {
+    socket2::SockRef::from(&socket).peer_addr()
+}
+
 /// `IP_BIND_ADDRESS_NO_PORT` is Linux's: always `Unsupported` (callers bind anyway).
 pub(crate) fn set_bind_address_no_port(_socket: &socket2::Socket) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())

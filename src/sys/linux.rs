@@ -91,6 +91,43 @@ pub(crate) fn accept_nonblocking(listener: impl AsFd) -> io::Result<(OwnedFd, so
     Ok((unsafe { OwnedFd::from_raw_fd(fd) }, peer))
 }
 
+/// The peer's address, by `SO_PEERNAME` when `getpeername` has none: Linux answers it even
+/// once a reset has closed a TCP connection (`getpeername` then fails with `ENOTCONN`), so
+/// an accept that gave no address (io_uring's multishot accept) can still name a peer that
+/// reset at once, as a balancer's health check does. (`SO_PEERNAME` wants the address's own
+/// length, not more: the local address's family gives it.)
+pub(crate) fn peer_name(socket: BorrowedFd<'_>) -> io::Result<socket2::SockAddr> {
+    let sock = socket2::SockRef::from(&socket);
+    let unconnected = match sock.peer_addr() {
+        Ok(peer) => return Ok(peer),
+        Err(err) => err,
+    };
+    let len = match sock.local_addr()?.family() as libc::c_int {
+        libc::AF_INET => size_of::<libc::sockaddr_in>(),
+        libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
+        _ => return Err(unconnected),
+    };
+    let fd = socket.as_raw_fd();
+    // SAFETY: try_init hands a zeroed sockaddr_storage and its length; getsockopt writes at
+    // most `len` bytes of it (less than the storage) and sets the length it wrote.
+    let ((), peer) = unsafe {
+        socket2::SockAddr::try_init(|storage, size| {
+            *size = len as libc::socklen_t;
+            match libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERNAME,
+                storage.cast(),
+                size,
+            ) {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        })
+    }?;
+    Ok(peer)
+}
+
 /// `IP_BIND_ADDRESS_NO_PORT`: a `bind` to port 0 leaves the port to `connect`, which can
 /// share it across destinations (Linux 4.2+; older kernels refuse, and binding still works).
 pub(crate) fn set_bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {

@@ -8,7 +8,7 @@
 //!   `raise`); `ids.rs`: user and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`,
 //!   `setgid`, `setuid`).
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
-//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, reuseport BPF,
+//!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, `SO_PEERNAME`, reuseport BPF,
 //!   `recvmsg`/`sendmsg` with `IP_PKTINFO` for UDP answers from the address asked);
 //!   `fallback.rs` has the same functions for other Unix systems, each with the fallback it
 //!   documents (no splice: copy; `accept` and `fcntl` for `accept4`). `--cfg
@@ -41,9 +41,9 @@ pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_i
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
-    accept_nonblocking, ask_destinations, grow_pipe, peer_has_closed, recv_with_destination,
-    send_from, set_bind_address_no_port, set_defer_accept, splice, steer_reuseport_to_first,
-    tcp_idle_time, unacknowledged, unsteer_reuseport,
+    accept_nonblocking, ask_destinations, grow_pipe, peer_has_closed, peer_name,
+    recv_with_destination, send_from, set_bind_address_no_port, set_defer_accept, splice,
+    steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
     Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,

@@ -480,3 +480,37 @@ fn a_mapped_ipv4_source_in_a_header_is_logged_as_ipv4() -> TestResult {
     }
     Ok(())
 }
+
+/// A balancer's health check (HAProxy's `send-proxy-v2 check`) sends a v2 `LOCAL` header
+/// and resets at once: its `closed` line names the balancer, the proxy's own address, on
+/// the ring too, whose multishot accept gives no address and which asked the socket only
+/// after the reset (it read `(unnamed)`).
+#[test]
+fn a_local_header_and_a_reset_are_logged_with_the_proxys_address() -> TestResult {
+    const LOCAL_V2: [u8; 16] = *b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "-l", "127.0.0.1:0"])
+        .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.1"]);
+    let server = Running::start(cmd, 1);
+    let addr: std::net::SocketAddr = server.addr().parse()?;
+    let mut ports = Vec::new();
+    for _ in 0..5 {
+        let mut check = connect_from("127.0.0.1", addr);
+        check.write_all(&LOCAL_V2)?;
+        ports.push(check.local_addr()?.port());
+        socket2::SockRef::from(&check).set_linger(Some(Duration::ZERO))?;
+        drop(check);
+    }
+    let said: Vec<String> = ports
+        .iter()
+        .map(|port| format!("closed peer=127.0.0.1:{port} "))
+        .collect();
+    let said: Vec<&str> = said.iter().map(String::as_str).collect();
+    server.wait_for_stderr(&said, DEADLINE);
+    assert!(
+        !server.stderr().contains("(unnamed)"),
+        "{}",
+        server.stderr()
+    );
+    Ok(())
+}

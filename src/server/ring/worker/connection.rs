@@ -344,10 +344,12 @@ fn shut_down(fd: RawFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
 }
 
+/// The peer of the connection `fd`, even one that reset before it was asked (the
+/// multishot accept gives no address; see `sys::peer_name`).
 pub(super) fn peer_of(fd: RawFd) -> Option<Address> {
     // SAFETY: `fd` is open for the duration of this call (the caller owns it).
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let peer = socket2::SockRef::from(&fd).peer_addr().ok()?;
+    let peer = crate::sys::peer_name(fd).ok()?;
     Some(Address::from_sockaddr(&peer).to_canonical())
 }
 
