@@ -210,7 +210,17 @@ impl Acceptor {
                 }
                 Ok(n) => sent = n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return tracing::debug!("answer failed: {}", describe(&err)),
+                Err(err) => {
+                    let peer = proxied.peer.clone().unwrap_or_else(|| raw.peer());
+                    let local = raw.local().map_or_else(String::new, |a| a.to_string());
+                    return tracing::debug!(
+                        peer = %peer,
+                        local = %local,
+                        listener = self.meter.name(),
+                        "answer failed: {}",
+                        describe(&err)
+                    );
+                }
             }
         }
         let Some(mut accepted) = self.register(raw, holds, proxied.peer) else {

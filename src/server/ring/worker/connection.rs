@@ -232,8 +232,18 @@ impl Worker {
                     Ok(_) => Err(io::ErrorKind::WriteZero.into()),
                     Err(_) => Err(io::Error::from_raw_os_error(-result)),
                 };
-                if let Err(err) = &outcome {
-                    tracing::debug!("answer failed: {err}");
+                if let Err(err) = &outcome
+                    && tracing::enabled!(tracing::Level::DEBUG)
+                {
+                    let peer = peer_of(conn.fd).unwrap_or_else(|| Address::unix(""));
+                    let local = local_of(conn.fd).map_or_else(String::new, |a| a.to_string());
+                    tracing::debug!(
+                        peer = %peer,
+                        local = %local,
+                        listener = self.meter.name(),
+                        "answer failed: {}",
+                        crate::error::describe(err)
+                    );
                 }
                 self.finish_reply(slot, outcome.is_ok());
             }
