@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
 use super::Metrics;
+use crate::net::is_resource_exhaustion;
 
 /// The longest request head read; scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -30,11 +31,26 @@ const MAX_HEADERS: usize = 100;
 pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let waiting = Arc::new(Waiting::default());
+    // A descriptor kept in reserve: when the process is out of them (the very time an
+    // operator scrapes to see why), it is let go for one scrape to be accepted and answered,
+    // and taken again the moment that scrape's socket closes, before the service's accept
+    // loops, backing off, can take the descriptor for a client of theirs.
+    let reserve = Arc::new(Reserve::default());
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors and the like: the scrape is retried; do not spin.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        reserve.refill();
+        let (stream, from_reserve) = match listener.accept().await {
+            Ok((stream, _)) => (stream, false),
+            Err(err) if is_resource_exhaustion(&err) && reserve.release() => {
+                match listener.accept().await {
+                    Ok((stream, _)) => (stream, true),
+                    Err(_) => continue,
+                }
+            }
+            Err(_) => {
+                // Out of descriptors and the like: the scrape is retried; do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
@@ -55,6 +71,7 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
         };
         let metrics = Arc::clone(&metrics);
         let waiting = Arc::clone(&waiting);
+        let reserve = Arc::clone(&reserve);
         let (id, closed) = waiting.add();
         tokio::spawn(async move {
             let mut stream = stream;
@@ -69,8 +86,32 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
             };
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
             waiting.remove(id);
+            drop(stream);
+            if from_reserve {
+                reserve.refill();
+            }
             drop(slot);
         });
+    }
+}
+
+/// The metrics endpoint's descriptor in reserve (`/dev/null`), for a scrape to be answered
+/// while the process has no other (see [`serve_http`]).
+#[derive(Default)]
+struct Reserve(std::sync::Mutex<Option<std::fs::File>>);
+
+impl Reserve {
+    /// Opens the reserve again if it was let go (and a descriptor is free).
+    fn refill(&self) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_none() {
+            *held = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    /// Lets the reserve go for an accept; false when there was none to let go.
+    fn release(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
     }
 }
 

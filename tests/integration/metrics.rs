@@ -405,20 +405,21 @@ fn accepts_out_of_descriptors_are_counted_by_errno() -> TestResult {
     // More clients than descriptors: accept fails with EMFILE until some close.
     let clients: Vec<_> = (0..100).map(|_| connect(&server.addr())).collect();
     thread::sleep(Duration::from_millis(300));
-    drop(clients);
     let listener = format!("listener=\"tcp:{}\"", server.addr());
     let emfile = format!("{listener},errno=\"EMFILE\"");
-    // The metrics endpoint needs a descriptor too: it answers once the clients are gone
-    // (the kernel holds the scrape's connection in its backlog meanwhile).
+    // While the process is out of descriptors, the very time to look: the metrics
+    // endpoint answers with the one it keeps in reserve.
     let errors = sample(&metrics, "socketkit_accept_errors_total", &emfile);
     assert!(errors >= 1, "{errors} EMFILE counted");
+    assert_eq!(http_get(&metrics, "/health").0, 200, "health while out");
+    drop(clients);
     Ok(())
 }
 
 /// Idle connections to the metrics port each held a descriptor until their request timed
 /// out, with no bound: sixty of them under `ulimit -n 64` left the service none to accept
-/// its clients with. The endpoint serves a bounded number at once; the rest wait in the
-/// kernel's backlog.
+/// its clients with. The endpoint holds a bounded number at once (past it, the one that
+/// waited longest for its request is closed for the next).
 #[test]
 fn idle_scrapers_cannot_take_the_services_descriptors() -> TestResult {
     let mut cmd = socketkit_with_fd_limit(64);
