@@ -305,6 +305,17 @@ impl ListenerMetrics {
         self.dropped[reason as usize].inc();
     }
 
+    /// Counts a datagram a relay dropped: a new client's, past its `--max-connections`
+    /// (`datagrams_dropped_total{reason="max_connections"}`, a series from the first such
+    /// drop on, as it is no admission stage's; a rare path: the label is looked up).
+    pub fn dropped_past_max_connections(&self) {
+        let labels = vec![
+            ("listener", self.name.clone()),
+            ("reason", "max_connections".to_owned()),
+        ];
+        self.metrics.dropped.get_or_create(&labels).inc();
+    }
+
     /// Counts a failed accept (a rare path: the errno's label is looked up).
     pub fn accept_error(&self, err: &std::io::Error) {
         let errno = err

@@ -111,7 +111,11 @@ impl Reserve {
 
     /// Lets the reserve go for an accept; false when there was none to let go.
     fn release(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
     }
 }
 

@@ -318,6 +318,30 @@ fn udp_forward_metrics_count_clients_and_bytes_per_listener() {
     assert_eq!(http_get(&metrics, "/health").0, 200);
 }
 
+/// A new client's datagram past `--max-connections` is dropped and counted by reason, as
+/// the access rules' drops are (it was counted nowhere).
+#[test]
+fn udp_forward_counts_the_datagrams_max_connections_drops() {
+    let upstream = echo_upstream();
+    let (relay, metrics) =
+        metered_relay(&["--to", &upstream.endpoints()[0], "--max-connections", "1"]);
+    let (a, b) = (client(), client());
+    assert_eq!(echo_through(&a, relay.port(), b"hello"), b"hello");
+    for _ in 0..3 {
+        b.send_to(b"dropped", ("127.0.0.1", relay.port()))
+            .expect("send");
+    }
+    let labels = format!(
+        "listener=\"{}\",reason=\"max_connections\"",
+        relay.endpoints()[0]
+    );
+    crate::support::wait_until(
+        Duration::from_secs(5),
+        || format!("not counted:\n{}", http_get(&metrics, "/metrics").1),
+        || sample(&metrics, "socketkit_datagrams_dropped_total", &labels) == 3,
+    );
+}
+
 #[test]
 fn udp_forward_metrics_count_each_targets_clients_and_failures() {
     let (live, _) = named_target("live", usize::MAX);

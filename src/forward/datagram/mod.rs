@@ -382,6 +382,9 @@ impl BoundDatagramForward {
                 return Some(Arc::clone(client));
             }
             if map.len() >= self.relay.max_clients {
+                if let Some(metrics) = &self.metrics {
+                    metrics.dropped_past_max_connections();
+                }
                 tracing::debug!(client = %from, "dropped a datagram: --max-connections clients");
                 return None;
             }
