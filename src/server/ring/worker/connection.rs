@@ -355,11 +355,11 @@ fn shut_down(fd: RawFd) -> io::Result<()> {
 }
 
 /// The peer of the connection `fd`, even one that reset before it was asked (the
-/// multishot accept gives no address; see `sys::peer_name`).
+/// multishot accept gives no address; see `net::peer_name`).
 pub(super) fn peer_of(fd: RawFd) -> Option<Address> {
     // SAFETY: `fd` is open for the duration of this call (the caller owns it).
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let peer = crate::sys::peer_name(fd).ok()?;
+    let peer = crate::net::peer_name(fd).ok()?;
     Some(Address::from_sockaddr(&peer).to_canonical())
 }
 
