@@ -194,17 +194,13 @@ fn serve_echo_on_unixgram_answers_datagrams_past_64_kib_whole() {
 /// naming the listener, rather than a server that answers nothing (said only at `-v`).
 #[test]
 fn a_greeting_longer_than_a_udp_datagram_is_refused_at_start() {
-    let long = "a".repeat(65_508);
-    let mut cmd = socketkit();
-    cmd.args([
-        "serve",
-        "greeting",
-        "-l",
-        "udp:127.0.0.1:0",
-        "--message",
-        &long,
-    ]);
-    let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
+    let greeting = |length: usize| {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "greeting", "-l", "udp:127.0.0.1:0", "--message"])
+            .arg("a".repeat(length));
+        cmd
+    };
+    let out = crate::support::process::run(greeting(65_508), Vec::new(), DEADLINE);
     assert_eq!(out.code(), 2, "{}", out.stderr);
     assert!(
         out.stderr
@@ -215,16 +211,7 @@ fn a_greeting_longer_than_a_udp_datagram_is_refused_at_start() {
         out.stderr
     );
     // At the limit, it is served whole.
-    let mut cmd = socketkit();
-    let at_limit = "a".repeat(65_507);
-    cmd.args([
-        "serve",
-        "greeting",
-        "-l",
-        "udp:127.0.0.1:0",
-        "--message",
-        &at_limit,
-    ]);
+    let cmd = greeting(65_507);
     let server = Running::start(cmd, 1);
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
     client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");

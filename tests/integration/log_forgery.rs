@@ -32,7 +32,16 @@ const LINE_STARTS: [&str; 6] = [
 /// Connects to the Unix stream socket at `server` from a socket bound to `dir`/[`FORGED`],
 /// sends `hi`, half-closes and reads until the server closes; returns the client's path.
 fn forged_client(dir: &Path, server: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let path = dir.join(FORGED);
+    client_named(dir, FORGED, server)
+}
+
+/// As [`forged_client`], from a socket bound to `dir`/`name`.
+fn client_named(
+    dir: &Path,
+    name: &str,
+    server: &Path,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = dir.join(name);
     let client = Socket::new(Family::Unix, Type::Stream)?;
     client.bind(path.as_path())?;
     client.set_timeout(Some(Duration::from_secs(5)))?;
@@ -100,16 +109,11 @@ fn a_peers_path_cannot_add_fields_to_its_closed_line() -> TestResult {
     let mut cmd = socketkit();
     cmd.args(["serve", "echo", "-v", "-l", &unix_arg(&server)]);
     let running = Running::start(cmd, 1);
-    let name = dir
-        .path()
-        .join("x error=\"connection reset by peer\" bytes_in=999999");
-    let client = Socket::new(Family::Unix, Type::Stream)?;
-    client.bind(name.as_path())?;
-    client.set_timeout(Some(Duration::from_secs(5)))?;
-    client.connect(server.as_path())?;
-    client.sendall(b"hi")?;
-    client.shutdown(Shutdown::Write)?;
-    let _ = (&client).read_to_end(&mut Vec::new());
+    client_named(
+        dir.path(),
+        "x error=\"connection reset by peer\" bytes_in=999999",
+        &server,
+    )?;
     running.wait_for_stderr(&["closed peer="], Duration::from_secs(5));
     let log = running.stderr();
     let closed = log
