@@ -4,8 +4,9 @@
 //! Both directions are copied at once. A FIN from either side becomes a `shutdown(SHUT_WR)`
 //! towards the other, so half-closed protocols work through the relay; the relay ends when
 //! both directions have ended, or when either side fails: then both are reset, so that
-//! neither takes a cut stream for a whole one (an idle timeout, which lost nothing, closes
-//! them). A relay still open at the server's drain deadline is cut too, and resets both
+//! neither takes a cut stream for a whole one, what the failed side sent before going on
+//! first (an idle timeout closes them, and resets them only when bytes were still on their
+//! way). A relay still open at the server's drain deadline is cut too, and resets both
 //! sides. A target that cannot be reached resets that one client, with the reason logged,
 //! and the server goes on.
 //!

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 
 use tokio::io::AsyncWriteExt;
 
@@ -188,16 +189,36 @@ pub(super) async fn relay_to(
         client.meter_mut().failed(err);
     }
     if let Err(err) = &result
-        && !net::is_idle_timeout(err)
+        && (!net::is_idle_timeout(err) || in_flight(&client, &upstream))
     {
         // One side failed (a reset, a write to a peer that left, a TLS alert), so not every
         // byte reached the other: it hears that as a reset, as it would from the failed peer
-        // itself, rather than a FIN that reads as a clean end. An idle timeout lost nothing
-        // and closes quietly.
+        // itself, rather than a FIN that reads as a clean end. An idle timeout closes
+        // quietly when it loses nothing; one that came while bytes were still on their way
+        // (a client that stopped reading a download) cuts a stream short, and resets too.
         client.reset_on_close();
         upstream.reset_on_close();
     }
     result
+}
+
+/// Whether bytes of the relay are still on their way, on either side: received and not
+/// read, or sent and not acknowledged (what a quiet close would lose).
+fn in_flight(client: &Connection, upstream: &Upstream) -> bool {
+    let upstream = match upstream {
+        Upstream::Plain(stream) => stream,
+        Upstream::Tls(tls) => tls.get_ref().0,
+    };
+    client.stream().is_some_and(holds_bytes) || holds_bytes(upstream)
+}
+
+/// Whether `stream` has bytes received and not read, or sent and not acknowledged.
+fn holds_bytes(stream: &Stream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    let unread = socket2::SockRef::from(stream)
+        .peek(&mut byte)
+        .is_ok_and(|n| n > 0);
+    unread || net::unacknowledged(stream.as_raw_fd()).is_ok_and(|queued| queued > 0)
 }
 
 /// The target's side of a relay.

@@ -129,22 +129,72 @@ pub(crate) async fn relay(
     idle: Option<Duration>,
     tallies: (Tally<'_>, Tally<'_>),
 ) -> io::Result<()> {
-    let (received, sent) = tallies;
+    let (mut received, mut sent) = tallies;
     let activity = Activity::new();
     let splicing = available();
     let one_ended = AtomicBool::new(false);
-    let both = async {
-        tokio::try_join!(
-            one_way(client, upstream, &activity, received, splicing, &one_ended),
-            one_way(upstream, client, &activity, sent, splicing, &one_ended),
-        )
-        .map(drop)
+    let result = {
+        let both = async {
+            tokio::try_join!(
+                one_way(
+                    client,
+                    upstream,
+                    &activity,
+                    &mut received,
+                    splicing,
+                    &one_ended
+                ),
+                one_way(upstream, client, &activity, &mut sent, splicing, &one_ended),
+            )
+            .map(drop)
+        };
+        match idle {
+            None => both.await,
+            Some(limit) => tokio::select! {
+                result = both => result,
+                err = watchdog(&activity, limit) => Err(err),
+            },
+        }
     };
-    let Some(limit) = idle else { return both.await };
-    tokio::select! {
-        result = both => result,
-        err = watchdog(&activity, limit) => Err(err),
+    if result
+        .as_ref()
+        .is_err_and(|err| !crate::net::is_idle_timeout(err))
+    {
+        // One side failed, and the other is reset next: what the target had sent before
+        // (an answer to an upload it then refused: a 413, and a reset for the bytes it left
+        // unread) goes to the client first, as a direct client would read it.
+        salvage(upstream, client, &activity, &mut sent).await;
     }
+    result
+}
+
+/// How long, at most, [`salvage`] passes on what a failed relay's target had sent.
+const SALVAGE_TIME: Duration = Duration::from_millis(500);
+
+/// Passes on what `from` holds already (without waiting for more: up to its end, an error,
+/// or [`SALVAGE_TIME`]) to `to`, then waits, within the same time, for `to`'s peer to
+/// acknowledge it, since the reset that follows would throw away what is still queued.
+async fn salvage(from: &Stream, to: &Stream, activity: &Activity, tally: &mut Tally<'_>) {
+    let deadline = tokio::time::Instant::now() + SALVAGE_TIME;
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); super::relay::CHUNK];
+    let pass_on = async {
+        loop {
+            let read = match receive(from, &mut buf) {
+                Ok(read @ 1..) => read,
+                _ => break,
+            };
+            // SAFETY: `recv(2)` initialized the first `read` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), read) };
+            if send_all(to, bytes, activity).await.is_err() {
+                return;
+            }
+            tally.add(read);
+        }
+        while crate::net::unacknowledged(to.as_raw_fd()).is_ok_and(|queued| queued > 0) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, pass_on).await;
 }
 
 /// One direction: copied through a buffer while its reads come short of the buffer
@@ -157,11 +207,11 @@ async fn one_way(
     from: &Stream,
     to: &Stream,
     activity: &Activity,
-    mut tally: Tally<'_>,
+    tally: &mut Tally<'_>,
     splicing: bool,
     one_ended: &AtomicBool,
 ) -> io::Result<()> {
-    match copy_until_bulk(from, to, activity, &mut tally, splicing, one_ended).await? {
+    match copy_until_bulk(from, to, activity, tally, splicing, one_ended).await? {
         Some(pipe) => splice_through(from, to, &pipe.pipe, activity, tally, one_ended).await,
         None => Ok(()),
     }
@@ -263,7 +313,7 @@ async fn splice_through(
     to: &Stream,
     pipe: &Pipe,
     activity: &Activity,
-    mut tally: Tally<'_>,
+    tally: &mut Tally<'_>,
     one_ended: &AtomicBool,
 ) -> io::Result<()> {
     let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());

@@ -346,6 +346,43 @@ fn idle_relays_are_closed_in_both_modes() {
     }
 }
 
+/// An idle timeout that comes while bytes are still on their way (a client that stopped
+/// reading a download: the relay's buffers full, the target's sends waiting) cuts the
+/// stream short: the client reads a reset after what came, not a FIN that would read as the
+/// whole download.
+#[test]
+fn an_idle_timeout_with_bytes_in_flight_resets_rather_than_ends() {
+    let chargen = start(&["serve", "chargen", "-l", "127.0.0.1:0"]);
+    for mode in &MODES {
+        let relay = forward_by(
+            mode,
+            "127.0.0.1:0",
+            &chargen.endpoints()[0],
+            &["--idle-timeout", "300ms"],
+        );
+        let mut stalled = connect(&relay.addr());
+        let mut some = [0u8; 1024];
+        stalled.read_exact(&mut some).expect("streaming");
+        // Reads nothing until the relay has been idle past its limit.
+        thread::sleep(Duration::from_millis(1500));
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        let end = loop {
+            match stalled.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => got += n,
+                Err(err) => break Some(err.kind()),
+            }
+        };
+        assert_eq!(
+            end,
+            Some(std::io::ErrorKind::ConnectionReset),
+            "{}: how the stream ended after {got} bytes",
+            mode.0
+        );
+    }
+}
+
 #[test]
 fn the_drain_deadline_closes_relays_still_streaming() {
     let chargen = start(&["serve", "chargen", "-l", "127.0.0.1:0"]);
