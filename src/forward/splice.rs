@@ -178,11 +178,7 @@ async fn salvage(from: &Stream, to: &Stream, activity: &Activity, tally: &mut Ta
     let deadline = tokio::time::Instant::now() + SALVAGE_TIME;
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); super::relay::CHUNK];
     let pass_on = async {
-        loop {
-            let read = match receive(from, &mut buf) {
-                Ok(read @ 1..) => read,
-                _ => break,
-            };
+        while let Ok(read @ 1..) = receive(from, &mut buf) {
             // SAFETY: `recv(2)` initialized the first `read` bytes.
             let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), read) };
             if send_all(to, bytes, activity).await.is_err() {
