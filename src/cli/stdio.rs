@@ -115,6 +115,9 @@ pub(crate) fn run(
     log: Option<&TrafficLog>,
 ) -> Result<BridgeEnd, CliError> {
     let output = bridge_output(log)?;
+    // The lines said so far (`connected to`, `connection from`, at -v) go out before the
+    // peer's first byte: on one terminal they read in order.
+    super::stderr::flush(LINES_FIRST);
     let end = if datagrams {
         bridge_datagrams(socket, input, output, options)?
     } else {
@@ -133,9 +136,44 @@ pub(crate) fn run_tls(
 ) -> Result<BridgeEnd, CliError> {
     let output = match log {
         Some(log) => tapped_output(log)?,
-        None => Output::writer(WaitingFile::new(output()?)).watching(&io::stdout()),
+        None => {
+            Output::writer(LinesFirst::new(WaitingFile::new(output()?))).watching(&io::stdout())
+        }
     };
     Ok(bridge_tls(socket, handshake, input, output, options)?)
+}
+
+/// How long the peer's first byte waits, at most, for the log lines said before it.
+const LINES_FIRST: Duration = Duration::from_millis(200);
+
+/// A writer whose first write waits (up to [`LINES_FIRST`]) for the log lines said before
+/// it — a TLS session's, which the handshake says just before the peer's first byte — so
+/// that on one terminal they read in order.
+struct LinesFirst<W> {
+    inner: W,
+    waited: bool,
+}
+
+impl<W> LinesFirst<W> {
+    fn new(inner: W) -> LinesFirst<W> {
+        LinesFirst {
+            inner,
+            waited: false,
+        }
+    }
+}
+
+impl<W: io::Write> io::Write for LinesFirst<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !std::mem::replace(&mut self.waited, true) {
+            super::stderr::flush(LINES_FIRST);
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 pub(crate) fn stdio_error(err: io::Error) -> CliError {

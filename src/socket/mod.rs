@@ -354,7 +354,7 @@ impl Socket {
     /// which is the truth; after a reset the kernel knows no peer any more, and the one
     /// remembered from connect, accept or an earlier `getpeername` is named (never our own
     /// address, which would mislead).
-    fn error_at_peer(&self, op: Op, err: io::Error) -> Error {
+    pub(crate) fn error_at_peer(&self, op: Op, err: io::Error) -> Error {
         let peer = match self.inner.peer_addr() {
             Ok(raw) => {
                 let peer = Address::from_sockaddr(&raw);

@@ -298,3 +298,36 @@ fn over_tls_a_silent_receiver_gets_a_pausing_producers_every_byte() -> TestResul
     assert_eq!(receiver.stdout_text(), "first\nsecond\n");
     Ok(())
 }
+
+/// At a terminal, `connect -v`'s `connected to` line and the peer's first bytes share the
+/// screen: the line comes first (it went out through the log's own thread, and was seen
+/// after the greeting in about one run in ten). Ten runs.
+#[test]
+fn at_a_terminal_the_connected_line_comes_before_the_peers_bytes() -> TestResult {
+    for run in 0..10 {
+        let (addr, server) = one_shot(|mut stream| {
+            stream.write_all("你好".as_bytes()).expect("write");
+        });
+        let (controller, terminal) = pty()?;
+        let mut cmd = socketkit();
+        cmd.args(["connect", "-v", &addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(terminal.try_clone()?))
+            .stderr(Stdio::from(terminal));
+        let mut child = cmd.spawn()?;
+        let status = wait_bounded(&mut child, DEADLINE);
+        // Dropped with `cmd`: the controller then reads what the terminal holds, and EIO.
+        drop(cmd);
+        server.join().map_err(|_| "server thread")?;
+        let mut screen = Vec::new();
+        let _ = std::fs::File::from(controller).read_to_end(&mut screen);
+        let screen = String::from_utf8_lossy(&screen);
+        assert_eq!(status.code(), Some(0), "{screen}");
+        let line = screen
+            .find("connected to")
+            .ok_or_else(|| screen.to_string())?;
+        let greeting = screen.find("你好").ok_or_else(|| screen.to_string())?;
+        assert!(line < greeting, "run {run}: {screen:?}");
+    }
+    Ok(())
+}

@@ -265,3 +265,47 @@ fn forward_passes_on_a_targets_early_answer_before_the_reset() -> TestResult {
     server.join().map_err(|_| "the target panicked")?;
     Ok(())
 }
+
+// connect, TCP, peer FIN without a word then RST: "a peer that closed answers what is sent
+// with a reset, which ends it" — as the documented error.
+
+/// A peer that closed without a word, then reset the line typed after (its socket was
+/// closed): the line was lost, and `connect` says so (`cannot send to …: connection reset
+/// by peer`, exit 1) with its input still open, as when a send meets the reset itself — it
+/// ended quietly, exit 0, before.
+#[test]
+fn connect_says_that_a_closed_peer_reset_what_was_typed() -> TestResult {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let peer = thread::spawn(move || {
+        let (silent, _) = listener.accept().expect("accept");
+        drop(silent);
+    });
+    let mut cmd = socketkit();
+    cmd.args(["connect", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    peer.join().map_err(|_| "the peer panicked")?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"is anyone there?\n")?;
+    // The input stays open (a person at a terminal, thinking).
+    let status = wait_bounded(&mut child, DEADLINE);
+    drop(stdin);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: cannot send to {addr}: connection reset by peer"
+        )),
+        "{err}"
+    );
+    Ok(())
+}

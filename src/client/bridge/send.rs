@@ -257,6 +257,19 @@ pub(super) fn send_input(
                         sending.direction,
                     )
                 {
+                    // A peer that had closed answered what was sent since with a reset,
+                    // which no send met (it came after): those bytes were lost, which is
+                    // said as when a send meets the reset (exit 1), not ended quietly. (A
+                    // reset after the peer's FIN leaves `EPIPE` on the socket.)
+                    if let Ok(Some(err)) = socket2::SockRef::from(socket).take_error()
+                        && matches!(
+                            err.kind(),
+                            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                        )
+                    {
+                        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
+                        return SendEnd::Reset(socket.error_at_peer(Op::Send, reset));
+                    }
                     return SendEnd::Stopped;
                 }
             }
