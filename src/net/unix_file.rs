@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,11 +146,18 @@ pub(super) fn bind_unix(
     }
     clear_stale_socket(path, ty).map_err(fail)?;
     let socket = Socket::new(Family::Unix, ty)?;
-    socket.bind(path).map_err(|err| fail(err.into_io_error()))?;
+    let bound = match options.unix_mode {
+        // Made with its permission bits (see `sys::with_umask`): no moment with the
+        // umask's, when another user could connect, and no chmod through a symlink.
+        Some(mode) => crate::sys::with_umask(!mode & 0o777, || socket.bind(path)),
+        None => socket.bind(path),
+    };
+    bound.map_err(|err| fail(err.into_io_error()))?;
     // From here on the file is ours: the guard removes it if a later step fails.
     let file = UnixFile::at(path);
-    if let Some(mode) = options.unix_mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
+    if let Some(mode) = options.unix_mode.filter(|mode| mode & !0o777 != 0) {
+        // The bits a mask cannot give (setuid, setgid, sticky), on the file itself.
+        crate::sys::chmod_no_follow(path, mode).map_err(fail)?;
     }
     if ty == Type::Stream {
         socket

@@ -3,7 +3,7 @@
 //! together. Everything above reaches it through `socket` and `net` (the `net` layer
 //! re-exports what the client, relay and load generator need).
 //!
-//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`,
+//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`, `umask`, `fchmodat`,
 //!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction`, `sigprocmask` and
 //!   `raise`); `ids.rs`: user and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`,
 //!   `setgid`, `setuid`).
@@ -46,11 +46,11 @@ pub(crate) use platform::{
     steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
-    Readiness, descriptor_limit, disconnect, hostname, inherit_on_exec, interface_index,
-    is_blocking_pipe, is_listening, is_pipe_or_socket, kill_process_group, process_cpu_time,
-    raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait,
+    Readiness, chmod_no_follow, descriptor_limit, disconnect, hostname, inherit_on_exec,
+    interface_index, is_blocking_pipe, is_listening, is_pipe_or_socket, kill_process_group,
+    process_cpu_time, raise_descriptor_limit, raise_with_default_action, reader_gone, recv_nowait,
     reset_inherited_signals, set_close_on_exec, splice_unsupported, terminate, thread_cpu_time,
-    wait_readable, wait_readable_watching, wait_writable,
+    wait_readable, wait_readable_watching, wait_writable, with_umask,
 };
 
 /// The local address a UDP datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` tell
@@ -91,6 +91,41 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A Unix socket bound under a mask is made with the mode asked for (no moment with a
+    /// looser one), and the mask is put back; a chmod that must not follow symlinks leaves
+    /// a symlink's target alone.
+    #[test]
+    fn a_socket_is_made_with_its_mode_and_a_symlink_is_not_followed() -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s.sock");
+        let mode = |path: &std::path::Path| -> io::Result<u32> {
+            Ok(std::fs::symlink_metadata(path)?.permissions().mode() & 0o7777)
+        };
+        // SAFETY: umask(2) only swaps the mask; each swap is undone at once.
+        let current = || unsafe {
+            let mask = libc::umask(0o077);
+            libc::umask(mask);
+            mask
+        };
+        let before = current();
+        let _socket = with_umask(!0o640 & 0o777, || {
+            std::os::unix::net::UnixListener::bind(&path)
+        })?;
+        assert_eq!(mode(&path)?, 0o640);
+        assert_eq!(current(), before, "the mask is put back");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"root's")?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link)?;
+        assert!(chmod_no_follow(&link, 0o4666).is_err());
+        assert_eq!(mode(&target)?, 0o600, "the target is untouched");
+        chmod_no_follow(&path, 0o1640)?;
+        assert_eq!(mode(&path)?, 0o1640);
+        Ok(())
+    }
 
     #[test]
     fn accepted_descriptors_are_non_blocking_and_close_on_exec() -> io::Result<()> {

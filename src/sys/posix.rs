@@ -123,6 +123,35 @@ fn poll_millis(timeout: Option<Duration>) -> libc::c_int {
     })
 }
 
+/// Runs `f` (a Unix socket's `bind`, which makes its file) with the process's file mode
+/// creation mask set to `mask`, then puts the old mask back: the file is made with the mode
+/// asked for, never with the umask's for a moment, and no `chmod` by path follows, which a
+/// symlink swapped in after the bind would carry to another file (systemd's `SocketMode`
+/// binds the same way). The mask is the process's: a file another thread made in those
+/// microseconds would have it too; socketkit makes none while it binds.
+pub(crate) fn with_umask<R>(mask: u32, f: impl FnOnce() -> R) -> R {
+    // SAFETY: umask(2) only swaps the process's mask, and cannot fail.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let result = f();
+    // SAFETY: as above, putting the old mask back.
+    unsafe { libc::umask(old) };
+    result
+}
+
+/// Sets the mode of the file at `path` itself, never of what a symlink there points to
+/// (`fchmodat` with `AT_SYMLINK_NOFOLLOW`: a symlink fails, `EOPNOTSUPP`).
+pub(crate) fn chmod_no_follow(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    match unsafe { libc::fchmodat(libc::AT_FDCWD, path.as_ptr(), mode as libc::mode_t, flags) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// One `recv(2)` on the socket `fd` that never waits (`MSG_DONTWAIT`), whatever the
 /// socket's own mode: `WouldBlock` when nothing has arrived. For a reader that waits with
 /// `poll(2)` only when there is nothing to take, so that the wait can watch more than the
