@@ -201,13 +201,20 @@ pub(super) fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
     }
     // Connecting is the only way to ask whether anybody is bound there; a socket of the
     // other type answers EPROTOTYPE, and may be live, so it is left alone.
+    // Without waiting: a live server whose backlog is full would hold a blocking connect
+    // (and the start, deaf to signals) until it took one; `EAGAIN` is a live server too.
     let probe = Socket::new(Family::Unix, ty).map_err(Error::into_io_error)?;
-    match probe.connect(path) {
-        Ok(()) => Err(io::Error::new(
+    probe.set_blocking(false).map_err(Error::into_io_error)?;
+    let in_use = |why: &str| {
+        Err(io::Error::new(
             io::ErrorKind::AddrInUse,
-            "another server is listening on this socket",
-        )),
+            format!("another server is listening on this socket{why}"),
+        ))
+    };
+    match probe.connect(path).map_err(Error::into_io_error) {
+        Ok(()) => in_use(""),
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
-        Err(err) => Err(err.into_io_error()),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => in_use(" (its backlog is full)"),
+        Err(err) => Err(err),
     }
 }

@@ -65,6 +65,39 @@ fn a_live_socket_is_refused_and_keeps_working() -> TestResult {
     Ok(())
 }
 
+/// A live server whose backlog is full (it stopped accepting) is still a live server: the
+/// start says so at once, where a blocking connect to ask waited, deaf to signals, until
+/// that server took a connection.
+#[test]
+fn a_live_socket_with_a_full_backlog_is_refused_at_once() -> TestResult {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("full.sock");
+    let live = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    live.bind(&SockAddr::unix(&path)?)?;
+    live.listen(0)?;
+    // Connections it never accepts, until the queue takes no more.
+    let mut queued = Vec::new();
+    for _ in 0..64 {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        client.set_nonblocking(true)?;
+        if client.connect(&SockAddr::unix(&path)?).is_err() {
+            break;
+        }
+        queued.push(client);
+    }
+    let started = std::time::Instant::now();
+    let (code, line) = serve_fails(&path);
+    assert!(started.elapsed() < Duration::from_secs(5), "{line}");
+    assert_eq!(code, 1);
+    assert!(
+        line.ends_with("another server is listening on this socket (its backlog is full)"),
+        "{line}"
+    );
+    assert!(path.exists(), "the live server's file is left alone");
+    Ok(())
+}
+
 #[test]
 fn unix_mode_sets_the_permissions_and_exit_removes_the_file() -> TestResult {
     let dir = tempfile::tempdir()?;
