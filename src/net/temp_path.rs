@@ -39,8 +39,17 @@ impl TempSocketPath {
 }
 
 impl Drop for TempSocketPath {
+    /// Removes the file if it is a socket of this user's: when no name was free (all taken
+    /// in a shared directory, say by another user), the last one tried is not this
+    /// process's to remove.
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let (uid, _) = crate::sys::current_ids();
+        let ours = std::fs::symlink_metadata(&self.0)
+            .is_ok_and(|meta| meta.file_type().is_socket() && meta.uid() == uid);
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -83,5 +92,9 @@ mod tests {
         assert_eq!(std::fs::read(&plain).expect("read"), b"not a socket");
 
         assert!(is_free(&name_in(dir.path(), 7, 3)), "nothing there");
+
+        // A name that was not free is not removed with its path.
+        drop(TempSocketPath(plain.clone()));
+        assert!(plain.exists(), "a file not of ours is left");
     }
 }
