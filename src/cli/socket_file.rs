@@ -2,39 +2,49 @@
 //! file), ended by a signal. nc dies by SIGINT, SIGTERM and SIGHUP, and so do `listen` and
 //! `connect` (a shell sees 130, 143 or 129, and a shell loop stops on Ctrl-C); but the
 //! default action would leave the socket file behind, where `serve` and `forward` remove
-//! theirs. So while a socket file exists these signals are caught, the file is
-//! removed, and the signal is raised again with its default action.
+//! theirs. So while a socket file exists these signals (and SIGUSR1, SIGUSR2, SIGALRM,
+//! whose default action ends a process as well) are caught, the file is removed, and the
+//! signal is raised again with its default action.
 
 use std::thread;
 
 use socketkit::client::{self, SocketFile};
 use socketkit::error::Op;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::exit::CliError;
 
-/// Catches SIGINT, SIGTERM and SIGHUP from now on: the first to come removes `file` and
-/// ends the process by that signal. Call it before the `listening on` line, so that a
-/// signal sent as soon as that line is read is already caught.
+/// Catches [`ENDING`] from now on: the first to come removes `file` and ends the process by
+/// that signal. Call it before the `listening on` line, so that a signal sent as soon as
+/// that line is read is already caught.
 pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> {
     let failed = |err| CliError::runtime(Op::Create, "signal handler", err);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(failed)?;
-    let ending = {
+    let (caught, mut first) = tokio::sync::mpsc::unbounded_channel();
+    {
         // Signal streams belong to the runtime that waits on them.
         let _entered = runtime.enter();
-        Ending {
-            interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
-            terminate: signal(SignalKind::terminate()).map_err(failed)?,
-            hangup: signal(SignalKind::hangup()).map_err(failed)?,
+        for kind in ENDING {
+            let mut stream = signal(kind).map_err(failed)?;
+            let caught = caught.clone();
+            runtime.spawn(async move {
+                if stream.recv().await.is_some() {
+                    let _ = caught.send(kind.as_raw_value());
+                }
+            });
         }
-    };
+    }
     thread::Builder::new()
         .name("ending-signals".into())
         .spawn(move || {
-            let caught = runtime.block_on(ending.first());
+            // The sender is held here too, so the channel never closes: `recv` is a signal.
+            let _held = caught;
+            let Some(caught) = runtime.block_on(first.recv()) else {
+                return;
+            };
             tracing::debug!("signal {caught}: removing {}", file.path().display());
             file.remove();
             super::stderr::flush(super::stderr::EXIT_FLUSH);
@@ -44,21 +54,14 @@ pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> 
     Ok(())
 }
 
-/// The signals that end nc, and so `listen`, once caught.
-struct Ending {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-}
-
-impl Ending {
-    /// Waits for the first of the signals and gives its number.
-    async fn first(mut self) -> i32 {
-        let kind = tokio::select! {
-            _ = self.interrupt.recv() => SignalKind::interrupt(),
-            _ = self.terminate.recv() => SignalKind::terminate(),
-            _ = self.hangup.recv() => SignalKind::hangup(),
-        };
-        kind.as_raw_value()
-    }
-}
+/// The signals that end nc (SIGINT, SIGTERM, SIGHUP), and the others whose default action
+/// ends a process without a core dump and that someone may send (SIGUSR1, SIGUSR2,
+/// SIGALRM): each would leave the socket file behind by that action.
+const ENDING: [SignalKind; 6] = [
+    SignalKind::interrupt(),
+    SignalKind::terminate(),
+    SignalKind::hangup(),
+    SignalKind::user_defined1(),
+    SignalKind::user_defined2(),
+    SignalKind::alarm(),
+];
