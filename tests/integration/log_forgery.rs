@@ -46,10 +46,11 @@ fn client_named(
     client.bind(path.as_path())?;
     client.set_timeout(Some(Duration::from_secs(5)))?;
     client.connect(server)?;
-    client.sendall(b"hi")?;
-    client.shutdown(Shutdown::Write)?;
+    // A relay with its target down resets the client, maybe before it sends: how it ends
+    // does not matter here, only the server's log line.
+    let _ = client.sendall(b"hi");
+    let _ = client.shutdown(Shutdown::Write);
     let mut answer = Vec::new();
-    // A relay with its target down resets the client: how it ends does not matter here.
     let _ = (&client).read_to_end(&mut answer);
     Ok(path)
 }
