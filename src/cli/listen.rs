@@ -11,7 +11,7 @@ use socketkit::client::{
 };
 use socketkit::endpoint::{Endpoint, Host};
 use socketkit::metrics::RefusalReason;
-use socketkit::proxy_protocol::{self, ProxyHeader};
+use socketkit::proxy_protocol;
 use socketkit::server::{Inherited, InheritedSocket, MeteredConnection, MeteredListener};
 use socketkit::socket::{Address, Socket};
 
@@ -245,8 +245,7 @@ impl ProxyPlan {
             return Err("not a trusted proxy".into());
         }
         match proxy_protocol::read_header(socket, self.timeout) {
-            Ok(ProxyHeader::Proxied { source, .. }) => Ok(Address::from(source).to_canonical()),
-            Ok(ProxyHeader::Local) => Ok(peer),
+            Ok(header) => Ok(header.client().unwrap_or(peer)),
             Err(err) => Err(err.to_string()),
         }
     }

@@ -23,6 +23,8 @@ pub(crate) use gather::{Gather, Seen};
 
 use std::net::SocketAddr;
 
+use crate::socket::Address;
+
 /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -53,6 +55,31 @@ pub enum ProxyHeader {
     /// `UNKNOWN`; or an address family that carries no IP address): the connection's own
     /// peer address stands.
     Local,
+}
+
+impl ProxyHeader {
+    /// The client the header names, as socketkit names a peer — an IPv4 client that a
+    /// dual-stack proxy (HAProxy's `bind :::PORT v4v6`) gives in its IPv4-mapped form is
+    /// the IPv4 address, as a dual-stack listener's own peers are — or `None` for
+    /// [`ProxyHeader::Local`], whose connection's own peer stands.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::proxy_protocol::ProxyHeader;
+    /// let header = ProxyHeader::Proxied {
+    ///     source: "[::ffff:192.0.2.7]:4000".parse().unwrap(),
+    ///     destination: "[::1]:80".parse().unwrap(),
+    /// };
+    /// assert_eq!(header.client().unwrap().to_string(), "192.0.2.7:4000");
+    /// assert!(ProxyHeader::Local.client().is_none());
+    /// ```
+    pub fn client(&self) -> Option<Address> {
+        match self {
+            ProxyHeader::Proxied { source, .. } => Some(Address::from(*source).to_canonical()),
+            ProxyHeader::Local => None,
+        }
+    }
 }
 
 /// What [`parse()`] found at the start of a buffer.

@@ -88,13 +88,10 @@ impl ProxyStage {
                     Ok(n) if n == len => {}
                     _ => return Now::Refused(refusal("reading the header: cut short")),
                 }
-                let peer = match header {
-                    ProxyHeader::Proxied { source, .. } => {
-                        Some(Address::from(source).to_canonical())
-                    }
-                    ProxyHeader::Local => None,
-                };
-                Now::Header { peer, len }
+                Now::Header {
+                    peer: header.client(),
+                    len,
+                }
             }
             // Nothing is taken: the connection's task starts the header over.
             Ok((Seen::More, _)) => Now::Later,
@@ -116,11 +113,8 @@ impl Admission for ProxyStage {
         Box::pin(async move {
             self.check_trust(conn.peer_addr())?;
             let (header, tlvs) = read_header(conn).await?;
-            match header {
-                ProxyHeader::Proxied { source, .. } => {
-                    conn.set_peer_addr(Address::from(source).to_canonical())
-                }
-                ProxyHeader::Local => {}
+            if let Some(client) = header.client() {
+                conn.set_peer_addr(client);
             }
             if let Some(tlvs) = tlvs {
                 conn.meter_mut().set_told(tlvs);

@@ -17,7 +17,7 @@ use io_uring::types::{Fd, Timespec};
 
 use super::connection::{Admitted, HeaderRead, Job, local_of, peer_of};
 use super::{HEADER, HEADER_TIMEOUT, Worker, token};
-use crate::proxy_protocol::{Gather, ProxyHeader};
+use crate::proxy_protocol::Gather;
 use crate::server::admission::late;
 use crate::server::proxy::refusal;
 use crate::server::{Refusal, RefusalReason};
@@ -146,10 +146,7 @@ impl Worker {
             Ok(taken) => taken,
             Err(refused) => return self.refuse(slot, &proxy, &refused),
         };
-        let peer = match header {
-            ProxyHeader::Proxied { source, .. } => Address::from(source).to_canonical(),
-            ProxyHeader::Local => proxy,
-        };
+        let peer = header.client().unwrap_or(proxy);
         let held = self.admission.as_ref().and_then(|pipeline| {
             // Only a worker with admission stages receives headers: `None` is a refusal.
             pipeline.check_after_proxy(&peer, &self.meter, &|| local_of(fd))
