@@ -205,11 +205,7 @@ pub(super) async fn relay_to(
 /// Whether bytes of the relay are still on their way, on either side: received and not
 /// read, or sent and not acknowledged (what a quiet close would lose).
 fn in_flight(client: &Connection, upstream: &Upstream) -> bool {
-    let upstream = match upstream {
-        Upstream::Plain(stream) => stream,
-        Upstream::Tls(tls) => tls.get_ref().0,
-    };
-    client.stream().is_some_and(holds_bytes) || holds_bytes(upstream)
+    client.stream().is_some_and(holds_bytes) || holds_bytes(upstream.stream())
 }
 
 /// Whether `stream` has bytes received and not read, or sent and not acknowledged.
@@ -237,12 +233,17 @@ impl Upstream {
         }
     }
 
+    /// The socket to the target, under its TLS session if it has one.
+    fn stream(&self) -> &Stream {
+        match self {
+            Upstream::Plain(stream) => stream,
+            Upstream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
     /// Makes the close a reset (see [`Stream::reset_on_close`]).
     fn reset_on_close(&self) {
-        match self {
-            Upstream::Plain(stream) => stream.reset_on_close(),
-            Upstream::Tls(tls) => tls.get_ref().0.reset_on_close(),
-        }
+        self.stream().reset_on_close();
     }
 }
 
