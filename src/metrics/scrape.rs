@@ -72,20 +72,23 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
         let metrics = Arc::clone(&metrics);
         let waiting = Arc::clone(&waiting);
         let reserve = Arc::clone(&reserve);
-        let (id, closed) = waiting.add();
+        let closed = waiting.add();
         tokio::spawn(async move {
             let mut stream = stream;
             let exchange = async {
-                let request = tokio::select! {
+                let read = tokio::select! {
                     biased;
                     () = closed.notified() => return Ok(()),
-                    request = read_request(&mut stream) => request?,
+                    read = read_request(&mut stream) => read?,
                 };
-                waiting.remove(id);
-                answer(&mut stream, request, &metrics).await
+                waiting.remove(&closed);
+                match read {
+                    Some(request) => answer(&mut stream, request, &metrics).await,
+                    None => Ok(()),
+                }
             };
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
-            waiting.remove(id);
+            waiting.remove(&closed);
             drop(stream);
             if from_reserve {
                 reserve.refill();
@@ -119,50 +122,36 @@ impl Reserve {
     }
 }
 
-/// The connections still waiting for their request, oldest first, each with what closes
-/// it (see [`serve_http`]).
+/// The connections still waiting for their request, oldest first, each known by what
+/// closes it (see [`serve_http`]).
 #[derive(Default)]
-struct Waiting {
-    list: std::sync::Mutex<WaitingList>,
-}
-
-/// The next connection's number, and the waiting connections' numbers with what closes
-/// each, oldest first.
-#[derive(Default)]
-struct WaitingList {
-    next: u64,
-    queue: std::collections::VecDeque<(u64, Arc<Notify>)>,
-}
+struct Waiting(std::sync::Mutex<std::collections::VecDeque<Arc<Notify>>>);
 
 impl Waiting {
-    /// A new connection's place at the end, and what tells it to close.
-    fn add(&self) -> (u64, Arc<Notify>) {
-        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
-        let id = list.next;
-        list.next += 1;
+    /// A new connection's place at the end: what tells it to close.
+    fn add(&self) -> Arc<Notify> {
         let closed = Arc::new(Notify::new());
-        list.queue.push_back((id, Arc::clone(&closed)));
-        (id, closed)
+        self.list().push_back(Arc::clone(&closed));
+        closed
     }
 
-    /// Takes `id` off the list (its request came, or it ended).
-    fn remove(&self, id: u64) {
-        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
-        list.queue.retain(|(other, _)| *other != id);
+    /// Takes the connection `closed` belongs to off the list (its request came, or it
+    /// ended).
+    fn remove(&self, closed: &Arc<Notify>) {
+        self.list().retain(|other| !Arc::ptr_eq(other, closed));
     }
 
     /// Closes the connection that has waited longest, if any waits.
     fn close_oldest(&self) {
-        let oldest = self
-            .list
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .queue
-            .pop_front();
-        if let Some((_, closed)) = oldest {
+        let oldest = self.list().pop_front();
+        if let Some(closed) = oldest {
             // A stored permit: the connection sees it even before it waits.
             closed.notify_one();
         }
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Arc<Notify>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -219,17 +208,14 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>
 
 async fn answer(
     stream: &mut TcpStream,
-    request: Option<Request>,
+    request: Request,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
-    let Some(Request {
+    let Request {
         method,
         path,
         open_metrics,
-    }) = request
-    else {
-        return Ok(());
-    };
+    } = request;
     let with_body = method != "HEAD";
     if method != "GET" && method != "HEAD" {
         return respond(
