@@ -282,24 +282,16 @@ fn connect_says_that_a_closed_peer_reset_what_was_typed() -> TestResult {
         drop(silent);
     });
     let mut cmd = socketkit();
-    cmd.args(["connect", &addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
+    cmd.args(["connect", &addr.to_string()]);
+    let mut client = Running::start(cmd, 0);
     peer.join().map_err(|_| "the peer panicked")?;
-    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    let mut stdin = client.take_stdin();
     thread::sleep(Duration::from_millis(500));
     stdin.write_all(b"is anyone there?\n")?;
     // The input stays open (a person at a terminal, thinking).
-    let status = wait_bounded(&mut child, DEADLINE);
+    let status = client.wait(DEADLINE);
     drop(stdin);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = client.stderr();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
