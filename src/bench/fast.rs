@@ -154,8 +154,9 @@ pub(crate) fn greeting_loop(
         // Refill in one burst after the events, as loadgen does: the server then wakes
         // once for many new connections instead of once per connection (each wake-up of a
         // sleeping server costs the connecting side an inter-processor interrupt).
-        // None past `--count`: the run is over, and the server would see them uncounted.
-        if stats.limit_reached_now() {
+        // None past `--count` or the end: the run is over, and the server would see them
+        // uncounted.
+        if stats.limit_reached_now() || ending.is_set() {
             return Ok(());
         }
         for slot in free.drain(..) {
@@ -177,10 +178,13 @@ fn drain(conn: &mut Conn, buf: &mut [u8], config: &Config) -> Option<io::Result<
                     .expect
                     .as_ref()
                     .is_none_or(|e| conn.received == e.len());
-                return Some(if conn.matches && complete {
-                    Ok(())
-                } else {
-                    Err(io::ErrorKind::InvalidData.into())
+                return Some(match (conn.matches && complete, conn.received) {
+                    // A close without a word is no greeting (`mode::check_greeting`).
+                    (true, 0) if config.expect.is_none() => {
+                        Err(io::ErrorKind::UnexpectedEof.into())
+                    }
+                    (true, _) => Ok(()),
+                    (false, _) => Err(io::ErrorKind::InvalidData.into()),
                 });
             }
             Ok(n) => {

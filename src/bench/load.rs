@@ -222,7 +222,8 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
                         }
                     }
                 }
-                if !one(&target, socket.as_ref(), &mut buf, &config, &stats).await {
+                let started = Instant::now();
+                if !one(&target, socket.as_ref(), &mut buf, &config, &stats, started).await {
                     // A fresh socket for the next request: an answer still on its way to
                     // this one (it timed out) would be taken as the next request's, every
                     // request sending the same bytes.
@@ -236,7 +237,10 @@ async fn closed_loop(target: Target, config: Arc<Config>, stats: Arc<Stats>, end
 }
 
 /// Operations started at a fixed rate, at most `connections` in flight; an arrival that finds
-/// every slot busy waits for one (and the latency it then sees includes the wait).
+/// every slot busy waits for one, and its latency counts from the moment it fell due, so
+/// that the wait is in it (a server too slow for the rate shows as the queue it makes, not
+/// as its service time alone: what wrk2 calls coordinated omission). Arrivals that fell due
+/// in the measured span and had not started by its end are reported as not started.
 ///
 /// A failed operation is counted once (it is not retried: the next one is the next arrival)
 /// and keeps its slot through the retry pause, so that a refused port is not a busy loop at
@@ -261,10 +265,10 @@ async fn open_loop(
     // every arrival.
     let paused = Arc::new(AtomicBool::new(false));
     loop {
-        tokio::select! {
+        let due = tokio::select! {
             () = ending.wait() => break,
-            _ = ticker.tick() => {}
-        }
+            due = ticker.tick() => due.into_std(),
+        };
         if stats.limit_reached_now() {
             break;
         }
@@ -286,6 +290,10 @@ async fn open_loop(
                 permit
             }
         };
+        if ending.is_set() {
+            break;
+        }
+        stats.arrival_started(due);
         let (target, config, stats, sockets, paused, ending) = (
             target.clone(),
             Arc::clone(&config),
@@ -310,7 +318,16 @@ async fn open_loop(
                 },
                 false => None,
             };
-            if one(&target, socket.as_ref(), &mut Vec::new(), &config, &stats).await {
+            if one(
+                &target,
+                socket.as_ref(),
+                &mut Vec::new(),
+                &config,
+                &stats,
+                due,
+            )
+            .await
+            {
                 sockets.give_back(socket);
             } else {
                 // Not given back: an answer still on its way to it would be taken as the
@@ -386,17 +403,19 @@ async fn datagram_sockets(
 }
 
 /// One operation: a request/reply on `socket` (into `buf`) when there is one, else a greeting
-/// connection. Returns whether it succeeded (a failure is already counted).
+/// connection, its latency counted from `started`. Returns whether it succeeded (a failure
+/// is already counted).
 async fn one(
     target: &Target,
     socket: Option<&Datagram>,
     buf: &mut Vec<u8>,
     config: &Config,
     stats: &Stats,
+    started: Instant,
 ) -> bool {
     match socket {
-        Some(socket) => mode::request(socket, buf, config, stats).await,
-        None => mode::greeting(target, config, stats).await,
+        Some(socket) => mode::request(socket, buf, config, stats, started).await,
+        None => mode::greeting(target, config, stats, started).await,
     }
 }
 

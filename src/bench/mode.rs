@@ -99,9 +99,14 @@ async fn connect_with_header(target: &Target, config: &Config) -> io::Result<Str
 }
 
 /// A greeting connection: connect (and make the TLS handshake), read to end of stream,
-/// compare, close. Returns whether it succeeded (a failure is already counted).
-pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) -> bool {
-    let started = Instant::now();
+/// compare, close; its latency counts from `started`. Returns whether it succeeded (a
+/// failure is already counted).
+pub(crate) async fn greeting(
+    target: &Target,
+    config: &Config,
+    stats: &Stats,
+    started: Instant,
+) -> bool {
     let result = bounded(config.timeout, async {
         let stream = connect_with_header(target, config).await?;
         let mut got = Vec::with_capacity(config.expect.as_ref().map_or(64, Vec::len));
@@ -118,7 +123,7 @@ pub(crate) async fn greeting(target: &Target, config: &Config, stats: &Stats) ->
                 stream.read_to_end(&mut got).await?
             }
         };
-        check(config, &got)?;
+        check_greeting(config, &got)?;
         Ok(got.len() as u64)
     })
     .await;
@@ -145,14 +150,15 @@ async fn handshake(
 ///
 /// `buf` is the caller's, reused from request to request; it is sized to hold one byte more
 /// than the longest right answer, so that a longer one shows as wrong rather than truncated.
-/// Returns whether it succeeded (a failure is already counted).
+/// Its latency counts from `started`. Returns whether it succeeded (a failure is already
+/// counted).
 pub(crate) async fn request(
     socket: &Datagram,
     buf: &mut Vec<u8>,
     config: &Config,
     stats: &Stats,
+    started: Instant,
 ) -> bool {
-    let started = Instant::now();
     let payload = &config.payload[..config.size];
     let longest = match (&config.expect, config.echo) {
         (_, true) => config.size,
@@ -410,6 +416,19 @@ fn check(config: &Config, got: &[u8]) -> io::Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// A stream greeting's whole answer checked: [`check`], and without `--expect` at least one
+/// byte (a server that closes without a word is not greeting: an `eof` failure, as wrk and
+/// ab count a connection closed before its response).
+pub(crate) fn check_greeting(config: &Config, got: &[u8]) -> io::Result<()> {
+    if got.is_empty() && config.expect.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed without an answer",
+        ));
+    }
+    check(config, got)
 }
 
 async fn bounded<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {

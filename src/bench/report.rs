@@ -125,6 +125,11 @@ pub struct Report {
     /// had no errno (`timeout`, `wrong-bytes`, `tls`, `eof`, `other`); only those that
     /// happened.
     pub errors: BTreeMap<String, u64>,
+    /// Open loop: arrivals that fell due in the measured span and never started in it (every
+    /// one of `-c` was busy: the server could not keep up with the rate); `None` for a
+    /// closed loop.
+    #[serde(default)]
+    pub not_started: Option<u64>,
     /// Idle mode: connections the server still held at the end.
     pub held: Option<u64>,
     /// Idle mode: what holding them cost in memory.
@@ -179,6 +184,12 @@ impl fmt::Display for Report {
             "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max
         )?;
+        if let Some(missed) = self.not_started.filter(|&n| n > 0) {
+            writeln!(
+                f,
+                "  not started {missed:>12}  (due at the rate, but every connection was busy)"
+            )?;
+        }
         if self.errors.is_empty() {
             writeln!(f, "  errors      {:>12}", 0)
         } else {

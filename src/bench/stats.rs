@@ -99,6 +99,8 @@ pub struct Stats {
     /// Completed operations past which nothing is counted (`--count`); `u64::MAX`: none.
     limit: AtomicU64,
     completed: AtomicU64,
+    /// Open loop: arrivals that fell due in the measured span and started in it.
+    arrivals: AtomicU64,
     bytes: AtomicU64,
     /// Failed operations, all kinds (read by the progress display without a lock).
     failed: AtomicU64,
@@ -121,6 +123,7 @@ impl Stats {
             measured: AtomicU64::new(0),
             limit: AtomicU64::new(u64::MAX),
             completed: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             failures: Mutex::default(),
@@ -170,6 +173,7 @@ impl Stats {
     /// Starts counting (after the warm-up): everything before is forgotten.
     pub(crate) fn start_recording(&self) {
         self.completed.store(0, Ordering::Relaxed);
+        self.arrivals.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         self.failed.store(0, Ordering::Relaxed);
         lock(&self.failures).clear();
@@ -233,6 +237,15 @@ impl Stats {
         timeline[bucket] += 1;
     }
 
+    /// An open loop's arrival, due at `due`, starts now: counted if it fell due in the
+    /// measured span (one due in the warm-up and started late is the warm-up's).
+    pub(crate) fn arrival_started(&self, due: Instant) {
+        let since = self.recording.load(Ordering::Relaxed);
+        if since != 0 && due >= self.start + Duration::from_micros(since) {
+            self.arrivals.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// One operation failed.
     pub(crate) fn fail(&self, failure: Failure) {
         if self.is_recording() {
@@ -283,7 +296,9 @@ impl Stats {
             // Two unknown errnos never share a name ("errno N"), so no count is lost.
             *errors.entry(failure.name().into_owned()).or_default() += n;
         }
-        let interval = self.interval.as_secs_f64();
+        // A span shorter than one bucket is one bucket of its own width (its count over the
+        // bucket's width would read as a fraction of the rate).
+        let interval = self.interval.as_secs_f64().min(secs);
         // Whole buckets only: a last, partly filled one would read as a drop in rate. Every
         // one of them, those in which nothing completed too (a server that stalled or died
         // before the end shows as the zeros it was).
@@ -292,6 +307,12 @@ impl Stats {
         let timeline = (0..buckets)
             .map(|i| counts.get(i).copied().unwrap_or(0) as f64 / interval)
             .collect();
+        // The arrivals a rate of `rate` makes in the span, less those that started: what
+        // found every slot busy (or held by a failure's pause) until the end.
+        let not_started = config.rate.map(|rate| {
+            let due = (rate * secs).floor() as u64;
+            due.saturating_sub(self.arrivals.load(Ordering::Relaxed))
+        });
         Report {
             endpoint,
             mode: mode.to_owned(),
@@ -309,6 +330,7 @@ impl Stats {
                 max: latency.max() as f64 / 1000.0,
             },
             errors,
+            not_started,
             held: None,
             memory: None,
             interval_s: interval,

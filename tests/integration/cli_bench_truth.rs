@@ -16,7 +16,7 @@ use crate::support::process::{DEADLINE, socketkit, wait_bounded};
 
 /// A server thread that runs `serve` on each accepted connection, one at a time, counting
 /// them, until the returned flag is set (or 20 s pass).
-fn tcp_server<F>(serve: F) -> (String, Arc<AtomicU64>, Arc<AtomicBool>)
+pub(crate) fn tcp_server<F>(serve: F) -> (String, Arc<AtomicU64>, Arc<AtomicBool>)
 where
     F: Fn(std::net::TcpStream) + Send + 'static,
 {

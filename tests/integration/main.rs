@@ -18,6 +18,9 @@ mod cli_bench;
 mod cli_bench_compare;
 /// `socketkit bench` when operations fail: refused, wrong answers; the retry pause.
 mod cli_bench_failures;
+/// bench where load and server part ways: an open loop past the server's pace, the run's
+/// end, `--count`'s warm-up, a run shorter than an interval, an answer of nothing.
+mod cli_bench_open_loop;
 /// bench's figures against servers that count for themselves: late answers, closed
 /// connections, `--count`, a stalled server, idle runs, signals.
 mod cli_bench_truth;
