@@ -313,13 +313,31 @@ fn socks_destinations_are_limited_to_the_allowed_networks() {
         Duration::from_secs(5),
     );
 
-    // Denied networks win: loopback denied, nothing local is reachable.
+    // Denied networks win: loopback denied, nothing local is reachable, the unspecified
+    // address included (Linux connects 0.0.0.0 and :: to the machine itself: they went
+    // through to the loopback-only server).
     let proxy = socks(&["--socks-deny", "127.0.0.0/8", "--socks-deny", "::1/128"]);
-    let url = format!("socks5h://{}", proxy.addr());
-    for target in [greeting.addr(), format!("localhost:{}", greeting.port())] {
-        let out = through(&url, &target);
-        assert_eq!(out.code(), 1, "{target}: {}", out.stderr);
-        assert!(out.stderr.contains("(SOCKS5 reply 2)"), "{}", out.stderr);
+    let port = greeting.port();
+    for scheme in ["socks5h", "socks5", "socks4"] {
+        let url = format!("{scheme}://{}", proxy.addr());
+        let mut targets = vec![greeting.addr(), format!("0.0.0.0:{port}")];
+        // SOCKS4 carries IPv4 addresses only.
+        if scheme != "socks4" {
+            targets.push(format!("[::ffff:0.0.0.0]:{port}"));
+            targets.push(format!("[::]:{port}"));
+        }
+        if scheme == "socks5h" {
+            targets.push(format!("localhost:{port}"));
+        }
+        for target in targets {
+            let out = through(&url, &target);
+            assert_eq!(out.code(), 1, "{scheme} {target}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("reply 2)") || out.stderr.contains("reply 91)"),
+                "{scheme} {target}: {}",
+                out.stderr
+            );
+        }
     }
 }
 

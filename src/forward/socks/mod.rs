@@ -20,7 +20,7 @@
 //! unreachable 4, network unreachable 3, anything else 1), and said at debug level.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -312,6 +312,7 @@ async fn connect_admitted(target: &Endpoint, rules: &AccessRules) -> io::Result<
     };
     let admitted: Vec<SocketAddr> = addresses
         .into_iter()
+        .map(|address| SocketAddr::new(host_reached(address.ip()), address.port()))
         .filter(|address| rules.admits(address.ip()))
         .collect();
     if admitted.is_empty() {
@@ -320,6 +321,20 @@ async fn connect_admitted(target: &Endpoint, rules: &AccessRules) -> io::Result<
     let stream = tokio::net::TcpStream::connect(&admitted[..]).await?;
     stream.set_nodelay(true)?;
     Ok(Some(Stream::Tcp(stream)))
+}
+
+/// The host a connect to `ip` reaches: Linux takes an unspecified destination (`0.0.0.0`,
+/// `::`, `::ffff:0.0.0.0`) for the machine itself, so the rules must see it as loopback, or
+/// `--socks-deny 127.0.0.0/8` would let `0.0.0.0:PORT` through to a loopback-only service.
+fn host_reached(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()) => {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
 }
 
 /// The reply a failed connect maps to.
@@ -337,6 +352,16 @@ fn refusal(err: &io::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unspecified_destination_is_the_machine_itself() {
+        let reached = |text: &str| host_reached(text.parse().expect("an address")).to_string();
+        assert_eq!(reached("0.0.0.0"), "127.0.0.1");
+        assert_eq!(reached("::ffff:0.0.0.0"), "127.0.0.1");
+        assert_eq!(reached("::"), "::1");
+        assert_eq!(reached("10.1.2.3"), "10.1.2.3");
+        assert_eq!(reached("::ffff:10.1.2.3"), "::ffff:10.1.2.3");
+    }
 
     #[test]
     fn user_lists_say_which_line_is_wrong() {
