@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use socketkit::endpoint::{Endpoint, InheritedName};
 use socketkit::error::Op;
@@ -276,9 +277,19 @@ impl Managed {
             }
         };
         let report = self.inherited.take_ready();
+        let pid_path = self.pid_file.as_deref().filter(|_| successor);
         // Told only if no stop came first (`Lifecycle::ready`).
         let told = ready
             && lifecycle.ready(|| {
+                // A restart's new process: the pid file names it before the process it
+                // replaces hears that it serves, for that one removes the file at exit if
+                // the file still names it (it took the new pid written a moment later).
+                if let Some(path) = pid_path {
+                    match PidFile::write(path) {
+                        Ok(written) => pid_file = Some(written),
+                        Err(err) => tracing::warn!("{err}"),
+                    }
+                }
                 announce(&endpoints);
                 if let Some(metrics) = metrics {
                     metrics.start();
@@ -287,16 +298,13 @@ impl Managed {
                 // pid once it has it, and the manager hears this one's READY=1 first.
                 tell_manager(ManagerState::Ready);
                 if let Some(report) = report {
+                    // The readiness lines out before the other process's `restarted` line
+                    // (they share the stream; ours go through the stderr thread).
+                    super::stderr::flush(READY_LINES_FIRST);
                     report_ready(report);
                 }
             });
         if told {
-            if successor && let Some(path) = &self.pid_file {
-                match PidFile::write(path) {
-                    Ok(written) => pid_file = Some(written),
-                    Err(err) => tracing::warn!("{err}"),
-                }
-            }
             after_ready();
             for warning in left_behind {
                 tracing::warn!("{warning}");
@@ -307,6 +315,10 @@ impl Managed {
         Ok(served?)
     }
 }
+
+/// How long a restart's new process waits for its readiness lines to be written before it
+/// reports ready (bounded: a stderr nobody reads must not hold the restart).
+const READY_LINES_FIRST: Duration = Duration::from_millis(500);
 
 /// Tells the process that handed over that this one serves now. It may have given up
 /// waiting; then both serve until one is told to stop, which loses nothing either.

@@ -179,8 +179,10 @@ pub(crate) fn tell_manager(state: ManagerState) {
 /// closes everything now; a restart's hand-over is a drain, not a stop, so the old
 /// process's first stop after it still lets its connections finish), and SIGUSR2 (see
 /// [`Restart`]), one at a time, once the server is ready; a SIGUSR2 that comes meanwhile
-/// waits until it is over, which takes at most the readiness timeout. A stop that comes
-/// during a restart is for the service, whichever process serves it by then: once the new
+/// waits until it is over, which takes at most the readiness timeout. A SIGUSR2 that comes
+/// during a restart (a second reload, a binary installed meanwhile) is not lost: it is passed
+/// on to the new process once that serves, or starts another restart if this one failed.
+/// A stop that comes during a restart is for the service, whichever process serves it by then: once the new
 /// process serves, it is told to stop too (this one drains already); if it failed, this
 /// one stops. A second stop before the new process is ready kills it and closes everything
 /// now.
@@ -202,68 +204,102 @@ pub(crate) fn watch_signals(
     let mut gate = lifecycle.gate();
     let mut stops_taken = 0u32;
     tokio::spawn(async move {
-        loop {
-            let stops = tokio::select! {
-                _ = interrupt.recv() => 1,
-                _ = terminate.recv() => 1,
-                _ = user2.recv() => {
-                    // Not before the readiness lines: a restart of a server that has not
-                    // said it is ready waits until it has (or is stopped first).
-                    let ready = tokio::select! {
-                        ready = gate.opened() => ready,
-                        _ = interrupt.recv() => { stop(&handle, &mut restart, &lifecycle, &mut stops_taken); continue; }
-                        _ = terminate.recv() => { stop(&handle, &mut restart, &lifecycle, &mut stops_taken); continue; }
-                    };
-                    let Some(restarting) = restart
-                        .as_mut()
-                        .filter(|_| ready && !handle.is_shutting_down())
-                    else {
-                        tracing::info!("SIGUSR2: nothing to restart");
-                        continue;
-                    };
-                    let mut stops = 0;
-                    let started = {
-                        let start = restarting.start();
-                        tokio::pin!(start);
-                        loop {
-                            tokio::select! {
-                                started = &mut start => break started,
-                                _ = interrupt.recv() => stops += 1,
-                                _ = terminate.recv() => stops += 1,
-                            }
-                            // A second stop closes everything now: the new process, not
-                            // ready yet, is not waited for (dropped, the start kills it).
-                            if stops >= 2 {
-                                tracing::info!(
-                                    "second stop during the restart: the new process is \
-                                     stopped before it was ready"
-                                );
-                                break None;
-                            }
+        // A SIGUSR2 that came during a failed restart: the next turn restarts again.
+        let mut asked_again = false;
+        'signals: loop {
+            let restart_asked = tokio::select! {
+                _ = interrupt.recv() => false,
+                _ = terminate.recv() => false,
+                () = async {}, if asked_again => {
+                    asked_again = false;
+                    true
+                }
+                _ = user2.recv() => true,
+            };
+            if !restart_asked {
+                stop(&handle, &mut restart, &lifecycle, &mut stops_taken);
+                continue 'signals;
+            }
+            // Not before the readiness lines: a restart of a server that has not
+            // said it is ready waits until it has (or is stopped first).
+            let ready = tokio::select! {
+                ready = gate.opened() => ready,
+                _ = interrupt.recv() => { stop(&handle, &mut restart, &lifecycle, &mut stops_taken); continue 'signals; }
+                _ = terminate.recv() => { stop(&handle, &mut restart, &lifecycle, &mut stops_taken); continue 'signals; }
+            };
+            let Some(restarting) = restart
+                .as_mut()
+                .filter(|_| ready && !handle.is_shutting_down())
+            else {
+                tracing::info!("SIGUSR2: nothing to restart");
+                continue 'signals;
+            };
+            let mut stops = 0;
+            let mut again = false;
+            let started = {
+                let start = restarting.start();
+                tokio::pin!(start);
+                loop {
+                    tokio::select! {
+                        started = &mut start => break started,
+                        _ = interrupt.recv() => stops += 1,
+                        _ = terminate.recv() => stops += 1,
+                        // A second reload (a binary installed meanwhile) is not lost:
+                        // it follows this restart.
+                        _ = user2.recv(), if !again => {
+                            again = true;
+                            tracing::info!("SIGUSR2 during a restart: another follows once this one is over");
                         }
-                    };
-                    let successor = match started {
-                        Some(successor) => Some(restarting.take_over(successor, &handle).await),
-                        None => None,
-                    };
-                    match (stops, successor) {
-                        (0, _) => continue,
-                        (_, Some(successor)) => {
-                            tracing::info!(
-                                "stop asked for during the restart: telling process {} to stop",
-                                successor.pid()
-                            );
-                            if let Err(err) = successor.stop() {
-                                tracing::warn!("cannot tell process {} to stop: {err}", successor.pid());
-                            }
-                            // Taken: this process drains already; a second stop closes it
-                            // now.
-                            stops_taken += 1;
-                            stops - 1
-                        }
-                        (_, None) => stops,
+                    }
+                    // A second stop closes everything now: the new process, not
+                    // ready yet, is not waited for (dropped, the start kills it).
+                    if stops >= 2 {
+                        tracing::info!(
+                            "second stop during the restart: the new process is \
+                                 stopped before it was ready"
+                        );
+                        break None;
                     }
                 }
+            };
+            let successor = match started {
+                Some(successor) => Some(restarting.take_over(successor, &handle).await),
+                None => None,
+            };
+            match (&successor, again && stops == 0) {
+                // The new process serves, and restarts itself in turn.
+                (Some(successor), true) => {
+                    tracing::info!(
+                        "SIGUSR2 that came during the restart: passed on to process {}",
+                        successor.pid()
+                    );
+                    if let Err(err) = successor.restart() {
+                        tracing::warn!(
+                            "cannot pass SIGUSR2 on to process {}: {err}",
+                            successor.pid()
+                        );
+                    }
+                }
+                // This process still serves: it tries again.
+                (None, true) => asked_again = true,
+                (_, false) => {}
+            }
+            let stops = match (stops, successor) {
+                (0, _) => continue 'signals,
+                (_, Some(successor)) => {
+                    tracing::info!(
+                        "stop asked for during the restart: telling process {} to stop",
+                        successor.pid()
+                    );
+                    if let Err(err) = successor.stop() {
+                        tracing::warn!("cannot tell process {} to stop: {err}", successor.pid());
+                    }
+                    // Taken: this process drains already; a second stop closes it
+                    // now.
+                    stops_taken += 1;
+                    stops - 1
+                }
+                (_, None) => stops,
             };
             for _ in 0..stops.min(2) {
                 stop(&handle, &mut restart, &lifecycle, &mut stops_taken);

@@ -28,7 +28,14 @@ pub(crate) fn adopt(fd: OwnedFd, name: &str) -> Result<Bound> {
     let invalid = |what: &str| fail(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
     let (socket, ty) = Socket::from_inherited(fd).map_err(fail)?;
     if ty == Type::Stream && !crate::sys::is_listening(socket.as_raw_fd()).map_err(fail)? {
-        return Err(invalid("a stream socket that is not listening"));
+        return Err(invalid(match socket.peer_addr() {
+            // What systemd's `Accept=yes` passes without `StandardInput=socket`.
+            Ok(_) => {
+                "a connection, not a listening socket (systemd's Accept=yes passes one: \
+                 serve it with --inetd and StandardInput=socket)"
+            }
+            Err(_) => "a stream socket that is not listening",
+        }));
     }
     let local = socket.local_addr()?;
     let bound = local.port().is_some_and(|port| port != 0)
@@ -191,6 +198,15 @@ mod tests {
         expect(
             adopted(&unlistened),
             "a stream socket that is not listening",
+        );
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail_io)?;
+        let connection = std::net::TcpStream::connect(listener.local_addr().map_err(fail_io)?)
+            .map_err(fail_io)?;
+        expect(
+            adopted(&connection),
+            "a connection, not a listening socket (systemd's Accept=yes passes one: serve it \
+             with --inetd and StandardInput=socket)",
         );
 
         let unbound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)

@@ -62,6 +62,16 @@ impl Successor {
     pub fn stop(&self) -> io::Result<()> {
         net::terminate(self.pid)
     }
+
+    /// Asks the new process to restart in turn (SIGUSR2): for a restart asked for while
+    /// this one was starting it, which must not be lost (a binary installed meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// The process is gone, or is not ours to signal.
+    pub fn restart(&self) -> io::Result<()> {
+        net::ask_restart(self.pid)
+    }
 }
 
 impl Server {

@@ -104,7 +104,7 @@ impl Inherited {
             .and_then(|index| self.activated.get_mut(index));
         let Some((slot, _)) = slot else {
             let reason = match count {
-                0 => "no socket was passed to this process (LISTEN_FDS is not set for it)".into(),
+                0 => "no socket was passed to this process (LISTEN_FDS and LISTEN_PID name none for it)".into(),
                 1 => "the service manager passed one socket, fd:3".into(),
                 n => format!(
                     "the service manager passed fd:3 to fd:{}",
@@ -143,7 +143,8 @@ impl Inherited {
                 .map(|(_, name)| name.as_str())
                 .collect();
             let reason = if names.is_empty() {
-                "no socket was passed to this process (LISTEN_FDS is not set for it)".into()
+                "no socket was passed to this process (LISTEN_FDS and LISTEN_PID name none for it)"
+                    .into()
             } else if names.contains(&wanted) {
                 "it is given twice".into()
             } else {

@@ -425,6 +425,11 @@ pub(crate) fn terminate(pid: u32) -> io::Result<()> {
     send_signal(pid, libc::SIGTERM, 1)
 }
 
+/// Sends SIGUSR2 to process `pid`: a restart asked of a process this one started.
+pub(crate) fn ask_restart(pid: u32) -> io::Result<()> {
+    send_signal(pid, libc::SIGUSR2, 1)
+}
+
 /// Sends SIGKILL to every process of process group `group` (`kill(2)` of the negated id,
 /// as `killpg(3)` does).
 pub(crate) fn kill_process_group(group: u32) -> io::Result<()> {

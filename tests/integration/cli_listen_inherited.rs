@@ -124,7 +124,7 @@ fn an_fd_not_passed_or_of_the_wrong_kind_is_exit_2_naming_it() -> TestResult {
     let cases: [(Command, &str); 5] = [
         (
             passing(&tcp, false, &["listen", "fd:3", "-k"]),
-            "error: cannot listen on fd:3: no socket was passed to this process (LISTEN_FDS is not set for it)",
+            "error: cannot listen on fd:3: no socket was passed to this process (LISTEN_FDS and LISTEN_PID name none for it)",
         ),
         (
             passing(&tcp, true, &["listen", "fd:4", "-k"]),

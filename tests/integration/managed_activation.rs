@@ -415,7 +415,7 @@ fn a_listen_pid_of_another_process_passes_no_socket() -> TestResult {
         );
         assert_eq!(out.code(), 2, "{}", out.stderr);
         let expected = format!(
-            "error: cannot listen on {fd}: no socket was passed to this process (LISTEN_FDS is not set for it)"
+            "error: cannot listen on {fd}: no socket was passed to this process (LISTEN_FDS and LISTEN_PID name none for it)"
         );
         assert!(out.stderr.contains(&expected), "{}", out.stderr);
     }

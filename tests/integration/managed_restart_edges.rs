@@ -320,3 +320,116 @@ fn a_service_managers_socket_file_survives_a_restart_and_tls_fd_serves_tls() -> 
     );
     Ok(())
 }
+
+/// Restarts one after another: once each old process has exited, the pid file names the new
+/// one, and on the shared stderr each new process's `listening on` line comes before the
+/// old one's `restarted: process N serves now`. The old process used to remove the file
+/// the new one had just written (its look at the file and its removal straddled the new
+/// write: one restart in 25 or so), and its `restarted` line came first in about half.
+#[test]
+fn the_pid_file_outlives_every_restart_and_the_new_lines_come_first() -> TestResult {
+    const ROUNDS: usize = 12;
+    become_subreaper();
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("echo.pid");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
+        .arg(&pid_file);
+    let mut first = Running::start(cmd, 1);
+    let mut adopted = Descendants::default();
+    let mut pid = first.pid();
+    for round in 0..ROUNDS {
+        send_signal(pid, libc::SIGUSR2);
+        let next = wait_for_new_pid(&pid_file, pid, RESTART);
+        adopted.add(next);
+        let code = match round {
+            0 => first.wait(RESTART).code().unwrap_or(-1),
+            _ => adopted.reap(pid, RESTART),
+        };
+        assert_eq!(code, 0, "round {round}: {}", first.stderr());
+        assert_eq!(
+            read_pid(&pid_file),
+            Some(next),
+            "round {round}: the pid file once {pid} has exited"
+        );
+        pid = next;
+    }
+    send_signal(pid, libc::SIGTERM);
+    assert_eq!(adopted.reap(pid, RESTART), 0);
+    wait_until(
+        RESTART,
+        || first.stderr(),
+        || first.stderr().matches("restarted: process").count() == ROUNDS,
+    );
+    let stderr = first.stderr();
+    let mut listening = 0;
+    let mut restarted = 0;
+    for line in stderr.lines() {
+        if line.starts_with("listening on ") {
+            listening += 1;
+        } else if line.contains("restarted: process") {
+            restarted += 1;
+            // The first process's line and one of each new process so far.
+            assert!(listening > restarted, "restart {restarted}:\n{stderr}");
+        }
+    }
+    Ok(())
+}
+
+/// A second SIGUSR2 while a restart is starting (a second `systemctl reload`, a binary
+/// installed meanwhile) is not lost: once the new process serves, it restarts in turn; and
+/// when the restart fails, the old process tries again with what is installed by then. It
+/// used to say `SIGUSR2: nothing to restart` once the first was over, and the second binary
+/// never ran.
+#[test]
+fn a_sigusr2_during_a_restart_is_carried_out_after_it() -> TestResult {
+    become_subreaper();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let (binary, real) = replaceable_binary(dir.path())?;
+    let pid_file = dir.path().join("s.pid");
+    let mut cmd = command(&binary);
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
+        .arg(&pid_file);
+    let mut old = Running::start(cmd, 1);
+    let first = old.pid();
+    let mut adopted = Descendants::default();
+    let said = |text: &str, times: usize| {
+        wait_until(
+            RESTART,
+            || old.stderr(),
+            || old.stderr().matches(text).count() >= times,
+        );
+    };
+
+    // A restart that succeeds, slowly, and a second SIGUSR2 to the old pid while it
+    // starts: the new process (which runs `real`) takes it once it serves.
+    wrap(&binary, "sleep 0.5", &real, "")?;
+    send_signal(first, libc::SIGUSR2);
+    said("restarting: starting", 1);
+    send_signal(first, libc::SIGUSR2);
+    let second = wait_for_new_pid(&pid_file, first, RESTART);
+    adopted.add(second);
+    said("another follows once this one is over", 1);
+    said(&format!("passed on to process {second}"), 1);
+    let third = wait_for_new_pid(&pid_file, second, RESTART);
+    adopted.add(third);
+    assert_eq!(adopted.reap(second, RESTART), 0);
+
+    // A restart that fails, slowly, and a good binary installed while it starts: the
+    // second SIGUSR2 runs that one.
+    let good = own_binary(dir.path(), "socketkit.good")?;
+    wrap(&real, "sleep 0.5; exit 3", &good, "")?;
+    send_signal(third, libc::SIGUSR2);
+    said("restarting: starting", 3);
+    wrap(&real, "", &good, "")?;
+    send_signal(third, libc::SIGUSR2);
+    let fourth = wait_for_new_pid(&pid_file, third, RESTART);
+    adopted.add(fourth);
+    said("another follows once this one is over", 2);
+    assert!(old.stderr().contains("restart failed"), "{}", old.stderr());
+    assert_eq!(adopted.reap(third, RESTART), 0);
+    send_signal(fourth, libc::SIGTERM);
+    assert_eq!(adopted.reap(fourth, RESTART), 0);
+    assert_eq!(old.wait(RESTART).code(), Some(0), "{}", old.stderr());
+    Ok(())
+}
