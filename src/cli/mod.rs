@@ -119,10 +119,22 @@ fn clap_exit(err: &clap::Error, argv: &[OsString]) -> ExitCode {
             // meant (`--worker` → `--workers`).
             if let Some(meant) = suggestion(err) {
                 line.push_str(&format!(" (did you mean '{meant}'?)"));
+            } else if err.kind() == ErrorKind::UnknownArgument && exec_without_dashes(argv) {
+                line.push_str(
+                    " (exec's program goes after --: socketkit serve exec -l … -- PROGRAM ARGS)",
+                );
             }
             CliError::Usage(line).report()
         }
     }
+}
+
+/// Whether `argv` is `serve exec …` with no `--` before the program (`serve exec -l :7
+/// cat`), which clap refuses as an unexpected argument.
+fn exec_without_dashes(argv: &[OsString]) -> bool {
+    argv.first().is_some_and(|command| command == "serve")
+        && argv.iter().any(|word| word == "exec")
+        && !argv.iter().any(|word| word == "--")
 }
 
 /// Which argument clap refused as not UTF-8, in words: `argument 'unix:/tmp/bad\xff.sock' is

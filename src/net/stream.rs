@@ -139,6 +139,12 @@ impl Stream {
         }
     }
 
+    /// Shuts the connection down both ways, for every process that holds the socket (a
+    /// failure means it is no longer connected: nothing left to end).
+    pub(crate) fn shut_down(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(Shutdown::Both);
+    }
+
     /// Resets the connection now, for every process that holds the socket (see
     /// [`reset_now`]).
     pub(crate) fn reset_now(&self) {

@@ -92,6 +92,14 @@ impl ProgramConnection {
         self.meter.told()
     }
 
+    /// Ends the connection for every process that still holds the socket (`shutdown(2)`
+    /// both ways: the client reads end of stream, their reads and writes end): one that
+    /// left the program's group (`setsid`) would go on talking to the client after the
+    /// program was killed.
+    pub(crate) fn shut_down(&self) {
+        self.stream.shut_down();
+    }
+
     /// A second descriptor of the socket (close-on-exec), for the program's stdin and
     /// stdout.
     ///
@@ -154,10 +162,12 @@ impl ProgramGroup {
         &mut self.child
     }
 
-    /// Kills the program and every process of its group, and waits for the program.
-    pub(crate) async fn kill(&mut self) {
+    /// Kills the program and every process of its group, and waits for the program: how it
+    /// ended (`None` if it could not be waited for), for the log.
+    pub(crate) async fn kill(&mut self) -> Option<std::process::ExitStatus> {
         self.kill_group();
         let _ = self.child.kill().await;
+        self.child.try_wait().ok().flatten()
     }
 
     fn kill_group(&self) {

@@ -161,6 +161,16 @@ fn unknown_options_services_and_values_are_exit_2() {
     assert_eq!(code, 2);
     let (code, _) = fails(&["frobnicate"]);
     assert_eq!(code, 2);
+    // exec's program without the `--` before it: the line says where it goes.
+    assert_eq!(
+        fails(&["serve", "exec", "-l", "127.0.0.1:0", "cat"]),
+        (
+            2,
+            "error: unexpected argument 'cat' found (exec's program goes after --: socketkit \
+             serve exec -l … -- PROGRAM ARGS)"
+                .into()
+        )
+    );
 }
 
 #[test]

@@ -40,8 +40,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+mod pipes;
+use pipes::bridge;
 
 use crate::error::{Error, Op};
 use crate::proxy_protocol::Tlvs;
@@ -412,8 +414,11 @@ impl Exec {
                 Ok(())
             }
             err = conn.ended() => {
-                // Its client is gone: the program has nobody left to talk to.
-                program.kill().await;
+                // Its client is gone, or idle past the limit: the program has nobody left to
+                // talk to, and neither has a process it started outside its group.
+                let status = program.kill().await;
+                conn.shut_down();
+                killed(conn.peer_addr(), status);
                 Err(err)
             }
         }
@@ -450,54 +455,16 @@ impl Exec {
             }
             Err(err) => {
                 // The connection is gone: the program has nobody left to talk to.
-                program.kill().await;
+                killed(&peer, program.kill().await);
                 Err(err)
             }
         }
     }
 }
 
-/// Copies the socket to the program's stdin and its stdout to the socket until both have
-/// ended, or the connection fails. The client's end of stream closes the program's stdin;
-/// the program's closing stdout half-closes the connection (a TLS session's close_notify)
-/// and the client's bytes go on to its stdin until the client ends too, or the program
-/// exits and nothing would read them — as when the program holds the socket itself.
-async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
-    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(io::Error::other("the program's stdio was not piped"));
-    };
-    let (mut from_client, mut to_client) = conn.split();
-    let input = async move {
-        let copied = tokio::io::copy(&mut from_client, &mut stdin).await;
-        drop(stdin); // the client's end of stream is the program's
-        copied
-    };
-    let output = async move {
-        tokio::io::copy(&mut stdout, &mut to_client).await?;
-        to_client.shutdown().await
-    };
-    tokio::pin!(input, output);
-    let (mut input_done, mut output_done) = (false, false);
-    while !(input_done && output_done) {
-        tokio::select! {
-            result = &mut input, if !input_done => {
-                input_done = true;
-                match result {
-                    // The program stopped reading (closed stdin or exited): not an error
-                    // for the connection; its output decides the end.
-                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
-                    Err(err) => return Err(err),
-                    Ok(_) => {}
-                }
-            }
-            result = &mut output, if !output_done => {
-                result?;
-                output_done = true;
-            }
-            // Its output ended, and now the program: what the client still sends has no
-            // reader (the close resets, as the program's own close of the socket would).
-            _ = child.wait(), if output_done && !input_done => input_done = true,
-        }
+/// Logs how a program killed for its connection ended, as one that exits by itself is.
+fn killed(peer: &Address, status: Option<std::process::ExitStatus>) {
+    if let Some(status) = status {
+        tracing::debug!(%peer, "the program was killed: {status}");
     }
-    Ok(())
 }

@@ -1,0 +1,55 @@
+//! The pipes between an exec program and its connection, where the socket cannot be handed
+//! over (a TLS session, a Unix connection under an idle timeout): socketkit copies both
+//! ways, with the half-closes a program on the socket itself would make.
+
+use std::io;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+
+use crate::server::Connection;
+
+/// Copies the socket to the program's stdin and its stdout to the socket until both have
+/// ended, or the connection fails. The client's end of stream closes the program's stdin;
+/// the program's closing stdout half-closes the connection (a TLS session's close_notify)
+/// and the client's bytes go on to its stdin until the client ends too, or the program
+/// exits and nothing would read them — as when the program holds the socket itself.
+pub(super) async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("the program's stdio was not piped"));
+    };
+    let (mut from_client, mut to_client) = conn.split();
+    let input = async move {
+        let copied = tokio::io::copy(&mut from_client, &mut stdin).await;
+        drop(stdin); // the client's end of stream is the program's
+        copied
+    };
+    let output = async move {
+        tokio::io::copy(&mut stdout, &mut to_client).await?;
+        to_client.shutdown().await
+    };
+    tokio::pin!(input, output);
+    let (mut input_done, mut output_done) = (false, false);
+    while !(input_done && output_done) {
+        tokio::select! {
+            result = &mut input, if !input_done => {
+                input_done = true;
+                match result {
+                    // The program stopped reading (closed stdin or exited): not an error
+                    // for the connection; its output decides the end.
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+                    Err(err) => return Err(err),
+                    Ok(_) => {}
+                }
+            }
+            result = &mut output, if !output_done => {
+                result?;
+                output_done = true;
+            }
+            // Its output ended, and now the program: what the client still sends has no
+            // reader (the close resets, as the program's own close of the socket would).
+            _ = child.wait(), if output_done && !input_done => input_done = true,
+        }
+    }
+    Ok(())
+}
