@@ -3,6 +3,7 @@
 //! hold). Datagram endpoints do request/reply.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,18 @@ pub(crate) enum Target {
     Unixgram(std::path::PathBuf),
 }
 
+/// The first of `addresses` that takes a connection (closed at once), if any.
+fn first_taking(addresses: &[SocketAddr]) -> Option<SocketAddr> {
+    addresses
+        .iter()
+        .copied()
+        .find(|addr| std::net::TcpStream::connect_timeout(addr, PROBE_TIMEOUT).is_ok())
+}
+
+/// How long a probe connection to one of a name's addresses may take (see
+/// [`Target::resolve`]).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Target {
     pub(crate) fn resolve(endpoint: &Endpoint) -> crate::Result<Target> {
         if let Some(path) = endpoint.path() {
@@ -34,21 +47,26 @@ impl Target {
             });
         }
         // Resolve as a client would (a host is needed; names are looked up).
-        let candidates = net::candidates(endpoint, None)?;
-        let addr = candidates
+        let candidates: Vec<SocketAddr> = net::candidates(endpoint, None)?
             .into_iter()
-            .find_map(|a: Address| a.as_socket_addr())
-            .ok_or_else(|| {
-                crate::Error::without_target(
-                    crate::error::Op::Resolve,
-                    io::ErrorKind::NotFound.into(),
-                )
-            })?;
-        Ok(if endpoint.transport().is_stream() {
-            Target::Tcp(addr)
-        } else {
-            Target::Udp(addr)
-        })
+            .filter_map(|a: Address| a.as_socket_addr())
+            .collect();
+        let Some(&first) = candidates.first() else {
+            return Err(crate::Error::without_target(
+                crate::error::Op::Resolve,
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
+        if !endpoint.transport().is_stream() {
+            return Ok(Target::Udp(first));
+        }
+        // A name of several addresses (`localhost`: ::1, then 127.0.0.1) is loaded at the
+        // first that takes a connection, as `connect` would reach it: one probe connection
+        // each, as wrk makes. None taking one, the first is loaded and its errors counted.
+        Ok(Target::Tcp(match candidates.as_slice() {
+            [_] => first,
+            several => first_taking(several).unwrap_or(first),
+        }))
     }
 
     pub(crate) fn is_datagram(&self) -> bool {
@@ -448,5 +466,26 @@ fn record(stats: &Stats, started: Instant, result: io::Result<u64>) -> bool {
             stats.fail_io(&err);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name's addresses in order, the first refusing (as `localhost`'s ::1 does when the
+    /// server listens on 127.0.0.1 only): the load goes to the one that takes connections.
+    #[test]
+    fn a_name_is_loaded_at_its_first_address_that_takes_a_connection() -> io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let serving = listener.local_addr()?;
+        let refusing = {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
+            closed.local_addr()?
+        };
+        assert_eq!(first_taking(&[refusing, serving]), Some(serving));
+        assert_eq!(first_taking(&[serving, refusing]), Some(serving));
+        assert_eq!(first_taking(&[refusing]), None);
+        Ok(())
     }
 }

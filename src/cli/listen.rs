@@ -9,7 +9,7 @@ use socketkit::client::traffic::{TrafficLog, Way};
 use socketkit::client::{
     self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input, Listening, WaitingFile,
 };
-use socketkit::endpoint::{Endpoint, Host};
+use socketkit::endpoint::{Endpoint, Host, HostPort};
 use socketkit::metrics::RefusalReason;
 use socketkit::proxy_protocol;
 use socketkit::server::{Inherited, InheritedSocket, MeteredConnection, MeteredListener};
@@ -44,6 +44,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     };
     netcat::check_numeric(args.netcat.numeric, &endpoint)?;
     check_family(&endpoint, args.ipv4, args.ipv6)?;
+    let endpoint = name_of_family(endpoint, args.ipv4, args.ipv6)?;
     stdio::check_wait(&args.bridge, &endpoint, false)?;
     let datagrams = !endpoint.transport().is_stream();
     if datagrams && (args.netcat.exec.is_some() || args.netcat.shell_command.is_some()) {
@@ -105,6 +106,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {
             Ok(_) => true,
             Err(reason) => {
+                let peer = peer.clone().to_canonical();
                 tracing::debug!(%peer, reason = reason.as_str(), "dropped a datagram");
                 false
             }
@@ -112,11 +114,12 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         // The fields of a connection's `connection from` line (SPEC §3.5), for the one
         // peer this listen answers.
         let local = listening.local_endpoint().to_string();
+        let shown = peer.clone().to_canonical();
         tracing::debug!(
-            peer = %peer,
+            peer = %shown,
             local = %local.split_once(':').map_or(local.as_str(), |(_, address)| address),
             listener = local.as_str(),
-            "datagram from {peer}"
+            "datagram from {shown}"
         );
         let mut options = options;
         if matches!(endpoint, Endpoint::Unixgram(_)) && peer.as_path().is_none() {
@@ -287,6 +290,50 @@ fn check_family(endpoint: &Endpoint, ipv4: bool, ipv6: bool) -> Result<(), CliEr
         )),
         _ => Ok(()),
     }
+}
+
+/// With `-4`/`-6`, a host name becomes its first address of that family (`listen -4
+/// localhost 80` binds 127.0.0.1 where localhost is ::1 first, as nc, ncat and socat do):
+/// exit 1 when it has none.
+fn name_of_family(endpoint: Endpoint, ipv4: bool, ipv6: bool) -> Result<Endpoint, CliError> {
+    let Some(HostPort {
+        host: Host::Name(name),
+        port,
+    }) = endpoint.host_port().cloned()
+    else {
+        return Ok(endpoint);
+    };
+    if !ipv4 && !ipv6 {
+        return Ok(endpoint);
+    }
+    let fail = |err: std::io::Error| {
+        CliError::Runtime(socketkit::Error::new(
+            socketkit::error::Op::Listen,
+            &endpoint,
+            err,
+        ))
+    };
+    let found = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+        .map_err(fail)?
+        .find(|addr| addr.is_ipv4() == ipv4)
+        .ok_or_else(|| {
+            fail(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                match ipv4 {
+                    true => format!("{name} has no IPv4 address (IPv4 only: -4)"),
+                    false => format!("{name} has no IPv6 address (IPv6 only: -6)"),
+                },
+            ))
+        })?;
+    let host_port = HostPort {
+        host: Host::Ip(found.ip()),
+        port,
+    };
+    Ok(match endpoint {
+        Endpoint::Udp(_) => Endpoint::Udp(host_port),
+        Endpoint::Tls(_) => Endpoint::Tls(host_port),
+        _ => Endpoint::Tcp(host_port),
+    })
 }
 
 /// Ends `connection` with the bytes its bridge moved: into the listener's metrics, and at

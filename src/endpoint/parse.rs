@@ -186,7 +186,9 @@ fn parse_host(host: &str) -> Result<Host, String> {
     if host.len() > 253 {
         return Err("host name is longer than 253 characters".into());
     }
-    for label in host.split('.') {
+    // A fully qualified name's final dot (`example.com.`) ends it, as the resolver reads it.
+    let labels = host.strip_suffix('.').filter(|name| !name.is_empty()).unwrap_or(host);
+    for label in labels.split('.') {
         if label.is_empty() && host != "." {
             return Err(format!("empty label in host name '{host}'"));
         }
@@ -337,6 +339,8 @@ mod tests {
         assert_eq!(reason("1.2.3.256:80"), "invalid IPv4 address '1.2.3.256'");
         assert_eq!(reason("a..b:80"), "empty label in host name 'a..b'");
         assert_eq!(reason(".a:80"), "empty label in host name '.a'");
+        assert_eq!(reason("a..:80"), "empty label in host name 'a..'");
+        assert_eq!(ok("localhost.:80").to_string(), "tcp:localhost.:80");
         assert_eq!(reason("a b:80"), "host name 'a b' contains ' '");
         assert_eq!(reason("éé:80"), "host name 'éé' contains 'é'");
         assert_eq!(reason("a\tb:80"), "host name 'a\tb' contains '\\t'");

@@ -212,7 +212,12 @@ impl DatagramListener {
                     continue;
                 }
             };
-            tracing::debug!(%peer, listener = meter.name(), bytes = n, "datagram");
+            tracing::debug!(
+                peer = %peer.clone().to_canonical(),
+                listener = meter.name(),
+                bytes = n,
+                "datagram"
+            );
             if pipeline
                 .as_ref()
                 .is_some_and(|p| !p.admits_datagram(&peer, &meter))

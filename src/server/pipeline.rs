@@ -170,7 +170,7 @@ impl Pipeline {
                 self.dropped.count(refusal.reason);
                 listener.dropped(refusal.reason);
                 tracing::debug!(
-                    peer = %peer,
+                    peer = %peer.clone().to_canonical(),
                     listener = listener.name(),
                     reason = refusal.reason.as_str(),
                     "dropped a datagram: {}",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::net::{IO_TIMEOUT, read_once, read_within};
 use crate::support::process::{DEADLINE, Running, lines_of, run, socketkit};
+use crate::support::wait_until;
 
 /// How long an answer may take through the bridge on a loaded machine.
 const ANSWER: Duration = Duration::from_secs(5);
@@ -350,6 +351,31 @@ fn listen_dash_4_and_dash_6_pick_the_family() {
         child.endpoints()
     );
     drop(child);
+    // A name binds its address of that family (it bound the name's first address,
+    // whichever family: `-4 localhost` an IPv6-only listener where localhost is ::1 first).
+    let child = start(&["listen", "-4", "localhost", "0"], 1);
+    assert!(
+        child.endpoints()[0].starts_with("tcp:127.0.0.1:"),
+        "{:?}",
+        child.endpoints()
+    );
+    drop(child);
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-6", "localhost", "0"]);
+    let six = Running::start(cmd, 0);
+    wait_until(
+        DEADLINE,
+        || six.stderr(),
+        || six.stderr().contains("listening on") || six.stderr().contains("error:"),
+    );
+    let said = six.stderr();
+    assert!(
+        said.contains("listening on tcp:[::1]:")
+            || said
+                .contains("error: cannot listen on tcp:localhost:0: localhost has no IPv6 address"),
+        "{said}"
+    );
+    drop(six);
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped the -6 half: no IPv6 loopback here");
         return;

@@ -105,3 +105,29 @@ fn forward_on_the_ipv6_any_address_answers_ipv6_clients() -> TestResult {
         .arg(&target.endpoints()[0]);
     ipv6_and_ipv4_clients_answered(&Running::start(cmd, 1))
 }
+
+/// An IPv4 client of a dual-stack UDP listener is logged as IPv4 (`peer=127.0.0.1:…`), as a
+/// TCP one is: serve's `datagram` line and forward's `new client` line named it
+/// `[::ffff:127.0.0.1]:…`, which a grep for the client's address misses.
+#[test]
+fn an_ipv4_client_of_a_dual_stack_udp_listener_is_logged_as_ipv4() -> TestResult {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "-l", "udp::0"]);
+    let server = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-vv", "-l", "udp::0", "--to"])
+        .arg(format!("udp:127.0.0.1:{}", server.port()));
+    let relay = Running::start(cmd, 1);
+    let answer = ask_connected("127.0.0.1:0", at("127.0.0.1", &relay)?, b"four")?;
+    assert_eq!(answer, b"four");
+    server.wait_for_stderr(&["datagram peer=127.0.0.1:"], IO_TIMEOUT);
+    relay.wait_for_stderr(&["new client, relayed to", "client=127.0.0.1:"], IO_TIMEOUT);
+    for (what, running) in [("serve", &server), ("forward", &relay)] {
+        assert!(
+            !running.stderr().contains("::ffff:"),
+            "{what}: {}",
+            running.stderr()
+        );
+    }
+    Ok(())
+}

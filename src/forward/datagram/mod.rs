@@ -325,7 +325,7 @@ impl BoundDatagramForward {
             {
                 // The socket this one is connected to has closed; whatever is bound at the
                 // target's path now takes the datagram, through a fresh socket.
-                tracing::debug!(client = %from, "{} was closed: connecting again", client.target);
+                tracing::debug!(client = %from.clone().to_canonical(), "{} was closed: connecting again", client.target);
                 retire(&clients, &from, &client);
                 sent = match self.client(&clients, &from, &mut turns, &mut tasks) {
                     Some(fresh) => {
@@ -345,7 +345,7 @@ impl BoundDatagramForward {
                     io::ErrorKind::WouldBlock => "its queue is full, the datagram dropped".into(),
                     _ => describe(&err),
                 };
-                tracing::debug!(client = %from, "relaying to {} failed: {why}", client.target);
+                tracing::debug!(client = %from.clone().to_canonical(), "relaying to {} failed: {why}", client.target);
             }
         }
         tasks.shutdown().await;
@@ -385,7 +385,10 @@ impl BoundDatagramForward {
                 if let Some(metrics) = &self.metrics {
                     metrics.dropped_past_max_connections();
                 }
-                tracing::debug!(client = %from, "dropped a datagram: --max-connections clients");
+                tracing::debug!(
+                    client = %from.clone().to_canonical(),
+                    "dropped a datagram: --max-connections clients"
+                );
                 return None;
             }
         }
@@ -401,7 +404,11 @@ impl BoundDatagramForward {
         };
         turn.shortage.opened(&turn.endpoint);
         let (target, target_metrics) = (Arc::clone(&turn.address), turn.metrics.clone());
-        tracing::debug!(client = %from, "new client, relayed to {}", turn.endpoint);
+        tracing::debug!(
+            client = %from.clone().to_canonical(),
+            "new client, relayed to {}",
+            turn.endpoint
+        );
         let metered = self.metrics.as_ref().map(|metrics| {
             metrics.accepted.inc();
             metrics.active.inc();

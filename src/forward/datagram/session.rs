@@ -144,7 +144,7 @@ pub(super) async fn answer(
                     if map.get(&from).is_some_and(|current| Arc::ptr_eq(current, &client)) {
                         map.remove(&from);
                     }
-                    tracing::debug!(client = %from, "idle: closed its upstream socket");
+                    tracing::debug!(client = %from.clone().to_canonical(), "idle: closed its upstream socket");
                     return;
                 }
             }
@@ -158,7 +158,7 @@ pub(super) async fn answer(
                                 metrics.sent.inc_by(len as u64);
                             }
                         }
-                        Err(err) => tracing::debug!(client = %from, "answering failed: {}", describe(&err)),
+                        Err(err) => tracing::debug!(client = %from.clone().to_canonical(), "answering failed: {}", describe(&err)),
                     }
                     if buf.len() > MAX_DATAGRAM {
                         // A long Unix answer grew it: one client keeps no more than the rest.
@@ -173,13 +173,13 @@ pub(super) async fn answer(
                         metrics.failed.inc();
                     }
                     tracing::debug!(
-                        client = %from,
+                        client = %from.clone().to_canonical(),
                         "the target did not take a datagram: {}",
                         describe(&err)
                     );
                 }
                 Err(err) => {
-                    tracing::debug!(client = %from, "upstream receive failed: {}", describe(&err));
+                    tracing::debug!(client = %from.clone().to_canonical(), "upstream receive failed: {}", describe(&err));
                     retire(&clients, &from, &client);
                     return;
                 }

@@ -80,12 +80,12 @@ impl Shortage {
         let reason = describe(err);
         if self.dropped == 0 {
             tracing::warn!(
-                client = %from,
+                client = %from.clone().to_canonical(),
                 "cannot open a socket to relay to {target}: {reason}; new clients' datagrams \
                  are dropped until one can be opened"
             );
         } else {
-            tracing::debug!(client = %from, "cannot open a socket to relay to {target}: {reason}");
+            tracing::debug!(client = %from.clone().to_canonical(), "cannot open a socket to relay to {target}: {reason}");
         }
         self.dropped = self.dropped.saturating_add(1);
     }
