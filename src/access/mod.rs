@@ -16,7 +16,9 @@ mod rules;
 pub use cidr_set::CidrSet;
 pub(crate) use cidr_set::canonical;
 pub use per_source::{MAX_TRACKED_SOURCES, Rate, SourceLimits, SourceRefusal, SourceSlot};
-pub use privileges::{Identity, PrivilegeError, drop_to, may_remove, resolve_identity};
+pub use privileges::{
+    Identity, PrivilegeError, drop_to, may_execute, may_remove, resolve_identity,
+};
 pub use rules::{
     AccessControl, AccessRules, RuleError, RuleSources, parse_network, read_rule_file,
 };

@@ -119,6 +119,39 @@ pub fn may_remove(identity: Identity, path: &std::path::Path) -> bool {
     writable && (!sticky || owner == identity.uid || meta.uid() == identity.uid)
 }
 
+/// Whether a process of `identity` may execute the file at `path`: it has the execute bit
+/// that applies to `identity` (owner, group, others), and every directory above it lets
+/// `identity` search it. From the mode bits alone, as [`may_remove`]: a server that drops
+/// root (to `identity`'s one group, see [`drop_to`]) asks at start whether its exec program
+/// will run for every connection, rather than fail at the first.
+pub fn may_execute(identity: Identity, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let allows = |meta: &std::fs::Metadata, bit: u32| {
+        let mode = meta.mode();
+        if identity.uid == 0 {
+            // Root searches any directory, and executes a file with any execute bit.
+            return !meta.is_file() || mode & 0o111 != 0;
+        }
+        let shift = if meta.uid() == identity.uid {
+            6
+        } else if meta.gid() == identity.gid {
+            3
+        } else {
+            0
+        };
+        (mode >> shift) & bit != 0
+    };
+    let Ok(file) = std::fs::metadata(path) else {
+        return false;
+    };
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let directories_searchable = absolute
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|meta| allows(&meta, 0o1)));
+    file.is_file() && allows(&file, 0o1) && directories_searchable
+}
+
 fn lookup_user(user: &str) -> Option<(u32, u32)> {
     let found = CString::new(user)
         .ok()
@@ -137,6 +170,38 @@ fn lookup_group(group: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_is_runnable_by_the_bits_that_apply_to_the_identity() -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let program = dir.path().join("program");
+        std::fs::write(&program, "#!/bin/sh\n")?;
+        let stranger = Identity {
+            uid: 4242,
+            gid: 4343,
+        };
+        let root = Identity { uid: 0, gid: 0 };
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))?;
+        assert!(may_execute(stranger, &program) && may_execute(root, &program));
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700))?;
+        assert!(!may_execute(stranger, &program));
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644))?;
+        assert!(
+            !may_execute(root, &program),
+            "root needs an execute bit too"
+        );
+        // A directory above that the identity may not search.
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path())?);
+        if owner != stranger.uid {
+            assert!(!may_execute(stranger, &program));
+        }
+        assert!(!may_execute(stranger, &dir.path().join("missing")));
+        Ok(())
+    }
 
     #[test]
     fn root_and_numbers_resolve_and_nonsense_does_not() {

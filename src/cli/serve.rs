@@ -64,6 +64,7 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
         program: args.program,
     };
     let configured = service.configure(options).map_err(usage)?;
+    check_program_for_user(&configured, &args.server.access)?;
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
@@ -77,6 +78,37 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     server::run(prepared, service.name(), managed, after_ready, |server| {
         configured.serve(server)
     })
+}
+
+/// With `--user`/`--group`, the exec program must be one the server, once it has dropped
+/// root, may run: checked at start (exit 2), as a missing program is, rather than reset at
+/// every connection after the server said it was ready.
+fn check_program_for_user(
+    configured: &socketkit::services::Configured,
+    access: &super::args::AccessArgs,
+) -> Result<(), CliError> {
+    let Some(program) = configured.program() else {
+        return Ok(());
+    };
+    if access.user.is_none() && access.group.is_none() {
+        return Ok(());
+    }
+    // An identity that does not resolve is refused with its own words later.
+    let Ok(identity) =
+        socketkit::access::resolve_identity(access.user.as_deref(), access.group.as_deref())
+    else {
+        return Ok(());
+    };
+    if socketkit::access::may_execute(identity, program) {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "program '{}' may not be run by user {} and group {} (--user/--group): it, or a \
+         directory above it, lacks the execute permission for them",
+        program.display(),
+        identity.uid,
+        identity.gid
+    )))
 }
 
 /// The options that shape connections, refused when every listener is a datagram one

@@ -187,7 +187,10 @@ fn parse_host(host: &str) -> Result<Host, String> {
         return Err("host name is longer than 253 characters".into());
     }
     // A fully qualified name's final dot (`example.com.`) ends it, as the resolver reads it.
-    let labels = host.strip_suffix('.').filter(|name| !name.is_empty()).unwrap_or(host);
+    let labels = host
+        .strip_suffix('.')
+        .filter(|name| !name.is_empty())
+        .unwrap_or(host);
     for label in labels.split('.') {
         if label.is_empty() && host != "." {
             return Err(format!("empty label in host name '{host}'"));

@@ -97,6 +97,7 @@ impl Service {
     /// ```
     pub fn configure(self, options: ServiceOptions) -> Result<Configured, ServiceError> {
         options.check(self)?;
+        let mut program = None;
         let serve = match self {
             Service::Greeting => {
                 let message = options.message.as_deref().unwrap_or(DEFAULT_MESSAGE);
@@ -111,12 +112,19 @@ impl Service {
                 None => Qotd::default(),
             }),
             Service::Time => both(Time),
-            Service::Exec if options.shell => streams(Exec::shell(options.program)?),
-            Service::Exec => streams(Exec::new(options.program)?),
+            Service::Exec => {
+                let exec = match options.shell {
+                    true => Exec::shell(options.program)?,
+                    false => Exec::new(options.program)?,
+                };
+                program = Some(exec.program_path().to_path_buf());
+                streams(exec)
+            }
         };
         Ok(Configured {
             service: self,
             serve,
+            program,
         })
     }
 }
@@ -251,6 +259,7 @@ type ServeFuture = Pin<Box<dyn Future<Output = crate::Result<()>> + Send>>;
 pub struct Configured {
     service: Service,
     serve: Serve,
+    program: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Configured {
@@ -265,6 +274,11 @@ impl Configured {
     /// Which service it is.
     pub fn service(&self) -> Service {
         self.service
+    }
+
+    /// The exec service's program file, as found at start (`None` for other services).
+    pub fn program(&self) -> Option<&std::path::Path> {
+        self.program.as_deref()
     }
 
     /// Whether it answers datagrams (UDP, Unix datagram) too, as its handlers show.

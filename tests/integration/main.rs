@@ -163,8 +163,9 @@ mod server_unix;
 /// The exec service: the socket handed to the program, pipes only under TLS, what the
 /// server still does around it.
 mod service_exec;
-/// exec's kills: a child outside the program's group at the idle timeout, the kill's log.
-mod service_exec_kills;
+/// exec's edges: a child outside the program's group at the idle timeout, the kill's log,
+/// a program the `--user` may not run.
+mod service_exec_edges;
 mod service_exec_nodelay;
 /// The exec service on pipes (TLS, Unix under an idle timeout): an upload after the
 /// program's output ended, a program that works on.

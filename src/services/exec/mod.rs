@@ -64,6 +64,8 @@ struct Spec {
     /// Where it was found when `PATH` is unset (`execvp`'s default path was searched):
     /// started from there, since the child's own search would not look in the same places.
     found: Option<PathBuf>,
+    /// The file the program is, as the search found it at start.
+    located: PathBuf,
     args: Vec<OsString>,
 }
 
@@ -113,8 +115,8 @@ impl Exec {
         let mut argv = argv.into_iter().map(Into::into);
         let program = argv.next().ok_or(ExecError::Missing)?;
         let name = || program.to_string_lossy().into_owned();
-        let found = match find_program(Path::new(&program)) {
-            Found::Executable(found) => found,
+        let (located, found) = match find_program(Path::new(&program)) {
+            Found::Executable(at, by_default) => (at.clone(), by_default.then_some(at)),
             Found::NotExecutable => return Err(ExecError::NotExecutable(name())),
             Found::Nothing => return Err(ExecError::NotFound(name())),
         };
@@ -122,9 +124,17 @@ impl Exec {
             spec: Arc::new(Spec {
                 program,
                 found,
+                located,
                 args: argv.collect(),
             }),
         })
+    }
+
+    /// The file the program is, as found at start (`/bin/sh` for [`Exec::shell`]): for a
+    /// server that drops root to ask whether the user it becomes may run it
+    /// ([`crate::access::may_execute`]).
+    pub fn program_path(&self) -> &Path {
+        &self.spec.located
     }
 
     /// Runs `command` (its words joined by spaces) with `/bin/sh -c`, for pipes and
@@ -336,9 +346,10 @@ fn port_of(address: &Address) -> String {
 /// What looking for a program found.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
-    /// A file this process may execute; where, when `PATH` is unset (`None`: the program is
-    /// started by its name, found again by the same search).
-    Executable(Option<PathBuf>),
+    /// A file with an execute bit, where; and whether the search was `execvp(3)`'s default
+    /// path (`PATH` unset), which the child's own search would not take: then the program
+    /// is started from there, else by its name, found again by the same search.
+    Executable(PathBuf, bool),
     /// Only files it may not execute (or directories).
     NotExecutable,
     /// Nothing by that name.
@@ -363,7 +374,7 @@ fn find_program(program: &Path) -> Found {
     let mut found = Found::Nothing;
     for candidate in candidates {
         if candidate.is_file() && executable(&candidate) {
-            return Found::Executable((searched && by_default).then_some(candidate));
+            return Found::Executable(candidate, searched && by_default);
         }
         if candidate.exists() {
             found = Found::NotExecutable;

@@ -1,8 +1,10 @@
-//! When socketkit ends an exec program's connection itself (an idle timeout, its client's
-//! reset), the connection ends for whatever still holds the socket, and the log says how
-//! the program ended. A child that had left the program's process group (`setsid`) went on
-//! talking to the client seconds after the idle timeout had logged the connection closed,
-//! and a killed program left no line. Found by an outside audit of the exec service.
+//! The exec service's edges, found by an outside audit of it. When socketkit ends a
+//! program's connection itself (an idle timeout, its client's reset), the connection ends
+//! for whatever still holds the socket, and the log says how the program ended: a child
+//! that had left the program's process group (`setsid`) went on talking to the client
+//! seconds after the idle timeout had logged the connection closed, and a killed program
+//! left no line. A program the `--user` may not run is refused at start: the server said
+//! it was ready, then reset every client.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -50,6 +52,35 @@ fn a_program_killed_for_its_clients_reset_is_logged() -> TestResult {
             "the program was killed: signal: 9 (SIGKILL)",
         ],
         IO_TIMEOUT,
+    );
+    Ok(())
+}
+
+#[test]
+fn a_program_the_user_may_not_run_is_refused_at_start() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let program = dir.path().join("owner-only");
+    std::fs::copy("/bin/echo", &program)?;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700))?;
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "exec",
+        "-l",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--",
+    ])
+    .arg(&program);
+    let out = crate::support::process::run(cmd, Vec::new(), IO_TIMEOUT);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: program '") && out.stderr.contains("may not be run by user"),
+        "{}",
+        out.stderr
     );
     Ok(())
 }
