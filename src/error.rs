@@ -267,8 +267,29 @@ impl fmt::Display for Error {
                 preposition => write!(f, " {preposition} {target}")?,
             }
         }
-        write!(f, ": {}", describe(&self.source))
+        write!(f, ": {}", describe(&self.source))?;
+        if self.source.raw_os_error() == Some(libc::EINVAL)
+            && self.target.as_deref().is_some_and(is_unscoped_link_local)
+        {
+            f.write_str(" (a link-local address needs its interface, as [fe80::1%eth0])")?;
+        }
+        Ok(())
     }
+}
+
+/// Whether `target` (as written: `tcp:[fe80::1]:80`) names an IPv6 link-local address with
+/// no zone, which the kernel refuses with a bare `EINVAL`.
+fn is_unscoped_link_local(target: &str) -> bool {
+    let Some((_, rest)) = target.split_once('[') else {
+        return false;
+    };
+    let Some((address, _)) = rest.split_once(']') else {
+        return false;
+    };
+    !address.contains('%')
+        && address
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_unicast_link_local())
 }
 
 impl From<Error> for io::Error {
@@ -315,6 +336,20 @@ fn lower_first(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_local_address_without_its_zone_is_named_as_such() {
+        let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
+        let hinted = Error::new(Op::Connect, "tcp:[fe80::1]:9", invalid()).to_string();
+        assert!(
+            hinted.ends_with("needs its interface, as [fe80::1%eth0])"),
+            "{hinted}"
+        );
+        for plain in ["tcp:[fe80::1%lo]:9", "tcp:[::1]:9", "tcp:127.0.0.1:9"] {
+            let text = Error::new(Op::Connect, plain, invalid()).to_string();
+            assert!(text.ends_with(": invalid argument"), "{text}");
+        }
+    }
 
     #[test]
     fn os_errors_read_as_lower_case_words() {

@@ -170,11 +170,9 @@ pub fn connect_transport(endpoint: &Endpoint, options: ConnectOptions) -> Result
                     bound,
                 });
             }
-            // Our own reply socket (a Unix datagram client's): no other address would do
-            // better, and the error names the file, not the server.
-            Err(err) if err.op() == Op::Bind && source_for(&address, options).is_none() => {
-                return Err(err);
-            }
+            // Our own end (`-s`/`-p`, or a Unix datagram client's reply socket): no other
+            // address would do better, and the error names it, not the server.
+            Err(err) if err.op() == Op::Bind => return Err(err),
             Err(err) => last = err.into_io_error(),
         }
     }

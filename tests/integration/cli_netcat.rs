@@ -313,6 +313,23 @@ fn dash_o_and_dash_x_log_both_directions() {
     );
 }
 
+/// A source address the host does not have: the error names the source, not the target
+/// (it said `cannot connect to tcp:127.0.0.1:9: cannot assign requested address`).
+#[test]
+fn a_source_the_host_does_not_have_is_named() {
+    let mut cmd = socketkit();
+    // TEST-NET-1 (RFC 5737): no host has it; nothing is sent, the bind fails first.
+    cmd.args(["connect", "-s", "192.0.2.1", "127.0.0.1:9"]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: cannot bind 192.0.2.1:0: cannot assign requested address"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn dash_s_and_dash_p_choose_the_source() {
     let (listener, port) = tcp_peer();
