@@ -99,10 +99,10 @@ pub(crate) fn reload_on_hangup(file: PathBuf, relay: impl Pool) -> impl Fn() + S
                 .into_iter()
                 .flatten()
                 .collect();
-                let changes = if changes.is_empty() {
-                    "unchanged".to_owned()
-                } else {
-                    changes.join("; ")
+                let changes = match (changes.is_empty(), changed.reordered) {
+                    (true, true) => "reordered".to_owned(),
+                    (true, false) => "unchanged".to_owned(),
+                    (false, _) => changes.join("; "),
                 };
                 tracing::info!(
                     "targets reloaded from {shown}: {} ({changes})",

@@ -83,6 +83,29 @@ fn clients_go_to_each_target_in_turn() {
     assert_eq!(answers, "ABCABCABC");
 }
 
+/// One of four targets down: its turns are spread over the three up, 30 clients each of 90
+/// (the one after it took its whole share: 45, 22, 22 — an outside audit).
+#[test]
+fn a_down_targets_turns_are_spread_over_those_up() {
+    let servers = [greeting("A"), greeting("C"), greeting("D")];
+    let dead = dead_target();
+    let relay = forward(
+        &["--retry-after", "60s"],
+        &[
+            &servers[0].addr(),
+            &dead,
+            &servers[1].addr(),
+            &servers[2].addr(),
+        ],
+    );
+    // The first client sent to the dead target marks it down (and is passed on).
+    let answers: String = (0..90).map(|_| answer(&relay)).collect();
+    for letter in ['A', 'C', 'D'] {
+        let got = answers.matches(letter).count();
+        assert!((27..=33).contains(&got), "{letter}: {got} of 90: {answers}");
+    }
+}
+
 #[test]
 fn a_target_named_twice_gets_two_turns_and_vv_logs_each_choice() {
     let (a, b) = (greeting("A"), greeting("B"));

@@ -17,8 +17,8 @@
 //! and a target the new list keeps is the same target, with its marks and counts.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -41,7 +41,8 @@ pub const MAX_TARGETS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
     /// Each client starts one target further along than the client before it (the next
-    /// ones are its failover).
+    /// ones are its failover); the turns of a target marked down are spread over the
+    /// targets up.
     #[default]
     RoundRobin,
     /// Every client starts at the first target; the others are tried, in the order given,
@@ -55,14 +56,30 @@ pub enum Balance {
     /// /64, as `--max-per-source` counts sources), so that a client comes back to the same
     /// target while it is up and the list is unchanged — on every relay given the same
     /// list, for the hash is fixed (HAProxy's `balance source`, nginx's `ip_hash`). A
-    /// client whose target is down goes to the next one up. Clients with no IP address
-    /// (Unix sockets) are taken in turn.
+    /// client whose target is down goes to one of those up, the same one each time, the
+    /// down target's clients spread evenly over them. Clients with no IP address (Unix
+    /// sockets) are taken in turn.
     Source,
 }
 
 /// Where a client from `source` starts among `count` targets under [`Balance::Source`]:
 /// the same for every process and every run, so that relays side by side agree.
 pub(crate) fn source_slot(source: IpAddr, count: usize) -> usize {
+    // In range: the remainder of a division by `count`, which fits in usize.
+    (source_hash(source) % count as u64) as usize
+}
+
+/// The index of the `nth` target (from 0) of `count` whose bit in `down` is clear; there
+/// are more than `nth` of them.
+fn nth_up(down: u64, count: usize, nth: usize) -> usize {
+    (0..count)
+        .filter(|&index| down & 1 << index == 0)
+        .nth(nth)
+        .unwrap_or(0)
+}
+
+/// A source's fixed hash (see [`source_slot`]).
+fn source_hash(source: IpAddr) -> u64 {
     let key: u128 = match canonical(source) {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         // The /64: a host's addresses within it are one source.
@@ -72,9 +89,7 @@ pub(crate) fn source_slot(source: IpAddr, count: usize) -> usize {
     let mut mixed = (key as u64) ^ ((key >> 64) as u64);
     mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    mixed ^= mixed >> 31;
-    // In range: the remainder of a division by `count`, which fits in usize.
-    (mixed % count as u64) as usize
+    mixed ^ (mixed >> 31)
 }
 
 /// The targets of one list, in the order given.
@@ -89,10 +104,17 @@ pub(crate) struct Targets {
     retry_after: Duration,
     /// The next client's starting point, for round robin.
     next: AtomicUsize,
+    /// Where the next client whose round-robin target is down goes among those up: its
+    /// share spread over them, not all on the one after it.
+    spread: AtomicUsize,
     /// What the marks count from.
     epoch: Instant,
     /// Where a target added later gets its counters.
     metrics: Option<Arc<Metrics>>,
+    /// Targets a reload removed while relays still held them: one that a later reload names
+    /// again is the same target (its open connections counted, for `least-conn` and the
+    /// active gauge), and its series stay until it is gone.
+    retired: std::sync::Mutex<Vec<(Endpoint, Weak<Target>)>>,
 }
 
 /// What a reload changed ([`Forward::reload_targets`](super::Forward::reload_targets)).
@@ -102,6 +124,9 @@ pub struct Reloaded {
     pub added: Vec<Endpoint>,
     /// Targets of the old list that the new one does not have.
     pub removed: Vec<Endpoint>,
+    /// The same targets in another order (which moves clients under `--balance first` and
+    /// `source`).
+    pub reordered: bool,
 }
 
 impl Reloaded {
@@ -118,8 +143,13 @@ impl Reloaded {
                 added.push(endpoint.clone());
             }
         }
-        let removed = left.into_iter().flatten().cloned().collect();
-        Reloaded { added, removed }
+        let removed: Vec<Endpoint> = left.into_iter().flatten().cloned().collect();
+        let reordered = added.is_empty() && removed.is_empty() && old != new;
+        Reloaded {
+            added,
+            removed,
+            reordered,
+        }
     }
 }
 
@@ -136,8 +166,10 @@ impl Targets {
             balance: Balance::default(),
             retry_after: Targets::RETRY_AFTER,
             next: AtomicUsize::new(0),
+            spread: AtomicUsize::new(0),
             epoch: Instant::now(),
             metrics: None,
+            retired: std::sync::Mutex::default(),
         }
     }
 
@@ -205,6 +237,10 @@ impl Targets {
     /// the others start afresh. Relays already running keep their connections.
     pub(crate) fn reload(&self, endpoints: Vec<Endpoint>) -> Reloaded {
         let old = self.list.load_full();
+        let mut retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut left: Vec<Option<&Arc<Target>>> = old.iter().map(Some).collect();
         let mut added = Vec::new();
         let list: List = endpoints
@@ -214,29 +250,55 @@ impl Targets {
                     .iter_mut()
                     .find(|slot| slot.is_some_and(|target| target.endpoint == endpoint))
                     .and_then(Option::take);
-                match kept {
-                    Some(target) => Arc::clone(target),
-                    None => {
-                        added.push(endpoint.clone());
-                        Arc::new(Target::new(endpoint, self.metrics.as_deref()))
-                    }
+                if let Some(target) = kept {
+                    return Arc::clone(target);
                 }
+                added.push(endpoint.clone());
+                let back = retired
+                    .iter()
+                    .position(|(was, target)| *was == endpoint && target.strong_count() > 0)
+                    .and_then(|at| retired.swap_remove(at).1.upgrade());
+                back.unwrap_or_else(|| Arc::new(Target::new(endpoint, self.metrics.as_deref())))
             })
             .collect();
-        let removed: Vec<Endpoint> = left
-            .into_iter()
-            .flatten()
-            .map(|target| target.endpoint.clone())
-            .collect();
+        let gone: Vec<&Arc<Target>> = left.into_iter().flatten().collect();
+        let removed: Vec<Endpoint> = gone.iter().map(|target| target.endpoint.clone()).collect();
+        // Held by relays still open: kept aside, its series with it, until it is gone.
+        for target in gone {
+            if Arc::strong_count(target) > 1 {
+                retired.push((target.endpoint.clone(), Arc::downgrade(target)));
+            }
+        }
+        let named = |endpoint: &Endpoint| {
+            list.iter().any(|target| &target.endpoint == endpoint)
+                || retired
+                    .iter()
+                    .any(|(was, target)| was == endpoint && target.strong_count() > 0)
+        };
         if let Some(metrics) = &self.metrics {
-            for endpoint in &removed {
-                if !list.iter().any(|target| &target.endpoint == endpoint) {
+            let done = retired
+                .iter()
+                .filter(|(_, target)| target.strong_count() == 0)
+                .map(|(endpoint, _)| endpoint);
+            for endpoint in removed.iter().chain(done) {
+                if !named(endpoint) {
                     metrics.forget_forward_target(&endpoint.to_string());
                 }
             }
         }
+        retired.retain(|(_, target)| target.strong_count() > 0);
+        let reordered = added.is_empty()
+            && removed.is_empty()
+            && old
+                .iter()
+                .map(|t| &t.endpoint)
+                .ne(list.iter().map(|t| &t.endpoint));
         self.list.store(Arc::new(list));
-        Reloaded { added, removed }
+        Reloaded {
+            added,
+            removed,
+            reordered,
+        }
     }
 
     /// Where the next client, from `source` if it has an IP address, tries to go, in order:
@@ -271,6 +333,23 @@ impl Targets {
                 Some(source) => source_slot(source, count),
                 None => self.next.fetch_add(1, Ordering::Relaxed) % count,
             },
+        };
+        // A down target's clients spread over the targets up, as HAProxy's and nginx's do,
+        // rather than all going to the one after it (which then took twice its share).
+        let up = count - (down.count_ones() as usize).min(count);
+        let start = match self.balance {
+            Balance::RoundRobin | Balance::Source if down & 1 << start != 0 && up > 0 => {
+                let nth = match (self.balance, source) {
+                    // The same place for the same source, unrelated to its first choice.
+                    (Balance::Source, Some(source)) => {
+                        usize::try_from((source_hash(source) / count as u64) % up as u64)
+                            .unwrap_or(0)
+                    }
+                    _ => self.spread.fetch_add(1, Ordering::Relaxed) % up,
+                };
+                nth_up(down, count, nth)
+            }
+            _ => start,
         };
         Order {
             list,
@@ -311,8 +390,10 @@ impl Clone for Targets {
             balance: self.balance,
             retry_after: self.retry_after,
             next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+            spread: AtomicUsize::new(self.spread.load(Ordering::Relaxed)),
             epoch: self.epoch,
             metrics: self.metrics.clone(),
+            retired: std::sync::Mutex::default(),
         }
     }
 }
