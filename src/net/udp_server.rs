@@ -55,6 +55,11 @@ impl ServerUdp {
         }
     }
 
+    /// The address the socket is bound to.
+    pub(crate) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.socket.local_addr()
+    }
+
     /// The next datagram in `buf`: its length, its sender, and the local address it was
     /// sent to when the socket is bound to a wildcard address (`None` otherwise: answers
     /// go out from the one address the socket has).

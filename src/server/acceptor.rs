@@ -54,6 +54,9 @@ impl Acceptor {
         // A handler that opens a descriptor after the accept (a relay's target socket) is
         // let in carefully near the limit (see `exhaustion`); others never wait for one.
         let opens_descriptors = self.spawner.opens_descriptors();
+        // Asked once, as the handler's doc says: whether each connection gets an immediate
+        // reply (made only for a connection admitted: qotd's turn moves on with each).
+        let replies_at_once = self.spawner.replies_immediately();
         // The drain is waited for only where the loop has to wait: a wait set up and torn
         // down for every connection (a locked `Notify` registration each way) was 2–3 % of
         // a greeting server's samples, more than the loop's own code; `has_reached` is one
@@ -114,7 +117,7 @@ impl Acceptor {
                     drop(reserve);
                     self.meter.accepted_by(self.counts.as_mut());
                     backoff.succeeded(|| self.meter.name());
-                    self.serve(raw, permit);
+                    self.serve(raw, permit, replies_at_once);
                     if let Some(load) = &mut self.load {
                         load.turn(listener.as_fd());
                     }
@@ -171,16 +174,20 @@ impl Acceptor {
     /// Serves one accepted connection: answered on the spot when the handler has an
     /// immediate reply that fits the socket buffer (no task, no registration, no
     /// allocation), otherwise handed to tokio and a task.
-    fn serve(&mut self, raw: RawStream, permit: Option<OwnedSemaphorePermit>) {
+    fn serve(
+        &mut self,
+        raw: RawStream,
+        permit: Option<OwnedSemaphorePermit>,
+        replies_at_once: bool,
+    ) {
         let mut holds = Holds {
             permit,
             kept: Held::new(),
         };
-        let reply = self.spawner.immediate_reply();
         // The client a PROXY header read here named, and the header's length.
         let mut proxied = Proxied::default();
         if let Some(pipeline) = &self.pipeline {
-            match self.admit_now(&raw, pipeline, reply.is_some()) {
+            match self.admit_now(&raw, pipeline, replies_at_once) {
                 Early::Admitted { kept, proxied: p } => {
                     holds.kept = kept;
                     proxied = p;
@@ -194,6 +201,11 @@ impl Acceptor {
                 }
             }
         }
+        // Made once the connection is admitted: a refused one takes no quote.
+        let reply = match replies_at_once {
+            true => self.spawner.immediate_reply(),
+            false => None,
+        };
         let mut sent = 0;
         if let Some(reply) = &reply {
             let started = self.meter.clock();

@@ -188,6 +188,10 @@ impl DatagramListener {
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut reply = Reply::default();
+        let local = match &self {
+            DatagramListener::Udp(socket) => socket.local_addr().ok(),
+            DatagramListener::Unixgram { .. } => None,
+        };
         // The drain is waited for only when no datagram is there (as the accept loop).
         while !watcher.has_reached(Phase::Draining) {
             let received = tokio::select! {
@@ -218,6 +222,14 @@ impl DatagramListener {
                 bytes = n,
                 "datagram"
             );
+            if sent_by_itself(&peer, local, destination) {
+                tracing::debug!(
+                    listener = meter.name(),
+                    "not answered: a datagram from this listener's own address (spoofed: \
+                     answering it would answer itself without end)"
+                );
+                continue;
+            }
             if pipeline
                 .as_ref()
                 .is_some_and(|p| !p.admits_datagram(&peer, &meter))
@@ -279,4 +291,23 @@ mod tests {
         reply.send(b"x");
         assert_eq!(reply.bytes.capacity(), capacity);
     }
+}
+
+/// Whether `peer` is the listener itself (bound to `local`; the datagram sent to
+/// `destination` where the kernel told it): only a spoofed datagram comes from there, and
+/// any answer to it would be the listener's next datagram, without end.
+fn sent_by_itself(
+    peer: &Address,
+    local: Option<std::net::SocketAddr>,
+    destination: Option<Destination>,
+) -> bool {
+    let (Some(peer), Some(local)) = (peer.as_socket_addr(), local) else {
+        return false;
+    };
+    let from = crate::access::canonical(peer.ip());
+    peer.port() == local.port()
+        && match destination {
+            Some(destination) => destination.ip == from,
+            None => crate::access::canonical(local.ip()) == from,
+        }
 }

@@ -52,10 +52,12 @@ macro_rules! answer_service {
             fn datagram(
                 &self,
                 _payload: &[u8],
-                _peer: &$crate::socket::Address,
+                peer: &$crate::socket::Address,
                 reply: &mut $crate::server::Reply,
             ) -> ::std::io::Result<()> {
-                reply.send($crate::services::answer::Answer::answer(self).as_ref());
+                if $crate::services::answers_datagram_from(peer) {
+                    reply.send($crate::services::answer::Answer::answer(self).as_ref());
+                }
                 Ok(())
             }
         }

@@ -9,7 +9,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::{Connection, DatagramHandler, Handler, Reply};
 use crate::socket::Address;
@@ -61,15 +61,32 @@ impl Handler for Chargen {
     }
 }
 
-async fn stream(mut conn: Connection) -> io::Result<()> {
-    let cycle = cycle();
-    loop {
-        match conn.write_all(cycle).await {
-            Ok(()) => {}
-            // The client closing is how every chargen session ends.
-            Err(err) if is_client_gone(&err) => return Ok(()),
-            Err(err) => return Err(err),
+/// The lines until the client closes, what it sends thrown away meanwhile (RFC 864: "any
+/// data received is thrown away"): a client that writes as it reads would otherwise fill
+/// its send buffer and stall, its writes waiting on a server that never reads.
+async fn stream(conn: Connection) -> io::Result<()> {
+    let (mut from_client, mut to_client) = conn.split();
+    let send = async {
+        let cycle = cycle();
+        loop {
+            match to_client.write_all(cycle).await {
+                Ok(()) => {}
+                // The client closing is how every chargen session ends.
+                Err(err) if is_client_gone(&err) => return Ok(()),
+                Err(err) => return Err(err),
+            }
         }
+    };
+    let throw_away = async {
+        let mut buf = [0u8; 2048];
+        // Its end of stream (or a failed read) ends nothing: the lines go on until the
+        // write fails.
+        while from_client.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        sent = send => sent,
+        () = throw_away => Ok(()),
     }
 }
 
@@ -81,7 +98,10 @@ fn is_client_gone(err: &io::Error) -> bool {
 }
 
 impl DatagramHandler for Chargen {
-    fn datagram(&self, _payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
+    fn datagram(&self, _payload: &[u8], peer: &Address, reply: &mut Reply) -> io::Result<()> {
+        if !super::answers_datagram_from(peer) {
+            return Ok(());
+        }
         let n = self.datagrams.fetch_add(1, Ordering::Relaxed);
         let (start, len) = datagram_shape(n);
         let cycle = cycle();

@@ -42,8 +42,10 @@ impl Handler for Echo {
 }
 
 impl DatagramHandler for Echo {
-    fn datagram(&self, payload: &[u8], _peer: &Address, reply: &mut Reply) -> io::Result<()> {
-        reply.send(payload);
+    fn datagram(&self, payload: &[u8], peer: &Address, reply: &mut Reply) -> io::Result<()> {
+        if super::answers_datagram_from(peer) {
+            reply.send(payload);
+        }
         Ok(())
     }
 }

@@ -26,3 +26,17 @@ pub mod time;
 pub use catalog::{
     Configured, Misplaced, Service, ServiceError, ServiceOption, ServiceOptions, UnknownService,
 };
+
+/// Whether a service that answers every datagram answers one from `peer`: not from a port
+/// below 1024, where another host's echo, chargen, daytime or time service answers from.
+/// Answering one would start a loop between the two services that runs until one of them
+/// is stopped (the echo–chargen "fraggle" loop, CVE-1999-0103), and a spoofed source
+/// address is all it takes; clients send from ephemeral ports. xinetd's internal services
+/// drop the same (its `bad_port_check`).
+pub(crate) fn answers_datagram_from(peer: &crate::socket::Address) -> bool {
+    let answered = peer.port().is_none_or(|port| port >= 1024);
+    if !answered {
+        tracing::debug!(%peer, "not answered: a datagram from a port below 1024 (another service's answer, or a spoofed one)");
+    }
+    answered
+}

@@ -36,7 +36,10 @@ pub enum QuotesError {
         reason: String,
     },
     /// A quote is 512 bytes or longer.
-    #[error("quote {number} in {path} is {len} bytes; RFC 865 wants fewer than 512")]
+    #[error(
+        "quote {number} in {path} is {len} bytes with its CR LF line ends; RFC 865 wants fewer \
+         than 512"
+    )]
     TooLong {
         /// The file.
         path: String,
@@ -82,7 +85,11 @@ pub struct Qotd {
 
 impl Default for Qotd {
     fn default() -> Qotd {
-        Qotd::from_quotes(BUILT_IN.iter().map(|q| format!("{q}\r\n").into_bytes()))
+        Qotd::from_quotes(
+            BUILT_IN
+                .iter()
+                .map(|q| format!("{}\r\n", q.replace('\n', "\r\n")).into_bytes()),
+        )
     }
 }
 
@@ -122,11 +129,15 @@ impl Qotd {
     pub fn from_text(text: &str, origin: &str) -> Result<Qotd, QuotesError> {
         let mut quotes = Vec::new();
         let mut current: Vec<&str> = Vec::new();
+        // A byte order mark that an editor put first is no part of the first quote.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for line in text.lines().chain(std::iter::once("")) {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.trim() == "%" {
                 if !current.is_empty() {
-                    quotes.push(format!("{}\r\n", current.join("\n")).into_bytes());
+                    // Network text: every line ends in CR LF (RFC 865's quote is ASCII
+                    // text, as the other classic services' lines are).
+                    quotes.push(format!("{}\r\n", current.join("\r\n")).into_bytes());
                     current.clear();
                 }
             } else {
@@ -202,11 +213,18 @@ mod tests {
     fn fortune_and_paragraph_separators() -> Result<(), QuotesError> {
         let qotd = Qotd::from_text("one\ntwo lines\n%\nthree\n\n\nfour\n", "t")?;
         assert_eq!(qotd.len(), 3);
-        assert_eq!(qotd.next_quote(), b"one\ntwo lines\r\n");
+        assert_eq!(qotd.next_quote(), b"one\r\ntwo lines\r\n");
         assert_eq!(qotd.next_quote(), b"three\r\n");
         assert_eq!(qotd.next_quote(), b"four\r\n");
-        assert_eq!(qotd.next_quote(), b"one\ntwo lines\r\n");
+        assert_eq!(qotd.next_quote(), b"one\r\ntwo lines\r\n");
         Ok(())
+    }
+
+    #[test]
+    fn a_byte_order_mark_first_is_no_part_of_the_first_quote() {
+        let qotd = Qotd::from_text("\u{feff}one\r\n%\r\ntwo\r\n", "bom").unwrap();
+        assert_eq!(qotd.next_quote(), b"one\r\n");
+        assert_eq!(qotd.next_quote(), b"two\r\n");
     }
 
     #[test]
@@ -215,7 +233,7 @@ mod tests {
         let err = Qotd::from_text(&format!("ok\n\n{long}\n"), "q.txt").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "quote 2 in q.txt is 602 bytes; RFC 865 wants fewer than 512"
+            "quote 2 in q.txt is 602 bytes with its CR LF line ends; RFC 865 wants fewer than 512"
         );
         assert!(matches!(
             Qotd::from_text("\n%\n", "e"),

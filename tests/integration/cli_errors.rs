@@ -280,7 +280,7 @@ fn unusable_quote_and_rule_files_are_exit_2_and_unreadable_ones_exit_1()
     let (code, line) = fails(&["serve", "qotd", "--quotes", long.to_str().ok_or("path")?]);
     assert_eq!(code, 2);
     assert!(
-        line.ends_with("is 602 bytes; RFC 865 wants fewer than 512"),
+        line.ends_with("is 602 bytes with its CR LF line ends; RFC 865 wants fewer than 512"),
         "{line}"
     );
     let bad = dir.path().join("bad.rules");

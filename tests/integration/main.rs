@@ -12,6 +12,9 @@ mod support;
 mod access_control;
 /// Behind a load balancer: HAProxy, PROXY protocol both ways, metrics and health.
 mod balancer;
+/// The classic services where an audit found them short of their RFCs: chargen reads,
+/// a refused qotd client takes no quote.
+mod classic_services;
 /// `socketkit bench`: counts and errors of short runs against `serve`.
 mod cli_bench;
 /// `socketkit bench --compare`, errors by errno, idle memory per connection (issue 15 §3).
@@ -198,6 +201,9 @@ mod tls_without_ca;
 mod tls_words;
 /// The tutorial's server and client, against Python ports of each other.
 mod tutorial;
+/// UDP answers that would start endless loops: from ports below 1024, from the listener
+/// itself.
+mod udp_loops;
 /// UDP listeners on a wildcard address (`serve`, `forward`): each answer from the address
 /// its client sent to, which a connected client needs.
 mod udp_wildcard;

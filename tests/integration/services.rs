@@ -225,7 +225,7 @@ fn qotd_serves_quotes_in_turn_from_a_file() -> TestResult {
         &["--quotes", &file_arg],
     );
     assert_eq!(tcp_read(&server.endpoints()[0]), b"first quote\r\n");
-    assert_eq!(udp_ask(&server.endpoints()[1], b""), b"second\nquote\r\n");
+    assert_eq!(udp_ask(&server.endpoints()[1], b""), b"second\r\nquote\r\n");
     assert_eq!(tcp_read(&server.endpoints()[0]), b"first quote\r\n");
     Ok(())
 }
