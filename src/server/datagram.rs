@@ -273,6 +273,25 @@ impl DatagramListener {
     }
 }
 
+/// Whether `peer` is the listener itself (bound to `local`; the datagram sent to
+/// `destination` where the kernel told it): only a spoofed datagram comes from there, and
+/// any answer to it would be the listener's next datagram, without end.
+fn sent_by_itself(
+    peer: &Address,
+    local: Option<std::net::SocketAddr>,
+    destination: Option<Destination>,
+) -> bool {
+    let (Some(peer), Some(local)) = (peer.as_socket_addr(), local) else {
+        return false;
+    };
+    let from = crate::access::canonical(peer.ip());
+    peer.port() == local.port()
+        && match destination {
+            Some(destination) => destination.ip == from,
+            None => crate::access::canonical(local.ip()) == from,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,23 +310,4 @@ mod tests {
         reply.send(b"x");
         assert_eq!(reply.bytes.capacity(), capacity);
     }
-}
-
-/// Whether `peer` is the listener itself (bound to `local`; the datagram sent to
-/// `destination` where the kernel told it): only a spoofed datagram comes from there, and
-/// any answer to it would be the listener's next datagram, without end.
-fn sent_by_itself(
-    peer: &Address,
-    local: Option<std::net::SocketAddr>,
-    destination: Option<Destination>,
-) -> bool {
-    let (Some(peer), Some(local)) = (peer.as_socket_addr(), local) else {
-        return false;
-    };
-    let from = crate::access::canonical(peer.ip());
-    peer.port() == local.port()
-        && match destination {
-            Some(destination) => destination.ip == from,
-            None => crate::access::canonical(local.ip()) == from,
-        }
 }
