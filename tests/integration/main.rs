@@ -70,6 +70,8 @@ mod cli_probe;
 /// `connect --proxy`: SOCKS5 and HTTP CONNECT, through real proxies and written ones.
 mod cli_programs;
 mod cli_proxy;
+/// `connect --proxy` against proxies that answer slowly or with bare LF line ends.
+mod cli_proxy_answers;
 mod cli_proxy_socks4;
 /// `socketkit serve`: readiness, signals, concurrency, restart on the same port.
 mod cli_serve;

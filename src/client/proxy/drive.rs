@@ -5,6 +5,7 @@
 //! stays in the socket for the caller: the target's first bytes.
 
 use std::io;
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,26 +52,34 @@ impl Handshake<'_> {
     }
 }
 
-/// Runs `handshake` on a blocking socket (its timeout bounds each receive).
-pub(super) fn run_blocking(socket: &Socket, mut handshake: Handshake<'_>) -> io::Result<()> {
+/// Runs `handshake` on a blocking socket, all of it by `deadline`: each send and receive
+/// is bounded by the time left (a proxy that answers a byte at a time cannot hold it past
+/// `-w`), and past it the error is `TimedOut`.
+pub(super) fn run_blocking(
+    socket: &Socket,
+    mut handshake: Handshake<'_>,
+    deadline: Instant,
+) -> io::Result<()> {
     let mut received = Vec::new();
     loop {
         let Step::Exchange { send, then } = handshake.next(&received)? else {
             return Ok(());
         };
         if !send.is_empty() {
+            bound(socket, deadline)?;
             socket.sendall(&send).map_err(Error::into_io_error)?;
         }
         received = match then {
             Receive::Exactly(n) => {
                 let mut buf = vec![0u8; n];
-                receive_into(socket, &mut buf)?;
+                receive_into(socket, &mut buf, deadline)?;
                 buf
             }
             Receive::HttpHead => {
                 let mut head = Vec::new();
                 let mut peeked = vec![0u8; MAX_HEAD];
                 loop {
+                    bound(socket, deadline)?;
                     let n = match socket.peek(&mut peeked[..MAX_HEAD - head.len()]) {
                         Ok(0) => return Err(closed_early()),
                         Ok(n) => n,
@@ -79,7 +88,7 @@ pub(super) fn run_blocking(socket: &Socket, mut handshake: Handshake<'_>) -> io:
                     };
                     let start = head.len();
                     head.resize(start + http::head_part(&head, &peeked[..n]), 0);
-                    receive_into(socket, &mut head[start..])?;
+                    receive_into(socket, &mut head[start..], deadline)?;
                     if http::head_is_whole(&head)? {
                         break head;
                     }
@@ -89,10 +98,21 @@ pub(super) fn run_blocking(socket: &Socket, mut handshake: Handshake<'_>) -> io:
     }
 }
 
-/// Fills `buf` from the socket: the proxy's answers are short and may come in pieces.
-fn receive_into(socket: &Socket, buf: &mut [u8]) -> io::Result<()> {
+/// Sets `socket`'s timeout to what is left until `deadline`; `TimedOut` once none is.
+fn bound(socket: &Socket, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    socket.set_timeout(Some(left)).map_err(Error::into_io_error)
+}
+
+/// Fills `buf` from the socket by `deadline`: the proxy's answers are short and may come in
+/// pieces.
+fn receive_into(socket: &Socket, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
+        bound(socket, deadline)?;
         match socket.recv_into(&mut buf[filled..]) {
             Ok(0) => return Err(closed_early()),
             Ok(n) => filled += n,

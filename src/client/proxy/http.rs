@@ -94,16 +94,30 @@ impl<'a> HttpConnect<'a> {
 pub(super) fn head_part(head: &[u8], peeked: &[u8]) -> usize {
     let from = head.len().saturating_sub(3);
     let seen = [&head[from..], peeked].concat();
-    match seen.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(at) => from + at + 4 - head.len(),
-        None => peeked.len(),
+    match head_end(&seen) {
+        // An end within what was taken already was seen before: none here then.
+        Some(end) if from + end > head.len() => from + end - head.len(),
+        _ => peeked.len(),
     }
+}
+
+/// Where the first blank line of `bytes` ends, if it has one: `\r\n\r\n`, or with bare LF
+/// line ends (`\n\n`, `\n\r\n`), which some proxies send and ncat and nc accept.
+pub(super) fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().enumerate().find_map(|(at, &byte)| {
+        let rest = &bytes[at + 1..];
+        match (byte, rest) {
+            (b'\n', [b'\n', ..]) => Some(at + 2),
+            (b'\n', [b'\r', b'\n', ..]) => Some(at + 3),
+            _ => None,
+        }
+    })
 }
 
 /// Whether `head` is whole (ends with its blank line); an error once it has passed
 /// [`MAX_HEAD`] without.
 pub(super) fn head_is_whole(head: &[u8]) -> io::Result<bool> {
-    if head.ends_with(b"\r\n\r\n") {
+    if head_end(head) == Some(head.len()) {
         return Ok(true);
     }
     if head.len() >= MAX_HEAD {
@@ -134,6 +148,19 @@ mod tests {
         }
         assert_eq!(head_part(b"", b"HTTP/1.1 200"), 12, "no end yet: all of it");
         assert!(!head_is_whole(b"HTTP/1.1 200 OK\r\n").unwrap());
+        // Bare LF line ends, as some proxies send them.
+        assert!(head_is_whole(b"HTTP/1.0 200 OK\n\n").unwrap());
+        assert_eq!(head_part(b"HTTP/1.0 200 OK\n", b"\nbanner"), 1);
+        let target = HostPort {
+            host: crate::endpoint::Host::Name("t".into()),
+            port: 1,
+        };
+        let connect = HttpConnect::new(&target, None);
+        assert!(
+            connect
+                .answer(b"HTTP/1.0 200 Connection established\n\n")
+                .is_ok()
+        );
         assert!(head_is_whole(&[b'x'; MAX_HEAD]).is_err());
     }
 
@@ -152,7 +179,7 @@ mod tests {
             ),
             pieces in proptest::collection::vec(1usize..20, 1..40),
         ) {
-            let end = stream.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+            let end = head_end(&stream);
             let mut head = Vec::new();
             let mut pieces = pieces.iter().cycle();
             while head.len() < stream.len() && !head_is_whole(&head).unwrap_or(true) {

@@ -280,16 +280,17 @@ impl Proxy {
         options: ConnectOptions,
     ) -> std::result::Result<Connected, Failure> {
         let server = Endpoint::Tcp(self.server.clone());
+        // `-w` bounds the connect to the proxy and its answer together, as one connect.
+        let wait = options.timeout.unwrap_or(DEFAULT_ANSWER_TIMEOUT);
+        let deadline = std::time::Instant::now() + wait;
         let direct = ConnectOptions {
             family: None,
             ..options
         };
         let connected =
             connect(&server, direct).map_err(|err| Failure::Unreachable(err.into_io_error()))?;
-        let wait = options.timeout.unwrap_or(DEFAULT_ANSWER_TIMEOUT);
         let socket = &connected.socket;
-        set_timeout(socket, Some(wait))
-            .and_then(|()| drive::run_blocking(socket, self.handshake(target)))
+        drive::run_blocking(socket, self.handshake(target), deadline)
             .and_then(|()| set_timeout(socket, None))
             .map_err(|err| match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => silent(wait),
