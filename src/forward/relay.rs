@@ -54,25 +54,22 @@ impl Forward {
                 &tlvs,
             )
         });
-        let order = targets.order(client.peer_addr().ip());
+        let mut order = targets.order(client.peer_addr().ip());
         let mut left = order.len();
-        for target in order {
+        let connected = loop {
+            let Some(target) = order.next() else {
+                break None;
+            };
             left -= 1;
             let endpoint = target.endpoint();
             let dialed = self.dial.connect(endpoint, header.as_deref()).await;
             // The accept loop may be waiting for this relay's descriptor before the next.
             crate::server::handler_opened();
             match dialed {
-                Ok(upstream) => {
-                    tracing::trace!(peer = %client.peer_addr(), "relaying to {endpoint}");
-                    target.succeeded();
-                    // The order's reference moves into the guard: no count to add.
-                    let _open = target.open();
-                    return relay_to(client, upstream, &hello).await;
-                }
+                Ok(upstream) => break Some((target, upstream)),
                 Err(err) if net::is_resource_exhaustion(&err) => {
                     out_of_resources(&client, endpoint, &err, "resetting");
-                    break;
+                    break None;
                 }
                 Err(err) => {
                     targets.failed(&target);
@@ -89,11 +86,21 @@ impl Forward {
                     );
                 }
             }
-        }
-        // Whatever the client sent is lost: a FIN would read as a target that took it and
-        // had nothing to say.
-        client.reset_on_close();
-        Ok(())
+        };
+        // The list the order was made from goes now, not with the relay: a target a reload
+        // removed is let go once the relays to it end, not the relays made beside it.
+        drop(order);
+        let Some((target, upstream)) = connected else {
+            // Whatever the client sent is lost: a FIN would read as a target that took it
+            // and had nothing to say.
+            client.reset_on_close();
+            return Ok(());
+        };
+        tracing::trace!(peer = %client.peer_addr(), "relaying to {}", target.endpoint());
+        target.succeeded();
+        // The order's reference moves into the guard: no count to add.
+        let _open = target.open();
+        relay_to(client, upstream, &hello).await
     }
 }
 

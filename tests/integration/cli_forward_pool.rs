@@ -12,6 +12,7 @@ use crate::cli_forward_targets::{
 };
 use crate::support::net::{connect, read_to_end};
 use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::wait_until;
 
 #[test]
 fn health_checks_take_a_dead_target_out_before_any_client_and_back_when_it_returns() {
@@ -226,12 +227,48 @@ fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
     let mut echoed = [0u8; 11];
     on_a.read_exact(&mut echoed).expect("A's echo");
     assert_eq!(&echoed, b"still here\n");
-    // A's series are gone; C's count it.
-    let scrape = crate::support::net::http_get(&metrics, "/metrics").1;
-    assert!(!scrape.contains(&format!("tcp:{a}")), "{scrape}");
+    // A's series stay while it holds that client, C's count its own.
+    assert_eq!(
+        per_target(&metrics, "socketkit_forward_target_active", &a),
+        1
+    );
     assert_eq!(
         per_target(&metrics, "socketkit_forward_target_connections_total", &c),
         2
+    );
+    // Once its relay has ended, a reload forgets them (the relay's task lets the target go
+    // a moment after its count drops: a reload or two more at most).
+    drop(on_a);
+    rewrite_and_hang_up(
+        &relay,
+        &file,
+        &format!("{c}\n{b}\n"),
+        &format!(
+            "targets reloaded from {}: tcp:{c}, tcp:{b} (reordered)",
+            file.display()
+        ),
+    );
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            let scrape = crate::support::net::http_get(&metrics, "/metrics").1;
+            let lines: Vec<&str> = scrape.lines().filter(|l| l.contains(&a)).collect();
+            format!(
+                "A's series outlived its relay: {lines:?}\n{}",
+                relay.stderr()
+            )
+        },
+        || {
+            let reloads = relay.stderr().matches("targets reloaded from").count();
+            relay.signal(libc::SIGHUP);
+            wait_until(
+                Duration::from_secs(5),
+                || "no reload".into(),
+                || relay.stderr().matches("targets reloaded from").count() > reloads,
+            );
+            let scrape = crate::support::net::http_get(&metrics, "/metrics").1;
+            !scrape.contains(&format!("tcp:{a}"))
+        },
     );
 
     // A file that no longer reads keeps the list in force.
@@ -245,7 +282,7 @@ fn to_file_targets_are_read_again_on_sighup_and_running_relays_go_on() {
         ),
     );
     let names: Vec<String> = (0..2).map(|_| open_through(&relay).1).collect();
-    assert_eq!(names, ["B", "C"]);
+    assert_eq!(names, ["C", "B"]);
 }
 
 #[test]
