@@ -151,26 +151,27 @@ pub fn accept_queues(port: u16) -> Vec<u32> {
 /// Waits until something listens on TCP `port` (read from /proc/net/tcp*), for tools like
 /// `nc -l` that print no readiness line; a probe connection would use up their one accept.
 pub fn wait_until_listening(port: u16) {
-    let wanted = format!(":{port:04X} ");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            let text = std::fs::read_to_string(table).unwrap_or_default();
-            // Columns: sl local_address rem_address st ...; LISTEN is state 0A.
-            let listening = text.lines().skip(1).any(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                cols.len() > 3 && format!("{} ", cols[1]).ends_with(&wanted) && cols[3] == "0A"
-            });
-            if listening {
-                return;
-            }
-        }
+    while !is_listening(port) {
         assert!(
             std::time::Instant::now() < deadline,
             "nothing listens on port {port}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether something listens on TCP `port` now (see [`wait_until_listening`]).
+pub fn is_listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        // Columns: sl local_address rem_address st ...; LISTEN is state 0A.
+        text.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3 && format!("{} ", cols[1]).ends_with(&wanted) && cols[3] == "0A"
+        })
+    })
 }
 
 /// A one-shot server on 127.0.0.1:0, written in the test: runs `serve` on its first

@@ -4,7 +4,9 @@
 
 use std::process::{Child, Command, Stdio};
 
-use super::net::{free_port, wait_until_listening};
+use std::time::{Duration, Instant};
+
+use super::net::{free_port, is_listening};
 
 /// A proxy running as a child process.
 pub struct ProxyProcess {
@@ -17,42 +19,60 @@ impl ProxyProcess {
     /// `microsocks` on 127.0.0.1, with `user` and `password` required when given; `None`
     /// (the test is skipped) when it is not installed outside CI.
     pub fn microsocks(credentials: Option<(&str, &str)>) -> Option<ProxyProcess> {
-        let port = free_port();
-        let mut cmd = Command::new("microsocks");
-        cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-        if let Some((user, password)) = credentials {
-            cmd.args(["-u", user, "-P", password]);
-        }
-        ProxyProcess::start("microsocks", cmd, port)
+        ProxyProcess::start("microsocks", |port| {
+            let mut cmd = Command::new("microsocks");
+            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some((user, password)) = credentials {
+                cmd.args(["-u", user, "-P", password]);
+            }
+            cmd
+        })
     }
 
     /// ncat's HTTP proxy (`ncat -l --proxy-type http`) on 127.0.0.1, requiring `user:password`
     /// when given; `None` (skipped) when ncat is not installed outside CI.
     pub fn ncat_http(credentials: Option<&str>) -> Option<ProxyProcess> {
-        let port = free_port();
-        let mut cmd = Command::new("ncat");
-        cmd.args(["-l", "--keep-open", "--proxy-type", "http"]);
-        if let Some(credentials) = credentials {
-            cmd.args(["--proxy-auth", credentials]);
-        }
-        cmd.args(["127.0.0.1", &port.to_string()]);
-        ProxyProcess::start("ncat", cmd, port)
+        ProxyProcess::start("ncat", |port| {
+            let mut cmd = Command::new("ncat");
+            cmd.args(["-l", "--keep-open", "--proxy-type", "http"]);
+            if let Some(credentials) = credentials {
+                cmd.args(["--proxy-auth", credentials]);
+            }
+            cmd.args(["127.0.0.1", &port.to_string()]);
+            cmd
+        })
     }
 
-    fn start(tool: &str, mut cmd: Command, port: u16) -> Option<ProxyProcess> {
+    /// Starts `tool` as `command` makes it for a free port, and waits until it listens; a
+    /// tool that exits first (another test took the port in between) is started again on
+    /// another, three tries in all.
+    fn start(tool: &str, command: impl Fn(u16) -> Command) -> Option<ProxyProcess> {
         if !super::tools::available(tool) {
             return None;
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("{tool} starts: {err}"));
-        // Held from here, so that a proxy that never listens is still killed.
-        let proxy = ProxyProcess { child, port };
-        wait_until_listening(port);
-        Some(proxy)
+        for _ in 0..3 {
+            let port = free_port();
+            let child = command(port)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|err| panic!("{tool} starts: {err}"));
+            // Held from here, so that a proxy that never listens is still killed.
+            let mut proxy = ProxyProcess { child, port };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if is_listening(port) {
+                    return Some(proxy);
+                }
+                if proxy.child.try_wait().is_ok_and(|status| status.is_some()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{tool} never listens on {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("{tool} exited before it listened, three times");
     }
 
     /// The proxy's URL with `scheme`, as `--proxy` takes it.
