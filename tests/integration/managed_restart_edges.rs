@@ -55,6 +55,31 @@ fn wrap(path: &Path, before: &str, real: &Path, extra: &str) -> std::io::Result<
     std::fs::rename(&fresh, path)
 }
 
+/// `serve echo` started from a replaceable binary in a directory, with its pid file there.
+struct Replaceable {
+    old: Running,
+    /// What a restart runs (see [`wrap`]).
+    binary: PathBuf,
+    /// The copy of the real binary beside it.
+    real: PathBuf,
+    pid_file: PathBuf,
+}
+
+/// [`Replaceable`] in `dir`.
+fn replaceable_echo(dir: &Path) -> std::io::Result<Replaceable> {
+    let (binary, real) = replaceable_binary(dir)?;
+    let pid_file = dir.join("s.pid");
+    let mut cmd = command(&binary);
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
+        .arg(&pid_file);
+    Ok(Replaceable {
+        old: Running::start(cmd, 1),
+        binary,
+        real,
+        pid_file,
+    })
+}
+
 fn greets_on_unix(path: &Path) -> bool {
     let Ok(mut stream) = UnixStream::connect(path) else {
         return false;
@@ -182,12 +207,12 @@ fn a_tls_listener_is_handed_over_as_one() -> TestResult {
 fn a_stop_during_the_restart_stops_the_new_process_too() -> TestResult {
     become_subreaper();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let (binary, real) = replaceable_binary(dir.path())?;
-    let pid_file = dir.path().join("s.pid");
-    let mut cmd = command(&binary);
-    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
-        .arg(&pid_file);
-    let mut old = Running::start(cmd, 1);
+    let Replaceable {
+        mut old,
+        binary,
+        real,
+        pid_file,
+    } = replaceable_echo(dir.path())?;
     let addr = old.addr();
     let mut adopted = Descendants::default();
 
@@ -385,12 +410,12 @@ fn the_pid_file_outlives_every_restart_and_the_new_lines_come_first() -> TestRes
 fn a_sigusr2_during_a_restart_is_carried_out_after_it() -> TestResult {
     become_subreaper();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let (binary, real) = replaceable_binary(dir.path())?;
-    let pid_file = dir.path().join("s.pid");
-    let mut cmd = command(&binary);
-    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--pid-file"])
-        .arg(&pid_file);
-    let mut old = Running::start(cmd, 1);
+    let Replaceable {
+        mut old,
+        binary,
+        real,
+        pid_file,
+    } = replaceable_echo(dir.path())?;
     let first = old.pid();
     let mut adopted = Descendants::default();
     let said = |text: &str, times: usize| {
