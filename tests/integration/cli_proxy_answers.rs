@@ -98,3 +98,43 @@ fn an_http_proxy_answer_with_bare_lf_lines_is_taken() -> TestResult {
     assert_eq!(out.stdout, b"hello\n", "{}", out.stderr);
     Ok(())
 }
+
+/// A tunnel reset while `connect` still sends: the error names the target and the proxy,
+/// as the receiving side's does (it named the proxy's address alone when the send met the
+/// reset first, 7 runs in 8).
+#[test]
+fn a_reset_through_a_proxy_names_the_target() -> TestResult {
+    for _ in 0..3 {
+        // SOCKS5, no authentication: the tunnel is granted, then reset after a first read.
+        let proxy = fake_proxy(|mut stream| {
+            let mut greeting = [0u8; 3];
+            let mut request = [0u8; 10];
+            let mut some = [0u8; 1024];
+            if stream.read_exact(&mut greeting).is_err()
+                || stream.write_all(&[5, 0]).is_err()
+                || stream.read_exact(&mut request).is_err()
+                || stream.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 9]).is_err()
+            {
+                return;
+            }
+            let _ = stream.read(&mut some);
+            // Closed with bytes unread and no linger: a reset.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        })?;
+        let mut cmd = socketkit();
+        cmd.args([
+            "connect",
+            "--proxy",
+            &format!("socks5://{proxy}"),
+            "127.0.0.1:9",
+        ]);
+        let out = run(cmd, vec![b'x'; 4 << 20], DEADLINE);
+        assert_eq!(out.code(), 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("tcp:127.0.0.1:9 through socks5://"),
+            "{}",
+            out.stderr
+        );
+    }
+    Ok(())
+}

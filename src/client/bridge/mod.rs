@@ -269,7 +269,15 @@ pub fn bridge(
             (_, Ok(SendEnd::InputFailed(err))) => Err(err),
             // The kernel reports a reset once, to whichever call comes first: when it was
             // the send's, the receive found a plain end of stream.
-            (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => Err(err),
+            // Named as the receiving side names the peer (through a proxy, the target
+            // and the proxy, not the proxy's address alone).
+            (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => {
+                let reason = err.io_error();
+                let reason = reason
+                    .raw_os_error()
+                    .map_or_else(|| reason.kind().into(), io::Error::from_raw_os_error);
+                Err(peer.error(Op::Send, reason))
+            }
             (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::IdleOut)) => Err(idle_error(
                 &peer,
                 Op::Send,
