@@ -128,6 +128,34 @@ use task::{AsyncSpawner, BlockingSpawner};
 ///
 /// An `Err` ends the connection and is logged at debug level (`-v`); it never stops the
 /// server.
+///
+/// The future `call` returns outlives the borrow of `self` (each connection runs in a task
+/// of its own), so it cannot be an `async fn` that borrows the handler: take what the
+/// connection needs of the state first (clone an `Arc`), then move it into an `async move`
+/// block.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use socketkit::server::{Connection, Handler};
+/// use tokio::io::AsyncWriteExt;
+///
+/// struct Counter(Arc<AtomicU64>);
+///
+/// impl Handler for Counter {
+///     fn call(
+///         &self,
+///         mut conn: Connection,
+///     ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+///         let count = Arc::clone(&self.0);
+///         async move {
+///             let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+///             conn.write_all(format!("you are visitor {n}\n").as_bytes()).await
+///         }
+///     }
+/// }
+/// # let _ = Counter(Arc::default());
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until done; the connection is closed when the future completes (with an
     /// `Err` too: the handler decided to end, and may have answered in full). Unless the

@@ -208,6 +208,14 @@ impl Socket {
         }
     }
 
+    /// Whether the socket is a datagram one (`SO_TYPE`; a socket whose type cannot be asked
+    /// is taken for a stream).
+    pub(crate) fn is_datagram(&self) -> bool {
+        self.inner
+            .r#type()
+            .is_ok_and(|ty| ty == socket2::Type::DGRAM)
+    }
+
     /// A socket made of a descriptor this process was handed (an inherited listening
     /// socket, `fd:N`), with its type (`SO_TYPE`) and family (`getsockname(2)`) asked of the
     /// kernel, and its blocking mode left as it is: the open file may be shared with the

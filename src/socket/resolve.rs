@@ -31,7 +31,7 @@ pub fn gethostname() -> Result<String> {
 ///
 /// # Errors
 ///
-/// [`Op::Resolve`] when the name does not resolve, in the resolver's words:
+/// [`Op::Resolve`] (its kind `NotFound`) when the name does not resolve, in the resolver's words:
 /// `cannot resolve no-such-host.invalid: name or service not known`; an empty host, which
 /// names an address only to bind to (see
 /// [`ToAddress::to_bind_addresses`](super::ToAddress::to_bind_addresses)), is refused in
@@ -135,11 +135,11 @@ fn scoped_ipv6(host: &str, port: u16) -> Option<io::Result<std::net::SocketAddrV
 /// A failed lookup of `host` made through another API (tokio's `lookup_host`), in the words
 /// of this module's own: `cannot resolve HOST: name or service not known`, as `connect`
 /// says it, not std's "failed to lookup address information: Name or service not known".
-/// The kind is kept.
+/// The kind is the resolver's words' (`NotFound` for a failed lookup, see
+/// [`resolver_words`]).
 pub(crate) fn unresolved(host: &str, err: io::Error) -> io::Error {
-    let kind = err.kind();
-    let text = Error::new(Op::Resolve, host, resolver_words(err)).to_string();
-    io::Error::new(kind, text)
+    let err = Error::new(Op::Resolve, host, resolver_words(err));
+    io::Error::new(err.kind(), err.to_string())
 }
 
 /// std prefixes resolver failures with "failed to lookup address information: "; the
@@ -147,7 +147,9 @@ pub(crate) fn unresolved(host: &str, err: io::Error) -> io::Error {
 fn resolver_words(err: io::Error) -> io::Error {
     let text = err.to_string();
     match text.strip_prefix("failed to lookup address information: ") {
-        Some(words) => io::Error::new(err.kind(), words.to_owned()),
+        // `NotFound`: std's kind for it cannot be named on stable Rust, so a caller could
+        // not match it (a SOCKS relay answers it "host unreachable").
+        Some(words) => io::Error::new(io::ErrorKind::NotFound, words.to_owned()),
         None => err,
     }
 }
@@ -165,6 +167,7 @@ mod tests {
             err.to_string(),
             "cannot resolve nosuchhost: name or service not known"
         );
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

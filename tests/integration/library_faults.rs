@@ -432,3 +432,44 @@ fn a_peer_that_half_closed_and_reads_slowly_gets_all_the_input() -> TestResult {
     assert_eq!(got, TOTAL);
     Ok(())
 }
+
+/// `client::bridge` given the datagram connection `client::connect` makes for `udp:`
+/// bridges it as `bridge_datagrams` does (it waited for a close a datagram peer never
+/// sends, for ever; an outside audit of the library).
+#[test]
+fn bridge_takes_a_datagram_connection_as_datagrams() -> TestResult {
+    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    let at = peer.local_addr()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        if let Ok((n, from)) = peer.recv_from(&mut buf) {
+            let _ = peer.send_to(&buf[..n], from);
+        }
+    });
+    let endpoint: Endpoint = format!("udp:{at}").parse()?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let bridged = (|| -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+            let mut conn = client::connect(&endpoint, ConnectOptions::default())?;
+            let input = Input::spawn(&b"ping"[..], 1024)?;
+            let mut output = Vec::new();
+            let options = BridgeOptions {
+                wait: Duration::from_millis(200),
+                ..BridgeOptions::default()
+            };
+            client::bridge(
+                &mut conn.socket,
+                &input,
+                Output::writer(&mut output),
+                options,
+            )?;
+            Ok(output)
+        })();
+        let _ = done_tx.send(bridged.map_err(|err| err.to_string()));
+    });
+    let output = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "bridge never returned on a udp: connection")??;
+    assert_eq!(output, b"ping");
+    Ok(())
+}

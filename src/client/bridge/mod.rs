@@ -107,7 +107,10 @@ impl ByteCounts {
     }
 }
 
-/// Bridges a connected stream `socket` with `input` and `output` until the peer closes.
+/// Bridges a connected stream `socket` with `input` and `output` until the peer closes; a
+/// datagram socket (what [`connect`](super::connect) gives for `udp:` and `unixgram:`) is
+/// bridged as [`bridge_datagrams`](super::bridge_datagrams) bridges it, for a datagram
+/// peer never closes.
 ///
 /// # Errors
 ///
@@ -139,6 +142,9 @@ pub fn bridge(
     output: Output<'_>,
     options: BridgeOptions,
 ) -> Result<BridgeEnd> {
+    if socket.is_datagram() {
+        return super::bridge_datagrams(socket, input, output, options);
+    }
     let activity = Activity::new();
     let done = AtomicBool::new(false);
     if let Some(idle) = options.idle_timeout {
