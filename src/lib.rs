@@ -56,6 +56,7 @@ pub mod error;
 pub mod forward;
 pub mod metrics;
 mod net;
+pub mod option_file;
 pub mod proxy_protocol;
 pub mod server;
 pub mod services;

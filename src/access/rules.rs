@@ -209,7 +209,7 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 /// and the line.
 pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
     // A file that opens but is not text is wrong content, not a failed read.
-    let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
+    let text = crate::option_file::read_text(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::InvalidData => RuleError::NotText {
             path: path.to_owned(),
         },

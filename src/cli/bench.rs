@@ -62,7 +62,7 @@ fn compare(args: &BenchArgs, files: &[PathBuf]) -> Result<(), CliError> {
 /// A run saved with `--json`; a file that cannot be read or holds something else is bad
 /// usage, named.
 fn saved_run(path: &Path) -> Result<Report, CliError> {
-    let text = std::fs::read(path).map_err(|err| {
+    let text = socketkit::option_file::read(path).map_err(|err| {
         CliError::Usage(format!(
             "cannot read {}: {}",
             path.display(),

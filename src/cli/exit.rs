@@ -37,7 +37,7 @@ impl CliError {
 /// that cannot be read is a runtime failure, exit 1; one that is not text, bad usage (exit
 /// 2, as any other wrong content).
 pub(crate) fn read_text(what: &'static str, file: &std::path::Path) -> Result<String, CliError> {
-    std::fs::read_to_string(file).map_err(|err| match err.kind() {
+    socketkit::option_file::read_text(file).map_err(|err| match err.kind() {
         std::io::ErrorKind::InvalidData => CliError::Usage(format!(
             "cannot load {what} {}: it is not UTF-8 text",
             file.display()

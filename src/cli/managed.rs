@@ -346,15 +346,41 @@ struct PidFile {
 
 impl PidFile {
     /// Writes the pid atomically (a temporary file renamed over the path), so a reader never
-    /// sees half a pid, nor an empty file between two restarts.
+    /// sees half a pid, nor an empty file between two restarts. The temporary file is made
+    /// new (`O_EXCL`: never through a symlink someone who may write the directory left
+    /// there), and the path must be a regular file or nothing: a device or FIFO named by
+    /// mistake is not replaced (and removed at exit).
     fn write(path: &Path) -> Result<PidFile, CliError> {
+        use std::io::Write;
         let pid = std::process::id();
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(format!(".{pid}.tmp"));
+        let temporary = PathBuf::from(temporary);
         let fail = |err| CliError::Runtime(socketkit::Error::new(Op::Io, path.display(), err));
+        if std::fs::symlink_metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_symlink()) {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)
+        };
+        // One left by a process that died before its rename: ours to replace (removing a
+        // symlink removes the link, not what it names).
+        let file = match create() {
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&temporary);
+                create()
+            }
+            made => made,
+        };
         // A file half written (a full disk) goes as one that cannot be renamed does: a
         // supervisor that restarts on failure must not fill the directory with them.
-        std::fs::write(&temporary, format!("{pid}\n"))
+        file.and_then(|mut file| file.write_all(format!("{pid}\n").as_bytes()))
             .and_then(|()| std::fs::rename(&temporary, path))
             .map_err(|err| {
                 let _ = std::fs::remove_file(&temporary);
@@ -368,10 +394,61 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.path)
-            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        // A regular file only: whatever replaced it is not ours to read or remove.
+        let regular = std::fs::symlink_metadata(&self.path).is_ok_and(|meta| meta.is_file());
+        let ours = regular
+            && socketkit::option_file::read_text(&self.path)
+                .is_ok_and(|text| text.trim() == std::process::id().to_string());
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Someone who may write the pid file's directory cannot make it write elsewhere: a
+    /// symlink at the temporary file's name is replaced, not followed (the file it named
+    /// was truncated and overwritten, as root).
+    #[test]
+    fn the_pid_file_is_written_through_no_symlink() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n")?;
+        let path = dir.path().join("s.pid");
+        let temporary = dir.path().join(format!("s.pid.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temporary)?;
+        let written = PidFile::write(&path).map_err(|err| err.to_string())?;
+        assert_eq!(std::fs::read_to_string(&victim)?, "precious\n");
+        assert_eq!(
+            std::fs::read_to_string(&path)?,
+            format!("{}\n", std::process::id())
+        );
+        drop(written);
+        assert!(!path.exists(), "removed at exit");
+        Ok(())
+    }
+
+    /// A FIFO (or device) named as the pid file is refused, not replaced and then removed.
+    #[test]
+    fn a_pid_file_that_is_no_regular_file_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        assert!(made.success());
+        let refused = PidFile::write(&fifo)
+            .map(drop)
+            .map_err(|err| err.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|err| err.contains("not a regular file")),
+            "{refused:?}"
+        );
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo)?.file_type().is_fifo());
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use super::answer::{Answer, answer_service};
 pub const MAX_QUOTE: usize = 512;
 
 /// The largest quotes file read, in bytes: far more than any fortune file.
-pub const MAX_QUOTES_FILE: u64 = 16 << 20;
+pub const MAX_QUOTES_FILE: u64 = crate::option_file::MAX_OPTION_FILE;
 
 const BUILT_IN: [&str; 6] = [
     "Be conservative in what you do, be liberal in what you accept from others.\n  -- Jon Postel, RFC 793",
@@ -101,7 +101,6 @@ impl Qotd {
     /// The file cannot be read, is larger than [`MAX_QUOTES_FILE`], holds no quote, or holds
     /// one of 512 bytes or more.
     pub fn from_file(path: &Path) -> Result<Qotd, QuotesError> {
-        use std::io::Read;
         let name = path.display().to_string();
         // A file that opens but is not text is wrong content, not a failed read.
         let read_error = |err: std::io::Error| match err.kind() {
@@ -111,13 +110,12 @@ impl Qotd {
                 reason: crate::error::describe(&err),
             },
         };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_QUOTES_FILE + 1).read_to_string(&mut text))
-            .map_err(read_error)?;
-        if text.len() as u64 > MAX_QUOTES_FILE {
-            return Err(QuotesError::TooLarge { path: name });
-        }
+        let text = match crate::option_file::read_text(path) {
+            Err(err) if err.kind() == std::io::ErrorKind::FileTooLarge => {
+                return Err(QuotesError::TooLarge { path: name });
+            }
+            read => read.map_err(read_error)?,
+        };
         Qotd::from_text(&text, &name)
     }
 

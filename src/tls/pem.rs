@@ -89,14 +89,10 @@ fn load_all(path: &Path, what: &'static str, label: &str) -> Result<Vec<Certific
 }
 
 /// The file's bytes, without the UTF-8 byte order mark an editor may put first (OpenSSL
-/// and Python read such files; the PEM parser would skip the first block with it).
+/// and Python read such files; the PEM parser would skip the first block with it): see
+/// [`crate::option_file::read`].
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>> {
-    let mut bytes =
-        std::fs::read(path).map_err(|err| Error::new(Op::Load(what), path.display(), err))?;
-    if bytes.starts_with(b"\xEF\xBB\xBF") {
-        bytes.drain(..3);
-    }
-    Ok(bytes)
+    crate::option_file::read(path).map_err(|err| Error::new(Op::Load(what), path.display(), err))
 }
 
 /// Why a file holds none of what was wanted: it is not PEM at all (perhaps DER), or its PEM

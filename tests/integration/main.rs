@@ -143,6 +143,8 @@ mod managed_signal_timing;
 mod metrics;
 /// The duration histogram against refused connections, on both engines.
 mod metrics_refusals;
+/// The files options name: a FIFO at a reload, one past 16 MiB, a byte order mark.
+mod option_files;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
 /// `bench --send-proxy`: headers the PROXY servers admit, and a plain echo sends back.
