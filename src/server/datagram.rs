@@ -178,6 +178,14 @@ impl DatagramListener {
         }
     }
 
+    /// The address a UDP listener is bound to (`None` for a Unix one).
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            DatagramListener::Udp(socket) => socket.local_addr().ok(),
+            DatagramListener::Unixgram { .. } => None,
+        }
+    }
+
     /// Receives and answers datagrams until the server starts draining.
     pub(crate) async fn run(
         self,
@@ -188,10 +196,7 @@ impl DatagramListener {
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut reply = Reply::default();
-        let local = match &self {
-            DatagramListener::Udp(socket) => socket.local_addr().ok(),
-            DatagramListener::Unixgram { .. } => None,
-        };
+        let local = self.local_addr();
         // The drain is waited for only when no datagram is there (as the accept loop).
         while !watcher.has_reached(Phase::Draining) {
             let received = tokio::select! {
@@ -276,7 +281,7 @@ impl DatagramListener {
 /// Whether `peer` is the listener itself (bound to `local`; the datagram sent to
 /// `destination` where the kernel told it): only a spoofed datagram comes from there, and
 /// any answer to it would be the listener's next datagram, without end.
-fn sent_by_itself(
+pub(crate) fn sent_by_itself(
     peer: &Address,
     local: Option<std::net::SocketAddr>,
     destination: Option<Destination>,

@@ -110,7 +110,7 @@ pub use shutdown::ShutdownHandle;
 /// Why a connection was refused; the metrics' reason, re-exported for admission stages.
 pub use crate::metrics::RefusalReason;
 
-pub(crate) use datagram::DatagramListener;
+pub(crate) use datagram::{DatagramListener, sent_by_itself};
 pub(crate) use exhaustion::{handler_opened, handler_out_of_resources};
 pub(crate) use meter::Tally;
 pub(crate) use program::{ProgramConnection, ProgramGroup};

@@ -97,3 +97,31 @@ fn a_datagram_whose_source_is_the_listener_itself_is_not_answered() -> TestResul
     assert_eq!(seen, 1, "{}", server.stderr());
     Ok(())
 }
+
+/// The same for a UDP relay: a forged datagram from its own address was relayed, and the
+/// target's answer to "the client" sent to the relay itself, which relayed it again, about
+/// 100,000 times a second until it was stopped (an outside audit).
+#[test]
+fn a_relay_drops_a_datagram_whose_source_is_its_own_address() -> TestResult {
+    let target = serve("echo");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-vv", "-l", "udp:127.0.0.1:0", "--to"])
+        .arg(&target.endpoints()[0]);
+    let relay = Running::start(cmd, 1);
+    let port = relay.port();
+    if !send_spoofed(port, port, b"loop")? {
+        eprintln!("skipped: a raw socket needs root (CAP_NET_RAW)");
+        return Ok(());
+    }
+    relay.wait_for_stderr(
+        &["a datagram from the relay's own address dropped"],
+        IO_TIMEOUT,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !target.stderr().contains("DEBUG datagram peer="),
+        "the target got it: {}",
+        target.stderr()
+    );
+    Ok(())
+}

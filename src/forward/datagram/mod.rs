@@ -286,6 +286,7 @@ impl BoundDatagramForward {
         let clients: Clients = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let own = self.socket.local_addr();
         tokio::pin!(shutdown);
         loop {
             let (len, from, destination) = tokio::select! {
@@ -299,6 +300,17 @@ impl BoundDatagramForward {
             };
             if let Some(metrics) = &self.metrics {
                 metrics.received.inc_by(len as u64);
+            }
+            // A forged datagram from the relay's own address: relaying it, and then the
+            // target's answer to "the client", would feed the relay its own datagrams
+            // without end (as `serve` drops it, see `sent_by_itself`).
+            if crate::server::sent_by_itself(&from, own, destination) {
+                tracing::debug!(
+                    "{}: a datagram from the relay's own address dropped (forged: relaying \
+                     it would loop)",
+                    self.local
+                );
+                continue;
             }
             // Reap finished relays so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
