@@ -306,3 +306,31 @@ fn unix_mode_needs_a_unixgram_listener_and_streams_stay_apart() {
         assert_eq!(out.stderr, want, "{args:?}");
     }
 }
+
+/// A `unixgram:` target that is not there (a log daemon restarting) fails the datagrams
+/// sent to it, as a UDP target's refusals do: counted, and the target down. They were
+/// dropped with `failures_total` at 0 and `up` at 1 (an outside audit).
+#[test]
+fn a_missing_unixgram_target_is_counted_as_failing() {
+    use crate::balancer::{sample, start_with_metrics};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = format!("unixgram:{}", dir.path().join("gone.sock").display());
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "udp:127.0.0.1:0", "--to", &target])
+        .args(["--metrics", "127.0.0.1:0"])
+        .env("TMPDIR", dir.path());
+    let (relay, metrics) = start_with_metrics(cmd);
+    let labels = format!("target=\"{target}\"");
+    for _ in 0..3 {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .send_to(b"lost", ("127.0.0.1", relay.port()))
+            .expect("send");
+    }
+    crate::support::wait_until(
+        IO_TIMEOUT,
+        || format!("no failure counted:\n{}", relay.stderr()),
+        || sample(&metrics, "socketkit_forward_target_failures_total", &labels) >= 3,
+    );
+    assert_eq!(sample(&metrics, "socketkit_forward_target_up", &labels), 0);
+}

@@ -408,12 +408,23 @@ impl BoundDatagramForward {
         let upstream = match ConnectedDatagram::open(&turn.address) {
             Ok(upstream) => upstream,
             Err(err) => {
+                // A datagram the target could not be sent (a Unix target's socket gone, a
+                // log daemon restarting) is its failure, as a UDP target's refusal is.
+                if let Some(metrics) = &turn.metrics
+                    && !crate::net::is_resource_exhaustion(&err)
+                {
+                    metrics.failed.inc();
+                    metrics.up.set(0);
+                }
                 // Once per shortage, not per datagram: a flood of new source ports near the
                 // descriptor limit fails every one.
                 turn.shortage.failed(from, &turn.endpoint, &err);
                 return None;
             }
         };
+        if let Some(metrics) = &turn.metrics {
+            metrics.up.set(1);
+        }
         turn.shortage.opened(&turn.endpoint);
         let (target, target_metrics) = (Arc::clone(&turn.address), turn.metrics.clone());
         tracing::debug!(
