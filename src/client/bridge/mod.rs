@@ -277,13 +277,7 @@ pub fn bridge(
             // the send's, the receive found a plain end of stream.
             // Named as the receiving side names the peer (through a proxy, the target
             // and the proxy, not the proxy's address alone).
-            (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => {
-                let reason = err.io_error();
-                let reason = reason
-                    .raw_os_error()
-                    .map_or_else(|| reason.kind().into(), io::Error::from_raw_os_error);
-                Err(peer.error(Op::Send, reason))
-            }
+            (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::Reset(err))) => Err(peer.error(Op::Send, err)),
             (Ok(BridgeEnd::PeerClosed), Ok(SendEnd::IdleOut)) => Err(idle_error(
                 &peer,
                 Op::Send,

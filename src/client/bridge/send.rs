@@ -42,8 +42,9 @@ pub(super) enum SendEnd {
     /// The input ended, and the half-close was made.
     Ended,
     /// The peer reset the connection without closing it first (`ECONNRESET`; a reset
-    /// after the peer's FIN, for bytes it no longer wanted, is `EPIPE`).
-    Reset(Error),
+    /// after the peer's FIN, for bytes it no longer wanted, is `EPIPE`): the OS error, which
+    /// the bridge names its peer in (see `Peer`).
+    Reset(io::Error),
     /// The idle limit passed while the sender waited on a peer that reads on (it had ended
     /// its side, so the receiving side was over and could not time it out).
     IdleOut,
@@ -223,7 +224,7 @@ pub(super) fn send_input(
                 match result {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                        return SendEnd::Reset(err);
+                        return SendEnd::Reset(err.into_io_error());
                     }
                     // `send_whole` gives up only once the idle limit has passed.
                     Err(err) if err.kind() == io::ErrorKind::TimedOut => return SendEnd::IdleOut,
@@ -267,8 +268,7 @@ pub(super) fn send_input(
                             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
                         )
                     {
-                        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
-                        return SendEnd::Reset(socket.error_at_peer(Op::Send, reset));
+                        return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
                     }
                     return SendEnd::Stopped;
                 }
