@@ -241,6 +241,16 @@ impl Targets {
             .retired
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Retired targets whose last relay has ended: their series go below, unless this
+        // list names them again.
+        let mut ended = Vec::new();
+        retired.retain(|(endpoint, target)| {
+            let held = target.strong_count() > 0;
+            if !held {
+                ended.push(endpoint.clone());
+            }
+            held
+        });
         let mut left: Vec<Option<&Arc<Target>>> = old.iter().map(Some).collect();
         let mut added = Vec::new();
         let list: List = endpoints
@@ -256,7 +266,7 @@ impl Targets {
                 added.push(endpoint.clone());
                 let back = retired
                     .iter()
-                    .position(|(was, target)| *was == endpoint && target.strong_count() > 0)
+                    .position(|(was, _)| *was == endpoint)
                     .and_then(|at| retired.swap_remove(at).1.upgrade());
                 back.unwrap_or_else(|| Arc::new(Target::new(endpoint, self.metrics.as_deref())))
             })
@@ -269,24 +279,17 @@ impl Targets {
                 retired.push((target.endpoint.clone(), Arc::downgrade(target)));
             }
         }
-        let named = |endpoint: &Endpoint| {
-            list.iter().any(|target| &target.endpoint == endpoint)
-                || retired
-                    .iter()
-                    .any(|(was, target)| was == endpoint && target.strong_count() > 0)
-        };
         if let Some(metrics) = &self.metrics {
-            let done = retired
-                .iter()
-                .filter(|(_, target)| target.strong_count() == 0)
-                .map(|(endpoint, _)| endpoint);
-            for endpoint in removed.iter().chain(done) {
+            let named = |endpoint: &Endpoint| {
+                list.iter().any(|target| &target.endpoint == endpoint)
+                    || retired.iter().any(|(was, _)| was == endpoint)
+            };
+            for endpoint in removed.iter().chain(&ended) {
                 if !named(endpoint) {
                     metrics.forget_forward_target(&endpoint.to_string());
                 }
             }
         }
-        retired.retain(|(_, target)| target.strong_count() > 0);
         let reordered = added.is_empty()
             && removed.is_empty()
             && old
