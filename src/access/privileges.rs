@@ -105,16 +105,8 @@ pub fn may_remove(identity: Identity, path: &std::path::Path) -> bool {
     let Ok(meta) = std::fs::metadata(dir) else {
         return false;
     };
-    let mode = meta.mode();
-    let bits = if meta.uid() == identity.uid {
-        mode >> 6
-    } else if meta.gid() == identity.gid {
-        mode >> 3
-    } else {
-        mode
-    };
-    let writable = bits & 0o3 == 0o3;
-    let sticky = mode & 0o1000 != 0;
+    let writable = bits_for(identity, &meta) & 0o3 == 0o3;
+    let sticky = meta.mode() & 0o1000 != 0;
     let owner = std::fs::symlink_metadata(path).map_or(u32::MAX, |file| file.uid());
     writable && (!sticky || owner == identity.uid || meta.uid() == identity.uid)
 }
@@ -126,20 +118,10 @@ pub fn may_remove(identity: Identity, path: &std::path::Path) -> bool {
 /// will run for every connection, rather than fail at the first.
 pub fn may_execute(identity: Identity, path: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let allows = |meta: &std::fs::Metadata, bit: u32| {
-        let mode = meta.mode();
-        if identity.uid == 0 {
-            // Root searches any directory, and executes a file with any execute bit.
-            return !meta.is_file() || mode & 0o111 != 0;
-        }
-        let shift = if meta.uid() == identity.uid {
-            6
-        } else if meta.gid() == identity.gid {
-            3
-        } else {
-            0
-        };
-        (mode >> shift) & bit != 0
+    let allows = |meta: &std::fs::Metadata, bit: u32| match identity.uid {
+        // Root searches any directory, and executes a file with any execute bit.
+        0 => !meta.is_file() || meta.mode() & 0o111 != 0,
+        _ => bits_for(identity, meta) & bit != 0,
     };
     let Ok(file) = std::fs::metadata(path) else {
         return false;
@@ -150,6 +132,20 @@ pub fn may_execute(identity: Identity, path: &std::path::Path) -> bool {
         .skip(1)
         .all(|dir| std::fs::metadata(dir).is_ok_and(|meta| allows(&meta, 0o1)));
     file.is_file() && allows(&file, 0o1) && directories_searchable
+}
+
+/// The `rwx` bits of `meta`'s mode that apply to `identity` (the owner's, the group's or the
+/// others'), in the lowest three.
+fn bits_for(identity: Identity, meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if meta.uid() == identity.uid {
+        mode >> 6
+    } else if meta.gid() == identity.gid {
+        mode >> 3
+    } else {
+        mode
+    }
 }
 
 fn lookup_user(user: &str) -> Option<(u32, u32)> {
