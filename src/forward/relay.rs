@@ -186,7 +186,7 @@ pub(super) async fn relay_to(
         }
         match &mut upstream {
             Upstream::Plain(stream) => relay_plain(&mut client, stream).await,
-            Upstream::Tls(tls) => copy_both_ways(&mut client, tls).await,
+            Upstream::Tls(tls) => copy_and_settle(&mut client, tls).await,
         }
     }
     .await;
@@ -279,7 +279,33 @@ async fn relay_plain(client: &mut Connection, upstream: &mut Stream) -> io::Resu
         }
         return result;
     }
-    copy_both_ways(client, upstream).await
+    copy_and_settle(client, upstream).await
+}
+
+/// [`copy_both_ways`] for a relay's client and its target; when one side fails, what the
+/// relay has written to the client is let reach it first (flushed, then acknowledged,
+/// within [`splice::SALVAGE_TIME`]), as the splice relay does: the client's reset that
+/// follows would throw it away. (A TLS target that ends without close_notify fails the
+/// relay after its last bytes, which a download's client may not have taken yet.)
+async fn copy_and_settle<B>(client: &mut Connection, other: &mut B) -> io::Result<()>
+where
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let result = copy_both_ways(client, other).await;
+    if result
+        .as_ref()
+        .is_err_and(|err| !net::is_idle_timeout(err))
+    {
+        let settle = async {
+            if client.flush().await.is_ok()
+                && let Some(stream) = client.stream()
+            {
+                splice::until_acknowledged(stream).await;
+            }
+        };
+        let _ = tokio::time::timeout(splice::SALVAGE_TIME, settle).await;
+    }
+    result
 }
 
 /// Copies both ways until both have ended; the end of one direction (a FIN, or a TLS

@@ -169,7 +169,7 @@ pub(crate) async fn relay(
 }
 
 /// How long, at most, [`salvage`] passes on what a failed relay's target had sent.
-const SALVAGE_TIME: Duration = Duration::from_millis(500);
+pub(super) const SALVAGE_TIME: Duration = Duration::from_millis(500);
 
 /// Passes on what `from` holds already (without waiting for more: up to its end, an error,
 /// or [`SALVAGE_TIME`]) to `to`, then waits, within the same time, for `to`'s peer to
@@ -186,11 +186,17 @@ async fn salvage(from: &Stream, to: &Stream, activity: &Activity, tally: &mut Ta
             }
             tally.add(read);
         }
-        while crate::net::unacknowledged(to.as_raw_fd()).is_ok_and(|queued| queued > 0) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        until_acknowledged(to).await;
     };
     let _ = tokio::time::timeout_at(deadline, pass_on).await;
+}
+
+/// Waits until `stream`'s peer has acknowledged every byte written to it (`SIOCOUTQ` is 0):
+/// a reset would throw away what is still queued. Unbounded: callers bound it.
+pub(super) async fn until_acknowledged(stream: &Stream) {
+    while crate::net::unacknowledged(stream.as_raw_fd()).is_ok_and(|queued| queued > 0) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// One direction: copied through a buffer while its reads come short of the buffer

@@ -380,6 +380,57 @@ fn forward_originates_tls_and_maps_half_close_to_close_notify() {
     assert_eq!(server.wait(DEADLINE).code(), Some(0), "{}", server.stderr());
 }
 
+/// A TLS target that ends without close_notify (nginx's stream `ssl` does, every time)
+/// fails the relay after its last bytes: the client is reset, but only after it has had
+/// every byte the relay took from the target, even a client slow to read them.
+#[test]
+fn forward_delivers_a_truncating_tls_targets_bytes_before_the_reset() {
+    const SIZE: usize = 8 * 1024 * 1024;
+    let pki = Pki::new();
+    for round in 0..3 {
+        let Some(server) = python_server(&pki.server, "truncate_bulk", &SIZE.to_string()) else {
+            return;
+        };
+        let mut cmd = socketkit();
+        cmd.args(["forward", "-l", "127.0.0.1:0", "--to"])
+            .arg(format!("tls:localhost:{}", server.port()))
+            .args(["--tls-ca", pki.ca()]);
+        let relay = Running::start(cmd, 1);
+        let mut client = connect(&relay.addr());
+        client
+            .set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout");
+        // Late and slow, so the relay's last bytes wait in its socket when the target's
+        // stream breaks.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = 0;
+        let mut buf = vec![0; 16 * 1024];
+        let end = loop {
+            match client.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    assert!(
+                        buf[..n]
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &b)| usize::from(b) == (got + i) % 256),
+                        "round {round}: wrong bytes after {got}"
+                    );
+                    got += n;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(err) => break Some(err.kind()),
+            }
+        };
+        assert_eq!(got, SIZE, "round {round}: bytes the client got");
+        assert_eq!(
+            end,
+            Some(std::io::ErrorKind::ConnectionReset),
+            "round {round}: a cut stream ends in a reset"
+        );
+    }
+}
+
 #[test]
 fn forward_presents_a_client_certificate_to_the_target() {
     let pki = Pki::new();

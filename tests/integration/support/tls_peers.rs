@@ -41,6 +41,10 @@ def serve(conn, behaviour, arg):
     elif behaviour == "truncate":
         conn.sendall(arg.encode())
         conn.close()  # no close_notify: the TCP connection just ends
+    elif behaviour == "truncate_bulk":
+        # ARG bytes (the byte values 0..255 over and over), then no close_notify.
+        conn.sendall(bytes(i % 256 for i in range(int(arg))))
+        conn.close()
     elif behaviour == "echo":
         conn.sendall(read_to_close_notify(conn))
         conn.unwrap()
@@ -121,7 +125,8 @@ main()
 "#;
 
 /// A Python TLS server with `pair`'s certificate doing `behaviour` (`clean TEXT`,
-/// `truncate TEXT`, `echo`, `echo_count`, `alpn`, `ask N`) for one connection; `None`
+/// `truncate TEXT`, `truncate_bulk N`, `echo`, `echo_count`, `alpn`, `ask N`) for one
+/// connection; `None`
 /// without python3.
 pub fn python_server(pair: &Pair, behaviour: &str, arg: &str) -> Option<Running> {
     let cmd = python_peer(["server", pair.cert(), pair.key(), behaviour, arg])?;
