@@ -50,7 +50,11 @@ impl Forward {
             proxy_protocol::encode_with(
                 version,
                 client.peer_addr().as_socket_addr(),
-                client.local_addr().ok().and_then(|at| at.as_socket_addr()),
+                // Behind a proxy, the address its client connected to, as HAProxy passes it
+                // on: the next hop serves that client, not this relay's listener.
+                client
+                    .proxied_destination()
+                    .or_else(|| client.local_addr().ok().and_then(|at| at.as_socket_addr())),
                 &tlvs,
             )
         });
@@ -292,10 +296,7 @@ where
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
 {
     let result = copy_both_ways(client, other).await;
-    if result
-        .as_ref()
-        .is_err_and(|err| !net::is_idle_timeout(err))
-    {
+    if result.as_ref().is_err_and(|err| !net::is_idle_timeout(err)) {
         let settle = async {
             if client.flush().await.is_ok()
                 && let Some(stream) = client.stream()

@@ -267,6 +267,12 @@ impl Connection {
         self.stream().ok_or_else(in_handshake)?.local_addr()
     }
 
+    /// The address the client connected to as a PROXY header told it (`--proxy-protocol`:
+    /// the load balancer's), if one did.
+    pub(crate) fn proxied_destination(&self) -> Option<std::net::SocketAddr> {
+        self.meter.destination()
+    }
+
     /// Splits the connection into a read half and a write half, to read and write from two
     /// tasks or two futures at once (a thin wrapper over [`tokio::io::split`]).
     ///

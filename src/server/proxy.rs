@@ -116,6 +116,9 @@ impl Admission for ProxyStage {
             if let Some(client) = header.client() {
                 conn.set_peer_addr(client);
             }
+            if let ProxyHeader::Proxied { destination, .. } = header {
+                conn.meter_mut().set_destination(destination);
+            }
             if let Some(tlvs) = tlvs {
                 conn.meter_mut().set_told(tlvs);
             }

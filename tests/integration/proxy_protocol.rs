@@ -138,6 +138,38 @@ fn a_chain_of_relays_passes_the_first_client_on() -> TestResult {
     Ok(())
 }
 
+/// A relay behind a proxy passes on the address the client connected to at that proxy,
+/// as HAProxy does, in the family the header gave: not its own listener's (which, for an
+/// IPv6 client, went out IPv4-mapped).
+#[test]
+fn a_relay_passes_on_the_destination_its_proxy_named() -> TestResult {
+    let next = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to"])
+        .arg(next.local_addr()?.to_string())
+        .args(["--proxy-protocol", "--trusted-proxy", "127.0.0.1"])
+        .args(["--send-proxy", "v1"]);
+    let relay = Running::start(cmd, 1);
+    let cases = [
+        "PROXY TCP6 2001:db8::1 2001:db8::2 40000 443\r\n",
+        "PROXY TCP4 192.0.2.1 198.51.100.2 40000 8443\r\n",
+    ];
+    for header in cases {
+        let mut client = std::net::TcpStream::connect(relay.addr())?;
+        client.write_all(header.as_bytes())?;
+        next.set_nonblocking(false)?;
+        let (mut hop, _) = next.accept()?;
+        hop.set_read_timeout(Some(DEADLINE))?;
+        let mut got = Vec::new();
+        let mut byte = [0];
+        while !got.ends_with(b"\r\n") && hop.read(&mut byte)? == 1 {
+            got.push(byte[0]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), header);
+    }
+    Ok(())
+}
+
 #[test]
 fn bad_headers_are_refused_counted_and_never_reach_the_service() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -173,6 +173,8 @@ struct Extra {
     /// What a PROXY v2 header told of the client besides its address (its TLS with the
     /// proxy): only behind such a proxy.
     told: Option<Tlvs>,
+    /// The address a PROXY header said the client connected to, at the proxy.
+    destination: Option<std::net::SocketAddr>,
 }
 
 /// The closing line's own numbers.
@@ -217,7 +219,7 @@ impl Meter {
                     failed: None,
                     local: local(),
                 }),
-                told: None,
+                ..Extra::default()
             })
         });
         Meter {
@@ -277,10 +279,23 @@ impl Meter {
         match &mut self.extra {
             Some(extra) => extra.told = told,
             None if told.is_some() => {
-                self.extra = Some(Box::new(Extra { log: None, told }));
+                self.extra = Some(Box::new(Extra {
+                    told,
+                    ..Extra::default()
+                }));
             }
             None => {}
         }
+    }
+
+    /// The address a PROXY header said the client connected to, at the proxy.
+    pub(crate) fn destination(&self) -> Option<std::net::SocketAddr> {
+        self.extra.as_deref()?.destination
+    }
+
+    /// Keeps the address a PROXY header said the client connected to.
+    pub(crate) fn set_destination(&mut self, destination: std::net::SocketAddr) {
+        self.extra.get_or_insert_default().destination = Some(destination);
     }
 
     /// From now on the connection's bytes pass elsewhere (its socket was handed to another
