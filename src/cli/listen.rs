@@ -156,10 +156,11 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         let (mut socket, peer) = listening.accept()?;
         listener.accepted();
         // SPEC §3's order: the PROXY header names the peer every rule after it sees.
-        let peer = match &proxy {
-            None => peer,
+        // The header's bytes crossed the socket: counted as received, as `serve` counts them.
+        let (peer, header_len) = match &proxy {
+            None => (peer, 0),
             Some(proxy) => match proxy.peer(&mut socket, peer.clone()) {
-                Ok(client) => client,
+                Ok(named) => named,
                 Err(detail) => {
                     refuse(&socket, &peer, RefusalReason::Proxy, &detail, &listener);
                     continue;
@@ -177,6 +178,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         // PEER` now, the `closed` line with its bytes and duration when it ends.
         let mut connection = listener.connection(peer.clone(), || socket.local_addr().ok());
         connection.log_accepted();
+        connection.received(header_len as u64);
         if let Some(exec) = &nc.exec {
             // The program has the socket: its bytes never pass through here.
             connection.stop_counting_bytes();
@@ -241,14 +243,15 @@ struct ProxyPlan {
 
 impl ProxyPlan {
     /// The client the PROXY header on `socket` names (or `peer` itself for a v2 `LOCAL`
-    /// header), with the header taken off the socket; or why the connection is refused. A
-    /// Unix peer is trusted: the socket file's permissions decide who connects.
-    fn peer(&self, socket: &mut Socket, peer: Address) -> Result<Address, String> {
+    /// header) and the header's length, with the header taken off the socket; or why the
+    /// connection is refused. A Unix peer is trusted: the socket file's permissions decide
+    /// who connects.
+    fn peer(&self, socket: &mut Socket, peer: Address) -> Result<(Address, usize), String> {
         if peer.ip().is_some_and(|ip| !self.trusted.contains(ip)) {
             return Err("not a trusted proxy".into());
         }
-        match proxy_protocol::read_header(socket, self.timeout) {
-            Ok(header) => Ok(header.client().unwrap_or(peer)),
+        match proxy_protocol::read_header_with_len(socket, self.timeout) {
+            Ok((header, len)) => Ok((header.client().unwrap_or(peer), len)),
             Err(err) => Err(err.to_string()),
         }
     }

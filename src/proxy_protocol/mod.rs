@@ -16,7 +16,7 @@ mod tlv;
 
 pub use encode::{encode, encode_v1, encode_v2, encode_with};
 pub use parse::{MAX_V1_LEN, MAX_V2_LEN, parse, v2_tlvs};
-pub use read::read_header;
+pub use read::{read_header, read_header_with_len};
 pub use tlv::{Tls, Tlvs};
 
 pub(crate) use gather::{Gather, Seen};

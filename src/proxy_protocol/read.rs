@@ -35,6 +35,31 @@ use crate::socket::Socket;
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn read_header(socket: &mut Socket, within: Duration) -> crate::Result<ProxyHeader> {
+    read_header_with_len(socket, within).map(|(header, _)| header)
+}
+
+/// [`read_header`], with the header's length in bytes: for a byte count of what crossed the
+/// socket, which includes it.
+///
+/// # Errors
+///
+/// As [`read_header`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use socketkit::proxy_protocol::read_header_with_len;
+/// let (a, mut b) = socketkit::socket::socketpair()?;
+/// a.sendall(b"PROXY UNKNOWN\r\nhello")?;
+/// let (_, len) = read_header_with_len(&mut b, Duration::from_secs(1))?;
+/// assert_eq!(len, 15);
+/// # Ok::<(), socketkit::Error>(())
+/// ```
+pub fn read_header_with_len(
+    socket: &mut Socket,
+    within: Duration,
+) -> crate::Result<(ProxyHeader, usize)> {
     let before = socket.timeout();
     // The deadline's timeouts put the socket in blocking mode (Socket::set_timeout).
     let blocking = socket.blocking()?;
@@ -48,8 +73,9 @@ pub fn read_header(socket: &mut Socket, within: Duration) -> crate::Result<Proxy
     Ok(header)
 }
 
-fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<ProxyHeader> {
+fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<(ProxyHeader, usize)> {
     let mut gather = Gather::new();
+    let mut len = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -76,8 +102,9 @@ fn read_until(socket: &mut Socket, deadline: Instant) -> crate::Result<ProxyHead
             .seen(seen)
             .map_err(|err| failed(io::ErrorKind::InvalidData, err.to_string()))?;
         take(socket, header_bytes)?;
+        len += header_bytes.len();
         if let Seen::Complete(header) = seen {
-            return Ok(header);
+            return Ok((header, len));
         }
     }
 }

@@ -99,6 +99,8 @@ fn a_python_client_with_a_v1_header_is_named_by_its_header() -> TestResult {
     );
     assert_eq!(listener.stdout_text(), "payload");
     listener.assert_said("connection from 192.0.2.9:5000");
+    // What crossed the socket, the 40-byte header included, as `serve` counts it.
+    listener.assert_said("bytes_in=47 ");
     Ok(())
 }
 
