@@ -60,6 +60,39 @@ fn connect_unix_peer_reset_is_exit_1() -> TestResult {
     Ok(())
 }
 
+/// The same while a send is under way: a peer that reads a little of a large upload and
+/// closes fails our send with `EPIPE` and leaves the receive a plain end of stream (a Unix
+/// stream has no reset to report), which must not read as a complete transfer.
+#[test]
+fn connect_unix_peer_closing_during_an_upload_is_exit_1() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cut.sock");
+    let listener = UnixListener::bind(&path)?;
+    let rounds = 5;
+    let server = thread::spawn(move || {
+        for _ in 0..rounds {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut first = [0; 1000];
+            let _ = stream.read_exact(&mut first);
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let upload = vec![b'u'; 20 * 1024 * 1024];
+    for round in 0..rounds {
+        let mut cmd = socketkit();
+        cmd.args(["connect", &format!("unix:{}", path.display())]);
+        let out = run(cmd, upload.clone(), DEADLINE);
+        assert_eq!(out.code(), 1, "round {round}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("connection reset by peer"),
+            "round {round}: {}",
+            out.stderr
+        );
+    }
+    server.join().expect("server");
+    Ok(())
+}
+
 #[test]
 fn connect_unix_closed_stdout_is_exit_0_quietly() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -226,6 +226,15 @@ pub(super) fn send_input(
                     Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
                         return SendEnd::Reset(err.into_io_error());
                     }
+                    // A Unix stream has no reset: a peer that closed with our bytes unread
+                    // fails a send that was under way with `EPIPE` and leaves the receive a
+                    // plain end of stream (Linux 6.18). This send's bytes were lost: said as
+                    // the reset it stands for, not ended quietly.
+                    Err(err)
+                        if err.kind() == io::ErrorKind::BrokenPipe && !connection_of(socket).1 =>
+                    {
+                        return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
+                    }
                     // `send_whole` gives up only once the idle limit has passed.
                     Err(err) if err.kind() == io::ErrorKind::TimedOut => return SendEnd::IdleOut,
                     // The peer is gone; the receiving side reports how.
