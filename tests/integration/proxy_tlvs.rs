@@ -209,6 +209,32 @@ fn through_front(pki: &Pki, port: u16, certified: bool) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A TLV's value is a peer's bytes: one with a NUL (which no environment can hold) is left
+/// out of the program's environment, and the program still starts (it did not: the client
+/// was reset and the program blamed). Found by an outside audit's fuzzer.
+#[test]
+fn a_nul_in_a_tlv_leaves_its_variable_out_and_the_program_runs() {
+    let exec = exec_behind_a_proxy();
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    let mut body = vec![10, 0, 0, 1, 10, 0, 0, 2];
+    body.extend_from_slice(&1000u16.to_be_bytes());
+    body.extend_from_slice(&443u16.to_be_bytes());
+    body.extend_from_slice(b"\x02\x00\x05a\0b.c"); // PP2_TYPE_AUTHORITY
+    body.extend_from_slice(b"\x01\x00\x02h2"); // PP2_TYPE_ALPN
+    header.extend_from_slice(&u16::try_from(body.len()).expect("short").to_be_bytes());
+    header.extend_from_slice(&body);
+    let mut client = std::net::TcpStream::connect(exec.addr()).expect("connect");
+    client
+        .set_read_timeout(Some(crate::support::process::DEADLINE))
+        .expect("a timeout");
+    client.write_all(&header).expect("send the header");
+    let mut told = String::new();
+    client
+        .read_to_string(&mut told)
+        .expect("the program's line");
+    assert_eq!(told, "|h2|||10.0.0.1\n", "{}", exec.stderr());
+}
+
 #[test]
 fn exec_behind_socketkits_own_tls_front_is_told_who_the_client_is() {
     let pki = Pki::new();

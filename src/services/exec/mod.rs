@@ -287,18 +287,18 @@ const TLS_VARS: [&str; 5] = [
 /// agreed on, a client certificate).
 fn set_tls_vars(cmd: &mut std::process::Command, tls: &TlsSession) {
     let [version, server_name, alpn, subject, fingerprint] = TLS_VARS;
-    cmd.env(version, tls.version);
+    set_var(cmd, version, tls.version);
     if let Some(name) = &tls.server_name {
-        cmd.env(server_name, name);
+        set_var(cmd, server_name, name);
     }
     if let Some(protocol) = &tls.alpn {
-        cmd.env(alpn, String::from_utf8_lossy(protocol).as_ref());
+        set_var(cmd, alpn, &String::from_utf8_lossy(protocol));
     }
     if let Some(client) = tls.client_subject() {
-        cmd.env(subject, client);
+        set_var(cmd, subject, &client);
     }
     if let Some(client) = tls.client_fingerprint() {
-        cmd.env(fingerprint, client.to_string());
+        set_var(cmd, fingerprint, &client.to_string());
     }
 }
 
@@ -316,17 +316,30 @@ const PROXY_VARS: [&str; 4] = [
 fn set_proxy_vars(cmd: &mut std::process::Command, told: &Tlvs) {
     let [server_name, alpn, version, client_cn] = PROXY_VARS;
     if let Some(name) = &told.authority {
-        cmd.env(server_name, name);
+        set_var(cmd, server_name, name);
     }
     if let Some(protocol) = &told.alpn {
-        cmd.env(alpn, String::from_utf8_lossy(protocol).as_ref());
+        set_var(cmd, alpn, &String::from_utf8_lossy(protocol));
     }
     if let Some(tls) = &told.tls {
-        cmd.env(version, &tls.version);
+        set_var(cmd, version, &tls.version);
         if let Some(cn) = tls.client_cn.as_ref().filter(|_| tls.client_verified) {
-            cmd.env(client_cn, cn);
+            set_var(cmd, client_cn, cn);
         }
     }
+}
+
+/// Sets `name` to `value` in the program's environment, unless `value` holds a NUL byte,
+/// which no environment can (the program would not start at all): a PROXY header's TLVs
+/// are a peer's bytes, and one with a NUL in a name must not keep the service from its
+/// client. Such a variable is left out.
+fn set_var(cmd: &mut std::process::Command, name: &str, value: &str) {
+    if value.contains('\0') {
+        return tracing::debug!(
+            "{name} left out of the program's environment: its value holds a NUL byte"
+        );
+    }
+    cmd.env(name, value);
 }
 
 /// The address's host as a program expects it: an IPv4 client of a dual-stack listener as
