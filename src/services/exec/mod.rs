@@ -335,7 +335,7 @@ fn set_proxy_vars(cmd: &mut std::process::Command, told: &Tlvs) {
 /// client. Such a variable is left out.
 fn set_var(cmd: &mut std::process::Command, name: &str, value: &str) {
     if value.contains('\0') {
-        return tracing::debug!(
+        return tracing::trace!(
             "{name} left out of the program's environment: its value holds a NUL byte"
         );
     }
