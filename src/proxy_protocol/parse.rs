@@ -66,13 +66,22 @@ fn parse_v1(bytes: &[u8]) -> Result<Parsed, ProxyError> {
         return Ok(Parsed::Incomplete);
     };
     match window.get(cr + 1) {
+        // Its LF would be one byte past the longest header.
+        None if cr + 2 > MAX_V1_LEN => return Err(ProxyError::TooLong(MAX_V1_LEN)),
         None => return Ok(Parsed::Incomplete),
         Some(b'\n') => {}
         Some(_) => return Err(ProxyError::V1("CR not followed by LF")),
     }
-    let line = std::str::from_utf8(&window[V1_PREFIX.len()..cr])
-        .map_err(|_| ProxyError::V1("not ASCII"))?;
     let len = cr + 2;
+    // "the receiver must ignore anything presented before the CRLF" after UNKNOWN.
+    let rest = &window[V1_PREFIX.len()..cr];
+    if rest == b"UNKNOWN" || rest.starts_with(b"UNKNOWN ") {
+        return Ok(Parsed::Complete {
+            header: ProxyHeader::Local,
+            len,
+        });
+    }
+    let line = std::str::from_utf8(rest).map_err(|_| ProxyError::V1("not ASCII"))?;
     let mut fields = line.split(' ');
     let header = match fields.next() {
         Some("UNKNOWN") => ProxyHeader::Local,
@@ -132,6 +141,20 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, ProxyError> {
     if bytes.len() < len {
         return Ok(Parsed::Incomplete);
     }
+    if local {
+        // "The receiver must accept this connection as valid and must use the real
+        // connection endpoints and discard the protocol block including the family."
+        return Ok(Parsed::Complete {
+            header: ProxyHeader::Local,
+            len,
+        });
+    }
+    // Only these are defined; "other values … must be rejected as invalid by receivers".
+    if !matches!(family, 0x00 | 0x11 | 0x12 | 0x21 | 0x22 | 0x31 | 0x32) {
+        return Err(ProxyError::V2(
+            "unknown address family or transport protocol",
+        ));
+    }
     let body = &bytes[PREAMBLE..len];
     let (addresses, tlvs) = split(body, address_len(family)?)?;
     let addresses = match family >> 4 {
@@ -140,12 +163,9 @@ fn parse_v2(bytes: &[u8]) -> Result<Parsed, ProxyError> {
         // UNSPEC, and AF_UNIX's paths: no IP address to speak of.
         _ => None,
     };
-    if !matches!(family & 0x0f, 0x0..=0x2) {
-        return Err(ProxyError::V2("unknown transport protocol"));
-    }
     check_tlvs(tlvs)?;
-    let header = match (local, addresses) {
-        (false, Some((source, destination))) => ProxyHeader::Proxied {
+    let header = match addresses {
+        Some((source, destination)) => ProxyHeader::Proxied {
             source,
             destination,
         },
@@ -268,6 +288,12 @@ mod tests {
             complete(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n").0,
             ProxyHeader::Local
         );
+        // After UNKNOWN, whatever comes before the CRLF is ignored, bytes that are not
+        // ASCII too.
+        assert_eq!(
+            complete(b"PROXY UNKNOWN \xff\xfe\r\n"),
+            (ProxyHeader::Local, 18)
+        );
     }
 
     #[test]
@@ -289,6 +315,12 @@ mod tests {
         }
         let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 200]].concat();
         assert_eq!(parse(&long), Err(ProxyError::TooLong(MAX_V1_LEN)));
+        // A CR as the 107th byte: its LF would make 108, too long already (it waited for
+        // the LF, then for the header timeout).
+        let mut cr_last = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 92]].concat();
+        cr_last.push(b'\r');
+        assert_eq!(cr_last.len(), MAX_V1_LEN);
+        assert_eq!(parse(&cr_last), Err(ProxyError::TooLong(MAX_V1_LEN)));
     }
 
     #[test]
@@ -313,6 +345,14 @@ mod tests {
         let mut local_with = encode_v2(addr("10.0.0.1:1000"), addr("10.0.0.2:443"));
         local_with[12] = 0x20;
         assert_eq!(complete(&local_with).0, ProxyHeader::Local);
+        // LOCAL is accepted whatever its block says: the family is ignored, and the
+        // addresses and TLVs with it.
+        for (family, body) in [(0x41, &[][..]), (0x11, &[][..]), (0x21, &[0x01, 0, 9][..])] {
+            let mut odd = V2_SIGNATURE.to_vec();
+            odd.extend_from_slice(&[0x20, family, 0, u8::try_from(body.len()).unwrap_or(0)]);
+            odd.extend_from_slice(body);
+            assert_eq!(complete(&odd), (ProxyHeader::Local, 16 + body.len()));
+        }
     }
 
     #[test]
@@ -327,9 +367,13 @@ mod tests {
         let mut command = good.clone();
         command[12] = 0x22;
         assert!(parse(&command).is_err());
-        let mut family = good.clone();
-        family[13] = 0x41;
-        assert!(parse(&family).is_err());
+        // Only 0x00, 0x11, 0x12, 0x21, 0x22, 0x31 and 0x32 are defined: the others are
+        // refused, even with a nibble that means something on its own (0x10: IPv4, UNSPEC).
+        for odd in [0x41, 0x10, 0x01, 0x20, 0x13, 0x23] {
+            let mut family = good.clone();
+            family[13] = odd;
+            assert!(parse(&family).is_err(), "family {odd:#04x}");
+        }
         let mut short = good.clone();
         short[15] = 4; // claims 4 bytes, but TCP4 addresses need 12
         assert!(parse(&short[..20]).is_err());

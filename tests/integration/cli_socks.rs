@@ -244,6 +244,30 @@ fn socks4_and_socks4a_clients_are_served() {
     );
 }
 
+/// RFC 1929's sub-negotiation starts with its version, 1: any other is refused like a wrong
+/// password (it was let through on the right password). Found by an outside audit's fuzzer.
+#[test]
+fn a_password_sub_negotiation_of_another_version_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("users");
+    std::fs::write(&file, "alice:pw\n").expect("write");
+    let proxy = socks(&["--socks-users", file.to_str().expect("UTF-8 path")]);
+    for (version, status) in [(1, 0), (0, 1), (5, 1), (0xff, 1)] {
+        let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+        client.set_read_timeout(Some(DEADLINE)).expect("a timeout");
+        client.write_all(&[5, 1, 2]).expect("the greeting");
+        let mut method = [0; 2];
+        client.read_exact(&mut method).expect("the method");
+        assert_eq!(method, [5, 2]);
+        client
+            .write_all(&[version, 5, b'a', b'l', b'i', b'c', b'e', 2, b'p', b'w'])
+            .expect("the user and password");
+        let mut answer = [0; 2];
+        client.read_exact(&mut answer).expect("the answer");
+        assert_eq!(answer, [1, status], "version {version}");
+    }
+}
+
 #[test]
 fn socks_users_are_read_again_on_sighup() {
     let dir = tempfile::tempdir().expect("temp dir");

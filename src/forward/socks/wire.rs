@@ -156,7 +156,16 @@ async fn request5(
     client.write_all(&[VERSION, wanted]).await?;
     if let Some(users) = users {
         // RFC 1929: a version byte, then the user name and the password, each after its length.
-        let [_, len] = read::<2>(client).await?;
+        let [auth_version, len] = read::<2>(client).await?;
+        if auth_version != 1 {
+            // Not RFC 1929's sub-negotiation (its version is 1): failure, and the close.
+            tracing::debug!(
+                peer = %client.peer_addr(),
+                "socks: refused a password sub-negotiation of version {auth_version}"
+            );
+            client.write_all(&[1, 1]).await?;
+            return Ok(None);
+        }
         let mut user = vec![0u8; usize::from(len)];
         client.read_exact(&mut user).await?;
         let [len] = read::<1>(client).await?;
