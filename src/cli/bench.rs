@@ -118,6 +118,7 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
     init_logging(&args.log);
     tls::warn_if_insecure(&args.tls.verify);
     warn_if_unixgram_queue_is_short(&endpoint, config.connections);
+    super::signals::runtime_can_start().map_err(|err| io_error("tokio runtime", err))?;
     // One thread runs everything on the calling thread, with no cross-thread wake-ups.
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread()
@@ -141,7 +142,7 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
     let report = runtime.block_on(async {
         // Ctrl-C, and SIGTERM (what `timeout` and CI runners send), end the run early with
         // its report.
-        let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
+        let mut terminate = super::signals::catch(SignalKind::terminate())
             .map_err(|err| io_error("a SIGTERM handler", err))?;
         let signalled = stop.clone();
         tokio::spawn(async move {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use socketkit::endpoint::Endpoint;
 use socketkit::forward::datagram::{BoundDatagramForward, DatagramForward};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind};
+
+use super::signals::catch;
 
 use super::args::ForwardArgs;
 use super::exit::CliError;
@@ -61,6 +63,7 @@ pub(crate) fn run(
     }
     let shutdown_delay = args.server.shutdown_delay;
     init_serving(&args.log);
+    super::signals::runtime_can_start().map_err(|err| runtime_error("tokio runtime", err))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,7 +139,7 @@ struct Signals {
 
 impl Signals {
     fn install(reload: Option<Reload>) -> Result<Signals, CliError> {
-        let install = |kind| signal(kind).map_err(|err| runtime_error("signal handler", err));
+        let install = |kind| catch(kind).map_err(|err| runtime_error("signal handler", err));
         Ok(Signals {
             interrupt: install(SignalKind::interrupt())?,
             terminate: install(SignalKind::terminate())?,

@@ -63,6 +63,8 @@ impl MetricsPlan {
     /// For a command that runs no tokio runtime (`listen`): binds the endpoint on a small
     /// runtime of its own; [`Standalone::start`] serves it from a thread.
     pub(crate) fn bind_standalone(&self) -> Result<Standalone, CliError> {
+        super::signals::runtime_can_start()
+            .map_err(|err| CliError::runtime(socketkit::error::Op::Create, "tokio runtime", err))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()

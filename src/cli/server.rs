@@ -194,6 +194,8 @@ where
     // is the one that serves it (no second thread to hand over to and wake), and, while
     // nothing blocks, the process's only thread (the kernel looks up its descriptors
     // without taking references).
+    super::signals::runtime_can_start()
+        .map_err(|err| CliError::runtime(Op::Spawn, "the runtime", err))?;
     let mut runtime = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use socketkit::error::Op;
 use socketkit::server::{Handover, ManagerState, ShutdownHandle, Successor, notify_manager};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::exit::CliError;
@@ -22,6 +22,32 @@ use super::metrics::StopServing;
 /// How long a new process started by SIGUSR2 may take to report ready before it is stopped
 /// and the old one goes on serving.
 const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a tokio runtime with I/O can start: the first one in the process makes a socket
+/// pair for every signal handler to come, and panics if it cannot (a seccomp filter that
+/// refuses `socketpair`, a descriptor limit of a handful). A pair is made and closed here
+/// first, once, so that such a process ends with an `error:` line instead.
+pub(crate) fn runtime_can_start() -> std::io::Result<()> {
+    // The OS error the pair failed with (0 for none, -1 for one that is not the OS's),
+    // kept for every later call.
+    static PAIR: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    let failed = *PAIR.get_or_init(|| match std::os::unix::net::UnixStream::pair() {
+        Ok(_) => 0,
+        Err(err) => err.raw_os_error().unwrap_or(-1),
+    });
+    match failed {
+        0 => Ok(()),
+        -1 => Err(std::io::Error::other("cannot make a socket pair")),
+        code => Err(std::io::Error::from_raw_os_error(code)),
+    }
+}
+
+/// Catches `kind` from now on (on the current runtime), as `tokio::signal::unix::signal`
+/// does, but with an error where tokio would panic (see [`runtime_can_start`]).
+pub(crate) fn catch(kind: SignalKind) -> std::io::Result<Signal> {
+    runtime_can_start()?;
+    tokio::signal::unix::signal(kind)
+}
 
 /// The signals a server takes, caught (their default actions no longer apply) and queued
 /// until they are watched.
@@ -36,7 +62,7 @@ impl Signals {
     /// Catches SIGINT, SIGTERM, SIGUSR2 and SIGHUP from now on (on the current runtime).
     pub(crate) fn install() -> Result<Signals, CliError> {
         let install =
-            |kind| signal(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
+            |kind| catch(kind).map_err(|err| CliError::runtime(Op::Create, "signal handler", err));
         Ok(Signals {
             interrupt: install(SignalKind::interrupt())?,
             terminate: install(SignalKind::terminate())?,

@@ -10,7 +10,9 @@ use std::thread;
 
 use socketkit::client::{self, SocketFile};
 use socketkit::error::Op;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::SignalKind;
+
+use super::signals::{catch, runtime_can_start};
 
 use super::exit::CliError;
 
@@ -19,6 +21,7 @@ use super::exit::CliError;
 /// that line is read is already caught.
 pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> {
     let failed = |err| CliError::runtime(Op::Create, "signal handler", err);
+    runtime_can_start().map_err(failed)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,7 +31,7 @@ pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> 
         // Signal streams belong to the runtime that waits on them.
         let _entered = runtime.enter();
         for kind in ENDING {
-            let mut stream = signal(kind).map_err(failed)?;
+            let mut stream = catch(kind).map_err(failed)?;
             let caught = caught.clone();
             runtime.spawn(async move {
                 if stream.recv().await.is_some() {

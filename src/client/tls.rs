@@ -114,6 +114,9 @@ pub(super) fn off_runtime<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> R
 pub(super) fn own_runtime(
     socket: Socket,
 ) -> Result<(tokio::runtime::Runtime, std::net::TcpStream)> {
+    // tokio's first runtime with I/O makes a socket pair for the process's signals and
+    // panics if it cannot (a seccomp filter that refuses `socketpair`): an error here.
+    std::os::unix::net::UnixStream::pair().map_err(|err| Error::without_target(Op::Io, err))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -90,6 +90,12 @@ pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
 }
 
 /// Accept errors about one connection that died in the queue: skip it and go on at once.
+///
+/// Not `EPERM`: accept(2) gives it for a connection a firewall rule forbids, but a seccomp
+/// filter or a security module that refuses `accept4` itself gives it for every try, with
+/// the connection left in the queue and the listener readable: skipped at once, that spun
+/// the loop for ever and kept the shutdown from running. It backs off as exhaustion does
+/// (one warning, 50 ms between tries), which costs a firewall's single refusal 50 ms.
 pub(crate) fn is_connection_error(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -97,5 +103,5 @@ pub(crate) fn is_connection_error(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
-    ) || matches!(err.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+    ) || err.raw_os_error() == Some(libc::EPROTO)
 }

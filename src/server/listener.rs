@@ -204,12 +204,26 @@ impl StreamListener {
     }
 
     /// The listening socket taken back from tokio's reactor, with the guard of its socket
-    /// file (for the io_uring engine, which accepts on it itself).
-    pub(crate) fn into_parts(self) -> (OwnedFd, Option<UnixFile>) {
+    /// file (for the io_uring engine, which accepts on it itself) and whether it is a Unix
+    /// one.
+    pub(crate) fn into_parts(self) -> (OwnedFd, Option<UnixFile>, bool) {
         match self {
-            StreamListener::Tcp(listener) => (listener.into_inner().into(), None),
-            StreamListener::Unix(listener, file) => (listener.into_inner().into(), file),
+            StreamListener::Tcp(listener) => (listener.into_inner().into(), None, false),
+            StreamListener::Unix(listener, file) => (listener.into_inner().into(), file, true),
         }
+    }
+
+    /// [`StreamListener::into_parts`] undone: the socket handed back to tokio's reactor
+    /// (when the io_uring engine's workers could not start after all).
+    pub(crate) fn from_parts(
+        fd: OwnedFd,
+        file: Option<UnixFile>,
+        unix: bool,
+    ) -> io::Result<StreamListener> {
+        Ok(match unix {
+            true => StreamListener::Unix(register(fd.into())?, file),
+            false => StreamListener::Tcp(register(fd.into())?),
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use super::ring;
 use super::shutdown::{self, Phase};
 use super::steering::Steering;
 use super::task::{self, Spawner};
-use super::{DatagramHandler, Limits, Server, ShutdownHandle};
+use super::{DatagramHandler, IoEngine, Limits, Server, ShutdownHandle};
 use crate::error::{Error, Op, Result};
 
 impl Server {
@@ -131,7 +131,7 @@ impl Server {
                 .iter()
                 .any(|listener| matches!(listener, Listener::Stream(_)));
             #[cfg(target_os = "linux")]
-            let ring_routine = spawner.as_ref().filter(|_| streams).and_then(|spawner| {
+            let mut ring_routine = spawner.as_ref().filter(|_| streams).and_then(|spawner| {
                 let routine = ring_routine(&self.limits, spawner, pipeline, group.is_tls());
                 // Which engine serves the listener, and why not the ring: `-v` tells an
                 // operator (io_uring refused in a container, a limit that needs tokio).
@@ -178,14 +178,38 @@ impl Server {
                             steering: steering.clone(),
                         };
                         match workers.start(ring::RingListener::take(listener)).await {
-                            Ok(ready) => rings.push(ready),
-                            Err(err) => {
+                            Ok(ready) => {
+                                rings.push(ready);
+                                continue;
+                            }
+                            // `auto` asked for whichever engine works: the rings' limits (a
+                            // locked-memory limit, descriptors, threads) are not epoll's.
+                            Err(ring::NotStarted {
+                                err,
+                                listener: Some(listener),
+                            }) if self.limits.engine == IoEngine::Auto => {
+                                notes.push(format!(
+                                    "{}: epoll engine after all (io_uring's workers could not \
+                                     start: {})",
+                                    group.endpoint,
+                                    crate::error::describe(&err)
+                                ));
+                                // The group's other listeners too, without trying again.
+                                ring_routine = None;
+                                match listener.give_back() {
+                                    Ok(listener) => Listener::Stream(listener),
+                                    Err(err) => {
+                                        self.shutdown.force();
+                                        return Err(Error::new(Op::Serve, &group.endpoint, err));
+                                    }
+                                }
+                            }
+                            Err(ring::NotStarted { err, .. }) => {
                                 // What already runs must not go on serving after an error.
                                 self.shutdown.force();
                                 return Err(Error::new(Op::Serve, &group.endpoint, err));
                             }
                         }
-                        continue;
                     }
                     (listener, _) => listener,
                 };

@@ -122,6 +122,8 @@ mod io_engine_choice;
 mod io_engine_steering;
 /// Where the kernel lacks io_uring, `SO_REUSEPORT` or `splice(2)` (taken away by seccomp).
 mod kernel_fallbacks;
+/// Sandboxes that refuse what socketkit depends on: a fallback or one `error:` line.
+mod kernel_refusals;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
 /// The library when something goes wrong around it: panicking handlers, a dropped `serve`,

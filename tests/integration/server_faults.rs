@@ -23,7 +23,7 @@ fn echo_once(addr: &str, data: &[u8]) -> Vec<u8> {
 }
 
 /// CPU time (user + system, in clock ticks) the process has used so far.
-fn cpu_ticks(pid: i32) -> u64 {
+pub(crate) fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let fields: Vec<&str> = stat
         .rsplit(')')

@@ -92,7 +92,7 @@ pub(crate) fn declined(engine: IoEngine) -> Option<String> {
 fn probe() -> &'static Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     PROBED.get_or_init(|| {
-        let ring = worker::ring().map_err(|err| format!("io_uring is not available: {err}"))?;
+        let mut ring = worker::ring().map_err(|err| format!("io_uring is not available: {err}"))?;
         let mut probe = io_uring::Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
@@ -113,6 +113,15 @@ fn probe() -> &'static Result<(), String> {
         }
         buffers::BufferRing::new(&ring, 0, 1, 64)
             .map_err(|err| format!("io_uring lacks provided-buffer rings (Linux 5.19): {err}"))?;
+        // Entered once: a filter that lets rings be made but refuses `io_uring_enter` (or a
+        // kernel that fails it) would leave workers that stop as soon as they start, behind
+        // listeners that are open and serve nobody.
+        let nop = io_uring::opcode::Nop::new().build();
+        // SAFETY: a NOP points at no buffer.
+        unsafe { ring.submission().push(&nop) }
+            .map_err(|_| "io_uring's submission queue is full at once".to_owned())?;
+        ring.submit_and_wait(1)
+            .map_err(|err| format!("io_uring cannot be entered: {err}"))?;
         Ok(())
     })
 }
@@ -120,16 +129,28 @@ fn probe() -> &'static Result<(), String> {
 /// A listening socket taken from tokio for the workers, with the guard of its socket file.
 pub(crate) struct RingListener {
     pub(super) fd: OwnedFd,
-    _file: Option<UnixFile>,
+    file: Option<UnixFile>,
+    unix: bool,
 }
 
 impl RingListener {
     /// Takes `listener` out of tokio's reactor (it must not be woken for every connection
     /// the ring accepts).
     pub(crate) fn take(listener: StreamListener) -> RingListener {
-        let (fd, file) = listener.into_parts();
-        RingListener { fd, _file: file }
+        let (fd, file, unix) = listener.into_parts();
+        RingListener { fd, file, unix }
     }
+
+    /// Hands the socket back to tokio's reactor.
+    pub(crate) fn give_back(self) -> io::Result<StreamListener> {
+        StreamListener::from_parts(self.fd, self.file, self.unix)
+    }
+}
+
+/// Workers that could not start: why, and the listener, once no worker holds it any more.
+pub(crate) struct NotStarted {
+    pub(crate) err: io::Error,
+    pub(crate) listener: Option<RingListener>,
 }
 
 /// What the workers of one listener share.
@@ -155,8 +176,9 @@ impl Workers<'_> {
     ///
     /// # Errors
     ///
-    /// A worker could not make its ring: none is left running.
-    pub(crate) async fn start(self, listener: RingListener) -> io::Result<Ready> {
+    /// A worker could not make its ring (or its thread or wake-up socket): none is left
+    /// running, and the listener comes back with the error.
+    pub(crate) async fn start(self, listener: RingListener) -> Result<Ready, NotStarted> {
         let Workers {
             loops,
             routine,
@@ -173,8 +195,15 @@ impl Workers<'_> {
         let mut ready = Vec::with_capacity(loops);
         let mut finished = Vec::with_capacity(loops);
         let mut go = Vec::with_capacity(loops);
+        let mut failed = None;
         for index in 0..loops.max(1) {
-            let (ours, theirs) = UnixStream::pair().map_err(|err| naming("wake-up socket", err))?;
+            let (ours, theirs) = match UnixStream::pair() {
+                Ok(pair) => pair,
+                Err(err) => {
+                    failed = Some(naming("wake-up socket", err));
+                    break;
+                }
+            };
             let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             // Dropped when the thread ends, which is all the server's relay waits for.
@@ -191,7 +220,7 @@ impl Workers<'_> {
             };
             let watcher = shutdown.watcher();
             let listener = Arc::clone(&listener);
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("socketkit-uring-{index}"))
                 .spawn(move || {
                     let _done = done_tx;
@@ -212,8 +241,11 @@ impl Workers<'_> {
                             let _ = ready_tx.send(Err(naming("ring", err)));
                         }
                     }
-                })
-                .map_err(|err| naming("thread", err))?;
+                });
+            if let Err(err) = spawned {
+                failed = Some(naming("thread", err));
+                break;
+            }
             wakers.push(ours);
             finished.push(done_rx);
             go.push(go_tx);
@@ -222,12 +254,27 @@ impl Workers<'_> {
                 let _ = stopped_rx.await;
             }));
         }
-        for ready in ready {
-            let made = ready
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("an io_uring worker died")));
-            // On an error the others end without accepting (their `go` senders drop).
-            made?;
+        if failed.is_none() {
+            for ready in ready {
+                let made = ready
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("an io_uring worker died")));
+                if let Err(err) = made {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        if let Some(err) = failed {
+            // The workers made end without accepting (their `go` senders drop); once every
+            // thread has ended, none holds the listener.
+            drop(go);
+            for done in finished {
+                let _ = done.await;
+            }
+            drop(handles);
+            let listener = Arc::try_unwrap(listener).ok();
+            return Err(NotStarted { err, listener });
         }
         tokio::spawn(relay_shutdown(wakers, finished, shutdown.clone()));
         Ok(Ready { handles, go })

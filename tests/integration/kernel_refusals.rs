@@ -1,0 +1,145 @@
+//! Sandboxes that refuse a system call socketkit depends on, beyond the features with a
+//! documented fallback (`kernel_fallbacks`): each refusal, made by a seccomp filter on the
+//! one process under test, ends in a fallback that serves or in one `error:` line — never
+//! a panic, a spin, or a server that listens and serves nobody. Found by an outside audit
+//! of restricted kernels (2026-12-07).
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::server_faults::cpu_ticks;
+use crate::support::net::{connect, read_to_end};
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::seccomp::{Refusal, refuse};
+
+fn refusing(syscall: libc::c_long, errno: i32) -> Command {
+    let mut cmd = socketkit();
+    refuse(
+        &mut cmd,
+        &[Refusal {
+            syscall,
+            args: &[],
+            errno,
+        }],
+    );
+    cmd
+}
+
+/// `accept4` refused by a filter fails every try with `EPERM`, the connection left in the
+/// queue: the accept loop backs off (one warning) instead of spinning, and SIGTERM still
+/// ends the server (the spin kept the shutdown from ever running).
+#[test]
+fn an_accept_refused_for_good_backs_off_and_the_server_still_stops() {
+    let mut cmd = refusing(libc::SYS_accept4, libc::EPERM);
+    cmd.args(["serve", "echo", "--io-engine", "epoll", "-l", "127.0.0.1:0"]);
+    let mut server = Running::start(cmd, 1);
+    let _client = connect(&server.addr());
+    server.wait_for_stderr(&["operation not permitted; backing off"], DEADLINE);
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(server.pid()) - before;
+    // 100 ticks a second: a spinning loop takes most of them.
+    assert!(spent < 20, "{spent} ticks of CPU in a second");
+    server.signal(libc::SIGTERM);
+    let status = server.wait(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}
+
+/// `socketpair` refused: tokio's first runtime with I/O makes one for the process's signals
+/// and panics when it cannot; the commands that run one say so in one line instead.
+#[test]
+fn a_refused_socketpair_is_an_error_line_not_a_panic() {
+    for args in [
+        &["serve", "-l", "127.0.0.1:0"][..],
+        &["forward", "-l", "127.0.0.1:0", "--to", "127.0.0.1:9"],
+        &["bench", "127.0.0.1:9", "-d", "200ms"],
+    ] {
+        let mut cmd = refusing(libc::SYS_socketpair, libc::EPERM);
+        cmd.args(args);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 1, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("error: ") && out.stderr.contains("operation not permitted"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A filter that lets rings be made but refuses `io_uring_enter`: the probe enters its ring,
+/// so `auto` serves on epoll (its workers stopped at once behind open listeners), and
+/// `io_uring` is exit 1.
+#[test]
+fn a_ring_that_cannot_be_entered_is_no_ring() {
+    let mut cmd = refusing(libc::SYS_io_uring_enter, libc::EPERM);
+    cmd.args(["serve", "-v", "--io-engine", "auto", "-l", "127.0.0.1:0"]);
+    let server = Running::start(cmd, 1);
+    server.wait_for_stderr(&["io_uring cannot be entered"], DEADLINE);
+    assert_eq!(read_to_end(&mut connect(&server.addr())), "你好".as_bytes());
+
+    let mut cmd = refusing(libc::SYS_io_uring_enter, libc::EPERM);
+    cmd.args(["serve", "--io-engine", "io_uring", "-l", "127.0.0.1:0"]);
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot be entered"), "{}", out.stderr);
+}
+
+/// `splice` refused with `EPERM` (what seccomp profiles answer): `connect` with its output
+/// on a pipe copies instead, as it does for `EINVAL`.
+#[test]
+fn connect_copies_where_splice_is_refused_with_eperm() {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0"]);
+    let server = Running::start(cmd, 1);
+    for errno in [libc::EPERM, libc::EACCES] {
+        let mut cmd = refusing(libc::SYS_splice, errno);
+        cmd.args(["connect", &server.addr()]);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 0, "errno {errno}: {}", out.stderr);
+        assert_eq!(out.stdout, "你好".as_bytes(), "errno {errno}");
+    }
+}
+
+/// `auto` takes whichever engine works: where the workers' rings do not fit the locked
+/// memory an unprivileged user may have (a probe's ring does), it serves on epoll. Needs
+/// root, to run the server as `nobody` with a small `RLIMIT_MEMLOCK`.
+#[test]
+fn auto_serves_on_epoll_when_the_workers_rings_cannot_be_made() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root, to start the server as nobody");
+        return;
+    }
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "--workers", "2", "-l", "127.0.0.1:0"])
+        .args(["--io-engine", "auto"]);
+    use std::os::unix::process::CommandExt;
+    cmd.uid(65534).gid(65534);
+    // SAFETY: setrlimit between fork and exec, on a value the closure owns.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256 * 1024,
+                rlim_max: 256 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Running::start(cmd, 1);
+    server.wait_for_stderr(&["epoll engine after all"], DEADLINE);
+    let mut client = connect(&server.addr());
+    std::io::Write::write_all(&mut client, b"ping").expect("send");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    assert_eq!(read_to_end(&mut client), b"ping");
+    assert_eq!(
+        server.stderr().matches("epoll engine after all").count(),
+        1,
+        "one line for the endpoint: {}",
+        server.stderr()
+    );
+}
