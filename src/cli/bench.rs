@@ -101,12 +101,16 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
             config.size
         )));
     }
-    bench::reserve_descriptors(&config).map_err(|most| {
-        CliError::Usage(format!(
+    bench::reserve_descriptors(&config).map_err(|most| match most {
+        // Not the option's fault: no count of connections would do.
+        0 => CliError::Failed(
+            "the open-file limit (ulimit -n) leaves no descriptor for a connection".to_owned(),
+        ),
+        most => CliError::Usage(format!(
             "invalid value '{}' for --connections: the open-file limit (ulimit -n) allows at \
              most {most}",
             config.connections
-        ))
+        )),
     })?;
     if let Some(path) = &args.report {
         report_kind(path)?;

@@ -79,9 +79,32 @@ pub(crate) struct Managed {
     inherited: Inherited,
     pid_file: Option<PathBuf>,
     inetd: bool,
-    /// This program as started, to start again on SIGUSR2 (`None`: unknown, no restart).
-    program: Option<PathBuf>,
+    /// This program as started, to start again on SIGUSR2; or why it is not known (no
+    /// restart then).
+    program: Result<PathBuf, String>,
     args: Vec<OsString>,
+}
+
+/// This program's file, to start again on SIGUSR2: the kernel's record of it
+/// (`/proc/self/exe`), else the path it was started by when that names a file (`argv[0]`
+/// with a slash, from the directory it was started in: without `/proc`, as in a sandbox
+/// that does not mount it); or why neither will do.
+fn this_program() -> Result<PathBuf, String> {
+    let exe_failed = match std::env::current_exe() {
+        Ok(path) => return Ok(path),
+        Err(err) => socketkit::error::describe(&err),
+    };
+    let started_as = std::env::args_os().next().map(PathBuf::from);
+    let by_path = started_as
+        .filter(|path| path.components().count() > 1 || path.is_absolute())
+        .and_then(|path| std::path::absolute(path).ok())
+        .filter(|path| path.is_file());
+    by_path.ok_or_else(|| {
+        format!(
+            "this program's file is unknown (/proc/self/exe: {exe_failed}; it was not started \
+             by a path)"
+        )
+    })
 }
 
 /// A listener as `-l` (or socket activation) gives it.
@@ -124,7 +147,7 @@ impl Managed {
             inherited,
             pid_file: args.pid_file.clone(),
             inetd: args.inetd,
-            program: std::env::current_exe().ok(),
+            program: this_program(),
             args: std::env::args_os().skip(1).collect(),
         })
     }
@@ -214,7 +237,9 @@ impl Managed {
             let server = builder.bind_connection(stdin()?, "stdin").await?;
             access.drop_privileges()?;
             lifecycle.ready(|| {});
-            let hangup = watch_signals(signals, server.shutdown_handle(), None, &lifecycle);
+            // One connection on stdin: nothing to hand over.
+            let nothing = Err("an --inetd server serves one connection".to_owned());
+            let hangup = watch_signals(signals, server.shutdown_handle(), nothing, &lifecycle);
             access.reload_on_hangup(hangup, lifecycle.gate());
             after_ready();
             if let Some(warning) = access.shut_out_warning() {
@@ -230,8 +255,8 @@ impl Managed {
         left_behind.extend(access.shut_out_warning());
         // What a restart hands over: duplicates of the listeners and the metrics socket.
         let handover = match &self.program {
-            None => None,
-            Some(_) => {
+            Err(_) => None,
+            Ok(_) => {
                 let mut handover = server.handover()?;
                 if let Some(metrics) = &metrics {
                     handover.add_metrics_socket(metrics.handover_socket()?);
@@ -241,7 +266,8 @@ impl Managed {
         };
         // Without a restart the handle goes unused, and the metrics are served to the end.
         let (metrics, stop_metrics) = metrics.map(metrics::Bound::stoppable).unzip();
-        let restart = self.program.take().map(|program| Restart {
+        let program = std::mem::replace(&mut self.program, Err(String::new()));
+        let restart = program.map(|program| Restart {
             handover,
             stop_metrics,
             program,

@@ -213,13 +213,19 @@ pub(crate) fn tell_manager(state: ManagerState) {
 /// one stops. A second stop before the new process is ready kills it and closes everything
 /// now.
 ///
+/// `restart` is what a SIGUSR2 starts, or why nothing can be (said when one comes).
+///
 /// Returns SIGHUP, for the reloads (`Access::reload_on_hangup`).
 pub(crate) fn watch_signals(
     signals: Signals,
     handle: ShutdownHandle,
-    mut restart: Option<Restart>,
+    restart: Result<Restart, String>,
     lifecycle: &Lifecycle,
 ) -> Signal {
+    let (mut restart, cannot) = match restart {
+        Ok(restart) => (Some(restart), None),
+        Err(why) => (None, Some(why)),
+    };
     let Signals {
         mut interrupt,
         mut terminate,
@@ -257,7 +263,10 @@ pub(crate) fn watch_signals(
                 .as_mut()
                 .filter(|_| ready && !handle.is_shutting_down())
             else {
-                tracing::info!("SIGUSR2: nothing to restart");
+                match &cannot {
+                    Some(why) => tracing::warn!("SIGUSR2: cannot restart: {why}"),
+                    None => tracing::info!("SIGUSR2: nothing to restart"),
+                }
                 continue 'signals;
             };
             let mut stops = 0;

@@ -112,6 +112,8 @@ impl Server {
         // below): nothing of theirs, not a line of the log, comes before it.
         let mut loops_to_start: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
         let mut notes = Vec::new();
+        // The same, at -vv.
+        let mut fine_notes = Vec::new();
         #[cfg(target_os = "linux")]
         let mut rings: Vec<ring::Ready> = Vec::new();
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -150,7 +152,17 @@ impl Server {
                     .is_some_and(|spawner| spawner.replies_immediately());
             let steering = match group.listeners.first() {
                 Some(first @ Listener::Stream(_)) if replies_at_once => {
-                    Steering::attach(first.handover_parts().0, group.listeners.len())
+                    match Steering::attach(first.handover_parts().0, group.listeners.len()) {
+                        Ok(steering) => steering,
+                        Err(err) => {
+                            fine_notes.push(format!(
+                                "{}: reuseport steering not attached: {}",
+                                group.endpoint,
+                                crate::error::describe(&err)
+                            ));
+                            None
+                        }
+                    }
                 }
                 _ => None,
             };
@@ -255,6 +267,9 @@ impl Server {
         }
         for note in notes {
             tracing::debug!("{note}");
+        }
+        for note in fine_notes {
+            tracing::trace!("{note}");
         }
         tasks.extend(loops_to_start.into_iter().map(tokio::spawn));
         #[cfg(target_os = "linux")]

@@ -21,6 +21,7 @@
 //! which stands for every loop's. One at [`SPREAD_AT`] spreads, and the shares summed under
 //! [`GATHER_BELOW`] gather again.
 
+use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -47,21 +48,22 @@ pub(crate) struct Steering {
 
 impl Steering {
     /// Steers the group of `first` (one of `count` listeners) to its first socket, if
-    /// `count` listeners share it and the kernel takes the program; `None` leaves the
-    /// kernel's hash alone.
-    pub(crate) fn attach(first: BorrowedFd<'_>, count: usize) -> Option<Arc<Steering>> {
+    /// `count` listeners share it; `None` leaves the kernel's hash alone.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused the program (before Linux 4.5, or a filter): the hash stays, and
+    /// the caller says so when it may log (after the readiness lines).
+    pub(crate) fn attach(first: BorrowedFd<'_>, count: usize) -> io::Result<Option<Arc<Steering>>> {
         if count < 2 {
-            return None;
+            return Ok(None);
         }
-        if let Err(err) = steer_reuseport_to_first(first) {
-            tracing::debug!("reuseport steering not attached: {err}");
-            return None;
-        }
-        Some(Arc::new(Steering {
+        steer_reuseport_to_first(first)?;
+        Ok(Some(Arc::new(Steering {
             spread: AtomicBool::new(false),
             busy: (0..count).map(|_| AtomicU32::new(0)).collect(),
             next_index: AtomicUsize::new(0),
-        }))
+        })))
     }
 
     /// The load watch of one more worker that is a thread of its own: it measures the
@@ -208,7 +210,10 @@ mod tests {
     #[test]
     fn gathered_connections_land_on_the_first_listener_and_spread_ones_on_both() {
         let (first, second) = reuseport_pair();
-        let steering = Steering::attach(first.as_fd(), 2).expect("the kernel takes the program");
+        let steering = Steering::attach(first.as_fd(), 2)
+            .ok()
+            .flatten()
+            .expect("the kernel takes the program");
         assert_eq!(land(&first, &second, 64), (64, 0));
         let mut watch = steering.watch_thread();
         // A worker that reports a busy window spreads the group.

@@ -143,3 +143,85 @@ fn auto_serves_on_epoll_when_the_workers_rings_cannot_be_made() {
         server.stderr()
     );
 }
+
+/// A sandbox without `/proc` (a mount namespace that does not mount it): the program's file
+/// is not in `/proc/self/exe`, so a SIGUSR2 restart starts it by the path it was started by
+/// (it said "nothing to restart" and gave no reason). Needs root, for the namespace.
+#[test]
+fn a_restart_without_proc_starts_the_program_by_its_path() {
+    use crate::support::restart::{Descendants, become_subreaper, send_signal, wait_for_new_pid};
+    if unsafe { libc::geteuid() } != 0 || !crate::support::tools::available("unshare") {
+        eprintln!("skipped: needs root and unshare(1), for a mount namespace without /proc");
+        return;
+    }
+    become_subreaper();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("s.pid");
+    let program = socketkit().get_program().to_owned();
+    let mut cmd = Command::new("unshare");
+    // Private first, so that the unmount stays in the namespace.
+    cmd.args(["-m", "sh", "-c"])
+        .arg(
+            "mount --make-rprivate / && umount -l /proc && \
+             exec \"$0\" serve -l 127.0.0.1:0 --pid-file \"$1\"",
+        )
+        .arg(program)
+        .arg(&pid_file);
+    let mut old = Running::start(cmd, 1);
+    let addr = old.addr();
+    let pid = old.pid();
+    let mut adopted = Descendants::default();
+    send_signal(pid, libc::SIGUSR2);
+    let new = wait_for_new_pid(&pid_file, pid, Duration::from_secs(20));
+    adopted.add(new);
+    assert_eq!(
+        old.wait(Duration::from_secs(20)).code(),
+        Some(0),
+        "{}",
+        old.stderr()
+    );
+    assert!(
+        old.stderr().contains("restarted: process"),
+        "{}",
+        old.stderr()
+    );
+    assert_eq!(read_to_end(&mut connect(&addr)), "你好".as_bytes());
+    send_signal(new, libc::SIGTERM);
+    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+}
+
+/// `bench` under a small open-file limit runs a run that fits it (`-c 2` under `ulimit -n
+/// 64` was refused as bad usage, "allows at most 0").
+#[test]
+fn bench_runs_a_small_run_under_a_small_descriptor_limit() {
+    use std::os::unix::process::CommandExt;
+    let mut server = socketkit();
+    server.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+    let server = Running::start(server, 1);
+    let mut cmd = socketkit();
+    cmd.args([
+        "bench",
+        &server.addr(),
+        "--mode",
+        "echo",
+        "-c",
+        "2",
+        "-d",
+        "300ms",
+    ]);
+    // SAFETY: setrlimit between fork and exec, on a value the closure owns.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+}

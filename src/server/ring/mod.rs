@@ -92,11 +92,12 @@ pub(crate) fn declined(engine: IoEngine) -> Option<String> {
 fn probe() -> &'static Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     PROBED.get_or_init(|| {
-        let mut ring = worker::ring().map_err(|err| format!("io_uring is not available: {err}"))?;
+        let mut ring = worker::ring()
+            .map_err(|err| format!("io_uring is not available: {}", in_words(&err)))?;
         let mut probe = io_uring::Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
-            .map_err(|err| format!("io_uring cannot be probed: {err}"))?;
+            .map_err(|err| format!("io_uring cannot be probed: {}", in_words(&err)))?;
         for (code, name) in [
             (io_uring::opcode::AcceptMulti::CODE, "accept"),
             (io_uring::opcode::Send::CODE, "send"),
@@ -111,8 +112,12 @@ fn probe() -> &'static Result<(), String> {
         if !ring.params().is_feature_skip_cqe_on_success() {
             return Err("io_uring cannot skip completions (Linux 5.17)".to_owned());
         }
-        buffers::BufferRing::new(&ring, 0, 1, 64)
-            .map_err(|err| format!("io_uring lacks provided-buffer rings (Linux 5.19): {err}"))?;
+        buffers::BufferRing::new(&ring, 0, 1, 64).map_err(|err| {
+            format!(
+                "io_uring lacks provided-buffer rings (Linux 5.19): {}",
+                in_words(&err)
+            )
+        })?;
         // Entered once: a filter that lets rings be made but refuses `io_uring_enter` (or a
         // kernel that fails it) would leave workers that stop as soon as they start, behind
         // listeners that are open and serve nobody.
@@ -121,7 +126,7 @@ fn probe() -> &'static Result<(), String> {
         unsafe { ring.submission().push(&nop) }
             .map_err(|_| "io_uring's submission queue is full at once".to_owned())?;
         ring.submit_and_wait(1)
-            .map_err(|err| format!("io_uring cannot be entered: {err}"))?;
+            .map_err(|err| format!("io_uring cannot be entered: {}", in_words(&err)))?;
         Ok(())
     })
 }
@@ -285,8 +290,18 @@ impl Workers<'_> {
 /// names the listener: "cannot serve on tcp:…: an io_uring worker's ring: too many open
 /// files").
 fn naming(part: &str, err: io::Error) -> io::Error {
-    let words = crate::error::describe(&err);
+    let words = in_words(&err);
     io::Error::new(err.kind(), format!("an io_uring worker's {part}: {words}"))
+}
+
+/// `err` in words, with the likely cause of a ring's `ENOMEM`: its memory is locked, and for
+/// a user without `CAP_IPC_LOCK` counts against `RLIMIT_MEMLOCK`.
+fn in_words(err: &io::Error) -> String {
+    let words = crate::error::describe(err);
+    match err.raw_os_error() {
+        Some(libc::ENOMEM) => format!("{words} (its locked memory: see ulimit -l)"),
+        _ => words,
+    }
 }
 
 /// Workers with their rings, waiting to accept: every ring of a server is made before any
