@@ -6,9 +6,11 @@
 //! and tested on any machine. See `docs/platform-notes.md`.
 
 use std::io;
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -25,41 +27,89 @@ const PIPE_SIZE: usize = 256 * 1024;
 /// The environment variable that forces the copy fallback.
 pub const DISABLE_VAR: &str = "SOCKETKIT_NO_SPLICE";
 
-/// Whether the splice relay is used: not disabled by [`DISABLE_VAR`], and a probe of a
-/// loopback TCP connection spliced into a pipe worked. Decided once per process.
+/// Whether the splice relay is used: not disabled by [`DISABLE_VAR`], and a probe that
+/// spliced a byte from a socket into a pipe worked. Decided once per process, by the
+/// splice's own answer: a probe that could not even be set up (no IPv4 loopback in a
+/// sandbox, descriptors short at the first relay) decides nothing, and the next relay
+/// asks again.
 pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        if std::env::var_os(DISABLE_VAR).is_some_and(|v| v != "0") {
-            tracing::debug!("splice disabled by {DISABLE_VAR}; relaying with a copy loop");
-            return false;
+    /// 0: not decided yet; 1: available; 2: not.
+    static DECIDED: AtomicU8 = AtomicU8::new(0);
+    match DECIDED.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    if std::env::var_os(DISABLE_VAR).is_some_and(|v| v != "0") {
+        tracing::debug!("splice disabled by {DISABLE_VAR}; relaying with a copy loop");
+        DECIDED.store(2, Ordering::Relaxed);
+        return false;
+    }
+    match probe() {
+        Probed::Works => {
+            DECIDED.store(1, Ordering::Relaxed);
+            true
         }
-        match probe() {
-            Ok(()) => true,
-            Err(err) => {
+        Probed::Refused(err) => {
+            // Said once, whichever relays race to decide.
+            if DECIDED.swap(2, Ordering::Relaxed) != 2 {
                 tracing::info!(
                     "splice(2) is not available here ({}); relaying with a copy loop",
                     crate::error::describe(&err)
                 );
-                false
             }
+            false
         }
-    })
+        Probed::Undecided(err) => {
+            tracing::debug!(
+                "cannot try splice(2) yet ({}); this relay copies",
+                crate::error::describe(&err)
+            );
+            false
+        }
+    }
 }
 
-/// Splices one byte from a loopback TCP connection into a pipe.
-fn probe() -> io::Result<()> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
-    let (server, _) = listener.accept()?;
-    std::io::Write::write_all(&mut client, b"x")?;
-    let pipe = Pipe::new(PIPE_SIZE)?;
-    let moved = splice(server.as_raw_fd(), pipe.write.as_raw_fd(), 1, true)?;
-    if moved == 1 {
-        Ok(())
-    } else {
-        Err(io::ErrorKind::UnexpectedEof.into())
+/// What a splice probe found.
+enum Probed {
+    Works,
+    /// The splice itself failed.
+    Refused(io::Error),
+    /// The sockets or the pipe to try it on could not be made.
+    Undecided(io::Error),
+}
+
+/// Splices one byte from a loopback TCP connection into a pipe (a connected Unix socket
+/// pair where there is no IPv4 loopback).
+fn probe() -> Probed {
+    let made = tcp_pair().or_else(|_| {
+        let (client, server) = std::os::unix::net::UnixStream::pair()?;
+        Ok((OwnedFd::from(client), OwnedFd::from(server)))
+    });
+    let (client, server) = match made {
+        Ok(pair) => pair,
+        Err(err) => return Probed::Undecided(err),
+    };
+    let pipe = match std::fs::File::from(client)
+        .write_all(b"x")
+        .and_then(|()| Pipe::new(PIPE_SIZE))
+    {
+        Ok(pipe) => pipe,
+        Err(err) => return Probed::Undecided(err),
+    };
+    match splice(server.as_raw_fd(), pipe.write.as_raw_fd(), 1, true) {
+        Ok(1) => Probed::Works,
+        Ok(_) => Probed::Refused(io::ErrorKind::UnexpectedEof.into()),
+        Err(err) => Probed::Refused(err),
     }
+}
+
+/// A connected loopback TCP pair: the client's end and the server's.
+fn tcp_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    Ok((client.into(), server.into()))
 }
 
 /// The pipe of one direction of a relay, made once that direction carries a bulk stream

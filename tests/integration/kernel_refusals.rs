@@ -225,3 +225,54 @@ fn bench_runs_a_small_run_under_a_small_descriptor_limit() {
     let out = run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 0, "{}", out.stderr);
 }
+
+/// In a network namespace whose loopback is down (a `--network none` sandbox), the splice
+/// probe cannot make its TCP pair: it tries on a Unix pair instead, and a Unix relay still
+/// splices (it said "splice(2) is not available here (network is unreachable)" and
+/// copied for the life of the process). Needs root, for the namespace.
+#[test]
+fn the_splice_probe_needs_no_network() {
+    use std::io::{Read, Write};
+    if unsafe { libc::geteuid() } != 0 || !crate::support::tools::available("unshare") {
+        eprintln!("skipped: needs root and unshare(1), for a network namespace");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = dir.path().join("t.sock");
+    let front = dir.path().join("f.sock");
+    let mut echo = socketkit();
+    echo.args(["serve", "echo", "-l"])
+        .arg(format!("unix:{}", target.display()));
+    let _echo = Running::start(echo, 1);
+    let mut cmd = Command::new("unshare");
+    cmd.arg("-n")
+        .arg(socketkit().get_program())
+        .args(["forward", "-v", "-l"])
+        .arg(format!("unix:{}", front.display()))
+        .arg("--to")
+        .arg(format!("unix:{}", target.display()));
+    let relay = Running::start(cmd, 1);
+    let data = crate::support::net::payload(1 << 20);
+    let mut client = std::os::unix::net::UnixStream::connect(&front).expect("connect");
+    client.set_read_timeout(Some(DEADLINE)).expect("a timeout");
+    let writer = {
+        let mut client = client.try_clone().expect("a second handle");
+        let data = data.clone();
+        std::thread::spawn(move || {
+            client.write_all(&data).expect("send");
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("half-close");
+        })
+    };
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).expect("the echo");
+    writer.join().expect("writer");
+    assert!(back == data, "the echo came back intact");
+    relay.wait_for_stderr(&["closed"], DEADLINE);
+    assert!(
+        !relay.stderr().contains("not available here"),
+        "{}",
+        relay.stderr()
+    );
+}
