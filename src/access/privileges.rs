@@ -71,9 +71,11 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
     };
     // Already that user and group, and not root: nothing to drop (a server restarted by
     // SIGUSR2 starts its new copy as the user the old one became, which may not call
-    // setgroups).
+    // setgroups). But that copy never changed its credentials, so the kernel left it
+    // dumpable: any process of the user could read its memory (the environment root
+    // started it with) and take its listening sockets on privileged ports.
     if sys::current_ids() == (identity.uid, identity.gid) && identity.uid != 0 {
-        return Ok(());
+        return sys::set_not_dumpable().map_err(refused("prctl(PR_SET_DUMPABLE)"));
     }
     sys::set_groups(identity.gid).map_err(refused("setgroups"))?;
     sys::set_gid(identity.gid).map_err(refused("setgid"))?;
@@ -85,7 +87,9 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
             reason: "root could be regained".into(),
         });
     }
-    Ok(())
+    // The kernel has done so on the change of credentials unless `fs.suid_dumpable` says
+    // otherwise: asked here as well.
+    sys::set_not_dumpable().map_err(refused("prctl(PR_SET_DUMPABLE)"))
 }
 
 /// Whether a process of `identity` may remove the file at `path`: it may write and search

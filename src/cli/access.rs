@@ -153,6 +153,30 @@ impl Access {
         everyone_shut_out(self.control.as_deref()?, "rules")
     }
 
+    /// Gives the Unix socket files the server made to `--user`/`--group`, if given, as
+    /// they would be had the user made them: `--unix-mode 0660` then opens a socket to the
+    /// group as it says (root's files kept the group out). Call before dropping
+    /// privileges; what cannot be given is warned of (the warnings, for after the readiness
+    /// lines).
+    pub(crate) fn give_socket_files(&self, files: &[PathBuf]) -> Vec<String> {
+        let Some(identity) = self.identity else {
+            return Vec::new();
+        };
+        files
+            .iter()
+            .filter_map(|file| {
+                let given = std::os::unix::fs::lchown(file, Some(identity.uid), Some(identity.gid));
+                given.err().map(|err| {
+                    format!(
+                        "{} stays root's: {}",
+                        file.display(),
+                        socketkit::error::describe(&err)
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Becomes `--user`/`--group`, if given: call once the listeners are bound and before
     /// the first accept. A failure is exit 2: the server must not run as root by mistake.
     pub(crate) fn drop_privileges(&self) -> Result<(), CliError> {

@@ -252,6 +252,7 @@ impl Managed {
         let mut files = server.socket_files();
         files.extend(self.pid_file.clone());
         let mut left_behind = access.files_left_behind(&files);
+        left_behind.extend(access.give_socket_files(&server.socket_files()));
         left_behind.extend(access.shut_out_warning());
         // What a restart hands over: duplicates of the listeners and the metrics socket.
         let handover = match &self.program {
@@ -390,9 +391,13 @@ impl PidFile {
             )));
         }
         let create = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0644 whatever the umask allows beyond it: a pid file others may write would
+            // let them aim the next `kill $(cat …)` at any process.
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o644)
                 .open(&temporary)
         };
         // One left by a process that died before its rename: ours to replace (removing a

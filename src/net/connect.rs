@@ -81,7 +81,7 @@ pub(crate) fn connect_socket(
 }
 
 /// A reply socket that cannot be bound, named as what failed: the file in `$TMPDIR`
-/// (`cannot bind the reply socket /nonexistent/socketkit-PID-0.sock in $TMPDIR: no such
+/// (`cannot bind the reply socket /nonexistent/socketkit-PID-0-RANDOM.sock in $TMPDIR: no such
 /// file or directory`), not the server's path, which is fine.
 fn reply_socket_error(path: &TempSocketPath, err: Error) -> Error {
     let dir = match std::env::var_os("TMPDIR").is_some_and(|dir| !dir.is_empty()) {

@@ -17,14 +17,22 @@ const TRIES: u32 = 64;
 pub(crate) struct TempSocketPath(PathBuf);
 
 impl TempSocketPath {
-    /// A name no other socket of this process uses (`socketkit-PID-N.sock`), free to bind.
+    /// A name no other socket of this process uses (`socketkit-PID-N-RANDOM.sock`), free to
+    /// bind. The random part keeps another user of a shared temporary directory from
+    /// taking the names first: `PID-N` alone could be foreseen, and a relay whose next names
+    /// were all taken could answer no new client.
     pub(crate) fn unique() -> TempSocketPath {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir();
         let pid = std::process::id();
         let mut path = PathBuf::new();
         for _ in 0..TRIES {
-            path = name_in(&dir, pid, NEXT.fetch_add(1, Ordering::Relaxed));
+            path = name_in(
+                &dir,
+                pid,
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                unforeseeable(),
+            );
             if is_free(&path) {
                 break;
             }
@@ -53,8 +61,17 @@ impl Drop for TempSocketPath {
     }
 }
 
-fn name_in(dir: &Path, pid: u32, n: u32) -> PathBuf {
-    dir.join(format!("socketkit-{pid}-{n}.sock"))
+fn name_in(dir: &Path, pid: u32, n: u32, random: u32) -> PathBuf {
+    dir.join(format!("socketkit-{pid}-{n}-{random:08x}.sock"))
+}
+
+/// A number nobody else can foresee: std's hasher keys come from the system's random
+/// source, and each `RandomState` has keys of its own.
+fn unforeseeable() -> u32 {
+    use std::hash::BuildHasher;
+    let hashed = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    // The low half of a keyed hash: as unforeseeable as the whole.
+    (hashed & u64::from(u32::MAX)) as u32
 }
 
 /// Whether a client may bind `path`: nothing is there, or a socket nobody is bound to, which
@@ -74,24 +91,24 @@ mod tests {
     #[test]
     fn a_dead_clients_file_is_cleared_and_a_live_one_or_a_plain_file_kept() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let stale = name_in(dir.path(), 7, 0);
+        let stale = name_in(dir.path(), 7, 0, 0);
         drop(UnixDatagram::bind(&stale).expect("bind")); // the file outlives its socket
         assert!(stale.exists());
         assert!(is_free(&stale));
         assert!(!stale.exists(), "the stale file is removed");
         UnixDatagram::bind(&stale).expect("its name binds again");
 
-        let live = name_in(dir.path(), 7, 1);
+        let live = name_in(dir.path(), 7, 1, 0);
         let _bound = UnixDatagram::bind(&live).expect("bind");
         assert!(!is_free(&live));
         assert!(live.exists(), "a live socket's file is left alone");
 
-        let plain = name_in(dir.path(), 7, 2);
+        let plain = name_in(dir.path(), 7, 2, 0);
         std::fs::write(&plain, b"not a socket").expect("write");
         assert!(!is_free(&plain));
         assert_eq!(std::fs::read(&plain).expect("read"), b"not a socket");
 
-        assert!(is_free(&name_in(dir.path(), 7, 3)), "nothing there");
+        assert!(is_free(&name_in(dir.path(), 7, 3, 0)), "nothing there");
 
         // A name that was not free is not removed with its path.
         drop(TempSocketPath(plain.clone()));

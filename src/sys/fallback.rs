@@ -138,6 +138,11 @@ pub(crate) fn send_from(
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// No `PR_SET_DUMPABLE` here: what other systems do on a drop of privileges stands.
+pub(crate) fn set_not_dumpable() -> io::Result<()> {
+    Ok(())
+}
+
 /// Whether the peer of the stream socket `fd` has ended its side, asked without waiting: a
 /// peek that finds the end of stream (or an error). Bytes still unread hide the end.
 pub(crate) fn peer_has_closed(fd: RawFd) -> bool {

@@ -474,6 +474,19 @@ pub(crate) fn peer_has_closed(fd: RawFd) -> bool {
     rc > 0 && pollfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
+/// Makes this process not dumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core dump, and no
+/// process of the same user may ptrace it, read its memory or take its descriptors
+/// (`pidfd_getfd`). The kernel does so itself when a root process drops to a user; a process
+/// started as that user (a SIGUSR2 restart's, exec'd by the dropped one) must ask.
+pub(crate) fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Two listeners of one `SO_REUSEPORT` group, and where connections to them land: for the
 /// tests of the group's programs here and of the steering that uses them.
 #[cfg(test)]

@@ -42,8 +42,8 @@ pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_i
 pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
     accept_nonblocking, ask_destinations, grow_pipe, peer_has_closed, peer_name,
-    recv_with_destination, send_from, set_bind_address_no_port, set_defer_accept, splice,
-    steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
+    recv_with_destination, send_from, set_bind_address_no_port, set_defer_accept, set_not_dumpable,
+    splice, steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
     Readiness, ask_restart, chmod_no_follow, descriptor_limit, disconnect, hostname,

@@ -431,7 +431,7 @@ fn user_and_group_drop_root_before_serving() {
 }
 
 /// Whether this test runs as root, which dropping privileges needs (CI does: there it must).
-fn as_root() -> bool {
+pub(crate) fn as_root() -> bool {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;

@@ -72,10 +72,12 @@ fn a_signal_removes_a_unixgram_clients_temporary_socket_file() -> TestResult {
 }
 
 /// A Unix datagram client killed with SIGKILL cannot remove its socket file, and PIDs come
-/// round again: the next client of the same PID finds `socketkit-PID-0.sock` there. It
-/// must still connect (the dead client's file replaced), not fail with `address already in
-/// use`. The client is started by a shell that waits for the stale file and then execs it,
-/// so that the file can be named after the PID it will have.
+/// round again: the next client of the same PID finds a file of its PID there (the names
+/// of older socketkits were `socketkit-PID-N.sock`; now a random part follows, so that
+/// nobody can take them first). It must still connect, not fail with `address already in
+/// use`, and remove its own file at the end. The client is started by a shell that waits
+/// for the stale file and then execs it, so that the file can be named after the PID it
+/// will have.
 #[test]
 fn a_unixgram_client_replaces_a_dead_clients_socket_file_of_its_pid() -> TestResult {
     use std::os::unix::net::UnixDatagram;
@@ -107,11 +109,21 @@ fn a_unixgram_client_replaces_a_dead_clients_socket_file_of_its_pid() -> TestRes
         .recv_from(&mut buf)
         .map_err(|err| format!("no datagram ({err}); stderr: {}", client.stderr()))?;
     assert_eq!(&buf[..n], b"hello\n");
-    assert_eq!(from.as_pathname(), Some(stale.as_path()));
-    server.send_to(b"answer\n", &stale)?;
+    let own = from.as_pathname().ok_or("an unnamed client")?.to_path_buf();
+    let name = own
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let prefix = format!("socketkit-{}-0-", client.pid());
+    assert!(
+        name.starts_with(&prefix) && name.ends_with(".sock"),
+        "{name}"
+    );
+    server.send_to(b"answer\n", &own)?;
     drop(stdin);
     let status = client.wait(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", client.stderr());
-    assert!(!stale.exists(), "the client removes its file when it ends");
+    assert!(!own.exists(), "the client removes its file when it ends");
     Ok(())
 }

@@ -96,6 +96,35 @@ fn udp_clients_reach_a_unixgram_target_and_get_its_answers() {
     );
 }
 
+/// The names of the relay's upstream files cannot be taken first by another user of a
+/// shared temporary directory: with `socketkit-PID-N.sock` names, live sockets at the next
+/// 64 left the relay without a name for a new client (found by an outside audit).
+#[test]
+fn nobody_can_take_the_upstream_files_names_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay_tmp = tempfile::tempdir().expect("temp dir");
+    let target = format!("unixgram:{}", dir.path().join("echo.sock").display());
+    let _echo = echo(&target);
+    let relay = forward(&["udp:127.0.0.1:0"], &target, relay_tmp.path(), &[]);
+    let squatted: Vec<UnixDatagram> = (0..80)
+        .map(|n| {
+            let name = format!("socketkit-{}-{n}.sock", relay.pid());
+            UnixDatagram::bind(relay_tmp.path().join(name)).expect("bind a squatter")
+        })
+        .collect();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client
+        .send_to(b"through", ("127.0.0.1", relay.port()))
+        .expect("send");
+    let mut buf = [0u8; 64];
+    let (len, _) = client
+        .recv_from(&mut buf)
+        .unwrap_or_else(|err| panic!("no answer ({err}): {}", relay.stderr()));
+    assert_eq!(&buf[..len], b"through");
+    drop(squatted);
+}
+
 #[test]
 fn unixgram_clients_reach_a_udp_target_each_answered_at_its_own_address() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -150,6 +150,8 @@ mod option_files;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
 /// `bench --send-proxy`: headers the PROXY servers admit, and a plain echo sends back.
+/// A server that drops root: what it leaves open to its user and to everyone.
+mod privileges;
 mod proxy_bench;
 /// `listen --proxy-protocol`: behind HAProxy and a v1 client, and its refusals.
 mod proxy_listen;

@@ -38,6 +38,23 @@ fn exec_runs_a_program_per_connection_with_the_peer_in_its_environment() {
     assert_eq!(out, format!("127.0.0.1 {port} 127.0.0.1\nSHOUT\n"));
 }
 
+/// The service manager's socket is the server's alone: a program that had it could tell
+/// the manager READY=1 or STOPPING=1 for the service (found by an outside audit).
+#[test]
+fn a_program_does_not_get_the_service_managers_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notify = dir.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&notify).expect("bind");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "-l", "127.0.0.1:0", "--shell", "--"])
+        .arg("echo \"${NOTIFY_SOCKET-none} ${WATCHDOG_USEC-none}\"")
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "60000000");
+    let server = Running::start(cmd, 1);
+    assert_eq!(read_to_end(&mut connect(&server.addr())), b"none none\n");
+    drop(manager);
+}
+
 #[test]
 fn an_ipv4_client_of_a_dual_stack_listener_is_ipv4_to_the_program_and_the_proxy_header() {
     // The program's environment.

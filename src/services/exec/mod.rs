@@ -182,6 +182,12 @@ impl Exec {
         for name in TLS_VARS.iter().chain(&PROXY_VARS) {
             cmd.env_remove(name);
         }
+        // The service manager's, for the server alone: a program that wrote to it could say
+        // READY=1 or STOPPING=1 for the service (systemd takes it from any process of the
+        // unit when `NotifyAccess=all`), and its watchdog is the server's.
+        for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            cmd.env_remove(name);
+        }
         if let Some(told) = told {
             set_proxy_vars(&mut cmd, told);
         }

@@ -1,0 +1,109 @@
+//! A server started as root that drops to `--user`/`--group`, as an operator runs one on a
+//! low port: what it leaves open to the user's other processes and to everyone. Found by
+//! an outside security review (2026-12-07). Each test needs root (CI runs as root).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use crate::access_control::as_root;
+use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::restart::{Descendants, become_subreaper, send_signal, wait_for_new_pid};
+
+/// A directory anyone may write, for the files a server that becomes nobody writes again.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    dir
+}
+
+/// The process a SIGUSR2 restart starts runs as the user from its start, so the kernel
+/// leaves it dumpable: any process of that user could read its memory (root's
+/// environment) and take its listening sockets with `pidfd_getfd`. It must not be.
+/// (`/proc/PID/environ` belongs to root for a process that is not dumpable.)
+#[test]
+fn a_restarted_server_is_not_dumpable_by_its_user() {
+    if !as_root() {
+        return;
+    }
+    become_subreaper();
+    let dir = shared_dir();
+    let pid_file = dir.path().join("s.pid");
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "-l",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--pid-file",
+    ])
+    .arg(&pid_file);
+    let mut old = Running::start(cmd, 1);
+    let pid = old.pid();
+    let owner = |pid: i32| {
+        std::fs::metadata(format!("/proc/{pid}/environ"))
+            .expect("the process's environ")
+            .uid()
+    };
+    assert_eq!(owner(pid), 0, "the first process");
+    let mut adopted = Descendants::default();
+    send_signal(pid, libc::SIGUSR2);
+    let new = wait_for_new_pid(&pid_file, pid, Duration::from_secs(20));
+    adopted.add(new);
+    assert_eq!(
+        old.wait(Duration::from_secs(20)).code(),
+        Some(0),
+        "{}",
+        old.stderr()
+    );
+    assert_eq!(owner(new), 0, "the restarted process is dumpable by nobody");
+    send_signal(new, libc::SIGTERM);
+    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+}
+
+/// `--user nobody --group nogroup --unix-mode 0660`: the socket file is the user's and the
+/// group's, as if they had made it, so that the group may connect as the mode says (root's
+/// file kept them out). The pid file is 0644 whatever the umask.
+#[test]
+fn the_socket_file_is_the_users_and_the_pid_file_is_not_writable_by_others() {
+    if !as_root() {
+        return;
+    }
+    let dir = shared_dir();
+    let socket = dir.path().join("s.sock");
+    let pid_file = dir.path().join("s.pid");
+    let mut cmd = socketkit();
+    cmd.arg("serve")
+        .arg("-l")
+        .arg(format!("unix:{}", socket.display()))
+        .args([
+            "--user",
+            "nobody",
+            "--group",
+            "nogroup",
+            "--unix-mode",
+            "0660",
+        ])
+        .arg("--pid-file")
+        .arg(&pid_file);
+    // SAFETY: umask between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut server = Running::start(cmd, 1);
+    let meta = std::fs::symlink_metadata(&socket).expect("the socket file");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let mode = std::fs::metadata(&pid_file).expect("the pid file").mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(DEADLINE).code(), Some(0), "{}", server.stderr());
+}
