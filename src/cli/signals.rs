@@ -56,6 +56,9 @@ pub(crate) struct Signals {
     terminate: Signal,
     user2: Signal,
     hangup: Signal,
+    /// SIGHUP again (tokio tells every stream of a signal): for the restarts, which pass on
+    /// a reload asked for while they start.
+    hangup_in_restart: Signal,
 }
 
 impl Signals {
@@ -68,6 +71,7 @@ impl Signals {
             terminate: install(SignalKind::terminate())?,
             user2: install(SignalKind::user_defined2())?,
             hangup: install(SignalKind::hangup())?,
+            hangup_in_restart: install(SignalKind::hangup())?,
         })
     }
 }
@@ -231,6 +235,7 @@ pub(crate) fn watch_signals(
         mut terminate,
         mut user2,
         hangup,
+        mut hangup_in_restart,
     } = signals;
     let lifecycle = lifecycle.clone();
     let mut gate = lifecycle.gate();
@@ -271,6 +276,14 @@ pub(crate) fn watch_signals(
             };
             let mut stops = 0;
             let mut again = false;
+            // A SIGHUP of before this restart is this process's own reload: forgotten here
+            // (tokio keeps one, whenever it came).
+            tokio::select! {
+                biased;
+                _ = hangup_in_restart.recv() => {}
+                () = std::future::ready(()) => {}
+            }
+            let mut reload_after = false;
             let started = {
                 let start = restarting.start();
                 tokio::pin!(start);
@@ -285,6 +298,9 @@ pub(crate) fn watch_signals(
                             again = true;
                             tracing::info!("SIGUSR2 during a restart: another follows once this one is over");
                         }
+                        // The new process may have read its files before they changed:
+                        // it reloads too, once it serves.
+                        _ = hangup_in_restart.recv(), if !reload_after => reload_after = true,
                     }
                     // A second stop closes everything now: the new process, not
                     // ready yet, is not waited for (dropped, the start kills it).
@@ -301,6 +317,18 @@ pub(crate) fn watch_signals(
                 Some(successor) => Some(restarting.take_over(successor, &handle).await),
                 None => None,
             };
+            if let (Some(successor), true) = (&successor, reload_after) {
+                tracing::info!(
+                    "SIGHUP that came during the restart: passed on to process {}",
+                    successor.pid()
+                );
+                if let Err(err) = successor.reload() {
+                    tracing::warn!(
+                        "cannot pass SIGHUP on to process {}: {err}",
+                        successor.pid()
+                    );
+                }
+            }
             match (&successor, again && stops == 0) {
                 // The new process serves, and restarts itself in turn.
                 (Some(successor), true) => {

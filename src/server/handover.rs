@@ -72,6 +72,16 @@ impl Successor {
     pub fn restart(&self) -> io::Result<()> {
         net::ask_restart(self.pid)
     }
+
+    /// Asks the new process to read its files again (SIGHUP): for a reload asked for while
+    /// it was starting, after it may have read them (a rotated certificate, a new rule).
+    ///
+    /// # Errors
+    ///
+    /// The process is gone, or is not ours to signal.
+    pub fn reload(&self) -> io::Result<()> {
+        net::ask_reload(self.pid)
+    }
 }
 
 impl Server {

@@ -434,6 +434,11 @@ pub(crate) fn ask_restart(pid: u32) -> io::Result<()> {
     send_signal(pid, libc::SIGUSR2, 1)
 }
 
+/// Sends SIGHUP to process `pid`: a socketkit server reads its files again.
+pub(crate) fn ask_reload(pid: u32) -> io::Result<()> {
+    send_signal(pid, libc::SIGHUP, 1)
+}
+
 /// Sends SIGKILL to every process of process group `group` (`kill(2)` of the negated id,
 /// as `killpg(3)` does).
 pub(crate) fn kill_process_group(group: u32) -> io::Result<()> {

@@ -139,6 +139,8 @@ mod managed_restart_edges;
 /// SIGUSR2 with `--metrics`: the metrics socket handed over, no scrape reset or answered by
 /// the old process once the new one is ready.
 mod managed_restart_metrics;
+/// A SIGHUP during a SIGUSR2 restart reaches the new process.
+mod managed_restart_reload;
 /// Signals at awkward moments: a stop after a restart, a stop to the new pid, early signals.
 mod managed_signal_timing;
 /// `--metrics` and `/health`: every path a connection takes counts what it did.
