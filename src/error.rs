@@ -298,6 +298,22 @@ impl From<Error> for io::Error {
     }
 }
 
+/// A peer's text (a Unix client's socket name, a SOCKS user name) as one word of a log
+/// line's message: as it is when it is plain; else quoted and escaped (`Debug`), with `=`
+/// as `\u{3d}` too, so that no reader finds a `key=value` field of the client's making in
+/// it, even one that does not take quoted words in a message as one. (The logger escapes
+/// line breaks and control characters itself.)
+pub(crate) fn log_word(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '=' | '"' | '\''));
+    match plain {
+        true => std::borrow::Cow::Borrowed(text),
+        false => std::borrow::Cow::Owned(format!("{text:?}").replace('=', "\\u{3d}")),
+    }
+}
+
 /// The reason in an OS error as words a user reads: `address already in use`, not
 /// `Address already in use (os error 98)`.
 ///

@@ -1,7 +1,7 @@
 //! `socketkit bench`: run the load generator, show progress on a terminal, print the report;
 //! or, with `--compare`, read two saved reports and show them side by side.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use socketkit::proxy_protocol::Version;
 use tokio::signal::unix::SignalKind;
 
 use super::args::{BenchArgs, ProxyVersion};
-use super::exit::CliError;
+use super::exit::{CliError, write_stdout};
 use super::given::Given;
 use super::{bench_options, init_logging, resolve, tls};
 
@@ -46,8 +46,7 @@ fn compare(args: &BenchArgs, files: &[PathBuf]) -> Result<(), CliError> {
     let (a_report, b_report) = (saved_run(a)?, saved_run(b)?);
     let (a_name, b_name) = (a.display().to_string(), b.display().to_string());
     let runs = ((a_name.as_str(), &a_report), (b_name.as_str(), &b_report));
-    // A closed stdout (`| head`) is not a failure.
-    let _ = std::io::stdout().write_all(bench::compare::table(runs.0, runs.1).as_bytes());
+    write_stdout(bench::compare::table(runs.0, runs.1).as_bytes())?;
     if let Some(path) = &args.report {
         let body = if report_kind(path)? {
             bench::plot::compare_html(runs.0, runs.1)
@@ -137,8 +136,7 @@ fn measure(args: &BenchArgs, given: &Given, endpoint: &str) -> Result<(), CliErr
     let stats = Arc::new(Stats::new(config.interval));
     let show_progress = std::io::stderr().is_terminal() && !args.json && !args.log.quiet;
     if !args.json {
-        // A closed stdout (`| head`) is not the run's failure.
-        let _ = std::io::stdout().write_all(header(&config, &endpoint).as_bytes());
+        write_stdout(header(&config, &endpoint).as_bytes())?;
     }
     let (warmup, duration) = (config.warmup, config.duration);
     let stop = Signal::default();
@@ -313,8 +311,7 @@ fn output(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
     } else {
         report.to_string()
     };
-    // A closed stdout (`| head`) is not the run's failure.
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    write_stdout(text.as_bytes())?;
     if let Some(path) = &args.report {
         let body = if report_kind(path)? {
             bench::plot::html(report)

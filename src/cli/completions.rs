@@ -1,7 +1,7 @@
 //! `socketkit completions SHELL` and `socketkit man`: both generated from the same clap
 //! definitions as the parser, so they cannot drift from what the program accepts.
 
-use std::io::{self, Write};
+use std::io::Write;
 
 use clap::CommandFactory;
 
@@ -39,18 +39,4 @@ fn render(man: &clap_mangen::Man, out: &mut Vec<u8>) -> Result<(), CliError> {
     man.render(out).map_err(stdout_error)
 }
 
-/// Writes all of `bytes`; a closed stdout (`| head`) is not an error.
-fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
-    match io::stdout().lock().write_all(bytes) {
-        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(stdout_error(err)),
-        _ => Ok(()),
-    }
-}
-
-fn stdout_error(err: io::Error) -> CliError {
-    CliError::Runtime(socketkit::Error::new(
-        socketkit::error::Op::Io,
-        "stdout",
-        err,
-    ))
-}
+use super::exit::{stdout_error, write_stdout};

@@ -50,6 +50,27 @@ pub(crate) fn read_text(what: &'static str, file: &std::path::Path) -> Result<St
     })
 }
 
+/// Writes all of `bytes` to stdout and flushes it. A closed stdout (`| head`) is not an
+/// error: its reader wanted no more. Any other failure (a full disk, `/dev/full`) is: the
+/// output is lost, and the exit code must say so.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(stdout_error(err)),
+        _ => Ok(()),
+    }
+}
+
+/// A failed write to stdout, as the `error:` line names it.
+pub(crate) fn stdout_error(err: std::io::Error) -> CliError {
+    CliError::Runtime(socketkit::Error::new(
+        socketkit::error::Op::Io,
+        "stdout",
+        err,
+    ))
+}
+
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -52,7 +52,7 @@ pub(crate) fn init(log: &LogArgs) {
 /// Whether the log's levels are coloured: only on a terminal (`stderr_is_terminal`), and
 /// not when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>) or
 /// the terminal is `TERM=dumb`, which has no escape sequences.
-fn colour(
+pub(crate) fn colour(
     stderr_is_terminal: bool,
     no_color: Option<std::ffi::OsString>,
     term: Option<std::ffi::OsString>,

@@ -93,9 +93,22 @@ pub(crate) fn run() -> ExitCode {
 fn clap_exit(err: &clap::Error, argv: &[OsString]) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            // Printing help can only fail if stdout is gone, and then nobody reads it.
-            let _ = err.print();
-            ExitCode::SUCCESS
+            // A stdout whose reader left (`| head`) wanted no more; one that failed (a full
+            // disk) lost the text, and the exit code says so.
+            // Styled where the log would be: on a terminal, unless NO_COLOR or TERM=dumb.
+            let styled = log::colour(
+                std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                std::env::var_os("NO_COLOR"),
+                std::env::var_os("TERM"),
+            );
+            let text = match styled {
+                true => err.render().ansi().to_string(),
+                false => err.render().to_string(),
+            };
+            match exit::write_stdout(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(failed) => failed.report(),
+            }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             // Nobody may read stdout (`socketkit | head`): the error line still goes.

@@ -7,8 +7,11 @@
 //! thread limit), every line is written at once, as it is before [`start`].
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use socketkit::client::WaitingFile;
 
 /// How much text may wait for a slow reader before log events are dropped: at `-v`, about
 /// two thousand connections' lines, and a bounded cost if nobody ever reads them.
@@ -56,6 +59,15 @@ struct State {
     waiting: bool,
     /// The writer is writing what it took.
     writing: bool,
+    /// Batches the writer has finished: how [`flush_in_order`] tells a writer that moves.
+    batches: u64,
+    /// The batch count when a [`flush_in_order`] last waited in vain (the reader stuck).
+    stalled_at: Option<u64>,
+    /// The last write failed (a full disk): the writer waits for new lines before it tries
+    /// again, rather than retry its count of dropped lines at once, for ever.
+    failed: bool,
+    /// The last write failed part way through a line: the next starts on a line of its own.
+    cut: bool,
 }
 
 /// Starts the writer thread; `dropped_line` words the count of dropped events. Lines
@@ -80,13 +92,16 @@ pub(crate) fn start(dropped_line: fn(u64) -> String) {
 
 /// Writes `text` (whole lines) to stderr, through the queue once [`start`] has run.
 pub(crate) fn write(text: &[u8], line: Line) {
+    // Without the writer thread there is nobody to tell what a failed write left out.
     let Some(queue) = QUEUE.get() else {
-        return write_lines(text);
+        write_lines(text);
+        return;
     };
     let mut state = lock(&queue.state);
     if !state.threaded {
         drop(state);
-        return write_lines(text);
+        write_lines(text);
+        return;
     }
     if line == Line::Event && state.pending.len() + text.len() > QUEUE_LIMIT {
         state.dropped += 1;
@@ -106,27 +121,66 @@ pub(crate) fn flush(within: Duration) {
     let Some(queue) = QUEUE.get() else {
         return;
     };
-    let deadline = Instant::now() + within;
-    let mut state = lock(&queue.state);
-    while state.threaded && (state.writing || !state.pending.is_empty() || state.dropped > 0) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        state = match queue.emptied.wait_timeout(state, left) {
-            Ok((state, _)) => state,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
+    drop(queue.wait_written(lock(&queue.state), within));
+}
+
+/// Waits up to `within` for the queued lines, so that they come before what follows on the
+/// same terminal (the peer's first byte after `connection from`). Once such a wait has run
+/// out, the next ones do not wait until the writer has written something since: a reader
+/// that stopped would otherwise hold up every connection by `within`.
+pub(crate) fn flush_in_order(within: Duration) {
+    let Some(queue) = QUEUE.get() else {
+        return;
+    };
+    let state = lock(&queue.state);
+    if state.stalled_at == Some(state.batches) {
+        return;
+    }
+    let mut state = queue.wait_written(state, within);
+    if state.threaded && state.has_work() {
+        state.stalled_at = Some(state.batches);
+    }
+}
+
+impl State {
+    /// Whether the writer has lines to write (the count of dropped ones among them, unless
+    /// the last write failed).
+    fn has_work(&self) -> bool {
+        self.writing || !self.pending.is_empty() || (self.dropped > 0 && !self.failed)
     }
 }
 
 impl Queue {
+    /// Waits up to `within` until the writer has nothing left to write; the state as it
+    /// was then.
+    fn wait_written<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        within: Duration,
+    ) -> MutexGuard<'a, State> {
+        let deadline = Instant::now() + within;
+        while state.threaded && state.has_work() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = match self.emptied.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        state
+    }
+
     /// The writer thread: takes whatever is queued and writes it, for as long as the
     /// process lives.
     fn write_forever(&self) {
         let mut taken = Vec::new();
         loop {
             let mut state = lock(&self.state);
+            if state.writing {
+                state.batches += 1;
+            }
             state.writing = false;
             if taken.capacity() > 0 && state.pending.is_empty() {
                 // Kept for the next lines: most runs log little, and at `-v` steadily.
@@ -134,7 +188,7 @@ impl Queue {
                 std::mem::swap(&mut state.pending, &mut taken);
             }
             self.emptied.notify_all();
-            while state.pending.is_empty() && state.dropped == 0 {
+            while state.pending.is_empty() && (state.dropped == 0 || state.failed) {
                 state.waiting = true;
                 state = match self.queued.wait(state) {
                     Ok(state) => state,
@@ -145,11 +199,23 @@ impl Queue {
             state.writing = true;
             taken = std::mem::take(&mut state.pending);
             let dropped = std::mem::take(&mut state.dropped);
+            let cut = std::mem::take(&mut state.cut);
             drop(state);
+            if cut {
+                // Ends the line a failed write cut, so that this one does not run on from it.
+                taken.insert(0, b'\n');
+            }
             if dropped > 0 {
                 taken.extend_from_slice((self.dropped_line)(dropped).as_bytes());
             }
-            write_lines(&taken);
+            let unwritten = write_lines(&taken);
+            let mut state = lock(&self.state);
+            // What a failure kept from the reader is counted with the events dropped, and
+            // said once a write succeeds again.
+            state.dropped += unwritten.lines;
+            state.failed = unwritten.lines > 0;
+            // A line cut before stays cut until a write gets the mending line end out.
+            state.cut = unwritten.cut || (cut && unwritten.none);
         }
     }
 }
@@ -162,17 +228,72 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a write to stderr could not write.
+#[derive(Default)]
+struct Unwritten {
+    /// Lines not written, or written in part.
+    lines: u64,
+    /// The last line written was cut part way.
+    cut: bool,
+    /// Nothing at all was written.
+    none: bool,
+}
+
+/// Stderr as the writer writes it: a duplicate of descriptor 2 that waits when stderr is a
+/// non-blocking pipe that is full (a parent's, left non-blocking), rather than drop lines
+/// with `EAGAIN`; `None` when stderr is closed.
+fn stderr_file() -> Option<&'static Mutex<WaitingFile>> {
+    static STDERR: OnceLock<Option<Mutex<WaitingFile>>> = OnceLock::new();
+    STDERR
+        .get_or_init(|| {
+            let fd = io::stderr().as_fd().try_clone_to_owned().ok()?;
+            Some(Mutex::new(WaitingFile::new(std::fs::File::from(fd))))
+        })
+        .as_ref()
+}
+
 /// Writes `text` in pieces of whole lines of at most [`WHOLE_WRITE`] bytes each (a longer
-/// line goes alone). If stderr is gone there is nobody to tell: the rest is dropped.
-fn write_lines(mut text: &[u8]) {
-    let mut stderr = io::stderr().lock();
+/// line goes alone). If stderr fails (it is gone, a full disk), the rest is not written:
+/// what that left out comes back.
+fn write_lines(mut text: &[u8]) -> Unwritten {
+    let whole = text.len();
+    let lines = |text: &[u8]| text.iter().filter(|&&b| b == b'\n').count() as u64;
+    let Some(stderr) = stderr_file() else {
+        return Unwritten {
+            lines: lines(text),
+            cut: false,
+            none: true,
+        };
+    };
+    let mut stderr = stderr
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     while !text.is_empty() {
         let (piece, rest) = text.split_at(piece_end(text));
-        if stderr.write_all(piece).is_err() {
-            return;
+        let mut left = piece;
+        while !left.is_empty() {
+            match stderr.write(left) {
+                Ok(n) if n > 0 => left = &left[n..],
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // Nothing more goes: from the line that was being written on.
+                _ => {
+                    let written = piece.len() - left.len();
+                    let line_start = piece[..written]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |newline| newline + 1);
+                    let rest_of_text = &text[line_start..];
+                    return Unwritten {
+                        lines: lines(rest_of_text),
+                        cut: written > line_start,
+                        none: written == 0 && text.len() == whole,
+                    };
+                }
+            }
         }
         text = rest;
     }
+    Unwritten::default()
 }
 
 /// Where the first piece of `text` to write ends: after the last line end within

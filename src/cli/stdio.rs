@@ -117,7 +117,7 @@ pub(crate) fn run(
     let output = bridge_output(log)?;
     // The lines said so far (`connected to`, `connection from`, at -v) go out before the
     // peer's first byte: on one terminal they read in order.
-    super::stderr::flush(LINES_FIRST);
+    super::stderr::flush_in_order(LINES_FIRST);
     let end = if datagrams {
         bridge_datagrams(socket, input, output, options)?
     } else {
@@ -166,7 +166,7 @@ impl<W> LinesFirst<W> {
 impl<W: io::Write> io::Write for LinesFirst<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if !std::mem::replace(&mut self.waited, true) {
-            super::stderr::flush(LINES_FIRST);
+            super::stderr::flush_in_order(LINES_FIRST);
         }
         self.inner.write(buf)
     }

@@ -229,3 +229,105 @@ fn a_newline_in_the_listen_path_makes_no_second_readiness_line() -> TestResult {
     assert!(out.stderr.contains("gone\\n.sock"), "{}", out.stderr);
     Ok(())
 }
+
+/// The first value of each `key=value` a plain scanning reader finds in `line` (a word of
+/// letters, digits or `_`, `=`, then a quoted value or one up to the next space), as a
+/// regular expression `(\w+)=("(?:[^"\\]|\\.)*"|\S+)` scans it: anywhere in the line,
+/// the message too.
+fn scanned_fields(line: &str) -> std::collections::HashMap<String, String> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut fields = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let key_end = (i..chars.len())
+            .find(|&j| !(chars[j].is_alphanumeric() || chars[j] == '_'))
+            .unwrap_or(chars.len());
+        if key_end == i || chars.get(key_end) != Some(&'=') {
+            i += 1;
+            continue;
+        }
+        let mut end = key_end + 1;
+        if chars.get(end) == Some(&'"') {
+            end += 1;
+            while end < chars.len() && chars[end] != '"' {
+                end += if chars[end] == '\\' { 2 } else { 1 };
+            }
+            end = (end + 1).min(chars.len());
+        } else {
+            while end < chars.len() && chars[end] != ' ' {
+                end += 1;
+            }
+        }
+        let key: String = chars[i..key_end].iter().collect();
+        let value: String = chars[key_end + 1..end].iter().collect();
+        fields.entry(key).or_insert(value);
+        i = end;
+    }
+    fields
+}
+
+/// A Unix client's name in `listen -v`'s `connection from NAME` message, and a SOCKS user's
+/// in `socks: refused user NAME`: quoted, with no `=` of the client's making, so that no
+/// logfmt reader takes a field from it (a reader that scans a line for `key=value` read a
+/// forged `peer=6.6.6.6` and `error` from both). Found by an outside audit of logs.
+#[test]
+fn a_peers_text_in_a_message_adds_no_field() -> TestResult {
+    let forged = "x peer=6.6.6.6 error=\"forged\" bytes_in=9";
+    let dir = tempfile::tempdir()?;
+    let server = dir.path().join("l.sock");
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "-v", &unix_arg(&server)]);
+    let listen = Running::start(cmd, 1);
+    client_named(dir.path(), forged, &server)?;
+    listen.wait_for_stderr(&["connection from "], Duration::from_secs(5));
+    let log = listen.stderr();
+    let line = log
+        .lines()
+        .find(|line| line.contains("connection from "))
+        .ok_or("no connection line")?;
+    let fields = scanned_fields(line);
+    let path = format!("{:?}", dir.path().join(forged).display().to_string());
+    assert_eq!(fields.get("peer"), Some(&path), "{line}");
+    assert!(!fields.contains_key("error"), "{line}");
+
+    let users = dir.path().join("users");
+    std::fs::write(&users, "alice:pw\n")?;
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-v",
+        "-l",
+        "127.0.0.1:0",
+        "--socks",
+        "--socks-users",
+    ])
+    .arg(&users);
+    let socks = Running::start(cmd, 1);
+    let mut client = std::net::TcpStream::connect(socks.addr())?;
+    client.set_read_timeout(Some(DEADLINE))?;
+    std::io::Write::write_all(&mut client, &[5, 1, 2])?;
+    let mut method = [0; 2];
+    client.read_exact(&mut method)?;
+    let mut request = vec![1, u8::try_from(forged.len())?];
+    request.extend_from_slice(forged.as_bytes());
+    request.extend_from_slice(&[2, b'p', b'w']);
+    std::io::Write::write_all(&mut client, &request)?;
+    let mut answer = [0; 2];
+    client.read_exact(&mut answer)?;
+    assert_eq!(answer, [1, 1], "refused");
+    socks.wait_for_stderr(&["refused user"], Duration::from_secs(5));
+    let log = socks.stderr();
+    let line = log
+        .lines()
+        .find(|line| line.contains("refused user"))
+        .ok_or("no refusal line")?;
+    let fields = scanned_fields(line);
+    assert!(
+        fields
+            .get("peer")
+            .is_some_and(|peer| peer.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert!(!fields.contains_key("bytes_in"), "{line}");
+    Ok(())
+}

@@ -129,6 +129,8 @@ mod layers;
 /// The library when something goes wrong around it: panicking handlers, a dropped `serve`,
 /// `tls:` given to plain calls, the TLS bridge from async code, `sendall`'s timeout.
 mod library_faults;
+/// Where the log and the output go when that place misbehaves.
+mod log_backpressure;
 /// Text logs and readiness lines stay one line per event whatever a path holds.
 mod log_forgery;
 /// Socket activation (fd:N, fd:NAME, LISTEN_FDS), --inetd, sd_notify, exec children.

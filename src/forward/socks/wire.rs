@@ -174,8 +174,8 @@ async fn request5(
         if !users.admits(&user, &password) {
             tracing::debug!(
                 peer = %client.peer_addr(),
-                "socks: refused user '{}'",
-                String::from_utf8_lossy(&user)
+                "socks: refused user {}",
+                crate::error::log_word(&String::from_utf8_lossy(&user))
             );
             client.write_all(&[1, 1]).await?;
             return Ok(None);

@@ -386,7 +386,10 @@ impl Meter {
         };
         summary.log(
             &open.listener,
-            format_args!("connection from {}", self.peer),
+            format_args!(
+                "connection from {}",
+                crate::error::log_word(&self.peer.to_string())
+            ),
         );
     }
 

@@ -1,0 +1,172 @@
+//! Where the log and the output go when that place misbehaves, as under a journal that
+//! stops reading, a full disk or a parent's non-blocking pipe: serving goes on, no line is
+//! cut into another, what is lost is counted, and an output that fails is an error. Found
+//! by an outside audit of logs (2026-12-07).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::net::free_port;
+use crate::support::process::{DEADLINE, Running, socketkit};
+
+/// A child killed and reaped on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One connection to `port` that sends a byte, half-closes and reads to the end: how long
+/// it took.
+fn exchange(port: u16) -> Duration {
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("a timeout");
+    // A greeting server may have answered and closed already: only the timing matters.
+    let _ = stream.write_all(b"x");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    started.elapsed()
+}
+
+/// `listen -k -v` whose stderr nobody reads past its first line: each connection waited
+/// 200 ms for its `connection from` line to be written first, which never came.
+#[test]
+fn a_stuck_stderr_does_not_hold_listens_connections() {
+    let port = free_port();
+    let mut cmd = socketkit();
+    cmd.args(["listen", "-k", "-v", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = Reaped(cmd.spawn().expect("start listen"));
+    let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("the readiness line");
+    assert!(first.starts_with("listening on "), "{first}");
+    // About 200 bytes of log each: the pipe's 64 KiB fill well before the last ones.
+    let took: Vec<Duration> = (0..500).map(|_| exchange(port)).collect();
+    let mut last: Vec<Duration> = took[450..].to_vec();
+    last.sort();
+    assert!(
+        last[25] < Duration::from_millis(100),
+        "median of the last 50: {:?}",
+        last[25]
+    );
+    drop(stderr);
+}
+
+/// `bench` and `--help` whose stdout fails (a full disk): exit 1 with the reason, where the
+/// report was lost with exit 0.
+#[test]
+fn an_output_that_fails_is_an_error() {
+    let mut server = socketkit();
+    server.args(["serve", "-l", "127.0.0.1:0"]);
+    let server = Running::start(server, 1);
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full")
+    };
+    for args in [
+        &["bench", &server.addr(), "--count", "20", "-c", "2"][..],
+        &[
+            "bench",
+            &server.addr(),
+            "--count",
+            "20",
+            "-c",
+            "2",
+            "--json",
+        ],
+        &["--help"],
+        &["serve", "--help"],
+    ] {
+        let mut cmd = socketkit();
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(full())
+            .stderr(Stdio::piped());
+        let mut child = Reaped(cmd.spawn().expect("start"));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(started.elapsed() < DEADLINE, "{args:?} did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        let _ = child
+            .0
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr);
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// A stderr that is a non-blocking pipe (a parent left its file description so), full for
+/// a moment: the lines wait for room, the readiness line first, instead of being dropped
+/// with `EAGAIN`.
+#[test]
+fn a_non_blocking_stderr_loses_no_line() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both were just made and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor owned here.
+    let size = unsafe {
+        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
+        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
+    };
+    let mut write = std::fs::File::from(write);
+    let mut read = std::fs::File::from(read);
+    write
+        .write_all(&vec![b'.'; usize::try_from(size).expect("a size")])
+        .expect("fill the pipe");
+    let port = free_port();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-v", "-l", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write));
+    let mut child = Reaped(cmd.spawn().expect("start serve"));
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < DEADLINE, "the server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..100 {
+        exchange(port);
+    }
+    // The reader catches up; the rest is read after the server has stopped.
+    let mut filler = vec![0; usize::try_from(size).expect("a size")];
+    read.read_exact(&mut filler).expect("the filler");
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(i32::try_from(child.0.id()).expect("a pid"), libc::SIGTERM) };
+    let status = child.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    drop(cmd);
+    let mut log = String::new();
+    read.read_to_string(&mut log).expect("the log");
+    assert!(log.starts_with("listening on "), "{log}");
+    let served = log.matches("answered at once").count();
+    assert!(
+        served == 101 || log.contains("dropped"),
+        "{served} lines:\n{log}"
+    );
+}
