@@ -298,6 +298,30 @@ impl From<Error> for io::Error {
     }
 }
 
+/// `text` for an error or log line: as it is up to 200 bytes, else its first 200 bytes (on
+/// a character boundary), `…` and how long it was. A line of a file quoted whole made a
+/// 15 MiB `error:` line, and a reload's warning too long for the log's queue was lost.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::error::excerpt;
+/// assert_eq!(excerpt("10.0.0.0/33"), "10.0.0.0/33");
+/// let long = "x".repeat(1000);
+/// assert_eq!(excerpt(&long), format!("{}… (1000 bytes)", "x".repeat(200)));
+/// ```
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    const KEPT: usize = 200;
+    if text.len() <= KEPT {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let end = (0..=KEPT)
+        .rev()
+        .find(|&at| text.is_char_boundary(at))
+        .unwrap_or(0);
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
 /// A peer's text (a Unix client's socket name, a SOCKS user name) as one word of a log
 /// line's message: as it is when it is plain; else quoted and escaped (`Debug`), with `=`
 /// as `\u{3d}` too, so that no reader finds a `key=value` field of the client's making in

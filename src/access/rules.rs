@@ -159,7 +159,7 @@ pub enum RuleError {
         path: PathBuf,
         /// The line number, from 1.
         line: usize,
-        /// The line as written (trimmed).
+        /// The line as written (trimmed; a long one cut, see [`excerpt`](crate::error::excerpt)).
         text: String,
         /// Why, in words.
         reason: String,
@@ -227,7 +227,7 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
         let network = parse_network(rule).map_err(|reason| RuleError::Line {
             path: path.to_owned(),
             line: index + 1,
-            text: rule.to_owned(),
+            text: crate::error::excerpt(rule).into_owned(),
             reason,
         })?;
         networks.push(network);

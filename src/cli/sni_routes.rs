@@ -43,8 +43,9 @@ pub(crate) fn read(
         };
         let route = parse(&route, listeners).map_err(|why| {
             CliError::Usage(format!(
-                "invalid --sni-route-file {}: line {number}: {why}",
-                file.display()
+                "invalid --sni-route-file {}: line {number}: {}",
+                file.display(),
+                socketkit::error::excerpt(&why)
             ))
         })?;
         routes.push(route);

@@ -51,8 +51,13 @@ pub(crate) fn read(file: &Path) -> Result<Vec<Endpoint>, CliError> {
         |why: String| CliError::Usage(format!("invalid --to-file {}: {why}", file.display()));
     let mut targets = Vec::new();
     for (number, written) in written_lines(&text) {
-        let target = resolve::target("forward --to-file", written)
-            .map_err(|err| invalid(format!("line {number}: {err}")))?;
+        let target = resolve::target("forward --to-file", written).map_err(|err| {
+            let why = err.to_string();
+            invalid(format!(
+                "line {number}: {}",
+                socketkit::error::excerpt(&why)
+            ))
+        })?;
         targets.push(target);
     }
     if targets.is_empty() {

@@ -116,6 +116,8 @@ impl Server {
         let mut fine_notes = Vec::new();
         #[cfg(target_os = "linux")]
         let mut rings: Vec<ring::Ready> = Vec::new();
+        #[cfg(target_os = "linux")]
+        let mut ring_budget = ring::worker_budget(self.limits.engine);
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
             let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
@@ -173,6 +175,22 @@ impl Server {
                     group.endpoint,
                     group.listeners.len()
                 ));
+            }
+            #[cfg(target_os = "linux")]
+            if ring_routine.is_some() {
+                let wanted = loops.max(1) * group.listeners.len();
+                match ring_budget.checked_sub(wanted) {
+                    Some(left) => ring_budget = left,
+                    None => {
+                        notes.push(format!(
+                            "{}: epoll engine after all (the server's io_uring workers are at \
+                             their limit, {}: a quarter of the descriptor limit, at most 512)",
+                            group.endpoint,
+                            ring::worker_budget(self.limits.engine)
+                        ));
+                        ring_routine = None;
+                    }
+                }
             }
             for listener in group.listeners {
                 // A stream listener the ring serves goes to its workers; the rest to tokio.

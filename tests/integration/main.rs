@@ -88,6 +88,8 @@ mod cli_stdio_pipes;
 /// A reader of stdout that leaves while the peer is quiet (`| head -1` after a greeting).
 mod cli_stdio_reader_gone;
 /// Datagrams at their transports' size limits through `connect` and `listen`, whole.
+/// Configurations far larger than the examples.
+mod config_scale;
 mod datagram_sizes;
 /// The drain's end as a client sees it: a reset for a connection cut at the deadline, a
 /// FIN for one that ended on its own.

@@ -78,6 +78,31 @@ impl Wake {
     }
 }
 
+/// Descriptors an io_uring worker takes besides its listener's own (its ring, its wake-up
+/// pair, its share of the listener's duplicates): measured at 3 to 5.
+const DESCRIPTORS_PER_WORKER: u64 = 5;
+
+/// The most io_uring workers `auto` starts for one server.
+const MAX_AUTO_WORKERS: usize = 512;
+
+/// How many io_uring workers `engine` may start for one server. Each is a thread, a ring and
+/// a few descriptors, for every listener: with many listeners (`-l` given 150 times) they
+/// took every descriptor under a limit of 1024 and the server, ready, could hold one
+/// connection. For `auto`, a quarter of the descriptor limit and [`MAX_AUTO_WORKERS`]
+/// threads: the listeners past it are served on epoll, whose listeners share one reactor.
+/// `io_uring` asked for by name has no such budget.
+pub(crate) fn worker_budget(engine: IoEngine) -> usize {
+    match engine {
+        IoEngine::Auto => {
+            let descriptors = crate::net::descriptor_limit().unwrap_or(1024);
+            usize::try_from(descriptors / 4 / DESCRIPTORS_PER_WORKER)
+                .unwrap_or(usize::MAX)
+                .min(MAX_AUTO_WORKERS)
+        }
+        IoEngine::Epoll | IoEngine::IoUring => usize::MAX,
+    }
+}
+
 /// Why the engine `engine` gives this process no ring, in words; `None` when it does.
 pub(crate) fn declined(engine: IoEngine) -> Option<String> {
     match engine {
