@@ -2,9 +2,8 @@
 //! by an outside audit of configuration scale (2026-12-07).
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::{DEADLINE, Running, socketkit, with_rlimit};
 
 /// Three hundred thousand SOCKS users are read at once (the list was searched for each name
 /// as it was read: 15 s for 100,000, past any start-up deadline for these), and the last one
@@ -46,19 +45,7 @@ fn many_listeners_leave_descriptors_for_clients() {
     for _ in 0..150 {
         cmd.args(["-l", "127.0.0.1:0"]);
     }
-    // SAFETY: setrlimit between fork and exec, on a value the closure owns.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 1024,
-                rlim_max: 1024,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    with_rlimit(&mut cmd, libc::RLIMIT_NOFILE, 1024);
     let server = Running::start(cmd, 150);
     let endpoints: Vec<String> = server
         .endpoints()

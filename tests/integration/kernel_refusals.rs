@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::server_faults::cpu_ticks;
 use crate::support::net::{connect, read_to_end};
-use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::process::{DEADLINE, Running, run, socketkit, with_rlimit};
 use crate::support::seccomp::{Refusal, refuse};
 
 fn refusing(syscall: libc::c_long, errno: i32) -> Command {
@@ -113,21 +113,11 @@ fn auto_serves_on_epoll_when_the_workers_rings_cannot_be_made() {
     let mut cmd = socketkit();
     cmd.args(["serve", "echo", "-v", "--workers", "2", "-l", "127.0.0.1:0"])
         .args(["--io-engine", "auto"]);
-    use std::os::unix::process::CommandExt;
-    cmd.uid(65534).gid(65534);
-    // SAFETY: setrlimit between fork and exec, on a value the closure owns.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 256 * 1024,
-                rlim_max: 256 * 1024,
-            };
-            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(65534).gid(65534);
     }
+    with_rlimit(&mut cmd, libc::RLIMIT_MEMLOCK, 256 * 1024);
     let server = Running::start(cmd, 1);
     server.wait_for_stderr(&["epoll engine after all"], DEADLINE);
     let mut client = connect(&server.addr());
@@ -149,7 +139,7 @@ fn auto_serves_on_epoll_when_the_workers_rings_cannot_be_made() {
 /// (it said "nothing to restart" and gave no reason). Needs root, for the namespace.
 #[test]
 fn a_restart_without_proc_starts_the_program_by_its_path() {
-    use crate::support::restart::{Descendants, become_subreaper, send_signal, wait_for_new_pid};
+    use crate::support::restart::{Descendants, become_subreaper, send_signal, taken_over};
     if unsafe { libc::geteuid() } != 0 || !crate::support::tools::available("unshare") {
         eprintln!("skipped: needs root and unshare(1), for a mount namespace without /proc");
         return;
@@ -172,13 +162,12 @@ fn a_restart_without_proc_starts_the_program_by_its_path() {
     let pid = old.pid();
     let mut adopted = Descendants::default();
     send_signal(pid, libc::SIGUSR2);
-    let new = wait_for_new_pid(&pid_file, pid, Duration::from_secs(20));
-    adopted.add(new);
-    assert_eq!(
-        old.wait(Duration::from_secs(20)).code(),
-        Some(0),
-        "{}",
-        old.stderr()
+    let new = taken_over(
+        &mut old,
+        pid,
+        &pid_file,
+        &mut adopted,
+        Duration::from_secs(20),
     );
     assert!(
         old.stderr().contains("restarted: process"),
@@ -194,7 +183,6 @@ fn a_restart_without_proc_starts_the_program_by_its_path() {
 /// 64` was refused as bad usage, "allows at most 0").
 #[test]
 fn bench_runs_a_small_run_under_a_small_descriptor_limit() {
-    use std::os::unix::process::CommandExt;
     let mut server = socketkit();
     server.args(["serve", "echo", "-l", "127.0.0.1:0"]);
     let server = Running::start(server, 1);
@@ -209,19 +197,7 @@ fn bench_runs_a_small_run_under_a_small_descriptor_limit() {
         "-d",
         "300ms",
     ]);
-    // SAFETY: setrlimit between fork and exec, on a value the closure owns.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    with_rlimit(&mut cmd, libc::RLIMIT_NOFILE, 64);
     let out = run(cmd, Vec::new(), DEADLINE);
     assert_eq!(out.code(), 0, "{}", out.stderr);
 }

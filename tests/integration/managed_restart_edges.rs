@@ -151,11 +151,7 @@ fn tls_files(pki: &Pki) -> [&str; 4] {
 /// name itself in `pid_file` and for `old` to exit 0; returns the new pid, adopted.
 fn restart(old: &mut Running, pid: i32, pid_file: &Path, adopted: &mut Descendants) -> i32 {
     send_signal(pid, libc::SIGUSR2);
-    let new = wait_for_new_pid(pid_file, pid, RESTART);
-    adopted.add(new);
-    let status = old.wait(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0), "{}", old.stderr());
-    new
+    crate::support::restart::taken_over(old, pid, pid_file, adopted, RESTART)
 }
 
 /// SIGTERM to the adopted `pid`, which must exit 0.

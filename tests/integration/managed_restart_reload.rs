@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::net::connect;
 use crate::support::process::{Running, socketkit};
-use crate::support::restart::{Descendants, become_subreaper, send_signal, wait_for_new_pid};
+use crate::support::restart::{Descendants, become_subreaper, send_signal, taken_over};
 
 #[test]
 fn a_sighup_during_a_restart_reaches_the_new_process() {
@@ -33,13 +33,12 @@ fn a_sighup_during_a_restart_reaches_the_new_process() {
     old.wait_for_stderr(&["restarting: starting"], Duration::from_secs(10));
     std::fs::write(&rules, "127.0.0.0/8\n").expect("write the rules");
     send_signal(pid, libc::SIGHUP);
-    let new = wait_for_new_pid(&pid_file, pid, Duration::from_secs(30));
-    adopted.add(new);
-    assert_eq!(
-        old.wait(Duration::from_secs(30)).code(),
-        Some(0),
-        "{}",
-        old.stderr()
+    let new = taken_over(
+        &mut old,
+        pid,
+        &pid_file,
+        &mut adopted,
+        Duration::from_secs(30),
     );
     old.wait_for_stderr(&["rules reloaded"], Duration::from_secs(10));
     let log = old.stderr();

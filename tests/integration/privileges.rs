@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::access_control::as_root;
 use crate::support::process::{DEADLINE, Running, socketkit};
-use crate::support::restart::{Descendants, become_subreaper, send_signal, wait_for_new_pid};
+use crate::support::restart::{Descendants, become_subreaper, send_signal, taken_over};
 
 /// A directory anyone may write, for the files a server that becomes nobody writes again.
 fn shared_dir() -> tempfile::TempDir {
@@ -48,13 +48,12 @@ fn a_restarted_server_is_not_dumpable_by_its_user() {
     assert_eq!(owner(pid), 0, "the first process");
     let mut adopted = Descendants::default();
     send_signal(pid, libc::SIGUSR2);
-    let new = wait_for_new_pid(&pid_file, pid, Duration::from_secs(20));
-    adopted.add(new);
-    assert_eq!(
-        old.wait(Duration::from_secs(20)).code(),
-        Some(0),
-        "{}",
-        old.stderr()
+    let new = taken_over(
+        &mut old,
+        pid,
+        &pid_file,
+        &mut adopted,
+        Duration::from_secs(20),
     );
     assert_eq!(owner(new), 0, "the restarted process is dumpable by nobody");
     send_signal(new, libc::SIGTERM);

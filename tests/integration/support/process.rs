@@ -66,6 +66,24 @@ pub fn command(program: &Path) -> Command {
     cmd
 }
 
+/// Starts `cmd` with the limit `resource` (`libc::RLIMIT_*`) at `value`, soft and hard.
+pub fn with_rlimit(cmd: &mut Command, resource: libc::__rlimit_resource_t, value: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: one setrlimit between fork and exec, on values the closure owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            if libc::setrlimit(resource, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A running child, killed and reaped on drop; its stderr is collected in the background
 /// once the readiness lines have been read.
 pub struct Running {

@@ -251,3 +251,19 @@ fn one(target: &Target, mode: Mode, i: usize, tally: &mut Tally) {
         Err(err) => tally.other.push(format!("exchange: {err}")),
     }
 }
+
+/// Once `old` (pid `pid`) has been asked to restart: waits for the new process to name
+/// itself in `pid_file`, adopts it, and waits for `old` to exit 0; the new pid.
+pub fn taken_over(
+    old: &mut crate::support::process::Running,
+    pid: i32,
+    pid_file: &Path,
+    adopted: &mut Descendants,
+    limit: Duration,
+) -> i32 {
+    let new = wait_for_new_pid(pid_file, pid, limit);
+    adopted.add(new);
+    let status = old.wait(limit);
+    assert_eq!(status.code(), Some(0), "{}", old.stderr());
+    new
+}
