@@ -29,6 +29,18 @@ pub(crate) struct Access {
     pub(crate) identity: Option<Identity>,
     /// What else SIGHUP reloads (`forward --to-file`'s targets), after the rules.
     pub(crate) hangup_hooks: HangupHooks,
+    /// Whether a reload would work, asked once the privileges are dropped: why not.
+    pub(crate) reload_checks: ReloadChecks,
+}
+
+/// Checks of what SIGHUP reloads, each saying why it would fail (`None`: it would not).
+#[derive(Default)]
+pub(crate) struct ReloadChecks(pub(crate) Vec<Arc<dyn Fn() -> Option<String> + Send + Sync>>);
+
+impl std::fmt::Debug for ReloadChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} checks", self.0.len())
+    }
 }
 
 /// The reloads SIGHUP runs besides the access rules'.
@@ -133,6 +145,7 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
         limits,
         identity,
         hangup_hooks: HangupHooks::default(),
+        reload_checks: ReloadChecks::default(),
     })
 }
 
@@ -174,6 +187,19 @@ impl Access {
                     )
                 })
             })
+            .collect()
+    }
+
+    /// What `--user` will not be able to reload on SIGHUP (a key only root may read): said
+    /// at start, after the readiness lines. Call once the privileges are dropped.
+    pub(crate) fn reload_warnings(&self) -> Vec<String> {
+        if self.identity.is_none() {
+            return Vec::new();
+        }
+        self.reload_checks
+            .0
+            .iter()
+            .filter_map(|check| check())
             .collect()
     }
 

@@ -288,6 +288,7 @@ impl Managed {
         };
         // Bound (so ports below 1024 work as root), nothing accepted yet.
         access.drop_privileges()?;
+        left_behind.extend(access.reload_warnings());
         let endpoints = server.local_endpoints();
         // Ready once serving has set up every listener (an io_uring worker's ring or
         // thread can still fail for want of descriptors or threads): only then the lines

@@ -57,6 +57,11 @@ pub(crate) fn prepare(
         }
         if let Some(reload) = tls.reload_on_hangup(counted) {
             access.hangup_hooks.add(reload);
+            let tls = std::sync::Arc::clone(&tls.tls);
+            access.reload_checks.0.push(std::sync::Arc::new(move || {
+                let err = tls.check_reload().err()?;
+                Some(format!("SIGHUP will not reload the TLS certificate: {err}"))
+            }));
         }
     }
     Ok(Prepared {

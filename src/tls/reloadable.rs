@@ -130,6 +130,22 @@ impl ReloadableServerConfig {
         &self.options
     }
 
+    /// Whether [`ReloadableServerConfig::reload`] would succeed now (its files read and
+    /// checked as a reload does), putting nothing in force: asked by a server once it has
+    /// dropped its privileges, so that a key only root may read (certbot's are 0600) is
+    /// said at start, not found out at the first rotation.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReloadableServerConfig::reload`]'s.
+    pub fn check_reload(&self) -> Result<()> {
+        let loaded = match &self.made {
+            Some(made) => vec![made.loaded.duplicate()],
+            None => identity(&self.options.identity)?.0,
+        };
+        InForce::new(&self.options, loaded).map(drop)
+    }
+
     /// Reads the certificate, key and client CA files again and puts the configuration
     /// they make in force for the handshakes that start from now on. A self-signed
     /// certificate is kept (only the client CA file is read again).

@@ -106,3 +106,31 @@ fn the_socket_file_is_the_users_and_the_pid_file_is_not_writable_by_others() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait(DEADLINE).code(), Some(0), "{}", server.stderr());
 }
+
+/// A certificate and key only root may read (certbot's keys are 0600): a server that drops
+/// to `--user` could never reload them on SIGHUP, and said so only at the first rotation.
+/// It says so at start now, after the readiness lines.
+#[test]
+fn a_key_the_user_cannot_read_is_said_at_start() {
+    if !as_root() {
+        return;
+    }
+    let pki = crate::support::certs::Pki::new();
+    std::fs::set_permissions(pki.server.key(), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "tls:127.0.0.1:0", "--user", "nobody"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ]);
+    let server = Running::start(cmd, 1);
+    server.wait_for_stderr(&["SIGHUP will not reload the TLS certificate"], DEADLINE);
+    assert!(
+        server.stderr().starts_with("listening on "),
+        "{}",
+        server.stderr()
+    );
+}
