@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use socketkit::endpoint::{Endpoint, InheritedName};
@@ -18,6 +18,7 @@ use super::access::Access;
 use super::args::ManagedArgs;
 use super::exit::CliError;
 use super::metrics::{self, MetricsSocket};
+use super::pid_file::PidFile;
 use super::resolve;
 use super::signals::{Lifecycle, Restart, Signals, tell_manager, watch_signals};
 
@@ -268,11 +269,13 @@ impl Managed {
         // Without a restart the handle goes unused, and the metrics are served to the end.
         let (metrics, stop_metrics) = metrics.map(metrics::Bound::stoppable).unzip();
         let program = std::mem::replace(&mut self.program, Err(String::new()));
+        let pid_descriptor = std::sync::Arc::new(std::sync::OnceLock::new());
         let restart = program.map(|program| Restart {
             handover,
             stop_metrics,
             program,
             args: std::mem::take(&mut self.args),
+            pid_file: std::sync::Arc::clone(&pid_descriptor),
         });
         let hangup = watch_signals(signals, server.shutdown_handle(), restart, &lifecycle);
         access.reload_on_hangup(hangup, lifecycle.gate());
@@ -286,6 +289,15 @@ impl Managed {
             Some(path) if !successor => Some(PidFile::write(path)?),
             _ => None,
         };
+        let keep_descriptor = |written: &PidFile| {
+            if let Some(fd) = written.descriptor() {
+                let _ = pid_descriptor.set(fd);
+            }
+        };
+        if let Some(written) = &pid_file {
+            keep_descriptor(written);
+        }
+        let handed_pid_file = self.inherited.take_pid_file();
         // Bound (so ports below 1024 work as root), nothing accepted yet.
         access.drop_privileges()?;
         left_behind.extend(access.reload_warnings());
@@ -313,8 +325,11 @@ impl Managed {
                 // replaces hears that it serves, for that one removes the file at exit if
                 // the file still names it (it took the new pid written a moment later).
                 if let Some(path) = pid_path {
-                    match PidFile::write(path) {
-                        Ok(written) => pid_file = Some(written),
+                    match PidFile::write_or_through(path, handed_pid_file) {
+                        Ok(written) => {
+                            keep_descriptor(&written);
+                            pid_file = Some(written);
+                        }
                         Err(err) => tracing::warn!("{err}"),
                     }
                 }
@@ -363,124 +378,4 @@ fn stdin() -> Result<OwnedFd, CliError> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(|err| CliError::runtime(Op::Accept, "stdin", err))
-}
-
-/// `--pid-file`: holds this process's pid while it serves; removed at exit unless it names
-/// another process by then (the one a restart handed over to).
-#[derive(Debug)]
-struct PidFile {
-    path: PathBuf,
-}
-
-impl PidFile {
-    /// Writes the pid atomically (a temporary file renamed over the path), so a reader never
-    /// sees half a pid, nor an empty file between two restarts. The temporary file is made
-    /// new (`O_EXCL`: never through a symlink someone who may write the directory left
-    /// there), and the path must be a regular file or nothing: a device or FIFO named by
-    /// mistake is not replaced (and removed at exit).
-    fn write(path: &Path) -> Result<PidFile, CliError> {
-        use std::io::Write;
-        let pid = std::process::id();
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(format!(".{pid}.tmp"));
-        let temporary = PathBuf::from(temporary);
-        let fail = |err| CliError::Runtime(socketkit::Error::new(Op::Io, path.display(), err));
-        if std::fs::symlink_metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_symlink()) {
-            return Err(fail(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
-        }
-        let create = || {
-            use std::os::unix::fs::OpenOptionsExt;
-            // 0644 whatever the umask allows beyond it: a pid file others may write would
-            // let them aim the next `kill $(cat …)` at any process.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&temporary)
-        };
-        // One left by a process that died before its rename: ours to replace (removing a
-        // symlink removes the link, not what it names).
-        let file = match create() {
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&temporary);
-                create()
-            }
-            made => made,
-        };
-        // A file half written (a full disk) goes as one that cannot be renamed does: a
-        // supervisor that restarts on failure must not fill the directory with them.
-        file.and_then(|mut file| file.write_all(format!("{pid}\n").as_bytes()))
-            .and_then(|()| std::fs::rename(&temporary, path))
-            .map_err(|err| {
-                let _ = std::fs::remove_file(&temporary);
-                fail(err)
-            })?;
-        Ok(PidFile {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        // A regular file only: whatever replaced it is not ours to read or remove.
-        let regular = std::fs::symlink_metadata(&self.path).is_ok_and(|meta| meta.is_file());
-        let ours = regular
-            && socketkit::option_file::read_text(&self.path)
-                .is_ok_and(|text| text.trim() == std::process::id().to_string());
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Someone who may write the pid file's directory cannot make it write elsewhere: a
-    /// symlink at the temporary file's name is replaced, not followed (the file it named
-    /// was truncated and overwritten, as root).
-    #[test]
-    fn the_pid_file_is_written_through_no_symlink() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "precious\n")?;
-        let path = dir.path().join("s.pid");
-        let temporary = dir.path().join(format!("s.pid.{}.tmp", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &temporary)?;
-        let written = PidFile::write(&path).map_err(|err| err.to_string())?;
-        assert_eq!(std::fs::read_to_string(&victim)?, "precious\n");
-        assert_eq!(
-            std::fs::read_to_string(&path)?,
-            format!("{}\n", std::process::id())
-        );
-        drop(written);
-        assert!(!path.exists(), "removed at exit");
-        Ok(())
-    }
-
-    /// A FIFO (or device) named as the pid file is refused, not replaced and then removed.
-    #[test]
-    fn a_pid_file_that_is_no_regular_file_is_refused() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
-        assert!(made.success());
-        let refused = PidFile::write(&fifo)
-            .map(drop)
-            .map_err(|err| err.to_string());
-        assert!(
-            refused
-                .as_ref()
-                .is_err_and(|err| err.contains("not a regular file")),
-            "{refused:?}"
-        );
-        use std::os::unix::fs::FileTypeExt;
-        assert!(std::fs::symlink_metadata(&fifo)?.file_type().is_fifo());
-        Ok(())
-    }
 }

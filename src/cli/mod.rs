@@ -18,6 +18,7 @@ mod managed;
 mod metrics;
 mod nc_hints;
 mod netcat;
+mod pid_file;
 mod ready;
 mod resolve;
 mod serve;

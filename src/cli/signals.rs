@@ -154,13 +154,19 @@ pub(crate) struct Restart {
     pub(crate) stop_metrics: Option<StopServing>,
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
+    /// The pid file, open for writing, once written: handed over with the listeners.
+    pub(crate) pid_file: std::sync::Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
 }
 
 impl Restart {
     /// Starts the new process and waits for it to report ready; if it fails, this one goes
     /// on serving everything. Dropped before the new process is ready, it kills it.
-    async fn start(&self) -> Option<Successor> {
-        let handover = self.handover.as_ref()?;
+    async fn start(&mut self) -> Option<Successor> {
+        let pid_file = self.pid_file.get().and_then(|fd| fd.try_clone().ok());
+        let handover = self.handover.as_mut()?;
+        if let Some(pid_file) = pid_file {
+            handover.add_pid_file(pid_file);
+        }
         tracing::info!("restarting: starting {}", self.program.display());
         match handover
             .start(&self.program, &self.args, RESTART_READY_TIMEOUT)

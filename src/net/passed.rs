@@ -32,6 +32,9 @@ const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub(crate) const HANDOVER_FDS: &str = "SOCKETKIT_HANDOVER_FDS";
 /// The variable naming the metrics endpoint's listening socket, when it is handed over.
 pub(crate) const HANDOVER_METRICS_FD: &str = "SOCKETKIT_HANDOVER_METRICS_FD";
+/// The variable naming the pid file, open for writing, when it is handed over (a server
+/// that dropped root may not replace it in its directory).
+pub(crate) const HANDOVER_PID_FILE_FD: &str = "SOCKETKIT_HANDOVER_PID_FILE_FD";
 /// The variable listing the handed-over listeners (positions from 0) that speak TLS.
 pub(crate) const HANDOVER_TLS: &str = "SOCKETKIT_HANDOVER_TLS";
 /// The variable listing the handed-over listeners (positions from 0) whose Unix socket
@@ -60,6 +63,8 @@ pub(crate) struct HandedOver {
     /// The metrics endpoint's listening socket (`None` from a socketkit that handed over
     /// none: it had no `--metrics`, or it is older than the handing over of that socket).
     pub(crate) metrics: Option<OwnedFd>,
+    /// The pid file, open for writing, when one was handed over.
+    pub(crate) pid_file: Option<OwnedFd>,
     /// Where to report readiness.
     pub(crate) ready: OwnedFd,
 }
@@ -109,9 +114,10 @@ pub(crate) unsafe fn take_passed() -> Result<Passed> {
         }
         Vec::new()
     };
-    let [fds, metrics, tls, files, ready, from] = [
+    let [fds, metrics, pid_file, tls, files, ready, from] = [
         HANDOVER_FDS,
         HANDOVER_METRICS_FD,
+        HANDOVER_PID_FILE_FD,
         HANDOVER_TLS,
         HANDOVER_FILES,
         HANDOVER_READY_FD,
@@ -131,10 +137,11 @@ pub(crate) unsafe fn take_passed() -> Result<Passed> {
                 tls: tls.as_deref(),
                 files: files.as_deref(),
             };
-            Some(
-                handed_over(&fds, kinds, metrics.as_deref(), &ready)
-                    .map_err(|err| fail(HANDOVER_FDS, err))?,
-            )
+            let extra = Extra {
+                metrics: metrics.as_deref(),
+                pid_file: pid_file.as_deref(),
+            };
+            Some(handed_over(&fds, kinds, extra, &ready).map_err(|err| fail(HANDOVER_FDS, err))?)
         }
         _ => None,
     };
@@ -188,11 +195,17 @@ fn listed(list: &str, position: usize) -> io::Result<bool> {
     Ok(false)
 }
 
+/// The handover's descriptors besides its listeners', as their variables give them.
+struct Extra<'a> {
+    metrics: Option<&'a str>,
+    pid_file: Option<&'a str>,
+}
+
 /// Parses and claims the handover's descriptors.
 fn handed_over(
     fds: &str,
     kinds: Kinds<'_>,
-    metrics: Option<&str>,
+    extra: Extra<'_>,
     ready: &str,
 ) -> io::Result<HandedOver> {
     let groups = fds
@@ -208,7 +221,8 @@ fn handed_over(
         .collect::<io::Result<Vec<_>>>()?;
     Ok(HandedOver {
         groups,
-        metrics: metrics.map(claim).transpose()?,
+        metrics: extra.metrics.map(claim).transpose()?,
+        pid_file: extra.pid_file.map(claim).transpose()?,
         ready: claim(ready)?,
     })
 }
@@ -231,11 +245,13 @@ fn claim(text: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The variables that hand `groups` (each listener's sockets and what it is) and the
-/// metrics endpoint's socket `metrics` over to a child, with `ready` the pipe's write end.
+/// The variables that hand `groups` (each listener's sockets and what it is), the metrics
+/// endpoint's socket `metrics` and the open pid file `pid_file` over to a child, with
+/// `ready` the pipe's write end.
 pub(crate) fn handover_env(
     groups: &[(Vec<RawFd>, ListenerKind)],
     metrics: Option<RawFd>,
+    pid_file: Option<RawFd>,
     ready: RawFd,
 ) -> Vec<(&'static str, String)> {
     let fds = groups
@@ -267,6 +283,9 @@ pub(crate) fn handover_env(
     if let Some(metrics) = metrics {
         env.push((HANDOVER_METRICS_FD, metrics.to_string()));
     }
+    if let Some(pid_file) = pid_file {
+        env.push((HANDOVER_PID_FILE_FD, pid_file.to_string()));
+    }
     env
 }
 
@@ -290,7 +309,7 @@ mod tests {
             (vec![8], ListenerKind::default()),
         ];
         let env: std::collections::HashMap<_, _> =
-            handover_env(&groups, None, 9).into_iter().collect();
+            handover_env(&groups, None, None, 9).into_iter().collect();
         assert_eq!(env[HANDOVER_FDS], "5,6;7;8");
         let kinds = Kinds {
             tls: Some(&env[HANDOVER_TLS]),

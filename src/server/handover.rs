@@ -38,6 +38,8 @@ pub struct Handover {
     groups: Vec<(Vec<OwnedFd>, ListenerKind)>,
     /// The metrics endpoint's listening socket, handed over beside the listeners.
     metrics: Option<OwnedFd>,
+    /// The pid file, open for writing.
+    pid_file: Option<OwnedFd>,
     keepers: Vec<Arc<AtomicBool>>,
 }
 
@@ -119,6 +121,7 @@ impl Server {
         Ok(Handover {
             groups,
             metrics: None,
+            pid_file: None,
             keepers,
         })
     }
@@ -133,6 +136,16 @@ impl Handover {
     /// process's to answer, not reset as a second `SO_REUSEPORT` socket's queue would be.
     pub fn add_metrics_socket(&mut self, socket: OwnedFd) {
         self.metrics = Some(socket);
+    }
+
+    /// Hands the pid file over too, open for writing (a duplicate of a descriptor opened
+    /// before the privileges were dropped): the new process finds it with
+    /// [`Inherited::take_pid_file`](super::Inherited::take_pid_file) and writes its pid
+    /// through it where, running as a user, it may not replace the file in its directory
+    /// (`/run`). Without it, the pid file named the old process after a restart under
+    /// `--user`, and a `kill $(cat …)` went to a pid that was gone.
+    pub fn add_pid_file(&mut self, file: OwnedFd) {
+        self.pid_file = Some(file);
     }
 
     /// Starts `program` with `args` and the listening sockets, and waits up to `timeout`
@@ -160,9 +173,16 @@ impl Handover {
         let mut cmd = std::process::Command::new(program);
         cmd.args(args).stdin(Stdio::null());
         let metrics = self.metrics.as_ref().map(AsRawFd::as_raw_fd);
-        cmd.envs(net::handover_env(&raw, metrics, ready.write.as_raw_fd()));
+        let pid_file = self.pid_file.as_ref().map(AsRawFd::as_raw_fd);
+        cmd.envs(net::handover_env(
+            &raw,
+            metrics,
+            pid_file,
+            ready.write.as_raw_fd(),
+        ));
         let mut inherit: Vec<RawFd> = raw.into_iter().flat_map(|(fds, _)| fds).collect();
         inherit.extend(metrics);
+        inherit.extend(pid_file);
         inherit.push(ready.write.as_raw_fd());
         net::inherit_on_exec(&mut cmd, inherit);
         // A std child, not tokio's: tokio reaps a child whose handle is dropped, and the

@@ -33,6 +33,8 @@ pub struct Inherited {
     /// An older socketkit's metrics endpoint's socket; `None` once taken, or if it handed
     /// none over.
     metrics: Option<OwnedFd>,
+    /// The pid file an older socketkit handed over, open for writing.
+    pid_file: Option<OwnedFd>,
     ready: Option<OwnedFd>,
     /// Whether an older socketkit handed its listeners over, taken or not.
     restart: bool,
@@ -57,13 +59,14 @@ impl Inherited {
     pub unsafe fn from_env() -> Result<Inherited> {
         // SAFETY: the caller guarantees no other thread runs.
         let passed = unsafe { net::take_passed() }?;
-        let (handed_over, metrics, ready) = match passed.handover {
+        let (handed_over, metrics, pid_file, ready) = match passed.handover {
             Some(handover) => (
                 Some(handover.groups),
                 handover.metrics,
+                handover.pid_file,
                 Some(handover.ready),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         Ok(Inherited {
             restart: handed_over.is_some(),
@@ -75,6 +78,7 @@ impl Inherited {
             handed_over,
             keep_files: Arc::new(AtomicBool::new(true)),
             metrics,
+            pid_file,
             ready,
         })
     }
@@ -199,6 +203,13 @@ impl Inherited {
     /// no handover, or the older socketkit handed over no metrics socket.
     pub fn take_metrics(&mut self) -> Option<OwnedFd> {
         self.metrics.take()
+    }
+
+    /// The pid file an older socketkit handed over, open for writing
+    /// ([`Handover::add_pid_file`](super::Handover::add_pid_file)); `None` when it handed
+    /// none over.
+    pub fn take_pid_file(&mut self) -> Option<OwnedFd> {
+        self.pid_file.take()
     }
 
     /// The way to tell the older socketkit that handed over that this process serves now

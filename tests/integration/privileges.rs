@@ -134,3 +134,43 @@ fn a_key_the_user_cannot_read_is_said_at_start() {
         server.stderr()
     );
 }
+
+/// A pid file in a directory only root may write (`/run`), under `--user`: the restart's
+/// new process, which starts as the user, cannot replace the file there, so it writes its
+/// pid through the file the old process hands over (the file went on naming the old
+/// process, gone, and the next `kill $(cat …)` missed or hit another).
+#[test]
+fn a_restart_under_user_rewrites_a_pid_file_in_roots_directory() {
+    if !as_root() {
+        return;
+    }
+    become_subreaper();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let pid_file = dir.path().join("s.pid");
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "-l",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--pid-file",
+    ])
+    .arg(&pid_file);
+    let mut old = Running::start(cmd, 1);
+    let pid = old.pid();
+    let mut adopted = Descendants::default();
+    send_signal(pid, libc::SIGUSR2);
+    let new = taken_over(
+        &mut old,
+        pid,
+        &pid_file,
+        &mut adopted,
+        Duration::from_secs(20),
+    );
+    let named = std::fs::read_to_string(&pid_file).expect("the pid file");
+    assert_eq!(named, format!("{new}\n"), "{}", old.stderr());
+    send_signal(new, libc::SIGTERM);
+    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+}
