@@ -83,10 +83,13 @@ fn our_json_line(level: &str, msg: &str, fields: &[(&str, Value)]) -> String {
     Value::Object(object).to_string()
 }
 
-/// Says that `count` events were dropped because stderr was not read fast enough, as a
-/// warning in the log's format.
+/// Says that `count` events were dropped because stderr was not read fast enough (or failed:
+/// a full disk), as a warning in the log's format.
 fn dropped_line(count: u64) -> String {
-    let msg = format!("{count} log line(s) dropped: standard error was not read fast enough");
+    let msg = format!(
+        "{count} log line(s) dropped: standard error was not read fast enough, or could not \
+         be written"
+    );
     match FORMAT.get() {
         Some(LogFormat::Json) => our_json_line("warn", &msg, &[("dropped", count.into())]) + "\n",
         _ => format!(" WARN {msg}\n"),

@@ -211,8 +211,16 @@ impl Queue {
             let unwritten = write_lines(&taken);
             let mut state = lock(&self.state);
             // What a failure kept from the reader is counted with the events dropped, and
-            // said once a write succeeds again.
-            state.dropped += unwritten.lines;
+            // said once a write succeeds again. The count's own line is the batch's last:
+            // when it was not written, it stood for `dropped` lines, not one.
+            // The line end put first to mend a cut line is no line of its own.
+            let mending = u64::from(cut && unwritten.none);
+            let lost = match unwritten.lines.saturating_sub(mending) {
+                0 => 0,
+                lines if dropped > 0 => lines - 1 + dropped,
+                lines => lines,
+            };
+            state.dropped += lost;
             state.failed = unwritten.lines > 0;
             // A line cut before stays cut until a write gets the mending line end out.
             state.cut = unwritten.cut || (cut && unwritten.none);
@@ -239,17 +247,27 @@ struct Unwritten {
     none: bool,
 }
 
-/// Stderr as the writer writes it: a duplicate of descriptor 2 that waits when stderr is a
+/// Writes `piece` to stderr through a duplicate of descriptor 2 that waits when stderr is a
 /// non-blocking pipe that is full (a parent's, left non-blocking), rather than drop lines
-/// with `EAGAIN`; `None` when stderr is closed.
-fn stderr_file() -> Option<&'static Mutex<WaitingFile>> {
-    static STDERR: OnceLock<Option<Mutex<WaitingFile>>> = OnceLock::new();
-    STDERR
-        .get_or_init(|| {
-            let fd = io::stderr().as_fd().try_clone_to_owned().ok()?;
-            Some(Mutex::new(WaitingFile::new(std::fs::File::from(fd))))
-        })
-        .as_ref()
+/// with `EAGAIN`. The duplicate is made at the first write that can make it: where the
+/// descriptor table is full then, that write goes to descriptor 2 itself, and the next
+/// tries again (made once and for all, a full table at the first line lost every line).
+fn write_to_stderr(piece: &[u8]) -> io::Result<usize> {
+    static STDERR: OnceLock<Mutex<WaitingFile>> = OnceLock::new();
+    let file =
+        match STDERR.get() {
+            Some(file) => Some(file),
+            None => io::stderr().as_fd().try_clone_to_owned().ok().map(|fd| {
+                STDERR.get_or_init(|| Mutex::new(WaitingFile::new(std::fs::File::from(fd))))
+            }),
+        };
+    match file {
+        Some(file) => file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write(piece),
+        None => io::stderr().lock().write(piece),
+    }
 }
 
 /// Writes `text` in pieces of whole lines of at most [`WHOLE_WRITE`] bytes each (a longer
@@ -258,21 +276,11 @@ fn stderr_file() -> Option<&'static Mutex<WaitingFile>> {
 fn write_lines(mut text: &[u8]) -> Unwritten {
     let whole = text.len();
     let lines = |text: &[u8]| text.iter().filter(|&&b| b == b'\n').count() as u64;
-    let Some(stderr) = stderr_file() else {
-        return Unwritten {
-            lines: lines(text),
-            cut: false,
-            none: true,
-        };
-    };
-    let mut stderr = stderr
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     while !text.is_empty() {
         let (piece, rest) = text.split_at(piece_end(text));
         let mut left = piece;
         while !left.is_empty() {
-            match stderr.write(left) {
+            match write_to_stderr(left) {
                 Ok(n) if n > 0 => left = &left[n..],
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 // Nothing more goes: from the line that was being written on.

@@ -182,9 +182,12 @@ impl Server {
                 match ring_budget.checked_sub(wanted) {
                     Some(left) => ring_budget = left,
                     None => {
+                        // In place of the note that said io_uring would serve it.
+                        let said = format!("{}: io_uring engine", group.endpoint);
+                        notes.retain(|note| *note != said);
                         notes.push(format!(
-                            "{}: epoll engine after all (the server's io_uring workers are at \
-                             their limit, {}: a quarter of the descriptor limit, at most 512)",
+                            "{}: epoll engine (the server's io_uring workers are at their \
+                             limit, {}: a quarter of the descriptor limit, at most 512)",
                             group.endpoint,
                             ring::worker_budget(self.limits.engine)
                         ));

@@ -334,3 +334,33 @@ fn connect_says_that_a_closed_peer_reset_what_was_typed() -> TestResult {
     );
     Ok(())
 }
+
+/// Not a reset: a Unix peer that reads a line, answers and closes with nothing unread, and
+/// input that comes after it closed, which the bridge no longer owes it. Exit 0, as over
+/// TCP (the send that found it gone read as a reset for a moment).
+#[test]
+fn connect_unix_input_after_a_clean_close_is_exit_0() -> TestResult {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("line.sock");
+    let listener = UnixListener::bind(&path)?;
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(&stream);
+        reader.read_line(&mut line).expect("a line");
+        (&stream).write_all(b"ok\n").expect("answer");
+    });
+    let mut cmd = socketkit();
+    cmd.args(["connect", &format!("unix:{}", path.display())]);
+    let mut client = Running::start(cmd, 0);
+    let mut stdin = client.take_stdin();
+    stdin.write_all(b"a\n")?;
+    server.join().expect("server");
+    thread::sleep(Duration::from_millis(300));
+    let _ = stdin.write_all(b"b\n");
+    drop(stdin);
+    let status = client.wait(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", client.stderr());
+    Ok(())
+}

@@ -170,3 +170,99 @@ fn a_non_blocking_stderr_loses_no_line() {
         "{served} lines:\n{log}"
     );
 }
+
+/// A descriptor table full at the first log line: the log's duplicate of stderr cannot be
+/// made then, and the lines go to stderr itself (that first failure kept every line of the
+/// process's life from being written, the readiness line too).
+#[test]
+fn a_full_descriptor_table_at_the_first_line_loses_no_line() {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "--workers", "1", "-l", "127.0.0.1:0"]);
+    crate::support::process::with_rlimit(&mut cmd, libc::RLIMIT_NOFILE, 12);
+    // Its readiness line, read: the test.
+    let server = Running::start(cmd, 1);
+    drop(server);
+}
+
+/// The log on a disk that fills, then has room again: no line runs on from a cut one, and
+/// the count of lines dropped is the count of lines lost (the count's own unwritten line
+/// counted as one, and each failed write's mending line end as a line). Needs root (a
+/// small tmpfs).
+#[test]
+fn a_full_disk_counts_what_it_lost_and_glues_no_lines() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    /// Unmounts on the way out, panicking or not.
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let log = dir.path().join("log");
+    let port = free_port();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-v", "-l", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the log"));
+    let mut child = Reaped(cmd.spawn().expect("start serve"));
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < DEADLINE, "the server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let filler = dir.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0; 64 * 1024]); // as much as fits
+    for _ in 0..200 {
+        exchange(port);
+    }
+    std::fs::remove_file(&filler).expect("room again");
+    exchange(port);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(i32::try_from(child.0.id()).expect("a pid"), libc::SIGTERM) };
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
+    let text = String::from_utf8_lossy(&std::fs::read(&log).expect("the log")).into_owned();
+    let whole = text
+        .lines()
+        .filter(|line| line.ends_with(|c: char| c.is_ascii_digit()) && line.contains(" closed "))
+        .count();
+    let said: usize = text
+        .lines()
+        .filter_map(|line| {
+            line.split(" log line(s) dropped")
+                .next()?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    // 200 and 1 exchanges, and the connection that found the server up.
+    let lost = 202 - whole;
+    assert!(lost > 0, "the disk never filled:\n{text}");
+    assert!(
+        said >= lost && said <= lost + 1,
+        "{said} said dropped, {lost} lost:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|line| line.matches("DEBUG ").count() > 1),
+        "{text}"
+    );
+}

@@ -217,7 +217,8 @@ pub(super) fn send_input(
         match next {
             Next::Data(buf) => {
                 last_input = Some(Instant::now());
-                sent_since_close |= done.load(Ordering::Relaxed);
+                let after_end = done.load(Ordering::Relaxed);
+                sent_since_close |= after_end;
                 in_send.store(true, Ordering::Relaxed);
                 let result = send_whole(socket, &buf, activity, sending.idle);
                 in_send.store(false, Ordering::Relaxed);
@@ -229,9 +230,13 @@ pub(super) fn send_input(
                     // A Unix stream has no reset: a peer that closed with our bytes unread
                     // fails a send that was under way with `EPIPE` and leaves the receive a
                     // plain end of stream (Linux 6.18). This send's bytes were lost: said as
-                    // the reset it stands for, not ended quietly.
+                    // the reset it stands for, not ended quietly. (A send begun after the
+                    // peer's end was seen is input the bridge no longer owed it, as over
+                    // TCP: it ends quietly.)
                     Err(err)
-                        if err.kind() == io::ErrorKind::BrokenPipe && !connection_of(socket).1 =>
+                        if err.kind() == io::ErrorKind::BrokenPipe
+                            && !connection_of(socket).1
+                            && !after_end =>
                     {
                         return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
                     }
