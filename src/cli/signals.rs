@@ -31,9 +31,17 @@ pub(crate) fn runtime_can_start() -> std::io::Result<()> {
     // The OS error the pair failed with (0 for none, -1 for one that is not the OS's),
     // kept for every later call.
     static PAIR: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-    let failed = *PAIR.get_or_init(|| match std::os::unix::net::UnixStream::pair() {
-        Ok(_) => 0,
-        Err(err) => err.raw_os_error().unwrap_or(-1),
+    // Four pairs at once: the runtime's own descriptors (its epoll instance, its waker)
+    // come before the signals' pair, so room for one pair alone (a limit of 6) still ended
+    // in tokio's panic.
+    let failed = *PAIR.get_or_init(|| {
+        let pairs: std::io::Result<Vec<_>> = (0..4)
+            .map(|_| std::os::unix::net::UnixStream::pair())
+            .collect();
+        match pairs {
+            Ok(_) => 0,
+            Err(err) => err.raw_os_error().unwrap_or(-1),
+        }
     });
     match failed {
         0 => Ok(()),

@@ -51,6 +51,8 @@ impl Acceptor {
         // (which counts into `self`) do not overlap as borrows of `self`.
         let listener = Arc::clone(&self.listener);
         let mut backoff = Backoff::new(&self.exhausted);
+        // Connection errors in a row (see `CONNECTION_ERRORS_IN_A_ROW`).
+        let mut failed_in_a_row = 0u32;
         // A handler that opens a descriptor after the accept (a relay's target socket) is
         // let in carefully near the limit (see `exhaustion`); others never wait for one.
         let opens_descriptors = self.spawner.opens_descriptors();
@@ -112,6 +114,7 @@ impl Acceptor {
             match pending.accept() {
                 None => {} // another loop took it
                 Some(Ok(raw)) => {
+                    failed_in_a_row = 0;
                     let reserved = reserve.is_some();
                     // Closed before the handler runs: the descriptor it keeps for it.
                     drop(reserve);
@@ -133,10 +136,23 @@ impl Acceptor {
                     }
                 }
                 // Only an accept that gave nothing (EAGAIN, EINTR) is not an error.
-                Some(Err(err)) if is_connection_error(&err) => match err.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
-                    _ => self.meter.accept_error(&err),
-                },
+                Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
+                // One connection that died in the queue: the next is taken at once. But a
+                // filter that fails every accept with such an error (the connection left
+                // in the queue, the listener readable) would spin the loop for ever, past
+                // a shutdown: after many in a row, it backs off as for exhaustion.
+                Some(Err(err)) if is_connection_error(&err) => {
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        self.meter.accept_error(&err);
+                    }
+                    failed_in_a_row += 1;
+                    if failed_in_a_row >= CONNECTION_ERRORS_IN_A_ROW {
+                        failed_in_a_row = 0;
+                        if self.back_off(&mut backoff, &err, &mut watcher).await {
+                            return;
+                        }
+                    }
+                }
                 Some(Err(err)) => {
                     drop((permit, reserve, turn));
                     if opens_descriptors {
@@ -330,6 +346,12 @@ impl Acceptor {
         Arc::clone(slots).acquire_owned().await.ok()
     }
 }
+
+/// Accept errors of single connections (a reset in the queue, `EINTR`) in a row after which
+/// the loop backs off as for exhaustion: a thousand clients that reset in the queue are a
+/// burst; a thousand failures with no connection taken between them are a filter that
+/// fails every `accept4`.
+const CONNECTION_ERRORS_IN_A_ROW: u32 = 1000;
 
 /// What the admission stages decided on the accept loop.
 enum Early {

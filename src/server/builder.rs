@@ -330,7 +330,15 @@ impl Builder {
                 io::ErrorKind::Unsupported,
                 format!("the io_uring engine was asked for, and {reason}"),
             );
-            return Err(Error::without_target(Op::Listen, reason));
+            // The first endpoint it would have served, as every listen error names one.
+            let first = self.sources.iter().next().map(|source| match source {
+                Source::Bind(endpoint) => endpoint,
+                Source::Inherited(socket) => socket.endpoint(),
+            });
+            return Err(match first {
+                Some(endpoint) => Error::new(Op::Listen, endpoint, reason),
+                None => Error::without_target(Op::Listen, reason),
+            });
         }
         #[cfg(not(target_os = "linux"))]
         if self.limits.engine == IoEngine::IoUring {

@@ -209,13 +209,21 @@ pub(crate) fn is_blocking_pipe(fd: RawFd) -> bool {
 /// Whether an error from `splice` means "not supported for these files" or "not allowed
 /// here" (fall back to a copy) rather than a failure of the connection: `EPERM` and
 /// `EACCES` are what seccomp profiles (Docker's, containerd's, systemd's
-/// `SystemCallFilter=`) and security modules answer for a call they refuse. A failure of
+/// `SystemCallFilter=`) and security modules answer for a call they refuse; `ENOMEM`, a
+/// pipe's pages that cannot be had (a copy needs none). A failure of
 /// the socket itself (a reset) is none of these, and is the connection's: the splice took
 /// the error, so a copy after it would read a clean end.
 pub(crate) fn splice_unsupported(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM | libc::EACCES)
+        Some(
+            libc::EINVAL
+                | libc::ENOSYS
+                | libc::EOPNOTSUPP
+                | libc::EPERM
+                | libc::EACCES
+                | libc::ENOMEM
+        )
     )
 }
 

@@ -25,24 +25,30 @@ fn refusing(syscall: libc::c_long, errno: i32) -> Command {
     cmd
 }
 
-/// `accept4` refused by a filter fails every try with `EPERM`, the connection left in the
-/// queue: the accept loop backs off (one warning) instead of spinning, and SIGTERM still
-/// ends the server (the spin kept the shutdown from ever running).
+/// `accept4` refused by a filter fails every try, the connection left in the queue: with
+/// `EPERM`, or with an error that stands for one connection (`ECONNABORTED`), the accept
+/// loop backs off (one warning) instead of spinning, and SIGTERM still ends the server
+/// (the spin kept the shutdown from ever running).
 #[test]
 fn an_accept_refused_for_good_backs_off_and_the_server_still_stops() {
-    let mut cmd = refusing(libc::SYS_accept4, libc::EPERM);
-    cmd.args(["serve", "echo", "--io-engine", "epoll", "-l", "127.0.0.1:0"]);
-    let mut server = Running::start(cmd, 1);
-    let _client = connect(&server.addr());
-    server.wait_for_stderr(&["operation not permitted; backing off"], DEADLINE);
-    let before = cpu_ticks(server.pid());
-    std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_ticks(server.pid()) - before;
-    // 100 ticks a second: a spinning loop takes most of them.
-    assert!(spent < 20, "{spent} ticks of CPU in a second");
-    server.signal(libc::SIGTERM);
-    let status = server.wait(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    for errno in [libc::EPERM, libc::ECONNABORTED] {
+        let mut cmd = refusing(libc::SYS_accept4, errno);
+        cmd.args(["serve", "echo", "--io-engine", "epoll", "-l", "127.0.0.1:0"]);
+        let mut server = Running::start(cmd, 1);
+        let _client = connect(&server.addr());
+        server.wait_for_stderr(&["; backing off until it succeeds"], DEADLINE);
+        let before = cpu_ticks(server.pid());
+        std::thread::sleep(Duration::from_secs(1));
+        let spent = cpu_ticks(server.pid()) - before;
+        // 100 ticks a second: a spinning loop takes most of them.
+        assert!(
+            spent < 20,
+            "errno {errno}: {spent} ticks of CPU in a second"
+        );
+        server.signal(libc::SIGTERM);
+        let status = server.wait(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "errno {errno}: {}", server.stderr());
+    }
 }
 
 /// `socketpair` refused: tokio's first runtime with I/O makes one for the process's signals
@@ -62,6 +68,19 @@ fn a_refused_socketpair_is_an_error_line_not_a_panic() {
         assert!(
             out.stderr.starts_with("error: ") && out.stderr.contains("operation not permitted"),
             "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // Room for a pair, not for the runtime's descriptors besides: the same panic.
+    for limit in [6, 7] {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "-l", "127.0.0.1:0"]);
+        with_rlimit(&mut cmd, libc::RLIMIT_NOFILE, limit);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 1, "limit {limit}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("error: ") && !out.stderr.contains("panicked"),
+            "limit {limit}: {}",
             out.stderr
         );
     }
@@ -85,14 +104,14 @@ fn a_ring_that_cannot_be_entered_is_no_ring() {
     assert!(out.stderr.contains("cannot be entered"), "{}", out.stderr);
 }
 
-/// `splice` refused with `EPERM` (what seccomp profiles answer): `connect` with its output
-/// on a pipe copies instead, as it does for `EINVAL`.
+/// `splice` refused with `EPERM` (what seccomp profiles answer), `EACCES` or `ENOMEM`:
+/// `connect` with its output on a pipe copies instead, as it does for `EINVAL`.
 #[test]
 fn connect_copies_where_splice_is_refused_with_eperm() {
     let mut cmd = socketkit();
     cmd.args(["serve", "-l", "127.0.0.1:0"]);
     let server = Running::start(cmd, 1);
-    for errno in [libc::EPERM, libc::EACCES] {
+    for errno in [libc::EPERM, libc::EACCES, libc::ENOMEM] {
         let mut cmd = refusing(libc::SYS_splice, errno);
         cmd.args(["connect", &server.addr()]);
         let out = run(cmd, Vec::new(), DEADLINE);

@@ -266,3 +266,56 @@ fn a_full_disk_counts_what_it_lost_and_glues_no_lines() {
         "{text}"
     );
 }
+
+/// `bench`'s report to a stdout that is a non-blocking pipe, full for a moment: it waits
+/// for room (it was lost, exit 1 with `EAGAIN`), as `connect`'s data and the log do.
+#[test]
+fn a_report_waits_for_a_non_blocking_stdout() {
+    let mut server = socketkit();
+    server.args(["serve", "-l", "127.0.0.1:0"]);
+    let server = Running::start(server, 1);
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both were just made and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor owned here.
+    let size = unsafe {
+        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
+        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
+    };
+    let size = usize::try_from(size).expect("a size");
+    let mut write = std::fs::File::from(write);
+    let mut read = std::fs::File::from(read);
+    write.write_all(&vec![b'.'; size]).expect("fill the pipe");
+    let mut cmd = socketkit();
+    cmd.args([
+        "bench",
+        &server.addr(),
+        "--count",
+        "20",
+        "-c",
+        "2",
+        "--json",
+    ])
+    .stdin(Stdio::null())
+    .stderr(Stdio::null())
+    .stdout(Stdio::from(write));
+    let mut child = Reaped(cmd.spawn().expect("start bench"));
+    drop(cmd);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut filler = vec![0; size];
+    read.read_exact(&mut filler).expect("the filler");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "bench did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut report = String::new();
+    read.read_to_string(&mut report).expect("the report");
+    assert!(report.trim_start().starts_with('{'), "{report}");
+}
