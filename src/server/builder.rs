@@ -331,7 +331,7 @@ impl Builder {
                 format!("the io_uring engine was asked for, and {reason}"),
             );
             // The first endpoint it would have served, as every listen error names one.
-            let first = self.sources.iter().next().map(|source| match source {
+            let first = self.sources.first().map(|source| match source {
                 Source::Bind(endpoint) => endpoint,
                 Source::Inherited(socket) => socket.endpoint(),
             });
