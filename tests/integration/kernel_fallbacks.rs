@@ -108,9 +108,9 @@ fn where_io_uring_is_refused_auto_serves_on_epoll_and_says_why() {
     assert_eq!(out.code(), 1, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(
-        out.stderr.starts_with(&format!(
-            "error: cannot listen on tcp:127.0.0.1:0: the io_uring engine was asked for, and "
-        )) && out.stderr.contains("operation not permitted"),
+        out.stderr.starts_with(
+            "error: cannot listen on tcp:127.0.0.1:0: the io_uring engine was asked for, and ",
+        ) && out.stderr.contains("operation not permitted"),
         "{}",
         out.stderr
     );
