@@ -55,11 +55,10 @@ pub(crate) fn read_text(what: &'static str, file: &std::path::Path) -> Result<St
 /// output is lost, and the exit code must say so.
 pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write;
-    use std::os::fd::AsFd;
     // Through a duplicate that waits when stdout is a non-blocking pipe that is full for a
     // moment (a parent left it so), where a plain write fails with `EAGAIN`.
-    let written = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => socketkit::client::WaitingFile::new(std::fs::File::from(fd)).write_all(bytes),
+    let written = match super::stdio::output() {
+        Ok(file) => socketkit::client::WaitingFile::new(file).write_all(bytes),
         Err(_) => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(bytes).and_then(|()| stdout.flush())

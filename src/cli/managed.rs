@@ -250,10 +250,11 @@ impl Managed {
             return Ok(());
         }
         let mut server = builder.bind().await?;
-        let mut files = server.socket_files();
+        let sockets = server.socket_files();
+        let mut files = sockets.clone();
         files.extend(self.pid_file.clone());
         let mut left_behind = access.files_left_behind(&files);
-        left_behind.extend(access.give_socket_files(&server.socket_files()));
+        left_behind.extend(access.give_socket_files(&sockets));
         left_behind.extend(access.shut_out_warning());
         // What a restart hands over: duplicates of the listeners and the metrics socket.
         let handover = match &self.program {
@@ -289,12 +290,12 @@ impl Managed {
             Some(path) if !successor => Some(PidFile::write(path)?),
             _ => None,
         };
-        let keep_descriptor = |written: &PidFile| {
-            if let Some(fd) = written.descriptor() {
+        let keep_descriptor = |written: &mut PidFile| {
+            if let Some(fd) = written.take_descriptor() {
                 let _ = pid_descriptor.set(fd);
             }
         };
-        if let Some(written) = &pid_file {
+        if let Some(written) = &mut pid_file {
             keep_descriptor(written);
         }
         let handed_pid_file = self.inherited.take_pid_file();
@@ -326,8 +327,8 @@ impl Managed {
                 // the file still names it (it took the new pid written a moment later).
                 if let Some(path) = pid_path {
                     match PidFile::write_or_through(path, handed_pid_file) {
-                        Ok(written) => {
-                            keep_descriptor(&written);
+                        Ok(mut written) => {
+                            keep_descriptor(&mut written);
                             pid_file = Some(written);
                         }
                         Err(err) => tracing::warn!("{err}"),

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use socketkit::error::Op;
@@ -102,10 +102,10 @@ impl PidFile {
         })
     }
 
-    /// A duplicate of the open file, for a restart to hand over.
-    pub(crate) fn descriptor(&self) -> Option<OwnedFd> {
-        let file = self.file.as_ref()?;
-        file.as_fd().try_clone_to_owned().ok()
+    /// The open file, for a restart to hand over (taken: the pid file needs it for nothing
+    /// else).
+    pub(crate) fn take_descriptor(&mut self) -> Option<OwnedFd> {
+        self.file.take().map(OwnedFd::from)
     }
 }
 

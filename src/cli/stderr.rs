@@ -201,29 +201,30 @@ impl Queue {
             let dropped = std::mem::take(&mut state.dropped);
             let cut = std::mem::take(&mut state.cut);
             drop(state);
-            if cut {
-                // Ends the line a failed write cut, so that this one does not run on from it.
-                taken.insert(0, b'\n');
-            }
             if dropped > 0 {
                 taken.extend_from_slice((self.dropped_line)(dropped).as_bytes());
             }
-            let unwritten = write_lines(&taken);
+            // A line a failed write cut is ended first, so that this batch does not run on
+            // from it; until that line end is out, nothing else goes.
+            let unwritten = match !cut || write_lines(b"\n").lines == 0 {
+                true => write_lines(&taken),
+                false => Unwritten {
+                    lines: count_lines(&taken),
+                    cut: true,
+                },
+            };
             let mut state = lock(&self.state);
             // What a failure kept from the reader is counted with the events dropped, and
             // said once a write succeeds again. The count's own line is the batch's last:
             // when it was not written, it stood for `dropped` lines, not one.
-            // The line end put first to mend a cut line is no line of its own.
-            let mending = u64::from(cut && unwritten.none);
-            let lost = match unwritten.lines.saturating_sub(mending) {
+            let lost = match unwritten.lines {
                 0 => 0,
                 lines if dropped > 0 => lines - 1 + dropped,
                 lines => lines,
             };
             state.dropped += lost;
-            state.failed = unwritten.lines > 0;
-            // A line cut before stays cut until a write gets the mending line end out.
-            state.cut = unwritten.cut || (cut && unwritten.none);
+            state.failed = lost > 0;
+            state.cut = unwritten.cut;
         }
     }
 }
@@ -243,8 +244,11 @@ struct Unwritten {
     lines: u64,
     /// The last line written was cut part way.
     cut: bool,
-    /// Nothing at all was written.
-    none: bool,
+}
+
+/// How many lines `text` holds (line ends).
+fn count_lines(text: &[u8]) -> u64 {
+    text.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 /// Writes `piece` to stderr through a duplicate of descriptor 2 that waits when stderr is a
@@ -274,8 +278,6 @@ fn write_to_stderr(piece: &[u8]) -> io::Result<usize> {
 /// line goes alone). If stderr fails (it is gone, a full disk), the rest is not written:
 /// what that left out comes back.
 fn write_lines(mut text: &[u8]) -> Unwritten {
-    let whole = text.len();
-    let lines = |text: &[u8]| text.iter().filter(|&&b| b == b'\n').count() as u64;
     while !text.is_empty() {
         let (piece, rest) = text.split_at(piece_end(text));
         let mut left = piece;
@@ -290,11 +292,9 @@ fn write_lines(mut text: &[u8]) -> Unwritten {
                         .iter()
                         .rposition(|&b| b == b'\n')
                         .map_or(0, |newline| newline + 1);
-                    let rest_of_text = &text[line_start..];
                     return Unwritten {
-                        lines: lines(rest_of_text),
+                        lines: count_lines(&text[line_start..]),
                         cut: written > line_start,
-                        none: written == 0 && text.len() == whole,
                     };
                 }
             }

@@ -116,8 +116,11 @@ impl Server {
         let mut fine_notes = Vec::new();
         #[cfg(target_os = "linux")]
         let mut rings: Vec<ring::Ready> = Vec::new();
+        // The io_uring workers `auto` may still start (see `ring::worker_budget`).
         #[cfg(target_os = "linux")]
-        let mut ring_budget = ring::worker_budget(self.limits.engine);
+        let ring_workers_allowed = ring::worker_budget(self.limits.engine);
+        #[cfg(target_os = "linux")]
+        let mut ring_budget = ring_workers_allowed;
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for group in self.groups {
             let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
@@ -136,7 +139,19 @@ impl Server {
                 .any(|listener| matches!(listener, Listener::Stream(_)));
             #[cfg(target_os = "linux")]
             let mut ring_routine = spawner.as_ref().filter(|_| streams).and_then(|spawner| {
-                let routine = ring_routine(&self.limits, spawner, pipeline, group.is_tls());
+                let routine = ring_routine(&self.limits, spawner, pipeline, group.is_tls())
+                    .and_then(|routine| {
+                        let wanted = loops.max(1) * group.listeners.len();
+                        let left = ring_budget.checked_sub(wanted).ok_or_else(|| {
+                            format!(
+                                "the server's io_uring workers are at their limit, \
+                                 {ring_workers_allowed}: a quarter of the descriptor limit, at \
+                                 most 512"
+                            )
+                        })?;
+                        ring_budget = left;
+                        Ok(routine)
+                    });
                 // Which engine serves the listener, and why not the ring: `-v` tells an
                 // operator (io_uring refused in a container, a limit that needs tokio).
                 notes.push(match &routine {
@@ -175,25 +190,6 @@ impl Server {
                     group.endpoint,
                     group.listeners.len()
                 ));
-            }
-            #[cfg(target_os = "linux")]
-            if ring_routine.is_some() {
-                let wanted = loops.max(1) * group.listeners.len();
-                match ring_budget.checked_sub(wanted) {
-                    Some(left) => ring_budget = left,
-                    None => {
-                        // In place of the note that said io_uring would serve it.
-                        let said = format!("{}: io_uring engine", group.endpoint);
-                        notes.retain(|note| *note != said);
-                        notes.push(format!(
-                            "{}: epoll engine (the server's io_uring workers are at their \
-                             limit, {}: a quarter of the descriptor limit, at most 512)",
-                            group.endpoint,
-                            ring::worker_budget(self.limits.engine)
-                        ));
-                        ring_routine = None;
-                    }
-                }
             }
             for listener in group.listeners {
                 // A stream listener the ring serves goes to its workers; the rest to tokio.
