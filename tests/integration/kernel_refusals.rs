@@ -158,7 +158,7 @@ fn auto_serves_on_epoll_when_the_workers_rings_cannot_be_made() {
 /// (it said "nothing to restart" and gave no reason). Needs root, for the namespace.
 #[test]
 fn a_restart_without_proc_starts_the_program_by_its_path() {
-    use crate::support::restart::{Descendants, become_subreaper, send_signal, taken_over};
+    use crate::support::restart::{Descendants, become_subreaper, restarted, stopped};
     if unsafe { libc::geteuid() } != 0 || !crate::support::tools::available("unshare") {
         eprintln!("skipped: needs root and unshare(1), for a mount namespace without /proc");
         return;
@@ -180,8 +180,7 @@ fn a_restart_without_proc_starts_the_program_by_its_path() {
     let addr = old.addr();
     let pid = old.pid();
     let mut adopted = Descendants::default();
-    send_signal(pid, libc::SIGUSR2);
-    let new = taken_over(
+    let new = restarted(
         &mut old,
         pid,
         &pid_file,
@@ -194,8 +193,7 @@ fn a_restart_without_proc_starts_the_program_by_its_path() {
         old.stderr()
     );
     assert_eq!(read_to_end(&mut connect(&addr)), "你好".as_bytes());
-    send_signal(new, libc::SIGTERM);
-    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    stopped(new, &mut adopted);
 }
 
 /// `bench` under a small open-file limit runs a run that fits it (`-c 2` under `ulimit -n

@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::net::free_port;
-use crate::support::process::{DEADLINE, Running, socketkit};
+use crate::support::process::{DEADLINE, Running, socketkit, wait_bounded};
 
 /// A child killed and reaped on drop.
 struct Reaped(Child);
@@ -19,6 +19,43 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Reaped {
+    /// SIGTERM, then how it exited (within the tests' deadline).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe { libc::kill(i32::try_from(self.0.id()).expect("a pid"), libc::SIGTERM) };
+        wait_bounded(&mut self.0, DEADLINE)
+    }
+}
+
+/// Waits until the server on `port` takes a connection (which it counts as one).
+fn wait_for_server(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < DEADLINE, "the server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A pipe whose write end is non-blocking (as a parent may leave a file description) and
+/// full: its read end, its write end, and its size.
+fn full_non_blocking_pipe() -> (std::fs::File, std::fs::File, usize) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both were just made and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor owned here.
+    let size = unsafe {
+        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
+        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
+    };
+    let size = usize::try_from(size).expect("a size");
+    let mut write = std::fs::File::from(write);
+    write.write_all(&vec![b'.'; size]).expect("fill the pipe");
+    (std::fs::File::from(read), write, size)
 }
 
 /// One connection to `port` that sends a byte, half-closes and reads to the end: how long
@@ -95,14 +132,7 @@ fn an_output_that_fails_is_an_error() {
             .stdout(full())
             .stderr(Stdio::piped());
         let mut child = Reaped(cmd.spawn().expect("start"));
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.0.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(started.elapsed() < DEADLINE, "{args:?} did not end");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_bounded(&mut child.0, DEADLINE);
         let mut stderr = String::new();
         let _ = child
             .0
@@ -123,21 +153,7 @@ fn an_output_that_fails_is_an_error() {
 /// with `EAGAIN`.
 #[test]
 fn a_non_blocking_stderr_loses_no_line() {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both were just made and are owned here alone.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on a descriptor owned here.
-    let size = unsafe {
-        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
-        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
-    };
-    let mut write = std::fs::File::from(write);
-    let mut read = std::fs::File::from(read);
-    write
-        .write_all(&vec![b'.'; usize::try_from(size).expect("a size")])
-        .expect("fill the pipe");
+    let (mut read, write, size) = full_non_blocking_pipe();
     let port = free_port();
     let mut cmd = socketkit();
     cmd.args(["serve", "-v", "-l", &format!("127.0.0.1:{port}")])
@@ -145,21 +161,14 @@ fn a_non_blocking_stderr_loses_no_line() {
         .stdout(Stdio::null())
         .stderr(Stdio::from(write));
     let mut child = Reaped(cmd.spawn().expect("start serve"));
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < DEADLINE, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_server(port);
     for _ in 0..100 {
         exchange(port);
     }
     // The reader catches up; the rest is read after the server has stopped.
-    let mut filler = vec![0; usize::try_from(size).expect("a size")];
+    let mut filler = vec![0; size];
     read.read_exact(&mut filler).expect("the filler");
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(i32::try_from(child.0.id()).expect("a pid"), libc::SIGTERM) };
-    let status = child.0.wait().expect("wait");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(child.terminate().code(), Some(0));
     drop(cmd);
     let mut log = String::new();
     read.read_to_string(&mut log).expect("the log");
@@ -221,11 +230,7 @@ fn a_full_disk_counts_what_it_lost_and_glues_no_lines() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("the log"));
     let mut child = Reaped(cmd.spawn().expect("start serve"));
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < DEADLINE, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_server(port);
     let filler = dir.path().join("filler");
     let _ = std::fs::write(&filler, vec![0; 64 * 1024]); // as much as fits
     for _ in 0..200 {
@@ -234,9 +239,7 @@ fn a_full_disk_counts_what_it_lost_and_glues_no_lines() {
     std::fs::remove_file(&filler).expect("room again");
     exchange(port);
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(i32::try_from(child.0.id()).expect("a pid"), libc::SIGTERM) };
-    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
+    assert_eq!(child.terminate().code(), Some(0));
     let text = String::from_utf8_lossy(&std::fs::read(&log).expect("the log")).into_owned();
     let whole = text
         .lines()
@@ -274,20 +277,7 @@ fn a_report_waits_for_a_non_blocking_stdout() {
     let mut server = socketkit();
     server.args(["serve", "-l", "127.0.0.1:0"]);
     let server = Running::start(server, 1);
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both were just made and are owned here alone.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on a descriptor owned here.
-    let size = unsafe {
-        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
-        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
-    };
-    let size = usize::try_from(size).expect("a size");
-    let mut write = std::fs::File::from(write);
-    let mut read = std::fs::File::from(read);
-    write.write_all(&vec![b'.'; size]).expect("fill the pipe");
+    let (mut read, write, size) = full_non_blocking_pipe();
     let mut cmd = socketkit();
     cmd.args([
         "bench",
@@ -306,15 +296,7 @@ fn a_report_waits_for_a_non_blocking_stdout() {
     std::thread::sleep(Duration::from_millis(500));
     let mut filler = vec![0; size];
     read.read_exact(&mut filler).expect("the filler");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(started.elapsed() < DEADLINE, "bench did not end");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(wait_bounded(&mut child.0, DEADLINE).code(), Some(0));
     let mut report = String::new();
     read.read_to_string(&mut report).expect("the report");
     assert!(report.trim_start().starts_with('{'), "{report}");

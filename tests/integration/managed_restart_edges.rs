@@ -150,14 +150,7 @@ fn tls_files(pki: &Pki) -> [&str; 4] {
 /// SIGUSR2 to `pid` (the process `old` runs, or started): waits for the new process to
 /// name itself in `pid_file` and for `old` to exit 0; returns the new pid, adopted.
 fn restart(old: &mut Running, pid: i32, pid_file: &Path, adopted: &mut Descendants) -> i32 {
-    send_signal(pid, libc::SIGUSR2);
-    crate::support::restart::taken_over(old, pid, pid_file, adopted, RESTART)
-}
-
-/// SIGTERM to the adopted `pid`, which must exit 0.
-fn stop(pid: i32, adopted: &mut Descendants) {
-    send_signal(pid, libc::SIGTERM);
-    assert_eq!(adopted.reap(pid, Duration::from_secs(20)), 0);
+    crate::support::restart::restarted(old, pid, pid_file, adopted, RESTART)
 }
 
 #[test]
@@ -195,7 +188,7 @@ fn a_tls_listener_is_handed_over_as_one() -> TestResult {
     plain.read_to_end(&mut got)?;
     assert_eq!(got, "你好".as_bytes());
 
-    stop(new, &mut adopted);
+    crate::support::restart::stopped(new, &mut adopted);
     Ok(())
 }
 
@@ -334,7 +327,7 @@ fn a_service_managers_socket_file_survives_a_restart_and_tls_fd_serves_tls() -> 
     let new = restart(&mut activator, first, &pid_file, &mut adopted);
     assert!(greets_on_unix(&socket));
     assert_eq!(tls_greeting(&format!("tls:{tcp}"), &pki), "你好");
-    stop(new, &mut adopted);
+    crate::support::restart::stopped(new, &mut adopted);
     assert!(
         socket.exists(),
         "the service manager's socket file was removed"

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::net::connect;
 use crate::support::process::{Running, socketkit};
-use crate::support::restart::{Descendants, become_subreaper, send_signal, taken_over};
+use crate::support::restart::{Descendants, become_subreaper, send_signal, stopped, taken_over};
 
 #[test]
 fn a_sighup_during_a_restart_reaches_the_new_process() {
@@ -56,6 +56,5 @@ fn a_sighup_during_a_restart_reaches_the_new_process() {
         read.is_err() || got.is_empty()
     });
     assert!(refused, "the new process still serves 127.0.0.1: {log}");
-    send_signal(new, libc::SIGTERM);
-    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    stopped(new, &mut adopted);
 }

@@ -7,13 +7,28 @@ use std::time::Duration;
 
 use crate::access_control::as_root;
 use crate::support::process::{DEADLINE, Running, socketkit};
-use crate::support::restart::{Descendants, become_subreaper, send_signal, taken_over};
+use crate::support::restart::{Descendants, become_subreaper, restarted, stopped};
 
 /// A directory anyone may write, for the files a server that becomes nobody writes again.
 fn shared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     dir
+}
+
+/// `serve --user nobody --pid-file PID_FILE` on a port of its own, ready.
+fn serve_as_nobody(pid_file: &std::path::Path) -> Running {
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "-l",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--pid-file",
+    ])
+    .arg(pid_file);
+    Running::start(cmd, 1)
 }
 
 /// The process a SIGUSR2 restart starts runs as the user from its start, so the kernel
@@ -28,17 +43,7 @@ fn a_restarted_server_is_not_dumpable_by_its_user() {
     become_subreaper();
     let dir = shared_dir();
     let pid_file = dir.path().join("s.pid");
-    let mut cmd = socketkit();
-    cmd.args([
-        "serve",
-        "-l",
-        "127.0.0.1:0",
-        "--user",
-        "nobody",
-        "--pid-file",
-    ])
-    .arg(&pid_file);
-    let mut old = Running::start(cmd, 1);
+    let mut old = serve_as_nobody(&pid_file);
     let pid = old.pid();
     let owner = |pid: i32| {
         std::fs::metadata(format!("/proc/{pid}/environ"))
@@ -47,8 +52,7 @@ fn a_restarted_server_is_not_dumpable_by_its_user() {
     };
     assert_eq!(owner(pid), 0, "the first process");
     let mut adopted = Descendants::default();
-    send_signal(pid, libc::SIGUSR2);
-    let new = taken_over(
+    let new = restarted(
         &mut old,
         pid,
         &pid_file,
@@ -56,8 +60,7 @@ fn a_restarted_server_is_not_dumpable_by_its_user() {
         Duration::from_secs(20),
     );
     assert_eq!(owner(new), 0, "the restarted process is dumpable by nobody");
-    send_signal(new, libc::SIGTERM);
-    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    stopped(new, &mut adopted);
 }
 
 /// `--user nobody --group nogroup --unix-mode 0660`: the socket file is the user's and the
@@ -148,21 +151,10 @@ fn a_restart_under_user_rewrites_a_pid_file_in_roots_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let pid_file = dir.path().join("s.pid");
-    let mut cmd = socketkit();
-    cmd.args([
-        "serve",
-        "-l",
-        "127.0.0.1:0",
-        "--user",
-        "nobody",
-        "--pid-file",
-    ])
-    .arg(&pid_file);
-    let mut old = Running::start(cmd, 1);
+    let mut old = serve_as_nobody(&pid_file);
     let pid = old.pid();
     let mut adopted = Descendants::default();
-    send_signal(pid, libc::SIGUSR2);
-    let new = taken_over(
+    let new = restarted(
         &mut old,
         pid,
         &pid_file,
@@ -171,6 +163,5 @@ fn a_restart_under_user_rewrites_a_pid_file_in_roots_directory() {
     );
     let named = std::fs::read_to_string(&pid_file).expect("the pid file");
     assert_eq!(named, format!("{new}\n"), "{}", old.stderr());
-    send_signal(new, libc::SIGTERM);
-    assert_eq!(adopted.reap(new, Duration::from_secs(20)), 0);
+    stopped(new, &mut adopted);
 }

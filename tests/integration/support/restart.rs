@@ -267,3 +267,22 @@ pub fn taken_over(
     assert_eq!(status.code(), Some(0), "{}", old.stderr());
     new
 }
+
+/// SIGUSR2 to `pid` (the process `old` runs, or one a restart started): the new pid once it
+/// serves and `old` has exited 0 (see [`taken_over`]), within `limit`.
+pub fn restarted(
+    old: &mut crate::support::process::Running,
+    pid: i32,
+    pid_file: &Path,
+    adopted: &mut Descendants,
+    limit: Duration,
+) -> i32 {
+    send_signal(pid, libc::SIGUSR2);
+    taken_over(old, pid, pid_file, adopted, limit)
+}
+
+/// SIGTERM to the adopted `pid`, which must exit 0 within 20 s.
+pub fn stopped(pid: i32, adopted: &mut Descendants) {
+    send_signal(pid, libc::SIGTERM);
+    assert_eq!(adopted.reap(pid, Duration::from_secs(20)), 0);
+}
