@@ -231,6 +231,11 @@ fn a_full_disk_counts_what_it_lost_and_glues_no_lines() {
         .stderr(std::fs::File::create(&log).expect("the log"));
     let mut child = Reaped(cmd.spawn().expect("start serve"));
     wait_for_server(port);
+    // The lines said so far (readiness, the engine, the probe's `closed`) out before the
+    // disk fills: what the count counts is then the connections' lines alone.
+    let read_log =
+        || String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    crate::support::wait_until(DEADLINE, read_log, || read_log().contains(" closed "));
     let filler = dir.path().join("filler");
     let _ = std::fs::write(&filler, vec![0; 64 * 1024]); // as much as fits
     for _ in 0..200 {
