@@ -1,9 +1,12 @@
 //! `socketkit forward -l udp:… --to udp:…` (and `unixgram:` on either side): the datagram
 //! relay, one upstream socket per client (see [`socketkit::forward::datagram`]). Its own
 //! small runtime, with the server options that have a datagram meaning — `--idle-timeout`,
-//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode`, `--to-file` (read
-//! again on SIGHUP) — and every other one refused by name (exit 2), never ignored.
+//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode`, the access rules
+//! and per-source limits, `--user`/`--group`, `--to-file` (read again on SIGHUP, with the
+//! rule files) — and every other one refused by name (exit 2), never ignored.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socketkit::endpoint::Endpoint;
@@ -12,6 +15,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 
 use super::signals::catch;
 
+use super::access::Access;
 use super::args::ForwardArgs;
 use super::exit::CliError;
 use super::forward_args::BalancePolicy;
@@ -34,8 +38,15 @@ pub(crate) fn run(
         )));
     }
     refuse_stream_only_options(args, given)?;
+    let access = super::access::resolve(&args.server.access)?;
     let (first, rest) = super::forward::targets(args, given)?;
     let mut relay = DatagramForward::new(first).map_err(CliError::Usage)?;
+    if let Some(control) = &access.control {
+        relay = relay.access_control(Arc::clone(control));
+    }
+    if let Some(limits) = &access.limits {
+        relay = relay.source_limits(Arc::clone(limits));
+    }
     for target in rest {
         relay = relay.or(target).map_err(CliError::Usage)?;
     }
@@ -78,14 +89,24 @@ pub(crate) fn run(
             .as_ref()
             .map(|plan| plan.bind(MetricsSocket::Bind))
             .transpose()?;
-        let reload = args
-            .to_file
-            .clone()
-            .map(|file| Box::new(target_file::reload_on_hangup(file, relay.clone())) as Reload);
+        let reload = reload(args, &relay, &access);
         let mut signals = Signals::install(reload)?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
+        // Bound (so ports below 1024 work as root), nothing received yet: the socket files
+        // are given to `--user` first, so that it may remove them at exit.
+        let files: Vec<PathBuf> = locals
+            .iter()
+            .filter_map(|local| local.path().map(PathBuf::from))
+            .collect();
+        let mut warnings = access.files_left_behind(&files);
+        warnings.extend(access.give_socket_files(&files));
+        warnings.extend(access.shut_out_warning());
+        access.drop_privileges()?;
         let targets = super::forward::described_targets(relay.targets().iter(), relay.balancing());
         ready::announce(&locals, &format!("forward to {targets}"));
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
         if let Some(http) = http {
             http.announce();
             tokio::spawn(http.serve());
@@ -122,8 +143,28 @@ pub(crate) fn run(
     })
 }
 
-/// What SIGHUP does: `--to-file`'s reload.
-type Reload = Box<dyn Fn() + Send + Sync>;
+/// What SIGHUP does: `--to-file`'s reload, and the rule files'.
+type Reload = Arc<dyn Fn() + Send + Sync>;
+
+/// What SIGHUP reloads: `--to-file` and the access rules' files, or nothing.
+fn reload(args: &ForwardArgs, relay: &DatagramForward, access: &Access) -> Option<Reload> {
+    let targets = args
+        .to_file
+        .clone()
+        .map(|file| target_file::reload_on_hangup(file, relay.clone()));
+    let control = access.control.clone();
+    if targets.is_none() && control.is_none() {
+        return None;
+    }
+    Some(Arc::new(move || {
+        if let Some(targets) = &targets {
+            targets();
+        }
+        if let Some(control) = &control {
+            super::access::reload_and_say(control, "rules");
+        }
+    }))
+}
 
 /// SIGINT and SIGTERM, either of which stops the relay; SIGHUP, which reloads `--to-file`
 /// (and is said and ignored without one: a daemon is told to reload by it, and its default
@@ -155,9 +196,13 @@ impl Signals {
             tokio::select! {
                 _ = self.interrupt.recv() => return,
                 _ = self.terminate.recv() => return,
+                // Files are read off the runtime's thread, which relays every datagram.
                 _ = self.hangup.recv() => match &self.reload {
-                    Some(reload) => reload(),
-                    None => tracing::info!("SIGHUP: nothing to reload (no --to-file)"),
+                    Some(reload) => drop(tokio::task::spawn_blocking({
+                        let reload = Arc::clone(reload);
+                        move || reload()
+                    })),
+                    None => tracing::info!("SIGHUP: nothing to reload (no --to-file, no access rules)"),
                 },
                 _ = self.user2.recv() => {
                     tracing::info!("SIGUSR2: a datagram relay has no listeners to hand over; it goes on");
@@ -182,17 +227,8 @@ async fn relay_for(delay: Duration, signals: &mut Signals) {
 /// The options of a stream `forward` that mean nothing for the datagram relay: refused,
 /// with why, rather than silently ignored. `given` catches those that have a default.
 fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), CliError> {
-    let access = &args.server.access;
     let no_tls = "a datagram relay has no TLS";
     let given = [
-        ("--allow", !access.allow.is_empty(), ""),
-        ("--deny", !access.deny.is_empty(), ""),
-        ("--allow-file", !access.allow_file.is_empty(), ""),
-        ("--deny-file", !access.deny_file.is_empty(), ""),
-        ("--max-per-source", access.max_per_source.is_some(), ""),
-        ("--rate-per-source", access.rate_per_source.is_some(), ""),
-        ("--user", access.user.is_some(), ""),
-        ("--group", access.group.is_some(), ""),
         ("--workers", args.server.workers.is_some(), ""),
         ("--io-engine", args.server.io_engine.is_some(), ""),
         ("--pid-file", args.server.managed.pid_file.is_some(), ""),

@@ -196,10 +196,10 @@ fn udp_forwarding_refuses_what_it_cannot_do() {
                 "udp:127.0.0.1:0",
                 "--to",
                 "udp:127.0.0.1:53",
-                "--allow",
-                "127.0.0.1",
+                "--workers",
+                "2",
             ],
-            "--allow",
+            "--workers",
         ),
         (
             &["forward", "-l", "127.0.0.1:0", "--to", "udp:127.0.0.1:53"],
@@ -268,7 +268,7 @@ fn udp_forwarding_refuses_stream_options_even_with_defaults() {
 /// `socketkit serve echo` on a UDP port of its own.
 /// `forward -l udp:127.0.0.1:0 --metrics 127.0.0.1:0` with `args` (its targets and more),
 /// and its metrics address.
-fn metered_relay(args: &[&str]) -> (Running, String) {
+pub(crate) fn metered_relay(args: &[&str]) -> (Running, String) {
     let mut cmd = socketkit();
     cmd.args([
         "forward",
@@ -281,14 +281,14 @@ fn metered_relay(args: &[&str]) -> (Running, String) {
     start_with_metrics(cmd)
 }
 
-fn echo_upstream() -> Running {
+pub(crate) fn echo_upstream() -> Running {
     let mut cmd = socketkit();
     cmd.args(["serve", "echo", "-l", "udp:127.0.0.1:0"]);
     Running::start(cmd, 1)
 }
 
 /// Sends `data` through the relay at `port` and returns the answer.
-fn echo_through(client: &UdpSocket, port: u16, data: &[u8]) -> Vec<u8> {
+pub(crate) fn echo_through(client: &UdpSocket, port: u16, data: &[u8]) -> Vec<u8> {
     client.send_to(data, ("127.0.0.1", port)).expect("send");
     let mut buf = [0u8; 2048];
     let (n, _) = client
@@ -450,7 +450,7 @@ fn udp_forward_survives_sigusr2_and_sighup() {
     assert_eq!(echo_through(&a, relay.port(), b"after"), b"after");
     relay.signal(libc::SIGHUP);
     relay.wait_for_stderr(
-        &["SIGHUP: nothing to reload (no --to-file)"],
+        &["SIGHUP: nothing to reload (no --to-file, no access rules)"],
         Duration::from_secs(10),
     );
     assert_eq!(echo_through(&a, relay.port(), b"again"), b"again");

@@ -49,6 +49,8 @@ mod cli_forward_pool;
 mod cli_forward_targets;
 /// `socketkit forward` over UDP: one upstream socket per client, idle timeout.
 mod cli_forward_udp;
+/// `socketkit forward -l udp:` with the access rules, per-source limits and `--user`.
+mod cli_forward_udp_access;
 /// `socketkit forward` with Unix datagrams on either side (a syslog relay's shape).
 mod cli_forward_unixgram;
 /// Generated argument vectors for every subcommand: exit 0, 1 or 2, one `error:` line at most.

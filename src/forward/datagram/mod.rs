@@ -22,6 +22,10 @@
 //!
 //! A datagram from a new client while `max_clients` are being relayed is dropped (and
 //! logged at debug level): a datagram cannot be refused, and the sender retries if it cares.
+//! So is a datagram from a source the access rules refuse
+//! ([`DatagramForward::access_control`]), and a new client's past its source's limits
+//! ([`DatagramForward::source_limits`]: clients at once, new clients per interval), each
+//! counted in `socketkit_datagrams_dropped_total` by reason.
 //!
 //! With [`DatagramForward::metrics`], each listener counts under its own `listener` label
 //! as a stream listener does, a client standing for a connection: its first datagram is a
@@ -42,15 +46,18 @@ use tokio::time::Instant;
 
 use super::MAX_TARGETS;
 use super::targets::{Balance, Reloaded, source_slot};
+use crate::access::{AccessControl, SourceLimits};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::{self, ConnectedDatagram, ListenOptions};
 use crate::server::DatagramListener;
 use crate::socket::Address;
+use admission::Admission;
 use session::{Client, Clients, answer, retire, transient};
 use turns::{Target, Turns};
 
+mod admission;
 mod session;
 mod turns;
 
@@ -82,6 +89,7 @@ pub struct DatagramForward {
     max_clients: usize,
     metrics: Option<Arc<Metrics>>,
     unix_mode: Option<u32>,
+    admission: Admission,
 }
 
 /// A relay bound to its listening socket, ready to [`BoundDatagramForward::run`].
@@ -108,6 +116,7 @@ impl DatagramForward {
             max_clients: usize::MAX,
             metrics: None,
             unix_mode: None,
+            admission: Admission::default(),
         })
     }
 
@@ -217,6 +226,20 @@ impl DatagramForward {
         self
     }
 
+    /// Drops the datagrams of sources `control` refuses (checked on every datagram, so
+    /// that [`AccessControl::reload`] applies to clients already relayed too).
+    pub fn access_control(mut self, control: Arc<AccessControl>) -> DatagramForward {
+        self.admission.control = Some(control);
+        self
+    }
+
+    /// Drops a new client's datagrams past `limits`: its source's clients at once, or its
+    /// rate of new clients. A client holds its place while its upstream socket lives.
+    pub fn source_limits(mut self, limits: Arc<SourceLimits>) -> DatagramForward {
+        self.admission.limits = Some(limits);
+        self
+    }
+
     /// The permission bits of a `unixgram:` listener's socket file (as `chmod`).
     pub fn unix_mode(mut self, mode: u32) -> DatagramForward {
         self.unix_mode = Some(mode);
@@ -312,6 +335,9 @@ impl BoundDatagramForward {
                 );
                 continue;
             }
+            if !self.relay.admission.admits(&from, self.metrics.as_ref()) {
+                continue;
+            }
             // Reap finished relays so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
             if !Arc::ptr_eq(&self.relay.targets.load(), &listed) {
@@ -404,6 +430,7 @@ impl BoundDatagramForward {
                 return None;
             }
         }
+        let place = self.relay.admission.place(from, self.metrics.as_ref())?;
         let turn = turns.next(from);
         let upstream = match ConnectedDatagram::open(&turn.address) {
             Ok(upstream) => upstream,
@@ -441,7 +468,13 @@ impl BoundDatagramForward {
             metrics.connected.inc();
             metrics.active.inc();
         }
-        let client = Arc::new(Client::new(upstream, target, metered, target_metrics));
+        let client = Arc::new(Client::new(
+            upstream,
+            target,
+            metered,
+            target_metrics,
+            place,
+        ));
         clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())

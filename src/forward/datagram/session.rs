@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::MAX_DATAGRAM;
+use crate::access::SourceSlot;
 use crate::error::describe;
 use crate::metrics::{ListenerMetrics, TargetMetrics};
 use crate::net::{ConnectedDatagram, Destination};
@@ -32,6 +33,8 @@ pub(super) struct Client {
     metered: Option<(ListenerMetrics, Instant)>,
     /// The target's counters: a client is one of its connections while it lives.
     pub(super) target_metrics: Option<TargetMetrics>,
+    /// Its place in its source's count (`--max-per-source`), given back when it goes.
+    _place: Option<SourceSlot>,
 }
 
 impl Drop for Client {
@@ -47,12 +50,13 @@ impl Drop for Client {
 
 impl Client {
     /// A client relayed through `upstream` to `target`, counted in `metered` and
-    /// `target_metrics`, its traffic last seen now.
+    /// `target_metrics`, holding `place` in its source's count, its traffic last seen now.
     pub(super) fn new(
         upstream: ConnectedDatagram,
         target: Arc<Address>,
         metered: Option<(ListenerMetrics, Instant)>,
         target_metrics: Option<TargetMetrics>,
+        place: Option<SourceSlot>,
     ) -> Client {
         Client {
             upstream,
@@ -64,6 +68,7 @@ impl Client {
             retired: tokio::sync::Notify::new(),
             metered,
             target_metrics,
+            _place: place,
         }
     }
 
