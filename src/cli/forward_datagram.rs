@@ -1,7 +1,7 @@
 //! `socketkit forward -l udp:… --to udp:…` (and `unixgram:` on either side): the datagram
 //! relay, one upstream socket per client (see [`socketkit::forward::datagram`]). Its own
 //! small runtime, with the server options that have a datagram meaning — `--idle-timeout`,
-//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode`, the access rules
+//! `--max-connections`, `--metrics`, `--shutdown-delay`, `--unix-mode`, `--pid-file`, the access rules
 //! and per-source limits, `--user`/`--group`, `--to-file` (read again on SIGHUP, with the
 //! rule files) — and every other one refused by name (exit 2), never ignored.
 
@@ -21,6 +21,7 @@ use super::exit::CliError;
 use super::forward_args::BalancePolicy;
 use super::given::Given;
 use super::metrics::{MetricsPlan, MetricsSocket};
+use super::pid_file::PidFile;
 use super::target_file;
 use super::{init_serving, ready};
 
@@ -98,7 +99,18 @@ pub(crate) fn run(
             .iter()
             .filter_map(|local| local.path().map(PathBuf::from))
             .collect();
-        let mut warnings = access.files_left_behind(&files);
+        // Written before the readiness lines (whoever waits for them finds it), while
+        // still root (a service's pid file is in a directory only root may write).
+        let _pid_file = args
+            .server
+            .managed
+            .pid_file
+            .as_deref()
+            .map(PidFile::write)
+            .transpose()?;
+        let mut left_behind = files.clone();
+        left_behind.extend(args.server.managed.pid_file.clone());
+        let mut warnings = access.files_left_behind(&left_behind);
         warnings.extend(access.give_socket_files(&files));
         warnings.extend(access.shut_out_warning());
         access.drop_privileges()?;
@@ -231,7 +243,6 @@ fn refuse_stream_only_options(args: &ForwardArgs, given: &Given) -> Result<(), C
     let given = [
         ("--workers", args.server.workers.is_some(), ""),
         ("--io-engine", args.server.io_engine.is_some(), ""),
-        ("--pid-file", args.server.managed.pid_file.is_some(), ""),
         (
             "--backlog",
             given.contains("backlog"),

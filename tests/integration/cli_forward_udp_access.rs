@@ -176,3 +176,27 @@ fn udp_forward_becomes_its_user_once_bound() {
     assert!(relay.wait(DEADLINE).success(), "{}", relay.stderr());
     assert!(!socket.exists(), "the socket file was left behind");
 }
+
+/// `--pid-file`: written before the readiness line, removed at exit.
+#[test]
+fn udp_forward_writes_its_pid_file_and_removes_it_at_exit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("relay.pid");
+    let upstream = echo_upstream();
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--to",
+        &upstream.endpoints()[0],
+    ])
+    .arg("--pid-file")
+    .arg(&pid_file);
+    let mut relay = Running::start(cmd, 1);
+    let written = std::fs::read_to_string(&pid_file).expect("the pid file");
+    assert_eq!(written.trim(), relay.pid().to_string());
+    relay.signal(libc::SIGTERM);
+    assert!(relay.wait(DEADLINE).success(), "{}", relay.stderr());
+    assert!(!pid_file.exists(), "the pid file was left behind");
+}
