@@ -120,7 +120,9 @@ fn rows(a: &Report, b: &Report) -> Vec<Row> {
         ("p99.9 ms", la.p999, lb.p999),
         ("max ms", la.max, lb.max),
     ] {
-        rows.push(row(label, Some(x), Some(y), 3));
+        // A run that completed nothing has no latency: its zeros are no figure.
+        let sampled = |r: &Report, v: f64| (r.completed > 0 || r.held.is_some()).then_some(v);
+        rows.push(row(label, sampled(a, x), sampled(b, y), 3));
     }
     rows.push(row(
         "errors",

@@ -179,11 +179,16 @@ impl fmt::Display for Report {
             writeln!(f, "  bytes       {:>12}", self.bytes)?;
         }
         let l = &self.latency_ms;
-        writeln!(
-            f,
-            "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        )?;
+        if self.completed == 0 && self.held.is_none() {
+            // No sample: zeros would read as an instant server (the JSON keeps its shape).
+            writeln!(f, "  latency ms  none: nothing completed")?;
+        } else {
+            writeln!(
+                f,
+                "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            )?;
+        }
         if let Some(missed) = self.not_started.filter(|&n| n > 0) {
             writeln!(
                 f,

@@ -77,6 +77,19 @@ fn wrong_bytes_and_refused_are_counted_by_kind() {
     assert!(json(&out)["errors"]["ECONNREFUSED"].as_u64().unwrap_or(0) > 0);
 }
 
+/// A run that completed nothing has no latency to show: zeros read as an instant server.
+#[test]
+fn a_run_that_completed_nothing_shows_no_latency() {
+    let port = crate::support::net::free_port();
+    let out = bench(&format!("127.0.0.1:{port}"), "-d 200ms --warmup 0 -c 2");
+    assert_eq!(out.code(), 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("latency ms  none: nothing completed") && !stdout.contains("p50"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn echo_streams_verified_blocks() {
     let server = serve(&["echo", "-l", "127.0.0.1:0"]);
