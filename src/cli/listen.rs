@@ -85,6 +85,16 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         .as_ref()
         .map(MetricsPlan::bind_standalone)
         .transpose()?;
+    // The socket file given to `--user`/`--group` before the drop, as `serve` does, so
+    // that `--unix-mode 0660` opens it to the group and the user may remove it at exit.
+    let files: Vec<std::path::PathBuf> = listening
+        .local_endpoint()
+        .path()
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .collect();
+    let mut warnings = access.files_left_behind(&files);
+    warnings.extend(access.give_socket_files(&files));
     access.drop_privileges()?;
     if let Some(file) = listening.socket_file() {
         socket_file::remove_on_ending_signal(file)?;
@@ -98,7 +108,8 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     if let Some(tls) = &tls {
         tls.announce();
     }
-    if let Some(warning) = access.shut_out_warning() {
+    warnings.extend(access.shut_out_warning());
+    for warning in warnings {
         tracing::warn!("{warning}");
     }
     let input = nc.input(datagrams.then_some(&*listening.socket_mut()))?;

@@ -110,6 +110,27 @@ fn the_socket_file_is_the_users_and_the_pid_file_is_not_writable_by_others() {
     assert_eq!(server.wait(DEADLINE).code(), Some(0), "{}", server.stderr());
 }
 
+/// `listen unix:PATH --user nobody`: the socket file is the user's (it stayed root's, so the
+/// user could not remove it at exit), and removed at exit.
+#[test]
+fn listen_gives_its_socket_file_to_the_user() {
+    if !as_root() {
+        return;
+    }
+    let dir = shared_dir();
+    let socket = dir.path().join("l.sock");
+    let mut cmd = socketkit();
+    cmd.arg("listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(["--user", "nobody"]);
+    let mut listener = Running::start(cmd, 1);
+    let meta = std::fs::symlink_metadata(&socket).expect("the socket file");
+    assert_eq!(meta.uid(), 65534, "{}", listener.stderr());
+    listener.signal(libc::SIGTERM);
+    listener.wait(DEADLINE);
+    assert!(!socket.exists(), "the socket file was left behind");
+}
+
 /// A certificate and key only root may read (certbot's keys are 0600): a server that drops
 /// to `--user` could never reload them on SIGHUP, and said so only at the first rotation.
 /// It says so at start now, after the readiness lines.
