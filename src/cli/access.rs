@@ -31,6 +31,8 @@ pub(crate) struct Access {
     pub(crate) hangup_hooks: HangupHooks,
     /// Whether a reload would work, asked once the privileges are dropped: why not.
     pub(crate) reload_checks: ReloadChecks,
+    /// Where each SIGHUP's reload is counted, with `--metrics`.
+    pub(crate) metrics: Option<Arc<socketkit::metrics::Metrics>>,
 }
 
 /// Checks of what SIGHUP reloads, each saying why it would fail (`None`: it would not).
@@ -43,13 +45,14 @@ impl std::fmt::Debug for ReloadChecks {
     }
 }
 
-/// The reloads SIGHUP runs besides the access rules'.
+/// The reloads SIGHUP runs besides the access rules', each saying whether what it read is
+/// in force.
 #[derive(Default, Clone)]
-pub(crate) struct HangupHooks(Vec<Arc<dyn Fn() + Send + Sync>>);
+pub(crate) struct HangupHooks(Vec<Arc<dyn Fn() -> bool + Send + Sync>>);
 
 impl HangupHooks {
     /// Runs `hook` on every SIGHUP.
-    pub(crate) fn add(&mut self, hook: impl Fn() + Send + Sync + 'static) {
+    pub(crate) fn add(&mut self, hook: impl Fn() -> bool + Send + Sync + 'static) {
         self.0.push(Arc::new(hook));
     }
 }
@@ -97,8 +100,9 @@ fn everyone_shut_out(control: &AccessControl, what: &str) -> Option<String> {
 }
 
 /// Reads `control`'s files again and says how it went, `what` naming the rules ("rules",
-/// "socks destination rules"): a file that no longer parses keeps the rules in force.
-pub(crate) fn reload_and_say(control: &AccessControl, what: &str) {
+/// "socks destination rules"): a file that no longer parses keeps the rules in force
+/// (`false`).
+pub(crate) fn reload_and_say(control: &AccessControl, what: &str) -> bool {
     match control.reload() {
         Ok(()) => {
             let (allow, deny) = control.rules().len();
@@ -106,8 +110,12 @@ pub(crate) fn reload_and_say(control: &AccessControl, what: &str) {
             if let Some(warning) = everyone_shut_out(control, what) {
                 tracing::warn!("{warning}");
             }
+            true
         }
-        Err(err) => tracing::warn!("{what} not reloaded, the old ones stay: {err}"),
+        Err(err) => {
+            tracing::warn!("{what} not reloaded, the old ones stay: {err}");
+            false
+        }
     }
 }
 
@@ -146,6 +154,7 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
         identity,
         hangup_hooks: HangupHooks::default(),
         reload_checks: ReloadChecks::default(),
+        metrics: None,
     })
 }
 
@@ -263,6 +272,7 @@ impl Access {
     pub(crate) fn reload_on_hangup(&self, mut hangups: Signal, mut gate: Gate) {
         let control = self.control.clone();
         let hooks = self.hangup_hooks.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 if !gate.opened().await {
@@ -270,17 +280,23 @@ impl Access {
                 }
                 // Read and parsed off the runtime's threads: a file of 300,000 routes took
                 // seconds, during which no connection was accepted or served.
-                let (control, hooks) = (control.clone(), hooks.clone());
+                let (control, hooks, metrics) = (control.clone(), hooks.clone(), metrics.clone());
                 let reloaded = tokio::task::spawn_blocking(move || {
-                    for hook in &hooks.0 {
-                        hook();
-                    }
+                    // Every hook runs, whatever the one before it made of its file.
+                    let results: Vec<bool> = hooks.0.iter().map(|hook| hook()).collect();
+                    let mut ok = !results.contains(&false);
                     match &control {
-                        Some(control) => reload_and_say(control, "rules"),
-                        None if hooks.0.is_empty() => tracing::info!(
-                            "SIGHUP: nothing to reload (no access rules, no TLS certificate files)"
-                        ),
+                        Some(control) => ok = reload_and_say(control, "rules") && ok,
+                        None if hooks.0.is_empty() => {
+                            tracing::info!(
+                                "SIGHUP: nothing to reload (no access rules, no TLS certificate files)"
+                            );
+                            return;
+                        }
                         None => {}
+                    }
+                    if let Some(metrics) = &metrics {
+                        metrics.reloaded(ok);
                     }
                 });
                 if let Err(err) = reloaded.await {

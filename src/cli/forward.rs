@@ -325,9 +325,8 @@ fn socks(
         // anything to check.
         |prepared: &mut server::Prepared| {
             if let Some(control) = control.filter(|_| rules_from_files) {
-                prepared.on_hangup(move || {
-                    access::reload_and_say(&control, "socks destination rules");
-                });
+                prepared
+                    .on_hangup(move || access::reload_and_say(&control, "socks destination rules"));
             }
             if let Some(file) = args.socks_users.clone() {
                 let proxy = proxy.clone();
@@ -340,17 +339,21 @@ fn socks(
 
 /// SIGHUP's reload of `--socks-users FILE`: the file's users take the clients that come
 /// next; one that no longer reads keeps the users in force, and the log says why.
-fn reload_socks_users(file: &std::path::Path, proxy: &SocksForward) {
+fn reload_socks_users(file: &std::path::Path, proxy: &SocksForward) -> bool {
     match socks_users(file) {
         Ok(users) => {
             let count = users.len();
             proxy.reload_users(users);
             tracing::info!("socks users reloaded from {}: {count}", file.display());
+            true
         }
-        Err(err) => tracing::warn!(
-            "socks users not reloaded, the old ones stay: {}",
-            sanitize(&err.to_string())
-        ),
+        Err(err) => {
+            tracing::warn!(
+                "socks users not reloaded, the old ones stay: {}",
+                sanitize(&err.to_string())
+            );
+            false
+        }
     }
 }
 

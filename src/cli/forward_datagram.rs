@@ -90,7 +90,12 @@ pub(crate) fn run(
             .as_ref()
             .map(|plan| plan.bind(MetricsSocket::Bind))
             .transpose()?;
-        let reload = reload(args, &relay, &access);
+        let reload = reload(
+            args,
+            &relay,
+            &access,
+            metrics.as_ref().map(MetricsPlan::metrics),
+        );
         let mut signals = Signals::install(reload)?;
         let locals: Vec<Endpoint> = bound.iter().map(|b| b.local_endpoint().clone()).collect();
         // Bound (so ports below 1024 work as root), nothing received yet: the socket files
@@ -158,8 +163,14 @@ pub(crate) fn run(
 /// What SIGHUP does: `--to-file`'s reload, and the rule files'.
 type Reload = Arc<dyn Fn() + Send + Sync>;
 
-/// What SIGHUP reloads: `--to-file` and the access rules' files, or nothing.
-fn reload(args: &ForwardArgs, relay: &DatagramForward, access: &Access) -> Option<Reload> {
+/// What SIGHUP reloads: `--to-file` and the access rules' files, or nothing; counted in
+/// `metrics`.
+fn reload(
+    args: &ForwardArgs,
+    relay: &DatagramForward,
+    access: &Access,
+    metrics: Option<Arc<socketkit::metrics::Metrics>>,
+) -> Option<Reload> {
     let targets = args
         .to_file
         .clone()
@@ -169,11 +180,12 @@ fn reload(args: &ForwardArgs, relay: &DatagramForward, access: &Access) -> Optio
         return None;
     }
     Some(Arc::new(move || {
-        if let Some(targets) = &targets {
-            targets();
-        }
-        if let Some(control) = &control {
-            super::access::reload_and_say(control, "rules");
+        let targets_ok = targets.as_ref().is_none_or(|targets| targets());
+        let rules_ok = control
+            .as_ref()
+            .is_none_or(|control| super::access::reload_and_say(control, "rules"));
+        if let Some(metrics) = &metrics {
+            metrics.reloaded(targets_ok && rules_ok);
         }
     }))
 }

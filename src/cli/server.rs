@@ -26,7 +26,7 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Runs `hook` on every SIGHUP, after the access rules are reloaded.
-    pub(crate) fn on_hangup(&mut self, hook: impl Fn() + Send + Sync + 'static) {
+    pub(crate) fn on_hangup(&mut self, hook: impl Fn() -> bool + Send + Sync + 'static) {
         self.access.hangup_hooks.add(hook);
     }
 
@@ -50,6 +50,7 @@ pub(crate) fn prepare(
     }
     let mut access = access(args, &mut builder)?;
     let metrics = metrics(args, managed)?;
+    access.metrics = metrics.as_ref().map(MetricsPlan::metrics);
     if let Some(tls) = tls {
         let counted = metrics.as_ref().map(MetricsPlan::metrics);
         if let Some(counted) = &counted {

@@ -101,7 +101,7 @@ pub(crate) fn reload_on_hangup(
     file: PathBuf,
     listeners: Vec<Endpoint>,
     relay: Forward,
-) -> impl Fn() + Send + Sync {
+) -> impl Fn() -> bool + Send + Sync {
     move || {
         let shown = file.display();
         let reloaded = read(&file, &listeners).and_then(|routes| {
@@ -125,11 +125,15 @@ pub(crate) fn reload_on_hangup(
                     "SNI routes reloaded from {shown}: {count} ({})",
                     changes.join("; ")
                 );
+                true
             }
-            Err(err) => tracing::warn!(
-                "SNI routes not reloaded, the old ones stay: {}",
-                sanitize(&err.to_string())
-            ),
+            Err(err) => {
+                tracing::warn!(
+                    "SNI routes not reloaded, the old ones stay: {}",
+                    sanitize(&err.to_string())
+                );
+                false
+            }
         }
     }
 }

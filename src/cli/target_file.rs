@@ -85,7 +85,7 @@ pub(crate) fn written_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 
 /// What SIGHUP does for `relay`: reads `file` again and puts its targets in force, logging
 /// what changed, or why nothing did.
-pub(crate) fn reload_on_hangup(file: PathBuf, relay: impl Pool) -> impl Fn() + Send + Sync {
+pub(crate) fn reload_on_hangup(file: PathBuf, relay: impl Pool) -> impl Fn() -> bool + Send + Sync {
     move || {
         let shown = file.display();
         let reloaded =
@@ -113,12 +113,16 @@ pub(crate) fn reload_on_hangup(file: PathBuf, relay: impl Pool) -> impl Fn() + S
                     "targets reloaded from {shown}: {} ({changes})",
                     list.join(", ")
                 );
+                true
             }
             // The error names the file.
-            Err(err) => tracing::warn!(
-                "targets not reloaded, the old ones stay: {}",
-                sanitize(&err.to_string())
-            ),
+            Err(err) => {
+                tracing::warn!(
+                    "targets not reloaded, the old ones stay: {}",
+                    sanitize(&err.to_string())
+                );
+                false
+            }
         }
     }
 }

@@ -143,7 +143,7 @@ impl ServerSetup {
     pub(crate) fn reload_on_hangup(
         &self,
         metrics: Option<Arc<Metrics>>,
-    ) -> Option<impl Fn() + Send + Sync + 'static> {
+    ) -> Option<impl Fn() -> bool + Send + Sync + 'static> {
         let tls = Arc::clone(&self.tls);
         tls.reads_files()
             .then_some(move || reload_and_say(&tls, metrics.as_deref()))
@@ -276,8 +276,9 @@ fn record_expiry(tls: &ReloadableServerConfig, metrics: &Metrics) {
     }
 }
 
-/// SIGHUP's reload of a listener's TLS files, said on the log either way.
-fn reload_and_say(tls: &ReloadableServerConfig, metrics: Option<&Metrics>) {
+/// SIGHUP's reload of a listener's TLS files, said on the log either way: whether the new
+/// ones are in force.
+fn reload_and_say(tls: &ReloadableServerConfig, metrics: Option<&Metrics>) -> bool {
     let options = tls.options();
     let pair =
         |(cert, key): (&PathBuf, &PathBuf)| format!("{} and {}", cert.display(), key.display());
@@ -300,8 +301,12 @@ fn reload_and_say(tls: &ReloadableServerConfig, metrics: Option<&Metrics>) {
             if let Some(metrics) = metrics {
                 record_expiry(tls, metrics);
             }
+            true
         }
-        Err(err) => tracing::warn!("TLS certificate not reloaded, the old one stays: {err}"),
+        Err(err) => {
+            tracing::warn!("TLS certificate not reloaded, the old one stays: {err}");
+            false
+        }
     }
 }
 
@@ -332,7 +337,7 @@ impl TargetTls {
     pub(crate) fn reload_on_hangup(
         &self,
         relay: Forward,
-    ) -> Option<impl Fn() + Send + Sync + use<>> {
+    ) -> Option<impl Fn() -> bool + Send + Sync + use<>> {
         let options = self.options.clone();
         let reads = options.identity.is_some() || (options.pin.is_none() && !options.insecure);
         reads.then_some(move || {
@@ -353,8 +358,12 @@ impl TargetTls {
                 Ok(config) => {
                     relay.reload_tls(config);
                     tracing::info!("target TLS reloaded: {from}");
+                    true
                 }
-                Err(err) => tracing::warn!("target TLS not reloaded, the old one stays: {err}"),
+                Err(err) => {
+                    tracing::warn!("target TLS not reloaded, the old one stays: {err}");
+                    false
+                }
             }
         })
     }

@@ -49,6 +49,8 @@ pub struct Metrics {
     target_up: Family<Labels, Gauge>,
     target_active: Family<Labels, Gauge>,
     tls_expiry: Family<Labels, Gauge>,
+    reloads: [Counter; 2],
+    last_reload_ok: Gauge,
     draining: AtomicBool,
 }
 
@@ -89,6 +91,26 @@ impl Metrics {
         let target_up = Family::<Labels, Gauge>::default();
         let target_active = Family::<Labels, Gauge>::default();
         let tls_expiry = Family::<Labels, Gauge>::default();
+        let reloads = Family::<Labels, Counter>::default();
+        let last_reload_ok = Gauge::default();
+        // Both results from the start, and "successful" until a reload fails: an alert on
+        // either needs no series that appears only once something went wrong.
+        let reloads_by_result = ["success", "failure"].map(|result| {
+            reloads
+                .get_or_create(&vec![("result", result.to_owned())])
+                .clone()
+        });
+        last_reload_ok.set(1);
+        registry.register(
+            "socketkit_config_reloads",
+            "SIGHUP reloads of the files the process reads (rules, certificates, targets, routes, users), by result",
+            reloads,
+        );
+        registry.register(
+            "socketkit_config_last_reload_successful",
+            "0 when the last SIGHUP reload failed in part (what did not reload stays as it was), else 1",
+            last_reload_ok.clone(),
+        );
         registry.register(
             "socketkit_connections_accepted",
             "Connections accepted, admitted or not",
@@ -165,6 +187,8 @@ impl Metrics {
             target_up,
             target_active,
             tls_expiry,
+            reloads: reloads_by_result,
+            last_reload_ok,
             draining: AtomicBool::new(false),
         })
     }
@@ -261,6 +285,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Counts a SIGHUP reload: `ok` when every file it read was put in force.
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].inc();
+        self.last_reload_ok.set(i64::from(ok));
     }
 
     /// Every metric in Prometheus's classic text format (0.0.4), for the scrapers that

@@ -153,6 +153,8 @@ mod managed_signal_timing;
 mod metrics;
 /// The duration histogram against refused connections, on both engines.
 mod metrics_refusals;
+/// SIGHUP reloads counted by result, and whether the last one succeeded.
+mod metrics_reloads;
 /// The files options name: a FIFO at a reload, one past 16 MiB, a byte order mark.
 mod option_files;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.

@@ -1,0 +1,89 @@
+//! `socketkit_config_reloads_total{result}` and `socketkit_config_last_reload_successful`:
+//! a SIGHUP reload that fails in part (a rule file, a target list that no longer parses)
+//! keeps the old settings and said so on the log only, where no alert could see it.
+
+use std::time::Duration;
+
+use crate::balancer::{sample, start_with_metrics};
+use crate::support::net::http_get;
+use crate::support::process::{Running, socketkit};
+use crate::support::wait_until;
+
+/// The value of the metric `name` that has no labels.
+fn unlabelled(metrics: &str, name: &str) -> u64 {
+    let text = http_get(metrics, "/metrics").1;
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Sends SIGHUP and waits until the reload has been counted as `success` and `failure`.
+fn reload(server: &Running, metrics: &str, success: u64, failure: u64) {
+    server.signal(libc::SIGHUP);
+    let count = |result: &str| {
+        sample(
+            metrics,
+            "socketkit_config_reloads_total",
+            &format!("result=\"{result}\""),
+        )
+    };
+    wait_until(
+        Duration::from_secs(5),
+        || format!("reloads not counted as {success} and {failure}"),
+        || count("success") == success && count("failure") == failure,
+    );
+}
+
+/// A server's rule file, and a datagram relay's target list with its rules.
+#[test]
+fn a_failed_reload_is_counted_and_the_next_good_one_clears_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("allow.txt");
+    std::fs::write(&rules, "127.0.0.0/8\n").expect("write");
+    let mut cmd = socketkit();
+    cmd.args([
+        "serve",
+        "echo",
+        "-l",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .arg("--allow-file")
+    .arg(&rules);
+    let (server, metrics) = start_with_metrics(cmd);
+    let last = "socketkit_config_last_reload_successful";
+    assert_eq!(
+        unlabelled(&metrics, last),
+        1,
+        "successful before any reload"
+    );
+    reload(&server, &metrics, 1, 0);
+    std::fs::write(&rules, "not a network\n").expect("write");
+    reload(&server, &metrics, 1, 1);
+    assert_eq!(unlabelled(&metrics, last), 0);
+    std::fs::write(&rules, "127.0.0.1\n").expect("write");
+    reload(&server, &metrics, 2, 1);
+    assert_eq!(unlabelled(&metrics, last), 1);
+
+    let targets = dir.path().join("targets.txt");
+    std::fs::write(&targets, "udp:127.0.0.1:9\n").expect("write");
+    let mut cmd = socketkit();
+    cmd.args([
+        "forward",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .arg("--to-file")
+    .arg(&targets)
+    .arg("--allow-file")
+    .arg(&rules);
+    let (relay, metrics) = start_with_metrics(cmd);
+    std::fs::write(&targets, "127.0.0.1:9\n").expect("write");
+    reload(&relay, &metrics, 0, 1);
+    assert_eq!(unlabelled(&metrics, last), 0);
+}
