@@ -130,8 +130,9 @@ pub struct Error {
     target: Option<String>,
     /// The target is our own socket's address, not the peer the operation was aimed at.
     local: bool,
-    #[source]
-    source: io::Error,
+    /// Not the error's `source()`: its `Display` ends with the OS reason already, and a
+    /// reporter that walks the chain (anyhow's `{:#}`) printed it twice. `io_error` gives it.
+    os: io::Error,
 }
 
 impl Error {
@@ -149,7 +150,7 @@ impl Error {
             op,
             target: Some(target.to_string()),
             local: false,
-            source,
+            os: source,
         }
     }
 
@@ -186,7 +187,7 @@ impl Error {
             op,
             target: None,
             local: false,
-            source,
+            os: source,
         }
     }
 
@@ -226,7 +227,7 @@ impl Error {
     /// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     /// ```
     pub fn kind(&self) -> io::ErrorKind {
-        self.source.kind()
+        self.os.kind()
     }
 
     /// The underlying OS error.
@@ -239,7 +240,7 @@ impl Error {
     /// assert_eq!(err.io_error().raw_os_error(), Some(libc::ECONNREFUSED));
     /// ```
     pub fn io_error(&self) -> &io::Error {
-        &self.source
+        &self.os
     }
 
     /// The underlying OS error, by value, for re-labelling it under another operation.
@@ -253,7 +254,7 @@ impl Error {
     /// assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
     /// ```
     pub fn into_io_error(self) -> io::Error {
-        self.source
+        self.os
     }
 }
 
@@ -267,8 +268,8 @@ impl fmt::Display for Error {
                 preposition => write!(f, " {preposition} {target}")?,
             }
         }
-        write!(f, ": {}", describe(&self.source))?;
-        if self.source.raw_os_error() == Some(libc::EINVAL)
+        write!(f, ": {}", describe(&self.os))?;
+        if self.os.raw_os_error() == Some(libc::EINVAL)
             && self.target.as_deref().is_some_and(is_unscoped_link_local)
         {
             f.write_str(" (a link-local address needs its interface, as [fe80::1%eth0])")?;
@@ -376,6 +377,23 @@ fn lower_first(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OS reason is in the message once: a reporter that walks `source()` (anyhow's
+    /// `{:#}`) printed `…: connection refused: Connection refused (os error 111)`.
+    #[test]
+    fn the_os_reason_is_said_once_along_the_chain() {
+        let err = Error::new(
+            Op::Connect,
+            "127.0.0.1:9",
+            io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot connect to 127.0.0.1:9: connection refused"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(err.io_error().raw_os_error(), Some(libc::ECONNREFUSED));
+    }
 
     #[test]
     fn a_link_local_address_without_its_zone_is_named_as_such() {

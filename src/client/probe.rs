@@ -33,7 +33,10 @@ const PEER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// handshake, and then the close.
 ///
 /// It blocks the calling thread, on a small tokio runtime of its own (from a thread of a
-/// tokio runtime, on a thread of its own while the caller's waits).
+/// tokio runtime, on a thread of its own while the caller's waits: that thread runs nothing
+/// else meanwhile, so on a `current_thread` runtime a server the same runtime runs cannot
+/// answer the probe, which then times out; from async code, call it in
+/// `tokio::task::spawn_blocking`).
 ///
 /// # Errors
 ///

@@ -75,7 +75,9 @@ pub enum Handshake<'a> {
 /// It blocks the calling thread until then, as [`bridge`](super::bridge) does, and runs the
 /// session on a small tokio runtime of its own: called from async code (a thread of a tokio
 /// runtime, where another runtime cannot be entered), that runtime runs on a thread of its
-/// own while the caller's waits. From async code, prefer `tokio::task::spawn_blocking`.
+/// own while the caller's waits. The caller's thread is blocked all the same: on a
+/// `current_thread` runtime nothing else of that runtime runs meanwhile (a server it runs
+/// cannot answer). From async code, prefer `tokio::task::spawn_blocking`.
 ///
 /// # Errors
 ///

@@ -75,7 +75,9 @@ impl IdleTimer {
         IdleTimer {
             limit,
             last_progress: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+            sleep: Box::pin(tokio::time::sleep_until(
+                crate::net::deadline_in(limit).into(),
+            )),
         }
     }
 
@@ -84,7 +86,8 @@ impl IdleTimer {
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             ready!(self.sleep.as_mut().poll(cx));
-            let deadline = self.last_progress + self.limit;
+            let deadline = (self.last_progress.checked_add(self.limit))
+                .unwrap_or_else(|| crate::net::deadline_in(self.limit).into());
             if Instant::now() >= deadline {
                 return Poll::Ready(crate::net::idle_error(self.limit));
             }

@@ -356,6 +356,14 @@ impl Server {
     ///
     /// As [`Server::serve`]; and `InvalidInput` for a `tls:` listener, whose session a
     /// blocking handler cannot drive.
+    ///
+    /// # Caveats
+    ///
+    /// At the drain deadline a handler still running has its connection reset and `serve`
+    /// returns, but its thread cannot be stopped: a handler that never returns (a `sleep`
+    /// that no reset ends) keeps tokio's blocking pool busy, and dropping the runtime waits
+    /// for it (`#[tokio::main]` does not return). Use `Runtime::shutdown_timeout` where
+    /// that can happen.
     pub async fn serve_blocking<B: BlockingHandler>(self, handler: B) -> Result<()> {
         if let Some(group) = self.groups.iter().find(|group| group.is_tls()) {
             let reason = io::Error::new(

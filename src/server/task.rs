@@ -138,8 +138,9 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
         let (conn, holds) = accepted.into_connection();
         // The handler's future is made here, so the task holds it once, not beside the
         // pieces it was made from.
-        let work = self.0.call(conn);
-        tokio::spawn(ConnTask::new(work, watcher, holds));
+        if let Some(work) = call(|| self.0.call(conn)) {
+            tokio::spawn(ConnTask::new(work, watcher, holds));
+        }
     }
 
     fn spawn_admitting(&self, accepted: Accepted, watcher: Watcher, pipeline: Arc<Pipeline>) {
@@ -152,10 +153,37 @@ impl<H: Handler> Spawner for AsyncSpawner<H> {
             holds.kept.extend(held);
             match handler.immediate_reply() {
                 Some(reply) => answer(conn, &reply, watcher, holds).await,
-                None => ConnTask::new(handler.call(conn), watcher, holds).await,
+                None => {
+                    if let Some(work) = call(|| handler.call(conn)) {
+                        ConnTask::new(work, watcher, holds).await;
+                    }
+                }
             }
         });
     }
+}
+
+/// The handler's future (`make` calls it), or `None` when making it panicked (in the handler's
+/// synchronous part, before its `async` block: a poisoned lock's `unwrap`). That panic ran
+/// on the accept loop, and took the loop and its listener with it: now it ends only its
+/// connection, which its unwinding dropped (with a reset, `shutdown::is_cut_short`).
+fn call<F>(make: impl FnOnce() -> F) -> Option<F> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
+        Ok(work) => Some(work),
+        Err(panic) => {
+            tracing::warn!("a handler panicked: {}", panic_message(&*panic));
+            None
+        }
+    }
+}
+
+/// What a panic said, when it said it in words (`panic!` with a message, `unwrap`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 pin_project_lite::pin_project! {
@@ -204,17 +232,26 @@ impl<F: Future<Output = io::Result<()>>> Future for ConnTask<F> {
         let Some(work) = this.work.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        // A handler that panics drops what it holds as the panic unwinds, its connection
-        // too, which resets then (`shutdown::is_cut_short`): its answer was cut short.
-        if let Poll::Ready(result) = work.poll(cx) {
-            if let Err(err) = result {
-                // The connection's `closed` line, at `-v`, already says how its reads and
-                // writes failed, with its fields; this line has none of them.
-                tracing::trace!("connection ended: {}", describe(&err));
+        // Caught here rather than by tokio, so that the panic is said whatever the host's
+        // panic hook does, and the future it leaves is dropped as a forced close drops one:
+        // its answer was cut short, so its connection resets.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.poll(cx)));
+        match polled {
+            Ok(Poll::Ready(result)) => {
+                if let Err(err) = result {
+                    // The connection's `closed` line, at `-v`, already says how its reads
+                    // and writes failed, with its fields; this line has none of them.
+                    tracing::trace!("connection ended: {}", describe(&err));
+                }
+                Poll::Ready(())
             }
-            return Poll::Ready(());
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                tracing::warn!("a handler panicked: {}", panic_message(&*panic));
+                shutdown::dropping_forced(|| this.work.set(None));
+                Poll::Ready(())
+            }
         }
-        Poll::Pending
     }
 }
 

@@ -25,8 +25,10 @@ impl Socket {
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     pub fn send(&self, data: &[u8]) -> Result<usize> {
+        // `MSG_NOSIGNAL`: a peer that has closed is an error here, as in std and Python,
+        // not a SIGPIPE that kills a host program whose SIGPIPE is at its default.
         self.inner
-            .send(data)
+            .send_with_flags(data, libc::MSG_NOSIGNAL)
             .map_err(|err| self.error_at_peer(Op::Send, self.timed_out(err)))
     }
 
@@ -59,11 +61,13 @@ impl Socket {
     /// ```
     #[doc(alias = "write_all")]
     pub fn sendall(&self, mut data: &[u8]) -> Result<()> {
-        let deadline = self.timeout().map(|timeout| Instant::now() + timeout);
+        let deadline = self.timeout().map(crate::net::deadline_in);
         while !data.is_empty() {
             let sent = match deadline {
-                None => self.inner.send(data),
-                Some(_) => self.inner.send_with_flags(data, libc::MSG_DONTWAIT),
+                None => self.inner.send_with_flags(data, libc::MSG_NOSIGNAL),
+                Some(_) => self
+                    .inner
+                    .send_with_flags(data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL),
             };
             match sent {
                 Ok(0) => {

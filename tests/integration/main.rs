@@ -130,6 +130,9 @@ mod kernel_fallbacks;
 mod kernel_refusals;
 /// The layering of docs/architecture.md: allowed imports, private internals, circles.
 mod layers;
+/// The library in a host that panics before its `async` block, passes `Duration::MAX`, or
+/// keeps SIGPIPE at its default.
+mod library_edges;
 /// The library when something goes wrong around it: panicking handlers, a dropped `serve`,
 /// `tls:` given to plain calls, the TLS bridge from async code, `sendall`'s timeout.
 mod library_faults;
