@@ -72,7 +72,9 @@ impl Acceptor {
             let mut pending = match pending {
                 Ok(pending) => pending,
                 Err(err) => {
-                    tracing::warn!("listener failed: {}", describe(&err));
+                    let endpoint = self.meter.name();
+                    self.shutdown
+                        .fail(crate::Error::new(crate::error::Op::Serve, endpoint, err));
                     return;
                 }
             };

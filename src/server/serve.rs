@@ -326,7 +326,10 @@ impl Server {
             tracing::info!("closed {forced} connection(s) still open at the drain deadline");
         }
         stop_when_dropped.disarm();
-        Ok(())
+        match self.shutdown.take_failure() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 }
 

@@ -71,6 +71,9 @@ pub struct ShutdownHandle {
     asked: Arc<Notify>,
     // Set by `hand_over`: another process serves the listeners now.
     handed_over: Arc<AtomicBool>,
+    // Why serving failed after it began (a listener that fails for good): `serve` stops and
+    // returns it rather than serving on without that listener.
+    failure: Arc<std::sync::Mutex<Option<crate::Error>>>,
 }
 
 impl ShutdownHandle {
@@ -81,7 +84,31 @@ impl ShutdownHandle {
             wakers: Arc::default(),
             asked: Arc::new(Notify::new()),
             handed_over: Arc::new(AtomicBool::new(false)),
+            failure: Arc::default(),
         }
+    }
+
+    /// A listener failed for good (its accept loop or io_uring worker cannot go on): the
+    /// server stops as on [`ShutdownHandle::shutdown`], and `serve` returns `err` (the first
+    /// such) once it has drained. Without this the listener closed with a warning while
+    /// `serve` ran on, its clients refused, and returned `Ok(())`.
+    pub(crate) fn fail(&self, err: crate::Error) {
+        tracing::error!("{err}: the server stops");
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(err);
+        if *self.tx.borrow() == Phase::Running {
+            self.shutdown();
+        }
+    }
+
+    /// Why serving failed, if it did (see [`ShutdownHandle::fail`]).
+    pub(crate) fn take_failure(&self) -> Option<crate::Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Stops accepting (after the server's shutdown delay, if it has one), closes the

@@ -128,3 +128,35 @@ fn sendall_to_a_closed_peer_is_an_error_even_where_sigpipe_kills() -> TestResult
     );
     Ok(())
 }
+
+/// A listener bound in one runtime and served in another after the first has gone (a sync
+/// wrapper's shape) fails at its first wait: the accept loop said so in a warning and
+/// closed it, while `serve` ran on with no listener and returned `Ok(())`. It returns the
+/// failure now, naming the listener.
+#[test]
+fn a_listener_that_fails_for_good_ends_serve_with_its_error() -> TestResult {
+    let binding = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let server = binding.block_on(async {
+        let mut builder = Server::builder();
+        builder
+            .listen("127.0.0.1:0".parse().expect("an endpoint"))
+            .io_engine(socketkit::server::IoEngine::Epoll);
+        builder.bind().await
+    })?;
+    drop(binding);
+    let serving = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let endpoint = server.local_endpoints()[0].to_string();
+    let result =
+        serving.block_on(async { tokio::time::timeout(IO_TIMEOUT, server.serve(Echo)).await })?;
+    let err = result.expect_err("serving failed");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot serve on {endpoint}: ")),
+        "{err}"
+    );
+    Ok(())
+}

@@ -247,6 +247,7 @@ impl Workers<'_> {
                 endpoint: endpoint.to_string(),
                 admission: admission.clone(),
                 steering: steering.clone(),
+                server: shutdown.clone(),
             };
             let watcher = shutdown.watcher();
             let listener = Arc::clone(&listener);

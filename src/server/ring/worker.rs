@@ -47,7 +47,7 @@ use crate::server::EXHAUSTION_BACKOFF;
 use crate::server::exhaustion::Backoff;
 use crate::server::meter::ListenerMeter;
 use crate::server::pipeline::Pipeline;
-use crate::server::shutdown::Watcher;
+use crate::server::shutdown::{ShutdownHandle, Watcher};
 use crate::server::steering::{LoadWatch, Steering};
 
 /// What a completion is for: the low bits of its user data; the rest is the slot.
@@ -96,6 +96,8 @@ pub(super) struct Shared {
     pub(super) admission: Option<Arc<Pipeline>>,
     /// Where the listeners' connections land, for an immediate reply on several listeners.
     pub(super) steering: Option<Arc<Steering>>,
+    /// The server's, told when this worker cannot go on ([`ShutdownHandle::fail`]).
+    pub(super) server: ShutdownHandle,
 }
 
 /// The worker's state; runs on its own thread until its listener is closed and its last
@@ -142,6 +144,8 @@ pub(super) struct Worker {
     files: stream::FileTable,
     /// This worker's load, for the steering of an immediate reply's listeners.
     load: Option<LoadWatch>,
+    /// The server's shutdown, told if this worker fails for good.
+    server: ShutdownHandle,
 }
 
 // An idle connection's whole cost in this process is its slot.
@@ -205,6 +209,7 @@ impl Worker {
             meter: shared.meter,
             backoff: Backoff::new(&shared.exhausted),
             endpoint: shared.endpoint,
+            server: shared.server,
             watcher: Some(watcher),
             replies_in_flight: 0,
             accepting: true,
@@ -233,7 +238,18 @@ impl Worker {
                 // EBUSY: the completion queue is full; reaping below makes room.
                 Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(err) => {
-                    tracing::warn!("io_uring worker stopped: {err}");
+                    let err = crate::Error::new(
+                        crate::error::Op::Serve,
+                        &self.endpoint,
+                        io::Error::new(
+                            err.kind(),
+                            format!(
+                                "an io_uring worker stopped: {}",
+                                crate::error::describe(&err)
+                            ),
+                        ),
+                    );
+                    self.server.fail(err);
                     break;
                 }
             }
