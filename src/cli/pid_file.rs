@@ -92,9 +92,19 @@ impl PidFile {
             return Err(refused);
         };
         let file = File::from(handed);
-        let pid = format!("{}\n", std::process::id());
-        file.set_len(0)
-            .and_then(|()| std::os::unix::fs::FileExt::write_all_at(&file, pid.as_bytes(), 0))
+        // In place, yet never empty (a truncate first left it so for a moment: a script's
+        // `kill $(cat …)` then signalled nothing) and never two pids: the new pid is written
+        // over the old one with blank lines over what is left of it, in one write, and the
+        // blank lines cut off after. A reader sees the old pid or the new one.
+        let pid = format!("{}\n", std::process::id()).into_bytes();
+        let rewrite = |file: &File| {
+            let old_len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+            let mut text = pid.clone();
+            text.resize(old_len.clamp(pid.len(), 64), b'\n');
+            std::os::unix::fs::FileExt::write_all_at(file, &text, 0)?;
+            file.set_len(pid.len() as u64)
+        };
+        rewrite(&file)
             .map_err(|err| CliError::Runtime(socketkit::Error::new(Op::Io, path.display(), err)))?;
         Ok(PidFile {
             path: path.to_path_buf(),

@@ -20,7 +20,7 @@
 
 use std::env;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Op, Result};
 
@@ -32,8 +32,9 @@ const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub(crate) const HANDOVER_FDS: &str = "SOCKETKIT_HANDOVER_FDS";
 /// The variable naming the metrics endpoint's listening socket, when it is handed over.
 pub(crate) const HANDOVER_METRICS_FD: &str = "SOCKETKIT_HANDOVER_METRICS_FD";
-/// The variable naming the pid file, open for writing, when it is handed over (a server
-/// that dropped root may not replace it in its directory).
+/// The variable naming the pid file, open for writing, when a socketkit of 2026-12-07
+/// handed it over so (a server that dropped root may not replace it in its directory);
+/// read, no longer set: the pid file goes over the readiness socket now.
 pub(crate) const HANDOVER_PID_FILE_FD: &str = "SOCKETKIT_HANDOVER_PID_FILE_FD";
 /// The variable listing the handed-over listeners (positions from 0) that speak TLS.
 pub(crate) const HANDOVER_TLS: &str = "SOCKETKIT_HANDOVER_TLS";
@@ -219,11 +220,19 @@ fn handed_over(
             Ok((fds, kinds.of(position)?))
         })
         .collect::<io::Result<Vec<_>>>()?;
+    let ready = claim(ready)?;
+    // On the readiness socket, or (from a socketkit of 2026-12-07) inherited and named by
+    // a variable. A pipe (an older socketkit's) carries none; failing to take it leaves
+    // the new process to open the file itself.
+    let pid_file = match extra.pid_file.map(claim).transpose()? {
+        Some(fd) => Some(fd),
+        None => crate::sys::receive_descriptor(ready.as_fd()).ok().flatten(),
+    };
     Ok(HandedOver {
         groups,
         metrics: extra.metrics.map(claim).transpose()?,
-        pid_file: extra.pid_file.map(claim).transpose()?,
-        ready: claim(ready)?,
+        pid_file,
+        ready,
     })
 }
 
@@ -246,12 +255,11 @@ fn claim(text: &str) -> io::Result<OwnedFd> {
 }
 
 /// The variables that hand `groups` (each listener's sockets and what it is), the metrics
-/// endpoint's socket `metrics` and the open pid file `pid_file` over to a child, with
-/// `ready` the pipe's write end.
+/// endpoint's socket `metrics` over to a child, with `ready` its end of the socket it
+/// reports on (which carries the pid file, see `server::Handover::start`).
 pub(crate) fn handover_env(
     groups: &[(Vec<RawFd>, ListenerKind)],
     metrics: Option<RawFd>,
-    pid_file: Option<RawFd>,
     ready: RawFd,
 ) -> Vec<(&'static str, String)> {
     let fds = groups
@@ -283,9 +291,6 @@ pub(crate) fn handover_env(
     if let Some(metrics) = metrics {
         env.push((HANDOVER_METRICS_FD, metrics.to_string()));
     }
-    if let Some(pid_file) = pid_file {
-        env.push((HANDOVER_PID_FILE_FD, pid_file.to_string()));
-    }
     env
 }
 
@@ -309,7 +314,7 @@ mod tests {
             (vec![8], ListenerKind::default()),
         ];
         let env: std::collections::HashMap<_, _> =
-            handover_env(&groups, None, None, 9).into_iter().collect();
+            handover_env(&groups, None, 9).into_iter().collect();
         assert_eq!(env[HANDOVER_FDS], "5,6;7;8");
         let kinds = Kinds {
             tls: Some(&env[HANDOVER_TLS]),

@@ -11,18 +11,16 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::unix::pipe;
-
 use super::Server;
 use crate::error::{Error, Op, Result};
-use crate::net::{self, ListenerKind, Pipe};
+use crate::net::{self, ListenerKind};
 
 /// How long a stopped new process gets to be reaped before it is killed.
 const REAP_GRACE: Duration = Duration::from_secs(1);
@@ -164,7 +162,15 @@ impl Handover {
         timeout: Duration,
     ) -> Result<Successor> {
         let fail = |err: io::Error| Error::new(Op::Spawn, program.display(), err);
-        let ready = Pipe::new(0).map_err(fail)?;
+        // The new process reports on a socket (a pipe before; an older socketkit writes to
+        // either alike), which also carries the pid file: sent now, it waits there until a
+        // process that knows of it takes it, and one that does not never holds it, nor
+        // can the programs it starts inherit it (an inherited descriptor named by a
+        // variable was left open in an older socketkit, a downgrade's).
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(fail)?;
+        if let Some(pid_file) = &self.pid_file {
+            net::send_descriptor(ours.as_fd(), pid_file.as_fd()).map_err(fail)?;
+        }
         let raw: Vec<(Vec<RawFd>, ListenerKind)> = self
             .groups
             .iter()
@@ -173,17 +179,10 @@ impl Handover {
         let mut cmd = std::process::Command::new(program);
         cmd.args(args).stdin(Stdio::null());
         let metrics = self.metrics.as_ref().map(AsRawFd::as_raw_fd);
-        let pid_file = self.pid_file.as_ref().map(AsRawFd::as_raw_fd);
-        cmd.envs(net::handover_env(
-            &raw,
-            metrics,
-            pid_file,
-            ready.write.as_raw_fd(),
-        ));
+        cmd.envs(net::handover_env(&raw, metrics, theirs.as_raw_fd()));
         let mut inherit: Vec<RawFd> = raw.into_iter().flat_map(|(fds, _)| fds).collect();
         inherit.extend(metrics);
-        inherit.extend(pid_file);
-        inherit.push(ready.write.as_raw_fd());
+        inherit.push(theirs.as_raw_fd());
         net::inherit_on_exec(&mut cmd, inherit);
         // A std child, not tokio's: tokio reaps a child whose handle is dropped, and the
         // new process is not ours to reap — whoever adopts it when we exit waits for it.
@@ -192,9 +191,12 @@ impl Handover {
             ready: false,
         };
         let child = &mut starting.child;
-        // Our copy of the write end goes, so the pipe ends when the child's does.
-        drop(ready.write);
-        let report = pipe::Receiver::from_owned_fd(ready.read).map_err(fail)?;
+        // Our copy of its end goes, so the socket ends when the child's does.
+        drop(theirs);
+        let report = ours
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(ours))
+            .map_err(fail)?;
         let reported = tokio::time::timeout(timeout, read_line(report)).await;
         let failure = match reported {
             Ok(Ok(line)) => match line.trim().parse::<u32>() {
@@ -249,13 +251,18 @@ impl Drop for Starting {
     }
 }
 
-/// Reads up to the first newline or the end of the pipe.
-async fn read_line(mut pipe: pipe::Receiver) -> io::Result<String> {
+/// Reads up to the first newline or the end of the stream.
+async fn read_line(mut pipe: tokio::net::UnixStream) -> io::Result<String> {
     use tokio::io::AsyncReadExt;
     let mut line = Vec::new();
     let mut buf = [0u8; 64];
     while !line.contains(&b'\n') {
-        let n = pipe.read(&mut buf).await?;
+        let n = match pipe.read(&mut buf).await {
+            // A process that ended with the pid file still waiting on its end of the
+            // socket (one that failed at start, or an older socketkit) resets it: its end.
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => 0,
+            read => read?,
+        };
         if n == 0 {
             break;
         }

@@ -31,12 +31,14 @@ compile_error!("socketkit's platform layer (src/sys) needs a Unix-like system");
 )]
 mod platform;
 
+mod descriptors;
 mod ids;
 mod posix;
 
 use std::io;
 use std::os::fd::OwnedFd;
 
+pub(crate) use descriptors::{receive_descriptor, send_descriptor};
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;

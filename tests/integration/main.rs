@@ -150,6 +150,8 @@ mod managed_restart_edges;
 mod managed_restart_metrics;
 /// A SIGHUP during a SIGUSR2 restart reaches the new process.
 mod managed_restart_reload;
+/// A restart between two versions: an older one started by a newer, a symlink repointed.
+mod managed_restart_versions;
 /// Signals at awkward moments: a stop after a restart, a stop to the new pid, early signals.
 mod managed_signal_timing;
 /// `--metrics` and `/health`: every path a connection takes counts what it did.

@@ -131,7 +131,7 @@ fn sigusr2_under_load_keeps_every_echo_on_tcp_and_unix() -> TestResult {
 
 /// A copy of the binary at a path of the test's own (a hard link where the file system
 /// allows), so the test can break it.
-fn own_binary(dir: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn own_binary(dir: &Path) -> std::io::Result<PathBuf> {
     let path = dir.join("socketkit");
     let built = Path::new(env!("CARGO_BIN_EXE_socketkit"));
     if std::fs::hard_link(built, &path).is_err() {
@@ -142,7 +142,7 @@ fn own_binary(dir: &Path) -> std::io::Result<PathBuf> {
 
 /// Replaces `path` with a new file (rename, as an upgrade does: the running binary keeps
 /// its own inode).
-fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+pub(crate) fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let fresh = path.with_extension("new");
     std::fs::write(&fresh, text)?;

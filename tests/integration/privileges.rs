@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use crate::access_control::as_root;
 use crate::support::process::{DEADLINE, Running, socketkit};
-use crate::support::restart::{Descendants, become_subreaper, restarted, stopped};
+use crate::support::restart::{
+    Descendants, become_subreaper, restarted, send_signal, stopped, wait_for_new_pid,
+};
+
+/// How long a restart may take.
+const RESTART: Duration = Duration::from_secs(20);
 
 /// A directory anyone may write, for the files a server that becomes nobody writes again.
 fn shared_dir() -> tempfile::TempDir {
@@ -173,16 +178,40 @@ fn a_restart_under_user_rewrites_a_pid_file_in_roots_directory() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let pid_file = dir.path().join("s.pid");
     let mut old = serve_as_nobody(&pid_file);
-    let pid = old.pid();
+    let mut pid = old.pid();
     let mut adopted = Descendants::default();
-    let new = restarted(
-        &mut old,
-        pid,
-        &pid_file,
-        &mut adopted,
-        Duration::from_secs(20),
-    );
-    let named = std::fs::read_to_string(&pid_file).expect("the pid file");
-    assert_eq!(named, format!("{new}\n"), "{}", old.stderr());
-    stopped(new, &mut adopted);
+    // A reader all along, as a script's `kill $(cat …)` reads: the file rewritten in place
+    // was empty for a moment (truncated first) in tens of reads per restart.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (done, pid_file) = (std::sync::Arc::clone(&done), pid_file.clone());
+        move || {
+            let mut unusable = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                if text.split_whitespace().count() != 1 {
+                    unusable.push(text);
+                }
+            }
+            unusable
+        }
+    });
+    for round in 0..3 {
+        let new = if round == 0 {
+            restarted(&mut old, pid, &pid_file, &mut adopted, RESTART)
+        } else {
+            send_signal(pid, libc::SIGUSR2);
+            let new = wait_for_new_pid(&pid_file, pid, RESTART);
+            adopted.add(new);
+            assert_eq!(adopted.reap(pid, RESTART), 0, "{}", old.stderr());
+            new
+        };
+        let named = std::fs::read_to_string(&pid_file).expect("the pid file");
+        assert_eq!(named, format!("{new}\n"), "{}", old.stderr());
+        pid = new;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let unusable = reader.join().expect("the reader");
+    assert!(unusable.is_empty(), "read as no pid or two: {unusable:?}");
+    stopped(pid, &mut adopted);
 }
