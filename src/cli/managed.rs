@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use socketkit::endpoint::{Endpoint, InheritedName};
@@ -86,26 +86,48 @@ pub(crate) struct Managed {
     args: Vec<OsString>,
 }
 
-/// This program's file, to start again on SIGUSR2: the kernel's record of it
-/// (`/proc/self/exe`), else the path it was started by when that names a file (`argv[0]`
-/// with a slash, from the directory it was started in: without `/proc`, as in a sandbox
-/// that does not mount it); or why neither will do.
+/// This program's file, to start again on SIGUSR2: the path it was started by (`argv[0]`
+/// with a slash, from the directory it was started in, or found on `PATH` as the shell
+/// found it), so that an upgrade that repoints a symlink (`update-alternatives`, `current
+/// -> releases/N`) runs the new target — but only when that path led to this very file at
+/// start (`exec -a` can name anything); else the kernel's record of the file
+/// (`/proc/self/exe`, the symlink's target at start). Without `/proc` (a sandbox that does
+/// not mount it), the path alone; or why neither will do.
 fn this_program() -> Result<PathBuf, String> {
-    let exe_failed = match std::env::current_exe() {
-        Ok(path) => return Ok(path),
-        Err(err) => socketkit::error::describe(&err),
-    };
-    let started_as = std::env::args_os().next().map(PathBuf::from);
-    let by_path = started_as
-        .filter(|path| path.components().count() > 1 || path.is_absolute())
-        .and_then(|path| std::path::absolute(path).ok())
-        .filter(|path| path.is_file());
-    by_path.ok_or_else(|| {
-        format!(
-            "this program's file is unknown (/proc/self/exe: {exe_failed}; it was not started \
-             by a path)"
-        )
-    })
+    let started_by = started_by();
+    let exe = std::env::current_exe();
+    match (started_by, exe) {
+        (Some(path), Ok(exe)) => {
+            let same = |p: &Path| std::fs::canonicalize(p).ok();
+            match same(&path).is_some_and(|file| Some(file) == same(&exe)) {
+                true => Ok(path),
+                false => Ok(exe),
+            }
+        }
+        (None, Ok(exe)) => Ok(exe),
+        (Some(path), Err(_)) => Ok(path),
+        (None, Err(err)) => Err(format!(
+            "this program's file is unknown (/proc/self/exe: {}; it was not started by a \
+             path)",
+            socketkit::error::describe(&err)
+        )),
+    }
+}
+
+/// The file `argv[0]` names, as an absolute path (symlinks kept): with a slash, from the
+/// directory this process started in; without, the first match on `PATH`, as `execvp`.
+fn started_by() -> Option<PathBuf> {
+    let started_as = PathBuf::from(std::env::args_os().next()?);
+    if started_as.components().count() > 1 || started_as.is_absolute() {
+        return std::path::absolute(started_as)
+            .ok()
+            .filter(|path| path.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(&started_as))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A listener as `-l` (or socket activation) gives it.

@@ -77,3 +77,58 @@ fn an_older_successor_never_holds_the_pid_file() -> TestResult {
 fn held_and_said(held: &Path, old: &Running) -> bool {
     held.exists() && old.stderr().contains("restarted: process ")
 }
+
+/// Release 2 of the stand-in: says it ran, and reports ready.
+const RELEASE_2: &str = r#"#!/usr/bin/env python3
+import os, sys, time
+here = os.path.dirname(os.path.abspath(sys.argv[0]))
+open(os.path.join(here, 'ran.txt'), 'w').write('release 2\n')
+os.write(int(os.environ['SOCKETKIT_HANDOVER_READY_FD']), b'%d\n' % os.getpid())
+time.sleep(10)
+"#;
+
+/// An upgrade that repoints a symlink (`update-alternatives`, `current -> releases/N`):
+/// SIGUSR2 ran the file the link named at start (`/proc/self/exe`), the old release, and
+/// said it had restarted. It runs the path it was started by, as the docs say.
+#[test]
+fn a_restart_follows_the_symlink_it_was_started_by() -> TestResult {
+    if !tools::available("python3") {
+        return Ok(());
+    }
+    become_subreaper();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let (one, two) = (dir.path().join("1"), dir.path().join("2"));
+    std::fs::create_dir(&one)?;
+    std::fs::create_dir(&two)?;
+    own_binary(&one)?;
+    let release_2 = two.join("socketkit");
+    replace(&release_2, RELEASE_2, 0o755)?;
+    let link = dir.path().join("socketkit");
+    std::os::unix::fs::symlink(one.join("socketkit"), &link)?;
+    let mut old = Running::start(
+        {
+            let mut cmd = command(&link);
+            cmd.args(["serve", "-l", "127.0.0.1:0"]);
+            cmd
+        },
+        1,
+    );
+    // Repointed as `ln -sfn` does: a new link renamed over the old one.
+    let fresh = dir.path().join("socketkit.new");
+    std::os::unix::fs::symlink(&release_2, &fresh)?;
+    std::fs::rename(&fresh, &link)?;
+    let mut adopted = Descendants::default();
+    send_signal(old.pid(), libc::SIGUSR2);
+    assert_eq!(old.wait(RESTART).code(), Some(0), "{}", old.stderr());
+    if let Some(pid) = old
+        .stderr()
+        .split("restarted: process ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<i32>().ok())
+    {
+        adopted.add(pid);
+    }
+    let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap_or_default();
+    assert_eq!(ran, "release 2\n", "the old release ran:\n{}", old.stderr());
+    Ok(())
+}
