@@ -348,11 +348,20 @@ impl Managed {
                 // replaces hears that it serves, for that one removes the file at exit if
                 // the file still names it (it took the new pid written a moment later).
                 if let Some(path) = pid_path {
+                    let handed = handed_pid_file.is_some();
                     match PidFile::write_or_through(path, handed_pid_file) {
                         Ok(mut written) => {
                             keep_descriptor(&mut written);
                             pid_file = Some(written);
                         }
+                        // An older socketkit hands no pid file over: one in a directory only
+                        // root may write keeps naming it, and it is about to exit.
+                        Err(err) if !handed => tracing::warn!(
+                            "{err}: the pid file still names the process this one replaced \
+                             (it handed the file over to no one: an older version); signal \
+                             process {} instead",
+                            std::process::id()
+                        ),
                         Err(err) => tracing::warn!("{err}"),
                     }
                 }

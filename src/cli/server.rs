@@ -61,7 +61,10 @@ pub(crate) fn prepare(
             let tls = std::sync::Arc::clone(&tls.tls);
             access.reload_checks.0.push(std::sync::Arc::new(move || {
                 let err = tls.check_reload().err()?;
-                Some(format!("SIGHUP will not reload the TLS certificate: {err}"))
+                Some(format!(
+                    "SIGHUP will not reload the TLS certificate, and a SIGUSR2 restart will \
+                     fail (its new process reads the files as the user): {err}"
+                ))
             }));
         }
     }
