@@ -381,7 +381,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 }
                 break end;
             }
-            () = acknowledged(fd), if delivering => break Ok(BridgeEnd::PeerClosed),
+            () = delivered(fd, activity), if delivering => break Ok(BridgeEnd::PeerClosed),
             // Nobody reads the output any more: ended as a write to it would have ended.
             () = &mut output_gone => break Ok(BridgeEnd::OutputClosed),
             result = &mut send, if !sent => {
@@ -448,6 +448,20 @@ async fn run<S: AsyncRead + AsyncWrite>(
 }
 
 /// Returns once the peer's kernel has acknowledged every byte written to `fd`.
+/// Once the peer's kernel holds every byte and the peer has been quiet for [`LINGER`]: a
+/// peer that answers each command is still working through them while it answers, and a
+/// close then resets the connection at its next answer (see the plain bridge's send-only).
+async fn delivered(fd: RawFd, activity: &Activity) {
+    acknowledged(fd).await;
+    loop {
+        let left = LINGER.saturating_sub(activity.quiet_for());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(ACK_POLL)).await;
+    }
+}
+
 async fn acknowledged(fd: RawFd) {
     let mut pause = Duration::from_millis(1);
     while !all_acknowledged(fd) {

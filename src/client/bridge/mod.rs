@@ -198,6 +198,11 @@ pub fn bridge(
             let ended = matches!(send_end, SendEnd::Ended);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
+                // Held by the peer's kernel is not yet taken by the peer: one that answers
+                // each command (redis) is still working through them, and a close now
+                // resets the connection at its next answer, which makes it drop the rest.
+                // Its answers are dropped until it closes or has been quiet for LINGER.
+                send::until_quiet(done, activity, LINGER);
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
                 // reset the connection, which is no failure any more: ours are all there.
                 let _ = socket.shutdown(Shutdown::Read);

@@ -37,6 +37,18 @@ pub(super) fn deliver(socket: &Socket, done: &AtomicBool) -> bool {
     }
 }
 
+/// Waits until the bridge is `done` (the peer closed) or nothing has moved for `quiet`
+/// (see `Direction::SendOnly`'s delivery).
+pub(super) fn until_quiet(done: &AtomicBool, activity: &Activity, quiet: Duration) {
+    while !done.load(Ordering::Relaxed) {
+        let left = quiet.saturating_sub(activity.quiet_for());
+        if left.is_zero() {
+            return;
+        }
+        thread::sleep(left.min(ACK_POLL));
+    }
+}
+
 /// How the sending side of a bridge ended.
 pub(super) enum SendEnd {
     /// The input ended, and the half-close was made.
