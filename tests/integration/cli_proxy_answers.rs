@@ -138,3 +138,37 @@ fn a_reset_through_a_proxy_names_the_target() -> TestResult {
     }
     Ok(())
 }
+
+/// A proxy that answers at once that it could not reach the target in time (ncat's HTTP
+/// proxy: `504 Gateway Timeout`; SOCKS5 reply 6) was reported after a few milliseconds as
+/// "the proxy did not answer within 1s": the proxy's own words are the error.
+#[test]
+fn a_proxy_that_answers_it_timed_out_is_quoted_not_taken_for_silent() -> TestResult {
+    let http = fake_proxy(|mut stream| {
+        read_request(&mut stream);
+        let _ = stream.write_all(b"HTTP/1.0 504 Gateway Timeout\r\n\r\n");
+    })?;
+    let socks = fake_proxy(|mut stream| {
+        let mut greeting = [0u8; 3];
+        let mut request = [0u8; 10];
+        if stream.read_exact(&mut greeting).is_ok()
+            && stream.write_all(&[5, 0]).is_ok()
+            && stream.read_exact(&mut request).is_ok()
+        {
+            let _ = stream.write_all(&[5, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
+        }
+    })?;
+    for (proxy, said) in [
+        (format!("http://{http}"), "504 Gateway Timeout"),
+        (format!("socks5://{socks}"), "SOCKS5 reply 6"),
+    ] {
+        let (out, _) = connect_through(&proxy);
+        assert_eq!(out.code(), 1, "{proxy}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(said) && !out.stderr.contains("did not answer"),
+            "{proxy}: {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}

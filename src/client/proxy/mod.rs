@@ -39,6 +39,10 @@ use crate::socket::Socket;
 /// proxy that accepts and never answers must not hold a client for ever.
 pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How far before the deadline a timed-out wait may end (the socket's timeout is kept in
+/// the kernel's ticks): a timeout closer to it than this is our own.
+const ANSWER_ROUNDING: Duration = Duration::from_millis(20);
+
 /// The protocol a proxy speaks.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +297,14 @@ impl Proxy {
         drive::run_blocking(socket, self.handshake(target), deadline)
             .and_then(|()| set_timeout(socket, None))
             .map_err(|err| match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => silent(wait),
+                // Our own wait ran out; not an answer that says the proxy timed out (HTTP
+                // 504, SOCKS5 reply 6), which may come at once and names what happened. (The
+                // socket's timeout ends the wait at the deadline, give or take its rounding.)
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    if std::time::Instant::now() + ANSWER_ROUNDING >= deadline =>
+                {
+                    silent(wait)
+                }
                 _ => err,
             })
             .map_err(Failure::Answered)?;
