@@ -106,6 +106,12 @@ impl fmt::Display for Op {
     }
 }
 
+/// How tokio's panic begins when its blocking pool needs a thread and the system gives none
+/// (a container at its `pids.max`). socketkit catches it where it starts blocking work and
+/// reports it as an error (`no thread could be started for it`), so a program's panic hook
+/// may leave panics that begin so unsaid, as the `socketkit` command's does.
+pub const NO_THREAD_PANIC: &str = "OS can't spawn worker thread";
+
 /// A failed socket operation: the operation, the address it was aimed at, and the OS error.
 ///
 /// # Examples

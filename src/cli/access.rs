@@ -281,7 +281,7 @@ impl Access {
                 // Read and parsed off the runtime's threads: a file of 300,000 routes took
                 // seconds, during which no connection was accepted or served.
                 let (control, hooks, metrics) = (control.clone(), hooks.clone(), metrics.clone());
-                let reloaded = tokio::task::spawn_blocking(move || {
+                super::signals::off_runtime_or_here(move || {
                     // Every hook runs, whatever the one before it made of its file.
                     let results: Vec<bool> = hooks.0.iter().map(|hook| hook()).collect();
                     let mut ok = !results.contains(&false);
@@ -298,10 +298,8 @@ impl Access {
                     if let Some(metrics) = &metrics {
                         metrics.reloaded(ok);
                     }
-                });
-                if let Err(err) = reloaded.await {
-                    tracing::warn!("SIGHUP: the reload failed: {err}");
-                }
+                })
+                .await;
             }
         });
     }

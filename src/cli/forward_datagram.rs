@@ -222,10 +222,10 @@ impl Signals {
                 _ = self.terminate.recv() => return,
                 // Files are read off the runtime's thread, which relays every datagram.
                 _ = self.hangup.recv() => match &self.reload {
-                    Some(reload) => drop(tokio::task::spawn_blocking({
+                    Some(reload) => {
                         let reload = Arc::clone(reload);
-                        move || reload()
-                    })),
+                        super::signals::off_runtime_or_here(move || reload()).await;
+                    }
                     None => tracing::info!("SIGHUP: nothing to reload (no --to-file, no access rules)"),
                 },
                 _ = self.user2.recv() => {

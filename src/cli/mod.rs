@@ -44,6 +44,24 @@ use args::{Cli, Command, LogArgs};
 use exit::CliError;
 use given::Given;
 
+/// Leaves unsaid the panic tokio makes when its blocking pool gets no thread from the system
+/// (`socketkit::error::NO_THREAD_PANIC`): the library catches it where it starts blocking
+/// work and reports the shortage in words (a warning, an error), so the panic's message and
+/// backtrace would only add noise SPEC §2.3 rules out. Every other panic is said as before.
+fn quiet_thread_shortage_panics() {
+    let said = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if !message.is_some_and(|text| text.starts_with(socketkit::error::NO_THREAD_PANIC)) {
+            said(info);
+        }
+    }));
+}
+
 /// Runs the command line and returns the process's exit code.
 pub(crate) fn run() -> ExitCode {
     // Before any thread starts, so that every thread inherits the mask: a parent that
@@ -53,6 +71,7 @@ pub(crate) fn run() -> ExitCode {
         let op = socketkit::error::Op::SetOption("the signal mask");
         return CliError::Runtime(socketkit::Error::without_target(op, err)).report();
     }
+    quiet_thread_shortage_panics();
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = Cli::command();
     if let Some(hint) = nc_hints::hint(&argv, &command) {

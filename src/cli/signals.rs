@@ -50,6 +50,32 @@ pub(crate) fn runtime_can_start() -> std::io::Result<()> {
     }
 }
 
+/// Runs `work` on tokio's blocking pool, or here when no thread can be started for it (a
+/// container at its `pids.max`: tokio panics then, and the task that asked, the SIGHUP
+/// loop, died with it): a reload the operator asked for runs either way.
+pub(crate) async fn off_runtime_or_here<F>(work: F)
+where
+    F: Fn() + Clone + Send + 'static,
+{
+    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe({
+        let work = work.clone();
+        move || tokio::task::spawn_blocking(work)
+    }));
+    match spawned {
+        Ok(job) => {
+            if let Err(err) = job.await {
+                tracing::warn!("SIGHUP: the reload failed: {err}");
+            }
+        }
+        // Tokio keeps the work queued, to run once its pool has a thread: the reload may
+        // run once more then, reading the same files.
+        Err(_) => {
+            tracing::debug!("no thread for the reload: it runs on the runtime's");
+            work();
+        }
+    }
+}
+
 /// Catches `kind` from now on (on the current runtime), as `tokio::signal::unix::signal`
 /// does, but with an error where tokio would panic (see [`runtime_can_start`]).
 pub(crate) fn catch(kind: SignalKind) -> std::io::Result<Signal> {

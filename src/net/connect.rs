@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{Stream, TempSocketPath};
+use super::{Stream, TempSocketPath, on_blocking_pool};
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
 use crate::socket::{Address, Family, Socket, ToAddress, Type};
@@ -131,10 +131,15 @@ pub(crate) async fn connect_stream(
 /// resolve fails in `connect`'s words (`cannot resolve NAME: name or service not known`),
 /// which a relay's warning then carries.
 pub(crate) async fn lookup(name: &str, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
-    match tokio::net::lookup_host((name, port)).await {
-        Ok(found) => Ok(found.collect()),
-        Err(err) => Err(crate::socket::unresolved(name, err)),
-    }
+    // As tokio's `lookup_host` does it, on a blocking thread: without its panic when none
+    // can be started.
+    let query = (name.to_owned(), port);
+    let found = on_blocking_pool(move || {
+        std::net::ToSocketAddrs::to_socket_addrs(&query).map(Iterator::collect::<Vec<_>>)
+    })
+    .await
+    .and_then(|found| found);
+    found.map_err(|err| crate::socket::unresolved(name, err))
 }
 
 /// Awaits `work`, failing with `timed out` (`TimedOut`) after `limit`, if there is one.

@@ -30,6 +30,7 @@
 mod accept;
 mod activity;
 mod bind;
+mod blocking_pool;
 mod connect;
 mod datagram;
 mod inherited;
@@ -42,6 +43,7 @@ mod unix_file;
 pub(crate) use accept::{RawStream, is_connection_error, is_resource_exhaustion};
 pub(crate) use activity::{Activity, idle_error, is_idle_timeout};
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
+pub(crate) use blocking_pool::{no_thread, on_blocking_pool};
 pub(crate) use connect::{
     candidates, connect_socket, connect_stream, connect_unix, lookup, unix_address, within,
 };

@@ -359,11 +359,19 @@ async fn run_blocking<B: BlockingHandler>(
         // Forced while waiting for a thread: cut short like the rest.
         return closer.reset();
     };
-    let mut job = tokio::task::spawn_blocking(move || {
-        let result = handler.call(conn);
-        drop(thread);
-        result
-    });
+    let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tokio::task::spawn_blocking(move || {
+            let result = handler.call(conn);
+            drop(thread);
+            result
+        })
+    }));
+    // No thread could be started for it (tokio panics then, and keeps the work queued: it
+    // runs once the pool has a thread).
+    let Ok(mut job) = job else {
+        tracing::warn!(%peer, "a blocking handler waits for a thread: {}", describe(&crate::net::no_thread()));
+        return;
+    };
     tokio::select! {
         result = &mut job => match result {
             Ok(Err(err)) => tracing::debug!(%peer, "handler failed: {}", describe(&err)),

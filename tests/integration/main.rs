@@ -208,6 +208,8 @@ mod socket;
 mod socket_corners;
 /// Start-up under tight descriptor and thread limits: readiness only once serving, no panic.
 mod startup_limits;
+/// A process that can start no more threads: reloads and name lookups go on, no panic.
+mod thread_shortage;
 /// TLS clients (connect, forward --to) against OpenSSL, socat and Python servers.
 mod tls_client;
 /// TLS under stalled and garbage clients, the handshake deadline, and start-up errors.

@@ -503,9 +503,9 @@ fn datagram_target(target: Endpoint) -> std::result::Result<Endpoint, String> {
 /// The target's first address (a name resolved off the runtime's threads).
 async fn resolve_target(target: &Endpoint) -> Result<Address> {
     let target = target.clone();
-    let found = tokio::task::spawn_blocking(move || net::candidates(&target, None))
+    let found = net::on_blocking_pool(move || net::candidates(&target, None))
         .await
-        .map_err(|err| Error::without_target(Op::Connect, io::Error::other(err)))??;
+        .map_err(|err| Error::without_target(Op::Connect, err))??;
     found
         .into_iter()
         .next()
