@@ -93,9 +93,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    if let Some(file) = connected.socket_file() {
-        socket_file::remove_on_ending_signal(file)?;
-    }
+    socket_file::end_on_signals(connected.socket_file())?;
     if let Some(exec) = &nc.exec {
         // A unixgram client's temporary socket file must outlive the program and then go:
         // this process stays to remove it.

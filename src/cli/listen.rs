@@ -96,9 +96,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     let mut warnings = access.files_left_behind(&files);
     warnings.extend(access.give_socket_files(&files));
     access.drop_privileges()?;
-    if let Some(file) = listening.socket_file() {
-        socket_file::remove_on_ending_signal(file)?;
-    }
+    socket_file::end_on_signals(listening.socket_file())?;
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
     let registry = metrics.as_ref().map(MetricsPlan::metrics);
     let listener = MeteredListener::new(listening.local_endpoint().to_string(), registry.as_ref());

@@ -170,7 +170,15 @@ impl Managed {
             inherited,
             pid_file: args.pid_file.clone(),
             inetd: args.inetd,
-            program: this_program(),
+            program: match std::process::id() {
+                // Its exit, once the new process serves, would end the PID namespace and
+                // the new process with it (the kernel kills the rest): no restart at all.
+                1 => Err("this process is PID 1 of its PID namespace (a container's \
+                          entrypoint), whose exit would end the new process too: restart the \
+                          container, or run socketkit under an init (docker run --init, tini)"
+                    .to_owned()),
+                _ => this_program(),
+            },
             args: std::env::args_os().skip(1).collect(),
         })
     }

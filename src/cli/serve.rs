@@ -70,9 +70,20 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
     let prepared = server::prepare(&args.server, listeners, tls.as_ref(), &managed)?;
     init_serving(&args.log);
+    let runs_programs = configured.program().is_some();
     let after_ready = || {
         if let Some(tls) = &tls {
             tls.announce();
+        }
+        // PID 1 of a PID namespace adopts every orphan, and socketkit waits only for the
+        // programs it started: what they leave running in the background would stay as
+        // zombies, until the namespace's process limit refuses new connections' programs.
+        if runs_programs && std::process::id() == 1 {
+            tracing::warn!(
+                "running as PID 1 (a container's entrypoint): the processes exec's programs \
+                 leave behind are not reaped; run socketkit under an init (docker run --init, \
+                 tini)"
+            );
         }
     };
     server::run(prepared, service.name(), managed, after_ready, |server| {

@@ -16,10 +16,23 @@ use super::signals::{catch, runtime_can_start};
 
 use super::exit::CliError;
 
+/// What `listen` and `connect` do about the ending signals: with a socket file, remove it
+/// first ([`remove_on_ending_signal`]); as PID 1 of a PID namespace (a container's
+/// entrypoint), end by them at all — the kernel gives PID 1 no default action, so SIGTERM
+/// and Ctrl-C did nothing (`docker stop` waited its 10 s for a kill). Otherwise the default
+/// actions do. Call it before the `listening on` line.
+pub(crate) fn end_on_signals(file: Option<SocketFile>) -> Result<(), CliError> {
+    if file.is_none() && std::process::id() != 1 {
+        return Ok(());
+    }
+    remove_on_ending_signal(file)
+}
+
 /// Catches [`ENDING`] from now on: the first to come removes `file` and ends the process by
-/// that signal. Call it before the `listening on` line, so that a signal sent as soon as
-/// that line is read is already caught.
-pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> {
+/// that signal (as PID 1, which no signal ends, with its exit status 128 + the signal's
+/// number). Call it before the `listening on` line, so that a signal sent as soon as that
+/// line is read is already caught.
+pub(crate) fn remove_on_ending_signal(file: Option<SocketFile>) -> Result<(), CliError> {
     let failed = |err| CliError::runtime(Op::Create, "signal handler", err);
     runtime_can_start().map_err(failed)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -48,8 +61,10 @@ pub(crate) fn remove_on_ending_signal(file: SocketFile) -> Result<(), CliError> 
             let Some(caught) = runtime.block_on(first.recv()) else {
                 return;
             };
-            tracing::debug!("signal {caught}: removing {}", file.path().display());
-            file.remove();
+            if let Some(file) = file {
+                tracing::debug!("signal {caught}: removing {}", file.path().display());
+                file.remove();
+            }
             super::stderr::flush(super::stderr::EXIT_FLUSH);
             client::die_by_signal(caught);
         })

@@ -166,6 +166,8 @@ mod metrics_reloads;
 mod option_files;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.
 mod parsers;
+/// socketkit as PID 1 of a PID namespace (a container's entrypoint).
+mod pid_one;
 /// `bench --send-proxy`: headers the PROXY servers admit, and a plain echo sends back.
 /// A server that drops root: what it leaves open to its user and to everyone.
 mod privileges;
