@@ -388,7 +388,15 @@ pub(crate) fn target_tls(
         identity,
         full_handshakes,
     };
-    let config = client_config(&options).map_err(|err| CliError::Usage(err.to_string()))?;
+    // A file that does not parse is bad usage (exit 2); one that cannot be read, or a system
+    // with no CA store (an image without ca-certificates), a runtime failure (exit 1), as for
+    // every file an option names.
+    let config = client_config(&options).map_err(|err| match err.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+            CliError::Usage(err.to_string())
+        }
+        _ => CliError::Failed(err.to_string()),
+    })?;
     let connector = Connector::new(config);
     let connector = match &args.tls_sni {
         Some(name) => connector

@@ -165,3 +165,22 @@ fn a_certificate_or_key_the_server_cannot_use_is_named_in_words() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
 }
+
+/// A system with no CA store (an image without ca-certificates; here the store's variables
+/// aim at nothing) is a runtime failure, exit 1, not bad usage: the command line is right.
+#[test]
+fn a_system_without_a_ca_store_is_exit_1() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let mut cmd = socketkit();
+    cmd.args(["connect", "tls:127.0.0.1:9"])
+        .env("SSL_CERT_DIR", empty.path())
+        .env("SSL_CERT_FILE", empty.path().join("none.pem"));
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: cannot load TLS CA certificates of the system"),
+        "{}",
+        out.stderr
+    );
+}
