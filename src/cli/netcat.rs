@@ -142,7 +142,7 @@ impl Netcat {
         let max_chunk = super::stdio::max_chunk(datagram);
         Input::spawn(reader, max_chunk)
             .map(|input| input.named("stdin"))
-            .map_err(super::stdio::stdio_error)
+            .map_err(super::stdio::input_error)
     }
 
     /// The log of received bytes, if one was asked for.

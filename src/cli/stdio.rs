@@ -77,7 +77,20 @@ pub(crate) fn stdin() -> Result<File, CliError> {
 pub(crate) fn input(datagram: Option<&Socket>) -> Result<Input, CliError> {
     Input::file(stdin()?, max_chunk(datagram))
         .map(|input| input.named("stdin"))
-        .map_err(stdio_error)
+        .map_err(input_error)
+}
+
+/// Why standard input's reader could not start: its thread (`EAGAIN` from the system, a
+/// container at its process limit), which `i/o error on stdio` misnamed; else stdio.
+pub(crate) fn input_error(err: io::Error) -> CliError {
+    match err.kind() {
+        io::ErrorKind::WouldBlock => CliError::Runtime(socketkit::Error::new(
+            socketkit::error::Op::Spawn,
+            "a thread for stdin",
+            err,
+        )),
+        _ => stdio_error(err),
+    }
 }
 
 /// Standard output as a plain file: unbuffered, so binary data moves in large writes rather

@@ -70,7 +70,12 @@ impl PidsGroup {
             true => "max".to_owned(),
             false => std::fs::read_to_string(self.0.join("pids.current")).expect("pids.current"),
         };
-        std::fs::write(self.0.join("pids.max"), max.trim()).expect("pids.max");
+        self.allow(max.trim());
+    }
+
+    /// At most `max` processes and threads in the group (`max`: as many as the system allows).
+    fn allow(&self, max: &str) {
+        std::fs::write(self.0.join("pids.max"), max).expect("pids.max");
     }
 }
 
@@ -143,4 +148,25 @@ fn reloads_and_name_lookups_survive_a_thread_shortage() {
         let said = process.stderr();
         assert!(!said.contains("panicked"), "{name} panicked:\n{said}");
     }
+}
+
+/// `listen` with room for two threads: its stdin reader's thread cannot start. The error
+/// said `i/o error on stdio`, which names the wrong thing.
+#[test]
+fn a_thread_that_cannot_start_is_named_as_one() {
+    let Some(group) = PidsGroup::new("listen") else {
+        return;
+    };
+    group.allow("2");
+    let mut cmd = socketkit();
+    cmd.args(["listen", "127.0.0.1:0"])
+        .env_remove("RUST_BACKTRACE");
+    group.enter(&mut cmd);
+    let out = crate::support::process::run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: cannot start") && !out.stderr.contains("on stdio"),
+        "{}",
+        out.stderr
+    );
 }
