@@ -128,6 +128,25 @@ fn connect_tcp_with_stdin_open() {
     ends_promptly_once_stdout_is_closed(connect(&[&addr]), 0, true, peer, b"SSH-2.0-greeting\r\n");
 }
 
+/// A request sent, stdin open after it, the answer's first line taken (`{ echo request;
+/// sleep 5; } | connect … | head -1`): the program ended a second after the request, the
+/// pause input gets when the peer has closed, not at once (an outside audit).
+#[test]
+fn connect_tcp_with_a_request_sent_and_stdin_open() {
+    let (addr, peer) = tcp_greeter();
+    let mut child = Running::start(connect(&[&addr]), 0);
+    let mut stdin = child.take_stdin();
+    stdin.write_all(b"request\n").expect("stdin");
+    // Sent before the answer comes (the program has read it).
+    thread::sleep(Duration::from_millis(100));
+    let _peer = peer(&child);
+    let line = first_line_then_close(child.take_stdout());
+    assert_eq!(line, b"SSH-2.0-greeting\r\n", "stderr:\n{}", child.stderr());
+    let status = child.wait(Duration::from_millis(500));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", child.stderr());
+    drop(stdin);
+}
+
 /// Stdin streaming to a peer that has stopped reading (the sender blocked in a send): the
 /// reader's leaving ends the program at once, not after the linger that input already
 /// read gets when the peer closes (which took a second here).

@@ -175,10 +175,12 @@ pub fn bridge(
     // stream was empty: only then may the sender go on (see `send_input`).
     let peer_closed = AtomicBool::new(false);
     let peer_silent = AtomicBool::new(false);
+    let output_gone = AtomicBool::new(false);
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
         let (in_send, peer_closed, peer_silent) = (&in_send, &peer_closed, &peer_silent);
+        let output_gone = &output_gone;
         let sending = Sending {
             direction: options.direction,
             half_close: !options.keep_write_open,
@@ -193,6 +195,7 @@ pub fn bridge(
                 in_send,
                 peer_closed,
                 peer_silent,
+                output_gone,
             };
             let send_end = send_input(input, &sender, done, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
@@ -226,6 +229,10 @@ pub fn bridge(
         peer_silent.store(
             received.load(Ordering::Relaxed) == received_before,
             Ordering::Relaxed,
+        );
+        output_gone.store(
+            matches!(end, Ok(BridgeEnd::OutputClosed)),
+            Ordering::Release,
         );
         end_sending(done, input, options.shared_input);
         // Input already read goes out first (a peer that half-closed may still read it),

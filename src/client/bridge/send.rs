@@ -196,6 +196,9 @@ pub(super) struct Sender<'a> {
     pub(super) in_send: &'a AtomicBool,
     pub(super) peer_closed: &'a AtomicBool,
     pub(super) peer_silent: &'a AtomicBool,
+    /// Set when the bridge ended because nobody reads its output any more: what is left
+    /// of the input is not wanted either, paused or not.
+    pub(super) output_gone: &'a AtomicBool,
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
@@ -214,6 +217,7 @@ pub(super) fn send_input(
         in_send,
         peer_closed,
         peer_silent,
+        output_gone,
     } = *sender;
     if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
@@ -260,8 +264,13 @@ pub(super) fn send_input(
                 ByteCounts::add(sent, buf.len());
                 input.recycle(buf);
             }
-            // A shared input's next bytes are the next connection's, paused or not.
-            Next::Pending if done.load(Ordering::Relaxed) && shared.is_some() => {
+            // A shared input's next bytes are the next connection's, paused or not; and
+            // with the output's reader gone, the run ends at once (a request sent a moment
+            // ago held it for the pause's whole second).
+            Next::Pending
+                if done.load(Ordering::Acquire)
+                    && (shared.is_some() || output_gone.load(Ordering::Acquire)) =>
+            {
                 return SendEnd::Stopped;
             }
             Next::Pending if done.load(Ordering::Acquire) && input_has_paused(last_input) => {
