@@ -102,16 +102,6 @@ pub(crate) fn endpoint_at(transport: Transport, address: &Address) -> Endpoint {
     }
 }
 
-/// When a wait of `within` from now ends: a limit too far to count (`Duration::MAX`, which
-/// a caller may pass for "no practical limit") ends in a hundred years rather than
-/// overflowing the clock.
-pub(crate) fn deadline_in(within: std::time::Duration) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(within)
-        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

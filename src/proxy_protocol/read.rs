@@ -63,7 +63,7 @@ pub fn read_header_with_len(
     let before = socket.timeout();
     // The deadline's timeouts put the socket in blocking mode (Socket::set_timeout).
     let blocking = socket.blocking()?;
-    let result = read_until(socket, crate::net::deadline_in(within));
+    let result = read_until(socket, crate::socket::deadline_in(within));
     let restored = match blocking {
         true => socket.set_timeout(before),
         false => socket.set_blocking(false),

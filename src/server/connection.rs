@@ -76,7 +76,7 @@ impl IdleTimer {
             limit,
             last_progress: now,
             sleep: Box::pin(tokio::time::sleep_until(
-                crate::net::deadline_in(limit).into(),
+                crate::socket::deadline_in(limit).into(),
             )),
         }
     }
@@ -87,7 +87,7 @@ impl IdleTimer {
         loop {
             ready!(self.sleep.as_mut().poll(cx));
             let deadline = (self.last_progress.checked_add(self.limit))
-                .unwrap_or_else(|| crate::net::deadline_in(self.limit).into());
+                .unwrap_or_else(|| crate::socket::deadline_in(self.limit).into());
             if Instant::now() >= deadline {
                 return Poll::Ready(crate::net::idle_error(self.limit));
             }

@@ -61,7 +61,7 @@ impl Socket {
     /// ```
     #[doc(alias = "write_all")]
     pub fn sendall(&self, mut data: &[u8]) -> Result<()> {
-        let deadline = self.timeout().map(crate::net::deadline_in);
+        let deadline = self.timeout().map(crate::socket::deadline_in);
         while !data.is_empty() {
             let sent = match deadline {
                 None => self.inner.send_with_flags(data, libc::MSG_NOSIGNAL),

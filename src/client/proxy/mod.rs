@@ -286,7 +286,7 @@ impl Proxy {
         let server = Endpoint::Tcp(self.server.clone());
         // `-w` bounds the connect to the proxy and its answer together, as one connect.
         let wait = options.timeout.unwrap_or(DEFAULT_ANSWER_TIMEOUT);
-        let deadline = crate::net::deadline_in(wait);
+        let deadline = crate::socket::deadline_in(wait);
         let direct = ConnectOptions {
             family: None,
             ..options

@@ -97,7 +97,7 @@ impl Worker {
         }
         let deadline = *read
             .deadline
-            .get_or_insert_with(|| crate::net::deadline_in(timeout));
+            .get_or_insert_with(|| crate::socket::deadline_in(timeout));
         let left = deadline.saturating_duration_since(Instant::now());
         read.wait = Timespec::from(left);
         let recv = recv
