@@ -79,11 +79,7 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
         // programs it started: what they leave running in the background would stay as
         // zombies, until the namespace's process limit refuses new connections' programs.
         if runs_programs && std::process::id() == 1 {
-            tracing::warn!(
-                "running as PID 1 (a container's entrypoint): the processes exec's programs \
-                 leave behind are not reaped; run socketkit under an init (docker run --init, \
-                 tini)"
-            );
+            super::signals::reap_orphans_as_init();
         }
     };
     server::run(prepared, service.name(), managed, after_ready, |server| {

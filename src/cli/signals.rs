@@ -50,6 +50,34 @@ pub(crate) fn runtime_can_start() -> std::io::Result<()> {
     }
 }
 
+/// As PID 1 (a container's entrypoint), reaps the orphans the kernel hands over, on each
+/// SIGCHLD and every second (a SIGCHLD can stand for several), on the current runtime;
+/// said at `-v`. An init (`docker run --init`) does it otherwise.
+pub(crate) fn reap_orphans_as_init() {
+    tracing::debug!("PID 1: the orphans of exec's programs are reaped");
+    let mut children = catch(SignalKind::child()).ok();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let child = async {
+                match &mut children {
+                    Some(children) => {
+                        children.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = child => {}
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = socketkit::server::reap_orphans() {
+                tracing::debug!("cannot reap orphans: {}", socketkit::error::describe(&err));
+            }
+        }
+    });
+}
+
 /// Runs `work` on tokio's blocking pool, or here when no thread can be started for it (a
 /// container at its `pids.max`: tokio panics then, and the task that asked, the SIGHUP
 /// loop, died with it): a reload the operator asked for runs either way.

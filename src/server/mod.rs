@@ -102,7 +102,7 @@ pub use handover::{Handover, Successor};
 pub use inherited::{Inherited, InheritedSocket, ReadyReport};
 pub use metered::{MeteredConnection, MeteredListener};
 pub use notify::{
-    DescriptorLimit, ManagerState, notify_manager, reset_inherited_signals,
+    DescriptorLimit, ManagerState, notify_manager, reap_orphans, reset_inherited_signals,
     use_the_hard_descriptor_limit,
 };
 pub use shutdown::ShutdownHandle;

@@ -1,8 +1,8 @@
 //! Telling a service manager how the server is doing: systemd's `sd_notify(3)` protocol
 //! (a datagram to the socket `NOTIFY_SOCKET` names), sent with the `sd-notify` crate. With
 //! no `NOTIFY_SOCKET` nothing is sent, so calling these costs nothing elsewhere. And what
-//! a manager (or any parent) may leave the process with: signals blocked or ignored, and a
-//! soft limit on open descriptors far below the hard one.
+//! a manager (or any parent) may leave the process with: signals blocked or ignored, a soft
+//! limit on open descriptors far below the hard one, and as PID 1 the orphans to reap.
 
 use std::io;
 
@@ -71,4 +71,18 @@ pub fn use_the_hard_descriptor_limit() -> DescriptorLimit {
     let was = crate::net::descriptor_limit().unwrap_or(1024);
     let now = crate::net::raise_descriptor_limit(u64::MAX);
     DescriptorLimit { was, now }
+}
+
+/// Reaps the zombie children of this process that lead no process group of their own:
+/// orphans of its children's children (a program's background job) that the kernel gives
+/// to PID 1 — a container's entrypoint — to wait for. Call it on `SIGCHLD` in a PID 1 that
+/// starts every child of its own as a process-group leader (as the `exec` service starts
+/// its programs): another child would be waited for here, and its owner's wait would fail.
+/// Where there is no `/proc`, nothing is found. How many were reaped.
+///
+/// # Errors
+///
+/// `/proc/self/task` cannot be read.
+pub fn reap_orphans() -> io::Result<usize> {
+    crate::net::reap_orphans()
 }

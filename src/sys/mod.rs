@@ -33,6 +33,7 @@ mod platform;
 
 mod descriptors;
 mod ids;
+mod orphans;
 mod posix;
 
 use std::io;
@@ -40,6 +41,7 @@ use std::os::fd::OwnedFd;
 
 pub(crate) use descriptors::{receive_descriptor, send_descriptor};
 pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
+pub(crate) use orphans::reap_orphans;
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
