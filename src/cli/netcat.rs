@@ -179,7 +179,11 @@ pub(crate) fn run_exec(
             &own
         }
     };
-    if !wait {
+    // As PID 1 (a container's entrypoint) the program is started, not exec'd into: as PID 1
+    // it would get no default signal action, and a SIGTERM would not end it (`cat`); here
+    // the ending signals end this process, and its exit ends the namespace's.
+    let init = std::process::id() == 1;
+    if !wait && !init {
         return Err(exec.exec_on(&socket, peer).into());
     }
     let mut child = exec.spawn_on(&socket, peer)?;
@@ -194,6 +198,16 @@ pub(crate) fn run_exec(
         ))
     })?;
     tracing::debug!("the program exited: {status}");
+    if init {
+        // Its status is the run's, as when it was exec'd into.
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|signal| 128 + signal))
+            .unwrap_or(1);
+        super::stderr::flush(super::stderr::EXIT_FLUSH);
+        std::process::exit(code);
+    }
     Ok(())
 }
 

@@ -16,6 +16,11 @@ use crate::support::wait_until;
 /// `socketkit ARGS` as PID 1 of a new PID namespace, started and listening; and the pid, in
 /// this namespace, of socketkit (the child `unshare` made).
 fn as_pid_one(args: &[&str]) -> Option<(Running, i32)> {
+    as_pid_one_announcing(args, 1)
+}
+
+/// As [`as_pid_one`], for a command that prints `announced` `listening on` lines.
+fn as_pid_one_announcing(args: &[&str], announced: usize) -> Option<(Running, i32)> {
     if !as_root() {
         return None;
     }
@@ -29,12 +34,22 @@ fn as_pid_one(args: &[&str]) -> Option<(Running, i32)> {
         env!("CARGO_BIN_EXE_socketkit"),
     ])
     .args(args);
-    let running = Running::start(cmd, 1);
+    let running = Running::start(cmd, announced);
     let children = format!("/proc/{0}/task/{0}/children", running.pid());
-    let child = std::fs::read_to_string(children)
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse().ok())
-        .expect("unshare's child");
+    let child = || -> Option<i32> {
+        std::fs::read_to_string(&children)
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    wait_until(
+        Duration::from_secs(5),
+        || "unshare started no child".to_owned(),
+        || child().is_some(),
+    );
+    let child = child().expect("unshare's child");
     Some((running, child))
 }
 
@@ -51,6 +66,32 @@ fn listen_as_pid_one_ends_on_sigterm() {
         Some(128 + libc::SIGTERM),
         "{}",
         listen.stderr()
+    );
+}
+
+/// `connect -e PROGRAM` as PID 1 exec'd into the program, which as PID 1 ignored SIGTERM
+/// (`cat` has no handler): it starts the program and ends on the signal, and the
+/// namespace's other processes with it.
+#[test]
+fn connect_exec_as_pid_one_ends_on_sigterm() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let peer = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let Some((mut connect, pid)) = as_pid_one_announcing(&["connect", &addr, "-e", "/bin/cat"], 0)
+    else {
+        return;
+    };
+    let _peer = peer.join().expect("the peer");
+    // The program runs (a pipe's worth of time for the exec) before the signal.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill takes two integers.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = connect.wait(DEADLINE);
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        connect.stderr()
     );
 }
 
