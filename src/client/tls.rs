@@ -372,6 +372,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
     // still send is not wanted, but closing with it unread resets the connection and drops
     // what the peer has not acknowledged yet. So reading goes on until it has.
     let mut delivering = false;
+    // When the input was all sent: what moves after it is the peer's answer.
+    let mut sent_at = Instant::now();
     let end = loop {
         tokio::select! {
             end = &mut receive => {
@@ -381,13 +383,16 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 }
                 break end;
             }
-            () = delivered(fd, activity), if delivering => break Ok(BridgeEnd::PeerClosed),
+            () = delivered(fd, activity, sent_at), if delivering => break Ok(BridgeEnd::PeerClosed),
             // Nobody reads the output any more: ended as a write to it would have ended.
             () = &mut output_gone => break Ok(BridgeEnd::OutputClosed),
             result = &mut send, if !sent => {
                 sent = true;
                 match result {
-                    Ok(()) if direction == Direction::SendOnly => delivering = true,
+                    Ok(()) if direction == Direction::SendOnly => {
+                        delivering = true;
+                        sent_at = Instant::now();
+                    }
                     Ok(()) => {}
                     Err(err) if input.failed() => {
                         let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -448,17 +453,23 @@ async fn run<S: AsyncRead + AsyncWrite>(
 }
 
 /// Returns once the peer's kernel has acknowledged every byte written to `fd`.
-/// Once the peer's kernel holds every byte and the peer has been quiet for [`LINGER`]: a
-/// peer that answers each command is still working through them while it answers, and a
-/// close then resets the connection at its next answer (see the plain bridge's send-only).
-async fn delivered(fd: RawFd, activity: &Activity) {
+/// Once the peer's kernel holds every byte and the peer has been quiet for [`LINGER`]
+/// without answering since the input was `sent_at`: a peer that answers each command is
+/// still working through them, and a close then resets the connection at its next answer
+/// (see the plain bridge's send-only); it is waited for until it closes.
+async fn delivered(fd: RawFd, activity: &Activity, sent_at: Instant) {
     acknowledged(fd).await;
     loop {
         let left = LINGER.saturating_sub(activity.quiet_for());
-        if left.is_zero() {
+        if left.is_zero() && !activity.moved_since(sent_at) {
             return;
         }
-        tokio::time::sleep(left.min(ACK_POLL)).await;
+        let pause = if left.is_zero() {
+            ACK_POLL
+        } else {
+            left.min(ACK_POLL)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 

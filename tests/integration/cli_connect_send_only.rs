@@ -14,8 +14,9 @@ use crate::support::process::{DEADLINE, Running, socketkit};
 const COMMANDS: usize = 3000;
 
 /// Accepts one client and, once its input has had time to arrive whole, runs each line:
-/// answers it, as redis does. How many it ran before the end of the input or a failure.
-fn run_commands(listener: &TcpListener) -> usize {
+/// answers it, as redis does, the line numbered `slow` taking 1.5 s (`DEBUG SLEEP`). How
+/// many it ran before the end of the input or a failure.
+fn run_commands(listener: &TcpListener, slow: Option<usize>) -> usize {
     let (stream, _) = listener.accept().expect("accept");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     // The whole input is in this socket's buffer, acknowledged, before a line is run.
@@ -31,6 +32,9 @@ fn run_commands(listener: &TcpListener) -> usize {
             break;
         }
         ran += 1;
+        if Some(ran) == slow {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         if ran % 100 == 0 {
             // Running takes time: answers go out while the rest waits.
             std::thread::sleep(Duration::from_millis(2));
@@ -50,7 +54,7 @@ fn send_only_lets_a_peer_that_answers_each_command_run_them_all() {
         let mut cmd = socketkit();
         cmd.args(["connect", "--send-only", "127.0.0.1", &port]);
         let mut child = Running::start_with_stdin(cmd, 0, input.clone().into_bytes());
-        let ran = run_commands(&listener);
+        let ran = run_commands(&listener, None);
         let status = child.wait(DEADLINE);
         assert!(
             status.success(),
@@ -62,4 +66,22 @@ fn send_only_lets_a_peer_that_answers_each_command_run_them_all() {
             "round {round}: the peer ran {ran} of {COMMANDS}"
         );
     }
+}
+
+/// A command that runs longer than a second halfway through (the peer quiet meanwhile):
+/// the quiet ended the wait, and the rest was reset away (an outside review).
+#[test]
+fn send_only_waits_out_a_slow_command_of_a_peer_that_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let input: String = (0..COMMANDS)
+        .map(|n| format!("SET key:{n} value\n"))
+        .collect();
+    let mut cmd = socketkit();
+    cmd.args(["connect", "--send-only", "127.0.0.1", &port]);
+    let mut child = Running::start_with_stdin(cmd, 0, input.into_bytes());
+    let ran = run_commands(&listener, Some(COMMANDS / 2));
+    let status = child.wait(DEADLINE);
+    assert!(status.success(), "{status}: {}", child.stderr());
+    assert_eq!(ran, COMMANDS, "the peer ran {ran} of {COMMANDS}");
 }

@@ -199,13 +199,18 @@ pub fn bridge(
             };
             let send_end = send_input(input, &sender, done, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
+            let heard_by_then = received.load(Ordering::Relaxed);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
                 // Held by the peer's kernel is not yet taken by the peer: one that answers
                 // each command (redis) is still working through them, and a close now
                 // resets the connection at its next answer, which makes it drop the rest.
-                // Its answers are dropped until it closes or has been quiet for LINGER.
-                send::until_quiet(done, activity, LINGER);
+                // So a peer that answered since the input ended is waited for until it
+                // closes, however long one command takes (`DEBUG SLEEP 2`); one that did
+                // not, until it has been quiet for LINGER.
+                send::until_done_or_quiet(done, activity, LINGER, || {
+                    received.load(Ordering::Relaxed) > heard_by_then
+                });
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
                 // reset the connection, which is no failure any more: ours are all there.
                 let _ = socket.shutdown(Shutdown::Read);

@@ -37,15 +37,25 @@ pub(super) fn deliver(socket: &Socket, done: &AtomicBool) -> bool {
     }
 }
 
-/// Waits until the bridge is `done` (the peer closed) or nothing has moved for `quiet`
-/// (see `Direction::SendOnly`'s delivery).
-pub(super) fn until_quiet(done: &AtomicBool, activity: &Activity, quiet: Duration) {
+/// Waits until the bridge is `done` (the peer closed, or the idle limit ended it) or nothing
+/// has moved for `quiet` while the peer has not `answered` (see `Direction::SendOnly`'s
+/// delivery).
+pub(super) fn until_done_or_quiet(
+    done: &AtomicBool,
+    activity: &Activity,
+    quiet: Duration,
+    answered: impl Fn() -> bool,
+) {
     while !done.load(Ordering::Relaxed) {
         let left = quiet.saturating_sub(activity.quiet_for());
-        if left.is_zero() {
+        if left.is_zero() && !answered() {
             return;
         }
-        thread::sleep(left.min(ACK_POLL));
+        thread::sleep(if left.is_zero() {
+            ACK_POLL
+        } else {
+            left.min(ACK_POLL)
+        });
     }
 }
 
