@@ -229,12 +229,23 @@ pub(crate) fn server(
         alpn: protocols(alpn)?,
     };
     let handshake_timeout = args.tls_handshake_timeout;
-    let tls =
-        ReloadableServerConfig::new(options).map_err(|err| CliError::Usage(err.to_string()))?;
+    let tls = ReloadableServerConfig::new(options).map_err(file_error)?;
     Ok(Some(ServerSetup {
         tls: Arc::new(tls),
         handshake_timeout,
     }))
+}
+
+/// A TLS file that does not parse is bad usage (exit 2); one that cannot be read, or a
+/// system with no CA store (an image without ca-certificates), a runtime failure (exit 1),
+/// as for every file an option names.
+fn file_error(err: socketkit::Error) -> CliError {
+    match err.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+            CliError::Usage(err.to_string())
+        }
+        _ => CliError::Failed(err.to_string()),
+    }
 }
 
 /// Warns of each certificate in force that clients refuse (expired, not yet valid) or
@@ -388,15 +399,7 @@ pub(crate) fn target_tls(
         identity,
         full_handshakes,
     };
-    // A file that does not parse is bad usage (exit 2); one that cannot be read, or a system
-    // with no CA store (an image without ca-certificates), a runtime failure (exit 1), as for
-    // every file an option names.
-    let config = client_config(&options).map_err(|err| match err.kind() {
-        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
-            CliError::Usage(err.to_string())
-        }
-        _ => CliError::Failed(err.to_string()),
-    })?;
+    let config = client_config(&options).map_err(file_error)?;
     let connector = Connector::new(config);
     let connector = match &args.tls_sni {
         Some(name) => connector

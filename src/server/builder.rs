@@ -120,7 +120,10 @@ impl Builder {
     /// handler busy with something else meanwhile (a backend, a lock) is not interrupted,
     /// and a read or write that can go at once still goes.
     pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Builder {
-        self.limits.idle_timeout = Some(timeout.max(Duration::from_millis(1)));
+        // At most a hundred years: a connection's moments plus the limit must not overflow
+        // the clock (`Duration::MAX` panicked the relay's watchdog).
+        self.limits.idle_timeout =
+            Some(timeout.clamp(Duration::from_millis(1), crate::socket::FAR_FUTURE));
         self
     }
 

@@ -43,7 +43,7 @@ mod create;
 mod options;
 mod resolve;
 mod timeout;
-pub(crate) use timeout::deadline_in;
+pub(crate) use timeout::{FAR_FUTURE, deadline_in};
 mod to_address;
 mod transfer;
 

@@ -168,14 +168,16 @@ impl Socket {
     }
 }
 
-/// When a wait of `within` from now ends: a limit too far to count (`Duration::MAX`, which
-/// a caller may pass for "no practical limit") ends in a hundred years rather than
-/// overflowing the clock.
-pub(crate) fn deadline_in(within: std::time::Duration) -> std::time::Instant {
+/// The longest limit kept: a hundred years, which the clock can count from now (and add
+/// to a moment of a connection's life) where `Duration::MAX` — which a caller may pass for
+/// "no practical limit" — overflows it.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// When a wait of `within` from now ends: a limit too far to count ends in [`FAR_FUTURE`]
+/// rather than overflowing the clock.
+pub(crate) fn deadline_in(within: Duration) -> std::time::Instant {
     let now = std::time::Instant::now();
-    now.checked_add(within)
-        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(now)
+    now.checked_add(within.min(FAR_FUTURE)).unwrap_or(now)
 }
 
 #[cfg(test)]

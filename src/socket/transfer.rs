@@ -208,8 +208,13 @@ impl Socket {
     pub fn sendto(&self, data: &[u8], address: impl ToAddress) -> Result<usize> {
         let address = self.first_address(&address)?;
         let raw = address.to_sockaddr();
-        raw.and_then(|raw| self.inner.send_to(data, &raw))
-            .map_err(|err| Error::new(Op::Send, &address, self.timed_out(err)))
+        // `MSG_NOSIGNAL`, as `send`: a connected stream socket given an address fails as
+        // `send` does when its peer has gone.
+        raw.and_then(|raw| {
+            self.inner
+                .send_to_with_flags(data, &raw, libc::MSG_NOSIGNAL)
+        })
+        .map_err(|err| Error::new(Op::Send, &address, self.timed_out(err)))
     }
 
     /// Receives one datagram of at most `bufsize` bytes with `recvfrom(2)`, with its sender

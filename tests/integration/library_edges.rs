@@ -160,3 +160,58 @@ fn a_listener_that_fails_for_good_ends_serve_with_its_error() -> TestResult {
     );
     Ok(())
 }
+
+/// `idle_timeout(Duration::MAX)` on the relays: the `Forward` handler's splice watchdog and
+/// the datagram relay's idle wait added it to a moment of the connection and panicked (every
+/// client reset; no answer relayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_with_an_idle_timeout_of_duration_max_relay() -> TestResult {
+    let (echo, echo_addr) = bound(None).await;
+    let echo_handle = echo.shutdown_handle();
+    let echoing = tokio::spawn(echo.serve(Echo));
+    let (relay, relay_addr) = bound(Some(Duration::MAX)).await;
+    let relay_handle = relay.shutdown_handle();
+    let target = format!(
+        "127.0.0.1:{}",
+        echo_addr.rsplit(':').next().unwrap_or_default()
+    );
+    let forward = socketkit::forward::Forward::new(target.parse()?)?;
+    let relaying = tokio::spawn(relay.serve(forward));
+    let answer = tokio::task::spawn_blocking(move || ask(&relay_addr, b"through")).await?;
+    assert_eq!(answer, b"through");
+
+    let mut udp_echo = Server::builder();
+    udp_echo.listen("udp:127.0.0.1:0".parse()?);
+    let udp_echo = udp_echo.bind().await?;
+    let udp_target = udp_echo.local_endpoints()[0].clone();
+    let udp_handle = udp_echo.shutdown_handle();
+    let udp_echoing = tokio::spawn(udp_echo.serve_datagrams(Echo));
+    let datagrams = socketkit::forward::datagram::DatagramForward::new(udp_target)?
+        .idle_timeout(Duration::MAX)
+        .bind(&"udp:127.0.0.1:0".parse()?)?;
+    let datagram_relay = datagrams.local_endpoint().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let datagram_relaying = tokio::spawn(datagrams.run(async {
+        let _ = stopped.await;
+    }));
+    let answer = tokio::task::spawn_blocking(move || {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let to = datagram_relay.trim_start_matches("udp:").to_owned();
+        client.send_to(b"datagram", to).expect("send");
+        let mut buf = [0u8; 64];
+        client.recv(&mut buf).map(|n| buf[..n].to_vec())
+    })
+    .await??;
+    assert_eq!(answer, b"datagram");
+
+    let _ = stop.send(());
+    tokio::time::timeout(IO_TIMEOUT, datagram_relaying).await???;
+    for handle in [relay_handle, echo_handle, udp_handle] {
+        handle.shutdown();
+    }
+    tokio::time::timeout(IO_TIMEOUT, relaying).await???;
+    tokio::time::timeout(IO_TIMEOUT, echoing).await???;
+    tokio::time::timeout(IO_TIMEOUT, udp_echoing).await???;
+    Ok(())
+}

@@ -216,7 +216,9 @@ impl DatagramForward {
 
     /// Closes a client's upstream socket after this long without a datagram either way.
     pub fn idle_timeout(mut self, idle: Duration) -> DatagramForward {
-        self.idle_timeout = idle;
+        // At most a hundred years: a client's last datagram plus the limit must not overflow
+        // the clock.
+        self.idle_timeout = idle.min(crate::socket::FAR_FUTURE);
         self
     }
 
