@@ -115,8 +115,9 @@ pub(crate) fn run(
             .transpose()?;
         let mut left_behind = files.clone();
         left_behind.extend(args.server.managed.pid_file.clone());
-        let mut warnings = access.files_left_behind(&left_behind);
-        warnings.extend(access.give_socket_files(&files));
+        // Given first: in a sticky directory (`/tmp`) the user may remove a file it owns.
+        let mut warnings = access.give_socket_files(&files);
+        warnings.extend(access.files_left_behind(&left_behind));
         warnings.extend(access.shut_out_warning());
         access.drop_privileges()?;
         let targets = super::forward::described_targets(relay.targets().iter(), relay.balancing());

@@ -93,8 +93,9 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         .map(std::path::PathBuf::from)
         .into_iter()
         .collect();
-    let mut warnings = access.files_left_behind(&files);
-    warnings.extend(access.give_socket_files(&files));
+    // Given first: in a sticky directory (`/tmp`) the user may remove a file it owns.
+    let mut warnings = access.give_socket_files(&files);
+    warnings.extend(access.files_left_behind(&files));
     access.drop_privileges()?;
     socket_file::end_on_signals(listening.socket_file())?;
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");

@@ -283,8 +283,9 @@ impl Managed {
         let sockets = server.socket_files();
         let mut files = sockets.clone();
         files.extend(self.pid_file.clone());
-        let mut left_behind = access.files_left_behind(&files);
-        left_behind.extend(access.give_socket_files(&sockets));
+        // Given first: in a sticky directory (`/tmp`) the user may remove a file it owns.
+        let mut left_behind = access.give_socket_files(&sockets);
+        left_behind.extend(access.files_left_behind(&files));
         left_behind.extend(access.shut_out_warning());
         // What a restart hands over: duplicates of the listeners and the metrics socket.
         let handover = match &self.program {

@@ -30,6 +30,7 @@ mod stderr;
 mod stdio;
 mod target_file;
 mod tls;
+mod tls_args;
 mod values;
 
 use std::ffi::{OsStr, OsString};

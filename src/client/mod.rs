@@ -29,6 +29,7 @@ mod output;
 pub mod probe;
 pub mod proxy;
 mod tls;
+mod tls_runtime;
 pub mod traffic;
 mod waiting_file;
 

@@ -49,13 +49,14 @@ pub fn probe_tls(
     endpoint: &Endpoint,
     timeout: Option<Duration>,
 ) -> Result<()> {
-    super::tls::off_runtime(|| {
-        let (runtime, tcp) = super::tls::own_runtime(socket)?;
+    super::tls_runtime::off_runtime(|| {
+        let (runtime, tcp) = super::tls_runtime::own_runtime(socket)?;
         runtime.block_on(async {
             let tcp = tokio::net::TcpStream::from_std(tcp)
                 .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
             let mut tls =
-                super::tls::client_handshake(connector, host, endpoint, timeout, tcp).await?;
+                super::tls_runtime::client_handshake(connector, host, endpoint, timeout, tcp)
+                    .await?;
             // The handshake is the probe: a close that fails after it does not undo it. The
             // server's own close_notify is waited for a moment, so that it does not meet a
             // closed socket (a reset, and `broken pipe` in its log).

@@ -255,31 +255,38 @@ fn a_unix_peer_that_does_not_read_holds_up_no_one_else() {
 }
 
 /// A Unix target that restarts makes its socket anew at the same path (as a syslog daemon
-/// does /dev/log): the client's next datagram reaches the new one, and is answered.
+/// does /dev/log): the client's next datagram reaches the new one, and is answered. With
+/// `--max-per-source 1` too: the fresh upstream socket is the same client's, which keeps
+/// its place (its old place refused it, and the datagram was dropped).
 #[test]
 fn a_unixgram_target_that_restarts_is_reached_again() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let target = format!("unixgram:{}", dir.path().join("echo.sock").display());
-    let mut first = echo(&target);
-    let relay = forward(&["udp:127.0.0.1:0"], &target, dir.path(), &[]);
-    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let ask = |data: &[u8]| {
-        client
-            .send_to(data, ("127.0.0.1", relay.port()))
-            .expect("send");
-        let mut buf = [0u8; 64];
-        let (len, _) = client
-            .recv_from(&mut buf)
-            .unwrap_or_else(|err| panic!("no answer to {data:?}: {err}\n{}", relay.stderr()));
-        assert_eq!(&buf[..len], data);
-    };
-    ask(b"before");
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.wait(DEADLINE).code(), Some(0), "{}", first.stderr());
-    let _second = echo(&target);
-    ask(b"after the restart");
-    ask(b"and after that");
+    for extra in [&[][..], &["--max-per-source", "1"][..]] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = format!("unixgram:{}", dir.path().join("echo.sock").display());
+        let mut first = echo(&target);
+        let relay = forward(&["udp:127.0.0.1:0"], &target, dir.path(), extra);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let ask = |data: &[u8]| {
+            client
+                .send_to(data, ("127.0.0.1", relay.port()))
+                .expect("send");
+            let mut buf = [0u8; 64];
+            let (len, _) = client.recv_from(&mut buf).unwrap_or_else(|err| {
+                panic!(
+                    "{extra:?}: no answer to {data:?}: {err}\n{}",
+                    relay.stderr()
+                )
+            });
+            assert_eq!(&buf[..len], data);
+        };
+        ask(b"before");
+        first.signal(libc::SIGTERM);
+        assert_eq!(first.wait(DEADLINE).code(), Some(0), "{}", first.stderr());
+        let _second = echo(&target);
+        ask(b"after the restart");
+        ask(b"and after that");
+    }
 }
 
 #[test]

@@ -136,6 +136,38 @@ fn listen_gives_its_socket_file_to_the_user() {
     assert!(!socket.exists(), "the socket file was left behind");
 }
 
+/// A socket file in a sticky directory anyone may write (`/tmp`): the user may remove the
+/// file it was given, so no "will stay after exit" warning (it was said, asked before the
+/// file was the user's), and the file goes at exit.
+#[test]
+fn a_socket_file_in_a_sticky_directory_is_not_said_to_stay() {
+    if !as_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let socket = dir.path().join("s.sock");
+    let endpoint = format!("unix:{}", socket.display());
+    for command in ["serve", "listen"] {
+        let mut cmd = socketkit();
+        match command {
+            "serve" => cmd.args(["serve", "-l", &endpoint]),
+            _ => cmd.args(["listen", &endpoint]),
+        };
+        cmd.args(["--user", "nobody"]);
+        let mut running = Running::start(cmd, 1);
+        std::thread::sleep(Duration::from_millis(200));
+        running.signal(libc::SIGTERM);
+        running.wait(DEADLINE);
+        let said = running.stderr();
+        assert!(!said.contains("will stay after exit"), "{command}: {said}");
+        assert!(
+            !socket.exists(),
+            "{command}: the socket file was left behind"
+        );
+    }
+}
+
 /// A certificate and key only root may read (certbot's keys are 0600): a server that drops
 /// to `--user` could never reload them on SIGHUP, and said so only at the first rotation.
 /// It says so at start now, after the readiness lines.

@@ -42,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::time::Instant;
 
 use super::MAX_TARGETS;
 use super::targets::{Balance, Reloaded, source_slot};
@@ -50,14 +49,14 @@ use crate::access::{AccessControl, SourceLimits};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result, describe};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::net::{self, ConnectedDatagram, ListenOptions};
+use crate::net::ListenOptions;
 use crate::server::DatagramListener;
-use crate::socket::Address;
 use admission::Admission;
-use session::{Client, Clients, answer, retire, transient};
-use turns::{Target, Turns};
+use session::{Clients, retire, transient};
+use turns::Turns;
 
 mod admission;
+mod opening;
 mod session;
 mod turns;
 
@@ -353,7 +352,7 @@ impl BoundDatagramForward {
                     ),
                 }
             }
-            let client = match self.client(&clients, &from, &mut turns, &mut tasks) {
+            let client = match self.client(&clients, &from, &mut turns, &mut tasks, None) {
                 Some(client) => client,
                 None => continue,
             };
@@ -367,7 +366,10 @@ impl BoundDatagramForward {
                 // target's path now takes the datagram, through a fresh socket.
                 tracing::debug!(client = %from.clone().to_canonical(), "{} was closed: connecting again", client.target);
                 retire(&clients, &from, &client);
-                sent = match self.client(&clients, &from, &mut turns, &mut tasks) {
+                // The fresh socket is the same client's: it keeps its place in its source's
+                // count (the old one would refuse it under `--max-per-source 1`).
+                let place = client.take_place();
+                sent = match self.client(&clients, &from, &mut turns, &mut tasks, Some(place)) {
                     Some(fresh) => {
                         fresh.came(destination);
                         fresh.upstream.send_or_drop(&buf[..len]).await
@@ -391,105 +393,6 @@ impl BoundDatagramForward {
         tasks.shutdown().await;
         Ok(())
     }
-
-    /// Each of `targets` resolved, with its counters.
-    async fn resolve(&self, targets: &[Endpoint]) -> Result<Vec<Target>> {
-        let mut resolved = Vec::with_capacity(targets.len());
-        for target in targets {
-            let counted = self
-                .relay
-                .metrics
-                .as_ref()
-                .map(|metrics| metrics.forward_target(&target.to_string()));
-            let address = resolve_target(target).await?;
-            resolved.push(Target::new(target.clone(), address, counted));
-        }
-        Ok(resolved)
-    }
-
-    /// The client of `from`, opening its upstream socket to the next target in turn if it is
-    /// new (and there is room).
-    fn client(
-        &self,
-        clients: &Clients,
-        from: &Address,
-        turns: &mut Turns,
-        tasks: &mut tokio::task::JoinSet<()>,
-    ) -> Option<Arc<Client>> {
-        {
-            let map = clients.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(client) = map.get(from) {
-                return Some(Arc::clone(client));
-            }
-            if map.len() >= self.relay.max_clients {
-                if let Some(metrics) = &self.metrics {
-                    metrics.dropped_past_max_connections();
-                }
-                tracing::debug!(
-                    client = %from.clone().to_canonical(),
-                    "dropped a datagram: --max-connections clients"
-                );
-                return None;
-            }
-        }
-        let place = self.relay.admission.place(from, self.metrics.as_ref())?;
-        let turn = turns.next(from);
-        let upstream = match ConnectedDatagram::open(&turn.address) {
-            Ok(upstream) => upstream,
-            Err(err) => {
-                // A datagram the target could not be sent (a Unix target's socket gone, a
-                // log daemon restarting) is its failure, as a UDP target's refusal is.
-                if let Some(metrics) = &turn.metrics
-                    && !crate::net::is_resource_exhaustion(&err)
-                {
-                    metrics.failed.inc();
-                    metrics.up.set(0);
-                }
-                // Once per shortage, not per datagram: a flood of new source ports near the
-                // descriptor limit fails every one.
-                turn.shortage.failed(from, &turn.endpoint, &err);
-                return None;
-            }
-        };
-        if let Some(metrics) = &turn.metrics {
-            metrics.up.set(1);
-        }
-        turn.shortage.opened(&turn.endpoint);
-        let (target, target_metrics) = (Arc::clone(&turn.address), turn.metrics.clone());
-        tracing::debug!(
-            client = %from.clone().to_canonical(),
-            "new client, relayed to {}",
-            turn.endpoint
-        );
-        let metered = self.metrics.as_ref().map(|metrics| {
-            metrics.accepted.inc();
-            metrics.active.inc();
-            (metrics.clone(), Instant::now())
-        });
-        if let Some(metrics) = &target_metrics {
-            metrics.connected.inc();
-            metrics.active.inc();
-        }
-        let client = Arc::new(Client::new(
-            upstream,
-            target,
-            metered,
-            target_metrics,
-            place,
-        ));
-        clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(from.clone(), Arc::clone(&client));
-        tasks.spawn(answer(
-            Arc::clone(&self.socket),
-            Arc::clone(&client),
-            from.clone(),
-            Arc::clone(clients),
-            self.relay.idle_timeout,
-        ));
-        Some(client)
-    }
 }
 
 /// `target`, if a datagram relay can send to it.
@@ -500,16 +403,4 @@ fn datagram_target(target: Endpoint) -> std::result::Result<Endpoint, String> {
         ));
     }
     Ok(target)
-}
-
-/// The target's first address (a name resolved off the runtime's threads).
-async fn resolve_target(target: &Endpoint) -> Result<Address> {
-    let target = target.clone();
-    let found = net::on_blocking_pool(move || net::candidates(&target, None))
-        .await
-        .map_err(|err| Error::without_target(Op::Connect, err))??;
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::without_target(Op::Connect, io::ErrorKind::AddrNotAvailable.into()))
 }

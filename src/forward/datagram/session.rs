@@ -33,8 +33,9 @@ pub(super) struct Client {
     metered: Option<(ListenerMetrics, Instant)>,
     /// The target's counters: a client is one of its connections while it lives.
     pub(super) target_metrics: Option<TargetMetrics>,
-    /// Its place in its source's count (`--max-per-source`), given back when it goes.
-    _place: Option<SourceSlot>,
+    /// Its place in its source's count (`--max-per-source`), given back when it goes (or
+    /// passed on to the fresh socket that replaces this one).
+    place: Mutex<Option<SourceSlot>>,
 }
 
 impl Drop for Client {
@@ -68,8 +69,13 @@ impl Client {
             retired: tokio::sync::Notify::new(),
             metered,
             target_metrics,
-            _place: place,
+            place: Mutex::new(place),
         }
+    }
+
+    /// Its place in its source's count, taken for the socket that replaces this one.
+    pub(super) fn take_place(&self) -> Option<SourceSlot> {
+        self.place.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Marks traffic passing now (an answer from the target).
