@@ -81,7 +81,7 @@ impl Checks {
                 round.spawn(async move {
                     let endpoint = target.endpoint();
                     let result = async {
-                        let upstream = dial.connect(endpoint, header.as_deref()).await?;
+                        let upstream = dial.connect(endpoint, header.as_deref(), None).await?;
                         match &http_path {
                             Some(path) => ask_http(upstream, endpoint, path, dial.timeout).await,
                             None => Ok(()),

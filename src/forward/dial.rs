@@ -28,11 +28,13 @@ pub(crate) struct Dialer {
 
 impl Dialer {
     /// The connection to `target`, with `header` (a PROXY header) sent first, then
-    /// through the TLS handshake for a `tls:` target; the timeout bounds the whole of it.
+    /// through the TLS handshake for a `tls:` target — offering `alpn` when given (see
+    /// `Connector::connect_offering`); the timeout bounds the whole of it.
     pub(crate) async fn connect(
         &self,
         target: &Endpoint,
         header: Option<&[u8]>,
+        alpn: Option<&[Vec<u8>]>,
     ) -> io::Result<Upstream> {
         let attempt = async {
             let mut stream = match &self.proxy {
@@ -44,7 +46,7 @@ impl Dialer {
             }
             match (target, &self.tls) {
                 (Endpoint::Tls(hp), Some(connector)) => {
-                    let tls = connector.connect(&hp.host, stream).await?;
+                    let tls = connector.connect_offering(&hp.host, stream, alpn).await?;
                     Ok(Upstream::Tls(Box::new(tls)))
                 }
                 _ => Ok(Upstream::Plain(stream)),

@@ -58,6 +58,15 @@ impl Forward {
                 &tlvs,
             )
         });
+        // A client that came in over TLS speaks the protocol it agreed on (or none): a `tls:`
+        // target is offered that one alone, or none, not the relay's list, from which it
+        // could pick another (curl's HTTP/1.1 sent to an h2 target).
+        let alpn: Option<Vec<Vec<u8>>> = client.is_tls().then(|| {
+            client
+                .alpn_protocol()
+                .map(|p| vec![p.to_vec()])
+                .unwrap_or_default()
+        });
         let mut order = targets.order(client.peer_addr().ip());
         let mut left = order.len();
         let connected = loop {
@@ -66,7 +75,10 @@ impl Forward {
             };
             left -= 1;
             let endpoint = target.endpoint();
-            let dialed = self.dial.connect(endpoint, header.as_deref()).await;
+            let dialed = self
+                .dial
+                .connect(endpoint, header.as_deref(), alpn.as_deref())
+                .await;
             // The accept loop may be waiting for this relay's descriptor before the next.
             crate::server::handler_opened();
             match dialed {

@@ -218,8 +218,34 @@ impl Connector {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        self.connect_offering(host, io, None).await
+    }
+
+    /// As [`Connector::connect`], offering the application protocols `alpn` (none, when
+    /// empty) instead of the configuration's, when given: a relay between two TLS sessions
+    /// offers its target the protocol its client agreed on, so that both speak the same.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connector::connect`]; a server that takes none of `alpn` refuses the handshake.
+    pub async fn connect_offering<IO>(
+        &self,
+        host: &Host,
+        io: IO,
+        alpn: Option<&[Vec<u8>]>,
+    ) -> io::Result<tokio_rustls::client::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let name = self.server_name(host)?;
-        tokio_rustls::TlsConnector::from(self.config.load_full())
+        let mut config = self.config.load_full();
+        if let Some(alpn) = alpn.filter(|alpn| *alpn != config.alpn_protocols.as_slice()) {
+            // A copy for this handshake: its parts (the roots, the session cache) are shared.
+            let mut offering = ClientConfig::clone(&config);
+            offering.alpn_protocols = alpn.to_vec();
+            config = Arc::new(offering);
+        }
+        tokio_rustls::TlsConnector::from(config)
             .connect(name, io)
             .await
             .map_err(describe::handshake_failure)

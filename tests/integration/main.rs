@@ -220,6 +220,8 @@ mod tls_faults;
 mod tls_keys;
 /// `connect -z` on tls: endpoints: the handshake is the probe.
 mod tls_probe;
+/// `forward -l tls: --to tls:` with ALPN: the target speaks what the client agreed on.
+mod tls_relay_alpn;
 /// Certificate rotation: SIGHUP reloads a tls: listener's certificate, key and client CAs.
 mod tls_reload;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.

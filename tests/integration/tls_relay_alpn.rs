@@ -1,0 +1,58 @@
+//! A relay between two TLS sessions (`forward -l tls: --to tls:` with `--tls-alpn`) agreed
+//! ALPN with its client and with its target apart, so the two could end up on different
+//! protocols (the client's HTTP/1.1 sent to a target that chose h2: curl's `Empty reply`).
+//! The target is offered the protocol the client agreed on, or none. Found by an outside
+//! audit with other languages' TLS stacks.
+
+use crate::support::certs::Pki;
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+
+const BOTH: [&str; 4] = ["--tls-alpn", "h2", "--tls-alpn", "http/1.1"];
+
+#[test]
+fn the_target_speaks_the_protocol_the_client_agreed_on() {
+    let pki = Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "--shell", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(BOTH)
+        .args(["--", "echo \"[$SOCKETKIT_TLS_ALPN]\""]);
+    let target = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--to", &format!("tls:127.0.0.1:{}", target.port())])
+        .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
+        .args(BOTH);
+    let relay = Running::start(cmd, 1);
+    for (offered, agreed) in [
+        (&["--tls-alpn", "http/1.1"][..], "[http/1.1]"),
+        (&["--tls-alpn", "h2"][..], "[h2]"),
+        (&[][..], "[]"),
+    ] {
+        let mut cmd = socketkit();
+        cmd.args(["connect", &format!("tls:127.0.0.1:{}", relay.port())])
+            .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
+            .args(offered);
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(
+            out.code(),
+            0,
+            "{offered:?}: {}\n{}",
+            out.stderr,
+            relay.stderr()
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said.trim(), agreed, "{offered:?}: {}", relay.stderr());
+    }
+}
