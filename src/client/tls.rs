@@ -16,7 +16,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -276,12 +276,23 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let sent_bytes = options.counts.as_deref().map(|counts| &counts.sent);
     let direction = options.direction;
     let keep_write_open = options.keep_write_open;
+    // What the peer sent, in bytes (see `Sending::keep_on`: whether it sent anything).
+    let heard = AtomicU64::new(0);
+    // What the peer had sent when the first input went out (`u64::MAX`: none went yet):
+    // what it sends after is an answer to the input (send-only's delivery).
+    let heard_at_first_send = AtomicU64::new(u64::MAX);
+    let heard_at_first_send = &heard_at_first_send;
+    let heard_ref = &heard;
     let mut send = Box::pin(async {
         if direction == Direction::ReceiveOnly {
             // The input is not ours to read, and our side stays open until the peer's ends.
             std::future::pending::<()>().await;
         }
         while let Some(buf) = chunks.recv().await {
+            if heard_at_first_send.load(Ordering::Relaxed) == u64::MAX {
+                let heard = heard_ref.load(Ordering::Relaxed);
+                heard_at_first_send.store(heard, Ordering::Relaxed);
+            }
             // A piece at a time, each counted as activity when the session takes it: a peer
             // that reads slowly is seen taking bytes, not stuck for a whole chunk (see the
             // plain bridge's `send_whole`).
@@ -309,8 +320,6 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // End of input: close_notify, then the TCP half-close; the peer may go on sending.
         writer.shutdown().await
     });
-    // Whether the peer sent anything before its end (see `Sending::keep_on`).
-    let heard = AtomicBool::new(false);
     let mut receive = Box::pin(receive(
         &mut reader,
         output,
@@ -324,8 +333,6 @@ async fn run<S: AsyncRead + AsyncWrite>(
     // still send is not wanted, but closing with it unread resets the connection and drops
     // what the peer has not acknowledged yet. So reading goes on until it has.
     let mut delivering = false;
-    // When the input was all sent: what moves after it is the peer's answer.
-    let mut sent_at = Instant::now();
     let end = loop {
         tokio::select! {
             end = &mut receive => {
@@ -335,16 +342,16 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 }
                 break end;
             }
-            () = delivered(fd, activity, sent_at), if delivering => break Ok(BridgeEnd::PeerClosed),
+            () = delivered(fd, activity, || {
+                let from = heard_at_first_send.load(Ordering::Relaxed);
+                from != u64::MAX && heard_ref.load(Ordering::Relaxed) > from
+            }), if delivering => break Ok(BridgeEnd::PeerClosed),
             // Nobody reads the output any more: ended as a write to it would have ended.
             () = &mut output_gone => break Ok(BridgeEnd::OutputClosed),
             result = &mut send, if !sent => {
                 sent = true;
                 match result {
-                    Ok(()) if direction == Direction::SendOnly => {
-                        delivering = true;
-                        sent_at = Instant::now();
-                    }
+                    Ok(()) if direction == Direction::SendOnly => delivering = true,
                     Ok(()) => {}
                     Err(err) if input.failed() => {
                         let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -386,7 +393,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         // `listen tls:… </dev/null > file`) or the input is to go whole (send-only): then
         // all of it is sent, however long it pauses or the peer is slow to read (within
         // the idle limit), by the plain bridge's rule (`waits_for_input`).
-        let silent = !heard.load(Ordering::Relaxed);
+        let silent = heard.load(Ordering::Relaxed) == 0;
         let keep = waits_for_input((fd, true), silent, false, direction);
         keep_on.store(keep, Ordering::Relaxed);
         end_sending(done, input, options.shared_input);
@@ -406,14 +413,14 @@ async fn run<S: AsyncRead + AsyncWrite>(
 
 /// Returns once the peer's kernel has acknowledged every byte written to `fd`.
 /// Once the peer's kernel holds every byte and the peer has been quiet for [`LINGER`]
-/// without answering since the input was `sent_at`: a peer that answers each command is
-/// still working through them, and a close then resets the connection at its next answer
-/// (see the plain bridge's send-only); it is waited for until it closes.
-async fn delivered(fd: RawFd, activity: &Activity, sent_at: Instant) {
+/// without having `answered` the input: a peer that answers each command is still working
+/// through them, and a close then resets the connection at its next answer (see the plain
+/// bridge's send-only); it is waited for until it closes.
+async fn delivered(fd: RawFd, activity: &Activity, answered: impl Fn() -> bool) {
     acknowledged(fd).await;
     loop {
         let left = LINGER.saturating_sub(activity.quiet_for());
-        if left.is_zero() && !activity.moved_since(sent_at) {
+        if left.is_zero() && !answered() {
             return;
         }
         let pause = if left.is_zero() {
@@ -439,7 +446,7 @@ async fn receive<R: AsyncRead + Unpin>(
     activity: &Activity,
     options: &BridgeOptions,
     peer: &Peer,
-    heard: &AtomicBool,
+    heard: &AtomicU64,
 ) -> Result<BridgeEnd> {
     let mut output = output.into_writer();
     let mut buf = vec![0u8; READ_SIZE];
@@ -459,7 +466,7 @@ async fn receive<R: AsyncRead + Unpin>(
             Ok(0) => return finish(&mut output),
             Ok(n) => {
                 activity.touch();
-                heard.store(true, Ordering::Relaxed);
+                heard.fetch_add(n as u64, Ordering::Relaxed);
                 ByteCounts::add(options.counts.as_deref().map(|c| &c.received), n);
                 if let Err(err) = output.write_all(&buf[..n]) {
                     return output_failed(err);

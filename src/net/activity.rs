@@ -33,11 +33,6 @@ impl Activity {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
-    /// Whether anything has moved after `then` (to the millisecond).
-    pub(crate) fn moved_since(&self, then: Instant) -> bool {
-        self.last() > then
-    }
-
     /// How long nothing has moved.
     pub(crate) fn quiet_for(&self) -> Duration {
         self.last().elapsed()

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::balancer::{sample, start_with_metrics};
+use crate::cli_forward_udp::metered_relay;
 use crate::support::net::http_get;
 use crate::support::process::{Running, socketkit};
 use crate::support::wait_until;
@@ -70,19 +71,9 @@ fn a_failed_reload_is_counted_and_the_next_good_one_clears_it() {
 
     let targets = dir.path().join("targets.txt");
     std::fs::write(&targets, "udp:127.0.0.1:9\n").expect("write");
-    let mut cmd = socketkit();
-    cmd.args([
-        "forward",
-        "-l",
-        "udp:127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-    ])
-    .arg("--to-file")
-    .arg(&targets)
-    .arg("--allow-file")
-    .arg(&rules);
-    let (relay, metrics) = start_with_metrics(cmd);
+    let (targets_file, rules_file) = (targets.to_string_lossy(), rules.to_string_lossy());
+    let (relay, metrics) =
+        metered_relay(&["--to-file", &targets_file, "--allow-file", &rules_file]);
     std::fs::write(&targets, "127.0.0.1:9\n").expect("write");
     reload(&relay, &metrics, 0, 1);
     assert_eq!(unlabelled(&metrics, last), 0);

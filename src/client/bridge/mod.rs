@@ -176,11 +176,13 @@ pub fn bridge(
     let peer_closed = AtomicBool::new(false);
     let peer_silent = AtomicBool::new(false);
     let output_gone = AtomicBool::new(false);
+    // Unset (`u64::MAX`) until the first input goes out.
+    let heard_at_first_send = AtomicU64::new(u64::MAX);
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
         let (in_send, peer_closed, peer_silent) = (&in_send, &peer_closed, &peer_silent);
-        let output_gone = &output_gone;
+        let (output_gone, heard_at_first_send) = (&output_gone, &heard_at_first_send);
         let sending = Sending {
             direction: options.direction,
             half_close: !options.keep_write_open,
@@ -196,20 +198,23 @@ pub fn bridge(
                 peer_closed,
                 peer_silent,
                 output_gone,
+                heard_at_first_send,
+                received,
             };
             let send_end = send_input(input, &sender, done, sent, sending);
             let ended = matches!(send_end, SendEnd::Ended);
-            let heard_by_then = received.load(Ordering::Relaxed);
             if ended && direction == Direction::SendOnly && deliver(socket, done) {
                 delivered.store(true, Ordering::Release);
                 // Held by the peer's kernel is not yet taken by the peer: one that answers
                 // each command (redis) is still working through them, and a close now
                 // resets the connection at its next answer, which makes it drop the rest.
-                // So a peer that answered since the input ended is waited for until it
-                // closes, however long one command takes (`DEBUG SLEEP 2`); one that did
-                // not, until it has been quiet for LINGER.
+                // So a peer that has answered the input (sent bytes after its first went
+                // out) is waited for until it closes, however long one command takes
+                // (`DEBUG SLEEP 2`); one that has not (silent, or a banner before the input),
+                // until it has been quiet for LINGER.
                 send::until_done_or_quiet(done, activity, LINGER, || {
-                    received.load(Ordering::Relaxed) > heard_by_then
+                    let from = heard_at_first_send.load(Ordering::Relaxed);
+                    from != u64::MAX && received.load(Ordering::Relaxed) > from
                 });
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
                 // reset the connection, which is no failure any more: ours are all there.

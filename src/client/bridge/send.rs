@@ -209,6 +209,10 @@ pub(super) struct Sender<'a> {
     /// Set when the bridge ended because nobody reads its output any more: what is left
     /// of the input is not wanted either, paused or not.
     pub(super) output_gone: &'a AtomicBool,
+    /// What the peer had sent (`received`) when the first input went out: what it sends
+    /// after is an answer to the input (see `Direction::SendOnly`'s delivery).
+    pub(super) heard_at_first_send: &'a AtomicU64,
+    pub(super) received: &'a AtomicU64,
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
@@ -228,6 +232,8 @@ pub(super) fn send_input(
         peer_closed,
         peer_silent,
         output_gone,
+        heard_at_first_send,
+        received,
     } = *sender;
     if sending.direction == Direction::ReceiveOnly {
         return SendEnd::Stopped;
@@ -242,6 +248,10 @@ pub(super) fn send_input(
         };
         match next {
             Next::Data(buf) => {
+                if last_input.is_none() {
+                    let heard = received.load(Ordering::Relaxed);
+                    heard_at_first_send.store(heard, Ordering::Relaxed);
+                }
                 last_input = Some(Instant::now());
                 let after_end = done.load(Ordering::Relaxed);
                 sent_since_close |= after_end;
