@@ -47,6 +47,21 @@ impl Dialer {
             match (target, &self.tls) {
                 (Endpoint::Tls(hp), Some(connector)) => {
                     let tls = connector.connect_offering(&hp.host, stream, alpn).await?;
+                    // A target may ignore ALPN rather than refuse (OpenSSL's servers do): one
+                    // that agreed on no protocol, or another, while the client agreed on one,
+                    // would be sent bytes of a protocol it does not speak.
+                    if let Some([wanted]) = alpn
+                        && tls.get_ref().1.alpn_protocol() != Some(wanted.as_slice())
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the target agreed on no application protocol (ALPN) where the \
+                                 client agreed on {}",
+                                String::from_utf8_lossy(wanted)
+                            ),
+                        ));
+                    }
                     Ok(Upstream::Tls(Box::new(tls)))
                 }
                 _ => Ok(Upstream::Plain(stream)),

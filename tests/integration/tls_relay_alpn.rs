@@ -56,3 +56,56 @@ fn the_target_speaks_the_protocol_the_client_agreed_on() {
         assert_eq!(said.trim(), agreed, "{offered:?}: {}", relay.stderr());
     }
 }
+
+/// A target that takes no ALPN at all carries on without one rather than refusing (OpenSSL's
+/// servers do; so does a socketkit listener without `--tls-alpn`): a client that agreed on
+/// a protocol with the relay would have its bytes sent to a target that speaks another
+/// (curl's HTTP/2 preface to an HTTP/1.1 backend). The relay refuses that target.
+#[test]
+fn a_target_that_agrees_on_no_protocol_is_refused_when_the_client_agreed_on_one() {
+    let pki = Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "--shell", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--", "echo \"[$SOCKETKIT_TLS_ALPN]\""]);
+    let target = Running::start(cmd, 1);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--to", &format!("tls:127.0.0.1:{}", target.port())])
+        .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
+        .args(BOTH);
+    let relay = Running::start(cmd, 1);
+    let connect = |offered: &[&str]| {
+        let mut cmd = socketkit();
+        cmd.args(["connect", &format!("tls:127.0.0.1:{}", relay.port())])
+            .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
+            .args(offered);
+        run(cmd, Vec::new(), DEADLINE)
+    };
+    let out = connect(&["--tls-alpn", "h2"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("[]"),
+        "relayed to a target that speaks no h2: {}",
+        relay.stderr()
+    );
+    relay.wait_for_stderr(&["agreed on no application protocol (ALPN)"], DEADLINE);
+    // A client that asked for no protocol is relayed as before.
+    let out = connect(&[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[]",
+        "{}",
+        out.stderr
+    );
+}
