@@ -149,14 +149,12 @@ pub(crate) fn server(
     }))
 }
 
-/// A TLS file that does not parse is bad usage (exit 2); one that cannot be read, or a
-/// system with no CA store (an image without ca-certificates), a runtime failure (exit 1),
-/// as for every file an option names.
+/// A TLS file that does not parse is bad usage (exit 2); one that cannot be read — missing,
+/// a directory, a device — or a system with no CA store (an image without ca-certificates),
+/// a runtime failure (exit 1), as for every file an option names.
 fn file_error(err: socketkit::Error) -> CliError {
     match err.kind() {
-        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
-            CliError::Usage(err.to_string())
-        }
+        std::io::ErrorKind::InvalidData => CliError::Usage(err.to_string()),
         _ => CliError::Failed(err.to_string()),
     }
 }

@@ -272,6 +272,11 @@ fn start_up_errors_are_said_before_listening() {
             2,
         ),
         (
+            vec!["--tls-cert", "/dev/null", "--tls-key", pki.server.key()],
+            "error: cannot load TLS certificate /dev/null: not a regular file".to_owned(),
+            1,
+        ),
+        (
             vec!["--tls-self-signed", "--tls-client-ca", "/nonexistent/ca.pem"],
             "error: cannot load TLS CA certificates /nonexistent/ca.pem: no such file".to_owned(),
             1,
