@@ -73,16 +73,16 @@ pub fn use_the_hard_descriptor_limit() -> DescriptorLimit {
     DescriptorLimit { was, now }
 }
 
-/// Reaps the zombie children of this process that lead no process group of their own:
-/// orphans of its children's children (a program's background job) that the kernel gives
-/// to PID 1 — a container's entrypoint — to wait for. Call it on `SIGCHLD` in a PID 1 that
-/// starts every child of its own as a process-group leader (as the `exec` service starts
-/// its programs): another child would be waited for here, and its owner's wait would fail.
-/// Where there is no `/proc`, nothing is found. How many were reaped.
+/// Reaps the zombie children of this process that the `exec` service did not start:
+/// orphans of its programs' children (a background job, a `setsid` daemon) that the kernel
+/// gives to PID 1 — a container's entrypoint — to wait for. Call it on `SIGCHLD` in a PID 1
+/// whose every other child is the `exec` service's: a child started otherwise would be
+/// waited for here, and its owner's wait would fail. Where there is no `/proc`, nothing is
+/// found. How many were reaped.
 ///
 /// # Errors
 ///
 /// `/proc/self/task` cannot be read.
 pub fn reap_orphans() -> io::Result<usize> {
-    crate::net::reap_orphans()
+    super::program::reap_orphans()
 }

@@ -142,6 +142,27 @@ impl ProgramConnection {
 #[derive(Debug)]
 pub(crate) struct ProgramGroup {
     child: Child,
+    /// Its pid, in [`OWN_CHILDREN`] while this handle lives.
+    pid: Option<u32>,
+}
+
+/// The programs started here whose handle lives (tokio waits for them, and for the rest
+/// once their handle is dropped): a PID 1's orphan reaper must leave these to it. Locked
+/// across a spawn, so that no scan sees a program before it is listed.
+static OWN_CHILDREN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The own-children list, locked (a panic while it was held leaves a plain set).
+fn own_children() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
+    OWN_CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reaps the zombie children this process did not start itself (see
+/// `server::reap_orphans`), with the programs' list held, so that none started meanwhile
+/// is taken for an orphan.
+pub(crate) fn reap_orphans() -> io::Result<usize> {
+    let own = own_children();
+    net::reap_orphans(|pid| u32::try_from(pid).is_ok_and(|pid| own.contains(&pid)))
 }
 
 impl ProgramGroup {
@@ -152,9 +173,11 @@ impl ProgramGroup {
     /// The program could not be started.
     pub(crate) fn spawn(mut command: Command) -> io::Result<ProgramGroup> {
         command.process_group(0).kill_on_drop(true);
-        Ok(ProgramGroup {
-            child: command.spawn()?,
-        })
+        let mut own = own_children();
+        let child = command.spawn()?;
+        let pid = child.id();
+        own.extend(pid);
+        Ok(ProgramGroup { child, pid })
     }
 
     /// The program itself: its pipes, and waiting for it.
@@ -182,5 +205,8 @@ impl ProgramGroup {
 impl Drop for ProgramGroup {
     fn drop(&mut self) {
         self.kill_group();
+        if let Some(pid) = self.pid {
+            own_children().remove(&pid);
+        }
     }
 }

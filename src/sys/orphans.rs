@@ -1,14 +1,13 @@
-//! Reaping the orphans a PID 1 adopts (`waitpid(2)` on its zombie children that lead no
-//! process group of their own), found through `/proc/self/task/*/children` (where there
-//! is no `/proc`, none are found).
+//! Reaping the orphans a PID 1 adopts (`waitpid(2)` on its zombie children that it did not
+//! start itself), found through `/proc/self/task/*/children` (where there is no `/proc`,
+//! none are found).
 
 use std::io;
 
-/// Reaps this process's zombie children that do not lead a process group: the orphans of
-/// its own children (a program's background `sleep`), which the kernel gives to PID 1. The
-/// children this process starts itself lead a group each (`serve exec`'s programs) and are
-/// left to whoever waits for them. How many were reaped.
-pub(crate) fn reap_orphans() -> io::Result<usize> {
+/// Reaps this process's zombie children that are not `own` (started here, and waited for by
+/// whoever started them): the orphans of its children's children (a program's background
+/// `sleep`, a `setsid` daemon), which the kernel gives to PID 1. How many were reaped.
+pub(crate) fn reap_orphans(own: impl Fn(i32) -> bool) -> io::Result<usize> {
     let mut reaped = 0;
     for task in std::fs::read_dir("/proc/self/task")?.flatten() {
         let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
@@ -16,7 +15,7 @@ pub(crate) fn reap_orphans() -> io::Result<usize> {
             .split_whitespace()
             .filter_map(|pid| pid.parse::<i32>().ok())
         {
-            if is_zombie_outside_its_group(pid) {
+            if !own(pid) && is_zombie(pid) {
                 let mut status = 0;
                 // SAFETY: waitpid writes only the status integer passed; WNOHANG never blocks.
                 if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
@@ -28,19 +27,16 @@ pub(crate) fn reap_orphans() -> io::Result<usize> {
     Ok(reaped)
 }
 
-/// Whether `pid` is a zombie that does not lead its process group (`/proc/PID/stat`: the
-/// state and the group follow the command's closing parenthesis).
-fn is_zombie_outside_its_group(pid: i32) -> bool {
+/// Whether `pid` is a zombie (`/proc/PID/stat`: the state follows the command's closing
+/// parenthesis).
+fn is_zombie(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return false;
     };
-    let mut fields = rest.split_whitespace();
-    let state = fields.next();
-    let group = fields.nth(1).and_then(|group| group.parse::<i32>().ok());
-    state == Some("Z") && group.is_some_and(|group| group != pid)
+    rest.split_whitespace().next() == Some("Z")
 }
 
 #[cfg(test)]
@@ -54,7 +50,7 @@ mod tests {
             .spawn()
             .expect("sleep");
         let pid = i32::try_from(child.id()).expect("a pid");
-        assert!(!is_zombie_outside_its_group(pid));
+        assert!(!is_zombie(pid));
         let _ = child.kill();
         let _ = child.wait();
     }
