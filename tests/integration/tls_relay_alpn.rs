@@ -1,17 +1,17 @@
 //! A relay between two TLS sessions (`forward -l tls: --to tls:` with `--tls-alpn`) agreed
 //! ALPN with its client and with its target apart, so the two could end up on different
 //! protocols (the client's HTTP/1.1 sent to a target that chose h2: curl's `Empty reply`).
-//! The target is offered the protocol the client agreed on, or none. Found by an outside
-//! audit with other languages' TLS stacks.
+//! The target is offered the protocol the client agreed on, or none, and one that agrees on
+//! none while the client agreed on one is refused. Found by an outside audit with other
+//! languages' TLS stacks, and its review.
 
 use crate::support::certs::Pki;
-use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::process::{DEADLINE, Output, Running, run, socketkit};
 
 const BOTH: [&str; 4] = ["--tls-alpn", "h2", "--tls-alpn", "http/1.1"];
 
-#[test]
-fn the_target_speaks_the_protocol_the_client_agreed_on() {
-    let pki = Pki::new();
+/// A TLS target taking the protocols `alpn`, whose program says the one agreed on.
+fn target(pki: &Pki, alpn: &[&str]) -> Running {
     let mut cmd = socketkit();
     cmd.args(["serve", "exec", "--shell", "-l", "tls:127.0.0.1:0"])
         .args([
@@ -20,9 +20,13 @@ fn the_target_speaks_the_protocol_the_client_agreed_on() {
             "--tls-key",
             pki.server.key(),
         ])
-        .args(BOTH)
+        .args(alpn)
         .args(["--", "echo \"[$SOCKETKIT_TLS_ALPN]\""]);
-    let target = Running::start(cmd, 1);
+    Running::start(cmd, 1)
+}
+
+/// The relay, TLS both ways with [`BOTH`], to `target`.
+fn relay(pki: &Pki, target: &Running) -> Running {
     let mut cmd = socketkit();
     cmd.args(["forward", "-l", "tls:127.0.0.1:0"])
         .args([
@@ -34,17 +38,29 @@ fn the_target_speaks_the_protocol_the_client_agreed_on() {
         .args(["--to", &format!("tls:127.0.0.1:{}", target.port())])
         .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
         .args(BOTH);
-    let relay = Running::start(cmd, 1);
+    Running::start(cmd, 1)
+}
+
+/// `connect` to `relay` offering `offered`.
+fn ask(pki: &Pki, relay: &Running, offered: &[&str]) -> Output {
+    let mut cmd = socketkit();
+    cmd.args(["connect", &format!("tls:127.0.0.1:{}", relay.port())])
+        .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
+        .args(offered);
+    run(cmd, Vec::new(), DEADLINE)
+}
+
+#[test]
+fn the_target_speaks_the_protocol_the_client_agreed_on() {
+    let pki = Pki::new();
+    let target = target(&pki, &BOTH);
+    let relay = relay(&pki, &target);
     for (offered, agreed) in [
         (&["--tls-alpn", "http/1.1"][..], "[http/1.1]"),
         (&["--tls-alpn", "h2"][..], "[h2]"),
         (&[][..], "[]"),
     ] {
-        let mut cmd = socketkit();
-        cmd.args(["connect", &format!("tls:127.0.0.1:{}", relay.port())])
-            .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
-            .args(offered);
-        let out = run(cmd, Vec::new(), DEADLINE);
+        let out = ask(&pki, &relay, offered);
         assert_eq!(
             out.code(),
             0,
@@ -64,36 +80,9 @@ fn the_target_speaks_the_protocol_the_client_agreed_on() {
 #[test]
 fn a_target_that_agrees_on_no_protocol_is_refused_when_the_client_agreed_on_one() {
     let pki = Pki::new();
-    let mut cmd = socketkit();
-    cmd.args(["serve", "exec", "--shell", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
-        .args(["--", "echo \"[$SOCKETKIT_TLS_ALPN]\""]);
-    let target = Running::start(cmd, 1);
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "tls:127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            pki.server.cert(),
-            "--tls-key",
-            pki.server.key(),
-        ])
-        .args(["--to", &format!("tls:127.0.0.1:{}", target.port())])
-        .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
-        .args(BOTH);
-    let relay = Running::start(cmd, 1);
-    let connect = |offered: &[&str]| {
-        let mut cmd = socketkit();
-        cmd.args(["connect", &format!("tls:127.0.0.1:{}", relay.port())])
-            .args(["--tls-ca", pki.ca(), "--tls-sni", "localhost"])
-            .args(offered);
-        run(cmd, Vec::new(), DEADLINE)
-    };
-    let out = connect(&["--tls-alpn", "h2"]);
+    let target = target(&pki, &[]);
+    let relay = relay(&pki, &target);
+    let out = ask(&pki, &relay, &["--tls-alpn", "h2"]);
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("[]"),
         "relayed to a target that speaks no h2: {}",
@@ -101,7 +90,7 @@ fn a_target_that_agrees_on_no_protocol_is_refused_when_the_client_agreed_on_one(
     );
     relay.wait_for_stderr(&["agreed on no application protocol (ALPN)"], DEADLINE);
     // A client that asked for no protocol is relayed as before.
-    let out = connect(&[]);
+    let out = ask(&pki, &relay, &[]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "[]",
