@@ -32,7 +32,7 @@ pub(crate) fn end_on_signals(file: Option<SocketFile>) -> Result<(), CliError> {
 /// that signal (as PID 1, which no signal ends, with its exit status 128 + the signal's
 /// number). Call it before the `listening on` line, so that a signal sent as soon as that
 /// line is read is already caught.
-pub(crate) fn remove_on_ending_signal(file: Option<SocketFile>) -> Result<(), CliError> {
+fn remove_on_ending_signal(file: Option<SocketFile>) -> Result<(), CliError> {
     let failed = |err| CliError::runtime(Op::Create, "signal handler", err);
     runtime_can_start().map_err(failed)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -26,9 +26,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, BridgeEnd, BridgeOptions, ByteCounts, Direction, LINGER, Peer, all_acknowledged,
-    check_idle, end_sending, finish, input_has_paused, next_to_send, output_failed, tick,
-    waits_for_input,
+    ACK_POLL, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, LINGER, Peer,
+    all_acknowledged, check_idle, end_sending, finish, input_has_paused, next_to_send,
+    output_failed, tick, waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -276,23 +276,18 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let sent_bytes = options.counts.as_deref().map(|counts| &counts.sent);
     let direction = options.direction;
     let keep_write_open = options.keep_write_open;
-    // What the peer sent, in bytes (see `Sending::keep_on`: whether it sent anything).
+    // What the peer sent, in bytes (see `Sending::keep_on`: whether it sent anything), and
+    // whether that answered the input (send-only's delivery).
     let heard = AtomicU64::new(0);
-    // What the peer had sent when the first input went out (`u64::MAX`: none went yet):
-    // what it sends after is an answer to the input (send-only's delivery).
-    let heard_at_first_send = AtomicU64::new(u64::MAX);
-    let heard_at_first_send = &heard_at_first_send;
-    let heard_ref = &heard;
+    let answers = Answers::new();
+    let (heard_ref, answers) = (&heard, &answers);
     let mut send = Box::pin(async {
         if direction == Direction::ReceiveOnly {
             // The input is not ours to read, and our side stays open until the peer's ends.
             std::future::pending::<()>().await;
         }
         while let Some(buf) = chunks.recv().await {
-            if heard_at_first_send.load(Ordering::Relaxed) == u64::MAX {
-                let heard = heard_ref.load(Ordering::Relaxed);
-                heard_at_first_send.store(heard, Ordering::Relaxed);
-            }
+            answers.input_goes(heard_ref);
             // A piece at a time, each counted as activity when the session takes it: a peer
             // that reads slowly is seen taking bytes, not stuck for a whole chunk (see the
             // plain bridge's `send_whole`).
@@ -342,10 +337,9 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 }
                 break end;
             }
-            () = delivered(fd, activity, || {
-                let from = heard_at_first_send.load(Ordering::Relaxed);
-                from != u64::MAX && heard_ref.load(Ordering::Relaxed) > from
-            }), if delivering => break Ok(BridgeEnd::PeerClosed),
+            () = delivered(fd, activity, || answers.answered(heard_ref)), if delivering => {
+                break Ok(BridgeEnd::PeerClosed);
+            }
             // Nobody reads the output any more: ended as a write to it would have ended.
             () = &mut output_gone => break Ok(BridgeEnd::OutputClosed),
             result = &mut send, if !sent => {

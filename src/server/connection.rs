@@ -72,12 +72,11 @@ struct IdleTimer {
 impl IdleTimer {
     fn new(limit: Duration) -> IdleTimer {
         let now = Instant::now();
+        // `limit` is the builder's, kept at most a hundred years: the sums cannot overflow.
         IdleTimer {
             limit,
             last_progress: now,
-            sleep: Box::pin(tokio::time::sleep_until(
-                crate::socket::deadline_in(limit).into(),
-            )),
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
         }
     }
 
@@ -86,8 +85,7 @@ impl IdleTimer {
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             ready!(self.sleep.as_mut().poll(cx));
-            let deadline = (self.last_progress.checked_add(self.limit))
-                .unwrap_or_else(|| crate::socket::deadline_in(self.limit).into());
+            let deadline = self.last_progress + self.limit;
             if Instant::now() >= deadline {
                 return Poll::Ready(crate::net::idle_error(self.limit));
             }

@@ -142,15 +142,23 @@ impl ProgramConnection {
 #[derive(Debug)]
 pub(crate) struct ProgramGroup {
     child: Child,
-    /// Its pid, in [`OWN_CHILDREN`] while this handle lives.
+    /// Its pid, in [`OWN_CHILDREN`] while this handle lives (as PID 1 only).
     pid: Option<u32>,
 }
 
 /// The programs started here whose handle lives (tokio waits for them, and for the rest
 /// once their handle is dropped): a PID 1's orphan reaper must leave these to it. Locked
-/// across a spawn, so that no scan sees a program before it is listed.
+/// across a spawn, so that no scan sees a program before it is listed; kept only as PID 1,
+/// the one process the reaper runs in (elsewhere every spawn would queue on the lock for
+/// nothing).
 static OWN_CHILDREN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether this process is PID 1 of its PID namespace (asked once).
+fn is_init() -> bool {
+    static INIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INIT.get_or_init(|| std::process::id() == 1)
+}
 
 /// The own-children list, locked (a panic while it was held leaves a plain set).
 fn own_children() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
@@ -173,6 +181,10 @@ impl ProgramGroup {
     /// The program could not be started.
     pub(crate) fn spawn(mut command: Command) -> io::Result<ProgramGroup> {
         command.process_group(0).kill_on_drop(true);
+        if !is_init() {
+            let child = command.spawn()?;
+            return Ok(ProgramGroup { child, pid: None });
+        }
         let mut own = own_children();
         let child = command.spawn()?;
         let pid = child.id();

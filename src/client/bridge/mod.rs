@@ -16,8 +16,8 @@ use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
 use crate::socket::{Address, Socket};
 use receive::receive;
+pub(crate) use send::{Answers, end_sending, input_has_paused, next_to_send, waits_for_input};
 use send::{SendEnd, Sender, Sending, deliver, send_input};
-pub(crate) use send::{end_sending, input_has_paused, next_to_send, waits_for_input};
 
 mod receive;
 mod send;
@@ -176,13 +176,12 @@ pub fn bridge(
     let peer_closed = AtomicBool::new(false);
     let peer_silent = AtomicBool::new(false);
     let output_gone = AtomicBool::new(false);
-    // Unset (`u64::MAX`) until the first input goes out.
-    let heard_at_first_send = AtomicU64::new(u64::MAX);
+    let answers = Answers::new();
     let end = thread::scope(|scope| {
         let (finished, sender_done) = mpsc::channel();
         let (done, activity, delivered) = (&done, &activity, &delivered);
         let (in_send, peer_closed, peer_silent) = (&in_send, &peer_closed, &peer_silent);
-        let (output_gone, heard_at_first_send) = (&output_gone, &heard_at_first_send);
+        let (output_gone, answers) = (&output_gone, &answers);
         let sending = Sending {
             direction: options.direction,
             half_close: !options.keep_write_open,
@@ -198,7 +197,7 @@ pub fn bridge(
                 peer_closed,
                 peer_silent,
                 output_gone,
-                heard_at_first_send,
+                answers,
                 received,
             };
             let send_end = send_input(input, &sender, done, sent, sending);
@@ -212,10 +211,7 @@ pub fn bridge(
                 // out) is waited for until it closes, however long one command takes
                 // (`DEBUG SLEEP 2`); one that has not (silent, or a banner before the input),
                 // until it has been quiet for LINGER.
-                send::until_done_or_quiet(done, activity, LINGER, || {
-                    let from = heard_at_first_send.load(Ordering::Relaxed);
-                    from != u64::MAX && received.load(Ordering::Relaxed) > from
-                });
+                send::until_done_or_quiet(done, activity, LINGER, || answers.answered(received));
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
                 // reset the connection, which is no failure any more: ours are all there.
                 let _ = socket.shutdown(Shutdown::Read);

@@ -59,6 +59,40 @@ pub(super) fn until_done_or_quiet(
     }
 }
 
+/// Whether the peer has answered the input: what it had sent (`heard`, in bytes) when the
+/// first input went out, against what it has sent since. Send-only's delivery waits for a
+/// peer that answered (it is still working through the input) until it closes.
+#[derive(Debug)]
+pub(crate) struct Answers {
+    /// `u64::MAX` until the first input goes out.
+    heard_at_first_send: AtomicU64,
+}
+
+impl Answers {
+    pub(crate) fn new() -> Answers {
+        Answers {
+            heard_at_first_send: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Input goes out now, the peer having sent `heard`: remembered the first time.
+    pub(crate) fn input_goes(&self, heard: &AtomicU64) {
+        let heard = heard.load(Ordering::Relaxed);
+        let _ = self.heard_at_first_send.compare_exchange(
+            u64::MAX,
+            heard,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the peer has sent bytes (`heard`) since the first input went out.
+    pub(crate) fn answered(&self, heard: &AtomicU64) -> bool {
+        let from = self.heard_at_first_send.load(Ordering::Relaxed);
+        from != u64::MAX && heard.load(Ordering::Relaxed) > from
+    }
+}
+
 /// How the sending side of a bridge ended.
 pub(super) enum SendEnd {
     /// The input ended, and the half-close was made.
@@ -209,9 +243,9 @@ pub(super) struct Sender<'a> {
     /// Set when the bridge ended because nobody reads its output any more: what is left
     /// of the input is not wanted either, paused or not.
     pub(super) output_gone: &'a AtomicBool,
-    /// What the peer had sent (`received`) when the first input went out: what it sends
-    /// after is an answer to the input (see `Direction::SendOnly`'s delivery).
-    pub(super) heard_at_first_send: &'a AtomicU64,
+    /// Whether the peer answered the input (see `Direction::SendOnly`'s delivery), from
+    /// what it sent (`received`).
+    pub(super) answers: &'a Answers,
     pub(super) received: &'a AtomicU64,
 }
 
@@ -232,7 +266,7 @@ pub(super) fn send_input(
         peer_closed,
         peer_silent,
         output_gone,
-        heard_at_first_send,
+        answers,
         received,
     } = *sender;
     if sending.direction == Direction::ReceiveOnly {
@@ -249,8 +283,7 @@ pub(super) fn send_input(
         match next {
             Next::Data(buf) => {
                 if last_input.is_none() {
-                    let heard = received.load(Ordering::Relaxed);
-                    heard_at_first_send.store(heard, Ordering::Relaxed);
+                    answers.input_goes(received);
                 }
                 last_input = Some(Instant::now());
                 let after_end = done.load(Ordering::Relaxed);
