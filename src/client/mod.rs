@@ -158,6 +158,20 @@ pub fn connect_transport(endpoint: &Endpoint, options: ConnectOptions) -> Result
         None => options.family,
     };
     let candidates = net::candidates(endpoint, family)?;
+    // A name's several TCP addresses are raced (Happy Eyeballs), unless a fixed source port
+    // (`-p`) would have two attempts bind it at once.
+    if ty == Type::Stream && candidates.len() > 1 && options.source_port.is_none() {
+        let source = |address: &Address| source_for(address, options);
+        return match net::connect_racing(&candidates, options.timeout, true, source) {
+            Ok(socket) => Ok(Connected {
+                socket,
+                datagram: false,
+                bound: None,
+            }),
+            Err(err) if err.op() == Op::Bind => Err(err),
+            Err(err) => Err(fail(err.into_io_error())),
+        };
+    }
     let mut last = io::Error::from(io::ErrorKind::NotFound);
     for address in candidates {
         // TCP_NODELAY: in interactive use each line typed goes out at once rather than

@@ -56,6 +56,42 @@ pub(crate) fn connect_socket(
     nodelay: bool,
     source: Option<Address>,
 ) -> Result<(Socket, Option<TempSocketPath>)> {
+    let (socket, bound) = open_socket(address, ty, nodelay, source)?;
+    socket.set_timeout(timeout)?;
+    socket.connect(address)?;
+    socket.set_timeout(None)?;
+    Ok((socket, bound))
+}
+
+/// A TCP socket connected to the first of `addresses` to answer, a name's several
+/// addresses raced (Happy Eyeballs, RFC 8305: the next one tried a quarter of a second
+/// after the one before if it has not answered); otherwise as [`connect_socket`], whose
+/// `nodelay` and `source` (given for each address) it takes, `timeout` bounding each
+/// attempt.
+///
+/// # Errors
+///
+/// Our own end's (`Op::Bind`) at once, or the error of the attempt that ended last.
+pub(crate) fn connect_racing(
+    addresses: &[Address],
+    timeout: Option<Duration>,
+    nodelay: bool,
+    source: impl Fn(&Address) -> Option<Address>,
+) -> Result<Socket> {
+    super::happy_eyeballs::race_blocking(addresses, timeout, |address| {
+        open_socket(address, Type::Stream, nodelay, source(address)).map(|(socket, _)| socket)
+    })
+}
+
+/// A socket of type `ty` for `address`'s family, not yet connected: bound to `source` (or,
+/// for a Unix datagram client, to a [`TempSocketPath`], returned), `TCP_NODELAY` set with
+/// `nodelay`.
+fn open_socket(
+    address: &Address,
+    ty: Type,
+    nodelay: bool,
+    source: Option<Address>,
+) -> Result<(Socket, Option<TempSocketPath>)> {
     let socket = Socket::new(address.family(), ty)?;
     let mut bound = None;
     if let Some(source) = source {
@@ -74,9 +110,6 @@ pub(crate) fn connect_socket(
         }
         _ => {}
     }
-    socket.set_timeout(timeout)?;
-    socket.connect(address)?;
-    socket.set_timeout(None)?;
     Ok((socket, bound))
 }
 
@@ -93,7 +126,8 @@ fn reply_socket_error(path: &TempSocketPath, err: Error) -> Error {
 }
 
 /// A stream connected to `endpoint` (TCP with `TCP_NODELAY`, or Unix), names resolved
-/// without blocking the runtime, the whole attempt bounded by `timeout`.
+/// without blocking the runtime and their addresses raced (Happy Eyeballs), the whole
+/// attempt bounded by `timeout`.
 ///
 /// # Errors
 ///
@@ -108,9 +142,9 @@ pub(crate) async fn connect_stream(
             Endpoint::Tcp(hp) | Endpoint::Tls(hp) => {
                 let stream = match &hp.host {
                     Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
+                    // Raced when there are several (Happy Eyeballs).
                     Host::Name(name) => {
-                        let addresses = lookup(name, hp.port).await?;
-                        TcpStream::connect(addresses.as_slice()).await?
+                        super::happy_eyeballs::race(lookup(name, hp.port).await?).await?
                     }
                     Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
                 };

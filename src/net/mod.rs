@@ -14,8 +14,9 @@
 //! - `accept`: [`RawStream`], a connection taken off a listener and not yet given to tokio,
 //!   and the sorting of accept errors.
 //! - `stream`: [`Stream`], a connected TCP or Unix stream behind one type.
-//! - `connect`: [`candidates`], [`connect_socket`] (blocking, with a timeout) and
-//!   [`connect_stream`] (async).
+//! - `connect`: [`candidates`], [`connect_socket`] (blocking, with a timeout),
+//!   [`connect_racing`] (blocking, a name's addresses raced) and [`connect_stream`] (async);
+//!   `happy_eyeballs`: the race (RFC 8305) both use for a name with several addresses.
 //! - `temp_path`: [`TempSocketPath`], the address a Unix datagram client binds.
 //! - `udp_server`: [`ServerUdp`], a UDP socket that serves clients and, bound to a wildcard
 //!   address, answers each from the address it sent to ([`Destination`]).
@@ -33,6 +34,7 @@ mod bind;
 mod blocking_pool;
 mod connect;
 mod datagram;
+mod happy_eyeballs;
 mod inherited;
 mod passed;
 mod stream;
@@ -45,7 +47,8 @@ pub(crate) use activity::{Activity, idle_error, is_idle_timeout};
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use blocking_pool::{no_thread, on_blocking_pool};
 pub(crate) use connect::{
-    candidates, connect_socket, connect_stream, connect_unix, lookup, unix_address, within,
+    candidates, connect_racing, connect_socket, connect_stream, connect_unix, lookup, unix_address,
+    within,
 };
 pub(crate) use datagram::{ConnectedDatagram, next_unix_datagram_len};
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_tls};

@@ -135,6 +135,40 @@ impl Socket {
         Ok(())
     }
 
+    /// Starts connecting to `address` without waiting for the answer (the socket is made
+    /// non-blocking): `true` when connected already, `false` when under way — the socket
+    /// turns writable when it ends, and [`Socket::finish_connect`] says how. For racing
+    /// several addresses at once (Happy Eyeballs).
+    pub(crate) fn start_connect(&self, address: &Address) -> Result<bool> {
+        let fail = |err| Error::new(Op::Connect, address, err);
+        self.set_blocking(false)?;
+        let raw = address.to_sockaddr().map_err(fail)?;
+        match self.inner.connect(&raw) {
+            Ok(()) => {
+                self.remember_peer(address);
+                Ok(true)
+            }
+            Err(err) if crate::sys::connect_in_progress(&err) => Ok(false),
+            Err(err) => Err(fail(err)),
+        }
+    }
+
+    /// How a connect that [`Socket::start_connect`] began has ended, once the socket is
+    /// writable: `Ok` when connected (the socket is left non-blocking), the connect's own
+    /// error (`SO_ERROR`) otherwise.
+    pub(crate) fn finish_connect(&self, address: &Address) -> Result<()> {
+        let fail = |err| Error::new(Op::Connect, address, err);
+        match self.inner.take_error() {
+            Ok(None) => {}
+            Ok(Some(err)) | Err(err) => return Err(fail(err)),
+        }
+        // Writable with no error may also mean not connected (a spurious wake-up): the
+        // peer's address is there only once the connection is.
+        self.inner.peer_addr().map_err(fail)?;
+        self.remember_peer(address);
+        Ok(())
+    }
+
     /// Shuts down one or both directions with `shutdown(2)` (Python: `s.shutdown(how)`).
     ///
     /// # Caveats

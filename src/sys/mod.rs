@@ -50,11 +50,12 @@ pub(crate) use platform::{
     splice, steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
-    Readiness, ask_reload, ask_restart, chmod_no_follow, descriptor_limit, disconnect, hostname,
-    inherit_on_exec, interface_index, is_blocking_pipe, is_listening, is_pipe_or_socket,
-    kill_process_group, process_cpu_time, raise_descriptor_limit, raise_with_default_action,
-    reader_gone, recv_nowait, reset_inherited_signals, set_close_on_exec, splice_unsupported,
-    terminate, thread_cpu_time, wait_readable, wait_readable_watching, wait_writable, with_umask,
+    Readiness, ask_reload, ask_restart, chmod_no_follow, connect_in_progress, descriptor_limit,
+    disconnect, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
+    is_pipe_or_socket, kill_process_group, process_cpu_time, raise_descriptor_limit,
+    raise_with_default_action, reader_gone, recv_nowait, reset_inherited_signals,
+    set_close_on_exec, splice_unsupported, terminate, thread_cpu_time, wait_readable,
+    wait_readable_watching, wait_writable, wait_writable_any, with_umask,
 };
 
 /// The local address a UDP datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` tell

@@ -115,6 +115,50 @@ pub(crate) fn wait_writable(fd: RawFd, timeout: Option<Duration>) -> io::Result<
     }
 }
 
+/// Waits until at least one of `fds` can take bytes or has failed — how a non-blocking
+/// `connect(2)` under way reports that it ended, either way — or `timeout` passes (`None`:
+/// no limit), with one `poll(2)`: the indexes (into `fds`) of those that did, none on
+/// timeout.
+pub(crate) fn wait_writable_any(
+    fds: &[RawFd],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    let millis = poll_millis(timeout);
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        })
+        .collect();
+    let count = libc::nfds_t::try_from(pollfds.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `count` valid pollfds, the vector's own length; poll writes only their
+        // revents.
+        let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), count, millis) };
+        if rc >= 0 {
+            return Ok(pollfds
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents != 0)
+                .map(|(i, _)| i)
+                .collect());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Whether `err`, from a non-blocking `connect(2)`, says only that the connect is under way
+/// (`EINPROGRESS`): its end is seen as the socket becoming writable.
+pub(crate) fn connect_in_progress(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
 /// `timeout` as `poll(2)` takes it: milliseconds, rounded up so that a short non-zero
 /// timeout does not become a busy poll; -1 for none.
 fn poll_millis(timeout: Option<Duration>) -> libc::c_int {

@@ -109,6 +109,9 @@ mod eof_model;
 mod examples;
 /// `socketkit forward` out of file descriptors, TCP and UDP: back off, log once per burst.
 mod forward_faults;
+/// A name whose first address drops the handshake: `connect` and `forward` race its
+/// addresses (Happy Eyeballs).
+mod happy_eyeballs;
 /// What a parent may leave socketkit with: signals blocked or ignored, no `PATH`, `NO_COLOR`,
 /// an unwritable pid file, a failing stdin, an unusable `$TMPDIR`.
 mod hostile_env;
