@@ -3,10 +3,10 @@
 //! together. Everything above reaches it through `socket` and `net` (the `net` layer
 //! re-exports what the client, relay and load generator need).
 //!
-//! - `posix.rs`: calls every Unix has (`poll`, `fstat`, `fcntl`, `recv`, `getsockopt`, `umask`, `fchmodat`,
+//! - `posix.rs`: calls every Unix has (`fstat`, `fcntl`, `recv`, `getsockopt`, `umask`, `fchmodat`,
 //!   `gethostname`, `getrlimit`, `clock_gettime`, `if_nametoindex`, `sigaction`, `sigprocmask` and
 //!   `raise`); `ids.rs`: user and group ids (`getpwnam_r`, `getgrnam_r`, `setgroups`,
-//!   `setgid`, `setuid`).
+//!   `setgid`, `setuid`); `readiness.rs`: waits with `poll`.
 //! - `linux.rs`: Linux's own (`splice`, `pipe2` and `F_SETPIPE_SZ`, `accept4`,
 //!   `IP_BIND_ADDRESS_NO_PORT`, `TCP_DEFER_ACCEPT`, `SIOCOUTQ`, `TCP_INFO`, `SO_PEERNAME`, reuseport BPF,
 //!   `recvmsg`/`sendmsg` with `IP_PKTINFO` for UDP answers from the address asked);
@@ -35,6 +35,7 @@ mod descriptors;
 mod ids;
 mod orphans;
 mod posix;
+mod readiness;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -50,12 +51,15 @@ pub(crate) use platform::{
     splice, steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
-    Readiness, ask_reload, ask_restart, chmod_no_follow, connect_in_progress, descriptor_limit,
-    disconnect, hostname, inherit_on_exec, interface_index, is_blocking_pipe, is_listening,
-    is_pipe_or_socket, kill_process_group, process_cpu_time, raise_descriptor_limit,
-    raise_with_default_action, reader_gone, recv_nowait, reset_inherited_signals,
-    set_close_on_exec, splice_unsupported, terminate, thread_cpu_time, wait_readable,
-    wait_readable_watching, wait_writable, wait_writable_any, with_umask,
+    ask_reload, ask_restart, chmod_no_follow, descriptor_limit, disconnect, hostname,
+    inherit_on_exec, interface_index, is_blocking_pipe, is_listening, is_pipe_or_socket,
+    kill_process_group, process_cpu_time, raise_descriptor_limit, raise_with_default_action,
+    recv_nowait, reset_inherited_signals, set_close_on_exec, splice_unsupported, terminate,
+    thread_cpu_time, with_umask,
+};
+pub(crate) use readiness::{
+    Readiness, connect_in_progress, reader_gone, wait_readable, wait_readable_watching,
+    wait_writable, wait_writable_any,
 };
 
 /// The local address a UDP datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` tell

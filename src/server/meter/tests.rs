@@ -1,6 +1,7 @@
 //! The meters' counts, metrics and closing line, without a socket.
 
 use super::*;
+use crate::metrics::Metrics;
 
 fn peer() -> Address {
     Address::from(std::net::SocketAddr::from(([192, 0, 2, 7], 4000)))
