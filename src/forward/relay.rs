@@ -307,7 +307,22 @@ async fn copy_and_settle<B>(client: &mut Connection, other: &mut B) -> io::Resul
 where
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
 {
-    let result = copy_both_ways(client, other).await;
+    // The connection's own idle timer is looked at only when it is read or written, and a
+    // relay stalled on a peer that stopped reading polls neither of its halves: the
+    // watchdog over both sides' bytes ends it.
+    let result = match client.idle_limit() {
+        None => copy_both_ways(client, other).await,
+        Some(limit) => {
+            let activity = net::Activity::new();
+            let mut client = net::Touching::new(client, &activity);
+            let mut other = net::Touching::new(other, &activity);
+            let both = copy_both_ways(&mut client, &mut other);
+            tokio::select! {
+                result = both => result,
+                err = net::idle_watchdog(&activity, limit) => Err(err),
+            }
+        }
+    };
     if result.as_ref().is_err_and(|err| !net::is_idle_timeout(err)) {
         let settle = async {
             if client.flush().await.is_ok()

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::Interest;
 
@@ -202,7 +202,7 @@ pub(crate) async fn relay(
             None => both.await,
             Some(limit) => tokio::select! {
                 result = both => result,
-                err = watchdog(&activity, limit) => Err(err),
+                err = crate::net::idle_watchdog(&activity, limit) => Err(err),
             },
         }
     };
@@ -414,15 +414,5 @@ async fn splice_through(
         held -= moved;
         tally.add(moved);
         activity.touch();
-    }
-}
-
-async fn watchdog(activity: &Activity, limit: Duration) -> io::Error {
-    loop {
-        let deadline = activity.deadline(limit);
-        if Instant::now() >= deadline {
-            return crate::net::idle_error(limit);
-        }
-        tokio::time::sleep_until(deadline.into()).await;
     }
 }

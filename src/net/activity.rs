@@ -1,10 +1,15 @@
 //! [`Activity`]: when bytes last moved through something with two directions (the stdio
-//! bridge, the splice relay), shared by the threads or futures that move them, for an idle
-//! limit over both; and [`idle_error`], what an idle limit ends a connection with.
+//! bridge, the relays), shared by the threads or futures that move them, for an idle limit
+//! over both ([`idle_watchdog`]; [`Touching`] counts a stream's bytes in one); and
+//! [`idle_error`], what an idle limit ends a connection with.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The time of the last progress, as milliseconds since creation in an atomic.
 #[derive(Debug)]
@@ -68,6 +73,86 @@ impl std::fmt::Display for IdleTimeout {
 }
 
 impl std::error::Error for IdleTimeout {}
+
+/// Waits until nothing has moved through `activity` for `limit`, and gives the idle
+/// timeout's error ([`idle_error`]): the watchdog of a mover whose own reads and writes may
+/// all be waiting on something else (a peer that stopped reading) when the limit runs out.
+pub(crate) async fn idle_watchdog(activity: &Activity, limit: Duration) -> io::Error {
+    loop {
+        let deadline = activity.deadline(limit);
+        if Instant::now() >= deadline {
+            return idle_error(limit);
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// A stream whose reads and writes count as progress in an [`Activity`], for
+/// [`idle_watchdog`] to see.
+pub(crate) struct Touching<'a, T: ?Sized> {
+    inner: &'a mut T,
+    activity: &'a Activity,
+}
+
+impl<'a, T: ?Sized> Touching<'a, T> {
+    /// `inner`, its bytes counted in `activity`.
+    pub(crate) fn new(inner: &'a mut T, activity: &'a Activity) -> Touching<'a, T> {
+        Touching { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin + ?Sized> AsyncRead for Touching<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        // An end of stream moves no bytes, but it is the peer's word all the same.
+        if matches!(poll, Poll::Ready(Ok(()))) {
+            self.activity.touch();
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Touching<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -181,6 +181,11 @@ impl Connection {
         }
     }
 
+    /// The server's idle timeout for this connection, if there is one.
+    pub(crate) fn idle_limit(&self) -> Option<Duration> {
+        self.idle.as_ref().map(|idle| idle.limit)
+    }
+
     /// The meter, for an admission stage's refusal.
     pub(crate) fn meter(&self) -> &Meter {
         &self.meter

@@ -416,3 +416,63 @@ fn a_handshake_past_its_deadline_is_reset_and_said_to_be_a_tls_failure() {
         Duration::from_secs(5),
     );
 }
+
+/// `forward -l tls: --idle-timeout`: a target that stops reading while the relay holds the
+/// client's bytes for it stalls both halves of the relay (its write to the target waits,
+/// its read from the target finds nothing), and the connection's own idle timer, looked at
+/// only when the client is read or written, never fired: the relay held its slot and
+/// sockets until shutdown (an outside audit of hostile clients). It is reset at the limit.
+#[test]
+fn a_tls_relay_stalled_on_a_target_that_stopped_reading_ends_at_the_idle_timeout() {
+    let pki = Pki::new();
+    let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target_addr = target.local_addr().expect("addr").to_string();
+    // Accepts and never reads.
+    let held = std::thread::spawn(move || target.accept().map(|(stream, _)| stream));
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "tls:127.0.0.1:0", "--to", &target_addr])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--idle-timeout", "500ms"]);
+    let relay = Running::start(cmd, 1);
+    let options = ClientOptions {
+        ca: Some(pki.ca.clone()),
+        ..ClientOptions::default()
+    };
+    let config = client_config(&options).expect("client config");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut conn = rustls::ClientConnection::new(config, name).expect("session");
+    let mut tcp = connect(&format!("127.0.0.1:{}", relay.port()));
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    // Until every buffer on the way is full: a write that waits 300 ms means they are.
+    tls.sock
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let block = vec![b'k'; 16 * 1024];
+    let mut pushed = 0usize;
+    while pushed < 256 << 20 {
+        match tls.write(&block) {
+            Ok(n) => pushed += n,
+            Err(_) => break,
+        }
+    }
+    let _target = held.join().expect("the target").expect("accepted");
+    let stalled = Instant::now();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let end = tls.read(&mut buf);
+    let took = stalled.elapsed();
+    assert!(
+        !matches!(&end, Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "the relay still held the connection 10 s into a 500 ms idle limit ({pushed} bytes pushed); \
+         relay: {}",
+        relay.stderr()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}: {end:?}");
+}
