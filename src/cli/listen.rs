@@ -10,6 +10,7 @@ use socketkit::client::{
     self, BridgeEnd, BridgeOptions, ByteCounts, Direction, Handshake, Input, Listening, WaitingFile,
 };
 use socketkit::endpoint::{Endpoint, Host, HostPort};
+use socketkit::error::Op;
 use socketkit::metrics::RefusalReason;
 use socketkit::proxy_protocol;
 use socketkit::server::{Inherited, InheritedSocket, MeteredConnection, MeteredListener};
@@ -226,6 +227,11 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             Ok(BridgeEnd::PeerClosed) => {}
             // No next connection could have any input: the failure is the listener's end.
             Err(err) if input.failed() => return Err(err),
+            // A client that does not speak TLS, or not in time, is refused as `serve` refuses
+            // it: said at -v only, or any client could grow the log a line per connection.
+            Err(CliError::Runtime(err)) if err.op() == Op::Handshake => {
+                tracing::debug!("refused: {err}");
+            }
             Err(err) => tracing::warn!("{err}"),
         }
     }

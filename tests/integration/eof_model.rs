@@ -214,6 +214,47 @@ fn listen_peer_reset_is_exit_1_or_logged_with_keep_open() {
     }
 }
 
+/// `listen -k tls:`: a client that does not speak TLS is refused as `serve` refuses one,
+/// said at `-v` only; at the default level each such client wrote a WARN line (an outside
+/// audit: any client could grow the log a line per connection).
+#[test]
+fn listen_keep_open_refuses_clients_that_fail_the_handshake_quietly() {
+    for verbose in [false, true] {
+        let mut cmd = socketkit();
+        cmd.args(["listen", "-k", "tls:127.0.0.1:0", "--tls-self-signed"]);
+        if verbose {
+            cmd.arg("-v");
+        }
+        let mut listener = Running::start(cmd, 1);
+        let addr = format!("127.0.0.1:{}", listener.port());
+        for _ in 0..3 {
+            let mut client = connect(&addr);
+            client.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+            let mut rest = Vec::new();
+            // Refused: the listener closes it.
+            let _ = client.read_to_end(&mut rest);
+        }
+        // The next client is served.
+        let mut next = connect(&addr);
+        let mut byte = [0u8; 1];
+        next.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let _ = next.read(&mut byte);
+        listener.signal(libc::SIGTERM);
+        let _ = listener.wait(DEADLINE);
+        let said = listener.stderr();
+        let refusals = said
+            .matches("refused: TLS handshake failed with 127.0.0.1:")
+            .count();
+        if verbose {
+            assert_eq!(refusals, 3, "{said}");
+        } else {
+            assert_eq!(refusals, 0, "{said}");
+            assert!(!said.contains("WARN"), "{said}");
+        }
+    }
+}
+
 #[test]
 fn listen_closed_stdout_is_exit_0_quietly() {
     let port = free_port();
