@@ -115,8 +115,12 @@ impl Forward {
         tracing::trace!(peer = %client.peer_addr(), "relaying to {}", target.endpoint());
         target.succeeded();
         // The order's reference moves into the guard: no count to add.
-        let _open = target.open();
-        relay_to(client, upstream, &hello).await
+        let open = target.open();
+        let result = relay_to(client, upstream, &hello).await;
+        drop(open);
+        // A target a reload removed while this relay held it leaves the metrics now.
+        targets.let_go_of_retired();
+        result
     }
 }
 

@@ -78,3 +78,55 @@ fn a_failed_reload_is_counted_and_the_next_good_one_clears_it() {
     reload(&relay, &metrics, 0, 1);
     assert_eq!(unlabelled(&metrics, last), 0);
 }
+
+/// `forward --to-file`: a target a SIGHUP removes while a relay to it is open keeps its
+/// series until that relay ends, then loses them ("one that left loses its metric series");
+/// they stayed, `up 1` included, until some later reload (an outside audit of combined
+/// features).
+#[test]
+fn a_removed_target_leaves_the_metrics_when_its_last_relay_ends() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let echo = Running::start(
+        {
+            let mut cmd = socketkit();
+            cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]);
+            cmd
+        },
+        2,
+    );
+    let (a, b) = (echo.endpoints()[0].clone(), echo.endpoints()[1].clone());
+    let targets = dir.path().join("targets.txt");
+    std::fs::write(&targets, format!("{a}\n")).expect("write");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--to-file")
+        .arg(&targets);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let mut client = crate::support::net::connect(&relay.addr());
+    client.write_all(b"ping").expect("write");
+    let mut echoed = [0u8; 4];
+    client.read_exact(&mut echoed).expect("the echo through a");
+    let series = |endpoint: &str| {
+        let text = http_get(&metrics, "/metrics").1;
+        text.lines()
+            .filter(|line| line.contains(&format!("target=\"{endpoint}\"")))
+            .count()
+    };
+    assert!(series(&a) > 0, "a is counted while it is in the list");
+    std::fs::write(&targets, format!("{b}\n")).expect("write");
+    reload(&relay, &metrics, 1, 0);
+    assert!(series(&a) > 0, "kept while its relay is open");
+    drop(client);
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            format!(
+                "a's series stayed after its last relay:\n{}",
+                http_get(&metrics, "/metrics").1
+            )
+        },
+        || series(&a) == 0,
+    );
+    assert!(series(&b) > 0, "b is counted");
+}

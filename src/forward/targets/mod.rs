@@ -17,7 +17,7 @@
 //! and a target the new list keeps is the same target, with its marks and counts.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,8 @@ pub(crate) struct Targets {
     /// again is the same target (its open connections counted, for `least-conn` and the
     /// active gauge), and its series stay until it is gone.
     retired: std::sync::Mutex<Vec<(Endpoint, Weak<Target>)>>,
+    /// Whether `retired` holds any, read without its lock on every relay's end.
+    any_retired: AtomicBool,
 }
 
 /// What a reload changed ([`Forward::reload_targets`](super::Forward::reload_targets)).
@@ -153,6 +155,19 @@ impl Reloaded {
     }
 }
 
+/// Takes out of `retired` the targets whose last relay has ended, and gives their endpoints.
+fn let_go(retired: &mut Vec<(Endpoint, Weak<Target>)>) -> Vec<Endpoint> {
+    let mut ended = Vec::new();
+    retired.retain(|(endpoint, target)| {
+        let held = target.strong_count() > 0;
+        if !held {
+            ended.push(endpoint.clone());
+        }
+        held
+    });
+    ended
+}
+
 impl Targets {
     /// Ten seconds, as nginx's `fail_timeout`: long enough that a dead target costs a burst
     /// of clients one failed attempt between them, short enough that one back up gets its
@@ -170,6 +185,7 @@ impl Targets {
             epoch: Instant::now(),
             metrics: None,
             retired: std::sync::Mutex::default(),
+            any_retired: AtomicBool::new(false),
         }
     }
 
@@ -243,14 +259,7 @@ impl Targets {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Retired targets whose last relay has ended: their series go below, unless this
         // list names them again.
-        let mut ended = Vec::new();
-        retired.retain(|(endpoint, target)| {
-            let held = target.strong_count() > 0;
-            if !held {
-                ended.push(endpoint.clone());
-            }
-            held
-        });
+        let ended = let_go(&mut retired);
         let mut left: Vec<Option<&Arc<Target>>> = old.iter().map(Some).collect();
         let mut added = Vec::new();
         let list: List = endpoints
@@ -290,6 +299,8 @@ impl Targets {
                 }
             }
         }
+        self.any_retired
+            .store(!retired.is_empty(), Ordering::Relaxed);
         let reordered = added.is_empty()
             && removed.is_empty()
             && old
@@ -301,6 +312,34 @@ impl Targets {
             added,
             removed,
             reordered,
+        }
+    }
+
+    /// Forgets the metric series of the targets a reload removed whose last relay has now
+    /// ended (unless the list names them again): called as each relay ends, so that a
+    /// removed target leaves the metrics when its traffic does, not at the next reload.
+    /// Costs one atomic load while no target is retired.
+    pub(crate) fn let_go_of_retired(&self) {
+        if !self.any_retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ended = let_go(&mut retired);
+        self.any_retired
+            .store(!retired.is_empty(), Ordering::Relaxed);
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let list = self.list.load();
+        for endpoint in &ended {
+            let named = list.iter().any(|target| &target.endpoint == endpoint)
+                || retired.iter().any(|(was, _)| was == endpoint);
+            if !named {
+                metrics.forget_forward_target(&endpoint.to_string());
+            }
         }
     }
 
@@ -397,6 +436,7 @@ impl Clone for Targets {
             epoch: self.epoch,
             metrics: self.metrics.clone(),
             retired: std::sync::Mutex::default(),
+            any_retired: AtomicBool::new(false),
         }
     }
 }
