@@ -81,11 +81,15 @@ impl Checks {
                 round.spawn(async move {
                     let endpoint = target.endpoint();
                     let result = async {
-                        let upstream = dial.connect(endpoint, header.as_deref(), None).await?;
-                        match &http_path {
-                            Some(path) => ask_http(upstream, endpoint, path, dial.timeout).await,
+                        let mut upstream = dial.connect(endpoint, header.as_deref(), None).await?;
+                        let result = match &http_path {
+                            Some(path) => {
+                                ask_http(&mut upstream, endpoint, path, dial.timeout).await
+                            }
                             None => Ok(()),
-                        }
+                        };
+                        close_gently(&mut upstream).await;
+                        result
                     }
                     .await;
                     (target, result)
@@ -135,7 +139,7 @@ const STATUS_LINE_MAX: usize = 1024;
 /// Asks `target` for `path` over HTTP/1.1 on `upstream` and passes on a `2xx` or `3xx`
 /// status, all within `limit`.
 async fn ask_http(
-    mut upstream: Upstream,
+    upstream: &mut Upstream,
     target: &Endpoint,
     path: &str,
     limit: Option<Duration>,
@@ -148,7 +152,7 @@ async fn ask_http(
          Connection: close\r\n\r\n"
     );
     let exchange = async {
-        let status = match &mut upstream {
+        let status = match upstream {
             Upstream::Plain(stream) => status_of(stream, request.as_bytes()).await?,
             Upstream::Tls(tls) => status_of(&mut **tls, request.as_bytes()).await?,
         };
@@ -165,6 +169,33 @@ async fn ask_http(
             err
         }
     })
+}
+
+/// How long a check's connection is given to end cleanly ([`close_gently`]).
+const CLOSE_TIME: Duration = Duration::from_secs(1);
+
+/// Ends a check's connection as a well-behaved client does: a TLS close_notify (or a FIN),
+/// then what the target still sends read and dropped until it closes too, within
+/// [`CLOSE_TIME`]. Dropped at once, a check was a reset to the target (for bytes it left
+/// unread: a TLS 1.3 server's session tickets, the rest of an HTTP answer) or a session
+/// without close_notify, which a target logs as a failed connection at every check.
+async fn close_gently(upstream: &mut Upstream) {
+    async fn close<S>(stream: &mut S) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    {
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok(())
+    }
+    let closing = async {
+        match upstream {
+            Upstream::Plain(stream) => close(stream).await,
+            Upstream::Tls(tls) => close(&mut **tls).await,
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIME, closing).await;
 }
 
 /// Sends `request` and reads the status code of the answer's status line.

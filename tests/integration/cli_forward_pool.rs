@@ -329,3 +329,52 @@ fn a_to_file_that_cannot_be_used_is_refused_at_start() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
 }
+
+/// Health checks of a `tls:` target end their connection as a client does (close_notify,
+/// the target's bytes read until it closes): a socketkit TLS target logged every check as
+/// a failed connection (`connection reset by peer`, for the session tickets left unread, or
+/// `… without a TLS close_notify …`) — an outside audit of combined features.
+#[test]
+fn tls_health_checks_close_cleanly_on_the_target() {
+    let pki = crate::support::certs::Pki::new();
+    let target = start(&[
+        "serve",
+        "echo",
+        "-l",
+        "tls:127.0.0.1:0",
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+        "-v",
+    ]);
+    let target_endpoint = format!("tls:localhost:{}", target.port());
+    let relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        &target_endpoint,
+        "--tls-ca",
+        pki.ca(),
+        "--check-interval",
+        "200ms",
+        "-v",
+    ]);
+    let closed = || target.stderr().matches(" closed ").count();
+    wait_until(
+        Duration::from_secs(10),
+        || format!("fewer than 4 checks closed; target:\n{}", target.stderr()),
+        || closed() >= 4,
+    );
+    let said = target.stderr();
+    let failed: Vec<&str> = said
+        .lines()
+        .filter(|line| line.contains(" closed ") && line.contains("error="))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "checks seen as failed connections: {failed:#?}; relay:\n{}",
+        relay.stderr()
+    );
+}
