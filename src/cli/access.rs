@@ -148,13 +148,44 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
     } else {
         None
     };
+    let mut reload_checks = ReloadChecks::default();
+    let rule_files: Vec<PathBuf> = args
+        .allow_file
+        .iter()
+        .chain(&args.deny_file)
+        .cloned()
+        .collect();
+    if !rule_files.is_empty() {
+        reload_checks.0.push(files_readable("rules", rule_files));
+    }
     Ok(Access {
         control,
         limits,
         identity,
         hangup_hooks: HangupHooks::default(),
-        reload_checks: ReloadChecks::default(),
+        reload_checks,
         metrics: None,
+    })
+}
+
+/// A reload check ([`ReloadChecks`]) that each of `files`, which SIGHUP reads again as
+/// `what`, can be opened — asked once the privileges are dropped, so as the user: a file
+/// only root may read fails the first reload and a SIGUSR2 restart (whose new process reads
+/// it at start), and is better said at start.
+pub(crate) fn files_readable(
+    what: &'static str,
+    files: Vec<PathBuf>,
+) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+    Arc::new(move || {
+        files.iter().find_map(|file| {
+            let err = std::fs::File::open(file).err()?;
+            Some(format!(
+                "SIGHUP will not reload the {what}, and a SIGUSR2 restart will fail (its new \
+                 process reads the files as the user): cannot read {}: {}",
+                file.display(),
+                socketkit::error::describe(&err)
+            ))
+        })
     })
 }
 

@@ -183,11 +183,13 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
         // The relay is complete: the hook's clone shares its targets from here on.
         if let Some(file) = &args.to_file {
             prepared.on_hangup(target_file::reload_on_hangup(file.clone(), relay.clone()));
+            prepared.reads_on_hangup("targets", vec![file.clone()]);
         }
         if let Some(file) = &args.sni_route_file {
             let reload =
                 sni_routes::reload_on_hangup(file.clone(), endpoints.clone(), relay.clone());
             prepared.on_hangup(reload);
+            prepared.reads_on_hangup("routes", vec![file.clone()]);
         }
         if let Some(reload) = target_tls.and_then(|tls| tls.reload_on_hangup(relay.clone())) {
             prepared.on_hangup(reload);
@@ -327,8 +329,11 @@ fn socks(
             if let Some(control) = control.filter(|_| rules_from_files) {
                 prepared
                     .on_hangup(move || access::reload_and_say(&control, "socks destination rules"));
+                let files = args.socks_allow_file.iter().chain(&args.socks_deny_file);
+                prepared.reads_on_hangup("socks destination rules", files.cloned().collect());
             }
             if let Some(file) = args.socks_users.clone() {
+                prepared.reads_on_hangup("socks users", vec![file.clone()]);
                 let proxy = proxy.clone();
                 prepared.on_hangup(move || reload_socks_users(&file, &proxy));
             }

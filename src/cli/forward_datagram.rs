@@ -39,7 +39,11 @@ pub(crate) fn run(
         )));
     }
     refuse_stream_only_options(args, given)?;
-    let access = super::access::resolve(&args.server.access)?;
+    let mut access = super::access::resolve(&args.server.access)?;
+    if let Some(file) = &args.to_file {
+        let check = super::access::files_readable("targets", vec![file.clone()]);
+        access.reload_checks.0.push(check);
+    }
     let (first, rest) = super::forward::targets(args, given)?;
     let mut relay = DatagramForward::new(first).map_err(CliError::Usage)?;
     if let Some(control) = &access.control {
@@ -120,6 +124,7 @@ pub(crate) fn run(
         warnings.extend(access.files_left_behind(&left_behind));
         warnings.extend(access.shut_out_warning());
         access.drop_privileges()?;
+        warnings.extend(access.reload_warnings());
         let targets = super::forward::described_targets(relay.targets().iter(), relay.balancing());
         ready::announce(&locals, &format!("forward to {targets}"));
         for warning in warnings {

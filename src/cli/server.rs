@@ -30,6 +30,12 @@ impl Prepared {
         self.access.hangup_hooks.add(hook);
     }
 
+    /// Says at start, under `--user`, which of `files` (what a SIGHUP hook reads again, as
+    /// `what`) the user cannot read.
+    pub(crate) fn reads_on_hangup(&mut self, what: &'static str, files: Vec<std::path::PathBuf>) {
+        (self.access.reload_checks.0).push(super::access::files_readable(what, files));
+    }
+
     /// The metrics the server will count into, with `--metrics`.
     pub(crate) fn metrics(&self) -> Option<std::sync::Arc<socketkit::metrics::Metrics>> {
         self.metrics.as_ref().map(MetricsPlan::metrics)

@@ -199,6 +199,52 @@ fn a_key_the_user_cannot_read_is_said_at_start() {
     );
 }
 
+/// Every file SIGHUP reads again that only root may read, under `--user`: the rule files
+/// (`serve`, and a datagram `forward`), `forward`'s `--to-file`: said at start as a key is
+/// (the first reload failed with no word before; an outside audit of combined features).
+#[test]
+fn a_reloaded_file_the_user_cannot_read_is_said_at_start() {
+    if !as_root() {
+        return;
+    }
+    let dir = shared_dir();
+    let private = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        file.to_string_lossy().into_owned()
+    };
+    let rules = private("allow.txt", "127.0.0.0/8\n");
+    let targets = private("targets.txt", "127.0.0.1:9\n");
+    let udp_targets = private("udp-targets.txt", "udp:127.0.0.1:9\n");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["serve", "-l", "127.0.0.1:0", "--allow-file", &rules],
+            "SIGHUP will not reload the rules, and a SIGUSR2 restart will fail",
+        ),
+        (
+            &["forward", "-l", "127.0.0.1:0", "--to-file", &targets],
+            "SIGHUP will not reload the targets, and a SIGUSR2 restart will fail",
+        ),
+        (
+            &[
+                "forward",
+                "-l",
+                "udp:127.0.0.1:0",
+                "--to-file",
+                &udp_targets,
+            ],
+            "SIGHUP will not reload the targets, and a SIGUSR2 restart will fail",
+        ),
+    ];
+    for (args, said) in cases {
+        let mut cmd = socketkit();
+        cmd.args(args).args(["--user", "nobody"]);
+        let server = Running::start(cmd, 1);
+        server.wait_for_stderr(&[said], DEADLINE);
+    }
+}
+
 /// A pid file in a directory only root may write (`/run`), under `--user`: the restart's
 /// new process, which starts as the user, cannot replace the file there, so it writes its
 /// pid through the file the old process hands over (the file went on naming the old
