@@ -9,6 +9,8 @@
 //! printf 'hello\nworld!\n' | nc -N 127.0.0.1 12345   # prints 5, then 6
 //! ```
 
+use std::process::ExitCode;
+
 use std::io::{BufRead, BufReader, Write};
 
 use socketkit::server::{BlockingConnection, Server};
@@ -16,9 +18,16 @@ use socketkit::server::{BlockingConnection, Server};
 #[path = "shared/endpoint_arg.rs"]
 mod endpoint_arg;
 use endpoint_arg::endpoint_arg;
+#[path = "shared/outcome.rs"]
+mod outcome;
+use outcome::outcome;
 
 #[tokio::main]
-async fn main() -> socketkit::Result<()> {
+async fn main() -> ExitCode {
+    outcome(run().await)
+}
+
+async fn run() -> socketkit::Result<()> {
     let endpoint = endpoint_arg("127.0.0.1:12345");
     let mut builder = Server::builder();
     builder.listen(endpoint).blocking_threads(16);

@@ -8,15 +8,24 @@
 //!
 //! An optional argument picks another endpoint: `cargo run --example echo_server -- :7007`.
 
+use std::process::ExitCode;
+
 use socketkit::server::{Connection, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "shared/endpoint_arg.rs"]
 mod endpoint_arg;
 use endpoint_arg::endpoint_arg;
+#[path = "shared/outcome.rs"]
+mod outcome;
+use outcome::outcome;
 
 #[tokio::main]
-async fn main() -> socketkit::Result<()> {
+async fn main() -> ExitCode {
+    outcome(run().await)
+}
+
+async fn run() -> socketkit::Result<()> {
     let endpoint = endpoint_arg("127.0.0.1:12345");
     let mut builder = Server::builder();
     builder.listen(endpoint);

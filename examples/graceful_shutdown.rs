@@ -10,6 +10,8 @@
 //! nc 127.0.0.1 12345 &  sleep 0.5; kill -INT <server pid>   # nc still gets its answer
 //! ```
 
+use std::process::ExitCode;
+
 use std::time::Duration;
 
 use socketkit::server::{Connection, Server};
@@ -18,9 +20,16 @@ use tokio::io::AsyncWriteExt;
 #[path = "shared/endpoint_arg.rs"]
 mod endpoint_arg;
 use endpoint_arg::endpoint_arg;
+#[path = "shared/outcome.rs"]
+mod outcome;
+use outcome::outcome;
 
 #[tokio::main]
-async fn main() -> socketkit::Result<()> {
+async fn main() -> ExitCode {
+    outcome(run().await)
+}
+
+async fn run() -> socketkit::Result<()> {
     let endpoint = endpoint_arg("127.0.0.1:12345");
     let mut builder = Server::builder();
     builder

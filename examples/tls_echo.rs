@@ -8,8 +8,11 @@
 //! ```
 //!
 //! Without certificate files the server makes a self-signed one for localhost and writes it
-//! to `tls_echo.pem` in the temporary directory, for clients to trust (the path is printed).
+//! to `tls_echo.pem` in the temporary directory, for clients to trust: `/tmp` above, or
+//! `$TMPDIR` when that is set (the path is printed: use the one it prints).
 //! With your own: `cargo run --example tls_echo -- tls::8443 cert.pem key.pem`.
+
+use std::process::ExitCode;
 
 use socketkit::server::{Connection, Server};
 use socketkit::tls::{Identity, ServerOptions, server_config};
@@ -18,9 +21,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[path = "shared/endpoint_arg.rs"]
 mod endpoint_arg;
 use endpoint_arg::endpoint_arg;
+#[path = "shared/outcome.rs"]
+mod outcome;
+use outcome::outcome;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    outcome(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint = endpoint_arg("tls:127.0.0.1:8443");
     let args: Vec<String> = std::env::args().skip(2).collect();
     let identity = match args.as_slice() {

@@ -6,15 +6,24 @@
 //! echo hello | nc -u -w1 127.0.0.1 12345        # prints hello
 //! ```
 
+use std::process::ExitCode;
+
 use socketkit::server::{Reply, Server};
 use socketkit::socket::Address;
 
 #[path = "shared/endpoint_arg.rs"]
 mod endpoint_arg;
 use endpoint_arg::endpoint_arg;
+#[path = "shared/outcome.rs"]
+mod outcome;
+use outcome::outcome;
 
 #[tokio::main]
-async fn main() -> socketkit::Result<()> {
+async fn main() -> ExitCode {
+    outcome(run().await)
+}
+
+async fn run() -> socketkit::Result<()> {
     let endpoint = endpoint_arg("udp:127.0.0.1:12345");
     let mut builder = Server::builder();
     builder.listen(endpoint);

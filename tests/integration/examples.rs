@@ -87,3 +87,34 @@ fn tls_echo_echoes_over_tls_with_its_self_signed_certificate() -> TestResult {
     assert_eq!(out.stdout, b"echo me, encrypted");
     Ok(())
 }
+
+/// An example that cannot listen (the README's own server holds 12345, the examples'
+/// default) says so in one `error:` line and exits 1, as the CLI does: it printed the
+/// error's `Debug` form, a struct dump (an outside audit following the docs).
+#[test]
+fn an_example_that_cannot_listen_says_why_in_one_error_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = taken.local_addr().expect("addr").to_string();
+    let taken_udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let udp = format!("udp:{}", taken_udp.local_addr().expect("addr"));
+    for (name, endpoint) in [
+        ("echo_server", endpoint.clone()),
+        ("blocking_handler", endpoint.clone()),
+        ("graceful_shutdown", endpoint.clone()),
+        ("udp_echo", udp.clone()),
+        ("tls_echo", format!("tls:{endpoint}")),
+    ] {
+        let mut cmd = example(name);
+        cmd.arg(&endpoint);
+        let out = crate::support::process::run(cmd, Vec::new(), Duration::from_secs(20));
+        assert_eq!(out.code(), 1, "{name}: {}", out.stderr);
+        let said = out.stderr.trim_end();
+        assert!(
+            said.lines()
+                .last()
+                .is_some_and(|line| line.starts_with("error: cannot ")),
+            "{name}: {said}"
+        );
+        assert!(!said.contains("Error {"), "{name}: {said}");
+    }
+}
