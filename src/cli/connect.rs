@@ -33,10 +33,14 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
         ));
     }
     let proxy = match &args.proxy {
-        Some(url) => Some(
-            url.parse::<Proxy>()
-                .map_err(|err| CliError::Usage(err.to_string()))?,
-        ),
+        Some(url) => {
+            let proxy = url
+                .parse::<Proxy>()
+                .map_err(|err| CliError::Usage(err.to_string()))?;
+            // -n means no lookup of any name, the proxy's too (as nc and ncat refuse it).
+            netcat::check_numeric(args.netcat.numeric, &Endpoint::Tcp(proxy.server().clone()))?;
+            Some(proxy)
+        }
         None => None,
     };
     if proxy.is_some() && !matches!(endpoint, Endpoint::Tcp(_) | Endpoint::Tls(_)) {

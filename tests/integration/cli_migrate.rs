@@ -50,6 +50,18 @@ fn nc_n_takes_numeric_addresses_and_refuses_names() {
     usage_error(&["connect", "-n", "localhost", &port], name);
     usage_error(&["connect", "-nu", "localhost", &port], name);
     usage_error(&["listen", "-n", "localhost", "0"], name);
+    // The proxy's name too: -n looks up nothing (it was resolved; an outside audit).
+    usage_error(
+        &[
+            "connect",
+            "-n",
+            "--proxy",
+            "socks5://localhost:1080",
+            "127.0.0.1",
+            &port,
+        ],
+        name,
+    );
 }
 
 #[test]
