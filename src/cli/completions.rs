@@ -20,7 +20,20 @@ pub(crate) fn print_completions(shell: clap_complete::Shell) -> Result<(), CliEr
 pub(crate) fn print_man_page() -> Result<(), CliError> {
     let command = Cli::command();
     let mut page = Vec::new();
-    render(&clap_mangen::Man::new(command.clone()), &mut page)?;
+    // Not `Man::render`: its SUBCOMMANDS section points to a page per subcommand
+    // (`socketkit-serve(1)`), which do not exist; each is a section of this page instead.
+    let man = clap_mangen::Man::new(command.clone());
+    man.render_title(&mut page).map_err(stdout_error)?;
+    man.render_name_section(&mut page).map_err(stdout_error)?;
+    man.render_synopsis_section(&mut page)
+        .map_err(stdout_error)?;
+    man.render_description_section(&mut page)
+        .map_err(stdout_error)?;
+    man.render_options_section(&mut page)
+        .map_err(stdout_error)?;
+    man.render_extra_section(&mut page).map_err(stdout_error)?;
+    man.render_version_section(&mut page)
+        .map_err(stdout_error)?;
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         let heading = format!("SOCKETKIT {}", sub.get_name().to_uppercase());
         writeln!(page, ".SH \"{heading}\"").map_err(stdout_error)?;
@@ -33,10 +46,6 @@ pub(crate) fn print_man_page() -> Result<(), CliError> {
             .map_err(stdout_error)?;
     }
     write_stdout(&page)
-}
-
-fn render(man: &clap_mangen::Man, out: &mut Vec<u8>) -> Result<(), CliError> {
-    man.render(out).map_err(stdout_error)
 }
 
 use super::exit::{stdout_error, write_stdout};

@@ -128,4 +128,7 @@ fn the_man_page_renders_with_every_subcommand() {
         text.contains("--max-connections"),
         "options are listed:\n{text}"
     );
+    // No page of its own per subcommand exists: none is pointed to (an outside audit
+    // followed `socketkit-serve(1)` to "No manual entry").
+    assert!(!text.contains("socketkit-serve(1)"), "{text}");
 }
