@@ -94,7 +94,8 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = values::whole::<usize>(1, 1_000_000_000))]
     pub(crate) max_connections: Option<usize>,
-    /// Close a connection after this long with no bytes either way (e.g. 30s, 5m).
+    /// Close a connection after this long with no bytes either way (e.g. 30s, 5m) [default:
+    /// none; for a datagram relay's clients, `forward -l udp:`/`unixgram:`, 60s].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) idle_timeout: Option<Duration>,

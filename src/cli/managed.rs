@@ -139,6 +139,33 @@ pub(crate) enum Listen {
     Inherited(InheritedSocket),
 }
 
+/// Refuses `endpoint` when `listeners` bind its place already (the same path, or the same
+/// host and port of the same kind, streams or datagrams; `tls:` is TCP): the second bind
+/// failed as `address already in use` (exit 1), which sent the user looking for another
+/// process. Port 0 is a new port each time.
+fn refuse_given_twice(endpoint: &Endpoint, listeners: &[Listen]) -> Result<(), CliError> {
+    let same_place = |other: &Endpoint| {
+        other.transport().is_stream() == endpoint.transport().is_stream()
+            && match (other.host_port(), endpoint.host_port()) {
+                (Some(a), Some(b)) => a == b && b.port != 0,
+                _ => other.path().is_some() && other.path() == endpoint.path(),
+            }
+    };
+    let earlier = listeners.iter().find_map(|listen| match listen {
+        Listen::Bind(other) if same_place(other) => Some(other),
+        _ => None,
+    });
+    match earlier {
+        None => Ok(()),
+        Some(other) if other == endpoint => Err(CliError::Usage(format!(
+            "cannot listen on {endpoint}: it is given twice"
+        ))),
+        Some(other) => Err(CliError::Usage(format!(
+            "cannot listen on {endpoint}: it is given twice (as {other})"
+        ))),
+    }
+}
+
 impl Listen {
     /// The endpoint it serves: as written, or the inherited socket's real one.
     pub(crate) fn endpoint(&self) -> &Endpoint {
@@ -235,7 +262,11 @@ impl Managed {
         let mut listeners = Vec::new();
         for text in listen {
             match take_inherited(&mut self.inherited, text)? {
-                None => listeners.push(Listen::Bind(resolve::endpoint(text)?)),
+                None => {
+                    let endpoint = resolve::endpoint(text)?;
+                    refuse_given_twice(&endpoint, &listeners)?;
+                    listeners.push(Listen::Bind(endpoint));
+                }
                 Some(sockets) => listeners.extend(inherited(sockets)),
             }
         }

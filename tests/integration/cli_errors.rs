@@ -29,6 +29,43 @@ fn port_in_use_is_exit_1() {
     );
 }
 
+/// The same place given twice to one command is bad usage (exit 2) naming it: it was
+/// `address already in use` (exit 1), which sent the user looking for another process (an
+/// outside audit following the docs). Port 0 twice is two ports.
+#[test]
+fn a_listener_given_twice_is_bad_usage() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let tcp = format!("127.0.0.1:{port}");
+    let tls = format!("tls:{tcp}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let cases: [(&[&str], String); 3] = [
+        (
+            &["serve", "-l", &tcp, "-l", &tcp],
+            format!("error: cannot listen on tcp:{tcp}: it is given twice"),
+        ),
+        (
+            &["serve", "-l", &tcp, "-l", &tls, "--tls-self-signed"],
+            format!("error: cannot listen on {tls}: it is given twice (as tcp:{tcp})"),
+        ),
+        (
+            &["forward", "-l", &unix, "-l", &unix, "--to", "127.0.0.1:9"],
+            format!("error: cannot listen on {unix}: it is given twice"),
+        ),
+    ];
+    for (args, said) in cases {
+        let (code, line) = fails(args);
+        assert_eq!((code, line), (2, said));
+    }
+    let mut twice_zero = socketkit();
+    twice_zero.args(["serve", "-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]);
+    let server = Running::start(twice_zero, 2);
+    assert_ne!(server.endpoints()[0], server.endpoints()[1]);
+}
+
 #[test]
 fn a_udp_port_in_use_is_exit_1_too() {
     // A second datagram socket on the port would take every datagram from the first.
