@@ -52,3 +52,42 @@ fn a_program_that_closes_its_stdout_first_still_reads_the_whole_upload() -> Test
     upload(&unix, &[], &counted)?;
     Ok(())
 }
+
+/// `--idle-timeout` on pipes: a program that stops reading leaves both copies waiting on its
+/// pipes, and the connection's own idle timer, looked at only when it is read or written,
+/// never fired — the connection and the program were held until the program exited or the
+/// server stopped (a review of the relay's same fix). They end at the limit now.
+#[test]
+fn a_program_that_stops_reading_is_ended_at_the_idle_timeout() -> TestResult {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("exec.sock");
+    let endpoint = format!("unix:{}", socket.display());
+    let mut cmd = socketkit();
+    cmd.args(["serve", "exec", "-l", &endpoint, "--idle-timeout", "500ms"])
+        .args(["--", "sleep", "60"]);
+    let server = Running::start(cmd, 1);
+    let mut client = std::os::unix::net::UnixStream::connect(&socket)?;
+    // Until every buffer on the way is full: a write that waits 300 ms means they are.
+    client.set_write_timeout(Some(Duration::from_millis(300)))?;
+    let block = [b'k'; 16 * 1024];
+    let mut pushed = 0usize;
+    while pushed < 64 << 20 {
+        match client.write(&block) {
+            Ok(n) => pushed += n,
+            Err(_) => break,
+        }
+    }
+    let stalled = std::time::Instant::now();
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = [0u8; 16];
+    let end = client.read(&mut buf);
+    let took = stalled.elapsed();
+    assert!(
+        !matches!(&end, Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "held 10 s into a 500 ms idle limit ({pushed} bytes pushed); server: {}",
+        server.stderr()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}: {end:?}");
+    Ok(())
+}

@@ -7,6 +7,7 @@ use std::io;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
+use crate::net::{Activity, Touching};
 use crate::server::Connection;
 
 /// Copies the socket to the program's stdin and its stdout to the socket until both have
@@ -18,17 +19,31 @@ pub(super) async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the program's stdio was not piped"));
     };
+    // The connection's own idle timer is looked at only when it is read or written, and a
+    // program that stopped reading leaves both copies waiting on its pipes: the watchdog
+    // over the client's bytes both ways ends the connection at the limit.
+    let limit = conn.idle_limit();
+    let activity = Activity::new();
+    let activity = &activity;
     let (mut from_client, mut to_client) = conn.split();
     let input = async move {
+        let mut from_client = Touching::new(&mut from_client, activity);
         let copied = tokio::io::copy(&mut from_client, &mut stdin).await;
         drop(stdin); // the client's end of stream is the program's
         copied
     };
     let output = async move {
+        let mut to_client = Touching::new(&mut to_client, activity);
         tokio::io::copy(&mut stdout, &mut to_client).await?;
         to_client.shutdown().await
     };
-    tokio::pin!(input, output);
+    let idle = async move {
+        match limit {
+            Some(limit) => crate::net::idle_watchdog(activity, limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(input, output, idle);
     let (mut input_done, mut output_done) = (false, false);
     while !(input_done && output_done) {
         tokio::select! {
@@ -49,6 +64,7 @@ pub(super) async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()
             // Its output ended, and now the program: what the client still sends has no
             // reader (the close resets, as the program's own close of the socket would).
             _ = child.wait(), if output_done && !input_done => input_done = true,
+            err = &mut idle => return Err(err),
         }
     }
     Ok(())
