@@ -231,4 +231,5 @@ fn init_logging(log_args: &LogArgs) {
 fn init_serving(log_args: &LogArgs) {
     init_logging(log_args);
     socketkit::server::use_the_hard_descriptor_limit();
+    stderr::open_early();
 }

@@ -251,21 +251,34 @@ fn count_lines(text: &[u8]) -> u64 {
     text.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
+/// The duplicate of descriptor 2 that [`write_to_stderr`] writes through, made now if it
+/// can be and was not yet.
+fn stderr_duplicate() -> Option<&'static Mutex<WaitingFile>> {
+    static STDERR: OnceLock<Mutex<WaitingFile>> = OnceLock::new();
+    match STDERR.get() {
+        Some(file) => Some(file),
+        None => {
+            io::stderr().as_fd().try_clone_to_owned().ok().map(|fd| {
+                STDERR.get_or_init(|| Mutex::new(WaitingFile::new(std::fs::File::from(fd))))
+            })
+        }
+    }
+}
+
+/// Makes the duplicate stderr is written through at start, for a server: made at its first
+/// line, the readiness line, it took a descriptor after the server had checked that one was
+/// left for a connection (at the limit, a server ready and deaf).
+pub(crate) fn open_early() {
+    let _ = stderr_duplicate();
+}
+
 /// Writes `piece` to stderr through a duplicate of descriptor 2 that waits when stderr is a
 /// non-blocking pipe that is full (a parent's, left non-blocking), rather than drop lines
 /// with `EAGAIN`. The duplicate is made at the first write that can make it: where the
 /// descriptor table is full then, that write goes to descriptor 2 itself, and the next
 /// tries again (made once and for all, a full table at the first line lost every line).
 fn write_to_stderr(piece: &[u8]) -> io::Result<usize> {
-    static STDERR: OnceLock<Mutex<WaitingFile>> = OnceLock::new();
-    let file =
-        match STDERR.get() {
-            Some(file) => Some(file),
-            None => io::stderr().as_fd().try_clone_to_owned().ok().map(|fd| {
-                STDERR.get_or_init(|| Mutex::new(WaitingFile::new(std::fs::File::from(fd))))
-            }),
-        };
-    match file {
+    match stderr_duplicate() {
         Some(file) => file
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

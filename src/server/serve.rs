@@ -122,8 +122,19 @@ impl Server {
         #[cfg(target_os = "linux")]
         let mut ring_budget = ring_workers_allowed;
         let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The first listener that accepts connections, for the check before readiness.
+        let mut accepting: Option<String> = None;
         for group in self.groups {
             let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
+            if accepting.is_none()
+                && spawner.is_some()
+                && group
+                    .listeners
+                    .iter()
+                    .any(|listener| matches!(listener, Listener::Stream(_)))
+            {
+                accepting = Some(group.endpoint.to_string());
+            }
             // Listeners beyond one each get a loop; a single shared listener gets them all.
             let loops = group.loops / group.listeners.len().max(1);
             // A tls: listener's connections also go through the handshake.
@@ -276,6 +287,12 @@ impl Server {
                 }
             }
         }
+        if let Some(endpoint) = &accepting
+            && let Err(err) = room_for_a_connection()
+        {
+            self.shutdown.force();
+            return Err(Error::new(Op::Serve, endpoint, err));
+        }
         if let Some(ready) = ready {
             let _ = ready.send(());
             // A turn for the task that waits for it (the CLI's, which runs this future too)
@@ -397,6 +414,26 @@ fn serve_accepted(
         (Some(pipeline), _) => spawner.spawn_admitting(accepted, watcher, pipeline),
         (None, Some(reply)) => task::finish_reply(accepted, reply.to_vec(), watcher),
         (None, None) => spawner.spawn(accepted, watcher),
+    }
+}
+
+/// Whether a descriptor is left for a connection once every listener, accept loop and
+/// io_uring worker is set up: a server whose set-up took the last ones would be ready and
+/// serve no one (each accept failing with `EMFILE` and backing off, with nothing to free
+/// one), where the readiness gate promises a server that serves. Asked by making a socket
+/// and closing it.
+fn room_for_a_connection() -> io::Result<()> {
+    match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(_probe) => Ok(()),
+        Err(err) if crate::net::is_resource_exhaustion(&err) => Err(io::Error::new(
+            err.kind(),
+            format!(
+                "no descriptor is left for a connection once the server is set up: {} (raise \
+                 the limit: ulimit -n)",
+                crate::error::describe(&err)
+            ),
+        )),
+        Err(_) => Ok(()),
     }
 }
 

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use crate::support::net::connect;
 use crate::support::process::{Running, socketkit_after, socketkit_with_fd_limit};
 
-/// What `serve` did within 300 ms under `ulimit -n limit`: its exit code if it
-/// ended by itself (`None` if it was still running and was killed), and its stderr.
-fn serve_under(limit: u32, engine: &str) -> (Option<i32>, String) {
+/// What `serve` did within 300 ms under `ulimit -n limit`: its exit code if it ended by
+/// itself (`None` if it was still running and was killed), its stderr, and — when it said
+/// it was ready — whether a client was served (its `ping` echoed).
+fn serve_under(limit: u32, engine: &str) -> (Option<i32>, String, Option<bool>) {
     let mut cmd = socketkit_with_fd_limit(limit);
     cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--workers", "2"])
         .args(["--io-engine", engine])
@@ -26,39 +27,69 @@ fn serve_under(limit: u32, engine: &str) -> (Option<i32>, String) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("socketkit starts");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let reader = thread::spawn(move || {
         let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            let _ = lines_tx.send(line.clone());
+            text.push_str(&line);
+            text.push('\n');
+        }
         text
     });
     let deadline = Instant::now() + Duration::from_millis(300);
     let mut code = None;
-    while Instant::now() < deadline {
+    let mut served = None;
+    while Instant::now() < deadline && served.is_none() {
         if let Ok(Some(status)) = child.try_wait() {
             code = Some(status.code().unwrap_or(-1));
             break;
         }
-        thread::sleep(Duration::from_millis(10));
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(10))
+            && let Some(rest) = line.strip_prefix("listening on tcp:")
+        {
+            let addr = rest.split(' ').next().unwrap_or_default().to_owned();
+            served = Some(echoes(&addr));
+        }
     }
     if code.is_none() {
         let _ = child.kill();
     }
     let _ = child.wait();
-    (code, reader.join().unwrap_or_default())
+    (code, reader.join().unwrap_or_default(), served)
+}
+
+/// Whether the echo server at `addr` echoes a `ping` within two seconds.
+fn echoes(addr: &str) -> bool {
+    use std::io::Write;
+    let mut stream = connect(addr);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut got = [0u8; 4];
+    stream.write_all(b"ping").is_ok() && stream.read_exact(&mut got).is_ok() && &got == b"ping"
 }
 
 fn readiness_comes_only_when_serving(engine: &str) {
     let mut failed = 0;
     for limit in 8..=28 {
-        let (code, stderr) = serve_under(limit, engine);
+        let (code, stderr, served) = serve_under(limit, engine);
         match code {
             // Still running at the end of the wait: serving, and it said so first (or, on
-            // a slow machine, not started yet).
-            None => assert!(
-                stderr.is_empty() || stderr.starts_with("listening on"),
-                "ulimit -n {limit}: running, but\n{stderr}"
-            ),
+            // a slow machine, not started yet). Ready, it serves: at the limit where its
+            // set-up took the last descriptor it was ready and accepted no one (an outside
+            // audit of the io_uring engine).
+            None => {
+                assert!(
+                    stderr.is_empty() || stderr.starts_with("listening on"),
+                    "ulimit -n {limit}: running, but\n{stderr}"
+                );
+                assert_ne!(
+                    served,
+                    Some(false),
+                    "ulimit -n {limit}: ready, deaf:\n{stderr}"
+                );
+            }
             Some(code) => {
                 failed += 1;
                 assert_eq!(code, 1, "ulimit -n {limit}:\n{stderr}");
