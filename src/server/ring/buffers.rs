@@ -81,8 +81,9 @@ impl BufferRing {
             next: vec![0; usize::from(count)].into_boxed_slice(),
         };
         // SAFETY: the entries stay valid and page-aligned until `drop`, which comes after
-        // the ring is unregistered (the ring's drop closes it: `BufferRing` is declared after
-        // the ring in its owner, and unregisters itself first in `unregister`).
+        // the ring is closed, which unregisters the group: every owner drops the ring first
+        // (`Worker` declares it before its buffers; `probe` holds both in a tuple, ring
+        // first).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,

@@ -117,7 +117,7 @@ pub(crate) fn declined(engine: IoEngine) -> Option<String> {
 fn probe() -> &'static Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     PROBED.get_or_init(|| {
-        let mut ring = worker::ring()
+        let ring = worker::ring()
             .map_err(|err| format!("io_uring is not available: {}", in_words(&err)))?;
         let mut probe = io_uring::Probe::new();
         ring.submitter()
@@ -137,12 +137,16 @@ fn probe() -> &'static Result<(), String> {
         if !ring.params().is_feature_skip_cqe_on_success() {
             return Err("io_uring cannot skip completions (Linux 5.17)".to_owned());
         }
-        buffers::BufferRing::new(&ring, 0, 1, 64).map_err(|err| {
+        let buffers = buffers::BufferRing::new(&ring, 0, 1, 64).map_err(|err| {
             format!(
                 "io_uring lacks provided-buffer rings (Linux 5.19): {}",
                 in_words(&err)
             )
         })?;
+        // The ring first, then the buffers: a tuple drops its fields in order, so the ring
+        // (and with it the buffer group's registration) is closed before the entries the
+        // kernel was given are freed, on every path out below.
+        let (ring, _buffers) = &mut (ring, buffers);
         // Entered once: a filter that lets rings be made but refuses `io_uring_enter` (or a
         // kernel that fails it) would leave workers that stop as soon as they start, behind
         // listeners that are open and serve nobody.
