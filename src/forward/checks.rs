@@ -129,6 +129,11 @@ impl Checks {
                     },
                 }
             }
+            // A target a reload removed while this round checked it leaves the metrics now,
+            // not when some relay to another target ends.
+            if let Some(targets) = self.targets.upgrade() {
+                targets.let_go_of_retired();
+            }
         }
     }
 }
@@ -174,19 +179,31 @@ async fn ask_http(
 /// How long a check's connection is given to end cleanly ([`close_gently`]).
 const CLOSE_TIME: Duration = Duration::from_secs(1);
 
+/// The most a check reads of what its target still sends while closing ([`close_gently`]):
+/// session tickets and the rest of an HTTP answer fit; a target that streams (chargen) is
+/// not drained for a second at the speed of loopback.
+const CLOSE_READ_MAX: usize = 64 * 1024;
+
 /// Ends a check's connection as a well-behaved client does: a TLS close_notify (or a FIN),
 /// then what the target still sends read and dropped until it closes too, within
-/// [`CLOSE_TIME`]. Dropped at once, a check was a reset to the target (for bytes it left
-/// unread: a TLS 1.3 server's session tickets, the rest of an HTTP answer) or a session
-/// without close_notify, which a target logs as a failed connection at every check.
+/// [`CLOSE_TIME`] and [`CLOSE_READ_MAX`]. Dropped at once, a check was a reset to the target
+/// (for bytes it left unread: a TLS 1.3 server's session tickets, the rest of an HTTP
+/// answer) or a session without close_notify, which a target logs as a failed connection at
+/// every check.
 async fn close_gently(upstream: &mut Upstream) {
     async fn close<S>(stream: &mut S) -> io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
         stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < CLOSE_READ_MAX {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
         Ok(())
     }
     let closing = async {

@@ -378,3 +378,42 @@ fn tls_health_checks_close_cleanly_on_the_target() {
         relay.stderr()
     );
 }
+
+/// A check's clean close reads what its target still sends only up to a bound: against a
+/// target that streams (chargen), the first version read for its whole second, about a
+/// gigabyte and most of a core per check (the review of the fix above).
+#[test]
+fn a_health_check_does_not_drain_a_target_that_streams() {
+    let target = start(&["serve", "chargen", "-l", "127.0.0.1:0", "-v"]);
+    let _relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        &target.endpoints()[0],
+        "--check-interval",
+        "200ms",
+    ]);
+    let closed = || {
+        target
+            .stderr()
+            .lines()
+            .filter(|line| line.contains(" closed "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        || format!("fewer than 3 checks closed; target:\n{}", target.stderr()),
+        || closed().len() >= 3,
+    );
+    for line in closed() {
+        let lasted: u64 = line
+            .split("duration_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no duration in {line}"));
+        assert!(lasted < 500, "a check held the target {lasted} ms: {line}");
+    }
+}

@@ -130,3 +130,50 @@ fn a_removed_target_leaves_the_metrics_when_its_last_relay_ends() {
     );
     assert!(series(&b) > 0, "b is counted");
 }
+
+/// The same for a target a SIGHUP removes while its health check runs (a dead target whose
+/// check waits out `--timeout`, the common reason to remove one): its series went only when
+/// some relay ended (the review of the fix above).
+#[test]
+fn a_target_removed_during_its_health_check_leaves_the_metrics_when_the_check_ends() {
+    use socketkit::socket::{Family, Socket, Type};
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A target that drops every SYN: a listener whose accept queue one connection fills.
+    let hole = Socket::new(Family::Inet, Type::Stream).expect("socket");
+    hole.bind(("127.0.0.1", 0)).expect("bind");
+    hole.listen(0).expect("listen");
+    let dropped = hole.local_addr().expect("addr").to_string();
+    let _filler = std::net::TcpStream::connect(&dropped).expect("the filler");
+    let good = Running::start(
+        {
+            let mut cmd = socketkit();
+            cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+            cmd
+        },
+        1,
+    );
+    let good = good.endpoints()[0].clone();
+    let targets = dir.path().join("targets.txt");
+    std::fs::write(&targets, format!("{good}\n{dropped}\n")).expect("write");
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--check-interval", "200ms", "--timeout", "1500ms"])
+        .arg("--to-file")
+        .arg(&targets);
+    let (relay, metrics) = start_with_metrics(cmd);
+    let series = |endpoint: &str| {
+        let text = http_get(&metrics, "/metrics").1;
+        text.lines()
+            .filter(|line| line.contains(&format!("target=\"tcp:{endpoint}\"")))
+            .count()
+    };
+    assert!(series(&dropped) > 0, "counted while in the list");
+    // Its first check is under way (it waits out the timeout): removed meanwhile.
+    std::fs::write(&targets, format!("{good}\n")).expect("write");
+    reload(&relay, &metrics, 1, 0);
+    wait_until(
+        Duration::from_secs(6),
+        || format!("its series stayed:\n{}", http_get(&metrics, "/metrics").1),
+        || series(&dropped) == 0,
+    );
+}
