@@ -144,7 +144,7 @@ pub(crate) async fn connect_stream(
                     Host::Ip(ip) => TcpStream::connect((*ip, hp.port)).await?,
                     // Raced when there are several (Happy Eyeballs).
                     Host::Name(name) => {
-                        super::happy_eyeballs::race(lookup(name, hp.port).await?).await?
+                        super::happy_eyeballs::race_tcp(lookup(name, hp.port).await?).await?
                     }
                     Host::Any => return Err(io::ErrorKind::InvalidInput.into()),
                 };

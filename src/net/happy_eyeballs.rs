@@ -125,7 +125,7 @@ pub(crate) fn race_blocking(
         racing.retain(|attempt| {
             let expired = attempt.deadline.is_some_and(|d| now >= d);
             if expired {
-                let err = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
+                let err = io::Error::new(io::ErrorKind::TimedOut, "timed out");
                 last = Some(Error::new(Op::Connect, &attempt.address, err));
             }
             !expired
@@ -139,7 +139,7 @@ pub(crate) fn race_blocking(
 /// # Errors
 ///
 /// The error of the attempt that ended last, when none connected.
-pub(crate) async fn race(addresses: Vec<SocketAddr>) -> io::Result<TcpStream> {
+pub(crate) async fn race_tcp(addresses: Vec<SocketAddr>) -> io::Result<TcpStream> {
     type Attempt = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
     if let [only] = addresses.as_slice() {
         return TcpStream::connect(*only).await;
@@ -294,7 +294,7 @@ mod tests {
         let (_hole, _filler, dropped) = black_hole();
         let (_server, good) = listening();
         let started = Instant::now();
-        let raced = tokio::time::timeout(Duration::from_secs(20), race(vec![dropped, good]));
+        let raced = tokio::time::timeout(Duration::from_secs(20), race_tcp(vec![dropped, good]));
         let stream = raced.await.expect("within 20 s").unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good);
         let took = started.elapsed();
@@ -303,10 +303,10 @@ mod tests {
             "{took:?}"
         );
         let started = Instant::now();
-        let stream = race(vec![refused(), good]).await.unwrap();
+        let stream = race_tcp(vec![refused(), good]).await.unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good);
         assert!(started.elapsed() < ATTEMPT_DELAY, "{:?}", started.elapsed());
-        let err = race(vec![refused(), refused()]).await.unwrap_err();
+        let err = race_tcp(vec![refused(), refused()]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 

@@ -51,6 +51,7 @@ pub(crate) use connect::{
     within,
 };
 pub(crate) use datagram::{ConnectedDatagram, next_unix_datagram_len};
+pub(crate) use happy_eyeballs::race_tcp;
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_tls};
 pub(crate) use passed::{ListenerKind, handover_env, take_passed};
 pub(crate) use stream::{Stream, close_with_reset, reset_now};

@@ -124,3 +124,42 @@ fn forward_is_through_on_the_second_address_without_waiting_out_the_first() {
     assert_eq!(got, GREETING, "relay: {}", forward.stderr());
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// `forward --socks` with destination rules resolves the name a client asks for and races
+/// the addresses the rules admit: with rules it tried them in turn, and a first address
+/// that drops the handshake failed the client at `--timeout` (the review of the race).
+#[test]
+fn a_socks_proxy_with_rules_races_the_admitted_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addresses = two_addresses();
+    let Some(cmd) = with_two_address_name(
+        dir.path(),
+        &[
+            "forward",
+            "--socks",
+            "-l",
+            "127.0.0.1:0",
+            "--socks-deny",
+            "10.0.0.0/8",
+        ],
+    ) else {
+        return;
+    };
+    let proxy = Running::start(cmd, 1);
+    let mut client = crate::support::process::socketkit();
+    client.args([
+        "connect",
+        "--proxy",
+        &format!("socks5h://127.0.0.1:{}", proxy.port()),
+        &format!("raced.test:{}", addresses.port),
+    ]);
+    let started = Instant::now();
+    let out = run(client, Vec::new(), Duration::from_secs(30));
+    assert_eq!(out.code(), 0, "{}; proxy: {}", out.stderr, proxy.stderr());
+    assert_eq!(out.stdout, GREETING);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

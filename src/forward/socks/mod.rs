@@ -322,7 +322,8 @@ async fn connect_admitted(target: &Endpoint, rules: &AccessRules) -> io::Result<
     if admitted.is_empty() {
         return Ok(None);
     }
-    let stream = tokio::net::TcpStream::connect(&admitted[..]).await?;
+    // Raced (Happy Eyeballs), as a connect without rules is.
+    let stream = net::race_tcp(admitted).await?;
     stream.set_nodelay(true)?;
     Ok(Some(Stream::Tcp(stream)))
 }
