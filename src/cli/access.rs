@@ -176,12 +176,33 @@ pub(crate) fn files_readable(
     what: &'static str,
     files: Vec<PathBuf>,
 ) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+    files_readable_saying(
+        what,
+        files,
+        ", and a SIGUSR2 restart will fail (its new process \
+                                       reads the files as the user)",
+    )
+}
+
+/// [`files_readable`] for a command that has no SIGUSR2 restart (a datagram relay): the
+/// warning says only what SIGHUP will not do.
+pub(crate) fn files_readable_without_restart(
+    what: &'static str,
+    files: Vec<PathBuf>,
+) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+    files_readable_saying(what, files, "")
+}
+
+fn files_readable_saying(
+    what: &'static str,
+    files: Vec<PathBuf>,
+    restart: &'static str,
+) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
     Arc::new(move || {
         files.iter().find_map(|file| {
             let err = std::fs::File::open(file).err()?;
             Some(format!(
-                "SIGHUP will not reload the {what}, and a SIGUSR2 restart will fail (its new \
-                 process reads the files as the user): cannot read {}: {}",
+                "SIGHUP will not reload the {what}{restart}: cannot read {}: {}",
                 file.display(),
                 socketkit::error::describe(&err)
             ))

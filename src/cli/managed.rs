@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use socketkit::endpoint::{Endpoint, InheritedName};
+use socketkit::endpoint::{Endpoint, Host, InheritedName};
 use socketkit::error::Op;
 use socketkit::server::{Inherited, InheritedSocket, ManagerState, ReadyReport, Server};
 
@@ -144,11 +144,27 @@ pub(crate) enum Listen {
 /// failed as `address already in use` (exit 1), which sent the user looking for another
 /// process. Port 0 is a new port each time.
 fn refuse_given_twice(endpoint: &Endpoint, listeners: &[Listen]) -> Result<(), CliError> {
+    // `:P` and `[::]:P` are one place (every address), `x.sock` and `/cwd/x.sock` another.
+    let every = |host: &Host| match host {
+        Host::Any => true,
+        Host::Ip(ip) => ip.is_unspecified() && ip.is_ipv6(),
+        Host::Name(_) => false,
+    };
+    let absolute = |path: &std::path::Path| std::path::absolute(path).ok();
     let same_place = |other: &Endpoint| {
         other.transport().is_stream() == endpoint.transport().is_stream()
             && match (other.host_port(), endpoint.host_port()) {
-                (Some(a), Some(b)) => a == b && b.port != 0,
-                _ => other.path().is_some() && other.path() == endpoint.path(),
+                (Some(a), Some(b)) => {
+                    b.port != 0
+                        && a.port == b.port
+                        && (a.host == b.host || (every(&a.host) && every(&b.host)))
+                }
+                _ => match (other.path(), endpoint.path()) {
+                    (Some(a), Some(b)) => {
+                        a == b || absolute(a).is_some_and(|a| Some(a) == absolute(b))
+                    }
+                    _ => false,
+                },
             }
     };
     let earlier = listeners.iter().find_map(|listen| match listen {

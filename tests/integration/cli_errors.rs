@@ -60,6 +60,22 @@ fn a_listener_given_twice_is_bad_usage() {
         let (code, line) = fails(args);
         assert_eq!((code, line), (2, said));
     }
+    // One place in two spellings (the review of the first version).
+    let every = format!(":{port}");
+    let every_v6 = format!("[::]:{port}");
+    let (code, line) = fails(&["serve", "-l", &every, "-l", &every_v6]);
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.ends_with(&format!("it is given twice (as tcp::{port})")),
+        "{line}"
+    );
+    let mut relative = socketkit();
+    relative
+        .current_dir(dir.path())
+        .args(["serve", "-l", &unix, "-l", "unix:s.sock"]);
+    let out = run(relative, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("it is given twice"), "{}", out.stderr);
     let mut twice_zero = socketkit();
     twice_zero.args(["serve", "-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]);
     let server = Running::start(twice_zero, 2);
