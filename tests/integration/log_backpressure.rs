@@ -180,19 +180,6 @@ fn a_non_blocking_stderr_loses_no_line() {
     );
 }
 
-/// A descriptor table full at the first log line: the log's duplicate of stderr cannot be
-/// made then, and the lines go to stderr itself (that first failure kept every line of the
-/// process's life from being written, the readiness line too).
-#[test]
-fn a_full_descriptor_table_at_the_first_line_loses_no_line() {
-    let mut cmd = socketkit();
-    cmd.args(["serve", "echo", "-v", "--workers", "1", "-l", "127.0.0.1:0"]);
-    crate::support::process::with_rlimit(&mut cmd, libc::RLIMIT_NOFILE, 12);
-    // Its readiness line, read: the test.
-    let server = Running::start(cmd, 1);
-    drop(server);
-}
-
 /// The log on a disk that fills, then has room again: no line runs on from a cut one, and
 /// the count of lines dropped is the count of lines lost (the count's own unwritten line
 /// counted as one, and each failed write's mending line end as a line). Needs root (a
