@@ -20,6 +20,14 @@ fn unlabelled(metrics: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// How many series of the metrics at `metrics` are labelled `target="ENDPOINT"`.
+fn target_series(metrics: &str, endpoint: &str) -> usize {
+    let text = http_get(metrics, "/metrics").1;
+    text.lines()
+        .filter(|line| line.contains(&format!("target=\"{endpoint}\"")))
+        .count()
+}
+
 /// Sends SIGHUP and waits until the reload has been counted as `success` and `failure`.
 fn reload(server: &Running, metrics: &str, success: u64, failure: u64) {
     server.signal(libc::SIGHUP);
@@ -107,12 +115,7 @@ fn a_removed_target_leaves_the_metrics_when_its_last_relay_ends() {
     client.write_all(b"ping").expect("write");
     let mut echoed = [0u8; 4];
     client.read_exact(&mut echoed).expect("the echo through a");
-    let series = |endpoint: &str| {
-        let text = http_get(&metrics, "/metrics").1;
-        text.lines()
-            .filter(|line| line.contains(&format!("target=\"{endpoint}\"")))
-            .count()
-    };
+    let series = |endpoint: &str| target_series(&metrics, endpoint);
     assert!(series(&a) > 0, "a is counted while it is in the list");
     std::fs::write(&targets, format!("{b}\n")).expect("write");
     reload(&relay, &metrics, 1, 0);
@@ -161,12 +164,7 @@ fn a_target_removed_during_its_health_check_leaves_the_metrics_when_the_check_en
         .arg("--to-file")
         .arg(&targets);
     let (relay, metrics) = start_with_metrics(cmd);
-    let series = |endpoint: &str| {
-        let text = http_get(&metrics, "/metrics").1;
-        text.lines()
-            .filter(|line| line.contains(&format!("target=\"tcp:{endpoint}\"")))
-            .count()
-    };
+    let series = |endpoint: &str| target_series(&metrics, &format!("tcp:{endpoint}"));
     assert!(series(&dropped) > 0, "counted while in the list");
     // Its first check is under way (it waits out the timeout): removed meanwhile.
     std::fs::write(&targets, format!("{good}\n")).expect("write");
