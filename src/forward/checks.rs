@@ -88,7 +88,9 @@ impl Checks {
                             }
                             None => Ok(()),
                         };
-                        close_gently(&mut upstream).await;
+                        // Closed beside the round, not in it: the verdict is in, and a
+                        // target slow to close must not hold up the next round.
+                        tokio::spawn(async move { close_gently(&mut upstream).await });
                         result
                     }
                     .await;

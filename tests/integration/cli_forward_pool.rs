@@ -417,3 +417,36 @@ fn a_health_check_does_not_drain_a_target_that_streams() {
         assert!(lasted < 500, "a check held the target {lasted} ms: {line}");
     }
 }
+
+/// A check's clean close runs beside the round: a target that keeps the check's connection
+/// open (it never closes its end) held every round for the close's second, so each target
+/// was checked once a second whatever `--check-interval` said (the second review).
+#[test]
+fn a_target_slow_to_close_does_not_slow_the_rounds() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = holder.local_addr().expect("addr").to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    // Accepts each check and keeps it open, never closing its end.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in holder.incoming().take(200) {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(stream);
+        }
+    });
+    let _relay = start(&[
+        "forward",
+        "-l",
+        "127.0.0.1:0",
+        "--to",
+        &addr,
+        "--check-interval",
+        "200ms",
+    ]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let checks = accepted.load(Ordering::Relaxed);
+    assert!(checks >= 6, "{checks} checks in 2.1 s at a 200 ms interval");
+}
