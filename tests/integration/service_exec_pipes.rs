@@ -64,8 +64,16 @@ fn a_program_that_stops_reading_is_ended_at_the_idle_timeout() -> TestResult {
     let socket = dir.path().join("exec.sock");
     let endpoint = format!("unix:{}", socket.display());
     let mut cmd = socketkit();
-    cmd.args(["serve", "exec", "-l", &endpoint, "--idle-timeout", "500ms"])
-        .args(["--", "sleep", "60"]);
+    cmd.args([
+        "serve",
+        "exec",
+        "-v",
+        "-l",
+        &endpoint,
+        "--idle-timeout",
+        "500ms",
+    ])
+    .args(["--", "sleep", "60"]);
     let server = Running::start(cmd, 1);
     let mut client = std::os::unix::net::UnixStream::connect(&socket)?;
     // Until every buffer on the way is full: a write that waits 300 ms means they are.
@@ -89,5 +97,13 @@ fn a_program_that_stops_reading_is_ended_at_the_idle_timeout() -> TestResult {
         server.stderr()
     );
     assert!(took < Duration::from_secs(5), "{took:?}: {end:?}");
+    // The closing line says it was cut (the second review: it often read as a clean end).
+    server.wait_for_stderr(&[" closed "], Duration::from_secs(5));
+    let said = server.stderr();
+    let closed = said
+        .lines()
+        .find(|line| line.contains(" closed "))
+        .unwrap_or_default();
+    assert!(closed.contains("error=\"idle for 500ms\""), "{said}");
     Ok(())
 }

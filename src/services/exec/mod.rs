@@ -430,12 +430,24 @@ impl Exec {
     /// exits, or kills it when the connection fails first.
     async fn run_on_socket(&self, conn: ProgramConnection) -> io::Result<()> {
         let mut program = {
-            let socket = conn.socket().map_err(|err| self.spawn_error(err))?;
             // Dropped with this block once spawned: the duplicates of the socket it holds
             // would keep the connection open after the program exits.
-            let told = conn.proxy_tlvs();
-            let command = Command::from(self.on_socket(&socket, conn.peer_addr(), told)?);
-            self.start(command, || conn.reset_on_close())?
+            let prepared = conn
+                .socket()
+                .map_err(|err| self.spawn_error(err))
+                .and_then(|socket| {
+                    let told = conn.proxy_tlvs();
+                    let command = self.on_socket(&socket, conn.peer_addr(), told)?;
+                    Ok((socket, command))
+                });
+            match prepared {
+                Ok((_socket, command)) => {
+                    self.start(Command::from(command), || conn.reset_on_close())?
+                }
+                // Failed before the start (no descriptor for the socket's duplicate): said
+                // and reset as a failed start is, not in silence.
+                Err(err) => return Err(self.refuse(err, || conn.reset_on_close())),
+            }
         };
         tokio::select! {
             status = program.child().wait() => {
@@ -459,12 +471,15 @@ impl Exec {
     /// removed or changed) and every client is being turned away, which the operator must
     /// hear of — and the client reset (`reset`): it must not take nothing for an answer.
     fn start(&self, command: Command, reset: impl FnOnce()) -> io::Result<ProgramGroup> {
-        ProgramGroup::spawn(command).map_err(|err| {
-            reset();
-            let err = self.spawn_error(err);
-            tracing::warn!("{err}; resetting the connection");
-            io::Error::other(err)
-        })
+        ProgramGroup::spawn(command).map_err(|err| self.refuse(self.spawn_error(err), reset))
+    }
+
+    /// A program that could not be started for a connection (`err`): said at the default
+    /// level, the client reset (`reset`).
+    fn refuse(&self, err: Error, reset: impl FnOnce()) -> io::Error {
+        reset();
+        tracing::warn!("{err}; resetting the connection");
+        io::Error::other(err)
     }
 
     /// Runs the program on pipes that this process copies to and from the connection (a

@@ -15,7 +15,20 @@ use crate::server::Connection;
 /// the program's closing stdout half-closes the connection (a TLS session's close_notify)
 /// and the client's bytes go on to its stdin until the client ends too, or the program
 /// exits and nothing would read them — as when the program holds the socket itself.
-pub(super) async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()> {
+pub(super) async fn bridge(child: &mut Child, mut conn: Connection) -> io::Result<()> {
+    let result = copy_both_ways(child, &mut conn).await;
+    if let Err(err) = &result
+        && crate::net::is_idle_timeout(err)
+    {
+        // The watchdog's, which no read or write of the connection noted: the closing line
+        // says the connection was cut, not that it ended.
+        conn.meter_mut().failed(err);
+    }
+    result
+}
+
+/// [`bridge`]'s copies, with `conn` lent to them.
+async fn copy_both_ways(child: &mut Child, conn: &mut Connection) -> io::Result<()> {
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the program's stdio was not piped"));
     };
@@ -25,7 +38,7 @@ pub(super) async fn bridge(child: &mut Child, conn: Connection) -> io::Result<()
     let limit = conn.idle_limit();
     let activity = Activity::new();
     let activity = &activity;
-    let (mut from_client, mut to_client) = conn.split();
+    let (mut from_client, mut to_client) = tokio::io::split(conn);
     let input = async move {
         let mut from_client = Touching::new(&mut from_client, activity);
         let copied = tokio::io::copy(&mut from_client, &mut stdin).await;
