@@ -99,6 +99,7 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     warnings.extend(access.files_left_behind(&files));
     access.drop_privileges()?;
     socket_file::end_on_signals(listening.socket_file())?;
+    room_for_a_connection(listening.local_endpoint())?;
     ready::announce(std::slice::from_ref(listening.local_endpoint()), "listen");
     let registry = metrics.as_ref().map(MetricsPlan::metrics);
     let listener = MeteredListener::new(listening.local_endpoint().to_string(), registry.as_ref());
@@ -235,6 +236,41 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             Err(err) => tracing::warn!("{err}"),
         }
     }
+}
+
+/// The descriptors a connection of `listen` is given room for before the readiness line:
+/// its socket, and what bridging it opens (stdio's duplicates, a splice pipe, a program's
+/// pipes). Under a limit that leaves fewer, `listen` was ready and then failed at its first
+/// client (`serve` checks the same before its readiness).
+const ROOM_FOR_A_CONNECTION: usize = 4;
+
+/// Refuses to announce a listener that would have no descriptors left for its first
+/// connection ([`ROOM_FOR_A_CONNECTION`]): exit 1 saying so, before the readiness line.
+fn room_for_a_connection(endpoint: &Endpoint) -> Result<(), CliError> {
+    let mut made = Vec::with_capacity(ROOM_FOR_A_CONNECTION);
+    while made.len() < ROOM_FOR_A_CONNECTION {
+        match std::os::unix::net::UnixDatagram::unbound() {
+            Ok(probe) => made.push(probe),
+            Err(err)
+                if err
+                    .raw_os_error()
+                    .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE) =>
+            {
+                let reason = std::io::Error::new(
+                    err.kind(),
+                    format!(
+                        "no room for a connection ({ROOM_FOR_A_CONNECTION} descriptors wanted, \
+                         {} left): {} (raise the limit: ulimit -n)",
+                        made.len(),
+                        socketkit::error::describe(&err)
+                    ),
+                );
+                return Err(CliError::runtime(Op::Listen, &endpoint.to_string(), reason));
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// Counts and logs a refused connection and resets it: the client is told at once and we

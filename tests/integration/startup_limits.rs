@@ -19,10 +19,19 @@ use crate::support::process::{Running, socketkit_after, socketkit_with_fd_limit}
 /// What `serve` did within 300 ms under `ulimit -n limit`: its exit code if it ended by
 /// itself (`None` if it was still running and was killed), its stderr, and — when it said
 /// it was ready — whether a client was served (its `ping` echoed).
-fn serve_under(limit: u32, engine: &str) -> (Option<i32>, String, Option<bool>) {
+fn serve_under(limit: u32, engine: &str, command: &[&str]) -> (Option<i32>, String, Option<bool>) {
     let mut cmd = socketkit_with_fd_limit(limit);
-    cmd.args(["serve", "echo", "-l", "127.0.0.1:0", "--workers", "2"])
+    // The options before a program's `--`, if any.
+    let (options, program) = command.split_at(
+        command
+            .iter()
+            .position(|a| *a == "--")
+            .unwrap_or(command.len()),
+    );
+    cmd.args(options)
+        .args(["-l", "127.0.0.1:0", "--workers", "2"])
         .args(["--io-engine", engine])
+        .args(program)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -71,9 +80,26 @@ fn echoes(addr: &str) -> bool {
 }
 
 fn readiness_comes_only_when_serving(engine: &str) {
+    readiness_comes_only_when_serving_with(engine, &["serve", "echo"]);
+    // Handlers that open descriptors of their own: a relay's target socket, a program's
+    // start (the second review: ready at limits where every client was reset).
+    let echo = Running::start(
+        {
+            let mut cmd = crate::support::process::socketkit();
+            cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]);
+            cmd
+        },
+        1,
+    );
+    let to = echo.endpoints()[0].clone();
+    readiness_comes_only_when_serving_with(engine, &["forward", "--to", &to]);
+    readiness_comes_only_when_serving_with(engine, &["serve", "exec", "--", "cat"]);
+}
+
+fn readiness_comes_only_when_serving_with(engine: &str, command: &[&str]) {
     let mut failed = 0;
     for limit in 8..=28 {
-        let (code, stderr, served) = serve_under(limit, engine);
+        let (code, stderr, served) = serve_under(limit, engine, command);
         match code {
             // Still running at the end of the wait: serving, and it said so first (or, on
             // a slow machine, not started yet). Ready, it serves: at the limit where its
@@ -82,12 +108,12 @@ fn readiness_comes_only_when_serving(engine: &str) {
             None => {
                 assert!(
                     stderr.is_empty() || stderr.starts_with("listening on"),
-                    "ulimit -n {limit}: running, but\n{stderr}"
+                    "{command:?} ulimit -n {limit}: running, but\n{stderr}"
                 );
                 assert_ne!(
                     served,
                     Some(false),
-                    "ulimit -n {limit}: ready, deaf:\n{stderr}"
+                    "{command:?} ulimit -n {limit}: ready, deaf:\n{stderr}"
                 );
             }
             Some(code) => {

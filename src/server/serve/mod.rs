@@ -288,7 +288,8 @@ impl Server {
             }
         }
         if let Some(endpoint) = &accepting
-            && let Err(err) = room_for_a_connection()
+            && let Err(err) =
+                room_for_a_connection(spawner.as_ref().is_some_and(|s| s.opens_descriptors()))
         {
             self.shutdown.force();
             return Err(Error::new(Op::Serve, endpoint, err));
@@ -417,25 +418,44 @@ fn serve_accepted(
     }
 }
 
-/// Whether a descriptor is left for a connection once every listener, accept loop and
-/// io_uring worker is set up: a server whose set-up took the last ones would be ready and
-/// serve no one (each accept failing with `EMFILE` and backing off, with nothing to free
-/// one), where the readiness gate promises a server that serves. Asked by making a socket
-/// and closing it.
-fn room_for_a_connection() -> io::Result<()> {
-    match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(_probe) => Ok(()),
-        Err(err) if crate::net::is_resource_exhaustion(&err) => Err(io::Error::new(
-            err.kind(),
-            format!(
-                "no descriptor is left for a connection once the server is set up: {} (raise \
-                 the limit: ulimit -n)",
-                crate::error::describe(&err)
-            ),
-        )),
-        Err(_) => Ok(()),
+/// Whether descriptors are left for a connection once every listener, accept loop and
+/// io_uring worker is set up: its socket, and for a handler that opens descriptors of its
+/// own ([`Handler::opens_descriptors`](super::Handler::opens_descriptors): a relay's target
+/// socket and splice pipes, a program's pipes) [`ROOM_FOR_OPENERS`] in all. A server whose
+/// set-up took the last ones would be ready and serve no one (each accept failing with
+/// `EMFILE`, or each connection reset, with nothing to free one), where the readiness gate
+/// promises a server that serves. Asked by making the sockets and closing them.
+fn room_for_a_connection(opens_descriptors: bool) -> io::Result<()> {
+    let wanted = if opens_descriptors {
+        ROOM_FOR_OPENERS
+    } else {
+        1
+    };
+    let mut made = Vec::with_capacity(wanted);
+    for _ in 0..wanted {
+        match std::os::unix::net::UnixDatagram::unbound() {
+            Ok(probe) => made.push(probe),
+            Err(err) if crate::net::is_resource_exhaustion(&err) => {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!(
+                        "no room for a connection once the server is set up ({wanted} \
+                         descriptors wanted, {} left): {} (raise the limit: ulimit -n)",
+                        made.len(),
+                        crate::error::describe(&err)
+                    ),
+                ));
+            }
+            Err(_) => return Ok(()),
+        }
     }
+    Ok(())
 }
+
+/// The descriptors a connection of a handler that opens its own is given room for at
+/// readiness: its socket and three (a relay's target socket and a splice pipe's two ends;
+/// a program's socket duplicate and the spawn's pipe).
+const ROOM_FOR_OPENERS: usize = 4;
 
 #[cfg(test)]
 mod tests;

@@ -416,6 +416,12 @@ impl Handler for Exec {
         let exec = self.clone();
         async move { exec.run(conn).await }
     }
+
+    /// A program's start takes descriptors of its own (the socket's duplicate, the spawn's
+    /// pipe, on pipes the program's stdio).
+    fn opens_descriptors(&self) -> bool {
+        true
+    }
 }
 
 impl Exec {
