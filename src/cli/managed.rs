@@ -144,13 +144,21 @@ pub(crate) enum Listen {
 /// failed as `address already in use` (exit 1), which sent the user looking for another
 /// process. Port 0 is a new port each time.
 fn refuse_given_twice(endpoint: &Endpoint, listeners: &[Listen]) -> Result<(), CliError> {
-    // `:P` and `[::]:P` are one place (every address), `x.sock` and `/cwd/x.sock` another.
+    // `:P` and `[::]:P` are one place (every address, IPv4's `0.0.0.0:P` within it);
+    // `x.sock`, `/cwd/x.sock`, `sub/../x.sock` and one through a symlinked directory
+    // another.
     let every = |host: &Host| match host {
         Host::Any => true,
-        Host::Ip(ip) => ip.is_unspecified() && ip.is_ipv6(),
+        Host::Ip(ip) => ip.is_unspecified(),
         Host::Name(_) => false,
     };
-    let absolute = |path: &std::path::Path| std::path::absolute(path).ok();
+    let absolute = |path: &std::path::Path| {
+        let path = std::path::absolute(path).ok()?;
+        match (path.parent().map(std::fs::canonicalize), path.file_name()) {
+            (Some(Ok(dir)), Some(name)) => Some(dir.join(name)),
+            _ => Some(path),
+        }
+    };
     let same_place = |other: &Endpoint| {
         other.transport().is_stream() == endpoint.transport().is_stream()
             && match (other.host_port(), endpoint.host_port()) {

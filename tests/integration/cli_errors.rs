@@ -63,19 +63,30 @@ fn a_listener_given_twice_is_bad_usage() {
     // One place in two spellings (the review of the first version).
     let every = format!(":{port}");
     let every_v6 = format!("[::]:{port}");
-    let (code, line) = fails(&["serve", "-l", &every, "-l", &every_v6]);
-    assert_eq!(code, 2, "{line}");
-    assert!(
-        line.ends_with(&format!("it is given twice (as tcp::{port})")),
-        "{line}"
-    );
-    let mut relative = socketkit();
-    relative
-        .current_dir(dir.path())
-        .args(["serve", "-l", &unix, "-l", "unix:s.sock"]);
-    let out = run(relative, Vec::new(), DEADLINE);
-    assert_eq!(out.code(), 2, "{}", out.stderr);
-    assert!(out.stderr.contains("it is given twice"), "{}", out.stderr);
+    let every_v4 = format!("0.0.0.0:{port}");
+    for other in [&every_v6, &every_v4] {
+        let (code, line) = fails(&["serve", "-l", &every, "-l", other]);
+        assert_eq!(code, 2, "{line}");
+        assert!(
+            line.ends_with(&format!("it is given twice (as tcp::{port})")),
+            "{line}"
+        );
+    }
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).expect("symlink");
+    for other in ["unix:s.sock", "unix:sub/../s.sock", "unix:link/s.sock"] {
+        let mut relative = socketkit();
+        relative
+            .current_dir(dir.path())
+            .args(["serve", "-l", &unix, "-l", other]);
+        let out = run(relative, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 2, "{other}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("it is given twice"),
+            "{other}: {}",
+            out.stderr
+        );
+    }
     let mut twice_zero = socketkit();
     twice_zero.args(["serve", "-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]);
     let server = Running::start(twice_zero, 2);
