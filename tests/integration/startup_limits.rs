@@ -267,3 +267,39 @@ fn serve_and_forward_raise_a_low_soft_descriptor_limit_to_the_hard_one() {
         clients.push(stream);
     }
 }
+
+/// `listen -k -e cat` under tight descriptor limits: ready only with room for a
+/// connection (its socket, and the program's descriptors), else one `error:` line, exit 1.
+/// It was ready at limits where it then failed at its first client (`i/o error on stdio`,
+/// `cannot accept`) or reset every client (`cannot start cat`): the second review.
+#[test]
+fn listen_is_ready_only_with_room_for_a_connection() {
+    let mut failed = 0;
+    for limit in 4..=14 {
+        let mut cmd = socketkit_with_fd_limit(limit);
+        cmd.args(["listen", "-k", "127.0.0.1:0", "-e", "cat"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("socketkit starts");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut first = String::new();
+        let _ = std::io::BufRead::read_line(&mut stderr, &mut first);
+        if let Some(rest) = first.strip_prefix("listening on tcp:") {
+            let addr = rest.split(' ').next().unwrap_or_default().to_owned();
+            let served = echoes(&addr);
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                served,
+                "ulimit -n {limit}: ready, and the client was not served"
+            );
+        } else {
+            failed += 1;
+            let status = child.wait().expect("wait");
+            assert_eq!(status.code(), Some(1), "ulimit -n {limit}: {first}");
+            assert!(first.starts_with("error: "), "ulimit -n {limit}: {first}");
+        }
+    }
+    assert!(failed > 0, "no limit was tight enough to fail");
+}
