@@ -316,15 +316,11 @@ where
     // watchdog over both sides' bytes ends it.
     let result = match client.idle_limit() {
         None => copy_both_ways(client, other).await,
-        Some(limit) => {
+        limit @ Some(_) => {
             let activity = net::Activity::new();
             let mut client = net::Touching::new(client, &activity);
             let mut other = net::Touching::new(other, &activity);
-            let both = copy_both_ways(&mut client, &mut other);
-            tokio::select! {
-                result = both => result,
-                err = net::idle_watchdog(&activity, limit) => Err(err),
-            }
+            net::unless_idle(limit, &activity, copy_both_ways(&mut client, &mut other)).await
         }
     };
     if result.as_ref().is_err_and(|err| !net::is_idle_timeout(err)) {

@@ -198,13 +198,7 @@ pub(crate) async fn relay(
             )
             .map(drop)
         };
-        match idle {
-            None => both.await,
-            Some(limit) => tokio::select! {
-                result = both => result,
-                err = crate::net::idle_watchdog(&activity, limit) => Err(err),
-            },
-        }
+        crate::net::unless_idle(idle, &activity, both).await
     };
     if result
         .as_ref()

@@ -1,6 +1,6 @@
 //! [`Activity`]: when bytes last moved through something with two directions (the stdio
 //! bridge, the relays), shared by the threads or futures that move them, for an idle limit
-//! over both ([`idle_watchdog`]; [`Touching`] counts a stream's bytes in one); and
+//! over both ([`unless_idle`]; [`Touching`] counts a stream's bytes in one); and
 //! [`idle_error`], what an idle limit ends a connection with.
 
 use std::io;
@@ -74,10 +74,27 @@ impl std::fmt::Display for IdleTimeout {
 
 impl std::error::Error for IdleTimeout {}
 
+/// Runs `work` (a mover whose bytes count in `activity`), ended with the idle timeout's
+/// error ([`idle_error`]) once nothing has moved for `limit`, if there is one: the watchdog
+/// of a mover whose own reads and writes may all be waiting on something else (a peer that
+/// stopped reading) when the limit runs out.
+pub(crate) async fn unless_idle<T>(
+    limit: Option<Duration>,
+    activity: &Activity,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        None => work.await,
+        Some(limit) => tokio::select! {
+            result = work => result,
+            err = idle_watchdog(activity, limit) => Err(err),
+        },
+    }
+}
+
 /// Waits until nothing has moved through `activity` for `limit`, and gives the idle
-/// timeout's error ([`idle_error`]): the watchdog of a mover whose own reads and writes may
-/// all be waiting on something else (a peer that stopped reading) when the limit runs out.
-pub(crate) async fn idle_watchdog(activity: &Activity, limit: Duration) -> io::Error {
+/// timeout's error.
+async fn idle_watchdog(activity: &Activity, limit: Duration) -> io::Error {
     loop {
         let deadline = activity.deadline(limit);
         if Instant::now() >= deadline {

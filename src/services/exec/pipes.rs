@@ -50,35 +50,31 @@ async fn copy_both_ways(child: &mut Child, conn: &mut Connection) -> io::Result<
         tokio::io::copy(&mut stdout, &mut to_client).await?;
         to_client.shutdown().await
     };
-    let idle = async move {
-        match limit {
-            Some(limit) => crate::net::idle_watchdog(activity, limit).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(input, output, idle);
+    tokio::pin!(input, output);
     let (mut input_done, mut output_done) = (false, false);
-    while !(input_done && output_done) {
-        tokio::select! {
-            result = &mut input, if !input_done => {
-                input_done = true;
-                match result {
-                    // The program stopped reading (closed stdin or exited): not an error
-                    // for the connection; its output decides the end.
-                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
-                    Err(err) => return Err(err),
-                    Ok(_) => {}
+    let copies = async {
+        while !(input_done && output_done) {
+            tokio::select! {
+                result = &mut input, if !input_done => {
+                    input_done = true;
+                    match result {
+                        // The program stopped reading (closed stdin or exited): not an
+                        // error for the connection; its output decides the end.
+                        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+                        Err(err) => return Err(err),
+                        Ok(_) => {}
+                    }
                 }
+                result = &mut output, if !output_done => {
+                    result?;
+                    output_done = true;
+                }
+                // Its output ended, and now the program: what the client still sends has no
+                // reader (the close resets, as the program's own close of the socket would).
+                _ = child.wait(), if output_done && !input_done => input_done = true,
             }
-            result = &mut output, if !output_done => {
-                result?;
-                output_done = true;
-            }
-            // Its output ended, and now the program: what the client still sends has no
-            // reader (the close resets, as the program's own close of the socket would).
-            _ = child.wait(), if output_done && !input_done => input_done = true,
-            err = &mut idle => return Err(err),
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    crate::net::unless_idle(limit, activity, copies).await
 }
