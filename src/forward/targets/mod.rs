@@ -288,19 +288,7 @@ impl Targets {
                 retired.push((target.endpoint.clone(), Arc::downgrade(target)));
             }
         }
-        if let Some(metrics) = &self.metrics {
-            let named = |endpoint: &Endpoint| {
-                list.iter().any(|target| &target.endpoint == endpoint)
-                    || retired.iter().any(|(was, _)| was == endpoint)
-            };
-            for endpoint in removed.iter().chain(&ended) {
-                if !named(endpoint) {
-                    metrics.forget_forward_target(&endpoint.to_string());
-                }
-            }
-        }
-        self.any_retired
-            .store(!retired.is_empty(), Ordering::Relaxed);
+        self.forget_series(removed.iter().chain(&ended), &list, &retired);
         let reordered = added.is_empty()
             && removed.is_empty()
             && old
@@ -328,13 +316,24 @@ impl Targets {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ended = let_go(&mut retired);
+        self.forget_series(&ended, &self.list.load(), &retired);
+    }
+
+    /// Forgets the metric series of each target of `left` that neither `list` nor `retired`
+    /// names (a target named twice, or back, keeps them), and notes whether any target is
+    /// still retired. Called with `retired` locked.
+    fn forget_series<'a>(
+        &self,
+        left: impl IntoIterator<Item = &'a Endpoint>,
+        list: &List,
+        retired: &[(Endpoint, Weak<Target>)],
+    ) {
         self.any_retired
             .store(!retired.is_empty(), Ordering::Relaxed);
         let Some(metrics) = &self.metrics else {
             return;
         };
-        let list = self.list.load();
-        for endpoint in &ended {
+        for endpoint in left {
             let named = list.iter().any(|target| &target.endpoint == endpoint)
                 || retired.iter().any(|(was, _)| was == endpoint);
             if !named {
