@@ -31,13 +31,52 @@ pub(crate) struct Access {
     pub(crate) hangup_hooks: HangupHooks,
     /// Whether a reload would work, asked once the privileges are dropped: why not.
     pub(crate) reload_checks: ReloadChecks,
+    /// The command has no SIGUSR2 restart (a datagram relay): its reload warnings say only
+    /// what SIGHUP will not do.
+    pub(crate) without_restart: bool,
     /// Where each SIGHUP's reload is counted, with `--metrics`.
     pub(crate) metrics: Option<Arc<socketkit::metrics::Metrics>>,
 }
 
 /// Checks of what SIGHUP reloads, each saying why it would fail (`None`: it would not).
 #[derive(Default)]
-pub(crate) struct ReloadChecks(pub(crate) Vec<Arc<dyn Fn() -> Option<String> + Send + Sync>>);
+pub(crate) struct ReloadChecks(Vec<Arc<dyn Fn() -> Option<Unreloadable> + Send + Sync>>);
+
+/// What SIGHUP (and a restart's new process, which starts as the user) will not be able to
+/// read again, and why.
+pub(crate) struct Unreloadable {
+    /// What it is, as the warning names it: `rules`, `TLS certificate`.
+    pub(crate) what: &'static str,
+    pub(crate) reason: String,
+}
+
+impl ReloadChecks {
+    /// Adds `check`.
+    pub(crate) fn push(
+        &mut self,
+        check: impl Fn() -> Option<Unreloadable> + Send + Sync + 'static,
+    ) {
+        self.0.push(Arc::new(check));
+    }
+
+    /// Adds a check that each of `files`, which SIGHUP reads again as `what`, can be opened
+    /// — asked once the privileges are dropped, so as the user: a file only root may read
+    /// fails the first reload and a SIGUSR2 restart (whose new process reads it at start),
+    /// and is better said at start.
+    pub(crate) fn push_files(&mut self, what: &'static str, files: Vec<PathBuf>) {
+        self.push(move || {
+            files.iter().find_map(|file| {
+                let err = std::fs::File::open(file).err()?;
+                let reason = format!(
+                    "cannot read {}: {}",
+                    file.display(),
+                    socketkit::error::describe(&err)
+                );
+                Some(Unreloadable { what, reason })
+            })
+        });
+    }
+}
 
 impl std::fmt::Debug for ReloadChecks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,7 +195,7 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
         .cloned()
         .collect();
     if !rule_files.is_empty() {
-        reload_checks.0.push(files_readable("rules", rule_files));
+        reload_checks.push_files("rules", rule_files);
     }
     Ok(Access {
         control,
@@ -164,49 +203,8 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
         identity,
         hangup_hooks: HangupHooks::default(),
         reload_checks,
+        without_restart: false,
         metrics: None,
-    })
-}
-
-/// A reload check ([`ReloadChecks`]) that each of `files`, which SIGHUP reads again as
-/// `what`, can be opened — asked once the privileges are dropped, so as the user: a file
-/// only root may read fails the first reload and a SIGUSR2 restart (whose new process reads
-/// it at start), and is better said at start.
-pub(crate) fn files_readable(
-    what: &'static str,
-    files: Vec<PathBuf>,
-) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
-    files_readable_saying(
-        what,
-        files,
-        ", and a SIGUSR2 restart will fail (its new process \
-                                       reads the files as the user)",
-    )
-}
-
-/// [`files_readable`] for a command that has no SIGUSR2 restart (a datagram relay): the
-/// warning says only what SIGHUP will not do.
-pub(crate) fn files_readable_without_restart(
-    what: &'static str,
-    files: Vec<PathBuf>,
-) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
-    files_readable_saying(what, files, "")
-}
-
-fn files_readable_saying(
-    what: &'static str,
-    files: Vec<PathBuf>,
-    restart: &'static str,
-) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
-    Arc::new(move || {
-        files.iter().find_map(|file| {
-            let err = std::fs::File::open(file).err()?;
-            Some(format!(
-                "SIGHUP will not reload the {what}{restart}: cannot read {}: {}",
-                file.display(),
-                socketkit::error::describe(&err)
-            ))
-        })
     })
 }
 
@@ -257,10 +255,17 @@ impl Access {
         if self.identity.is_none() {
             return Vec::new();
         }
-        self.reload_checks
-            .0
-            .iter()
-            .filter_map(|check| check())
+        let restart = match self.without_restart {
+            true => "",
+            false => {
+                ", and a SIGUSR2 restart will fail (its new process reads the files as the user)"
+            }
+        };
+        let warning = |Unreloadable { what, reason }| {
+            format!("SIGHUP will not reload the {what}{restart}: {reason}")
+        };
+        (self.reload_checks.0.iter())
+            .filter_map(|check| check().map(warning))
             .collect()
     }
 

@@ -40,20 +40,11 @@ pub(crate) fn run(
     }
     refuse_stream_only_options(args, given)?;
     let mut access = super::access::resolve(&args.server.access)?;
-    // A datagram relay has no SIGUSR2 restart: its warnings say only what SIGHUP will not do.
-    access.reload_checks.0.clear();
-    let rule_files = args.server.access.allow_file.iter();
-    let rule_files: Vec<_> = rule_files
-        .chain(&args.server.access.deny_file)
-        .cloned()
-        .collect();
-    if !rule_files.is_empty() {
-        let check = super::access::files_readable_without_restart("rules", rule_files);
-        access.reload_checks.0.push(check);
-    }
+    access.without_restart = true;
     if let Some(file) = &args.to_file {
-        let check = super::access::files_readable_without_restart("targets", vec![file.clone()]);
-        access.reload_checks.0.push(check);
+        access
+            .reload_checks
+            .push_files("targets", vec![file.clone()]);
     }
     let (first, rest) = super::forward::targets(args, given)?;
     let mut relay = DatagramForward::new(first).map_err(CliError::Usage)?;

@@ -33,7 +33,7 @@ impl Prepared {
     /// Says at start, under `--user`, which of `files` (what a SIGHUP hook reads again, as
     /// `what`) the user cannot read.
     pub(crate) fn reads_on_hangup(&mut self, what: &'static str, files: Vec<std::path::PathBuf>) {
-        (self.access.reload_checks.0).push(super::access::files_readable(what, files));
+        self.access.reload_checks.push_files(what, files);
     }
 
     /// The metrics the server will count into, with `--metrics`.
@@ -65,13 +65,13 @@ pub(crate) fn prepare(
         if let Some(reload) = tls.reload_on_hangup(counted) {
             access.hangup_hooks.add(reload);
             let tls = std::sync::Arc::clone(&tls.tls);
-            access.reload_checks.0.push(std::sync::Arc::new(move || {
-                let err = tls.check_reload().err()?;
-                Some(format!(
-                    "SIGHUP will not reload the TLS certificate, and a SIGUSR2 restart will \
-                     fail (its new process reads the files as the user): {err}"
-                ))
-            }));
+            access.reload_checks.push(move || {
+                let reason = tls.check_reload().err()?.to_string();
+                Some(super::access::Unreloadable {
+                    what: "TLS certificate",
+                    reason,
+                })
+            });
         }
     }
     Ok(Prepared {
