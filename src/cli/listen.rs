@@ -244,33 +244,11 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
 /// client (`serve` checks the same before its readiness).
 const ROOM_FOR_A_CONNECTION: usize = 4;
 
-/// Refuses to announce a listener that would have no descriptors left for its first
-/// connection ([`ROOM_FOR_A_CONNECTION`]): exit 1 saying so, before the readiness line.
+/// Refuses to announce a listener that would have no room for its first connection
+/// ([`ROOM_FOR_A_CONNECTION`]): exit 1 saying so, before the readiness line.
 fn room_for_a_connection(endpoint: &Endpoint) -> Result<(), CliError> {
-    let mut made = Vec::with_capacity(ROOM_FOR_A_CONNECTION);
-    while made.len() < ROOM_FOR_A_CONNECTION {
-        match std::os::unix::net::UnixDatagram::unbound() {
-            Ok(probe) => made.push(probe),
-            Err(err)
-                if err
-                    .raw_os_error()
-                    .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE) =>
-            {
-                let reason = std::io::Error::new(
-                    err.kind(),
-                    format!(
-                        "no room for a connection ({ROOM_FOR_A_CONNECTION} descriptors wanted, \
-                         {} left): {} (raise the limit: ulimit -n)",
-                        made.len(),
-                        socketkit::error::describe(&err)
-                    ),
-                );
-                return Err(CliError::runtime(Op::Listen, &endpoint.to_string(), reason));
-            }
-            Err(_) => return Ok(()),
-        }
-    }
-    Ok(())
+    socketkit::server::room_for_a_connection(ROOM_FOR_A_CONNECTION)
+        .map_err(|reason| CliError::runtime(Op::Listen, &endpoint.to_string(), reason))
 }
 
 /// Counts and logs a refused connection and resets it: the client is told at once and we

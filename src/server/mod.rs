@@ -103,7 +103,7 @@ pub use inherited::{Inherited, InheritedSocket, ReadyReport};
 pub use metered::{MeteredConnection, MeteredListener};
 pub use notify::{
     DescriptorLimit, ManagerState, notify_manager, reap_orphans, reset_inherited_signals,
-    use_the_hard_descriptor_limit,
+    room_for_a_connection, use_the_hard_descriptor_limit,
 };
 pub use shutdown::ShutdownHandle;
 

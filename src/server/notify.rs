@@ -73,6 +73,45 @@ pub fn use_the_hard_descriptor_limit() -> DescriptorLimit {
     DescriptorLimit { was, now }
 }
 
+/// Whether `descriptors` more can be opened now: made (sockets) and closed again. A server
+/// asks before it says it is ready (`serve` does, with room for one connection of its
+/// handler), so that a set-up that took the last descriptors under a tight limit fails with
+/// why instead of announcing a server that can serve no one.
+///
+/// # Errors
+///
+/// `too many open files` (or another shortage) in words that say so: `no room for a
+/// connection once the server is set up (4 descriptors wanted, 3 left): too many open files
+/// (raise the limit: ulimit -n)`. Any other failure to make a socket is no answer, and `Ok`.
+///
+/// # Examples
+///
+/// ```
+/// socketkit::server::room_for_a_connection(4)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn room_for_a_connection(descriptors: usize) -> io::Result<()> {
+    let mut made = Vec::with_capacity(descriptors);
+    while made.len() < descriptors {
+        match std::os::unix::net::UnixDatagram::unbound() {
+            Ok(probe) => made.push(probe),
+            Err(err) if crate::net::is_resource_exhaustion(&err) => {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!(
+                        "no room for a connection once the server is set up ({descriptors} \
+                         descriptors wanted, {} left): {} (raise the limit: ulimit -n)",
+                        made.len(),
+                        crate::error::describe(&err)
+                    ),
+                ));
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Reaps the zombie children of this process that the `exec` service did not start:
 /// orphans of its programs' children (a background job, a `setsid` daemon) that the kernel
 /// gives to PID 1 — a container's entrypoint — to wait for. Call it on `SIGCHLD` in a PID 1

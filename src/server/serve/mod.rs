@@ -126,13 +126,11 @@ impl Server {
         let mut accepting: Option<String> = None;
         for group in self.groups {
             let meter = ListenerMeter::new(group.endpoint.to_string(), self.metrics.as_ref());
-            if accepting.is_none()
-                && spawner.is_some()
-                && group
-                    .listeners
-                    .iter()
-                    .any(|listener| matches!(listener, Listener::Stream(_)))
-            {
+            let streams = group
+                .listeners
+                .iter()
+                .any(|listener| matches!(listener, Listener::Stream(_)));
+            if accepting.is_none() && spawner.is_some() && streams {
                 accepting = Some(group.endpoint.to_string());
             }
             // Listeners beyond one each get a loop; a single shared listener gets them all.
@@ -143,11 +141,6 @@ impl Server {
             } else {
                 &pipeline
             };
-            #[cfg(target_os = "linux")]
-            let streams = group
-                .listeners
-                .iter()
-                .any(|listener| matches!(listener, Listener::Stream(_)));
             #[cfg(target_os = "linux")]
             let mut ring_routine = spawner.as_ref().filter(|_| streams).and_then(|spawner| {
                 let routine = ring_routine(&self.limits, spawner, pipeline, group.is_tls())
@@ -418,44 +411,15 @@ fn serve_accepted(
     }
 }
 
-/// Whether descriptors are left for a connection once every listener, accept loop and
-/// io_uring worker is set up: its socket, and for a handler that opens descriptors of its
-/// own ([`Handler::opens_descriptors`](super::Handler::opens_descriptors): a relay's target
-/// socket and splice pipes, a program's pipes) [`ROOM_FOR_OPENERS`] in all. A server whose
-/// set-up took the last ones would be ready and serve no one (each accept failing with
-/// `EMFILE`, or each connection reset, with nothing to free one), where the readiness gate
-/// promises a server that serves. Asked by making the sockets and closing them.
+/// The descriptors a connection is given room for at readiness: one, its socket; for a
+/// handler that opens descriptors of its own ([`Handler::opens_descriptors`](super::Handler::opens_descriptors)),
+/// four (a relay's target socket and a splice pipe's two ends; a program's socket duplicate
+/// and the spawn's pipe). A server whose set-up took the last ones would be ready and serve
+/// no one (each accept failing with `EMFILE`, or each connection reset, with nothing to free
+/// one), where the readiness gate promises a server that serves.
 fn room_for_a_connection(opens_descriptors: bool) -> io::Result<()> {
-    let wanted = if opens_descriptors {
-        ROOM_FOR_OPENERS
-    } else {
-        1
-    };
-    let mut made = Vec::with_capacity(wanted);
-    for _ in 0..wanted {
-        match std::os::unix::net::UnixDatagram::unbound() {
-            Ok(probe) => made.push(probe),
-            Err(err) if crate::net::is_resource_exhaustion(&err) => {
-                return Err(io::Error::new(
-                    err.kind(),
-                    format!(
-                        "no room for a connection once the server is set up ({wanted} \
-                         descriptors wanted, {} left): {} (raise the limit: ulimit -n)",
-                        made.len(),
-                        crate::error::describe(&err)
-                    ),
-                ));
-            }
-            Err(_) => return Ok(()),
-        }
-    }
-    Ok(())
+    super::room_for_a_connection(if opens_descriptors { 4 } else { 1 })
 }
-
-/// The descriptors a connection of a handler that opens its own is given room for at
-/// readiness: its socket and three (a relay's target socket and a splice pipe's two ends;
-/// a program's socket duplicate and the spawn's pipe).
-const ROOM_FOR_OPENERS: usize = 4;
 
 #[cfg(test)]
 mod tests;
