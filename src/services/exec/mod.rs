@@ -438,22 +438,15 @@ impl Exec {
         let mut program = {
             // Dropped with this block once spawned: the duplicates of the socket it holds
             // would keep the connection open after the program exits.
-            let prepared = conn
+            // A failure before the start (no descriptor for the socket's duplicate) is said
+            // and reset as a failed start is, not in silence.
+            let refused = |err| self.refuse(err, || conn.reset_on_close());
+            let socket = conn
                 .socket()
-                .map_err(|err| self.spawn_error(err))
-                .and_then(|socket| {
-                    let told = conn.proxy_tlvs();
-                    let command = self.on_socket(&socket, conn.peer_addr(), told)?;
-                    Ok((socket, command))
-                });
-            match prepared {
-                Ok((_socket, command)) => {
-                    self.start(Command::from(command), || conn.reset_on_close())?
-                }
-                // Failed before the start (no descriptor for the socket's duplicate): said
-                // and reset as a failed start is, not in silence.
-                Err(err) => return Err(self.refuse(err, || conn.reset_on_close())),
-            }
+                .map_err(|err| refused(self.spawn_error(err)))?;
+            let told = conn.proxy_tlvs();
+            let command = (self.on_socket(&socket, conn.peer_addr(), told)).map_err(refused)?;
+            self.start(Command::from(command), || conn.reset_on_close())?
         };
         tokio::select! {
             status = program.child().wait() => {
