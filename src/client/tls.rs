@@ -287,7 +287,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
             std::future::pending::<()>().await;
         }
         while let Some(buf) = chunks.recv().await {
-            answers.input_goes(heard_ref);
+            answers.input_goes(heard_ref.load(Ordering::Relaxed));
             // A piece at a time, each counted as activity when the session takes it: a peer
             // that reads slowly is seen taking bytes, not stuck for a whole chunk (see the
             // plain bridge's `send_whole`).
@@ -337,7 +337,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 }
                 break end;
             }
-            () = delivered(fd, activity, || answers.answered(heard_ref)), if delivering => {
+            () = delivered(fd, activity, || answers.answered(heard_ref.load(Ordering::Relaxed))), if delivering => {
                 break Ok(BridgeEnd::PeerClosed);
             }
             // Nobody reads the output any more: ended as a write to it would have ended.

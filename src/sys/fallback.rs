@@ -103,6 +103,12 @@ pub(crate) fn tcp_idle_time(_socket: BorrowedFd<'_>) -> io::Result<std::time::Du
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// `TCP_INFO` is Linux's: always `Unsupported` (callers count what they read, and ask
+/// the receive queue for the rest).
+pub(crate) fn tcp_bytes_received(_socket: BorrowedFd<'_>) -> io::Result<u64> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// A reuseport group's BPF program is Linux's: always `Unsupported` (the kernel's own
 /// spreading stays).
 pub(crate) fn steer_reuseport_to_first(_listener: BorrowedFd<'_>) -> io::Result<()> {

@@ -175,6 +175,27 @@ pub(crate) fn unacknowledged(fd: RawFd) -> io::Result<usize> {
 /// (`TCP_INFO`'s `tcpi_last_data_recv` and `tcpi_last_data_sent`, in milliseconds): what
 /// tells a connection's idle time when another process reads and writes it.
 pub(crate) fn tcp_idle_time(socket: BorrowedFd<'_>) -> io::Result<std::time::Duration> {
+    let (info, _) = tcp_info(socket)?;
+    let idle_ms = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
+    Ok(std::time::Duration::from_millis(u64::from(idle_ms)))
+}
+
+/// How many bytes the kernel has taken in on the TCP connection `socket` since it opened,
+/// read by the program or not (`TCP_INFO`'s `tcpi_bytes_received`, Linux 4.1 and later;
+/// the peer's FIN counts as one): what the peer has sent by a given moment, whenever the
+/// program gets to read it. `Unsupported` on older kernels.
+pub(crate) fn tcp_bytes_received(socket: BorrowedFd<'_>) -> io::Result<u64> {
+    let (info, len) = tcp_info(socket)?;
+    // An older kernel fills a shorter struct: the field is then not there.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
+    if len < needed {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    Ok(info.tcpi_bytes_received)
+}
+
+/// The kernel's `TCP_INFO` of `socket`, with how many of its bytes the kernel filled.
+fn tcp_info(socket: BorrowedFd<'_>) -> io::Result<(libc::tcp_info, usize)> {
     // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -192,8 +213,7 @@ pub(crate) fn tcp_idle_time(socket: BorrowedFd<'_>) -> io::Result<std::time::Dur
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let idle_ms = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
-    Ok(std::time::Duration::from_millis(u64::from(idle_ms)))
+    Ok((info, len as usize))
 }
 
 /// Attaches `ret #0` to the `SO_REUSEPORT` group of `listener`: the kernel hands every new

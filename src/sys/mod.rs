@@ -48,14 +48,15 @@ pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
     accept_nonblocking, ask_destinations, grow_pipe, peer_has_closed, peer_name,
     recv_with_destination, send_from, set_bind_address_no_port, set_defer_accept, set_not_dumpable,
-    splice, steer_reuseport_to_first, tcp_idle_time, unacknowledged, unsteer_reuseport,
+    splice, steer_reuseport_to_first, tcp_bytes_received, tcp_idle_time, unacknowledged,
+    unsteer_reuseport,
 };
 pub(crate) use posix::{
     ask_reload, ask_restart, chmod_no_follow, descriptor_limit, disconnect, hostname,
     inherit_on_exec, interface_index, is_blocking_pipe, is_listening, is_pipe_or_socket,
     kill_process_group, process_cpu_time, raise_descriptor_limit, raise_with_default_action,
-    recv_nowait, reset_inherited_signals, set_close_on_exec, splice_unsupported, terminate,
-    thread_cpu_time, with_umask,
+    receive_queued, recv_nowait, reset_inherited_signals, set_close_on_exec, splice_unsupported,
+    terminate, thread_cpu_time, with_umask,
 };
 pub(crate) use readiness::{
     Readiness, connect_in_progress, reader_gone, wait_readable, wait_readable_watching,
@@ -96,7 +97,7 @@ mod tests {
     //! `.ci/run` builds these again with `--cfg socketkit_sys_fallback`.
 
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::time::Duration;
 
     use super::*;
@@ -280,6 +281,31 @@ mod tests {
         while unacknowledged(client.as_raw_fd())? != 0 {
             assert!(std::time::Instant::now() < deadline, "never acknowledged");
             std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bytes_the_peer_sent_are_counted_before_they_are_read() -> io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (mut server, _) = listener.accept()?;
+        server.write_all(b"banner")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while receive_queued(client.as_raw_fd())? < 6 {
+            assert!(std::time::Instant::now() < deadline, "never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(receive_queued(client.as_raw_fd())?, 6);
+        match tcp_bytes_received(client.as_fd()) {
+            Ok(n) => assert_eq!(n, 6),
+            Err(err) => assert_eq!(err.kind(), io::ErrorKind::Unsupported),
+        }
+        let mut buf = [0u8; 6];
+        client.read_exact(&mut buf)?;
+        assert_eq!(receive_queued(client.as_raw_fd())?, 0);
+        if let Ok(n) = tcp_bytes_received(client.as_fd()) {
+            assert_eq!(n, 6, "reading changes nothing the kernel took in");
         }
         Ok(())
     }

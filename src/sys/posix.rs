@@ -52,6 +52,18 @@ pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// How many bytes wait in the receive queue of the stream socket `fd`, not read yet
+/// (`ioctl(FIONREAD)`).
+pub(crate) fn receive_queued(fd: RawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at a live c_int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The kernel never reports a negative queue; a negative value would be its bug.
+    usize::try_from(queued).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
 /// Dissolves the connection of the socket `fd` (`connect(2)` to an `AF_UNSPEC` address, as
 /// connect(2) documents): on a TCP socket the kernel sends a reset and fails every call
 /// waiting in it. Unix streams refuse it.

@@ -211,7 +211,9 @@ pub fn bridge(
                 // out) is waited for until it closes, however long one command takes
                 // (`DEBUG SLEEP 2`); one that has not (silent, or a banner before the input),
                 // until it has been quiet for LINGER.
-                send::until_done_or_quiet(done, activity, LINGER, || answers.answered(received));
+                send::until_done_or_quiet(done, activity, LINGER, || {
+                    answers.answered(send::heard_so_far(socket, received))
+                });
                 // Wakes the receive. The peer's bytes that still arrive make the kernel
                 // reset the connection, which is no failure any more: ours are all there.
                 let _ = socket.shutdown(Shutdown::Read);

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -76,8 +76,7 @@ impl Answers {
     }
 
     /// Input goes out now, the peer having sent `heard`: remembered the first time.
-    pub(crate) fn input_goes(&self, heard: &AtomicU64) {
-        let heard = heard.load(Ordering::Relaxed);
+    pub(crate) fn input_goes(&self, heard: u64) {
         let _ = self.heard_at_first_send.compare_exchange(
             u64::MAX,
             heard,
@@ -86,11 +85,27 @@ impl Answers {
         );
     }
 
-    /// Whether the peer has sent bytes (`heard`) since the first input went out.
-    pub(crate) fn answered(&self, heard: &AtomicU64) -> bool {
+    /// Whether the peer has sent bytes (`heard` now) since the first input went out.
+    pub(crate) fn answered(&self, heard: u64) -> bool {
         let from = self.heard_at_first_send.load(Ordering::Relaxed);
-        from != u64::MAX && heard.load(Ordering::Relaxed) > from
+        from != u64::MAX && heard > from
     }
+}
+
+/// What the peer of the stream `socket` has sent so far, in bytes, whether the receiving
+/// side has `read` it yet or not: a banner that arrived before the input is no answer to
+/// it, however late the receiving thread gets to it. The kernel's count where it keeps one
+/// (TCP on Linux: exact); elsewhere what was read and what waits in the receive queue (a
+/// chunk between the two, taken by `recv` but not yet counted, can still be missed).
+pub(crate) fn heard_so_far(socket: &Socket, read: &AtomicU64) -> u64 {
+    if matches!(socket.family(), Family::Inet | Family::Inet6)
+        && let Ok(received) = net::tcp_bytes_received(socket.as_fd())
+    {
+        return received;
+    }
+    let queued = net::receive_queued(socket.fileno()).unwrap_or(0);
+    read.load(Ordering::Relaxed)
+        .saturating_add(u64::try_from(queued).unwrap_or(u64::MAX))
 }
 
 /// How the sending side of a bridge ended.
@@ -283,7 +298,7 @@ pub(super) fn send_input(
         match next {
             Next::Data(buf) => {
                 if last_input.is_none() {
-                    answers.input_goes(received);
+                    answers.input_goes(heard_so_far(socket, received));
                 }
                 last_input = Some(Instant::now());
                 let after_end = done.load(Ordering::Relaxed);
