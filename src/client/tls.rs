@@ -45,6 +45,9 @@ const CLOSE_AT_ONCE: Duration = Duration::from_millis(100);
 
 /// The most one read takes from the session: a TLS record holds at most 16 KiB of data.
 const READ_SIZE: usize = 64 * 1024;
+/// Send-only: how long the first input waits for the receiving side to take in what the
+/// peer had sent before it (see `taken_in_first`).
+const TAKE_IN_FIRST: Duration = Duration::from_millis(100);
 
 /// How the TLS session of a bridge begins.
 #[derive(Debug)]
@@ -286,7 +289,12 @@ async fn run<S: AsyncRead + AsyncWrite>(
             // The input is not ours to read, and our side stays open until the peer's ends.
             std::future::pending::<()>().await;
         }
+        let mut first = true;
         while let Some(buf) = chunks.recv().await {
+            if first && direction == Direction::SendOnly {
+                taken_in_first(fd).await;
+            }
+            first = false;
             answers.input_goes(heard_ref.load(Ordering::Relaxed));
             // A piece at a time, each counted as activity when the session takes it: a peer
             // that reads slowly is seen taking bytes, not stuck for a whole chunk (see the
@@ -423,6 +431,21 @@ async fn delivered(fd: RawFd, activity: &Activity, answered: impl Fn() -> bool) 
             left.min(ACK_POLL)
         };
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// Waits (at most `TAKE_IN_FIRST`) until the kernel holds nothing unread on the TCP socket
+/// `fd`: what the peer sent before the first input (a greeting) is then counted as heard
+/// before it, however late the runtime learnt that the socket was readable (a loaded
+/// machine can wake the bridge for its input first). Only plaintext counts, so unlike the
+/// plain bridge's the count cannot be the kernel's: a TLS 1.3 server's session tickets
+/// would pass for an answer.
+async fn taken_in_first(fd: RawFd) {
+    let started = Instant::now();
+    while net::receive_queued(fd).is_ok_and(|queued| queued > 0)
+        && started.elapsed() < TAKE_IN_FIRST
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

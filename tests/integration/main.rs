@@ -227,6 +227,8 @@ mod tls_probe;
 mod tls_relay_alpn;
 /// Certificate rotation: SIGHUP reloads a tls: listener's certificate, key and client CAs.
 mod tls_reload;
+/// `connect tls: --send-only`: delivery to an echoing server, the end against a greeting one.
+mod tls_send_only;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
 mod tls_server;
 /// --tls-insecure and --tls-fingerprint take any certificate, X.509 v1 too.

@@ -464,33 +464,6 @@ fn forward_presents_a_client_certificate_to_the_target() {
     assert_eq!(got, b"hello through the relay\n");
 }
 
-#[test]
-fn send_only_delivers_everything_to_an_echoing_server_and_exits_0() {
-    // The echoes pile up unread; closing with them unread resets the connection, which
-    // must not happen before the server has every byte.
-    let pki = Pki::new();
-    let input = crate::support::net::payload(1024 * 1024);
-    for round in 0..20 {
-        let Some(mut server) = python_server(&pki.server, "echo_count", "") else {
-            return;
-        };
-        let mut cmd = socketkit();
-        cmd.arg("connect")
-            .arg(format!("tls:localhost:{}", server.port()))
-            .args(["--tls-ca", pki.ca(), "--send-only"]);
-        let out = run(cmd, input.clone(), DEADLINE);
-        assert_eq!(out.code(), 0, "round {round}: {}", out.stderr);
-        server.wait(DEADLINE);
-        let got = server.stdout_text();
-        assert_eq!(
-            got.trim(),
-            input.len().to_string(),
-            "round {round}: bytes the server got; its stderr:\n{}",
-            server.stderr()
-        );
-    }
-}
-
 /// `serve --tls-self-signed` prints its certificate's fingerprint; `connect
 /// --tls-fingerprint` with it talks to that server (in any usual spelling of the
 /// fingerprint) and refuses any other certificate with one line naming both; a malformed

@@ -30,6 +30,25 @@ pub fn reset(stream: TcpStream) {
         .expect("SO_LINGER on a connected TCP socket");
 }
 
+/// Waits (at most `IO_TIMEOUT`) until the peer's kernel has acknowledged every byte
+/// written to `stream` (`SIOCOUTQ` at 0): what was written is then the peer's, whenever
+/// the peer's program reads it.
+pub fn wait_acknowledged(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let unacknowledged = || {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer, which points at a live c_int.
+        let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+        queued
+    };
+    wait_until(
+        IO_TIMEOUT,
+        || format!("{} bytes never acknowledged", unacknowledged()),
+        || unacknowledged() == 0,
+    );
+}
+
 /// Everything `stream` sends until it closes, bounded by the read timeout.
 pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();

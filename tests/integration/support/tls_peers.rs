@@ -14,7 +14,7 @@ use crate::support::tools;
 /// `client PORT CA BEHAVIOUR [ARG]`. Ragged EOFs are errors (`suppress_ragged_eofs=False`),
 /// so a peer that ends without close_notify makes the script fail.
 const PY_PEER: &str = r#"
-import socket, ssl, sys
+import fcntl, socket, ssl, struct, sys, termios, time
 
 def read_line(conn):
     line = b""
@@ -69,6 +69,23 @@ def serve(conn, behaviour, arg):
         conn.sendall(("alpn=%s\n" % conn.selected_alpn_protocol()).encode())
         read_to_close_notify(conn)
         conn.unwrap()
+    elif behaviour == "greet_hold":
+        # A greeting peer that never closes first: "up" on stdout once the session is up;
+        # a line on stdin has it greet (ARG) and say "greeted" once the client's kernel
+        # holds the greeting; then the client's line goes to stdout, and after the
+        # client's close_notify the connection stays open until stdin ends.
+        print("up", flush=True)
+        sys.stdin.readline()
+        conn.sendall(arg.encode())
+        held = struct.pack("i", 1)
+        while struct.unpack("i", held)[0] != 0:
+            held = fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+            time.sleep(0.001)
+        print("greeted", flush=True)
+        sys.stdout.buffer.write(read_line(conn))
+        sys.stdout.flush()
+        read_to_close_notify(conn)
+        sys.stdin.read()
     elif behaviour == "ask":
         for i in range(int(arg)):
             conn.sendall(b"question %d\n" % i)
@@ -125,7 +142,8 @@ main()
 "#;
 
 /// A Python TLS server with `pair`'s certificate doing `behaviour` (`clean TEXT`,
-/// `truncate TEXT`, `truncate_bulk N`, `echo`, `echo_count`, `alpn`, `ask N`) for one
+/// `truncate TEXT`, `truncate_bulk N`, `echo`, `echo_count`, `alpn`, `ask N`,
+/// `greet_hold TEXT`) for one
 /// connection; `None`
 /// without python3.
 pub fn python_server(pair: &Pair, behaviour: &str, arg: &str) -> Option<Running> {
