@@ -87,10 +87,14 @@ pub(crate) fn run(
         .build()
         .map_err(|err| runtime_error("tokio runtime", err))?;
     runtime.block_on(async move {
-        let bound: Vec<BoundDatagramForward> = endpoints
+        let mut bound: Vec<BoundDatagramForward> = endpoints
             .iter()
             .map(|endpoint| relay.bind(endpoint))
             .collect::<socketkit::Result<_>>()?;
+        // A target that does not resolve is an error before the readiness line.
+        for listener in &mut bound {
+            listener.resolve_targets().await?;
+        }
         // Not a restart: a datagram relay hands nothing over on SIGUSR2.
         let http = metrics
             .as_ref()

@@ -109,6 +109,8 @@ mod eof_model;
 mod examples;
 /// `socketkit forward` out of file descriptors, TCP and UDP: back off, log once per burst.
 mod forward_faults;
+/// forward's datagram targets by name: resolved before readiness, and after a reload off the relay's loop.
+mod forward_names;
 /// A name whose first address drops the handshake: `connect` and `forward` race its
 /// addresses (Happy Eyeballs).
 mod happy_eyeballs;

@@ -52,8 +52,9 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::ListenOptions;
 use crate::server::DatagramListener;
 use admission::Admission;
+use opening::{Resolving, names_a_host, resolve, settled};
 use session::{Clients, retire, transient};
-use turns::Turns;
+use turns::{Target, Turns};
 
 mod admission;
 mod opening;
@@ -98,6 +99,8 @@ pub struct BoundDatagramForward {
     socket: Arc<DatagramListener>,
     local: Endpoint,
     metrics: Option<ListenerMetrics>,
+    /// The targets resolved ahead of `run`, and the list they came from.
+    resolved: Option<(Arc<Vec<Endpoint>>, Vec<Target>)>,
 }
 
 impl DatagramForward {
@@ -149,8 +152,9 @@ impl DatagramForward {
     /// every listener it was bound to): SIGHUP's reload of `forward --to-file`. Clients
     /// already relayed keep their target while their upstream socket lives; a target that
     /// left the list loses its metric series. Names are resolved by each listener's relay
-    /// at its next datagram; one that does not resolve leaves that relay on the targets it
-    /// had, and the log says why.
+    /// from its next datagram on, while it goes on relaying (new clients go to the targets
+    /// before the reload until they are); one that does not resolve leaves that relay on the
+    /// targets it had, and the log says why.
     ///
     /// # Errors
     ///
@@ -285,6 +289,7 @@ impl DatagramForward {
             socket: Arc::new(socket),
             local: endpoint,
             metrics,
+            resolved: None,
         })
     }
 }
@@ -295,18 +300,42 @@ impl BoundDatagramForward {
         &self.local
     }
 
-    /// Relays until `shutdown` completes; every upstream socket is closed then.
+    /// Resolves the targets' names now, before anything is received (`run` does it
+    /// first otherwise): a name that does not resolve is an error before a service says
+    /// it is ready.
     ///
     /// # Errors
     ///
-    /// A target does not resolve, or receiving on the listening socket fails for good.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+    /// A target does not resolve.
+    pub async fn resolve_targets(&mut self) -> Result<()> {
+        let listed = self.relay.targets.load_full();
+        let targets = resolve(self.relay.metrics.clone(), Arc::clone(&listed)).await?;
+        self.resolved = Some((listed, targets));
+        Ok(())
+    }
+
+    /// Relays until `shutdown` completes; every upstream socket is closed then. After a
+    /// reload ([`DatagramForward::reload_targets`]) naming hosts, the names are resolved
+    /// while the relay goes on: new clients go to the targets before the reload until then.
+    ///
+    /// # Errors
+    ///
+    /// A target does not resolve (unless [`resolve_targets`](Self::resolve_targets) did
+    /// it), or receiving on the listening socket fails for good.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut listed = self.relay.targets.load_full();
+        let targets = match self.resolved.take() {
+            Some((from, targets)) if Arc::ptr_eq(&from, &listed) => targets,
+            _ => resolve(self.relay.metrics.clone(), Arc::clone(&listed)).await?,
+        };
         let mut turns = Turns {
-            targets: self.resolve(&listed).await?,
+            targets,
             by_source: self.relay.by_source,
             next: 0,
         };
+        // A reloaded list's names being resolved, off this loop (a slow name must not stop
+        // the clients already relayed).
+        let mut resolving: Option<Resolving> = None;
         let clients: Clients = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -315,6 +344,10 @@ impl BoundDatagramForward {
         loop {
             let (len, from, destination) = tokio::select! {
                 () = &mut shutdown => break,
+                resolved = settled(&mut resolving) => {
+                    self.put_in_force(resolved, &mut turns);
+                    continue;
+                }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok(got) => got,
                     // An ICMP error for an earlier send_to a client that has gone: not ours.
@@ -344,12 +377,16 @@ impl BoundDatagramForward {
             if !Arc::ptr_eq(&self.relay.targets.load(), &listed) {
                 // Reloaded: the new list, for the clients that come next.
                 listed = self.relay.targets.load_full();
-                match self.resolve(&listed).await {
-                    Ok(targets) => turns.targets = targets,
-                    Err(err) => tracing::warn!(
-                        "{}: new clients go to the targets before the reload: {err}",
-                        self.local
-                    ),
+                let resolution = resolve(self.relay.metrics.clone(), Arc::clone(&listed));
+                if let Some(earlier) = resolving.take() {
+                    // A list reloaded since: its names are no longer wanted.
+                    earlier.abort();
+                }
+                if names_a_host(&listed) {
+                    resolving = Some(tokio::spawn(resolution));
+                } else {
+                    // Addresses and paths: in force for this very client.
+                    self.put_in_force(resolution.await, &mut turns);
                 }
             }
             let client = match self.client(&clients, &from, &mut turns, &mut tasks, None) {
@@ -392,6 +429,20 @@ impl BoundDatagramForward {
         }
         tasks.shutdown().await;
         Ok(())
+    }
+}
+
+impl BoundDatagramForward {
+    /// A reloaded list `resolved`: in force for the clients that come next, or, when it
+    /// does not resolve, said.
+    fn put_in_force(&self, resolved: Result<Vec<Target>>, turns: &mut Turns) {
+        match resolved {
+            Ok(targets) => turns.targets = targets,
+            Err(err) => tracing::warn!(
+                "{}: new clients go to the targets before the reload: {err}",
+                self.local
+            ),
+        }
     }
 }
 

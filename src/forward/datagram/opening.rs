@@ -1,6 +1,7 @@
 //! A new client of the datagram relay: admitted by the access rules and per-source limits,
 //! given the next target in turn and an upstream socket connected to it, counted, and its
-//! answering task started; and the targets resolved (names off the runtime's threads).
+//! answering task started; and the targets resolved (names off the runtime's threads, and,
+//! after a reload, off the receive loop).
 
 use std::io;
 use std::sync::Arc;
@@ -11,27 +12,50 @@ use super::BoundDatagramForward;
 use super::session::{Client, Clients, answer};
 use super::turns::{Target, Turns};
 use crate::access::SourceSlot;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
+use crate::metrics::Metrics;
 use crate::net::{self, ConnectedDatagram};
 use crate::socket::Address;
 
-impl BoundDatagramForward {
-    /// Each of `targets` resolved, with its counters.
-    pub(super) async fn resolve(&self, targets: &[Endpoint]) -> Result<Vec<Target>> {
-        let mut resolved = Vec::with_capacity(targets.len());
-        for target in targets {
-            let counted = self
-                .relay
-                .metrics
-                .as_ref()
-                .map(|metrics| metrics.forward_target(&target.to_string()));
-            let address = resolve_target(target).await?;
-            resolved.push(Target::new(target.clone(), address, counted));
-        }
-        Ok(resolved)
-    }
+/// A list of targets and, once resolved, what it resolved to.
+pub(super) type Resolving = tokio::task::JoinHandle<Result<Vec<Target>>>;
 
+/// Each of `targets` resolved, with its counters in `metrics`.
+pub(super) async fn resolve(
+    metrics: Option<Arc<Metrics>>,
+    targets: Arc<Vec<Endpoint>>,
+) -> Result<Vec<Target>> {
+    let mut resolved = Vec::with_capacity(targets.len());
+    for target in targets.iter() {
+        let counted = metrics
+            .as_ref()
+            .map(|metrics| metrics.forward_target(&target.to_string()));
+        let address = resolve_target(target).await?;
+        resolved.push(Target::new(target.clone(), address, counted));
+    }
+    Ok(resolved)
+}
+
+/// Whether resolving `targets` asks the system's resolver (a host name among them), which
+/// can take as long as the resolver's timeouts; addresses and paths resolve at once.
+pub(super) fn names_a_host(targets: &[Endpoint]) -> bool {
+    targets
+        .iter()
+        .any(|target| matches!(target.host_port().map(|hp| &hp.host), Some(Host::Name(_))))
+}
+
+/// Waits for `resolving` (for ever without one), and then has none.
+pub(super) async fn settled(resolving: &mut Option<Resolving>) -> Result<Vec<Target>> {
+    let Some(handle) = resolving.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = handle.await;
+    *resolving = None;
+    outcome.map_err(|err| Error::without_target(Op::Connect, io::Error::other(err)))?
+}
+
+impl BoundDatagramForward {
     /// The client of `from`, opening its upstream socket to the next target in turn if it is
     /// new (and there is room); `place`, its place in its source's count when it has one
     /// already (a fresh socket for a client relayed before).

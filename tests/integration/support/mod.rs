@@ -6,6 +6,7 @@ pub mod net;
 pub mod process;
 pub mod proxies;
 pub mod pty;
+pub mod resolver;
 pub mod restart;
 pub mod seccomp;
 pub mod tls_peers;

@@ -1,0 +1,99 @@
+//! `forward`'s datagram targets given by name, against a resolver of the test's own
+//! (`support::resolver`): a name that does not resolve is an error before the readiness
+//! line, and a reloaded name whose lookup hangs holds up none of the datagrams relayed
+//! meanwhile.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::support::process::{DEADLINE, Running, run};
+use crate::support::resolver::{SilentResolver, with_resolver};
+
+/// A UDP server on 127.0.0.1 that answers every datagram with `name` (for as long as
+/// datagrams keep coming within 10 s); its port.
+fn answering(name: &'static str) -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = socket.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(name.as_bytes(), peer);
+        }
+    });
+    port
+}
+
+/// A client whose every answer must come within `within`.
+fn client(within: Duration) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(within)).expect("timeout");
+    socket
+}
+
+/// Who answers `client` through the relay on `port`.
+fn who(client: &UdpSocket, port: u16) -> String {
+    client.send_to(b"who", ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 16];
+    match client.recv_from(&mut buf) {
+        Ok((n, _)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(err) => panic!("no answer through the relay: {err}"),
+    }
+}
+
+#[test]
+fn a_datagram_target_that_does_not_resolve_is_an_error_before_the_readiness_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens at the nameserver's address: the lookup fails at once.
+    let args = ["forward", "-l", "udp:127.0.0.1:0", "--to", "udp:nx.test:9"];
+    let Some(cmd) = with_resolver(dir.path(), Ipv4Addr::new(127, 45, 0, 2), 1, &args) else {
+        return;
+    };
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: cannot resolve nx.test"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("listening on"), "{}", out.stderr);
+}
+
+#[test]
+fn a_reloaded_name_whose_lookup_hangs_holds_up_no_datagram() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nameserver = Ipv4Addr::new(127, 45, 0, 1);
+    let _resolver = SilentResolver::bind(nameserver);
+    let port = answering("A");
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("udp:127.0.0.1:{port}\n")).expect("write");
+    let file_arg = file.to_str().expect("UTF-8 path");
+    let args = ["forward", "-l", "udp:127.0.0.1:0", "--to-file", file_arg];
+    // Each lookup of the new name lasts the resolver's timeout, 3 s.
+    let Some(cmd) = with_resolver(dir.path(), nameserver, 3, &args) else {
+        return;
+    };
+    let relay = Running::start(cmd, 1);
+    let within = Duration::from_millis(1500);
+    let first = client(within);
+    assert_eq!(who(&first, relay.port()), "A");
+
+    std::fs::write(&file, format!("udp:slow.test:{port}\n")).expect("rewrite");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(&["targets reloaded from"], Duration::from_secs(10));
+    // While the name is looked up, the relay goes on: the client already relayed, and a
+    // new one (to the old target, the new one not known yet), answered at once.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(who(&first, relay.port()), "A");
+        assert_eq!(who(&client(within), relay.port()), "A");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    relay.wait_for_stderr(
+        &["new clients go to the targets before the reload"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(who(&client(within), relay.port()), "A");
+}

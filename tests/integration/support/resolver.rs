@@ -1,0 +1,66 @@
+//! Name lookups under the tests' control: a command runs in a mount namespace of its own
+//! (`unshare --mount`) whose `/etc/resolv.conf` names a nameserver on a loopback address
+//! the test chose, and whose `/etc/hosts` knows only `localhost`; the machine's files are
+//! never touched. A [`SilentResolver`] there takes every query and answers none, so a
+//! lookup lasts the resolver's timeout; with nothing bound at the address, a lookup fails
+//! at once.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+
+use crate::access_control::as_root;
+use crate::support::process::command;
+
+/// A nameserver that never answers: a UDP socket on port 53 of a loopback address, which
+/// takes queries and leaves them unread while it lives.
+pub struct SilentResolver {
+    _socket: UdpSocket,
+}
+
+impl SilentResolver {
+    /// Binds `address`:53 (the tests run as root where they get this far).
+    pub fn bind(address: Ipv4Addr) -> SilentResolver {
+        let socket = UdpSocket::bind((address, 53))
+            .unwrap_or_else(|err| panic!("bind {address}:53 for a silent resolver: {err}"));
+        SilentResolver { _socket: socket }
+    }
+}
+
+/// `socketkit ARGS` whose name lookups go to `nameserver` only, each query given
+/// `timeout_s` seconds and one attempt; `None`, with the reason printed, where a mount
+/// namespace needs privileges the tests do not have.
+pub fn with_resolver(
+    dir: &Path,
+    nameserver: Ipv4Addr,
+    timeout_s: u32,
+    args: &[&str],
+) -> Option<Command> {
+    if !as_root() {
+        return None;
+    }
+    let files = [
+        ("hosts", "127.0.0.1 localhost\n".to_owned()),
+        (
+            "resolv.conf",
+            format!("nameserver {nameserver}\noptions timeout:{timeout_s} attempts:1\n"),
+        ),
+        ("nsswitch.conf", "hosts: files dns\n".to_owned()),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).expect("write a resolver file");
+    }
+    let mut cmd = command(Path::new("unshare"));
+    cmd.args([
+        "--mount",
+        "sh",
+        "-c",
+        "mount --bind \"$0/hosts\" /etc/hosts && mount --bind \"$0/resolv.conf\" \
+         /etc/resolv.conf && mount --bind \"$0/nsswitch.conf\" /etc/nsswitch.conf && \
+         exec \"$@\"",
+    ])
+    .arg(dir)
+    .arg(env!("CARGO_BIN_EXE_socketkit"))
+    .args(args);
+    Some(cmd)
+}
