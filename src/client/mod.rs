@@ -146,18 +146,32 @@ pub fn connect(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 pub fn connect_transport(endpoint: &Endpoint, options: ConnectOptions) -> Result<Connected> {
+    connect_to(endpoint, resolve(endpoint, options)?, options)
+}
+
+/// The addresses of `endpoint` that [`connect_transport`] tries, with `options`' family
+/// (or its source's): the name lookup, which `-w` does not bound (as nc's).
+pub(crate) fn resolve(endpoint: &Endpoint, options: ConnectOptions) -> Result<Vec<Address>> {
+    let family = match options.source_ip {
+        Some(IpAddr::V4(_)) => Some(Family::Inet),
+        Some(IpAddr::V6(_)) => Some(Family::Inet6),
+        None => options.family,
+    };
+    net::candidates(endpoint, family)
+}
+
+/// [`connect_transport`] to `endpoint`'s `candidates` ([`resolve`]d already).
+pub(crate) fn connect_to(
+    endpoint: &Endpoint,
+    candidates: Vec<Address>,
+    options: ConnectOptions,
+) -> Result<Connected> {
     let fail = |err: io::Error| Error::new(Op::Connect, endpoint, err);
     let ty = if endpoint.transport().is_stream() {
         Type::Stream
     } else {
         Type::Datagram
     };
-    let family = match options.source_ip {
-        Some(IpAddr::V4(_)) => Some(Family::Inet),
-        Some(IpAddr::V6(_)) => Some(Family::Inet6),
-        None => options.family,
-    };
-    let candidates = net::candidates(endpoint, family)?;
     // A name's several TCP addresses are raced (Happy Eyeballs), unless a fixed source port
     // (`-p`) would have two attempts bind it at once.
     if ty == Type::Stream && candidates.len() > 1 && options.source_port.is_none() {

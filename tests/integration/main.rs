@@ -109,8 +109,6 @@ mod eof_model;
 mod examples;
 /// `socketkit forward` out of file descriptors, TCP and UDP: back off, log once per burst.
 mod forward_faults;
-/// forward's datagram targets by name: resolved before readiness, and after a reload off the relay's loop.
-mod forward_names;
 /// A name whose first address drops the handshake: `connect` and `forward` race its
 /// addresses (Happy Eyeballs).
 mod happy_eyeballs;
@@ -167,6 +165,8 @@ mod metrics;
 mod metrics_refusals;
 /// SIGHUP reloads counted by result, and whether the last one succeeded.
 mod metrics_reloads;
+/// Name lookups under a resolver of the test's own: slow, silent, failing.
+mod name_lookups;
 /// The files options name: a FIFO at a reload, one past 16 MiB, a byte order mark.
 mod option_files;
 /// Property tests of the library's parsers: no panic on any input, printing round-trips.

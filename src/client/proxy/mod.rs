@@ -29,7 +29,7 @@ use http::HttpConnect;
 use socks4::Socks4;
 use socks5::Socks5;
 
-use super::{ConnectOptions, Connected, connect};
+use super::{ConnectOptions, Connected};
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::error::{Error, Op, Result, describe};
 use crate::net;
@@ -284,15 +284,18 @@ impl Proxy {
         options: ConnectOptions,
     ) -> std::result::Result<Connected, Failure> {
         let server = Endpoint::Tcp(self.server.clone());
-        // `-w` bounds the connect to the proxy and its answer together, as one connect.
-        let wait = options.timeout.unwrap_or(DEFAULT_ANSWER_TIMEOUT);
-        let deadline = crate::socket::deadline_in(wait);
         let direct = ConnectOptions {
             family: None,
             ..options
         };
-        let connected =
-            connect(&server, direct).map_err(|err| Failure::Unreachable(err.into_io_error()))?;
+        let unreachable = |err: Error| Failure::Unreachable(err.into_io_error());
+        // The proxy's name first: `-w` bounds the connect to the proxy and its answer
+        // together, as one connect, and (as a direct connect's) not the name lookup, which
+        // would otherwise use up the wait and leave none for the proxy's answer.
+        let candidates = super::resolve(&server, direct).map_err(unreachable)?;
+        let wait = options.timeout.unwrap_or(DEFAULT_ANSWER_TIMEOUT);
+        let deadline = crate::socket::deadline_in(wait);
+        let connected = super::connect_to(&server, candidates, direct).map_err(unreachable)?;
         let socket = &connected.socket;
         drive::run_blocking(socket, self.handshake(target), deadline)
             .and_then(|()| set_timeout(socket, None))

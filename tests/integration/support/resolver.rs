@@ -36,16 +36,58 @@ pub fn with_resolver(
     timeout_s: u32,
     args: &[&str],
 ) -> Option<Command> {
+    let lookups = Lookups {
+        nameserver,
+        timeout_s,
+        hosts: "127.0.0.1 localhost\n",
+        order: "files dns",
+    };
+    in_namespace(dir, &lookups, args)
+}
+
+/// `socketkit ARGS` that asks `nameserver` first (each query given `timeout_s` seconds)
+/// and its `hosts` file after: with a [`SilentResolver`] there, every name of `hosts`
+/// resolves, `timeout_s` late.
+pub fn with_slow_hosts(
+    dir: &Path,
+    nameserver: Ipv4Addr,
+    timeout_s: u32,
+    hosts: &str,
+    args: &[&str],
+) -> Option<Command> {
+    let lookups = Lookups {
+        nameserver,
+        timeout_s,
+        hosts,
+        order: "dns files",
+    };
+    in_namespace(dir, &lookups, args)
+}
+
+/// Where a command's name lookups go.
+struct Lookups<'a> {
+    nameserver: Ipv4Addr,
+    timeout_s: u32,
+    /// `/etc/hosts`.
+    hosts: &'a str,
+    /// nsswitch's sources for hosts, in order.
+    order: &'a str,
+}
+
+fn in_namespace(dir: &Path, lookups: &Lookups<'_>, args: &[&str]) -> Option<Command> {
     if !as_root() {
         return None;
     }
     let files = [
-        ("hosts", "127.0.0.1 localhost\n".to_owned()),
+        ("hosts", lookups.hosts.to_owned()),
         (
             "resolv.conf",
-            format!("nameserver {nameserver}\noptions timeout:{timeout_s} attempts:1\n"),
+            format!(
+                "nameserver {}\noptions timeout:{} attempts:1\n",
+                lookups.nameserver, lookups.timeout_s
+            ),
         ),
-        ("nsswitch.conf", "hosts: files dns\n".to_owned()),
+        ("nsswitch.conf", format!("hosts: {}\n", lookups.order)),
     ];
     for (name, text) in &files {
         std::fs::write(dir.join(name), text).expect("write a resolver file");

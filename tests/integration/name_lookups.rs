@@ -1,13 +1,14 @@
-//! `forward`'s datagram targets given by name, against a resolver of the test's own
-//! (`support::resolver`): a name that does not resolve is an error before the readiness
-//! line, and a reloaded name whose lookup hangs holds up none of the datagrams relayed
-//! meanwhile.
+//! Names looked up by a resolver of the test's own (`support::resolver`): `forward`'s
+//! datagram target that does not resolve is an error before the readiness line, and a
+//! reloaded one whose lookup hangs holds up none of the datagrams relayed meanwhile; a
+//! proxy's name that is slow to resolve leaves `-w` whole for the proxy's answer.
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::support::process::{DEADLINE, Running, run};
-use crate::support::resolver::{SilentResolver, with_resolver};
+use crate::support::process::{DEADLINE, Running, run, socketkit};
+use crate::support::resolver::{SilentResolver, with_resolver, with_slow_hosts};
 
 /// A UDP server on 127.0.0.1 that answers every datagram with `name` (for as long as
 /// datagrams keep coming within 10 s); its port.
@@ -96,4 +97,40 @@ fn a_reloaded_name_whose_lookup_hangs_holds_up_no_datagram() {
         Duration::from_secs(10),
     );
     assert_eq!(who(&client(within), relay.port()), "A");
+}
+
+#[test]
+fn a_proxys_slow_name_leaves_w_for_the_proxys_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nameserver = Ipv4Addr::new(127, 45, 0, 3);
+    let _resolver = SilentResolver::bind(nameserver);
+    let target = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target_port = target.local_addr().expect("addr").port().to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = target.accept() {
+            let _ = stream.write_all(b"through the proxy\n");
+        }
+    });
+    let mut proxy = socketkit();
+    proxy.args(["forward", "-l", "127.0.0.1:0", "--socks"]);
+    let proxy = Running::start(proxy, 1);
+    // The proxy's name resolves from the hosts file once the silent resolver's 2 s are
+    // over: more than the 1 s `-w` gives the proxy to answer, which it does at once.
+    let via = format!("socks5h://proxy.test:{}", proxy.port());
+    let args = [
+        "connect",
+        "-w",
+        "1s",
+        "--proxy",
+        &via,
+        "127.0.0.1",
+        &target_port,
+    ];
+    let hosts = "127.0.0.1 proxy.test localhost\n";
+    let Some(cmd) = with_slow_hosts(dir.path(), nameserver, 2, hosts, &args) else {
+        return;
+    };
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"through the proxy\n");
 }
