@@ -346,8 +346,10 @@ fn name_of_family(endpoint: Endpoint, ipv4: bool, ipv6: bool) -> Result<Endpoint
             err,
         ))
     };
-    let found = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
-        .map_err(fail)?
+    // In the words every other lookup fails in (`cannot resolve NAME: …`).
+    let found = socketkit::socket::ToAddress::to_addresses(&(name.as_str(), port), None)?
+        .into_iter()
+        .filter_map(|address| address.ip().map(|ip| std::net::SocketAddr::new(ip, port)))
         .find(|addr| addr.is_ipv4() == ipv4)
         .ok_or_else(|| {
             fail(std::io::Error::new(

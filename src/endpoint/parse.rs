@@ -173,6 +173,19 @@ fn parse_bracketed(text: &str) -> Result<HostPort, String> {
     Ok(HostPort { host, port })
 }
 
+/// Whether the resolver would read `host` as a numeric IPv4 address in one of the
+/// shorthands `inet_aton(3)` takes and a dotted quad does not spell (a hexadecimal part,
+/// as `0x7f.1` or `0x7f000001`): no name to look up, so refused as an address as `127.1`
+/// is, rather than connected to as the address the resolver makes of it.
+fn inet_aton_form(host: &str) -> bool {
+    let parts: Vec<&str> = host.split('.').collect();
+    let number = |part: &str| match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+    };
+    parts.len() <= 4 && parts.iter().all(|part| number(part))
+}
+
 fn parse_host(host: &str) -> Result<Host, String> {
     if host.is_empty() {
         return Ok(Host::Any);
@@ -180,7 +193,7 @@ fn parse_host(host: &str) -> Result<Host, String> {
     if let Ok(v4) = host.parse::<Ipv4Addr>() {
         return Ok(Host::Ip(IpAddr::V4(v4)));
     }
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') || inet_aton_form(host) {
         return Err(format!("invalid IPv4 address '{host}'"));
     }
     if host.len() > 253 {
@@ -340,6 +353,29 @@ mod tests {
             "an IPv6 address must be in brackets, as [::1]:80"
         );
         assert_eq!(reason("1.2.3.256:80"), "invalid IPv4 address '1.2.3.256'");
+        // inet_aton(3)'s shorthands are addresses, not names, whatever their spelling.
+        for shorthand in [
+            "127.1",
+            "2130706433",
+            "0177.0.0.1",
+            "0x7f.1",
+            "0x7f000001",
+            "0X7F.0.0.1",
+        ] {
+            assert_eq!(
+                reason(&format!("{shorthand}:80")),
+                format!("invalid IPv4 address '{shorthand}'")
+            );
+        }
+        // Names that only look numeric in part are names.
+        for name in ["0x7g.1", "1.0xdead.example", "x0.1"] {
+            assert_eq!(
+                ok(&format!("{name}:80"))
+                    .host_port()
+                    .map(|hp| hp.host.clone()),
+                Some(Host::Name(name.into()))
+            );
+        }
         assert_eq!(reason("a..b:80"), "empty label in host name 'a..b'");
         assert_eq!(reason(".a:80"), "empty label in host name '.a'");
         assert_eq!(reason("a..:80"), "empty label in host name 'a..'");

@@ -134,3 +134,23 @@ fn a_proxys_slow_name_leaves_w_for_the_proxys_answer() {
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(out.stdout, b"through the proxy\n");
 }
+
+#[test]
+fn listen_with_a_family_and_a_name_that_does_not_resolve_says_so_as_everywhere() {
+    for family in ["-4", "-6"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = ["listen", family, "nx.test", "0"];
+        // Nothing listens at the nameserver's address: the lookup fails at once.
+        let Some(cmd) = with_resolver(dir.path(), Ipv4Addr::new(127, 45, 0, 4), 1, &args) else {
+            return;
+        };
+        let out = run(cmd, Vec::new(), DEADLINE);
+        assert_eq!(out.code(), 1, "{family}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with("error: cannot resolve nx.test: temporary failure in name resolution"),
+            "{family}: {}",
+            out.stderr
+        );
+    }
+}
