@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{Stream, TempSocketPath, on_blocking_pool};
+use super::lookup::lookup;
+use super::{Stream, TempSocketPath};
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
 use crate::socket::{Address, Family, Socket, ToAddress, Type};
@@ -159,21 +160,6 @@ pub(crate) async fn connect_stream(
         }
     };
     within(timeout, attempt).await
-}
-
-/// The addresses of `name`, resolved without blocking the runtime; a name that does not
-/// resolve fails in `connect`'s words (`cannot resolve NAME: name or service not known`),
-/// which a relay's warning then carries.
-pub(crate) async fn lookup(name: &str, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
-    // As tokio's `lookup_host` does it, on a blocking thread: without its panic when none
-    // can be started.
-    let query = (name.to_owned(), port);
-    let found = on_blocking_pool(move || {
-        std::net::ToSocketAddrs::to_socket_addrs(&query).map(Iterator::collect::<Vec<_>>)
-    })
-    .await
-    .and_then(|found| found);
-    found.map_err(|err| crate::socket::unresolved(name, err))
 }
 
 /// Awaits `work`, failing with `timed out` (`TimedOut`) after `limit`, if there is one.

@@ -36,6 +36,7 @@ mod connect;
 mod datagram;
 mod happy_eyeballs;
 mod inherited;
+mod lookup;
 mod passed;
 mod stream;
 mod temp_path;
@@ -47,12 +48,12 @@ pub(crate) use activity::{Activity, Touching, idle_error, is_idle_timeout, unles
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use blocking_pool::{no_thread, on_blocking_pool};
 pub(crate) use connect::{
-    candidates, connect_racing, connect_socket, connect_stream, connect_unix, lookup, unix_address,
-    within,
+    candidates, connect_racing, connect_socket, connect_stream, connect_unix, unix_address, within,
 };
 pub(crate) use datagram::{ConnectedDatagram, next_unix_datagram_len};
 pub(crate) use happy_eyeballs::race_tcp;
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_tls};
+pub(crate) use lookup::lookup;
 pub(crate) use passed::{ListenerKind, handover_env, take_passed};
 pub(crate) use stream::{Stream, close_with_reset, reset_now};
 pub(crate) use temp_path::TempSocketPath;

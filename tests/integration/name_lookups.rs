@@ -154,3 +154,44 @@ fn listen_with_a_family_and_a_name_that_does_not_resolve_says_so_as_everywhere()
         );
     }
 }
+
+/// The threads of process `pid`.
+fn threads(pid: i32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+#[test]
+fn clients_asking_for_one_slow_name_share_its_lookup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nameserver = Ipv4Addr::new(127, 45, 0, 5);
+    let _resolver = SilentResolver::bind(nameserver);
+    let args = ["forward", "-l", "127.0.0.1:0", "--to", "slow.test:9"];
+    // Each lookup lasts the resolver's timeout, 3 s, and fails.
+    let Some(cmd) = with_resolver(dir.path(), nameserver, 3, &args) else {
+        return;
+    };
+    let relay = Running::start(cmd, 1);
+    let before = threads(relay.pid());
+    let clients: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", relay.port())).expect("connect"))
+        .collect();
+    // Twenty clients, one name: one lookup, on one thread (one each filled the blocking
+    // pool, and past 512 no name resolved for anyone).
+    let started = Instant::now();
+    let mut most = before;
+    while started.elapsed() < Duration::from_secs(1) {
+        most = most.max(threads(relay.pid()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        most <= before + 2,
+        "{before} threads before the clients, {most} during their lookups"
+    );
+    relay.wait_for_stderr(&["cannot resolve slow.test"], Duration::from_secs(10));
+    drop(clients);
+}
