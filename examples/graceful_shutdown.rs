@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use socketkit::server::{Connection, Server};
 use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[path = "shared/endpoint_arg.rs"]
 mod endpoint_arg;
@@ -37,9 +38,13 @@ async fn run() -> socketkit::Result<()> {
         .drain_timeout(Duration::from_secs(10));
     let server = builder.bind().await?;
     let handle = server.shutdown_handle();
+    // Ctrl-C is ours from here on, before anyone is told the server is up (until its
+    // handler is in, SIGINT would kill the process).
+    let mut interrupts = signal(SignalKind::interrupt())
+        .map_err(|err| socketkit::Error::without_target(socketkit::error::Op::Io, err))?;
     tokio::spawn(async move {
         // Each Ctrl-C asks again: the first drains, the second forces.
-        while tokio::signal::ctrl_c().await.is_ok() {
+        while interrupts.recv().await.is_some() {
             eprintln!("shutting down");
             handle.shutdown();
         }
@@ -48,6 +53,7 @@ async fn run() -> socketkit::Result<()> {
 
     server
         .serve(|mut conn: Connection| async move {
+            eprintln!("{}: answering in 2s", conn.peer_addr());
             tokio::time::sleep(Duration::from_secs(2)).await;
             conn.write_all(b"finished\n").await
         })

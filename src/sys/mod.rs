@@ -113,11 +113,15 @@ mod tests {
         let mode = |path: &std::path::Path| -> io::Result<u32> {
             Ok(std::fs::symlink_metadata(path)?.permissions().mode() & 0o7777)
         };
-        // SAFETY: umask(2) only swaps the mask; each swap is undone at once.
-        let current = || unsafe {
-            let mask = libc::umask(0o077);
-            libc::umask(mask);
-            mask
+        // Read, not swapped to be seen (umask(2) sets as it answers, for every thread of
+        // the tests at once).
+        let current = || {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| {
+                    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+                    u32::from_str_radix(line.trim(), 8).ok()
+                })
         };
         let before = current();
         let _socket = with_umask(!0o640 & 0o777, || {

@@ -56,7 +56,8 @@ fn blocking_handler_serves_clients_concurrently() -> TestResult {
 fn graceful_shutdown_lets_the_connection_finish() -> TestResult {
     let mut server = start("graceful_shutdown", "127.0.0.1:0");
     let mut stream = connect(&server.addr());
-    std::thread::sleep(Duration::from_millis(300));
+    // In flight: accepted, its answer two seconds away.
+    server.wait_for_stderr(&["answering in 2s"], Duration::from_secs(10));
     server.signal(libc::SIGINT);
     assert_eq!(read_to_end(&mut stream), b"finished\n");
     assert_eq!(server.wait(Duration::from_secs(15)).code(), Some(0));
