@@ -221,6 +221,8 @@ mod thread_shortage;
 mod tls_client;
 /// TLS under stalled and garbage clients, the handshake deadline, and start-up errors.
 mod tls_faults;
+/// `forward --to tls:` against OpenSSL and Python servers: close_notify, truncation, client certificates.
+mod tls_forward_target;
 /// The keys (PKCS#8, PKCS#1, SEC1) and self-signed certificates a TLS server loads.
 mod tls_keys;
 /// `connect -z` on tls: endpoints: the handshake is the probe.
