@@ -178,6 +178,9 @@ fn parse_bracketed(text: &str) -> Result<HostPort, String> {
 /// as `0x7f.1` or `0x7f000001`): no name to look up, so refused as an address as `127.1`
 /// is, rather than connected to as the address the resolver makes of it.
 fn inet_aton_form(host: &str) -> bool {
+    // With a final dot too, as `127.0.0.1.` is refused (the resolver would look it up as
+    // a name, and find none).
+    let host = host.strip_suffix('.').unwrap_or(host);
     let parts: Vec<&str> = host.split('.').collect();
     let number = |part: &str| match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
         Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -361,6 +364,7 @@ mod tests {
             "0x7f.1",
             "0x7f000001",
             "0X7F.0.0.1",
+            "0x7f.0.0.1.",
         ] {
             assert_eq!(
                 reason(&format!("{shorthand}:80")),

@@ -55,27 +55,52 @@ pub(crate) async fn lookup(name: &str, port: u16) -> io::Result<Vec<SocketAddr>>
 
 /// The answer to come of the lookup of `name` under way, started now if there is none.
 fn under_way(name: &str) -> io::Result<watch::Receiver<Option<Found>>> {
-    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(answer) = in_flight.get(name) {
-        return Ok(answer.clone());
-    }
-    let (tell, answer) = watch::channel(None);
-    let forget = Forget(name.to_owned());
+    let (tell, answer) = {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(answer) = in_flight.get(name) {
+            return Ok(answer.clone());
+        }
+        let (tell, answer) = watch::channel(None);
+        in_flight.insert(name.to_owned(), answer.clone());
+        (tell, answer)
+    };
+    // Started with the table unlocked: a pool that cannot take the work (no thread, or
+    // shutting down) drops it here, on this thread, and `Forget` then takes the lock.
+    let forget = Forget {
+        name: name.to_owned(),
+        answer: answer.clone(),
+    };
     // The panic of `spawn_blocking` when no thread can be started is caught (see
     // `on_blocking_pool`); the program's panic hook hears of it all the same.
     let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         tokio::task::spawn_blocking(move || {
-            let found = resolve(&forget.0);
+            let found = resolve(&forget.name);
             // Forgotten first: whoever asks from now on asks the resolver again.
             drop(forget);
             let _ = tell.send(Some(found));
         })
     }));
-    if spawned.is_err() {
-        return Err(no_thread());
+    match spawned {
+        Ok(_) => Ok(answer),
+        Err(_) => {
+            // tokio keeps the work and runs it once it has a thread; until then, callers
+            // get no thread now rather than wait on it.
+            forget_lookup(name, &answer);
+            Err(no_thread())
+        }
     }
-    in_flight.insert(name.to_owned(), answer.clone());
-    Ok(answer)
+}
+
+/// Removes the lookup of `name` whose answer is `answer` from those under way, if it is
+/// still there (the name's entry may be a later lookup's).
+fn forget_lookup(name: &str, answer: &watch::Receiver<Option<Found>>) {
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(PoisonError::into_inner);
+    if in_flight
+        .get(name)
+        .is_some_and(|under_way| under_way.same_channel(answer))
+    {
+        in_flight.remove(name);
+    }
 }
 
 /// getaddrinfo(3) for `name`, in `connect`'s words when it fails.
@@ -89,23 +114,50 @@ fn resolve(name: &str) -> Found {
     }
 }
 
-/// Removes its name from the lookups under way when dropped: when the lookup has its
-/// answer, or its thread has panicked (or never started), so that the name is not left
-/// waiting on an answer that will not come.
-struct Forget(String);
+/// Removes its lookup from those under way when dropped: when the lookup has its answer,
+/// or its thread has panicked (or never started), so that the name is not left waiting on
+/// an answer that will not come. Only its own lookup: the name's entry may be a later one.
+struct Forget {
+    name: String,
+    answer: watch::Receiver<Option<Found>>,
+}
 
 impl Drop for Forget {
     fn drop(&mut self) {
-        IN_FLIGHT
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.0);
+        forget_lookup(&self.name, &self.answer);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A runtime shutting down drops the lookup's work where it is asked to start it; the
+    /// table must not be locked then (it was: the thread deadlocked on itself, and every
+    /// later lookup of the process hung behind it).
+    #[test]
+    fn a_lookup_a_closed_pool_refuses_is_forgotten_at_once() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _inside = handle.enter();
+            let answer = under_way("refused.example");
+            let _ = done.send(answer.map(|answer| answer.has_changed().is_err()));
+        });
+        let closed = finished
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("under_way returned (no deadlock)");
+        assert!(
+            closed.unwrap_or(true),
+            "the answer's sender is gone with the work"
+        );
+        let in_flight = IN_FLIGHT.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(!in_flight.contains_key("refused.example"));
+    }
 
     #[tokio::test]
     async fn a_name_resolves_with_the_port_asked_for() {

@@ -195,3 +195,48 @@ fn clients_asking_for_one_slow_name_share_its_lookup() {
     relay.wait_for_stderr(&["cannot resolve slow.test"], Duration::from_secs(10));
     drop(clients);
 }
+
+/// A list reloaded while the names of the one before are still looked up: that one, once
+/// resolved, is set aside, neither put in force nor given metric series (its targets left
+/// with the second reload, and nothing would remove their series later).
+#[test]
+fn a_list_replaced_while_its_names_are_looked_up_is_set_aside() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nameserver = Ipv4Addr::new(127, 45, 0, 6);
+    let _resolver = SilentResolver::bind(nameserver);
+    let (one, two, three) = (answering("one"), answering("two"), answering("three"));
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("udp:127.0.0.1:{one}\n")).expect("write");
+    let file_arg = file.to_str().expect("UTF-8 path");
+    let args = [
+        "forward",
+        "-vv",
+        "-l",
+        "udp:127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--to-file",
+        file_arg,
+    ];
+    // `slow.test` is in the hosts file, asked after the silent resolver's 2 s.
+    let hosts = "127.0.0.1 slow.test localhost\n";
+    let Some(cmd) = with_slow_hosts(dir.path(), nameserver, 2, hosts, &args) else {
+        return;
+    };
+    let (relay, metrics) = crate::balancer::start_with_metrics(cmd);
+    let within = Duration::from_secs(5);
+    assert_eq!(who(&client(within), relay.port()), "one");
+
+    std::fs::write(&file, format!("udp:slow.test:{two}\n")).expect("rewrite");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(&["added udp:slow.test"], Duration::from_secs(10));
+    // This client's datagram has the new names looked up; it goes to the old target.
+    assert_eq!(who(&client(within), relay.port()), "one");
+    std::fs::write(&file, format!("udp:127.0.0.1:{three}\n")).expect("rewrite");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(&["added udp:127.0.0.1:"], Duration::from_secs(10));
+    relay.wait_for_stderr(&["was set aside"], Duration::from_secs(10));
+    let scrape = crate::support::net::http_get(&metrics, "/metrics").1;
+    assert!(!scrape.contains("slow.test"), "{scrape}");
+    assert_eq!(who(&client(within), relay.port()), "three");
+}

@@ -52,7 +52,7 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::ListenOptions;
 use crate::server::DatagramListener;
 use admission::Admission;
-use opening::{Resolving, names_a_host, resolve, settled};
+use opening::{Resolved, Resolving, names_a_host, resolve, settled};
 use session::{Clients, retire, transient};
 use turns::{Target, Turns};
 
@@ -309,7 +309,7 @@ impl BoundDatagramForward {
     /// A target does not resolve.
     pub async fn resolve_targets(&mut self) -> Result<()> {
         let listed = self.relay.targets.load_full();
-        let targets = resolve(self.relay.metrics.clone(), Arc::clone(&listed)).await?;
+        let targets = self.counted(resolve(Arc::clone(&listed)).await?);
         self.resolved = Some((listed, targets));
         Ok(())
     }
@@ -326,7 +326,7 @@ impl BoundDatagramForward {
         let mut listed = self.relay.targets.load_full();
         let targets = match self.resolved.take() {
             Some((from, targets)) if Arc::ptr_eq(&from, &listed) => targets,
-            _ => resolve(self.relay.metrics.clone(), Arc::clone(&listed)).await?,
+            _ => self.counted(resolve(Arc::clone(&listed)).await?),
         };
         let mut turns = Turns {
             targets,
@@ -344,8 +344,16 @@ impl BoundDatagramForward {
         loop {
             let (len, from, destination) = tokio::select! {
                 () = &mut shutdown => break,
-                resolved = settled(&mut resolving) => {
-                    self.put_in_force(resolved, &mut turns);
+                (list, resolved) = settled(&mut resolving) => {
+                    if Arc::ptr_eq(&list, &self.relay.targets.load()) {
+                        self.put_in_force(resolved, &mut turns);
+                    } else {
+                        // Reloaded again meanwhile: the next datagram resolves the newest.
+                        tracing::debug!(
+                            "{}: a list reloaded since resolved, and was set aside",
+                            self.local
+                        );
+                    }
                     continue;
                 }
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -377,13 +385,13 @@ impl BoundDatagramForward {
             if !Arc::ptr_eq(&self.relay.targets.load(), &listed) {
                 // Reloaded: the new list, for the clients that come next.
                 listed = self.relay.targets.load_full();
-                let resolution = resolve(self.relay.metrics.clone(), Arc::clone(&listed));
-                if let Some(earlier) = resolving.take() {
+                let resolution = resolve(Arc::clone(&listed));
+                if let Some((_, earlier)) = resolving.take() {
                     // A list reloaded since: its names are no longer wanted.
                     earlier.abort();
                 }
                 if names_a_host(&listed) {
-                    resolving = Some(tokio::spawn(resolution));
+                    resolving = Some((Arc::clone(&listed), tokio::spawn(resolution)));
                 } else {
                     // Addresses and paths: in force for this very client.
                     self.put_in_force(resolution.await, &mut turns);
@@ -435,9 +443,9 @@ impl BoundDatagramForward {
 impl BoundDatagramForward {
     /// A reloaded list `resolved`: in force for the clients that come next, or, when it
     /// does not resolve, said.
-    fn put_in_force(&self, resolved: Result<Vec<Target>>, turns: &mut Turns) {
+    fn put_in_force(&self, resolved: Result<Resolved>, turns: &mut Turns) {
         match resolved {
-            Ok(targets) => turns.targets = targets,
+            Ok(targets) => turns.targets = self.counted(targets),
             Err(err) => tracing::warn!(
                 "{}: new clients go to the targets before the reload: {err}",
                 self.local

@@ -14,25 +14,23 @@ use super::turns::{Target, Turns};
 use crate::access::SourceSlot;
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
-use crate::metrics::Metrics;
 use crate::net::{self, ConnectedDatagram};
 use crate::socket::Address;
 
-/// A list of targets and, once resolved, what it resolved to.
-pub(super) type Resolving = tokio::task::JoinHandle<Result<Vec<Target>>>;
+/// Targets as given, each with the address it resolved to.
+pub(super) type Resolved = Vec<(Endpoint, Address)>;
 
-/// Each of `targets` resolved, with its counters in `metrics`.
-pub(super) async fn resolve(
-    metrics: Option<Arc<Metrics>>,
-    targets: Arc<Vec<Endpoint>>,
-) -> Result<Vec<Target>> {
+/// A reloaded list being resolved off the relay's loop: the list, and its lookups' task.
+pub(super) type Resolving = (
+    Arc<Vec<Endpoint>>,
+    tokio::task::JoinHandle<Result<Resolved>>,
+);
+
+/// Each of `targets` resolved.
+pub(super) async fn resolve(targets: Arc<Vec<Endpoint>>) -> Result<Resolved> {
     let mut resolved = Vec::with_capacity(targets.len());
     for target in targets.iter() {
-        let counted = metrics
-            .as_ref()
-            .map(|metrics| metrics.forward_target(&target.to_string()));
-        let address = resolve_target(target).await?;
-        resolved.push(Target::new(target.clone(), address, counted));
+        resolved.push((target.clone(), resolve_target(target).await?));
     }
     Ok(resolved)
 }
@@ -45,17 +43,39 @@ pub(super) fn names_a_host(targets: &[Endpoint]) -> bool {
         .any(|target| matches!(target.host_port().map(|hp| &hp.host), Some(Host::Name(_))))
 }
 
-/// Waits for `resolving` (for ever without one), and then has none.
-pub(super) async fn settled(resolving: &mut Option<Resolving>) -> Result<Vec<Target>> {
-    let Some(handle) = resolving.as_mut() else {
+/// Waits for `resolving` (for ever without one), and then has none: the list, and what it
+/// resolved to.
+pub(super) async fn settled(
+    resolving: &mut Option<Resolving>,
+) -> (Arc<Vec<Endpoint>>, Result<Resolved>) {
+    let Some((_, handle)) = resolving.as_mut() else {
         return std::future::pending().await;
     };
-    let outcome = handle.await;
-    *resolving = None;
-    outcome.map_err(|err| Error::without_target(Op::Connect, io::Error::other(err)))?
+    let outcome = handle
+        .await
+        .map_err(|err| Error::without_target(Op::Connect, io::Error::other(err)))
+        .and_then(|resolved| resolved);
+    let list = resolving.take().map(|(list, _)| list).unwrap_or_default();
+    (list, outcome)
 }
 
 impl BoundDatagramForward {
+    /// `resolved` as the relay's targets, each with its counters (made now: a list that
+    /// never comes in force leaves no series behind).
+    pub(super) fn counted(&self, resolved: Resolved) -> Vec<Target> {
+        resolved
+            .into_iter()
+            .map(|(endpoint, address)| {
+                let counted = self
+                    .relay
+                    .metrics
+                    .as_ref()
+                    .map(|metrics| metrics.forward_target(&endpoint.to_string()));
+                Target::new(endpoint, address, counted)
+            })
+            .collect()
+    }
+
     /// The client of `from`, opening its upstream socket to the next target in turn if it is
     /// new (and there is room); `place`, its place in its source's count when it has one
     /// already (a fresh socket for a client relayed before).
