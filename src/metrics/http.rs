@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::{Metrics, serve_http};
+use super::scrape::{Reserve, serve_http_with};
+use super::Metrics;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::net::{Bound, ListenOptions, bind_endpoint};
@@ -37,6 +38,9 @@ use crate::net::{Bound, ListenOptions, bind_endpoint};
 pub struct HttpListener {
     listener: TcpListener,
     endpoint: Endpoint,
+    /// The descriptor kept for a scrape when the process has no other, opened with the
+    /// socket: before the service's first clients can take every descriptor.
+    reserve: Reserve,
 }
 
 impl HttpListener {
@@ -116,7 +120,11 @@ impl HttpListener {
             .map_err(|err| fail(err.into_io_error()))?;
         let listener = std::net::TcpListener::from(OwnedFd::from(socket));
         let listener = TcpListener::from_std(listener).map_err(fail)?;
-        Ok(HttpListener { listener, endpoint })
+        Ok(HttpListener {
+            listener,
+            endpoint,
+            reserve: Reserve::filled(),
+        })
     }
 
     /// A duplicate of the listening socket (close-on-exec) to hand to the process a restart
@@ -149,9 +157,9 @@ impl HttpListener {
         &self.endpoint
     }
 
-    /// Serves `metrics` until the task is dropped (see [`serve_http`]).
+    /// Serves `metrics` until the task is dropped (see [`serve_http`](super::serve_http)).
     pub async fn serve(self, metrics: Arc<Metrics>) {
-        serve_http(self.listener, metrics).await;
+        serve_http_with(self.listener, metrics, self.reserve).await;
     }
 
     /// Serves `metrics` until `stop` completes, then stops accepting and closes this
@@ -166,7 +174,7 @@ impl HttpListener {
             // `stop` first: once it is done, no poll accepts again.
             biased;
             () = stop => {}
-            () = serve_http(self.listener, metrics) => {}
+            () = serve_http_with(self.listener, metrics, self.reserve) => {}
         }
     }
 }

@@ -27,15 +27,30 @@ const MAX_CONNECTIONS: usize = 32;
 /// their own still fits.
 const MAX_HEADERS: usize = 100;
 
-/// Serves `metrics` on `listener` until the task is dropped.
-pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `metrics` on `listener` until the task is dropped. The descriptor it keeps in
+/// reserve (for a scrape while the process has no other) is opened when this is called, not when the future
+/// first runs: a service whose clients take every descriptor before then would leave it
+/// none.
+pub fn serve_http(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = ()> + Send + 'static {
+    serve_http_with(listener, metrics, Reserve::filled())
+}
+
+/// [`serve_http`] with `reserve` opened already.
+pub(super) async fn serve_http_with(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    reserve: Reserve,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let waiting = Arc::new(Waiting::default());
     // A descriptor kept in reserve: when the process is out of them (the very time an
     // operator scrapes to see why), it is let go for one scrape to be accepted and answered,
     // and taken again the moment that scrape's socket closes, before the service's accept
     // loops, backing off, can take the descriptor for a client of theirs.
-    let reserve = Arc::new(Reserve::default());
+    let reserve = Arc::new(reserve);
     loop {
         reserve.refill();
         let (stream, from_reserve) = match listener.accept().await {
@@ -100,10 +115,17 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
 
 /// The metrics endpoint's descriptor in reserve (`/dev/null`), for a scrape to be answered
 /// while the process has no other (see [`serve_http`]).
-#[derive(Default)]
-struct Reserve(std::sync::Mutex<Option<std::fs::File>>);
+#[derive(Debug, Default)]
+pub(super) struct Reserve(std::sync::Mutex<Option<std::fs::File>>);
 
 impl Reserve {
+    /// The reserve, opened now (while a descriptor is free).
+    pub(super) fn filled() -> Reserve {
+        let reserve = Reserve::default();
+        reserve.refill();
+        reserve
+    }
+
     /// Opens the reserve again if it was let go (and a descriptor is free).
     fn refill(&self) {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
