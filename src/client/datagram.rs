@@ -43,9 +43,9 @@ const UNIX_SEND_OVERHEAD: usize = 32;
 
 /// The largest datagram one send on `socket` can carry, and so the most one input read
 /// takes: [`MAX_UDP_V4`] or [`MAX_UDP_V6`] by the socket's family (an IPv6 socket sending
-/// to an IPv4-mapped peer is held to IPv4's, and a longer send fails with `EMSGSIZE`,
-/// which the bridge warns about), and for a Unix datagram socket its `SO_SNDBUF` less what
-/// the kernel keeps (about 208 KiB by default).
+/// to an IPv4-mapped peer is held to IPv4's: a longer send fails with `EMSGSIZE`, and the
+/// bridge sends such a read as two datagrams), and for a Unix datagram socket its
+/// `SO_SNDBUF` less what the kernel keeps (about 208 KiB by default).
 ///
 /// # Examples
 ///
@@ -209,8 +209,17 @@ fn send_datagrams(
     while !done.load(Ordering::Relaxed) {
         match input.next(POLL) {
             Next::Data(buf) => {
-                match socket.send(&buf) {
-                    Ok(_) => {}
+                let mut sent = socket.send(&buf).map(drop);
+                if too_long_for_an_ipv4_peer(socket, &buf, &sent) {
+                    // An IPv6 socket's IPv4 peer (a dual-stack listener's client, a mapped
+                    // address) takes IPv4's datagrams: the read goes in two. The input is a
+                    // stream, and a read's length was never the sender's to choose.
+                    sent = buf
+                        .chunks(MAX_UDP_V4)
+                        .try_for_each(|piece| socket.send(piece).map(drop));
+                }
+                match sent {
+                    Ok(()) => {}
                     // An ICMP error for an earlier datagram: the receiving side reports it.
                     Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {}
                     // Anything else loses this datagram: said, never silent.
@@ -238,6 +247,14 @@ fn send_datagrams(
         }
     }
     None
+}
+
+/// Whether `sent`, the send of `buf` on `socket`, failed only because the peer is IPv4
+/// behind an IPv6 socket (`EMSGSIZE` for a datagram IPv6 carries and IPv4 does not).
+fn too_long_for_an_ipv4_peer(socket: &Socket, buf: &[u8], sent: &Result<()>) -> bool {
+    matches!(sent, Err(err) if err.io_error().raw_os_error() == Some(libc::EMSGSIZE))
+        && socket.family() == Family::Inet6
+        && buf.len() > MAX_UDP_V4
 }
 
 fn receive(

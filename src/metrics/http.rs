@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::scrape::{Reserve, serve_http_with};
 use super::Metrics;
+use super::scrape::{Reserve, serve_http_with};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::net::{Bound, ListenOptions, bind_endpoint};

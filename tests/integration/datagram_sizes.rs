@@ -222,3 +222,31 @@ fn a_greeting_longer_than_a_udp_datagram_is_refused_at_start() {
     let (len, _) = client.recv_from(&mut buf).expect("the greeting");
     assert_eq!(len, 65_507);
 }
+
+/// An IPv6 socket's IPv4 peer (here an IPv4-mapped address; a dual-stack `listen -u`'s
+/// IPv4 client alike) takes IPv4's datagrams: a full read from a file, sized for IPv6, was
+/// refused whole by the kernel (`EMSGSIZE`) and lost, the run exiting 0. It goes in two.
+#[test]
+fn connect_udp_to_an_ipv4_mapped_peer_delivers_reads_sized_for_ipv6() {
+    if v6_socket().is_none() {
+        return;
+    }
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    server.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One read sized for IPv6, then a short one.
+    let out = payload(UDP_V6_MAX + 100);
+    let port = server.local_addr().expect("addr").port();
+    let target = format!("udp:[::ffff:127.0.0.1]:{port}");
+    let client = start_with_file(dir.path(), &["connect", &target, "--wait", "300ms"], &out);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while got.len() < out.len() {
+        let (n, _) = server
+            .recv_from(&mut buf)
+            .unwrap_or_else(|err| panic!("{} of {} bytes came: {err}", got.len(), out.len()));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_whole(&got, &out, "sent by connect to a mapped peer");
+    client.finish();
+}
