@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -293,6 +294,10 @@ impl Engine<'_> {
 /// loopback target are spread over, as `loadgen --src 8` does.
 const SOURCES: u8 = 8;
 
+/// Set once a source address past 127.0.0.1 could not be bound: the loopback interface
+/// holds only 127.0.0.1, and connections are no longer spread.
+static SOURCES_MISSING: AtomicBool = AtomicBool::new(false);
+
 /// A non-blocking TCP connect. Towards IPv4 loopback the source address rotates over
 /// [`SOURCES`] addresses (with `IP_BIND_ADDRESS_NO_PORT`, so the port is still picked at
 /// connect time): the server's TIME_WAIT entries then leave the kernel more free 4-tuples,
@@ -307,11 +312,27 @@ fn connect_tcp(addr: std::net::SocketAddr, slot: usize) -> io::Result<mio::net::
     // SOCK_NONBLOCK at creation: no fcntl round trip per connection.
     let ty = socket2::Type::STREAM.nonblocking();
     let socket = socket2::Socket::new(socket2::Domain::IPV4, ty, None)?;
-    let octet = 1 + (slot % usize::from(SOURCES)) as u8;
-    let source = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, octet), 0);
-    // Best effort: without the option the bind still works, it just picks the port early.
-    let _ = crate::net::set_bind_address_no_port(&socket);
-    socket.bind(&source.into())?;
+    if !SOURCES_MISSING.load(Ordering::Relaxed) {
+        let octet = 1 + (slot % usize::from(SOURCES)) as u8;
+        let source = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, octet), 0);
+        // Best effort: without the option the bind still works, it just picks the port early.
+        let _ = crate::net::set_bind_address_no_port(&socket);
+        match socket.bind(&source.into()) {
+            Ok(()) => {}
+            // A loopback that holds 127.0.0.1 alone (`127.0.0.1/32`, as some containers
+            // have): the connections come from where the kernel picks, every one of them
+            // from now on (the socket is still unbound).
+            Err(err) if err.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                if !SOURCES_MISSING.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "{source} is not on the loopback interface: connections come from \
+                         127.0.0.1 alone"
+                    );
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}

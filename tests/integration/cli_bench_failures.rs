@@ -77,3 +77,42 @@ fn wrong_answers_pause_every_worker() {
         }
     }
 }
+
+/// A loopback that holds 127.0.0.1 alone (`127.0.0.1/32`, as in some containers), in a
+/// network namespace of the run's own: bench's spreading of connections over 127.0.0.1–8
+/// falls back to 127.0.0.1, and no connection fails for it (seven workers of eight failed
+/// every try with `EADDRNOTAVAIL`, counted as the server's errors).
+#[test]
+fn a_loopback_with_127_0_0_1_alone_takes_every_connection() {
+    if !crate::access_control::as_root() {
+        return;
+    }
+    // In the namespace: the server, then a run once it answers, then the server stopped.
+    let script = r#"
+ip link set lo up && ip addr del 127.0.0.1/8 dev lo && ip addr add 127.0.0.1/32 dev lo || exit 77
+"$0" serve -l 127.0.0.1:7000 2>/dev/null &
+server=$!
+i=0
+until "$0" connect -z 127.0.0.1 7000 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 200 ] && { kill $server; exit 78; }; sleep 0.05
+done
+"$0" bench 127.0.0.1:7000 -d 500ms --warmup 0 -c 8 --json; rc=$?
+kill $server; wait
+exit $rc
+"#;
+    let mut cmd = crate::support::process::command(std::path::Path::new("unshare"));
+    cmd.args(["--net", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_socketkit"));
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|err| panic!("{err}: {out:?}"));
+    assert!(
+        report["completed"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    let errors: u64 = report["errors"]
+        .as_object()
+        .map_or(0, |kinds| kinds.values().filter_map(|n| n.as_u64()).sum());
+    assert_eq!(errors, 0, "{report}");
+}
