@@ -279,7 +279,8 @@ pub(crate) struct ConnectArgs {
     #[arg(short = 'z', conflicts_with_all = ["exec", "shell_command", "send_only", "recv_only"])]
     pub(crate) probe: bool,
     /// Connect from this local address.
-    #[arg(short = 's', long = "source", value_name = "ADDR")]
+    #[arg(short = 's', long = "source", value_name = "ADDR",
+          value_parser = super::netcat::source_address)]
     pub(crate) source: Option<std::net::IpAddr>,
     /// Connect from this local port (1-65535).
     #[arg(short = 'p', long = "source-port", value_name = "PORT", allow_hyphen_values = true,

@@ -14,6 +14,22 @@ use socketkit::socket::{Address, Socket};
 use super::args::NetcatArgs;
 use super::exit::CliError;
 
+/// `-s`'s address: an IP address; one with a zone (`fe80::1%eth0`) is refused in words that
+/// say what to do instead, not as `invalid IP address syntax`.
+pub(crate) fn source_address(text: &str) -> Result<std::net::IpAddr, String> {
+    if let Some((address, _)) = text.trim_matches(['[', ']']).split_once('%')
+        && address.parse::<std::net::Ipv6Addr>().is_ok()
+    {
+        return Err(format!(
+            "'{text}': a source with a zone is not taken; give the zone with the target \
+             ([fe80::1%eth0]:PORT) and leave -s out: the system connects from that \
+             interface's address"
+        ));
+    }
+    text.parse()
+        .map_err(|err: std::net::AddrParseError| err.to_string())
+}
+
 /// The endpoint text of `ENDPOINT [PORT]`: with a port, ENDPOINT is a bare host
 /// (`example.com 80`, `::1 80`); a lone number is a port to listen on (`listen 12399`). `-u`
 /// turns the stream forms into their datagram ones.
@@ -25,7 +41,11 @@ pub(crate) fn endpoint_text(
 ) -> Result<String, CliError> {
     let mut text = match port {
         Some(port) if endpoint.contains(':') && !endpoint.starts_with('[') => {
-            if endpoint.parse::<std::net::Ipv6Addr>().is_err() {
+            // An IPv6 address, with its zone when it has one (`fe80::1%eth0 80`, as nc takes it).
+            let address = endpoint
+                .split_once('%')
+                .map_or(endpoint, |(address, _)| address);
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(CliError::Usage(format!(
                     "'{endpoint} {port}': with a separate PORT, the first argument is a bare host"
                 )));
@@ -220,6 +240,16 @@ mod tests {
         let text = |e, p, u, any| endpoint_text(e, p, u, any).unwrap();
         assert_eq!(text("example.com", Some(80), false, None), "example.com:80");
         assert_eq!(text("::1", Some(80), false, None), "[::1]:80");
+        // With its zone, as nc takes it.
+        assert_eq!(
+            text("fe80::1%eth0", Some(80), false, None),
+            "[fe80::1%eth0]:80"
+        );
+        assert_eq!(
+            text("fe80::1%2", Some(53), true, None),
+            "udp:[fe80::1%2]:53"
+        );
+        assert!(endpoint_text("no:such%host", Some(80), false, None).is_err());
         assert_eq!(text("127.0.0.1", Some(53), true, None), "udp:127.0.0.1:53");
         assert_eq!(text("unix:/tmp/s", None, true, None), "unixgram:/tmp/s");
         assert_eq!(text("12399", None, false, Some("")), ":12399");
@@ -228,5 +258,19 @@ mod tests {
         assert!(endpoint_text("tls:h:1", None, true, None).is_err());
         // Left as written for the parser to name what is wrong with it.
         assert_eq!(text("TCP4:h:1", None, true, None), "TCP4:h:1");
+    }
+
+    #[test]
+    fn a_source_with_a_zone_is_refused_saying_what_to_do() {
+        assert_eq!(source_address("fe80::1").ok(), "fe80::1".parse().ok());
+        assert_eq!(source_address("10.0.0.1").ok(), "10.0.0.1".parse().ok());
+        for zoned in ["fe80::1%eth0", "[fe80::1%eth0]"] {
+            let err = source_address(zoned).unwrap_err();
+            assert!(err.contains("leave -s out"), "{err}");
+        }
+        assert_eq!(
+            source_address("1.2.3").unwrap_err(),
+            "invalid IP address syntax"
+        );
     }
 }

@@ -66,6 +66,19 @@ fn an_ipv6_zone_is_resolved_to_its_interface() {
     drop(peer);
     assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
 
+    // nc's form, a separate port after the zoned address, as nc takes it.
+    let mut cmd = socketkit();
+    cmd.args(["connect", "::1%lo", &port.to_string()]);
+    let mut child = Running::start_with_stdin(cmd, 0, b"zoned too".to_vec());
+    let (mut peer, _) = listener.accept().expect("accept");
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"zoned too");
+    drop(peer);
+    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+
     let mut cmd = socketkit();
     cmd.args(["connect", "[::1%no-such-if0]:80"]);
     let out = run(cmd, Vec::new(), DEADLINE);
