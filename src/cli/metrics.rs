@@ -47,11 +47,17 @@ impl MetricsPlan {
     /// runtime); serve it with [`Bound::serve`] or [`Bound::stoppable`] once the readiness lines
     /// are out. Bound anew, a port another process holds is an error.
     pub(crate) fn bind(&self, source: MetricsSocket) -> Result<Bound, CliError> {
+        // Named as the metrics endpoint: `cannot listen on tcp:…:9100` alone reads as the
+        // service's own listener.
+        let named = |err: socketkit::Error| {
+            let target = format!("{} (--metrics)", self.endpoint);
+            CliError::runtime(err.op(), &target, err.into_io_error())
+        };
         let http = match source {
-            MetricsSocket::Bind => HttpListener::bind(&self.endpoint)?,
+            MetricsSocket::Bind => HttpListener::bind(&self.endpoint).map_err(named)?,
             MetricsSocket::HandedOver(fd) => HttpListener::adopt(fd)?,
             MetricsSocket::BesidePredecessor => {
-                HttpListener::bind_beside_predecessor(&self.endpoint)?
+                HttpListener::bind_beside_predecessor(&self.endpoint).map_err(named)?
             }
         };
         Ok(Bound {

@@ -75,3 +75,23 @@ fn the_duration_histogram_counts_served_connections_only_on_io_uring() -> TestRe
     }
     refusals_are_not_served_connections("io_uring")
 }
+
+/// A metrics endpoint that cannot be bound is named as such: `cannot listen on
+/// tcp:127.0.0.1:P` alone read as the service's own listener.
+#[test]
+fn a_metrics_endpoint_that_cannot_listen_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--metrics"])
+        .arg(format!("127.0.0.1:{port}"));
+    let out = crate::support::process::run(cmd, Vec::new(), crate::support::process::DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "error: cannot listen on tcp:127.0.0.1:{port} (--metrics): address already in use"
+        )),
+        "{}",
+        out.stderr
+    );
+}
