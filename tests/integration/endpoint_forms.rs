@@ -54,30 +54,23 @@ fn an_ipv6_zone_is_resolved_to_its_interface() {
     }
     let listener = std::net::TcpListener::bind("[::1]:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let mut cmd = socketkit();
-    cmd.args(["connect", &format!("[::1%lo]:{port}")]);
-    let mut child = Running::start_with_stdin(cmd, 0, b"zoned".to_vec());
-    let (mut peer, _) = listener.accept().expect("accept");
-    peer.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut got = Vec::new();
-    peer.read_to_end(&mut got).expect("read");
-    assert_eq!(got, b"zoned");
-    drop(peer);
-    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
-
+    // `connect ARGS` with `input` on stdin: the listener gets it all, and the run ends well.
+    let delivers = |args: &[&str], input: &[u8]| {
+        let mut cmd = socketkit();
+        cmd.arg("connect").args(args);
+        let mut child = Running::start_with_stdin(cmd, 0, input.to_vec());
+        let (mut peer, _) = listener.accept().expect("accept");
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).expect("read");
+        assert_eq!(got, input, "{args:?}");
+        drop(peer);
+        assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+    };
+    delivers(&[&format!("[::1%lo]:{port}")], b"zoned");
     // nc's form, a separate port after the zoned address, as nc takes it.
-    let mut cmd = socketkit();
-    cmd.args(["connect", "::1%lo", &port.to_string()]);
-    let mut child = Running::start_with_stdin(cmd, 0, b"zoned too".to_vec());
-    let (mut peer, _) = listener.accept().expect("accept");
-    peer.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut got = Vec::new();
-    peer.read_to_end(&mut got).expect("read");
-    assert_eq!(got, b"zoned too");
-    drop(peer);
-    assert!(child.wait(DEADLINE).success(), "{}", child.stderr());
+    delivers(&["::1%lo", &port.to_string()], b"zoned too");
 
     let mut cmd = socketkit();
     cmd.args(["connect", "[::1%no-such-if0]:80"]);

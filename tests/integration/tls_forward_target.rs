@@ -14,17 +14,22 @@ use crate::support::tls_peers::{python_server, s_server};
 /// How long an answer may take through the relay on a loaded machine.
 const ANSWER: Duration = Duration::from_secs(5);
 
+/// `forward` from a port of its own to `tls:localhost:PORT`, trusting `pki`'s CA.
+fn relay_to(pki: &Pki, port: u16) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to"])
+        .arg(format!("tls:localhost:{port}"))
+        .args(["--tls-ca", pki.ca()]);
+    Running::start(cmd, 1)
+}
+
 #[test]
 fn forward_originates_tls_and_maps_half_close_to_close_notify() {
     let pki = Pki::new();
     let Some(mut server) = python_server(&pki.server, "echo", "") else {
         return;
     };
-    let mut cmd = socketkit();
-    cmd.args(["forward", "-l", "127.0.0.1:0", "--to"])
-        .arg(format!("tls:localhost:{}", server.port()))
-        .args(["--tls-ca", pki.ca()]);
-    let relay = Running::start(cmd, 1);
+    let relay = relay_to(&pki, server.port());
     let mut client = connect(&relay.addr());
     let data = crate::support::net::payload(300_000);
     client.write_all(&data).expect("send");
@@ -51,11 +56,7 @@ fn forward_delivers_a_truncating_tls_targets_bytes_before_the_reset() {
         let Some(server) = python_server(&pki.server, "truncate_bulk", &SIZE.to_string()) else {
             return;
         };
-        let mut cmd = socketkit();
-        cmd.args(["forward", "-l", "127.0.0.1:0", "--to"])
-            .arg(format!("tls:localhost:{}", server.port()))
-            .args(["--tls-ca", pki.ca()]);
-        let relay = Running::start(cmd, 1);
+        let relay = relay_to(&pki, server.port());
         let mut client = connect(&relay.addr());
         client
             .set_read_timeout(Some(DEADLINE))
