@@ -280,7 +280,25 @@ impl fmt::Display for Error {
         {
             f.write_str(" (a link-local address needs its interface, as [fe80::1%eth0])")?;
         }
+        if self.op == Op::Connect && self.out_of_local_ports() {
+            f.write_str(" (no local port is free: see net.ipv4.ip_local_port_range)")?;
+        }
         Ok(())
+    }
+}
+
+impl Error {
+    /// Whether a connect failed for want of a local port to connect from: `EADDRNOTAVAIL`
+    /// for TCP (connect(2)), `EAGAIN` for UDP, whose implicit bind finds none.
+    fn out_of_local_ports(&self) -> bool {
+        match self.os.raw_os_error() {
+            Some(libc::EADDRNOTAVAIL) => true,
+            Some(libc::EAGAIN) => self
+                .target
+                .as_deref()
+                .is_some_and(|t| t.starts_with("udp:")),
+            _ => false,
+        }
     }
 }
 
@@ -399,6 +417,22 @@ mod tests {
         );
         assert!(std::error::Error::source(&err).is_none());
         assert_eq!(err.io_error().raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+
+    #[test]
+    fn a_connect_out_of_local_ports_says_so() {
+        let os = io::Error::from_raw_os_error;
+        let tcp = Error::new(Op::Connect, "tcp:127.0.0.1:9", os(libc::EADDRNOTAVAIL));
+        let udp = Error::new(Op::Connect, "udp:127.0.0.1:9", os(libc::EAGAIN));
+        for err in [tcp, udp] {
+            assert!(
+                err.to_string()
+                    .ends_with("(no local port is free: see net.ipv4.ip_local_port_range)"),
+                "{err}"
+            );
+        }
+        let bind = Error::new(Op::Bind, "127.0.0.2:0", os(libc::EADDRNOTAVAIL)).to_string();
+        assert!(!bind.contains("local port"), "{bind}");
     }
 
     #[test]

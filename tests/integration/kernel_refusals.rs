@@ -269,3 +269,36 @@ fn the_splice_probe_needs_no_network() {
         relay.stderr()
     );
 }
+
+/// Out of local ports (two in the range, both taken, in a network namespace of the run's
+/// own): the connect's error line says so, where `cannot assign requested address` (TCP)
+/// or `resource temporarily unavailable` (UDP) alone did not name the cause.
+#[test]
+fn a_connect_out_of_local_ports_says_so() {
+    if !crate::access_control::as_root() {
+        return;
+    }
+    let script = r#"
+ip link set lo up && sysctl -q -w net.ipv4.ip_local_port_range="40000 40001" || exit 77
+"$0" listen -k 127.0.0.1 5000 </dev/null >/dev/null 2>&1 &
+server=$!
+i=0
+until "$0" connect -z 127.0.0.1 5000 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 200 ] && { kill $server; exit 78; }; sleep 0.05
+done
+exec 3<>/dev/tcp/127.0.0.1/5000 4<>/dev/tcp/127.0.0.1/5000
+"$0" connect 127.0.0.1 5000 </dev/null; rc=$?
+kill $server; exit $rc
+"#;
+    let mut cmd = crate::support::process::command(std::path::Path::new("unshare"));
+    cmd.args(["--net", "bash", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_socketkit"));
+    let out = run(cmd, Vec::new(), DEADLINE);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("(no local port is free: see net.ipv4.ip_local_port_range)"),
+        "{}",
+        out.stderr
+    );
+}
