@@ -84,7 +84,10 @@ fn wrong_answers_pause_every_worker() {
 /// every try with `EADDRNOTAVAIL`, counted as the server's errors).
 #[test]
 fn a_loopback_with_127_0_0_1_alone_takes_every_connection() {
-    if !crate::access_control::as_root() {
+    let tools = ["unshare", "ip"];
+    if !crate::access_control::as_root()
+        || !tools.iter().all(|t| crate::support::tools::available(t))
+    {
         return;
     }
     // In the namespace: the server, then a run once it answers, then the server stopped.

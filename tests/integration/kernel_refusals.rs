@@ -275,15 +275,19 @@ fn the_splice_probe_needs_no_network() {
 /// or `resource temporarily unavailable` (UDP) alone did not name the cause.
 #[test]
 fn a_connect_out_of_local_ports_says_so() {
-    if !crate::access_control::as_root() {
+    let tools = ["unshare", "ip", "ss"];
+    if !crate::access_control::as_root()
+        || !tools.iter().all(|t| crate::support::tools::available(t))
+    {
         return;
     }
     let script = r#"
 ip link set lo up && sysctl -q -w net.ipv4.ip_local_port_range="40000 40001" || exit 77
 "$0" listen -k 127.0.0.1 5000 </dev/null >/dev/null 2>&1 &
 server=$!
+# Waited for without connecting: a probe's closed connection would hold a port.
 i=0
-until "$0" connect -z 127.0.0.1 5000 2>/dev/null; do
+until ss -Hltn 'sport = :5000' | grep -q .; do
   i=$((i+1)); [ $i -gt 200 ] && { kill $server; exit 78; }; sleep 0.05
 done
 exec 3<>/dev/tcp/127.0.0.1/5000 4<>/dev/tcp/127.0.0.1/5000
