@@ -349,7 +349,7 @@ fn name_of_family(endpoint: Endpoint, ipv4: bool, ipv6: bool) -> Result<Endpoint
     // In the words every other lookup fails in (`cannot resolve NAME: …`).
     let found = socketkit::socket::ToAddress::to_addresses(&(name.as_str(), port), None)?
         .into_iter()
-        .filter_map(|address| address.ip().map(|ip| std::net::SocketAddr::new(ip, port)))
+        .filter_map(|address| address.as_socket_addr())
         .find(|addr| addr.is_ipv4() == ipv4)
         .ok_or_else(|| {
             fail(std::io::Error::new(

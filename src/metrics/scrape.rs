@@ -28,9 +28,9 @@ const MAX_CONNECTIONS: usize = 32;
 const MAX_HEADERS: usize = 100;
 
 /// Serves `metrics` on `listener` until the task is dropped. The descriptor it keeps in
-/// reserve (for a scrape while the process has no other) is opened when this is called, not when the future
-/// first runs: a service whose clients take every descriptor before then would leave it
-/// none.
+/// reserve (for a scrape while the process has no other) is opened when this is called,
+/// not when the future first runs: a service whose clients take every descriptor before
+/// then would leave it none.
 pub fn serve_http(
     listener: TcpListener,
     metrics: Arc<Metrics>,

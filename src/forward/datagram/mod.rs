@@ -52,7 +52,7 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::ListenOptions;
 use crate::server::DatagramListener;
 use admission::Admission;
-use opening::{Resolved, Resolving, names_a_host, resolve, settled};
+use opening::{Resolving, names_a_host, resolve, settled};
 use session::{Clients, retire, transient};
 use turns::{Target, Turns};
 
@@ -437,20 +437,6 @@ impl BoundDatagramForward {
         }
         tasks.shutdown().await;
         Ok(())
-    }
-}
-
-impl BoundDatagramForward {
-    /// A reloaded list `resolved`: in force for the clients that come next, or, when it
-    /// does not resolve, said.
-    fn put_in_force(&self, resolved: Result<Resolved>, turns: &mut Turns) {
-        match resolved {
-            Ok(targets) => turns.targets = self.counted(targets),
-            Err(err) => tracing::warn!(
-                "{}: new clients go to the targets before the reload: {err}",
-                self.local
-            ),
-        }
     }
 }
 

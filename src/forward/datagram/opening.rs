@@ -76,6 +76,18 @@ impl BoundDatagramForward {
             .collect()
     }
 
+    /// A reloaded list `resolved`: in force for the clients that come next, or, when it
+    /// does not resolve, said.
+    pub(super) fn put_in_force(&self, resolved: Result<Resolved>, turns: &mut Turns) {
+        match resolved {
+            Ok(targets) => turns.targets = self.counted(targets),
+            Err(err) => tracing::warn!(
+                "{}: new clients go to the targets before the reload: {err}",
+                self.local
+            ),
+        }
+    }
+
     /// The client of `from`, opening its upstream socket to the next target in turn if it is
     /// new (and there is room); `place`, its place in its source's count when it has one
     /// already (a fresh socket for a client relayed before).
