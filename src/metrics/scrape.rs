@@ -58,6 +58,14 @@ pub(super) async fn serve_http_with(
             Err(err) if is_resource_exhaustion(&err) && reserve.release() => {
                 match listener.accept().await {
                     Ok((stream, _)) => (stream, true),
+                    // Taken in the moment between by the service's own accept (a retry as
+                    // it backs off): the second descriptor of the reserve.
+                    Err(err) if is_resource_exhaustion(&err) && reserve.release() => {
+                        match listener.accept().await {
+                            Ok((stream, _)) => (stream, true),
+                            Err(_) => continue,
+                        }
+                    }
                     Err(_) => continue,
                 }
             }
@@ -116,7 +124,11 @@ pub(super) async fn serve_http_with(
 /// The metrics endpoint's descriptor in reserve (`/dev/null`), for a scrape to be answered
 /// while the process has no other (see [`serve_http`]).
 #[derive(Debug, Default)]
-pub(super) struct Reserve(std::sync::Mutex<Option<std::fs::File>>);
+pub(super) struct Reserve(std::sync::Mutex<Vec<std::fs::File>>);
+
+/// How many descriptors the reserve holds: a second for when the service's accept takes
+/// the first in the moment it is let go.
+const RESERVED: usize = 2;
 
 impl Reserve {
     /// The reserve, opened now (while a descriptor is free).
@@ -129,8 +141,11 @@ impl Reserve {
     /// Opens the reserve again if it was let go (and a descriptor is free).
     fn refill(&self) {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if held.is_none() {
-            *held = std::fs::File::open("/dev/null").ok();
+        while held.len() < RESERVED {
+            match std::fs::File::open("/dev/null") {
+                Ok(file) => held.push(file),
+                Err(_) => break,
+            }
         }
     }
 
@@ -139,7 +154,7 @@ impl Reserve {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .pop()
             .is_some()
     }
 }
