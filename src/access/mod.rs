@@ -16,6 +16,7 @@ mod rules;
 pub use cidr_set::CidrSet;
 pub(crate) use cidr_set::canonical;
 pub use per_source::{MAX_TRACKED_SOURCES, Rate, SourceLimits, SourceRefusal, SourceSlot};
+pub(crate) use privileges::account_environment;
 pub use privileges::{
     Identity, PrivilegeError, drop_to, may_execute, may_remove, resolve_identity,
 };

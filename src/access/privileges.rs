@@ -75,6 +75,7 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
     // dumpable: any process of the user could read its memory (the environment root
     // started it with) and take its listening sockets on privileged ports.
     if sys::current_ids() == (identity.uid, identity.gid) && identity.uid != 0 {
+        record_account(identity);
         return sys::set_not_dumpable().map_err(refused("prctl(PR_SET_DUMPABLE)"));
     }
     sys::set_groups(identity.gid).map_err(refused("setgroups"))?;
@@ -87,9 +88,45 @@ pub fn drop_to(identity: Identity) -> Result<(), PrivilegeError> {
             reason: "root could be regained".into(),
         });
     }
+    record_account(identity);
     // The kernel has done so on the change of credentials unless `fs.suid_dumpable` says
     // otherwise: asked here as well.
     sys::set_not_dumpable().map_err(refused("prctl(PR_SET_DUMPABLE)"))
+}
+
+/// The account the process became by [`drop_to`], when it became a user other than root
+/// that the password database knows.
+static BECAME: std::sync::OnceLock<sys::UserAccount> = std::sync::OnceLock::new();
+
+fn record_account(identity: Identity) {
+    if identity.uid == 0 {
+        return;
+    }
+    if let Some(account) = sys::user_account(identity.uid) {
+        // A second drop (a library caller's) to the same process-wide identity finds the
+        // record made; the credentials cannot change again once root is gone.
+        let _ = BECAME.set(account);
+    }
+}
+
+/// What a program the process starts should find in its environment of the user the
+/// process became (`HOME`, `USER`, `LOGNAME`, `SHELL`, as `login(1)` and systemd's
+/// `User=` set them), once [`drop_to`] made it a user other than root. Empty otherwise:
+/// the environment the process was started with is then still true of it.
+pub(crate) fn account_environment() -> Vec<(&'static str, &'static std::ffi::OsStr)> {
+    let Some(account) = BECAME.get() else {
+        return Vec::new();
+    };
+    let shell = match account.shell.is_empty() {
+        true => std::ffi::OsStr::new("/bin/sh"),
+        false => account.shell.as_os_str(),
+    };
+    vec![
+        ("HOME", account.home.as_os_str()),
+        ("USER", account.name.as_os_str()),
+        ("LOGNAME", account.name.as_os_str()),
+        ("SHELL", shell),
+    ]
 }
 
 /// Whether a process of `identity` may remove the file at `path`: it may write and search

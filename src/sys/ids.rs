@@ -29,6 +29,45 @@ pub(crate) fn user_ids(name: &CStr) -> Option<(u32, u32)> {
     (rc == 0 && !found.is_null()).then_some((entry.pw_uid, entry.pw_gid))
 }
 
+/// What the password database says of the user with id `uid` (`getpwuid_r`): the name,
+/// home directory and login shell a login gives its environment, if there is an entry.
+pub(crate) fn user_account(uid: u32) -> Option<UserAccount> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; zeroed is a valid value for getpwuid_r to fill.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call and the buffer's length is given.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    let text = |field: *const libc::c_char| -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStrExt;
+        if field.is_null() {
+            return std::ffi::OsString::new();
+        }
+        // SAFETY: getpwuid_r filled the entry's strings into `buf`, NUL-terminated, and
+        // `buf` is alive here.
+        std::ffi::OsStr::from_bytes(unsafe { CStr::from_ptr(field) }.to_bytes()).to_owned()
+    };
+    Some(UserAccount {
+        name: text(entry.pw_name),
+        home: text(entry.pw_dir),
+        shell: text(entry.pw_shell),
+    })
+}
+
+/// A user's entry in the password database, as far as a login's environment needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserAccount {
+    /// The login name (`USER`, `LOGNAME`).
+    pub(crate) name: std::ffi::OsString,
+    /// The home directory (`HOME`).
+    pub(crate) home: std::ffi::OsString,
+    /// The login shell (`SHELL`); may be empty, which means `/bin/sh`.
+    pub(crate) shell: std::ffi::OsString,
+}
+
 /// The id of the group called `name` (`getgrnam_r`), if there is one.
 pub(crate) fn group_id(name: &CStr) -> Option<u32> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];

@@ -41,7 +41,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 pub(crate) use descriptors::{receive_descriptor, send_descriptor};
-pub(crate) use ids::{current_ids, group_id, set_gid, set_groups, set_uid, user_ids};
+pub(crate) use ids::{
+    UserAccount, current_ids, group_id, set_gid, set_groups, set_uid, user_account, user_ids,
+};
 pub(crate) use orphans::reap_orphans;
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;

@@ -297,3 +297,46 @@ fn a_restart_under_user_rewrites_a_pid_file_in_roots_directory() {
     assert!(unusable.is_empty(), "read as no pid or two: {unusable:?}");
     stopped(pid, &mut adopted);
 }
+
+/// `serve --user nobody exec`: the program runs as nobody, so its environment says so —
+/// `HOME`, `USER`, `LOGNAME` and `SHELL` from the password database, not root's, which
+/// sent a program that writes to `~` into root's home (as `login` and systemd's `User=`
+/// set them). The rest of the environment is the server's.
+#[test]
+fn an_exec_program_under_user_is_told_the_users_home_and_name() {
+    if !as_root() {
+        return;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let nobody: Vec<&str> = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"nobody") && fields.len() == 7)
+        .expect("nobody in /etc/passwd");
+    let mut cmd = socketkit();
+    cmd.args(["serve", "-l", "127.0.0.1:0", "--user", "nobody", "exec"])
+        .args([
+            "--shell",
+            "--",
+            r#"echo "$HOME|$USER|$LOGNAME|$SHELL|$KEPT""#,
+        ])
+        .env("HOME", "/root")
+        .env("USER", "root")
+        .env("LOGNAME", "root")
+        .env("SHELL", "/bin/bash")
+        .env("KEPT", "the server's own");
+    let mut server = Running::start(cmd, 1);
+    let mut client = std::net::TcpStream::connect(server.addr()).expect("connect");
+    client.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut client, &mut said).expect("the program's line");
+    let shell = if nobody[6].is_empty() {
+        "/bin/sh"
+    } else {
+        nobody[6]
+    };
+    let wanted = format!("{}|nobody|nobody|{shell}|the server's own\n", nobody[5]);
+    assert_eq!(said, wanted, "{}", server.stderr());
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(DEADLINE).code(), Some(0), "{}", server.stderr());
+}

@@ -11,7 +11,8 @@
 //!   mutual TLS); behind `--proxy-protocol`, what a v2 header told of the client's TLS
 //!   with the proxy (`SOCKETKIT_PROXY_SERVER_NAME`, `SOCKETKIT_PROXY_ALPN`,
 //!   `SOCKETKIT_PROXY_TLS_VERSION`, `SOCKETKIT_PROXY_TLS_CLIENT_CN`); never inherited from
-//!   the server's own environment.
+//!   the server's own environment. A server that dropped root to a user
+//!   ([`crate::access::drop_to`]) gives the user's `HOME`, `USER`, `LOGNAME` and `SHELL`.
 //! - Its stdin and stdout are the connection's socket itself, as inetd gives them: the
 //!   program can ask `getpeername`, half-close with `shutdown`, or be an inetd-mode server
 //!   (`socketkit serve echo --inetd`). The socket is in blocking mode, as a program expects
@@ -192,6 +193,9 @@ impl Exec {
         if let Some(told) = told {
             set_proxy_vars(&mut cmd, told);
         }
+        // A server that dropped root to `--user` was started with root's `HOME` and
+        // `USER`: a program that wrote to `~` would try root's home.
+        cmd.envs(crate::access::account_environment());
         cmd
     }
 
