@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use tokio::io::AsyncWriteExt;
 
@@ -232,16 +232,8 @@ pub(super) async fn relay_to(
 /// Whether bytes of the relay are still on their way, on either side: received and not
 /// read, or sent and not acknowledged (what a quiet close would lose).
 fn in_flight(client: &Connection, upstream: &Upstream) -> bool {
+    let holds_bytes = |stream: &Stream| net::holds_bytes(stream.as_fd());
     client.stream().is_some_and(holds_bytes) || holds_bytes(upstream.stream())
-}
-
-/// Whether `stream` has bytes received and not read, or sent and not acknowledged.
-fn holds_bytes(stream: &Stream) -> bool {
-    let mut byte = [std::mem::MaybeUninit::uninit()];
-    let unread = socket2::SockRef::from(stream)
-        .peek(&mut byte)
-        .is_ok_and(|n| n > 0);
-    unread || net::unacknowledged(stream.as_raw_fd()).is_ok_and(|queued| queued > 0)
 }
 
 /// The target's side of a relay.

@@ -161,6 +161,27 @@ pub(crate) fn close_with_reset(socket: BorrowedFd<'_>) {
     let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
 }
 
+/// Whether the stream socket `socket` holds bytes of its connection still on their way:
+/// received and not read, or written and not acknowledged by the peer (what a quiet close
+/// would leave to the kernel to deliver, or lose). Where the kernel cannot tell (no
+/// `SIOCOUTQ`), only the unread bytes count.
+pub(crate) fn holds_bytes(socket: BorrowedFd<'_>) -> bool {
+    let fd = socket.as_raw_fd();
+    crate::sys::receive_queued(fd).is_ok_and(|queued| queued > 0)
+        || crate::sys::unacknowledged(fd).is_ok_and(|queued| queued > 0)
+}
+
+/// Makes the close of a connection an idle timeout ended a reset if bytes of it are still
+/// on their way ([`holds_bytes`]): to a client that stopped reading, a quiet close would
+/// leave the rest of the stream to the kernel, which keeps sending it after a FIN for as
+/// long as the client acknowledges, held by no process and counted by no limit, and the
+/// client would read the cut as the stream's end. One that loses nothing closes quietly.
+pub(crate) fn reset_if_cut_short(socket: BorrowedFd<'_>) {
+    if holds_bytes(socket) {
+        close_with_reset(socket);
+    }
+}
+
 /// Resets the connection of `socket` now, under whoever waits in a read or write of it (a
 /// blocking handler on another thread, an io_uring request): `SO_LINGER` 0, so that its
 /// close is a reset whatever comes next, then a disconnect (`connect(2)` to `AF_UNSPEC`),

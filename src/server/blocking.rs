@@ -76,6 +76,12 @@ impl BlockingConnection {
         };
         self.meter.failed(&err);
         *self.settled.get_mut() = true;
+        if net::is_idle_timeout(&err) {
+            match &self.stream {
+                BlockingStream::Tcp(s) => net::reset_if_cut_short(s.as_fd()),
+                BlockingStream::Unix(s) => net::reset_if_cut_short(s.as_fd()),
+            }
+        }
         err
     }
 

@@ -389,9 +389,14 @@ impl Connection {
 
     /// A read, write or shutdown failed with `err`: the closing line says so, and the close
     /// needs no half-close first.
-    fn failed(&mut self, err: &io::Error) {
+    pub(crate) fn failed(&mut self, err: &io::Error) {
         self.meter.failed(err);
         *self.settled.get_mut() = true;
+        if crate::net::is_idle_timeout(err)
+            && let Some(stream) = self.stream()
+        {
+            crate::net::reset_if_cut_short(std::os::fd::AsFd::as_fd(stream));
+        }
     }
 }
 

@@ -152,3 +152,38 @@ async fn the_idle_limit_ends_a_blocking_read_as_timed_out_in_words() -> TestResu
     tokio::time::timeout(IO_TIMEOUT, task).await???;
     Ok(())
 }
+
+/// A blocking handler whose write waits out the idle limit on a client that stopped
+/// reading: the connection is reset, not closed quietly with the rest of the stream left
+/// to the kernel to deliver, which the client would read as its clean end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_limit_resets_a_stream_its_client_stopped_reading() -> TestResult {
+    let (addr, handle, task) = start(
+        |b| {
+            b.idle_timeout(Duration::from_millis(200));
+        },
+        |mut conn| loop {
+            conn.write_all(&[b'x'; 16 * 1024])?;
+        },
+    )
+    .await;
+    let end = tokio::task::spawn_blocking(move || {
+        let mut stalled = connect(&addr);
+        let mut some = [0u8; 1024];
+        stalled.read_exact(&mut some).expect("streaming");
+        std::thread::sleep(Duration::from_millis(1000));
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stalled.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(err) => break Some(err.kind()),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+    handle.shutdown();
+    tokio::time::timeout(IO_TIMEOUT, task).await???;
+    Ok(())
+}

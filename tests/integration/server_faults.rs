@@ -120,6 +120,36 @@ fn a_silent_client_is_closed_by_the_idle_timeout() {
     }
 }
 
+/// A client that stops reading a stream (chargen) is closed by the idle timeout with a
+/// reset: a quiet close left the rest of what the socket held (megabytes on loopback) to
+/// the kernel, which kept sending it after the close for as long as the client
+/// acknowledged, in sockets no process held and no `--max-per-source` counted; and the
+/// client read the cut as the stream's clean end. Found by an outside audit.
+#[test]
+fn an_idle_timeout_that_cuts_a_stream_short_resets_it() {
+    let server = serve(&["chargen", "-l", "127.0.0.1:0", "--idle-timeout", "300ms"]);
+    let mut stalled = connect(&server.addr());
+    let mut some = [0u8; 1024];
+    stalled.read_exact(&mut some).expect("streaming");
+    // Reads nothing until the server has seen it idle past its limit.
+    thread::sleep(Duration::from_millis(1500));
+    stalled.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    let end = loop {
+        match stalled.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) => got += n,
+            Err(err) => break Some(err.kind()),
+        }
+    };
+    assert_eq!(
+        end,
+        Some(ErrorKind::ConnectionReset),
+        "how the stream ended after {got} bytes"
+    );
+}
+
 #[test]
 fn a_thousand_clients_at_once() {
     let server = serve(&["echo", "-l", "127.0.0.1:0"]);

@@ -21,8 +21,9 @@ pub(super) async fn bridge(child: &mut Child, mut conn: Connection) -> io::Resul
         && crate::net::is_idle_timeout(err)
     {
         // The watchdog's, which no read or write of the connection noted: the closing line
-        // says the connection was cut, not that it ended.
-        conn.meter_mut().failed(err);
+        // says the connection was cut, not that it ended (and a cut with output still on
+        // its way resets).
+        conn.failed(err);
     }
     result
 }
