@@ -168,13 +168,32 @@ pub(crate) fn proxy_protocol(args: &ProxyArgs) -> Result<Option<(CidrSet, Durati
 /// `--metrics` of a server: checked (exit 2), and not with `--inetd`, where every
 /// connection is a process of its own.
 fn metrics(args: &ServerArgs, managed: &Managed) -> Result<Option<MetricsPlan>, CliError> {
-    let plan = MetricsPlan::from_args(&args.metrics)?;
-    if plan.is_some() && managed.inetd() {
-        return Err(CliError::Usage(
-            "--metrics does not apply to --inetd (each connection is a process of its own)".into(),
-        ));
+    refuse_counts_under_inetd(args, managed)?;
+    MetricsPlan::from_args(&args.metrics)
+}
+
+/// Under `--inetd` every connection is a process of its own: an option that counts or
+/// shares across connections (a metrics endpoint, per-source limits, a connection limit,
+/// workers) would do nothing, and one that looks like a
+/// security control doing nothing is worse than a refusal (exit 2).
+fn refuse_counts_under_inetd(args: &ServerArgs, managed: &Managed) -> Result<(), CliError> {
+    if !managed.inetd() {
+        return Ok(());
     }
-    Ok(plan)
+    let access = &args.access;
+    let counting = [
+        ("--metrics", args.metrics.metrics.is_some()),
+        ("--max-per-source", access.max_per_source.is_some()),
+        ("--rate-per-source", access.rate_per_source.is_some()),
+        ("--max-connections", args.max_connections.is_some()),
+        ("--workers", args.workers.is_some()),
+    ];
+    match counting.iter().find(|(_, given)| *given) {
+        Some((name, _)) => Err(CliError::Usage(format!(
+            "{name} does not apply to --inetd (each connection is a process of its own)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `--workers`, or the cores this process may use.

@@ -114,18 +114,8 @@ fn access_rules_refuse_an_inetd_connection_before_any_byte() -> TestResult {
 }
 
 #[test]
-fn an_allowed_inetd_connection_is_served_and_per_source_limits_pass_it() -> TestResult {
-    let args = [
-        "serve",
-        "echo",
-        "--inetd",
-        "--allow",
-        "127.0.0.1",
-        "--max-per-source",
-        "1",
-        "--rate-per-source",
-        "1/1m",
-    ];
+fn an_allowed_inetd_connection_is_served() -> TestResult {
+    let args = ["serve", "echo", "--inetd", "--allow", "127.0.0.1"];
     let (server, mut client) = Inetd::start(&args);
     assert_eq!(
         exchange(&mut client, b"hello\n").as_deref(),
@@ -134,6 +124,32 @@ fn an_allowed_inetd_connection_is_served_and_per_source_limits_pass_it() -> Test
     let (code, log) = server.finish();
     assert_eq!(code, Some(0), "{log}");
     Ok(())
+}
+
+/// Each connection is a process of its own under `--inetd`: per-source limits had no count
+/// to keep and passed every connection (`--rate-per-source 1/1m` let three in a row
+/// through), a security control silently doing nothing; so did a connection limit and
+/// workers. Refused as `--metrics` is (exit 2). Found by an outside audit.
+#[test]
+fn options_that_count_across_connections_are_refused_under_inetd() {
+    for (option, value) in [
+        ("--max-per-source", "1"),
+        ("--rate-per-source", "1/1m"),
+        ("--max-connections", "10"),
+        ("--workers", "2"),
+        ("--metrics", "127.0.0.1:0"),
+    ] {
+        let mut cmd = socketkit();
+        cmd.args(["serve", "echo", "--inetd", option, value]);
+        let out = crate::support::process::run(cmd, Vec::new(), IO_TIMEOUT);
+        assert_eq!(out.code(), 2, "{option}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "error: {option} does not apply to --inetd (each connection is a process of its own)"
+            ),
+        );
+    }
 }
 
 #[test]
