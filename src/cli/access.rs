@@ -10,7 +10,7 @@ use socketkit::access::{
     AccessControl, Identity, Rate, RuleError, RuleSources, SourceLimits, SourceSlot, drop_to,
     may_remove, parse_network, resolve_identity,
 };
-use socketkit::server::{Builder, RefusalReason};
+use socketkit::server::{Builder, Refusal};
 use socketkit::socket::Address;
 use tokio::signal::unix::Signal;
 
@@ -303,16 +303,16 @@ impl Access {
 
     /// The rules and limits for one peer of `listen`, which runs no server: its place in
     /// the source's count (kept while bridging), or the reason it is refused.
-    pub(crate) fn check(&self, peer: &Address) -> Result<Option<SourceSlot>, RefusalReason> {
+    pub(crate) fn check(&self, peer: &Address) -> Result<Option<SourceSlot>, Refusal> {
         let Some(ip) = peer.ip() else {
             return Ok(None); // a Unix peer: outside every rule
         };
         if self.control.as_ref().is_some_and(|c| !c.admits(ip)) {
-            return Err(RefusalReason::Acl);
+            return Err(Refusal::not_allowed());
         }
         match &self.limits {
             None => Ok(None),
-            Some(limits) => limits.admit(ip).map(Some).map_err(RefusalReason::from),
+            Some(limits) => limits.admit(ip).map(Some).map_err(Refusal::from),
         }
     }
 

@@ -117,9 +117,10 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
     if datagrams {
         let (first, peer) = listening.first_datagram_from(|peer| match access.check(peer) {
             Ok(_) => true,
-            Err(reason) => {
+            Err(refusal) => {
                 let peer = peer.clone().to_canonical();
-                tracing::debug!(%peer, reason = reason.as_str(), "dropped a datagram");
+                let reason = refusal.reason.as_str();
+                tracing::debug!(%peer, reason, "dropped a datagram: {}", refusal.detail);
                 false
             }
         })?;
@@ -181,8 +182,8 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
         };
         let _place = match access.check(&peer) {
             Ok(place) => place,
-            Err(reason) => {
-                refuse(&socket, &peer, reason, "", &listener);
+            Err(refusal) => {
+                refuse(&socket, &peer, refusal.reason, &refusal.detail, &listener);
                 continue;
             }
         };
@@ -217,22 +218,21 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
             // than left waiting in the backlog.
             drop(listening);
             let end = bridge(socket, tls.as_ref(), &input, options, nc.log());
-            closed(connection, &counts);
+            closed(connection, &counts, &end);
             end?;
             return Ok(());
         }
         let end = bridge(socket, tls.as_ref(), &input, options, nc.log());
-        closed(connection, &counts);
+        closed(connection, &counts, &end);
         match end {
             Ok(BridgeEnd::OutputClosed) => return Ok(()),
             Ok(BridgeEnd::PeerClosed) => {}
             // No next connection could have any input: the failure is the listener's end.
             Err(err) if input.failed() => return Err(err),
             // A client that does not speak TLS, or not in time, is refused as `serve` refuses
-            // it: said at -v only, or any client could grow the log a line per connection.
-            Err(CliError::Runtime(err)) if err.op() == Op::Handshake => {
-                tracing::debug!("refused: {err}");
-            }
+            // it: said at -v only (by `closed`), or any client could grow the log a line per
+            // connection.
+            Err(CliError::Runtime(err)) if err.op() == Op::Handshake => {}
             Err(err) => tracing::warn!("{err}"),
         }
     }
@@ -251,8 +251,8 @@ fn room_for_a_connection(endpoint: &Endpoint) -> Result<(), CliError> {
         .map_err(|reason| CliError::runtime(Op::Listen, &endpoint.to_string(), reason))
 }
 
-/// Counts and logs a refused connection and resets it: the client is told at once and we
-/// keep no TIME_WAIT.
+/// Counts and logs a refused connection (in a server's words and fields) and resets it:
+/// the client is told at once and we keep no TIME_WAIT.
 fn refuse(
     socket: &Socket,
     peer: &Address,
@@ -260,8 +260,7 @@ fn refuse(
     detail: &str,
     listener: &MeteredListener,
 ) {
-    listener.refused(reason);
-    tracing::debug!(%peer, reason = reason.as_str(), "refused{}{detail}", if detail.is_empty() { "" } else { ": " });
+    listener.refuse(peer, || socket.local_addr().ok(), reason, detail);
     let _ = socket.set_linger(Some(std::time::Duration::ZERO));
 }
 
@@ -373,9 +372,24 @@ fn name_of_family(endpoint: Endpoint, ipv4: bool, ipv6: bool) -> Result<Endpoint
 
 /// Ends `connection` with the bytes its bridge moved: into the listener's metrics, and at
 /// `-v` into its `closed` line.
-fn closed(mut connection: MeteredConnection, counts: &ByteCounts) {
+fn closed(
+    mut connection: MeteredConnection,
+    counts: &ByteCounts,
+    end: &Result<BridgeEnd, CliError>,
+) {
     connection.received(counts.received.load(Relaxed));
     connection.sent(counts.sent.load(Relaxed));
+    // A client that never completed the TLS handshake was refused, as `serve` counts it
+    // (`refused_total{reason="tls"}`), not a connection served.
+    if let Err(CliError::Runtime(err)) = end
+        && err.op() == Op::Handshake
+    {
+        let detail = format!(
+            "TLS handshake failed: {}",
+            socketkit::error::describe(err.io_error())
+        );
+        connection.refuse(RefusalReason::Tls, &detail);
+    }
 }
 
 /// The inherited socket ENDPOINT names (`fd:N`, `fd:NAME`, `tls:fd:N`), taken from

@@ -51,10 +51,7 @@ impl PeerRule for AccessRule {
 
     fn check(&self, peer: &Address) -> Result<Admitted, Refusal> {
         match peer.ip() {
-            Some(ip) if !self.0.admits(ip) => Err(Refusal::new(
-                RefusalReason::Acl,
-                "the source is not allowed",
-            )),
+            Some(ip) if !self.0.admits(ip) => Err(Refusal::not_allowed()),
             _ => Ok(Admitted::new()),
         }
     }
@@ -73,7 +70,7 @@ impl PeerRule for SourceRule {
         };
         match self.0.admit(ip) {
             Ok(slot) => Ok(Admitted::holding(slot)),
-            Err(refusal) => Err(Refusal::new(refusal.into(), refusal.as_str())),
+            Err(refusal) => Err(refusal.into()),
         }
     }
 }

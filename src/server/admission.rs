@@ -42,6 +42,18 @@ impl Refusal {
             detail: detail.into(),
         }
     }
+
+    /// The refusal of a source the allow/deny rules do not admit.
+    pub fn not_allowed() -> Refusal {
+        Refusal::new(RefusalReason::Acl, "the source is not allowed")
+    }
+}
+
+/// A per-source limit's refusal, in its words.
+impl From<crate::access::SourceRefusal> for Refusal {
+    fn from(refusal: crate::access::SourceRefusal) -> Refusal {
+        Refusal::new(refusal.into(), refusal.as_str())
+    }
 }
 
 impl fmt::Display for Refusal {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::meter::{ListenerMeter, Meter};
+use super::meter::{ListenerMeter, Meter, log_refusal};
 use crate::metrics::{Metrics, RefusalReason};
 use crate::socket::Address;
 
@@ -35,6 +35,31 @@ impl MeteredListener {
     /// Counts a connection refused for `reason` (the caller logs why).
     pub fn refused(&self, reason: RefusalReason) {
         self.meter.refused(reason);
+    }
+
+    /// Counts a connection from `peer` refused for `reason` before it was served (an
+    /// access rule, a PROXY header), and logs it at `-v` as a server logs its refusals:
+    /// `refused: DETAIL` with `peer` (an IPv4-mapped address as the IPv4 one), `local`,
+    /// `listener` and `reason`. `local` is asked only when that line is logged.
+    pub fn refuse(
+        &self,
+        peer: &Address,
+        local: impl FnOnce() -> Option<Address>,
+        reason: RefusalReason,
+        detail: &str,
+    ) {
+        self.meter.refused(reason);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let local = local().map(Address::to_canonical);
+            let name = Some(self.meter.name());
+            log_refusal(
+                &peer.clone().to_canonical(),
+                local.as_ref(),
+                name,
+                reason,
+                detail,
+            );
+        }
     }
 
     /// Starts metering a connection from `peer` (the PROXY header's client, if one named
@@ -81,6 +106,22 @@ impl MeteredConnection {
     /// Counts `n` bytes sent to the client.
     pub fn sent(&mut self, n: u64) {
         self.meter.sent(as_usize(n));
+    }
+
+    /// Ends the connection as refused for `reason` after all (a TLS handshake that failed):
+    /// counted among its listener's refusals and not in the duration histogram, which is
+    /// for served connections, and logged at `-v` as `refused: DETAIL` in place of a
+    /// `closed` line.
+    pub fn refuse(mut self, reason: RefusalReason, detail: &str) {
+        let listener = self.meter.listener_name();
+        log_refusal(
+            self.meter.peer(),
+            self.meter.local(),
+            listener,
+            reason,
+            detail,
+        );
+        self.meter.refused(reason);
     }
 
     /// From now on the connection's bytes pass elsewhere (its socket was handed to a

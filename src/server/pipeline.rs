@@ -242,14 +242,9 @@ impl Pipeline {
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return;
         }
-        tracing::debug!(
-            peer = %peer,
-            local = %local().map_or_else(String::new, |local| local.to_string()),
-            listener = listener.unwrap_or_default(),
-            reason = refusal.reason.as_str(),
-            "refused: {}",
-            refusal.detail
-        );
+        let local = local();
+        let detail = &refusal.detail;
+        super::meter::log_refusal(peer, local.as_ref(), listener, refusal.reason, detail);
     }
 }
 

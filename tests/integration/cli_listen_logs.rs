@@ -19,10 +19,11 @@ fn listen(args: &[&str]) -> Running {
     Running::start(cmd, 1)
 }
 
-/// The JSON objects of `log` (every line but the plain `listening on` one).
+/// The JSON objects of `log` (every line but the plain readiness ones: `listening on`,
+/// `metrics on`, a self-signed certificate's fingerprint).
 fn objects(log: &str) -> Vec<Value> {
     log.lines()
-        .filter(|line| !line.starts_with("listening on"))
+        .filter(|line| line.starts_with('{'))
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
         .collect()
 }
@@ -140,4 +141,98 @@ fn json_listen_v_on_udp_names_the_first_peer_with_the_servers_fields() {
     let line = line_of(&objects, &peer, &format!("datagram from {peer}"));
     assert_eq!(line["local"], addr, "{line}");
     assert_eq!(line["listener"], format!("udp:{addr}"), "{line}");
+}
+
+/// A refused client of a dual-stack listener is logged as a server logs its refusals:
+/// `refused: WORDS` with `peer` as IPv4 (it was `[::ffff:127.0.0.2]:…`), `local`,
+/// `listener` and `reason`. Found by an outside audit.
+#[test]
+fn a_refused_client_is_logged_with_the_servers_fields() {
+    let listener = listen(&[
+        ":0",
+        "-k",
+        "-v",
+        "--log-format",
+        "json",
+        "--deny",
+        "127.0.0.2",
+    ]);
+    let port = listener.port();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let refused = crate::support::net::try_connect_from("127.0.0.2", to);
+    let peer = refused.as_ref().map_or_else(
+        |_| String::new(),
+        |s| s.local_addr().expect("addr").to_string(),
+    );
+    wait_until(
+        IO_TIMEOUT,
+        || listener.stderr(),
+        || listener.stderr().contains("refused: "),
+    );
+    let objects = objects(&listener.stderr());
+    let line = objects
+        .iter()
+        .find(|o| o["msg"] == "refused: the source is not allowed")
+        .unwrap_or_else(|| panic!("no refused line: {objects:?}"));
+    if !peer.is_empty() {
+        assert_eq!(line["peer"], peer.as_str(), "{line}");
+    }
+    assert!(
+        line["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.2:")),
+        "{line}"
+    );
+    assert_eq!(line["local"], format!("127.0.0.1:{port}"), "{line}");
+    assert_eq!(line["listener"], format!("tcp:[::]:{port}"), "{line}");
+    assert_eq!(line["reason"], "acl", "{line}");
+}
+
+/// `listen tls: -k`: a client that does not speak TLS is refused as `serve` refuses it —
+/// counted in `refused_total{reason="tls"}`, not among the served connections' durations,
+/// and logged `refused: TLS handshake failed: …` with no `closed` line. Found by an
+/// outside audit.
+#[test]
+fn a_failed_tls_handshake_is_a_refusal() {
+    let mut cmd = socketkit();
+    cmd.args(["listen", "tls:127.0.0.1:0", "-k", "--tls-self-signed", "-v"])
+        .args(["--log-format", "json", "--metrics", "127.0.0.1:0"]);
+    let (listener, metrics) = crate::balancer::start_with_metrics(cmd);
+    let addr = listener.addr();
+    let addr = addr.trim_start_matches("tls:");
+    let mut garbage = connect(addr);
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let _ = read_to_end(&mut garbage);
+    wait_until(
+        IO_TIMEOUT,
+        || listener.stderr(),
+        || listener.stderr().contains("refused: TLS handshake failed"),
+    );
+    let labels = format!("listener=\"tls:{addr}\"");
+    let refused = crate::balancer::sample(
+        &metrics,
+        "socketkit_connections_refused_total",
+        &format!("{labels},reason=\"tls\""),
+    );
+    assert_eq!(refused, 1);
+    let served = crate::balancer::sample(
+        &metrics,
+        "socketkit_connection_duration_seconds_count",
+        &labels,
+    );
+    assert_eq!(served, 0);
+    let objects = objects(&listener.stderr());
+    let line = objects
+        .iter()
+        .find(|o| {
+            o["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("refused: TLS"))
+        })
+        .expect("the refused line");
+    assert_eq!(line["reason"], "tls", "{line}");
+    assert_eq!(line["listener"], format!("tls:{addr}"), "{line}");
+    assert!(!objects.iter().any(|o| o["msg"] == "closed"), "{objects:?}");
 }

@@ -286,6 +286,25 @@ impl Meter {
     }
 }
 
+/// Logs at `-v` a connection refused for `reason`: `refused: DETAIL`, with the fields of a
+/// closing line that a refusal has (`peer`, `local`, `listener`) and its `reason`. One shape
+/// for every refusal, a server's admission stages' and `listen`'s.
+pub(crate) fn log_refusal(
+    peer: &Address,
+    local: Option<&Address>,
+    listener: Option<&str>,
+    reason: RefusalReason,
+    detail: &str,
+) {
+    tracing::debug!(
+        peer = %peer,
+        local = %local.map_or_else(String::new, ToString::to_string),
+        listener = listener.unwrap_or_default(),
+        reason = reason.as_str(),
+        "refused: {detail}"
+    );
+}
+
 /// The `error` of a connection the server's forced shutdown cut (the drain deadline, a
 /// second signal), reset on both engines.
 const CUT_SHORT: &str = "cut short by the shutdown: reset";
