@@ -336,6 +336,10 @@ async fn run<S: AsyncRead + AsyncWrite>(
     // still send is not wanted, but closing with it unread resets the connection and drops
     // what the peer has not acknowledged yet. So reading goes on until it has.
     let mut delivering = false;
+    // A send the peer refused with a reset (after its own end, so that the receiving side
+    // saw a clean one): input lost, which ends the run as an error whatever the receiving
+    // side says.
+    let mut refused = None;
     let end = loop {
         tokio::select! {
             end = &mut receive => {
@@ -362,6 +366,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                     // The receiving side reports what happened to the connection.
                     Err(err) => {
                         tracing::debug!("sending stopped: {}", crate::error::describe(&err));
+                        refused = refused.or_else(|| was_reset(err));
                     }
                 }
             }
@@ -404,13 +409,33 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 .idle_timeout
                 .is_none_or(|idle| activity.quiet_for() < idle)
         };
-        while tokio::time::timeout(LINGER, &mut send).await.is_err()
-            && ((keep && within_idle()) || activity.quiet_for() < LINGER)
-        {}
+        loop {
+            match tokio::time::timeout(LINGER, &mut send).await {
+                Ok(result) => {
+                    refused = refused.or_else(|| result.err().and_then(was_reset));
+                    break;
+                }
+                Err(_) if (keep && within_idle()) || activity.quiet_for() < LINGER => {}
+                Err(_) => break,
+            }
+        }
         drop(send);
         let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
     }
-    end
+    match refused {
+        Some(reset) if end.is_ok() => Err(peer.error(Op::Send, reset)),
+        _ => end,
+    }
+}
+
+/// `err` as the reset it is, if a send failed because the peer reset the connection: over
+/// TCP `EPIPE` is the reset of a peer whose end came first (see the plain bridge's sender).
+fn was_reset(err: io::Error) -> Option<io::Error> {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+    .then(|| io::Error::from_raw_os_error(libc::ECONNRESET))
 }
 
 /// Returns once the peer's kernel has acknowledged every byte written to `fd`.

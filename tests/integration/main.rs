@@ -35,6 +35,8 @@ mod cli_bench_usage;
 mod cli_connect;
 /// `connect` once the peer has ended its side and the input is still open.
 mod cli_connect_peer_closed;
+/// `connect` whose input the peer refused with a reset after its own end: exit 1.
+mod cli_connect_refused_input;
 /// `connect --send-only` against a peer that answers each command as it runs it.
 mod cli_connect_send_only;
 /// `socketkit connect unixgram:`: the client's socket file, on exit, signal and after a kill.

@@ -324,6 +324,17 @@ pub(super) fn send_input(
                     {
                         return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
                     }
+                    // Over TCP `EPIPE` is the reset of a peer whose FIN came first (the
+                    // kernel's word for a reset in `CLOSE_WAIT`): a receiver that half-closed
+                    // and then went (killed, out of disk) refused this send's bytes and any
+                    // still unacknowledged before it. Said as the reset it is (exit 1, as
+                    // ncat and socat), not ended quietly as nc does: a transfer cut short
+                    // must not end with 0.
+                    Err(err)
+                        if err.kind() == io::ErrorKind::BrokenPipe && connection_of(socket).1 =>
+                    {
+                        return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
+                    }
                     // `send_whole` gives up only once the idle limit has passed.
                     Err(err) if err.kind() == io::ErrorKind::TimedOut => return SendEnd::IdleOut,
                     // The peer is gone; the receiving side reports how.
