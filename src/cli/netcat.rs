@@ -135,6 +135,9 @@ impl Netcat {
             (_, true) => Direction::ReceiveOnly,
             _ => Direction::Both,
         };
+        if let Some(path) = &args.hex_dump {
+            refuse_proxy_for_a_dump(path)?;
+        }
         let log = match (&args.output, &args.hex_dump) {
             (Some(path), _) => Some(TrafficLog::new(create(path)?, LogFormat::Text)),
             (None, Some(path)) => Some(TrafficLog::new(create(path)?, LogFormat::Hex)),
@@ -229,6 +232,31 @@ pub(crate) fn run_exec(
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// OpenBSD nc's `-x HOST:PORT` is its SOCKS proxy; socketkit's `-x` (ncat's) is a hex dump
+/// to a file. Taken as a file, `ProxyCommand nc -x proxy:1080 %h %p` connected directly,
+/// past the proxy (Tor, a bastion), and exited 0. A value shaped as HOST:PORT is refused
+/// with the socketkit way; a file of that name is still `-x ./NAME`.
+fn refuse_proxy_for_a_dump(path: &std::path::Path) -> Result<(), CliError> {
+    let Some(text) = path.to_str() else {
+        return Ok(());
+    };
+    let looks_like_proxy = !text.contains('/')
+        && text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+        });
+    match looks_like_proxy {
+        true => Err(CliError::Usage(format!(
+            "-x {text} looks like nc's SOCKS proxy (-x HOST:PORT): socketkit's -x is a hex \
+             dump to a file; for the proxy give --proxy socks5://{text} (a file of that name: \
+             -x ./{text})"
+        ))),
+        false => Ok(()),
+    }
 }
 
 #[cfg(test)]

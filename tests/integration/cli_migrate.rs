@@ -242,3 +242,35 @@ fn dash_w_help_says_it_bounds_the_connect_only() {
         "{help}"
     );
 }
+
+/// OpenBSD nc's `-x HOST:PORT` is a SOCKS proxy; socketkit's `-x` is ncat's hex dump. Taken
+/// as a file, `nc -x proxy:1080 host port` (ssh's `ProxyCommand`) connected past the proxy
+/// and exited 0 (an outside audit): refused with the socketkit way. A file of such a name
+/// is still written with `./`.
+#[test]
+fn ncs_proxy_form_of_x_is_refused_with_the_proxy_option() {
+    let (_open, open, _) = open_and_closed();
+    let port = open.to_string();
+    for proxy in ["127.0.0.1:1080", "[::1]:1080", "proxy.example:1080"] {
+        usage_error(
+            &["connect", "-x", proxy, "127.0.0.1", &port],
+            &format!("for the proxy give --proxy socks5://{proxy}"),
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("127.0.0.1:1080");
+    // A peer that closes at once, so that the run ends.
+    let peer = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = peer.local_addr().expect("addr").port().to_string();
+    let closer = std::thread::spawn(move || drop(peer.accept()));
+    let out = run_args(&[
+        "connect",
+        "-x",
+        file.to_str().expect("utf-8"),
+        "127.0.0.1",
+        &port,
+    ]);
+    let _ = closer.join();
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert!(file.exists(), "the dump is written to a file of that name");
+}
