@@ -65,6 +65,15 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     let connector = args.tls.connector(&endpoint, false)?;
     let nc = Netcat::resolve(&args.netcat, &endpoint)?;
     let mut bridge = stdio::options(&args.bridge, &nc);
+    // A datagram has no connect for `-w` to bound: nc's `-u -w N` waits N for replies
+    // after the input ends, and a script that gave it meant that (its 5 s cut to 1 s, a
+    // late reply lost without a word). `--wait` still says it first.
+    if !endpoint.transport().is_stream()
+        && args.bridge.wait.is_none()
+        && let Some(timeout) = args.timeout
+    {
+        bridge.wait = timeout;
+    }
     if let Some(proxy) = &proxy {
         // The socket's peer is the proxy; errors name the target.
         bridge.peer_name = Some(format!("{endpoint} through {proxy}"));

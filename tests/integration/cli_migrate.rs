@@ -95,6 +95,29 @@ fn wait_still_bounds_a_udp_connect_after_stdin_ends() {
     assert_eq!(&buf[..n], b"ping");
 }
 
+/// nc's `-u -w N`: a datagram has no connect to bound, and `-w` is how long replies are
+/// waited for after the input ends (it was dropped: a reply 1.5 s late was lost, exit 0,
+/// under `-w 5`). An outside audit of nc habits.
+#[test]
+fn w_on_a_udp_connect_is_the_reply_wait() {
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = peer.local_addr().expect("addr").port().to_string();
+    let answerer = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let (_, from) = peer.recv_from(&mut buf).expect("the question");
+        std::thread::sleep(Duration::from_millis(1500));
+        peer.send_to(b"answer\n", from).expect("the answer");
+    });
+    let mut cmd = socketkit();
+    cmd.args(["connect", "-u", "-w", "4", "127.0.0.1", &port]);
+    let out = run(cmd, b"question\n".to_vec(), DEADLINE);
+    answerer.join().expect("the answerer");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout, b"answer\n", "{}", out.stderr);
+}
+
 #[test]
 fn a_one_port_range_is_a_range() {
     let (_open, open, closed) = open_and_closed();
