@@ -92,6 +92,12 @@ impl ProgramConnection {
         self.meter.told()
     }
 
+    /// Drops what the client sent that the program left unread (see
+    /// [`Socket::discard_unread`]), before this process lets its descriptor go.
+    pub(crate) fn discard_unread(&self) {
+        crate::socket::discard_unread(std::os::fd::AsFd::as_fd(&self.stream));
+    }
+
     /// Ends the connection for every process that still holds the socket (`shutdown(2)`
     /// both ways: the client reads end of stream, their reads and writes end): one that
     /// left the program's group (`setsid`) would go on talking to the client after the

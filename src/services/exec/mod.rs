@@ -375,6 +375,7 @@ impl Exec {
             status = program.child().wait() => {
                 let status = status?;
                 tracing::debug!(peer = %conn.peer_addr(), "the program exited: {status}");
+                conn.discard_unread();
                 Ok(())
             }
             err = conn.ended() => {
