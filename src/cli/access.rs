@@ -170,13 +170,7 @@ pub(crate) fn resolve(args: &AccessArgs) -> Result<Access, CliError> {
     let rate = args
         .rate_per_source
         .as_deref()
-        .map(|text| {
-            text.parse::<Rate>().map_err(|reason| {
-                CliError::Usage(format!(
-                    "invalid rate '{text}' for --rate-per-source: {reason}"
-                ))
-            })
-        })
+        .map(parse_rate)
         .transpose()?;
     let limits = (args.max_per_source.is_some() || rate.is_some())
         .then(|| SourceLimits::new(args.max_per_source, rate));
@@ -360,4 +354,31 @@ impl Access {
             }
         });
     }
+}
+
+/// `--rate-per-source N/DURATION`: DURATION read as every duration option reads it (a bare
+/// number is seconds, `5/30`; 1ms to 365d), or a bare unit as one of it (`100/m`).
+fn parse_rate(text: &str) -> Result<Rate, CliError> {
+    let invalid = |reason: &str| {
+        CliError::Usage(format!(
+            "invalid rate '{text}' for --rate-per-source: {reason}"
+        ))
+    };
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| invalid("expected N/DURATION, e.g. 20/1s"))?;
+    let per = per.trim();
+    let one_of = format!("1{per}");
+    let written = match per.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        true => &one_of,
+        false => per,
+    };
+    let per = super::values::parse_duration(written, std::time::Duration::from_millis(1))
+        .map_err(|refused| invalid(&format!("'{per}': {}", refused.0)))?;
+    // The count's own checks are the library's.
+    let mut rate: Rate = format!("{count}/1s")
+        .parse()
+        .map_err(|reason: String| invalid(&reason))?;
+    rate.per = per;
+    Ok(rate)
 }

@@ -207,6 +207,19 @@ fn bad_durations_are_exit_2() {
         line.starts_with("error: invalid duration 'soon' for --idle-timeout: expected a duration"),
         "{line}"
     );
+    // --rate-per-source's DURATION is read as every duration (an outside audit: `5/1ns`
+    // and `1/366d` were taken, `5/30` refused in humantime's words).
+    for (rate, words) in [
+        ("1/366d", "'366d': must be from 1ms to 365d"),
+        ("5/1ns", "'1ns': must be from 1ms to 365d"),
+    ] {
+        let (code, line) = fails(&["serve", "--rate-per-source", rate, "-l", "127.0.0.1:0"]);
+        assert_eq!(code, 2, "{line}");
+        assert_eq!(
+            line,
+            format!("error: invalid rate '{rate}' for --rate-per-source: {words}")
+        );
+    }
 }
 
 #[test]

@@ -427,10 +427,22 @@ impl World {
                 ],
             ),
             Kind::Rate => (
-                vec![os("20/1s"), os("100/m"), os("4294967295/1ms"), os("1/365d")],
+                // A bare number is seconds, as every duration; past 365d or under 1ms is
+                // refused, as every duration (an outside audit found `5/30` refused and
+                // `1/366d`, `5/1ns` taken).
+                vec![
+                    os("20/1s"),
+                    os("100/m"),
+                    os("4294967295/1ms"),
+                    os("1/365d"),
+                    os("5/30"),
+                ],
                 vec![
                     os("0/1s"),
                     os("5/0s"),
+                    os("1/366d"),
+                    os("5/1ns"),
+                    os("5/1s/2"),
                     os("4294967296/1s"),
                     os("-1/1s"),
                     os("5/1x"),
