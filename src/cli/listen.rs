@@ -150,6 +150,13 @@ pub(crate) fn run(args: ListenArgs) -> Result<(), CliError> {
                 );
             }
             options.direction = Direction::ReceiveOnly;
+        } else if nc.direction == Direction::Both && stdio::stdin_is_dev_null() {
+            // Nothing can ever be sent, so no end of input to wait out: a receiver started
+            // in the background (`listen -u 5514 > log &`, whose stdin POSIX makes
+            // /dev/null) took one sender's datagrams for a second and stopped. It receives
+            // until it is stopped, as `nc -lu` and `ncat -lu` do.
+            tracing::debug!("stdin is /dev/null: receiving until stopped");
+            options.direction = Direction::ReceiveOnly;
         }
         let mut stdout = WaitingFile::new(stdio::output()?);
         if nc.direction != Direction::SendOnly && stdout.write_all(&first).is_err() {

@@ -63,6 +63,19 @@ pub(crate) fn max_chunk(datagram: Option<&Socket>) -> usize {
     datagram.map_or(CHUNK, max_datagram)
 }
 
+/// Whether standard input is `/dev/null` (a background job's, by POSIX; `< /dev/null`):
+/// input that ends before anything was read, and always will.
+pub(crate) fn stdin_is_dev_null() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (Ok(stdin), Ok(null)) = (
+        stdin().and_then(|f| f.metadata().map_err(stdio_error)),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    stdin.file_type().is_char_device() && stdin.rdev() == null.rdev()
+}
+
 /// Standard input as a plain file.
 pub(crate) fn stdin() -> Result<File, CliError> {
     let stdin = io::stdin()

@@ -337,3 +337,33 @@ fn unixgram_listen_prints_what_unbound_senders_send() -> TestResult {
     let _ = listener.wait(DEADLINE);
     Ok(())
 }
+
+/// `listen -u PORT > log &`: a background job's stdin is /dev/null, so nothing can ever be
+/// sent and there is no end of input to wait out. It took the first sender's datagrams for
+/// `--wait` and stopped (an outside audit: a syslog receiver kept one of four lines); it
+/// receives until it is stopped now, as `nc -lu` does.
+#[test]
+fn a_udp_listen_with_stdin_from_dev_null_receives_until_stopped() -> TestResult {
+    // `Running` pipes stdin: the shell puts /dev/null in its place before the exec.
+    let mut cmd = crate::support::process::socketkit_after("exec </dev/null");
+    cmd.args(["listen", "-u", "127.0.0.1:0", "--wait", "200ms"]);
+    let mut listener = Running::start(cmd, 1);
+    let addr = listener.endpoints()[0]
+        .trim_start_matches("udp:")
+        .to_owned();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    for i in 0..3 {
+        sender.send_to(format!("line {i}\n").as_bytes(), &addr)?;
+        // Longer than --wait: the old end came between two lines.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    listener.signal(libc::SIGTERM);
+    let _ = listener.wait(DEADLINE);
+    assert_eq!(
+        listener.stdout_text(),
+        "line 0\nline 1\nline 2\n",
+        "{}",
+        listener.stderr()
+    );
+    Ok(())
+}
