@@ -107,6 +107,10 @@ enum Flag {
     Telnet,
     /// ncat's `--broker` and `--chat`: clients talking to each other through the listener.
     Broker,
+    /// `-k`/`--keep-open` on `connect`.
+    KeepOpenOnConnect,
+    /// ncat's `--append-output`.
+    AppendOutput,
 }
 
 impl Flag {
@@ -120,6 +124,10 @@ impl Flag {
             ('U', _) => Some(Flag::Unix),
             ('d', _) => Some(Flag::NoStdin),
             ('X', "connect") => Some(Flag::ProxyKind),
+            // nc's -P USER: the proxy's user name.
+            ('P', "connect") => Some(Flag::ProxyParts),
+            // ncat's -m N (--max-conns).
+            ('m', "listen") => Some(Flag::MaxConns),
             ('i', _) => Some(Flag::Interval),
             ('w', "listen") => Some(Flag::WaitOnListen),
             _ => None,
@@ -136,7 +144,14 @@ impl Flag {
             _ if !netcat => None,
             "ssl" => Some(Flag::Ssl),
             _ if name.starts_with("ssl-") => Some(Flag::Ssl),
-            "proxy-type" | "proxy-auth" if command == "connect" => Some(Flag::ProxyParts),
+            "proxy-type" | "proxy-auth" | "proxy-dns" if command == "connect" => {
+                Some(Flag::ProxyParts)
+            }
+            // ncat's --listen: listening is a command of its own.
+            "listen" if command == "connect" => Some(Flag::ListenOnConnect),
+            "listen" => Some(Flag::ListenOnListen),
+            "keep-open" if command == "connect" => Some(Flag::KeepOpenOnConnect),
+            "append-output" => Some(Flag::AppendOutput),
             "telnet" => Some(Flag::Telnet),
             _ => None,
         }
@@ -194,9 +209,17 @@ impl Flag {
                  CONNECT) in socketkit, whose -x is a hex dump"
             }
             Flag::ProxyParts => {
-                "ncat's --proxy-type and --proxy-auth go in socketkit's --proxy URL: \
-                 --proxy socks5://USER:PASSWORD@HOST:PORT (socks5h:// resolves at the proxy, \
-                 http:// is CONNECT)"
+                "ncat's --proxy-type, --proxy-auth and --proxy-dns and nc's -P USER go in \
+                 socketkit's --proxy URL: --proxy socks5://USER:PASSWORD@HOST:PORT \
+                 (socks5h:// resolves at the proxy, http:// is CONNECT)"
+            }
+            Flag::KeepOpenOnConnect => {
+                "-k/--keep-open applies to socketkit listen (one peer after another); serve \
+                 and forward take many peers at once"
+            }
+            Flag::AppendOutput => {
+                "ncat's --append-output is not supported: -o and -x start their file anew \
+                 each run"
             }
             Flag::Ssl => {
                 "ncat's --ssl: use a tls:HOST:PORT endpoint (the --tls-* options set \
@@ -247,6 +270,33 @@ mod tests {
         use clap::CommandFactory;
         let argv: Vec<OsString> = words.iter().map(OsString::from).collect();
         hint(&argv, &super::super::args::Cli::command())
+    }
+
+    /// Found by an outside audit of nc habits: each was clap's nearest spelling of
+    /// something else (`--listen` → `--tls-insecure`) or no hint at all.
+    #[test]
+    fn more_nc_and_ncat_spellings_get_their_hints() {
+        for (words, wanted) in [
+            (&["connect", "--listen", "h", "1"][..], "socketkit listen"),
+            (&["listen", "--listen", "1"][..], "always listens"),
+            (
+                &["connect", "--keep-open", "h", "1"][..],
+                "applies to socketkit listen",
+            ),
+            (&["connect", "-P", "me", "h", "1"][..], "--proxy URL"),
+            (
+                &["connect", "--proxy-dns", "remote", "h", "1"][..],
+                "socks5h://",
+            ),
+            (&["listen", "-m", "5", "1"][..], "--max-connections"),
+            (
+                &["connect", "--append-output", "-o", "f", "h", "1"][..],
+                "anew",
+            ),
+        ] {
+            let hint = hint_of(words).unwrap_or_default();
+            assert!(hint.contains(wanted), "{words:?}: {hint:?}");
+        }
     }
 
     #[test]
