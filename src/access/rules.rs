@@ -182,14 +182,24 @@ pub enum RuleError {
 /// ```
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
+    // Several networks in one value (`10.0.0.0/8,11.0.0.0/8`) read as a prefix length
+    // that is not one; said as what they are.
+    if text.contains([',', ' ', ';']) {
+        return Err(
+            "one network per value (give the option again, or one per line of a \
+                    rule file)"
+                .to_owned(),
+        );
+    }
     if let Some((address, length)) = text.split_once('/') {
         let address: IpAddr = address
             .parse()
             .map_err(|_| format!("'{address}' is not an IP address"))?;
         let max = if address.is_ipv4() { 32 } else { 128 };
-        let length: u8 = length
-            .parse()
-            .ok()
+        // Digits only: `u8`'s parser takes a leading `+` (`/+8`).
+        let length: u8 = Some(length)
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|l| l.parse().ok())
             .filter(|&l| l <= max)
             .ok_or_else(|| format!("prefix length must be 0-{max}"))?;
         IpNet::new(address, length).map_err(|_| format!("prefix length must be 0-{max}"))
@@ -314,6 +324,25 @@ mod tests {
         list.iter()
             .map(|n| parse_network(n).expect("a network"))
             .collect()
+    }
+
+    /// Found by an outside audit: a list in one value, and `/+8`, were read as a bad or a
+    /// good prefix length.
+    #[test]
+    fn one_network_per_value_and_a_prefix_length_of_digits() {
+        for list in [
+            "10.0.0.0/8,11.0.0.0/8",
+            "10.0.0.0/8, 11.0.0.0/8",
+            "10.0.0.1 10.0.0.2",
+        ] {
+            let err = parse_network(list).expect_err(list);
+            assert!(err.starts_with("one network per value"), "{list}: {err}");
+        }
+        assert_eq!(
+            parse_network("1.2.3.4/+8").unwrap_err(),
+            "prefix length must be 0-32"
+        );
+        assert!(parse_network(" 10.0.0.0/8\t").is_ok());
     }
 
     #[test]
