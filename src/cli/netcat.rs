@@ -210,6 +210,9 @@ pub(crate) fn run_exec(
         return Err(exec.exec_on(&socket, peer).into());
     }
     let mut child = exec.spawn_on(&socket, peer)?;
+    // The program holds the socket now; our copy would keep the connection open after it
+    // exits.
+    drop(socket);
     let status = child.wait().map_err(|err| {
         CliError::Runtime(socketkit::Error::new(
             socketkit::error::Op::Spawn,
@@ -218,11 +221,6 @@ pub(crate) fn run_exec(
         ))
     })?;
     tracing::debug!("the program exited: {status}");
-    // Kept until now, so that what the client sent and the program left unread (a
-    // responder that answered without reading the request) is dropped before the close:
-    // closed unread, the connection would be reset under its answer.
-    socket.discard_unread();
-    drop(socket);
     if init {
         // Its status is the run's, as when it was exec'd into.
         use std::os::unix::process::ExitStatusExt;

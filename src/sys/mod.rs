@@ -56,9 +56,9 @@ pub(crate) use platform::{
 pub(crate) use posix::{
     ask_reload, ask_restart, chmod_no_follow, descriptor_limit, disconnect, hostname,
     inherit_on_exec, interface_index, is_blocking_pipe, is_listening, is_pipe_or_socket,
-    kill_process_group, process_cpu_time, raise_descriptor_limit, raise_with_default_action,
-    receive_queued, recv_nowait, reset_inherited_signals, set_close_on_exec, splice_unsupported,
-    terminate, thread_cpu_time, with_umask,
+    kill_process_group, process_cpu_time, process_group_exists, raise_descriptor_limit,
+    raise_with_default_action, receive_queued, recv_nowait, reset_inherited_signals,
+    set_close_on_exec, splice_unsupported, terminate, thread_cpu_time, with_umask,
 };
 pub(crate) use readiness::{
     Readiness, connect_in_progress, reader_gone, wait_readable, wait_readable_watching,

@@ -354,6 +354,15 @@ pub(crate) fn kill_process_group(group: u32) -> io::Result<()> {
     send_signal(group, libc::SIGKILL, -1)
 }
 
+/// Whether the process group `group` has a process in it (`kill(-group, 0)`; one this
+/// process may not signal exists too).
+pub(crate) fn process_group_exists(group: u32) -> bool {
+    match send_signal(group, 0, -1) {
+        Ok(()) => true,
+        Err(err) => err.raw_os_error() == Some(libc::EPERM),
+    }
+}
+
 /// `kill(sign * id, signal)`: a process (`sign` 1) or a process group (-1).
 fn send_signal(id: u32, signal: libc::c_int, sign: libc::pid_t) -> io::Result<()> {
     let id = libc::pid_t::try_from(id)

@@ -371,11 +371,19 @@ impl Exec {
             let command = (self.on_socket(&socket, conn.peer_addr(), told)).map_err(refused)?;
             self.start(Command::from(command), || conn.reset_on_close())?
         };
+        let group = program.child().id();
         tokio::select! {
             status = program.child().wait() => {
                 let status = status?;
                 tracing::debug!(peer = %conn.peer_addr(), "the program exited: {status}");
-                conn.discard_unread();
+                // What it left unread is dropped, so that the close is an end of stream and
+                // not a reset under its answer (a responder that answers without reading the
+                // request) — only when it succeeded (a failed one's reset tells its client
+                // that the request was not taken) and left no process of its group that
+                // could still read them (a child it forked to serve the connection).
+                if status.success() && group.is_some_and(|group| !crate::net::process_group_exists(group)) {
+                    conn.discard_unread();
+                }
                 Ok(())
             }
             err = conn.ended() => {
