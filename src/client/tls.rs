@@ -340,6 +340,10 @@ async fn run<S: AsyncRead + AsyncWrite>(
     // saw a clean one): input lost, which ends the run as an error whatever the receiving
     // side says.
     let mut refused = None;
+    // As the plain bridge's rule: input refused after the peer's end was owed when the peer
+    // said nothing (a receiver) or the input is to go whole (send-only).
+    let owed =
+        |heard: &AtomicU64| direction == Direction::SendOnly || heard.load(Ordering::Relaxed) == 0;
     let end = loop {
         tokio::select! {
             end = &mut receive => {
@@ -366,7 +370,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                     // The receiving side reports what happened to the connection.
                     Err(err) => {
                         tracing::debug!("sending stopped: {}", crate::error::describe(&err));
-                        refused = refused.or_else(|| was_reset(err));
+                        refused = refused.or_else(|| owed(&heard).then(|| was_reset(err)).flatten());
                     }
                 }
             }
@@ -412,7 +416,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
         loop {
             match tokio::time::timeout(LINGER, &mut send).await {
                 Ok(result) => {
-                    refused = refused.or_else(|| result.err().and_then(was_reset));
+                    refused = refused
+                        .or_else(|| result.err().filter(|_| owed(&heard)).and_then(was_reset));
                     break;
                 }
                 Err(_) if (keep && within_idle()) || activity.quiet_for() < LINGER => {}

@@ -108,6 +108,24 @@ pub(crate) fn heard_so_far(socket: &Socket, read: &AtomicU64) -> u64 {
         .saturating_add(u64::try_from(queued).unwrap_or(u64::MAX))
 }
 
+/// Whether input the peer refused with a reset after its own end was owed to it: the peer
+/// said nothing (a receiver, `listen </dev/null > file`, whose FIN did not say whether it
+/// reads on), or the input is to go whole (send-only). A peer that answered and closed
+/// was owed no more.
+fn input_was_owed(socket: &Socket, received: &AtomicU64, direction: Direction) -> bool {
+    if direction == Direction::SendOnly {
+        return true;
+    }
+    // The kernel's count takes the peer's FIN (which came first: `EPIPE` says so) for a
+    // byte.
+    if connection_of(socket).1
+        && let Ok(heard) = net::tcp_bytes_received(socket.as_fd())
+    {
+        return heard <= 1;
+    }
+    heard_so_far(socket, received) == 0
+}
+
 /// How the sending side of a bridge ended.
 pub(super) enum SendEnd {
     /// The input ended, and the half-close was made.
@@ -325,13 +343,15 @@ pub(super) fn send_input(
                         return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
                     }
                     // Over TCP `EPIPE` is the reset of a peer whose FIN came first (the
-                    // kernel's word for a reset in `CLOSE_WAIT`): a receiver that half-closed
-                    // and then went (killed, out of disk) refused this send's bytes and any
-                    // still unacknowledged before it. Said as the reset it is (exit 1, as
-                    // ncat and socat), not ended quietly as nc does: a transfer cut short
-                    // must not end with 0.
+                    // kernel's word for a reset in `CLOSE_WAIT`). From a receiver that
+                    // half-closed without a word and then went (killed, out of disk), it
+                    // refused a transfer: said as the reset it is (exit 1, as ncat and
+                    // socat), not ended quietly as nc does. From a peer that answered and
+                    // closed, it is input no longer owed (the EOF model's exit 0).
                     Err(err)
-                        if err.kind() == io::ErrorKind::BrokenPipe && connection_of(socket).1 =>
+                        if err.kind() == io::ErrorKind::BrokenPipe
+                            && connection_of(socket).1
+                            && input_was_owed(socket, received, sending.direction) =>
                     {
                         return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
                     }
@@ -372,11 +392,12 @@ pub(super) fn send_input(
                         sending.direction,
                     )
                 {
-                    // A peer that had closed answered what was sent since with a reset,
-                    // which no send met (it came after): those bytes were lost, which is
-                    // said as when a send meets the reset (exit 1), not ended quietly. (A
-                    // reset after the peer's FIN leaves `EPIPE` on the socket.)
-                    if let Ok(Some(err)) = socket2::SockRef::from(socket).take_error()
+                    // A peer that had closed without a word answered what was sent since
+                    // with a reset, which no send met (it came after): those bytes were
+                    // lost, which is said as when a send meets the reset (exit 1), not ended
+                    // quietly. (A reset after the peer's FIN leaves `EPIPE` on the socket.)
+                    if input_was_owed(socket, received, sending.direction)
+                        && let Ok(Some(err)) = socket2::SockRef::from(socket).take_error()
                         && matches!(
                             err.kind(),
                             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
