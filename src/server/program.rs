@@ -98,6 +98,20 @@ impl ProgramConnection {
         crate::socket::discard_unread(std::os::fd::AsFd::as_fd(&self.stream));
     }
 
+    /// Ends the connection for `err` (its reset, the idle limit), for every process that
+    /// still holds the socket: the closing line says why, and an idle limit that comes
+    /// while the program's output still waits for a client that stopped reading resets it,
+    /// as a served connection's does (a shutdown would leave that output to the kernel to
+    /// send after the close, outside every limit); otherwise [`Self::shut_down`].
+    pub(crate) fn cut(&mut self, err: &io::Error) {
+        self.meter.failed(err);
+        if net::is_idle_timeout(err) && net::holds_bytes(std::os::fd::AsFd::as_fd(&self.stream)) {
+            self.stream.reset_now();
+        } else {
+            self.shut_down();
+        }
+    }
+
     /// Ends the connection for every process that still holds the socket (`shutdown(2)`
     /// both ways: the client reads end of stream, their reads and writes end): one that
     /// left the program's group (`setsid`) would go on talking to the client after the

@@ -125,9 +125,21 @@ fn a_silent_client_is_closed_by_the_idle_timeout() {
 /// the kernel, which kept sending it after the close for as long as the client
 /// acknowledged, in sockets no process held and no `--max-per-source` counted; and the
 /// client read the cut as the stream's clean end. Found by an outside audit.
+///
+/// The same for an exec program that holds the socket itself (`yes`): killed at the limit,
+/// its connection was shut down with its output still queued (the review of the fix).
 #[test]
 fn an_idle_timeout_that_cuts_a_stream_short_resets_it() {
-    let server = serve(&["chargen", "-l", "127.0.0.1:0", "--idle-timeout", "300ms"]);
+    let idle = ["-l", "127.0.0.1:0", "--idle-timeout", "300ms"];
+    for service in [&["chargen"][..], &["exec", "--", "yes"][..]] {
+        let server = serve(&[&service[..1], &idle[..], &service[1..]].concat());
+        cut_short_is_reset(&server, service[0]);
+    }
+}
+
+/// Reads a little from `server`'s stream, stops past its idle limit, then reads on: the
+/// stream must end in a reset.
+fn cut_short_is_reset(server: &Running, what: &str) {
     let mut stalled = connect(&server.addr());
     let mut some = [0u8; 1024];
     stalled.read_exact(&mut some).expect("streaming");
@@ -146,7 +158,7 @@ fn an_idle_timeout_that_cuts_a_stream_short_resets_it() {
     assert_eq!(
         end,
         Some(ErrorKind::ConnectionReset),
-        "how the stream ended after {got} bytes"
+        "{what}: how the stream ended after {got} bytes"
     );
 }
 

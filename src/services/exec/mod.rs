@@ -357,7 +357,7 @@ impl Exec {
 
     /// Runs the program with the connection's socket as its stdin and stdout, until it
     /// exits, or kills it when the connection fails first.
-    async fn run_on_socket(&self, conn: ProgramConnection) -> io::Result<()> {
+    async fn run_on_socket(&self, mut conn: ProgramConnection) -> io::Result<()> {
         let mut program = {
             // Dropped with this block once spawned: the duplicates of the socket it holds
             // would keep the connection open after the program exits.
@@ -390,7 +390,7 @@ impl Exec {
                 // Its client is gone, or idle past the limit: the program has nobody left to
                 // talk to, and neither has a process it started outside its group.
                 let status = program.kill().await;
-                conn.shut_down();
+                conn.cut(&err);
                 killed(conn.peer_addr(), status);
                 Err(err)
             }
