@@ -369,7 +369,9 @@ fn parse_rate(text: &str) -> Result<Rate, CliError> {
         .ok_or_else(|| invalid("expected N/DURATION, e.g. 20/1s"))?;
     let per = per.trim();
     let one_of = format!("1{per}");
-    let written = match per.starts_with(|c: char| c.is_ascii_alphabetic()) {
+    // A unit alone is letters alone (`m`, `min`): `e3` would be read as the number 1e3.
+    let unit_alone = !per.is_empty() && per.chars().all(|c| c.is_ascii_alphabetic());
+    let written = match unit_alone {
         true => &one_of,
         false => per,
     };

@@ -20,6 +20,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<(), CliError> {
     let endpoint = resolve::target("connect", &text)?;
     netcat::check_numeric(args.netcat.numeric, &endpoint)?;
     stdio::check_wait(&args.bridge, &endpoint, true)?;
+    netcat::refuse_proxy_for_a_dump(&args.netcat)?;
     // A range (`80-80` too) or several PORT words is a scan; one port is a connection.
     let scan = args.port.len() > 1 || args.port.iter().any(|word| word.range);
     let family = match (args.ipv4, args.ipv6) {

@@ -135,9 +135,6 @@ impl Netcat {
             (_, true) => Direction::ReceiveOnly,
             _ => Direction::Both,
         };
-        if let Some(path) = &args.hex_dump {
-            refuse_proxy_for_a_dump(path)?;
-        }
         let log = match (&args.output, &args.hex_dump) {
             (Some(path), _) => Some(TrafficLog::new(create(path)?, LogFormat::Text)),
             (None, Some(path)) => Some(TrafficLog::new(create(path)?, LogFormat::Hex)),
@@ -238,8 +235,9 @@ pub(crate) fn run_exec(
 /// to a file. Taken as a file, `ProxyCommand nc -x proxy:1080 %h %p` connected directly,
 /// past the proxy (Tor, a bastion), and exited 0. A value shaped as HOST:PORT is refused
 /// with the socketkit way; a file of that name is still `-x ./NAME`.
-fn refuse_proxy_for_a_dump(path: &std::path::Path) -> Result<(), CliError> {
-    let Some(text) = path.to_str() else {
+/// (On `connect` only: `listen` has no proxy.)
+pub(crate) fn refuse_proxy_for_a_dump(args: &NetcatArgs) -> Result<(), CliError> {
+    let Some(text) = args.hex_dump.as_deref().and_then(std::path::Path::to_str) else {
         return Ok(());
     };
     let looks_like_proxy = !text.contains('/')

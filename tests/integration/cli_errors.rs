@@ -212,6 +212,11 @@ fn bad_durations_are_exit_2() {
     for (rate, words) in [
         ("1/366d", "'366d': must be from 1ms to 365d"),
         ("5/1ns", "'1ns': must be from 1ms to 365d"),
+        // A unit alone is letters alone: `e3` is not 1e3 seconds.
+        (
+            "5/e3",
+            "'e3': expected a duration such as 500ms, 30s or 2m, from 1ms to 365d",
+        ),
     ] {
         let (code, line) = fails(&["serve", "--rate-per-source", rate, "-l", "127.0.0.1:0"]);
         assert_eq!(code, 2, "{line}");
