@@ -334,7 +334,8 @@ pub(super) fn send_input(
                     // plain end of stream (Linux 6.18). This send's bytes were lost: said as
                     // the reset it stands for, not ended quietly. (A send begun after the
                     // peer's end was seen is input the bridge no longer owed it, as over
-                    // TCP: it ends quietly.)
+                    // TCP to a peer that answered: it ends quietly. A Unix peer that closed
+                    // is told from one that half-closed, and ends the bridge at once.)
                     Err(err)
                         if err.kind() == io::ErrorKind::BrokenPipe
                             && !connection_of(socket).1
