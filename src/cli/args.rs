@@ -241,9 +241,9 @@ pub(crate) struct BridgeArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) idle_timeout: Option<Duration>,
-    /// UDP and unixgram only: after stdin ends, wait this long for further replies
-    /// [default: 1s, or -w/--timeout if given]. Not a connect timeout (ncat's --wait and
-    /// nc's -w are -w/--timeout).
+    /// UDP and unixgram only: after stdin ends, wait this long for further replies (by
+    /// default 1s, or what -w gives). Not a connect timeout, which ncat's --wait and nc's
+    /// -w are.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration_or_zero())]
     pub(crate) wait: Option<Duration>,
@@ -267,7 +267,7 @@ pub(crate) struct ConnectArgs {
     /// Give up each connection attempt after this long (e.g. 3s). It bounds the connect
     /// only, as ncat's -w; unlike OpenBSD nc's -w it does not end an idle connection: that
     /// is --idle-timeout (exit 1). On a UDP or unixgram endpoint, which has no connect, it
-    /// is the reply wait (--wait), as nc's -u -w.
+    /// is the reply wait, as nc's -u -w.
     #[arg(short = 'w', long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = values::duration())]
     pub(crate) timeout: Option<Duration>,
