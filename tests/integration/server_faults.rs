@@ -133,17 +133,17 @@ fn an_idle_timeout_that_cuts_a_stream_short_resets_it() {
     let idle = ["-l", "127.0.0.1:0", "--idle-timeout", "300ms"];
     for service in [&["chargen"][..], &["exec", "--", "yes"][..]] {
         let server = serve(&[&service[..1], &idle[..], &service[1..]].concat());
-        cut_short_is_reset(&server, service[0]);
+        cut_short_is_reset(&server.addr(), service[0]);
     }
 }
 
-/// Reads a little from `server`'s stream, stops past its idle limit, then reads on: the
-/// stream must end in a reset.
-fn cut_short_is_reset(server: &Running, what: &str) {
-    let mut stalled = connect(&server.addr());
+/// Reads a little of the stream `addr` serves, stops past its idle limit (of 300ms or
+/// so), then reads on: the stream must end in a reset.
+pub(crate) fn cut_short_is_reset(addr: &str, what: &str) {
+    let mut stalled = connect(addr);
     let mut some = [0u8; 1024];
     stalled.read_exact(&mut some).expect("streaming");
-    // Reads nothing until the server has seen it idle past its limit.
+    // Reads nothing until the server or relay has seen it idle past its limit.
     thread::sleep(Duration::from_millis(1500));
     stalled.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     let mut buf = vec![0u8; 64 * 1024];
