@@ -206,7 +206,7 @@ impl Socket {
     /// let (a, b) = socketkit::socket::socketpair()?;
     /// a.send(b"a request nobody reads")?;
     /// b.discard_unread();
-    /// b.setblocking(false)?;
+    /// b.set_blocking(false)?;
     /// assert!(b.recv(64).is_err()); // nothing left: it would block
     /// # Ok::<(), socketkit::Error>(())
     /// ```
