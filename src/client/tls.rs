@@ -342,8 +342,10 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let mut refused = None;
     // As the plain bridge's rule: input refused after the peer's end was owed when the peer
     // said nothing (a receiver) or the input is to go whole (send-only).
-    let owed =
-        |heard: &AtomicU64| direction == Direction::SendOnly || heard.load(Ordering::Relaxed) == 0;
+    let lost = |err: io::Error| {
+        let owed = direction == Direction::SendOnly || heard.load(Ordering::Relaxed) == 0;
+        owed.then(|| was_reset(err)).flatten()
+    };
     let end = loop {
         tokio::select! {
             end = &mut receive => {
@@ -370,7 +372,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                     // The receiving side reports what happened to the connection.
                     Err(err) => {
                         tracing::debug!("sending stopped: {}", crate::error::describe(&err));
-                        refused = refused.or_else(|| owed(&heard).then(|| was_reset(err)).flatten());
+                        refused = refused.or_else(|| lost(err));
                     }
                 }
             }
@@ -416,8 +418,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         loop {
             match tokio::time::timeout(LINGER, &mut send).await {
                 Ok(result) => {
-                    refused = refused
-                        .or_else(|| result.err().filter(|_| owed(&heard)).and_then(was_reset));
+                    refused = refused.or_else(|| result.err().and_then(lost));
                     break;
                 }
                 Err(_) if (keep && within_idle()) || activity.quiet_for() < LINGER => {}

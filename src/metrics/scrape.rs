@@ -56,17 +56,9 @@ pub(super) async fn serve_http_with(
         let (stream, from_reserve) = match listener.accept().await {
             Ok((stream, _)) => (stream, false),
             Err(err) if is_resource_exhaustion(&err) && reserve.release() => {
-                match listener.accept().await {
-                    Ok((stream, _)) => (stream, true),
-                    // Taken in the moment between by the service's own accept (a retry as
-                    // it backs off): the second descriptor of the reserve.
-                    Err(err) if is_resource_exhaustion(&err) && reserve.release() => {
-                        match listener.accept().await {
-                            Ok((stream, _)) => (stream, true),
-                            Err(_) => continue,
-                        }
-                    }
-                    Err(_) => continue,
+                match accept_on_reserve(&listener, &reserve).await {
+                    Some(stream) => (stream, true),
+                    None => continue,
                 }
             }
             Err(_) => {
@@ -118,6 +110,19 @@ pub(super) async fn serve_http_with(
             }
             drop(slot);
         });
+    }
+}
+
+/// Accepts a scrape on a descriptor of the reserve, one let go already; when the service's
+/// own accept (a retry as it backs off) took that one in the moment between, the next is
+/// let go. `None` once the accept fails otherwise or the reserve is spent.
+async fn accept_on_reserve(listener: &TcpListener, reserve: &Reserve) -> Option<TcpStream> {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return Some(stream),
+            Err(err) if is_resource_exhaustion(&err) && reserve.release() => {}
+            Err(_) => return None,
+        }
     }
 }
 

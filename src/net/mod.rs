@@ -55,7 +55,9 @@ pub(crate) use happy_eyeballs::race_tcp;
 pub(crate) use inherited::{adopt, adopt_connection, adopt_handed_over, speaking_tls};
 pub(crate) use lookup::lookup;
 pub(crate) use passed::{ListenerKind, handover_env, take_passed};
-pub(crate) use stream::{Stream, close_with_reset, holds_bytes, reset_if_cut_short, reset_now};
+pub(crate) use stream::{
+    Stream, close_with_reset, discard_unread, holds_bytes, reset_if_cut_short, reset_now,
+};
 pub(crate) use temp_path::TempSocketPath;
 pub(crate) use udp_server::ServerUdp;
 pub(crate) use unix_file::{UnixFile, UnixFileRemover};

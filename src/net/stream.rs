@@ -171,6 +171,27 @@ pub(crate) fn holds_bytes(socket: BorrowedFd<'_>) -> bool {
         || crate::sys::unacknowledged(fd).is_ok_and(|queued| queued > 0)
 }
 
+/// The most [`discard_unread`] reads: a request a program left unread, not a peer that
+/// goes on sending (whose close is then a reset, as it would have been).
+const DISCARDED_AT_MOST: usize = 1 << 20;
+
+/// Reads and drops what the peer sent that nobody read, as far as it has arrived (never
+/// waiting, at most [`DISCARDED_AT_MOST`]), before a close: a close with bytes unread is a
+/// reset, which can reach the peer as an error under the answer it was sent (a program
+/// that answered a request without reading it, as an HTTP responder's `printf` does).
+/// With nothing unread the close is an end of stream.
+pub(crate) fn discard_unread(socket: BorrowedFd<'_>) {
+    let fd = socket.as_raw_fd();
+    let mut buf = [0u8; 16 * 1024];
+    let mut discarded = 0;
+    while discarded < DISCARDED_AT_MOST {
+        match crate::sys::recv_nowait(fd, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
+        }
+    }
+}
+
 /// Makes the close of a connection an idle timeout ended a reset if bytes of it are still
 /// on their way ([`holds_bytes`]): to a client that stopped reading, a quiet close would
 /// leave the rest of the stream to the kernel, which keeps sending it after a FIN for as

@@ -93,9 +93,9 @@ impl ProgramConnection {
     }
 
     /// Drops what the client sent that the program left unread (see
-    /// [`Socket::discard_unread`]), before this process lets its descriptor go.
+    /// [`net::discard_unread`]), before this process lets its descriptor go.
     pub(crate) fn discard_unread(&self) {
-        crate::socket::discard_unread(std::os::fd::AsFd::as_fd(&self.stream));
+        net::discard_unread(std::os::fd::AsFd::as_fd(&self.stream));
     }
 
     /// Ends the connection for `err` (its reset, the idle limit), for every process that

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::{Address, Socket, ToAddress};
 use crate::error::{Error, Op, Result};
@@ -194,26 +193,6 @@ impl Socket {
             .map_err(|err| self.error_at_peer(Op::Shutdown, err))
     }
 
-    /// Reads and drops what the peer sent that nobody read, as far as it has arrived
-    /// (never waiting, at most 1 MiB), before a close: a close with bytes unread is a reset,
-    /// which can reach the peer as an error under the answer it was sent (a program that
-    /// answered a request without reading it, as an HTTP responder's `printf` does). With
-    /// nothing unread the close is an end of stream. Not in Python's `socket`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let (a, b) = socketkit::socket::socketpair()?;
-    /// a.send(b"a request nobody reads")?;
-    /// b.discard_unread();
-    /// b.set_blocking(false)?;
-    /// assert!(b.recv(64).is_err()); // nothing left: it would block
-    /// # Ok::<(), socketkit::Error>(())
-    /// ```
-    pub fn discard_unread(&self) {
-        discard_unread(self.as_fd());
-    }
-
     /// Closes the socket (Python: `s.close()`). Dropping it does the same.
     ///
     /// # Examples
@@ -226,23 +205,6 @@ impl Socket {
     /// ```
     pub fn close(self) {
         drop(self);
-    }
-}
-
-/// The most [`discard_unread`] reads: a request a program left unread, not a peer that
-/// goes on sending (whose close is then a reset, as it would have been).
-const DISCARDED_AT_MOST: usize = 1 << 20;
-
-/// [`Socket::discard_unread`] on any stream socket.
-pub(crate) fn discard_unread(socket: BorrowedFd<'_>) {
-    let fd = socket.as_raw_fd();
-    let mut buf = [0u8; 16 * 1024];
-    let mut discarded = 0;
-    while discarded < DISCARDED_AT_MOST {
-        match crate::sys::recv_nowait(fd, &mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => discarded += n,
-        }
     }
 }
 

@@ -53,7 +53,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use address::{Address, abstract_name};
-pub(crate) use connection::discard_unread;
 pub use create::{create_connection, create_server, socketpair};
 pub(crate) use resolve::unresolved;
 pub use resolve::{getaddrinfo, gethostname};
