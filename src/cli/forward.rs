@@ -66,7 +66,7 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
                 "{option} applies to --to targets, and a --socks proxy's clients name their own"
             )));
         }
-        return socks(&args, identity, listeners, managed);
+        return socks(&args, given, identity, listeners, managed);
     }
     // Checked here: clap counts a flag's default as present for `requires`.
     for (given, option) in [
@@ -175,28 +175,36 @@ pub(crate) fn run(args: ForwardArgs, given: &Given) -> Result<(), CliError> {
     if let Some(proxy) = relay.through() {
         what.push_str(&format!(" through {proxy}"));
     }
-    serve(&args, listeners, listener_tls, managed, &what, |prepared| {
-        let relay = match prepared.metrics() {
-            Some(metrics) => relay.metrics(metrics),
-            None => relay,
-        };
-        // The relay is complete: the hook's clone shares its targets from here on.
-        if let Some(file) = &args.to_file {
-            prepared.on_hangup(target_file::reload_on_hangup(file.clone(), relay.clone()));
-            prepared.reads_on_hangup("targets", vec![file.clone()]);
-        }
-        if let Some(file) = &args.sni_route_file {
-            let reload =
-                sni_routes::reload_on_hangup(file.clone(), endpoints.clone(), relay.clone());
-            prepared.on_hangup(reload);
-            prepared.reads_on_hangup("routes", vec![file.clone()]);
-        }
-        if let Some(reload) = target_tls.and_then(|tls| tls.reload_on_hangup(relay.clone())) {
-            prepared.on_hangup(reload);
-        }
-        let checks = relay.health_checks();
-        (relay, checks)
-    })
+    serve(
+        &args,
+        given,
+        listeners,
+        listener_tls,
+        managed,
+        &what,
+        |prepared| {
+            let relay = match prepared.metrics() {
+                Some(metrics) => relay.metrics(metrics),
+                None => relay,
+            };
+            // The relay is complete: the hook's clone shares its targets from here on.
+            if let Some(file) = &args.to_file {
+                prepared.on_hangup(target_file::reload_on_hangup(file.clone(), relay.clone()));
+                prepared.reads_on_hangup("targets", vec![file.clone()]);
+            }
+            if let Some(file) = &args.sni_route_file {
+                let reload =
+                    sni_routes::reload_on_hangup(file.clone(), endpoints.clone(), relay.clone());
+                prepared.on_hangup(reload);
+                prepared.reads_on_hangup("routes", vec![file.clone()]);
+            }
+            if let Some(reload) = target_tls.and_then(|tls| tls.reload_on_hangup(relay.clone())) {
+                prepared.on_hangup(reload);
+            }
+            let checks = relay.health_checks();
+            (relay, checks)
+        },
+    )
 }
 
 /// The client certificate and key a `tls:` target is shown (`--to-tls-cert`, `--to-tls-key`).
@@ -210,6 +218,7 @@ fn target_identity(args: &ForwardArgs) -> Option<(PathBuf, PathBuf)> {
 /// running beside it.
 fn serve<H: Handler, C>(
     args: &ForwardArgs,
+    given: &Given,
     listeners: Vec<Listen>,
     listener_tls: Option<ServerSetup>,
     managed: Managed,
@@ -219,7 +228,13 @@ fn serve<H: Handler, C>(
 where
     C: Future<Output = ()> + Send + 'static,
 {
-    let mut prepared = server::prepare(&args.server, listeners, listener_tls.as_ref(), &managed)?;
+    let mut prepared = server::prepare(
+        &args.server,
+        listeners,
+        listener_tls.as_ref(),
+        given,
+        &managed,
+    )?;
     let (handler, checks) = make(&mut prepared);
     init_serving(&args.log);
     let after_ready = || {
@@ -292,6 +307,7 @@ pub(crate) fn described_targets<'a>(
 /// `forward --socks`: a SOCKS5 proxy on the listeners.
 fn socks(
     args: &ForwardArgs,
+    given: &Given,
     identity: Option<(PathBuf, PathBuf)>,
     listeners: Vec<Listen>,
     managed: Managed,
@@ -319,6 +335,7 @@ fn socks(
     };
     serve(
         args,
+        given,
         listeners,
         listener_tls,
         managed,

@@ -68,7 +68,7 @@ pub(crate) fn run(args: ServeArgs, given: &Given) -> Result<(), CliError> {
     let endpoints: Vec<_> = listeners.iter().map(|l| l.endpoint().clone()).collect();
     let tls = tls::server(&args.tls, &args.tls_alpn, &endpoints)?;
     tls::check_alpn_applies(&args.tls_alpn, tls.is_some())?;
-    let prepared = server::prepare(&args.server, listeners, tls.as_ref(), &managed)?;
+    let prepared = server::prepare(&args.server, listeners, tls.as_ref(), given, &managed)?;
     init_serving(&args.log);
     let runs_programs = configured.program().is_some();
     let after_ready = || {

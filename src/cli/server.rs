@@ -11,6 +11,7 @@ use socketkit::server::{Builder, IO_ENGINE_VAR, IoEngine, Server, UnknownEngine}
 use super::access::{self, Access};
 use super::args::{ProxyArgs, ServerArgs};
 use super::exit::CliError;
+use super::given::Given;
 use super::managed::{Listen, Managed};
 use super::metrics::MetricsPlan;
 use super::ready;
@@ -48,14 +49,16 @@ pub(crate) fn prepare(
     args: &ServerArgs,
     listeners: Vec<Listen>,
     tls: Option<&ServerSetup>,
+    given: &Given,
     managed: &Managed,
 ) -> Result<Prepared, CliError> {
+    refuse_under_inetd(args, given, managed)?;
     let mut builder = builder(args, listeners)?;
     if let Some(tls) = tls {
         tls.apply(&mut builder);
     }
     let mut access = access(args, &mut builder)?;
-    let metrics = metrics(args, managed)?;
+    let metrics = MetricsPlan::from_args(&args.metrics)?;
     access.metrics = metrics.as_ref().map(MetricsPlan::metrics);
     if let Some(tls) = tls {
         let counted = metrics.as_ref().map(MetricsPlan::metrics);
@@ -165,32 +168,47 @@ pub(crate) fn proxy_protocol(args: &ProxyArgs) -> Result<Option<(CidrSet, Durati
     Ok(Some((trusted, timeout)))
 }
 
-/// `--metrics` of a server: checked (exit 2), and not with `--inetd`, where every
-/// connection is a process of its own.
-fn metrics(args: &ServerArgs, managed: &Managed) -> Result<Option<MetricsPlan>, CliError> {
-    refuse_counts_under_inetd(args, managed)?;
-    MetricsPlan::from_args(&args.metrics)
-}
-
-/// Under `--inetd` every connection is a process of its own: an option that counts or
-/// shares across connections (a metrics endpoint, per-source limits, a connection limit,
-/// workers) would do nothing, and one that looks like a
-/// security control doing nothing is worse than a refusal (exit 2).
-fn refuse_counts_under_inetd(args: &ServerArgs, managed: &Managed) -> Result<(), CliError> {
+/// Under `--inetd` every connection is a process of its own, and the service manager
+/// listens: an option that counts or shares across connections (a metrics endpoint,
+/// per-source limits, a connection limit, workers) or shapes a listener (its backlog, the
+/// accepting it goes on with after a signal) would do nothing, and one that looks like a
+/// security control doing nothing is worse than a refusal (exit 2). `given` catches those
+/// that have a default.
+fn refuse_under_inetd(args: &ServerArgs, given: &Given, managed: &Managed) -> Result<(), CliError> {
     if !managed.inetd() {
         return Ok(());
     }
     let access = &args.access;
-    let counting = [
-        ("--metrics", args.metrics.metrics.is_some()),
-        ("--max-per-source", access.max_per_source.is_some()),
-        ("--rate-per-source", access.rate_per_source.is_some()),
-        ("--max-connections", args.max_connections.is_some()),
-        ("--workers", args.workers.is_some()),
+    const COUNTING: &str = "each connection is a process of its own";
+    const LISTENING: &str = "the service manager listens, not socketkit";
+    let unusable = [
+        ("--metrics", args.metrics.metrics.is_some(), COUNTING),
+        (
+            "--max-per-source",
+            access.max_per_source.is_some(),
+            COUNTING,
+        ),
+        (
+            "--rate-per-source",
+            access.rate_per_source.is_some(),
+            COUNTING,
+        ),
+        (
+            "--max-connections",
+            args.max_connections.is_some(),
+            COUNTING,
+        ),
+        ("--workers", args.workers.is_some(), COUNTING),
+        ("--backlog", given.contains("backlog"), LISTENING),
+        (
+            "--shutdown-delay",
+            given.contains("shutdown_delay"),
+            LISTENING,
+        ),
     ];
-    match counting.iter().find(|(_, given)| *given) {
-        Some((name, _)) => Err(CliError::Usage(format!(
-            "{name} does not apply to --inetd (each connection is a process of its own)"
+    match unusable.iter().find(|(_, given, _)| *given) {
+        Some((name, _, why)) => Err(CliError::Usage(format!(
+            "{name} does not apply to --inetd ({why})"
         ))),
         None => Ok(()),
     }

@@ -129,26 +129,35 @@ fn an_allowed_inetd_connection_is_served() -> TestResult {
 /// Each connection is a process of its own under `--inetd`: per-source limits had no count
 /// to keep and passed every connection (`--rate-per-source 1/1m` let three in a row
 /// through), a security control silently doing nothing; so did a connection limit and
-/// workers. Refused as `--metrics` is (exit 2). Found by an outside audit.
+/// workers. Refused as `--metrics` is (exit 2). Found by an outside audit. The service
+/// manager listens, so the options that shape a listener (`--backlog`, `--shutdown-delay`,
+/// both with defaults) are refused when written, on `serve` and on `forward`.
 #[test]
 fn options_that_count_across_connections_are_refused_under_inetd() {
-    for (option, value) in [
-        ("--max-per-source", "1"),
-        ("--rate-per-source", "1/1m"),
-        ("--max-connections", "10"),
-        ("--workers", "2"),
-        ("--metrics", "127.0.0.1:0"),
+    const COUNTING: &str = "each connection is a process of its own";
+    const LISTENING: &str = "the service manager listens, not socketkit";
+    for (option, value, why) in [
+        ("--max-per-source", "1", COUNTING),
+        ("--rate-per-source", "1/1m", COUNTING),
+        ("--max-connections", "10", COUNTING),
+        ("--workers", "2", COUNTING),
+        ("--metrics", "127.0.0.1:0", COUNTING),
+        ("--backlog", "5", LISTENING),
+        ("--shutdown-delay", "1s", LISTENING),
     ] {
-        let mut cmd = socketkit();
-        cmd.args(["serve", "echo", "--inetd", option, value]);
-        let out = crate::support::process::run(cmd, Vec::new(), IO_TIMEOUT);
-        assert_eq!(out.code(), 2, "{option}: {}", out.stderr);
-        assert_eq!(
-            out.stderr.trim_end(),
-            format!(
-                "error: {option} does not apply to --inetd (each connection is a process of its own)"
-            ),
-        );
+        for command in [
+            &["serve", "echo", "--inetd"][..],
+            &["forward", "--inetd", "--to", "127.0.0.1:9"],
+        ] {
+            let mut cmd = socketkit();
+            cmd.args(command).args([option, value]);
+            let out = crate::support::process::run(cmd, Vec::new(), IO_TIMEOUT);
+            assert_eq!(out.code(), 2, "{command:?} {option}: {}", out.stderr);
+            assert_eq!(
+                out.stderr.trim_end(),
+                format!("error: {option} does not apply to --inetd ({why})"),
+            );
+        }
     }
 }
 
