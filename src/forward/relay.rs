@@ -195,11 +195,9 @@ pub(super) async fn relay_to(
     mut upstream: Upstream,
     first: &[u8],
 ) -> io::Result<()> {
-    // A relay passes on writes as they come; holding a partial segment back for an ACK
-    // (Nagle) would only add a round trip the sender did not ask for.
-    if let Some(stream) = client.stream() {
-        stream.set_nodelay()?;
-    }
+    // A relay passes on writes as they come: the client's connection has Nagle off from
+    // its listener (`server::listener`) or, under `--inetd`, from its adoption; the
+    // target's, from `net::connect`.
     let result = async {
         if !first.is_empty() {
             upstream.write_first(first).await?;

@@ -81,6 +81,11 @@ pub(crate) fn adopt_connection(fd: OwnedFd, name: &str) -> Result<(Stream, Addre
         .map_err(|_| invalid("a socket that is not connected"))?;
     socket.set_blocking(false)?;
     let unix = socket.family() == Family::Unix;
+    if !unix {
+        // As on a listener's connections (`server::listener`): replies written in pieces
+        // are not held for the client's delayed ACK. Only latency rides on it.
+        let _ = socket.set_nodelay(true);
+    }
     let fd = OwnedFd::from(socket);
     let stream = if unix {
         Stream::Unix(tokio::net::UnixStream::from_std(fd.into()).map_err(fail)?)

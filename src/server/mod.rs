@@ -26,7 +26,11 @@
 //! Every transport honours the same limits: past `max_connections` the accept loop stops
 //! accepting until a connection ends; `idle_timeout` closes a connection with no bytes moving
 //! either way; accept errors from exhausted resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) are
-//! logged once per burst and waited out, never spun on. The tour is in [`crate::guide`].
+//! logged once per burst and waited out, never spun on. TCP connections come with Nagle's
+//! algorithm off (`TCP_NODELAY`, set on the listener, which accepted sockets inherit on Linux
+//! and the BSDs; on the connection itself under inetd): a reply written in pieces goes out as
+//! written, so a handler that writes many small pieces should gather them (a `BufWriter`)
+//! rather than lean on the kernel to. The tour is in [`crate::guide`].
 //!
 //! # Examples
 //!

@@ -161,6 +161,22 @@ fn options_that_count_across_connections_are_refused_under_inetd() {
     }
 }
 
+/// The connection inetd hands over gets Nagle's algorithm off, as a listener's does: an
+/// echo of a message longer than one read came back 44 ms late. Found by an outside audit
+/// of latency and buffering.
+#[test]
+fn an_inetd_echo_of_a_long_message_comes_back_at_once() {
+    let (server, mut client) = Inetd::start(&["serve", "echo", "--inetd"]);
+    let median = crate::support::net::echo_round_trip_median(&mut client, 20_000, 30);
+    assert!(
+        median < std::time::Duration::from_millis(20),
+        "an echo of 20000 bytes took {median:?} (median of 30)"
+    );
+    drop(client);
+    let (code, log) = server.finish();
+    assert_eq!(code, Some(0), "{log}");
+}
+
 #[test]
 fn the_rules_apply_to_the_client_a_proxy_header_names_under_inetd() -> TestResult {
     let header = b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\n";

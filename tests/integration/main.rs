@@ -194,6 +194,7 @@ mod server_close;
 /// Bad clients and scarce resources: resets, stalls, bursts, EMFILE, shutdown in flight.
 mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.
+mod server_nodelay;
 mod server_pipeline;
 /// Unix socket files: stale, foreign, live, permissions, removal.
 mod server_unix;
