@@ -77,6 +77,8 @@ mod handover;
 mod inherited;
 mod listener;
 mod meter;
+#[cfg(test)]
+pub(crate) use meter::Meter;
 mod metered;
 mod notify;
 mod pipeline;
