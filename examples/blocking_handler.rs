@@ -1,6 +1,8 @@
 //! A server written the way the tutorial writes code — plain blocking `read` and `write` —
-//! served concurrently: each connection runs on a thread of a bounded pool, so a slow
-//! client never holds up the next.
+//! served concurrently: each connection runs on a thread of a bounded pool (16 here), so a
+//! slow client holds up only its own thread. A client that connects and says nothing holds
+//! one too: the idle limit (30 s) frees it, without which 16 silent clients would stop the
+//! server for everyone else.
 //!
 //! The handler answers each line with its length:
 //!
@@ -10,6 +12,7 @@
 //! ```
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use std::io::{BufRead, BufReader, Write};
 
@@ -30,7 +33,10 @@ async fn main() -> ExitCode {
 async fn run() -> socketkit::Result<()> {
     let endpoint = endpoint_arg("127.0.0.1:12345");
     let mut builder = Server::builder();
-    builder.listen(endpoint).blocking_threads(16);
+    builder
+        .listen(endpoint)
+        .blocking_threads(16)
+        .idle_timeout(Duration::from_secs(30));
     let server = builder.bind().await?;
     eprintln!("listening on {}", server.local_endpoints()[0]);
 

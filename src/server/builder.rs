@@ -194,9 +194,11 @@ impl Builder {
         self
     }
 
-    /// At most `threads` blocking handlers run at once ([`Server::serve_blocking`]); further
-    /// connections wait, accepted, for a thread (in a graceful shutdown too, until the drain
-    /// deadline). Default 64; tokio caps it at 512.
+    /// At most `threads` blocking handlers run at once ([`Server::serve_blocking`]); as many
+    /// further connections wait, accepted, for a thread (in a graceful shutdown too, until
+    /// the drain deadline), and past those the server stops accepting until one ends, as
+    /// past [`Builder::max_connections`]. A silent client holds its thread until
+    /// [`Builder::idle_timeout`] ends its read. Default 64; tokio caps it at 512.
     pub fn blocking_threads(&mut self, threads: usize) -> &mut Builder {
         self.limits.blocking_threads = threads.clamp(1, 512);
         self

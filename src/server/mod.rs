@@ -365,12 +365,18 @@ impl Server {
     ///
     /// # Caveats
     ///
+    /// A thread is held for as long as its handler runs: clients that connect and say
+    /// nothing hold every thread of the pool unless [`Builder::idle_timeout`] ends their
+    /// reads, and the next client waits until one ends. As many connections again may
+    /// wait, accepted, for a thread; past that (or past [`Builder::max_connections`], if
+    /// lower) the server stops accepting, and clients wait in the kernel's backlog.
+    ///
     /// At the drain deadline a handler still running has its connection reset and `serve`
     /// returns, but its thread cannot be stopped: a handler that never returns (a `sleep`
     /// that no reset ends) keeps tokio's blocking pool busy, and dropping the runtime waits
     /// for it (`#[tokio::main]` does not return). Use `Runtime::shutdown_timeout` where
     /// that can happen.
-    pub async fn serve_blocking<B: BlockingHandler>(self, handler: B) -> Result<()> {
+    pub async fn serve_blocking<B: BlockingHandler>(mut self, handler: B) -> Result<()> {
         if let Some(group) = self.groups.iter().find(|group| group.is_tls()) {
             let reason = io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -378,6 +384,16 @@ impl Server {
             );
             return Err(Error::new(Op::Listen, &group.endpoint, reason));
         }
+        // As many connections as the pool has threads may wait, accepted, for one (and are
+        // served in a drain); past that the server stops accepting, as past
+        // `max_connections`, and the kernel's backlog holds the rest: clients that hold
+        // their threads without a word must not grow a queue of descriptors without bound.
+        let accepted_at_most = self.limits.blocking_threads.saturating_mul(2);
+        self.limits.max_connections = Some(
+            self.limits
+                .max_connections
+                .map_or(accepted_at_most, |max| max.min(accepted_at_most)),
+        );
         let spawner = BlockingSpawner {
             handler: Arc::new(handler),
             pool: blocking::pool(self.limits.blocking_threads),

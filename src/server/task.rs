@@ -346,10 +346,6 @@ async fn run_blocking<B: BlockingHandler>(
     // For the line that says how the handler failed: its connection's `closed` line, which
     // says how a read or write failed, is written when the handler drops it.
     let peer = meter.peer().clone();
-    let (conn, closer) = match into_blocking(stream, meter, idle_timeout) {
-        Ok(pair) => pair,
-        Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
-    };
     let thread = tokio::select! {
         // The pool is never closed, so acquiring cannot fail.
         thread = pool.acquire_owned() => thread.ok(),
@@ -357,7 +353,13 @@ async fn run_blocking<B: BlockingHandler>(
     };
     let Some(thread) = thread else {
         // Forced while waiting for a thread: cut short like the rest.
-        return closer.reset();
+        return crate::net::reset_now(std::os::fd::AsFd::as_fd(&stream));
+    };
+    // Handed over once it has a thread: a connection that waits holds one descriptor, not
+    // the two (the handler's, and the closer's) of one being served.
+    let (conn, closer) = match into_blocking(stream, meter, idle_timeout) {
+        Ok(pair) => pair,
+        Err(err) => return tracing::debug!("cannot hand over: {}", describe(&err)),
     };
     let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         tokio::task::spawn_blocking(move || {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use socketkit::server::{BlockingConnection, Builder, Server, ShutdownHandle};
 use tokio::task::JoinHandle;
 
-use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, connect, read_once};
+use crate::support::{TestResult, wait_until};
 
 /// A server of `handler` on 127.0.0.1, configured by `configure`: its address, the handle
 /// that stops it, and its task.
@@ -184,6 +184,59 @@ async fn the_idle_limit_resets_a_stream_its_client_stopped_reading() -> TestResu
     .await?;
     assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
     handle.shutdown();
+    tokio::time::timeout(IO_TIMEOUT, task).await???;
+    Ok(())
+}
+
+/// The accepted connections a server of `metrics` has counted so far.
+fn accepted(metrics: &socketkit::metrics::Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("socketkit_connections_accepted_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
+/// Clients that connect and say nothing hold the pool's threads; the connections past them
+/// waited, accepted, for a thread without bound (two descriptors each: 500 silent clients
+/// held a thousand). As many as the pool has threads wait accepted now, and the rest in the
+/// kernel's backlog until one ends. Found by an outside audit of fairness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_twice_the_pool_silent_clients_wait_in_the_backlog() -> TestResult {
+    let metrics = socketkit::metrics::Metrics::new();
+    let counted = std::sync::Arc::clone(&metrics);
+    let (addr, handle, task) = start(
+        move |b| {
+            b.blocking_threads(2).metrics(counted);
+        },
+        |mut conn| {
+            let mut rest = Vec::new();
+            conn.read_to_end(&mut rest).map(drop)
+        },
+    )
+    .await;
+    tokio::task::spawn_blocking(move || {
+        let settled_at = |count: u64| {
+            wait_until(
+                IO_TIMEOUT,
+                || format!("{} accepted, not {count}", accepted(&metrics)),
+                || accepted(&metrics) >= count,
+            );
+            // Time for more to be accepted, were the server to take them.
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(accepted(&metrics), count);
+        };
+        let mut clients: Vec<TcpStream> = (0..10).map(|_| connect(&addr)).collect();
+        settled_at(4);
+        // A served client leaves: a waiting one takes its thread, and one more is accepted.
+        drop(clients.remove(0));
+        settled_at(5);
+        drop(clients);
+        handle.shutdown();
+    })
+    .await?;
     tokio::time::timeout(IO_TIMEOUT, task).await???;
     Ok(())
 }
