@@ -11,11 +11,14 @@
 //! the status line: `2xx` and `3xx` pass, anything else (or nothing within the timeout) is
 //! a failure named in the log line (`answered HTTP 503`).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::endpoint::Endpoint;
@@ -25,7 +28,7 @@ use crate::net;
 use super::by_name::NameRoutes;
 use super::dial::Dialer;
 use super::relay::Upstream;
-use super::targets::{Targets, Verdict};
+use super::targets::{Target, Targets, Verdict};
 
 /// The checks of one relay; they end once the relay (every clone of it) is dropped.
 #[derive(Debug)]
@@ -49,92 +52,145 @@ pub(super) struct Checks {
 }
 
 impl Checks {
-    /// Checks every target at once, every interval (the first round at once), until the
-    /// relay is gone.
+    /// Checks every target every interval (the first time at once), each on its own: a
+    /// target whose check is still under way at the next tick (one that hangs until the
+    /// timeout) is not checked again until it ends, and holds up no other target's check —
+    /// which waited for the slowest of its round, so that one hung target slowed the news
+    /// of every other's death from a second to the timeout. Runs until the relay is gone.
     pub(super) async fn run(self) {
         let mut ticks = tokio::time::interval(self.interval);
-        // A round that took longer than the interval (targets that time out) is not
-        // followed by a burst of rounds to catch up.
+        // A tick missed while the runtime was busy is not followed by a burst to catch up.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let through = self.dial.through();
+        let mut under_way = UnderWay::default();
         loop {
-            ticks.tick().await;
-            let Some(targets) = self.targets.upgrade() else {
-                return;
-            };
-            // One list for the round: a reload meanwhile is checked from the next.
-            let own = targets.snapshot();
-            drop(targets);
-            let routed = (self.routes.as_ref().and_then(Weak::upgrade))
-                .map(|routes| routes.snapshots())
-                .unwrap_or_default();
-            let list = (own.iter().map(|target| (target, self.http_path.clone()))).chain(
-                routed
-                    .iter()
-                    .flat_map(|list| list.iter().map(|target| (target, None))),
-            );
-            let mut round = tokio::task::JoinSet::new();
-            for (target, http_path) in list {
-                let target = Arc::clone(target);
-                let dial = self.dial.clone();
-                let header = self.header.clone();
-                round.spawn(async move {
-                    let endpoint = target.endpoint();
-                    let result = async {
-                        let mut upstream = dial.connect(endpoint, header.as_deref(), None).await?;
-                        let result = match &http_path {
-                            Some(path) => {
-                                ask_http(&mut upstream, endpoint, path, dial.timeout).await
-                            }
-                            None => Ok(()),
-                        };
-                        // Closed beside the round, not in it: the verdict is in, and a
-                        // target slow to close must not hold up the next round.
-                        tokio::spawn(async move { close_gently(&mut upstream).await });
-                        result
+            tokio::select! {
+                _ = ticks.tick() => {
+                    let Some(targets) = self.targets.upgrade() else {
+                        return;
+                    };
+                    // One list for the tick: a reload meanwhile is checked from the next.
+                    let own = targets.snapshot();
+                    drop(targets);
+                    let routed = (self.routes.as_ref().and_then(Weak::upgrade))
+                        .map(|routes| routes.snapshots())
+                        .unwrap_or_default();
+                    let list = (own.iter().map(|target| (target, self.http_path.clone())))
+                        .chain(
+                            routed
+                                .iter()
+                                .flat_map(|list| list.iter().map(|target| (target, None))),
+                        );
+                    for (target, http_path) in list {
+                        under_way.start(target, |target| self.check(target, http_path));
                     }
-                    .await;
-                    (target, result)
-                });
+                }
+                Some((target, result)) = under_way.next(), if !under_way.is_empty() => {
+                    let Some(targets) = self.targets.upgrade() else {
+                        return;
+                    };
+                    self.judge(&target, result);
+                    // A target a reload removed while it was checked leaves the metrics
+                    // now, not when some relay to another target ends.
+                    targets.let_go_of_retired();
+                }
             }
-            drop((own, routed));
-            while let Some(checked) = round.join_next().await {
-                let Ok((target, result)) = checked else {
-                    continue; // a check that panicked: no verdict
+        }
+    }
+
+    /// One check of `target`: a connection as a client's (and the HTTP request, with a
+    /// path), within the dialer's timeout.
+    fn check(
+        &self,
+        target: Arc<Target>,
+        http_path: Option<Arc<str>>,
+    ) -> impl Future<Output = (Arc<Target>, io::Result<()>)> + Send + 'static {
+        let dial = self.dial.clone();
+        let header = self.header.clone();
+        async move {
+            let endpoint = target.endpoint();
+            let result = async {
+                let mut upstream = dial.connect(endpoint, header.as_deref(), None).await?;
+                let result = match &http_path {
+                    Some(path) => ask_http(&mut upstream, endpoint, path, dial.timeout).await,
+                    None => Ok(()),
                 };
-                if self.targets.strong_count() == 0 {
-                    return;
-                }
-                let endpoint = target.endpoint();
-                match result {
-                    Ok(()) => match target.check_passed(self.rise) {
-                        Verdict::Changed => {
-                            tracing::info!("health check: {endpoint}{through} is up");
-                        }
-                        Verdict::Counting(passed) => tracing::debug!(
-                            "health check: {endpoint}{through} passed ({passed} of {})",
-                            self.rise
-                        ),
-                        Verdict::Same => {}
-                    },
-                    Err(err) => match target.check_failed(self.fall) {
-                        Verdict::Changed => tracing::warn!(
-                            "health check: {endpoint}{through} is down: {}",
-                            describe(&err)
-                        ),
-                        Verdict::Counting(failed) => tracing::debug!(
-                            "health check: {endpoint}{through} failed ({failed} of {}): {}",
-                            self.fall,
-                            describe(&err)
-                        ),
-                        Verdict::Same => {}
-                    },
-                }
+                // Closed beside the check, not in it: the verdict is in, and a target slow
+                // to close must not hold up the next check.
+                tokio::spawn(async move { close_gently(&mut upstream).await });
+                result
             }
-            // A target a reload removed while this round checked it leaves the metrics now,
-            // not when some relay to another target ends.
-            if let Some(targets) = self.targets.upgrade() {
-                targets.let_go_of_retired();
+            .await;
+            (target, result)
+        }
+    }
+
+    /// Marks `target` by the check's `result`, and logs a change.
+    fn judge(&self, target: &Target, result: io::Result<()>) {
+        let endpoint = target.endpoint();
+        let through = self.dial.through();
+        match result {
+            Ok(()) => match target.check_passed(self.rise) {
+                Verdict::Changed => tracing::info!("health check: {endpoint}{through} is up"),
+                Verdict::Counting(passed) => tracing::debug!(
+                    "health check: {endpoint}{through} passed ({passed} of {})",
+                    self.rise
+                ),
+                Verdict::Same => {}
+            },
+            Err(err) => match target.check_failed(self.fall) {
+                Verdict::Changed => tracing::warn!(
+                    "health check: {endpoint}{through} is down: {}",
+                    describe(&err)
+                ),
+                Verdict::Counting(failed) => tracing::debug!(
+                    "health check: {endpoint}{through} failed ({failed} of {}): {}",
+                    self.fall,
+                    describe(&err)
+                ),
+                Verdict::Same => {}
+            },
+        }
+    }
+}
+
+/// The checks under way, at most one per target (known by its record's address, which
+/// stays its own while the check holds the record).
+#[derive(Default)]
+struct UnderWay {
+    tasks: JoinSet<(Arc<Target>, io::Result<()>)>,
+    targets: HashMap<tokio::task::Id, usize>,
+}
+
+impl UnderWay {
+    /// Starts the check `make` gives for `target`, unless one is under way.
+    fn start<F>(&mut self, target: &Arc<Target>, make: impl FnOnce(Arc<Target>) -> F)
+    where
+        F: Future<Output = (Arc<Target>, io::Result<()>)> + Send + 'static,
+    {
+        let key = Arc::as_ptr(target) as usize;
+        if self.targets.values().any(|under_way| *under_way == key) {
+            return;
+        }
+        let id = self.tasks.spawn(make(Arc::clone(target))).id();
+        self.targets.insert(id, key);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The next check to end with a verdict, or `None` once none is under way. A check
+    /// that panicked gives none, and its target may be checked again.
+    async fn next(&mut self) -> Option<(Arc<Target>, io::Result<()>)> {
+        loop {
+            match self.tasks.join_next_with_id().await? {
+                Ok((id, checked)) => {
+                    self.targets.remove(&id);
+                    return Some(checked);
+                }
+                Err(err) => {
+                    self.targets.remove(&err.id());
+                }
             }
         }
     }

@@ -49,6 +49,7 @@ mod cli_errors;
 mod cli_errors_encoding;
 /// `socketkit forward`: relays, half-close, concurrency, failures, limits.
 mod cli_forward;
+mod cli_forward_checks_apart;
 mod cli_forward_pool;
 mod cli_forward_targets;
 /// `socketkit forward` over UDP: one upstream socket per client, idle timeout.

@@ -1,0 +1,77 @@
+//! `forward`'s health checks run each target's on its own: a target that hangs (takes the
+//! connection, never answers the HTTP check) held every round until its check timed out,
+//! so another target's death was seen after `--timeout` (7 s in the audit) rather than
+//! within an interval (1 s). Found by an outside audit of fairness.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cli_forward_targets::forward;
+
+/// An HTTP server answering `200` to every connection until `stop` is set, then gone
+/// (its port refuses): its address and its thread.
+fn healthy(stop: Arc<AtomicBool>) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let addr = listener.local_addr().expect("address").to_string();
+    let serving = thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false).expect("blocking");
+                    conn.set_read_timeout(Some(Duration::from_secs(2)))
+                        .expect("timeout");
+                    let mut request = [0u8; 1024];
+                    let _ = conn.read(&mut request);
+                    let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (addr, serving)
+}
+
+#[test]
+fn a_hung_target_does_not_hold_up_another_targets_checks() {
+    // Takes connections (the kernel's backlog does) and never answers.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_addr = hung.local_addr().expect("address").to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (healthy_addr, serving) = healthy(Arc::clone(&stop));
+    let relay = forward(
+        &[
+            "--check-interval",
+            "200ms",
+            "--check-http",
+            "/health",
+            "--check-fall",
+            "1",
+            "--timeout",
+            "5s",
+            "-v",
+        ],
+        &[&hung_addr, &healthy_addr],
+    );
+    // A few rounds in: the hung target's first check is still waiting for its answer.
+    thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+    serving.join().expect("the server thread ends");
+    let stopped = Instant::now();
+    relay.wait_for_stderr(
+        &[&format!(
+            "health check: tcp:{healthy_addr} is down: connection refused"
+        )],
+        Duration::from_secs(10),
+    );
+    let seen = stopped.elapsed();
+    assert!(
+        seen < Duration::from_secs(3),
+        "the healthy target's death was seen after {seen:?} (the hung one's check takes 5s)"
+    );
+    drop(hung);
+}
