@@ -26,9 +26,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, LINGER, Peer,
-    all_acknowledged, check_idle, end_sending, finish, input_has_paused, next_to_send,
-    output_failed, tick, waits_for_input,
+    ACK_POLL, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses, LINGER, Peer,
+    all_acknowledged, check_idle, end_sending, finish, next_to_send, output_failed, tick,
+    waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -172,7 +172,7 @@ fn bridge_tls_here(
         });
         // The input thread may still wait for input: it stops at its next look (a shared
         // input's, woken, at once).
-        end_sending(done, input, options.shared_input);
+        end_sending(done, input);
         drop(wake);
         result
     })
@@ -217,14 +217,14 @@ fn pump(
     (done, keep_on, failure): (&AtomicBool, &AtomicBool, &Mutex<Option<Error>>),
     shared: Option<RawFd>,
 ) {
-    let mut last_input = None;
+    let mut pauses = InputPauses::begin();
     loop {
-        let Some(next) = next_to_send(input, done, shared) else {
+        let Some(next) = next_to_send(input, done, shared, &pauses) else {
             return;
         };
         match next {
             Next::Data(buf) => {
-                last_input = Some(Instant::now());
+                pauses.had_input();
                 if let Err(unsent) = chunks.blocking_send(buf) {
                     // The bridge is over: the chunk is nobody's yet.
                     input.put_back(unsent.0);
@@ -236,7 +236,7 @@ fn pump(
             Next::Pending
                 if done.load(Ordering::Acquire)
                     && (shared.is_some()
-                        || (input_has_paused(last_input) && !keep_on.load(Ordering::Relaxed))) =>
+                        || (pauses.paused() && !keep_on.load(Ordering::Relaxed))) =>
             {
                 return;
             }
@@ -399,7 +399,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let _ = tokio::time::timeout(CLOSE_AT_ONCE, writer.shutdown()).await;
     } else if !sent && matches!(end, Ok(BridgeEnd::PeerClosed)) {
         // Input already read goes out first (a peer that half-closed may still read it),
-        // and input that keeps coming, as in the plain bridge (`input_has_paused`). The
+        // and input that keeps coming, as in the plain bridge (`InputPauses`). The
         // pump stops at a pause (an open, quiet stdin), which ends the sending here rather
         // than after the whole linger; a send that makes no progress for the linger is
         // given up — unless the peer ended its side without a word (a receiver, such as
@@ -409,7 +409,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let silent = heard.load(Ordering::Relaxed) == 0;
         let keep = waits_for_input((fd, true), silent, false, direction);
         keep_on.store(keep, Ordering::Relaxed);
-        end_sending(done, input, options.shared_input);
+        end_sending(done, input);
         let within_idle = || {
             options
                 .idle_timeout

@@ -194,6 +194,52 @@ fn a_tcp_peer_that_answered_and_closed_ends_it_though_a_programs_input_stays_ope
     Ok(())
 }
 
+/// A peer that answered and closed while the program's input stays open and quiet: the
+/// sender, waiting for input, was told the bridge was over only at the end of its 100 ms
+/// wait, so `connect` exited 0–100 ms after the close. Ten peers close at offsets spread
+/// over that wait, each after the bridge's first 50 ms (in which input on its way still
+/// goes): the median exit comes within 30 ms of the close (50 ms before). Found by an
+/// outside audit of latency.
+#[test]
+fn a_peer_that_closes_ends_it_at_once_though_a_programs_input_stays_open() -> TestResult {
+    let mut delays = Vec::new();
+    for round in 0..10u64 {
+        let (tx, closed_at) = std::sync::mpsc::channel();
+        let (addr, server) = one_shot(move |mut stream| {
+            stream.write_all(b"bye").expect("write");
+            thread::sleep(Duration::from_millis(100 + round * 10));
+            drop(stream);
+            tx.send(Instant::now()).expect("the test waits");
+        });
+        let mut cmd = connect_cmd(&addr);
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let _stdin_kept_open = child.stdin.take();
+        let closed = closed_at.recv_timeout(IO_TIMEOUT)?;
+        let deadline = closed + DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("connect ran on after the peer closed".into());
+            }
+            thread::sleep(Duration::from_millis(1));
+        };
+        delays.push(closed.elapsed());
+        assert_eq!(status.code(), Some(0));
+        server.join().expect("server thread");
+    }
+    delays.sort();
+    assert!(
+        delays[delays.len() / 2] < Duration::from_millis(30),
+        "exits after the peer closed: {delays:?}"
+    );
+    Ok(())
+}
+
 /// A TCP peer that ended its side without a word may be a receiver that reads on: a
 /// program's open input is read to its end, as nc does, and `connect` exits 0 then.
 #[test]

@@ -16,7 +16,7 @@ use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
 use crate::socket::{Address, Socket};
 use receive::receive;
-pub(crate) use send::{Answers, end_sending, input_has_paused, next_to_send, waits_for_input};
+pub(crate) use send::{Answers, InputPauses, end_sending, next_to_send, waits_for_input};
 use send::{SendEnd, Sender, Sending, deliver, send_input};
 
 mod receive;
@@ -26,7 +26,7 @@ mod send;
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// After the peer closed, how long input that is already waiting may take to go out; and
-/// the pause in the input that ends its sending then (see [`input_has_paused`]).
+/// the pause in the input that ends its sending then (see [`InputPauses`]).
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// The longest pause between two looks at what the peer has acknowledged (send-only).
@@ -242,7 +242,7 @@ pub fn bridge(
             matches!(end, Ok(BridgeEnd::OutputClosed)),
             Ordering::Release,
         );
-        end_sending(done, input, options.shared_input);
+        end_sending(done, input);
         // Input already read goes out first (a peer that half-closed may still read it),
         // unless the input is shared, or nobody reads the output any more (what is left
         // to send is not wanted either, and a sender blocked on a peer that stopped
@@ -253,7 +253,7 @@ pub fn bridge(
             Ok(BridgeEnd::OutputClosed) => Duration::ZERO,
             _ => LINGER,
         };
-        // A sender that still sends input as it comes (see `input_has_paused`) is waited
+        // A sender that still sends input as it comes (see `InputPauses`) is waited
         // for as long as it makes progress; one waiting for input stops by itself. One whose
         // peer is known to read on (`waits_for_input`: a receiver that half-closed
         // without a word, a Unix peer, send-only) is waited for however slowly that peer

@@ -144,20 +144,28 @@ pub(super) enum SendEnd {
     Stopped,
 }
 
-/// The next chunk a connection's sender takes from `input`, waiting up to [`POLL`]. With a
-/// shared input (`shared`: the connection's socket), `None` once the connection is over —
-/// the bridge is `done`, or the peer has closed, even before the receiving side has read
-/// its end — and a chunk taken then is handed back: sent to that peer it would be lost, and
-/// it is the next connection's. Once `done`, a shared input's sender waits for nothing.
+/// The next chunk a connection's sender takes from `input`, waiting up to [`POLL`] — once
+/// the bridge is `done`, only until its input counts as paused (`pauses`), so that a quiet
+/// input ends the sending then and not at the end of a poll. With a shared input
+/// (`shared`: the connection's socket), `None` once the connection is over — the bridge is
+/// `done`, or the peer has closed, even before the receiving side has read its end — and a
+/// chunk taken then is handed back: sent to that peer it would be lost, and it is the next
+/// connection's. Once `done`, a shared input's sender waits for nothing.
 pub(crate) fn next_to_send(
     input: &Input,
     done: &AtomicBool,
     shared: Option<RawFd>,
+    pauses: &InputPauses,
 ) -> Option<Next> {
     let over = || done.load(Ordering::Relaxed);
-    let wait = match shared.is_some() && over() {
-        true => Duration::ZERO,
-        false => POLL,
+    let wait = match (shared.is_some(), over()) {
+        (true, true) => Duration::ZERO,
+        // Paused already, and still sending (see `waits_for_input`): asked again each poll.
+        (false, true) => match pauses.left() {
+            left if left.is_zero() => POLL,
+            left => left.min(POLL),
+        },
+        (_, false) => POLL,
     };
     match input.next(wait) {
         Next::Data(buf) if shared.is_some_and(|fd| over() || net::peer_has_closed(fd)) => {
@@ -168,14 +176,55 @@ pub(crate) fn next_to_send(
     }
 }
 
-/// Whether a sender whose peer has closed stops at a pause in its input (`last_input`: when
-/// it last had some). A peer that half-closed may still read: input that keeps coming —
-/// a producer writing in bursts, `(…; sleep 0.5; …) | connect` — is sent while each pause
-/// is under [`LINGER`], and the bridge ends when the input does; an open stdin that has
-/// been quiet that long (a terminal after a greeting) ends the bridge at once, as the peer
+/// How long a sender that has had no input yet waits for some once its peer has closed,
+/// counted from the start of the bridge: input on its way as the connection opened (written
+/// to the pipe a moment before) still goes to a peer that half-closed after its request.
+pub(crate) const FIRST_INPUT: Duration = Duration::from_millis(50);
+
+/// When a sender last had input (or began, having had none): whether its input has
+/// paused, for a sender whose peer has closed. A peer that half-closed may still read:
+/// input that keeps coming — a producer writing in bursts, `(…; sleep 0.5; …) | connect` —
+/// is sent while each pause is under [`LINGER`], and the bridge ends when the input does;
+/// an open stdin that has been quiet that long, or has given nothing in the bridge's first
+/// [`FIRST_INPUT`] (a terminal after a greeting), ends the bridge at once, as the peer
 /// closing should — unless [`waits_for_input`] says the rest may still be wanted.
-pub(crate) fn input_has_paused(last_input: Option<Instant>) -> bool {
-    last_input.is_none_or(|last| last.elapsed() >= LINGER)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputPauses {
+    began: Instant,
+    last: Option<Instant>,
+}
+
+impl InputPauses {
+    /// A sender that begins now, with no input yet.
+    pub(crate) fn begin() -> InputPauses {
+        InputPauses {
+            began: Instant::now(),
+            last: None,
+        }
+    }
+
+    /// Input came now.
+    pub(crate) fn had_input(&mut self) {
+        self.last = Some(Instant::now());
+    }
+
+    /// Whether no input has come yet.
+    pub(crate) fn none_yet(&self) -> bool {
+        self.last.is_none()
+    }
+
+    /// How long until the input counts as paused; zero once it does.
+    fn left(&self) -> Duration {
+        match self.last {
+            None => FIRST_INPUT.saturating_sub(self.began.elapsed()),
+            Some(last) => LINGER.saturating_sub(last.elapsed()),
+        }
+    }
+
+    /// Whether the input has paused.
+    pub(crate) fn paused(&self) -> bool {
+        self.left().is_zero()
+    }
 }
 
 /// Whether a sender whose peer has ended its side waits on through a pause in its input
@@ -211,14 +260,14 @@ pub(super) fn connection_of(socket: &Socket) -> (RawFd, bool) {
     (socket.fileno(), tcp)
 }
 
-/// Tells a bridge's sender that the bridge is over (`done`); a shared input's sender is
-/// woken from its wait at once, since what comes now is the next connection's.
-pub(crate) fn end_sending(done: &AtomicBool, input: &Input, shared: bool) {
+/// Tells a bridge's sender that the bridge is over (`done`), and wakes it from its wait for
+/// input: a shared input's next bytes are the next connection's, and a sender whose input
+/// has paused ends now rather than at the end of its [`POLL`] — which held the exit (and a
+/// TLS session's close_notify) up to 100 ms after the peer closed.
+pub(crate) fn end_sending(done: &AtomicBool, input: &Input) {
     // Release: what was set before it (how the bridge ended) is seen with it.
     done.store(true, Ordering::Release);
-    if shared {
-        input.wake();
-    }
+    input.wake();
 }
 
 /// How the sending side of a bridge sends: the options that concern it.
@@ -283,7 +332,7 @@ pub(super) struct Sender<'a> {
 }
 
 /// Sends input until it ends; once the peer has closed (`done`), only while it keeps
-/// coming ([`input_has_paused`]: a peer that half-closed may still read it) — and with a
+/// coming ([`InputPauses`]: a peer that half-closed may still read it) — and with a
 /// shared input, nothing: what it reads is the next connection's.
 pub(super) fn send_input(
     input: &Input,
@@ -306,19 +355,19 @@ pub(super) fn send_input(
         return SendEnd::Stopped;
     }
     let shared = sending.shared.then(|| socket.fileno());
-    let mut last_input = None;
+    let mut pauses = InputPauses::begin();
     // Whether bytes were sent after the peer's end was seen.
     let mut sent_since_close = false;
     loop {
-        let Some(next) = next_to_send(input, done, shared) else {
+        let Some(next) = next_to_send(input, done, shared, &pauses) else {
             return SendEnd::Stopped;
         };
         match next {
             Next::Data(buf) => {
-                if last_input.is_none() {
+                if pauses.none_yet() {
                     answers.input_goes(heard_so_far(socket, received));
                 }
-                last_input = Some(Instant::now());
+                pauses.had_input();
                 let after_end = done.load(Ordering::Relaxed);
                 sent_since_close |= after_end;
                 in_send.store(true, Ordering::Relaxed);
@@ -373,7 +422,7 @@ pub(super) fn send_input(
             {
                 return SendEnd::Stopped;
             }
-            Next::Pending if done.load(Ordering::Acquire) && input_has_paused(last_input) => {
+            Next::Pending if done.load(Ordering::Acquire) && pauses.paused() => {
                 // Asked at each look during a pause: a peer that reads on may still go. An
                 // error ended the bridge (a reset, the idle limit): nothing more is sent.
                 if sending
