@@ -11,7 +11,7 @@
 //! the status line: `2xx` and `3xx` pass, anything else (or nothing within the timeout) is
 //! a failure named in the log line (`answered HTTP 503`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Weak};
@@ -88,7 +88,8 @@ impl Checks {
                     let Some(targets) = self.targets.upgrade() else {
                         return;
                     };
-                    self.judge(&target, result);
+                    // Dropped before the retired are let go, or this one could not be.
+                    self.judge(target, result);
                     // A target a reload removed while it was checked leaves the metrics
                     // now, not when some relay to another target ends.
                     targets.let_go_of_retired();
@@ -125,7 +126,7 @@ impl Checks {
     }
 
     /// Marks `target` by the check's `result`, and logs a change.
-    fn judge(&self, target: &Target, result: io::Result<()>) {
+    fn judge(&self, target: Arc<Target>, result: io::Result<()>) {
         let endpoint = target.endpoint();
         let through = self.dial.through();
         match result {
@@ -158,7 +159,10 @@ impl Checks {
 #[derive(Default)]
 struct UnderWay {
     tasks: JoinSet<(Arc<Target>, io::Result<()>)>,
+    /// The target of each check.
     targets: HashMap<tokio::task::Id, usize>,
+    /// The targets being checked: a route table's many targets are looked up, not scanned.
+    checked: HashSet<usize>,
 }
 
 impl UnderWay {
@@ -168,7 +172,7 @@ impl UnderWay {
         F: Future<Output = (Arc<Target>, io::Result<()>)> + Send + 'static,
     {
         let key = Arc::as_ptr(target) as usize;
-        if self.targets.values().any(|under_way| *under_way == key) {
+        if !self.checked.insert(key) {
             return;
         }
         let id = self.tasks.spawn(make(Arc::clone(target))).id();
@@ -183,14 +187,15 @@ impl UnderWay {
     /// that panicked gives none, and its target may be checked again.
     async fn next(&mut self) -> Option<(Arc<Target>, io::Result<()>)> {
         loop {
-            match self.tasks.join_next_with_id().await? {
-                Ok((id, checked)) => {
-                    self.targets.remove(&id);
-                    return Some(checked);
-                }
-                Err(err) => {
-                    self.targets.remove(&err.id());
-                }
+            let (id, checked) = match self.tasks.join_next_with_id().await? {
+                Ok((id, checked)) => (id, Some(checked)),
+                Err(err) => (err.id(), None),
+            };
+            if let Some(key) = self.targets.remove(&id) {
+                self.checked.remove(&key);
+            }
+            if checked.is_some() {
+                return checked;
             }
         }
     }

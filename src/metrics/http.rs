@@ -118,6 +118,9 @@ impl HttpListener {
         socket
             .set_blocking(false)
             .map_err(|err| fail(err.into_io_error()))?;
+        // As a server's listeners (`server::listener`): a response written as its head and
+        // then its body is not held for the scraper's ACK. Only latency rides on it.
+        let _ = socket.set_nodelay(true);
         let listener = std::net::TcpListener::from(OwnedFd::from(socket));
         let listener = TcpListener::from_std(listener).map_err(fail)?;
         Ok(HttpListener {

@@ -17,6 +17,12 @@ pub(crate) struct RawStream {
     unix: bool,
 }
 
+impl AsFd for RawStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl RawStream {
     /// `accept4(2)` on the listening socket `listener` of `transport` (TCP or Unix): the
     /// connection, non-blocking and close-on-exec, in one system call on Linux.

@@ -105,6 +105,7 @@ impl Builder {
 
     /// At most `max` connections at once: past it the server stops accepting (clients wait in
     /// the kernel's backlog) until one ends. It never accepts a connection only to drop it.
+    /// [`Server::serve_blocking`] lowers it to twice [`Builder::blocking_threads`] if higher.
     pub fn max_connections(&mut self, max: usize) -> &mut Builder {
         self.limits.max_connections = Some(max.max(1));
         self

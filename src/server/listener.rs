@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -111,9 +111,9 @@ impl Listener {
         let fd = OwnedFd::from(socket);
         Ok(match (&endpoint, file) {
             (Endpoint::Tcp(_) | Endpoint::Tls(_), _) => {
-                set_nodelay(fd.as_fd());
+                let queued = QueuedWithNagle::after_setting_nodelay(fd.as_fd());
                 let listener = register(fd.into()).map_err(fail)?;
-                Listener::Stream(StreamListener::Tcp(listener))
+                Listener::Stream(StreamListener::Tcp(listener, Arc::new(queued)))
             }
             (Endpoint::Udp(_), _) => {
                 let socket = UdpSocket::from_std(fd.into()).map_err(fail)?;
@@ -134,7 +134,9 @@ impl Listener {
     /// The listening socket, and the flag that keeps its Unix socket file when it closes.
     pub(crate) fn handover_parts(&self) -> (BorrowedFd<'_>, Option<Arc<AtomicBool>>) {
         match self {
-            Listener::Stream(StreamListener::Tcp(listener)) => (listener.get_ref().as_fd(), None),
+            Listener::Stream(StreamListener::Tcp(listener, _)) => {
+                (listener.get_ref().as_fd(), None)
+            }
             Listener::Stream(StreamListener::Unix(listener, file)) => (
                 listener.get_ref().as_fd(),
                 file.as_ref().map(UnixFile::keeper),
@@ -146,7 +148,7 @@ impl Listener {
     /// The socket file this listener made (or took over) and removes when it closes.
     pub(crate) fn socket_file(&self) -> Option<&UnixFile> {
         match self {
-            Listener::Stream(StreamListener::Tcp(_)) => None,
+            Listener::Stream(StreamListener::Tcp(..)) => None,
             Listener::Stream(StreamListener::Unix(_, file)) => file.as_ref(),
             Listener::Datagram(listener) => listener.socket_file(),
         }
@@ -158,7 +160,8 @@ impl Listener {
 pub(crate) enum StreamListener {
     // AsyncFd rather than tokio's listeners: accepting through it yields bare descriptors
     // (see `RawStream`), where tokio's `accept` registers every connection at once.
-    Tcp(AsyncFd<std::net::TcpListener>),
+    /// With the count of connections it queued before it had `TCP_NODELAY`.
+    Tcp(AsyncFd<std::net::TcpListener>, Arc<QueuedWithNagle>),
     /// With the guard of its socket file, unless the file is not ours (inherited).
     Unix(AsyncFd<std::os::unix::net::UnixListener>, Option<UnixFile>),
 }
@@ -166,7 +169,7 @@ pub(crate) enum StreamListener {
 impl AsFd for StreamListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            StreamListener::Tcp(listener) => listener.get_ref().as_fd(),
+            StreamListener::Tcp(listener, _) => listener.get_ref().as_fd(),
             StreamListener::Unix(listener, _) => listener.get_ref().as_fd(),
         }
     }
@@ -177,7 +180,9 @@ impl StreamListener {
     /// connection slot first, then accepts with [`Pending::accept`].
     pub(crate) async fn pending(&self) -> io::Result<Pending<'_>> {
         Ok(match self {
-            StreamListener::Tcp(listener) => Pending::Tcp(listener.readable().await?),
+            StreamListener::Tcp(listener, queued) => {
+                Pending::Tcp(listener.readable().await?, queued)
+            }
             StreamListener::Unix(listener, _) => Pending::Unix(listener.readable().await?),
         })
     }
@@ -193,7 +198,7 @@ impl StreamListener {
     /// a second that would more than double it, so the option is left off. Where the
     /// option is missing, connections are accepted at once, as without it.
     pub(crate) fn defer_accept(&self, header_timeout: Duration) {
-        let StreamListener::Tcp(listener) = self else {
+        let StreamListener::Tcp(listener, _) = self else {
             return;
         };
         if header_timeout < Duration::from_secs(1) {
@@ -205,26 +210,65 @@ impl StreamListener {
     }
 
     /// The listening socket taken back from tokio's reactor, with the guard of its socket
-    /// file (for the io_uring engine, which accepts on it itself) and whether it is a Unix
-    /// one.
-    pub(crate) fn into_parts(self) -> (OwnedFd, Option<UnixFile>, bool) {
+    /// file (for the io_uring engine, which accepts on it itself) or, for TCP, the count of
+    /// its connections without `TCP_NODELAY`.
+    pub(crate) fn into_parts(self) -> (OwnedFd, StreamKind) {
         match self {
-            StreamListener::Tcp(listener) => (listener.into_inner().into(), None, false),
-            StreamListener::Unix(listener, file) => (listener.into_inner().into(), file, true),
+            StreamListener::Tcp(listener, queued) => {
+                (listener.into_inner().into(), StreamKind::Tcp(queued))
+            }
+            StreamListener::Unix(listener, file) => {
+                (listener.into_inner().into(), StreamKind::Unix(file))
+            }
         }
     }
 
     /// [`StreamListener::into_parts`] undone: the socket handed back to tokio's reactor
     /// (when the io_uring engine's workers could not start after all).
-    pub(crate) fn from_parts(
-        fd: OwnedFd,
-        file: Option<UnixFile>,
-        unix: bool,
-    ) -> io::Result<StreamListener> {
-        Ok(match unix {
-            true => StreamListener::Unix(register(fd.into())?, file),
-            false => StreamListener::Tcp(register(fd.into())?),
+    pub(crate) fn from_parts(fd: OwnedFd, kind: StreamKind) -> io::Result<StreamListener> {
+        Ok(match kind {
+            StreamKind::Unix(file) => StreamListener::Unix(register(fd.into())?, file),
+            StreamKind::Tcp(queued) => StreamListener::Tcp(register(fd.into())?, queued),
         })
+    }
+}
+
+/// What a stream listener is besides its socket: a Unix one with the guard of its socket
+/// file, or a TCP one with the count of its connections without `TCP_NODELAY`.
+pub(crate) enum StreamKind {
+    Tcp(Arc<QueuedWithNagle>),
+    Unix(Option<UnixFile>),
+}
+
+/// The connections a TCP listener queued before it had `TCP_NODELAY` — an inherited
+/// listener's: the client whose connection started a socket-activated server, those an
+/// older process left at a restart — which did not inherit it, and get it when accepted.
+/// One atomic load per accept once they are gone.
+#[derive(Debug, Default)]
+pub(crate) struct QueuedWithNagle(AtomicUsize);
+
+impl QueuedWithNagle {
+    /// Sets `TCP_NODELAY` on `listener` (see [`set_nodelay`]), then counts the connections
+    /// already in its queue; where the queue cannot be read (no `TCP_INFO`), none.
+    fn after_setting_nodelay(listener: BorrowedFd<'_>) -> QueuedWithNagle {
+        set_nodelay(listener);
+        QueuedWithNagle(AtomicUsize::new(
+            crate::sys::accept_queue_len(listener).unwrap_or(0),
+        ))
+    }
+
+    /// Gives the accepted connection `conn` `TCP_NODELAY` if it may be one of the queued.
+    pub(crate) fn accepted(&self, conn: BorrowedFd<'_>) {
+        if self.0.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let _ = socket2::SockRef::from(&conn).set_tcp_nodelay(true);
+        }
     }
 }
 
@@ -250,7 +294,10 @@ fn register<T: AsRawFd>(listener: T) -> io::Result<AsyncFd<T>> {
 
 /// A listener that has a connection waiting (or had: another accept loop may take it first).
 pub(crate) enum Pending<'a> {
-    Tcp(AsyncFdReadyGuard<'a, std::net::TcpListener>),
+    Tcp(
+        AsyncFdReadyGuard<'a, std::net::TcpListener>,
+        &'a QueuedWithNagle,
+    ),
     Unix(AsyncFdReadyGuard<'a, std::os::unix::net::UnixListener>),
 }
 
@@ -260,7 +307,11 @@ impl Pending<'_> {
     /// `None`: it was gone (`EAGAIN`); the listener's readiness is cleared.
     pub(crate) fn accept(&mut self) -> Option<io::Result<RawStream>> {
         let accepted = match self {
-            Pending::Tcp(ready) => ready.try_io(|l| RawStream::accept(l.get_ref(), Transport::Tcp)),
+            Pending::Tcp(ready, queued) => ready.try_io(|l| {
+                let conn = RawStream::accept(l.get_ref(), Transport::Tcp)?;
+                queued.accepted(conn.as_fd());
+                Ok(conn)
+            }),
             Pending::Unix(ready) => {
                 ready.try_io(|l| RawStream::accept(l.get_ref(), Transport::Unix))
             }

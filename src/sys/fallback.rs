@@ -103,6 +103,12 @@ pub(crate) fn tcp_idle_time(_socket: BorrowedFd<'_>) -> io::Result<std::time::Du
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// `TCP_INFO` is Linux's: always `Unsupported` (callers then take every connection of the
+/// listener for one that may lack what the listener was given later).
+pub(crate) fn accept_queue_len(_listener: BorrowedFd<'_>) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// `TCP_INFO` is Linux's: always `Unsupported` (callers count what they read, and ask
 /// the receive queue for the rest).
 pub(crate) fn tcp_bytes_received(_socket: BorrowedFd<'_>) -> io::Result<u64> {

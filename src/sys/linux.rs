@@ -194,6 +194,14 @@ pub(crate) fn tcp_bytes_received(socket: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(info.tcpi_bytes_received)
 }
 
+/// How many connections wait in the accept queue of the listening TCP socket `listener`
+/// (`TCP_INFO`'s `tcpi_unacked`, which a listening socket fills with its queue's length,
+/// as `ss` shows it in Recv-Q).
+pub(crate) fn accept_queue_len(listener: BorrowedFd<'_>) -> io::Result<usize> {
+    let (info, _) = tcp_info(listener)?;
+    Ok(info.tcpi_unacked as usize)
+}
+
 /// The kernel's `TCP_INFO` of `socket`, with how many of its bytes the kernel filled.
 fn tcp_info(socket: BorrowedFd<'_>) -> io::Result<(libc::tcp_info, usize)> {
     // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.

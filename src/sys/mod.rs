@@ -48,7 +48,7 @@ pub(crate) use orphans::reap_orphans;
 #[cfg(all(test, target_os = "linux", not(socketkit_sys_fallback)))]
 pub(crate) use platform::reuseport_tests;
 pub(crate) use platform::{
-    accept_nonblocking, ask_destinations, grow_pipe, peer_has_closed, peer_name,
+    accept_nonblocking, accept_queue_len, ask_destinations, grow_pipe, peer_has_closed, peer_name,
     recv_with_destination, send_from, set_bind_address_no_port, set_defer_accept, set_not_dumpable,
     splice, steer_reuseport_to_first, tcp_bytes_received, tcp_idle_time, unacknowledged,
     unsteer_reuseport,

@@ -62,10 +62,9 @@ fn a_hung_target_does_not_hold_up_another_targets_checks() {
     stop.store(true, Ordering::SeqCst);
     serving.join().expect("the server thread ends");
     let stopped = Instant::now();
+    // Whatever the reason (a check queued as the listener closed is reset, not refused).
     relay.wait_for_stderr(
-        &[&format!(
-            "health check: tcp:{healthy_addr} is down: connection refused"
-        )],
+        &[&format!("health check: tcp:{healthy_addr} is down")],
         Duration::from_secs(10),
     );
     let seen = stopped.elapsed();

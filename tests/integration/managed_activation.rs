@@ -116,6 +116,39 @@ fn socket_activation_serves_echo_on_the_inherited_port() -> TestResult {
     Ok(())
 }
 
+/// The connection that starts the server (queued in the tool's socket before socketkit set
+/// `TCP_NODELAY` on it, so it did not inherit the option) has Nagle off too: its echo of a
+/// message longer than one read came back 44 ms late, on both engines. Found by the review
+/// of the change that set the option on listeners.
+#[test]
+fn the_connection_that_starts_the_server_has_nagle_off() -> TestResult {
+    if !available(ACTIVATE) {
+        return Ok(());
+    }
+    for engine in ["epoll", "io_uring"] {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let args = ["serve", "echo", "--io-engine", engine];
+        let mut server = Running::start(activate(&["-l", &addr], &args), 0);
+        let mut first = tcp(&addr);
+        let median = crate::support::net::echo_round_trip_median(&mut first, 20_000, 20);
+        assert!(
+            median < Duration::from_millis(20),
+            "{engine}: the first connection's echo of 20000 bytes took {median:?}"
+        );
+        drop(first);
+        server.wait_for_listening(1);
+        server.signal(libc::SIGTERM);
+        assert_eq!(
+            server.wait(IO_TIMEOUT).code(),
+            Some(0),
+            "{}",
+            server.stderr()
+        );
+    }
+    Ok(())
+}
+
 /// Two named Unix sockets, as `systemd-socket-activate --fdname=web:admin` passes them.
 fn two_named(dir: &Path, socketkit_args: &[&str]) -> (Command, PathBuf, PathBuf) {
     let web = dir.join("web.sock");

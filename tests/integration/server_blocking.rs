@@ -212,6 +212,8 @@ async fn past_twice_the_pool_silent_clients_wait_in_the_backlog() -> TestResult 
             b.blocking_threads(2).metrics(counted);
         },
         |mut conn| {
+            // Says which clients have a thread: the order they get one in is tokio's.
+            conn.write_all(b"!")?;
             let mut rest = Vec::new();
             conn.read_to_end(&mut rest).map(drop)
         },
@@ -231,7 +233,19 @@ async fn past_twice_the_pool_silent_clients_wait_in_the_backlog() -> TestResult 
         let mut clients: Vec<TcpStream> = (0..10).map(|_| connect(&addr)).collect();
         settled_at(4);
         // A served client leaves: a waiting one takes its thread, and one more is accepted.
-        drop(clients.remove(0));
+        let served = |client: &TcpStream| {
+            client.set_nonblocking(true).expect("non-blocking");
+            let told = client.peek(&mut [0u8; 1]).is_ok_and(|n| n == 1);
+            client.set_nonblocking(false).expect("blocking");
+            told
+        };
+        wait_until(
+            IO_TIMEOUT,
+            || "no client was told it has a thread".to_owned(),
+            || clients.iter().any(served),
+        );
+        let first = clients.iter().position(served).expect("found above");
+        drop(clients.remove(first));
         settled_at(5);
         drop(clients);
         handle.shutdown();

@@ -10,7 +10,7 @@ mod buffers;
 mod worker;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -18,14 +18,13 @@ use std::sync::{Arc, OnceLock};
 use tokio::task::JoinHandle;
 
 use super::engine::{IoEngine, Routine};
-use super::listener::StreamListener;
+use super::listener::{StreamKind, StreamListener};
 use super::meter::ListenerMeter;
 use super::pipeline::Pipeline;
 use super::shutdown::{Phase, ShutdownHandle};
 use super::steering::Steering;
 use super::task::Spawner;
 use crate::endpoint::Endpoint;
-use crate::net::UnixFile;
 
 /// What a ring worker runs on each connection.
 #[derive(Clone)]
@@ -163,21 +162,28 @@ fn probe() -> &'static Result<(), String> {
 /// A listening socket taken from tokio for the workers, with the guard of its socket file.
 pub(crate) struct RingListener {
     pub(super) fd: OwnedFd,
-    file: Option<UnixFile>,
-    unix: bool,
+    pub(super) kind: StreamKind,
 }
 
 impl RingListener {
     /// Takes `listener` out of tokio's reactor (it must not be woken for every connection
     /// the ring accepts).
     pub(crate) fn take(listener: StreamListener) -> RingListener {
-        let (fd, file, unix) = listener.into_parts();
-        RingListener { fd, file, unix }
+        let (fd, kind) = listener.into_parts();
+        RingListener { fd, kind }
     }
 
     /// Hands the socket back to tokio's reactor.
     pub(crate) fn give_back(self) -> io::Result<StreamListener> {
-        StreamListener::from_parts(self.fd, self.file, self.unix)
+        StreamListener::from_parts(self.fd, self.kind)
+    }
+
+    /// A connection this listener accepted: a TCP one that may have been queued before the
+    /// listener had `TCP_NODELAY` gets it (see `listener::QueuedWithNagle`).
+    pub(super) fn accepted(&self, conn: BorrowedFd<'_>) {
+        if let StreamKind::Tcp(queued) = &self.kind {
+            queued.accepted(conn);
+        }
     }
 }
 

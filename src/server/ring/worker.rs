@@ -339,6 +339,9 @@ impl Worker {
             self.backoff.succeeded(|| &self.endpoint);
             // SAFETY: a successful accept's result is a new descriptor that only we own.
             let fd = unsafe { OwnedFd::from_raw_fd(result) };
+            if let Some(listener) = &self.listener {
+                listener.accepted(fd.as_fd());
+            }
             if self.forced {
                 // Taken off the queue after the deadline (the accept's cancel had not come
                 // yet): nothing is served any more; reset like the rest.

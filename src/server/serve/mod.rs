@@ -377,6 +377,14 @@ fn ring_routine(
     if tls {
         return Err("a tls: listener".to_owned());
     }
+    // The handler first: a limit the server sets itself for a handler the ring never runs
+    // (`serve_blocking`'s) is not the reason.
+    let routine =
+        ring::RingRoutine::of(spawner, limits.idle_timeout.is_some()).ok_or_else(|| {
+            "a handler the ring does not run (it runs immediate replies, and echo and discard \
+         without an idle timeout)"
+                .to_owned()
+        })?;
     if limits.max_connections.is_some() {
         return Err("a limit on connections at once".to_owned());
     }
@@ -389,11 +397,7 @@ fn ring_routine(
     if let Some(why) = ring::declined(limits.engine) {
         return Err(why);
     }
-    ring::RingRoutine::of(spawner, limits.idle_timeout.is_some()).ok_or_else(|| {
-        "a handler the ring does not run (it runs immediate replies, and echo and discard \
-         without an idle timeout)"
-            .to_owned()
-    })
+    Ok(routine)
 }
 
 /// Runs a connection accepted elsewhere: through the admission stages, as an immediate
