@@ -111,3 +111,9 @@ pub(crate) fn is_connection_error(err: &io::Error) -> bool {
             | io::ErrorKind::WouldBlock
     ) || err.raw_os_error() == Some(libc::EPROTO)
 }
+
+/// How many connections wait in the accept queue of the TCP listener `listener`; an error
+/// where the system cannot tell (see `sys::accept_queue_len`).
+pub(crate) fn queued_connections(listener: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+    crate::sys::accept_queue_len(listener)
+}

@@ -253,7 +253,7 @@ impl QueuedWithNagle {
     fn after_setting_nodelay(listener: BorrowedFd<'_>) -> QueuedWithNagle {
         set_nodelay(listener);
         QueuedWithNagle(AtomicUsize::new(
-            crate::sys::accept_queue_len(listener).unwrap_or(0),
+            net::queued_connections(listener).unwrap_or(0),
         ))
     }
 
