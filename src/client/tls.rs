@@ -340,6 +340,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
     // saw a clean one): input lost, which ends the run as an error whatever the receiving
     // side says.
     let mut refused = None;
+    // Input the peer stopped taking after its end: the run was cut (see below).
+    let mut cut = false;
     // As the plain bridge's rule: input refused after the peer's end was owed when the peer
     // said nothing (a receiver) or the input is to go whole (send-only).
     let lost = |err: io::Error| {
@@ -422,14 +424,26 @@ async fn run<S: AsyncRead + AsyncWrite>(
                     break;
                 }
                 Err(_) if (keep && within_idle()) || activity.quiet_for() < LINGER => {}
-                Err(_) => break,
+                Err(_) => {
+                    // The peer stopped taking the input: cut, and said so (see the plain
+                    // bridge), not ended with a close_notify the peer takes for the end.
+                    cut = true;
+                    break;
+                }
             }
         }
         drop(send);
-        let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
+        if cut {
+            // SAFETY: `fd` is the session's socket, which the session's halves (`writer`
+            // among them, still here) keep open.
+            net::reset_now(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        } else {
+            let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
+        }
     }
     match refused {
         Some(reset) if end.is_ok() => Err(peer.error(Op::Send, reset)),
+        _ if cut && end.is_ok() => Err(peer.error(Op::Send, super::bridge::not_taken(LINGER))),
         _ => end,
     }
 }

@@ -377,3 +377,60 @@ fn at_a_terminal_the_connected_line_comes_before_the_peers_bytes() -> TestResult
     }
     Ok(())
 }
+
+/// A receiver that answered first (a banner), half-closed and read on, then stopped taking
+/// the input for over a second (its output stalled, as a slow disk stalls it): `connect`
+/// gave up on the rest after 1 s — and closed with a FIN and exit 0, so that the receiver
+/// read a clean end after part of the transfer and the user a success. The cut is a reset
+/// now, and exit 1 naming it, over TCP and TLS. Found by an outside audit of data
+/// integrity.
+#[test]
+fn a_banner_receiver_that_stops_taking_the_input_gets_a_reset_and_exit_1() -> TestResult {
+    let pki = crate::support::certs::Pki::new();
+    for tls in [false, true] {
+        let mut receiver = socketkit();
+        receiver.arg("listen");
+        if tls {
+            receiver.args(["tls:127.0.0.1:0", "--tls-cert", pki.server.cert()]);
+            receiver.args(["--tls-key", pki.server.key()]);
+        } else {
+            receiver.arg("127.0.0.1:0");
+        }
+        // Its banner is its whole input: it half-closes after it, and reads on into a
+        // stdout this test does not read, which stalls it once the pipe is full.
+        let receiver = crate::support::process::Running::start_with_stdin(
+            receiver,
+            1,
+            b"220 ready\n".to_vec(),
+        );
+        let mut cmd = connect_cmd(&receiver.endpoints()[0]);
+        if tls {
+            cmd.arg("--tls-insecure");
+        }
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let mut stdin = child.stdin.take().ok_or("stdin")?;
+        // Far more than the pipe, socket buffers and TLS records hold; written until the
+        // connection is cut (the write then fails).
+        let feeder = thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..1600 {
+                if stdin.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let status = wait_bounded(&mut child, DEADLINE);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .ok_or("stderr")?
+            .read_to_string(&mut err)?;
+        assert_eq!(status.code(), Some(1), "tls {tls}: {err}");
+        assert!(err.contains("took no input for 1s"), "tls {tls}: {err}");
+        drop(receiver);
+        feeder.join().expect("the feeder ends");
+    }
+    Ok(())
+}

@@ -279,20 +279,20 @@ pub fn bridge(
                 _ => break false,
             }
         };
-        if stuck {
-            if !linger.is_zero() {
-                // Input was still going to a peer that closed its side: not silently.
-                tracing::warn!(
-                    "the peer closed its side and took no input for {}: the rest of the \
-                     input was not sent",
-                    humantime::format_duration(linger)
-                );
-            }
+        // Input was still going to a peer that closed its side and stopped reading: the
+        // transfer is cut, which the peer must not take for its end (a reset, not a FIN)
+        // nor the user for a success (exit 1). With the output gone, the rest was not
+        // wanted: the sending just stops.
+        let cut = stuck && !linger.is_zero();
+        if cut {
+            net::reset_now(std::os::fd::AsFd::as_fd(socket));
+        } else if stuck {
             let _ = socket.shutdown(Shutdown::Both);
         }
         match (end, sender.join()) {
             // However the receiving side saw the reset that followed it.
             (_, Ok(SendEnd::InputFailed(err))) => Err(err),
+            _ if cut => Err(peer.error(Op::Send, not_taken(linger))),
             // The kernel reports a reset once, to whichever call comes first: when it was
             // the send's, the receive found a plain end of stream.
             // Named as the receiving side names the peer (through a proxy, the target
@@ -416,4 +416,17 @@ pub(crate) fn output_failed(err: io::Error) -> Result<BridgeEnd> {
 /// container's pids limit), as the error it ends with.
 pub(crate) fn thread_error(err: io::Error) -> Error {
     Error::new(Op::Spawn, "a thread", err)
+}
+
+/// Why input went unsent to a peer that closed its side and then took none of it for
+/// `linger`: the connection was reset, and the run fails with this.
+pub(crate) fn not_taken(linger: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the peer closed its side and took no input for {}: the rest of the input was \
+             not sent, and the connection was reset",
+            humantime::format_duration(linger)
+        ),
+    )
 }
