@@ -170,8 +170,7 @@ fn bridge_tls_here(
                 }
             }
         });
-        // The input thread may still wait for input: it stops at its next look (a shared
-        // input's, woken, at once).
+        // The input thread may still wait for input: woken, it stops at once.
         end_sending(done, input);
         drop(wake);
         result

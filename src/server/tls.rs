@@ -76,9 +76,9 @@ impl Admission for TlsHandshake {
                 ));
             };
             // A TLS server writes in several pieces (the handshake's flights, session
-            // tickets, then the application's records and close_notify); with Nagle on, each
-            // piece after the first waits for the client's delayed ACK: 40 ms a connection.
-            let _ = stream.set_nodelay();
+            // tickets, then the application's records and close_notify): the connection has
+            // Nagle off from its listener (`server::listener`), or from its adoption under
+            // inetd, or each piece after the first would wait 40 ms for the client's ACK.
             let fd = stream.as_raw_fd();
             let handshake = std::pin::pin!(self.acceptor().accept(stream));
             // Declared after the handshake, so dropped before it (its socket still open).

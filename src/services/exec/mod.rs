@@ -416,10 +416,8 @@ impl Exec {
     /// Runs the program on pipes that this process copies to and from the connection (a
     /// TLS session, or a connection whose idle time only this process can see).
     async fn run_on_pipes(&self, conn: Connection) -> io::Result<()> {
-        if let Some(stream) = conn.stream() {
-            // As on a socket (see `on_socket`): the program's pieces go out as it writes them.
-            let _ = stream.set_nodelay();
-        }
+        // The connection has Nagle off from its listener (`server::listener`): the program's
+        // pieces go out as it writes them, as on a socket (see `on_socket`).
         let peer = conn.peer_addr().clone();
         let mut program = self.start(self.command(&conn), || conn.reset_on_close())?;
         match bridge(program.child(), conn).await {
