@@ -283,13 +283,22 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let heard = AtomicU64::new(0);
     let answers = Answers::new();
     let (heard_ref, answers) = (&heard, &answers);
+    // Whether the sending waits for input (rather than on the peer to take what it
+    // writes): only a send blocked on the peer is stuck (see the end below), as the plain
+    // bridge's `in_send` tells.
+    let awaiting_input = AtomicBool::new(false);
+    let awaiting_input = &awaiting_input;
     let mut send = Box::pin(async {
         if direction == Direction::ReceiveOnly {
             // The input is not ours to read, and our side stays open until the peer's ends.
             std::future::pending::<()>().await;
         }
         let mut first = true;
-        while let Some(buf) = chunks.recv().await {
+        loop {
+            awaiting_input.store(true, Ordering::Relaxed);
+            let next = chunks.recv().await;
+            awaiting_input.store(false, Ordering::Relaxed);
+            let Some(buf) = next else { break };
             if first && direction == Direction::SendOnly {
                 taken_in_first(fd).await;
             }
@@ -422,7 +431,14 @@ async fn run<S: AsyncRead + AsyncWrite>(
                     refused = refused.or_else(|| result.err().and_then(lost));
                     break;
                 }
-                Err(_) if (keep && within_idle()) || activity.quiet_for() < LINGER => {}
+                // Waiting for input, the pump ends it at the input's pause: the peer
+                // took all it was given. (The pump's pause counts from when it read the
+                // input, this wait from the peer's end; a pump thread woken late must not
+                // look like a peer that stopped reading.)
+                Err(_)
+                    if (keep && within_idle())
+                        || awaiting_input.load(Ordering::Relaxed)
+                        || activity.quiet_for() < LINGER => {}
                 Err(_) => {
                     // The peer stopped taking the input: cut, and said so (see the plain
                     // bridge), not ended with a close_notify the peer takes for the end.

@@ -314,6 +314,39 @@ fn connect_tls_answers_a_peer_that_waits() {
 }
 
 #[test]
+fn a_peer_that_closes_after_the_answer_gets_close_notify_though_the_input_stays_open() {
+    // The peer reads the one answer and sends close_notify; the program's input stays
+    // open, quiet. The sending waits for input then, and ends at its pause: no reset. (A
+    // pump thread woken a little late at that pause was taken for a peer that stopped
+    // reading, and reset the connection: one run in eight, so many run, eight at a time.)
+    let pki = Pki::new();
+    for batch in 0..3 {
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    let Some(mut server) = python_server(&pki.server, "ask", "1") else {
+                        return;
+                    };
+                    let mut client = connect_tls(server.port(), &["--tls-ca", pki.ca()]);
+                    let lines = lines_of(client.take_stdout());
+                    let mut stdin = client.take_stdin();
+                    let got = lines.recv_timeout(ANSWER).unwrap_or_else(|_| {
+                        panic!("batch {batch}: no question; stderr:\n{}", client.stderr())
+                    });
+                    assert_eq!(got, b"question 0\n");
+                    stdin.write_all(b"answer 0\n").expect("answer");
+                    let server_end = server.wait(DEADLINE);
+                    drop(stdin);
+                    let client_end = client.wait(DEADLINE);
+                    assert_eq!(server_end.code(), Some(0), "{}", server.stderr());
+                    assert_eq!(client_end.code(), Some(0), "{}", client.stderr());
+                });
+            }
+        });
+    }
+}
+
+#[test]
 fn connect_talks_to_socat_openssl_listen() {
     let pki = Pki::new();
     if !tools::available("socat") {
