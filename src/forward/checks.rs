@@ -28,7 +28,7 @@ use crate::net;
 use super::by_name::NameRoutes;
 use super::dial::Dialer;
 use super::relay::Upstream;
-use super::targets::{Target, Targets, Verdict};
+use super::targets::{List, Target, Targets, Verdict};
 
 /// The checks of one relay; they end once the relay (every clone of it) is dropped.
 #[derive(Debug)]
@@ -88,8 +88,11 @@ impl Checks {
                     let Some(targets) = self.targets.upgrade() else {
                         return;
                     };
+                    // A target a reload removed while it was checked is no longer the
+                    // relay's: its news would send an operator after a server not in use.
+                    let in_force = self.in_force(&target, &targets);
                     // Dropped before the retired are let go, or this one could not be.
-                    self.judge(target, result);
+                    self.judge(target, result, in_force);
                     // A target a reload removed while it was checked leaves the metrics
                     // now, not when some relay to another target ends.
                     targets.let_go_of_retired();
@@ -125,30 +128,40 @@ impl Checks {
         }
     }
 
-    /// Marks `target` by the check's `result`, and logs a change.
-    fn judge(&self, target: Arc<Target>, result: io::Result<()>) {
+    /// Whether `target` is in a list in force: the relay's own (`targets`) or a route's.
+    fn in_force(&self, target: &Arc<Target>, targets: &Targets) -> bool {
+        let named = |list: &List| list.iter().any(|named| Arc::ptr_eq(named, target));
+        named(&targets.snapshot())
+            || (self.routes.as_ref().and_then(Weak::upgrade))
+                .is_some_and(|routes| routes.snapshots().iter().any(|list| named(list)))
+    }
+
+    /// Marks `target` by the check's `result`, and logs a change if it is `in_force`.
+    fn judge(&self, target: Arc<Target>, result: io::Result<()>, in_force: bool) {
         let endpoint = target.endpoint();
         let through = self.dial.through();
         match result {
             Ok(()) => match target.check_passed(self.rise) {
-                Verdict::Changed => tracing::info!("health check: {endpoint}{through} is up"),
-                Verdict::Counting(passed) => tracing::debug!(
+                Verdict::Changed if in_force => {
+                    tracing::info!("health check: {endpoint}{through} is up");
+                }
+                Verdict::Counting(passed) if in_force => tracing::debug!(
                     "health check: {endpoint}{through} passed ({passed} of {})",
                     self.rise
                 ),
-                Verdict::Same => {}
+                _ => {}
             },
             Err(err) => match target.check_failed(self.fall) {
-                Verdict::Changed => tracing::warn!(
+                Verdict::Changed if in_force => tracing::warn!(
                     "health check: {endpoint}{through} is down: {}",
                     describe(&err)
                 ),
-                Verdict::Counting(failed) => tracing::debug!(
+                Verdict::Counting(failed) if in_force => tracing::debug!(
                     "health check: {endpoint}{through} failed ({failed} of {}): {}",
                     self.fall,
                     describe(&err)
                 ),
-                Verdict::Same => {}
+                _ => {}
             },
         }
     }

@@ -74,3 +74,52 @@ fn a_hung_target_does_not_hold_up_another_targets_checks() {
     );
     drop(hung);
 }
+
+#[test]
+fn a_target_a_reload_removed_while_it_was_checked_is_not_reported_down() {
+    // The hung target's check is under way when a reload takes it out of the list: when
+    // the check times out, the target is no longer the relay's, and "is down" would send an
+    // operator after a server the relay no longer uses.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_addr = hung.local_addr().expect("address").to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (healthy_addr, serving) = healthy(Arc::clone(&stop));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("{hung_addr}\n{healthy_addr}\n")).expect("write");
+    let mut cmd = crate::support::process::socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--check-interval", "200ms"])
+        .args([
+            "--check-http",
+            "/health",
+            "--check-fall",
+            "1",
+            "--timeout",
+            "1s",
+        ])
+        .arg("-v")
+        .arg("--to-file")
+        .arg(&file);
+    let relay = crate::support::process::Running::start(cmd, 1);
+    // The hung target's first check is waiting for its answer (the healthy one's passed).
+    thread::sleep(Duration::from_millis(300));
+    let reloaded = Instant::now();
+    std::fs::write(&file, format!("{healthy_addr}\n")).expect("rewrite");
+    relay.signal(libc::SIGHUP);
+    relay.wait_for_stderr(&["targets reloaded from"], Duration::from_secs(5));
+    // Past the hung check's timeout, with room for a loaded machine.
+    thread::sleep(Duration::from_secs(3).saturating_sub(reloaded.elapsed()));
+    let log = relay.stderr();
+    assert!(
+        !log.contains(&format!("tcp:{hung_addr} is down")),
+        "a removed target was reported:\n{log}"
+    );
+    // The list in force is still checked: the healthy target's death is seen.
+    stop.store(true, Ordering::SeqCst);
+    serving.join().expect("the server thread ends");
+    relay.wait_for_stderr(
+        &[&format!("health check: tcp:{healthy_addr} is down")],
+        Duration::from_secs(10),
+    );
+    drop(hung);
+}
