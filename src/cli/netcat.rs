@@ -234,27 +234,32 @@ pub(crate) fn run_exec(
 /// OpenBSD nc's `-x HOST:PORT` is its SOCKS proxy; socketkit's `-x` (ncat's) is a hex dump
 /// to a file. Taken as a file, `ProxyCommand nc -x proxy:1080 %h %p` connected directly,
 /// past the proxy (Tor, a bastion), and exited 0. A value shaped as HOST:PORT is refused
-/// with the socketkit way; a file of that name is still `-x ./NAME`.
+/// with the socketkit way; a file of that name is still `-x ./NAME`. So is an IP address
+/// alone, nc's proxy on its default port (1080): a dump file is seldom named as an address.
 /// (On `connect` only: `listen` has no proxy.)
 pub(crate) fn refuse_proxy_for_a_dump(args: &NetcatArgs) -> Result<(), CliError> {
     let Some(text) = args.hex_dump.as_deref().and_then(std::path::Path::to_str) else {
         return Ok(());
     };
-    let looks_like_proxy = !text.contains('/')
+    let with_port = !text.contains('/')
         && text.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty()
                 && !port.is_empty()
                 && port.len() <= 5
                 && port.bytes().all(|b| b.is_ascii_digit())
         });
-    match looks_like_proxy {
-        true => Err(CliError::Usage(format!(
-            "-x {text} looks like nc's SOCKS proxy (-x HOST:PORT): socketkit's -x is a hex \
-             dump to a file; for the proxy give --proxy socks5://{text} (a file of that name: \
-             -x ./{text})"
-        ))),
-        false => Ok(()),
-    }
+    // An address first: `::1` is no HOST:PORT.
+    let proxy = match text.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => format!("[{text}]:1080"),
+        Ok(std::net::IpAddr::V4(_)) => format!("{text}:1080"),
+        Err(_) if with_port => text.to_owned(),
+        Err(_) => return Ok(()),
+    };
+    Err(CliError::Usage(format!(
+        "-x {text} looks like nc's SOCKS proxy (-x HOST[:PORT]): socketkit's -x is a hex \
+         dump to a file; for the proxy give --proxy socks5://{proxy} (a file of that name: \
+         -x ./{text})"
+    )))
 }
 
 #[cfg(test)]

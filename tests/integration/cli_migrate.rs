@@ -280,6 +280,15 @@ fn ncs_proxy_form_of_x_is_refused_with_the_proxy_option() {
             &format!("for the proxy give --proxy socks5://{proxy}"),
         );
     }
+    // An address alone is nc's proxy on its default port, not a file to write.
+    for (alone, proxy) in [("127.0.0.1", "127.0.0.1:1080"), ("::1", "[::1]:1080")] {
+        usage_error(
+            &["connect", "-x", alone, "127.0.0.1", &port],
+            &format!(
+                "for the proxy give --proxy socks5://{proxy} (a file of that name: -x ./{alone})"
+            ),
+        );
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("127.0.0.1:1080");
     // A peer that closes at once, so that the run ends.
