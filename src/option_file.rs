@@ -61,8 +61,39 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
 ///
 /// # Errors
 ///
-/// As [`read`]; text that is not UTF-8 is `InvalidData`.
+/// As [`read`]; text that is not UTF-8 is `InvalidData`, carrying a [`NotText`] that says
+/// on which line ([`not_text_line`]).
 pub fn read_text(path: &Path) -> io::Result<String> {
-    String::from_utf8(read(path)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+    String::from_utf8(read(path)?).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        io::Error::new(io::ErrorKind::InvalidData, NotText { line })
+    })
+}
+
+/// Text that is not UTF-8, from its first line that is not (a file of thousands of rules
+/// must say where to look).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line {line} is not UTF-8 text")]
+pub struct NotText {
+    /// The line, from 1.
+    pub line: usize,
+}
+
+/// The line of a [`read_text`] error that is [`NotText`], if it is one.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("rules");
+/// std::fs::write(&path, b"10.0.0.0/8\n\xff\n")?;
+/// let err = socketkit::option_file::read_text(&path).unwrap_err();
+/// assert_eq!(socketkit::option_file::not_text_line(&err), Some(2));
+/// assert_eq!(err.to_string(), "line 2 is not UTF-8 text");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn not_text_line(err: &io::Error) -> Option<usize> {
+    let inner = err.get_ref()?.downcast_ref::<NotText>()?;
+    Some(inner.line)
 }

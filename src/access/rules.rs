@@ -147,10 +147,12 @@ pub enum RuleError {
         reason: String,
     },
     /// A rule file is not UTF-8 text.
-    #[error("{path} is not UTF-8 text; a rule file is text")]
+    #[error("{path}:{line}: not UTF-8 text; a rule file is text")]
     NotText {
         /// The file.
         path: PathBuf,
+        /// The first line that is not, from 1.
+        line: usize,
     },
     /// A line of a rule file is not a network.
     #[error("{path}:{line}: invalid network '{text}': {reason}")]
@@ -222,6 +224,7 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<IpNet>, RuleError> {
     let text = crate::option_file::read_text(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::InvalidData => RuleError::NotText {
             path: path.to_owned(),
+            line: crate::option_file::not_text_line(&err).unwrap_or(1),
         },
         _ => RuleError::Read {
             path: path.to_owned(),

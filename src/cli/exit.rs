@@ -38,10 +38,9 @@ impl CliError {
 /// 2, as any other wrong content).
 pub(crate) fn read_text(what: &'static str, file: &std::path::Path) -> Result<String, CliError> {
     socketkit::option_file::read_text(file).map_err(|err| match err.kind() {
-        std::io::ErrorKind::InvalidData => CliError::Usage(format!(
-            "cannot load {what} {}: it is not UTF-8 text",
-            file.display()
-        )),
+        std::io::ErrorKind::InvalidData => {
+            CliError::Usage(format!("cannot load {what} {}: {err}", file.display()))
+        }
         _ => CliError::Runtime(socketkit::Error::new(
             socketkit::error::Op::Load(what),
             file.display(),

@@ -55,10 +55,12 @@ pub enum QuotesError {
         path: String,
     },
     /// The file is not UTF-8 text.
-    #[error("{path} is not UTF-8 text; a quotes file is text")]
+    #[error("{path}:{line}: not UTF-8 text; a quotes file is text")]
     NotText {
         /// The file.
         path: String,
+        /// The first line that is not, from 1.
+        line: usize,
     },
     /// The file holds no quote.
     #[error("{path} holds no quotes (separate quotes with a blank line or a line '%')")]
@@ -104,7 +106,10 @@ impl Qotd {
         let name = path.display().to_string();
         // A file that opens but is not text is wrong content, not a failed read.
         let read_error = |err: std::io::Error| match err.kind() {
-            std::io::ErrorKind::InvalidData => QuotesError::NotText { path: name.clone() },
+            std::io::ErrorKind::InvalidData => QuotesError::NotText {
+                path: name.clone(),
+                line: crate::option_file::not_text_line(&err).unwrap_or(1),
+            },
             _ => QuotesError::Read {
                 path: name.clone(),
                 reason: crate::error::describe(&err),

@@ -373,7 +373,8 @@ fn unusable_quote_and_rule_files_are_exit_2_and_unreadable_ones_exit_1()
     assert!(line.ends_with("prefix length must be 0-32"), "{line}");
     // A file that opens but is not text is wrong content too.
     let binary = dir.path().join("binary.txt");
-    std::fs::write(&binary, [0xff, 0xfe, b'\n'])?;
+    // Its first line is text; the second is not, and the line says so.
+    std::fs::write(&binary, b"# rules\n\xff\xfe\n")?;
     let binary = binary.to_str().ok_or("path")?;
     for args in [
         &["serve", "qotd", "--quotes", binary][..],
@@ -382,7 +383,11 @@ fn unusable_quote_and_rule_files_are_exit_2_and_unreadable_ones_exit_1()
     ] {
         let (code, line) = fails(args);
         assert_eq!(code, 2, "{args:?}: {line}");
-        assert!(line.contains("not UTF-8 text"), "{args:?}: {line}");
+        assert!(
+            line.contains(&format!("{binary}:2: not UTF-8 text"))
+                || line.ends_with(&format!("{binary}: line 2 is not UTF-8 text")),
+            "{args:?}: {line}"
+        );
     }
     let missing = dir.path().join("missing.txt");
     let missing = missing.to_str().ok_or("path")?;
