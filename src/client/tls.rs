@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
     ACK_POLL, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses, LINGER, Peer,
-    all_acknowledged, check_idle, end_sending, finish, next_to_send, output_failed, tick,
-    waits_for_input,
+    all_acknowledged, check_idle, end_sending, finish, idle_error, next_to_send, output_failed,
+    tick, waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -350,6 +350,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
     let mut refused = None;
     // Input the peer stopped taking after its end: the run was cut (see below).
     let mut cut = false;
+    // The idle limit passed while input was still owed after the peer's end (see below).
+    let mut idled = false;
     // As the plain bridge's rule: input refused after the peer's end was owed when the peer
     // said nothing (a receiver) or the input is to go whole (send-only).
     let lost = |err: io::Error| {
@@ -420,15 +422,19 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let keep = waits_for_input((fd, true), silent, false, direction);
         keep_on.store(keep, Ordering::Relaxed);
         end_sending(done, input);
-        let within_idle = || {
-            options
-                .idle_timeout
-                .is_none_or(|idle| activity.quiet_for() < idle)
-        };
+        let idle_left =
+            || (options.idle_timeout).map(|idle| idle.saturating_sub(activity.quiet_for()));
         loop {
-            match tokio::time::timeout(LINGER, &mut send).await {
+            let wait = idle_left().map_or(LINGER, |left| left.min(LINGER));
+            match tokio::time::timeout(wait, &mut send).await {
                 Ok(result) => {
                     refused = refused.or_else(|| result.err().and_then(lost));
+                    break;
+                }
+                // The idle limit holds whatever the sending waits for, as in the plain
+                // bridge: nothing moved either way for that long.
+                Err(_) if idle_left().is_some_and(|left| left.is_zero()) => {
+                    idled = true;
                     break;
                 }
                 // Waiting for input, the pump ends it at the input's pause: the peer
@@ -436,7 +442,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 // input, this wait from the peer's end; a pump thread woken late must not
                 // look like a peer that stopped reading.)
                 Err(_)
-                    if (keep && within_idle())
+                    if keep
                         || awaiting_input.load(Ordering::Relaxed)
                         || activity.quiet_for() < LINGER => {}
                 Err(_) => {
@@ -452,13 +458,20 @@ async fn run<S: AsyncRead + AsyncWrite>(
             // SAFETY: `fd` is the session's socket, which the session's halves (`writer`
             // among them, still here) keep open.
             net::reset_now(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
-        } else {
+        } else if !idled {
             let _ = tokio::time::timeout(LINGER, writer.shutdown()).await;
         }
+        // Idle: no close_notify, so that the peer does not take the input it has for all
+        // of it (the close without one is a truncation to a TLS peer).
     }
     match refused {
         Some(reset) if end.is_ok() => Err(peer.error(Op::Send, reset)),
         _ if cut && end.is_ok() => Err(peer.error(Op::Send, super::bridge::not_taken(LINGER))),
+        _ if idled && end.is_ok() => Err(idle_error(
+            peer,
+            Op::Send,
+            options.idle_timeout.unwrap_or_default(),
+        )),
         _ => end,
     }
 }

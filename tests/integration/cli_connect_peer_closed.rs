@@ -345,6 +345,43 @@ fn over_tls_a_silent_receiver_gets_a_pausing_producers_every_byte() -> TestResul
     Ok(())
 }
 
+/// The idle limit over TLS, as over TCP above: a silent receiver (`listen tls: </dev/null`)
+/// and an open, quiet input end at the limit, exit 1 in words. (A fix for a race made the
+/// sending wait for input past the limit, until the input ended; before it, the end came
+/// as `took no input for 1s`, as if the peer had stopped reading.)
+#[test]
+fn over_tls_the_idle_limit_ends_a_sender_whose_peer_half_closed_with_an_error() -> TestResult {
+    let pki = crate::support::certs::Pki::new();
+    let mut receiver = socketkit();
+    receiver.args(["listen", "tls:127.0.0.1:0", "-q"]).args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    let receiver = crate::support::process::Running::start_with_stdin(receiver, 1, Vec::new());
+    let target = receiver.endpoints()[0].clone();
+    let mut cmd = connect_cmd(&target);
+    cmd.args(["--tls-insecure", "--idle-timeout", "500ms"])
+        .stdin(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    let stdin = child.stdin.take().ok_or("stdin")?;
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    let took = started.elapsed();
+    drop(stdin);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no data either way for 500ms"), "{err}");
+    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+    Ok(())
+}
+
 /// At a terminal, `connect -v`'s `connected to` line and the peer's first bytes share the
 /// screen: the line comes first (it went out through the log's own thread, and was seen
 /// after the greeting in about one run in ten). Ten runs.

@@ -383,7 +383,7 @@ pub(crate) fn check_idle(
 }
 
 /// The error of a connection on which no byte moved either way for `limit`.
-fn idle_error(peer: &Peer, op: Op, limit: Duration) -> Error {
+pub(crate) fn idle_error(peer: &Peer, op: Op, limit: Duration) -> Error {
     let reason = io::Error::new(
         io::ErrorKind::TimedOut,
         format!(
