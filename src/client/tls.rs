@@ -155,7 +155,13 @@ fn bridge_tls_here(
                     endpoint,
                     timeout,
                 } => {
-                    let tls = client_handshake(connector, host, endpoint, timeout, tcp).await?;
+                    // Through a proxy, the error names it beside the endpoint, as the
+                    // bridge's others do.
+                    let target: &dyn std::fmt::Display = match &options.peer_name {
+                        Some(name) => name,
+                        None => endpoint,
+                    };
+                    let tls = client_handshake(connector, host, target, timeout, tcp).await?;
                     run(tls, fd, sending, output, output_gone, &options, &peer).await
                 }
                 Handshake::Server { config, timeout } => {

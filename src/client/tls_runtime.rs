@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::endpoint::{Endpoint, Host};
+use crate::endpoint::Host;
 use crate::error::{Error, Op, Result};
 use crate::net::within;
 use crate::socket::Socket;
@@ -48,17 +48,18 @@ pub(super) fn own_runtime(
 }
 
 /// The client's side of the handshake on `tcp` to `host`, within `timeout`; a failure is
-/// `cannot connect to ENDPOINT: REASON`.
+/// `cannot connect to TARGET: REASON`, `target` the endpoint (and the proxy it was reached
+/// through, if one was).
 pub(super) async fn client_handshake(
     connector: &Connector,
     host: &Host,
-    endpoint: &Endpoint,
+    target: &dyn std::fmt::Display,
     timeout: Option<Duration>,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tls = within(timeout, connector.connect(host, tcp))
         .await
-        .map_err(|err| Error::new(Op::Connect, endpoint, err))?;
+        .map_err(|err| Error::new(Op::Connect, target, err))?;
     tracing::debug!("tls: {}", crate::tls::summary(tls.get_ref().1));
     Ok(tls)
 }

@@ -430,3 +430,23 @@ fn proxy_usage_errors_exit_2() {
         assert_fails(cmd, 2, said);
     }
 }
+
+/// A TLS handshake through a proxy that fails names the proxy beside the target, as the
+/// proxy's own failures do: `cannot connect to tls:HOST:PORT through socks5://…: …` (it
+/// named the target alone, as if it had been reached directly).
+#[test]
+fn a_tls_handshake_failure_through_a_proxy_names_the_proxy() {
+    let mut proxy = socketkit();
+    proxy.args(["forward", "-l", "127.0.0.1:0", "--socks"]);
+    let proxy = Running::start(proxy, 1);
+    let url = format!("socks5://{}", proxy.addr());
+    // A certificate nobody vouches for: the handshake fails at verification.
+    let tls = serve("greeting", "tls:127.0.0.1:0", &["--tls-self-signed"]);
+    let target = &tls.endpoints()[0];
+    let out = assert_fails(
+        through(&url, target, &[]),
+        1,
+        &format!("{target} through {url}: "),
+    );
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+}
