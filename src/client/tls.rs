@@ -26,9 +26,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses, LINGER, Peer,
-    all_acknowledged, check_idle, end_sending, finish, idle_error, next_to_send, output_failed,
-    tick, waits_for_input,
+    ACK_POLL, Acknowledged, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses,
+    LINGER, Peer, all_acknowledged, check_idle, end_sending, finish, idle_error, next_to_send,
+    output_failed, tick, waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
@@ -430,6 +430,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
         end_sending(done, input);
         let idle_left =
             || (options.idle_timeout).map(|idle| idle.saturating_sub(activity.quiet_for()));
+        // What the peer took while the sending did not see it (see `Acknowledged`).
+        let mut acknowledged = Acknowledged::new(fd);
         loop {
             let wait = idle_left().map_or(LINGER, |left| left.min(LINGER));
             match tokio::time::timeout(wait, &mut send).await {
@@ -450,7 +452,8 @@ async fn run<S: AsyncRead + AsyncWrite>(
                 Err(_)
                     if keep
                         || awaiting_input.load(Ordering::Relaxed)
-                        || activity.quiet_for() < LINGER => {}
+                        || activity.quiet_for() < LINGER
+                        || acknowledged.moved() => {}
                 Err(_) => {
                     // The peer stopped taking the input: cut, and said so (see the plain
                     // bridge), not ended with a close_notify the peer takes for the end.

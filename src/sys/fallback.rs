@@ -115,6 +115,12 @@ pub(crate) fn tcp_bytes_received(_socket: BorrowedFd<'_>) -> io::Result<u64> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// `TCP_INFO` is Linux's: always `Unsupported` (callers judge a peer's progress by the
+/// program's own sends).
+pub(crate) fn tcp_bytes_acked(_socket: BorrowedFd<'_>) -> io::Result<u64> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// A reuseport group's BPF program is Linux's: always `Unsupported` (the kernel's own
 /// spreading stays).
 pub(crate) fn steer_reuseport_to_first(_listener: BorrowedFd<'_>) -> io::Result<()> {

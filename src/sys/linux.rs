@@ -194,6 +194,20 @@ pub(crate) fn tcp_bytes_received(socket: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(info.tcpi_bytes_received)
 }
 
+/// How many bytes written to the TCP connection `socket` the peer's kernel has acknowledged
+/// since it opened (`TCP_INFO`'s `tcpi_bytes_acked`, Linux 4.2 and later): it grows while
+/// the peer takes data, whether or not this program runs meanwhile (stopped, descheduled).
+/// `Unsupported` on older kernels.
+pub(crate) fn tcp_bytes_acked(socket: BorrowedFd<'_>) -> io::Result<u64> {
+    let (info, len) = tcp_info(socket)?;
+    // An older kernel fills a shorter struct: the field is then not there.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + size_of::<u64>();
+    if len < needed {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    Ok(info.tcpi_bytes_acked)
+}
+
 /// How many connections wait in the accept queue of the listening TCP socket `listener`
 /// (`TCP_INFO`'s `tcpi_unacked`, which a listening socket fills with its queue's length,
 /// as `ss` shows it in Recv-Q).

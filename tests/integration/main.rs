@@ -39,6 +39,8 @@ mod cli_connect_peer_closed;
 mod cli_connect_refused_input;
 /// `connect --send-only` against a peer that answers each command as it runs it.
 mod cli_connect_send_only;
+/// `connect` stopped a while (^Z, a debugger): what happened meanwhile is taken as it was.
+mod cli_connect_stopped;
 /// `socketkit connect unixgram:`: the client's socket file, on exit, signal and after a kill.
 mod cli_connect_unixgram;
 /// Completions, the man page, and docs/cli.md against `--help`.

@@ -16,7 +16,9 @@ use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
 use crate::socket::{Address, Socket};
 use receive::receive;
-pub(crate) use send::{Answers, InputPauses, end_sending, next_to_send, waits_for_input};
+pub(crate) use send::{
+    Acknowledged, Answers, InputPauses, end_sending, next_to_send, waits_for_input,
+};
 use send::{SendEnd, Sender, Sending, deliver, send_input};
 
 mod receive;
@@ -265,13 +267,16 @@ pub fn bridge(
                 false,
                 options.direction,
             );
+        // What the peer took while the sender did not see it (see `Acknowledged`).
+        let mut acknowledged = send::Acknowledged::new(socket.fileno());
         let stuck = loop {
             match sender_done.recv_timeout(linger) {
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if linger.is_zero()
                         || (!reads_on
                             && in_send.load(Ordering::Relaxed)
-                            && activity.quiet_for() >= linger) =>
+                            && activity.quiet_for() >= linger
+                            && !acknowledged.moved()) =>
                 {
                     break true;
                 }

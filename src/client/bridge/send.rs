@@ -59,6 +59,42 @@ pub(super) fn until_done_or_quiet(
     }
 }
 
+/// What the peer's kernel has acknowledged of a TCP connection's bytes, looked at now and
+/// then: whether the peer took any since the last look. The kernel counts on while this
+/// program does not run (stopped with ^Z or `SIGSTOP`, paused in a VM, descheduled): a
+/// sender whose `send` has not come back since is not blocked on a peer that stopped
+/// reading, though no progress of its own was seen for a while (an outside audit: a 1.5 s
+/// stop made a transfer to a peer that read all along end with a reset and exit 1).
+#[derive(Debug)]
+pub(crate) struct Acknowledged {
+    fd: RawFd,
+    last: Option<u64>,
+}
+
+impl Acknowledged {
+    /// Begins counting on the connection `fd` (of a socket that outlives this).
+    pub(crate) fn new(fd: RawFd) -> Acknowledged {
+        Acknowledged {
+            fd,
+            last: Acknowledged::count(fd),
+        }
+    }
+
+    /// Whether the peer's kernel acknowledged bytes since the last look; no where the
+    /// system cannot tell (a Unix socket, `TCP_INFO` without the count).
+    pub(crate) fn moved(&mut self) -> bool {
+        let now = Acknowledged::count(self.fd);
+        let moved = matches!((self.last, now), (Some(before), Some(now)) if now > before);
+        self.last = now;
+        moved
+    }
+
+    fn count(fd: RawFd) -> Option<u64> {
+        // SAFETY: the caller's socket is open for as long as this lives (see `new`).
+        net::tcp_bytes_acked(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()
+    }
+}
+
 /// Whether the peer has answered the input: what it had sent (`heard`, in bytes) when the
 /// first input went out, against what it has sent since. Send-only's delivery waits for a
 /// peer that answered (it is still working through the input) until it closes.
