@@ -3,9 +3,10 @@
 //! (`socketkit listen -k`) without a byte read for a finished connection going astray.
 
 use std::io::{self, Read};
-use std::sync::Mutex;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -51,6 +52,10 @@ pub struct Input {
     /// How errors name the input (see [`Input::named`]).
     name: &'static str,
     spare: SyncSender<Vec<u8>>,
+    /// Set while the reader thread holds bytes it read and has not handed over yet.
+    holding: Arc<AtomicBool>,
+    /// The file read, to ask whether more waits in it (see [`Input::waiting`]).
+    source: Option<OwnedFd>,
 }
 
 /// What the reader thread (or a wake) puts in the channel.
@@ -74,10 +79,14 @@ impl Input {
         let (chunk_tx, chunk_rx) = sync_channel(QUEUED_CHUNKS);
         let (spare_tx, spare_rx) = sync_channel(QUEUED_CHUNKS + 2);
         let wakes = chunk_tx.clone();
+        let holding = Arc::new(AtomicBool::new(false));
+        let held_by_reader = Arc::clone(&holding);
         thread::Builder::new()
             .name("socketkit-input".into())
-            .spawn(move || read_loop(reader, max_chunk, &chunk_tx, &spare_rx))?;
+            .spawn(move || read_loop(reader, max_chunk, (&chunk_tx, &held_by_reader), &spare_rx))?;
         Ok(Input {
+            holding,
+            source: None,
             chunks: Mutex::new(chunk_rx),
             wakes,
             held: Mutex::new(None),
@@ -107,8 +116,29 @@ impl Input {
     /// [`WaitingFile`] reads it: its `EAGAIN` is waited out, never taken for an error.
     pub fn file(file: std::fs::File, max_chunk: usize) -> io::Result<Input> {
         // Anything but a pipe is left as it is (grow_pipe answers None).
-        let _ = crate::net::grow_pipe(std::os::fd::AsRawFd::as_raw_fd(&file), max_chunk.min(CHUNK));
-        Input::spawn(WaitingFile::new(file), max_chunk)
+        let _ = crate::net::grow_pipe(file.as_raw_fd(), max_chunk.min(CHUNK));
+        // A second descriptor of the same file, asked only (a failure to make one leaves
+        // the input without the answer, see `waiting`).
+        let source = file.try_clone().ok().map(OwnedFd::from);
+        let mut input = Input::spawn(WaitingFile::new(file), max_chunk)?;
+        input.source = source;
+        Ok(input)
+    }
+
+    /// Whether input is on its way though none was handed over: the reader thread holds
+    /// bytes it read, or the file has bytes (or its end) to read. A consumer that judges
+    /// the input paused by the time since its last chunk asks this first: after a stop of
+    /// the whole program (^Z, `SIGSTOP`, a paused VM), what was written meanwhile is in the
+    /// file before the reader thread has run, and the time says "paused" (an outside audit:
+    /// 14 of 20 transfers lost all but their first line). Without the file (an input made
+    /// by [`Input::spawn`]), only what the reader holds is known.
+    pub fn waiting(&self) -> bool {
+        if self.holding.load(Ordering::Acquire) {
+            return true;
+        }
+        self.source.as_ref().is_some_and(|fd| {
+            crate::net::wait_readable(fd.as_raw_fd(), Some(Duration::ZERO)).unwrap_or(false)
+        })
     }
 
     /// The next chunk, waiting at most `wait` (or until [`Input::wake`]).
@@ -166,7 +196,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn read_loop<R: Read>(
     mut reader: R,
     max_chunk: usize,
-    chunks: &SyncSender<Item>,
+    (chunks, holding): (&SyncSender<Item>, &AtomicBool),
     spare: &Receiver<Vec<u8>>,
 ) {
     loop {
@@ -176,7 +206,11 @@ fn read_loop<R: Read>(
             Ok(0) => break,
             Ok(n) => {
                 buf.truncate(n);
-                if chunks.send(Item::Data(buf)).is_err() {
+                // Held from the read until the channel has it (see `Input::waiting`).
+                holding.store(true, Ordering::Release);
+                let sent = chunks.send(Item::Data(buf));
+                holding.store(false, Ordering::Release);
+                if sent.is_err() {
                     return; // nobody consumes any more
                 }
             }

@@ -224,7 +224,7 @@ fn pump(
 ) {
     let mut pauses = InputPauses::begin();
     loop {
-        let Some(next) = next_to_send(input, done, shared, &pauses) else {
+        let Some(next) = next_to_send(input, done, shared, &mut pauses) else {
             return;
         };
         match next {
@@ -241,7 +241,7 @@ fn pump(
             Next::Pending
                 if done.load(Ordering::Acquire)
                     && (shared.is_some()
-                        || (pauses.paused() && !keep_on.load(Ordering::Relaxed))) =>
+                        || (pauses.paused(input) && !keep_on.load(Ordering::Relaxed))) =>
             {
                 return;
             }

@@ -191,8 +191,9 @@ pub(crate) fn next_to_send(
     input: &Input,
     done: &AtomicBool,
     shared: Option<RawFd>,
-    pauses: &InputPauses,
+    pauses: &mut InputPauses,
 ) -> Option<Next> {
+    pauses.back();
     let over = || done.load(Ordering::Relaxed);
     let wait = match (shared.is_some(), over()) {
         (true, true) => Duration::ZERO,
@@ -203,7 +204,9 @@ pub(crate) fn next_to_send(
         },
         (_, false) => POLL,
     };
-    match input.next(wait) {
+    let next = input.next(wait);
+    pauses.looked(wait);
+    match next {
         Next::Data(buf) if shared.is_some_and(|fd| over() || net::peer_has_closed(fd)) => {
             input.put_back(buf);
             None
@@ -224,18 +227,58 @@ pub(crate) const FIRST_INPUT: Duration = Duration::from_millis(50);
 /// an open stdin that has been quiet that long, or has given nothing in the bridge's first
 /// [`FIRST_INPUT`] (a terminal after a greeting), ends the bridge at once, as the peer
 /// closing should — unless [`waits_for_input`] says the rest may still be wanted.
+///
+/// Only time the sender spent looking for input counts: a look that came back late, or
+/// that came late after the one before (the program stopped — ^Z, `SIGSTOP`, a paused VM
+/// — or starved, or busy sending to a slow peer), starts the pause again, for what was
+/// written meanwhile may not have reached the sender yet (an outside audit: a 1.5 s stop
+/// as the peer half-closed lost all the lines written during it, exit 0).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InputPauses {
     began: Instant,
     last: Option<Instant>,
+    /// When the look for input under way began, or the last one ended.
+    looked: Instant,
 }
+
+/// How far a look for input may come late (after the one before, or past its wait) before
+/// the time away is taken for the program's, not the input's.
+const AWAY: Duration = Duration::from_millis(250);
 
 impl InputPauses {
     /// A sender that begins now, with no input yet.
     pub(crate) fn begin() -> InputPauses {
+        let now = Instant::now();
         InputPauses {
-            began: Instant::now(),
+            began: now,
             last: None,
+            looked: now,
+        }
+    }
+
+    /// A look for input begins: after a long time away, the pause begins again.
+    fn back(&mut self) {
+        if self.looked.elapsed() > AWAY {
+            self.again();
+        }
+        self.looked = Instant::now();
+    }
+
+    /// A look for input that was to wait at most `wait` has ended: one that ended well past
+    /// that was not the program's to count (it was stopped), and the pause begins again.
+    fn looked(&mut self, wait: Duration) {
+        if self.looked.elapsed() > wait + AWAY {
+            self.again();
+        }
+        self.looked = Instant::now();
+    }
+
+    /// The pause so far is not counted: it begins now.
+    fn again(&mut self) {
+        let now = Instant::now();
+        match self.last {
+            Some(_) => self.last = Some(now),
+            None => self.began = now,
         }
     }
 
@@ -257,9 +300,10 @@ impl InputPauses {
         }
     }
 
-    /// Whether the input has paused.
-    pub(crate) fn paused(&self) -> bool {
-        self.left().is_zero()
+    /// Whether `input` has paused: quiet for the time, and nothing on its way
+    /// ([`Input::waiting`]: the time alone counts a stop of the whole program as a pause).
+    pub(crate) fn paused(&self, input: &Input) -> bool {
+        self.left().is_zero() && !input.waiting()
     }
 }
 
@@ -395,7 +439,7 @@ pub(super) fn send_input(
     // Whether bytes were sent after the peer's end was seen.
     let mut sent_since_close = false;
     loop {
-        let Some(next) = next_to_send(input, done, shared, &pauses) else {
+        let Some(next) = next_to_send(input, done, shared, &mut pauses) else {
             return SendEnd::Stopped;
         };
         match next {
@@ -458,7 +502,7 @@ pub(super) fn send_input(
             {
                 return SendEnd::Stopped;
             }
-            Next::Pending if done.load(Ordering::Acquire) && pauses.paused() => {
+            Next::Pending if done.load(Ordering::Acquire) && pauses.paused(input) => {
                 // Asked at each look during a pause: a peer that reads on may still go. An
                 // error ended the bridge (a reset, the idle limit): nothing more is sent.
                 if sending
