@@ -539,6 +539,9 @@ async fn acknowledged(fd: RawFd) {
     }
 }
 
+/// How long the receive's second look at an idle limit that passed waits (see `receive`).
+const LOOK_AGAIN: Duration = Duration::from_millis(10);
+
 async fn receive<R: AsyncRead + Unpin>(
     reader: &mut R,
     output: Output<'_>,
@@ -549,22 +552,41 @@ async fn receive<R: AsyncRead + Unpin>(
 ) -> Result<BridgeEnd> {
     let mut output = output.into_writer();
     let mut buf = vec![0u8; READ_SIZE];
+    // The idle limit was seen passed once: one more look, after the runtime has taken in
+    // what came meanwhile (see the server's idle timer: a stopped program's timers run
+    // before its sockets are looked at).
+    let mut looked_again = false;
     loop {
         let read = match options.idle_timeout {
-            Some(limit) => match tokio::time::timeout(tick(limit), reader.read(&mut buf)).await {
-                Ok(read) => read,
-                Err(_) => {
-                    let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
-                    check_idle(peer, activity, Some(limit), timeout)?;
-                    continue;
+            Some(limit) => {
+                // The second look is short: whatever came is readable at once by then.
+                let wait = if looked_again {
+                    LOOK_AGAIN
+                } else {
+                    tick(limit)
+                };
+                match tokio::time::timeout(wait, reader.read(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) if !looked_again && activity.quiet_for() >= limit => {
+                        looked_again = true;
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Err(_) => {
+                        let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
+                        check_idle(peer, activity, Some(limit), timeout)?;
+                        looked_again = false;
+                        continue;
+                    }
                 }
-            },
+            }
             None => reader.read(&mut buf).await,
         };
         match read {
             Ok(0) => return finish(&mut output),
             Ok(n) => {
                 activity.touch();
+                looked_again = false;
                 heard.fetch_add(n as u64, Ordering::Relaxed);
                 ByteCounts::add(options.counts.as_deref().map(|c| &c.received), n);
                 if let Err(err) = output.write_all(&buf[..n]) {

@@ -86,6 +86,8 @@ pub(crate) async fn unless_idle<T>(
     match limit {
         None => work.await,
         Some(limit) => tokio::select! {
+            // The work first: what it takes in on the watchdog's second look counts.
+            biased;
             result = work => result,
             err = idle_watchdog(activity, limit) => Err(err),
         },
@@ -93,14 +95,23 @@ pub(crate) async fn unless_idle<T>(
 }
 
 /// Waits until nothing has moved through `activity` for `limit`, and gives the idle
-/// timeout's error.
+/// timeout's error. The limit seen passed is looked at once more after the runtime has
+/// taken in the readiness that came meanwhile (the work, polled first, then takes what came):
+/// a program stopped longer than the limit wakes with its timers run before its sockets
+/// are looked at, and bytes that came during the stop are no idleness.
 async fn idle_watchdog(activity: &Activity, limit: Duration) -> io::Error {
+    let mut looked_again = false;
     loop {
         let deadline = activity.deadline(limit);
-        if Instant::now() >= deadline {
+        if Instant::now() < deadline {
+            looked_again = false;
+            tokio::time::sleep_until(deadline.into()).await;
+        } else if looked_again {
             return idle_error(limit);
+        } else {
+            looked_again = true;
+            tokio::task::yield_now().await;
         }
-        tokio::time::sleep_until(deadline.into()).await;
     }
 }
 

@@ -191,3 +191,64 @@ fn a_stop_as_the_peer_half_closes_loses_no_input_that_keeps_coming() -> TestResu
     }
     Ok(())
 }
+
+/// `connect tls: --idle-timeout 1s` to a peer that sends a line each 200 ms (`listen tls:`
+/// fed so), its own input open and quiet, stopped for [`STOP`] a second in: the lines that
+/// came during the stop are no idleness, and every one comes out, exit 0 (the stopped
+/// program's timer ran before its socket was looked at, and the run ended `no data either
+/// way for 1s`, exit 1, with the lines unread).
+#[test]
+fn over_tls_a_stop_past_the_idle_limit_is_not_idleness() -> TestResult {
+    const LINES: usize = 15;
+    let pki = Pki::new();
+    let mut talker = socketkit();
+    talker.args(["listen", "tls:127.0.0.1:0", "-q"]).args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    let mut talker = Running::start(talker, 1);
+    let mut cmd = socketkit();
+    cmd.args(["connect", &talker.endpoints()[0], "--tls-insecure", "-q"])
+        .args(["--idle-timeout", "1s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let quiet_input = child.stdin.take().ok_or("stdin")?;
+    let mut lines_in = talker.take_stdin();
+    let writer = thread::spawn(move || {
+        for line in 0..LINES {
+            if writeln!(lines_in, "line {line}").is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let pid = child.id();
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_secs(1));
+        stop_a_while(pid);
+    });
+    let mut stdout = child.stdout.take().ok_or("stdout")?;
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let status = wait_bounded(&mut child, DEADLINE);
+    drop(quiet_input);
+    let _ = (writer.join(), stopper.join());
+    let out = reader.join().map_err(|_| "reader")?;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(out.lines().count(), LINES, "{err}");
+    let _ = talker.wait(DEADLINE);
+    Ok(())
+}

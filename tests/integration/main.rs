@@ -199,6 +199,8 @@ mod server_faults;
 /// Admission stages between accept and the service: refusals, order, deadlines, shutdown.
 mod server_nodelay;
 mod server_pipeline;
+/// `serve` and `forward` stopped past their idle limit: a talking client is kept.
+mod server_stopped;
 /// Unix socket files: stale, foreign, live, permissions, removal.
 mod server_unix;
 /// The exec service: the socket handed to the program, pipes only under TLS, what the

@@ -1,0 +1,111 @@
+//! `serve` and `forward` with `--idle-timeout` when the server itself stops longer than the
+//! limit (^Z, a debugger, a paused VM): a client that kept talking is not idle, and what
+//! it sent during the stop is served. Found by an outside audit of the decisions made from
+//! timers, with `SIGSTOP` and `SIGCONT`: every connection was cut as idle, its bytes from
+//! the stop never echoed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::TestResult;
+use crate::support::net::IO_TIMEOUT;
+use crate::support::process::{Running, socketkit};
+
+/// A client that sends a 10-byte line each 200 ms for 3 s through `addr` (an echo), reading
+/// what comes back, then half-closes and reads to the end, while `stopped` (the server's
+/// pid) is stopped for 1.5 s from the first second: what it sent, and what came back.
+fn talk_through_a_stop(addr: &str, stopped: i32) -> Result<(usize, usize), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_secs(1));
+        // SAFETY: kill(2) of a child of this test with a signal number; no memory involved.
+        unsafe { libc::kill(stopped, libc::SIGSTOP) };
+        thread::sleep(Duration::from_millis(1500));
+        // SAFETY: as above.
+        unsafe { libc::kill(stopped, libc::SIGCONT) };
+    });
+    let (mut sent, mut got) = (0, 0);
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    let mut result = Ok(());
+    while started.elapsed() < Duration::from_secs(3) {
+        if let Err(err) = stream.write_all(format!("{sent:09}\n").as_bytes()) {
+            result = Err(format!("write at {:?}: {err}", started.elapsed()));
+            break;
+        }
+        sent += 10;
+        let pause = Instant::now();
+        while pause.elapsed() < Duration::from_millis(200) {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    result = Err(format!("the server ended at {:?}", started.elapsed()));
+                    break;
+                }
+                Ok(n) => got += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => {
+                    result = Err(format!("read at {:?}: {err}", started.elapsed()));
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = stopper.join();
+    result?;
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) => return Err(format!("after the half-close: {err}")),
+        }
+    }
+    Ok((sent, got))
+}
+
+fn serve_echo(extra: &[&str]) -> Running {
+    let mut cmd = socketkit();
+    cmd.args(["serve", "echo", "-l", "127.0.0.1:0"]).args(extra);
+    Running::start(cmd, 1)
+}
+
+#[test]
+fn serve_echo_stopped_past_its_idle_limit_keeps_a_talking_client() -> TestResult {
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
+    }
+    for engine in engines {
+        let server = serve_echo(&["--idle-timeout", "1s", "--io-engine", engine]);
+        let (sent, got) = talk_through_a_stop(&server.addr(), server.pid())
+            .map_err(|err| format!("{engine}: {err}\n{}", server.stderr()))?;
+        assert_eq!(got, sent, "{engine}: {}", server.stderr());
+    }
+    Ok(())
+}
+
+#[test]
+fn forward_stopped_past_its_idle_limit_keeps_a_talking_client() -> TestResult {
+    let target = serve_echo(&[]);
+    let mut cmd = socketkit();
+    cmd.args(["forward", "-l", "127.0.0.1:0", "--to", &target.addr()])
+        .args(["--idle-timeout", "1s"]);
+    let relay = Running::start(cmd, 1);
+    let (sent, got) = talk_through_a_stop(&relay.addr(), relay.pid())
+        .map_err(|err| format!("{err}\n{}", relay.stderr()))?;
+    assert_eq!(got, sent, "{}", relay.stderr());
+    Ok(())
+}
