@@ -3,7 +3,7 @@
 //! (`socketkit listen -k`) without a byte read for a finished connection going astray.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -55,7 +55,7 @@ pub struct Input {
     /// Set while the reader thread holds bytes it read and has not handed over yet.
     holding: Arc<AtomicBool>,
     /// The file read, to ask whether more waits in it (see [`Input::waiting`]).
-    source: Option<OwnedFd>,
+    source: Option<Arc<std::fs::File>>,
 }
 
 /// What the reader thread (or a wake) puts in the channel.
@@ -117,11 +117,12 @@ impl Input {
     pub fn file(file: std::fs::File, max_chunk: usize) -> io::Result<Input> {
         // Anything but a pipe is left as it is (grow_pipe answers None).
         let _ = crate::net::grow_pipe(file.as_raw_fd(), max_chunk.min(CHUNK));
-        // A second descriptor of the same file, asked only (a failure to make one leaves
-        // the input without the answer, see `waiting`).
-        let source = file.try_clone().ok().map(OwnedFd::from);
-        let mut input = Input::spawn(WaitingFile::new(file), max_chunk)?;
-        input.source = source;
+        let file = WaitingFile::new(file);
+        // The same descriptor, shared with the reader: asking costs no descriptor (the
+        // servers' readiness counts them), and it stays open while this lives.
+        let source = file.shared();
+        let mut input = Input::spawn(file, max_chunk)?;
+        input.source = Some(source);
         Ok(input)
     }
 

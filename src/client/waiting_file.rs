@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
 
 use crate::net;
 
@@ -37,19 +38,25 @@ use crate::net;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct WaitingFile(File);
+pub struct WaitingFile(Arc<File>);
 
 impl WaitingFile {
     /// Wraps `file`, leaving its mode as it is.
     pub fn new(file: File) -> WaitingFile {
-        WaitingFile(file)
+        WaitingFile(Arc::new(file))
+    }
+
+    /// The file, shared: open for as long as this or the clone lives, to be asked about
+    /// without a descriptor of its own (an input's `waiting`).
+    pub(crate) fn shared(&self) -> Arc<File> {
+        Arc::clone(&self.0)
     }
 }
 
 impl Read for WaitingFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.0.read(buf) {
+            match (&*self.0).read(buf) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     net::wait_readable(self.0.as_raw_fd(), None)?;
                 }
@@ -62,7 +69,7 @@ impl Read for WaitingFile {
 impl Write for WaitingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            match self.0.write(buf) {
+            match (&*self.0).write(buf) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     net::wait_writable(self.0.as_raw_fd(), None)?;
                 }
@@ -72,7 +79,7 @@ impl Write for WaitingFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        (&*self.0).flush()
     }
 }
 
