@@ -123,3 +123,73 @@ fn a_target_a_reload_removed_while_it_was_checked_is_not_reported_down() {
     );
     drop(hung);
 }
+
+#[test]
+fn a_relay_stopped_during_a_check_does_not_take_the_answer_for_a_timeout() {
+    // The target stops the relay as a check's request comes, answers 300 ms later, and
+    // lets the relay go on 1.5 s after the stop: past the check's 1 s timeout, with the
+    // answer waiting in the relay's socket. (The stopped relay's timer ran before its
+    // socket was looked at, and the target was reported down.)
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let relay_pid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let (pid, stopped_once, end) = (
+        Arc::clone(&relay_pid),
+        Arc::clone(&stopped),
+        Arc::clone(&done),
+    );
+    let target = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        listener.set_nonblocking(true).expect("non-blocking");
+        while Instant::now() < deadline && !end.load(Ordering::SeqCst) {
+            let Ok((mut conn, _)) = listener.accept() else {
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            conn.set_nonblocking(false).expect("blocking");
+            conn.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let relay = pid.load(Ordering::SeqCst);
+            if relay == 0 || stopped_once.load(Ordering::SeqCst) {
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
+            // SAFETY: kill(2) of the relay this test started; no memory involved.
+            unsafe { libc::kill(relay, libc::SIGSTOP) };
+            thread::sleep(Duration::from_millis(300));
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+            thread::sleep(Duration::from_millis(1200));
+            // SAFETY: as above.
+            unsafe { libc::kill(relay, libc::SIGCONT) };
+            stopped_once.store(true, Ordering::SeqCst);
+        }
+    });
+    let relay = forward(
+        &[
+            "--check-interval",
+            "300ms",
+            "--check-http",
+            "/health",
+            "--timeout",
+            "1s",
+            "-v",
+        ],
+        &[&addr],
+    );
+    relay_pid.store(relay.pid(), Ordering::SeqCst);
+    let waited = Instant::now();
+    while !stopped.load(Ordering::SeqCst) && waited.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stopped.load(Ordering::SeqCst), "no check came");
+    // A check or two after the stop.
+    thread::sleep(Duration::from_millis(700));
+    let log = relay.stderr();
+    done.store(true, Ordering::SeqCst);
+    target.join().expect("the target thread ends");
+    assert!(!log.contains("is down"), "{log}");
+}
