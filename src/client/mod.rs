@@ -29,6 +29,8 @@ mod output;
 pub mod probe;
 pub mod proxy;
 mod tls;
+mod tls_delivery;
+mod tls_receive;
 mod tls_runtime;
 pub mod traffic;
 mod waiting_file;

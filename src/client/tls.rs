@@ -14,40 +14,35 @@
 //! peer's kernel has acknowledged all of it; receive-only never reads the input and never
 //! closes its side before the peer has.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
-    ACK_POLL, Acknowledged, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses,
-    LINGER, Peer, all_acknowledged, check_idle, end_sending, finish, idle_error, next_to_send,
-    output_failed, tick, waits_for_input,
+    Acknowledged, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses, LINGER,
+    Peer, all_acknowledged, end_sending, idle_error, next_to_send, waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
+use super::tls_delivery::{delivered, taken_in_first, was_reset};
+use super::tls_receive::receive;
 use super::tls_runtime::{client_handshake, off_runtime, own_runtime};
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity, Pipe, Readiness, within};
 use crate::socket::Socket;
-use crate::tls::{Connector, TRUNCATED, handshake_failure, in_words};
+use crate::tls::{Connector, handshake_failure};
 
 /// How long close_notify may take to go out when the bridge ends because nobody reads the
 /// output any more.
 const CLOSE_AT_ONCE: Duration = Duration::from_millis(100);
-
-/// The most one read takes from the session: a TLS record holds at most 16 KiB of data.
-const READ_SIZE: usize = 64 * 1024;
-/// Send-only: how long the first input waits for the receiving side to take in what the
-/// peer had sent before it (see `taken_in_first`).
-const TAKE_IN_FIRST: Duration = Duration::from_millis(100);
 
 /// How the TLS session of a bridge begins.
 #[derive(Debug)]
@@ -482,122 +477,5 @@ async fn run<S: AsyncRead + AsyncWrite>(
             options.idle_timeout.unwrap_or_default(),
         )),
         _ => end,
-    }
-}
-
-/// `err` as the reset it is, if a send failed because the peer reset the connection: over
-/// TCP `EPIPE` is the reset of a peer whose end came first (see the plain bridge's sender).
-fn was_reset(err: io::Error) -> Option<io::Error> {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-    )
-    .then(|| io::Error::from_raw_os_error(libc::ECONNRESET))
-}
-
-/// Returns once the peer's kernel has acknowledged every byte written to `fd`.
-/// Once the peer's kernel holds every byte and the peer has been quiet for [`LINGER`]
-/// without having `answered` the input: a peer that answers each command is still working
-/// through them, and a close then resets the connection at its next answer (see the plain
-/// bridge's send-only); it is waited for until it closes.
-async fn delivered(fd: RawFd, activity: &Activity, answered: impl Fn() -> bool) {
-    acknowledged(fd).await;
-    loop {
-        let left = LINGER.saturating_sub(activity.quiet_for());
-        if left.is_zero() && !answered() {
-            return;
-        }
-        let pause = if left.is_zero() {
-            ACK_POLL
-        } else {
-            left.min(ACK_POLL)
-        };
-        tokio::time::sleep(pause).await;
-    }
-}
-
-/// Waits (at most `TAKE_IN_FIRST`) until the kernel holds nothing unread on the TCP socket
-/// `fd`: what the peer sent before the first input (a greeting) is then counted as heard
-/// before it, however late the runtime learnt that the socket was readable (a loaded
-/// machine can wake the bridge for its input first). Only plaintext counts, so unlike the
-/// plain bridge's the count cannot be the kernel's: a TLS 1.3 server's session tickets
-/// would pass for an answer.
-async fn taken_in_first(fd: RawFd) {
-    let started = Instant::now();
-    while net::receive_queued(fd).is_ok_and(|queued| queued > 0)
-        && started.elapsed() < TAKE_IN_FIRST
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-async fn acknowledged(fd: RawFd) {
-    let mut pause = Duration::from_millis(1);
-    while !all_acknowledged(fd) {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(ACK_POLL);
-    }
-}
-
-/// How long the receive's second look at an idle limit that passed waits (see `receive`).
-const LOOK_AGAIN: Duration = Duration::from_millis(10);
-
-async fn receive<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    output: Output<'_>,
-    activity: &Activity,
-    options: &BridgeOptions,
-    peer: &Peer,
-    heard: &AtomicU64,
-) -> Result<BridgeEnd> {
-    let mut output = output.into_writer();
-    let mut buf = vec![0u8; READ_SIZE];
-    // The idle limit was seen passed once: one more look, after the runtime has taken in
-    // what came meanwhile (see the server's idle timer: a stopped program's timers run
-    // before its sockets are looked at).
-    let mut looked_again = false;
-    loop {
-        let read = match options.idle_timeout {
-            Some(limit) => {
-                // The second look is short: whatever came is readable at once by then.
-                let wait = if looked_again {
-                    LOOK_AGAIN
-                } else {
-                    tick(limit)
-                };
-                match tokio::time::timeout(wait, reader.read(&mut buf)).await {
-                    Ok(read) => read,
-                    Err(_) if !looked_again && activity.quiet_for() >= limit => {
-                        looked_again = true;
-                        tokio::task::yield_now().await;
-                        continue;
-                    }
-                    Err(_) => {
-                        let timeout = peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
-                        check_idle(peer, activity, Some(limit), timeout)?;
-                        looked_again = false;
-                        continue;
-                    }
-                }
-            }
-            None => reader.read(&mut buf).await,
-        };
-        match read {
-            Ok(0) => return finish(&mut output),
-            Ok(n) => {
-                activity.touch();
-                looked_again = false;
-                heard.fetch_add(n as u64, Ordering::Relaxed);
-                ByteCounts::add(options.counts.as_deref().map(|c| &c.received), n);
-                if let Err(err) = output.write_all(&buf[..n]) {
-                    return output_failed(err);
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
-                let truncated = io::Error::new(io::ErrorKind::UnexpectedEof, TRUNCATED);
-                return Err(peer.error(Op::Receive, truncated));
-            }
-            Err(err) => return Err(peer.error(Op::Receive, in_words(err))),
-        }
     }
 }

@@ -15,12 +15,12 @@ use super::output::Output;
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
 use crate::socket::{Address, Socket};
+pub(crate) use pauses::{Acknowledged, InputPauses, next_to_send};
 use receive::receive;
-pub(crate) use send::{
-    Acknowledged, Answers, InputPauses, end_sending, next_to_send, waits_for_input,
-};
+pub(crate) use send::{Answers, end_sending, waits_for_input};
 use send::{SendEnd, Sender, Sending, deliver, send_input};
 
+mod pauses;
 mod receive;
 mod send;
 
@@ -268,7 +268,7 @@ pub fn bridge(
                 options.direction,
             );
         // What the peer took while the sender did not see it (see `Acknowledged`).
-        let mut acknowledged = send::Acknowledged::new(socket.fileno());
+        let mut acknowledged = Acknowledged::new(socket.fileno());
         let stuck = loop {
             match sender_done.recv_timeout(linger) {
                 Err(mpsc::RecvTimeoutError::Timeout)

@@ -6,9 +6,10 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{ACK_POLL, ByteCounts, Direction, LINGER, POLL, all_acknowledged};
+use super::pauses::{InputPauses, next_to_send};
+use super::{ACK_POLL, ByteCounts, Direction, all_acknowledged};
 use crate::client::input::{Input, Next};
 use crate::error::{Error, Op, Result};
 use crate::net::{self, Activity};
@@ -56,42 +57,6 @@ pub(super) fn until_done_or_quiet(
         } else {
             left.min(ACK_POLL)
         });
-    }
-}
-
-/// What the peer's kernel has acknowledged of a TCP connection's bytes, looked at now and
-/// then: whether the peer took any since the last look. The kernel counts on while this
-/// program does not run (stopped with ^Z or `SIGSTOP`, paused in a VM, descheduled): a
-/// sender whose `send` has not come back since is not blocked on a peer that stopped
-/// reading, though no progress of its own was seen for a while (an outside audit: a 1.5 s
-/// stop made a transfer to a peer that read all along end with a reset and exit 1).
-#[derive(Debug)]
-pub(crate) struct Acknowledged {
-    fd: RawFd,
-    last: Option<u64>,
-}
-
-impl Acknowledged {
-    /// Begins counting on the connection `fd` (of a socket that outlives this).
-    pub(crate) fn new(fd: RawFd) -> Acknowledged {
-        Acknowledged {
-            fd,
-            last: Acknowledged::count(fd),
-        }
-    }
-
-    /// Whether the peer's kernel acknowledged bytes since the last look; no where the
-    /// system cannot tell (a Unix socket, `TCP_INFO` without the count).
-    pub(crate) fn moved(&mut self) -> bool {
-        let now = Acknowledged::count(self.fd);
-        let moved = matches!((self.last, now), (Some(before), Some(now)) if now > before);
-        self.last = now;
-        moved
-    }
-
-    fn count(fd: RawFd) -> Option<u64> {
-        // SAFETY: the caller's socket is open for as long as this lives (see `new`).
-        net::tcp_bytes_acked(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()
     }
 }
 
@@ -180,133 +145,6 @@ pub(super) enum SendEnd {
     Stopped,
 }
 
-/// The next chunk a connection's sender takes from `input`, waiting up to [`POLL`] — once
-/// the bridge is `done`, only until its input counts as paused (`pauses`), so that a quiet
-/// input ends the sending then and not at the end of a poll. With a shared input
-/// (`shared`: the connection's socket), `None` once the connection is over — the bridge is
-/// `done`, or the peer has closed, even before the receiving side has read its end — and a
-/// chunk taken then is handed back: sent to that peer it would be lost, and it is the next
-/// connection's. Once `done`, a shared input's sender waits for nothing.
-pub(crate) fn next_to_send(
-    input: &Input,
-    done: &AtomicBool,
-    shared: Option<RawFd>,
-    pauses: &mut InputPauses,
-) -> Option<Next> {
-    pauses.back();
-    let over = || done.load(Ordering::Relaxed);
-    let wait = match (shared.is_some(), over()) {
-        (true, true) => Duration::ZERO,
-        // Paused already, and still sending (see `waits_for_input`): asked again each poll.
-        (false, true) => match pauses.left() {
-            left if left.is_zero() => POLL,
-            left => left.min(POLL),
-        },
-        (_, false) => POLL,
-    };
-    let next = input.next(wait);
-    pauses.looked(wait);
-    match next {
-        Next::Data(buf) if shared.is_some_and(|fd| over() || net::peer_has_closed(fd)) => {
-            input.put_back(buf);
-            None
-        }
-        next => Some(next),
-    }
-}
-
-/// How long a sender that has had no input yet waits for some once its peer has closed,
-/// counted from the start of the bridge: input on its way as the connection opened (written
-/// to the pipe a moment before) still goes to a peer that half-closed after its request.
-pub(crate) const FIRST_INPUT: Duration = Duration::from_millis(50);
-
-/// When a sender last had input (or began, having had none): whether its input has
-/// paused, for a sender whose peer has closed. A peer that half-closed may still read:
-/// input that keeps coming — a producer writing in bursts, `(…; sleep 0.5; …) | connect` —
-/// is sent while each pause is under [`LINGER`], and the bridge ends when the input does;
-/// an open stdin that has been quiet that long, or has given nothing in the bridge's first
-/// [`FIRST_INPUT`] (a terminal after a greeting), ends the bridge at once, as the peer
-/// closing should — unless [`waits_for_input`] says the rest may still be wanted.
-///
-/// Only time the sender spent looking for input counts: a look that came back late, or
-/// that came late after the one before (the program stopped — ^Z, `SIGSTOP`, a paused VM
-/// — or starved, or busy sending to a slow peer), starts the pause again, for what was
-/// written meanwhile may not have reached the sender yet (an outside audit: a 1.5 s stop
-/// as the peer half-closed lost all the lines written during it, exit 0).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InputPauses {
-    began: Instant,
-    last: Option<Instant>,
-    /// When the look for input under way began, or the last one ended.
-    looked: Instant,
-}
-
-/// How far a look for input may come late (after the one before, or past its wait) before
-/// the time away is taken for the program's, not the input's.
-const AWAY: Duration = Duration::from_millis(250);
-
-impl InputPauses {
-    /// A sender that begins now, with no input yet.
-    pub(crate) fn begin() -> InputPauses {
-        let now = Instant::now();
-        InputPauses {
-            began: now,
-            last: None,
-            looked: now,
-        }
-    }
-
-    /// A look for input begins: after a long time away, the pause begins again.
-    fn back(&mut self) {
-        if self.looked.elapsed() > AWAY {
-            self.again();
-        }
-        self.looked = Instant::now();
-    }
-
-    /// A look for input that was to wait at most `wait` has ended: one that ended well past
-    /// that was not the program's to count (it was stopped), and the pause begins again.
-    fn looked(&mut self, wait: Duration) {
-        if self.looked.elapsed() > wait + AWAY {
-            self.again();
-        }
-        self.looked = Instant::now();
-    }
-
-    /// The pause so far is not counted: it begins now.
-    fn again(&mut self) {
-        let now = Instant::now();
-        match self.last {
-            Some(_) => self.last = Some(now),
-            None => self.began = now,
-        }
-    }
-
-    /// Input came now.
-    pub(crate) fn had_input(&mut self) {
-        self.last = Some(Instant::now());
-    }
-
-    /// Whether no input has come yet.
-    pub(crate) fn none_yet(&self) -> bool {
-        self.last.is_none()
-    }
-
-    /// How long until the input counts as paused; zero once it does.
-    fn left(&self) -> Duration {
-        match self.last {
-            None => FIRST_INPUT.saturating_sub(self.began.elapsed()),
-            Some(last) => LINGER.saturating_sub(last.elapsed()),
-        }
-    }
-
-    /// Whether `input` has paused: quiet for the time, and nothing on its way
-    /// ([`Input::waiting`]: the time alone counts a stop of the whole program as a pause).
-    pub(crate) fn paused(&self, input: &Input) -> bool {
-        self.left().is_zero() && !input.waiting()
-    }
-}
-
 /// Whether a sender whose peer has ended its side waits on through a pause in its input
 /// rather than end: whether the rest of the input may still be wanted.
 ///
@@ -342,8 +180,8 @@ pub(super) fn connection_of(socket: &Socket) -> (RawFd, bool) {
 
 /// Tells a bridge's sender that the bridge is over (`done`), and wakes it from its wait for
 /// input: a shared input's next bytes are the next connection's, and a sender whose input
-/// has paused ends now rather than at the end of its [`POLL`] — which held the exit (and a
-/// TLS session's close_notify) up to 100 ms after the peer closed.
+/// has paused ends now rather than at the end of its [`POLL`](super::POLL) — which held
+/// the exit (and a TLS session's close_notify) up to 100 ms after the peer closed.
 pub(crate) fn end_sending(done: &AtomicBool, input: &Input) {
     // Release: what was set before it (how the bridge ended) is seen with it.
     done.store(true, Ordering::Release);
@@ -361,10 +199,10 @@ pub(super) struct Sending {
 }
 
 /// Sends all of `buf`. The socket's send timeout is a tick (the idle limit's, else
-/// [`POLL`]), so a `send(2)` that waits comes back with what it took so far, or with none
-/// after a tick: each piece counts as activity when it goes, so that a peer reading slowly
-/// is seen taking bytes (a send of a whole chunk without a timeout returns only once all
-/// of it is queued, a second or more for a slow reader). A send that took nothing is made
+/// [`POLL`](super::POLL)), so a `send(2)` that waits comes back with what it took so far,
+/// or with none after a tick: each piece counts as activity when it goes, so that a peer
+/// reading slowly is seen taking bytes (a send of a whole chunk without a timeout returns
+/// only once all of it is queued, a second or more for a slow reader). A send that took nothing is made
 /// again while the connection is within the idle limit. A peer that keeps up costs one
 /// `send(2)` per chunk, as a send without a timeout does.
 fn send_whole(
