@@ -185,13 +185,8 @@ pub(crate) fn tcp_idle_time(socket: BorrowedFd<'_>) -> io::Result<std::time::Dur
 /// the peer's FIN counts as one): what the peer has sent by a given moment, whenever the
 /// program gets to read it. `Unsupported` on older kernels.
 pub(crate) fn tcp_bytes_received(socket: BorrowedFd<'_>) -> io::Result<u64> {
-    let (info, len) = tcp_info(socket)?;
-    // An older kernel fills a shorter struct: the field is then not there.
-    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
-    if len < needed {
-        return Err(io::ErrorKind::Unsupported.into());
-    }
-    Ok(info.tcpi_bytes_received)
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
+    tcp_info_count(socket, end, |info| info.tcpi_bytes_received)
 }
 
 /// How many bytes written to the TCP connection `socket` the peer's kernel has acknowledged
@@ -199,13 +194,22 @@ pub(crate) fn tcp_bytes_received(socket: BorrowedFd<'_>) -> io::Result<u64> {
 /// the peer takes data, whether or not this program runs meanwhile (stopped, descheduled).
 /// `Unsupported` on older kernels.
 pub(crate) fn tcp_bytes_acked(socket: BorrowedFd<'_>) -> io::Result<u64> {
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + size_of::<u64>();
+    tcp_info_count(socket, end, |info| info.tcpi_bytes_acked)
+}
+
+/// A count of `TCP_INFO` (`field`), whose bytes end at `end` in the struct: `Unsupported`
+/// when the kernel filled less of it (an older kernel's struct is shorter).
+fn tcp_info_count(
+    socket: BorrowedFd<'_>,
+    end: usize,
+    field: impl Fn(&libc::tcp_info) -> u64,
+) -> io::Result<u64> {
     let (info, len) = tcp_info(socket)?;
-    // An older kernel fills a shorter struct: the field is then not there.
-    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + size_of::<u64>();
-    if len < needed {
+    if len < end {
         return Err(io::ErrorKind::Unsupported.into());
     }
-    Ok(info.tcpi_bytes_acked)
+    Ok(field(&info))
 }
 
 /// How many connections wait in the accept queue of the listening TCP socket `listener`

@@ -15,6 +15,17 @@ use crate::support::process::{DEADLINE, Running, socketkit, wait_bounded};
 /// How long the program is stopped: more than the bridge's one-second linger.
 const STOP: Duration = Duration::from_millis(1500);
 
+/// What `child` wrote to stderr, once it has exited.
+fn stderr_of(child: &mut std::process::Child) -> Result<String, Box<dyn std::error::Error>> {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    Ok(err)
+}
+
 /// Stops the process `pid` for [`STOP`].
 fn stop_a_while(pid: u32) {
     let pid = libc::pid_t::try_from(pid).expect("a pid fits");
@@ -86,12 +97,7 @@ fn a_stop_mid_transfer_loses_nothing(tls: bool) -> TestResult {
     stop_a_while(child.id());
     let status = wait_bounded(&mut child, DEADLINE);
     let _ = writer.join();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = stderr_of(&mut child)?;
     let received = reader.join().map_err(|_| "reader")?;
     let ended = receiver.wait(DEADLINE);
     assert_eq!(status.code(), Some(0), "tls {tls}: {err}");
@@ -171,12 +177,7 @@ fn a_stop_as_the_peer_half_closes_loses_no_input() -> TestResult {
     });
     let status = wait_bounded(&mut child, DEADLINE);
     let _ = writer.join();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = stderr_of(&mut child)?;
     let lines = peer.join().map_err(|_| "peer")??;
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(lines, LINES, "{err}");
@@ -241,12 +242,7 @@ fn over_tls_a_stop_past_the_idle_limit_is_not_idleness() -> TestResult {
     drop(quiet_input);
     let _ = (writer.join(), stopper.join());
     let out = reader.join().map_err(|_| "reader")?;
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = stderr_of(&mut child)?;
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(out.lines().count(), LINES, "{err}");
     let _ = talker.wait(DEADLINE);
