@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -429,6 +429,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let mut acknowledged = Acknowledged::new(fd);
         loop {
             let wait = idle_left().map_or(LINGER, |left| left.min(LINGER));
+            let asked = Instant::now();
             match tokio::time::timeout(wait, &mut send).await {
                 Ok(result) => {
                     refused = refused.or_else(|| result.err().and_then(lost));
@@ -448,7 +449,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
                     if keep
                         || awaiting_input.load(Ordering::Relaxed)
                         || activity.quiet_for() < LINGER
-                        || acknowledged.moved() => {}
+                        || acknowledged.excuses(asked, wait) => {}
                 Err(_) => {
                     // The peer stopped taking the input: cut, and said so (see the plain
                     // bridge), not ended with a close_notify the peer takes for the end.

@@ -70,9 +70,9 @@ pub(crate) use crate::sys::{
     peer_name, process_cpu_time, process_group_exists, raise_descriptor_limit,
     raise_with_default_action, reader_gone, reap_orphans, receive_queued, recv_nowait,
     reset_inherited_signals, send_descriptor, set_bind_address_no_port, set_defer_accept, splice,
-    splice_unsupported, steer_reuseport_to_first, tcp_bytes_acked, tcp_bytes_received, terminate,
-    thread_cpu_time, unacknowledged, unsteer_reuseport, wait_readable, wait_readable_watching,
-    wait_writable,
+    splice_unsupported, steer_reuseport_to_first, tcp_bytes_acked, tcp_bytes_received,
+    tcp_send_window, terminate, thread_cpu_time, unacknowledged, unsteer_reuseport, wait_readable,
+    wait_readable_watching, wait_writable,
 };
 
 use std::path::Path;

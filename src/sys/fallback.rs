@@ -121,6 +121,11 @@ pub(crate) fn tcp_bytes_acked(_socket: BorrowedFd<'_>) -> io::Result<u64> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// `TCP_INFO` is Linux's: always `Unsupported` (callers judge without the window).
+pub(crate) fn tcp_send_window(_socket: BorrowedFd<'_>) -> io::Result<u64> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// A reuseport group's BPF program is Linux's: always `Unsupported` (the kernel's own
 /// spreading stays).
 pub(crate) fn steer_reuseport_to_first(_listener: BorrowedFd<'_>) -> io::Result<()> {

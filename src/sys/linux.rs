@@ -198,6 +198,14 @@ pub(crate) fn tcp_bytes_acked(socket: BorrowedFd<'_>) -> io::Result<u64> {
     tcp_info_count(socket, end, |info| info.tcpi_bytes_acked)
 }
 
+/// The receive window the peer of the TCP connection `socket` last advertised, in bytes
+/// (`TCP_INFO`'s `tcpi_snd_wnd`, Linux 5.4 and later): the room its kernel has for more,
+/// near zero once its program stopped reading. `Unsupported` on older kernels.
+pub(crate) fn tcp_send_window(socket: BorrowedFd<'_>) -> io::Result<u64> {
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + size_of::<u32>();
+    tcp_info_count(socket, end, |info| u64::from(info.tcpi_snd_wnd))
+}
+
 /// A count of `TCP_INFO` (`field`), whose bytes end at `end` in the struct: `Unsupported`
 /// when the kernel filled less of it (an older kernel's struct is shorter).
 fn tcp_info_count(

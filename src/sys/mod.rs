@@ -51,7 +51,7 @@ pub(crate) use platform::{
     accept_nonblocking, accept_queue_len, ask_destinations, grow_pipe, peer_has_closed, peer_name,
     recv_with_destination, send_from, set_bind_address_no_port, set_defer_accept, set_not_dumpable,
     splice, steer_reuseport_to_first, tcp_bytes_acked, tcp_bytes_received, tcp_idle_time,
-    unacknowledged, unsteer_reuseport,
+    tcp_send_window, unacknowledged, unsteer_reuseport,
 };
 pub(crate) use posix::{
     ask_reload, ask_restart, chmod_no_follow, descriptor_limit, disconnect, hostname,

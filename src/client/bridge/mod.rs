@@ -270,13 +270,14 @@ pub fn bridge(
         // What the peer took while the sender did not see it (see `Acknowledged`).
         let mut acknowledged = Acknowledged::new(socket.fileno());
         let stuck = loop {
+            let asked = std::time::Instant::now();
             match sender_done.recv_timeout(linger) {
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if linger.is_zero()
                         || (!reads_on
                             && in_send.load(Ordering::Relaxed)
                             && activity.quiet_for() >= linger
-                            && !acknowledged.moved()) =>
+                            && !acknowledged.excuses(asked, linger)) =>
                 {
                     break true;
                 }

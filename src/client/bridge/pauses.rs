@@ -3,7 +3,7 @@
 //! as paused ([`next_to_send`], [`InputPauses`]), and the peer's progress as its kernel
 //! counts it ([`Acknowledged`]).
 
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,17 +11,32 @@ use super::{LINGER, POLL};
 use crate::client::input::{Input, Next};
 use crate::net;
 
+/// How much a peer must take between two looks, and have room for, to count as reading
+/// (see [`Acknowledged::moved`]).
+const TAKEN: u64 = 64 * 1024;
+
 /// What the peer's kernel has acknowledged of a TCP connection's bytes, looked at now and
 /// then: whether the peer took any since the last look. The kernel counts on while this
 /// program does not run (stopped with ^Z or `SIGSTOP`, paused in a VM, descheduled): a
 /// sender whose `send` has not come back since is not blocked on a peer that stopped
 /// reading, though no progress of its own was seen for a while (an outside audit: a 1.5 s
 /// stop made a transfer to a peer that read all along end with a reset and exit 1).
+///
+/// It excuses a sender that looks stuck when the wait before the look overslept (the
+/// program did not run), or once in a row when the peer took data: a receiver whose
+/// program stopped reading may still take data in bursts as its kernel makes room (the
+/// suite under load saw one outlast 30 s when every burst excused it).
 #[derive(Debug)]
 pub(crate) struct Acknowledged {
     fd: RawFd,
     last: Option<u64>,
+    /// The last look was excused by what the peer took.
+    excused_by_taking: bool,
 }
+
+/// How far past its time a wait may end before the program is taken to have been stopped
+/// (or starved) during it.
+const OVERSLEPT: Duration = Duration::from_millis(100);
 
 impl Acknowledged {
     /// Begins counting on the connection `fd` (of a socket that outlives this).
@@ -29,21 +44,38 @@ impl Acknowledged {
         Acknowledged {
             fd,
             last: Acknowledged::count(fd),
+            excused_by_taking: false,
         }
     }
 
-    /// Whether the peer's kernel acknowledged bytes since the last look; no where the
-    /// system cannot tell (a Unix socket, `TCP_INFO` without the count).
-    pub(crate) fn moved(&mut self) -> bool {
+    /// Whether a sender that looks stuck at the end of a wait for `wait`, begun at `asked`,
+    /// is excused: the wait overslept, or the peer took data since the last look (once in
+    /// a row).
+    pub(crate) fn excuses(&mut self, asked: Instant, wait: Duration) -> bool {
+        let overslept = asked.elapsed() > wait + OVERSLEPT;
+        let by_taking = self.moved() && !self.excused_by_taking;
+        self.excused_by_taking = by_taking;
+        overslept || by_taking
+    }
+
+    /// Whether the peer's kernel acknowledged [`TAKEN`] bytes or more since the last look,
+    /// and still has that much room (its advertised window, where the system tells it): a
+    /// receiver whose program stopped reading may still take a trickle as its kernel
+    /// compacts what it holds (the suite under load saw one outlast 30 s), which is no
+    /// reading. No where the system cannot tell (a Unix socket, `TCP_INFO` without the
+    /// count).
+    fn moved(&mut self) -> bool {
         let now = Acknowledged::count(self.fd);
-        let moved = matches!((self.last, now), (Some(before), Some(now)) if now > before);
+        let taken = matches!((self.last, now), (Some(before), Some(now)) if now >= before + TAKEN);
         self.last = now;
-        moved
+        // SAFETY: as in `count`.
+        let window = net::tcp_send_window(unsafe { BorrowedFd::borrow_raw(self.fd) });
+        taken && window.map_or(true, |room| room >= TAKEN)
     }
 
     fn count(fd: RawFd) -> Option<u64> {
         // SAFETY: the caller's socket is open for as long as this lives (see `new`).
-        net::tcp_bytes_acked(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()
+        net::tcp_bytes_acked(unsafe { BorrowedFd::borrow_raw(fd) }).ok()
     }
 }
 
