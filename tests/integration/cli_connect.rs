@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::net::{one_shot, payload, read_once};
-use crate::support::process::{DEADLINE, Running, run, socketkit, wait_bounded};
+use crate::support::process::{DEADLINE, Running, run, socketkit, stderr_of, wait_bounded};
 
 fn connect_cmd(endpoint: &str) -> std::process::Command {
     let mut cmd = socketkit();
@@ -231,12 +231,7 @@ fn closed_stdout_ends_quietly_with_zero() -> TestResult {
     stdout.read_exact(&mut first)?;
     drop(stdout); // like `| head -c 10`
     let status = wait_bounded(&mut child, DEADLINE);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = stderr_of(&mut child)?;
     server.join().expect("server thread");
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(err, "");

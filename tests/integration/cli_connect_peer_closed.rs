@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, one_shot};
-use crate::support::process::{DEADLINE, socketkit, wait_bounded};
+use crate::support::process::{DEADLINE, socketkit, stderr_of, wait_bounded};
 use crate::support::pty::pty;
 
 fn connect_cmd(endpoint: &str) -> std::process::Command {
@@ -21,6 +21,19 @@ fn connect_cmd(endpoint: &str) -> std::process::Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// `listen tls:127.0.0.1:0 -q` with `pki`'s server certificate: with an empty input, a
+/// receiver that sends close_notify without a word and reads on.
+fn listen_tls(pki: &crate::support::certs::Pki) -> std::process::Command {
+    let mut receiver = socketkit();
+    receiver.args(["listen", "tls:127.0.0.1:0", "-q"]).args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    receiver
 }
 
 /// Waits for `child` (bounded): exit 0, having printed `want`.
@@ -305,12 +318,7 @@ fn the_idle_limit_still_ends_a_sender_whose_peer_half_closed_with_an_error() -> 
     let status = wait_bounded(&mut child, DEADLINE);
     drop(stdin);
     server.join().map_err(|_| "server")?;
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = stderr_of(&mut child)?;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("no data either way for 500ms"), "{err}");
     Ok(())
@@ -321,13 +329,7 @@ fn the_idle_limit_still_ends_a_sender_whose_peer_half_closed_with_an_error() -> 
 #[test]
 fn over_tls_a_silent_receiver_gets_a_pausing_producers_every_byte() -> TestResult {
     let pki = crate::support::certs::Pki::new();
-    let mut receiver = socketkit();
-    receiver.args(["listen", "tls:127.0.0.1:0", "-q"]).args([
-        "--tls-cert",
-        pki.server.cert(),
-        "--tls-key",
-        pki.server.key(),
-    ]);
+    let receiver = listen_tls(&pki);
     let mut receiver = crate::support::process::Running::start_with_stdin(receiver, 1, Vec::new());
     let target = receiver.endpoints()[0].clone();
     let mut cmd = connect_cmd(&target);
@@ -352,13 +354,7 @@ fn over_tls_a_silent_receiver_gets_a_pausing_producers_every_byte() -> TestResul
 #[test]
 fn over_tls_the_idle_limit_ends_a_sender_whose_peer_half_closed_with_an_error() -> TestResult {
     let pki = crate::support::certs::Pki::new();
-    let mut receiver = socketkit();
-    receiver.args(["listen", "tls:127.0.0.1:0", "-q"]).args([
-        "--tls-cert",
-        pki.server.cert(),
-        "--tls-key",
-        pki.server.key(),
-    ]);
+    let receiver = listen_tls(&pki);
     let receiver = crate::support::process::Running::start_with_stdin(receiver, 1, Vec::new());
     let target = receiver.endpoints()[0].clone();
     let mut cmd = connect_cmd(&target);
@@ -370,12 +366,7 @@ fn over_tls_the_idle_limit_ends_a_sender_whose_peer_half_closed_with_an_error() 
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     let took = started.elapsed();
     drop(stdin);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
+    let err = stderr_of(&mut child)?;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("no data either way for 500ms"), "{err}");
     assert!(took < Duration::from_secs(5), "ended after {took:?}");
@@ -458,12 +449,7 @@ fn a_banner_receiver_that_stops_taking_the_input_gets_a_reset_and_exit_1() -> Te
             }
         });
         let status = wait_bounded(&mut child, DEADLINE);
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .ok_or("stderr")?
-            .read_to_string(&mut err)?;
+        let err = stderr_of(&mut child)?;
         assert_eq!(status.code(), Some(1), "tls {tls}: {err}");
         assert!(err.contains("took no input for 1s"), "tls {tls}: {err}");
         drop(receiver);

@@ -10,21 +10,10 @@ use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::certs::Pki;
-use crate::support::process::{DEADLINE, Running, socketkit, wait_bounded};
+use crate::support::process::{DEADLINE, Running, socketkit, stderr_of, wait_bounded};
 
 /// How long the program is stopped: more than the bridge's one-second linger.
 const STOP: Duration = Duration::from_millis(1500);
-
-/// What `child` wrote to stderr, once it has exited.
-fn stderr_of(child: &mut std::process::Child) -> Result<String, Box<dyn std::error::Error>> {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr")?
-        .read_to_string(&mut err)?;
-    Ok(err)
-}
 
 /// Stops the process `pid` for [`STOP`].
 fn stop_a_while(pid: u32) {

@@ -290,6 +290,17 @@ pub fn lines_of(stdout: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
+/// What `child` wrote to stderr (piped), read to its end: call once it has exited.
+pub fn stderr_of(child: &mut Child) -> Result<String, Box<dyn std::error::Error>> {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr is not piped")?
+        .read_to_string(&mut err)?;
+    Ok(err)
+}
+
 /// Waits for `child`, killing it and failing the test if it runs past `limit`.
 pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     let deadline = Instant::now() + limit;
