@@ -30,6 +30,7 @@ pub mod probe;
 pub mod proxy;
 mod tls;
 mod tls_delivery;
+mod tls_output;
 mod tls_receive;
 mod tls_runtime;
 pub mod traffic;

@@ -6,8 +6,9 @@
 //!
 //! rustls needs one session for both directions, so the bridge runs on a small tokio runtime
 //! of its own on the calling thread (the session split in two halves that share it); input
-//! still comes from the [`Input`] thread, handed over a channel of one chunk, and output is
-//! written as soon as each read returns, so every byte that arrived is readable at once.
+//! still comes from the [`Input`] thread, handed over a channel of one chunk, and output
+//! goes to a writer thread as soon as each read returns, so every byte that arrived is
+//! readable at once and a write blocked on a full output does not hold the sending.
 //!
 //! One way only ([`Direction`]), as the plain bridge: send-only drops what the peer sends
 //! and ends once the input has ended, close_notify and the half-close have gone out, and the
@@ -27,11 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{
     Acknowledged, Answers, BridgeEnd, BridgeOptions, ByteCounts, Direction, InputPauses, LINGER,
-    Peer, all_acknowledged, end_sending, idle_error, next_to_send, waits_for_input,
+    Peer, all_acknowledged, end_sending, idle_error, next_to_send, thread_error, waits_for_input,
 };
 use super::input::{Input, Next};
 use super::output::Output;
 use super::tls_delivery::{delivered, taken_in_first, was_reset};
+use super::tls_output::{OutputHandoff, handoff};
 use super::tls_receive::receive;
 use super::tls_runtime::{client_handshake, off_runtime, own_runtime};
 use crate::endpoint::{Endpoint, Host};
@@ -119,6 +121,7 @@ fn bridge_tls_here(
         None => None,
     };
     let (gone, output_gone) = oneshot::channel();
+    let (output, writer) = handoff(output.into_writer());
     let done = AtomicBool::new(false);
     let keep_on = AtomicBool::new(false);
     let failure = Mutex::new(None);
@@ -134,6 +137,10 @@ fn bridge_tls_here(
             scope.spawn(move || watch_output(&read, &watch, gone));
             write
         });
+        if let Err(err) = thread::Builder::new().spawn_scoped(scope, move || writer.run()) {
+            end_sending(done, input);
+            return Err(thread_error(err));
+        }
         let sending = Sending {
             chunks: receiver,
             input,
@@ -255,7 +262,7 @@ async fn run<S: AsyncRead + AsyncWrite>(
     stream: S,
     fd: RawFd,
     sending: Sending<'_>,
-    output: Output<'_>,
+    output: OutputHandoff,
     output_gone: oneshot::Receiver<()>,
     options: &BridgeOptions,
     peer: &Peer,

@@ -243,6 +243,8 @@ mod tls_reload;
 mod tls_send_only;
 /// TLS servers (serve, listen, forward -l) against OpenSSL, socat, Python and curl clients.
 mod tls_server;
+/// An output nobody reads holds back the receiving, never the sending (TLS as TCP).
+mod tls_stuck_output;
 /// --tls-insecure and --tls-fingerprint take any certificate, X.509 v1 too.
 mod tls_without_ca;
 /// TLS failures in words: a relay's closed line, bench's first error.
