@@ -5,12 +5,12 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
+use super::idle_timer::IdleTimer;
 use super::meter::{Meter, Tally};
 use super::program::ProgramConnection;
 use super::tls::{self, TlsStream};
@@ -60,58 +60,6 @@ pub struct Connection {
     settled: AtomicBool,
 }
 
-/// The idle deadline, re-armed lazily: progress only records the time, and the sleep is
-/// moved to the new deadline when it fires, so a busy connection never touches the timer.
-#[derive(Debug)]
-struct IdleTimer {
-    limit: Duration,
-    last_progress: Instant,
-    sleep: Pin<Box<Sleep>>,
-    /// The limit was seen passed once, and the connection is given one more look (see
-    /// `poll_expired`).
-    looked_again: bool,
-}
-
-impl IdleTimer {
-    fn new(limit: Duration) -> IdleTimer {
-        let now = Instant::now();
-        // `limit` is the builder's, kept at most a hundred years: the sums cannot overflow.
-        IdleTimer {
-            limit,
-            last_progress: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
-            looked_again: false,
-        }
-    }
-
-    /// Called when an operation is pending: `Ready(Err)` once the connection has been idle
-    /// for the whole limit.
-    ///
-    /// The first time the limit is seen passed, the operation gets one more look, after
-    /// the runtime has taken in the readiness that came meanwhile: a program stopped for
-    /// longer than the limit (^Z, a debugger, a paused VM) wakes with its timers run before
-    /// its sockets are looked at, and the client's bytes that came during the stop, unread,
-    /// would have ended the connection as idle (an outside audit: 16 of 16 echo connections
-    /// cut, the bytes sent during a 1.5 s stop never echoed).
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        loop {
-            ready!(self.sleep.as_mut().poll(cx));
-            let deadline = self.last_progress + self.limit;
-            if Instant::now() >= deadline {
-                if self.looked_again {
-                    return Poll::Ready(crate::net::idle_error(self.limit));
-                }
-                self.looked_again = true;
-                // Woken after the runtime's next look at its sockets, as `yield_now` is.
-                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
-                return Poll::Pending;
-            }
-            self.looked_again = false;
-            self.sleep.as_mut().reset(deadline);
-        }
-    }
-}
-
 impl Connection {
     pub(crate) fn new(stream: Stream, meter: Meter, idle_timeout: Option<Duration>) -> Connection {
         Connection {
@@ -158,7 +106,7 @@ impl Connection {
             return Err(self);
         };
         let (meter, idle) = self.take_rest();
-        Ok((stream, idle.map(|idle| idle.limit), meter))
+        Ok((stream, idle.map(|idle| idle.limit()), meter))
     }
 
     /// The meter and the idle timer, taken out of a connection whose stream is gone (so
@@ -177,7 +125,7 @@ impl Connection {
             return Err(self);
         };
         let (meter, idle) = self.take_rest();
-        let limit = idle.as_ref().map(|idle| idle.limit);
+        let limit = idle.as_ref().map(|idle| idle.limit());
         ProgramConnection::new(stream, meter, limit).map_err(|(stream, meter)| Connection {
             meter,
             io: Io::Plain(stream),
@@ -192,7 +140,7 @@ impl Connection {
     pub(crate) fn plain_parts(
         &mut self,
     ) -> Option<(&Stream, Option<Duration>, (Tally<'_>, Tally<'_>))> {
-        let idle = self.idle.as_ref().map(|idle| idle.limit);
+        let idle = self.idle.as_ref().map(|idle| idle.limit());
         match &self.io {
             Io::Plain(stream) => Some((stream, idle, self.meter.tallies())),
             Io::Tls(_) | Io::Handshaking => None,
@@ -201,7 +149,7 @@ impl Connection {
 
     /// The server's idle timeout for this connection, if there is one.
     pub(crate) fn idle_limit(&self) -> Option<Duration> {
-        self.idle.as_ref().map(|idle| idle.limit)
+        self.idle.as_ref().map(|idle| idle.limit())
     }
 
     /// The meter, for an admission stage's refusal.
@@ -372,7 +320,7 @@ impl Connection {
 
     fn progress(&mut self) {
         if let Some(idle) = &mut self.idle {
-            idle.last_progress = Instant::now();
+            idle.progressed();
         }
     }
 

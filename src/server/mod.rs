@@ -74,6 +74,7 @@ mod engine;
 mod exhaustion;
 mod forced_wakers;
 mod handover;
+mod idle_timer;
 mod inherited;
 mod listener;
 mod meter;
