@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// How far past its time a wait may end before the program is taken to have been stopped
+/// (^Z, a debugger, a paused VM) or starved during it, and the time counted as not its own.
+pub(crate) const OVERSLEPT: Duration = Duration::from_millis(100);
+
 /// The time of the last progress, as milliseconds since creation in an atomic.
 #[derive(Debug)]
 pub(crate) struct Activity {

@@ -205,10 +205,27 @@ impl ShutdownHandle {
 
     /// Waits until every watcher is dropped, or `deadline` passes; then forces the rest and
     /// waits for them. Returns how many connections had to be forced closed.
+    ///
+    /// The deadline counts time the server ran: a server stopped during the drain (^Z, a
+    /// debugger, a paused VM) wakes with its timer run before its sockets are looked at,
+    /// and the clients that ended their connections during the stop, unserved, would be
+    /// cut (an outside audit: 6 of 16 reset, and the closing line counted connections that
+    /// had ended). So a deadline seen passed late gives back the time it overslept, up to
+    /// the deadline once more.
     pub(crate) async fn drain(&self, deadline: Duration) -> usize {
-        if tokio::time::timeout(deadline, self.tx.closed())
+        let started = std::time::Instant::now();
+        let mut closed = std::pin::pin!(self.tx.closed());
+        if tokio::time::timeout(deadline, closed.as_mut())
             .await
             .is_ok()
+        {
+            return 0;
+        }
+        let overslept = started.elapsed().saturating_sub(deadline);
+        if overslept > crate::net::OVERSLEPT
+            && tokio::time::timeout(overslept.min(deadline), closed.as_mut())
+                .await
+                .is_ok()
         {
             return 0;
         }

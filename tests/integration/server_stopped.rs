@@ -109,3 +109,55 @@ fn forward_stopped_past_its_idle_limit_keeps_a_talking_client() -> TestResult {
     assert_eq!(got, sent, "{}", relay.stderr());
     Ok(())
 }
+
+/// Sends `signal` to `pid`, a child of this test.
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) of a child of this test with a signal number; no memory involved.
+    unsafe { libc::kill(pid, signal) };
+}
+
+#[test]
+fn a_drain_stopped_past_its_deadline_lets_the_clients_that_finished_meanwhile_end_cleanly()
+-> TestResult {
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
+    }
+    for engine in engines {
+        let mut server = serve_echo(&["--drain-timeout", "1s", "--io-engine", engine]);
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            let mut stream = TcpStream::connect(server.addr())?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            stream.write_all(b"hello\n")?;
+            let mut echoed = [0u8; 6];
+            stream.read_exact(&mut echoed)?;
+            clients.push(stream);
+        }
+        signal(server.pid(), libc::SIGTERM);
+        server.wait_for_stderr(&["draining connections"], IO_TIMEOUT);
+        // Stopped with the drain's deadline ahead, for longer than it: every client ends
+        // its connection during the stop, which its server sees only once it runs again.
+        signal(server.pid(), libc::SIGSTOP);
+        for stream in &mut clients {
+            stream.write_all(b"bye\n")?;
+            stream.shutdown(std::net::Shutdown::Write)?;
+        }
+        thread::sleep(Duration::from_millis(1500));
+        signal(server.pid(), libc::SIGCONT);
+        let mut cut = Vec::new();
+        for (i, stream) in clients.iter_mut().enumerate() {
+            let mut rest = Vec::new();
+            match stream.read_to_end(&mut rest) {
+                Ok(_) if rest == b"bye\n" => {}
+                other => cut.push(format!("client {i}: {other:?}, {rest:?}")),
+            }
+        }
+        let status = server.wait(IO_TIMEOUT);
+        let said = server.stderr();
+        assert!(cut.is_empty(), "{engine}: {cut:?}\n{said}");
+        assert!(status.success(), "{engine}: {status:?}\n{said}");
+        assert!(!said.contains("still open"), "{engine}: {said}");
+    }
+    Ok(())
+}

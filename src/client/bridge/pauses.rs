@@ -34,10 +34,6 @@ pub(crate) struct Acknowledged {
     excused_by_taking: bool,
 }
 
-/// How far past its time a wait may end before the program is taken to have been stopped
-/// (or starved) during it.
-const OVERSLEPT: Duration = Duration::from_millis(100);
-
 impl Acknowledged {
     /// Begins counting on the connection `fd` (of a socket that outlives this).
     pub(crate) fn new(fd: RawFd) -> Acknowledged {
@@ -52,7 +48,7 @@ impl Acknowledged {
     /// is excused: the wait overslept, or the peer took data since the last look (once in
     /// a row).
     pub(crate) fn excuses(&mut self, asked: Instant, wait: Duration) -> bool {
-        let overslept = asked.elapsed() > wait + OVERSLEPT;
+        let overslept = asked.elapsed() > wait + net::OVERSLEPT;
         let by_taking = self.moved() && !self.excused_by_taking;
         self.excused_by_taking = by_taking;
         overslept || by_taking
