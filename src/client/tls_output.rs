@@ -22,7 +22,8 @@ pub(super) struct OutputHandoff {
     chunks: mpsc::Sender<Vec<u8>>,
     /// Buffers the writer is done with, to read into again.
     spare: std_mpsc::Receiver<Vec<u8>>,
-    written: oneshot::Receiver<io::Result<()>>,
+    /// How the writing ended; taken once asked.
+    written: Option<oneshot::Receiver<io::Result<()>>>,
 }
 
 /// The writer thread's end: writes each chunk to the output, in order, until the handoff
@@ -43,7 +44,7 @@ pub(super) fn handoff(writer: Box<dyn Write + Send + '_>) -> (OutputHandoff, Out
     let handoff = OutputHandoff {
         chunks: chunks_in,
         spare: spare_out,
-        written: written_out,
+        written: Some(written_out),
     };
     let writer = OutputWriter {
         writer,
@@ -71,10 +72,10 @@ impl OutputHandoff {
         if self.chunks.send(buf).await.is_ok() {
             return Ok(());
         }
-        match (&mut self.written).await {
-            Ok(Err(err)) => Err(err),
-            // It stops only on a failed write, and says why first.
-            Ok(Ok(())) | Err(_) => Err(io::Error::other("the output's writer stopped")),
+        // It stops only on a failed write, and says why first.
+        match ended(self.written.take()).await {
+            Ok(()) => Err(stopped()),
+            failed => failed,
         }
     }
 
@@ -83,11 +84,23 @@ impl OutputHandoff {
         let OutputHandoff {
             chunks, written, ..
         } = self;
+        // The writer flushes and ends once its channel is closed.
         drop(chunks);
-        written
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("the output's writer stopped")))
+        ended(written).await
     }
+}
+
+/// How the writer's thread ended, once it has (`written`, unless already asked).
+async fn ended(written: Option<oneshot::Receiver<io::Result<()>>>) -> io::Result<()> {
+    match written {
+        Some(written) => written.await.unwrap_or_else(|_| Err(stopped())),
+        None => Err(stopped()),
+    }
+}
+
+/// A writer's thread that ended without a word (it panicked).
+fn stopped() -> io::Error {
+    io::Error::other("the output's writer stopped")
 }
 
 impl OutputWriter<'_> {
