@@ -79,6 +79,22 @@ impl OutputHandoff {
         }
     }
 
+    /// Resolves once the writer has stopped on a failed write, with its error: to be
+    /// watched while the session is quiet, so that a write that failed (a full disk) ends
+    /// the run at once, as it does when written in line, and not at the peer's next bytes.
+    pub(super) async fn failed(&mut self) -> io::Error {
+        let Some(written) = self.written.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = written.await;
+        self.written = None;
+        match result {
+            Ok(Err(err)) => err,
+            // It ends well only once the handoff is gone, which this borrows.
+            Ok(Ok(())) | Err(_) => stopped(),
+        }
+    }
+
     /// Waits until everything queued is written and the output flushed.
     pub(super) async fn finish(self) -> io::Result<()> {
         let OutputHandoff {

@@ -46,8 +46,10 @@ pub(super) async fn receive<R: AsyncRead + Unpin>(
                 } else {
                     tick(limit)
                 };
-                match tokio::time::timeout(wait, reader.read(&mut buf)).await {
-                    Ok(read) => read,
+                match tokio::time::timeout(wait, read_watching(reader, &mut buf, &mut output)).await
+                {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(failed)) => return output_failed(failed),
                     Err(_) if !looked_again && activity.quiet_for() >= limit => {
                         looked_again = true;
                         tokio::task::yield_now().await;
@@ -61,7 +63,10 @@ pub(super) async fn receive<R: AsyncRead + Unpin>(
                     }
                 }
             }
-            (None, None) => reader.read(&mut buf).await,
+            (None, None) => match read_watching(reader, &mut buf, &mut output).await {
+                Ok(read) => read,
+                Err(failed) => return output_failed(failed),
+            },
         };
         match read {
             Ok(0) => {
@@ -88,6 +93,18 @@ pub(super) async fn receive<R: AsyncRead + Unpin>(
             }
             Err(err) => return Err(peer.error(Op::Receive, in_words(err))),
         }
+    }
+}
+
+/// A read of the session into `buf`; or, if the output's writer fails first, its error.
+async fn read_watching<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    output: &mut OutputHandoff,
+) -> io::Result<io::Result<usize>> {
+    tokio::select! {
+        read = reader.read(buf) => Ok(read),
+        failed = output.failed() => Err(failed),
     }
 }
 

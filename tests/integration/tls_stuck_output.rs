@@ -1,7 +1,10 @@
 //! An output nobody reads for now holds back the receiving, never the sending: a `listen`
 //! whose stdout is full still sends its input and its end, over TLS as over TCP. The TLS
 //! bridge once wrote the output on the thread that also sends, so a receiver that filled
-//! its stdout before its banner went out never sent it, and its peer waited for ever.
+//! its stdout before its banner went out never sent it, and its peer waited for ever. Its
+//! output now has a thread of its own, whose failed write (a full disk) still ends the run
+//! at once, however quiet the peer (an outside audit found it waited for the peer's next
+//! bytes).
 
 use std::io::Write;
 use std::process::Stdio;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::support::TestResult;
 use crate::support::certs::Pki;
 use crate::support::net::IO_TIMEOUT;
-use crate::support::process::{DEADLINE, Running, lines_of, socketkit, wait_bounded};
+use crate::support::process::{DEADLINE, Running, lines_of, socketkit, stderr_of, wait_bounded};
 
 /// Waits until `fed` has passed `least` and then stayed still for `still`: every buffer
 /// between the feeder and the stalled output is full (bounded by `DEADLINE`).
@@ -83,6 +86,50 @@ fn a_listener_whose_output_is_not_read_still_sends_its_input() -> TestResult {
         drop(listener);
         feeder.join().expect("the feeder ends");
         assert_eq!(got.as_deref(), Ok(&b"hello\n"[..]), "tls {tls}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_failed_write_to_stdout_ends_the_run_though_the_peer_is_quiet() -> TestResult {
+    let pki = Pki::new();
+    let mut serve = socketkit();
+    serve.args([
+        "serve",
+        "echo",
+        "-l",
+        "127.0.0.1:0",
+        "-l",
+        "tls:127.0.0.1:0",
+    ]);
+    serve.args([
+        "--tls-cert",
+        pki.server.cert(),
+        "--tls-key",
+        pki.server.key(),
+    ]);
+    let server = Running::start(serve, 2);
+    for endpoint in server.endpoints() {
+        let mut connect = socketkit();
+        connect.args(["connect", endpoint]);
+        if endpoint.starts_with("tls:") {
+            connect.arg("--tls-insecure");
+        }
+        // Every write to /dev/full fails with ENOSPC, as to a full disk.
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
+        connect
+            .stdin(Stdio::piped())
+            .stdout(full)
+            .stderr(Stdio::piped());
+        let mut child = connect.spawn()?;
+        // The echo's answer is the only write; the input stays open and the peer quiet.
+        let mut stdin = child.stdin.take().ok_or("stdin")?;
+        stdin.write_all(b"hello\n")?;
+        let status = wait_bounded(&mut child, Duration::from_secs(5));
+        drop(stdin);
+        let err = stderr_of(&mut child)?;
+        assert_eq!(status.code(), Some(1), "{endpoint}: {err}");
+        assert!(err.contains("no space left on device"), "{endpoint}: {err}");
     }
     Ok(())
 }
