@@ -324,9 +324,11 @@ impl NameRoutes {
         let (name, hello) = if client.is_tls() {
             (client.server_name().map(str::to_owned), Vec::new())
         } else {
-            let hello = tokio::time::timeout(self.wait, read_client_hello(client))
+            // The wait counts time the relay ran: a ClientHello that came while it was
+            // stopped is in time.
+            let hello = crate::net::within_running(self.wait, read_client_hello(client))
                 .await
-                .map_err(|_| RouteError::Slow(self.wait))??;
+                .ok_or(RouteError::Slow(self.wait))??;
             (hello.server_name, hello.bytes)
         };
         let targets = name

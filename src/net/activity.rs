@@ -15,6 +15,32 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// (^Z, a debugger, a paused VM) or starved during it, and the time counted as not its own.
 pub(crate) const OVERSLEPT: Duration = Duration::from_millis(100);
 
+/// Awaits `work` for up to `limit` of the time the program ran: `None` once that has
+/// passed.
+///
+/// A program stopped past the limit (^Z, a debugger, a paused VM) wakes with its timers
+/// run before its sockets are looked at, and what the peer did during the stop would count
+/// for nothing. So a limit seen passed late by more than [`OVERSLEPT`] gives back the time
+/// it overslept, up to the limit once more (a TLS handshake whose ClientHello came during
+/// the stop still needs its round trips); any other gets one more look, after the runtime
+/// has taken in the readiness that came meanwhile.
+pub(crate) async fn within_running<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+    let started = Instant::now();
+    let mut work = std::pin::pin!(work);
+    if let Ok(done) = tokio::time::timeout(limit, work.as_mut()).await {
+        return Some(done);
+    }
+    let overslept = started.elapsed().saturating_sub(limit);
+    let more = if overslept > OVERSLEPT {
+        overslept.min(limit)
+    } else {
+        Duration::ZERO
+    };
+    tokio::task::yield_now().await;
+    // A timeout of zero polls `work` once, then gives up.
+    tokio::time::timeout(more, work).await.ok()
+}
+
 /// The time of the last progress, as milliseconds since creation in an atomic.
 #[derive(Debug)]
 pub(crate) struct Activity {

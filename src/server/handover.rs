@@ -197,7 +197,11 @@ impl Handover {
             .set_nonblocking(true)
             .and_then(|()| tokio::net::UnixStream::from_std(ours))
             .map_err(fail)?;
-        let reported = tokio::time::timeout(timeout, read_line(report)).await;
+        // The limit counts time this process ran: a successor that reported while it was
+        // stopped is ready.
+        let reported = crate::net::within_running(timeout, read_line(report))
+            .await
+            .ok_or(());
         let failure = match reported {
             Ok(Ok(line)) => match line.trim().parse::<u32>() {
                 Ok(pid) => {

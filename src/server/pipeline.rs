@@ -194,9 +194,11 @@ impl Pipeline {
         let mut held = Held::new();
         for stage in &self.stages[self.early..] {
             let verdict = match stage.deadline() {
-                Some(limit) => tokio::time::timeout(limit, stage.admit(conn))
+                // The limit counts time the server ran: a client's handshake or header
+                // that came while it was stopped is in time.
+                Some(limit) => crate::net::within_running(limit, stage.admit(conn))
                     .await
-                    .unwrap_or_else(|_| Err(late(stage.reason(), limit))),
+                    .unwrap_or_else(|| Err(late(stage.reason(), limit))),
                 None => stage.admit(conn).await,
             };
             match verdict {

@@ -210,8 +210,9 @@ impl ShutdownHandle {
     /// debugger, a paused VM) wakes with its timer run before its sockets are looked at,
     /// and the clients that ended their connections during the stop, unserved, would be
     /// cut (an outside audit: 6 of 16 reset, and the closing line counted connections that
-    /// had ended). So a deadline seen passed late gives back the time it overslept, up to
-    /// the deadline once more.
+    /// had ended). So a deadline seen passed gives back the time it overslept, at least
+    /// [`OVERSLEPT`](crate::net::OVERSLEPT) (a stop that ended just past it: the connections
+    /// still need the runtime to run), up to the deadline once more.
     pub(crate) async fn drain(&self, deadline: Duration) -> usize {
         let started = std::time::Instant::now();
         let mut closed = std::pin::pin!(self.tx.closed());
@@ -222,11 +223,8 @@ impl ShutdownHandle {
             return 0;
         }
         let overslept = started.elapsed().saturating_sub(deadline);
-        if overslept > crate::net::OVERSLEPT
-            && tokio::time::timeout(overslept.min(deadline), closed.as_mut())
-                .await
-                .is_ok()
-        {
+        let more = overslept.max(crate::net::OVERSLEPT).min(deadline);
+        if tokio::time::timeout(more, closed.as_mut()).await.is_ok() {
             return 0;
         }
         // The enrolled tasks count once among the receivers (see `ForcedWakers`).

@@ -123,7 +123,13 @@ fn a_drain_stopped_past_its_deadline_lets_the_clients_that_finished_meanwhile_en
     if crate::io_engine::io_uring_available() {
         engines.push("io_uring");
     }
-    for engine in engines {
+    // Past the deadline by far, and by a little (the runtime still has to run the
+    // connections that ended during the stop).
+    let stops = [Duration::from_millis(1500), Duration::from_millis(1040)];
+    for (engine, stop) in engines
+        .into_iter()
+        .flat_map(|e| stops.map(|stop| (e, stop)))
+    {
         let mut server = serve_echo(&["--drain-timeout", "1s", "--io-engine", engine]);
         let mut clients = Vec::new();
         for _ in 0..8 {
@@ -143,7 +149,7 @@ fn a_drain_stopped_past_its_deadline_lets_the_clients_that_finished_meanwhile_en
             stream.write_all(b"bye\n")?;
             stream.shutdown(std::net::Shutdown::Write)?;
         }
-        thread::sleep(Duration::from_millis(1500));
+        thread::sleep(stop);
         signal(server.pid(), libc::SIGCONT);
         let mut cut = Vec::new();
         for (i, stream) in clients.iter_mut().enumerate() {
@@ -155,9 +161,64 @@ fn a_drain_stopped_past_its_deadline_lets_the_clients_that_finished_meanwhile_en
         }
         let status = server.wait(IO_TIMEOUT);
         let said = server.stderr();
-        assert!(cut.is_empty(), "{engine}: {cut:?}\n{said}");
-        assert!(status.success(), "{engine}: {status:?}\n{said}");
-        assert!(!said.contains("still open"), "{engine}: {said}");
+        assert!(cut.is_empty(), "{engine} {stop:?}: {cut:?}\n{said}");
+        assert!(status.success(), "{engine} {stop:?}: {status:?}\n{said}");
+        assert!(!said.contains("still open"), "{engine} {stop:?}: {said}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_tls_handshake_made_while_the_server_was_stopped_past_its_limit_is_in_time() -> TestResult {
+    use socketkit::tls::{ClientOptions, client_config, rustls};
+    let pki = crate::support::certs::Pki::new();
+    let mut cmd = socketkit();
+    cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            pki.server.cert(),
+            "--tls-key",
+            pki.server.key(),
+        ])
+        .args(["--tls-handshake-timeout", "1s"]);
+    let server = Running::start(cmd, 1);
+    let options = ClientOptions {
+        ca: Some(pki.ca.clone()),
+        ..ClientOptions::default()
+    };
+    let config = client_config(&options)?;
+    // Accepted, their handshake's clock running, before the stop.
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        let tcp = TcpStream::connect(("127.0.0.1", server.port()))?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+        sockets.push(tcp);
+    }
+    thread::sleep(Duration::from_millis(300));
+    signal(server.pid(), libc::SIGSTOP);
+    // Each ClientHello goes during the stop, which outlasts the handshake's limit.
+    let clients: Vec<_> = sockets
+        .into_iter()
+        .map(|mut tcp| {
+            let config = std::sync::Arc::clone(&config);
+            thread::spawn(move || -> Result<Vec<u8>, String> {
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(|e| e.to_string())?;
+                let mut conn =
+                    rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+                let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+                let mut got = Vec::new();
+                tls.read_to_end(&mut got).map_err(|e| e.to_string())?;
+                Ok(got)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1500));
+    signal(server.pid(), libc::SIGCONT);
+    for (i, client) in clients.into_iter().enumerate() {
+        let got = client.join().map_err(|_| "a client panicked")?;
+        let got = got.map_err(|err| format!("client {i}: {err}\n{}", server.stderr()))?;
+        assert!(!got.is_empty(), "client {i}: no greeting");
     }
     Ok(())
 }
