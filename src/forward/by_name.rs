@@ -326,9 +326,10 @@ impl NameRoutes {
         } else {
             // The wait counts time the relay ran: a ClientHello that came while it was
             // stopped is in time.
-            let hello = crate::net::within_running(self.wait, read_client_hello(client))
-                .await
-                .ok_or(RouteError::Slow(self.wait))??;
+            let hello =
+                crate::net::within_running(self.wait, std::pin::pin!(read_client_hello(client)))
+                    .await
+                    .ok_or(RouteError::Slow(self.wait))??;
             (hello.server_name, hello.bytes)
         };
         let targets = name

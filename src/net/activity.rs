@@ -24,9 +24,14 @@ pub(crate) const OVERSLEPT: Duration = Duration::from_millis(100);
 /// it overslept, up to the limit once more (a TLS handshake whose ClientHello came during
 /// the stop still needs its round trips); any other gets one more look, after the runtime
 /// has taken in the readiness that came meanwhile.
-pub(crate) async fn within_running<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+///
+/// `work` comes pinned by the caller: taken by value and pinned here, a large future (a
+/// connection attempt) would be laid out twice in every task that awaits this.
+pub(crate) async fn within_running<F: Future + ?Sized>(
+    limit: Duration,
+    mut work: Pin<&mut F>,
+) -> Option<F::Output> {
     let started = Instant::now();
-    let mut work = std::pin::pin!(work);
     if let Ok(done) = tokio::time::timeout(limit, work.as_mut()).await {
         return Some(done);
     }

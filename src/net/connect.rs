@@ -174,7 +174,7 @@ pub(crate) async fn within<T>(
     let Some(limit) = limit else {
         return work.await;
     };
-    super::within_running(limit, work)
+    super::within_running(limit, std::pin::pin!(work))
         .await
         .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
 }

@@ -199,7 +199,7 @@ impl Handover {
             .map_err(fail)?;
         // The limit counts time this process ran: a successor that reported while it was
         // stopped is ready.
-        let reported = crate::net::within_running(timeout, read_line(report))
+        let reported = crate::net::within_running(timeout, std::pin::pin!(read_line(report)))
             .await
             .ok_or(());
         let failure = match reported {

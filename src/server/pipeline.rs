@@ -196,7 +196,7 @@ impl Pipeline {
             let verdict = match stage.deadline() {
                 // The limit counts time the server ran: a client's handshake or header
                 // that came while it was stopped is in time.
-                Some(limit) => crate::net::within_running(limit, stage.admit(conn))
+                Some(limit) => crate::net::within_running(limit, stage.admit(conn).as_mut())
                     .await
                     .unwrap_or_else(|| Err(late(stage.reason(), limit))),
                 None => stage.admit(conn).await,

@@ -238,9 +238,10 @@ async fn serve(
 ) -> io::Result<()> {
     // The limit counts time the relay ran: a request that came while it was stopped is
     // in time.
-    let asked = crate::net::within_running(timeout, wire::request(&mut client, users))
-        .await
-        .ok_or(());
+    let asked =
+        crate::net::within_running(timeout, std::pin::pin!(wire::request(&mut client, users)))
+            .await
+            .ok_or(());
     let (version, request) = match asked {
         Ok(Ok(Some(asked))) => asked,
         // Not SOCKS, no method in common, or the client went: nothing to answer.
