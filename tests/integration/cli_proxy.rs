@@ -5,11 +5,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::TestResult;
 use crate::support::net::{IO_TIMEOUT, free_port, one_shot, read_once};
-use crate::support::process::{DEADLINE, Output, Running, lines_of, run, socketkit};
+use crate::support::process::{
+    DEADLINE, Output, Running, lines_of, run, socketkit, stderr_of, wait_bounded,
+};
 use crate::support::proxies::ProxyProcess;
 
 /// `socketkit serve SERVICE -l ENDPOINT EXTRA…`, running.
@@ -449,4 +452,43 @@ fn a_tls_handshake_failure_through_a_proxy_names_the_proxy() {
         &format!("{target} through {url}: "),
     );
     assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+}
+
+#[test]
+fn a_proxy_answer_that_came_while_connect_was_stopped_past_w_is_in_time() -> TestResult {
+    let (asked_tx, asked) = std::sync::mpsc::channel();
+    let (answer_tx, answer) = std::sync::mpsc::channel::<()>();
+    let (addr, proxy) = one_shot(move |mut stream| {
+        read_through(&mut stream, b"\r\n\r\n");
+        let _ = asked_tx.send(());
+        if answer.recv_timeout(IO_TIMEOUT).is_ok() {
+            let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\nhello\n");
+        }
+    });
+    let mut cmd = through(
+        &format!("http://{addr}"),
+        "target.invalid:25",
+        &["-w", "1s"],
+    );
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let pid = i32::try_from(child.id())?;
+    asked.recv_timeout(IO_TIMEOUT)?;
+    // The answer comes while connect is stopped, for longer than its -w.
+    // SAFETY: kill(2) of a child of this test with a signal number; no memory involved.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    answer_tx.send(())?;
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let status = wait_bounded(&mut child, DEADLINE);
+    let err = stderr_of(&mut child)?;
+    let mut out = Vec::new();
+    child.stdout.take().ok_or("stdout")?.read_to_end(&mut out)?;
+    proxy.join().map_err(|_| "the proxy panicked")?;
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(out, b"hello\n", "{err}");
+    Ok(())
 }

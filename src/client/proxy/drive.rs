@@ -5,7 +5,7 @@
 //! stays in the socket for the caller: the target's first bytes.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,7 +54,8 @@ impl Handshake<'_> {
 
 /// Runs `handshake` on a blocking socket, all of it by `deadline`: each send and receive
 /// is bounded by the time left (a proxy that answers a byte at a time cannot hold it past
-/// `-w`), and past it the error is `TimedOut`.
+/// `-w`); past it only what has come already is taken, and the first wait for more fails
+/// (`WouldBlock`, the socket's timeout).
 pub(super) fn run_blocking(
     socket: &Socket,
     mut handshake: Handshake<'_>,
@@ -98,13 +99,21 @@ pub(super) fn run_blocking(
     }
 }
 
-/// Sets `socket`'s timeout to what is left until `deadline`; `TimedOut` once none is.
+/// How long each wait lasts once the deadline has passed: only what is there already is
+/// taken.
+const PAST_DEADLINE: Duration = Duration::from_millis(1);
+
+/// Sets `socket`'s timeout to what is left until `deadline`; once none is, to a look at
+/// what is there already, whose wait then fails with the timeout's error. A client stopped
+/// past the deadline (^Z, a debugger, a paused VM) wakes with its blocked receive
+/// interrupted and the proxy's answer, which came during the stop, unread (an outside
+/// audit: 8 of 8 such runs ended `the proxy did not answer within 1s`). The looks end as
+/// soon as one finds nothing, and the answer's size is bounded: they cannot go on.
 fn bound(socket: &Socket, deadline: Instant) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
-    }
-    socket.set_timeout(Some(left)).map_err(Error::into_io_error)
+    socket
+        .set_timeout(Some(left.max(PAST_DEADLINE)))
+        .map_err(Error::into_io_error)
 }
 
 /// Fills `buf` from the socket by `deadline`: the proxy's answers are short and may come in
