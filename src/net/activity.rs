@@ -15,6 +15,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// (^Z, a debugger, a paused VM) or starved during it, and the time counted as not its own.
 pub(crate) const OVERSLEPT: Duration = Duration::from_millis(100);
 
+/// Sleeps for `period` of the time the program ran: a sleep seen ended late by more than
+/// [`OVERSLEPT`] (the program was stopped or starved) sleeps on for the time it overslept,
+/// up to `period` once more, so that what the period was for (a listener accepting the
+/// connections of its shutdown delay) gets done.
+pub(crate) async fn sleep_running(period: Duration) {
+    let started = Instant::now();
+    tokio::time::sleep(period).await;
+    let overslept = started.elapsed().saturating_sub(period);
+    if overslept > OVERSLEPT {
+        tokio::time::sleep(overslept.min(period)).await;
+    }
+}
+
 /// Awaits `work` for up to `limit` of the time the program ran: `None` once that has
 /// passed.
 ///

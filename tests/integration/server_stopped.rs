@@ -222,3 +222,49 @@ fn a_tls_handshake_made_while_the_server_was_stopped_past_its_limit_is_in_time()
     }
     Ok(())
 }
+
+#[test]
+fn clients_that_connected_while_the_server_was_stopped_in_its_shutdown_delay_are_served()
+-> TestResult {
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
+    }
+    for engine in engines {
+        let mut cmd = socketkit();
+        cmd.args([
+            "serve",
+            "greeting",
+            "-l",
+            "127.0.0.1:0",
+            "--io-engine",
+            engine,
+        ])
+        .args(["--shutdown-delay", "1s"]);
+        let mut server = Running::start(cmd, 1);
+        signal(server.pid(), libc::SIGTERM);
+        server.wait_for_stderr(&["accepting for"], IO_TIMEOUT);
+        // Stopped past the delay; the clients' connects complete in the kernel's backlog
+        // meanwhile, as they would while the server accepts.
+        signal(server.pid(), libc::SIGSTOP);
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            let stream = TcpStream::connect(server.addr())?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            clients.push(stream);
+        }
+        thread::sleep(Duration::from_millis(1500));
+        signal(server.pid(), libc::SIGCONT);
+        let mut cut = Vec::new();
+        for (i, stream) in clients.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            match stream.read_to_end(&mut got) {
+                Ok(_) if !got.is_empty() => {}
+                other => cut.push(format!("client {i}: {other:?}, {got:?}")),
+            }
+        }
+        server.wait(IO_TIMEOUT);
+        assert!(cut.is_empty(), "{engine}: {cut:?}\n{}", server.stderr());
+    }
+    Ok(())
+}

@@ -319,7 +319,10 @@ impl Server {
                 humantime::format_duration(self.limits.shutdown_delay)
             );
             tokio::select! {
-                () = tokio::time::sleep(self.limits.shutdown_delay) => {}
+                // Time the server was stopped (^Z, a paused VM) is given back: the
+                // clients that connected meanwhile wait in the backlog, and closing the
+                // listeners at once would reset them.
+                () = crate::net::sleep_running(self.limits.shutdown_delay) => {}
                 () = watcher.reached(Phase::Forced) => {}
             }
         }
