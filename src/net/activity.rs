@@ -15,6 +15,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// (^Z, a debugger, a paused VM) or starved during it, and the time counted as not its own.
 pub(crate) const OVERSLEPT: Duration = Duration::from_millis(100);
 
+/// The time a wait of `limit` begun at `started`, seen ended, gives back: what it overslept
+/// when that is more than [`OVERSLEPT`] (the program did not run), up to `limit` once more;
+/// else none.
+pub(crate) fn given_back(started: Instant, limit: Duration) -> Duration {
+    let overslept = started.elapsed().saturating_sub(limit);
+    if overslept > OVERSLEPT {
+        overslept.min(limit)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// Sleeps for `period` of the time the program ran: a sleep seen ended late by more than
 /// [`OVERSLEPT`] (the program was stopped or starved) sleeps on for the time it overslept,
 /// up to `period` once more, so that what the period was for (a listener accepting the
@@ -22,9 +34,9 @@ pub(crate) const OVERSLEPT: Duration = Duration::from_millis(100);
 pub(crate) async fn sleep_running(period: Duration) {
     let started = Instant::now();
     tokio::time::sleep(period).await;
-    let overslept = started.elapsed().saturating_sub(period);
-    if overslept > OVERSLEPT {
-        tokio::time::sleep(overslept.min(period)).await;
+    let more = given_back(started, period);
+    if !more.is_zero() {
+        tokio::time::sleep(more).await;
     }
 }
 
@@ -48,12 +60,7 @@ pub(crate) async fn within_running<F: Future + ?Sized>(
     if let Ok(done) = tokio::time::timeout(limit, work.as_mut()).await {
         return Some(done);
     }
-    let overslept = started.elapsed().saturating_sub(limit);
-    let more = if overslept > OVERSLEPT {
-        overslept.min(limit)
-    } else {
-        Duration::ZERO
-    };
+    let more = given_back(started, limit);
     tokio::task::yield_now().await;
     // A timeout of zero polls `work` once, then gives up.
     tokio::time::timeout(more, work).await.ok()

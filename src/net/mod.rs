@@ -47,8 +47,8 @@ pub(crate) use accept::{
     RawStream, is_connection_error, is_resource_exhaustion, queued_connections,
 };
 pub(crate) use activity::{
-    Activity, OVERSLEPT, Touching, idle_error, is_idle_timeout, sleep_running, unless_idle,
-    within_running,
+    Activity, OVERSLEPT, Touching, given_back, idle_error, is_idle_timeout, sleep_running,
+    unless_idle, within_running,
 };
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use blocking_pool::{no_thread, on_blocking_pool};

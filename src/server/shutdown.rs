@@ -222,8 +222,8 @@ impl ShutdownHandle {
         {
             return 0;
         }
-        let overslept = started.elapsed().saturating_sub(deadline);
-        let more = overslept.max(crate::net::OVERSLEPT).min(deadline);
+        let more =
+            crate::net::given_back(started, deadline).max(crate::net::OVERSLEPT.min(deadline));
         if tokio::time::timeout(more, closed.as_mut()).await.is_ok() {
             return 0;
         }

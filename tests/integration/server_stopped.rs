@@ -84,10 +84,7 @@ fn serve_echo(extra: &[&str]) -> Running {
 
 #[test]
 fn serve_echo_stopped_past_its_idle_limit_keeps_a_talking_client() -> TestResult {
-    let mut engines = vec!["epoll"];
-    if crate::io_engine::io_uring_available() {
-        engines.push("io_uring");
-    }
+    let engines = engines();
     for engine in engines {
         let server = serve_echo(&["--idle-timeout", "1s", "--io-engine", engine]);
         let (sent, got) = talk_through_a_stop(&server.addr(), server.pid())
@@ -110,6 +107,15 @@ fn forward_stopped_past_its_idle_limit_keeps_a_talking_client() -> TestResult {
     Ok(())
 }
 
+/// The engines this machine has: epoll, and io_uring where the kernel has it.
+fn engines() -> Vec<&'static str> {
+    let mut engines = vec!["epoll"];
+    if crate::io_engine::io_uring_available() {
+        engines.push("io_uring");
+    }
+    engines
+}
+
 /// Sends `signal` to `pid`, a child of this test.
 fn signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) of a child of this test with a signal number; no memory involved.
@@ -119,10 +125,7 @@ fn signal(pid: i32, signal: i32) {
 #[test]
 fn a_drain_stopped_past_its_deadline_lets_the_clients_that_finished_meanwhile_end_cleanly()
 -> TestResult {
-    let mut engines = vec!["epoll"];
-    if crate::io_engine::io_uring_available() {
-        engines.push("io_uring");
-    }
+    let engines = engines();
     // Past the deadline by far, and by a little (the runtime still has to run the
     // connections that ended during the stop).
     let stops = [Duration::from_millis(1500), Duration::from_millis(1040)];
@@ -226,10 +229,7 @@ fn a_tls_handshake_made_while_the_server_was_stopped_past_its_limit_is_in_time()
 #[test]
 fn clients_that_connected_while_the_server_was_stopped_in_its_shutdown_delay_are_served()
 -> TestResult {
-    let mut engines = vec!["epoll"];
-    if crate::io_engine::io_uring_available() {
-        engines.push("io_uring");
-    }
+    let engines = engines();
     for engine in engines {
         let mut cmd = socketkit();
         cmd.args([
