@@ -430,8 +430,14 @@ async fn run<S: AsyncRead + AsyncWrite>(
         let keep = waits_for_input((fd, true), silent, false, direction);
         keep_on.store(keep, Ordering::Relaxed);
         end_sending(done, input);
-        let idle_left =
-            || (options.idle_timeout).map(|idle| idle.saturating_sub(activity.quiet_for()));
+        // The idle limit holds the sending of a peer that reads on; one that answered and
+        // closed is done, and the input's pause ends the run as it would without a limit
+        // (a limit shorter than the pause made it `no data either way`, exit 1).
+        let idle_left = || {
+            (options.idle_timeout)
+                .filter(|_| keep)
+                .map(|idle| idle.saturating_sub(activity.quiet_for()))
+        };
         // What the peer took while the sending did not see it (see `Acknowledged`).
         let mut acknowledged = Acknowledged::new(fd);
         loop {

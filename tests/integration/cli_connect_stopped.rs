@@ -237,3 +237,52 @@ fn over_tls_a_stop_past_the_idle_limit_is_not_idleness() -> TestResult {
     let _ = talker.wait(DEADLINE);
     Ok(())
 }
+
+/// `connect --idle-timeout 1s` over TCP, its peer quiet, stopped for 2.5 s with a line
+/// written to its input during the stop: the line is no idleness, and it goes out (the
+/// receiving side's timer ran before the sending side had read it, and the run ended `no
+/// data either way for 1s`, exit 1, the line never sent). Over TLS it held.
+#[test]
+fn input_that_came_while_connect_was_stopped_past_the_idle_limit_is_sent() -> TestResult {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let mut cmd = socketkit();
+    cmd.args(["connect", &addr, "-q", "--idle-timeout", "1s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let pid = libc::pid_t::try_from(child.id())?;
+    let (mut peer, _) = listener.accept()?;
+    // SAFETY: kill(2) with a pid of our own child and a signal number; no memory involved.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    stdin.write_all(b"written during the stop\n")?;
+    thread::sleep(Duration::from_millis(2500));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    peer.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.contains(&b'\n') {
+        match peer.read(&mut buf) {
+            Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    peer.write_all(b"bye\n")?;
+    drop(peer);
+    let status = wait_bounded(&mut child, DEADLINE);
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .ok_or("stdout")?
+        .read_to_string(&mut out)?;
+    let err = stderr_of(&mut child)?;
+    assert_eq!(got, b"written during the stop\n", "{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(out, "bye\n", "{err}");
+    Ok(())
+}

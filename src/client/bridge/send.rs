@@ -343,15 +343,9 @@ pub(super) fn send_input(
             Next::Pending if done.load(Ordering::Acquire) && pauses.paused(input) => {
                 // Asked at each look during a pause: a peer that reads on may still go. An
                 // error ended the bridge (a reset, the idle limit): nothing more is sent.
-                if sending
-                    .idle
-                    .is_some_and(|idle| activity.quiet_for() >= idle)
-                {
-                    return match peer_closed.load(Ordering::Relaxed) {
-                        true => SendEnd::IdleOut,
-                        false => SendEnd::Stopped,
-                    };
-                }
+                // A peer that answered and closed is done whatever the idle limit: the
+                // pause ends the run as it would without one (exit 0; the limit, shorter
+                // than the pause, made it `no data either way`, exit 1).
                 if !peer_closed.load(Ordering::Relaxed)
                     || !waits_for_input(
                         connection_of(socket),
@@ -374,6 +368,14 @@ pub(super) fn send_input(
                         return SendEnd::Reset(io::Error::from_raw_os_error(libc::ECONNRESET));
                     }
                     return SendEnd::Stopped;
+                }
+                // A peer that reads on gets the input however long it pauses, within the
+                // idle limit.
+                if sending
+                    .idle
+                    .is_some_and(|idle| activity.quiet_for() >= idle)
+                {
+                    return SendEnd::IdleOut;
                 }
             }
             Next::Pending => {}

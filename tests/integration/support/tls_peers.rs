@@ -86,6 +86,11 @@ def serve(conn, behaviour, arg):
         sys.stdout.flush()
         read_to_close_notify(conn)
         sys.stdin.read()
+    elif behaviour == "reply":
+        # A line from the client, ARG back, then close_notify, and the client's awaited.
+        read_line(conn)
+        conn.sendall(arg.encode())
+        conn.unwrap()
     elif behaviour == "ask":
         for i in range(int(arg)):
             conn.sendall(b"question %d\n" % i)
@@ -143,7 +148,7 @@ main()
 
 /// A Python TLS server with `pair`'s certificate doing `behaviour` (`clean TEXT`,
 /// `truncate TEXT`, `truncate_bulk N`, `echo`, `echo_count`, `alpn`, `ask N`,
-/// `greet_hold TEXT`) for one
+/// `greet_hold TEXT`, `reply TEXT`) for one
 /// connection; `None`
 /// without python3.
 pub fn python_server(pair: &Pair, behaviour: &str, arg: &str) -> Option<Running> {
