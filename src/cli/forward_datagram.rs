@@ -255,7 +255,9 @@ async fn relay_for(delay: Duration, signals: &mut Signals) {
         humantime::format_duration(delay)
     );
     tokio::select! {
-        () = tokio::time::sleep(delay) => {}
+        // Time the relay was stopped (^Z, a paused VM) is given back: the datagrams sent
+        // meanwhile wait in its sockets, and stopping at once would drop them.
+        () = socketkit::server::sleep_running(delay) => {}
         () = signals.next() => tracing::info!("second signal: stopping now"),
     }
 }

@@ -28,10 +28,22 @@ pub(crate) fn given_back(started: Instant, limit: Duration) -> Duration {
 }
 
 /// Sleeps for `period` of the time the program ran: a sleep seen ended late by more than
-/// [`OVERSLEPT`] (the program was stopped or starved) sleeps on for the time it overslept,
-/// up to `period` once more, so that what the period was for (a listener accepting the
-/// connections of its shutdown delay) gets done.
-pub(crate) async fn sleep_running(period: Duration) {
+/// 100 ms (the program was stopped or starved: ^Z, a debugger, a paused VM) sleeps on for
+/// the time it overslept, up to `period` once more, so that what the period was for (a
+/// listener accepting the connections of its shutdown delay, a relay passing the datagrams
+/// of its own) gets done.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::{Duration, Instant};
+///
+/// let started = Instant::now();
+/// socketkit::server::sleep_running(Duration::from_millis(20)).await;
+/// assert!(started.elapsed() >= Duration::from_millis(20));
+/// # }
+/// ```
+pub async fn sleep_running(period: Duration) {
     let started = Instant::now();
     tokio::time::sleep(period).await;
     let more = given_back(started, period);

@@ -46,9 +46,10 @@ mod unix_file;
 pub(crate) use accept::{
     RawStream, is_connection_error, is_resource_exhaustion, queued_connections,
 };
+pub use activity::sleep_running;
 pub(crate) use activity::{
-    Activity, OVERSLEPT, Touching, given_back, idle_error, is_idle_timeout, sleep_running,
-    unless_idle, within_running,
+    Activity, OVERSLEPT, Touching, given_back, idle_error, is_idle_timeout, unless_idle,
+    within_running,
 };
 pub(crate) use bind::{Bound, ListenOptions, bind_endpoint, bind_reuse_port_set};
 pub(crate) use blocking_pool::{no_thread, on_blocking_pool};

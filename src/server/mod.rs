@@ -99,6 +99,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::net::sleep_running;
 pub use admission::{Admission, Admit, Admitted, Refusal, Refusals};
 pub use blocking::{BlockingConnection, BlockingHandler};
 pub use builder::{Builder, DEFAULT_BACKLOG};

@@ -33,6 +33,9 @@ mod cli_bench_unixgram;
 mod cli_bench_usage;
 /// `socketkit connect`: the stdio bridge and its EOF rules.
 mod cli_connect;
+/// `connect --idle-timeout` shorter than the input's pause, against a peer that answered and
+/// closed: exit 0, as without a limit.
+mod cli_connect_idle;
 /// `connect` once the peer has ended its side and the input is still open.
 mod cli_connect_peer_closed;
 /// `connect` whose input the peer refused with a reset after its own end: exit 1.
@@ -114,6 +117,8 @@ mod eof_model;
 mod examples;
 /// `socketkit forward` out of file descriptors, TCP and UDP: back off, log once per burst.
 mod forward_faults;
+/// The datagram relay stopped past its idle limit or in its shutdown delay: nothing dropped.
+mod forward_udp_stopped;
 /// A name whose first address drops the handshake: `connect` and `forward` race its
 /// addresses (Happy Eyeballs).
 mod happy_eyeballs;

@@ -144,21 +144,18 @@ pub(super) async fn answer(
     idle: Duration,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut looked_again = false;
     loop {
         let deadline = client.last() + idle;
+        if deadline > Instant::now() {
+            looked_again = false;
+        }
         tokio::select! {
+            // The target's answers before the idle limit: a relay stopped past the limit
+            // (^Z, a paused VM) wakes with both ready, and an answer that came during the
+            // stop is traffic, not idleness.
+            biased;
             () = client.retired.notified() => return,
-            () = tokio::time::sleep_until(deadline) => {
-                // Checked again under the lock: a datagram may have come in meanwhile.
-                let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
-                if client.last() + idle <= Instant::now() {
-                    if map.get(&from).is_some_and(|current| Arc::ptr_eq(current, &client)) {
-                        map.remove(&from);
-                    }
-                    tracing::debug!(client = %from.clone().to_canonical(), "idle: closed its upstream socket");
-                    return;
-                }
-            }
             received = client.upstream.recv_whole(&mut buf) => match received {
                 Ok(len) => {
                     client.touch();
@@ -195,6 +192,24 @@ pub(super) async fn answer(
                     return;
                 }
             },
+            () = tokio::time::sleep_until(deadline), if !looked_again => {
+                // Not idle yet: the client's datagrams are read by the listener's task,
+                // which a relay woken from a stop may not have run. One more look once it
+                // has (the limit stays passed only if none came).
+                looked_again = true;
+                tokio::task::yield_now().await;
+            }
+            () = std::future::ready(()), if looked_again => {
+                // Checked again under the lock: a datagram may have come in meanwhile.
+                let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+                if client.last() + idle <= Instant::now() {
+                    if map.get(&from).is_some_and(|current| Arc::ptr_eq(current, &client)) {
+                        map.remove(&from);
+                    }
+                    tracing::debug!(client = %from.clone().to_canonical(), "idle: closed its upstream socket");
+                    return;
+                }
+            }
         }
     }
 }
