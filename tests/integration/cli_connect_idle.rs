@@ -12,7 +12,7 @@ use std::thread;
 
 use crate::support::TestResult;
 use crate::support::certs::Pki;
-use crate::support::process::{DEADLINE, socketkit, stderr_of, wait_bounded};
+use crate::support::process::{DEADLINE, socketkit, stderr_of, stdout_of, wait_bounded};
 use crate::support::tls_peers;
 
 /// `connect ENDPOINT --idle-timeout 500ms -q` with `extra`, its stdio piped.
@@ -36,13 +36,7 @@ fn ask_and_keep_the_input_open(child: &mut Child) -> Result<Answered, Box<dyn st
     stdin.write_all(b"question\n")?;
     let status = wait_bounded(child, DEADLINE);
     drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .ok_or("stdout")?
-        .read_to_string(&mut out)?;
-    Ok((status.code(), out, stderr_of(child)?))
+    Ok((status.code(), stdout_of(child)?, stderr_of(child)?))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::TestResult;
 use crate::support::certs::Pki;
-use crate::support::process::{DEADLINE, Running, socketkit, stderr_of, wait_bounded};
+use crate::support::process::{DEADLINE, Running, socketkit, stderr_of, stdout_of, wait_bounded};
 
 /// How long the program is stopped: more than the bridge's one-second linger.
 const STOP: Duration = Duration::from_millis(1500);
@@ -274,12 +274,7 @@ fn input_that_came_while_connect_was_stopped_past_the_idle_limit_is_sent() -> Te
     drop(peer);
     let status = wait_bounded(&mut child, DEADLINE);
     drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .ok_or("stdout")?
-        .read_to_string(&mut out)?;
+    let out = stdout_of(&mut child)?;
     let err = stderr_of(&mut child)?;
     assert_eq!(got, b"written during the stop\n", "{err}");
     assert_eq!(status.code(), Some(0), "{err}");

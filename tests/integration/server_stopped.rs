@@ -173,7 +173,7 @@ fn a_drain_stopped_past_its_deadline_lets_the_clients_that_finished_meanwhile_en
 
 #[test]
 fn a_tls_handshake_made_while_the_server_was_stopped_past_its_limit_is_in_time() -> TestResult {
-    use socketkit::tls::{ClientOptions, client_config, rustls};
+    use socketkit::tls::rustls;
     let pki = crate::support::certs::Pki::new();
     let mut cmd = socketkit();
     cmd.args(["serve", "greeting", "-l", "tls:127.0.0.1:0"])
@@ -185,11 +185,6 @@ fn a_tls_handshake_made_while_the_server_was_stopped_past_its_limit_is_in_time()
         ])
         .args(["--tls-handshake-timeout", "1s"]);
     let server = Running::start(cmd, 1);
-    let options = ClientOptions {
-        ca: Some(pki.ca.clone()),
-        ..ClientOptions::default()
-    };
-    let config = client_config(&options)?;
     // Accepted, their handshake's clock running, before the stop.
     let mut sockets = Vec::new();
     for _ in 0..8 {
@@ -203,12 +198,8 @@ fn a_tls_handshake_made_while_the_server_was_stopped_past_its_limit_is_in_time()
     let clients: Vec<_> = sockets
         .into_iter()
         .map(|mut tcp| {
-            let config = std::sync::Arc::clone(&config);
+            let mut conn = pki.client_session();
             thread::spawn(move || -> Result<Vec<u8>, String> {
-                let name = rustls::pki_types::ServerName::try_from("localhost")
-                    .map_err(|e| e.to_string())?;
-                let mut conn =
-                    rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
                 let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
                 let mut got = Vec::new();
                 tls.read_to_end(&mut got).map_err(|e| e.to_string())?;

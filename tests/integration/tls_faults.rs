@@ -6,10 +6,9 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use socketkit::tls::{ClientOptions, client_config, rustls};
+use socketkit::tls::rustls;
 
 use crate::support::certs::Pki;
 use crate::support::net::{IO_TIMEOUT, connect, connect_from, read_once, try_connect_from};
@@ -38,14 +37,8 @@ fn serve_greeting(pki: &Pki, extra: &[&str]) -> Running {
 /// A full TLS exchange with the greeting server, timed from the TCP connect to the
 /// greeting's close_notify.
 fn greet(pki: &Pki, addr: &str) -> (Vec<u8>, Duration) {
-    let options = ClientOptions {
-        ca: Some(pki.ca.clone()),
-        ..ClientOptions::default()
-    };
-    let config = client_config(&options).expect("client config");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
     let started = Instant::now();
-    let mut conn = rustls::ClientConnection::new(Arc::clone(&config), name).expect("session");
+    let mut conn = pki.client_session();
     let mut tcp = connect(addr);
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     let mut got = Vec::new();
@@ -439,13 +432,7 @@ fn a_tls_relay_stalled_on_a_target_that_stopped_reading_ends_at_the_idle_timeout
         ])
         .args(["--idle-timeout", "500ms"]);
     let relay = Running::start(cmd, 1);
-    let options = ClientOptions {
-        ca: Some(pki.ca.clone()),
-        ..ClientOptions::default()
-    };
-    let config = client_config(&options).expect("client config");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
-    let mut conn = rustls::ClientConnection::new(config, name).expect("session");
+    let mut conn = pki.client_session();
     let mut tcp = connect(&format!("127.0.0.1:{}", relay.port()));
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     // Until every buffer on the way is full: a write that waits 300 ms means they are.

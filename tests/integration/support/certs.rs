@@ -42,6 +42,19 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// A rustls client session that trusts `ca` and names `localhost`, as socketkit's own
+    /// client sets one up: for tests that drive the TLS bytes themselves over a socket.
+    pub fn client_session(&self) -> socketkit::tls::rustls::ClientConnection {
+        use socketkit::tls::{ClientOptions, client_config, rustls};
+        let options = ClientOptions {
+            ca: Some(self.ca.clone()),
+            ..ClientOptions::default()
+        };
+        let config = client_config(&options).expect("a client config for the test CA");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        rustls::ClientConnection::new(config, name).expect("a client session")
+    }
+
     /// Makes the CA and every certificate.
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -292,13 +292,20 @@ pub fn lines_of(stdout: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 
 /// What `child` wrote to stderr (piped), read to its end: call once it has exited.
 pub fn stderr_of(child: &mut Child) -> Result<String, Box<dyn std::error::Error>> {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .ok_or("stderr is not piped")?
-        .read_to_string(&mut err)?;
-    Ok(err)
+    read_piped(child.stderr.take(), "stderr")
+}
+
+/// What `child` wrote to stdout (piped), read to its end: call once it has exited.
+pub fn stdout_of(child: &mut Child) -> Result<String, Box<dyn std::error::Error>> {
+    read_piped(child.stdout.take(), "stdout")
+}
+
+/// `pipe` (a child's `name`) read to its end as text.
+fn read_piped(pipe: Option<impl Read>, name: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let mut text = String::new();
+    pipe.ok_or(format!("{name} is not piped"))?
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Waits for `child`, killing it and failing the test if it runs past `limit`.
