@@ -340,6 +340,12 @@ fn udp_forward_counts_the_datagrams_max_connections_drops() {
         || format!("not counted:\n{}", http_get(&metrics, "/metrics").1),
         || sample(&metrics, "socketkit_datagrams_dropped_total", &labels) == 3,
     );
+    let listener = format!("listener=\"{}\"", relay.endpoints()[0]);
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        5,
+        "the relayed \"hello\" only: a dropped datagram is no bytes received"
+    );
 }
 
 #[test]

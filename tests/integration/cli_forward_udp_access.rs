@@ -63,6 +63,13 @@ fn udp_forward_drops_and_counts_the_datagrams_of_denied_sources() {
         echo_through(&allowed, relay.port(), b"still in"),
         b"still in"
     );
+    // Counted as dropped, and not as bytes from clients too (as `serve` counts them).
+    let listener = format!("listener=\"{}\"", relay.endpoints()[0]);
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        10,
+        "the relayed \"in\" and \"still in\" only"
+    );
 }
 
 /// The rules are asked of every datagram, so a reload applies to a client already relayed.

@@ -363,9 +363,6 @@ impl BoundDatagramForward {
                     Err(err) => return Err(Error::at_local(Op::Receive, &self.local, err)),
                 },
             };
-            if let Some(metrics) = &self.metrics {
-                metrics.received.inc_by(len as u64);
-            }
             // A forged datagram from the relay's own address: relaying it, and then the
             // target's answer to "the client", would feed the relay its own datagrams
             // without end (as `serve` drops it, see `sent_by_itself`).
@@ -402,6 +399,11 @@ impl BoundDatagramForward {
                 None => continue,
             };
             client.came(destination);
+            // Counted once taken for a client, as `serve` counts a datagram it admits: one
+            // dropped above is counted as dropped, with its reason, and nowhere else.
+            if let Some(metrics) = &self.metrics {
+                metrics.received.inc_by(len as u64);
+            }
             let mut sent = client.upstream.send_or_drop(&buf[..len]).await;
             if let Err(err) = &sent
                 && client.upstream.is_unix()
