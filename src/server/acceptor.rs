@@ -227,30 +227,29 @@ impl Acceptor {
         let mut sent = 0;
         if let Some(reply) = &reply {
             let started = self.meter.clock();
-            match raw.send_now_and_finish(reply) {
-                Ok(n) if n == reply.len() => {
-                    if let Some(started) = started {
-                        let peer = || proxied.peer.clone().unwrap_or_else(|| raw.peer());
-                        let bytes = (proxied.header_len, n);
-                        let counts = self.counts.as_mut();
-                        self.meter
-                            .answered(counts, peer, || raw.local(), bytes, started);
-                    }
-                    return; // dropping `raw` closes the connection
+            let sending = raw.send_now_and_finish(reply);
+            // Done here, with what failed if anything: the whole reply went (dropping `raw`
+            // closes the connection), or the client is gone (it reset first). Either is
+            // the connection's end, and recorded.
+            let done = match &sending {
+                Ok(n) if *n == reply.len() => Some(None),
+                Ok(n) => {
+                    sent = *n;
+                    None
                 }
-                Ok(n) => sent = n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => {
-                    let peer = proxied.peer.clone().unwrap_or_else(|| raw.peer());
-                    let local = raw.local().map_or_else(String::new, |a| a.to_string());
-                    return tracing::debug!(
-                        peer = %peer,
-                        local = %local,
-                        listener = self.meter.name(),
-                        "answer failed: {}",
-                        describe(&err)
-                    );
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
+                Err(err) => Some(Some(err)),
+            };
+            if let Some(failed) = done {
+                if let Some(started) = started {
+                    let peer = || proxied.peer.clone().unwrap_or_else(|| raw.peer());
+                    let out = if failed.is_some() { 0 } else { reply.len() };
+                    let bytes = (proxied.header_len, out);
+                    let counts = self.counts.as_mut();
+                    self.meter
+                        .answered(counts, peer, || raw.local(), bytes, started, failed);
                 }
+                return;
             }
         }
         let Some(mut accepted) = self.register(raw, holds, proxied.peer) else {

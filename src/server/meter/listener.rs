@@ -98,7 +98,9 @@ impl ListenerMeter {
 
     /// Records a connection answered on the accept loop and closed at once (an immediate
     /// reply): `(received, sent)` bytes (received: a PROXY header's), accepted at `started`,
-    /// in the loop's own shards `counts`. `local` is asked only at `-v`.
+    /// in the loop's own shards `counts`. `local` is asked only at `-v`. A reply that
+    /// `failed` (the client reset first) is recorded the same, with its error in the line:
+    /// every connection that reached the service is in the duration histogram.
     pub(crate) fn answered(
         &self,
         counts: Option<&mut LoopCounts>,
@@ -106,6 +108,7 @@ impl ListenerMeter {
         local: impl FnOnce() -> Option<Address>,
         (received, sent): (usize, usize),
         started: Instant,
+        failed: Option<&std::io::Error>,
     ) {
         // One clock read at the end serves the histogram and the log line.
         let lasted = started.elapsed();
@@ -118,15 +121,23 @@ impl ListenerMeter {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let local = local();
+            let error = failed.map(crate::error::describe);
             let summary = Summary {
                 peer: &peer(),
                 local: local.as_ref(),
                 bytes_in: Some(as_u64(received)),
                 bytes_out: Some(as_u64(sent)),
                 lasted: Some(lasted),
-                error: None,
+                error: error.as_deref(),
             };
-            summary.log(self, "answered at once");
+            summary.log(
+                self,
+                if failed.is_some() {
+                    "answer failed"
+                } else {
+                    "answered at once"
+                },
+            );
         }
     }
 }

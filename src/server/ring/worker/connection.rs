@@ -232,20 +232,7 @@ impl Worker {
                     Ok(_) => Err(io::ErrorKind::WriteZero.into()),
                     Err(_) => Err(io::Error::from_raw_os_error(-result)),
                 };
-                if let Err(err) = &outcome
-                    && tracing::enabled!(tracing::Level::DEBUG)
-                {
-                    let peer = peer_of(conn.fd).unwrap_or_else(|| Address::unix(""));
-                    let local = local_of(conn.fd).map_or_else(String::new, |a| a.to_string());
-                    tracing::debug!(
-                        peer = %peer,
-                        local = %local,
-                        listener = self.meter.name(),
-                        "answer failed: {}",
-                        crate::error::describe(err)
-                    );
-                }
-                self.finish_reply(slot, outcome.is_ok());
+                self.finish_reply(slot, outcome);
             }
             Job::EchoingFirst(first) => {
                 let len = first.len();
@@ -300,7 +287,7 @@ impl Worker {
     /// needs nothing of the slot: the close's completion is skipped (one that fails has no
     /// slot to name), so the loop can go back to waiting in the same `io_uring_enter` that
     /// submits it.
-    fn finish_reply(&mut self, slot: usize, delivered: bool) {
+    fn finish_reply(&mut self, slot: usize, outcome: io::Result<()>) {
         let Some(conn) = self.conns.try_remove(slot) else {
             return;
         };
@@ -309,7 +296,7 @@ impl Worker {
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(UNTRACKED_CLOSE);
         self.push(&entry);
-        self.reply_done(conn, delivered);
+        self.reply_done(conn, Some(outcome));
     }
 
     pub(super) fn closed(&mut self, slot: usize, _result: i32) {
@@ -319,15 +306,17 @@ impl Worker {
         // Only a connection that never got its reply (refused, or its admission failed)
         // comes here: an answered one is freed when its send completes.
         if matches!(self.routine, RingRoutine::Reply(_)) {
-            self.reply_done(conn, false);
+            self.reply_done(conn, None);
         }
     }
 
-    /// A reply's connection is gone: counted, and recorded if metered and `delivered`.
-    fn reply_done(&mut self, conn: Conn, delivered: bool) {
+    /// A reply's connection is gone: counted, and recorded if metered and its reply was
+    /// sent (`outcome`: delivered, or how it failed; `None`: never sent, the connection
+    /// refused or its admission failed, which is counted where it was refused).
+    fn reply_done(&mut self, conn: Conn, outcome: Option<io::Result<()>>) {
         self.replies_in_flight -= 1;
         self.release_watcher();
-        if delivered
+        if let Some(outcome) = outcome
             && let Job::Reply {
                 bytes,
                 metered: Some(answered),
@@ -341,8 +330,10 @@ impl Worker {
             } = *answered;
             let counts = self.counts.as_mut();
             let peer = || peer.unwrap_or_else(|| Address::unix(""));
+            let sent = if outcome.is_ok() { bytes.len() } else { 0 };
+            let failed = outcome.as_ref().err();
             self.meter
-                .answered(counts, peer, || local, (received, bytes.len()), started);
+                .answered(counts, peer, || local, (received, sent), started, failed);
         }
     }
 }
