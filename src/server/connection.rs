@@ -318,6 +318,22 @@ impl Connection {
         Ok(n)
     }
 
+    /// Takes `buf.len()` bytes that [`Connection::peek`] has shown are there, without
+    /// counting them: the stage that reads them (the PROXY header) counts what it took
+    /// once it admits the connection, for a refused one received no byte of the service.
+    pub(crate) async fn take_peeked(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let Io::Plain(stream) = &mut self.io else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "peeking is for the plain stream before TLS",
+            ));
+        };
+        stream.read_exact(buf).await?;
+        self.progress();
+        Ok(())
+    }
+
     fn progress(&mut self) {
         if let Some(idle) = &mut self.idle {
             idle.progressed();

@@ -210,6 +210,7 @@ impl Pipeline {
                 }
             }
         }
+        conn.meter_mut().admitted();
         Some(held)
     }
 

@@ -144,15 +144,19 @@ async fn read_header(conn: &mut Connection) -> Result<(ProxyHeader, Option<Tlvs>
         let (seen, header_bytes) = gather.seen(seen).map_err(|err| refusal(err.to_string()))?;
         consume(conn, header_bytes).await?;
         if let Seen::Complete(header) = seen {
-            return Ok((header, v2_tlvs(gather.taken())));
+            let taken = gather.taken();
+            // Counted once every stage has admitted the connection, as the io_uring
+            // engine counts it: a refused connection's header is no byte received.
+            conn.meter_mut().received_if_admitted(taken.len());
+            return Ok((header, v2_tlvs(taken)));
         }
     }
 }
 
-/// Takes `buf.len()` bytes off the socket that a peek has shown are there.
+/// Takes `buf.len()` bytes off the socket that a peek has shown are there (counted by
+/// the caller once the header is whole).
 async fn consume(conn: &mut Connection, buf: &mut [u8]) -> Result<(), Refusal> {
-    use tokio::io::AsyncReadExt;
-    conn.read_exact(buf).await.map(drop).map_err(|err| {
+    conn.take_peeked(buf).await.map_err(|err| {
         refusal(format!(
             "reading the header: {}",
             crate::error::describe(&err)

@@ -16,6 +16,9 @@ use crate::support::net::connect_from;
 use crate::support::process::socketkit;
 use crate::support::wait_until;
 
+/// The header of the one client `refusals_are_not_served_connections` serves.
+const SERVED_HEADER: &[u8] = b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\n";
+
 fn refusals_are_not_served_connections(engine: &str) -> TestResult {
     let mut cmd = socketkit();
     cmd.args(["serve", "echo", "--io-engine", engine, "-l", "127.0.0.1:0"])
@@ -25,7 +28,7 @@ fn refusals_are_not_served_connections(engine: &str) -> TestResult {
     let addr: std::net::SocketAddr = server.addr().parse()?;
     // Served: a client the balancer names, echoed.
     let mut served = connect_from("127.0.0.2", addr);
-    served.write_all(b"PROXY TCP4 192.0.2.9 192.0.2.1 5000 80\r\nhi")?;
+    served.write_all(&[SERVED_HEADER, b"hi"].concat())?;
     served.shutdown(Shutdown::Write)?;
     let mut got = Vec::new();
     served.read_to_end(&mut got)?;
@@ -37,6 +40,11 @@ fn refusals_are_not_served_connections(engine: &str) -> TestResult {
         &[b"PROXY TCP4 192.0.2.66 192.0.2.1 5000 80\r\n", b"x"],
     );
     assert_refused("127.0.0.2", addr, &[b"GET / HTTP/1.1\r\n\r\n"]);
+    // Part of a header, then the end.
+    let mut partial = connect_from("127.0.0.2", addr);
+    partial.write_all(b"PROXY TCP4 192.0.2.9 ")?;
+    partial.shutdown(Shutdown::Write)?;
+    let _ = partial.read_to_end(&mut Vec::new());
     let listener = format!("listener=\"tcp:{addr}\"");
     let refused = |reason: &str| {
         sample(
@@ -49,7 +57,14 @@ fn refusals_are_not_served_connections(engine: &str) -> TestResult {
     wait_until(
         Duration::from_secs(5),
         || format!("{engine}: refusals or closes not counted"),
-        || refused("acl") == 1 && refused("proxy") == 1 && active() == 0,
+        || refused("acl") == 1 && refused("proxy") == 2 && active() == 0,
+    );
+    // A refused connection received no byte of the service, a header (whole or in part)
+    // included, on either engine: the served client's header and its "hi" only.
+    assert_eq!(
+        sample(&metrics, "socketkit_bytes_received_total", &listener),
+        (SERVED_HEADER.len() + 2) as u64,
+        "{engine}"
     );
     assert_eq!(
         sample(

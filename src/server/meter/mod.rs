@@ -52,6 +52,9 @@ struct Extra {
     told: Option<Tlvs>,
     /// The address a PROXY header said the client connected to, at the proxy.
     destination: Option<std::net::SocketAddr>,
+    /// Bytes an admission stage took (a PROXY header), counted as received once every
+    /// stage has admitted the connection: a refused one received no byte of the service.
+    held_back: usize,
 }
 
 /// The closing line's own numbers.
@@ -204,6 +207,25 @@ impl Meter {
     /// Counts `n` bytes received from the client.
     pub(crate) fn received(&mut self, n: usize) {
         self.tallies().0.add(n);
+    }
+
+    /// Counts `n` bytes received by an admission stage once the connection is admitted
+    /// ([`Meter::admitted`]); a refusal leaves them out.
+    pub(crate) fn received_if_admitted(&mut self, n: usize) {
+        if self.open.is_some() {
+            self.extra.get_or_insert_default().held_back += n;
+        }
+    }
+
+    /// Every admission stage has admitted the connection: what they received counts.
+    pub(crate) fn admitted(&mut self) {
+        let held_back = self
+            .extra
+            .as_mut()
+            .map_or(0, |extra| std::mem::take(&mut extra.held_back));
+        if held_back > 0 {
+            self.received(held_back);
+        }
     }
 
     /// Counts `n` bytes sent to the client.
