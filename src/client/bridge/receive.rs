@@ -81,6 +81,7 @@ impl Waiting<'_> {
     /// (false), keeping the idle limit.
     fn for_the_peer(&self) -> Result<bool> {
         let wait = self.idle.map(tick);
+        let mut looked_again = false;
         loop {
             let started = Instant::now();
             match net::wait_readable_watching(self.socket.fileno(), self.watch, wait) {
@@ -89,10 +90,16 @@ impl Waiting<'_> {
                 // Ended late: the program was stopped (^Z, a paused VM), and the input that
                 // came meanwhile is the sending side's to send. The limit is judged a tick
                 // later, once it has had the time to (judged now, the run ended `no data
-                // either way` with that input unsent).
+                // either way` with that input unsent); once, so that a program starved
+                // wait after wait still keeps its limit.
                 Ok(Readiness::TimedOut)
-                    if wait.is_some_and(|wait| started.elapsed() > wait + net::OVERSLEPT) => {}
+                    if !looked_again
+                        && wait.is_some_and(|wait| started.elapsed() > wait + net::OVERSLEPT) =>
+                {
+                    looked_again = true;
+                }
                 Ok(Readiness::TimedOut) => {
+                    looked_again = false;
                     let timeout = self.peer.error(Op::Receive, io::ErrorKind::TimedOut.into());
                     check_idle(self.peer, self.activity, self.idle, timeout)?;
                 }
