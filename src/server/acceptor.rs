@@ -227,29 +227,22 @@ impl Acceptor {
         let mut sent = 0;
         if let Some(reply) = &reply {
             let started = self.meter.clock();
-            let sending = raw.send_now_and_finish(reply);
-            // Done here, with what failed if anything: the whole reply went (dropping `raw`
-            // closes the connection), or the client is gone (it reset first). Either is
-            // the connection's end, and recorded.
-            let done = match &sending {
-                Ok(n) if *n == reply.len() => Some(None),
-                Ok(n) => {
-                    sent = *n;
-                    None
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
-                Err(err) => Some(Some(err)),
-            };
-            if let Some(failed) = done {
+            // The whole reply went (dropping `raw` closes the connection), or the client is
+            // gone (it reset first): either is the connection's end, and recorded.
+            let record = |this: &mut Self, out: usize, failed: Option<&io::Error>| {
                 if let Some(started) = started {
                     let peer = || proxied.peer.clone().unwrap_or_else(|| raw.peer());
-                    let out = if failed.is_some() { 0 } else { reply.len() };
                     let bytes = (proxied.header_len, out);
-                    let counts = self.counts.as_mut();
-                    self.meter
+                    let counts = this.counts.as_mut();
+                    this.meter
                         .answered(counts, peer, || raw.local(), bytes, started, failed);
                 }
-                return;
+            };
+            match raw.send_now_and_finish(reply) {
+                Ok(n) if n == reply.len() => return record(self, n, None),
+                Ok(n) => sent = n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return record(self, 0, Some(&err)),
             }
         }
         let Some(mut accepted) = self.register(raw, holds, proxied.peer) else {

@@ -192,14 +192,15 @@ pub(super) async fn answer(
                     return;
                 }
             },
-            () = tokio::time::sleep_until(deadline), if !looked_again => {
-                // Not idle yet: the client's datagrams are read by the listener's task,
-                // which a relay woken from a stop may not have run. One more look once it
-                // has (the limit stays passed only if none came).
-                looked_again = true;
-                tokio::task::yield_now().await;
-            }
-            () = std::future::ready(()), if looked_again => {
+            () = tokio::time::sleep_until(deadline) => {
+                if !looked_again {
+                    // Not idle yet: the client's datagrams are read by the listener's
+                    // task, which a relay woken from a stop may not have run. One more look
+                    // (the target's answers first again) once it has.
+                    looked_again = true;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 // Checked again under the lock: a datagram may have come in meanwhile.
                 let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
                 if client.last() + idle <= Instant::now() {
